@@ -1,0 +1,1874 @@
+/* backend.c: see backend.h. */
+#include "backend.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bytes.h"
+#include "inginious/mp.h"
+#include "log.h"
+
+enum job_status {
+    JOB_WAITING = 0,    /* in its environment's heap and FIFO */
+    JOB_DISPATCHED = 1, /* sent to an agent, not reported started yet */
+    JOB_STARTED = 2,    /* the agent said AgentJobStarted */
+};
+
+#define JOB_F_KILLING 1u /* a kill was sent to the agent; t_ms is the deadline */
+
+#define MAX_ID_LEN 255
+#define MAX_ENV_LEN 255
+#define MAX_AGENT_SLOTS 65536
+#define MAX_AGENT_ENVS 100000
+
+struct job {
+    struct job *hnext;         /* job id hash chain */
+    struct env *env;           /* holds a reference */
+    struct be_client *owner;   /* NULL once the client is gone */
+    struct be_agent *agent;    /* when dispatched */
+    struct job *prev, *next;   /* env FIFO (waiting) or the agent's running list */
+    struct job *oprev, *onext; /* the owner's jobs */
+    int64_t prio;
+    uint64_t seq;  /* arrival order */
+    uint64_t t_ms; /* waiting: arrival time; killing: kill deadline */
+    uint64_t dseq; /* dispatch order */
+    int64_t started_s;
+    uint32_t heap_idx;  /* position in env->heap */
+    uint32_t body_len;  /* bytes of body[] (the ClientNewJob body) */
+    uint32_t spec_off;  /* where the job spec (BackendNewJob body) starts */
+    uint32_t state_off; /* inputdata["@state"] str bytes; 0 = absent */
+    uint32_t state_len;
+    int32_t max_time;
+    uint8_t id_len;
+    uint8_t status;
+    uint8_t flags;
+    uint8_t retries;
+    uint8_t body[];
+};
+
+struct aref {
+    struct be_agent *a;
+    uint32_t ref; /* index in a->envs */
+};
+
+struct env {
+    struct env *hnext;
+    char *type, *name; /* one allocation: type NUL name NUL */
+    uint32_t type_len, name_len;
+    uint64_t hash;
+    struct job **heap; /* waiting jobs, min-heap on (prio, seq) */
+    uint32_t n, cap;
+    struct aref *aheap; /* agents serving it with a free slot, min-heap on oldest free slot */
+    uint32_t an, acap;
+    struct job *fifo_head, *fifo_tail; /* waiting jobs in arrival order */
+    uint32_t n_providers;
+    uint64_t refs; /* providers + jobs */
+    char *vid;     /* version: image id of the newest announced version */
+    int64_t created;
+    bool advertised;
+    bool in_orphans;
+    uint64_t orphan_since;
+    struct env *oprev, *onext;
+    uint64_t mark;
+};
+
+struct eref {
+    struct env *env;
+    uint32_t aidx; /* position + 1 in env->aheap, 0 = absent */
+};
+
+struct be_agent {
+    void *peer;
+    struct be_agent *prev, *next;
+    bool registered;
+    char *name;
+    uint32_t slots;
+    uint32_t nfree, fhead;
+    uint64_t *ring; /* free slots' FIFO sequence numbers, ring of capacity slots */
+    struct eref *envs;
+    uint32_t nenvs;
+    struct job *run_head, *run_tail; /* dispatch order */
+    uint32_t nrun;
+    uint32_t missed;
+    uint32_t nkilling;
+};
+
+struct be_client {
+    void *peer;
+    struct be_client *prev, *next;
+    bool registered;
+    struct job *jobs;
+    uint64_t n_waiting;
+};
+
+static const uint8_t empty_map[1] = {0x80};
+
+/* ---------------------------------------------------------------------------------------- */
+/* Helpers                                                                                   */
+
+static uint64_t
+hash_bytes(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *s = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+#define HASH_SEED 0xcbf29ce484222325ull
+
+static inline const char *
+job_id(const struct job *j)
+{
+    return (const char *)j->body + j->spec_off + 4;
+}
+
+static inline struct ing_view
+job_id_view(const struct job *j)
+{
+    struct ing_view v = {job_id(j), j->id_len};
+    return v;
+}
+
+static inline struct ing_view
+job_state(const struct job *j)
+{
+    struct ing_view v = {"", 0};
+    if (j->state_off != 0) {
+        v.p = (const char *)j->body + j->state_off;
+        v.len = j->state_len;
+    }
+    return v;
+}
+
+static bool
+mp_is_map(struct ing_view v)
+{
+    if (v.p == NULL || v.len == 0)
+        return false;
+    uint8_t b = (uint8_t)v.p[0];
+    return (b & 0xf0) == 0x80 || b == 0xde || b == 0xdf;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Job id table                                                                              */
+
+static struct job **
+jtab_slot(const struct backend *be, const char *id, size_t len)
+{
+    return &be->jtab[hash_bytes(HASH_SEED, id, len) & be->jmask];
+}
+
+static struct job *
+jtab_find(const struct backend *be, const char *id, size_t len)
+{
+    for (struct job *j = *jtab_slot(be, id, len); j != NULL; j = j->hnext)
+        if (j->id_len == len && memcmp(job_id(j), id, len) == 0)
+            return j;
+    return NULL;
+}
+
+static int
+jtab_grow(struct backend *be)
+{
+    size_t ncap = (be->jmask + 1) * 2;
+    struct job **nt = calloc(ncap, sizeof(*nt));
+    if (nt == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i <= be->jmask; i++) {
+        struct job *j = be->jtab[i];
+        while (j != NULL) {
+            struct job *next = j->hnext;
+            size_t h = hash_bytes(HASH_SEED, job_id(j), j->id_len) & (ncap - 1);
+            j->hnext = nt[h];
+            nt[h] = j;
+            j = next;
+        }
+    }
+    free(be->jtab);
+    be->jtab = nt;
+    be->jmask = ncap - 1;
+    return 0;
+}
+
+static void
+jtab_insert(struct backend *be, struct job *j)
+{
+    if (be->njobs >= be->jmask + 1)
+        jtab_grow(be); /* on failure the chains just get longer */
+    struct job **s = jtab_slot(be, job_id(j), j->id_len);
+    j->hnext = *s;
+    *s = j;
+    be->njobs++;
+}
+
+static void
+jtab_remove(struct backend *be, struct job *j)
+{
+    struct job **s = jtab_slot(be, job_id(j), j->id_len);
+    while (*s != j)
+        s = &(*s)->hnext;
+    *s = j->hnext;
+    be->njobs--;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Environments                                                                              */
+
+static uint64_t
+env_hash(const char *type, size_t tl, const char *name, size_t nl)
+{
+    uint64_t h = hash_bytes(HASH_SEED, type, tl);
+    h = hash_bytes(h ^ 0xff, "", 1);
+    return hash_bytes(h, name, nl);
+}
+
+static struct env *
+env_find(const struct backend *be, const char *type, size_t tl, const char *name, size_t nl)
+{
+    uint64_t h = env_hash(type, tl, name, nl);
+    for (struct env *e = be->etab[h & be->emask]; e != NULL; e = e->hnext)
+        if (e->hash == h && e->type_len == tl && e->name_len == nl &&
+            memcmp(e->type, type, tl) == 0 && memcmp(e->name, name, nl) == 0)
+            return e;
+    return NULL;
+}
+
+static int
+etab_grow(struct backend *be)
+{
+    size_t ncap = (be->emask + 1) * 2;
+    struct env **nt = calloc(ncap, sizeof(*nt));
+    if (nt == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i <= be->emask; i++) {
+        struct env *e = be->etab[i];
+        while (e != NULL) {
+            struct env *next = e->hnext;
+            e->hnext = nt[e->hash & (ncap - 1)];
+            nt[e->hash & (ncap - 1)] = e;
+            e = next;
+        }
+    }
+    free(be->etab);
+    be->etab = nt;
+    be->emask = ncap - 1;
+    return 0;
+}
+
+/* env_get returns the environment (type, name), created if needed, or NULL (no memory). */
+static struct env *
+env_get(struct backend *be, const char *type, size_t tl, const char *name, size_t nl)
+{
+    struct env *e = env_find(be, type, tl, name, nl);
+    if (e != NULL)
+        return e;
+    e = slab_alloc(&be->env_slab);
+    if (e == NULL)
+        return NULL;
+    memset(e, 0, sizeof(*e));
+    e->type = malloc(tl + nl + 2);
+    if (e->type == NULL) {
+        slab_free(&be->env_slab, e);
+        return NULL;
+    }
+    memcpy(e->type, type, tl);
+    e->type[tl] = '\0';
+    e->name = e->type + tl + 1;
+    memcpy(e->name, name, nl);
+    e->name[nl] = '\0';
+    e->type_len = (uint32_t)tl;
+    e->name_len = (uint32_t)nl;
+    e->hash = env_hash(type, tl, name, nl);
+    if (be->nenvs >= be->emask + 1)
+        etab_grow(be);
+    e->hnext = be->etab[e->hash & be->emask];
+    be->etab[e->hash & be->emask] = e;
+    be->nenvs++;
+    return e;
+}
+
+static void
+orphan_remove(struct backend *be, struct env *e)
+{
+    if (!e->in_orphans)
+        return;
+    if (e->oprev != NULL)
+        e->oprev->onext = e->onext;
+    else
+        be->orphans = e->onext;
+    if (e->onext != NULL)
+        e->onext->oprev = e->oprev;
+    e->oprev = e->onext = NULL;
+    e->in_orphans = false;
+}
+
+static void
+orphan_add(struct backend *be, struct env *e)
+{
+    if (e->in_orphans)
+        return;
+    e->in_orphans = true;
+    e->orphan_since = be->now_ms;
+    e->oprev = NULL;
+    e->onext = be->orphans;
+    if (be->orphans != NULL)
+        be->orphans->oprev = e;
+    be->orphans = e;
+}
+
+static void
+env_unref(struct backend *be, struct env *e)
+{
+    if (--e->refs > 0)
+        return;
+    orphan_remove(be, e);
+    struct env **s = &be->etab[e->hash & be->emask];
+    while (*s != e)
+        s = &(*s)->hnext;
+    *s = e->hnext;
+    be->nenvs--;
+    free(e->heap);
+    free(e->aheap);
+    free(e->vid);
+    free(e->type);
+    slab_free(&be->env_slab, e);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Waiting jobs: per-environment heap on (priority, arrival) and arrival FIFO               */
+
+static inline bool
+job_less(const struct job *a, const struct job *b)
+{
+    return a->prio < b->prio || (a->prio == b->prio && a->seq < b->seq);
+}
+
+static inline void
+jheap_place(struct env *e, uint32_t i, struct job *j)
+{
+    e->heap[i] = j;
+    j->heap_idx = i;
+}
+
+static void
+jheap_up(struct env *e, uint32_t i)
+{
+    struct job *j = e->heap[i];
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (!job_less(j, e->heap[p]))
+            break;
+        jheap_place(e, i, e->heap[p]);
+        i = p;
+    }
+    jheap_place(e, i, j);
+}
+
+static void
+jheap_down(struct env *e, uint32_t i)
+{
+    struct job *j = e->heap[i];
+    for (;;) {
+        uint32_t l = 2 * i + 1, m = i;
+        const struct job *best = j;
+        if (l < e->n && job_less(e->heap[l], best)) {
+            m = l;
+            best = e->heap[l];
+        }
+        if (l + 1 < e->n && job_less(e->heap[l + 1], best))
+            m = l + 1;
+        if (m == i)
+            break;
+        jheap_place(e, i, e->heap[m]);
+        i = m;
+    }
+    jheap_place(e, i, j);
+}
+
+static int
+jheap_reserve(struct env *e)
+{
+    if (e->n < e->cap)
+        return 0;
+    uint32_t cap = e->cap ? e->cap * 2 : 8;
+    struct job **h = realloc(e->heap, cap * sizeof(*h));
+    if (h == NULL)
+        return -ENOMEM;
+    e->heap = h;
+    e->cap = cap;
+    return 0;
+}
+
+static void
+jheap_remove(struct env *e, struct job *j)
+{
+    uint32_t i = j->heap_idx;
+    e->n--;
+    if (i == e->n)
+        return;
+    struct job *m = e->heap[e->n];
+    jheap_place(e, i, m);
+    jheap_up(e, i);
+    if (m->heap_idx == i)
+        jheap_down(e, i);
+}
+
+/* fifo_insert puts j in arrival order (at the tail for a new job; further back for a job
+ * requeued after its agent was lost). */
+static void
+fifo_insert(struct env *e, struct job *j)
+{
+    struct job *after = e->fifo_tail;
+    while (after != NULL && after->seq > j->seq)
+        after = after->prev;
+    j->prev = after;
+    j->next = after != NULL ? after->next : e->fifo_head;
+    if (j->next != NULL)
+        j->next->prev = j;
+    else
+        e->fifo_tail = j;
+    if (after != NULL)
+        after->next = j;
+    else
+        e->fifo_head = j;
+}
+
+static void
+fifo_remove(struct env *e, struct job *j)
+{
+    if (j->prev != NULL)
+        j->prev->next = j->next;
+    else
+        e->fifo_head = j->next;
+    if (j->next != NULL)
+        j->next->prev = j->prev;
+    else
+        e->fifo_tail = j->prev;
+    j->prev = j->next = NULL;
+}
+
+/* job_enqueue makes j waiting in its environment. Needs jheap_reserve done. */
+static void
+job_enqueue(struct backend *be, struct job *j)
+{
+    struct env *e = j->env;
+    j->status = JOB_WAITING;
+    j->agent = NULL;
+    e->heap[e->n++] = j;
+    jheap_up(e, e->n - 1);
+    fifo_insert(e, j);
+    be->n_waiting++;
+    if (j->owner != NULL)
+        j->owner->n_waiting++;
+    if (e->n_providers == 0 && be->cfg.orphan_timeout_ms > 0)
+        orphan_add(be, e);
+}
+
+static void
+job_unqueue(struct backend *be, struct job *j)
+{
+    struct env *e = j->env;
+    jheap_remove(e, j);
+    fifo_remove(e, j);
+    be->n_waiting--;
+    if (j->owner != NULL)
+        j->owner->n_waiting--;
+    if (e->n == 0)
+        orphan_remove(be, e);
+}
+
+static void
+owner_unlink(struct job *j)
+{
+    struct be_client *c = j->owner;
+    if (c == NULL)
+        return;
+    if (j->oprev != NULL)
+        j->oprev->onext = j->onext;
+    else
+        c->jobs = j->onext;
+    if (j->onext != NULL)
+        j->onext->oprev = j->oprev;
+    j->oprev = j->onext = NULL;
+    j->owner = NULL;
+}
+
+static void
+job_free(struct backend *be, struct job *j)
+{
+    jtab_remove(be, j);
+    owner_unlink(j);
+    struct env *e = j->env;
+    pool_free(&be->jobs_pool, j, sizeof(*j) + j->body_len);
+    env_unref(be, e);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Free slots and the per-environment agent heaps                                           */
+
+static inline uint64_t
+agent_key(const struct be_agent *a)
+{
+    return a->ring[a->fhead];
+}
+
+static inline void
+aheap_place(struct env *e, uint32_t i, struct aref r)
+{
+    e->aheap[i] = r;
+    r.a->envs[r.ref].aidx = i + 1;
+}
+
+static void
+aheap_up(struct env *e, uint32_t i)
+{
+    struct aref r = e->aheap[i];
+    uint64_t k = agent_key(r.a);
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (k >= agent_key(e->aheap[p].a))
+            break;
+        aheap_place(e, i, e->aheap[p]);
+        i = p;
+    }
+    aheap_place(e, i, r);
+}
+
+static void
+aheap_down(struct env *e, uint32_t i)
+{
+    struct aref r = e->aheap[i];
+    uint64_t k = agent_key(r.a);
+    for (;;) {
+        uint32_t l = 2 * i + 1, m = i;
+        uint64_t best = k;
+        if (l < e->an && agent_key(e->aheap[l].a) < best) {
+            m = l;
+            best = agent_key(e->aheap[l].a);
+        }
+        if (l + 1 < e->an && agent_key(e->aheap[l + 1].a) < best)
+            m = l + 1;
+        if (m == i)
+            break;
+        aheap_place(e, i, e->aheap[m]);
+        i = m;
+    }
+    aheap_place(e, i, r);
+}
+
+static void
+aheap_remove(struct env *e, uint32_t i)
+{
+    struct aref gone = e->aheap[i];
+    gone.a->envs[gone.ref].aidx = 0;
+    e->an--;
+    if (i == e->an)
+        return;
+    struct aref m = e->aheap[e->an];
+    aheap_place(e, i, m);
+    aheap_up(e, i);
+    if (m.a->envs[m.ref].aidx == i + 1)
+        aheap_down(e, i);
+}
+
+/* agent_enter_heaps puts a (which just got its first free slot) into its envs' heaps. The
+ * heaps were sized at hello (one entry per provider), so this cannot fail. */
+static void
+agent_enter_heaps(struct be_agent *a)
+{
+    for (uint32_t i = 0; i < a->nenvs; i++) {
+        struct env *e = a->envs[i].env;
+        struct aref r = {a, i};
+        e->aheap[e->an++] = r;
+        aheap_up(e, e->an - 1);
+    }
+}
+
+static void
+agent_leave_heaps(struct be_agent *a)
+{
+    for (uint32_t i = 0; i < a->nenvs; i++)
+        if (a->envs[i].aidx != 0)
+            aheap_remove(a->envs[i].env, a->envs[i].aidx - 1);
+}
+
+/* slot_take removes a's oldest free slot. */
+static void
+slot_take(struct be_agent *a)
+{
+    a->nfree--;
+    a->fhead = a->fhead + 1 == a->slots ? 0 : a->fhead + 1;
+    if (a->nfree == 0) {
+        agent_leave_heaps(a);
+        return;
+    }
+    for (uint32_t i = 0; i < a->nenvs; i++) /* its key grew */
+        aheap_down(a->envs[i].env, a->envs[i].aidx - 1);
+}
+
+/* slot_add appends a free slot of a at the end of the FIFO. */
+static void
+slot_add(struct backend *be, struct be_agent *a)
+{
+    uint32_t pos = a->fhead + a->nfree;
+    if (pos >= a->slots)
+        pos -= a->slots;
+    a->ring[pos] = ++be->slot_seq;
+    if (a->nfree++ == 0)
+        agent_enter_heaps(a);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Dispatch                                                                                  */
+
+static struct job *
+best_job(const struct be_agent *a)
+{
+    struct job *best = NULL;
+    for (uint32_t i = 0; i < a->nenvs; i++) {
+        const struct env *e = a->envs[i].env;
+        if (e->n > 0 && (best == NULL || job_less(e->heap[0], best)))
+            best = e->heap[0];
+    }
+    return best;
+}
+
+static void
+run_append(struct be_agent *a, struct job *j)
+{
+    j->next = NULL;
+    j->prev = a->run_tail;
+    if (a->run_tail != NULL)
+        a->run_tail->next = j;
+    else
+        a->run_head = j;
+    a->run_tail = j;
+    a->nrun++;
+}
+
+static void
+run_remove(struct backend *be, struct job *j)
+{
+    struct be_agent *a = j->agent;
+    if (j->prev != NULL)
+        j->prev->next = j->next;
+    else
+        a->run_head = j->next;
+    if (j->next != NULL)
+        j->next->prev = j->prev;
+    else
+        a->run_tail = j->prev;
+    j->prev = j->next = NULL;
+    a->nrun--;
+    be->n_running--;
+    if (j->flags & JOB_F_KILLING) {
+        j->flags &= (uint8_t)~JOB_F_KILLING;
+        a->nkilling--;
+    }
+    j->agent = NULL;
+}
+
+static void
+dispatch(struct backend *be, struct be_agent *a, struct job *j)
+{
+    job_unqueue(be, j);
+    slot_take(a);
+    j->status = JOB_DISPATCHED;
+    j->agent = a;
+    j->dseq = ++be->dispatch_seq;
+    j->started_s = be->wall_s;
+    run_append(a, j);
+    be->n_running++;
+    be->stats.jobs_dispatched++;
+    log_msg(LOG_DEBUG, "job %.*s dispatched to agent %s", (int)j->id_len, job_id(j), a->name);
+    be->ops.relay(a->peer, ING_BACKEND_NEW_JOB, j->body + j->spec_off, j->body_len - j->spec_off);
+}
+
+/* sched_agent lets a's free slots take the best jobs of its environments. */
+static void
+sched_agent(struct backend *be, struct be_agent *a)
+{
+    struct job *j;
+    if (be->draining)
+        return;
+    while (a->nfree > 0 && (j = best_job(a)) != NULL)
+        dispatch(be, a, j);
+}
+
+/* sched_envs gives the waiting jobs of envs to the free slots in FIFO order (each slot
+ * taking the best job of its agent's environments), until none can take one. */
+static void
+sched_envs(struct backend *be, struct env *const *envs, size_t n)
+{
+    if (be->draining)
+        return;
+    for (;;) {
+        struct be_agent *first = NULL;
+        for (size_t i = 0; i < n; i++) {
+            const struct env *e = envs[i];
+            if (e->n > 0 && e->an > 0 &&
+                (first == NULL || agent_key(e->aheap[0].a) < agent_key(first)))
+                first = e->aheap[0].a;
+        }
+        if (first == NULL)
+            return;
+        dispatch(be, first, best_job(first));
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Messages to clients                                                                       */
+
+static void
+send_result(struct backend *be, struct be_client *c, struct ing_view id, const char *kind,
+            const char *text, struct ing_view state)
+{
+    if (c == NULL)
+        return;
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_JOB_DONE;
+    struct ing_job_result *r = &m.u.result;
+    r->job_id = id;
+    r->result_kind.p = kind;
+    r->result_kind.len = (uint32_t)strlen(kind);
+    r->result_text.p = text;
+    r->result_text.len = (uint32_t)strlen(text);
+    r->grade = 0.0;
+    r->problems.p = r->tests.p = r->custom.p = (const char *)empty_map;
+    r->problems.len = r->tests.len = r->custom.len = 1;
+    r->state = state;
+    r->archive.p = NULL;
+    r->stdout_.p = r->stderr_.p = "";
+    be->ops.send(c->peer, &m);
+}
+
+static void
+send_job_result(struct backend *be, struct job *j, const char *kind, const char *text)
+{
+    send_result(be, j->owner, job_id_view(j), kind, text, job_state(j));
+}
+
+static void
+send_kill(struct backend *be, struct job *j)
+{
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_KILL_JOB;
+    m.u.kill.job_id = job_id_view(j);
+    m.u.kill.state = job_state(j);
+    be->ops.send(j->agent->peer, &m);
+    if (!(j->flags & JOB_F_KILLING)) {
+        j->flags |= JOB_F_KILLING;
+        j->agent->nkilling++;
+    }
+    j->t_ms = be->cfg.kill_timeout_ms ? be->now_ms + be->cfg.kill_timeout_ms : UINT64_MAX;
+}
+
+static int
+env_cmp(const void *pa, const void *pb)
+{
+    const struct env *a = *(const struct env *const *)pa, *b = *(const struct env *const *)pb;
+    int c = strcmp(a->type, b->type);
+    return c != 0 ? c : strcmp(a->name, b->name);
+}
+
+/* envs_build encodes the BackendUpdateEnvironments map into be->envs_msg. */
+static int
+envs_build(struct backend *be)
+{
+    size_t n = 0;
+    struct env **list = malloc((be->nenvs ? be->nenvs : 1) * sizeof(*list));
+    if (list == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i <= be->emask; i++)
+        for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
+            if (e->n_providers > 0)
+                list[n++] = e;
+    qsort(list, n, sizeof(*list), env_cmp);
+    struct ing_mp_writer w;
+    ing_mp_writer_init_dyn(&w);
+    uint32_t ntypes = 0;
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || strcmp(list[i]->type, list[i - 1]->type) != 0)
+            ntypes++;
+    ing_mp_put_map(&w, ntypes);
+    for (size_t i = 0; i < n;) {
+        size_t k = i;
+        uint32_t adv = 0;
+        while (k < n && strcmp(list[k]->type, list[i]->type) == 0)
+            adv += list[k++]->advertised;
+        ing_mp_put_str(&w, list[i]->type, list[i]->type_len);
+        ing_mp_put_array(&w, adv);
+        for (size_t x = i; x < k; x++)
+            if (list[x]->advertised)
+                ing_mp_put_str(&w, list[x]->name, list[x]->name_len);
+        i = k;
+    }
+    free(list);
+    if (w.err != 0) {
+        ing_mp_writer_fini(&w);
+        return w.err;
+    }
+    free(be->envs_msg);
+    be->envs_msg = w.buf; /* ownership taken from the writer */
+    be->envs_msg_len = w.len;
+    return 0;
+}
+
+static void
+send_envs(struct backend *be, struct be_client *c)
+{
+    if (be->envs_msg == NULL && envs_build(be) != 0) {
+        log_msg(LOG_ERR, "out of memory building the environment list");
+        return;
+    }
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_UPDATE_ENVIRONMENTS;
+    m.u.envs.environments.p = (const char *)be->envs_msg;
+    m.u.envs.environments.len = (uint32_t)be->envs_msg_len;
+    be->ops.send(c->peer, &m);
+}
+
+static void
+broadcast_envs(struct backend *be)
+{
+    for (struct be_client *c = be->clients; c != NULL; c = c->next)
+        send_envs(be, c);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Lifecycle                                                                                 */
+
+void
+be_config_default(struct be_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->ping_max = 5;
+    cfg->kill_timeout_ms = 30000;
+    cfg->orphan_timeout_ms = 60000;
+    cfg->retry_lost_jobs = 0;
+    cfg->max_waiting = 10000000;
+    cfg->max_waiting_per_client = 10000000;
+    cfg->max_frame = ING_MAX_FRAME_DEFAULT;
+    cfg->kill_any = true;
+}
+
+int
+be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *ops)
+{
+    memset(be, 0, sizeof(*be));
+    be->cfg = *cfg;
+    be->ops = *ops;
+    pool_init(&be->jobs_pool);
+    slab_init(&be->client_slab, sizeof(struct be_client));
+    slab_init(&be->agent_slab, sizeof(struct be_agent));
+    slab_init(&be->env_slab, sizeof(struct env));
+    be->jmask = 1023;
+    be->emask = 63;
+    be->jtab = calloc(be->jmask + 1, sizeof(*be->jtab));
+    be->etab = calloc(be->emask + 1, sizeof(*be->etab));
+    if (be->jtab == NULL || be->etab == NULL) {
+        be_fini(be);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static void agent_unregister(struct backend *be, struct be_agent *a, bool silent);
+
+void
+be_fini(struct backend *be)
+{
+    while (be->agents != NULL)
+        agent_unregister(be, be->agents, true);
+    if (be->jtab != NULL) {
+        for (size_t i = 0; i <= be->jmask; i++) {
+            struct job *j = be->jtab[i];
+            while (j != NULL) {
+                struct job *next = j->hnext;
+                if (j->status == JOB_WAITING)
+                    job_unqueue(be, j);
+                else
+                    run_remove(be, j);
+                job_free(be, j);
+                j = next;
+            }
+        }
+    }
+    free(be->jtab);
+    free(be->etab);
+    free(be->envs_msg);
+    free(be->q_run);
+    free(be->q_wait);
+    free(be->q_text);
+    pool_fini(&be->jobs_pool);
+    slab_fini(&be->client_slab);
+    slab_fini(&be->agent_slab);
+    slab_fini(&be->env_slab);
+    memset(be, 0, sizeof(*be));
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Clients                                                                                   */
+
+struct be_client *
+be_client_new(struct backend *be, void *peer)
+{
+    struct be_client *c = slab_alloc(&be->client_slab);
+    if (c == NULL)
+        return NULL;
+    memset(c, 0, sizeof(*c));
+    c->peer = peer;
+    return c;
+}
+
+bool
+be_client_registered(const struct be_client *c)
+{
+    return c->registered;
+}
+
+void
+be_client_hello(struct backend *be, struct be_client *c)
+{
+    if (!c->registered) {
+        c->registered = true;
+        c->prev = NULL;
+        c->next = be->clients;
+        if (be->clients != NULL)
+            be->clients->prev = c;
+        be->clients = c;
+        be->n_clients++;
+    }
+    send_envs(be, c);
+}
+
+void
+be_client_gone(struct backend *be, struct be_client *c)
+{
+    if (c == NULL)
+        return;
+    if (c->registered) {
+        if (c->prev != NULL)
+            c->prev->next = c->next;
+        else
+            be->clients = c->next;
+        if (c->next != NULL)
+            c->next->prev = c->prev;
+        be->n_clients--;
+    }
+    uint64_t dropped = 0, killed = 0;
+    while (c->jobs != NULL) {
+        struct job *j = c->jobs;
+        if (j->status == JOB_WAITING) {
+            job_unqueue(be, j);
+            job_free(be, j);
+            dropped++;
+        } else {
+            owner_unlink(j);
+            if (!(j->flags & JOB_F_KILLING))
+                send_kill(be, j);
+            killed++;
+        }
+    }
+    if (dropped + killed > 0)
+        log_msg(LOG_INFO, "client gone: %llu waiting jobs dropped, %llu running jobs killed",
+                (unsigned long long)dropped, (unsigned long long)killed);
+    slab_free(&be->client_slab, c);
+}
+
+/* refuse answers a job that is not accepted. */
+static void
+refuse(struct backend *be, struct be_client *c, struct ing_view id, const char *why)
+{
+    struct ing_view empty = {"", 0};
+    be->stats.jobs_refused++;
+    log_msg(LOG_WARN, "job %.*s refused: %s", (int)(id.len > 255 ? 255 : id.len), id.p, why);
+    send_result(be, c, id, "crash", why, empty);
+}
+
+void
+be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
+                  const struct ing_client_new_job *m)
+{
+    const struct ing_job_spec *s = &m->job;
+    struct ing_view id = s->job_id;
+    if (id.len == 0 || id.len > MAX_ID_LEN) {
+        refuse(be, c, id, "Invalid job id");
+        return;
+    }
+    if (s->environment_type.len == 0 || s->environment_type.len > MAX_ENV_LEN ||
+        s->environment.len == 0 || s->environment.len > MAX_ENV_LEN) {
+        refuse(be, c, id, "Invalid environment");
+        return;
+    }
+    if (!mp_is_map(s->inputdata)) {
+        refuse(be, c, id, "Invalid inputdata: not a map");
+        return;
+    }
+    if (!mp_is_map(s->task_problems)) {
+        refuse(be, c, id, "Invalid task_problems: not a map");
+        return;
+    }
+    if (!mp_is_map(s->environment_parameters)) {
+        refuse(be, c, id, "Invalid environment_parameters: not a map");
+        return;
+    }
+    const uint8_t *sv = NULL;
+    size_t svlen = 0;
+    struct ing_mp_obj so = {0};
+    if (ing_mp_map_get((const uint8_t *)s->inputdata.p, s->inputdata.len, "@state", 6, &sv,
+                       &svlen) == 0) {
+        const uint8_t *q = sv;
+        if (ing_mp_read(&q, sv + svlen, &so) != 0 || so.type != ING_MP_STR) {
+            refuse(be, c, id, "Invalid @state: not a string");
+            return;
+        }
+    }
+    if (jtab_find(be, id.p, id.len) != NULL) {
+        refuse(be, c, id, "Duplicate job id");
+        return;
+    }
+    if (be->draining) {
+        refuse(be, c, id, "Backend shutting down");
+        return;
+    }
+    if (be->n_waiting >= be->cfg.max_waiting || c->n_waiting >= be->cfg.max_waiting_per_client) {
+        refuse(be, c, id, "Queue full");
+        return;
+    }
+
+    struct env *e = env_get(be, s->environment_type.p, s->environment_type.len, s->environment.p,
+                            s->environment.len);
+    if (e == NULL) {
+        refuse(be, c, id, "Backend out of memory");
+        return;
+    }
+    e->refs++;
+    struct job *j = NULL;
+    if (jheap_reserve(e) != 0 || len > UINT32_MAX - sizeof(*j) ||
+        (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
+        env_unref(be, e);
+        {
+            refuse(be, c, id, "Backend out of memory");
+            return;
+        }
+    }
+    memset(j, 0, sizeof(*j));
+    memcpy(j->body, body, len);
+    j->env = e;
+    j->prio = m->priority;
+    j->seq = ++be->arrival_seq;
+    j->t_ms = be->now_ms;
+    j->body_len = (uint32_t)len;
+    j->spec_off = (uint32_t)((const uint8_t *)id.p - 4 - body);
+    j->id_len = (uint8_t)id.len;
+    if (sv != NULL) {
+        j->state_off = (uint32_t)(so.v.s.p - body);
+        j->state_len = so.v.s.len;
+    }
+    int64_t t;
+    const char *const path[] = {"limits", "time"};
+    const uint8_t *tv;
+    size_t tvlen;
+    j->max_time = -1;
+    if (ing_mp_path((const uint8_t *)s->environment_parameters.p, s->environment_parameters.len,
+                    path, 2, &tv, &tvlen) == 0 &&
+        ing_mp_py_int(tv, tvlen, &t) == 0 && t >= INT32_MIN && t <= INT32_MAX)
+        j->max_time = (int32_t)t;
+    j->owner = c;
+    j->onext = c->jobs;
+    if (c->jobs != NULL)
+        c->jobs->oprev = j;
+    c->jobs = j;
+    jtab_insert(be, j);
+    job_enqueue(be, j);
+    be->stats.jobs_submitted++;
+    log_msg(LOG_DEBUG, "job %.*s queued for %s/%s", (int)j->id_len, job_id(j), e->type, e->name);
+    sched_envs(be, &e, 1);
+}
+
+void
+be_client_kill(struct backend *be, struct be_client *c, struct ing_view id)
+{
+    struct job *j = jtab_find(be, id.p, id.len);
+    if (j == NULL) {
+        log_msg(LOG_WARN, "kill of unknown job %.*s", (int)(id.len > 255 ? 255 : id.len), id.p);
+        return;
+    }
+    if (!be->cfg.kill_any && j->owner != c) {
+        log_msg(LOG_WARN, "kill of job %.*s refused: not the client's job", (int)j->id_len,
+                job_id(j));
+        return;
+    }
+    if (j->status == JOB_WAITING) {
+        job_unqueue(be, j);
+        send_job_result(be, j, "killed", "You killed the job");
+        be->stats.jobs_killed++;
+        job_free(be, j);
+        return;
+    }
+    log_msg(LOG_DEBUG, "kill of running job %.*s sent to agent %s", (int)j->id_len, job_id(j),
+            j->agent->name);
+    send_kill(be, j);
+}
+
+/* job_info writes the queue's info text of j ("course/task" or the environment name) into
+ * out (which has room) and returns its length. */
+static uint32_t
+job_info(const struct job *j, char *out)
+{
+    /* The spec is: job_id str, course_id nstr, task_id nstr, ... */
+    const uint8_t *p = j->body + j->spec_off + 4 + j->id_len;
+    uint32_t cl = get_u32be(p);
+    const uint8_t *cp = p + 4;
+    const uint8_t *tp = cl == UINT32_MAX ? cp : cp + cl;
+    uint32_t tl = get_u32be(tp);
+    if (cl == UINT32_MAX || tl == UINT32_MAX || cl == 0 || tl == 0) {
+        memcpy(out, j->env->name, j->env->name_len);
+        return j->env->name_len;
+    }
+    memcpy(out, cp, cl);
+    out[cl] = '/';
+    memcpy(out + cl + 1, tp + 4, tl);
+    return cl + 1 + tl;
+}
+
+static uint32_t
+job_info_max(const struct job *j)
+{
+    const uint8_t *p = j->body + j->spec_off + 4 + j->id_len;
+    uint32_t cl = get_u32be(p);
+    const uint8_t *tp = cl == UINT32_MAX ? p + 4 : p + 4 + cl;
+    uint32_t tl = get_u32be(tp);
+    uint32_t n = (cl == UINT32_MAX ? 0 : cl) + (tl == UINT32_MAX ? 0 : tl) + 1;
+    return n > j->env->name_len ? n : j->env->name_len;
+}
+
+static struct ing_view
+job_launcher(const struct job *j)
+{
+    struct ing_view v = {(const char *)j->body + 12, get_u32be(j->body + 8)};
+    return v;
+}
+
+static int
+run_cmp(const void *pa, const void *pb)
+{
+    const struct job *a = *(const struct job *const *)pa, *b = *(const struct job *const *)pb;
+    return a->dseq < b->dseq ? -1 : a->dseq > b->dseq;
+}
+
+static int
+grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (*cap >= need)
+        return 0;
+    size_t n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *np = realloc(*p, n * elem);
+    if (np == NULL)
+        return -ENOMEM;
+    *p = np;
+    *cap = n;
+    return 0;
+}
+
+void
+be_client_get_queue(struct backend *be, struct be_client *c)
+{
+    size_t nrun = be->n_running, nwait = be->n_waiting;
+    /* 1. Collect the running jobs, in dispatch order. */
+    struct job **runs = NULL;
+    if (nrun > 0 && (runs = malloc(nrun * sizeof(*runs))) == NULL)
+        goto oom;
+    size_t k = 0, text = 0;
+    for (struct be_agent *a = be->agents; a != NULL; a = a->next)
+        for (struct job *j = a->run_head; j != NULL; j = j->next) {
+            runs[k++] = j;
+            text += job_info_max(j);
+        }
+    nrun = k;
+    qsort(runs, nrun, sizeof(*runs), run_cmp);
+    /* 2. Size the text scratch (info strings) for everything. */
+    for (size_t i = 0; i <= be->emask; i++)
+        for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
+            for (struct job *j = e->fifo_head; j != NULL; j = j->next)
+                text += job_info_max(j);
+    if (grow((void **)&be->q_text, &be->q_text_cap, text + 1, 1) != 0 ||
+        grow(&be->q_run, &be->q_run_cap, nrun + 1, sizeof(struct ing_queue_running)) != 0 ||
+        grow(&be->q_wait, &be->q_wait_cap, nwait + 1, sizeof(struct ing_queue_waiting)) != 0)
+        goto oom;
+    struct ing_queue_running *qr = be->q_run;
+    struct ing_queue_waiting *qw = be->q_wait;
+    char *tp = be->q_text;
+    size_t budget = be->cfg.max_frame > 64 ? be->cfg.max_frame - 64 : 0;
+    size_t used = 8;
+    for (size_t i = 0; i < nrun; i++) {
+        struct job *j = runs[i];
+        struct ing_queue_running *r = &qr[i];
+        r->job_id = job_id_view(j);
+        r->is_current = j->owner == c;
+        r->agent_name.p = j->agent->name;
+        r->agent_name.len = (uint32_t)strlen(j->agent->name);
+        r->info.p = tp;
+        r->info.len = job_info(j, tp);
+        tp += r->info.len;
+        r->launcher = job_launcher(j);
+        r->started_at = j->started_s;
+        r->max_time = j->max_time;
+        used += 4 + r->job_id.len + 1 + 4 + r->agent_name.len + 4 + r->info.len + 4 +
+                r->launcher.len + 16;
+    }
+    /* 3. Waiting jobs in arrival order: merge the environments' FIFOs by sequence. */
+    size_t nw = 0;
+    struct job **heads = NULL;
+    size_t nheads = 0;
+    if (nwait > 0) {
+        heads = malloc(be->nenvs * sizeof(*heads));
+        if (heads == NULL)
+            goto oom;
+        for (size_t i = 0; i <= be->emask; i++)
+            for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
+                if (e->fifo_head != NULL)
+                    heads[nheads++] = e->fifo_head;
+    }
+    /* heads[] is a min-heap on seq. */
+    for (size_t i = nheads; i-- > 0;) {
+        size_t x = i;
+        for (;;) {
+            size_t l = 2 * x + 1, m = x;
+            if (l < nheads && heads[l]->seq < heads[m]->seq)
+                m = l;
+            if (l + 1 < nheads && heads[l + 1]->seq < heads[m]->seq)
+                m = l + 1;
+            if (m == x)
+                break;
+            struct job *t = heads[x];
+            heads[x] = heads[m];
+            heads[m] = t;
+            x = m;
+        }
+    }
+    while (nheads > 0) {
+        struct job *j = heads[0];
+        struct ing_queue_waiting *w = &qw[nw];
+        w->job_id = job_id_view(j);
+        w->is_current = j->owner == c;
+        w->info.p = tp;
+        w->info.len = job_info(j, tp);
+        w->launcher = job_launcher(j);
+        w->max_time = j->max_time;
+        size_t sz = 4 + w->job_id.len + 1 + 4 + w->info.len + 4 + w->launcher.len + 8;
+        if (used + sz > budget)
+            break;
+        used += sz;
+        tp += w->info.len;
+        nw++;
+        heads[0] = j->next;
+        if (heads[0] == NULL)
+            heads[0] = heads[--nheads];
+        size_t x = 0;
+        for (;;) {
+            size_t l = 2 * x + 1, m = x;
+            if (l < nheads && heads[l]->seq < heads[m]->seq)
+                m = l;
+            if (l + 1 < nheads && heads[l + 1]->seq < heads[m]->seq)
+                m = l + 1;
+            if (m == x)
+                break;
+            struct job *t = heads[x];
+            heads[x] = heads[m];
+            heads[m] = t;
+            x = m;
+        }
+    }
+    if (nw < nwait)
+        log_msg(LOG_WARN, "queue snapshot truncated to %zu of %zu waiting jobs (max frame)", nw,
+                nwait);
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_GET_QUEUE;
+    m.u.queue.n_running = (uint32_t)nrun;
+    m.u.queue.n_waiting = (uint32_t)nw;
+    m.u.queue.running = qr;
+    m.u.queue.waiting = qw;
+    be->ops.send(c->peer, &m);
+    free(heads);
+    free(runs);
+    return;
+oom:
+    free(runs);
+    log_msg(LOG_ERR, "out of memory building the queue snapshot");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Agents                                                                                    */
+
+struct be_agent *
+be_agent_new(struct backend *be, void *peer)
+{
+    struct be_agent *a = slab_alloc(&be->agent_slab);
+    if (a == NULL)
+        return NULL;
+    memset(a, 0, sizeof(*a));
+    a->peer = peer;
+    a->name = NULL;
+    return a;
+}
+
+bool
+be_agent_registered(const struct be_agent *a)
+{
+    return a->registered;
+}
+
+const char *
+be_agent_name(const struct be_agent *a)
+{
+    return a->name != NULL ? a->name : "";
+}
+
+uint32_t
+be_agent_busy(const struct be_agent *a)
+{
+    return a->nrun;
+}
+
+uint32_t
+be_agent_slots(const struct be_agent *a)
+{
+    return a->slots;
+}
+
+/* agent_unregister removes a registered agent (reference §3.6.2, hardened): requeue the
+ * jobs it had not started, end the started ones, withdraw the environments it was the last
+ * to provide. silent: no message at all (be_fini). */
+static void
+agent_unregister(struct backend *be, struct be_agent *a, bool silent)
+{
+    if (!a->registered)
+        return;
+    a->registered = false;
+    if (a->prev != NULL)
+        a->prev->next = a->next;
+    else
+        be->agents = a->next;
+    if (a->next != NULL)
+        a->next->prev = a->prev;
+    a->prev = a->next = NULL;
+    be->n_agents--;
+    agent_leave_heaps(a);
+    a->nfree = 0;
+    bool withdrawn = false;
+    for (uint32_t i = 0; i < a->nenvs; i++) {
+        struct env *e = a->envs[i].env;
+        if (--e->n_providers == 0) {
+            withdrawn = true;
+            if (e->n > 0 && be->cfg.orphan_timeout_ms > 0)
+                orphan_add(be, e);
+        }
+    }
+    /* Its jobs, in reverse dispatch order. */
+    struct env **requeued = NULL;
+    size_t nreq = 0;
+    if (!silent && a->nrun > 0)
+        requeued = malloc(a->nrun * sizeof(*requeued));
+    while (a->run_tail != NULL) {
+        struct job *j = a->run_tail;
+        bool killing = (j->flags & JOB_F_KILLING) != 0;
+        bool started = j->status == JOB_STARTED;
+        run_remove(be, j);
+        if (silent || j->owner == NULL) {
+            job_free(be, j);
+        } else if (killing) {
+            send_job_result(be, j, "killed", "You killed the job");
+            be->stats.jobs_killed++;
+            job_free(be, j);
+        } else if ((!started || j->retries < be->cfg.retry_lost_jobs) && requeued != NULL &&
+                   jheap_reserve(j->env) == 0) {
+            if (started)
+                j->retries++;
+            job_enqueue(be, j);
+            be->stats.jobs_requeued++;
+            bool seen = false;
+            for (size_t x = 0; x < nreq; x++)
+                seen |= requeued[x] == j->env;
+            if (!seen)
+                requeued[nreq++] = j->env;
+            log_msg(LOG_INFO, "job %.*s requeued (agent %s lost)", (int)j->id_len, job_id(j),
+                    a->name);
+        } else {
+            send_job_result(be, j, "crash", "Agent restarted");
+            be->stats.jobs_crashed++;
+            job_free(be, j);
+        }
+    }
+    /* Hold the requeued environments while the agent's references go. */
+    for (size_t x = 0; x < nreq; x++)
+        requeued[x]->refs++;
+    for (uint32_t i = 0; i < a->nenvs; i++)
+        env_unref(be, a->envs[i].env);
+    free(a->envs);
+    free(a->ring);
+    a->envs = NULL;
+    a->ring = NULL;
+    a->nenvs = a->slots = a->fhead = 0;
+    a->nkilling = 0;
+    free(be->envs_msg);
+    be->envs_msg = NULL;
+    if (!silent) {
+        sched_envs(be, requeued, nreq);
+        if (withdrawn)
+            broadcast_envs(be);
+    }
+    for (size_t x = 0; x < nreq; x++)
+        env_unref(be, requeued[x]);
+    free(requeued);
+}
+
+void
+be_agent_gone(struct backend *be, struct be_agent *a)
+{
+    if (a == NULL)
+        return;
+    if (a->registered) {
+        log_msg(LOG_INFO, "agent %s disconnected", a->name);
+        be->stats.agents_lost++;
+        agent_unregister(be, a, false);
+    }
+    free(a->name);
+    slab_free(&be->agent_slab, a);
+}
+
+static int hello_fail(char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+hello_fail(char *why, size_t whylen, const char *fmt, ...)
+{
+    if (why != NULL && whylen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, whylen, fmt, ap);
+        va_end(ap);
+    }
+    return -EINVAL;
+}
+
+/* One announced environment, as read from AgentHello. */
+struct env_ann {
+    struct ing_mp_obj type, name;
+    const uint8_t *id;
+    uint32_t id_len;
+    int64_t created;
+    bool advertised;
+};
+
+/* hello_next reads the next (type, name, info) of the hello's environment map. The cursor
+ * state is (p, end, types left, names left in the current type). */
+struct hello_iter {
+    const uint8_t *p, *end;
+    uint32_t types_left, names_left;
+    struct ing_mp_obj type;
+};
+
+static int
+hello_next(struct hello_iter *it, struct env_ann *ann, char *why, size_t whylen)
+{
+    struct ing_mp_obj o;
+    while (it->names_left == 0) {
+        if (it->types_left == 0)
+            return 0;
+        it->types_left--;
+        if (ing_mp_read(&it->p, it->end, &it->type) != 0 || it->type.type != ING_MP_STR)
+            return hello_fail(why, whylen, "environment type is not a string");
+        if (ing_mp_read(&it->p, it->end, &o) != 0 || o.type != ING_MP_MAP)
+            return hello_fail(why, whylen, "environments of type %.*s: not a map",
+                              (int)it->type.v.s.len, (const char *)it->type.v.s.p);
+        it->names_left = o.v.n;
+    }
+    it->names_left--;
+    ann->type = it->type;
+    const char *tp = (const char *)it->type.v.s.p;
+    uint32_t tl = it->type.v.s.len;
+    if (ing_mp_read(&it->p, it->end, &ann->name) != 0 || ann->name.type != ING_MP_STR)
+        return hello_fail(why, whylen, "an environment name of type %.*s is not a string", (int)tl,
+                          tp);
+    const char *np = (const char *)ann->name.v.s.p;
+    uint32_t nl = ann->name.v.s.len;
+    if (tl == 0 || tl > MAX_ENV_LEN || nl == 0 || nl > MAX_ENV_LEN)
+        return hello_fail(why, whylen, "environment %.*s/%.*s: bad name length", (int)tl, tp,
+                          (int)nl, np);
+    const uint8_t *info = it->p;
+    if (ing_mp_skip(&it->p, it->end, ING_MP_MAX_DEPTH) != 0)
+        return hello_fail(why, whylen, "environment %.*s/%.*s: bad info", (int)tl, tp, (int)nl, np);
+    size_t ilen = (size_t)(it->p - info);
+    if (!mp_is_map((struct ing_view){(const char *)info, (uint32_t)ilen}))
+        return hello_fail(why, whylen, "environment %.*s/%.*s: info is not a map", (int)tl, tp,
+                          (int)nl, np);
+    const uint8_t *v, *q;
+    size_t vl;
+    if (ing_mp_map_get(info, ilen, "id", 2, &v, &vl) != 0 ||
+        (q = v, ing_mp_read(&q, v + vl, &o)) != 0 || o.type != ING_MP_STR)
+        return hello_fail(why, whylen, "environment %.*s/%.*s: missing or bad id", (int)tl, tp,
+                          (int)nl, np);
+    ann->id = o.v.s.p;
+    ann->id_len = o.v.s.len;
+    if (ing_mp_map_get(info, ilen, "created", 7, &v, &vl) != 0 ||
+        (q = v, ing_mp_read(&q, v + vl, &o)) != 0 ||
+        (o.type != ING_MP_INT && o.type != ING_MP_FLOAT))
+        return hello_fail(why, whylen, "environment %.*s/%.*s: missing or bad created", (int)tl, tp,
+                          (int)nl, np);
+    ann->created = o.type == ING_MP_INT ? o.v.i : (int64_t)o.v.f;
+    ann->advertised = true;
+    if (ing_mp_map_get(info, ilen, "advertised", 10, &v, &vl) == 0) {
+        q = v;
+        if (ing_mp_read(&q, v + vl, &o) != 0 || o.type != ING_MP_BOOL)
+            return hello_fail(why, whylen, "environment %.*s/%.*s: advertised is not a bool",
+                              (int)tl, tp, (int)nl, np);
+        ann->advertised = o.v.b;
+    }
+    return 1;
+}
+
+static int
+hello_begin(struct hello_iter *it, const struct ing_agent_hello *m, char *why, size_t whylen)
+{
+    struct ing_mp_obj o;
+    it->p = (const uint8_t *)m->environments.p;
+    it->end = it->p + m->environments.len;
+    it->names_left = 0;
+    if (ing_mp_read(&it->p, it->end, &o) != 0 || o.type != ING_MP_MAP)
+        return hello_fail(why, whylen, "available_environments is not a map");
+    it->types_left = o.v.n;
+    return 0;
+}
+
+static void
+env_announce(struct backend *be, struct env *e, const struct env_ann *ann, const char *agent)
+{
+    if (e->n_providers == 0) {
+        free(e->vid);
+        e->vid = strndup((const char *)ann->id, ann->id_len);
+        e->created = ann->created;
+        e->advertised = ann->advertised;
+    } else if (e->vid != NULL && strlen(e->vid) == ann->id_len &&
+               memcmp(e->vid, ann->id, ann->id_len) == 0) {
+        /* same version */
+    } else if (e->created > ann->created) {
+        log_msg(LOG_WARN,
+                "agent %s provides an older version of environment %s/%s (%.*s); keeping %s", agent,
+                e->type, e->name, (int)ann->id_len, (const char *)ann->id, e->vid);
+    } else {
+        log_msg(LOG_WARN, "agent %s provides a newer version of environment %s/%s: %.*s", agent,
+                e->type, e->name, (int)ann->id_len, (const char *)ann->id);
+        free(e->vid);
+        e->vid = strndup((const char *)ann->id, ann->id_len);
+        e->created = ann->created;
+        e->advertised = ann->advertised;
+    }
+    e->n_providers++;
+    orphan_remove(be, e);
+}
+
+int
+be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m, char *why,
+               size_t whylen)
+{
+    struct hello_iter it;
+    struct env_ann ann;
+    int rc;
+    if (m->slots > MAX_AGENT_SLOTS)
+        return hello_fail(why, whylen, "too many slots (at most %d)", MAX_AGENT_SLOTS);
+    if (m->friendly_name.len > 255)
+        return hello_fail(why, whylen, "friendly_name too long");
+    /* 1. Validate everything and count. */
+    size_t count = 0;
+    if ((rc = hello_begin(&it, m, why, whylen)) != 0)
+        return rc;
+    while ((rc = hello_next(&it, &ann, why, whylen)) > 0)
+        if (++count > MAX_AGENT_ENVS)
+            return hello_fail(why, whylen, "too many environments (at most %d)", MAX_AGENT_ENVS);
+    if (rc < 0)
+        return rc;
+    /* 2. Allocate what the registration needs, so applying it cannot fail half way. */
+    char *name = strndup(m->friendly_name.p, m->friendly_name.len);
+    uint64_t *ring = malloc((m->slots ? m->slots : 1) * sizeof(*ring));
+    struct eref *envs = calloc(count ? count : 1, sizeof(*envs));
+    if (name == NULL || ring == NULL || envs == NULL) {
+        free(name);
+        free(ring);
+        free(envs);
+        return hello_fail(why, whylen, "out of memory");
+    }
+    /* 3. A hello on a registered agent first removes it (reference §3.5.1). */
+    if (a->registered) {
+        log_msg(LOG_INFO, "agent %s said hello again: restarting it", a->name);
+        agent_unregister(be, a, false);
+    }
+    free(a->name);
+    a->name = name;
+    a->ring = ring;
+    a->envs = envs;
+    a->slots = m->slots;
+    a->nfree = 0;
+    a->fhead = 0;
+    a->missed = 0;
+    uint64_t mark = ++be->mark_seq;
+    hello_begin(&it, m, NULL, 0);
+    uint32_t n = 0;
+    bool oom = false;
+    while (hello_next(&it, &ann, NULL, 0) > 0) {
+        struct env *e = env_get(be, (const char *)ann.type.v.s.p, ann.type.v.s.len,
+                                (const char *)ann.name.v.s.p, ann.name.v.s.len);
+        if (e == NULL) {
+            oom = true;
+            continue;
+        }
+        if (e->mark != mark && e->n_providers + 1 > e->acap) {
+            uint32_t cap = e->acap ? e->acap * 2 : 4;
+            struct aref *h = realloc(e->aheap, cap * sizeof(*h));
+            if (h == NULL) {
+                oom = true;
+                continue;
+            }
+            e->aheap = h;
+            e->acap = cap;
+        }
+        if (e->mark == mark)
+            continue; /* the same environment twice in one hello */
+        e->mark = mark;
+        e->refs++;
+        env_announce(be, e, &ann, name);
+        a->envs[n].env = e;
+        a->envs[n].aidx = 0;
+        n++;
+    }
+    a->nenvs = n;
+    if (oom)
+        log_msg(LOG_ERR, "agent %s: out of memory, some environments ignored", name);
+    a->registered = true;
+    a->prev = NULL;
+    a->next = be->agents;
+    if (be->agents != NULL)
+        be->agents->prev = a;
+    be->agents = a;
+    be->n_agents++;
+    for (uint32_t i = 0; i < a->slots; i++)
+        slot_add(be, a);
+    free(be->envs_msg);
+    be->envs_msg = NULL;
+    log_msg(LOG_INFO, "agent %s registered: %u slots, %u environments", name, a->slots, n);
+    sched_agent(be, a);
+    broadcast_envs(be);
+    return 0;
+}
+
+/* agent_job finds the job a report is about, if a runs it. */
+static struct job *
+agent_job(struct backend *be, struct be_agent *a, struct ing_view id, const char *what)
+{
+    struct job *j = jtab_find(be, id.p, id.len);
+    if (j == NULL || j->status == JOB_WAITING || j->agent != a) {
+        be->stats.reports_dropped++;
+        log_msg(LOG_WARN, "%s for job %.*s from agent %s dropped: %s", what,
+                (int)(id.len > 255 ? 255 : id.len), id.p, be_agent_name(a),
+                j == NULL ? "unknown job" : "not running on this agent");
+        return NULL;
+    }
+    return j;
+}
+
+void
+be_agent_started(struct backend *be, struct be_agent *a, struct ing_view id)
+{
+    struct job *j = agent_job(be, a, id, "AgentJobStarted");
+    if (j == NULL)
+        return;
+    j->status = JOB_STARTED;
+    if (j->owner == NULL)
+        return;
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_JOB_STARTED;
+    m.u.ref.job_id = job_id_view(j);
+    be->ops.send(j->owner->peer, &m);
+}
+
+void
+be_agent_ssh(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
+             const struct ing_ssh_debug *m)
+{
+    struct job *j = agent_job(be, a, m->job_id, "AgentJobSSHDebug");
+    if (j == NULL || j->owner == NULL)
+        return;
+    be->ops.relay(j->owner->peer, ING_BACKEND_JOB_SSH_DEBUG, body, len);
+}
+
+void
+be_agent_done(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
+              const struct ing_job_result *m)
+{
+    struct job *j = agent_job(be, a, m->job_id, "AgentJobDone");
+    if (j == NULL)
+        return;
+    run_remove(be, j);
+    if (j->owner != NULL)
+        be->ops.relay(j->owner->peer, ING_BACKEND_JOB_DONE, body, len);
+    be->stats.jobs_done++;
+    log_msg(LOG_DEBUG, "job %.*s done on agent %s", (int)j->id_len, job_id(j), a->name);
+    job_free(be, j);
+    slot_add(be, a);
+    sched_agent(be, a);
+}
+
+void
+be_agent_pong(struct backend *be, struct be_agent *a)
+{
+    (void)be;
+    a->missed = 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Timers                                                                                    */
+
+void
+be_ping_tick(struct backend *be)
+{
+    struct be_agent *a = be->agents, *next;
+    struct ing_msg ping;
+    memset(&ping, 0, sizeof(ping));
+    ping.type = ING_PING;
+    for (; a != NULL; a = next) {
+        next = a->next;
+        if (a->missed > be->cfg.ping_max) {
+            log_msg(LOG_WARN, "agent %s missed %u pings: removed", a->name, a->missed);
+            be->stats.agents_lost++;
+            agent_unregister(be, a, false);
+            if (be->ops.drop != NULL)
+                be->ops.drop(a->peer, ING_ERR_TIMEOUT, "too many unanswered pings");
+            continue;
+        }
+        a->missed++;
+        be->ops.send(a->peer, &ping);
+    }
+}
+
+void
+be_timeouts(struct backend *be)
+{
+    /* Kills the agent did not answer in time. */
+    for (struct be_agent *a = be->agents; a != NULL; a = a->next) {
+        if (a->nkilling == 0)
+            continue;
+        bool freed = false;
+        struct job *j = a->run_head, *next;
+        for (; j != NULL; j = next) {
+            next = j->next;
+            if (!(j->flags & JOB_F_KILLING) || j->t_ms > be->now_ms)
+                continue;
+            log_msg(LOG_WARN, "agent %s did not answer the kill of job %.*s in time", a->name,
+                    (int)j->id_len, job_id(j));
+            run_remove(be, j);
+            send_job_result(be, j, "killed", "You killed the job");
+            be->stats.jobs_killed++;
+            job_free(be, j);
+            slot_add(be, a);
+            freed = true;
+        }
+        if (freed)
+            sched_agent(be, a);
+    }
+    /* Jobs whose environment nobody provides. */
+    if (be->cfg.orphan_timeout_ms == 0)
+        return;
+    struct env *e = be->orphans, *enext;
+    for (; e != NULL; e = enext) {
+        e->refs++; /* keep e while its jobs go */
+        struct job *j;
+        while ((j = e->fifo_head) != NULL) {
+            uint64_t since = j->t_ms > e->orphan_since ? j->t_ms : e->orphan_since;
+            if (since + be->cfg.orphan_timeout_ms > be->now_ms)
+                break;
+            char text[600];
+            snprintf(text, sizeof(text), "No agent provides environment %s/%s", e->type, e->name);
+            job_unqueue(be, j);
+            send_job_result(be, j, "crash", text);
+            be->stats.jobs_crashed++;
+            job_free(be, j);
+        }
+        enext = e->onext;
+        env_unref(be, e);
+    }
+}
+
+void
+be_drain(struct backend *be)
+{
+    be->draining = true;
+}
+
+void
+be_fail_all(struct backend *be, const char *text)
+{
+    for (size_t i = 0; i <= be->jmask; i++) {
+        struct job *j = be->jtab[i], *next;
+        for (; j != NULL; j = next) {
+            next = j->hnext;
+            if (j->status == JOB_WAITING) {
+                job_unqueue(be, j);
+            } else {
+                struct be_agent *a = j->agent;
+                run_remove(be, j);
+                slot_add(be, a);
+            }
+            send_job_result(be, j, "crash", text);
+            be->stats.jobs_crashed++;
+            job_free(be, j);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Invariants                                                                                */
+
+int
+be_check(const struct backend *be)
+{
+    uint64_t waiting = 0, running = 0;
+    for (size_t i = 0; i <= be->emask; i++)
+        for (const struct env *e = be->etab[i]; e != NULL; e = e->hnext) {
+            waiting += e->n;
+            for (uint32_t x = 1; x < e->n; x++)
+                if (job_less(e->heap[x], e->heap[(x - 1) / 2]) || e->heap[x]->heap_idx != x)
+                    return -EPROTO;
+            for (uint32_t x = 1; x < e->an; x++)
+                if (agent_key(e->aheap[x].a) < agent_key(e->aheap[(x - 1) / 2].a))
+                    return -EPROTO;
+            if (e->refs < e->n_providers + e->n)
+                return -EPROTO;
+        }
+    for (const struct be_agent *a = be->agents; a != NULL; a = a->next) {
+        if (a->nfree + a->nrun != a->slots)
+            return -EPROTO;
+        running += a->nrun;
+        /* After every handler no free slot has a job it could take. */
+        if (!be->draining && a->nfree > 0 && best_job(a) != NULL)
+            return -EPROTO;
+    }
+    if (waiting != be->n_waiting || running != be->n_running)
+        return -EPROTO;
+    if (be->njobs != waiting + running)
+        return -EPROTO;
+    return 0;
+}

@@ -1,0 +1,149 @@
+/* backend.h: the INGInious backend's state and handlers, with no I/O.
+ *
+ * The backend owns jobs, environments, agents and clients. It talks to peers only through
+ * two callbacks (struct be_ops): send a message, or relay a native body with a given type.
+ * Time is given by the caller (be->now_ms, be->wall_s), so tests drive it with a fake
+ * clock. Every handler is all-or-nothing: it validates before it changes anything.
+ *
+ * Scheduling (INGInious' update_queue, reference §3.4.2, done incrementally): free slots
+ * form one FIFO (each slot has a sequence number; an agent's free slots are a ring of
+ * them); each environment keeps an indexed heap of its waiting jobs keyed (priority,
+ * arrival) and an indexed heap of the agents serving it that have a free slot, keyed by
+ * the agent's oldest free slot. After every handler, no free slot's agent has a waiting
+ * job in any of its environments; so a new job goes to the first free slot (in FIFO
+ * order) whose agent serves its environment, and a freed slot takes the best job among
+ * its agent's environments. */
+#ifndef ING_BACKEND_H
+#define ING_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "inginious/proto.h"
+#include "slab.h"
+
+struct job;
+struct env;
+struct be_agent;
+struct be_client;
+
+struct be_config {
+    uint32_t ping_max;          /* an agent is removed at a tick with more missed pings */
+    uint64_t kill_timeout_ms;   /* 0 = wait forever for the agent's answer to a kill */
+    uint64_t orphan_timeout_ms; /* 0 = a job without provider waits forever */
+    uint32_t retry_lost_jobs;   /* requeues of a started job whose agent is lost */
+    uint64_t max_waiting;       /* waiting jobs in total */
+    uint64_t max_waiting_per_client;
+    uint32_t max_frame;          /* largest body we may send (queue snapshot) */
+    bool kill_any;               /* a client may kill jobs of other clients */
+};
+
+/* be_config_default fills the defaults documented in proto.md and the README. */
+void be_config_default(struct be_config *cfg);
+
+struct be_ops {
+    /* send encodes m for the peer and queues it. */
+    void (*send)(void *peer, const struct ing_msg *m);
+    /* relay queues a message of the given type whose native body is body[0..len). */
+    void (*relay)(void *peer, uint8_t type, const uint8_t *body, size_t len);
+    /* drop sends Error(code, why) and closes the peer (a removed agent); may be NULL. */
+    void (*drop)(void *peer, uint16_t code, const char *why);
+};
+
+struct be_stats {
+    uint64_t jobs_submitted, jobs_refused, jobs_dispatched, jobs_done, jobs_killed;
+    uint64_t jobs_crashed, jobs_requeued, reports_dropped, agents_lost;
+};
+
+struct backend {
+    struct be_config cfg;
+    struct be_ops ops;
+    uint64_t now_ms; /* monotonic ms, set by the caller before each call */
+    int64_t wall_s;  /* Unix time in seconds, set by the caller */
+
+    struct pool jobs_pool;
+    struct slab client_slab, agent_slab, env_slab;
+
+    struct job **jtab; /* job id -> job, chained */
+    size_t jmask, njobs;
+    struct env **etab; /* (type, name) -> env, chained */
+    size_t emask, nenvs;
+
+    uint64_t arrival_seq;  /* global arrival counter (ties between equal priorities) */
+    uint64_t slot_seq;     /* free-slot FIFO order */
+    uint64_t dispatch_seq; /* running jobs' order */
+    uint64_t mark_seq;
+
+    struct be_agent *agents;   /* registered agents (doubly linked) */
+    struct be_client *clients; /* registered clients (doubly linked) */
+    struct env *orphans;       /* environments with waiting jobs and no provider */
+    uint64_t n_waiting, n_running;
+    uint32_t n_agents, n_clients;
+    bool draining; /* no dispatch */
+
+    uint8_t *envs_msg; /* cached BackendUpdateEnvironments map (msgpack), NULL = stale */
+    size_t envs_msg_len;
+
+    /* Scratch for the queue snapshot, reused. */
+    void *q_run, *q_wait;
+    size_t q_run_cap, q_wait_cap;
+    char *q_text;
+    size_t q_text_cap;
+
+    struct be_stats stats;
+};
+
+/* be_init prepares be. Returns 0 or -ENOMEM. */
+int be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *ops);
+/* be_fini frees everything (jobs, agents, clients) without sending anything. */
+void be_fini(struct backend *be);
+
+/* Clients. be_client_new is called when a client connection is open; the returned handle
+ * lives until be_client_gone. */
+struct be_client *be_client_new(struct backend *be, void *peer);
+void be_client_gone(struct backend *be, struct be_client *c);
+bool be_client_registered(const struct be_client *c);
+void be_client_hello(struct backend *be, struct be_client *c);
+/* be_client_new_job: body[0..len) is the native ClientNewJob body and m its decoded views
+ * (pointing into body). The body is copied if the job is accepted. */
+void be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
+                       const struct ing_client_new_job *m);
+void be_client_kill(struct backend *be, struct be_client *c, struct ing_view job_id);
+void be_client_get_queue(struct backend *be, struct be_client *c);
+
+/* Agents. */
+struct be_agent *be_agent_new(struct backend *be, void *peer);
+void be_agent_gone(struct backend *be, struct be_agent *a);
+bool be_agent_registered(const struct be_agent *a);
+/* be_agent_hello validates then applies the hello. Returns 0, or -EINVAL with a reason in
+ * why (nothing changed). */
+int be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m,
+                   char *why, size_t whylen);
+void be_agent_started(struct backend *be, struct be_agent *a, struct ing_view job_id);
+/* be_agent_done / be_agent_ssh: body is the native body of the report, m its views. */
+void be_agent_done(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
+                   const struct ing_job_result *m);
+void be_agent_ssh(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
+                  const struct ing_ssh_debug *m);
+void be_agent_pong(struct backend *be, struct be_agent *a);
+const char *be_agent_name(const struct be_agent *a);
+
+/* be_ping_tick: one heartbeat tick: remove agents with too many missed pings, ping the
+ * others. */
+void be_ping_tick(struct backend *be);
+/* be_timeouts: end the kills and orphan waits whose deadline has passed. */
+void be_timeouts(struct backend *be);
+
+/* Shutdown: be_drain stops dispatching; be_fail_all ends every waiting and running job
+ * with crash "text" (state kept) to its owner. */
+void be_drain(struct backend *be);
+void be_fail_all(struct backend *be, const char *text);
+
+/* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
+int be_check(const struct backend *be);
+/* Counters for tests and metrics. */
+uint32_t be_agent_busy(const struct be_agent *a);
+uint32_t be_agent_slots(const struct be_agent *a);
+
+#endif

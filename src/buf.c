@@ -1,0 +1,84 @@
+/* buf.c: see buf.h. */
+#include "buf.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void
+buf_init(struct buf *b)
+{
+    b->data = NULL;
+    b->cap = b->rpos = b->wpos = 0;
+}
+
+void
+buf_fini(struct buf *b)
+{
+    free(b->data);
+    buf_init(b);
+}
+
+int
+buf_reserve(struct buf *b, size_t n)
+{
+    if (b->cap - b->wpos >= n)
+        return 0;
+    size_t len = b->wpos - b->rpos;
+    /* Compact when the bytes already read make enough room and the move is cheap
+     * relative to what it frees. */
+    if (b->rpos > 0 && b->cap - len >= n) {
+        memmove(b->data, b->data + b->rpos, len);
+        b->rpos = 0;
+        b->wpos = len;
+        return 0;
+    }
+    if (n > SIZE_MAX / 2 - len)
+        return -ENOMEM;
+    size_t need = len + n, cap = b->cap ? b->cap : 4096;
+    while (cap < need)
+        cap *= 2;
+    if (b->rpos > 0) {
+        memmove(b->data, b->data + b->rpos, len);
+        b->rpos = 0;
+        b->wpos = len;
+    }
+    uint8_t *d = realloc(b->data, cap);
+    if (d == NULL)
+        return -ENOMEM;
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
+void
+buf_produce(struct buf *b, size_t n)
+{
+    b->wpos += n;
+}
+
+void
+buf_consume(struct buf *b, size_t n)
+{
+    b->rpos += n;
+    if (b->rpos == b->wpos)
+        b->rpos = b->wpos = 0;
+}
+
+int
+buf_append(struct buf *b, const void *p, size_t n)
+{
+    int rc = buf_reserve(b, n);
+    if (rc != 0)
+        return rc;
+    memcpy(b->data + b->wpos, p, n);
+    b->wpos += n;
+    return 0;
+}
+
+void
+buf_shrink(struct buf *b, size_t keep)
+{
+    if (b->rpos == b->wpos && b->cap > keep)
+        buf_fini(b);
+}
