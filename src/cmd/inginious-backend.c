@@ -1,0 +1,284 @@
+/* inginious-backend: the command. Options, then the server (server.h). The only place that
+ * calls exit(). */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "inginious/version.h"
+#include "log.h"
+#include "server.h"
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+            "usage: inginious-backend [options] [AGENT_ADDR [CLIENT_ADDR]]\n"
+            "\n"
+            "The INGInious job dispatcher. Agents connect to AGENT_ADDR (default\n"
+            "tcp://127.0.0.1:2001), clients to CLIENT_ADDR (default tcp://127.0.0.1:2000).\n"
+            "Addresses: tcp://HOST:PORT, tcp://*:PORT, tcp://[::1]:PORT, ipc:///path.\n"
+            "Durations: N (seconds), Ns, Nms. Sizes: N, NK, NM, NG (bytes).\n"
+            "\n"
+            "  -v, --verbose               log every message handled (DEBUG)\n"
+            "  -q, --quiet                 log warnings and errors only\n"
+            "      --ping-interval DUR     agent heartbeat period (1s)\n"
+            "      --ping-max N            unanswered pings before an agent is removed (5)\n"
+            "      --kill-timeout DUR      wait for an agent to answer a kill (30s; 0 = forever)\n"
+            "      --orphan-timeout DUR    wait for an agent providing a job's environment\n"
+            "                              (60s; 0 = forever)\n"
+            "      --drain-timeout DUR     on SIGTERM, time running jobs get to finish (30s)\n"
+            "      --handshake-timeout DUR time a new connection gets to open (10s)\n"
+            "      --retry-lost-jobs N     requeue a started job whose agent is lost, N times (0)\n"
+            "      --max-frame SIZE        largest message body accepted (64M)\n"
+            "      --max-output SIZE       pending output per peer before it is dropped (256M)\n"
+            "      --max-connections N     simultaneous connections (10000)\n"
+            "      --max-waiting N         waiting jobs in total (10000000)\n"
+            "      --max-waiting-per-client N  waiting jobs per client (10000000)\n"
+            "      --max-errors N          protocol errors before a peer is closed (100)\n"
+            "      --kill-policy any|owner which clients may kill a job (any, as INGInious)\n"
+            "      --port-file PATH        write the bound addresses to PATH once listening\n"
+            "      --help                  this text\n"
+            "      --version               the version\n");
+}
+
+static int
+parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s == '\0' || *s == '-' || errno != 0 || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* parse_duration: "N" seconds, "Ns", "Nms", "Nm". */
+static int
+parse_duration(const char *s, uint64_t *ms)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s == '\0' || *s == '-' || errno != 0 || end == s)
+        return -1;
+    uint64_t mult;
+    if (*end == '\0' || strcmp(end, "s") == 0)
+        mult = 1000;
+    else if (strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "m") == 0)
+        mult = 60000;
+    else
+        return -1;
+    if (v > UINT64_MAX / mult)
+        return -1;
+    *ms = v * mult;
+    return 0;
+}
+
+static int
+parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s == '\0' || *s == '-' || errno != 0 || end == s)
+        return -1;
+    unsigned shift = 0;
+    if (*end == 'K' || *end == 'k')
+        shift = 10;
+    else if (*end == 'M' || *end == 'm')
+        shift = 20;
+    else if (*end == 'G' || *end == 'g')
+        shift = 30;
+    else if (*end != '\0')
+        return -1;
+    if (shift != 0 && end[1] != '\0')
+        return -1;
+    if (v > (UINT64_MAX >> shift))
+        return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+enum {
+    OPT_PING_INTERVAL = 256,
+    OPT_PING_MAX,
+    OPT_KILL_TIMEOUT,
+    OPT_ORPHAN_TIMEOUT,
+    OPT_DRAIN_TIMEOUT,
+    OPT_HANDSHAKE_TIMEOUT,
+    OPT_RETRY,
+    OPT_MAX_FRAME,
+    OPT_MAX_OUTPUT,
+    OPT_MAX_CONNS,
+    OPT_MAX_WAITING,
+    OPT_MAX_WAITING_CLIENT,
+    OPT_MAX_ERRORS,
+    OPT_KILL_POLICY,
+    OPT_PORT_FILE,
+    OPT_HELP,
+    OPT_VERSION,
+};
+
+static const struct option options[] = {
+    {"verbose", no_argument, NULL, 'v'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"ping-interval", required_argument, NULL, OPT_PING_INTERVAL},
+    {"ping-max", required_argument, NULL, OPT_PING_MAX},
+    {"kill-timeout", required_argument, NULL, OPT_KILL_TIMEOUT},
+    {"orphan-timeout", required_argument, NULL, OPT_ORPHAN_TIMEOUT},
+    {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
+    {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
+    {"retry-lost-jobs", required_argument, NULL, OPT_RETRY},
+    {"max-frame", required_argument, NULL, OPT_MAX_FRAME},
+    {"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNS},
+    {"max-waiting", required_argument, NULL, OPT_MAX_WAITING},
+    {"max-waiting-per-client", required_argument, NULL, OPT_MAX_WAITING_CLIENT},
+    {"max-errors", required_argument, NULL, OPT_MAX_ERRORS},
+    {"kill-policy", required_argument, NULL, OPT_KILL_POLICY},
+    {"port-file", required_argument, NULL, OPT_PORT_FILE},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+static void
+bad(const char *opt, const char *val)
+{
+    fprintf(stderr, "inginious-backend: bad value for --%s: '%s'\n", opt, val);
+    usage(stderr);
+    exit(2);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct srv_config cfg;
+    srv_config_default(&cfg);
+    cfg.handle_signals = true;
+    int o, idx;
+    uint64_t v;
+    while ((o = getopt_long(argc, argv, "vq", options, &idx)) != -1) {
+        const char *name = idx >= 0 && o >= 256 ? options[idx].name : "";
+        switch (o) {
+        case 'v':
+            log_level_max = LOG_DEBUG;
+            break;
+        case 'q':
+            log_level_max = LOG_WARN;
+            break;
+        case OPT_PING_INTERVAL:
+            if (parse_duration(optarg, &v) != 0 || v == 0)
+                bad(name, optarg);
+            cfg.ping_interval_ms = v;
+            break;
+        case OPT_PING_MAX:
+            if (parse_u64(optarg, &v) != 0 || v > 1000000)
+                bad(name, optarg);
+            cfg.be.ping_max = (uint32_t)v;
+            break;
+        case OPT_KILL_TIMEOUT:
+            if (parse_duration(optarg, &v) != 0)
+                bad(name, optarg);
+            cfg.be.kill_timeout_ms = v;
+            break;
+        case OPT_ORPHAN_TIMEOUT:
+            if (parse_duration(optarg, &v) != 0)
+                bad(name, optarg);
+            cfg.be.orphan_timeout_ms = v;
+            break;
+        case OPT_DRAIN_TIMEOUT:
+            if (parse_duration(optarg, &v) != 0)
+                bad(name, optarg);
+            cfg.drain_timeout_ms = v;
+            break;
+        case OPT_HANDSHAKE_TIMEOUT:
+            if (parse_duration(optarg, &v) != 0 || v == 0)
+                bad(name, optarg);
+            cfg.handshake_timeout_ms = v;
+            break;
+        case OPT_RETRY:
+            if (parse_u64(optarg, &v) != 0 || v > 255)
+                bad(name, optarg);
+            cfg.be.retry_lost_jobs = (uint32_t)v;
+            break;
+        case OPT_MAX_FRAME:
+            if (parse_size(optarg, &v) != 0 || v < ING_MAX_FRAME_MIN || v > UINT32_MAX - 64)
+                bad(name, optarg);
+            cfg.max_frame = (uint32_t)v;
+            break;
+        case OPT_MAX_OUTPUT:
+            if (parse_size(optarg, &v) != 0 || v < 4096)
+                bad(name, optarg);
+            cfg.max_output = v;
+            break;
+        case OPT_MAX_CONNS:
+            if (parse_u64(optarg, &v) != 0 || v == 0 || v > 10000000)
+                bad(name, optarg);
+            cfg.max_conns = (uint32_t)v;
+            break;
+        case OPT_MAX_WAITING:
+            if (parse_u64(optarg, &v) != 0)
+                bad(name, optarg);
+            cfg.be.max_waiting = v;
+            break;
+        case OPT_MAX_WAITING_CLIENT:
+            if (parse_u64(optarg, &v) != 0)
+                bad(name, optarg);
+            cfg.be.max_waiting_per_client = v;
+            break;
+        case OPT_MAX_ERRORS:
+            if (parse_u64(optarg, &v) != 0 || v == 0 || v > UINT32_MAX)
+                bad(name, optarg);
+            cfg.max_errors = (uint32_t)v;
+            break;
+        case OPT_KILL_POLICY:
+            if (strcmp(optarg, "any") == 0)
+                cfg.be.kill_any = true;
+            else if (strcmp(optarg, "owner") == 0)
+                cfg.be.kill_any = false;
+            else
+                bad(name, optarg);
+            break;
+        case OPT_PORT_FILE:
+            cfg.port_file = optarg;
+            break;
+        case OPT_HELP:
+            usage(stdout);
+            return 0;
+        case OPT_VERSION:
+            printf("inginious-backend %s\n", ING_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+        idx = -1;
+    }
+    if (argc - optind > 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (optind < argc)
+        cfg.agent_addr = argv[optind];
+    if (optind + 1 < argc)
+        cfg.client_addr = argv[optind + 1];
+    char err[512];
+    struct server *s = srv_new(&cfg, err, sizeof(err));
+    if (s == NULL) {
+        log_msg(LOG_ERR, "%s", err);
+        return 1;
+    }
+    int rc = srv_run(s);
+    srv_free(s);
+    if (rc < 0) {
+        log_msg(LOG_ERR, "event loop failed: %s", strerror(-rc));
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,977 @@
+/* server.c: see server.h. */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "ev.h"
+#include "inginious/proto.h"
+#include "inginious/version.h"
+#include "log.h"
+#include "net.h"
+#include "slab.h"
+
+#define READ_CHUNK (64 * 1024)
+#define READ_BUDGET (256 * 1024) /* bytes read from one peer per wake-up */
+#define ACCEPT_BUDGET 64
+#define IN_KEEP (256 * 1024)     /* a larger idle input buffer is released */
+
+enum conn_state {
+    CONN_PREAMBLE = 0, /* waiting for the peer's preamble */
+    CONN_OPEN = 1,     /* native frames */
+    CONN_CLOSING = 2,  /* on the close list: nothing more is read or handled */
+};
+
+struct conn {
+    struct ev_io io;
+    struct server *srv;
+    uint8_t role;  /* ING_ROLE_* of the endpoint */
+    uint8_t state; /* enum conn_state */
+    bool in_pending; /* on the pending-write list */
+    bool close_after_flush;
+    uint32_t errors;
+    uint64_t id;
+    uint64_t deadline_ms; /* handshake deadline */
+    struct buf in, out;
+    struct conn *prev, *next;   /* all connections */
+    struct conn *hs_prev, *hs_next; /* connections still in their handshake, oldest first */
+    struct conn *pw_next;       /* pending writes */
+    struct conn *cl_next;       /* deferred close */
+    struct be_client *client;
+    struct be_agent *agent;
+    char name[80]; /* "client 12 (tcp://127.0.0.1:5555)" */
+};
+
+struct listener {
+    struct ev_io io;
+    struct server *srv;
+    int fd;
+    uint8_t role;
+    bool paused; /* out of file descriptors: accept is retried at the next tick */
+    char addr[128];
+};
+
+struct server {
+    struct srv_config cfg;
+    struct ev_loop *loop;
+    struct backend be;
+    struct listener lis[2]; /* [0] agents, [1] clients */
+    struct slab conn_slab;
+    struct conn *conns;
+    struct conn *hs_head, *hs_tail;
+    struct conn *pending; /* pending writes */
+    struct conn *closing; /* deferred closes */
+    uint32_t nconns;
+    uint64_t next_id;
+    struct ev_timer ping_timer, tick_timer, drain_timer;
+    uint64_t tick_ms;
+    int sigfd;
+    struct ev_io sig_io;
+    bool draining, finished;
+};
+
+static void conn_on_io(void *arg, unsigned events);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Output                                                                                    */
+
+static void
+conn_want_flush(struct conn *c)
+{
+    if (!c->in_pending) {
+        c->in_pending = true;
+        c->pw_next = c->srv->pending;
+        c->srv->pending = c;
+    }
+}
+
+static void conn_close(struct conn *c, const char *why);
+
+/* out_reserve makes room for n more output bytes, or drops a peer that does not read. */
+static uint8_t *
+out_reserve(struct conn *c, size_t n)
+{
+    if (c->state == CONN_CLOSING)
+        return NULL;
+    if (buf_len(&c->out) + n > c->srv->cfg.max_output) {
+        log_msg(LOG_WARN, "%s: %zu bytes of output pending, over the limit: dropped", c->name,
+                buf_len(&c->out));
+        conn_close(c, "output limit");
+        return NULL;
+    }
+    if (buf_reserve(&c->out, n) != 0) {
+        log_msg(LOG_ERR, "%s: out of memory for output: dropped", c->name);
+        conn_close(c, "out of memory");
+        return NULL;
+    }
+    return buf_tail(&c->out);
+}
+
+static void
+conn_send(struct conn *c, const struct ing_msg *m)
+{
+    size_t n = ing_msg_size(m);
+    if (n == 0) {
+        log_msg(LOG_ERR, "%s: cannot encode %s", c->name, ing_msg_type_name(m->type));
+        return;
+    }
+    uint8_t *p = out_reserve(c, n);
+    if (p == NULL)
+        return;
+    ssize_t w = ing_msg_encode(m, p, buf_room(&c->out));
+    if (w < 0) {
+        log_msg(LOG_ERR, "%s: cannot encode %s: %s", c->name, ing_msg_type_name(m->type),
+                strerror((int)-w));
+        return;
+    }
+    buf_produce(&c->out, (size_t)w);
+    conn_want_flush(c);
+}
+
+static void
+conn_relay(struct conn *c, uint8_t type, const uint8_t *body, size_t len)
+{
+    uint8_t *p = out_reserve(c, ING_HDR_LEN + len);
+    if (p == NULL)
+        return;
+    ing_frame_header(p, type, (uint32_t)len);
+    memcpy(p + ING_HDR_LEN, body, len);
+    buf_produce(&c->out, ING_HDR_LEN + len);
+    conn_want_flush(c);
+}
+
+static void
+conn_send_error(struct conn *c, uint16_t code, const char *text)
+{
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_ERROR;
+    m.u.error.code = code;
+    m.u.error.text.p = text;
+    m.u.error.text.len = (uint32_t)strlen(text);
+    conn_send(c, &m);
+}
+
+/* conn_flush writes pending output. Returns 0, or -1 if the connection was closed. */
+static int
+conn_flush(struct conn *c)
+{
+    while (buf_len(&c->out) > 0) {
+        ssize_t n = write(c->io.fd, buf_head(&c->out), buf_len(&c->out));
+        if (n > 0) {
+            buf_consume(&c->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        log_msg(LOG_INFO, "%s: write failed: %s", c->name, n < 0 ? strerror(errno) : "EOF");
+        buf_consume(&c->out, buf_len(&c->out));
+        if (c->state != CONN_CLOSING)
+            conn_close(c, "write error");
+        return -1;
+    }
+    if (c->state == CONN_CLOSING)
+        return 0;
+    unsigned want = EV_READ | (buf_len(&c->out) > 0 ? EV_WRITE : 0);
+    if (ev_io_set(c->srv->loop, &c->io, want) != 0) {
+        conn_close(c, "epoll error");
+        return -1;
+    }
+    if (buf_len(&c->out) == 0) {
+        buf_shrink(&c->out, 1 << 20);
+        if (c->close_after_flush)
+            conn_close(c, "closed after error");
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Close                                                                                     */
+
+static void
+hs_unlink(struct server *s, struct conn *c)
+{
+    if (c->deadline_ms == 0)
+        return;
+    if (c->hs_prev != NULL)
+        c->hs_prev->hs_next = c->hs_next;
+    else
+        s->hs_head = c->hs_next;
+    if (c->hs_next != NULL)
+        c->hs_next->hs_prev = c->hs_prev;
+    else
+        s->hs_tail = c->hs_prev;
+    c->hs_prev = c->hs_next = NULL;
+    c->deadline_ms = 0;
+}
+
+/* conn_close marks c closing and queues it; the backend is told and the memory freed after
+ * the current batch (conn_reap), so no pointer to c dangles inside this batch. */
+static void
+conn_close(struct conn *c, const char *why)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    c->state = CONN_CLOSING;
+    log_msg(LOG_INFO, "%s: closed (%s)", c->name, why);
+    ev_io_set(c->srv->loop, &c->io, 0);
+    hs_unlink(c->srv, c);
+    c->cl_next = c->srv->closing;
+    c->srv->closing = c;
+}
+
+/* conn_error_close sends Error and closes once it is written (best effort). */
+static void
+conn_error_close(struct conn *c, uint16_t code, const char *text)
+{
+    log_msg(LOG_WARN, "%s: %s", c->name, text);
+    conn_send_error(c, code, text);
+    c->close_after_flush = true;
+    if (c->state != CONN_CLOSING)
+        c->state = CONN_OPEN;
+    /* Stop reading: nothing more from this peer is handled. */
+    hs_unlink(c->srv, c);
+}
+
+static void
+conn_reap(struct server *s)
+{
+    while (s->closing != NULL) {
+        struct conn *c = s->closing;
+        s->closing = c->cl_next;
+        if (c->client != NULL)
+            be_client_gone(&s->be, c->client);
+        if (c->agent != NULL)
+            be_agent_gone(&s->be, c->agent);
+        c->client = NULL;
+        c->agent = NULL;
+        if (buf_len(&c->out) > 0) { /* last words (an Error frame): one try, no wait */
+            ssize_t n = write(c->io.fd, buf_head(&c->out), buf_len(&c->out));
+            (void)n;
+        }
+        if (c->prev != NULL)
+            c->prev->next = c->next;
+        else
+            s->conns = c->next;
+        if (c->next != NULL)
+            c->next->prev = c->prev;
+        /* It may still be on the pending-write list: unlink it. */
+        for (struct conn **pp = &s->pending; *pp != NULL; pp = &(*pp)->pw_next)
+            if (*pp == c) {
+                *pp = c->pw_next;
+                break;
+            }
+        close(c->io.fd);
+        buf_fini(&c->in);
+        buf_fini(&c->out);
+        s->nconns--;
+        slab_free(&s->conn_slab, c);
+        if (s->lis[0].paused || s->lis[1].paused) {
+            for (int i = 0; i < 2; i++)
+                if (s->lis[i].paused && ev_io_set(s->loop, &s->lis[i].io, EV_READ) == 0)
+                    s->lis[i].paused = false;
+        }
+    }
+}
+
+static void
+before_sleep(void *arg)
+{
+    struct server *s = arg;
+    /* Flush first (it may close), then reap. */
+    while (s->pending != NULL) {
+        struct conn *c = s->pending;
+        s->pending = c->pw_next;
+        c->in_pending = false;
+        if (c->state != CONN_CLOSING)
+            conn_flush(c);
+    }
+    conn_reap(s);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Backend callbacks                                                                         */
+
+static void
+be_send(void *peer, const struct ing_msg *m)
+{
+    conn_send(peer, m);
+}
+
+static void
+be_relay(void *peer, uint8_t type, const uint8_t *body, size_t len)
+{
+    conn_relay(peer, type, body, len);
+}
+
+static void
+be_drop(void *peer, uint16_t code, const char *why)
+{
+    conn_error_close(peer, code, why);
+}
+
+static void
+update_clock(struct server *s)
+{
+    struct timespec ts;
+    s->be.now_ms = ev_now_ms(s->loop);
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    s->be.wall_s = ts.tv_sec;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Frames                                                                                    */
+
+static void
+protocol_error(struct conn *c, uint16_t code, const char *fmt, uint8_t type)
+{
+    char text[160];
+    snprintf(text, sizeof(text), "%s (type 0x%02x %s)", fmt, type, ing_msg_type_name(type));
+    log_msg(LOG_WARN, "%s: %s", c->name, text);
+    conn_send_error(c, code, text);
+    if (++c->errors >= c->srv->cfg.max_errors)
+        conn_error_close(c, ING_ERR_LIMIT, "too many protocol errors");
+}
+
+static void
+handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
+{
+    struct backend *be = &c->srv->be;
+    struct ing_msg reply;
+    memset(&reply, 0, sizeof(reply));
+    switch (m->type) {
+    case ING_CLIENT_HELLO:
+        log_msg(LOG_DEBUG, "%s: hello (%.*s)", c->name, (int)m->u.client_hello.name.len,
+                m->u.client_hello.name.p);
+        be_client_hello(be, c->client);
+        return;
+    case ING_CLIENT_NEW_JOB:
+    case ING_CLIENT_KILL_JOB:
+    case ING_CLIENT_GET_QUEUE:
+    case ING_PING:
+        break;
+    case ING_PONG:
+        return;
+    case ING_ERROR:
+        log_msg(LOG_WARN, "%s: peer reported error %u: %.*s", c->name, m->u.error.code,
+                (int)m->u.error.text.len, m->u.error.text.p);
+        return;
+    default:
+        protocol_error(c, ING_ERR_UNEXPECTED, "message not allowed from a client", m->type);
+        return;
+    }
+    if (!be_client_registered(c->client)) {
+        reply.type = ING_UNKNOWN;
+        conn_send(c, &reply);
+        return;
+    }
+    switch (m->type) {
+    case ING_CLIENT_NEW_JOB:
+        be_client_new_job(be, c->client, body, len, &m->u.new_job);
+        break;
+    case ING_CLIENT_KILL_JOB:
+        be_client_kill(be, c->client, m->u.ref.job_id);
+        break;
+    case ING_CLIENT_GET_QUEUE:
+        be_client_get_queue(be, c->client);
+        break;
+    default: /* ING_PING */
+        reply.type = ING_PONG;
+        conn_send(c, &reply);
+        break;
+    }
+}
+
+static void
+handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
+{
+    struct backend *be = &c->srv->be;
+    struct ing_msg reply;
+    char why[300];
+    memset(&reply, 0, sizeof(reply));
+    switch (m->type) {
+    case ING_AGENT_HELLO:
+        if (be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why)) != 0) {
+            log_msg(LOG_WARN, "%s: AgentHello refused: %s", c->name, why);
+            conn_send_error(c, ING_ERR_INVALID, why);
+        }
+        return;
+    case ING_AGENT_JOB_STARTED:
+        be_agent_started(be, c->agent, m->u.ref.job_id);
+        return;
+    case ING_AGENT_JOB_DONE:
+        be_agent_done(be, c->agent, body, len, &m->u.result);
+        return;
+    case ING_AGENT_JOB_SSH_DEBUG:
+        be_agent_ssh(be, c->agent, body, len, &m->u.ssh);
+        return;
+    case ING_PONG:
+        be_agent_pong(be, c->agent);
+        return;
+    case ING_PING:
+        reply.type = ING_PONG;
+        conn_send(c, &reply);
+        return;
+    case ING_ERROR:
+        log_msg(LOG_WARN, "%s: peer reported error %u: %.*s", c->name, m->u.error.code,
+                (int)m->u.error.text.len, m->u.error.text.p);
+        return;
+    default:
+        protocol_error(c, ING_ERR_UNEXPECTED, "message not allowed from an agent", m->type);
+        return;
+    }
+}
+
+static void
+welcome(struct conn *c)
+{
+    struct server *s = c->srv;
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_WELCOME;
+    m.u.welcome.version = ING_PROTO_VERSION;
+    m.u.welcome.role = c->role;
+    m.u.welcome.max_frame = s->cfg.max_frame;
+    m.u.welcome.heartbeat_ms = (uint32_t)s->cfg.ping_interval_ms;
+    static const char server_name[] = "inginious-backend " ING_VERSION;
+    m.u.welcome.server.p = server_name;
+    m.u.welcome.server.len = sizeof(server_name) - 1;
+    conn_send(c, &m);
+}
+
+/* handle_preamble returns bytes consumed (0: need more), or -1 when c was closed. */
+static ssize_t
+handle_preamble(struct conn *c, const uint8_t *p, size_t n)
+{
+    uint8_t version, role;
+    ssize_t r = ing_preamble_decode(p, n, &version, &role);
+    if (r == 0)
+        return 0;
+    if (r < 0) {
+        conn_error_close(c, ING_ERR_PREAMBLE, "bad preamble (not an inginious peer?)");
+        return -1;
+    }
+    if (version == 0) {
+        conn_error_close(c, ING_ERR_VERSION, "unsupported protocol version 0");
+        return -1;
+    }
+    if (role != c->role) {
+        conn_error_close(c, ING_ERR_ROLE,
+                         c->role == ING_ROLE_AGENT ? "this endpoint is for agents"
+                                                   : "this endpoint is for clients");
+        return -1;
+    }
+    struct backend *be = &c->srv->be;
+    if (c->role == ING_ROLE_AGENT)
+        c->agent = be_agent_new(be, c);
+    else
+        c->client = be_client_new(be, c);
+    if (c->agent == NULL && c->client == NULL) {
+        conn_error_close(c, ING_ERR_LIMIT, "out of memory");
+        return -1;
+    }
+    hs_unlink(c->srv, c);
+    c->state = CONN_OPEN;
+    welcome(c);
+    return r;
+}
+
+/* process_input handles every complete frame in c->in. */
+static void
+process_input(struct conn *c)
+{
+    struct server *s = c->srv;
+    while (c->state != CONN_CLOSING && !c->close_after_flush && buf_len(&c->in) > 0) {
+        const uint8_t *p = buf_head(&c->in);
+        size_t n = buf_len(&c->in);
+        if (c->state == CONN_PREAMBLE) {
+            ssize_t r = handle_preamble(c, p, n);
+            if (r <= 0)
+                return;
+            buf_consume(&c->in, (size_t)r);
+            continue;
+        }
+        struct ing_msg m;
+        ssize_t r = ing_msg_decode(p, n, s->cfg.max_frame, &m);
+        if (r == 0) {
+            /* Make room for the whole frame now that its size is known (and checked). */
+            uint8_t type;
+            uint32_t blen;
+            if (ing_frame_peek(p, n, &type, &blen) == 0 &&
+                buf_reserve(&c->in, ING_HDR_LEN + (size_t)blen - n) != 0)
+                conn_error_close(c, ING_ERR_LIMIT, "out of memory for a frame");
+            return;
+        }
+        if (r == -EMSGSIZE) {
+            uint8_t type;
+            uint32_t blen;
+            ing_frame_peek(p, n, &type, &blen);
+            char text[120];
+            snprintf(text, sizeof(text), "frame of %u bytes over the maximum of %u", blen,
+                     s->cfg.max_frame);
+            conn_error_close(c, ING_ERR_TOO_BIG, text);
+            return;
+        }
+        if (r < 0) {
+            uint8_t type;
+            uint32_t blen;
+            ing_frame_peek(p, n, &type, &blen);
+            protocol_error(c, r == -ENOMSG ? ING_ERR_UNKNOWN_TYPE : ING_ERR_MALFORMED,
+                           r == -ENOMSG ? "unknown message type" : "malformed message", type);
+            buf_consume(&c->in, ING_HDR_LEN + (size_t)blen);
+            continue;
+        }
+        const uint8_t *body = p + ING_HDR_LEN;
+        size_t blen = (size_t)r - ING_HDR_LEN;
+        if (c->role == ING_ROLE_CLIENT)
+            handle_client(c, &m, body, blen);
+        else
+            handle_agent(c, &m, body, blen);
+        buf_consume(&c->in, (size_t)r);
+    }
+    if (buf_len(&c->in) == 0)
+        buf_shrink(&c->in, IN_KEEP);
+}
+
+static void
+conn_on_io(void *arg, unsigned events)
+{
+    struct conn *c = arg;
+    struct server *s = c->srv;
+    update_clock(s);
+    if (c->state == CONN_CLOSING)
+        return;
+    if (events & EV_WRITE) {
+        if (conn_flush(c) != 0)
+            return;
+    }
+    if (!(events & EV_READ) || c->close_after_flush)
+        return;
+    size_t budget = READ_BUDGET;
+    while (budget > 0 && c->state != CONN_CLOSING) {
+        size_t want = READ_CHUNK;
+        if (buf_room(&c->in) < want && buf_reserve(&c->in, want) != 0) {
+            conn_close(c, "out of memory");
+            return;
+        }
+        size_t room = buf_room(&c->in);
+        ssize_t n = read(c->io.fd, buf_tail(&c->in), room);
+        if (n > 0) {
+            buf_produce(&c->in, (size_t)n);
+            budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
+            process_input(c);
+            if ((size_t)n < room)
+                break; /* the socket is drained */
+            continue;
+        }
+        if (n == 0) {
+            conn_close(c, "peer closed");
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+        char why[80];
+        snprintf(why, sizeof(why), "read error: %s", strerror(errno));
+        conn_close(c, why);
+        return;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Accept                                                                                    */
+
+static void
+listener_on_io(void *arg, unsigned events)
+{
+    struct listener *l = arg;
+    struct server *s = l->srv;
+    (void)events;
+    update_clock(s);
+    for (int i = 0; i < ACCEPT_BUDGET && !s->draining; i++) {
+        int fd = net_accept(l->fd);
+        if (fd == -EAGAIN)
+            return;
+        if (fd < 0) {
+            if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
+                log_msg(LOG_ERR, "accept on %s: %s: pausing until a connection closes",
+                        l->addr, strerror(-fd));
+                ev_io_set(s->loop, &l->io, 0);
+                l->paused = true;
+            }
+            return;
+        }
+        struct conn *c = NULL;
+        if (s->nconns >= s->cfg.max_conns || (c = slab_alloc(&s->conn_slab)) == NULL) {
+            log_msg(LOG_WARN, "%s: connection refused: %u connections (limit)", l->addr,
+                    s->nconns);
+            static const char text[] = "too many connections";
+            uint8_t frame[ING_HDR_LEN + 2 + 4 + sizeof(text)];
+            struct ing_msg m;
+            memset(&m, 0, sizeof(m));
+            m.type = ING_ERROR;
+            m.u.error.code = ING_ERR_LIMIT;
+            m.u.error.text.p = text;
+            m.u.error.text.len = sizeof(text) - 1;
+            ssize_t w = ing_msg_encode(&m, frame, sizeof(frame));
+            if (w > 0) {
+                ssize_t k = write(fd, frame, (size_t)w);
+                (void)k;
+            }
+            close(fd);
+            continue;
+        }
+        memset(c, 0, sizeof(*c));
+        c->srv = s;
+        c->role = l->role;
+        c->state = CONN_PREAMBLE;
+        c->id = ++s->next_id;
+        buf_init(&c->in);
+        buf_init(&c->out);
+        struct net_addr pa;
+        char addr[100] = "?";
+        if (net_peer(fd, &pa) == 0)
+            net_format(&pa, addr, sizeof(addr));
+        snprintf(c->name, sizeof(c->name), "%s %llu (%s)",
+                 l->role == ING_ROLE_AGENT ? "agent" : "client", (unsigned long long)c->id,
+                 addr);
+        ev_io_init(&c->io, fd, conn_on_io, c);
+        if (ev_io_set(s->loop, &c->io, EV_READ) != 0) {
+            close(fd);
+            slab_free(&s->conn_slab, c);
+            continue;
+        }
+        c->next = s->conns;
+        if (s->conns != NULL)
+            s->conns->prev = c;
+        s->conns = c;
+        s->nconns++;
+        c->deadline_ms = ev_now_ms(s->loop) + s->cfg.handshake_timeout_ms;
+        if (c->deadline_ms == 0)
+            c->deadline_ms = 1;
+        c->hs_prev = s->hs_tail;
+        if (s->hs_tail != NULL)
+            s->hs_tail->hs_next = c;
+        else
+            s->hs_head = c;
+        s->hs_tail = c;
+        log_msg(LOG_DEBUG, "%s: connected", c->name);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Timers, drain and signals                                                                 */
+
+static void
+ping_tick(void *arg)
+{
+    struct server *s = arg;
+    update_clock(s);
+    be_ping_tick(&s->be);
+    ev_timer_start(s->loop, &s->ping_timer, ev_now_ms(s->loop) + s->cfg.ping_interval_ms);
+}
+
+static void finish(struct server *s);
+
+static void
+tick(void *arg)
+{
+    struct server *s = arg;
+    update_clock(s);
+    uint64_t now = ev_now_ms(s->loop);
+    be_timeouts(&s->be);
+    while (s->hs_head != NULL && s->hs_head->deadline_ms <= now) {
+        struct conn *c = s->hs_head;
+        hs_unlink(s, c);
+        conn_error_close(c, ING_ERR_TIMEOUT, "opening handshake not finished in time");
+    }
+    for (int i = 0; i < 2; i++)
+        if (s->lis[i].paused && ev_io_set(s->loop, &s->lis[i].io, EV_READ) == 0)
+            s->lis[i].paused = false;
+    if (s->draining && s->be.n_running == 0)
+        finish(s);
+    if (!s->finished)
+        ev_timer_start(s->loop, &s->tick_timer, now + s->tick_ms);
+}
+
+/* finish ends the drain: every job left gets its crash, every peer an Error SHUTDOWN. */
+static void
+finish(struct server *s)
+{
+    if (s->finished)
+        return;
+    update_clock(s);
+    be_fail_all(&s->be, "Backend shutting down");
+    for (struct conn *c = s->conns; c != NULL; c = c->next)
+        if (c->state == CONN_OPEN)
+            conn_send_error(c, ING_ERR_SHUTDOWN, "the backend is shutting down");
+    /* Give the last messages a chance to leave (bounded). */
+    for (int round = 0; round < 50; round++) {
+        bool left = false;
+        for (struct conn *c = s->conns; c != NULL; c = c->next)
+            if (c->state != CONN_CLOSING && buf_len(&c->out) > 0) {
+                conn_flush(c);
+                left |= buf_len(&c->out) > 0;
+            }
+        if (!left)
+            break;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    s->finished = true;
+    log_msg(LOG_INFO, "shutdown complete");
+    ev_stop(s->loop);
+}
+
+static void
+drain_expired(void *arg)
+{
+    struct server *s = arg;
+    log_msg(LOG_WARN, "drain timeout: %llu jobs still running",
+            (unsigned long long)s->be.n_running);
+    finish(s);
+}
+
+void
+srv_shutdown(struct server *s)
+{
+    if (s->draining)
+        return;
+    s->draining = true;
+    log_msg(LOG_INFO, "shutting down: no more dispatch, %llu running jobs may finish (%llu ms)",
+            (unsigned long long)s->be.n_running, (unsigned long long)s->cfg.drain_timeout_ms);
+    be_drain(&s->be);
+    for (int i = 0; i < 2; i++)
+        ev_io_set(s->loop, &s->lis[i].io, 0);
+    if (s->be.n_running == 0) {
+        finish(s);
+        return;
+    }
+    ev_timer_start(s->loop, &s->drain_timer, ev_now_ms(s->loop) + s->cfg.drain_timeout_ms);
+}
+
+void
+srv_stop(struct server *s)
+{
+    s->finished = true;
+    ev_stop(s->loop);
+}
+
+static void
+on_signal(void *arg, unsigned events)
+{
+    struct server *s = arg;
+    struct signalfd_siginfo si;
+    (void)events;
+    while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (s->draining) {
+            log_msg(LOG_WARN, "signal %u during shutdown: exiting now", si.ssi_signo);
+            srv_stop(s);
+            return;
+        }
+        log_msg(LOG_INFO, "signal %u received", si.ssi_signo);
+        srv_shutdown(s);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Setup                                                                                     */
+
+void
+srv_config_default(struct srv_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    be_config_default(&cfg->be);
+    cfg->agent_addr = "tcp://127.0.0.1:2001";
+    cfg->client_addr = "tcp://127.0.0.1:2000";
+    cfg->max_frame = ING_MAX_FRAME_DEFAULT;
+    cfg->max_output = 256ull << 20;
+    cfg->max_conns = 10000;
+    cfg->max_errors = 100;
+    cfg->ping_interval_ms = 1000;
+    cfg->handshake_timeout_ms = 10000;
+    cfg->drain_timeout_ms = 30000;
+}
+
+static uint64_t
+min_nz(uint64_t a, uint64_t b)
+{
+    if (a == 0)
+        return b;
+    if (b == 0)
+        return a;
+    return a < b ? a : b;
+}
+
+static int
+write_port_file(struct server *s, char *err, size_t errlen)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", s->cfg.port_file);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    fprintf(f, "agent %s\nclient %s\n", s->lis[0].addr, s->lis[1].addr);
+    if (fclose(f) != 0 || rename(tmp, s->cfg.port_file) != 0) {
+        snprintf(err, errlen, "cannot write %s: %s", s->cfg.port_file, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+struct server *
+srv_new(const struct srv_config *cfg, char *err, size_t errlen)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->cfg = *cfg;
+    s->cfg.be.max_frame = cfg->max_frame;
+    s->sigfd = -1;
+    s->lis[0].fd = s->lis[1].fd = -1;
+    slab_init(&s->conn_slab, sizeof(struct conn));
+    struct be_ops ops = {be_send, be_relay, be_drop};
+    s->loop = ev_new();
+    if (s->loop == NULL || be_init(&s->be, &s->cfg.be, &ops) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    const char *addrs[2] = {cfg->agent_addr, cfg->client_addr};
+    for (int i = 0; i < 2; i++) {
+        struct listener *l = &s->lis[i];
+        struct net_addr a;
+        l->srv = s;
+        l->role = i == 0 ? ING_ROLE_AGENT : ING_ROLE_CLIENT;
+        if (net_parse(addrs[i], &a, err, errlen) != 0)
+            goto fail;
+        l->fd = net_listen(&a, 1024);
+        if (l->fd < 0) {
+            snprintf(err, errlen, "cannot listen on %s: %s", addrs[i], strerror(-l->fd));
+            goto fail;
+        }
+        struct net_addr b;
+        if (net_bound(l->fd, &b) == 0)
+            net_format(&b, l->addr, sizeof(l->addr));
+        ev_io_init(&l->io, l->fd, listener_on_io, l);
+        if (ev_io_set(s->loop, &l->io, EV_READ) != 0) {
+            snprintf(err, errlen, "epoll: %s", strerror(errno));
+            goto fail;
+        }
+    }
+    if (cfg->handle_signals) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+        sigprocmask(SIG_BLOCK, &set, NULL);
+        s->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+        if (s->sigfd < 0) {
+            snprintf(err, errlen, "signalfd: %s", strerror(errno));
+            goto fail;
+        }
+        ev_io_init(&s->sig_io, s->sigfd, on_signal, s);
+        ev_io_set(s->loop, &s->sig_io, EV_READ);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    ev_set_before_sleep(s->loop, before_sleep, s);
+    uint64_t now = ev_now_ms(s->loop);
+    ev_timer_init(&s->ping_timer, ping_tick, s);
+    ev_timer_init(&s->tick_timer, tick, s);
+    ev_timer_init(&s->drain_timer, drain_expired, s);
+    ev_timer_start(s->loop, &s->ping_timer, now + cfg->ping_interval_ms);
+    uint64_t t = min_nz(cfg->ping_interval_ms, cfg->handshake_timeout_ms / 4);
+    t = min_nz(t, cfg->be.kill_timeout_ms / 4);
+    t = min_nz(t, cfg->be.orphan_timeout_ms / 4);
+    s->tick_ms = t < 5 ? 5 : t > 1000 ? 1000 : t;
+    ev_timer_start(s->loop, &s->tick_timer, now + s->tick_ms);
+    if (cfg->port_file != NULL && write_port_file(s, err, errlen) != 0)
+        goto fail;
+    log_msg(LOG_INFO, "inginious-backend %s: agents on %s, clients on %s", ING_VERSION,
+            s->lis[0].addr, s->lis[1].addr);
+    return s;
+fail:
+    srv_free(s);
+    return NULL;
+}
+
+void
+srv_free(struct server *s)
+{
+    if (s == NULL)
+        return;
+    for (struct conn *c = s->conns; c != NULL; c = c->next)
+        if (c->state != CONN_CLOSING) {
+            c->state = CONN_CLOSING;
+            if (s->loop != NULL)
+                ev_io_set(s->loop, &c->io, 0);
+            c->cl_next = s->closing;
+            s->closing = c;
+        }
+    conn_reap(s);
+    if (s->loop != NULL)
+        be_fini(&s->be);
+    for (int i = 0; i < 2; i++)
+        if (s->lis[i].fd >= 0)
+            close(s->lis[i].fd);
+    if (s->sigfd >= 0)
+        close(s->sigfd);
+    ev_free(s->loop);
+    slab_fini(&s->conn_slab);
+    free(s);
+}
+
+int
+srv_run_once(struct server *s, int timeout_ms)
+{
+    if (s->finished)
+        return 1;
+    int rc = ev_run_once(s->loop, timeout_ms);
+    if (rc < 0)
+        return rc;
+    return s->finished ? 1 : 0;
+}
+
+int
+srv_run(struct server *s)
+{
+    while (!s->finished) {
+        int rc = ev_run_once(s->loop, -1);
+        if (rc < 0)
+            return rc;
+    }
+    before_sleep(s);
+    return 0;
+}
+
+struct backend *
+srv_backend(struct server *s)
+{
+    return &s->be;
+}
+
+const char *
+srv_bound_addr(const struct server *s, bool agents)
+{
+    return s->lis[agents ? 0 : 1].addr;
+}
+
+uint64_t
+srv_max_iter_us(const struct server *s)
+{
+    return ev_max_iter_us(s->loop);
+}

@@ -1,0 +1,53 @@
+/* server.h: the inginious-backend server: listeners, connections (handshake, framing,
+ * batched reads and writes, bounded output, deferred close), timers and signals, around
+ * the backend state machine (backend.h).
+ *
+ * One connection = one peer. Its wire dialect is chosen by the first byte it sends: the
+ * native protocol (proto.md) or, where compiled in, another dialect. */
+#ifndef ING_SERVER_H
+#define ING_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+struct srv_config {
+    struct be_config be;
+    const char *agent_addr;  /* default tcp://127.0.0.1:2001 */
+    const char *client_addr; /* default tcp://127.0.0.1:2000 */
+    uint32_t max_frame;
+    uint64_t max_output;    /* per connection: pending output bytes before it is dropped */
+    uint32_t max_conns;
+    uint32_t max_errors;    /* protocol errors before a peer is closed */
+    uint64_t ping_interval_ms;
+    uint64_t handshake_timeout_ms;
+    uint64_t drain_timeout_ms;
+    const char *port_file;  /* written with the bound addresses, or NULL */
+    bool handle_signals;    /* SIGTERM/SIGINT through signalfd (the command); not in tests */
+};
+
+struct server;
+
+/* srv_config_default fills the documented defaults. */
+void srv_config_default(struct srv_config *cfg);
+/* srv_new binds both endpoints. Returns NULL with a reason in err. */
+struct server *srv_new(const struct srv_config *cfg, char *err, size_t errlen);
+void srv_free(struct server *s);
+/* srv_run serves until the server has shut down (after SIGTERM and the drain, or
+ * srv_stop). Returns 0 or -errno. */
+int srv_run(struct server *s);
+/* srv_run_once runs one loop iteration waiting at most timeout_ms. Returns 0, 1 when the
+ * server has finished shutting down, or -errno. */
+int srv_run_once(struct server *s, int timeout_ms);
+/* srv_shutdown starts a drain (as SIGTERM does); srv_stop exits at once. */
+void srv_shutdown(struct server *s);
+void srv_stop(struct server *s);
+struct backend *srv_backend(struct server *s);
+/* srv_bound_addr returns the bound address of an endpoint ("tcp://127.0.0.1:PORT"). */
+const char *srv_bound_addr(const struct server *s, bool agents);
+/* srv_max_iter_us: the longest event-loop iteration so far, in microseconds. */
+uint64_t srv_max_iter_us(const struct server *s);
+
+#endif
