@@ -887,8 +887,12 @@ static void agent_unregister(struct backend *be, struct be_agent *a, bool silent
 void
 be_fini(struct backend *be)
 {
-    while (be->agents != NULL)
-        agent_unregister(be, be->agents, true);
+    while (be->agents != NULL) {
+        struct be_agent *a = be->agents;
+        agent_unregister(be, a, true);
+        free(a->name);
+        slab_free(&be->agent_slab, a);
+    }
     if (be->jtab != NULL) {
         for (size_t i = 0; i <= be->jmask; i++) {
             struct job *j = be->jtab[i];
@@ -902,6 +906,11 @@ be_fini(struct backend *be)
                 j = next;
             }
         }
+    }
+    while (be->clients != NULL) {
+        struct be_client *c = be->clients;
+        be->clients = c->next;
+        slab_free(&be->client_slab, c);
     }
     free(be->jtab);
     free(be->etab);

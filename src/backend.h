@@ -96,7 +96,8 @@ struct backend {
 
 /* be_init prepares be. Returns 0 or -ENOMEM. */
 int be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *ops);
-/* be_fini frees everything (jobs, agents, clients) without sending anything. */
+/* be_fini frees everything (jobs, registered agents and clients) without sending anything.
+ * Handles of unregistered peers must be released with be_*_gone first. */
 void be_fini(struct backend *be);
 
 /* Clients. be_client_new is called when a client connection is open; the returned handle

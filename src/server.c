@@ -47,7 +47,7 @@ struct conn {
     struct conn *cl_next;       /* deferred close */
     struct be_client *client;
     struct be_agent *agent;
-    char name[80]; /* "client 12 (tcp://127.0.0.1:5555)" */
+    char name[160]; /* "client 12 (tcp://127.0.0.1:5555)" */
 };
 
 struct listener {

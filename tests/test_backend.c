@@ -1,0 +1,645 @@
+/* test_backend.c: the backend state machine with mock peers and an injected clock: the
+ * scheduling rules (reference §3.4.2, §6 scenarios at unit level), kills, timeouts, agent
+ * loss, client loss, and a seeded random walk that checks every invariant after each step
+ * and that every accepted job gets exactly one result. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "bytes.h"
+#include "inginious/mp.h"
+#include "inginious/proto.h"
+#include "log.h"
+
+/* A mock peer records what the backend sends it. */
+struct rec {
+    uint8_t type;
+    char job[64];
+    char kind[32];
+    char text[128];
+    char state[32];
+};
+
+struct mpeer {
+    struct rec log[4096];
+    size_t n, seen;
+};
+
+static struct mpeer peers[64];
+
+static void
+view_copy(char *dst, size_t cap, struct ing_view v)
+{
+    size_t n = v.p == NULL ? 0 : (v.len < cap - 1 ? v.len : cap - 1);
+    memcpy(dst, v.p == NULL ? "" : v.p, n);
+    dst[n] = '\0';
+}
+
+static void
+mock_send(void *peer, const struct ing_msg *m)
+{
+    struct mpeer *p = peer;
+    assert_true(p->n < 4096);
+    struct rec *r = &p->log[p->n++];
+    memset(r, 0, sizeof(*r));
+    r->type = m->type;
+    if (m->type == ING_BACKEND_JOB_DONE) {
+        view_copy(r->job, sizeof(r->job), m->u.result.job_id);
+        view_copy(r->kind, sizeof(r->kind), m->u.result.result_kind);
+        view_copy(r->text, sizeof(r->text), m->u.result.result_text);
+        view_copy(r->state, sizeof(r->state), m->u.result.state);
+    } else if (m->type == ING_BACKEND_KILL_JOB) {
+        view_copy(r->job, sizeof(r->job), m->u.kill.job_id);
+        view_copy(r->state, sizeof(r->state), m->u.kill.state);
+    } else if (m->type == ING_BACKEND_JOB_STARTED) {
+        view_copy(r->job, sizeof(r->job), m->u.ref.job_id);
+    } else if (m->type == ING_BACKEND_GET_QUEUE) {
+        snprintf(r->text, sizeof(r->text), "%u/%u", m->u.queue.n_running, m->u.queue.n_waiting);
+        /* the waiting ids in order, comma separated, into kind/state is not needed */
+    }
+}
+
+static void
+mock_relay(void *peer, uint8_t type, const uint8_t *body, size_t len)
+{
+    struct mpeer *p = peer;
+    assert_true(p->n < 4096);
+    struct rec *r = &p->log[p->n++];
+    memset(r, 0, sizeof(*r));
+    r->type = type;
+    assert_true(len >= 4);
+    uint32_t l = get_u32be(body);
+    assert_true(4 + (size_t)l <= len);
+    memcpy(r->job, body + 4, l < 63 ? l : 63);
+    if (type == ING_BACKEND_JOB_DONE) {
+        const uint8_t *k = body + 4 + l;
+        uint32_t kl = get_u32be(k);
+        memcpy(r->kind, k + 4, kl < 31 ? kl : 31);
+    }
+}
+
+static void
+mock_drop(void *peer, uint16_t code, const char *why)
+{
+    (void)peer;
+    (void)code;
+    (void)why;
+}
+
+static struct backend be;
+static uint8_t scratch[1 << 16];
+
+static int
+setup(void **state)
+{
+    (void)state;
+    log_level_max = -1; /* silent */
+    memset(peers, 0, sizeof(peers));
+    struct be_config cfg;
+    be_config_default(&cfg);
+    struct be_ops ops = {mock_send, mock_relay, mock_drop};
+    assert_int_equal(be_init(&be, &cfg, &ops), 0);
+    be.now_ms = 1000;
+    be.wall_s = 1700000000;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    be_fini(&be);
+    return 0;
+}
+
+/* next returns the next record of peer i not yet looked at, or NULL. */
+static struct rec *
+next(int i)
+{
+    struct mpeer *p = &peers[i];
+    return p->seen < p->n ? &p->log[p->seen++] : NULL;
+}
+
+/* next_job skips environment broadcasts (checked explicitly where they matter). */
+static struct rec *
+next_job(int i)
+{
+    struct rec *r;
+    while ((r = next(i)) != NULL && r->type == ING_BACKEND_UPDATE_ENVIRONMENTS)
+        ;
+    return r;
+}
+
+static void
+expect_none(int i)
+{
+    struct rec *r = next_job(i);
+    if (r != NULL)
+        fail_msg("peer %d: unexpected message type 0x%02x job %s", i, r->type, r->job);
+}
+
+static struct rec *
+expect(int i, uint8_t type, const char *job)
+{
+    struct rec *r = type == ING_BACKEND_UPDATE_ENVIRONMENTS ? next(i) : next_job(i);
+    if (r == NULL)
+        fail_msg("peer %d: expected type 0x%02x job %s, got nothing", i, type, job);
+    if (r->type != type || (job != NULL && strcmp(r->job, job) != 0))
+        fail_msg("peer %d: expected type 0x%02x job %s, got 0x%02x job %s", i, type,
+                 job ? job : "", r->type, r->job);
+    return r;
+}
+
+static struct be_client *
+client(int i)
+{
+    struct be_client *c = be_client_new(&be, &peers[i]);
+    assert_non_null(c);
+    be_client_hello(&be, c);
+    expect(i, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    return c;
+}
+
+/* submit encodes a ClientNewJob and hands its body to the backend. */
+static void
+submit_full(struct be_client *c, const char *id, int64_t prio, const char *type,
+            const char *name, const char *state, const char *marker)
+{
+    uint8_t inp[256], par[64];
+    struct ing_mp_writer w;
+    ing_mp_writer_init(&w, inp, sizeof(inp));
+    ing_mp_put_map(&w, state != NULL ? 2 : 1);
+    ing_mp_put_cstr(&w, "v");
+    ing_mp_put_cstr(&w, marker != NULL ? marker : "x");
+    if (state != NULL) {
+        ing_mp_put_cstr(&w, "@state");
+        ing_mp_put_cstr(&w, state);
+    }
+    assert_int_equal(w.err, 0);
+    size_t inlen = w.len;
+    ing_mp_writer_init(&w, par, sizeof(par));
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "limits");
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "time");
+    ing_mp_put_int(&w, 30);
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_NEW_JOB;
+    m.u.new_job.priority = prio;
+    m.u.new_job.launcher = (struct ing_view){"L", 1};
+    struct ing_job_spec *s = &m.u.new_job.job;
+    s->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
+    s->course_id = (struct ing_view){"c", 1};
+    s->task_id = (struct ing_view){"t", 1};
+    s->environment_type = (struct ing_view){type, (uint32_t)strlen(type)};
+    s->environment = (struct ing_view){name, (uint32_t)strlen(name)};
+    s->task_problems = (struct ing_view){"\x80", 1};
+    s->inputdata = (struct ing_view){(const char *)inp, (uint32_t)inlen};
+    s->environment_parameters = (struct ing_view){(const char *)par, (uint32_t)w.len};
+    ssize_t n = ing_msg_encode(&m, scratch, sizeof(scratch));
+    assert_true(n > 0);
+    struct ing_msg d;
+    assert_int_equal(ing_msg_decode(scratch, (size_t)n, 1 << 20, &d), n);
+    be_client_new_job(&be, c, scratch + ING_HDR_LEN, (size_t)n - ING_HDR_LEN, &d.u.new_job);
+    memset(scratch, 0xAA, (size_t)n); /* the backend must have copied what it keeps */
+    assert_int_equal(be_check(&be), 0);
+}
+
+static void
+submit(struct be_client *c, const char *id, int64_t prio, const char *env)
+{
+    submit_full(c, id, prio, "docker", env, NULL, NULL);
+}
+
+/* agent registers a mock agent on peer i with slots and envs ("e1,e2"). */
+static struct be_agent *
+agent(int i, uint32_t slots, const char *envs)
+{
+    struct be_agent *a = be_agent_new(&be, &peers[i]);
+    assert_non_null(a);
+    uint8_t buf[4096];
+    struct ing_mp_writer w;
+    ing_mp_writer_init(&w, buf, sizeof(buf));
+    char list[256];
+    snprintf(list, sizeof(list), "%s", envs);
+    uint32_t n = 0;
+    for (char *p = list; *p; p++)
+        n += *p == ',';
+    n += list[0] != '\0';
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "docker");
+    ing_mp_put_map(&w, n);
+    for (char *tok = strtok(list, ","); tok != NULL; tok = strtok(NULL, ",")) {
+        ing_mp_put_cstr(&w, tok);
+        ing_mp_put_map(&w, 2);
+        ing_mp_put_cstr(&w, "id");
+        ing_mp_put_cstr(&w, "i1");
+        ing_mp_put_cstr(&w, "created");
+        ing_mp_put_int(&w, 1);
+    }
+    assert_int_equal(w.err, 0);
+    struct ing_agent_hello h = {{"A", 1}, slots, {(const char *)buf, (uint32_t)w.len}};
+    char why[200];
+    assert_int_equal(be_agent_hello(&be, a, &h, why, sizeof(why)), 0);
+    assert_int_equal(be_check(&be), 0);
+    return a;
+}
+
+static void
+done(struct be_agent *a, const char *id, const char *kind)
+{
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_AGENT_JOB_DONE;
+    struct ing_job_result *r = &m.u.result;
+    r->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
+    r->result_kind = (struct ing_view){kind, (uint32_t)strlen(kind)};
+    r->result_text = (struct ing_view){"", 0};
+    r->problems = r->tests = r->custom = (struct ing_view){"\x80", 1};
+    r->state = (struct ing_view){"", 0};
+    ssize_t n = ing_msg_encode(&m, scratch, sizeof(scratch));
+    assert_true(n > 0);
+    struct ing_msg d;
+    assert_int_equal(ing_msg_decode(scratch, (size_t)n, 1 << 20, &d), n);
+    be_agent_done(&be, a, scratch + ING_HDR_LEN, (size_t)n - ING_HDR_LEN, &d.u.result);
+    assert_int_equal(be_check(&be), 0);
+}
+
+static void
+started(struct be_agent *a, const char *id)
+{
+    be_agent_started(&be, a, (struct ing_view){id, (uint32_t)strlen(id)});
+}
+
+static void
+kill_job(struct be_client *c, const char *id)
+{
+    be_client_kill(&be, c, (struct ing_view){id, (uint32_t)strlen(id)});
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* §6.14: priority then FIFO. */
+static void
+test_backend_priority_then_fifo(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    submit(c, "j1", 1, "e");
+    submit(c, "j2", 0, "e");
+    submit(c, "j3", 0, "e");
+    struct be_agent *a = agent(1, 1, "e");
+    expect(1, ING_BACKEND_NEW_JOB, "j2");
+    expect_none(1);
+    done(a, "j2", "success");
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    expect(0, ING_BACKEND_JOB_DONE, "j2");
+    expect(1, ING_BACKEND_NEW_JOB, "j3");
+    done(a, "j3", "success");
+    expect(1, ING_BACKEND_NEW_JOB, "j1");
+    done(a, "j1", "success");
+    expect_none(1);
+}
+
+/* §6.15: across topics, priority wins over arrival. */
+static void
+test_backend_across_topics(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    submit(c, "x", 1, "e1");
+    submit(c, "y", 0, "e2");
+    agent(1, 1, "e1,e2");
+    expect(1, ING_BACKEND_NEW_JOB, "y");
+    expect_none(1);
+}
+
+/* §6.17 and §6.18: several slots; freed slots join the end of the FIFO. */
+static void
+test_backend_slot_order(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 1, "e");
+    agent(2, 1, "e");
+    submit(c, "j1", 0, "e");
+    expect(1, ING_BACKEND_NEW_JOB, "j1");
+    done(a, "j1", "success");
+    submit(c, "j2", 0, "e");
+    expect(2, ING_BACKEND_NEW_JOB, "j2"); /* B's slot is older than A's freed one */
+    expect_none(1);
+    submit(c, "j3", 0, "e");
+    expect(1, ING_BACKEND_NEW_JOB, "j3");
+}
+
+static void
+test_backend_several_slots(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    submit(c, "j1", 0, "e");
+    submit(c, "j2", 0, "e");
+    submit(c, "j3", 0, "e");
+    struct be_agent *a = agent(1, 2, "e");
+    expect(1, ING_BACKEND_NEW_JOB, "j1");
+    expect(1, ING_BACKEND_NEW_JOB, "j2");
+    expect_none(1);
+    done(a, "j1", "success");
+    expect(1, ING_BACKEND_NEW_JOB, "j3");
+}
+
+/* §6.20, §6.23 [hard]: kill a waiting job, then the id is reusable with new input. */
+static void
+test_backend_kill_waiting_then_reuse(void **state)
+{
+    (void)state;
+    struct be_client *c1 = client(0), *c2 = client(1);
+    submit_full(c1, "j", 0, "docker", "e", "S1", "OLD");
+    kill_job(c2, "j");
+    struct rec *r = expect(0, ING_BACKEND_JOB_DONE, "j");
+    assert_string_equal(r->kind, "killed");
+    assert_string_equal(r->text, "You killed the job");
+    assert_string_equal(r->state, "S1");
+    expect_none(1);
+    submit_full(c1, "j", 0, "docker", "e", NULL, "NEW");
+    agent(2, 1, "e");
+    expect(2, ING_BACKEND_NEW_JOB, "j");
+    expect_none(2);
+}
+
+/* §6.21 and the kill timeout: a running job's kill goes to the agent; with no answer in
+ * time the owner gets killed and the slot is freed; a late result is dropped. */
+static void
+test_backend_kill_running_timeout(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 1, "e");
+    submit_full(c, "j", 0, "docker", "e", "S", NULL);
+    submit(c, "k", 0, "e");
+    expect(1, ING_BACKEND_NEW_JOB, "j");
+    kill_job(c, "j");
+    struct rec *r = expect(1, ING_BACKEND_KILL_JOB, "j");
+    assert_string_equal(r->state, "S");
+    expect_none(0);
+    be.now_ms += be.cfg.kill_timeout_ms - 1;
+    be_timeouts(&be);
+    expect_none(0);
+    be.now_ms += 1;
+    be_timeouts(&be);
+    assert_int_equal(be_check(&be), 0);
+    r = expect(0, ING_BACKEND_JOB_DONE, "j");
+    assert_string_equal(r->kind, "killed");
+    assert_string_equal(r->state, "S");
+    expect(1, ING_BACKEND_NEW_JOB, "k"); /* the slot was freed */
+    done(a, "j", "killed");               /* late: dropped */
+    expect_none(0);
+    assert_int_equal(be_agent_busy(a), 1);
+}
+
+/* B6 [hard]: a result from another agent is dropped and gives it no slot. */
+static void
+test_backend_result_from_wrong_agent(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    agent(1, 1, "e");
+    struct be_agent *b = agent(2, 0, "e");
+    submit(c, "j", 0, "e");
+    expect(1, ING_BACKEND_NEW_JOB, "j");
+    done(b, "j", "success");
+    expect_none(0);
+    assert_int_equal(be_agent_slots(b), 0);
+    assert_int_equal(be_agent_busy(b), 0);
+}
+
+/* §7.5: agent loss requeues the jobs it had not started at their original position and
+ * ends the started ones with crash "Agent restarted" keeping @state. */
+static void
+test_backend_agent_loss(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 2, "e");
+    submit_full(c, "s", 0, "docker", "e", "ST", NULL);
+    submit(c, "n", 0, "e");
+    submit(c, "w", 0, "e");
+    expect(1, ING_BACKEND_NEW_JOB, "s");
+    expect(1, ING_BACKEND_NEW_JOB, "n");
+    started(a, "s");
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    expect(0, ING_BACKEND_JOB_STARTED, "s");
+    be_agent_gone(&be, a);
+    assert_int_equal(be_check(&be), 0);
+    struct rec *r = expect(0, ING_BACKEND_JOB_DONE, "s");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "Agent restarted");
+    assert_string_equal(r->state, "ST");
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL); /* e withdrawn */
+    expect_none(0);
+    agent(2, 1, "e");
+    expect(2, ING_BACKEND_NEW_JOB, "n"); /* requeued ahead of w */
+}
+
+/* Orphan timeout: a job whose environment nobody provides ends crash. */
+static void
+test_backend_orphan_timeout(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    submit(c, "j", 0, "nobody");
+    be.now_ms += be.cfg.orphan_timeout_ms - 1;
+    be_timeouts(&be);
+    expect_none(0);
+    be.now_ms += 1;
+    be_timeouts(&be);
+    struct rec *r = expect(0, ING_BACKEND_JOB_DONE, "j");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "No agent provides environment docker/nobody");
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* A client that goes: its waiting jobs are dropped, its running jobs killed. */
+static void
+test_backend_client_gone(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 1, "e");
+    submit(c, "r", 0, "e");
+    submit(c, "w", 0, "e");
+    expect(1, ING_BACKEND_NEW_JOB, "r");
+    be_client_gone(&be, c);
+    assert_int_equal(be_check(&be), 0);
+    expect(1, ING_BACKEND_KILL_JOB, "r");
+    done(a, "r", "killed");
+    expect_none(1); /* w was dropped */
+}
+
+/* Duplicate ids, refused values, queue limits. */
+static void
+test_backend_refusals(void **state)
+{
+    (void)state;
+    struct be_client *c1 = client(0), *c2 = client(1);
+    submit(c1, "j", 0, "e");
+    submit(c2, "j", 0, "e");
+    struct rec *r = expect(1, ING_BACKEND_JOB_DONE, "j");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "Duplicate job id");
+    expect_none(0);
+    submit(c1, "", 0, "e");
+    r = expect(0, ING_BACKEND_JOB_DONE, "");
+    assert_string_equal(r->text, "Invalid job id");
+    submit(c1, "k", 0, "");
+    r = expect(0, ING_BACKEND_JOB_DONE, "k");
+    assert_string_equal(r->text, "Invalid environment");
+    be.cfg.max_waiting_per_client = 2;
+    submit(c1, "k2", 0, "e");
+    expect_none(0);
+    submit(c1, "k3", 0, "e");
+    r = expect(0, ING_BACKEND_JOB_DONE, "k3");
+    assert_string_equal(r->text, "Queue full");
+}
+
+/* Random walk: many clients, agents, environments; invariants after every step, and
+ * every accepted job ends with exactly one result at its owner. */
+static uint64_t rng = 42;
+static uint32_t
+rnd(uint32_t n)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng % n);
+}
+
+static void
+test_backend_random_walk(void **state)
+{
+    (void)state;
+    enum { NC = 4, NA = 6, NJ = 3000 };
+    static char results[NJ]; /* per job: 0 none, 1 got one */
+    static char accepted[NJ];
+    memset(results, 0, sizeof(results));
+    memset(accepted, 0, sizeof(accepted));
+    struct be_client *cs[NC];
+    struct be_agent *as[NA] = {0};
+    for (int i = 0; i < NC; i++)
+        cs[i] = client(i);
+    int nextjob = 0;
+    char id[32];
+    for (int step = 0; step < 20000 && nextjob < NJ; step++) {
+        uint32_t op = rnd(100);
+        if (op < 40) {
+            int c = (int)rnd(NC);
+            snprintf(id, sizeof(id), "j%d", nextjob);
+            char env[8];
+            snprintf(env, sizeof(env), "e%u", rnd(5));
+            size_t before = peers[c].n;
+            submit(cs[c], id, (int64_t)rnd(3), env);
+            accepted[nextjob] = 1;
+            (void)before;
+            nextjob++;
+        } else if (op < 50) {
+            int i = (int)rnd(NA);
+            if (as[i] != NULL)
+                be_agent_gone(&be, as[i]);
+            char envs[32];
+            snprintf(envs, sizeof(envs), "e%u,e%u", rnd(5), rnd(5));
+            as[i] = agent(10 + i, 1 + rnd(3), envs);
+        } else if (op < 53) {
+            int i = (int)rnd(NA);
+            if (as[i] != NULL) {
+                be_agent_gone(&be, as[i]);
+                as[i] = NULL;
+                assert_int_equal(be_check(&be), 0);
+            }
+        } else if (op < 60 && nextjob > 0) {
+            snprintf(id, sizeof(id), "j%u", rnd((uint32_t)nextjob));
+            kill_job(cs[rnd(NC)], id);
+        } else if (op < 65) {
+            be.now_ms += rnd(40000);
+            be_timeouts(&be);
+            assert_int_equal(be_check(&be), 0);
+        }
+        /* Agents answer what they were sent. */
+        for (int i = 0; i < NA; i++) {
+            struct mpeer *p = &peers[10 + i];
+            while (p->seen < p->n) {
+                struct rec *r = &p->log[p->seen++];
+                if (as[i] == NULL || rnd(4) == 0)
+                    continue; /* this one is left running for now */
+                if (r->type == ING_BACKEND_NEW_JOB) {
+                    started(as[i], r->job);
+                    done(as[i], r->job, "success");
+                } else if (r->type == ING_BACKEND_KILL_JOB) {
+                    done(as[i], r->job, "killed");
+                }
+            }
+            p->n = p->seen = 0;
+        }
+        /* Clients count their results. */
+        for (int c = 0; c < NC; c++) {
+            struct mpeer *p = &peers[c];
+            while (p->seen < p->n) {
+                struct rec *r = &p->log[p->seen++];
+                if (r->type != ING_BACKEND_JOB_DONE)
+                    continue;
+                int j = atoi(r->job + 1);
+                assert_true(j >= 0 && j < NJ);
+                if (results[j])
+                    fail_msg("job %d got two results", j);
+                results[j] = 1;
+            }
+            p->n = p->seen = 0;
+        }
+    }
+    /* Finish: agents answer everything, then every job must have its result. */
+    be.now_ms += 3600 * 1000;
+    be_timeouts(&be);
+    be_fail_all(&be, "Backend shutting down");
+    for (int c = 0; c < NC; c++) {
+        struct mpeer *p = &peers[c];
+        while (p->seen < p->n) {
+            struct rec *r = &p->log[p->seen++];
+            if (r->type != ING_BACKEND_JOB_DONE)
+                continue;
+            int j = atoi(r->job + 1);
+            if (results[j])
+                fail_msg("job %d got two results", j);
+            results[j] = 1;
+        }
+    }
+    for (int j = 0; j < nextjob; j++)
+        if (accepted[j] && !results[j])
+            fail_msg("job %d got no result", j);
+    assert_int_equal(be.n_waiting + be.n_running, 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_backend_priority_then_fifo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_across_topics, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_slot_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_several_slots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_kill_waiting_then_reuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_kill_running_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_result_from_wrong_agent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_agent_loss, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_orphan_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_client_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_random_walk, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
+}
