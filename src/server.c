@@ -22,7 +22,7 @@
 #define READ_CHUNK (64 * 1024)
 #define READ_BUDGET (256 * 1024) /* bytes read from one peer per wake-up */
 #define ACCEPT_BUDGET 64
-#define IN_KEEP (256 * 1024)     /* a larger idle input buffer is released */
+#define IN_KEEP (256 * 1024) /* a larger idle input buffer is released */
 
 enum conn_state {
     CONN_PREAMBLE = 0, /* waiting for the peer's preamble */
@@ -33,18 +33,18 @@ enum conn_state {
 struct conn {
     struct ev_io io;
     struct server *srv;
-    uint8_t role;  /* ING_ROLE_* of the endpoint */
-    uint8_t state; /* enum conn_state */
+    uint8_t role;    /* ING_ROLE_* of the endpoint */
+    uint8_t state;   /* enum conn_state */
     bool in_pending; /* on the pending-write list */
     bool close_after_flush;
     uint32_t errors;
     uint64_t id;
     uint64_t deadline_ms; /* handshake deadline */
     struct buf in, out;
-    struct conn *prev, *next;   /* all connections */
+    struct conn *prev, *next;       /* all connections */
     struct conn *hs_prev, *hs_next; /* connections still in their handshake, oldest first */
-    struct conn *pw_next;       /* pending writes */
-    struct conn *cl_next;       /* deferred close */
+    struct conn *pw_next;           /* pending writes */
+    struct conn *cl_next;           /* deferred close */
     struct be_client *client;
     struct be_agent *agent;
     char name[160]; /* "client 12 (tcp://127.0.0.1:5555)" */
@@ -592,6 +592,47 @@ conn_on_io(void *arg, unsigned events)
 /* ---------------------------------------------------------------------------------------- */
 /* Accept                                                                                    */
 
+/* conn_adopt makes the accepted socket fd (non-blocking) a connection of the given role. */
+static int
+conn_adopt(struct server *s, struct conn *c, int fd, uint8_t role)
+{
+    memset(c, 0, sizeof(*c));
+    c->srv = s;
+    c->role = role;
+    c->state = CONN_PREAMBLE;
+    c->id = ++s->next_id;
+    buf_init(&c->in);
+    buf_init(&c->out);
+    struct net_addr pa;
+    char addr[100] = "?";
+    if (net_peer(fd, &pa) == 0)
+        net_format(&pa, addr, sizeof(addr));
+    snprintf(c->name, sizeof(c->name), "%s %llu (%s)", role == ING_ROLE_AGENT ? "agent" : "client",
+             (unsigned long long)c->id, addr);
+    ev_io_init(&c->io, fd, conn_on_io, c);
+    if (ev_io_set(s->loop, &c->io, EV_READ) != 0) {
+        close(fd);
+        slab_free(&s->conn_slab, c);
+        return -1;
+    }
+    c->next = s->conns;
+    if (s->conns != NULL)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    c->deadline_ms = ev_now_ms(s->loop) + s->cfg.handshake_timeout_ms;
+    if (c->deadline_ms == 0)
+        c->deadline_ms = 1;
+    c->hs_prev = s->hs_tail;
+    if (s->hs_tail != NULL)
+        s->hs_tail->hs_next = c;
+    else
+        s->hs_head = c;
+    s->hs_tail = c;
+    log_msg(LOG_DEBUG, "%s: connected", c->name);
+    return 0;
+}
+
 static void
 listener_on_io(void *arg, unsigned events)
 {
@@ -605,8 +646,8 @@ listener_on_io(void *arg, unsigned events)
             return;
         if (fd < 0) {
             if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
-                log_msg(LOG_ERR, "accept on %s: %s: pausing until a connection closes",
-                        l->addr, strerror(-fd));
+                log_msg(LOG_ERR, "accept on %s: %s: pausing until a connection closes", l->addr,
+                        strerror(-fd));
                 ev_io_set(s->loop, &l->io, 0);
                 l->paused = true;
             }
@@ -614,8 +655,7 @@ listener_on_io(void *arg, unsigned events)
         }
         struct conn *c = NULL;
         if (s->nconns >= s->cfg.max_conns || (c = slab_alloc(&s->conn_slab)) == NULL) {
-            log_msg(LOG_WARN, "%s: connection refused: %u connections (limit)", l->addr,
-                    s->nconns);
+            log_msg(LOG_WARN, "%s: connection refused: %u connections (limit)", l->addr, s->nconns);
             static const char text[] = "too many connections";
             uint8_t frame[ING_HDR_LEN + 2 + 4 + sizeof(text)];
             struct ing_msg m;
@@ -632,41 +672,7 @@ listener_on_io(void *arg, unsigned events)
             close(fd);
             continue;
         }
-        memset(c, 0, sizeof(*c));
-        c->srv = s;
-        c->role = l->role;
-        c->state = CONN_PREAMBLE;
-        c->id = ++s->next_id;
-        buf_init(&c->in);
-        buf_init(&c->out);
-        struct net_addr pa;
-        char addr[100] = "?";
-        if (net_peer(fd, &pa) == 0)
-            net_format(&pa, addr, sizeof(addr));
-        snprintf(c->name, sizeof(c->name), "%s %llu (%s)",
-                 l->role == ING_ROLE_AGENT ? "agent" : "client", (unsigned long long)c->id,
-                 addr);
-        ev_io_init(&c->io, fd, conn_on_io, c);
-        if (ev_io_set(s->loop, &c->io, EV_READ) != 0) {
-            close(fd);
-            slab_free(&s->conn_slab, c);
-            continue;
-        }
-        c->next = s->conns;
-        if (s->conns != NULL)
-            s->conns->prev = c;
-        s->conns = c;
-        s->nconns++;
-        c->deadline_ms = ev_now_ms(s->loop) + s->cfg.handshake_timeout_ms;
-        if (c->deadline_ms == 0)
-            c->deadline_ms = 1;
-        c->hs_prev = s->hs_tail;
-        if (s->hs_tail != NULL)
-            s->hs_tail->hs_next = c;
-        else
-            s->hs_head = c;
-        s->hs_tail = c;
-        log_msg(LOG_DEBUG, "%s: connected", c->name);
+        conn_adopt(s, c, fd, l->role);
     }
 }
 
@@ -968,6 +974,23 @@ const char *
 srv_bound_addr(const struct server *s, bool agents)
 {
     return s->lis[agents ? 0 : 1].addr;
+}
+
+int
+srv_adopt(struct server *s, int fd, uint8_t role)
+{
+    struct conn *c;
+    if (s->nconns >= s->cfg.max_conns || (c = slab_alloc(&s->conn_slab)) == NULL) {
+        close(fd);
+        return -EMFILE;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+        close(fd);
+        slab_free(&s->conn_slab, c);
+        return -errno;
+    }
+    return conn_adopt(s, c, fd, role) == 0 ? 0 : -EIO;
 }
 
 uint64_t

@@ -47,6 +47,10 @@ void srv_stop(struct server *s);
 struct backend *srv_backend(struct server *s);
 /* srv_bound_addr returns the bound address of an endpoint ("tcp://127.0.0.1:PORT"). */
 const char *srv_bound_addr(const struct server *s, bool agents);
+/* srv_adopt makes an already connected socket (e.g. one end of a socketpair) a peer of the
+ * given role (ING_ROLE_*), as if accepted on that endpoint. Takes ownership of fd (closed on
+ * failure). Returns 0 or -errno. Used by in-process tests and fuzzing. */
+int srv_adopt(struct server *s, int fd, uint8_t role);
 /* srv_max_iter_us: the longest event-loop iteration so far, in microseconds. */
 uint64_t srv_max_iter_us(const struct server *s);
 
