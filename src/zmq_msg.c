@@ -1,0 +1,694 @@
+/* zmq_msg.c: the INGInious msgpack message dialect <-> struct ing_msg (see zmq_msg.h).
+ *
+ * Both directions are driven by one table per message class: the fields in declaration
+ * order (the Python encoder's order), each with its msgpack shape and where it lives in
+ * struct ing_msg.
+ */
+#include "zmq_msg.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <string.h>
+
+/* Field shapes. */
+enum fk {
+    FK_STR,      /* str */
+    FK_NSTR,     /* str or nil (p == NULL) */
+    FK_MAP,      /* map, kept raw */
+    FK_NMAP,     /* map or nil, kept raw (nil = the byte c0) */
+    FK_BIN_NIL,  /* bin or nil (p == NULL) */
+    FK_RESULT,   /* [str kind, str text] -> off, off2 */
+    FK_F64,      /* int or float -> double */
+    FK_I64,      /* int (int64 range) */
+    FK_U32,      /* int 0..UINT32_MAX */
+    FK_DEBUG,    /* false / true / "ssh" -> uint8_t enum ing_debug */
+    FK_BOOL_IGN, /* bool, not stored */
+    FK_QRUN,     /* array of running 7-tuples */
+    FK_QWAIT,    /* array of waiting 5-tuples */
+};
+
+#define F_JOB_ID 0x01   /* the job id: checked first; a bad one makes the message -EPROTO */
+#define F_OPTIONAL 0x02 /* may be absent; never encoded (AgentHello.ssh_allowed) */
+#define F_COURSE 0x04   /* named course_id or taskset_id */
+
+struct field {
+    const char *name;
+    uint8_t kind;    /* enum fk */
+    uint8_t flags;   /* F_* */
+    uint16_t off;    /* offset of the value in struct ing_msg */
+    uint16_t off2;   /* FK_RESULT: offset of the text view */
+    const char *bad; /* the reason given when the value has the wrong type */
+};
+
+struct mtype {
+    const char *name; /* the INGInious class name, the value of "@type" */
+    uint8_t type;     /* enum ing_msg_type */
+    uint8_t nfields;
+    const struct field *fields;
+};
+
+#define OFF(member) ((uint16_t)offsetof(struct ing_msg, member))
+#define NF(a) ((uint8_t)(sizeof(a) / sizeof((a)[0])))
+#define MAX_FIELDS 16
+
+#define COURSE_KEY "course_id"
+#define TASKSET_KEY "taskset_id"
+#define TYPE_KEY "@type"
+
+static const struct field f_client_hello[] = {
+    {"name", FK_STR, 0, OFF(u.client_hello.name), 0, "name is not a str"},
+};
+
+static const struct field f_client_new_job[] = {
+    {"job_id", FK_STR, F_JOB_ID, OFF(u.new_job.job.job_id), 0, "job_id is not a str"},
+    {"priority", FK_I64, 0, OFF(u.new_job.priority), 0, "priority is not an integer"},
+    {COURSE_KEY, FK_NSTR, F_COURSE, OFF(u.new_job.job.course_id), 0,
+     "course_id is not a str or nil"},
+    {"task_id", FK_NSTR, 0, OFF(u.new_job.job.task_id), 0, "task_id is not a str or nil"},
+    {"task_problems", FK_NMAP, 0, OFF(u.new_job.job.task_problems), 0,
+     "task_problems is not a map"},
+    {"inputdata", FK_MAP, 0, OFF(u.new_job.job.inputdata), 0, "inputdata is not a map"},
+    {"environment_type", FK_STR, 0, OFF(u.new_job.job.environment_type), 0,
+     "environment_type is not a str"},
+    {"environment", FK_STR, 0, OFF(u.new_job.job.environment), 0, "environment is not a str"},
+    {"environment_parameters", FK_MAP, 0, OFF(u.new_job.job.environment_parameters), 0,
+     "environment_parameters is not a map"},
+    {"debug", FK_DEBUG, 0, OFF(u.new_job.job.debug), 0, "debug is not false, true or \"ssh\""},
+    {"launcher", FK_STR, 0, OFF(u.new_job.launcher), 0, "launcher is not a str"},
+};
+
+static const struct field f_backend_new_job[] = {
+    {"job_id", FK_STR, F_JOB_ID, OFF(u.job.job_id), 0, "job_id is not a str"},
+    {COURSE_KEY, FK_NSTR, F_COURSE, OFF(u.job.course_id), 0, "course_id is not a str or nil"},
+    {"task_id", FK_NSTR, 0, OFF(u.job.task_id), 0, "task_id is not a str or nil"},
+    {"task_problems", FK_NMAP, 0, OFF(u.job.task_problems), 0, "task_problems is not a map"},
+    {"inputdata", FK_MAP, 0, OFF(u.job.inputdata), 0, "inputdata is not a map"},
+    {"environment_type", FK_STR, 0, OFF(u.job.environment_type), 0,
+     "environment_type is not a str"},
+    {"environment", FK_STR, 0, OFF(u.job.environment), 0, "environment is not a str"},
+    {"environment_parameters", FK_MAP, 0, OFF(u.job.environment_parameters), 0,
+     "environment_parameters is not a map"},
+    {"debug", FK_DEBUG, 0, OFF(u.job.debug), 0, "debug is not false, true or \"ssh\""},
+};
+
+/* ClientKillJob, BackendJobStarted, AgentJobStarted. */
+static const struct field f_ref[] = {
+    {"job_id", FK_STR, F_JOB_ID, OFF(u.ref.job_id), 0, "job_id is not a str"},
+};
+
+static const struct field f_backend_kill_job[] = {
+    {"job_id", FK_STR, F_JOB_ID, OFF(u.kill.job_id), 0, "job_id is not a str"},
+    {"state", FK_STR, 0, OFF(u.kill.state), 0, "state is not a str"},
+};
+
+/* BackendJobDone, AgentJobDone. */
+static const struct field f_result[] = {
+    {"job_id", FK_STR, F_JOB_ID, OFF(u.result.job_id), 0, "job_id is not a str"},
+    {"result", FK_RESULT, 0, OFF(u.result.result_kind), OFF(u.result.result_text),
+     "result is not an array [str, str]"},
+    {"grade", FK_F64, 0, OFF(u.result.grade), 0, "grade is not a number"},
+    {"problems", FK_MAP, 0, OFF(u.result.problems), 0, "problems is not a map"},
+    {"tests", FK_MAP, 0, OFF(u.result.tests), 0, "tests is not a map"},
+    {"custom", FK_MAP, 0, OFF(u.result.custom), 0, "custom is not a map"},
+    {"state", FK_STR, 0, OFF(u.result.state), 0, "state is not a str"},
+    {"archive", FK_BIN_NIL, 0, OFF(u.result.archive), 0, "archive is not a bin or nil"},
+    {"stdout", FK_NSTR, 0, OFF(u.result.stdout_), 0, "stdout is not a str or nil"},
+    {"stderr", FK_NSTR, 0, OFF(u.result.stderr_), 0, "stderr is not a str or nil"},
+};
+
+/* BackendJobSSHDebug, AgentJobSSHDebug. */
+static const struct field f_ssh[] = {
+    {"job_id", FK_STR, F_JOB_ID, OFF(u.ssh.job_id), 0, "job_id is not a str"},
+    {"host", FK_STR, 0, OFF(u.ssh.host), 0, "host is not a str"},
+    {"port", FK_U32, 0, OFF(u.ssh.port), 0, "port is not an integer in 0..2^32-1"},
+    {"user", FK_STR, 0, OFF(u.ssh.user), 0, "user is not a str"},
+    {"password", FK_STR, 0, OFF(u.ssh.password), 0, "password is not a str"},
+};
+
+static const struct field f_update_envs[] = {
+    {"available_environments", FK_MAP, 0, OFF(u.envs.environments), 0,
+     "available_environments is not a map"},
+};
+
+static const struct field f_get_queue[] = {
+    {"jobs_running", FK_QRUN, 0, OFF(u.queue.n_running), 0,
+     "jobs_running is not an array of 7-tuples"},
+    {"jobs_waiting", FK_QWAIT, 0, OFF(u.queue.n_waiting), 0,
+     "jobs_waiting is not an array of 5-tuples"},
+};
+
+static const struct field f_agent_hello[] = {
+    {"friendly_name", FK_STR, 0, OFF(u.agent_hello.friendly_name), 0, "friendly_name is not a str"},
+    {"available_job_slots", FK_U32, 0, OFF(u.agent_hello.slots), 0,
+     "available_job_slots is not an integer in 0..2^32-1"},
+    {"available_environments", FK_MAP, 0, OFF(u.agent_hello.environments), 0,
+     "available_environments is not a map"},
+    {"ssh_allowed", FK_BOOL_IGN, F_OPTIONAL, 0, 0, "ssh_allowed is not a bool"},
+};
+
+static const struct mtype mtypes[] = {
+    {"ClientHello", ING_CLIENT_HELLO, NF(f_client_hello), f_client_hello},
+    {"ClientNewJob", ING_CLIENT_NEW_JOB, NF(f_client_new_job), f_client_new_job},
+    {"ClientKillJob", ING_CLIENT_KILL_JOB, NF(f_ref), f_ref},
+    {"ClientGetQueue", ING_CLIENT_GET_QUEUE, 0, NULL},
+    {"BackendUpdateEnvironments", ING_BACKEND_UPDATE_ENVIRONMENTS, NF(f_update_envs),
+     f_update_envs},
+    {"BackendJobStarted", ING_BACKEND_JOB_STARTED, NF(f_ref), f_ref},
+    {"BackendJobDone", ING_BACKEND_JOB_DONE, NF(f_result), f_result},
+    {"BackendJobSSHDebug", ING_BACKEND_JOB_SSH_DEBUG, NF(f_ssh), f_ssh},
+    {"BackendGetQueue", ING_BACKEND_GET_QUEUE, NF(f_get_queue), f_get_queue},
+    {"BackendNewJob", ING_BACKEND_NEW_JOB, NF(f_backend_new_job), f_backend_new_job},
+    {"BackendKillJob", ING_BACKEND_KILL_JOB, NF(f_backend_kill_job), f_backend_kill_job},
+    {"AgentHello", ING_AGENT_HELLO, NF(f_agent_hello), f_agent_hello},
+    {"AgentJobStarted", ING_AGENT_JOB_STARTED, NF(f_ref), f_ref},
+    {"AgentJobDone", ING_AGENT_JOB_DONE, NF(f_result), f_result},
+    {"AgentJobSSHDebug", ING_AGENT_JOB_SSH_DEBUG, NF(f_ssh), f_ssh},
+    {"Ping", ING_PING, 0, NULL},
+    {"Pong", ING_PONG, 0, NULL},
+    {"Unknown", ING_UNKNOWN, 0, NULL},
+};
+
+#define N_MTYPES (sizeof(mtypes) / sizeof(mtypes[0]))
+
+/* ---- access to struct ing_msg by offset ---- */
+
+static struct ing_view *
+view_at(struct ing_msg *m, uint16_t off)
+{
+    return (struct ing_view *)(void *)((char *)m + off);
+}
+
+static const struct ing_view *
+cview_at(const struct ing_msg *m, uint16_t off)
+{
+    return (const struct ing_view *)(const void *)((const char *)m + off);
+}
+
+static void *
+at(struct ing_msg *m, uint16_t off)
+{
+    return (char *)m + off;
+}
+
+static const void *
+cat(const struct ing_msg *m, uint16_t off)
+{
+    return (const char *)m + off;
+}
+
+static bool
+bytes_eq(const uint8_t *p, size_t len, const char *lit)
+{
+    size_t n = strlen(lit);
+    return len == n && memcmp(p, lit, n) == 0;
+}
+
+static struct ing_view
+mkview(const uint8_t *p, size_t len)
+{
+    struct ing_view v = {(const char *)p, (uint32_t)len};
+    return v;
+}
+
+/* ---- readers over validated bytes (each still bounds-checked by ing_mp_read) ---- */
+
+/* Reads a str (or nil when nullable) at *q into *v. Returns 0 or -1. */
+static int
+read_str(const uint8_t **q, const uint8_t *end, struct ing_view *v, bool nullable)
+{
+    struct ing_mp_obj o;
+    if (ing_mp_read(q, end, &o) < 0)
+        return -1;
+    if (o.type == ING_MP_STR) {
+        *v = mkview(o.v.s.p, o.v.s.len);
+        return 0;
+    }
+    if (nullable && o.type == ING_MP_NIL) {
+        v->p = NULL;
+        v->len = 0;
+        return 0;
+    }
+    return -1;
+}
+
+static int
+read_bool(const uint8_t **q, const uint8_t *end, bool *b)
+{
+    struct ing_mp_obj o;
+    if (ing_mp_read(q, end, &o) < 0 || o.type != ING_MP_BOOL)
+        return -1;
+    *b = o.v.b;
+    return 0;
+}
+
+static int
+read_i64(const uint8_t **q, const uint8_t *end, int64_t *i)
+{
+    struct ing_mp_obj o;
+    if (ing_mp_read(q, end, &o) < 0 || o.type != ING_MP_INT)
+        return -1;
+    *i = o.v.i;
+    return 0;
+}
+
+/* Reads the header of an array of exactly n elements. */
+static int
+read_array(const uint8_t **q, const uint8_t *end, uint32_t n)
+{
+    struct ing_mp_obj o;
+    if (ing_mp_read(q, end, &o) < 0 || o.type != ING_MP_ARRAY || o.v.n != n)
+        return -1;
+    return 0;
+}
+
+static const uint8_t *
+running_at(const uint8_t *q, const uint8_t *end, struct ing_queue_running *e)
+{
+    if (read_array(&q, end, 7) < 0 || read_str(&q, end, &e->job_id, false) < 0 ||
+        read_bool(&q, end, &e->is_current) < 0 || read_str(&q, end, &e->agent_name, false) < 0 ||
+        read_str(&q, end, &e->info, true) < 0 || read_str(&q, end, &e->launcher, false) < 0 ||
+        read_i64(&q, end, &e->started_at) < 0 || read_i64(&q, end, &e->max_time) < 0)
+        return NULL;
+    return q;
+}
+
+static const uint8_t *
+waiting_at(const uint8_t *q, const uint8_t *end, struct ing_queue_waiting *e)
+{
+    if (read_array(&q, end, 5) < 0 || read_str(&q, end, &e->job_id, false) < 0 ||
+        read_bool(&q, end, &e->is_current) < 0 || read_str(&q, end, &e->info, true) < 0 ||
+        read_str(&q, end, &e->launcher, false) < 0 || read_i64(&q, end, &e->max_time) < 0)
+        return NULL;
+    return q;
+}
+
+/* zmq_msg_queue_next_running reads one running tuple of a decoded BackendGetQueue. */
+const uint8_t *
+zmq_msg_queue_next_running(const uint8_t *pos, const uint8_t *end, struct ing_queue_running *e)
+{
+    return running_at(pos, end, e);
+}
+
+/* zmq_msg_queue_next_waiting reads one waiting tuple of a decoded BackendGetQueue. */
+const uint8_t *
+zmq_msg_queue_next_waiting(const uint8_t *pos, const uint8_t *end, struct ing_queue_waiting *e)
+{
+    return waiting_at(pos, end, e);
+}
+
+/* ---- decoding ---- */
+
+/* Decodes the value v[0..len) of field f into m. Returns 0, or -1 if its type is wrong. */
+static int
+decode_value(const struct field *f, const uint8_t *v, size_t len, struct ing_msg *m)
+{
+    const uint8_t *q = v, *end = v + len;
+    struct ing_mp_obj o;
+
+    switch ((enum fk)f->kind) {
+    case FK_STR:
+        return read_str(&q, end, view_at(m, f->off), false);
+    case FK_NSTR:
+        return read_str(&q, end, view_at(m, f->off), true);
+    case FK_MAP:
+    case FK_NMAP:
+        if (ing_mp_read(&q, end, &o) < 0)
+            return -1;
+        if (o.type != ING_MP_MAP && !(f->kind == FK_NMAP && o.type == ING_MP_NIL))
+            return -1;
+        *view_at(m, f->off) = mkview(v, len);
+        return 0;
+    case FK_BIN_NIL:
+        if (ing_mp_read(&q, end, &o) < 0)
+            return -1;
+        if (o.type == ING_MP_NIL) {
+            *view_at(m, f->off) = mkview(NULL, 0);
+            return 0;
+        }
+        if (o.type != ING_MP_BIN)
+            return -1;
+        *view_at(m, f->off) = mkview(o.v.s.p, o.v.s.len);
+        return 0;
+    case FK_RESULT:
+        if (read_array(&q, end, 2) < 0 || read_str(&q, end, view_at(m, f->off), false) < 0 ||
+            read_str(&q, end, view_at(m, f->off2), false) < 0)
+            return -1;
+        return 0;
+    case FK_F64: {
+        double d;
+        if (ing_mp_read(&q, end, &o) < 0)
+            return -1;
+        if (o.type == ING_MP_INT)
+            d = (double)o.v.i;
+        else if (o.type == ING_MP_UINT)
+            d = (double)o.v.u;
+        else if (o.type == ING_MP_FLOAT)
+            d = o.v.f;
+        else
+            return -1;
+        memcpy(at(m, f->off), &d, sizeof(d));
+        return 0;
+    }
+    case FK_I64: {
+        int64_t i;
+        if (read_i64(&q, end, &i) < 0)
+            return -1;
+        memcpy(at(m, f->off), &i, sizeof(i));
+        return 0;
+    }
+    case FK_U32: {
+        int64_t i;
+        if (read_i64(&q, end, &i) < 0 || i < 0 || i > (int64_t)UINT32_MAX)
+            return -1;
+        uint32_t u = (uint32_t)i;
+        memcpy(at(m, f->off), &u, sizeof(u));
+        return 0;
+    }
+    case FK_DEBUG: {
+        uint8_t d;
+        if (ing_mp_read(&q, end, &o) < 0)
+            return -1;
+        if (o.type == ING_MP_BOOL)
+            d = o.v.b ? ING_DEBUG_ON : ING_DEBUG_OFF;
+        else if (o.type == ING_MP_STR && bytes_eq(o.v.s.p, o.v.s.len, "ssh"))
+            d = ING_DEBUG_SSH;
+        else
+            return -1;
+        memcpy(at(m, f->off), &d, sizeof(d));
+        return 0;
+    }
+    case FK_BOOL_IGN: {
+        bool b;
+        return read_bool(&q, end, &b);
+    }
+    case FK_QRUN:
+    case FK_QWAIT: {
+        if (ing_mp_read(&q, end, &o) < 0 || o.type != ING_MP_ARRAY)
+            return -1;
+        const uint8_t *first = q;
+        for (uint32_t i = 0; i < o.v.n; i++) {
+            struct ing_queue_running r;
+            struct ing_queue_waiting w;
+            q = f->kind == FK_QRUN ? running_at(q, end, &r) : waiting_at(q, end, &w);
+            if (q == NULL)
+                return -1;
+        }
+        if (f->kind == FK_QRUN) {
+            m->u.queue.n_running = o.v.n;
+            m->u.queue.running = NULL;
+            m->u.queue.wire_running = first;
+        } else {
+            m->u.queue.n_waiting = o.v.n;
+            m->u.queue.waiting = NULL;
+            m->u.queue.wire_waiting = first;
+        }
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static int
+bad(const char **why, int err, const char *text)
+{
+    *why = text;
+    return err;
+}
+
+static const struct mtype *
+find_type(const uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i < N_MTYPES; i++) {
+        if (bytes_eq(p, len, mtypes[i].name))
+            return &mtypes[i];
+    }
+    return NULL;
+}
+
+/* Index of the field named p[0..len) in t, or -1. */
+static int
+find_field(const struct mtype *t, const uint8_t *p, size_t len)
+{
+    for (int i = 0; i < t->nfields; i++) {
+        const struct field *f = &t->fields[i];
+        if (bytes_eq(p, len, f->name))
+            return i;
+        if ((f->flags & F_COURSE) && bytes_eq(p, len, TASKSET_KEY))
+            return i;
+    }
+    return -1;
+}
+
+/* zmq_msg_decode decodes one msgpack message into *m, zero-copy. */
+int
+zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
+{
+    const char *unused;
+    const uint8_t *q, *end = p + n, *pairs;
+    const uint8_t *val[MAX_FIELDS];
+    size_t vlen[MAX_FIELDS];
+    const struct mtype *t = NULL;
+    struct ing_mp_obj o, k;
+    uint32_t npairs, seen = 0;
+    bool have_type = false;
+
+    if (why == NULL)
+        why = &unused;
+    *why = NULL;
+    memset(m, 0, sizeof(*m));
+    if (n > UINT32_MAX)
+        return bad(why, -EMSGSIZE, "message larger than 4 GiB");
+    if (p == NULL || ing_mp_validate(p, n, ING_MP_MAX_DEPTH) < 0)
+        return bad(why, -EPROTO,
+                   "not valid msgpack (truncated, trailing bytes, bad UTF-8, "
+                   "ext or too deep)");
+    q = p;
+    if (ing_mp_read(&q, end, &o) < 0 || o.type != ING_MP_MAP)
+        return bad(why, -EPROTO, "not a msgpack map");
+    npairs = o.v.n;
+    pairs = q;
+
+    /* Pass 1: the class, from "@type". Every key must be a str. */
+    for (uint32_t i = 0; i < npairs; i++) {
+        if (ing_mp_read(&q, end, &k) < 0 || k.type != ING_MP_STR)
+            return bad(why, -EPROTO, "a key is not a str");
+        if (bytes_eq(k.v.s.p, k.v.s.len, TYPE_KEY)) {
+            if (have_type)
+                return bad(why, -EPROTO, "repeated key @type");
+            have_type = true;
+            const uint8_t *v = q;
+            if (ing_mp_read(&v, end, &o) < 0 || o.type != ING_MP_STR)
+                return bad(why, -EPROTO, "@type is not a str");
+            t = find_type(o.v.s.p, o.v.s.len);
+            if (t == NULL)
+                return bad(why, -EPROTO, "unknown @type");
+        }
+        if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
+            return bad(why, -EPROTO, "not valid msgpack");
+    }
+    if (!have_type)
+        return bad(why, -EPROTO, "no @type");
+
+    /* Pass 2: exactly the fields of the class. */
+    q = pairs;
+    for (uint32_t i = 0; i < npairs; i++) {
+        if (ing_mp_read(&q, end, &k) < 0)
+            return bad(why, -EPROTO, "not valid msgpack");
+        const uint8_t *v = q;
+        if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
+            return bad(why, -EPROTO, "not valid msgpack");
+        if (bytes_eq(k.v.s.p, k.v.s.len, TYPE_KEY))
+            continue;
+        int fi = find_field(t, k.v.s.p, k.v.s.len);
+        if (fi < 0)
+            return bad(why, -EPROTO, "unexpected key for this @type");
+        if (seen & (1u << fi))
+            return bad(why, -EPROTO, "repeated key (or both course_id and taskset_id)");
+        seen |= 1u << fi;
+        val[fi] = v;
+        vlen[fi] = (size_t)(q - v);
+    }
+    for (int i = 0; i < t->nfields; i++) {
+        if (!(seen & (1u << i)) && !(t->fields[i].flags & F_OPTIONAL))
+            return bad(why, -EPROTO, "missing key for this @type");
+    }
+
+    /* The values: job_id first, so that a bad value elsewhere can still be answered. */
+    m->type = t->type;
+    int job = -1;
+    for (int i = 0; i < t->nfields; i++) {
+        if (t->fields[i].flags & F_JOB_ID) {
+            job = i;
+            if (decode_value(&t->fields[i], val[i], vlen[i], m) < 0)
+                return bad(why, -EPROTO, t->fields[i].bad);
+        }
+    }
+    for (int i = 0; i < t->nfields; i++) {
+        if (i == job || !(seen & (1u << i)))
+            continue;
+        if (decode_value(&t->fields[i], val[i], vlen[i], m) < 0)
+            return bad(why, job >= 0 ? -EINVAL : -EPROTO, t->fields[i].bad);
+    }
+    return 0;
+}
+
+/* ---- encoding ---- */
+
+static int
+put_view_str(struct ing_mp_writer *w, const struct ing_view *v, bool nullable)
+{
+    if (v->p == NULL)
+        return nullable ? ing_mp_put_nil(w) : -EINVAL;
+    return ing_mp_put_str(w, v->p, v->len);
+}
+
+static int
+put_running(struct ing_mp_writer *w, const struct ing_queue_running *e)
+{
+    int rc;
+    ing_mp_put_array(w, 7);
+    if ((rc = put_view_str(w, &e->job_id, false)) < 0)
+        return rc;
+    ing_mp_put_bool(w, e->is_current);
+    if ((rc = put_view_str(w, &e->agent_name, false)) < 0 ||
+        (rc = put_view_str(w, &e->info, true)) < 0 ||
+        (rc = put_view_str(w, &e->launcher, false)) < 0)
+        return rc;
+    ing_mp_put_int(w, e->started_at);
+    return ing_mp_put_int(w, e->max_time);
+}
+
+static int
+put_waiting(struct ing_mp_writer *w, const struct ing_queue_waiting *e)
+{
+    int rc;
+    ing_mp_put_array(w, 5);
+    if ((rc = put_view_str(w, &e->job_id, false)) < 0)
+        return rc;
+    ing_mp_put_bool(w, e->is_current);
+    if ((rc = put_view_str(w, &e->info, true)) < 0 ||
+        (rc = put_view_str(w, &e->launcher, false)) < 0)
+        return rc;
+    return ing_mp_put_int(w, e->max_time);
+}
+
+/* Writes the value of field f. Returns 0, -EINVAL, or the writer's error. */
+static int
+encode_value(struct ing_mp_writer *w, const struct field *f, const struct ing_msg *m)
+{
+    const struct ing_view *v = cview_at(m, f->off);
+    int rc;
+
+    switch ((enum fk)f->kind) {
+    case FK_STR:
+        return put_view_str(w, v, false);
+    case FK_NSTR:
+        return put_view_str(w, v, true);
+    case FK_MAP:
+    case FK_NMAP:
+        if (v->p == NULL)
+            return f->kind == FK_NMAP ? ing_mp_put_nil(w) : -EINVAL;
+        if (v->len == 0)
+            return -EINVAL;
+        return ing_mp_put_raw(w, v->p, v->len);
+    case FK_BIN_NIL:
+        if (v->p == NULL)
+            return ing_mp_put_nil(w);
+        return ing_mp_put_bin(w, v->p, v->len);
+    case FK_RESULT:
+        ing_mp_put_array(w, 2);
+        if ((rc = put_view_str(w, v, false)) < 0)
+            return rc;
+        return put_view_str(w, cview_at(m, f->off2), false);
+    case FK_F64: {
+        double d;
+        memcpy(&d, cat(m, f->off), sizeof(d));
+        return ing_mp_put_double(w, d);
+    }
+    case FK_I64: {
+        int64_t i;
+        memcpy(&i, cat(m, f->off), sizeof(i));
+        return ing_mp_put_int(w, i);
+    }
+    case FK_U32: {
+        uint32_t u;
+        memcpy(&u, cat(m, f->off), sizeof(u));
+        return ing_mp_put_uint(w, u);
+    }
+    case FK_DEBUG: {
+        uint8_t d;
+        memcpy(&d, cat(m, f->off), sizeof(d));
+        if (d == ING_DEBUG_OFF || d == ING_DEBUG_ON)
+            return ing_mp_put_bool(w, d == ING_DEBUG_ON);
+        if (d == ING_DEBUG_SSH)
+            return ing_mp_put_cstr(w, "ssh");
+        return -EINVAL;
+    }
+    case FK_BOOL_IGN:
+        return 0;
+    case FK_QRUN:
+        if (m->u.queue.n_running > 0 && m->u.queue.running == NULL)
+            return -EINVAL;
+        ing_mp_put_array(w, m->u.queue.n_running);
+        for (uint32_t i = 0; i < m->u.queue.n_running; i++) {
+            if ((rc = put_running(w, &m->u.queue.running[i])) < 0)
+                return rc;
+        }
+        return w->err;
+    case FK_QWAIT:
+        if (m->u.queue.n_waiting > 0 && m->u.queue.waiting == NULL)
+            return -EINVAL;
+        ing_mp_put_array(w, m->u.queue.n_waiting);
+        for (uint32_t i = 0; i < m->u.queue.n_waiting; i++) {
+            if ((rc = put_waiting(w, &m->u.queue.waiting[i])) < 0)
+                return rc;
+        }
+        return w->err;
+    }
+    return -EINVAL;
+}
+
+/* zmq_msg_encode appends m as one msgpack map, as the Python encoder writes it. */
+int
+zmq_msg_encode(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_field jf)
+{
+    const struct mtype *t = NULL;
+    size_t start = w->len;
+    uint32_t count = 1;
+    int rc = 0;
+
+    if (w->err)
+        return w->err;
+    if (jf != ZMQ_JOB_FIELD_COURSE_ID && jf != ZMQ_JOB_FIELD_TASKSET_ID)
+        return -EINVAL;
+    for (size_t i = 0; i < N_MTYPES; i++) {
+        if (mtypes[i].type == m->type)
+            t = &mtypes[i];
+    }
+    if (t == NULL)
+        return -EINVAL;
+    for (int i = 0; i < t->nfields; i++) {
+        if (!(t->fields[i].flags & F_OPTIONAL))
+            count++;
+    }
+    ing_mp_put_map(w, count);
+    for (int i = 0; i < t->nfields && rc == 0; i++) {
+        const struct field *f = &t->fields[i];
+        if (f->flags & F_OPTIONAL)
+            continue;
+        const char *key = f->name;
+        if ((f->flags & F_COURSE) && jf == ZMQ_JOB_FIELD_TASKSET_ID)
+            key = TASKSET_KEY;
+        ing_mp_put_cstr(w, key);
+        rc = encode_value(w, f, m);
+    }
+    if (rc == 0) {
+        ing_mp_put_cstr(w, TYPE_KEY);
+        rc = ing_mp_put_cstr(w, t->name);
+    }
+    if (rc == 0)
+        rc = w->err;
+    if (rc == -EINVAL && w->err == 0)
+        w->len = start;
+    return rc;
+}

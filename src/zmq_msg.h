@@ -1,0 +1,79 @@
+/* zmq_msg.h: the INGInious msgpack message dialect (what stock INGInious peers put in a
+ * ZeroMQ frame) <-> struct ing_msg.
+ *
+ * One message = one msgpack map: "@type" = the class name, plus exactly the fields of that
+ * class (INGInious main, reference §2.2-2.5). Decoding is zero-copy: the views of the
+ * decoded struct ing_msg point into the caller's bytes and stay valid as long as they do.
+ *   str fields           -> the str payload (not NUL-terminated);
+ *   nullable str fields  -> the payload, or p == NULL for nil (course_id, task_id, stdout,
+ *                           stderr, and a queue entry's info);
+ *   map fields           -> the raw msgpack bytes of the value (task_problems, inputdata,
+ *                           environment_parameters, problems, tests, custom,
+ *                           available_environments); task_problems may also be nil (raw c0);
+ *   archive              -> the bin payload, or p == NULL for nil;
+ *   result [kind, text]  -> result_kind, result_text;
+ *   debug                -> ING_DEBUG_OFF / ING_DEBUG_ON / ING_DEBUG_SSH (false/true/"ssh");
+ *   grade (int or float) -> double; port, available_job_slots (int) -> uint32_t;
+ *   priority (int)       -> int64_t;
+ *   BackendGetQueue      -> n_running / n_waiting, the arrays NULL, wire_running /
+ *                           wire_waiting at the first tuple: read the tuples with
+ *                           zmq_msg_queue_next_running / _waiting (not ing_queue_next_*,
+ *                           which read the native format).
+ * Message types map to enum ing_msg_type (ING_PING, ING_CLIENT_NEW_JOB, ...); the native-only
+ * types (ING_ERROR, ING_WELCOME, ING_AUTH, ING_AUTH_OK) have no msgpack form.
+ */
+#ifndef INGINIOUS_ZMQ_MSG_H
+#define INGINIOUS_ZMQ_MSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "inginious/mp.h"
+#include "inginious/proto.h"
+
+/* The name of the course field of ClientNewJob and BackendNewJob on the wire. */
+enum zmq_job_field {
+    ZMQ_JOB_FIELD_COURSE_ID,  /* "course_id": INGInious v0.7 ... v0.9.x and main */
+    ZMQ_JOB_FIELD_TASKSET_ID, /* "taskset_id": UCL-INGI master */
+};
+
+/* zmq_msg_decode decodes the msgpack map p[0..n) into *m (views into p). Keys may come in
+ * any order; ClientNewJob and BackendNewJob accept "course_id" or "taskset_id" (exactly one);
+ * AgentHello may carry the v0.8.0-v0.8.5 "ssh_allowed" (a bool, ignored). Returns:
+ *   0          *m is filled;
+ *   -EPROTO    not a message: invalid msgpack (truncated, trailing bytes, bad UTF-8, ext,
+ *              nesting over ING_MP_MAX_DEPTH), not a map, a non-str key, no "@type", an
+ *              unknown "@type", a missing, extra or repeated key, a job_id that is not a
+ *              str, or a bad value in a message without job_id;
+ *   -EINVAL    the keys are right and job_id is a str, but another value has a bad type
+ *              (priority not an int, inputdata not a map, debug not false/true/"ssh", ...):
+ *              m->type and the job_id view are set (ClientNewJob:
+ *              m->u.new_job.job.job_id; the other job messages: their own job_id), so the
+ *              backend can answer BackendJobDone(job_id, crash, *why); the other fields are
+ *              unspecified;
+ *   -EMSGSIZE  n > UINT32_MAX.
+ * why (may be NULL) receives a static reason on failure. Never reads outside p[0..n). */
+int zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why);
+
+/* zmq_msg_encode appends m as one msgpack map to w, as the Python encoder does: fields in
+ * declaration order, "@type" last, floats as float64, ints in their smallest form, archive
+ * as bin, nil for NULL nullable views, result and queue tuples as arrays, debug as
+ * false/true/"ssh", the course field named per jf. Map-typed views are copied raw (they
+ * must hold one complete msgpack value; task_problems may be NULL for nil). Returns 0,
+ * -EINVAL (type without a msgpack form, NULL in a non-nullable field, an empty map-typed
+ * view, a bad debug value or jf, queue counts without arrays; w->len is then restored), or
+ * w's sticky error (-ENOMEM when a fixed writer is full). */
+int zmq_msg_encode(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_field jf);
+
+/* zmq_msg_queue_next_running reads the running tuple at pos into *e and returns the
+ * position of the next one. pos is inside a BackendGetQueue that zmq_msg_decode accepted
+ * (start at m->u.queue.wire_running; read n_running tuples); end is the end of that
+ * message (p + n). Returns NULL if the bytes are not such a tuple. */
+const uint8_t *zmq_msg_queue_next_running(const uint8_t *pos, const uint8_t *end,
+                                          struct ing_queue_running *e);
+
+/* zmq_msg_queue_next_waiting reads the waiting tuple at pos (start at wire_waiting). */
+const uint8_t *zmq_msg_queue_next_waiting(const uint8_t *pos, const uint8_t *end,
+                                          struct ing_queue_waiting *e);
+
+#endif
