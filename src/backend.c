@@ -994,9 +994,8 @@ be_client_gone(struct backend *be, struct be_client *c)
     slab_free(&be->client_slab, c);
 }
 
-/* refuse answers a job that is not accepted. */
-static void
-refuse(struct backend *be, struct be_client *c, struct ing_view id, const char *why)
+void
+be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id, const char *why)
 {
     struct ing_view empty = {"", 0};
     be->stats.jobs_refused++;
@@ -1011,24 +1010,24 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
     const struct ing_job_spec *s = &m->job;
     struct ing_view id = s->job_id;
     if (id.len == 0 || id.len > MAX_ID_LEN) {
-        refuse(be, c, id, "Invalid job id");
+        be_client_refuse(be, c, id, "Invalid job id");
         return;
     }
     if (s->environment_type.len == 0 || s->environment_type.len > MAX_ENV_LEN ||
         s->environment.len == 0 || s->environment.len > MAX_ENV_LEN) {
-        refuse(be, c, id, "Invalid environment");
+        be_client_refuse(be, c, id, "Invalid environment");
         return;
     }
     if (!mp_is_map(s->inputdata)) {
-        refuse(be, c, id, "Invalid inputdata: not a map");
+        be_client_refuse(be, c, id, "Invalid inputdata: not a map");
         return;
     }
     if (!mp_is_map(s->task_problems)) {
-        refuse(be, c, id, "Invalid task_problems: not a map");
+        be_client_refuse(be, c, id, "Invalid task_problems: not a map");
         return;
     }
     if (!mp_is_map(s->environment_parameters)) {
-        refuse(be, c, id, "Invalid environment_parameters: not a map");
+        be_client_refuse(be, c, id, "Invalid environment_parameters: not a map");
         return;
     }
     const uint8_t *sv = NULL;
@@ -1038,27 +1037,27 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
                        &svlen) == 0) {
         const uint8_t *q = sv;
         if (ing_mp_read(&q, sv + svlen, &so) != 0 || so.type != ING_MP_STR) {
-            refuse(be, c, id, "Invalid @state: not a string");
+            be_client_refuse(be, c, id, "Invalid @state: not a string");
             return;
         }
     }
     if (jtab_find(be, id.p, id.len) != NULL) {
-        refuse(be, c, id, "Duplicate job id");
+        be_client_refuse(be, c, id, "Duplicate job id");
         return;
     }
     if (be->draining) {
-        refuse(be, c, id, "Backend shutting down");
+        be_client_refuse(be, c, id, "Backend shutting down");
         return;
     }
     if (be->n_waiting >= be->cfg.max_waiting || c->n_waiting >= be->cfg.max_waiting_per_client) {
-        refuse(be, c, id, "Queue full");
+        be_client_refuse(be, c, id, "Queue full");
         return;
     }
 
     struct env *e = env_get(be, s->environment_type.p, s->environment_type.len, s->environment.p,
                             s->environment.len);
     if (e == NULL) {
-        refuse(be, c, id, "Backend out of memory");
+        be_client_refuse(be, c, id, "Backend out of memory");
         return;
     }
     e->refs++;
@@ -1067,7 +1066,7 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
         env_unref(be, e);
         {
-            refuse(be, c, id, "Backend out of memory");
+            be_client_refuse(be, c, id, "Backend out of memory");
             return;
         }
     }

@@ -110,6 +110,10 @@ void be_client_hello(struct backend *be, struct be_client *c);
  * (pointing into body). The body is copied if the job is accepted. */
 void be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
                        const struct ing_client_new_job *m);
+/* be_client_refuse answers job id with crash "why" without storing anything (a job whose
+ * message could not be taken as it is). */
+void be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id,
+                      const char *why);
 void be_client_kill(struct backend *be, struct be_client *c, struct ing_view job_id);
 void be_client_get_queue(struct backend *be, struct be_client *c);
 

@@ -25,6 +25,7 @@ struct srv_config {
     uint64_t handshake_timeout_ms;
     uint64_t drain_timeout_ms;
     const char *port_file;  /* written with the bound addresses, or NULL */
+    int job_field;          /* ZeroMQ agents get the course as 0 course_id, 1 taskset_id */
     bool handle_signals;    /* SIGTERM/SIGINT through signalfd (the command); not in tests */
 };
 
