@@ -38,6 +38,8 @@ usage(FILE *f)
             "      --max-waiting-per-client N  waiting jobs per client (10000000)\n"
             "      --max-errors N          protocol errors before a peer is closed (100)\n"
             "      --kill-policy any|owner which clients may kill a job (any, as INGInious)\n"
+            "      --job-field NAME        course_id (default) or taskset_id: the course field\n"
+            "                              sent to ZeroMQ agents (both are accepted from clients)\n"
             "      --port-file PATH        write the bound addresses to PATH once listening\n"
             "      --help                  this text\n"
             "      --version               the version\n");
@@ -120,6 +122,7 @@ enum {
     OPT_MAX_ERRORS,
     OPT_KILL_POLICY,
     OPT_PORT_FILE,
+    OPT_JOB_FIELD,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -142,6 +145,7 @@ static const struct option options[] = {
     {"max-errors", required_argument, NULL, OPT_MAX_ERRORS},
     {"kill-policy", required_argument, NULL, OPT_KILL_POLICY},
     {"port-file", required_argument, NULL, OPT_PORT_FILE},
+    {"job-field", required_argument, NULL, OPT_JOB_FIELD},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -242,6 +246,14 @@ main(int argc, char **argv)
                 cfg.be.kill_any = true;
             else if (strcmp(optarg, "owner") == 0)
                 cfg.be.kill_any = false;
+            else
+                bad(name, optarg);
+            break;
+        case OPT_JOB_FIELD:
+            if (strcmp(optarg, "course_id") == 0)
+                cfg.job_field = 0;
+            else if (strcmp(optarg, "taskset_id") == 0)
+                cfg.job_field = 1;
             else
                 bad(name, optarg);
             break;

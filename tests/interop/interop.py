@@ -359,6 +359,21 @@ def test_taskset_id_and_ssh_allowed(be):
     assert j["course_id"] == "c" and j["debug"] == "ssh", j
 
 
+def test_job_field_taskset_id(be):
+    """--job-field taskset_id: ZeroMQ agents get the course as taskset_id (UCL master)."""
+    be.stop()
+    be2 = Backend("--job-field", "taskset_id")
+    try:
+        c, _ = hello_client(be2.client_addr)
+        a = hello_agent(be2.agent_addr)
+        c.expect("BackendUpdateEnvironments")
+        new_job(c, "tf")
+        j = a.expect("BackendNewJob")
+        assert j.get("taskset_id") == "c" and "course_id" not in j, j
+    finally:
+        be2.stop()
+
+
 def test_mixed_zmq_client_native_agent(be):
     """A job from a ZeroMQ client runs on a native agent and comes back."""
     c, _ = hello_client(be.client_addr)
