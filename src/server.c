@@ -830,9 +830,16 @@ process_input(struct conn *c)
             return;
         }
         if (r < 0) {
+            /* Bad flags or an unknown type are reported from the header alone: skip the
+             * frame only once all of it is here. */
             uint8_t type;
             uint32_t blen;
             ing_frame_peek(p, n, &type, &blen);
+            if (n < ING_HDR_LEN + (size_t)blen) {
+                if (buf_reserve(&c->in, ING_HDR_LEN + (size_t)blen - n) != 0)
+                    conn_error_close(c, ING_ERR_LIMIT, "out of memory for a frame");
+                return;
+            }
             protocol_error(c, r == -ENOMSG ? ING_ERR_UNKNOWN_TYPE : ING_ERR_MALFORMED,
                            r == -ENOMSG ? "unknown message type" : "malformed message", type);
             buf_consume(&c->in, ING_HDR_LEN + (size_t)blen);
