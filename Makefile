@@ -96,10 +96,10 @@ else
 endif
 	@file build/static/inginious-backend 2>/dev/null || ls -l build/static/inginious-backend
 
-bench: all
+bench: $(LIB) $(CMDS) $(BENCHES)
 	bench/run.sh $(BUILD)
 
-demo: all
+demo: $(LIB) $(CMDS)
 	examples/demo.sh $(BUILD)
 
 interop: all
