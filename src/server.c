@@ -11,12 +11,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "buf.h"
 #include "ev.h"
 #include "inginious/proto.h"
 #include "inginious/version.h"
 #include "log.h"
 #include "net.h"
+#include "sha256.h"
 #include "slab.h"
 #include "zmq_msg.h"
 #include "zmtp.h"
@@ -54,6 +56,8 @@ struct conn {
     struct zconn *z; /* DIALECT_ZMQ */
     bool in_pending; /* on the pending-write list */
     bool close_after_flush;
+    bool authed;                  /* no secret, or a valid Auth received */
+    uint8_t nonce[ING_NONCE_LEN]; /* our challenge while !authed */
     uint32_t errors;
     uint64_t id;
     uint64_t deadline_ms; /* handshake deadline */
@@ -478,6 +482,16 @@ welcome(struct conn *c)
     m.type = ING_WELCOME;
     m.u.welcome.version = ING_PROTO_VERSION;
     m.u.welcome.role = c->role;
+    int ep = c->role == ING_ROLE_AGENT ? 0 : 1;
+    c->authed = s->cfg.secret[ep] == NULL;
+    if (!c->authed) {
+        if (auth_nonce(c->nonce) != 0) {
+            conn_error_close(c, ING_ERR_AUTH, "no randomness for the challenge");
+            return;
+        }
+        m.u.welcome.flags = ING_WELCOME_AUTH;
+        memcpy(m.u.welcome.nonce, c->nonce, ING_NONCE_LEN);
+    }
     m.u.welcome.max_frame = s->cfg.max_frame;
     m.u.welcome.heartbeat_ms = (uint32_t)s->cfg.ping_interval_ms;
     static const char server_name[] = "inginious-backend " ING_VERSION;
@@ -642,6 +656,12 @@ zconn_message(struct conn *c, const struct zmtp_event *ev)
 static void
 zconn_start(struct conn *c)
 {
+    if (c->srv->cfg.secret[c->role == ING_ROLE_AGENT ? 0 : 1] != NULL) {
+        log_msg(LOG_WARN, "%s: ZeroMQ peer refused: this endpoint requires authentication",
+                c->name);
+        conn_close(c, "ZeroMQ peers cannot authenticate");
+        return;
+    }
     c->z = calloc(1, sizeof(*c->z));
     if (c->z == NULL) {
         conn_close(c, "out of memory");
@@ -779,10 +799,39 @@ handle_preamble(struct conn *c, const uint8_t *p, size_t n)
         conn_error_close(c, ING_ERR_LIMIT, "out of memory");
         return -1;
     }
-    hs_unlink(c->srv, c);
     c->state = CONN_OPEN;
     welcome(c);
+    if (c->authed)
+        hs_unlink(c->srv, c);
     return r;
+}
+
+/* check_auth handles the first frame of a peer that must authenticate (proto.md §6). */
+static void
+check_auth(struct conn *c, const struct ing_msg *m)
+{
+    struct server *s = c->srv;
+    int ep = c->role == ING_ROLE_AGENT ? 0 : 1;
+    if (m->type != ING_AUTH) {
+        conn_error_close(c, ING_ERR_AUTH, "authentication required");
+        return;
+    }
+    uint8_t want[ING_MAC_LEN];
+    auth_peer_mac(s->cfg.secret[ep], s->cfg.secret_len[ep], c->role, c->nonce,
+                  m->u.auth.nonce, want);
+    if (!sha256_equal(want, m->u.auth.mac, ING_MAC_LEN)) {
+        conn_error_close(c, ING_ERR_AUTH, "authentication failed");
+        return;
+    }
+    c->authed = true;
+    hs_unlink(s, c);
+    struct ing_msg ok;
+    memset(&ok, 0, sizeof(ok));
+    ok.type = ING_AUTH_OK;
+    auth_server_mac(s->cfg.secret[ep], s->cfg.secret_len[ep], c->role, c->nonce,
+                    m->u.auth.nonce, ok.u.auth_ok.mac);
+    conn_send(c, &ok);
+    log_msg(LOG_DEBUG, "%s: authenticated", c->name);
 }
 
 /* process_input handles every complete frame in c->in. */
@@ -847,6 +896,11 @@ process_input(struct conn *c)
         }
         const uint8_t *body = p + ING_HDR_LEN;
         size_t blen = (size_t)r - ING_HDR_LEN;
+        if (!c->authed) {
+            check_auth(c, &m);
+            buf_consume(&c->in, (size_t)r);
+            continue;
+        }
         if (c->role == ING_ROLE_CLIENT)
             handle_client(c, &m, body, blen);
         else
@@ -966,6 +1020,19 @@ listener_on_io(void *arg, unsigned events)
                 l->paused = true;
             }
             return;
+        }
+        int ep = l->role == ING_ROLE_AGENT ? 0 : 1;
+        if (s->cfg.nallow[ep] > 0) {
+            struct net_addr pa;
+            if (net_peer(fd, &pa) != 0 ||
+                !acl_match(s->cfg.allow[ep], s->cfg.nallow[ep], (struct sockaddr *)&pa.ss)) {
+                char addr[100] = "?";
+                net_format(&pa, addr, sizeof(addr));
+                log_msg(LOG_WARN, "%s: connection from %s refused (not in the allow-list)",
+                        l->addr, addr);
+                close(fd);
+                continue;
+            }
         }
         struct conn *c = NULL;
         if (s->nconns >= s->cfg.max_conns || (c = slab_alloc(&s->conn_slab)) == NULL) {

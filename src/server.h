@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "acl.h"
 #include "backend.h"
 
 struct srv_config {
@@ -25,6 +26,10 @@ struct srv_config {
     uint64_t handshake_timeout_ms;
     uint64_t drain_timeout_ms;
     const char *port_file;  /* written with the bound addresses, or NULL */
+    const uint8_t *secret[2];  /* [0] agents, [1] clients: shared secret, NULL = no auth */
+    size_t secret_len[2];
+    const struct acl_entry *allow[2]; /* [0] agents, [1] clients: empty = everyone */
+    size_t nallow[2];
     int job_field;          /* ZeroMQ agents get the course as 0 course_id, 1 taskset_id */
     bool handle_signals;    /* SIGTERM/SIGINT through signalfd (the command); not in tests */
 };

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acl.h"
+#include "auth.h"
 #include "inginious/version.h"
 #include "log.h"
 #include "server.h"
@@ -38,6 +40,13 @@ usage(FILE *f)
             "      --max-waiting-per-client N  waiting jobs per client (10000000)\n"
             "      --max-errors N          protocol errors before a peer is closed (100)\n"
             "      --kill-policy any|owner which clients may kill a job (any, as INGInious)\n"
+            "      --agent-secret-file F   agents must prove they know the secret in F\n"
+            "      --client-secret-file F  clients must prove they know the secret in F\n"
+            "                              (HMAC-SHA-256 challenge-response, proto.md 6; the\n"
+            "                              secret never crosses the wire; native peers only)\n"
+            "      --agent-allow CIDR      accept agents only from these addresses (repeatable,\n"
+            "                              or comma-separated: 10.0.0.0/8,::1)\n"
+            "      --client-allow CIDR     the same for clients\n"
             "      --job-field NAME        course_id (default) or taskset_id: the course field\n"
             "                              sent to ZeroMQ agents (both are accepted from clients)\n"
             "      --port-file PATH        write the bound addresses to PATH once listening\n"
@@ -123,6 +132,10 @@ enum {
     OPT_KILL_POLICY,
     OPT_PORT_FILE,
     OPT_JOB_FIELD,
+    OPT_AGENT_SECRET,
+    OPT_CLIENT_SECRET,
+    OPT_AGENT_ALLOW,
+    OPT_CLIENT_ALLOW,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -146,10 +159,33 @@ static const struct option options[] = {
     {"kill-policy", required_argument, NULL, OPT_KILL_POLICY},
     {"port-file", required_argument, NULL, OPT_PORT_FILE},
     {"job-field", required_argument, NULL, OPT_JOB_FIELD},
+    {"agent-secret-file", required_argument, NULL, OPT_AGENT_SECRET},
+    {"client-secret-file", required_argument, NULL, OPT_CLIENT_SECRET},
+    {"agent-allow", required_argument, NULL, OPT_AGENT_ALLOW},
+    {"client-allow", required_argument, NULL, OPT_CLIENT_ALLOW},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
 };
+
+#define MAX_ALLOW 256
+static struct acl_entry allow[2][MAX_ALLOW];
+static uint8_t *secrets[2];
+
+static int
+add_allow(struct srv_config *cfg, int ep, const char *list)
+{
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", list);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        if (cfg->nallow[ep] >= MAX_ALLOW || acl_parse(tok, &allow[ep][cfg->nallow[ep]]) != 0)
+            return -1;
+        cfg->nallow[ep]++;
+    }
+    cfg->allow[ep] = allow[ep];
+    return 0;
+}
 
 static void
 bad(const char *opt, const char *val)
@@ -257,6 +293,23 @@ main(int argc, char **argv)
             else
                 bad(name, optarg);
             break;
+        case OPT_AGENT_SECRET:
+        case OPT_CLIENT_SECRET: {
+            int ep = o == OPT_AGENT_SECRET ? 0 : 1;
+            int rc = auth_load_secret(optarg, &secrets[ep], &cfg.secret_len[ep]);
+            if (rc != 0) {
+                fprintf(stderr, "inginious-backend: cannot read the secret in %s: %s\n", optarg,
+                        strerror(-rc));
+                return 2;
+            }
+            cfg.secret[ep] = secrets[ep];
+            break;
+        }
+        case OPT_AGENT_ALLOW:
+        case OPT_CLIENT_ALLOW:
+            if (add_allow(&cfg, o == OPT_AGENT_ALLOW ? 0 : 1, optarg) != 0)
+                bad(name, optarg);
+            break;
         case OPT_PORT_FILE:
             cfg.port_file = optarg;
             break;
@@ -288,6 +341,8 @@ main(int argc, char **argv)
     }
     int rc = srv_run(s);
     srv_free(s);
+    free(secrets[0]);
+    free(secrets[1]);
     if (rc < 0) {
         log_msg(LOG_ERR, "event loop failed: %s", strerror(-rc));
         return 1;
