@@ -52,6 +52,9 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lm
 
+# test_noalloc counts the allocations of the server's hot path through the linker.
+$(BUILD)/tests/test_noalloc: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
+
 # test: every test binary, in order; stops at the first failure. The binaries find the
 # programs under test through ING_BUILD.
 test: all

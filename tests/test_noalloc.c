@@ -1,0 +1,242 @@
+/* test_noalloc.c: once warm, the steady-state path submit -> dispatch -> started -> done
+ * makes no heap allocation in the server. The server runs in-process (srv_adopt on
+ * socketpairs); malloc, calloc and realloc are wrapped by the linker (-Wl,--wrap) and
+ * counted while jobs flow. Skipped in the sanitizer build, where slabs pass every object to
+ * malloc on purpose. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "inginious/mp.h"
+#include "inginious/proto.h"
+#include "log.h"
+#include "server.h"
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t m);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t m);
+void *__wrap_realloc(void *p, size_t n);
+
+static bool counting;
+static size_t nalloc;
+
+void *
+__wrap_malloc(size_t n)
+{
+    nalloc += counting;
+    return __real_malloc(n);
+}
+
+void *
+__wrap_calloc(size_t n, size_t m)
+{
+    nalloc += counting;
+    return __real_calloc(n, m);
+}
+
+void *
+__wrap_realloc(void *p, size_t n)
+{
+    nalloc += counting;
+    return __real_realloc(p, n);
+}
+
+struct tpipe {
+    int fd;
+    uint8_t in[1 << 16];
+    size_t len;
+};
+
+static struct server *srv;
+
+static void
+send_msg(struct tpipe *t, const struct ing_msg *m)
+{
+    uint8_t buf[4096];
+    ssize_t n = ing_msg_encode(m, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_int_equal(write(t->fd, buf, (size_t)n), n);
+}
+
+/* recv_msg runs the server until t has a complete frame, decodes it into m (views into
+ * t->in, valid until the next call) and returns its type. */
+static uint8_t
+recv_msg(struct tpipe *t, struct ing_msg *m, size_t *consumed)
+{
+    for (int round = 0; round < 10000; round++) {
+        if (t->len > 0) {
+            ssize_t r = ing_msg_decode(t->in, t->len, 1 << 20, m);
+            assert_true(r >= 0);
+            if (r > 0) {
+                *consumed = (size_t)r;
+                return m->type;
+            }
+        }
+        assert_true(srv_run_once(srv, 0) >= 0);
+        ssize_t n = recv(t->fd, t->in + t->len, sizeof(t->in) - t->len, MSG_DONTWAIT);
+        if (n > 0)
+            t->len += (size_t)n;
+        else
+            assert_true(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+    }
+    fail_msg("no message");
+    return 0;
+}
+
+static uint8_t
+next_type(struct tpipe *t, struct ing_msg *m)
+{
+    size_t used = 0;
+    uint8_t type = recv_msg(t, m, &used);
+    memmove(t->in, t->in + used, t->len - used);
+    t->len -= used;
+    return type;
+}
+
+static void
+open_peer(struct tpipe *t, uint8_t role)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(srv_adopt(srv, sv[0], role), 0);
+    t->fd = sv[1];
+    t->len = 0;
+    uint8_t pre[ING_PREAMBLE_LEN];
+    ing_preamble_encode(pre, role);
+    assert_int_equal(write(t->fd, pre, sizeof(pre)), (ssize_t)sizeof(pre));
+    struct ing_msg m;
+    assert_int_equal(next_type(t, &m), ING_WELCOME);
+}
+
+static void
+one_job(struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp, size_t inlen)
+{
+    char id[32];
+    int idlen = snprintf(id, sizeof(id), "job-%08u", i);
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_NEW_JOB;
+    m.u.new_job.launcher = (struct ing_view){"bench", 5};
+    struct ing_job_spec *s = &m.u.new_job.job;
+    s->job_id = (struct ing_view){id, (uint32_t)idlen};
+    s->course_id = (struct ing_view){"c", 1};
+    s->task_id = (struct ing_view){"t", 1};
+    s->environment_type = (struct ing_view){"docker", 6};
+    s->environment = (struct ing_view){"default", 7};
+    s->task_problems = s->environment_parameters = (struct ing_view){"\x80", 1};
+    s->inputdata = (struct ing_view){(const char *)inp, (uint32_t)inlen};
+    send_msg(c, &m);
+    struct ing_msg got;
+    assert_int_equal(next_type(a, &got), ING_BACKEND_NEW_JOB);
+    assert_true(ing_view_eq(got.u.job.job_id, id));
+    memset(&m, 0, sizeof(m));
+    m.type = ING_AGENT_JOB_STARTED;
+    m.u.ref.job_id = (struct ing_view){id, (uint32_t)idlen};
+    send_msg(a, &m);
+    memset(&m, 0, sizeof(m));
+    m.type = ING_AGENT_JOB_DONE;
+    struct ing_job_result *r = &m.u.result;
+    r->job_id = (struct ing_view){id, (uint32_t)idlen};
+    r->result_kind = (struct ing_view){"success", 7};
+    r->result_text = (struct ing_view){"all good", 8};
+    r->grade = 100.0;
+    r->problems = r->tests = r->custom = (struct ing_view){"\x80", 1};
+    r->state = (struct ing_view){"", 0};
+    r->stdout_ = (struct ing_view){"out", 3};
+    send_msg(a, &m);
+    assert_int_equal(next_type(c, &got), ING_BACKEND_JOB_STARTED);
+    assert_int_equal(next_type(c, &got), ING_BACKEND_JOB_DONE);
+    assert_true(ing_view_eq(got.u.result.job_id, id));
+}
+
+static void
+test_noalloc_steady_state_lifecycle(void **state)
+{
+    (void)state;
+#if defined(ING_SAN) && ING_SAN
+    skip();
+#endif
+    log_level_max = LOG_WARN;
+    struct srv_config cfg;
+    srv_config_default(&cfg);
+    cfg.agent_addr = "tcp://127.0.0.1:0";
+    cfg.client_addr = "tcp://127.0.0.1:0";
+    char err[256];
+    srv = srv_new(&cfg, err, sizeof(err));
+    assert_non_null(srv);
+    struct tpipe c, a;
+    open_peer(&c, ING_ROLE_CLIENT);
+    open_peer(&a, ING_ROLE_AGENT);
+    struct ing_msg m, got;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_HELLO;
+    m.u.client_hello.name = (struct ing_view){"me", 2};
+    send_msg(&c, &m);
+    assert_int_equal(next_type(&c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
+    uint8_t envs[128];
+    struct ing_mp_writer w;
+    ing_mp_writer_init(&w, envs, sizeof(envs));
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "docker");
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "default");
+    ing_mp_put_map(&w, 2);
+    ing_mp_put_cstr(&w, "id");
+    ing_mp_put_cstr(&w, "i1");
+    ing_mp_put_cstr(&w, "created");
+    ing_mp_put_int(&w, 1);
+    assert_int_equal(w.err, 0);
+    memset(&m, 0, sizeof(m));
+    m.type = ING_AGENT_HELLO;
+    m.u.agent_hello.friendly_name = (struct ing_view){"A", 1};
+    m.u.agent_hello.slots = 4;
+    m.u.agent_hello.environments = (struct ing_view){(const char *)envs, (uint32_t)w.len};
+    send_msg(&a, &m);
+    assert_int_equal(next_type(&c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
+    uint8_t inp[200];
+    ing_mp_writer_init(&w, inp, sizeof(inp));
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "q");
+    char pad[150];
+    memset(pad, 'x', sizeof(pad));
+    ing_mp_put_str(&w, pad, sizeof(pad));
+    assert_int_equal(w.err, 0);
+    unsigned i = 0;
+    counting = true; /* the first jobs do allocate: proves the counter sees the server */
+    for (; i < 10; i++)
+        one_job(&c, &a, i, inp, w.len);
+    counting = false;
+    assert_true(nalloc > 0);
+    nalloc = 0;
+    for (; i < 3000; i++) /* warm up: slabs, tables and buffers reach their size */
+        one_job(&c, &a, i, inp, w.len);
+    counting = true;
+    for (; i < 13000; i++)
+        one_job(&c, &a, i, inp, w.len);
+    counting = false;
+    assert_int_equal(nalloc, 0);
+    close(c.fd);
+    close(a.fd);
+    srv_free(srv);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_noalloc_steady_state_lifecycle),
+    };
+    return cmocka_run_group_tests_name("noalloc", tests, NULL, NULL);
+}
