@@ -1206,7 +1206,8 @@ be_client_get_queue(struct backend *be, struct be_client *c)
             text += job_info_max(j);
         }
     nrun = k;
-    qsort(runs, nrun, sizeof(*runs), run_cmp);
+    if (nrun > 1)
+        qsort(runs, nrun, sizeof(*runs), run_cmp);
     /* 2. Size the text scratch (info strings) for everything. */
     for (size_t i = 0; i <= be->emask; i++)
         for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
