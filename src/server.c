@@ -329,15 +329,18 @@ static void
 before_sleep(void *arg)
 {
     struct server *s = arg;
-    /* Flush first (it may close), then reap. */
-    while (s->pending != NULL) {
-        struct conn *c = s->pending;
-        s->pending = c->pw_next;
-        c->in_pending = false;
-        if (c->state != CONN_CLOSING)
-            conn_flush(c);
+    /* Flush (which may close), then reap (which may queue output for others, e.g. the crash
+     * of a lost agent's jobs), until neither has anything left to do. */
+    while (s->pending != NULL || s->closing != NULL) {
+        while (s->pending != NULL) {
+            struct conn *c = s->pending;
+            s->pending = c->pw_next;
+            c->in_pending = false;
+            if (c->state != CONN_CLOSING)
+                conn_flush(c);
+        }
+        conn_reap(s);
     }
-    conn_reap(s);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -392,6 +395,10 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     memset(&reply, 0, sizeof(reply));
     switch (m->type) {
     case ING_CLIENT_HELLO:
+        if (m->u.client_hello.name.len > 255) {
+            protocol_error(c, ING_ERR_INVALID, "client name over 255 bytes", m->type);
+            return;
+        }
         log_msg(LOG_DEBUG, "%s: hello (%.*s)", c->name, (int)m->u.client_hello.name.len,
                 m->u.client_hello.name.p);
         be_client_hello(be, c->client);
@@ -906,6 +913,10 @@ process_input(struct conn *c)
         else
             handle_agent(c, &m, body, blen);
         buf_consume(&c->in, (size_t)r);
+        /* A peer that pipelines many requests: write as we go rather than let its replies
+         * pile up to the output limit within one batch. */
+        if (buf_len(&c->out) > s->cfg.max_output / 2 && c->state != CONN_CLOSING)
+            conn_flush(c);
     }
     if (buf_len(&c->in) == 0)
         buf_shrink(&c->in, IN_KEEP);
