@@ -17,13 +17,15 @@ enum job_status {
     JOB_STARTED = 2,    /* the agent said AgentJobStarted */
 };
 
-#define JOB_F_KILLING 1u /* a kill was sent to the agent; t_ms is the deadline */
+#define JOB_F_KILLING 1u /* a kill was sent to the agent; u.run.kill_dl is the deadline */
 
 #define MAX_ID_LEN 255
 #define MAX_ENV_LEN 255
 #define MAX_AGENT_SLOTS 65536
 #define MAX_AGENT_ENVS 100000
 
+/* A job and its ClientNewJob body, in one pool object. Fields used only while waiting or
+ * only while running share memory (104 bytes before the body on 64-bit). */
 struct job {
     struct job *hnext;         /* job id hash chain */
     struct env *env;           /* holds a reference */
@@ -32,15 +34,19 @@ struct job {
     struct job *prev, *next;   /* env FIFO (waiting) or the agent's running list */
     struct job *oprev, *onext; /* the owner's jobs */
     int64_t prio;
-    uint64_t seq;  /* arrival order */
-    uint64_t t_ms; /* waiting: arrival time; killing: kill deadline */
-    uint64_t dseq; /* dispatch order */
-    int64_t started_s;
-    uint32_t heap_idx;  /* position in env->heap */
-    uint32_t body_len;  /* bytes of body[] (the ClientNewJob body) */
-    uint32_t spec_off;  /* where the job spec (BackendNewJob body) starts */
-    uint32_t state_off; /* inputdata["@state"] str bytes; 0 = absent */
-    uint32_t state_len;
+    uint64_t seq; /* arrival order */
+    union {
+        uint64_t arrival_ms; /* waiting: when it (re)entered the queue */
+        struct {
+            uint32_t dseq;    /* running: dispatch order (wraps; compared by difference) */
+            uint32_t kill_dl; /* killing: deadline, low 32 bits of the monotonic ms clock */
+        } run;
+    } t;
+    union {
+        uint32_t heap_idx;  /* waiting: position in env->heap */
+        uint32_t started_s; /* running: Unix time of the dispatch */
+    } u;
+    uint32_t body_len; /* bytes of body[] (the ClientNewJob body) */
     int32_t max_time;
     uint8_t id_len;
     uint8_t status;
@@ -48,6 +54,15 @@ struct job {
     uint8_t retries;
     uint8_t body[];
 };
+
+_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 104, "struct job grew");
+
+/* The job spec (BackendNewJob body) follows priority (8 bytes) and the launcher str. */
+static inline uint32_t
+spec_off(const struct job *j)
+{
+    return 12 + get_u32be(j->body + 8);
+}
 
 struct aref {
     struct be_agent *a;
@@ -125,7 +140,7 @@ hash_bytes(uint64_t h, const void *p, size_t n)
 static inline const char *
 job_id(const struct job *j)
 {
-    return (const char *)j->body + j->spec_off + 4;
+    return (const char *)j->body + spec_off(j) + 4;
 }
 
 static inline struct ing_view
@@ -135,13 +150,29 @@ job_id_view(const struct job *j)
     return v;
 }
 
-static inline struct ing_view
+/* job_state returns inputdata["@state"] (validated as a str at submission), or "". */
+static struct ing_view
 job_state(const struct job *j)
 {
     struct ing_view v = {"", 0};
-    if (j->state_off != 0) {
-        v.p = (const char *)j->body + j->state_off;
-        v.len = j->state_len;
+    const uint8_t *p = j->body + spec_off(j), *end = j->body + j->body_len;
+    /* job_id str, course_id nstr, task_id nstr, environment_type str, environment str,
+     * debug u8, task_problems mp, then inputdata mp. */
+    for (int i = 0; i < 5; i++) {
+        uint32_t n = get_u32be(p);
+        p += 4 + (n == UINT32_MAX ? 0 : n);
+    }
+    p += 1;
+    p += 4 + get_u32be(p);
+    uint32_t in_len = get_u32be(p);
+    const uint8_t *val;
+    size_t vlen;
+    struct ing_mp_obj o;
+    if (p + 4 + in_len <= end &&
+        ing_mp_map_get(p + 4, in_len, "@state", 6, &val, &vlen) == 0 &&
+        ing_mp_read(&val, val + vlen, &o) == 0 && o.type == ING_MP_STR) {
+        v.p = (const char *)o.v.s.p;
+        v.len = o.v.s.len;
     }
     return v;
 }
@@ -353,7 +384,7 @@ static inline void
 jheap_place(struct env *e, uint32_t i, struct job *j)
 {
     e->heap[i] = j;
-    j->heap_idx = i;
+    j->u.heap_idx = i;
 }
 
 static void
@@ -408,14 +439,14 @@ jheap_reserve(struct env *e)
 static void
 jheap_remove(struct env *e, struct job *j)
 {
-    uint32_t i = j->heap_idx;
+    uint32_t i = j->u.heap_idx;
     e->n--;
     if (i == e->n)
         return;
     struct job *m = e->heap[e->n];
     jheap_place(e, i, m);
     jheap_up(e, i);
-    if (m->heap_idx == i)
+    if (m->u.heap_idx == i)
         jheap_down(e, i);
 }
 
@@ -460,6 +491,7 @@ job_enqueue(struct backend *be, struct job *j)
     struct env *e = j->env;
     j->status = JOB_WAITING;
     j->agent = NULL;
+    j->t.arrival_ms = be->now_ms;
     e->heap[e->n++] = j;
     jheap_up(e, e->n - 1);
     fifo_insert(e, j);
@@ -681,13 +713,15 @@ dispatch(struct backend *be, struct be_agent *a, struct job *j)
     slot_take(a);
     j->status = JOB_DISPATCHED;
     j->agent = a;
-    j->dseq = ++be->dispatch_seq;
-    j->started_s = be->wall_s;
+    j->t.run.dseq = (uint32_t)++be->dispatch_seq;
+    j->t.run.kill_dl = 0;
+    j->u.started_s = (uint32_t)be->wall_s;
     run_append(a, j);
     be->n_running++;
     be->stats.jobs_dispatched++;
     log_msg(LOG_DEBUG, "job %.*s dispatched to agent %s", (int)j->id_len, job_id(j), a->name);
-    be->ops.relay(a->peer, ING_BACKEND_NEW_JOB, j->body + j->spec_off, j->body_len - j->spec_off);
+    uint32_t off = spec_off(j);
+    be->ops.relay(a->peer, ING_BACKEND_NEW_JOB, j->body + off, j->body_len - off);
 }
 
 /* sched_agent lets a's free slots take the best jobs of its environments. */
@@ -768,7 +802,7 @@ send_kill(struct backend *be, struct job *j)
         j->flags |= JOB_F_KILLING;
         j->agent->nkilling++;
     }
-    j->t_ms = be->cfg.kill_timeout_ms ? be->now_ms + be->cfg.kill_timeout_ms : UINT64_MAX;
+    j->t.run.kill_dl = (uint32_t)(be->now_ms + be->cfg.kill_timeout_ms);
 }
 
 static int
@@ -1075,14 +1109,8 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
     j->env = e;
     j->prio = m->priority;
     j->seq = ++be->arrival_seq;
-    j->t_ms = be->now_ms;
     j->body_len = (uint32_t)len;
-    j->spec_off = (uint32_t)((const uint8_t *)id.p - 4 - body);
     j->id_len = (uint8_t)id.len;
-    if (sv != NULL) {
-        j->state_off = (uint32_t)(so.v.s.p - body);
-        j->state_len = so.v.s.len;
-    }
     int64_t t;
     const char *const path[] = {"limits", "time"};
     const uint8_t *tv;
@@ -1135,7 +1163,7 @@ static uint32_t
 job_info(const struct job *j, char *out)
 {
     /* The spec is: job_id str, course_id nstr, task_id nstr, ... */
-    const uint8_t *p = j->body + j->spec_off + 4 + j->id_len;
+    const uint8_t *p = j->body + spec_off(j) + 4 + j->id_len;
     uint32_t cl = get_u32be(p);
     const uint8_t *cp = p + 4;
     const uint8_t *tp = cl == UINT32_MAX ? cp : cp + cl;
@@ -1153,7 +1181,7 @@ job_info(const struct job *j, char *out)
 static uint32_t
 job_info_max(const struct job *j)
 {
-    const uint8_t *p = j->body + j->spec_off + 4 + j->id_len;
+    const uint8_t *p = j->body + spec_off(j) + 4 + j->id_len;
     uint32_t cl = get_u32be(p);
     const uint8_t *tp = cl == UINT32_MAX ? p + 4 : p + 4 + cl;
     uint32_t tl = get_u32be(tp);
@@ -1172,7 +1200,8 @@ static int
 run_cmp(const void *pa, const void *pb)
 {
     const struct job *a = *(const struct job *const *)pa, *b = *(const struct job *const *)pb;
-    return a->dseq < b->dseq ? -1 : a->dseq > b->dseq;
+    int32_t d = (int32_t)(a->t.run.dseq - b->t.run.dseq); /* wrap-safe */
+    return d < 0 ? -1 : d > 0;
 }
 
 static int
@@ -1233,7 +1262,7 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         r->info.len = job_info(j, tp);
         tp += r->info.len;
         r->launcher = job_launcher(j);
-        r->started_at = j->started_s;
+        r->started_at = j->u.started_s;
         r->max_time = j->max_time;
         used += 4 + r->job_id.len + 1 + 4 + r->agent_name.len + 4 + r->info.len + 4 +
                 r->launcher.len + 16;
@@ -1784,7 +1813,8 @@ be_timeouts(struct backend *be)
         struct job *j = a->run_head, *next;
         for (; j != NULL; j = next) {
             next = j->next;
-            if (!(j->flags & JOB_F_KILLING) || j->t_ms > be->now_ms)
+            if (!(j->flags & JOB_F_KILLING) || be->cfg.kill_timeout_ms == 0 ||
+                (int32_t)((uint32_t)be->now_ms - j->t.run.kill_dl) < 0)
                 continue;
             log_msg(LOG_WARN, "agent %s did not answer the kill of job %.*s in time", a->name,
                     (int)j->id_len, job_id(j));
@@ -1806,7 +1836,8 @@ be_timeouts(struct backend *be)
         e->refs++; /* keep e while its jobs go */
         struct job *j;
         while ((j = e->fifo_head) != NULL) {
-            uint64_t since = j->t_ms > e->orphan_since ? j->t_ms : e->orphan_since;
+            uint64_t since =
+                j->t.arrival_ms > e->orphan_since ? j->t.arrival_ms : e->orphan_since;
             if (since + be->cfg.orphan_timeout_ms > be->now_ms)
                 break;
             char text[600];
@@ -1859,7 +1890,7 @@ be_check(const struct backend *be)
         for (const struct env *e = be->etab[i]; e != NULL; e = e->hnext) {
             waiting += e->n;
             for (uint32_t x = 1; x < e->n; x++)
-                if (job_less(e->heap[x], e->heap[(x - 1) / 2]) || e->heap[x]->heap_idx != x)
+                if (job_less(e->heap[x], e->heap[(x - 1) / 2]) || e->heap[x]->u.heap_idx != x)
                     return -EPROTO;
             for (uint32_t x = 1; x < e->an; x++)
                 if (agent_key(e->aheap[x].a) < agent_key(e->aheap[(x - 1) / 2].a))

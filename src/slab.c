@@ -14,7 +14,7 @@ slab_init(struct slab *s, size_t size)
 {
     if (size < sizeof(void *))
         size = sizeof(void *);
-    s->size = (size + 15) & ~(size_t)15;
+    s->size = (size + 7) & ~(size_t)7;
     s->free = NULL;
     s->pages = NULL;
     s->npages = s->cap_pages = 0;
@@ -88,26 +88,26 @@ slab_free(struct slab *s, void *p)
     s->free = p;
 }
 
-/* Size classes: 16-byte steps up to 1024 (classes 0..63), then four per power of two. */
+/* Size classes: 8-byte steps up to 1024 (classes 0..127), then four per power of two. */
 static unsigned
 pool_class(size_t size)
 {
     if (size <= 1024)
-        return size == 0 ? 0 : (unsigned)((size - 1) / 16);
+        return size == 0 ? 0 : (unsigned)((size - 1) / 8);
     unsigned lg = 10; /* 2^lg < size <= 2^(lg+1) */
     while (((size_t)1 << (lg + 1)) < size)
         lg++;
     size_t step = ((size_t)1 << lg) / 4;
     unsigned sub = (unsigned)((size - ((size_t)1 << lg) - 1) / step); /* 0..3 */
-    return 64 + (lg - 10) * 4 + sub;
+    return 128 + (lg - 10) * 4 + sub;
 }
 
 static size_t
 class_bytes(unsigned c)
 {
-    if (c < 64)
-        return (size_t)(c + 1) * 16;
-    unsigned lg = 10 + (c - 64) / 4, sub = (c - 64) % 4;
+    if (c < 128)
+        return (size_t)(c + 1) * 8;
+    unsigned lg = 10 + (c - 128) / 4, sub = (c - 128) % 4;
     return ((size_t)1 << lg) + ((size_t)1 << lg) / 4 * (sub + 1);
 }
 

@@ -2,7 +2,7 @@
  *
  * struct slab hands out fixed-size objects carved from 64 KiB pages and keeps freed objects
  * on a free list, so a warm pool never calls malloc. struct pool is a set of slabs by size
- * class (16-byte steps up to 1 KiB, then four classes per power of two up to 64 KiB; larger
+ * class (8-byte steps up to 1 KiB, then four classes per power of two up to 64 KiB; larger
  * requests go straight to malloc). Pages are returned to the system only by *_fini.
  *
  * Built with ING_SAN=1 (the sanitizer build) every request goes straight to malloc/free so
@@ -15,10 +15,10 @@
 
 #define SLAB_PAGE (64u * 1024)
 #define POOL_MAX (64u * 1024)
-#define POOL_NCLASS (64 + 24)
+#define POOL_NCLASS (128 + 24)
 
 struct slab {
-    size_t size;       /* object size, rounded up to 16 */
+    size_t size;       /* object size, rounded up to 8 */
     void *free;        /* free list, linked through the first word of each object */
     void **pages;      /* every page allocated */
     size_t npages, cap_pages;

@@ -223,7 +223,7 @@ main(int argc, char **argv)
             cfg.be.ping_max = (uint32_t)v;
             break;
         case OPT_KILL_TIMEOUT:
-            if (parse_duration(optarg, &v) != 0)
+            if (parse_duration(optarg, &v) != 0 || v > (1ull << 31) - 1)
                 bad(name, optarg);
             cfg.be.kill_timeout_ms = v;
             break;
