@@ -810,7 +810,7 @@ TP_TEST(test_queue_truncated_to_max_frame)
     a = tp_agent(c, "A", 1, "docker/default", NULL);
     tp_expect_envs(c1, ENV_DEFAULT);
     for (int k = 0; k < n_jobs; k++) {
-        char id[8];
+        char id[16];
         struct tp_job j = {.id = id, .launcher = launcher};
 
         snprintf(id, sizeof(id), "w%02d", k);
@@ -1093,7 +1093,7 @@ TP_TEST(test_overload_closes_slow_reader)
     c1 = tp_client(c, "c1", "");
     slow = tp_client(c, "slow", "");
     for (k = 0; k < 100; k++) {
-        char id[8];
+        char id[16];
         struct tp_job j = {.id = id, .launcher = launcher};
 
         snprintf(id, sizeof(id), "w%03d", k);

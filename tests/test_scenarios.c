@@ -1746,7 +1746,7 @@ TP_TEST(test_s46_stress_dispatch_order)
         uint8_t *f;
         size_t len;
 
-        snprintf(jobs[i].id, sizeof(jobs[i].id), "j%04d", i);
+        snprintf(jobs[i].id, sizeof(jobs[i].id), "j%04d", i % 10000);
         jobs[i].env = (int)(s46_rand() % S46_ENVS);
         jobs[i].prio = (int64_t)(s46_rand() % 5) - 2;
         snprintf(env, sizeof(env), "e%d", jobs[i].env);
@@ -1780,7 +1780,7 @@ TP_TEST(test_s46_stress_dispatch_order)
                 n++;
             }
         }
-        snprintf(ag[k].name, sizeof(ag[k].name), "A%02d", k);
+        snprintf(ag[k].name, sizeof(ag[k].name), "A%02d", k % 100);
         ag[k].p = tp_connect(c, ING_ROLE_AGENT);
         tp_hello(ag[k].p, ag[k].name, S46_SLOTS, envs, n);
         tp_expect(cl, ING_BACKEND_UPDATE_ENVIRONMENTS);
