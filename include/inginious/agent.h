@@ -47,6 +47,11 @@ struct ing_agent_opts {
     int backoff_min_ms;                /* first retry delay (default 100) */
     int backoff_max_ms;                /* largest retry delay (default 10000) */
     int connect_timeout_ms;            /* for the blocking ing_agent_connect (default 5000) */
+    /* Added (proto.md §6): the secret of the agent endpoint, copied by ing_agent_new; NULL
+     * when the backend requires none. With a secret the hello waits for AuthOk, and the
+     * reports are refused with -ENOTCONN until then. */
+    const uint8_t *secret;
+    size_t secret_len;
 };
 
 enum ing_agent_event_type {

@@ -1,0 +1,1575 @@
+/* client.c: the client side of libinginious (API in include/inginious/client.h).
+ *
+ * The connection goes through DOWN -> CONNECTING (non-blocking connect in progress, preamble
+ * and ClientHello queued) -> OPENING (waiting for the Welcome) -> OPEN, as in agent.c. On
+ * top of it the client keeps:
+ *  - the pending jobs: a hash table by job id plus a list in submission order (lost jobs are
+ *    reported in that order);
+ *  - the send times of the pings in flight (the backend answers them in order);
+ *  - counters of queue requests sent and answered (answered in order too);
+ *  - gen, bumped whenever in-flight requests become void (connection lost, Unknown), so a
+ *    blocking wait can tell that its answer will never come.
+ * Blocking waits run process() with an internal callback (struct waiter) that catches the
+ * awaited answer and forwards every other event to the caller's callback. */
+#include "inginious/client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "buf.h"
+#include "net.h"
+#include "sha256.h"
+
+#define DEFAULT_BACKOFF_MIN_MS 100
+#define DEFAULT_BACKOFF_MAX_MS 10000
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define MAX_NAME_LEN 255    /* proto.md §4.2 */
+#define READ_CHUNK 65536    /* bytes reserved per read */
+#define READ_BUDGET 16      /* reads per process call */
+#define KEEP_BUF (1u << 20) /* buffers above this are released when empty */
+#define MAX_PINGS 256       /* pings in flight */
+
+enum client_state {
+    CLIENT_DOWN,       /* no socket */
+    CLIENT_CONNECTING, /* non-blocking connect in progress; preamble + hello queued */
+    CLIENT_OPENING,    /* connected, waiting for the Welcome */
+    CLIENT_OPEN,       /* Welcome received */
+};
+
+/* A job submitted on this client with no result yet. */
+struct pending {
+    struct pending *prev; /* submission order */
+    struct pending *next;
+    struct pending *hnext; /* hash chain */
+    uint64_t hash;
+    size_t len;
+    char id[]; /* NUL-terminated */
+};
+
+struct ing_client {
+    struct net_addr na;
+    char *name;
+    uint8_t *secret; /* proto.md §6, NULL: none */
+    size_t secret_len;
+    bool reconnect;
+    int backoff_min_ms;
+    int backoff_max_ms;
+    int connect_timeout_ms;
+
+    enum client_state st;
+    int fd;
+    uint32_t send_max; /* largest body the server accepts (Welcome) */
+    uint32_t recv_max; /* largest body accepted from the server */
+    struct buf in;
+    struct buf out;
+    uint64_t deadline; /* CONNECTING / OPENING: give up at */
+    uint64_t retry_at; /* DOWN with reconnect: next attempt */
+    int backoff_ms;
+    int werr;              /* a write failed outside process() */
+    int fatal;             /* DOWN without reconnect: what process() returns */
+    bool notify_connected; /* ING_CLIENT_EV_CONNECTED is due */
+    bool link_envs;        /* this connection received its environments */
+    bool rehello;          /* hello re-sent after Unknown, its answer not yet received */
+    bool authing;          /* OPENING: Auth sent, waiting for AuthOk */
+    uint8_t ns[ING_NONCE_LEN];
+    uint8_t nc[ING_NONCE_LEN];
+    char server[128];
+    char last_error[256];
+
+    uint8_t *envs; /* last BackendUpdateEnvironments map */
+    size_t envs_len;
+
+    struct pending **tab; /* hash buckets, tab_cap a power of two */
+    size_t tab_cap;
+    size_t npending;
+    struct pending *head;
+    struct pending *tail;
+
+    uint64_t ping_ts[MAX_PINGS]; /* send times of the pings in flight, a ring */
+    uint64_t pings_sent;
+    uint64_t pongs_recv; /* answers matched to a ping */
+    uint64_t queue_sent;
+    uint64_t queue_recv;
+    uint64_t gen;
+};
+
+static const char lost_text[] = ING_CLIENT_LOST_TEXT;
+
+static uint64_t
+now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t
+now_ms(void)
+{
+    return now_us() / 1000u;
+}
+
+static int
+ms_until(uint64_t when, uint64_t now)
+{
+    if (when <= now)
+        return 0;
+    return when - now > (uint64_t)INT32_MAX ? INT32_MAX : (int)(when - now);
+}
+
+static struct ing_view
+cview(const char *s)
+{
+    struct ing_view v = {s, s != NULL ? (uint32_t)strlen(s) : 0};
+
+    return v;
+}
+
+static bool
+text_ok(const char *s, size_t min, size_t max)
+{
+    size_t n = strlen(s);
+
+    return n >= min && n <= max && ing_mp_utf8_valid((const uint8_t *)s, n);
+}
+
+/* ---- pending jobs ---- */
+
+static uint64_t
+hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 14695981039346656037u; /* FNV-1a */
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)p[i];
+        h *= 1099511628211u;
+    }
+    return h;
+}
+
+static struct pending *
+pending_find(const struct ing_client *c, const char *id, size_t len)
+{
+    uint64_t h;
+
+    if (c->tab_cap == 0)
+        return NULL;
+    h = hash_bytes(id, len);
+    for (struct pending *p = c->tab[h & (c->tab_cap - 1)]; p != NULL; p = p->hnext)
+        if (p->hash == h && p->len == len && memcmp(p->id, id, len) == 0)
+            return p;
+    return NULL;
+}
+
+static int
+pending_grow(struct ing_client *c)
+{
+    size_t cap = c->tab_cap ? c->tab_cap * 2 : 64;
+    struct pending **t = calloc(cap, sizeof(*t));
+
+    if (t == NULL)
+        return -ENOMEM;
+    for (struct pending *p = c->head; p != NULL; p = p->next) {
+        p->hnext = t[p->hash & (cap - 1)];
+        t[p->hash & (cap - 1)] = p;
+    }
+    free(c->tab);
+    c->tab = t;
+    c->tab_cap = cap;
+    return 0;
+}
+
+static struct pending *
+pending_add(struct ing_client *c, const char *id, size_t len)
+{
+    struct pending *p;
+    size_t b;
+
+    if (c->npending + 1 > c->tab_cap / 4 * 3 && pending_grow(c) != 0)
+        return NULL;
+    p = malloc(sizeof(*p) + len + 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p->id, id, len);
+    p->id[len] = '\0';
+    p->len = len;
+    p->hash = hash_bytes(id, len);
+    b = p->hash & (c->tab_cap - 1);
+    p->hnext = c->tab[b];
+    c->tab[b] = p;
+    p->next = NULL;
+    p->prev = c->tail;
+    if (c->tail != NULL)
+        c->tail->next = p;
+    else
+        c->head = p;
+    c->tail = p;
+    c->npending++;
+    return p;
+}
+
+static void
+pending_remove(struct ing_client *c, struct pending *p)
+{
+    struct pending **pp = &c->tab[p->hash & (c->tab_cap - 1)];
+
+    while (*pp != p)
+        pp = &(*pp)->hnext;
+    *pp = p->hnext;
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        c->head = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    else
+        c->tail = p->prev;
+    c->npending--;
+    free(p);
+}
+
+/* pending_detach empties the table and returns the list of every pending job, oldest
+ * first; the caller frees it. */
+static struct pending *
+pending_detach(struct ing_client *c)
+{
+    struct pending *list = c->head;
+
+    if (c->tab != NULL)
+        memset(c->tab, 0, c->tab_cap * sizeof(*c->tab));
+    c->head = c->tail = NULL;
+    c->npending = 0;
+    return list;
+}
+
+/* ---- life cycle ---- */
+
+/* ing_client_new copies opts and parses the address. Returns NULL with errno EINVAL or
+ * ENOMEM. */
+struct ing_client *
+ing_client_new(const struct ing_client_opts *opts)
+{
+    struct ing_client *c;
+    char why[160];
+
+    if (opts == NULL || opts->backoff_min_ms < 0 || opts->backoff_max_ms < 0 ||
+        opts->connect_timeout_ms < 0 ||
+        (opts->name != NULL && !text_ok(opts->name, 0, MAX_NAME_LEN))) {
+        errno = EINVAL;
+        return NULL;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->fd = -1;
+    buf_init(&c->in);
+    buf_init(&c->out);
+    if (net_parse(opts->addr != NULL ? opts->addr : ING_CLIENT_DEFAULT_ADDR, &c->na, why,
+                  sizeof(why)) != 0) {
+        ing_client_free(c);
+        errno = EINVAL;
+        return NULL;
+    }
+    c->name = strdup(opts->name != NULL ? opts->name : "");
+    if (c->name == NULL) {
+        ing_client_free(c);
+        errno = ENOMEM;
+        return NULL;
+    }
+    c->reconnect = opts->reconnect;
+    c->backoff_min_ms = opts->backoff_min_ms ? opts->backoff_min_ms : DEFAULT_BACKOFF_MIN_MS;
+    c->backoff_max_ms = opts->backoff_max_ms ? opts->backoff_max_ms : DEFAULT_BACKOFF_MAX_MS;
+    if (c->backoff_max_ms < c->backoff_min_ms)
+        c->backoff_max_ms = c->backoff_min_ms;
+    c->connect_timeout_ms =
+        opts->connect_timeout_ms ? opts->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+    c->backoff_ms = c->backoff_min_ms;
+    c->send_max = c->recv_max = ING_MAX_FRAME_DEFAULT;
+    c->fatal = -ENOTCONN;
+    if (opts->secret != NULL) {
+        c->secret = malloc(opts->secret_len ? opts->secret_len : 1);
+        if (c->secret == NULL) {
+            ing_client_free(c);
+            errno = ENOMEM;
+            return NULL;
+        }
+        memcpy(c->secret, opts->secret, opts->secret_len);
+        c->secret_len = opts->secret_len;
+    }
+    return c;
+}
+
+static void
+close_link(struct ing_client *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->st = CLIENT_DOWN;
+    c->werr = 0;
+    c->rehello = false;
+    c->authing = false;
+    c->link_envs = false;
+    buf_fini(&c->in);
+    buf_fini(&c->out);
+}
+
+/* ing_client_free closes the connection and frees everything. NULL is allowed. */
+void
+ing_client_free(struct ing_client *c)
+{
+    struct pending *p;
+
+    if (c == NULL)
+        return;
+    close_link(c);
+    p = pending_detach(c);
+    while (p != NULL) {
+        struct pending *next = p->next;
+        free(p);
+        p = next;
+    }
+    free(c->tab);
+    free(c->envs);
+    free(c->name);
+    if (c->secret != NULL)
+        memset(c->secret, 0, c->secret_len);
+    free(c->secret);
+    free(c);
+}
+
+static void
+emit(struct ing_client *c, ing_client_event_fn *fn, void *arg, const struct ing_client_event *ev)
+{
+    if (fn != NULL)
+        fn(c, ev, arg);
+}
+
+/* notify delivers a due ING_CLIENT_EV_CONNECTED (kept for later without a callback). */
+static void
+notify(struct ing_client *c, ing_client_event_fn *fn, void *arg)
+{
+    if (c->notify_connected && fn != NULL) {
+        struct ing_client_event ev = {.type = ING_CLIENT_EV_CONNECTED};
+        c->notify_connected = false;
+        fn(c, &ev, arg);
+    }
+}
+
+/* ---- output ---- */
+
+/* flush writes pending output without blocking. Returns 0 or -errno. */
+static int
+flush(struct ing_client *c)
+{
+    while (buf_len(&c->out) > 0) {
+        ssize_t n = send(c->fd, buf_head(&c->out), buf_len(&c->out), MSG_NOSIGNAL);
+        if (n > 0) {
+            buf_consume(&c->out, (size_t)n);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return 0;
+        } else {
+            return n < 0 ? -errno : -EPIPE;
+        }
+    }
+    buf_shrink(&c->out, KEEP_BUF);
+    return 0;
+}
+
+/* queue_msg encodes m at the end of the output and tries to send it at once; a write
+ * error is kept in werr for the next process call. */
+static int
+queue_msg(struct ing_client *c, const struct ing_msg *m)
+{
+    size_t size;
+    ssize_t n;
+
+    if (c->st == CLIENT_DOWN)
+        return -ENOTCONN;
+    size = ing_msg_size(m);
+    if (size == 0)
+        return -EINVAL;
+    if (size - ING_HDR_LEN > c->send_max)
+        return -EMSGSIZE;
+    if (buf_reserve(&c->out, size) != 0)
+        return -ENOMEM;
+    n = ing_msg_encode(m, buf_tail(&c->out), size);
+    if (n < 0)
+        return (int)n;
+    buf_produce(&c->out, (size_t)n);
+    if (c->st != CLIENT_CONNECTING && c->werr == 0)
+        c->werr = flush(c);
+    return 0;
+}
+
+static int
+queue_empty(struct ing_client *c, uint8_t type)
+{
+    struct ing_msg m;
+
+    memset(&m, 0, sizeof(m));
+    m.type = type;
+    return queue_msg(c, &m);
+}
+
+static int
+queue_hello(struct ing_client *c)
+{
+    struct ing_msg m;
+
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_HELLO;
+    m.u.client_hello.name = cview(c->name);
+    return queue_msg(c, &m);
+}
+
+/* ---- connection ---- */
+
+/* start_link opens a non-blocking connection and queues the preamble and the hello. */
+static int
+start_link(struct ing_client *c, uint64_t now)
+{
+    uint8_t pre[ING_PREAMBLE_LEN];
+    int fd = net_connect(&c->na, true);
+    int rc;
+
+    if (fd < 0)
+        return fd;
+    c->fd = fd;
+    c->st = CLIENT_CONNECTING;
+    c->deadline = now + (uint64_t)c->connect_timeout_ms;
+    c->send_max = c->recv_max = ING_MAX_FRAME_DEFAULT;
+    ing_preamble_encode(pre, ING_ROLE_CLIENT);
+    rc = buf_append(&c->out, pre, sizeof(pre));
+    if (rc == 0 && c->secret == NULL) /* with a secret, the hello waits for AuthOk */
+        rc = queue_hello(c);
+    if (rc != 0)
+        close_link(c);
+    return rc;
+}
+
+/* check_connected finishes a non-blocking connect: 1 connected, 0 in progress, -errno. */
+static int
+check_connected(struct ing_client *c)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    if (poll(&p, 1, 0) <= 0)
+        return 0;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        return -errno;
+    if (err != 0)
+        return -err;
+    c->st = CLIENT_OPENING;
+    return 1;
+}
+
+/* void_requests forgets the pings and queue requests in flight: their answers will never
+ * come (or cannot be told apart from later ones). */
+static void
+void_requests(struct ing_client *c)
+{
+    c->gen++;
+    c->pongs_recv = c->pings_sent;
+    c->queue_recv = c->queue_sent;
+}
+
+/* report_lost reports every pending job done with the locally made "crash" result. */
+static void
+report_lost(struct ing_client *c, ing_client_event_fn *fn, void *arg)
+{
+    struct pending *p = pending_detach(c);
+
+    while (p != NULL) {
+        struct pending *next = p->next;
+        struct ing_job_result r;
+        struct ing_client_event ev;
+
+        memset(&r, 0, sizeof(r));
+        r.job_id.p = p->id;
+        r.job_id.len = (uint32_t)p->len;
+        r.result_kind = cview("crash");
+        r.result_text.p = lost_text;
+        r.result_text.len = sizeof(lost_text) - 1;
+        r.problems = r.tests = r.custom = cview("\x80");
+        r.state = r.stdout_ = r.stderr_ = cview("");
+        memset(&ev, 0, sizeof(ev));
+        ev.type = ING_CLIENT_EV_DONE;
+        ev.job_id = r.job_id;
+        ev.pending = true;
+        ev.result = &r;
+        ev.lost = true;
+        emit(c, fn, arg, &ev);
+        free(p);
+        p = next;
+    }
+}
+
+/* link_down ends the connection: an established one is reported (DISCONNECTED), then every
+ * pending job is reported lost. Schedules the next attempt when reconnecting. */
+static void
+link_down(struct ing_client *c, int err, ing_client_event_fn *fn, void *arg)
+{
+    bool was_open = c->st == CLIENT_OPEN;
+
+    close_link(c);
+    void_requests(c);
+    if (c->reconnect) {
+        c->retry_at = now_ms() + (uint64_t)c->backoff_ms;
+        c->backoff_ms =
+            c->backoff_ms > c->backoff_max_ms / 2 ? c->backoff_max_ms : c->backoff_ms * 2;
+    } else {
+        c->fatal = err;
+    }
+    if (was_open) {
+        struct ing_client_event ev = {.type = ING_CLIENT_EV_DISCONNECTED, .err = err};
+        c->notify_connected = false;
+        emit(c, fn, arg, &ev);
+    }
+    report_lost(c, fn, arg);
+}
+
+/* ---- input ---- */
+
+static const char *
+error_name(uint16_t code)
+{
+    static const char *const names[] = {
+        "?",         "PREAMBLE",   "VERSION",      "ROLE",    "TOO_BIG",
+        "MALFORMED", "UNEXPECTED", "UNKNOWN_TYPE", "AUTH",    "LIMIT",
+        "TIMEOUT",   "SHUTDOWN",   "OVERLOAD",     "INVALID",
+    };
+
+    return code < sizeof(names) / sizeof(names[0]) ? names[code] : "?";
+}
+
+/* go_open ends the opening: the hello goes out now if it had to wait. */
+static int
+go_open(struct ing_client *c)
+{
+    int rc = c->secret != NULL ? queue_hello(c) : 0;
+
+    if (rc != 0)
+        return rc;
+    c->st = CLIENT_OPEN;
+    c->backoff_ms = c->backoff_min_ms;
+    c->notify_connected = true;
+    return 0;
+}
+
+/* on_welcome checks the Welcome and answers the challenge when there is one. */
+static int
+on_welcome(struct ing_client *c, const struct ing_welcome *w)
+{
+    struct ing_msg m;
+    int rc;
+
+    if (w->version != ING_PROTO_VERSION || w->role != ING_ROLE_CLIENT) {
+        snprintf(c->last_error, sizeof(c->last_error), "unsupported Welcome: version %u, role %u",
+                 w->version, w->role);
+        return -EPROTO;
+    }
+    c->send_max = w->max_frame;
+    c->recv_max = w->max_frame > ING_MAX_FRAME_DEFAULT ? w->max_frame : ING_MAX_FRAME_DEFAULT;
+    snprintf(c->server, sizeof(c->server), "%.*s", (int)w->server.len, w->server.p);
+    if (!(w->flags & ING_WELCOME_AUTH))
+        return go_open(c);
+    if (c->secret == NULL) {
+        snprintf(c->last_error, sizeof(c->last_error),
+                 "the backend requires authentication and no secret was given");
+        return -EPROTO;
+    }
+    rc = auth_nonce(c->nc);
+    if (rc != 0)
+        return rc;
+    memcpy(c->ns, w->nonce, ING_NONCE_LEN);
+    memset(&m, 0, sizeof(m));
+    m.type = ING_AUTH;
+    memcpy(m.u.auth.nonce, c->nc, ING_NONCE_LEN);
+    auth_peer_mac(c->secret, c->secret_len, ING_ROLE_CLIENT, c->ns, c->nc, m.u.auth.mac);
+    c->authing = true;
+    return queue_msg(c, &m);
+}
+
+/* on_auth_ok checks the server's proof, then says hello. */
+static int
+on_auth_ok(struct ing_client *c, const struct ing_auth_ok *ok)
+{
+    uint8_t want[ING_MAC_LEN];
+
+    if (!c->authing) {
+        snprintf(c->last_error, sizeof(c->last_error), "AuthOk without an Auth");
+        return -EPROTO;
+    }
+    auth_server_mac(c->secret, c->secret_len, ING_ROLE_CLIENT, c->ns, c->nc, want);
+    if (!sha256_equal(want, ok->mac, ING_MAC_LEN)) {
+        snprintf(c->last_error, sizeof(c->last_error),
+                 "the backend did not prove it knows the secret");
+        return -EPROTO;
+    }
+    c->authing = false;
+    return go_open(c);
+}
+
+static int
+on_envs(struct ing_client *c, struct ing_view envs, ing_client_event_fn *fn, void *arg)
+{
+    struct ing_client_event ev = {.type = ING_CLIENT_EV_ENVS};
+    uint8_t *copy = malloc(envs.len);
+
+    if (copy == NULL)
+        return -ENOMEM;
+    memcpy(copy, envs.p, envs.len);
+    free(c->envs);
+    c->envs = copy;
+    c->envs_len = envs.len;
+    c->link_envs = true;
+    c->rehello = false;
+    ev.envs.p = (const char *)copy;
+    ev.envs.len = envs.len;
+    emit(c, fn, arg, &ev);
+    return 0;
+}
+
+/* on_unknown: the backend does not know this connection any more (or never did). Every
+ * pending job is lost; hello again, once until its answer arrives (the Unknowns until then
+ * answer frames sent before it). */
+static int
+on_unknown(struct ing_client *c, ing_client_event_fn *fn, void *arg)
+{
+    struct ing_client_event ev = {.type = ING_CLIENT_EV_UNKNOWN};
+    int rc;
+
+    if (c->rehello)
+        return 0;
+    rc = queue_hello(c);
+    if (rc != 0)
+        return rc;
+    c->rehello = true;
+    void_requests(c);
+    emit(c, fn, arg, &ev);
+    report_lost(c, fn, arg);
+    return 0;
+}
+
+static void
+on_job_event(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn *fn, void *arg)
+{
+    struct ing_client_event ev;
+    struct pending *p;
+
+    memset(&ev, 0, sizeof(ev));
+    switch (m->type) {
+    case ING_BACKEND_JOB_STARTED:
+        ev.type = ING_CLIENT_EV_STARTED;
+        ev.job_id = m->u.ref.job_id;
+        break;
+    case ING_BACKEND_JOB_SSH_DEBUG:
+        ev.type = ING_CLIENT_EV_SSH_DEBUG;
+        ev.job_id = m->u.ssh.job_id;
+        ev.ssh = &m->u.ssh;
+        break;
+    default:
+        ev.type = ING_CLIENT_EV_DONE;
+        ev.job_id = m->u.result.job_id;
+        ev.result = &m->u.result;
+        break;
+    }
+    p = pending_find(c, ev.job_id.p, ev.job_id.len);
+    ev.pending = p != NULL;
+    if (p != NULL && ev.type == ING_CLIENT_EV_DONE)
+        pending_remove(c, p);
+    emit(c, fn, arg, &ev);
+}
+
+/* handle acts on one decoded frame. Returns 0, or -errno when the connection must end. */
+static int
+handle(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn *fn, void *arg)
+{
+    struct ing_client_event ev;
+
+    memset(&ev, 0, sizeof(ev));
+    if (c->st == CLIENT_OPENING && m->type != ING_WELCOME && m->type != ING_ERROR &&
+        m->type != ING_AUTH_OK) {
+        snprintf(c->last_error, sizeof(c->last_error), "%s before the Welcome",
+                 ing_msg_type_name(m->type));
+        return -EPROTO;
+    }
+    switch (m->type) {
+    case ING_WELCOME:
+        return c->st == CLIENT_OPENING && !c->authing ? on_welcome(c, &m->u.welcome) : 0;
+    case ING_AUTH_OK:
+        return c->st == CLIENT_OPENING ? on_auth_ok(c, &m->u.auth_ok) : 0;
+    case ING_ERROR:
+        snprintf(c->last_error, sizeof(c->last_error), "%s: %.*s", error_name(m->u.error.code),
+                 (int)m->u.error.text.len, m->u.error.text.p);
+        if (c->st == CLIENT_OPENING)
+            return -EPROTO; /* every Error of the opening is followed by a close */
+        ev.type = ING_CLIENT_EV_ERROR;
+        ev.code = m->u.error.code;
+        ev.text = m->u.error.text;
+        emit(c, fn, arg, &ev);
+        return 0;
+    case ING_PING:
+        return queue_empty(c, ING_PONG) == -ENOMEM ? -ENOMEM : 0;
+    case ING_PONG:
+        ev.type = ING_CLIENT_EV_PONG;
+        ev.rtt_ms = -1;
+        if (c->pongs_recv < c->pings_sent) {
+            uint64_t sent = c->ping_ts[c->pongs_recv % MAX_PINGS];
+            c->pongs_recv++;
+            ev.rtt_ms = (double)(now_us() - sent) / 1000.0;
+        }
+        emit(c, fn, arg, &ev);
+        return 0;
+    case ING_UNKNOWN:
+        return on_unknown(c, fn, arg);
+    case ING_BACKEND_UPDATE_ENVIRONMENTS:
+        return on_envs(c, m->u.envs.environments, fn, arg);
+    case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_SSH_DEBUG:
+    case ING_BACKEND_JOB_DONE:
+        on_job_event(c, m, fn, arg);
+        return 0;
+    case ING_BACKEND_GET_QUEUE:
+        if (c->queue_recv < c->queue_sent)
+            c->queue_recv++;
+        ev.type = ING_CLIENT_EV_QUEUE;
+        ev.queue = &m->u.queue;
+        emit(c, fn, arg, &ev);
+        return 0;
+    default:
+        return 0; /* a type meant for someone else: ignored */
+    }
+}
+
+/* has_frame tells whether a whole frame is buffered. */
+static bool
+has_frame(const struct buf *b)
+{
+    uint8_t type;
+    uint32_t body;
+
+    return ing_frame_peek(buf_head(b), buf_len(b), &type, &body) == 0 &&
+           buf_len(b) - ING_HDR_LEN >= body;
+}
+
+/* opened tells whether the blocking connect has what it waits for: it leaves the frames
+ * that follow in the buffer, for the caller's first process call (they may be events). */
+static bool
+opened(const struct ing_client *c)
+{
+    return c->st == CLIENT_OPEN && c->link_envs;
+}
+
+/* decode handles every complete buffered frame (while opening, up to opened()). Returns 0
+ * or -errno when the connection must end. */
+static int
+decode(struct ing_client *c, ing_client_event_fn *fn, void *arg, bool opening)
+{
+    while (!(opening && opened(c))) {
+        struct ing_msg m;
+        uint8_t type;
+        uint32_t body;
+        ssize_t f = ing_msg_decode(buf_head(&c->in), buf_len(&c->in), c->recv_max, &m);
+        int rc;
+
+        if (f == 0)
+            break;
+        if (f == -EMSGSIZE) {
+            snprintf(c->last_error, sizeof(c->last_error), "frame over %u bytes", c->recv_max);
+            return -EMSGSIZE;
+        }
+        if (f < 0) { /* unknown type or bad body: skip the frame once it is complete */
+            if (!has_frame(&c->in))
+                break;
+            ing_frame_peek(buf_head(&c->in), buf_len(&c->in), &type, &body);
+            buf_consume(&c->in, ING_HDR_LEN + (size_t)body);
+            continue;
+        }
+        rc = handle(c, &m, fn, arg);
+        buf_consume(&c->in, (size_t)f);
+        if (rc != 0)
+            return rc;
+        notify(c, fn, arg);
+    }
+    return 0;
+}
+
+/* pump handles what is buffered, then reads (at most READ_BUDGET times) and handles every
+ * complete frame. Returns 0 or -errno when the connection must end. */
+static int
+pump(struct ing_client *c, ing_client_event_fn *fn, void *arg, bool opening)
+{
+    int rc = decode(c, fn, arg, opening);
+
+    for (int reads = 0; rc == 0 && reads < READ_BUDGET && !(opening && opened(c)); reads++) {
+        size_t want = READ_CHUNK, room;
+        uint8_t type;
+        uint32_t body;
+        ssize_t n;
+
+        if (ing_frame_peek(buf_head(&c->in), buf_len(&c->in), &type, &body) == 0 &&
+            body <= c->recv_max && ING_HDR_LEN + (size_t)body > buf_len(&c->in) + want)
+            want = ING_HDR_LEN + (size_t)body - buf_len(&c->in);
+        if (buf_reserve(&c->in, want) != 0)
+            return -ENOMEM;
+        room = buf_room(&c->in);
+        n = recv(c->fd, buf_tail(&c->in), room, 0);
+        if (n == 0)
+            return -ECONNRESET;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            return -errno;
+        }
+        buf_produce(&c->in, (size_t)n);
+        rc = decode(c, fn, arg, opening);
+        if ((size_t)n < room)
+            break; /* the socket is drained */
+    }
+    if (rc == 0)
+        buf_shrink(&c->in, KEEP_BUF);
+    return rc;
+}
+
+/* ing_client_connect connects (blocking, at most connect_timeout_ms), says hello and waits
+ * for the Welcome and the environments. Returns 0 or -errno (see client.h). */
+int
+ing_client_connect(struct ing_client *c)
+{
+    int rc;
+
+    if (c->st != CLIENT_DOWN)
+        return -EISCONN;
+    c->last_error[0] = '\0';
+    rc = start_link(c, now_ms());
+    while (rc == 0 && !(c->st == CLIENT_OPEN && c->link_envs)) {
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        int left = ms_until(c->deadline, now_ms());
+
+        if (left == 0) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+        if (ing_client_want_write(c))
+            p.events |= POLLOUT;
+        if (poll(&p, 1, left) < 0 && errno != EINTR) {
+            rc = -errno;
+            break;
+        }
+        if (c->st == CLIENT_CONNECTING) {
+            rc = check_connected(c);
+            if (rc <= 0)
+                continue;
+            rc = 0;
+        }
+        rc = c->werr != 0 ? c->werr : flush(c);
+        if (rc == 0)
+            rc = pump(c, NULL, NULL, true);
+    }
+    if (rc != 0)
+        link_down(c, rc, NULL, NULL);
+    return rc;
+}
+
+/* ing_client_fd returns the socket to watch, -1 while disconnected. */
+int
+ing_client_fd(const struct ing_client *c)
+{
+    return c->fd;
+}
+
+/* ing_client_want_write tells whether the caller should also watch for POLLOUT. */
+bool
+ing_client_want_write(const struct ing_client *c)
+{
+    return c->st == CLIENT_CONNECTING || buf_len(&c->out) > 0;
+}
+
+/* ing_client_is_connected tells whether requests can be queued: on an open connection, or
+ * an opening one when no authentication has to come first. */
+bool
+ing_client_is_connected(const struct ing_client *c)
+{
+    return c->st == CLIENT_OPEN || (c->st != CLIENT_DOWN && c->secret == NULL);
+}
+
+/* ing_client_timeout_ms returns how long the caller may wait before processing again. */
+int
+ing_client_timeout_ms(const struct ing_client *c)
+{
+    uint64_t now = now_ms();
+
+    if ((c->notify_connected && c->st == CLIENT_OPEN) || c->werr != 0 ||
+        (c->st != CLIENT_DOWN && has_frame(&c->in)))
+        return 0; /* due: an event, a write error, frames left by the blocking connect */
+    switch (c->st) {
+    case CLIENT_DOWN:
+        return c->reconnect ? ms_until(c->retry_at, now) : -1;
+    case CLIENT_CONNECTING:
+    case CLIENT_OPENING:
+        return ms_until(c->deadline, now);
+    case CLIENT_OPEN:
+        return -1;
+    }
+    return -1;
+}
+
+static int
+step(struct ing_client *c, ing_client_event_fn *fn, void *arg, uint64_t now)
+{
+    int rc;
+
+    if (c->st == CLIENT_CONNECTING) {
+        rc = check_connected(c);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            return now >= c->deadline ? -ETIMEDOUT : 0;
+    }
+    if (c->werr != 0)
+        return c->werr;
+    rc = flush(c);
+    if (rc == 0)
+        rc = pump(c, fn, arg, false);
+    if (rc == 0 && c->werr != 0)
+        rc = c->werr;
+    if (rc == 0)
+        rc = flush(c);
+    if (rc == 0 && c->st == CLIENT_OPENING && now >= c->deadline)
+        rc = -ETIMEDOUT;
+    return rc;
+}
+
+/* ing_client_process does every non-blocking step and calls fn for each event. Returns 0
+ * or, when not reconnecting, the -errno that closed the connection. */
+int
+ing_client_process(struct ing_client *c, ing_client_event_fn *fn, void *arg)
+{
+    uint64_t now = now_ms();
+    int rc;
+
+    notify(c, fn, arg);
+    if (c->st == CLIENT_DOWN) {
+        if (!c->reconnect)
+            return c->fatal;
+        if (now < c->retry_at)
+            return 0;
+        rc = start_link(c, now);
+        if (rc != 0) {
+            link_down(c, rc, fn, arg);
+            return 0;
+        }
+    }
+    rc = step(c, fn, arg, now);
+    if (rc != 0) {
+        link_down(c, rc, fn, arg);
+        return c->reconnect ? 0 : rc;
+    }
+    return 0;
+}
+
+/* ing_client_wait polls up to timeout_ms, then processes. */
+int
+ing_client_wait(struct ing_client *c, int timeout_ms, ing_client_event_fn *fn, void *arg)
+{
+    int t = ing_client_timeout_ms(c);
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+
+    if (c->st == CLIENT_DOWN && !c->reconnect)
+        return c->fatal;
+    if (t < 0 || (timeout_ms >= 0 && timeout_ms < t))
+        t = timeout_ms;
+    if (ing_client_want_write(c))
+        p.events |= POLLOUT;
+    if (poll(&p, c->fd >= 0 ? 1 : 0, t) < 0 && errno != EINTR)
+        return -errno;
+    return ing_client_process(c, fn, arg);
+}
+
+/* ---- requests ---- */
+
+static int
+mp_field(struct ing_view v, struct ing_view *out)
+{
+    if (v.p == NULL) {
+        *out = cview("\x80");
+        return 0;
+    }
+    if (v.len == 0 || ing_mp_validate((const uint8_t *)v.p, v.len, ING_MP_MAX_DEPTH) != 0)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* ing_client_submit sends ClientNewJob and tracks the job. */
+int
+ing_client_submit(struct ing_client *c, const struct ing_client_job *job)
+{
+    struct ing_msg m;
+    struct ing_job_spec *s = &m.u.new_job.job;
+    const char *launcher;
+    size_t idlen;
+    int rc;
+
+    if (job == NULL || job->job_id == NULL || job->environment_type == NULL ||
+        job->environment == NULL || (unsigned)job->debug > ING_DEBUG_SSH)
+        return -EINVAL;
+    launcher = job->launcher != NULL ? job->launcher : "";
+    if (!text_ok(job->job_id, 1, MAX_NAME_LEN) || !text_ok(job->environment_type, 1, 255) ||
+        !text_ok(job->environment, 1, 255) || !text_ok(launcher, 0, SIZE_MAX) ||
+        (job->course_id != NULL && !text_ok(job->course_id, 0, SIZE_MAX)) ||
+        (job->task_id != NULL && !text_ok(job->task_id, 0, SIZE_MAX)))
+        return -EINVAL;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_NEW_JOB;
+    m.u.new_job.priority = job->priority;
+    m.u.new_job.launcher = cview(launcher);
+    s->job_id = cview(job->job_id);
+    s->course_id = cview(job->course_id);
+    s->task_id = cview(job->task_id);
+    s->environment_type = cview(job->environment_type);
+    s->environment = cview(job->environment);
+    s->debug = (uint8_t)job->debug;
+    if (mp_field(job->task_problems, &s->task_problems) != 0 ||
+        mp_field(job->inputdata, &s->inputdata) != 0 ||
+        mp_field(job->environment_parameters, &s->environment_parameters) != 0)
+        return -EINVAL;
+    if (!ing_client_is_connected(c))
+        return -ENOTCONN;
+    idlen = strlen(job->job_id);
+    if (pending_find(c, job->job_id, idlen) != NULL)
+        return -EEXIST;
+    if (pending_add(c, job->job_id, idlen) == NULL)
+        return -ENOMEM;
+    rc = queue_msg(c, &m);
+    if (rc != 0)
+        pending_remove(c, pending_find(c, job->job_id, idlen));
+    return rc;
+}
+
+/* ing_client_kill sends ClientKillJob(job_id). */
+int
+ing_client_kill(struct ing_client *c, const char *job_id)
+{
+    struct ing_msg m;
+
+    if (job_id == NULL || !text_ok(job_id, 1, MAX_NAME_LEN))
+        return -EINVAL;
+    if (!ing_client_is_connected(c))
+        return -ENOTCONN;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_KILL_JOB;
+    m.u.ref.job_id = cview(job_id);
+    return queue_msg(c, &m);
+}
+
+/* ing_client_get_queue sends ClientGetQueue. */
+int
+ing_client_get_queue(struct ing_client *c)
+{
+    int rc = ing_client_is_connected(c) ? queue_empty(c, ING_CLIENT_GET_QUEUE) : -ENOTCONN;
+
+    if (rc == 0)
+        c->queue_sent++;
+    return rc;
+}
+
+/* ing_client_ping sends Ping and remembers when. Returns also -ENOBUFS when MAX_PINGS
+ * pings are already in flight. */
+int
+ing_client_ping(struct ing_client *c)
+{
+    int rc;
+
+    if (!ing_client_is_connected(c))
+        return -ENOTCONN;
+    if (c->pings_sent - c->pongs_recv >= MAX_PINGS)
+        return -ENOBUFS;
+    rc = queue_empty(c, ING_PING);
+    if (rc == 0)
+        c->ping_ts[c->pings_sent++ % MAX_PINGS] = now_us();
+    return rc;
+}
+
+/* ing_client_envs returns the last environments map (p == NULL: none yet). */
+struct ing_view
+ing_client_envs(const struct ing_client *c)
+{
+    struct ing_view v = {(const char *)c->envs, (uint32_t)c->envs_len};
+
+    return v;
+}
+
+/* ing_client_pending returns the number of pending jobs. */
+size_t
+ing_client_pending(const struct ing_client *c)
+{
+    return c->npending;
+}
+
+/* ing_client_is_pending tells whether job_id is pending. */
+bool
+ing_client_is_pending(const struct ing_client *c, const char *job_id)
+{
+    return pending_find(c, job_id, strlen(job_id)) != NULL;
+}
+
+/* ing_client_server returns the server name from the last Welcome. */
+const char *
+ing_client_server(const struct ing_client *c)
+{
+    return c->server;
+}
+
+/* ing_client_last_error returns the last Error text, or "". */
+const char *
+ing_client_last_error(const struct ing_client *c)
+{
+    return c->last_error;
+}
+
+/* ---- copies ---- */
+
+/* copy_view copies v (plus a NUL) at *pos and returns the view of the copy. */
+static struct ing_view
+copy_view(struct ing_view v, char **pos)
+{
+    struct ing_view out = {NULL, 0};
+
+    if (v.p == NULL)
+        return out;
+    memcpy(*pos, v.p, v.len);
+    (*pos)[v.len] = '\0';
+    out.p = *pos;
+    out.len = v.len;
+    *pos += (size_t)v.len + 1;
+    return out;
+}
+
+static size_t
+view_size(struct ing_view v)
+{
+    return v.p == NULL ? 0 : (size_t)v.len + 1;
+}
+
+/* ing_client_result_copy copies src (every view NUL-terminated) into *dst. */
+int
+ing_client_result_copy(struct ing_client_result *dst, const struct ing_job_result *src, bool lost)
+{
+    const struct ing_view *v[] = {
+        &src->job_id, &src->result_kind, &src->result_text, &src->problems, &src->tests,
+        &src->custom, &src->state,       &src->archive,     &src->stdout_,  &src->stderr_};
+    struct ing_view *d[] = {&dst->r.job_id,   &dst->r.result_kind, &dst->r.result_text,
+                            &dst->r.problems, &dst->r.tests,       &dst->r.custom,
+                            &dst->r.state,    &dst->r.archive,     &dst->r.stdout_,
+                            &dst->r.stderr_};
+    size_t total = 1;
+    char *pos;
+
+    memset(dst, 0, sizeof(*dst));
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        total += view_size(*v[i]);
+    dst->mem = malloc(total);
+    if (dst->mem == NULL)
+        return -ENOMEM;
+    pos = dst->mem;
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        *d[i] = copy_view(*v[i], &pos);
+    dst->r.grade = src->grade;
+    dst->lost = lost;
+    return 0;
+}
+
+/* ing_client_result_free releases a copied result. */
+void
+ing_client_result_free(struct ing_client_result *res)
+{
+    if (res == NULL)
+        return;
+    free(res->mem);
+    memset(res, 0, sizeof(*res));
+}
+
+/* ing_client_queue_copy copies a decoded queue snapshot into one allocation: the entries,
+ * then their strings. */
+int
+ing_client_queue_copy(struct ing_client_queue *dst, const struct ing_get_queue *src)
+{
+    size_t n = (size_t)src->n_running + src->n_waiting, total = 0;
+    const uint8_t *pos = src->wire_running;
+    struct ing_client_queue_entry *e;
+    char *sp;
+
+    memset(dst, 0, sizeof(*dst));
+    for (uint32_t i = 0; i < src->n_running; i++) {
+        struct ing_queue_running r;
+        pos = ing_queue_next_running(pos, &r);
+        total += view_size(r.job_id) + view_size(r.agent_name) + view_size(r.info) +
+                 view_size(r.launcher);
+    }
+    pos = src->wire_waiting;
+    for (uint32_t i = 0; i < src->n_waiting; i++) {
+        struct ing_queue_waiting w;
+        pos = ing_queue_next_waiting(pos, &w);
+        total += view_size(w.job_id) + 1 + view_size(w.info) + view_size(w.launcher);
+    }
+    dst->mem = malloc(n * sizeof(*e) + total + 1);
+    if (dst->mem == NULL)
+        return -ENOMEM;
+    e = dst->mem;
+    sp = (char *)(e + n);
+    pos = src->wire_running;
+    for (uint32_t i = 0; i < src->n_running; i++, e++) {
+        struct ing_queue_running r;
+        pos = ing_queue_next_running(pos, &r);
+        e->job_id = copy_view(r.job_id, &sp);
+        e->is_current = r.is_current;
+        e->running = true;
+        e->agent = copy_view(r.agent_name, &sp);
+        e->info = copy_view(r.info, &sp);
+        e->launcher = copy_view(r.launcher, &sp);
+        e->started_at = r.started_at;
+        e->max_time = r.max_time;
+    }
+    pos = src->wire_waiting;
+    for (uint32_t i = 0; i < src->n_waiting; i++, e++) {
+        struct ing_queue_waiting w;
+        pos = ing_queue_next_waiting(pos, &w);
+        e->job_id = copy_view(w.job_id, &sp);
+        e->is_current = w.is_current;
+        e->running = false;
+        e->agent = copy_view(cview(""), &sp);
+        e->info = copy_view(w.info, &sp);
+        e->launcher = copy_view(w.launcher, &sp);
+        e->started_at = 0;
+        e->max_time = w.max_time;
+    }
+    dst->n_running = src->n_running;
+    dst->n_waiting = src->n_waiting;
+    dst->running = dst->mem;
+    dst->waiting = dst->running + src->n_running;
+    return 0;
+}
+
+/* ing_client_queue_free releases a copied queue. */
+void
+ing_client_queue_free(struct ing_client_queue *q)
+{
+    if (q == NULL)
+        return;
+    free(q->mem);
+    memset(q, 0, sizeof(*q));
+}
+
+/* ---- blocking waits ---- */
+
+enum wait_kind {
+    WAIT_DONE,  /* the result of job_id */
+    WAIT_QUEUE, /* the answer number seq to a queue request */
+    WAIT_PONG,  /* the answer number seq to a ping */
+};
+
+struct waiter {
+    enum wait_kind kind;
+    const char *job_id;
+    uint64_t seq;
+    uint64_t gen;
+    bool got;
+    int err; /* copying the answer failed */
+    struct ing_client_result *result;
+    struct ing_client_queue *queue;
+    double rtt_ms;
+    ing_client_event_fn *fn;
+    void *arg;
+};
+
+static void
+wait_cb(struct ing_client *c, const struct ing_client_event *ev, void *arg)
+{
+    struct waiter *w = arg;
+
+    if (!w->got) {
+        if (w->kind == WAIT_DONE && ev->type == ING_CLIENT_EV_DONE && ev->pending &&
+            ing_view_eq(ev->job_id, w->job_id)) {
+            w->got = true;
+            w->err = ing_client_result_copy(w->result, ev->result, ev->lost);
+            return;
+        }
+        if (w->kind == WAIT_QUEUE && ev->type == ING_CLIENT_EV_QUEUE && c->queue_recv == w->seq &&
+            c->gen == w->gen) {
+            w->got = true;
+            w->err = ing_client_queue_copy(w->queue, ev->queue);
+            return;
+        }
+        if (w->kind == WAIT_PONG && ev->type == ING_CLIENT_EV_PONG && c->pongs_recv == w->seq &&
+            c->gen == w->gen) {
+            w->got = true;
+            w->rtt_ms = ev->rtt_ms;
+            return;
+        }
+    }
+    emit(c, w->fn, w->arg, ev);
+}
+
+/* wait_for processes until the waiter has its answer, the deadline passes or the answer
+ * cannot come any more. */
+static int
+wait_for(struct ing_client *c, struct waiter *w, int timeout_ms)
+{
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : now_ms() + (uint64_t)timeout_ms;
+
+    for (;;) {
+        int left = deadline == UINT64_MAX ? -1 : ms_until(deadline, now_ms());
+        int rc = ing_client_wait(c, left, wait_cb, w);
+
+        if (w->got)
+            return w->err;
+        if (rc != 0)
+            return rc;
+        if (w->kind != WAIT_DONE && c->gen != w->gen)
+            return -ECONNRESET;
+        if (w->kind == WAIT_DONE && !ing_client_is_pending(c, w->job_id))
+            return -ENOENT; /* its DONE went by outside this wait */
+        if (left == 0)
+            return -ETIMEDOUT;
+    }
+}
+
+/* ing_client_wait_done waits for the result of the pending job job_id. */
+int
+ing_client_wait_done(struct ing_client *c, const char *job_id, int timeout_ms,
+                     struct ing_client_result *result, ing_client_event_fn *fn, void *arg)
+{
+    struct waiter w = {.kind = WAIT_DONE, .job_id = job_id, .result = result, .fn = fn, .arg = arg};
+
+    memset(result, 0, sizeof(*result));
+    if (!ing_client_is_pending(c, job_id))
+        return -ENOENT;
+    return wait_for(c, &w, timeout_ms);
+}
+
+/* ing_client_submit_wait submits job and waits for its result. */
+int
+ing_client_submit_wait(struct ing_client *c, const struct ing_client_job *job, int timeout_ms,
+                       struct ing_client_result *result, ing_client_event_fn *fn, void *arg)
+{
+    int rc;
+
+    memset(result, 0, sizeof(*result));
+    rc = ing_client_submit(c, job);
+    if (rc != 0)
+        return rc;
+    return ing_client_wait_done(c, job->job_id, timeout_ms, result, fn, arg);
+}
+
+/* ing_client_get_queue_wait asks for the queue and copies the answer. */
+int
+ing_client_get_queue_wait(struct ing_client *c, int timeout_ms, struct ing_client_queue *q,
+                          ing_client_event_fn *fn, void *arg)
+{
+    struct waiter w = {.kind = WAIT_QUEUE, .queue = q, .fn = fn, .arg = arg};
+    int rc;
+
+    memset(q, 0, sizeof(*q));
+    rc = ing_client_get_queue(c);
+    if (rc != 0)
+        return rc;
+    w.seq = c->queue_sent;
+    w.gen = c->gen;
+    return wait_for(c, &w, timeout_ms);
+}
+
+/* ing_client_ping_wait pings and waits for the Pong. */
+int
+ing_client_ping_wait(struct ing_client *c, int timeout_ms, double *rtt_ms, ing_client_event_fn *fn,
+                     void *arg)
+{
+    struct waiter w = {.kind = WAIT_PONG, .fn = fn, .arg = arg};
+    int rc = ing_client_ping(c);
+
+    if (rc != 0)
+        return rc;
+    w.seq = c->pings_sent;
+    w.gen = c->gen;
+    rc = wait_for(c, &w, timeout_ms);
+    if (rc == 0 && rtt_ms != NULL)
+        *rtt_ms = w.rtt_ms;
+    return rc;
+}
+
+/* ---- helpers ---- */
+
+/* ing_client_uuid4 writes a random version 4 UUID. */
+int
+ing_client_uuid4(char out[ING_CLIENT_UUID_SIZE])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t b[16];
+    size_t got = 0;
+    char *o = out;
+
+    while (got < sizeof(b)) {
+        ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) { /* no getrandom: the device */
+            int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                return -errno;
+            while (got < sizeof(b)) {
+                n = read(fd, b + got, sizeof(b) - got);
+                if (n <= 0 && !(n < 0 && errno == EINTR)) {
+                    int e = n < 0 ? errno : EIO;
+                    close(fd);
+                    return -e;
+                }
+                if (n > 0)
+                    got += (size_t)n;
+            }
+            close(fd);
+            break;
+        }
+        got += (size_t)n;
+    }
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* variant 10xx */
+    for (size_t i = 0; i < sizeof(b); i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[b[i] >> 4];
+        *o++ = hex[b[i] & 15];
+    }
+    *o = '\0';
+    return 0;
+}
+
+static void
+put_view_str(struct ing_mp_writer *w, struct ing_view v)
+{
+    if (v.p == NULL)
+        ing_mp_put_nil(w);
+    else
+        ing_mp_put_str(w, v.p, v.len);
+}
+
+static void
+put_base64(struct ing_mp_writer *w, const uint8_t *p, size_t n)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t out = (n + 2) / 3 * 4;
+
+    if (out > UINT32_MAX) {
+        ing_mp_put_nil(w); /* cannot happen for a frame field (at most 4 GiB) */
+        return;
+    }
+    ing_mp_put_str_header(w, (uint32_t)out);
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        char q[4];
+        if (i + 1 < n)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        q[0] = b64[v >> 18 & 63];
+        q[1] = b64[v >> 12 & 63];
+        q[2] = i + 1 < n ? b64[v >> 6 & 63] : '=';
+        q[3] = i + 2 < n ? b64[v & 63] : '=';
+        ing_mp_put_raw(w, q, sizeof(q));
+    }
+}
+
+/* ing_client_result_to_mp appends r as one msgpack map. */
+int
+ing_client_result_to_mp(const struct ing_job_result *r, bool lost, bool archive_base64,
+                        struct ing_mp_writer *w)
+{
+    ing_mp_put_map(w, 12);
+    ing_mp_put_cstr(w, "job_id");
+    put_view_str(w, r->job_id);
+    ing_mp_put_cstr(w, "kind");
+    put_view_str(w, r->result_kind);
+    ing_mp_put_cstr(w, "text");
+    put_view_str(w, r->result_text);
+    ing_mp_put_cstr(w, "grade");
+    ing_mp_put_double(w, r->grade);
+    ing_mp_put_cstr(w, "problems");
+    ing_mp_put_raw(w, r->problems.p, r->problems.len);
+    ing_mp_put_cstr(w, "tests");
+    ing_mp_put_raw(w, r->tests.p, r->tests.len);
+    ing_mp_put_cstr(w, "custom");
+    ing_mp_put_raw(w, r->custom.p, r->custom.len);
+    ing_mp_put_cstr(w, "state");
+    put_view_str(w, r->state);
+    ing_mp_put_cstr(w, "archive");
+    if (r->archive.p == NULL)
+        ing_mp_put_nil(w);
+    else if (archive_base64)
+        put_base64(w, (const uint8_t *)r->archive.p, r->archive.len);
+    else
+        ing_mp_put_bin(w, r->archive.p, r->archive.len);
+    ing_mp_put_cstr(w, "stdout");
+    put_view_str(w, r->stdout_);
+    ing_mp_put_cstr(w, "stderr");
+    put_view_str(w, r->stderr_);
+    ing_mp_put_cstr(w, "lost");
+    ing_mp_put_bool(w, lost);
+    return w->err;
+}
+
+static void
+put_entry(struct ing_mp_writer *w, const struct ing_client_queue_entry *e)
+{
+    ing_mp_put_map(w, e->running ? 7 : 5);
+    ing_mp_put_cstr(w, "job_id");
+    put_view_str(w, e->job_id);
+    ing_mp_put_cstr(w, "is_current_client_job");
+    ing_mp_put_bool(w, e->is_current);
+    if (e->running) {
+        ing_mp_put_cstr(w, "agent_friendly_name");
+        put_view_str(w, e->agent);
+    }
+    ing_mp_put_cstr(w, "info");
+    put_view_str(w, e->info);
+    ing_mp_put_cstr(w, "launcher");
+    put_view_str(w, e->launcher);
+    if (e->running) {
+        ing_mp_put_cstr(w, "started_at");
+        ing_mp_put_int(w, e->started_at);
+    }
+    ing_mp_put_cstr(w, "max_time");
+    ing_mp_put_int(w, e->max_time);
+}
+
+/* ing_client_queue_to_mp appends q as {"running": [...], "waiting": [...]}. */
+int
+ing_client_queue_to_mp(const struct ing_client_queue *q, struct ing_mp_writer *w)
+{
+    ing_mp_put_map(w, 2);
+    ing_mp_put_cstr(w, "running");
+    ing_mp_put_array(w, (uint32_t)q->n_running);
+    for (size_t i = 0; i < q->n_running; i++)
+        put_entry(w, &q->running[i]);
+    ing_mp_put_cstr(w, "waiting");
+    ing_mp_put_array(w, (uint32_t)q->n_waiting);
+    for (size_t i = 0; i < q->n_waiting; i++)
+        put_entry(w, &q->waiting[i]);
+    return w->err;
+}
