@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -299,6 +300,15 @@ conn_reap(struct server *s)
             ssize_t n = write(c->io.fd, buf_head(&c->out), buf_len(&c->out));
             (void)n;
         }
+        /* Read what the peer already sent: closing with unread input makes the kernel send
+         * a reset, which can destroy our last words before the peer reads them. */
+        shutdown(c->io.fd, SHUT_WR);
+        for (int k = 0; k < 16; k++) {
+            uint8_t sink[4096];
+            ssize_t n = recv(c->io.fd, sink, sizeof(sink), MSG_DONTWAIT);
+            if (n <= 0)
+                break;
+        }
         if (c->prev != NULL)
             c->prev->next = c->next;
         else
@@ -450,8 +460,13 @@ handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_
     switch (m->type) {
     case ING_AGENT_HELLO:
         if (be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why)) != 0) {
+            /* A first hello refused: closed, rather than left unregistered in silence. A
+             * registered agent's bad hello is dropped: its registration stays as it was. */
             log_msg(LOG_WARN, "%s: AgentHello refused: %s", c->name, why);
-            conn_send_error(c, ING_ERR_INVALID, why);
+            if (be_agent_registered(c->agent))
+                conn_send_error(c, ING_ERR_INVALID, why);
+            else
+                conn_error_close(c, ING_ERR_INVALID, why);
         }
         return;
     case ING_AGENT_JOB_STARTED:

@@ -683,14 +683,18 @@ TP_TEST(test_invalid_agent_hello_changes_nothing)
     tp_start(c, NULL);
     c1 = tp_client(c, "c1", "");
     tp_submit(c1, "j1", 0);
-    a = tp_connect(c, ING_ROLE_AGENT);
+    /* A refused first hello closes the connection (proto.md §5.6): one connection each. */
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        a = tp_connect(c, ING_ROLE_AGENT);
         tp_hello_raw(a, "A", bad[i].slots, bad[i].envs);
         m = tp_expect(a, ING_ERROR);
         if (m->u.error.code != ING_ERR_INVALID && m->u.error.code != ING_ERR_LIMIT)
             tp_fail("hello with %s: Error code %u, expected INVALID or LIMIT", bad[i].what,
                     m->u.error.code);
+        tp_expect_closed(a);
+        tp_close(c, a);
     }
+    a = tp_connect(c, ING_ROLE_AGENT);
     tp_expect_quiet(c, TP_QUIET_MS);
     /* Good hello: registered now. */
     {
@@ -741,7 +745,9 @@ TP_TEST(test_name_and_count_limits)
     m = tp_expect(a, ING_ERROR);
     if (m->u.error.code != ING_ERR_INVALID && m->u.error.code != ING_ERR_LIMIT)
         tp_fail("256-byte agent name: Error code %u", m->u.error.code);
+    tp_expect_closed(a); /* a refused first hello closes */
     tp_expect_nothing(c1, TP_QUIET_MS);
+    a = tp_connect(c, ING_ROLE_AGENT);
 
     /* 100 001 environments of one type. */
     ing_mp_writer_init_dyn(&w);
@@ -765,7 +771,9 @@ TP_TEST(test_name_and_count_limits)
     m = tp_expect(a, ING_ERROR);
     if (m->u.error.code != ING_ERR_INVALID && m->u.error.code != ING_ERR_LIMIT)
         tp_fail("100001 environments: Error code %u", m->u.error.code);
+    tp_expect_closed(a);
     tp_expect_nothing(c1, TP_QUIET_MS);
+    a = tp_connect(c, ING_ROLE_AGENT);
 
     /* 255 bytes are fine. */
     name[255] = '\0';
