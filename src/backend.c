@@ -1564,10 +1564,21 @@ hello_next(struct hello_iter *it, struct env_ann *ann, char *why, size_t whylen)
     ann->id_len = o.v.s.len;
     if (ing_mp_map_get(info, ilen, "created", 7, &v, &vl) != 0 ||
         (q = v, ing_mp_read(&q, v + vl, &o)) != 0 ||
-        (o.type != ING_MP_INT && o.type != ING_MP_FLOAT))
+        (o.type != ING_MP_INT && o.type != ING_MP_UINT && o.type != ING_MP_FLOAT))
         return hello_fail(why, whylen, "environment %.*s/%.*s: missing or bad created", (int)tl, tp,
                           (int)nl, np);
-    ann->created = o.type == ING_MP_INT ? o.v.i : (int64_t)o.v.f;
+    if (o.type == ING_MP_INT)
+        ann->created = o.v.i;
+    else if (o.type == ING_MP_UINT)
+        ann->created = INT64_MAX;
+    else if (!(o.v.f == o.v.f)) /* NaN */
+        ann->created = 0;
+    else if (o.v.f >= 9.2e18)
+        ann->created = INT64_MAX;
+    else if (o.v.f <= -9.2e18)
+        ann->created = INT64_MIN;
+    else
+        ann->created = (int64_t)o.v.f;
     ann->advertised = true;
     if (ing_mp_map_get(info, ilen, "advertised", 10, &v, &vl) == 0) {
         q = v;
