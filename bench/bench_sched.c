@@ -1,0 +1,451 @@
+/* bench_sched.c: the backend's scheduler driven directly (struct backend, src/backend.h) with
+ * be_ops callbacks that do nothing but note which job went to which agent. One line per case:
+ *   name iterations ns/op
+ *
+ * sched_submit_1M_wait: 1,000,000 ClientNewJob into one environment with no agent (heap
+ *   push; priorities 0/1 at random), from an empty backend.
+ * sched_kill_1M_wait_random: ClientKillJob of those waiting jobs in a random order (heap
+ *   remove).
+ * sched_drain_1M_wait: an agent with 64 slots works off 1,000,000 waiting jobs: one
+ *   AgentJobStarted + AgentJobDone + the dispatch it triggers (heap pop).
+ * sched_cycle_eE_aG_wW: one submit -> dispatch -> started -> done cycle, with E environments
+ *   (1, 100, 10,000), G agents (1, 100, 1,000) of 64 slots each announcing min(4, E)
+ *   environments, and W jobs waiting: 0 (32 jobs running) or 1M (every slot busy).
+ * sched_get_queue_N_eE: be_client_get_queue with N jobs waiting in E environments, the
+ *   BackendGetQueue encoded as the server does.
+ *
+ * Jobs are those of bench/loadgen.c (128-byte inputdata, a 253-byte ClientNewJob body).
+ * Fixed seeds; each case warms up, then CLOCK_MONOTONIC is read around the timed loop only.
+ * The whole program runs in about 20 s (mostly filling the 1M queues) and needs about 1 GB.
+ * Optional argument: a case-name prefix to run only those cases (e.g. "sched_cycle"). */
+#include "backend.h"
+#include "common.h"
+#include "log.h"
+
+#define TIMED_NS 150000000ull /* timed part of a cycle case */
+#define WARM_CYCLES 10000
+#define INFLIGHT 32 /* running jobs in the 0-waiting cycle cases, whatever the agents */
+#define MILLION 1000000u
+#define SLOTS 64
+
+struct bench;
+
+/* The peer handle the backend gets for an agent. */
+struct bagent {
+    struct bench *b;
+    struct be_agent *a;
+};
+
+/* A job dispatched and not yet answered. */
+struct running {
+    struct bagent *ag;
+    uint8_t id[BC_TOKLEN];
+};
+
+struct bench {
+    struct backend be;
+    struct be_client *client;
+    struct bagent *agents;
+    uint32_t nagents;
+    struct bagent reg;    /* 0 slots, announces every environment */
+    struct running *ring; /* dispatched jobs, oldest first */
+    size_t rcap, rhead, rlen;
+    struct bc_tmpl job; /* ClientNewJob with its decoded views */
+    struct ing_msg jm;
+    size_t id_off, env_off;
+    struct bc_tmpl res; /* AgentJobDone */
+    struct ing_msg rm;
+    size_t res_id_off;
+    uint32_t *covered; /* environments some agent with slots provides */
+    uint32_t ncovered;
+    uint64_t next_id, seed;
+    bool encode; /* encode BackendGetQueue into scratch, as conn_send does */
+    uint8_t *scratch;
+    size_t scap;
+    uint64_t sent;
+};
+
+static const char *only; /* run only cases starting with this */
+static volatile uint64_t sink;
+
+static bool
+wanted(const char *name)
+{
+    return only == NULL || strncmp(name, only, strlen(only)) == 0;
+}
+
+static void
+line(const char *name, uint64_t iters, uint64_t ns)
+{
+    printf("%s %llu %.1f\n", name, (unsigned long long)iters, (double)ns / (double)iters);
+    fflush(stdout);
+}
+
+static void
+die(const char *what)
+{
+    fprintf(stderr, "bench_sched: %s\n", what);
+    exit(1);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Callbacks                                                                                 */
+
+static void
+cb_send(void *peer, const struct ing_msg *m)
+{
+    struct bench *b = *(struct bench **)peer;
+    b->sent++;
+    if (!b->encode || m->type != ING_BACKEND_GET_QUEUE)
+        return;
+    size_t n = ing_msg_size(m);
+    if (n > b->scap) {
+        free(b->scratch);
+        b->scratch = malloc(n);
+        b->scap = b->scratch != NULL ? n : 0;
+    }
+    if (b->scratch == NULL || ing_msg_encode(m, b->scratch, n) != (ssize_t)n)
+        die("cannot encode BackendGetQueue");
+    sink += b->scratch[n - 1];
+}
+
+static void
+cb_relay(void *peer, uint8_t type, const uint8_t *body, size_t len)
+{
+    struct bench *b = *(struct bench **)peer;
+    b->sent++;
+    if (type != ING_BACKEND_NEW_JOB)
+        return;
+    if (len < 4 + BC_TOKLEN || get_u32be(body) != BC_TOKLEN)
+        die("unexpected job id");
+    if (b->rlen == b->rcap) {
+        size_t ncap = b->rcap ? b->rcap * 2 : 1024;
+        struct running *nr = malloc(ncap * sizeof(*nr));
+        if (nr == NULL)
+            die("out of memory");
+        for (size_t i = 0; i < b->rlen; i++)
+            nr[i] = b->ring[(b->rhead + i) % b->rcap];
+        free(b->ring);
+        b->ring = nr;
+        b->rcap = ncap;
+        b->rhead = 0;
+    }
+    struct running *r = &b->ring[(b->rhead + b->rlen++) % b->rcap];
+    r->ag = peer;
+    memcpy(r->id, body + 4, BC_TOKLEN);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Setup                                                                                     */
+
+static void
+env_name(char out[8], uint32_t e)
+{
+    out[0] = 'e';
+    for (int i = 6; i >= 1; i--, e /= 10)
+        out[i] = (char)('0' + e % 10);
+    out[7] = '\0';
+}
+
+/* announce registers ag with slots slots and the environments first, first + 1, ... (mod
+ * nenv), count of them. */
+static void
+announce(struct bench *b, struct bagent *ag, uint32_t slots, uint32_t first, uint32_t count,
+         uint32_t nenv)
+{
+    struct ing_mp_writer w;
+    char name[8], why[200];
+    ing_mp_writer_init_dyn(&w);
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "docker");
+    ing_mp_put_map(&w, count);
+    for (uint32_t k = 0; k < count; k++) {
+        env_name(name, (first + k) % nenv);
+        ing_mp_put_cstr(&w, name);
+        ing_mp_put_map(&w, 2);
+        ing_mp_put_cstr(&w, "id");
+        ing_mp_put_cstr(&w, "sha256:bench");
+        ing_mp_put_cstr(&w, "created");
+        ing_mp_put_int(&w, 1700000000);
+    }
+    struct ing_agent_hello h;
+    h.friendly_name = (struct ing_view){"bench", 5};
+    h.slots = slots;
+    h.environments = (struct ing_view){(const char *)w.buf, (uint32_t)w.len};
+    ag->b = b;
+    ag->a = be_agent_new(&b->be, ag);
+    if (w.err != 0 || ag->a == NULL || be_agent_hello(&b->be, ag->a, &h, why, sizeof(why)) != 0)
+        die("agent hello refused");
+    ing_mp_writer_fini(&w);
+}
+
+/* setup makes a backend with nenv environments (all announced by a 0-slot agent), nagents
+ * agents of SLOTS slots announcing min(4, nenv) environments each, and one client. */
+static void
+setup(struct bench *b, uint32_t nenv, uint32_t nagents)
+{
+    static struct bench *self_ref;
+    struct be_config cfg;
+    struct be_ops ops = {cb_send, cb_relay, NULL};
+    memset(b, 0, sizeof(*b));
+    self_ref = b;
+    be_config_default(&cfg);
+    cfg.orphan_timeout_ms = 0;
+    cfg.max_waiting = cfg.max_waiting_per_client = 100u * MILLION;
+    if (be_init(&b->be, &cfg, &ops) != 0)
+        die("be_init");
+    b->be.now_ms = 1000;
+    b->be.wall_s = 1700000000;
+    b->seed = 0x243f6a8885a308d3ull;
+    size_t body_len;
+    if (bc_job_tmpl(&b->job, 128, 0, "e000000", &body_len) != 0 ||
+        ing_msg_decode(b->job.frame, b->job.len, ING_MAX_FRAME_DEFAULT, &b->jm) <= 0)
+        die("job template");
+    b->id_off = (size_t)((const uint8_t *)b->jm.u.new_job.job.job_id.p - b->job.frame);
+    b->env_off = (size_t)((const uint8_t *)b->jm.u.new_job.job.environment.p - b->job.frame);
+    uint8_t id[BC_TOKLEN];
+    bc_put_token(id, 0, 0);
+    struct ing_msg d;
+    memset(&d, 0, sizeof(d));
+    d.type = ING_AGENT_JOB_DONE;
+    bc_result_fill(&d.u.result, (struct ing_view){(const char *)id, BC_TOKLEN}, "success");
+    b->res.frame = bc_encode(&d, &b->res.len);
+    if (b->res.frame == NULL ||
+        ing_msg_decode(b->res.frame, b->res.len, ING_MAX_FRAME_DEFAULT, &b->rm) <= 0)
+        die("result template");
+    b->res_id_off = (size_t)((const uint8_t *)b->rm.u.result.job_id.p - b->res.frame);
+    /* Every environment exists (announced), served or not. */
+    if (nenv > 1)
+        announce(b, &b->reg, 0, 0, nenv, nenv);
+    uint32_t per = nenv < 4 ? nenv : 4;
+    b->agents = calloc(nagents ? nagents : 1, sizeof(*b->agents));
+    bool *cov = calloc(nenv, sizeof(*cov));
+    b->covered = malloc(nenv * sizeof(*b->covered));
+    if (b->agents == NULL || cov == NULL || b->covered == NULL)
+        die("out of memory");
+    for (uint32_t i = 0; i < nagents; i++) {
+        announce(b, &b->agents[i], SLOTS, i * per % nenv, per, nenv);
+        for (uint32_t k = 0; k < per; k++)
+            cov[(i * per + k) % nenv] = true;
+    }
+    b->nagents = nagents;
+    for (uint32_t e = 0; e < nenv; e++)
+        if (cov[e] || nagents == 0)
+            b->covered[b->ncovered++] = e;
+    free(cov);
+    b->client = be_client_new(&b->be, &self_ref);
+    if (b->client == NULL)
+        die("client");
+    be_client_hello(&b->be, b->client);
+}
+
+static void
+teardown(struct bench *b)
+{
+    be_fini(&b->be);
+    free(b->agents);
+    free(b->covered);
+    free(b->ring);
+    free(b->job.frame);
+    free(b->res.frame);
+    free(b->scratch);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Operations                                                                                */
+
+/* submit sends one ClientNewJob to a random covered environment (env < 0) or env. */
+static inline void
+submit(struct bench *b, int64_t prio, int64_t env)
+{
+    uint8_t *f = b->job.frame;
+    uint32_t e = env >= 0 ? (uint32_t)env : b->covered[bc_rand(&b->seed) % b->ncovered];
+    bc_put_token(f + b->id_off, 0, b->next_id++);
+    char name[8];
+    env_name(name, e);
+    memcpy(f + b->env_off, name, 7);
+    put_u64be(f + ING_HDR_LEN, (uint64_t)prio);
+    b->jm.u.new_job.priority = prio;
+    be_client_new_job(&b->be, b->client, f + ING_HDR_LEN, b->job.len - ING_HDR_LEN,
+                      &b->jm.u.new_job);
+}
+
+/* complete answers the oldest dispatched job: AgentJobStarted then AgentJobDone (which may
+ * dispatch another job to the freed slot). */
+static inline void
+complete(struct bench *b)
+{
+    if (b->rlen == 0)
+        die("nothing to complete");
+    struct running r = b->ring[b->rhead];
+    b->rhead = (b->rhead + 1) % b->rcap;
+    b->rlen--;
+    be_agent_started(&b->be, r.ag->a, (struct ing_view){(const char *)r.id, BC_TOKLEN});
+    memcpy(b->res.frame + b->res_id_off, r.id, BC_TOKLEN);
+    be_agent_done(&b->be, r.ag->a, b->res.frame + ING_HDR_LEN, b->res.len - ING_HDR_LEN,
+                  &b->rm.u.result);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Cases                                                                                     */
+
+static void
+case_heap(void)
+{
+    struct bench b;
+    if (!wanted("sched_submit_1M_wait") && !wanted("sched_kill_1M_wait_random") &&
+        !wanted("sched_drain_1M_wait"))
+        return;
+    setup(&b, 1, 0);
+    uint64_t t0 = bc_now_ns();
+    for (uint32_t i = 0; i < MILLION; i++)
+        submit(&b, (int64_t)(bc_rand(&b.seed) & 1), 0);
+    uint64_t t1 = bc_now_ns();
+    if (b.be.n_waiting != MILLION)
+        die("not all jobs wait");
+    line("sched_submit_1M_wait", MILLION, t1 - t0);
+    /* Kill them in a random order. */
+    uint64_t *ids = malloc(MILLION * sizeof(*ids));
+    if (ids == NULL)
+        die("out of memory");
+    for (uint32_t i = 0; i < MILLION; i++)
+        ids[i] = i;
+    for (uint32_t i = MILLION - 1; i > 0; i--) {
+        uint32_t k = (uint32_t)(bc_rand(&b.seed) % (i + 1));
+        uint64_t x = ids[i];
+        ids[i] = ids[k];
+        ids[k] = x;
+    }
+    uint8_t id[BC_TOKLEN];
+    struct ing_view v = {(const char *)id, BC_TOKLEN};
+    t0 = bc_now_ns();
+    for (uint32_t i = 0; i < MILLION; i++) {
+        bc_put_token(id, 0, ids[i]);
+        be_client_kill(&b.be, b.client, v);
+    }
+    t1 = bc_now_ns();
+    if (b.be.n_waiting != 0)
+        die("kills missed");
+    line("sched_kill_1M_wait_random", MILLION, t1 - t0);
+    free(ids);
+    /* Fill again, then one agent works the queue off. */
+    for (uint32_t i = 0; i < MILLION; i++)
+        submit(&b, (int64_t)(bc_rand(&b.seed) & 1), 0);
+    struct bagent ag;
+    announce(&b, &ag, SLOTS, 0, 1, 1);
+    t0 = bc_now_ns();
+    uint64_t n = 0;
+    while (b.rlen > 0) {
+        complete(&b);
+        n++;
+    }
+    t1 = bc_now_ns();
+    if (n != MILLION || b.be.n_waiting != 0)
+        die("drain missed jobs");
+    line("sched_drain_1M_wait", n, t1 - t0);
+    teardown(&b);
+}
+
+static void
+case_cycle(uint32_t nenv, uint32_t nagents)
+{
+    char name0[80], name1[80];
+    struct bench b;
+    snprintf(name0, sizeof(name0), "sched_cycle_e%u_a%u_w0", nenv, nagents);
+    snprintf(name1, sizeof(name1), "sched_cycle_e%u_a%u_w1M", nenv, nagents);
+    if (!wanted(name0) && !wanted(name1))
+        return;
+    setup(&b, nenv, nagents);
+    uint32_t slots = nagents * SLOTS, inflight = INFLIGHT;
+    /* 0 waiting: INFLIGHT jobs run; a cycle submits one (dispatched at once) and answers the
+     * oldest. */
+    while (b.rlen < inflight)
+        submit(&b, 0, -1);
+    for (int i = 0; i < WARM_CYCLES; i++) {
+        submit(&b, 0, -1);
+        complete(&b);
+    }
+    uint64_t iters = 0, t0 = bc_now_ns(), t;
+    do {
+        for (int i = 0; i < 1024; i++) {
+            submit(&b, 0, -1);
+            complete(&b);
+        }
+        iters += 1024;
+        t = bc_now_ns() - t0;
+    } while (t < TIMED_NS);
+    if (b.be.n_waiting != 0 || b.rlen != inflight)
+        die("jobs waited in the 0-waiting case");
+    line(name0, iters, t);
+    /* 1M waiting: every slot busy and a million jobs queued; a cycle submits one (queued)
+     * and answers the oldest running one, whose slot takes the best waiting job. */
+    while (b.rlen < slots)
+        submit(&b, 0, -1);
+    while (b.be.n_waiting < MILLION)
+        submit(&b, 0, -1);
+    for (int i = 0; i < WARM_CYCLES; i++) {
+        submit(&b, 0, -1);
+        complete(&b);
+    }
+    iters = 0;
+    t0 = bc_now_ns();
+    do {
+        for (int i = 0; i < 1024; i++) {
+            submit(&b, 0, -1);
+            complete(&b);
+        }
+        iters += 1024;
+        t = bc_now_ns() - t0;
+    } while (t < TIMED_NS);
+    if (b.be.n_waiting != MILLION || b.rlen != slots)
+        die("the 1M-waiting case lost its queue");
+    line(name1, iters, t);
+    teardown(&b);
+}
+
+static void
+case_queue(uint32_t nwait, uint32_t nenv, int reps)
+{
+    char name[80];
+    struct bench b;
+    snprintf(name, sizeof(name), "sched_get_queue_%s_e%u",
+             nwait == MILLION  ? "1M"
+             : nwait == 100000 ? "100k"
+                               : "n",
+             nenv);
+    if (!wanted(name))
+        return;
+    setup(&b, nenv, 0);
+    for (uint32_t i = 0; i < nwait; i++)
+        submit(&b, (int64_t)(bc_rand(&b.seed) & 1), (int64_t)(i % nenv));
+    b.encode = true;
+    be_client_get_queue(&b.be, b.client); /* warm-up: scratch buffers grow once */
+    uint64_t t0 = bc_now_ns();
+    for (int i = 0; i < reps; i++)
+        be_client_get_queue(&b.be, b.client);
+    uint64_t t1 = bc_now_ns();
+    line(name, (uint64_t)reps, t1 - t0);
+    teardown(&b);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const uint32_t envs[] = {1, 100, 10000};
+    static const uint32_t agents[] = {1, 100, 1000};
+    if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
+        fprintf(stderr, "usage: bench_sched [CASE_PREFIX]\n");
+        return 2;
+    }
+    only = argc == 2 ? argv[1] : NULL;
+    log_level_max = LOG_ERR;
+    printf("# name iterations ns/op\n");
+    case_heap();
+    for (size_t e = 0; e < 3; e++)
+        for (size_t a = 0; a < 3; a++)
+            case_cycle(envs[e], agents[a]);
+    case_queue(100000, 1, 20);
+    case_queue(100000, 100, 20);
+    case_queue(MILLION, 1, 3);
+    return 0;
+}
