@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "bytes.h"
 #include "inginious/mp.h"
@@ -124,18 +125,35 @@ static const uint8_t empty_map[1] = {0x80};
 /* ---------------------------------------------------------------------------------------- */
 /* Helpers                                                                                   */
 
+/* hash_bytes: 8 bytes per step, then a full avalanche. The seed is random per process,
+ * so a client cannot choose job ids that all land in one chain (hash flooding). */
 static uint64_t
 hash_bytes(uint64_t h, const void *p, size_t n)
 {
     const uint8_t *s = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ull;
+    const uint64_t k = 0x9e3779b97f4a7c15ull;
+    uint64_t w;
+    h ^= (uint64_t)n * k;
+    while (n >= 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * k;
+        h ^= h >> 31;
+        s += 8;
+        n -= 8;
     }
+    w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * k;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
     return h;
 }
 
-#define HASH_SEED 0xcbf29ce484222325ull
+static uint64_t hash_seed = 0xcbf29ce484222325ull;
+#define HASH_SEED hash_seed
 
 static inline const char *
 job_id(const struct job *j)
@@ -168,8 +186,7 @@ job_state(const struct job *j)
     const uint8_t *val;
     size_t vlen;
     struct ing_mp_obj o;
-    if (p + 4 + in_len <= end &&
-        ing_mp_map_get(p + 4, in_len, "@state", 6, &val, &vlen) == 0 &&
+    if (p + 4 + in_len <= end && ing_mp_map_get(p + 4, in_len, "@state", 6, &val, &vlen) == 0 &&
         ing_mp_read(&val, val + vlen, &o) == 0 && o.type == ING_MP_STR) {
         v.p = (const char *)o.v.s.p;
         v.len = o.v.s.len;
@@ -899,6 +916,9 @@ int
 be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *ops)
 {
     memset(be, 0, sizeof(*be));
+    uint64_t seed;
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) == (ssize_t)sizeof(seed))
+        hash_seed = seed | 1;
     be->cfg = *cfg;
     be->ops = *ops;
     pool_init(&be->jobs_pool);
@@ -1847,8 +1867,7 @@ be_timeouts(struct backend *be)
         e->refs++; /* keep e while its jobs go */
         struct job *j;
         while ((j = e->fifo_head) != NULL) {
-            uint64_t since =
-                j->t.arrival_ms > e->orphan_since ? j->t.arrival_ms : e->orphan_since;
+            uint64_t since = j->t.arrival_ms > e->orphan_since ? j->t.arrival_ms : e->orphan_since;
             if (since + be->cfg.orphan_timeout_ms > be->now_ms)
                 break;
             char text[600];

@@ -27,6 +27,7 @@
 #define READ_CHUNK (64 * 1024)
 #define READ_BUDGET (256 * 1024) /* bytes read from one peer per wake-up */
 #define ACCEPT_BUDGET 64
+#define FRAME_BUDGET 256     /* frames handled from one peer per wake-up */
 #define IN_KEEP (256 * 1024) /* a larger idle input buffer is released */
 
 enum conn_state {
@@ -57,6 +58,7 @@ struct conn {
     struct zconn *z; /* DIALECT_ZMQ */
     bool in_pending; /* on the pending-write list */
     bool close_after_flush;
+    bool backlog;                 /* frames left unhandled (budget): on the backlog list */
     bool authed;                  /* no secret, or a valid Auth received */
     uint8_t nonce[ING_NONCE_LEN]; /* our challenge while !authed */
     uint32_t errors;
@@ -67,6 +69,7 @@ struct conn {
     struct conn *hs_prev, *hs_next; /* connections still in their handshake, oldest first */
     struct conn *pw_next;           /* pending writes */
     struct conn *cl_next;           /* deferred close */
+    struct conn *bl_next;           /* backlog: input left for the next iteration */
     struct be_client *client;
     struct be_agent *agent;
     char name[160]; /* "client 12 (tcp://127.0.0.1:5555)" */
@@ -91,6 +94,8 @@ struct server {
     struct conn *hs_head, *hs_tail;
     struct conn *pending; /* pending writes */
     struct conn *closing; /* deferred closes */
+    struct conn *backlog; /* connections with complete frames left over (frame budget) */
+    struct ev_timer backlog_timer;
     uint32_t nconns;
     uint64_t next_id;
     struct ev_timer ping_timer, tick_timer, drain_timer;
@@ -315,6 +320,12 @@ conn_reap(struct server *s)
             s->conns = c->next;
         if (c->next != NULL)
             c->next->prev = c->prev;
+        if (c->backlog)
+            for (struct conn **pp = &s->backlog; *pp != NULL; pp = &(*pp)->bl_next)
+                if (*pp == c) {
+                    *pp = c->bl_next;
+                    break;
+                }
         /* It may still be on the pending-write list: unlink it. */
         for (struct conn **pp = &s->pending; *pp != NULL; pp = &(*pp)->pw_next)
             if (*pp == c) {
@@ -839,8 +850,8 @@ check_auth(struct conn *c, const struct ing_msg *m)
         return;
     }
     uint8_t want[ING_MAC_LEN];
-    auth_peer_mac(s->cfg.secret[ep], s->cfg.secret_len[ep], c->role, c->nonce,
-                  m->u.auth.nonce, want);
+    auth_peer_mac(s->cfg.secret[ep], s->cfg.secret_len[ep], c->role, c->nonce, m->u.auth.nonce,
+                  want);
     if (!sha256_equal(want, m->u.auth.mac, ING_MAC_LEN)) {
         conn_error_close(c, ING_ERR_AUTH, "authentication failed");
         return;
@@ -850,8 +861,8 @@ check_auth(struct conn *c, const struct ing_msg *m)
     struct ing_msg ok;
     memset(&ok, 0, sizeof(ok));
     ok.type = ING_AUTH_OK;
-    auth_server_mac(s->cfg.secret[ep], s->cfg.secret_len[ep], c->role, c->nonce,
-                    m->u.auth.nonce, ok.u.auth_ok.mac);
+    auth_server_mac(s->cfg.secret[ep], s->cfg.secret_len[ep], c->role, c->nonce, m->u.auth.nonce,
+                    ok.u.auth_ok.mac);
     conn_send(c, &ok);
     log_msg(LOG_DEBUG, "%s: authenticated", c->name);
 }
@@ -861,7 +872,19 @@ static void
 process_input(struct conn *c)
 {
     struct server *s = c->srv;
+    unsigned frames = 0;
     while (c->state != CONN_CLOSING && !c->close_after_flush && buf_len(&c->in) > 0) {
+        if (++frames > FRAME_BUDGET) {
+            /* Bounded work per wake-up: the rest waits for the next iteration, after the
+             * other peers had their turn. */
+            if (!c->backlog) {
+                c->backlog = true;
+                c->bl_next = s->backlog;
+                s->backlog = c;
+                ev_timer_start(s->loop, &s->backlog_timer, ev_now_ms(s->loop));
+            }
+            return;
+        }
         const uint8_t *p = buf_head(&c->in);
         size_t n = buf_len(&c->in);
         if (c->dialect == DIALECT_ZMQ) {
@@ -949,7 +972,7 @@ conn_on_io(void *arg, unsigned events)
         if (conn_flush(c) != 0)
             return;
     }
-    if (!(events & EV_READ) || c->close_after_flush)
+    if (!(events & EV_READ) || c->close_after_flush || c->backlog)
         return;
     size_t budget = READ_BUDGET;
     while (budget > 0 && c->state != CONN_CLOSING) {
@@ -964,6 +987,8 @@ conn_on_io(void *arg, unsigned events)
             buf_produce(&c->in, (size_t)n);
             budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
             process_input(c);
+            if (c->backlog)
+                break; /* read more once the backlog is handled */
             if ((size_t)n < room)
                 break; /* the socket is drained */
             continue;
@@ -1054,8 +1079,8 @@ listener_on_io(void *arg, unsigned events)
                 !acl_match(s->cfg.allow[ep], s->cfg.nallow[ep], (struct sockaddr *)&pa.ss)) {
                 char addr[100] = "?";
                 net_format(&pa, addr, sizeof(addr));
-                log_msg(LOG_WARN, "%s: connection from %s refused (not in the allow-list)",
-                        l->addr, addr);
+                log_msg(LOG_WARN, "%s: connection from %s refused (not in the allow-list)", l->addr,
+                        addr);
                 close(fd);
                 continue;
             }
@@ -1085,6 +1110,27 @@ listener_on_io(void *arg, unsigned events)
 
 /* ---------------------------------------------------------------------------------------- */
 /* Timers, drain and signals                                                                 */
+
+/* backlog_run gives each backlogged connection one more budget of frames. */
+static void
+backlog_run(void *arg)
+{
+    struct server *s = arg;
+    struct conn *list = s->backlog;
+    s->backlog = NULL;
+    update_clock(s);
+    while (list != NULL) {
+        struct conn *c = list;
+        list = c->bl_next;
+        c->backlog = false;
+        if (c->state != CONN_CLOSING) {
+            if (c->dialect == DIALECT_ZMQ)
+                zconn_input(c);
+            else
+                process_input(c);
+        }
+    }
+}
 
 static void
 ping_tick(void *arg)
@@ -1309,6 +1355,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     ev_timer_init(&s->ping_timer, ping_tick, s);
     ev_timer_init(&s->tick_timer, tick, s);
     ev_timer_init(&s->drain_timer, drain_expired, s);
+    ev_timer_init(&s->backlog_timer, backlog_run, s);
     ev_timer_start(s->loop, &s->ping_timer, now + cfg->ping_interval_ms);
     uint64_t t = min_nz(cfg->ping_interval_ms, cfg->handshake_timeout_ms / 4);
     t = min_nz(t, cfg->be.kill_timeout_ms / 4);
