@@ -108,9 +108,75 @@ demo: $(LIB) $(CMDS)
 interop: all
 	tests/interop/run.sh $(BUILD)
 
-# fuzz / fuzz-replay: see the fuzzing block (placeholder until the targets land).
-fuzz fuzz-replay:
-	@echo "fuzzing targets: not built yet"
+# ---- fuzzing (libFuzzer) ---------------------------------------------------------------
+# Needs clang and its compiler-rt (Debian: libclang-rt-14-dev, which holds
+# libclang_rt.fuzzer-x86_64.a). Every tests/fuzz/fuzz_NAME.c is a target build/fuzz/fuzz_NAME,
+# linked with the library sources compiled again with fuzzer-no-link + ASan + UBSan and
+# ING_SAN=1 (objects in build/fuzz/obj).
+# fuzz:        run each target for FUZZ_SECONDS (default 60) on a copy of its corpus and
+#              regressions (build/fuzz/work/NAME, kept between runs); stops at the first crash,
+#              whose reproducer is left in build/fuzz/artifacts/NAME/.
+# fuzz-replay: (CI) run each target once over tests/fuzz/corpus/NAME and
+#              tests/fuzz/regressions/NAME (-runs=0), then fuzz each for FUZZ_REPLAY_SECONDS.
+FUZZ_CC             ?= clang
+FUZZ_SECONDS        ?= 60
+FUZZ_REPLAY_SECONDS ?= 10
+FUZZ_OPTS           ?= -timeout=30 -rss_limit_mb=2048 -print_final_stats=1
+FUZZ_BUILD   := build/fuzz
+FUZZ_SAN     := address,undefined
+FUZZ_CFLAGS  := -std=c11 $(WARN) -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all \
+                -DING_SAN=1
+FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_NAMES   := $(FUZZ_SRC:tests/fuzz/%.c=%)
+FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/%)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_LIB     := $(FUZZ_BUILD)/libinginious.a
+
+$(FUZZ_BUILD)/obj/src/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) -c -o $@ $<
+
+$(FUZZ_BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) -c -o $@ $<
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB)
+	$(FUZZ_CC) -fsanitize=fuzzer,$(FUZZ_SAN) -o $@ $^ -lm
+
+# fuzz_run(SECONDS): fuzz every target on build/fuzz/work/NAME, seeded from the repository.
+define fuzz_run
+	@for t in $(FUZZ_NAMES); do \
+	    work=$(FUZZ_BUILD)/work/$$t; art=$(FUZZ_BUILD)/artifacts/$$t/; \
+	    mkdir -p $$work $$art; \
+	    for d in tests/fuzz/corpus/$$t tests/fuzz/regressions/$$t; do \
+	        if [ -d $$d ]; then cp -n $$d/* $$work/ 2>/dev/null || true; fi; \
+	    done; \
+	    echo "== fuzz $$t ($(1) s)"; \
+	    $(FUZZ_BUILD)/$$t $(FUZZ_OPTS) -max_total_time=$(1) -artifact_prefix=$$art $$work \
+	        || { echo "FUZZ FAILED: $$t (reproducer in $$art)"; exit 1; }; \
+	done
+endef
+
+fuzz: $(FUZZ_BINS)
+	$(call fuzz_run,$(FUZZ_SECONDS))
+
+fuzz-replay: $(FUZZ_BINS)
+	@for t in $(FUZZ_NAMES); do \
+	    dirs=tests/fuzz/corpus/$$t; \
+	    if [ -d tests/fuzz/regressions/$$t ]; then dirs="$$dirs tests/fuzz/regressions/$$t"; fi; \
+	    art=$(FUZZ_BUILD)/artifacts/$$t/; mkdir -p $$art; \
+	    echo "== replay $$t: $$dirs"; \
+	    $(FUZZ_BUILD)/$$t $(FUZZ_OPTS) -runs=0 -artifact_prefix=$$art $$dirs \
+	        || { echo "REPLAY FAILED: $$t (input in $$art)"; exit 1; }; \
+	done
+	$(call fuzz_run,$(FUZZ_REPLAY_SECONDS))
+
+-include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_SRC:%.c=$(FUZZ_BUILD)/obj/%.d)
+# ---- end of fuzzing ---------------------------------------------------------------------
 
 clean:
 	rm -rf build

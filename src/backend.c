@@ -75,8 +75,11 @@ struct env {
     char *type, *name; /* one allocation: type NUL name NUL */
     uint32_t type_len, name_len;
     uint64_t hash;
-    struct job **heap; /* waiting jobs, min-heap on (prio, seq) */
-    uint32_t n, cap;
+    struct job **heap; /* when heaped: the waiting jobs, min-heap on (prio, seq) */
+    uint32_t n, cap;   /* n: waiting jobs (and heap entries when heaped) */
+    int64_t p0;        /* the priority of the first job queued in an empty env */
+    uint32_t n_other;  /* waiting jobs whose priority is not p0 */
+    bool heaped;       /* n_other > 0: order by the heap; else the FIFO is the order */
     struct aref *aheap; /* agents serving it with a free slot, min-heap on oldest free slot */
     uint32_t an, acap;
     struct job *fifo_head, *fifo_tail; /* waiting jobs in arrival order */
@@ -467,6 +470,15 @@ jheap_remove(struct env *e, struct job *j)
         jheap_down(e, i);
 }
 
+/* env_best returns the next job of a non-empty environment: the lowest (priority,
+ * arrival). With one priority among its jobs that is the FIFO's head, in O(1) and without
+ * touching the heap. */
+static inline struct job *
+env_best(const struct env *e)
+{
+    return e->heaped ? e->heap[0] : e->fifo_head;
+}
+
 /* fifo_insert puts j in arrival order (at the tail for a new job; further back for a job
  * requeued after its agent was lost). */
 static void
@@ -509,9 +521,29 @@ job_enqueue(struct backend *be, struct job *j)
     j->status = JOB_WAITING;
     j->agent = NULL;
     j->t.arrival_ms = be->now_ms;
-    e->heap[e->n++] = j;
-    jheap_up(e, e->n - 1);
+    if (e->n == 0) {
+        e->p0 = j->prio;
+        e->n_other = 0;
+        e->heaped = false;
+    }
+    if (j->prio != e->p0)
+        e->n_other++;
     fifo_insert(e, j);
+    if (e->heaped) {
+        e->heap[e->n++] = j;
+        jheap_up(e, e->n - 1);
+    } else if (e->n_other > 0) {
+        /* A second priority: from now on the heap orders them (heapify the FIFO). */
+        uint32_t i = 0;
+        for (struct job *x = e->fifo_head; x != NULL; x = x->next)
+            jheap_place(e, i++, x);
+        e->n = i;
+        for (uint32_t k = e->n / 2; k-- > 0;)
+            jheap_down(e, k);
+        e->heaped = true;
+    } else {
+        e->n++; /* one priority: arrival order (the FIFO) is the order */
+    }
     be->n_waiting++;
     if (j->owner != NULL)
         j->owner->n_waiting++;
@@ -523,8 +555,13 @@ static void
 job_unqueue(struct backend *be, struct job *j)
 {
     struct env *e = j->env;
-    jheap_remove(e, j);
+    if (e->heaped)
+        jheap_remove(e, j);
+    else
+        e->n--;
     fifo_remove(e, j);
+    if (j->prio != e->p0 && --e->n_other == 0)
+        e->heaped = false; /* back to one priority: the FIFO is the order again */
     be->n_waiting--;
     if (j->owner != NULL)
         j->owner->n_waiting--;
@@ -682,8 +719,8 @@ best_job(const struct be_agent *a)
     struct job *best = NULL;
     for (uint32_t i = 0; i < a->nenvs; i++) {
         const struct env *e = a->envs[i].env;
-        if (e->n > 0 && (best == NULL || job_less(e->heap[0], best)))
-            best = e->heap[0];
+        if (e->n > 0 && (best == NULL || job_less(env_best(e), best)))
+            best = env_best(e);
     }
     return best;
 }
@@ -1919,9 +1956,20 @@ be_check(const struct backend *be)
     for (size_t i = 0; i <= be->emask; i++)
         for (const struct env *e = be->etab[i]; e != NULL; e = e->hnext) {
             waiting += e->n;
-            for (uint32_t x = 1; x < e->n; x++)
-                if (job_less(e->heap[x], e->heap[(x - 1) / 2]) || e->heap[x]->u.heap_idx != x)
+            uint32_t count = 0, other = 0;
+            for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {
+                count++;
+                other += x->prio != e->p0;
+                if (x->next != NULL && x->next->seq <= x->seq)
                     return -EPROTO;
+            }
+            if (count != e->n || other != e->n_other || e->heaped != (other > 0))
+                return -EPROTO;
+            if (e->heaped)
+                for (uint32_t x = 1; x < e->n; x++)
+                    if (job_less(e->heap[x], e->heap[(x - 1) / 2]) ||
+                        e->heap[x]->u.heap_idx != x)
+                        return -EPROTO;
             for (uint32_t x = 1; x < e->an; x++)
                 if (agent_key(e->aheap[x].a) < agent_key(e->aheap[(x - 1) / 2].a))
                     return -EPROTO;

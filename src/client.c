@@ -1,8 +1,8 @@
 /* client.c: the client side of libinginious (API in include/inginious/client.h).
  *
- * The connection goes through DOWN -> CONNECTING (non-blocking connect in progress, preamble
- * and ClientHello queued) -> OPENING (waiting for the Welcome) -> OPEN, as in agent.c. On
- * top of it the client keeps:
+ * The connection (peer.h) goes through DOWN -> CONNECTING (non-blocking connect in progress,
+ * preamble and ClientHello queued) -> OPENING (waiting for the Welcome) -> OPEN, as in
+ * agent.c. On top of it the client keeps:
  *  - the pending jobs: a hash table by job id plus a list in submission order (lost jobs are
  *    reported in that order);
  *  - the send times of the pings in flight (the backend answers them in order);
@@ -15,35 +15,18 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "auth.h"
-#include "buf.h"
-#include "net.h"
-#include "sha256.h"
+#include "peer.h"
 
-#define DEFAULT_BACKOFF_MIN_MS 100
-#define DEFAULT_BACKOFF_MAX_MS 10000
-#define DEFAULT_CONNECT_TIMEOUT_MS 5000
-#define MAX_NAME_LEN 255    /* proto.md §4.2 */
-#define READ_CHUNK 65536    /* bytes reserved per read */
-#define READ_BUDGET 16      /* reads per process call */
-#define KEEP_BUF (1u << 20) /* buffers above this are released when empty */
-#define MAX_PINGS 256       /* pings in flight */
-
-enum client_state {
-    CLIENT_DOWN,       /* no socket */
-    CLIENT_CONNECTING, /* non-blocking connect in progress; preamble + hello queued */
-    CLIENT_OPENING,    /* connected, waiting for the Welcome */
-    CLIENT_OPEN,       /* Welcome received */
-};
+#define MAX_NAME_LEN 255 /* proto.md §4.2 */
+#define MAX_PINGS 256    /* pings in flight */
 
 /* A job submitted on this client with no result yet. */
 struct pending {
@@ -56,34 +39,11 @@ struct pending {
 };
 
 struct ing_client {
-    struct net_addr na;
+    struct peer_conn conn; /* the connection */
     char *name;
-    uint8_t *secret; /* proto.md §6, NULL: none */
-    size_t secret_len;
-    bool reconnect;
-    int backoff_min_ms;
-    int backoff_max_ms;
-    int connect_timeout_ms;
-
-    enum client_state st;
-    int fd;
-    uint32_t send_max; /* largest body the server accepts (Welcome) */
-    uint32_t recv_max; /* largest body accepted from the server */
-    struct buf in;
-    struct buf out;
-    uint64_t deadline; /* CONNECTING / OPENING: give up at */
-    uint64_t retry_at; /* DOWN with reconnect: next attempt */
-    int backoff_ms;
-    int werr;              /* a write failed outside process() */
-    int fatal;             /* DOWN without reconnect: what process() returns */
-    bool notify_connected; /* ING_CLIENT_EV_CONNECTED is due */
-    bool link_envs;        /* this connection received its environments */
-    bool rehello;          /* hello re-sent after Unknown, its answer not yet received */
-    bool authing;          /* OPENING: Auth sent, waiting for AuthOk */
-    uint8_t ns[ING_NONCE_LEN];
-    uint8_t nc[ING_NONCE_LEN];
+    bool link_envs; /* this connection received its environments */
+    bool rehello;   /* hello re-sent after Unknown, its answer not yet received */
     char server[128];
-    char last_error[256];
 
     uint8_t *envs; /* last BackendUpdateEnvironments map */
     size_t envs_len;
@@ -102,7 +62,20 @@ struct ing_client {
     uint64_t gen;
 };
 
+/* The callback of one process, wait or connect call (the ctx of the peer hooks). */
+struct client_cb {
+    ing_client_event_fn *fn;
+    void *arg;
+};
+
 static const char lost_text[] = ING_CLIENT_LOST_TEXT;
+static const struct peer_ops client_ops;
+
+static struct ing_client *
+client_of(struct peer_conn *p)
+{
+    return (struct ing_client *)(void *)((char *)p - offsetof(struct ing_client, conn));
+}
 
 static uint64_t
 now_us(void)
@@ -111,20 +84,6 @@ now_us(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static uint64_t
-now_ms(void)
-{
-    return now_us() / 1000u;
-}
-
-static int
-ms_until(uint64_t when, uint64_t now)
-{
-    if (when <= now)
-        return 0;
-    return when - now > (uint64_t)INT32_MAX ? INT32_MAX : (int)(when - now);
 }
 
 static struct ing_view
@@ -260,7 +219,8 @@ struct ing_client *
 ing_client_new(const struct ing_client_opts *opts)
 {
     struct ing_client *c;
-    char why[160];
+    struct peer_config cfg;
+    int rc;
 
     if (opts == NULL || opts->backoff_min_ms < 0 || opts->backoff_max_ms < 0 ||
         opts->connect_timeout_ms < 0 ||
@@ -268,60 +228,28 @@ ing_client_new(const struct ing_client_opts *opts)
         errno = EINVAL;
         return NULL;
     }
+    cfg = (struct peer_config){.addr = opts->addr != NULL ? opts->addr : ING_CLIENT_DEFAULT_ADDR,
+                               .reconnect = opts->reconnect,
+                               .backoff_min_ms = opts->backoff_min_ms,
+                               .backoff_max_ms = opts->backoff_max_ms,
+                               .connect_timeout_ms = opts->connect_timeout_ms,
+                               .secret = opts->secret,
+                               .secret_len = opts->secret_len};
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    c->fd = -1;
-    buf_init(&c->in);
-    buf_init(&c->out);
-    if (net_parse(opts->addr != NULL ? opts->addr : ING_CLIENT_DEFAULT_ADDR, &c->na, why,
-                  sizeof(why)) != 0) {
-        ing_client_free(c);
-        errno = EINVAL;
-        return NULL;
+    rc = peer_init(&c->conn, &client_ops, &cfg);
+    if (rc == 0) {
+        c->name = strdup(opts->name != NULL ? opts->name : "");
+        if (c->name == NULL)
+            rc = -ENOMEM;
     }
-    c->name = strdup(opts->name != NULL ? opts->name : "");
-    if (c->name == NULL) {
+    if (rc != 0) {
         ing_client_free(c);
-        errno = ENOMEM;
+        errno = -rc;
         return NULL;
-    }
-    c->reconnect = opts->reconnect;
-    c->backoff_min_ms = opts->backoff_min_ms ? opts->backoff_min_ms : DEFAULT_BACKOFF_MIN_MS;
-    c->backoff_max_ms = opts->backoff_max_ms ? opts->backoff_max_ms : DEFAULT_BACKOFF_MAX_MS;
-    if (c->backoff_max_ms < c->backoff_min_ms)
-        c->backoff_max_ms = c->backoff_min_ms;
-    c->connect_timeout_ms =
-        opts->connect_timeout_ms ? opts->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
-    c->backoff_ms = c->backoff_min_ms;
-    c->send_max = c->recv_max = ING_MAX_FRAME_DEFAULT;
-    c->fatal = -ENOTCONN;
-    if (opts->secret != NULL) {
-        c->secret = malloc(opts->secret_len ? opts->secret_len : 1);
-        if (c->secret == NULL) {
-            ing_client_free(c);
-            errno = ENOMEM;
-            return NULL;
-        }
-        memcpy(c->secret, opts->secret, opts->secret_len);
-        c->secret_len = opts->secret_len;
     }
     return c;
-}
-
-static void
-close_link(struct ing_client *c)
-{
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    c->st = CLIENT_DOWN;
-    c->werr = 0;
-    c->rehello = false;
-    c->authing = false;
-    c->link_envs = false;
-    buf_fini(&c->in);
-    buf_fini(&c->out);
 }
 
 /* ing_client_free closes the connection and frees everything. NULL is allowed. */
@@ -332,7 +260,7 @@ ing_client_free(struct ing_client *c)
 
     if (c == NULL)
         return;
-    close_link(c);
+    peer_fini(&c->conn);
     p = pending_detach(c);
     while (p != NULL) {
         struct pending *next = p->next;
@@ -342,9 +270,6 @@ ing_client_free(struct ing_client *c)
     free(c->tab);
     free(c->envs);
     free(c->name);
-    if (c->secret != NULL)
-        memset(c->secret, 0, c->secret_len);
-    free(c->secret);
     free(c);
 }
 
@@ -357,62 +282,18 @@ emit(struct ing_client *c, ing_client_event_fn *fn, void *arg, const struct ing_
 
 /* notify delivers a due ING_CLIENT_EV_CONNECTED (kept for later without a callback). */
 static void
-notify(struct ing_client *c, ing_client_event_fn *fn, void *arg)
+notify(struct peer_conn *p, void *ctx)
 {
-    if (c->notify_connected && fn != NULL) {
+    const struct client_cb *cb = ctx;
+
+    if (p->notify_connected && cb->fn != NULL) {
         struct ing_client_event ev = {.type = ING_CLIENT_EV_CONNECTED};
-        c->notify_connected = false;
-        fn(c, &ev, arg);
+        p->notify_connected = false;
+        cb->fn(client_of(p), &ev, cb->arg);
     }
 }
 
 /* ---- output ---- */
-
-/* flush writes pending output without blocking. Returns 0 or -errno. */
-static int
-flush(struct ing_client *c)
-{
-    while (buf_len(&c->out) > 0) {
-        ssize_t n = send(c->fd, buf_head(&c->out), buf_len(&c->out), MSG_NOSIGNAL);
-        if (n > 0) {
-            buf_consume(&c->out, (size_t)n);
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            return 0;
-        } else {
-            return n < 0 ? -errno : -EPIPE;
-        }
-    }
-    buf_shrink(&c->out, KEEP_BUF);
-    return 0;
-}
-
-/* queue_msg encodes m at the end of the output and tries to send it at once; a write
- * error is kept in werr for the next process call. */
-static int
-queue_msg(struct ing_client *c, const struct ing_msg *m)
-{
-    size_t size;
-    ssize_t n;
-
-    if (c->st == CLIENT_DOWN)
-        return -ENOTCONN;
-    size = ing_msg_size(m);
-    if (size == 0)
-        return -EINVAL;
-    if (size - ING_HDR_LEN > c->send_max)
-        return -EMSGSIZE;
-    if (buf_reserve(&c->out, size) != 0)
-        return -ENOMEM;
-    n = ing_msg_encode(m, buf_tail(&c->out), size);
-    if (n < 0)
-        return (int)n;
-    buf_produce(&c->out, (size_t)n);
-    if (c->st != CLIENT_CONNECTING && c->werr == 0)
-        c->werr = flush(c);
-    return 0;
-}
 
 static int
 queue_empty(struct ing_client *c, uint8_t type)
@@ -421,62 +302,22 @@ queue_empty(struct ing_client *c, uint8_t type)
 
     memset(&m, 0, sizeof(m));
     m.type = type;
-    return queue_msg(c, &m);
+    return peer_queue(&c->conn, &m);
 }
 
+/* queue_hello queues the ClientHello: with the preamble, once authenticated, after Unknown. */
 static int
-queue_hello(struct ing_client *c)
+queue_hello(struct peer_conn *p)
 {
     struct ing_msg m;
 
     memset(&m, 0, sizeof(m));
     m.type = ING_CLIENT_HELLO;
-    m.u.client_hello.name = cview(c->name);
-    return queue_msg(c, &m);
+    m.u.client_hello.name = cview(client_of(p)->name);
+    return peer_queue(p, &m);
 }
 
 /* ---- connection ---- */
-
-/* start_link opens a non-blocking connection and queues the preamble and the hello. */
-static int
-start_link(struct ing_client *c, uint64_t now)
-{
-    uint8_t pre[ING_PREAMBLE_LEN];
-    int fd = net_connect(&c->na, true);
-    int rc;
-
-    if (fd < 0)
-        return fd;
-    c->fd = fd;
-    c->st = CLIENT_CONNECTING;
-    c->deadline = now + (uint64_t)c->connect_timeout_ms;
-    c->send_max = c->recv_max = ING_MAX_FRAME_DEFAULT;
-    ing_preamble_encode(pre, ING_ROLE_CLIENT);
-    rc = buf_append(&c->out, pre, sizeof(pre));
-    if (rc == 0 && c->secret == NULL) /* with a secret, the hello waits for AuthOk */
-        rc = queue_hello(c);
-    if (rc != 0)
-        close_link(c);
-    return rc;
-}
-
-/* check_connected finishes a non-blocking connect: 1 connected, 0 in progress, -errno. */
-static int
-check_connected(struct ing_client *c)
-{
-    struct pollfd p = {.fd = c->fd, .events = POLLOUT};
-    int err = 0;
-    socklen_t len = sizeof(err);
-
-    if (poll(&p, 1, 0) <= 0)
-        return 0;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-        return -errno;
-    if (err != 0)
-        return -err;
-    c->st = CLIENT_OPENING;
-    return 1;
-}
 
 /* void_requests forgets the pings and queue requests in flight: their answers will never
  * come (or cannot be told apart from later ones). */
@@ -522,107 +363,32 @@ report_lost(struct ing_client *c, ing_client_event_fn *fn, void *arg)
 /* link_down ends the connection: an established one is reported (DISCONNECTED), then every
  * pending job is reported lost. Schedules the next attempt when reconnecting. */
 static void
-link_down(struct ing_client *c, int err, ing_client_event_fn *fn, void *arg)
+link_down(struct peer_conn *p, int err, void *ctx)
 {
-    bool was_open = c->st == CLIENT_OPEN;
+    const struct client_cb *cb = ctx;
+    struct ing_client *c = client_of(p);
+    bool was_open;
 
-    close_link(c);
+    c->rehello = false;
+    c->link_envs = false;
+    was_open = peer_down(p, err);
     void_requests(c);
-    if (c->reconnect) {
-        c->retry_at = now_ms() + (uint64_t)c->backoff_ms;
-        c->backoff_ms =
-            c->backoff_ms > c->backoff_max_ms / 2 ? c->backoff_max_ms : c->backoff_ms * 2;
-    } else {
-        c->fatal = err;
-    }
     if (was_open) {
         struct ing_client_event ev = {.type = ING_CLIENT_EV_DISCONNECTED, .err = err};
-        c->notify_connected = false;
-        emit(c, fn, arg, &ev);
+        emit(c, cb->fn, cb->arg, &ev);
     }
-    report_lost(c, fn, arg);
+    report_lost(c, cb->fn, cb->arg);
 }
 
 /* ---- input ---- */
 
-static const char *
-error_name(uint16_t code)
+/* on_welcome keeps the server's name. */
+static void
+on_welcome(struct peer_conn *p, const struct ing_welcome *w)
 {
-    static const char *const names[] = {
-        "?",         "PREAMBLE",   "VERSION",      "ROLE",    "TOO_BIG",
-        "MALFORMED", "UNEXPECTED", "UNKNOWN_TYPE", "AUTH",    "LIMIT",
-        "TIMEOUT",   "SHUTDOWN",   "OVERLOAD",     "INVALID",
-    };
+    struct ing_client *c = client_of(p);
 
-    return code < sizeof(names) / sizeof(names[0]) ? names[code] : "?";
-}
-
-/* go_open ends the opening: the hello goes out now if it had to wait. */
-static int
-go_open(struct ing_client *c)
-{
-    int rc = c->secret != NULL ? queue_hello(c) : 0;
-
-    if (rc != 0)
-        return rc;
-    c->st = CLIENT_OPEN;
-    c->backoff_ms = c->backoff_min_ms;
-    c->notify_connected = true;
-    return 0;
-}
-
-/* on_welcome checks the Welcome and answers the challenge when there is one. */
-static int
-on_welcome(struct ing_client *c, const struct ing_welcome *w)
-{
-    struct ing_msg m;
-    int rc;
-
-    if (w->version != ING_PROTO_VERSION || w->role != ING_ROLE_CLIENT) {
-        snprintf(c->last_error, sizeof(c->last_error), "unsupported Welcome: version %u, role %u",
-                 w->version, w->role);
-        return -EPROTO;
-    }
-    c->send_max = w->max_frame;
-    c->recv_max = w->max_frame > ING_MAX_FRAME_DEFAULT ? w->max_frame : ING_MAX_FRAME_DEFAULT;
     snprintf(c->server, sizeof(c->server), "%.*s", (int)w->server.len, w->server.p);
-    if (!(w->flags & ING_WELCOME_AUTH))
-        return go_open(c);
-    if (c->secret == NULL) {
-        snprintf(c->last_error, sizeof(c->last_error),
-                 "the backend requires authentication and no secret was given");
-        return -EPROTO;
-    }
-    rc = auth_nonce(c->nc);
-    if (rc != 0)
-        return rc;
-    memcpy(c->ns, w->nonce, ING_NONCE_LEN);
-    memset(&m, 0, sizeof(m));
-    m.type = ING_AUTH;
-    memcpy(m.u.auth.nonce, c->nc, ING_NONCE_LEN);
-    auth_peer_mac(c->secret, c->secret_len, ING_ROLE_CLIENT, c->ns, c->nc, m.u.auth.mac);
-    c->authing = true;
-    return queue_msg(c, &m);
-}
-
-/* on_auth_ok checks the server's proof, then says hello. */
-static int
-on_auth_ok(struct ing_client *c, const struct ing_auth_ok *ok)
-{
-    uint8_t want[ING_MAC_LEN];
-
-    if (!c->authing) {
-        snprintf(c->last_error, sizeof(c->last_error), "AuthOk without an Auth");
-        return -EPROTO;
-    }
-    auth_server_mac(c->secret, c->secret_len, ING_ROLE_CLIENT, c->ns, c->nc, want);
-    if (!sha256_equal(want, ok->mac, ING_MAC_LEN)) {
-        snprintf(c->last_error, sizeof(c->last_error),
-                 "the backend did not prove it knows the secret");
-        return -EPROTO;
-    }
-    c->authing = false;
-    return go_open(c);
 }
 
 static int
@@ -656,7 +422,7 @@ on_unknown(struct ing_client *c, ing_client_event_fn *fn, void *arg)
 
     if (c->rehello)
         return 0;
-    rc = queue_hello(c);
+    rc = queue_hello(&c->conn);
     if (rc != 0)
         return rc;
     c->rehello = true;
@@ -698,34 +464,20 @@ on_job_event(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn 
 
 /* handle acts on one decoded frame. Returns 0, or -errno when the connection must end. */
 static int
-handle(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn *fn, void *arg)
+handle(struct peer_conn *p, const struct ing_msg *m, void *ctx)
 {
+    const struct client_cb *cb = ctx;
+    struct ing_client *c = client_of(p);
     struct ing_client_event ev;
 
     memset(&ev, 0, sizeof(ev));
-    if (c->st == CLIENT_OPENING && m->type != ING_WELCOME && m->type != ING_ERROR &&
-        m->type != ING_AUTH_OK) {
-        snprintf(c->last_error, sizeof(c->last_error), "%s before the Welcome",
-                 ing_msg_type_name(m->type));
-        return -EPROTO;
-    }
     switch (m->type) {
-    case ING_WELCOME:
-        return c->st == CLIENT_OPENING && !c->authing ? on_welcome(c, &m->u.welcome) : 0;
-    case ING_AUTH_OK:
-        return c->st == CLIENT_OPENING ? on_auth_ok(c, &m->u.auth_ok) : 0;
     case ING_ERROR:
-        snprintf(c->last_error, sizeof(c->last_error), "%s: %.*s", error_name(m->u.error.code),
-                 (int)m->u.error.text.len, m->u.error.text.p);
-        if (c->st == CLIENT_OPENING)
-            return -EPROTO; /* every Error of the opening is followed by a close */
         ev.type = ING_CLIENT_EV_ERROR;
         ev.code = m->u.error.code;
         ev.text = m->u.error.text;
-        emit(c, fn, arg, &ev);
+        emit(c, cb->fn, cb->arg, &ev);
         return 0;
-    case ING_PING:
-        return queue_empty(c, ING_PONG) == -ENOMEM ? -ENOMEM : 0;
     case ING_PONG:
         ev.type = ING_CLIENT_EV_PONG;
         ev.rtt_ms = -1;
@@ -734,158 +486,62 @@ handle(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn *fn, v
             c->pongs_recv++;
             ev.rtt_ms = (double)(now_us() - sent) / 1000.0;
         }
-        emit(c, fn, arg, &ev);
+        emit(c, cb->fn, cb->arg, &ev);
         return 0;
     case ING_UNKNOWN:
-        return on_unknown(c, fn, arg);
+        return on_unknown(c, cb->fn, cb->arg);
     case ING_BACKEND_UPDATE_ENVIRONMENTS:
-        return on_envs(c, m->u.envs.environments, fn, arg);
+        return on_envs(c, m->u.envs.environments, cb->fn, cb->arg);
     case ING_BACKEND_JOB_STARTED:
     case ING_BACKEND_JOB_SSH_DEBUG:
     case ING_BACKEND_JOB_DONE:
-        on_job_event(c, m, fn, arg);
+        on_job_event(c, m, cb->fn, cb->arg);
         return 0;
     case ING_BACKEND_GET_QUEUE:
         if (c->queue_recv < c->queue_sent)
             c->queue_recv++;
         ev.type = ING_CLIENT_EV_QUEUE;
         ev.queue = &m->u.queue;
-        emit(c, fn, arg, &ev);
+        emit(c, cb->fn, cb->arg, &ev);
         return 0;
     default:
         return 0; /* a type meant for someone else: ignored */
     }
 }
 
-/* has_frame tells whether a whole frame is buffered. */
-static bool
-has_frame(const struct buf *b)
-{
-    uint8_t type;
-    uint32_t body;
-
-    return ing_frame_peek(buf_head(b), buf_len(b), &type, &body) == 0 &&
-           buf_len(b) - ING_HDR_LEN >= body;
-}
-
 /* opened tells whether the blocking connect has what it waits for: it leaves the frames
  * that follow in the buffer, for the caller's first process call (they may be events). */
 static bool
-opened(const struct ing_client *c)
+opened(struct peer_conn *p)
 {
-    return c->st == CLIENT_OPEN && c->link_envs;
+    return p->st == PEER_OPEN && client_of(p)->link_envs;
 }
 
-/* decode handles every complete buffered frame (while opening, up to opened()). Returns 0
- * or -errno when the connection must end. */
-static int
-decode(struct ing_client *c, ing_client_event_fn *fn, void *arg, bool opening)
-{
-    while (!(opening && opened(c))) {
-        struct ing_msg m;
-        uint8_t type;
-        uint32_t body;
-        ssize_t f = ing_msg_decode(buf_head(&c->in), buf_len(&c->in), c->recv_max, &m);
-        int rc;
-
-        if (f == 0)
-            break;
-        if (f == -EMSGSIZE) {
-            snprintf(c->last_error, sizeof(c->last_error), "frame over %u bytes", c->recv_max);
-            return -EMSGSIZE;
-        }
-        if (f < 0) { /* unknown type or bad body: skip the frame once it is complete */
-            if (!has_frame(&c->in))
-                break;
-            ing_frame_peek(buf_head(&c->in), buf_len(&c->in), &type, &body);
-            buf_consume(&c->in, ING_HDR_LEN + (size_t)body);
-            continue;
-        }
-        rc = handle(c, &m, fn, arg);
-        buf_consume(&c->in, (size_t)f);
-        if (rc != 0)
-            return rc;
-        notify(c, fn, arg);
-    }
-    return 0;
-}
-
-/* pump handles what is buffered, then reads (at most READ_BUDGET times) and handles every
- * complete frame. Returns 0 or -errno when the connection must end. */
-static int
-pump(struct ing_client *c, ing_client_event_fn *fn, void *arg, bool opening)
-{
-    int rc = decode(c, fn, arg, opening);
-
-    for (int reads = 0; rc == 0 && reads < READ_BUDGET && !(opening && opened(c)); reads++) {
-        size_t want = READ_CHUNK, room;
-        uint8_t type;
-        uint32_t body;
-        ssize_t n;
-
-        if (ing_frame_peek(buf_head(&c->in), buf_len(&c->in), &type, &body) == 0 &&
-            body <= c->recv_max && ING_HDR_LEN + (size_t)body > buf_len(&c->in) + want)
-            want = ING_HDR_LEN + (size_t)body - buf_len(&c->in);
-        if (buf_reserve(&c->in, want) != 0)
-            return -ENOMEM;
-        room = buf_room(&c->in);
-        n = recv(c->fd, buf_tail(&c->in), room, 0);
-        if (n == 0)
-            return -ECONNRESET;
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            return -errno;
-        }
-        buf_produce(&c->in, (size_t)n);
-        rc = decode(c, fn, arg, opening);
-        if ((size_t)n < room)
-            break; /* the socket is drained */
-    }
-    if (rc == 0)
-        buf_shrink(&c->in, KEEP_BUF);
-    return rc;
-}
+static const struct peer_ops client_ops = {
+    .role = ING_ROLE_CLIENT,
+    .strict_werr = true,
+    .hello = queue_hello,
+    .welcome = on_welcome,
+    .opened = opened,
+    .frame = handle,
+    .notify = notify,
+    .down = link_down,
+    .check = NULL,
+};
 
 /* ing_client_connect connects (blocking, at most connect_timeout_ms), says hello and waits
  * for the Welcome and the environments. Returns 0 or -errno (see client.h). */
 int
 ing_client_connect(struct ing_client *c)
 {
+    struct client_cb cb = {NULL, NULL};
     int rc;
 
-    if (c->st != CLIENT_DOWN)
+    if (c->conn.st != PEER_DOWN)
         return -EISCONN;
-    c->last_error[0] = '\0';
-    rc = start_link(c, now_ms());
-    while (rc == 0 && !(c->st == CLIENT_OPEN && c->link_envs)) {
-        struct pollfd p = {.fd = c->fd, .events = POLLIN};
-        int left = ms_until(c->deadline, now_ms());
-
-        if (left == 0) {
-            rc = -ETIMEDOUT;
-            break;
-        }
-        if (ing_client_want_write(c))
-            p.events |= POLLOUT;
-        if (poll(&p, 1, left) < 0 && errno != EINTR) {
-            rc = -errno;
-            break;
-        }
-        if (c->st == CLIENT_CONNECTING) {
-            rc = check_connected(c);
-            if (rc <= 0)
-                continue;
-            rc = 0;
-        }
-        rc = c->werr != 0 ? c->werr : flush(c);
-        if (rc == 0)
-            rc = pump(c, NULL, NULL, true);
-    }
+    rc = peer_connect(&c->conn, &cb);
     if (rc != 0)
-        link_down(c, rc, NULL, NULL);
+        link_down(&c->conn, rc, &cb);
     return rc;
 }
 
@@ -893,14 +549,14 @@ ing_client_connect(struct ing_client *c)
 int
 ing_client_fd(const struct ing_client *c)
 {
-    return c->fd;
+    return c->conn.fd;
 }
 
 /* ing_client_want_write tells whether the caller should also watch for POLLOUT. */
 bool
 ing_client_want_write(const struct ing_client *c)
 {
-    return c->st == CLIENT_CONNECTING || buf_len(&c->out) > 0;
+    return peer_want_write(&c->conn);
 }
 
 /* ing_client_is_connected tells whether requests can be queued: on an open connection, or
@@ -908,54 +564,14 @@ ing_client_want_write(const struct ing_client *c)
 bool
 ing_client_is_connected(const struct ing_client *c)
 {
-    return c->st == CLIENT_OPEN || (c->st != CLIENT_DOWN && c->secret == NULL);
+    return peer_can_send(&c->conn);
 }
 
 /* ing_client_timeout_ms returns how long the caller may wait before processing again. */
 int
 ing_client_timeout_ms(const struct ing_client *c)
 {
-    uint64_t now = now_ms();
-
-    if ((c->notify_connected && c->st == CLIENT_OPEN) || c->werr != 0 ||
-        (c->st != CLIENT_DOWN && has_frame(&c->in)))
-        return 0; /* due: an event, a write error, frames left by the blocking connect */
-    switch (c->st) {
-    case CLIENT_DOWN:
-        return c->reconnect ? ms_until(c->retry_at, now) : -1;
-    case CLIENT_CONNECTING:
-    case CLIENT_OPENING:
-        return ms_until(c->deadline, now);
-    case CLIENT_OPEN:
-        return -1;
-    }
-    return -1;
-}
-
-static int
-step(struct ing_client *c, ing_client_event_fn *fn, void *arg, uint64_t now)
-{
-    int rc;
-
-    if (c->st == CLIENT_CONNECTING) {
-        rc = check_connected(c);
-        if (rc < 0)
-            return rc;
-        if (rc == 0)
-            return now >= c->deadline ? -ETIMEDOUT : 0;
-    }
-    if (c->werr != 0)
-        return c->werr;
-    rc = flush(c);
-    if (rc == 0)
-        rc = pump(c, fn, arg, false);
-    if (rc == 0 && c->werr != 0)
-        rc = c->werr;
-    if (rc == 0)
-        rc = flush(c);
-    if (rc == 0 && c->st == CLIENT_OPENING && now >= c->deadline)
-        rc = -ETIMEDOUT;
-    return rc;
+    return peer_timeout_ms(&c->conn, 0);
 }
 
 /* ing_client_process does every non-blocking step and calls fn for each event. Returns 0
@@ -963,45 +579,18 @@ step(struct ing_client *c, ing_client_event_fn *fn, void *arg, uint64_t now)
 int
 ing_client_process(struct ing_client *c, ing_client_event_fn *fn, void *arg)
 {
-    uint64_t now = now_ms();
-    int rc;
+    struct client_cb cb = {fn, arg};
 
-    notify(c, fn, arg);
-    if (c->st == CLIENT_DOWN) {
-        if (!c->reconnect)
-            return c->fatal;
-        if (now < c->retry_at)
-            return 0;
-        rc = start_link(c, now);
-        if (rc != 0) {
-            link_down(c, rc, fn, arg);
-            return 0;
-        }
-    }
-    rc = step(c, fn, arg, now);
-    if (rc != 0) {
-        link_down(c, rc, fn, arg);
-        return c->reconnect ? 0 : rc;
-    }
-    return 0;
+    return peer_process(&c->conn, &cb);
 }
 
 /* ing_client_wait polls up to timeout_ms, then processes. */
 int
 ing_client_wait(struct ing_client *c, int timeout_ms, ing_client_event_fn *fn, void *arg)
 {
-    int t = ing_client_timeout_ms(c);
-    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    struct client_cb cb = {fn, arg};
 
-    if (c->st == CLIENT_DOWN && !c->reconnect)
-        return c->fatal;
-    if (t < 0 || (timeout_ms >= 0 && timeout_ms < t))
-        t = timeout_ms;
-    if (ing_client_want_write(c))
-        p.events |= POLLOUT;
-    if (poll(&p, c->fd >= 0 ? 1 : 0, t) < 0 && errno != EINTR)
-        return -errno;
-    return ing_client_process(c, fn, arg);
+    return peer_wait(&c->conn, timeout_ms, ing_client_timeout_ms(c), &cb);
 }
 
 /* ---- requests ---- */
@@ -1059,7 +648,7 @@ ing_client_submit(struct ing_client *c, const struct ing_client_job *job)
         return -EEXIST;
     if (pending_add(c, job->job_id, idlen) == NULL)
         return -ENOMEM;
-    rc = queue_msg(c, &m);
+    rc = peer_queue(&c->conn, &m);
     if (rc != 0)
         pending_remove(c, pending_find(c, job->job_id, idlen));
     return rc;
@@ -1078,7 +667,7 @@ ing_client_kill(struct ing_client *c, const char *job_id)
     memset(&m, 0, sizeof(m));
     m.type = ING_CLIENT_KILL_JOB;
     m.u.ref.job_id = cview(job_id);
-    return queue_msg(c, &m);
+    return peer_queue(&c->conn, &m);
 }
 
 /* ing_client_get_queue sends ClientGetQueue. */
@@ -1143,7 +732,7 @@ ing_client_server(const struct ing_client *c)
 const char *
 ing_client_last_error(const struct ing_client *c)
 {
-    return c->last_error;
+    return c->conn.last_error;
 }
 
 /* ---- copies ---- */
@@ -1334,10 +923,10 @@ wait_cb(struct ing_client *c, const struct ing_client_event *ev, void *arg)
 static int
 wait_for(struct ing_client *c, struct waiter *w, int timeout_ms)
 {
-    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : now_ms() + (uint64_t)timeout_ms;
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : peer_now_ms() + (uint64_t)timeout_ms;
 
     for (;;) {
-        int left = deadline == UINT64_MAX ? -1 : ms_until(deadline, now_ms());
+        int left = deadline == UINT64_MAX ? -1 : peer_ms_until(deadline, peer_now_ms());
         int rc = ing_client_wait(c, left, wait_cb, w);
 
         if (w->got)

@@ -902,6 +902,18 @@ process_input(struct conn *c)
             buf_consume(&c->in, (size_t)r);
             continue;
         }
+        if (!c->authed) {
+            /* Before authentication only a 64-byte Auth is acceptable: refuse anything else
+             * from its header, before reading or reserving anything for its body. */
+            uint8_t type;
+            uint32_t blen;
+            if (ing_frame_peek(p, n, &type, &blen) != 0)
+                return;
+            if (type != ING_AUTH || blen != 2 * ING_NONCE_LEN) {
+                conn_error_close(c, ING_ERR_AUTH, "authentication required");
+                return;
+            }
+        }
         struct ing_msg m;
         ssize_t r = ing_msg_decode(p, n, s->cfg.max_frame, &m);
         if (r == 0) {

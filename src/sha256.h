@@ -15,10 +15,10 @@
 #define SHA256_BLOCK 64 /* block bytes (also the HMAC key block) */
 
 struct sha256 {
-    uint32_t h[8];                /* chaining state */
-    uint64_t len;                 /* message bytes hashed so far */
-    uint8_t block[SHA256_BLOCK];  /* partial block */
-    size_t fill;                  /* bytes in block, always < SHA256_BLOCK between calls */
+    uint32_t h[8];               /* chaining state */
+    uint64_t len;                /* message bytes hashed so far */
+    uint8_t block[SHA256_BLOCK]; /* partial block */
+    size_t fill;                 /* bytes in block, always < SHA256_BLOCK between calls */
 };
 
 struct sha256_hmac {
@@ -43,8 +43,7 @@ void sha256_hmac_update(struct sha256_hmac *h, const void *p, size_t n);
 /* sha256_hmac_final writes the 32-byte MAC to out and wipes h. */
 void sha256_hmac_final(struct sha256_hmac *h, uint8_t out[SHA256_LEN]);
 /* sha256_hmac computes HMAC-SHA-256(key, msg) in one call. */
-void sha256_hmac(const void *key, size_t klen, const void *msg, size_t n,
-                 uint8_t out[SHA256_LEN]);
+void sha256_hmac(const void *key, size_t klen, const void *msg, size_t n, uint8_t out[SHA256_LEN]);
 
 /* sha256_equal tells whether a[0..n) and b[0..n) are equal, in time that depends on n
  * only: every byte is read, with no early exit and no branch on the data. */

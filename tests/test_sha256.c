@@ -146,13 +146,13 @@ test_sha256_every_length(void **state)
 
 struct rfc4231_case {
     int no;
-    const char *key_hex;  /* NULL: key_byte repeated key_len times */
+    const char *key_hex; /* NULL: key_byte repeated key_len times */
     uint8_t key_byte;
     size_t key_len;
-    const char *data;     /* text, or NULL: data_byte repeated data_len times */
+    const char *data; /* text, or NULL: data_byte repeated data_len times */
     uint8_t data_byte;
     size_t data_len;
-    const char *mac_hex;  /* 64 hex digits, or 32 for the truncated case 5 */
+    const char *mac_hex; /* 64 hex digits, or 32 for the truncated case 5 */
 };
 
 static const struct rfc4231_case rfc4231[] = {

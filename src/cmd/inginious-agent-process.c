@@ -42,6 +42,7 @@
 #include "inginious/mp.h"
 #include "inginious/version.h"
 #include "log.h"
+#include "opt.h"
 #include "runner.h"
 
 #define DEFAULT_ADDR "tcp://127.0.0.1:2001"
@@ -112,42 +113,27 @@ clock_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* parse_count reads an unsigned integer (opt_u64) up to max. Returns 0 or -1. */
 static int
 parse_count(const char *s, unsigned long max, unsigned long *out)
 {
-    char *end;
-    unsigned long v;
+    uint64_t v;
 
-    errno = 0;
-    v = strtoul(s, &end, 10);
-    if (*s < '0' || *s > '9' || errno != 0 || *end != '\0' || v > max)
+    if (opt_u64(s, &v) != 0 || v > max)
         return -1;
-    *out = v;
+    *out = (unsigned long)v;
     return 0;
 }
 
+/* parse_size reads a size (opt_size) up to 1 GiB. Returns 0 or -1. */
 static int
 parse_size(const char *s, size_t *out)
 {
-    char *end;
-    unsigned long long v;
-    unsigned shift = 0;
+    uint64_t v;
 
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (*s < '0' || *s > '9' || errno != 0)
+    if (opt_size(s, &v) != 0 || v > (1u << 30))
         return -1;
-    if (*end == 'K' || *end == 'k')
-        shift = 10;
-    else if (*end == 'M' || *end == 'm')
-        shift = 20;
-    else if (*end != '\0')
-        return -1;
-    if (shift != 0 && end[1] != '\0')
-        return -1;
-    if (v > ((unsigned long long)SIZE_MAX >> shift) || (v << shift) > (1ull << 30))
-        return -1;
-    *out = (size_t)(v << shift);
+    *out = (size_t)v;
     return 0;
 }
 

@@ -10,6 +10,7 @@
 #include "auth.h"
 #include "inginious/version.h"
 #include "log.h"
+#include "opt.h"
 #include "server.h"
 
 static void
@@ -52,67 +53,6 @@ usage(FILE *f)
             "      --port-file PATH        write the bound addresses to PATH once listening\n"
             "      --help                  this text\n"
             "      --version               the version\n");
-}
-
-static int
-parse_u64(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*s == '\0' || *s == '-' || errno != 0 || *end != '\0')
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* parse_duration: "N" seconds, "Ns", "Nms", "Nm". */
-static int
-parse_duration(const char *s, uint64_t *ms)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*s == '\0' || *s == '-' || errno != 0 || end == s)
-        return -1;
-    uint64_t mult;
-    if (*end == '\0' || strcmp(end, "s") == 0)
-        mult = 1000;
-    else if (strcmp(end, "ms") == 0)
-        mult = 1;
-    else if (strcmp(end, "m") == 0)
-        mult = 60000;
-    else
-        return -1;
-    if (v > UINT64_MAX / mult)
-        return -1;
-    *ms = v * mult;
-    return 0;
-}
-
-static int
-parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*s == '\0' || *s == '-' || errno != 0 || end == s)
-        return -1;
-    unsigned shift = 0;
-    if (*end == 'K' || *end == 'k')
-        shift = 10;
-    else if (*end == 'M' || *end == 'm')
-        shift = 20;
-    else if (*end == 'G' || *end == 'g')
-        shift = 30;
-    else if (*end != '\0')
-        return -1;
-    if (shift != 0 && end[1] != '\0')
-        return -1;
-    if (v > (UINT64_MAX >> shift))
-        return -1;
-    *out = (uint64_t)v << shift;
-    return 0;
 }
 
 enum {
@@ -213,67 +153,67 @@ main(int argc, char **argv)
             log_level_max = LOG_WARN;
             break;
         case OPT_PING_INTERVAL:
-            if (parse_duration(optarg, &v) != 0 || v == 0)
+            if (opt_duration_ms(optarg, &v) != 0 || v == 0)
                 bad(name, optarg);
             cfg.ping_interval_ms = v;
             break;
         case OPT_PING_MAX:
-            if (parse_u64(optarg, &v) != 0 || v > 1000000)
+            if (opt_u64(optarg, &v) != 0 || v > 1000000)
                 bad(name, optarg);
             cfg.be.ping_max = (uint32_t)v;
             break;
         case OPT_KILL_TIMEOUT:
-            if (parse_duration(optarg, &v) != 0 || v > (1ull << 31) - 1)
+            if (opt_duration_ms(optarg, &v) != 0 || v > (1ull << 31) - 1)
                 bad(name, optarg);
             cfg.be.kill_timeout_ms = v;
             break;
         case OPT_ORPHAN_TIMEOUT:
-            if (parse_duration(optarg, &v) != 0)
+            if (opt_duration_ms(optarg, &v) != 0)
                 bad(name, optarg);
             cfg.be.orphan_timeout_ms = v;
             break;
         case OPT_DRAIN_TIMEOUT:
-            if (parse_duration(optarg, &v) != 0)
+            if (opt_duration_ms(optarg, &v) != 0)
                 bad(name, optarg);
             cfg.drain_timeout_ms = v;
             break;
         case OPT_HANDSHAKE_TIMEOUT:
-            if (parse_duration(optarg, &v) != 0 || v == 0)
+            if (opt_duration_ms(optarg, &v) != 0 || v == 0)
                 bad(name, optarg);
             cfg.handshake_timeout_ms = v;
             break;
         case OPT_RETRY:
-            if (parse_u64(optarg, &v) != 0 || v > 255)
+            if (opt_u64(optarg, &v) != 0 || v > 255)
                 bad(name, optarg);
             cfg.be.retry_lost_jobs = (uint32_t)v;
             break;
         case OPT_MAX_FRAME:
-            if (parse_size(optarg, &v) != 0 || v < ING_MAX_FRAME_MIN || v > UINT32_MAX - 64)
+            if (opt_size(optarg, &v) != 0 || v < ING_MAX_FRAME_MIN || v > UINT32_MAX - 64)
                 bad(name, optarg);
             cfg.max_frame = (uint32_t)v;
             break;
         case OPT_MAX_OUTPUT:
-            if (parse_size(optarg, &v) != 0 || v < 4096)
+            if (opt_size(optarg, &v) != 0 || v < 4096)
                 bad(name, optarg);
             cfg.max_output = v;
             break;
         case OPT_MAX_CONNS:
-            if (parse_u64(optarg, &v) != 0 || v == 0 || v > 10000000)
+            if (opt_u64(optarg, &v) != 0 || v == 0 || v > 10000000)
                 bad(name, optarg);
             cfg.max_conns = (uint32_t)v;
             break;
         case OPT_MAX_WAITING:
-            if (parse_u64(optarg, &v) != 0)
+            if (opt_u64(optarg, &v) != 0)
                 bad(name, optarg);
             cfg.be.max_waiting = v;
             break;
         case OPT_MAX_WAITING_CLIENT:
-            if (parse_u64(optarg, &v) != 0)
+            if (opt_u64(optarg, &v) != 0)
                 bad(name, optarg);
             cfg.be.max_waiting_per_client = v;
             break;
         case OPT_MAX_ERRORS:
-            if (parse_u64(optarg, &v) != 0 || v == 0 || v > UINT32_MAX)
+            if (opt_u64(optarg, &v) != 0 || v == 0 || v > UINT32_MAX)
                 bad(name, optarg);
             cfg.max_errors = (uint32_t)v;
             break;

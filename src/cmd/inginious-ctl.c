@@ -17,6 +17,7 @@
 #include "inginious/json.h"
 #include "inginious/mp.h"
 #include "inginious/version.h"
+#include "opt.h"
 
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
@@ -78,26 +79,16 @@ errmsg(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/* parse_duration reads N (seconds), Ns, Nms or Nm into milliseconds. Returns 0 or -1. */
+/* parse_duration reads a duration (opt_duration_ms) of at most INT32_MAX milliseconds.
+ * Returns 0 or -1. */
 static int
 parse_duration(const char *s, int *ms)
 {
-    char *end;
-    unsigned long long v, mul = 1000;
+    uint64_t v;
 
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (end == s || *s == '-' || errno != 0)
+    if (opt_duration_ms(s, &v) != 0 || v > INT32_MAX)
         return -1;
-    if (strcmp(end, "ms") == 0)
-        mul = 1;
-    else if (strcmp(end, "m") == 0)
-        mul = 60000;
-    else if (*end != '\0' && strcmp(end, "s") != 0)
-        return -1;
-    if (v > (unsigned long long)INT32_MAX / mul)
-        return -1;
-    *ms = (int)(v * mul);
+    *ms = (int)v;
     return 0;
 }
 
@@ -115,12 +106,13 @@ parse_i64(const char *s, int64_t *out)
     return 0;
 }
 
+/* parse_count reads a count from 1 to 1000000 (opt_u64). Returns 0 or -1. */
 static int
 parse_count(const char *s, unsigned *out)
 {
-    int64_t v;
+    uint64_t v;
 
-    if (parse_i64(s, &v) != 0 || v < 1 || v > 1000000)
+    if (opt_u64(s, &v) != 0 || v < 1 || v > 1000000)
         return -1;
     *out = (unsigned)v;
     return 0;
