@@ -75,11 +75,12 @@ struct env {
     char *type, *name; /* one allocation: type NUL name NUL */
     uint32_t type_len, name_len;
     uint64_t hash;
-    struct job **heap; /* when heaped: the waiting jobs, min-heap on (prio, seq) */
-    uint32_t n, cap;   /* n: waiting jobs (and heap entries when heaped) */
-    int64_t p0;        /* the priority of the first job queued in an empty env */
-    uint32_t n_other;  /* waiting jobs whose priority is not p0 */
-    bool heaped;       /* n_other > 0: order by the heap; else the FIFO is the order */
+    struct job **heap;  /* when heaped: the waiting jobs, min-heap on (prio, seq) */
+    uint32_t n, cap;    /* n: waiting jobs (and heap entries when heaped) */
+    int64_t p0;         /* the priority of the first job queued in an empty env */
+    uint32_t n_other;   /* waiting jobs whose priority is not p0 */
+    bool heaped;        /* set when a second priority arrives, until the env empties: the
+                         * heap orders the jobs; otherwise the FIFO is the order */
     struct aref *aheap; /* agents serving it with a free slot, min-heap on oldest free slot */
     uint32_t an, acap;
     struct job *fifo_head, *fifo_tail; /* waiting jobs in arrival order */
@@ -209,50 +210,72 @@ mp_is_map(struct ing_view v)
 /* ---------------------------------------------------------------------------------------- */
 /* Job id table                                                                              */
 
+/* The job id table grows incrementally (as Redis' dict does): when it is full a table twice
+ * as large is made and every insert moves a few chains of the old one over, so no single
+ * insert rehashes a million jobs. Lookups look in both tables meanwhile. */
+#define JTAB_MIGRATE 64 /* old chains moved per insert */
+
 static struct job **
-jtab_slot(const struct backend *be, const char *id, size_t len)
+chain_of(struct job **tab, size_t mask, const char *id, size_t len)
 {
-    return &be->jtab[hash_bytes(HASH_SEED, id, len) & be->jmask];
+    return &tab[hash_bytes(HASH_SEED, id, len) & mask];
 }
 
 static struct job *
-jtab_find(const struct backend *be, const char *id, size_t len)
+chain_find(struct job *j, const char *id, size_t len)
 {
-    for (struct job *j = *jtab_slot(be, id, len); j != NULL; j = j->hnext)
+    for (; j != NULL; j = j->hnext)
         if (j->id_len == len && memcmp(job_id(j), id, len) == 0)
             return j;
     return NULL;
 }
 
-static int
-jtab_grow(struct backend *be)
+static struct job *
+jtab_find(const struct backend *be, const char *id, size_t len)
 {
-    size_t ncap = (be->jmask + 1) * 2;
-    struct job **nt = calloc(ncap, sizeof(*nt));
-    if (nt == NULL)
-        return -ENOMEM;
-    for (size_t i = 0; i <= be->jmask; i++) {
-        struct job *j = be->jtab[i];
+    struct job *j = chain_find(*chain_of(be->jtab, be->jmask, id, len), id, len);
+    if (j == NULL && be->jold != NULL)
+        j = chain_find(*chain_of(be->jold, be->jold_mask, id, len), id, len);
+    return j;
+}
+
+/* jtab_migrate moves up to n chains of the old table to the new one. */
+static void
+jtab_migrate(struct backend *be, size_t n)
+{
+    while (be->jold != NULL && n-- > 0) {
+        struct job *j = be->jold[be->jmig];
         while (j != NULL) {
             struct job *next = j->hnext;
-            size_t h = hash_bytes(HASH_SEED, job_id(j), j->id_len) & (ncap - 1);
-            j->hnext = nt[h];
-            nt[h] = j;
+            struct job **s = chain_of(be->jtab, be->jmask, job_id(j), j->id_len);
+            j->hnext = *s;
+            *s = j;
             j = next;
         }
+        be->jold[be->jmig] = NULL;
+        if (++be->jmig > be->jold_mask) {
+            free(be->jold);
+            be->jold = NULL;
+        }
     }
-    free(be->jtab);
-    be->jtab = nt;
-    be->jmask = ncap - 1;
-    return 0;
 }
 
 static void
 jtab_insert(struct backend *be, struct job *j)
 {
-    if (be->njobs >= be->jmask + 1)
-        jtab_grow(be); /* on failure the chains just get longer */
-    struct job **s = jtab_slot(be, job_id(j), j->id_len);
+    if (be->jold != NULL) {
+        jtab_migrate(be, JTAB_MIGRATE);
+    } else if (be->njobs >= be->jmask + 1) {
+        struct job **nt = calloc((be->jmask + 1) * 2, sizeof(*nt));
+        if (nt != NULL) { /* on failure the chains just get longer */
+            be->jold = be->jtab;
+            be->jold_mask = be->jmask;
+            be->jmig = 0;
+            be->jtab = nt;
+            be->jmask = be->jmask * 2 + 1;
+        }
+    }
+    struct job **s = chain_of(be->jtab, be->jmask, job_id(j), j->id_len);
     j->hnext = *s;
     *s = j;
     be->njobs++;
@@ -261,9 +284,12 @@ jtab_insert(struct backend *be, struct job *j)
 static void
 jtab_remove(struct backend *be, struct job *j)
 {
-    struct job **s = jtab_slot(be, job_id(j), j->id_len);
-    while (*s != j)
+    struct job **s = chain_of(be->jtab, be->jmask, job_id(j), j->id_len);
+    while (*s != NULL && *s != j)
         s = &(*s)->hnext;
+    if (*s == NULL) /* still in the old table */
+        for (s = chain_of(be->jold, be->jold_mask, job_id(j), j->id_len); *s != j;)
+            s = &(*s)->hnext;
     *s = j->hnext;
     be->njobs--;
 }
@@ -442,12 +468,16 @@ jheap_down(struct env *e, uint32_t i)
     jheap_place(e, i, j);
 }
 
+/* jheap_reserve makes room for one more job of priority prio in e's heap, if queueing it
+ * will use the heap (an environment whose jobs share one priority has none). */
 static int
-jheap_reserve(struct env *e)
+jheap_reserve(struct env *e, int64_t prio)
 {
-    if (e->n < e->cap)
+    if (e->n < e->cap || (!e->heaped && (e->n == 0 || prio == e->p0)))
         return 0;
-    uint32_t cap = e->cap ? e->cap * 2 : 8;
+    uint32_t cap = e->cap ? e->cap : 8;
+    while (cap <= e->n)
+        cap *= 2;
     struct job **h = realloc(e->heap, cap * sizeof(*h));
     if (h == NULL)
         return -ENOMEM;
@@ -560,8 +590,16 @@ job_unqueue(struct backend *be, struct job *j)
     else
         e->n--;
     fifo_remove(e, j);
-    if (j->prio != e->p0 && --e->n_other == 0)
-        e->heaped = false; /* back to one priority: the FIFO is the order again */
+    if (j->prio != e->p0)
+        e->n_other--;
+    if (e->n == 0 && e->heaped) {
+        /* Back to FIFO order only once empty: switching per job could heapify the whole
+         * queue again and again. */
+        e->heaped = false;
+        free(e->heap);
+        e->heap = NULL;
+        e->cap = 0;
+    }
     be->n_waiting--;
     if (j->owner != NULL)
         j->owner->n_waiting--;
@@ -984,6 +1022,7 @@ be_fini(struct backend *be)
         free(a->name);
         slab_free(&be->agent_slab, a);
     }
+    jtab_migrate(be, SIZE_MAX);
     if (be->jtab != NULL) {
         for (size_t i = 0; i <= be->jmask; i++) {
             struct job *j = be->jtab[i];
@@ -1153,7 +1192,7 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
     }
     e->refs++;
     struct job *j = NULL;
-    if (jheap_reserve(e) != 0 || len > UINT32_MAX - sizeof(*j) ||
+    if (jheap_reserve(e, m->priority) != 0 || len > UINT32_MAX - sizeof(*j) ||
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
         env_unref(be, e);
         {
@@ -1490,7 +1529,7 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
             be->stats.jobs_killed++;
             job_free(be, j);
         } else if ((!started || j->retries < be->cfg.retry_lost_jobs) && requeued != NULL &&
-                   jheap_reserve(j->env) == 0) {
+                   jheap_reserve(j->env, j->prio) == 0) {
             if (started)
                 j->retries++;
             job_enqueue(be, j);
@@ -1928,6 +1967,7 @@ be_drain(struct backend *be)
 void
 be_fail_all(struct backend *be, const char *text)
 {
+    jtab_migrate(be, SIZE_MAX);
     for (size_t i = 0; i <= be->jmask; i++) {
         struct job *j = be->jtab[i], *next;
         for (; j != NULL; j = next) {
@@ -1963,12 +2003,11 @@ be_check(const struct backend *be)
                 if (x->next != NULL && x->next->seq <= x->seq)
                     return -EPROTO;
             }
-            if (count != e->n || other != e->n_other || e->heaped != (other > 0))
+            if (count != e->n || other != e->n_other || (other > 0 && !e->heaped))
                 return -EPROTO;
             if (e->heaped)
                 for (uint32_t x = 1; x < e->n; x++)
-                    if (job_less(e->heap[x], e->heap[(x - 1) / 2]) ||
-                        e->heap[x]->u.heap_idx != x)
+                    if (job_less(e->heap[x], e->heap[(x - 1) / 2]) || e->heap[x]->u.heap_idx != x)
                         return -EPROTO;
             for (uint32_t x = 1; x < e->an; x++)
                 if (agent_key(e->aheap[x].a) < agent_key(e->aheap[(x - 1) / 2].a))

@@ -67,6 +67,8 @@ struct backend {
 
     struct job **jtab; /* job id -> job, chained */
     size_t jmask, njobs;
+    struct job **jold; /* while growing: the previous table, moved over chain by chain */
+    size_t jold_mask, jmig;
     struct env **etab; /* (type, name) -> env, chained */
     size_t emask, nenvs;
 
