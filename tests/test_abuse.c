@@ -1,0 +1,1111 @@
+/* test_abuse.c: exhaustion and abuse (issue "Robustness and security", part 3), against
+ * $ING_BUILD/inginious-backend.
+ *
+ * Each case attacks the backend one way, then checks that it did not crash, that a normal
+ * client is still served promptly (a Ping round trip, or a whole registration, under a
+ * deadline), and that the refusal is visible: an Error frame and/or a log line.
+ *
+ *   10,000 idle connections (RLIMIT_NOFILE raised to the hard limit; skipped if too low);
+ *   partial preambles and partial frames that stall; clients that never read while they
+ *   flood requests (--max-output); frame lengths of gigabytes (native and ZeroMQ); a flood
+ *   of connect/close cycles; agents announcing 10,000 and too many environments; the
+ *   waiting-queue limits; --max-errors.
+ *
+ * Memory is read from /proc/PID/status (VmRSS) and descriptors from /proc/PID/fd. When the
+ * backend runs under a wrapper (ING_WRAPPER, valgrind) its memory is not checked, and
+ * ING_SLOW stretches every deadline and shrinks the counts.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "inginious/mp.h"
+#include "inginious/proto.h"
+#include "support/chaos_util.h"
+#include "support/tpeer.h"
+#include "zmtp.h"
+
+#define PROMPT_MS 1000 /* a normal client's round trip, stretched by ING_SLOW */
+
+/* Raw connections opened by a test, closed by the teardown even after a failure. */
+static int *raw_fds;
+static size_t raw_n, raw_cap;
+
+static void
+raw_add(int fd)
+{
+    if (raw_n == raw_cap) {
+        size_t cap = raw_cap ? raw_cap * 2 : 1024;
+        int *n = realloc(raw_fds, cap * sizeof(*n));
+
+        if (n == NULL) {
+            close(fd);
+            tp_fail("out of memory");
+        }
+        raw_fds = n;
+        raw_cap = cap;
+    }
+    raw_fds[raw_n++] = fd;
+}
+
+static void
+raw_close_all(void)
+{
+    size_t i;
+
+    for (i = 0; i < raw_n; i++)
+        cu_close_rst(raw_fds[i]);
+    raw_n = 0;
+}
+
+/* Memory a test allocates, freed by the teardown even after a failure. */
+static void *owned[32];
+static size_t n_owned;
+
+/* own registers p (fails the test when p is NULL) and returns it. */
+static void *
+own(void *p)
+{
+    if (p == NULL)
+        tp_fail("out of memory");
+    if (n_owned == sizeof(owned) / sizeof(owned[0])) {
+        free(p);
+        tp_fail("too many allocations kept by one test");
+    }
+    owned[n_owned++] = p;
+    return p;
+}
+
+/* release frees p, registered with own(), now. */
+static void
+release(void *p)
+{
+    size_t i;
+
+    for (i = 0; i < n_owned; i++) {
+        if (owned[i] == p) {
+            owned[i] = owned[--n_owned];
+            break;
+        }
+    }
+    free(p);
+}
+
+static int
+teardown(void **state)
+{
+    while (n_owned > 0)
+        free(owned[--n_owned]);
+    raw_close_all();
+    free(raw_fds);
+    raw_fds = NULL;
+    raw_cap = 0;
+    return tp_teardown(state);
+}
+
+/* rss_checked tells whether the backend's memory means something (not under a wrapper). */
+static bool
+rss_checked(void)
+{
+    return !cu_wrapped();
+}
+
+/* check_rss fails if the backend's RSS grew more than limit_kib since base. */
+static void
+check_rss_at(const char *file, int line, struct tp_ctx *c, long base, long limit_kib,
+             const char *what)
+{
+    long now = cu_rss_kib(c->be.pid);
+
+    if (!rss_checked() || base <= 0 || now <= 0)
+        return;
+    if (now - base > limit_kib)
+        tp_fail_at(file, line, "%s: backend RSS grew from %ld to %ld KiB (limit +%ld KiB)", what,
+                   base, now, limit_kib);
+}
+#define check_rss(...) check_rss_at(__FILE__, __LINE__, __VA_ARGS__)
+
+static void
+expect_log_at(const char *file, int line, struct tp_ctx *c, const char *needle)
+{
+    if (!tp_log_contains(c, needle))
+        tp_fail_at(file, line, "the backend log has no line with \"%s\"", needle);
+}
+#define expect_log(...) expect_log_at(__FILE__, __LINE__, __VA_ARGS__)
+
+/* job_roundtrip submits a job on client cl, expects it on agent a, answers it and expects
+ * the result: the whole path still works. */
+static void
+job_roundtrip_at(const char *file, int line, struct tp_peer *cl, struct tp_peer *a, const char *id)
+{
+    tp_submit_at(file, line, cl, id, 0);
+    tp_expect_job_at(file, line, a, id);
+    tp_done_at(file, line, a, id, "success", "ok");
+    tp_expect_done_at(file, line, cl, id, "success", NULL, "ok");
+}
+#define job_roundtrip(...) job_roundtrip_at(__FILE__, __LINE__, __VA_ARGS__)
+
+/* ======================================================================================== */
+/* 10,000 idle connections */
+
+enum idle_kind {
+    IDLE_SILENT_CLIENT = 0, /* connected to the client endpoint, says nothing */
+    IDLE_SILENT_AGENT = 1,  /* the same on the agent endpoint */
+    IDLE_OPENED = 2,        /* preamble sent, Welcome received, then nothing */
+    IDLE_REGISTERED = 3,    /* preamble and ClientHello: a registered client that never reads */
+};
+
+struct idle {
+    int fd;
+    uint8_t kind;
+    uint8_t state; /* 0 connecting, 1 waiting for the Welcome, 2 done */
+    uint16_t got;
+    uint8_t buf[96];
+};
+
+/* idle_input reads what an opened idle connection received. Returns 1 once a whole Welcome
+ * is there, 0 if more is needed, -1 on a wrong frame or a close. */
+static int
+idle_input(struct idle *x)
+{
+    ssize_t n = recv(x->fd, x->buf + x->got, sizeof(x->buf) - x->got, MSG_DONTWAIT);
+    uint32_t len;
+
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        return -1;
+    if (n > 0)
+        x->got += (uint16_t)n;
+    if (x->got < ING_HDR_LEN)
+        return 0;
+    len = (uint32_t)x->buf[0] << 24 | (uint32_t)x->buf[1] << 16 | (uint32_t)x->buf[2] << 8 |
+          x->buf[3];
+    if (x->buf[4] != ING_WELCOME || len > sizeof(x->buf) - ING_HDR_LEN)
+        return -1;
+    return x->got >= ING_HDR_LEN + len ? 1 : 0;
+}
+
+/* idle_open opens count idle connections of mixed kinds, batch by batch (the listen backlog
+ * is finite), checking between batches that c1 is served promptly. Returns the slowest
+ * round trip. */
+static int
+idle_open(struct tp_ctx *c, struct tp_peer *c1, struct idle *xs, size_t count)
+{
+    struct sockaddr_storage cs, as;
+    socklen_t cl, al;
+    struct pollfd *pf = own(calloc(512, sizeof(*pf)));
+    size_t done = 0, b;
+    int worst = 0;
+    uint8_t pre_client[ING_PREAMBLE_LEN], pre_agent[ING_PREAMBLE_LEN], opening[64];
+    size_t opening_len;
+
+    assert_int_equal(cu_addr(c->be.client_addr, &cs, &cl), 0);
+    assert_int_equal(cu_addr(c->be.agent_addr, &as, &al), 0);
+    ing_preamble_encode(pre_client, ING_ROLE_CLIENT);
+    ing_preamble_encode(pre_agent, ING_ROLE_AGENT);
+    /* A registered client's opening: preamble + ClientHello{"idle"} in one write. */
+    memcpy(opening, pre_client, ING_PREAMBLE_LEN);
+    ing_frame_header(opening + ING_PREAMBLE_LEN, ING_CLIENT_HELLO, 8);
+    memcpy(opening + ING_PREAMBLE_LEN + ING_HDR_LEN, "\0\0\0\4idle", 8);
+    opening_len = ING_PREAMBLE_LEN + ING_HDR_LEN + 8;
+
+    while (done < count) {
+        size_t batch = count - done < 512 ? count - done : 512, left = batch;
+        uint64_t deadline = tp_now_ms() + (uint64_t)cu_ms(10000);
+        struct idle *bx = xs + done;
+
+        for (b = 0; b < batch; b++) {
+            struct idle *x = &bx[b];
+            bool agent;
+
+            x->kind = (uint8_t)((done + b) % 4);
+            agent = x->kind == IDLE_SILENT_AGENT || (x->kind == IDLE_OPENED && (done + b) % 8 == 2);
+            x->fd = cu_connect_start(agent ? &as : &cs, agent ? al : cl);
+            if (x->fd < 0) {
+                tp_fail("connection %zu: %s", done + b, strerror(-x->fd));
+            }
+            raw_add(x->fd);
+            x->state = 0;
+            x->got = 0;
+        }
+        while (left > 0) {
+            uint64_t now = tp_now_ms();
+
+            if (now >= deadline) {
+                tp_fail("%zu of %zu connections of a batch not opened in %d ms", left, batch,
+                        cu_ms(10000));
+            }
+            for (b = 0; b < batch; b++) {
+                pf[b].fd = bx[b].state == 2 ? -1 : bx[b].fd;
+                pf[b].events = bx[b].state == 0 ? POLLOUT : POLLIN;
+                pf[b].revents = 0;
+            }
+            if (poll(pf, (nfds_t)batch, (int)(deadline - now)) <= 0)
+                continue;
+            for (b = 0; b < batch; b++) {
+                struct idle *x = &bx[b];
+                int r;
+
+                if (pf[b].revents == 0)
+                    continue;
+                if (x->state == 0) {
+                    int err = 0;
+                    socklen_t el = sizeof(err);
+
+                    getsockopt(x->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+                    if (err != 0) {
+                        tp_fail("connection %zu: %s", done + b, strerror(err));
+                    }
+                    if (x->kind == IDLE_OPENED) {
+                        bool agent = (done + b) % 8 == 2;
+
+                        r = cu_send_all(x->fd, agent ? pre_agent : pre_client, ING_PREAMBLE_LEN,
+                                        cu_ms(5000));
+                    } else if (x->kind == IDLE_REGISTERED) {
+                        r = cu_send_all(x->fd, opening, opening_len, cu_ms(5000));
+                    } else {
+                        r = 0;
+                    }
+                    if (r != 0) {
+                        tp_fail("connection %zu: sending its opening: %s", done + b, strerror(-r));
+                    }
+                    x->state = x->kind >= IDLE_OPENED ? 1 : 2;
+                    left -= x->state == 2;
+                    continue;
+                }
+                r = idle_input(x);
+                if (r < 0) {
+                    tp_fail("connection %zu (kind %u): no Welcome (closed or wrong frame)",
+                            done + b, x->kind);
+                }
+                if (r > 0) {
+                    x->state = 2;
+                    left--;
+                }
+            }
+        }
+        done += batch;
+        {
+            int rt = cu_roundtrip(c1, cu_ms(PROMPT_MS));
+
+            worst = rt > worst ? rt : worst;
+        }
+    }
+    release(pf);
+    return worst;
+}
+
+TP_TEST(test_abuse_many_idle_connections)
+{
+    size_t count = cu_slow() > 1 ? 1000 : 10000, i;
+    rlim_t hard, soft = cu_raise_nofile((rlim_t)count + 1024, &hard);
+    struct idle *xs;
+    struct tp_peer *c1, *a, *p;
+    char maxc[32], hs[32];
+    int base_fds, fds;
+    bool refused = false;
+
+    if (soft < (rlim_t)count + 256) {
+        print_message("test_abuse_many_idle_connections: skipped: RLIMIT_NOFILE hard limit "
+                      "%llu is below the %zu descriptors needed for %zu connections\n",
+                      (unsigned long long)hard, count + 256, count);
+        c->ok = true;
+        skip();
+    }
+    xs = own(calloc(count, sizeof(*xs)));
+    /* Room for the idle ones, the test's peers and a few extra; then refused. */
+    snprintf(maxc, sizeof(maxc), "%zu", count + 16);
+    tp_start(c, "--max-connections", maxc, "--handshake-timeout", cu_ms_arg(hs, sizeof(hs), 600000),
+             "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    a = tp_agent(c, "A", 1, "docker/default", NULL);
+    tp_expect_envs(c1, "docker:[default]");
+    base_fds = cu_fd_count(c->be.pid);
+
+    idle_open(c, c1, xs, count);
+    release(xs);
+    fds = cu_fd_count(c->be.pid);
+    if (fds >= 0 && base_fds >= 0 && fds < base_fds + (int)count)
+        tp_fail("the backend holds %d descriptors, expected at least %d", fds,
+                base_fds + (int)count);
+
+    /* Everything still works with them open: a job, a new client, an environment broadcast
+     * to the thousands of registered idle clients. */
+    job_roundtrip(c1, a, "j1");
+    cu_prompt(c, cu_ms(PROMPT_MS));
+    p = tp_agent(c, "B", 1, "docker/other", NULL);
+    tp_expect_envs(c1, "docker:[default,other]");
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    tp_close(c, p);
+    tp_expect_envs(c1, "docker:[default]");
+
+    /* Past --max-connections: Error LIMIT and a log line. */
+    for (i = 0; i < 32 && !refused; i++) {
+        const struct ing_msg *m = NULL;
+        uint8_t pre[ING_PREAMBLE_LEN];
+        int r;
+
+        p = tp_open(c, c->be.client_addr);
+        assert_non_null(p);
+        ing_preamble_encode(pre, ING_ROLE_CLIENT);
+        tp_write(p, pre, sizeof(pre));
+        r = tp_recv(p, TP_DEADLINE_MS, &m);
+        if (r == ING_ERROR && m->u.error.code == ING_ERR_LIMIT) {
+            refused = true;
+            tp_expect_closed(p);
+            tp_close(c, p);
+        } else if (r != ING_WELCOME) {
+            tp_fail("connection over the idle ones: neither Welcome nor Error LIMIT (%d)", r);
+        }
+    }
+    if (!refused)
+        tp_fail("no connection refused with --max-connections %s", maxc);
+    expect_log(c, "connections (limit)");
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+
+    /* All of them go (resets): the backend releases every descriptor. */
+    raw_close_all();
+    fds = cu_wait_fd_count(c->be.pid, base_fds + 40, cu_ms(10000));
+    if (fds > base_fds + 40)
+        tp_fail("the backend still holds %d descriptors after the idle connections closed "
+                "(%d before)",
+                fds, base_fds);
+    cu_prompt(c, cu_ms(PROMPT_MS));
+    job_roundtrip(c1, a, "j2");
+}
+
+/* ======================================================================================== */
+/* Stalled openings and frames */
+
+TP_TEST(test_abuse_partial_preamble_and_frame_stall)
+{
+    struct tp_peer *c1, *pre_stall, *frame_stall, *hdr_stall, *big[16];
+    struct tp_job j = {.id = "late", .state = "S-late"};
+    uint8_t pre[ING_PREAMBLE_LEN], hdr[ING_HDR_LEN], ping[ING_HDR_LEN], *f;
+    size_t len, i;
+    char hs[32];
+    long rss0;
+    uint64_t until;
+
+    tp_start(c, "--handshake-timeout", cu_ms_arg(hs, sizeof(hs), 300), NULL);
+    c1 = tp_client(c, "c1", "");
+    rss0 = cu_rss_kib(c->be.pid);
+
+    /* Half a preamble, then nothing. */
+    pre_stall = tp_open(c, c->be.client_addr);
+    assert_non_null(pre_stall);
+    ing_preamble_encode(pre, ING_ROLE_CLIENT);
+    tp_send_raw(pre_stall, pre, 5);
+    /* A registered client stops in the middle of a ClientNewJob. */
+    frame_stall = tp_client(c, "stall", "");
+    f = own(tp_job_frame(&j, ING_CLIENT_NEW_JOB, &len));
+    tp_send_raw(frame_stall, f, 40);
+    /* An agent sends half a frame header. */
+    hdr_stall = tp_connect(c, ING_ROLE_AGENT);
+    hdr_stall->auto_pong = false;
+    hdr_stall->see_pings = true;
+    ing_frame_header(ping, ING_PING, 0);
+    tp_send_raw(hdr_stall, ping, 3);
+    /* Headers announcing bodies of almost max_frame (64 MiB), with 10 bytes of each. */
+    for (i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
+        static const uint8_t ten[10];
+
+        big[i] = tp_connect(c, i % 2 ? ING_ROLE_AGENT : ING_ROLE_CLIENT);
+        big[i]->auto_pong = false;
+        big[i]->see_pings = true;
+        ing_frame_header(hdr, i % 2 ? ING_AGENT_HELLO : ING_CLIENT_HELLO,
+                         ING_MAX_FRAME_DEFAULT - 16);
+        tp_send_raw(big[i], hdr, sizeof(hdr));
+        tp_send_raw(big[i], ten, sizeof(ten));
+    }
+
+    /* The stalled preamble is timed out; meanwhile, and after, c1 is served promptly. */
+    tp_expect_error(pre_stall, ING_ERR_TIMEOUT);
+    tp_expect_closed(pre_stall);
+    expect_log(c, "opening handshake not finished in time");
+    until = tp_now_ms() + (uint64_t)cu_ms(900); /* three handshake timeouts */
+    while (tp_now_ms() < until)
+        cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    /* Opened connections stalled mid-frame are not timed out, and cost no memory. */
+    tp_expect_nothing(frame_stall, 0);
+    tp_expect_nothing(hdr_stall, 0);
+    for (i = 0; i < sizeof(big) / sizeof(big[0]); i++)
+        tp_expect_nothing(big[i], 0);
+    check_rss(c, rss0, 8192, "16 stalled 64 MiB frames");
+    cu_prompt(c, cu_ms(PROMPT_MS));
+
+    /* Once completed, the stalled frames are handled normally. */
+    tp_send_raw(frame_stall, f + 40, len - 40);
+    release(f);
+    tp_barrier(frame_stall);
+    {
+        struct tp_queue q;
+
+        tp_get_queue(c1, &q);
+        if (q.n_waiting != 1 || strcmp(q.waiting[0].id, "late") != 0) {
+            tp_queue_free(&q);
+            tp_fail("the completed job is not waiting");
+        }
+        tp_queue_free(&q);
+    }
+    tp_send_raw(hdr_stall, ping + 3, 3);
+    {
+        const struct ing_msg *m = NULL;
+        int r;
+
+        do
+            r = tp_recv(hdr_stall, TP_DEADLINE_MS, &m);
+        while (r == ING_PING);
+        if (r != ING_PONG)
+            tp_fail("the agent's completed Ping: expected Pong, got %d", r);
+    }
+    for (i = 0; i < sizeof(big) / sizeof(big[0]); i++)
+        tp_close(c, big[i]);
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+}
+
+/* ======================================================================================== */
+/* Clients that never read */
+
+/* non_reader opens a registered client with a receive window of a few KiB, that will never
+ * read anything (not even its Welcome). Returns its descriptor. */
+static int
+non_reader(struct tp_ctx *c)
+{
+    struct sockaddr_storage cs;
+    socklen_t cl;
+    uint8_t open[ING_PREAMBLE_LEN + ING_HDR_LEN + 8];
+    int fd, r;
+
+    assert_int_equal(cu_addr(c->be.client_addr, &cs, &cl), 0);
+    fd = cu_connect_small(&cs, cl, 4096);
+    if (fd < 0)
+        tp_fail("connect: %s", strerror(-fd));
+    raw_add(fd);
+    r = cu_connect_wait(fd, cu_ms(5000));
+    if (r != 0)
+        tp_fail("connect: %s", strerror(-r));
+    ing_preamble_encode(open, ING_ROLE_CLIENT);
+    ing_frame_header(open + ING_PREAMBLE_LEN, ING_CLIENT_HELLO, 8);
+    memcpy(open + ING_PREAMBLE_LEN + ING_HDR_LEN, "\0\0\0\4deaf", 8);
+    r = cu_send_all(fd, open, sizeof(open), cu_ms(5000));
+    if (r != 0)
+        tp_fail("opening: %s", strerror(-r));
+    return fd;
+}
+
+/* flood writes frames of type on fd (never reading) until the backend drops it or max
+ * frames are written, while c1 is checked to be served promptly. Returns the number of
+ * frames written. Samples the backend's peak RSS into *peak. */
+static size_t
+flood(struct tp_ctx *c, int fd, struct tp_peer *c1, uint8_t type, size_t max, long *peak)
+{
+    enum { CHUNK = 1024 };
+    uint8_t *burst = own(malloc(CHUNK * ING_HDR_LEN));
+    size_t sent = 0, k;
+    unsigned rounds = 0;
+
+    for (k = 0; k < CHUNK; k++)
+        ing_frame_header(burst + k * ING_HDR_LEN, type, 0);
+    while (sent < max) {
+        int r = cu_send_all(fd, burst, CHUNK * ING_HDR_LEN, cu_ms(5000));
+        long rss;
+
+        if (r == -EPIPE || r == -ECONNRESET)
+            break;
+        if (r != 0)
+            tp_fail("flooding with %s: %s", ing_msg_type_name(type), strerror(-r));
+        sent += CHUNK;
+        rss = cu_rss_kib(c->be.pid);
+        if (rss > *peak)
+            *peak = rss;
+        if (++rounds % 16 == 0) /* the others are served during the flood */
+            cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    }
+    release(burst);
+    return sent;
+}
+
+/* A client that never reads floods ClientGetQueue (answers of ~100 KiB): dropped once its
+ * output passes --max-output 1M, with a log line; memory stays bounded meanwhile. */
+TP_TEST(test_abuse_non_reader_queue_flood)
+{
+    struct tp_peer *c1;
+    char launcher[1001];
+    long rss0, peak;
+    size_t sent, got = 0;
+    int k, fd;
+
+    memset(launcher, 'L', 1000);
+    launcher[1000] = '\0';
+    tp_start(c, "--max-output", "1M", "--orphan-timeout", "0", NULL);
+    c1 = tp_client(c, "c1", "");
+    /* A queue of 100 waiting jobs: each snapshot is about 100 KiB. */
+    for (k = 0; k < 100; k++) {
+        char id[16];
+        struct tp_job j = {.id = id, .launcher = launcher};
+
+        snprintf(id, sizeof(id), "w%03d", k);
+        tp_send_job(c1, &j);
+    }
+    tp_barrier(c1);
+    rss0 = peak = cu_rss_kib(c->be.pid);
+    fd = non_reader(c);
+    sent = flood(c, fd, c1, ING_CLIENT_GET_QUEUE, 100000, &peak);
+    if (cu_wait_eof(fd, cu_ms(5000), &got) != 0)
+        tp_fail("the ClientGetQueue flooder is not dropped after %zu requests", sent);
+    if (got / (100 * 1000) >= sent)
+        tp_fail("every snapshot was delivered: --max-output not enforced");
+    expect_log(c, "over the limit: dropped");
+    if (rss_checked() && peak - rss0 > 32768)
+        tp_fail("backend RSS peaked at %ld KiB during the ClientGetQueue flood (%ld before)", peak,
+                rss0);
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    cu_prompt(c, cu_ms(PROMPT_MS));
+    {
+        struct tp_queue q;
+        uint32_t n;
+
+        tp_get_queue(c1, &q);
+        n = q.n_waiting;
+        tp_queue_free(&q);
+        assert_int_equal(n, 100);
+    }
+}
+
+/* The same with Pings (6-byte answers, many more of them), --max-output 64K. */
+TP_TEST(test_abuse_non_reader_ping_flood)
+{
+    struct tp_peer *c1;
+    long rss0, peak;
+    size_t sent;
+    int fd;
+
+    tp_start(c, "--max-output", "64K", NULL);
+    c1 = tp_client(c, "c1", "");
+    rss0 = peak = cu_rss_kib(c->be.pid);
+    fd = non_reader(c);
+    sent = flood(c, fd, c1, ING_PING, 8u << 20, &peak);
+    if (cu_wait_eof(fd, cu_ms(5000), NULL) != 0)
+        tp_fail("the Ping flooder is not dropped after %zu Pings", sent);
+    expect_log(c, "over the limit: dropped");
+    if (rss_checked() && peak - rss0 > 16384)
+        tp_fail("backend RSS peaked at %ld KiB during the Ping flood (%ld before)", peak, rss0);
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    cu_prompt(c, cu_ms(PROMPT_MS));
+}
+
+/* ======================================================================================== */
+/* Gigabyte frame lengths */
+
+/* zmtp_huge opens a ZeroMQ connection (greeting, READY as a DEALER) and sends a frame
+ * header announcing len bytes; the backend must close it without waiting for the body. */
+static void
+zmtp_huge(struct tp_ctx *c, uint64_t len)
+{
+    struct tp_peer *z = tp_open(c, c->be.client_addr);
+    uint8_t g[ZMTP_GREETING_LEN], ready[128], hdr[ZMTP_HDR_MAX];
+    ssize_t rl = zmtp_ready(ready, sizeof(ready), "DEALER");
+    size_t hl = zmtp_frame_header(hdr, len, false);
+    size_t got = 0;
+    int r;
+
+    assert_non_null(z);
+    assert_true(rl > 0);
+    zmtp_greeting(g);
+    tp_send_raw(z, g, sizeof(g));
+    tp_send_raw(z, ready, (size_t)rl);
+    tp_send_raw(z, hdr, hl);
+    r = cu_wait_eof(z->fd, cu_ms(5000), &got);
+    if (r != 0)
+        tp_fail("ZeroMQ frame of %llu bytes: the connection was not closed (%s)",
+                (unsigned long long)len, strerror(-r));
+    tp_close(c, z);
+}
+
+TP_TEST(test_abuse_gigabyte_frame_lengths)
+{
+    static const uint32_t lengths[] = {0xFFFFFFF0u, 0xFFFFFFFFu, 0x80000000u,
+                                       ING_MAX_FRAME_DEFAULT + 1};
+    struct tp_peer *c1, *p;
+    uint8_t hdr[ING_HDR_LEN];
+    long rss0;
+    size_t i, rep;
+    char text[200];
+
+    tp_start(c, NULL);
+    c1 = tp_client(c, "c1", "");
+    rss0 = cu_rss_kib(c->be.pid);
+    for (rep = 0; rep < 8; rep++) {
+        for (i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+            const struct ing_msg *m;
+
+            /* A registered client, an agent before its hello, a client before its hello. */
+            p = rep % 3 == 0 ? tp_client(c, "big", "")
+                             : tp_connect(c, rep % 3 == 1 ? ING_ROLE_AGENT : ING_ROLE_CLIENT);
+            ing_frame_header(hdr, p->role == ING_ROLE_AGENT ? ING_AGENT_HELLO : ING_CLIENT_NEW_JOB,
+                             lengths[i]);
+            tp_send_raw(p, hdr, sizeof(hdr));
+            m = tp_expect_error(p, ING_ERR_TOO_BIG);
+            tp_cpy(text, sizeof(text), m->u.error.text);
+            if (strstr(text, "over the maximum") == NULL)
+                tp_fail("Error TOO_BIG text \"%s\"", text);
+            tp_expect_closed(p);
+            tp_close(c, p);
+        }
+    }
+    check_rss(c, rss0, 4096, "frames announcing gigabytes");
+    expect_log(c, "over the maximum");
+    /* The ZeroMQ dialect: 2^62 bytes, 4 GiB, just over max_frame. */
+    zmtp_huge(c, 1ull << 62);
+    zmtp_huge(c, 0xFFFFFFF0ull);
+    zmtp_huge(c, (uint64_t)ING_MAX_FRAME_DEFAULT + 4096);
+    check_rss(c, rss0, 4096, "ZeroMQ frames announcing gigabytes");
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    cu_prompt(c, cu_ms(PROMPT_MS));
+}
+
+/* ======================================================================================== */
+/* Connection flood */
+
+TP_TEST(test_abuse_connection_flood)
+{
+    enum { INFLIGHT = 64 };
+    size_t cycles = cu_slow() > 1 ? 200 : 2000, started = 0, finished = 0, i;
+    struct sockaddr_storage cs, as;
+    socklen_t cl, al;
+    struct pollfd pf[INFLIGHT];
+    size_t which[INFLIGHT];
+    struct tp_peer *c1, *a;
+    uint8_t pre_c[ING_PREAMBLE_LEN], pre_a[ING_PREAMBLE_LEN], zgreet[ZMTP_GREETING_LEN];
+    uint8_t *job, *hello_a;
+    size_t job_len, hello_a_len;
+    int base_fds, fds;
+    uint64_t t0, deadline;
+    struct tp_queue q;
+
+    tp_start(c, "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    /* An agent with no slot: the flood's jobs wait, and go with their clients. */
+    a = tp_agent(c, "A", 0, "docker/default", NULL);
+    tp_expect_envs(c1, "docker:[default]");
+    base_fds = cu_fd_count(c->be.pid);
+    assert_int_equal(cu_addr(c->be.client_addr, &cs, &cl), 0);
+    assert_int_equal(cu_addr(c->be.agent_addr, &as, &al), 0);
+    ing_preamble_encode(pre_c, ING_ROLE_CLIENT);
+    ing_preamble_encode(pre_a, ING_ROLE_AGENT);
+    zmtp_greeting(zgreet);
+    {
+        struct ing_msg m = {.type = ING_CLIENT_HELLO};
+        struct tp_job j = {.id = "flood", .state = "S"};
+        uint8_t *hf, *jf;
+        size_t hl, jl;
+
+        m.u.client_hello.name = (struct ing_view){"f", 1};
+        hf = tp_msg_frame(&m, &hl);
+        jf = tp_job_frame(&j, ING_CLIENT_NEW_JOB, &jl);
+        job_len = ING_PREAMBLE_LEN + hl + jl;
+        job = own(malloc(job_len));
+        memcpy(job, pre_c, ING_PREAMBLE_LEN);
+        memcpy(job + ING_PREAMBLE_LEN, hf, hl);
+        memcpy(job + ING_PREAMBLE_LEN + hl, jf, jl);
+        free(hf);
+        free(jf);
+    }
+    {
+        struct ing_msg m = {.type = ING_AGENT_HELLO};
+        static const char envs[] = "\x81\xa6"
+                                   "docker"
+                                   "\x81\xa5"
+                                   "flood"
+                                   "\x82\xa2"
+                                   "id"
+                                   "\xa2"
+                                   "i1"
+                                   "\xa7"
+                                   "created"
+                                   "\x01";
+        uint8_t *hf;
+        size_t hl;
+
+        m.u.agent_hello.friendly_name = (struct ing_view){"F", 1};
+        m.u.agent_hello.slots = 1;
+        m.u.agent_hello.environments = (struct ing_view){envs, sizeof(envs) - 1};
+        hf = tp_msg_frame(&m, &hl);
+        hello_a_len = ING_PREAMBLE_LEN + hl;
+        hello_a = own(malloc(hello_a_len));
+        memcpy(hello_a, pre_a, ING_PREAMBLE_LEN);
+        memcpy(hello_a + ING_PREAMBLE_LEN, hf, hl);
+        free(hf);
+    }
+
+    t0 = tp_now_ms();
+    deadline = t0 + (uint64_t)cu_ms(60000);
+    for (i = 0; i < INFLIGHT; i++)
+        pf[i] = (struct pollfd){.fd = -1, .events = POLLOUT};
+    while (finished < cycles) {
+        if (tp_now_ms() > deadline)
+            break;
+        for (i = 0; i < INFLIGHT && started < cycles; i++) {
+            if (pf[i].fd >= 0)
+                continue;
+            which[i] = started;
+            pf[i].fd = cu_connect_start(started % 7 == 6 ? &as : &cs, started % 7 == 6 ? al : cl);
+            if (pf[i].fd < 0)
+                tp_fail("flood connection %zu: %s", started, strerror(-pf[i].fd));
+            pf[i].events = POLLOUT;
+            started++;
+        }
+        if (poll(pf, INFLIGHT, 100) <= 0)
+            continue;
+        for (i = 0; i < INFLIGHT; i++) {
+            int fd = pf[i].fd;
+
+            if (fd < 0 || pf[i].revents == 0)
+                continue;
+            switch (which[i] % 7) {
+            case 0: /* connect and leave */
+                close(fd);
+                break;
+            case 1: /* connect and reset */
+                cu_close_rst(fd);
+                break;
+            case 2: /* preamble, leave */
+                cu_send_all(fd, pre_c, sizeof(pre_c), cu_ms(1000));
+                close(fd);
+                break;
+            case 3: /* register, submit, leave */
+                cu_send_all(fd, job, job_len, cu_ms(1000));
+                close(fd);
+                break;
+            case 4: /* half a preamble, reset */
+                cu_send_all(fd, pre_c, 3, cu_ms(1000));
+                cu_close_rst(fd);
+                break;
+            case 5: /* the start of a ZeroMQ greeting, leave */
+                cu_send_all(fd, zgreet, 10, cu_ms(1000));
+                close(fd);
+                break;
+            default: /* an agent says hello and resets */
+                cu_send_all(fd, hello_a, hello_a_len, cu_ms(1000));
+                cu_close_rst(fd);
+                break;
+            }
+            pf[i].fd = -1;
+            finished++;
+        }
+    }
+    for (i = 0; i < INFLIGHT; i++)
+        if (pf[i].fd >= 0)
+            close(pf[i].fd);
+    release(job);
+    release(hello_a);
+    if (finished < cycles)
+        tp_fail("only %zu of %zu connect/close cycles in %d ms", finished, cycles, cu_ms(60000));
+
+    /* Every connection is released, the flood's jobs are gone, service is prompt. Once a
+     * connection opened after the flood is answered on each endpoint, the backend has
+     * accepted every flood connection (accept order); then it must close them all. */
+    {
+        struct tp_peer *s1 = tp_connect(c, ING_ROLE_CLIENT), *s2 = tp_connect(c, ING_ROLE_AGENT);
+
+        fds = cu_wait_fd_count(c->be.pid, base_fds + 2, cu_ms(10000));
+        if (fds > base_fds + 2)
+            tp_fail("the backend holds %d descriptors after the flood, %d before", fds - 2,
+                    base_fds);
+        tp_close(c, s1);
+        tp_close(c, s2);
+    }
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    tp_get_queue(c1, &q);
+    if (q.n_running != 0 || q.n_waiting != 0) {
+        tp_queue_free(&q);
+        tp_fail("jobs of the flood's clients are still queued");
+    }
+    tp_queue_free(&q);
+    expect_log(c, "closed (peer closed)");
+    cu_prompt(c, cu_ms(PROMPT_MS));
+    tp_close(c, a);
+    tp_expect_envs(c1, "");
+    a = tp_agent(c, "B", 1, "docker/default", NULL);
+    tp_expect_envs(c1, "docker:[default]");
+    job_roundtrip(c1, a, "after-flood");
+}
+
+/* ======================================================================================== */
+/* Many environments */
+
+/* envs_hello builds an AgentHello environments map: docker -> {prefix%06u: {id, created}} for
+ * n names. Returns a malloc'd msgpack value (its size in *len). */
+static uint8_t *
+envs_map(const char *prefix, uint32_t n, size_t *len)
+{
+    struct ing_mp_writer w;
+    uint32_t i;
+    char name[32];
+
+    ing_mp_writer_init_dyn(&w);
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "docker");
+    ing_mp_put_map(&w, n);
+    for (i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "%s%06u", prefix, i);
+        ing_mp_put_cstr(&w, name);
+        ing_mp_put_map(&w, 2);
+        ing_mp_put_cstr(&w, "id");
+        ing_mp_put_cstr(&w, "i1");
+        ing_mp_put_cstr(&w, "created");
+        ing_mp_put_int(&w, 1);
+    }
+    if (w.err != 0) {
+        ing_mp_writer_fini(&w);
+        tp_fail("msgpack writer: %d", w.err);
+    }
+    *len = w.len;
+    return w.buf; /* owned by the caller now */
+}
+
+/* expect_env_count expects BackendUpdateEnvironments with n names, sorted. */
+static void
+expect_env_count_at(const char *file, int line, struct tp_peer *p, long n)
+{
+    const struct ing_msg *m = tp_expect_at(file, line, p, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    bool sorted;
+    long got = cu_env_names(m->u.envs.environments, &sorted);
+
+    if (got != n || !sorted)
+        tp_fail_at(file, line, "%s: BackendUpdateEnvironments with %ld names%s, expected %ld",
+                   p->label, got, sorted ? "" : " (not sorted)", n);
+}
+#define expect_env_count(...) expect_env_count_at(__FILE__, __LINE__, __VA_ARGS__)
+
+TP_TEST(test_abuse_many_environments)
+{
+    struct tp_peer *c1, *c2, *a, *b, *d;
+    uint8_t *envs;
+    size_t len;
+    const struct ing_msg *m;
+    char text[200];
+    struct tp_job j = {.id = "deep", .env = "env009999"};
+
+    tp_start(c, "--ping-interval", "60s", NULL); /* the test's agents are not always read */
+    c1 = tp_client(c, "c1", "");
+
+    /* 10,000 environments: accepted, and every client gets the whole sorted list. */
+    a = tp_connect(c, ING_ROLE_AGENT);
+    envs = own(envs_map("env", 10000, &len));
+    tp_hello_raw(a, "A", 2, (struct tp_bytes){envs, len});
+    release(envs);
+    expect_env_count(c1, 10000);
+    expect_log(c, "registered: 2 slots, 10000 environments");
+    c2 = tp_connect(c, ING_ROLE_CLIENT);
+    tp_client_hello(c2, "c2");
+    expect_env_count(c2, 10000);
+    tp_send_job(c1, &j);
+    tp_expect_job(a, "deep");
+    tp_done(a, "deep", "success", "");
+    tp_expect_done(c1, "deep", "success", NULL, NULL);
+
+    /* One more than the limit (100,000) in a first hello: Error INVALID and the close;
+     * nothing applied. */
+    b = tp_connect(c, ING_ROLE_AGENT);
+    b->lenient = true;
+    envs = own(envs_map("big", 100001, &len));
+    tp_hello_raw(b, "B", 1, (struct tp_bytes){envs, len});
+    m = tp_expect_error(b, ING_ERR_INVALID);
+    tp_cpy(text, sizeof(text), m->u.error.text);
+    if (strstr(text, "too many environments") == NULL)
+        tp_fail("Error INVALID text \"%s\"", text);
+    tp_expect_closed(b);
+    tp_close(c, b);
+    expect_log(c, "AgentHello refused");
+    /* The same from the registered agent: refused, its registration stays as it was. */
+    tp_hello_raw(a, "A", 9, (struct tp_bytes){envs, len});
+    release(envs);
+    tp_expect_error(a, ING_ERR_INVALID);
+    tp_expect_nothing(c1, TP_QUIET_MS);
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    j.id = "still";
+    tp_send_job(c1, &j);
+    tp_expect_job(a, "still");
+    tp_done(a, "still", "success", "");
+    tp_expect_done(c1, "still", "success", NULL, NULL);
+    b = tp_connect(c, ING_ROLE_AGENT);
+    tp_hello(b, "B", 1, &(struct tp_env){.type = "docker", .name = "small", .created = 1}, 1);
+    expect_env_count(c1, 10001);
+    expect_env_count(c2, 10001);
+
+    /* Exactly the limit: accepted (not under ING_SLOW: a large hello is slow there). */
+    if (cu_slow() == 1) {
+        d = tp_connect(c, ING_ROLE_AGENT);
+        envs = own(envs_map("max", 100000, &len));
+        tp_hello_raw(d, "D", 1, (struct tp_bytes){envs, len});
+        release(envs);
+        expect_env_count(c1, 110001);
+        expect_env_count(c2, 110001);
+        tp_close(c, d);
+        expect_env_count(c1, 10001);
+        expect_env_count(c2, 10001);
+    }
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    cu_prompt(c, cu_ms(PROMPT_MS));
+}
+
+/* ======================================================================================== */
+/* Queue limits */
+
+TP_TEST(test_abuse_queue_limits)
+{
+    struct tp_peer *c1, *c2, *a;
+    struct tp_queue q;
+    char id[16];
+    int k;
+
+    tp_start(c, "--max-waiting", "8", "--max-waiting-per-client", "5", "--ping-interval", "60s",
+             NULL);
+    c1 = tp_client(c, "c1", "");
+    c2 = tp_client(c, "c2", "");
+    /* c1 submits until refused: 5 wait, every further one is "Queue full". */
+    for (k = 0; k < 8; k++) {
+        snprintf(id, sizeof(id), "a%d", k);
+        tp_submit(c1, id, 0);
+    }
+    for (k = 5; k < 8; k++) {
+        snprintf(id, sizeof(id), "a%d", k);
+        tp_expect_synthetic(c1, id, "crash", "Queue full", "");
+    }
+    /* c2 reaches the total: 3 more wait. */
+    for (k = 0; k < 5; k++) {
+        snprintf(id, sizeof(id), "b%d", k);
+        tp_submit(c2, id, 0);
+    }
+    for (k = 3; k < 5; k++) {
+        snprintf(id, sizeof(id), "b%d", k);
+        tp_expect_synthetic(c2, id, "crash", "Queue full", "");
+    }
+    expect_log(c, "refused: Queue full");
+    tp_get_queue(c1, &q);
+    assert_int_equal(q.n_waiting, 8);
+    tp_queue_free(&q);
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    cu_prompt(c, cu_ms(PROMPT_MS));
+    /* A refused id was not stored: it can be submitted once there is room. */
+    tp_kill(c2, "a0");
+    tp_expect_synthetic(c1, "a0", "killed", "You killed the job", "S-a0");
+    tp_submit(c2, "b3", 0);
+    tp_barrier(c2);
+    tp_submit(c2, "b4", 0);
+    tp_expect_synthetic(c2, "b4", "crash", "Queue full", "");
+    /* Dispatched jobs do not count. */
+    a = tp_agent(c, "A", 2, "docker/default", NULL);
+    tp_expect_job(a, "a1");
+    tp_expect_job(a, "a2");
+    tp_expect_envs(c1, "docker:[default]");
+    tp_expect_envs(c2, "docker:[default]");
+    tp_submit(c2, "b4", 0);
+    tp_barrier(c2);
+    tp_get_queue(c1, &q);
+    assert_int_equal(q.n_running, 2);
+    assert_int_equal(q.n_waiting, 7);
+    tp_queue_free(&q);
+}
+
+/* ======================================================================================== */
+/* --max-errors */
+
+/* expect_errors reads n Errors of code from p. */
+static void
+expect_errors_at(const char *file, int line, struct tp_peer *p, int n, uint16_t code)
+{
+    int k;
+
+    for (k = 0; k < n; k++)
+        tp_expect_error_at(file, line, p, code);
+}
+#define expect_errors(...) expect_errors_at(__FILE__, __LINE__, __VA_ARGS__)
+
+TP_TEST(test_abuse_max_errors)
+{
+    /* A ClientKillJob whose job_id claims 9 bytes and carries 2: malformed. */
+    static const uint8_t bad_body[] = {0, 0, 0, 9, 'a', 'b'};
+    struct tp_peer *c1, *p, *burst, *ag;
+    uint8_t *many;
+    size_t one = ING_HDR_LEN + sizeof(bad_body), k;
+
+    tp_start(c, "--max-errors", "5", NULL);
+    c1 = tp_client(c, "c1", "");
+
+    /* 4 errors: still served. The 5th closes. */
+    p = tp_client(c, "spam", "");
+    for (k = 0; k < 4; k++)
+        tp_send_frame(p, ING_CLIENT_KILL_JOB, 0, bad_body, sizeof(bad_body));
+    expect_errors(p, 4, ING_ERR_MALFORMED);
+    cu_roundtrip(p, cu_ms(PROMPT_MS));
+    tp_hello(p, "x", 1, NULL, 0); /* a different kind of error counts too */
+    tp_expect_error(p, ING_ERR_UNEXPECTED);
+    tp_expect_error(p, ING_ERR_LIMIT);
+    tp_expect_closed(p);
+    expect_log(c, "too many protocol errors");
+
+    /* 1000 malformed frames in one write: exactly 5 answers, then the close. */
+    burst = tp_client(c, "burst", "");
+    burst->lenient = true;
+    many = own(malloc(1000 * one));
+    for (k = 0; k < 1000; k++) {
+        ing_frame_header(many + k * one, ING_CLIENT_KILL_JOB, sizeof(bad_body));
+        memcpy(many + k * one + ING_HDR_LEN, bad_body, sizeof(bad_body));
+    }
+    tp_send_raw(burst, many, 1000 * one);
+    release(many);
+    expect_errors(burst, 5, ING_ERR_MALFORMED);
+    tp_expect_error(burst, ING_ERR_LIMIT);
+    {
+        const struct ing_msg *m = NULL;
+        int r = tp_recv(burst, TP_DEADLINE_MS, &m);
+
+        if (r != -EPIPE)
+            tp_fail("burst: expected the close after Error LIMIT, got %d", r);
+    }
+
+    /* An agent spamming unknown types, before its hello. */
+    ag = tp_connect(c, ING_ROLE_AGENT);
+    ag->lenient = true;
+    for (k = 0; k < 6; k++)
+        tp_send_frame(ag, 0x7e, 0, "xyz", 3);
+    expect_errors(ag, 5, ING_ERR_UNKNOWN_TYPE);
+    tp_expect_error(ag, ING_ERR_LIMIT);
+    tp_expect_closed(ag);
+
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    cu_prompt(c, cu_ms(PROMPT_MS));
+}
+
+#define CASE(name) cmocka_unit_test_setup_teardown(name, tp_setup, teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        CASE(test_abuse_many_idle_connections),
+        CASE(test_abuse_partial_preamble_and_frame_stall),
+        CASE(test_abuse_non_reader_queue_flood),
+        CASE(test_abuse_non_reader_ping_flood),
+        CASE(test_abuse_gigabyte_frame_lengths),
+        CASE(test_abuse_connection_flood),
+        CASE(test_abuse_many_environments),
+        CASE(test_abuse_queue_limits),
+        CASE(test_abuse_max_errors),
+    };
+
+    return cmocka_run_group_tests_name("abuse", tests, NULL, NULL);
+}
