@@ -118,10 +118,12 @@ struct be_agent {
 
 struct be_client {
     void *peer;
-    struct be_client *prev, *next;
+    struct be_client *prev, *next; /* registered list; once gone: be->reaping (next only) */
     bool registered;
+    bool gone; /* connection closed: its jobs are being dropped (be_reap), nothing is sent */
     struct job *jobs;
     uint64_t n_waiting;
+    uint64_t dropped, killed; /* while gone: counts for the log line */
 };
 
 static const uint8_t empty_map[1] = {0x80};
@@ -802,6 +804,11 @@ static void
 dispatch(struct backend *be, struct be_agent *a, struct job *j)
 {
     job_unqueue(be, j);
+    if (j->owner != NULL && j->owner->gone) { /* not reaped yet: drop it, not run it */
+        j->owner->dropped++;
+        job_free(be, j);
+        return;
+    }
     slot_take(a);
     j->status = JOB_DISPATCHED;
     j->agent = a;
@@ -855,7 +862,7 @@ static void
 send_result(struct backend *be, struct be_client *c, struct ing_view id, const char *kind,
             const char *text, struct ing_view state)
 {
-    if (c == NULL)
+    if (c == NULL || c->gone)
         return;
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
@@ -1042,6 +1049,11 @@ be_fini(struct backend *be)
         be->clients = c->next;
         slab_free(&be->client_slab, c);
     }
+    while (be->reaping != NULL) { /* their jobs were freed above */
+        struct be_client *c = be->reaping;
+        be->reaping = c->next;
+        slab_free(&be->client_slab, c);
+    }
     free(be->jtab);
     free(be->etab);
     free(be->envs_msg);
@@ -1090,11 +1102,39 @@ be_client_hello(struct backend *be, struct be_client *c)
     send_envs(be, c);
 }
 
-void
+/* client_reap drops or kills up to *budget jobs of the gone client c; true once it has
+ * none left (c is then freed). */
+static bool
+client_reap(struct backend *be, struct be_client *c, size_t *budget)
+{
+    while (c->jobs != NULL && *budget > 0) {
+        struct job *j = c->jobs;
+        (*budget)--;
+        if (j->status == JOB_WAITING) {
+            job_unqueue(be, j);
+            job_free(be, j);
+            c->dropped++;
+        } else {
+            owner_unlink(j);
+            if (!(j->flags & JOB_F_KILLING))
+                send_kill(be, j);
+            c->killed++;
+        }
+    }
+    if (c->jobs != NULL)
+        return false;
+    if (c->dropped + c->killed > 0)
+        log_msg(LOG_INFO, "client gone: %llu waiting jobs dropped, %llu running jobs killed",
+                (unsigned long long)c->dropped, (unsigned long long)c->killed);
+    slab_free(&be->client_slab, c);
+    return true;
+}
+
+bool
 be_client_gone(struct backend *be, struct be_client *c)
 {
     if (c == NULL)
-        return;
+        return be->reaping != NULL;
     if (c->registered) {
         if (c->prev != NULL)
             c->prev->next = c->next;
@@ -1104,24 +1144,27 @@ be_client_gone(struct backend *be, struct be_client *c)
             c->next->prev = c->prev;
         be->n_clients--;
     }
-    uint64_t dropped = 0, killed = 0;
-    while (c->jobs != NULL) {
-        struct job *j = c->jobs;
-        if (j->status == JOB_WAITING) {
-            job_unqueue(be, j);
-            job_free(be, j);
-            dropped++;
-        } else {
-            owner_unlink(j);
-            if (!(j->flags & JOB_F_KILLING))
-                send_kill(be, j);
-            killed++;
-        }
+    c->gone = true;
+    c->peer = NULL;
+    size_t budget = BE_REAP_BATCH;
+    if (!client_reap(be, c, &budget)) {
+        c->prev = NULL;
+        c->next = be->reaping;
+        be->reaping = c;
     }
-    if (dropped + killed > 0)
-        log_msg(LOG_INFO, "client gone: %llu waiting jobs dropped, %llu running jobs killed",
-                (unsigned long long)dropped, (unsigned long long)killed);
-    slab_free(&be->client_slab, c);
+    return be->reaping != NULL;
+}
+
+bool
+be_reap(struct backend *be, size_t budget)
+{
+    while (be->reaping != NULL && budget > 0) {
+        struct be_client *c = be->reaping;
+        struct be_client *next = c->next;
+        if (client_reap(be, c, &budget))
+            be->reaping = next;
+    }
+    return be->reaping != NULL;
 }
 
 void
@@ -1171,7 +1214,15 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
             return;
         }
     }
-    if (jtab_find(be, id.p, id.len) != NULL) {
+    struct job *dup = jtab_find(be, id.p, id.len);
+    if (dup != NULL && dup->status == JOB_WAITING && dup->owner != NULL && dup->owner->gone) {
+        /* The waiting job of a gone client, not reaped yet: it is dropped anyway. */
+        job_unqueue(be, dup);
+        dup->owner->dropped++;
+        job_free(be, dup);
+        dup = NULL;
+    }
+    if (dup != NULL) {
         be_client_refuse(be, c, id, "Duplicate job id");
         return;
     }
@@ -1395,19 +1446,21 @@ be_client_get_queue(struct backend *be, struct be_client *c)
     }
     while (nheads > 0) {
         struct job *j = heads[0];
-        struct ing_queue_waiting *w = &qw[nw];
-        w->job_id = job_id_view(j);
-        w->is_current = j->owner == c;
-        w->info.p = tp;
-        w->info.len = job_info(j, tp);
-        w->launcher = job_launcher(j);
-        w->max_time = j->max_time;
-        size_t sz = 4 + w->job_id.len + 1 + 4 + w->info.len + 4 + w->launcher.len + 8;
-        if (used + sz > budget)
-            break;
-        used += sz;
-        tp += w->info.len;
-        nw++;
+        if (j->owner == NULL || !j->owner->gone) { /* a gone client's jobs are being dropped */
+            struct ing_queue_waiting *w = &qw[nw];
+            w->job_id = job_id_view(j);
+            w->is_current = j->owner == c;
+            w->info.p = tp;
+            w->info.len = job_info(j, tp);
+            w->launcher = job_launcher(j);
+            w->max_time = j->max_time;
+            size_t sz = 4 + w->job_id.len + 1 + 4 + w->info.len + 4 + w->launcher.len + 8;
+            if (used + sz > budget)
+                break;
+            used += sz;
+            tp += w->info.len;
+            nw++;
+        }
         heads[0] = j->next;
         if (heads[0] == NULL)
             heads[0] = heads[--nheads];
@@ -1426,7 +1479,7 @@ be_client_get_queue(struct backend *be, struct be_client *c)
             x = m;
         }
     }
-    if (nw < nwait)
+    if (nheads > 0)
         log_msg(LOG_WARN, "queue snapshot truncated to %zu of %zu waiting jobs (max frame)", nw,
                 nwait);
     struct ing_msg m;
@@ -1841,7 +1894,7 @@ be_agent_started(struct backend *be, struct be_agent *a, struct ing_view id)
     if (j == NULL)
         return;
     j->status = JOB_STARTED;
-    if (j->owner == NULL)
+    if (j->owner == NULL || j->owner->gone)
         return;
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
@@ -1855,7 +1908,7 @@ be_agent_ssh(struct backend *be, struct be_agent *a, const uint8_t *body, size_t
              const struct ing_ssh_debug *m)
 {
     struct job *j = agent_job(be, a, m->job_id, "AgentJobSSHDebug");
-    if (j == NULL || j->owner == NULL)
+    if (j == NULL || j->owner == NULL || j->owner->gone)
         return;
     be->ops.relay(j->owner->peer, ING_BACKEND_JOB_SSH_DEBUG, body, len);
 }
@@ -1868,7 +1921,7 @@ be_agent_done(struct backend *be, struct be_agent *a, const uint8_t *body, size_
     if (j == NULL)
         return;
     run_remove(be, j);
-    if (j->owner != NULL)
+    if (j->owner != NULL && !j->owner->gone)
         be->ops.relay(j->owner->peer, ING_BACKEND_JOB_DONE, body, len);
     be->stats.jobs_done++;
     log_msg(LOG_DEBUG, "job %.*s done on agent %s", (int)j->id_len, job_id(j), a->name);

@@ -79,6 +79,7 @@ struct backend {
 
     struct be_agent *agents;   /* registered agents (doubly linked) */
     struct be_client *clients; /* registered clients (doubly linked) */
+    struct be_client *reaping; /* gone clients whose jobs are not all dropped yet */
     struct env *orphans;       /* environments with waiting jobs and no provider */
     uint64_t n_waiting, n_running;
     uint32_t n_agents, n_clients;
@@ -105,7 +106,14 @@ void be_fini(struct backend *be);
 /* Clients. be_client_new is called when a client connection is open; the returned handle
  * lives until be_client_gone. */
 struct be_client *be_client_new(struct backend *be, void *peer);
-void be_client_gone(struct backend *be, struct be_client *c);
+/* be_client_gone: c's connection closed. Nothing is sent to it any more; its waiting jobs
+ * are dropped and its running jobs killed on their agents, BE_REAP_BATCH of them now and
+ * the rest by be_reap (a client leaving with a million jobs must not stall the loop).
+ * Returns true while some gone client still has jobs: call be_reap soon. */
+#define BE_REAP_BATCH 8192
+bool be_client_gone(struct backend *be, struct be_client *c);
+/* be_reap handles up to budget more jobs of gone clients; true while some remain. */
+bool be_reap(struct backend *be, size_t budget);
 bool be_client_registered(const struct be_client *c);
 void be_client_hello(struct backend *be, struct be_client *c);
 /* be_client_new_job: body[0..len) is the native ClientNewJob body and m its decoded views

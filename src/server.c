@@ -96,6 +96,7 @@ struct server {
     struct conn *closing; /* deferred closes */
     struct conn *backlog; /* connections with complete frames left over (frame budget) */
     struct ev_timer backlog_timer;
+    struct ev_timer reap_timer; /* gone clients' jobs left to drop (be_reap) */
     uint32_t nconns;
     uint64_t next_id;
     struct ev_timer ping_timer, tick_timer, drain_timer;
@@ -295,8 +296,8 @@ conn_reap(struct server *s)
     while (s->closing != NULL) {
         struct conn *c = s->closing;
         s->closing = c->cl_next;
-        if (c->client != NULL)
-            be_client_gone(&s->be, c->client);
+        if (c->client != NULL && be_client_gone(&s->be, c->client))
+            ev_timer_start(s->loop, &s->reap_timer, ev_now_ms(s->loop));
         if (c->agent != NULL)
             be_agent_gone(&s->be, c->agent);
         c->client = NULL;
@@ -1144,6 +1145,16 @@ backlog_run(void *arg)
     }
 }
 
+/* reap_run drops another batch of the jobs of clients that left with many. */
+static void
+reap_run(void *arg)
+{
+    struct server *s = arg;
+    update_clock(s);
+    if (be_reap(&s->be, BE_REAP_BATCH))
+        ev_timer_start(s->loop, &s->reap_timer, ev_now_ms(s->loop));
+}
+
 static void
 ping_tick(void *arg)
 {
@@ -1368,6 +1379,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     ev_timer_init(&s->tick_timer, tick, s);
     ev_timer_init(&s->drain_timer, drain_expired, s);
     ev_timer_init(&s->backlog_timer, backlog_run, s);
+    ev_timer_init(&s->reap_timer, reap_run, s);
     ev_timer_start(s->loop, &s->ping_timer, now + cfg->ping_interval_ms);
     uint64_t t = min_nz(cfg->ping_interval_ms, cfg->handshake_timeout_ms / 4);
     t = min_nz(t, cfg->be.kill_timeout_ms / 4);

@@ -377,6 +377,67 @@ TP_TEST(test_disconnect_consequences_sent_at_once)
     expect_soon(c1, ING_BACKEND_UPDATE_ENVIRONMENTS, "last agent closed");
 }
 
+/* A client that leaves with more jobs than one batch (BE_REAP_BATCH, 8,192): they are
+ * dropped over several loop iterations while the backend keeps serving; none of them is
+ * listed or dispatched any more, and their ids are free again (proto.md §7.1). */
+TP_TEST(test_client_gone_with_many_jobs)
+{
+    enum { N = 17000 };
+    struct tp_peer *c1, *c2, *a;
+    struct tp_queue q;
+    char id[32], want[96];
+
+    tp_start(c, NULL);
+    c1 = tp_client(c, "c1", "");
+    c2 = tp_client(c, "c2", "");
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof(id), "m%d", i);
+        struct tp_job j = {.id = id, .env = "many"};
+
+        tp_send_job(c1, &j);
+    }
+    tp_barrier(c1);
+    tp_close(c, c1);
+    /* Once the backend has seen the close, the snapshot omits c1's jobs at once. */
+    uint64_t deadline = tp_now_ms() + (uint64_t)TP_DEADLINE_MS;
+    for (;;) {
+        tp_get_queue(c2, &q);
+        uint32_t n = q.n_waiting;
+
+        tp_queue_free(&q);
+        if (n == 0)
+            break;
+        if (n != N)
+            tp_fail("the snapshot lists %u of c1's %d jobs", n, N);
+        if (tp_now_ms() > deadline)
+            tp_fail("c1's jobs still listed after its close");
+    }
+    /* m0, the oldest, is dropped last: c2 may reuse its id at once. */
+    {
+        struct tp_job j = {.id = "m0", .env = "many", .state = "mine"};
+
+        tp_send_job(c2, &j);
+    }
+    tp_barrier(c2); /* no "Duplicate job id" before the Pong */
+    tp_get_queue(c2, &q);
+    assert_int_equal(q.n_running, 0);
+    assert_int_equal(q.n_waiting, 1);
+    assert_string_equal(q.waiting[0].id, "m0");
+    assert_true(q.waiting[0].mine);
+    tp_queue_free(&q);
+    a = tp_agent(c, "A", 4, "docker/many", NULL);
+    tp_expect_envs(c2, "docker:[many]");
+    tp_expect_job(a, "m0");
+    tp_expect_nothing(a, TP_QUIET_MS);
+    snprintf(want, sizeof(want), "client gone: %d waiting jobs dropped, 0 running jobs killed", N);
+    deadline = tp_now_ms() + (uint64_t)TP_DEADLINE_MS;
+    while (!tp_log_contains(c, want)) {
+        if (tp_now_ms() > deadline)
+            tp_fail("no log line \"%s\"", want);
+        tp_barrier(c2);
+    }
+}
+
 /* --retry-lost-jobs 1: a started job of a lost agent is requeued once, then crashes. */
 TP_TEST(test_retry_lost_jobs)
 {
@@ -1388,6 +1449,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         TP_CASE(test_kill_timeout_frees_slot),
+        TP_CASE(test_client_gone_with_many_jobs),
         TP_CASE(test_kill_answered_before_timeout),
         TP_CASE(test_orphan_timeout),
         TP_CASE(test_orphan_timeout_after_withdrawal),
