@@ -110,7 +110,7 @@ struct be_client *be_client_new(struct backend *be, void *peer);
  * are dropped and its running jobs killed on their agents, BE_REAP_BATCH of them now and
  * the rest by be_reap (a client leaving with a million jobs must not stall the loop).
  * Returns true while some gone client still has jobs: call be_reap soon. */
-#define BE_REAP_BATCH 8192
+#define BE_REAP_BATCH 2048
 bool be_client_gone(struct backend *be, struct be_client *c);
 /* be_reap handles up to budget more jobs of gone clients; true while some remain. */
 bool be_reap(struct backend *be, size_t budget);
