@@ -11,7 +11,8 @@
  *                     provides (they wait: --orphan-timeout 0), then a Ping
  *   2 lifecycle_1M    4 clients x 64 in flight, 8 agents x 64 slots on docker/default:
  *                     300,000 jobs while the million wait
- *   3 get_queue_1M    one ClientGetQueue (the snapshot lists the million)
+ *   3 get_queue_1M    one ClientGetQueue (the snapshot lists the 10,000 oldest of the
+ *                     million: the default --queue-list-max)
  *   4 drain_1M        8 agents for docker/backlog join and work the million off (each slot
  *                     freed takes the next job from a 1M-job heap)
  *   5 enqueue_1M_again  another million for docker/backlog2 (no agent)

@@ -11,8 +11,9 @@
  * sched_cycle_eE_aG_wW: one submit -> dispatch -> started -> done cycle, with E environments
  *   (1, 100, 10,000), G agents (1, 100, 1,000) of 64 slots each announcing min(4, E)
  *   environments, and W jobs waiting: 0 (32 jobs running) or 1M (every slot busy).
- * sched_get_queue_N_eE: be_client_get_queue with N jobs waiting in E environments, the
- *   BackendGetQueue encoded as the server does.
+ * sched_get_queue_N_eE_lL: be_client_get_queue with N jobs waiting in E environments, the
+ *   BackendGetQueue encoded as the server does, listing at most L waiting jobs (the default
+ *   --queue-list-max 10000, or "all": --queue-list-max 0).
  *
  * Jobs are those of bench/loadgen.c (128-byte inputdata, a 253-byte ClientNewJob body).
  * Fixed seeds; each case warms up, then CLOCK_MONOTONIC is read around the timed loop only.
@@ -404,18 +405,19 @@ case_cycle(uint32_t nenv, uint32_t nagents)
 }
 
 static void
-case_queue(uint32_t nwait, uint32_t nenv, int reps)
+case_queue(uint32_t nwait, uint32_t nenv, uint32_t list_max, int reps)
 {
     char name[80];
     struct bench b;
-    snprintf(name, sizeof(name), "sched_get_queue_%s_e%u",
+    snprintf(name, sizeof(name), "sched_get_queue_%s_e%u_l%s",
              nwait == MILLION  ? "1M"
              : nwait == 100000 ? "100k"
                                : "n",
-             nenv);
+             nenv, list_max == 0 ? "all" : list_max == 10000 ? "10k" : "n");
     if (!wanted(name))
         return;
     setup(&b, nenv, 0);
+    b.be.cfg.queue_list_max = list_max;
     for (uint32_t i = 0; i < nwait; i++)
         submit(&b, (int64_t)(bc_rand(&b.seed) & 1), (int64_t)(i % nenv));
     b.encode = true;
@@ -444,8 +446,11 @@ main(int argc, char **argv)
     for (size_t e = 0; e < 3; e++)
         for (size_t a = 0; a < 3; a++)
             case_cycle(envs[e], agents[a]);
-    case_queue(100000, 1, 20);
-    case_queue(100000, 100, 20);
-    case_queue(MILLION, 1, 3);
+    case_queue(100000, 1, 10000, 50);
+    case_queue(100000, 100, 10000, 50);
+    case_queue(MILLION, 1, 10000, 50);
+    case_queue(100000, 1, 0, 20);
+    case_queue(100000, 100, 0, 20);
+    case_queue(MILLION, 1, 0, 3);
     return 0;
 }

@@ -992,6 +992,7 @@ be_config_default(struct be_config *cfg)
     cfg->max_waiting_per_client = 10000000;
     cfg->max_frame = ING_MAX_FRAME_DEFAULT;
     cfg->kill_any = true;
+    cfg->queue_list_max = 10000;
 }
 
 int
@@ -1060,6 +1061,7 @@ be_fini(struct backend *be)
     free(be->q_run);
     free(be->q_wait);
     free(be->q_text);
+    free(be->q_sel);
     pool_fini(&be->jobs_pool);
     slab_fini(&be->client_slab);
     slab_fini(&be->agent_slab);
@@ -1367,12 +1369,36 @@ grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
+/* heads_down restores the min-heap on arrival sequence of heads[0..n) below x. */
+static void
+heads_down(struct job **heads, size_t n, size_t x)
+{
+    for (;;) {
+        size_t l = 2 * x + 1, m = x;
+        if (l < n && heads[l]->seq < heads[m]->seq)
+            m = l;
+        if (l + 1 < n && heads[l + 1]->seq < heads[m]->seq)
+            m = l + 1;
+        if (m == x)
+            return;
+        struct job *t = heads[x];
+        heads[x] = heads[m];
+        heads[m] = t;
+        x = m;
+    }
+}
+
+/* be_client_get_queue answers a snapshot: the running jobs in dispatch order, then the
+ * first cfg.queue_list_max waiting jobs in arrival order (all when 0), within the frame
+ * limit. Its cost is linear in what it lists (plus the environments), not in the queue. */
 void
 be_client_get_queue(struct backend *be, struct be_client *c)
 {
     size_t nrun = be->n_running, nwait = be->n_waiting;
+    size_t cap = be->cfg.queue_list_max ? be->cfg.queue_list_max : SIZE_MAX;
+    size_t want = nwait < cap ? nwait : cap;
+    struct job **runs = NULL, **heads = NULL;
     /* 1. Collect the running jobs, in dispatch order. */
-    struct job **runs = NULL;
     if (nrun > 0 && (runs = malloc(nrun * sizeof(*runs))) == NULL)
         goto oom;
     size_t k = 0, text = 0;
@@ -1384,14 +1410,35 @@ be_client_get_queue(struct backend *be, struct be_client *c)
     nrun = k;
     if (nrun > 1)
         qsort(runs, nrun, sizeof(*runs), run_cmp);
-    /* 2. Size the text scratch (info strings) for everything. */
-    for (size_t i = 0; i <= be->emask; i++)
-        for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
-            for (struct job *j = e->fifo_head; j != NULL; j = j->next)
+    /* 2. Select the waiting jobs: merge the environments' FIFOs by arrival sequence (a
+     * gone client's jobs, being dropped, are left out). */
+    size_t nsel = 0, nheads = 0;
+    if (want > 0) {
+        if (grow((void **)&be->q_sel, &be->q_sel_cap, want, sizeof(*be->q_sel)) != 0 ||
+            (heads = malloc(be->nenvs * sizeof(*heads))) == NULL)
+            goto oom;
+        for (size_t i = 0; i <= be->emask; i++)
+            for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
+                if (e->fifo_head != NULL)
+                    heads[nheads++] = e->fifo_head;
+        for (size_t i = nheads; i-- > 0;)
+            heads_down(heads, nheads, i);
+        while (nheads > 0 && nsel < want) {
+            struct job *j = heads[0];
+            if (j->owner == NULL || !j->owner->gone) {
+                be->q_sel[nsel++] = j;
                 text += job_info_max(j);
+            }
+            heads[0] = j->next;
+            if (heads[0] == NULL)
+                heads[0] = heads[--nheads];
+            heads_down(heads, nheads, 0);
+        }
+    }
+    /* 3. Fill the message, within the frame limit. */
     if (grow((void **)&be->q_text, &be->q_text_cap, text + 1, 1) != 0 ||
         grow(&be->q_run, &be->q_run_cap, nrun + 1, sizeof(struct ing_queue_running)) != 0 ||
-        grow(&be->q_wait, &be->q_wait_cap, nwait + 1, sizeof(struct ing_queue_waiting)) != 0)
+        grow(&be->q_wait, &be->q_wait_cap, nsel + 1, sizeof(struct ing_queue_waiting)) != 0)
         goto oom;
     struct ing_queue_running *qr = be->q_run;
     struct ing_queue_waiting *qw = be->q_wait;
@@ -1414,74 +1461,25 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         used += 4 + r->job_id.len + 1 + 4 + r->agent_name.len + 4 + r->info.len + 4 +
                 r->launcher.len + 16;
     }
-    /* 3. Waiting jobs in arrival order: merge the environments' FIFOs by sequence. */
     size_t nw = 0;
-    struct job **heads = NULL;
-    size_t nheads = 0;
-    if (nwait > 0) {
-        heads = malloc(be->nenvs * sizeof(*heads));
-        if (heads == NULL)
-            goto oom;
-        for (size_t i = 0; i <= be->emask; i++)
-            for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
-                if (e->fifo_head != NULL)
-                    heads[nheads++] = e->fifo_head;
-    }
-    /* heads[] is a min-heap on seq. */
-    for (size_t i = nheads; i-- > 0;) {
-        size_t x = i;
-        for (;;) {
-            size_t l = 2 * x + 1, m = x;
-            if (l < nheads && heads[l]->seq < heads[m]->seq)
-                m = l;
-            if (l + 1 < nheads && heads[l + 1]->seq < heads[m]->seq)
-                m = l + 1;
-            if (m == x)
-                break;
-            struct job *t = heads[x];
-            heads[x] = heads[m];
-            heads[m] = t;
-            x = m;
+    for (; nw < nsel; nw++) {
+        struct job *j = be->q_sel[nw];
+        struct ing_queue_waiting *w = &qw[nw];
+        w->job_id = job_id_view(j);
+        w->is_current = j->owner == c;
+        w->info.p = tp;
+        w->info.len = job_info(j, tp);
+        w->launcher = job_launcher(j);
+        w->max_time = j->max_time;
+        size_t sz = 4 + w->job_id.len + 1 + 4 + w->info.len + 4 + w->launcher.len + 8;
+        if (used + sz > budget) {
+            log_msg(LOG_WARN, "queue snapshot truncated to %zu of %zu waiting jobs (max frame)",
+                    nw, nwait);
+            break;
         }
+        used += sz;
+        tp += w->info.len;
     }
-    while (nheads > 0) {
-        struct job *j = heads[0];
-        if (j->owner == NULL || !j->owner->gone) { /* a gone client's jobs are being dropped */
-            struct ing_queue_waiting *w = &qw[nw];
-            w->job_id = job_id_view(j);
-            w->is_current = j->owner == c;
-            w->info.p = tp;
-            w->info.len = job_info(j, tp);
-            w->launcher = job_launcher(j);
-            w->max_time = j->max_time;
-            size_t sz = 4 + w->job_id.len + 1 + 4 + w->info.len + 4 + w->launcher.len + 8;
-            if (used + sz > budget)
-                break;
-            used += sz;
-            tp += w->info.len;
-            nw++;
-        }
-        heads[0] = j->next;
-        if (heads[0] == NULL)
-            heads[0] = heads[--nheads];
-        size_t x = 0;
-        for (;;) {
-            size_t l = 2 * x + 1, m = x;
-            if (l < nheads && heads[l]->seq < heads[m]->seq)
-                m = l;
-            if (l + 1 < nheads && heads[l + 1]->seq < heads[m]->seq)
-                m = l + 1;
-            if (m == x)
-                break;
-            struct job *t = heads[x];
-            heads[x] = heads[m];
-            heads[m] = t;
-            x = m;
-        }
-    }
-    if (nheads > 0)
-        log_msg(LOG_WARN, "queue snapshot truncated to %zu of %zu waiting jobs (max frame)", nw,
-                nwait);
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
     m.type = ING_BACKEND_GET_QUEUE;
@@ -1494,6 +1492,7 @@ be_client_get_queue(struct backend *be, struct be_client *c)
     free(runs);
     return;
 oom:
+    free(heads);
     free(runs);
     log_msg(LOG_ERR, "out of memory building the queue snapshot");
 }

@@ -36,6 +36,7 @@ struct be_config {
     uint64_t max_waiting;       /* waiting jobs in total */
     uint64_t max_waiting_per_client;
     uint32_t max_frame;          /* largest body we may send (queue snapshot) */
+    uint32_t queue_list_max;     /* waiting jobs a queue snapshot lists (0 = all) */
     bool kill_any;               /* a client may kill jobs of other clients */
 };
 
@@ -91,6 +92,8 @@ struct backend {
     /* Scratch for the queue snapshot, reused. */
     void *q_run, *q_wait;
     size_t q_run_cap, q_wait_cap;
+    struct job **q_sel; /* the waiting jobs a snapshot lists */
+    size_t q_sel_cap;
     char *q_text;
     size_t q_text_cap;
 

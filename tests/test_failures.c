@@ -377,6 +377,37 @@ TP_TEST(test_disconnect_consequences_sent_at_once)
     expect_soon(c1, ING_BACKEND_UPDATE_ENVIRONMENTS, "last agent closed");
 }
 
+/* --queue-list-max N: a snapshot lists the N oldest waiting jobs (across environments,
+ * by arrival) and all running ones; 0 lists everything. */
+TP_TEST(test_queue_list_max)
+{
+    struct tp_peer *c1, *a;
+    const char *ids[] = {"w1", "w2", "w3", "w4", "w5"};
+    const char *envs[] = {"x", "y", "x", "y", "x"};
+
+    tp_start(c, "--queue-list-max", "3", NULL);
+    c1 = tp_client(c, "c1", "");
+    a = tp_agent(c, "A", 1, "docker/default", NULL);
+    tp_expect_envs(c1, ENV_DEFAULT);
+    tp_submit(c1, "r1", 0);
+    tp_expect_job(a, "r1");
+    for (int i = 0; i < 5; i++) {
+        struct tp_job j = {.id = ids[i], .env = envs[i], .priority = i == 4 ? -5 : 0};
+
+        tp_send_job(c1, &j);
+    }
+    queue_expect(c1, "r1", "w1,w2,w3"); /* arrival order, whatever the priority */
+    tp_stop(c);
+    tp_start(c, "--queue-list-max", "0", NULL);
+    c1 = tp_client(c, "c1", "");
+    for (int i = 0; i < 5; i++) {
+        struct tp_job j = {.id = ids[i], .env = envs[i]};
+
+        tp_send_job(c1, &j);
+    }
+    queue_expect(c1, "", "w1,w2,w3,w4,w5");
+}
+
 /* A client that leaves with more jobs than one batch (BE_REAP_BATCH, 2,048): they are
  * dropped over several loop iterations while the backend keeps serving; none of them is
  * listed or dispatched any more, and their ids are free again (proto.md §7.1). */
@@ -1450,6 +1481,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         TP_CASE(test_kill_timeout_frees_slot),
         TP_CASE(test_client_gone_with_many_jobs),
+        TP_CASE(test_queue_list_max),
         TP_CASE(test_kill_answered_before_timeout),
         TP_CASE(test_orphan_timeout),
         TP_CASE(test_orphan_timeout_after_withdrawal),

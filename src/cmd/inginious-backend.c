@@ -41,6 +41,8 @@ usage(FILE *f)
             "      --max-waiting-per-client N  waiting jobs per client (10000000)\n"
             "      --max-errors N          protocol errors before a peer is closed (100)\n"
             "      --kill-policy any|owner which clients may kill a job (any, as INGInious)\n"
+            "      --queue-list-max N      waiting jobs a queue snapshot lists, oldest first\n"
+            "                              (10000; 0 = all, linear in the queue)\n"
             "      --agent-secret-file F   agents must prove they know the secret in F\n"
             "      --client-secret-file F  clients must prove they know the secret in F\n"
             "                              (HMAC-SHA-256 challenge-response, proto.md 6; the\n"
@@ -70,6 +72,7 @@ enum {
     OPT_MAX_WAITING_CLIENT,
     OPT_MAX_ERRORS,
     OPT_KILL_POLICY,
+    OPT_QUEUE_LIST_MAX,
     OPT_PORT_FILE,
     OPT_JOB_FIELD,
     OPT_AGENT_SECRET,
@@ -97,6 +100,7 @@ static const struct option options[] = {
     {"max-waiting-per-client", required_argument, NULL, OPT_MAX_WAITING_CLIENT},
     {"max-errors", required_argument, NULL, OPT_MAX_ERRORS},
     {"kill-policy", required_argument, NULL, OPT_KILL_POLICY},
+    {"queue-list-max", required_argument, NULL, OPT_QUEUE_LIST_MAX},
     {"port-file", required_argument, NULL, OPT_PORT_FILE},
     {"job-field", required_argument, NULL, OPT_JOB_FIELD},
     {"agent-secret-file", required_argument, NULL, OPT_AGENT_SECRET},
@@ -216,6 +220,11 @@ main(int argc, char **argv)
             if (opt_u64(optarg, &v) != 0 || v == 0 || v > UINT32_MAX)
                 bad(name, optarg);
             cfg.max_errors = (uint32_t)v;
+            break;
+        case OPT_QUEUE_LIST_MAX:
+            if (opt_u64(optarg, &v) != 0 || v > UINT32_MAX)
+                bad(name, optarg);
+            cfg.be.queue_list_max = (uint32_t)v;
             break;
         case OPT_KILL_POLICY:
             if (strcmp(optarg, "any") == 0)
