@@ -1445,21 +1445,29 @@ be_client_get_queue(struct backend *be, struct be_client *c)
     char *tp = be->q_text;
     size_t budget = be->cfg.max_frame > 64 ? be->cfg.max_frame - 64 : 0;
     size_t used = 8;
-    for (size_t i = 0; i < nrun; i++) {
-        struct job *j = runs[i];
-        struct ing_queue_running *r = &qr[i];
+    size_t nr = 0;
+    for (; nr < nrun; nr++) {
+        struct job *j = runs[nr];
+        struct ing_queue_running *r = &qr[nr];
         r->job_id = job_id_view(j);
         r->is_current = j->owner == c;
         r->agent_name.p = j->agent->name;
         r->agent_name.len = (uint32_t)strlen(j->agent->name);
         r->info.p = tp;
         r->info.len = job_info(j, tp);
-        tp += r->info.len;
         r->launcher = job_launcher(j);
         r->started_at = j->u.started_s;
         r->max_time = j->max_time;
-        used += 4 + r->job_id.len + 1 + 4 + r->agent_name.len + 4 + r->info.len + 4 +
-                r->launcher.len + 16;
+        size_t sz = 4 + r->job_id.len + 1 + 4 + r->agent_name.len + 4 + r->info.len + 4 +
+                    r->launcher.len + 16;
+        if (used + sz > budget) {
+            log_msg(LOG_WARN, "queue snapshot truncated to %zu of %zu running jobs (max frame)",
+                    nr, nrun);
+            nsel = 0;
+            break;
+        }
+        used += sz;
+        tp += r->info.len;
     }
     size_t nw = 0;
     for (; nw < nsel; nw++) {
@@ -1483,7 +1491,7 @@ be_client_get_queue(struct backend *be, struct be_client *c)
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
     m.type = ING_BACKEND_GET_QUEUE;
-    m.u.queue.n_running = (uint32_t)nrun;
+    m.u.queue.n_running = (uint32_t)nr;
     m.u.queue.n_waiting = (uint32_t)nw;
     m.u.queue.running = qr;
     m.u.queue.waiting = qw;

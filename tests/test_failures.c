@@ -890,8 +890,8 @@ TP_TEST(test_name_and_count_limits)
 /* ======================================================================================== */
 /* Queue snapshot size (proto.md §5.5) */
 
-/* With --max-frame 4096 a snapshot that does not fit lists every running job and as many
- * waiting jobs as fit, oldest first. */
+/* With --max-frame 4096 a snapshot that does not fit lists every running job (they fit) and
+ * as many waiting jobs as fit, oldest first. */
 TP_TEST(test_queue_truncated_to_max_frame)
 {
     char launcher[201];
@@ -940,6 +940,51 @@ TP_TEST(test_queue_truncated_to_max_frame)
         snprintf(want, sizeof(want), "w%02u", i + 1);
         if (!tp_view_is(e.job_id, want))
             tp_fail("waiting entry %u is not %s (oldest first)", i, want);
+    }
+}
+
+/* Running jobs are trimmed too: 40 running jobs with 200-byte launchers do not fit in 4096
+ * bytes; the snapshot lists as many as fit, in dispatch order, and stays within max_frame. */
+TP_TEST(test_queue_running_truncated_to_max_frame)
+{
+    char launcher[201];
+    struct tp_peer *c1, *a;
+    const struct ing_msg *m;
+    const uint8_t *pos;
+    size_t frame_len;
+    int n_jobs = 40;
+
+    memset(launcher, 'L', 200);
+    launcher[200] = '\0';
+    tp_start(c, "--max-frame", "4096", NULL);
+    c1 = tp_client(c, "c1", "");
+    a = tp_agent(c, "A", (uint32_t)n_jobs, "docker/default", NULL);
+    tp_expect_envs(c1, ENV_DEFAULT);
+    for (int k = 0; k < n_jobs; k++) {
+        char id[16];
+        struct tp_job j = {.id = id, .launcher = launcher};
+
+        snprintf(id, sizeof(id), "r%02d", k);
+        tp_send_job(c1, &j);
+        tp_expect_job(a, id);
+    }
+    tp_send_type(c1, ING_CLIENT_GET_QUEUE);
+    m = tp_expect(c1, ING_BACKEND_GET_QUEUE);
+    tp_frame(c1, &frame_len);
+    if (frame_len - ING_HDR_LEN > 4096)
+        tp_fail("the snapshot body is %zu bytes, over max_frame 4096", frame_len - ING_HDR_LEN);
+    if (m->u.queue.n_running == 0 || m->u.queue.n_running >= (uint32_t)n_jobs)
+        tp_fail("%u running jobs listed in 4096 bytes", m->u.queue.n_running);
+    assert_int_equal(m->u.queue.n_waiting, 0);
+    pos = m->u.queue.wire_running;
+    for (uint32_t i = 0; i < m->u.queue.n_running; i++) {
+        struct ing_queue_running e;
+        char want[16];
+
+        pos = ing_queue_next_running(pos, &e);
+        snprintf(want, sizeof(want), "r%02u", i);
+        if (!tp_view_is(e.job_id, want))
+            tp_fail("running entry %u is not %s (dispatch order)", i, want);
     }
 }
 
@@ -1497,6 +1542,7 @@ main(void)
         TP_CASE(test_invalid_agent_hello_changes_nothing),
         TP_CASE(test_name_and_count_limits),
         TP_CASE(test_queue_truncated_to_max_frame),
+        TP_CASE(test_queue_running_truncated_to_max_frame),
         TP_CASE(test_welcome_and_port_file),
         TP_CASE(test_handshake_timeout),
         TP_CASE(test_bad_preambles),

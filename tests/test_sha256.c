@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "sha256.h"
 
 /* unhex decodes the hex string s (no spaces) into out; returns the byte count. */
@@ -348,6 +349,28 @@ test_hmac_then_compare(void **state)
     assert_false(sha256_equal(mac, again, SHA256_LEN));
 }
 
+/* The worked example of proto.md §10 (Auth and AuthOk vectors). */
+static void
+test_auth_macs_match_proto_md(void **state)
+{
+    (void)state;
+    static const uint8_t peer[32] = {
+        0xa0, 0x8e, 0x36, 0xde, 0x0c, 0x6a, 0xcc, 0xc9, 0x4d, 0xbb, 0x73, 0x77, 0x47, 0x97, 0xcf, 0x1f,
+        0xdd, 0xf2, 0x6d, 0xac, 0x1c, 0x69, 0x2e, 0x97, 0xb0, 0x1f, 0xfc, 0xb3, 0xb2, 0xbb, 0x9e, 0x15};
+    static const uint8_t server[32] = {
+        0x18, 0xfe, 0x1d, 0x4a, 0x9c, 0xe5, 0xa1, 0x90, 0x4f, 0x01, 0xd3, 0xd2, 0x3a, 0x4c, 0x5b, 0x92,
+        0x62, 0x38, 0x06, 0x84, 0xc1, 0xb8, 0x5e, 0x4e, 0x8c, 0x89, 0x34, 0x3e, 0xba, 0x4d, 0xee, 0xb9};
+    uint8_t ns[ING_NONCE_LEN], nc[ING_NONCE_LEN], mac[ING_MAC_LEN];
+    for (int i = 0; i < ING_NONCE_LEN; i++) {
+        ns[i] = (uint8_t)i;
+        nc[i] = (uint8_t)(0xa0 + i);
+    }
+    auth_peer_mac((const uint8_t *)"secret", 6, ING_ROLE_CLIENT, ns, nc, mac);
+    assert_memory_equal(mac, peer, sizeof(peer));
+    auth_server_mac((const uint8_t *)"secret", 6, ING_ROLE_CLIENT, ns, nc, mac);
+    assert_memory_equal(mac, server, sizeof(server));
+}
+
 int
 main(void)
 {
@@ -358,6 +381,7 @@ main(void)
         cmocka_unit_test(test_sha256_million_a),
         cmocka_unit_test(test_sha256_every_length),
         cmocka_unit_test(test_hmac_rfc4231),
+        cmocka_unit_test(test_auth_macs_match_proto_md),
         cmocka_unit_test(test_hmac_key_lengths),
         cmocka_unit_test(test_streaming_random_splits),
         cmocka_unit_test(test_equal_constant_time),
