@@ -511,14 +511,21 @@ env_best(const struct env *e)
     return e->heaped ? e->heap[0] : e->fifo_head;
 }
 
-/* fifo_insert puts j in arrival order (at the tail for a new job; further back for a job
- * requeued after its agent was lost). */
+/* fifo_insert puts j in arrival order: at the tail for a new job (O(1)); for a job requeued
+ * after its agent was lost, by a walk from the head, which only passes the waiting jobs older
+ * than j (it was dispatched, so few are), not the whole queue. */
 static void
 fifo_insert(struct env *e, struct job *j)
 {
-    struct job *after = e->fifo_tail;
-    while (after != NULL && after->seq > j->seq)
-        after = after->prev;
+    struct job *after;
+    if (e->fifo_tail == NULL || e->fifo_tail->seq < j->seq) {
+        after = e->fifo_tail;
+    } else {
+        struct job *before = e->fifo_head;
+        while (before->seq < j->seq)
+            before = before->next; /* stops at the tail at the latest */
+        after = before->prev;
+    }
     j->prev = after;
     j->next = after != NULL ? after->next : e->fifo_head;
     if (j->next != NULL)

@@ -537,6 +537,98 @@ test_backend_client_gone_many(void **state)
     assert_false(be_reap(&be, 1));
 }
 
+/* The job-id table while it grows (lookups, removals and duplicates across the old and the
+ * new table during the incremental rehash) and the per-environment queues with mixed
+ * priorities (FIFO, then heap): 3,000 jobs in 7 environments with priorities -1..1, every
+ * third followed by the kill of a random live job; then duplicates of live ids are refused,
+ * killed ids are free again, and one slot drains everything in (priority, arrival) order. */
+static void
+test_backend_tables_under_growth(void **state)
+{
+    (void)state;
+    enum { N = 3000, NENV = 7 };
+    static int8_t prio[N];
+    static unsigned arrival[N];
+    static bool alive[N];
+    char id[32], env[8];
+    struct be_client *c = client(0);
+    uint64_t x = 12345;
+    unsigned nalive = 0;
+    no_check = true;
+    for (unsigned i = 0; i < N; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        prio[i] = (int8_t)((x >> 33) % 3) - 1;
+        arrival[i] = i;
+        snprintf(id, sizeof(id), "t%u", i);
+        snprintf(env, sizeof(env), "e%u", i % NENV);
+        submit_full(c, id, prio[i], "docker", env, NULL, NULL);
+        alive[i] = true;
+        nalive++;
+        if (i % 3 == 2) {
+            unsigned k = (unsigned)((x >> 17) % (i + 1));
+            while (!alive[k])
+                k = (k + 1) % (i + 1);
+            snprintf(id, sizeof(id), "t%u", k);
+            kill_job(c, id); /* runs be_check */
+            struct rec *r = expect(0, ING_BACKEND_JOB_DONE, id);
+            assert_string_equal(r->kind, "killed");
+            alive[k] = false;
+            nalive--;
+        }
+        if (i % 250 == 0)
+            assert_int_equal(be_check(&be), 0);
+    }
+    no_check = false;
+    assert_int_equal(be.n_waiting, nalive);
+    assert_int_equal(be_check(&be), 0);
+    /* Duplicates of live ids are refused; killed ids are accepted again (priority 1,
+     * arriving after every other job). */
+    unsigned dups = 0, reused = 0;
+    for (unsigned i = 0; i < N && (dups < 100 || reused < 100); i++) {
+        snprintf(id, sizeof(id), "t%u", i);
+        if (alive[i] && dups < 100) {
+            submit(c, id, 0, "e0");
+            struct rec *r = expect(0, ING_BACKEND_JOB_DONE, id);
+            assert_string_equal(r->text, "Duplicate job id");
+            dups++;
+        } else if (!alive[i] && reused < 100) {
+            submit_full(c, id, 1, "docker", "e0", NULL, NULL);
+            expect_none(0);
+            prio[i] = 1;
+            arrival[i] = N + reused++;
+            alive[i] = true;
+            nalive++;
+        }
+    }
+    assert_int_equal(reused, 100);
+    assert_int_equal(be.n_waiting, nalive);
+    /* One slot over every environment drains in (priority, arrival) order. */
+    struct be_agent *a = agent(1, 1, "e0,e1,e2,e3,e4,e5,e6");
+    int last_prio = -2;
+    unsigned last_arrival = 0, seen = 0;
+    struct rec *r;
+    while ((r = next_job(1)) != NULL) {
+        assert_int_equal(r->type, ING_BACKEND_NEW_JOB);
+        unsigned num = (unsigned)strtoul(r->job + 1, NULL, 10);
+        assert_true(num < N && alive[num]);
+        alive[num] = false;
+        if (prio[num] != last_prio) {
+            assert_true(prio[num] > last_prio);
+            last_prio = prio[num];
+            last_arrival = 0;
+        }
+        assert_true(arrival[num] >= last_arrival);
+        last_arrival = arrival[num];
+        seen++;
+        char jid[64];
+        snprintf(jid, sizeof(jid), "%s", r->job);
+        done(a, jid, "success");
+        expect(0, ING_BACKEND_JOB_DONE, jid);
+    }
+    assert_int_equal(seen, nalive);
+    assert_int_equal(be.n_waiting, 0);
+}
+
 /* Duplicate ids, refused values, queue limits. */
 static void
 test_backend_refusals(void **state)
@@ -693,6 +785,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_orphan_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_client_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_client_gone_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_tables_under_growth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk, setup, teardown),
     };

@@ -1407,6 +1407,51 @@ TP_TEST(test_sigterm_drain_timeout)
         tp_fail("exit status 0x%x after the drain, expected 0", (unsigned)st);
 }
 
+/* A second signal during the drain (SIGTERM or SIGINT) exits at once, status 0, without
+ * waiting for the running job or the --drain-timeout. */
+static void
+second_signal_exits(struct tp_ctx *c, int second)
+{
+    struct tp_peer *c1, *a;
+    uint64_t t0, deadline;
+    int st;
+
+    tp_start(c, "--drain-timeout", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    a = tp_agent(c, "A", 1, "docker/default", NULL);
+    tp_expect_envs(c1, ENV_DEFAULT);
+    tp_submit(c1, "j1", 0);
+    tp_expect_job(a, "j1");
+    tp_signal(c, SIGTERM);
+    /* Signals that arrive together are merged: wait until the first one was handled. */
+    deadline = tp_now_ms() + (uint64_t)TP_DEADLINE_MS;
+    while (!tp_log_contains(c, "signal 15 received")) {
+        if (tp_now_ms() > deadline)
+            tp_fail("no \"signal 15 received\" in the log");
+        tp_barrier(c1);
+    }
+    tp_expect_nothing(c1, TP_QUIET_MS); /* draining: j1 still runs */
+    t0 = tp_now_ms();
+    tp_signal(c, second);
+    st = tp_wait_exit(c, TP_DEADLINE_MS);
+    if (!exited_zero(st))
+        tp_fail("exit status 0x%x after a second signal, expected 0", (unsigned)st);
+    if (tp_now_ms() - t0 > (uint64_t)(2000 * tp_slow()))
+        tp_fail("exit %llu ms after the second signal", (unsigned long long)(tp_now_ms() - t0));
+    if (!tp_log_contains(c, "during shutdown: exiting now"))
+        tp_fail("no log line for the second signal");
+}
+
+TP_TEST(test_second_sigterm_exits_at_once)
+{
+    second_signal_exits(c, SIGTERM);
+}
+
+TP_TEST(test_sigint_during_drain_exits_at_once)
+{
+    second_signal_exits(c, SIGINT);
+}
+
 /* ======================================================================================== */
 /* Command line and logs */
 
@@ -1555,6 +1600,8 @@ main(void)
         TP_CASE(test_ipv6_endpoints),
         TP_CASE(test_sigterm_drain_delivers_running_job),
         TP_CASE(test_sigterm_drain_timeout),
+        TP_CASE(test_second_sigterm_exits_at_once),
+        TP_CASE(test_sigint_during_drain_exits_at_once),
         TP_CASE(test_command_line),
         TP_CASE(test_job_field_option),
         TP_CASE(test_log_format),
