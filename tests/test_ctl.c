@@ -297,7 +297,7 @@ test_ctl_submit_options(void **state)
     lt_pass(w);
 }
 
-/* Without --wait: the job id at once (a UUID4 by default), exit 0 once the job has ended. */
+/* Without --wait: the job id at once (a UUID4 by default) and exit 0 at once; the job goes on. */
 static void
 test_ctl_submit_no_wait(void **state)
 {
@@ -323,6 +323,13 @@ test_ctl_submit_no_wait(void **state)
     assert_int_equal(ing_client_kill(cl->c, "taken"), 0);
     e = lt_expect_cev(w, cl, ING_CLIENT_EV_DONE, "taken");
     assert_false(e->lost);
+    /* Fire and forget: ctl exits at once, the job keeps running (a detached process holds
+     * the connection) until it is killed. */
+    expect_rc(w, ctl(w, "submit", "--job-id", "ff", "--input", "{\"do\":\"hang\"}", NULL), 0);
+    out_has(w, "ff\n");
+    expect_rc(w, ctl(w, "--json", "queue", NULL), 0);
+    out_has(w, "\"ff\"");
+    expect_rc(w, ctl(w, "kill", "ff", NULL), 0);
     lt_pass(w);
 }
 

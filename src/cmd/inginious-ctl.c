@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "inginious/client.h"
@@ -366,9 +368,10 @@ job_usage(FILE *f, bool watch)
                    "Submits one job. With --wait, prints its result (kind, grade, text, state,\n"
                    "problems, tests, custom, stdout, stderr, archive size; with --json one JSON\n"
                    "object, the archive in base64) and exits 0 only if the kind is success.\n"
-                   "Without --wait, prints the job id as soon as it is sent and stays connected\n"
+                   "Without --wait (fire and forget), prints the job id once it is sent and\n"
+                   "exits 0 at once; a detached background process keeps the connection open\n"
                    "until the job ends, silently (the backend drops the jobs of a client that\n"
-                   "disconnects); exit status 0 once it has ended.\n\n");
+                   "disconnects).\n\n");
     fprintf(f, "Job options:\n"
                "  --env-type TYPE     environment type (default docker)\n"
                "  --env NAME          environment name (default default)\n"
@@ -721,6 +724,25 @@ cmd_submit(struct ctl *ctl, int argc, char **argv)
         else
             printf("%s\n", ja.job.job_id);
         fflush(stdout);
+        fflush(stderr);
+        /* Fire and forget: the caller gets its exit status now; a detached child keeps the
+         * connection (and so the job) until the job ends. The parent leaves with _exit so
+         * that nothing it does touches the shared connection. */
+        pid_t pid = fork();
+        if (pid < 0) {
+            errmsg("cannot detach (fork: %s): waiting for the job here", strerror(errno));
+        } else if (pid > 0) {
+            _exit(0);
+        } else {
+            int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+            (void)setsid();
+            if (null >= 0) {
+                dup2(null, 0);
+                dup2(null, 1);
+                dup2(null, 2);
+                close(null);
+            }
+        }
     }
     rc = ing_client_wait_done(ctl->c, ja.job.job_id, result_timeout(ctl), &res, NULL, NULL);
     if (rc != 0) {
