@@ -658,7 +658,16 @@ zconn_message(struct conn *c, const struct zmtp_event *ev)
     if (ev->u.msg.nframes > 1)
         log_msg(LOG_DEBUG, "%s: %u-frame message: reading the first frame only", c->name,
                 ev->u.msg.nframes);
+    memset(&m, 0, sizeof(m));
     int rc = zmq_msg_decode(f->p, f->len, &m, &why);
+    if (rc < 0 && c->role == ING_ROLE_CLIENT && !be_client_registered(c->client) &&
+        (m.type == ING_CLIENT_NEW_JOB || m.type == ING_CLIENT_KILL_JOB ||
+         m.type == ING_CLIENT_GET_QUEUE)) {
+        /* The registration gate comes first, as in INGInious, whatever the values. */
+        struct ing_msg unknown = {.type = ING_UNKNOWN};
+        conn_send(c, &unknown);
+        return;
+    }
     if (rc == -EINVAL && c->role == ING_ROLE_CLIENT && m.type == ING_CLIENT_NEW_JOB &&
         be_client_registered(c->client)) {
         be_client_refuse(&s->be, c->client, m.u.new_job.job.job_id, why);

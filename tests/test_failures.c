@@ -1488,6 +1488,16 @@ TP_TEST(test_command_line)
     }
 }
 
+/* The Python backend's command line carries over: AGENT CLIENT -v --debugmode. */
+TP_TEST(test_python_command_line)
+{
+    struct tp_peer *c1;
+
+    tp_start(c, "-v", "--debugmode", NULL);
+    c1 = tp_client(c, "c1", ""); /* hello answered with the (empty) environment list */
+    tp_barrier(c1);
+}
+
 /* --job-field course_id|taskset_id is accepted (it names the course field of the ZeroMQ
  * dialect; the native protocol is positional and unchanged). */
 TP_TEST(test_job_field_option)
@@ -1603,6 +1613,7 @@ main(void)
         TP_CASE(test_second_sigterm_exits_at_once),
         TP_CASE(test_sigint_during_drain_exits_at_once),
         TP_CASE(test_command_line),
+        TP_CASE(test_python_command_line),
         TP_CASE(test_job_field_option),
         TP_CASE(test_log_format),
     };

@@ -25,6 +25,8 @@ usage(FILE *f)
             "Durations: N (seconds), Ns, Nms. Sizes: N, NK, NM, NG (bytes).\n"
             "\n"
             "  -v, --verbose               log every message handled (DEBUG)\n"
+            "      --debugmode             accepted and ignored (the Python backend's asyncio\n"
+            "                              debug flag), so its command lines carry over\n"
             "  -q, --quiet                 log warnings and errors only\n"
             "      --ping-interval DUR     agent heartbeat period (1s)\n"
             "      --ping-max N            unanswered pings before an agent is removed (5)\n"
@@ -81,6 +83,7 @@ enum {
     OPT_CLIENT_ALLOW,
     OPT_HELP,
     OPT_VERSION,
+    OPT_DEBUGMODE,
 };
 
 static const struct option options[] = {
@@ -109,6 +112,7 @@ static const struct option options[] = {
     {"client-allow", required_argument, NULL, OPT_CLIENT_ALLOW},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
+    {"debugmode", no_argument, NULL, OPT_DEBUGMODE},
     {NULL, 0, NULL, 0},
 };
 
@@ -265,6 +269,8 @@ main(int argc, char **argv)
         case OPT_HELP:
             usage(stdout);
             return 0;
+        case OPT_DEBUGMODE:
+            break;
         case OPT_VERSION:
             printf("inginious-backend %s\n", ING_VERSION);
             return 0;
