@@ -718,6 +718,23 @@ TP_TEST(test_security_allow_ipv6)
 }
 
 /* ======================================================================================== */
+
+/* run_and_wait: clients c1 and c2, agent A with one slot; c1's job "run" runs on A and its
+ * job "wait" waits. */
+static void
+run_and_wait(struct tp_ctx *c, struct tp_peer **c1, struct tp_peer **c2, struct tp_peer **a)
+{
+    *c1 = tp_client(c, "c1", "");
+    *c2 = tp_client(c, "c2", "");
+    *a = tp_agent(c, "A", 1, "docker/default", NULL);
+    tp_expect_envs(*c1, "docker:[default]");
+    tp_expect_envs(*c2, "docker:[default]");
+    tp_submit(*c1, "run", 0);
+    tp_expect_job(*a, "run");
+    tp_submit(*c1, "wait", 0);
+    tp_barrier(*c1);
+}
+
 /* Kill policy */
 
 TP_TEST(test_security_kill_policy_owner)
@@ -726,15 +743,7 @@ TP_TEST(test_security_kill_policy_owner)
     struct tp_queue q;
 
     tp_start(c, "--kill-policy", "owner", NULL);
-    c1 = tp_client(c, "c1", "");
-    c2 = tp_client(c, "c2", "");
-    a = tp_agent(c, "A", 1, "docker/default", NULL);
-    tp_expect_envs(c1, "docker:[default]");
-    tp_expect_envs(c2, "docker:[default]");
-    tp_submit(c1, "run", 0);
-    tp_expect_job(a, "run");
-    tp_submit(c1, "wait", 0);
-    tp_barrier(c1);
+    run_and_wait(c, &c1, &c2, &a);
     /* c2 cannot kill c1's jobs: nobody hears anything, both stay. */
     tp_kill(c2, "run");
     tp_kill(c2, "wait");
@@ -776,15 +785,7 @@ TP_TEST(test_security_kill_policy_any_default)
     const struct ing_msg *m;
 
     tp_start(c, NULL);
-    c1 = tp_client(c, "c1", "");
-    c2 = tp_client(c, "c2", "");
-    a = tp_agent(c, "A", 1, "docker/default", NULL);
-    tp_expect_envs(c1, "docker:[default]");
-    tp_expect_envs(c2, "docker:[default]");
-    tp_submit(c1, "run", 0);
-    tp_expect_job(a, "run");
-    tp_submit(c1, "wait", 0);
-    tp_barrier(c1);
+    run_and_wait(c, &c1, &c2, &a);
     tp_kill(c2, "wait");
     tp_expect_synthetic(c1, "wait", "killed", "You killed the job", "S-wait");
     tp_kill(c2, "run");
