@@ -21,6 +21,7 @@ struct ev_loop {
     struct epoll_event evs[EV_BATCH];
     int nevs, cur; /* the batch being dispatched */
     uint64_t max_iter_us;
+    uint64_t iter_start_us; /* when the current batch began (after epoll_wait) */
 };
 
 uint64_t
@@ -212,6 +213,12 @@ ev_update_now(struct ev_loop *loop)
     return loop->now_ms;
 }
 
+bool
+ev_iter_longer_than(const struct ev_loop *loop, uint64_t us)
+{
+    return clock_us() - loop->iter_start_us > us;
+}
+
 uint64_t
 ev_max_iter_us(const struct ev_loop *loop)
 {
@@ -251,6 +258,7 @@ ev_run_once(struct ev_loop *loop, int max_wait_ms)
         return -errno;
     }
     uint64_t t0 = clock_us();
+    loop->iter_start_us = t0;
     loop->now_ms = t0 / 1000;
     loop->nevs = n;
     for (loop->cur = 0; loop->cur < loop->nevs;) {

@@ -68,6 +68,9 @@ uint64_t ev_now_ms(const struct ev_loop *loop);
 uint64_t ev_update_now(struct ev_loop *loop);
 /* ev_clock_ms reads CLOCK_MONOTONIC in ms. */
 uint64_t ev_clock_ms(void);
+/* ev_iter_longer_than tells whether the current batch (events + timers, since epoll_wait
+ * returned) has run for more than us microseconds: handlers use it to bound their work. */
+bool ev_iter_longer_than(const struct ev_loop *loop, uint64_t us);
 /* ev_max_iter_us is the longest batch dispatch (events + timers) seen, in microseconds. */
 uint64_t ev_max_iter_us(const struct ev_loop *loop);
 

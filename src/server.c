@@ -28,6 +28,7 @@
 #define READ_BUDGET (256 * 1024) /* bytes read from one peer per wake-up */
 #define ACCEPT_BUDGET 64
 #define FRAME_BUDGET 256     /* frames handled from one peer per wake-up */
+#define ITER_BUDGET_US 1000  /* past this much time in one iteration, input waits (see below) */
 #define IN_KEEP (256 * 1024) /* a larger idle input buffer is released */
 
 enum conn_state {
@@ -752,10 +753,15 @@ zconn_ready(struct conn *c, const struct zmtp_event *ev)
 }
 
 /* zconn_input handles every complete ZMTP unit in c->in. */
+static bool input_spent(struct conn *c, unsigned *frames);
+
 static void
 zconn_input(struct conn *c)
 {
+    unsigned frames = 0;
     while (c->state != CONN_CLOSING && !c->close_after_flush && buf_len(&c->in) > 0) {
+        if (input_spent(c, &frames))
+            return;
         struct zmtp_event ev;
         ssize_t r = zmtp_input(&c->z->zmtp, buf_head(&c->in), buf_len(&c->in), &ev);
         if (r < 0) {
@@ -877,6 +883,27 @@ check_auth(struct conn *c, const struct ing_msg *m)
     log_msg(LOG_DEBUG, "%s: authenticated", c->name);
 }
 
+/* input_spent counts one more frame of c in this wake-up. Bounded work per wake-up: past
+ * FRAME_BUDGET frames, or once the iteration has run ITER_BUDGET_US (checked every 32
+ * frames, so each peer makes progress), the rest of c's input waits on the backlog for the
+ * next iteration, after the other peers had their turn. Returns true when c must stop. */
+static bool
+input_spent(struct conn *c, unsigned *frames)
+{
+    struct server *s = c->srv;
+    ++*frames;
+    if (*frames <= FRAME_BUDGET &&
+        ((*frames & 31) != 0 || !ev_iter_longer_than(s->loop, ITER_BUDGET_US)))
+        return false;
+    if (!c->backlog) {
+        c->backlog = true;
+        c->bl_next = s->backlog;
+        s->backlog = c;
+        ev_timer_start(s->loop, &s->backlog_timer, ev_now_ms(s->loop));
+    }
+    return true;
+}
+
 /* process_input handles every complete frame in c->in. */
 static void
 process_input(struct conn *c)
@@ -884,17 +911,8 @@ process_input(struct conn *c)
     struct server *s = c->srv;
     unsigned frames = 0;
     while (c->state != CONN_CLOSING && !c->close_after_flush && buf_len(&c->in) > 0) {
-        if (++frames > FRAME_BUDGET) {
-            /* Bounded work per wake-up: the rest waits for the next iteration, after the
-             * other peers had their turn. */
-            if (!c->backlog) {
-                c->backlog = true;
-                c->bl_next = s->backlog;
-                s->backlog = c;
-                ev_timer_start(s->loop, &s->backlog_timer, ev_now_ms(s->loop));
-            }
+        if (input_spent(c, &frames))
             return;
-        }
         const uint8_t *p = buf_head(&c->in);
         size_t n = buf_len(&c->in);
         if (c->dialect == DIALECT_ZMQ) {

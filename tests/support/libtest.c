@@ -51,6 +51,55 @@ lt_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+int
+lt_slow(void)
+{
+    static int slow;
+
+    if (slow == 0) {
+        const char *e = getenv("ING_SLOW");
+        slow = e != NULL && atoi(e) > 0 ? atoi(e) : 1;
+    }
+    return slow;
+}
+
+/* exec_wrapped runs argv, prefixed by the words of $ING_WRAPPER when it is set and not empty
+ * (e.g. valgrind), in the child process. Returns only on failure. */
+static void
+exec_wrapped(const char *const *argv)
+{
+    const char *wrap = getenv("ING_WRAPPER");
+
+    if (wrap != NULL && *wrap != '\0') {
+        static char words[1024];
+        const char *full[96];
+        size_t n = 0;
+        snprintf(words, sizeof(words), "%s", wrap);
+        for (char *save = NULL, *w = strtok_r(words, " ", &save); w != NULL && n < 64;
+             w = strtok_r(NULL, " ", &save))
+            full[n++] = w;
+        for (size_t i = 0; argv[i] != NULL && n < 95; i++)
+            full[n++] = argv[i];
+        full[n] = NULL;
+        execvp(full[0], (char *const *)full);
+        return;
+    }
+    execv(argv[0], (char *const *)argv);
+}
+
+/* wrapper_error tells whether a wait status is the --error-exitcode=N of $ING_WRAPPER (the
+ * wrapper found errors: memcheck's report is in the backend's log). */
+static bool
+wrapper_error(int status)
+{
+    const char *wrap = getenv("ING_WRAPPER");
+    const char *e;
+
+    if (wrap == NULL || *wrap == '\0' || (e = strstr(wrap, "--error-exitcode=")) == NULL)
+        return false;
+    return WIFEXITED(status) && WEXITSTATUS(status) == atoi(e + strlen("--error-exitcode="));
+}
+
 static int
 left_ms(uint64_t deadline)
 {
@@ -77,11 +126,21 @@ lt_view_str(char *dst, size_t cap, struct ing_view v)
     return dst;
 }
 
+/* open_pidfd returns a pidfd for pid, or -1 (the waits then look again every 10 ms). After
+ * ENOSYS (valgrind 3.19 does not know the call and warns each time) it does not try again. */
 static int
 open_pidfd(pid_t pid)
 {
 #ifdef SYS_pidfd_open
-    return (int)syscall(SYS_pidfd_open, pid, 0);
+    static bool nosys;
+    int fd;
+
+    if (nosys)
+        return -1;
+    fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0 && errno == ENOSYS)
+        nosys = true;
+    return fd;
 #else
     (void)pid;
     return -1;
@@ -213,6 +272,7 @@ int
 lt_teardown(void **state)
 {
     struct lt_world *w = *state;
+    int rc = 0;
 
     for (size_t i = 0; i < w->nclients; i++)
         client_free(w->clients[i]);
@@ -224,18 +284,30 @@ lt_teardown(void **state)
     if (w->be_pid > 0) {
         kill(w->be_pid, SIGTERM);
         if (!wait_backend(w, LT_DEADLINE_MS)) {
+            print_error("teardown: the backend did not exit within %d ms of SIGTERM\n",
+                        LT_DEADLINE_MS);
             kill(w->be_pid, SIGKILL);
             wait_backend(w, LT_DEADLINE_MS);
+            if (w->ok)
+                rc = -1;
+        } else if (w->ok && !(WIFEXITED(w->be_status) && WEXITSTATUS(w->be_status) == 0)) {
+            /* under $ING_WRAPPER, memcheck's errors end here (its --error-exitcode) */
+            if (WIFSIGNALED(w->be_status))
+                print_error("teardown: the backend died of signal %d\n", WTERMSIG(w->be_status));
+            else
+                print_error("teardown: the backend exited with status %d after SIGTERM\n",
+                            WEXITSTATUS(w->be_status));
+            rc = -1;
         }
     }
-    if (!w->ok && w->dir[0] != '\0')
+    if ((!w->ok || rc != 0) && w->dir[0] != '\0')
         lt_dump_log(w);
     if (w->dir[0] != '\0')
         rm_dir(w->dir);
     for (size_t i = 0; i < w->nallocs; i++)
         free(w->allocs[i]);
     free(w);
-    return 0;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -341,7 +413,7 @@ spawn_backend(const char *file, int line, struct lt_world *w, const char *agent_
         dup2(null, 0);
         dup2(logfd, 1);
         dup2(logfd, 2);
-        execv(bin, (char *const *)argv);
+        exec_wrapped(argv);
         fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
         _exit(127);
     }
@@ -455,6 +527,9 @@ lt_kill_backend_at(const char *file, int line, struct lt_world *w, int sig)
     kill(w->be_pid, sig);
     if (!wait_backend(w, LT_DEADLINE_MS))
         lt_fail_at(file, line, "the backend did not exit after signal %d", sig);
+    if (wrapper_error(w->be_status))
+        lt_fail_at(file, line, "the backend exited with $ING_WRAPPER's error code %d (see its log)",
+                   WEXITSTATUS(w->be_status));
     return w->be_status;
 }
 

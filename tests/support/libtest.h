@@ -10,6 +10,12 @@
  * and agent, read the child's pipes) until a condition holds, and fails the running cmocka
  * test with the caller's file:line when LT_DEADLINE_MS passes first. Nothing sleeps.
  *
+ * Under memcheck (make valgrind): the backend runs prefixed by the words of $ING_WRAPPER when
+ * it is set and not empty, every deadline is stretched by $ING_SLOW (lt_slow), and a test
+ * that reached lt_pass fails in teardown unless the backend exits 0 after SIGTERM (so the
+ * wrapper's --error-exitcode is seen); lt_kill_backend fails the test when the status is
+ * that error exit code.
+ *
  * Scripted agents answer each job by its inputdata["do"] (see lt_agent_script):
  *   absent or "success"  started, done success, every field set (LT_OK_* below)
  *   "fail"               started, done failed, archive and stdout nil
@@ -36,8 +42,8 @@
 #include "inginious/agent.h"
 #include "inginious/client.h"
 
-#define LT_DEADLINE_MS 10000 /* every wait of a test */
-#define LT_MAX 8             /* clients, agents, forks per world */
+#define LT_DEADLINE_MS (10000 * lt_slow()) /* every wait of a test (lt_slow: valgrind runs) */
+#define LT_MAX 8                           /* clients, agents, forks per world */
 #define LT_STR 256
 
 /* What a scripted agent reports for "success". */
@@ -165,6 +171,8 @@ _Noreturn void lt_fail_at(const char *file, int line, const char *fmt, ...)
 #define lt_fail(...) lt_fail_at(__FILE__, __LINE__, __VA_ARGS__)
 
 uint64_t lt_now_ms(void);
+/* lt_slow: the factor $ING_SLOW (default 1) stretching every deadline (valgrind runs). */
+int lt_slow(void);
 
 /* lt_build returns $ING_BUILD (default "build"). */
 const char *lt_build(void);
@@ -188,7 +196,8 @@ void lt_start_at(const char *file, int line, struct lt_world *w, const char *age
 /* lt_restart starts the backend again on the addresses it was bound to, same options. */
 void lt_restart_at(const char *file, int line, struct lt_world *w);
 #define lt_restart(w) lt_restart_at(__FILE__, __LINE__, w)
-/* lt_kill_backend sends sig and waits for the backend to exit; returns its status. */
+/* lt_kill_backend sends sig and waits for the backend to exit; returns its status (fails the
+ * test when it is the error exit code of $ING_WRAPPER, memcheck having found errors). */
 int lt_kill_backend_at(const char *file, int line, struct lt_world *w, int sig);
 #define lt_kill_backend(...) lt_kill_backend_at(__FILE__, __LINE__, __VA_ARGS__)
 void lt_dump_log(const struct lt_world *w);
