@@ -30,12 +30,27 @@ acl_parse(const char *text, struct acl_entry *e)
     }
     e->prefix = max;
     if (slash != NULL) {
-        char *end;
-        errno = 0;
-        unsigned long p = strtoul(slash + 1, &end, 10);
-        if (slash[1] == '\0' || *end != '\0' || errno != 0 || p > max)
+        /* Decimal digits only: no sign, no space (strtoul would take "/ 8" or "/-0"). */
+        const char *d = slash + 1;
+        unsigned p = 0;
+        size_t nd = 0;
+        for (; *d >= '0' && *d <= '9'; d++, nd++) {
+            p = p * 10 + (unsigned)(*d - '0');
+            if (p > max)
+                return -EINVAL;
+        }
+        if (nd == 0 || *d != '\0')
             return -EINVAL;
-        e->prefix = (unsigned)p;
+        e->prefix = p;
+    }
+    /* An entry in the IPv4-mapped block ::ffff:0:0/96 (prefix >= 96) is the IPv4 block it
+     * names: mapped peers are matched as IPv4 addresses (acl_match). */
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (e->family == AF_INET6 && e->prefix >= 96 && memcmp(e->addr, mapped, 12) == 0) {
+        e->family = AF_INET;
+        memmove(e->addr, e->addr + 12, 4);
+        memset(e->addr + 4, 0, 12);
+        e->prefix -= 96;
     }
     return 0;
 }

@@ -13,8 +13,9 @@ struct acl_entry {
     unsigned prefix;  /* prefix length in bits */
 };
 
-/* acl_parse reads "1.2.3.0/24", "::1", "fd00::/8" (no prefix = a single address).
- * Returns 0 or -EINVAL. */
+/* acl_parse reads one entry: "1.2.3.0/24", "::1", "fd00::/8" (no prefix = a single address;
+ * the prefix is decimal digits only). An IPv6 entry inside ::ffff:0:0/96 becomes the IPv4
+ * entry it maps ("::ffff:10.0.0.0/104" = "10.0.0.0/8"). Returns 0 or -EINVAL. */
 int acl_parse(const char *text, struct acl_entry *e);
 /* acl_match tells whether the address sa matches one of the n entries. An empty list
  * allows everything; unix-socket peers always match. */

@@ -1468,6 +1468,11 @@ TP_TEST(test_command_line)
         {"tcp://127.0.0.1", "tcp://127.0.0.1:0", NULL},
         {"udp://127.0.0.1:0", "tcp://127.0.0.1:0", NULL},
         {"tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "extra", NULL},
+        {"--client-allow", "", NULL},
+        {"--client-allow", ",", NULL},
+        {"--agent-allow", "10.0.0.0/8,", NULL},
+        {"--client-allow", "10.0.0.0/-0", NULL},
+        {"--client-allow", "10.0.0.0/ 8", NULL},
     };
     char out[4096];
     size_t i;
@@ -1485,6 +1490,21 @@ TP_TEST(test_command_line)
         if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) == 0)
             tp_fail("%s %s: status 0x%x, expected a non-zero exit", bad[i][0],
                     bad[i][1] ? bad[i][1] : "", (unsigned)st);
+    }
+    /* A list too long to keep is refused whole, never cut into a shorter, broader one
+     * (cutting "...,10.0.0.0/16" after "/1" would allow half of IPv4). */
+    {
+        static char list[8192];
+        size_t n = 0;
+        const char *longl[] = {"--client-allow", list, NULL};
+
+        while (n + 16 < sizeof(list) - 32)
+            n += (size_t)snprintf(list + n, sizeof(list) - n, "192.168.%u.0/24,", (unsigned)(n % 250));
+        snprintf(list + n, sizeof(list) - n, "10.0.0.0/16");
+        st = tp_run(longl, out, sizeof(out));
+        if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) == 0)
+            tp_fail("a %zu-byte --client-allow list: status 0x%x, expected a refusal", strlen(list),
+                    (unsigned)st);
     }
 }
 

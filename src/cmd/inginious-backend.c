@@ -123,13 +123,23 @@ static uint8_t *secrets[2];
 static int
 add_allow(struct srv_config *cfg, int ep, const char *list)
 {
-    char buf[4096];
-    snprintf(buf, sizeof(buf), "%s", list);
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-        if (cfg->nallow[ep] >= MAX_ALLOW || acl_parse(tok, &allow[ep][cfg->nallow[ep]]) != 0)
+    /* Every comma-separated entry must parse: an empty list or entry, one too long or one
+     * entry too many refuses the whole option (never a silently shorter, broader list). */
+    const char *p = list;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+        char tok[128];
+        if (n == 0 || n >= sizeof(tok) || cfg->nallow[ep] >= MAX_ALLOW)
+            return -1;
+        memcpy(tok, p, n);
+        tok[n] = '\0';
+        if (acl_parse(tok, &allow[ep][cfg->nallow[ep]]) != 0)
             return -1;
         cfg->nallow[ep]++;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
     }
     cfg->allow[ep] = allow[ep];
     return 0;

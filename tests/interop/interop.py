@@ -9,6 +9,7 @@ Usage: interop.py BUILD_DIR   (prints "N passed, M failed"; exit 1 on failure)
 Every wait is bounded; the backend is started on 127.0.0.1 port 0 and stopped by PID.
 """
 import os
+import re
 import signal
 import socket
 import struct
@@ -66,14 +67,34 @@ class Backend:
         self.log.seek(0)
         return self.log.read()
 
+    def livelog(self):
+        """The log so far, read through a file of its own: the backend's stderr shares
+        self.log's offset, which must not move while it runs."""
+        with open(os.path.join(self.dir, "log")) as f:
+            return f.read()
+
+    def log_count(self, pattern):
+        """How many log lines match the regular expression pattern."""
+        return len(re.findall(pattern, self.livelog(), re.MULTILINE))
+
+    def wait_log(self, pattern, timeout=TIMEOUT):
+        """Bounded polling until a log line matches pattern."""
+        deadline = time.time() + timeout
+        while self.log_count(pattern) == 0:
+            if time.time() > deadline:
+                raise AssertionError("%r not logged within %.1fs" % (pattern, timeout))
+            time.sleep(0.02)
+
 
 class ZPeer:
-    """A stock INGInious peer: a DEALER with no identity, msgpack maps."""
+    """A stock INGInious peer: a DEALER with no identity (unless given one), msgpack maps."""
 
-    def __init__(self, addr):
+    def __init__(self, addr, identity=None):
         self.s = CTX.socket(zmq.DEALER)
         self.s.setsockopt(zmq.LINGER, 0)
         self.s.setsockopt(zmq.IPV6, 1)
+        if identity is not None:  # a routing id announced in READY (stock peers set none)
+            self.s.setsockopt(zmq.ROUTING_ID, identity)
         self.s.connect(addr)
 
     def send(self, typ, **fields):
@@ -196,20 +217,102 @@ class NPeer:
                 raise AssertionError("connection closed")
             self.buf += data
 
+    def expect(self, t, skip=(0x20,)):
+        """The next frame of type t, skipping environment updates (pings are answered)."""
+        while True:
+            got, body = self.recv()
+            if got == t:
+                return body
+            assert got in skip, "expected type %#x, got %#x %r" % (t, got, body[:64])
+
+    def close(self):
+        self.c.close()
+
     @staticmethod
     def str_at(body, off):
         n = struct.unpack(">I", body[off:off + 4])[0]
         return body[off + 4:off + 4 + n].decode(), off + 4 + n
 
+    @staticmethod
+    def mp_at(body, off):
+        n = struct.unpack(">I", body[off:off + 4])[0]
+        return unpack(body[off + 4:off + 4 + n]), off + 4 + n
+
+
+def native_queue(body):
+    """Decodes a native BackendGetQueue (proto.md §5.5) into the ZeroMQ dialect's tuples."""
+    def str_(off):
+        return NPeer.str_at(body, off)
+
+    def bool_(off):
+        assert body[off] in (0, 1), body[off]
+        return body[off] == 1, off + 1
+
+    def i64(off):
+        return struct.unpack(">q", body[off:off + 8])[0], off + 8
+
+    running, waiting = [], []
+    off = 0
+    (n,) = struct.unpack(">I", body[off:off + 4])
+    off += 4
+    for _ in range(n):
+        e = []
+        for f in (str_, bool_, str_, str_, str_, i64, i64):
+            v, off = f(off)
+            e.append(v)
+        running.append(tuple(e))
+    (n,) = struct.unpack(">I", body[off:off + 4])
+    off += 4
+    for _ in range(n):
+        e = []
+        for f in (str_, bool_, str_, str_, i64):
+            v, off = f(off)
+            e.append(v)
+        waiting.append(tuple(e))
+    assert off == len(body), (off, len(body))
+    return tuple(running), tuple(waiting)
+
+
+def native_hello_agent(addr, name, slots, envs):
+    a = NPeer(addr, 1)
+    a.send(0x40, s_(name) + struct.pack(">I", slots) + mp(envs))
+    return a
+
+
+def native_hello_client(addr, name="native"):
+    c = NPeer(addr, 2)
+    c.send(0x10, s_(name))
+    body = c.expect(0x20, skip=())
+    return c, NPeer.mp_at(body, 0)[0]
+
+
+def native_new_job(c, job_id, env="default", prio=0, state=None, launcher="L-native",
+                   time_limit="12"):
+    inputdata = {} if state is None else {"@state": state}
+    spec = s_(job_id) + ns("c") + ns("t") + s_("docker") + s_(env) + b"\x00" + mp({}) + \
+        mp(inputdata) + mp({"limits": {"time": time_limit}})
+    c.send(0x11, struct.pack(">q", prio) + s_(launcher) + spec)
+
+
+def native_result(job_id, kind="success", text="fine", state="S3"):
+    return s_(job_id) + s_(kind) + s_(text) + struct.pack(">d", 50.0) + mp({}) + mp({}) + \
+        mp({}) + s_(state) + ns(None) + ns("o") + ns("e")
+
 
 # ---- scenarios (reference §6) -------------------------------------------------------------
 
 def test_registration_gate(be):
-    """§6.1–3: Ping and ClientNewJob before hello get Unknown; hello gets the map; Ping→Pong."""
+    """§6.1–3: Ping and ClientNewJob (even with wrongly typed values) before hello get Unknown;
+    hello gets the map; Ping→Pong."""
     c = ZPeer(be.client_addr)
     c.send("Ping")
     c.expect("Unknown")
     new_job(c, "j0")
+    c.expect("Unknown")
+    # The gate comes before any check of the values, as in INGInious.
+    new_job(c, "j0", prio="high")
+    c.expect("Unknown")
+    c.send("ClientKillJob", job_id=5)
     c.expect("Unknown")
     c.send("ClientHello", name="me")
     assert c.expect("BackendUpdateEnvironments")["available_environments"] == {}
@@ -251,6 +354,8 @@ def test_kill_waiting_and_running(be):
     c1, _ = hello_client(be.client_addr)
     c2, _ = hello_client(be.client_addr)
     new_job(c1, "w", env="nobody", state="SW")
+    c1.send("ClientGetQueue")  # w is queued before c2 (another connection) kills it
+    assert [w[0] for w in c1.expect("BackendGetQueue")["jobs_waiting"]] == ["w"]
     c2.send("ClientKillJob", job_id="w")
     d = c1.expect("BackendJobDone")
     assert tuple(d["result"]) == ("killed", "You killed the job") and d["state"] == "SW", d
@@ -396,7 +501,8 @@ def test_mixed_zmq_client_native_agent(be):
 
 
 def test_mixed_native_client_zmq_agent(be):
-    """A job from a native client runs on a ZeroMQ agent; the queue shows both."""
+    """A job from a native client runs on a ZeroMQ agent, and the native client's queue
+    snapshot lists it running there (agent name, info, launcher, time limit)."""
     a = hello_agent(be.agent_addr, name="Z")
     c = NPeer(be.client_addr, 2)
     c.send(0x10, s_("me"))
@@ -407,12 +513,313 @@ def test_mixed_native_client_zmq_agent(be):
     c.send(0x11, struct.pack(">q", 0) + s_("L") + spec)
     j = a.expect("BackendNewJob")
     assert j["job_id"] == "nz" and j["inputdata"] == {"@state": "S"}, j
+    c.send(0x13, b"")
+    running, waiting = native_queue(c.expect(0x24))
+    (r,) = running
+    assert r[:5] == ("nz", True, "Z", "c/t", "L") and r[6] == 12, r
+    assert abs(r[5] - time.time()) < 60 and waiting == (), (running, waiting)
     a.send("AgentJobDone", **done_fields("nz"))
     while True:
         t, body = c.recv()
         if t == 0x22:
             break
     assert NPeer.str_at(body, 0)[0] == "nz"
+
+
+# ---- connection-level paths: identities, TCP closes, mixed fleets ---------------------------
+
+def on_backend(be, args, fn):
+    """Runs fn(be2) on a backend of its own started with args (be is stopped first); prints
+    that backend's log when fn fails, and checks that it exits 0."""
+    be.stop()
+    be2 = Backend(*args)
+    try:
+        fn(be2)
+    except Exception:
+        be2.stop()
+        print("--- log of the backend with %s ---\n%s" % (" ".join(args), be2.logtext()[-4000:]))
+        raise
+    rc = be2.stop()
+    assert rc == 0, "backend exit status %s" % rc
+
+
+# Heartbeats too slow to explain anything a test sees within its waits: a peer noticed gone
+# is noticed by its TCP close. A short drain so that jobs left running do not hold the exit.
+SLOW_PINGS = ("--ping-interval", "10s", "--ping-max", "5", "--drain-timeout", "1s")
+LOSS_WAIT = 3.0  # well under 10 s x 5 missed pings
+
+
+def zmq_envs_until(c, want, timeout=TIMEOUT):
+    """Reads the ZeroMQ client's BackendUpdateEnvironments until one lists exactly want."""
+    deadline = time.time() + timeout
+    got = None
+    while True:
+        left = deadline - time.time()
+        try:
+            assert left > 0
+            msg = c.recv(timeout=left)
+        except AssertionError:
+            raise AssertionError("environments never became %r (last %r)" % (want, got))
+        assert msg["@type"] == "BackendUpdateEnvironments", msg
+        got = msg["available_environments"]
+        if got == want:
+            return
+
+
+def native_envs_until(c, want, timeout=TIMEOUT):
+    """The same for a native client (type 0x20, the map as an mp field)."""
+    deadline = time.time() + timeout
+    c.c.settimeout(0.1)
+    got = None
+    try:
+        while time.time() < deadline:
+            try:
+                body = c.expect(0x20, skip=())
+            except socket.timeout:
+                continue
+            got = NPeer.mp_at(body, 0)[0]
+            if got == want:
+                return
+    finally:
+        c.c.settimeout(TIMEOUT)
+    raise AssertionError("native: environments never became %r (last %r)" % (want, got))
+
+
+DUP_CLIENT = r"WARNING - client \d+ \(.*\) zmq: identity already in use by a live connection"
+DUP_AGENT = r"WARNING - agent \d+ \(.*\) zmq: identity already in use by a live connection"
+
+
+def test_zmq_duplicate_identity_refused(be):
+    """§11.1: a second live connection announcing a routing id already in use on the same
+    endpoint is refused (logged "identity already in use"; its hello is never answered) while
+    the first keeps being served; the same id on the other endpoint is fine; once the first
+    connection is gone, the id can be used again."""
+    c1 = ZPeer(be.client_addr, identity=b"webapp-1")
+    c1.send("ClientHello", name="first")
+    c1.expect("BackendUpdateEnvironments")
+    c2 = ZPeer(be.client_addr, identity=b"webapp-1")
+    c2.send("ClientHello", name="second")
+    be.wait_log(DUP_CLIENT)
+    c2.nothing(300)  # no BackendUpdateEnvironments: the hello was not taken
+    assert c2.s.poll(0) == 0
+    # The first is still the one served: hello, queue, a job through an agent with the same
+    # routing id on the agent endpoint.
+    c1.send("Ping")
+    c1.expect("Pong")
+    a1 = ZPeer(be.agent_addr, identity=b"webapp-1")
+    a1.send("AgentHello", friendly_name="A1", available_job_slots=1,
+            available_environments={"docker": {"default": INFO}})
+    assert c1.expect("BackendUpdateEnvironments")["available_environments"] == {
+        "docker": ("default",)}
+    new_job(c1, "dup1")
+    assert a1.expect("BackendNewJob")["job_id"] == "dup1"
+    # A second agent with a1's routing id is refused too: its environment never shows.
+    assert be.log_count(DUP_AGENT) == 0  # a1 was not refused for c1's id
+    a2 = ZPeer(be.agent_addr, identity=b"webapp-1")
+    a2.send("AgentHello", friendly_name="A2", available_job_slots=1,
+            available_environments={"docker": {"dup-env": INFO}})
+    be.wait_log(DUP_AGENT)
+    a1.send("AgentJobDone", **done_fields("dup1"))
+    d = c1.expect("BackendJobDone")  # an update naming dup-env would fail here
+    assert d["job_id"] == "dup1" and tuple(d["result"]) == ("success", "ok"), d
+    c1.send("ClientGetQueue")
+    q = c1.expect("BackendGetQueue")
+    assert q["jobs_running"] == () and q["jobs_waiting"] == (), q
+    c2.nothing(100)
+    a2.nothing(100)
+    a2.close()
+    c2.close()
+    # The id is free again once its connection is gone (each try is a new connection: a
+    # refused one may lose the hello libzmq had already written).
+    c1.close()
+    deadline = time.time() + TIMEOUT
+    while True:
+        c3 = ZPeer(be.client_addr, identity=b"webapp-1")
+        c3.send("ClientHello", name="third")
+        try:
+            envs = c3.expect("BackendUpdateEnvironments", timeout=0.5)
+            break
+        except AssertionError:
+            c3.close()
+            assert time.time() < deadline, "the identity was never freed"
+    assert envs["available_environments"] == {"docker": ("default",)}, envs
+    c3.send("Ping")
+    c3.expect("Pong")
+    c3.close()
+    a1.close()
+    assert be.proc.poll() is None
+
+
+def test_zmq_agent_tcp_close(be):
+    """§7.5, §11.1: a ZeroMQ agent's TCP close is its disconnection (heartbeats are 10 s
+    here): its started job ends crash "Agent restarted" keeping @state, its job not yet
+    started is requeued and runs on another agent, which reports it to the client."""
+    def run(b):
+        c, _ = hello_client(b.client_addr)
+        a1 = hello_agent(b.agent_addr, name="A1", slots=2)
+        c.expect("BackendUpdateEnvironments")
+        new_job(c, "started", state="S-started")
+        new_job(c, "notyet", state="S-notyet")
+        assert a1.expect("BackendNewJob")["job_id"] == "started"
+        assert a1.expect("BackendNewJob")["job_id"] == "notyet"
+        a1.send("AgentJobStarted", job_id="started")
+        assert c.expect("BackendJobStarted")["job_id"] == "started"
+        a2 = hello_agent(b.agent_addr, name="A2", slots=1)
+        c.expect("BackendUpdateEnvironments")  # A2 registered (every hello is broadcast)
+        a2.nothing(200)  # both jobs are A1's: nothing for A2 yet
+        c.send("ClientGetQueue")
+        q = c.expect("BackendGetQueue")
+        assert [(r[0], r[2]) for r in q["jobs_running"]] == [("started", "A1"),
+                                                             ("notyet", "A1")], q
+        t0 = time.time()
+        a1.close()  # linger 0: the TCP connection closes now
+        d = c.recv(timeout=LOSS_WAIT, skip=("Ping", "BackendUpdateEnvironments"))
+        assert d["@type"] == "BackendJobDone" and d["job_id"] == "started", d
+        assert tuple(d["result"]) == ("crash", "Agent restarted"), d
+        assert d["state"] == "S-started" and d["grade"] == 0.0, d
+        j = a2.expect("BackendNewJob", timeout=LOSS_WAIT)
+        assert j["job_id"] == "notyet" and j["inputdata"]["@state"] == "S-notyet", j
+        assert time.time() - t0 < LOSS_WAIT
+        log = b.livelog()
+        assert "agent A1 disconnected" in log and "missed" not in log, log[-2000:]
+        c.send("ClientGetQueue")
+        q = c.expect("BackendGetQueue")
+        assert [(r[0], r[2]) for r in q["jobs_running"]] == [("notyet", "A2")], q
+        assert q["jobs_waiting"] == (), q
+        a2.send("AgentJobStarted", job_id="notyet")
+        assert c.expect("BackendJobStarted")["job_id"] == "notyet"
+        a2.send("AgentJobDone", **done_fields("notyet"))
+        d = c.recv(skip=("Ping", "BackendUpdateEnvironments"))
+        assert d["@type"] == "BackendJobDone" and d["job_id"] == "notyet", d
+        assert tuple(d["result"]) == ("success", "ok") and d["state"] == "S2", d
+        c.nothing(200)  # exactly one result per job
+        a2.close()
+        c.close()
+    on_backend(be, SLOW_PINGS, run)
+
+
+def test_zmq_client_tcp_close(be):
+    """§7.1, §11.1: a ZeroMQ client's TCP close is its disconnection: its running job is
+    killed on its agent (BackendKillJob with the @state), its waiting job is dropped (never
+    dispatched, not listed); another client's job queued behind it runs in the freed slot."""
+    def run(b):
+        c1, _ = hello_client(b.client_addr)
+        c2, _ = hello_client(b.client_addr)
+        a = hello_agent(b.agent_addr, name="A", slots=1)
+        c1.expect("BackendUpdateEnvironments")
+        c2.expect("BackendUpdateEnvironments")
+        new_job(c1, "c1-run", state="S-run")
+        assert a.expect("BackendNewJob")["job_id"] == "c1-run"
+        a.send("AgentJobStarted", job_id="c1-run")
+        assert c1.expect("BackendJobStarted")["job_id"] == "c1-run"
+        new_job(c1, "c1-wait", state="S-wait")
+        c1.send("ClientGetQueue")  # c1's messages are handled in order: c1-wait is queued
+        assert [w[0] for w in c1.expect("BackendGetQueue")["jobs_waiting"]] == ["c1-wait"]
+        new_job(c2, "c2-wait")
+        c2.send("ClientGetQueue")
+        q = c2.expect("BackendGetQueue")
+        assert [(w[0], w[1]) for w in q["jobs_waiting"]] == [("c1-wait", False),
+                                                             ("c2-wait", True)], q
+        t0 = time.time()
+        c1.close()
+        k = a.expect("BackendKillJob", timeout=LOSS_WAIT)
+        assert k["job_id"] == "c1-run" and k["state"] == "S-run", k
+        assert time.time() - t0 < LOSS_WAIT
+        c2.send("ClientGetQueue")  # c1-wait is gone from the queue at once
+        q = c2.expect("BackendGetQueue")
+        assert [r[0] for r in q["jobs_running"]] == ["c1-run"], q
+        assert [w[0] for w in q["jobs_waiting"]] == ["c2-wait"], q
+        # The agent answers the kill; the result has nowhere to go; the slot goes to c2's
+        # job, not to c1's dropped one.
+        a.send("AgentJobDone", **done_fields("c1-run", "killed", "killed by the backend"))
+        j = a.expect("BackendNewJob")
+        assert j["job_id"] == "c2-wait", j
+        a.send("AgentJobDone", **done_fields("c2-wait"))
+        d = c2.expect("BackendJobDone")
+        assert d["job_id"] == "c2-wait" and tuple(d["result"]) == ("success", "ok"), d
+        a.nothing(300)  # c1-wait never comes
+        c2.nothing(100)  # and nothing of c1's reaches c2
+        c2.send("ClientGetQueue")
+        q = c2.expect("BackendGetQueue")
+        assert q["jobs_running"] == () and q["jobs_waiting"] == (), q
+        a.close()
+        c2.close()
+    on_backend(be, SLOW_PINGS, run)
+
+
+def test_mixed_fleet_queue_and_environments(be):
+    """A fleet of both dialects: both clients are sent the union of both agents'
+    environments (sorted names, each type once), and it shrinks when the native agent leaves;
+    ClientGetQueue, asked in either dialect, lists the running jobs of both dialects on
+    agents of both dialects and the waiting jobs of both clients, with is_current_client_job
+    from the asker's point of view; results go back to the right client across dialects."""
+    zc, _ = hello_client(be.client_addr)
+    nc, _ = native_hello_client(be.client_addr)
+    za = hello_agent(be.agent_addr, name="Z", slots=1,
+                     envs={"docker": {"zonly": INFO, "default": INFO},
+                           "mcq": {"mcq": INFO}})
+    zmq_envs_until(zc, {"docker": ("default", "zonly"), "mcq": ("mcq",)})
+    na = native_hello_agent(be.agent_addr, "N", 1,
+                            {"docker": {"nonly": INFO, "default": INFO, "aaa": INFO},
+                             "hidden-type": {"h": dict(INFO, advertised=False)}})
+    union = {"docker": ("aaa", "default", "nonly", "zonly"), "hidden-type": (),
+             "mcq": ("mcq",)}
+    zmq_envs_until(zc, union)
+    native_envs_until(nc, union)
+    # One job of each client on each agent (of the other dialect), then one waiting each.
+    native_new_job(nc, "n-on-z", env="zonly", state="SNZ")
+    j = za.expect("BackendNewJob")
+    assert j["job_id"] == "n-on-z" and j["inputdata"] == {"@state": "SNZ"}, j
+    new_job(zc, "z-on-n", env="nonly", state="SZN")
+    t, body = na.recv()
+    assert t == 0x30 and NPeer.str_at(body, 0)[0] == "z-on-n", (hex(t), body[:40])
+    na.send(0x41, s_("z-on-n"))
+    assert zc.expect("BackendJobStarted")["job_id"] == "z-on-n"
+    new_job(zc, "z-wait", env="zonly", time_limit=7)
+    zc.send("ClientGetQueue")  # zc's messages are handled in order: z-wait is queued
+    assert [w[0] for w in zc.expect("BackendGetQueue")["jobs_waiting"]] == ["z-wait"]
+    native_new_job(nc, "n-wait", env="nonly", time_limit="9")
+    nc.send(0x13, b"")
+    running_n, waiting_n = native_queue(nc.expect(0x24))
+    zc.send("ClientGetQueue")
+    q = zc.expect("BackendGetQueue")
+    running_z, waiting_z = q["jobs_running"], q["jobs_waiting"]
+    for r in running_z + running_n:
+        assert abs(r[5] - time.time()) < 60, r
+    assert [r[:5] + r[6:] for r in running_z] == [
+        ("n-on-z", False, "Z", "c/t", "L-native", 12),
+        ("z-on-n", True, "N", "c/t", "Frontend - alice", 30)], running_z
+    assert [r[:5] + r[6:] for r in running_n] == [
+        ("n-on-z", True, "Z", "c/t", "L-native", 12),
+        ("z-on-n", False, "N", "c/t", "Frontend - alice", 30)], running_n
+    assert [r[5] for r in running_z] == [r[5] for r in running_n]
+    assert waiting_z == (("z-wait", True, "c/t", "Frontend - alice", 7),
+                         ("n-wait", False, "c/t", "L-native", 9)), waiting_z
+    assert waiting_n == (("z-wait", False, "c/t", "Frontend - alice", 7),
+                         ("n-wait", True, "c/t", "L-native", 9)), waiting_n
+    # Results cross back: Z's result to the native client, N's to the ZeroMQ client; each
+    # freed slot takes the waiting job of its environment.
+    za.send("AgentJobDone", **done_fields("n-on-z"))
+    body = nc.expect(0x22)
+    assert NPeer.str_at(body, 0)[0] == "n-on-z"
+    assert za.expect("BackendNewJob")["job_id"] == "z-wait"
+    na.send(0x42, native_result("z-on-n", state="S3"))
+    d = zc.expect("BackendJobDone")
+    assert d["job_id"] == "z-on-n" and tuple(d["result"]) == ("success", "fine"), d
+    assert d["state"] == "S3" and d["grade"] == 50.0, d
+    t, body = na.recv()
+    assert t == 0x30 and NPeer.str_at(body, 0)[0] == "n-wait", (hex(t), body[:40])
+    # The native agent leaves (TCP close): its environments leave the union, Z's stay.
+    na.close()
+    left = {"docker": ("default", "zonly"), "mcq": ("mcq",)}
+    zmq_envs_until(zc, left)
+    native_envs_until(nc, left)
+    za.send("AgentJobDone", **done_fields("z-wait"))
+    d = zc.recv(skip=("Ping", "BackendUpdateEnvironments"))
+    assert d["@type"] == "BackendJobDone" and d["job_id"] == "z-wait", d
+    za.close()
+    zc.close()
+    nc.close()
 
 
 def test_backend_restart(be):
