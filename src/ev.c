@@ -228,9 +228,11 @@ ev_max_iter_us(const struct ev_loop *loop)
 static void
 run_timers(struct ev_loop *loop)
 {
-    /* Bounded: timers armed by a callback for "now" run in the next iteration. */
-    uint32_t budget = loop->nheap;
-    while (budget-- > 0 && loop->nheap > 0 && loop->heap[0]->due_ms <= loop->now_ms) {
+    /* Bounded: only timers armed before this run; those a callback arms (even for "now")
+     * run in the next iteration, after the next epoll_wait. */
+    uint64_t first_new = loop->timer_seq;
+    while (loop->nheap > 0 && loop->heap[0]->due_ms <= loop->now_ms &&
+           loop->heap[0]->seq < first_new) {
         struct ev_timer *t = loop->heap[0];
         ev_timer_stop(loop, t);
         t->fn(t->arg);

@@ -884,16 +884,17 @@ check_auth(struct conn *c, const struct ing_msg *m)
 }
 
 /* input_spent counts one more frame of c in this wake-up. Bounded work per wake-up: past
- * FRAME_BUDGET frames, or once the iteration has run ITER_BUDGET_US (checked every 32
- * frames, so each peer makes progress), the rest of c's input waits on the backlog for the
- * next iteration, after the other peers had their turn. Returns true when c must stop. */
+ * FRAME_BUDGET frames, or once the iteration has run ITER_BUDGET_US (checked before the
+ * 33rd, 65th, ... frame: every peer with input handles at least 32 frames per iteration,
+ * so none starves), the rest of c's input waits on the backlog for the next iteration,
+ * after the other peers had their turn. Returns true when c must stop. */
 static bool
 input_spent(struct conn *c, unsigned *frames)
 {
     struct server *s = c->srv;
     ++*frames;
     if (*frames <= FRAME_BUDGET &&
-        ((*frames & 31) != 0 || !ev_iter_longer_than(s->loop, ITER_BUDGET_US)))
+        ((*frames & 31) != 1 || *frames == 1 || !ev_iter_longer_than(s->loop, ITER_BUDGET_US)))
         return false;
     if (!c->backlog) {
         c->backlog = true;
