@@ -76,6 +76,48 @@ on_io1(void *arg, unsigned events)
     ev_io_set(g.loop, &g.io[1], 0);
 }
 
+/* A timer that re-arms itself for "now" from its callback runs once per iteration, not in a
+ * loop within one (the server's backlog and reap timers rely on this to bound an iteration);
+ * an iteration runs every timer that was due when it began. */
+struct rearm {
+    struct ev_loop *loop;
+    struct ev_timer t;
+    int runs;
+};
+
+static void
+on_rearm(void *arg)
+{
+    struct rearm *r = arg;
+    r->runs++;
+    assert_int_equal(ev_timer_start(r->loop, &r->t, ev_now_ms(r->loop)), 0);
+}
+
+static void
+test_ev_rearmed_timer_runs_next_iteration(void **state)
+{
+    (void)state;
+    struct rearm r = {.loop = ev_new()};
+    struct ev_timer other;
+    assert_non_null(r.loop);
+    norder = 0;
+    ev_timer_init(&r.t, on_rearm, &r);
+    ev_timer_init(&other, on_timer, (void *)(intptr_t)7);
+    uint64_t now = ev_update_now(r.loop);
+    assert_int_equal(ev_timer_start(r.loop, &r.t, now), 0);
+    assert_int_equal(ev_timer_start(r.loop, &other, now), 0);
+    assert_true(ev_run_once(r.loop, 0) >= 0);
+    assert_int_equal(r.runs, 1);
+    assert_int_equal(norder, 1); /* the other due timer ran too */
+    assert_int_equal(order[0], 7);
+    assert_true(ev_run_once(r.loop, 0) >= 0);
+    assert_int_equal(r.runs, 2);
+    assert_true(ev_run_once(r.loop, 0) >= 0);
+    assert_int_equal(r.runs, 3);
+    ev_timer_stop(r.loop, &r.t);
+    ev_free(r.loop);
+}
+
 static void
 test_ev_removed_fd_events_are_cancelled(void **state)
 {
@@ -106,6 +148,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ev_timers_fire_in_order),
         cmocka_unit_test(test_ev_removed_fd_events_are_cancelled),
+        cmocka_unit_test(test_ev_rearmed_timer_runs_next_iteration),
     };
     return cmocka_run_group_tests_name("ev", tests, NULL, NULL);
 }
