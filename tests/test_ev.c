@@ -106,6 +106,11 @@ test_ev_rearmed_timer_runs_next_iteration(void **state)
     uint64_t now = ev_update_now(r.loop);
     assert_int_equal(ev_timer_start(r.loop, &r.t, now), 0);
     assert_int_equal(ev_timer_start(r.loop, &other, now), 0);
+    struct ev_timer later[4]; /* not due: they only make the heap bigger */
+    for (int i = 0; i < 4; i++) {
+        ev_timer_init(&later[i], on_timer, (void *)(intptr_t)(10 + i));
+        assert_int_equal(ev_timer_start(r.loop, &later[i], now + 60000), 0);
+    }
     assert_true(ev_run_once(r.loop, 0) >= 0);
     assert_int_equal(r.runs, 1);
     assert_int_equal(norder, 1); /* the other due timer ran too */
@@ -115,6 +120,8 @@ test_ev_rearmed_timer_runs_next_iteration(void **state)
     assert_true(ev_run_once(r.loop, 0) >= 0);
     assert_int_equal(r.runs, 3);
     ev_timer_stop(r.loop, &r.t);
+    for (int i = 0; i < 4; i++)
+        ev_timer_stop(r.loop, &later[i]);
     ev_free(r.loop);
 }
 
