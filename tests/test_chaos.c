@@ -7,8 +7,13 @@
  * back; agents run their jobs (started, then done after a random time), die mid-job (reset),
  * close, say hello again on the same connection, stop answering pings (--ping-interval 50ms
  * --ping-max 3: dropped fast), ignore kills (--kill-timeout 300ms), answer kills late or
- * never, and forge results for jobs of other agents. The run lasts ING_CHAOS_SECONDS seconds
- * (10 by default); then the faults stop and everything settles.
+ * never, and forge results for jobs of other agents. Each agent connection has its own
+ * friendly name, "a<agent>.<connection>". Before the load, a warm-up runs a job of every
+ * provided environment from every client, without faults, and the backend's idle RSS is
+ * read. The load then lasts ING_CHAOS_SECONDS seconds (10 by default), paused for a
+ * busy-slot checkpoint after 1 to 2 s and then every 1.5 to 3 s (never in its last second),
+ * and goes on past its end (5 s at most) until some agent runs a job; then the faults stop,
+ * a last checkpoint runs while the agents still hold jobs, and everything settles.
  *
  * Invariants, checked as the messages arrive and at the end:
  *  - every job a connected client submitted gets exactly one BackendJobDone, on that
@@ -22,8 +27,20 @@
  *  - an agent never holds more jobs than its slots, except that each job whose kill the
  *    agent ignored may be replaced (the kill timeout frees its slot);
  *  - BackendGetQueue lists exactly the requester's pending jobs as its own, each job once;
- *  - after everything settles the queue is empty, the backend's RSS is back near its value
- *    after warm-up (within 2 MiB or 25 %), it still answers, and it exits 0 on SIGTERM.
+ *  - at each checkpoint, the backend's count of busy slots equals the agents' own, exactly:
+ *    with the load paused and no agent report in flight, the running jobs a BackendGetQueue
+ *    lists on each live agent connection are the jobs that agent held when the backend built
+ *    the snapshot, counted from what the agent holds once everything the backend sent it
+ *    before the snapshot has arrived, less the jobs dispatched after the snapshot and the
+ *    killed jobs the backend gave up (each told from the snapshot itself); and no agent runs
+ *    more jobs than its slots then (see "The busy-slot checkpoint" below for why this is
+ *    exact); the last checkpoint must compare at least one running job;
+ *  - after everything settles the queue is empty, the backend still answers, exits 0 on
+ *    SIGTERM, and its RSS is at most its idle RSS plus RSS_SLACK_KIB (what does not grow with the
+ *    jobs: code first run under load, connections opened again, allocator fragmentation) plus
+ *    RSS_JOB_BYTES for each job it may have held at once (max_jobs: the pool keeps its pages,
+ *    tables and snapshot buffers keep their size). Not checked under ASan (its quarantine
+ *    holds freed memory) nor under a wrapper (ING_WRAPPER: the RSS is the wrapper's).
  *
  * Every timing is stretched by ING_SLOW, and the load follows (fewer events per second).
  * Knobs: ING_CHAOS_SEED, ING_CHAOS_SECONDS (hours work: the run keeps no per-job history but
@@ -64,6 +81,16 @@
 #define KILL_MS 300
 #define ORPHAN_MS 1000
 
+/* The backend's RSS after settling may exceed its idle value by RSS_SLACK_KIB (what does not
+ * scale with jobs: code first run under load, connections opened again, allocator
+ * fragmentation) plus RSS_JOB_BYTES for each job it may have held at once (max_jobs): its job
+ * pool keeps its pages, its tables and snapshot buffers keep their size; a job takes about 400
+ * bytes of them (its 104-byte record and ~100-byte body in the pool, hash and heap slots, a
+ * snapshot entry). Measured (glibc, -O2): 100 to 400 KiB over idle after 10 s, 476 KiB after
+ * 15 minutes, the heap's size unchanged and its resident part flat after about 10 minutes. */
+#define RSS_SLACK_KIB 1024
+#define RSS_JOB_BYTES 1024
+
 /* A job a connected client is waiting for. */
 struct jrec {
     uint32_t num; /* job number, id "j<num>"; 0: free */
@@ -87,7 +114,7 @@ struct hold {
 struct cagent {
     struct tp_peer *p; /* NULL while down */
     uint32_t gen;      /* connection number */
-    char name[16];
+    char name[24];     /* friendly name of this connection: "a<index>.<gen>", unique */
     uint32_t slots;
     unsigned envs;       /* bit k: docker/eK */
     bool silent;         /* stopped answering pings: the backend must drop it */
@@ -96,6 +123,9 @@ struct cagent {
     struct hold *holds;
     size_t nholds, cap;
     unsigned suspects;
+    unsigned pings_out; /* Pings the test sent on this connection, not answered yet */
+    uint32_t ck_gen;    /* the connection a checkpoint compares (gen), 0: none */
+    uint32_t fence_tag; /* the last dispatch tag when the checkpoint's fence Pong arrived */
 };
 
 struct cclient {
@@ -139,6 +169,35 @@ struct suspect {
 struct stats {
     uint64_t submitted, done, kills, agent_resets, agent_closes, agent_drops, rehellos;
     uint64_t client_drops, queue_checks, forged, stray, zombies, unexpected_drops;
+    uint64_t busy_checks, busy_agents, busy_running, busy_after, busy_timed_out;
+    uint64_t final_running; /* running jobs the checkpoint after the fault phase compared */
+};
+
+/* The busy-slot checkpoint (see ck_advance): its phases. */
+enum ck_phase {
+    CK_OFF,      /* not running: the load goes on */
+    CK_QUIET,    /* paused; waiting for no silent, resyncing or suspect agent */
+    CK_BARRIER,  /* Ping sent on every agent and client: waiting for the Pongs */
+    CK_SNAPSHOT, /* ClientGetQueue sent: waiting for the answer */
+    CK_FENCE,    /* answer taken; Ping sent on every agent: waiting for the Pongs */
+};
+
+/* A job of the checkpoint's snapshot: running on agent connection (agent, gen), or waiting
+ * (agent -1). */
+struct ck_entry {
+    uint32_t num;
+    int32_t agent;
+    uint32_t gen;
+};
+
+struct checkpoint {
+    enum ck_phase phase;
+    bool final;         /* the one right after the fault phase */
+    int client;         /* who asked for the snapshot */
+    uint64_t deadline;  /* of the whole checkpoint */
+    uint64_t next;      /* when the next one starts (during the fault phase) */
+    struct ck_entry *e; /* the snapshot, sorted by job number */
+    size_t n, cap;
 };
 
 struct chaos {
@@ -160,6 +219,8 @@ struct chaos {
     uint32_t *qnums; /* job numbers of a queue snapshot */
     size_t qcap;
     bool settling;
+    bool warming; /* the warm-up before the idle RSS: no faults */
+    struct checkpoint ck;
     char trace[TRACE][128];
     unsigned ntrace;
     struct stats st;
@@ -418,9 +479,14 @@ agent_up(struct chaos *h, int i)
 
     a->p = tp_connect(h->c, ING_ROLE_AGENT);
     a->p->lenient = true;
-    snprintf(a->p->label, sizeof(a->p->label), "agent %s", a->name);
     a->gen++;
+    /* One name per connection: the backend may still list the jobs of this agent's previous
+     * connection (its close not processed yet), which must not count as this one's. */
+    snprintf(a->name, sizeof(a->name), "a%d.%u", i, a->gen);
+    snprintf(a->p->label, sizeof(a->p->label), "agent %s", a->name);
     a->nholds = 0;
+    a->pings_out = 0;
+    a->ck_gen = 0;
     a->silent = false;
     a->resync = false;
     a->restart_at = 0;
@@ -464,6 +530,7 @@ agent_down(struct chaos *h, int i, int how)
     a->p = NULL;
     a->nholds = 0;
     a->suspects = 0;
+    a->pings_out = 0;
     a->silent = false;
     a->resync = false;
     a->restart_at = h->now + (uint64_t)cu_ms((int)cu_between(&h->rng, 20, 300));
@@ -582,8 +649,9 @@ on_kill(struct chaos *h, int i, const struct ing_msg *m)
         ch_fail(h, "%s: BackendKillJob with a bad id or state", a->name);
     if (x == NULL) {
         /* Its result crossed the kill (or it is a job the agent never had): answer as
-         * proto.md §7.2 says, sometimes. The backend must drop it. */
-        if (cu_chance(&h->rng, 50)) {
+         * proto.md §7.2 says, sometimes (not while a checkpoint holds every report back).
+         * The backend must drop it. */
+        if (h->ck.phase == CK_OFF && cu_chance(&h->rng, 50)) {
             send_killed(h, i, num, "stray");
             h->st.stray++;
         }
@@ -634,7 +702,13 @@ agent_input(struct chaos *h, int i)
                 on_kill(h, i, m);
             break;
         case ING_PONG:
+            /* Pings are answered in order: the first Pong after a hello again answers the
+             * Ping sent just before it (a checkpoint sends none while one is unanswered). */
+            if (a->pings_out == 0)
+                ch_fail(h, "%s: Pong without a Ping", a->name);
             a->resync = false;
+            if (--a->pings_out == 0 && h->ck.phase == CK_FENCE && a->ck_gen == a->gen)
+                a->fence_tag = h->next_tag;
             break;
         case ING_ERROR:
             if (m->u.error.code != ING_ERR_TIMEOUT)
@@ -739,6 +813,42 @@ cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* agent_of parses the name of an agent connection, "a<index>.<gen>", into *idx and *gen;
+ * false if v is not a name the test gave (to this or an earlier connection). */
+static bool
+agent_of(const struct chaos *h, struct ing_view v, int *idx, uint32_t *gen)
+{
+    uint64_t n[2] = {0, 0};
+    uint32_t i = 1, k = 0, digits = 0;
+
+    if (v.p == NULL || v.len < 4 || v.len > 16 || v.p[0] != 'a')
+        return false;
+    for (; i < v.len; i++) {
+        if (v.p[i] == '.' && k == 0 && digits > 0) {
+            k = 1;
+            digits = 0;
+        } else if (v.p[i] >= '0' && v.p[i] <= '9') {
+            n[k] = n[k] * 10 + (uint64_t)(v.p[i] - '0');
+            digits++;
+        } else {
+            return false;
+        }
+    }
+    if (k != 1 || digits == 0 || n[0] >= N_AGENTS || n[1] == 0 || n[1] > h->ag[n[0]].gen)
+        return false;
+    *idx = (int)n[0];
+    *gen = (uint32_t)n[1];
+    return true;
+}
+
+static int
+cmp_entry(const void *a, const void *b)
+{
+    return cmp_u32(&((const struct ck_entry *)a)->num, &((const struct ck_entry *)b)->num);
+}
+
+static void ck_snapshot_taken(struct chaos *h);
+
 /* queue_entry checks one entry of a snapshot received by client i; returns whether the
  * entry is the requester's. */
 static bool
@@ -779,9 +889,22 @@ on_queue(struct chaos *h, int i, const struct ing_msg *m)
     uint32_t *nums, expected = 0, mine = 0, x;
     size_t n = 0;
 
+    bool record = h->ck.phase == CK_SNAPSHOT && h->ck.client == i;
+
     if (!k->queue_out)
         ch_fail(h, "%s: BackendGetQueue without a request", k->name);
     k->queue_out = false;
+    if (record && (size_t)q->n_running + q->n_waiting > h->ck.cap) {
+        size_t cap = (size_t)q->n_running + q->n_waiting + 64;
+        struct ck_entry *e = realloc(h->ck.e, cap * sizeof(*e));
+
+        if (e == NULL)
+            ch_fail(h, "out of memory");
+        h->ck.e = e;
+        h->ck.cap = cap;
+    }
+    if (record)
+        h->ck.n = 0;
     if ((size_t)q->n_running + q->n_waiting + 1 > h->qcap) {
         size_t cap = (size_t)q->n_running + q->n_waiting + 64;
 
@@ -795,12 +918,16 @@ on_queue(struct chaos *h, int i, const struct ing_msg *m)
     pos = q->wire_running;
     for (x = 0; x < q->n_running; x++) {
         struct ing_queue_running e;
+        uint32_t gen;
+        int ag;
 
         pos = ing_queue_next_running(pos, &e);
-        if (e.agent_name.len < 2 || e.agent_name.p[0] != 'a')
+        if (!agent_of(h, e.agent_name, &ag, &gen))
             ch_fail(h, "%s: running entry with agent \"%.*s\"", k->name, (int)e.agent_name.len,
                     e.agent_name.p);
         mine += queue_entry(h, i, e.job_id, e.is_current, e.info, true, nums, &n);
+        if (record)
+            h->ck.e[h->ck.n++] = (struct ck_entry){.num = nums[n - 1], .agent = ag, .gen = gen};
     }
     pos = q->wire_waiting;
     for (x = 0; x < q->n_waiting; x++) {
@@ -808,6 +935,8 @@ on_queue(struct chaos *h, int i, const struct ing_msg *m)
 
         pos = ing_queue_next_waiting(pos, &e);
         mine += queue_entry(h, i, e.job_id, e.is_current, e.info, false, nums, &n);
+        if (record)
+            h->ck.e[h->ck.n++] = (struct ck_entry){.num = nums[n - 1], .agent = -1};
     }
     qsort(nums, n, sizeof(*nums), cmp_u32);
     for (x = 1; x < n; x++) {
@@ -826,6 +955,8 @@ on_queue(struct chaos *h, int i, const struct ing_msg *m)
     k->last_waiting = q->n_waiting;
     k->queue_seen = true;
     h->st.queue_checks++;
+    if (record)
+        ck_snapshot_taken(h);
 }
 
 static void
@@ -950,15 +1081,15 @@ run_due_actions(struct chaos *h)
     }
 }
 
+/* submit_env submits a job of environment e (ENV_GHOST: docker/ghost) from client i. */
 static void
-submit(struct chaos *h, int i)
+submit_env(struct chaos *h, int i, int e)
 {
     struct cclient *k = &h->cl[i];
     uint32_t num = h->next_num;
     struct jrec *r = &h->ring[num % RING];
     char id[16], state[24], env[8];
     struct tp_job j = {.id = id, .state = state, .env = env, .input = "print(1)"};
-    int e = cu_chance(&h->rng, 5) && h->nghost < 10 ? ENV_GHOST : (int)cu_below(&h->rng, N_ENVS);
 
     if (r->num != 0)
         ch_fail(h, "j%u is still pending after %u newer jobs", r->num, RING);
@@ -976,6 +1107,14 @@ submit(struct chaos *h, int i)
     h->nghost += e == ENV_GHOST;
     tp_send_job(k->p, &j);
     h->st.submitted++;
+}
+
+static void
+submit(struct chaos *h, int i)
+{
+    int e = cu_chance(&h->rng, 5) && h->nghost < 10 ? ENV_GHOST : (int)cu_below(&h->rng, N_ENVS);
+
+    submit_env(h, i, e);
 }
 
 /* pick_client returns a random connected client, or -1. */
@@ -1138,6 +1277,7 @@ fault(struct chaos *h)
 
             /* Ping first: what arrives before the Pong was sent before the new hello. */
             tp_send_type(a->p, ING_PING);
+            a->pings_out++;
             agent_hello(h, i);
             a->nholds = 0;
             a->resync = true;
@@ -1177,6 +1317,236 @@ check_stuck(struct chaos *h)
     }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The busy-slot checkpoint: the backend's running jobs per agent against the agents' own
+ *
+ * A checkpoint pauses the load (no fault, no agent report, no agent reconnecting; clients may
+ * reconnect, they only say hello) and goes through these phases, each step waiting for the
+ * previous one to be done:
+ *
+ *  1. quiet: no agent is silent (the backend drops it soon: until then it may be unregistered
+ *     at any time), resyncing after a hello again, or under suspicion (one of two agents is
+ *     being dropped). Every live agent is then one the backend keeps registered.
+ *  2. barrier: Ping on every agent and every client, and every Pong (and every pending queue
+ *     answer) received. The backend handles a connection's frames in order, so it has handled
+ *     every report of every agent and every submission and kill of every client: from now on
+ *     no report is in flight and nothing the test sends changes which jobs run where.
+ *  3. snapshot: ClientGetQueue. Call T the moment the backend builds the answer; its running
+ *     entries are every job in the backend's running lists at T, with the agent's name (all
+ *     of them: the frame limit is far, --queue-list-max only cuts waiting jobs, and this
+ *     test never has more than a few hundred).
+ *  4. fence: when the answer arrives, every agent socket is drained (non-blocking), then Ping
+ *     on every agent and the Pongs awaited. The drain alone is not enough: the backend
+ *     queues output per connection and writes it at the end of its loop iteration in no
+ *     particular order across connections (server.c, before_sleep), so a BackendNewJob
+ *     queued before T may reach its agent after the answer reaches the client. A Pong on an
+ *     agent's connection, asked for after the answer arrived, is written after everything the
+ *     backend queued there up to T: when it arrives, the agent has received every dispatch
+ *     and kill made before T. a->fence_tag marks which holds had arrived by then.
+ *
+ * Then, for every agent connection live through the whole checkpoint (its name is unique per
+ * connection, so the old connection of the same agent, whose close the backend may not have
+ * read at T, is another agent), the number of jobs the snapshot lists running on it must equal
+ * the number of jobs it held at T. What it holds now (holds that arrived before its fence Pong)
+ * is that, give or take two kinds of job, each identified from the snapshot itself:
+ *  - dispatched after T: received after T, so absent from its running list at T; the snapshot
+ *    must then list it waiting, or running on an agent connection that is gone now (the
+ *    backend removed that agent after T and requeued its jobs), never on a live agent;
+ *  - killed and timed out: the agent ignored (or had not answered yet) a kill, and the backend
+ *    gave the job up (--kill-timeout) before T: it is listed nowhere. Only a job whose kill
+ *    the agent received may be missing, and the test then knows its slot is free.
+ * No other difference is possible: no report was in flight at T, and none was sent after. So
+ *   listed == held - dispatched after T - killed and timed out,
+ * every job listed on the agent is one it holds, and (a slot check at T) listed <= slots and
+ * the jobs dispatched after T fit in the slots free at T plus those of listed killed jobs. */
+
+static const char *const ck_phase_name[] = {"off", "quiet", "barrier", "snapshot", "fence"};
+
+static void
+ck_begin(struct chaos *h, bool final)
+{
+    h->ck.phase = CK_QUIET;
+    h->ck.final = final;
+    h->ck.deadline = h->now + (uint64_t)cu_ms(5000);
+    ch_trace(h, "checkpoint%s: pause", final ? " after the fault phase" : "");
+}
+
+static const struct ck_entry *
+ck_find(const struct chaos *h, uint32_t num)
+{
+    struct ck_entry key = {.num = num};
+
+    return h->ck.n == 0 ? NULL : bsearch(&key, h->ck.e, h->ck.n, sizeof(key), cmp_entry);
+}
+
+/* ck_snapshot_taken: the checkpoint's answer was checked and recorded (on_queue). */
+static void
+ck_snapshot_taken(struct chaos *h)
+{
+    int i;
+
+    qsort(h->ck.e, h->ck.n, sizeof(*h->ck.e), cmp_entry);
+    for (i = 0; i < N_AGENTS; i++)
+        if (h->ag[i].p != NULL)
+            agent_input(h, i);
+    for (i = 0; i < N_AGENTS; i++) {
+        struct cagent *a = &h->ag[i];
+
+        if (a->p != NULL && a->ck_gen == a->gen) {
+            tp_send_type(a->p, ING_PING);
+            a->pings_out++;
+        }
+    }
+    h->ck.phase = CK_FENCE;
+    ch_trace(h, "checkpoint: snapshot of %zu jobs", h->ck.n);
+}
+
+static void
+ck_compare(struct chaos *h)
+{
+    uint64_t running = 0;
+    size_t x;
+    int i;
+
+    for (i = 0; i < N_AGENTS; i++) {
+        struct cagent *a = &h->ag[i];
+        uint32_t listed = 0, held = 0, after = 0, timed_out = 0, killed_listed = 0;
+
+        if (a->p == NULL || a->ck_gen != a->gen)
+            continue;
+        for (x = 0; x < h->ck.n; x++) {
+            const struct ck_entry *e = &h->ck.e[x];
+            const struct hold *hd;
+
+            if (e->agent != i || e->gen != a->gen)
+                continue;
+            hd = hold_find(a, e->num);
+            if (hd == NULL || hd->tag > a->fence_tag)
+                ch_fail(h,
+                        "checkpoint: the backend lists j%u running on %s, which does not hold it",
+                        e->num, a->name);
+            listed++;
+            killed_listed += hd->killed;
+        }
+        for (x = 0; x < a->nholds; x++) {
+            struct hold *hd = &a->holds[x];
+            const struct ck_entry *e;
+
+            if (hd->tag > a->fence_tag)
+                continue; /* arrived after the fence: dispatched after T */
+            held++;
+            e = ck_find(h, hd->num);
+            if (e != NULL && e->agent == i && e->gen == a->gen)
+                continue;
+            if (e != NULL &&
+                (e->agent < 0 || h->ag[e->agent].p == NULL || h->ag[e->agent].gen != e->gen)) {
+                after++;
+                continue;
+            }
+            if (e != NULL)
+                ch_fail(h, "checkpoint: %s holds j%u, the backend lists it running on %s", a->name,
+                        hd->num, h->ag[e->agent].name);
+            if (!hd->killed)
+                ch_fail(h,
+                        "checkpoint: %s holds j%u (never killed, no report sent), the backend "
+                        "does not list it",
+                        a->name, hd->num);
+            hd->released = true; /* the backend gave it up: its slot is free */
+            timed_out++;
+        }
+        if (listed != held - after - timed_out)
+            ch_fail(h,
+                    "checkpoint: the backend lists %u running jobs on %s, which runs %u (%u held, "
+                    "%u dispatched after the snapshot, %u killed and given up)",
+                    listed, a->name, held - after - timed_out, held, after, timed_out);
+        if (listed > a->slots || after > a->slots - listed + killed_listed)
+            ch_fail(h,
+                    "checkpoint: %s (%u slots): %u running jobs listed (%u of them killed), %u "
+                    "more dispatched right after",
+                    a->name, a->slots, listed, killed_listed, after);
+        running += listed;
+        h->st.busy_agents++;
+        h->st.busy_after += after;
+        h->st.busy_timed_out += timed_out;
+    }
+    h->st.busy_checks++;
+    h->st.busy_running += running;
+    if (h->ck.final)
+        h->st.final_running = running;
+    ch_trace(h, "checkpoint: %llu running jobs agree", (unsigned long long)running);
+}
+
+/* ck_advance moves the checkpoint on when its phase is done. */
+static void
+ck_advance(struct chaos *h)
+{
+    struct checkpoint *ck = &h->ck;
+    int i, k;
+
+    if (ck->phase == CK_OFF)
+        return;
+    if (h->now > ck->deadline)
+        ch_fail(h, "checkpoint: still in phase %s after %d ms (%zu suspects)",
+                ck_phase_name[ck->phase], cu_ms(5000), h->nsus);
+    switch (ck->phase) {
+    case CK_QUIET:
+        if (h->nsus != 0)
+            return;
+        for (i = 0; i < N_AGENTS; i++)
+            if (h->ag[i].p != NULL && (h->ag[i].silent || h->ag[i].resync))
+                return;
+        for (i = 0; i < N_AGENTS; i++) {
+            struct cagent *a = &h->ag[i];
+
+            a->ck_gen = a->p != NULL ? a->gen : 0;
+            if (a->p != NULL) {
+                tp_send_type(a->p, ING_PING);
+                a->pings_out++;
+            }
+        }
+        for (i = 0; i < N_CLIENTS; i++) {
+            if (h->cl[i].p != NULL) {
+                tp_send_type(h->cl[i].p, ING_PING);
+                h->cl[i].pings_out++;
+            }
+        }
+        ck->phase = CK_BARRIER;
+        return;
+    case CK_BARRIER:
+        for (i = 0; i < N_AGENTS; i++)
+            if (h->ag[i].p != NULL && h->ag[i].pings_out != 0)
+                return;
+        for (i = 0; i < N_CLIENTS; i++)
+            if (h->cl[i].p != NULL && (h->cl[i].pings_out != 0 || h->cl[i].queue_out))
+                return;
+        k = (int)cu_below(&h->rng, N_CLIENTS);
+        for (i = 0; i < N_CLIENTS && h->cl[(k + i) % N_CLIENTS].p == NULL; i++)
+            ;
+        if (i == N_CLIENTS)
+            return; /* wait for one to reconnect */
+        ck->client = (k + i) % N_CLIENTS;
+        h->cl[ck->client].queue_out = true;
+        h->cl[ck->client].queue_mark = h->next_num - 1;
+        tp_send_type(h->cl[ck->client].p, ING_CLIENT_GET_QUEUE);
+        ck->phase = CK_SNAPSHOT;
+        return;
+    case CK_SNAPSHOT: /* on_queue moves on */
+        return;
+    case CK_FENCE:
+        if (h->nsus != 0) /* a dispatch while another agent holds the job: wait for its drop */
+            return;
+        for (i = 0; i < N_AGENTS; i++)
+            if (h->ag[i].p != NULL && h->ag[i].ck_gen == h->ag[i].gen && h->ag[i].pings_out != 0)
+                return;
+        ck_compare(h);
+        ck->phase = CK_OFF;
+        ck->next = h->now + (uint64_t)cu_ms((int)cu_between(&h->rng, 1500, 3000));
+        return;
+    case CK_OFF:
+        return;
+    }
+}
+
 /* step runs one iteration: due work, then one poll over every peer. */
 static void
 step(struct chaos *h, uint64_t *next_fault)
@@ -1186,17 +1556,22 @@ step(struct chaos *h, uint64_t *next_fault)
     uint32_t gens[N_AGENTS + N_CLIENTS];
     nfds_t n = 0, k;
     uint64_t wake = h->now + 20;
+    bool paused, faults;
     int i;
 
     h->now = tp_now_ms();
-    run_due_actions(h);
+    ck_advance(h);
+    paused = h->ck.phase != CK_OFF;
+    faults = !paused && !h->settling && !h->warming;
+    if (!paused)
+        run_due_actions(h);
     for (i = 0; i < N_AGENTS; i++)
-        if (h->ag[i].p == NULL && h->ag[i].restart_at <= h->now)
+        if (!paused && h->ag[i].p == NULL && h->ag[i].restart_at <= h->now)
             agent_up(h, i);
     for (i = 0; i < N_CLIENTS; i++)
         if (h->cl[i].p == NULL && h->cl[i].reconnect_at <= h->now)
             client_up(h, i);
-    if (!h->settling && h->now >= *next_fault) {
+    if (faults && h->now >= *next_fault) {
         fault(h);
         *next_fault = h->now + (uint64_t)cu_ms((int)cu_between(&h->rng, 1, 8));
     }
@@ -1216,10 +1591,10 @@ step(struct chaos *h, uint64_t *next_fault)
             gens[n++] = h->cl[i].gen;
         }
     }
-    for (k = 0; k < h->nact; k++)
+    for (k = 0; k < h->nact && !paused; k++)
         if (h->act[k].due < wake)
             wake = h->act[k].due;
-    if (!h->settling && *next_fault < wake)
+    if (faults && *next_fault < wake)
         wake = *next_fault;
     h->now = tp_now_ms();
     if (poll(pf, n, wake > h->now ? (int)(wake - h->now) : 0) <= 0)
@@ -1323,6 +1698,69 @@ settle(struct chaos *h, uint64_t *next_fault)
     }
 }
 
+/* warm_up runs, with no fault, a job of every provided environment from every client and a
+ * queue snapshot, and waits until everything settled: what the backend allocates once (pool
+ * pages of the jobs' size class, job and environment tables, snapshot buffers, connection
+ * buffers) is then part of its idle RSS. */
+static void
+warm_up(struct chaos *h, uint64_t *next_fault)
+{
+    uint64_t deadline = h->now + (uint64_t)cu_ms(5000);
+    int e, i;
+
+    h->warming = true;
+    for (e = 0; e < N_ENVS; e++) {
+        bool provided = false;
+
+        for (i = 0; i < N_AGENTS; i++)
+            provided |= h->ag[i].slots > 0 && (h->ag[i].envs & (1u << e)) != 0;
+        for (i = 0; i < N_CLIENTS && provided; i++)
+            submit_env(h, i, e);
+    }
+    h->cl[0].queue_out = true;
+    h->cl[0].queue_mark = h->next_num - 1;
+    tp_send_type(h->cl[0].p, ING_CLIENT_GET_QUEUE);
+    while (!settled(h)) {
+        if (h->now > deadline)
+            ch_fail(h, "the warm-up did not settle in %d ms: %u jobs pending", cu_ms(5000),
+                    h->npending);
+        step(h, next_fault);
+    }
+    h->warming = false;
+    ch_trace(h, "warmed up: %llu jobs", (unsigned long long)h->st.done);
+}
+
+/* running_jobs tells whether an agent that the backend keeps registered (not silent, not
+ * resyncing, under no suspicion) holds a job it was not asked to kill. */
+static bool
+running_jobs(const struct chaos *h)
+{
+    size_t k;
+    int i;
+
+    for (i = 0; i < N_AGENTS; i++) {
+        const struct cagent *a = &h->ag[i];
+
+        if (a->p == NULL || a->silent || a->resync || a->suspects > 0)
+            continue;
+        for (k = 0; k < a->nholds; k++)
+            if (!a->holds[k].killed)
+                return true;
+    }
+    return false;
+}
+
+/* max_jobs bounds the jobs the backend holds at once: at most h->cap of connected clients
+ * (the test submits no more), plus the running jobs of clients that left, in slots (at most
+ * 4 per agent connection, and an agent's old connection may still be registered next to its
+ * new one), plus the waiting jobs of a client that left (at most h->cap), which the backend
+ * drops when it reads the close. */
+static uint32_t
+max_jobs(const struct chaos *h)
+{
+    return 2 * h->cap + 2 * N_AGENTS * 4;
+}
+
 static int
 teardown(void **state)
 {
@@ -1336,6 +1774,7 @@ teardown(void **state)
         free(h->finished);
         free(h->act);
         free(h->qnums);
+        free(h->ck.e);
         free(h);
         the_chaos = NULL;
     }
@@ -1346,8 +1785,8 @@ TP_TEST(test_chaos_invariants_hold)
 {
     struct chaos *h = calloc(1, sizeof(*h));
     const char *env_seed = getenv("ING_CHAOS_SEED"), *env_secs = getenv("ING_CHAOS_SECONDS");
-    uint64_t seconds = 10, end, warm_at, next_fault, next_stuck;
-    long rss_warm = -1, rss_end;
+    uint64_t seconds = 10, end, next_fault, next_stuck;
+    long rss_idle = -1, rss_end, rss_allowed;
     char ping[32], kill[32], orphan[32];
     int i;
     bool check_rss = !cu_wrapped();
@@ -1373,49 +1812,65 @@ TP_TEST(test_chaos_invariants_hold)
              cu_ms_arg(orphan, sizeof(orphan), ORPHAN_MS), "--retry-lost-jobs", "1",
              seconds > 60 ? "-q" : "-v", NULL);
     h->t0 = h->now = tp_now_ms();
-    for (i = 0; i < N_AGENTS; i++) {
-        snprintf(h->ag[i].name, sizeof(h->ag[i].name), "a%d", i);
+    for (i = 0; i < N_AGENTS; i++)
         agent_up(h, i);
-    }
     for (i = 0; i < N_CLIENTS; i++) {
         snprintf(h->cl[i].name, sizeof(h->cl[i].name), "c%d", i);
         client_up(h, i);
     }
     h->cap = 100; /* pending jobs at once: about twice the slots */
 
-    end = h->t0 + seconds * 1000;
-    warm_at = h->t0 + seconds * 250;
     next_fault = h->now;
+    warm_up(h, &next_fault);
+    rss_idle = cu_rss_kib(c->be.pid);
+
+    end = h->now + seconds * 1000;
     next_stuck = h->now + 1000;
-    while (h->now < end) {
+    h->ck.next = h->now + (uint64_t)cu_ms((int)cu_between(&h->rng, 1000, 2000));
+    /* Past the end, the load goes on (for a while) until a live agent runs a job it was not
+     * asked to kill, which the last checkpoint must then find running. */
+    while (h->now < end || h->ck.phase != CK_OFF ||
+           (!running_jobs(h) && h->now < end + (uint64_t)cu_ms(5000))) {
+        /* None in the last second: the one after the fault phase must find jobs running. */
+        if (h->ck.phase == CK_OFF && h->now >= h->ck.next && h->now + 1000 < end)
+            ck_begin(h, false);
         step(h, &next_fault);
-        if (rss_warm < 0 && h->now >= warm_at)
-            rss_warm = cu_rss_kib(c->be.pid);
         if (h->now >= next_stuck) {
             check_stuck(h);
             next_stuck = h->now + 1000;
         }
     }
+    /* The faults stop; the jobs on the agents are still running. */
+    ck_begin(h, true);
+    while (h->ck.phase != CK_OFF)
+        step(h, &next_fault);
     settle(h, &next_fault);
 
     rss_end = cu_rss_kib(c->be.pid);
-    if (check_rss && rss_warm > 0 && rss_end > rss_warm + 2048 && rss_end > rss_warm * 5 / 4)
-        ch_fail(h, "backend RSS %ld KiB after settling, %ld KiB after warm-up", rss_end, rss_warm);
+    rss_allowed = rss_idle + RSS_SLACK_KIB + (long)(max_jobs(h) * RSS_JOB_BYTES / 1024);
+    if (check_rss && rss_idle > 0 && rss_end > rss_allowed)
+        ch_fail(h,
+                "backend RSS %ld KiB after settling, %ld KiB idle: over idle + %d KiB + %d bytes "
+                "for each of the %u jobs it may have held at once (%ld KiB)",
+                rss_end, rss_idle, RSS_SLACK_KIB, RSS_JOB_BYTES, max_jobs(h), rss_allowed);
     for (i = 0; i < N_CLIENTS; i++)
         cu_roundtrip(h->cl[i].p, cu_ms(1000));
     if (!cu_backend_alive(c))
         ch_fail(h, "the backend is not running any more");
-    if (h->st.done == 0 || h->st.agent_drops == 0 || h->st.queue_checks == 0)
+    if (h->st.done == 0 || h->st.agent_drops == 0 || h->st.queue_checks == 0 ||
+        h->st.final_running == 0)
         ch_fail(h,
                 "the run exercised too little: %llu results, %llu agents dropped, %llu "
-                "queue checks",
+                "queue checks, %llu running jobs compared after the fault phase",
                 (unsigned long long)h->st.done, (unsigned long long)h->st.agent_drops,
-                (unsigned long long)h->st.queue_checks);
+                (unsigned long long)h->st.queue_checks, (unsigned long long)h->st.final_running);
     if (getenv("ING_CHAOS_STATS") != NULL)
         print_message("chaos seed %llu, %llu s: %llu jobs, %llu results, %llu kills, %llu "
                       "zombies, %llu agent resets, %llu closes, %llu dropped (%llu not silent), "
                       "%llu hellos again, %llu client drops, %llu queue checks, %llu forged, "
-                      "%llu stray; RSS %ld -> %ld KiB\n",
+                      "%llu stray; %llu busy-slot checkpoints: %llu agents, %llu running jobs "
+                      "(%llu after the fault phase), %llu dispatched after a snapshot, %llu "
+                      "given up after a kill; RSS %ld KiB idle, %ld KiB at the end (%s %ld)\n",
                       (unsigned long long)h->seed, (unsigned long long)seconds,
                       (unsigned long long)h->st.submitted, (unsigned long long)h->st.done,
                       (unsigned long long)h->st.kills, (unsigned long long)h->st.zombies,
@@ -1424,7 +1879,11 @@ TP_TEST(test_chaos_invariants_hold)
                       (unsigned long long)h->st.unexpected_drops,
                       (unsigned long long)h->st.rehellos, (unsigned long long)h->st.client_drops,
                       (unsigned long long)h->st.queue_checks, (unsigned long long)h->st.forged,
-                      (unsigned long long)h->st.stray, rss_warm, rss_end);
+                      (unsigned long long)h->st.stray, (unsigned long long)h->st.busy_checks,
+                      (unsigned long long)h->st.busy_agents, (unsigned long long)h->st.busy_running,
+                      (unsigned long long)h->st.final_running, (unsigned long long)h->st.busy_after,
+                      (unsigned long long)h->st.busy_timed_out, rss_idle, rss_end,
+                      check_rss ? "at most" : "not checked; would be at most", rss_allowed);
 }
 
 int
