@@ -1,5 +1,6 @@
 /* libtest.c: helpers for the client, agent and inginious-ctl tests (API in libtest.h). */
 #include "libtest.h"
+#include "tpeer.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -54,37 +55,7 @@ lt_now_ms(void)
 int
 lt_slow(void)
 {
-    static int slow;
-
-    if (slow == 0) {
-        const char *e = getenv("ING_SLOW");
-        slow = e != NULL && atoi(e) > 0 ? atoi(e) : 1;
-    }
-    return slow;
-}
-
-/* exec_wrapped runs argv, prefixed by the words of $ING_WRAPPER when it is set and not empty
- * (e.g. valgrind), in the child process. Returns only on failure. */
-static void
-exec_wrapped(const char *const *argv)
-{
-    const char *wrap = getenv("ING_WRAPPER");
-
-    if (wrap != NULL && *wrap != '\0') {
-        static char words[1024];
-        const char *full[96];
-        size_t n = 0;
-        snprintf(words, sizeof(words), "%s", wrap);
-        for (char *save = NULL, *w = strtok_r(words, " ", &save); w != NULL && n < 64;
-             w = strtok_r(NULL, " ", &save))
-            full[n++] = w;
-        for (size_t i = 0; argv[i] != NULL && n < 95; i++)
-            full[n++] = argv[i];
-        full[n] = NULL;
-        execvp(full[0], (char *const *)full);
-        return;
-    }
-    execv(argv[0], (char *const *)argv);
+    return tp_slow();
 }
 
 /* wrapper_error tells whether a wait status is the --error-exitcode=N of $ING_WRAPPER (the
@@ -413,7 +384,7 @@ spawn_backend(const char *file, int line, struct lt_world *w, const char *agent_
         dup2(null, 0);
         dup2(logfd, 1);
         dup2(logfd, 2);
-        exec_wrapped(argv);
+        tp_exec(argv);
         fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
         _exit(127);
     }

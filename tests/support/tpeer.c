@@ -49,9 +49,7 @@ tp_fail_at(const char *file, int line, const char *fmt, ...)
     abort(); /* not reached: _fail jumps back into cmocka */
 }
 
-/* tp_exec runs argv, prefixed by the words of $ING_WRAPPER when set (e.g. valgrind), in
- * the child process. Returns only on failure. */
-static void
+void
 tp_exec(const char *const *argv)
 {
     const char *wrap = getenv("ING_WRAPPER");

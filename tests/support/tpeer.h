@@ -110,6 +110,9 @@ struct tp_ctx {
 /* tp_setup allocates a context into *state (cmocka setup). Returns 0 or -1. */
 /* tp_slow: the factor $ING_SLOW (default 1) stretching every deadline (valgrind runs). */
 int tp_slow(void);
+/* tp_exec runs argv, prefixed by the words of $ING_WRAPPER when set (e.g. valgrind), in the
+ * child process (after fork). Returns only on failure. Used by libtest.c too. */
+void tp_exec(const char *const *argv);
 int tp_setup(void **state);
 
 /* tp_teardown closes every peer, stops the backend (checking that it exits with status 0
