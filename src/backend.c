@@ -642,6 +642,29 @@ job_free(struct backend *be, struct job *j)
     env_unref(be, e);
 }
 
+/* A gone client's jobs are dropped in batches (be_reap); until then they stay in the tables
+ * but must not run, be listed or be answered. live_owner is the client to tell about j, if
+ * any; owner_gone tells whether j is such a job; drop_gone drops it (a waiting one) now. */
+static inline struct be_client *
+live_owner(const struct job *j)
+{
+    return j->owner != NULL && !j->owner->gone ? j->owner : NULL;
+}
+
+static inline bool
+owner_gone(const struct job *j)
+{
+    return j->owner != NULL && j->owner->gone;
+}
+
+static void
+drop_gone(struct backend *be, struct job *j)
+{
+    j->owner->dropped++;
+    job_unqueue(be, j);
+    job_free(be, j);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Free slots and the per-environment agent heaps                                           */
 
@@ -810,12 +833,11 @@ run_remove(struct backend *be, struct job *j)
 static void
 dispatch(struct backend *be, struct be_agent *a, struct job *j)
 {
-    job_unqueue(be, j);
-    if (j->owner != NULL && j->owner->gone) { /* not reaped yet: drop it, not run it */
-        j->owner->dropped++;
-        job_free(be, j);
+    if (owner_gone(j)) { /* not reaped yet: drop it, not run it */
+        drop_gone(be, j);
         return;
     }
+    job_unqueue(be, j);
     slot_take(a);
     j->status = JOB_DISPATCHED;
     j->agent = a;
@@ -869,7 +891,7 @@ static void
 send_result(struct backend *be, struct be_client *c, struct ing_view id, const char *kind,
             const char *text, struct ing_view state)
 {
-    if (c == NULL || c->gone)
+    if (c == NULL)
         return;
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
@@ -892,7 +914,7 @@ send_result(struct backend *be, struct be_client *c, struct ing_view id, const c
 static void
 send_job_result(struct backend *be, struct job *j, const char *kind, const char *text)
 {
-    send_result(be, j->owner, job_id_view(j), kind, text, job_state(j));
+    send_result(be, live_owner(j), job_id_view(j), kind, text, job_state(j));
 }
 
 static void
@@ -1120,9 +1142,7 @@ client_reap(struct backend *be, struct be_client *c, size_t *budget)
         struct job *j = c->jobs;
         (*budget)--;
         if (j->status == JOB_WAITING) {
-            job_unqueue(be, j);
-            job_free(be, j);
-            c->dropped++;
+            drop_gone(be, j);
         } else {
             owner_unlink(j);
             if (!(j->flags & JOB_F_KILLING))
@@ -1224,11 +1244,8 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
         }
     }
     struct job *dup = jtab_find(be, id.p, id.len);
-    if (dup != NULL && dup->status == JOB_WAITING && dup->owner != NULL && dup->owner->gone) {
-        /* The waiting job of a gone client, not reaped yet: it is dropped anyway. */
-        job_unqueue(be, dup);
-        dup->owner->dropped++;
-        job_free(be, dup);
+    if (dup != NULL && dup->status == JOB_WAITING && owner_gone(dup)) {
+        drop_gone(be, dup); /* not reaped yet: it is dropped anyway */
         dup = NULL;
     }
     if (dup != NULL) {
@@ -1432,7 +1449,7 @@ be_client_get_queue(struct backend *be, struct be_client *c)
             heads_down(heads, nheads, i);
         while (nheads > 0 && nsel < want) {
             struct job *j = heads[0];
-            if (j->owner == NULL || !j->owner->gone) {
+            if (!owner_gone(j)) {
                 be->q_sel[nsel++] = j;
                 text += job_info_max(j);
             }
@@ -1908,13 +1925,14 @@ be_agent_started(struct backend *be, struct be_agent *a, struct ing_view id)
     if (j == NULL)
         return;
     j->status = JOB_STARTED;
-    if (j->owner == NULL || j->owner->gone)
+    struct be_client *c = live_owner(j);
+    if (c == NULL)
         return;
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
     m.type = ING_BACKEND_JOB_STARTED;
     m.u.ref.job_id = job_id_view(j);
-    be->ops.send(j->owner->peer, &m);
+    be->ops.send(c->peer, &m);
 }
 
 void
@@ -1922,9 +1940,10 @@ be_agent_ssh(struct backend *be, struct be_agent *a, const uint8_t *body, size_t
              const struct ing_ssh_debug *m)
 {
     struct job *j = agent_job(be, a, m->job_id, "AgentJobSSHDebug");
-    if (j == NULL || j->owner == NULL || j->owner->gone)
+    struct be_client *c = j != NULL ? live_owner(j) : NULL;
+    if (c == NULL)
         return;
-    be->ops.relay(j->owner->peer, ING_BACKEND_JOB_SSH_DEBUG, body, len);
+    be->ops.relay(c->peer, ING_BACKEND_JOB_SSH_DEBUG, body, len);
 }
 
 void
@@ -1935,8 +1954,9 @@ be_agent_done(struct backend *be, struct be_agent *a, const uint8_t *body, size_
     if (j == NULL)
         return;
     run_remove(be, j);
-    if (j->owner != NULL && !j->owner->gone)
-        be->ops.relay(j->owner->peer, ING_BACKEND_JOB_DONE, body, len);
+    struct be_client *c = live_owner(j);
+    if (c != NULL)
+        be->ops.relay(c->peer, ING_BACKEND_JOB_DONE, body, len);
     be->stats.jobs_done++;
     log_msg(LOG_DEBUG, "job %.*s done on agent %s", (int)j->id_len, job_id(j), a->name);
     job_free(be, j);

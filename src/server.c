@@ -938,7 +938,7 @@ process_input(struct conn *c)
             uint32_t blen;
             if (ing_frame_peek(p, n, &type, &blen) != 0)
                 return;
-            if (type != ING_AUTH || blen != 2 * ING_NONCE_LEN || p[5] != 0) {
+            if (type != ING_AUTH || blen != 2 * ING_NONCE_LEN || p[5] != 0 /* flags */) {
                 conn_error_close(c, ING_ERR_AUTH, "authentication required");
                 return;
             }
