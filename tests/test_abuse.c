@@ -269,10 +269,10 @@ idle_open(struct tp_ctx *c, struct tp_peer *c1, struct idle *xs, size_t count)
                     if (x->kind == IDLE_OPENED) {
                         bool agent = (done + b) % 8 == 2;
 
-                        r = cu_send_all(x->fd, agent ? pre_agent : pre_client, ING_PREAMBLE_LEN,
+                        r = tp_send_fd(x->fd, agent ? pre_agent : pre_client, ING_PREAMBLE_LEN,
                                         cu_ms(5000));
                     } else if (x->kind == IDLE_REGISTERED) {
-                        r = cu_send_all(x->fd, opening, opening_len, cu_ms(5000));
+                        r = tp_send_fd(x->fd, opening, opening_len, cu_ms(5000));
                     } else {
                         r = 0;
                     }
@@ -498,7 +498,7 @@ non_reader(struct tp_ctx *c)
     ing_preamble_encode(open, ING_ROLE_CLIENT);
     ing_frame_header(open + ING_PREAMBLE_LEN, ING_CLIENT_HELLO, 8);
     memcpy(open + ING_PREAMBLE_LEN + ING_HDR_LEN, "\0\0\0\4deaf", 8);
-    r = cu_send_all(fd, open, sizeof(open), cu_ms(5000));
+    r = tp_send_fd(fd, open, sizeof(open), cu_ms(5000));
     if (r != 0)
         tp_fail("opening: %s", strerror(-r));
     return fd;
@@ -518,7 +518,7 @@ flood(struct tp_ctx *c, int fd, struct tp_peer *c1, uint8_t type, size_t max, lo
     for (k = 0; k < CHUNK; k++)
         ing_frame_header(burst + k * ING_HDR_LEN, type, 0);
     while (sent < max) {
-        int r = cu_send_all(fd, burst, CHUNK * ING_HDR_LEN, cu_ms(5000));
+        int r = tp_send_fd(fd, burst, CHUNK * ING_HDR_LEN, cu_ms(5000));
         long rss;
 
         if (r == -EPIPE || r == -ECONNRESET)
@@ -544,21 +544,14 @@ TP_TEST(test_abuse_non_reader_queue_flood)
     char launcher[1001];
     long rss0, peak;
     size_t sent, got = 0;
-    int k, fd;
+    int fd;
 
     memset(launcher, 'L', 1000);
     launcher[1000] = '\0';
     tp_start(c, "--max-output", "1M", "--orphan-timeout", "0", NULL);
     c1 = tp_client(c, "c1", "");
     /* A queue of 100 waiting jobs: each snapshot is about 100 KiB. */
-    for (k = 0; k < 100; k++) {
-        char id[16];
-        struct tp_job j = {.id = id, .launcher = launcher};
-
-        snprintf(id, sizeof(id), "w%03d", k);
-        tp_send_job(c1, &j);
-    }
-    tp_barrier(c1);
+    tp_fill_queue(c1, 100, launcher);
     rss0 = peak = cu_rss_kib(c->be.pid);
     fd = non_reader(c);
     sent = flood(c, fd, c1, ING_CLIENT_GET_QUEUE, 100000, &peak);
@@ -781,23 +774,23 @@ TP_TEST(test_abuse_connection_flood)
                 cu_close_rst(fd);
                 break;
             case 2: /* preamble, leave */
-                cu_send_all(fd, pre_c, sizeof(pre_c), cu_ms(1000));
+                tp_send_fd(fd, pre_c, sizeof(pre_c), cu_ms(1000));
                 close(fd);
                 break;
             case 3: /* register, submit, leave */
-                cu_send_all(fd, job, job_len, cu_ms(1000));
+                tp_send_fd(fd, job, job_len, cu_ms(1000));
                 close(fd);
                 break;
             case 4: /* half a preamble, reset */
-                cu_send_all(fd, pre_c, 3, cu_ms(1000));
+                tp_send_fd(fd, pre_c, 3, cu_ms(1000));
                 cu_close_rst(fd);
                 break;
             case 5: /* the start of a ZeroMQ greeting, leave */
-                cu_send_all(fd, zgreet, 10, cu_ms(1000));
+                tp_send_fd(fd, zgreet, 10, cu_ms(1000));
                 close(fd);
                 break;
             default: /* an agent says hello and resets */
-                cu_send_all(fd, hello_a, hello_a_len, cu_ms(1000));
+                tp_send_fd(fd, hello_a, hello_a_len, cu_ms(1000));
                 cu_close_rst(fd);
                 break;
             }

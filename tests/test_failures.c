@@ -1237,14 +1237,7 @@ TP_TEST(test_overload_closes_slow_reader)
     tp_start(c, "--max-output", "1M", NULL);
     c1 = tp_client(c, "c1", "");
     slow = tp_client(c, "slow", "");
-    for (k = 0; k < 100; k++) {
-        char id[16];
-        struct tp_job j = {.id = id, .launcher = launcher};
-
-        snprintf(id, sizeof(id), "w%03d", k);
-        tp_send_job(c1, &j);
-    }
-    tp_barrier(c1);
+    tp_fill_queue(c1, 100, launcher);
     /* 400 requests of ~100 KiB answers each, none read for now. */
     burst = malloc((size_t)n_req * ING_HDR_LEN);
     assert_non_null(burst);
@@ -1303,17 +1296,9 @@ TP_TEST(test_ipc_endpoints)
 /* Both endpoints on tcp://[::1]:0 (skipped when ::1 is not available). */
 TP_TEST(test_ipv6_endpoints)
 {
-    struct sockaddr_in6 sa = {.sin6_family = AF_INET6};
     struct tp_peer *c1, *a;
-    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool ok = fd >= 0;
 
-    sa.sin6_addr = in6addr_loopback;
-    if (ok)
-        ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    if (fd >= 0)
-        close(fd);
-    if (!ok) {
+    if (!tp_ipv6_loopback()) {
         c->ok = true; /* nothing to dump */
         skip();
     }

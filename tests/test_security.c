@@ -71,6 +71,21 @@ capture(struct tp_peer *p)
     wire_add(f, len);
 }
 
+/* expect_empty_queue asks p for the queue (keeping the answer for scan_secrets) and checks
+ * that it lists no job. */
+static void
+expect_empty_queue(struct tp_peer *p)
+{
+    struct tp_queue q;
+    uint32_t n;
+
+    tp_get_queue(p, &q);
+    capture(p);
+    n = q.n_running + q.n_waiting;
+    tp_queue_free(&q);
+    assert_int_equal(n, 0);
+}
+
 static int
 teardown(void **state)
 {
@@ -349,16 +364,7 @@ TP_TEST(test_security_auth_then_service)
     sec_expect_error(c1, ING_ERR_UNEXPECTED);
     tp_send_type(c1, ING_PING);
     sec_expect(c1, ING_PONG);
-    {
-        struct tp_queue q;
-        uint32_t n;
-
-        tp_get_queue(c1, &q);
-        capture(c1);
-        n = q.n_running + q.n_waiting;
-        tp_queue_free(&q);
-        assert_int_equal(n, 0);
-    }
+    expect_empty_queue(c1);
     scan_secrets(c);
 }
 
@@ -428,8 +434,6 @@ TP_TEST(test_security_wrong_proof_closed)
 {
     struct tp_peer *c1, *p;
     uint8_t nc[ING_NONCE_LEN], mac[ING_MAC_LEN];
-    struct tp_queue q;
-    uint32_t n;
     int k;
 
     start_auth(c, true, true, NULL, NULL);
@@ -451,11 +455,7 @@ TP_TEST(test_security_wrong_proof_closed)
     tp_close(c, p);
     /* Nothing the intruders sent was applied: no environment "evil", no job. */
     tp_expect_nothing(c1, TP_QUIET_MS);
-    tp_get_queue(c1, &q);
-    capture(c1);
-    n = q.n_running + q.n_waiting;
-    tp_queue_free(&q);
-    assert_int_equal(n, 0);
+    expect_empty_queue(c1);
     tp_send_type(c1, ING_PING);
     sec_expect(c1, ING_PONG);
     scan_secrets(c);
@@ -465,8 +465,6 @@ TP_TEST(test_security_wrong_proof_closed)
 TP_TEST(test_security_frames_before_auth_closed)
 {
     struct tp_peer *c1, *p;
-    struct tp_queue q;
-    uint32_t n;
     uint8_t pre[ING_PREAMBLE_LEN];
 
     start_auth(c, true, true, NULL, NULL);
@@ -505,11 +503,7 @@ TP_TEST(test_security_frames_before_auth_closed)
     if (!tp_log_contains(c, "authentication required"))
         tp_fail("no log line for the frames before Auth");
     tp_expect_nothing(c1, TP_QUIET_MS);
-    tp_get_queue(c1, &q);
-    capture(c1);
-    n = q.n_running + q.n_waiting;
-    tp_queue_free(&q);
-    assert_int_equal(n, 0);
+    expect_empty_queue(c1);
     scan_secrets(c);
 }
 
@@ -681,27 +675,11 @@ TP_TEST(test_security_client_allow_accepts)
     cu_roundtrip(c1, cu_ms(1000));
 }
 
-/* ipv6_loopback tells whether ::1 can be bound. */
-static bool
-ipv6_loopback(void)
-{
-    struct sockaddr_in6 sa = {.sin6_family = AF_INET6};
-    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool ok = fd >= 0;
-
-    sa.sin6_addr = in6addr_loopback;
-    if (ok)
-        ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
 TP_TEST(test_security_allow_ipv6)
 {
     struct tp_peer *c1;
 
-    if (!ipv6_loopback()) {
+    if (!tp_ipv6_loopback()) {
         print_message("test_security_allow_ipv6: skipped: no IPv6 loopback (::1)\n");
         c->ok = true;
         skip();

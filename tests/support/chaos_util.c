@@ -319,36 +319,6 @@ cu_close_rst(int fd)
 }
 
 int
-cu_send_all(int fd, const void *buf, size_t len, int timeout_ms)
-{
-    const uint8_t *b = buf;
-    uint64_t deadline = tp_now_ms() + (uint64_t)timeout_ms;
-
-    while (len > 0) {
-        ssize_t n = send(fd, b, len, MSG_NOSIGNAL);
-
-        if (n > 0) {
-            b += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            struct pollfd pf = {.fd = fd, .events = POLLOUT};
-            uint64_t now = tp_now_ms();
-
-            if (now >= deadline)
-                return -ETIMEDOUT;
-            poll(&pf, 1, (int)(deadline - now));
-            continue;
-        }
-        return n < 0 ? -errno : -EPIPE;
-    }
-    return 0;
-}
-
-int
 cu_wait_eof(int fd, int timeout_ms, size_t *bytes)
 {
     uint64_t deadline = tp_now_ms() + (uint64_t)timeout_ms;

@@ -87,9 +87,6 @@ int cu_connect_wait(int fd, int timeout_ms);
 /* cu_close_rst closes fd with a TCP reset (SO_LINGER 0): no TIME_WAIT is left behind. */
 void cu_close_rst(int fd);
 
-/* cu_send_all writes len bytes to a non-blocking fd within timeout_ms. Returns 0 or
- * -errno (-ETIMEDOUT when the peer does not read). */
-int cu_send_all(int fd, const void *buf, size_t len, int timeout_ms);
 
 /* cu_wait_eof reads and discards whatever fd receives until the peer closes it. Returns 0
  * on EOF or reset, -ETIMEDOUT at the deadline, another -errno on error. Sets *bytes (may be

@@ -859,13 +859,13 @@ tp_abort(struct tp_ctx *c, struct tp_peer *p)
 /* Sending */
 
 int
-tp_write(struct tp_peer *p, const void *buf, size_t len)
+tp_send_fd(int fd, const void *buf, size_t len, int timeout_ms)
 {
     const uint8_t *b = buf;
-    uint64_t deadline = tp_now_ms() + TP_DEADLINE_MS;
+    uint64_t deadline = tp_now_ms() + (uint64_t)timeout_ms;
 
     while (len > 0) {
-        ssize_t n = send(p->fd, b, len, MSG_NOSIGNAL);
+        ssize_t n = send(fd, b, len, MSG_NOSIGNAL);
 
         if (n > 0) {
             b += n;
@@ -875,7 +875,7 @@ tp_write(struct tp_peer *p, const void *buf, size_t len)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            struct pollfd pf = {.fd = p->fd, .events = POLLOUT};
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
             int left = remaining(deadline);
 
             if (left == 0)
@@ -886,6 +886,12 @@ tp_write(struct tp_peer *p, const void *buf, size_t len)
         return n < 0 ? -errno : -EPIPE;
     }
     return 0;
+}
+
+int
+tp_write(struct tp_peer *p, const void *buf, size_t len)
+{
+    return tp_send_fd(p->fd, buf, len, TP_DEADLINE_MS);
 }
 
 void
@@ -1781,4 +1787,32 @@ tp_queue_ids(const struct tp_queue *q, bool running, char *out, size_t cap)
     out[0] = '\0';
     for (i = 0; i < n && used < cap; i++)
         used += (size_t)snprintf(out + used, cap - used, "%s%s", i > 0 ? "," : "", e[i].id);
+}
+
+bool
+tp_ipv6_loopback(void)
+{
+    struct sockaddr_in6 sa = {.sin6_family = AF_INET6};
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok = fd >= 0;
+
+    sa.sin6_addr = in6addr_loopback;
+    if (ok)
+        ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+void
+tp_fill_queue_at(const char *file, int line, struct tp_peer *p, int n, const char *launcher)
+{
+    for (int k = 0; k < n; k++) {
+        char id[16];
+        struct tp_job j = {.id = id, .launcher = launcher};
+
+        snprintf(id, sizeof(id), "w%03d", k);
+        tp_send_job_at(file, line, p, &j);
+    }
+    tp_barrier_at(file, line, p);
 }

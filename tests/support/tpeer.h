@@ -223,7 +223,11 @@ uint8_t *tp_msg_frame_at(const char *file, int line, const struct ing_msg *m, si
 void tp_send_type_at(const char *file, int line, struct tp_peer *p, uint8_t type);
 #define tp_send_type(...) tp_send_type_at(__FILE__, __LINE__, __VA_ARGS__)
 
-/* tp_write writes raw bytes. Returns 0 or -errno (does not fail the test). */
+/* tp_send_fd writes len bytes to a non-blocking fd within timeout_ms. Returns 0 or -errno
+ * (-ETIMEDOUT; does not fail the test). */
+int tp_send_fd(int fd, const void *buf, size_t len, int timeout_ms);
+/* tp_write writes raw bytes to p within TP_DEADLINE_MS. Returns 0 or -errno (does not fail
+ * the test). */
 int tp_write(struct tp_peer *p, const void *buf, size_t len);
 
 /* tp_send_raw writes raw bytes and fails the test on error. */
@@ -442,5 +446,13 @@ void tp_queue_free(struct tp_queue *q);
 
 /* tp_queue_ids renders the running or waiting ids of q as "a,b,c". */
 void tp_queue_ids(const struct tp_queue *q, bool running, char *out, size_t cap);
+
+/* tp_ipv6_loopback tells whether ::1 can be bound (IPv6 tests skip otherwise). */
+bool tp_ipv6_loopback(void);
+
+/* tp_fill_queue sends n ClientNewJob w000, w001, ... (docker/default, the given launcher)
+ * on p, then a barrier: they are all queued. */
+void tp_fill_queue_at(const char *file, int line, struct tp_peer *p, int n, const char *launcher);
+#define tp_fill_queue(...) tp_fill_queue_at(__FILE__, __LINE__, __VA_ARGS__)
 
 #endif
