@@ -8,7 +8,8 @@
  *   latency    the same with one client, one job in flight and one agent;
  *   enqueue    no agent: S clients send N jobs back to back, then a Ping each; the enqueue
  *              rate is N over first submit to last Pong; then the backend's RSS growth per
- *              queued job, and a queue snapshot checks that all N jobs wait.
+ *              queued job, and a queue snapshot checks that all N jobs wait (a spawned
+ *              backend gets --queue-list-max 0 for it; an attached one needs it too).
  * Prints one "RESULT key=value ..." line on stdout and a table on stderr. Exit status: 0 when
  * every job got exactly one result (enqueue: is queued), 1 on a failure or timeout, 2 on a
  * usage error. */
@@ -341,6 +342,10 @@ spawn_backend(const struct opts *o, struct backend_proc *bp)
     argv[n++] = maxw;
     argv[n++] = "--max-waiting-per-client";
     argv[n++] = maxw;
+    if (o->mode == MODE_ENQUEUE) { /* the check counts the waiting jobs the snapshot lists */
+        argv[n++] = "--queue-list-max";
+        argv[n++] = "0";
+    }
     for (int i = 0; i < o->nextra; i++)
         argv[n++] = o->extra[i];
     argv[n++] = "tcp://127.0.0.1:0";

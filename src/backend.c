@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "bytes.h"
+#include "idtab.h"
 #include "inginious/mp.h"
 #include "log.h"
 
@@ -26,9 +26,8 @@ enum job_status {
 #define MAX_AGENT_ENVS 100000
 
 /* A job and its ClientNewJob body, in one pool object. Fields used only while waiting or
- * only while running share memory (104 bytes before the body on 64-bit). */
+ * only while running share memory (96 bytes before the body on 64-bit). */
 struct job {
-    struct job *hnext;         /* job id hash chain */
     struct env *env;           /* holds a reference */
     struct be_client *owner;   /* NULL once the client is gone */
     struct be_agent *agent;    /* when dispatched */
@@ -56,7 +55,7 @@ struct job {
     uint8_t body[];
 };
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 104, "struct job grew");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 96, "struct job grew");
 
 /* The job spec (BackendNewJob body) follows priority (8 bytes) and the launcher str. */
 static inline uint32_t
@@ -131,36 +130,6 @@ static const uint8_t empty_map[1] = {0x80};
 /* ---------------------------------------------------------------------------------------- */
 /* Helpers                                                                                   */
 
-/* hash_bytes: 8 bytes per step, then a full avalanche. The seed is random per process,
- * so a client cannot choose job ids that all land in one chain (hash flooding). */
-static uint64_t
-hash_bytes(uint64_t h, const void *p, size_t n)
-{
-    const uint8_t *s = p;
-    const uint64_t k = 0x9e3779b97f4a7c15ull;
-    uint64_t w;
-    h ^= (uint64_t)n * k;
-    while (n >= 8) {
-        memcpy(&w, s, 8);
-        h = (h ^ w) * k;
-        h ^= h >> 31;
-        s += 8;
-        n -= 8;
-    }
-    w = 0;
-    memcpy(&w, s, n);
-    h = (h ^ w) * k;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
-}
-
-static uint64_t hash_seed = 0xcbf29ce484222325ull;
-#define HASH_SEED hash_seed
-
 static inline const char *
 job_id(const struct job *j)
 {
@@ -212,88 +181,39 @@ mp_is_map(struct ing_view v)
 /* ---------------------------------------------------------------------------------------- */
 /* Job id table                                                                              */
 
-/* The job id table grows incrementally (as Redis' dict does): when it is full a table twice
- * as large is made and every insert moves a few chains of the old one over, so no single
- * insert rehashes a million jobs. Lookups look in both tables meanwhile. */
-#define JTAB_MIGRATE 64 /* old chains moved per insert */
+/* The job id table is an idtab (src/idtab.h): one cache line per lookup, and a job's memory
+ * is read only when its tag matches. */
 
-static struct job **
-chain_of(struct job **tab, size_t mask, const char *id, size_t len)
+static inline void
+job_key(const void *obj, const void **key, size_t *len)
 {
-    return &tab[hash_bytes(HASH_SEED, id, len) & mask];
+    const struct job *j = obj;
+    *key = job_id(j);
+    *len = j->id_len;
 }
 
-static struct job *
-chain_find(struct job *j, const char *id, size_t len)
+static inline uint64_t
+id_hash(const char *id, size_t len)
 {
-    for (; j != NULL; j = j->hnext)
-        if (j->id_len == len && memcmp(job_id(j), id, len) == 0)
-            return j;
-    return NULL;
+    return idtab_hash(idtab_hash_seed(), id, len);
 }
 
-static struct job *
+static inline struct job *
+jtab_find_h(const struct backend *be, uint64_t h, const char *id, size_t len)
+{
+    return idtab_find_with(&be->jtab, h, id, len, job_key);
+}
+
+static inline struct job *
 jtab_find(const struct backend *be, const char *id, size_t len)
 {
-    struct job *j = chain_find(*chain_of(be->jtab, be->jmask, id, len), id, len);
-    if (j == NULL && be->jold != NULL)
-        j = chain_find(*chain_of(be->jold, be->jold_mask, id, len), id, len);
-    return j;
+    return jtab_find_h(be, id_hash(id, len), id, len);
 }
 
-/* jtab_migrate moves up to n chains of the old table to the new one. */
-static void
-jtab_migrate(struct backend *be, size_t n)
-{
-    while (be->jold != NULL && n-- > 0) {
-        struct job *j = be->jold[be->jmig];
-        while (j != NULL) {
-            struct job *next = j->hnext;
-            struct job **s = chain_of(be->jtab, be->jmask, job_id(j), j->id_len);
-            j->hnext = *s;
-            *s = j;
-            j = next;
-        }
-        be->jold[be->jmig] = NULL;
-        if (++be->jmig > be->jold_mask) {
-            free(be->jold);
-            be->jold = NULL;
-        }
-    }
-}
-
-static void
-jtab_insert(struct backend *be, struct job *j)
-{
-    if (be->jold != NULL) {
-        jtab_migrate(be, JTAB_MIGRATE);
-    } else if (be->njobs >= be->jmask + 1) {
-        struct job **nt = calloc((be->jmask + 1) * 2, sizeof(*nt));
-        if (nt != NULL) { /* on failure the chains just get longer */
-            be->jold = be->jtab;
-            be->jold_mask = be->jmask;
-            be->jmig = 0;
-            be->jtab = nt;
-            be->jmask = be->jmask * 2 + 1;
-        }
-    }
-    struct job **s = chain_of(be->jtab, be->jmask, job_id(j), j->id_len);
-    j->hnext = *s;
-    *s = j;
-    be->njobs++;
-}
-
-static void
+static inline void
 jtab_remove(struct backend *be, struct job *j)
 {
-    struct job **s = chain_of(be->jtab, be->jmask, job_id(j), j->id_len);
-    while (*s != NULL && *s != j)
-        s = &(*s)->hnext;
-    if (*s == NULL) /* still in the old table */
-        for (s = chain_of(be->jold, be->jold_mask, job_id(j), j->id_len); *s != j;)
-            s = &(*s)->hnext;
-    *s = j->hnext;
-    be->njobs--;
+    idtab_remove(&be->jtab, id_hash(job_id(j), j->id_len), j);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -302,9 +222,9 @@ jtab_remove(struct backend *be, struct job *j)
 static uint64_t
 env_hash(const char *type, size_t tl, const char *name, size_t nl)
 {
-    uint64_t h = hash_bytes(HASH_SEED, type, tl);
-    h = hash_bytes(h ^ 0xff, "", 1);
-    return hash_bytes(h, name, nl);
+    uint64_t h = idtab_hash(idtab_hash_seed(), type, tl);
+    h = idtab_hash(h ^ 0xff, "", 1);
+    return idtab_hash(h, name, nl);
 }
 
 static struct env *
@@ -830,6 +750,23 @@ run_remove(struct backend *be, struct job *j)
     j->agent = NULL;
 }
 
+/* prefetch_next asks the CPU for the job e will dispatch next, and for the FIFO successor
+ * that dispatching it will update. With a long queue they were queued long ago and are no
+ * longer in any cache; asked for one dispatch ahead, they are there when needed. */
+static inline void
+prefetch_next(const struct env *e)
+{
+    if (e->n == 0)
+        return;
+    const struct job *h = env_best(e);
+    const char *p = (const char *)h;
+    size_t end = sizeof(*h) + h->body_len;
+    for (size_t o = 64; o < end; o += 64)
+        __builtin_prefetch(p + o);
+    if (h->next != NULL)
+        __builtin_prefetch(h->next);
+}
+
 static void
 dispatch(struct backend *be, struct be_agent *a, struct job *j)
 {
@@ -838,6 +775,7 @@ dispatch(struct backend *be, struct be_agent *a, struct job *j)
         return;
     }
     job_unqueue(be, j);
+    prefetch_next(j->env);
     slot_take(a);
     j->status = JOB_DISPATCHED;
     j->agent = a;
@@ -1028,20 +966,16 @@ int
 be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *ops)
 {
     memset(be, 0, sizeof(*be));
-    uint64_t seed;
-    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) == (ssize_t)sizeof(seed))
-        hash_seed = seed | 1;
+    idtab_seed();
     be->cfg = *cfg;
     be->ops = *ops;
     pool_init(&be->jobs_pool);
     slab_init(&be->client_slab, sizeof(struct be_client));
     slab_init(&be->agent_slab, sizeof(struct be_agent));
     slab_init(&be->env_slab, sizeof(struct env));
-    be->jmask = 1023;
     be->emask = 63;
-    be->jtab = calloc(be->jmask + 1, sizeof(*be->jtab));
     be->etab = calloc(be->emask + 1, sizeof(*be->etab));
-    if (be->jtab == NULL || be->etab == NULL) {
+    if (idtab_init(&be->jtab, job_key) != 0 || be->etab == NULL) {
         be_fini(be);
         return -ENOMEM;
     }
@@ -1059,20 +993,16 @@ be_fini(struct backend *be)
         free(a->name);
         slab_free(&be->agent_slab, a);
     }
-    jtab_migrate(be, SIZE_MAX);
-    if (be->jtab != NULL) {
-        for (size_t i = 0; i <= be->jmask; i++) {
-            struct job *j = be->jtab[i];
-            while (j != NULL) {
-                struct job *next = j->hnext;
-                if (j->status == JOB_WAITING)
-                    job_unqueue(be, j);
-                else
-                    run_remove(be, j);
-                job_free(be, j);
-                j = next;
-            }
-        }
+    idtab_settle(&be->jtab);
+    for (size_t i = 0; i < idtab_slots(&be->jtab); i++) {
+        struct job *j = idtab_at(&be->jtab, i);
+        if (j == NULL)
+            continue;
+        if (j->status == JOB_WAITING)
+            job_unqueue(be, j);
+        else
+            run_remove(be, j);
+        job_free(be, j);
     }
     while (be->clients != NULL) {
         struct be_client *c = be->clients;
@@ -1084,7 +1014,7 @@ be_fini(struct backend *be)
         be->reaping = c->next;
         slab_free(&be->client_slab, c);
     }
-    free(be->jtab);
+    idtab_fini(&be->jtab);
     free(be->etab);
     free(be->envs_msg);
     free(be->q_run);
@@ -1243,7 +1173,8 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
             return;
         }
     }
-    struct job *dup = jtab_find(be, id.p, id.len);
+    uint64_t idh = id_hash(id.p, id.len);
+    struct job *dup = jtab_find_h(be, idh, id.p, id.len);
     if (dup != NULL && dup->status == JOB_WAITING && owner_gone(dup)) {
         drop_gone(be, dup); /* not reaped yet: it is dropped anyway */
         dup = NULL;
@@ -1272,18 +1203,22 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
     if (jheap_reserve(e, m->priority) != 0 || len > UINT32_MAX - sizeof(*j) ||
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
         env_unref(be, e);
-        {
-            be_client_refuse(be, c, id, "Backend out of memory");
-            return;
-        }
+        be_client_refuse(be, c, id, "Backend out of memory");
+        return;
     }
     memset(j, 0, sizeof(*j));
     memcpy(j->body, body, len);
     j->env = e;
-    j->prio = m->priority;
-    j->seq = ++be->arrival_seq;
     j->body_len = (uint32_t)len;
     j->id_len = (uint8_t)id.len;
+    if (idtab_insert(&be->jtab, idh, j) != 0) {
+        pool_free(&be->jobs_pool, j, sizeof(*j) + len);
+        env_unref(be, e);
+        be_client_refuse(be, c, id, "Backend out of memory");
+        return;
+    }
+    j->prio = m->priority;
+    j->seq = ++be->arrival_seq;
     int64_t t;
     const char *const path[] = {"limits", "time"};
     const uint8_t *tv;
@@ -1298,7 +1233,6 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
     if (c->jobs != NULL)
         c->jobs->oprev = j;
     c->jobs = j;
-    jtab_insert(be, j);
     job_enqueue(be, j);
     be->stats.jobs_submitted++;
     log_msg(LOG_DEBUG, "job %.*s queued for %s/%s", (int)j->id_len, job_id(j), e->type, e->name);
@@ -2054,22 +1988,21 @@ be_drain(struct backend *be)
 void
 be_fail_all(struct backend *be, const char *text)
 {
-    jtab_migrate(be, SIZE_MAX);
-    for (size_t i = 0; i <= be->jmask; i++) {
-        struct job *j = be->jtab[i], *next;
-        for (; j != NULL; j = next) {
-            next = j->hnext;
-            if (j->status == JOB_WAITING) {
-                job_unqueue(be, j);
-            } else {
-                struct be_agent *a = j->agent;
-                run_remove(be, j);
-                slot_add(be, a);
-            }
-            send_job_result(be, j, "crash", text);
-            be->stats.jobs_crashed++;
-            job_free(be, j);
+    idtab_settle(&be->jtab);
+    for (size_t i = 0; i < idtab_slots(&be->jtab); i++) {
+        struct job *j = idtab_at(&be->jtab, i);
+        if (j == NULL)
+            continue;
+        if (j->status == JOB_WAITING) {
+            job_unqueue(be, j);
+        } else {
+            struct be_agent *a = j->agent;
+            run_remove(be, j);
+            slot_add(be, a);
         }
+        send_job_result(be, j, "crash", text);
+        be->stats.jobs_crashed++;
+        job_free(be, j);
     }
 }
 
@@ -2112,7 +2045,7 @@ be_check(const struct backend *be)
     }
     if (waiting != be->n_waiting || running != be->n_running)
         return -EPROTO;
-    if (be->njobs != waiting + running)
+    if (be->jtab.n != waiting + running)
         return -EPROTO;
     return 0;
 }

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "idtab.h"
 #include "inginious/proto.h"
 #include "slab.h"
 
@@ -66,10 +67,7 @@ struct backend {
     struct pool jobs_pool;
     struct slab client_slab, agent_slab, env_slab;
 
-    struct job **jtab; /* job id -> job, chained */
-    size_t jmask, njobs;
-    struct job **jold; /* while growing: the previous table, moved over chain by chain */
-    size_t jold_mask, jmig;
+    struct idtab jtab; /* job id -> job */
     struct env **etab; /* (type, name) -> env, chained */
     size_t emask, nenvs;
 
