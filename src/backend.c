@@ -76,6 +76,8 @@ struct env {
     uint64_t hash;
     struct job **heap;  /* when heaped: the waiting jobs, min-heap on (prio, seq) */
     uint32_t n, cap;    /* n: waiting jobs (and heap entries when heaped) */
+    int64_t hprio;      /* when n > 0: (priority, arrival) of env_best, kept here so that */
+    uint64_t hseq;      /* comparing environments (best_job) reads no cold job */
     int64_t p0;         /* the priority of the first job queued in an empty env */
     uint32_t n_other;   /* waiting jobs whose priority is not p0 */
     bool heaped;        /* set when a second priority arrives, until the env empties: the
@@ -472,6 +474,14 @@ fifo_remove(struct env *e, struct job *j)
     j->prev = j->next = NULL;
 }
 
+/* head_set notes the key of e's best job, which the caller has just touched. */
+static inline void
+head_set(struct env *e, const struct job *b)
+{
+    e->hprio = b->prio;
+    e->hseq = b->seq;
+}
+
 /* job_enqueue makes j waiting in its environment. Needs jheap_reserve done. */
 static void
 job_enqueue(struct backend *be, struct job *j)
@@ -491,6 +501,8 @@ job_enqueue(struct backend *be, struct job *j)
     if (e->heaped) {
         e->heap[e->n++] = j;
         jheap_up(e, e->n - 1);
+        if (e->heap[0] == j)
+            head_set(e, j);
     } else if (e->n_other > 0) {
         /* A second priority: from now on the heap orders them (heapify the FIFO). */
         uint32_t i = 0;
@@ -500,8 +512,11 @@ job_enqueue(struct backend *be, struct job *j)
         for (uint32_t k = e->n / 2; k-- > 0;)
             jheap_down(e, k);
         e->heaped = true;
+        head_set(e, e->heap[0]);
     } else {
         e->n++; /* one priority: arrival order (the FIFO) is the order */
+        if (e->fifo_head == j)
+            head_set(e, j);
     }
     be->n_waiting++;
     if (j->owner != NULL)
@@ -514,11 +529,14 @@ static void
 job_unqueue(struct backend *be, struct job *j)
 {
     struct env *e = j->env;
+    bool was_best = env_best(e) == j;
     if (e->heaped)
         jheap_remove(e, j);
     else
         e->n--;
     fifo_remove(e, j);
+    if (was_best && e->n > 0) /* the new best was just touched by the removal */
+        head_set(e, env_best(e));
     if (j->prio != e->p0)
         e->n_other--;
     if (e->n == 0 && e->heaped) {
@@ -706,13 +724,14 @@ slot_add(struct backend *be, struct be_agent *a)
 static struct job *
 best_job(const struct be_agent *a)
 {
-    struct job *best = NULL;
+    const struct env *best = NULL;
     for (uint32_t i = 0; i < a->nenvs; i++) {
         const struct env *e = a->envs[i].env;
-        if (e->n > 0 && (best == NULL || job_less(env_best(e), best)))
-            best = env_best(e);
+        if (e->n > 0 && (best == NULL || e->hprio < best->hprio ||
+                         (e->hprio == best->hprio && e->hseq < best->hseq)))
+            best = e;
     }
-    return best;
+    return best != NULL ? env_best(best) : NULL;
 }
 
 static void
@@ -750,33 +769,11 @@ run_remove(struct backend *be, struct job *j)
     j->agent = NULL;
 }
 
-/* prefetch_next asks the CPU for the job e will dispatch next, and for the FIFO successor
- * that dispatching it will update. With a long queue they were queued long ago and are no
- * longer in any cache; asked for one dispatch ahead, they are there when needed. */
-static inline void
-prefetch_next(const struct env *e)
-{
-    if (e->n == 0)
-        return;
-    const struct job *h = env_best(e);
-    const char *p = (const char *)h;
-    size_t end = sizeof(*h) + h->body_len;
-    for (size_t o = 64; o < end; o += 64)
-        __builtin_prefetch(p + o);
-    if (h->next != NULL)
-        __builtin_prefetch(h->next);
-}
-
+/* run_job sends waiting job j to agent a, whose slot for it is already taken. */
 static void
-dispatch(struct backend *be, struct be_agent *a, struct job *j)
+run_job(struct backend *be, struct be_agent *a, struct job *j)
 {
-    if (owner_gone(j)) { /* not reaped yet: drop it, not run it */
-        drop_gone(be, j);
-        return;
-    }
     job_unqueue(be, j);
-    prefetch_next(j->env);
-    slot_take(a);
     j->status = JOB_DISPATCHED;
     j->agent = a;
     j->t.run.dseq = (uint32_t)++be->dispatch_seq;
@@ -788,6 +785,18 @@ dispatch(struct backend *be, struct be_agent *a, struct job *j)
     log_msg(LOG_DEBUG, "job %.*s dispatched to agent %s", (int)j->id_len, job_id(j), a->name);
     uint32_t off = spec_off(j);
     be->ops.relay(a->peer, ING_BACKEND_NEW_JOB, j->body + off, j->body_len - off);
+}
+
+/* dispatch gives waiting job j a's oldest free slot. */
+static void
+dispatch(struct backend *be, struct be_agent *a, struct job *j)
+{
+    if (owner_gone(j)) { /* not reaped yet: drop it, not run it */
+        drop_gone(be, j);
+        return;
+    }
+    slot_take(a);
+    run_job(be, a, j);
 }
 
 /* sched_agent lets a's free slots take the best jobs of its environments. */
@@ -1894,6 +1903,19 @@ be_agent_done(struct backend *be, struct be_agent *a, const uint8_t *body, size_
     be->stats.jobs_done++;
     log_msg(LOG_DEBUG, "job %.*s done on agent %s", (int)j->id_len, job_id(j), a->name);
     job_free(be, j);
+    if (a->nfree == 0 && !be->draining) {
+        /* The freed slot is a's only free one: if one of its environments has a job, that
+         * job takes it at once. Same result as slot_add then sched_agent, without putting
+         * a into its environments' agent heaps and taking it out again. */
+        struct job *next;
+        while ((next = best_job(a)) != NULL && owner_gone(next))
+            drop_gone(be, next);
+        if (next != NULL) {
+            be->slot_seq++; /* the slot's place in the free-slot FIFO, used at once */
+            run_job(be, a, next);
+            return;
+        }
+    }
     slot_add(be, a);
     sched_agent(be, a);
 }
@@ -2024,6 +2046,8 @@ be_check(const struct backend *be)
                     return -EPROTO;
             }
             if (count != e->n || other != e->n_other || (other > 0 && !e->heaped))
+                return -EPROTO;
+            if (e->n > 0 && (env_best(e)->prio != e->hprio || env_best(e)->seq != e->hseq))
                 return -EPROTO;
             if (e->heaped)
                 for (uint32_t x = 1; x < e->n; x++)
