@@ -224,9 +224,8 @@ jtab_remove(struct backend *be, struct job *j)
 static uint64_t
 env_hash(const char *type, size_t tl, const char *name, size_t nl)
 {
-    uint64_t h = idtab_hash(idtab_hash_seed(), type, tl);
-    h = idtab_hash(h ^ 0xff, "", 1);
-    return idtab_hash(h, name, nl);
+    /* Each step mixes in its length first, so (type, name) splits cannot collide. */
+    return idtab_hash(idtab_hash(idtab_hash_seed(), type, tl), name, nl);
 }
 
 static struct env *
