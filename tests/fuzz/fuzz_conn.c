@@ -413,7 +413,7 @@ step(struct fuzzed *f)
     }
     if (f != NULL && f->guarded) {
         const struct backend *ba = srv_backend(srv_auth);
-        CHECK(ba->n_agents == 0 && ba->n_clients == 0 && ba->njobs == 0);
+        CHECK(ba->n_agents == 0 && ba->n_clients == 0 && ba->jtab.n == 0);
     }
     if (f != NULL && f->p.srv_fd >= 0) {
         if (fcntl(f->p.srv_fd, F_GETFD) == -1 && errno == EBADF)
@@ -586,14 +586,14 @@ check_rest(void)
     if (debug)
         fprintf(stderr, "rest: %u agents, %u clients, %llu running, %llu waiting, %zu jobs\n",
                 be->n_agents, be->n_clients, (unsigned long long)be->n_running,
-                (unsigned long long)be->n_waiting, be->njobs);
+                (unsigned long long)be->n_waiting, be->jtab.n);
     CHECK(be_check(be) == 0);
     CHECK(be->n_agents == 1 && be->n_clients == 1);
     CHECK(be->n_running == 0);
-    CHECK(be->n_waiting == FIXED_JOBS && be->njobs == FIXED_JOBS);
+    CHECK(be->n_waiting == FIXED_JOBS && be->jtab.n == FIXED_JOBS);
     CHECK(!agent.eof && !client.eof);
     CHECK(be_check(ba) == 0);
-    CHECK(ba->n_agents == 0 && ba->n_clients == 0 && ba->njobs == 0);
+    CHECK(ba->n_agents == 0 && ba->n_clients == 0 && ba->jtab.n == 0);
 }
 
 /* LLVMFuzzerTestOneInput is the libFuzzer entry point: data is what a peer sends. */
