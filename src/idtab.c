@@ -57,15 +57,6 @@ idtab_hash(uint64_t h, const void *key, size_t len)
     return h;
 }
 
-/* The tag is the hash's top 16 bits (the bucket index uses the low ones); 0 marks a free
- * entry, so a zero tag becomes 1. */
-static inline uint16_t
-tag_of(uint64_t h)
-{
-    uint16_t t = (uint16_t)(h >> 48);
-    return t != 0 ? t : 1; /* as idtab_find_in computes it */
-}
-
 /* buckets_new returns n zeroed buckets aligned on 64 bytes, and in *mem what to free. It
  * uses calloc, not posix_memalign + memset: a large calloc gets fresh zero pages from the
  * kernel, so doubling a 16 MiB table does not write 32 MiB in one loop iteration; the pages
@@ -115,7 +106,7 @@ idtab_fini(struct idtab *t)
 static void
 place(struct idtab_bucket *b, size_t mask, uint64_t h, void *obj)
 {
-    uint16_t tag = tag_of(h);
+    uint16_t tag = idtab_tag(h);
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         struct idtab_bucket *bk = &b[i];
         for (int k = 0; k < IDTAB_WAYS; k++)
@@ -210,12 +201,6 @@ idtab_remove(struct idtab *t, uint64_t h, const void *obj)
     if (!remove_in(t->b, t->mask, h, obj) && t->old != NULL)
         remove_in(t->old, t->old_mask, h, obj);
     t->n--;
-}
-
-void
-idtab_prefetch(const struct idtab *t, uint64_t h)
-{
-    __builtin_prefetch(&t->b[h & t->mask]);
 }
 
 void

@@ -56,14 +56,22 @@ void idtab_fini(struct idtab *t);
 
 /* idtab_find returns the object whose key is key[0..len) (its hash is h), or NULL. */
 void *idtab_find(const struct idtab *t, uint64_t h, const void *key, size_t len);
+/* idtab_tag is an entry's tag for hash h: the hash's top 16 bits (the bucket index uses the
+ * low ones); 0 marks a free entry, so a zero tag becomes 1. */
+static inline uint16_t
+idtab_tag(uint64_t h)
+{
+    uint16_t t = (uint16_t)(h >> 48);
+    return t != 0 ? t : 1;
+}
+
 /* idtab_find_in is idtab_find's probe of one table, inline so that a caller passing its own
  * static key function (t->key) gets it inlined on the hot path. */
 static inline void *
 idtab_find_in(const struct idtab_bucket *b, size_t mask, uint64_t h, const void *key,
               size_t len, idtab_key_fn kf)
 {
-    uint16_t tag = (uint16_t)(h >> 48);
-    tag += tag == 0; /* 0 marks a free entry */
+    uint16_t tag = idtab_tag(h);
     size_t i = h & mask;
     for (size_t probes = 0; probes <= mask; probes++, i = (i + 1) & mask) {
         const struct idtab_bucket *bk = &b[i];
@@ -96,8 +104,6 @@ idtab_find_with(const struct idtab *t, uint64_t h, const void *key, size_t len,
 int idtab_insert(struct idtab *t, uint64_t h, void *obj);
 /* idtab_remove removes obj (hash h), which must be in t. */
 void idtab_remove(struct idtab *t, uint64_t h, const void *obj);
-/* idtab_prefetch asks the CPU for the home bucket of hash h ahead of a lookup. */
-void idtab_prefetch(const struct idtab *t, uint64_t h);
 
 /* Iteration over every object: idtab_settle finishes any growth, then slots 0 ..
  * idtab_slots(t) - 1 are read with idtab_at (NULL = empty). Removing the object at the
