@@ -212,11 +212,6 @@ jtab_find(const struct backend *be, const char *id, size_t len)
     return jtab_find_h(be, id_hash(id, len), id, len);
 }
 
-static inline void
-jtab_remove(struct backend *be, struct job *j)
-{
-    idtab_remove(&be->jtab, id_hash(job_id(j), j->id_len), j);
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Environments                                                                              */
@@ -570,13 +565,20 @@ owner_unlink(struct job *j)
 }
 
 static void
-job_free(struct backend *be, struct job *j)
+job_free_h(struct backend *be, struct job *j, uint64_t idh)
 {
-    jtab_remove(be, j);
+    idtab_remove(&be->jtab, idh, j);
     owner_unlink(j);
     struct env *e = j->env;
     pool_free(&be->jobs_pool, j, sizeof(*j) + j->body_len);
     env_unref(be, e);
+}
+
+/* job_free frees j; job_free_h is for callers that already hashed its id. */
+static void
+job_free(struct backend *be, struct job *j)
+{
+    job_free_h(be, j, id_hash(job_id(j), j->id_len));
 }
 
 /* A gone client's jobs are dropped in batches (be_reap); until then they stay in the tables
@@ -1845,11 +1847,13 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
     return 0;
 }
 
-/* agent_job finds the job a report is about, if a runs it. */
+/* agent_job finds the job a report is about, if a runs it; *idh is the id's hash. */
 static struct job *
-agent_job(struct backend *be, struct be_agent *a, struct ing_view id, const char *what)
+agent_job(struct backend *be, struct be_agent *a, struct ing_view id, const char *what,
+          uint64_t *idh)
 {
-    struct job *j = jtab_find(be, id.p, id.len);
+    *idh = id_hash(id.p, id.len);
+    struct job *j = jtab_find_h(be, *idh, id.p, id.len);
     if (j == NULL || j->status == JOB_WAITING || j->agent != a) {
         be->stats.reports_dropped++;
         log_msg(LOG_WARN, "%s for job %.*s from agent %s dropped: %s", what,
@@ -1863,7 +1867,8 @@ agent_job(struct backend *be, struct be_agent *a, struct ing_view id, const char
 void
 be_agent_started(struct backend *be, struct be_agent *a, struct ing_view id)
 {
-    struct job *j = agent_job(be, a, id, "AgentJobStarted");
+    uint64_t idh;
+    struct job *j = agent_job(be, a, id, "AgentJobStarted", &idh);
     if (j == NULL)
         return;
     j->status = JOB_STARTED;
@@ -1881,7 +1886,8 @@ void
 be_agent_ssh(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
              const struct ing_ssh_debug *m)
 {
-    struct job *j = agent_job(be, a, m->job_id, "AgentJobSSHDebug");
+    uint64_t idh;
+    struct job *j = agent_job(be, a, m->job_id, "AgentJobSSHDebug", &idh);
     struct be_client *c = j != NULL ? live_owner(j) : NULL;
     if (c == NULL)
         return;
@@ -1892,7 +1898,8 @@ void
 be_agent_done(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
               const struct ing_job_result *m)
 {
-    struct job *j = agent_job(be, a, m->job_id, "AgentJobDone");
+    uint64_t idh;
+    struct job *j = agent_job(be, a, m->job_id, "AgentJobDone", &idh);
     if (j == NULL)
         return;
     run_remove(be, j);
@@ -1901,7 +1908,7 @@ be_agent_done(struct backend *be, struct be_agent *a, const uint8_t *body, size_
         be->ops.relay(c->peer, ING_BACKEND_JOB_DONE, body, len);
     be->stats.jobs_done++;
     log_msg(LOG_DEBUG, "job %.*s done on agent %s", (int)j->id_len, job_id(j), a->name);
-    job_free(be, j);
+    job_free_h(be, j, idh);
     if (a->nfree == 0 && !be->draining) {
         /* The freed slot is a's only free one: if one of its environments has a job, that
          * job takes it at once. Same result as slot_add then sched_agent, without putting
