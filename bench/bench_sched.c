@@ -255,9 +255,10 @@ teardown(struct bench *b)
 /* ---------------------------------------------------------------------------------------- */
 /* Operations                                                                                */
 
-/* submit sends one ClientNewJob to a random covered environment (env < 0) or env. */
+/* submit_h sends one ClientNewJob to a random covered environment (env < 0) or env; idh is
+ * the hash of its id (the next one), or 0 to let the backend compute it. */
 static inline void
-submit(struct bench *b, int64_t prio, int64_t env)
+submit_h(struct bench *b, int64_t prio, int64_t env, uint64_t idh)
 {
     uint8_t *f = b->job.frame;
     uint32_t e = env >= 0 ? (uint32_t)env : b->covered[bc_rand(&b->seed) % b->ncovered];
@@ -267,24 +268,79 @@ submit(struct bench *b, int64_t prio, int64_t env)
     memcpy(f + b->env_off, name, 7);
     put_u64be(f + ING_HDR_LEN, (uint64_t)prio);
     b->jm.u.new_job.priority = prio;
-    be_client_new_job(&b->be, b->client, f + ING_HDR_LEN, b->job.len - ING_HDR_LEN,
-                      &b->jm.u.new_job);
+    if (idh != 0)
+        be_client_new_job_h(&b->be, b->client, f + ING_HDR_LEN, b->job.len - ING_HDR_LEN,
+                            &b->jm.u.new_job, idh);
+    else
+        be_client_new_job(&b->be, b->client, f + ING_HDR_LEN, b->job.len - ING_HDR_LEN,
+                          &b->jm.u.new_job);
 }
 
-/* complete answers the oldest dispatched job: AgentJobStarted then AgentJobDone (which may
- * dispatch another job to the freed slot). */
 static inline void
-complete(struct bench *b)
+submit(struct bench *b, int64_t prio, int64_t env)
+{
+    submit_h(b, prio, env, 0);
+}
+
+/* complete_h answers the oldest dispatched job: AgentJobStarted then AgentJobDone (which may
+ * dispatch another job to the freed slot); hs and hd are the hashes of the job id found in
+ * the two frames, or 0 to let the backend compute them. */
+static inline void
+complete_h(struct bench *b, uint64_t hs, uint64_t hd)
 {
     if (b->rlen == 0)
         die("nothing to complete");
     struct running r = b->ring[b->rhead];
     b->rhead = (b->rhead + 1) % b->rcap;
     b->rlen--;
-    be_agent_started(&b->be, r.ag->a, (struct ing_view){(const char *)r.id, BC_TOKLEN});
+    struct ing_view id = {(const char *)r.id, BC_TOKLEN};
+    if (hs != 0)
+        be_agent_started_h(&b->be, r.ag->a, id, hs);
+    else
+        be_agent_started(&b->be, r.ag->a, id);
     memcpy(b->res.frame + b->res_id_off, r.id, BC_TOKLEN);
-    be_agent_done(&b->be, r.ag->a, b->res.frame + ING_HDR_LEN, b->res.len - ING_HDR_LEN,
-                  &b->rm.u.result);
+    if (hd != 0)
+        be_agent_done_h(&b->be, r.ag->a, b->res.frame + ING_HDR_LEN, b->res.len - ING_HDR_LEN,
+                        &b->rm.u.result, hd);
+    else
+        be_agent_done(&b->be, r.ag->a, b->res.frame + ING_HDR_LEN, b->res.len - ING_HDR_LEN,
+                      &b->rm.u.result);
+}
+
+static inline void
+complete(struct bench *b)
+{
+    complete_h(b, 0, 0);
+}
+
+/* cycles_ahead runs AHEAD cycles the way server.c handles a read holding AHEAD frames: it
+ * first finds each frame's job id, hashes it and prefetches its line of the id table
+ * (be_id_hash, be_prefetch_id), then handles the frames with those hashes. The client's
+ * AHEAD ClientNewJob come as one read, then the agents' AHEAD AgentJobStarted +
+ * AgentJobDone pairs. */
+#define AHEAD 16
+static void
+cycles_ahead(struct bench *b)
+{
+    uint64_t hn[AHEAD], hs[AHEAD], hd[AHEAD];
+    uint8_t id[BC_TOKLEN];
+    for (int i = 0; i < AHEAD; i++) {
+        bc_put_token(id, 0, b->next_id + (uint64_t)i);
+        hn[i] = be_id_hash((struct ing_view){(const char *)id, BC_TOKLEN});
+        be_prefetch_id(&b->be, hn[i]);
+    }
+    for (int i = 0; i < AHEAD; i++)
+        submit_h(b, 0, -1, hn[i]);
+    for (int i = 0; i < AHEAD; i++) {
+        const struct running *r = &b->ring[(b->rhead + (size_t)i) % b->rcap];
+        struct ing_view v = {(const char *)r->id, BC_TOKLEN};
+        hs[i] = be_id_hash(v);
+        be_prefetch_id(&b->be, hs[i]);
+        hd[i] = be_id_hash(v);
+        be_prefetch_id(&b->be, hd[i]);
+    }
+    for (int i = 0; i < AHEAD; i++)
+        complete_h(b, hs[i], hd[i]);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -347,13 +403,32 @@ case_heap(void)
     teardown(&b);
 }
 
+/* timed_ahead times cycles_ahead (after a warm-up) for TIMED_NS; *iters = cycles run. */
+static uint64_t
+timed_ahead(struct bench *b, uint64_t *iters)
+{
+    for (int i = 0; i < WARM_CYCLES / AHEAD; i++)
+        cycles_ahead(b);
+    uint64_t n = 0, t0 = bc_now_ns(), t;
+    do {
+        for (int i = 0; i < 1024 / AHEAD; i++)
+            cycles_ahead(b);
+        n += 1024;
+        t = bc_now_ns() - t0;
+    } while (t < TIMED_NS);
+    *iters = n;
+    return t;
+}
+
 static void
 case_cycle(uint32_t nenv, uint32_t nagents)
 {
-    char name0[80], name1[80];
+    char name0[80], name1[80], name0a[96], name1a[96];
     struct bench b;
     snprintf(name0, sizeof(name0), "sched_cycle_e%u_a%u_w0", nenv, nagents);
     snprintf(name1, sizeof(name1), "sched_cycle_e%u_a%u_w1M", nenv, nagents);
+    snprintf(name0a, sizeof(name0a), "%s_ahead%d", name0, AHEAD);
+    snprintf(name1a, sizeof(name1a), "%s_ahead%d", name1, AHEAD);
     if (!wanted(name0) && !wanted(name1))
         return;
     setup(&b, nenv, nagents);
@@ -378,6 +453,10 @@ case_cycle(uint32_t nenv, uint32_t nagents)
     if (b.be.n_waiting != 0 || b.rlen != inflight)
         die("jobs waited in the 0-waiting case");
     line(name0, iters, t);
+    t = timed_ahead(&b, &iters);
+    if (b.be.n_waiting != 0 || b.rlen != inflight)
+        die("jobs waited in the 0-waiting case");
+    line(name0a, iters, t);
     /* 1M waiting: every slot busy and a million jobs queued; a cycle submits one (queued)
      * and answers the oldest running one, whose slot takes the best waiting job. */
     while (b.rlen < slots)
@@ -401,6 +480,10 @@ case_cycle(uint32_t nenv, uint32_t nagents)
     if (b.be.n_waiting != MILLION || b.rlen != slots)
         die("the 1M-waiting case lost its queue");
     line(name1, iters, t);
+    t = timed_ahead(&b, &iters);
+    if (b.be.n_waiting != MILLION || b.rlen != slots)
+        die("the 1M-waiting case lost its queue");
+    line(name1a, iters, t);
     teardown(&b);
 }
 

@@ -20,7 +20,7 @@ enum job_status {
 
 #define JOB_F_KILLING 1u /* a kill was sent to the agent; u.run.kill_dl is the deadline */
 
-#define MAX_ID_LEN 255
+#define MAX_ID_LEN BE_MAX_ID_LEN
 #define MAX_ENV_LEN 255
 #define MAX_AGENT_SLOTS 65536
 #define MAX_AGENT_ENVS 100000
@@ -56,6 +56,9 @@ struct job {
 };
 
 _Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 96, "struct job grew");
+
+/* run_job prefetches this much of the job that will run next in the same environment. */
+#define JOB_PREFETCH_BYTES 384
 
 /* The job spec (BackendNewJob body) follows priority (8 bytes) and the launcher str. */
 static inline uint32_t
@@ -206,11 +209,6 @@ jtab_find_h(const struct backend *be, uint64_t h, const char *id, size_t len)
     return idtab_find_with(&be->jtab, h, id, len, job_key);
 }
 
-static inline struct job *
-jtab_find(const struct backend *be, const char *id, size_t len)
-{
-    return jtab_find_h(be, id_hash(id, len), id, len);
-}
 
 
 /* ---------------------------------------------------------------------------------------- */
@@ -774,7 +772,23 @@ run_remove(struct backend *be, struct job *j)
 static void
 run_job(struct backend *be, struct be_agent *a, struct job *j)
 {
+    struct env *e = j->env;
     job_unqueue(be, j);
+    if (!e->heaped && e->fifo_head != NULL) {
+        /* In a long queue the jobs are cold. Start loading the next one to run here (its
+         * first lines: the record and the spec's start; its header line is already warm,
+         * loaded here at the previous dispatch) and the header of the one after it, whose
+         * (priority, arrival) becomes the environment's key when the next one leaves. */
+        const struct job *h = e->fifo_head;
+        size_t n = sizeof(*h) + h->body_len;
+        n = n < JOB_PREFETCH_BYTES ? n : JOB_PREFETCH_BYTES;
+        for (size_t off = 64; off < n; off += 64)
+            __builtin_prefetch((const char *)h + off);
+        if (h->next != NULL) {
+            __builtin_prefetch(h->next);
+            __builtin_prefetch(&h->next->seq);
+        }
+    }
     j->status = JOB_DISPATCHED;
     j->agent = a;
     j->t.run.dseq = (uint32_t)++be->dispatch_seq;
@@ -1145,9 +1159,28 @@ be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id, co
     send_result(be, c, id, "crash", why, empty);
 }
 
+uint64_t
+be_id_hash(struct ing_view id)
+{
+    return id_hash(id.p, id.len);
+}
+
+void
+be_prefetch_id(const struct backend *be, uint64_t h)
+{
+    IDTAB_PREFETCH(&be->jtab, h);
+}
+
 void
 be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
                   const struct ing_client_new_job *m)
+{
+    be_client_new_job_h(be, c, body, len, m, id_hash(m->job.job_id.p, m->job.job_id.len));
+}
+
+void
+be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
+                    const struct ing_client_new_job *m, uint64_t idh)
 {
     const struct ing_job_spec *s = &m->job;
     struct ing_view id = s->job_id;
@@ -1183,7 +1216,6 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
             return;
         }
     }
-    uint64_t idh = id_hash(id.p, id.len);
     struct job *dup = jtab_find_h(be, idh, id.p, id.len);
     if (dup != NULL && dup->status == JOB_WAITING && owner_gone(dup)) {
         drop_gone(be, dup); /* not reaped yet: it is dropped anyway */
@@ -1252,7 +1284,13 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
 void
 be_client_kill(struct backend *be, struct be_client *c, struct ing_view id)
 {
-    struct job *j = jtab_find(be, id.p, id.len);
+    be_client_kill_h(be, c, id, id_hash(id.p, id.len));
+}
+
+void
+be_client_kill_h(struct backend *be, struct be_client *c, struct ing_view id, uint64_t idh)
+{
+    struct job *j = jtab_find_h(be, idh, id.p, id.len);
     if (j == NULL) {
         log_msg(LOG_WARN, "kill of unknown job %.*s", (int)(id.len > 255 ? 255 : id.len), id.p);
         return;
@@ -1847,13 +1885,12 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
     return 0;
 }
 
-/* agent_job finds the job a report is about, if a runs it; *idh is the id's hash. */
+/* agent_job finds the job a report is about (idh: its id's hash), if a runs it. */
 static struct job *
 agent_job(struct backend *be, struct be_agent *a, struct ing_view id, const char *what,
-          uint64_t *idh)
+          uint64_t idh)
 {
-    *idh = id_hash(id.p, id.len);
-    struct job *j = jtab_find_h(be, *idh, id.p, id.len);
+    struct job *j = jtab_find_h(be, idh, id.p, id.len);
     if (j == NULL || j->status == JOB_WAITING || j->agent != a) {
         be->stats.reports_dropped++;
         log_msg(LOG_WARN, "%s for job %.*s from agent %s dropped: %s", what,
@@ -1867,8 +1904,13 @@ agent_job(struct backend *be, struct be_agent *a, struct ing_view id, const char
 void
 be_agent_started(struct backend *be, struct be_agent *a, struct ing_view id)
 {
-    uint64_t idh;
-    struct job *j = agent_job(be, a, id, "AgentJobStarted", &idh);
+    be_agent_started_h(be, a, id, id_hash(id.p, id.len));
+}
+
+void
+be_agent_started_h(struct backend *be, struct be_agent *a, struct ing_view id, uint64_t idh)
+{
+    struct job *j = agent_job(be, a, id, "AgentJobStarted", idh);
     if (j == NULL)
         return;
     j->status = JOB_STARTED;
@@ -1886,8 +1928,8 @@ void
 be_agent_ssh(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
              const struct ing_ssh_debug *m)
 {
-    uint64_t idh;
-    struct job *j = agent_job(be, a, m->job_id, "AgentJobSSHDebug", &idh);
+    struct job *j =
+        agent_job(be, a, m->job_id, "AgentJobSSHDebug", id_hash(m->job_id.p, m->job_id.len));
     struct be_client *c = j != NULL ? live_owner(j) : NULL;
     if (c == NULL)
         return;
@@ -1898,8 +1940,14 @@ void
 be_agent_done(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
               const struct ing_job_result *m)
 {
-    uint64_t idh;
-    struct job *j = agent_job(be, a, m->job_id, "AgentJobDone", &idh);
+    be_agent_done_h(be, a, body, len, m, id_hash(m->job_id.p, m->job_id.len));
+}
+
+void
+be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
+                const struct ing_job_result *m, uint64_t idh)
+{
+    struct job *j = agent_job(be, a, m->job_id, "AgentJobDone", idh);
     if (j == NULL)
         return;
     run_remove(be, j);

@@ -117,15 +117,29 @@ bool be_client_gone(struct backend *be, struct be_client *c);
 bool be_reap(struct backend *be, size_t budget);
 bool be_client_registered(const struct be_client *c);
 void be_client_hello(struct backend *be, struct be_client *c);
+/* Look-ahead: be_id_hash is the hash the backend keys job id id with, and be_prefetch_id
+ * starts loading the job-id table's line for hash h without waiting for it. A caller that
+ * holds several frames (server.c) prefetches the ids of the next ones while it handles the
+ * current one, then passes each hash to the _h variant of the handler below, which is the
+ * handler without computing the hash again. With a million jobs the table is far larger
+ * than the caches: this overlaps its memory accesses instead of waiting for each in turn. */
+uint64_t be_id_hash(struct ing_view id);
+#define BE_MAX_ID_LEN 255 /* longer job ids are refused before any lookup */
+void be_prefetch_id(const struct backend *be, uint64_t h);
+
 /* be_client_new_job: body[0..len) is the native ClientNewJob body and m its decoded views
  * (pointing into body). The body is copied if the job is accepted. */
 void be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
                        const struct ing_client_new_job *m);
+void be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body,
+                         size_t len, const struct ing_client_new_job *m, uint64_t idh);
 /* be_client_refuse answers job id with crash "why" without storing anything (a job whose
  * message could not be taken as it is). */
 void be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id,
                       const char *why);
 void be_client_kill(struct backend *be, struct be_client *c, struct ing_view job_id);
+void be_client_kill_h(struct backend *be, struct be_client *c, struct ing_view job_id,
+                      uint64_t idh);
 void be_client_get_queue(struct backend *be, struct be_client *c);
 
 /* Agents. */
@@ -137,9 +151,13 @@ bool be_agent_registered(const struct be_agent *a);
 int be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m,
                    char *why, size_t whylen);
 void be_agent_started(struct backend *be, struct be_agent *a, struct ing_view job_id);
+void be_agent_started_h(struct backend *be, struct be_agent *a, struct ing_view job_id,
+                        uint64_t idh);
 /* be_agent_done / be_agent_ssh: body is the native body of the report, m its views. */
 void be_agent_done(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
                    const struct ing_job_result *m);
+void be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
+                     const struct ing_job_result *m, uint64_t idh);
 void be_agent_ssh(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
                   const struct ing_ssh_debug *m);
 void be_agent_pong(struct backend *be, struct be_agent *a);

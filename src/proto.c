@@ -702,6 +702,44 @@ ing_frame_peek(const uint8_t *p, size_t n, uint8_t *type, uint32_t *body_len)
     return 0;
 }
 
+size_t
+ing_frame_job_id(const uint8_t *p, size_t n, uint8_t *type, struct ing_view *id)
+{
+    uint8_t t;
+    uint32_t blen;
+    id->p = NULL;
+    id->len = 0;
+    if (ing_frame_peek(p, n, &t, &blen) != 0 || n - ING_HDR_LEN < blen)
+        return 0;
+    *type = t;
+    const uint8_t *b = p + ING_HDR_LEN;
+    size_t off;
+    switch (t) {
+    case ING_CLIENT_NEW_JOB: /* priority i64, launcher str, job_id str */
+        if (blen < 12 || get_u32be(b + 8) > blen - 12)
+            return ING_HDR_LEN + (size_t)blen;
+        off = 12 + (size_t)get_u32be(b + 8);
+        break;
+    case ING_CLIENT_KILL_JOB:
+    case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_DONE:
+    case ING_BACKEND_JOB_SSH_DEBUG:
+    case ING_BACKEND_KILL_JOB:
+    case ING_AGENT_JOB_STARTED:
+    case ING_AGENT_JOB_DONE:
+    case ING_AGENT_JOB_SSH_DEBUG:
+        off = 0;
+        break;
+    default:
+        return ING_HDR_LEN + (size_t)blen;
+    }
+    if (blen - off >= 4 && get_u32be(b + off) <= blen - off - 4) {
+        id->p = (const char *)b + off + 4;
+        id->len = get_u32be(b + off);
+    }
+    return ING_HDR_LEN + (size_t)blen;
+}
+
 /* ing_msg_decode decodes one frame. The header is judged as soon as it is present (length,
  * then flags, then type), the body only once the whole frame is present. Returns the frame
  * size, 0 (incomplete), -EMSGSIZE, -ENOMSG or -EPROTO; *m is meaningful only on success. */

@@ -28,6 +28,7 @@
 #define READ_BUDGET (256 * 1024) /* bytes read from one peer per wake-up */
 #define ACCEPT_BUDGET 64
 #define FRAME_BUDGET 256     /* frames handled from one peer per wake-up */
+#define HINTS 16             /* frames whose job id is prefetched ahead (process_input) */
 #define ITER_BUDGET_US 1000  /* past this much time in one iteration, input waits (see below) */
 #define IN_KEEP (256 * 1024) /* a larger idle input buffer is released */
 
@@ -109,6 +110,16 @@ struct server {
     uint8_t *conv;           /* ZeroMQ dialect: native re-encoding of a message */
     size_t conv_cap;
     uint32_t zmq_ids[2]; /* routing id counters, per endpoint */
+    /* Look-ahead over the frames of one read (process_input): the job ids of the next
+     * frames, found, hashed and prefetched (be_prefetch_id) before the first is handled. */
+    struct hint {
+        const char *id;
+        uint32_t len;
+        uint64_t h;
+    } hint[HINTS];
+    unsigned hint_n, hint_i;
+    const struct conn *hint_conn; /* whose input the hints are in */
+    uintptr_t hint_end;           /* end of the frames scanned */
 };
 
 static void conn_on_io(void *arg, unsigned events);
@@ -410,6 +421,57 @@ protocol_error(struct conn *c, uint16_t code, const char *fmt, uint8_t type)
         conn_error_close(c, ING_ERR_LIMIT, "too many protocol errors");
 }
 
+/* hints_scan looks ahead over the complete frames at p[0..n) (c's input, native dialect):
+ * for up to HINTS of them that carry a job id the backend will look up (ClientNewJob and
+ * ClientKillJob from a client; AgentJobStarted and AgentJobDone from an agent), it hashes
+ * the id and starts loading the job-id table's line for it. With a million jobs that table
+ * is far larger than the caches; the loads of the next frames then overlap the handling
+ * of the current one instead of each frame waiting for memory in turn. */
+static void
+hints_scan(struct conn *c, const uint8_t *p, size_t n)
+{
+    struct server *s = c->srv;
+    size_t off = 0;
+    unsigned scanned = 0;
+    s->hint_n = s->hint_i = 0;
+    s->hint_conn = c;
+    while (s->hint_n < HINTS && scanned++ < 2 * HINTS && off < n) {
+        uint8_t type;
+        struct ing_view id;
+        size_t fl = ing_frame_job_id(p + off, n - off, &type, &id);
+        if (fl == 0)
+            break;
+        off += fl;
+        bool wanted = c->role == ING_ROLE_CLIENT
+                          ? type == ING_CLIENT_NEW_JOB || type == ING_CLIENT_KILL_JOB
+                          : type == ING_AGENT_JOB_STARTED || type == ING_AGENT_JOB_DONE;
+        if (!wanted || id.p == NULL || id.len > BE_MAX_ID_LEN)
+            continue;
+        struct hint *h = &s->hint[s->hint_n++];
+        h->id = id.p;
+        h->len = id.len;
+        h->h = be_id_hash(id);
+        be_prefetch_id(&s->be, h->h);
+    }
+    s->hint_end = (uintptr_t)(p + off);
+}
+
+/* hint_take returns the hash of job id id of the frame c is handling: the one hints_scan
+ * computed for it (same bytes of c's input), else computed now. */
+static uint64_t
+hint_take(struct conn *c, struct ing_view id)
+{
+    struct server *s = c->srv;
+    if (s->hint_conn == c) {
+        while (s->hint_i < s->hint_n && (uintptr_t)s->hint[s->hint_i].id < (uintptr_t)id.p)
+            s->hint_i++;
+        if (s->hint_i < s->hint_n && s->hint[s->hint_i].id == id.p &&
+            s->hint[s->hint_i].len == id.len)
+            return s->hint[s->hint_i++].h;
+    }
+    return be_id_hash(id);
+}
+
 static void
 handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
 {
@@ -448,10 +510,11 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     }
     switch (m->type) {
     case ING_CLIENT_NEW_JOB:
-        be_client_new_job(be, c->client, body, len, &m->u.new_job);
+        be_client_new_job_h(be, c->client, body, len, &m->u.new_job,
+                            hint_take(c, m->u.new_job.job.job_id));
         break;
     case ING_CLIENT_KILL_JOB:
-        be_client_kill(be, c->client, m->u.ref.job_id);
+        be_client_kill_h(be, c->client, m->u.ref.job_id, hint_take(c, m->u.ref.job_id));
         break;
     case ING_CLIENT_GET_QUEUE:
         be_client_get_queue(be, c->client);
@@ -483,10 +546,10 @@ handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_
         }
         return;
     case ING_AGENT_JOB_STARTED:
-        be_agent_started(be, c->agent, m->u.ref.job_id);
+        be_agent_started_h(be, c->agent, m->u.ref.job_id, hint_take(c, m->u.ref.job_id));
         return;
     case ING_AGENT_JOB_DONE:
-        be_agent_done(be, c->agent, body, len, &m->u.result);
+        be_agent_done_h(be, c->agent, body, len, &m->u.result, hint_take(c, m->u.result.job_id));
         return;
     case ING_AGENT_JOB_SSH_DEBUG:
         be_agent_ssh(be, c->agent, body, len, &m->u.ssh);
@@ -911,6 +974,7 @@ process_input(struct conn *c)
 {
     struct server *s = c->srv;
     unsigned frames = 0;
+    s->hint_conn = NULL; /* hints are only good within this call: the buffer may move after */
     while (c->state != CONN_CLOSING && !c->close_after_flush && buf_len(&c->in) > 0) {
         if (input_spent(c, &frames))
             return;
@@ -943,6 +1007,8 @@ process_input(struct conn *c)
                 return;
             }
         }
+        if (c->authed && (s->hint_conn != c || (uintptr_t)p >= s->hint_end))
+            hints_scan(c, p, n);
         struct ing_msg m;
         ssize_t r = ing_msg_decode(p, n, s->cfg.max_frame, &m);
         if (r == 0) {

@@ -619,6 +619,112 @@ TP_TEST(test_duplicate_id_and_reuse)
     tp_expect_nothing(c1, 0);
 }
 
+/* wb_add appends frame f[0..*n) to the write buffer *w (size *wl) and frees f. (n is a
+ * pointer: the frame makers set it, and the order of argument evaluation is unspecified.) */
+static void
+wb_add(uint8_t **w, size_t *wl, uint8_t *f, const size_t *np)
+{
+    size_t n = *np;
+    uint8_t *p = realloc(*w, *wl + n);
+    assert_non_null(p);
+    memcpy(p + *wl, f, n);
+    *w = p;
+    *wl += n;
+    free(f);
+}
+
+/* Many frames in one write, more than the server hashes and prefetches ahead (16), with a
+ * duplicate id, a malformed frame and a kill among them: every frame gets the answer it
+ * gets alone, so the ids hashed ahead are matched to the right frames. Then the agent's
+ * AgentJobStarted + AgentJobDone for every job in one write, with reports about an unknown
+ * job among them. */
+TP_TEST(test_pipelined_frames)
+{
+    static const uint8_t bad_kill[] = {0, 0, 0, 9, 'x'}; /* str of 9 bytes, 1 present */
+    struct tp_peer *c1, *a;
+    uint8_t *w = NULL, *f;
+    size_t wl = 0, n;
+    char ids[40][8], states[40][8], waiting[400] = "";
+    struct tp_job j = {0};
+    struct ing_msg m;
+
+    tp_start(c, NULL);
+    c1 = tp_client(c, "c1", "");
+    for (int i = 0; i < 40; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "p%02d", i);
+        snprintf(states[i], sizeof(states[i]), "S-p%02d", i);
+        j.id = ids[i];
+        j.state = states[i];
+        wb_add(&w, &wl, tp_job_frame(&j, ING_CLIENT_NEW_JOB, &n), &n);
+        if (i == 10) { /* p05 again */
+            j.id = ids[5];
+            j.state = "dup";
+            wb_add(&w, &wl, tp_job_frame(&j, ING_CLIENT_NEW_JOB, &n), &n);
+        }
+        if (i == 20) {
+            f = malloc(ING_HDR_LEN + sizeof(bad_kill));
+            assert_non_null(f);
+            ing_frame_header(f, ING_CLIENT_KILL_JOB, sizeof(bad_kill));
+            memcpy(f + ING_HDR_LEN, bad_kill, sizeof(bad_kill));
+            n = ING_HDR_LEN + sizeof(bad_kill);
+            wb_add(&w, &wl, f, &n);
+        }
+        if (i == 30) {
+            memset(&m, 0, sizeof(m));
+            m.type = ING_CLIENT_KILL_JOB;
+            m.u.ref.job_id = (struct ing_view){ids[3], 3};
+            wb_add(&w, &wl, tp_msg_frame(&m, &n), &n);
+        }
+    }
+    tp_send_raw(c1, w, wl);
+    free(w);
+    w = NULL;
+    wl = 0;
+    tp_expect_synthetic(c1, "p05", "crash", "Duplicate job id", "");
+    tp_expect_error(c1, ING_ERR_MALFORMED);
+    tp_expect_synthetic(c1, "p03", "killed", "You killed the job", "S-p03");
+    for (int i = 0; i < 40; i++) {
+        if (i == 3)
+            continue;
+        if (waiting[0] != '\0')
+            strcat(waiting, ",");
+        strcat(waiting, ids[i]);
+    }
+    queue_expect(c1, "", waiting);
+
+    a = tp_agent(c, "A", 64, "docker/default", NULL);
+    tp_expect_envs(c1, ENV_DEFAULT);
+    for (int i = 0; i < 40; i++) {
+        if (i == 3)
+            continue;
+        tp_expect_job(a, ids[i]);
+        memset(&m, 0, sizeof(m));
+        m.type = ING_AGENT_JOB_STARTED;
+        m.u.ref.job_id = (struct ing_view){ids[i], 3};
+        wb_add(&w, &wl, tp_msg_frame(&m, &n), &n);
+        if (i == 20) { /* reports about a job nobody knows are dropped */
+            m.u.ref.job_id = (struct ing_view){"zz", 2};
+            wb_add(&w, &wl, tp_msg_frame(&m, &n), &n);
+            struct tp_result r = {.id = "zz", .kind = "success", .text = "", .state = ""};
+            wb_add(&w, &wl, tp_result_frame(&r, ING_AGENT_JOB_DONE, &n), &n);
+        }
+        struct tp_result r = {.id = ids[i], .kind = "success", .text = "ok", .state = ids[i]};
+        wb_add(&w, &wl, tp_result_frame(&r, ING_AGENT_JOB_DONE, &n), &n);
+    }
+    tp_send_raw(a, w, wl);
+    free(w);
+    for (int i = 0; i < 40; i++) {
+        if (i == 3)
+            continue;
+        const struct ing_msg *got = tp_expect(c1, ING_BACKEND_JOB_STARTED);
+        if (!tp_view_is(got->u.ref.job_id, ids[i]))
+            tp_fail("BackendJobStarted for another job than %s", ids[i]);
+        tp_expect_done(c1, ids[i], "success", "ok", ids[i]);
+    }
+    queue_expect(c1, "", "");
+    tp_expect_quiet(c, TP_QUIET_MS);
+}
+
 /* --max-waiting 3 --max-waiting-per-client 2: `crash` `Queue full`, nothing stored; running
  * jobs do not count. */
 TP_TEST(test_queue_full)
@@ -1596,6 +1702,7 @@ main(void)
         TP_CASE(test_retry_lost_jobs),
         TP_CASE(test_client_disconnect_drops_and_kills),
         TP_CASE(test_duplicate_id_and_reuse),
+        TP_CASE(test_pipelined_frames),
         TP_CASE(test_queue_full),
         TP_CASE(test_reports_from_wrong_agent_dropped),
         TP_CASE(test_overlapping_environments),

@@ -1419,6 +1419,103 @@ test_proto_vectors_prefixes(void **state)
     }
 }
 
+/* msg_job_id is the job id field of a decoded message, or {NULL, 0} for a type without. */
+static struct ing_view
+msg_job_id(const struct ing_msg *m)
+{
+    static const struct ing_view none = {NULL, 0};
+
+    switch (m->type) {
+    case ING_CLIENT_NEW_JOB:
+        return m->u.new_job.job.job_id;
+    case ING_CLIENT_KILL_JOB:
+    case ING_BACKEND_JOB_STARTED:
+    case ING_AGENT_JOB_STARTED:
+        return m->u.ref.job_id;
+    case ING_BACKEND_JOB_DONE:
+    case ING_AGENT_JOB_DONE:
+        return m->u.result.job_id;
+    case ING_BACKEND_JOB_SSH_DEBUG:
+    case ING_AGENT_JOB_SSH_DEBUG:
+        return m->u.ssh.job_id;
+    case ING_BACKEND_KILL_JOB:
+        return m->u.kill.job_id;
+    default:
+        return none;
+    }
+}
+
+/* ing_frame_job_id on every vector (ending at a guard page): no answer before the last
+ * byte; then the frame's size and type, and the very bytes the decoder takes as the job id
+ * (none for a type without). Then frames whose length fields lie: no id, nothing read past
+ * the frame. */
+static void
+test_proto_frame_job_id(void **state)
+{
+    static struct vbuf vb;
+    struct guard *g = *state;
+    struct ing_msg m;
+    struct ing_view id, want;
+    uint8_t type, *p, f[64];
+    size_t i, k, nid = 0;
+
+    for (i = 0; i < NVEC; i++) {
+        if (vectors[i].msg == NULL)
+            continue;
+        vec_load(&vectors[i], &vb);
+        for (k = 0; k < vb.n; k++)
+            if (ing_frame_job_id(guard_place(g, vb.b, k), k, &type, &id) != 0)
+                fail_msg("%s: an answer from a prefix of %zu bytes", vectors[i].title, k);
+        p = guard_place(g, vb.b, vb.n);
+        assert_int_equal(ing_msg_decode(p, vb.n, ING_MAX_FRAME_DEFAULT, &m), vb.n);
+        assert_int_equal(ing_frame_job_id(p, vb.n, &type, &id), vb.n);
+        assert_int_equal(type, m.type);
+        want = msg_job_id(&m);
+        assert_ptr_equal(id.p, want.p);
+        assert_int_equal(id.len, want.len);
+        nid += id.p != NULL;
+    }
+    assert_true(nid >= 5); /* the vectors hold frames of several id-carrying types */
+
+    /* ClientNewJob: body shorter than priority + launcher length; launcher length over the
+     * body; job id length over the rest. Each is the whole frame: complete, no id. */
+    memset(f, 0, sizeof(f));
+    ing_frame_header(f, ING_CLIENT_NEW_JOB, 11);
+    assert_int_equal(ing_frame_job_id(guard_place(g, f, 17), 17, &type, &id), 17);
+    assert_null(id.p);
+    ing_frame_header(f, ING_CLIENT_NEW_JOB, 20);
+    put_u32be(f + ING_HDR_LEN + 8, 0xffffffffu);
+    assert_int_equal(ing_frame_job_id(guard_place(g, f, 26), 26, &type, &id), 26);
+    assert_null(id.p);
+    put_u32be(f + ING_HDR_LEN + 8, 2);                   /* launcher of 2 bytes */
+    put_u32be(f + ING_HDR_LEN + 14, 3);                  /* id of 3 bytes: 18 + 3 > 20 */
+    assert_int_equal(ing_frame_job_id(guard_place(g, f, 26), 26, &type, &id), 26);
+    assert_null(id.p);
+    put_u32be(f + ING_HDR_LEN + 14, 2);                  /* id of 2 bytes: fits exactly */
+    memcpy(f + ING_HDR_LEN + 18, "ab", 2);
+    p = guard_place(g, f, 26);
+    assert_int_equal(ing_frame_job_id(p, 26, &type, &id), 26);
+    assert_ptr_equal(id.p, p + ING_HDR_LEN + 18);
+    assert_int_equal(id.len, 2);
+    /* An id-first type: body under 4 bytes; id length over the body; empty id. */
+    ing_frame_header(f, ING_AGENT_JOB_DONE, 3);
+    assert_int_equal(ing_frame_job_id(guard_place(g, f, 9), 9, &type, &id), 9);
+    assert_null(id.p);
+    ing_frame_header(f, ING_CLIENT_KILL_JOB, 5);
+    put_u32be(f + ING_HDR_LEN, 2);
+    assert_int_equal(ing_frame_job_id(guard_place(g, f, 11), 11, &type, &id), 11);
+    assert_null(id.p);
+    ing_frame_header(f, ING_AGENT_JOB_STARTED, 4);
+    put_u32be(f + ING_HDR_LEN, 0);
+    p = guard_place(g, f, 10);
+    assert_int_equal(ing_frame_job_id(p, 10, &type, &id), 10);
+    assert_ptr_equal(id.p, p + 10);
+    assert_int_equal(id.len, 0);
+    /* A huge announced body: incomplete, whatever the bytes present. */
+    ing_frame_header(f, ING_CLIENT_KILL_JOB, UINT32_MAX);
+    assert_int_equal(ing_frame_job_id(guard_place(g, f, 64), 64, &type, &id), 0);
+}
+
 /* All the vectors, fed one byte at a time into a stream buffer (each step a fresh heap
  * copy of exactly the bytes received, for ASan): each frame completes exactly when its last
  * byte arrives, in order. */
@@ -2538,6 +2635,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_proto_vectors_decode_encode, guard_setup,
                                         guard_teardown),
         cmocka_unit_test_setup_teardown(test_proto_vectors_prefixes, guard_setup, guard_teardown),
+        cmocka_unit_test_setup_teardown(test_proto_frame_job_id, guard_setup, guard_teardown),
         cmocka_unit_test(test_proto_vectors_byte_at_a_time),
         cmocka_unit_test_setup_teardown(test_proto_corrupt_lengths, guard_setup, guard_teardown),
         cmocka_unit_test_setup_teardown(test_proto_corrupt_header, guard_setup, guard_teardown),

@@ -263,6 +263,16 @@ int ing_frame_peek(const uint8_t *p, size_t n, uint8_t *type, uint32_t *body_len
  * Every length is checked against the bytes present before it is used. */
 ssize_t ing_msg_decode(const uint8_t *p, size_t n, uint32_t max_body, struct ing_msg *m);
 
+/* ing_frame_job_id finds the job id a frame is about without decoding the rest, so a
+ * receiver can look ahead over the frames it holds (the backend starts loading the id
+ * table's lines for the next frames while it handles the current one). The id is the first
+ * field of types 0x12, 0x21, 0x22, 0x23, 0x31, 0x41, 0x42, 0x43, and follows `priority` and
+ * `launcher` in 0x11. Returns the frame's total size if p[0..n) holds the whole frame (and
+ * then *type; *id is the id, or {NULL, 0} for another type or an id field that does not fit
+ * in the body), 0 if the frame is not complete. The frame is not validated otherwise: a
+ * frame ing_msg_decode refuses may still yield an id. */
+size_t ing_frame_job_id(const uint8_t *p, size_t n, uint8_t *type, struct ing_view *id);
+
 /* ing_msg_size returns the encoded frame size (header + body) of m, or 0 if m cannot be
  * encoded (unknown type, a body over UINT32_MAX). */
 size_t ing_msg_size(const struct ing_msg *m);
