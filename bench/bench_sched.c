@@ -313,34 +313,72 @@ complete(struct bench *b)
     complete_h(b, 0, 0);
 }
 
-/* cycles_ahead runs AHEAD cycles the way server.c handles a read holding AHEAD frames: it
- * first finds each frame's job id, hashes it and prefetches its line of the id table
- * (be_id_hash, be_prefetch_id), then handles the frames with those hashes. The client's
- * AHEAD ClientNewJob come as one read, then the agents' AHEAD AgentJobStarted +
- * AgentJobDone pairs. */
+/* The server's look-ahead (server.c hints_scan), modelled: the frames of a read that carry
+ * job ids are scanned AHEAD at a time, each id hashed and its id-table line prefetched,
+ * before the first of them is handled with its hash. */
 #define AHEAD 16
+enum bkind { BK_SUBMIT, BK_STARTED, BK_DONE };
+struct bframe {
+    enum bkind kind;
+    uint8_t id[BC_TOKLEN];
+    struct bagent *ag; /* started, done */
+};
+
+static void
+frames_ahead(struct bench *b, const struct bframe *f, int n)
+{
+    for (int w = 0; w < n; w += AHEAD) {
+        int m = n - w < AHEAD ? n - w : AHEAD;
+        uint64_t h[AHEAD];
+        for (int k = 0; k < m; k++) {
+            h[k] = be_id_hash((struct ing_view){(const char *)f[w + k].id, BC_TOKLEN});
+            be_prefetch_id(&b->be, h[k]);
+        }
+        for (int k = 0; k < m; k++) {
+            const struct bframe *x = &f[w + k];
+            struct ing_view id = {(const char *)x->id, BC_TOKLEN};
+            switch (x->kind) {
+            case BK_SUBMIT:
+                submit_h(b, 0, -1, h[k]);
+                break;
+            case BK_STARTED:
+                be_agent_started_h(&b->be, x->ag->a, id, h[k]);
+                break;
+            case BK_DONE:
+                memcpy(b->res.frame + b->res_id_off, x->id, BC_TOKLEN);
+                be_agent_done_h(&b->be, x->ag->a, b->res.frame + ING_HDR_LEN,
+                                b->res.len - ING_HDR_LEN, &b->rm.u.result, h[k]);
+                break;
+            }
+        }
+    }
+}
+
+/* cycles_ahead runs AHEAD cycles as the server handles them with its look-ahead: the
+ * client's AHEAD ClientNewJob in one read, then the agents' AHEAD AgentJobStarted +
+ * AgentJobDone pairs (answering the oldest dispatched jobs) in reads of AHEAD frames. */
 static void
 cycles_ahead(struct bench *b)
 {
-    uint64_t hn[AHEAD], hs[AHEAD], hd[AHEAD];
-    uint8_t id[BC_TOKLEN];
+    struct bframe f[2 * AHEAD];
     for (int i = 0; i < AHEAD; i++) {
-        bc_put_token(id, 0, b->next_id + (uint64_t)i);
-        hn[i] = be_id_hash((struct ing_view){(const char *)id, BC_TOKLEN});
-        be_prefetch_id(&b->be, hn[i]);
+        f[i].kind = BK_SUBMIT;
+        bc_put_token(f[i].id, 0, b->next_id + (uint64_t)i);
     }
-    for (int i = 0; i < AHEAD; i++)
-        submit_h(b, 0, -1, hn[i]);
+    frames_ahead(b, f, AHEAD);
+    if (b->rlen < AHEAD)
+        die("nothing to complete");
     for (int i = 0; i < AHEAD; i++) {
-        const struct running *r = &b->ring[(b->rhead + (size_t)i) % b->rcap];
-        struct ing_view v = {(const char *)r->id, BC_TOKLEN};
-        hs[i] = be_id_hash(v);
-        be_prefetch_id(&b->be, hs[i]);
-        hd[i] = be_id_hash(v);
-        be_prefetch_id(&b->be, hd[i]);
+        struct running r = b->ring[b->rhead];
+        b->rhead = (b->rhead + 1) % b->rcap;
+        b->rlen--;
+        f[2 * i].kind = BK_STARTED;
+        f[2 * i + 1].kind = BK_DONE;
+        f[2 * i].ag = f[2 * i + 1].ag = r.ag;
+        memcpy(f[2 * i].id, r.id, BC_TOKLEN);
+        memcpy(f[2 * i + 1].id, r.id, BC_TOKLEN);
     }
-    for (int i = 0; i < AHEAD; i++)
-        complete_h(b, hs[i], hd[i]);
+    frames_ahead(b, f, 2 * AHEAD);
 }
 
 /* ---------------------------------------------------------------------------------------- */
