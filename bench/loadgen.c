@@ -10,6 +10,12 @@
  *              rate is N over first submit to last Pong; then the backend's RSS growth per
  *              queued job, and a queue snapshot checks that all N jobs wait (a spawned
  *              backend gets --queue-list-max 0 for it; an attached one needs it too).
+ *   drain      S clients queue N jobs as in enqueue (no agent yet); then A agents with K
+ *              slots connect and work the queue off: jobs/s and backend CPU per job from the
+ *              first agent's connection to the last result (dispatch from a deep queue).
+ * --parked N first parks N jobs in an environment no agent provides (docker/parked), from
+ * one more client that stays connected and idle: the run then measures the same work with
+ * N jobs waiting (their id-table entries, their memory) beside it.
  * Prints one "RESULT key=value ..." line on stdout and a table on stderr. Exit status: 0 when
  * every job got exactly one result (enqueue: is queued), 1 on a failure or timeout, 2 on a
  * usage error. */
@@ -24,13 +30,15 @@ enum mode {
     MODE_LIFECYCLE,
     MODE_LATENCY,
     MODE_ENQUEUE,
+    MODE_DRAIN,
 };
 
-static const char *const mode_names[] = {"lifecycle", "latency", "enqueue"};
+static const char *const mode_names[] = {"lifecycle", "latency", "enqueue", "drain"};
 
 struct opts {
     enum mode mode;
     long long jobs, payload, clients, window, agents, slots; /* -1 = the mode's default */
+    long long parked;                                        /* jobs parked first */
     double max_seconds;
     const char *backend_bin;
     const char *agent_addr, *client_addr; /* attach to a running backend */
@@ -70,14 +78,16 @@ on_signal(int sig)
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: loadgen [--mode lifecycle|latency|enqueue] [--jobs N] [--payload P]\n"
+    fprintf(f, "usage: loadgen [--mode lifecycle|latency|enqueue|drain] [--jobs N] [--payload P]\n"
                "               [--clients S] [--window W] [--agents A] [--slots K]\n"
                "               [--max-seconds T] [--backend PATH] [--backend-arg ARG]...\n"
                "               [--backend-agent ADDR --backend-client ADDR [--backend-pid PID]]\n"
-               "               [--no-pin] [--server-cpu C] [--loadgen-cpu C] [--verify] [--quiet]\n"
+               "               [--parked N] [--no-pin] [--server-cpu C] [--loadgen-cpu C]\n"
+               "               [--verify] [--quiet]\n"
                "\n"
                "  --mode MODE        lifecycle (throughput), latency (one job in flight), enqueue\n"
-               "                     (no agents: enqueue rate and backend bytes per queued job)\n"
+               "                     (no agents: enqueue rate and backend bytes per queued job),\n"
+               "                     drain (N jobs queued first, then agents work them off)\n"
                "  --jobs N           jobs (1000000; latency 20000)\n"
                "  --payload P        bytes of each job's inputdata msgpack map (128)\n"
                "  --clients S        client connections (4; latency 1)\n"
@@ -91,6 +101,8 @@ usage(FILE *f)
                "  --backend-agent ADDR, --backend-client ADDR\n"
                "                     attach to a running backend (tcp://HOST:PORT, ipc:///path)\n"
                "  --backend-pid PID  the attached backend's PID (for its CPU time and memory)\n"
+               "  --parked N         first park N jobs in docker/parked, which no agent provides,\n"
+               "                     from one more client, idle and connected during the run (0)\n"
                "  --no-pin           do not pin the backend to CPU 0 and this program to CPU 1\n"
                "  --verify           decode every received frame with the library codec\n"
                "  --quiet            no table on stderr\n");
@@ -123,6 +135,7 @@ enum {
     OPT_BACKEND_CLIENT,
     OPT_BACKEND_PID,
     OPT_NO_PIN,
+    OPT_PARKED,
     OPT_SERVER_CPU,
     OPT_LOADGEN_CPU,
     OPT_VERIFY,
@@ -145,6 +158,7 @@ static const struct option options[] = {
     {"backend-client", required_argument, NULL, OPT_BACKEND_CLIENT},
     {"backend-pid", required_argument, NULL, OPT_BACKEND_PID},
     {"no-pin", no_argument, NULL, OPT_NO_PIN},
+    {"parked", required_argument, NULL, OPT_PARKED},
     {"server-cpu", required_argument, NULL, OPT_SERVER_CPU},
     {"loadgen-cpu", required_argument, NULL, OPT_LOADGEN_CPU},
     {"verify", no_argument, NULL, OPT_VERIFY},
@@ -175,6 +189,8 @@ parse_opts(int argc, char **argv, struct opts *o)
                 o->mode = MODE_LATENCY;
             else if (strcmp(optarg, "enqueue") == 0)
                 o->mode = MODE_ENQUEUE;
+            else if (strcmp(optarg, "drain") == 0)
+                o->mode = MODE_DRAIN;
             else
                 goto bad;
             break;
@@ -222,6 +238,9 @@ parse_opts(int argc, char **argv, struct opts *o)
             break;
         case OPT_NO_PIN:
             o->pin = false;
+            break;
+        case OPT_PARKED:
+            target = &o->parked, min = 0;
             break;
         case OPT_SERVER_CPU:
         case OPT_LOADGEN_CPU:
@@ -487,14 +506,15 @@ run_load(const struct opts *o, struct load *L, const char *aaddr, const char *ca
          const struct bc_tmpl *job, struct result *r, uint64_t deadline)
 {
     int rc;
-    bool enq = o->mode == MODE_ENQUEUE;
+    bool enq = o->mode == MODE_ENQUEUE, drain = o->mode == MODE_DRAIN;
+    bool flood = enq || drain; /* clients send their quotas back to back, then a Ping */
     for (long long i = 0; i < o->clients; i++) {
-        struct bc_conn *c = bc_add_client(L, caddr, job, enq ? 0 : (uint64_t)o->window);
+        struct bc_conn *c = bc_add_client(L, caddr, job, flood ? 0 : (uint64_t)o->window);
         if (c == NULL) {
             report_abort(L, o, -1, "client connection");
             return -1;
         }
-        if (enq) {
+        if (flood) {
             c->quota = (uint64_t)(o->jobs / o->clients + (i < o->jobs % o->clients));
             c->ping_after = true;
         }
@@ -502,6 +522,21 @@ run_load(const struct opts *o, struct load *L, const char *aaddr, const char *ca
     if ((rc = run_until(L, clients_ready, 1, deadline)) != 0) {
         report_abort(L, o, rc, "client registration");
         return rc;
+    }
+    if (drain) {
+        /* Queue every job first (no agent yet); the run starts as the agents connect. */
+        L->limit = (uint64_t)o->jobs;
+        L->submitting = true;
+        rc = run_until(L, clients_ready, 2, deadline);
+        L->submitting = false;
+        if (rc != 0 || L->done != 0) {
+            report_abort(L, o, rc != 0 ? rc : -1, "queueing the jobs");
+            return rc != 0 ? rc : -1;
+        }
+        r->rss_idle_kb = pid > 0 ? bc_proc_status_kb(pid, "VmRSS") : -1;
+        server_sample(pid, &r->cpu0, &r->sched0);
+        r->self0 = bc_self_cpu_s();
+        L->t_first = bc_now_ns();
     }
     for (long long i = 0; i < o->agents; i++)
         if (bc_add_agent(L, aaddr, (uint32_t)o->slots, "default") == NULL) {
@@ -512,11 +547,13 @@ run_load(const struct opts *o, struct load *L, const char *aaddr, const char *ca
         report_abort(L, o, rc, "agent registration");
         return rc;
     }
-    r->rss_idle_kb = pid > 0 ? bc_proc_status_kb(pid, "VmRSS") : -1;
-    server_sample(pid, &r->cpu0, &r->sched0);
-    r->self0 = bc_self_cpu_s();
-    L->limit = (uint64_t)o->jobs;
-    L->submitting = true;
+    if (!drain) {
+        r->rss_idle_kb = pid > 0 ? bc_proc_status_kb(pid, "VmRSS") : -1;
+        server_sample(pid, &r->cpu0, &r->sched0);
+        r->self0 = bc_self_cpu_s();
+        L->limit = (uint64_t)o->jobs;
+        L->submitting = true;
+    }
     if (enq) {
         rc = run_until(L, clients_ready, 2, deadline);
         L->t_last = bc_now_ns();
@@ -553,7 +590,7 @@ run_load(const struct opts *o, struct load *L, const char *aaddr, const char *ca
 static void
 print_result(const struct opts *o, const struct load *L, struct result *r, size_t body_len)
 {
-    bool enq = o->mode == MODE_ENQUEUE;
+    bool enq = o->mode == MODE_ENQUEUE, drain = o->mode == MODE_DRAIN;
     double cpu = r->cpu0 >= 0 && r->cpu1 >= 0 ? r->cpu1 - r->cpu0 : -1;
     double sched = r->sched0 >= 0 && r->sched1 >= 0 ? r->sched1 - r->sched0 : -1;
     double per_job = cpu >= 0 && o->jobs > 0 ? cpu * 1e6 / (double)o->jobs : -1;
@@ -567,13 +604,14 @@ print_result(const struct opts *o, const struct load *L, struct result *r, size_
            "p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f mean_us=%.1f "
            "started=%llu lost=%llu dup=%llu bad=%llu errors=%llu server_cpu_s=%.3f "
            "server_sched_s=%.3f server_cpu_us_per_job=%.3f server_hwm_kb=%ld server_rss_kb=%ld "
-           "loadgen_cpu_s=%.3f",
+           "loadgen_cpu_s=%.3f parked=%lld",
            r->status, mode_names[o->mode], o->jobs, (unsigned long long)r->done, o->payload,
-           body_len, o->clients, enq ? 0 : o->window, o->agents, o->slots, r->secs, r->jobs_per_s,
+           body_len, o->clients, enq || drain ? 0 : o->window, o->agents, o->slots, r->secs,
+           r->jobs_per_s,
            r->pct.p50, r->pct.p90, r->pct.p99, r->pct.p999, r->pct.max, r->pct.mean,
            (unsigned long long)L->started, (unsigned long long)r->lost, (unsigned long long)r->dup,
            (unsigned long long)L->bad, (unsigned long long)L->errors, cpu, sched, per_job,
-           r->hwm_kb, r->rss_kb, r->self1 - r->self0);
+           r->hwm_kb, r->rss_kb, r->self1 - r->self0, o->parked);
     if (enq)
         printf(" rss_idle_kb=%ld rss_after_kb=%ld bytes_per_job=%.1f overhead_per_job=%.1f "
                "queue_waiting=%u queue_ms=%.1f",
@@ -586,14 +624,18 @@ print_result(const struct opts *o, const struct load *L, struct result *r, size_
             mode_names[o->mode], o->jobs, o->payload, body_len);
     if (enq)
         fprintf(stderr, "%lld clients flooding, no agent\n", o->clients);
+    else if (drain)
+        fprintf(stderr, "%lld clients queue them all, then %lld agents x %lld slots\n",
+                o->clients, o->agents, o->slots);
     else
         fprintf(stderr, "%lld clients x %lld in flight, %lld agents x %lld slots\n", o->clients,
                 o->window, o->agents, o->slots);
-    fprintf(stderr, "  %-16s %.0f jobs/s (%.3f s, first submit to last %s)\n",
-            enq ? "enqueue rate" : "throughput", r->jobs_per_s, r->secs, enq ? "Pong" : "result");
+    fprintf(stderr, "  %-16s %.0f jobs/s (%.3f s, %s to last %s)\n",
+            enq ? "enqueue rate" : "throughput", r->jobs_per_s, r->secs,
+            drain ? "first agent" : "first submit", enq ? "Pong" : "result");
     if (!enq)
         fprintf(stderr, "  %-16s p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  mean %.1f\n",
-                "latency (us)", r->pct.p50, r->pct.p90, r->pct.p99, r->pct.p999, r->pct.max,
+                drain ? "in system (us)" : "latency (us)", r->pct.p50, r->pct.p90, r->pct.p99, r->pct.p999, r->pct.max,
                 r->pct.mean);
     fprintf(stderr, "  %-16s %.3f s utime+stime (%.3f us/job), schedstat %.3f s; peak RSS %ld kB\n",
             "backend CPU", cpu, per_job, sched, r->hwm_kb);
@@ -636,6 +678,35 @@ compute(const struct opts *o, struct load *L, struct result *r)
         r->dup = L->dup;
         r->jobs_per_s = r->secs > 0 ? (double)L->done / r->secs : 0;
     }
+}
+
+/* park sends o->parked jobs for docker/parked (no agent provides it) from a client of P,
+ * then waits for its Pong: they all wait in the backend. P stays open during the run. */
+static int
+park(const struct opts *o, struct load *P, const struct bc_tmpl *t, const char *caddr,
+     uint64_t deadline)
+{
+    struct bc_conn *c = bc_add_client(P, caddr, t, 0);
+    if (c == NULL) {
+        fprintf(stderr, "loadgen: parking client: %s\n", P->err);
+        return -1;
+    }
+    c->idx = 0xffff; /* ids apart from the run's clients' (0, 1, ...) */
+    c->quota = (uint64_t)o->parked;
+    c->ping_after = true;
+    int rc = run_until(P, clients_ready, 1, deadline);
+    if (rc == 0) {
+        P->limit = (uint64_t)o->parked;
+        P->submitting = true;
+        rc = run_until(P, clients_ready, 2, deadline);
+        P->submitting = false;
+    }
+    if (rc != 0 || P->errors != 0 || P->done != 0) {
+        fprintf(stderr, "loadgen: parking %lld jobs failed: %s\n", o->parked,
+                P->err[0] ? P->err : "refused or answered");
+        return -1;
+    }
+    return 0;
 }
 
 int
@@ -691,15 +762,30 @@ main(int argc, char **argv)
     memset(&r, 0, sizeof(r));
     r.rss_idle_kb = r.rss_after_kb = r.hwm_kb = r.rss_kb = -1;
     r.cpu0 = r.cpu1 = r.sched0 = r.sched1 = -1;
-    int rc = run_load(&o, &L, aaddr, caddr, pid, &job, &r, deadline);
-    r.status = status_of(rc);
+    struct bc_tmpl ptmpl;
+    size_t pbody = 0;
+    struct load P;
+    memset(&ptmpl, 0, sizeof(ptmpl));
+    int rc = bc_load_init(&P, (uint64_t)o.parked);
+    if (rc == 0 && o.parked > 0)
+        rc = bc_job_tmpl(&ptmpl, (uint32_t)o.payload, 0, "parked", &pbody) != 0
+                 ? -1
+                 : park(&o, &P, &ptmpl, caddr, deadline);
+    if (rc == 0)
+        rc = run_load(&o, &L, aaddr, caddr, pid, &job, &r, deadline);
+    else
+        r.status = "park_failed";
+    if (r.status == NULL)
+        r.status = status_of(rc);
     compute(&o, &L, &r);
     if (rc == 0 && (r.lost != 0 || r.dup != 0 || L.bad != 0 || L.errors != 0))
         r.status = "check_failed";
     print_result(&o, &L, &r, body_len);
     /* Close first: the backend drops what is still queued, then SIGTERM finds no job. */
     bc_load_fini(&L);
+    bc_load_fini(&P);
     stop_backend(&bp);
     free(job.frame);
+    free(ptmpl.frame);
     return strcmp(r.status, "ok") == 0 ? 0 : 1;
 }
