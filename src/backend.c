@@ -701,8 +701,11 @@ slot_take(struct be_agent *a)
         agent_leave_heaps(a);
         return;
     }
-    for (uint32_t i = 0; i < a->nenvs; i++) /* its key grew */
-        aheap_down(a->envs[i].env, a->envs[i].aidx - 1);
+    for (uint32_t i = 0; i < a->nenvs; i++) { /* its key grew */
+        struct env *e = a->envs[i].env;
+        if (e->an > 1) /* alone in the heap, it stays where it is */
+            aheap_down(e, a->envs[i].aidx - 1);
+    }
 }
 
 /* slot_add appends a free slot of a at the end of the FIFO. */
@@ -819,7 +822,7 @@ static void
 sched_agent(struct backend *be, struct be_agent *a)
 {
     struct job *j;
-    if (be->draining)
+    if (be->draining || be->n_waiting == 0)
         return;
     while (a->nfree > 0 && (j = best_job(a)) != NULL)
         dispatch(be, a, j);
@@ -842,7 +845,10 @@ sched_envs(struct backend *be, struct env *const *envs, size_t n)
         }
         if (first == NULL)
             return;
-        dispatch(be, first, best_job(first));
+        /* When one environment holds every waiting job (a submission to an idle backend),
+         * it holds first's best: no need to compare first's other environments. */
+        struct job *j = n == 1 && envs[0]->n == be->n_waiting ? env_best(envs[0]) : best_job(first);
+        dispatch(be, first, j);
     }
 }
 
@@ -1961,8 +1967,8 @@ be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, siz
         /* The freed slot is a's only free one: if one of its environments has a job, that
          * job takes it at once. Same result as slot_add then sched_agent, without putting
          * a into its environments' agent heaps and taking it out again. */
-        struct job *next;
-        while ((next = best_job(a)) != NULL && owner_gone(next))
+        struct job *next = NULL;
+        while (be->n_waiting > 0 && (next = best_job(a)) != NULL && owner_gone(next))
             drop_gone(be, next);
         if (next != NULL) {
             be->slot_seq++; /* the slot's place in the free-slot FIFO, used at once */

@@ -127,6 +127,16 @@ uint64_t be_id_hash(struct ing_view id);
 #define BE_MAX_ID_LEN 255 /* longer job ids are refused before any lookup */
 void be_prefetch_id(const struct backend *be, uint64_t h);
 
+/* be_lookahead tells whether looking ahead pays: whether the job-id table has outgrown the
+ * caches (1 MiB, some 70,000 jobs). Below that every line is cached and the extra pass
+ * over the frames would only cost (3-5 % of the CPU time per job in bench/loadgen). */
+#define BE_LOOKAHEAD_BUCKETS 16384
+static inline bool
+be_lookahead(const struct backend *be)
+{
+    return be->jtab.mask + 1 >= BE_LOOKAHEAD_BUCKETS;
+}
+
 /* be_client_new_job: body[0..len) is the native ClientNewJob body and m its decoded views
  * (pointing into body). The body is copied if the job is accepted. */
 void be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
