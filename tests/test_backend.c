@@ -96,6 +96,17 @@ mock_drop(void *peer, uint16_t code, const char *why)
 static struct backend be;
 static uint8_t scratch[1 << 16];
 static bool no_check; /* submit_full skips be_check (bulk submits) */
+static bool ahead;    /* hash ids first (be_id_hash, be_prefetch_id), as server.c's look-ahead
+                       * does, and call the _h handlers */
+
+/* ahead_hash is the hash an _h handler gets for id (server.c: computed while scanning). */
+static uint64_t
+ahead_hash(struct ing_view id)
+{
+    uint64_t h = be_id_hash(id);
+    be_prefetch_id(&be, h);
+    return h;
+}
 
 static int
 setup(void **state)
@@ -104,6 +115,7 @@ setup(void **state)
     log_level_max = -1; /* silent */
     memset(peers, 0, sizeof(peers));
     no_check = false;
+    ahead = false;
     struct be_config cfg;
     be_config_default(&cfg);
     struct be_ops ops = {mock_send, mock_relay, mock_drop};
@@ -210,7 +222,12 @@ submit_full(struct be_client *c, const char *id, int64_t prio, const char *type,
     assert_true(n > 0);
     struct ing_msg d;
     assert_int_equal(ing_msg_decode(scratch, (size_t)n, 1 << 20, &d), n);
-    be_client_new_job(&be, c, scratch + ING_HDR_LEN, (size_t)n - ING_HDR_LEN, &d.u.new_job);
+    if (ahead)
+        be_client_new_job_h(&be, c, scratch + ING_HDR_LEN, (size_t)n - ING_HDR_LEN, &d.u.new_job,
+                            ahead_hash(d.u.new_job.job.job_id));
+    else
+        be_client_new_job(&be, c, scratch + ING_HDR_LEN, (size_t)n - ING_HDR_LEN,
+                          &d.u.new_job);
     memset(scratch, 0xAA, (size_t)n); /* the backend must have copied what it keeps */
     if (!no_check)
         assert_int_equal(be_check(&be), 0);
@@ -272,20 +289,32 @@ done(struct be_agent *a, const char *id, const char *kind)
     assert_true(n > 0);
     struct ing_msg d;
     assert_int_equal(ing_msg_decode(scratch, (size_t)n, 1 << 20, &d), n);
-    be_agent_done(&be, a, scratch + ING_HDR_LEN, (size_t)n - ING_HDR_LEN, &d.u.result);
+    if (ahead)
+        be_agent_done_h(&be, a, scratch + ING_HDR_LEN, (size_t)n - ING_HDR_LEN, &d.u.result,
+                        ahead_hash(d.u.result.job_id));
+    else
+        be_agent_done(&be, a, scratch + ING_HDR_LEN, (size_t)n - ING_HDR_LEN, &d.u.result);
     assert_int_equal(be_check(&be), 0);
 }
 
 static void
 started(struct be_agent *a, const char *id)
 {
-    be_agent_started(&be, a, (struct ing_view){id, (uint32_t)strlen(id)});
+    struct ing_view v = {id, (uint32_t)strlen(id)};
+    if (ahead)
+        be_agent_started_h(&be, a, v, ahead_hash(v));
+    else
+        be_agent_started(&be, a, v);
 }
 
 static void
 kill_job(struct be_client *c, const char *id)
 {
-    be_client_kill(&be, c, (struct ing_view){id, (uint32_t)strlen(id)});
+    struct ing_view v = {id, (uint32_t)strlen(id)};
+    if (ahead)
+        be_client_kill_h(&be, c, v, ahead_hash(v));
+    else
+        be_client_kill(&be, c, v);
     assert_int_equal(be_check(&be), 0);
 }
 
@@ -630,6 +659,54 @@ test_backend_tables_under_growth(void **state)
 }
 
 /* Duplicate ids, refused values, queue limits. */
+/* be_lookahead (server.c's switch for its look-ahead) stays off while the job-id table fits
+ * the caches and turns on once it has outgrown them: off empty and at 30,000 waiting jobs,
+ * on at 40,000. Then the _h handlers, given hashes computed ahead as server.c computes them,
+ * behave as the plain ones: submission, duplicate, dispatch, started, done, kill. */
+static void
+test_backend_lookahead(void **state)
+{
+    (void)state;
+    char id[32];
+    struct be_client *c = client(0);
+    assert_false(be_lookahead(&be));
+    no_check = true;
+    for (unsigned i = 0; i < 40000; i++) {
+        if (i == 30000)
+            assert_false(be_lookahead(&be));
+        snprintf(id, sizeof(id), "w%u", i);
+        submit(c, id, 0, "parked");
+    }
+    no_check = false;
+    assert_true(be_lookahead(&be));
+    assert_int_equal(be_check(&be), 0);
+    expect_none(0);
+
+    ahead = true;
+    struct be_agent *a = agent(1, 1, "e1");
+    submit(c, "a1", 0, "e1");
+    submit(c, "a2", 0, "e1");
+    expect(1, ING_BACKEND_NEW_JOB, "a1");
+    expect_none(1);
+    submit(c, "w17", 0, "e1"); /* waiting in docker/parked */
+    assert_string_equal(expect(0, ING_BACKEND_JOB_DONE, "w17")->text, "Duplicate job id");
+    started(a, "a1");
+    expect(0, ING_BACKEND_JOB_STARTED, "a1");
+    done(a, "a1", "success");
+    expect(0, ING_BACKEND_JOB_DONE, "a1");
+    expect(1, ING_BACKEND_NEW_JOB, "a2"); /* the freed slot takes the next job */
+    kill_job(c, "w123");
+    assert_string_equal(expect(0, ING_BACKEND_JOB_DONE, "w123")->kind, "killed");
+    kill_job(c, "a2");
+    expect(1, ING_BACKEND_KILL_JOB, "a2");
+    done(a, "a2", "killed");
+    assert_string_equal(expect(0, ING_BACKEND_JOB_DONE, "a2")->kind, "killed");
+    expect_none(0);
+    expect_none(1);
+    assert_int_equal(be.n_waiting, 39999);
+    assert_int_equal(be_check(&be), 0);
+}
+
 static void
 test_backend_refusals(void **state)
 {
@@ -775,6 +852,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_backend_priority_then_fifo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_lookahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_across_topics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_slot_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_several_slots, setup, teardown),

@@ -637,11 +637,14 @@ wb_add(uint8_t **w, size_t *wl, uint8_t *f, const size_t *np)
  * duplicate id, a malformed frame and a kill among them: every frame gets the answer it
  * gets alone, so the ids hashed ahead are matched to the right frames. Then the agent's
  * AgentJobStarted + AgentJobDone for every job in one write, with reports about an unknown
- * job among them. */
-TP_TEST(test_pipelined_frames)
+ * job among them. With parked > 0, that many jobs wait first in docker/parked (no agent),
+ * from another client: from 40,000 on, the id table is large enough for the server to look
+ * ahead (be_lookahead; test_backend checks the threshold). */
+static void
+pipelined_frames(struct tp_ctx *c, unsigned parked)
 {
     static const uint8_t bad_kill[] = {0, 0, 0, 9, 'x'}; /* str of 9 bytes, 1 present */
-    struct tp_peer *c1, *a;
+    struct tp_peer *c0 = NULL, *c1, *a;
     uint8_t *w = NULL, *f;
     size_t wl = 0, n;
     char ids[40][8], states[40][8], waiting[400] = "";
@@ -649,6 +652,21 @@ TP_TEST(test_pipelined_frames)
     struct ing_msg m;
 
     tp_start(c, NULL);
+    if (parked > 0) {
+        char pid[16];
+        struct tp_job pj = {.id = pid, .env = "parked"};
+
+        c0 = tp_client(c, "c0", "");
+        for (unsigned i = 0; i < parked; i++) {
+            snprintf(pid, sizeof(pid), "park%u", i);
+            wb_add(&w, &wl, tp_job_frame(&pj, ING_CLIENT_NEW_JOB, &n), &n);
+        }
+        tp_send_raw(c0, w, wl);
+        free(w);
+        w = NULL;
+        wl = 0;
+        tp_barrier(c0);
+    }
     c1 = tp_client(c, "c1", "");
     for (int i = 0; i < 40; i++) {
         snprintf(ids[i], sizeof(ids[i]), "p%02d", i);
@@ -690,10 +708,13 @@ TP_TEST(test_pipelined_frames)
             strcat(waiting, ",");
         strcat(waiting, ids[i]);
     }
-    queue_expect(c1, "", waiting);
+    if (parked == 0) /* else the snapshot lists the 10,000 oldest: parked ones */
+        queue_expect(c1, "", waiting);
 
     a = tp_agent(c, "A", 64, "docker/default", NULL);
     tp_expect_envs(c1, ENV_DEFAULT);
+    if (c0 != NULL)
+        tp_expect_envs(c0, ENV_DEFAULT);
     for (int i = 0; i < 40; i++) {
         if (i == 3)
             continue;
@@ -721,8 +742,19 @@ TP_TEST(test_pipelined_frames)
             tp_fail("BackendJobStarted for another job than %s", ids[i]);
         tp_expect_done(c1, ids[i], "success", "ok", ids[i]);
     }
-    queue_expect(c1, "", "");
+    if (parked == 0)
+        queue_expect(c1, "", "");
     tp_expect_quiet(c, TP_QUIET_MS);
+}
+
+TP_TEST(test_pipelined_frames)
+{
+    pipelined_frames(c, 0);
+}
+
+TP_TEST(test_pipelined_frames_large_table)
+{
+    pipelined_frames(c, 40000);
 }
 
 /* --max-waiting 3 --max-waiting-per-client 2: `crash` `Queue full`, nothing stored; running
@@ -1703,6 +1735,7 @@ main(void)
         TP_CASE(test_client_disconnect_drops_and_kills),
         TP_CASE(test_duplicate_id_and_reuse),
         TP_CASE(test_pipelined_frames),
+        TP_CASE(test_pipelined_frames_large_table),
         TP_CASE(test_queue_full),
         TP_CASE(test_reports_from_wrong_agent_dropped),
         TP_CASE(test_overlapping_environments),
