@@ -607,8 +607,7 @@ print_result(const struct opts *o, const struct load *L, struct result *r, size_
            "loadgen_cpu_s=%.3f parked=%lld",
            r->status, mode_names[o->mode], o->jobs, (unsigned long long)r->done, o->payload,
            body_len, o->clients, enq || drain ? 0 : o->window, o->agents, o->slots, r->secs,
-           r->jobs_per_s,
-           r->pct.p50, r->pct.p90, r->pct.p99, r->pct.p999, r->pct.max, r->pct.mean,
+           r->jobs_per_s, r->pct.p50, r->pct.p90, r->pct.p99, r->pct.p999, r->pct.max, r->pct.mean,
            (unsigned long long)L->started, (unsigned long long)r->lost, (unsigned long long)r->dup,
            (unsigned long long)L->bad, (unsigned long long)L->errors, cpu, sched, per_job,
            r->hwm_kb, r->rss_kb, r->self1 - r->self0, o->parked);
@@ -625,8 +624,8 @@ print_result(const struct opts *o, const struct load *L, struct result *r, size_
     if (enq)
         fprintf(stderr, "%lld clients flooding, no agent\n", o->clients);
     else if (drain)
-        fprintf(stderr, "%lld clients queue them all, then %lld agents x %lld slots\n",
-                o->clients, o->agents, o->slots);
+        fprintf(stderr, "%lld clients queue them all, then %lld agents x %lld slots\n", o->clients,
+                o->agents, o->slots);
     else
         fprintf(stderr, "%lld clients x %lld in flight, %lld agents x %lld slots\n", o->clients,
                 o->window, o->agents, o->slots);
@@ -635,8 +634,8 @@ print_result(const struct opts *o, const struct load *L, struct result *r, size_
             drain ? "first agent" : "first submit", enq ? "Pong" : "result");
     if (!enq)
         fprintf(stderr, "  %-16s p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  mean %.1f\n",
-                drain ? "in system (us)" : "latency (us)", r->pct.p50, r->pct.p90, r->pct.p99, r->pct.p999, r->pct.max,
-                r->pct.mean);
+                drain ? "in system (us)" : "latency (us)", r->pct.p50, r->pct.p90, r->pct.p99,
+                r->pct.p999, r->pct.max, r->pct.mean);
     fprintf(stderr, "  %-16s %.3f s utime+stime (%.3f us/job), schedstat %.3f s; peak RSS %ld kB\n",
             "backend CPU", cpu, per_job, sched, r->hwm_kb);
     if (enq)

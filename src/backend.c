@@ -209,8 +209,6 @@ jtab_find_h(const struct backend *be, uint64_t h, const char *id, size_t len)
     return idtab_find_with(&be->jtab, h, id, len, job_key);
 }
 
-
-
 /* ---------------------------------------------------------------------------------------- */
 /* Environments                                                                              */
 

@@ -124,8 +124,8 @@ void be_client_hello(struct backend *be, struct be_client *c);
  * handler without computing the hash again. With a million jobs the table is far larger
  * than the caches: this overlaps its memory accesses instead of waiting for each in turn. */
 uint64_t be_id_hash(struct ing_view id);
-#define BE_MAX_ID_LEN 255 /* longer job ids are refused before any lookup */
 void be_prefetch_id(const struct backend *be, uint64_t h);
+#define BE_MAX_ID_LEN 255 /* longer job ids are refused before any lookup: no need to hash */
 
 /* be_lookahead tells whether looking ahead pays: whether the job-id table has outgrown the
  * caches (1 MiB, some 70,000 jobs). Below that every line is cached and the extra pass
@@ -141,8 +141,8 @@ be_lookahead(const struct backend *be)
  * (pointing into body). The body is copied if the job is accepted. */
 void be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
                        const struct ing_client_new_job *m);
-void be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body,
-                         size_t len, const struct ing_client_new_job *m, uint64_t idh);
+void be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
+                         const struct ing_client_new_job *m, uint64_t idh);
 /* be_client_refuse answers job id with crash "why" without storing anything (a job whose
  * message could not be taken as it is). */
 void be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id,

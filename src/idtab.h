@@ -103,13 +103,13 @@ idtab_find_with(const struct idtab *t, uint64_t h, const void *key, size_t len,
  * and in the old table too while growing, for a lookup coming soon. A macro, not a static
  * inline function: GCC 12 takes a function whose only effect is __builtin_prefetch for a
  * pure one and deletes the calls to it before inlining, prefetches and all. */
-#define IDTAB_PREFETCH(t, h)                                                                  \
-    do {                                                                                      \
-        const struct idtab *pf_t_ = (t);                                                      \
-        uint64_t pf_h_ = (h);                                                                 \
-        __builtin_prefetch(&pf_t_->b[pf_h_ & pf_t_->mask]);                                   \
-        if (pf_t_->old != NULL)                                                               \
-            __builtin_prefetch(&pf_t_->old[pf_h_ & pf_t_->old_mask]);                         \
+#define IDTAB_PREFETCH(t, h)                                                                       \
+    do {                                                                                           \
+        const struct idtab *pf_t_ = (t);                                                           \
+        uint64_t pf_h_ = (h);                                                                      \
+        __builtin_prefetch(&pf_t_->b[pf_h_ & pf_t_->mask]);                                        \
+        if (pf_t_->old != NULL)                                                                    \
+            __builtin_prefetch(&pf_t_->old[pf_h_ & pf_t_->old_mask]);                              \
     } while (0)
 
 /* idtab_insert adds obj (hash h; its key must not be in t yet). 0, or -ENOMEM when the

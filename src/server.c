@@ -1007,8 +1007,7 @@ process_input(struct conn *c)
                 return;
             }
         }
-        if (c->authed && (s->hint_conn != c || (uintptr_t)p >= s->hint_end) &&
-            be_lookahead(&s->be))
+        if (c->authed && (s->hint_conn != c || (uintptr_t)p >= s->hint_end) && be_lookahead(&s->be))
             hints_scan(c, p, n);
         struct ing_msg m;
         ssize_t r = ing_msg_decode(p, n, s->cfg.max_frame, &m);

@@ -226,8 +226,7 @@ submit_full(struct be_client *c, const char *id, int64_t prio, const char *type,
         be_client_new_job_h(&be, c, scratch + ING_HDR_LEN, (size_t)n - ING_HDR_LEN, &d.u.new_job,
                             ahead_hash(d.u.new_job.job.job_id));
     else
-        be_client_new_job(&be, c, scratch + ING_HDR_LEN, (size_t)n - ING_HDR_LEN,
-                          &d.u.new_job);
+        be_client_new_job(&be, c, scratch + ING_HDR_LEN, (size_t)n - ING_HDR_LEN, &d.u.new_job);
     memset(scratch, 0xAA, (size_t)n); /* the backend must have copied what it keeps */
     if (!no_check)
         assert_int_equal(be_check(&be), 0);

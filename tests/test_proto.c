@@ -1487,11 +1487,11 @@ test_proto_frame_job_id(void **state)
     put_u32be(f + ING_HDR_LEN + 8, 0xffffffffu);
     assert_int_equal(ing_frame_job_id(guard_place(g, f, 26), 26, &type, &id), 26);
     assert_null(id.p);
-    put_u32be(f + ING_HDR_LEN + 8, 2);                   /* launcher of 2 bytes */
-    put_u32be(f + ING_HDR_LEN + 14, 3);                  /* id of 3 bytes: 18 + 3 > 20 */
+    put_u32be(f + ING_HDR_LEN + 8, 2);  /* launcher of 2 bytes */
+    put_u32be(f + ING_HDR_LEN + 14, 3); /* id of 3 bytes: 18 + 3 > 20 */
     assert_int_equal(ing_frame_job_id(guard_place(g, f, 26), 26, &type, &id), 26);
     assert_null(id.p);
-    put_u32be(f + ING_HDR_LEN + 14, 2);                  /* id of 2 bytes: fits exactly */
+    put_u32be(f + ING_HDR_LEN + 14, 2); /* id of 2 bytes: fits exactly */
     memcpy(f + ING_HDR_LEN + 18, "ab", 2);
     p = guard_place(g, f, 26);
     assert_int_equal(ing_frame_job_id(p, 26, &type, &id), 26);
