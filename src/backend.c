@@ -721,10 +721,13 @@ slot_add(struct backend *be, struct be_agent *a)
 /* ---------------------------------------------------------------------------------------- */
 /* Dispatch                                                                                  */
 
+/* best_job is the waiting job a free slot of a takes, or NULL (at once when none waits). */
 static struct job *
-best_job(const struct be_agent *a)
+best_job(const struct backend *be, const struct be_agent *a)
 {
     const struct env *best = NULL;
+    if (be->n_waiting == 0)
+        return NULL;
     for (uint32_t i = 0; i < a->nenvs; i++) {
         const struct env *e = a->envs[i].env;
         if (e->n > 0 && (best == NULL || e->hprio < best->hprio ||
@@ -820,9 +823,9 @@ static void
 sched_agent(struct backend *be, struct be_agent *a)
 {
     struct job *j;
-    if (be->draining || be->n_waiting == 0)
+    if (be->draining)
         return;
-    while (a->nfree > 0 && (j = best_job(a)) != NULL)
+    while (a->nfree > 0 && (j = best_job(be, a)) != NULL)
         dispatch(be, a, j);
 }
 
@@ -845,7 +848,7 @@ sched_envs(struct backend *be, struct env *const *envs, size_t n)
             return;
         /* When one environment holds every waiting job (a submission to an idle backend),
          * it holds first's best: no need to compare first's other environments. */
-        struct job *j = n == 1 && envs[0]->n == be->n_waiting ? env_best(envs[0]) : best_job(first);
+        struct job *j = n == 1 && envs[0]->n == be->n_waiting ? env_best(envs[0]) : best_job(be, first);
         dispatch(be, first, j);
     }
 }
@@ -1965,8 +1968,8 @@ be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, siz
         /* The freed slot is a's only free one: if one of its environments has a job, that
          * job takes it at once. Same result as slot_add then sched_agent, without putting
          * a into its environments' agent heaps and taking it out again. */
-        struct job *next = NULL;
-        while (be->n_waiting > 0 && (next = best_job(a)) != NULL && owner_gone(next))
+        struct job *next;
+        while ((next = best_job(be, a)) != NULL && owner_gone(next))
             drop_gone(be, next);
         if (next != NULL) {
             be->slot_seq++; /* the slot's place in the free-slot FIFO, used at once */
@@ -2122,7 +2125,7 @@ be_check(const struct backend *be)
             return -EPROTO;
         running += a->nrun;
         /* After every handler no free slot has a job it could take. */
-        if (!be->draining && a->nfree > 0 && best_job(a) != NULL)
+        if (!be->draining && a->nfree > 0 && best_job(be, a) != NULL)
             return -EPROTO;
     }
     if (waiting != be->n_waiting || running != be->n_running)

@@ -706,6 +706,36 @@ test_backend_lookahead(void **state)
     assert_int_equal(be_check(&be), 0);
 }
 
+/* An agent whose only slot frees while every waiting job it could take belongs to a gone
+ * client not reaped yet: they are all dropped, none runs, and the slot stays free. */
+static void
+test_backend_freed_slot_only_gone_jobs(void **state)
+{
+    (void)state;
+    struct be_client *c1 = client(0);
+    struct be_agent *a = agent(1, 1, "x");
+    char id[32];
+    submit(c1, "r", 0, "x");
+    expect(1, ING_BACKEND_NEW_JOB, "r");
+    const unsigned n = BE_REAP_BATCH + 10;
+    no_check = true;
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(id, sizeof(id), "g%u", i);
+        submit(c1, id, 0, "x");
+    }
+    no_check = false;
+    assert_true(be_client_gone(&be, c1)); /* the oldest jobs, r among them, are left */
+    assert_true(be.n_waiting > 0);
+    done(a, "r", "success"); /* runs be_check */
+    assert_int_equal(be.n_waiting, 0);
+    assert_int_equal(be_agent_busy(a), 0);
+    expect_none(1);
+    expect_none(0);
+    while (be_reap(&be, BE_REAP_BATCH))
+        ;
+    assert_int_equal(be_check(&be), 0);
+}
+
 static void
 test_backend_refusals(void **state)
 {
@@ -852,6 +882,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_backend_priority_then_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_lookahead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_freed_slot_only_gone_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_across_topics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_slot_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_several_slots, setup, teardown),
