@@ -255,10 +255,10 @@ teardown(struct bench *b)
 /* ---------------------------------------------------------------------------------------- */
 /* Operations                                                                                */
 
-/* submit_h sends one ClientNewJob to a random covered environment (env < 0) or env; idh is
- * the hash of its id (the next one), or 0 to let the backend compute it. */
+/* job_next makes the job template the next ClientNewJob: the next id, priority prio, a
+ * random covered environment (env < 0) or env. */
 static inline void
-submit_h(struct bench *b, int64_t prio, int64_t env, uint64_t idh)
+job_next(struct bench *b, int64_t prio, int64_t env)
 {
     uint8_t *f = b->job.frame;
     uint32_t e = env >= 0 ? (uint32_t)env : b->covered[bc_rand(&b->seed) % b->ncovered];
@@ -268,54 +268,37 @@ submit_h(struct bench *b, int64_t prio, int64_t env, uint64_t idh)
     memcpy(f + b->env_off, name, 7);
     put_u64be(f + ING_HDR_LEN, (uint64_t)prio);
     b->jm.u.new_job.priority = prio;
-    if (idh != 0)
-        be_client_new_job_h(&b->be, b->client, f + ING_HDR_LEN, b->job.len - ING_HDR_LEN,
-                            &b->jm.u.new_job, idh);
-    else
-        be_client_new_job(&b->be, b->client, f + ING_HDR_LEN, b->job.len - ING_HDR_LEN,
-                          &b->jm.u.new_job);
 }
 
+/* submit sends one ClientNewJob (see job_next). */
 static inline void
 submit(struct bench *b, int64_t prio, int64_t env)
 {
-    submit_h(b, prio, env, 0);
+    job_next(b, prio, env);
+    be_client_new_job(&b->be, b->client, b->job.frame + ING_HDR_LEN, b->job.len - ING_HDR_LEN,
+                      &b->jm.u.new_job);
 }
 
-/* complete_h answers the oldest dispatched job: AgentJobStarted then AgentJobDone (which may
- * dispatch another job to the freed slot); hs and hd are the hashes of the job id found in
- * the two frames, or 0 to let the backend compute them. */
+/* complete answers the oldest dispatched job: AgentJobStarted then AgentJobDone (which may
+ * dispatch another job to the freed slot). */
 static inline void
-complete_h(struct bench *b, uint64_t hs, uint64_t hd)
+complete(struct bench *b)
 {
     if (b->rlen == 0)
         die("nothing to complete");
     struct running r = b->ring[b->rhead];
     b->rhead = (b->rhead + 1) % b->rcap;
     b->rlen--;
-    struct ing_view id = {(const char *)r.id, BC_TOKLEN};
-    if (hs != 0)
-        be_agent_started_h(&b->be, r.ag->a, id, hs);
-    else
-        be_agent_started(&b->be, r.ag->a, id);
+    be_agent_started(&b->be, r.ag->a, (struct ing_view){(const char *)r.id, BC_TOKLEN});
     memcpy(b->res.frame + b->res_id_off, r.id, BC_TOKLEN);
-    if (hd != 0)
-        be_agent_done_h(&b->be, r.ag->a, b->res.frame + ING_HDR_LEN, b->res.len - ING_HDR_LEN,
-                        &b->rm.u.result, hd);
-    else
-        be_agent_done(&b->be, r.ag->a, b->res.frame + ING_HDR_LEN, b->res.len - ING_HDR_LEN,
-                      &b->rm.u.result);
+    be_agent_done(&b->be, r.ag->a, b->res.frame + ING_HDR_LEN, b->res.len - ING_HDR_LEN,
+                  &b->rm.u.result);
 }
 
-static inline void
-complete(struct bench *b)
-{
-    complete_h(b, 0, 0);
-}
-
-/* The server's look-ahead (server.c hints_scan), modelled: the frames of a read that carry
- * job ids are scanned AHEAD at a time, each id hashed and its id-table line prefetched,
- * before the first of them is handled with its hash. */
+/* The server's look-ahead (server.c hints_scan, hint_take), modelled: the frames of a read
+ * that carry job ids are scanned AHEAD at a time, each id hashed and its id-table line
+ * prefetched, before the first of them is handled with its hash; without look-ahead each
+ * frame's id is hashed as it is handled. Either way the _h handlers get the hash. */
 #define AHEAD 16
 enum bkind { BK_SUBMIT, BK_STARTED, BK_DONE };
 struct bframe {
@@ -331,35 +314,27 @@ frames_ahead(struct bench *b, const struct bframe *f, int n)
         int m = n - w < AHEAD ? n - w : AHEAD;
         uint64_t h[AHEAD];
         bool ahead = be_lookahead(&b->be); /* as server.c: only with a large table */
-        for (int k = 0; k < m; k++) {
-            if (!ahead) {
-                h[k] = 0; /* the handlers hash the id */
-                continue;
-            }
+        for (int k = 0; k < m && ahead; k++) {
             h[k] = be_id_hash((struct ing_view){(const char *)f[w + k].id, BC_TOKLEN});
             be_prefetch_id(&b->be, h[k]);
         }
         for (int k = 0; k < m; k++) {
             const struct bframe *x = &f[w + k];
             struct ing_view id = {(const char *)x->id, BC_TOKLEN};
+            uint64_t idh = ahead ? h[k] : be_id_hash(id);
             switch (x->kind) {
             case BK_SUBMIT:
-                submit_h(b, 0, -1, h[k]);
+                job_next(b, 0, -1);
+                be_client_new_job_h(&b->be, b->client, b->job.frame + ING_HDR_LEN,
+                                    b->job.len - ING_HDR_LEN, &b->jm.u.new_job, idh);
                 break;
             case BK_STARTED:
-                if (h[k] != 0)
-                    be_agent_started_h(&b->be, x->ag->a, id, h[k]);
-                else
-                    be_agent_started(&b->be, x->ag->a, id);
+                be_agent_started_h(&b->be, x->ag->a, id, idh);
                 break;
             case BK_DONE:
                 memcpy(b->res.frame + b->res_id_off, x->id, BC_TOKLEN);
-                if (h[k] != 0)
-                    be_agent_done_h(&b->be, x->ag->a, b->res.frame + ING_HDR_LEN,
-                                    b->res.len - ING_HDR_LEN, &b->rm.u.result, h[k]);
-                else
-                    be_agent_done(&b->be, x->ag->a, b->res.frame + ING_HDR_LEN,
-                                  b->res.len - ING_HDR_LEN, &b->rm.u.result);
+                be_agent_done_h(&b->be, x->ag->a, b->res.frame + ING_HDR_LEN,
+                                b->res.len - ING_HDR_LEN, &b->rm.u.result, idh);
                 break;
             }
         }
