@@ -619,18 +619,22 @@ TP_TEST(test_duplicate_id_and_reuse)
     tp_expect_nothing(c1, 0);
 }
 
-/* wb_add appends frame f[0..*n) to the write buffer *w (size *wl) and frees f. (n is a
- * pointer: the frame makers set it, and the order of argument evaluation is unspecified.) */
+/* put_frame appends frame f[0..n) to w (a dynamic writer: the bytes of one write) and frees
+ * f. */
 static void
-wb_add(uint8_t **w, size_t *wl, uint8_t *f, const size_t *np)
+put_frame(struct ing_mp_writer *w, uint8_t *f, size_t n)
 {
-    size_t n = *np;
-    uint8_t *p = realloc(*w, *wl + n);
-    assert_non_null(p);
-    memcpy(p + *wl, f, n);
-    *w = p;
-    *wl += n;
+    ing_mp_put_raw(w, f, n);
     free(f);
+}
+
+/* send_frames writes what w holds on p in one write, then empties w. */
+static void
+send_frames(struct tp_peer *p, struct ing_mp_writer *w)
+{
+    assert_int_equal(w->err, 0);
+    tp_send_raw(p, w->buf, w->len);
+    w->len = 0;
 }
 
 /* Many frames in one write, more than the server hashes and prefetches ahead (16), with a
@@ -645,12 +649,14 @@ pipelined_frames(struct tp_ctx *c, unsigned parked)
 {
     static const uint8_t bad_kill[] = {0, 0, 0, 9, 'x'}; /* str of 9 bytes, 1 present */
     struct tp_peer *c0 = NULL, *c1, *a;
-    uint8_t *w = NULL, *f;
-    size_t wl = 0, n;
+    struct ing_mp_writer w;
+    uint8_t *f, hdr[ING_HDR_LEN];
+    size_t n;
     char ids[40][8], states[40][8], waiting[400] = "";
     struct tp_job j = {0};
     struct ing_msg m;
 
+    ing_mp_writer_init_dyn(&w);
     tp_start(c, NULL);
     if (parked > 0) {
         char pid[16];
@@ -659,12 +665,10 @@ pipelined_frames(struct tp_ctx *c, unsigned parked)
         c0 = tp_client(c, "c0", "");
         for (unsigned i = 0; i < parked; i++) {
             snprintf(pid, sizeof(pid), "park%u", i);
-            wb_add(&w, &wl, tp_job_frame(&pj, ING_CLIENT_NEW_JOB, &n), &n);
+            f = tp_job_frame(&pj, ING_CLIENT_NEW_JOB, &n);
+            put_frame(&w, f, n);
         }
-        tp_send_raw(c0, w, wl);
-        free(w);
-        w = NULL;
-        wl = 0;
+        send_frames(c0, &w);
         tp_barrier(c0);
     }
     c1 = tp_client(c, "c1", "");
@@ -673,31 +677,28 @@ pipelined_frames(struct tp_ctx *c, unsigned parked)
         snprintf(states[i], sizeof(states[i]), "S-p%02d", i);
         j.id = ids[i];
         j.state = states[i];
-        wb_add(&w, &wl, tp_job_frame(&j, ING_CLIENT_NEW_JOB, &n), &n);
+        f = tp_job_frame(&j, ING_CLIENT_NEW_JOB, &n);
+        put_frame(&w, f, n);
         if (i == 10) { /* p05 again */
             j.id = ids[5];
             j.state = "dup";
-            wb_add(&w, &wl, tp_job_frame(&j, ING_CLIENT_NEW_JOB, &n), &n);
+            f = tp_job_frame(&j, ING_CLIENT_NEW_JOB, &n);
+            put_frame(&w, f, n);
         }
         if (i == 20) {
-            f = malloc(ING_HDR_LEN + sizeof(bad_kill));
-            assert_non_null(f);
-            ing_frame_header(f, ING_CLIENT_KILL_JOB, sizeof(bad_kill));
-            memcpy(f + ING_HDR_LEN, bad_kill, sizeof(bad_kill));
-            n = ING_HDR_LEN + sizeof(bad_kill);
-            wb_add(&w, &wl, f, &n);
+            ing_frame_header(hdr, ING_CLIENT_KILL_JOB, sizeof(bad_kill));
+            ing_mp_put_raw(&w, hdr, sizeof(hdr));
+            ing_mp_put_raw(&w, bad_kill, sizeof(bad_kill));
         }
         if (i == 30) {
             memset(&m, 0, sizeof(m));
             m.type = ING_CLIENT_KILL_JOB;
             m.u.ref.job_id = (struct ing_view){ids[3], 3};
-            wb_add(&w, &wl, tp_msg_frame(&m, &n), &n);
+            f = tp_msg_frame(&m, &n);
+            put_frame(&w, f, n);
         }
     }
-    tp_send_raw(c1, w, wl);
-    free(w);
-    w = NULL;
-    wl = 0;
+    send_frames(c1, &w);
     tp_expect_synthetic(c1, "p05", "crash", "Duplicate job id", "");
     tp_expect_error(c1, ING_ERR_MALFORMED);
     tp_expect_synthetic(c1, "p03", "killed", "You killed the job", "S-p03");
@@ -722,18 +723,23 @@ pipelined_frames(struct tp_ctx *c, unsigned parked)
         memset(&m, 0, sizeof(m));
         m.type = ING_AGENT_JOB_STARTED;
         m.u.ref.job_id = (struct ing_view){ids[i], 3};
-        wb_add(&w, &wl, tp_msg_frame(&m, &n), &n);
+        f = tp_msg_frame(&m, &n);
+        put_frame(&w, f, n);
         if (i == 20) { /* reports about a job nobody knows are dropped */
-            m.u.ref.job_id = (struct ing_view){"zz", 2};
-            wb_add(&w, &wl, tp_msg_frame(&m, &n), &n);
             struct tp_result r = {.id = "zz", .kind = "success", .text = "", .state = ""};
-            wb_add(&w, &wl, tp_result_frame(&r, ING_AGENT_JOB_DONE, &n), &n);
+
+            m.u.ref.job_id = (struct ing_view){"zz", 2};
+            f = tp_msg_frame(&m, &n);
+            put_frame(&w, f, n);
+            f = tp_result_frame(&r, ING_AGENT_JOB_DONE, &n);
+            put_frame(&w, f, n);
         }
         struct tp_result r = {.id = ids[i], .kind = "success", .text = "ok", .state = ids[i]};
-        wb_add(&w, &wl, tp_result_frame(&r, ING_AGENT_JOB_DONE, &n), &n);
+        f = tp_result_frame(&r, ING_AGENT_JOB_DONE, &n);
+        put_frame(&w, f, n);
     }
-    tp_send_raw(a, w, wl);
-    free(w);
+    send_frames(a, &w);
+    ing_mp_writer_fini(&w);
     for (int i = 0; i < 40; i++) {
         if (i == 3)
             continue;
