@@ -501,6 +501,27 @@ server_sample(pid_t pid, double *cpu, double *sched)
 }
 
 /* run_load connects the peers and runs the mode. Returns 0 or a run_until code. */
+/* queue_all lets L's flooding clients send their quotas (n jobs in all) and waits for the
+ * Pong each sends after its last job: every job is then queued (or refused). */
+static int
+queue_all(struct load *L, uint64_t n, uint64_t deadline)
+{
+    L->limit = n;
+    L->submitting = true;
+    int rc = run_until(L, clients_ready, 2, deadline);
+    L->submitting = false;
+    return rc;
+}
+
+/* run_start notes, where the measured run starts, the backend's RSS and CPU time and ours. */
+static void
+run_start(struct result *r, pid_t pid)
+{
+    r->rss_idle_kb = pid > 0 ? bc_proc_status_kb(pid, "VmRSS") : -1;
+    server_sample(pid, &r->cpu0, &r->sched0);
+    r->self0 = bc_self_cpu_s();
+}
+
 static int
 run_load(const struct opts *o, struct load *L, const char *aaddr, const char *caddr, pid_t pid,
          const struct bc_tmpl *job, struct result *r, uint64_t deadline)
@@ -525,17 +546,12 @@ run_load(const struct opts *o, struct load *L, const char *aaddr, const char *ca
     }
     if (drain) {
         /* Queue every job first (no agent yet); the run starts as the agents connect. */
-        L->limit = (uint64_t)o->jobs;
-        L->submitting = true;
-        rc = run_until(L, clients_ready, 2, deadline);
-        L->submitting = false;
+        rc = queue_all(L, (uint64_t)o->jobs, deadline);
         if (rc != 0 || L->done != 0) {
             report_abort(L, o, rc != 0 ? rc : -1, "queueing the jobs");
             return rc != 0 ? rc : -1;
         }
-        r->rss_idle_kb = pid > 0 ? bc_proc_status_kb(pid, "VmRSS") : -1;
-        server_sample(pid, &r->cpu0, &r->sched0);
-        r->self0 = bc_self_cpu_s();
+        run_start(r, pid);
         L->t_first = bc_now_ns();
     }
     for (long long i = 0; i < o->agents; i++)
@@ -548,9 +564,7 @@ run_load(const struct opts *o, struct load *L, const char *aaddr, const char *ca
         return rc;
     }
     if (!drain) {
-        r->rss_idle_kb = pid > 0 ? bc_proc_status_kb(pid, "VmRSS") : -1;
-        server_sample(pid, &r->cpu0, &r->sched0);
-        r->self0 = bc_self_cpu_s();
+        run_start(r, pid);
         L->limit = (uint64_t)o->jobs;
         L->submitting = true;
     }
@@ -694,12 +708,8 @@ park(const struct opts *o, struct load *P, const struct bc_tmpl *t, const char *
     c->quota = (uint64_t)o->parked;
     c->ping_after = true;
     int rc = run_until(P, clients_ready, 1, deadline);
-    if (rc == 0) {
-        P->limit = (uint64_t)o->parked;
-        P->submitting = true;
-        rc = run_until(P, clients_ready, 2, deadline);
-        P->submitting = false;
-    }
+    if (rc == 0)
+        rc = queue_all(P, (uint64_t)o->parked, deadline);
     if (rc != 0 || P->errors != 0 || P->done != 0) {
         fprintf(stderr, "loadgen: parking %lld jobs failed: %s\n", o->parked,
                 P->err[0] ? P->err : "refused or answered");
