@@ -11,6 +11,9 @@
  * sched_cycle_eE_aG_wW: one submit -> dispatch -> started -> done cycle, with E environments
  *   (1, 100, 10,000), G agents (1, 100, 1,000) of 64 slots each announcing min(4, E)
  *   environments, and W jobs waiting: 0 (32 jobs running) or 1M (every slot busy).
+ * sched_cycle_eE_aG_w0_p1M: the 0-waiting cycle beside 1,000,000 jobs parked in an
+ *   environment no agent provides (as many jobs in the id table as with 1M waiting, no deep
+ *   queue), at 1 x 1 and 10,000 x 1,000.
  * sched_get_queue_N_eE_lL: be_client_get_queue with N jobs waiting in E environments, the
  *   BackendGetQueue encoded as the server does, listing at most L waiting jobs (the default
  *   --queue-list-max 10000, or "all": --queue-list-max 0).
@@ -512,6 +515,50 @@ case_cycle(uint32_t nenv, uint32_t nagents)
     teardown(&b);
 }
 
+/* case_parked: the 0-waiting cycle of case_cycle with a million jobs parked beside it, in an
+ * environment no agent provides. The id table then holds as many jobs as in the 1M-waiting
+ * case while no queue that dispatch reads is deep: w0 -> w0_p1M is what a large table costs,
+ * w0_p1M -> w1M what a deep queue costs. */
+#define PARKED_ENV 999999
+static void
+case_parked(uint32_t nenv, uint32_t nagents)
+{
+    char name[80], namea[96];
+    struct bench b;
+    snprintf(name, sizeof(name), "sched_cycle_e%u_a%u_w0_p1M", nenv, nagents);
+    snprintf(namea, sizeof(namea), "%s_ahead%d", name, AHEAD);
+    if (!wanted(name))
+        return;
+    setup(&b, nenv, nagents);
+    for (uint32_t i = 0; i < MILLION; i++)
+        submit(&b, 0, PARKED_ENV);
+    if (b.be.n_waiting != MILLION || b.rlen != 0)
+        die("the parked jobs did not wait");
+    while (b.rlen < INFLIGHT)
+        submit(&b, 0, -1);
+    for (int i = 0; i < WARM_CYCLES; i++) {
+        submit(&b, 0, -1);
+        complete(&b);
+    }
+    uint64_t iters = 0, t0 = bc_now_ns(), t;
+    do {
+        for (int i = 0; i < 1024; i++) {
+            submit(&b, 0, -1);
+            complete(&b);
+        }
+        iters += 1024;
+        t = bc_now_ns() - t0;
+    } while (t < TIMED_NS);
+    if (b.be.n_waiting != MILLION || b.rlen != INFLIGHT)
+        die("jobs waited in the parked case");
+    line(name, iters, t);
+    t = timed_ahead(&b, &iters);
+    if (b.be.n_waiting != MILLION || b.rlen != INFLIGHT)
+        die("jobs waited in the parked case");
+    line(namea, iters, t);
+    teardown(&b);
+}
+
 static void
 case_queue(uint32_t nwait, uint32_t nenv, uint32_t list_max, int reps)
 {
@@ -554,6 +601,8 @@ main(int argc, char **argv)
     for (size_t e = 0; e < 3; e++)
         for (size_t a = 0; a < 3; a++)
             case_cycle(envs[e], agents[a]);
+    case_parked(1, 1);
+    case_parked(10000, 1000);
     case_queue(100000, 1, 10000, 50);
     case_queue(100000, 100, 10000, 50);
     case_queue(MILLION, 1, 10000, 50);
