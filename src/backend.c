@@ -991,6 +991,7 @@ be_config_default(struct be_config *cfg)
     cfg->max_frame = ING_MAX_FRAME_DEFAULT;
     cfg->kill_any = true;
     cfg->queue_list_max = 10000;
+    cfg->reap_batch = BE_REAP_BATCH;
 }
 
 int
@@ -1136,7 +1137,7 @@ be_client_gone(struct backend *be, struct be_client *c)
     }
     c->gone = true;
     c->peer = NULL;
-    size_t budget = BE_REAP_BATCH;
+    size_t budget = be->cfg.reap_batch;
     if (!client_reap(be, c, &budget)) {
         c->prev = NULL;
         c->next = be->reaping;

@@ -39,6 +39,8 @@ struct be_config {
     uint32_t max_frame;          /* largest body we may send (queue snapshot) */
     uint32_t queue_list_max;     /* waiting jobs a queue snapshot lists (0 = all) */
     bool kill_any;               /* a client may kill jobs of other clients */
+    uint32_t reap_batch;         /* jobs of a leaving client handled in be_client_gone (the
+                                  * rest by be_reap): BE_REAP_BATCH */
 };
 
 /* be_config_default fills the defaults documented in proto.md and the README. */
@@ -108,7 +110,7 @@ void be_fini(struct backend *be);
  * lives until be_client_gone. */
 struct be_client *be_client_new(struct backend *be, void *peer);
 /* be_client_gone: c's connection closed. Nothing is sent to it any more; its waiting jobs
- * are dropped and its running jobs killed on their agents, BE_REAP_BATCH of them now and
+ * are dropped and its running jobs killed on their agents, cfg.reap_batch of them now and
  * the rest by be_reap (a client leaving with a million jobs must not stall the loop).
  * Returns true while some gone client still has jobs: call be_reap soon. */
 #define BE_REAP_BATCH 2048

@@ -762,7 +762,10 @@ test_backend_refusals(void **state)
 }
 
 /* Random walk: many clients, agents, environments; invariants after every step, and
- * every accepted job ends with exactly one result at its owner. */
+ * every accepted job ends with exactly one result at its owner. Clients also leave (and a
+ * new one takes the connection's place) with their jobs reaped a few at a time over later
+ * steps, so slots free up while gone clients' jobs still wait (the case of
+ * test_backend_freed_slot_only_gone_jobs); a job whose owner left must get no result. */
 static uint64_t rng = 42;
 static uint32_t
 rnd(uint32_t n)
@@ -773,42 +776,69 @@ rnd(uint32_t n)
     return (uint32_t)(rng % n);
 }
 
+enum { WALK_NC = 4, WALK_NA = 6, WALK_NJ = 3000 };
+
+/* walk_results counts the results peer c (client c) got: each at most once, none for a job
+ * whose owner left. */
 static void
-test_backend_random_walk(void **state)
+walk_results(int c, char *results, const char *lost)
 {
-    (void)state;
-    enum { NC = 4, NA = 6, NJ = 3000 };
-    static char results[NJ]; /* per job: 0 none, 1 got one */
-    static char accepted[NJ];
+    struct mpeer *p = &peers[c];
+    while (p->seen < p->n) {
+        struct rec *r = &p->log[p->seen++];
+        if (r->type != ING_BACKEND_JOB_DONE)
+            continue;
+        int j = atoi(r->job + 1);
+        assert_true(j >= 0 && j < WALK_NJ);
+        if (results[j])
+            fail_msg("job %d got two results", j);
+        if (lost[j])
+            fail_msg("job %d got a result after its client left", j);
+        results[j] = 1;
+    }
+    p->n = p->seen = 0;
+}
+
+/* random_walk: nc clients (at most WALK_NC), ne environments. */
+static void
+random_walk(uint64_t seed, int nc, uint32_t ne)
+{
+    static char results[WALK_NJ]; /* per job: 0 none, 1 got one */
+    static char accepted[WALK_NJ], lost[WALK_NJ];
+    static int owner[WALK_NJ];
     memset(results, 0, sizeof(results));
     memset(accepted, 0, sizeof(accepted));
-    struct be_client *cs[NC];
-    struct be_agent *as[NA] = {0};
-    for (int i = 0; i < NC; i++)
+    memset(lost, 0, sizeof(lost));
+    rng = seed;
+    if (nc < WALK_NC)
+        be.cfg.reap_batch = rnd(3); /* most of a leaving client's jobs wait to be reaped */
+    struct be_client *cs[WALK_NC];
+    struct be_agent *as[WALK_NA] = {0};
+    for (int i = 0; i < nc; i++)
         cs[i] = client(i);
-    int nextjob = 0;
+    int nextjob = 0, left = 0;
+    bool reaping = false;
     char id[32];
-    for (int step = 0; step < 20000 && nextjob < NJ; step++) {
+    for (int step = 0; step < 20000 && nextjob < WALK_NJ; step++) {
         uint32_t op = rnd(100);
         if (op < 40) {
-            int c = (int)rnd(NC);
+            int c = (int)rnd((uint32_t)nc);
             snprintf(id, sizeof(id), "j%d", nextjob);
             char env[8];
-            snprintf(env, sizeof(env), "e%u", rnd(5));
-            size_t before = peers[c].n;
+            snprintf(env, sizeof(env), "e%u", rnd(ne));
             submit(cs[c], id, (int64_t)rnd(3), env);
             accepted[nextjob] = 1;
-            (void)before;
+            owner[nextjob] = c;
             nextjob++;
         } else if (op < 50) {
-            int i = (int)rnd(NA);
+            int i = (int)rnd(WALK_NA);
             if (as[i] != NULL)
                 be_agent_gone(&be, as[i]);
             char envs[32];
-            snprintf(envs, sizeof(envs), "e%u,e%u", rnd(5), rnd(5));
+            snprintf(envs, sizeof(envs), "e%u,e%u", rnd(ne), rnd(ne));
             as[i] = agent(10 + i, 1 + rnd(3), envs);
         } else if (op < 53) {
-            int i = (int)rnd(NA);
+            int i = (int)rnd(WALK_NA);
             if (as[i] != NULL) {
                 be_agent_gone(&be, as[i]);
                 as[i] = NULL;
@@ -816,14 +846,28 @@ test_backend_random_walk(void **state)
             }
         } else if (op < 60 && nextjob > 0) {
             snprintf(id, sizeof(id), "j%u", rnd((uint32_t)nextjob));
-            kill_job(cs[rnd(NC)], id);
+            kill_job(cs[rnd((uint32_t)nc)], id);
         } else if (op < 65) {
             be.now_ms += rnd(40000);
             be_timeouts(&be);
             assert_int_equal(be_check(&be), 0);
+        } else if (op < 67) {
+            /* Client c leaves; a new one opens on the same peer. */
+            int c = (int)rnd((uint32_t)nc);
+            walk_results(c, results, lost);
+            reaping |= be_client_gone(&be, cs[c]);
+            assert_int_equal(be_check(&be), 0);
+            for (int j = 0; j < nextjob; j++)
+                if (owner[j] == c && !results[j])
+                    lost[j] = 1;
+            cs[c] = client(c);
+            left++;
+        } else if (op < 80 && reaping) {
+            reaping = be_reap(&be, rnd(3)); /* a few at a time: they linger */
+            assert_int_equal(be_check(&be), 0);
         }
         /* Agents answer what they were sent. */
-        for (int i = 0; i < NA; i++) {
+        for (int i = 0; i < WALK_NA; i++) {
             struct mpeer *p = &peers[10 + i];
             while (p->seen < p->n) {
                 struct rec *r = &p->log[p->seen++];
@@ -839,41 +883,36 @@ test_backend_random_walk(void **state)
             p->n = p->seen = 0;
         }
         /* Clients count their results. */
-        for (int c = 0; c < NC; c++) {
-            struct mpeer *p = &peers[c];
-            while (p->seen < p->n) {
-                struct rec *r = &p->log[p->seen++];
-                if (r->type != ING_BACKEND_JOB_DONE)
-                    continue;
-                int j = atoi(r->job + 1);
-                assert_true(j >= 0 && j < NJ);
-                if (results[j])
-                    fail_msg("job %d got two results", j);
-                results[j] = 1;
-            }
-            p->n = p->seen = 0;
-        }
+        for (int c = 0; c < nc; c++)
+            walk_results(c, results, lost);
     }
-    /* Finish: agents answer everything, then every job must have its result. */
+    assert_true(left > 0);
+    /* Finish: the gone clients' jobs go, the rest fail, and every job of a client still
+     * there must have its result. */
+    while (reaping)
+        reaping = be_reap(&be, BE_REAP_BATCH);
     be.now_ms += 3600 * 1000;
     be_timeouts(&be);
     be_fail_all(&be, "Backend shutting down");
-    for (int c = 0; c < NC; c++) {
-        struct mpeer *p = &peers[c];
-        while (p->seen < p->n) {
-            struct rec *r = &p->log[p->seen++];
-            if (r->type != ING_BACKEND_JOB_DONE)
-                continue;
-            int j = atoi(r->job + 1);
-            if (results[j])
-                fail_msg("job %d got two results", j);
-            results[j] = 1;
-        }
-    }
+    for (int c = 0; c < nc; c++)
+        walk_results(c, results, lost);
     for (int j = 0; j < nextjob; j++)
-        if (accepted[j] && !results[j])
+        if (accepted[j] && !lost[j] && !results[j])
             fail_msg("job %d got no result", j);
     assert_int_equal(be.n_waiting + be.n_running, 0);
+}
+
+static void
+test_backend_random_walk(void **state)
+{
+    /* Four clients over five environments, then one or two over one or two (where a gone
+     * client's jobs are often all that waits). */
+    for (uint64_t seed = 1; seed <= 32; seed++) {
+        random_walk(seed * 0x9e3779b97f4a7c15ull, seed <= 16 ? WALK_NC : 1 + (int)(seed & 1),
+                    seed <= 16 ? 5 : 1 + (uint32_t)(seed >> 1 & 1));
+        teardown(state); /* a fresh backend for the next walk */
+        setup(state);
+    }
 }
 
 int
