@@ -238,12 +238,10 @@ submit(struct be_client *c, const char *id, int64_t prio, const char *env)
     submit_full(c, id, prio, "docker", env, NULL, NULL);
 }
 
-/* agent registers a mock agent on peer i with slots and envs ("e1,e2"). */
-static struct be_agent *
-agent(int i, uint32_t slots, const char *envs)
+/* agent_hello sends AgentHello on a with slots and envs ("e1,e2"). */
+static void
+agent_hello(struct be_agent *a, uint32_t slots, const char *envs)
 {
-    struct be_agent *a = be_agent_new(&be, &peers[i]);
-    assert_non_null(a);
     uint8_t buf[4096];
     struct ing_mp_writer w;
     ing_mp_writer_init(&w, buf, sizeof(buf));
@@ -269,6 +267,15 @@ agent(int i, uint32_t slots, const char *envs)
     char why[200];
     assert_int_equal(be_agent_hello(&be, a, &h, why, sizeof(why)), 0);
     assert_int_equal(be_check(&be), 0);
+}
+
+/* agent registers a mock agent on peer i with slots and envs ("e1,e2"). */
+static struct be_agent *
+agent(int i, uint32_t slots, const char *envs)
+{
+    struct be_agent *a = be_agent_new(&be, &peers[i]);
+    assert_non_null(a);
+    agent_hello(a, slots, envs);
     return a;
 }
 
@@ -812,6 +819,10 @@ random_walk(uint64_t seed, int nc, uint32_t ne)
     rng = seed;
     if (nc < WALK_NC)
         be.cfg.reap_batch = rnd(3); /* most of a leaving client's jobs wait to be reaped */
+    be.cfg.retry_lost_jobs = rnd(3);
+    be.cfg.kill_any = rnd(2) == 0;
+    if (rnd(2) == 0)
+        be.cfg.max_waiting_per_client = 20; /* some submissions get "Queue full" */
     struct be_client *cs[WALK_NC];
     struct be_agent *as[WALK_NA] = {0};
     for (int i = 0; i < nc; i++)
@@ -836,7 +847,7 @@ random_walk(uint64_t seed, int nc, uint32_t ne)
                 be_agent_gone(&be, as[i]);
             char envs[32];
             snprintf(envs, sizeof(envs), "e%u,e%u", rnd(ne), rnd(ne));
-            as[i] = agent(10 + i, 1 + rnd(3), envs);
+            as[i] = agent(10 + i, rnd(4), envs);
         } else if (op < 53) {
             int i = (int)rnd(WALK_NA);
             if (as[i] != NULL) {
@@ -865,6 +876,16 @@ random_walk(uint64_t seed, int nc, uint32_t ne)
         } else if (op < 80 && reaping) {
             reaping = be_reap(&be, rnd(3)); /* a few at a time: they linger */
             assert_int_equal(be_check(&be), 0);
+        } else if (op < 83) {
+            /* A registered agent says hello again: restarted, maybe with other slots and
+             * environments; what it was sent before is stale. */
+            int i = (int)rnd(WALK_NA);
+            if (as[i] != NULL) {
+                char envs[32];
+                snprintf(envs, sizeof(envs), "e%u,e%u", rnd(ne), rnd(ne));
+                peers[10 + i].n = peers[10 + i].seen = 0;
+                agent_hello(as[i], rnd(4), envs);
+            }
         }
         /* Agents answer what they were sent. */
         for (int i = 0; i < WALK_NA; i++) {
