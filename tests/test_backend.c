@@ -886,6 +886,9 @@ random_walk(uint64_t seed, int nc, uint32_t ne)
                 peers[10 + i].n = peers[10 + i].seen = 0;
                 agent_hello(as[i], rnd(4), envs);
             }
+        } else if (op < 86) {
+            be_client_get_queue(&be, cs[rnd((uint32_t)nc)]); /* queues may hold gone jobs */
+            assert_int_equal(be_check(&be), 0);
         }
         /* Agents answer what they were sent. */
         for (int i = 0; i < WALK_NA; i++) {
