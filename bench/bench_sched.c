@@ -448,6 +448,35 @@ timed_ahead(struct bench *b, uint64_t *iters)
     return t;
 }
 
+/* timed_cycles times submit + complete cycles (after a warm-up) for TIMED_NS, then the
+ * same as the server handles reads (timed_ahead), and prints both lines. Before, after and
+ * in between, waiting jobs wait and running ones run. */
+static void
+timed_cycles(struct bench *b, const char *name, const char *name_ahead, uint64_t waiting,
+             size_t running)
+{
+    for (int i = 0; i < WARM_CYCLES; i++) {
+        submit(b, 0, -1);
+        complete(b);
+    }
+    uint64_t iters = 0, t0 = bc_now_ns(), t;
+    do {
+        for (int i = 0; i < 1024; i++) {
+            submit(b, 0, -1);
+            complete(b);
+        }
+        iters += 1024;
+        t = bc_now_ns() - t0;
+    } while (t < TIMED_NS);
+    if (b->be.n_waiting != waiting || b->rlen != running)
+        die("a cycle case changed its numbers of waiting or running jobs");
+    line(name, iters, t);
+    t = timed_ahead(b, &iters);
+    if (b->be.n_waiting != waiting || b->rlen != running)
+        die("a cycle case changed its numbers of waiting or running jobs");
+    line(name_ahead, iters, t);
+}
+
 static void
 case_cycle(uint32_t nenv, uint32_t nagents)
 {
@@ -460,58 +489,19 @@ case_cycle(uint32_t nenv, uint32_t nagents)
     if (!wanted(name0) && !wanted(name1))
         return;
     setup(&b, nenv, nagents);
-    uint32_t slots = nagents * SLOTS, inflight = INFLIGHT;
     /* 0 waiting: INFLIGHT jobs run; a cycle submits one (dispatched at once) and answers the
      * oldest. */
-    while (b.rlen < inflight)
+    while (b.rlen < INFLIGHT)
         submit(&b, 0, -1);
-    for (int i = 0; i < WARM_CYCLES; i++) {
-        submit(&b, 0, -1);
-        complete(&b);
-    }
-    uint64_t iters = 0, t0 = bc_now_ns(), t;
-    do {
-        for (int i = 0; i < 1024; i++) {
-            submit(&b, 0, -1);
-            complete(&b);
-        }
-        iters += 1024;
-        t = bc_now_ns() - t0;
-    } while (t < TIMED_NS);
-    if (b.be.n_waiting != 0 || b.rlen != inflight)
-        die("jobs waited in the 0-waiting case");
-    line(name0, iters, t);
-    t = timed_ahead(&b, &iters);
-    if (b.be.n_waiting != 0 || b.rlen != inflight)
-        die("jobs waited in the 0-waiting case");
-    line(name0a, iters, t);
+    timed_cycles(&b, name0, name0a, 0, INFLIGHT);
     /* 1M waiting: every slot busy and a million jobs queued; a cycle submits one (queued)
      * and answers the oldest running one, whose slot takes the best waiting job. */
+    uint32_t slots = nagents * SLOTS;
     while (b.rlen < slots)
         submit(&b, 0, -1);
     while (b.be.n_waiting < MILLION)
         submit(&b, 0, -1);
-    for (int i = 0; i < WARM_CYCLES; i++) {
-        submit(&b, 0, -1);
-        complete(&b);
-    }
-    iters = 0;
-    t0 = bc_now_ns();
-    do {
-        for (int i = 0; i < 1024; i++) {
-            submit(&b, 0, -1);
-            complete(&b);
-        }
-        iters += 1024;
-        t = bc_now_ns() - t0;
-    } while (t < TIMED_NS);
-    if (b.be.n_waiting != MILLION || b.rlen != slots)
-        die("the 1M-waiting case lost its queue");
-    line(name1, iters, t);
-    t = timed_ahead(&b, &iters);
-    if (b.be.n_waiting != MILLION || b.rlen != slots)
-        die("the 1M-waiting case lost its queue");
-    line(name1a, iters, t);
+    timed_cycles(&b, name1, name1a, MILLION, slots);
     teardown(&b);
 }
 
@@ -536,26 +526,7 @@ case_parked(uint32_t nenv, uint32_t nagents)
         die("the parked jobs did not wait");
     while (b.rlen < INFLIGHT)
         submit(&b, 0, -1);
-    for (int i = 0; i < WARM_CYCLES; i++) {
-        submit(&b, 0, -1);
-        complete(&b);
-    }
-    uint64_t iters = 0, t0 = bc_now_ns(), t;
-    do {
-        for (int i = 0; i < 1024; i++) {
-            submit(&b, 0, -1);
-            complete(&b);
-        }
-        iters += 1024;
-        t = bc_now_ns() - t0;
-    } while (t < TIMED_NS);
-    if (b.be.n_waiting != MILLION || b.rlen != INFLIGHT)
-        die("jobs waited in the parked case");
-    line(name, iters, t);
-    t = timed_ahead(&b, &iters);
-    if (b.be.n_waiting != MILLION || b.rlen != INFLIGHT)
-        die("jobs waited in the parked case");
-    line(namea, iters, t);
+    timed_cycles(&b, name, namea, MILLION, INFLIGHT);
     teardown(&b);
 }
 
