@@ -664,7 +664,6 @@ test_backend_tables_under_growth(void **state)
     assert_int_equal(be.n_waiting, 0);
 }
 
-/* Duplicate ids, refused values, queue limits. */
 /* be_lookahead (server.c's switch for its look-ahead) stays off while the job-id table fits
  * the caches and turns on once it has outgrown them: off empty and at 30,000 waiting jobs,
  * on at 40,000. Then the _h handlers, given hashes computed ahead as server.c computes them,
@@ -743,6 +742,7 @@ test_backend_freed_slot_only_gone_jobs(void **state)
     assert_int_equal(be_check(&be), 0);
 }
 
+/* Duplicate ids, refused values, queue limits. */
 static void
 test_backend_refusals(void **state)
 {
