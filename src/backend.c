@@ -848,7 +848,8 @@ sched_envs(struct backend *be, struct env *const *envs, size_t n)
             return;
         /* When one environment holds every waiting job (a submission to an idle backend),
          * it holds first's best: no need to compare first's other environments. */
-        struct job *j = n == 1 && envs[0]->n == be->n_waiting ? env_best(envs[0]) : best_job(be, first);
+        struct job *j =
+            n == 1 && envs[0]->n == be->n_waiting ? env_best(envs[0]) : best_job(be, first);
         dispatch(be, first, j);
     }
 }
