@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # inginious-backend: build, test, sanitizer, static, bench, demo.
 # Every src/*.c goes into libinginious.a; every src/cmd/NAME.c is a program NAME;
 # every tests/test_NAME.c is a cmocka test binary; every bench/bench_NAME.c a benchmark.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_codec.c: encode and decode cost of the native protocol codec (src/proto.c) on
  * a ClientNewJob with about 200 bytes and with 8 KiB of inputdata (a msgpack map of string
  * values), and on an AgentJobDone carrying a small (~64-byte) result. Prints one line per

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_loop.c: the longest event-loop iteration of the server under load with 1,000,000
  * waiting jobs.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_mp.c: ing_mp_validate throughput on a small job header map (~200 bytes) and on
  * an 8 KiB map of mostly-ASCII source code strings, and (worst case) on an 8 KiB map of
  * mostly multi-byte UTF-8 text. Prints one line per case:

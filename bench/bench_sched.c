@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_sched.c: the backend's scheduler driven directly (struct backend, src/backend.h) with
  * be_ops callbacks that do nothing but note which job went to which agent. One line per case:
  *   name iterations ns/op

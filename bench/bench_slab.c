@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_slab.c: the object pools of src/slab.h against malloc/free, one line per case:
  *   name iterations ns/op
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* common.h: helpers shared by the benchmark programs. The Makefile builds every bench/NAME.c as
  * one program, so the shared code lives here as static inline functions (no unused-function
  * warnings in the programs that do not call all of them):

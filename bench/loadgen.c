@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* loadgen.c: the load generator of the native protocol (see bench/README.md).
  *
  * Spawns inginious-backend on 127.0.0.1 port 0 (pinned to CPU 0; the load generator pins

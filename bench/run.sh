@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # run.sh BUILD_DIR: what `make bench` runs, after the build (this script builds nothing).
 #   1. the lifecycle benchmark with its defaults at 128 B (4 clients x 64 in flight, 8 agents
 #      x 64 slots, 1,000,000 jobs): its RESULT line and table;

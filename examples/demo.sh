@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # demo.sh BUILD_DIR: the whole system on one machine, in well under a minute.
 #
 # Starts inginious-backend on two free loopback ports (port 0, read back from --port-file),

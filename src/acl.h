@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* acl.h: address allow-lists (CIDR blocks, IPv4 and IPv6). */
 #ifndef ING_ACL_H
 #define ING_ACL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* agent.c: the agent side of libinginious (API in include/inginious/agent.h).
  *
  * One connection at a time (peer.h), driven by the caller: ing_agent_process() flushes

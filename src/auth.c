@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* auth.c: see auth.h. */
 #include "auth.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* auth.h: the opening challenge-response of proto.md §6 (HMAC-SHA-256 over both nonces).
  * Shared by the server and the client/agent libraries. */
 #ifndef ING_AUTH_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* backend.c: see backend.h. */
 #include "backend.h"
 

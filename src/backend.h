@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* backend.h: the INGInious backend's state and handlers, with no I/O.
  *
  * The backend owns jobs, environments, agents and clients. It talks to peers only through

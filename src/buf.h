@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* buf.h: a growable byte buffer with a read and a write position. No I/O, no protocol.
  * Bytes [rpos, wpos) are pending. Views into the data are invalidated by buf_reserve
  * (which may move or compact) and by buf_shrink. */

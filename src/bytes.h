@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bytes.h: big-endian byte helpers. The only way the codecs touch multi-byte integers. */
 #ifndef ING_BYTES_H
 #define ING_BYTES_H

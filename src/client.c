@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* client.c: the client side of libinginious (API in include/inginious/client.h).
  *
  * The connection (peer.h) goes through DOWN -> CONNECTING (non-blocking connect in progress,

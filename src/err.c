@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* err.c: ing_strerror, text for the negative error codes of libinginious. */
 #include "inginious/err.h"
 

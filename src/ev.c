@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ev.c: see ev.h. */
 #include "ev.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ev.h: the event loop. epoll (level-triggered) for file descriptors, a binary heap of
  * one-shot timers, and a before-sleep hook where pending output is flushed and deferred
  * closes are reaped. Only ev.c includes <sys/epoll.h>. */

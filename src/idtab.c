@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* idtab.c: see idtab.h. */
 #include "idtab.h"
 

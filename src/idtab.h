@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* idtab.h: a hash set of objects keyed by a byte string they hold (the job id table).
  *
  * Open addressing over 64-byte buckets of six entries: six 16-bit tags (bits of the key's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* json.c: strict JSON <-> msgpack conversion (API in inginious/json.h).
  *
  * JSON -> msgpack runs the same recursive-descent parser twice. msgpack puts the element

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* log.h: levelled logging to stderr in the INGInious backend's format:
  *   2026-11-28 12:00:00,123 - inginious.backend - INFO - message
  * The level is checked before anything is formatted. */

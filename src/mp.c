@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mp.c: msgpack reader, validator, path lookup and writer (API in inginious/mp.h).
  *
  * Every length read from the input is compared with the bytes left (end - p) before the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* net.h: endpoint addresses and sockets.
  * Addresses: tcp://HOST:PORT, tcp://STAR:PORT (STAR = "*", every interface), tcp://[IPV6]:PORT,
  * ipc:///path (unix stream socket). HOST may be a name: it is resolved once, here,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* opt.c: the numbers of the command lines (see opt.h). */
 #include "opt.h"
 

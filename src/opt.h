@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* opt.h: the numbers of the command lines (inginious-backend, inginious-agent-process,
  * inginious-ctl): unsigned integers, durations and sizes.
  *

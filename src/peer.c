@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* peer.c: one connection of the client or agent library to the backend (see peer.h). */
 #include "peer.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* peer.h: one connection of the client or agent library (client.c, agent.c) to the backend.
  *
  * The connection goes through DOWN -> CONNECTING (a non-blocking connect in progress,

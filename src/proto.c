@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* proto.c: the codec of the native protocol (proto.md §2 preamble, §3 framing, §4 field
  * encodings, §5 message layouts).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* runner.c: see runner.h. One job = one forked process group, two output pipes, a pidfd
  * and a temporary folder. */
 #include "runner.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* runner.h: the grading engine of inginious-agent-process. It runs one job as a local
  * process and turns what it did into a job result (proto.md §5.4), without any network.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* server.h: the inginious-backend server: listeners, connections (handshake, framing,
  * batched reads and writes, bounded output, deferred close), timers and signals, around
  * the backend state machine (backend.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sha256.c: see sha256.h. Written from FIPS 180-4 §4.1.2, §4.2.2, §5.1.1, §5.3.3, §6.2
  * and RFC 2104 §2. */
 #include "sha256.h"

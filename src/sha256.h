@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sha256.h: SHA-256 (FIPS 180-4), HMAC-SHA-256 (RFC 2104) and a constant-time comparison,
  * for the challenge-response authentication of proto.md §6.
  *

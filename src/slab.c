@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* slab.c: see slab.h. */
 #include "slab.h"
 

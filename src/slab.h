@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* slab.h: single-threaded object pools.
  *
  * struct slab hands out fixed-size objects carved from 64 KiB pages and keeps freed objects

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* zmq_msg.c: the INGInious msgpack message dialect <-> struct ing_msg (see zmq_msg.h).
  *
  * Both directions are driven by one table per message class: the fields in declaration

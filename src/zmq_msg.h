@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* zmq_msg.h: the INGInious msgpack message dialect (what stock INGInious peers put in a
  * ZeroMQ frame) <-> struct ing_msg.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* zmtp.c: ZMTP 3.x server-side state machine, NULL mechanism (see zmtp.h). */
 #include "zmtp.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* zmtp.h: ZMTP 3.1 (accepting 3.0 and later 3.x), server side, NULL security mechanism.
  *
  * Pure byte-level state machine: no I/O, no allocation. The caller owns the input and output

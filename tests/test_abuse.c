@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_abuse.c: exhaustion and abuse (issue "Robustness and security", part 3), against
  * $ING_BUILD/inginious-backend.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_acl.c: the address allow-lists of --agent-allow / --client-allow (src/acl.c).
  *
  *  - acl_parse: IPv4 and IPv6 blocks with every prefix length (byte-aligned or not), single

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_agent.c: the agent library (include/inginious/agent.h) against the real backend; the
  * client side is the client library, both spun in this process (libtest.h). */
 #include <stdarg.h>

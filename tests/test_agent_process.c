@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_agent_process.c: the real $ING_BUILD/inginious-agent-process against the real
  * backend (started by tests/support/tpeer), driven by a test client. Each test writes its
  * environments (DIR/<type>/<name>/run) and tasks into a private temporary directory, starts

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_backend.c: the backend state machine with mock peers and an injected clock: the
  * scheduling rules (reference §3.4.2, §6 scenarios at unit level), kills, timeouts, agent
  * loss, client loss, and a seeded random walk that checks every invariant after each step

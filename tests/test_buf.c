@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_buf.c: the byte buffer. */
 #include <stdarg.h>
 #include <stddef.h>

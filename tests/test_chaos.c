@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_chaos.c: the backend under random faults for a bounded time (issue "Robustness and
  * security", part 2), against $ING_BUILD/inginious-backend.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_client.c: the client library (include/inginious/client.h) against the real backend,
  * with agents built on the agent library (in this process, or forked: see libtest.h). */
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_ctl.c: inginious-ctl end to end. The command runs as a child process with pipes; the
  * backend is a child too; the agent is a scripted agent of the agent library in this
  * process, spun while the command runs (libtest.h). */

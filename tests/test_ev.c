@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_ev.c: the event loop: fd readiness, timer order and cancellation, cancellation of
  * events of an fd removed in the middle of a batch. */
 #include <stdarg.h>

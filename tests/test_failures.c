@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_failures.c: the failure paths of proto.md §2, §3 and §7, run against
  * $ING_BUILD/inginious-backend: timeouts (kill, orphan, handshake), agent and client loss,
  * refused jobs, limits, bad openings and frames, other transports (unix socket, IPv6), the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_idtab.c: the job id table (src/idtab.h): lookups, removal without tombstones along
  * overflowing probes, incremental growth with lookups and removals in both tables, and
  * iteration. Every step is checked against a plain array of what must be present. */

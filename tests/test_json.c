@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_json.c: strict JSON <-> msgpack conversion (src/json.c). */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_mp.c: msgpack reader, validator, lookups, py_int and writer (src/mp.c), and
  * ing_strerror (src/err.c). */
 #include <stdarg.h>

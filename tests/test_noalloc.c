@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_noalloc.c: once warm, the steady-state path submit -> dispatch -> started -> done
  * makes no heap allocation in the server. The server runs in-process (srv_adopt on
  * socketpairs); malloc, calloc and realloc are wrapped by the linker (-Wl,--wrap) and

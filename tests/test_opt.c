@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_opt.c: the numbers of the command lines (src/opt.h): unsigned integers, durations
  * and sizes; each form, the limits of 64 bits, signs, empty strings and junk. */
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_proto.c: the codec of the native protocol (src/proto.c, proto.md §2-§5).
  *
  * The test vectors below are the ones printed in proto.md §10: the test parses proto.md between

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_runner.c: the grading engine (src/runner.c) with real processes: each test writes a
  * `run` script and task folders into a private temporary directory, runs one job to its
  * end (every wait bounded) and checks the result. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_scenarios.c: the acceptance scenarios of the reference specification (§6 of
  * /work/shared/reference/inginious-backend.md) that apply to the native protocol, one test
  * per scenario, run against $ING_BUILD/inginious-backend. Where the reference offers a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_security.c: authentication, allow-lists, the kill policy and foreign reports (issue
  * "Robustness and security", tests of part 4), against $ING_BUILD/inginious-backend.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_sha256.c: SHA-256 (FIPS 180-4 examples), HMAC-SHA-256 (RFC 4231 test cases 1-7),
  * streaming against one-shot over random split points, and the constant-time comparison. */
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_slab.c: fixed-size slabs and the size-class pool. */
 #include <stdarg.h>
 #include <stddef.h>

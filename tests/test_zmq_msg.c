@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_zmq_msg.c: the INGInious msgpack dialect <-> struct ing_msg (src/zmq_msg.c).
  *
  * Every decode runs on a copy that ends at a PROT_NONE guard page, so an over-read crashes.

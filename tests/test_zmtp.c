@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_zmtp.c: the ZMTP 3.x server-side state machine (src/zmtp.c).
  *
  * Every input is fed all at once and one byte at a time, each window copied so that it ends

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* agent.h: the agent side of libinginious (native protocol, proto.md).
  *
  * An agent connects to the backend's agent endpoint, says hello with its name, slots and

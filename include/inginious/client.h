@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* client.h: the client side of libinginious (native protocol, proto.md).
  *
  * A client connects to the backend's client endpoint, says hello, and then submits jobs,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* err.h: error convention of libinginious.
  *
  * Every action returns 0 (or a positive count) on success and a negative errno value on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* json.h: strict JSON <-> msgpack conversion, hand-written, for the command-line tools.
  *
  * JSON -> msgpack (RFC 8259, strict): objects -> maps (keys str, order kept, duplicate keys

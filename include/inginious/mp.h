@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mp.h: a small msgpack reader, validator, path lookup and writer.
  *
  * Reading is zero-copy: strings, binaries and nested values are views into the caller's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* proto.h: the native wire protocol, version 1, as specified in proto.md (the source of
  * truth: this header mirrors it field for field), and its codec.
  *

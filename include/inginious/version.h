@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* version.h: the release of libinginious and its programs. */
 #ifndef INGINIOUS_VERSION_H
 #define INGINIOUS_VERSION_H

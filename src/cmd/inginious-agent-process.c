@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* inginious-agent-process: a grading agent that runs each job as a local process (runner.h)
  * and talks to the backend through the agent library (inginious/agent.h). The only place
  * that calls exit().

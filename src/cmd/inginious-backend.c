@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* inginious-backend: the command. Options, then the server (server.h). The only place that
  * calls exit(). */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* inginious-ctl: a command-line client of inginious-backend over the client library
  * (include/inginious/client.h). Subcommands envs, submit, kill, queue, watch, ping; human
  * output by default, JSON with --json. Exit status: 0 success, 1 the operation failed, 2 a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_conn.c: libFuzzer target for a whole connection to the server (src/server.c and,
  * through it, src/backend.c, the ZeroMQ dialect and the authentication), in process.
  *

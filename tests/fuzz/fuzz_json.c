@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_json.c: libFuzzer target for JSON -> msgpack (src/json.c), on arbitrary text.
  *
  * Checked, as documented in include/inginious/json.h:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_mp.c: libFuzzer target for the msgpack reader (src/mp.c) and msgpack -> JSON
  * (src/json.c), on arbitrary bytes.
  *

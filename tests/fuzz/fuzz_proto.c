@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_proto.c: libFuzzer target for the native codec (src/proto.c, proto.md §2-§5).
  *
  * The input is read as a stream of frames, decoded with several max_body values. Every

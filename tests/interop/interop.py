@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Interoperability of inginious-backend with stock INGInious peers over ZeroMQ.
 
 The peers here are what INGInious' own client and agents are on the wire: pyzmq DEALER

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # make interop: the backend against real ZeroMQ peers (Debian's python3-zmq and
 # python3-msgpack, test-only). Skips with a clear message where they are missing.
 set -u

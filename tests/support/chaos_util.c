@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* chaos_util.c: helpers of the robustness tests (API in chaos_util.h). */
 #include "chaos_util.h"
 

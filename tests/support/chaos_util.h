@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* chaos_util.h: helpers of the robustness tests (tests/test_chaos.c, tests/test_abuse.c,
  * tests/test_security.c) that tpeer.h does not have: the CI slow-down factor, process
  * statistics read from /proc, a seeded pseudo-random generator, raw non-blocking connections

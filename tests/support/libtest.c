@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libtest.c: helpers for the client, agent and inginious-ctl tests (API in libtest.h). */
 #include "libtest.h"
 #include "tpeer.h"

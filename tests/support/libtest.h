@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libtest.h: helpers for the tests of the client and agent libraries and of inginious-ctl
  * (tests/test_client.c, tests/test_agent.c, tests/test_ctl.c).
  *

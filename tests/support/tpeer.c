@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tpeer.c: the test peer library (API and conventions in tpeer.h). */
 #include "tpeer.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tpeer.h: a test peer library for the backend integration tests (tests/test_scenarios.c,
  * tests/test_failures.c).
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # demo/answer: what is six times seven? The student's answer is inputdata["answer"].
 answer=$(input_get answer)
 echo "the student answered: $answer"

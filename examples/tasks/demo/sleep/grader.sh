@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # demo/sleep: a slow grader (10 minutes): long enough to be killed while it runs.
 echo "sleeping"
 sleep 600
