@@ -89,7 +89,7 @@ $(LIB): $(PUB_OBJ)
 # version script are exported, under the version node INGINIOUS_1.0.
 $(SOLIB): $(PIC_OBJ) $(LIBMAP)
 	$(CC) $(LDFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=$(LIBMAP) \
-	    -Wl,-z,defs -Wl,-z,relro -o $@ $(PIC_OBJ)
+	    $(if $(filter 1,$(SAN)),,-Wl,-z,defs) -Wl,-z,relro -o $@ $(PIC_OBJ)
 
 $(SOLINKS): $(SOLIB)
 	ln -sf $(notdir $(SOLIB)) $@
@@ -293,7 +293,7 @@ install: all $(PCFILE)
 uninstall:
 	rm -f $(PROGRAMS:%=$(DESTDIR)$(BINDIR)/%)
 	rm -f $(HEADERS:include/inginious/%=$(DESTDIR)$(INCLUDEDIR)/inginious/%)
-	-rmdir $(DESTDIR)$(INCLUDEDIR)/inginious 2>/dev/null
+	@rmdir $(DESTDIR)$(INCLUDEDIR)/inginious 2>/dev/null || true
 	rm -f $(DESTDIR)$(LIBDIR)/libinginious.a $(DESTDIR)$(LIBDIR)/$(notdir $(SOLIB)) \
 	    $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libinginious.so
 	rm -f $(DESTDIR)$(PKGCONFIGDIR)/inginious.pc
