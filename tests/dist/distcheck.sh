@@ -202,8 +202,11 @@ step "make deb; lintian"
 if command -v dpkg-deb >/dev/null && command -v lintian >/dev/null; then
     make -s -C "$SRC" deb > "$TMP/deb.log" 2>&1 || { cat "$TMP/deb.log"; die "make deb"; }
     DEB=$(ls "$B"/inginious-backend_"$VERSION"_*.deb)
-    dpkg-deb -c "$DEB" | grep -q 'usr/share/man/man8/inginious-backend.8.gz' ||
-        die "the .deb lacks the man pages"
+    dpkg-deb -c "$DEB" > "$TMP/deb.list"
+    for f in usr/bin/inginious-backend "usr/lib/.*/libinginious.so.1" usr/include/inginious/client.h \
+        usr/share/man/man8/inginious-backend.8.gz usr/share/doc/inginious-backend/copyright; do
+        grep -q " \./$f" "$TMP/deb.list" || die "the .deb lacks $f"
+    done
     lintian "$DEB" > "$TMP/lintian" 2>&1 || true
     grep -v 'running with root privileges' "$TMP/lintian" | sed 's/^/   /' || true
     if grep -q '^E: ' "$TMP/lintian"; then die "lintian reports errors"; fi
