@@ -55,7 +55,7 @@ TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all libs tests benches test check san valgrind clang static bench demo interop fuzz \
-        fuzz-replay install uninstall dist deb distcheck mancheck clean
+        fuzz-replay install uninstall dist deb distcheck mancheck clean FORCE
 .SECONDARY:
 
 all: $(CMDS) libs

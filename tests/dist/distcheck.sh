@@ -109,6 +109,9 @@ echo "   $(wc -l < "$TMP/dsyms") symbols exported, all ing_* at INGINIOUS_1.0"
 
 export PKG_CONFIG_LIBDIR="$D$P/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$D"
 [ "$(pkg-config --modversion inginious)" = "$VERSION" ] || die "pkg-config --modversion"
+grep -qx "libdir=$P/lib" "$D$P/lib/pkgconfig/inginious.pc" &&
+    grep -qx "includedir=$P/include" "$D$P/lib/pkgconfig/inginious.pc" ||
+    die "inginious.pc does not name $P/lib and $P/include"
 cat > "$TMP/clash.c" <<'CLASH'
 /* Names the library uses inside: a program may have its own. */
 #include <stdio.h>
@@ -186,7 +189,7 @@ if [ -d "$SRC/dist/systemd" ]; then
     # shellcheck disable=SC2086
     (cd "$TMP" && MANPATH="$PF/share/man" systemd-analyze verify $units) ||
         die "systemd-analyze verify"
-    echo "   verified: $(echo $units | xargs -n1 basename | tr '\n' ' ')"
+    echo "   verified: $(echo "$units" | xargs -n1 basename | tr '\n' ' ')"
 else
     echo "   (no dist/systemd in this tree: no unit to verify)"
 fi
