@@ -160,15 +160,17 @@ sd_listen_fds(int fds[SD_LISTEN_MAX], char *err, size_t errlen)
             names = colon != NULL ? colon + 1 : names + len;
         }
         if (fds[slot] != 0) {
-            snprintf(err, errlen, "socket activation: two sockets for the %s", slot == 0 ?
-                     "agents" : "clients");
+            snprintf(err, errlen, "socket activation: two sockets for the %s",
+                     slot == 0 ? "agents" : "clients");
             rc = -EINVAL;
             goto out;
         }
         int chk = net_check_listener(fd);
         if (chk != 0) {
-            snprintf(err, errlen, "socket activation: fd %d (%s) is not a listening stream "
-                     "socket: %s", fd, slot == 0 ? "agents" : "clients", strerror(-chk));
+            snprintf(err, errlen,
+                     "socket activation: fd %d (%s) is not a listening stream "
+                     "socket: %s",
+                     fd, slot == 0 ? "agents" : "clients", strerror(-chk));
             rc = -EINVAL;
             goto out;
         }

@@ -112,6 +112,7 @@ struct server {
     struct sd_notify sd;      /* systemd notifications (cfg.notify) */
     struct ev_timer sd_timer; /* STATUS= and WATCHDOG=1 */
     char sd_status[192];      /* the last STATUS= sent */
+    bool sd_warned;           /* a notification failed (logged once) */
     bool draining, finished;
     struct ing_mp_writer zw; /* ZeroMQ dialect: message being encoded */
     uint8_t *conv;           /* ZeroMQ dialect: native re-encoding of a message */
@@ -1322,10 +1323,9 @@ finish(struct server *s)
 static void
 sd_tell(struct server *s, const char *text)
 {
-    static bool warned;
     int rc = sd_notify_send(&s->sd, text);
-    if (rc != 0 && !warned) {
-        warned = true;
+    if (rc != 0 && !s->sd_warned) {
+        s->sd_warned = true;
         log_msg(LOG_WARN, "systemd notification not sent: %s", strerror(-rc));
     }
 }
@@ -1360,7 +1360,8 @@ sd_tick(void *arg)
              s->sd.watchdog_us != 0 && changed ? "\n" : "", changed ? status : "");
     if (text[0] != '\0')
         sd_tell(s, text);
-    ev_timer_start(s->loop, &s->sd_timer, ev_now_ms(s->loop) + period);
+    if (ev_timer_start(s->loop, &s->sd_timer, ev_now_ms(s->loop) + period) != 0)
+        log_msg(LOG_ERR, "out of memory: no more STATUS= or WATCHDOG=1 notifications");
 }
 
 static void

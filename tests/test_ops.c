@@ -213,7 +213,8 @@ test_sd_parse(void **state)
 
     assert_int_equal(sd_parse_socket("/run/systemd/notify", &a, &len), 0);
     assert_string_equal(a.sun_path, "/run/systemd/notify");
-    assert_int_equal(len, offsetof(struct sockaddr_un, sun_path) + strlen("/run/systemd/notify") + 1);
+    assert_int_equal(len,
+                     offsetof(struct sockaddr_un, sun_path) + strlen("/run/systemd/notify") + 1);
     assert_int_equal(sd_parse_socket("@ing/notify", &a, &len), 0);
     assert_int_equal(a.sun_path[0], '\0'); /* abstract: no NUL terminator counted */
     assert_memory_equal(a.sun_path + 1, "ing/notify", 10);
@@ -260,8 +261,8 @@ listener(bool listen_too)
  * the child's pid). out gets "RC AGENTS CLIENTS unset|set nb=N [reason]": the result, the
  * two fds, whether the variables were unset and whether the agents' fd is non-blocking. */
 static void
-listen_case(const char *kinds, const char *pidv, const char *count, const char *names,
-            char *out, size_t outlen)
+listen_case(const char *kinds, const char *pidv, const char *count, const char *names, char *out,
+            size_t outlen)
 {
     int pfd[2];
     assert_int_equal(pipe(pfd), 0);
@@ -292,8 +293,8 @@ listen_case(const char *kinds, const char *pidv, const char *count, const char *
         int rc = sd_listen_fds(fds, err, sizeof(err));
         int nb = fds[0] > 0 ? (fcntl(fds[0], F_GETFL) & O_NONBLOCK) != 0 : -1;
         snprintf(res, sizeof(res), "%d %d %d %s nb=%d [%s]", rc, fds[0], fds[1],
-                 getenv("LISTEN_FDS") == NULL && getenv("LISTEN_PID") == NULL ? "unset" : "set",
-                 nb, err);
+                 getenv("LISTEN_FDS") == NULL && getenv("LISTEN_PID") == NULL ? "unset" : "set", nb,
+                 err);
         if (write(wfd, res, strlen(res)) < 0)
             _exit(4);
         _exit(0);
@@ -437,8 +438,12 @@ notify_run(struct lt_world *w, const char *where)
     snprintf(env_sock, sizeof(env_sock), "NOTIFY_SOCKET=%s", where);
     snprintf(port_file, sizeof(port_file), "%s/notify.ports", lt_dir(w));
     const char *env[] = {env_sock, "WATCHDOG_USEC=200000", NULL};
-    char *argv[] = {(char *)prog("inginious-backend"), "--port-file", port_file,
-                    "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", NULL};
+    char *argv[] = {(char *)prog("inginious-backend"),
+                    "--port-file",
+                    port_file,
+                    "tcp://127.0.0.1:0",
+                    "tcp://127.0.0.1:0",
+                    NULL};
     lt_run(w, argv, env);
 
     size_t ready = dgram_wait(w, &d, 0, "READY=1", 1);
@@ -514,9 +519,17 @@ test_socket_activation(void **state)
     snprintf(lc, sizeof(lc), "%s/clients.sock", lt_dir(w));
     /* The clients' socket first, named: the backend takes each by its name. The command
      * line's addresses are not bound. */
-    char *argv[] = {sa_path, "-l", lc, "-l", la, "--fdname=clients:agents",
-                    (char *)prog("inginious-backend"), "-v", "tcp://127.0.0.1:1",
-                    "tcp://127.0.0.1:1", NULL};
+    char *argv[] = {sa_path,
+                    "-l",
+                    lc,
+                    "-l",
+                    la,
+                    "--fdname=clients:agents",
+                    (char *)prog("inginious-backend"),
+                    "-v",
+                    "tcp://127.0.0.1:1",
+                    "tcp://127.0.0.1:1",
+                    NULL};
     lt_run(w, argv, NULL);
     lt_until(w, proc_err_has, " as 4.", "systemd-socket-activate listening on both sockets");
     snprintf(w->agent_addr, sizeof(w->agent_addr), "ipc://%.200s", la);
@@ -596,8 +609,8 @@ test_units_verify(void **state)
     assert_true(file_has("dist/systemd/inginious-backend.service", "\nWatchdogSec="));
     assert_true(file_has("dist/systemd/inginious-backend.service", "\nDynamicUser=yes\n"));
     assert_true(file_has("dist/systemd/inginious-backend.service", "\nProtectSystem=strict\n"));
-    assert_true(file_has("dist/systemd/inginious-backend.service",
-                         "\nSystemCallFilter=@system-service\n"));
+    assert_true(
+        file_has("dist/systemd/inginious-backend.service", "\nSystemCallFilter=@system-service\n"));
     assert_true(file_has("dist/systemd/inginious-backend.socket", "\nListenStream=127.0.0.1:2001\n"
                                                                   "ListenStream=127.0.0.1:2000\n"));
     lt_pass(w);
@@ -684,27 +697,53 @@ test_agent_process_secret(void **state)
     FILE *f = fopen(run, "w");
     assert_non_null(f);
     fputs("#!/bin/sh\necho '{\"result\": \"success\", \"grade\": 77, \"text\": \"secret ok\"}'"
-          " > feedback.json\n", f);
+          " > feedback.json\n",
+          f);
     fclose(f);
     assert_int_equal(chmod(run, 0755), 0);
 
     lt_start(w, NULL, NULL, "--agent-secret-file", as, "--client-secret-file", cs, NULL);
 
     /* A wrong agent secret is refused by the backend. */
-    char *bad_argv[] = {(char *)prog("inginious-agent-process"), "--secret-file", wrong,
-                        "--environments", envs, "--name", "wrong", w->agent_addr, NULL};
+    char *bad_argv[] = {(char *)prog("inginious-agent-process"),
+                        "--secret-file",
+                        wrong,
+                        "--environments",
+                        envs,
+                        "--name",
+                        "wrong",
+                        w->agent_addr,
+                        NULL};
     pid_t bad = spawn(bad_argv, alog);
     wait_log(w, "authentication failed", 1);
     stop(w, bad);
 
-    char *argv[] = {(char *)prog("inginious-agent-process"), "--secret-file", as,
-                    "--environments", envs, "--name", "good", w->agent_addr, NULL};
+    char *argv[] = {(char *)prog("inginious-agent-process"),
+                    "--secret-file",
+                    as,
+                    "--environments",
+                    envs,
+                    "--name",
+                    "good",
+                    w->agent_addr,
+                    NULL};
     pid_t agent = spawn(argv, alog);
     wait_log(w, "authenticated", 1);
 
-    char *ctl[] = {(char *)prog("inginious-ctl"), "--backend", w->client_addr, "--secret-file",
-                   cs, "--timeout", "60s", "submit", "--env-type", "process", "--env",
-                   "default", "--wait", NULL};
+    char *ctl[] = {(char *)prog("inginious-ctl"),
+                   "--backend",
+                   w->client_addr,
+                   "--secret-file",
+                   cs,
+                   "--timeout",
+                   "60s",
+                   "submit",
+                   "--env-type",
+                   "process",
+                   "--env",
+                   "default",
+                   "--wait",
+                   NULL};
     lt_run(w, ctl, NULL);
     int rc = lt_proc_wait(w);
     if (rc != 0 || strstr(w->proc->out, "result: success") == NULL ||
@@ -726,15 +765,14 @@ test_agent_process_secret(void **state)
 /* Options out of range */
 
 static void
-refused(struct lt_world *w, const char *program, const char *opt, const char *val,
-        const char *want)
+refused(struct lt_world *w, const char *program, const char *opt, const char *val, const char *want)
 {
     char *argv[] = {(char *)prog(program), (char *)opt, (char *)val, NULL};
     lt_run(w, argv, NULL);
     int rc = lt_proc_wait(w);
     if (rc != 2 || strstr(w->proc->err, want) == NULL)
-        fail_msg("%s %s %s: status %d, stderr \"%s\", expected 2 and \"%s\"", program, opt, val,
-                 rc, w->proc->err, want);
+        fail_msg("%s %s %s: status %d, stderr \"%s\", expected 2 and \"%s\"", program, opt, val, rc,
+                 w->proc->err, want);
 }
 
 static void
@@ -748,9 +786,11 @@ test_option_bounds(void **state)
             "to 7d)");
     refused(w, "inginious-backend", "--handshake-timeout", huge,
             "(expected a duration from 1ms to 1h)");
-    refused(w, "inginious-backend", "--ping-interval", huge, "(expected a duration from 1ms to 1h)");
+    refused(w, "inginious-backend", "--ping-interval", huge,
+            "(expected a duration from 1ms to 1h)");
     refused(w, "inginious-backend", "--kill-timeout", "8d", "(expected a duration from 0 to 7d)");
-    refused(w, "inginious-backend", "--drain-timeout", "169h", "(expected a duration from 0 to 7d)");
+    refused(w, "inginious-backend", "--drain-timeout", "169h",
+            "(expected a duration from 0 to 7d)");
     refused(w, "inginious-backend", "--max-frame", "2G", "(expected a size from 4K to 1G)");
     refused(w, "inginious-backend", "--max-frame", "4294967232", "(expected a size from 4K to 1G)");
     refused(w, "inginious-backend", "--max-output", "65G", "(expected a size from 4K to 64G)");
@@ -761,8 +801,8 @@ test_option_bounds(void **state)
     refused(w, "inginious-agent-process", "--output-limit", "2G", "--output-limit");
     refused(w, "inginious-ctl", "--timeout", "30d", "--timeout");
     /* The largest values are taken. */
-    lt_start(w, NULL, NULL, "--max-frame", "1G", "--orphan-timeout", "7d", "--kill-timeout",
-             "168h", "--drain-timeout", "7d", "--handshake-timeout", "1h", NULL);
+    lt_start(w, NULL, NULL, "--max-frame", "1G", "--orphan-timeout", "7d", "--kill-timeout", "168h",
+             "--drain-timeout", "7d", "--handshake-timeout", "1h", NULL);
     assert_int_equal(client_try(w, NULL, NULL), 0);
     lt_pass(w);
 }
@@ -841,7 +881,8 @@ have_ipv6(void)
 static int
 raw_connect4(unsigned port)
 {
-    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in in = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     int rc = connect(fd, (struct sockaddr *)&in, sizeof(in)) == 0 ? 0 : -errno;
@@ -889,18 +930,12 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sd_parse),
-        cmocka_unit_test(test_sd_listen_fds),
-        CASE(test_notify_path),
-        CASE(test_notify_abstract),
-        CASE(test_socket_activation),
-        CASE(test_units_verify),
-        CASE(test_sighup_reload),
-        CASE(test_agent_process_secret),
-        CASE(test_option_bounds),
-        CASE(test_ipc_takeover),
-        CASE(test_dual_stack),
-        CASE(test_ipv6_only),
+        cmocka_unit_test(test_sd_parse), cmocka_unit_test(test_sd_listen_fds),
+        CASE(test_notify_path),          CASE(test_notify_abstract),
+        CASE(test_socket_activation),    CASE(test_units_verify),
+        CASE(test_sighup_reload),        CASE(test_agent_process_secret),
+        CASE(test_option_bounds),        CASE(test_ipc_takeover),
+        CASE(test_dual_stack),           CASE(test_ipv6_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

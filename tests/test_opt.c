@@ -230,10 +230,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_opt_u64),
-        cmocka_unit_test(test_opt_duration),
-        cmocka_unit_test(test_opt_size),
-        cmocka_unit_test(test_opt_parse),
+        cmocka_unit_test(test_opt_u64),      cmocka_unit_test(test_opt_duration),
+        cmocka_unit_test(test_opt_size),     cmocka_unit_test(test_opt_parse),
         cmocka_unit_test(test_opt_describe),
     };
     return cmocka_run_group_tests_name("opt", tests, NULL, NULL);

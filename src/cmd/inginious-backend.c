@@ -183,8 +183,8 @@ settings_load(struct settings *st, char *err, size_t errlen)
         if (secret_file[ep] != NULL) {
             int rc = auth_load_secret(secret_file[ep], &st->secret[ep], &st->secret_len[ep]);
             if (rc != 0) {
-                snprintf(err, errlen, "cannot read the %s secret in %s: %s", who,
-                         secret_file[ep], rc == -EINVAL ? "empty" : strerror(-rc));
+                snprintf(err, errlen, "cannot read the %s secret in %s: %s", who, secret_file[ep],
+                         rc == -EINVAL ? "empty" : strerror(-rc));
                 return -1;
             }
         }
