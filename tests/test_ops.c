@@ -302,7 +302,7 @@ listen_case(const char *kinds, const char *pidv, const char *count, const char *
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        char res[128], err[256] = "";
+        char res[400], err[256] = "";
         int fds[2] = {-7, -7};
         int wfd = fcntl(pfd[1], F_DUPFD_CLOEXEC, 100); /* out of the way of fds 3 and 4 */
         close(pfd[0]);
@@ -534,19 +534,28 @@ test_notify_abstract(void **state)
 /* ------------------------------------------------------------------------------------------ */
 /* systemd: socket activation and the units */
 
+/* need_tool returns the path of a tool of Debian's systemd package (a copy, static), or
+ * skips the running test saying why. */
+static char *
+need_tool(const char *name)
+{
+    static char path[256];
+    const char *t = tool(name);
+    if (t == NULL) {
+        printf("SKIPPED: %s is not installed (Debian package systemd)\n", name);
+        skip();
+    }
+    snprintf(path, sizeof(path), "%s", t);
+    return path;
+}
+
 static void
 test_socket_activation(void **state)
 {
     struct lt_world *w = *state;
-    const char *sa = tool("systemd-socket-activate");
+    char *sa_path = need_tool("systemd-socket-activate");
     char la[300], lc[300];
 
-    if (sa == NULL) {
-        printf("SKIPPED: systemd-socket-activate is not installed (Debian package systemd)\n");
-        skip();
-    }
-    static char sa_path[256];
-    snprintf(sa_path, sizeof(sa_path), "%s", sa);
     snprintf(la, sizeof(la), "%s/agents.sock", lt_dir(w));
     snprintf(lc, sizeof(lc), "%s/clients.sock", lt_dir(w));
     /* The clients' socket first, named: the backend takes each by its name. The command
@@ -589,17 +598,11 @@ static void
 test_units_verify(void **state)
 {
     struct lt_world *w = *state;
-    const char *sa = tool("systemd-analyze");
+    char *sa_path = need_tool("systemd-analyze");
     static const char *const units[] = {"inginious-backend.service", "inginious-backend.socket",
                                         "inginious-agent-process.service"};
     char build[512], path[700];
 
-    if (sa == NULL) {
-        printf("SKIPPED: systemd-analyze is not installed (Debian package systemd)\n");
-        skip();
-    }
-    static char sa_path[256];
-    snprintf(sa_path, sizeof(sa_path), "%s", sa);
     if (realpath(lt_build(), build) == NULL)
         fail_msg("realpath %s: %s", lt_build(), strerror(errno));
     /* Copies of the units whose ExecStart= names the programs just built (verify wants
@@ -708,6 +711,24 @@ test_sighup_reload(void **state)
 /* ------------------------------------------------------------------------------------------ */
 /* Secrets for the bundled agent and inginious-ctl */
 
+/* start_agent starts inginious-agent-process with a secret file on the backend's agent
+ * endpoint, its output into log. */
+static pid_t
+start_agent(struct lt_world *w, const char *secret, const char *envs, const char *name,
+            const char *log)
+{
+    char *argv[] = {(char *)prog("inginious-agent-process"),
+                    "--secret-file",
+                    (char *)secret,
+                    "--environments",
+                    (char *)envs,
+                    "--name",
+                    (char *)name,
+                    w->agent_addr,
+                    NULL};
+    return spawn(argv, log);
+}
+
 static void
 test_agent_process_secret(void **state)
 {
@@ -737,29 +758,11 @@ test_agent_process_secret(void **state)
     lt_start(w, NULL, NULL, "--agent-secret-file", as, "--client-secret-file", cs, NULL);
 
     /* A wrong agent secret is refused by the backend. */
-    char *bad_argv[] = {(char *)prog("inginious-agent-process"),
-                        "--secret-file",
-                        wrong,
-                        "--environments",
-                        envs,
-                        "--name",
-                        "wrong",
-                        w->agent_addr,
-                        NULL};
-    pid_t bad = spawn(bad_argv, alog);
+    pid_t bad = start_agent(w, wrong, envs, "wrong", alog);
     wait_log(w, "authentication failed", 1);
     stop(w, bad);
 
-    char *argv[] = {(char *)prog("inginious-agent-process"),
-                    "--secret-file",
-                    as,
-                    "--environments",
-                    envs,
-                    "--name",
-                    "good",
-                    w->agent_addr,
-                    NULL};
-    pid_t agent = spawn(argv, alog);
+    pid_t agent = start_agent(w, as, envs, "good", alog);
     wait_log(w, "authenticated", 1);
 
     char *ctl[] = {(char *)prog("inginious-ctl"),
@@ -924,38 +927,41 @@ raw_connect4(unsigned port)
     return rc;
 }
 
+/* listen_any starts the backend on tcp://[::]:0 (with --ipv6-only when v6only) and checks
+ * which families reach its client endpoint. */
 static void
-test_dual_stack(void **state)
+listen_any(struct lt_world *w, bool v6only)
 {
-    struct lt_world *w = *state;
-    char v4[100];
+    char addr[100];
 
     if (!have_ipv6()) {
         printf("SKIPPED: no IPv6 on this machine (cannot bind ::1)\n");
         skip();
     }
-    lt_start(w, "tcp://[::]:0", "tcp://[::]:0", NULL);
-    snprintf(v4, sizeof(v4), "tcp://127.0.0.1:%u", port_of(w->client_addr));
-    assert_int_equal(client_try(w, v4, NULL), 0);
-    wait_log(w, "(tcp://[::ffff:127.0.0.1]:", 1);
+    lt_start(w, "tcp://[::]:0", "tcp://[::]:0", v6only ? "--ipv6-only" : NULL, NULL);
+    unsigned port = port_of(w->client_addr);
+    snprintf(addr, sizeof(addr), "tcp://[::1]:%u", port);
+    assert_int_equal(client_try(w, addr, NULL), 0);
+    if (v6only) {
+        assert_int_equal(raw_connect4(port), -ECONNREFUSED);
+    } else { /* dual-stack: an IPv4 client is served, seen as ::ffff:127.0.0.1 */
+        snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%u", port);
+        assert_int_equal(client_try(w, addr, NULL), 0);
+        wait_log(w, "(tcp://[::ffff:127.0.0.1]:", 1);
+    }
     lt_pass(w);
+}
+
+static void
+test_dual_stack(void **state)
+{
+    listen_any(*state, false);
 }
 
 static void
 test_ipv6_only(void **state)
 {
-    struct lt_world *w = *state;
-    char v6[100];
-
-    if (!have_ipv6()) {
-        printf("SKIPPED: no IPv6 on this machine (cannot bind ::1)\n");
-        skip();
-    }
-    lt_start(w, "tcp://[::]:0", "tcp://[::]:0", "--ipv6-only", NULL);
-    assert_int_equal(raw_connect4(port_of(w->client_addr)), -ECONNREFUSED);
-    snprintf(v6, sizeof(v6), "tcp://[::1]:%u", port_of(w->client_addr));
-    assert_int_equal(client_try(w, v6, NULL), 0);
-    lt_pass(w);
+    listen_any(*state, true);
 }
 
 #define CASE(f) cmocka_unit_test_setup_teardown(f, lt_setup, lt_teardown)
@@ -963,13 +969,21 @@ test_ipv6_only(void **state)
 int
 main(void)
 {
+    /* clang-format off */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sd_parse), cmocka_unit_test(test_sd_listen_fds),
-        CASE(test_notify_path),          CASE(test_notify_abstract),
-        CASE(test_socket_activation),    CASE(test_units_verify),
-        CASE(test_sighup_reload),        CASE(test_agent_process_secret),
-        CASE(test_option_bounds),        CASE(test_ipc_takeover),
-        CASE(test_dual_stack),           CASE(test_ipv6_only),
+        cmocka_unit_test(test_sd_parse),
+        cmocka_unit_test(test_sd_listen_fds),
+        CASE(test_notify_path),
+        CASE(test_notify_abstract),
+        CASE(test_socket_activation),
+        CASE(test_units_verify),
+        CASE(test_sighup_reload),
+        CASE(test_agent_process_secret),
+        CASE(test_option_bounds),
+        CASE(test_ipc_takeover),
+        CASE(test_dual_stack),
+        CASE(test_ipv6_only),
     };
+    /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
