@@ -67,11 +67,12 @@
 #include <sys/types.h>
 
 #include "inginious/proto.h"
+#include "sandbox.h"
 
 #define RUNNER_OUTPUT_LIMIT_DEFAULT (64u * 1024) /* bytes kept of stdout, and of stderr */
 #define RUNNER_TIME_DEFAULT 30.0                 /* seconds, when limits.time is absent */
 #define RUNNER_FEEDBACK_MAX (16u * 1024 * 1024)  /* largest feedback.json read */
-#define RUNNER_MAX_FDS 3                         /* runner_fds() returns at most this */
+#define RUNNER_MAX_FDS 4                         /* runner_fds() returns at most this */
 
 struct runner_opts {
     const char *tasks_dir; /* TASKS: jobs run in a copy of TASKS/<course>/<task>/; NULL: every
@@ -79,7 +80,11 @@ struct runner_opts {
     const char *work_dir;  /* where job folders are made; NULL: $TMPDIR, else /tmp */
     const char *user;      /* when running as root: run jobs as this user; NULL: "nobody" */
     size_t output_limit;   /* bytes kept of stdout and of stderr; 0: the default */
-    unsigned long nproc;   /* RLIMIT_NPROC of the job; 0: not set */
+    unsigned long nproc;   /* RLIMIT_NPROC of the job; 0: not set (sandboxed: the job's
+                              pids.max; 0: SANDBOX_PIDS_DEFAULT) */
+    struct sandbox_host *sandbox; /* sandbox_probe's result: sandbox every job; NULL: none */
+    uint64_t disk_limit;   /* sandboxed: bytes of the job's tmpfs (limits.disk, in MiB,
+                              lowers it); 0: SANDBOX_DISK_DEFAULT */
 };
 
 struct runner_job;
@@ -116,6 +121,14 @@ bool runner_done(const struct runner_job *r);
 /* runner_result fills res with the result (job_id included). Every view points into r and
  * stays valid until runner_free(r). Only valid once runner_done(r). */
 void runner_result(const struct runner_job *r, struct ing_job_result *res);
+
+/* runner_started tells whether `run` was exec'd: the folder is copied and the job really
+ * runs (the agent then sends AgentJobStarted). */
+bool runner_started(const struct runner_job *r);
+
+/* runner_cpu_ms returns the CPU time the job used (every process of its cgroup when
+ * sandboxed, else `run` and the children it waited for). Only valid once runner_done(r). */
+uint64_t runner_cpu_ms(const struct runner_job *r);
 
 /* runner_pid returns the pid (= process group id) of the running job, or 0. */
 pid_t runner_pid(const struct runner_job *r);

@@ -237,8 +237,9 @@ check_kind(const struct ing_job_result *res, const char *kind)
                  str(res->result_text), str(res->stderr_), kind);
 }
 
+/* dir_is_empty tells whether the work directory holds nothing. */
 static bool
-work_dir_empty(const struct fx *f)
+dir_is_empty(const struct fx *f)
 {
     DIR *d = opendir(f->work);
     struct dirent *e;
@@ -251,6 +252,23 @@ work_dir_empty(const struct fx *f)
     }
     closedir(d);
     return empty;
+}
+
+/* work_dir_empty waits (up to 10 s) for the job folder to be removed: the runner removes
+ * it in a background process so that a large folder does not block its caller. */
+static bool
+work_dir_empty(const struct fx *f)
+{
+    uint64_t end = now_ms() + 10000;
+
+    while (!dir_is_empty(f)) {
+        struct pollfd none;
+
+        if (now_ms() >= end)
+            return false;
+        (void)poll(&none, 0, 5); /* a bounded retry period, not a wait for timing */
+    }
+    return true;
 }
 
 static void
