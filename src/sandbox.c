@@ -736,6 +736,11 @@ build_root(const struct sandbox_job *sj, const char *root)
         if (symlink(links[i][0], path) < 0)
             return -errno;
     }
+    if (pjoin(path, sizeof(path), root, "/dev") < 0)
+        return -ENAMETOOLONG;
+    if (mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) <
+        0)
+        return -errno;
     /* the job's folders */
     if (pjoin(src, sizeof(src), sj->base, "/task") < 0)
         return -ENAMETOOLONG;
