@@ -318,6 +318,61 @@ TP_TEST(test_agent_process_hello)
         tp_fail("the hidden environment is not in the agent log");
     if (!tp_log_contains(c, "test-agent"))
         tp_fail("the backend did not log the agent's name");
+    /* --no-sandbox says so in the log and in the name the backend sees. */
+    if (!tp_log_contains(c, "test-agent (no sandbox)"))
+        tp_fail("the agent's name does not say \"(no sandbox)\"");
+    if (!agent_log_contains("--no-sandbox: jobs run with rlimits and --user only"))
+        tp_fail("the agent log does not say that jobs are not sandboxed");
+}
+
+/* Secure by default: where the sandbox is refused (here: not root, so no job cgroups), the
+ * agent does not start and says why, unless --no-sandbox is given. */
+TP_TEST(test_agent_process_refuses_without_sandbox)
+{
+    int out[2];
+    char buf[2048];
+    size_t len = 0;
+    pid_t pid;
+    int st;
+    uint64_t end = tp_now_ms() + TP_DEADLINE_MS;
+
+    (void)c;
+    add_env("process", "default", "exit 0", false);
+    if (pipe2(out, O_CLOEXEC) < 0)
+        tp_fail("pipe: %s", strerror(errno));
+    pid = fork();
+    if (pid == 0) {
+        dup2(out[1], 2);
+        if (setgid(65534) < 0 || setuid(65534) < 0)
+            _exit(126);
+        execl(agent_bin(), agent_bin(), "--environments", apt.envs, "tcp://127.0.0.1:9",
+              (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    for (;;) {
+        struct pollfd p = {out[0], POLLIN, 0};
+        ssize_t n;
+        uint64_t now = tp_now_ms();
+
+        if (now >= end || poll(&p, 1, (int)(end - now)) <= 0)
+            break;
+        n = read(out[0], buf + len, sizeof(buf) - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    close(out[0]);
+    if (tp_now_ms() >= end)
+        kill(pid, SIGKILL);
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 1)
+        tp_fail("the agent without a sandbox ended with status %d: %s", st, buf);
+    if (strstr(buf, "cannot sandbox jobs here: not running as root") == NULL ||
+        strstr(buf, "--no-sandbox") == NULL)
+        tp_fail("the agent did not say why it refused: %s", buf);
 }
 
 TP_TEST(test_agent_process_job)
@@ -646,6 +701,34 @@ fake_quiet(struct fake *f, int ms)
         tp_fail("fake backend: the agent sent something unexpected");
 }
 
+/* fake_next returns the next frame from the agent, or NULL when none comes within ms. */
+static const struct ing_msg *
+fake_next(struct fake *f, int ms)
+{
+    memmove(f->in, f->in + f->last, f->len - f->last);
+    f->len -= f->last;
+    f->last = 0;
+    for (;;) {
+        struct pollfd p = {f->fd, POLLIN, 0};
+        ssize_t n = ing_msg_decode(f->in, f->len, ING_MAX_FRAME_DEFAULT, &f->msg);
+
+        if (n < 0)
+            tp_fail("fake backend: undecodable frame from the agent");
+        if (n > 0) {
+            f->last = (size_t)n;
+            return &f->msg;
+        }
+        if (poll(&p, 1, ms) <= 0)
+            return NULL;
+        if (f->len == sizeof(f->in))
+            tp_fail("fake backend: input full");
+        n = read(f->fd, f->in + f->len, sizeof(f->in) - f->len);
+        if (n <= 0)
+            tp_fail("fake backend: the agent closed the connection");
+        f->len += (size_t)n;
+    }
+}
+
 static struct ing_view
 view(const char *s)
 {
@@ -723,6 +806,91 @@ TP_TEST(test_agent_process_reconnect)
     close(f.lfd);
 }
 
+/* A large task folder (issue 13 item 16): four jobs copy 128 MiB each while the test,
+ * playing the backend, pings the agent every few ms and measures each Pong's delay. The
+ * copies run in the jobs' children, so the loop keeps answering; AgentJobStarted comes
+ * once each copy is done and `run` runs. */
+TP_TEST(test_agent_process_large_task)
+{
+    static const char *const ids[4] = {"big-0", "big-1", "big-2", "big-3"};
+    struct fake f;
+    struct ing_msg j, ping;
+    const struct ing_msg *m;
+    uint64_t t0, ping_at = 0, max_delay = 0, pongs = 0;
+    int started = 0, done = 0, fd;
+    char path[512];
+
+    (void)c;
+    add_env("process", "default", "[ -f blob ] && [ $(wc -c < blob) -eq 134217728 ]", false);
+    make_dir("%s/big", apt.tasks);
+    make_dir("%s/big/t", apt.tasks);
+    snprintf(path, sizeof(path), "%s/big/t/blob", apt.tasks);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || ftruncate(fd, 128 << 20) < 0) /* sparse: no disk used here */
+        tp_fail("cannot make %s: %s", path, strerror(errno));
+    close(fd);
+    apt.sandbox = true; /* the copies go to the jobs' tmpfs */
+    fake_listen(&f);
+    agent_start(f.addr, "--concurrency", "4", NULL);
+    fake_accept(&f);
+    fake_expect(&f, ING_AGENT_HELLO);
+    memset(&j, 0, sizeof(j));
+    j.type = ING_BACKEND_NEW_JOB;
+    j.u.job.course_id = view("big");
+    j.u.job.task_id = view("t");
+    j.u.job.environment_type = view("process");
+    j.u.job.environment = view("default");
+    j.u.job.task_problems = view("\x80");
+    j.u.job.inputdata = view("\x80");
+    j.u.job.environment_parameters = view("\x80");
+    for (int i = 0; i < 4; i++) {
+        j.u.job.job_id = view(ids[i]);
+        fake_send(&f, &j);
+    }
+    memset(&ping, 0, sizeof(ping));
+    ping.type = ING_PING;
+    t0 = tp_now_ms();
+    while (done < 4) {
+        uint64_t now = tp_now_ms();
+
+        if (now - t0 > 12u * (uint64_t)TP_DEADLINE_MS)
+            tp_fail("the jobs did not end in time (%d done)", done);
+        if (ping_at == 0) {
+            fake_send(&f, &ping);
+            ping_at = now;
+        }
+        m = fake_next(&f, 5);
+        if (m == NULL)
+            continue;
+        if (m->type == ING_PONG) {
+            uint64_t d = tp_now_ms() - ping_at;
+
+            max_delay = d > max_delay ? d : max_delay;
+            pongs++;
+            ping_at = 0;
+        } else if (m->type == ING_AGENT_JOB_STARTED) {
+            started++;
+        } else if (m->type == ING_AGENT_JOB_DONE) {
+            char k[32], t[200];
+
+            if (!tp_view_is(m->u.result.result_kind, "success"))
+                tp_fail("a job ended %s: %s", tp_cpy(k, sizeof(k), m->u.result.result_kind),
+                        tp_cpy(t, sizeof(t), m->u.result.result_text));
+            done++;
+        } else {
+            tp_fail("unexpected %s", ing_msg_type_name(m->type));
+        }
+    }
+    print_message("4 jobs x 128 MiB copied in %llu ms; %llu pings, the slowest Pong "
+                  "after %llu ms\n",
+                  (unsigned long long)(tp_now_ms() - t0), (unsigned long long)pongs,
+                  (unsigned long long)max_delay);
+    assert_int_equal(started, 4);
+    assert_true(pongs >= 5);
+    assert_true(max_delay < 200u * (uint64_t)tp_slow());
+    fake_close(&f);
+}
+
 int
 main(void)
 {
@@ -735,6 +903,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_agent_process_orphans, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_process_kill_unknown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_process_reconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_process_large_task, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_process_refuses_without_sandbox, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests_name("agent_process", tests, NULL, NULL);
