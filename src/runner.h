@@ -4,8 +4,12 @@
  *
  * A job runs the `run` executable of its environment:
  *   - in a fresh temporary copy of its task folder TASKS/<course>/<task>/ (copied
- *     recursively; a taskless job, with a nil or empty course or task, gets an empty
- *     folder), which is its working directory and $HOME;
+ *     recursively by the job's child process, before exec; a taskless job, with a nil or
+ *     empty course or task, gets an empty folder), which is its working directory and $HOME;
+ *   - when opts.sandbox is set, in the sandbox of sandbox.h: the folder is /work inside,
+ *     the environment's directory /env (INGINIOUS_TASK_DIR and INGINIOUS_ENV_DIR say so);
+ *     the job's cgroup holds its memory limit (no RLIMIT_AS) and its process limit
+ *     (opts.nproc, else SANDBOX_PIDS_DEFAULT; no RLIMIT_NPROC);
  *   - in a new session and process group (setsid), so that a kill reaches every process
  *     it started;
  *   - with the job's inputdata as JSON on stdin and in `input.json` in the folder;
@@ -29,8 +33,11 @@
  *
  * The result. The first rule that applies decides:
  *   1. the job was killed with runner_kill                  -> killed
- *   2. it passed its wall-clock deadline (killed by us)     -> timeout
+ *   2. it passed its wall-clock deadline (killed by us)     -> timeout (crash when `run`
+ *      had not started yet: the copy of the task folder took longer than the deadline)
  *   3. `run` died of SIGXCPU, or of SIGKILL after using its CPU time  -> timeout
+ *   3b. sandboxed, and the kernel's OOM killer killed a process of the job's cgroup
+ *                                                           -> overflow
  *   4. the folder holds a feedback.json: a JSON object with the optional keys
  *        result   "success", "failed", "error", ... or ["kind", "text"]
  *        text     str      grade  number (clamped to 0..100)
@@ -51,10 +58,11 @@
  * "state" when rule 4 gives one, else inputdata["@state"] (a str, or "") is kept. problems,
  * tests and custom are {} unless feedback.json gives them; archive is nil.
  *
- * Non-blocking use from an event loop: runner_start forks and execs (it blocks only for
- * the copy of the task folder and until exec), then watch the fds of runner_fds() for
- * reading, call runner_process() when one is readable or runner_timeout_ms() has passed,
- * until it returns 1. The child is watched through a pidfd where the kernel has them,
+ * Non-blocking use from an event loop: runner_start forks (it never waits for the child:
+ * the copy of the task folder happens there, and runner_started() tells when `run` has
+ * been exec'd), then watch the fds of runner_fds() for reading, call runner_process() when
+ * one is readable or runner_timeout_ms() has passed, until it returns 1. The job folder is
+ * removed without blocking either (a background process, or a tmpfs detached). The child is watched through a pidfd where the kernel has them,
  * else runner_timeout_ms() asks to be called every 50 ms. The caller supplies the time
  * (CLOCK_MONOTONIC in ms). The process-group leader is never reaped before its group has
  * been sent SIGKILL, so its pid cannot be reused while the group is signalled. */

@@ -478,12 +478,20 @@ TP_TEST(test_agent_process_concurrency)
         j.id = names[i];
         tp_send_job(cl, &j);
     }
-    /* Two start, the third waits for a free slot. */
-    for (int i = 0; i < 2; i++) {
-        const struct ing_msg *m = tp_expect(cl, ING_BACKEND_JOB_STARTED);
+    /* Two start (in either order: each is started when its `run` runs), the third waits
+     * for a free slot. */
+    {
+        bool seen[2] = {false, false};
 
-        assert_true(tp_view_is(m->u.ref.job_id, names[i]));
-        started++;
+        for (int i = 0; i < 2; i++) {
+            const struct ing_msg *m = tp_expect(cl, ING_BACKEND_JOB_STARTED);
+            int k = tp_view_is(m->u.ref.job_id, names[0]) ? 0 : 1;
+
+            assert_true(tp_view_is(m->u.ref.job_id, names[k]));
+            assert_false(seen[k]);
+            seen[k] = true;
+            started++;
+        }
     }
     tp_expect_nothing(cl, 300);
     tp_get_queue(cl, &q);
