@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -28,6 +29,8 @@
 
 #define POLL_NO_PIDFD_MS 50   /* how often the child is checked without a pidfd */
 #define POLL_DYING_MS 100     /* re-check period while a killed group dies */
+#define POLL_CGROUP_MS 5      /* re-check period while a job's cgroup empties */
+#define DYING_MAX_MS 2000     /* longest wait for it (then its processes are left) */
 #define READ_CHUNK 16384      /* one read from a pipe */
 #define READ_BUDGET 16        /* reads per pipe per runner_process */
 #define DRAIN_ROUNDS 16       /* budgets spent draining a pipe once the job is over */
@@ -113,6 +116,8 @@ struct runner_job {
     bool sandboxed;
     struct sandbox_cg cg;     /* the job's cgroups when sandboxed */
     uint64_t cpu_ns;          /* CPU time of the job, once done */
+    bool dying;               /* reaped, waiting for the cgroup to empty */
+    uint64_t dying_until;
     bool killed;              /* runner_kill was called while running */
     bool timed_out;           /* the deadline passed */
     bool done;
@@ -1656,6 +1661,8 @@ runner_timeout_ms(const struct runner_job *r, uint64_t now_ms)
 
     if (r->done)
         return -1;
+    if (r->dying)
+        return POLL_CGROUP_MS;
     if (r->killed || r->timed_out)
         return POLL_DYING_MS;
     left = r->deadline_ms > now_ms ? r->deadline_ms - now_ms : 0;
@@ -1673,6 +1680,13 @@ runner_process(struct runner_job *r, uint64_t now_ms)
 
     if (r->done)
         return 1;
+    if (r->dying) {
+        /* `run` is reaped; its namespace's last processes are being torn down. */
+        if (!sandbox_cg_empty(&r->cg) && now_ms < r->dying_until)
+            return 0;
+        finish(r);
+        return 1;
+    }
     if (r->starting) {
         int msg[3];
         ssize_t n = read(r->report_fd, msg, sizeof(msg));
@@ -1716,6 +1730,13 @@ runner_process(struct runner_job *r, uint64_t now_ms)
         ;
     close_fd(&r->out.fd);
     close_fd(&r->err.fd);
+    if (r->sandboxed && !sandbox_cg_empty(&r->cg)) {
+        /* Report the job once every process of it is gone, so that its cgroup can go. */
+        sandbox_cg_kill(&r->cg);
+        r->dying = true;
+        r->dying_until = now_ms + DYING_MAX_MS;
+        return 0;
+    }
     finish(r);
     return 1;
 }
@@ -1796,6 +1817,12 @@ runner_free(struct runner_job *r)
     remove_base(r);
     if (r->sandboxed) {
         sandbox_cg_close_fds(&r->cg);
+        /* A job freed while running: its namespace dies with `run`; give it a moment
+         * (bounded) so that its cgroup can be removed. */
+        for (int i = 0; i < DYING_MAX_MS / POLL_CGROUP_MS && !sandbox_cg_empty(&r->cg); i++) {
+            sandbox_cg_kill(&r->cg);
+            (void)poll(NULL, 0, POLL_CGROUP_MS);
+        }
         (void)sandbox_cg_destroy(&r->cg);
     }
     free(r->run);

@@ -505,6 +505,37 @@ cg_kill(const char *dir)
     close(fd);
 }
 
+bool
+sandbox_cg_empty(const struct sandbox_cg *cg)
+{
+    char path[PATH_MAX + 32], c;
+    int fd;
+    ssize_t n;
+
+    if (cg->n == 0 || cg->dir[0][0] == '\0')
+        return true;
+    if (pjoin(path, sizeof(path), cg->dir[0], "/cgroup.procs") < 0)
+        return true;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true;
+    n = read(fd, &c, 1);
+    close(fd);
+    return n <= 0;
+}
+
+void
+sandbox_cg_kill(const struct sandbox_cg *cg)
+{
+    for (int i = 0; i < cg->n; i++) {
+        if (cg->dir[i][0] == '\0')
+            continue;
+        if (cg->version == 2)
+            (void)cg_set(cg->dir[i], "cgroup.kill", "1");
+        cg_kill(cg->dir[i]);
+    }
+}
+
 int
 sandbox_cg_destroy(struct sandbox_cg *cg)
 {
@@ -943,6 +974,7 @@ sandbox_enter(const struct sandbox_job *sj, enum sandbox_stage *stage)
         rc = write_map("/proc/self/gid_map", (unsigned)sj->gid);
     if (rc < 0)
         return rc;
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* no host process of this user may trace it */
     *stage = SBX_FORK;
     rel = mmap(NULL, sizeof(*rel), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (rel == MAP_FAILED)

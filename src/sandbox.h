@@ -104,6 +104,12 @@ uint64_t sandbox_cg_pids_refused(const struct sandbox_cg *cg);
 /* sandbox_cg_cpu_ns: CPU time used by every process of the job (ns). */
 uint64_t sandbox_cg_cpu_ns(const struct sandbox_cg *cg);
 
+/* sandbox_cg_empty tells whether no process is left in the job's cgroup. */
+bool sandbox_cg_empty(const struct sandbox_cg *cg);
+
+/* sandbox_cg_kill sends SIGKILL to every process left in the job's cgroups. */
+void sandbox_cg_kill(const struct sandbox_cg *cg);
+
 /* sandbox_cg_destroy kills what is left in the cgroups and removes them. Returns 0, or
  * -EBUSY when a directory could not be removed yet (call again later). */
 int sandbox_cg_destroy(struct sandbox_cg *cg);

@@ -273,6 +273,32 @@ setup(void **state)
     return 0;
 }
 
+/* leftovers counts the job cgroups of this process still there, and the job tmpfs mounts. */
+static int
+leftovers(void)
+{
+    char prefix[32], line[1024];
+    int n = 0;
+    FILE *m;
+
+    snprintf(prefix, sizeof(prefix), "job-%d-", (int)getpid());
+    for (int i = 0; i < host.ncg; i++) {
+        DIR *d = opendir(host.cg_dir[i]);
+        struct dirent *e;
+
+        while (d != NULL && (e = readdir(d)) != NULL)
+            n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+        if (d != NULL)
+            closedir(d);
+    }
+    m = fopen("/proc/self/mounts", "re");
+    while (m != NULL && fgets(line, sizeof(line), m) != NULL)
+        n += strstr(line, "/test_sandbox-") != NULL;
+    if (m != NULL)
+        fclose(m);
+    return n;
+}
+
 static int
 teardown(void **state)
 {
@@ -281,6 +307,10 @@ teardown(void **state)
     if (f == NULL)
         return 0;
     runner_free(f->r);
+    if (leftovers() != 0) {
+        print_error("a job cgroup or tmpfs was left behind\n");
+        return -1;
+    }
     for (size_t i = 0; i < 3; i++)
         ing_mp_writer_fini(&f->w[i]);
     nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
