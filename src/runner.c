@@ -128,6 +128,7 @@ struct runner_job {
     gid_t gid;
     char *base;               /* the job's private directory, or NULL */
     char *run;                /* the run file (for messages) */
+    char *rootfs;             /* the environment's rootfs/ when it has one */
     char *dir;                /* base/task: the copied folder */
     struct ing_mp_writer fb;  /* feedback.json as msgpack: result views point into it */
     char crash[CRASH_TEXT_MAX];
@@ -1441,6 +1442,21 @@ sandbox_prepare(struct runner_job *r, const struct runner_opts *o,
     a->sj.base = r->base;
     a->sj.task_src = src;
     a->sj.env_dir = run_dir;
+    {
+        struct stat st;
+
+        r->rootfs = path_join(run_dir, "rootfs");
+        if (r->rootfs == NULL) {
+            finish_crash(r, "Out of memory");
+            return -1;
+        }
+        if (stat(r->rootfs, &st) == 0 && S_ISDIR(st.st_mode)) {
+            a->sj.rootfs = r->rootfs;
+        } else {
+            free(r->rootfs);
+            r->rootfs = NULL;
+        }
+    }
     a->sj.network = param_true(job->environment_parameters, "network_grading");
     a->sj.disk_bytes = disk;
     a->sj.uid = r->drop ? r->uid : geteuid();
@@ -1826,6 +1842,7 @@ runner_free(struct runner_job *r)
         (void)sandbox_cg_destroy(&r->cg);
     }
     free(r->run);
+    free(r->rootfs);
     free(r->dir);
     free(r->out.buf);
     free(r->err.buf);

@@ -13,9 +13,14 @@
  *   /dev              a tmpfs with binds of the host's null, zero, full, random, urandom
  *                     and tty, and the links fd, stdin, stdout, stderr
  *   /proc             a fresh proc of the job's PID namespace
- * Every bind is nosuid and nodev (the device binds keep their devices). */
+ * Every bind is nosuid and nodev (the device binds keep their devices).
+ * When the environment has a directory rootfs/ (ENVS/<type>/<name>/rootfs), its top-level
+ * entries replace the host's /usr, /bin, ... and /etc: directories and files are bound
+ * read-only, links recreated; its dev, proc, tmp, work, task and env are not used (the
+ * sandbox's own are), and without an etc/ the generated /etc above is made. */
 #include "sandbox.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -685,6 +690,54 @@ optional(int rc)
     return rc == -ENOENT ? 0 : rc;
 }
 
+/* rootfs_tops binds the top-level entries of an environment's rootfs/ on root, read-only
+ * (links recreated), except the ones the sandbox provides. */
+static int
+rootfs_tops(const char *rootfs, const char *root)
+{
+    static const char *const ours[] = {"dev", "proc", "tmp", "work", "task", "env"};
+    DIR *d = opendir(rootfs);
+    struct dirent *e;
+    int rc = 0;
+
+    if (d == NULL)
+        return -errno;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        char src[PATH_MAX], dst[NAME_MAX + 2], target[PATH_MAX];
+        bool skip = e->d_name[0] == '.' &&
+                    (e->d_name[1] == '\0' || (e->d_name[1] == '.' && e->d_name[2] == '\0'));
+        struct stat st;
+
+        for (size_t i = 0; !skip && i < sizeof(ours) / sizeof(ours[0]); i++)
+            skip = strcmp(e->d_name, ours[i]) == 0;
+        if (skip)
+            continue;
+        if ((size_t)snprintf(src, sizeof(src), "%s/%s", rootfs, e->d_name) >= sizeof(src)) {
+            rc = -ENAMETOOLONG;
+            break;
+        }
+        snprintf(dst, sizeof(dst), "/%s", e->d_name);
+        if (lstat(src, &st) < 0) {
+            rc = -errno;
+        } else if (S_ISLNK(st.st_mode)) {
+            ssize_t n = readlink(src, target, sizeof(target) - 1);
+            char path[PATH_MAX];
+
+            if (n < 0 || pjoin(path, sizeof(path), root, dst) < 0) {
+                rc = n < 0 ? -errno : -ENAMETOOLONG;
+                break;
+            }
+            target[n] = '\0';
+            if (symlink(target, path) < 0)
+                rc = -errno;
+        } else if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) {
+            rc = bind_at(root, src, dst, BIND_RO);
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
 /* build_root makes the job's root under base/root (I, before pivot_root). */
 static int
 build_root(const struct sandbox_job *sj, const char *root)
@@ -706,16 +759,24 @@ build_root(const struct sandbox_job *sj, const char *root)
 
     if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, ROOT_TMPFS_OPTS) < 0)
         return -errno;
-    for (i = 0; i < sizeof(tops) / sizeof(tops[0]); i++) {
+    if (sj->rootfs != NULL) {
+        rc = rootfs_tops(sj->rootfs, root);
+        if (rc < 0)
+            return rc;
+    }
+    for (i = 0; sj->rootfs == NULL && i < sizeof(tops) / sizeof(tops[0]); i++) {
         rc = host_top(root, tops[i]);
         if (rc < 0)
             return rc;
     }
     if (pjoin(path, sizeof(path), root, "/etc") < 0)
         return -ENAMETOOLONG;
-    if (mkdir(path, 0755) < 0)
-        return -errno;
-    for (i = 0; i < sizeof(etc) / sizeof(etc[0]); i++) {
+    if (mkdir(path, 0755) < 0) {
+        if (errno != EEXIST || sj->rootfs == NULL)
+            return -errno;
+        goto dev; /* the environment's own /etc */
+    }
+    for (i = 0; sj->rootfs == NULL && i < sizeof(etc) / sizeof(etc[0]); i++) {
         rc = optional(bind_at(root, etc[i], etc[i], BIND_RO));
         if (rc < 0)
             return rc;
@@ -746,6 +807,7 @@ build_root(const struct sandbox_job *sj, const char *root)
     }
     if (rc < 0)
         return rc;
+dev:
     /* /dev */
     if (pjoin(path, sizeof(path), root, "/dev") < 0)
         return -ENAMETOOLONG;

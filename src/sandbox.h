@@ -57,6 +57,7 @@ struct sandbox_job {
     const char *base;     /* the job folder on the host (absolute) */
     const char *task_src; /* the original task folder (absolute), or NULL */
     const char *env_dir;  /* the environment's directory (absolute): /env inside */
+    const char *rootfs;   /* env_dir/rootfs when it is a directory: the job's root, or NULL */
     bool network;         /* keep the host's network namespace */
     uint64_t disk_bytes;  /* size of the job's tmpfs */
     uid_t uid;            /* the job user on the host */

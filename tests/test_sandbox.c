@@ -786,6 +786,40 @@ test_sandbox_timeout(void **state)
     assert_int_equal(count_sleeps("4247"), 0);
 }
 
+/* An environment with its own rootfs/: the job's root comes from it, not from the host. */
+static void
+test_sandbox_rootfs(void **state)
+{
+    struct fx *f = *state;
+    const struct ing_job_result *res;
+    char p[400], usr[400];
+
+    snprintf(p, sizeof(p), "%s/rootfs", f->envs);
+    assert_int_equal(mkdir(p, 0755), 0);
+    snprintf(usr, sizeof(usr), "%s/rootfs/usr", f->envs);
+    assert_int_equal(mkdir(usr, 0755), 0);
+    /* Its programs: the host's /usr, bound into it for the test's time. */
+    assert_int_equal(mount("/usr", usr, NULL, MS_BIND | MS_REC, NULL), 0);
+    for (size_t i = 0; i < 4; i++) {
+        static const char *const links[][2] = {
+            {"usr/bin", "bin"}, {"usr/lib", "lib"}, {"usr/lib64", "lib64"}, {"usr/sbin", "sbin"}};
+
+        snprintf(p, sizeof(p), "%s/rootfs/%s", f->envs, links[i][1]);
+        assert_int_equal(symlink(links[i][0], p), 0);
+    }
+    snprintf(p, sizeof(p), "%s/rootfs/marker.txt", f->envs);
+    write_file(p, "from the rootfs\n", 0644);
+    set_run(f, "cat /marker.txt; ls / | tr '\\n' ' '; echo; "
+               "[ -e /etc/nsswitch.conf ] && echo host_etc || echo own_etc");
+    set_job(f, NULL, NULL, NULL);
+    res = run_job(f);
+    umount2(usr, MNT_DETACH);
+    check_kind(res, "success");
+    out_has(res, "from the rootfs");
+    out_has(res, "bin dev env etc lib lib64 marker.txt proc sbin tmp usr work ");
+    out_has(res, "own_etc");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -801,6 +835,7 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_sandbox_memory_bomb, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sandbox_daemon, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sandbox_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sandbox_rootfs, setup, teardown),
     };
 
     if (argc > 1 && strcmp(argv[1], "--helper") == 0)
