@@ -45,6 +45,8 @@
 #include "seccomp.h"
 
 #define CG_ROOT "/sys/fs/cgroup"
+/* Where the kernel ignores mount's source and type (binds, remounts, propagation), "none"
+ * is given rather than NULL, which memory checkers read as a string. */
 #define ROOT_TMPFS_OPTS "size=1m,nr_inodes=4096,mode=0755"
 
 static const char *const stage_names[] = {
@@ -290,7 +292,7 @@ probe_ns_child(void)
     if (pid < 0)
         _exit(11);
     if (pid == 0) {
-        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0)
             _exit(12);
         if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=64k") < 0)
             _exit(13);
@@ -645,7 +647,7 @@ bind_at(const char *root, const char *src, const char *dst, enum bind_kind kind)
             return -errno;
         close(fd);
     }
-    if (mount(src, path, NULL, MS_BIND | MS_REC, NULL) < 0)
+    if (mount(src, path, "none", MS_BIND | MS_REC, NULL) < 0)
         return -errno;
     fl = MS_BIND | MS_REMOUNT | MS_NOSUID | remount_flags(path);
     if (kind == BIND_RO)
@@ -654,7 +656,7 @@ bind_at(const char *root, const char *src, const char *dst, enum bind_kind kind)
         fl |= MS_NODEV;
     else
         fl &= ~(unsigned long)MS_NODEV;
-    if (mount(NULL, path, NULL, fl, NULL) < 0)
+    if (mount("none", path, "none", fl, NULL) < 0)
         return -errno;
     return 0;
 }
@@ -831,7 +833,7 @@ dev:
     }
     if (pjoin(path, sizeof(path), root, "/dev") < 0)
         return -ENAMETOOLONG;
-    if (mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) <
+    if (mount("none", path, "none", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) <
         0)
         return -errno;
     /* the job's folders */
@@ -917,7 +919,7 @@ init_main(const struct sandbox_job *sj, struct relay *rel, enum sandbox_stage *s
 
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     *stage = SBX_MOUNT;
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+    if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0)
         return -errno;
     if (pjoin(root, sizeof(root), sj->base, "/root") < 0)
         return -ENAMETOOLONG;
@@ -928,7 +930,7 @@ init_main(const struct sandbox_job *sj, struct relay *rel, enum sandbox_stage *s
     if (chdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
         umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
         return -errno;
-    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) <
+    if (mount("none", "/", "none", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) <
         0)
         return -errno;
     *stage = SBX_HOSTNAME;
