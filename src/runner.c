@@ -364,11 +364,37 @@ struct owner {
     gid_t gid;
 };
 
+/* copy_data copies what is left to read from in to out. Returns 0 or -errno. */
+static int
+copy_data(int in, int out)
+{
+    char buf[32768];
+
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof(buf)), off = 0;
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return 0;
+        while (off < n) {
+            ssize_t w = write(out, buf + off, (size_t)(n - off));
+
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0)
+                return -errno;
+            off += w;
+        }
+    }
+}
+
 static int
 copy_file(int sfd, int dfd, const char *name, mode_t mode, const struct owner *own)
 {
-    char buf[32768];
-    int in, out, rc = 0;
+    int in, out, rc;
 
     in = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (in < 0)
@@ -379,31 +405,7 @@ copy_file(int sfd, int dfd, const char *name, mode_t mode, const struct owner *o
         close(in);
         return rc;
     }
-    for (;;) {
-        ssize_t n = read(in, buf, sizeof(buf)), off = 0;
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = -errno;
-            break;
-        }
-        if (n == 0)
-            break;
-        while (off < n) {
-            ssize_t w = write(out, buf + off, (size_t)(n - off));
-
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0) {
-                rc = -errno;
-                break;
-            }
-            off += w;
-        }
-        if (rc < 0)
-            break;
-    }
+    rc = copy_data(in, out);
     if (rc == 0 && fchmod(out, (mode & 0777) | S_IRUSR | S_IWUSR) < 0)
         rc = -errno;
     if (rc == 0 && own->set && fchown(out, own->uid, own->gid) < 0)
@@ -956,9 +958,7 @@ static int
 child_folder(const struct child_args *a, enum child_stage *stage)
 {
     struct owner own = {a->drop, a->uid, a->gid};
-    char buf[32768];
     int bfd, dfd, sfd, fd, rc = 0;
-    off_t off = 0;
 
     *stage = STAGE_SANDBOX;
     if (a->sandbox && (rc = sandbox_mount_base(&a->sj)) < 0)
@@ -1002,22 +1002,10 @@ child_folder(const struct child_args *a, enum child_stage *stage)
     close(dfd);
     if (fd < 0)
         return -errno;
-    for (;;) {
-        ssize_t n = pread(0, buf, sizeof(buf), off);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = -errno;
-            break;
-        }
-        if (n == 0)
-            break;
-        rc = write_all(fd, buf, (size_t)n);
-        if (rc < 0)
-            break;
-        off += n;
-    }
+    /* stdin is read to its end, then rewound for the job. */
+    rc = copy_data(0, fd);
+    if (rc == 0 && lseek(0, 0, SEEK_SET) < 0)
+        rc = -errno;
     if (rc == 0 && fchmod(fd, 0644) < 0)
         rc = -errno;
     if (rc == 0 && own.set && fchown(fd, own.uid, own.gid) < 0)

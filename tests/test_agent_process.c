@@ -325,6 +325,43 @@ TP_TEST(test_agent_process_hello)
         tp_fail("the agent log does not say that jobs are not sandboxed");
 }
 
+/* The sandbox's network policy against the real backend: a job cannot reach the backend's
+ * port on 127.0.0.1 unless its task enables networking (network_grading). */
+TP_TEST(test_agent_process_sandbox_network)
+{
+    struct tp_peer *cl;
+    struct tp_job j = {0};
+    const struct ing_msg *m;
+    const char *port;
+    char body[512], s[64];
+
+    tp_start(c, NULL);
+    port = strrchr(c->be.agent_addr, ':');
+    assert_non_null(port);
+    snprintf(body, sizeof(body),
+             "if bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s' 2>/dev/null; then echo connected;"
+             " else echo refused; fi",
+             port + 1);
+    add_env("process", "default", body, false);
+    cl = connect_client(c);
+    apt.sandbox = true;
+    agent_start(c->be.agent_addr, NULL);
+    tp_expect_envs(cl, "process:[default]");
+    j.id = "job-net-off";
+    j.env_type = "process";
+    j.env = "default";
+    tp_send_job(cl, &j);
+    tp_expect(cl, ING_BACKEND_JOB_STARTED);
+    m = tp_expect_done(cl, "job-net-off", "success", NULL, "");
+    assert_string_equal(tp_cpy(s, sizeof(s), m->u.result.stdout_), "refused\n");
+    j.id = "job-net-on";
+    j.params_raw = TP_RAW("\x81\xafnetwork_grading\xc3");
+    tp_send_job(cl, &j);
+    tp_expect(cl, ING_BACKEND_JOB_STARTED);
+    m = tp_expect_done(cl, "job-net-on", "success", NULL, "");
+    assert_string_equal(tp_cpy(s, sizeof(s), m->u.result.stdout_), "connected\n");
+}
+
 /* Secure by default: where the sandbox is refused (here: not root, so no job cgroups), the
  * agent does not start and says why, unless --no-sandbox is given. */
 TP_TEST(test_agent_process_refuses_without_sandbox)
@@ -745,6 +782,24 @@ view(const char *s)
     return v;
 }
 
+/* fake_job fills a BackendNewJob for process/default (course and task NULL: taskless). */
+static void
+fake_job(struct ing_msg *j, const char *id, const char *course, const char *task)
+{
+    memset(j, 0, sizeof(*j));
+    j->type = ING_BACKEND_NEW_JOB;
+    j->u.job.job_id = view(id);
+    if (course != NULL)
+        j->u.job.course_id = view(course);
+    if (task != NULL)
+        j->u.job.task_id = view(task);
+    j->u.job.environment_type = view("process");
+    j->u.job.environment = view("default");
+    j->u.job.task_problems = view("\x80");
+    j->u.job.inputdata = view("\x80");
+    j->u.job.environment_parameters = view("\x80");
+}
+
 TP_TEST(test_agent_process_kill_unknown)
 {
     struct fake f;
@@ -791,14 +846,7 @@ TP_TEST(test_agent_process_reconnect)
     fake_accept(&f);
     fake_expect(&f, ING_AGENT_HELLO);
     /* AgentJobStarted comes at once. */
-    memset(&j, 0, sizeof(j));
-    j.type = ING_BACKEND_NEW_JOB;
-    j.u.job.job_id = view("j1");
-    j.u.job.environment_type = view("process");
-    j.u.job.environment = view("default");
-    j.u.job.task_problems = view("\x80");
-    j.u.job.inputdata = view("\x80");
-    j.u.job.environment_parameters = view("\x80");
+    fake_job(&j, "j1", NULL, NULL);
     fake_send(&f, &j);
     m = fake_expect(&f, ING_AGENT_JOB_STARTED);
     assert_string_equal(tp_cpy(s, sizeof(s), m->u.ref.job_id), "j1");
@@ -842,17 +890,8 @@ TP_TEST(test_agent_process_large_task)
     agent_start(f.addr, "--concurrency", "4", NULL);
     fake_accept(&f);
     fake_expect(&f, ING_AGENT_HELLO);
-    memset(&j, 0, sizeof(j));
-    j.type = ING_BACKEND_NEW_JOB;
-    j.u.job.course_id = view("big");
-    j.u.job.task_id = view("t");
-    j.u.job.environment_type = view("process");
-    j.u.job.environment = view("default");
-    j.u.job.task_problems = view("\x80");
-    j.u.job.inputdata = view("\x80");
-    j.u.job.environment_parameters = view("\x80");
     for (int i = 0; i < 4; i++) {
-        j.u.job.job_id = view(ids[i]);
+        fake_job(&j, ids[i], "big", "t");
         fake_send(&f, &j);
     }
     memset(&ping, 0, sizeof(ping));
@@ -914,6 +953,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_agent_process_large_task, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_process_refuses_without_sandbox, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_agent_process_sandbox_network, setup, teardown),
     };
 
     return cmocka_run_group_tests_name("agent_process", tests, NULL, NULL);

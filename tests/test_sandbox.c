@@ -20,7 +20,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
@@ -40,18 +39,17 @@
 #include "inginious/json.h"
 #include "inginious/mp.h"
 #include "runner.h"
+#include "support/runfx.h"
 #include "sandbox.h"
+
+#define WAIT_MS (30000u * (uint64_t)slow()) /* longest a job may take in these tests */
 
 static struct sandbox_host host;
 static int probe_rc = -1;
 static char probe_why[512];
 
 struct fx {
-    char root[256];  /* mkdtemp */
-    char tasks[300]; /* root/tasks */
-    char envs[300];  /* root/env: run, helper, suid */
-    char run[320];
-    char work[300];  /* root/work: job folders */
+    struct rf_dirs d; /* root, tasks/, env/ (run), work/ */
     char secret[300]; /* root/secret: a file no job may see */
     struct runner_opts opts;
     struct ing_mp_writer w[3];
@@ -191,26 +189,6 @@ slow(void)
     return k >= 1 ? k : 1;
 }
 
-static uint64_t
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void
-write_file(const char *path, const char *text, mode_t mode)
-{
-    FILE *f = fopen(path, "w");
-
-    assert_non_null(f);
-    assert_int_equal(fputs(text, f) >= 0, 1);
-    assert_int_equal(fclose(f), 0);
-    assert_int_equal(chmod(path, mode), 0);
-}
-
 static void
 copy_self(const char *dst, mode_t mode)
 {
@@ -229,16 +207,6 @@ copy_self(const char *dst, mode_t mode)
 }
 
 static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    if (flag == FTW_DP)
-        return rmdir(path);
-    return unlink(path);
-}
-
-static int
 setup(void **state)
 {
     struct fx *f;
@@ -250,23 +218,16 @@ setup(void **state)
     f = calloc(1, sizeof(*f));
     if (f == NULL)
         return -1;
-    snprintf(f->root, sizeof(f->root), "/tmp/test_sandbox-XXXXXX");
-    if (mkdtemp(f->root) == NULL || chmod(f->root, 0755) < 0)
+    if (rf_dirs_make(&f->d, "test_sandbox") < 0)
         return -1;
-    snprintf(f->tasks, sizeof(f->tasks), "%s/tasks", f->root);
-    snprintf(f->envs, sizeof(f->envs), "%s/env", f->root);
-    snprintf(f->run, sizeof(f->run), "%s/run", f->envs);
-    snprintf(f->work, sizeof(f->work), "%s/work", f->root);
-    snprintf(f->secret, sizeof(f->secret), "%s/secret", f->root);
-    if (mkdir(f->tasks, 0755) < 0 || mkdir(f->envs, 0755) < 0 || mkdir(f->work, 0755) < 0)
-        return -1;
-    write_file(f->secret, "top secret\n", 0644);
-    snprintf(p, sizeof(p), "%s/helper", f->envs);
+    snprintf(f->secret, sizeof(f->secret), "%s/secret", f->d.root);
+    rf_write_file(f->secret, "top secret\n", 0644);
+    snprintf(p, sizeof(p), "%s/helper", f->d.envs);
     copy_self(p, 0755);
-    snprintf(p, sizeof(p), "%s/suid", f->envs);
+    snprintf(p, sizeof(p), "%s/suid", f->d.envs);
     copy_self(p, 04755);
-    f->opts.tasks_dir = f->tasks;
-    f->opts.work_dir = f->work;
+    f->opts.tasks_dir = f->d.tasks;
+    f->opts.work_dir = f->d.work;
     f->opts.sandbox = &host;
     *state = f;
     return 0;
@@ -312,7 +273,7 @@ teardown(void **state)
     }
     for (size_t i = 0; i < 3; i++)
         ing_mp_writer_fini(&f->w[i]);
-    nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rf_dirs_remove(&f->d);
     free(f);
     return 0;
 }
@@ -334,42 +295,14 @@ set_run(struct fx *f, const char *body)
     char text[8192];
 
     snprintf(text, sizeof(text), "#!/bin/sh\nH=\"/env/helper --helper\"\n%s\n", body);
-    write_file(f->run, text, 0755);
-}
-
-static struct ing_view
-json_view(struct ing_mp_writer *w, const char *json)
-{
-    struct ing_view v;
-
-    ing_mp_writer_fini(w);
-    ing_mp_writer_init_dyn(w);
-    assert_int_equal(ing_json_to_mp(json, strlen(json), w, NULL), 0);
-    v.p = (const char *)w->buf;
-    v.len = (uint32_t)w->len;
-    return v;
-}
-
-static struct ing_view
-cview(const char *s)
-{
-    struct ing_view v = {s, s != NULL ? (uint32_t)strlen(s) : 0};
-
-    return v;
+    rf_write_file(f->d.run, text, 0755);
 }
 
 static void
 set_job(struct fx *f, const char *course, const char *task, const char *params)
 {
-    memset(&f->job, 0, sizeof(f->job));
-    f->job.job_id = cview("job-1");
-    f->job.course_id = cview(course);
-    f->job.task_id = cview(task);
-    f->job.environment_type = cview("process");
-    f->job.environment = cview("default");
-    f->job.inputdata = json_view(&f->w[0], "{\"answer\": \"42\", \"@state\": \"s0\"}");
-    f->job.environment_parameters = json_view(&f->w[1], params != NULL ? params : "{}");
-    f->job.task_problems = json_view(&f->w[2], "{}");
+    rf_set_job(&f->job, f->w, course, task, "{\"answer\": \"42\", \"@state\": \"s0\"}",
+               params);
 }
 
 static void
@@ -377,75 +310,21 @@ add_task(struct fx *f, const char *course, const char *task)
 {
     char p[600];
 
-    snprintf(p, sizeof(p), "%s/%s", f->tasks, course);
+    snprintf(p, sizeof(p), "%s/%s", f->d.tasks, course);
     (void)mkdir(p, 0755);
-    snprintf(p, sizeof(p), "%s/%s/%s", f->tasks, course, task);
+    snprintf(p, sizeof(p), "%s/%s/%s", f->d.tasks, course, task);
     assert_int_equal(mkdir(p, 0755), 0);
-    snprintf(p, sizeof(p), "%s/%s/%s/data.txt", f->tasks, course, task);
-    write_file(p, "task data\n", 0644);
-}
-
-/* drive runs the job's event loop once (bounded). */
-static void
-drive(struct runner_job *r, int max_ms)
-{
-    int fds[RUNNER_MAX_FDS];
-    struct pollfd pfd[RUNNER_MAX_FDS];
-    int n = runner_fds(r, fds), i, t;
-
-    for (i = 0; i < n; i++) {
-        pfd[i].fd = fds[i];
-        pfd[i].events = POLLIN;
-    }
-    t = runner_timeout_ms(r, now_ms());
-    if (t < 0 || t > max_ms)
-        t = max_ms;
-    poll(pfd, (nfds_t)n, t);
-    runner_process(r, now_ms());
-}
-
-static void
-wait_done(struct runner_job *r)
-{
-    uint64_t end = now_ms() + 30000u * (uint64_t)slow();
-
-    while (!runner_done(r)) {
-        drive(r, 200);
-        assert_true(now_ms() < end);
-    }
+    snprintf(p, sizeof(p), "%s/%s/%s/data.txt", f->d.tasks, course, task);
+    rf_write_file(p, "task data\n", 0644);
 }
 
 static const struct ing_job_result *
 run_job(struct fx *f)
 {
-    assert_int_equal(runner_start(&f->opts, f->run, &f->job, now_ms(), &f->r), 0);
-    wait_done(f->r);
+    assert_int_equal(runner_start(&f->opts, f->d.run, &f->job, rf_now_ms(), &f->r), 0);
+    rf_wait_done(f->r, WAIT_MS);
     runner_result(f->r, &f->res);
     return &f->res;
-}
-
-static char *
-str(struct ing_view v)
-{
-    static char buf[4][70000];
-    static int k;
-    char *s = buf[k++ % 4];
-    size_t n = v.len < sizeof(buf[0]) - 1 ? v.len : sizeof(buf[0]) - 1;
-
-    if (v.p == NULL)
-        return strcpy(s, "<nil>");
-    memcpy(s, v.p, n);
-    s[n] = '\0';
-    return s;
-}
-
-static void
-check_kind(const struct ing_job_result *res, const char *kind)
-{
-    if (!ing_view_eq(res->result_kind, kind))
-        fail_msg("kind %s (text \"%s\", stdout \"%s\", stderr \"%s\"), expected %s",
-                 str(res->result_kind), str(res->result_text), str(res->stdout_),
-                 str(res->stderr_), kind);
 }
 
 /* out_has checks that stdout holds the line. */
@@ -453,12 +332,12 @@ static void
 out_has(const struct ing_job_result *res, const char *line)
 {
     char want[256];
-    const char *out = str(res->stdout_);
+    const char *out = rf_str(res->stdout_);
 
     snprintf(want, sizeof(want), "%s\n", line);
     if (strncmp(out, want, strlen(want)) != 0 && strstr(out, want) == NULL)
         fail_msg("stdout lacks \"%s\": \"%s\" (stderr \"%s\")", line, out,
-                 str(res->stderr_));
+                 rf_str(res->stderr_));
 }
 
 /* count_sleeps counts the host's processes running `sleep ARG`. */
@@ -521,16 +400,16 @@ test_sandbox_normal_job(void **state)
                "echo '{\"result\": \"success\", \"grade\": 75, \"text\": \"fine\"}' > feedback.json");
     set_job(f, "c1", "t1", "{\"limits\": {\"time\": 5, \"memory\": 100}}");
     res = run_job(f);
-    check_kind(res, "success");
+    rf_check_kind(res, "success");
     assert_true(res->grade == 75.0);
-    assert_string_equal(str(res->result_text), "fine");
-    assert_string_equal(str(res->state), "s0");
+    assert_string_equal(rf_str(res->result_text), "fine");
+    assert_string_equal(rf_str(res->state), "s0");
     out_has(res, "pwd=/work home=/work task=/work env=/env");
     out_has(res, "data=task data ro=task data");
     out_has(res, "host=" SANDBOX_HOSTNAME);
     /* sh, its command substitution, ls and grep at most: nothing of the host's */
     {
-        const char *p = strstr(str(res->stdout_), "procs=");
+        const char *p = strstr(rf_str(res->stdout_), "procs=");
 
         assert_non_null(p);
         assert_true(atoi(p + 6) >= 1 && atoi(p + 6) <= 6);
@@ -554,13 +433,13 @@ test_sandbox_read_secrets(void **state)
     set_run(f, "echo private > mine.txt; echo ready; exec sleep 4250");
     set_job(f, NULL, NULL, "{\"limits\": {\"time\": 20}}");
     o2 = f->opts;
-    assert_int_equal(runner_start(&o2, f->run, &f->job, now_ms(), &other), 0);
+    assert_int_equal(runner_start(&o2, f->d.run, &f->job, rf_now_ms(), &other), 0);
     {
-        uint64_t end = now_ms() + 10000u * (uint64_t)slow();
+        uint64_t end = rf_now_ms() + 10000u * (uint64_t)slow();
         struct ing_job_result r2;
 
-        while (!runner_started(other) && !runner_done(other) && now_ms() < end)
-            drive(other, 50);
+        while (!runner_started(other) && !runner_done(other) && rf_now_ms() < end)
+            rf_drive(other, 50);
         runner_result(other, &r2);
         assert_true(runner_started(other));
     }
@@ -570,18 +449,18 @@ test_sandbox_read_secrets(void **state)
              "done\n"
              "grep -c ':' /etc/passwd | sed 's/^/passwd_lines=/'\n"
              "found=$(find / -name mine.txt 2>/dev/null | wc -l); echo \"other=$found\"\n",
-             f->secret, f->work);
+             f->secret, f->d.work);
     set_run(f, body);
     set_job(f, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "success");
+    rf_check_kind(res, "success");
     out_has(res, "/etc/shadow=absent");
     {
         char line[400];
 
         snprintf(line, sizeof(line), "%s=absent", f->secret);
         out_has(res, line);
-        snprintf(line, sizeof(line), "%s=absent", f->work);
+        snprintf(line, sizeof(line), "%s=absent", f->d.work);
         out_has(res, line);
     }
     out_has(res, "/root=absent");
@@ -590,7 +469,7 @@ test_sandbox_read_secrets(void **state)
     out_has(res, "passwd_lines=3");
     out_has(res, "other=0");
     runner_kill(other);
-    wait_done(other);
+    rf_wait_done(other, WAIT_MS);
     runner_free(other);
 }
 
@@ -612,7 +491,7 @@ test_sandbox_write_and_fill(void **state)
                "rm -f /work/big; echo after > /tmp/t2 && echo after=ok\n");
     set_job(f, "c1", "t1", NULL);
     res = run_job(f);
-    check_kind(res, "success");
+    rf_check_kind(res, "success");
     out_has(res, "/x=refused");
     out_has(res, "/usr/x=refused");
     out_has(res, "/etc/x=refused");
@@ -624,7 +503,7 @@ test_sandbox_write_and_fill(void **state)
     out_has(res, "work_tmp=ok");
     out_has(res, "fill=1");
     {
-        const char *p = strstr(str(res->stdout_), "size=");
+        const char *p = strstr(rf_str(res->stdout_), "size=");
 
         assert_non_null(p);
         assert_true(atol(p + 5) <= 4l * 1024 * 1024);
@@ -654,7 +533,7 @@ test_sandbox_network(void **state)
     set_run(f, body);
     set_job(f, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "success");
+    rf_check_kind(res, "success");
     out_has(res, "connect=ECONNREFUSED"); /* the job's own loopback: nothing listens */
     out_has(res, "connect_any=ENETUNREACH");
     runner_free(f->r);
@@ -662,7 +541,7 @@ test_sandbox_network(void **state)
 
     set_job(f, NULL, NULL, "{\"network_grading\": true}");
     res = run_job(f);
-    check_kind(res, "success");
+    rf_check_kind(res, "success");
     out_has(res, "connect=ok");
     close(lfd);
 }
@@ -679,7 +558,7 @@ test_sandbox_outside_processes(void **state)
     set_run(f, body);
     set_job(f, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "success");
+    rf_check_kind(res, "success");
     out_has(res, "kill=ESRCH");
     out_has(res, "ptrace=EPERM");
     out_has(res, "see=ENOENT");
@@ -705,7 +584,7 @@ test_sandbox_seccomp(void **state)
     set_run(f, "$H syscalls; grep -E '^(NoNewPrivs|Seccomp|CapEff|CapBnd|CapPrm):' /proc/self/status");
     set_job(f, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "success");
+    rf_check_kind(res, "success");
     for (size_t i = 0; i < sizeof(denied) / sizeof(denied[0]); i++)
         out_has(res, denied[i]);
 #if defined(__x86_64__)
@@ -728,7 +607,7 @@ test_sandbox_setuid(void **state)
     set_run(f, "ls -l /env/suid | cut -c1-10; /env/suid --helper ids");
     set_job(f, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "success");
+    rf_check_kind(res, "success");
     out_has(res, "-rwsr-xr-x");
     out_has(res, "uid=4242 euid=4242 gid=4242 egid=4242");
 }
@@ -739,17 +618,17 @@ test_sandbox_fork_bomb(void **state)
 {
     struct fx *f = need_sandbox(state);
     const struct ing_job_result *res;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = rf_now_ms();
 
     f->opts.nproc = 24;
     set_run(f, "i=0; while [ $i -lt 1000 ]; do sleep 4245 & i=$((i+1)); done; echo survived");
     set_job(f, NULL, NULL, "{\"limits\": {\"time\": 2, \"hard_time\": 4}}");
     res = run_job(f);
-    check_kind(res, "failed");
-    assert_non_null(strstr(str(res->stderr_), "fork"));
-    assert_null(strstr(str(res->stdout_), "survived"));
+    rf_check_kind(res, "failed");
+    assert_non_null(strstr(rf_str(res->stderr_), "fork"));
+    assert_null(strstr(rf_str(res->stdout_), "survived"));
     assert_int_equal(count_sleeps("4245"), 0);
-    assert_true(now_ms() - t0 < 4000u * (uint64_t)slow() + 2000);
+    assert_true(rf_now_ms() - t0 < 4000u * (uint64_t)slow() + 2000);
 }
 
 /* A memory bomb ends overflow (the cgroup's OOM kill). */
@@ -762,9 +641,9 @@ test_sandbox_memory_bomb(void **state)
     set_run(f, "x=$(head -c 400000000 /dev/zero | tr '\\000' a); echo survived");
     set_job(f, NULL, NULL, "{\"limits\": {\"time\": 10, \"memory\": 48}}");
     res = run_job(f);
-    check_kind(res, "overflow");
-    assert_non_null(strstr(str(res->result_text), "Memory limit exceeded (48 MiB)"));
-    assert_null(strstr(str(res->stdout_), "survived"));
+    rf_check_kind(res, "overflow");
+    assert_non_null(strstr(rf_str(res->result_text), "Memory limit exceeded (48 MiB)"));
+    assert_null(strstr(rf_str(res->stdout_), "survived"));
 }
 
 /* A daemon that double-forks out of the job's session is killed when the job ends. */
@@ -777,7 +656,7 @@ test_sandbox_daemon(void **state)
     set_run(f, "(setsid sleep 4246 > /dev/null 2>&1 < /dev/null &); echo forked");
     set_job(f, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "success");
+    rf_check_kind(res, "success");
     out_has(res, "forked");
     assert_int_equal(count_sleeps("4246"), 0);
 }
@@ -792,7 +671,7 @@ test_sandbox_timeout(void **state)
     set_run(f, "(setsid sleep 4247 &); sleep 4247 & sleep 4247");
     set_job(f, NULL, NULL, "{\"limits\": {\"time\": 1, \"hard_time\": 1}}");
     res = run_job(f);
-    check_kind(res, "timeout");
+    rf_check_kind(res, "timeout");
     assert_int_equal(count_sleeps("4247"), 0);
 }
 
@@ -804,9 +683,9 @@ test_sandbox_rootfs(void **state)
     const struct ing_job_result *res;
     char p[400], usr[400];
 
-    snprintf(p, sizeof(p), "%s/rootfs", f->envs);
+    snprintf(p, sizeof(p), "%s/rootfs", f->d.envs);
     assert_int_equal(mkdir(p, 0755), 0);
-    snprintf(usr, sizeof(usr), "%s/rootfs/usr", f->envs);
+    snprintf(usr, sizeof(usr), "%s/rootfs/usr", f->d.envs);
     assert_int_equal(mkdir(usr, 0755), 0);
     /* Its programs: the host's /usr, bound into it for the test's time. */
     assert_int_equal(mount("/usr", usr, "none", MS_BIND | MS_REC, NULL), 0);
@@ -814,17 +693,17 @@ test_sandbox_rootfs(void **state)
         static const char *const links[][2] = {
             {"usr/bin", "bin"}, {"usr/lib", "lib"}, {"usr/lib64", "lib64"}, {"usr/sbin", "sbin"}};
 
-        snprintf(p, sizeof(p), "%s/rootfs/%s", f->envs, links[i][1]);
+        snprintf(p, sizeof(p), "%s/rootfs/%s", f->d.envs, links[i][1]);
         assert_int_equal(symlink(links[i][0], p), 0);
     }
-    snprintf(p, sizeof(p), "%s/rootfs/marker.txt", f->envs);
-    write_file(p, "from the rootfs\n", 0644);
+    snprintf(p, sizeof(p), "%s/rootfs/marker.txt", f->d.envs);
+    rf_write_file(p, "from the rootfs\n", 0644);
     set_run(f, "cat /marker.txt; ls / | tr '\\n' ' '; echo; "
                "[ -e /etc/nsswitch.conf ] && echo host_etc || echo own_etc");
     set_job(f, NULL, NULL, NULL);
     res = run_job(f);
     umount2(usr, MNT_DETACH);
-    check_kind(res, "success");
+    rf_check_kind(res, "success");
     out_has(res, "from the rootfs");
     out_has(res, "bin dev env etc lib lib64 marker.txt proc sbin tmp usr work ");
     out_has(res, "own_etc");
