@@ -226,20 +226,36 @@ probe_v2(struct sandbox_host *h)
     ctl[n > 0 ? n : 0] = '\0';
     if (strstr(ctl, "memory") == NULL || strstr(ctl, "pids") == NULL)
         return -ENOTSUP;
-    /* The job cgroups live in a child "inginious" of our own cgroup, which enables the
-     * controllers for them (a cgroup with processes cannot delegate; its child can). */
-    if (pjoin(h->cg_dir[0], sizeof(h->cg_dir[0]), dir, "/inginious") < 0)
-        return -ENAMETOOLONG;
-    if (mkdir(h->cg_dir[0], 0755) < 0 && errno != EEXIST)
-        return -errno;
+    /* cgroup v2 lets a cgroup give controllers to its children only when it holds no
+     * process itself (the root excepted): unless they are already enabled, the agent moves
+     * into DIR/agent, enables memory and pids (and cpu, where offered) in DIR, and makes
+     * the job cgroups beside it. */
     {
-        char path[PATH_MAX + 32];
+        char path[PATH_MAX + 32], sub[256] = "";
 
-        snprintf(path, sizeof(path), "%s/cgroup.subtree_control", h->cg_dir[0]);
-        if (write_file(path, "+memory +pids +cpu") < 0 &&
-            write_file(path, "+memory +pids") < 0)
-            return -ENOTSUP;
+        snprintf(path, sizeof(path), "%s/cgroup.subtree_control", dir);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            n = read(fd, sub, sizeof(sub) - 1);
+            sub[n > 0 ? n : 0] = '\0';
+            close(fd);
+        }
+        if (strstr(sub, "memory") == NULL || strstr(sub, "pids") == NULL) {
+            char leaf[PATH_MAX + 32];
+
+            snprintf(leaf, sizeof(leaf), "%s/agent", dir);
+            if (mkdir(leaf, 0755) < 0 && errno != EEXIST)
+                return -errno;
+            snprintf(leaf, sizeof(leaf), "%s/agent/cgroup.procs", dir);
+            if (write_file(leaf, "0") < 0)
+                return -EPERM;
+            if (write_file(path, "+memory +pids +cpu") < 0 &&
+                write_file(path, "+memory +pids") < 0)
+                return -ENOTSUP;
+        }
     }
+    if ((size_t)snprintf(h->cg_dir[0], sizeof(h->cg_dir[0]), "%s", dir) >= sizeof(h->cg_dir[0]))
+        return -ENAMETOOLONG;
     h->ncg = 1;
     h->cg_version = 2;
     return try_dir(h->cg_dir[0]);
