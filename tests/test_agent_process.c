@@ -863,7 +863,7 @@ TP_TEST(test_agent_process_reconnect)
 }
 
 /* A large task folder (issue 13 item 16): four jobs copy 128 MiB each while the test,
- * playing the backend, pings the agent every few ms and measures each Pong's delay. The
+ * playing the backend, pings the agent every 5 ms and measures each Pong's delay. The
  * copies run in the jobs' children, so the loop keeps answering; AgentJobStarted comes
  * once each copy is done and `run` runs. */
 TP_TEST(test_agent_process_large_task)
@@ -872,7 +872,7 @@ TP_TEST(test_agent_process_large_task)
     struct fake f;
     struct ing_msg j, ping;
     const struct ing_msg *m;
-    uint64_t t0, ping_at = 0, max_delay = 0, pongs = 0;
+    uint64_t t0, ping_at = 0, next_ping = 0, max_delay = 0, pongs = 0;
     int started = 0, done = 0, fd;
     char path[512];
 
@@ -902,7 +902,7 @@ TP_TEST(test_agent_process_large_task)
 
         if (now - t0 > 12u * (uint64_t)TP_DEADLINE_MS)
             tp_fail("the jobs did not end in time (%d done)", done);
-        if (ping_at == 0) {
+        if (ping_at == 0 && now >= next_ping) {
             fake_send(&f, &ping);
             ping_at = now;
         }
@@ -915,6 +915,7 @@ TP_TEST(test_agent_process_large_task)
             max_delay = d > max_delay ? d : max_delay;
             pongs++;
             ping_at = 0;
+            next_ping = tp_now_ms() + 5; /* about 200 pings a second */
         } else if (m->type == ING_AGENT_JOB_STARTED) {
             started++;
         } else if (m->type == ING_AGENT_JOB_DONE) {
@@ -934,7 +935,9 @@ TP_TEST(test_agent_process_large_task)
                   (unsigned long long)max_delay);
     assert_int_equal(started, 4);
     assert_true(pongs >= 5);
-    assert_true(max_delay < 200u * (uint64_t)tp_slow());
+    /* Before, the loop copied: one Pong, after 1.5 s. A busy 2-CPU machine may delay a
+     * Pong by some scheduling latency, never by a copy. */
+    assert_true(max_delay < 500u * (uint64_t)tp_slow());
     fake_close(&f);
 }
 
