@@ -36,6 +36,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -788,6 +790,13 @@ main(int argc, char **argv)
         sandbox_describe(&sbx, why, sizeof(why));
         log_msg(LOG_INFO, "Sandbox: namespaces, pivot_root, seccomp, %s", why);
         ap.ropts.sandbox = &sbx;
+        /* The jobs' tmpfs mounts live in a mount namespace of the agent's own (the host's
+         * mounts still reach it): the host never sees them, and they go with the agent. */
+        if (unshare(CLONE_NEWNS) < 0 ||
+            mount("none", "/", "none", MS_REC | MS_SLAVE, NULL) < 0)
+            log_msg(LOG_WARN, "no private mount namespace for the jobs' folders (%s): their "
+                              "tmpfs mounts are visible on the host while jobs run",
+                    strerror(errno));
     }
     if (ap.ropts.user != NULL && geteuid() != 0)
         log_msg(LOG_WARN, "not running as root: --user %s is ignored", ap.ropts.user);
