@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/capability.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -896,12 +895,26 @@ lo_up(void)
     return rc;
 }
 
+/* capset's arguments (linux/capability.h, version 3: two 32-bit words per set). */
+struct cap_header {
+    uint32_t version;
+    int pid;
+};
+
+struct cap_data {
+    uint32_t effective;
+    uint32_t permitted;
+    uint32_t inheritable;
+};
+
+#define CAP_VERSION_3 0x20080522u
+
 /* drop_caps empties the bounding, ambient, inheritable, permitted and effective sets. */
 static int
 drop_caps(void)
 {
-    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct data[2];
+    struct cap_header hdr = {CAP_VERSION_3, 0};
+    struct cap_data data[2];
 
     for (int c = 0; c < 64; c++) {
         if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)

@@ -5,25 +5,57 @@
 #include "seccomp.h"
 
 #include <errno.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <sched.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#ifndef SECCOMP_RET_KILL_PROCESS
+/* The kernel's ABI, written out here so that no kernel header is needed (musl has none):
+ * classic BPF instructions (linux/filter.h), what a filter reads (linux/seccomp.h) and the
+ * architecture tokens (linux/audit.h: the ELF machine, 64-bit, little-endian). */
+struct bpf_insn {
+    uint16_t code;
+    uint8_t jt;
+    uint8_t jf;
+    uint32_t k;
+};
+
+struct bpf_prog {
+    unsigned short len;
+    struct bpf_insn *filter;
+};
+
+struct seccomp_data {
+    int nr;
+    uint32_t arch;
+    uint64_t instruction_pointer;
+    uint64_t args[6];
+};
+
+#define BPF_LD 0x00
+#define BPF_W 0x00
+#define BPF_ABS 0x20
+#define BPF_ALU 0x04
+#define BPF_AND 0x50
+#define BPF_JMP 0x05
+#define BPF_JEQ 0x10
+#define BPF_JGE 0x30
+#define BPF_K 0x00
+#define BPF_RET 0x06
+
+#define SECCOMP_MODE_FILTER 2
 #define SECCOMP_RET_KILL_PROCESS 0x80000000u
-#endif
+#define SECCOMP_RET_ERRNO 0x00050000u
+#define SECCOMP_RET_ALLOW 0x7fff0000u
 
 #if defined(__x86_64__)
-#define SECCOMP_ARCH AUDIT_ARCH_X86_64
+#define SECCOMP_ARCH 0xc000003eu /* EM_X86_64 (62) | 64-bit | little-endian */
 #define SECCOMP_X32_BIT 0x40000000u
 #elif defined(__aarch64__)
-#define SECCOMP_ARCH AUDIT_ARCH_AARCH64
+#define SECCOMP_ARCH 0xc00000b7u /* EM_AARCH64 (183) | 64-bit | little-endian */
 #endif
 
 #define PROG_MAX 128
@@ -145,7 +177,7 @@ static const int denied[] = {
      CLONE_NEWPID | CLONE_NEWNET)
 
 struct prog {
-    struct sock_filter f[PROG_MAX];
+    struct bpf_insn f[PROG_MAX];
     unsigned short n;
 };
 
@@ -153,7 +185,7 @@ static void
 emit(struct prog *p, unsigned short code, unsigned char jt, unsigned char jf, unsigned k)
 {
     if (p->n < PROG_MAX)
-        p->f[p->n] = (struct sock_filter){code, jt, jf, k};
+        p->f[p->n] = (struct bpf_insn){code, jt, jf, k};
     p->n++;
 }
 
@@ -167,7 +199,7 @@ seccomp_install(void)
 {
 #ifdef SECCOMP_ARCH
     struct prog p;
-    struct sock_fprog fp;
+    struct bpf_prog fp;
     size_t i;
 
     p.n = 0;
