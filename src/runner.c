@@ -116,6 +116,7 @@ struct runner_job {
     bool sandboxed;
     struct sandbox_cg cg;     /* the job's cgroups when sandboxed */
     uint64_t cpu_ns;          /* CPU time of the job, once done */
+    unsigned long pids_max;   /* the job's process limit when sandboxed */
     bool dying;               /* reaped, waiting for the cgroup to empty */
     uint64_t dying_until;
     bool killed;              /* runner_kill was called while running */
@@ -913,6 +914,10 @@ finish(struct runner_job *r)
             apply_feedback(r, fb, fblen, exit_kind);
         }
         free(fb);
+    } else if (refused > 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+        set_text(r, "Process limit exceeded (%lu processes): %llu fork%s refused",
+                 r->pids_max, (unsigned long long)refused, refused > 1 ? "s" : "");
+        result_base(r, "overflow", 0.0);
     } else if (r->memory_mib > 0 &&
                (sig == SIGSEGV || sig == SIGBUS || sig == SIGABRT || sig == SIGKILL)) {
         set_text(r, "Memory limit exceeded (%llu MiB): the grader died of signal %d (SIG%s)",
@@ -1419,8 +1424,8 @@ sandbox_prepare(struct runner_job *r, const struct runner_opts *o,
 
     if (limit_get(job->environment_parameters, "disk", &v) && v * 1048576.0 < (double)disk)
         disk = ceil_u64(v * 1048576.0);
-    rc = sandbox_cg_create(o->sandbox, &r->cg, mem * 1024 * 1024,
-                           o->nproc != 0 ? o->nproc : SANDBOX_PIDS_DEFAULT);
+    r->pids_max = o->nproc != 0 ? o->nproc : SANDBOX_PIDS_DEFAULT;
+    rc = sandbox_cg_create(o->sandbox, &r->cg, mem * 1024 * 1024, r->pids_max);
     if (rc < 0) {
         finish_crash(r, "Cannot create the job's cgroup: %s", strerror(-rc));
         return -1;

@@ -46,6 +46,8 @@
  *      grade is 100 for success and 0 otherwise, a missing text is "". A feedback.json
  *      that is not valid JSON, not an object, has a field of the wrong type, is not a
  *      regular file or is larger than 16 MiB -> crash naming the problem;
+ *   4b. sandboxed, the job's process limit refused a fork, and `run` did not exit 0
+ *                                                           -> overflow
  *   5. a memory limit is set and `run` died of SIGSEGV, SIGBUS, SIGABRT or SIGKILL (not sent
  *      by us): with RLIMIT_AS an allocation failure shows as such a crash (dash dies of
  *      SIGSEGV, C++ aborts, the kernel OOM killer sends SIGKILL)            -> overflow

@@ -624,7 +624,8 @@ test_sandbox_fork_bomb(void **state)
     set_run(f, "i=0; while [ $i -lt 1000 ]; do sleep 4245 & i=$((i+1)); done; echo survived");
     set_job(f, NULL, NULL, "{\"limits\": {\"time\": 2, \"hard_time\": 4}}");
     res = run_job(f);
-    rf_check_kind(res, "failed");
+    rf_check_kind(res, "overflow");
+    assert_non_null(strstr(rf_str(res->result_text), "Process limit exceeded (24 processes)"));
     assert_non_null(strstr(rf_str(res->stderr_), "fork"));
     assert_null(strstr(rf_str(res->stdout_), "survived"));
     assert_int_equal(count_sleeps("4245"), 0);
