@@ -30,10 +30,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -338,6 +340,16 @@ sandbox_probe(struct sandbox_host *h, char *why, size_t whylen)
     pid_t pid;
 
     memset(h, 0, sizeof(*h));
+    {
+        uint64_t r = 0;
+        struct timespec ts;
+
+        if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
+            clock_gettime(CLOCK_REALTIME, &ts);
+            r = ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
+        }
+        snprintf(h->tag, sizeof(h->tag), "%016llx", (unsigned long long)r);
+    }
     if (geteuid() != 0) {
         snprintf(why, whylen, "not running as root: job cgroups and tmpfs mounts need it");
         return -EPERM;
@@ -416,8 +428,8 @@ sandbox_cg_create(struct sandbox_host *h, struct sandbox_cg *cg, uint64_t mem_by
     for (i = 0; i < h->ncg && rc == 0; i++) {
         char path[PATH_MAX + 64];
 
-        if ((size_t)snprintf(cg->dir[i], sizeof(cg->dir[i]), "%s/job-%d-%lu", h->cg_dir[i],
-                             (int)getpid(), h->seq) >= sizeof(cg->dir[i])) {
+        if ((size_t)snprintf(cg->dir[i], sizeof(cg->dir[i]), "%s/job-%s-%lu", h->cg_dir[i],
+                             h->tag, h->seq) >= sizeof(cg->dir[i])) {
             rc = -ENAMETOOLONG;
             break;
         }

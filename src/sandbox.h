@@ -42,6 +42,8 @@ struct sandbox_host {
     char cg_dir[SANDBOX_CG_MAX][PATH_MAX];   /* parents of the job cgroups */
     int ncg;
     unsigned long seq;                       /* job cgroups made so far */
+    char tag[17];                            /* random: job cgroups are job-TAG-SEQ (cgroup
+                                                trees may be shared by PID namespaces) */
 };
 
 /* One job's cgroups, made by the agent. */

@@ -241,7 +241,7 @@ leftovers(void)
     int n = 0;
     FILE *m;
 
-    snprintf(prefix, sizeof(prefix), "job-%d-", (int)getpid());
+    snprintf(prefix, sizeof(prefix), "job-%s-", host.tag);
     for (int i = 0; i < host.ncg; i++) {
         DIR *d = opendir(host.cg_dir[i]);
         struct dirent *e;
