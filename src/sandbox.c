@@ -354,6 +354,10 @@ sandbox_probe(struct sandbox_host *h, char *why, size_t whylen)
         snprintf(why, whylen, "not running as root: job cgroups and tmpfs mounts need it");
         return -EPERM;
     }
+    if (!seccomp_available()) {
+        snprintf(why, whylen, "the seccomp filter does not know this architecture");
+        return -ENOSYS;
+    }
     rc = probe_v2(h);
     if (rc < 0) {
         int rc1;

@@ -193,6 +193,16 @@ emit(struct prog *p, unsigned short code, unsigned char jt, unsigned char jf, un
 #define LD(p, off) emit(p, BPF_LD | BPF_W | BPF_ABS, 0, 0, (off))
 #define JEQ(p, v, t, f) emit(p, BPF_JMP | BPF_JEQ | BPF_K, (t), (f), (unsigned)(v))
 
+bool
+seccomp_available(void)
+{
+#ifdef SECCOMP_ARCH
+    return true;
+#else
+    return false;
+#endif
+}
+
 /* seccomp_install builds the program and installs it. */
 int
 seccomp_install(void)

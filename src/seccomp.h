@@ -17,6 +17,11 @@
 #ifndef ING_SECCOMP_H
 #define ING_SECCOMP_H
 
+#include <stdbool.h>
+
+/* seccomp_available tells whether the filter knows this architecture. */
+bool seccomp_available(void);
+
 /* seccomp_install sets no_new_privs and installs the filter on the calling process (it
  * applies to everything it execs or forks). Returns 0 or -errno. */
 int seccomp_install(void);
