@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: MIT */
+/* zbridge.c: the ZeroMQ dialect: ZMTP 3.x framing (zmtp.h) carrying INGInious msgpack maps
+ * (zmq_msg.h), on a server connection (see zbridge.h). */
+#include "zbridge.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "zmq_msg.h"
+#include "zmtp.h"
+
+/* The ZeroMQ side of a connection. */
+struct zconn {
+    struct zbridge *zb;
+    struct conn *c;
+    struct zconn *prev, *next; /* zb->zconns */
+    struct zmtp zmtp;
+    uint8_t role; /* ING_ROLE_* */
+    bool ready;   /* READY exchanged */
+    uint8_t id_len;
+    uint8_t identity[ZMTP_IDENTITY_MAX];
+};
+
+void
+zb_init(struct zbridge *zb, struct backend *be, uint32_t max_frame, int job_field)
+{
+    memset(zb, 0, sizeof(*zb));
+    zb->be = be;
+    zb->max_frame = max_frame;
+    zb->job_field = job_field;
+    ing_mp_writer_init_dyn(&zb->zw);
+    zb->ids[0] = zmtp_routing_seed();
+    zb->ids[1] = zmtp_routing_seed();
+}
+
+void
+zb_fini(struct zbridge *zb)
+{
+    ing_mp_writer_fini(&zb->zw);
+    free(zb->conv);
+    zb->conv = NULL;
+    zb->conv_cap = 0;
+}
+
+static void
+zconn_raw(struct zconn *z, const void *p, size_t n)
+{
+    uint8_t *dst = srv_conn_reserve(z->c, n);
+    if (dst == NULL)
+        return;
+    memcpy(dst, p, n);
+    srv_conn_produce(z->c, n);
+}
+
+void
+zb_send(struct zconn *z, const struct ing_msg *m)
+{
+    struct zbridge *zb = z->zb;
+    switch (m->type) {
+    case ING_ERROR: /* no such message in the dialect: logged by the caller */
+    case ING_WELCOME:
+    case ING_AUTH:
+    case ING_AUTH_OK:
+        return;
+    default:
+        break;
+    }
+    struct ing_mp_writer *w = &zb->zw;
+    w->len = 0;
+    w->err = 0;
+    int rc =
+        zmq_msg_encode(m, w, zb->job_field ? ZMQ_JOB_FIELD_TASKSET_ID : ZMQ_JOB_FIELD_COURSE_ID);
+    if (rc != 0) {
+        log_msg(LOG_ERR, "%s: cannot encode %s for ZeroMQ: %s", srv_conn_name(z->c),
+                ing_msg_type_name(m->type), strerror(-rc));
+        return;
+    }
+    uint8_t hdr[ZMTP_HDR_MAX];
+    size_t hl = zmtp_frame_header(hdr, w->len, false);
+    uint8_t *dst = srv_conn_reserve(z->c, hl + w->len);
+    if (dst == NULL)
+        return;
+    memcpy(dst, hdr, hl);
+    memcpy(dst + hl, w->buf, w->len);
+    srv_conn_produce(z->c, hl + w->len);
+}
+
+/* conv_reserve makes the conversion scratch at least n bytes. */
+static uint8_t *
+conv_reserve(struct zbridge *zb, size_t n)
+{
+    if (zb->conv_cap < n) {
+        size_t cap = zb->conv_cap ? zb->conv_cap : 4096;
+        while (cap < n)
+            cap *= 2;
+        uint8_t *p = realloc(zb->conv, cap);
+        if (p == NULL)
+            return NULL;
+        zb->conv = p;
+        zb->conv_cap = cap;
+    }
+    return zb->conv;
+}
+
+void
+zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
+{
+    /* A native body: decode it (views) and encode it in the dialect. */
+    uint8_t *p = conv_reserve(z->zb, ING_HDR_LEN + len);
+    struct ing_msg m;
+    if (p == NULL) {
+        log_msg(LOG_ERR, "%s: out of memory converting %s", srv_conn_name(z->c),
+                ing_msg_type_name(type));
+        return;
+    }
+    ing_frame_header(p, type, (uint32_t)len);
+    memcpy(p + ING_HDR_LEN, body, len);
+    if (ing_msg_decode(p, ING_HDR_LEN + len, UINT32_MAX, &m) <= 0) {
+        log_msg(LOG_ERR, "%s: cannot convert %s", srv_conn_name(z->c), ing_msg_type_name(type));
+        return;
+    }
+    zb_send(z, &m);
+}
+
+/* to_native re-encodes a decoded dialect message in the native format, so the backend can
+ * store and relay its body; *out views point into the bridge's scratch. */
+static int
+to_native(struct zbridge *zb, const struct ing_msg *m, struct ing_msg *out, const uint8_t **body,
+          size_t *len)
+{
+    size_t n = ing_msg_size(m);
+    uint8_t *p = n ? conv_reserve(zb, n) : NULL;
+    if (p == NULL || ing_msg_encode(m, p, n) != (ssize_t)n ||
+        ing_msg_decode(p, n, UINT32_MAX, out) != (ssize_t)n)
+        return -EPROTO;
+    *body = p + ING_HDR_LEN;
+    *len = n - ING_HDR_LEN;
+    return 0;
+}
+
+static bool
+zconn_identity_taken(const struct zconn *z, const uint8_t *id, size_t len)
+{
+    for (const struct zconn *o = z->zb->zconns; o != NULL; o = o->next)
+        if (o != z && o->role == z->role && srv_conn_live(o->c) && o->ready && o->id_len == len &&
+            memcmp(o->identity, id, len) == 0)
+            return true;
+    return false;
+}
+
+static void
+zconn_message(struct zconn *z, const struct zmtp_event *ev)
+{
+    struct zbridge *zb = z->zb;
+    struct conn *c = z->c;
+    const struct zmtp_span *f = &ev->u.msg.frame[0];
+    struct ing_msg m, nm;
+    const char *why = NULL;
+    if (ev->u.msg.nframes > 1)
+        log_msg(LOG_DEBUG, "%s: %u-frame message: reading the first frame only", srv_conn_name(c),
+                ev->u.msg.nframes);
+    memset(&m, 0, sizeof(m));
+    int rc = zmq_msg_decode(f->p, f->len, &m, &why);
+    struct be_client *client = srv_conn_client(c);
+    if (rc < 0 && z->role == ING_ROLE_CLIENT && !be_client_registered(client) &&
+        (m.type == ING_CLIENT_NEW_JOB || m.type == ING_CLIENT_KILL_JOB ||
+         m.type == ING_CLIENT_GET_QUEUE)) {
+        /* The registration gate comes first, as in INGInious, whatever the values. */
+        struct ing_msg unknown = {.type = ING_UNKNOWN};
+        zb_send(z, &unknown);
+        return;
+    }
+    if (rc == -EINVAL && z->role == ING_ROLE_CLIENT && m.type == ING_CLIENT_NEW_JOB &&
+        be_client_registered(client)) {
+        be_client_refuse(zb->be, client, m.u.new_job.job.job_id, why);
+        return;
+    }
+    if (rc != 0) {
+        log_msg(LOG_WARN, "%s: undecodable message dropped (%s)", srv_conn_name(c),
+                why != NULL ? why : strerror(-rc));
+        return;
+    }
+    const uint8_t *body = NULL;
+    size_t len = 0;
+    const struct ing_msg *use = &m;
+    if (m.type == ING_CLIENT_NEW_JOB || m.type == ING_AGENT_JOB_DONE ||
+        m.type == ING_AGENT_JOB_SSH_DEBUG) {
+        if (to_native(zb, &m, &nm, &body, &len) != 0) {
+            log_msg(LOG_WARN, "%s: %s cannot be converted: dropped", srv_conn_name(c),
+                    ing_msg_type_name(m.type));
+            return;
+        }
+        use = &nm;
+    }
+    srv_conn_dispatch(c, use, body, len);
+}
+
+struct zconn *
+zb_open(struct zbridge *zb, struct conn *c, uint8_t role, bool auth_required)
+{
+    if (auth_required) {
+        log_msg(LOG_WARN, "%s: ZeroMQ peer refused: this endpoint requires authentication",
+                srv_conn_name(c));
+        srv_conn_close(c, "ZeroMQ peers cannot authenticate");
+        return NULL;
+    }
+    struct zconn *z = calloc(1, sizeof(*z));
+    if (z == NULL) {
+        srv_conn_close(c, "out of memory");
+        return NULL;
+    }
+    z->zb = zb;
+    z->c = c;
+    z->role = role;
+    z->next = zb->zconns;
+    if (z->next != NULL)
+        z->next->prev = z;
+    zb->zconns = z;
+    zmtp_init(&z->zmtp, (uint64_t)zb->max_frame + 64);
+    uint8_t g[ZMTP_GREETING_LEN];
+    zmtp_greeting(g); /* at once: libzmq waits for ours after 10 bytes of its own */
+    zconn_raw(z, g, sizeof(g));
+    srv_conn_name_append(c, " zmq");
+    return z;
+}
+
+void
+zb_close(struct zconn *z)
+{
+    if (z == NULL)
+        return;
+    if (z->prev != NULL)
+        z->prev->next = z->next;
+    else
+        z->zb->zconns = z->next;
+    if (z->next != NULL)
+        z->next->prev = z->prev;
+    free(z);
+}
+
+static void
+zconn_ready(struct zconn *z, const struct zmtp_event *ev)
+{
+    struct zbridge *zb = z->zb;
+    const struct zmtp_span *id = &ev->u.ready.identity;
+    if (id->len > 0) {
+        if (zconn_identity_taken(z, id->p, id->len)) {
+            log_msg(LOG_WARN, "%s: identity already in use by a live connection: refused",
+                    srv_conn_name(z->c));
+            srv_conn_close(z->c, "duplicate identity");
+            return;
+        }
+        memcpy(z->identity, id->p, id->len);
+        z->id_len = (uint8_t)id->len;
+    } else {
+        zmtp_make_routing_id(&zb->ids[z->role == ING_ROLE_AGENT ? 0 : 1], z->identity);
+        z->id_len = ZMTP_ROUTING_ID_LEN;
+    }
+    z->ready = true;
+    if (srv_conn_opened(z->c) != 0)
+        return;
+    log_msg(LOG_DEBUG, "%s: ZeroMQ peer ready (identity of %u bytes)", srv_conn_name(z->c),
+            z->id_len);
+}
+
+void
+zb_input(struct zconn *z, struct buf *in)
+{
+    struct conn *c = z->c;
+    unsigned frames = 0;
+    while (srv_conn_reading(c) && buf_len(in) > 0) {
+        if (srv_conn_spent(c, &frames))
+            return;
+        struct zmtp_event ev;
+        ssize_t r = zmtp_input(&z->zmtp, buf_head(in), buf_len(in), &ev);
+        if (r < 0) {
+            log_msg(LOG_WARN, "%s: ZMTP error: %s", srv_conn_name(c),
+                    ev.why != NULL ? ev.why : "?");
+            if (zmtp_error_allowed(&z->zmtp)) {
+                uint8_t e[300];
+                ssize_t n = zmtp_error(e, sizeof(e), ev.why != NULL ? ev.why : "error");
+                if (n > 0)
+                    zconn_raw(z, e, (size_t)n);
+            }
+            srv_conn_close_after_flush(c, "ZMTP error");
+            return;
+        }
+        uint8_t tmp[64];
+        ssize_t n;
+        switch (ev.type) {
+        case ZMTP_EV_NEED_MORE:
+            if (ev.need > buf_len(in) - (size_t)r &&
+                buf_reserve(in, ev.need - (buf_len(in) - (size_t)r)) != 0)
+                srv_conn_close(c, "out of memory");
+            buf_consume(in, (size_t)r);
+            return;
+        case ZMTP_EV_GREETING: {
+            uint8_t ready[128];
+            n = zmtp_ready(ready, sizeof(ready), "ROUTER");
+            if (n > 0)
+                zconn_raw(z, ready, (size_t)n);
+            break;
+        }
+        case ZMTP_EV_READY:
+            zconn_ready(z, &ev);
+            break;
+        case ZMTP_EV_MESSAGE:
+            if (z->ready)
+                zconn_message(z, &ev);
+            break;
+        case ZMTP_EV_PING:
+            n = zmtp_pong(tmp, sizeof(tmp), ev.u.ping.context.p, ev.u.ping.context.len);
+            if (n > 0)
+                zconn_raw(z, tmp, (size_t)n);
+            break;
+        case ZMTP_EV_PONG:
+            break;
+        case ZMTP_EV_PEER_ERROR:
+            log_msg(LOG_INFO, "%s: peer sent ERROR: %.*s", srv_conn_name(c),
+                    (int)ev.u.error.reason.len, (const char *)ev.u.error.reason.p);
+            srv_conn_close(c, "peer error");
+            return;
+        }
+        buf_consume(in, (size_t)r);
+    }
+}
