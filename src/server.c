@@ -671,6 +671,12 @@ srv_conn_client(const struct conn *c)
     return c->client;
 }
 
+struct be_agent *
+srv_conn_agent(const struct conn *c)
+{
+    return c->agent;
+}
+
 void
 srv_conn_dispatch(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
 {

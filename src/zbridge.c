@@ -18,8 +18,10 @@ struct zconn {
     struct conn *c;
     struct zconn *prev, *next; /* zb->zconns */
     struct zmtp zmtp;
-    uint8_t role; /* ING_ROLE_* */
-    bool ready;   /* READY exchanged */
+    uint8_t role;     /* ING_ROLE_* */
+    bool ready;       /* READY exchanged */
+    uint8_t release;  /* agents: enum zmq_agent_release, from the last AgentHello */
+    bool ssh_allowed; /* agents of v0.8.0-v0.8.5: the hello's ssh_allowed */
     uint8_t id_len;
     uint8_t identity[ZMTP_IDENTITY_MAX];
 };
@@ -41,8 +43,9 @@ zb_fini(struct zbridge *zb)
 {
     ing_mp_writer_fini(&zb->zw);
     free(zb->conv);
-    zb->conv = NULL;
-    zb->conv_cap = 0;
+    free(zb->rel);
+    zb->conv = zb->rel = NULL;
+    zb->conv_cap = zb->rel_cap = 0;
 }
 
 static void
@@ -55,8 +58,9 @@ zconn_raw(struct zconn *z, const void *p, size_t n)
     srv_conn_produce(z->c, n);
 }
 
-void
-zb_send(struct zconn *z, const struct ing_msg *m)
+/* zconn_encode sends m to z's peer in the shape of its release (opts: ZMQ_ENC_*). */
+static void
+zconn_encode(struct zconn *z, const struct ing_msg *m, unsigned opts)
 {
     struct zbridge *zb = z->zb;
     switch (m->type) {
@@ -71,8 +75,10 @@ zb_send(struct zconn *z, const struct ing_msg *m)
     struct ing_mp_writer *w = &zb->zw;
     w->len = 0;
     w->err = 0;
-    int rc =
-        zmq_msg_encode(m, w, zb->job_field ? ZMQ_JOB_FIELD_TASKSET_ID : ZMQ_JOB_FIELD_COURSE_ID);
+    if (m->type == ING_BACKEND_KILL_JOB && z->release == ZMQ_AGENT_V07)
+        opts |= ZMQ_ENC_KILL_NO_STATE;
+    int rc = zmq_msg_encode_opt(
+        m, w, zb->job_field ? ZMQ_JOB_FIELD_TASKSET_ID : ZMQ_JOB_FIELD_COURSE_ID, opts);
     if (rc != 0) {
         log_msg(LOG_ERR, "%s: cannot encode %s for ZeroMQ: %s", srv_conn_name(z->c),
                 ing_msg_type_name(m->type), strerror(-rc));
@@ -88,28 +94,59 @@ zb_send(struct zconn *z, const struct ing_msg *m)
     srv_conn_produce(z->c, hl + w->len);
 }
 
-/* conv_reserve makes the conversion scratch at least n bytes. */
+void
+zb_send(struct zconn *z, const struct ing_msg *m)
+{
+    if (m->type == ING_BACKEND_JOB_DONE) {
+        /* A result the backend made itself. Python's have stdout and stderr nil, except
+         * its "Duplicate job id" crash and its kills, which have "". */
+        const struct ing_job_result *r = &m->u.result;
+        static const char dup[] = "Duplicate job id";
+        bool empty_out = !(r->result_kind.len == 5 && memcmp(r->result_kind.p, "crash", 5) == 0) ||
+                         (r->result_text.len == sizeof(dup) - 1 &&
+                          memcmp(r->result_text.p, dup, sizeof(dup) - 1) == 0);
+        if (!empty_out) {
+            struct ing_msg c = *m;
+            c.u.result.stdout_.p = c.u.result.stderr_.p = NULL;
+            c.u.result.stdout_.len = c.u.result.stderr_.len = 0;
+            zconn_encode(z, &c, 0);
+            return;
+        }
+    }
+    zconn_encode(z, m, 0);
+}
+
+/* scratch_reserve makes scratch s (of *cap bytes) at least n bytes. */
+static uint8_t *
+scratch_reserve(uint8_t **s, size_t *cap, size_t n)
+{
+    if (*cap < n) {
+        size_t c = *cap ? *cap : 4096;
+        while (c < n)
+            c *= 2;
+        uint8_t *p = realloc(*s, c);
+        if (p == NULL)
+            return NULL;
+        *s = p;
+        *cap = c;
+    }
+    return *s;
+}
+
+/* conv_reserve makes the conversion scratch (messages from peers) at least n bytes. */
 static uint8_t *
 conv_reserve(struct zbridge *zb, size_t n)
 {
-    if (zb->conv_cap < n) {
-        size_t cap = zb->conv_cap ? zb->conv_cap : 4096;
-        while (cap < n)
-            cap *= 2;
-        uint8_t *p = realloc(zb->conv, cap);
-        if (p == NULL)
-            return NULL;
-        zb->conv = p;
-        zb->conv_cap = cap;
-    }
-    return zb->conv;
+    return scratch_reserve(&zb->conv, &zb->conv_cap, n);
 }
 
 void
 zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
 {
     /* A native body: decode it (views) and encode it in the dialect. */
-    uint8_t *p = conv_reserve(z->zb, ING_HDR_LEN + len);
+    /* Its own scratch: body may be a peer's message still in conv (an agent's result being
+     * relayed while it is handled). */
+    uint8_t *p = scratch_reserve(&z->zb->rel, &z->zb->rel_cap, ING_HDR_LEN + len);
     struct ing_msg m;
     if (p == NULL) {
         log_msg(LOG_ERR, "%s: out of memory converting %s", srv_conn_name(z->c),
@@ -122,7 +159,15 @@ zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
         log_msg(LOG_ERR, "%s: cannot convert %s", srv_conn_name(z->c), ing_msg_type_name(type));
         return;
     }
-    zb_send(z, &m);
+    /* An agent's integer grade is relayed as an integer, as Python relays it: the result
+     * being handled (zconn_message) is the one relayed here. */
+    struct zbridge *zb = z->zb;
+    unsigned opts = 0;
+    if (type == ING_BACKEND_JOB_DONE && zb->int_grade &&
+        m.u.result.job_id.len == zb->int_grade_job.len &&
+        memcmp(m.u.result.job_id.p, zb->int_grade_job.p, m.u.result.job_id.len) == 0)
+        opts |= ZMQ_ENC_GRADE_INT;
+    zconn_encode(z, &m, opts);
 }
 
 /* to_native re-encodes a decoded dialect message in the native format, so the backend can
@@ -178,11 +223,19 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
         be_client_refuse(zb->be, client, m.u.new_job.job.job_id, why);
         return;
     }
+    if (rc == -EINVAL && m.type == ING_AGENT_JOB_DONE) {
+        /* A result that cannot stand for its job: the job ends (crash), never hangs. */
+        log_msg(LOG_WARN, "%s: unusable AgentJobDone (%s)", srv_conn_name(c), why);
+        be_agent_job_unusable(zb->be, srv_conn_agent(c), m.u.result.job_id, why);
+        return;
+    }
     if (rc != 0) {
         log_msg(LOG_WARN, "%s: undecodable message dropped (%s)", srv_conn_name(c),
                 why != NULL ? why : strerror(-rc));
         return;
     }
+    if (why != NULL) /* a value coerced to its documented type */
+        log_msg(LOG_DEBUG, "%s: %s: %s", srv_conn_name(c), ing_msg_type_name(m.type), why);
     const uint8_t *body = NULL;
     size_t len = 0;
     const struct ing_msg *use = &m;
@@ -191,11 +244,29 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
         if (to_native(zb, &m, &nm, &body, &len) != 0) {
             log_msg(LOG_WARN, "%s: %s cannot be converted: dropped", srv_conn_name(c),
                     ing_msg_type_name(m.type));
+            if (m.type == ING_AGENT_JOB_DONE)
+                be_agent_job_unusable(zb->be, srv_conn_agent(c), m.u.result.job_id,
+                                      "it cannot be converted");
             return;
         }
         use = &nm;
     }
+    if (m.type == ING_AGENT_HELLO) {
+        struct zmq_agent_shape shape;
+        zmq_msg_agent_shape(f->p, f->len, &shape);
+        z->release = (uint8_t)shape.release;
+        z->ssh_allowed = shape.ssh_allowed;
+        log_msg(LOG_DEBUG, "%s: AgentHello of %s", srv_conn_name(c),
+                shape.release == ZMQ_AGENT_V07   ? "v0.7.x (kills without state)"
+                : shape.release == ZMQ_AGENT_V08 ? "v0.8.0-v0.8.5 (ssh_allowed)"
+                                                 : "v0.8.6 or later");
+    }
+    if (m.type == ING_AGENT_JOB_DONE && zmq_msg_grade_is_int(f->p, f->len)) {
+        zb->int_grade = true;
+        zb->int_grade_job = nm.u.result.job_id;
+    }
     srv_conn_dispatch(c, use, body, len);
+    zb->int_grade = false;
 }
 
 struct zconn *

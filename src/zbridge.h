@@ -27,10 +27,16 @@ struct zbridge {
     uint32_t max_frame;
     int job_field;           /* 0 course_id, 1 taskset_id (srv_config.job_field) */
     struct ing_mp_writer zw; /* message being encoded */
-    uint8_t *conv;           /* native re-encoding of a message */
+    uint8_t *conv;           /* native re-encoding of a message from a peer */
     size_t conv_cap;
+    uint8_t *rel; /* a native body being relayed to a peer, decoded */
+    size_t rel_cap;
     uint32_t ids[2];      /* routing id counters, per endpoint ([0] agents, [1] clients) */
     struct zconn *zconns; /* every ZeroMQ connection */
+    /* While an agent's result with an integer grade is handled: its job id (a view into
+     * conv), so that its relay to a ZeroMQ client keeps the integer. */
+    bool int_grade;
+    struct ing_view int_grade_job;
 };
 
 /* zb_init prepares zb for a server whose backend is be. */
@@ -71,9 +77,11 @@ void srv_conn_name_append(struct conn *c, const char *text);
 /* srv_conn_opened registers c with the backend once its handshake is done. Returns 0, or
  * -ENOMEM (c was closed). */
 int srv_conn_opened(struct conn *c);
-/* srv_conn_client: c's backend client (NULL for an agent); srv_conn_dispatch hands a
- * decoded message (native body body[0..len) where the handler needs one) to c's handler. */
+/* srv_conn_client / srv_conn_agent: c's backend client or agent (NULL if not one);
+ * srv_conn_dispatch hands a decoded message (native body body[0..len) where the handler needs one)
+ * to c's handler. */
 struct be_client *srv_conn_client(const struct conn *c);
+struct be_agent *srv_conn_agent(const struct conn *c);
 void srv_conn_dispatch(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len);
 
 #endif

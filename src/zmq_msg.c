@@ -8,7 +8,9 @@
 #include "zmq_msg.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Field shapes. */
@@ -409,6 +411,168 @@ decode_value(const struct field *f, const uint8_t *v, size_t len, struct ing_msg
     return -1;
 }
 
+/* ---- AgentJobDone, read as the Python backend relays it ----
+ *
+ * The Python backend relays an agent's result field for field without looking at the
+ * values, and the stock Agent.send_job_result passes state, stdout, the text and archive
+ * through unchecked. So an AgentJobDone is read loosely: a value of another type is coerced
+ * to the documented type where a conversion keeps its meaning, and refused (the report is
+ * unusable: the bridge then ends the job) where none does. */
+
+static const uint8_t empty_map[1] = {0x80};
+
+/* Coerces nil to the empty map; a map is kept. */
+static int
+loose_map(const uint8_t *v, size_t len, struct ing_view *out, const char **note, const char *nil)
+{
+    const uint8_t *q = v;
+    struct ing_mp_obj o;
+    if (ing_mp_read(&q, v + len, &o) < 0)
+        return -1;
+    if (o.type == ING_MP_MAP) {
+        *out = mkview(v, len);
+        return 0;
+    }
+    if (o.type != ING_MP_NIL)
+        return -1;
+    *out = mkview(empty_map, 1);
+    *note = nil;
+    return 0;
+}
+
+/* A str, or a bin holding valid UTF-8, as a str view. */
+static bool
+loose_text(const struct ing_mp_obj *o, struct ing_view *out)
+{
+    if (o->type == ING_MP_STR ||
+        (o->type == ING_MP_BIN && ing_mp_utf8_valid(o->v.s.p, o->v.s.len))) {
+        *out = mkview(o->v.s.p, o->v.s.len);
+        return true;
+    }
+    return false;
+}
+
+/* A grade given as text: a whole decimal number, as Python's float() reads it. */
+static int
+loose_grade_text(const uint8_t *p, size_t n, double *d)
+{
+    char tmp[64];
+    char *endp;
+    while (n > 0 && (*p == ' ' || *p == '\t' || *p == '\n'))
+        p++, n--;
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\n'))
+        n--;
+    if (n == 0 || n >= sizeof(tmp) || memchr(p, 0, n) != NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || p[i] == '.' || p[i] == '-' || p[i] == '+' ||
+              p[i] == 'e' || p[i] == 'E'))
+            return -1;
+    memcpy(tmp, p, n);
+    tmp[n] = '\0';
+    errno = 0;
+    *d = strtod(tmp, &endp);
+    if (*endp != '\0' || errno != 0 || !isfinite(*d))
+        return -1;
+    return 0;
+}
+
+/* Decodes the value of result field f loosely. Returns 0 (*note names a coerced value), or
+ * -1 when the value cannot stand for its field. */
+static int
+decode_loose(const struct field *f, const uint8_t *v, size_t len, struct ing_msg *m,
+             const char **note)
+{
+    const uint8_t *q = v, *end = v + len;
+    struct ing_mp_obj o;
+    struct ing_job_result *r = &m->u.result;
+    if (f->off == OFF(u.result.problems))
+        return loose_map(v, len, &r->problems, note, "problems nil, taken as {}");
+    if (f->off == OFF(u.result.tests))
+        return loose_map(v, len, &r->tests, note, "tests nil, taken as {}");
+    if (f->off == OFF(u.result.custom))
+        return loose_map(v, len, &r->custom, note, "custom nil, taken as {}");
+    if (ing_mp_read(&q, end, &o) < 0)
+        return -1;
+    if (f->off == OFF(u.result.result_kind)) {
+        struct ing_mp_obj e;
+        if (o.type != ING_MP_ARRAY || o.v.n == 0 || ing_mp_read(&q, end, &e) < 0 ||
+            !loose_text(&e, &r->result_kind))
+            return -1;
+        r->result_text = mkview((const uint8_t *)"", 0);
+        if (o.v.n == 1) {
+            *note = "result has no text, taken as \"\"";
+            return 0;
+        }
+        if (ing_mp_read(&q, end, &e) < 0)
+            return -1;
+        if (!loose_text(&e, &r->result_text)) {
+            if (e.type != ING_MP_NIL)
+                return -1;
+            *note = "result text nil, taken as \"\"";
+        }
+        if (o.v.n > 2)
+            *note = "result has more than 2 elements: the first two are kept";
+        return 0;
+    }
+    if (f->off == OFF(u.result.grade)) {
+        double d;
+        if (o.type == ING_MP_INT)
+            d = (double)o.v.i;
+        else if (o.type == ING_MP_UINT)
+            d = (double)o.v.u;
+        else if (o.type == ING_MP_FLOAT)
+            d = o.v.f;
+        else if (o.type == ING_MP_BOOL) {
+            d = o.v.b ? 1.0 : 0.0; /* Python: True == 1 */
+            *note = "grade is a bool, taken as 1.0 or 0.0";
+        } else if ((o.type == ING_MP_STR || o.type == ING_MP_BIN) &&
+                   loose_grade_text(o.v.s.p, o.v.s.len, &d) == 0)
+            *note = "grade is a str, taken as its number";
+        else
+            return -1;
+        r->grade = d;
+        return 0;
+    }
+    if (f->off == OFF(u.result.state)) {
+        if (loose_text(&o, &r->state))
+            return 0;
+        if (o.type != ING_MP_NIL)
+            return -1;
+        r->state = mkview((const uint8_t *)"", 0);
+        *note = "state nil, taken as \"\"";
+        return 0;
+    }
+    if (f->off == OFF(u.result.archive)) {
+        if (o.type == ING_MP_NIL) {
+            r->archive = mkview(NULL, 0);
+            return 0;
+        }
+        if (o.type != ING_MP_BIN && o.type != ING_MP_STR)
+            return -1;
+        r->archive = mkview(o.v.s.p, o.v.s.len);
+        if (o.type == ING_MP_STR)
+            *note = "archive is a str, taken as its bytes";
+        return 0;
+    }
+    if (f->off == OFF(u.result.stdout_) || f->off == OFF(u.result.stderr_)) {
+        struct ing_view *out = f->off == OFF(u.result.stdout_) ? &r->stdout_ : &r->stderr_;
+        if (o.type == ING_MP_NIL) {
+            *out = mkview(NULL, 0);
+            return 0;
+        }
+        if (loose_text(&o, out)) {
+            if (o.type == ING_MP_BIN)
+                *note = "stdout or stderr is bytes, taken as text";
+            return 0;
+        }
+        *out = mkview(NULL, 0);
+        *note = "stdout or stderr is neither text nor nil (not UTF-8?): taken as nil";
+        return 0;
+    }
+    return decode_value(f, v, len, m); /* job_id: strict */
+}
+
 static int
 bad(const char **why, int err, const char *text)
 {
@@ -491,6 +655,7 @@ zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
         return bad(why, -EPROTO, "no @type");
 
     /* Pass 2: exactly the fields of the class. */
+    const char *key_err = NULL;
     q = pairs;
     for (uint32_t i = 0; i < npairs; i++) {
         if (ing_mp_read(&q, end, &k) < 0)
@@ -501,35 +666,61 @@ zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
         if (bytes_eq(k.v.s.p, k.v.s.len, TYPE_KEY))
             continue;
         int fi = find_field(t, k.v.s.p, k.v.s.len);
-        if (fi < 0)
-            return bad(why, -EPROTO, "unexpected key for this @type");
-        if (seen & (1u << fi))
-            return bad(why, -EPROTO, "repeated key (or both course_id and taskset_id)");
+        if (fi < 0) {
+            if (key_err == NULL)
+                key_err = "unexpected key for this @type";
+            continue;
+        }
+        if (seen & (1u << fi)) {
+            if (key_err == NULL)
+                key_err = "repeated key (or both course_id and taskset_id)";
+            continue;
+        }
         seen |= 1u << fi;
         val[fi] = v;
         vlen[fi] = (size_t)(q - v);
     }
-    for (int i = 0; i < t->nfields; i++) {
+    for (int i = 0; i < t->nfields && key_err == NULL; i++) {
         if (!(seen & (1u << i)) && !(t->fields[i].flags & F_OPTIONAL))
-            return bad(why, -EPROTO, "missing key for this @type");
+            key_err = "missing key for this @type";
     }
 
-    /* The values: job_id first, so that a bad value elsewhere can still be answered. */
-    m->type = t->type;
+    /* The values: job_id first, so that a bad value elsewhere can still be answered. An
+     * agent's result is read loosely (decode_loose); one whose keys are wrong but whose
+     * job_id is a str is -EINVAL, so that its job can still be ended. */
+    bool loose = t->type == ING_AGENT_JOB_DONE;
     int job = -1;
     for (int i = 0; i < t->nfields; i++) {
         if (t->fields[i].flags & F_JOB_ID) {
             job = i;
-            if (decode_value(&t->fields[i], val[i], vlen[i], m) < 0)
+            if (!(seen & (1u << i)) || decode_value(&t->fields[i], val[i], vlen[i], m) < 0) {
+                memset(m, 0, sizeof(*m));
+                if (key_err != NULL)
+                    return bad(why, -EPROTO, key_err);
+                m->type = t->type; /* for the registration gate */
                 return bad(why, -EPROTO, t->fields[i].bad);
+            }
         }
     }
+    if (key_err != NULL) {
+        if (!loose) {
+            memset(m, 0, sizeof(*m));
+            return bad(why, -EPROTO, key_err);
+        }
+        m->type = t->type;
+        return bad(why, -EINVAL, key_err);
+    }
+    m->type = t->type;
+    const char *note = NULL;
     for (int i = 0; i < t->nfields; i++) {
         if (i == job || !(seen & (1u << i)))
             continue;
-        if (decode_value(&t->fields[i], val[i], vlen[i], m) < 0)
+        int rc = loose ? decode_loose(&t->fields[i], val[i], vlen[i], m, &note)
+                       : decode_value(&t->fields[i], val[i], vlen[i], m);
+        if (rc < 0)
             return bad(why, job >= 0 ? -EINVAL : -EPROTO, t->fields[i].bad);
     }
+    *why = note;
     return 0;
 }
 
@@ -653,6 +844,23 @@ encode_value(struct ing_mp_writer *w, const struct field *f, const struct ing_ms
 int
 zmq_msg_encode(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_field jf)
 {
+    return zmq_msg_encode_opt(m, w, jf, 0);
+}
+
+/* Leaves out field f of m under opts. */
+static bool
+left_out(const struct ing_msg *m, const struct field *f, unsigned opts)
+{
+    if (f->flags & F_OPTIONAL)
+        return true;
+    return (opts & ZMQ_ENC_KILL_NO_STATE) && m->type == ING_BACKEND_KILL_JOB &&
+           f->off == OFF(u.kill.state);
+}
+
+int
+zmq_msg_encode_opt(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_field jf,
+                   unsigned opts)
+{
     const struct mtype *t = NULL;
     size_t start = w->len;
     uint32_t count = 1;
@@ -669,19 +877,23 @@ zmq_msg_encode(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_fi
     if (t == NULL)
         return -EINVAL;
     for (int i = 0; i < t->nfields; i++) {
-        if (!(t->fields[i].flags & F_OPTIONAL))
+        if (!left_out(m, &t->fields[i], opts))
             count++;
     }
     ing_mp_put_map(w, count);
     for (int i = 0; i < t->nfields && rc == 0; i++) {
         const struct field *f = &t->fields[i];
-        if (f->flags & F_OPTIONAL)
+        if (left_out(m, f, opts))
             continue;
         const char *key = f->name;
         if ((f->flags & F_COURSE) && jf == ZMQ_JOB_FIELD_TASKSET_ID)
             key = TASKSET_KEY;
         ing_mp_put_cstr(w, key);
-        rc = encode_value(w, f, m);
+        if ((opts & ZMQ_ENC_GRADE_INT) && f->kind == FK_F64 && m->u.result.grade >= -9.0e18 &&
+            m->u.result.grade <= 9.0e18 && m->u.result.grade == (double)(int64_t)m->u.result.grade)
+            rc = ing_mp_put_int(w, (int64_t)m->u.result.grade);
+        else
+            rc = encode_value(w, f, m);
     }
     if (rc == 0) {
         ing_mp_put_cstr(w, TYPE_KEY);
@@ -692,4 +904,72 @@ zmq_msg_encode(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_fi
     if (rc == -EINVAL && w->err == 0)
         w->len = start;
     return rc;
+}
+
+/* ---- release shapes ---- */
+
+/* Whether an environment's info in available_environments v[0..n) (type -> name -> info)
+ * has a float "created" (validated bytes). */
+static bool
+env_created_float(const uint8_t *v, size_t n)
+{
+    const uint8_t *q = v, *end = v + n;
+    struct ing_mp_obj o;
+    if (ing_mp_read(&q, end, &o) < 0 || o.type != ING_MP_MAP)
+        return false;
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0) /* the type */
+            return false;
+        const uint8_t *names = q;
+        struct ing_mp_obj h;
+        if (ing_mp_read(&names, end, &h) < 0)
+            return false;
+        if (h.type == ING_MP_MAP) {
+            for (uint32_t j = 0; j < h.v.n; j++) {
+                const uint8_t *info;
+                if (ing_mp_skip(&names, end, ING_MP_MAX_DEPTH) < 0) /* the name */
+                    return false;
+                info = names;
+                if (ing_mp_skip(&names, end, ING_MP_MAX_DEPTH) < 0)
+                    return false;
+                const uint8_t *cv;
+                size_t cl;
+                struct ing_mp_obj c;
+                if (ing_mp_map_get(info, (size_t)(names - info), "created", 7, &cv, &cl) == 0 &&
+                    ing_mp_read(&cv, cv + cl, &c) == 0 && c.type == ING_MP_FLOAT)
+                    return true;
+            }
+        }
+        if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0) /* the names */
+            return false;
+    }
+    return false;
+}
+
+void
+zmq_msg_agent_shape(const uint8_t *p, size_t n, struct zmq_agent_shape *out)
+{
+    const uint8_t *v;
+    size_t vl;
+    struct ing_mp_obj o;
+    out->release = ZMQ_AGENT_MAIN;
+    out->ssh_allowed = false;
+    if (ing_mp_map_get(p, n, "ssh_allowed", 11, &v, &vl) == 0) {
+        out->release = ZMQ_AGENT_V08;
+        out->ssh_allowed = ing_mp_read(&v, v + vl, &o) == 0 && o.type == ING_MP_BOOL && o.v.b;
+        return;
+    }
+    if (ing_mp_map_get(p, n, "available_environments", 22, &v, &vl) == 0 &&
+        env_created_float(v, vl))
+        out->release = ZMQ_AGENT_V07;
+}
+
+bool
+zmq_msg_grade_is_int(const uint8_t *p, size_t n)
+{
+    const uint8_t *v;
+    size_t vl;
+    struct ing_mp_obj o;
+    return ing_mp_map_get(p, n, "grade", 5, &v, &vl) == 0 && ing_mp_read(&v, v + vl, &o) == 0 &&
+           (o.type == ING_MP_INT || o.type == ING_MP_UINT);
 }

@@ -828,12 +828,16 @@ test_zmq_msg_bases_decode(void **state)
     guard_free(&g);
 }
 
+/* A message with a key missing is -EPROTO; an agent's result (agent_result) whose job_id
+ * is there is -EINVAL instead, so that its job can be ended. */
 static void
-check_missing(const struct kv *kv, size_t n)
+check_missing(const struct kv *kv, size_t n, bool agent_result)
 {
     for (size_t i = 0; i < n; i++) {
         const char *why = NULL;
-        assert_int_equal(decode_kv(kv, n, kv[i].key, NULL, NULL, &why), -EPROTO);
+        bool einval =
+            agent_result && strcmp(kv[i].key, "job_id") != 0 && strcmp(kv[i].key, "@type") != 0;
+        assert_int_equal(decode_kv(kv, n, kv[i].key, NULL, NULL, &why), einval ? -EINVAL : -EPROTO);
         assert_non_null(why);
         if (strcmp(kv[i].key, "@type") == 0)
             assert_string_equal(why, "no @type");
@@ -846,11 +850,11 @@ static void
 test_zmq_msg_missing_key(void **state)
 {
     (void)state;
-    check_missing(NEW_JOB, NKV(NEW_JOB));
-    check_missing(JOB_DONE, NKV(JOB_DONE));
-    check_missing(SSH_DEBUG, NKV(SSH_DEBUG));
-    check_missing(AGENT_HELLO, NKV(AGENT_HELLO));
-    check_missing(KILL_JOB, NKV(KILL_JOB));
+    check_missing(NEW_JOB, NKV(NEW_JOB), false);
+    check_missing(JOB_DONE, NKV(JOB_DONE), true);
+    check_missing(SSH_DEBUG, NKV(SSH_DEBUG), false);
+    check_missing(AGENT_HELLO, NKV(AGENT_HELLO), false);
+    check_missing(KILL_JOB, NKV(KILL_JOB), false);
     const char *why;
     assert_int_equal(decode_rc(VEC("\x81\xa5@type\xab"
                                    "ClientHello"),
@@ -867,7 +871,8 @@ test_zmq_msg_extra_key(void **state)
     struct kv extra = {"extra", RAW("\x01")};
     assert_int_equal(decode_kv(NEW_JOB, NKV(NEW_JOB), NULL, NULL, &extra, &why), -EPROTO);
     assert_string_equal(why, "unexpected key for this @type");
-    assert_int_equal(decode_kv(JOB_DONE, NKV(JOB_DONE), NULL, NULL, &extra, &why), -EPROTO);
+    assert_int_equal(decode_kv(JOB_DONE, NKV(JOB_DONE), NULL, NULL, &extra, &why), -EINVAL);
+    assert_string_equal(why, "unexpected key for this @type");
     assert_int_equal(decode_kv(AGENT_HELLO, NKV(AGENT_HELLO), NULL, NULL, &extra, &why), -EPROTO);
     /* Fields of other versions: v0.5 "type", v0.6 "run_cmd", v0.8 ssh_allowed outside
      * AgentHello. */
@@ -1026,6 +1031,101 @@ test_zmq_msg_bad_values_new_job(void **state)
     }
 }
 
+/* An agent's result is read as the Python backend relays it: loosely typed values are
+ * coerced to the documented type (issue 14, bug 1). */
+static void
+test_zmq_msg_agent_result_loose(void **state)
+{
+    (void)state;
+    uint8_t buf[1024];
+    struct guard g;
+    struct ing_msg m;
+    const char *why;
+    size_t n;
+#define LOOSE(key_, raw_)                                                                          \
+    do {                                                                                           \
+        struct kv sub_ = {key_, RAW(raw_)};                                                        \
+        n = build(buf, sizeof(buf), JOB_DONE, NKV(JOB_DONE), NULL, &sub_, NULL);                   \
+        why = NULL;                                                                                \
+        assert_int_equal(decode_guarded(&g, buf, n, &m, &why), 0);                                 \
+        assert_int_equal(m.type, ING_AGENT_JOB_DONE);                                              \
+        assert_view(m.u.result.job_id, "jd");                                                      \
+    } while (0)
+    LOOSE("state", "\xc0");
+    assert_view(m.u.result.state, "");
+    assert_non_null(why);
+    guard_free(&g);
+    LOOSE("state", "\xc4\x02st");
+    assert_view(m.u.result.state, "st");
+    guard_free(&g);
+    LOOSE("stdout", "\xc4\x03"
+                    "out");
+    assert_view(m.u.result.stdout_, "out");
+    assert_non_null(why);
+    guard_free(&g);
+    LOOSE("stderr", "\xc4\x02\xff\xfe"); /* not UTF-8: nil */
+    assert_null(m.u.result.stderr_.p);
+    guard_free(&g);
+    LOOSE("stdout", "\x01");
+    assert_null(m.u.result.stdout_.p);
+    guard_free(&g);
+    LOOSE("tests", "\xc0");
+    assert_view(m.u.result.tests, "\x80");
+    guard_free(&g);
+    LOOSE("problems", "\xc0");
+    assert_view(m.u.result.problems, "\x80");
+    guard_free(&g);
+    LOOSE("custom", "\xc0");
+    assert_view(m.u.result.custom, "\x80");
+    guard_free(&g);
+    LOOSE("archive", "\xa3tgz");
+    assert_view(m.u.result.archive, "tgz");
+    guard_free(&g);
+    LOOSE("grade", "\xc3");
+    assert_true(m.u.result.grade == 1.0);
+    guard_free(&g);
+    LOOSE("grade", "\xc2");
+    assert_true(m.u.result.grade == 0.0);
+    guard_free(&g);
+    LOOSE("grade", "\xa5 85.5");
+    assert_true(m.u.result.grade == 85.5);
+    guard_free(&g);
+    LOOSE("result", "\x92\xa7success\xc0");
+    assert_view(m.u.result.result_kind, "success");
+    assert_view(m.u.result.result_text, "");
+    guard_free(&g);
+    LOOSE("result", "\x91\xa6"
+                    "failed");
+    assert_view(m.u.result.result_kind, "failed");
+    assert_view(m.u.result.result_text, "");
+    guard_free(&g);
+    LOOSE("result", "\x93\xa1"
+                    "a\xa1"
+                    "b\xa1"
+                    "c");
+    assert_view(m.u.result.result_kind, "a");
+    assert_view(m.u.result.result_text, "b");
+    assert_non_null(why);
+    guard_free(&g);
+    /* The exact dialect still decodes with no note. */
+    n = build(buf, sizeof(buf), JOB_DONE, NKV(JOB_DONE), NULL, NULL, NULL);
+    why = "x";
+    assert_int_equal(decode_guarded(&g, buf, n, &m, &why), 0);
+    assert_null(why);
+    guard_free(&g);
+#undef LOOSE
+    /* A BackendJobDone (what a client receives) stays strict: state nil is refused. */
+    static const char bjd_nil_state[] = "\x8b\xa6job_id\xa1j\xa6result\x92\xa5"
+                                        "crash\xa1x\xa5grade\xcb\x00\x00\x00\x00\x00\x00"
+                                        "\x00\x00\xa8problems\x80\xa5tests\x80\xa6"
+                                        "custom\x80\xa5state\xc0\xa7"
+                                        "archive\xc0"
+                                        "\xa6stdout\xc0\xa6stderr\xc0\xa5@type\xae"
+                                        "BackendJobDone";
+    assert_int_equal(decode_rc(bjd_nil_state, sizeof(bjd_nil_state) - 1, &why), -EINVAL);
+    assert_string_equal(why, "state is not a str");
+}
+
 static void
 test_zmq_msg_bad_values_other(void **state)
 {
@@ -1036,24 +1136,19 @@ test_zmq_msg_bad_values_other(void **state)
         size_t len;
     } bad_done[] = {
         {"result", RAW("\x92\x01\x02")},
-        {"result", RAW("\x93\xa1"
-                       "a\xa1"
-                       "b\xa1"
-                       "c")},
-        {"result", RAW("\x91\xa1"
-                       "a")},
+        {"result", RAW("\x90")},
         {"result", RAW("\xa7success")},
+        {"result", RAW("\x92\xa1"
+                       "a\x05")},
         {"grade", RAW("\xa2"
-                      "10")},
+                      "1x")},
         {"grade", RAW("\xc0")},
-        {"grade", RAW("\xc3")},
+        {"grade", RAW("\x90")},
         {"problems", RAW("\x90")},
-        {"tests", RAW("\xc0")},
+        {"tests", RAW("\xa1x")},
         {"custom", RAW("\x01")},
-        {"state", RAW("\xc0")},
-        {"archive", RAW("\xa1z")},
-        {"stdout", RAW("\x01")},
-        {"stderr", RAW("\xc4\x00")},
+        {"state", RAW("\x05")},
+        {"archive", RAW("\x05")},
     };
     for (size_t i = 0; i < sizeof(bad_done) / sizeof(bad_done[0]); i++)
         expect_einval(JOB_DONE, NKV(JOB_DONE), bad_done[i].key, bad_done[i].raw, bad_done[i].len,
@@ -1355,6 +1450,7 @@ main(void)
         cmocka_unit_test(test_zmq_msg_ssh_allowed),
         cmocka_unit_test(test_zmq_msg_bad_values_new_job),
         cmocka_unit_test(test_zmq_msg_bad_values_other),
+        cmocka_unit_test(test_zmq_msg_agent_result_loose),
         cmocka_unit_test(test_zmq_msg_not_a_message),
         cmocka_unit_test(test_zmq_msg_truncated),
         cmocka_unit_test(test_zmq_msg_encode_errors),

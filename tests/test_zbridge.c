@@ -1,0 +1,386 @@
+/* SPDX-License-Identifier: MIT */
+/* test_zbridge.c: the ZeroMQ bridge (src/zbridge.c) against the real backend, driven by a
+ * hand-written ZMTP DEALER (tests/support/ztpeer.h) speaking INGInious' msgpack messages in
+ * the shapes of each release (main, v0.9, v0.8.x, v0.7.x): issue 14. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "inginious/mp.h"
+#include "inginious/proto.h"
+#include "support/tpeer.h"
+#include "support/ztpeer.h"
+
+/* ---- agents of each release ---- */
+
+enum shape {
+    MAIN, /* v0.8.6 ... main: created an integer, no ssh_allowed */
+    V08,  /* v0.8.0 ... v0.8.5: ssh_allowed */
+    V07,  /* v0.7.x: the Docker agent's created is a float */
+};
+
+/* agent_hello sends an AgentHello of shape sh announcing docker/default. */
+static void
+agent_hello(struct zt_peer *a, const char *name, uint32_t slots, enum shape sh, bool ssh)
+{
+    struct ing_mp_writer w;
+    zt_map_begin(&w, sh == V08 ? 5 : 4);
+    zt_kv_str(&w, "friendly_name", name);
+    ing_mp_put_cstr(&w, "available_job_slots");
+    ing_mp_put_uint(&w, slots);
+    ing_mp_put_cstr(&w, "available_environments");
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "docker");
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "default");
+    ing_mp_put_map(&w, 4);
+    zt_kv_str(&w, "id", "sha256:1");
+    ing_mp_put_cstr(&w, "created");
+    if (sh == V07)
+        ing_mp_put_double(&w, 1700000000.25);
+    else
+        ing_mp_put_int(&w, 1700000000);
+    zt_kv_lit(&w, "ports", "\x90");
+    zt_kv_str(&w, "runtime", "runc");
+    if (sh == V08) {
+        ing_mp_put_cstr(&w, "ssh_allowed");
+        ing_mp_put_bool(&w, ssh);
+    }
+    zt_kv_str(&w, "@type", "AgentHello");
+    zt_send_w(a, &w);
+}
+
+static struct zt_peer *
+agent(struct tp_ctx *c, const char *name, uint32_t slots, enum shape sh, bool ssh)
+{
+    struct zt_peer *a = zt_open(c, true, false, NULL);
+    agent_hello(a, name, slots, sh, ssh);
+    return a;
+}
+
+/* send_done sends AgentJobDone for id with the stock values, the value of key replaced by
+ * raw[0..len) (key NULL: none), and the key skip left out (NULL: none). */
+static void
+send_done(struct zt_peer *a, const char *id, const char *key, const char *raw, size_t len,
+          const char *skip)
+{
+    static const struct {
+        const char *k;
+        const char *v;
+        size_t n;
+    } f[] = {
+#define F(k, v) {k, v, sizeof(v) - 1}
+        F("result", "\x92\xa7success\xa2ok"),
+        F("grade", "\xcb\x40\x59\x00\x00\x00\x00\x00\x00"), /* 100.0 */
+        F("problems", "\x80"),
+        F("tests", "\x80"),
+        F("custom", "\x80"),
+        F("state", "\xa2S2"),
+        F("archive", "\xc0"),
+        F("stdout", "\xa3out"),
+        F("stderr", "\xa0"),
+#undef F
+    };
+    struct ing_mp_writer w;
+    uint32_t n = 11 - (skip != NULL);
+    zt_map_begin(&w, n);
+    zt_kv_str(&w, "job_id", id);
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+        if (skip != NULL && strcmp(skip, f[i].k) == 0)
+            continue;
+        if (key != NULL && strcmp(key, f[i].k) == 0)
+            zt_kv_raw(&w, f[i].k, raw, len);
+        else
+            zt_kv_raw(&w, f[i].k, f[i].v, f[i].n);
+    }
+    zt_kv_str(&w, "@type", "AgentJobDone");
+    zt_send_w(a, &w);
+}
+
+static void
+send_ref(struct zt_peer *p, const char *type, const char *id)
+{
+    struct ing_mp_writer w;
+    zt_map_begin(&w, 2);
+    zt_kv_str(&w, "job_id", id);
+    zt_kv_str(&w, "@type", type);
+    zt_send_w(p, &w);
+}
+
+static const char STATE_S1[] = "\x81\xa6@state\xa2S1";
+#define SUBMIT(cl, id) zt_new_job((cl), (id), STATE_S1, sizeof(STATE_S1) - 1, NULL, 0)
+
+/* A client C and an agent A (slots, shape) with docker/default, and the client told. */
+static void
+world(struct tp_ctx *c, struct zt_peer **cl, struct zt_peer **ag, uint32_t slots, enum shape sh)
+{
+    tp_start(c, NULL);
+    *cl = zt_client(c, "C");
+    *ag = agent(c, "A", slots, sh, false);
+    zt_expect(*cl, ING_BACKEND_UPDATE_ENVIRONMENTS);
+}
+
+static void
+expect_view(struct ing_view v, const char *s, const char *what)
+{
+    if (!tp_view_is(v, s)) {
+        char got[300];
+        tp_fail("%s: got \"%s\", expected \"%s\"", what, tp_cpy(got, sizeof(got), v), s);
+    }
+}
+
+/* expect_done expects BackendJobDone(id, kind) on cl (after environment updates); text_has (if not
+ * NULL) must be in the text, state (if not NULL) is the state. */
+static const struct ing_msg *
+expect_done(struct zt_peer *cl, const char *id, const char *kind, const char *text_has,
+            const char *state)
+{
+    const struct ing_msg *m = NULL;
+    int r;
+    while ((r = zt_recv(cl, TP_DEADLINE_MS, &m)) == ING_BACKEND_UPDATE_ENVIRONMENTS)
+        continue;
+    if (r != ING_BACKEND_JOB_DONE)
+        tp_fail("%s: expected BackendJobDone (%s): %d", cl->tp->label, id, r);
+    char text[300];
+    expect_view(m->u.result.job_id, id, "job_id");
+    expect_view(m->u.result.result_kind, kind, "result kind");
+    tp_cpy(text, sizeof(text), m->u.result.result_text);
+    if (text_has != NULL && strstr(text, text_has) == NULL)
+        tp_fail("result text \"%s\" does not name \"%s\"", text, text_has);
+    if (state != NULL)
+        expect_view(m->u.result.state, state, "state");
+    return m;
+}
+
+/* ---- the whole path ---- */
+
+/* Submit, dispatch, started, done; an agent's integer grade reaches the client as an
+ * integer, a float grade as a float64 (item 6). */
+TP_TEST(test_zb_dispatch_and_grades)
+{
+    struct zt_peer *cl, *ag;
+    world(c, &cl, &ag, 1, MAIN);
+    SUBMIT(cl, "j1");
+    const struct ing_msg *m = zt_expect(ag, ING_BACKEND_NEW_JOB);
+    expect_view(m->u.job.job_id, "j1", "BackendNewJob job_id");
+    send_ref(ag, "AgentJobStarted", "j1");
+    m = zt_expect(cl, ING_BACKEND_JOB_STARTED);
+    expect_view(m->u.ref.job_id, "j1", "BackendJobStarted job_id");
+    send_done(ag, "j1", "grade", "\x50", 1, NULL); /* 80 */
+    m = expect_done(cl, "j1", "success", "ok", "S2");
+    assert_true(m->u.result.grade == 80.0);
+    assert_true(zt_has_lit(cl, "\xa5grade\x50"));
+    SUBMIT(cl, "j2");
+    zt_expect(ag, ING_BACKEND_NEW_JOB);
+    send_done(ag, "j2", NULL, NULL, 0, NULL);
+    expect_done(cl, "j2", "success", "ok", "S2");
+    assert_true(zt_has_lit(cl, "\xa5grade\xcb\x40\x59\x00\x00\x00\x00\x00\x00"));
+    zt_close(c, cl);
+    zt_close(c, ag);
+}
+
+/* ---- bug 1: loosely typed results ---- */
+
+/* Relayed, coerced to the documented types (state nil, stdout bytes, tests nil, archive a
+ * str, grade a bool or a str, the text nil, a result array of another length). */
+TP_TEST(test_zb_loose_result_relayed)
+{
+    struct zt_peer *cl, *ag;
+    world(c, &cl, &ag, 1, MAIN);
+    static const struct {
+        const char *key;
+        const char *raw;
+        size_t len;
+    } loose[] = {
+#define L(k, v) {k, v, sizeof(v) - 1}
+        L("state", "\xc0"),
+        L("stdout", "\xc4\x03out"),
+        L("tests", "\xc0"),
+        L("problems", "\xc0"),
+        L("archive", "\xa3tgz"),
+        L("grade", "\xc3"),
+        L("grade", "\xa2"
+                   "55"),
+        L("result", "\x92\xa7success\xc0"),
+        L("result", "\x91\xa7success"),
+        L("result", "\x93\xa7success\xa2ok\x01"),
+#undef L
+    };
+    for (size_t i = 0; i < sizeof(loose) / sizeof(loose[0]); i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "j%zu", i);
+        SUBMIT(cl, id);
+        zt_expect(ag, ING_BACKEND_NEW_JOB);
+        send_done(ag, id, loose[i].key, loose[i].raw, loose[i].len, NULL);
+        const struct ing_msg *m = expect_done(cl, id, "success", NULL, NULL);
+        const struct ing_job_result *r = &m->u.result;
+        switch (i) {
+        case 0:
+            expect_view(r->state, "", "state nil");
+            break;
+        case 1:
+            expect_view(r->stdout_, "out", "stdout bytes");
+            break;
+        case 2:
+            expect_view(r->tests, "\x80", "tests nil");
+            break;
+        case 3:
+            expect_view(r->problems, "\x80", "problems nil");
+            break;
+        case 4:
+            expect_view(r->archive, "tgz", "archive str");
+            assert_true(zt_has_lit(cl, "\xa7"
+                                       "archive\xc4\x03tgz"));
+            break;
+        case 5:
+            assert_true(r->grade == 1.0);
+            break;
+        case 6:
+            assert_true(r->grade == 55.0);
+            break;
+        case 7:
+        case 8:
+            expect_view(r->result_text, "", "result text");
+            break;
+        default:
+            expect_view(r->result_text, "ok", "result text");
+            break;
+        }
+    }
+    zt_close(c, cl);
+    zt_close(c, ag);
+}
+
+/* A result that cannot be used ends its job: crash naming the field, @state kept, the slot
+ * freed (the next job is dispatched to the same 1-slot agent). */
+TP_TEST(test_zb_unusable_result_ends_job)
+{
+    struct zt_peer *cl, *ag;
+    world(c, &cl, &ag, 1, MAIN);
+    static const struct {
+        const char *key;
+        const char *raw;
+        size_t len;
+        const char *skip;
+        const char *names;
+    } bad[] = {
+#define B(k, v, s, n) {k, v, sizeof(v) - 1, s, n}
+        B("problems", "\x91\x01", NULL, "problems"),
+        B("tests", "\xa1x", NULL, "tests"),
+        B("grade",
+          "\xa3"
+          "abc",
+          NULL, "grade"),
+        B("grade", "\xc0", NULL, "grade"),
+        B("result", "\x90", NULL, "result"),
+        B("result", "\xa7success", NULL, "result"),
+        B("state", "\x05", NULL, "state"),
+        B("archive", "\x05", NULL, "archive"),
+        B(NULL, "", "state", "missing key"),
+#undef B
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "b%zu", i);
+        SUBMIT(cl, id);
+        zt_expect(ag, ING_BACKEND_NEW_JOB);
+        send_ref(ag, "AgentJobStarted", id);
+        zt_expect(cl, ING_BACKEND_JOB_STARTED);
+        send_done(ag, id, bad[i].key, bad[i].raw, bad[i].len, bad[i].skip);
+        const struct ing_msg *m = expect_done(cl, id, "crash", bad[i].names, "S1");
+        /* As Python sends its own crash results: stdout and stderr nil. */
+        assert_null(m->u.result.stdout_.p);
+        assert_null(m->u.result.stderr_.p);
+    }
+    /* The agent still has its one slot. */
+    SUBMIT(cl, "last");
+    const struct ing_msg *m = zt_expect(ag, ING_BACKEND_NEW_JOB);
+    expect_view(m->u.job.job_id, "last", "job_id");
+    assert_true(tp_log_contains(c, "unusable"));
+    zt_close(c, cl);
+    zt_close(c, ag);
+}
+
+/* ---- bug 2: BackendKillJob in each release's shape ---- */
+
+static const char KILL_STATE[] = "\x83\xa6job_id\xa2j1\xa5state\xa2S1\xa5@type\xae"
+                                 "BackendKillJob";
+static const char KILL_BARE[] = "\x82\xa6job_id\xa2j1\xa5@type\xae"
+                                "BackendKillJob";
+
+static void
+kill_shape(struct tp_ctx *c, enum shape sh, const char *want, size_t want_len)
+{
+    struct zt_peer *cl, *ag;
+    world(c, &cl, &ag, 1, sh);
+    SUBMIT(cl, "j1");
+    zt_expect(ag, ING_BACKEND_NEW_JOB);
+    send_ref(cl, "ClientKillJob", "j1");
+    zt_expect_raw(ag, want, want_len);
+    static const char killed[] = "\x92\xa6killed\xa0";
+    send_done(ag, "j1", "result", killed, sizeof(killed) - 1, NULL);
+    expect_done(cl, "j1", "killed", NULL, NULL);
+    zt_close(c, cl);
+    zt_close(c, ag);
+}
+
+TP_TEST(test_zb_kill_main)
+{
+    kill_shape(c, MAIN, KILL_STATE, sizeof(KILL_STATE) - 1);
+}
+
+TP_TEST(test_zb_kill_v08)
+{
+    kill_shape(c, V08, KILL_STATE, sizeof(KILL_STATE) - 1);
+}
+
+TP_TEST(test_zb_kill_v07)
+{
+    kill_shape(c, V07, KILL_BARE, sizeof(KILL_BARE) - 1);
+}
+
+/* ---- item 6: synthetic results ---- */
+
+/* Python's "Agent restarted" crash has stdout and stderr nil; its kill of a waiting job has
+ * "" (and so do ours, to ZeroMQ clients). */
+TP_TEST(test_zb_synthetic_results)
+{
+    struct zt_peer *cl, *ag;
+    world(c, &cl, &ag, 1, MAIN);
+    SUBMIT(cl, "run");
+    zt_expect(ag, ING_BACKEND_NEW_JOB);
+    send_ref(ag, "AgentJobStarted", "run");
+    zt_expect(cl, ING_BACKEND_JOB_STARTED);
+    SUBMIT(cl, "wait");
+    send_ref(cl, "ClientKillJob", "wait");
+    const struct ing_msg *m = expect_done(cl, "wait", "killed", NULL, "S1");
+    expect_view(m->u.result.stdout_, "", "stdout of a kill");
+    expect_view(m->u.result.stderr_, "", "stderr of a kill");
+    zt_close(c, ag);
+    m = expect_done(cl, "run", "crash", "Agent restarted", "S1");
+    assert_null(m->u.result.stdout_.p);
+    assert_null(m->u.result.stderr_.p);
+    zt_close(c, cl);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TP_CASE(test_zb_dispatch_and_grades),
+        TP_CASE(test_zb_loose_result_relayed),
+        TP_CASE(test_zb_unusable_result_ends_job),
+        TP_CASE(test_zb_kill_main),
+        TP_CASE(test_zb_kill_v08),
+        TP_CASE(test_zb_kill_v07),
+        TP_CASE(test_zb_synthetic_results),
+    };
+    return cmocka_run_group_tests_name("zbridge", tests, NULL, NULL);
+}
