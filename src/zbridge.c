@@ -186,14 +186,16 @@ to_native(struct zbridge *zb, const struct ing_msg *m, struct ing_msg *out, cons
     return 0;
 }
 
-static bool
-zconn_identity_taken(const struct zconn *z, const uint8_t *id, size_t len)
+/* zconn_identity_owner is the live connection of z's endpoint using routing identity id,
+ * or NULL. */
+static struct zconn *
+zconn_identity_owner(const struct zconn *z, const uint8_t *id, size_t len)
 {
-    for (const struct zconn *o = z->zb->zconns; o != NULL; o = o->next)
+    for (struct zconn *o = z->zb->zconns; o != NULL; o = o->next)
         if (o != z && o->role == z->role && srv_conn_live(o->c) && o->ready && o->id_len == len &&
             memcmp(o->identity, id, len) == 0)
-            return true;
-    return false;
+            return o;
+    return NULL;
 }
 
 static void
@@ -318,11 +320,13 @@ zconn_ready(struct zconn *z, const struct zmtp_event *ev)
     struct zbridge *zb = z->zb;
     const struct zmtp_span *id = &ev->u.ready.identity;
     if (id->len > 0) {
-        if (zconn_identity_taken(z, id->p, id->len)) {
-            log_msg(LOG_WARN, "%s: identity already in use by a live connection: refused",
-                    srv_conn_name(z->c));
-            srv_conn_close(z->c, "duplicate identity");
-            return;
+        struct zconn *old = zconn_identity_owner(z, id->p, id->len);
+        if (old != NULL) {
+            /* As libzmq's ROUTER_HANDOVER: the new connection takes the identity over (a
+             * DEALER that reconnects before its old connection is seen closed). */
+            log_msg(LOG_WARN, "%s: identity in use: %s taken over, closing it", srv_conn_name(z->c),
+                    srv_conn_name(old->c));
+            srv_conn_close(old->c, "identity taken over by a new connection");
         }
         memcpy(z->identity, id->p, id->len);
         z->id_len = (uint8_t)id->len;

@@ -370,6 +370,66 @@ TP_TEST(test_zb_synthetic_results)
     zt_close(c, cl);
 }
 
+/* ---- item 7: routing identities ---- */
+
+static struct zt_peer *
+client_with_id(struct tp_ctx *c, const char *identity, const char *name)
+{
+    struct zt_peer *p = zt_open(c, false, false, identity);
+    struct ing_mp_writer w;
+    zt_map_begin(&w, 2);
+    zt_kv_str(&w, "name", name);
+    zt_kv_str(&w, "@type", "ClientHello");
+    zt_send_w(p, &w);
+    zt_expect(p, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    return p;
+}
+
+/* A second connection with a routing identity in use on the same endpoint takes it over
+ * (libzmq's ROUTER_HANDOVER): the old one is closed, the new one served; the other
+ * endpoint's identities are apart. */
+TP_TEST(test_zb_identity_takeover)
+{
+    tp_start(c, NULL);
+    struct zt_peer *c1 = client_with_id(c, "webapp-1", "first");
+    struct zt_peer *a1 = zt_open(c, true, false, "webapp-1");
+    agent_hello(a1, "A1", 1, MAIN, false);
+    zt_expect(c1, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    struct zt_peer *c2 = client_with_id(c, "webapp-1", "second");
+    zt_expect_closed(c1);
+    SUBMIT(c2, "h1");
+    const struct ing_msg *m = zt_expect(a1, ING_BACKEND_NEW_JOB);
+    expect_view(m->u.job.job_id, "h1", "job_id");
+    /* The agent reconnects before its old connection is seen closed. */
+    struct zt_peer *a2 = zt_open(c, true, false, "webapp-1");
+    agent_hello(a2, "A2", 1, MAIN, false);
+    zt_expect_closed(a1);
+    m = zt_expect(a2, ING_BACKEND_NEW_JOB); /* h1 was not started: requeued */
+    expect_view(m->u.job.job_id, "h1", "job_id");
+    send_done(a2, "h1", NULL, NULL, 0, NULL);
+    expect_done(c2, "h1", "success", "ok", "S2");
+    assert_true(tp_log_contains(c, "taken over"));
+    zt_close(c, c1);
+    zt_close(c, c2);
+    zt_close(c, a1);
+    zt_close(c, a2);
+}
+
+/* The registration gate comes first, whatever the values: an unregistered client's
+ * ClientNewJob with a job_id that is not a str gets Unknown. */
+TP_TEST(test_zb_registration_gate)
+{
+    tp_start(c, NULL);
+    struct zt_peer *p = zt_open(c, false, false, NULL);
+    struct ing_mp_writer w;
+    zt_map_begin(&w, 2);
+    zt_kv_lit(&w, "job_id", "\x2a");
+    zt_kv_str(&w, "@type", "ClientKillJob");
+    zt_send_w(p, &w);
+    zt_expect(p, ING_UNKNOWN);
+    zt_close(c, p);
+}
+
 int
 main(void)
 {
@@ -381,6 +441,8 @@ main(void)
         TP_CASE(test_zb_kill_v08),
         TP_CASE(test_zb_kill_v07),
         TP_CASE(test_zb_synthetic_results),
+        TP_CASE(test_zb_identity_takeover),
+        TP_CASE(test_zb_registration_gate),
     };
     return cmocka_run_group_tests_name("zbridge", tests, NULL, NULL);
 }

@@ -586,68 +586,45 @@ def native_envs_until(c, want, timeout=TIMEOUT):
     raise AssertionError("native: environments never became %r (last %r)" % (want, got))
 
 
-DUP_CLIENT = r"WARNING - client \d+ \(.*\) zmq: identity already in use by a live connection"
-DUP_AGENT = r"WARNING - agent \d+ \(.*\) zmq: identity already in use by a live connection"
+TAKEOVER_CLIENT = r"WARNING - client \d+ \(.*\) zmq: identity in use: client \d+ .* taken over"
+TAKEOVER_AGENT = r"WARNING - agent \d+ \(.*\) zmq: identity in use: agent \d+ .* taken over"
 
 
-def test_zmq_duplicate_identity_refused(be):
-    """§11.1: a second live connection announcing a routing id already in use on the same
-    endpoint is refused (logged "identity already in use"; its hello is never answered) while
-    the first keeps being served; the same id on the other endpoint is fine; once the first
-    connection is gone, the id can be used again."""
+def test_zmq_identity_takeover(be):
+    """§11.1: a second connection announcing a routing id already in use on the same endpoint
+    takes it over, as libzmq's ROUTER_HANDOVER: the old connection is closed (its jobs end as
+    on a disconnection) and the new one is served; the same id on the other endpoint is
+    another peer."""
     c1 = ZPeer(be.client_addr, identity=b"webapp-1")
     c1.send("ClientHello", name="first")
     c1.expect("BackendUpdateEnvironments")
-    c2 = ZPeer(be.client_addr, identity=b"webapp-1")
-    c2.send("ClientHello", name="second")
-    be.wait_log(DUP_CLIENT)
-    c2.nothing(300)  # no BackendUpdateEnvironments: the hello was not taken
-    assert c2.s.poll(0) == 0
-    # The first is still the one served: hello, queue, a job through an agent with the same
-    # routing id on the agent endpoint.
-    c1.send("Ping")
-    c1.expect("Pong")
     a1 = ZPeer(be.agent_addr, identity=b"webapp-1")
     a1.send("AgentHello", friendly_name="A1", available_job_slots=1,
             available_environments={"docker": {"default": INFO}})
     assert c1.expect("BackendUpdateEnvironments")["available_environments"] == {
         "docker": ("default",)}
-    new_job(c1, "dup1")
-    assert a1.expect("BackendNewJob")["job_id"] == "dup1"
-    # A second agent with a1's routing id is refused too: its environment never shows.
-    assert be.log_count(DUP_AGENT) == 0  # a1 was not refused for c1's id
+    assert be.log_count(TAKEOVER_AGENT) == 0  # a1 did not take c1's id: other endpoint
+    c2 = ZPeer(be.client_addr, identity=b"webapp-1")
+    c2.send("ClientHello", name="second")
+    assert c2.expect("BackendUpdateEnvironments")["available_environments"] == {
+        "docker": ("default",)}
+    be.wait_log(TAKEOVER_CLIENT)
+    c2.send("Ping")
+    c2.expect("Pong")
+    new_job(c2, "h1")
+    assert a1.expect("BackendNewJob")["job_id"] == "h1"
+    # A reconnecting agent with a1's id takes over: a1's job ends "Agent restarted" (not
+    # started: requeued to the new connection).
     a2 = ZPeer(be.agent_addr, identity=b"webapp-1")
     a2.send("AgentHello", friendly_name="A2", available_job_slots=1,
-            available_environments={"docker": {"dup-env": INFO}})
-    be.wait_log(DUP_AGENT)
-    a1.send("AgentJobDone", **done_fields("dup1"))
-    d = c1.expect("BackendJobDone")  # an update naming dup-env would fail here
-    assert d["job_id"] == "dup1" and tuple(d["result"]) == ("success", "ok"), d
-    c1.send("ClientGetQueue")
-    q = c1.expect("BackendGetQueue")
-    assert q["jobs_running"] == () and q["jobs_waiting"] == (), q
-    c2.nothing(100)
-    a2.nothing(100)
-    a2.close()
-    c2.close()
-    # The id is free again once its connection is gone (each try is a new connection: a
-    # refused one may lose the hello libzmq had already written).
-    c1.close()
-    deadline = time.time() + TIMEOUT
-    while True:
-        c3 = ZPeer(be.client_addr, identity=b"webapp-1")
-        c3.send("ClientHello", name="third")
-        try:
-            envs = c3.expect("BackendUpdateEnvironments", timeout=0.5)
-            break
-        except AssertionError:
-            c3.close()
-            assert time.time() < deadline, "the identity was never freed"
-    assert envs["available_environments"] == {"docker": ("default",)}, envs
-    c3.send("Ping")
-    c3.expect("Pong")
-    c3.close()
-    a1.close()
+            available_environments={"docker": {"default": INFO}})
+    be.wait_log(TAKEOVER_AGENT)
+    assert a2.expect("BackendNewJob")["job_id"] == "h1"
+    a2.send("AgentJobDone", **done_fields("h1"))
+    d = c2.recv(skip=("Ping", "BackendUpdateEnvironments"))
+    assert d["job_id"] == "h1" and tuple(d["result"]) == ("success", "ok"), d
+    for p in (c1, c2, a1, a2):
+        p.close()
     assert be.proc.poll() is None
 
 
