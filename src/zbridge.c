@@ -12,6 +12,10 @@
 #include "zmq_msg.h"
 #include "zmtp.h"
 
+/* The hidden twin of an environment, for jobs asking for SSH (ssh_job). */
+#define ZB_SSH_SUFFIX "\x1fssh"
+#define ZB_SSH_SUFFIX_LEN 4
+
 /* The ZeroMQ side of a connection. */
 struct zconn {
     struct zbridge *zb;
@@ -34,6 +38,7 @@ zb_init(struct zbridge *zb, struct backend *be, uint32_t max_frame, int job_fiel
     zb->max_frame = max_frame;
     zb->job_field = job_field;
     ing_mp_writer_init_dyn(&zb->zw);
+    ing_mp_writer_init_dyn(&zb->hello);
     zb->ids[0] = zmtp_routing_seed();
     zb->ids[1] = zmtp_routing_seed();
 }
@@ -42,6 +47,7 @@ void
 zb_fini(struct zbridge *zb)
 {
     ing_mp_writer_fini(&zb->zw);
+    ing_mp_writer_fini(&zb->hello);
     free(zb->conv);
     free(zb->rel);
     zb->conv = zb->rel = NULL;
@@ -163,6 +169,10 @@ zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
      * being handled (zconn_message) is the one relayed here. */
     struct zbridge *zb = z->zb;
     unsigned opts = 0;
+    struct ing_view *env = &m.u.job.environment;
+    if (type == ING_BACKEND_NEW_JOB && env->len > ZB_SSH_SUFFIX_LEN &&
+        memcmp(env->p + env->len - ZB_SSH_SUFFIX_LEN, ZB_SSH_SUFFIX, ZB_SSH_SUFFIX_LEN) == 0)
+        env->len -= ZB_SSH_SUFFIX_LEN; /* an SSH job's twin environment (ssh_job) */
     if (type == ING_BACKEND_JOB_DONE && zb->int_grade &&
         m.u.result.job_id.len == zb->int_grade_job.len &&
         memcmp(m.u.result.job_id.p, zb->int_grade_job.p, m.u.result.job_id.len) == 0)
@@ -198,6 +208,131 @@ zconn_identity_owner(const struct zconn *z, const uint8_t *id, size_t len)
     return NULL;
 }
 
+/* ---- SSH routing of v0.8.0 - v0.8.5 ----
+ *
+ * Those backends queue a job by (type, environment, environment_parameters["ssh_allowed"])
+ * and send a job that asks for SSH only to an agent whose hello said ssh_allowed. The bridge
+ * does the same with a hidden twin of each environment: a ZeroMQ client's job asking for SSH
+ * is queued for the environment NAME + ZB_SSH_SUFFIX, which only the ssh_allowed agents of
+ * those releases announce (with "advertised": false, so that no client lists it); the
+ * suffix is taken off again in the BackendNewJob the agent receives. */
+/* Python's truthiness of the msgpack value v[0..n). */
+static bool
+mp_truthy(const uint8_t *v, size_t n)
+{
+    struct ing_mp_obj o;
+    if (ing_mp_read(&v, v + n, &o) < 0)
+        return false;
+    switch (o.type) {
+    case ING_MP_NIL:
+        return false;
+    case ING_MP_BOOL:
+        return o.v.b;
+    case ING_MP_INT:
+        return o.v.i != 0;
+    case ING_MP_UINT:
+        return true;
+    case ING_MP_FLOAT:
+        return o.v.f != 0.0;
+    case ING_MP_STR:
+    case ING_MP_BIN:
+    case ING_MP_EXT:
+        return o.v.s.len > 0;
+    case ING_MP_ARRAY:
+    case ING_MP_MAP:
+        return o.v.n > 0;
+    }
+    return false;
+}
+
+/* ssh_job: a ClientNewJob asking for SSH goes to the environment's twin. */
+static void
+ssh_job(struct zbridge *zb, struct ing_msg *m)
+{
+    struct ing_job_spec *j = &m->u.new_job.job;
+    const uint8_t *v;
+    size_t vl;
+    if (ing_mp_map_get((const uint8_t *)j->environment_parameters.p, j->environment_parameters.len,
+                       "ssh_allowed", 11, &v, &vl) != 0 ||
+        !mp_truthy(v, vl) || j->environment.len + ZB_SSH_SUFFIX_LEN > sizeof(zb->ssh_env))
+        return;
+    memcpy(zb->ssh_env, j->environment.p, j->environment.len);
+    memcpy(zb->ssh_env + j->environment.len, ZB_SSH_SUFFIX, ZB_SSH_SUFFIX_LEN);
+    j->environment.p = (const char *)zb->ssh_env;
+    j->environment.len += ZB_SSH_SUFFIX_LEN;
+}
+
+/* ssh_hello: the hello of an ssh_allowed agent (v0.8.0 - v0.8.5) also announces the hidden
+ * twin of each of its environments. Returns 0, or -ENOMEM (the hello is then taken as is). */
+static int
+ssh_hello(struct zbridge *zb, struct ing_msg *m)
+{
+    const uint8_t *p = (const uint8_t *)m->u.agent_hello.environments.p;
+    const uint8_t *end = p + m->u.agent_hello.environments.len, *q = p;
+    struct ing_mp_writer *w = &zb->hello;
+    struct ing_mp_obj o, names;
+    w->len = 0;
+    w->err = 0;
+    if (ing_mp_read(&q, end, &o) < 0 || o.type != ING_MP_MAP)
+        return 0; /* refused by the backend */
+    ing_mp_put_map(w, o.v.n);
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        const uint8_t *k = q;
+        if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
+            return 0;
+        ing_mp_put_raw(w, k, (size_t)(q - k));
+        const uint8_t *nv = q;
+        if (ing_mp_read(&q, end, &names) < 0 || names.type != ING_MP_MAP) {
+            q = nv;
+            if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
+                return 0;
+            ing_mp_put_raw(w, nv, (size_t)(q - nv)); /* refused by the backend */
+            continue;
+        }
+        const uint8_t *first = q;
+        uint32_t twins = 0;
+        for (uint32_t x = 0; x < names.v.n; x++) {
+            struct ing_mp_obj nm;
+            const uint8_t *nk = q;
+            if (ing_mp_read(&nk, end, &nm) < 0 || ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0 ||
+                ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
+                return 0;
+            twins += nm.type == ING_MP_STR && nm.v.s.len + ZB_SSH_SUFFIX_LEN <= ZB_NAME_MAX;
+        }
+        ing_mp_put_map(w, names.v.n + twins);
+        ing_mp_put_raw(w, first, (size_t)(q - first));
+        const uint8_t *r = first;
+        for (uint32_t x = 0; x < names.v.n; x++) {
+            struct ing_mp_obj nm, info;
+            if (ing_mp_read(&r, end, &nm) < 0)
+                return 0;
+            const uint8_t *iv = r;
+            if (ing_mp_skip(&r, end, ING_MP_MAX_DEPTH) < 0)
+                return 0;
+            if (nm.type != ING_MP_STR || nm.v.s.len + ZB_SSH_SUFFIX_LEN > ZB_NAME_MAX)
+                continue;
+            ing_mp_put_str_header(w, nm.v.s.len + ZB_SSH_SUFFIX_LEN);
+            ing_mp_put_raw(w, nm.v.s.p, nm.v.s.len);
+            ing_mp_put_raw(w, ZB_SSH_SUFFIX, ZB_SSH_SUFFIX_LEN);
+            const uint8_t *ib = iv;
+            if (ing_mp_read(&ib, r, &info) < 0 || info.type != ING_MP_MAP) {
+                ing_mp_put_raw(w, iv, (size_t)(r - iv)); /* refused by the backend */
+                continue;
+            }
+            /* "advertised": false first: the first occurrence of a key is the one read. */
+            ing_mp_put_map(w, info.v.n + 1);
+            ing_mp_put_cstr(w, "advertised");
+            ing_mp_put_bool(w, false);
+            ing_mp_put_raw(w, ib, (size_t)(r - ib));
+        }
+    }
+    if (w->err != 0)
+        return w->err;
+    m->u.agent_hello.environments.p = (const char *)w->buf;
+    m->u.agent_hello.environments.len = (uint32_t)w->len;
+    return 0;
+}
+
 static void
 zconn_message(struct zconn *z, const struct zmtp_event *ev)
 {
@@ -225,7 +360,7 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
         be_client_refuse(zb->be, client, m.u.new_job.job.job_id, why);
         return;
     }
-    if (rc == -EINVAL && m.type == ING_AGENT_JOB_DONE) {
+    if (rc == -EINVAL && m.type == ING_AGENT_JOB_DONE && z->role == ING_ROLE_AGENT) {
         /* A result that cannot stand for its job: the job ends (crash), never hangs. */
         log_msg(LOG_WARN, "%s: unusable AgentJobDone (%s)", srv_conn_name(c), why);
         be_agent_job_unusable(zb->be, srv_conn_agent(c), m.u.result.job_id, why);
@@ -241,12 +376,21 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
     const uint8_t *body = NULL;
     size_t len = 0;
     const struct ing_msg *use = &m;
+    if (m.type == ING_CLIENT_NEW_JOB)
+        ssh_job(zb, &m);
+    struct zmq_agent_shape shape = {ZMQ_AGENT_MAIN, false};
+    if (m.type == ING_AGENT_HELLO) {
+        zmq_msg_agent_shape(f->p, f->len, &shape);
+        if (shape.ssh_allowed && ssh_hello(zb, &m) != 0)
+            log_msg(LOG_ERR, "%s: out of memory: SSH jobs will not be routed to this agent",
+                    srv_conn_name(c));
+    }
     if (m.type == ING_CLIENT_NEW_JOB || m.type == ING_AGENT_JOB_DONE ||
         m.type == ING_AGENT_JOB_SSH_DEBUG) {
         if (to_native(zb, &m, &nm, &body, &len) != 0) {
             log_msg(LOG_WARN, "%s: %s cannot be converted: dropped", srv_conn_name(c),
                     ing_msg_type_name(m.type));
-            if (m.type == ING_AGENT_JOB_DONE)
+            if (m.type == ING_AGENT_JOB_DONE && z->role == ING_ROLE_AGENT)
                 be_agent_job_unusable(zb->be, srv_conn_agent(c), m.u.result.job_id,
                                       "it cannot be converted");
             return;
@@ -254,13 +398,11 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
         use = &nm;
     }
     if (m.type == ING_AGENT_HELLO) {
-        struct zmq_agent_shape shape;
-        zmq_msg_agent_shape(f->p, f->len, &shape);
         z->release = (uint8_t)shape.release;
         z->ssh_allowed = shape.ssh_allowed;
         log_msg(LOG_DEBUG, "%s: AgentHello of %s", srv_conn_name(c),
                 shape.release == ZMQ_AGENT_V07   ? "v0.7.x (kills without state)"
-                : shape.release == ZMQ_AGENT_V08 ? "v0.8.0-v0.8.5 (ssh_allowed)"
+                : shape.release == ZMQ_AGENT_V08 ? "v0.8.0-v0.8.5 (SSH routing)"
                                                  : "v0.8.6 or later");
     }
     if (m.type == ING_AGENT_JOB_DONE && zmq_msg_grade_is_int(f->p, f->len)) {

@@ -18,6 +18,8 @@
 #include "inginious/mp.h"
 #include "inginious/proto.h"
 
+#define ZB_NAME_MAX 255 /* longest environment name (proto.md §4.2) */
+
 struct conn; /* server.c's connection */
 struct zconn;
 
@@ -25,9 +27,11 @@ struct zconn;
 struct zbridge {
     struct backend *be;
     uint32_t max_frame;
-    int job_field;           /* 0 course_id, 1 taskset_id (srv_config.job_field) */
-    struct ing_mp_writer zw; /* message being encoded */
-    uint8_t *conv;           /* native re-encoding of a message from a peer */
+    int job_field;              /* 0 course_id, 1 taskset_id (srv_config.job_field) */
+    struct ing_mp_writer zw;    /* message being encoded */
+    struct ing_mp_writer hello; /* an ssh_allowed agent's environments with their twins */
+    char ssh_env[ZB_NAME_MAX];  /* a job's twin environment name (SSH routing) */
+    uint8_t *conv;              /* native re-encoding of a message from a peer */
     size_t conv_cap;
     uint8_t *rel; /* a native body being relayed to a peer, decoded */
     size_t rel_cap;

@@ -430,6 +430,44 @@ TP_TEST(test_zb_registration_gate)
     zt_close(c, p);
 }
 
+/* ---- bug 3: SSH routing of v0.8.0 - v0.8.5 ---- */
+
+/* A job whose environment_parameters ask for SSH goes only to an agent whose hello allowed
+ * SSH; other jobs go to any agent; clients never see the hidden twin environment. */
+TP_TEST(test_zb_ssh_routing)
+{
+    static const char ssh_params[] = "\x81\xabssh_allowed\xc3";
+    static const char envs_msg[] = "\x82\xb6"
+                                   "available_environments\x81\xa6"
+                                   "docker\x91\xa7"
+                                   "default\xa5@type\xb9"
+                                   "BackendUpdateEnvironments";
+    tp_start(c, NULL);
+    struct zt_peer *cl = zt_client(c, "C");
+    struct zt_peer *no = agent(c, "NoSSH", 1, V08, false);
+    zt_expect_raw(cl, envs_msg, sizeof(envs_msg) - 1);
+    zt_new_job(cl, "ssh1", STATE_S1, sizeof(STATE_S1) - 1, ssh_params, sizeof(ssh_params) - 1);
+    zt_expect_nothing(no, TP_QUIET_MS);
+    struct zt_peer *yes = agent(c, "SSH", 1, V08, true);
+    const struct ing_msg *m = zt_expect(yes, ING_BACKEND_NEW_JOB);
+    expect_view(m->u.job.job_id, "ssh1", "job_id");
+    expect_view(m->u.job.environment, "default", "environment");
+    assert_true(zt_has(yes, ssh_params, sizeof(ssh_params) - 1));
+    zt_expect_raw(cl, envs_msg, sizeof(envs_msg) - 1); /* the twin is not listed */
+    SUBMIT(cl, "plain");
+    m = zt_expect(no, ING_BACKEND_NEW_JOB);
+    expect_view(m->u.job.job_id, "plain", "job_id");
+    /* An SSH-allowed agent takes plain jobs too. */
+    send_done(yes, "ssh1", NULL, NULL, 0, NULL);
+    expect_done(cl, "ssh1", "success", "ok", "S2");
+    SUBMIT(cl, "plain2");
+    m = zt_expect(yes, ING_BACKEND_NEW_JOB);
+    expect_view(m->u.job.job_id, "plain2", "job_id");
+    zt_close(c, cl);
+    zt_close(c, no);
+    zt_close(c, yes);
+}
+
 int
 main(void)
 {
@@ -443,6 +481,7 @@ main(void)
         TP_CASE(test_zb_synthetic_results),
         TP_CASE(test_zb_identity_takeover),
         TP_CASE(test_zb_registration_gate),
+        TP_CASE(test_zb_ssh_routing),
     };
     return cmocka_run_group_tests_name("zbridge", tests, NULL, NULL);
 }
