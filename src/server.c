@@ -965,6 +965,11 @@ conn_adopt(struct server *s, struct conn *c, int fd, uint8_t role)
         s->hs_head = c;
     s->hs_tail = c;
     log_msg(LOG_DEBUG, "%s: connected", c->name);
+    if (s->cfg.zmq_greet_first && s->cfg.secret[role == ING_ROLE_AGENT ? 0 : 1] == NULL) {
+        c->z = zb_open(&s->zb, c, role, false); /* our greeting at once, as libzmq */
+        if (c->z != NULL)
+            c->dialect = DIALECT_ZMQ;
+    }
     return 0;
 }
 

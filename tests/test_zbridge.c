@@ -11,7 +11,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
+#include <sys/wait.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "inginious/mp.h"
 #include "inginious/proto.h"
@@ -468,6 +471,71 @@ TP_TEST(test_zb_ssh_routing)
     zt_close(c, yes);
 }
 
+/* ---- item 7: the greeting at accept ---- */
+
+/* read_until_eof reads p's connection until the backend closes it; returns the bytes read
+ * (at most cap) in buf. */
+static size_t
+read_until_eof(struct tp_peer *p, uint8_t *buf, size_t cap)
+{
+    size_t n = 0;
+    uint64_t deadline = tp_now_ms() + (uint64_t)TP_DEADLINE_MS;
+    for (;;) {
+        uint64_t now = tp_now_ms();
+        if (now >= deadline)
+            tp_fail("%s: not closed within the deadline", p->label);
+        struct pollfd pf = {.fd = p->fd, .events = POLLIN};
+        if (poll(&pf, 1, (int)(deadline - now)) <= 0)
+            continue;
+        uint8_t tmp[256];
+        ssize_t r = read(p->fd, tmp, sizeof(tmp));
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+            return n;
+        for (ssize_t i = 0; i < r && n < cap; i++)
+            buf[n++] = tmp[i];
+    }
+}
+
+/* With --zmq-greet-first the greeting goes out at accept, before the peer's first byte (a
+ * ZMTP peer that waits for it is served); such endpoints serve ZeroMQ peers only. Without
+ * it, the backend waits for the peer's first byte (native peers read no greeting). */
+TP_TEST(test_zb_greet_first)
+{
+    tp_start(c, "--zmq-greet-first", NULL);
+    struct zt_peer *cl = zt_open(c, false, true, NULL);
+    struct ing_mp_writer w;
+    zt_map_begin(&w, 2);
+    zt_kv_str(&w, "name", "waiter");
+    zt_kv_str(&w, "@type", "ClientHello");
+    zt_send_w(cl, &w);
+    zt_expect(cl, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    struct zt_peer *ag = zt_open(c, true, true, NULL);
+    agent_hello(ag, "A", 1, MAIN, false);
+    zt_expect(cl, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    struct tp_peer *native = tp_open(c, c->be.client_addr);
+    assert_non_null(native);
+    uint8_t pre[ING_PREAMBLE_LEN];
+    ing_preamble_encode(pre, ING_ROLE_CLIENT);
+    tp_send_raw(native, pre, sizeof(pre));
+    uint8_t got[128];
+    size_t n = read_until_eof(native, got, sizeof(got));
+    assert_true(n >= 10);
+    assert_int_equal(got[0], 0xFF);
+    assert_int_equal(got[9], 0x7F);
+    zt_close(c, cl);
+    zt_close(c, ag);
+    int st = tp_stop(c);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    /* By default: nothing before the peer's first byte; native peers as ever. */
+    tp_start(c, NULL);
+    struct tp_peer *silent = tp_open(c, c->be.client_addr);
+    assert_non_null(silent);
+    tp_expect_nothing(silent, TP_QUIET_MS);
+    struct tp_peer *nat = tp_client(c, "native", "");
+    tp_barrier(nat);
+}
+
 int
 main(void)
 {
@@ -482,6 +550,7 @@ main(void)
         TP_CASE(test_zb_identity_takeover),
         TP_CASE(test_zb_registration_gate),
         TP_CASE(test_zb_ssh_routing),
+        TP_CASE(test_zb_greet_first),
     };
     return cmocka_run_group_tests_name("zbridge", tests, NULL, NULL);
 }
