@@ -301,6 +301,21 @@ zmq_msg_queue_next_waiting(const uint8_t *pos, const uint8_t *end, struct ing_qu
 
 /* ---- decoding ---- */
 
+/* number reads an int, a uint or a float as a double. Returns 0 or -1 (another type). */
+static int
+number(const struct ing_mp_obj *o, double *d)
+{
+    if (o->type == ING_MP_INT)
+        *d = (double)o->v.i;
+    else if (o->type == ING_MP_UINT)
+        *d = (double)o->v.u;
+    else if (o->type == ING_MP_FLOAT)
+        *d = o->v.f;
+    else
+        return -1;
+    return 0;
+}
+
 /* Decodes the value v[0..len) of field f into m. Returns 0, or -1 if its type is wrong. */
 static int
 decode_value(const struct field *f, const uint8_t *v, size_t len, struct ing_msg *m)
@@ -339,15 +354,7 @@ decode_value(const struct field *f, const uint8_t *v, size_t len, struct ing_msg
         return 0;
     case FK_F64: {
         double d;
-        if (ing_mp_read(&q, end, &o) < 0)
-            return -1;
-        if (o.type == ING_MP_INT)
-            d = (double)o.v.i;
-        else if (o.type == ING_MP_UINT)
-            d = (double)o.v.u;
-        else if (o.type == ING_MP_FLOAT)
-            d = o.v.f;
-        else
+        if (ing_mp_read(&q, end, &o) < 0 || number(&o, &d) < 0)
             return -1;
         memcpy(at(m, f->off), &d, sizeof(d));
         return 0;
@@ -517,20 +524,19 @@ decode_loose(const struct field *f, const uint8_t *v, size_t len, struct ing_msg
     }
     if (f->off == OFF(u.result.grade)) {
         double d;
-        if (o.type == ING_MP_INT)
-            d = (double)o.v.i;
-        else if (o.type == ING_MP_UINT)
-            d = (double)o.v.u;
-        else if (o.type == ING_MP_FLOAT)
-            d = o.v.f;
-        else if (o.type == ING_MP_BOOL) {
+        if (number(&o, &d) == 0) {
+            r->grade = d;
+            return 0;
+        }
+        if (o.type == ING_MP_BOOL) {
             d = o.v.b ? 1.0 : 0.0; /* Python: True == 1 */
             *note = "grade is a bool, taken as 1.0 or 0.0";
         } else if ((o.type == ING_MP_STR || o.type == ING_MP_BIN) &&
-                   loose_grade_text(o.v.s.p, o.v.s.len, &d) == 0)
+                   loose_grade_text(o.v.s.p, o.v.s.len, &d) == 0) {
             *note = "grade is a str, taken as its number";
-        else
+        } else {
             return -1;
+        }
         r->grade = d;
         return 0;
     }

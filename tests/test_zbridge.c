@@ -191,38 +191,61 @@ TP_TEST(test_zb_dispatch_and_grades)
 
 /* ---- bug 1: loosely typed results ---- */
 
+/* One AgentJobDone variant: the value of key replaced by raw[0..len), the key skip left
+ * out; names: what the crash text must name when the report is unusable. */
+struct variant {
+    const char *key;
+    const char *raw;
+    size_t len;
+    const char *skip;
+    const char *names;
+};
+#define VAR(k, v, s, n)                                                                            \
+    {                                                                                              \
+        k, v, sizeof(v) - 1, s, n                                                                  \
+    }
+
+/* run_variant runs job id (prefix + i) from submission to the agent's report v (reported
+ * started first when started) and returns the client's BackendJobDone of kind kind. */
+static const struct ing_msg *
+run_variant(struct zt_peer *cl, struct zt_peer *ag, const char *prefix, size_t i,
+            const struct variant *v, bool started, const char *kind, const char *state)
+{
+    char id[16];
+    snprintf(id, sizeof(id), "%s%zu", prefix, i);
+    SUBMIT(cl, id);
+    zt_expect(ag, ING_BACKEND_NEW_JOB);
+    if (started) {
+        send_ref(ag, "AgentJobStarted", id);
+        zt_expect(cl, ING_BACKEND_JOB_STARTED);
+    }
+    send_done(ag, id, v->key, v->raw, v->len, v->skip);
+    return expect_done(cl, id, kind, v->names, state);
+}
+
 /* Relayed, coerced to the documented types (state nil, stdout bytes, tests nil, archive a
  * str, grade a bool or a str, the text nil, a result array of another length). */
 TP_TEST(test_zb_loose_result_relayed)
 {
     struct zt_peer *cl, *ag;
     world(c, &cl, &ag, 1, MAIN);
-    static const struct {
-        const char *key;
-        const char *raw;
-        size_t len;
-    } loose[] = {
-#define L(k, v) {k, v, sizeof(v) - 1}
-        L("state", "\xc0"),
-        L("stdout", "\xc4\x03out"),
-        L("tests", "\xc0"),
-        L("problems", "\xc0"),
-        L("archive", "\xa3tgz"),
-        L("grade", "\xc3"),
-        L("grade", "\xa2"
-                   "55"),
-        L("result", "\x92\xa7success\xc0"),
-        L("result", "\x91\xa7success"),
-        L("result", "\x93\xa7success\xa2ok\x01"),
-#undef L
+    static const struct variant loose[] = {
+        VAR("state", "\xc0", NULL, NULL),
+        VAR("stdout", "\xc4\x03out", NULL, NULL),
+        VAR("tests", "\xc0", NULL, NULL),
+        VAR("problems", "\xc0", NULL, NULL),
+        VAR("archive", "\xa3tgz", NULL, NULL),
+        VAR("grade", "\xc3", NULL, NULL),
+        VAR("grade",
+            "\xa2"
+            "55",
+            NULL, NULL),
+        VAR("result", "\x92\xa7success\xc0", NULL, NULL),
+        VAR("result", "\x91\xa7success", NULL, NULL),
+        VAR("result", "\x93\xa7success\xa2ok\x01", NULL, NULL),
     };
     for (size_t i = 0; i < sizeof(loose) / sizeof(loose[0]); i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "j%zu", i);
-        SUBMIT(cl, id);
-        zt_expect(ag, ING_BACKEND_NEW_JOB);
-        send_done(ag, id, loose[i].key, loose[i].raw, loose[i].len, NULL);
-        const struct ing_msg *m = expect_done(cl, id, "success", NULL, NULL);
+        const struct ing_msg *m = run_variant(cl, ag, "j", i, &loose[i], false, "success", NULL);
         const struct ing_job_result *r = &m->u.result;
         switch (i) {
         case 0:
@@ -267,37 +290,22 @@ TP_TEST(test_zb_unusable_result_ends_job)
 {
     struct zt_peer *cl, *ag;
     world(c, &cl, &ag, 1, MAIN);
-    static const struct {
-        const char *key;
-        const char *raw;
-        size_t len;
-        const char *skip;
-        const char *names;
-    } bad[] = {
-#define B(k, v, s, n) {k, v, sizeof(v) - 1, s, n}
-        B("problems", "\x91\x01", NULL, "problems"),
-        B("tests", "\xa1x", NULL, "tests"),
-        B("grade",
-          "\xa3"
-          "abc",
-          NULL, "grade"),
-        B("grade", "\xc0", NULL, "grade"),
-        B("result", "\x90", NULL, "result"),
-        B("result", "\xa7success", NULL, "result"),
-        B("state", "\x05", NULL, "state"),
-        B("archive", "\x05", NULL, "archive"),
-        B(NULL, "", "state", "missing key"),
-#undef B
+    static const struct variant bad[] = {
+        VAR("problems", "\x91\x01", NULL, "problems"),
+        VAR("tests", "\xa1x", NULL, "tests"),
+        VAR("grade",
+            "\xa3"
+            "abc",
+            NULL, "grade"),
+        VAR("grade", "\xc0", NULL, "grade"),
+        VAR("result", "\x90", NULL, "result"),
+        VAR("result", "\xa7success", NULL, "result"),
+        VAR("state", "\x05", NULL, "state"),
+        VAR("archive", "\x05", NULL, "archive"),
+        VAR(NULL, "", "state", "missing key"),
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "b%zu", i);
-        SUBMIT(cl, id);
-        zt_expect(ag, ING_BACKEND_NEW_JOB);
-        send_ref(ag, "AgentJobStarted", id);
-        zt_expect(cl, ING_BACKEND_JOB_STARTED);
-        send_done(ag, id, bad[i].key, bad[i].raw, bad[i].len, bad[i].skip);
-        const struct ing_msg *m = expect_done(cl, id, "crash", bad[i].names, "S1");
+        const struct ing_msg *m = run_variant(cl, ag, "b", i, &bad[i], true, "crash", "S1");
         /* As Python sends its own crash results: stdout and stderr nil. */
         assert_null(m->u.result.stdout_.p);
         assert_null(m->u.result.stderr_.p);
