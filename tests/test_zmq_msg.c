@@ -1126,6 +1126,89 @@ test_zmq_msg_agent_result_loose(void **state)
     assert_string_equal(why, "state is not a str");
 }
 
+/* The release of an agent told from its hello (issue 14, bug 2), and the shapes encoded
+ * for each (BackendKillJob without state for v0.7.x; integer grades). */
+static void
+test_zmq_msg_release_shapes(void **state)
+{
+    (void)state;
+    uint8_t buf[512];
+    struct zmq_agent_shape sh;
+    /* main / v0.8.6+: created an integer (the Docker agent from v0.8.5), no ssh_allowed. */
+    struct kv env_int = {"available_environments", RAW("\x81\xa6"
+                                                       "docker\x81\xa7"
+                                                       "default\x82\xa2id\xa1i\xa7"
+                                                       "created\xce\x65\x53\xf1\x00")};
+    size_t n = build(buf, sizeof(buf), AGENT_HELLO, NKV(AGENT_HELLO), NULL, &env_int, NULL);
+    zmq_msg_agent_shape(buf, n, &sh);
+    assert_int_equal(sh.release, ZMQ_AGENT_MAIN);
+    /* v0.7.x: created a float (datetime.timestamp()). */
+    struct kv env_float = {"available_environments",
+                           RAW("\x81\xa6"
+                               "docker\x82\xa1x\x81\xa7"
+                               "created\x01\xa7"
+                               "default\x82\xa2id\xa1i\xa7"
+                               "created\xcb\x41\xd9\x54\xfc\x40\x10\x00\x00")};
+    n = build(buf, sizeof(buf), AGENT_HELLO, NKV(AGENT_HELLO), NULL, &env_float, NULL);
+    zmq_msg_agent_shape(buf, n, &sh);
+    assert_int_equal(sh.release, ZMQ_AGENT_V07);
+    /* v0.8.0 - v0.8.5: ssh_allowed, whatever created is. */
+    struct kv ssh_t = {"ssh_allowed", RAW("\xc3")};
+    n = build(buf, sizeof(buf), AGENT_HELLO, NKV(AGENT_HELLO), NULL, &env_float, &ssh_t);
+    zmq_msg_agent_shape(buf, n, &sh);
+    assert_int_equal(sh.release, ZMQ_AGENT_V08);
+    assert_true(sh.ssh_allowed);
+    struct kv ssh_f = {"ssh_allowed", RAW("\xc2")};
+    n = build(buf, sizeof(buf), AGENT_HELLO, NKV(AGENT_HELLO), NULL, NULL, &ssh_f);
+    zmq_msg_agent_shape(buf, n, &sh);
+    assert_int_equal(sh.release, ZMQ_AGENT_V08);
+    assert_false(sh.ssh_allowed);
+    /* Not a map of maps: main. */
+    struct kv env_odd = {"available_environments", RAW("\x81\xa6"
+                                                       "docker\x91\x01")};
+    n = build(buf, sizeof(buf), AGENT_HELLO, NKV(AGENT_HELLO), NULL, &env_odd, NULL);
+    zmq_msg_agent_shape(buf, n, &sh);
+    assert_int_equal(sh.release, ZMQ_AGENT_MAIN);
+
+    /* BackendKillJob: with state, or (v0.7.x, v0.8.0) without. */
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_KILL_JOB;
+    m.u.kill.job_id = (struct ing_view){"j1", 2};
+    m.u.kill.state = (struct ing_view){"S", 1};
+    struct ing_mp_writer w;
+    ing_mp_writer_init_dyn(&w);
+    assert_int_equal(zmq_msg_encode_opt(&m, &w, ZMQ_JOB_FIELD_COURSE_ID, 0), 0);
+    assert_int_equal(w.len, sizeof(BACKEND_KILL_JOB) - 1);
+    assert_memory_equal(w.buf, BACKEND_KILL_JOB, w.len);
+    w.len = 0;
+    static const char bare[] = "\x82\xa6job_id\xa2j1\xa5@type\xae"
+                               "BackendKillJob";
+    assert_int_equal(zmq_msg_encode_opt(&m, &w, ZMQ_JOB_FIELD_COURSE_ID, ZMQ_ENC_KILL_NO_STATE), 0);
+    assert_int_equal(w.len, sizeof(bare) - 1);
+    assert_memory_equal(w.buf, bare, w.len);
+
+    /* Integer grades: as an int when integral, else the float64. */
+    struct guard g;
+    struct ing_msg r;
+    n = build(buf, sizeof(buf), JOB_DONE, NKV(JOB_DONE), NULL, NULL, NULL);
+    assert_false(zmq_msg_grade_is_int(buf, n));
+    struct kv g80 = {"grade", RAW("\x50")};
+    n = build(buf, sizeof(buf), JOB_DONE, NKV(JOB_DONE), NULL, &g80, NULL);
+    assert_true(zmq_msg_grade_is_int(buf, n));
+    assert_int_equal(decode_guarded(&g, buf, n, &r, NULL), 0);
+    r.type = ING_BACKEND_JOB_DONE;
+    w.len = 0;
+    assert_int_equal(zmq_msg_encode_opt(&r, &w, ZMQ_JOB_FIELD_COURSE_ID, ZMQ_ENC_GRADE_INT), 0);
+    assert_non_null(memmem(w.buf, w.len, "\xa5grade\x50", 7));
+    r.u.result.grade = 80.5;
+    w.len = 0;
+    assert_int_equal(zmq_msg_encode_opt(&r, &w, ZMQ_JOB_FIELD_COURSE_ID, ZMQ_ENC_GRADE_INT), 0);
+    assert_non_null(memmem(w.buf, w.len, "\xa5grade\xcb", 7));
+    guard_free(&g);
+    ing_mp_writer_fini(&w);
+}
+
 static void
 test_zmq_msg_bad_values_other(void **state)
 {
@@ -1451,6 +1534,7 @@ main(void)
         cmocka_unit_test(test_zmq_msg_bad_values_new_job),
         cmocka_unit_test(test_zmq_msg_bad_values_other),
         cmocka_unit_test(test_zmq_msg_agent_result_loose),
+        cmocka_unit_test(test_zmq_msg_release_shapes),
         cmocka_unit_test(test_zmq_msg_not_a_message),
         cmocka_unit_test(test_zmq_msg_truncated),
         cmocka_unit_test(test_zmq_msg_encode_errors),
