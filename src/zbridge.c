@@ -26,6 +26,7 @@ struct zconn {
     bool ready;       /* READY exchanged */
     uint8_t release;  /* agents: enum zmq_agent_release, from the last AgentHello */
     bool ssh_allowed; /* agents of v0.8.0-v0.8.5: the hello's ssh_allowed */
+    bool legacy;      /* the peer speaks v0.5 - v0.6.2 ("type" key): answered in kind */
     uint8_t id_len;
     uint8_t identity[ZMTP_IDENTITY_MAX];
 };
@@ -39,6 +40,7 @@ zb_init(struct zbridge *zb, struct backend *be, uint32_t max_frame, int job_fiel
     zb->job_field = job_field;
     ing_mp_writer_init_dyn(&zb->zw);
     ing_mp_writer_init_dyn(&zb->hello);
+    ing_mp_writer_init_dyn(&zb->legacy);
     zb->ids[0] = zmtp_routing_seed();
     zb->ids[1] = zmtp_routing_seed();
 }
@@ -48,6 +50,7 @@ zb_fini(struct zbridge *zb)
 {
     ing_mp_writer_fini(&zb->zw);
     ing_mp_writer_fini(&zb->hello);
+    ing_mp_writer_fini(&zb->legacy);
     free(zb->conv);
     free(zb->rel);
     zb->conv = zb->rel = NULL;
@@ -83,8 +86,11 @@ zconn_encode(struct zconn *z, const struct ing_msg *m, unsigned opts)
     w->err = 0;
     if (m->type == ING_BACKEND_KILL_JOB && z->release == ZMQ_AGENT_V07)
         opts |= ZMQ_ENC_KILL_NO_STATE;
-    int rc = zmq_msg_encode_opt(
-        m, w, zb->job_field ? ZMQ_JOB_FIELD_TASKSET_ID : ZMQ_JOB_FIELD_COURSE_ID, opts);
+    int rc =
+        z->legacy
+            ? zmq_msg_legacy_encode(m, w)
+            : zmq_msg_encode_opt(
+                  m, w, zb->job_field ? ZMQ_JOB_FIELD_TASKSET_ID : ZMQ_JOB_FIELD_COURSE_ID, opts);
     if (rc != 0) {
         log_msg(LOG_ERR, "%s: cannot encode %s for ZeroMQ: %s", srv_conn_name(z->c),
                 ing_msg_type_name(m->type), strerror(-rc));
@@ -345,7 +351,23 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
         log_msg(LOG_DEBUG, "%s: %u-frame message: reading the first frame only", srv_conn_name(c),
                 ev->u.msg.nframes);
     memset(&m, 0, sizeof(m));
-    int rc = zmq_msg_decode(f->p, f->len, &m, &why);
+    /* A v0.5 - v0.6.2 message is read as its main-dialect equivalent; the peer is then
+     * answered in its own dialect. */
+    const uint8_t *mp = f->p;
+    size_t mn = f->len;
+    int rc = zmq_msg_legacy_to_main(mp, mn, &zb->legacy, &why);
+    if (rc == 0) {
+        if (!z->legacy)
+            log_msg(LOG_INFO, "%s: speaks INGInious v0.5 - v0.6.2", srv_conn_name(c));
+        z->legacy = true;
+        mp = zb->legacy.buf;
+        mn = zb->legacy.len;
+    } else if (rc != -ENOENT) {
+        log_msg(LOG_WARN, "%s: undecodable message dropped (%s)", srv_conn_name(c),
+                why != NULL ? why : strerror(-rc));
+        return;
+    }
+    rc = zmq_msg_decode(mp, mn, &m, &why);
     struct be_client *client = srv_conn_client(c);
     if (rc < 0 && z->role == ING_ROLE_CLIENT && !be_client_registered(client) &&
         (m.type == ING_CLIENT_NEW_JOB || m.type == ING_CLIENT_KILL_JOB ||
@@ -380,7 +402,7 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
         ssh_job(zb, &m);
     struct zmq_agent_shape shape = {ZMQ_AGENT_MAIN, false};
     if (m.type == ING_AGENT_HELLO) {
-        zmq_msg_agent_shape(f->p, f->len, &shape);
+        zmq_msg_agent_shape(mp, mn, &shape);
         if (shape.ssh_allowed && ssh_hello(zb, &m) != 0)
             log_msg(LOG_ERR, "%s: out of memory: SSH jobs will not be routed to this agent",
                     srv_conn_name(c));
@@ -401,11 +423,12 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
         z->release = (uint8_t)shape.release;
         z->ssh_allowed = shape.ssh_allowed;
         log_msg(LOG_DEBUG, "%s: AgentHello of %s", srv_conn_name(c),
-                shape.release == ZMQ_AGENT_V07   ? "v0.7.x (kills without state)"
+                z->legacy                        ? "v0.5 - v0.6.2"
+                : shape.release == ZMQ_AGENT_V07 ? "v0.7.x (kills without state)"
                 : shape.release == ZMQ_AGENT_V08 ? "v0.8.0-v0.8.5 (SSH routing)"
                                                  : "v0.8.6 or later");
     }
-    if (m.type == ING_AGENT_JOB_DONE && zmq_msg_grade_is_int(f->p, f->len)) {
+    if (m.type == ING_AGENT_JOB_DONE && zmq_msg_grade_is_int(mp, mn)) {
         zb->int_grade = true;
         zb->int_grade_job = nm.u.result.job_id;
     }

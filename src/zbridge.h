@@ -30,6 +30,7 @@ struct zbridge {
     int job_field;              /* 0 course_id, 1 taskset_id (srv_config.job_field) */
     struct ing_mp_writer zw;    /* message being encoded */
     struct ing_mp_writer hello; /* an ssh_allowed agent's environments with their twins */
+    struct ing_mp_writer legacy; /* a v0.5 - v0.6.2 message rewritten in the main dialect */
     char ssh_env[ZB_NAME_MAX];  /* a job's twin environment name (SSH routing) */
     uint8_t *conv;              /* native re-encoding of a message from a peer */
     size_t conv_cap;

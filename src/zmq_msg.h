@@ -98,6 +98,30 @@ void zmq_msg_agent_shape(const uint8_t *p, size_t n, struct zmq_agent_shape *out
 /* zmq_msg_grade_is_int tells whether the *JobDone p[0..n) has an integer grade. */
 bool zmq_msg_grade_is_int(const uint8_t *p, size_t n);
 
+/* INGInious v0.5 - v0.6.2 (a "type" key with snake_case names instead of "@type").
+ *
+ * zmq_msg_legacy_to_main rewrites such a message p[0..n) into w (reset first) as the main
+ * dialect's message of the same meaning, for zmq_msg_decode: ClientNewJob gets
+ * environment_type "mcq" for the container "mcq", else "docker", an empty task_problems and
+ * environment_parameters {"limits": {"time", "hard_time", "memory"}, "network_grading",
+ * "run_cmd"} from its limits; priority 0 and state "" where v0.5 has none; an agent's
+ * [client address, job id] pair becomes the job id; AgentHello's available_containers becomes
+ * available_environments (the "mcq" container under "mcq", the others under "docker");
+ * AgentJobSSHDebug gets the user "worker". Keys are not checked here (v0.6 does not check
+ * them either): zmq_msg_decode does. Returns 0, -ENOENT (not such a message: no "type", or an
+ * "@type" too, or not valid msgpack), -EPROTO (why: type not a str or unknown), or w's
+ * error. */
+int zmq_msg_legacy_to_main(const uint8_t *p, size_t n, struct ing_mp_writer *w, const char **why);
+
+/* zmq_msg_legacy_encode appends m in its v0.6.2 shape ("type" last, fields in the order of
+ * v0.6.2's constructors): BackendUpdateContainers with the names of the "docker" and "mcq"
+ * environments, job ids of BackendNewJob / BackendKillJob as [b"", job id] pairs, the
+ * v0.6 BackendNewJob limits from environment_parameters (defaults: time 20, memory 1024,
+ * hard time nil, network false, run_cmd nil), queue entries with a running job's end
+ * (start + time limit) and nil infos as "". Returns 0, -EINVAL (no v0.6 form), or w's
+ * error. */
+int zmq_msg_legacy_encode(const struct ing_msg *m, struct ing_mp_writer *w);
+
 /* zmq_msg_queue_next_running reads the running tuple at pos into *e and returns the
  * position of the next one. pos is inside a BackendGetQueue that zmq_msg_decode accepted
  * (start at m->u.queue.wire_running; read n_running tuples); end is the end of that

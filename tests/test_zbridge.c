@@ -544,6 +544,244 @@ TP_TEST(test_zb_greet_first)
     tp_barrier(nat);
 }
 
+/* ---- stretch: the v0.5 - v0.6.2 dialect ("type" key), detected per peer ---- */
+
+/* legacy_expect receives the next message of p and checks it equals the map built in w
+ * (then freed). */
+#define legacy_expect(p, w)                                                                        \
+    do {                                                                                           \
+        zt_expect_raw((p), (w)->buf, (w)->len);                                                    \
+        ing_mp_writer_fini(w);                                                                     \
+    } while (0)
+
+static void
+legacy_hello_agent(struct zt_peer *a, const char *name, const char *container)
+{
+    struct ing_mp_writer w;
+    zt_map_begin(&w, 4);
+    zt_kv_str(&w, "friendly_name", name);
+    zt_kv_lit(&w, "available_job_slots", "\x01");
+    ing_mp_put_cstr(&w, "available_containers");
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, container);
+    ing_mp_put_map(&w, 2);
+    zt_kv_str(&w, "id", "sha256:1");
+    zt_kv_lit(&w, "created", "\x01");
+    zt_kv_str(&w, "type", "agent_hello");
+    zt_send_w(a, &w);
+}
+
+static void
+legacy_containers(struct ing_mp_writer *w, const char *name)
+{
+    zt_map_begin(w, 2);
+    ing_mp_put_cstr(w, "available_containers");
+    ing_mp_put_array(w, name != NULL);
+    if (name != NULL)
+        ing_mp_put_cstr(w, name);
+    zt_kv_str(w, "type", "backend_update_containers");
+}
+
+/* A v0.6.2 ClientNewJob (time 30, hard 90, memory 512). */
+static void
+legacy_submit(struct zt_peer *cl, const char *id)
+{
+    struct ing_mp_writer w;
+    zt_map_begin(&w, 14);
+    zt_kv_str(&w, "job_id", id);
+    zt_kv_lit(&w, "priority", "\x00");
+    zt_kv_str(&w, "course_id", "c");
+    zt_kv_str(&w, "task_id", "t");
+    zt_kv_raw(&w, "inputdata", STATE_S1, sizeof(STATE_S1) - 1);
+    zt_kv_lit(&w, "debug", "\xc2");
+    zt_kv_str(&w, "environment", "default");
+    zt_kv_lit(&w, "enable_network", "\xc2");
+    zt_kv_lit(&w, "time_limit", "\x1e");
+    zt_kv_lit(&w, "hard_time_limit", "\x5a");
+    zt_kv_lit(&w, "mem_limit", "\xcd\x02\x00");
+    zt_kv_str(&w, "launcher", "L");
+    zt_kv_lit(&w, "run_cmd", "\xc0");
+    zt_kv_str(&w, "type", "client_new_job");
+    zt_send_w(cl, &w);
+}
+
+/* The v0.6.2 BackendNewJob a legacy agent receives for job id. */
+static void
+legacy_new_job(struct ing_mp_writer *w, const char *id, int time_limit, int hard, int mem)
+{
+    zt_map_begin(w, 12);
+    ing_mp_put_cstr(w, "job_id");
+    ing_mp_put_array(w, 2);
+    ing_mp_put_bin(w, "", 0);
+    ing_mp_put_cstr(w, id);
+    zt_kv_str(w, "course_id", "c");
+    zt_kv_str(w, "task_id", "t");
+    zt_kv_raw(w, "inputdata", STATE_S1, sizeof(STATE_S1) - 1);
+    zt_kv_lit(w, "debug", "\xc2");
+    zt_kv_str(w, "environment", "default");
+    zt_kv_lit(w, "enable_network", "\xc2");
+    ing_mp_put_cstr(w, "time_limit");
+    ing_mp_put_int(w, time_limit);
+    ing_mp_put_cstr(w, "hard_time_limit");
+    if (hard >= 0)
+        ing_mp_put_int(w, hard);
+    else
+        ing_mp_put_nil(w);
+    ing_mp_put_cstr(w, "mem_limit");
+    ing_mp_put_int(w, mem);
+    zt_kv_lit(w, "run_cmd", "\xc0");
+    zt_kv_str(w, "type", "backend_new_job");
+}
+
+static void
+legacy_agent_ref(struct zt_peer *a, const char *type, const char *id)
+{
+    struct ing_mp_writer w;
+    zt_map_begin(&w, 2);
+    ing_mp_put_cstr(&w, "job_id");
+    ing_mp_put_array(&w, 2);
+    ing_mp_put_bin(&w, "\x00\x01", 2);
+    ing_mp_put_cstr(&w, id);
+    zt_kv_str(&w, "type", type);
+    zt_send_w(a, &w);
+}
+
+/* A v0.6.2 client and agent see exactly their release's messages: containers, jobs with
+ * limits, [client address, job id] pairs, results, kills, the queue. */
+TP_TEST(test_zb_v06_dialect)
+{
+    tp_start(c, "--ping-interval", "3600", NULL);
+    struct ing_mp_writer w;
+    struct zt_peer *cl = zt_open(c, false, false, NULL);
+    zt_map_begin(&w, 2);
+    zt_kv_str(&w, "name", "webapp");
+    zt_kv_str(&w, "type", "client_hello");
+    zt_send_w(cl, &w);
+    legacy_containers(&w, NULL);
+    legacy_expect(cl, &w);
+    struct zt_peer *ag = zt_open(c, true, false, NULL);
+    legacy_hello_agent(ag, "A6", "default");
+    legacy_containers(&w, "default");
+    legacy_expect(cl, &w);
+
+    legacy_submit(cl, "j1");
+    legacy_new_job(&w, "j1", 30, 90, 512);
+    legacy_expect(ag, &w);
+    legacy_agent_ref(ag, "agent_job_started", "j1");
+    zt_map_begin(&w, 2);
+    zt_kv_str(&w, "job_id", "j1");
+    zt_kv_str(&w, "type", "backend_job_started");
+    legacy_expect(cl, &w);
+
+    /* The queue: the running job's end is its start + 30. */
+    zt_map_begin(&w, 1);
+    zt_kv_str(&w, "type", "client_get_queue");
+    zt_send_w(cl, &w);
+    const struct ing_msg *m = NULL;
+    assert_true(zt_recv(cl, TP_DEADLINE_MS, &m) < 0); /* not main's dialect */
+    assert_true(zt_has_lit(cl, "\xa4type\xb1"
+                               "backend_get_queue"));
+    assert_true(zt_has_lit(cl, "\xa2"
+                               "A6\xa3"
+                               "c/t\xa1L"));
+
+    /* A v0.6 agent's result (no @type, a pair, a state) reaches the v0.6 client. */
+    zt_map_begin(&w, 11);
+    ing_mp_put_cstr(&w, "job_id");
+    ing_mp_put_array(&w, 2);
+    ing_mp_put_bin(&w, "", 0);
+    ing_mp_put_cstr(&w, "j1");
+    zt_kv_lit(&w, "result", "\x92\xa7success\xa2ok");
+    zt_kv_lit(&w, "grade", "\xcb\x40\x59\x00\x00\x00\x00\x00\x00");
+    zt_kv_lit(&w, "problems", "\x80");
+    zt_kv_lit(&w, "tests", "\x80");
+    zt_kv_lit(&w, "custom", "\x80");
+    zt_kv_str(&w, "state", "S2");
+    zt_kv_lit(&w, "archive", "\xc0");
+    zt_kv_str(&w, "stdout", "out");
+    zt_kv_str(&w, "stderr", "");
+    zt_kv_str(&w, "type", "agent_job_done");
+    zt_send_w(ag, &w);
+    zt_map_begin(&w, 11);
+    zt_kv_str(&w, "job_id", "j1");
+    zt_kv_lit(&w, "result", "\x92\xa7success\xa2ok");
+    zt_kv_lit(&w, "grade", "\xcb\x40\x59\x00\x00\x00\x00\x00\x00");
+    zt_kv_lit(&w, "problems", "\x80");
+    zt_kv_lit(&w, "tests", "\x80");
+    zt_kv_lit(&w, "custom", "\x80");
+    zt_kv_str(&w, "state", "S2");
+    zt_kv_lit(&w, "archive", "\xc0");
+    zt_kv_str(&w, "stdout", "out");
+    zt_kv_str(&w, "stderr", "");
+    zt_kv_str(&w, "type", "backend_job_done");
+    legacy_expect(cl, &w);
+
+    /* A kill: the pair, no state. */
+    legacy_submit(cl, "j2");
+    legacy_new_job(&w, "j2", 30, 90, 512);
+    legacy_expect(ag, &w);
+    zt_map_begin(&w, 2);
+    zt_kv_str(&w, "job_id", "j2");
+    zt_kv_str(&w, "type", "client_kill_job");
+    zt_send_w(cl, &w);
+    zt_map_begin(&w, 2);
+    ing_mp_put_cstr(&w, "job_id");
+    ing_mp_put_array(&w, 2);
+    ing_mp_put_bin(&w, "", 0);
+    ing_mp_put_cstr(&w, "j2");
+    zt_kv_str(&w, "type", "backend_kill_job");
+    legacy_expect(ag, &w);
+    zt_close(c, cl);
+    zt_close(c, ag);
+}
+
+/* Jobs cross releases: a v0.6 client's job runs on a main agent (environment docker/default,
+ * its limits as environment_parameters), a main client's job on a v0.6 agent (limits from
+ * environment_parameters, the frontend's defaults for the others). */
+TP_TEST(test_zb_v06_crosses_main)
+{
+    tp_start(c, "--ping-interval", "3600", NULL);
+    struct ing_mp_writer w;
+    struct zt_peer *old = zt_open(c, false, false, NULL);
+    zt_map_begin(&w, 2);
+    zt_kv_str(&w, "name", "old");
+    zt_kv_str(&w, "type", "client_hello");
+    zt_send_w(old, &w);
+    legacy_containers(&w, NULL);
+    legacy_expect(old, &w);
+    struct zt_peer *main_ag = agent(c, "M", 1, MAIN, false);
+    legacy_containers(&w, "default");
+    legacy_expect(old, &w);
+    legacy_submit(old, "x1");
+    const struct ing_msg *m = zt_expect(main_ag, ING_BACKEND_NEW_JOB);
+    expect_view(m->u.job.environment_type, "docker", "environment_type");
+    expect_view(m->u.job.environment, "default", "environment");
+    static const char params[] = "\x83\xa6limits\x83\xa4time\x1e\xa9hard_time\x5a\xa6memory"
+                                 "\xcd\x02\x00\xafnetwork_grading\xc2\xa7run_cmd\xc0";
+    assert_int_equal(m->u.job.environment_parameters.len, sizeof(params) - 1);
+    assert_memory_equal(m->u.job.environment_parameters.p, params, sizeof(params) - 1);
+    send_done(main_ag, "x1", NULL, NULL, 0, NULL);
+    assert_true(zt_recv(old, TP_DEADLINE_MS, &m) < 0);
+    assert_true(zt_has_lit(old, "\xa4type\xb0"
+                                "backend_job_done"));
+    zt_close(c, main_ag);
+
+    struct zt_peer *cl = zt_client(c, "new");
+    struct zt_peer *ag6 = zt_open(c, true, false, NULL);
+    legacy_hello_agent(ag6, "A6", "default");
+    zt_expect(cl, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    static const char limits[] = "\x81\xa6limits\x81\xa4time\x0f";
+    zt_new_job(cl, "y1", STATE_S1, sizeof(STATE_S1) - 1, limits, sizeof(limits) - 1);
+    legacy_new_job(&w, "y1", 15, -1, 1024);
+    legacy_expect(ag6, &w);
+    legacy_agent_ref(ag6, "agent_job_started", "y1");
+    m = zt_expect(cl, ING_BACKEND_JOB_STARTED);
+    expect_view(m->u.ref.job_id, "y1", "job_id");
+    zt_close(c, cl);
+    zt_close(c, ag6);
+    zt_close(c, old);
+}
+
 int
 main(void)
 {
@@ -559,6 +797,8 @@ main(void)
         TP_CASE(test_zb_registration_gate),
         TP_CASE(test_zb_ssh_routing),
         TP_CASE(test_zb_greet_first),
+        TP_CASE(test_zb_v06_dialect),
+        TP_CASE(test_zb_v06_crosses_main),
     };
     return cmocka_run_group_tests_name("zbridge", tests, NULL, NULL);
 }

@@ -1209,6 +1209,70 @@ test_zmq_msg_release_shapes(void **state)
     ing_mp_writer_fini(&w);
 }
 
+/* The v0.5 - v0.6.2 dialect: read as main's messages, written in v0.6.2's shapes. */
+static void
+test_zmq_msg_legacy(void **state)
+{
+    (void)state;
+    struct ing_mp_writer w;
+    struct ing_msg m;
+    const char *why;
+    ing_mp_writer_init_dyn(&w);
+    /* Not legacy: main's messages, and maps with both keys. */
+    assert_int_equal(zmq_msg_legacy_to_main(VEC(PING), &w, &why), -ENOENT);
+    static const char both[] = "\x82\xa5@type\xa4Ping\xa4type\xa4ping";
+    assert_int_equal(zmq_msg_legacy_to_main(VEC(both), &w, &why), -ENOENT);
+    static const char odd[] = "\x81\xa4type\xa3odd";
+    assert_int_equal(zmq_msg_legacy_to_main(VEC(odd), &w, &why), -EPROTO);
+    assert_string_equal(why, "unknown type");
+    /* v0.5 client_new_job (no priority, no run_cmd) for the MCQ container. */
+    static const char nj[] = "\x8c\xa6job_id\xa1j\xa9"
+                             "course_id\xa1"
+                             "c\xa7task_id\xa1t\xa9inputdata\x80\xab"
+                             "environment\xa3mcq\xae"
+                             "enable_network\xc3\xaatime_limit\x0a\xafhard_time_limit\xc0\xa9"
+                             "mem_limit\x64\xa5"
+                             "debug\xc2\xa8launcher\xa1L\xa4type\xae"
+                             "client_new_job";
+    assert_int_equal(zmq_msg_legacy_to_main(VEC(nj), &w, &why), 0);
+    assert_int_equal(zmq_msg_decode(w.buf, w.len, &m, &why), 0);
+    assert_int_equal(m.type, ING_CLIENT_NEW_JOB);
+    assert_int_equal(m.u.new_job.priority, 0);
+    assert_view(m.u.new_job.job.environment_type, "mcq");
+    assert_view(m.u.new_job.job.environment, "mcq");
+    assert_view(m.u.new_job.job.task_problems, "\x80");
+    assert_view(m.u.new_job.job.environment_parameters,
+                "\x82\xa6limits\x82\xa4time\x0a\xa6memory\x64\xaf"
+                "network_grading\xc3");
+    /* An agent's pair job id. */
+    static const char st[] = "\x82\xa6job_id\x92\xc4\x01\x07\xa2j9\xa4type\xb1"
+                             "agent_job_started";
+    assert_int_equal(zmq_msg_legacy_to_main(VEC(st), &w, &why), 0);
+    assert_int_equal(zmq_msg_decode(w.buf, w.len, &m, &why), 0);
+    assert_int_equal(m.type, ING_AGENT_JOB_STARTED);
+    assert_view(m.u.ref.job_id, "j9");
+    /* Written: the kill vector of proto.md 11.2.1, ping. */
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_KILL_JOB;
+    m.u.kill.job_id = (struct ing_view){"j2", 2};
+    m.u.kill.state = (struct ing_view){"S", 1};
+    w.len = 0;
+    assert_int_equal(zmq_msg_legacy_encode(&m, &w), 0);
+    static const char kill[] = "\x82\xa6job_id\x92\xc4\x00\xa2j2\xa4type\xb0"
+                               "backend_kill_job";
+    assert_int_equal(w.len, sizeof(kill) - 1);
+    assert_memory_equal(w.buf, kill, w.len);
+    m.type = ING_PING;
+    w.len = 0;
+    assert_int_equal(zmq_msg_legacy_encode(&m, &w), 0);
+    assert_int_equal(w.len, 11);
+    assert_memory_equal(w.buf, "\x81\xa4type\xa4ping", 11);
+    m.type = ING_CLIENT_HELLO; /* no such message to send */
+    w.len = 0;
+    assert_int_equal(zmq_msg_legacy_encode(&m, &w), -EINVAL);
+    ing_mp_writer_fini(&w);
+}
+
 static void
 test_zmq_msg_bad_values_other(void **state)
 {
@@ -1535,6 +1599,7 @@ main(void)
         cmocka_unit_test(test_zmq_msg_bad_values_other),
         cmocka_unit_test(test_zmq_msg_agent_result_loose),
         cmocka_unit_test(test_zmq_msg_release_shapes),
+        cmocka_unit_test(test_zmq_msg_legacy),
         cmocka_unit_test(test_zmq_msg_not_a_message),
         cmocka_unit_test(test_zmq_msg_truncated),
         cmocka_unit_test(test_zmq_msg_encode_errors),
