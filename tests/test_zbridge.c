@@ -326,35 +326,33 @@ static const char KILL_STATE[] = "\x83\xa6job_id\xa2j1\xa5state\xa2S1\xa5@type\x
 static const char KILL_BARE[] = "\x82\xa6job_id\xa2j1\xa5@type\xae"
                                 "BackendKillJob";
 
+/* kill_shape: a job of cl on a fresh agent of release sh is killed; the agent receives
+ * exactly want[0..want_len), answers killed, the client gets it. */
 static void
-kill_shape(struct tp_ctx *c, enum shape sh, const char *want, size_t want_len)
+kill_shape(struct tp_ctx *c, struct zt_peer *cl, const char *id, enum shape sh, const char *want,
+           size_t want_len)
 {
-    struct zt_peer *cl, *ag;
-    world(c, &cl, &ag, 1, sh);
-    SUBMIT(cl, "j1");
+    struct zt_peer *ag = agent(c, "A", 1, sh, false);
+    SUBMIT(cl, id);
     zt_expect(ag, ING_BACKEND_NEW_JOB);
-    send_ref(cl, "ClientKillJob", "j1");
+    send_ref(cl, "ClientKillJob", id);
     zt_expect_raw(ag, want, want_len);
     static const char killed[] = "\x92\xa6killed\xa0";
-    send_done(ag, "j1", "result", killed, sizeof(killed) - 1, NULL);
-    expect_done(cl, "j1", "killed", NULL, NULL);
-    zt_close(c, cl);
+    send_done(ag, id, "result", killed, sizeof(killed) - 1, NULL);
+    expect_done(cl, id, "killed", NULL, NULL);
     zt_close(c, ag);
 }
 
-TP_TEST(test_zb_kill_main)
+/* Each agent gets its release's BackendKillJob: with state (main, v0.8.x), without it
+ * (v0.7.x). */
+TP_TEST(test_zb_kill_shapes)
 {
-    kill_shape(c, MAIN, KILL_STATE, sizeof(KILL_STATE) - 1);
-}
-
-TP_TEST(test_zb_kill_v08)
-{
-    kill_shape(c, V08, KILL_STATE, sizeof(KILL_STATE) - 1);
-}
-
-TP_TEST(test_zb_kill_v07)
-{
-    kill_shape(c, V07, KILL_BARE, sizeof(KILL_BARE) - 1);
+    tp_start(c, NULL);
+    struct zt_peer *cl = zt_client(c, "C");
+    kill_shape(c, cl, "j1", MAIN, KILL_STATE, sizeof(KILL_STATE) - 1);
+    kill_shape(c, cl, "j1", V08, KILL_STATE, sizeof(KILL_STATE) - 1);
+    kill_shape(c, cl, "j1", V07, KILL_BARE, sizeof(KILL_BARE) - 1);
+    zt_close(c, cl);
 }
 
 /* ---- item 6: synthetic results ---- */
@@ -464,7 +462,6 @@ TP_TEST(test_zb_ssh_routing)
     expect_view(m->u.job.job_id, "ssh1", "job_id");
     expect_view(m->u.job.environment, "default", "environment");
     assert_true(zt_has(yes, ssh_params, sizeof(ssh_params) - 1));
-    zt_expect_raw(cl, envs_msg, sizeof(envs_msg) - 1); /* the twin is not listed */
     SUBMIT(cl, "plain");
     m = zt_expect(no, ING_BACKEND_NEW_JOB);
     expect_view(m->u.job.job_id, "plain", "job_id");
@@ -474,6 +471,15 @@ TP_TEST(test_zb_ssh_routing)
     SUBMIT(cl, "plain2");
     m = zt_expect(yes, ING_BACKEND_NEW_JOB);
     expect_view(m->u.job.job_id, "plain2", "job_id");
+    /* The twin environment is never listed. */
+    struct zt_peer *late = zt_open(c, false, false, NULL);
+    struct ing_mp_writer w;
+    zt_map_begin(&w, 2);
+    zt_kv_str(&w, "name", "late");
+    zt_kv_str(&w, "@type", "ClientHello");
+    zt_send_w(late, &w);
+    zt_expect_raw(late, envs_msg, sizeof(envs_msg) - 1);
+    zt_close(c, late);
     zt_close(c, cl);
     zt_close(c, no);
     zt_close(c, yes);
@@ -583,6 +589,21 @@ legacy_containers(struct ing_mp_writer *w, const char *name)
 }
 
 /* A v0.6.2 ClientNewJob (time 30, hard 90, memory 512). */
+/* legacy_wait_no_containers skips p's messages until an empty container list. */
+static void
+legacy_wait_no_containers(struct zt_peer *p)
+{
+    struct ing_mp_writer w;
+    const struct ing_msg *m;
+    legacy_containers(&w, NULL);
+    uint64_t deadline = tp_now_ms() + (uint64_t)TP_DEADLINE_MS;
+    while (!(zt_recv(p, TP_DEADLINE_MS, &m) != -ETIMEDOUT && p->body_len == w.len &&
+             memcmp(p->body, w.buf, w.len) == 0))
+        if (tp_now_ms() > deadline)
+            tp_fail("%s: the container list never became empty", p->tp->label);
+    ing_mp_writer_fini(&w);
+}
+
 static void
 legacy_submit(struct zt_peer *cl, const char *id)
 {
@@ -644,6 +665,54 @@ legacy_agent_ref(struct zt_peer *a, const char *type, const char *id)
     ing_mp_put_cstr(&w, id);
     zt_kv_str(&w, "type", type);
     zt_send_w(a, &w);
+}
+
+/* Jobs cross releases: a v0.6 client's job runs on a main agent (environment docker/default,
+ * its limits as environment_parameters), a main client's job on a v0.6 agent (limits from
+ * environment_parameters, the frontend's defaults for the others). */
+static void
+v06_crosses_main(struct tp_ctx *c)
+{
+    struct ing_mp_writer w;
+    struct zt_peer *old = zt_open(c, false, false, NULL);
+    zt_map_begin(&w, 2);
+    zt_kv_str(&w, "name", "old");
+    zt_kv_str(&w, "type", "client_hello");
+    zt_send_w(old, &w);
+    legacy_containers(&w, NULL);
+    legacy_expect(old, &w);
+    struct zt_peer *main_ag = agent(c, "M", 1, MAIN, false);
+    legacy_containers(&w, "default");
+    legacy_expect(old, &w);
+    legacy_submit(old, "x1");
+    const struct ing_msg *m = zt_expect(main_ag, ING_BACKEND_NEW_JOB);
+    expect_view(m->u.job.environment_type, "docker", "environment_type");
+    expect_view(m->u.job.environment, "default", "environment");
+    static const char params[] = "\x83\xa6limits\x83\xa4time\x1e\xa9hard_time\x5a\xa6memory"
+                                 "\xcd\x02\x00\xafnetwork_grading\xc2\xa7run_cmd\xc0";
+    assert_int_equal(m->u.job.environment_parameters.len, sizeof(params) - 1);
+    assert_memory_equal(m->u.job.environment_parameters.p, params, sizeof(params) - 1);
+    send_done(main_ag, "x1", NULL, NULL, 0, NULL);
+    assert_true(zt_recv(old, TP_DEADLINE_MS, &m) < 0);
+    assert_true(zt_has_lit(old, "\xa4type\xb0"
+                                "backend_job_done"));
+    zt_close(c, main_ag);
+    legacy_wait_no_containers(old); /* M is gone for every client */
+
+    struct zt_peer *cl = zt_client(c, "new");
+    struct zt_peer *ag6 = zt_open(c, true, false, NULL);
+    legacy_hello_agent(ag6, "A6", "default");
+    zt_expect(cl, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    static const char limits[] = "\x81\xa6limits\x81\xa4time\x0f";
+    zt_new_job(cl, "y1", STATE_S1, sizeof(STATE_S1) - 1, limits, sizeof(limits) - 1);
+    legacy_new_job(&w, "y1", 15, -1, 1024);
+    legacy_expect(ag6, &w);
+    legacy_agent_ref(ag6, "agent_job_started", "y1");
+    m = zt_expect(cl, ING_BACKEND_JOB_STARTED);
+    expect_view(m->u.ref.job_id, "y1", "job_id");
+    zt_close(c, cl);
+    zt_close(c, ag6);
+    zt_close(c, old);
 }
 
 /* A v0.6.2 client and agent see exactly their release's messages: containers, jobs with
@@ -731,55 +800,11 @@ TP_TEST(test_zb_v06_dialect)
     ing_mp_put_cstr(&w, "j2");
     zt_kv_str(&w, "type", "backend_kill_job");
     legacy_expect(ag, &w);
-    zt_close(c, cl);
+    /* The agent leaves: its container is withdrawn (after j2's crash). */
     zt_close(c, ag);
-}
-
-/* Jobs cross releases: a v0.6 client's job runs on a main agent (environment docker/default,
- * its limits as environment_parameters), a main client's job on a v0.6 agent (limits from
- * environment_parameters, the frontend's defaults for the others). */
-TP_TEST(test_zb_v06_crosses_main)
-{
-    tp_start(c, "--ping-interval", "3600", NULL);
-    struct ing_mp_writer w;
-    struct zt_peer *old = zt_open(c, false, false, NULL);
-    zt_map_begin(&w, 2);
-    zt_kv_str(&w, "name", "old");
-    zt_kv_str(&w, "type", "client_hello");
-    zt_send_w(old, &w);
-    legacy_containers(&w, NULL);
-    legacy_expect(old, &w);
-    struct zt_peer *main_ag = agent(c, "M", 1, MAIN, false);
-    legacy_containers(&w, "default");
-    legacy_expect(old, &w);
-    legacy_submit(old, "x1");
-    const struct ing_msg *m = zt_expect(main_ag, ING_BACKEND_NEW_JOB);
-    expect_view(m->u.job.environment_type, "docker", "environment_type");
-    expect_view(m->u.job.environment, "default", "environment");
-    static const char params[] = "\x83\xa6limits\x83\xa4time\x1e\xa9hard_time\x5a\xa6memory"
-                                 "\xcd\x02\x00\xafnetwork_grading\xc2\xa7run_cmd\xc0";
-    assert_int_equal(m->u.job.environment_parameters.len, sizeof(params) - 1);
-    assert_memory_equal(m->u.job.environment_parameters.p, params, sizeof(params) - 1);
-    send_done(main_ag, "x1", NULL, NULL, 0, NULL);
-    assert_true(zt_recv(old, TP_DEADLINE_MS, &m) < 0);
-    assert_true(zt_has_lit(old, "\xa4type\xb0"
-                                "backend_job_done"));
-    zt_close(c, main_ag);
-
-    struct zt_peer *cl = zt_client(c, "new");
-    struct zt_peer *ag6 = zt_open(c, true, false, NULL);
-    legacy_hello_agent(ag6, "A6", "default");
-    zt_expect(cl, ING_BACKEND_UPDATE_ENVIRONMENTS);
-    static const char limits[] = "\x81\xa6limits\x81\xa4time\x0f";
-    zt_new_job(cl, "y1", STATE_S1, sizeof(STATE_S1) - 1, limits, sizeof(limits) - 1);
-    legacy_new_job(&w, "y1", 15, -1, 1024);
-    legacy_expect(ag6, &w);
-    legacy_agent_ref(ag6, "agent_job_started", "y1");
-    m = zt_expect(cl, ING_BACKEND_JOB_STARTED);
-    expect_view(m->u.ref.job_id, "y1", "job_id");
+    legacy_wait_no_containers(cl);
     zt_close(c, cl);
-    zt_close(c, ag6);
-    zt_close(c, old);
+    v06_crosses_main(c);
 }
 
 int
@@ -789,16 +814,13 @@ main(void)
         TP_CASE(test_zb_dispatch_and_grades),
         TP_CASE(test_zb_loose_result_relayed),
         TP_CASE(test_zb_unusable_result_ends_job),
-        TP_CASE(test_zb_kill_main),
-        TP_CASE(test_zb_kill_v08),
-        TP_CASE(test_zb_kill_v07),
+        TP_CASE(test_zb_kill_shapes),
         TP_CASE(test_zb_synthetic_results),
         TP_CASE(test_zb_identity_takeover),
         TP_CASE(test_zb_registration_gate),
         TP_CASE(test_zb_ssh_routing),
         TP_CASE(test_zb_greet_first),
         TP_CASE(test_zb_v06_dialect),
-        TP_CASE(test_zb_v06_crosses_main),
     };
     return cmocka_run_group_tests_name("zbridge", tests, NULL, NULL);
 }
