@@ -589,6 +589,38 @@ legacy_containers(struct ing_mp_writer *w, const char *name)
 }
 
 /* A v0.6.2 ClientNewJob (time 30, hard 90, memory 512). */
+/* legacy_pair writes a v0.6 [client address, job id] pair (the backend sends b""). */
+static void
+legacy_pair(struct ing_mp_writer *w, const char *id)
+{
+    ing_mp_put_cstr(w, "job_id");
+    ing_mp_put_array(w, 2);
+    ing_mp_put_bin(w, "", 0);
+    ing_mp_put_cstr(w, id);
+}
+
+/* legacy_result writes a v0.6 result for id: the agent's (agent_job_done, a pair) or what
+ * the client receives (backend_job_done). */
+static void
+legacy_result(struct ing_mp_writer *w, const char *id, bool agent_side)
+{
+    zt_map_begin(w, 11);
+    if (agent_side)
+        legacy_pair(w, id);
+    else
+        zt_kv_str(w, "job_id", id);
+    zt_kv_lit(w, "result", "\x92\xa7success\xa2ok");
+    zt_kv_lit(w, "grade", "\xcb\x40\x59\x00\x00\x00\x00\x00\x00");
+    zt_kv_lit(w, "problems", "\x80");
+    zt_kv_lit(w, "tests", "\x80");
+    zt_kv_lit(w, "custom", "\x80");
+    zt_kv_str(w, "state", "S2");
+    zt_kv_lit(w, "archive", "\xc0");
+    zt_kv_str(w, "stdout", "out");
+    zt_kv_str(w, "stderr", "");
+    zt_kv_str(w, "type", agent_side ? "agent_job_done" : "backend_job_done");
+}
+
 /* legacy_wait_no_containers skips p's messages until an empty container list. */
 static void
 legacy_wait_no_containers(struct zt_peer *p)
@@ -631,10 +663,7 @@ static void
 legacy_new_job(struct ing_mp_writer *w, const char *id, int time_limit, int hard, int mem)
 {
     zt_map_begin(w, 12);
-    ing_mp_put_cstr(w, "job_id");
-    ing_mp_put_array(w, 2);
-    ing_mp_put_bin(w, "", 0);
-    ing_mp_put_cstr(w, id);
+    legacy_pair(w, id);
     zt_kv_str(w, "course_id", "c");
     zt_kv_str(w, "task_id", "t");
     zt_kv_raw(w, "inputdata", STATE_S1, sizeof(STATE_S1) - 1);
@@ -755,34 +784,9 @@ TP_TEST(test_zb_v06_dialect)
                                "c/t\xa1L"));
 
     /* A v0.6 agent's result (no @type, a pair, a state) reaches the v0.6 client. */
-    zt_map_begin(&w, 11);
-    ing_mp_put_cstr(&w, "job_id");
-    ing_mp_put_array(&w, 2);
-    ing_mp_put_bin(&w, "", 0);
-    ing_mp_put_cstr(&w, "j1");
-    zt_kv_lit(&w, "result", "\x92\xa7success\xa2ok");
-    zt_kv_lit(&w, "grade", "\xcb\x40\x59\x00\x00\x00\x00\x00\x00");
-    zt_kv_lit(&w, "problems", "\x80");
-    zt_kv_lit(&w, "tests", "\x80");
-    zt_kv_lit(&w, "custom", "\x80");
-    zt_kv_str(&w, "state", "S2");
-    zt_kv_lit(&w, "archive", "\xc0");
-    zt_kv_str(&w, "stdout", "out");
-    zt_kv_str(&w, "stderr", "");
-    zt_kv_str(&w, "type", "agent_job_done");
+    legacy_result(&w, "j1", true);
     zt_send_w(ag, &w);
-    zt_map_begin(&w, 11);
-    zt_kv_str(&w, "job_id", "j1");
-    zt_kv_lit(&w, "result", "\x92\xa7success\xa2ok");
-    zt_kv_lit(&w, "grade", "\xcb\x40\x59\x00\x00\x00\x00\x00\x00");
-    zt_kv_lit(&w, "problems", "\x80");
-    zt_kv_lit(&w, "tests", "\x80");
-    zt_kv_lit(&w, "custom", "\x80");
-    zt_kv_str(&w, "state", "S2");
-    zt_kv_lit(&w, "archive", "\xc0");
-    zt_kv_str(&w, "stdout", "out");
-    zt_kv_str(&w, "stderr", "");
-    zt_kv_str(&w, "type", "backend_job_done");
+    legacy_result(&w, "j1", false);
     legacy_expect(cl, &w);
 
     /* A kill: the pair, no state. */
@@ -794,10 +798,7 @@ TP_TEST(test_zb_v06_dialect)
     zt_kv_str(&w, "type", "client_kill_job");
     zt_send_w(cl, &w);
     zt_map_begin(&w, 2);
-    ing_mp_put_cstr(&w, "job_id");
-    ing_mp_put_array(&w, 2);
-    ing_mp_put_bin(&w, "", 0);
-    ing_mp_put_cstr(&w, "j2");
+    legacy_pair(&w, "j2");
     zt_kv_str(&w, "type", "backend_kill_job");
     legacy_expect(ag, &w);
     /* The agent leaves: its container is withdrawn (after j2's crash). */
