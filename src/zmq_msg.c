@@ -1011,7 +1011,10 @@ struct ltype {
     const struct lfield *fields;
 };
 
-#define LF(k, h, l, d) {k, h, l, d}
+#define LF(k, h, l, d)                                                                             \
+    {                                                                                              \
+        k, h, l, d                                                                                 \
+    }
 static const struct lfield l_client_hello[] = {LF("name", L_COPY, NULL, NULL)};
 static const struct lfield l_client_new_job[] = {
     LF("job_id", L_COPY, NULL, NULL),
@@ -1160,6 +1163,29 @@ put_envs(struct ing_mp_writer *w, const uint8_t *c, size_t n)
     }
 }
 
+/* has_legacy_key: a cheap look at the top-level keys of p[0..n) (not validated yet: every
+ * read is bounds-checked): a "type" key and no "@type", so that main's messages are not
+ * validated twice. */
+static bool
+has_legacy_key(const uint8_t *p, size_t n)
+{
+    const uint8_t *q = p, *end = p + n;
+    struct ing_mp_obj o, k;
+    bool legacy = false;
+    if (ing_mp_read(&q, end, &o) < 0 || o.type != ING_MP_MAP)
+        return false;
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        if (ing_mp_read(&q, end, &k) < 0 || k.type != ING_MP_STR)
+            return false;
+        if (bytes_eq(k.v.s.p, k.v.s.len, TYPE_KEY))
+            return false;
+        legacy |= bytes_eq(k.v.s.p, k.v.s.len, LEGACY_KEY);
+        if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
+            return false;
+    }
+    return legacy;
+}
+
 int
 zmq_msg_legacy_to_main(const uint8_t *p, size_t n, struct ing_mp_writer *w, const char **why)
 {
@@ -1169,7 +1195,8 @@ zmq_msg_legacy_to_main(const uint8_t *p, size_t n, struct ing_mp_writer *w, cons
     if (why == NULL)
         why = &unused;
     *why = NULL;
-    if (p == NULL || n > UINT32_MAX || ing_mp_validate(p, n, ING_MP_MAX_DEPTH) < 0)
+    if (p == NULL || n > UINT32_MAX || !has_legacy_key(p, n) ||
+        ing_mp_validate(p, n, ING_MP_MAX_DEPTH) < 0)
         return -ENOENT; /* zmq_msg_decode says why */
     const uint8_t *tv = lget(p, n, LEGACY_KEY, &tl);
     if (tv == NULL || lget(p, n, TYPE_KEY, &vl) != NULL)
@@ -1218,8 +1245,8 @@ zmq_msg_legacy_to_main(const uint8_t *p, size_t n, struct ing_mp_writer *w, cons
         struct ing_mp_obj a;
         switch ((enum lhow)f->how) {
         case L_PAIR_ID:
-            if (ing_mp_read(&v, val[i] + len[i], &a) == 0 && a.type == ING_MP_ARRAY &&
-                a.v.n == 2 && ing_mp_skip(&v, val[i] + len[i], ING_MP_MAX_DEPTH) == 0)
+            if (ing_mp_read(&v, val[i] + len[i], &a) == 0 && a.type == ING_MP_ARRAY && a.v.n == 2 &&
+                ing_mp_skip(&v, val[i] + len[i], ING_MP_MAX_DEPTH) == 0)
                 ing_mp_put_raw(w, v, (size_t)(val[i] + len[i] - v));
             else
                 ing_mp_put_raw(w, val[i], len[i]); /* not a pair: judged as a job id */
@@ -1261,8 +1288,8 @@ put_containers(struct ing_mp_writer *w, struct ing_view e)
         for (uint32_t i = 0; i < o.v.n; i++) {
             if (ing_mp_read(&q, end, &k) < 0 || k.type != ING_MP_STR)
                 return -EINVAL;
-            bool want = bytes_eq(k.v.s.p, k.v.s.len, "docker") ||
-                        bytes_eq(k.v.s.p, k.v.s.len, "mcq");
+            bool want =
+                bytes_eq(k.v.s.p, k.v.s.len, "docker") || bytes_eq(k.v.s.p, k.v.s.len, "mcq");
             const uint8_t *arr = q;
             if (ing_mp_read(&arr, end, &a) < 0 || a.type != ING_MP_ARRAY || !want) {
                 if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
