@@ -35,10 +35,19 @@ usage(FILE *f)
             "      --orphan-timeout DUR    wait for an agent providing a job's environment\n"
             "                              (60s; 0 = forever)\n"
             "      --drain-timeout DUR     on SIGTERM, time running jobs get to finish (30s)\n"
-            "      --handshake-timeout DUR time a new connection gets to open (10s)\n"
+            "      --handshake-timeout DUR time a new connection gets to open: preamble,\n"
+            "                              authentication and hello (10s)\n"
             "      --retry-lost-jobs N     requeue a started job whose agent is lost, N times (0)\n"
             "      --max-frame SIZE        largest message body accepted (64M)\n"
-            "      --max-output SIZE       pending output per peer before it is dropped (256M)\n"
+            "      --max-output SIZE       pending output per peer before it is dropped (16M)\n"
+            "      --max-memory SIZE       budget over buffers and queued job bodies (1/4 of\n"
+            "                              the RAM, 256M..16G); at 7/8 of it new jobs end crash\n"
+            "                              'Backend memory full', new input gets Error OVERLOAD\n"
+            "      --max-job-bytes-per-client SIZE  job bodies one client may have held\n"
+            "                              (1/4 of --max-memory)\n"
+            "      --frame-timeout DUR     time a started frame gets to arrive whole (30s)\n"
+            "      --max-connections-per-address N  connections from one IP address\n"
+            "                              (0 = no limit, the default)\n"
             "      --max-connections N     simultaneous connections (10000)\n"
             "      --max-waiting N         waiting jobs in total (10000000)\n"
             "      --max-waiting-per-client N  waiting jobs per client (10000000)\n"
@@ -85,6 +94,11 @@ enum {
     OPT_HELP,
     OPT_VERSION,
     OPT_DEBUGMODE,
+    /* Budgets (issue 13, server part) */
+    OPT_MAX_MEMORY,
+    OPT_MAX_CLIENT_BYTES,
+    OPT_FRAME_TIMEOUT,
+    OPT_MAX_CONNS_ADDR,
 };
 
 static const struct option options[] = {
@@ -114,6 +128,10 @@ static const struct option options[] = {
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {"debugmode", no_argument, NULL, OPT_DEBUGMODE},
+    {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+    {"max-job-bytes-per-client", required_argument, NULL, OPT_MAX_CLIENT_BYTES},
+    {"frame-timeout", required_argument, NULL, OPT_FRAME_TIMEOUT},
+    {"max-connections-per-address", required_argument, NULL, OPT_MAX_CONNS_ADDR},
     {NULL, 0, NULL, 0},
 };
 
@@ -282,6 +300,26 @@ main(int argc, char **argv)
             return 0;
         case OPT_DEBUGMODE:
             break;
+        case OPT_MAX_MEMORY: /* 16 MiB .. 1 TiB */
+            if (opt_size(optarg, &v) != 0 || v < (16ull << 20) || v > (1ull << 40))
+                bad(name, optarg);
+            cfg.max_memory = v;
+            break;
+        case OPT_MAX_CLIENT_BYTES:
+            if (opt_size(optarg, &v) != 0 || v < 4096 || v > (1ull << 40))
+                bad(name, optarg);
+            cfg.max_client_bytes = v;
+            break;
+        case OPT_FRAME_TIMEOUT: /* 1 ms .. 1 day */
+            if (opt_duration_ms(optarg, &v) != 0 || v == 0 || v > 86400000)
+                bad(name, optarg);
+            cfg.frame_timeout_ms = v;
+            break;
+        case OPT_MAX_CONNS_ADDR:
+            if (opt_u64(optarg, &v) != 0 || v > 10000000)
+                bad(name, optarg);
+            cfg.max_conns_per_addr = (uint32_t)v;
+            break;
         case OPT_VERSION:
             printf("inginious-backend %s\n", ING_VERSION);
             return 0;
@@ -299,6 +337,7 @@ main(int argc, char **argv)
         cfg.agent_addr = argv[optind];
     if (optind + 1 < argc)
         cfg.client_addr = argv[optind + 1];
+    log_nonblocking(); /* a stderr nobody reads must not stall the loop */
     char err[512];
     struct server *s = srv_new(&cfg, err, sizeof(err));
     if (s == NULL) {
