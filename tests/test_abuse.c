@@ -1102,6 +1102,238 @@ TP_TEST(test_abuse_max_errors)
     cu_prompt(c, cu_ms(PROMPT_MS));
 }
 
+
+/* ======================================================================================== */
+/* One memory budget (issue 13, items 7 to 11), the opening, connections per address, logs */
+
+/* longest_iter_us stops the backend and returns the longest loop iteration it logged when it
+ * began to shut down ("longest loop iteration so far: N us"). */
+static long
+longest_iter_us(struct tp_ctx *c)
+{
+    char line[512];
+    long us = -1;
+    FILE *f;
+
+    tp_stop(c);
+    f = fopen(c->be.log_path, "r");
+    if (f == NULL)
+        tp_fail("cannot read the backend log");
+    while (fgets(line, sizeof(line), f) != NULL) {
+        const char *p = strstr(line, "longest loop iteration so far: ");
+
+        if (p != NULL)
+            us = strtol(p + 31, NULL, 10);
+    }
+    fclose(f);
+    if (us < 0)
+        tp_fail("the backend logged no longest loop iteration");
+    return us;
+}
+
+/* next_error skips environment lists and Pings on p and returns the code of the Error that
+ * must come next, or -1 if p closed without one. */
+static int
+next_error(struct tp_peer *p)
+{
+    const struct ing_msg *m = NULL;
+    int r;
+
+    while ((r = tp_recv(p, TP_DEADLINE_MS, &m)) == ING_BACKEND_UPDATE_ENVIRONMENTS || r == ING_PING)
+        ;
+    if (r == -EPIPE)
+        return -1;
+    if (r != ING_ERROR)
+        tp_fail("%s: expected an Error, got %d", p->label, r);
+    return m->u.error.code;
+}
+
+/* Item 7: partial frames cost the bytes received (not the length announced), count against
+ * --max-memory (past it: Error OVERLOAD and closed) and time out (--frame-timeout); every
+ * other peer is served meanwhile and the RSS stays under the budget. */
+TP_TEST(test_abuse_partial_frames_budget_and_timeout)
+{
+    enum { N = 16 };
+    size_t chunk = (size_t)(cu_slow() > 1 ? 3 : 8) << 20, i;
+    struct tp_peer *c1, *p[N];
+    uint8_t *data = own(calloc(1, chunk));
+    char ft[32];
+    long rss0;
+    unsigned overload = 0, timedout = 0;
+
+    tp_start(c, "--max-memory", "48M", "--frame-timeout", cu_ms_arg(ft, sizeof(ft), 1000), NULL);
+    c1 = tp_client(c, "c1", "");
+    rss0 = cu_rss_kib(c->be.pid);
+    ing_frame_header(data, ING_CLIENT_NEW_JOB, 60u << 20); /* 60 MiB announced, chunk sent */
+    for (i = 0; i < N; i++) {
+        p[i] = tp_client(c, "big", "");
+        p[i]->lenient = true;
+        (void)tp_send_fd(p[i]->fd, data, chunk, cu_ms(5000)); /* may be cut by the close */
+        cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    }
+    check_rss(c, rss0, 48 * 1024 + 8192, "16 partial frames of 8 MiB under --max-memory 48M");
+    for (i = 0; i < N; i++) {
+        int code = next_error(p[i]);
+
+        if (code == ING_ERR_OVERLOAD)
+            overload++;
+        else if (code == ING_ERR_TIMEOUT)
+            timedout++;
+        else
+            tp_fail("big %zu: Error %d, expected OVERLOAD or TIMEOUT", i, code);
+        tp_expect_closed(p[i]);
+    }
+    if (overload == 0 || timedout == 0)
+        tp_fail("%u peers refused for memory, %u timed out: expected some of both", overload,
+                timedout);
+    expect_log(c, "backend memory full");
+    expect_log(c, "of an incomplete frame for");
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    {
+        struct tp_peer *a = tp_agent(c, "a", 1, "docker/default", NULL);
+
+        tp_expect(c1, ING_BACKEND_UPDATE_ENVIRONMENTS);
+        job_roundtrip(c1, a, "after");
+    }
+}
+
+/* collect_refusals sends a Ping on p and counts, until the Pong, the BackendJobDone crash
+ * results (the jobs refused): all of them, and in *full those for the memory budget. */
+static unsigned
+collect_refusals(struct tp_peer *p, unsigned *full)
+{
+    static const char what[] = "Backend memory full";
+    const struct ing_msg *m = NULL;
+    unsigned n = 0;
+    int r;
+
+    tp_send_type(p, ING_PING);
+    while ((r = tp_recv(p, TP_DEADLINE_MS, &m)) != ING_PONG) {
+        if (r == ING_BACKEND_UPDATE_ENVIRONMENTS)
+            continue;
+        if (r != ING_BACKEND_JOB_DONE)
+            tp_fail("%s: expected results then a Pong, got %d", p->label, r);
+        if (m->u.result.result_kind.len != 5 || memcmp(m->u.result.result_kind.p, "crash", 5) != 0)
+            tp_fail("%s: a refused job ended %.*s", p->label, (int)m->u.result.result_kind.len,
+                    m->u.result.result_kind.p);
+        n++;
+        if (m->u.result.result_text.len == strlen(what) &&
+            memcmp(m->u.result.result_text.p, what, strlen(what)) == 0)
+            ++*full;
+    }
+    return n;
+}
+
+/* Items 8 and 11: queued jobs count in bytes: per client (--max-job-bytes-per-client: crash
+ * "Queue full: ...") and in the budget (at 7/8 of --max-memory: crash "Backend memory full");
+ * results are still served, and the memory comes back when the jobs end. */
+TP_TEST(test_abuse_job_bytes_budget)
+{
+    enum { CLIENTS = 8, JOBS = 6 };
+    struct tp_peer *cl[CLIENTS], *a;
+    unsigned refused = 0, full = 0;
+    size_t i, k;
+    char id[32];
+
+    tp_start(c, "--max-memory", "32M", "--max-job-bytes-per-client", "5M", NULL);
+    for (i = 0; i < CLIENTS; i++) {
+        cl[i] = tp_client(c, "heavy", "");
+        for (k = 0; k < JOBS; k++) {
+            struct tp_job j = {.id = id, .pad = 1u << 20};
+
+            snprintf(id, sizeof(id), "c%zu-%zu", i, k);
+            tp_send_job(cl[i], &j);
+        }
+        refused += collect_refusals(cl[i], &full);
+    }
+    /* 4 jobs of 1 MiB fit in 5M, the 5th and 6th do not (unless the budget refused them
+     * first); 8 x 4 MiB is past 7/8 of 32M. */
+    if (refused - full < 2 || full == 0)
+        tp_fail("%u jobs refused, %u of them for the budget", refused, full);
+    expect_log(c, "job refused: its jobs hold over");
+    expect_log(c, "job refused: backend memory full");
+    /* Results are still served: an agent takes the jobs that were queued. */
+    a = tp_agent(c, "a", 1, "docker/default", NULL);
+    for (i = 0; i < CLIENTS; i++)
+        tp_expect(cl[i], ING_BACKEND_UPDATE_ENVIRONMENTS);
+    {
+        const struct ing_msg *m = tp_expect(a, ING_BACKEND_NEW_JOB);
+        char jid[32];
+
+        tp_cpy(jid, sizeof(jid), m->u.job.job_id);
+        tp_done(a, jid, "success", NULL);
+        i = (size_t)(jid[1] - '0');
+        tp_expect_done(cl[i], jid, "success", NULL, NULL);
+    }
+    /* Once the jobs are gone, the memory is available again. */
+    for (i = 0; i < CLIENTS; i++)
+        tp_close(c, cl[i]);
+    tp_close(c, a);
+    cl[0] = tp_client(c, "fresh", "");
+    {
+        struct tp_job j = {.id = "fresh", .pad = 1u << 20};
+
+        tp_send_job(cl[0], &j);
+        if (collect_refusals(cl[0], &full) != 0)
+            tp_fail("a job refused once the others were gone");
+    }
+}
+
+/* Item 1 (issue 13, item 6): the 1 ms iteration budget is checked after every expensive
+ * frame, not every 32 frames: 64 queue snapshots of 20,000 waiting jobs pipelined by one
+ * client stall the loop for about one snapshot per iteration, not 32, and another client's
+ * pings are answered meanwhile. */
+TP_TEST(test_abuse_expensive_frames_budget)
+{
+    size_t jobs = cu_slow() > 1 ? 2000 : 20000, i, off = 0, len;
+    struct tp_peer *c1, *flood, *probe;
+    uint8_t *batch, get[ING_HDR_LEN * 64];
+    char id[32];
+    long us;
+    int worst = 0;
+    struct tp_queue q;
+
+    tp_start(c, "--queue-list-max", "0", "--max-output", "1G", NULL);
+    c1 = tp_client(c, "c1", "");
+    batch = own(malloc(jobs * 160));
+    for (i = 0; i < jobs; i++) {
+        struct tp_job j = {.id = id};
+        uint8_t *f;
+
+        snprintf(id, sizeof(id), "w%zu", i);
+        f = tp_job_frame(&j, ING_CLIENT_NEW_JOB, &len);
+        if (f == NULL || off + len > jobs * 160)
+            tp_fail("job frame");
+        memcpy(batch + off, f, len);
+        off += len;
+        free(f);
+    }
+    tp_send_raw(c1, batch, off);
+    tp_barrier(c1);
+    /* One snapshot, timed: the cost of one expensive frame. */
+    tp_get_queue(c1, &q);
+    tp_queue_free(&q);
+    flood = tp_client(c, "flood", "");
+    probe = tp_client(c, "probe", "");
+    for (i = 0; i < 64; i++)
+        ing_frame_header(get + i * ING_HDR_LEN, ING_CLIENT_GET_QUEUE, 0);
+    tp_send_raw(flood, get, sizeof(get));
+    for (i = 0; i < 20; i++) {
+        int rt = cu_roundtrip(probe, cu_ms(PROMPT_MS));
+
+        worst = rt > worst ? rt : worst;
+    }
+    for (i = 0; i < 64; i++) {
+        tp_expect(flood, ING_BACKEND_GET_QUEUE);
+    }
+    print_message("expensive frames: worst probe round trip %d ms\n", worst);
+    us = longest_iter_us(c);
+    print_message("expensive frames: longest iteration %ld us\n", us);
+    /* One snapshot of 20,000 jobs costs a few ms; 32 of them per iteration cost 100+ ms. */
+    if (!cu_wrapped() && us > 40000)
+        tp_fail("an iteration took %ld us: more than a few snapshots", us);
+}
+
 #define CASE(name) cmocka_unit_test_setup_teardown(name, tp_setup, teardown)
 
 int
@@ -1117,6 +1349,9 @@ main(void)
         CASE(test_abuse_many_environments),
         CASE(test_abuse_queue_limits),
         CASE(test_abuse_max_errors),
+        CASE(test_abuse_partial_frames_budget_and_timeout),
+        CASE(test_abuse_job_bytes_budget),
+        CASE(test_abuse_expensive_frames_budget),
     };
 
     return cmocka_run_group_tests_name("abuse", tests, NULL, NULL);
