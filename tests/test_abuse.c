@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1334,6 +1335,186 @@ TP_TEST(test_abuse_expensive_frames_budget)
         tp_fail("an iteration took %ld us: more than a few snapshots", us);
 }
 
+/* Item 12: --max-connections-per-address refuses one more connection from an address with
+ * Error LIMIT; a place freed is available again. */
+TP_TEST(test_abuse_connections_per_address)
+{
+    struct tp_peer *p[3], *extra, *again = NULL;
+    uint64_t deadline;
+    size_t i;
+
+    tp_start(c, "--max-connections-per-address", "3", NULL);
+    for (i = 0; i < 3; i++)
+        p[i] = tp_client(c, "p", "");
+    extra = tp_open(c, c->be.client_addr);
+    assert_non_null(extra);
+    tp_expect_error(extra, ING_ERR_LIMIT);
+    tp_expect_closed(extra);
+    expect_log(c, "connections from its address (--max-connections-per-address)");
+    tp_close(c, p[0]);
+    deadline = tp_now_ms() + (uint64_t)TP_DEADLINE_MS;
+    while (again == NULL) {
+        uint8_t pre[ING_PREAMBLE_LEN];
+        const struct ing_msg *m = NULL;
+        struct tp_peer *q = tp_open(c, c->be.client_addr);
+
+        assert_non_null(q);
+        q->lenient = true;
+        ing_preamble_encode(pre, ING_ROLE_CLIENT);
+        (void)tp_write(q, pre, sizeof(pre));
+        if (tp_recv(q, TP_DEADLINE_MS, &m) == ING_WELCOME)
+            again = q;
+        else
+            tp_close(c, q);
+        if (again == NULL && tp_now_ms() > deadline)
+            tp_fail("no connection accepted after one of the three closed");
+    }
+    cu_roundtrip(p[1], cu_ms(PROMPT_MS));
+}
+
+/* Item 14: a client that shuts down its sending side after submitting keeps its job and
+ * gets its result (after one unsolicited Pong, proto.md §8), then is closed. */
+TP_TEST(test_abuse_half_closed_client_served)
+{
+    struct tp_peer *a, *cl;
+    const struct ing_msg *m = NULL;
+    int r;
+
+    tp_start(c, NULL);
+    a = tp_agent(c, "a", 1, "docker/default", NULL);
+    cl = tp_client(c, "half", NULL);
+    tp_submit(cl, "hc", 0);
+    tp_expect_job(a, "hc");
+    assert_int_equal(shutdown(cl->fd, SHUT_WR), 0);
+    tp_expect_nothing(a, TP_QUIET_MS); /* not killed */
+    tp_done(a, "hc", "success", "S-done");
+    while ((r = tp_recv(cl, TP_DEADLINE_MS, &m)) == ING_PONG)
+        ;
+    if (r != ING_BACKEND_JOB_DONE)
+        tp_fail("half-closed client: expected its result, got %d", r);
+    tp_expect_closed(cl);
+    expect_log(c, "half-closed: served until its jobs end");
+    expect_log(c, "half-closed, and its jobs have ended");
+}
+
+/* log_count counts the lines of the backend's log that contain needle. */
+static unsigned
+log_count(const struct tp_ctx *c, const char *needle)
+{
+    char line[4096];
+    unsigned n = 0;
+    FILE *f = fopen(c->be.log_path, "r");
+
+    if (f == NULL)
+        tp_fail("cannot read the backend log");
+    while (fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* Item 18: what a peer causes is logged LOG_BURST (10) times per 10 s, then summarised; a
+ * job id with a newline cannot forge a log line. */
+TP_TEST(test_abuse_log_rate_limit_and_escape)
+{
+    enum { N = 2000 };
+    struct tp_peer *cl;
+    uint8_t *frames = own(calloc(N, ING_HDR_LEN));
+    const struct ing_msg *m = NULL;
+    struct tp_job j = {.id = "evil\n2000-01-01 00:00:00,000 - inginious.backend - ERROR - forged"};
+    unsigned errors = 0, lines;
+    size_t i;
+    int r;
+
+    tp_start(c, "--max-errors", "100000", NULL);
+    cl = tp_client(c, "noisy", "");
+    for (i = 0; i < N; i++)
+        ing_frame_header(frames + i * ING_HDR_LEN, 0x7e, 0);
+    tp_send_raw(cl, frames, (size_t)N * ING_HDR_LEN);
+    tp_send_type(cl, ING_PING);
+    while ((r = tp_recv(cl, TP_DEADLINE_MS, &m)) == ING_ERROR)
+        errors++;
+    if (r != ING_PONG || errors != N)
+        tp_fail("%u errors then %d, expected %d errors then the Pong", errors, r, N);
+    tp_send_job(cl, &j);
+    tp_barrier(cl);
+    tp_close(c, cl);
+    cu_prompt(c, cu_ms(PROMPT_MS));
+    tp_stop(c);
+    lines = log_count(c, "unknown message type");
+    if (lines > 10)
+        tp_fail("%u log lines for one peer's unknown frames, expected at most 10", lines);
+    expect_log(c, "more like this in the last");
+    expect_log(c, "evil\\x0a2000-01-01");
+    {
+        char line[4096];
+        FILE *f = fopen(c->be.log_path, "r");
+
+        if (f == NULL)
+            tp_fail("cannot read the backend log");
+        while (fgets(line, sizeof(line), f) != NULL)
+            if (strncmp(line, "2000-01-01", 10) == 0) {
+                fclose(f);
+                tp_fail("a job id forged a log line");
+            }
+        fclose(f);
+    }
+}
+
+/* Item 18: a log nobody reads (stderr to a full pipe) does not stall the loop; the lines that
+ * did not fit are counted and reported once the pipe is read. */
+TP_TEST(test_abuse_log_not_read)
+{
+    int p[2];
+    size_t jobs = cu_slow() > 1 ? 1000 : 5000, i, off = 0, len;
+    struct tp_peer *cl;
+    uint8_t *batch = own(malloc(jobs * 160));
+    char id[32], buf[65536];
+    bool dropped = false;
+    uint64_t deadline;
+
+    if (pipe2(p, O_CLOEXEC) != 0)
+        tp_fail("pipe: %s", strerror(errno));
+    raw_add(p[0]);
+    c->be.err_fd = p[1];
+    tp_start(c, NULL); /* -v: a DEBUG line per job queued */
+    close(p[1]);
+    c->be.err_fd = 0;
+    cl = tp_client(c, "c", "");
+    for (i = 0; i < jobs; i++) {
+        struct tp_job j = {.id = id};
+        uint8_t *f;
+
+        snprintf(id, sizeof(id), "j%zu", i);
+        f = tp_job_frame(&j, ING_CLIENT_NEW_JOB, &len);
+        if (f == NULL || off + len > jobs * 160)
+            tp_fail("job frame");
+        memcpy(batch + off, f, len);
+        off += len;
+        free(f);
+    }
+    tp_send_raw(cl, batch, off); /* some 500 KB of log: far more than the pipe holds */
+    tp_barrier(cl);
+    cu_roundtrip(cl, cu_ms(PROMPT_MS));
+    cu_prompt(c, cu_ms(PROMPT_MS));
+    /* Read the pipe: the backend writes what it kept, then how many lines it dropped. */
+    if (fcntl(p[0], F_SETFL, O_NONBLOCK) != 0)
+        tp_fail("fcntl: %s", strerror(errno));
+    deadline = tp_now_ms() + (uint64_t)TP_DEADLINE_MS;
+    while (!dropped) {
+        ssize_t n = read(p[0], buf, sizeof(buf) - 1);
+
+        if (n > 0) {
+            buf[n] = '\0';
+            dropped = strstr(buf, "log lines dropped: the log output was not read") != NULL;
+            continue;
+        }
+        if (tp_now_ms() > deadline)
+            tp_fail("no line counting the dropped log lines");
+        cu_roundtrip(cl, cu_ms(PROMPT_MS)); /* more log: the backend retries its output */
+    }
+}
+
 #define CASE(name) cmocka_unit_test_setup_teardown(name, tp_setup, teardown)
 
 int
@@ -1352,6 +1533,10 @@ main(void)
         CASE(test_abuse_partial_frames_budget_and_timeout),
         CASE(test_abuse_job_bytes_budget),
         CASE(test_abuse_expensive_frames_budget),
+        CASE(test_abuse_connections_per_address),
+        CASE(test_abuse_half_closed_client_served),
+        CASE(test_abuse_log_rate_limit_and_escape),
+        CASE(test_abuse_log_not_read),
     };
 
     return cmocka_run_group_tests_name("abuse", tests, NULL, NULL);

@@ -455,7 +455,7 @@ tp_start_argv_at(const char *file, int line, struct tp_ctx *c, const char *agent
             _exit(126);
         dup2(nul, 0);
         dup2(fd, 1);
-        dup2(fd, 2);
+        dup2(b->err_fd > 0 ? b->err_fd : fd, 2);
         signal(SIGPIPE, SIG_DFL);
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);

@@ -51,6 +51,8 @@ struct tp_backend {
     char dir[TP_PATH_MAX];         /* mkdtemp directory (log, port file, ipc sockets) */
     char log_path[TP_PATH_MAX];    /* its stderr and stdout */
     char port_path[TP_PATH_MAX];   /* --port-file */
+    int err_fd;                    /* > 0 before tp_start: the backend's stderr goes to this
+                                    * descriptor (a pipe nobody reads), not to the log */
     char agent_addr[TP_PATH_MAX];  /* bound agent endpoint, from the port file */
     char client_addr[TP_PATH_MAX]; /* bound client endpoint */
 };
