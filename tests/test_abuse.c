@@ -1515,6 +1515,92 @@ TP_TEST(test_abuse_log_not_read)
     }
 }
 
+/* Item 9: output counts in the budget: three clients that never read flood ClientGetQueue
+ * together; before any reaches --max-output (16M), the budget (24M) is full and the one
+ * holding the most unread output is dropped; RSS stays under the budget and c1 is served. */
+TP_TEST(test_abuse_non_readers_budget)
+{
+    enum { READERS = 3, CHUNK = 64 };
+    struct tp_peer *c1;
+    uint8_t burst[CHUNK * ING_HDR_LEN];
+    char launcher[1001];
+    int fd[READERS];
+    bool gone[READERS] = {false};
+    long rss0, peak;
+    size_t i, k, dropped = 0;
+    unsigned round;
+
+    memset(launcher, 'L', 1000);
+    launcher[1000] = '\0';
+    tp_start(c, "--max-memory", "24M", "--max-output", "16M", "--orphan-timeout", "0", NULL);
+    c1 = tp_client(c, "c1", "");
+    tp_fill_queue(c1, 100, launcher); /* snapshots of about 100 KiB */
+    rss0 = peak = cu_rss_kib(c->be.pid);
+    for (i = 0; i < READERS; i++)
+        fd[i] = non_reader(c);
+    for (k = 0; k < CHUNK; k++)
+        ing_frame_header(burst + k * ING_HDR_LEN, ING_CLIENT_GET_QUEUE, 0);
+    for (round = 0; round < 200 && dropped == 0; round++) {
+        long rss;
+
+        for (i = 0; i < READERS; i++) {
+            int r;
+
+            if (gone[i])
+                continue;
+            r = tp_send_fd(fd[i], burst, sizeof(burst), cu_ms(5000));
+            if (r == -EPIPE || r == -ECONNRESET) {
+                gone[i] = true;
+                dropped++;
+            } else if (r != 0) {
+                tp_fail("flooding: %s", strerror(-r));
+            }
+        }
+        rss = cu_rss_kib(c->be.pid);
+        peak = rss > peak ? rss : peak;
+        cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    }
+    if (!tp_log_contains(c, "dropped: backend memory full and"))
+        tp_fail("no reader dropped for the memory budget after %u rounds", round);
+    if (tp_log_contains(c, "over the limit: dropped"))
+        tp_fail("a reader reached --max-output: the budget did not act first");
+    if (rss_checked() && peak - rss0 > 24 * 1024 + 8192)
+        tp_fail("backend RSS peaked at %ld KiB (%ld before) with --max-memory 24M", peak, rss0);
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+}
+
+/* Item 12: RLIMIT_NOFILE is raised to what --max-connections needs, or the cap lowered to
+ * what the hard limit allows, with a log line. */
+TP_TEST(test_abuse_descriptor_limit_fitted)
+{
+    struct rlimit was, low;
+    char maxc[32];
+
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
+    if (was.rlim_max != RLIM_INFINITY && was.rlim_max < 2048) {
+        print_message("test_abuse_descriptor_limit_fitted: skipped: hard limit %llu\n",
+                      (unsigned long long)was.rlim_max);
+        c->ok = true;
+        skip();
+    }
+    low = was;
+    low.rlim_cur = 256;
+    /* Raised: 1,000 connections need 1,064 descriptors, the hard limit allows them. */
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    tp_start(c, "--max-connections", "1000", NULL);
+    setrlimit(RLIMIT_NOFILE, &was);
+    expect_log(c, "descriptor limit raised from 256 to 1064");
+    tp_stop(c);
+    /* Lowered: more connections than the hard limit allows. */
+    snprintf(maxc, sizeof(maxc), "%llu",
+             was.rlim_max == RLIM_INFINITY ? 10000000ull : (unsigned long long)was.rlim_max + 1000);
+    if (was.rlim_max != RLIM_INFINITY && was.rlim_max + 1000 <= 10000000) {
+        tp_start(c, "--max-connections", maxc, NULL);
+        expect_log(c, "--max-connections lowered");
+        cu_prompt(c, cu_ms(PROMPT_MS));
+    }
+}
+
 #define CASE(name) cmocka_unit_test_setup_teardown(name, tp_setup, teardown)
 
 int
@@ -1537,6 +1623,8 @@ main(void)
         CASE(test_abuse_half_closed_client_served),
         CASE(test_abuse_log_rate_limit_and_escape),
         CASE(test_abuse_log_not_read),
+        CASE(test_abuse_non_readers_budget),
+        CASE(test_abuse_descriptor_limit_fitted),
     };
 
     return cmocka_run_group_tests_name("abuse", tests, NULL, NULL);
