@@ -387,15 +387,22 @@ conn_relay(struct conn *c, uint8_t type, const uint8_t *body, size_t len)
     conn_want_flush(c);
 }
 
+/* error_msg fills m with Error(code, text). */
+static void
+error_msg(struct ing_msg *m, uint16_t code, const char *text)
+{
+    memset(m, 0, sizeof(*m));
+    m->type = ING_ERROR;
+    m->u.error.code = code;
+    m->u.error.text.p = text;
+    m->u.error.text.len = (uint32_t)strlen(text);
+}
+
 static void
 conn_send_error(struct conn *c, uint16_t code, const char *text)
 {
     struct ing_msg m;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_ERROR;
-    m.u.error.code = code;
-    m.u.error.text.p = text;
-    m.u.error.text.len = (uint32_t)strlen(text);
+    error_msg(&m, code, text);
     conn_send(c, &m);
 }
 
@@ -1419,11 +1426,7 @@ refuse_fd(int fd, uint16_t code, const char *text)
 {
     uint8_t frame[ING_HDR_LEN + 2 + 4 + 64];
     struct ing_msg m;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_ERROR;
-    m.u.error.code = code;
-    m.u.error.text.p = text;
-    m.u.error.text.len = (uint32_t)strlen(text);
+    error_msg(&m, code, text);
     ssize_t w = ing_msg_encode(&m, frame, sizeof(frame));
     if (w > 0) {
         ssize_t k = write(fd, frame, (size_t)w);

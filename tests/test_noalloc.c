@@ -274,6 +274,17 @@ hello(struct tpipe *c)
     assert_int_equal(next_type(c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
 }
 
+/* two_clients starts the server and opens two registered clients. */
+static void
+two_clients(struct tpipe *c, struct tpipe *d)
+{
+    srv = oom_server();
+    open_peer(c, ING_ROLE_CLIENT);
+    open_peer(d, ING_ROLE_CLIENT);
+    hello(c);
+    hello(d);
+}
+
 /* wait_eof runs the server until the backend closes t (a read of 0 or a reset). */
 static void
 wait_eof(struct tpipe *t)
@@ -322,12 +333,8 @@ static void
 test_oom_input_and_job(void **state)
 {
     (void)state;
-    srv = oom_server();
     struct tpipe c, d;
-    open_peer(&c, ING_ROLE_CLIENT);
-    open_peer(&d, ING_ROLE_CLIENT);
-    hello(&c);
-    hello(&d);
+    two_clients(&c, &d);
     /* A 100 KiB job: its body goes to malloc (past the pools' 64 KiB). */
     static uint8_t inp[100 * 1024];
     struct ing_mp_writer w;
@@ -395,12 +402,8 @@ static void
 test_oom_output(void **state)
 {
     (void)state;
-    srv = oom_server();
     struct tpipe c, d;
-    open_peer(&c, ING_ROLE_CLIENT);
-    open_peer(&d, ING_ROLE_CLIENT);
-    hello(&c);
-    hello(&d);
+    two_clients(&c, &d);
     /* 2,000 pipelined Pings: their Pongs outgrow c's first output buffer. */
     static uint8_t pings[2000 * ING_HDR_LEN];
     for (int k = 0; k < 2000; k++)
