@@ -80,14 +80,16 @@ log_flush(void)
         dropped = 0;
         log_write(LOG_WARN, "%llu log lines dropped: the log output was not read", n);
     }
-    return true;
+    return held_len == 0;
 }
 
 /* log_out writes one line, or keeps it (whole) behind the ones already waiting. */
 static void
 log_out(const char *p, size_t n)
 {
-    if (held_len > 0 && !log_flush()) {
+    if (held_len > 0)
+        log_flush(); /* may itself log (the dropped count) and keep part of that line */
+    if (held_len > 0) {
         if (held_len + n > sizeof(held)) {
             dropped++;
             return;

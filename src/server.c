@@ -125,6 +125,7 @@ struct server {
     struct tlist tl[TL_N];
     uint64_t mem_bufs; /* bytes of every connection's buffers (conn_account) */
     uint64_t budget;   /* --max-memory, resolved */
+    uint64_t relieve_dry_ms; /* when mem_relieve last found no one to drop */
     bool iter_check;   /* the last frame was expensive: look at the clock (input_spent) */
     struct addr_count {
         uint8_t key[17];
@@ -220,14 +221,20 @@ mem_limit(const struct server *s, bool reserve)
 static void
 mem_relieve(struct server *s, uint64_t need)
 {
+    /* A scan that found no one is not repeated within the same millisecond: at the budget,
+     * every message sent would otherwise walk every connection. */
+    if (s->relieve_dry_ms == ev_now_ms(s->loop))
+        return;
     for (int k = 0; k < RELIEVE_MAX && mem_used(s) + need > s->budget; k++) {
         struct conn *worst = NULL;
         for (struct conn *o = s->conns; o != NULL; o = o->next)
             if (o->state != CONN_CLOSING && buf_len(&o->out) >= RELIEVE_MIN &&
                 (worst == NULL || buf_len(&o->out) > buf_len(&worst->out)))
                 worst = o;
-        if (worst == NULL)
+        if (worst == NULL) {
+            s->relieve_dry_ms = ev_now_ms(s->loop);
             return;
+        }
         log_msg(LOG_WARN, "%s: dropped: backend memory full and %zu bytes of its output unread",
                 worst->name, buf_len(&worst->out));
         conn_close(worst, "memory budget");

@@ -1348,8 +1348,10 @@ TP_TEST(test_abuse_expensive_frames_budget)
     print_message("expensive frames: longest iteration %ld us\n", us);
     /* One snapshot of 40,000 jobs costs about 5 ms: 32 of them in one iteration (the check
      * every 32 frames) cost some 160 ms; one or two, plus a shared machine's noise, far less. */
+#if !(defined(ING_SAN) && ING_SAN) /* ASan's checks make a snapshot several times slower */
     if (!cu_wrapped() && us > 80000)
         tp_fail("an iteration took %ld us: more than a few snapshots", us);
+#endif
 }
 
 /* Item 12: --max-connections-per-address refuses one more connection from an address with
@@ -1522,7 +1524,7 @@ TP_TEST(test_abuse_log_not_read)
             continue;
         }
         if (tp_now_ms() > deadline)
-            tp_fail("no line counting the dropped log lines");
+            tp_fail("no line counting the dropped log lines (last read: %.*s)", (int)keep, buf);
         cu_roundtrip(cl, cu_ms(PROMPT_MS)); /* more log: the backend retries its output */
     }
 }
