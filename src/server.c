@@ -1381,9 +1381,12 @@ conn_on_io(void *arg, unsigned events)
     while (budget > 0 && c->state != CONN_CLOSING) {
         /* Grow the input as bytes arrive (never by a frame's announced length): an idle
          * peer holds IN_FIRST bytes, a busy one READ_CHUNK, a large frame what it sent. */
-        if (buf_room(&c->in) < IN_FIRST / 2) {
-            size_t want = c->in.cap < IN_FIRST ? IN_FIRST : c->in.cap < READ_CHUNK ? c->in.cap
-                                                                                 : READ_CHUNK;
+        size_t want = 0;
+        if (c->in.cap >= READ_CHUNK)
+            want = buf_room(&c->in) < READ_CHUNK ? READ_CHUNK : 0; /* large reads */
+        else if (buf_room(&c->in) < IN_FIRST / 2)
+            want = c->in.cap < IN_FIRST ? IN_FIRST : c->in.cap; /* doubles up to READ_CHUNK */
+        if (want > 0) {
             bool reserve = c->agent != NULL && be_agent_registered(c->agent);
             int rc = conn_grow(c, &c->in, want, reserve);
             if (rc == -EOVERFLOW) {
