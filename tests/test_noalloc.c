@@ -37,12 +37,19 @@ void *__wrap_realloc(void *p, size_t n);
 static bool counting;
 static size_t nalloc;
 static size_t failing_from; /* 0: none; else every request of at least this many bytes fails */
+static size_t failing_to;   /* with failing_from: 0, or the first size that succeeds again */
+
+static bool
+fails(size_t n)
+{
+    return failing_from != 0 && n >= failing_from && (failing_to == 0 || n < failing_to);
+}
 
 void *
 __wrap_malloc(size_t n)
 {
     nalloc += counting;
-    if (failing_from != 0 && n >= failing_from)
+    if (fails(n))
         return NULL;
     return __real_malloc(n);
 }
@@ -51,7 +58,7 @@ void *
 __wrap_calloc(size_t n, size_t m)
 {
     nalloc += counting;
-    if (failing_from != 0 && n * m >= failing_from)
+    if (fails(n * m))
         return NULL;
     return __real_calloc(n, m);
 }
@@ -60,7 +67,7 @@ void *
 __wrap_realloc(void *p, size_t n)
 {
     nalloc += counting;
-    if (failing_from != 0 && n >= failing_from)
+    if (fails(n))
         return NULL;
     return __real_realloc(p, n);
 }
@@ -375,10 +382,11 @@ test_oom_input_and_job(void **state)
     }
     for (int k = 0; k < 20; k++)
         assert_true(srv_run_once(srv, 0) >= 0);
-    failing_from = 64 * 1024;
+    failing_from = 64 * 1024; /* the job's copy (~92 KiB), not the input buffer (256 KiB) */
+    failing_to = 200 * 1024;
     assert_int_equal(write(d.fd, frame + off, 16), 16);
     uint8_t type = next_type(&d, &got);
-    failing_from = 0;
+    failing_from = failing_to = 0;
     assert_int_equal(type, ING_BACKEND_JOB_DONE);
     assert_true(ing_view_eq(got.u.result.result_kind, "crash"));
     assert_true(ing_view_eq(got.u.result.result_text, "Backend out of memory"));
@@ -422,14 +430,23 @@ test_oom_output(void **state)
     srv_free(srv);
 }
 
+/* memory_back ends any failure injection, even after a failed test. */
+static int
+memory_back(void **state)
+{
+    (void)state;
+    failing_from = failing_to = 0;
+    return 0;
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_noalloc_steady_state_lifecycle),
-        cmocka_unit_test(test_oom_setup_and_adopt),
-        cmocka_unit_test(test_oom_input_and_job),
-        cmocka_unit_test(test_oom_output),
+        cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
+        cmocka_unit_test_teardown(test_oom_input_and_job, memory_back),
+        cmocka_unit_test_teardown(test_oom_output, memory_back),
     };
     return cmocka_run_group_tests_name("noalloc", tests, NULL, NULL);
 }
