@@ -347,7 +347,7 @@ TP_TEST(test_abuse_many_idle_connections)
     xs = own(calloc(count, sizeof(*xs)));
     /* Room for the idle ones, the test's peers and a few extra; then refused. */
     snprintf(maxc, sizeof(maxc), "%zu", count + 16);
-    tp_start(c, "--max-connections", maxc, "--handshake-timeout", cu_ms_arg(hs, sizeof(hs), 600000),
+    tp_start(c, "--max-connections", maxc, "--handshake-timeout", cu_ms_arg(hs, sizeof(hs), 360000),
              "--ping-interval", "60s", NULL);
     c1 = tp_client(c, "c1", "");
     a = tp_agent(c, "A", 1, "docker/default", NULL);
@@ -420,7 +420,7 @@ TP_TEST(test_abuse_partial_preamble_and_frame_stall)
     uint64_t until;
 
     tp_start(c, "--handshake-timeout", cu_ms_arg(hs, sizeof(hs), 300), "--frame-timeout", "60s",
-             NULL);
+             "--ping-interval", "60s", NULL);
     c1 = tp_client(c, "c1", "");
     rss0 = cu_rss_kib(c->be.pid);
 
@@ -1485,7 +1485,7 @@ TP_TEST(test_abuse_log_rate_limit_and_escape)
 TP_TEST(test_abuse_log_not_read)
 {
     int p[2];
-    size_t jobs = cu_slow() > 1 ? 1000 : 5000, len;
+    size_t jobs = 5000, len; /* some 450 KB of log: past the pipe and the backend's 64 KiB */
     struct tp_peer *cl;
     uint8_t *batch;
     char buf[65536];
@@ -1591,9 +1591,10 @@ TP_TEST(test_abuse_descriptor_limit_fitted)
     char maxc[32];
 
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
-    if (was.rlim_max != RLIM_INFINITY && was.rlim_max < 2048) {
-        print_message("test_abuse_descriptor_limit_fitted: skipped: hard limit %llu\n",
-                      (unsigned long long)was.rlim_max);
+    if (cu_wrapped() || (was.rlim_max != RLIM_INFINITY && was.rlim_max < 2048)) {
+        /* valgrind keeps descriptors of its own at the top of the range */
+        print_message("test_abuse_descriptor_limit_fitted: skipped: hard limit %llu or a "
+                      "wrapper\n", (unsigned long long)was.rlim_max);
         c->ok = true;
         skip();
     }
@@ -1641,5 +1642,13 @@ main(void)
         CASE(test_abuse_descriptor_limit_fitted),
     };
 
-    return cmocka_run_group_tests_name("abuse", tests, NULL, NULL);
+    /* ING_TEST=word runs only the cases whose name contains word (one case under valgrind). */
+    const char *only = getenv("ING_TEST");
+    struct CMUnitTest chosen[sizeof(tests) / sizeof(tests[0])];
+    size_t n = 0;
+
+    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
+        if (only == NULL || strstr(tests[i].name, only) != NULL)
+            chosen[n++] = tests[i];
+    return _cmocka_run_group_tests("abuse", chosen, n, NULL, NULL);
 }
