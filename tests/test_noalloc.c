@@ -292,6 +292,20 @@ two_clients(struct tpipe *c, struct tpipe *d)
     hello(d);
 }
 
+/* served_then_stop checks that d is still served (Ping, Pong), closes it and frees the
+ * server. */
+static void
+served_then_stop(struct tpipe *d)
+{
+    struct ing_msg m, got;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_PING;
+    send_msg(d, &m);
+    assert_int_equal(next_type(d, &got), ING_PONG);
+    close(d->fd);
+    srv_free(srv);
+}
+
 /* wait_eof runs the server until the backend closes t (a read of 0 or a reset). */
 static void
 wait_eof(struct tpipe *t)
@@ -397,12 +411,7 @@ test_oom_input_and_job(void **state)
             off += (size_t)w2;
         assert_true(srv_run_once(srv, 0) >= 0);
     }
-    memset(&m, 0, sizeof(m));
-    m.type = ING_PING;
-    send_msg(&d, &m);
-    assert_int_equal(next_type(&d, &got), ING_PONG);
-    close(d.fd);
-    srv_free(srv);
+    served_then_stop(&d);
 }
 
 /* Output that must grow: the peer is dropped, the server goes on. */
@@ -421,13 +430,7 @@ test_oom_output(void **state)
     wait_eof(&c);
     failing_from = 0;
     close(c.fd);
-    struct ing_msg m, got;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_PING;
-    send_msg(&d, &m);
-    assert_int_equal(next_type(&d, &got), ING_PONG);
-    close(d.fd);
-    srv_free(srv);
+    served_then_stop(&d);
 }
 
 /* memory_back ends any failure injection, even after a failed test. */
