@@ -108,13 +108,24 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(ILIB)
 # test_noalloc counts the allocations of the server's hot path through the linker.
 $(BUILD)/tests/test_noalloc: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 
-# test: every test binary, in order; stops at the first failure. The binaries find the
-# programs under test through ING_BUILD.
+# run_tests(PREFIX,LABEL): every test binary, in order, behind PREFIX (a wrapper); stops at
+# the first failure; ends with the list of the cases that skipped themselves. The binaries
+# find the programs under test through ING_BUILD.
+define run_tests
+	@rm -f $(BUILD)/tests/.skipped; for t in $(TESTS); do \
+	    echo "== $(2:%=% )$$t"; \
+	    ING_BUILD=$(BUILD) $(1) $$t > $(BUILD)/tests/.out 2>&1; rc=$$?; cat $(BUILD)/tests/.out; \
+	    grep -h '^\[  SKIPPED \] test_' $(BUILD)/tests/.out | sed "s|.*SKIPPED \] |$${t##*/}: |" \
+	        >> $(BUILD)/tests/.skipped; \
+	    [ $$rc = 0 ] || { echo "FAILED: $$t"; exit 1; }; \
+	done; \
+	echo "== all test binaries passed$(2:%= under %); skipped: $$(sort -u $(BUILD)/tests/.skipped | wc -l)"; \
+	sort -u $(BUILD)/tests/.skipped | sed 's/^/   skipped /'
+endef
+
+# test: every test binary.
 test: $(CMDS) $(TESTS)
-	@for t in $(TESTS); do \
-	    echo "== $$t"; \
-	    ING_BUILD=$(BUILD) $$t || { echo "FAILED: $$t"; exit 1; }; \
-	done
+	$(call run_tests,,)
 
 # check: everything CI runs (README's test command): the suite with gcc, again under
 # ASan+UBSan, again under valgrind (tests and the backends they start), a clang build,
@@ -132,10 +143,7 @@ check: test
 # valgrind: the suite again, each test and every backend it starts under memcheck.
 VG := valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99
 valgrind: $(CMDS) $(TESTS)
-	@for t in $(TESTS); do \
-	    echo "== valgrind $$t"; \
-	    ING_BUILD=$(BUILD) ING_WRAPPER="$(VG)" ING_SLOW=10 $(VG) $$t || { echo "FAILED: $$t"; exit 1; }; \
-	done
+	$(call run_tests,ING_WRAPPER="$(VG)" ING_SLOW=10 $(VG),valgrind)
 
 clang:
 	$(MAKE) CC=clang BUILD=build/clang all tests benches

@@ -128,6 +128,7 @@ struct be_client {
     bool gone; /* connection closed: its jobs are being dropped (be_reap), nothing is sent */
     struct job *jobs;
     uint64_t n_waiting;
+    uint64_t job_bytes;       /* bodies of its jobs still held (be_client_job_bytes) */
     uint64_t dropped, killed; /* while gone: counts for the log line */
 };
 
@@ -551,6 +552,7 @@ owner_unlink(struct job *j)
     struct be_client *c = j->owner;
     if (c == NULL)
         return;
+    c->job_bytes -= j->body_len;
     if (j->oprev != NULL)
         j->oprev->onext = j->onext;
     else
@@ -567,6 +569,7 @@ job_free_h(struct backend *be, struct job *j, uint64_t idh)
     idtab_remove(&be->jtab, idh, j);
     owner_unlink(j);
     struct env *e = j->env;
+    be->job_bytes -= j->body_len;
     pool_free(&be->jobs_pool, j, sizeof(*j) + j->body_len);
     env_unref(be, e);
 }
@@ -1076,6 +1079,12 @@ be_client_new(struct backend *be, void *peer)
     return c;
 }
 
+uint64_t
+be_client_job_bytes(const struct be_client *c)
+{
+    return c->job_bytes;
+}
+
 bool
 be_client_registered(const struct be_client *c)
 {
@@ -1285,6 +1294,8 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
     if (c->jobs != NULL)
         c->jobs->oprev = j;
     c->jobs = j;
+    c->job_bytes += len;
+    be->job_bytes += len;
     job_enqueue(be, j);
     be->stats.jobs_submitted++;
     log_msg(LOG_DEBUG, "job %.*s queued for %s/%s", (int)j->id_len, job_id(j), e->type, e->name);

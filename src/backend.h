@@ -84,6 +84,7 @@ struct backend {
     struct be_client *reaping; /* gone clients whose jobs are not all dropped yet */
     struct env *orphans;       /* environments with waiting jobs and no provider */
     uint64_t n_waiting, n_running;
+    uint64_t job_bytes; /* bodies of the jobs held (waiting and running), for the server's budget */
     uint32_t n_agents, n_clients;
     bool draining; /* no dispatch */
 
@@ -119,6 +120,8 @@ bool be_client_gone(struct backend *be, struct be_client *c);
 /* be_reap handles up to budget more jobs of gone clients; true while some remain. */
 bool be_reap(struct backend *be, size_t budget);
 bool be_client_registered(const struct be_client *c);
+/* be_client_job_bytes: the bytes of the bodies of c's jobs the backend holds. */
+uint64_t be_client_job_bytes(const struct be_client *c);
 void be_client_hello(struct backend *be, struct be_client *c);
 /* Look-ahead: be_id_hash is the hash the backend keys job id id with, and be_prefetch_id
  * starts loading the job-id table's line for hash h without waiting for it. A caller that

@@ -54,6 +54,15 @@ ev_new(void)
         errno = e;
         return NULL;
     }
+    /* Room for 64 timers from the start: arming one of them never fails. */
+    loop->heap = malloc(64 * sizeof(*loop->heap));
+    if (loop->heap == NULL) {
+        close(loop->epfd);
+        free(loop);
+        errno = ENOMEM;
+        return NULL;
+    }
+    loop->capheap = 64;
     loop->now_ms = ev_clock_ms();
     return loop;
 }
@@ -83,6 +92,7 @@ ev_io_set(struct ev_loop *loop, struct ev_io *io, unsigned events)
     if (events == io->events)
         return 0;
     struct epoll_event ee = {0};
+    /* EPOLLERR and EPOLLHUP are always reported: EV_HUP alone registers for them only. */
     ee.events = ((events & EV_READ) ? EPOLLIN : 0) | ((events & EV_WRITE) ? EPOLLOUT : 0);
     ee.data.ptr = io;
     int op = io->events == 0 ? EPOLL_CTL_ADD : events == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;

@@ -10,6 +10,7 @@
 
 #define EV_READ 1u
 #define EV_WRITE 2u
+#define EV_HUP 4u /* registered for hang-ups and errors only: they come as EV_READ */
 
 struct ev_loop;
 

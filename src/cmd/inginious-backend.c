@@ -38,12 +38,24 @@ usage(FILE *f)
             "                              (60s; 0 = forever; at most 7d)\n"
             "      --drain-timeout DUR     on SIGTERM, time running jobs get to finish (30s;\n"
             "                              at most 7d)\n"
-            "      --handshake-timeout DUR time a new connection gets to open (10s; 1ms to 1h)\n"
+            "      --handshake-timeout DUR time a new connection gets to open: preamble,\n"
+            "                              authentication and hello (10s; 1ms to 1h)\n"
             "      --retry-lost-jobs N     requeue a started job whose agent is lost, N times (0)\n"
             "      --max-frame SIZE        largest message body accepted (64M; at most 1G)\n"
-            "      --max-output SIZE       pending output per peer before it is dropped (256M;\n"
+            "      --max-output SIZE       pending output per peer before it is dropped (16M;\n"
             "                              4K to 64G)\n"
-            "      --max-connections N     simultaneous connections (10000)\n"
+            "      --max-memory SIZE       budget over buffers and queued job bodies (1/4 of\n"
+            "                              the RAM, 256M..16G; 16M to 1T); at 7/8 of it new\n"
+            "                              jobs end crash 'Backend memory full', new input\n"
+            "                              gets Error OVERLOAD\n"
+            "      --max-job-bytes-per-client SIZE  job bodies one client may have held\n"
+            "                              (1/4 of --max-memory; 4K to 1T)\n"
+            "      --frame-timeout DUR     time a started frame gets to arrive whole (30s;\n"
+            "                              1ms to 1d)\n"
+            "      --max-connections-per-address N  connections from one IP address\n"
+            "                              (0 = no limit, the default; at most 10000000)\n"
+            "      --max-connections N     simultaneous connections (10000; lowered at start to\n"
+            "                              what RLIMIT_NOFILE allows, after raising it)\n"
             "      --max-waiting N         waiting jobs in total (10000000; at most 1000000000)\n"
             "      --max-waiting-per-client N  waiting jobs per client (10000000)\n"
             "      --max-errors N          protocol errors before a peer is closed (100)\n"
@@ -111,6 +123,11 @@ enum {
     OPT_HELP,
     OPT_VERSION,
     OPT_DEBUGMODE,
+    /* Budgets (issue 13, server part) */
+    OPT_MAX_MEMORY,
+    OPT_MAX_CLIENT_BYTES,
+    OPT_FRAME_TIMEOUT,
+    OPT_MAX_CONNS_ADDR,
 };
 
 static const struct option options[] = {
@@ -144,6 +161,10 @@ static const struct option options[] = {
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {"debugmode", no_argument, NULL, OPT_DEBUGMODE},
+    {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+    {"max-job-bytes-per-client", required_argument, NULL, OPT_MAX_CLIENT_BYTES},
+    {"frame-timeout", required_argument, NULL, OPT_FRAME_TIMEOUT},
+    {"max-connections-per-address", required_argument, NULL, OPT_MAX_CONNS_ADDR},
     {NULL, 0, NULL, 0},
 };
 
@@ -369,6 +390,18 @@ main(int argc, char **argv)
             return 0;
         case OPT_DEBUGMODE:
             break;
+        case OPT_MAX_MEMORY:
+            cfg.max_memory = need(OPT_KIND_SIZE, name, optarg, 16ull << 20, 1ull << 40);
+            break;
+        case OPT_MAX_CLIENT_BYTES:
+            cfg.max_client_bytes = need(OPT_KIND_SIZE, name, optarg, 4096, 1ull << 40);
+            break;
+        case OPT_FRAME_TIMEOUT:
+            cfg.frame_timeout_ms = need(OPT_KIND_DURATION, name, optarg, 1, 86400000);
+            break;
+        case OPT_MAX_CONNS_ADDR:
+            cfg.max_conns_per_addr = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, 10000000);
+            break;
         case OPT_VERSION:
             printf("inginious-backend %s\n", ING_VERSION);
             return 0;
@@ -392,6 +425,7 @@ main(int argc, char **argv)
         return 2;
     }
     settings_apply(&gen[cur], &cfg);
+    log_nonblocking(); /* a stderr nobody reads must not stall the loop */
     int rc = sd_listen_fds(cfg.listen_fd, err, sizeof(err));
     struct server *s = rc < 0 ? NULL : srv_new(&cfg, err, sizeof(err));
     if (s == NULL) {
