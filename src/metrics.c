@@ -23,7 +23,7 @@ const char *const metrics_result_name[METRICS_NRESULT] = {
     "success", "failed", "timeout", "overflow", "killed", "crash", "error",
 };
 const char *const metrics_kill_name[METRICS_NKILL] = {
-    "waiting", "agent", "timeout", "unknown_job",
+    "waiting", "agent", "timeout", "agent_lost", "unknown_job",
 };
 
 enum metrics_result

@@ -65,6 +65,7 @@ enum metrics_kill {
     METRICS_KILL_WAITING = 0, /* "waiting": the job had not been dispatched; dropped */
     METRICS_KILL_AGENT,       /* "agent": the agent reported the job done after the kill */
     METRICS_KILL_TIMEOUT,     /* "timeout": the agent did not answer in time */
+    METRICS_KILL_LOST,        /* "agent_lost": the agent was lost before it answered */
     METRICS_KILL_UNKNOWN,     /* "unknown_job": no such job (or not the client's) */
     METRICS_NKILL
 };
