@@ -18,10 +18,13 @@
 #include "ev.h"
 #include "inginious/proto.h"
 #include "inginious/version.h"
+#include "httpd.h"
 #include "log.h"
+#include "metrics.h"
 #include "net.h"
 #include "sha256.h"
 #include "slab.h"
+#include "status.h"
 #include "zmq_msg.h"
 #include "zmtp.h"
 
@@ -63,6 +66,7 @@ struct conn {
     bool close_after_flush;
     bool backlog;                 /* frames left unhandled (budget): on the backlog list */
     bool authed;                  /* no secret, or a valid Auth received */
+    bool counted;                 /* in ms.conns (its dialect is known) */
     uint8_t nonce[ING_NONCE_LEN]; /* our challenge while !authed */
     uint32_t errors;
     uint64_t id;
@@ -121,6 +125,9 @@ struct server {
     unsigned hint_n, hint_i;
     const struct conn *hint_conn; /* whose input the hints are in */
     uintptr_t hint_end;           /* end of the frames scanned */
+    struct metrics_server ms; /* the server's counters for /metrics */
+    struct status st;         /* what the metrics port answers */
+    struct httpd *httpd;      /* the metrics port, or NULL */
 };
 
 static void conn_on_io(void *arg, unsigned events);
@@ -166,6 +173,11 @@ static void zconn_relay(struct conn *c, uint8_t type, const uint8_t *body, size_
 static void
 conn_send(struct conn *c, const struct ing_msg *m)
 {
+    c->srv->ms.frames_out++;
+    if (m->type == ING_ERROR && m->u.error.code < METRICS_NERR)
+        c->srv->ms.proto_errors[m->u.error.code]++;
+    if (m->type == ING_ERROR && m->u.error.code == ING_ERR_AUTH)
+        c->srv->ms.auth_failures++;
     if (c->dialect == DIALECT_ZMQ) {
         zconn_send(c, m);
         return;
@@ -191,6 +203,7 @@ conn_send(struct conn *c, const struct ing_msg *m)
 static void
 conn_relay(struct conn *c, uint8_t type, const uint8_t *body, size_t len)
 {
+    c->srv->ms.frames_out++;
     if (c->dialect == DIALECT_ZMQ) {
         zconn_relay(c, type, body, len);
         return;
@@ -224,6 +237,7 @@ conn_flush(struct conn *c)
         ssize_t n = write(c->io.fd, buf_head(&c->out), buf_len(&c->out));
         if (n > 0) {
             buf_consume(&c->out, (size_t)n);
+            c->srv->ms.bytes_out += (uint64_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -309,6 +323,10 @@ conn_reap(struct server *s)
     while (s->closing != NULL) {
         struct conn *c = s->closing;
         s->closing = c->cl_next;
+        if (c->counted) {
+            c->counted = false;
+            s->ms.conns[c->role == ING_ROLE_AGENT ? 0 : 1][c->dialect]--;
+        }
         if (c->client != NULL && be_client_gone(&s->be, c->client))
             ev_timer_start(s->loop, &s->reap_timer, ev_now_ms(s->loop));
         if (c->agent != NULL)
@@ -476,6 +494,7 @@ hint_take(struct conn *c, struct ing_view id)
 static void
 handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
 {
+    c->srv->ms.frames_in++;
     struct backend *be = &c->srv->be;
     struct ing_msg reply;
     memset(&reply, 0, sizeof(reply));
@@ -530,6 +549,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
 static void
 handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
 {
+    c->srv->ms.frames_in++;
     struct backend *be = &c->srv->be;
     struct ing_msg reply;
     char why[300];
@@ -776,6 +796,8 @@ zconn_start(struct conn *c)
         return;
     }
     c->dialect = DIALECT_ZMQ;
+    c->counted = true;
+    c->srv->ms.conns[c->role == ING_ROLE_AGENT ? 0 : 1][METRICS_DIALECT_ZMQ]++;
     zmtp_init(&c->z->zmtp, (uint64_t)c->srv->cfg.max_frame + 64);
     uint8_t g[ZMTP_GREETING_LEN];
     zmtp_greeting(g); /* at once: libzmq waits for ours after 10 bytes of its own */
@@ -913,6 +935,8 @@ handle_preamble(struct conn *c, const uint8_t *p, size_t n)
         return -1;
     }
     c->state = CONN_OPEN;
+    c->counted = true;
+    c->srv->ms.conns[c->role == ING_ROLE_AGENT ? 0 : 1][METRICS_DIALECT_NATIVE]++;
     welcome(c);
     if (c->authed)
         hs_unlink(c->srv, c);
@@ -1092,6 +1116,7 @@ conn_on_io(void *arg, unsigned events)
         size_t room = buf_room(&c->in);
         ssize_t n = read(c->io.fd, buf_tail(&c->in), room);
         if (n > 0) {
+            c->srv->ms.bytes_in += (uint64_t)n;
             buf_produce(&c->in, (size_t)n);
             budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
             process_input(c);
@@ -1379,6 +1404,8 @@ srv_config_default(struct srv_config *cfg)
     cfg->ping_interval_ms = 1000;
     cfg->handshake_timeout_ms = 10000;
     cfg->drain_timeout_ms = 30000;
+    httpd_config_default(&cfg->metrics);
+    cfg->metrics_max_envs = 100;
 }
 
 static uint64_t
@@ -1402,6 +1429,8 @@ write_port_file(struct server *s, char *err, size_t errlen)
         return -1;
     }
     fprintf(f, "agent %s\nclient %s\n", s->lis[0].addr, s->lis[1].addr);
+    if (s->httpd != NULL)
+        fprintf(f, "metrics %s\n", httpd_bound_addr(s->httpd));
     if (fclose(f) != 0 || rename(tmp, s->cfg.port_file) != 0) {
         snprintf(err, errlen, "cannot write %s: %s", s->cfg.port_file, strerror(errno));
         return -1;
@@ -1481,6 +1510,16 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     t = min_nz(t, cfg->be.orphan_timeout_ms / 4);
     s->tick_ms = t < 5 ? 5 : t > 1000 ? 1000 : t;
     ev_timer_start(s->loop, &s->tick_timer, now + s->tick_ms);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    status_init(&s->st, &s->be, &s->ms, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9,
+                cfg->metrics_max_envs);
+    if (cfg->metrics.addr != NULL) {
+        s->httpd = httpd_new(s->loop, &cfg->metrics, &s->st, &s->ms, err, errlen);
+        if (s->httpd == NULL)
+            goto fail;
+        log_msg(LOG_INFO, "metrics on http://%s/metrics", httpd_bound_addr(s->httpd) + 6);
+    }
     if (cfg->port_file != NULL && write_port_file(s, err, errlen) != 0)
         goto fail;
     log_msg(LOG_INFO, "inginious-backend %s: agents on %s, clients on %s", ING_VERSION,
@@ -1505,6 +1544,8 @@ srv_free(struct server *s)
             s->closing = c;
         }
     conn_reap(s);
+    httpd_free(s->httpd);
+    status_fini(&s->st);
     if (s->loop != NULL)
         be_fini(&s->be);
     for (int i = 0; i < 2; i++)
@@ -1527,6 +1568,7 @@ srv_run_once(struct server *s, int timeout_ms)
     int rc = ev_run_once(s->loop, timeout_ms);
     if (rc < 0)
         return rc;
+    metrics_hist_observe(&s->ms.loop, ev_last_iter_us(s->loop));
     return s->finished ? 1 : 0;
 }
 
@@ -1537,6 +1579,7 @@ srv_run(struct server *s)
         int rc = ev_run_once(s->loop, -1);
         if (rc < 0)
             return rc;
+        metrics_hist_observe(&s->ms.loop, ev_last_iter_us(s->loop));
     }
     before_sleep(s);
     return 0;
@@ -1569,6 +1612,12 @@ srv_adopt(struct server *s, int fd, uint8_t role)
         return -errno;
     }
     return conn_adopt(s, c, fd, role) == 0 ? 0 : -EIO;
+}
+
+const char *
+srv_metrics_addr(const struct server *s)
+{
+    return s->httpd != NULL ? httpd_bound_addr(s->httpd) : NULL;
 }
 
 uint64_t

@@ -14,6 +14,7 @@
 
 #include "acl.h"
 #include "backend.h"
+#include "httpd.h"
 
 struct srv_config {
     struct be_config be;
@@ -33,6 +34,8 @@ struct srv_config {
     size_t nallow[2];
     int job_field;          /* ZeroMQ agents get the course as 0 course_id, 1 taskset_id */
     bool handle_signals;    /* SIGTERM/SIGINT through signalfd (the command); not in tests */
+    struct httpd_config metrics; /* the metrics port (httpd.h); metrics.addr NULL = off */
+    uint32_t metrics_max_envs;   /* environments with their own label in /metrics */
 };
 
 struct server;
@@ -58,6 +61,8 @@ const char *srv_bound_addr(const struct server *s, bool agents);
  * given role (ING_ROLE_*), as if accepted on that endpoint. Takes ownership of fd (closed on
  * failure). Returns 0 or -errno. Used by in-process tests and fuzzing. */
 int srv_adopt(struct server *s, int fd, uint8_t role);
+/* srv_metrics_addr: the metrics port's bound address, or NULL when off. */
+const char *srv_metrics_addr(const struct server *s);
 /* srv_max_iter_us: the longest event-loop iteration so far, in microseconds. */
 uint64_t srv_max_iter_us(const struct server *s);
 

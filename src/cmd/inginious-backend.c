@@ -56,6 +56,17 @@ usage(FILE *f)
             "      --job-field NAME        course_id (default) or taskset_id: the course field\n"
             "                              sent to ZeroMQ agents (both are accepted from clients)\n"
             "      --port-file PATH        write the bound addresses to PATH once listening\n"
+            "      --metrics ADDR          serve HTTP on ADDR (tcp://HOST:PORT, e.g.\n"
+            "                              tcp://127.0.0.1:9464; off by default): /metrics\n"
+            "                              (Prometheus), /status (JSON), / (status page)\n"
+            "      --metrics-allow CIDR    accept metrics scrapers only from these addresses\n"
+            "                              (repeatable; default loopback only)\n"
+            "      --metrics-max-envs N    environments with their own label in /metrics, the\n"
+            "                              deepest; the others summed as \"other\" (100)\n"
+            "      --metrics-timeout DUR   time a request head gets to arrive, and an idle\n"
+            "                              keep-alive connection to stay open (10s)\n"
+            "      --metrics-max-connections N  simultaneous HTTP connections; more get 503 (128)\n"
+            "      --metrics-keepalive N   requests per HTTP connection (100)\n"
             "      --help                  this text\n"
             "      --version               the version\n");
 }
@@ -82,6 +93,12 @@ enum {
     OPT_CLIENT_SECRET,
     OPT_AGENT_ALLOW,
     OPT_CLIENT_ALLOW,
+    OPT_METRICS,
+    OPT_METRICS_ALLOW,
+    OPT_METRICS_MAX_ENVS,
+    OPT_METRICS_TIMEOUT,
+    OPT_METRICS_MAX_CONNS,
+    OPT_METRICS_KEEPALIVE,
     OPT_HELP,
     OPT_VERSION,
     OPT_DEBUGMODE,
@@ -111,6 +128,12 @@ static const struct option options[] = {
     {"client-secret-file", required_argument, NULL, OPT_CLIENT_SECRET},
     {"agent-allow", required_argument, NULL, OPT_AGENT_ALLOW},
     {"client-allow", required_argument, NULL, OPT_CLIENT_ALLOW},
+    {"metrics", required_argument, NULL, OPT_METRICS},
+    {"metrics-allow", required_argument, NULL, OPT_METRICS_ALLOW},
+    {"metrics-max-envs", required_argument, NULL, OPT_METRICS_MAX_ENVS},
+    {"metrics-timeout", required_argument, NULL, OPT_METRICS_TIMEOUT},
+    {"metrics-max-connections", required_argument, NULL, OPT_METRICS_MAX_CONNS},
+    {"metrics-keepalive", required_argument, NULL, OPT_METRICS_KEEPALIVE},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {"debugmode", no_argument, NULL, OPT_DEBUGMODE},
@@ -118,12 +141,15 @@ static const struct option options[] = {
 };
 
 #define MAX_ALLOW 256
-static struct acl_entry allow[2][MAX_ALLOW];
+static struct acl_entry allow[3][MAX_ALLOW]; /* agents, clients, metrics */
 static uint8_t *secrets[2];
 
+/* add_allow adds the entries of list to the allow-list ep (0 agents, 1 clients, 2 the
+ * metrics port). */
 static int
 add_allow(struct srv_config *cfg, int ep, const char *list)
 {
+    size_t *n_ = ep < 2 ? &cfg->nallow[ep] : &cfg->metrics.nallow;
     /* Every comma-separated entry must parse: an empty list or entry, one too long or one
      * entry too many refuses the whole option (never a silently shorter, broader list). */
     const char *p = list;
@@ -131,18 +157,21 @@ add_allow(struct srv_config *cfg, int ep, const char *list)
         const char *comma = strchr(p, ',');
         size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
         char tok[128];
-        if (n == 0 || n >= sizeof(tok) || cfg->nallow[ep] >= MAX_ALLOW)
+        if (n == 0 || n >= sizeof(tok) || *n_ >= MAX_ALLOW)
             return -1;
         memcpy(tok, p, n);
         tok[n] = '\0';
-        if (acl_parse(tok, &allow[ep][cfg->nallow[ep]]) != 0)
+        if (acl_parse(tok, &allow[ep][*n_]) != 0)
             return -1;
-        cfg->nallow[ep]++;
+        (*n_)++;
         if (comma == NULL)
             break;
         p = comma + 1;
     }
-    cfg->allow[ep] = allow[ep];
+    if (ep < 2)
+        cfg->allow[ep] = allow[ep];
+    else
+        cfg->metrics.allow = allow[ep];
     return 0;
 }
 
@@ -276,6 +305,35 @@ main(int argc, char **argv)
             break;
         case OPT_PORT_FILE:
             cfg.port_file = optarg;
+            break;
+        case OPT_METRICS:
+            if (strncmp(optarg, "tcp://", 6) != 0)
+                bad(name, optarg);
+            cfg.metrics.addr = optarg;
+            break;
+        case OPT_METRICS_ALLOW:
+            if (add_allow(&cfg, 2, optarg) != 0)
+                bad(name, optarg);
+            break;
+        case OPT_METRICS_MAX_ENVS:
+            if (opt_u64(optarg, &v) != 0 || v > 100000)
+                bad(name, optarg);
+            cfg.metrics_max_envs = (uint32_t)v;
+            break;
+        case OPT_METRICS_TIMEOUT:
+            if (opt_duration_ms(optarg, &v) != 0 || v == 0)
+                bad(name, optarg);
+            cfg.metrics.timeout_ms = v;
+            break;
+        case OPT_METRICS_MAX_CONNS:
+            if (opt_u64(optarg, &v) != 0 || v == 0 || v > 100000)
+                bad(name, optarg);
+            cfg.metrics.max_conns = (uint32_t)v;
+            break;
+        case OPT_METRICS_KEEPALIVE:
+            if (opt_u64(optarg, &v) != 0 || v == 0 || v > UINT32_MAX)
+                bad(name, optarg);
+            cfg.metrics.keepalive_max = (uint32_t)v;
             break;
         case OPT_HELP:
             usage(stdout);
