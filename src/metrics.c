@@ -175,6 +175,13 @@ env_cmp(const void *a, const void *b)
     return c != 0 ? c : strcmp(x->name, y->name);
 }
 
+void
+metrics_sort_envs(struct metrics_env *envs, size_t n)
+{
+    if (n > 1)
+        qsort(envs, n, sizeof(*envs), env_cmp);
+}
+
 static int
 env_gauges(struct buf *out, struct metrics_snap *s, bool running)
 {
@@ -216,8 +223,7 @@ metrics_render(struct metrics_snap *s, struct buf *out)
     static const char *const dnames[2] = {"native", "zmq"};
     int rc = 0;
 
-    if (s->nenvs > 1)
-        qsort(s->envs, s->nenvs, sizeof(*s->envs), env_cmp);
+    metrics_sort_envs(s->envs, s->nenvs);
 
 #define TRY(x)                                                                                     \
     do {                                                                                           \

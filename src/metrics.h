@@ -136,6 +136,10 @@ struct metrics_snap {
  * the process start time to report. */
 void metrics_proc_read(struct metrics_proc *p, double start_s);
 
+/* metrics_sort_envs orders envs deepest first (waiting + running), then by type and name:
+ * the order in which environments get their own label. */
+void metrics_sort_envs(struct metrics_env *envs, size_t n);
+
 /* metrics_render appends the exposition of s to out. Returns 0 or -ENOMEM. */
 int metrics_render(struct metrics_snap *s, struct buf *out);
 

@@ -511,6 +511,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     case ING_CLIENT_NEW_JOB:
     case ING_CLIENT_KILL_JOB:
     case ING_CLIENT_GET_QUEUE:
+    case ING_CLIENT_GET_STATS:
     case ING_PING:
         break;
     case ING_PONG:
@@ -539,6 +540,20 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     case ING_CLIENT_GET_QUEUE:
         be_client_get_queue(be, c->client);
         break;
+    case ING_CLIENT_GET_STATS: {
+        struct ing_mp_writer w;
+        ing_mp_writer_init_dyn(&w);
+        if (status_mp(&c->srv->st, &w) != 0 || w.len > c->srv->cfg.max_frame - 16) {
+            conn_send_error(c, ING_ERR_LIMIT, "statistics unavailable (no memory)");
+        } else {
+            reply.type = ING_BACKEND_STATS;
+            reply.u.stats.stats.p = (const char *)w.buf;
+            reply.u.stats.stats.len = (uint32_t)w.len;
+            conn_send(c, &reply);
+        }
+        ing_mp_writer_fini(&w);
+        break;
+    }
     default: /* ING_PING */
         reply.type = ING_PONG;
         conn_send(c, &reply);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "inginious/mp.h"
 #include "inginious/version.h"
 #include "status_html.h" /* generated from src/status.html by the Makefile */
 
@@ -248,4 +249,70 @@ status_json(struct status *st, struct buf *out)
 #undef P
 #undef S
     return rc;
+}
+
+static void
+kv(struct ing_mp_writer *w, const char *k, uint64_t v)
+{
+    ing_mp_put_cstr(w, k);
+    ing_mp_put_uint(w, v);
+}
+
+int
+status_mp(struct status *st, struct ing_mp_writer *w)
+{
+    const struct backend *be = st->be;
+    uint64_t total, busy, refused = 0;
+    if (collect_envs(st) < 0)
+        return -ENOMEM;
+    metrics_sort_envs(st->envs, st->nenvs);
+    slots(be, &total, &busy);
+    for (int i = 0; i < METRICS_NREFUSE; i++)
+        refused += be->mc.refused[i];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double up = (double)ts.tv_sec - st->start_s;
+    ing_mp_put_map(w, 18);
+    ing_mp_put_cstr(w, "version");
+    ing_mp_put_cstr(w, ING_VERSION);
+    kv(w, "uptime_s", up < 0 ? 0 : (uint64_t)up);
+    kv(w, "submitted", be->stats.jobs_submitted);
+    kv(w, "refused", refused);
+    kv(w, "dispatched", be->stats.jobs_dispatched);
+    kv(w, "started", be->mc.started);
+    kv(w, "done", done_total(be));
+    kv(w, "killed", be->stats.jobs_killed);
+    kv(w, "crashed", be->stats.jobs_crashed);
+    kv(w, "lost", be->mc.lost);
+    kv(w, "requeued", be->stats.jobs_requeued);
+    kv(w, "waiting", be->n_waiting);
+    kv(w, "running", be->n_running);
+    kv(w, "agents", be->n_agents);
+    kv(w, "slots", total);
+    kv(w, "slots_busy", busy);
+    kv(w, "clients", be->n_clients);
+    /* The deepest environments (as /metrics labels them); the others summed as other. */
+    size_t own = st->nenvs < st->max_envs ? st->nenvs : st->max_envs;
+    ing_mp_put_cstr(w, "environments");
+    ing_mp_put_array(w, (uint32_t)(own + (own < st->nenvs)));
+    for (size_t i = 0; i < own; i++) {
+        ing_mp_put_array(w, 4);
+        ing_mp_put_cstr(w, st->envs[i].type);
+        ing_mp_put_cstr(w, st->envs[i].name);
+        ing_mp_put_uint(w, st->envs[i].waiting);
+        ing_mp_put_uint(w, st->envs[i].running);
+    }
+    if (own < st->nenvs) {
+        uint64_t wsum = 0, rsum = 0;
+        for (size_t i = own; i < st->nenvs; i++) {
+            wsum += st->envs[i].waiting;
+            rsum += st->envs[i].running;
+        }
+        ing_mp_put_array(w, 4);
+        ing_mp_put_cstr(w, "other");
+        ing_mp_put_cstr(w, "other");
+        ing_mp_put_uint(w, wsum);
+        ing_mp_put_uint(w, rsum);
+    }
+    return w->err;
 }

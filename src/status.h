@@ -35,6 +35,9 @@ void status_sample(struct status *st);
 /* status_metrics / status_json append the answer's body to out. Return 0 or -ENOMEM. */
 int status_metrics(struct status *st, struct buf *out);
 int status_json(struct status *st, struct buf *out);
+/* status_mp writes the BackendStats map (proto.md §5.8). Returns 0 or the writer's error. */
+struct ing_mp_writer;
+int status_mp(struct status *st, struct ing_mp_writer *w);
 /* status_page returns the embedded HTML page. */
 const char *status_page(size_t *len);
 
