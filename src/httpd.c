@@ -357,7 +357,7 @@ httpd_new(struct ev_loop *loop, const struct httpd_config *cfg, struct status *s
     acl_parse("127.0.0.0/8", &h->loopback[0]);
     acl_parse("::1", &h->loopback[1]);
     buf_init(&h->body);
-    h->lfd = net_listen(&a, 1024);
+    h->lfd = net_listen(&a, 1024, 0);
     if (h->lfd < 0) {
         snprintf(err, errlen, "%s: %s", cfg->addr, strerror(-h->lfd));
         free(h);

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
+#include "sd.h"
 #include "sha256.h"
 #include "slab.h"
 #include "status.h"
@@ -89,6 +90,8 @@ struct listener {
     uint8_t role;
     bool paused; /* out of file descriptors: accept is retried at the next tick */
     char addr[128];
+    struct net_addr bound;  /* a unix socket file we made is removed at exit */
+    struct net_stamp stamp;
 };
 
 struct server {
@@ -110,6 +113,10 @@ struct server {
     uint64_t tick_ms;
     int sigfd;
     struct ev_io sig_io;
+    struct sd_notify sd;      /* systemd notifications (cfg.notify) */
+    struct ev_timer sd_timer; /* STATUS= and WATCHDOG=1 */
+    char sd_status[192];      /* the last STATUS= sent */
+    bool sd_warned;           /* a notification failed (logged once) */
     bool draining, finished;
     struct ing_mp_writer zw; /* ZeroMQ dialect: message being encoded */
     uint8_t *conv;           /* ZeroMQ dialect: native re-encoding of a message */
@@ -1351,6 +1358,52 @@ finish(struct server *s)
     ev_stop(s->loop);
 }
 
+/* sd_tell sends a notification to the service manager (cfg.notify); a failure is logged
+ * once, the service manager being the one to act on missing notifications. */
+static void
+sd_tell(struct server *s, const char *text)
+{
+    int rc = sd_notify_send(&s->sd, text);
+    if (rc != 0 && !s->sd_warned) {
+        s->sd_warned = true;
+        log_msg(LOG_WARN, "systemd notification not sent: %s", strerror(-rc));
+    }
+}
+
+/* sd_status_text writes the STATUS= line: the queue figures. */
+static void
+sd_status_text(const struct server *s, char *out, size_t len)
+{
+    snprintf(out, len, "STATUS=%s%u agents, %u clients, %llu jobs waiting, %llu running",
+             s->draining ? "draining: " : "", s->be.n_agents, s->be.n_clients,
+             (unsigned long long)s->be.n_waiting, (unsigned long long)s->be.n_running);
+}
+
+/* sd_tick: WATCHDOG=1 from the loop itself (a stalled loop misses it), and STATUS= when the
+ * figures changed. */
+static void
+sd_tick(void *arg)
+{
+    struct server *s = arg;
+    char text[sizeof(s->sd_status) + 16], status[sizeof(s->sd_status)];
+    uint64_t period = SRV_STATUS_MS;
+    update_clock(s);
+    sd_status_text(s, status, sizeof(status));
+    bool changed = strcmp(status, s->sd_status) != 0;
+    if (changed)
+        memcpy(s->sd_status, status, sizeof(status));
+    if (s->sd.watchdog_us != 0) {
+        uint64_t half = s->sd.watchdog_us / 2000;
+        period = half < 1 ? 1 : half < period ? half : period;
+    }
+    snprintf(text, sizeof(text), "%s%s%s", s->sd.watchdog_us != 0 ? "WATCHDOG=1" : "",
+             s->sd.watchdog_us != 0 && changed ? "\n" : "", changed ? status : "");
+    if (text[0] != '\0')
+        sd_tell(s, text);
+    if (ev_timer_start(s->loop, &s->sd_timer, ev_now_ms(s->loop) + period) != 0)
+        log_msg(LOG_ERR, "out of memory: no more STATUS= or WATCHDOG=1 notifications");
+}
+
 static void
 drain_expired(void *arg)
 {
@@ -1368,6 +1421,7 @@ srv_shutdown(struct server *s)
     s->draining = true;
     log_msg(LOG_INFO, "shutting down: no more dispatch, %llu running jobs may finish (%llu ms)",
             (unsigned long long)s->be.n_running, (unsigned long long)s->cfg.drain_timeout_ms);
+    sd_tell(s, "STOPPING=1\nSTATUS=draining");
     be_drain(&s->be);
     for (int i = 0; i < 2; i++)
         ev_io_set(s->loop, &s->lis[i].io, 0);
@@ -1385,6 +1439,31 @@ srv_stop(struct server *s)
     ev_stop(s->loop);
 }
 
+int
+srv_reload(struct server *s)
+{
+    char err[512] = "";
+    if (s->cfg.reload == NULL) {
+        log_msg(LOG_INFO, "reload: no secret or allow-list file to re-read");
+        return 0;
+    }
+    struct srv_config next = s->cfg;
+    if (s->cfg.reload(s->cfg.reload_arg, &next, err, sizeof(err)) != 0) {
+        log_msg(LOG_ERR, "reload refused, the settings in use are kept: %s", err);
+        return -EINVAL;
+    }
+    for (int ep = 0; ep < 2; ep++) {
+        s->cfg.secret[ep] = next.secret[ep];
+        s->cfg.secret_len[ep] = next.secret_len[ep];
+        s->cfg.allow[ep] = next.allow[ep];
+        s->cfg.nallow[ep] = next.nallow[ep];
+    }
+    log_msg(LOG_INFO, "reloaded: agents %s, %zu allow-list entries; clients %s, %zu entries",
+            s->cfg.secret[0] != NULL ? "need a secret" : "need no secret", s->cfg.nallow[0],
+            s->cfg.secret[1] != NULL ? "need a secret" : "need no secret", s->cfg.nallow[1]);
+    return 0;
+}
+
 static void
 on_signal(void *arg, unsigned events)
 {
@@ -1392,6 +1471,12 @@ on_signal(void *arg, unsigned events)
     struct signalfd_siginfo si;
     (void)events;
     while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) { /* never stops the backend, draining or not */
+            log_msg(LOG_INFO, "SIGHUP received: reloading");
+            update_clock(s);
+            srv_reload(s);
+            continue;
+        }
         if (s->draining) {
             log_msg(LOG_WARN, "signal %u during shutdown: exiting now", si.ssi_signo);
             srv_stop(s);
@@ -1464,6 +1549,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     s->cfg = *cfg;
     s->cfg.be.max_frame = cfg->max_frame;
     s->sigfd = -1;
+    s->sd.fd = -1;
     s->lis[0].fd = s->lis[1].fd = -1;
     ing_mp_writer_init_dyn(&s->zw);
     s->zmq_ids[0] = zmtp_routing_seed();
@@ -1481,12 +1567,23 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         struct net_addr a;
         l->srv = s;
         l->role = i == 0 ? ING_ROLE_AGENT : ING_ROLE_CLIENT;
-        if (net_parse(addrs[i], &a, err, errlen) != 0)
-            goto fail;
-        l->fd = net_listen(&a, 1024);
-        if (l->fd < 0) {
-            snprintf(err, errlen, "cannot listen on %s: %s", addrs[i], strerror(-l->fd));
-            goto fail;
+        if (cfg->listen_fd[i] > 0) { /* socket activation: the service manager's socket */
+            l->fd = cfg->listen_fd[i];
+        } else {
+            if (net_parse(addrs[i], &a, err, errlen) != 0)
+                goto fail;
+            l->fd = net_listen(&a, 1024, cfg->ipv6_only ? NET_V6ONLY : 0);
+            if (l->fd == -EADDRINUSE && a.family == AF_UNIX) {
+                snprintf(err, errlen, "cannot listen on %s: another process is listening there",
+                         addrs[i]);
+                goto fail;
+            }
+            if (l->fd < 0) {
+                snprintf(err, errlen, "cannot listen on %s: %s", addrs[i], strerror(-l->fd));
+                goto fail;
+            }
+            l->bound = a;
+            net_unix_stamp(&a, &l->stamp);
         }
         struct net_addr b;
         if (net_bound(l->fd, &b) == 0)
@@ -1502,6 +1599,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         sigemptyset(&set);
         sigaddset(&set, SIGTERM);
         sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGHUP);
         sigprocmask(SIG_BLOCK, &set, NULL);
         s->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
         if (s->sigfd < 0) {
@@ -1509,8 +1607,13 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
             goto fail;
         }
         ev_io_init(&s->sig_io, s->sigfd, on_signal, s);
-        ev_io_set(s->loop, &s->sig_io, EV_READ);
+        if (ev_io_set(s->loop, &s->sig_io, EV_READ) != 0) {
+            snprintf(err, errlen, "epoll: %s", strerror(errno));
+            goto fail;
+        }
     }
+    if (cfg->notify && sd_notify_open(&s->sd, err, errlen) < 0)
+        goto fail;
     signal(SIGPIPE, SIG_IGN);
     ev_set_before_sleep(s->loop, before_sleep, s);
     uint64_t now = ev_now_ms(s->loop);
@@ -1539,6 +1642,20 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         goto fail;
     log_msg(LOG_INFO, "inginious-backend %s: agents on %s, clients on %s", ING_VERSION,
             s->lis[0].addr, s->lis[1].addr);
+    if (s->sd.fd >= 0) {
+        char ready[sizeof(s->sd_status) + 16];
+        sd_status_text(s, s->sd_status, sizeof(s->sd_status));
+        snprintf(ready, sizeof(ready), "READY=1\n%s", s->sd_status);
+        sd_tell(s, ready);
+        ev_timer_init(&s->sd_timer, sd_tick, s);
+        uint64_t first = s->sd.watchdog_us != 0 ? s->sd.watchdog_us / 2000 : SRV_STATUS_MS;
+        if (first > SRV_STATUS_MS)
+            first = SRV_STATUS_MS;
+        if (ev_timer_start(s->loop, &s->sd_timer, now + (first > 0 ? first : 1)) != 0) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
     return s;
 fail:
     srv_free(s);
@@ -1564,10 +1681,13 @@ srv_free(struct server *s)
     if (s->loop != NULL)
         be_fini(&s->be);
     for (int i = 0; i < 2; i++)
-        if (s->lis[i].fd >= 0)
+        if (s->lis[i].fd >= 0) {
             close(s->lis[i].fd);
+            net_unix_release(&s->lis[i].bound, &s->lis[i].stamp);
+        }
     if (s->sigfd >= 0)
         close(s->sigfd);
+    sd_notify_close(&s->sd);
     ev_free(s->loop);
     slab_fini(&s->conn_slab);
     ing_mp_writer_fini(&s->zw);

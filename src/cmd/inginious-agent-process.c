@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "inginious/agent.h"
 #include "inginious/err.h"
 #include "inginious/mp.h"
@@ -88,7 +89,7 @@ usage(FILE *f)
             "executable of its environment, in a temporary copy of its task folder, with its\n"
             "input as JSON on stdin and in input.json, under the job's time and memory limits.\n"
             "BACKEND_ADDR is the backend's agent endpoint (default " DEFAULT_ADDR ").\n"
-            "Sizes: N, NK, NM (bytes).\n"
+            "Sizes: N, NK, NM, NG (bytes).\n"
             "\n"
             "  -n, --name NAME          name shown to the backend (default: the host name)\n"
             "  -c, --concurrency N      jobs run at once (default: the number of CPUs)\n"
@@ -97,8 +98,11 @@ usage(FILE *f)
             "  -t, --tasks DIR          task folders: DIR/<course>/<task>/\n"
             "  -u, --user USER          when run as root, run jobs as USER (default nobody)\n"
             "      --work-dir DIR       where job folders are made (default $TMPDIR or /tmp)\n"
-            "      --output-limit SIZE  stdout and stderr kept per job, each (default 64K)\n"
+            "      --output-limit SIZE  stdout and stderr kept per job, each (default 64K;\n"
+            "                           at most 1G)\n"
             "      --nproc N            RLIMIT_NPROC of jobs (default: none)\n"
+            "      --secret-file F      the backend's agent secret (its --agent-secret-file):\n"
+            "                           answer its challenge (proto.md 6)\n"
             "  -v, --verbose            log debug messages\n"
             "  -q, --quiet              log warnings and errors only\n"
             "      --help               this text\n"
@@ -608,6 +612,7 @@ enum {
     OPT_WORK_DIR = 256,
     OPT_OUTPUT_LIMIT,
     OPT_NPROC,
+    OPT_SECRET_FILE,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -621,6 +626,7 @@ static const struct option options[] = {
     {"work-dir", required_argument, NULL, OPT_WORK_DIR},
     {"output-limit", required_argument, NULL, OPT_OUTPUT_LIMIT},
     {"nproc", required_argument, NULL, OPT_NPROC},
+    {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, OPT_HELP},
@@ -644,6 +650,9 @@ main(int argc, char **argv)
     struct ing_agent_env *aenv = NULL;
     const char *envdir = NULL;
     char host[256], *tasks = NULL, *tasks_abs = NULL;
+    const char *secret_file = NULL;
+    uint8_t *secret = NULL;
+    size_t secret_len = 0;
     unsigned long v;
     long ncpu;
     sigset_t set;
@@ -684,6 +693,9 @@ main(int argc, char **argv)
                 bad("--nproc", optarg);
             ap.ropts.nproc = v;
             break;
+        case OPT_SECRET_FILE:
+            secret_file = optarg;
+            break;
         case 'v':
             log_level_max = LOG_DEBUG;
             break;
@@ -720,6 +732,14 @@ main(int argc, char **argv)
             exit(1);
         }
     }
+    if (secret_file != NULL) {
+        rc = auth_load_secret(secret_file, &secret, &secret_len);
+        if (rc != 0) {
+            fprintf(stderr, "inginious-agent-process: --secret-file: cannot read %s: %s\n",
+                    secret_file, rc == -EINVAL ? "empty" : strerror(-rc));
+            exit(2);
+        }
+    }
     if (ap.ropts.user != NULL && geteuid() != 0)
         log_msg(LOG_WARN, "not running as root: --user %s is ignored", ap.ropts.user);
     if (envdir != NULL) {
@@ -754,8 +774,14 @@ main(int argc, char **argv)
     ao.envs = aenv;
     ao.nenvs = ap.nenvs;
     ao.reconnect = true;
+    ao.secret = secret;
+    ao.secret_len = secret_len;
     ap.agent = ing_agent_new(&ao);
     free(aenv);
+    if (secret != NULL) { /* ing_agent_new keeps its own copy */
+        explicit_bzero(secret, secret_len);
+        free(secret);
+    }
     if (ap.agent == NULL) {
         fprintf(stderr, "inginious-agent-process: cannot set up the agent for %s: %s\n",
                 ap.addr, strerror(errno));
