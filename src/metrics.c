@@ -230,44 +230,69 @@ metrics_render(struct metrics_snap *s, struct buf *out)
         if ((rc = (x)) < 0)                                                                        \
             return rc;                                                                             \
     } while (0)
-    TRY(scalar(out, "inginious_jobs_submitted_total", "counter",
-               "Jobs accepted from clients.", c->submitted));
+    const uint64_t P = s->proc.ok; /* the process gauges are left out when /proc failed */
+    const struct {
+        const char *name, *type, *help;
+        uint64_t v;
+        bool show;
+    } scalars[] = {
+#define C(n, h, v) {n, "counter", h, v, true}
+#define G(n, h, v) {n, "gauge", h, v, true}
+        C("inginious_jobs_submitted_total", "Jobs accepted from clients.", c->submitted),
+        C("inginious_jobs_dispatched_total",
+          "Jobs sent to an agent (a requeued job counts again).", c->dispatched),
+        C("inginious_jobs_started_total", "Jobs an agent reported started.", c->started),
+        C("inginious_jobs_killed_total",
+          "Jobs ended by a kill with the backend's own killed result.", s->jobs_killed),
+        C("inginious_jobs_lost_total", "Running jobs whose agent was lost.", c->lost),
+        C("inginious_jobs_requeued_total",
+          "Jobs of a lost agent put back in the queue (retried).", c->requeued),
+        C("inginious_jobs_crashed_total",
+          "Jobs ended with crash by the backend (agent lost, no retry left, shutdown).",
+          s->jobs_crashed),
+        C("inginious_jobs_orphan_timeouts_total",
+          "Waiting jobs ended because no agent served their environment in time.",
+          c->orphan_timeouts),
+        C("inginious_reports_dropped_total",
+          "Agent reports dropped (unknown job, or a job of another agent).", s->reports_dropped),
+        C("inginious_agents_lost_total",
+          "Agents removed after missed pings or a closed connection with jobs.", s->agents_lost),
+        G("inginious_waiting_jobs", "Jobs waiting for a slot, all environments.", s->waiting),
+        G("inginious_running_jobs", "Jobs dispatched and not done, all environments.",
+          s->running),
+        G("inginious_agents", "Registered agents.", s->agents),
+        G("inginious_slots", "Job slots of the registered agents.", s->slots),
+        G("inginious_slots_busy", "Slots running a job.", s->slots_busy),
+        C("inginious_frames_received_total", "Messages received from peers.", v->frames_in),
+        C("inginious_frames_sent_total", "Messages sent to peers.", v->frames_out),
+        C("inginious_received_bytes_total", "Bytes read from peers.", v->bytes_in),
+        C("inginious_sent_bytes_total", "Bytes written to peers.", v->bytes_out),
+        C("inginious_auth_failures_total", "Peers refused for a failed authentication.",
+          v->auth_failures),
+        C("inginious_http_requests_total", "Requests answered on the metrics port.",
+          v->http_requests),
+        C("inginious_http_errors_total",
+          "Requests on the metrics port answered with an error status.", v->http_errors),
+        {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+         s->proc.rss_bytes, P},
+        {"process_open_fds", "gauge", "Number of open file descriptors.", s->proc.open_fds, P},
+        {"process_max_fds", "gauge", "Maximum number of open file descriptors.",
+         s->proc.max_fds, P},
+#undef C
+#undef G
+    };
+    for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++)
+        if (scalars[i].show)
+            TRY(scalar(out, scalars[i].name, scalars[i].type, scalars[i].help, scalars[i].v));
     TRY(labelled(out, "inginious_jobs_refused_total", "counter",
                  "Jobs refused at submission, by reason.", "reason", metrics_refuse_name,
                  c->refused, METRICS_NREFUSE));
-    TRY(scalar(out, "inginious_jobs_dispatched_total", "counter",
-               "Jobs sent to an agent (a requeued job counts again).", c->dispatched));
-    TRY(scalar(out, "inginious_jobs_started_total", "counter",
-               "Jobs an agent reported started.", c->started));
     TRY(labelled(out, "inginious_jobs_done_total", "counter",
                  "Jobs whose result an agent reported, by result.", "result",
                  metrics_result_name, c->done, METRICS_NRESULT));
-    TRY(scalar(out, "inginious_jobs_killed_total", "counter",
-               "Jobs ended by a kill (waiting ones dropped, running ones killed).",
-               s->jobs_killed));
     TRY(labelled(out, "inginious_kills_total", "counter",
                  "Kill requests from clients, by outcome.", "outcome", metrics_kill_name,
                  c->kills, METRICS_NKILL));
-    TRY(scalar(out, "inginious_jobs_lost_total", "counter",
-               "Running jobs whose agent was lost.", c->lost));
-    TRY(scalar(out, "inginious_jobs_requeued_total", "counter",
-               "Jobs of a lost agent put back in the queue (retried).", c->requeued));
-    TRY(scalar(out, "inginious_jobs_crashed_total", "counter",
-               "Jobs ended with crash by the backend (agent lost, no retry left, shutdown).",
-               s->jobs_crashed));
-    TRY(scalar(out, "inginious_jobs_orphan_timeouts_total", "counter",
-               "Waiting jobs ended because no agent served their environment in time.",
-               c->orphan_timeouts));
-    TRY(scalar(out, "inginious_reports_dropped_total", "counter",
-               "Agent reports dropped (unknown job, or a job of another agent).",
-               s->reports_dropped));
-    TRY(scalar(out, "inginious_agents_lost_total", "counter",
-               "Agents removed after missed pings or a closed connection with jobs.",
-               s->agents_lost));
-    TRY(scalar(out, "inginious_waiting_jobs", "gauge",
-               "Jobs waiting for a slot, all environments.", s->waiting));
-    TRY(scalar(out, "inginious_running_jobs", "gauge",
-               "Jobs dispatched and not done, all environments.", s->running));
     TRY(env_gauges(out, s, false));
     TRY(env_gauges(out, s, true));
     TRY(type_hists(out, s, false));
@@ -275,41 +300,18 @@ metrics_render(struct metrics_snap *s, struct buf *out)
     TRY(family(out, "inginious_loop_iteration_seconds", "histogram",
                "Time the event loop spends handling one wake-up."));
     TRY(hist_series(out, "inginious_loop_iteration_seconds", "", &v->loop));
-    TRY(scalar(out, "inginious_agents", "gauge", "Registered agents.", s->agents));
-    TRY(scalar(out, "inginious_slots", "gauge", "Job slots of the registered agents.", s->slots));
-    TRY(scalar(out, "inginious_slots_busy", "gauge", "Slots running a job.", s->slots_busy));
     TRY(family(out, "inginious_connections", "gauge", "Open connections, by role and dialect."));
     for (int r = 0; r < 2; r++)
         for (int d = 0; d < 2; d++)
             TRY(put(out, "inginious_connections{role=\"%s\",dialect=\"%s\"} %llu\n", rnames[r],
                     dnames[d], (unsigned long long)v->conns[r][d]));
-    TRY(scalar(out, "inginious_frames_received_total", "counter",
-               "Messages received from peers.", v->frames_in));
-    TRY(scalar(out, "inginious_frames_sent_total", "counter", "Messages sent to peers.",
-               v->frames_out));
-    TRY(scalar(out, "inginious_received_bytes_total", "counter", "Bytes read from peers.",
-               v->bytes_in));
-    TRY(scalar(out, "inginious_sent_bytes_total", "counter", "Bytes written to peers.",
-               v->bytes_out));
     TRY(family(out, "inginious_protocol_errors_total", "counter",
                "Protocol errors sent to peers, by error code (proto.md)."));
     for (int i = 1; i < METRICS_NERR; i++)
         if (v->proto_errors[i] != 0 || i <= 13)
             TRY(put(out, "inginious_protocol_errors_total{code=\"%d\"} %llu\n", i,
                     (unsigned long long)v->proto_errors[i]));
-    TRY(scalar(out, "inginious_auth_failures_total", "counter",
-               "Peers refused for a failed authentication.", v->auth_failures));
-    TRY(scalar(out, "inginious_http_requests_total", "counter",
-               "Requests answered on the metrics port.", v->http_requests));
-    TRY(scalar(out, "inginious_http_errors_total", "counter",
-               "Requests on the metrics port answered with an error status.", v->http_errors));
     if (s->proc.ok) {
-        TRY(scalar(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
-                   s->proc.rss_bytes));
-        TRY(scalar(out, "process_open_fds", "gauge", "Number of open file descriptors.",
-                   s->proc.open_fds));
-        TRY(scalar(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
-                   s->proc.max_fds));
         TRY(family(out, "process_cpu_seconds_total", "counter",
                    "Total user and system CPU time spent in seconds."));
         TRY(put(out, "process_cpu_seconds_total "));

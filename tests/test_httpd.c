@@ -501,7 +501,7 @@ test_httpd_chromium(void **state)
     lt_expect_cev(w, cl, ING_CLIENT_EV_STARTED, "r1");
     lt_expect_cev(w, cl, ING_CLIENT_EV_STARTED, "r2");
     for (int i = 0; i < 3; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof(id), "q%d", i);
         submit(cl, job(w, id, "python3", "hang"));
     }

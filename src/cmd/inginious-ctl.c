@@ -1001,6 +1001,35 @@ cmd_kill(struct ctl *ctl, int argc, char **argv)
     return 0;
 }
 
+/* json_options parses the options of a command that takes only --json and --help. Returns
+ * -1 to go on, else the exit status (help printed, or a usage error). */
+static int
+json_options(struct ctl *ctl, int argc, char **argv, const char *help)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (ch == OPT_JSON) {
+            ctl->json = true;
+        } else if (ch == OPT_HELP) {
+            fputs(help, stdout);
+            return 0;
+        } else {
+            fputs(help, stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fputs(help, stderr);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
 /* ---- queue ---- */
 
 static void
@@ -1028,33 +1057,15 @@ print_entries(const struct ing_client_queue_entry *e, size_t n, bool running)
 static int
 cmd_queue(struct ctl *ctl, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, OPT_JSON},
-        {"help", no_argument, NULL, OPT_HELP},
-        {NULL, 0, NULL, 0},
-    };
     const char *help = "usage: inginious-ctl [GLOBAL] queue [--json]\n\n"
                        "Lists the running jobs (dispatch order) and the waiting jobs (arrival\n"
                        "order). With --json: {\"running\": [...], \"waiting\": [...]}, each\n"
                        "entry an object with the protocol's field names.\n";
     struct ing_client_queue q;
-    int ch, rc;
+    int rc;
 
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (ch == OPT_JSON) {
-            ctl->json = true;
-        } else if (ch == OPT_HELP) {
-            fputs(help, stdout);
-            return 0;
-        } else {
-            fputs(help, stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (optind != argc) {
-        fputs(help, stderr);
-        return EXIT_USAGE;
-    }
+    if ((rc = json_options(ctl, argc, argv, help)) >= 0)
+        return rc;
     rc = ctl_connect(ctl);
     if (rc != 0)
         return rc;
@@ -1268,31 +1279,13 @@ stats_print(const uint8_t *p, size_t n, FILE *f)
 static int
 cmd_stats(struct ctl *ctl, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, OPT_JSON},
-        {"help", no_argument, NULL, OPT_HELP},
-        {NULL, 0, NULL, 0},
-    };
     const char *help = "usage: inginious-ctl [GLOBAL] stats [--json]\n\n"
                        "Prints the backend's statistics (BackendStats, proto.md 5.8): job\n"
                        "counters, waiting and running jobs, agents and slots, and the\n"
                        "environments by queue depth. With --json: the map as one object.\n";
-    int ch, rc;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (ch == OPT_JSON) {
-            ctl->json = true;
-        } else if (ch == OPT_HELP) {
-            fputs(help, stdout);
-            return 0;
-        } else {
-            fputs(help, stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (optind != argc) {
-        fputs(help, stderr);
-        return EXIT_USAGE;
-    }
+    int rc;
+    if ((rc = json_options(ctl, argc, argv, help)) >= 0)
+        return rc;
     rc = ctl_connect(ctl);
     if (rc != 0)
         return rc;
