@@ -192,6 +192,11 @@ void be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body
 void be_agent_ssh(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
                   const struct ing_ssh_debug *m);
 void be_agent_pong(struct backend *be, struct be_agent *a);
+/* be_agent_job_unusable ends job id, running on a, whose report from a cannot be used
+ * (a result whose fields cannot stand for the documented types): its owner gets crash with
+ * a text naming why, its inputdata["@state"] kept; the slot is freed. */
+void be_agent_job_unusable(struct backend *be, struct be_agent *a, struct ing_view id,
+                           const char *why);
 const char *be_agent_name(const struct be_agent *a);
 
 /* be_ping_tick: one heartbeat tick: remove agents with too many missed pings, ping the

@@ -33,6 +33,7 @@ struct srv_config {
     const struct acl_entry *allow[2]; /* [0] agents, [1] clients: empty = everyone */
     size_t nallow[2];
     int job_field;          /* ZeroMQ agents get the course as 0 course_id, 1 taskset_id */
+    bool zmq_greet_first;   /* ZMTP greeting at accept; endpoints without a secret: ZeroMQ only */
     bool handle_signals;    /* SIGTERM/SIGINT/SIGHUP through signalfd (the command) */
     bool ipv6_only;         /* IPv6 listeners refuse IPv4 peers (default: dual-stack) */
     /* Socket activation: a listening socket to serve instead of binding the address, [0]

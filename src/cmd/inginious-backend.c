@@ -64,6 +64,10 @@ usage(FILE *f)
             "                              IPv4 peers too, as ::ffff:a.b.c.d)\n"
             "      --job-field NAME        course_id (default) or taskset_id: the course field\n"
             "                              sent to ZeroMQ agents (both are accepted from clients)\n"
+            "      --zmq-greet-first       send the ZeroMQ greeting as soon as a connection is\n"
+            "                              accepted, as libzmq does, for ZeroMQ peers that wait\n"
+            "                              for it; endpoints without a secret then serve ZeroMQ\n"
+            "                              peers only (proto.md 11.1)\n"
             "      --port-file PATH        write the bound addresses to PATH once listening\n"
             "      --metrics ADDR          serve HTTP on ADDR (tcp://HOST:PORT, e.g.\n"
             "                              tcp://127.0.0.1:9464; off by default): /metrics\n"
@@ -107,6 +111,7 @@ enum {
     OPT_QUEUE_LIST_MAX,
     OPT_PORT_FILE,
     OPT_JOB_FIELD,
+    OPT_ZMQ_GREET_FIRST,
     OPT_AGENT_SECRET,
     OPT_CLIENT_SECRET,
     OPT_AGENT_ALLOW,
@@ -145,6 +150,7 @@ static const struct option options[] = {
     {"queue-list-max", required_argument, NULL, OPT_QUEUE_LIST_MAX},
     {"port-file", required_argument, NULL, OPT_PORT_FILE},
     {"job-field", required_argument, NULL, OPT_JOB_FIELD},
+    {"zmq-greet-first", no_argument, NULL, OPT_ZMQ_GREET_FIRST},
     {"agent-secret-file", required_argument, NULL, OPT_AGENT_SECRET},
     {"client-secret-file", required_argument, NULL, OPT_CLIENT_SECRET},
     {"agent-allow", required_argument, NULL, OPT_AGENT_ALLOW},
@@ -344,6 +350,9 @@ main(int argc, char **argv)
                 cfg.be.kill_any = false;
             else
                 bad(name, optarg);
+            break;
+        case OPT_ZMQ_GREET_FIRST:
+            cfg.zmq_greet_first = true;
             break;
         case OPT_JOB_FIELD:
             if (strcmp(optarg, "course_id") == 0)
