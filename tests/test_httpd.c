@@ -24,14 +24,15 @@
 
 #include "inginious/err.h"
 #include "support/libtest.h"
+#include "support/ztpeer.h"
 
 #define CASE(name) cmocka_unit_test_setup_teardown(name, lt_setup, lt_teardown)
 
-/* metrics_port reads the metrics port from the backend's port file. */
+/* metrics_port_at reads the metrics port from the backend's port file at path. */
 static int
-metrics_port(struct lt_world *w)
+metrics_port_at(const char *path)
 {
-    FILE *f = fopen(w->port_path, "r");
+    FILE *f = fopen(path, "r");
     assert_non_null(f);
     char line[512];
     int port = 0;
@@ -41,6 +42,12 @@ metrics_port(struct lt_world *w)
     fclose(f);
     assert_true(port > 0);
     return port;
+}
+
+static int
+metrics_port(struct lt_world *w)
+{
+    return metrics_port_at(w->port_path);
 }
 
 static int
@@ -537,6 +544,33 @@ test_httpd_chromium(void **state)
     lt_pass(w);
 }
 
+/* ZeroMQ peers are counted with dialect "zmq", native ones with "native", while open. */
+TP_TEST(test_httpd_zmq_connections)
+{
+    tp_start(c, "--metrics", "tcp://127.0.0.1:0", NULL);
+    int port = metrics_port_at(c->be.port_path);
+    struct zt_peer *zc = zt_client(c, "zc");
+    struct zt_peer *za = zt_open(c, true, false, NULL);
+    char *t = scrape(port);
+    assert_non_null(strstr(t, "\ninginious_connections{role=\"client\",dialect=\"zmq\"} 1\n"));
+    assert_non_null(strstr(t, "\ninginious_connections{role=\"agent\",dialect=\"zmq\"} 1\n"));
+    assert_non_null(strstr(t, "\ninginious_connections{role=\"client\",dialect=\"native\"} 0\n"));
+    free(t);
+    zt_close(c, zc);
+    zt_close(c, za);
+    /* Closed: counted out once the backend has seen it (poll the scrape, bounded). */
+    uint64_t t0 = tp_now_ms();
+    for (;;) {
+        t = scrape(port);
+        bool gone = strstr(t, "dialect=\"zmq\"} 1\n") == NULL;
+        free(t);
+        if (gone)
+            break;
+        if (tp_now_ms() - t0 > (uint64_t)LT_DEADLINE_MS)
+            fail_msg("closed ZeroMQ peers still counted");
+    }
+}
+
 int
 main(void)
 {
@@ -546,6 +580,7 @@ main(void)
         CASE(test_httpd_allow_list),
         CASE(test_httpd_idle_and_slowloris),
         CASE(test_httpd_chromium),
+        TP_CASE(test_httpd_zmq_connections),
     };
     return cmocka_run_group_tests_name("httpd", tests, NULL, NULL);
 }
