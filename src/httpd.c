@@ -16,6 +16,7 @@
 #define HTTPD_READ_MAX (HTTP_MAX_HEAD + 1) /* bytes kept of a request: one past the cap */
 #define HTTPD_WRITE_BUDGET (256 * 1024)    /* bytes written to one peer per wake-up */
 #define HTTPD_ACCEPT_BUDGET 64
+#define HTTPD_ITER_US 2000 /* past this much time in one loop iteration, requests wait */
 
 struct hconn {
     struct ev_io io;
@@ -219,6 +220,11 @@ process(struct httpd *h, struct hconn *c)
 {
     for (int k = 0; k < 4; k++) {
         struct http_req r;
+        if (ev_iter_longer_than(h->loop, HTTPD_ITER_US)) {
+            /* This wake-up has worked long enough (jobs first): the next one serves it. */
+            ev_io_set(h->loop, &c->io, EV_READ | EV_WRITE);
+            return;
+        }
         ssize_t got = http_parse(&c->ps, c->in, c->in_len, &r);
         if (got == 0) {
             ev_io_set(h->loop, &c->io, EV_READ);

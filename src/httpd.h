@@ -8,7 +8,8 @@
  * (else 408 and close; no per-byte extension), an idle keep-alive connection is closed at
  * the same timeout, a connection serves at most keepalive_max requests, connections past
  * max_conns are answered 503 and closed, an answer is at most max_out bytes (else 503),
- * and each wake-up reads and writes a bounded amount per connection. Peers outside the
+ * each wake-up reads and writes a bounded amount per connection, and requests wait for the
+ * next wake-up once the current one has run for 2 ms. Peers outside the
  * allow-list (loopback when none is given) are closed at once. */
 #ifndef ING_HTTPD_H
 #define ING_HTTPD_H
