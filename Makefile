@@ -19,7 +19,7 @@ ING_VER  = $(shell sed -n 's/^\#define ING_VERSION_$(1) \([0-9]*\)$$/\1/p' inclu
 SOMAJOR := $(call ING_VER,MAJOR)
 VERSION := $(SOMAJOR).$(call ING_VER,MINOR).$(call ING_VER,PATCH)
 
-CPPFLAGS += -D_GNU_SOURCE -Iinclude -Isrc -MMD -MP
+CPPFLAGS += -D_GNU_SOURCE -Iinclude -Isrc -I$(BUILD)/gen -MMD -MP
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wformat=2 -Wvla -Wundef -Wno-missing-field-initializers
 CFLAGS   ?= -O2 -g
@@ -66,6 +66,17 @@ benches: $(BENCHES)
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# The status page of the metrics port (src/status.html), compiled into the binary as a C
+# array (status_html[], without a NUL) that src/status.c includes.
+GEN_HTML := $(BUILD)/gen/status_html.h
+$(GEN_HTML): src/status.html
+	@mkdir -p $(dir $@)
+	@{ echo '/* Generated from src/status.html by the Makefile: do not edit. */'; \
+	  echo 'static const unsigned char status_html[] = {'; \
+	  od -An -v -tx1 src/status.html | sed -e 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '};'; } > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/src/status.o: $(GEN_HTML)
 
 # The shared library's objects: position-independent, in their own directory.
 $(BUILD)/pic/%.o: %.c
@@ -202,6 +213,8 @@ $(FUZZ_BUILD)/obj/src/%.o: src/%.c
 $(FUZZ_BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) -c -o $@ $<
+
+$(FUZZ_BUILD)/obj/src/status.o: $(GEN_HTML)
 
 $(FUZZ_LIB): $(FUZZ_LIB_OBJ)
 	@rm -f $@

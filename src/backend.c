@@ -45,7 +45,7 @@ struct job {
     } t;
     union {
         uint32_t heap_idx;  /* waiting: position in env->heap */
-        uint32_t started_s; /* running: Unix time of the dispatch */
+        uint32_t started_ms; /* running: dispatch time, low 32 bits of the ms clock */
     } u;
     uint32_t body_len; /* bytes of body[] (the ClientNewJob body) */
     int32_t max_time;
@@ -90,6 +90,8 @@ struct env {
     uint32_t an, acap;
     struct job *fifo_head, *fifo_tail; /* waiting jobs in arrival order */
     uint32_t n_providers;
+    uint64_t running;          /* jobs of this environment on agents */
+    struct metrics_type *etype; /* its type's histograms (shared) */
     uint64_t refs; /* providers + jobs */
     char *vid;     /* version: image id of the newest announced version */
     int64_t created;
@@ -254,6 +256,35 @@ etab_grow(struct backend *be)
     return 0;
 }
 
+/* etype_get returns the histograms of environment type type[0..tl), created if needed
+ * (past BE_MAX_ETYPES types, those of "other"), or NULL (no memory). They live as long as
+ * the backend: a type's counts never go back. */
+static struct metrics_type *
+etype_get(struct backend *be, const char *type, size_t tl)
+{
+    for (size_t i = 0; i < be->n_etypes; i++) {
+        const char *t = be->etypes[i]->type;
+        if (strlen(t) == tl && memcmp(t, type, tl) == 0)
+            return be->etypes[i];
+    }
+    if (be->n_etypes >= BE_MAX_ETYPES) {
+        type = "other";
+        tl = 5;
+        for (size_t i = BE_MAX_ETYPES; i < be->n_etypes; i++)
+            return be->etypes[i];
+    }
+    if (be->etypes == NULL && (be->etypes = calloc(BE_MAX_ETYPES + 1, sizeof(*be->etypes))) == NULL)
+        return NULL;
+    struct metrics_type *m = calloc(1, sizeof(*m) + tl + 1);
+    if (m == NULL)
+        return NULL;
+    char *name = (char *)(m + 1);
+    memcpy(name, type, tl);
+    m->type = name;
+    be->etypes[be->n_etypes++] = m;
+    return m;
+}
+
 /* env_get returns the environment (type, name), created if needed, or NULL (no memory). */
 static struct env *
 env_get(struct backend *be, const char *type, size_t tl, const char *name, size_t nl)
@@ -261,10 +292,14 @@ env_get(struct backend *be, const char *type, size_t tl, const char *name, size_
     struct env *e = env_find(be, type, tl, name, nl);
     if (e != NULL)
         return e;
+    struct metrics_type *et = etype_get(be, type, tl);
+    if (et == NULL)
+        return NULL;
     e = slab_alloc(&be->env_slab);
     if (e == NULL)
         return NULL;
     memset(e, 0, sizeof(*e));
+    e->etype = et;
     e->type = malloc(tl + nl + 2);
     if (e->type == NULL) {
         slab_free(&be->env_slab, e);
@@ -752,6 +787,7 @@ run_append(struct be_agent *a, struct job *j)
         a->run_head = j;
     a->run_tail = j;
     a->nrun++;
+    j->env->running++;
 }
 
 static void
@@ -768,6 +804,7 @@ run_remove(struct backend *be, struct job *j)
         a->run_tail = j->prev;
     j->prev = j->next = NULL;
     a->nrun--;
+    j->env->running--;
     be->n_running--;
     if (j->flags & JOB_F_KILLING) {
         j->flags &= (uint8_t)~JOB_F_KILLING;
@@ -781,6 +818,7 @@ static void
 run_job(struct backend *be, struct be_agent *a, struct job *j)
 {
     struct env *e = j->env;
+    metrics_hist_observe(&e->etype->wait, (be->now_ms - j->t.arrival_ms) * 1000);
     job_unqueue(be, j);
     if (!e->heaped && e->fifo_head != NULL) {
         /* In a long queue the jobs are cold. Start loading the next one to run here (its
@@ -801,7 +839,7 @@ run_job(struct backend *be, struct be_agent *a, struct job *j)
     j->agent = a;
     j->t.run.dseq = (uint32_t)++be->dispatch_seq;
     j->t.run.kill_dl = 0;
-    j->u.started_s = (uint32_t)be->wall_s;
+    j->u.started_ms = (uint32_t)be->now_ms;
     run_append(a, j);
     be->n_running++;
     be->stats.jobs_dispatched++;
@@ -885,9 +923,24 @@ send_result(struct backend *be, struct be_client *c, struct ing_view id, const c
     be->ops.send(c->peer, &m);
 }
 
+/* failure_add records a failure of job j for the status page. */
+static void
+failure_add(struct backend *be, const struct job *j, const char *kind, size_t kl,
+            const char *text, size_t tl)
+{
+    struct be_failure *f = &be->fail[be->nfail++ % BE_FAILURES];
+    f->time_s = be->wall_s;
+    snprintf(f->job_id, sizeof(f->job_id), "%.*s", (int)j->id_len, job_id(j));
+    snprintf(f->env, sizeof(f->env), "%s/%s", j->env->type, j->env->name);
+    snprintf(f->result, sizeof(f->result), "%.*s", (int)(kl < 15 ? kl : 15), kind);
+    snprintf(f->reason, sizeof(f->reason), "%.*s", (int)(tl < 127 ? tl : 127), text);
+}
+
 static void
 send_job_result(struct backend *be, struct job *j, const char *kind, const char *text)
 {
+    if (strcmp(kind, "crash") == 0)
+        failure_add(be, j, kind, strlen(kind), text, strlen(text));
     send_result(be, live_owner(j), job_id_view(j), kind, text, job_state(j));
 }
 
@@ -1053,6 +1106,9 @@ be_fini(struct backend *be)
     }
     idtab_fini(&be->jtab);
     free(be->etab);
+    for (size_t i = 0; i < be->n_etypes; i++)
+        free(be->etypes[i]);
+    free(be->etypes);
     free(be->envs_msg);
     free(be->q_run);
     free(be->q_wait);
@@ -1174,6 +1230,17 @@ be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id, co
 {
     struct ing_view empty = {"", 0};
     be->stats.jobs_refused++;
+    static const char *const why_text[METRICS_NREFUSE] = {
+        [METRICS_REFUSE_DUPLICATE] = "Duplicate job id",
+        [METRICS_REFUSE_SHUTDOWN] = "Backend shutting down",
+        [METRICS_REFUSE_QUEUE_FULL] = "Queue full",
+        [METRICS_REFUSE_NOMEM] = "Backend out of memory",
+    };
+    int reason = METRICS_REFUSE_INVALID;
+    for (int i = 1; i < METRICS_NREFUSE; i++)
+        if (strcmp(why, why_text[i]) == 0)
+            reason = i;
+    be->mc.refused[reason]++;
     log_msg(LOG_WARN, "job %.*s refused: %s", (int)(id.len > 255 ? 255 : id.len), id.p, why);
     send_result(be, c, id, "crash", why, empty);
 }
@@ -1313,10 +1380,12 @@ be_client_kill_h(struct backend *be, struct be_client *c, struct ing_view id, ui
 {
     struct job *j = jtab_find_h(be, idh, id.p, id.len);
     if (j == NULL) {
+        be->mc.kills[METRICS_KILL_UNKNOWN]++;
         log_msg(LOG_WARN, "kill of unknown job %.*s", (int)(id.len > 255 ? 255 : id.len), id.p);
         return;
     }
     if (!be->cfg.kill_any && j->owner != c) {
+        be->mc.kills[METRICS_KILL_UNKNOWN]++;
         log_msg(LOG_WARN, "kill of job %.*s refused: not the client's job", (int)j->id_len,
                 job_id(j));
         return;
@@ -1325,6 +1394,7 @@ be_client_kill_h(struct backend *be, struct be_client *c, struct ing_view id, ui
         job_unqueue(be, j);
         send_job_result(be, j, "killed", "You killed the job");
         be->stats.jobs_killed++;
+        be->mc.kills[METRICS_KILL_WAITING]++;
         job_free(be, j);
         return;
     }
@@ -1483,7 +1553,7 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         r->info.p = tp;
         r->info.len = job_info(j, tp);
         r->launcher = job_launcher(j);
-        r->started_at = j->u.started_s;
+        r->started_at = (uint32_t)(be->wall_s - (int64_t)(((uint32_t)be->now_ms - j->u.started_ms) / 1000));
         r->max_time = j->max_time;
         size_t sz = 4 + r->job_id.len + 1 + 4 + r->agent_name.len + 4 + r->info.len + 4 +
                     r->launcher.len + 16;
@@ -1609,6 +1679,10 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
         bool killing = (j->flags & JOB_F_KILLING) != 0;
         bool started = j->status == JOB_STARTED;
         run_remove(be, j);
+        if (!silent) {
+            be->mc.lost++;
+            be->mc.kills[METRICS_KILL_LOST] += killing;
+        }
         if (silent || j->owner == NULL) {
             job_free(be, j);
         } else if (killing) {
@@ -1935,6 +2009,7 @@ be_agent_started_h(struct backend *be, struct be_agent *a, struct ing_view id, u
     if (j == NULL)
         return;
     j->status = JOB_STARTED;
+    be->mc.started++;
     struct be_client *c = live_owner(j);
     if (c == NULL)
         return;
@@ -1971,6 +2046,14 @@ be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, siz
     struct job *j = agent_job(be, a, m->job_id, "AgentJobDone", idh);
     if (j == NULL)
         return;
+    be->mc.kills[METRICS_KILL_AGENT] += (j->flags & JOB_F_KILLING) != 0;
+    enum metrics_result kind = metrics_result_kind(m->result_kind.p, m->result_kind.len);
+    be->mc.done[kind]++;
+    metrics_hist_observe(&j->env->etype->run,
+                         (uint64_t)((uint32_t)be->now_ms - j->u.started_ms) * 1000);
+    if (kind != METRICS_RES_SUCCESS && kind != METRICS_RES_FAILED)
+        failure_add(be, j, m->result_kind.p, m->result_kind.len, m->result_text.p,
+                    m->result_text.len);
     run_remove(be, j);
     struct be_client *c = live_owner(j);
     if (c != NULL)
@@ -2000,6 +2083,36 @@ be_agent_pong(struct backend *be, struct be_agent *a)
 {
     (void)be;
     a->missed = 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Read-only views                                                                           */
+
+void
+be_foreach_env(const struct backend *be, be_env_fn *fn, void *arg)
+{
+    for (size_t b = 0; b <= be->emask; b++)
+        for (const struct env *e = be->etab[b]; e != NULL; e = e->hnext)
+            fn(arg, e->type, e->name, e->n, e->running, e->n_providers);
+}
+
+uint32_t
+be_agent_nenvs(const struct be_agent *a)
+{
+    return a->nenvs;
+}
+
+void
+be_agent_env(const struct be_agent *a, uint32_t i, const char **type, const char **name)
+{
+    *type = a->envs[i].env->type;
+    *name = a->envs[i].env->name;
+}
+
+const struct be_agent *
+be_agent_next(const struct be_agent *a)
+{
+    return a->next;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -2046,6 +2159,7 @@ be_timeouts(struct backend *be)
             run_remove(be, j);
             send_job_result(be, j, "killed", "You killed the job");
             be->stats.jobs_killed++;
+            be->mc.kills[METRICS_KILL_TIMEOUT]++;
             job_free(be, j);
             slot_add(be, a);
             freed = true;
@@ -2069,6 +2183,7 @@ be_timeouts(struct backend *be)
             job_unqueue(be, j);
             send_job_result(be, j, "crash", text);
             be->stats.jobs_crashed++;
+            be->mc.orphan_timeouts++;
             job_free(be, j);
         }
         enext = e->onext;

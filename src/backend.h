@@ -23,6 +23,7 @@
 
 #include "idtab.h"
 #include "inginious/proto.h"
+#include "metrics.h"
 #include "slab.h"
 
 struct job;
@@ -60,6 +61,18 @@ struct be_stats {
     uint64_t jobs_submitted, jobs_refused, jobs_dispatched, jobs_done, jobs_killed;
     uint64_t jobs_crashed, jobs_requeued, reports_dropped, agents_lost;
 };
+
+/* One recent failure (a result other than success and failed, or a crash the backend
+ * gave), for the status page. Strings are truncated copies. */
+struct be_failure {
+    int64_t time_s;
+    char job_id[64];
+    char env[96]; /* type/name */
+    char result[16];
+    char reason[128];
+};
+#define BE_FAILURES 16
+#define BE_MAX_ETYPES 64 /* environment types with their own histograms; the rest: "other" */
 
 struct backend {
     struct be_config cfg;
@@ -100,6 +113,11 @@ struct backend {
     size_t q_text_cap;
 
     struct be_stats stats;
+    struct metrics_core mc; /* the counters of /metrics that be_stats does not hold */
+    struct metrics_type **etypes; /* per environment type: wait and run time histograms */
+    size_t n_etypes;
+    struct be_failure fail[BE_FAILURES]; /* ring: the newest is fail[(nfail - 1) % N] */
+    uint64_t nfail;
 };
 
 /* be_init prepares be. Returns 0 or -ENOMEM. */
@@ -194,6 +212,16 @@ void be_timeouts(struct backend *be);
  * with crash "text" (state kept) to its owner. */
 void be_drain(struct backend *be);
 void be_fail_all(struct backend *be, const char *text);
+
+/* Read-only views for /metrics and /status (no side effect). */
+typedef void be_env_fn(void *arg, const char *type, const char *name, uint64_t waiting,
+                       uint64_t running, uint32_t providers);
+/* be_foreach_env calls fn for every environment the backend knows. */
+void be_foreach_env(const struct backend *be, be_env_fn *fn, void *arg);
+/* be_agent_env returns the i-th environment of a (i < be_agent_nenvs(a)). */
+uint32_t be_agent_nenvs(const struct be_agent *a);
+void be_agent_env(const struct be_agent *a, uint32_t i, const char **type, const char **name);
+const struct be_agent *be_agent_next(const struct be_agent *a);
 
 /* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
 int be_check(const struct backend *be);

@@ -22,6 +22,7 @@ struct ev_loop {
     struct epoll_event evs[EV_BATCH];
     int nevs, cur; /* the batch being dispatched */
     uint64_t max_iter_us;
+    uint64_t last_iter_us; /* the last batch's dispatch time */
     uint64_t iter_start_us; /* when the current batch began (after epoll_wait) */
 };
 
@@ -231,6 +232,12 @@ ev_iter_longer_than(const struct ev_loop *loop, uint64_t us)
 }
 
 uint64_t
+ev_last_iter_us(const struct ev_loop *loop)
+{
+    return loop->last_iter_us;
+}
+
+uint64_t
 ev_max_iter_us(const struct ev_loop *loop)
 {
     return loop->max_iter_us;
@@ -289,6 +296,7 @@ ev_run_once(struct ev_loop *loop, int max_wait_ms)
     loop->nevs = loop->cur = 0;
     run_timers(loop);
     uint64_t dt = clock_us() - t0;
+    loop->last_iter_us = dt;
     if (dt > loop->max_iter_us)
         loop->max_iter_us = dt;
     return n;

@@ -21,11 +21,14 @@
 #include "ev.h"
 #include "inginious/proto.h"
 #include "inginious/version.h"
+#include "httpd.h"
 #include "log.h"
+#include "metrics.h"
 #include "net.h"
 #include "sd.h"
 #include "sha256.h"
 #include "slab.h"
+#include "status.h"
 #include "zbridge.h"
 
 #define READ_CHUNK (64 * 1024)
@@ -76,6 +79,7 @@ struct conn {
     bool backlog;                 /* frames left unhandled (budget): on the backlog list */
     bool authed;                  /* no secret, or a valid Auth received */
     bool half_closed;             /* shut down its side with jobs: served until they end */
+    bool counted;                 /* in ms.conns (its dialect is known) */
     uint8_t nonce[ING_NONCE_LEN]; /* our challenge while !authed */
     uint32_t errors;
     uint64_t id;
@@ -153,6 +157,9 @@ struct server {
     unsigned hint_n, hint_i;
     const struct conn *hint_conn; /* whose input the hints are in */
     uintptr_t hint_end;           /* end of the frames scanned */
+    struct metrics_server ms; /* the server's counters for /metrics */
+    struct status st;         /* what the metrics port answers */
+    struct httpd *httpd;      /* the metrics port, or NULL */
 };
 
 static void conn_on_io(void *arg, unsigned events);
@@ -348,6 +355,11 @@ conn_warn(struct conn *c, const char *fmt, ...)
 static void
 conn_send(struct conn *c, const struct ing_msg *m)
 {
+    c->srv->ms.frames_out++;
+    if (m->type == ING_ERROR && m->u.error.code < METRICS_NERR)
+        c->srv->ms.proto_errors[m->u.error.code]++;
+    if (m->type == ING_ERROR && m->u.error.code == ING_ERR_AUTH)
+        c->srv->ms.auth_failures++;
     if (c->dialect == DIALECT_ZMQ) {
         zb_send(c->z, m);
         return;
@@ -373,6 +385,7 @@ conn_send(struct conn *c, const struct ing_msg *m)
 static void
 conn_relay(struct conn *c, uint8_t type, const uint8_t *body, size_t len)
 {
+    c->srv->ms.frames_out++;
     if (c->dialect == DIALECT_ZMQ) {
         zb_relay(c->z, type, body, len);
         return;
@@ -413,6 +426,7 @@ conn_flush(struct conn *c)
         ssize_t n = write(c->io.fd, buf_head(&c->out), buf_len(&c->out));
         if (n > 0) {
             buf_consume(&c->out, (size_t)n);
+            c->srv->ms.bytes_out += (uint64_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -520,12 +534,31 @@ conn_error_close(struct conn *c, uint16_t code, const char *text)
     tl_unlink(c->srv, c, TL_FRAME);
 }
 
+_Static_assert((int)DIALECT_NATIVE == (int)METRICS_DIALECT_NATIVE &&
+                   (int)DIALECT_ZMQ == (int)METRICS_DIALECT_ZMQ,
+               "ms.conns is indexed by the dialect");
+
+/* conn_set_dialect records c's dialect once known, and counts c in the metrics' open
+ * connections until it is reaped. */
+static void
+conn_set_dialect(struct conn *c, uint8_t dialect)
+{
+    c->dialect = dialect;
+    if (!c->counted)
+        c->srv->ms.conns[c->role == ING_ROLE_AGENT ? 0 : 1][dialect]++;
+    c->counted = true;
+}
+
 static void
 conn_reap(struct server *s)
 {
     while (s->closing != NULL) {
         struct conn *c = s->closing;
         s->closing = c->cl_next;
+        if (c->counted) {
+            c->counted = false;
+            s->ms.conns[c->role == ING_ROLE_AGENT ? 0 : 1][c->dialect]--;
+        }
         if (c->client != NULL && be_client_gone(&s->be, c->client))
             arm(s, &s->reap_timer, ev_now_ms(s->loop));
         if (c->agent != NULL)
@@ -698,6 +731,7 @@ hint_take(struct conn *c, struct ing_view id)
 static void
 handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
 {
+    c->srv->ms.frames_in++;
     struct backend *be = &c->srv->be;
     struct ing_msg reply;
     memset(&reply, 0, sizeof(reply));
@@ -716,6 +750,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     case ING_CLIENT_NEW_JOB:
     case ING_CLIENT_KILL_JOB:
     case ING_CLIENT_GET_QUEUE:
+    case ING_CLIENT_GET_STATS:
     case ING_PING:
         break;
     case ING_PONG:
@@ -758,6 +793,20 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
         c->srv->iter_check = true; /* linear in the queue listed */
         be_client_get_queue(be, c->client);
         break;
+    case ING_CLIENT_GET_STATS: {
+        struct ing_mp_writer w;
+        ing_mp_writer_init_dyn(&w);
+        if (status_mp(&c->srv->st, &w) != 0 || w.len > c->srv->cfg.max_frame - 16) {
+            conn_send_error(c, ING_ERR_LIMIT, "statistics unavailable (no memory)");
+        } else {
+            reply.type = ING_BACKEND_STATS;
+            reply.u.stats.stats.p = (const char *)w.buf;
+            reply.u.stats.stats.len = (uint32_t)w.len;
+            conn_send(c, &reply);
+        }
+        ing_mp_writer_fini(&w);
+        break;
+    }
     default: /* ING_PING */
         reply.type = ING_PONG;
         conn_send(c, &reply);
@@ -768,6 +817,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
 static void
 handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
 {
+    c->srv->ms.frames_in++;
     struct backend *be = &c->srv->be;
     struct ing_msg reply;
     char why[300];
@@ -973,6 +1023,7 @@ handle_preamble(struct conn *c, const uint8_t *p, size_t n)
         return -1;
     }
     c->state = CONN_OPEN;
+    conn_set_dialect(c, DIALECT_NATIVE);
     welcome(c); /* the opening ends with the hello (handle_client, handle_agent) */
     return r;
 }
@@ -1050,7 +1101,7 @@ process_input(struct conn *c)
             c->z = zb_open(&s->zb, c, c->role,
                            s->cfg.secret[c->role == ING_ROLE_AGENT ? 0 : 1] != NULL);
             if (c->z != NULL)
-                c->dialect = DIALECT_ZMQ;
+                conn_set_dialect(c, DIALECT_ZMQ);
             continue;
         }
         if (c->state == CONN_PREAMBLE) {
@@ -1218,6 +1269,7 @@ conn_on_io(void *arg, unsigned events)
         size_t room = buf_room(&c->in);
         ssize_t n = read(c->io.fd, buf_tail(&c->in), room);
         if (n > 0) {
+            c->srv->ms.bytes_in += (uint64_t)n;
             buf_produce(&c->in, (size_t)n);
             budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
             conn_input(c);
@@ -1375,7 +1427,7 @@ conn_adopt(struct server *s, struct conn *c, int fd, uint8_t role)
     if (s->cfg.zmq_greet_first && s->cfg.secret[role == ING_ROLE_AGENT ? 0 : 1] == NULL) {
         c->z = zb_open(&s->zb, c, role, false); /* our greeting at once, as libzmq */
         if (c->z != NULL)
-            c->dialect = DIALECT_ZMQ;
+            conn_set_dialect(c, DIALECT_ZMQ);
     }
     return 0;
 }
@@ -1701,6 +1753,8 @@ srv_config_default(struct srv_config *cfg)
     cfg->ping_interval_ms = 1000;
     cfg->handshake_timeout_ms = 10000;
     cfg->drain_timeout_ms = 30000;
+    httpd_config_default(&cfg->metrics);
+    cfg->metrics_max_envs = 100;
 }
 
 static uint64_t
@@ -1724,6 +1778,8 @@ write_port_file(struct server *s, char *err, size_t errlen)
         return -1;
     }
     fprintf(f, "agent %s\nclient %s\n", s->lis[0].addr, s->lis[1].addr);
+    if (s->httpd != NULL)
+        fprintf(f, "metrics %s\n", httpd_bound_addr(s->httpd));
     if (fclose(f) != 0 || rename(tmp, s->cfg.port_file) != 0) {
         snprintf(err, errlen, "cannot write %s: %s", s->cfg.port_file, strerror(errno));
         return -1;
@@ -1878,6 +1934,16 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    status_init(&s->st, &s->be, &s->ms, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9,
+                cfg->metrics_max_envs);
+    if (cfg->metrics.addr != NULL) {
+        s->httpd = httpd_new(s->loop, &cfg->metrics, &s->st, &s->ms, err, errlen);
+        if (s->httpd == NULL)
+            goto fail;
+        log_msg(LOG_INFO, "metrics on http://%s/metrics", httpd_bound_addr(s->httpd) + 6);
+    }
     if (cfg->port_file != NULL && write_port_file(s, err, errlen) != 0)
         goto fail;
     log_msg(LOG_INFO, "inginious-backend %s: agents on %s, clients on %s", ING_VERSION,
@@ -1916,6 +1982,8 @@ srv_free(struct server *s)
             s->closing = c;
         }
     conn_reap(s);
+    httpd_free(s->httpd);
+    status_fini(&s->st);
     if (s->loop != NULL)
         be_fini(&s->be);
     for (int i = 0; i < 2; i++)
@@ -1941,6 +2009,7 @@ srv_run_once(struct server *s, int timeout_ms)
     int rc = ev_run_once(s->loop, timeout_ms);
     if (rc < 0)
         return rc;
+    metrics_hist_observe(&s->ms.loop, ev_last_iter_us(s->loop));
     return s->finished ? 1 : 0;
 }
 
@@ -1951,6 +2020,7 @@ srv_run(struct server *s)
         int rc = ev_run_once(s->loop, -1);
         if (rc < 0)
             return rc;
+        metrics_hist_observe(&s->ms.loop, ev_last_iter_us(s->loop));
     }
     before_sleep(s);
     return 0;
@@ -1983,6 +2053,12 @@ srv_adopt(struct server *s, int fd, uint8_t role)
         return -errno;
     }
     return conn_adopt(s, c, fd, role) == 0 ? 0 : -EIO;
+}
+
+const char *
+srv_metrics_addr(const struct server *s)
+{
+    return s->httpd != NULL ? httpd_bound_addr(s->httpd) : NULL;
 }
 
 uint64_t

@@ -14,6 +14,7 @@
 
 #include "acl.h"
 #include "backend.h"
+#include "httpd.h"
 
 struct srv_config {
     struct be_config be;
@@ -52,6 +53,8 @@ struct srv_config {
      * next successful reload. NULL: SIGHUP only logs. */
     int (*reload)(void *arg, struct srv_config *next, char *err, size_t errlen);
     void *reload_arg;
+    struct httpd_config metrics; /* the metrics port (httpd.h); metrics.addr NULL = off */
+    uint32_t metrics_max_envs;   /* environments with their own label in /metrics */
 };
 
 #define SRV_STATUS_MS 2000 /* STATUS= period (sent only when it changed) */
@@ -83,6 +86,8 @@ const char *srv_bound_addr(const struct server *s, bool agents);
  * given role (ING_ROLE_*), as if accepted on that endpoint. Takes ownership of fd (closed on
  * failure). Returns 0 or -errno. Used by in-process tests and fuzzing. */
 int srv_adopt(struct server *s, int fd, uint8_t role);
+/* srv_metrics_addr: the metrics port's bound address, or NULL when off. */
+const char *srv_metrics_addr(const struct server *s);
 /* srv_max_iter_us: the longest event-loop iteration so far, in microseconds. */
 uint64_t srv_max_iter_us(const struct server *s);
 /* srv_mem_used: the bytes counted in the memory budget (buffers and job bodies); srv_budget:

@@ -81,6 +81,17 @@ usage(FILE *f)
             "                              for it; endpoints without a secret then serve ZeroMQ\n"
             "                              peers only (proto.md 11.1)\n"
             "      --port-file PATH        write the bound addresses to PATH once listening\n"
+            "      --metrics ADDR          serve HTTP on ADDR (tcp://HOST:PORT, e.g.\n"
+            "                              tcp://127.0.0.1:9464; off by default): /metrics\n"
+            "                              (Prometheus), /status (JSON), / (status page)\n"
+            "      --metrics-allow CIDR    accept metrics scrapers only from these addresses\n"
+            "                              (repeatable; default loopback only)\n"
+            "      --metrics-max-envs N    environments with their own label in /metrics, the\n"
+            "                              deepest; the others summed as \"other\" (100)\n"
+            "      --metrics-timeout DUR   time a request head gets to arrive, and an idle\n"
+            "                              keep-alive connection to stay open (10s)\n"
+            "      --metrics-max-connections N  simultaneous HTTP connections; more get 503 (128)\n"
+            "      --metrics-keepalive N   requests per HTTP connection (100)\n"
             "      --help                  this text\n"
             "      --version               the version\n"
             "\n"
@@ -120,6 +131,12 @@ enum {
     OPT_AGENT_ALLOW_FILE,
     OPT_CLIENT_ALLOW_FILE,
     OPT_IPV6_ONLY,
+    OPT_METRICS,
+    OPT_METRICS_ALLOW,
+    OPT_METRICS_MAX_ENVS,
+    OPT_METRICS_TIMEOUT,
+    OPT_METRICS_MAX_CONNS,
+    OPT_METRICS_KEEPALIVE,
     OPT_HELP,
     OPT_VERSION,
     OPT_DEBUGMODE,
@@ -158,6 +175,12 @@ static const struct option options[] = {
     {"agent-allow-file", required_argument, NULL, OPT_AGENT_ALLOW_FILE},
     {"client-allow-file", required_argument, NULL, OPT_CLIENT_ALLOW_FILE},
     {"ipv6-only", no_argument, NULL, OPT_IPV6_ONLY},
+    {"metrics", required_argument, NULL, OPT_METRICS},
+    {"metrics-allow", required_argument, NULL, OPT_METRICS_ALLOW},
+    {"metrics-max-envs", required_argument, NULL, OPT_METRICS_MAX_ENVS},
+    {"metrics-timeout", required_argument, NULL, OPT_METRICS_TIMEOUT},
+    {"metrics-max-connections", required_argument, NULL, OPT_METRICS_MAX_CONNS},
+    {"metrics-keepalive", required_argument, NULL, OPT_METRICS_KEEPALIVE},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {"debugmode", no_argument, NULL, OPT_DEBUGMODE},
@@ -185,6 +208,7 @@ static int cur;
 static const char *secret_file[2], *allow_file[2];
 static struct acl_entry cmd_allow[2][MAX_ALLOW]; /* --agent-allow, --client-allow */
 static size_t ncmd_allow[2];
+static struct acl_entry metrics_allow[MAX_ALLOW]; /* --metrics-allow */
 
 static void
 settings_clear(struct settings *st)
@@ -384,6 +408,31 @@ main(int argc, char **argv)
             break;
         case OPT_PORT_FILE:
             cfg.port_file = optarg;
+            break;
+        case OPT_METRICS:
+            if (strncmp(optarg, "tcp://", 6) != 0)
+                bad(name, optarg);
+            cfg.metrics.addr = optarg;
+            break;
+        case OPT_METRICS_ALLOW:
+            if (acl_parse_list(optarg, false, metrics_allow, MAX_ALLOW, &cfg.metrics.nallow, err,
+                               sizeof(err)) != 0) {
+                fprintf(stderr, "inginious-backend: bad value for --%s: %s\n", name, err);
+                return 2;
+            }
+            cfg.metrics.allow = metrics_allow;
+            break;
+        case OPT_METRICS_MAX_ENVS:
+            cfg.metrics_max_envs = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, 100000);
+            break;
+        case OPT_METRICS_TIMEOUT:
+            cfg.metrics.timeout_ms = need(OPT_KIND_DURATION, name, optarg, 1, 3600000);
+            break;
+        case OPT_METRICS_MAX_CONNS:
+            cfg.metrics.max_conns = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 1, 100000);
+            break;
+        case OPT_METRICS_KEEPALIVE:
+            cfg.metrics.keepalive_max = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 1, UINT32_MAX);
             break;
         case OPT_HELP:
             usage(stdout);
