@@ -23,7 +23,6 @@ enum job_status {
 
 #define MAX_ID_LEN BE_MAX_ID_LEN
 #define MAX_ENV_LEN 255
-#define MAX_AGENT_SLOTS 65536
 #define MAX_AGENT_ENVS 100000
 
 /* A job and its ClientNewJob body, in one pool object. Fields used only while waiting or
@@ -383,12 +382,21 @@ jheap_down(struct env *e, uint32_t i)
     jheap_place(e, i, j);
 }
 
-/* jheap_reserve makes room for one more job of priority prio in e's heap, if queueing it
- * will use the heap (an environment whose jobs share one priority has none). */
-static int
-jheap_reserve(struct env *e, int64_t prio)
+/* fifo_late tells whether a job of arrival seq would join e's FIFO behind a newer job (a
+ * job requeued after its agent was lost): the FIFO then no longer gives the order. */
+static inline bool
+fifo_late(const struct env *e, uint64_t seq)
 {
-    if (e->n < e->cap || (!e->heaped && (e->n == 0 || prio == e->p0)))
+    return e->fifo_tail != NULL && e->fifo_tail->seq > seq;
+}
+
+/* jheap_reserve makes room for one more job (priority prio, arrival seq; UINT64_MAX for a
+ * new job) in e's heap, if queueing it will use the heap (an environment whose jobs share
+ * one priority and joined in arrival order has none). */
+static int
+jheap_reserve(struct env *e, int64_t prio, uint64_t seq)
+{
+    if (e->n < e->cap || (!e->heaped && (e->n == 0 || (prio == e->p0 && !fifo_late(e, seq)))))
         return 0;
     uint32_t cap = e->cap ? e->cap : 8;
     while (cap <= e->n)
@@ -424,31 +432,21 @@ env_best(const struct env *e)
     return e->heaped ? e->heap[0] : e->fifo_head;
 }
 
-/* fifo_insert puts j in arrival order: at the tail for a new job (O(1)); for a job requeued
- * after its agent was lost, by a walk from the head, which only passes the waiting jobs older
- * than j (it was dispatched, so few are), not the whole queue. */
+/* fifo_append puts j at the tail of e's FIFO, the order in which jobs (re-)entered the queue
+ * (so arrival_ms never decreases along it). A new job's arrival seq is the largest, so the
+ * FIFO stays in seq order until a job requeued after its agent was lost joins behind newer
+ * ones: job_enqueue then lets the heap give the order, in O(log n) per job, where inserting
+ * it at its place would walk the queue (8,192 requeues behind 200,000 jobs took 8.9 s). */
 static void
-fifo_insert(struct env *e, struct job *j)
+fifo_append(struct env *e, struct job *j)
 {
-    struct job *after;
-    if (e->fifo_tail == NULL || e->fifo_tail->seq < j->seq) {
-        after = e->fifo_tail;
-    } else {
-        struct job *before = e->fifo_head;
-        while (before->seq < j->seq)
-            before = before->next; /* stops at the tail at the latest */
-        after = before->prev;
-    }
-    j->prev = after;
-    j->next = after != NULL ? after->next : e->fifo_head;
-    if (j->next != NULL)
-        j->next->prev = j;
-    else
-        e->fifo_tail = j;
-    if (after != NULL)
-        after->next = j;
+    j->next = NULL;
+    j->prev = e->fifo_tail;
+    if (e->fifo_tail != NULL)
+        e->fifo_tail->next = j;
     else
         e->fifo_head = j;
+    e->fifo_tail = j;
 }
 
 static void
@@ -488,14 +486,17 @@ job_enqueue(struct backend *be, struct job *j)
     }
     if (j->prio != e->p0)
         e->n_other++;
-    fifo_insert(e, j);
+    bool late = fifo_late(e, j->seq);
+    fifo_append(e, j);
     if (e->heaped) {
         e->heap[e->n++] = j;
         jheap_up(e, e->n - 1);
         if (e->heap[0] == j)
             head_set(e, j);
-    } else if (e->n_other > 0) {
-        /* A second priority: from now on the heap orders them (heapify the FIFO). */
+    } else if (e->n_other > 0 || late) {
+        /* A second priority, or a requeued job behind newer ones: from now on the heap
+         * orders them (heapify the FIFO: O(n) once, then the environment stays heaped until
+         * it empties, which costs n removals, so O(1) amortised per job). */
         uint32_t i = 0;
         for (struct job *x = e->fifo_head; x != NULL; x = x->next)
             jheap_place(e, i++, x);
@@ -994,6 +995,7 @@ be_config_default(struct be_config *cfg)
     cfg->kill_any = true;
     cfg->queue_list_max = 10000;
     cfg->reap_batch = BE_REAP_BATCH;
+    cfg->max_slots_per_agent = 1024;
 }
 
 int
@@ -1252,7 +1254,7 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
     }
     e->refs++;
     struct job *j = NULL;
-    if (jheap_reserve(e, m->priority) != 0 || len > UINT32_MAX - sizeof(*j) ||
+    if (jheap_reserve(e, m->priority, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
         env_unref(be, e);
         be_client_refuse(be, c, id, "Backend out of memory");
@@ -1385,15 +1387,23 @@ grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-/* heads_down restores the min-heap on arrival sequence of heads[0..n) below x. */
+/* entered_before: waiting job a entered the queue before b (each FIFO is in that order). */
+static inline bool
+entered_before(const struct job *a, const struct job *b)
+{
+    return a->t.arrival_ms < b->t.arrival_ms ||
+           (a->t.arrival_ms == b->t.arrival_ms && a->seq < b->seq);
+}
+
+/* heads_down restores the min-heap on entry order of heads[0..n) below x. */
 static void
 heads_down(struct job **heads, size_t n, size_t x)
 {
     for (;;) {
         size_t l = 2 * x + 1, m = x;
-        if (l < n && heads[l]->seq < heads[m]->seq)
+        if (l < n && entered_before(heads[l], heads[m]))
             m = l;
-        if (l + 1 < n && heads[l + 1]->seq < heads[m]->seq)
+        if (l + 1 < n && entered_before(heads[l + 1], heads[m]))
             m = l + 1;
         if (m == x)
             return;
@@ -1405,7 +1415,8 @@ heads_down(struct job **heads, size_t n, size_t x)
 }
 
 /* be_client_get_queue answers a snapshot: the running jobs in dispatch order, then the
- * first cfg.queue_list_max waiting jobs in arrival order (all when 0), within the frame
+ * first cfg.queue_list_max waiting jobs in the order they entered the queue (a requeued job
+ * re-enters it, as in INGInious' waiting list; all when 0), within the frame
  * limit. Its cost is linear in what it lists (plus the environments), not in the queue. */
 void
 be_client_get_queue(struct backend *be, struct be_client *c)
@@ -1605,7 +1616,7 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
             be->stats.jobs_killed++;
             job_free(be, j);
         } else if ((!started || j->retries < be->cfg.retry_lost_jobs) && requeued != NULL &&
-                   jheap_reserve(j->env, j->prio) == 0) {
+                   jheap_reserve(j->env, j->prio, j->seq) == 0) {
             if (started)
                 j->retries++;
             job_enqueue(be, j);
@@ -1809,8 +1820,9 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
     struct hello_iter it;
     struct env_ann ann;
     int rc;
-    if (m->slots > MAX_AGENT_SLOTS)
-        return hello_fail(why, whylen, "too many slots (at most %d)", MAX_AGENT_SLOTS);
+    if (m->slots > be->cfg.max_slots_per_agent)
+        return hello_fail(why, whylen, "too many slots: %u (at most %u, --max-slots-per-agent)",
+                          m->slots, be->cfg.max_slots_per_agent);
     if (m->friendly_name.len > 255)
         return hello_fail(why, whylen, "friendly_name too long");
     /* 1. Validate everything and count. */
@@ -2047,6 +2059,9 @@ be_timeouts(struct backend *be)
         return;
     struct env *e = be->orphans, *enext;
     for (; e != NULL; e = enext) {
+        /* Read the next one first: emptying e takes it off the list (orphan_remove clears
+         * e->onext). Crashing e's jobs frees no other environment. */
+        enext = e->onext;
         e->refs++; /* keep e while its jobs go */
         struct job *j;
         while ((j = e->fifo_head) != NULL) {
@@ -2060,7 +2075,6 @@ be_timeouts(struct backend *be)
             be->stats.jobs_crashed++;
             job_free(be, j);
         }
-        enext = e->onext;
         env_unref(be, e);
     }
 }
@@ -2106,10 +2120,12 @@ be_check(const struct backend *be)
             for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {
                 count++;
                 other += x->prio != e->p0;
-                if (x->next != NULL && x->next->seq <= x->seq)
+                if (x->next != NULL && ((!e->heaped && x->next->seq <= x->seq) ||
+                                        x->next->t.arrival_ms < x->t.arrival_ms))
                     return -EPROTO;
             }
-            if (count != e->n || other != e->n_other || (other > 0 && !e->heaped))
+            if (count != e->n || other != e->n_other || (other > 0 && !e->heaped) ||
+                (e->heaped && e->n == 0))
                 return -EPROTO;
             if (e->n > 0 && (env_best(e)->prio != e->hprio || env_best(e)->seq != e->hseq))
                 return -EPROTO;

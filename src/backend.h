@@ -42,7 +42,10 @@ struct be_config {
     bool kill_any;               /* a client may kill jobs of other clients */
     uint32_t reap_batch;         /* jobs of a leaving client handled in be_client_gone (the
                                   * rest by be_reap): BE_REAP_BATCH */
+    uint32_t max_slots_per_agent; /* a hello announcing more is refused (BE_MAX_SLOTS at most) */
 };
+
+#define BE_MAX_SLOTS 65536
 
 /* be_config_default fills the defaults documented in proto.md and the README. */
 void be_config_default(struct be_config *cfg);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
 #include "bytes.h"
@@ -34,6 +35,25 @@ struct mpeer {
 };
 
 static struct mpeer peers[64];
+static bool quiet_peers; /* bulk tests: the mocks only count what they are sent */
+static size_t quiet_count;
+
+/* slow is ING_SLOW (at least 1): valgrind stretches times and shrinks bulk counts. */
+static unsigned
+slow(void)
+{
+    const char *v = getenv("ING_SLOW");
+    int n = v != NULL ? atoi(v) : 1;
+    return n > 1 ? (unsigned)n : 1;
+}
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void
 view_copy(char *dst, size_t cap, struct ing_view v)
@@ -47,6 +67,10 @@ static void
 mock_send(void *peer, const struct ing_msg *m)
 {
     struct mpeer *p = peer;
+    if (quiet_peers) {
+        quiet_count++;
+        return;
+    }
     assert_true(p->n < 4096);
     struct rec *r = &p->log[p->n++];
     memset(r, 0, sizeof(*r));
@@ -71,6 +95,10 @@ static void
 mock_relay(void *peer, uint8_t type, const uint8_t *body, size_t len)
 {
     struct mpeer *p = peer;
+    if (quiet_peers) {
+        quiet_count++;
+        return;
+    }
     assert_true(p->n < 4096);
     struct rec *r = &p->log[p->n++];
     memset(r, 0, sizeof(*r));
@@ -117,6 +145,8 @@ setup(void **state)
     memset(peers, 0, sizeof(peers));
     no_check = false;
     ahead = false;
+    quiet_peers = false;
+    quiet_count = 0;
     struct be_config cfg;
     be_config_default(&cfg);
     struct be_ops ops = {mock_send, mock_relay, mock_drop};
@@ -502,6 +532,79 @@ test_backend_orphan_timeout(void **state)
     struct rec *r = expect(0, ING_BACKEND_JOB_DONE, "j");
     assert_string_equal(r->kind, "crash");
     assert_string_equal(r->text, "No agent provides environment docker/nobody");
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* Issue 13 bug 1: one be_timeouts call ends the jobs of every orphaned environment whose
+ * time is up (emptying one took it off the list before the loop read its successor, so
+ * each tick ended one environment: 20 environments took 20 ticks). */
+static void
+test_backend_orphan_timeout_many(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    char id[16], env[16];
+    for (int i = 0; i < 20; i++) {
+        snprintf(id, sizeof(id), "j%d", i);
+        snprintf(env, sizeof(env), "nobody%d", i);
+        submit(c, id, 0, env);
+    }
+    be.now_ms += be.cfg.orphan_timeout_ms;
+    be_timeouts(&be);
+    assert_int_equal(be_check(&be), 0);
+    for (int i = 0; i < 20; i++) {
+        struct rec *r = next_job(0);
+        assert_non_null(r);
+        assert_string_equal(r->kind, "crash");
+    }
+    expect_none(0);
+    assert_int_equal(be.n_waiting, 0);
+    assert_null(be.orphans);
+}
+
+/* Issue 13 item 5: an agent holding 8,192 jobs leaves while 200,000 older jobs of a lower
+ * priority wait in the same environment. Requeueing walked the queue from its head for
+ * each job (8.9 s); now each requeue is O(log n): the loss must take well under a second,
+ * and the requeued jobs keep their place (priority, then arrival). */
+static void
+test_backend_requeue_behind_many(void **state)
+{
+    (void)state;
+    const unsigned nold = 200000 / slow(), nrun = 8192;
+    be.cfg.max_slots_per_agent = nrun;
+    struct be_client *c = client(0);
+    char id[32];
+    no_check = true;
+    for (unsigned i = 0; i < nold; i++) {
+        snprintf(id, sizeof(id), "w%u", i);
+        submit(c, id, 1, "e");
+    }
+    for (unsigned i = 0; i < nrun; i++) {
+        snprintf(id, sizeof(id), "r%u", i);
+        submit(c, id, 0, "e");
+    }
+    no_check = false;
+    quiet_peers = true;
+    struct be_agent *a = agent(1, nrun, "e");
+    assert_int_equal(be.n_running, nrun);
+    assert_int_equal(be.n_waiting, nold);
+    double t0 = now_s();
+    be_agent_gone(&be, a);
+    double dt = now_s() - t0;
+    quiet_peers = false;
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_waiting, nold + nrun);
+    assert_int_equal(be.stats.jobs_requeued, nrun);
+    if (dt > 0.5 * slow())
+        fail_msg("requeueing %u jobs behind %u took %.3f s", nrun, nold, dt);
+    /* The first requeued (the oldest of priority 0) runs first, then the next. */
+    struct be_agent *b = agent(2, 1, "e");
+    expect(2, ING_BACKEND_NEW_JOB, "r0");
+    done(b, "r0", "success");
+    expect(2, ING_BACKEND_NEW_JOB, "r1");
+    /* The snapshot lists the waiting jobs in the order they entered the queue: the old
+     * ones, then the requeued ones. */
+    be_client_get_queue(&be, c);
     assert_int_equal(be_check(&be), 0);
 }
 
@@ -955,6 +1058,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_result_from_wrong_agent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_agent_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_orphan_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_orphan_timeout_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_requeue_behind_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_client_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_client_gone_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_tables_under_growth, setup, teardown),
