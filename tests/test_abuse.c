@@ -869,7 +869,8 @@ envs_map(const char *prefix, uint32_t n, size_t *len)
     return w.buf; /* owned by the caller now */
 }
 
-/* expect_env_count expects BackendUpdateEnvironments with n names, sorted. */
+/* expect_env_count expects BackendUpdateEnvironments with n names (in announcement order,
+ * not sorted, since issue 14 item 4: test_limits checks the order). */
 static void
 expect_env_count_at(const char *file, int line, struct tp_peer *p, long n)
 {
@@ -877,9 +878,9 @@ expect_env_count_at(const char *file, int line, struct tp_peer *p, long n)
     bool sorted;
     long got = cu_env_names(m->u.envs.environments, &sorted);
 
-    if (got != n || !sorted)
-        tp_fail_at(file, line, "%s: BackendUpdateEnvironments with %ld names%s, expected %ld",
-                   p->label, got, sorted ? "" : " (not sorted)", n);
+    if (got != n)
+        tp_fail_at(file, line, "%s: BackendUpdateEnvironments with %ld names, expected %ld",
+                   p->label, got, n);
 }
 #define expect_env_count(...) expect_env_count_at(__FILE__, __LINE__, __VA_ARGS__)
 
@@ -895,7 +896,7 @@ TP_TEST(test_abuse_many_environments)
     tp_start(c, "--ping-interval", "60s", NULL); /* the test's agents are not always read */
     c1 = tp_client(c, "c1", "");
 
-    /* 10,000 environments: accepted, and every client gets the whole sorted list. */
+    /* 10,000 environments: accepted, and every client gets the whole list. */
     a = tp_connect(c, ING_ROLE_AGENT);
     envs = own(envs_map("env", 10000, &len));
     tp_hello_raw(a, "A", 2, (struct tp_bytes){envs, len});

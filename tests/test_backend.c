@@ -298,6 +298,7 @@ agent_hello(struct be_agent *a, uint32_t slots, const char *envs)
     char why[200];
     assert_int_equal(be_agent_hello(&be, a, &h, why, sizeof(why)), 0);
     assert_int_equal(be_check(&be), 0);
+    be_flush(&be); /* as server.c does before it sleeps */
 }
 
 /* agent registers a mock agent on peer i with slots and envs ("e1,e2"). */
@@ -511,7 +512,14 @@ test_backend_agent_loss(void **state)
     assert_string_equal(r->kind, "crash");
     assert_string_equal(r->text, "Agent restarted");
     assert_string_equal(r->state, "ST");
-    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL); /* e withdrawn */
+    /* e is withdrawn, once the agent has had envs_grace_ms to come back. */
+    be_flush(&be);
+    be.now_ms += be.cfg.envs_grace_ms - 1;
+    be_flush(&be);
+    assert_int_equal(peers[0].seen, peers[0].n);
+    be.now_ms += 1;
+    be_flush(&be);
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
     expect_none(0);
     agent(2, 1, "e");
     expect(2, ING_BACKEND_NEW_JOB, "n"); /* requeued ahead of w */
@@ -921,6 +929,7 @@ random_walk(uint64_t seed, int nc, uint32_t ne)
     memset(accepted, 0, sizeof(accepted));
     memset(lost, 0, sizeof(lost));
     rng = seed;
+    be.cfg.hello_burst = 0; /* hellos come faster than the clock moves */
     if (nc < WALK_NC)
         be.cfg.reap_batch = rnd(3); /* most of a leaving client's jobs wait to be reaped */
     be.cfg.retry_lost_jobs = rnd(3);

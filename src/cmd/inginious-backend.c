@@ -37,6 +37,18 @@ usage(FILE *f)
             "      --drain-timeout DUR     on SIGTERM, time running jobs get to finish (30s)\n"
             "      --handshake-timeout DUR time a new connection gets to open (10s)\n"
             "      --retry-lost-jobs N     requeue a started job whose agent is lost, N times (0)\n"
+            "      --max-requeues N        requeues of one job after agent losses, started or\n"
+            "                              not; one more ends it crash (5)\n"
+            "      --job-deadline-margin DUR  a running job ends crash \"Agent did not answer in\n"
+            "                              time\" after its hard_time (else 3 x time, else 1h)\n"
+            "                              plus DUR (30s; proto.md 7.4)\n"
+            "      --max-slots-per-agent N a hello announcing more slots is refused (1024)\n"
+            "      --max-envs-per-agent N  environments one hello may announce (100000)\n"
+            "      --max-envs N            environments of all agents together (1000000)\n"
+            "      --max-env-bytes SIZE    size of the environment list sent to clients (16M;\n"
+            "                              never more than --max-frame less 256)\n"
+            "      --env-grace DUR         a lost agent's environments stay listed this long,\n"
+            "                              so that a reconnect sends one list (1s; 0 = none)\n"
             "      --max-frame SIZE        largest message body accepted (64M)\n"
             "      --max-output SIZE       pending output per peer before it is dropped (256M)\n"
             "      --max-connections N     simultaneous connections (10000)\n"
@@ -85,6 +97,13 @@ enum {
     OPT_HELP,
     OPT_VERSION,
     OPT_DEBUGMODE,
+    OPT_MAX_REQUEUES,
+    OPT_DEADLINE_MARGIN,
+    OPT_MAX_SLOTS,
+    OPT_MAX_ENVS_AGENT,
+    OPT_MAX_ENVS,
+    OPT_MAX_ENV_BYTES,
+    OPT_ENV_GRACE,
 };
 
 static const struct option options[] = {
@@ -114,6 +133,13 @@ static const struct option options[] = {
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {"debugmode", no_argument, NULL, OPT_DEBUGMODE},
+    {"max-requeues", required_argument, NULL, OPT_MAX_REQUEUES},
+    {"job-deadline-margin", required_argument, NULL, OPT_DEADLINE_MARGIN},
+    {"max-slots-per-agent", required_argument, NULL, OPT_MAX_SLOTS},
+    {"max-envs-per-agent", required_argument, NULL, OPT_MAX_ENVS_AGENT},
+    {"max-envs", required_argument, NULL, OPT_MAX_ENVS},
+    {"max-env-bytes", required_argument, NULL, OPT_MAX_ENV_BYTES},
+    {"env-grace", required_argument, NULL, OPT_ENV_GRACE},
     {NULL, 0, NULL, 0},
 };
 
@@ -205,6 +231,41 @@ main(int argc, char **argv)
             if (opt_u64(optarg, &v) != 0 || v > 255)
                 bad(name, optarg);
             cfg.be.retry_lost_jobs = (uint32_t)v;
+            break;
+        case OPT_MAX_REQUEUES:
+            if (opt_u64(optarg, &v) != 0 || v > BE_MAX_REQUEUES)
+                bad(name, optarg);
+            cfg.be.max_requeues = (uint32_t)v;
+            break;
+        case OPT_DEADLINE_MARGIN:
+            if (opt_duration_ms(optarg, &v) != 0 || v > BE_MAX_DEADLINE_MS)
+                bad(name, optarg);
+            cfg.be.deadline_margin_ms = v;
+            break;
+        case OPT_MAX_SLOTS:
+            if (opt_u64(optarg, &v) != 0 || v == 0 || v > BE_MAX_SLOTS)
+                bad(name, optarg);
+            cfg.be.max_slots_per_agent = (uint32_t)v;
+            break;
+        case OPT_MAX_ENVS_AGENT:
+            if (opt_u64(optarg, &v) != 0 || v > BE_MAX_ENVS)
+                bad(name, optarg);
+            cfg.be.max_envs_per_agent = (uint32_t)v;
+            break;
+        case OPT_MAX_ENVS:
+            if (opt_u64(optarg, &v) != 0 || v > BE_MAX_ENVS)
+                bad(name, optarg);
+            cfg.be.max_envs = v;
+            break;
+        case OPT_MAX_ENV_BYTES:
+            if (opt_size(optarg, &v) != 0 || v > UINT32_MAX)
+                bad(name, optarg);
+            cfg.be.max_env_bytes = v;
+            break;
+        case OPT_ENV_GRACE:
+            if (opt_duration_ms(optarg, &v) != 0 || v > 3600 * 1000)
+                bad(name, optarg);
+            cfg.be.envs_grace_ms = v;
             break;
         case OPT_MAX_FRAME:
             if (opt_size(optarg, &v) != 0 || v < ING_MAX_FRAME_MIN || v > UINT32_MAX - 64)
