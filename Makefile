@@ -55,6 +55,8 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 
 # test_noalloc counts the allocations of the server's hot path through the linker.
 $(BUILD)/tests/test_noalloc: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
+# test_backend fails chosen allocations (an out-of-memory AgentHello changes nothing).
+$(BUILD)/tests/test_backend: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 
 # test: every test binary, in order; stops at the first failure. The binaries find the
 # programs under test through ING_BUILD.

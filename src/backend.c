@@ -1803,9 +1803,9 @@ be_agent_slots(const struct be_agent *a)
     return a->slots;
 }
 
-/* agent_unregister removes a registered agent (reference §3.6.2, hardened): requeue the
- * jobs it had not started, end the started ones, withdraw the environments it was the last
- * to provide. silent: no message at all (be_fini). */
+/* agent_unregister removes a registered agent (INGInious deletes it and crashes all its
+ * jobs; hardened): requeue the jobs it had not started, end the started ones, withdraw the
+ * environments it was the last to provide. silent: no message at all (be_fini). */
 static void
 agent_unregister(struct backend *be, struct be_agent *a, bool silent)
 {
@@ -2109,9 +2109,8 @@ static int
 hello_prepare(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m,
               struct hello_plan *p)
 {
-    uint64_t old = 0;
+    uint64_t old = ++be->mark_seq; /* a's current environments (none has it yet) */
     if (a->registered) {
-        old = ++be->mark_seq;
         for (uint32_t i = 0; i < a->nenvs; i++)
             a->envs[i].env->mark = old;
         for (uint32_t i = 0; i < a->ntypes; i++)

@@ -6,7 +6,7 @@
  * Time is given by the caller (be->now_ms, be->wall_s), so tests drive it with a fake
  * clock. Every handler is all-or-nothing: it validates before it changes anything.
  *
- * Scheduling (INGInious' update_queue, reference §3.4.2, done incrementally): free slots
+ * Scheduling (INGInious' update_queue, done incrementally): free slots
  * form one FIFO (each slot has a sequence number; an agent's free slots are a ring of
  * them); each environment keeps an indexed heap of its waiting jobs keyed (priority,
  * arrival) and an indexed heap of the agents serving it that have a free slot, keyed by
