@@ -20,7 +20,7 @@ enum job_status {
     JOB_STARTED = 2,    /* the agent said AgentJobStarted */
 };
 
-#define JOB_F_KILLING 1u /* a kill was sent to the agent (t.run.dl: its answer's deadline) */
+#define JOB_F_KILLING 1u   /* a kill was sent to the agent (t.run.dl: its answer's deadline) */
 #define JOB_BOUNCE_SHIFT 1 /* flags >> 1: requeues after agent losses (BE_MAX_REQUEUES < 128) */
 
 #define MAX_ID_LEN BE_MAX_ID_LEN
@@ -39,7 +39,7 @@ struct job {
     union {
         uint64_t arrival_ms; /* waiting: when it (re)entered the queue */
         struct {
-            uint32_t dseq;    /* running: dispatch order (wraps; compared by difference) */
+            uint32_t dseq; /* running: dispatch order (wraps; compared by difference) */
             uint32_t dl;   /* the job's deadline (proto.md 7.4), or while killing with a
                             * kill timeout the kill's: low 32 bits of the monotonic ms clock */
         } run;
@@ -48,7 +48,7 @@ struct job {
         uint32_t heap_idx;  /* waiting: position in env->heap */
         uint32_t started_s; /* running: Unix time of the dispatch */
     } u;
-    uint32_t body_len; /* bytes of body[] (the ClientNewJob body) */
+    uint32_t body_len;    /* bytes of body[] (the ClientNewJob body) */
     uint32_t deadline_ms; /* from dispatch to the backend's hard deadline (< 2^31) */
     uint8_t id_len;
     uint8_t status;
@@ -200,16 +200,21 @@ mp_is_map(struct ing_view v)
     return (b & 0xf0) == 0x80 || b == 0xde || b == 0xdf;
 }
 
-/* limit_s reads environment_parameters["limits"][key] as Python's int() does, or -1. */
-static int64_t
-limit_s(struct ing_view params, const char *key)
+/* limits_map finds environment_parameters["limits"]; false if absent. */
+static bool
+limits_map(struct ing_view params, const uint8_t **lim, size_t *len)
 {
-    const char *const path[] = {"limits", key};
+    return ing_mp_map_get((const uint8_t *)params.p, params.len, "limits", 6, lim, len) == 0;
+}
+
+/* limit_s reads limits[key] (key of klen bytes) as Python's int() does, or -1. */
+static int64_t
+limit_s(const uint8_t *lim, size_t len, const char *key, size_t klen)
+{
     const uint8_t *v;
     size_t vlen;
     int64_t t;
-    if (ing_mp_path((const uint8_t *)params.p, params.len, path, 2, &v, &vlen) == 0 &&
-        ing_mp_py_int(v, vlen, &t) == 0)
+    if (ing_mp_map_get(lim, len, key, klen, &v, &vlen) == 0 && ing_mp_py_int(v, vlen, &t) == 0)
         return t;
     return -1;
 }
@@ -222,7 +227,13 @@ static uint32_t
 job_deadline_ms(const struct backend *be, struct ing_view params)
 {
     uint64_t cap_s = BE_MAX_DEADLINE_MS / 1000;
-    int64_t hard = limit_s(params, "hard_time"), t = limit_s(params, "time");
+    const uint8_t *lim;
+    size_t len;
+    int64_t hard = -1, t = -1;
+    if (limits_map(params, &lim, &len)) {
+        hard = limit_s(lim, len, "hard_time", 9);
+        t = limit_s(lim, len, "time", 4);
+    }
     uint64_t base_s = 3600;
     if (hard > 0)
         base_s = (uint64_t)hard;
@@ -241,7 +252,7 @@ job_params(const struct job *j)
         uint32_t n = get_u32be(p);
         p += 4 + (n == UINT32_MAX ? 0 : n);
     }
-    p += 1; /* debug */
+    p += 1;                /* debug */
     p += 4 + get_u32be(p); /* task_problems */
     p += 4 + get_u32be(p); /* inputdata */
     struct ing_view v = {(const char *)p + 4, get_u32be(p)};
@@ -252,7 +263,9 @@ job_params(const struct job *j)
 static int64_t
 job_max_time(const struct job *j)
 {
-    int64_t t = limit_s(job_params(j), "time");
+    const uint8_t *lim;
+    size_t len;
+    int64_t t = limits_map(job_params(j), &lim, &len) ? limit_s(lim, len, "time", 4) : -1;
     return t >= INT32_MIN && t <= INT32_MAX ? t : -1;
 }
 
@@ -1720,8 +1733,8 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         size_t sz = 4 + r->job_id.len + 1 + 4 + r->agent_name.len + 4 + r->info.len + 4 +
                     r->launcher.len + 16;
         if (used + sz > budget) {
-            log_msg(LOG_WARN, "queue snapshot truncated to %zu of %zu running jobs (max frame)",
-                    nr, nrun);
+            log_msg(LOG_WARN, "queue snapshot truncated to %zu of %zu running jobs (max frame)", nr,
+                    nrun);
             nsel = 0;
             break;
         }
@@ -1740,8 +1753,8 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         w->max_time = job_max_time(j);
         size_t sz = 4 + w->job_id.len + 1 + 4 + w->info.len + 4 + w->launcher.len + 8;
         if (used + sz > budget) {
-            log_msg(LOG_WARN, "queue snapshot truncated to %zu of %zu waiting jobs (max frame)",
-                    nw, nwait);
+            log_msg(LOG_WARN, "queue snapshot truncated to %zu of %zu waiting jobs (max frame)", nw,
+                    nwait);
             break;
         }
         used += sz;

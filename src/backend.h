@@ -37,11 +37,11 @@ struct be_config {
     uint32_t retry_lost_jobs;   /* requeues of a started job whose agent is lost */
     uint64_t max_waiting;       /* waiting jobs in total */
     uint64_t max_waiting_per_client;
-    uint32_t max_frame;          /* largest body we may send (queue snapshot) */
-    uint32_t queue_list_max;     /* waiting jobs a queue snapshot lists (0 = all) */
-    bool kill_any;               /* a client may kill jobs of other clients */
-    uint32_t reap_batch;         /* jobs of a leaving client handled in be_client_gone (the
-                                  * rest by be_reap): BE_REAP_BATCH */
+    uint32_t max_frame;           /* largest body we may send (queue snapshot) */
+    uint32_t queue_list_max;      /* waiting jobs a queue snapshot lists (0 = all) */
+    bool kill_any;                /* a client may kill jobs of other clients */
+    uint32_t reap_batch;          /* jobs of a leaving client handled in be_client_gone (the
+                                   * rest by be_reap): BE_REAP_BATCH */
     uint32_t max_slots_per_agent; /* a hello announcing more is refused (BE_MAX_SLOTS at most) */
     uint32_t max_envs_per_agent;  /* environments one AgentHello may announce */
     uint64_t max_envs;            /* environments provided by all agents together */
@@ -109,11 +109,11 @@ struct backend {
     uint8_t *envs_msg; /* cached BackendUpdateEnvironments map (msgpack), NULL = none */
     size_t envs_msg_len;
     struct env *types_head, *types_tail; /* listed type records, in announcement order */
-    uint64_t n_provided;   /* environments with a provider */
-    uint32_t n_types_ann;  /* types some agent announces */
-    uint64_t list_bytes;   /* bound on the encoded list: every provided name and announced type */
-    bool envs_changed;     /* the list differs from envs_msg */
-    bool envs_dirty;       /* clients must be sent the list, at envs_due_ms */
+    uint64_t n_provided;                 /* environments with a provider */
+    uint32_t n_types_ann;                /* types some agent announces */
+    uint64_t list_bytes; /* bound on the encoded list: every provided name and announced type */
+    bool envs_changed;   /* the list differs from envs_msg */
+    bool envs_dirty;     /* clients must be sent the list, at envs_due_ms */
     uint64_t envs_due_ms;
 
     /* Scratch for the queue snapshot, reused. */
@@ -174,8 +174,7 @@ void be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t 
                          const struct ing_client_new_job *m, uint64_t idh);
 /* be_client_refuse answers job id with crash "why" without storing anything (a job whose
  * message could not be taken as it is). */
-void be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id,
-                      const char *why);
+void be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id, const char *why);
 void be_client_kill(struct backend *be, struct be_client *c, struct ing_view job_id);
 void be_client_kill_h(struct backend *be, struct be_client *c, struct ing_view job_id,
                       uint64_t idh);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* test_backend.c: the backend state machine with mock peers and an injected clock: the
  * scheduling rules (INGInious' update_queue, its scenarios at unit level), kills, timeouts,
- * deadlines, agent loss, client loss, the environment list, and a seeded random walk that checks every invariant after each step
- * and that every accepted job gets exactly one result. */
+ * deadlines, agent loss, client loss, the environment list, and a seeded random walk that checks
+ * every invariant after each step and that every accepted job gets exactly one result. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -110,7 +110,7 @@ struct mpeer {
 };
 
 static struct mpeer peers[64];
-static bool quiet_peers; /* bulk tests: the mocks only count what they are sent */
+static bool quiet_peers;    /* bulk tests: the mocks only count what they are sent */
 static int64_t hard_time_s; /* submit: limits.hard_time when >= 0 */
 static size_t quiet_count;
 
@@ -277,8 +277,8 @@ expect(int i, uint8_t type, const char *job)
     if (r == NULL)
         fail_msg("peer %d: expected type 0x%02x job %s, got nothing", i, type, job);
     if (r->type != type || (job != NULL && strcmp(r->job, job) != 0))
-        fail_msg("peer %d: expected type 0x%02x job %s, got 0x%02x job %s", i, type,
-                 job ? job : "", r->type, r->job);
+        fail_msg("peer %d: expected type 0x%02x job %s, got 0x%02x job %s", i, type, job ? job : "",
+                 r->type, r->job);
     return r;
 }
 
@@ -294,8 +294,8 @@ client(int i)
 
 /* submit encodes a ClientNewJob and hands its body to the backend. */
 static void
-submit_full(struct be_client *c, const char *id, int64_t prio, const char *type,
-            const char *name, const char *state, const char *marker)
+submit_full(struct be_client *c, const char *id, int64_t prio, const char *type, const char *name,
+            const char *state, const char *marker)
 {
     uint8_t inp[256], par[64];
     struct ing_mp_writer w;
@@ -639,7 +639,7 @@ test_backend_kill_running_timeout(void **state)
     assert_string_equal(r->kind, "killed");
     assert_string_equal(r->state, "S");
     expect(1, ING_BACKEND_NEW_JOB, "k"); /* the slot was freed */
-    done(a, "j", "killed");               /* late: dropped */
+    done(a, "j", "killed");              /* late: dropped */
     expect_none(0);
     assert_int_equal(be_agent_busy(a), 1);
 }
@@ -721,7 +721,7 @@ test_backend_orphan_timeout_many(void **state)
 {
     (void)state;
     struct be_client *c = client(0);
-    char id[16], env[16];
+    char id[32], env[32];
     for (int i = 0; i < 20; i++) {
         snprintf(id, sizeof(id), "j%d", i);
         snprintf(env, sizeof(env), "nobody%d", i);
