@@ -1035,6 +1035,22 @@ envs_touch(struct backend *be, bool grace)
     be->envs_dirty = true;
 }
 
+/* list_append puts e (listed from now on, which holds a reference) at the tail of the list
+ * *head..*tail. */
+static void
+list_append(struct env **head, struct env **tail, struct env *e)
+{
+    e->listed = true;
+    e->refs++;
+    e->lnext = NULL;
+    e->lprev = *tail;
+    if (*tail != NULL)
+        (*tail)->lnext = e;
+    else
+        *head = e;
+    *tail = e;
+}
+
 /* type_announced: one more agent announces type record t. */
 static void
 type_announced(struct backend *be, struct env *t)
@@ -1043,17 +1059,8 @@ type_announced(struct backend *be, struct env *t)
         return;
     be->n_types_ann++;
     be->list_bytes += LIST_TYPE_COST(t);
-    if (!t->listed) {
-        t->listed = true;
-        t->refs++;
-        t->lnext = NULL;
-        t->lprev = be->types_tail;
-        if (be->types_tail != NULL)
-            be->types_tail->lnext = t;
-        else
-            be->types_head = t;
-        be->types_tail = t;
-    }
+    if (!t->listed)
+        list_append(&be->types_head, &be->types_tail, t);
 }
 
 /* type_withdrawn: one agent less announces t (it stays listed until the next build). */
@@ -1074,17 +1081,9 @@ env_provided(struct backend *be, struct env *e, struct env *t)
     be->list_bytes += mp_str_size(e->name_len);
     if (e->listed)
         return; /* withdrawn since the last build, back in its place */
-    e->listed = true;
-    e->refs++;
     e->tr = t;
     t->refs++;
-    e->lnext = NULL;
-    e->lprev = t->ltail;
-    if (t->ltail != NULL)
-        t->ltail->lnext = e;
-    else
-        t->lhead = e;
-    t->ltail = e;
+    list_append(&t->lhead, &t->ltail, e);
 }
 
 /* env_withdrawn: e lost its last provider (it stays listed until the next build). */

@@ -105,6 +105,15 @@ expect_refused(struct tp_peer *a, const char *want, bool closes)
         tp_expect_closed(a);
 }
 
+/* refused_first: a new agent's hello (slots, spec) is refused with want, and closed. */
+static void
+refused_first(struct tp_ctx *c, uint32_t slots, const char *spec, const char *want)
+{
+    struct tp_peer *a = agent_spec(c, "A", slots, spec);
+    expect_refused(a, want, true);
+    tp_close(c, a);
+}
+
 /* Issue 13 bug 1: 20 orphaned environments end in the same tick (it was one per tick: the
  * last result came 19 ticks after the first). */
 TP_TEST(test_limits_orphans_end_together)
@@ -171,26 +180,19 @@ TP_TEST(test_limits_env_list_order_and_updates)
  * re-hellos in one write give a few updates, not 64 lists. */
 TP_TEST(test_limits_hello_bounds)
 {
-    struct tp_peer *c1, *a, *b;
+    struct tp_peer *c1, *b;
 
     tp_start(c, "--max-slots-per-agent", "4", "--max-envs-per-agent", "3", "--max-envs", "4",
              "--max-env-bytes", "40", NULL);
     c1 = tp_client(c, "c1", "");
-    a = agent_spec(c, "A", 5, "docker:a");
-    expect_refused(a, "too many slots: 5 (at most 4, --max-slots-per-agent)", true);
-    tp_close(c, a);
-    a = agent_spec(c, "A", 4, "docker:a,b,c,d");
-    expect_refused(a, "too many environments: more than 3", true);
-    tp_close(c, a);
-    a = agent_spec(c, "A", 4, "docker:a,b,c");
+    refused_first(c, 5, "docker:a", "too many slots: 5 (at most 4, --max-slots-per-agent)");
+    refused_first(c, 4, "docker:a,b,c,d", "too many environments: more than 3");
+    agent_spec(c, "A", 4, "docker:a,b,c"); /* stays connected */
     tp_expect_envs(c1, "docker:[a,b,c]");
-    b = agent_spec(c, "B", 1, "docker:d,e");
-    expect_refused(b, "too many environments in total: 5 (at most 4, --max-envs)", true);
-    tp_close(c, b);
+    refused_first(c, 1, "docker:d,e", "too many environments in total: 5 (at most 4, --max-envs)");
     /* 5 + (7 + 5) + 3 x 2 = 23 bytes now; + "dddddddddddddddd" (17) = 40 fits, + 1 not. */
-    b = agent_spec(c, "B", 1, "docker:a,ddddddddddddddddd");
-    expect_refused(b, "environment list too large: 41 bytes (at most 40", true);
-    tp_close(c, b);
+    refused_first(c, 1, "docker:a,ddddddddddddddddd",
+                  "environment list too large: 41 bytes (at most 40");
     b = agent_spec(c, "B", 1, "docker:a,dddddddddddddddd");
     tp_expect_envs(c1, "docker:[a,b,c,dddddddddddddddd]");
     /* 32 hellos in one write, then a Ping: 3 are accepted (b's first counted; 4 if a
