@@ -2216,6 +2216,11 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
     if ((rc = hello_begin(&it, m, why, whylen)) != 0)
         return rc;
     uint32_t ntypes = it.types_left;
+    if (ntypes > be->cfg.max_envs_per_agent) /* a type costs as much as an environment */
+        return hello_fail(why, whylen,
+                          "too many environment types: %u (at most %u, "
+                          "--max-envs-per-agent)",
+                          ntypes, be->cfg.max_envs_per_agent);
     while ((rc = hello_next(&it, &ann, why, whylen)) > 0)
         if (++count > be->cfg.max_envs_per_agent)
             return hello_fail(why, whylen,

@@ -893,6 +893,8 @@ test_backend_hello_bounds(void **state)
     be.cfg.max_envs_per_agent = 3;
     assert_int_equal(hello_spec(a, 1, "docker:a,b,c,d", why, sizeof(why)), -EINVAL);
     assert_non_null(strstr(why, "too many environments: more than 3"));
+    assert_int_equal(hello_spec(a, 1, "a:;b:;c:;d:", why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "too many environment types: 4 (at most 3"));
     assert_int_equal(hello_spec(a, 1024, "docker:a,b,c", why, sizeof(why)), 0);
     be_flush(&be);
     expect_envs(0, "docker:[a,b,c]");
