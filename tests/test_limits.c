@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "inginious/mp.h"
 #include "inginious/proto.h"
@@ -307,13 +308,40 @@ TP_TEST(test_limits_requeue_cap)
     tp_expect_synthetic(c1, "j", "crash", "Agent lost too many times while holding the job", "S-j");
 }
 
+/* The new options' values: out of range refused at start-up with a clear message. */
+TP_TEST(test_limits_bad_option_values)
+{
+    static const char *const bad[][3] = {
+        {"--max-slots-per-agent", "0", NULL},
+        {"--max-slots-per-agent", "65537", NULL},
+        {"--max-envs-per-agent", "10000001", NULL},
+        {"--max-envs", "x", NULL},
+        {"--max-env-bytes", "5G", NULL},
+        {"--max-requeues", "101", NULL},
+        {"--job-deadline-margin", "28801m", NULL},
+        {"--env-grace", "61m", NULL},
+    };
+    char out[4096];
+
+    (void)c; /* no backend running: each command exits at once */
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *argv[] = {bad[i][0], bad[i][1], NULL};
+        int st = tp_run(argv, out, sizeof(out));
+        char want[80];
+        snprintf(want, sizeof(want), "bad value for %s", bad[i][0]);
+        if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 2 || strstr(out, want) == NULL)
+            tp_fail("%s %s: status 0x%x, output \"%.100s\"", bad[i][0], bad[i][1], (unsigned)st,
+                    out);
+    }
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         TP_CASE(test_limits_orphans_end_together), TP_CASE(test_limits_env_list_order_and_updates),
         TP_CASE(test_limits_hello_bounds),         TP_CASE(test_limits_job_deadline),
-        TP_CASE(test_limits_requeue_cap),
+        TP_CASE(test_limits_requeue_cap),          TP_CASE(test_limits_bad_option_values),
     };
     return cmocka_run_group_tests_name("limits", tests, NULL, NULL);
 }
