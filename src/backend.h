@@ -56,7 +56,8 @@ struct be_config {
 };
 
 #define BE_MAX_REQUEUES 100
-#define BE_MAX_DEADLINE_MS (30ull * 86400 * 1000) /* 30 days: any deadline, margin included */
+#define BE_MAX_DEADLINE_MS (20ull * 86400 * 1000) /* 20 days, margin included: < 2^31 ms */
+_Static_assert(BE_MAX_DEADLINE_MS < (1ull << 31), "deadlines are compared in 32 bits");
 #define BE_MAX_ENVS 10000000
 #define BE_FRAME_SLACK 256 /* a frame's envelope around its largest field, either dialect */
 

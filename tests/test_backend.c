@@ -1080,6 +1080,29 @@ test_backend_job_deadline(void **state)
     assert_int_equal(be_check(&be), 0);
 }
 
+/* A huge hard_time: the deadline is capped at BE_MAX_DEADLINE_MS (deadlines are compared
+ * in 32 bits: a longer one would wrap and end the job at once). */
+static void
+test_backend_job_deadline_cap(void **state)
+{
+    (void)state;
+    be.cfg.deadline_margin_ms = BE_MAX_DEADLINE_MS;
+    struct be_client *c = client(0);
+    agent(1, 1, "e");
+    hard_time_s = 1000000000;
+    submit(c, "j", 0, "e");
+    expect(1, ING_BACKEND_NEW_JOB, "j");
+    be.now_ms += 1000;
+    be_timeouts(&be);
+    be.now_ms += BE_MAX_DEADLINE_MS - 1001;
+    be_timeouts(&be);
+    expect_none(0);
+    be.now_ms += 1;
+    be_timeouts(&be);
+    struct rec *r = expect(0, ING_BACKEND_JOB_DONE, "j");
+    assert_string_equal(r->text, "Agent did not answer in time");
+}
+
 /* Issue 13 item 15: a job bounces back to the queue at most cfg.max_requeues times after
  * agent losses, then ends crash; progress from an agent counts as a Pong. */
 static void
@@ -1582,6 +1605,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_hello_out_of_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_many_envs_rehello, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_job_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_requeue_cap_and_alive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_client_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_client_gone_many, setup, teardown),
