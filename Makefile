@@ -1,10 +1,23 @@
 # SPDX-License-Identifier: MIT
-# inginious-backend: build, test, sanitizer, static, bench, demo.
-# Every src/*.c goes into libinginious.a; every src/cmd/NAME.c is a program NAME;
-# every tests/test_NAME.c is a cmocka test binary; every bench/bench_NAME.c a benchmark.
+# inginious-backend: build, install, test, sanitizer, static, bench, demo, packages.
+# Every src/*.c goes into build/libinginious-internal.a (never installed), which the programs,
+# tests and benchmarks link; the public library libinginious (.a and .so.1) holds only the
+# client and agent modules (PUB_MODULES), with every symbol but ing_* made local. Every
+# src/cmd/NAME.c is a program NAME; every tests/test_NAME.c is a cmocka test binary; every
+# bench/bench_NAME.c a benchmark.
+# make (all):  the programs and both libraries, without cmocka.
+# make test:   builds and runs the cmocka suite.  make check: what CI runs.
+# make install / uninstall, make dist, make deb, make distcheck: see below.
 CC      ?= cc
+LD      ?= ld
+OBJCOPY ?= objcopy
 BUILD   ?= build
 SAN     ?= 0
+
+# The release, from ING_VERSION_MAJOR/MINOR/PATCH in include/inginious/version.h.
+ING_VER  = $(shell sed -n 's/^\#define ING_VERSION_$(1) \([0-9]*\)$$/\1/p' include/inginious/version.h)
+SOMAJOR := $(call ING_VER,MAJOR)
+VERSION := $(SOMAJOR).$(call ING_VER,MINOR).$(call ING_VER,PATCH)
 
 CPPFLAGS += -D_GNU_SOURCE -Iinclude -Isrc -MMD -MP
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -22,34 +35,73 @@ TEST_SRC  := $(sort $(wildcard tests/test_*.c))
 SUP_SRC   := $(sort $(wildcard tests/support/*.c))
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 
+# The public library: the client and agent libraries, the codec, msgpack, JSON, error texts,
+# the version, and the base modules they use. The server and the backend are not in it.
+PUB_MODULES := agent auth buf client err json mp net peer proto sha256 version
+PUB_SRC     := $(PUB_MODULES:%=src/%.c)
+
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 SUP_OBJ   := $(SUP_SRC:%.c=$(BUILD)/obj/%.o)
+PUB_OBJ   := $(PUB_SRC:%.c=$(BUILD)/obj/%.o)
+PIC_OBJ   := $(PUB_SRC:%.c=$(BUILD)/pic/%.o)
+ILIB      := $(BUILD)/libinginious-internal.a
 LIB       := $(BUILD)/libinginious.a
+SONAME    := libinginious.so.$(SOMAJOR)
+SOLIB     := $(BUILD)/libinginious.so.$(VERSION)
+SOLINKS   := $(BUILD)/$(SONAME) $(BUILD)/libinginious.so
+LIBMAP    := dist/libinginious.map
 CMDS      := $(CMD_SRC:src/cmd/%.c=$(BUILD)/%)
 TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test check san valgrind clang static bench demo interop fuzz fuzz-replay clean
+.PHONY: all libs tests benches test check san valgrind clang static bench demo interop fuzz \
+        fuzz-replay install uninstall dist deb distcheck mancheck clean FORCE
 .SECONDARY:
 
-all: $(LIB) $(CMDS) $(TESTS) $(BENCHES)
+all: $(CMDS) libs
+libs: $(LIB) $(SOLIB) $(SOLINKS)
+tests: $(TESTS)
+benches: $(BENCHES)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
-$(LIB): $(LIB_OBJ)
+# The shared library's objects: position-independent, in their own directory.
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -c -o $@ $<
+
+$(ILIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%: $(BUILD)/obj/src/cmd/%.o $(LIB)
+# libinginious.a: the public objects linked into one (ld -r), every global but ing_* made
+# local, so that nothing un-prefixed can clash with a program's own names.
+$(LIB): $(PUB_OBJ)
+	@rm -f $@ $(BUILD)/libinginious.o
+	$(LD) -r -o $(BUILD)/libinginious.o $^
+	$(OBJCOPY) --wildcard --keep-global-symbol='ing_*' $(BUILD)/libinginious.o
+	ar rcs $@ $(BUILD)/libinginious.o
+	@rm -f $(BUILD)/libinginious.o
+
+# libinginious.so.VERSION (SONAME libinginious.so.MAJOR): only the ing_* symbols of the
+# version script are exported, under the version node INGINIOUS_1.0.
+$(SOLIB): $(PIC_OBJ) $(LIBMAP)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=$(LIBMAP) \
+	    $(if $(filter 1,$(SAN)),,-Wl,-z,defs) -Wl,-z,relro -o $@ $(PIC_OBJ)
+
+$(SOLINKS): $(SOLIB)
+	ln -sf $(notdir $(SOLIB)) $@
+
+$(BUILD)/%: $(BUILD)/obj/src/cmd/%.o $(ILIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(SUP_OBJ) $(LIB)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(SUP_OBJ) $(ILIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(ILIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lm
 
@@ -60,7 +112,7 @@ $(BUILD)/tests/test_backend: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=r
 
 # test: every test binary, in order; stops at the first failure. The binaries find the
 # programs under test through ING_BUILD.
-test: all
+test: $(CMDS) $(TESTS)
 	@for t in $(TESTS); do \
 	    echo "== $$t"; \
 	    ING_BUILD=$(BUILD) $$t || { echo "FAILED: $$t"; exit 1; }; \
@@ -68,7 +120,8 @@ test: all
 
 # check: everything CI runs (README's test command): the suite with gcc, again under
 # ASan+UBSan, again under valgrind (tests and the backends they start), a clang build,
-# the static binary, the ZeroMQ interoperability suite and a fuzzing replay.
+# the static binary, the ZeroMQ interoperability suite, a fuzzing replay and the
+# distribution check (tests/dist/distcheck.sh).
 check: test
 	$(MAKE) san
 	$(MAKE) valgrind
@@ -76,17 +129,18 @@ check: test
 	$(MAKE) static
 	$(MAKE) interop
 	$(MAKE) fuzz-replay
+	$(MAKE) distcheck
 
 # valgrind: the suite again, each test and every backend it starts under memcheck.
 VG := valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99
-valgrind: all
+valgrind: $(CMDS) $(TESTS)
 	@for t in $(TESTS); do \
 	    echo "== valgrind $$t"; \
 	    ING_BUILD=$(BUILD) ING_WRAPPER="$(VG)" ING_SLOW=10 $(VG) $$t || { echo "FAILED: $$t"; exit 1; }; \
 	done
 
 clang:
-	$(MAKE) CC=clang BUILD=build/clang all
+	$(MAKE) CC=clang BUILD=build/clang all tests benches
 
 # san: the whole suite under ASan + UBSan, in a separate object directory.
 san:
@@ -102,13 +156,13 @@ else
 endif
 	@file build/static/inginious-backend 2>/dev/null || ls -l build/static/inginious-backend
 
-bench: $(LIB) $(CMDS) $(BENCHES)
+bench: $(CMDS) $(BENCHES)
 	bench/run.sh $(BUILD)
 
-demo: $(LIB) $(CMDS)
+demo: $(CMDS)
 	examples/demo.sh $(BUILD)
 
-interop: all
+interop: $(CMDS)
 	tests/interop/run.sh $(BUILD)
 
 # ---- fuzzing (libFuzzer) ---------------------------------------------------------------
@@ -181,8 +235,105 @@ fuzz-replay: $(FUZZ_BINS)
 -include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_SRC:%.c=$(FUZZ_BUILD)/obj/%.d)
 # ---- end of fuzzing ---------------------------------------------------------------------
 
+# ---- install, packages ------------------------------------------------------------------
+# make install [DESTDIR=/tmp/root] [PREFIX=/usr] [BINDIR=..] [LIBDIR=..] [INCLUDEDIR=..]
+#              [MANDIR=..] [SYSCONFDIR=..]
+# installs the three programs, the headers, libinginious.a, libinginious.so.VERSION with its
+# links, inginious.pc, the man pages of dist/man and, when dist/systemd exists, its units
+# (into SYSTEMDUNITDIR, with /usr/bin and /etc in them changed to BINDIR and SYSCONFDIR).
+# make uninstall removes the same files (same variables).
+PREFIX         ?= /usr/local
+BINDIR         ?= $(PREFIX)/bin
+LIBDIR         ?= $(PREFIX)/lib
+INCLUDEDIR     ?= $(PREFIX)/include
+MANDIR         ?= $(PREFIX)/share/man
+SYSCONFDIR     ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+PKGCONFIGDIR   ?= $(LIBDIR)/pkgconfig
+SYSTEMDUNITDIR ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+INSTALL        ?= install
+
+PROGRAMS  := inginious-backend inginious-ctl inginious-agent-process
+HEADERS   := $(sort $(wildcard include/inginious/*.h))
+MANPAGES  := $(sort $(wildcard dist/man/*.[1-8]))
+UNITS     := $(sort $(wildcard dist/systemd/*.service dist/systemd/*.socket))
+PCFILE    := $(BUILD)/inginious.pc
+
+# The paths the installed man pages and units name.
+SUBST := sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@PREFIX@|$(PREFIX)|g' \
+             -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+             -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+
+$(PCFILE): dist/inginious.pc.in include/inginious/version.h FORCE
+	@mkdir -p $(dir $@)
+	@$(SUBST) dist/inginious.pc.in > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; echo "made $@"; fi
+
+FORCE:
+
+install: all $(PCFILE)
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+	    $(DESTDIR)$(INCLUDEDIR)/inginious
+	$(INSTALL) -m 755 $(PROGRAMS:%=$(BUILD)/%) $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 644 $(HEADERS) $(DESTDIR)$(INCLUDEDIR)/inginious/
+	$(INSTALL) -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/
+	$(INSTALL) -m 755 $(SOLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(notdir $(SOLIB)) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libinginious.so
+	$(INSTALL) -m 644 $(PCFILE) $(DESTDIR)$(PKGCONFIGDIR)/inginious.pc
+	@for m in $(MANPAGES); do \
+	    s=$${m##*.}; d=$(DESTDIR)$(MANDIR)/man$$s; \
+	    echo "install $$m -> $$d/"; \
+	    $(INSTALL) -d $$d && $(SUBST) $$m > $$d/$${m##*/} && chmod 644 $$d/$${m##*/} || exit 1; \
+	done
+	@for u in $(UNITS); do \
+	    d=$(DESTDIR)$(SYSTEMDUNITDIR); echo "install $$u -> $$d/"; \
+	    $(INSTALL) -d $$d && $(SUBST) -e 's|/usr/bin/|$(BINDIR)/|g' \
+	        -e 's|/etc/inginious|$(SYSCONFDIR)/inginious|g' $$u > $$d/$${u##*/} \
+	        && chmod 644 $$d/$${u##*/} || exit 1; \
+	done
+
+uninstall:
+	rm -f $(PROGRAMS:%=$(DESTDIR)$(BINDIR)/%)
+	rm -f $(HEADERS:include/inginious/%=$(DESTDIR)$(INCLUDEDIR)/inginious/%)
+	@rmdir $(DESTDIR)$(INCLUDEDIR)/inginious 2>/dev/null || true
+	rm -f $(DESTDIR)$(LIBDIR)/libinginious.a $(DESTDIR)$(LIBDIR)/$(notdir $(SOLIB)) \
+	    $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libinginious.so
+	rm -f $(DESTDIR)$(PKGCONFIGDIR)/inginious.pc
+	@for m in $(MANPAGES); do \
+	    s=$${m##*.}; echo "rm -f $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}"; \
+	    rm -f $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; \
+	done
+	@for u in $(UNITS); do \
+	    echo "rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}"; rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}; \
+	done
+
+# make dist: $(BUILD)/inginious-backend-VERSION.tar.gz, the files git tracks (every file but
+# build/ outside a git checkout), sorted, owned by 0:0, dated SOURCE_DATE_EPOCH (default:
+# the last commit's date, else CHANGELOG.md's): two runs give the same bytes.
+DISTNAME := inginious-backend-$(VERSION)
+DISTTAR  := $(BUILD)/$(DISTNAME).tar.gz
+dist:
+	@mkdir -p $(BUILD)
+	dist/mkdist.sh $(DISTNAME) $(DISTTAR)
+
+# make deb: $(BUILD)/inginious-backend_VERSION_ARCH.deb, built with dpkg-deb from a DESTDIR
+# install with PREFIX=/usr (control files in dist/debian/, see dist/mkdeb.sh).
+deb: all
+	dist/mkdeb.sh $(BUILD) $(VERSION)
+
+# mancheck: every option of every program's --help is in its man page; mandoc -Tlint is
+# silent on every page.
+mancheck: $(CMDS)
+	tests/dist/mancheck.sh $(BUILD)
+
+# distcheck: the tarball unpacked, built, its make test run (DISTCHECK_TEST=0 skips it),
+# installed, linked against, linted and packaged (tests/dist/distcheck.sh).
+DISTCHECK_TEST ?= 1
+distcheck:
+	DISTCHECK_TEST=$(DISTCHECK_TEST) tests/dist/distcheck.sh
+
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(SUP_OBJ:.o=.d) $(CMD_SRC:%.c=$(BUILD)/obj/%.d) \
+-include $(LIB_OBJ:.o=.d) $(PIC_OBJ:.o=.d) $(SUP_OBJ:.o=.d) $(CMD_SRC:%.c=$(BUILD)/obj/%.d) \
          $(TEST_SRC:%.c=$(BUILD)/obj/%.d) $(BENCH_SRC:%.c=$(BUILD)/obj/%.d)

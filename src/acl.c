@@ -4,9 +4,12 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int
 acl_parse(const char *text, struct acl_entry *e)
@@ -93,4 +96,108 @@ acl_match(const struct acl_entry *list, size_t n, const struct sockaddr *sa)
         if (list[i].family == family && prefix_eq(list[i].addr, a, list[i].prefix))
             return true;
     return false;
+}
+
+/* is_sep tells whether c separates the entries of a list (a comment is one too). */
+static bool
+is_sep(char c, bool file)
+{
+    return c == ',' || (file && (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '#'));
+}
+
+int
+acl_parse_list(const char *text, bool file, struct acl_entry *list, size_t max, size_t *n,
+               char *err, size_t errlen)
+{
+    size_t got = *n;
+    const char *p = text;
+    for (;;) {
+        if (file) { /* blanks, new lines, commas and comments between entries */
+            while (*p != '\0' && is_sep(*p, true)) {
+                if (*p == '#')
+                    while (*p != '\0' && *p != '\n')
+                        p++;
+                else
+                    p++;
+            }
+            if (*p == '\0')
+                break;
+        }
+        size_t len = 0;
+        while (p[len] != '\0' && !is_sep(p[len], file))
+            len++;
+        char tok[128];
+        if (len == 0 || len >= sizeof(tok)) {
+            snprintf(err, errlen, "%s", len == 0 ? "an empty entry" : "an entry too long");
+            return -EINVAL;
+        }
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        if (got >= max) {
+            snprintf(err, errlen, "more than %zu entries", max);
+            return -E2BIG;
+        }
+        if (acl_parse(tok, &list[got]) != 0) {
+            snprintf(err, errlen, "'%s' is not an address or CIDR block", tok);
+            return -EINVAL;
+        }
+        got++;
+        p += len;
+        if (!file) {
+            if (*p == '\0')
+                break;
+            p++; /* the comma: an entry must follow */
+        }
+    }
+    if (got == *n) {
+        snprintf(err, errlen, "no entry");
+        return -EINVAL;
+    }
+    *n = got;
+    return 0;
+}
+
+int
+acl_load_file(const char *path, struct acl_entry *list, size_t max, size_t *n, char *err,
+              size_t errlen)
+{
+    char *text = malloc(ACL_FILE_MAX + 1);
+    size_t len = 0;
+    int rc = 0, fd = -1;
+
+    if (text == NULL) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -ENOMEM;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    while (fd >= 0 && len <= ACL_FILE_MAX) {
+        ssize_t r = read(fd, text + len, ACL_FILE_MAX + 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            rc = r < 0 ? -errno : 0;
+            break;
+        }
+        len += (size_t)r;
+    }
+    if (fd < 0 || rc != 0) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    } else if (len > ACL_FILE_MAX) {
+        rc = -EFBIG;
+        snprintf(err, errlen, "%s: larger than %d bytes", path, ACL_FILE_MAX);
+    } else if (memchr(text, '\0', len) != NULL) {
+        rc = -EINVAL;
+        snprintf(err, errlen, "%s: not a text file", path);
+    } else {
+        char why[200];
+        text[len] = '\0';
+        rc = acl_parse_list(text, true, list, max, n, why, sizeof(why));
+        if (rc != 0)
+            snprintf(err, errlen, "%s: %s", path, why);
+    }
+    if (fd >= 0)
+        close(fd);
+    free(text);
+    return rc;
 }

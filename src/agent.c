@@ -192,7 +192,8 @@ ing_agent_new(const struct ing_agent_opts *opts)
     struct peer_config cfg;
     int rc;
 
-    if (opts == NULL || opts->addr == NULL || (opts->envs == NULL && opts->nenvs > 0) ||
+    if (opts == NULL || !PEER_SIZE_OK(opts->size, struct ing_agent_opts, secret_len) ||
+        opts->addr == NULL || (opts->envs == NULL && opts->nenvs > 0) ||
         opts->nenvs > MAX_ENVS || opts->backoff_min_ms < 0 || opts->backoff_max_ms < 0 ||
         opts->connect_timeout_ms < 0 || (opts->name != NULL && !name_ok(opts->name, 0))) {
         errno = EINVAL;

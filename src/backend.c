@@ -2635,3 +2635,23 @@ be_check(const struct backend *be)
         return -EPROTO;
     return 0;
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* Unusable reports                                                                          */
+
+void
+be_agent_job_unusable(struct backend *be, struct be_agent *a, struct ing_view id, const char *why)
+{
+    struct job *j = agent_job(be, a, id, "AgentJobDone", id_hash(id.p, id.len));
+    if (j == NULL)
+        return;
+    char text[300];
+    snprintf(text, sizeof(text), "The grading agent sent an unusable result (%s)", why);
+    log_msg(LOG_WARN, "job %.*s on agent %s ended: %s", (int)j->id_len, job_id(j), a->name, text);
+    run_remove(be, j);
+    send_job_result(be, j, "crash", text);
+    be->stats.jobs_crashed++;
+    job_free(be, j);
+    slot_add(be, a);
+    sched_agent(be, a);
+}

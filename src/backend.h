@@ -204,6 +204,11 @@ void be_agent_pong(struct backend *be, struct be_agent *a);
  * read): proof of life, as a Pong is (an agent busy reading a large job answers its pings
  * late). */
 void be_agent_alive(struct be_agent *a);
+/* be_agent_job_unusable ends job id, running on a, whose report from a cannot be used
+ * (a result whose fields cannot stand for the documented types): its owner gets crash with
+ * a text naming why, its inputdata["@state"] kept; the slot is freed. */
+void be_agent_job_unusable(struct backend *be, struct be_agent *a, struct ing_view id,
+                           const char *why);
 const char *be_agent_name(const struct be_agent *a);
 
 /* be_ping_tick: one heartbeat tick: remove agents with too many missed pings, ping the

@@ -223,7 +223,8 @@ ing_client_new(const struct ing_client_opts *opts)
     struct peer_config cfg;
     int rc;
 
-    if (opts == NULL || opts->backoff_min_ms < 0 || opts->backoff_max_ms < 0 ||
+    if (opts == NULL || !PEER_SIZE_OK(opts->size, struct ing_client_opts, secret_len) ||
+        opts->backoff_min_ms < 0 || opts->backoff_max_ms < 0 ||
         opts->connect_timeout_ms < 0 ||
         (opts->name != NULL && !text_ok(opts->name, 0, MAX_NAME_LEN))) {
         errno = EINVAL;
@@ -619,7 +620,8 @@ ing_client_submit(struct ing_client *c, const struct ing_client_job *job)
     size_t idlen;
     int rc;
 
-    if (job == NULL || job->job_id == NULL || job->environment_type == NULL ||
+    if (job == NULL || !PEER_SIZE_OK(job->size, struct ing_client_job, environment_parameters) ||
+        job->job_id == NULL || job->environment_type == NULL ||
         job->environment == NULL || (unsigned)job->debug > ING_DEBUG_SSH)
         return -EINVAL;
     launcher = job->launcher != NULL ? job->launcher : "";

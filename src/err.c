@@ -20,6 +20,15 @@ static const struct err_text err_table[] = {
     {ENOENT, "No such file or directory"},
     {EINVAL, "Invalid argument"},
     {ETIMEDOUT, "Connection timed out"},
+    {EAGAIN, "Resource temporarily unavailable"},
+    {ENOMSG, "No message of desired type"},
+    {EEXIST, "File exists"},
+    {ENOBUFS, "No buffer space available"},
+    {ENOTCONN, "Transport endpoint is not connected"},
+    {EISCONN, "Transport endpoint is already connected"},
+    {ECONNRESET, "Connection reset by peer"},
+    {ECONNREFUSED, "Connection refused"},
+    {EPIPE, "Broken pipe"},
 };
 
 /* ing_strerror returns "success" for 0, a fixed text for the codes listed in err.h, and

@@ -119,23 +119,47 @@ set_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails harmlessly on unix */
 }
 
-int
-net_listen(const struct net_addr *a, int backlog)
+/* unix_in_use probes the unix socket file at a's path: true when a process accepts (or
+ * queues) connections there. A stale file (connection refused) is unlinked. */
+static bool
+unix_in_use(const struct net_addr *a)
 {
+    const char *path = ((const struct sockaddr_un *)&a->ss)->sun_path;
+    struct stat st;
+    if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return false; /* nothing there, or not a socket: bind says why */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    int rc = connect(fd, (const struct sockaddr *)&a->ss, a->len);
+    int e = errno;
+    close(fd);
+    if (rc == 0 || e == EAGAIN || e == EINPROGRESS)
+        return true; /* answered, or its backlog is full: someone listens */
+    if (e == ECONNREFUSED)
+        unlink(path);
+    return false;
+}
+
+int
+net_listen(const struct net_addr *a, int backlog, unsigned flags)
+{
+    if (a->family == AF_UNIX && unix_in_use(a))
+        return -EADDRINUSE;
     int fd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     int one = 1;
-    if (a->family == AF_UNIX) {
-        const char *path = ((const struct sockaddr_un *)&a->ss)->sun_path;
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-            unlink(path);
-    } else {
+    if (a->family != AF_UNIX)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (a->family == AF_INET6) {
+        int only = (flags & NET_V6ONLY) != 0;
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof(only)) != 0) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
     }
-    if (a->family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)&a->ss, a->len) != 0 || listen(fd, backlog) != 0) {
         int e = errno;
         close(fd);
@@ -196,4 +220,44 @@ net_accept(int lfd)
             return -EAGAIN;
         return -errno;
     }
+}
+
+void
+net_unix_stamp(const struct net_addr *a, struct net_stamp *st)
+{
+    struct stat sb;
+    st->set = false;
+    if (a->family == AF_UNIX && lstat(((const struct sockaddr_un *)&a->ss)->sun_path, &sb) == 0) {
+        st->dev = (unsigned long long)sb.st_dev;
+        st->ino = (unsigned long long)sb.st_ino;
+        st->set = true;
+    }
+}
+
+void
+net_unix_release(const struct net_addr *a, const struct net_stamp *st)
+{
+    struct stat sb;
+    if (a->family != AF_UNIX || !st->set)
+        return;
+    const char *path = ((const struct sockaddr_un *)&a->ss)->sun_path;
+    if (lstat(path, &sb) == 0 && S_ISSOCK(sb.st_mode) && (unsigned long long)sb.st_dev == st->dev &&
+        (unsigned long long)sb.st_ino == st->ino)
+        unlink(path);
+}
+
+int
+net_check_listener(int fd)
+{
+    struct stat sb;
+    int v;
+    socklen_t len = sizeof(v);
+    if (fstat(fd, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+        return -ENOTSOCK;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) != 0 || v != SOCK_STREAM)
+        return -ESOCKTNOSUPPORT;
+    len = sizeof(v);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) != 0 || v == 0)
+        return -EINVAL;
+    return 0;
 }

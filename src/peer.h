@@ -109,6 +109,12 @@ struct peer_conn {
     char last_error[256];
 };
 
+/* PEER_SIZE_OK tells whether size, the size field of a caller's public struct of type t, is
+ * 0 (the layout of release 1.0) or covers t up to last, its last field in release 1.0. A
+ * field added later is read only when size covers it too. */
+#define PEER_SIZE_OK(size, t, last) \
+    ((size) == 0 || (size) >= offsetof(t, last) + sizeof(((const t *)NULL)->last))
+
 /* peer_now_ms returns the monotonic clock in milliseconds. */
 uint64_t peer_now_ms(void);
 /* peer_ms_until returns the milliseconds from now to when (0 when past, at most INT32_MAX). */

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -23,9 +25,12 @@
 
 #include "inginious/json.h"
 #include "inginious/mp.h"
+#include "sandbox.h"
 
 #define POLL_NO_PIDFD_MS 50   /* how often the child is checked without a pidfd */
 #define POLL_DYING_MS 100     /* re-check period while a killed group dies */
+#define POLL_CGROUP_MS 5      /* re-check period while a job's cgroup empties */
+#define DYING_MAX_MS 2000     /* longest wait for it (then its processes are left) */
 #define READ_CHUNK 16384      /* one read from a pipe */
 #define READ_BUDGET 16        /* reads per pipe per runner_process */
 #define DRAIN_ROUNDS 16       /* budgets spent draining a pipe once the job is over */
@@ -57,10 +62,14 @@ enum child_stage {
     STAGE_SETGID,    /* switching group */
     STAGE_SETUID,    /* switching user */
     STAGE_EXEC,      /* execve itself */
+    STAGE_COPY,      /* copying the task folder */
+    STAGE_INPUT,     /* writing input.json */
+    STAGE_SANDBOX,   /* the sandbox (the third word of the report is its stage) */
 };
 
 static const char *const stage_names[] = {
-    "dup2", "chdir", "setrlimit", "setgroups", "setgid", "setuid", "execve",
+    "dup2", "chdir", "setrlimit", "setgroups", "setgid", "setuid", "execve", "copy", "input",
+    "sandbox",
 };
 
 /* What the child needs, all prepared before fork (the child only makes system calls). */
@@ -73,6 +82,11 @@ struct child_args {
     int out_fd;        /* stdout (write end) */
     int err_fd;        /* stderr (write end) */
     int report_fd;     /* close-on-exec pipe: the failure report */
+    const char *src;   /* the task folder to copy, or NULL */
+    const char *base;  /* the job folder on the host */
+    mode_t base_mode;  /* its mode */
+    bool sandbox;
+    struct sandbox_job sj;
     struct rlimit cpu;
     bool set_as;
     struct rlimit as;
@@ -96,6 +110,15 @@ struct runner_job {
     struct capture out;
     struct capture err;
     uint64_t deadline_ms;
+    int report_fd;            /* the child's report pipe until exec; -1 after */
+    bool starting;            /* forked, not yet exec'd (copying the task folder) */
+    bool started;             /* `run` was exec'd */
+    bool sandboxed;
+    struct sandbox_cg cg;     /* the job's cgroups when sandboxed */
+    uint64_t cpu_ns;          /* CPU time of the job, once done */
+    unsigned long pids_max;   /* the job's process limit when sandboxed */
+    bool dying;               /* reaped, waiting for the cgroup to empty */
+    uint64_t dying_until;
     bool killed;              /* runner_kill was called while running */
     bool timed_out;           /* the deadline passed */
     bool done;
@@ -105,6 +128,8 @@ struct runner_job {
     uid_t uid;
     gid_t gid;
     char *base;               /* the job's private directory, or NULL */
+    char *run;                /* the run file (for messages) */
+    char *rootfs;             /* the environment's rootfs/ when it has one */
     char *dir;                /* base/task: the copied folder */
     struct ing_mp_writer fb;  /* feedback.json as msgpack: result views point into it */
     char crash[CRASH_TEXT_MAX];
@@ -340,11 +365,37 @@ struct owner {
     gid_t gid;
 };
 
+/* copy_data copies what is left to read from in to out. Returns 0 or -errno. */
+static int
+copy_data(int in, int out)
+{
+    char buf[32768];
+
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof(buf)), off = 0;
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return 0;
+        while (off < n) {
+            ssize_t w = write(out, buf + off, (size_t)(n - off));
+
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0)
+                return -errno;
+            off += w;
+        }
+    }
+}
+
 static int
 copy_file(int sfd, int dfd, const char *name, mode_t mode, const struct owner *own)
 {
-    char buf[32768];
-    int in, out, rc = 0;
+    int in, out, rc;
 
     in = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (in < 0)
@@ -355,31 +406,7 @@ copy_file(int sfd, int dfd, const char *name, mode_t mode, const struct owner *o
         close(in);
         return rc;
     }
-    for (;;) {
-        ssize_t n = read(in, buf, sizeof(buf)), off = 0;
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = -errno;
-            break;
-        }
-        if (n == 0)
-            break;
-        while (off < n) {
-            ssize_t w = write(out, buf + off, (size_t)(n - off));
-
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0) {
-                rc = -errno;
-                break;
-            }
-            off += w;
-        }
-        if (rc < 0)
-            break;
-    }
+    rc = copy_data(in, out);
     if (rc == 0 && fchmod(out, (mode & 0777) | S_IRUSR | S_IWUSR) < 0)
         rc = -errno;
     if (rc == 0 && own->set && fchown(out, own->uid, own->gid) < 0)
@@ -511,12 +538,31 @@ rm_tree(int pfd, const char *name, unsigned depth)
     (void)unlinkat(pfd, name, AT_REMOVEDIR);
 }
 
+/* remove_base removes the job's folder without blocking the caller on a large one: a
+ * sandboxed job's folder is a tmpfs, detached at once; otherwise a grandchild removes it
+ * (reparented to the nearest subreaper, the agent, which reaps it). */
 static void
 remove_base(struct runner_job *r)
 {
+    pid_t pid;
+
     if (r->base == NULL)
         return;
-    rm_tree(AT_FDCWD, r->base, 0);
+    if (r->sandboxed) {
+        (void)umount2(r->base, MNT_DETACH);
+        rm_tree(AT_FDCWD, r->base, 0);
+    } else if ((pid = fork()) == 0) {
+        if (fork() == 0) {
+            rm_tree(AT_FDCWD, r->base, 0);
+            _exit(0);
+        }
+        _exit(0);
+    } else if (pid > 0) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    } else {
+        rm_tree(AT_FDCWD, r->base, 0);
+    }
     free(r->base);
     r->base = NULL;
 }
@@ -589,7 +635,11 @@ finish_crash(struct runner_job *r, const char *fmt, ...)
     close_fd(&r->out.fd);
     close_fd(&r->err.fd);
     close_fd(&r->pidfd);
+    close_fd(&r->report_fd);
+    r->starting = false;
     remove_base(r);
+    if (r->sandboxed)
+        (void)sandbox_cg_destroy(&r->cg);
     result_base(r, "crash", 0.0);
     r->done = true;
 }
@@ -820,22 +870,40 @@ finish(struct runner_job *r)
     const char *exit_kind = WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "success" : "failed";
     char *fb = NULL;
     size_t fblen = 0;
+    uint64_t oom = 0, refused = 0;
     int rc;
 
+    r->cpu_ns = (uint64_t)(cpu * 1e9);
     if (capture_finish(&r->out) < 0 || capture_finish(&r->err) < 0) {
         finish_crash(r, "Out of memory");
         return;
     }
     r->crash[0] = '\0';
+    if (r->sandboxed) {
+        oom = sandbox_cg_oom_kills(&r->cg);
+        refused = sandbox_cg_pids_refused(&r->cg);
+        r->cpu_ns = sandbox_cg_cpu_ns(&r->cg);
+    }
     if (r->killed) {
         set_text(r, "The job was killed");
         result_base(r, "killed", 0.0);
+    } else if (r->timed_out && !r->started) {
+        finish_crash(r, "The job did not start within %g s (copying the task folder)",
+                     r->wall_s);
+        return;
     } else if (r->timed_out) {
-        set_text(r, "Time limit exceeded (%g s of wall-clock time)", r->wall_s);
+        set_text(r, "Time limit exceeded (%g s of wall-clock time)%s", r->wall_s,
+                 refused > 0 ? "; the process limit was reached" : "");
         result_base(r, "timeout", 0.0);
     } else if (sig == SIGXCPU || (sig == SIGKILL && cpu >= (double)ceil_u64(r->time_s))) {
         set_text(r, "Time limit exceeded (%g s of CPU time)", r->time_s);
         result_base(r, "timeout", 0.0);
+    } else if (oom > 0) {
+        set_text(r, "Memory limit exceeded (%llu MiB): the kernel ended %llu process%s of the job",
+                 (unsigned long long)(r->memory_mib != 0 ? r->memory_mib
+                                                         : SANDBOX_MEMORY_DEFAULT_MIB),
+                 (unsigned long long)oom, oom > 1 ? "es" : "");
+        result_base(r, "overflow", 0.0);
     } else if ((rc = read_feedback(r, &fb, &fblen)) != 0) {
         if (rc < 0) {
             char why[CRASH_TEXT_MAX];
@@ -846,6 +914,10 @@ finish(struct runner_job *r)
             apply_feedback(r, fb, fblen, exit_kind);
         }
         free(fb);
+    } else if (refused > 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+        set_text(r, "Process limit exceeded (%lu processes): %llu fork%s refused",
+                 r->pids_max, (unsigned long long)refused, refused > 1 ? "s" : "");
+        result_base(r, "overflow", 0.0);
     } else if (r->memory_mib > 0 &&
                (sig == SIGSEGV || sig == SIGBUS || sig == SIGABRT || sig == SIGKILL)) {
         set_text(r, "Memory limit exceeded (%llu MiB): the grader died of signal %d (SIG%s)",
@@ -861,29 +933,104 @@ finish(struct runner_job *r)
         result_base(r, "failed", 0.0);
     }
     remove_base(r);
+    if (r->sandboxed)
+        (void)sandbox_cg_destroy(&r->cg);
     r->done = true;
 }
 
 /* ---- the child ---------------------------------------------------------------------- */
 
 static _Noreturn void
-child_fail(int report_fd, enum child_stage stage)
+child_fail3(int report_fd, enum child_stage stage, int err, int sub)
 {
-    int msg[2] = {(int)stage, errno};
+    int msg[3] = {(int)stage, err, sub};
     ssize_t w = write(report_fd, msg, sizeof(msg));
 
     (void)w;
     _exit(127);
 }
 
-/* child_run runs in the forked child: system calls only, then exec. */
+static _Noreturn void
+child_fail(int report_fd, enum child_stage stage)
+{
+    child_fail3(report_fd, stage, errno, 0);
+}
+
+/* child_folder makes the job's folder base/task (on the job's tmpfs when sandboxed), copies
+ * the task into it and writes input.json from stdin (fd 0, a private copy). Runs in the
+ * child, as root when jobs run as another user. Returns 0 or -errno with *stage set. */
+static int
+child_folder(const struct child_args *a, enum child_stage *stage)
+{
+    struct owner own = {a->drop, a->uid, a->gid};
+    int bfd, dfd, sfd, fd, rc = 0;
+
+    *stage = STAGE_SANDBOX;
+    if (a->sandbox && (rc = sandbox_mount_base(&a->sj)) < 0)
+        return rc;
+    *stage = STAGE_COPY;
+    bfd = open(a->base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (bfd < 0)
+        return -errno;
+    /* The job's user must be able to reach base/task, not to list or change base. */
+    if (fchmod(bfd, a->base_mode) < 0 || (!a->sandbox && mkdirat(bfd, "task", 0700) < 0)) {
+        rc = -errno;
+        close(bfd);
+        return rc;
+    }
+    dfd = openat(bfd, "task", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    close(bfd);
+    if (dfd < 0)
+        return -errno;
+    if (fchmod(dfd, 0700) < 0 || (own.set && fchown(dfd, own.uid, own.gid) < 0))
+        rc = -errno;
+    if (rc == 0 && a->src != NULL) {
+        sfd = open(a->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (sfd < 0) {
+            rc = -errno;
+        } else {
+            struct stat st;
+
+            rc = copy_tree(sfd, dfd, &own, 0);
+            if (rc == 0 && (fstat(sfd, &st) < 0 || fchmod(dfd, (st.st_mode & 0777) | S_IRWXU) < 0))
+                rc = -errno;
+            close(sfd);
+        }
+    }
+    if (rc < 0) {
+        close(dfd);
+        return rc;
+    }
+    *stage = STAGE_INPUT;
+    (void)unlinkat(dfd, "input.json", 0);
+    fd = openat(dfd, "input.json", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    close(dfd);
+    if (fd < 0)
+        return -errno;
+    /* stdin is read to its end, then rewound for the job. */
+    rc = copy_data(0, fd);
+    if (rc == 0 && lseek(0, 0, SEEK_SET) < 0)
+        rc = -errno;
+    if (rc == 0 && fchmod(fd, 0644) < 0)
+        rc = -errno;
+    if (rc == 0 && own.set && fchown(fd, own.uid, own.gid) < 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+/* child_run runs in the forked child: the folder, the limits, the user, the sandbox, then
+ * exec. The agent is single-threaded, so the copy may use the C library freely. */
 static _Noreturn void
 child_run(const struct child_args *a)
 {
     struct sigaction sa;
     sigset_t none;
-    int fds[4] = {a->in_fd, a->out_fd, a->err_fd, a->report_fd};
-    int i, sig, report = a->report_fd;
+    struct sandbox_job sj = a->sj;
+    enum child_stage stage;
+    int fds[4 + SANDBOX_CG_MAX] = {a->in_fd, a->out_fd, a->err_fd, a->report_fd};
+    int nfds = 4;
+    int i, sig, rc, report = a->report_fd;
 
     /* Dispositions the agent set (ignored SIGPIPE, blocked SIGTERM) must not leak. */
     sigemptyset(&none);
@@ -895,30 +1042,39 @@ child_run(const struct child_args *a)
             sigaction(sig, &sa, NULL);
     }
     setsid();
-    /* Move the four fds above 10 first so that dup2 to 0..3 cannot clobber one. */
-    for (i = 0; i < 4; i++) {
+    if (a->sandbox) {
+        for (i = 0; i < SANDBOX_CG_MAX; i++) {
+            if (sj.cg_fd[i] >= 0)
+                fds[nfds++] = sj.cg_fd[i];
+        }
+    }
+    /* Move the fds above 10 first so that dup2 to 0..n-1 cannot clobber one. */
+    for (i = 0; i < nfds; i++) {
         fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10);
         if (fds[i] < 0)
             child_fail(report, STAGE_FDS);
         if (i == 3)
             report = fds[i];
     }
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < nfds; i++) {
         if (dup2(fds[i], i) < 0)
+            child_fail(report, STAGE_FDS);
+        if (i >= 3 && fcntl(i, F_SETFD, FD_CLOEXEC) < 0)
             child_fail(report, STAGE_FDS);
     }
     report = 3;
-    if (fcntl(3, F_SETFD, FD_CLOEXEC) < 0)
-        child_fail(report, STAGE_FDS);
+    for (i = 0; i < SANDBOX_CG_MAX; i++)
+        sj.cg_fd[i] = 4 + i < nfds ? 4 + i : -1;
 #ifdef SYS_close_range
-    if (syscall(SYS_close_range, 4u, ~0u, 0u) < 0)
+    if (syscall(SYS_close_range, (unsigned)nfds, ~0u, 0u) < 0)
 #endif
     {
-        for (i = 4; i < 65536; i++)
+        for (i = nfds; i < 65536; i++)
             close(i);
     }
-    if (chdir(a->dir) < 0)
-        child_fail(report, STAGE_CHDIR);
+    rc = child_folder(a, &stage);
+    if (rc < 0)
+        child_fail3(report, stage, -rc, SBX_MOUNT_BASE);
     {
         struct rlimit zero = {0, 0};
 
@@ -937,6 +1093,15 @@ child_run(const struct child_args *a)
         if (setuid(a->uid) < 0)
             child_fail(report, STAGE_SETUID);
     }
+    if (a->sandbox) {
+        enum sandbox_stage sst = SBX_UNSHARE;
+
+        rc = sandbox_enter(&sj, &sst);
+        if (rc < 0)
+            child_fail3(report, STAGE_SANDBOX, -rc, (int)sst);
+    }
+    if (chdir(a->dir) < 0)
+        child_fail(report, STAGE_CHDIR);
     execve(a->path, a->argv, a->envp);
     child_fail(report, STAGE_EXEC);
 }
@@ -1003,11 +1168,11 @@ env_free(struct env_list *e)
 
 static int
 build_env(struct env_list *e, const struct runner_job *r, const struct ing_job_spec *job,
-          const char *run_dir, bool taskless)
+          const char *dir, const char *run_dir, bool taskless)
 {
     static const char *const debug_names[] = {"0", "1", "ssh"};
-    char *input = path_join(r->dir, "input.json");
-    char *feedback = path_join(r->dir, "feedback.json");
+    char *input = path_join(dir, "input.json");
+    char *feedback = path_join(dir, "feedback.json");
     struct ing_view none = {"", 0};
     int rc = 0;
 
@@ -1018,7 +1183,7 @@ build_env(struct env_list *e, const struct runner_job *r, const struct ing_job_s
     if (rc == 0)
         rc = env_add(e, "PATH", JOB_PATH, strlen(JOB_PATH));
     if (rc == 0)
-        rc = env_add(e, "HOME", r->dir, strlen(r->dir));
+        rc = env_add(e, "HOME", dir, strlen(dir));
     if (rc == 0)
         rc = env_add(e, "LANG", "C.UTF-8", 7);
     if (rc == 0)
@@ -1038,7 +1203,7 @@ build_env(struct env_list *e, const struct runner_job *r, const struct ing_job_s
     if (rc == 0)
         rc = env_addf(e, "INGINIOUS_MEMORY_LIMIT", "%llu", (unsigned long long)r->memory_mib);
     if (rc == 0)
-        rc = env_add(e, "INGINIOUS_TASK_DIR", r->dir, strlen(r->dir));
+        rc = env_add(e, "INGINIOUS_TASK_DIR", dir, strlen(dir));
     if (rc == 0)
         rc = env_add(e, "INGINIOUS_ENV_DIR", run_dir, strlen(run_dir));
     if (rc == 0)
@@ -1052,14 +1217,12 @@ build_env(struct env_list *e, const struct runner_job *r, const struct ing_job_s
     return rc;
 }
 
-/* make_folder creates the job's private directory and its folder (a copy of src, or empty
- * when src is NULL). Returns 0 or -1 after finishing the job as crash. */
+/* make_base creates the job's private directory (its folder base/task is made by the
+ * child). Returns 0 or -1 after finishing the job as crash. */
 static int
-make_folder(struct runner_job *r, const struct runner_opts *o, const char *src)
+make_base(struct runner_job *r, const struct runner_opts *o)
 {
     const char *tmp = o->work_dir;
-    struct owner own = {r->drop, r->uid, r->gid};
-    int bfd = -1, dfd = -1, sfd = -1, rc = 0;
     char *tmpl;
 
     if (tmp == NULL)
@@ -1082,53 +1245,17 @@ make_folder(struct runner_job *r, const struct runner_opts *o, const char *src)
         finish_crash(r, "Out of memory");
         return -1;
     }
-    bfd = open(r->base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    /* The job's user must be able to reach base/task, not to list or change base. */
-    if (bfd < 0 || fchmod(bfd, r->drop ? 0711 : 0700) < 0 || mkdirat(bfd, "task", 0700) < 0) {
-        rc = -errno;
-        goto out;
-    }
-    dfd = openat(bfd, "task", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0 || (own.set && fchown(dfd, own.uid, own.gid) < 0)) {
-        rc = -errno;
-        goto out;
-    }
-    if (src != NULL) {
-        sfd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (sfd < 0) {
-            rc = -errno;
-            goto out;
-        }
-        rc = copy_tree(sfd, dfd, &own, 0);
-        if (rc == 0) {
-            struct stat st;
-
-            if (fstat(sfd, &st) < 0 || fchmod(dfd, (st.st_mode & 0777) | S_IRWXU) < 0)
-                rc = -errno;
-        }
-    }
-out:
-    if (sfd >= 0)
-        close(sfd);
-    if (dfd >= 0)
-        close(dfd);
-    if (bfd >= 0)
-        close(bfd);
-    if (rc < 0) {
-        finish_crash(r, "Cannot copy the task folder: %s", strerror(-rc));
-        return -1;
-    }
     return 0;
 }
 
-/* write_input writes input.json into the folder and returns a readable fd holding the same
- * JSON for stdin, or -1 after finishing the job as crash. */
+/* make_input returns a readable fd holding the job's inputdata as JSON, from its start:
+ * the job's stdin, and what the child writes to input.json. Or -1 after finishing the job
+ * as crash. */
 static int
-write_input(struct runner_job *r, const struct ing_job_spec *job)
+make_input(struct runner_job *r, const struct ing_job_spec *job)
 {
     struct ing_mp_writer w;
-    int dfd, fd, in = -1, rc;
-    const char *what = "input.json";
+    int in, rc;
 
     ing_mp_writer_init_dyn(&w);
     rc = ing_mp_to_json((const uint8_t *)job->inputdata.p, job->inputdata.len, &w, 0);
@@ -1137,57 +1264,34 @@ write_input(struct runner_job *r, const struct ing_job_spec *job)
         finish_crash(r, "The job's inputdata cannot be written as JSON");
         return -1;
     }
-    dfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) {
+    /* A private copy that the job cannot change. */
+    in = memfd_create("inginious-input", MFD_CLOEXEC);
+    if (in < 0)
+        in = open(r->base, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (in < 0) {
         rc = -errno;
-        goto out;
+    } else {
+        rc = write_all(in, w.buf, w.len);
+        if (rc == 0 && lseek(in, 0, SEEK_SET) < 0)
+            rc = -errno;
     }
-    (void)unlinkat(dfd, "input.json", 0);
-    fd = openat(dfd, "input.json", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = -errno;
-        close(dfd);
-        goto out;
-    }
-    rc = write_all(fd, w.buf, w.len);
-    if (rc == 0 && fchmod(fd, 0644) < 0)
-        rc = -errno;
-    if (rc == 0 && r->drop && fchown(fd, r->uid, r->gid) < 0)
-        rc = -errno;
-    close(fd);
-    if (rc == 0) {
-        /* stdin comes from a private copy that the job cannot change. */
-        what = "stdin";
-        in = memfd_create("inginious-input", MFD_CLOEXEC);
-        if (in >= 0) {
-            rc = write_all(in, w.buf, w.len);
-            if (rc == 0 && lseek(in, 0, SEEK_SET) < 0)
-                rc = -errno;
-        } else {
-            in = openat(dfd, "input.json", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-            if (in < 0)
-                rc = -errno;
-        }
-    }
-    close(dfd);
-out:
     ing_mp_writer_fini(&w);
     if (rc < 0) {
         if (in >= 0)
             close(in);
-        finish_crash(r, "Cannot write %s: %s", what, strerror(-rc));
+        finish_crash(r, "Cannot write stdin: %s", strerror(-rc));
         return -1;
     }
     return in;
 }
 
-/* spawn forks and execs run. Returns 0 or -1 after finishing the job as crash. */
+/* spawn forks the child, which copies the folder and execs run. Never waits for it: the
+ * job is starting until the report pipe closes (exec) or brings the child's failure.
+ * Returns 0 or -1 after finishing the job as crash. */
 static int
 spawn(struct runner_job *r, struct child_args *a, uint64_t now_ms)
 {
     int outp[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1};
-    int msg[2];
-    ssize_t n;
     pid_t pid;
 
     if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0) {
@@ -1218,31 +1322,44 @@ spawn(struct runner_job *r, struct child_args *a, uint64_t now_ms)
         finish_crash(r, "Cannot fork: %s", strerror(e));
         return -1;
     }
-    /* Wait for exec (the report pipe closes) or the child's failure report. */
-    do {
-        n = read(rep[0], msg, sizeof(msg));
-    } while (n < 0 && errno == EINTR);
-    close(rep[0]);
-    if (n == (ssize_t)sizeof(msg)) {
-        int st;
-
-        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-            ;
-        finish_crash(r, "Cannot run %s: %s failed: %s", a->path,
-                     msg[0] >= 0 && msg[0] <= STAGE_EXEC ? stage_names[msg[0]] : "?",
-                     strerror(msg[1]));
-        return -1;
-    }
     r->pid = pid;
+    r->report_fd = rep[0];
+    r->starting = true;
 #ifdef SYS_pidfd_open
     r->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (r->pidfd >= 0)
         (void)fcntl(r->pidfd, F_SETFD, FD_CLOEXEC);
 #endif
+    (void)fcntl(r->report_fd, F_SETFL, O_NONBLOCK);
     (void)fcntl(r->out.fd, F_SETFL, O_NONBLOCK);
     (void)fcntl(r->err.fd, F_SETFL, O_NONBLOCK);
+    /* Until exec the wall-clock limit also bounds the copy of the task folder. */
     r->deadline_ms = now_ms + (uint64_t)(r->wall_s * 1000.0);
     return 0;
+}
+
+/* start_failed ends a job whose child reported a failure before exec. */
+static void
+start_failed(struct runner_job *r, const int msg[3])
+{
+    int st, stage = msg[0], err = msg[1];
+
+    kill(r->pid, SIGKILL);
+    kill(-r->pid, SIGKILL);
+    while (waitpid(r->pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    r->pid = 0;
+    if (stage == STAGE_COPY)
+        finish_crash(r, "Cannot copy the task folder: %s", strerror(err));
+    else if (stage == STAGE_INPUT)
+        finish_crash(r, "Cannot write input.json: %s", strerror(err));
+    else if (stage == STAGE_SANDBOX)
+        finish_crash(r, "Cannot set up the sandbox: %s failed: %s",
+                     sandbox_stage_name(msg[2]), strerror(err));
+    else
+        finish_crash(r, "Cannot run %s: %s failed: %s", r->run != NULL ? r->run : "run",
+                     stage >= 0 && stage <= STAGE_SANDBOX ? stage_names[stage] : "?",
+                     strerror(err));
 }
 
 static void
@@ -1278,6 +1395,70 @@ read_state(struct runner_job *r, const struct ing_job_spec *job)
     r->old_state_len = r->old_state != NULL ? s.len : 0;
 }
 
+/* param_true tells whether environment_parameters[key] is true. */
+static bool
+param_true(struct ing_view params, const char *key)
+{
+    const char *keys[1] = {key};
+    const uint8_t *val;
+    size_t len;
+    struct ing_mp_obj o;
+
+    if (params.p == NULL || params.len == 0 ||
+        ing_mp_path((const uint8_t *)params.p, params.len, keys, 1, &val, &len) != 0)
+        return false;
+    return ing_mp_read(&val, val + len, &o) == 0 && o.type == ING_MP_BOOL && o.v.b;
+}
+
+/* sandbox_prepare fills the child's sandbox arguments and makes the job's cgroups.
+ * Returns 0 or -1 after finishing the job as crash. */
+static int
+sandbox_prepare(struct runner_job *r, const struct runner_opts *o,
+                const struct ing_job_spec *job, struct child_args *a, const char *src,
+                const char *run_dir)
+{
+    uint64_t disk = o->disk_limit != 0 ? o->disk_limit : SANDBOX_DISK_DEFAULT;
+    uint64_t mem = r->memory_mib != 0 ? r->memory_mib : SANDBOX_MEMORY_DEFAULT_MIB;
+    double v;
+    int rc, i;
+
+    if (limit_get(job->environment_parameters, "disk", &v) && v * 1048576.0 < (double)disk)
+        disk = ceil_u64(v * 1048576.0);
+    r->pids_max = o->nproc != 0 ? o->nproc : SANDBOX_PIDS_DEFAULT;
+    rc = sandbox_cg_create(o->sandbox, &r->cg, mem * 1024 * 1024, r->pids_max);
+    if (rc < 0) {
+        finish_crash(r, "Cannot create the job's cgroup: %s", strerror(-rc));
+        return -1;
+    }
+    r->sandboxed = true;
+    a->sandbox = true;
+    a->sj.base = r->base;
+    a->sj.task_src = src;
+    a->sj.env_dir = run_dir;
+    {
+        struct stat st;
+
+        r->rootfs = path_join(run_dir, "rootfs");
+        if (r->rootfs == NULL) {
+            finish_crash(r, "Out of memory");
+            return -1;
+        }
+        if (stat(r->rootfs, &st) == 0 && S_ISDIR(st.st_mode)) {
+            a->sj.rootfs = r->rootfs;
+        } else {
+            free(r->rootfs);
+            r->rootfs = NULL;
+        }
+    }
+    a->sj.network = param_true(job->environment_parameters, "network_grading");
+    a->sj.disk_bytes = disk;
+    a->sj.uid = r->drop ? r->uid : geteuid();
+    a->sj.gid = r->drop ? r->gid : getegid();
+    for (i = 0; i < SANDBOX_CG_MAX; i++)
+        a->sj.cg_fd[i] = r->cg.procs_fd[i];
+    return 0;
+}
+
 /* launch does everything after the job's fields are copied: the job is then running, or
  * finished as crash. */
 static void
@@ -1288,9 +1469,10 @@ launch(struct runner_job *r, const struct runner_opts *o, const char *run_path,
     struct env_list env = {{NULL}, 0};
     char *argv[2] = {NULL, NULL};
     char *run_abs = NULL, *run_dir = NULL, *src = NULL, *slash;
+    char inside_run[NAME_MAX + 8];
     bool taskless;
     struct stat st;
-    int in;
+    int in, rc;
 
     if (run_path == NULL) {
         finish_crash(r, "Environment %.*s/%.*s is not available on this agent",
@@ -1359,37 +1541,59 @@ launch(struct runner_job *r, const struct runner_opts *o, const char *run_path,
             goto out;
         }
     }
-    if (make_folder(r, o, src) < 0)
+    if (make_base(r, o) < 0)
         goto out;
-    in = write_input(r, job);
+    in = make_input(r, job);
     if (in < 0)
         goto out;
-    if (build_env(&env, r, job, run_dir, taskless) < 0) {
+    memset(&a, 0, sizeof(a));
+    a.src = src;
+    a.base = r->base;
+    a.base_mode = r->drop ? 0711 : 0700;
+    a.cpu.rlim_cur = (rlim_t)ceil_u64(r->time_s);
+    a.cpu.rlim_max = a.cpu.rlim_cur + 1;
+    a.drop = r->drop;
+    a.uid = r->uid;
+    a.gid = r->gid;
+    if (o->sandbox != NULL) {
+        const char *name = strrchr(run_abs, '/');
+
+        if (sandbox_prepare(r, o, job, &a, src, run_dir) < 0) {
+            close(in);
+            goto out;
+        }
+        snprintf(inside_run, sizeof(inside_run), "/env/%s", name != NULL ? name + 1 : run_abs);
+        argv[0] = inside_run;
+        a.path = inside_run;
+        a.dir = "/work";
+        rc = build_env(&env, r, job, "/work", "/env", taskless);
+    } else {
+        argv[0] = run_abs;
+        a.path = run_abs;
+        a.dir = r->dir;
+        if (r->memory_mib > 0) {
+            a.set_as = true;
+            a.as.rlim_cur = a.as.rlim_max = (rlim_t)(r->memory_mib * 1024 * 1024);
+        }
+        if (o->nproc > 0) {
+            a.set_nproc = true;
+            a.nproc.rlim_cur = a.nproc.rlim_max = (rlim_t)o->nproc;
+        }
+        rc = build_env(&env, r, job, r->dir, run_dir, taskless);
+    }
+    if (rc < 0) {
         close(in);
         finish_crash(r, "Out of memory");
         goto out;
     }
-    memset(&a, 0, sizeof(a));
-    argv[0] = run_abs;
-    a.path = run_abs;
     a.argv = argv;
     a.envp = env.v;
-    a.dir = r->dir;
     a.in_fd = in;
-    a.cpu.rlim_cur = (rlim_t)ceil_u64(r->time_s);
-    a.cpu.rlim_max = a.cpu.rlim_cur + 1;
-    if (r->memory_mib > 0) {
-        a.set_as = true;
-        a.as.rlim_cur = a.as.rlim_max = (rlim_t)(r->memory_mib * 1024 * 1024);
-    }
-    if (o->nproc > 0) {
-        a.set_nproc = true;
-        a.nproc.rlim_cur = a.nproc.rlim_max = (rlim_t)o->nproc;
-    }
-    a.drop = r->drop;
-    a.uid = r->uid;
-    a.gid = r->gid;
+    r->run = run_abs;
+    run_abs = NULL;
     (void)spawn(r, &a, now_ms);
+    if (r->sandboxed)
+        sandbox_cg_close_fds(&r->cg);
     close(in);
     env_free(&env);
 out:
@@ -1410,6 +1614,9 @@ runner_start(const struct runner_opts *opts, const char *run_path,
     if (r == NULL)
         return -ENOMEM;
     r->pidfd = -1;
+    r->report_fd = -1;
+    for (int i = 0; i < SANDBOX_CG_MAX; i++)
+        r->cg.procs_fd[i] = -1;
     r->out.fd = -1;
     r->err.fd = -1;
     r->out.limit = limit;
@@ -1450,6 +1657,8 @@ runner_fds(const struct runner_job *r, int *fds)
         fds[n++] = r->err.fd;
     if (r->pidfd >= 0)
         fds[n++] = r->pidfd;
+    if (r->report_fd >= 0)
+        fds[n++] = r->report_fd;
     return n;
 }
 
@@ -1461,6 +1670,8 @@ runner_timeout_ms(const struct runner_job *r, uint64_t now_ms)
 
     if (r->done)
         return -1;
+    if (r->dying)
+        return POLL_CGROUP_MS;
     if (r->killed || r->timed_out)
         return POLL_DYING_MS;
     left = r->deadline_ms > now_ms ? r->deadline_ms - now_ms : 0;
@@ -1478,10 +1689,36 @@ runner_process(struct runner_job *r, uint64_t now_ms)
 
     if (r->done)
         return 1;
+    if (r->dying) {
+        /* `run` is reaped; its namespace's last processes are being torn down. */
+        if (!sandbox_cg_empty(&r->cg) && now_ms < r->dying_until)
+            return 0;
+        finish(r);
+        return 1;
+    }
+    if (r->starting) {
+        int msg[3];
+        ssize_t n = read(r->report_fd, msg, sizeof(msg));
+
+        if (n == (ssize_t)sizeof(msg)) {
+            start_failed(r, msg);
+            return 1;
+        }
+        if (n >= 0 || (errno != EAGAIN && errno != EINTR)) {
+            /* End of file: exec closed the pipe (or the child died, which waitid sees). */
+            close_fd(&r->report_fd);
+            r->starting = false;
+            if (!r->killed && !r->timed_out) {
+                r->started = true;
+                r->deadline_ms = now_ms + (uint64_t)(r->wall_s * 1000.0);
+            }
+        }
+    }
     capture_read(&r->out, READ_BUDGET);
     capture_read(&r->err, READ_BUDGET);
     if (!r->timed_out && !r->killed && now_ms >= r->deadline_ms) {
         r->timed_out = true;
+        kill(r->pid, SIGKILL);
         kill(-r->pid, SIGKILL);
     }
     /* Look at the leader without reaping it: its pid (the group id) stays reserved until
@@ -1502,6 +1739,13 @@ runner_process(struct runner_job *r, uint64_t now_ms)
         ;
     close_fd(&r->out.fd);
     close_fd(&r->err.fd);
+    if (r->sandboxed && !sandbox_cg_empty(&r->cg)) {
+        /* Report the job once every process of it is gone, so that its cgroup can go. */
+        sandbox_cg_kill(&r->cg);
+        r->dying = true;
+        r->dying_until = now_ms + DYING_MAX_MS;
+        return 0;
+    }
     finish(r);
     return 1;
 }
@@ -1513,6 +1757,7 @@ runner_kill(struct runner_job *r)
     if (r->done || r->pid <= 0)
         return;
     r->killed = true;
+    kill(r->pid, SIGKILL); /* the child may not have made its group yet */
     kill(-r->pid, SIGKILL);
 }
 
@@ -1528,6 +1773,20 @@ void
 runner_result(const struct runner_job *r, struct ing_job_result *res)
 {
     *res = r->res;
+}
+
+/* runner_started tells whether run was exec'd. */
+bool
+runner_started(const struct runner_job *r)
+{
+    return r->started;
+}
+
+/* runner_cpu_ms returns the job's CPU time once done. */
+uint64_t
+runner_cpu_ms(const struct runner_job *r)
+{
+    return r->cpu_ns / 1000000u;
 }
 
 /* runner_pid returns the running pid, or 0. */
@@ -1555,6 +1814,7 @@ runner_free(struct runner_job *r)
     if (r->pid > 0) {
         int st;
 
+        kill(r->pid, SIGKILL);
         kill(-r->pid, SIGKILL);
         while (waitpid(r->pid, &st, 0) < 0 && errno == EINTR)
             ;
@@ -1562,7 +1822,20 @@ runner_free(struct runner_job *r)
     close_fd(&r->pidfd);
     close_fd(&r->out.fd);
     close_fd(&r->err.fd);
+    close_fd(&r->report_fd);
     remove_base(r);
+    if (r->sandboxed) {
+        sandbox_cg_close_fds(&r->cg);
+        /* A job freed while running: its namespace dies with `run`; give it a moment
+         * (bounded) so that its cgroup can be removed. */
+        for (int i = 0; i < DYING_MAX_MS / POLL_CGROUP_MS && !sandbox_cg_empty(&r->cg); i++) {
+            sandbox_cg_kill(&r->cg);
+            (void)poll(NULL, 0, POLL_CGROUP_MS);
+        }
+        (void)sandbox_cg_destroy(&r->cg);
+    }
+    free(r->run);
+    free(r->rootfs);
     free(r->dir);
     free(r->out.buf);
     free(r->err.buf);

@@ -4,8 +4,12 @@
  *
  * A job runs the `run` executable of its environment:
  *   - in a fresh temporary copy of its task folder TASKS/<course>/<task>/ (copied
- *     recursively; a taskless job, with a nil or empty course or task, gets an empty
- *     folder), which is its working directory and $HOME;
+ *     recursively by the job's child process, before exec; a taskless job, with a nil or
+ *     empty course or task, gets an empty folder), which is its working directory and $HOME;
+ *   - when opts.sandbox is set, in the sandbox of sandbox.h: the folder is /work inside,
+ *     the environment's directory /env (INGINIOUS_TASK_DIR and INGINIOUS_ENV_DIR say so);
+ *     the job's cgroup holds its memory limit (no RLIMIT_AS) and its process limit
+ *     (opts.nproc, else SANDBOX_PIDS_DEFAULT; no RLIMIT_NPROC);
  *   - in a new session and process group (setsid), so that a kill reaches every process
  *     it started;
  *   - with the job's inputdata as JSON on stdin and in `input.json` in the folder;
@@ -29,8 +33,11 @@
  *
  * The result. The first rule that applies decides:
  *   1. the job was killed with runner_kill                  -> killed
- *   2. it passed its wall-clock deadline (killed by us)     -> timeout
+ *   2. it passed its wall-clock deadline (killed by us)     -> timeout (crash when `run`
+ *      had not started yet: the copy of the task folder took longer than the deadline)
  *   3. `run` died of SIGXCPU, or of SIGKILL after using its CPU time  -> timeout
+ *   3b. sandboxed, and the kernel's OOM killer killed a process of the job's cgroup
+ *                                                           -> overflow
  *   4. the folder holds a feedback.json: a JSON object with the optional keys
  *        result   "success", "failed", "error", ... or ["kind", "text"]
  *        text     str      grade  number (clamped to 0..100)
@@ -39,6 +46,8 @@
  *      grade is 100 for success and 0 otherwise, a missing text is "". A feedback.json
  *      that is not valid JSON, not an object, has a field of the wrong type, is not a
  *      regular file or is larger than 16 MiB -> crash naming the problem;
+ *   4b. sandboxed, the job's process limit refused a fork, and `run` did not exit 0
+ *                                                           -> overflow
  *   5. a memory limit is set and `run` died of SIGSEGV, SIGBUS, SIGABRT or SIGKILL (not sent
  *      by us): with RLIMIT_AS an allocation failure shows as such a crash (dash dies of
  *      SIGSEGV, C++ aborts, the kernel OOM killer sends SIGKILL)            -> overflow
@@ -51,10 +60,11 @@
  * "state" when rule 4 gives one, else inputdata["@state"] (a str, or "") is kept. problems,
  * tests and custom are {} unless feedback.json gives them; archive is nil.
  *
- * Non-blocking use from an event loop: runner_start forks and execs (it blocks only for
- * the copy of the task folder and until exec), then watch the fds of runner_fds() for
- * reading, call runner_process() when one is readable or runner_timeout_ms() has passed,
- * until it returns 1. The child is watched through a pidfd where the kernel has them,
+ * Non-blocking use from an event loop: runner_start forks (it never waits for the child:
+ * the copy of the task folder happens there, and runner_started() tells when `run` has
+ * been exec'd), then watch the fds of runner_fds() for reading, call runner_process() when
+ * one is readable or runner_timeout_ms() has passed, until it returns 1. The job folder is
+ * removed without blocking either (a background process, or a tmpfs detached). The child is watched through a pidfd where the kernel has them,
  * else runner_timeout_ms() asks to be called every 50 ms. The caller supplies the time
  * (CLOCK_MONOTONIC in ms). The process-group leader is never reaped before its group has
  * been sent SIGKILL, so its pid cannot be reused while the group is signalled. */
@@ -67,11 +77,12 @@
 #include <sys/types.h>
 
 #include "inginious/proto.h"
+#include "sandbox.h"
 
 #define RUNNER_OUTPUT_LIMIT_DEFAULT (64u * 1024) /* bytes kept of stdout, and of stderr */
 #define RUNNER_TIME_DEFAULT 30.0                 /* seconds, when limits.time is absent */
 #define RUNNER_FEEDBACK_MAX (16u * 1024 * 1024)  /* largest feedback.json read */
-#define RUNNER_MAX_FDS 3                         /* runner_fds() returns at most this */
+#define RUNNER_MAX_FDS 4                         /* runner_fds() returns at most this */
 
 struct runner_opts {
     const char *tasks_dir; /* TASKS: jobs run in a copy of TASKS/<course>/<task>/; NULL: every
@@ -79,7 +90,11 @@ struct runner_opts {
     const char *work_dir;  /* where job folders are made; NULL: $TMPDIR, else /tmp */
     const char *user;      /* when running as root: run jobs as this user; NULL: "nobody" */
     size_t output_limit;   /* bytes kept of stdout and of stderr; 0: the default */
-    unsigned long nproc;   /* RLIMIT_NPROC of the job; 0: not set */
+    unsigned long nproc;   /* RLIMIT_NPROC of the job; 0: not set (sandboxed: the job's
+                              pids.max; 0: SANDBOX_PIDS_DEFAULT) */
+    struct sandbox_host *sandbox; /* sandbox_probe's result: sandbox every job; NULL: none */
+    uint64_t disk_limit;   /* sandboxed: bytes of the job's tmpfs (limits.disk, in MiB,
+                              lowers it); 0: SANDBOX_DISK_DEFAULT */
 };
 
 struct runner_job;
@@ -116,6 +131,14 @@ bool runner_done(const struct runner_job *r);
 /* runner_result fills res with the result (job_id included). Every view points into r and
  * stays valid until runner_free(r). Only valid once runner_done(r). */
 void runner_result(const struct runner_job *r, struct ing_job_result *res);
+
+/* runner_started tells whether `run` was exec'd: the folder is copied and the job really
+ * runs (the agent then sends AgentJobStarted). */
+bool runner_started(const struct runner_job *r);
+
+/* runner_cpu_ms returns the CPU time the job used (every process of its cgroup when
+ * sandboxed, else `run` and the children it waited for). Only valid once runner_done(r). */
+uint64_t runner_cpu_ms(const struct runner_job *r);
 
 /* runner_pid returns the pid (= process group id) of the running job, or 0. */
 pid_t runner_pid(const struct runner_job *r);

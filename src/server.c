@@ -20,10 +20,10 @@
 #include "inginious/version.h"
 #include "log.h"
 #include "net.h"
+#include "sd.h"
 #include "sha256.h"
 #include "slab.h"
-#include "zmq_msg.h"
-#include "zmtp.h"
+#include "zbridge.h"
 
 #define READ_CHUNK (64 * 1024)
 #define READ_BUDGET (256 * 1024) /* bytes read from one peer per wake-up */
@@ -42,14 +42,6 @@ enum conn_state {
 enum conn_dialect {
     DIALECT_NATIVE = 0, /* proto.md */
     DIALECT_ZMQ = 1,    /* ZMTP 3.x + INGInious msgpack (first byte 0xFF) */
-};
-
-/* The ZeroMQ side of a connection (allocated for ZMTP peers only). */
-struct zconn {
-    struct zmtp zmtp;
-    bool ready; /* READY exchanged */
-    uint8_t id_len;
-    uint8_t identity[ZMTP_IDENTITY_MAX];
 };
 
 struct conn {
@@ -85,6 +77,8 @@ struct listener {
     uint8_t role;
     bool paused; /* out of file descriptors: accept is retried at the next tick */
     char addr[128];
+    struct net_addr bound;  /* a unix socket file we made is removed at exit */
+    struct net_stamp stamp;
 };
 
 struct server {
@@ -107,11 +101,12 @@ struct server {
     uint64_t tick_ms;
     int sigfd;
     struct ev_io sig_io;
+    struct sd_notify sd;      /* systemd notifications (cfg.notify) */
+    struct ev_timer sd_timer; /* STATUS= and WATCHDOG=1 */
+    char sd_status[192];      /* the last STATUS= sent */
+    bool sd_warned;           /* a notification failed (logged once) */
     bool draining, finished;
-    struct ing_mp_writer zw; /* ZeroMQ dialect: message being encoded */
-    uint8_t *conv;           /* ZeroMQ dialect: native re-encoding of a message */
-    size_t conv_cap;
-    uint32_t zmq_ids[2]; /* routing id counters, per endpoint */
+    struct zbridge zb; /* the ZeroMQ dialect */
     /* Look-ahead over the frames of one read (process_input): the job ids of the next
      * frames, found, hashed and prefetched (be_prefetch_id) before the first is handled. */
     struct hint {
@@ -161,14 +156,11 @@ out_reserve(struct conn *c, size_t n)
     return buf_tail(&c->out);
 }
 
-static void zconn_send(struct conn *c, const struct ing_msg *m);
-static void zconn_relay(struct conn *c, uint8_t type, const uint8_t *body, size_t len);
-
 static void
 conn_send(struct conn *c, const struct ing_msg *m)
 {
     if (c->dialect == DIALECT_ZMQ) {
-        zconn_send(c, m);
+        zb_send(c->z, m);
         return;
     }
     size_t n = ing_msg_size(m);
@@ -193,7 +185,7 @@ static void
 conn_relay(struct conn *c, uint8_t type, const uint8_t *body, size_t len)
 {
     if (c->dialect == DIALECT_ZMQ) {
-        zconn_relay(c, type, body, len);
+        zb_relay(c->z, type, body, len);
         return;
     }
     uint8_t *p = out_reserve(c, ING_HDR_LEN + len);
@@ -348,7 +340,8 @@ conn_reap(struct server *s)
                 break;
             }
         close(c->io.fd);
-        free(c->z);
+        zb_close(c->z);
+        c->z = NULL;
         buf_fini(&c->in);
         buf_fini(&c->out);
         s->nconns--;
@@ -610,285 +603,104 @@ welcome(struct conn *c)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* The ZeroMQ dialect: ZMTP 3.x framing (zmtp.h) carrying INGInious msgpack maps (zmq_msg.h) */
+/* The server side of the ZeroMQ bridge (zbridge.h)                                          */
 
-static void
-zconn_raw(struct conn *c, const void *p, size_t n)
+static bool input_spent(struct conn *c, unsigned *frames);
+
+uint8_t *
+srv_conn_reserve(struct conn *c, size_t n)
 {
-    uint8_t *dst = out_reserve(c, n);
-    if (dst == NULL)
-        return;
-    memcpy(dst, p, n);
+    return out_reserve(c, n);
+}
+
+void
+srv_conn_produce(struct conn *c, size_t n)
+{
     buf_produce(&c->out, n);
     conn_want_flush(c);
 }
 
-static void
-zconn_send(struct conn *c, const struct ing_msg *m)
+void
+srv_conn_close(struct conn *c, const char *why)
 {
-    struct server *s = c->srv;
-    switch (m->type) {
-    case ING_ERROR: /* no such message in the dialect: logged by the caller */
-    case ING_WELCOME:
-    case ING_AUTH:
-    case ING_AUTH_OK:
-        return;
-    default:
-        break;
-    }
-    struct ing_mp_writer *w = &s->zw;
-    w->len = 0;
-    w->err = 0;
-    int rc =
-        zmq_msg_encode(m, w, s->cfg.job_field ? ZMQ_JOB_FIELD_TASKSET_ID : ZMQ_JOB_FIELD_COURSE_ID);
-    if (rc != 0) {
-        log_msg(LOG_ERR, "%s: cannot encode %s for ZeroMQ: %s", c->name, ing_msg_type_name(m->type),
-                strerror(-rc));
-        return;
-    }
-    uint8_t hdr[ZMTP_HDR_MAX];
-    size_t hl = zmtp_frame_header(hdr, w->len, false);
-    uint8_t *dst = out_reserve(c, hl + w->len);
-    if (dst == NULL)
-        return;
-    memcpy(dst, hdr, hl);
-    memcpy(dst + hl, w->buf, w->len);
-    buf_produce(&c->out, hl + w->len);
-    conn_want_flush(c);
+    conn_close(c, why);
 }
 
-/* conv_reserve makes the conversion scratch at least n bytes. */
-static uint8_t *
-conv_reserve(struct server *s, size_t n)
+void
+srv_conn_close_after_flush(struct conn *c, const char *why)
 {
-    if (s->conv_cap < n) {
-        size_t cap = s->conv_cap ? s->conv_cap : 4096;
-        while (cap < n)
-            cap *= 2;
-        uint8_t *p = realloc(s->conv, cap);
-        if (p == NULL)
-            return NULL;
-        s->conv = p;
-        s->conv_cap = cap;
-    }
-    return s->conv;
+    c->close_after_flush = true;
+    if (buf_len(&c->out) == 0)
+        conn_close(c, why);
 }
 
-static void
-zconn_relay(struct conn *c, uint8_t type, const uint8_t *body, size_t len)
+bool
+srv_conn_reading(const struct conn *c)
 {
-    /* A native body: decode it (views) and encode it in the dialect. */
-    struct server *s = c->srv;
-    uint8_t *p = conv_reserve(s, ING_HDR_LEN + len);
-    struct ing_msg m;
-    if (p == NULL) {
-        log_msg(LOG_ERR, "%s: out of memory converting %s", c->name, ing_msg_type_name(type));
-        return;
-    }
-    ing_frame_header(p, type, (uint32_t)len);
-    memcpy(p + ING_HDR_LEN, body, len);
-    if (ing_msg_decode(p, ING_HDR_LEN + len, UINT32_MAX, &m) <= 0) {
-        log_msg(LOG_ERR, "%s: cannot convert %s", c->name, ing_msg_type_name(type));
-        return;
-    }
-    zconn_send(c, &m);
+    return c->state != CONN_CLOSING && !c->close_after_flush;
 }
 
-/* to_native re-encodes a decoded dialect message in the native format, so the backend can
- * store and relay its body; *out views point into the server's scratch. */
-static int
-to_native(struct server *s, const struct ing_msg *m, struct ing_msg *out, const uint8_t **body,
-          size_t *len)
+bool
+srv_conn_live(const struct conn *c)
 {
-    size_t n = ing_msg_size(m);
-    uint8_t *p = n ? conv_reserve(s, n) : NULL;
-    if (p == NULL || ing_msg_encode(m, p, n) != (ssize_t)n ||
-        ing_msg_decode(p, n, UINT32_MAX, out) != (ssize_t)n)
-        return -EPROTO;
-    *body = p + ING_HDR_LEN;
-    *len = n - ING_HDR_LEN;
-    return 0;
+    return c->state != CONN_CLOSING;
 }
 
-static bool
-zconn_identity_taken(struct server *s, const struct conn *c, const uint8_t *id, size_t len)
+bool
+srv_conn_spent(struct conn *c, unsigned *frames)
 {
-    for (const struct conn *o = s->conns; o != NULL; o = o->next)
-        if (o != c && o->dialect == DIALECT_ZMQ && o->role == c->role && o->state != CONN_CLOSING &&
-            o->z->ready && o->z->id_len == len && memcmp(o->z->identity, id, len) == 0)
-            return true;
-    return false;
+    return input_spent(c, frames);
 }
 
-static void handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len);
-static void handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len);
-
-static void
-zconn_message(struct conn *c, const struct zmtp_event *ev)
+const char *
+srv_conn_name(const struct conn *c)
 {
-    struct server *s = c->srv;
-    const struct zmtp_span *f = &ev->u.msg.frame[0];
-    struct ing_msg m, nm;
-    const char *why = NULL;
-    if (ev->u.msg.nframes > 1)
-        log_msg(LOG_DEBUG, "%s: %u-frame message: reading the first frame only", c->name,
-                ev->u.msg.nframes);
-    memset(&m, 0, sizeof(m));
-    int rc = zmq_msg_decode(f->p, f->len, &m, &why);
-    if (rc < 0 && c->role == ING_ROLE_CLIENT && !be_client_registered(c->client) &&
-        (m.type == ING_CLIENT_NEW_JOB || m.type == ING_CLIENT_KILL_JOB ||
-         m.type == ING_CLIENT_GET_QUEUE)) {
-        /* The registration gate comes first, as in INGInious, whatever the values. */
-        struct ing_msg unknown = {.type = ING_UNKNOWN};
-        conn_send(c, &unknown);
-        return;
-    }
-    if (rc == -EINVAL && c->role == ING_ROLE_CLIENT && m.type == ING_CLIENT_NEW_JOB &&
-        be_client_registered(c->client)) {
-        be_client_refuse(&s->be, c->client, m.u.new_job.job.job_id, why);
-        return;
-    }
-    if (rc != 0) {
-        log_msg(LOG_WARN, "%s: undecodable message dropped (%s)", c->name,
-                why != NULL ? why : strerror(-rc));
-        return;
-    }
-    const uint8_t *body = NULL;
-    size_t len = 0;
-    const struct ing_msg *use = &m;
-    if (m.type == ING_CLIENT_NEW_JOB || m.type == ING_AGENT_JOB_DONE ||
-        m.type == ING_AGENT_JOB_SSH_DEBUG) {
-        if (to_native(s, &m, &nm, &body, &len) != 0) {
-            log_msg(LOG_WARN, "%s: %s cannot be converted: dropped", c->name,
-                    ing_msg_type_name(m.type));
-            return;
-        }
-        use = &nm;
-    }
-    if (c->role == ING_ROLE_CLIENT)
-        handle_client(c, use, body, len);
-    else
-        handle_agent(c, use, body, len);
+    return c->name;
 }
 
-static void
-zconn_start(struct conn *c)
+void
+srv_conn_name_append(struct conn *c, const char *text)
 {
-    if (c->srv->cfg.secret[c->role == ING_ROLE_AGENT ? 0 : 1] != NULL) {
-        log_msg(LOG_WARN, "%s: ZeroMQ peer refused: this endpoint requires authentication",
-                c->name);
-        conn_close(c, "ZeroMQ peers cannot authenticate");
-        return;
-    }
-    c->z = calloc(1, sizeof(*c->z));
-    if (c->z == NULL) {
-        conn_close(c, "out of memory");
-        return;
-    }
-    c->dialect = DIALECT_ZMQ;
-    zmtp_init(&c->z->zmtp, (uint64_t)c->srv->cfg.max_frame + 64);
-    uint8_t g[ZMTP_GREETING_LEN];
-    zmtp_greeting(g); /* at once: libzmq waits for ours after 10 bytes of its own */
-    zconn_raw(c, g, sizeof(g));
     size_t n = strlen(c->name);
-    snprintf(c->name + n, sizeof(c->name) - n, " zmq");
+    snprintf(c->name + n, sizeof(c->name) - n, "%s", text);
 }
 
-static void
-zconn_ready(struct conn *c, const struct zmtp_event *ev)
+int
+srv_conn_opened(struct conn *c)
 {
     struct server *s = c->srv;
-    struct zconn *z = c->z;
-    const struct zmtp_span *id = &ev->u.ready.identity;
-    if (id->len > 0) {
-        if (zconn_identity_taken(s, c, id->p, id->len)) {
-            log_msg(LOG_WARN, "%s: identity already in use by a live connection: refused", c->name);
-            conn_close(c, "duplicate identity");
-            return;
-        }
-        memcpy(z->identity, id->p, id->len);
-        z->id_len = (uint8_t)id->len;
-    } else {
-        zmtp_make_routing_id(&s->zmq_ids[c->role == ING_ROLE_AGENT ? 0 : 1], z->identity);
-        z->id_len = ZMTP_ROUTING_ID_LEN;
-    }
-    z->ready = true;
     if (c->role == ING_ROLE_AGENT)
         c->agent = be_agent_new(&s->be, c);
     else
         c->client = be_client_new(&s->be, c);
     if (c->agent == NULL && c->client == NULL) {
         conn_close(c, "out of memory");
-        return;
+        return -ENOMEM;
     }
     hs_unlink(s, c);
     c->state = CONN_OPEN;
-    log_msg(LOG_DEBUG, "%s: ZeroMQ peer ready (identity of %u bytes)", c->name, z->id_len);
+    return 0;
 }
 
-/* zconn_input handles every complete ZMTP unit in c->in. */
-static bool input_spent(struct conn *c, unsigned *frames);
-
-static void
-zconn_input(struct conn *c)
+struct be_client *
+srv_conn_client(const struct conn *c)
 {
-    unsigned frames = 0;
-    while (c->state != CONN_CLOSING && !c->close_after_flush && buf_len(&c->in) > 0) {
-        if (input_spent(c, &frames))
-            return;
-        struct zmtp_event ev;
-        ssize_t r = zmtp_input(&c->z->zmtp, buf_head(&c->in), buf_len(&c->in), &ev);
-        if (r < 0) {
-            log_msg(LOG_WARN, "%s: ZMTP error: %s", c->name, ev.why != NULL ? ev.why : "?");
-            if (zmtp_error_allowed(&c->z->zmtp)) {
-                uint8_t e[300];
-                ssize_t n = zmtp_error(e, sizeof(e), ev.why != NULL ? ev.why : "error");
-                if (n > 0)
-                    zconn_raw(c, e, (size_t)n);
-            }
-            c->close_after_flush = true;
-            if (buf_len(&c->out) == 0)
-                conn_close(c, "ZMTP error");
-            return;
-        }
-        uint8_t tmp[64];
-        ssize_t n;
-        switch (ev.type) {
-        case ZMTP_EV_NEED_MORE:
-            if (ev.need > buf_len(&c->in) - (size_t)r &&
-                buf_reserve(&c->in, ev.need - (buf_len(&c->in) - (size_t)r)) != 0)
-                conn_close(c, "out of memory");
-            buf_consume(&c->in, (size_t)r);
-            return;
-        case ZMTP_EV_GREETING: {
-            uint8_t ready[128];
-            n = zmtp_ready(ready, sizeof(ready), "ROUTER");
-            if (n > 0)
-                zconn_raw(c, ready, (size_t)n);
-            break;
-        }
-        case ZMTP_EV_READY:
-            zconn_ready(c, &ev);
-            break;
-        case ZMTP_EV_MESSAGE:
-            if (c->z->ready)
-                zconn_message(c, &ev);
-            break;
-        case ZMTP_EV_PING:
-            n = zmtp_pong(tmp, sizeof(tmp), ev.u.ping.context.p, ev.u.ping.context.len);
-            if (n > 0)
-                zconn_raw(c, tmp, (size_t)n);
-            break;
-        case ZMTP_EV_PONG:
-            break;
-        case ZMTP_EV_PEER_ERROR:
-            log_msg(LOG_INFO, "%s: peer sent ERROR: %.*s", c->name, (int)ev.u.error.reason.len,
-                    (const char *)ev.u.error.reason.p);
-            conn_close(c, "peer error");
-            return;
-        }
-        buf_consume(&c->in, (size_t)r);
-    }
+    return c->client;
+}
+
+struct be_agent *
+srv_conn_agent(const struct conn *c)
+{
+    return c->agent;
+}
+
+void
+srv_conn_dispatch(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
+{
+    if (c->role == ING_ROLE_CLIENT)
+        handle_client(c, m, body, len);
+    else
+        handle_agent(c, m, body, len);
 }
 
 /* handle_preamble returns bytes consumed (0: need more), or -1 when c was closed. */
@@ -992,11 +804,14 @@ process_input(struct conn *c)
         const uint8_t *p = buf_head(&c->in);
         size_t n = buf_len(&c->in);
         if (c->dialect == DIALECT_ZMQ) {
-            zconn_input(c);
+            zb_input(c->z, &c->in);
             return;
         }
         if (c->state == CONN_PREAMBLE && p[0] == 0xFF) {
-            zconn_start(c);
+            c->z = zb_open(&s->zb, c, c->role,
+                           s->cfg.secret[c->role == ING_ROLE_AGENT ? 0 : 1] != NULL);
+            if (c->z != NULL)
+                c->dialect = DIALECT_ZMQ;
             continue;
         }
         if (c->state == CONN_PREAMBLE) {
@@ -1171,6 +986,11 @@ conn_adopt(struct server *s, struct conn *c, int fd, uint8_t role)
         s->hs_head = c;
     s->hs_tail = c;
     log_msg(LOG_DEBUG, "%s: connected", c->name);
+    if (s->cfg.zmq_greet_first && s->cfg.secret[role == ING_ROLE_AGENT ? 0 : 1] == NULL) {
+        c->z = zb_open(&s->zb, c, role, false); /* our greeting at once, as libzmq */
+        if (c->z != NULL)
+            c->dialect = DIALECT_ZMQ;
+    }
     return 0;
 }
 
@@ -1247,7 +1067,7 @@ backlog_run(void *arg)
         c->backlog = false;
         if (c->state != CONN_CLOSING) {
             if (c->dialect == DIALECT_ZMQ)
-                zconn_input(c);
+                zb_input(c->z, &c->in);
             else
                 process_input(c);
         }
@@ -1332,6 +1152,52 @@ finish(struct server *s)
     ev_stop(s->loop);
 }
 
+/* sd_tell sends a notification to the service manager (cfg.notify); a failure is logged
+ * once, the service manager being the one to act on missing notifications. */
+static void
+sd_tell(struct server *s, const char *text)
+{
+    int rc = sd_notify_send(&s->sd, text);
+    if (rc != 0 && !s->sd_warned) {
+        s->sd_warned = true;
+        log_msg(LOG_WARN, "systemd notification not sent: %s", strerror(-rc));
+    }
+}
+
+/* sd_status_text writes the STATUS= line: the queue figures. */
+static void
+sd_status_text(const struct server *s, char *out, size_t len)
+{
+    snprintf(out, len, "STATUS=%s%u agents, %u clients, %llu jobs waiting, %llu running",
+             s->draining ? "draining: " : "", s->be.n_agents, s->be.n_clients,
+             (unsigned long long)s->be.n_waiting, (unsigned long long)s->be.n_running);
+}
+
+/* sd_tick: WATCHDOG=1 from the loop itself (a stalled loop misses it), and STATUS= when the
+ * figures changed. */
+static void
+sd_tick(void *arg)
+{
+    struct server *s = arg;
+    char text[sizeof(s->sd_status) + 16], status[sizeof(s->sd_status)];
+    uint64_t period = SRV_STATUS_MS;
+    update_clock(s);
+    sd_status_text(s, status, sizeof(status));
+    bool changed = strcmp(status, s->sd_status) != 0;
+    if (changed)
+        memcpy(s->sd_status, status, sizeof(status));
+    if (s->sd.watchdog_us != 0) {
+        uint64_t half = s->sd.watchdog_us / 2000;
+        period = half < 1 ? 1 : half < period ? half : period;
+    }
+    snprintf(text, sizeof(text), "%s%s%s", s->sd.watchdog_us != 0 ? "WATCHDOG=1" : "",
+             s->sd.watchdog_us != 0 && changed ? "\n" : "", changed ? status : "");
+    if (text[0] != '\0')
+        sd_tell(s, text);
+    if (ev_timer_start(s->loop, &s->sd_timer, ev_now_ms(s->loop) + period) != 0)
+        log_msg(LOG_ERR, "out of memory: no more STATUS= or WATCHDOG=1 notifications");
+}
+
 static void
 drain_expired(void *arg)
 {
@@ -1349,6 +1215,7 @@ srv_shutdown(struct server *s)
     s->draining = true;
     log_msg(LOG_INFO, "shutting down: no more dispatch, %llu running jobs may finish (%llu ms)",
             (unsigned long long)s->be.n_running, (unsigned long long)s->cfg.drain_timeout_ms);
+    sd_tell(s, "STOPPING=1\nSTATUS=draining");
     be_drain(&s->be);
     for (int i = 0; i < 2; i++)
         ev_io_set(s->loop, &s->lis[i].io, 0);
@@ -1366,6 +1233,31 @@ srv_stop(struct server *s)
     ev_stop(s->loop);
 }
 
+int
+srv_reload(struct server *s)
+{
+    char err[512] = "";
+    if (s->cfg.reload == NULL) {
+        log_msg(LOG_INFO, "reload: no secret or allow-list file to re-read");
+        return 0;
+    }
+    struct srv_config next = s->cfg;
+    if (s->cfg.reload(s->cfg.reload_arg, &next, err, sizeof(err)) != 0) {
+        log_msg(LOG_ERR, "reload refused, the settings in use are kept: %s", err);
+        return -EINVAL;
+    }
+    for (int ep = 0; ep < 2; ep++) {
+        s->cfg.secret[ep] = next.secret[ep];
+        s->cfg.secret_len[ep] = next.secret_len[ep];
+        s->cfg.allow[ep] = next.allow[ep];
+        s->cfg.nallow[ep] = next.nallow[ep];
+    }
+    log_msg(LOG_INFO, "reloaded: agents %s, %zu allow-list entries; clients %s, %zu entries",
+            s->cfg.secret[0] != NULL ? "need a secret" : "need no secret", s->cfg.nallow[0],
+            s->cfg.secret[1] != NULL ? "need a secret" : "need no secret", s->cfg.nallow[1]);
+    return 0;
+}
+
 static void
 on_signal(void *arg, unsigned events)
 {
@@ -1373,6 +1265,12 @@ on_signal(void *arg, unsigned events)
     struct signalfd_siginfo si;
     (void)events;
     while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) { /* never stops the backend, draining or not */
+            log_msg(LOG_INFO, "SIGHUP received: reloading");
+            update_clock(s);
+            srv_reload(s);
+            continue;
+        }
         if (s->draining) {
             log_msg(LOG_WARN, "signal %u during shutdown: exiting now", si.ssi_signo);
             srv_stop(s);
@@ -1441,10 +1339,9 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     s->cfg = *cfg;
     s->cfg.be.max_frame = cfg->max_frame;
     s->sigfd = -1;
+    s->sd.fd = -1;
     s->lis[0].fd = s->lis[1].fd = -1;
-    ing_mp_writer_init_dyn(&s->zw);
-    s->zmq_ids[0] = zmtp_routing_seed();
-    s->zmq_ids[1] = zmtp_routing_seed();
+    zb_init(&s->zb, &s->be, cfg->max_frame, cfg->job_field);
     slab_init(&s->conn_slab, sizeof(struct conn));
     struct be_ops ops = {be_send, be_relay, be_drop};
     s->loop = ev_new();
@@ -1458,12 +1355,23 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         struct net_addr a;
         l->srv = s;
         l->role = i == 0 ? ING_ROLE_AGENT : ING_ROLE_CLIENT;
-        if (net_parse(addrs[i], &a, err, errlen) != 0)
-            goto fail;
-        l->fd = net_listen(&a, 1024);
-        if (l->fd < 0) {
-            snprintf(err, errlen, "cannot listen on %s: %s", addrs[i], strerror(-l->fd));
-            goto fail;
+        if (cfg->listen_fd[i] > 0) { /* socket activation: the service manager's socket */
+            l->fd = cfg->listen_fd[i];
+        } else {
+            if (net_parse(addrs[i], &a, err, errlen) != 0)
+                goto fail;
+            l->fd = net_listen(&a, 1024, cfg->ipv6_only ? NET_V6ONLY : 0);
+            if (l->fd == -EADDRINUSE && a.family == AF_UNIX) {
+                snprintf(err, errlen, "cannot listen on %s: another process is listening there",
+                         addrs[i]);
+                goto fail;
+            }
+            if (l->fd < 0) {
+                snprintf(err, errlen, "cannot listen on %s: %s", addrs[i], strerror(-l->fd));
+                goto fail;
+            }
+            l->bound = a;
+            net_unix_stamp(&a, &l->stamp);
         }
         struct net_addr b;
         if (net_bound(l->fd, &b) == 0)
@@ -1479,6 +1387,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         sigemptyset(&set);
         sigaddset(&set, SIGTERM);
         sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGHUP);
         sigprocmask(SIG_BLOCK, &set, NULL);
         s->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
         if (s->sigfd < 0) {
@@ -1486,8 +1395,13 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
             goto fail;
         }
         ev_io_init(&s->sig_io, s->sigfd, on_signal, s);
-        ev_io_set(s->loop, &s->sig_io, EV_READ);
+        if (ev_io_set(s->loop, &s->sig_io, EV_READ) != 0) {
+            snprintf(err, errlen, "epoll: %s", strerror(errno));
+            goto fail;
+        }
     }
+    if (cfg->notify && sd_notify_open(&s->sd, err, errlen) < 0)
+        goto fail;
     signal(SIGPIPE, SIG_IGN);
     ev_set_before_sleep(s->loop, before_sleep, s);
     uint64_t now = ev_now_ms(s->loop);
@@ -1507,6 +1421,20 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         goto fail;
     log_msg(LOG_INFO, "inginious-backend %s: agents on %s, clients on %s", ING_VERSION,
             s->lis[0].addr, s->lis[1].addr);
+    if (s->sd.fd >= 0) {
+        char ready[sizeof(s->sd_status) + 16];
+        sd_status_text(s, s->sd_status, sizeof(s->sd_status));
+        snprintf(ready, sizeof(ready), "READY=1\n%s", s->sd_status);
+        sd_tell(s, ready);
+        ev_timer_init(&s->sd_timer, sd_tick, s);
+        uint64_t first = s->sd.watchdog_us != 0 ? s->sd.watchdog_us / 2000 : SRV_STATUS_MS;
+        if (first > SRV_STATUS_MS)
+            first = SRV_STATUS_MS;
+        if (ev_timer_start(s->loop, &s->sd_timer, now + (first > 0 ? first : 1)) != 0) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
     return s;
 fail:
     srv_free(s);
@@ -1530,14 +1458,16 @@ srv_free(struct server *s)
     if (s->loop != NULL)
         be_fini(&s->be);
     for (int i = 0; i < 2; i++)
-        if (s->lis[i].fd >= 0)
+        if (s->lis[i].fd >= 0) {
             close(s->lis[i].fd);
+            net_unix_release(&s->lis[i].bound, &s->lis[i].stamp);
+        }
     if (s->sigfd >= 0)
         close(s->sigfd);
+    sd_notify_close(&s->sd);
     ev_free(s->loop);
     slab_fini(&s->conn_slab);
-    ing_mp_writer_fini(&s->zw);
-    free(s->conv);
+    zb_fini(&s->zb);
     free(s);
 }
 

@@ -32,8 +32,25 @@ struct srv_config {
     const struct acl_entry *allow[2]; /* [0] agents, [1] clients: empty = everyone */
     size_t nallow[2];
     int job_field;          /* ZeroMQ agents get the course as 0 course_id, 1 taskset_id */
-    bool handle_signals;    /* SIGTERM/SIGINT through signalfd (the command); not in tests */
+    bool zmq_greet_first;   /* ZMTP greeting at accept; endpoints without a secret: ZeroMQ only */
+    bool handle_signals;    /* SIGTERM/SIGINT/SIGHUP through signalfd (the command) */
+    bool ipv6_only;         /* IPv6 listeners refuse IPv4 peers (default: dual-stack) */
+    /* Socket activation: a listening socket to serve instead of binding the address, [0]
+     * agents, [1] clients; 0 = none (the server owns and closes it). */
+    int listen_fd[2];
+    /* systemd notifications from $NOTIFY_SOCKET (sd.h): READY=1 once listening, STATUS=
+     * with the queue figures every SRV_STATUS_MS, STOPPING=1 on drain, WATCHDOG=1 at half
+     * of $WATCHDOG_USEC. */
+    bool notify;
+    /* SIGHUP (srv_reload): reload fills next, a copy of the settings in use, with freshly
+     * read secrets and allow-lists, and returns 0; or returns -1 with a reason in err, and
+     * the settings in use are kept. Whatever next points to must stay valid until the
+     * next successful reload. NULL: SIGHUP only logs. */
+    int (*reload)(void *arg, struct srv_config *next, char *err, size_t errlen);
+    void *reload_arg;
 };
+
+#define SRV_STATUS_MS 2000 /* STATUS= period (sent only when it changed) */
 
 struct server;
 
@@ -48,6 +65,10 @@ int srv_run(struct server *s);
 /* srv_run_once runs one loop iteration waiting at most timeout_ms. Returns 0, 1 when the
  * server has finished shutting down, or -errno. */
 int srv_run_once(struct server *s, int timeout_ms);
+/* srv_reload re-reads the secrets and allow-lists (cfg.reload), as SIGHUP does: new
+ * handshakes and connections get the new settings; peers already in keep their session.
+ * Returns 0, or -EINVAL when the reload was refused (logged, old settings kept). */
+int srv_reload(struct server *s);
 /* srv_shutdown starts a drain (as SIGTERM does); srv_stop exits at once. */
 void srv_shutdown(struct server *s);
 void srv_stop(struct server *s);

@@ -8,7 +8,9 @@
 #include "zmq_msg.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Field shapes. */
@@ -299,6 +301,21 @@ zmq_msg_queue_next_waiting(const uint8_t *pos, const uint8_t *end, struct ing_qu
 
 /* ---- decoding ---- */
 
+/* number reads an int, a uint or a float as a double. Returns 0 or -1 (another type). */
+static int
+number(const struct ing_mp_obj *o, double *d)
+{
+    if (o->type == ING_MP_INT)
+        *d = (double)o->v.i;
+    else if (o->type == ING_MP_UINT)
+        *d = (double)o->v.u;
+    else if (o->type == ING_MP_FLOAT)
+        *d = o->v.f;
+    else
+        return -1;
+    return 0;
+}
+
 /* Decodes the value v[0..len) of field f into m. Returns 0, or -1 if its type is wrong. */
 static int
 decode_value(const struct field *f, const uint8_t *v, size_t len, struct ing_msg *m)
@@ -337,15 +354,7 @@ decode_value(const struct field *f, const uint8_t *v, size_t len, struct ing_msg
         return 0;
     case FK_F64: {
         double d;
-        if (ing_mp_read(&q, end, &o) < 0)
-            return -1;
-        if (o.type == ING_MP_INT)
-            d = (double)o.v.i;
-        else if (o.type == ING_MP_UINT)
-            d = (double)o.v.u;
-        else if (o.type == ING_MP_FLOAT)
-            d = o.v.f;
-        else
+        if (ing_mp_read(&q, end, &o) < 0 || number(&o, &d) < 0)
             return -1;
         memcpy(at(m, f->off), &d, sizeof(d));
         return 0;
@@ -407,6 +416,167 @@ decode_value(const struct field *f, const uint8_t *v, size_t len, struct ing_msg
     }
     }
     return -1;
+}
+
+/* ---- AgentJobDone, read as the Python backend relays it ----
+ *
+ * The Python backend relays an agent's result field for field without looking at the
+ * values, and the stock Agent.send_job_result passes state, stdout, the text and archive
+ * through unchecked. So an AgentJobDone is read loosely: a value of another type is coerced
+ * to the documented type where a conversion keeps its meaning, and refused (the report is
+ * unusable: the bridge then ends the job) where none does. */
+
+static const uint8_t empty_map[1] = {0x80};
+
+/* Coerces nil to the empty map; a map is kept. */
+static int
+loose_map(const uint8_t *v, size_t len, struct ing_view *out, const char **note, const char *nil)
+{
+    const uint8_t *q = v;
+    struct ing_mp_obj o;
+    if (ing_mp_read(&q, v + len, &o) < 0)
+        return -1;
+    if (o.type == ING_MP_MAP) {
+        *out = mkview(v, len);
+        return 0;
+    }
+    if (o.type != ING_MP_NIL)
+        return -1;
+    *out = mkview(empty_map, 1);
+    *note = nil;
+    return 0;
+}
+
+/* A str, or a bin holding valid UTF-8, as a str view. */
+static bool
+loose_text(const struct ing_mp_obj *o, struct ing_view *out)
+{
+    if (o->type == ING_MP_STR ||
+        (o->type == ING_MP_BIN && ing_mp_utf8_valid(o->v.s.p, o->v.s.len))) {
+        *out = mkview(o->v.s.p, o->v.s.len);
+        return true;
+    }
+    return false;
+}
+
+/* A grade given as text: a whole decimal number, as Python's float() reads it. */
+static int
+loose_grade_text(const uint8_t *p, size_t n, double *d)
+{
+    char tmp[64];
+    char *endp;
+    while (n > 0 && (*p == ' ' || *p == '\t' || *p == '\n'))
+        p++, n--;
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\n'))
+        n--;
+    if (n == 0 || n >= sizeof(tmp) || memchr(p, 0, n) != NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || p[i] == '.' || p[i] == '-' || p[i] == '+' ||
+              p[i] == 'e' || p[i] == 'E'))
+            return -1;
+    memcpy(tmp, p, n);
+    tmp[n] = '\0';
+    errno = 0;
+    *d = strtod(tmp, &endp);
+    if (*endp != '\0' || errno != 0 || !isfinite(*d))
+        return -1;
+    return 0;
+}
+
+/* Decodes the value of result field f loosely. Returns 0 (*note names a coerced value), or
+ * -1 when the value cannot stand for its field. */
+static int
+decode_loose(const struct field *f, const uint8_t *v, size_t len, struct ing_msg *m,
+             const char **note)
+{
+    const uint8_t *q = v, *end = v + len;
+    struct ing_mp_obj o;
+    struct ing_job_result *r = &m->u.result;
+    if (f->off == OFF(u.result.problems))
+        return loose_map(v, len, &r->problems, note, "problems nil, taken as {}");
+    if (f->off == OFF(u.result.tests))
+        return loose_map(v, len, &r->tests, note, "tests nil, taken as {}");
+    if (f->off == OFF(u.result.custom))
+        return loose_map(v, len, &r->custom, note, "custom nil, taken as {}");
+    if (ing_mp_read(&q, end, &o) < 0)
+        return -1;
+    if (f->off == OFF(u.result.result_kind)) {
+        struct ing_mp_obj e;
+        if (o.type != ING_MP_ARRAY || o.v.n == 0 || ing_mp_read(&q, end, &e) < 0 ||
+            !loose_text(&e, &r->result_kind))
+            return -1;
+        r->result_text = mkview((const uint8_t *)"", 0);
+        if (o.v.n == 1) {
+            *note = "result has no text, taken as \"\"";
+            return 0;
+        }
+        if (ing_mp_read(&q, end, &e) < 0)
+            return -1;
+        if (!loose_text(&e, &r->result_text)) {
+            if (e.type != ING_MP_NIL)
+                return -1;
+            *note = "result text nil, taken as \"\"";
+        }
+        if (o.v.n > 2)
+            *note = "result has more than 2 elements: the first two are kept";
+        return 0;
+    }
+    if (f->off == OFF(u.result.grade)) {
+        double d;
+        if (number(&o, &d) == 0) {
+            r->grade = d;
+            return 0;
+        }
+        if (o.type == ING_MP_BOOL) {
+            d = o.v.b ? 1.0 : 0.0; /* Python: True == 1 */
+            *note = "grade is a bool, taken as 1.0 or 0.0";
+        } else if ((o.type == ING_MP_STR || o.type == ING_MP_BIN) &&
+                   loose_grade_text(o.v.s.p, o.v.s.len, &d) == 0) {
+            *note = "grade is a str, taken as its number";
+        } else {
+            return -1;
+        }
+        r->grade = d;
+        return 0;
+    }
+    if (f->off == OFF(u.result.state)) {
+        if (loose_text(&o, &r->state))
+            return 0;
+        if (o.type != ING_MP_NIL)
+            return -1;
+        r->state = mkview((const uint8_t *)"", 0);
+        *note = "state nil, taken as \"\"";
+        return 0;
+    }
+    if (f->off == OFF(u.result.archive)) {
+        if (o.type == ING_MP_NIL) {
+            r->archive = mkview(NULL, 0);
+            return 0;
+        }
+        if (o.type != ING_MP_BIN && o.type != ING_MP_STR)
+            return -1;
+        r->archive = mkview(o.v.s.p, o.v.s.len);
+        if (o.type == ING_MP_STR)
+            *note = "archive is a str, taken as its bytes";
+        return 0;
+    }
+    if (f->off == OFF(u.result.stdout_) || f->off == OFF(u.result.stderr_)) {
+        struct ing_view *out = f->off == OFF(u.result.stdout_) ? &r->stdout_ : &r->stderr_;
+        if (o.type == ING_MP_NIL) {
+            *out = mkview(NULL, 0);
+            return 0;
+        }
+        if (loose_text(&o, out)) {
+            if (o.type == ING_MP_BIN)
+                *note = "stdout or stderr is bytes, taken as text";
+            return 0;
+        }
+        *out = mkview(NULL, 0);
+        *note = "stdout or stderr is neither text nor nil (not UTF-8?): taken as nil";
+        return 0;
+    }
+    return decode_value(f, v, len, m); /* job_id: strict */
 }
 
 static int
@@ -491,6 +661,7 @@ zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
         return bad(why, -EPROTO, "no @type");
 
     /* Pass 2: exactly the fields of the class. */
+    const char *key_err = NULL;
     q = pairs;
     for (uint32_t i = 0; i < npairs; i++) {
         if (ing_mp_read(&q, end, &k) < 0)
@@ -501,35 +672,61 @@ zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
         if (bytes_eq(k.v.s.p, k.v.s.len, TYPE_KEY))
             continue;
         int fi = find_field(t, k.v.s.p, k.v.s.len);
-        if (fi < 0)
-            return bad(why, -EPROTO, "unexpected key for this @type");
-        if (seen & (1u << fi))
-            return bad(why, -EPROTO, "repeated key (or both course_id and taskset_id)");
+        if (fi < 0) {
+            if (key_err == NULL)
+                key_err = "unexpected key for this @type";
+            continue;
+        }
+        if (seen & (1u << fi)) {
+            if (key_err == NULL)
+                key_err = "repeated key (or both course_id and taskset_id)";
+            continue;
+        }
         seen |= 1u << fi;
         val[fi] = v;
         vlen[fi] = (size_t)(q - v);
     }
-    for (int i = 0; i < t->nfields; i++) {
+    for (int i = 0; i < t->nfields && key_err == NULL; i++) {
         if (!(seen & (1u << i)) && !(t->fields[i].flags & F_OPTIONAL))
-            return bad(why, -EPROTO, "missing key for this @type");
+            key_err = "missing key for this @type";
     }
 
-    /* The values: job_id first, so that a bad value elsewhere can still be answered. */
-    m->type = t->type;
+    /* The values: job_id first, so that a bad value elsewhere can still be answered. An
+     * agent's result is read loosely (decode_loose); one whose keys are wrong but whose
+     * job_id is a str is -EINVAL, so that its job can still be ended. */
+    bool loose = t->type == ING_AGENT_JOB_DONE;
     int job = -1;
     for (int i = 0; i < t->nfields; i++) {
         if (t->fields[i].flags & F_JOB_ID) {
             job = i;
-            if (decode_value(&t->fields[i], val[i], vlen[i], m) < 0)
+            if (!(seen & (1u << i)) || decode_value(&t->fields[i], val[i], vlen[i], m) < 0) {
+                memset(m, 0, sizeof(*m));
+                if (key_err != NULL)
+                    return bad(why, -EPROTO, key_err);
+                m->type = t->type; /* for the registration gate */
                 return bad(why, -EPROTO, t->fields[i].bad);
+            }
         }
     }
+    if (key_err != NULL) {
+        if (!loose) {
+            memset(m, 0, sizeof(*m));
+            return bad(why, -EPROTO, key_err);
+        }
+        m->type = t->type;
+        return bad(why, -EINVAL, key_err);
+    }
+    m->type = t->type;
+    const char *note = NULL;
     for (int i = 0; i < t->nfields; i++) {
         if (i == job || !(seen & (1u << i)))
             continue;
-        if (decode_value(&t->fields[i], val[i], vlen[i], m) < 0)
+        int rc = loose ? decode_loose(&t->fields[i], val[i], vlen[i], m, &note)
+                       : decode_value(&t->fields[i], val[i], vlen[i], m);
+        if (rc < 0)
             return bad(why, job >= 0 ? -EINVAL : -EPROTO, t->fields[i].bad);
     }
+    *why = note;
     return 0;
 }
 
@@ -653,6 +850,23 @@ encode_value(struct ing_mp_writer *w, const struct field *f, const struct ing_ms
 int
 zmq_msg_encode(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_field jf)
 {
+    return zmq_msg_encode_opt(m, w, jf, 0);
+}
+
+/* Leaves out field f of m under opts. */
+static bool
+left_out(const struct ing_msg *m, const struct field *f, unsigned opts)
+{
+    if (f->flags & F_OPTIONAL)
+        return true;
+    return (opts & ZMQ_ENC_KILL_NO_STATE) && m->type == ING_BACKEND_KILL_JOB &&
+           f->off == OFF(u.kill.state);
+}
+
+int
+zmq_msg_encode_opt(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_field jf,
+                   unsigned opts)
+{
     const struct mtype *t = NULL;
     size_t start = w->len;
     uint32_t count = 1;
@@ -669,23 +883,625 @@ zmq_msg_encode(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_fi
     if (t == NULL)
         return -EINVAL;
     for (int i = 0; i < t->nfields; i++) {
-        if (!(t->fields[i].flags & F_OPTIONAL))
+        if (!left_out(m, &t->fields[i], opts))
             count++;
     }
     ing_mp_put_map(w, count);
     for (int i = 0; i < t->nfields && rc == 0; i++) {
         const struct field *f = &t->fields[i];
-        if (f->flags & F_OPTIONAL)
+        if (left_out(m, f, opts))
             continue;
         const char *key = f->name;
         if ((f->flags & F_COURSE) && jf == ZMQ_JOB_FIELD_TASKSET_ID)
             key = TASKSET_KEY;
         ing_mp_put_cstr(w, key);
-        rc = encode_value(w, f, m);
+        if ((opts & ZMQ_ENC_GRADE_INT) && f->kind == FK_F64 && m->u.result.grade >= -9.0e18 &&
+            m->u.result.grade <= 9.0e18 && m->u.result.grade == (double)(int64_t)m->u.result.grade)
+            rc = ing_mp_put_int(w, (int64_t)m->u.result.grade);
+        else
+            rc = encode_value(w, f, m);
     }
     if (rc == 0) {
         ing_mp_put_cstr(w, TYPE_KEY);
         rc = ing_mp_put_cstr(w, t->name);
+    }
+    if (rc == 0)
+        rc = w->err;
+    if (rc == -EINVAL && w->err == 0)
+        w->len = start;
+    return rc;
+}
+
+/* ---- release shapes ---- */
+
+/* Whether an environment's info in available_environments v[0..n) (type -> name -> info)
+ * has a float "created" (validated bytes). */
+static bool
+env_created_float(const uint8_t *v, size_t n)
+{
+    const uint8_t *q = v, *end = v + n;
+    struct ing_mp_obj o;
+    if (ing_mp_read(&q, end, &o) < 0 || o.type != ING_MP_MAP)
+        return false;
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0) /* the type */
+            return false;
+        const uint8_t *names = q;
+        struct ing_mp_obj h;
+        if (ing_mp_read(&names, end, &h) < 0)
+            return false;
+        if (h.type == ING_MP_MAP) {
+            for (uint32_t j = 0; j < h.v.n; j++) {
+                const uint8_t *info;
+                if (ing_mp_skip(&names, end, ING_MP_MAX_DEPTH) < 0) /* the name */
+                    return false;
+                info = names;
+                if (ing_mp_skip(&names, end, ING_MP_MAX_DEPTH) < 0)
+                    return false;
+                const uint8_t *cv;
+                size_t cl;
+                struct ing_mp_obj c;
+                if (ing_mp_map_get(info, (size_t)(names - info), "created", 7, &cv, &cl) == 0 &&
+                    ing_mp_read(&cv, cv + cl, &c) == 0 && c.type == ING_MP_FLOAT)
+                    return true;
+            }
+        }
+        if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0) /* the names */
+            return false;
+    }
+    return false;
+}
+
+void
+zmq_msg_agent_shape(const uint8_t *p, size_t n, struct zmq_agent_shape *out)
+{
+    const uint8_t *v;
+    size_t vl;
+    struct ing_mp_obj o;
+    out->release = ZMQ_AGENT_MAIN;
+    out->ssh_allowed = false;
+    if (ing_mp_map_get(p, n, "ssh_allowed", 11, &v, &vl) == 0) {
+        out->release = ZMQ_AGENT_V08;
+        out->ssh_allowed = ing_mp_read(&v, v + vl, &o) == 0 && o.type == ING_MP_BOOL && o.v.b;
+        return;
+    }
+    if (ing_mp_map_get(p, n, "available_environments", 22, &v, &vl) == 0 &&
+        env_created_float(v, vl))
+        out->release = ZMQ_AGENT_V07;
+}
+
+bool
+zmq_msg_grade_is_int(const uint8_t *p, size_t n)
+{
+    const uint8_t *v;
+    size_t vl;
+    struct ing_mp_obj o;
+    return ing_mp_map_get(p, n, "grade", 5, &v, &vl) == 0 && ing_mp_read(&v, v + vl, &o) == 0 &&
+           (o.type == ING_MP_INT || o.type == ING_MP_UINT);
+}
+
+/* ---- INGInious v0.5 - v0.6.2: the "type" key ----
+ *
+ * Input: a legacy map is rewritten into the main dialect's map (zmq_msg_legacy_to_main),
+ * which zmq_msg_decode then reads with all its rules. Output: zmq_msg_legacy_encode writes
+ * the v0.6.2 shape (a superset of v0.5's: those peers do not check the keys they receive). */
+
+#define LEGACY_KEY "type"
+
+enum lhow {
+    L_COPY,    /* the legacy value of the same key (or lkey), else dflt, else left out */
+    L_PAIR_ID, /* job_id: the second element of a [client address, job id] pair */
+    L_CONST,   /* dflt */
+    L_ENVTYPE, /* from "environment": "mcq" for the MCQ container, else "docker" */
+    L_PARAMS,  /* environment_parameters from the v0.6 limits */
+    L_ENVS,    /* available_environments from available_containers */
+};
+
+struct lfield {
+    const char *key;  /* the main dialect's key */
+    uint8_t how;      /* enum lhow */
+    const char *lkey; /* the legacy key when it differs (NULL: key) */
+    const char *dflt; /* raw msgpack default (NULL: none) */
+};
+
+struct ltype {
+    const char *legacy; /* value of "type" */
+    const char *main;   /* "@type" */
+    uint8_t nfields;
+    const struct lfield *fields;
+};
+
+#define LF(k, h, l, d)                                                                             \
+    {                                                                                              \
+        k, h, l, d                                                                                 \
+    }
+static const struct lfield l_client_hello[] = {LF("name", L_COPY, NULL, NULL)};
+static const struct lfield l_client_new_job[] = {
+    LF("job_id", L_COPY, NULL, NULL),
+    LF("priority", L_COPY, NULL, "\x00"), /* v0.5 has none */
+    LF("course_id", L_COPY, NULL, NULL),
+    LF("task_id", L_COPY, NULL, NULL),
+    LF("task_problems", L_CONST, NULL, "\x80"),
+    LF("inputdata", L_COPY, NULL, NULL),
+    LF("environment_type", L_ENVTYPE, NULL, NULL),
+    LF("environment", L_COPY, NULL, NULL),
+    LF("environment_parameters", L_PARAMS, NULL, NULL),
+    LF("debug", L_COPY, NULL, NULL),
+    LF("launcher", L_COPY, NULL, NULL),
+};
+static const struct lfield l_ref[] = {LF("job_id", L_COPY, NULL, NULL)};
+static const struct lfield l_agent_ref[] = {LF("job_id", L_PAIR_ID, NULL, NULL)};
+static const struct lfield l_agent_hello[] = {
+    LF("friendly_name", L_COPY, NULL, NULL),
+    LF("available_job_slots", L_COPY, NULL, NULL),
+    LF("available_environments", L_ENVS, "available_containers", NULL),
+};
+static const struct lfield l_agent_done[] = {
+    LF("job_id", L_PAIR_ID, NULL, NULL), LF("result", L_COPY, NULL, NULL),
+    LF("grade", L_COPY, NULL, NULL),     LF("problems", L_COPY, NULL, NULL),
+    LF("tests", L_COPY, NULL, NULL),     LF("custom", L_COPY, NULL, NULL),
+    LF("state", L_COPY, NULL, "\xa0"), /* v0.5 has none */
+    LF("archive", L_COPY, NULL, NULL),   LF("stdout", L_COPY, NULL, NULL),
+    LF("stderr", L_COPY, NULL, NULL),
+};
+static const struct lfield l_agent_ssh[] = {
+    LF("job_id", L_PAIR_ID, NULL, NULL),
+    LF("host", L_COPY, NULL, NULL),
+    LF("port", L_COPY, NULL, NULL),
+    LF("user", L_CONST, NULL, "\xa6worker"), /* the Docker agent's SSH user */
+    LF("password", L_COPY, NULL, NULL),
+};
+#undef LF
+
+static const struct ltype ltypes[] = {
+    {"client_hello", "ClientHello", NF(l_client_hello), l_client_hello},
+    {"client_new_job", "ClientNewJob", NF(l_client_new_job), l_client_new_job},
+    {"client_kill_job", "ClientKillJob", NF(l_ref), l_ref},
+    {"client_get_queue", "ClientGetQueue", 0, NULL},
+    {"agent_hello", "AgentHello", NF(l_agent_hello), l_agent_hello},
+    {"agent_job_started", "AgentJobStarted", NF(l_agent_ref), l_agent_ref},
+    {"agent_job_done", "AgentJobDone", NF(l_agent_done), l_agent_done},
+    {"agent_job_ssh_debug", "AgentJobSSHDebug", NF(l_agent_ssh), l_agent_ssh},
+    {"ping", "Ping", 0, NULL},
+    {"pong", "Pong", 0, NULL},
+    {"unknown", "Unknown", 0, NULL},
+};
+
+/* The value of key in the map p[0..n), or NULL. */
+static const uint8_t *
+lget(const uint8_t *p, size_t n, const char *key, size_t *len)
+{
+    const uint8_t *v;
+    if (ing_mp_map_get(p, n, key, strlen(key), &v, len) != 0)
+        return NULL;
+    return v;
+}
+
+static bool
+is_mcq(const uint8_t *v, size_t len)
+{
+    struct ing_mp_obj o;
+    return ing_mp_read(&v, v + len, &o) == 0 && o.type == ING_MP_STR &&
+           bytes_eq(o.v.s.p, o.v.s.len, "mcq");
+}
+
+/* Writes the v0.7 environment_parameters of a v0.6 job: {"limits": {"time", "hard_time" (when
+ * not nil), "memory"}, "network_grading", "run_cmd"}, as the Docker frontend fills them. */
+static void
+put_params(struct ing_mp_writer *w, const uint8_t *p, size_t n)
+{
+    static const char *const keys[] = {"time_limit", "hard_time_limit", "mem_limit"};
+    static const char *const names[] = {"time", "hard_time", "memory"};
+    const uint8_t *v[3];
+    size_t vl[3];
+    uint32_t nl = 0;
+    for (int i = 0; i < 3; i++) {
+        v[i] = lget(p, n, keys[i], &vl[i]);
+        if (v[i] != NULL && !(vl[i] == 1 && v[i][0] == 0xc0))
+            nl++;
+        else
+            v[i] = NULL;
+    }
+    size_t netl, cmdl;
+    const uint8_t *net = lget(p, n, "enable_network", &netl);
+    const uint8_t *cmd = lget(p, n, "run_cmd", &cmdl);
+    ing_mp_put_map(w, 1 + (net != NULL) + (cmd != NULL));
+    ing_mp_put_cstr(w, "limits");
+    ing_mp_put_map(w, nl);
+    for (int i = 0; i < 3; i++)
+        if (v[i] != NULL) {
+            ing_mp_put_cstr(w, names[i]);
+            ing_mp_put_raw(w, v[i], vl[i]);
+        }
+    if (net != NULL) {
+        ing_mp_put_cstr(w, "network_grading");
+        ing_mp_put_raw(w, net, netl);
+    }
+    if (cmd != NULL) {
+        ing_mp_put_cstr(w, "run_cmd");
+        ing_mp_put_raw(w, cmd, cmdl);
+    }
+}
+
+/* Writes available_environments for a v0.5/v0.6 available_containers map c[0..n): the MCQ
+ * container under the type "mcq", every other one under "docker". */
+static void
+put_envs(struct ing_mp_writer *w, const uint8_t *c, size_t n)
+{
+    const uint8_t *q = c, *end = c + n;
+    struct ing_mp_obj o;
+    if (ing_mp_read(&q, end, &o) < 0 || o.type != ING_MP_MAP) {
+        ing_mp_put_raw(w, c, n); /* refused by the backend */
+        return;
+    }
+    uint32_t count[2] = {0, 0}; /* docker, mcq */
+    const uint8_t *first = q;
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        const uint8_t *k = q;
+        if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
+            return;
+        count[is_mcq(k, (size_t)(q - k))]++;
+        if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
+            return;
+    }
+    static const char *const types[2] = {"docker", "mcq"};
+    ing_mp_put_map(w, (count[0] > 0) + (count[1] > 0));
+    for (int t = 0; t < 2; t++) {
+        if (count[t] == 0)
+            continue;
+        ing_mp_put_cstr(w, types[t]);
+        ing_mp_put_map(w, count[t]);
+        q = first;
+        for (uint32_t i = 0; i < o.v.n; i++) {
+            const uint8_t *k = q;
+            ing_mp_skip(&q, end, ING_MP_MAX_DEPTH);
+            const uint8_t *ke = q;
+            ing_mp_skip(&q, end, ING_MP_MAX_DEPTH);
+            if (is_mcq(k, (size_t)(ke - k)) == (t == 1))
+                ing_mp_put_raw(w, k, (size_t)(q - k)); /* name and info */
+        }
+    }
+}
+
+/* has_legacy_key: a cheap look at the top-level keys of p[0..n) (not validated yet: every
+ * read is bounds-checked): a "type" key and no "@type", so that main's messages are not
+ * validated twice. */
+static bool
+has_legacy_key(const uint8_t *p, size_t n)
+{
+    const uint8_t *q = p, *end = p + n;
+    struct ing_mp_obj o, k;
+    bool legacy = false;
+    if (ing_mp_read(&q, end, &o) < 0 || o.type != ING_MP_MAP)
+        return false;
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        if (ing_mp_read(&q, end, &k) < 0 || k.type != ING_MP_STR)
+            return false;
+        if (bytes_eq(k.v.s.p, k.v.s.len, TYPE_KEY))
+            return false;
+        legacy |= bytes_eq(k.v.s.p, k.v.s.len, LEGACY_KEY);
+        if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
+            return false;
+    }
+    return legacy;
+}
+
+int
+zmq_msg_legacy_to_main(const uint8_t *p, size_t n, struct ing_mp_writer *w, const char **why)
+{
+    const char *unused;
+    size_t tl, vl;
+    struct ing_mp_obj o;
+    if (why == NULL)
+        why = &unused;
+    *why = NULL;
+    if (p == NULL || n > UINT32_MAX || !has_legacy_key(p, n) ||
+        ing_mp_validate(p, n, ING_MP_MAX_DEPTH) < 0)
+        return -ENOENT; /* zmq_msg_decode says why */
+    const uint8_t *tv = lget(p, n, LEGACY_KEY, &tl);
+    if (tv == NULL || lget(p, n, TYPE_KEY, &vl) != NULL)
+        return -ENOENT;
+    if (ing_mp_read(&tv, tv + tl, &o) < 0 || o.type != ING_MP_STR)
+        return bad(why, -EPROTO, "type is not a str");
+    const struct ltype *t = NULL;
+    for (size_t i = 0; i < sizeof(ltypes) / sizeof(ltypes[0]); i++)
+        if (bytes_eq(o.v.s.p, o.v.s.len, ltypes[i].legacy))
+            t = &ltypes[i];
+    if (t == NULL)
+        return bad(why, -EPROTO, "unknown type");
+    w->len = 0;
+    w->err = 0;
+    const uint8_t *val[MAX_FIELDS];
+    size_t len[MAX_FIELDS];
+    uint32_t count = 1;
+    for (int i = 0; i < t->nfields; i++) {
+        const struct lfield *f = &t->fields[i];
+        val[i] = NULL;
+        len[i] = 0;
+        if (f->how == L_COPY || f->how == L_PAIR_ID || f->how == L_ENVS) {
+            val[i] = lget(p, n, f->lkey != NULL ? f->lkey : f->key, &len[i]);
+            if (val[i] == NULL && f->dflt != NULL) {
+                val[i] = (const uint8_t *)f->dflt;
+                len[i] = f->dflt[0] == '\0' ? 1 : strlen(f->dflt);
+            }
+        } else if (f->how == L_CONST) {
+            val[i] = (const uint8_t *)f->dflt;
+            len[i] = strlen(f->dflt);
+        } else if (f->how == L_ENVTYPE) {
+            val[i] = lget(p, n, "environment", &len[i]);
+        } else {
+            val[i] = p; /* L_PARAMS: from the whole message */
+            len[i] = n;
+        }
+        count += val[i] != NULL;
+    }
+    ing_mp_put_map(w, count);
+    for (int i = 0; i < t->nfields; i++) {
+        const struct lfield *f = &t->fields[i];
+        if (val[i] == NULL)
+            continue; /* missing: zmq_msg_decode says so */
+        ing_mp_put_cstr(w, f->key);
+        const uint8_t *v = val[i];
+        struct ing_mp_obj a;
+        switch ((enum lhow)f->how) {
+        case L_PAIR_ID:
+            if (ing_mp_read(&v, val[i] + len[i], &a) == 0 && a.type == ING_MP_ARRAY && a.v.n == 2 &&
+                ing_mp_skip(&v, val[i] + len[i], ING_MP_MAX_DEPTH) == 0)
+                ing_mp_put_raw(w, v, (size_t)(val[i] + len[i] - v));
+            else
+                ing_mp_put_raw(w, val[i], len[i]); /* not a pair: judged as a job id */
+            break;
+        case L_ENVTYPE:
+            ing_mp_put_cstr(w, is_mcq(v, len[i]) ? "mcq" : "docker");
+            break;
+        case L_PARAMS:
+            put_params(w, v, len[i]);
+            break;
+        case L_ENVS:
+            put_envs(w, v, len[i]);
+            break;
+        default:
+            ing_mp_put_raw(w, v, len[i]);
+            break;
+        }
+    }
+    ing_mp_put_cstr(w, TYPE_KEY);
+    ing_mp_put_cstr(w, t->main);
+    return w->err;
+}
+
+/* Writes the names of the environments of types "docker" and "mcq" of a main
+ * available_environments map e (type -> array of names), as v0.6 lists its containers. */
+static int
+put_containers(struct ing_mp_writer *w, struct ing_view e)
+{
+    const uint8_t *p = (const uint8_t *)e.p, *end = p + e.len, *q = p;
+    struct ing_mp_obj o, k, a, s;
+    uint32_t total = 0;
+    if (p == NULL || ing_mp_read(&q, end, &o) < 0 || o.type != ING_MP_MAP)
+        return -EINVAL;
+    const uint8_t *first = q;
+    for (int pass = 0; pass < 2; pass++) {
+        q = first;
+        if (pass == 1)
+            ing_mp_put_array(w, total);
+        for (uint32_t i = 0; i < o.v.n; i++) {
+            if (ing_mp_read(&q, end, &k) < 0 || k.type != ING_MP_STR)
+                return -EINVAL;
+            bool want =
+                bytes_eq(k.v.s.p, k.v.s.len, "docker") || bytes_eq(k.v.s.p, k.v.s.len, "mcq");
+            const uint8_t *arr = q;
+            if (ing_mp_read(&arr, end, &a) < 0 || a.type != ING_MP_ARRAY || !want) {
+                if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
+                    return -EINVAL;
+                continue;
+            }
+            q = arr;
+            for (uint32_t x = 0; x < a.v.n; x++) {
+                const uint8_t *nv = q;
+                if (ing_mp_read(&q, end, &s) < 0 || s.type != ING_MP_STR)
+                    return -EINVAL;
+                if (pass == 0)
+                    total++;
+                else
+                    ing_mp_put_raw(w, nv, (size_t)(q - nv));
+            }
+        }
+    }
+    return 0;
+}
+
+/* An int of environment_parameters (path keys[0..nk)), as Python's int(), or dflt. */
+static int64_t
+param_int(struct ing_view params, const char *const *keys, size_t nk, int64_t dflt, bool *found)
+{
+    const uint8_t *v;
+    size_t vl;
+    int64_t i;
+    if (ing_mp_path((const uint8_t *)params.p, params.len, keys, nk, &v, &vl) == 0 &&
+        ing_mp_py_int(v, vl, &i) == 0) {
+        if (found != NULL)
+            *found = true;
+        return i;
+    }
+    return dflt;
+}
+
+/* Writes a v0.6 job id pair: the client address (empty: the backend routes by job id) and
+ * the job id. */
+static int
+put_pair(struct ing_mp_writer *w, struct ing_view id)
+{
+    ing_mp_put_array(w, 2);
+    ing_mp_put_bin(w, "", 0);
+    return put_view_str(w, &id, false);
+}
+
+static void
+put_key(struct ing_mp_writer *w, const char *key)
+{
+    ing_mp_put_cstr(w, key);
+}
+
+/* The v0.6 BackendNewJob of a job: its limits from environment_parameters, with the
+ * defaults of the Docker frontend (time 20 s, memory 1024 MB). */
+static int
+legacy_new_job(const struct ing_msg *m, struct ing_mp_writer *w)
+{
+    const struct ing_job_spec *j = &m->u.job;
+    static const char *const k_time[] = {"limits", "time"};
+    static const char *const k_hard[] = {"limits", "hard_time"};
+    static const char *const k_mem[] = {"limits", "memory"};
+    static const char *const k_net[] = {"network_grading"};
+    static const char *const k_cmd[] = {"run_cmd"};
+    static const struct ing_view empty = {"", 0};
+    int rc;
+    bool hard = false;
+    int64_t hard_time = param_int(j->environment_parameters, k_hard, 2, 0, &hard);
+    ing_mp_put_map(w, 12);
+    put_key(w, "job_id");
+    if ((rc = put_pair(w, j->job_id)) < 0)
+        return rc;
+    put_key(w, "course_id");
+    put_view_str(w, j->course_id.p != NULL ? &j->course_id : &empty, false);
+    put_key(w, "task_id");
+    put_view_str(w, j->task_id.p != NULL ? &j->task_id : &empty, false);
+    put_key(w, "inputdata");
+    ing_mp_put_raw(w, j->inputdata.p, j->inputdata.len);
+    put_key(w, "debug");
+    if (j->debug == ING_DEBUG_SSH)
+        ing_mp_put_cstr(w, "ssh");
+    else
+        ing_mp_put_bool(w, j->debug == ING_DEBUG_ON);
+    put_key(w, "environment");
+    put_view_str(w, &j->environment, false);
+    put_key(w, "enable_network");
+    const uint8_t *v;
+    size_t vl;
+    struct ing_mp_obj o;
+    bool net = ing_mp_path((const uint8_t *)j->environment_parameters.p,
+                           j->environment_parameters.len, k_net, 1, &v, &vl) == 0 &&
+               ing_mp_read(&v, v + vl, &o) == 0 && o.type == ING_MP_BOOL && o.v.b;
+    ing_mp_put_bool(w, net);
+    put_key(w, "time_limit");
+    ing_mp_put_int(w, param_int(j->environment_parameters, k_time, 2, 20, NULL));
+    put_key(w, "hard_time_limit");
+    if (hard)
+        ing_mp_put_int(w, hard_time);
+    else
+        ing_mp_put_nil(w);
+    put_key(w, "mem_limit");
+    ing_mp_put_int(w, param_int(j->environment_parameters, k_mem, 2, 1024, NULL));
+    put_key(w, "run_cmd");
+    if (ing_mp_path((const uint8_t *)j->environment_parameters.p, j->environment_parameters.len,
+                    k_cmd, 1, &v, &vl) == 0 &&
+        ing_mp_read(&v, v + vl, &o) == 0 && o.type == ING_MP_STR)
+        ing_mp_put_str(w, (const char *)o.v.s.p, o.v.s.len);
+    else
+        ing_mp_put_nil(w);
+    return 0;
+}
+
+int
+zmq_msg_legacy_encode(const struct ing_msg *m, struct ing_mp_writer *w)
+{
+    size_t start = w->len;
+    const char *type = NULL;
+    int rc = 0;
+    if (w->err)
+        return w->err;
+    switch (m->type) {
+    case ING_PING:
+        type = "ping";
+        ing_mp_put_map(w, 1);
+        break;
+    case ING_PONG:
+        type = "pong";
+        ing_mp_put_map(w, 1);
+        break;
+    case ING_UNKNOWN:
+        type = "unknown";
+        ing_mp_put_map(w, 1);
+        break;
+    case ING_BACKEND_UPDATE_ENVIRONMENTS:
+        type = "backend_update_containers";
+        ing_mp_put_map(w, 2);
+        put_key(w, "available_containers");
+        rc = put_containers(w, m->u.envs.environments);
+        break;
+    case ING_BACKEND_JOB_STARTED:
+        type = "backend_job_started";
+        ing_mp_put_map(w, 2);
+        put_key(w, "job_id");
+        rc = put_view_str(w, &m->u.ref.job_id, false);
+        break;
+    case ING_BACKEND_JOB_DONE: {
+        /* The v0.6.2 fields are main's, in the same order. */
+        const struct mtype *t = find_type((const uint8_t *)"BackendJobDone", 14);
+        type = "backend_job_done";
+        ing_mp_put_map(w, (uint32_t)t->nfields + 1);
+        for (int i = 0; i < t->nfields && rc == 0; i++) {
+            put_key(w, t->fields[i].name);
+            rc = encode_value(w, &t->fields[i], m);
+        }
+        break;
+    }
+    case ING_BACKEND_JOB_SSH_DEBUG:
+        type = "backend_job_ssh_debug";
+        ing_mp_put_map(w, 5);
+        put_key(w, "job_id");
+        put_view_str(w, &m->u.ssh.job_id, false);
+        put_key(w, "host");
+        put_view_str(w, &m->u.ssh.host, false);
+        put_key(w, "port");
+        ing_mp_put_uint(w, m->u.ssh.port);
+        put_key(w, "password");
+        rc = put_view_str(w, &m->u.ssh.password, false);
+        break;
+    case ING_BACKEND_GET_QUEUE: {
+        /* v0.6: a running job's last field is its end (start + time limit), a waiting
+         * job's its time limit. */
+        static const struct ing_view empty = {"", 0};
+        type = "backend_get_queue";
+        if ((m->u.queue.n_running > 0 && m->u.queue.running == NULL) ||
+            (m->u.queue.n_waiting > 0 && m->u.queue.waiting == NULL))
+            return -EINVAL;
+        ing_mp_put_map(w, 3);
+        put_key(w, "jobs_running");
+        ing_mp_put_array(w, m->u.queue.n_running);
+        for (uint32_t i = 0; i < m->u.queue.n_running && rc == 0; i++) {
+            struct ing_queue_running e = m->u.queue.running[i];
+            if (e.info.p == NULL)
+                e.info = empty;
+            e.max_time = e.started_at + (e.max_time > 0 ? e.max_time : 0);
+            rc = put_running(w, &e);
+        }
+        put_key(w, "jobs_waiting");
+        ing_mp_put_array(w, m->u.queue.n_waiting);
+        for (uint32_t i = 0; i < m->u.queue.n_waiting && rc == 0; i++) {
+            struct ing_queue_waiting e = m->u.queue.waiting[i];
+            if (e.info.p == NULL)
+                e.info = empty;
+            rc = put_waiting(w, &e);
+        }
+        break;
+    }
+    case ING_BACKEND_NEW_JOB:
+        type = "backend_new_job";
+        rc = legacy_new_job(m, w);
+        break;
+    case ING_BACKEND_KILL_JOB:
+        type = "backend_kill_job";
+        ing_mp_put_map(w, 2);
+        put_key(w, "job_id");
+        rc = put_pair(w, m->u.kill.job_id);
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (rc == 0) {
+        put_key(w, LEGACY_KEY);
+        rc = ing_mp_put_cstr(w, type);
     }
     if (rc == 0)
         rc = w->err;

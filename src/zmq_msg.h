@@ -26,6 +26,7 @@
 #ifndef INGINIOUS_ZMQ_MSG_H
 #define INGINIOUS_ZMQ_MSG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,6 +66,61 @@ int zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **w
  * view, a bad debug value or jf, queue counts without arrays; w->len is then restored), or
  * w's sticky error (-ENOMEM when a fixed writer is full). */
 int zmq_msg_encode(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_field jf);
+
+/* Options of zmq_msg_encode_opt: the shape a peer's release expects. */
+#define ZMQ_ENC_KILL_NO_STATE 0x01 /* BackendKillJob as v0.7.x and v0.8.0 have it: job_id only */
+#define ZMQ_ENC_GRADE_INT                                                                          \
+    0x02 /* a *JobDone's integral grade as an integer (as relayed                                  \
+            by Python when the agent sent an integer) */
+
+/* zmq_msg_encode_opt is zmq_msg_encode with ZMQ_ENC_* options. */
+int zmq_msg_encode_opt(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_field jf,
+                       unsigned opts);
+
+/* The release family of an agent, told from the shape of its AgentHello. */
+enum zmq_agent_release {
+    ZMQ_AGENT_MAIN, /* v0.8.6 ... v0.9.x, main (or not told apart): BackendKillJob with state */
+    ZMQ_AGENT_V08,  /* v0.8.0 - v0.8.5: "ssh_allowed" in the hello */
+    ZMQ_AGENT_V07,  /* v0.7.x: no "ssh_allowed", and an environment's "created" is a float
+                       (the Docker agent's, up to v0.8.4; from v0.8.5 on it is an integer):
+                       BackendKillJob without state */
+};
+
+struct zmq_agent_shape {
+    enum zmq_agent_release release;
+    bool ssh_allowed; /* ZMQ_AGENT_V08: the hello's ssh_allowed */
+};
+
+/* zmq_msg_agent_shape reads the shape of the AgentHello p[0..n) (one that zmq_msg_decode
+ * accepted). Never fails: an unknown shape is ZMQ_AGENT_MAIN. */
+void zmq_msg_agent_shape(const uint8_t *p, size_t n, struct zmq_agent_shape *out);
+
+/* zmq_msg_grade_is_int tells whether the *JobDone p[0..n) has an integer grade. */
+bool zmq_msg_grade_is_int(const uint8_t *p, size_t n);
+
+/* INGInious v0.5 - v0.6.2 (a "type" key with snake_case names instead of "@type").
+ *
+ * zmq_msg_legacy_to_main rewrites such a message p[0..n) into w (reset first) as the main
+ * dialect's message of the same meaning, for zmq_msg_decode: ClientNewJob gets
+ * environment_type "mcq" for the container "mcq", else "docker", an empty task_problems and
+ * environment_parameters {"limits": {"time", "hard_time", "memory"}, "network_grading",
+ * "run_cmd"} from its limits; priority 0 and state "" where v0.5 has none; an agent's
+ * [client address, job id] pair becomes the job id; AgentHello's available_containers becomes
+ * available_environments (the "mcq" container under "mcq", the others under "docker");
+ * AgentJobSSHDebug gets the user "worker". Keys are not checked here (v0.6 does not check
+ * them either): zmq_msg_decode does. Returns 0, -ENOENT (not such a message: no "type", or an
+ * "@type" too, or not valid msgpack), -EPROTO (why: type not a str or unknown), or w's
+ * error. */
+int zmq_msg_legacy_to_main(const uint8_t *p, size_t n, struct ing_mp_writer *w, const char **why);
+
+/* zmq_msg_legacy_encode appends m in its v0.6.2 shape ("type" last, fields in the order of
+ * v0.6.2's constructors): BackendUpdateContainers with the names of the "docker" and "mcq"
+ * environments, job ids of BackendNewJob / BackendKillJob as [b"", job id] pairs, the
+ * v0.6 BackendNewJob limits from environment_parameters (defaults: time 20, memory 1024,
+ * hard time nil, network false, run_cmd nil), queue entries with a running job's end
+ * (start + time limit) and nil infos as "". Returns 0, -EINVAL (no v0.6 form), or w's
+ * error. */
+int zmq_msg_legacy_encode(const struct ing_msg *m, struct ing_mp_writer *w);
 
 /* zmq_msg_queue_next_running reads the running tuple at pos into *e and returns the
  * position of the next one. pos is inside a BackendGetQueue that zmq_msg_decode accepted

@@ -14,6 +14,12 @@
  *    ::ffff:a.b.c.d peers are matched as the IPv4 address a.b.c.d (against IPv4 entries only:
  *    an IPv6 entry written as ::ffff:... matches no peer); lists of several entries; an empty
  *    list allows everyone, a unix-socket peer always matches, any other family never does.
+ *  - acl_parse_list: the command-line form (single commas) and the file form (commas,
+ *    blanks, new lines, # comments); an empty value, an empty entry, one bad entry or one
+ *    entry too many refuses the whole list and leaves it as it was (all or nothing), with the
+ *    reason; entries are appended after those already there.
+ *  - acl_load_file: a real file (read, then re-read after a change), a missing file, an
+ *    empty or comment-only file (never "allow everyone"), a file too large, a binary file.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,7 +32,9 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -777,6 +785,125 @@ test_match_ignores_port_and_scope(void **state)
     assert_false(acl_match(&e6, 1, (const struct sockaddr *)&p.ss));
 }
 
+/* ---- lists and files ---------------------------------------------------------------- */
+
+#define NLIST 8
+
+/* list_ok parses text and checks the entries' count and the first's and last's prefix. */
+static void
+list_ok(const char *text, bool file, size_t want, unsigned first_prefix, unsigned last_prefix)
+{
+    struct acl_entry l[NLIST];
+    char err[200] = "";
+    size_t n = 0;
+    int rc = acl_parse_list(text, file, l, NLIST, &n, err, sizeof(err));
+    if (rc != 0 || n != want)
+        fail_msg("\"%s\": %d (%s), %zu entries, expected %zu", text, rc, err, n, want);
+    assert_int_equal(l[0].prefix, first_prefix);
+    assert_int_equal(l[n - 1].prefix, last_prefix);
+}
+
+/* list_bad checks that text is refused with rc and a reason holding why; the entries
+ * already there stay (2 of them). */
+static void
+list_bad(const char *text, bool file, int rc_want, const char *why)
+{
+    struct acl_entry l[NLIST];
+    char err[200] = "";
+    size_t n = 2;
+    int rc = acl_parse_list(text, file, l, NLIST, &n, err, sizeof(err));
+    if (rc != rc_want || n != 2 || strstr(err, why) == NULL)
+        fail_msg("\"%s\": %d, n %zu, \"%s\"; expected %d, n 2, \"%s\"", text, rc, n, err,
+                 rc_want, why);
+}
+
+static void
+test_parse_list(void **state)
+{
+    (void)state;
+    list_ok("10.0.0.0/8", false, 1, 8, 8);
+    list_ok("10.0.0.0/8,::1,192.168.1.0/24", false, 3, 8, 24);
+    list_bad("", false, -EINVAL, "an empty entry");
+    list_bad(",", false, -EINVAL, "an empty entry");
+    list_bad("10.0.0.0/8,", false, -EINVAL, "an empty entry");
+    list_bad("10.0.0.0/8,,::1", false, -EINVAL, "an empty entry");
+    list_bad("10.0.0.0/8, ::1", false, -EINVAL, "' ::1' is not an address"); /* no blanks */
+    list_bad("10.0.0.0/8,bogus", false, -EINVAL, "'bogus' is not an address or CIDR block");
+    list_bad("1.1.1.1,2.2.2.2,3.3.3.3,4.4.4.4,5.5.5.5,6.6.6.6,7.7.7.7", false, -E2BIG,
+             "more than 8 entries");
+    /* The file form. */
+    list_ok("# agents\n10.0.0.0/8\n\n  ::1 , fd00::/8\t# lab\r\n192.168.0.0/16", true, 4, 8, 16);
+    list_ok("127.0.0.1", true, 1, 32, 32);
+    list_bad("", true, -EINVAL, "no entry");
+    list_bad("# nobody\n\n  \n", true, -EINVAL, "no entry");
+    list_bad("10.0.0.0/8\n10.0.0.0/33\n", true, -EINVAL, "'10.0.0.0/33'");
+    char longe[300];
+    memset(longe, '1', sizeof(longe));
+    longe[sizeof(longe) - 1] = '\0';
+    list_bad(longe, true, -EINVAL, "an entry too long");
+    /* Appended after what is there. */
+    struct acl_entry l[NLIST];
+    char err[100];
+    size_t n = 0;
+    assert_int_equal(acl_parse_list("10.0.0.0/8", false, l, NLIST, &n, err, sizeof(err)), 0);
+    assert_int_equal(acl_parse_list("::1\n", true, l, NLIST, &n, err, sizeof(err)), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(l[0].family, AF_INET);
+    assert_int_equal(l[1].family, AF_INET6);
+}
+
+static void
+write_text(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void
+test_load_file(void **state)
+{
+    char dir[] = "/tmp/ing-acl-XXXXXX", path[64], err[300];
+    struct acl_entry l[NLIST];
+    size_t n = 0;
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/allow", dir);
+    write_text(path, "# the lab\n10.1.0.0/16\n::1\n", 26);
+    assert_int_equal(acl_load_file(path, l, NLIST, &n, err, sizeof(err)), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(l[0].prefix, 16);
+    n = 0;
+    write_text(path, "127.0.0.1\n", 10); /* re-read: the new content */
+    assert_int_equal(acl_load_file(path, l, NLIST, &n, err, sizeof(err)), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(l[0].prefix, 32);
+
+    write_text(path, "", 0);
+    assert_int_equal(acl_load_file(path, l, NLIST, &n, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "no entry"));
+    assert_non_null(strstr(err, path));
+    assert_int_equal(n, 1);
+    write_text(path, "10.0.0.0/8\0garbage", 19);
+    assert_int_equal(acl_load_file(path, l, NLIST, &n, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "not a text file"));
+    char *big = malloc(ACL_FILE_MAX + 10);
+    assert_non_null(big);
+    memset(big, '\n', ACL_FILE_MAX + 10);
+    memcpy(big, "10.0.0.0/8", 10);
+    write_text(path, big, ACL_FILE_MAX + 10);
+    free(big);
+    assert_int_equal(acl_load_file(path, l, NLIST, &n, err, sizeof(err)), -EFBIG);
+    assert_non_null(strstr(err, "larger than"));
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(acl_load_file(path, l, NLIST, &n, err, sizeof(err)), -ENOENT);
+    assert_non_null(strstr(err, "No such file"));
+    assert_int_equal(n, 1);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int
 main(void)
 {
@@ -793,6 +920,8 @@ main(void)
         cmocka_unit_test(test_match_lists),
         cmocka_unit_test(test_match_empty_unix_other),
         cmocka_unit_test(test_match_ignores_port_and_scope),
+        cmocka_unit_test(test_parse_list),
+        cmocka_unit_test(test_load_file),
     };
     return cmocka_run_group_tests_name("acl", tests, NULL, NULL);
 }

@@ -39,6 +39,7 @@ struct apt {
     char tasks[192];
     char shared[192]; /* writable by every user: jobs and tests meet there */
     char log[192];
+    bool sandbox;     /* start the agent with its sandbox (default: --no-sandbox) */
     pid_t pid;        /* 0 when not running */
     int status;       /* its wait status once reaped */
 };
@@ -157,6 +158,9 @@ agent_start(const char *addr, ...)
     argv[n++] = apt.envs;
     argv[n++] = "--tasks";
     argv[n++] = apt.tasks;
+    /* Most tests share folders with their jobs: the sandbox has its own suite. */
+    if (!apt.sandbox)
+        argv[n++] = "--no-sandbox";
     va_start(ap, addr);
     while ((a = va_arg(ap, const char *)) != NULL && n < 30)
         argv[n++] = a;
@@ -314,6 +318,98 @@ TP_TEST(test_agent_process_hello)
         tp_fail("the hidden environment is not in the agent log");
     if (!tp_log_contains(c, "test-agent"))
         tp_fail("the backend did not log the agent's name");
+    /* --no-sandbox says so in the log and in the name the backend sees. */
+    if (!tp_log_contains(c, "test-agent (no sandbox)"))
+        tp_fail("the agent's name does not say \"(no sandbox)\"");
+    if (!agent_log_contains("--no-sandbox: jobs run with rlimits and --user only"))
+        tp_fail("the agent log does not say that jobs are not sandboxed");
+}
+
+/* The sandbox's network policy against the real backend: a job cannot reach the backend's
+ * port on 127.0.0.1 unless its task enables networking (network_grading). */
+TP_TEST(test_agent_process_sandbox_network)
+{
+    struct tp_peer *cl;
+    struct tp_job j = {0};
+    const struct ing_msg *m;
+    const char *port;
+    char body[512], s[64];
+
+    tp_start(c, NULL);
+    port = strrchr(c->be.agent_addr, ':');
+    assert_non_null(port);
+    snprintf(body, sizeof(body),
+             "if bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s' 2>/dev/null; then echo connected;"
+             " else echo refused; fi",
+             port + 1);
+    add_env("process", "default", body, false);
+    cl = connect_client(c);
+    apt.sandbox = true;
+    agent_start(c->be.agent_addr, NULL);
+    tp_expect_envs(cl, "process:[default]");
+    j.id = "job-net-off";
+    j.env_type = "process";
+    j.env = "default";
+    tp_send_job(cl, &j);
+    tp_expect(cl, ING_BACKEND_JOB_STARTED);
+    m = tp_expect_done(cl, "job-net-off", "success", NULL, "");
+    assert_string_equal(tp_cpy(s, sizeof(s), m->u.result.stdout_), "refused\n");
+    j.id = "job-net-on";
+    j.params_raw = TP_RAW("\x81\xafnetwork_grading\xc3");
+    tp_send_job(cl, &j);
+    tp_expect(cl, ING_BACKEND_JOB_STARTED);
+    m = tp_expect_done(cl, "job-net-on", "success", NULL, "");
+    assert_string_equal(tp_cpy(s, sizeof(s), m->u.result.stdout_), "connected\n");
+}
+
+/* Secure by default: where the sandbox is refused (here: not root, so no job cgroups), the
+ * agent does not start and says why, unless --no-sandbox is given. */
+TP_TEST(test_agent_process_refuses_without_sandbox)
+{
+    int out[2];
+    char buf[2048];
+    size_t len = 0;
+    pid_t pid;
+    int st;
+    uint64_t end = tp_now_ms() + TP_DEADLINE_MS;
+
+    (void)c;
+    add_env("process", "default", "exit 0", false);
+    if (pipe2(out, O_CLOEXEC) < 0)
+        tp_fail("pipe: %s", strerror(errno));
+    pid = fork();
+    if (pid == 0) {
+        dup2(out[1], 2);
+        if (setgid(65534) < 0 || setuid(65534) < 0)
+            _exit(126);
+        execl(agent_bin(), agent_bin(), "--environments", apt.envs, "tcp://127.0.0.1:9",
+              (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    for (;;) {
+        struct pollfd p = {out[0], POLLIN, 0};
+        ssize_t n;
+        uint64_t now = tp_now_ms();
+
+        if (now >= end || poll(&p, 1, (int)(end - now)) <= 0)
+            break;
+        n = read(out[0], buf + len, sizeof(buf) - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    close(out[0]);
+    if (tp_now_ms() >= end)
+        kill(pid, SIGKILL);
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 1)
+        tp_fail("the agent without a sandbox ended with status %d: %s", st, buf);
+    if (strstr(buf, "cannot sandbox jobs here: not running as root") == NULL ||
+        strstr(buf, "--no-sandbox") == NULL)
+        tp_fail("the agent did not say why it refused: %s", buf);
 }
 
 TP_TEST(test_agent_process_job)
@@ -333,6 +429,7 @@ TP_TEST(test_agent_process_job)
     add_task("c1", "t1");
     tp_start(c, NULL);
     cl = connect_client(c);
+    apt.sandbox = true; /* a normal job gives the same result in the sandbox */
     agent_start(c->be.agent_addr, NULL);
     tp_expect_envs(cl, "process:[default]");
 
@@ -358,11 +455,11 @@ TP_TEST(test_agent_process_job)
     m = tp_expect_done(cl, "job-bad", "failed", "bad", "S1");
     assert_true(m->u.result.grade == 0.0);
 
-    /* A task the agent does not have: crash, the state kept. */
+    /* A task the agent does not have: crash, the state kept, and no AgentJobStarted (the
+     * job never started). */
     j.id = "job-notask";
     j.task = "nope";
     tp_send_job(cl, &j);
-    tp_expect(cl, ING_BACKEND_JOB_STARTED);
     tp_expect_done(cl, "job-notask", "crash", "Task folder c1/nope not found", "S1");
 }
 
@@ -418,12 +515,20 @@ TP_TEST(test_agent_process_concurrency)
         j.id = names[i];
         tp_send_job(cl, &j);
     }
-    /* Two start, the third waits for a free slot. */
-    for (int i = 0; i < 2; i++) {
-        const struct ing_msg *m = tp_expect(cl, ING_BACKEND_JOB_STARTED);
+    /* Two start (in either order: each is started when its `run` runs), the third waits
+     * for a free slot. */
+    {
+        bool seen[2] = {false, false};
 
-        assert_true(tp_view_is(m->u.ref.job_id, names[i]));
-        started++;
+        for (int i = 0; i < 2; i++) {
+            const struct ing_msg *m = tp_expect(cl, ING_BACKEND_JOB_STARTED);
+            int k = tp_view_is(m->u.ref.job_id, names[0]) ? 0 : 1;
+
+            assert_true(tp_view_is(m->u.ref.job_id, names[k]));
+            assert_false(seen[k]);
+            seen[k] = true;
+            started++;
+        }
     }
     tp_expect_nothing(cl, 300);
     tp_get_queue(cl, &q);
@@ -641,12 +746,58 @@ fake_quiet(struct fake *f, int ms)
         tp_fail("fake backend: the agent sent something unexpected");
 }
 
+/* fake_next returns the next frame from the agent, or NULL when none comes within ms. */
+static const struct ing_msg *
+fake_next(struct fake *f, int ms)
+{
+    memmove(f->in, f->in + f->last, f->len - f->last);
+    f->len -= f->last;
+    f->last = 0;
+    for (;;) {
+        struct pollfd p = {f->fd, POLLIN, 0};
+        ssize_t n = ing_msg_decode(f->in, f->len, ING_MAX_FRAME_DEFAULT, &f->msg);
+
+        if (n < 0)
+            tp_fail("fake backend: undecodable frame from the agent");
+        if (n > 0) {
+            f->last = (size_t)n;
+            return &f->msg;
+        }
+        if (poll(&p, 1, ms) <= 0)
+            return NULL;
+        if (f->len == sizeof(f->in))
+            tp_fail("fake backend: input full");
+        n = read(f->fd, f->in + f->len, sizeof(f->in) - f->len);
+        if (n <= 0)
+            tp_fail("fake backend: the agent closed the connection");
+        f->len += (size_t)n;
+    }
+}
+
 static struct ing_view
 view(const char *s)
 {
     struct ing_view v = {s, (uint32_t)strlen(s)};
 
     return v;
+}
+
+/* fake_job fills a BackendNewJob for process/default (course and task NULL: taskless). */
+static void
+fake_job(struct ing_msg *j, const char *id, const char *course, const char *task)
+{
+    memset(j, 0, sizeof(*j));
+    j->type = ING_BACKEND_NEW_JOB;
+    j->u.job.job_id = view(id);
+    if (course != NULL)
+        j->u.job.course_id = view(course);
+    if (task != NULL)
+        j->u.job.task_id = view(task);
+    j->u.job.environment_type = view("process");
+    j->u.job.environment = view("default");
+    j->u.job.task_problems = view("\x80");
+    j->u.job.inputdata = view("\x80");
+    j->u.job.environment_parameters = view("\x80");
 }
 
 TP_TEST(test_agent_process_kill_unknown)
@@ -695,14 +846,7 @@ TP_TEST(test_agent_process_reconnect)
     fake_accept(&f);
     fake_expect(&f, ING_AGENT_HELLO);
     /* AgentJobStarted comes at once. */
-    memset(&j, 0, sizeof(j));
-    j.type = ING_BACKEND_NEW_JOB;
-    j.u.job.job_id = view("j1");
-    j.u.job.environment_type = view("process");
-    j.u.job.environment = view("default");
-    j.u.job.task_problems = view("\x80");
-    j.u.job.inputdata = view("\x80");
-    j.u.job.environment_parameters = view("\x80");
+    fake_job(&j, "j1", NULL, NULL);
     fake_send(&f, &j);
     m = fake_expect(&f, ING_AGENT_JOB_STARTED);
     assert_string_equal(tp_cpy(s, sizeof(s), m->u.ref.job_id), "j1");
@@ -718,6 +862,85 @@ TP_TEST(test_agent_process_reconnect)
     close(f.lfd);
 }
 
+/* A large task folder (issue 13 item 16): four jobs copy 128 MiB each while the test,
+ * playing the backend, pings the agent every 5 ms and measures each Pong's delay. The
+ * copies run in the jobs' children, so the loop keeps answering; AgentJobStarted comes
+ * once each copy is done and `run` runs. */
+TP_TEST(test_agent_process_large_task)
+{
+    static const char *const ids[4] = {"big-0", "big-1", "big-2", "big-3"};
+    struct fake f;
+    struct ing_msg j, ping;
+    const struct ing_msg *m;
+    uint64_t t0, ping_at = 0, next_ping = 0, max_delay = 0, pongs = 0;
+    int started = 0, done = 0, fd;
+    char path[512];
+
+    (void)c;
+    add_env("process", "default", "[ -f blob ] && [ $(wc -c < blob) -eq 134217728 ]", false);
+    make_dir("%s/big", apt.tasks);
+    make_dir("%s/big/t", apt.tasks);
+    snprintf(path, sizeof(path), "%s/big/t/blob", apt.tasks);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || ftruncate(fd, 128 << 20) < 0) /* sparse: no disk used here */
+        tp_fail("cannot make %s: %s", path, strerror(errno));
+    close(fd);
+    apt.sandbox = true; /* the copies go to the jobs' tmpfs */
+    fake_listen(&f);
+    agent_start(f.addr, "--concurrency", "4", NULL);
+    fake_accept(&f);
+    fake_expect(&f, ING_AGENT_HELLO);
+    for (int i = 0; i < 4; i++) {
+        fake_job(&j, ids[i], "big", "t");
+        fake_send(&f, &j);
+    }
+    memset(&ping, 0, sizeof(ping));
+    ping.type = ING_PING;
+    t0 = tp_now_ms();
+    while (done < 4) {
+        uint64_t now = tp_now_ms();
+
+        if (now - t0 > 12u * (uint64_t)TP_DEADLINE_MS)
+            tp_fail("the jobs did not end in time (%d done)", done);
+        if (ping_at == 0 && now >= next_ping) {
+            fake_send(&f, &ping);
+            ping_at = now;
+        }
+        m = fake_next(&f, 5);
+        if (m == NULL)
+            continue;
+        if (m->type == ING_PONG) {
+            uint64_t d = tp_now_ms() - ping_at;
+
+            max_delay = d > max_delay ? d : max_delay;
+            pongs++;
+            ping_at = 0;
+            next_ping = tp_now_ms() + 5; /* about 200 pings a second */
+        } else if (m->type == ING_AGENT_JOB_STARTED) {
+            started++;
+        } else if (m->type == ING_AGENT_JOB_DONE) {
+            char k[32], t[200];
+
+            if (!tp_view_is(m->u.result.result_kind, "success"))
+                tp_fail("a job ended %s: %s", tp_cpy(k, sizeof(k), m->u.result.result_kind),
+                        tp_cpy(t, sizeof(t), m->u.result.result_text));
+            done++;
+        } else {
+            tp_fail("unexpected %s", ing_msg_type_name(m->type));
+        }
+    }
+    print_message("4 jobs x 128 MiB copied in %llu ms; %llu pings, the slowest Pong "
+                  "after %llu ms\n",
+                  (unsigned long long)(tp_now_ms() - t0), (unsigned long long)pongs,
+                  (unsigned long long)max_delay);
+    assert_int_equal(started, 4);
+    assert_true(pongs >= 5);
+    /* Before, the loop copied: one Pong, after 1.5 s. A busy 2-CPU machine may delay a
+     * Pong by some scheduling latency, never by a copy. */
+    assert_true(max_delay < 500u * (uint64_t)tp_slow());
+    fake_close(&f);
+}
+
 int
 main(void)
 {
@@ -730,6 +953,10 @@ main(void)
         cmocka_unit_test_setup_teardown(test_agent_process_orphans, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_process_kill_unknown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_process_reconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_process_large_task, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_process_refuses_without_sandbox, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_agent_process_sandbox_network, setup, teardown),
     };
 
     return cmocka_run_group_tests_name("agent_process", tests, NULL, NULL);

@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,41 +23,18 @@
 #include "inginious/json.h"
 #include "inginious/mp.h"
 #include "runner.h"
+#include "support/runfx.h"
 
 #define WAIT_MS 15000 /* longest a job may take in these tests */
 
 struct fx {
-    char root[256];  /* mkdtemp */
-    char tasks[300]; /* root/tasks */
-    char envs[300];  /* root/env: holds run */
-    char run[320];   /* root/env/run */
-    char work[300];  /* root/work: job folders */
+    struct rf_dirs d; /* root, tasks/, env/ (run), work/ */
     struct runner_opts opts;
     struct ing_mp_writer w[3]; /* inputdata, environment_parameters, task_problems */
     struct ing_job_spec job;
     struct runner_job *r;
     struct ing_job_result res;
 };
-
-static uint64_t
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void
-write_file(const char *path, const char *text, mode_t mode)
-{
-    FILE *f = fopen(path, "w");
-
-    assert_non_null(f);
-    assert_int_equal(fputs(text, f) >= 0, 1);
-    assert_int_equal(fclose(f), 0);
-    assert_int_equal(chmod(path, mode), 0);
-}
 
 static void
 mkdir_p2(const char *a, const char *b)
@@ -70,33 +46,16 @@ mkdir_p2(const char *a, const char *b)
 }
 
 static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    if (flag == FTW_DP)
-        return rmdir(path);
-    return unlink(path);
-}
-
-static int
 setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
 
     if (f == NULL)
         return -1;
-    snprintf(f->root, sizeof(f->root), "/tmp/test_runner-XXXXXX");
-    if (mkdtemp(f->root) == NULL || chmod(f->root, 0755) < 0)
+    if (rf_dirs_make(&f->d, "test_runner") < 0)
         return -1;
-    snprintf(f->tasks, sizeof(f->tasks), "%s/tasks", f->root);
-    snprintf(f->envs, sizeof(f->envs), "%s/env", f->root);
-    snprintf(f->run, sizeof(f->run), "%s/run", f->envs);
-    snprintf(f->work, sizeof(f->work), "%s/work", f->root);
-    if (mkdir(f->tasks, 0755) < 0 || mkdir(f->envs, 0755) < 0 || mkdir(f->work, 0755) < 0)
-        return -1;
-    f->opts.tasks_dir = f->tasks;
-    f->opts.work_dir = f->work;
+    f->opts.tasks_dir = f->d.tasks;
+    f->opts.work_dir = f->d.work;
     *state = f;
     return 0;
 }
@@ -110,7 +69,7 @@ teardown(void **state)
     runner_free(f->r);
     for (i = 0; i < 3; i++)
         ing_mp_writer_fini(&f->w[i]);
-    nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rf_dirs_remove(&f->d);
     free(f);
     return 0;
 }
@@ -122,7 +81,7 @@ set_run(struct fx *f, const char *body)
     char text[8192];
 
     snprintf(text, sizeof(text), "#!/bin/sh\n%s\n", body);
-    write_file(f->run, text, 0755);
+    rf_write_file(f->d.run, text, 0755);
 }
 
 /* add_task creates tasks/<course>/<task>/ with a file data.txt and a subdirectory. */
@@ -131,36 +90,15 @@ add_task(struct fx *f, const char *course, const char *task)
 {
     char c[400], t[500], p[600];
 
-    snprintf(c, sizeof(c), "%s/%s", f->tasks, course);
+    snprintf(c, sizeof(c), "%s/%s", f->d.tasks, course);
     (void)mkdir(c, 0755);
     mkdir_p2(c, task);
     snprintf(t, sizeof(t), "%s/%s", c, task);
     snprintf(p, sizeof(p), "%s/data.txt", t);
-    write_file(p, "task data\n", 0644);
+    rf_write_file(p, "task data\n", 0644);
     mkdir_p2(t, "sub");
     snprintf(p, sizeof(p), "%s/sub/deep.txt", t);
-    write_file(p, "deep\n", 0644);
-}
-
-static struct ing_view
-json_view(struct ing_mp_writer *w, const char *json)
-{
-    struct ing_view v;
-
-    ing_mp_writer_fini(w);
-    ing_mp_writer_init_dyn(w);
-    assert_int_equal(ing_json_to_mp(json, strlen(json), w, NULL), 0);
-    v.p = (const char *)w->buf;
-    v.len = (uint32_t)w->len;
-    return v;
-}
-
-static struct ing_view
-cview(const char *s)
-{
-    struct ing_view v = {s, s != NULL ? (uint32_t)strlen(s) : 0};
-
-    return v;
+    rf_write_file(p, "deep\n", 0644);
 }
 
 /* set_job fills the job spec: course/task NULL = nil. */
@@ -168,79 +106,25 @@ static void
 set_job(struct fx *f, const char *course, const char *task, const char *input,
         const char *params)
 {
-    memset(&f->job, 0, sizeof(f->job));
-    f->job.job_id = cview("job-1");
-    f->job.course_id = cview(course);
-    f->job.task_id = cview(task);
-    f->job.environment_type = cview("process");
-    f->job.environment = cview("default");
-    f->job.inputdata = json_view(&f->w[0], input != NULL ? input : "{\"@state\": \"s0\"}");
-    f->job.environment_parameters = json_view(&f->w[1], params != NULL ? params : "{}");
-    f->job.task_problems = json_view(&f->w[2], "{}");
-}
-
-/* wait_done drives the job to its end, as an event loop would. */
-static void
-wait_done(struct runner_job *r)
-{
-    uint64_t end = now_ms() + WAIT_MS;
-
-    while (!runner_done(r)) {
-        int fds[RUNNER_MAX_FDS];
-        struct pollfd pfd[RUNNER_MAX_FDS];
-        int n = runner_fds(r, fds), i, t;
-
-        for (i = 0; i < n; i++) {
-            pfd[i].fd = fds[i];
-            pfd[i].events = POLLIN;
-        }
-        t = runner_timeout_ms(r, now_ms());
-        if (t < 0 || t > 200)
-            t = 200;
-        poll(pfd, (nfds_t)n, t);
-        runner_process(r, now_ms());
-        assert_true(now_ms() < end);
-    }
+    rf_set_job(&f->job, f->w, course, task, input, params);
 }
 
 /* run_job starts the job with the fixture's run file and waits for its result. */
 static const struct ing_job_result *
 run_job(struct fx *f)
 {
-    assert_int_equal(runner_start(&f->opts, f->run, &f->job, now_ms(), &f->r), 0);
+    assert_int_equal(runner_start(&f->opts, f->d.run, &f->job, rf_now_ms(), &f->r), 0);
     assert_non_null(f->r);
-    wait_done(f->r);
+    rf_wait_done(f->r, WAIT_MS);
     runner_result(f->r, &f->res);
     return &f->res;
 }
 
-static char *
-str(struct ing_view v)
-{
-    static char buf[4][70000];
-    static int k;
-    char *s = buf[k++ % 4];
-    size_t n = v.len < sizeof(buf[0]) - 1 ? v.len : sizeof(buf[0]) - 1;
-
-    if (v.p == NULL)
-        return strcpy(s, "<nil>");
-    memcpy(s, v.p, n);
-    s[n] = '\0';
-    return s;
-}
-
-static void
-check_kind(const struct ing_job_result *res, const char *kind)
-{
-    if (!ing_view_eq(res->result_kind, kind))
-        fail_msg("kind %s (text \"%s\", stderr \"%s\"), expected %s", str(res->result_kind),
-                 str(res->result_text), str(res->stderr_), kind);
-}
-
+/* dir_is_empty tells whether the work directory holds nothing. */
 static bool
-work_dir_empty(const struct fx *f)
+dir_is_empty(const struct fx *f)
 {
-    DIR *d = opendir(f->work);
+    DIR *d = opendir(f->d.work);
     struct dirent *e;
     bool empty = true;
 
@@ -253,6 +137,23 @@ work_dir_empty(const struct fx *f)
     return empty;
 }
 
+/* work_dir_empty waits (up to 10 s) for the job folder to be removed: the runner removes
+ * it in a background process so that a large folder does not block its caller. */
+static bool
+work_dir_empty(const struct fx *f)
+{
+    uint64_t end = rf_now_ms() + 10000;
+
+    while (!dir_is_empty(f)) {
+        struct pollfd none;
+
+        if (rf_now_ms() >= end)
+            return false;
+        (void)poll(&none, 0, 5); /* a bounded retry period, not a wait for timing */
+    }
+    return true;
+}
+
 static void
 test_runner_success(void **state)
 {
@@ -263,7 +164,7 @@ test_runner_success(void **state)
     set_run(f, "echo graded; exit 0");
     set_job(f, "c1", "t1", NULL, NULL);
     res = run_job(f);
-    check_kind(res, "success");
+    rf_check_kind(res, "success");
     assert_true(res->grade == 100.0);
     assert_true(ing_view_eq(res->job_id, "job-1"));
     assert_true(ing_view_eq(res->state, "s0"));
@@ -284,9 +185,9 @@ test_runner_failed(void **state)
     set_run(f, "echo oops >&2; exit 3");
     set_job(f, NULL, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "failed");
+    rf_check_kind(res, "failed");
     assert_true(res->grade == 0.0);
-    assert_non_null(strstr(str(res->result_text), "status 3"));
+    assert_non_null(strstr(rf_str(res->result_text), "status 3"));
     assert_true(ing_view_eq(res->stderr_, "oops\n"));
     assert_true(ing_view_eq(res->state, "s0"));
 }
@@ -296,15 +197,15 @@ test_runner_timeout_cpu(void **state)
 {
     struct fx *f = *state;
     const struct ing_job_result *res;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = rf_now_ms();
 
     set_run(f, "while :; do :; done");
     set_job(f, NULL, NULL, NULL, "{\"limits\": {\"time\": 1}}");
     res = run_job(f);
-    check_kind(res, "timeout");
-    assert_non_null(strstr(str(res->result_text), "CPU"));
+    rf_check_kind(res, "timeout");
+    assert_non_null(strstr(rf_str(res->result_text), "CPU"));
     assert_true(ing_view_eq(res->state, "s0"));
-    assert_true(now_ms() - t0 < 4000);
+    assert_true(rf_now_ms() - t0 < 4000);
 }
 
 static void
@@ -312,16 +213,16 @@ test_runner_timeout_wall(void **state)
 {
     struct fx *f = *state;
     const struct ing_job_result *res;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = rf_now_ms();
 
     /* The grader prints, then waits: the output before the kill is kept. */
     set_run(f, "echo before; sleep 30; echo after");
     set_job(f, NULL, NULL, NULL, "{\"limits\": {\"time\": 10, \"hard_time\": 0.5}}");
     res = run_job(f);
-    check_kind(res, "timeout");
-    assert_non_null(strstr(str(res->result_text), "wall-clock"));
+    rf_check_kind(res, "timeout");
+    assert_non_null(strstr(rf_str(res->result_text), "wall-clock"));
     assert_true(ing_view_eq(res->stdout_, "before\n"));
-    assert_true(now_ms() - t0 < 3000);
+    assert_true(rf_now_ms() - t0 < 3000);
     assert_true(work_dir_empty(f));
 }
 
@@ -336,8 +237,8 @@ test_runner_overflow(void **state)
     set_run(f, "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}");
     set_job(f, NULL, NULL, NULL, "{\"limits\": {\"time\": 10, \"memory\": 64}}");
     res = run_job(f);
-    check_kind(res, "overflow");
-    assert_non_null(strstr(str(res->result_text), "64 MiB"));
+    rf_check_kind(res, "overflow");
+    assert_non_null(strstr(rf_str(res->result_text), "64 MiB"));
     assert_true(ing_view_eq(res->state, "s0"));
 }
 
@@ -374,8 +275,8 @@ test_runner_kill(void **state)
     FILE *fp;
 
     /* A background process of the job must die with it: it records its pid in a file. */
-    snprintf(pidfile, sizeof(pidfile), "%s/bg.pid", f->root);
-    assert_int_equal(chmod(f->root, 0777), 0);
+    snprintf(pidfile, sizeof(pidfile), "%s/bg.pid", f->d.root);
+    assert_int_equal(chmod(f->d.root, 0777), 0);
     {
         char body[1024];
 
@@ -384,8 +285,8 @@ test_runner_kill(void **state)
         set_run(f, body);
     }
     set_job(f, NULL, NULL, "{\"@state\": \"keep\"}", NULL);
-    assert_int_equal(runner_start(&f->opts, f->run, &f->job, now_ms(), &f->r), 0);
-    t0 = now_ms();
+    assert_int_equal(runner_start(&f->opts, f->d.run, &f->job, rf_now_ms(), &f->r), 0);
+    t0 = rf_now_ms();
     while (access(pidfile, R_OK) != 0 || pidtext[0] == '\0') {
         fp = fopen(pidfile, "r");
         if (fp != NULL) {
@@ -393,24 +294,24 @@ test_runner_kill(void **state)
                 pidtext[0] = '\0';
             fclose(fp);
         }
-        runner_process(f->r, now_ms());
+        runner_process(f->r, rf_now_ms());
         assert_false(runner_done(f->r));
-        assert_true(now_ms() - t0 < 5000);
+        assert_true(rf_now_ms() - t0 < 5000);
         usleep(10000);
     }
     bg = (pid_t)atoi(pidtext);
     assert_true(bg > 0);
     assert_true(runner_pid(f->r) > 0);
     runner_kill(f->r);
-    wait_done(f->r);
+    rf_wait_done(f->r, WAIT_MS);
     runner_result(f->r, &f->res);
     res = &f->res;
-    check_kind(res, "killed");
+    rf_check_kind(res, "killed");
     assert_true(ing_view_eq(res->state, "keep"));
     assert_true(ing_view_eq(res->stdout_, "started\n"));
-    t0 = now_ms();
+    t0 = rf_now_ms();
     while (!process_gone(bg)) {
-        assert_true(now_ms() - t0 < 5000);
+        assert_true(rf_now_ms() - t0 < 5000);
         usleep(10000);
     }
     assert_true(runner_pid(f->r) == 0);
@@ -429,8 +330,8 @@ test_runner_output_truncated(void **state)
                "printf '%099d\\n' 0; i=$((i+1)); done; printf 'a\\377b\\303' >&2");
     set_job(f, NULL, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "success");
-    out = str(res->stdout_);
+    rf_check_kind(res, "success");
+    out = rf_str(res->stdout_);
     assert_true(res->stdout_.len > 1000 && res->stdout_.len < 1100);
     assert_non_null(strstr(out, "\n[... 4000 bytes of output dropped]\n"));
     assert_true(ing_view_eq(res->stderr_, "a\xef\xbf\xbd"
@@ -447,8 +348,8 @@ test_runner_missing_task(void **state)
     set_run(f, "exit 0");
     set_job(f, "c1", "nope", NULL, NULL);
     res = run_job(f);
-    check_kind(res, "crash");
-    assert_non_null(strstr(str(res->result_text), "c1/nope not found"));
+    rf_check_kind(res, "crash");
+    assert_non_null(strstr(rf_str(res->result_text), "c1/nope not found"));
     assert_true(ing_view_eq(res->state, "s0"));
     assert_true(ing_view_eq(res->stdout_, "") && ing_view_eq(res->stderr_, ""));
 
@@ -457,8 +358,8 @@ test_runner_missing_task(void **state)
     f->r = NULL;
     set_job(f, "..", "t1", NULL, NULL);
     res = run_job(f);
-    check_kind(res, "crash");
-    assert_non_null(strstr(str(res->result_text), "Invalid course or task id"));
+    rf_check_kind(res, "crash");
+    assert_non_null(strstr(rf_str(res->result_text), "Invalid course or task id"));
     assert_true(work_dir_empty(f));
 }
 
@@ -469,27 +370,27 @@ test_runner_run_not_executable(void **state)
     const struct ing_job_result *res;
 
     set_run(f, "exit 0");
-    assert_int_equal(chmod(f->run, 0644), 0);
+    assert_int_equal(chmod(f->d.run, 0644), 0);
     set_job(f, NULL, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "crash");
-    assert_non_null(strstr(str(res->result_text), "not executable"));
+    rf_check_kind(res, "crash");
+    assert_non_null(strstr(rf_str(res->result_text), "not executable"));
 
     runner_free(f->r);
     f->r = NULL;
-    assert_int_equal(unlink(f->run), 0);
+    assert_int_equal(unlink(f->d.run), 0);
     res = run_job(f);
-    check_kind(res, "crash");
-    assert_non_null(strstr(str(res->result_text), "missing"));
+    rf_check_kind(res, "crash");
+    assert_non_null(strstr(rf_str(res->result_text), "missing"));
 
     /* No environment at all. */
     runner_free(f->r);
     f->r = NULL;
-    assert_int_equal(runner_start(&f->opts, NULL, &f->job, now_ms(), &f->r), 0);
+    assert_int_equal(runner_start(&f->opts, NULL, &f->job, rf_now_ms(), &f->r), 0);
     assert_true(runner_done(f->r));
     runner_result(f->r, &f->res);
-    check_kind(&f->res, "crash");
-    assert_non_null(strstr(str(f->res.result_text), "process/default is not available"));
+    rf_check_kind(&f->res, "crash");
+    assert_non_null(strstr(rf_str(f->res.result_text), "process/default is not available"));
     assert_true(ing_view_eq(f->res.state, "s0"));
 }
 
@@ -505,11 +406,11 @@ test_runner_exec_failure(void **state)
     if (wrapper != NULL && wrapper[0] != '\0')
         skip();
     /* An executable that the kernel cannot run. */
-    write_file(f->run, "#!/nonexistent/interpreter\n", 0755);
+    rf_write_file(f->d.run, "#!/nonexistent/interpreter\n", 0755);
     set_job(f, NULL, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "crash");
-    assert_non_null(strstr(str(res->result_text), "execve failed"));
+    rf_check_kind(res, "crash");
+    assert_non_null(strstr(rf_str(res->result_text), "execve failed"));
     assert_true(work_dir_empty(f));
 }
 
@@ -522,31 +423,31 @@ test_runner_feedback_invalid(void **state)
     set_run(f, "printf '{\"result\": \"success\",' > feedback.json");
     set_job(f, NULL, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "crash");
-    assert_non_null(strstr(str(res->result_text), "not valid JSON"));
+    rf_check_kind(res, "crash");
+    assert_non_null(strstr(rf_str(res->result_text), "not valid JSON"));
     assert_true(ing_view_eq(res->state, "s0"));
 
     runner_free(f->r);
     f->r = NULL;
     set_run(f, "echo '[1, 2]' > feedback.json");
     res = run_job(f);
-    check_kind(res, "crash");
-    assert_non_null(strstr(str(res->result_text), "not a JSON object"));
+    rf_check_kind(res, "crash");
+    assert_non_null(strstr(rf_str(res->result_text), "not a JSON object"));
 
     runner_free(f->r);
     f->r = NULL;
     set_run(f, "echo '{\"grade\": \"high\"}' > feedback.json");
     res = run_job(f);
-    check_kind(res, "crash");
-    assert_non_null(strstr(str(res->result_text), "\"grade\" must be a number"));
+    rf_check_kind(res, "crash");
+    assert_non_null(strstr(rf_str(res->result_text), "\"grade\" must be a number"));
 
     /* A symbolic link is not followed. */
     runner_free(f->r);
     f->r = NULL;
     set_run(f, "ln -s /etc/passwd feedback.json");
     res = run_job(f);
-    check_kind(res, "crash");
-    assert_non_null(strstr(str(res->result_text), "feedback.json"));
+    rf_check_kind(res, "crash");
+    assert_non_null(strstr(rf_str(res->result_text), "feedback.json"));
 }
 
 static void
@@ -564,7 +465,7 @@ test_runner_feedback_full(void **state)
                "exit 0");
     set_job(f, NULL, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "failed");
+    rf_check_kind(res, "failed");
     assert_true(ing_view_eq(res->result_text, "Almost"));
     assert_true(res->grade == 87.5);
     assert_true(ing_view_eq(res->state, "s1"));
@@ -583,7 +484,7 @@ test_runner_feedback_full(void **state)
     f->r = NULL;
     set_run(f, "echo '{\"result\": [\"success\", \"Well done\"]}' > feedback.json; exit 1");
     res = run_job(f);
-    check_kind(res, "success");
+    rf_check_kind(res, "success");
     assert_true(ing_view_eq(res->result_text, "Well done"));
     assert_true(res->grade == 100.0);
 
@@ -592,7 +493,7 @@ test_runner_feedback_full(void **state)
     f->r = NULL;
     set_run(f, "echo '{\"grade\": 250, \"text\": \"x\"}' > feedback.json; exit 2");
     res = run_job(f);
-    check_kind(res, "failed");
+    rf_check_kind(res, "failed");
     assert_true(res->grade == 100.0);
     assert_true(ing_view_eq(res->result_text, "x"));
 }
@@ -607,7 +508,7 @@ test_runner_state_preserved(void **state)
     set_run(f, "echo '{\"result\": \"error\"}' > feedback.json");
     set_job(f, NULL, NULL, "{\"@state\": \"st\\u00e9\"}", NULL);
     res = run_job(f);
-    check_kind(res, "error");
+    rf_check_kind(res, "error");
     assert_true(ing_view_eq(res->state, "st\xc3\xa9"));
     assert_true(res->grade == 0.0);
 
@@ -634,8 +535,8 @@ test_runner_input_json(void **state)
     set_job(f, "c1", "t1", "{\"q1\": \"hello\", \"@state\": \"s\"}",
             "{\"limits\": {\"time\": 7, \"memory\": 200}}");
     res = run_job(f);
-    check_kind(res, "success");
-    assert_string_equal(str(res->stdout_), "{\"q1\":\"hello\",\"@state\":\"s\"}\n"
+    rf_check_kind(res, "success");
+    assert_string_equal(rf_str(res->stdout_), "{\"q1\":\"hello\",\"@state\":\"s\"}\n"
                                            "{\"q1\":\"hello\",\"@state\":\"s\"}\n"
                                            "task data\ndeep\n"
                                            "job-1 c1 t1 process default 7 200\n"
@@ -644,7 +545,7 @@ test_runner_input_json(void **state)
     {
         char p[600];
 
-        snprintf(p, sizeof(p), "%s/c1/t1/input.json", f->tasks);
+        snprintf(p, sizeof(p), "%s/c1/t1/input.json", f->d.tasks);
         assert_int_equal(access(p, F_OK), -1);
     }
 }
@@ -658,8 +559,8 @@ test_runner_taskless(void **state)
     set_run(f, "ls -A; echo \"[$INGINIOUS_COURSE][$INGINIOUS_TASK]\"");
     set_job(f, NULL, "t1", NULL, NULL);
     res = run_job(f);
-    check_kind(res, "success");
-    assert_string_equal(str(res->stdout_), "input.json\n[][]\n");
+    rf_check_kind(res, "success");
+    assert_string_equal(rf_str(res->stdout_), "input.json\n[][]\n");
 }
 
 static void
@@ -675,15 +576,15 @@ test_runner_user(void **state)
     set_run(f, "id -u; stat -c %u . data.txt; touch new && echo writable");
     set_job(f, "c1", "t1", NULL, NULL);
     res = run_job(f);
-    check_kind(res, "success");
-    assert_string_equal(str(res->stdout_), "65534\n65534\n65534\nwritable\n");
+    rf_check_kind(res, "success");
+    assert_string_equal(rf_str(res->stdout_), "65534\n65534\n65534\nwritable\n");
 
     runner_free(f->r);
     f->r = NULL;
     f->opts.user = "no-such-user-here";
     res = run_job(f);
-    check_kind(res, "crash");
-    assert_non_null(strstr(str(res->result_text), "Unknown user"));
+    rf_check_kind(res, "crash");
+    assert_non_null(strstr(rf_str(res->result_text), "Unknown user"));
 }
 
 /* count_uid counts the processes (zombies included) of uid. */
@@ -722,9 +623,9 @@ test_runner_nproc(void **state)
     set_run(f, "(true); echo forked");
     set_job(f, NULL, NULL, NULL, NULL);
     res = run_job(f);
-    check_kind(res, "failed");
+    rf_check_kind(res, "failed");
     assert_true(ing_view_eq(res->stdout_, ""));
-    assert_non_null(strstr(str(res->stderr_), "fork"));
+    assert_non_null(strstr(rf_str(res->stderr_), "fork"));
 }
 
 int

@@ -828,12 +828,16 @@ test_zmq_msg_bases_decode(void **state)
     guard_free(&g);
 }
 
+/* A message with a key missing is -EPROTO; an agent's result (agent_result) whose job_id
+ * is there is -EINVAL instead, so that its job can be ended. */
 static void
-check_missing(const struct kv *kv, size_t n)
+check_missing(const struct kv *kv, size_t n, bool agent_result)
 {
     for (size_t i = 0; i < n; i++) {
         const char *why = NULL;
-        assert_int_equal(decode_kv(kv, n, kv[i].key, NULL, NULL, &why), -EPROTO);
+        bool einval =
+            agent_result && strcmp(kv[i].key, "job_id") != 0 && strcmp(kv[i].key, "@type") != 0;
+        assert_int_equal(decode_kv(kv, n, kv[i].key, NULL, NULL, &why), einval ? -EINVAL : -EPROTO);
         assert_non_null(why);
         if (strcmp(kv[i].key, "@type") == 0)
             assert_string_equal(why, "no @type");
@@ -846,11 +850,11 @@ static void
 test_zmq_msg_missing_key(void **state)
 {
     (void)state;
-    check_missing(NEW_JOB, NKV(NEW_JOB));
-    check_missing(JOB_DONE, NKV(JOB_DONE));
-    check_missing(SSH_DEBUG, NKV(SSH_DEBUG));
-    check_missing(AGENT_HELLO, NKV(AGENT_HELLO));
-    check_missing(KILL_JOB, NKV(KILL_JOB));
+    check_missing(NEW_JOB, NKV(NEW_JOB), false);
+    check_missing(JOB_DONE, NKV(JOB_DONE), true);
+    check_missing(SSH_DEBUG, NKV(SSH_DEBUG), false);
+    check_missing(AGENT_HELLO, NKV(AGENT_HELLO), false);
+    check_missing(KILL_JOB, NKV(KILL_JOB), false);
     const char *why;
     assert_int_equal(decode_rc(VEC("\x81\xa5@type\xab"
                                    "ClientHello"),
@@ -867,7 +871,8 @@ test_zmq_msg_extra_key(void **state)
     struct kv extra = {"extra", RAW("\x01")};
     assert_int_equal(decode_kv(NEW_JOB, NKV(NEW_JOB), NULL, NULL, &extra, &why), -EPROTO);
     assert_string_equal(why, "unexpected key for this @type");
-    assert_int_equal(decode_kv(JOB_DONE, NKV(JOB_DONE), NULL, NULL, &extra, &why), -EPROTO);
+    assert_int_equal(decode_kv(JOB_DONE, NKV(JOB_DONE), NULL, NULL, &extra, &why), -EINVAL);
+    assert_string_equal(why, "unexpected key for this @type");
     assert_int_equal(decode_kv(AGENT_HELLO, NKV(AGENT_HELLO), NULL, NULL, &extra, &why), -EPROTO);
     /* Fields of other versions: v0.5 "type", v0.6 "run_cmd", v0.8 ssh_allowed outside
      * AgentHello. */
@@ -1026,6 +1031,248 @@ test_zmq_msg_bad_values_new_job(void **state)
     }
 }
 
+/* An agent's result is read as the Python backend relays it: loosely typed values are
+ * coerced to the documented type (issue 14, bug 1). */
+static void
+test_zmq_msg_agent_result_loose(void **state)
+{
+    (void)state;
+    uint8_t buf[1024];
+    struct guard g;
+    struct ing_msg m;
+    const char *why;
+    size_t n;
+#define LOOSE(key_, raw_)                                                                          \
+    do {                                                                                           \
+        struct kv sub_ = {key_, RAW(raw_)};                                                        \
+        n = build(buf, sizeof(buf), JOB_DONE, NKV(JOB_DONE), NULL, &sub_, NULL);                   \
+        why = NULL;                                                                                \
+        assert_int_equal(decode_guarded(&g, buf, n, &m, &why), 0);                                 \
+        assert_int_equal(m.type, ING_AGENT_JOB_DONE);                                              \
+        assert_view(m.u.result.job_id, "jd");                                                      \
+    } while (0)
+    LOOSE("state", "\xc0");
+    assert_view(m.u.result.state, "");
+    assert_non_null(why);
+    guard_free(&g);
+    LOOSE("state", "\xc4\x02st");
+    assert_view(m.u.result.state, "st");
+    guard_free(&g);
+    LOOSE("stdout", "\xc4\x03"
+                    "out");
+    assert_view(m.u.result.stdout_, "out");
+    assert_non_null(why);
+    guard_free(&g);
+    LOOSE("stderr", "\xc4\x02\xff\xfe"); /* not UTF-8: nil */
+    assert_null(m.u.result.stderr_.p);
+    guard_free(&g);
+    LOOSE("stdout", "\x01");
+    assert_null(m.u.result.stdout_.p);
+    guard_free(&g);
+    LOOSE("tests", "\xc0");
+    assert_view(m.u.result.tests, "\x80");
+    guard_free(&g);
+    LOOSE("problems", "\xc0");
+    assert_view(m.u.result.problems, "\x80");
+    guard_free(&g);
+    LOOSE("custom", "\xc0");
+    assert_view(m.u.result.custom, "\x80");
+    guard_free(&g);
+    LOOSE("archive", "\xa3tgz");
+    assert_view(m.u.result.archive, "tgz");
+    guard_free(&g);
+    LOOSE("grade", "\xc3");
+    assert_true(m.u.result.grade == 1.0);
+    guard_free(&g);
+    LOOSE("grade", "\xc2");
+    assert_true(m.u.result.grade == 0.0);
+    guard_free(&g);
+    LOOSE("grade", "\xa5 85.5");
+    assert_true(m.u.result.grade == 85.5);
+    guard_free(&g);
+    LOOSE("result", "\x92\xa7success\xc0");
+    assert_view(m.u.result.result_kind, "success");
+    assert_view(m.u.result.result_text, "");
+    guard_free(&g);
+    LOOSE("result", "\x91\xa6"
+                    "failed");
+    assert_view(m.u.result.result_kind, "failed");
+    assert_view(m.u.result.result_text, "");
+    guard_free(&g);
+    LOOSE("result", "\x93\xa1"
+                    "a\xa1"
+                    "b\xa1"
+                    "c");
+    assert_view(m.u.result.result_kind, "a");
+    assert_view(m.u.result.result_text, "b");
+    assert_non_null(why);
+    guard_free(&g);
+    /* The exact dialect still decodes with no note. */
+    n = build(buf, sizeof(buf), JOB_DONE, NKV(JOB_DONE), NULL, NULL, NULL);
+    why = "x";
+    assert_int_equal(decode_guarded(&g, buf, n, &m, &why), 0);
+    assert_null(why);
+    guard_free(&g);
+#undef LOOSE
+    /* A BackendJobDone (what a client receives) stays strict: state nil is refused. */
+    static const char bjd_nil_state[] = "\x8b\xa6job_id\xa1j\xa6result\x92\xa5"
+                                        "crash\xa1x\xa5grade\xcb\x00\x00\x00\x00\x00\x00"
+                                        "\x00\x00\xa8problems\x80\xa5tests\x80\xa6"
+                                        "custom\x80\xa5state\xc0\xa7"
+                                        "archive\xc0"
+                                        "\xa6stdout\xc0\xa6stderr\xc0\xa5@type\xae"
+                                        "BackendJobDone";
+    assert_int_equal(decode_rc(bjd_nil_state, sizeof(bjd_nil_state) - 1, &why), -EINVAL);
+    assert_string_equal(why, "state is not a str");
+}
+
+/* The release of an agent told from its hello (issue 14, bug 2), and the shapes encoded
+ * for each (BackendKillJob without state for v0.7.x; integer grades). */
+static void
+test_zmq_msg_release_shapes(void **state)
+{
+    (void)state;
+    uint8_t buf[512];
+    struct zmq_agent_shape sh;
+    /* main / v0.8.6+: created an integer (the Docker agent from v0.8.5), no ssh_allowed. */
+    struct kv env_int = {"available_environments", RAW("\x81\xa6"
+                                                       "docker\x81\xa7"
+                                                       "default\x82\xa2id\xa1i\xa7"
+                                                       "created\xce\x65\x53\xf1\x00")};
+    size_t n = build(buf, sizeof(buf), AGENT_HELLO, NKV(AGENT_HELLO), NULL, &env_int, NULL);
+    zmq_msg_agent_shape(buf, n, &sh);
+    assert_int_equal(sh.release, ZMQ_AGENT_MAIN);
+    /* v0.7.x: created a float (datetime.timestamp()). */
+    struct kv env_float = {"available_environments",
+                           RAW("\x81\xa6"
+                               "docker\x82\xa1x\x81\xa7"
+                               "created\x01\xa7"
+                               "default\x82\xa2id\xa1i\xa7"
+                               "created\xcb\x41\xd9\x54\xfc\x40\x10\x00\x00")};
+    n = build(buf, sizeof(buf), AGENT_HELLO, NKV(AGENT_HELLO), NULL, &env_float, NULL);
+    zmq_msg_agent_shape(buf, n, &sh);
+    assert_int_equal(sh.release, ZMQ_AGENT_V07);
+    /* v0.8.0 - v0.8.5: ssh_allowed, whatever created is. */
+    struct kv ssh_t = {"ssh_allowed", RAW("\xc3")};
+    n = build(buf, sizeof(buf), AGENT_HELLO, NKV(AGENT_HELLO), NULL, &env_float, &ssh_t);
+    zmq_msg_agent_shape(buf, n, &sh);
+    assert_int_equal(sh.release, ZMQ_AGENT_V08);
+    assert_true(sh.ssh_allowed);
+    struct kv ssh_f = {"ssh_allowed", RAW("\xc2")};
+    n = build(buf, sizeof(buf), AGENT_HELLO, NKV(AGENT_HELLO), NULL, NULL, &ssh_f);
+    zmq_msg_agent_shape(buf, n, &sh);
+    assert_int_equal(sh.release, ZMQ_AGENT_V08);
+    assert_false(sh.ssh_allowed);
+    /* Not a map of maps: main. */
+    struct kv env_odd = {"available_environments", RAW("\x81\xa6"
+                                                       "docker\x91\x01")};
+    n = build(buf, sizeof(buf), AGENT_HELLO, NKV(AGENT_HELLO), NULL, &env_odd, NULL);
+    zmq_msg_agent_shape(buf, n, &sh);
+    assert_int_equal(sh.release, ZMQ_AGENT_MAIN);
+
+    /* BackendKillJob: with state, or (v0.7.x, v0.8.0) without. */
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_KILL_JOB;
+    m.u.kill.job_id = (struct ing_view){"j1", 2};
+    m.u.kill.state = (struct ing_view){"S", 1};
+    struct ing_mp_writer w;
+    ing_mp_writer_init_dyn(&w);
+    assert_int_equal(zmq_msg_encode_opt(&m, &w, ZMQ_JOB_FIELD_COURSE_ID, 0), 0);
+    assert_int_equal(w.len, sizeof(BACKEND_KILL_JOB) - 1);
+    assert_memory_equal(w.buf, BACKEND_KILL_JOB, w.len);
+    w.len = 0;
+    static const char bare[] = "\x82\xa6job_id\xa2j1\xa5@type\xae"
+                               "BackendKillJob";
+    assert_int_equal(zmq_msg_encode_opt(&m, &w, ZMQ_JOB_FIELD_COURSE_ID, ZMQ_ENC_KILL_NO_STATE), 0);
+    assert_int_equal(w.len, sizeof(bare) - 1);
+    assert_memory_equal(w.buf, bare, w.len);
+
+    /* Integer grades: as an int when integral, else the float64. */
+    struct guard g;
+    struct ing_msg r;
+    n = build(buf, sizeof(buf), JOB_DONE, NKV(JOB_DONE), NULL, NULL, NULL);
+    assert_false(zmq_msg_grade_is_int(buf, n));
+    struct kv g80 = {"grade", RAW("\x50")};
+    n = build(buf, sizeof(buf), JOB_DONE, NKV(JOB_DONE), NULL, &g80, NULL);
+    assert_true(zmq_msg_grade_is_int(buf, n));
+    assert_int_equal(decode_guarded(&g, buf, n, &r, NULL), 0);
+    r.type = ING_BACKEND_JOB_DONE;
+    w.len = 0;
+    assert_int_equal(zmq_msg_encode_opt(&r, &w, ZMQ_JOB_FIELD_COURSE_ID, ZMQ_ENC_GRADE_INT), 0);
+    assert_non_null(memmem(w.buf, w.len, "\xa5grade\x50", 7));
+    r.u.result.grade = 80.5;
+    w.len = 0;
+    assert_int_equal(zmq_msg_encode_opt(&r, &w, ZMQ_JOB_FIELD_COURSE_ID, ZMQ_ENC_GRADE_INT), 0);
+    assert_non_null(memmem(w.buf, w.len, "\xa5grade\xcb", 7));
+    guard_free(&g);
+    ing_mp_writer_fini(&w);
+}
+
+/* The v0.5 - v0.6.2 dialect: read as main's messages, written in v0.6.2's shapes. */
+static void
+test_zmq_msg_legacy(void **state)
+{
+    (void)state;
+    struct ing_mp_writer w;
+    struct ing_msg m;
+    const char *why;
+    ing_mp_writer_init_dyn(&w);
+    /* Not legacy: main's messages, and maps with both keys. */
+    assert_int_equal(zmq_msg_legacy_to_main(VEC(PING), &w, &why), -ENOENT);
+    static const char both[] = "\x82\xa5@type\xa4Ping\xa4type\xa4ping";
+    assert_int_equal(zmq_msg_legacy_to_main(VEC(both), &w, &why), -ENOENT);
+    static const char odd[] = "\x81\xa4type\xa3odd";
+    assert_int_equal(zmq_msg_legacy_to_main(VEC(odd), &w, &why), -EPROTO);
+    assert_string_equal(why, "unknown type");
+    /* v0.5 client_new_job (no priority, no run_cmd) for the MCQ container. */
+    static const char nj[] = "\x8c\xa6job_id\xa1j\xa9"
+                             "course_id\xa1"
+                             "c\xa7task_id\xa1t\xa9inputdata\x80\xab"
+                             "environment\xa3mcq\xae"
+                             "enable_network\xc3\xaatime_limit\x0a\xafhard_time_limit\xc0\xa9"
+                             "mem_limit\x64\xa5"
+                             "debug\xc2\xa8launcher\xa1L\xa4type\xae"
+                             "client_new_job";
+    assert_int_equal(zmq_msg_legacy_to_main(VEC(nj), &w, &why), 0);
+    assert_int_equal(zmq_msg_decode(w.buf, w.len, &m, &why), 0);
+    assert_int_equal(m.type, ING_CLIENT_NEW_JOB);
+    assert_int_equal(m.u.new_job.priority, 0);
+    assert_view(m.u.new_job.job.environment_type, "mcq");
+    assert_view(m.u.new_job.job.environment, "mcq");
+    assert_view(m.u.new_job.job.task_problems, "\x80");
+    assert_view(m.u.new_job.job.environment_parameters,
+                "\x82\xa6limits\x82\xa4time\x0a\xa6memory\x64\xaf"
+                "network_grading\xc3");
+    /* An agent's pair job id. */
+    static const char st[] = "\x82\xa6job_id\x92\xc4\x01\x07\xa2j9\xa4type\xb1"
+                             "agent_job_started";
+    assert_int_equal(zmq_msg_legacy_to_main(VEC(st), &w, &why), 0);
+    assert_int_equal(zmq_msg_decode(w.buf, w.len, &m, &why), 0);
+    assert_int_equal(m.type, ING_AGENT_JOB_STARTED);
+    assert_view(m.u.ref.job_id, "j9");
+    /* Written: the kill vector of proto.md 11.2.1, ping. */
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_KILL_JOB;
+    m.u.kill.job_id = (struct ing_view){"j2", 2};
+    m.u.kill.state = (struct ing_view){"S", 1};
+    w.len = 0;
+    assert_int_equal(zmq_msg_legacy_encode(&m, &w), 0);
+    static const char kill[] = "\x82\xa6job_id\x92\xc4\x00\xa2j2\xa4type\xb0"
+                               "backend_kill_job";
+    assert_int_equal(w.len, sizeof(kill) - 1);
+    assert_memory_equal(w.buf, kill, w.len);
+    m.type = ING_PING;
+    w.len = 0;
+    assert_int_equal(zmq_msg_legacy_encode(&m, &w), 0);
+    assert_int_equal(w.len, 11);
+    assert_memory_equal(w.buf, "\x81\xa4type\xa4ping", 11);
+    m.type = ING_CLIENT_HELLO; /* no such message to send */
+    w.len = 0;
+    assert_int_equal(zmq_msg_legacy_encode(&m, &w), -EINVAL);
+    ing_mp_writer_fini(&w);
+}
+
 static void
 test_zmq_msg_bad_values_other(void **state)
 {
@@ -1036,24 +1283,19 @@ test_zmq_msg_bad_values_other(void **state)
         size_t len;
     } bad_done[] = {
         {"result", RAW("\x92\x01\x02")},
-        {"result", RAW("\x93\xa1"
-                       "a\xa1"
-                       "b\xa1"
-                       "c")},
-        {"result", RAW("\x91\xa1"
-                       "a")},
+        {"result", RAW("\x90")},
         {"result", RAW("\xa7success")},
+        {"result", RAW("\x92\xa1"
+                       "a\x05")},
         {"grade", RAW("\xa2"
-                      "10")},
+                      "1x")},
         {"grade", RAW("\xc0")},
-        {"grade", RAW("\xc3")},
+        {"grade", RAW("\x90")},
         {"problems", RAW("\x90")},
-        {"tests", RAW("\xc0")},
+        {"tests", RAW("\xa1x")},
         {"custom", RAW("\x01")},
-        {"state", RAW("\xc0")},
-        {"archive", RAW("\xa1z")},
-        {"stdout", RAW("\x01")},
-        {"stderr", RAW("\xc4\x00")},
+        {"state", RAW("\x05")},
+        {"archive", RAW("\x05")},
     };
     for (size_t i = 0; i < sizeof(bad_done) / sizeof(bad_done[0]); i++)
         expect_einval(JOB_DONE, NKV(JOB_DONE), bad_done[i].key, bad_done[i].raw, bad_done[i].len,
@@ -1355,6 +1597,9 @@ main(void)
         cmocka_unit_test(test_zmq_msg_ssh_allowed),
         cmocka_unit_test(test_zmq_msg_bad_values_new_job),
         cmocka_unit_test(test_zmq_msg_bad_values_other),
+        cmocka_unit_test(test_zmq_msg_agent_result_loose),
+        cmocka_unit_test(test_zmq_msg_release_shapes),
+        cmocka_unit_test(test_zmq_msg_legacy),
         cmocka_unit_test(test_zmq_msg_not_a_message),
         cmocka_unit_test(test_zmq_msg_truncated),
         cmocka_unit_test(test_zmq_msg_encode_errors),

@@ -14,7 +14,17 @@
  * Blocking use: ing_agent_wait(). The fd changes across reconnects: re-read it after every
  * ING_AGENT_EV_CONNECTED.
  *
- * Single-threaded: one struct ing_agent is used by one thread at a time. */
+ * Structs that grow. struct ing_agent_opts begins with a size field: set it to sizeof the
+ * struct (or leave it 0, which means the fields of release 1.0); later 1.x releases only add
+ * fields at its end and read a field only when size covers it. struct ing_agent_env keeps
+ * its 1.0 layout in every 1.x release (it is passed as an array). Event structs are written
+ * by the library and only read by the callback: they may gain fields at the end.
+ *
+ * Errors: the functions return 0 or a negative errno value; err.h lists every one.
+ *
+ * Thread safety: not thread-safe per object. One struct ing_agent is used by one thread at a
+ * time (different objects in different threads are independent); the callback runs in the
+ * thread that called process or wait. */
 #ifndef INGINIOUS_AGENT_H
 #define INGINIOUS_AGENT_H
 
@@ -39,6 +49,7 @@ struct ing_agent_env {
 };
 
 struct ing_agent_opts {
+    size_t size;                       /* sizeof(struct ing_agent_opts), or 0: the 1.0 fields */
     const char *addr;                  /* backend agent endpoint, e.g. tcp://127.0.0.1:2001 */
     const char *name;                  /* friendly name */
     uint32_t slots;                    /* concurrent jobs */
@@ -76,13 +87,16 @@ struct ing_agent_event {
 typedef void ing_agent_event_fn(struct ing_agent *a, const struct ing_agent_event *ev, void *arg);
 
 /* ing_agent_new copies opts (strings and environments included). Does not connect.
- * Returns NULL on a bad option (errno EINVAL) or no memory. */
+ * Returns NULL on a bad option (errno EINVAL, also for a size field that is neither 0 nor
+ * at least the 1.0 struct's size) or no memory. */
 struct ing_agent *ing_agent_new(const struct ing_agent_opts *opts);
+/* ing_agent_free closes the connection and frees everything. NULL is allowed. */
 void ing_agent_free(struct ing_agent *a);
 
 /* ing_agent_connect connects (blocking, opts.connect_timeout_ms), sends the preamble and
  * AgentHello and waits for the Welcome. Returns 0 or -errno (-ECONNREFUSED, -ETIMEDOUT,
- * -EPROTO when the server answered with an Error: see ing_agent_last_error). */
+ * -EPROTO when the server answered with an Error: see ing_agent_last_error, -EISCONN when
+ * already connected). */
 int ing_agent_connect(struct ing_agent *a);
 
 /* ing_agent_fd: the socket to watch (-1 while disconnected). */

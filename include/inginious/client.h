@@ -42,7 +42,21 @@
  * ing_client_queue_copy). A callback may call the request functions (submit, kill,
  * get_queue, ping) but never process, wait, the *_wait functions, connect or free.
  *
- * Single-threaded: one struct ing_client is used by one thread at a time. */
+ * Structs that grow. struct ing_client_opts and struct ing_client_job begin with a size
+ * field: set it to sizeof the struct (or leave it 0, which means the fields of release
+ * 1.0). Later 1.x releases only add fields at their end and read a field only when size
+ * covers it, so a program built against older headers keeps working with a newer shared
+ * library. Event structs are written by the library and only read by the callback: they may
+ * gain fields at the end. struct ing_client_result and struct ing_client_queue keep their
+ * 1.0 layout in every 1.x release.
+ *
+ * Errors: the functions return 0 (or a count) or a negative errno value; err.h lists
+ * every one.
+ *
+ * Thread safety: not thread-safe per object. One struct ing_client is used by one thread at
+ * a time (different objects in different threads are independent); the callback runs in
+ * the thread that called process or wait. ing_client_uuid4 and the *_copy, *_free and
+ * *_to_mp helpers are reentrant. */
 #ifndef INGINIOUS_CLIENT_H
 #define INGINIOUS_CLIENT_H
 
@@ -64,6 +78,7 @@ struct ing_client;
 #define ING_CLIENT_UUID_SIZE 37 /* 36 characters and the NUL */
 
 struct ing_client_opts {
+    size_t size;            /* sizeof(struct ing_client_opts), or 0: the 1.0 fields */
     const char *addr;       /* client endpoint: tcp://HOST:PORT, ipc:///path (NULL: default) */
     const char *name;       /* ClientHello name, at most 255 bytes (NULL: "") */
     bool reconnect;         /* reconnect (with backoff) when the connection drops */
@@ -77,6 +92,7 @@ struct ing_client_opts {
 /* A job to submit (ClientNewJob, proto.md §5.3). Strings are NUL-terminated UTF-8; the three
  * msgpack fields are views holding one msgpack value each (p == NULL: the empty map). */
 struct ing_client_job {
+    size_t size;                            /* sizeof(struct ing_client_job), or 0: 1.0 */
     const char *job_id;                     /* required, 1-255 bytes; see ing_client_uuid4 */
     int64_t priority;                       /* smaller is served earlier; INGInious: 0, replays 1 */
     const char *launcher;                   /* shown in the queue (NULL: "") */
@@ -126,7 +142,8 @@ typedef void ing_client_event_fn(struct ing_client *c, const struct ing_client_e
                                  void *arg);
 
 /* ing_client_new copies opts and parses the address (a host name is resolved here). Does
- * not connect. Returns NULL on a bad option (errno EINVAL; ing_client_last_error may say
+ * not connect. Returns NULL on a bad option (errno EINVAL, also for a size field that is
+ * neither 0 nor at least the 1.0 struct's size; ing_client_last_error may say
  * why) or no memory. */
 struct ing_client *ing_client_new(const struct ing_client_opts *opts);
 /* ing_client_free closes the connection and frees everything (pending jobs are dropped
@@ -165,7 +182,8 @@ int ing_client_wait(struct ing_client *c, int timeout_ms, ing_client_event_fn *f
 
 /* Requests. Each queues one frame and sends it at once when the socket allows; the rest
  * goes out with the next process call. They return 0, -ENOTCONN (no connection), -ENOMEM,
- * and for submit also -EINVAL (a missing or invalid field: job id or environment empty or
+ * and for submit also -EINVAL (a size field that is neither 0 nor at least the 1.0
+ * struct's size, a missing or invalid field: job id or environment empty or
  * over 255 bytes, invalid UTF-8, a msgpack view that is not one valid value, debug > 2),
  * -EEXIST (a pending job of this client has that id) or -EMSGSIZE (over the server's
  * max_frame). */
@@ -176,7 +194,8 @@ int ing_client_submit(struct ing_client *c, const struct ing_client_job *job);
 int ing_client_kill(struct ing_client *c, const char *job_id);
 /* ing_client_get_queue sends ClientGetQueue; the answer is an ING_CLIENT_EV_QUEUE event. */
 int ing_client_get_queue(struct ing_client *c);
-/* ing_client_ping sends Ping; the answer is an ING_CLIENT_EV_PONG event with its rtt. */
+/* ing_client_ping sends Ping; the answer is an ING_CLIENT_EV_PONG event with its rtt. Also
+ * returns -ENOBUFS when too many pings are still unanswered. */
 int ing_client_ping(struct ing_client *c);
 
 /* ing_client_envs returns the last BackendUpdateEnvironments map (msgpack: type -> array of

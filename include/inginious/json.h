@@ -13,6 +13,9 @@
  * its bytes when they are valid UTF-8, else as base64 in {"$bin":"..."}; floats with
  * enough digits to round-trip (%.17g, and "NaN"/"Infinity" refused with -EPROTO);
  * strings escaped (control characters as \u00XX, '"' and '\\'), non-ASCII UTF-8 kept.
+ *
+ * Thread safety: reentrant. Numbers are converted under a "C" locale private to each call
+ * (uselocale, per thread), so neither the process locale nor another thread matters.
  */
 #ifndef INGINIOUS_JSON_H
 #define INGINIOUS_JSON_H

@@ -9,6 +9,10 @@
  * uint/int 8-64, float32/64, nil, bool, fixstr/str8-32, bin8-32, fixarray/array16/32,
  * fixmap/map16/32). The ext family (fixext, ext8-32, including the timestamp type) is
  * REJECTED by the validator with -EPROTO: INGInious never sends it.
+ *
+ * Thread safety: reentrant. No function keeps global or static state; different threads
+ * may use different writers and read the same buffer at once. One writer is used by one
+ * thread at a time.
  */
 #ifndef INGINIOUS_MP_H
 #define INGINIOUS_MP_H

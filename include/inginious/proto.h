@@ -4,6 +4,12 @@
  *
  * Decoding is zero-copy: every string, msgpack value and byte field of a decoded message
  * is a view (struct ing_view) into the caller's buffer, valid as long as those bytes are.
+ *
+ * The structs of this header mirror protocol version 1 and keep their layout in every 1.x
+ * release of the library (a new protocol version comes with new names).
+ *
+ * Thread safety: reentrant. The codec keeps no global or static state; decoding and
+ * encoding touch only the buffers and structs passed to them.
  */
 #ifndef INGINIOUS_PROTO_H
 #define INGINIOUS_PROTO_H

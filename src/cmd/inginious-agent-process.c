@@ -9,9 +9,11 @@
  * start.
  *
  * One poll() loop watches the backend connection, a signalfd (SIGTERM, SIGINT) and the
- * pipes and pidfds of the running jobs. On BackendNewJob the agent answers AgentJobStarted
- * at once, then starts the job (or answers crash when it cannot); each finished job is
- * reported with AgentJobDone. BackendKillJob kills a running job (reported `killed` when it
+ * pipes, pidfds and start reports of the running jobs. On BackendNewJob the agent starts
+ * the job: a child process copies the task folder (the loop never waits for a copy or a
+ * removal) and execs `run`; AgentJobStarted is sent when `run` really starts, and a job
+ * that cannot start is answered AgentJobDone(crash) alone. Each finished job is reported
+ * with AgentJobDone. BackendKillJob kills a running job (reported `killed` when it
  * is gone) and answers an unknown one with AgentJobDone(killed, "", state = the kill's
  * state) (proto.md §7.2). When the connection is lost, the running jobs are killed and
  * forgotten (the backend has already ended or requeued them) and the library reconnects.
@@ -19,7 +21,10 @@
  *
  * The agent is a child subreaper (and may be a container's PID 1): processes that a job
  * leaves behind are reparented to it, and it reaps them on SIGCHLD, so that they do not
- * stay zombies counting against the job user's RLIMIT_NPROC. */
+ * stay zombies counting against the job user's RLIMIT_NPROC.
+ *
+ * Jobs run in the sandbox of sandbox.h unless --no-sandbox is given; when the kernel or the
+ * permissions do not allow it the agent refuses to start and says why. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -31,6 +36,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -38,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "inginious/agent.h"
 #include "inginious/err.h"
 #include "inginious/mp.h"
@@ -70,6 +78,7 @@ struct agentp {
     struct env_entry *envs;
     size_t nenvs;
     struct runner_job **jobs; /* running jobs, at most slots */
+    bool *started;            /* AgentJobStarted sent for jobs[i] */
     size_t njobs;
     uint32_t slots;
     bool stopping;
@@ -86,9 +95,11 @@ usage(FILE *f)
             "\n"
             "An INGInious grading agent that runs every job as a local process: the `run`\n"
             "executable of its environment, in a temporary copy of its task folder, with its\n"
-            "input as JSON on stdin and in input.json, under the job's time and memory limits.\n"
+            "input as JSON on stdin and in input.json, under the job's time and memory limits,\n"
+            "in a sandbox: its own namespaces, root, cgroup and seccomp filter (README). Run\n"
+            "as root; where the sandbox is refused the agent says why and does not start.\n"
             "BACKEND_ADDR is the backend's agent endpoint (default " DEFAULT_ADDR ").\n"
-            "Sizes: N, NK, NM (bytes).\n"
+            "Sizes: N, NK, NM, NG (bytes).\n"
             "\n"
             "  -n, --name NAME          name shown to the backend (default: the host name)\n"
             "  -c, --concurrency N      jobs run at once (default: the number of CPUs)\n"
@@ -97,8 +108,18 @@ usage(FILE *f)
             "  -t, --tasks DIR          task folders: DIR/<course>/<task>/\n"
             "  -u, --user USER          when run as root, run jobs as USER (default nobody)\n"
             "      --work-dir DIR       where job folders are made (default $TMPDIR or /tmp)\n"
-            "      --output-limit SIZE  stdout and stderr kept per job, each (default 64K)\n"
-            "      --nproc N            RLIMIT_NPROC of jobs (default: none)\n"
+            "      --output-limit SIZE  stdout and stderr kept per job, each (default 64K;\n"
+            "                           at most 1G)\n"
+            "      --nproc N            sandboxed: the processes of a job, all together\n"
+            "                           (default 256); --no-sandbox: RLIMIT_NPROC (default:\n"
+            "                           none)\n"
+            "      --secret-file F      the backend's agent secret (its --agent-secret-file):\n"
+            "                           answer its challenge (proto.md 6)\n"
+            "      --disk-limit SIZE    sandboxed: the job's writable space, its folder and\n"
+            "                           /tmp together, a tmpfs (default 1G; limits.disk\n"
+            "                           lowers it)\n"
+            "      --no-sandbox         run jobs without namespaces, cgroups and seccomp (only\n"
+            "                           rlimits and --user): for trusted graders only\n"
             "  -v, --verbose            log debug messages\n"
             "  -q, --quiet              log warnings and errors only\n"
             "      --help               this text\n"
@@ -377,10 +398,6 @@ on_job(struct agentp *ap, const struct ing_job_spec *job)
         log_msg(LOG_INFO, "Job %.*s: taskless, on %.*s/%.*s", (int)job->job_id.len,
                 job->job_id.p, (int)job->environment_type.len, job->environment_type.p,
                 (int)job->environment.len, job->environment.p);
-    rc = ing_agent_started(ap->agent, job->job_id);
-    if (rc < 0)
-        log_msg(LOG_WARN, "Job %.*s: AgentJobStarted not sent: %s", (int)job->job_id.len,
-                job->job_id.p, ing_strerror(rc));
     if (ap->stopping) {
         report_simple(ap, job->job_id, "crash", "The agent is shutting down", job_state(job));
         return;
@@ -403,6 +420,7 @@ on_job(struct agentp *ap, const struct ing_job_spec *job)
     }
     log_msg(LOG_DEBUG, "Job %.*s: pid %d", (int)job->job_id.len, job->job_id.p,
             (int)runner_pid(r));
+    ap->started[ap->njobs] = false;
     ap->jobs[ap->njobs++] = r;
 }
 
@@ -417,6 +435,24 @@ find_job(const struct agentp *ap, struct ing_view job_id)
             return ap->jobs[i];
     }
     return NULL;
+}
+
+/* send_started sends AgentJobStarted for job i once its `run` has started. */
+static void
+send_started(struct agentp *ap, size_t i)
+{
+    size_t len;
+    const char *id;
+    int rc;
+
+    if (ap->started[i] || !runner_started(ap->jobs[i]))
+        return;
+    ap->started[i] = true;
+    id = runner_job_id(ap->jobs[i], &len);
+    rc = ing_agent_started(ap->agent, (struct ing_view){id, (uint32_t)len});
+    if (rc < 0)
+        log_msg(LOG_WARN, "Job %.*s: AgentJobStarted not sent: %s", (int)len, id,
+                ing_strerror(rc));
 }
 
 static void
@@ -478,10 +514,17 @@ process_jobs(struct agentp *ap)
     while (i < ap->njobs) {
         struct runner_job *r = ap->jobs[i];
 
-        if (runner_process(r, now) == 1) {
+        int done = runner_process(r, now);
+
+        send_started(ap, i);
+        if (done == 1) {
+            log_msg(LOG_DEBUG, "Job %s: %llu ms of CPU", runner_job_id(r, NULL),
+                    (unsigned long long)runner_cpu_ms(r));
             report_runner(ap, r);
             runner_free(r);
-            ap->jobs[i] = ap->jobs[--ap->njobs];
+            ap->njobs--;
+            ap->jobs[i] = ap->jobs[ap->njobs];
+            ap->started[i] = ap->started[ap->njobs];
         } else {
             i++;
         }
@@ -608,6 +651,9 @@ enum {
     OPT_WORK_DIR = 256,
     OPT_OUTPUT_LIMIT,
     OPT_NPROC,
+    OPT_SECRET_FILE,
+    OPT_DISK_LIMIT,
+    OPT_NO_SANDBOX,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -621,6 +667,9 @@ static const struct option options[] = {
     {"work-dir", required_argument, NULL, OPT_WORK_DIR},
     {"output-limit", required_argument, NULL, OPT_OUTPUT_LIMIT},
     {"nproc", required_argument, NULL, OPT_NPROC},
+    {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
+    {"disk-limit", required_argument, NULL, OPT_DISK_LIMIT},
+    {"no-sandbox", no_argument, NULL, OPT_NO_SANDBOX},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, OPT_HELP},
@@ -644,8 +693,14 @@ main(int argc, char **argv)
     struct ing_agent_env *aenv = NULL;
     const char *envdir = NULL;
     char host[256], *tasks = NULL, *tasks_abs = NULL;
+    const char *secret_file = NULL;
+    uint8_t *secret = NULL;
+    size_t secret_len = 0;
     unsigned long v;
     long ncpu;
+    bool no_sandbox = false;
+    static struct sandbox_host sbx;
+    char name_buf[300], why[512];
     sigset_t set;
     int o, sigfd, rc;
 
@@ -684,6 +739,17 @@ main(int argc, char **argv)
                 bad("--nproc", optarg);
             ap.ropts.nproc = v;
             break;
+        case OPT_SECRET_FILE:
+            secret_file = optarg;
+            break;
+        case OPT_DISK_LIMIT:
+            if (opt_parse(OPT_KIND_SIZE, optarg, 65536, (uint64_t)1 << 40,
+                          &ap.ropts.disk_limit) != 0)
+                bad("--disk-limit", optarg);
+            break;
+        case OPT_NO_SANDBOX:
+            no_sandbox = true;
+            break;
         case 'v':
             log_level_max = LOG_DEBUG;
             break;
@@ -720,6 +786,39 @@ main(int argc, char **argv)
             exit(1);
         }
     }
+    if (secret_file != NULL) {
+        rc = auth_load_secret(secret_file, &secret, &secret_len);
+        if (rc != 0) {
+            fprintf(stderr, "inginious-agent-process: --secret-file: cannot read %s: %s\n",
+                    secret_file, rc == -EINVAL ? "empty" : strerror(-rc));
+            exit(2);
+        }
+    }
+    if (no_sandbox) {
+        log_msg(LOG_WARN, "--no-sandbox: jobs run with rlimits and --user only, without "
+                          "namespaces, cgroups or seccomp; do not grade hostile code");
+        snprintf(name_buf, sizeof(name_buf), "%s (no sandbox)", ap.name);
+        ap.name = name_buf;
+    } else {
+        rc = sandbox_probe(&sbx, why, sizeof(why));
+        if (rc < 0) {
+            fprintf(stderr,
+                    "inginious-agent-process: cannot sandbox jobs here: %s\n"
+                    "(--no-sandbox runs them without a sandbox, for trusted graders only)\n",
+                    why);
+            exit(1);
+        }
+        sandbox_describe(&sbx, why, sizeof(why));
+        log_msg(LOG_INFO, "Sandbox: namespaces, pivot_root, seccomp, %s", why);
+        ap.ropts.sandbox = &sbx;
+        /* The jobs' tmpfs mounts live in a mount namespace of the agent's own (the host's
+         * mounts still reach it): the host never sees them, and they go with the agent. */
+        if (unshare(CLONE_NEWNS) < 0 ||
+            mount("none", "/", "none", MS_REC | MS_SLAVE, NULL) < 0)
+            log_msg(LOG_WARN, "no private mount namespace for the jobs' folders (%s): their "
+                              "tmpfs mounts are visible on the host while jobs run",
+                    strerror(errno));
+    }
     if (ap.ropts.user != NULL && geteuid() != 0)
         log_msg(LOG_WARN, "not running as root: --user %s is ignored", ap.ropts.user);
     if (envdir != NULL) {
@@ -754,15 +853,22 @@ main(int argc, char **argv)
     ao.envs = aenv;
     ao.nenvs = ap.nenvs;
     ao.reconnect = true;
+    ao.secret = secret;
+    ao.secret_len = secret_len;
     ap.agent = ing_agent_new(&ao);
     free(aenv);
+    if (secret != NULL) { /* ing_agent_new keeps its own copy */
+        explicit_bzero(secret, secret_len);
+        free(secret);
+    }
     if (ap.agent == NULL) {
         fprintf(stderr, "inginious-agent-process: cannot set up the agent for %s: %s\n",
                 ap.addr, strerror(errno));
         exit(1);
     }
     ap.jobs = calloc(ap.slots, sizeof(*ap.jobs));
-    if (ap.jobs == NULL) {
+    ap.started = calloc(ap.slots, sizeof(*ap.started));
+    if (ap.jobs == NULL || ap.started == NULL) {
         fprintf(stderr, "inginious-agent-process: out of memory\n");
         exit(1);
     }
@@ -788,6 +894,7 @@ main(int argc, char **argv)
     close(sigfd);
     ing_agent_free(ap.agent);
     free(ap.jobs);
+    free(ap.started);
     for (size_t i = 0; i < ap.nenvs; i++) {
         free(ap.envs[i].type);
         free(ap.envs[i].name);

@@ -12,6 +12,7 @@
 #include "inginious/version.h"
 #include "log.h"
 #include "opt.h"
+#include "sd.h"
 #include "server.h"
 
 static void
@@ -23,19 +24,21 @@ usage(FILE *f)
             "The INGInious job dispatcher. Agents connect to AGENT_ADDR (default\n"
             "tcp://127.0.0.1:2001), clients to CLIENT_ADDR (default tcp://127.0.0.1:2000).\n"
             "Addresses: tcp://HOST:PORT, tcp://*:PORT, tcp://[::1]:PORT, ipc:///path.\n"
-            "Durations: N (seconds), Ns, Nms. Sizes: N, NK, NM, NG (bytes).\n"
+            "Durations: N (seconds), Nms, Ns, Nm, Nh, Nd. Sizes: N, NK, NM, NG (bytes).\n"
             "\n"
             "  -v, --verbose               log every message handled (DEBUG)\n"
             "      --debugmode             accepted and ignored (the Python backend's asyncio\n"
             "                              debug flag), so its command lines carry over\n"
             "  -q, --quiet                 log warnings and errors only\n"
-            "      --ping-interval DUR     agent heartbeat period (1s)\n"
+            "      --ping-interval DUR     agent heartbeat period (1s; 1ms to 1h)\n"
             "      --ping-max N            unanswered pings before an agent is removed (5)\n"
-            "      --kill-timeout DUR      wait for an agent to answer a kill (30s; 0 = forever)\n"
+            "      --kill-timeout DUR      wait for an agent to answer a kill (30s; 0 = forever;\n"
+            "                              at most 7d)\n"
             "      --orphan-timeout DUR    wait for an agent providing a job's environment\n"
-            "                              (60s; 0 = forever)\n"
-            "      --drain-timeout DUR     on SIGTERM, time running jobs get to finish (30s)\n"
-            "      --handshake-timeout DUR time a new connection gets to open (10s)\n"
+            "                              (60s; 0 = forever; at most 7d)\n"
+            "      --drain-timeout DUR     on SIGTERM, time running jobs get to finish (30s;\n"
+            "                              at most 7d)\n"
+            "      --handshake-timeout DUR time a new connection gets to open (10s; 1ms to 1h)\n"
             "      --retry-lost-jobs N     requeue a started job whose agent is lost, N times (0)\n"
             "      --max-requeues N        requeues of one job after agent losses, started or\n"
             "                              not; one more ends it crash (5)\n"
@@ -49,10 +52,11 @@ usage(FILE *f)
             "                              never more than --max-frame less 256)\n"
             "      --env-grace DUR         a lost agent's environments stay listed this long,\n"
             "                              so that a reconnect sends one list (1s; 0 = none)\n"
-            "      --max-frame SIZE        largest message body accepted (64M)\n"
-            "      --max-output SIZE       pending output per peer before it is dropped (256M)\n"
+            "      --max-frame SIZE        largest message body accepted (64M; at most 1G)\n"
+            "      --max-output SIZE       pending output per peer before it is dropped (256M;\n"
+            "                              4K to 64G)\n"
             "      --max-connections N     simultaneous connections (10000)\n"
-            "      --max-waiting N         waiting jobs in total (10000000)\n"
+            "      --max-waiting N         waiting jobs in total (10000000; at most 1000000000)\n"
             "      --max-waiting-per-client N  waiting jobs per client (10000000)\n"
             "      --max-errors N          protocol errors before a peer is closed (100)\n"
             "      --kill-policy any|owner which clients may kill a job (any, as INGInious)\n"
@@ -65,11 +69,29 @@ usage(FILE *f)
             "      --agent-allow CIDR      accept agents only from these addresses (repeatable,\n"
             "                              or comma-separated: 10.0.0.0/8,::1)\n"
             "      --client-allow CIDR     the same for clients\n"
+            "      --agent-allow-file F    more agent addresses, read from F (one or more per\n"
+            "                              line, # comments); re-read on SIGHUP\n"
+            "      --client-allow-file F   the same for clients\n"
+            "      --ipv6-only             tcp://[::]:PORT accepts IPv6 peers only (default:\n"
+            "                              IPv4 peers too, as ::ffff:a.b.c.d)\n"
             "      --job-field NAME        course_id (default) or taskset_id: the course field\n"
             "                              sent to ZeroMQ agents (both are accepted from clients)\n"
+            "      --zmq-greet-first       send the ZeroMQ greeting as soon as a connection is\n"
+            "                              accepted, as libzmq does, for ZeroMQ peers that wait\n"
+            "                              for it; endpoints without a secret then serve ZeroMQ\n"
+            "                              peers only (proto.md 11.1)\n"
             "      --port-file PATH        write the bound addresses to PATH once listening\n"
             "      --help                  this text\n"
-            "      --version               the version\n");
+            "      --version               the version\n"
+            "\n"
+            "Signals: SIGTERM and SIGINT drain (no more dispatch; running jobs get\n"
+            "--drain-timeout to finish; a second one exits at once). SIGHUP re-reads the\n"
+            "secret and allow-list files; a file that cannot be read or parsed is refused\n"
+            "with a log line and the settings in use are kept.\n"
+            "systemd: with $LISTEN_FDS (socket activation) the listeners named agents and\n"
+            "clients (else in that order) are served instead of binding the addresses;\n"
+            "with $NOTIFY_SOCKET it reports READY=1, STATUS=, STOPPING=1 and, with\n"
+            "$WATCHDOG_USEC, WATCHDOG=1 (Type=notify).\n");
 }
 
 enum {
@@ -90,10 +112,14 @@ enum {
     OPT_QUEUE_LIST_MAX,
     OPT_PORT_FILE,
     OPT_JOB_FIELD,
+    OPT_ZMQ_GREET_FIRST,
     OPT_AGENT_SECRET,
     OPT_CLIENT_SECRET,
     OPT_AGENT_ALLOW,
     OPT_CLIENT_ALLOW,
+    OPT_AGENT_ALLOW_FILE,
+    OPT_CLIENT_ALLOW_FILE,
+    OPT_IPV6_ONLY,
     OPT_HELP,
     OPT_VERSION,
     OPT_DEBUGMODE,
@@ -126,10 +152,14 @@ static const struct option options[] = {
     {"queue-list-max", required_argument, NULL, OPT_QUEUE_LIST_MAX},
     {"port-file", required_argument, NULL, OPT_PORT_FILE},
     {"job-field", required_argument, NULL, OPT_JOB_FIELD},
+    {"zmq-greet-first", no_argument, NULL, OPT_ZMQ_GREET_FIRST},
     {"agent-secret-file", required_argument, NULL, OPT_AGENT_SECRET},
     {"client-secret-file", required_argument, NULL, OPT_CLIENT_SECRET},
     {"agent-allow", required_argument, NULL, OPT_AGENT_ALLOW},
     {"client-allow", required_argument, NULL, OPT_CLIENT_ALLOW},
+    {"agent-allow-file", required_argument, NULL, OPT_AGENT_ALLOW_FILE},
+    {"client-allow-file", required_argument, NULL, OPT_CLIENT_ALLOW_FILE},
+    {"ipv6-only", no_argument, NULL, OPT_IPV6_ONLY},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {"debugmode", no_argument, NULL, OPT_DEBUGMODE},
@@ -144,32 +174,104 @@ static const struct option options[] = {
 };
 
 #define MAX_ALLOW 256
-static struct acl_entry allow[2][MAX_ALLOW];
-static uint8_t *secrets[2];
 
-static int
-add_allow(struct srv_config *cfg, int ep, const char *list)
+/* What SIGHUP re-reads: the secret files and the allow-list files, on top of the
+ * --*-allow entries of the command line. Two generations: the server uses gen[cur] while a
+ * reload fills the other, which becomes current only when every file was read. [0] agents,
+ * [1] clients everywhere. */
+struct settings {
+    uint8_t *secret[2];
+    size_t secret_len[2];
+    struct acl_entry allow[2][MAX_ALLOW];
+    size_t nallow[2];
+};
+static struct settings gen[2];
+static int cur;
+static const char *secret_file[2], *allow_file[2];
+static struct acl_entry cmd_allow[2][MAX_ALLOW]; /* --agent-allow, --client-allow */
+static size_t ncmd_allow[2];
+
+static void
+settings_clear(struct settings *st)
 {
-    /* Every comma-separated entry must parse: an empty list or entry, one too long or one
-     * entry too many refuses the whole option (never a silently shorter, broader list). */
-    const char *p = list;
-    for (;;) {
-        const char *comma = strchr(p, ',');
-        size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
-        char tok[128];
-        if (n == 0 || n >= sizeof(tok) || cfg->nallow[ep] >= MAX_ALLOW)
-            return -1;
-        memcpy(tok, p, n);
-        tok[n] = '\0';
-        if (acl_parse(tok, &allow[ep][cfg->nallow[ep]]) != 0)
-            return -1;
-        cfg->nallow[ep]++;
-        if (comma == NULL)
-            break;
-        p = comma + 1;
+    for (int ep = 0; ep < 2; ep++) {
+        if (st->secret[ep] != NULL) {
+            explicit_bzero(st->secret[ep], st->secret_len[ep]);
+            free(st->secret[ep]);
+        }
+        st->secret[ep] = NULL;
+        st->secret_len[ep] = 0;
+        st->nallow[ep] = 0;
     }
-    cfg->allow[ep] = allow[ep];
+}
+
+/* settings_load reads every file into st. Returns 0 or -1 with a reason in err. */
+static int
+settings_load(struct settings *st, char *err, size_t errlen)
+{
+    settings_clear(st);
+    for (int ep = 0; ep < 2; ep++) {
+        const char *who = ep == 0 ? "agent" : "client";
+        if (secret_file[ep] != NULL) {
+            int rc = auth_load_secret(secret_file[ep], &st->secret[ep], &st->secret_len[ep]);
+            if (rc != 0) {
+                snprintf(err, errlen, "cannot read the %s secret in %s: %s", who, secret_file[ep],
+                         rc == -EINVAL ? "empty" : strerror(-rc));
+                return -1;
+            }
+        }
+        memcpy(st->allow[ep], cmd_allow[ep], ncmd_allow[ep] * sizeof(cmd_allow[ep][0]));
+        st->nallow[ep] = ncmd_allow[ep];
+        if (allow_file[ep] != NULL) {
+            char why[400];
+            if (acl_load_file(allow_file[ep], st->allow[ep], MAX_ALLOW, &st->nallow[ep], why,
+                              sizeof(why)) != 0) {
+                snprintf(err, errlen, "bad %s allow-list file %s", who, why);
+                return -1;
+            }
+        }
+    }
     return 0;
+}
+
+/* settings_apply points cfg at st. */
+static void
+settings_apply(const struct settings *st, struct srv_config *cfg)
+{
+    for (int ep = 0; ep < 2; ep++) {
+        cfg->secret[ep] = st->secret[ep];
+        cfg->secret_len[ep] = st->secret_len[ep];
+        cfg->allow[ep] = st->nallow[ep] > 0 ? st->allow[ep] : NULL;
+        cfg->nallow[ep] = st->nallow[ep];
+    }
+}
+
+/* reload is the server's SIGHUP hook (srv_config.reload). */
+static int
+reload(void *arg, struct srv_config *next, char *err, size_t errlen)
+{
+    (void)arg;
+    if (settings_load(&gen[!cur], err, errlen) != 0)
+        return -1;
+    cur = !cur;
+    settings_apply(&gen[cur], next);
+    return 0;
+}
+
+/* need reads an option's value as kind within [min, max], or exits with a clear message
+ * (status 2). */
+static uint64_t
+need(enum opt_kind kind, const char *name, const char *val, uint64_t min, uint64_t max)
+{
+    uint64_t v = 0;
+    if (opt_parse(kind, val, min, max, &v) != 0) {
+        char want[96];
+        opt_describe(kind, min, max, want, sizeof(want));
+        fprintf(stderr, "inginious-backend: bad value for --%s: '%s' (expected %s)\n", name, val,
+                want);
+        exit(2);
+    }
+    return v;
 }
 
 static void
@@ -186,8 +288,10 @@ main(int argc, char **argv)
     struct srv_config cfg;
     srv_config_default(&cfg);
     cfg.handle_signals = true;
+    cfg.notify = true;
+    cfg.reload = reload;
     int o, idx;
-    uint64_t v;
+    char err[512];
     while ((o = getopt_long(argc, argv, "vq", options, &idx)) != -1) {
         const char *name = idx >= 0 && o >= 256 ? options[idx].name : "";
         switch (o) {
@@ -198,109 +302,73 @@ main(int argc, char **argv)
             log_level_max = LOG_WARN;
             break;
         case OPT_PING_INTERVAL:
-            if (opt_duration_ms(optarg, &v) != 0 || v == 0)
-                bad(name, optarg);
-            cfg.ping_interval_ms = v;
+            cfg.ping_interval_ms = need(OPT_KIND_DURATION, name, optarg, 1, 3600000);
             break;
         case OPT_PING_MAX:
-            if (opt_u64(optarg, &v) != 0 || v > 1000000)
-                bad(name, optarg);
-            cfg.be.ping_max = (uint32_t)v;
+            cfg.be.ping_max = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, 1000000);
             break;
         case OPT_KILL_TIMEOUT:
-            if (opt_duration_ms(optarg, &v) != 0 || v > (1ull << 31) - 1)
-                bad(name, optarg);
-            cfg.be.kill_timeout_ms = v;
+            cfg.be.kill_timeout_ms = need(OPT_KIND_DURATION, name, optarg, 0, OPT_DURATION_MAX_MS);
             break;
         case OPT_ORPHAN_TIMEOUT:
-            if (opt_duration_ms(optarg, &v) != 0)
-                bad(name, optarg);
-            cfg.be.orphan_timeout_ms = v;
+            cfg.be.orphan_timeout_ms =
+                need(OPT_KIND_DURATION, name, optarg, 0, OPT_DURATION_MAX_MS);
             break;
         case OPT_DRAIN_TIMEOUT:
-            if (opt_duration_ms(optarg, &v) != 0)
-                bad(name, optarg);
-            cfg.drain_timeout_ms = v;
+            cfg.drain_timeout_ms = need(OPT_KIND_DURATION, name, optarg, 0, OPT_DURATION_MAX_MS);
             break;
         case OPT_HANDSHAKE_TIMEOUT:
-            if (opt_duration_ms(optarg, &v) != 0 || v == 0)
-                bad(name, optarg);
-            cfg.handshake_timeout_ms = v;
+            cfg.handshake_timeout_ms = need(OPT_KIND_DURATION, name, optarg, 1, 3600000);
             break;
         case OPT_RETRY:
-            if (opt_u64(optarg, &v) != 0 || v > 255)
-                bad(name, optarg);
-            cfg.be.retry_lost_jobs = (uint32_t)v;
+            cfg.be.retry_lost_jobs = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, 255);
             break;
         case OPT_MAX_REQUEUES:
-            if (opt_u64(optarg, &v) != 0 || v > BE_MAX_REQUEUES)
-                bad(name, optarg);
-            cfg.be.max_requeues = (uint32_t)v;
+            cfg.be.max_requeues =
+                (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, BE_MAX_REQUEUES);
             break;
         case OPT_DEADLINE_MARGIN:
-            if (opt_duration_ms(optarg, &v) != 0 || v > BE_MAX_DEADLINE_MS)
-                bad(name, optarg);
-            cfg.be.deadline_margin_ms = v;
+            cfg.be.deadline_margin_ms =
+                need(OPT_KIND_DURATION, name, optarg, 0, BE_MAX_DEADLINE_MS);
             break;
         case OPT_MAX_SLOTS:
-            if (opt_u64(optarg, &v) != 0 || v == 0 || v > BE_MAX_SLOTS)
-                bad(name, optarg);
-            cfg.be.max_slots_per_agent = (uint32_t)v;
+            cfg.be.max_slots_per_agent =
+                (uint32_t)need(OPT_KIND_COUNT, name, optarg, 1, BE_MAX_SLOTS);
             break;
         case OPT_MAX_ENVS_AGENT:
-            if (opt_u64(optarg, &v) != 0 || v > BE_MAX_ENVS)
-                bad(name, optarg);
-            cfg.be.max_envs_per_agent = (uint32_t)v;
+            cfg.be.max_envs_per_agent =
+                (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, BE_MAX_ENVS);
             break;
         case OPT_MAX_ENVS:
-            if (opt_u64(optarg, &v) != 0 || v > BE_MAX_ENVS)
-                bad(name, optarg);
-            cfg.be.max_envs = v;
+            cfg.be.max_envs = need(OPT_KIND_COUNT, name, optarg, 0, BE_MAX_ENVS);
             break;
         case OPT_MAX_ENV_BYTES:
-            if (opt_size(optarg, &v) != 0 || v > UINT32_MAX)
-                bad(name, optarg);
-            cfg.be.max_env_bytes = v;
+            cfg.be.max_env_bytes = need(OPT_KIND_SIZE, name, optarg, 0, UINT32_MAX);
             break;
         case OPT_ENV_GRACE:
-            if (opt_duration_ms(optarg, &v) != 0 || v > 3600 * 1000)
-                bad(name, optarg);
-            cfg.be.envs_grace_ms = v;
+            cfg.be.envs_grace_ms = need(OPT_KIND_DURATION, name, optarg, 0, 3600 * 1000);
             break;
         case OPT_MAX_FRAME:
-            if (opt_size(optarg, &v) != 0 || v < ING_MAX_FRAME_MIN || v > UINT32_MAX - 64)
-                bad(name, optarg);
-            cfg.max_frame = (uint32_t)v;
+            cfg.max_frame =
+                (uint32_t)need(OPT_KIND_SIZE, name, optarg, ING_MAX_FRAME_MIN, OPT_FRAME_MAX);
             break;
         case OPT_MAX_OUTPUT:
-            if (opt_size(optarg, &v) != 0 || v < 4096)
-                bad(name, optarg);
-            cfg.max_output = v;
+            cfg.max_output = need(OPT_KIND_SIZE, name, optarg, 4096, 64ull << 30);
             break;
         case OPT_MAX_CONNS:
-            if (opt_u64(optarg, &v) != 0 || v == 0 || v > 10000000)
-                bad(name, optarg);
-            cfg.max_conns = (uint32_t)v;
+            cfg.max_conns = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 1, 10000000);
             break;
         case OPT_MAX_WAITING:
-            if (opt_u64(optarg, &v) != 0)
-                bad(name, optarg);
-            cfg.be.max_waiting = v;
+            cfg.be.max_waiting = need(OPT_KIND_COUNT, name, optarg, 0, 1000000000);
             break;
         case OPT_MAX_WAITING_CLIENT:
-            if (opt_u64(optarg, &v) != 0)
-                bad(name, optarg);
-            cfg.be.max_waiting_per_client = v;
+            cfg.be.max_waiting_per_client = need(OPT_KIND_COUNT, name, optarg, 0, 1000000000);
             break;
         case OPT_MAX_ERRORS:
-            if (opt_u64(optarg, &v) != 0 || v == 0 || v > UINT32_MAX)
-                bad(name, optarg);
-            cfg.max_errors = (uint32_t)v;
+            cfg.max_errors = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 1, UINT32_MAX);
             break;
         case OPT_QUEUE_LIST_MAX:
-            if (opt_u64(optarg, &v) != 0 || v > UINT32_MAX)
-                bad(name, optarg);
-            cfg.be.queue_list_max = (uint32_t)v;
+            cfg.be.queue_list_max = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, UINT32_MAX);
             break;
         case OPT_KILL_POLICY:
             if (strcmp(optarg, "any") == 0)
@@ -309,6 +377,9 @@ main(int argc, char **argv)
                 cfg.be.kill_any = false;
             else
                 bad(name, optarg);
+            break;
+        case OPT_ZMQ_GREET_FIRST:
+            cfg.zmq_greet_first = true;
             break;
         case OPT_JOB_FIELD:
             if (strcmp(optarg, "course_id") == 0)
@@ -319,21 +390,27 @@ main(int argc, char **argv)
                 bad(name, optarg);
             break;
         case OPT_AGENT_SECRET:
-        case OPT_CLIENT_SECRET: {
-            int ep = o == OPT_AGENT_SECRET ? 0 : 1;
-            int rc = auth_load_secret(optarg, &secrets[ep], &cfg.secret_len[ep]);
-            if (rc != 0) {
-                fprintf(stderr, "inginious-backend: cannot read the secret in %s: %s\n", optarg,
-                        strerror(-rc));
+        case OPT_CLIENT_SECRET:
+            secret_file[o == OPT_AGENT_SECRET ? 0 : 1] = optarg;
+            break;
+        case OPT_AGENT_ALLOW:
+        case OPT_CLIENT_ALLOW: {
+            int ep = o == OPT_AGENT_ALLOW ? 0 : 1;
+            /* Every comma-separated entry must parse: an empty list or entry, one too long or
+             * one entry too many refuses the whole option (never a shorter, broader list). */
+            if (acl_parse_list(optarg, false, cmd_allow[ep], MAX_ALLOW, &ncmd_allow[ep], err,
+                               sizeof(err)) != 0) {
+                fprintf(stderr, "inginious-backend: bad value for --%s: %s\n", name, err);
                 return 2;
             }
-            cfg.secret[ep] = secrets[ep];
             break;
         }
-        case OPT_AGENT_ALLOW:
-        case OPT_CLIENT_ALLOW:
-            if (add_allow(&cfg, o == OPT_AGENT_ALLOW ? 0 : 1, optarg) != 0)
-                bad(name, optarg);
+        case OPT_AGENT_ALLOW_FILE:
+        case OPT_CLIENT_ALLOW_FILE:
+            allow_file[o == OPT_AGENT_ALLOW_FILE ? 0 : 1] = optarg;
+            break;
+        case OPT_IPV6_ONLY:
+            cfg.ipv6_only = true;
             break;
         case OPT_PORT_FILE:
             cfg.port_file = optarg;
@@ -360,16 +437,27 @@ main(int argc, char **argv)
         cfg.agent_addr = argv[optind];
     if (optind + 1 < argc)
         cfg.client_addr = argv[optind + 1];
-    char err[512];
-    struct server *s = srv_new(&cfg, err, sizeof(err));
+    if (settings_load(&gen[cur], err, sizeof(err)) != 0) {
+        fprintf(stderr, "inginious-backend: %s\n", err);
+        settings_clear(&gen[cur]);
+        return 2;
+    }
+    settings_apply(&gen[cur], &cfg);
+    int rc = sd_listen_fds(cfg.listen_fd, err, sizeof(err));
+    struct server *s = rc < 0 ? NULL : srv_new(&cfg, err, sizeof(err));
     if (s == NULL) {
         log_msg(LOG_ERR, "%s", err);
+        settings_clear(&gen[0]);
+        settings_clear(&gen[1]);
         return 1;
     }
-    int rc = srv_run(s);
+    if (rc > 0)
+        log_msg(LOG_INFO, "socket activation: %d listener%s from the service manager", rc,
+                rc > 1 ? "s" : "");
+    rc = srv_run(s);
     srv_free(s);
-    free(secrets[0]);
-    free(secrets[1]);
+    settings_clear(&gen[0]);
+    settings_clear(&gen[1]);
     if (rc < 0) {
         log_msg(LOG_ERR, "event loop failed: %s", strerror(-rc));
         return 1;

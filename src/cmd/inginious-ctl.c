@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,11 @@
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
 #define DEFAULT_TIMEOUT_MS 10000
+
+/* PLEN is a length for printf's "%.*s": at most INT_MAX (a longer view, which a backend
+ * announcing a huge max_frame could send, is cut there instead of wrapping negative, which
+ * printf would read as "up to the first NUL"). */
+#define PLEN(n) ((int)((n) > (size_t)INT_MAX ? (size_t)INT_MAX : (size_t)(n)))
 
 /* Global options and the connection. */
 struct ctl {
@@ -58,7 +64,8 @@ usage(FILE *f)
                "                  $INGINIOUS_BACKEND, else " ING_CLIENT_DEFAULT_ADDR ")\n"
                "  --timeout DUR   limit for connecting and for each answer (default 10s); job\n"
                "                  results are awaited without limit unless --timeout is given.\n"
-               "                  DUR: N (seconds), Ns, Nms, Nm; 0 = no limit\n"
+               "                  DUR: N (seconds), Nms, Ns, Nm, Nh, Nd, at most 7d; 0 = no\n"
+               "                  limit\n"
                "  --secret-file F the client endpoint's secret, when the backend requires one\n"
                "                  (the file's bytes, one trailing newline removed)\n"
                "  --json          machine-readable output (also accepted after COMMAND)\n"
@@ -82,14 +89,14 @@ errmsg(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/* parse_duration reads a duration (opt_duration_ms) of at most INT32_MAX milliseconds.
- * Returns 0 or -1. */
+/* parse_duration reads a duration (opt_parse) of at most OPT_DURATION_MAX_MS (7 days, which
+ * fits in an int of milliseconds). Returns 0 or -1. */
 static int
 parse_duration(const char *s, int *ms)
 {
     uint64_t v;
 
-    if (opt_duration_ms(s, &v) != 0 || v > INT32_MAX)
+    if (opt_parse(OPT_KIND_DURATION, s, 0, OPT_DURATION_MAX_MS, &v) != 0)
         return -1;
     *ms = (int)v;
     return 0;
@@ -170,7 +177,7 @@ value_text(const char *p, size_t n, char *out, size_t cap)
 
     ing_mp_writer_init_dyn(&w);
     if (ing_mp_to_json((const uint8_t *)p, n, &w, 0) == 0)
-        snprintf(out, cap, "%.*s", (int)w.len, (const char *)w.buf);
+        snprintf(out, cap, "%.*s", PLEN(w.len), (const char *)w.buf);
     else
         snprintf(out, cap, "<%zu bytes of msgpack>", n);
     ing_mp_writer_fini(&w);
@@ -274,7 +281,7 @@ envs_table(struct ing_view envs)
             errmsg("the backend sent an environment list of an unexpected shape");
             return EXIT_FAIL;
         }
-        printf("%-16.*s", (int)k.v.s.len, (const char *)k.v.s.p);
+        printf("%-16.*s", PLEN(k.v.s.len), (const char *)k.v.s.p);
         if (a.v.n == 0)
             printf(" (none advertised)");
         for (uint32_t j = 0; j < a.v.n; j++) {
@@ -283,7 +290,7 @@ envs_table(struct ing_view envs)
                 errmsg("the backend sent an environment name that is not a string");
                 return EXIT_FAIL;
             }
-            printf(" %.*s", (int)s.v.s.len, (const char *)s.v.s.p);
+            printf(" %.*s", PLEN(s.v.s.len), (const char *)s.v.s.p);
         }
         printf("\n");
     }
@@ -614,12 +621,12 @@ print_problems(struct ing_view v)
         if (ing_mp_read(&q, p, &a) == 0 && a.type == ING_MP_ARRAY && a.v.n == 2 &&
             ing_mp_read(&q, p, &kind) == 0 && kind.type == ING_MP_STR &&
             ing_mp_read(&q, p, &text) == 0 && text.type == ING_MP_STR) {
-            printf("  %.*s: %.*s%s%.*s\n", (int)k.v.s.len, (const char *)k.v.s.p, (int)kind.v.s.len,
-                   (const char *)kind.v.s.p, text.v.s.len ? ": " : "", (int)text.v.s.len,
-                   (const char *)text.v.s.p);
+            printf("  %.*s: %.*s%s%.*s\n", PLEN(k.v.s.len), (const char *)k.v.s.p,
+                   PLEN(kind.v.s.len), (const char *)kind.v.s.p, text.v.s.len ? ": " : "",
+                   PLEN(text.v.s.len), (const char *)text.v.s.p);
         } else {
             value_text((const char *)val, (size_t)(p - val), buf, sizeof(buf));
-            printf("  %.*s: %s\n", (int)k.v.s.len, (const char *)k.v.s.p, buf);
+            printf("  %.*s: %s\n", PLEN(k.v.s.len), (const char *)k.v.s.p, buf);
         }
     }
 }
@@ -632,7 +639,7 @@ print_text_field(const char *name, struct ing_view v)
     } else if (v.len == 0) {
         printf("%s: (empty)\n", name);
     } else {
-        printf("%s:\n%.*s", name, (int)v.len, v.p);
+        printf("%s:\n%.*s", name, PLEN(v.len), v.p);
         if (v.p[v.len - 1] != '\n')
             printf("\n");
     }
@@ -656,11 +663,11 @@ print_result(const struct ctl *ctl, const struct ing_job_result *r, bool lost)
         ing_mp_writer_fini(&w);
         return rc == 0 && ok ? 0 : EXIT_FAIL;
     }
-    printf("job: %.*s\n", (int)r->job_id.len, r->job_id.p);
-    printf("result: %.*s%s\n", (int)r->result_kind.len, r->result_kind.p,
+    printf("job: %.*s\n", PLEN(r->job_id.len), r->job_id.p);
+    printf("result: %.*s%s\n", PLEN(r->result_kind.len), r->result_kind.p,
            lost ? " (made by inginious-ctl: the connection to the backend was lost)" : "");
     printf("grade: %g\n", r->grade);
-    printf("text: %.*s\n", (int)r->result_text.len, r->result_text.p);
+    printf("text: %.*s\n", PLEN(r->result_text.len), r->result_text.p);
     print_problems(r->problems);
     if (r->tests.len != 1 || r->tests.p[0] != '\x80') {
         value_text(r->tests.p, r->tests.len, buf, sizeof(buf));
@@ -670,7 +677,7 @@ print_result(const struct ctl *ctl, const struct ing_job_result *r, bool lost)
         value_text(r->custom.p, r->custom.len, buf, sizeof(buf));
         printf("custom: %s\n", buf);
     }
-    printf("state: %.*s\n", (int)r->state.len, r->state.p);
+    printf("state: %.*s\n", PLEN(r->state.len), r->state.p);
     if (r->archive.p == NULL)
         printf("archive: (nil)\n");
     else
@@ -777,7 +784,7 @@ watch_line(struct watch *w, const char *event, struct ing_view id, const char *f
 {
     va_list ap;
 
-    printf("+%.3fs %-9s %.*s", elapsed_s(&w->t0), event, (int)id.len, id.p);
+    printf("+%.3fs %-9s %.*s", elapsed_s(&w->t0), event, PLEN(id.len), id.p);
     if (fmt != NULL) {
         putchar(' ');
         va_start(ap, fmt);
@@ -841,8 +848,8 @@ watch_event(struct ing_client *c, const struct ing_client_event *ev, void *arg)
             watch_json(w, "ssh", ev->job_id, &b, 4);
         } else {
             watch_line(w, "ssh", ev->job_id, "ssh -p %" PRIu32 " %.*s@%.*s password %.*s",
-                       ev->ssh->port, (int)ev->ssh->user.len, ev->ssh->user.p,
-                       (int)ev->ssh->host.len, ev->ssh->host.p, (int)ev->ssh->password.len,
+                       ev->ssh->port, PLEN(ev->ssh->user.len), ev->ssh->user.p,
+                       PLEN(ev->ssh->host.len), ev->ssh->host.p, PLEN(ev->ssh->password.len),
                        ev->ssh->password.p);
         }
         break;
@@ -858,9 +865,9 @@ watch_event(struct ing_client *c, const struct ing_client_event *ev, void *arg)
             watch_json(w, "done", ev->job_id, &b, 1);
         } else {
             const struct ing_job_result *r = ev->result;
-            watch_line(w, "done", ev->job_id, "%.*s grade %g%s%.*s%s", (int)r->result_kind.len,
+            watch_line(w, "done", ev->job_id, "%.*s grade %g%s%.*s%s", PLEN(r->result_kind.len),
                        r->result_kind.p, r->grade, r->result_text.len ? ": " : "",
-                       (int)r->result_text.len, r->result_text.p,
+                       PLEN(r->result_text.len), r->result_text.p,
                        ev->lost ? " (connection lost)" : "");
         }
         break;
@@ -868,7 +875,7 @@ watch_event(struct ing_client *c, const struct ing_client_event *ev, void *arg)
         errmsg("connection to the backend lost: %s", ing_strerror(ev->err));
         break;
     case ING_CLIENT_EV_ERROR:
-        errmsg("the backend sent an error: %.*s", (int)ev->text.len, ev->text.p);
+        errmsg("the backend sent an error: %.*s", PLEN(ev->text.len), ev->text.p);
         break;
     default:
         break;
@@ -1177,7 +1184,7 @@ main(int argc, char **argv)
             break;
         case 't':
             if (parse_duration(optarg, &ctl.timeout_ms) != 0) {
-                errmsg("--timeout: bad duration '%s' (N, Ns, Nms, Nm)", optarg);
+                errmsg("--timeout: bad duration '%s' (N, Nms, Ns, Nm, Nh, Nd; 0 to 7d)", optarg);
                 return EXIT_USAGE;
             }
             ctl.timeout_set = true;

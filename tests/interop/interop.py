@@ -586,68 +586,159 @@ def native_envs_until(c, want, timeout=TIMEOUT):
     raise AssertionError("native: environments never became %r (last %r)" % (want, got))
 
 
-DUP_CLIENT = r"WARNING - client \d+ \(.*\) zmq: identity already in use by a live connection"
-DUP_AGENT = r"WARNING - agent \d+ \(.*\) zmq: identity already in use by a live connection"
+def test_release_kill_shapes(be):
+    """§11.2: each agent gets its release's BackendKillJob: with state (main, v0.8.x), without
+    (v0.7.x: the Docker agent's float "created")."""
+    c, _ = hello_client(be.client_addr)
+    shapes = [
+        ("main", {"docker": {"k-main": INFO}}, {}, True),
+        ("v08", {"docker": {"k-v08": INFO}}, {"ssh_allowed": False}, True),
+        ("v07", {"docker": {"k-v07": dict(INFO, created=1700000000.25)}}, {}, False),
+    ]
+    for name, envs, extra, with_state in shapes:
+        a = ZPeer(be.agent_addr)
+        a.send("AgentHello", friendly_name=name, available_job_slots=1,
+               available_environments=envs, **extra)
+        env = list(envs["docker"])[0]
+        deadline = time.time() + TIMEOUT
+        while True:  # the environment list may come after a ping
+            e = c.recv(skip=("Ping",))
+            if e["@type"] == "BackendUpdateEnvironments" and env in e["available_environments"].get("docker", ()):
+                break
+            assert time.time() < deadline
+        new_job(c, "k" + name, env=env, state="S1")
+        assert a.expect("BackendNewJob")["job_id"] == "k" + name
+        c.send("ClientKillJob", job_id="k" + name)
+        k = a.expect("BackendKillJob")
+        if with_state:
+            assert k == {"job_id": "k" + name, "state": "S1", "@type": "BackendKillJob"}, k
+        else:
+            assert k == {"job_id": "k" + name, "@type": "BackendKillJob"}, k
+        a.send("AgentJobDone", **dict(done_fields("k" + name, "killed", ""), state="S1"))
+        d = c.recv(skip=("Ping", "BackendUpdateEnvironments"))
+        assert d["job_id"] == "k" + name and d["result"][0] == "killed", d
+        a.close()
 
 
-def test_zmq_duplicate_identity_refused(be):
-    """§11.1: a second live connection announcing a routing id already in use on the same
-    endpoint is refused (logged "identity already in use"; its hello is never answered) while
-    the first keeps being served; the same id on the other endpoint is fine; once the first
-    connection is gone, the id can be used again."""
+def test_release_unusable_result_ends_job(be):
+    """§11.2: an AgentJobDone that cannot be used ends its job (crash naming the field,
+    @state kept) and frees the slot; loosely typed values are relayed coerced."""
+    c, _ = hello_client(be.client_addr)
+    a = hello_agent(be.agent_addr)
+    c.expect("BackendUpdateEnvironments")
+    new_job(c, "u1", state="S1")
+    a.expect("BackendNewJob")
+    a.send("AgentJobDone", **dict(done_fields("u1"), problems=[1]))
+    d = c.expect("BackendJobDone")
+    assert d["result"][0] == "crash" and "problems" in d["result"][1], d
+    assert d["state"] == "S1" and d["stdout"] is None, d
+    new_job(c, "u2")
+    a.expect("BackendNewJob")
+    a.send("AgentJobDone", **dict(done_fields("u2"), state=None, tests=None, grade=80,
+                                  stdout=b"bytes"))
+    d = c.expect("BackendJobDone")
+    assert d["state"] == "" and d["tests"] == {} and d["stdout"] == "bytes", d
+    assert d["grade"] == 80 and isinstance(d["grade"], int), d
+
+
+def test_release_v08_ssh_routing(be):
+    """§11.2: a job asking for SSH goes only to a v0.8.x agent that allows SSH."""
+    c, _ = hello_client(be.client_addr)
+    no = ZPeer(be.agent_addr)
+    no.send("AgentHello", friendly_name="no", available_job_slots=1,
+            available_environments={"docker": {"default": INFO}}, ssh_allowed=False)
+    c.expect("BackendUpdateEnvironments")
+    c.send("ClientNewJob", job_id="s1", priority=0, course_id="c", task_id="t",
+           task_problems={}, inputdata={}, environment_type="docker", environment="default",
+           environment_parameters={"ssh_allowed": True}, debug="ssh", launcher="L")
+    no.nothing(300)
+    yes = ZPeer(be.agent_addr)
+    yes.send("AgentHello", friendly_name="yes", available_job_slots=1,
+             available_environments={"docker": {"default": INFO}}, ssh_allowed=True)
+    j = yes.expect("BackendNewJob")
+    assert j["job_id"] == "s1" and j["environment"] == "default", j
+    e = c.expect("BackendUpdateEnvironments")
+    assert e["available_environments"] == {"docker": ("default",)}, e
+
+
+def legacy_recv(peer):
+    """The next v0.6 message of peer, its pings answered (bounded by TIMEOUT)."""
+    deadline = time.time() + TIMEOUT
+    while True:
+        left = deadline - time.time()
+        if left <= 0 or not peer.s.poll(int(left * 1000)):
+            raise AssertionError("no message within %.1fs" % TIMEOUT)
+        msg = unpack(peer.s.recv())
+        if msg.get("type") != "ping":
+            return msg
+        peer.s.send(pack({"type": "pong"}))
+
+
+def test_release_v06_dialect(be):
+    """§11.2.1: a v0.6.2 client and agent (the "type" key) on the same ports."""
+    c = ZPeer(be.client_addr)
+    c.s.send(pack({"name": "old", "type": "client_hello"}))
+    assert legacy_recv(c) == {"available_containers": (), "type": "backend_update_containers"}
+    a = ZPeer(be.agent_addr)
+    a.s.send(pack({"friendly_name": "A6", "available_job_slots": 1,
+                   "available_containers": {"default": {"id": "i", "created": 1}},
+                   "type": "agent_hello"}))
+    assert legacy_recv(c) == {"available_containers": ("default",),
+                                  "type": "backend_update_containers"}
+    c.s.send(pack({"job_id": "o1", "priority": 0, "course_id": "c", "task_id": "t",
+                   "inputdata": {"@state": "S1"}, "debug": False, "environment": "default",
+                   "enable_network": False, "time_limit": 30, "hard_time_limit": None,
+                   "mem_limit": 512, "launcher": "L", "run_cmd": None,
+                   "type": "client_new_job"}))
+    j = legacy_recv(a)
+    assert j["type"] == "backend_new_job" and j["job_id"] == (b"", "o1"), j
+    assert (j["time_limit"], j["hard_time_limit"], j["mem_limit"]) == (30, None, 512), j
+    a.s.send(pack({"job_id": j["job_id"], "result": ("success", "ok"), "grade": 100.0,
+                   "problems": {}, "tests": {}, "custom": {}, "state": "S2", "archive": None,
+                   "stdout": "", "stderr": "", "type": "agent_job_done"}))
+    d = legacy_recv(c)
+    assert d["type"] == "backend_job_done" and d["job_id"] == "o1" and d["state"] == "S2", d
+
+
+TAKEOVER_CLIENT = r"WARNING - client \d+ \(.*\) zmq: identity in use: client \d+ .* taken over"
+TAKEOVER_AGENT = r"WARNING - agent \d+ \(.*\) zmq: identity in use: agent \d+ .* taken over"
+
+
+def test_zmq_identity_takeover(be):
+    """§11.1: a second connection announcing a routing id already in use on the same endpoint
+    takes it over, as libzmq's ROUTER_HANDOVER: the old connection is closed (its jobs end as
+    on a disconnection) and the new one is served; the same id on the other endpoint is
+    another peer."""
     c1 = ZPeer(be.client_addr, identity=b"webapp-1")
     c1.send("ClientHello", name="first")
     c1.expect("BackendUpdateEnvironments")
-    c2 = ZPeer(be.client_addr, identity=b"webapp-1")
-    c2.send("ClientHello", name="second")
-    be.wait_log(DUP_CLIENT)
-    c2.nothing(300)  # no BackendUpdateEnvironments: the hello was not taken
-    assert c2.s.poll(0) == 0
-    # The first is still the one served: hello, queue, a job through an agent with the same
-    # routing id on the agent endpoint.
-    c1.send("Ping")
-    c1.expect("Pong")
     a1 = ZPeer(be.agent_addr, identity=b"webapp-1")
     a1.send("AgentHello", friendly_name="A1", available_job_slots=1,
             available_environments={"docker": {"default": INFO}})
     assert c1.expect("BackendUpdateEnvironments")["available_environments"] == {
         "docker": ("default",)}
-    new_job(c1, "dup1")
-    assert a1.expect("BackendNewJob")["job_id"] == "dup1"
-    # A second agent with a1's routing id is refused too: its environment never shows.
-    assert be.log_count(DUP_AGENT) == 0  # a1 was not refused for c1's id
+    assert be.log_count(TAKEOVER_AGENT) == 0  # a1 did not take c1's id: other endpoint
+    c2 = ZPeer(be.client_addr, identity=b"webapp-1")
+    c2.send("ClientHello", name="second")
+    assert c2.expect("BackendUpdateEnvironments")["available_environments"] == {
+        "docker": ("default",)}
+    be.wait_log(TAKEOVER_CLIENT)
+    c2.send("Ping")
+    c2.expect("Pong")
+    new_job(c2, "h1")
+    assert a1.expect("BackendNewJob")["job_id"] == "h1"
+    # A reconnecting agent with a1's id takes over: a1's job ends "Agent restarted" (not
+    # started: requeued to the new connection).
     a2 = ZPeer(be.agent_addr, identity=b"webapp-1")
     a2.send("AgentHello", friendly_name="A2", available_job_slots=1,
-            available_environments={"docker": {"dup-env": INFO}})
-    be.wait_log(DUP_AGENT)
-    a1.send("AgentJobDone", **done_fields("dup1"))
-    d = c1.expect("BackendJobDone")  # an update naming dup-env would fail here
-    assert d["job_id"] == "dup1" and tuple(d["result"]) == ("success", "ok"), d
-    c1.send("ClientGetQueue")
-    q = c1.expect("BackendGetQueue")
-    assert q["jobs_running"] == () and q["jobs_waiting"] == (), q
-    c2.nothing(100)
-    a2.nothing(100)
-    a2.close()
-    c2.close()
-    # The id is free again once its connection is gone (each try is a new connection: a
-    # refused one may lose the hello libzmq had already written).
-    c1.close()
-    deadline = time.time() + TIMEOUT
-    while True:
-        c3 = ZPeer(be.client_addr, identity=b"webapp-1")
-        c3.send("ClientHello", name="third")
-        try:
-            envs = c3.expect("BackendUpdateEnvironments", timeout=0.5)
-            break
-        except AssertionError:
-            c3.close()
-            assert time.time() < deadline, "the identity was never freed"
-    assert envs["available_environments"] == {"docker": ("default",)}, envs
-    c3.send("Ping")
-    c3.expect("Pong")
-    c3.close()
-    a1.close()
+            available_environments={"docker": {"default": INFO}})
+    be.wait_log(TAKEOVER_AGENT)
+    assert a2.expect("BackendNewJob")["job_id"] == "h1"
+    a2.send("AgentJobDone", **done_fields("h1"))
+    d = c2.recv(skip=("Ping", "BackendUpdateEnvironments"))
+    assert d["job_id"] == "h1" and tuple(d["result"]) == ("success", "ok"), d
+    for p in (c1, c2, a1, a2):
+        p.close()
     assert be.proc.poll() is None
 
 
