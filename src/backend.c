@@ -1242,7 +1242,7 @@ be_config_default(struct be_config *cfg)
     cfg->max_envs = 1000000;
     cfg->max_env_bytes = 16u << 20;
     cfg->envs_grace_ms = 1000;
-    cfg->hello_burst = 4;
+    cfg->hello_burst = 16;
     cfg->max_requeues = 5;
     cfg->deadline_margin_ms = 30000;
 }
