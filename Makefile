@@ -118,6 +118,8 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(ILIB)
 
 # test_noalloc counts the allocations of the server's hot path through the linker.
 $(BUILD)/tests/test_noalloc: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
+# test_backend fails chosen allocations (an out-of-memory AgentHello changes nothing).
+$(BUILD)/tests/test_backend: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 
 # run_tests(PREFIX,LABEL): every test binary, in order, behind PREFIX (a wrapper); stops at
 # the first failure; ends with the list of the cases that skipped themselves. The binaries

@@ -135,6 +135,7 @@ struct server {
     struct conn *backlog; /* connections with complete frames left over (frame budget) */
     struct ev_timer backlog_timer;
     struct ev_timer reap_timer; /* gone clients' jobs left to drop (be_reap) */
+    struct ev_timer envs_timer; /* the environment list's next update is due (be_flush) */
     uint32_t nconns;
     uint64_t next_id;
     struct ev_timer ping_timer, tick_timer, drain_timer;
@@ -614,13 +615,19 @@ conn_reap(struct server *s)
     }
 }
 
+static void update_clock(struct server *s);
+
 static void
 before_sleep(void *arg)
 {
     struct server *s = arg;
-    /* Flush (which may close), then reap (which may queue output for others, e.g. the crash
-     * of a lost agent's jobs), until neither has anything left to do. */
-    while (s->pending != NULL || s->closing != NULL) {
+    uint64_t due;
+    update_clock(s);
+    /* The environment list when due (once, whatever changed in it; a withdrawal waits
+     * --env-grace), flush (which may close), then reap (which may queue output for others,
+     * e.g. the crash of a lost agent's jobs), until none has anything left to do. */
+    do {
+        be_flush(&s->be);
         while (s->pending != NULL) {
             struct conn *c = s->pending;
             s->pending = c->pw_next;
@@ -629,7 +636,10 @@ before_sleep(void *arg)
                 conn_flush(c);
         }
         conn_reap(s);
-    }
+    } while (s->pending != NULL || s->closing != NULL ||
+             (be_flush_due(&s->be, &due) && due <= s->be.now_ms));
+    if (be_flush_due(&s->be, &due))
+        arm(s, &s->envs_timer, due);
     log_flush(); /* lines a full stderr kept waiting (log_nonblocking) */
 }
 
@@ -1234,8 +1244,11 @@ conn_on_io(void *arg, unsigned events)
     if (c->state == CONN_CLOSING)
         return;
     if (events & EV_WRITE) {
+        size_t before = buf_len(&c->out);
         if (conn_flush(c) != 0)
             return;
+        if (buf_len(&c->out) < before) /* the peer read some: an agent is alive */
+            be_agent_alive(c->agent);
     }
     if ((events & EV_READ) && c->half_closed) {
         conn_close(c, "peer gone after its half-close");
@@ -1271,6 +1284,7 @@ conn_on_io(void *arg, unsigned events)
         if (n > 0) {
             c->srv->ms.bytes_in += (uint64_t)n;
             buf_produce(&c->in, (size_t)n);
+            be_agent_alive(c->agent); /* bytes from an agent: it is alive (issue 13 #15) */
             budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
             conn_input(c);
             if (c->backlog)
@@ -1518,6 +1532,13 @@ backlog_run(void *arg)
         if (c->state != CONN_CLOSING)
             conn_input(c);
     }
+}
+
+/* envs_due wakes the loop: the environment list is due (before_sleep sends it). */
+static void
+envs_due(void *arg)
+{
+    (void)arg;
 }
 
 /* reap_run drops another batch of the jobs of clients that left with many. */
@@ -1924,6 +1945,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     ev_timer_init(&s->drain_timer, drain_expired, s);
     ev_timer_init(&s->backlog_timer, backlog_run, s);
     ev_timer_init(&s->reap_timer, reap_run, s);
+    ev_timer_init(&s->envs_timer, envs_due, s);
     uint64_t t = min_nz(cfg->ping_interval_ms, cfg->handshake_timeout_ms / 4);
     t = min_nz(t, cfg->be.kill_timeout_ms / 4);
     t = min_nz(t, cfg->be.orphan_timeout_ms / 4);

@@ -272,9 +272,10 @@ TP_TEST(test_agent_loss_requeues_unstarted_at_position)
     tp_submit(c1, "j3", 0);
     tp_barrier(c1);
     tp_close(c, b);
-    /* No result for j1: it waits again, ahead of j2 and j3. */
+    /* No result for j1: it waits again, ahead of j2 and j3 (it runs first), listed last: it
+     * re-entered the queue (proto.md 5.5). */
     tp_expect_nothing(c1, 200);
-    queue_expect(c1, "j0", "j1,j2,j3");
+    queue_expect(c1, "j0", "j2,j3,j1");
     tp_done(a, "j0", "success", "");
     tp_expect_done(c1, "j0", "success", NULL, NULL);
     tp_expect_job(a, "j1");
@@ -343,7 +344,7 @@ TP_TEST(test_disconnect_consequences_sent_at_once)
     const struct ing_msg *m = NULL;
     int t;
 
-    tp_start(c, "--ping-interval", "5s", NULL);
+    tp_start(c, "--ping-interval", "5s", "--env-grace", "0", NULL); /* withdrawn at once */
     c1 = tp_client(c, "c1", "");
     c2 = tp_client(c, "c2", "");
     a = tp_agent(c, "A", 1, "docker/default", NULL);

@@ -41,6 +41,18 @@ usage(FILE *f)
             "      --handshake-timeout DUR time a new connection gets to open: preamble,\n"
             "                              authentication and hello (10s; 1ms to 1h)\n"
             "      --retry-lost-jobs N     requeue a started job whose agent is lost, N times (0)\n"
+            "      --max-requeues N        requeues of one job after agent losses, started or\n"
+            "                              not; one more ends it crash (5)\n"
+            "      --job-deadline-margin DUR  a running job ends crash \"Agent did not answer in\n"
+            "                              time\" after its hard_time (else 3 x time, else 1h)\n"
+            "                              plus DUR (30s; proto.md 7.4)\n"
+            "      --max-slots-per-agent N a hello announcing more slots is refused (1024)\n"
+            "      --max-envs-per-agent N  environments one hello may announce (100000)\n"
+            "      --max-envs N            environments of all agents together (1000000)\n"
+            "      --max-env-bytes SIZE    size of the environment list sent to clients (16M;\n"
+            "                              never more than --max-frame less 256)\n"
+            "      --env-grace DUR         a lost agent's environments stay listed this long,\n"
+            "                              so that a reconnect sends one list (1s; 0 = none)\n"
             "      --max-frame SIZE        largest message body accepted (64M; at most 1G)\n"
             "      --max-output SIZE       pending output per peer before it is dropped (16M;\n"
             "                              4K to 64G)\n"
@@ -145,6 +157,13 @@ enum {
     OPT_MAX_CLIENT_BYTES,
     OPT_FRAME_TIMEOUT,
     OPT_MAX_CONNS_ADDR,
+    OPT_MAX_REQUEUES,
+    OPT_DEADLINE_MARGIN,
+    OPT_MAX_SLOTS,
+    OPT_MAX_ENVS_AGENT,
+    OPT_MAX_ENVS,
+    OPT_MAX_ENV_BYTES,
+    OPT_ENV_GRACE,
 };
 
 static const struct option options[] = {
@@ -188,6 +207,13 @@ static const struct option options[] = {
     {"max-job-bytes-per-client", required_argument, NULL, OPT_MAX_CLIENT_BYTES},
     {"frame-timeout", required_argument, NULL, OPT_FRAME_TIMEOUT},
     {"max-connections-per-address", required_argument, NULL, OPT_MAX_CONNS_ADDR},
+    {"max-requeues", required_argument, NULL, OPT_MAX_REQUEUES},
+    {"job-deadline-margin", required_argument, NULL, OPT_DEADLINE_MARGIN},
+    {"max-slots-per-agent", required_argument, NULL, OPT_MAX_SLOTS},
+    {"max-envs-per-agent", required_argument, NULL, OPT_MAX_ENVS_AGENT},
+    {"max-envs", required_argument, NULL, OPT_MAX_ENVS},
+    {"max-env-bytes", required_argument, NULL, OPT_MAX_ENV_BYTES},
+    {"env-grace", required_argument, NULL, OPT_ENV_GRACE},
     {NULL, 0, NULL, 0},
 };
 
@@ -341,6 +367,31 @@ main(int argc, char **argv)
             break;
         case OPT_RETRY:
             cfg.be.retry_lost_jobs = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, 255);
+            break;
+        case OPT_MAX_REQUEUES:
+            cfg.be.max_requeues =
+                (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, BE_MAX_REQUEUES);
+            break;
+        case OPT_DEADLINE_MARGIN:
+            cfg.be.deadline_margin_ms =
+                need(OPT_KIND_DURATION, name, optarg, 0, BE_MAX_DEADLINE_MS);
+            break;
+        case OPT_MAX_SLOTS:
+            cfg.be.max_slots_per_agent =
+                (uint32_t)need(OPT_KIND_COUNT, name, optarg, 1, BE_MAX_SLOTS);
+            break;
+        case OPT_MAX_ENVS_AGENT:
+            cfg.be.max_envs_per_agent =
+                (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, BE_MAX_ENVS);
+            break;
+        case OPT_MAX_ENVS:
+            cfg.be.max_envs = need(OPT_KIND_COUNT, name, optarg, 0, BE_MAX_ENVS);
+            break;
+        case OPT_MAX_ENV_BYTES:
+            cfg.be.max_env_bytes = need(OPT_KIND_SIZE, name, optarg, 0, UINT32_MAX);
+            break;
+        case OPT_ENV_GRACE:
+            cfg.be.envs_grace_ms = need(OPT_KIND_DURATION, name, optarg, 0, 3600 * 1000);
             break;
         case OPT_MAX_FRAME:
             cfg.max_frame =
