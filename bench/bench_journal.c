@@ -8,6 +8,9 @@
  *   append_always          under each --fsync mode (ns per record; fdatasyncs done)
  *   replay_1M              opening a journal of 1,000,000 such records (ns per record; total
  *                          ms; bytes on disk per record)
+ *   compact_step           600,000 such records in 4 MiB segments, one in ten live: the
+ *                          compaction steps (256 KiB budget) that bring the disk back within
+ *                          2 x live + 2 segments (ns per step; the longest step)
  *
  * The journal lives in a fresh directory under $TMPDIR (else /tmp), removed at the end.
  * Fixed payloads; CLOCK_MONOTONIC around the timed part only. About 5-20 s, depending on the
@@ -149,6 +152,71 @@ replay_case(unsigned n)
     return 0;
 }
 
+static bool
+live_tenth(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_ref ref,
+           journal_ref newref)
+{
+    (void)arg;
+    (void)type;
+    (void)len;
+    (void)ref;
+    (void)newref;
+    unsigned i;
+    memcpy(&i, p, sizeof(i));
+    return i % 10 == 0;
+}
+
+static int
+compact_case(unsigned n)
+{
+    char dir[512];
+    mkdir_tmp(dir, sizeof(dir));
+    struct journal_config cfg;
+    journal_config_default(&cfg);
+    cfg.fsync = JOURNAL_FSYNC_NEVER;
+    cfg.segment_size = 4u << 20;
+    struct journal j;
+    uint64_t seen = 0;
+    char why[256];
+    if (journal_open(&j, dir, &cfg, count, &seen, why, sizeof(why)) < 0)
+        return -1;
+    uint8_t body[BODY];
+    memset(body, 0x61, sizeof(body));
+    for (unsigned i = 0; i < n; i++) {
+        int err;
+        memcpy(body, &i, sizeof(i));
+        journal_ref r = journal_append(&j, JREC_ACCEPTED, body, sizeof(body), &err);
+        if (!r)
+            return -1;
+        if (i % 10 != 0)
+            journal_release(&j, r, sizeof(body));
+        if (i % 4096 == 4095 && journal_flush(&j, 0) < 0)
+            return -1;
+    }
+    if (journal_flush(&j, 0) < 0)
+        return -1;
+    j.c_seen = j.bytes_appended; /* the steps below are not pushed by fresh writes */
+    uint64_t before = j.disk_bytes, max = 0, total = 0;
+    unsigned steps = 0;
+    bool more = true;
+    while (more && steps < 1000000) {
+        uint64_t t0 = now_ns();
+        more = journal_compact_step(&j, 256 * 1024, 0, live_tenth, NULL);
+        uint64_t dt = now_ns() - t0;
+        total += dt;
+        max = dt > max ? dt : max;
+        steps++;
+        if (journal_flush(&j, 0) < 0)
+            return -1;
+    }
+    printf("%-22s %8u %8.1f ns/op  longest %.2f ms  disk %.0f -> %.0f MB (live %.0f MB)\n",
+           "compact_step", steps, (double)total / steps, max / 1e6, before / 1e6,
+           j.disk_bytes / 1e6, j.live_bytes / 1e6);
+    journal_close(&j);
+    rm_dir(dir);
+    return 0;
+}
+
 int
 main(void)
 {
@@ -171,6 +239,8 @@ main(void)
         rc = append_case("append_always", JOURNAL_FSYNC_ALWAYS, 50000);
     if (rc == 0)
         rc = replay_case(1000000);
+    if (rc == 0)
+        rc = compact_case(600000);
     if (rc < 0)
         fprintf(stderr, "bench_journal: failed\n");
     return rc < 0;

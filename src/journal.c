@@ -421,6 +421,7 @@ journal_open(struct journal *j, const char *dir, const struct journal_config *cf
     if (j->cfg.segment_size > UINT32_MAX)
         j->cfg.segment_size = UINT32_MAX; /* offsets are 32 bits */
     j->fd = -1;
+    j->c_fd = -1;
     buf_init(&j->out);
     buf_init(&j->c_buf);
     snprintf(why, whylen, "journal: %s: ", dir);
@@ -624,6 +625,7 @@ journal_appendv(struct journal *j, uint8_t type, const struct journal_iov *iov, 
     s->live += rl;
     j->disk_bytes += rl;
     j->live_bytes += rl;
+    j->bytes_appended += rl;
     j->lsn_appended++;
     *err = 0;
     return ref;
@@ -647,27 +649,84 @@ journal_release(struct journal *j, journal_ref ref, uint32_t len)
     j->live_bytes -= rl;
 }
 
-/* read_rec reads the record at off of the oldest segment (fd) into c_buf. Returns its
- * total length, or a negative error (-EBADMSG: it does not check). */
-static int64_t
-read_rec(struct journal *j, int fd, uint64_t off, uint8_t *type, uint32_t *len)
+/* chunk_read reads n bytes of the oldest segment at off into c_buf. Returns 0 or -errno. */
+static int
+chunk_read(struct journal *j, uint64_t off, size_t n)
 {
-    uint8_t h[JOURNAL_REC_HDR];
-    if (pread(fd, h, sizeof(h), (off_t)off) != (ssize_t)sizeof(h))
-        return -EIO;
-    *len = get32(h);
-    *type = h[4];
-    if (*len > JOURNAL_MAX_PAYLOAD)
-        return -EBADMSG;
     j->c_buf.rpos = j->c_buf.wpos = 0;
-    if (buf_reserve(&j->c_buf, *len ? *len : 1) < 0)
+    if (buf_reserve(&j->c_buf, n) < 0)
         return -ENOMEM;
-    if (*len && pread(fd, j->c_buf.data, *len, (off_t)(off + sizeof(h))) != (ssize_t)*len)
-        return -EIO;
-    uint32_t crc = journal_crc32c(journal_crc32c(0, h, 8), j->c_buf.data, *len);
-    if (crc != get32(h + 8))
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(j->c_fd, j->c_buf.data + got, n - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? -errno : -EIO;
+        got += (size_t)r;
+    }
+    buf_produce(&j->c_buf, n);
+    return 0;
+}
+
+static void
+compact_stop(struct journal *j)
+{
+    if (j->c_fd >= 0)
+        close(j->c_fd);
+    j->c_fd = -1;
+    j->c_off = 0;
+}
+
+/* compact_copy copies forward the live records of the oldest segment from c_off, about
+ * budget bytes (one read). Returns 0, or -errno (compaction starts again later). */
+static int
+compact_copy(struct journal *j, size_t budget, journal_relocate_fn *fn, void *arg)
+{
+    struct journal_seg *s = &j->segs[0];
+    uint64_t left = s->size - j->c_off;
+    size_t n = budget < 4096 ? 4096 : budget;
+    if (n > left)
+        n = (size_t)left;
+    int rc = chunk_read(j, j->c_off, n);
+    if (rc < 0)
+        return rc;
+    uint64_t base = j->c_off;
+    size_t pos = 0, done = 0;
+    while (pos < buf_len(&j->c_buf) && done < budget) {
+        if (!rec_ok(j->c_buf.data, pos, buf_len(&j->c_buf))) {
+            uint32_t len = buf_len(&j->c_buf) - pos >= 4 ? get32(j->c_buf.data + pos) : 0;
+            if (pos > 0 || len > JOURNAL_MAX_PAYLOAD || len + JOURNAL_REC_HDR <= n ||
+                len + JOURNAL_REC_HDR > left)
+                break; /* next call, from this record; or damage (below) */
+            rc = chunk_read(j, j->c_off, len + JOURNAL_REC_HDR); /* one large record */
+            if (rc < 0)
+                return rc;
+            if (!rec_ok(j->c_buf.data, 0, buf_len(&j->c_buf)))
+                break;
+        }
+        const uint8_t *h = j->c_buf.data + pos;
+        uint32_t len = get32(h);
+        uint8_t type = h[4];
+        journal_ref ref = JOURNAL_REF(s->num, base + pos);
+        if (fn(arg, type, h + JOURNAL_REC_HDR, len, ref, 0)) {
+            int err;
+            journal_ref nr = journal_append(j, type, h + JOURNAL_REC_HDR, len, &err);
+            if (!nr)
+                return err;
+            s = &j->segs[0]; /* a rotation may have moved the array */
+            fn(arg, type, h + JOURNAL_REC_HDR, len, ref, nr);
+        }
+        pos += JOURNAL_REC_HDR + len;
+        done += JOURNAL_REC_HDR + len;
+        j->c_off = base + pos;
+    }
+    if (pos == 0) {
+        log_msg(LOG_ERR, "journal: compaction cannot read a record of segment %016" PRIx32
+                         " at offset %" PRIu64, s->num, j->c_off);
         return -EBADMSG;
-    return (int64_t)(JOURNAL_REC_HDR + (uint64_t)*len);
+    }
+    return 0;
 }
 
 bool
@@ -675,63 +734,48 @@ journal_compact_step(struct journal *j, size_t budget, uint64_t now_ms,
                      journal_relocate_fn *fn, void *arg)
 {
     (void)now_ms;
+    /* Keep pace with the writes: at least twice what was appended since the last step. */
+    uint64_t fresh = j->bytes_appended - j->c_seen;
+    j->c_seen = j->bytes_appended;
+    if (fresh <= SIZE_MAX / 2 && budget < 2 * fresh)
+        budget = (size_t)(2 * fresh);
     if (j->err || j->nsegs < 2)
         return false;
-    struct journal_seg *s = &j->segs[0];
+    char name[64];
+    seg_name(name, sizeof(name), j->segs[0].num, "");
     if (j->c_off == 0) {
         if (j->disk_bytes <= 2 * j->live_bytes + 2 * j->cfg.segment_size)
+            return false;
+        j->c_fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
+        if (j->c_fd < 0)
             return false;
         j->c_off = JOURNAL_SEG_HDR;
         j->c_waitlsn = 0;
     }
-    char name[64];
-    seg_name(name, sizeof(name), s->num, "");
-    if (j->c_off < s->size) {
-        int fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
+    if (j->c_off < j->segs[0].size) {
+        int rc = compact_copy(j, budget, fn, arg);
+        j->c_seen = j->bytes_appended; /* the copies are not new work */
+        if (rc < 0) {
+            compact_stop(j);
             return false;
-        size_t done = 0;
-        while (j->c_off < s->size && done < budget) {
-            uint8_t type;
-            uint32_t len;
-            journal_ref ref = JOURNAL_REF(s->num, j->c_off);
-            int64_t rl = read_rec(j, fd, j->c_off, &type, &len);
-            if (rl < 0) {
-                log_msg(LOG_ERR, "journal: compaction cannot read %s at offset %" PRIu64 ": %s",
-                        name, j->c_off, strerror((int)-rl));
-                j->c_off = 0;
-                close(fd);
-                return false;
-            }
-            if (fn(arg, type, j->c_buf.data, len, ref, 0)) {
-                int err;
-                journal_ref nr = journal_append(j, type, j->c_buf.data, len, &err);
-                if (!nr) {
-                    j->c_off = 0; /* starts again later */
-                    close(fd);
-                    return false;
-                }
-                s = &j->segs[0]; /* a rotation may have moved the array */
-                fn(arg, type, j->c_buf.data, len, ref, nr);
-            }
-            j->c_off += (uint64_t)rl;
-            done += (size_t)rl;
         }
-        close(fd);
-        if (j->c_off < s->size)
+        if (j->c_off < j->segs[0].size)
             return true;
         j->c_waitlsn = j->lsn_appended;
     }
     uint64_t have = j->cfg.fsync == JOURNAL_FSYNC_NEVER ? j->lsn_written : j->lsn_synced;
     if (have < j->c_waitlsn)
         return true; /* the copies are not on disk yet */
-    if (unlinkat(j->dirfd, name, 0) < 0 && errno != ENOENT)
+    if (unlinkat(j->dirfd, name, 0) < 0 && errno != ENOENT) {
+        compact_stop(j);
         return false;
+    }
+    struct journal_seg *s = &j->segs[0];
     j->disk_bytes -= s->size;
     j->live_bytes -= s->live;
     memmove(&j->segs[0], &j->segs[1], (j->nsegs - 1) * sizeof(*s));
     j->nsegs--;
-    j->c_off = 0;
+    compact_stop(j);
     j->n_compacted++;
     return j->disk_bytes > 2 * j->live_bytes + 2 * j->cfg.segment_size;
 }
@@ -739,6 +783,7 @@ journal_compact_step(struct journal *j, size_t budget, uint64_t now_ms,
 void
 journal_close(struct journal *j)
 {
+    compact_stop(j);
     if (j->fd >= 0) {
         if (write_out(j) == 0 && j->cfg.fsync != JOURNAL_FSYNC_NEVER)
             (void)fdatasync(j->fd);

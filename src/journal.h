@@ -91,13 +91,16 @@ struct journal {
     /* compaction of segs[0] */
     uint64_t c_off;        /* next record offset in the oldest segment, 0 = not started */
     uint64_t c_waitlsn;    /* copies to write before the segment can go */
-    struct buf c_buf;      /* read buffer */
+    uint64_t bytes_appended, c_seen; /* appended in all; as of the last compaction step */
+    int c_fd;              /* the oldest segment, open while it is compacted */
+    struct buf c_buf;      /* read buffer: one chunk of it */
     uint64_t disk_bytes, live_bytes;
     uint64_t n_syncs, n_compacted;
 };
 
 /* journal_replay_fn is called for each valid record, in order. A negative return stops
- * the open with that error. */
+ * the open with that error. A record copied by a compaction that a crash cut short comes
+ * twice (the same bytes): the reader must be idempotent. */
 typedef int journal_replay_fn(void *arg, uint8_t type, const uint8_t *p, uint32_t len,
                               journal_ref ref);
 /* journal_relocate_fn: during compaction, the record at ref is live? Return false (it
@@ -149,7 +152,8 @@ journal_ok(const struct journal *j)
 }
 
 /* journal_compact_step: if the disk use exceeds 2 x live + 2 segments, copy forward up to
- * budget bytes of the oldest segment's records (fn decides which are live) and unlink it
+ * budget bytes (or twice the bytes appended since the previous step, if more: compaction
+ * keeps pace with the writes) of the oldest segment's records (fn decides which are live) and unlink it
  * once done and written. Returns true while compaction has more to do. */
 bool journal_compact_step(struct journal *j, size_t budget, uint64_t now_ms,
                           journal_relocate_fn *fn, void *arg);
