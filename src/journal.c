@@ -214,7 +214,8 @@ list_segments(int dirfd, uint32_t **out, size_t *n)
         free(v);
         return rc;
     }
-    qsort(v, nv, sizeof(*v), cmp_u32);
+    if (nv > 1)
+        qsort(v, nv, sizeof(*v), cmp_u32);
     *out = v;
     *n = nv;
     return 0;
