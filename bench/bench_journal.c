@@ -77,33 +77,48 @@ mkdir_tmp(char *dir, size_t n)
     }
 }
 
+/* fill opens a fresh journal in dir (mode, segment size seg) and appends n records, their
+ * index in the first bytes, releasing those i % keep != 0 (keep 0: none), flushing every
+ * flush_every. Returns 0 or -1. */
 static int
-append_case(const char *name, enum journal_fsync mode, unsigned n)
+fill(struct journal *j, char *dir, size_t dirlen, enum journal_fsync mode, uint64_t seg,
+     unsigned n, unsigned keep, unsigned flush_every, uint64_t t0)
 {
-    char dir[512];
-    mkdir_tmp(dir, sizeof(dir));
+    mkdir_tmp(dir, dirlen);
     struct journal_config cfg;
     journal_config_default(&cfg);
     cfg.fsync = mode;
-    struct journal j;
+    cfg.segment_size = seg;
     uint64_t seen = 0;
     char why[256];
-    if (journal_open(&j, dir, &cfg, count, &seen, why, sizeof(why)) < 0) {
+    if (journal_open(j, dir, &cfg, count, &seen, why, sizeof(why)) < 0) {
         fprintf(stderr, "%s\n", why);
         return -1;
     }
     uint8_t body[BODY];
     memset(body, 0x61, sizeof(body));
-    uint64_t t0 = now_ns();
     for (unsigned i = 0; i < n; i++) {
         int err;
         memcpy(body, &i, sizeof(i));
-        if (!journal_append(&j, JREC_ACCEPTED, body, sizeof(body), &err))
+        journal_ref r = journal_append(j, JREC_ACCEPTED, body, sizeof(body), &err);
+        if (!r)
             return -1;
-        if (i % 64 == 63 && journal_flush(&j, (now_ns() - t0) / 1000000) < 0)
+        if (keep && i % keep != 0)
+            journal_release(j, r, sizeof(body));
+        if (i % flush_every == flush_every - 1 &&
+            journal_flush(j, t0 ? (now_ns() - t0) / 1000000 : 0) < 0)
             return -1;
     }
-    if (journal_flush(&j, UINT64_MAX / 2) < 0)
+    return journal_flush(j, UINT64_MAX / 2) < 0 ? -1 : 0;
+}
+
+static int
+append_case(const char *name, enum journal_fsync mode, unsigned n)
+{
+    char dir[512];
+    struct journal j;
+    uint64_t t0 = now_ns();
+    if (fill(&j, dir, sizeof(dir), mode, JOURNAL_SEG_DEFAULT, n, 0, 64, t0) < 0)
         return -1;
     uint64_t dt = now_ns() - t0;
     printf("%-22s %8u %8.1f ns/op  %.0f records/s  %llu fdatasync\n", name, n,
@@ -117,26 +132,14 @@ static int
 replay_case(unsigned n)
 {
     char dir[512];
-    mkdir_tmp(dir, sizeof(dir));
+    struct journal j;
+    if (fill(&j, dir, sizeof(dir), JOURNAL_FSYNC_NEVER, JOURNAL_SEG_DEFAULT, n, 0, 4096, 0) < 0)
+        return -1;
+    journal_close(&j);
     struct journal_config cfg;
     journal_config_default(&cfg);
-    cfg.fsync = JOURNAL_FSYNC_NEVER;
-    struct journal j;
     uint64_t seen = 0;
     char why[256];
-    if (journal_open(&j, dir, &cfg, count, &seen, why, sizeof(why)) < 0)
-        return -1;
-    uint8_t body[BODY];
-    memset(body, 0x61, sizeof(body));
-    for (unsigned i = 0; i < n; i++) {
-        int err;
-        memcpy(body, &i, sizeof(i));
-        if (!journal_append(&j, JREC_ACCEPTED, body, sizeof(body), &err))
-            return -1;
-        if (i % 4096 == 4095 && journal_flush(&j, 0) < 0)
-            return -1;
-    }
-    journal_close(&j);
     uint64_t t0 = now_ns();
     if (journal_open(&j, dir, &cfg, count, &seen, why, sizeof(why)) < 0) {
         fprintf(stderr, "%s\n", why);
@@ -170,30 +173,8 @@ static int
 compact_case(unsigned n)
 {
     char dir[512];
-    mkdir_tmp(dir, sizeof(dir));
-    struct journal_config cfg;
-    journal_config_default(&cfg);
-    cfg.fsync = JOURNAL_FSYNC_NEVER;
-    cfg.segment_size = 4u << 20;
     struct journal j;
-    uint64_t seen = 0;
-    char why[256];
-    if (journal_open(&j, dir, &cfg, count, &seen, why, sizeof(why)) < 0)
-        return -1;
-    uint8_t body[BODY];
-    memset(body, 0x61, sizeof(body));
-    for (unsigned i = 0; i < n; i++) {
-        int err;
-        memcpy(body, &i, sizeof(i));
-        journal_ref r = journal_append(&j, JREC_ACCEPTED, body, sizeof(body), &err);
-        if (!r)
-            return -1;
-        if (i % 10 != 0)
-            journal_release(&j, r, sizeof(body));
-        if (i % 4096 == 4095 && journal_flush(&j, 0) < 0)
-            return -1;
-    }
-    if (journal_flush(&j, 0) < 0)
+    if (fill(&j, dir, sizeof(dir), JOURNAL_FSYNC_NEVER, 4u << 20, n, 10, 4096, 0) < 0)
         return -1;
     j.c_seen = j.bytes_appended; /* the steps below are not pushed by fresh writes */
     uint64_t before = j.disk_bytes, max = 0, total = 0;

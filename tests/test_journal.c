@@ -135,6 +135,37 @@ assert_prefix(const struct seen *s, const struct rec *want, size_t n)
     }
 }
 
+/* put_file makes path hold b[0..n) and nothing else. */
+static void
+put_file(const char *path, const void *b, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    ssize_t w = write(fd, b, n);
+    if (w != (ssize_t)n)
+        fail_msg("write %zu bytes to %s: %s", n, path, strerror(errno));
+    close(fd);
+}
+
+/* one_segment writes n records to a fresh journal (never synced) in dir, then reads its
+ * only segment into b (cap bytes); path gets the segment's path. Returns its size. */
+static size_t
+one_segment(char *dir, size_t dirlen, struct journal_config *cfg, struct rec *want, unsigned n,
+            char *path, size_t pathlen, uint8_t *b, size_t cap)
+{
+    new_dir(dir, dirlen);
+    journal_config_default(cfg);
+    cfg->fsync = JOURNAL_FSYNC_NEVER;
+    write_journal(dir, cfg, n, want);
+    snprintf(path, pathlen, "%s/0000000000000001.seg", dir);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    ssize_t size = read(fd, b, cap);
+    close(fd);
+    assert_true(size > 32 && (size_t)size < cap);
+    return (size_t)size;
+}
+
 static void
 test_journal_crc32c(void **state)
 {
@@ -251,30 +282,16 @@ static void
 test_journal_every_truncation(void **state)
 {
     (void)state;
-    char dir[64];
-    new_dir(dir, sizeof(dir));
+    char dir[64], path[128];
     struct journal_config cfg;
-    journal_config_default(&cfg);
-    cfg.fsync = JOURNAL_FSYNC_NEVER;
     static struct rec want[12];
-    write_journal(dir, &cfg, 12, want);
-    char path[128];
-    snprintf(path, sizeof(path), "%s/0000000000000001.seg", dir);
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
     static uint8_t orig[8192];
-    ssize_t size = read(fd, orig, sizeof(orig));
-    close(fd);
-    assert_true(size > 32 && size < (ssize_t)sizeof(orig));
+    ssize_t size = (ssize_t)one_segment(dir, sizeof(dir), &cfg, want, 12, path, sizeof(path),
+                                        orig, sizeof(orig));
     int saved = log_level_max;
     log_level_max = -1; /* hundreds of "torn tail" lines */
     for (ssize_t cut = 0; cut < size; cut++) {
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        assert_true(fd >= 0);
-        ssize_t w = write(fd, orig, (size_t)cut);
-        if (w != cut)
-            fail_msg("write %zd: %s", cut, strerror(errno));
-        close(fd);
+        put_file(path, orig, (size_t)cut);
         static struct seen s;
         s.n = 0;
         struct journal j;
@@ -318,20 +335,12 @@ static void
 test_journal_bit_flips(void **state)
 {
     (void)state;
-    char dir[64];
-    new_dir(dir, sizeof(dir));
+    char dir[64], path[128];
     struct journal_config cfg;
-    journal_config_default(&cfg);
-    cfg.fsync = JOURNAL_FSYNC_NEVER;
     static struct rec want[40];
-    write_journal(dir, &cfg, 40, want);
-    char path[128];
-    snprintf(path, sizeof(path), "%s/0000000000000001.seg", dir);
-    int fd = open(path, O_RDONLY);
     static uint8_t orig[16384];
-    ssize_t size = read(fd, orig, sizeof(orig));
-    close(fd);
-    assert_true(size > 32 && size < (ssize_t)sizeof(orig));
+    ssize_t size = (ssize_t)one_segment(dir, sizeof(dir), &cfg, want, 40, path, sizeof(path),
+                                        orig, sizeof(orig));
     int saved = log_level_max;
     log_level_max = -1;
     srand(16);
@@ -341,9 +350,7 @@ test_journal_bit_flips(void **state)
         memcpy(b, orig, (size_t)size);
         size_t at = (size_t)rand() % (size_t)size;
         b[at] ^= (uint8_t)(1u << (rand() % 8));
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        assert_int_equal(write(fd, b, (size_t)size), size);
-        close(fd);
+        put_file(path, b, (size_t)size);
         static struct seen s;
         s.n = 0;
         struct journal j;
