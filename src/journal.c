@@ -541,6 +541,8 @@ journal_flush(struct journal *j, uint64_t now_ms)
 {
     if (j->fd < 0)
         return -EBADF;
+    if (j->err != 0 && now_ms < j->retry_ms)
+        return j->err; /* a failed write is retried every JOURNAL_RETRY_MS */
     bool wrote = buf_len(&j->out) > 0;
     int rc = write_out(j);
     if (rc == 0 && wrote)
@@ -549,6 +551,8 @@ journal_flush(struct journal *j, uint64_t now_ms)
         (j->cfg.fsync == JOURNAL_FSYNC_ALWAYS || now_ms >= j->last_sync_ms + j->cfg.interval_ms))
         rc = do_sync(j, now_ms);
     set_err(j, rc);
+    if (rc != 0)
+        j->retry_ms = now_ms + JOURNAL_RETRY_MS;
     return rc;
 }
 
@@ -561,8 +565,10 @@ journal_durable(const struct journal *j)
 uint64_t
 journal_next_ms(const struct journal *j)
 {
+    if (j->err != 0)
+        return j->retry_ms;
     if (buf_len(&j->out) > 0)
-        return j->err ? j->last_sync_ms + 100 : 0;
+        return 0;
     if (j->sync_pending)
         return j->last_sync_ms + j->cfg.interval_ms;
     return UINT64_MAX;
@@ -625,7 +631,8 @@ journal_appendv(struct journal *j, uint8_t type, const struct journal_iov *iov, 
     s->size += rl;
     s->live += rl;
     j->disk_bytes += rl;
-    j->live_bytes += rl;
+    if (!j->live_external)
+        j->live_bytes += rl;
     j->bytes_appended += rl;
     j->lsn_appended++;
     *err = 0;
@@ -640,11 +647,18 @@ journal_append(struct journal *j, uint8_t type, const void *p, uint32_t len, int
 }
 
 void
+journal_set_live(struct journal *j, uint64_t bytes)
+{
+    j->live_external = true;
+    j->live_bytes = bytes;
+}
+
+void
 journal_release(struct journal *j, journal_ref ref, uint32_t len)
 {
     struct journal_seg *s = seg_find(j, JOURNAL_REF_SEG(ref));
     uint64_t rl = JOURNAL_REC_HDR + (uint64_t)len;
-    if (!s || s->live < rl)
+    if (!s || s->live < rl || j->live_external)
         return; /* a segment already compacted away */
     s->live -= rl;
     j->live_bytes -= rl;
@@ -773,7 +787,8 @@ journal_compact_step(struct journal *j, size_t budget, uint64_t now_ms,
     }
     struct journal_seg *s = &j->segs[0];
     j->disk_bytes -= s->size;
-    j->live_bytes -= s->live;
+    if (!j->live_external)
+        j->live_bytes -= s->live;
     memmove(&j->segs[0], &j->segs[1], (j->nsegs - 1) * sizeof(*s));
     j->nsegs--;
     compact_stop(j);

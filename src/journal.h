@@ -34,6 +34,7 @@
 #define JOURNAL_SEG_DEFAULT (64ull << 20)
 #define JOURNAL_SEG_MIN 4096ull
 #define JOURNAL_INTERVAL_DEFAULT_MS 10
+#define JOURNAL_RETRY_MS 100 /* a failed write is tried again this much later */
 
 /* Record types (proto.md 12.3). The journal itself only reserves 0 (never valid). */
 enum journal_rec {
@@ -41,8 +42,8 @@ enum journal_rec {
     JREC_DISPATCHED = 2, /* job sent to an agent */
     JREC_STARTED = 3,
     JREC_DONE = 4,      /* the result, kept until delivered */
-    JREC_DELIVERED = 5, /* the result reached its owner: the job is forgotten */
-    JREC_DROPPED = 6,   /* killed or dropped without a result to keep */
+    JREC_DELIVERED = 5, /* a kept result reached its owner */
+    JREC_ENDED = 6,     /* the job is forgotten: result given, killed or dropped */
 };
 
 enum journal_fsync {
@@ -88,6 +89,7 @@ struct journal {
     uint64_t last_sync_ms;
     bool sync_pending;     /* written records wait for an fdatasync */
     int err;               /* 0, or the -errno of the last failed write (records kept) */
+    uint64_t retry_ms;     /* while err: when the next flush tries again */
     /* compaction of segs[0] */
     uint64_t c_off;        /* next record offset in the oldest segment, 0 = not started */
     uint64_t c_waitlsn;    /* copies to write before the segment can go */
@@ -95,6 +97,7 @@ struct journal {
     int c_fd;              /* the oldest segment, open while it is compacted */
     struct buf c_buf;      /* read buffer: one chunk of it */
     uint64_t disk_bytes, live_bytes;
+    bool live_external; /* journal_set_live */
     uint64_t n_syncs, n_compacted;
 };
 
@@ -133,10 +136,14 @@ journal_ref journal_appendv(struct journal *j, uint8_t type, const struct journa
                             int n, int *err);
 /* journal_release: the record at ref, of payload length len, is no longer needed. */
 void journal_release(struct journal *j, journal_ref ref, uint32_t len);
+/* journal_set_live: the caller counts the live bytes itself (records included) instead of
+ * releasing each record; from then on appends and compaction leave live_bytes to it. */
+void journal_set_live(struct journal *j, uint64_t bytes);
 
 /* journal_flush writes the queued records and, as the mode says, syncs them (at most one
  * fdatasync). now_ms is the caller's monotonic clock. Returns 0 or the -errno of a failed
- * write (ENOSPC, EIO, EFBIG...): the records stay queued and the next flush retries. */
+ * write (ENOSPC, EIO, EFBIG...): the records stay queued and a flush from JOURNAL_RETRY_MS
+ * later tries again (the ones before return the error at once). */
 int journal_flush(struct journal *j, uint64_t now_ms);
 /* journal_durable: records up to this sequence number (1 = the first appended since open)
  * are as durable as the mode promises: written under never, synced under always; under
