@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "inginious/client.h"
@@ -34,17 +35,24 @@ journal_dir(struct lt_world *w)
 }
 
 static void
-submit(struct lt_world *w, struct lt_client *cl, const char *id, int64_t prio)
+submit_in(struct lt_world *w, struct lt_client *cl, const char *id, int64_t prio,
+          const char *input)
 {
     struct ing_client_job j = {.job_id = id,
                                .environment_type = "docker",
                                .environment = "default",
                                .launcher = "tester",
                                .priority = prio};
-    j.inputdata = lt_mp(w, "{\"do\": \"success\"}");
+    j.inputdata = lt_mp(w, input);
     int rc = ing_client_submit(cl->c, &j);
     if (rc != 0)
         fail_msg("submit %s: %s", id, ing_strerror(rc));
+}
+
+static void
+submit(struct lt_world *w, struct lt_client *cl, const char *id, int64_t prio)
+{
+    submit_in(w, cl, id, prio, "{\"do\": \"success\"}");
 }
 
 /* job_index returns the position of job id among the jobs agent ag received, or -1. */
@@ -163,6 +171,81 @@ test_durable_corruption_and_repair(void **state)
     lt_pass(w);
 }
 
+/* A disk that fails (here a file-size limit: EFBIG): new jobs end crash "Journal
+ * unavailable: ...", the failure is logged once, nothing accepted is lost, and acceptance
+ * resumes by itself once writes work again (the limit lifted with prlimit). */
+static void
+test_durable_disk_full(void **state)
+{
+    struct lt_world *w = *state;
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 64 * 1024; /* the journal: some 30 jobs of 2 KiB; the log stays below */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--orphan-timeout", "0", NULL);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    struct lt_client *cl = lt_client_new(w, NULL);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_CONNECTED, NULL);
+    static char input[2200];
+    snprintf(input, sizeof(input), "{\"pad\": \"%02000d\"}", 0);
+    int accepted = 0, refused = 0;
+    char id[32];
+    for (int i = 0; i < 200 && refused == 0; i++) { /* one by one: each in its iteration */
+        snprintf(id, sizeof(id), "f%d", i);
+        submit_in(w, cl, id, 0, input);
+        lt_barrier(w, cl);
+        struct lt_cev *e = lt_find_cev(cl, ING_CLIENT_EV_DONE, id);
+        if (e == NULL) {
+            accepted++;
+            continue;
+        }
+        e->used = true;
+        char text[LT_STR];
+        lt_view_str(text, sizeof(text), e->res.r.result_text);
+        if (strncmp(text, "Journal unavailable: ", 21) != 0 || strstr(text, "too large") == NULL)
+            fail_msg("job %s: %s", id, text);
+        refused++;
+    }
+    assert_int_equal(refused, 1);
+    assert_true(accepted > 5 && accepted < 60);
+    /* more refusals, one log line */
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof(id), "g%d", i);
+        submit_in(w, cl, id, 0, input);
+        lt_expect_cev(w, cl, ING_CLIENT_EV_DONE, id);
+    }
+    struct rlimit big = old;
+    assert_int_equal(prlimit(w->be_pid, RLIMIT_FSIZE, &big, NULL), 0);
+    /* the backend tries again within JOURNAL_RETRY_MS: submit until one is taken */
+    int after = 0;
+    uint64_t end = lt_now_ms() + LT_DEADLINE_MS;
+    while (after == 0 && lt_now_ms() < end) {
+        static int k;
+        snprintf(id, sizeof(id), "h%d", k++);
+        submit_in(w, cl, id, 0, input);
+        lt_barrier(w, cl);
+        struct lt_cev *e = lt_find_cev(cl, ING_CLIENT_EV_DONE, id);
+        if (e == NULL)
+            after = 1;
+        else
+            e->used = true;
+        lt_spin(w, 20);
+    }
+    assert_int_equal(after, 1);
+    lt_barrier(w, cl);
+    lt_kill_backend(w, SIGKILL);
+    lt_restart(w);
+    char want[64];
+    snprintf(want, sizeof(want), "%d waiting jobs restored", accepted + after);
+    if (!lt_log_contains(w, want))
+        fail_msg("the log does not say '%s'", want);
+    if (!lt_log_contains(w, "journal: write failed: File too large") ||
+        !lt_log_contains(w, "journal: writes work again"))
+        fail_msg("the journal's state changes are not logged");
+    lt_pass(w);
+}
+
 int
 main(void)
 {
@@ -170,6 +253,7 @@ main(void)
         CASE(test_durable_waiting_jobs_survive_kill9),
         CASE(test_durable_second_backend_refused),
         CASE(test_durable_corruption_and_repair),
+        CASE(test_durable_disk_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
