@@ -516,22 +516,31 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
                 ev->u.msg.nframes);
     memset(&m, 0, sizeof(m));
     /* A v0.5 - v0.6.2 message is read as its main-dialect equivalent; the peer is then
-     * answered in its own dialect. */
+     * answered in its own dialect. Such a message has no "@type", so that the main
+     * dialect's decoder refuses it: a peer not yet known to speak v0.5 - v0.6.2 is tried
+     * in the main dialect first (no look for "type" in every message), a legacy one in its
+     * own. */
     const uint8_t *mp = f->p;
     size_t mn = f->len;
-    int rc = zmq_msg_legacy_to_main(mp, mn, &zb->legacy, &why);
-    if (rc == 0) {
-        if (!z->legacy)
-            log_msg(LOG_INFO, "%s: speaks INGInious v0.5 - v0.6.2", srv_conn_name(c));
-        z->legacy = true;
-        mp = zb->legacy.buf;
-        mn = zb->legacy.len;
-    } else if (rc != -ENOENT) {
-        log_msg(LOG_WARN, "%s: undecodable message dropped (%s)", srv_conn_name(c),
-                why != NULL ? why : strerror(-rc));
-        return;
+    int rc = z->legacy ? -EPROTO : zmq_msg_decode(mp, mn, &m, &why);
+    if (rc == -EPROTO) {
+        const char *lwhy = NULL;
+        int lrc = zmq_msg_legacy_to_main(mp, mn, &zb->legacy, &lwhy);
+        if (lrc == 0) {
+            if (!z->legacy)
+                log_msg(LOG_INFO, "%s: speaks INGInious v0.5 - v0.6.2", srv_conn_name(c));
+            z->legacy = true;
+            mp = zb->legacy.buf;
+            mn = zb->legacy.len;
+            rc = zmq_msg_decode(mp, mn, &m, &why);
+        } else if (lrc != -ENOENT) {
+            log_msg(LOG_WARN, "%s: undecodable message dropped (%s)", srv_conn_name(c),
+                    lwhy != NULL ? lwhy : strerror(-lrc));
+            return;
+        } else if (z->legacy) {
+            rc = zmq_msg_decode(mp, mn, &m, &why); /* a main-dialect message */
+        }
     }
-    rc = zmq_msg_decode(mp, mn, &m, &why);
     struct be_client *client = srv_conn_client(c);
     if (rc < 0 && z->role == ING_ROLE_CLIENT && !be_client_registered(client) &&
         (m.type == ING_CLIENT_NEW_JOB || m.type == ING_CLIENT_KILL_JOB ||
