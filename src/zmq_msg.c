@@ -600,10 +600,13 @@ find_type(const uint8_t *p, size_t len)
     return NULL;
 }
 
-/* Index of the field named p[0..len) in t, or -1. */
+/* Index of the field named p[0..len) in t, or -1. Field next is tried first: INGInious
+ * writes the fields in their declaration order, so it is the one after the previous key's. */
 static int
-find_field(const struct mtype *t, const uint8_t *p, size_t len)
+find_field(const struct mtype *t, const uint8_t *p, size_t len, int next)
 {
+    if (next >= 0 && next < t->nfields && bytes_eq(p, len, t->fields[next].name))
+        return next;
     for (int i = 0; i < t->nfields; i++) {
         const struct field *f = &t->fields[i];
         if (bytes_eq(p, len, f->name))
@@ -680,6 +683,7 @@ zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
 
     /* Pass 2: exactly the fields of the class. */
     const char *key_err = NULL;
+    int next = 0;
     q = pairs;
     for (uint32_t i = 0; i < npairs; i++) {
         const uint8_t *v;
@@ -701,7 +705,8 @@ zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
         }
         if (bytes_eq(k.v.s.p, k.v.s.len, TYPE_KEY))
             continue;
-        int fi = find_field(t, k.v.s.p, k.v.s.len);
+        int fi = find_field(t, k.v.s.p, k.v.s.len, next);
+        next = fi + 1;
         if (fi < 0) {
             if (key_err == NULL)
                 key_err = "unexpected key for this @type";
