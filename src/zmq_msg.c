@@ -1122,6 +1122,163 @@ left_out(const struct ing_msg *m, const struct field *f, unsigned opts)
            f->off == OFF(u.kill.state);
 }
 
+/* ---- the fast path of the encoder ----
+ *
+ * When the writer already has room for the whole message (bounded from its views), the
+ * fields are written in place, without the writer's per-call checks: the same bytes as the
+ * put functions write. Otherwise, or for a message the general encoder must check (a NULL
+ * where a value is required, the queue's tuples), the general encoder runs. */
+
+/* fw_sized writes a str (fixtag 0xa0) or bin (fixtag 0) header for len bytes, then the
+ * bytes, at *o. */
+static inline uint8_t *
+fw_sized(uint8_t *o, bool str, const void *p, size_t len)
+{
+    if (str && len <= 31) {
+        *o++ = (uint8_t)(0xa0 | len);
+    } else if (len <= UINT8_MAX) {
+        *o++ = str ? 0xd9 : 0xc4;
+        *o++ = (uint8_t)len;
+    } else if (len <= UINT16_MAX) {
+        *o++ = str ? 0xda : 0xc5;
+        *o++ = (uint8_t)(len >> 8);
+        *o++ = (uint8_t)len;
+    } else {
+        *o++ = str ? 0xdb : 0xc6;
+        *o++ = (uint8_t)(len >> 24);
+        *o++ = (uint8_t)(len >> 16);
+        *o++ = (uint8_t)(len >> 8);
+        *o++ = (uint8_t)len;
+    }
+    if (len > 0)
+        memcpy(o, p, len);
+    return o + len;
+}
+
+/* fast_bound returns the most bytes m's fields can take (keys, "@type" and the map header
+ * included), or 0 when the general encoder must run. */
+static size_t
+fast_bound(const struct ing_msg *m, const struct mtype *t)
+{
+    size_t b = 5 + 2 * (1 + 31);
+    for (int i = 0; i < t->nfields; i++) {
+        const struct field *f = &t->fields[i];
+        const struct ing_view *v = cview_at(m, f->off);
+        b += 1 + 31;
+        switch ((enum fk)f->kind) {
+        case FK_STR:
+        case FK_NSTR:
+        case FK_BIN_NIL:
+            if (v->p == NULL && f->kind == FK_STR)
+                return 0;
+            b += 5 + (size_t)v->len;
+            break;
+        case FK_MAP:
+        case FK_NMAP:
+            if ((v->p == NULL && f->kind == FK_MAP) || (v->p != NULL && v->len == 0))
+                return 0;
+            b += 1 + (size_t)v->len;
+            break;
+        case FK_RESULT:
+            if (v->p == NULL || cview_at(m, f->off2)->p == NULL)
+                return 0;
+            b += 11 + (size_t)v->len + cview_at(m, f->off2)->len;
+            break;
+        case FK_F64:
+        case FK_I64:
+        case FK_U32:
+        case FK_DEBUG:
+        case FK_BOOL_IGN:
+            b += 9;
+            break;
+        default:
+            return 0;
+        }
+    }
+    return b;
+}
+
+/* encode_fast writes m's map (class t, the course field named key_course) at w's end, which
+ * has room for fast_bound bytes. Returns 0, or -EINVAL (w->len unchanged). */
+static int
+encode_fast(const struct ing_msg *m, const struct mtype *t, struct ing_mp_writer *w,
+            const char *key_course, uint32_t count, unsigned opts)
+{
+    size_t start = w->len;
+    uint8_t *o = w->buf + w->len;
+    if (count <= 15) {
+        *o++ = (uint8_t)(0x80 | count);
+    } else {
+        *o++ = 0xde;
+        *o++ = (uint8_t)(count >> 8);
+        *o++ = (uint8_t)count;
+    }
+    for (int i = 0; i < t->nfields; i++) {
+        const struct field *f = &t->fields[i];
+        if (left_out(m, f, opts) || f->kind == FK_BOOL_IGN)
+            continue;
+        const char *key = (f->flags & F_COURSE) ? key_course : f->name;
+        o = fw_sized(o, true, key, strlen(key));
+        const struct ing_view *v = cview_at(m, f->off);
+        switch ((enum fk)f->kind) {
+        case FK_STR:
+        case FK_NSTR:
+        case FK_BIN_NIL:
+            if (v->p == NULL)
+                *o++ = 0xc0;
+            else
+                o = fw_sized(o, f->kind != FK_BIN_NIL, v->p, v->len);
+            break;
+        case FK_MAP:
+        case FK_NMAP:
+            if (v->p == NULL) {
+                *o++ = 0xc0;
+            } else {
+                memcpy(o, v->p, v->len);
+                o += v->len;
+            }
+            break;
+        case FK_RESULT: {
+            const struct ing_view *text = cview_at(m, f->off2);
+            *o++ = 0x92;
+            o = fw_sized(o, true, v->p, v->len);
+            o = fw_sized(o, true, text->p, text->len);
+            break;
+        }
+        case FK_DEBUG: {
+            uint8_t d;
+            memcpy(&d, cat(m, f->off), sizeof(d));
+            if (d == ING_DEBUG_SSH) {
+                o = fw_sized(o, true, "ssh", 3);
+            } else if (d == ING_DEBUG_OFF || d == ING_DEBUG_ON) {
+                *o++ = d == ING_DEBUG_ON ? 0xc3 : 0xc2;
+            } else {
+                w->len = start;
+                return -EINVAL;
+            }
+            break;
+        }
+        default: { /* numbers: through the writer (their room is counted) */
+            double d = 0;
+            w->len = (size_t)(o - w->buf);
+            if (f->kind == FK_F64)
+                memcpy(&d, cat(m, f->off), sizeof(d));
+            if (f->kind == FK_F64 && (opts & ZMQ_ENC_GRADE_INT) && d >= -9.0e18 && d <= 9.0e18 &&
+                d == (double)(int64_t)d)
+                ing_mp_put_int(w, (int64_t)d);
+            else
+                encode_value(w, f, m);
+            o = w->buf + w->len;
+            break;
+        }
+        }
+    }
+    o = fw_sized(o, true, TYPE_KEY, sizeof(TYPE_KEY) - 1);
+    o = fw_sized(o, true, t->name, strlen(t->name));
+    w->len = (size_t)(o - w->buf);
+    return 0;
+}
+
 int
 zmq_msg_encode_opt(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_field jf,
                    unsigned opts)
@@ -1145,6 +1302,10 @@ zmq_msg_encode_opt(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_jo
         if (!left_out(m, &t->fields[i], opts))
             count++;
     }
+    size_t fb = fast_bound(m, t);
+    if (fb > 0 && w->cap - w->len >= fb)
+        return encode_fast(m, t, w, jf == ZMQ_JOB_FIELD_TASKSET_ID ? TASKSET_KEY : COURSE_KEY,
+                           count, opts);
     ing_mp_put_map(w, count);
     for (int i = 0; i < t->nfields && rc == 0; i++) {
         const struct field *f = &t->fields[i];
