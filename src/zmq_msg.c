@@ -831,9 +831,13 @@ decode_fast(const uint8_t *p, size_t n, struct ing_msg *m)
     if (!fast_key(&q, end, TYPE_KEY, false) || fast_read(&q, end, &o) < 0 ||
         o.type != ING_MP_STR || q != end)
         return -1;
-    const struct mtype *named =
-        bytes_eq(o.v.s.p, o.v.s.len, t->name) ? t : find_type(o.v.s.p, o.v.s.len);
-    if (named == NULL || named->fields != t->fields || named->nfields != t->nfields)
+    /* The class named: t or another class of the same field list. */
+    const struct mtype *named = NULL;
+    for (const struct mtype *c = t; c < mtypes + N_MTYPES && named == NULL; c++)
+        if (c->fields == t->fields && c->nfields == t->nfields &&
+            bytes_eq(o.v.s.p, o.v.s.len, c->name))
+            named = c;
+    if (named == NULL)
         return -1;
     m->type = named->type;
     return 0;
@@ -1155,6 +1159,19 @@ fw_sized(uint8_t *o, bool str, const void *p, size_t len)
     return o + len;
 }
 
+/* fw_key writes the str key (a name of this file: under 32 bytes, a fixstr) at o. */
+static inline uint8_t *
+fw_key(uint8_t *o, const char *key)
+{
+    size_t n = 0;
+    while (key[n] != '\0' && n < 31) {
+        o[1 + n] = (uint8_t)key[n];
+        n++;
+    }
+    o[0] = (uint8_t)(0xa0 | n);
+    return o + 1 + n;
+}
+
 /* fast_bound returns the most bytes m's fields can take (keys, "@type" and the map header
  * included), or 0 when the general encoder must run. */
 static size_t
@@ -1217,8 +1234,7 @@ encode_fast(const struct ing_msg *m, const struct mtype *t, struct ing_mp_writer
         const struct field *f = &t->fields[i];
         if (left_out(m, f, opts) || f->kind == FK_BOOL_IGN)
             continue;
-        const char *key = (f->flags & F_COURSE) ? key_course : f->name;
-        o = fw_sized(o, true, key, strlen(key));
+        o = fw_key(o, (f->flags & F_COURSE) ? key_course : f->name);
         const struct ing_view *v = cview_at(m, f->off);
         switch ((enum fk)f->kind) {
         case FK_STR:
@@ -1273,8 +1289,8 @@ encode_fast(const struct ing_msg *m, const struct mtype *t, struct ing_mp_writer
         }
         }
     }
-    o = fw_sized(o, true, TYPE_KEY, sizeof(TYPE_KEY) - 1);
-    o = fw_sized(o, true, t->name, strlen(t->name));
+    o = fw_key(o, TYPE_KEY);
+    o = fw_key(o, t->name);
     w->len = (size_t)(o - w->buf);
     return 0;
 }
