@@ -6,7 +6,7 @@
  * Time is given by the caller (be->now_ms, be->wall_s), so tests drive it with a fake
  * clock. Every handler is all-or-nothing: it validates before it changes anything.
  *
- * Scheduling (INGInious' update_queue, reference §3.4.2, done incrementally): free slots
+ * Scheduling (INGInious' update_queue, done incrementally): free slots
  * form one FIFO (each slot has a sequence number; an agent's free slots are a ring of
  * them); each environment keeps an indexed heap of its waiting jobs keyed (priority,
  * arrival) and an indexed heap of the agents serving it that have a free slot, keyed by
@@ -23,6 +23,7 @@
 
 #include "idtab.h"
 #include "inginious/proto.h"
+#include "metrics.h"
 #include "slab.h"
 
 struct job;
@@ -37,12 +38,31 @@ struct be_config {
     uint32_t retry_lost_jobs;   /* requeues of a started job whose agent is lost */
     uint64_t max_waiting;       /* waiting jobs in total */
     uint64_t max_waiting_per_client;
-    uint32_t max_frame;          /* largest body we may send (queue snapshot) */
-    uint32_t queue_list_max;     /* waiting jobs a queue snapshot lists (0 = all) */
-    bool kill_any;               /* a client may kill jobs of other clients */
-    uint32_t reap_batch;         /* jobs of a leaving client handled in be_client_gone (the
-                                  * rest by be_reap): BE_REAP_BATCH */
+    uint32_t max_frame;           /* largest body we may send (queue snapshot) */
+    uint32_t queue_list_max;      /* waiting jobs a queue snapshot lists (0 = all) */
+    bool kill_any;                /* a client may kill jobs of other clients */
+    uint32_t reap_batch;          /* jobs of a leaving client handled in be_client_gone (the
+                                   * rest by be_reap): BE_REAP_BATCH */
+    uint32_t max_slots_per_agent; /* a hello announcing more is refused (BE_MAX_SLOTS at most) */
+    uint32_t max_envs_per_agent;  /* environments one AgentHello may announce */
+    uint64_t max_envs;            /* environments provided by all agents together */
+    uint64_t max_env_bytes;       /* size of the environment list (BackendUpdateEnvironments);
+                                   * never more than max_frame - BE_FRAME_SLACK */
+    uint64_t envs_grace_ms;       /* an update that only withdraws environments waits this
+                                   * long for their agent to come back (a reconnect) */
+    uint32_t hello_burst;         /* AgentHellos per connection in a burst, then one per
+                                   * second (0 = no limit) */
+    uint32_t max_requeues;        /* requeues of one job after agent losses; then crash */
+    uint64_t deadline_margin_ms;  /* added to a running job's time limit (proto.md 7.4) */
 };
+
+#define BE_MAX_REQUEUES 100
+#define BE_MAX_DEADLINE_MS (20ull * 86400 * 1000) /* 20 days, margin included: < 2^31 ms */
+_Static_assert(BE_MAX_DEADLINE_MS < (1ull << 31), "deadlines are compared in 32 bits");
+#define BE_MAX_ENVS 10000000
+#define BE_FRAME_SLACK 256 /* a frame's envelope around its largest field, either dialect */
+
+#define BE_MAX_SLOTS 65536
 
 /* be_config_default fills the defaults documented in proto.md and the README. */
 void be_config_default(struct be_config *cfg);
@@ -59,7 +79,20 @@ struct be_ops {
 struct be_stats {
     uint64_t jobs_submitted, jobs_refused, jobs_dispatched, jobs_done, jobs_killed;
     uint64_t jobs_crashed, jobs_requeued, reports_dropped, agents_lost;
+    uint64_t jobs_expired; /* ended by the backend's deadline (proto.md 7.4) */
 };
+
+/* One recent failure (a result other than success and failed, or a crash the backend
+ * gave), for the status page. Strings are truncated copies. */
+struct be_failure {
+    int64_t time_s;
+    char job_id[64];
+    char env[96]; /* type/name */
+    char result[16];
+    char reason[128];
+};
+#define BE_FAILURES 16
+#define BE_MAX_ETYPES 64 /* environment types with their own histograms; the rest: "other" */
 
 struct backend {
     struct be_config cfg;
@@ -84,11 +117,19 @@ struct backend {
     struct be_client *reaping; /* gone clients whose jobs are not all dropped yet */
     struct env *orphans;       /* environments with waiting jobs and no provider */
     uint64_t n_waiting, n_running;
+    uint64_t job_bytes; /* bodies of the jobs held (waiting and running), for the server's budget */
     uint32_t n_agents, n_clients;
     bool draining; /* no dispatch */
 
-    uint8_t *envs_msg; /* cached BackendUpdateEnvironments map (msgpack), NULL = stale */
+    uint8_t *envs_msg; /* cached BackendUpdateEnvironments map (msgpack), NULL = none */
     size_t envs_msg_len;
+    struct env *types_head, *types_tail; /* listed type records, in announcement order */
+    uint64_t n_provided;                 /* environments with a provider */
+    uint32_t n_types_ann;                /* types some agent announces */
+    uint64_t list_bytes; /* bound on the encoded list: every provided name and announced type */
+    bool envs_changed;   /* the list differs from envs_msg */
+    bool envs_dirty;     /* clients must be sent the list, at envs_due_ms */
+    uint64_t envs_due_ms;
 
     /* Scratch for the queue snapshot, reused. */
     void *q_run, *q_wait;
@@ -99,6 +140,11 @@ struct backend {
     size_t q_text_cap;
 
     struct be_stats stats;
+    struct metrics_core mc; /* the counters of /metrics that be_stats does not hold */
+    struct metrics_type **etypes; /* per environment type: wait and run time histograms */
+    size_t n_etypes;
+    struct be_failure fail[BE_FAILURES]; /* ring: the newest is fail[(nfail - 1) % N] */
+    uint64_t nfail;
 };
 
 /* be_init prepares be. Returns 0 or -ENOMEM. */
@@ -119,6 +165,8 @@ bool be_client_gone(struct backend *be, struct be_client *c);
 /* be_reap handles up to budget more jobs of gone clients; true while some remain. */
 bool be_reap(struct backend *be, size_t budget);
 bool be_client_registered(const struct be_client *c);
+/* be_client_job_bytes: the bytes of the bodies of c's jobs the backend holds. */
+uint64_t be_client_job_bytes(const struct be_client *c);
 void be_client_hello(struct backend *be, struct be_client *c);
 /* Look-ahead: be_id_hash is the hash the backend keys job id id with, and be_prefetch_id
  * starts loading the job-id table's line for hash h without waiting for it. A caller that
@@ -148,8 +196,7 @@ void be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t 
                          const struct ing_client_new_job *m, uint64_t idh);
 /* be_client_refuse answers job id with crash "why" without storing anything (a job whose
  * message could not be taken as it is). */
-void be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id,
-                      const char *why);
+void be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id, const char *why);
 void be_client_kill(struct backend *be, struct be_client *c, struct ing_view job_id);
 void be_client_kill_h(struct backend *be, struct be_client *c, struct ing_view job_id,
                       uint64_t idh);
@@ -174,6 +221,10 @@ void be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body
 void be_agent_ssh(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
                   const struct ing_ssh_debug *m);
 void be_agent_pong(struct backend *be, struct be_agent *a);
+/* be_agent_alive: a's connection shows progress (bytes received from it, or output it has
+ * read): proof of life, as a Pong is (an agent busy reading a large job answers its pings
+ * late). */
+void be_agent_alive(struct be_agent *a);
 /* be_agent_job_unusable ends job id, running on a, whose report from a cannot be used
  * (a result whose fields cannot stand for the documented types): its owner gets crash with
  * a text naming why, its inputdata["@state"] kept; the slot is freed. */
@@ -184,13 +235,31 @@ const char *be_agent_name(const struct be_agent *a);
 /* be_ping_tick: one heartbeat tick: remove agents with too many missed pings, ping the
  * others. */
 void be_ping_tick(struct backend *be);
-/* be_timeouts: end the kills and orphan waits whose deadline has passed. */
+/* be_flush sends the environment list to every registered client if it is due: at most one
+ * BackendUpdateEnvironments per call, whatever the number of changes since the last one (the
+ * server calls it once per event-loop iteration, before sleeping). A change that only
+ * withdraws environments is held cfg.envs_grace_ms, so that an agent that reconnects at
+ * once causes a single update with the final list. be_flush_due tells when the next
+ * update is due (false: none pending). */
+void be_flush(struct backend *be);
+bool be_flush_due(const struct backend *be, uint64_t *due_ms);
+/* be_timeouts: end the running jobs, kills and orphan waits whose deadline has passed. */
 void be_timeouts(struct backend *be);
 
 /* Shutdown: be_drain stops dispatching; be_fail_all ends every waiting and running job
  * with crash "text" (state kept) to its owner. */
 void be_drain(struct backend *be);
 void be_fail_all(struct backend *be, const char *text);
+
+/* Read-only views for /metrics and /status (no side effect). */
+typedef void be_env_fn(void *arg, const char *type, const char *name, uint64_t waiting,
+                       uint64_t running, uint32_t providers);
+/* be_foreach_env calls fn for every environment the backend knows. */
+void be_foreach_env(const struct backend *be, be_env_fn *fn, void *arg);
+/* be_agent_env returns the i-th environment of a (i < be_agent_nenvs(a)). */
+uint32_t be_agent_nenvs(const struct be_agent *a);
+void be_agent_env(const struct be_agent *a, uint32_t i, const char **type, const char **name);
+const struct be_agent *be_agent_next(const struct be_agent *a);
 
 /* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
 int be_check(const struct backend *be);

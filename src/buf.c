@@ -20,6 +20,20 @@ buf_fini(struct buf *b)
     buf_init(b);
 }
 
+size_t
+buf_grown_cap(const struct buf *b, size_t n)
+{
+    size_t len = b->wpos - b->rpos;
+    if (b->cap - len >= n)
+        return b->cap;
+    if (n > SIZE_MAX / 4 - len)
+        return SIZE_MAX;
+    size_t need = len + n, cap = b->cap ? b->cap : 4096;
+    while (cap < need)
+        cap *= 2;
+    return cap;
+}
+
 int
 buf_reserve(struct buf *b, size_t n)
 {
@@ -34,11 +48,9 @@ buf_reserve(struct buf *b, size_t n)
         b->wpos = len;
         return 0;
     }
-    if (n > SIZE_MAX / 2 - len)
+    size_t cap = buf_grown_cap(b, n);
+    if (cap == SIZE_MAX)
         return -ENOMEM;
-    size_t need = len + n, cap = b->cap ? b->cap : 4096;
-    while (cap < need)
-        cap *= 2;
     if (b->rpos > 0) {
         memmove(b->data, b->data + b->rpos, len);
         b->rpos = 0;

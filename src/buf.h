@@ -44,6 +44,9 @@ void buf_fini(struct buf *b);
 /* buf_reserve makes at least n bytes writable at the tail: compacts when that is enough,
  * else grows (doubling). Returns 0 or -ENOMEM. */
 int buf_reserve(struct buf *b, size_t n);
+/* buf_grown_cap returns the capacity buf_reserve(b, n) would leave: b->cap when it needs
+ * no more memory (room or compaction), else the doubled size; SIZE_MAX if too large. */
+size_t buf_grown_cap(const struct buf *b, size_t n);
 /* buf_produce marks n bytes written at the tail. */
 void buf_produce(struct buf *b, size_t n);
 /* buf_consume drops n bytes from the head; an emptied buffer rewinds to offset 0. */

@@ -506,6 +506,11 @@ handle(struct peer_conn *p, const struct ing_msg *m, void *ctx)
         ev.queue = &m->u.queue;
         emit(c, cb->fn, cb->arg, &ev);
         return 0;
+    case ING_BACKEND_STATS:
+        ev.type = ING_CLIENT_EV_STATS;
+        ev.stats = m->u.stats.stats;
+        emit(c, cb->fn, cb->arg, &ev);
+        return 0;
     default:
         return 0; /* a type meant for someone else: ignored */
     }
@@ -682,6 +687,13 @@ ing_client_get_queue(struct ing_client *c)
     if (rc == 0)
         c->queue_sent++;
     return rc;
+}
+
+/* ing_client_get_stats sends ClientGetStats. */
+int
+ing_client_get_stats(struct ing_client *c)
+{
+    return ing_client_is_connected(c) ? queue_empty(c, ING_CLIENT_GET_STATS) : -ENOTCONN;
 }
 
 /* ing_client_ping sends Ping and remembers when. Returns also -ENOBUFS when MAX_PINGS

@@ -22,6 +22,7 @@ struct ev_loop {
     struct epoll_event evs[EV_BATCH];
     int nevs, cur; /* the batch being dispatched */
     uint64_t max_iter_us;
+    uint64_t last_iter_us; /* the last batch's dispatch time */
     uint64_t iter_start_us; /* when the current batch began (after epoll_wait) */
 };
 
@@ -54,6 +55,15 @@ ev_new(void)
         errno = e;
         return NULL;
     }
+    /* Room for 64 timers from the start: arming one of them never fails. */
+    loop->heap = malloc(64 * sizeof(*loop->heap));
+    if (loop->heap == NULL) {
+        close(loop->epfd);
+        free(loop);
+        errno = ENOMEM;
+        return NULL;
+    }
+    loop->capheap = 64;
     loop->now_ms = ev_clock_ms();
     return loop;
 }
@@ -83,6 +93,7 @@ ev_io_set(struct ev_loop *loop, struct ev_io *io, unsigned events)
     if (events == io->events)
         return 0;
     struct epoll_event ee = {0};
+    /* EPOLLERR and EPOLLHUP are always reported: EV_HUP alone registers for them only. */
     ee.events = ((events & EV_READ) ? EPOLLIN : 0) | ((events & EV_WRITE) ? EPOLLOUT : 0);
     ee.data.ptr = io;
     int op = io->events == 0 ? EPOLL_CTL_ADD : events == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
@@ -221,6 +232,12 @@ ev_iter_longer_than(const struct ev_loop *loop, uint64_t us)
 }
 
 uint64_t
+ev_last_iter_us(const struct ev_loop *loop)
+{
+    return loop->last_iter_us;
+}
+
+uint64_t
 ev_max_iter_us(const struct ev_loop *loop)
 {
     return loop->max_iter_us;
@@ -279,6 +296,7 @@ ev_run_once(struct ev_loop *loop, int max_wait_ms)
     loop->nevs = loop->cur = 0;
     run_timers(loop);
     uint64_t dt = clock_us() - t0;
+    loop->last_iter_us = dt;
     if (dt > loop->max_iter_us)
         loop->max_iter_us = dt;
     return n;

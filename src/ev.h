@@ -10,6 +10,7 @@
 
 #define EV_READ 1u
 #define EV_WRITE 2u
+#define EV_HUP 4u /* registered for hang-ups and errors only: they come as EV_READ */
 
 struct ev_loop;
 
@@ -74,5 +75,7 @@ uint64_t ev_clock_ms(void);
 bool ev_iter_longer_than(const struct ev_loop *loop, uint64_t us);
 /* ev_max_iter_us is the longest batch dispatch (events + timers) seen, in microseconds. */
 uint64_t ev_max_iter_us(const struct ev_loop *loop);
+/* ev_last_iter_us is the last batch's dispatch time (events + timers), in microseconds. */
+uint64_t ev_last_iter_us(const struct ev_loop *loop);
 
 #endif

@@ -42,11 +42,13 @@ static const uint8_t type_class[256] = {
     [ING_CLIENT_NEW_JOB] = TC_BODY,
     [ING_CLIENT_KILL_JOB] = TC_BODY,
     [ING_CLIENT_GET_QUEUE] = TC_EMPTY,
+    [ING_CLIENT_GET_STATS] = TC_EMPTY,
     [ING_BACKEND_UPDATE_ENVIRONMENTS] = TC_BODY,
     [ING_BACKEND_JOB_STARTED] = TC_BODY,
     [ING_BACKEND_JOB_DONE] = TC_BODY,
     [ING_BACKEND_JOB_SSH_DEBUG] = TC_BODY,
     [ING_BACKEND_GET_QUEUE] = TC_BODY,
+    [ING_BACKEND_STATS] = TC_BODY,
     [ING_BACKEND_NEW_JOB] = TC_BODY,
     [ING_BACKEND_KILL_JOB] = TC_BODY,
     [ING_AGENT_HELLO] = TC_BODY,
@@ -386,6 +388,9 @@ rd_body(struct cursor *c, struct ing_msg *m)
     case ING_BACKEND_GET_QUEUE:
         rd_queue(c, &m->u.queue);
         break;
+    case ING_BACKEND_STATS:
+        rd_field(c, &m->u.stats.stats, FK_MP);
+        break;
     default:
         /* ING_PING, ING_PONG, ING_UNKNOWN, ING_CLIENT_GET_QUEUE: no fields. */
         break;
@@ -618,6 +623,9 @@ wr_body(struct writer *w, const struct ing_msg *m)
         break;
     case ING_BACKEND_GET_QUEUE:
         wr_queue(w, &m->u.queue);
+        break;
+    case ING_BACKEND_STATS:
+        wr_field(w, m->u.stats.stats, FK_MP);
         break;
     default:
         /* ING_PING, ING_PONG, ING_UNKNOWN, ING_CLIENT_GET_QUEUE: no fields. */
@@ -882,6 +890,8 @@ ing_msg_type_name(uint8_t type)
         return "ClientKillJob";
     case ING_CLIENT_GET_QUEUE:
         return "ClientGetQueue";
+    case ING_CLIENT_GET_STATS:
+        return "ClientGetStats";
     case ING_BACKEND_UPDATE_ENVIRONMENTS:
         return "BackendUpdateEnvironments";
     case ING_BACKEND_JOB_STARTED:
@@ -892,6 +902,8 @@ ing_msg_type_name(uint8_t type)
         return "BackendJobSSHDebug";
     case ING_BACKEND_GET_QUEUE:
         return "BackendGetQueue";
+    case ING_BACKEND_STATS:
+        return "BackendStats";
     case ING_BACKEND_NEW_JOB:
         return "BackendNewJob";
     case ING_BACKEND_KILL_JOB:

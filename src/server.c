@@ -5,10 +5,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,11 +21,14 @@
 #include "ev.h"
 #include "inginious/proto.h"
 #include "inginious/version.h"
+#include "httpd.h"
 #include "log.h"
+#include "metrics.h"
 #include "net.h"
 #include "sd.h"
 #include "sha256.h"
 #include "slab.h"
+#include "status.h"
 #include "zbridge.h"
 
 #define READ_CHUNK (64 * 1024)
@@ -32,6 +38,23 @@
 #define HINTS 16             /* frames whose job id is prefetched ahead (process_input) */
 #define ITER_BUDGET_US 1000  /* past this much time in one iteration, input waits (see below) */
 #define IN_KEEP (256 * 1024) /* a larger idle input buffer is released */
+#define IN_FIRST 4096        /* first input buffer: an idle peer holds no more */
+#define HEAVY_FRAME (64 * 1024) /* frames this long are timed one by one (input_spent) */
+#define FD_RESERVE 64        /* descriptors kept out of --max-connections' reach */
+#define RELIEVE_MIN (64 * 1024) /* unread output below this is never dropped for memory */
+#define RELIEVE_MAX 16          /* peers dropped for memory per shortage */
+#define LOG_BURST 10            /* warnings a peer causes per LOG_WINDOW_MS, then summarised */
+#define LOG_WINDOW_MS 10000
+
+/* Timeout lists: connections in the order of their deadline (one timeout per list). */
+enum { TL_HS = 0, TL_FRAME = 1, TL_N = 2 };
+struct tlink {
+    struct conn *prev, *next;
+    uint64_t due_ms; /* 0 = not on the list */
+};
+struct tlist {
+    struct conn *head, *tail;
+};
 
 enum conn_state {
     CONN_PREAMBLE = 0, /* waiting for the peer's preamble */
@@ -55,13 +78,21 @@ struct conn {
     bool close_after_flush;
     bool backlog;                 /* frames left unhandled (budget): on the backlog list */
     bool authed;                  /* no secret, or a valid Auth received */
+    bool half_closed;             /* shut down its side with jobs: served until they end */
+    bool counted;                 /* in ms.conns (its dialect is known) */
     uint8_t nonce[ING_NONCE_LEN]; /* our challenge while !authed */
     uint32_t errors;
     uint64_t id;
-    uint64_t deadline_ms; /* handshake deadline */
+    uint64_t frames;     /* native frames completed (the frame timeout's progress) */
+    uint64_t spent;      /* input_spent calls (the same for ZeroMQ units) */
+    uint64_t mem;        /* bytes of in and out counted in the server's budget */
+    uint64_t log_win_ms; /* start of the current log window (conn_log_ok) */
+    uint32_t log_n;      /* warnings logged in it */
+    uint64_t log_held;   /* warnings not logged in it */
+    uint8_t addr_key[17]; /* the peer's address for --max-connections-per-address ([0] 0: none) */
     struct buf in, out;
-    struct conn *prev, *next;       /* all connections */
-    struct conn *hs_prev, *hs_next; /* connections still in their handshake, oldest first */
+    struct conn *prev, *next; /* all connections */
+    struct tlink tl[TL_N];    /* [TL_HS] opening not finished; [TL_FRAME] a frame incomplete */
     struct conn *pw_next;           /* pending writes */
     struct conn *cl_next;           /* deferred close */
     struct conn *bl_next;           /* backlog: input left for the next iteration */
@@ -76,6 +107,7 @@ struct listener {
     int fd;
     uint8_t role;
     bool paused; /* out of file descriptors: accept is retried at the next tick */
+    uint32_t log_n; /* refusals logged since the last tick (LOG_BURST per tick, then counted) */
     char addr[128];
     struct net_addr bound;  /* a unix socket file we made is removed at exit */
     struct net_stamp stamp;
@@ -88,12 +120,22 @@ struct server {
     struct listener lis[2]; /* [0] agents, [1] clients */
     struct slab conn_slab;
     struct conn *conns;
-    struct conn *hs_head, *hs_tail;
+    struct tlist tl[TL_N];
+    uint64_t mem_bufs; /* bytes of every connection's buffers (conn_account) */
+    uint64_t budget;   /* --max-memory, resolved */
+    uint64_t relieve_dry_ms; /* when mem_relieve last found no one to drop */
+    bool iter_check;   /* the last frame was expensive: look at the clock (input_spent) */
+    struct addr_count {
+        uint8_t key[17];
+        uint32_t n;
+    } *addrs; /* --max-connections-per-address: open addressing, linear probing */
+    size_t addr_mask;
     struct conn *pending; /* pending writes */
     struct conn *closing; /* deferred closes */
     struct conn *backlog; /* connections with complete frames left over (frame budget) */
     struct ev_timer backlog_timer;
     struct ev_timer reap_timer; /* gone clients' jobs left to drop (be_reap) */
+    struct ev_timer envs_timer; /* the environment list's next update is due (be_flush) */
     uint32_t nconns;
     uint64_t next_id;
     struct ev_timer ping_timer, tick_timer, drain_timer;
@@ -116,9 +158,22 @@ struct server {
     unsigned hint_n, hint_i;
     const struct conn *hint_conn; /* whose input the hints are in */
     uintptr_t hint_end;           /* end of the frames scanned */
+    struct metrics_server ms; /* the server's counters for /metrics */
+    struct status st;         /* what the metrics port answers */
+    struct httpd *httpd;      /* the metrics port, or NULL */
 };
 
 static void conn_on_io(void *arg, unsigned events);
+
+/* arm starts timer t. The loop keeps room for 64 timers from its creation (ev_new) and the
+ * server has seven, so this cannot fail; if it ever did, the periodic tick still runs. */
+static void
+arm(struct server *s, struct ev_timer *t, uint64_t due_ms)
+{
+    int rc = ev_timer_start(s->loop, t, due_ms);
+    if (rc != 0)
+        log_msg(LOG_ERR, "cannot arm a timer: %s", strerror(-rc));
+}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Output                                                                                    */
@@ -134,6 +189,91 @@ conn_want_flush(struct conn *c)
 }
 
 static void conn_close(struct conn *c, const char *why);
+static void addr_release(struct server *s, struct conn *c);
+
+/* ---------------------------------------------------------------------------------------- */
+/* The memory budget (--max-memory): every connection's input and output buffers and the
+ * bodies of the jobs the backend holds. New work (jobs, connections, the input of anyone
+ * but a registered agent) may use 7/8 of it; the last eighth is kept for what ends work:
+ * agents' reports and the output carrying results to clients. */
+
+/* conn_account brings c's share of the budget up to date with its buffers. */
+static void
+conn_account(struct conn *c)
+{
+    uint64_t now = (uint64_t)c->in.cap + c->out.cap;
+    c->srv->mem_bufs = c->srv->mem_bufs - c->mem + now;
+    c->mem = now;
+}
+
+static uint64_t
+mem_used(const struct server *s)
+{
+    return s->mem_bufs + s->be.job_bytes;
+}
+
+static uint64_t
+mem_limit(const struct server *s, bool reserve)
+{
+    return reserve ? s->budget : s->budget - s->budget / 8;
+}
+
+/* mem_relieve drops the peers holding the most unread output (at least RELIEVE_MIN bytes
+ * each, at most RELIEVE_MAX of them) until need bytes are free. Their output is freed at
+ * once. */
+static void
+mem_relieve(struct server *s, uint64_t need)
+{
+    /* A scan that found no one is not repeated within the same millisecond: at the budget,
+     * every message sent would otherwise walk every connection. */
+    if (s->relieve_dry_ms == ev_now_ms(s->loop))
+        return;
+    for (int k = 0; k < RELIEVE_MAX && mem_used(s) + need > s->budget; k++) {
+        struct conn *worst = NULL;
+        for (struct conn *o = s->conns; o != NULL; o = o->next)
+            if (o->state != CONN_CLOSING && buf_len(&o->out) >= RELIEVE_MIN &&
+                (worst == NULL || buf_len(&o->out) > buf_len(&worst->out)))
+                worst = o;
+        if (worst == NULL) {
+            s->relieve_dry_ms = ev_now_ms(s->loop);
+            return;
+        }
+        log_msg(LOG_WARN, "%s: dropped: backend memory full and %zu bytes of its output unread",
+                worst->name, buf_len(&worst->out));
+        conn_close(worst, "memory budget");
+        buf_fini(&worst->out);
+        conn_account(worst);
+    }
+}
+
+/* mem_admit tells whether n more bytes fit in the budget: new work within 7/8 of it; with
+ * reserve, the whole of it, after dropping the peers that read least if need be. */
+static bool
+mem_admit(struct server *s, uint64_t n, bool reserve)
+{
+    if (mem_used(s) + n <= mem_limit(s, reserve))
+        return true;
+    if (!reserve)
+        return false;
+    mem_relieve(s, n);
+    return mem_used(s) + n <= s->budget;
+}
+
+/* conn_grow makes b (c's in or out) able to take n more bytes within the budget. Returns 0,
+ * -EOVERFLOW when the budget refuses it, or -ENOMEM. */
+static int
+conn_grow(struct conn *c, struct buf *b, size_t n, bool reserve)
+{
+    size_t cap = buf_grown_cap(b, n);
+    if (cap == SIZE_MAX)
+        return -ENOMEM;
+    if (cap > b->cap && !mem_admit(c->srv, cap - b->cap, reserve))
+        return -EOVERFLOW;
+    if (buf_reserve(b, n) != 0)
+        return -ENOMEM;
+    conn_account(c);
+    return 0;
+}
 
 /* out_reserve makes room for n more output bytes, or drops a peer that does not read. */
 static uint8_t *
@@ -147,17 +287,80 @@ out_reserve(struct conn *c, size_t n)
         conn_close(c, "output limit");
         return NULL;
     }
-    if (buf_reserve(&c->out, n) != 0) {
-        log_msg(LOG_ERR, "%s: out of memory for output: dropped", c->name);
-        conn_close(c, "out of memory");
-        return NULL;
+    if (buf_room(&c->out) < n) {
+        int rc = conn_grow(c, &c->out, n, true);
+        if (c->state == CONN_CLOSING) /* it held the most unread output */
+            return NULL;
+        if (rc != 0) {
+            log_msg(LOG_ERR, "%s: %s for %zu bytes of output: dropped", c->name,
+                    rc == -EOVERFLOW ? "backend memory full" : "out of memory", n);
+            conn_close(c, rc == -EOVERFLOW ? "memory budget" : "out of memory");
+            return NULL;
+        }
     }
     return buf_tail(&c->out);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Logs of what a peer causes: LOG_BURST warnings per LOG_WINDOW_MS, then a summary line
+ * (log.c escapes what the peer wrote in them). */
+
+static void
+conn_log_summary(struct conn *c)
+{
+    if (c->log_held == 0)
+        return;
+    log_msg(LOG_WARN, "%s: ... %llu more like this in the last %llu s", c->name,
+            (unsigned long long)c->log_held,
+            (unsigned long long)(ev_now_ms(c->srv->loop) - c->log_win_ms + 999) / 1000);
+    c->log_held = 0;
+}
+
+/* conn_log_ok tells whether one more warning caused by c may be logged now. */
+static bool
+conn_log_ok(struct conn *c)
+{
+    uint64_t now = ev_now_ms(c->srv->loop);
+    if (now - c->log_win_ms >= LOG_WINDOW_MS) {
+        conn_log_summary(c);
+        c->log_win_ms = now;
+        c->log_n = 0;
+    }
+    if (c->log_n < LOG_BURST) {
+        c->log_n++;
+        return true;
+    }
+    c->log_held++;
+    return false;
+}
+
+static void conn_warn(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void
+conn_warn(struct conn *c, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    log_msg(LOG_WARN, "%s: %s", c->name, text);
+}
+
+/* log_rl(c, fmt, ...) logs a warning caused by peer c, rate-limited. */
+#define log_rl(c, ...)                                                                             \
+    do {                                                                                           \
+        if ((int)LOG_WARN <= log_level_max && conn_log_ok(c))                                      \
+            conn_warn((c), __VA_ARGS__);                                                           \
+    } while (0)
+
 static void
 conn_send(struct conn *c, const struct ing_msg *m)
 {
+    c->srv->ms.frames_out++;
+    if (m->type == ING_ERROR && m->u.error.code < METRICS_NERR)
+        c->srv->ms.proto_errors[m->u.error.code]++;
+    if (m->type == ING_ERROR && m->u.error.code == ING_ERR_AUTH)
+        c->srv->ms.auth_failures++;
     if (c->dialect == DIALECT_ZMQ) {
         zb_send(c->z, m);
         return;
@@ -183,6 +386,7 @@ conn_send(struct conn *c, const struct ing_msg *m)
 static void
 conn_relay(struct conn *c, uint8_t type, const uint8_t *body, size_t len)
 {
+    c->srv->ms.frames_out++;
     if (c->dialect == DIALECT_ZMQ) {
         zb_relay(c->z, type, body, len);
         return;
@@ -196,15 +400,22 @@ conn_relay(struct conn *c, uint8_t type, const uint8_t *body, size_t len)
     conn_want_flush(c);
 }
 
+/* error_msg fills m with Error(code, text). */
+static void
+error_msg(struct ing_msg *m, uint16_t code, const char *text)
+{
+    memset(m, 0, sizeof(*m));
+    m->type = ING_ERROR;
+    m->u.error.code = code;
+    m->u.error.text.p = text;
+    m->u.error.text.len = (uint32_t)strlen(text);
+}
+
 static void
 conn_send_error(struct conn *c, uint16_t code, const char *text)
 {
     struct ing_msg m;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_ERROR;
-    m.u.error.code = code;
-    m.u.error.text.p = text;
-    m.u.error.text.len = (uint32_t)strlen(text);
+    error_msg(&m, code, text);
     conn_send(c, &m);
 }
 
@@ -216,6 +427,7 @@ conn_flush(struct conn *c)
         ssize_t n = write(c->io.fd, buf_head(&c->out), buf_len(&c->out));
         if (n > 0) {
             buf_consume(&c->out, (size_t)n);
+            c->srv->ms.bytes_out += (uint64_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -230,15 +442,18 @@ conn_flush(struct conn *c)
     }
     if (c->state == CONN_CLOSING)
         return 0;
-    unsigned want = EV_READ | (buf_len(&c->out) > 0 ? EV_WRITE : 0);
+    unsigned want = (c->half_closed ? EV_HUP : EV_READ) | (buf_len(&c->out) > 0 ? EV_WRITE : 0);
     if (ev_io_set(c->srv->loop, &c->io, want) != 0) {
         conn_close(c, "epoll error");
         return -1;
     }
     if (buf_len(&c->out) == 0) {
         buf_shrink(&c->out, 1 << 20);
+        conn_account(c);
         if (c->close_after_flush)
             conn_close(c, "closed after error");
+        else if (c->half_closed && be_client_job_bytes(c->client) == 0)
+            conn_close(c, "half-closed, and its jobs have ended");
     }
     return 0;
 }
@@ -247,20 +462,43 @@ conn_flush(struct conn *c)
 /* Close                                                                                     */
 
 static void
+tl_unlink(struct server *s, struct conn *c, int k)
+{
+    struct tlink *l = &c->tl[k];
+    if (l->due_ms == 0)
+        return;
+    if (l->prev != NULL)
+        l->prev->tl[k].next = l->next;
+    else
+        s->tl[k].head = l->next;
+    if (l->next != NULL)
+        l->next->tl[k].prev = l->prev;
+    else
+        s->tl[k].tail = l->prev;
+    l->prev = l->next = NULL;
+    l->due_ms = 0;
+}
+
+/* tl_push (re)places c last on list k, due at due_ms (every entry of a list has the same
+ * timeout, so the list stays in deadline order). */
+static void
+tl_push(struct server *s, struct conn *c, int k, uint64_t due_ms)
+{
+    struct tlink *l = &c->tl[k];
+    tl_unlink(s, c, k);
+    l->due_ms = due_ms != 0 ? due_ms : 1;
+    l->prev = s->tl[k].tail;
+    if (s->tl[k].tail != NULL)
+        s->tl[k].tail->tl[k].next = c;
+    else
+        s->tl[k].head = c;
+    s->tl[k].tail = c;
+}
+
+static void
 hs_unlink(struct server *s, struct conn *c)
 {
-    if (c->deadline_ms == 0)
-        return;
-    if (c->hs_prev != NULL)
-        c->hs_prev->hs_next = c->hs_next;
-    else
-        s->hs_head = c->hs_next;
-    if (c->hs_next != NULL)
-        c->hs_next->hs_prev = c->hs_prev;
-    else
-        s->hs_tail = c->hs_prev;
-    c->hs_prev = c->hs_next = NULL;
-    c->deadline_ms = 0;
+    tl_unlink(s, c, TL_HS);
 }
 
 /* conn_close marks c closing and queues it; the backend is told and the memory freed after
@@ -274,6 +512,7 @@ conn_close(struct conn *c, const char *why)
     log_msg(LOG_INFO, "%s: closed (%s)", c->name, why);
     ev_io_set(c->srv->loop, &c->io, 0);
     hs_unlink(c->srv, c);
+    tl_unlink(c->srv, c, TL_FRAME);
     c->cl_next = c->srv->closing;
     c->srv->closing = c;
 }
@@ -293,6 +532,22 @@ conn_error_close(struct conn *c, uint16_t code, const char *text)
     /* Stop reading: nothing more from this peer is handled; close once written. */
     c->close_after_flush = true;
     hs_unlink(c->srv, c);
+    tl_unlink(c->srv, c, TL_FRAME);
+}
+
+_Static_assert((int)DIALECT_NATIVE == (int)METRICS_DIALECT_NATIVE &&
+                   (int)DIALECT_ZMQ == (int)METRICS_DIALECT_ZMQ,
+               "ms.conns is indexed by the dialect");
+
+/* conn_set_dialect records c's dialect once known, and counts c in the metrics' open
+ * connections until it is reaped. */
+static void
+conn_set_dialect(struct conn *c, uint8_t dialect)
+{
+    c->dialect = dialect;
+    if (!c->counted)
+        c->srv->ms.conns[c->role == ING_ROLE_AGENT ? 0 : 1][dialect]++;
+    c->counted = true;
 }
 
 static void
@@ -301,12 +556,17 @@ conn_reap(struct server *s)
     while (s->closing != NULL) {
         struct conn *c = s->closing;
         s->closing = c->cl_next;
+        if (c->counted) {
+            c->counted = false;
+            s->ms.conns[c->role == ING_ROLE_AGENT ? 0 : 1][c->dialect]--;
+        }
         if (c->client != NULL && be_client_gone(&s->be, c->client))
-            ev_timer_start(s->loop, &s->reap_timer, ev_now_ms(s->loop));
+            arm(s, &s->reap_timer, ev_now_ms(s->loop));
         if (c->agent != NULL)
             be_agent_gone(&s->be, c->agent);
         c->client = NULL;
         c->agent = NULL;
+        conn_log_summary(c);
         if (buf_len(&c->out) > 0) { /* last words (an Error frame): one try, no wait */
             ssize_t n = write(c->io.fd, buf_head(&c->out), buf_len(&c->out));
             (void)n;
@@ -343,6 +603,8 @@ conn_reap(struct server *s)
         c->z = NULL;
         buf_fini(&c->in);
         buf_fini(&c->out);
+        conn_account(c);
+        addr_release(s, c);
         s->nconns--;
         slab_free(&s->conn_slab, c);
         if (s->lis[0].paused || s->lis[1].paused) {
@@ -353,13 +615,19 @@ conn_reap(struct server *s)
     }
 }
 
+static void update_clock(struct server *s);
+
 static void
 before_sleep(void *arg)
 {
     struct server *s = arg;
-    /* Flush (which may close), then reap (which may queue output for others, e.g. the crash
-     * of a lost agent's jobs), until neither has anything left to do. */
-    while (s->pending != NULL || s->closing != NULL) {
+    uint64_t due;
+    update_clock(s);
+    /* The environment list when due (once, whatever changed in it; a withdrawal waits
+     * --env-grace), flush (which may close), then reap (which may queue output for others,
+     * e.g. the crash of a lost agent's jobs), until none has anything left to do. */
+    do {
+        be_flush(&s->be);
         while (s->pending != NULL) {
             struct conn *c = s->pending;
             s->pending = c->pw_next;
@@ -368,7 +636,11 @@ before_sleep(void *arg)
                 conn_flush(c);
         }
         conn_reap(s);
-    }
+    } while (s->pending != NULL || s->closing != NULL ||
+             (be_flush_due(&s->be, &due) && due <= s->be.now_ms));
+    if (be_flush_due(&s->be, &due))
+        arm(s, &s->envs_timer, due);
+    log_flush(); /* lines a full stderr kept waiting (log_nonblocking) */
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -409,7 +681,7 @@ protocol_error(struct conn *c, uint16_t code, const char *fmt, uint8_t type)
 {
     char text[160];
     snprintf(text, sizeof(text), "%s (type 0x%02x %s)", fmt, type, ing_msg_type_name(type));
-    log_msg(LOG_WARN, "%s: %s", c->name, text);
+    log_rl(c, "%s", text);
     conn_send_error(c, code, text);
     if (++c->errors >= c->srv->cfg.max_errors)
         conn_error_close(c, ING_ERR_LIMIT, "too many protocol errors");
@@ -469,6 +741,7 @@ hint_take(struct conn *c, struct ing_view id)
 static void
 handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
 {
+    c->srv->ms.frames_in++;
     struct backend *be = &c->srv->be;
     struct ing_msg reply;
     memset(&reply, 0, sizeof(reply));
@@ -480,18 +753,21 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
         }
         log_msg(LOG_DEBUG, "%s: hello (%.*s)", c->name, (int)m->u.client_hello.name.len,
                 m->u.client_hello.name.p);
+        c->srv->iter_check = true; /* the environment list is sent */
         be_client_hello(be, c->client);
+        hs_unlink(c->srv, c); /* opened */
         return;
     case ING_CLIENT_NEW_JOB:
     case ING_CLIENT_KILL_JOB:
     case ING_CLIENT_GET_QUEUE:
+    case ING_CLIENT_GET_STATS:
     case ING_PING:
         break;
     case ING_PONG:
         return;
     case ING_ERROR:
-        log_msg(LOG_WARN, "%s: peer reported error %u: %.*s", c->name, m->u.error.code,
-                (int)m->u.error.text.len, m->u.error.text.p);
+        log_rl(c, "peer reported error %u: %.*s", m->u.error.code,
+               (int)(m->u.error.text.len > 512 ? 512 : m->u.error.text.len), m->u.error.text.p);
         return;
     default:
         protocol_error(c, ING_ERR_UNEXPECTED, "message not allowed from a client", m->type);
@@ -504,6 +780,19 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     }
     switch (m->type) {
     case ING_CLIENT_NEW_JOB:
+        if (!mem_admit(c->srv, len, false)) {
+            log_rl(c, "job refused: backend memory full (%llu of %llu bytes)",
+                   (unsigned long long)mem_used(c->srv), (unsigned long long)c->srv->budget);
+            be_client_refuse(be, c->client, m->u.new_job.job.job_id, "Backend memory full");
+            break;
+        }
+        if (be_client_job_bytes(c->client) + len > c->srv->cfg.max_client_bytes) {
+            log_rl(c, "job refused: its jobs hold over %llu bytes (--max-job-bytes-per-client)",
+                   (unsigned long long)c->srv->cfg.max_client_bytes);
+            be_client_refuse(be, c->client, m->u.new_job.job.job_id,
+                             "Queue full: this client's jobs hold too many bytes");
+            break;
+        }
         be_client_new_job_h(be, c->client, body, len, &m->u.new_job,
                             hint_take(c, m->u.new_job.job.job_id));
         break;
@@ -511,8 +800,23 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
         be_client_kill_h(be, c->client, m->u.ref.job_id, hint_take(c, m->u.ref.job_id));
         break;
     case ING_CLIENT_GET_QUEUE:
+        c->srv->iter_check = true; /* linear in the queue listed */
         be_client_get_queue(be, c->client);
         break;
+    case ING_CLIENT_GET_STATS: {
+        struct ing_mp_writer w;
+        ing_mp_writer_init_dyn(&w);
+        if (status_mp(&c->srv->st, &w) != 0 || w.len > c->srv->cfg.max_frame - 16) {
+            conn_send_error(c, ING_ERR_LIMIT, "statistics unavailable (no memory)");
+        } else {
+            reply.type = ING_BACKEND_STATS;
+            reply.u.stats.stats.p = (const char *)w.buf;
+            reply.u.stats.stats.len = (uint32_t)w.len;
+            conn_send(c, &reply);
+        }
+        ing_mp_writer_fini(&w);
+        break;
+    }
     default: /* ING_PING */
         reply.type = ING_PONG;
         conn_send(c, &reply);
@@ -523,16 +827,20 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
 static void
 handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
 {
+    c->srv->ms.frames_in++;
     struct backend *be = &c->srv->be;
     struct ing_msg reply;
     char why[300];
     memset(&reply, 0, sizeof(reply));
     switch (m->type) {
     case ING_AGENT_HELLO:
-        if (be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why)) != 0) {
+        c->srv->iter_check = true; /* environments registered and broadcast */
+        if (be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why)) == 0)
+            hs_unlink(c->srv, c); /* opened */
+        else {
             /* A first hello refused: closed, rather than left unregistered in silence. A
              * registered agent's bad hello is dropped: its registration stays as it was. */
-            log_msg(LOG_WARN, "%s: AgentHello refused: %s", c->name, why);
+            log_rl(c, "AgentHello refused: %s", why);
             if (be_agent_registered(c->agent))
                 conn_send_error(c, ING_ERR_INVALID, why);
             else
@@ -556,8 +864,8 @@ handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_
         conn_send(c, &reply);
         return;
     case ING_ERROR:
-        log_msg(LOG_WARN, "%s: peer reported error %u: %.*s", c->name, m->u.error.code,
-                (int)m->u.error.text.len, m->u.error.text.p);
+        log_rl(c, "peer reported error %u: %.*s", m->u.error.code,
+               (int)(m->u.error.text.len > 512 ? 512 : m->u.error.text.len), m->u.error.text.p);
         return;
     default:
         protocol_error(c, ING_ERR_UNEXPECTED, "message not allowed from an agent", m->type);
@@ -725,9 +1033,8 @@ handle_preamble(struct conn *c, const uint8_t *p, size_t n)
         return -1;
     }
     c->state = CONN_OPEN;
-    welcome(c);
-    if (c->authed)
-        hs_unlink(c->srv, c);
+    conn_set_dialect(c, DIALECT_NATIVE);
+    welcome(c); /* the opening ends with the hello (handle_client, handle_agent) */
     return r;
 }
 
@@ -749,7 +1056,6 @@ check_auth(struct conn *c, const struct ing_msg *m)
         return;
     }
     c->authed = true;
-    hs_unlink(s, c);
     struct ing_msg ok;
     memset(&ok, 0, sizeof(ok));
     ok.type = ING_AUTH_OK;
@@ -760,23 +1066,27 @@ check_auth(struct conn *c, const struct ing_msg *m)
 }
 
 /* input_spent counts one more frame of c in this wake-up. Bounded work per wake-up: past
- * FRAME_BUDGET frames, or once the iteration has run ITER_BUDGET_US (checked before the
- * 33rd, 65th, ... frame: every peer with input handles at least 32 frames per iteration,
- * so none starves), the rest of c's input waits on the backlog for the next iteration,
- * after the other peers had their turn. Returns true when c must stop. */
+ * FRAME_BUDGET frames, or once the iteration has run ITER_BUDGET_US, the rest of c's input
+ * waits on the backlog for the next iteration, after the other peers had their turn. The
+ * clock is read before the 33rd, 65th, ... frame, and after every frame that can cost far
+ * more than 1/32 of the budget (s->iter_check: a queue snapshot, a hello, a frame of
+ * HEAVY_FRAME bytes or more). Every peer with input handles at least one frame per
+ * iteration, and at least 32 cheap ones, so none starves. Returns true when c must stop. */
 static bool
 input_spent(struct conn *c, unsigned *frames)
 {
     struct server *s = c->srv;
     ++*frames;
-    if (*frames <= FRAME_BUDGET &&
-        ((*frames & 31) != 1 || *frames == 1 || !ev_iter_longer_than(s->loop, ITER_BUDGET_US)))
+    c->spent++;
+    bool look = *frames > 1 && (s->iter_check || (*frames & 31) == 1);
+    s->iter_check = false;
+    if (*frames <= FRAME_BUDGET && (!look || !ev_iter_longer_than(s->loop, ITER_BUDGET_US)))
         return false;
     if (!c->backlog) {
         c->backlog = true;
         c->bl_next = s->backlog;
         s->backlog = c;
-        ev_timer_start(s->loop, &s->backlog_timer, ev_now_ms(s->loop));
+        arm(s, &s->backlog_timer, ev_now_ms(s->loop));
     }
     return true;
 }
@@ -801,7 +1111,7 @@ process_input(struct conn *c)
             c->z = zb_open(&s->zb, c, c->role,
                            s->cfg.secret[c->role == ING_ROLE_AGENT ? 0 : 1] != NULL);
             if (c->z != NULL)
-                c->dialect = DIALECT_ZMQ;
+                conn_set_dialect(c, DIALECT_ZMQ);
             continue;
         }
         if (c->state == CONN_PREAMBLE) {
@@ -809,6 +1119,7 @@ process_input(struct conn *c)
             if (r <= 0)
                 return;
             buf_consume(&c->in, (size_t)r);
+            c->frames++;
             continue;
         }
         if (!c->authed) {
@@ -827,15 +1138,8 @@ process_input(struct conn *c)
             hints_scan(c, p, n);
         struct ing_msg m;
         ssize_t r = ing_msg_decode(p, n, s->cfg.max_frame, &m);
-        if (r == 0) {
-            /* Make room for the whole frame now that its size is known (and checked). */
-            uint8_t type;
-            uint32_t blen;
-            if (ing_frame_peek(p, n, &type, &blen) == 0 &&
-                buf_reserve(&c->in, ING_HDR_LEN + (size_t)blen - n) != 0)
-                conn_error_close(c, ING_ERR_LIMIT, "out of memory for a frame");
-            return;
-        }
+        if (r == 0)
+            return; /* the input grows as the rest arrives (conn_on_io), within the budget */
         if (r == -EMSGSIZE) {
             uint8_t type;
             uint32_t blen;
@@ -852,23 +1156,24 @@ process_input(struct conn *c)
             uint8_t type;
             uint32_t blen;
             ing_frame_peek(p, n, &type, &blen);
-            if (n < ING_HDR_LEN + (size_t)blen) {
-                if (buf_reserve(&c->in, ING_HDR_LEN + (size_t)blen - n) != 0)
-                    conn_error_close(c, ING_ERR_LIMIT, "out of memory for a frame");
-                return;
-            }
+            if (n < ING_HDR_LEN + (size_t)blen)
+                return; /* skipped once all of it is here */
             protocol_error(c, r == -ENOMSG ? ING_ERR_UNKNOWN_TYPE : ING_ERR_MALFORMED,
                            r == -ENOMSG ? "unknown message type" : "malformed message", type);
             buf_consume(&c->in, ING_HDR_LEN + (size_t)blen);
+            c->frames++;
             continue;
         }
         const uint8_t *body = p + ING_HDR_LEN;
         size_t blen = (size_t)r - ING_HDR_LEN;
+        c->frames++;
         if (!c->authed) {
             check_auth(c, &m);
             buf_consume(&c->in, (size_t)r);
             continue;
         }
+        if ((size_t)r >= HEAVY_FRAME)
+            s->iter_check = true;
         if (c->role == ING_ROLE_CLIENT)
             handle_client(c, &m, body, blen);
         else
@@ -883,6 +1188,53 @@ process_input(struct conn *c)
         buf_shrink(&c->in, IN_KEEP);
 }
 
+/* conn_input handles the complete frames in c's input (either dialect), then notes whether
+ * an incomplete frame is left: one must complete within --frame-timeout of the previous
+ * frame (or of its first byte after a pause), whatever its size. */
+static void
+conn_input(struct conn *c)
+{
+    struct server *s = c->srv;
+    uint64_t frames = c->frames, spent = c->spent;
+    if (c->dialect == DIALECT_ZMQ)
+        zb_input(c->z, &c->in);
+    else
+        process_input(c);
+    if (c->state == CONN_CLOSING)
+        return;
+    conn_account(c);
+    if (buf_len(&c->in) == 0 || c->backlog || c->close_after_flush) {
+        tl_unlink(s, c, TL_FRAME);
+        return;
+    }
+    /* ZeroMQ units are not counted one by one: a unit handled shows as a second call of
+     * input_spent within the same pass. */
+    bool progress = c->dialect == DIALECT_ZMQ ? c->spent - spent >= 2 : c->frames != frames;
+    if (progress || c->tl[TL_FRAME].due_ms == 0)
+        tl_push(s, c, TL_FRAME, ev_now_ms(s->loop) + s->cfg.frame_timeout_ms);
+}
+
+/* conn_peer_closed: the peer shut down its side. A native client with jobs may have only
+ * half-closed (shutdown(SHUT_WR)): it is served until its jobs end (proto.md §8). TCP tells a
+ * closed peer from a half-closed one only when it is written to: it gets one Pong, which a
+ * closed peer answers with a reset (EPOLLHUP, then conn_on_io closes it). Anyone else is
+ * closed. */
+static void
+conn_peer_closed(struct conn *c)
+{
+    if (c->role == ING_ROLE_CLIENT && c->dialect == DIALECT_NATIVE && c->state == CONN_OPEN &&
+        c->client != NULL && !c->close_after_flush && buf_len(&c->in) == 0 &&
+        be_client_job_bytes(c->client) > 0) {
+        log_msg(LOG_INFO, "%s: half-closed: served until its jobs end", c->name);
+        c->half_closed = true;
+        struct ing_msg probe = {.type = ING_PONG};
+        conn_send(c, &probe);
+        conn_flush(c); /* reads no more, watches for a reset */
+        return;
+    }
+    conn_close(c, buf_len(&c->in) > 0 ? "peer closed in the middle of a frame" : "peer closed");
+}
+
 static void
 conn_on_io(void *arg, unsigned events)
 {
@@ -892,24 +1244,49 @@ conn_on_io(void *arg, unsigned events)
     if (c->state == CONN_CLOSING)
         return;
     if (events & EV_WRITE) {
+        size_t before = buf_len(&c->out);
         if (conn_flush(c) != 0)
             return;
+        if (buf_len(&c->out) < before) /* the peer read some: an agent is alive */
+            be_agent_alive(c->agent);
+    }
+    if ((events & EV_READ) && c->half_closed) {
+        conn_close(c, "peer gone after its half-close");
+        return;
     }
     if (!(events & EV_READ) || c->close_after_flush || c->backlog)
         return;
     size_t budget = READ_BUDGET;
     while (budget > 0 && c->state != CONN_CLOSING) {
-        size_t want = READ_CHUNK;
-        if (buf_room(&c->in) < want && buf_reserve(&c->in, want) != 0) {
-            conn_close(c, "out of memory");
-            return;
+        /* Grow the input as bytes arrive (never by a frame's announced length): an idle
+         * peer holds IN_FIRST bytes, a busy one READ_CHUNK, a large frame what it sent. */
+        size_t want = 0;
+        if (c->in.cap >= READ_CHUNK)
+            want = buf_room(&c->in) < READ_CHUNK ? READ_CHUNK : 0; /* large reads */
+        else if (buf_room(&c->in) < IN_FIRST / 2)
+            want = c->in.cap < IN_FIRST ? IN_FIRST : c->in.cap; /* doubles up to READ_CHUNK */
+        if (want > 0) {
+            bool reserve = c->agent != NULL && be_agent_registered(c->agent);
+            int rc = conn_grow(c, &c->in, want, reserve);
+            if (rc == -EOVERFLOW) {
+                log_msg(LOG_WARN, "%s: backend memory full (%llu of %llu bytes): input refused",
+                        c->name, (unsigned long long)mem_used(s), (unsigned long long)s->budget);
+                conn_error_close(c, ING_ERR_OVERLOAD, "backend memory full");
+                return;
+            }
+            if (rc != 0) {
+                conn_close(c, "out of memory");
+                return;
+            }
         }
         size_t room = buf_room(&c->in);
         ssize_t n = read(c->io.fd, buf_tail(&c->in), room);
         if (n > 0) {
+            c->srv->ms.bytes_in += (uint64_t)n;
             buf_produce(&c->in, (size_t)n);
+            be_agent_alive(c->agent); /* bytes from an agent: it is alive (issue 13 #15) */
             budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
-            process_input(c);
+            conn_input(c);
             if (c->backlog)
                 break; /* read more once the backlog is handled */
             if ((size_t)n < room)
@@ -917,7 +1294,7 @@ conn_on_io(void *arg, unsigned events)
             continue;
         }
         if (n == 0) {
-            conn_close(c, "peer closed");
+            conn_peer_closed(c);
             return;
         }
         if (errno == EINTR)
@@ -933,6 +1310,103 @@ conn_on_io(void *arg, unsigned events)
 
 /* ---------------------------------------------------------------------------------------- */
 /* Accept                                                                                    */
+
+/* refuse_fd answers a connection we do not take with Error(code, text), then closes it. */
+static void
+refuse_fd(int fd, uint16_t code, const char *text)
+{
+    uint8_t frame[ING_HDR_LEN + 2 + 4 + 64];
+    struct ing_msg m;
+    error_msg(&m, code, text);
+    ssize_t w = ing_msg_encode(&m, frame, sizeof(frame));
+    if (w > 0) {
+        ssize_t k = write(fd, frame, (size_t)w);
+        (void)k;
+    }
+    close(fd);
+}
+
+/* Connections per address (--max-connections-per-address): a table of counts keyed by the
+ * peer's IP address (IPv4-mapped IPv6 addresses as IPv4; unix peers are not counted). */
+
+static void
+addr_key_of(const struct net_addr *a, uint8_t key[17])
+{
+    memset(key, 0, 17);
+    if (a->family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&a->ss;
+        key[0] = 4;
+        memcpy(key + 1, &in->sin_addr, 4);
+    } else if (a->family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&a->ss;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(&in6->sin6_addr, mapped, 12) == 0) {
+            key[0] = 4;
+            memcpy(key + 1, (const uint8_t *)&in6->sin6_addr + 12, 4);
+        } else {
+            key[0] = 6;
+            memcpy(key + 1, &in6->sin6_addr, 16);
+        }
+    }
+}
+
+static size_t
+addr_home(const struct server *s, const uint8_t *key)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < 17; i++)
+        h = (h ^ key[i]) * 1099511628211ull;
+    return (size_t)(h ^ h >> 29) & s->addr_mask;
+}
+
+static size_t
+addr_slot(const struct server *s, const uint8_t *key)
+{
+    size_t i = addr_home(s, key);
+    while (s->addrs[i].n != 0 && memcmp(s->addrs[i].key, key, 17) != 0)
+        i = (i + 1) & s->addr_mask;
+    return i;
+}
+
+/* addr_full tells whether key already has its --max-connections-per-address. */
+static bool
+addr_full(const struct server *s, const uint8_t *key)
+{
+    return s->addrs != NULL && key[0] != 0 &&
+           s->addrs[addr_slot(s, key)].n >= s->cfg.max_conns_per_addr;
+}
+
+static void
+addr_take(struct server *s, struct conn *c, const uint8_t *key)
+{
+    if (s->addrs == NULL || key[0] == 0)
+        return;
+    size_t i = addr_slot(s, key);
+    memcpy(s->addrs[i].key, key, 17);
+    s->addrs[i].n++;
+    memcpy(c->addr_key, key, 17);
+}
+
+static void
+addr_release(struct server *s, struct conn *c)
+{
+    if (s->addrs == NULL || c->addr_key[0] == 0)
+        return;
+    size_t i = addr_slot(s, c->addr_key);
+    c->addr_key[0] = 0;
+    if (s->addrs[i].n == 0 || --s->addrs[i].n > 0)
+        return;
+    /* Backward-shift deletion: move up the entries of the run whose home is not in (i, j]. */
+    for (size_t j = (i + 1) & s->addr_mask; s->addrs[j].n != 0; j = (j + 1) & s->addr_mask) {
+        size_t h = addr_home(s, s->addrs[j].key);
+        bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+        if (!stays) {
+            s->addrs[i] = s->addrs[j];
+            s->addrs[j].n = 0;
+            i = j;
+        }
+    }
+}
 
 /* conn_adopt makes the accepted socket fd (non-blocking) a connection of the given role. */
 static int
@@ -962,20 +1436,12 @@ conn_adopt(struct server *s, struct conn *c, int fd, uint8_t role)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    c->deadline_ms = ev_now_ms(s->loop) + s->cfg.handshake_timeout_ms;
-    if (c->deadline_ms == 0)
-        c->deadline_ms = 1;
-    c->hs_prev = s->hs_tail;
-    if (s->hs_tail != NULL)
-        s->hs_tail->hs_next = c;
-    else
-        s->hs_head = c;
-    s->hs_tail = c;
+    tl_push(s, c, TL_HS, ev_now_ms(s->loop) + s->cfg.handshake_timeout_ms);
     log_msg(LOG_DEBUG, "%s: connected", c->name);
     if (s->cfg.zmq_greet_first && s->cfg.secret[role == ING_ROLE_AGENT ? 0 : 1] == NULL) {
         c->z = zb_open(&s->zb, c, role, false); /* our greeting at once, as libzmq */
         if (c->z != NULL)
-            c->dialect = DIALECT_ZMQ;
+            conn_set_dialect(c, DIALECT_ZMQ);
     }
     return 0;
 }
@@ -1001,9 +1467,11 @@ listener_on_io(void *arg, unsigned events)
             return;
         }
         int ep = l->role == ING_ROLE_AGENT ? 0 : 1;
+        struct net_addr pa;
+        memset(&pa, 0, sizeof(pa));
+        bool known = net_peer(fd, &pa) == 0;
         if (s->cfg.nallow[ep] > 0) {
-            struct net_addr pa;
-            if (net_peer(fd, &pa) != 0 ||
+            if (!known ||
                 !acl_match(s->cfg.allow[ep], s->cfg.nallow[ep], (struct sockaddr *)&pa.ss)) {
                 char addr[100] = "?";
                 net_format(&pa, addr, sizeof(addr));
@@ -1013,26 +1481,36 @@ listener_on_io(void *arg, unsigned events)
                 continue;
             }
         }
-        struct conn *c = NULL;
-        if (s->nconns >= s->cfg.max_conns || (c = slab_alloc(&s->conn_slab)) == NULL) {
-            log_msg(LOG_WARN, "%s: connection refused: %u connections (limit)", l->addr, s->nconns);
-            static const char text[] = "too many connections";
-            uint8_t frame[ING_HDR_LEN + 2 + 4 + sizeof(text)];
-            struct ing_msg m;
-            memset(&m, 0, sizeof(m));
-            m.type = ING_ERROR;
-            m.u.error.code = ING_ERR_LIMIT;
-            m.u.error.text.p = text;
-            m.u.error.text.len = sizeof(text) - 1;
-            ssize_t w = ing_msg_encode(&m, frame, sizeof(frame));
-            if (w > 0) {
-                ssize_t k = write(fd, frame, (size_t)w);
-                (void)k;
-            }
-            close(fd);
+        uint8_t key[17];
+        addr_key_of(&pa, key);
+        if (!known)
+            key[0] = 0;
+        if (addr_full(s, key)) {
+            char addr[100] = "?";
+            net_format(&pa, addr, sizeof(addr));
+            if (l->log_n++ < LOG_BURST)
+                log_msg(LOG_WARN, "%s: connection from %s refused: %u connections from its "
+                        "address (--max-connections-per-address)", l->addr, addr,
+                        s->cfg.max_conns_per_addr);
+            refuse_fd(fd, ING_ERR_LIMIT, "too many connections from this address");
             continue;
         }
-        conn_adopt(s, c, fd, l->role);
+        if (!mem_admit(s, IN_FIRST, false)) {
+            if (l->log_n++ < LOG_BURST)
+                log_msg(LOG_WARN, "%s: connection refused: backend memory full", l->addr);
+            refuse_fd(fd, ING_ERR_OVERLOAD, "backend memory full");
+            continue;
+        }
+        struct conn *c = NULL;
+        if (s->nconns >= s->cfg.max_conns || (c = slab_alloc(&s->conn_slab)) == NULL) {
+            if (l->log_n++ < LOG_BURST)
+                log_msg(LOG_WARN, "%s: connection refused: %u connections (limit)", l->addr,
+                        s->nconns);
+            refuse_fd(fd, ING_ERR_LIMIT, "too many connections");
+            continue;
+        }
+        if (conn_adopt(s, c, fd, l->role) == 0)
+            addr_take(s, c, key);
     }
 }
 
@@ -1051,13 +1529,16 @@ backlog_run(void *arg)
         struct conn *c = list;
         list = c->bl_next;
         c->backlog = false;
-        if (c->state != CONN_CLOSING) {
-            if (c->dialect == DIALECT_ZMQ)
-                zb_input(c->z, &c->in);
-            else
-                process_input(c);
-        }
+        if (c->state != CONN_CLOSING)
+            conn_input(c);
     }
+}
+
+/* envs_due wakes the loop: the environment list is due (before_sleep sends it). */
+static void
+envs_due(void *arg)
+{
+    (void)arg;
 }
 
 /* reap_run drops another batch of the jobs of clients that left with many. */
@@ -1067,7 +1548,7 @@ reap_run(void *arg)
     struct server *s = arg;
     update_clock(s);
     if (be_reap(&s->be, BE_REAP_BATCH))
-        ev_timer_start(s->loop, &s->reap_timer, ev_now_ms(s->loop));
+        arm(s, &s->reap_timer, ev_now_ms(s->loop));
 }
 
 static void
@@ -1076,7 +1557,7 @@ ping_tick(void *arg)
     struct server *s = arg;
     update_clock(s);
     be_ping_tick(&s->be);
-    ev_timer_start(s->loop, &s->ping_timer, ev_now_ms(s->loop) + s->cfg.ping_interval_ms);
+    arm(s, &s->ping_timer, ev_now_ms(s->loop) + s->cfg.ping_interval_ms);
 }
 
 static void finish(struct server *s);
@@ -1088,18 +1569,31 @@ tick(void *arg)
     update_clock(s);
     uint64_t now = ev_now_ms(s->loop);
     be_timeouts(&s->be);
-    while (s->hs_head != NULL && s->hs_head->deadline_ms <= now) {
-        struct conn *c = s->hs_head;
+    while (s->tl[TL_HS].head != NULL && s->tl[TL_HS].head->tl[TL_HS].due_ms <= now) {
+        struct conn *c = s->tl[TL_HS].head;
         hs_unlink(s, c);
         conn_error_close(c, ING_ERR_TIMEOUT, "opening handshake not finished in time");
     }
-    for (int i = 0; i < 2; i++)
-        if (s->lis[i].paused && ev_io_set(s->loop, &s->lis[i].io, EV_READ) == 0)
-            s->lis[i].paused = false;
+    while (s->tl[TL_FRAME].head != NULL && s->tl[TL_FRAME].head->tl[TL_FRAME].due_ms <= now) {
+        struct conn *c = s->tl[TL_FRAME].head;
+        tl_unlink(s, c, TL_FRAME);
+        log_msg(LOG_WARN, "%s: %zu bytes of an incomplete frame for %llu ms: dropped", c->name,
+                buf_len(&c->in), (unsigned long long)s->cfg.frame_timeout_ms);
+        conn_error_close(c, ING_ERR_TIMEOUT, "frame not completed in time");
+    }
+    for (int i = 0; i < 2; i++) {
+        struct listener *l = &s->lis[i];
+        if (l->paused && ev_io_set(s->loop, &l->io, EV_READ) == 0)
+            l->paused = false;
+        if (l->log_n > LOG_BURST)
+            log_msg(LOG_WARN, "%s: ... %u more connections refused like this", l->addr,
+                    l->log_n - LOG_BURST);
+        l->log_n = 0;
+    }
     if (s->draining && s->be.n_running == 0)
         finish(s);
     if (!s->finished)
-        ev_timer_start(s->loop, &s->tick_timer, now + s->tick_ms);
+        arm(s, &s->tick_timer, now + s->tick_ms);
 }
 
 /* finish ends the drain: every job left gets its crash, every peer an Error SHUTDOWN. */
@@ -1192,6 +1686,8 @@ srv_shutdown(struct server *s)
     if (s->draining)
         return;
     s->draining = true;
+    log_msg(LOG_INFO, "longest loop iteration so far: %llu us",
+            (unsigned long long)ev_max_iter_us(s->loop));
     log_msg(LOG_INFO, "shutting down: no more dispatch, %llu running jobs may finish (%llu ms)",
             (unsigned long long)s->be.n_running, (unsigned long long)s->cfg.drain_timeout_ms);
     sd_tell(s, "STOPPING=1\nSTATUS=draining");
@@ -1202,7 +1698,7 @@ srv_shutdown(struct server *s)
         finish(s);
         return;
     }
-    ev_timer_start(s->loop, &s->drain_timer, ev_now_ms(s->loop) + s->cfg.drain_timeout_ms);
+    arm(s, &s->drain_timer, ev_now_ms(s->loop) + s->cfg.drain_timeout_ms);
 }
 
 void
@@ -1271,12 +1767,15 @@ srv_config_default(struct srv_config *cfg)
     cfg->agent_addr = "tcp://127.0.0.1:2001";
     cfg->client_addr = "tcp://127.0.0.1:2000";
     cfg->max_frame = ING_MAX_FRAME_DEFAULT;
-    cfg->max_output = 256ull << 20;
+    cfg->max_output = 16ull << 20;
     cfg->max_conns = 10000;
+    cfg->frame_timeout_ms = 30000;
     cfg->max_errors = 100;
     cfg->ping_interval_ms = 1000;
     cfg->handshake_timeout_ms = 10000;
     cfg->drain_timeout_ms = 30000;
+    httpd_config_default(&cfg->metrics);
+    cfg->metrics_max_envs = 100;
 }
 
 static uint64_t
@@ -1300,11 +1799,50 @@ write_port_file(struct server *s, char *err, size_t errlen)
         return -1;
     }
     fprintf(f, "agent %s\nclient %s\n", s->lis[0].addr, s->lis[1].addr);
+    if (s->httpd != NULL)
+        fprintf(f, "metrics %s\n", httpd_bound_addr(s->httpd));
     if (fclose(f) != 0 || rename(tmp, s->cfg.port_file) != 0) {
         snprintf(err, errlen, "cannot write %s: %s", s->cfg.port_file, strerror(errno));
         return -1;
     }
     return 0;
+}
+
+/* default_budget: a quarter of the physical memory, between 256 MiB and 16 GiB. */
+static uint64_t
+default_budget(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    uint64_t b = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize / 4 : 0;
+    if (b < (256ull << 20))
+        b = 256ull << 20;
+    return b > (16ull << 30) ? 16ull << 30 : b;
+}
+
+/* fit_descriptors raises RLIMIT_NOFILE to what --max-connections needs (plus FD_RESERVE for
+ * listeners, logs and the like), or lowers the cap to what the hard limit allows. */
+static void
+fit_descriptors(struct server *s)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)s->cfg.max_conns + FD_RESERVE;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ? rl.rlim_max : need;
+    if (rl.rlim_cur > was && setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        rl.rlim_cur = was;
+    if (rl.rlim_cur > was)
+        log_msg(LOG_INFO, "descriptor limit raised from %llu to %llu", (unsigned long long)was,
+                (unsigned long long)rl.rlim_cur);
+    if (rl.rlim_cur < need) {
+        uint32_t cap = rl.rlim_cur > 2 * FD_RESERVE ? (uint32_t)(rl.rlim_cur - FD_RESERVE)
+                                                    : (uint32_t)(rl.rlim_cur / 2);
+        log_msg(LOG_WARN, "descriptor limit %llu (hard limit %llu): --max-connections lowered "
+                "from %u to %u", (unsigned long long)rl.rlim_cur,
+                (unsigned long long)rl.rlim_max, s->cfg.max_conns, cap);
+        s->cfg.max_conns = cap;
+    }
 }
 
 struct server *
@@ -1322,6 +1860,21 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     s->lis[0].fd = s->lis[1].fd = -1;
     zb_init(&s->zb, &s->be, cfg->max_frame, cfg->job_field);
     slab_init(&s->conn_slab, sizeof(struct conn));
+    s->budget = cfg->max_memory != 0 ? cfg->max_memory : default_budget();
+    if (s->cfg.max_client_bytes == 0)
+        s->cfg.max_client_bytes = s->budget / 4;
+    fit_descriptors(s);
+    if (cfg->max_conns_per_addr > 0) {
+        size_t n = 64;
+        while (n < 2 * (size_t)s->cfg.max_conns)
+            n *= 2;
+        s->addrs = calloc(n, sizeof(*s->addrs));
+        if (s->addrs == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        s->addr_mask = n - 1;
+    }
     struct be_ops ops = {be_send, be_relay, be_drop};
     s->loop = ev_new();
     if (s->loop == NULL || be_init(&s->be, &s->cfg.be, &ops) != 0) {
@@ -1374,8 +1927,11 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
             goto fail;
         }
         ev_io_init(&s->sig_io, s->sigfd, on_signal, s);
-        if (ev_io_set(s->loop, &s->sig_io, EV_READ) != 0) {
-            snprintf(err, errlen, "epoll: %s", strerror(errno));
+        int rc = ev_io_set(s->loop, &s->sig_io, EV_READ);
+        if (rc != 0) {
+            /* Never leave SIGTERM blocked with nobody reading it. */
+            snprintf(err, errlen, "epoll (signals): %s", strerror(-rc));
+            sigprocmask(SIG_UNBLOCK, &set, NULL);
             goto fail;
         }
     }
@@ -1389,12 +1945,27 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     ev_timer_init(&s->drain_timer, drain_expired, s);
     ev_timer_init(&s->backlog_timer, backlog_run, s);
     ev_timer_init(&s->reap_timer, reap_run, s);
-    ev_timer_start(s->loop, &s->ping_timer, now + cfg->ping_interval_ms);
+    ev_timer_init(&s->envs_timer, envs_due, s);
     uint64_t t = min_nz(cfg->ping_interval_ms, cfg->handshake_timeout_ms / 4);
     t = min_nz(t, cfg->be.kill_timeout_ms / 4);
     t = min_nz(t, cfg->be.orphan_timeout_ms / 4);
+    t = min_nz(t, cfg->frame_timeout_ms / 4);
     s->tick_ms = t < 5 ? 5 : t > 1000 ? 1000 : t;
-    ev_timer_start(s->loop, &s->tick_timer, now + s->tick_ms);
+    if (ev_timer_start(s->loop, &s->ping_timer, now + cfg->ping_interval_ms) != 0 ||
+        ev_timer_start(s->loop, &s->tick_timer, now + s->tick_ms) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    status_init(&s->st, &s->be, &s->ms, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9,
+                cfg->metrics_max_envs);
+    if (cfg->metrics.addr != NULL) {
+        s->httpd = httpd_new(s->loop, &cfg->metrics, &s->st, &s->ms, err, errlen);
+        if (s->httpd == NULL)
+            goto fail;
+        log_msg(LOG_INFO, "metrics on http://%s/metrics", httpd_bound_addr(s->httpd) + 6);
+    }
     if (cfg->port_file != NULL && write_port_file(s, err, errlen) != 0)
         goto fail;
     log_msg(LOG_INFO, "inginious-backend %s: agents on %s, clients on %s", ING_VERSION,
@@ -1433,6 +2004,8 @@ srv_free(struct server *s)
             s->closing = c;
         }
     conn_reap(s);
+    httpd_free(s->httpd);
+    status_fini(&s->st);
     if (s->loop != NULL)
         be_fini(&s->be);
     for (int i = 0; i < 2; i++)
@@ -1446,6 +2019,7 @@ srv_free(struct server *s)
     ev_free(s->loop);
     slab_fini(&s->conn_slab);
     zb_fini(&s->zb);
+    free(s->addrs);
     free(s);
 }
 
@@ -1457,6 +2031,7 @@ srv_run_once(struct server *s, int timeout_ms)
     int rc = ev_run_once(s->loop, timeout_ms);
     if (rc < 0)
         return rc;
+    metrics_hist_observe(&s->ms.loop, ev_last_iter_us(s->loop));
     return s->finished ? 1 : 0;
 }
 
@@ -1467,6 +2042,7 @@ srv_run(struct server *s)
         int rc = ev_run_once(s->loop, -1);
         if (rc < 0)
             return rc;
+        metrics_hist_observe(&s->ms.loop, ev_last_iter_us(s->loop));
     }
     before_sleep(s);
     return 0;
@@ -1501,8 +2077,26 @@ srv_adopt(struct server *s, int fd, uint8_t role)
     return conn_adopt(s, c, fd, role) == 0 ? 0 : -EIO;
 }
 
+const char *
+srv_metrics_addr(const struct server *s)
+{
+    return s->httpd != NULL ? httpd_bound_addr(s->httpd) : NULL;
+}
+
 uint64_t
 srv_max_iter_us(const struct server *s)
 {
     return ev_max_iter_us(s->loop);
+}
+
+uint64_t
+srv_mem_used(const struct server *s)
+{
+    return mem_used(s);
+}
+
+uint64_t
+srv_budget(const struct server *s)
+{
+    return s->budget;
 }

@@ -14,6 +14,7 @@
 
 #include "acl.h"
 #include "backend.h"
+#include "httpd.h"
 
 struct srv_config {
     struct be_config be;
@@ -21,7 +22,11 @@ struct srv_config {
     const char *client_addr; /* default tcp://127.0.0.1:2000 */
     uint32_t max_frame;
     uint64_t max_output;    /* per connection: pending output bytes before it is dropped */
-    uint32_t max_conns;
+    uint64_t max_memory;    /* the budget over buffers and job bodies; 0 = 1/4 of the RAM */
+    uint64_t max_client_bytes; /* job bodies one client may have held; 0 = max_memory / 4 */
+    uint64_t frame_timeout_ms; /* an incomplete frame older than this closes its peer */
+    uint32_t max_conns;     /* lowered at start to what RLIMIT_NOFILE allows */
+    uint32_t max_conns_per_addr; /* 0 = no limit */
     uint32_t max_errors;    /* protocol errors before a peer is closed */
     uint64_t ping_interval_ms;
     uint64_t handshake_timeout_ms;
@@ -48,6 +53,8 @@ struct srv_config {
      * next successful reload. NULL: SIGHUP only logs. */
     int (*reload)(void *arg, struct srv_config *next, char *err, size_t errlen);
     void *reload_arg;
+    struct httpd_config metrics; /* the metrics port (httpd.h); metrics.addr NULL = off */
+    uint32_t metrics_max_envs;   /* environments with their own label in /metrics */
 };
 
 #define SRV_STATUS_MS 2000 /* STATUS= period (sent only when it changed) */
@@ -79,7 +86,13 @@ const char *srv_bound_addr(const struct server *s, bool agents);
  * given role (ING_ROLE_*), as if accepted on that endpoint. Takes ownership of fd (closed on
  * failure). Returns 0 or -errno. Used by in-process tests and fuzzing. */
 int srv_adopt(struct server *s, int fd, uint8_t role);
+/* srv_metrics_addr: the metrics port's bound address, or NULL when off. */
+const char *srv_metrics_addr(const struct server *s);
 /* srv_max_iter_us: the longest event-loop iteration so far, in microseconds. */
 uint64_t srv_max_iter_us(const struct server *s);
+/* srv_mem_used: the bytes counted in the memory budget (buffers and job bodies); srv_budget:
+ * the budget. */
+uint64_t srv_mem_used(const struct server *s);
+uint64_t srv_budget(const struct server *s);
 
 #endif

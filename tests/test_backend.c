@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* test_backend.c: the backend state machine with mock peers and an injected clock: the
- * scheduling rules (reference §3.4.2, §6 scenarios at unit level), kills, timeouts, agent
- * loss, client loss, and a seeded random walk that checks every invariant after each step
- * and that every accepted job gets exactly one result. */
+ * scheduling rules (INGInious' update_queue, its scenarios at unit level), kills, timeouts,
+ * deadlines, agent loss, client loss, the environment list, and a seeded random walk that checks
+ * every invariant after each step and that every accepted job gets exactly one result. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
 #include "bytes.h"
@@ -19,14 +21,96 @@
 #include "inginious/proto.h"
 #include "log.h"
 
+/* Allocation failures on demand: the fail_at-th allocation from now on (1 = the next) and
+ * every later one fail, until fail_at is set back to 0. */
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t m);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t m);
+void *__wrap_realloc(void *p, size_t n);
+
+static long fail_at;
+static long hello_fail_at; /* hello_spec: fail_at for be_agent_hello */
+
+static bool
+alloc_fails(void)
+{
+    return fail_at > 0 && --fail_at == 0 ? (fail_at = 1, true) : false;
+}
+
+void *
+__wrap_malloc(size_t n)
+{
+    return alloc_fails() ? NULL : __real_malloc(n);
+}
+
+void *
+__wrap_calloc(size_t n, size_t m)
+{
+    return alloc_fails() ? NULL : __real_calloc(n, m);
+}
+
+void *
+__wrap_realloc(void *p, size_t n)
+{
+    return alloc_fails() ? NULL : __real_realloc(p, n);
+}
+
 /* A mock peer records what the backend sends it. */
 struct rec {
     uint8_t type;
     char job[64];
     char kind[32];
-    char text[128];
+    char text[128]; /* BackendUpdateEnvironments: "docker:[a,b];kata:[]" (cut at 127) */
     char state[32];
+    long names; /* BackendUpdateEnvironments: the names listed */
 };
+
+/* put appends s[0..n) to out (cap bytes, NUL-terminated, cut) at *w. */
+static void
+put(char *out, size_t cap, size_t *w, const void *s, size_t n)
+{
+    size_t k = *w + n < cap ? n : cap - 1 - *w;
+    memcpy(out + *w, s, k);
+    *w += k;
+    out[*w] = '\0';
+}
+
+/* envs_render writes the environment map mp as "type:[n1,n2];type2:[]" into out and
+ * returns the number of names. */
+static long
+envs_render(struct ing_view mp, char *out, size_t cap)
+{
+    const uint8_t *p = (const uint8_t *)mp.p, *end = p + mp.len;
+    struct ing_mp_obj o, k, a, nm;
+    size_t w = 0;
+    long names = 0;
+    out[0] = '\0';
+    assert_int_equal(ing_mp_read(&p, end, &o), 0);
+    assert_int_equal(o.type, ING_MP_MAP);
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        assert_int_equal(ing_mp_read(&p, end, &k), 0);
+        assert_int_equal(k.type, ING_MP_STR);
+        assert_int_equal(ing_mp_read(&p, end, &a), 0);
+        assert_int_equal(a.type, ING_MP_ARRAY);
+        if (i > 0)
+            put(out, cap, &w, ";", 1);
+        put(out, cap, &w, k.v.s.p, k.v.s.len);
+        put(out, cap, &w, ":[", 2);
+        for (uint32_t x = 0; x < a.v.n; x++) {
+            assert_int_equal(ing_mp_read(&p, end, &nm), 0);
+            assert_int_equal(nm.type, ING_MP_STR);
+            names++;
+            if (x > 0)
+                put(out, cap, &w, ",", 1);
+            put(out, cap, &w, nm.v.s.p, nm.v.s.len);
+        }
+        put(out, cap, &w, "]", 1);
+    }
+    assert_true(p == end);
+    return names;
+}
 
 struct mpeer {
     struct rec log[4096];
@@ -34,6 +118,26 @@ struct mpeer {
 };
 
 static struct mpeer peers[64];
+static bool quiet_peers;    /* bulk tests: the mocks only count what they are sent */
+static int64_t hard_time_s; /* submit: limits.hard_time when >= 0 */
+static size_t quiet_count;
+
+/* slow is ING_SLOW (at least 1): valgrind stretches times and shrinks bulk counts. */
+static unsigned
+slow(void)
+{
+    const char *v = getenv("ING_SLOW");
+    int n = v != NULL ? atoi(v) : 1;
+    return n > 1 ? (unsigned)n : 1;
+}
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void
 view_copy(char *dst, size_t cap, struct ing_view v)
@@ -47,6 +151,10 @@ static void
 mock_send(void *peer, const struct ing_msg *m)
 {
     struct mpeer *p = peer;
+    if (quiet_peers) {
+        quiet_count++;
+        return;
+    }
     assert_true(p->n < 4096);
     struct rec *r = &p->log[p->n++];
     memset(r, 0, sizeof(*r));
@@ -61,6 +169,8 @@ mock_send(void *peer, const struct ing_msg *m)
         view_copy(r->state, sizeof(r->state), m->u.kill.state);
     } else if (m->type == ING_BACKEND_JOB_STARTED) {
         view_copy(r->job, sizeof(r->job), m->u.ref.job_id);
+    } else if (m->type == ING_BACKEND_UPDATE_ENVIRONMENTS) {
+        r->names = envs_render(m->u.envs.environments, r->text, sizeof(r->text));
     } else if (m->type == ING_BACKEND_GET_QUEUE) {
         snprintf(r->text, sizeof(r->text), "%u/%u", m->u.queue.n_running, m->u.queue.n_waiting);
         /* the waiting ids in order, comma separated, into kind/state is not needed */
@@ -71,6 +181,10 @@ static void
 mock_relay(void *peer, uint8_t type, const uint8_t *body, size_t len)
 {
     struct mpeer *p = peer;
+    if (quiet_peers) {
+        quiet_count++;
+        return;
+    }
     assert_true(p->n < 4096);
     struct rec *r = &p->log[p->n++];
     memset(r, 0, sizeof(*r));
@@ -114,9 +228,14 @@ setup(void **state)
 {
     (void)state;
     log_level_max = -1; /* silent */
-    memset(peers, 0, sizeof(peers));
+    for (size_t i = 0; i < sizeof(peers) / sizeof(peers[0]); i++)
+        peers[i].n = peers[i].seen = 0; /* records are cleared as they are written */
     no_check = false;
     ahead = false;
+    quiet_peers = false;
+    quiet_count = 0;
+    fail_at = hello_fail_at = 0;
+    hard_time_s = -1;
     struct be_config cfg;
     be_config_default(&cfg);
     struct be_ops ops = {mock_send, mock_relay, mock_drop};
@@ -167,8 +286,8 @@ expect(int i, uint8_t type, const char *job)
     if (r == NULL)
         fail_msg("peer %d: expected type 0x%02x job %s, got nothing", i, type, job);
     if (r->type != type || (job != NULL && strcmp(r->job, job) != 0))
-        fail_msg("peer %d: expected type 0x%02x job %s, got 0x%02x job %s", i, type,
-                 job ? job : "", r->type, r->job);
+        fail_msg("peer %d: expected type 0x%02x job %s, got 0x%02x job %s", i, type, job ? job : "",
+                 r->type, r->job);
     return r;
 }
 
@@ -184,8 +303,8 @@ client(int i)
 
 /* submit encodes a ClientNewJob and hands its body to the backend. */
 static void
-submit_full(struct be_client *c, const char *id, int64_t prio, const char *type,
-            const char *name, const char *state, const char *marker)
+submit_full(struct be_client *c, const char *id, int64_t prio, const char *type, const char *name,
+            const char *state, const char *marker)
 {
     uint8_t inp[256], par[64];
     struct ing_mp_writer w;
@@ -202,9 +321,13 @@ submit_full(struct be_client *c, const char *id, int64_t prio, const char *type,
     ing_mp_writer_init(&w, par, sizeof(par));
     ing_mp_put_map(&w, 1);
     ing_mp_put_cstr(&w, "limits");
-    ing_mp_put_map(&w, 1);
+    ing_mp_put_map(&w, hard_time_s >= 0 ? 2 : 1);
     ing_mp_put_cstr(&w, "time");
     ing_mp_put_int(&w, 30);
+    if (hard_time_s >= 0) {
+        ing_mp_put_cstr(&w, "hard_time");
+        ing_mp_put_int(&w, hard_time_s);
+    }
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
     m.type = ING_CLIENT_NEW_JOB;
@@ -268,6 +391,7 @@ agent_hello(struct be_agent *a, uint32_t slots, const char *envs)
     char why[200];
     assert_int_equal(be_agent_hello(&be, a, &h, why, sizeof(why)), 0);
     assert_int_equal(be_check(&be), 0);
+    be_flush(&be); /* as server.c does before it sleeps */
 }
 
 /* agent registers a mock agent on peer i with slots and envs ("e1,e2"). */
@@ -278,6 +402,97 @@ agent(int i, uint32_t slots, const char *envs)
     assert_non_null(a);
     agent_hello(a, slots, envs);
     return a;
+}
+
+/* put_env_info writes an env-info map. */
+static void
+put_env_info(struct ing_mp_writer *w)
+{
+    ing_mp_put_map(w, 2);
+    ing_mp_put_cstr(w, "id");
+    ing_mp_put_cstr(w, "i1");
+    ing_mp_put_cstr(w, "created");
+    ing_mp_put_int(w, 1);
+}
+
+/* hello_spec sends AgentHello on a with slots and the environments of spec
+ * ("docker:b,a;kata:" = docker b and a, kata none; "" = no type); returns what
+ * be_agent_hello returns, its reason in why. */
+static int
+hello_spec(struct be_agent *a, uint32_t slots, const char *spec, char *why, size_t whylen)
+{
+    struct ing_mp_writer w;
+    ing_mp_writer_init_dyn(&w);
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", spec);
+    uint32_t nt = buf[0] != '\0';
+    for (char *p = buf; *p; p++)
+        nt += *p == ';';
+    ing_mp_put_map(&w, nt);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ";", &save); t != NULL; t = strtok_r(NULL, ";", &save)) {
+        char *names = strchr(t, ':');
+        assert_non_null(names);
+        *names++ = '\0';
+        ing_mp_put_cstr(&w, t);
+        uint32_t n = names[0] != '\0';
+        for (char *p = names; *p; p++)
+            n += *p == ',';
+        ing_mp_put_map(&w, n);
+        char *save2 = NULL;
+        for (char *e = strtok_r(names, ",", &save2); e != NULL; e = strtok_r(NULL, ",", &save2)) {
+            ing_mp_put_cstr(&w, e);
+            put_env_info(&w);
+        }
+    }
+    assert_int_equal(w.err, 0);
+    struct ing_agent_hello h = {{"A", 1}, slots, {(const char *)w.buf, (uint32_t)w.len}};
+    fail_at = hello_fail_at;
+    int rc = be_agent_hello(&be, a, &h, why, whylen);
+    fail_at = 0;
+    ing_mp_writer_fini(&w);
+    if (!no_check)
+        assert_int_equal(be_check(&be), 0);
+    return rc;
+}
+
+/* hello_many sends AgentHello on a: one docker environment per name "env<i>", n of them
+ * (encoded once, then reused). */
+static int
+hello_many(struct be_agent *a, uint32_t n, char *why, size_t whylen)
+{
+    static struct ing_mp_writer w;
+    static uint32_t built;
+    if (built != n) {
+        if (built != 0)
+            ing_mp_writer_fini(&w);
+        ing_mp_writer_init_dyn(&w);
+        ing_mp_put_map(&w, 1);
+        ing_mp_put_cstr(&w, "docker");
+        ing_mp_put_map(&w, n);
+        char name[64];
+        for (uint32_t i = 0; i < n; i++) {
+            snprintf(name, sizeof(name), "env%u", i);
+            ing_mp_put_cstr(&w, name);
+            put_env_info(&w);
+        }
+        assert_int_equal(w.err, 0);
+        built = n;
+    }
+    struct ing_agent_hello h = {{"A", 1}, 1, {(const char *)w.buf, (uint32_t)w.len}};
+    return be_agent_hello(&be, a, &h, why, whylen);
+}
+
+/* expect_envs expects exactly one BackendUpdateEnvironments on peer i, rendered as want. */
+static void
+expect_envs(int i, const char *want)
+{
+    struct rec *r = expect(i, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_string_equal(r->text, want);
+    struct mpeer *p = &peers[i];
+    for (size_t k = p->seen; k < p->n; k++)
+        if (p->log[k].type == ING_BACKEND_UPDATE_ENVIRONMENTS)
+            fail_msg("peer %d: a second environment list: %s", i, p->log[k].text);
 }
 
 static void
@@ -438,7 +653,7 @@ test_backend_kill_running_timeout(void **state)
     assert_string_equal(r->kind, "killed");
     assert_string_equal(r->state, "S");
     expect(1, ING_BACKEND_NEW_JOB, "k"); /* the slot was freed */
-    done(a, "j", "killed");               /* late: dropped */
+    done(a, "j", "killed");              /* late: dropped */
     expect_none(0);
     assert_int_equal(be_agent_busy(a), 1);
 }
@@ -481,7 +696,14 @@ test_backend_agent_loss(void **state)
     assert_string_equal(r->kind, "crash");
     assert_string_equal(r->text, "Agent restarted");
     assert_string_equal(r->state, "ST");
-    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL); /* e withdrawn */
+    /* e is withdrawn, once the agent has had envs_grace_ms to come back. */
+    be_flush(&be);
+    be.now_ms += be.cfg.envs_grace_ms - 1;
+    be_flush(&be);
+    assert_int_equal(peers[0].seen, peers[0].n);
+    be.now_ms += 1;
+    be_flush(&be);
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
     expect_none(0);
     agent(2, 1, "e");
     expect(2, ING_BACKEND_NEW_JOB, "n"); /* requeued ahead of w */
@@ -503,6 +725,423 @@ test_backend_orphan_timeout(void **state)
     assert_string_equal(r->kind, "crash");
     assert_string_equal(r->text, "No agent provides environment docker/nobody");
     assert_int_equal(be_check(&be), 0);
+}
+
+/* Issue 13 bug 1: one be_timeouts call ends the jobs of every orphaned environment whose
+ * time is up (emptying one took it off the list before the loop read its successor, so
+ * each tick ended one environment: 20 environments took 20 ticks). */
+static void
+test_backend_orphan_timeout_many(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    char id[32], env[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(id, sizeof(id), "j%d", i);
+        snprintf(env, sizeof(env), "nobody%d", i);
+        submit(c, id, 0, env);
+    }
+    be.now_ms += be.cfg.orphan_timeout_ms;
+    be_timeouts(&be);
+    assert_int_equal(be_check(&be), 0);
+    for (int i = 0; i < 20; i++) {
+        struct rec *r = next_job(0);
+        assert_non_null(r);
+        assert_string_equal(r->kind, "crash");
+    }
+    expect_none(0);
+    assert_int_equal(be.n_waiting, 0);
+    assert_null(be.orphans);
+}
+
+/* Issue 13 item 5: an agent holding 8,192 jobs leaves while 200,000 older jobs of a lower
+ * priority wait in the same environment. Requeueing walked the queue from its head for
+ * each job (8.9 s); now each requeue is O(log n): the loss must take well under a second,
+ * and the requeued jobs keep their place (priority, then arrival). */
+static void
+test_backend_requeue_behind_many(void **state)
+{
+    (void)state;
+    const unsigned nold = 200000 / slow(), nrun = 8192;
+    be.cfg.max_slots_per_agent = nrun;
+    struct be_client *c = client(0);
+    char id[32];
+    no_check = true;
+    for (unsigned i = 0; i < nold; i++) {
+        snprintf(id, sizeof(id), "w%u", i);
+        submit(c, id, 1, "e");
+    }
+    for (unsigned i = 0; i < nrun; i++) {
+        snprintf(id, sizeof(id), "r%u", i);
+        submit(c, id, 0, "e");
+    }
+    no_check = false;
+    quiet_peers = true;
+    struct be_agent *a = agent(1, nrun, "e");
+    assert_int_equal(be.n_running, nrun);
+    assert_int_equal(be.n_waiting, nold);
+    double t0 = now_s();
+    be_agent_gone(&be, a);
+    double dt = now_s() - t0;
+    quiet_peers = false;
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_waiting, nold + nrun);
+    assert_int_equal(be.stats.jobs_requeued, nrun);
+    if (dt > 0.5 * slow())
+        fail_msg("requeueing %u jobs behind %u took %.3f s", nrun, nold, dt);
+    /* The first requeued (the oldest of priority 0) runs first, then the next. */
+    struct be_agent *b = agent(2, 1, "e");
+    expect(2, ING_BACKEND_NEW_JOB, "r0");
+    done(b, "r0", "success");
+    expect(2, ING_BACKEND_NEW_JOB, "r1");
+    /* The snapshot lists the waiting jobs in the order they entered the queue: the old
+     * ones, then the requeued ones. */
+    be_client_get_queue(&be, c);
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* Issue 14 items 4 and 5, issue 13 item 3: the list keeps the order of announcement (not
+ * sorted), lists announced types without environments (`kata: {}` -> `kata: []`), and is
+ * sent once per be_flush whatever the number of hellos; a re-hello keeps the places of the
+ * environments it announces again; an agent that reconnects within the grace causes one
+ * update with the final list, never a shorter one first. */
+static void
+test_backend_envs_order_and_coalescing(void **state)
+{
+    (void)state;
+    char why[200];
+    client(0);
+    struct be_agent *a = be_agent_new(&be, &peers[1]);
+    assert_int_equal(hello_spec(a, 1, "docker:b,a;kata:", why, sizeof(why)), 0);
+    expect_none(0); /* nothing before the flush */
+    be_flush(&be);
+    expect_envs(0, "docker:[b,a];kata:[]");
+    struct be_agent *b = be_agent_new(&be, &peers[2]);
+    assert_int_equal(hello_spec(b, 1, "mcq:q;docker:c,a", why, sizeof(why)), 0);
+    be_flush(&be);
+    expect_envs(0, "docker:[b,a,c];kata:[];mcq:[q]");
+    be_flush(&be); /* nothing changed: nothing sent */
+    assert_int_equal(peers[0].seen, peers[0].n);
+    /* A's second hello: withdraws b and kata, keeps a; one update, with the final list. */
+    assert_int_equal(hello_spec(a, 1, "docker:a", why, sizeof(why)), 0);
+    be_flush(&be);
+    expect_envs(0, "docker:[a,c];mcq:[q]");
+    /* b comes back: at the end. Several hellos, one update. */
+    be.cfg.hello_burst = 0;
+    for (int i = 0; i < 32; i++)
+        assert_int_equal(hello_spec(a, 1, i % 2 ? "docker:b,a" : "docker:a", why, sizeof(why)), 0);
+    be_flush(&be);
+    expect_envs(0, "docker:[a,c,b];mcq:[q]");
+    /* B is lost: c and q stay listed envs_grace_ms; B reconnects (a new connection) within
+     * it: one update, c in its place, nothing withdrawn. */
+    be_agent_gone(&be, b);
+    be_flush(&be);
+    be.now_ms += be.cfg.envs_grace_ms - 1;
+    be_flush(&be);
+    assert_int_equal(peers[0].seen, peers[0].n);
+    b = be_agent_new(&be, &peers[2]);
+    assert_int_equal(hello_spec(b, 1, "mcq:q;docker:c,a", why, sizeof(why)), 0);
+    be_flush(&be);
+    expect_envs(0, "docker:[a,c,b];mcq:[q]");
+    be.now_ms += 1;
+    be_flush(&be);
+    assert_int_equal(peers[0].seen, peers[0].n);
+    /* A new client gets the list at once. */
+    client(3);
+    /* B goes for good: after the grace, c and mcq are withdrawn. */
+    be_agent_gone(&be, b);
+    be.now_ms += be.cfg.envs_grace_ms;
+    be_flush(&be);
+    expect_envs(0, "docker:[a,b]");
+    expect_envs(3, "docker:[a,b]");
+    /* A hidden environment is not named; its type is listed. */
+    b = be_agent_new(&be, &peers[2]);
+    struct ing_mp_writer w;
+    uint8_t buf[256];
+    ing_mp_writer_init(&w, buf, sizeof(buf));
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "nvidia");
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "gpu");
+    ing_mp_put_map(&w, 3);
+    ing_mp_put_cstr(&w, "id");
+    ing_mp_put_cstr(&w, "i1");
+    ing_mp_put_cstr(&w, "created");
+    ing_mp_put_int(&w, 1);
+    ing_mp_put_cstr(&w, "advertised");
+    ing_mp_put_bool(&w, false);
+    struct ing_agent_hello h = {{"B", 1}, 1, {(const char *)buf, (uint32_t)w.len}};
+    assert_int_equal(be_agent_hello(&be, b, &h, why, sizeof(why)), 0);
+    be_flush(&be);
+    expect_envs(0, "docker:[a,b];nvidia:[]");
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* Issue 13 items 4 and 10: the bounds on a hello (slots, environments per agent and in
+ * total, the list's size, the rate): a hello over one is refused with its reason and
+ * changes nothing. */
+static void
+test_backend_hello_bounds(void **state)
+{
+    (void)state;
+    char why[200];
+    be.cfg.hello_burst = 4; /* the rate part below counts on it */
+    client(0);
+    struct be_agent *a = be_agent_new(&be, &peers[1]);
+    assert_int_equal(hello_spec(a, 1025, "docker:x", why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "too many slots: 1025 (at most 1024"));
+    assert_false(be_agent_registered(a));
+    be.cfg.max_envs_per_agent = 3;
+    assert_int_equal(hello_spec(a, 1, "docker:a,b,c,d", why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "too many environments: more than 3"));
+    assert_int_equal(hello_spec(a, 1, "a:;b:;c:;d:", why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "too many environment types: 4 (at most 3"));
+    assert_int_equal(hello_spec(a, 1024, "docker:a,b,c", why, sizeof(why)), 0);
+    be_flush(&be);
+    expect_envs(0, "docker:[a,b,c]");
+    be.cfg.max_envs = 5;
+    struct be_agent *b = be_agent_new(&be, &peers[2]);
+    assert_int_equal(hello_spec(b, 1, "docker:d,e,f", why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "too many environments in total: 6 (at most 5"));
+    assert_int_equal(hello_spec(b, 1, "docker:a,d,e", why, sizeof(why)), 0); /* a is shared */
+    /* A re-hello is counted as replacing the agent's own environments. */
+    assert_int_equal(hello_spec(b, 1, "docker:a,f,g", why, sizeof(why)), 0);
+    be_flush(&be);
+    expect_envs(0, "docker:[a,b,c,f,g]");
+    /* The list's size: now 5 + (7 + 5) + 5 x 2 = 27 bytes at most; one more name of 2 is
+     * 29. */
+    be.cfg.max_envs = be.cfg.max_envs_per_agent = 100;
+    be.cfg.max_env_bytes = 28;
+    assert_int_equal(hello_spec(b, 1, "docker:a,f,g,hh", why, sizeof(why)), -EINVAL);
+    if (strstr(why, "environment list too large: 30 bytes (at most 28") == NULL)
+        fail_msg("why: %s", why);
+    be.cfg.max_env_bytes = 1 << 20;
+    be.cfg.max_frame = 256 + 29; /* the frame limit bounds it too */
+    be.now_ms += 1000;           /* b's fifth hello: one more allowed a second later */
+    assert_int_equal(hello_spec(b, 1, "docker:a,f,g,hh", why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "(at most 29"));
+    be.cfg.max_frame = ING_MAX_FRAME_DEFAULT;
+    /* Refused hellos changed nothing. */
+    be_flush(&be);
+    assert_int_equal(peers[0].seen, peers[0].n);
+    assert_true(be_agent_registered(b));
+    /* The rate: b said hello 4 times (refusals count), then once a second later: one more
+     * now is refused; one more a second later is accepted. */
+    assert_int_equal(hello_spec(b, 1, "docker:a", why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "too many hellos"));
+    be.now_ms += 1000;
+    assert_int_equal(hello_spec(b, 1, "docker:a", why, sizeof(why)), 0);
+    assert_int_equal(hello_spec(b, 1, "docker:a", why, sizeof(why)), -EINVAL);
+    be_flush(&be);
+    expect_envs(0, "docker:[a,b,c]");
+}
+
+/* An out-of-memory AgentHello is all or nothing: failing each allocation in turn, a
+ * registered agent's second hello either fully applies or leaves everything as it was. */
+static void
+test_backend_hello_out_of_memory(void **state)
+{
+    (void)state;
+    char why[200];
+    client(0);
+    struct be_agent *a = be_agent_new(&be, &peers[1]);
+    assert_int_equal(hello_spec(a, 2, "docker:a,b;kata:", why, sizeof(why)), 0);
+    be_flush(&be);
+    expect_envs(0, "docker:[a,b];kata:[]");
+    be.cfg.hello_burst = 0;
+    bool applied = false;
+    for (long k = 1; k < 200 && !applied; k++) {
+        hello_fail_at = k;
+        int rc = hello_spec(a, 3, "docker:b,c,d;mcq:q,r;kata:", why, sizeof(why));
+        hello_fail_at = 0;
+        assert_int_equal(be_check(&be), 0);
+        assert_true(be_agent_registered(a));
+        be_flush(&be);
+        if (rc == 0) {
+            applied = true;
+            assert_int_equal(be_agent_slots(a), 3);
+            expect_envs(0, "docker:[b,c,d];kata:[];mcq:[q,r]");
+        } else {
+            assert_string_equal(why, "out of memory");
+            assert_int_equal(be_agent_slots(a), 2);
+            assert_int_equal(peers[0].seen, peers[0].n); /* the list did not change */
+        }
+    }
+    assert_true(applied);
+}
+
+/* Issue 13 item 3: 100,000 environments and 32 re-hellos: the handlers stay cheap (a
+ * refused hello costs nothing; each accepted one is linear in its own size, without a
+ * sort) and clients get one list per loop iteration (it was two full sorted lists per
+ * re-hello per client: 11.6 s). */
+static void
+test_backend_many_envs_rehello(void **state)
+{
+    (void)state;
+    const uint32_t n = 100000 / slow();
+    char why[200];
+    enum { BURST = 4 };
+    be.cfg.hello_burst = BURST;
+    client(0);
+    client(1);
+    struct be_agent *a = be_agent_new(&be, &peers[2]);
+    double t0 = now_s();
+    assert_int_equal(hello_many(a, n, why, sizeof(why)), 0);
+    double first = now_s() - t0;
+    be_flush(&be);
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n);
+    assert_int_equal(expect(1, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n);
+    /* A small agent says hello 32 times in one iteration: BURST accepted, the rest refused. */
+    struct be_agent *b = be_agent_new(&be, &peers[3]);
+    int ok = 0;
+    double worst = 0;
+    no_check = true; /* be_check is linear in the environments */
+    for (int i = 0; i < 32; i++) {
+        t0 = now_s();
+        ok += hello_spec(b, 1, "docker:small", why, sizeof(why)) == 0;
+        double dt = now_s() - t0;
+        worst = dt > worst ? dt : worst;
+    }
+    assert_int_equal(ok, BURST);
+    /* The big one again, 32 times: each accepted one costs about its first hello. */
+    double big = 0;
+    for (int i = 0; i < 32; i++) {
+        t0 = now_s();
+        ok += hello_many(a, n, why, sizeof(why)) == 0;
+        double dt = now_s() - t0;
+        big = dt > big ? dt : big;
+    }
+    assert_int_equal(ok, BURST + BURST - 1); /* a's first hello counted in its burst */
+    no_check = false;
+    t0 = now_s();
+    be_flush(&be);
+    double flush = now_s() - t0;
+    assert_int_equal(be_check(&be), 0);
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_int_equal(expect(1, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
+    expect_none(0);
+    expect_none(1);
+    print_message("    %u environments: first hello %.1f ms, small re-hello at most %.3f ms, "
+                  "big re-hello at most %.1f ms, flush to 2 clients %.1f ms\n",
+                  n, first * 1e3, worst * 1e3, big * 1e3, flush * 1e3);
+    if (worst > 0.002 * slow() || big > 3 * first + 0.05 * slow() || flush > 0.5 * slow())
+        fail_msg("handlers too slow");
+}
+
+/* Issue 13 item 17: a running job its agent does not report ends at its deadline (hard_time,
+ * else 3 x time, plus the margin) with crash "Agent did not answer in time"; the agent is
+ * sent a kill, the slot takes the next job, a late report is dropped. */
+static void
+test_backend_job_deadline(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 1, "e");
+    submit_full(c, "j", 0, "docker", "e", "S", NULL); /* time 30: 90 s + 30 s */
+    hard_time_s = 5;
+    submit(c, "h", 0, "e"); /* hard_time 5: 5 s + 30 s */
+    expect(1, ING_BACKEND_NEW_JOB, "j");
+    started(a, "j");
+    expect(0, ING_BACKEND_JOB_STARTED, "j");
+    be.now_ms += 120000 - 1;
+    be_timeouts(&be);
+    expect_none(0);
+    expect_none(1);
+    be.now_ms += 1;
+    be_timeouts(&be);
+    assert_int_equal(be_check(&be), 0);
+    struct rec *r = expect(0, ING_BACKEND_JOB_DONE, "j");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "Agent did not answer in time");
+    assert_string_equal(r->state, "S");
+    expect(1, ING_BACKEND_KILL_JOB, "j");
+    expect(1, ING_BACKEND_NEW_JOB, "h");
+    assert_int_equal(be.stats.jobs_expired, 1);
+    uint64_t dropped = be.stats.reports_dropped;
+    done(a, "j", "success"); /* too late */
+    assert_int_equal(be.stats.reports_dropped, dropped + 1);
+    expect_none(0);
+    be.now_ms += 35000 - 1;
+    be_timeouts(&be);
+    expect_none(0);
+    be.now_ms += 1;
+    be_timeouts(&be);
+    r = expect(0, ING_BACKEND_JOB_DONE, "h");
+    assert_string_equal(r->text, "Agent did not answer in time");
+    assert_int_equal(be_agent_busy(a), 0);
+    /* A kill with a kill timeout: that deadline replaces the job's. */
+    hard_time_s = -1;
+    submit(c, "k", 0, "e");
+    expect(1, ING_BACKEND_KILL_JOB, "h");
+    expect(1, ING_BACKEND_NEW_JOB, "k");
+    kill_job(c, "k");
+    expect(1, ING_BACKEND_KILL_JOB, "k");
+    be.now_ms += be.cfg.kill_timeout_ms;
+    be_timeouts(&be);
+    r = expect(0, ING_BACKEND_JOB_DONE, "k");
+    assert_string_equal(r->kind, "killed");
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* A huge hard_time: the deadline is capped at BE_MAX_DEADLINE_MS (deadlines are compared
+ * in 32 bits: a longer one would wrap and end the job at once). */
+static void
+test_backend_job_deadline_cap(void **state)
+{
+    (void)state;
+    be.cfg.deadline_margin_ms = BE_MAX_DEADLINE_MS;
+    struct be_client *c = client(0);
+    agent(1, 1, "e");
+    hard_time_s = 1000000000;
+    submit(c, "j", 0, "e");
+    expect(1, ING_BACKEND_NEW_JOB, "j");
+    be.now_ms += 1000;
+    be_timeouts(&be);
+    be.now_ms += BE_MAX_DEADLINE_MS - 1001;
+    be_timeouts(&be);
+    expect_none(0);
+    be.now_ms += 1;
+    be_timeouts(&be);
+    struct rec *r = expect(0, ING_BACKEND_JOB_DONE, "j");
+    assert_string_equal(r->text, "Agent did not answer in time");
+}
+
+/* Issue 13 item 15: a job bounces back to the queue at most cfg.max_requeues times after
+ * agent losses, then ends crash; progress from an agent counts as a Pong. */
+static void
+test_backend_requeue_cap_and_alive(void **state)
+{
+    (void)state;
+    be.cfg.max_requeues = 2;
+    be.cfg.hello_burst = 0;
+    struct be_client *c = client(0);
+    submit(c, "j", 0, "e");
+    for (int i = 0; i < 2; i++) {
+        struct be_agent *a = agent(1, 1, "e");
+        expect(1, ING_BACKEND_NEW_JOB, "j");
+        be_agent_gone(&be, a);
+        assert_int_equal(be_check(&be), 0);
+        expect_none(0); /* requeued */
+    }
+    struct be_agent *a = agent(1, 1, "e");
+    expect(1, ING_BACKEND_NEW_JOB, "j");
+    be_agent_gone(&be, a);
+    struct rec *r = expect(0, ING_BACKEND_JOB_DONE, "j");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "Agent lost too many times while holding the job");
+    assert_int_equal(be_check(&be), 0);
+    /* Liveness: ping_max + 1 ticks without a Pong remove an agent; progress in between
+     * keeps it. */
+    a = agent(1, 1, "e");
+    for (uint32_t i = 0; i < 3 * (be.cfg.ping_max + 1); i++) {
+        be_ping_tick(&be);
+        be_agent_alive(a);
+    }
+    assert_int_equal(be.n_agents, 1);
+    for (uint32_t i = 0; i <= be.cfg.ping_max + 1; i++)
+        be_ping_tick(&be);
+    assert_int_equal(be.n_agents, 0);
+    be_agent_gone(&be, a);
 }
 
 /* A client that goes: its waiting jobs are dropped, its running jobs killed. */
@@ -818,9 +1457,12 @@ random_walk(uint64_t seed, int nc, uint32_t ne)
     memset(accepted, 0, sizeof(accepted));
     memset(lost, 0, sizeof(lost));
     rng = seed;
+    be.cfg.hello_burst = 0; /* hellos come faster than the clock moves */
     if (nc < WALK_NC)
         be.cfg.reap_batch = rnd(3); /* most of a leaving client's jobs wait to be reaped */
     be.cfg.retry_lost_jobs = rnd(3);
+    be.cfg.max_requeues = rnd(4);     /* some jobs end crash after a few agent losses */
+    be.cfg.envs_grace_ms = rnd(3000); /* be_flush runs at random: lists held or sent */
     be.cfg.kill_any = rnd(2) == 0;
     if (rnd(2) == 0)
         be.cfg.max_waiting_per_client = 20; /* some submissions get "Queue full" */
@@ -907,6 +1549,10 @@ random_walk(uint64_t seed, int nc, uint32_t ne)
             }
             p->n = p->seen = 0;
         }
+        if (rnd(3) == 0) {
+            be_flush(&be);
+            assert_int_equal(be_check(&be), 0);
+        }
         /* Clients count their results. */
         for (int c = 0; c < nc; c++)
             walk_results(c, results, lost);
@@ -955,6 +1601,15 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_result_from_wrong_agent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_agent_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_orphan_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_orphan_timeout_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_requeue_behind_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_envs_order_and_coalescing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_hello_bounds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_hello_out_of_memory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_many_envs_rehello, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_job_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_job_deadline_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_requeue_cap_and_alive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_client_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_client_gone_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_tables_under_growth, setup, teardown),

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* test_noalloc.c: once warm, the steady-state path submit -> dispatch -> started -> done
  * makes no heap allocation in the server, over the native protocol and over the ZeroMQ
- * dialect (a ZMTP DEALER client and agent speaking INGInious' msgpack). The server runs in-process (srv_adopt on
+ * dialect (a ZMTP client and agent speaking INGInious' msgpack). The server runs in-process (srv_adopt on
  * socketpairs); malloc, calloc and realloc are wrapped by the linker (-Wl,--wrap) and
  * counted while jobs flow. Skipped in the sanitizer build, where slabs pass every object to
- * malloc on purpose. */
+ * malloc on purpose.
+ *
+ * The same wrap injects failures (failing_from): the out-of-memory paths of the server
+ * (a new loop, a new connection, input and output that must grow, a job body) each end in a
+ * clear refusal, and the server serves everyone once memory is back. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,11 +39,21 @@ void *__wrap_realloc(void *p, size_t n);
 
 static bool counting;
 static size_t nalloc;
+static size_t failing_from; /* 0: none; else every request of at least this many bytes fails */
+static size_t failing_to;   /* with failing_from: 0, or the first size that succeeds again */
+
+static bool
+fails(size_t n)
+{
+    return failing_from != 0 && n >= failing_from && (failing_to == 0 || n < failing_to);
+}
 
 void *
 __wrap_malloc(size_t n)
 {
     nalloc += counting;
+    if (fails(n))
+        return NULL;
     return __real_malloc(n);
 }
 
@@ -47,6 +61,8 @@ void *
 __wrap_calloc(size_t n, size_t m)
 {
     nalloc += counting;
+    if (fails(n * m))
+        return NULL;
     return __real_calloc(n, m);
 }
 
@@ -54,6 +70,8 @@ void *
 __wrap_realloc(void *p, size_t n)
 {
     nalloc += counting;
+    if (fails(n))
+        return NULL;
     return __real_realloc(p, n);
 }
 
@@ -236,7 +254,6 @@ test_noalloc_steady_state_lifecycle(void **state)
     close(a.fd);
     srv_free(srv);
 }
-
 
 /* ---- the same over the ZeroMQ dialect (issue 19) ---- */
 
@@ -474,12 +491,205 @@ test_noalloc_steady_state_zmq(void **state)
     srv_free(srv);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Out of memory */
+
+static struct server *
+oom_server(void)
+{
+    log_level_max = LOG_ERR;
+    struct srv_config cfg;
+    srv_config_default(&cfg);
+    cfg.agent_addr = "tcp://127.0.0.1:0";
+    cfg.client_addr = "tcp://127.0.0.1:0";
+    cfg.ping_interval_ms = 3600 * 1000;
+    char err[256];
+    struct server *s = srv_new(&cfg, err, sizeof(err));
+    assert_non_null(s);
+    return s;
+}
+
+static void
+hello(struct tpipe *c)
+{
+    struct ing_msg m, got;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_HELLO;
+    m.u.client_hello.name = (struct ing_view){"me", 2};
+    send_msg(c, &m);
+    assert_int_equal(next_type(c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
+}
+
+/* two_clients starts the server and opens two registered clients. */
+static void
+two_clients(struct tpipe *c, struct tpipe *d)
+{
+    srv = oom_server();
+    open_peer(c, ING_ROLE_CLIENT);
+    open_peer(d, ING_ROLE_CLIENT);
+    hello(c);
+    hello(d);
+}
+
+/* served_then_stop checks that d is still served (Ping, Pong), closes it and frees the
+ * server. */
+static void
+served_then_stop(struct tpipe *d)
+{
+    struct ing_msg m, got;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_PING;
+    send_msg(d, &m);
+    assert_int_equal(next_type(d, &got), ING_PONG);
+    close(d->fd);
+    srv_free(srv);
+}
+
+/* wait_eof runs the server until the backend closes t (a read of 0 or a reset). */
+static void
+wait_eof(struct tpipe *t)
+{
+    for (int round = 0; round < 10000; round++) {
+        assert_true(srv_run_once(srv, 1) >= 0);
+        uint8_t sink[4096];
+        ssize_t n = recv(t->fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            return;
+    }
+    fail_msg("the backend did not close the connection");
+}
+
+/* A new loop, a new connection: refused cleanly when memory is out. */
+static void
+test_oom_setup_and_adopt(void **state)
+{
+    (void)state;
+    struct srv_config cfg;
+    srv_config_default(&cfg);
+    cfg.agent_addr = "tcp://127.0.0.1:0";
+    cfg.client_addr = "tcp://127.0.0.1:0";
+    char err[256] = "";
+    failing_from = 1;
+    assert_null(srv_new(&cfg, err, sizeof(err)));
+    failing_from = 0;
+    assert_string_equal(err, "out of memory");
+    srv = oom_server();
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    failing_from = 1;
+    assert_int_equal(srv_adopt(srv, sv[0], ING_ROLE_CLIENT), -EMFILE); /* no conn page */
+    failing_from = 0;
+    close(sv[1]);
+    struct tpipe c;
+    open_peer(&c, ING_ROLE_CLIENT);
+    hello(&c);
+    close(c.fd);
+    srv_free(srv);
+}
+
+/* Input that must grow and a job body that cannot be stored: the connection is closed
+ * ("out of memory"), the job refused with crash; the others are served. */
+static void
+test_oom_input_and_job(void **state)
+{
+    (void)state;
+    struct tpipe c, d;
+    two_clients(&c, &d);
+    /* A 100 KiB job: its body goes to malloc (past the pools' 64 KiB). */
+    static uint8_t inp[100 * 1024];
+    struct ing_mp_writer w;
+    ing_mp_writer_init(&w, inp, sizeof(inp));
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "q");
+    static char pad[90 * 1024];
+    memset(pad, 'x', sizeof(pad));
+    ing_mp_put_str(&w, pad, sizeof(pad));
+    assert_int_equal(w.err, 0);
+    struct ing_msg m, got;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_NEW_JOB;
+    m.u.new_job.launcher = (struct ing_view){"t", 1};
+    struct ing_job_spec *sp = &m.u.new_job.job;
+    sp->job_id = (struct ing_view){"big", 3};
+    sp->environment_type = (struct ing_view){"docker", 6};
+    sp->environment = (struct ing_view){"default", 7};
+    sp->task_problems = sp->environment_parameters = (struct ing_view){"\x80", 1};
+    sp->inputdata = (struct ing_view){(const char *)inp, (uint32_t)w.len};
+    static uint8_t frame[110 * 1024];
+    ssize_t n = ing_msg_encode(&m, frame, sizeof(frame));
+    assert_true(n > 0);
+    /* c's input cannot grow to the frame's size: closed. */
+    failing_from = 32 * 1024;
+    assert_int_equal(write(c.fd, frame, (size_t)n), n);
+    wait_eof(&c);
+    close(c.fd);
+    /* d's input grows (memory back) to all but the last bytes of the frame; then the job
+     * body cannot be stored: crash. */
+    failing_from = 0;
+    size_t off = 0;
+    while (off < (size_t)n - 16) {
+        ssize_t w2 = write(d.fd, frame + off, (size_t)n - 16 - off);
+        if (w2 > 0)
+            off += (size_t)w2;
+        assert_true(srv_run_once(srv, 0) >= 0);
+    }
+    for (int k = 0; k < 20; k++)
+        assert_true(srv_run_once(srv, 0) >= 0);
+    failing_from = 64 * 1024; /* the job's copy (~92 KiB), not the input buffer (256 KiB) */
+    failing_to = 200 * 1024;
+    assert_int_equal(write(d.fd, frame + off, 16), 16);
+    uint8_t type = next_type(&d, &got);
+    failing_from = failing_to = 0;
+    assert_int_equal(type, ING_BACKEND_JOB_DONE);
+    assert_true(ing_view_eq(got.u.result.result_kind, "crash"));
+    assert_true(ing_view_eq(got.u.result.result_text, "Backend out of memory"));
+    /* Memory back: the same job is accepted (no answer: it waits for an agent). */
+    for (off = 0; off < (size_t)n;) {
+        ssize_t w2 = write(d.fd, frame + off, (size_t)n - off);
+        if (w2 > 0)
+            off += (size_t)w2;
+        assert_true(srv_run_once(srv, 0) >= 0);
+    }
+    served_then_stop(&d);
+}
+
+/* Output that must grow: the peer is dropped, the server goes on. */
+static void
+test_oom_output(void **state)
+{
+    (void)state;
+    struct tpipe c, d;
+    two_clients(&c, &d);
+    /* 2,000 pipelined Pings: their Pongs outgrow c's first output buffer. */
+    static uint8_t pings[2000 * ING_HDR_LEN];
+    for (int k = 0; k < 2000; k++)
+        ing_frame_header(pings + k * ING_HDR_LEN, ING_PING, 0);
+    failing_from = 8 * 1024;
+    assert_int_equal(write(c.fd, pings, sizeof(pings)), (ssize_t)sizeof(pings));
+    wait_eof(&c);
+    failing_from = 0;
+    close(c.fd);
+    served_then_stop(&d);
+}
+
+/* memory_back ends any failure injection, even after a failed test. */
+static int
+memory_back(void **state)
+{
+    (void)state;
+    failing_from = failing_to = 0;
+    return 0;
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_noalloc_steady_state_lifecycle),
         cmocka_unit_test(test_noalloc_steady_state_zmq),
+        cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
+        cmocka_unit_test_teardown(test_oom_input_and_job, memory_back),
+        cmocka_unit_test_teardown(test_oom_output, memory_back),
     };
     return cmocka_run_group_tests_name("noalloc", tests, NULL, NULL);
 }

@@ -191,6 +191,22 @@ static const struct vline v_client_get_queue[] = {
     {K_END, NULL, NULL},
 };
 
+static const struct vline v_client_get_stats[] = {
+    {K_HDR, "00 00 00 00 14 00", NULL},
+    {K_END, NULL, NULL},
+};
+
+static const struct vline v_backend_stats[] = {
+    {K_HDR, "00 00 00 39 25 00", NULL},
+    {K_MP,
+     "00 00 00 35 83 a9 73 75 62 6d 69 74 74 65 64 07 "
+     "a7 77 61 69 74 69 6e 67 02 ac 65 6e 76 69 72 6f "
+     "6e 6d 65 6e 74 73 91 94 a6 64 6f 63 6b 65 72 a7 "
+     "64 65 66 61 75 6c 74 02 01",
+     "stats: mp {\"submitted\": 7, \"waiting\": 2, \"environments\": [[\"docker\", \"default\", 2, 1]]}"},
+    {K_END, NULL, NULL},
+};
+
 static const struct vline v_update_envs[] = {
     {K_HDR, "00 00 00 22 20 00", NULL},
     {K_MP,
@@ -446,6 +462,12 @@ static const struct ing_msg m_ping = {.type = ING_PING};
 static const struct ing_msg m_pong = {.type = ING_PONG};
 static const struct ing_msg m_unknown = {.type = ING_UNKNOWN};
 static const struct ing_msg m_client_get_queue = {.type = ING_CLIENT_GET_QUEUE};
+static const struct ing_msg m_client_get_stats = {.type = ING_CLIENT_GET_STATS};
+static const struct ing_msg m_backend_stats = {
+    .type = ING_BACKEND_STATS,
+    .u.stats = {{"\x83\xa9submitted\x07\xa7waiting\x02\xac" "environments\x91\x94\xa6"
+                 "docker\xa7" "default\x02\x01", 53}},
+};
 
 static const struct ing_msg m_client_hello = {
     .type = ING_CLIENT_HELLO,
@@ -669,6 +691,7 @@ static const struct vector vectors[] = {
      v_client_new_job_nil, &m_client_new_job_nil},
     {"ClientKillJob (12)", "job_id \"job-1\"", v_client_kill_job, &m_client_kill_job},
     {"ClientGetQueue (13)", "empty body", v_client_get_queue, &m_client_get_queue},
+    {"ClientGetStats (14)", "empty body", v_client_get_stats, &m_client_get_stats},
     {"BackendUpdateEnvironments (20)", "docker: default, python3; mcq: none", v_update_envs,
      &m_update_envs},
     {"BackendJobStarted (21)", "job_id \"job-1\"", v_backend_job_started,
@@ -682,6 +705,8 @@ static const struct vector vectors[] = {
     {"BackendGetQueue (24), empty", "no running job, no waiting job", v_queue_empty,
      &m_queue_empty},
     {"BackendGetQueue (24)", "one running job, two waiting jobs", v_queue, &m_queue},
+    {"BackendStats (25)", "a few keys of the stats map (§5.8)", v_backend_stats,
+     &m_backend_stats},
     {"BackendNewJob (30)", "the job spec of ClientNewJob (11) with debug on", v_backend_new_job,
      &m_backend_new_job},
     {"BackendNewJob (30), nil task", "empty course_id and environment, nil task_id",
@@ -1012,10 +1037,14 @@ assert_msg_equal(const struct ing_msg *a, const struct ing_msg *b)
     case ING_BACKEND_GET_QUEUE:
         assert_queue_equal(&a->u.queue, &b->u.queue);
         break;
+    case ING_BACKEND_STATS:
+        assert_view_equal(a->u.stats.stats, b->u.stats.stats);
+        break;
     case ING_PING:
     case ING_PONG:
     case ING_UNKNOWN:
     case ING_CLIENT_GET_QUEUE:
+    case ING_CLIENT_GET_STATS:
         break;
     default:
         fail_msg("unexpected type %02x", a->type);
@@ -1112,6 +1141,9 @@ msg_fields(struct ing_msg *m, struct fref *f)
     case ING_BACKEND_UPDATE_ENVIRONMENTS:
         f[n++] = (struct fref){&m->u.envs.environments, K_MP};
         break;
+    case ING_BACKEND_STATS:
+        f[n++] = (struct fref){&m->u.stats.stats, K_MP};
+        break;
     case ING_AGENT_HELLO:
         f[n++] = (struct fref){&m->u.agent_hello.friendly_name, K_STR};
         f[n++] = (struct fref){&m->u.agent_hello.environments, K_MP};
@@ -1128,8 +1160,10 @@ msg_fields(struct ing_msg *m, struct fref *f)
 static const uint8_t all_types[] = {
     ING_ERROR, ING_WELCOME, ING_AUTH, ING_AUTH_OK, ING_PING, ING_PONG, ING_UNKNOWN,
     ING_CLIENT_HELLO, ING_CLIENT_NEW_JOB, ING_CLIENT_KILL_JOB, ING_CLIENT_GET_QUEUE,
+    ING_CLIENT_GET_STATS,
     ING_BACKEND_UPDATE_ENVIRONMENTS, ING_BACKEND_JOB_STARTED, ING_BACKEND_JOB_DONE,
-    ING_BACKEND_JOB_SSH_DEBUG, ING_BACKEND_GET_QUEUE, ING_BACKEND_NEW_JOB, ING_BACKEND_KILL_JOB,
+    ING_BACKEND_JOB_SSH_DEBUG, ING_BACKEND_GET_QUEUE, ING_BACKEND_STATS, ING_BACKEND_NEW_JOB,
+    ING_BACKEND_KILL_JOB,
     ING_AGENT_HELLO, ING_AGENT_JOB_STARTED, ING_AGENT_JOB_DONE, ING_AGENT_JOB_SSH_DEBUG,
 };
 /* clang-format on */
@@ -1659,7 +1693,8 @@ test_proto_corrupt_header(void **state)
             continue;
         }
         known++;
-        if (t == ING_PING || t == ING_PONG || t == ING_UNKNOWN || t == ING_CLIENT_GET_QUEUE) {
+        if (t == ING_PING || t == ING_PONG || t == ING_UNKNOWN || t == ING_CLIENT_GET_QUEUE ||
+            t == ING_CLIENT_GET_STATS) {
             assert_int_equal(rc, ING_HDR_LEN);
             assert_int_equal(m.type, t);
             /* An empty-body type with a body. */
@@ -2577,11 +2612,13 @@ test_proto_type_names(void **state)
         "ClientNewJob",
         "ClientKillJob",
         "ClientGetQueue",
+        "ClientGetStats",
         "BackendUpdateEnvironments",
         "BackendJobStarted",
         "BackendJobDone",
         "BackendJobSSHDebug",
         "BackendGetQueue",
+        "BackendStats",
         "BackendNewJob",
         "BackendKillJob",
         "AgentHello",

@@ -118,6 +118,7 @@ enum ing_client_event_type {
     ING_CLIENT_EV_QUEUE,        /* BackendGetQueue: queue */
     ING_CLIENT_EV_PONG,         /* Pong: rtt_ms */
     ING_CLIENT_EV_ERROR,        /* the backend sent Error: code, text */
+    ING_CLIENT_EV_STATS,        /* BackendStats: stats */
 };
 
 struct ing_client_event {
@@ -136,6 +137,7 @@ struct ing_client_event {
     uint16_t code;                       /* ERROR: enum ing_error_code */
     struct ing_view text;                /* ERROR */
     int err;                             /* DISCONNECTED: -errno */
+    struct ing_view stats;               /* STATS: mp map (proto.md §5.8) */
 };
 
 typedef void ing_client_event_fn(struct ing_client *c, const struct ing_client_event *ev,
@@ -194,6 +196,8 @@ int ing_client_submit(struct ing_client *c, const struct ing_client_job *job);
 int ing_client_kill(struct ing_client *c, const char *job_id);
 /* ing_client_get_queue sends ClientGetQueue; the answer is an ING_CLIENT_EV_QUEUE event. */
 int ing_client_get_queue(struct ing_client *c);
+/* ing_client_get_stats sends ClientGetStats; the answer is an ING_CLIENT_EV_STATS event. */
+int ing_client_get_stats(struct ing_client *c);
 /* ing_client_ping sends Ping; the answer is an ING_CLIENT_EV_PONG event with its rtt. Also
  * returns -ENOBUFS when too many pings are still unanswered. */
 int ing_client_ping(struct ing_client *c);

@@ -58,12 +58,14 @@ enum ing_msg_type {
     ING_CLIENT_NEW_JOB = 0x11,
     ING_CLIENT_KILL_JOB = 0x12,
     ING_CLIENT_GET_QUEUE = 0x13,
+    ING_CLIENT_GET_STATS = 0x14,
 
     ING_BACKEND_UPDATE_ENVIRONMENTS = 0x20,
     ING_BACKEND_JOB_STARTED = 0x21,
     ING_BACKEND_JOB_DONE = 0x22,
     ING_BACKEND_JOB_SSH_DEBUG = 0x23,
     ING_BACKEND_GET_QUEUE = 0x24,
+    ING_BACKEND_STATS = 0x25,
 
     ING_BACKEND_NEW_JOB = 0x30,
     ING_BACKEND_KILL_JOB = 0x31,
@@ -224,6 +226,11 @@ struct ing_get_queue {
     const uint8_t *wire_waiting;
 };
 
+/* BackendStats (proto.md §5.8): one msgpack map. */
+struct ing_stats_msg {
+    struct ing_view stats; /* mp map */
+};
+
 struct ing_msg {
     uint8_t type; /* enum ing_msg_type */
     union {
@@ -241,7 +248,9 @@ struct ing_msg {
         struct ing_update_envs envs;          /* ING_BACKEND_UPDATE_ENVIRONMENTS */
         struct ing_agent_hello agent_hello;   /* ING_AGENT_HELLO */
         struct ing_get_queue queue;           /* ING_BACKEND_GET_QUEUE */
-    } u; /* ING_PING, ING_PONG, ING_UNKNOWN, ING_CLIENT_GET_QUEUE have no body */
+        struct ing_stats_msg stats;           /* ING_BACKEND_STATS */
+    } u; /* ING_PING, ING_PONG, ING_UNKNOWN, ING_CLIENT_GET_QUEUE, ING_CLIENT_GET_STATS have
+          * no body */
 };
 
 /* ing_preamble_encode writes the 8-byte preamble for role (ING_ROLE_*). */

@@ -38,12 +38,36 @@ usage(FILE *f)
             "                              (60s; 0 = forever; at most 7d)\n"
             "      --drain-timeout DUR     on SIGTERM, time running jobs get to finish (30s;\n"
             "                              at most 7d)\n"
-            "      --handshake-timeout DUR time a new connection gets to open (10s; 1ms to 1h)\n"
+            "      --handshake-timeout DUR time a new connection gets to open: preamble,\n"
+            "                              authentication and hello (10s; 1ms to 1h)\n"
             "      --retry-lost-jobs N     requeue a started job whose agent is lost, N times (0)\n"
+            "      --max-requeues N        requeues of one job after agent losses, started or\n"
+            "                              not; one more ends it crash (5)\n"
+            "      --job-deadline-margin DUR  a running job ends crash \"Agent did not answer in\n"
+            "                              time\" after its hard_time (else 3 x time, else 1h)\n"
+            "                              plus DUR (30s; proto.md 7.4)\n"
+            "      --max-slots-per-agent N a hello announcing more slots is refused (1024)\n"
+            "      --max-envs-per-agent N  environments one hello may announce (100000)\n"
+            "      --max-envs N            environments of all agents together (1000000)\n"
+            "      --max-env-bytes SIZE    size of the environment list sent to clients (16M;\n"
+            "                              never more than --max-frame less 256)\n"
+            "      --env-grace DUR         a lost agent's environments stay listed this long,\n"
+            "                              so that a reconnect sends one list (1s; 0 = none)\n"
             "      --max-frame SIZE        largest message body accepted (64M; at most 1G)\n"
-            "      --max-output SIZE       pending output per peer before it is dropped (256M;\n"
+            "      --max-output SIZE       pending output per peer before it is dropped (16M;\n"
             "                              4K to 64G)\n"
-            "      --max-connections N     simultaneous connections (10000)\n"
+            "      --max-memory SIZE       budget over buffers and queued job bodies (1/4 of\n"
+            "                              the RAM, 256M..16G; 16M to 1T); at 7/8 of it new\n"
+            "                              jobs end crash 'Backend memory full', new input\n"
+            "                              gets Error OVERLOAD\n"
+            "      --max-job-bytes-per-client SIZE  job bodies one client may have held\n"
+            "                              (1/4 of --max-memory; 4K to 1T)\n"
+            "      --frame-timeout DUR     time a started frame gets to arrive whole (30s;\n"
+            "                              1ms to 1d)\n"
+            "      --max-connections-per-address N  connections from one IP address\n"
+            "                              (0 = no limit, the default; at most 10000000)\n"
+            "      --max-connections N     simultaneous connections (10000; lowered at start to\n"
+            "                              what RLIMIT_NOFILE allows, after raising it)\n"
             "      --max-waiting N         waiting jobs in total (10000000; at most 1000000000)\n"
             "      --max-waiting-per-client N  waiting jobs per client (10000000)\n"
             "      --max-errors N          protocol errors before a peer is closed (100)\n"
@@ -69,6 +93,17 @@ usage(FILE *f)
             "                              for it; endpoints without a secret then serve ZeroMQ\n"
             "                              peers only (proto.md 11.1)\n"
             "      --port-file PATH        write the bound addresses to PATH once listening\n"
+            "      --metrics ADDR          serve HTTP on ADDR (tcp://HOST:PORT, e.g.\n"
+            "                              tcp://127.0.0.1:9464; off by default): /metrics\n"
+            "                              (Prometheus), /status (JSON), / (status page)\n"
+            "      --metrics-allow CIDR    accept metrics scrapers only from these addresses\n"
+            "                              (repeatable; default loopback only)\n"
+            "      --metrics-max-envs N    environments with their own label in /metrics, the\n"
+            "                              deepest; the others summed as \"other\" (100)\n"
+            "      --metrics-timeout DUR   time a request head gets to arrive, and an idle\n"
+            "                              keep-alive connection to stay open (10s)\n"
+            "      --metrics-max-connections N  simultaneous HTTP connections; more get 503 (128)\n"
+            "      --metrics-keepalive N   requests per HTTP connection (100)\n"
             "      --help                  this text\n"
             "      --version               the version\n"
             "\n"
@@ -108,9 +143,27 @@ enum {
     OPT_AGENT_ALLOW_FILE,
     OPT_CLIENT_ALLOW_FILE,
     OPT_IPV6_ONLY,
+    OPT_METRICS,
+    OPT_METRICS_ALLOW,
+    OPT_METRICS_MAX_ENVS,
+    OPT_METRICS_TIMEOUT,
+    OPT_METRICS_MAX_CONNS,
+    OPT_METRICS_KEEPALIVE,
     OPT_HELP,
     OPT_VERSION,
     OPT_DEBUGMODE,
+    /* Budgets (issue 13, server part) */
+    OPT_MAX_MEMORY,
+    OPT_MAX_CLIENT_BYTES,
+    OPT_FRAME_TIMEOUT,
+    OPT_MAX_CONNS_ADDR,
+    OPT_MAX_REQUEUES,
+    OPT_DEADLINE_MARGIN,
+    OPT_MAX_SLOTS,
+    OPT_MAX_ENVS_AGENT,
+    OPT_MAX_ENVS,
+    OPT_MAX_ENV_BYTES,
+    OPT_ENV_GRACE,
 };
 
 static const struct option options[] = {
@@ -141,9 +194,26 @@ static const struct option options[] = {
     {"agent-allow-file", required_argument, NULL, OPT_AGENT_ALLOW_FILE},
     {"client-allow-file", required_argument, NULL, OPT_CLIENT_ALLOW_FILE},
     {"ipv6-only", no_argument, NULL, OPT_IPV6_ONLY},
+    {"metrics", required_argument, NULL, OPT_METRICS},
+    {"metrics-allow", required_argument, NULL, OPT_METRICS_ALLOW},
+    {"metrics-max-envs", required_argument, NULL, OPT_METRICS_MAX_ENVS},
+    {"metrics-timeout", required_argument, NULL, OPT_METRICS_TIMEOUT},
+    {"metrics-max-connections", required_argument, NULL, OPT_METRICS_MAX_CONNS},
+    {"metrics-keepalive", required_argument, NULL, OPT_METRICS_KEEPALIVE},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {"debugmode", no_argument, NULL, OPT_DEBUGMODE},
+    {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+    {"max-job-bytes-per-client", required_argument, NULL, OPT_MAX_CLIENT_BYTES},
+    {"frame-timeout", required_argument, NULL, OPT_FRAME_TIMEOUT},
+    {"max-connections-per-address", required_argument, NULL, OPT_MAX_CONNS_ADDR},
+    {"max-requeues", required_argument, NULL, OPT_MAX_REQUEUES},
+    {"job-deadline-margin", required_argument, NULL, OPT_DEADLINE_MARGIN},
+    {"max-slots-per-agent", required_argument, NULL, OPT_MAX_SLOTS},
+    {"max-envs-per-agent", required_argument, NULL, OPT_MAX_ENVS_AGENT},
+    {"max-envs", required_argument, NULL, OPT_MAX_ENVS},
+    {"max-env-bytes", required_argument, NULL, OPT_MAX_ENV_BYTES},
+    {"env-grace", required_argument, NULL, OPT_ENV_GRACE},
     {NULL, 0, NULL, 0},
 };
 
@@ -164,6 +234,7 @@ static int cur;
 static const char *secret_file[2], *allow_file[2];
 static struct acl_entry cmd_allow[2][MAX_ALLOW]; /* --agent-allow, --client-allow */
 static size_t ncmd_allow[2];
+static struct acl_entry metrics_allow[MAX_ALLOW]; /* --metrics-allow */
 
 static void
 settings_clear(struct settings *st)
@@ -297,6 +368,31 @@ main(int argc, char **argv)
         case OPT_RETRY:
             cfg.be.retry_lost_jobs = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, 255);
             break;
+        case OPT_MAX_REQUEUES:
+            cfg.be.max_requeues =
+                (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, BE_MAX_REQUEUES);
+            break;
+        case OPT_DEADLINE_MARGIN:
+            cfg.be.deadline_margin_ms =
+                need(OPT_KIND_DURATION, name, optarg, 0, BE_MAX_DEADLINE_MS);
+            break;
+        case OPT_MAX_SLOTS:
+            cfg.be.max_slots_per_agent =
+                (uint32_t)need(OPT_KIND_COUNT, name, optarg, 1, BE_MAX_SLOTS);
+            break;
+        case OPT_MAX_ENVS_AGENT:
+            cfg.be.max_envs_per_agent =
+                (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, BE_MAX_ENVS);
+            break;
+        case OPT_MAX_ENVS:
+            cfg.be.max_envs = need(OPT_KIND_COUNT, name, optarg, 0, BE_MAX_ENVS);
+            break;
+        case OPT_MAX_ENV_BYTES:
+            cfg.be.max_env_bytes = need(OPT_KIND_SIZE, name, optarg, 0, UINT32_MAX);
+            break;
+        case OPT_ENV_GRACE:
+            cfg.be.envs_grace_ms = need(OPT_KIND_DURATION, name, optarg, 0, 3600 * 1000);
+            break;
         case OPT_MAX_FRAME:
             cfg.max_frame =
                 (uint32_t)need(OPT_KIND_SIZE, name, optarg, ING_MAX_FRAME_MIN, OPT_FRAME_MAX);
@@ -364,10 +460,47 @@ main(int argc, char **argv)
         case OPT_PORT_FILE:
             cfg.port_file = optarg;
             break;
+        case OPT_METRICS:
+            if (strncmp(optarg, "tcp://", 6) != 0)
+                bad(name, optarg);
+            cfg.metrics.addr = optarg;
+            break;
+        case OPT_METRICS_ALLOW:
+            if (acl_parse_list(optarg, false, metrics_allow, MAX_ALLOW, &cfg.metrics.nallow, err,
+                               sizeof(err)) != 0) {
+                fprintf(stderr, "inginious-backend: bad value for --%s: %s\n", name, err);
+                return 2;
+            }
+            cfg.metrics.allow = metrics_allow;
+            break;
+        case OPT_METRICS_MAX_ENVS:
+            cfg.metrics_max_envs = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, 100000);
+            break;
+        case OPT_METRICS_TIMEOUT:
+            cfg.metrics.timeout_ms = need(OPT_KIND_DURATION, name, optarg, 1, 3600000);
+            break;
+        case OPT_METRICS_MAX_CONNS:
+            cfg.metrics.max_conns = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 1, 100000);
+            break;
+        case OPT_METRICS_KEEPALIVE:
+            cfg.metrics.keepalive_max = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 1, UINT32_MAX);
+            break;
         case OPT_HELP:
             usage(stdout);
             return 0;
         case OPT_DEBUGMODE:
+            break;
+        case OPT_MAX_MEMORY:
+            cfg.max_memory = need(OPT_KIND_SIZE, name, optarg, 16ull << 20, 1ull << 40);
+            break;
+        case OPT_MAX_CLIENT_BYTES:
+            cfg.max_client_bytes = need(OPT_KIND_SIZE, name, optarg, 4096, 1ull << 40);
+            break;
+        case OPT_FRAME_TIMEOUT:
+            cfg.frame_timeout_ms = need(OPT_KIND_DURATION, name, optarg, 1, 86400000);
+            break;
+        case OPT_MAX_CONNS_ADDR:
+            cfg.max_conns_per_addr = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, 10000000);
             break;
         case OPT_VERSION:
             printf("inginious-backend %s\n", ING_VERSION);
@@ -392,6 +525,7 @@ main(int argc, char **argv)
         return 2;
     }
     settings_apply(&gen[cur], &cfg);
+    log_nonblocking(); /* a stderr nobody reads must not stall the loop */
     int rc = sd_listen_fds(cfg.listen_fd, err, sizeof(err));
     struct server *s = rc < 0 ? NULL : srv_new(&cfg, err, sizeof(err));
     if (s == NULL) {

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* inginious-ctl: a command-line client of inginious-backend over the client library
- * (include/inginious/client.h). Subcommands envs, submit, kill, queue, watch, ping; human
- * output by default, JSON with --json. Exit status: 0 success, 1 the operation failed, 2 a
+ * (include/inginious/client.h). Subcommands envs, submit, kill, queue, watch, ping, stats,
+ * top; human output by default, JSON with --json. Exit status: 0 success, 1 the operation failed, 2 a
  * usage error. The only place that calls exit() is main. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,8 @@ usage(FILE *f)
                "  queue             the running and waiting jobs\n"
                "  watch [OPTIONS]   submit jobs and print their events as they happen\n"
                "  ping [--count N]  round-trip time to the backend\n"
+               "  stats             the backend's counters, gauges and environments\n"
+               "  top               a live view of stats, refreshed every second (Ctrl-C ends)\n"
                "\n"
                "Options:\n"
                "  --backend ADDR  client endpoint: tcp://HOST:PORT or ipc:///path (default\n"
@@ -998,6 +1001,35 @@ cmd_kill(struct ctl *ctl, int argc, char **argv)
     return 0;
 }
 
+/* json_options parses the options of a command that takes only --json and --help. Returns
+ * -1 to go on, else the exit status (help printed, or a usage error). */
+static int
+json_options(struct ctl *ctl, int argc, char **argv, const char *help)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (ch == OPT_JSON) {
+            ctl->json = true;
+        } else if (ch == OPT_HELP) {
+            fputs(help, stdout);
+            return 0;
+        } else {
+            fputs(help, stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fputs(help, stderr);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
 /* ---- queue ---- */
 
 static void
@@ -1025,33 +1057,15 @@ print_entries(const struct ing_client_queue_entry *e, size_t n, bool running)
 static int
 cmd_queue(struct ctl *ctl, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, OPT_JSON},
-        {"help", no_argument, NULL, OPT_HELP},
-        {NULL, 0, NULL, 0},
-    };
     const char *help = "usage: inginious-ctl [GLOBAL] queue [--json]\n\n"
                        "Lists the running jobs (dispatch order) and the waiting jobs (arrival\n"
                        "order). With --json: {\"running\": [...], \"waiting\": [...]}, each\n"
                        "entry an object with the protocol's field names.\n";
     struct ing_client_queue q;
-    int ch, rc;
+    int rc;
 
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (ch == OPT_JSON) {
-            ctl->json = true;
-        } else if (ch == OPT_HELP) {
-            fputs(help, stdout);
-            return 0;
-        } else {
-            fputs(help, stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (optind != argc) {
-        fputs(help, stderr);
-        return EXIT_USAGE;
-    }
+    if ((rc = json_options(ctl, argc, argv, help)) >= 0)
+        return rc;
     rc = ctl_connect(ctl);
     if (rc != 0)
         return rc;
@@ -1151,6 +1165,230 @@ cmd_ping(struct ctl *ctl, int argc, char **argv)
     return rc;
 }
 
+/* ---- stats, top ---- */
+
+struct stats_wait {
+    uint8_t *copy; /* the BackendStats map, malloc'd */
+    size_t len;
+};
+
+static void
+stats_event(struct ing_client *c, const struct ing_client_event *ev, void *arg)
+{
+    struct stats_wait *sw = arg;
+    (void)c;
+    if (ev->type != ING_CLIENT_EV_STATS || sw->copy != NULL)
+        return;
+    sw->copy = malloc(ev->stats.len ? ev->stats.len : 1);
+    if (sw->copy != NULL) {
+        memcpy(sw->copy, ev->stats.p, ev->stats.len);
+        sw->len = ev->stats.len;
+    }
+}
+
+/* stats_fetch asks for the stats and waits for them (at most the answer timeout). */
+static int
+stats_fetch(struct ctl *ctl, struct stats_wait *sw)
+{
+    struct timespec t0;
+    int limit = answer_timeout(ctl), rc = ing_client_get_stats(ctl->c);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    sw->copy = NULL;
+    while (rc == 0 && sw->copy == NULL) {
+        int left = limit < 0 ? 1000 : limit - (int)(elapsed_s(&t0) * 1000);
+        if (left <= 0)
+            return -ETIMEDOUT;
+        rc = ing_client_wait(ctl->c, left < 1000 ? left : 1000, stats_event, sw);
+        if (rc == -EINTR)
+            return rc;
+    }
+    return rc;
+}
+
+/* mp_count tells whether o is a non-negative integer, and leaves it in o->v.u. */
+static bool
+mp_count(struct ing_mp_obj *o)
+{
+    if (o->type == ING_MP_INT && o->v.i >= 0) {
+        o->v.u = (uint64_t)o->v.i;
+        o->type = ING_MP_UINT;
+    }
+    return o->type == ING_MP_UINT;
+}
+
+/* stats_print renders the BackendStats map: its numbers and strings as "key value" lines
+ * (four to a line), then the environments as a table. Returns 0 or -EPROTO. */
+static int
+stats_print(const uint8_t *p, size_t n, FILE *f)
+{
+    const uint8_t *q = p, *end = p + n;
+    struct ing_mp_obj o, k, v;
+    int col = 0;
+    if (ing_mp_validate(p, n, 8) != 0 || ing_mp_read(&q, end, &o) != 0 || o.type != ING_MP_MAP)
+        return -EPROTO;
+    const uint8_t *envs = NULL;
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        if (ing_mp_read(&q, end, &k) != 0 || k.type != ING_MP_STR)
+            return -EPROTO;
+        const uint8_t *vp = q;
+        if (ing_mp_read(&q, end, &v) != 0)
+            return -EPROTO;
+        char val[64];
+        if (v.type == ING_MP_UINT)
+            snprintf(val, sizeof(val), "%" PRIu64, v.v.u);
+        else if (v.type == ING_MP_INT)
+            snprintf(val, sizeof(val), "%" PRId64, v.v.i);
+        else if (v.type == ING_MP_STR)
+            snprintf(val, sizeof(val), "%.*s", (int)(v.v.s.len < 60 ? v.v.s.len : 60),
+                     (const char *)v.v.s.p);
+        else
+            val[0] = 0;
+        if (v.type == ING_MP_ARRAY || v.type == ING_MP_MAP) {
+            if (k.v.s.len == 12 && memcmp(k.v.s.p, "environments", 12) == 0)
+                envs = vp;
+            q = vp;
+            if (ing_mp_skip(&q, end, 8) != 0)
+                return -EPROTO;
+            continue;
+        }
+        fprintf(f, "%-12.*s %-12s%s", (int)k.v.s.len, (const char *)k.v.s.p, val,
+                ++col % 4 == 0 ? "\n" : "  ");
+    }
+    if (col % 4 != 0)
+        fputc('\n', f);
+    if (envs == NULL)
+        return 0;
+    fprintf(f, "\n%-16s %-32s %10s %10s\n", "TYPE", "ENVIRONMENT", "WAITING", "RUNNING");
+    q = envs;
+    if (ing_mp_read(&q, end, &o) != 0 || o.type != ING_MP_ARRAY)
+        return -EPROTO;
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        struct ing_mp_obj a, t, nm, w, r;
+        if (ing_mp_read(&q, end, &a) != 0 || a.type != ING_MP_ARRAY || a.v.n != 4 ||
+            ing_mp_read(&q, end, &t) != 0 || t.type != ING_MP_STR ||
+            ing_mp_read(&q, end, &nm) != 0 || nm.type != ING_MP_STR ||
+            ing_mp_read(&q, end, &w) != 0 || !mp_count(&w) || ing_mp_read(&q, end, &r) != 0 ||
+            !mp_count(&r))
+            return -EPROTO;
+        fprintf(f, "%-16.*s %-32.*s %10" PRIu64 " %10" PRIu64 "\n", (int)t.v.s.len,
+                (const char *)t.v.s.p, (int)nm.v.s.len, (const char *)nm.v.s.p, w.v.u, r.v.u);
+    }
+    return 0;
+}
+
+static int
+cmd_stats(struct ctl *ctl, int argc, char **argv)
+{
+    const char *help = "usage: inginious-ctl [GLOBAL] stats [--json]\n\n"
+                       "Prints the backend's statistics (BackendStats, proto.md 5.8): job\n"
+                       "counters, waiting and running jobs, agents and slots, and the\n"
+                       "environments by queue depth. With --json: the map as one object.\n";
+    int rc;
+    if ((rc = json_options(ctl, argc, argv, help)) >= 0)
+        return rc;
+    rc = ctl_connect(ctl);
+    if (rc != 0)
+        return rc;
+    struct stats_wait sw;
+    rc = stats_fetch(ctl, &sw);
+    if (rc != 0)
+        return fail_wait(ctl, "the statistics", rc);
+    if (ctl->json)
+        rc = print_json(sw.copy, sw.len, 0);
+    else if ((rc = stats_print(sw.copy, sw.len, stdout)) != 0)
+        errmsg("malformed statistics from the backend");
+    free(sw.copy);
+    return rc == 0 ? 0 : EXIT_FAIL;
+}
+
+static volatile sig_atomic_t top_stop;
+
+static void
+top_signal(int sig)
+{
+    (void)sig;
+    top_stop = 1;
+}
+
+static int
+cmd_top(struct ctl *ctl, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"count", required_argument, NULL, OPT_COUNT},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    const char *help = "usage: inginious-ctl [GLOBAL] top [--count N]\n\n"
+                       "Shows the statistics of 'stats', refreshed every second, on the\n"
+                       "terminal's alternate screen (plain ANSI), until Ctrl-C, SIGTERM or N\n"
+                       "refreshes; the terminal is restored on exit.\n";
+    unsigned count = 0; /* 0: until stopped */
+    int ch, rc;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (ch == OPT_COUNT && parse_count(optarg, &count) == 0) {
+            continue;
+        } else if (ch == OPT_HELP) {
+            fputs(help, stdout);
+            return 0;
+        } else {
+            fputs(help, stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fputs(help, stderr);
+        return EXIT_USAGE;
+    }
+    rc = ctl_connect(ctl);
+    if (rc != 0)
+        return rc;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = top_signal; /* no SA_RESTART: the wait returns at once */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    fputs("\033[?1049h\033[?25l", stdout); /* alternate screen, cursor hidden */
+    rc = 0;
+    for (unsigned i = 0; !top_stop && (count == 0 || i < count); i++) {
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        struct stats_wait sw;
+        rc = stats_fetch(ctl, &sw);
+        if (rc != 0)
+            break;
+        time_t now = time(NULL);
+        char when[32];
+        strftime(when, sizeof(when), "%H:%M:%S", localtime(&now));
+        printf("\033[H\033[2Jinginious-ctl top: %s at %s (Ctrl-C to quit)\n\n",
+               ing_client_server(ctl->c), when);
+        rc = stats_print(sw.copy, sw.len, stdout);
+        free(sw.copy);
+        fflush(stdout);
+        if (rc != 0)
+            break;
+        /* The rest of the second, serving the connection (pings) meanwhile. */
+        while (!top_stop && (count == 0 || i + 1 < count) && elapsed_s(&t0) < 1.0) {
+            int left = 1000 - (int)(elapsed_s(&t0) * 1000);
+            if (ing_client_wait(ctl->c, left > 0 ? left : 0, NULL, NULL) < 0 && !top_stop) {
+                rc = -ECONNRESET;
+                break;
+            }
+        }
+        if (rc != 0)
+            break;
+    }
+    fputs("\033[?25h\033[?1049l", stdout); /* the terminal as it was */
+    fflush(stdout);
+    if (rc == -EINTR || top_stop)
+        return 0;
+    if (rc == -EPROTO) {
+        errmsg("malformed statistics from the backend");
+        return EXIT_FAIL;
+    }
+    return rc == 0 ? 0 : fail_wait(ctl, "the statistics", rc);
+}
+
 /* ---- main ---- */
 
 int
@@ -1171,6 +1409,7 @@ main(int argc, char **argv)
     } cmds[] = {
         {"envs", cmd_envs},   {"submit", cmd_submit}, {"kill", cmd_kill},
         {"queue", cmd_queue}, {"watch", cmd_watch},   {"ping", cmd_ping},
+        {"stats", cmd_stats}, {"top", cmd_top},
     };
     struct ctl ctl = {.timeout_ms = DEFAULT_TIMEOUT_MS};
     const char *env = getenv("INGINIOUS_BACKEND");

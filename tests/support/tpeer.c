@@ -455,7 +455,7 @@ tp_start_argv_at(const char *file, int line, struct tp_ctx *c, const char *agent
             _exit(126);
         dup2(nul, 0);
         dup2(fd, 1);
-        dup2(fd, 2);
+        dup2(b->err_fd > 0 ? b->err_fd : fd, 2);
         signal(SIGPIPE, SIG_DFL);
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -1446,6 +1446,8 @@ void
 tp_expect_nothing_at(const char *file, int line, struct tp_peer *p, int ms)
 {
     const struct ing_msg *m = NULL;
+
+    ms *= tp_slow(); /* a window that means something under valgrind too */
     int r = tp_recv(p, ms, &m);
     char d[700];
 
@@ -1460,7 +1462,7 @@ tp_expect_nothing_at(const char *file, int line, struct tp_peer *p, int ms)
 void
 tp_expect_quiet_at(const char *file, int line, struct tp_ctx *c, int ms)
 {
-    uint64_t deadline = tp_now_ms() + (uint64_t)ms;
+    uint64_t deadline = tp_now_ms() + (uint64_t)ms * (uint64_t)tp_slow();
     struct pollfd pf[TP_MAX_PEERS];
     size_t i;
     char d[700];

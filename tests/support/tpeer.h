@@ -29,7 +29,7 @@
 #include "inginious/proto.h"
 
 #define TP_DEADLINE_MS (5000 * tp_slow()) /* every blocking wait of a test */
-#define TP_QUIET_MS 150     /* the window of tp_expect_nothing: absence checks only */
+#define TP_QUIET_MS 150     /* the window of tp_expect_nothing (x tp_slow()): absence checks */
 #define TP_MAX_PEERS 128    /* peers per test context */
 #define TP_PATH_MAX 256
 
@@ -51,6 +51,8 @@ struct tp_backend {
     char dir[TP_PATH_MAX];         /* mkdtemp directory (log, port file, ipc sockets) */
     char log_path[TP_PATH_MAX];    /* its stderr and stdout */
     char port_path[TP_PATH_MAX];   /* --port-file */
+    int err_fd;                    /* > 0 before tp_start: the backend's stderr goes to this
+                                    * descriptor (a pipe nobody reads), not to the log */
     char agent_addr[TP_PATH_MAX];  /* bound agent endpoint, from the port file */
     char client_addr[TP_PATH_MAX]; /* bound client endpoint */
 };
@@ -350,12 +352,12 @@ int tp_recv(struct tp_peer *p, int timeout_ms, const struct ing_msg **m);
 const struct ing_msg *tp_expect_at(const char *file, int line, struct tp_peer *p, uint8_t type);
 #define tp_expect(...) tp_expect_at(__FILE__, __LINE__, __VA_ARGS__)
 
-/* tp_expect_nothing checks that no message arrives within ms (and that the connection stays
+/* tp_expect_nothing checks that no message arrives within ms x tp_slow() (and that the connection stays
  * open). */
 void tp_expect_nothing_at(const char *file, int line, struct tp_peer *p, int ms);
 #define tp_expect_nothing(...) tp_expect_nothing_at(__FILE__, __LINE__, __VA_ARGS__)
 
-/* tp_expect_quiet checks that no peer of the context receives anything within ms. */
+/* tp_expect_quiet checks that no peer of the context receives anything within ms x tp_slow(). */
 void tp_expect_quiet_at(const char *file, int line, struct tp_ctx *c, int ms);
 #define tp_expect_quiet(...) tp_expect_quiet_at(__FILE__, __LINE__, __VA_ARGS__)
 

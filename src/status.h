@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/* status.h: what the metrics port answers, built from the backend (read only) and the
+ * server's counters: the Prometheus exposition (GET /metrics), the JSON status (GET
+ * /status) and the embedded status page (GET /). Also a ring of jobs done per second
+ * for the page's throughput chart, sampled once a second. */
+#ifndef ING_STATUS_H
+#define ING_STATUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "buf.h"
+#include "metrics.h"
+
+#define STATUS_TPUT 300 /* seconds of throughput kept */
+
+struct status {
+    const struct backend *be;
+    const struct metrics_server *ms;
+    double start_s;  /* Unix time the process started */
+    size_t max_envs; /* --metrics-max-envs */
+    struct metrics_env *envs; /* scratch for one snapshot */
+    size_t nenvs, envs_cap;
+    uint32_t tput[STATUS_TPUT]; /* jobs done per second, ring */
+    uint64_t tput_n;            /* samples taken */
+    uint64_t last_done;
+};
+
+void status_init(struct status *st, const struct backend *be, const struct metrics_server *ms,
+                 double start_s, size_t max_envs);
+void status_fini(struct status *st);
+/* status_sample records the jobs done since the previous sample (call once a second). */
+void status_sample(struct status *st);
+/* status_metrics / status_json append the answer's body to out. Return 0 or -ENOMEM. */
+int status_metrics(struct status *st, struct buf *out);
+int status_json(struct status *st, struct buf *out);
+/* status_mp writes the BackendStats map (proto.md §5.8). Returns 0 or the writer's error. */
+struct ing_mp_writer;
+int status_mp(struct status *st, struct ing_mp_writer *w);
+/* status_page returns the embedded HTML page. */
+const char *status_page(size_t *len);
+
+#endif
