@@ -522,7 +522,8 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
      * own. */
     const uint8_t *mp = f->p;
     size_t mn = f->len;
-    int rc = z->legacy ? -EPROTO : zmq_msg_decode(mp, mn, &m, &why);
+    unsigned how = 0;
+    int rc = z->legacy ? -EPROTO : zmq_msg_decode_ex(mp, mn, &m, &why, &how);
     if (rc == -EPROTO) {
         const char *lwhy = NULL;
         int lrc = zmq_msg_legacy_to_main(mp, mn, &zb->legacy, &lwhy);
@@ -532,13 +533,13 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
             z->legacy = true;
             mp = zb->legacy.buf;
             mn = zb->legacy.len;
-            rc = zmq_msg_decode(mp, mn, &m, &why);
+            rc = zmq_msg_decode_ex(mp, mn, &m, &why, &how);
         } else if (lrc != -ENOENT) {
             log_msg(LOG_WARN, "%s: undecodable message dropped (%s)", srv_conn_name(c),
                     lwhy != NULL ? lwhy : strerror(-lrc));
             return;
         } else if (z->legacy) {
-            rc = zmq_msg_decode(mp, mn, &m, &why); /* a main-dialect message */
+            rc = zmq_msg_decode_ex(mp, mn, &m, &why, &how); /* a main-dialect message */
         }
     }
     struct be_client *client = srv_conn_client(c);
@@ -601,7 +602,7 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
                 : shape.release == ZMQ_AGENT_V08 ? "v0.8.0-v0.8.5 (SSH routing)"
                                                  : "v0.8.6 or later");
     }
-    if (m.type == ING_AGENT_JOB_DONE && zmq_msg_grade_is_int(mp, mn)) {
+    if (m.type == ING_AGENT_JOB_DONE && (how & ZMQ_DEC_GRADE_INT)) {
         zb->int_grade = true;
         zb->int_grade_job = nm.u.result.job_id;
     }

@@ -843,6 +843,27 @@ decode_fast(const uint8_t *p, size_t n, struct ing_msg *m)
     return 0;
 }
 
+/* zmq_msg_decode_ex decodes one msgpack message into *m, zero-copy, and tells how. */
+int
+zmq_msg_decode_ex(const uint8_t *p, size_t n, struct ing_msg *m, const char **why,
+                  unsigned *how)
+{
+    const char *reason = NULL;
+    *how = 0;
+    if (p != NULL && n <= UINT32_MAX && decode_fast(p, n, m) == 0) {
+        if (why != NULL)
+            *why = NULL;
+        return 0; /* a grade there is a float */
+    }
+    int rc = zmq_msg_decode(p, n, m, &reason);
+    if (why != NULL)
+        *why = reason;
+    if (rc == 0 && (m->type == ING_AGENT_JOB_DONE || m->type == ING_BACKEND_JOB_DONE) &&
+        zmq_msg_grade_is_int(p, n))
+        *how |= ZMQ_DEC_GRADE_INT;
+    return rc;
+}
+
 /* zmq_msg_decode decodes one msgpack message into *m, zero-copy. */
 int
 zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
