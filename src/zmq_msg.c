@@ -36,6 +36,7 @@ enum fk {
 
 struct field {
     const char *name;
+    uint8_t nlen;    /* strlen(name) */
     uint8_t kind;    /* enum fk */
     uint8_t flags;   /* F_* */
     uint16_t off;    /* offset of the value in struct ing_msg */
@@ -45,6 +46,7 @@ struct field {
 
 struct mtype {
     const char *name; /* the INGInious class name, the value of "@type" */
+    uint8_t nlen;     /* strlen(name) */
     uint8_t type;     /* enum ing_msg_type */
     uint8_t nfields;
     const struct field *fields;
@@ -60,116 +62,116 @@ struct mtype {
 #define TYPE_KEY "@type"
 
 static const struct field f_client_hello[] = {
-    {"name", FK_STR, 0, OFF(u.client_hello.name), 0, "name is not a str"},
+    {"name", sizeof("name") - 1, FK_STR, 0, OFF(u.client_hello.name), 0, "name is not a str"},
 };
 
 static const struct field f_client_new_job[] = {
-    {"job_id", FK_STR, F_JOB_ID, OFF(u.new_job.job.job_id), 0, "job_id is not a str"},
-    {"priority", FK_I64, 0, OFF(u.new_job.priority), 0, "priority is not an integer"},
-    {COURSE_KEY, FK_NSTR, F_COURSE, OFF(u.new_job.job.course_id), 0,
+    {"job_id", sizeof("job_id") - 1, FK_STR, F_JOB_ID, OFF(u.new_job.job.job_id), 0, "job_id is not a str"},
+    {"priority", sizeof("priority") - 1, FK_I64, 0, OFF(u.new_job.priority), 0, "priority is not an integer"},
+    {COURSE_KEY, sizeof(COURSE_KEY) - 1, FK_NSTR, F_COURSE, OFF(u.new_job.job.course_id), 0,
      "course_id is not a str or nil"},
-    {"task_id", FK_NSTR, 0, OFF(u.new_job.job.task_id), 0, "task_id is not a str or nil"},
-    {"task_problems", FK_NMAP, 0, OFF(u.new_job.job.task_problems), 0,
+    {"task_id", sizeof("task_id") - 1, FK_NSTR, 0, OFF(u.new_job.job.task_id), 0, "task_id is not a str or nil"},
+    {"task_problems", sizeof("task_problems") - 1, FK_NMAP, 0, OFF(u.new_job.job.task_problems), 0,
      "task_problems is not a map"},
-    {"inputdata", FK_MAP, 0, OFF(u.new_job.job.inputdata), 0, "inputdata is not a map"},
-    {"environment_type", FK_STR, 0, OFF(u.new_job.job.environment_type), 0,
+    {"inputdata", sizeof("inputdata") - 1, FK_MAP, 0, OFF(u.new_job.job.inputdata), 0, "inputdata is not a map"},
+    {"environment_type", sizeof("environment_type") - 1, FK_STR, 0, OFF(u.new_job.job.environment_type), 0,
      "environment_type is not a str"},
-    {"environment", FK_STR, 0, OFF(u.new_job.job.environment), 0, "environment is not a str"},
-    {"environment_parameters", FK_MAP, 0, OFF(u.new_job.job.environment_parameters), 0,
+    {"environment", sizeof("environment") - 1, FK_STR, 0, OFF(u.new_job.job.environment), 0, "environment is not a str"},
+    {"environment_parameters", sizeof("environment_parameters") - 1, FK_MAP, 0, OFF(u.new_job.job.environment_parameters), 0,
      "environment_parameters is not a map"},
-    {"debug", FK_DEBUG, 0, OFF(u.new_job.job.debug), 0, "debug is not false, true or \"ssh\""},
-    {"launcher", FK_STR, 0, OFF(u.new_job.launcher), 0, "launcher is not a str"},
+    {"debug", sizeof("debug") - 1, FK_DEBUG, 0, OFF(u.new_job.job.debug), 0, "debug is not false, true or \"ssh\""},
+    {"launcher", sizeof("launcher") - 1, FK_STR, 0, OFF(u.new_job.launcher), 0, "launcher is not a str"},
 };
 
 static const struct field f_backend_new_job[] = {
-    {"job_id", FK_STR, F_JOB_ID, OFF(u.job.job_id), 0, "job_id is not a str"},
-    {COURSE_KEY, FK_NSTR, F_COURSE, OFF(u.job.course_id), 0, "course_id is not a str or nil"},
-    {"task_id", FK_NSTR, 0, OFF(u.job.task_id), 0, "task_id is not a str or nil"},
-    {"task_problems", FK_NMAP, 0, OFF(u.job.task_problems), 0, "task_problems is not a map"},
-    {"inputdata", FK_MAP, 0, OFF(u.job.inputdata), 0, "inputdata is not a map"},
-    {"environment_type", FK_STR, 0, OFF(u.job.environment_type), 0,
+    {"job_id", sizeof("job_id") - 1, FK_STR, F_JOB_ID, OFF(u.job.job_id), 0, "job_id is not a str"},
+    {COURSE_KEY, sizeof(COURSE_KEY) - 1, FK_NSTR, F_COURSE, OFF(u.job.course_id), 0, "course_id is not a str or nil"},
+    {"task_id", sizeof("task_id") - 1, FK_NSTR, 0, OFF(u.job.task_id), 0, "task_id is not a str or nil"},
+    {"task_problems", sizeof("task_problems") - 1, FK_NMAP, 0, OFF(u.job.task_problems), 0, "task_problems is not a map"},
+    {"inputdata", sizeof("inputdata") - 1, FK_MAP, 0, OFF(u.job.inputdata), 0, "inputdata is not a map"},
+    {"environment_type", sizeof("environment_type") - 1, FK_STR, 0, OFF(u.job.environment_type), 0,
      "environment_type is not a str"},
-    {"environment", FK_STR, 0, OFF(u.job.environment), 0, "environment is not a str"},
-    {"environment_parameters", FK_MAP, 0, OFF(u.job.environment_parameters), 0,
+    {"environment", sizeof("environment") - 1, FK_STR, 0, OFF(u.job.environment), 0, "environment is not a str"},
+    {"environment_parameters", sizeof("environment_parameters") - 1, FK_MAP, 0, OFF(u.job.environment_parameters), 0,
      "environment_parameters is not a map"},
-    {"debug", FK_DEBUG, 0, OFF(u.job.debug), 0, "debug is not false, true or \"ssh\""},
+    {"debug", sizeof("debug") - 1, FK_DEBUG, 0, OFF(u.job.debug), 0, "debug is not false, true or \"ssh\""},
 };
 
 /* ClientKillJob, BackendJobStarted, AgentJobStarted. */
 static const struct field f_ref[] = {
-    {"job_id", FK_STR, F_JOB_ID, OFF(u.ref.job_id), 0, "job_id is not a str"},
+    {"job_id", sizeof("job_id") - 1, FK_STR, F_JOB_ID, OFF(u.ref.job_id), 0, "job_id is not a str"},
 };
 
 static const struct field f_backend_kill_job[] = {
-    {"job_id", FK_STR, F_JOB_ID, OFF(u.kill.job_id), 0, "job_id is not a str"},
-    {"state", FK_STR, 0, OFF(u.kill.state), 0, "state is not a str"},
+    {"job_id", sizeof("job_id") - 1, FK_STR, F_JOB_ID, OFF(u.kill.job_id), 0, "job_id is not a str"},
+    {"state", sizeof("state") - 1, FK_STR, 0, OFF(u.kill.state), 0, "state is not a str"},
 };
 
 /* BackendJobDone, AgentJobDone. */
 static const struct field f_result[] = {
-    {"job_id", FK_STR, F_JOB_ID, OFF(u.result.job_id), 0, "job_id is not a str"},
-    {"result", FK_RESULT, 0, OFF(u.result.result_kind), OFF(u.result.result_text),
+    {"job_id", sizeof("job_id") - 1, FK_STR, F_JOB_ID, OFF(u.result.job_id), 0, "job_id is not a str"},
+    {"result", sizeof("result") - 1, FK_RESULT, 0, OFF(u.result.result_kind), OFF(u.result.result_text),
      "result is not an array [str, str]"},
-    {"grade", FK_F64, 0, OFF(u.result.grade), 0, "grade is not a number"},
-    {"problems", FK_MAP, 0, OFF(u.result.problems), 0, "problems is not a map"},
-    {"tests", FK_MAP, 0, OFF(u.result.tests), 0, "tests is not a map"},
-    {"custom", FK_MAP, 0, OFF(u.result.custom), 0, "custom is not a map"},
-    {"state", FK_STR, 0, OFF(u.result.state), 0, "state is not a str"},
-    {"archive", FK_BIN_NIL, 0, OFF(u.result.archive), 0, "archive is not a bin or nil"},
-    {"stdout", FK_NSTR, 0, OFF(u.result.stdout_), 0, "stdout is not a str or nil"},
-    {"stderr", FK_NSTR, 0, OFF(u.result.stderr_), 0, "stderr is not a str or nil"},
+    {"grade", sizeof("grade") - 1, FK_F64, 0, OFF(u.result.grade), 0, "grade is not a number"},
+    {"problems", sizeof("problems") - 1, FK_MAP, 0, OFF(u.result.problems), 0, "problems is not a map"},
+    {"tests", sizeof("tests") - 1, FK_MAP, 0, OFF(u.result.tests), 0, "tests is not a map"},
+    {"custom", sizeof("custom") - 1, FK_MAP, 0, OFF(u.result.custom), 0, "custom is not a map"},
+    {"state", sizeof("state") - 1, FK_STR, 0, OFF(u.result.state), 0, "state is not a str"},
+    {"archive", sizeof("archive") - 1, FK_BIN_NIL, 0, OFF(u.result.archive), 0, "archive is not a bin or nil"},
+    {"stdout", sizeof("stdout") - 1, FK_NSTR, 0, OFF(u.result.stdout_), 0, "stdout is not a str or nil"},
+    {"stderr", sizeof("stderr") - 1, FK_NSTR, 0, OFF(u.result.stderr_), 0, "stderr is not a str or nil"},
 };
 
 /* BackendJobSSHDebug, AgentJobSSHDebug. */
 static const struct field f_ssh[] = {
-    {"job_id", FK_STR, F_JOB_ID, OFF(u.ssh.job_id), 0, "job_id is not a str"},
-    {"host", FK_STR, 0, OFF(u.ssh.host), 0, "host is not a str"},
-    {"port", FK_U32, 0, OFF(u.ssh.port), 0, "port is not an integer in 0..2^32-1"},
-    {"user", FK_STR, 0, OFF(u.ssh.user), 0, "user is not a str"},
-    {"password", FK_STR, 0, OFF(u.ssh.password), 0, "password is not a str"},
+    {"job_id", sizeof("job_id") - 1, FK_STR, F_JOB_ID, OFF(u.ssh.job_id), 0, "job_id is not a str"},
+    {"host", sizeof("host") - 1, FK_STR, 0, OFF(u.ssh.host), 0, "host is not a str"},
+    {"port", sizeof("port") - 1, FK_U32, 0, OFF(u.ssh.port), 0, "port is not an integer in 0..2^32-1"},
+    {"user", sizeof("user") - 1, FK_STR, 0, OFF(u.ssh.user), 0, "user is not a str"},
+    {"password", sizeof("password") - 1, FK_STR, 0, OFF(u.ssh.password), 0, "password is not a str"},
 };
 
 static const struct field f_update_envs[] = {
-    {"available_environments", FK_MAP, 0, OFF(u.envs.environments), 0,
+    {"available_environments", sizeof("available_environments") - 1, FK_MAP, 0, OFF(u.envs.environments), 0,
      "available_environments is not a map"},
 };
 
 static const struct field f_get_queue[] = {
-    {"jobs_running", FK_QRUN, 0, OFF(u.queue.n_running), 0,
+    {"jobs_running", sizeof("jobs_running") - 1, FK_QRUN, 0, OFF(u.queue.n_running), 0,
      "jobs_running is not an array of 7-tuples"},
-    {"jobs_waiting", FK_QWAIT, 0, OFF(u.queue.n_waiting), 0,
+    {"jobs_waiting", sizeof("jobs_waiting") - 1, FK_QWAIT, 0, OFF(u.queue.n_waiting), 0,
      "jobs_waiting is not an array of 5-tuples"},
 };
 
 static const struct field f_agent_hello[] = {
-    {"friendly_name", FK_STR, 0, OFF(u.agent_hello.friendly_name), 0, "friendly_name is not a str"},
-    {"available_job_slots", FK_U32, 0, OFF(u.agent_hello.slots), 0,
+    {"friendly_name", sizeof("friendly_name") - 1, FK_STR, 0, OFF(u.agent_hello.friendly_name), 0, "friendly_name is not a str"},
+    {"available_job_slots", sizeof("available_job_slots") - 1, FK_U32, 0, OFF(u.agent_hello.slots), 0,
      "available_job_slots is not an integer in 0..2^32-1"},
-    {"available_environments", FK_MAP, 0, OFF(u.agent_hello.environments), 0,
+    {"available_environments", sizeof("available_environments") - 1, FK_MAP, 0, OFF(u.agent_hello.environments), 0,
      "available_environments is not a map"},
-    {"ssh_allowed", FK_BOOL_IGN, F_OPTIONAL, 0, 0, "ssh_allowed is not a bool"},
+    {"ssh_allowed", sizeof("ssh_allowed") - 1, FK_BOOL_IGN, F_OPTIONAL, 0, 0, "ssh_allowed is not a bool"},
 };
 
 static const struct mtype mtypes[] = {
-    {"ClientHello", ING_CLIENT_HELLO, NF(f_client_hello), f_client_hello},
-    {"ClientNewJob", ING_CLIENT_NEW_JOB, NF(f_client_new_job), f_client_new_job},
-    {"ClientKillJob", ING_CLIENT_KILL_JOB, NF(f_ref), f_ref},
-    {"ClientGetQueue", ING_CLIENT_GET_QUEUE, 0, NULL},
-    {"BackendUpdateEnvironments", ING_BACKEND_UPDATE_ENVIRONMENTS, NF(f_update_envs),
+    {"ClientHello", sizeof("ClientHello") - 1, ING_CLIENT_HELLO, NF(f_client_hello), f_client_hello},
+    {"ClientNewJob", sizeof("ClientNewJob") - 1, ING_CLIENT_NEW_JOB, NF(f_client_new_job), f_client_new_job},
+    {"ClientKillJob", sizeof("ClientKillJob") - 1, ING_CLIENT_KILL_JOB, NF(f_ref), f_ref},
+    {"ClientGetQueue", sizeof("ClientGetQueue") - 1, ING_CLIENT_GET_QUEUE, 0, NULL},
+    {"BackendUpdateEnvironments", sizeof("BackendUpdateEnvironments") - 1, ING_BACKEND_UPDATE_ENVIRONMENTS, NF(f_update_envs),
      f_update_envs},
-    {"BackendJobStarted", ING_BACKEND_JOB_STARTED, NF(f_ref), f_ref},
-    {"BackendJobDone", ING_BACKEND_JOB_DONE, NF(f_result), f_result},
-    {"BackendJobSSHDebug", ING_BACKEND_JOB_SSH_DEBUG, NF(f_ssh), f_ssh},
-    {"BackendGetQueue", ING_BACKEND_GET_QUEUE, NF(f_get_queue), f_get_queue},
-    {"BackendNewJob", ING_BACKEND_NEW_JOB, NF(f_backend_new_job), f_backend_new_job},
-    {"BackendKillJob", ING_BACKEND_KILL_JOB, NF(f_backend_kill_job), f_backend_kill_job},
-    {"AgentHello", ING_AGENT_HELLO, NF(f_agent_hello), f_agent_hello},
-    {"AgentJobStarted", ING_AGENT_JOB_STARTED, NF(f_ref), f_ref},
-    {"AgentJobDone", ING_AGENT_JOB_DONE, NF(f_result), f_result},
-    {"AgentJobSSHDebug", ING_AGENT_JOB_SSH_DEBUG, NF(f_ssh), f_ssh},
-    {"Ping", ING_PING, 0, NULL},
-    {"Pong", ING_PONG, 0, NULL},
-    {"Unknown", ING_UNKNOWN, 0, NULL},
+    {"BackendJobStarted", sizeof("BackendJobStarted") - 1, ING_BACKEND_JOB_STARTED, NF(f_ref), f_ref},
+    {"BackendJobDone", sizeof("BackendJobDone") - 1, ING_BACKEND_JOB_DONE, NF(f_result), f_result},
+    {"BackendJobSSHDebug", sizeof("BackendJobSSHDebug") - 1, ING_BACKEND_JOB_SSH_DEBUG, NF(f_ssh), f_ssh},
+    {"BackendGetQueue", sizeof("BackendGetQueue") - 1, ING_BACKEND_GET_QUEUE, NF(f_get_queue), f_get_queue},
+    {"BackendNewJob", sizeof("BackendNewJob") - 1, ING_BACKEND_NEW_JOB, NF(f_backend_new_job), f_backend_new_job},
+    {"BackendKillJob", sizeof("BackendKillJob") - 1, ING_BACKEND_KILL_JOB, NF(f_backend_kill_job), f_backend_kill_job},
+    {"AgentHello", sizeof("AgentHello") - 1, ING_AGENT_HELLO, NF(f_agent_hello), f_agent_hello},
+    {"AgentJobStarted", sizeof("AgentJobStarted") - 1, ING_AGENT_JOB_STARTED, NF(f_ref), f_ref},
+    {"AgentJobDone", sizeof("AgentJobDone") - 1, ING_AGENT_JOB_DONE, NF(f_result), f_result},
+    {"AgentJobSSHDebug", sizeof("AgentJobSSHDebug") - 1, ING_AGENT_JOB_SSH_DEBUG, NF(f_ssh), f_ssh},
+    {"Ping", sizeof("Ping") - 1, ING_PING, 0, NULL},
+    {"Pong", sizeof("Pong") - 1, ING_PONG, 0, NULL},
+    {"Unknown", sizeof("Unknown") - 1, ING_UNKNOWN, 0, NULL},
 };
 
 #define N_MTYPES (sizeof(mtypes) / sizeof(mtypes[0]))
@@ -782,15 +784,15 @@ fast_value(const struct field *f, const uint8_t **q, const uint8_t *end, struct 
     }
 }
 
-/* fast_key reads the key at *q and tells whether it is name (or, for the course field,
- * taskset_id). */
+/* fast_key reads the key at *q and tells whether it is name, of len bytes (or, for the
+ * course field, taskset_id). */
 static bool
-fast_key(const uint8_t **q, const uint8_t *end, const char *name, bool course)
+fast_key(const uint8_t **q, const uint8_t *end, const char *name, size_t len, bool course)
 {
     struct ing_mp_obj k;
     if (fast_read(q, end, &k) < 0 || k.type != ING_MP_STR)
         return false;
-    return bytes_eq(k.v.s.p, k.v.s.len, name) ||
+    return (k.v.s.len == len && memcmp(k.v.s.p, name, len) == 0) ||
            (course && bytes_eq(k.v.s.p, k.v.s.len, TASKSET_KEY));
 }
 
@@ -823,12 +825,12 @@ decode_fast(const uint8_t *p, size_t n, struct ing_msg *m)
     q = k0;
     for (int i = 0; i < t->nfields; i++) {
         const struct field *f = &t->fields[i];
-        if ((f->flags & F_OPTIONAL) || !fast_key(&q, end, f->name, f->flags & F_COURSE))
+        if ((f->flags & F_OPTIONAL) || !fast_key(&q, end, f->name, f->nlen, f->flags & F_COURSE))
             return -1;
         if (!fast_value(f, &q, end, m))
             return -1;
     }
-    if (!fast_key(&q, end, TYPE_KEY, false) || fast_read(&q, end, &o) < 0 ||
+    if (!fast_key(&q, end, TYPE_KEY, sizeof(TYPE_KEY) - 1, false) || fast_read(&q, end, &o) < 0 ||
         o.type != ING_MP_STR || q != end)
         return -1;
     /* The class named: t or another class of the same field list. */
@@ -1180,17 +1182,14 @@ fw_sized(uint8_t *o, bool str, const void *p, size_t len)
     return o + len;
 }
 
-/* fw_key writes the str key (a name of this file: under 32 bytes, a fixstr) at o. */
+/* fw_key writes the str key of len bytes (a name of this file: under 32 bytes, a fixstr)
+ * at o. */
 static inline uint8_t *
-fw_key(uint8_t *o, const char *key)
+fw_key(uint8_t *o, const char *key, size_t len)
 {
-    size_t n = 0;
-    while (key[n] != '\0' && n < 31) {
-        o[1 + n] = (uint8_t)key[n];
-        n++;
-    }
-    o[0] = (uint8_t)(0xa0 | n);
-    return o + 1 + n;
+    o[0] = (uint8_t)(0xa0 | len);
+    memcpy(o + 1, key, len);
+    return o + 1 + len;
 }
 
 /* fast_bound returns the most bytes m's fields can take (keys, "@type" and the map header
@@ -1236,8 +1235,8 @@ fast_bound(const struct ing_msg *m, const struct mtype *t)
     return b;
 }
 
-/* encode_fast writes m's map (class t, the course field named key_course) at w's end, which
- * has room for fast_bound bytes. Returns 0, or -EINVAL (w->len unchanged). */
+/* encode_fast writes m's map (class t, the course field named key_course, NULL: its own
+ * name) at w's end, which has room for fast_bound bytes. Returns 0, or -EINVAL (w->len unchanged). */
 static int
 encode_fast(const struct ing_msg *m, const struct mtype *t, struct ing_mp_writer *w,
             const char *key_course, uint32_t count, unsigned opts)
@@ -1255,7 +1254,10 @@ encode_fast(const struct ing_msg *m, const struct mtype *t, struct ing_mp_writer
         const struct field *f = &t->fields[i];
         if (left_out(m, f, opts) || f->kind == FK_BOOL_IGN)
             continue;
-        o = fw_key(o, (f->flags & F_COURSE) ? key_course : f->name);
+        if ((f->flags & F_COURSE) && key_course != NULL)
+            o = fw_key(o, key_course, strlen(key_course));
+        else
+            o = fw_key(o, f->name, f->nlen);
         const struct ing_view *v = cview_at(m, f->off);
         switch ((enum fk)f->kind) {
         case FK_STR:
@@ -1310,8 +1312,8 @@ encode_fast(const struct ing_msg *m, const struct mtype *t, struct ing_mp_writer
         }
         }
     }
-    o = fw_key(o, TYPE_KEY);
-    o = fw_key(o, t->name);
+    o = fw_key(o, TYPE_KEY, sizeof(TYPE_KEY) - 1);
+    o = fw_key(o, t->name, t->nlen);
     w->len = (size_t)(o - w->buf);
     return 0;
 }
@@ -1341,8 +1343,8 @@ zmq_msg_encode_opt(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_jo
     }
     size_t fb = fast_bound(m, t);
     if (fb > 0 && w->cap - w->len >= fb)
-        return encode_fast(m, t, w, jf == ZMQ_JOB_FIELD_TASKSET_ID ? TASKSET_KEY : COURSE_KEY,
-                           count, opts);
+        return encode_fast(m, t, w, jf == ZMQ_JOB_FIELD_TASKSET_ID ? TASKSET_KEY : NULL, count,
+                           opts);
     ing_mp_put_map(w, count);
     for (int i = 0; i < t->nfields && rc == 0; i++) {
         const struct field *f = &t->fields[i];
