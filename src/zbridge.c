@@ -141,6 +141,10 @@ zconn_encode(struct zconn *z, const struct ing_msg *m, unsigned opts, size_t bou
     srv_conn_produce(z->c, hl + w->len);
 }
 
+/* What a message the backend makes itself (BackendJobStarted, a result, Pong, ...) most
+ * likely takes in the dialect: it is encoded in place when it fits. */
+#define ZB_SEND_BOUND 1024
+
 void
 zb_send(struct zconn *z, const struct ing_msg *m)
 {
@@ -156,11 +160,13 @@ zb_send(struct zconn *z, const struct ing_msg *m)
             struct ing_msg c = *m;
             c.u.result.stdout_.p = c.u.result.stderr_.p = NULL;
             c.u.result.stdout_.len = c.u.result.stderr_.len = 0;
-            zconn_encode(z, &c, 0, 0);
+            zconn_encode(z, &c, 0, ZB_SEND_BOUND);
             return;
         }
     }
-    zconn_encode(z, m, 0, 0);
+    /* In place unless it may be large (a queue snapshot, an environment list). */
+    bool large = m->type == ING_BACKEND_GET_QUEUE || m->type == ING_BACKEND_UPDATE_ENVIRONMENTS;
+    zconn_encode(z, m, 0, large ? 0 : ZB_SEND_BOUND);
 }
 
 /* scratch_reserve makes scratch s (of *cap bytes) at least n bytes. */
