@@ -302,30 +302,25 @@ bc_inputdata(uint32_t size)
     return out;
 }
 
-/* bc_job_tmpl encodes the ClientNewJob of the workload: priority, launcher "loadgen",
+#define BC_LAUNCHER "loadgen"
+
+/* bc_job_fill sets m to the ClientNewJob of the workload: priority, launcher "loadgen",
  * course "bench", task "lifecycle", environment docker/env, task_problems
- * {"q1": {"type": "code"}}, inputdata of payload bytes, environment_parameters
- * {"limits": {"time": 30}}. *body_len gets the ClientNewJob body size. Returns 0 or -1. */
-static inline int
-bc_job_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *env,
-            size_t *body_len)
+ * {"q1": {"type": "code"}}, inputdata input[0..payload), environment_parameters
+ * {"limits": {"time": 30}}, job id id[0..BC_TOKLEN). */
+static inline void
+bc_job_fill(struct ing_msg *m, const uint8_t *id, const uint8_t *input, uint32_t payload,
+            int64_t priority, const char *env)
 {
     static const uint8_t problems[] = {0x81, 0xa2, 'q',  '1', 0x81, 0xa4, 't', 'y',
                                        'p',  'e',  0xa4, 'c', 'o',  'd',  'e'};
     static const uint8_t params[] = {0x81, 0xa6, 'l', 'i', 'm', 'i', 't', 's',
                                      0x81, 0xa4, 't', 'i', 'm', 'e', 0x1e};
-    static const char launcher[] = "loadgen";
-    uint8_t id[BC_TOKLEN];
-    uint8_t *input = bc_inputdata(payload);
-    if (input == NULL)
-        return -1;
-    bc_put_token(id, 0, 0);
-    struct ing_msg m;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_CLIENT_NEW_JOB;
-    struct ing_client_new_job *nj = &m.u.new_job;
+    memset(m, 0, sizeof(*m));
+    m->type = ING_CLIENT_NEW_JOB;
+    struct ing_client_new_job *nj = &m->u.new_job;
     nj->priority = priority;
-    nj->launcher = (struct ing_view){launcher, sizeof(launcher) - 1};
+    nj->launcher = (struct ing_view){BC_LAUNCHER, sizeof(BC_LAUNCHER) - 1};
     nj->job.job_id = (struct ing_view){(const char *)id, BC_TOKLEN};
     nj->job.course_id = (struct ing_view){"bench", 5};
     nj->job.task_id = (struct ing_view){"lifecycle", 9};
@@ -335,12 +330,27 @@ bc_job_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *e
     nj->job.task_problems = (struct ing_view){(const char *)problems, sizeof(problems)};
     nj->job.inputdata = (struct ing_view){(const char *)input, payload};
     nj->job.environment_parameters = (struct ing_view){(const char *)params, sizeof(params)};
+}
+
+/* bc_job_tmpl encodes the ClientNewJob of the workload (bc_job_fill). *body_len gets the
+ * ClientNewJob body size. Returns 0 or -1. */
+static inline int
+bc_job_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *env,
+            size_t *body_len)
+{
+    uint8_t id[BC_TOKLEN];
+    uint8_t *input = bc_inputdata(payload);
+    if (input == NULL)
+        return -1;
+    bc_put_token(id, 0, 0);
+    struct ing_msg m;
+    bc_job_fill(&m, id, input, payload, priority, env);
     t->frame = bc_encode(&m, &t->len);
     free(input);
     if (t->frame == NULL)
         return -1;
     /* header, priority i64, launcher str, then the job id's length */
-    t->id_off[0] = ING_HDR_LEN + 8 + 4 + (sizeof(launcher) - 1) + 4;
+    t->id_off[0] = ING_HDR_LEN + 8 + 4 + (sizeof(BC_LAUNCHER) - 1) + 4;
     t->nid = 1;
     *body_len = t->len - ING_HDR_LEN;
     return 0;
@@ -737,10 +747,6 @@ static inline int
 bc_zjob_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *env,
              uint8_t zrel, size_t *body_len)
 {
-    static const uint8_t problems[] = {0x81, 0xa2, 'q',  '1', 0x81, 0xa4, 't', 'y',
-                                       'p',  'e',  0xa4, 'c', 'o',  'd',  'e'};
-    static const uint8_t params[] = {0x81, 0xa6, 'l', 'i', 'm', 'i', 't', 's',
-                                     0x81, 0xa4, 't', 'i', 'm', 'e', 0x1e};
     uint8_t id[BC_TOKLEN];
     uint8_t *input = bc_inputdata(payload);
     struct ing_mp_writer w;
@@ -774,26 +780,13 @@ bc_zjob_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *
         ing_mp_put_cstr(&w, "debug");
         ing_mp_put_bool(&w, false);
         ing_mp_put_cstr(&w, "launcher");
-        ing_mp_put_cstr(&w, "loadgen");
+        ing_mp_put_cstr(&w, BC_LAUNCHER);
         ing_mp_put_cstr(&w, "run_cmd");
         ing_mp_put_nil(&w);
         bc_zend(&w, zrel, ING_CLIENT_NEW_JOB);
     } else {
         struct ing_msg m;
-        memset(&m, 0, sizeof(m));
-        m.type = ING_CLIENT_NEW_JOB;
-        struct ing_client_new_job *nj = &m.u.new_job;
-        nj->priority = priority;
-        nj->launcher = (struct ing_view){"loadgen", 7};
-        nj->job.job_id = (struct ing_view){(const char *)id, BC_TOKLEN};
-        nj->job.course_id = (struct ing_view){"bench", 5};
-        nj->job.task_id = (struct ing_view){"lifecycle", 9};
-        nj->job.environment_type = (struct ing_view){"docker", 6};
-        nj->job.environment = (struct ing_view){env, (uint32_t)strlen(env)};
-        nj->job.debug = ING_DEBUG_OFF;
-        nj->job.task_problems = (struct ing_view){(const char *)problems, sizeof(problems)};
-        nj->job.inputdata = (struct ing_view){(const char *)input, payload};
-        nj->job.environment_parameters = (struct ing_view){(const char *)params, sizeof(params)};
+        bc_job_fill(&m, id, input, payload, priority, env);
         if (zmq_msg_encode(&m, &w, ZMQ_JOB_FIELD_COURSE_ID) != 0)
             w.err = -EINVAL;
     }
@@ -1059,6 +1052,21 @@ bc_all_pongs(const struct load *L, uint8_t role, uint64_t n)
 {
     for (uint32_t i = 0; i < L->nconns; i++)
         if (L->conns[i]->role == role && L->conns[i]->fd >= 0 && L->conns[i]->pongs < n)
+            return false;
+    return true;
+}
+
+/* bc_agents_ready tells whether L's agents are registered: each answered the Ping after its
+ * hello (n Pongs); a ZeroMQ agent sends no Ping (INGInious' backend exits on one), so there
+ * every client must have heard of docker/default. */
+static inline bool
+bc_agents_ready(const struct load *L, uint64_t n)
+{
+    if (!L->zmq || L->nagents == 0)
+        return bc_all_pongs(L, ING_ROLE_AGENT, n);
+    for (uint32_t i = 0; i < L->nconns; i++)
+        if (L->conns[i]->role == ING_ROLE_CLIENT && L->conns[i]->fd >= 0 &&
+            !L->conns[i]->env_default)
             return false;
     return true;
 }

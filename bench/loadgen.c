@@ -463,18 +463,10 @@ clients_ready(const struct load *L, uint64_t n)
     return bc_all_pongs(L, ING_ROLE_CLIENT, n);
 }
 
-/* agents_ready: every agent answered the Ping after its hello; a ZeroMQ agent sends no
- * Ping (INGInious' backend exits on one): there, every client has heard of docker/default. */
 static bool
 agents_ready(const struct load *L, uint64_t n)
 {
-    if (!L->zmq || L->nagents == 0)
-        return bc_all_pongs(L, ING_ROLE_AGENT, n);
-    for (uint32_t i = 0; i < L->nconns; i++)
-        if (L->conns[i]->role == ING_ROLE_CLIENT && L->conns[i]->fd >= 0 &&
-            !L->conns[i]->env_default)
-            return false;
-    return true;
+    return bc_agents_ready(L, n);
 }
 
 static bool

@@ -40,22 +40,6 @@ clients_ponged(const struct load *L, uint64_t n)
     return bc_all_pongs(L, ING_ROLE_CLIENT, n);
 }
 
-/* A ZeroMQ agent sends no Ping: it is registered once every client heard of its environment. */
-static bool
-clients_see_default(const struct load *L, uint64_t n)
-{
-    (void)n;
-    for (uint32_t i = 0; i < L->nconns; i++)
-        if (L->conns[i]->role == ING_ROLE_CLIENT && !L->conns[i]->env_default)
-            return false;
-    return true;
-}
-
-static bool
-agents_ponged(const struct load *L, uint64_t n)
-{
-    return bc_all_pongs(L, ING_ROLE_AGENT, n);
-}
 
 static bool
 all_done(const struct load *L, uint64_t n)
@@ -90,7 +74,7 @@ lifecycle(struct tp_ctx *c, bool zmq, uint8_t zrel, uint64_t n)
     assert_true(run_until(&L, clients_ponged, 1));
     for (int i = 0; i < 2; i++)
         assert_non_null(bc_add_agent(&L, c->be.agent_addr, 16, "default"));
-    assert_true(run_until(&L, zmq ? clients_see_default : agents_ponged, 1));
+    assert_true(run_until(&L, bc_agents_ready, 1));
     L.limit = n;
     L.submitting = true;
     assert_true(run_until(&L, all_done, n));

@@ -142,8 +142,18 @@ open_peer(struct tpipe *t, uint8_t role)
     assert_int_equal(next_type(t, &m), ING_WELCOME);
 }
 
+/* A dialect of the steady-state test: how a peer connects, sends and receives. */
+struct dialect {
+    void (*open)(struct tpipe *t, uint8_t role);
+    void (*send)(struct tpipe *t, const struct ing_msg *m);
+    uint8_t (*next)(struct tpipe *t, struct ing_msg *m);
+};
+
+static const struct dialect native = {open_peer, send_msg, next_type};
+
 static void
-one_job(struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp, size_t inlen)
+one_job(const struct dialect *d, struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp,
+        size_t inlen)
 {
     char id[32];
     int idlen = snprintf(id, sizeof(id), "job-%08u", i);
@@ -159,14 +169,14 @@ one_job(struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp, size_t
     s->environment = (struct ing_view){"default", 7};
     s->task_problems = s->environment_parameters = (struct ing_view){"\x80", 1};
     s->inputdata = (struct ing_view){(const char *)inp, (uint32_t)inlen};
-    send_msg(c, &m);
+    d->send(c, &m);
     struct ing_msg got;
-    assert_int_equal(next_type(a, &got), ING_BACKEND_NEW_JOB);
+    assert_int_equal(d->next(a, &got), ING_BACKEND_NEW_JOB);
     assert_true(ing_view_eq(got.u.job.job_id, id));
     memset(&m, 0, sizeof(m));
     m.type = ING_AGENT_JOB_STARTED;
     m.u.ref.job_id = (struct ing_view){id, (uint32_t)idlen};
-    send_msg(a, &m);
+    d->send(a, &m);
     memset(&m, 0, sizeof(m));
     m.type = ING_AGENT_JOB_DONE;
     struct ing_job_result *r = &m.u.result;
@@ -177,85 +187,13 @@ one_job(struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp, size_t
     r->problems = r->tests = r->custom = (struct ing_view){"\x80", 1};
     r->state = (struct ing_view){"", 0};
     r->stdout_ = (struct ing_view){"out", 3};
-    send_msg(a, &m);
-    assert_int_equal(next_type(c, &got), ING_BACKEND_JOB_STARTED);
-    assert_int_equal(next_type(c, &got), ING_BACKEND_JOB_DONE);
+    d->send(a, &m);
+    assert_int_equal(d->next(c, &got), ING_BACKEND_JOB_STARTED);
+    assert_int_equal(d->next(c, &got), ING_BACKEND_JOB_DONE);
     assert_true(ing_view_eq(got.u.result.job_id, id));
 }
 
-static void
-test_noalloc_steady_state_lifecycle(void **state)
-{
-    (void)state;
-#if defined(ING_SAN) && ING_SAN
-    skip();
-#endif
-    log_level_max = LOG_WARN;
-    struct srv_config cfg;
-    srv_config_default(&cfg);
-    cfg.agent_addr = "tcp://127.0.0.1:0";
-    cfg.client_addr = "tcp://127.0.0.1:0";
-    cfg.ping_interval_ms = 3600 * 1000; /* no Ping in the middle of a job (slow valgrind run) */
-    char err[256];
-    srv = srv_new(&cfg, err, sizeof(err));
-    assert_non_null(srv);
-    struct tpipe c, a;
-    open_peer(&c, ING_ROLE_CLIENT);
-    open_peer(&a, ING_ROLE_AGENT);
-    struct ing_msg m, got;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_CLIENT_HELLO;
-    m.u.client_hello.name = (struct ing_view){"me", 2};
-    send_msg(&c, &m);
-    assert_int_equal(next_type(&c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
-    uint8_t envs[128];
-    struct ing_mp_writer w;
-    ing_mp_writer_init(&w, envs, sizeof(envs));
-    ing_mp_put_map(&w, 1);
-    ing_mp_put_cstr(&w, "docker");
-    ing_mp_put_map(&w, 1);
-    ing_mp_put_cstr(&w, "default");
-    ing_mp_put_map(&w, 2);
-    ing_mp_put_cstr(&w, "id");
-    ing_mp_put_cstr(&w, "i1");
-    ing_mp_put_cstr(&w, "created");
-    ing_mp_put_int(&w, 1);
-    assert_int_equal(w.err, 0);
-    memset(&m, 0, sizeof(m));
-    m.type = ING_AGENT_HELLO;
-    m.u.agent_hello.friendly_name = (struct ing_view){"A", 1};
-    m.u.agent_hello.slots = 4;
-    m.u.agent_hello.environments = (struct ing_view){(const char *)envs, (uint32_t)w.len};
-    send_msg(&a, &m);
-    assert_int_equal(next_type(&c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
-    uint8_t inp[200];
-    ing_mp_writer_init(&w, inp, sizeof(inp));
-    ing_mp_put_map(&w, 1);
-    ing_mp_put_cstr(&w, "q");
-    char pad[150];
-    memset(pad, 'x', sizeof(pad));
-    ing_mp_put_str(&w, pad, sizeof(pad));
-    assert_int_equal(w.err, 0);
-    unsigned i = 0;
-    counting = true; /* the first jobs do allocate: proves the counter sees the server */
-    for (; i < 10; i++)
-        one_job(&c, &a, i, inp, w.len);
-    counting = false;
-    assert_true(nalloc > 0);
-    nalloc = 0;
-    for (; i < 3000; i++) /* warm up: slabs, tables and buffers reach their size */
-        one_job(&c, &a, i, inp, w.len);
-    counting = true;
-    for (; i < 13000; i++)
-        one_job(&c, &a, i, inp, w.len);
-    counting = false;
-    assert_int_equal(nalloc, 0);
-    close(c.fd);
-    close(a.fd);
-    srv_free(srv);
-}
-
-/* ---- the same over the ZeroMQ dialect (issue 19) ---- */
+/* ---- the ZeroMQ dialect (issue 19): a ZMTP DEALER speaking INGInious' msgpack ---- */
 
 /* zsend encodes m as INGInious does and writes it as one ZMTP frame (no allocation). */
 static void
@@ -315,15 +253,11 @@ zdrop(struct tpipe *t, size_t used)
     t->len -= used;
 }
 
-/* znext returns the type of the next message t receives (ZMTP commands skipped), decoded
- * into m (views into t->in: valid until the next call, which drops it). */
+/* znext_type returns the type of the next message t receives (ZMTP commands skipped),
+ * decoded into m, and drops it from t's input, as next_type does. */
 static uint8_t
-znext(struct tpipe *t, struct ing_msg *m, size_t *used)
+znext_type(struct tpipe *t, struct ing_msg *m)
 {
-    if (*used > 0) {
-        zdrop(t, *used);
-        *used = 0;
-    }
     for (int round = 0; round < 10000; round++) {
         const uint8_t *b;
         size_t bl;
@@ -333,13 +267,11 @@ znext(struct tpipe *t, struct ing_msg *m, size_t *used)
             zpump(t);
             continue;
         }
-        if (fl & ZMTP_F_COMMAND) {
-            zdrop(t, u);
-            continue;
-        }
-        assert_int_equal(zmq_msg_decode(b, bl, m, NULL), 0);
-        *used = u;
-        return m->type;
+        if (!(fl & ZMTP_F_COMMAND))
+            assert_int_equal(zmq_msg_decode(b, bl, m, NULL), 0);
+        zdrop(t, u);
+        if (!(fl & ZMTP_F_COMMAND))
+            return m->type;
     }
     fail_msg("no message");
     return 0;
@@ -373,76 +305,31 @@ zopen_peer(struct tpipe *t, uint8_t role)
     zdrop(t, u);
 }
 
-static void
-one_zjob(struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp, size_t inlen)
-{
-    char id[32];
-    int idlen = snprintf(id, sizeof(id), "job-%08u", i);
-    struct ing_msg m, got;
-    size_t cu = 0, au = 0;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_CLIENT_NEW_JOB;
-    m.u.new_job.launcher = (struct ing_view){"bench", 5};
-    struct ing_job_spec *s = &m.u.new_job.job;
-    s->job_id = (struct ing_view){id, (uint32_t)idlen};
-    s->course_id = (struct ing_view){"c", 1};
-    s->task_id = (struct ing_view){"t", 1};
-    s->environment_type = (struct ing_view){"docker", 6};
-    s->environment = (struct ing_view){"default", 7};
-    s->task_problems = s->environment_parameters = (struct ing_view){"\x80", 1};
-    s->inputdata = (struct ing_view){(const char *)inp, (uint32_t)inlen};
-    zsend(c, &m);
-    assert_int_equal(znext(a, &got, &au), ING_BACKEND_NEW_JOB);
-    assert_true(ing_view_eq(got.u.job.job_id, id));
-    zdrop(a, au);
-    memset(&m, 0, sizeof(m));
-    m.type = ING_AGENT_JOB_STARTED;
-    m.u.ref.job_id = (struct ing_view){id, (uint32_t)idlen};
-    zsend(a, &m);
-    memset(&m, 0, sizeof(m));
-    m.type = ING_AGENT_JOB_DONE;
-    struct ing_job_result *r = &m.u.result;
-    r->job_id = (struct ing_view){id, (uint32_t)idlen};
-    r->result_kind = (struct ing_view){"success", 7};
-    r->result_text = (struct ing_view){"all good", 8};
-    r->grade = 100.0;
-    r->problems = r->tests = r->custom = (struct ing_view){"\x80", 1};
-    r->state = (struct ing_view){"", 0};
-    r->stdout_ = (struct ing_view){"out", 3};
-    zsend(a, &m);
-    assert_int_equal(znext(c, &got, &cu), ING_BACKEND_JOB_STARTED);
-    assert_int_equal(znext(c, &got, &cu), ING_BACKEND_JOB_DONE);
-    assert_true(ing_view_eq(got.u.result.job_id, id));
-    assert_true(ing_view_eq(got.u.result.stdout_, "out"));
-    zdrop(c, cu);
-}
+static const struct dialect zmq = {zopen_peer, zsend, znext_type};
 
+/* steady_state runs jobs through a client and an agent of dialect d: no allocation once
+ * warm. */
 static void
-test_noalloc_steady_state_zmq(void **state)
+steady_state(const struct dialect *d)
 {
-    (void)state;
-#if defined(ING_SAN) && ING_SAN
-    skip();
-#endif
     log_level_max = LOG_WARN;
     struct srv_config cfg;
     srv_config_default(&cfg);
     cfg.agent_addr = "tcp://127.0.0.1:0";
     cfg.client_addr = "tcp://127.0.0.1:0";
-    cfg.ping_interval_ms = 3600 * 1000;
+    cfg.ping_interval_ms = 3600 * 1000; /* no Ping in the middle of a job (slow valgrind run) */
     char err[256];
     srv = srv_new(&cfg, err, sizeof(err));
     assert_non_null(srv);
-    static struct tpipe c, a; /* 64 KiB input each */
-    zopen_peer(&c, ING_ROLE_CLIENT);
-    zopen_peer(&a, ING_ROLE_AGENT);
+    static struct tpipe c, a; /* 64 KiB of input each */
+    d->open(&c, ING_ROLE_CLIENT);
+    d->open(&a, ING_ROLE_AGENT);
     struct ing_msg m, got;
-    size_t cu = 0;
     memset(&m, 0, sizeof(m));
     m.type = ING_CLIENT_HELLO;
     m.u.client_hello.name = (struct ing_view){"me", 2};
-    zsend(&c, &m);
-    assert_int_equal(znext(&c, &got, &cu), ING_BACKEND_UPDATE_ENVIRONMENTS);
+    d->send(&c, &m);
+    assert_int_equal(d->next(&c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
     uint8_t envs[128];
     struct ing_mp_writer w;
     ing_mp_writer_init(&w, envs, sizeof(envs));
@@ -461,9 +348,8 @@ test_noalloc_steady_state_zmq(void **state)
     m.u.agent_hello.friendly_name = (struct ing_view){"A", 1};
     m.u.agent_hello.slots = 4;
     m.u.agent_hello.environments = (struct ing_view){(const char *)envs, (uint32_t)w.len};
-    zsend(&a, &m);
-    assert_int_equal(znext(&c, &got, &cu), ING_BACKEND_UPDATE_ENVIRONMENTS);
-    zdrop(&c, cu);
+    d->send(&a, &m);
+    assert_int_equal(d->next(&c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
     uint8_t inp[200];
     ing_mp_writer_init(&w, inp, sizeof(inp));
     ing_mp_put_map(&w, 1);
@@ -473,22 +359,42 @@ test_noalloc_steady_state_zmq(void **state)
     ing_mp_put_str(&w, pad, sizeof(pad));
     assert_int_equal(w.err, 0);
     unsigned i = 0;
-    counting = true; /* the first jobs do allocate: proves the counter sees the bridge */
+    counting = true; /* the first jobs do allocate: proves the counter sees the server */
     for (; i < 10; i++)
-        one_zjob(&c, &a, i, inp, w.len);
+        one_job(d, &c, &a, i, inp, w.len);
     counting = false;
     assert_true(nalloc > 0);
     nalloc = 0;
-    for (; i < 3000; i++) /* warm up */
-        one_zjob(&c, &a, i, inp, w.len);
+    for (; i < 3000; i++) /* warm up: slabs, tables and buffers reach their size */
+        one_job(d, &c, &a, i, inp, w.len);
     counting = true;
     for (; i < 13000; i++)
-        one_zjob(&c, &a, i, inp, w.len);
+        one_job(d, &c, &a, i, inp, w.len);
     counting = false;
     assert_int_equal(nalloc, 0);
     close(c.fd);
     close(a.fd);
     srv_free(srv);
+}
+
+static void
+test_noalloc_steady_state_lifecycle(void **state)
+{
+    (void)state;
+#if defined(ING_SAN) && ING_SAN
+    skip();
+#endif
+    steady_state(&native);
+}
+
+static void
+test_noalloc_steady_state_zmq(void **state)
+{
+    (void)state;
+#if defined(ING_SAN) && ING_SAN
+    skip();
+#endif
+    steady_state(&zmq);
 }
 
 /* ---------------------------------------------------------------------------------------- */
