@@ -1056,6 +1056,20 @@ bc_all_pongs(const struct load *L, uint8_t role, uint64_t n)
     return true;
 }
 
+/* bc_all_done: n results received (a run_until condition). */
+static inline bool
+bc_all_done(const struct load *L, uint64_t n)
+{
+    return L->done >= n;
+}
+
+/* bc_queue_answered: n BackendGetQueue received. */
+static inline bool
+bc_queue_answered(const struct load *L, uint64_t n)
+{
+    return L->queue_answers >= n;
+}
+
 /* bc_agents_ready tells whether L's agents are registered: each answered the Ping after its
  * hello (n Pongs); a ZeroMQ agent sends no Ping (INGInious' backend exits on one), so there
  * every client must have heard of docker/default. */

@@ -472,13 +472,13 @@ agents_ready(const struct load *L, uint64_t n)
 static bool
 all_done(const struct load *L, uint64_t n)
 {
-    return L->done >= n;
+    return bc_all_done(L, n);
 }
 
 static bool
 queue_answered(const struct load *L, uint64_t n)
 {
-    return L->queue_answers >= n;
+    return bc_queue_answered(L, n);
 }
 
 /* run_until polls until until(L, arg) holds. Returns 0, or -1 (L->err), -2 (deadline),

@@ -40,19 +40,6 @@ clients_ponged(const struct load *L, uint64_t n)
     return bc_all_pongs(L, ING_ROLE_CLIENT, n);
 }
 
-
-static bool
-all_done(const struct load *L, uint64_t n)
-{
-    return L->done >= n;
-}
-
-static bool
-queue_answered(const struct load *L, uint64_t n)
-{
-    return L->queue_answers >= n;
-}
-
 /* lifecycle runs n jobs through 2 clients (32 in flight each) and 2 agents (16 slots each)
  * in dialect zmq (release zrel) or native, and checks that each got exactly one result. */
 static void
@@ -77,7 +64,7 @@ lifecycle(struct tp_ctx *c, bool zmq, uint8_t zrel, uint64_t n)
     assert_true(run_until(&L, bc_agents_ready, 1));
     L.limit = n;
     L.submitting = true;
-    assert_true(run_until(&L, all_done, n));
+    assert_true(run_until(&L, bc_all_done, n));
     L.submitting = false;
     /* Anything late (a duplicate) would arrive with the round trip of a Ping. */
     for (uint32_t i = 0; i < L.nconns; i++)
@@ -146,7 +133,7 @@ TP_TEST(test_lg_zmq_enqueue)
     assert_int_equal(L.submitted, 1500);
     assert_int_equal(L.done, 0);
     assert_int_equal(bc_send_empty(&L, cl, ING_CLIENT_GET_QUEUE), 0);
-    assert_true(run_until(&L, queue_answered, 1));
+    assert_true(run_until(&L, bc_queue_answered, 1));
     assert_int_equal(L.queue_waiting, 1500);
     assert_int_equal(L.queue_running, 0);
     bc_load_fini(&L);

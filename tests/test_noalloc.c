@@ -92,6 +92,18 @@ send_msg(struct tpipe *t, const struct ing_msg *m)
     assert_int_equal(write(t->fd, buf, (size_t)n), n);
 }
 
+/* pump runs one server iteration and reads what t received. */
+static void
+pump(struct tpipe *t)
+{
+    assert_true(srv_run_once(srv, 0) >= 0);
+    ssize_t n = recv(t->fd, t->in + t->len, sizeof(t->in) - t->len, MSG_DONTWAIT);
+    if (n > 0)
+        t->len += (size_t)n;
+    else
+        assert_true(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
 /* recv_msg runs the server until t has a complete frame, decodes it into m (views into
  * t->in, valid until the next call) and returns its type. */
 static uint8_t
@@ -106,12 +118,7 @@ recv_msg(struct tpipe *t, struct ing_msg *m, size_t *consumed)
                 return m->type;
             }
         }
-        assert_true(srv_run_once(srv, 0) >= 0);
-        ssize_t n = recv(t->fd, t->in + t->len, sizeof(t->in) - t->len, MSG_DONTWAIT);
-        if (n > 0)
-            t->len += (size_t)n;
-        else
-            assert_true(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+        pump(t);
     }
     fail_msg("no message");
     return 0;
@@ -127,14 +134,22 @@ next_type(struct tpipe *t, struct ing_msg *m)
     return type;
 }
 
+/* adopt_pair gives the server one end of a new socket pair as a peer of role; t gets the
+ * other. */
 static void
-open_peer(struct tpipe *t, uint8_t role)
+adopt_pair(struct tpipe *t, uint8_t role)
 {
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     assert_int_equal(srv_adopt(srv, sv[0], role), 0);
     t->fd = sv[1];
     t->len = 0;
+}
+
+static void
+open_peer(struct tpipe *t, uint8_t role)
+{
+    adopt_pair(t, role);
     uint8_t pre[ING_PREAMBLE_LEN];
     ing_preamble_encode(pre, role);
     assert_int_equal(write(t->fd, pre, sizeof(pre)), (ssize_t)sizeof(pre));
@@ -234,18 +249,6 @@ zunit(const struct tpipe *t, const uint8_t **body, size_t *blen, uint8_t *flags)
     return hl + (size_t)bl;
 }
 
-/* zpump runs one server iteration and reads what t received. */
-static void
-zpump(struct tpipe *t)
-{
-    assert_true(srv_run_once(srv, 0) >= 0);
-    ssize_t n = recv(t->fd, t->in + t->len, sizeof(t->in) - t->len, MSG_DONTWAIT);
-    if (n > 0)
-        t->len += (size_t)n;
-    else
-        assert_true(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
-}
-
 static void
 zdrop(struct tpipe *t, size_t used)
 {
@@ -264,7 +267,7 @@ znext_type(struct tpipe *t, struct ing_msg *m)
         uint8_t fl;
         size_t u = zunit(t, &b, &bl, &fl);
         if (u == 0) {
-            zpump(t);
+            pump(t);
             continue;
         }
         if (!(fl & ZMTP_F_COMMAND))
@@ -280,11 +283,7 @@ znext_type(struct tpipe *t, struct ing_msg *m)
 static void
 zopen_peer(struct tpipe *t, uint8_t role)
 {
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_int_equal(srv_adopt(srv, sv[0], role), 0);
-    t->fd = sv[1];
-    t->len = 0;
+    adopt_pair(t, role);
     uint8_t hs[ZMTP_GREETING_LEN + 64];
     zmtp_greeting(hs);
     ssize_t rl = zmtp_ready(hs + ZMTP_GREETING_LEN, 64, "DEALER");
@@ -292,7 +291,7 @@ zopen_peer(struct tpipe *t, uint8_t role)
     ssize_t n = ZMTP_GREETING_LEN + rl;
     assert_int_equal(write(t->fd, hs, (size_t)n), n);
     for (int round = 0; round < 10000 && t->len < ZMTP_GREETING_LEN; round++)
-        zpump(t);
+        pump(t);
     assert_true(t->len >= ZMTP_GREETING_LEN);
     assert_int_equal(t->in[0], 0xff);
     zdrop(t, ZMTP_GREETING_LEN);
@@ -300,7 +299,7 @@ zopen_peer(struct tpipe *t, uint8_t role)
     size_t bl, u = 0;
     uint8_t fl;
     for (int round = 0; round < 10000 && (u = zunit(t, &b, &bl, &fl)) == 0; round++)
-        zpump(t);
+        pump(t);
     assert_true(u > 0 && (fl & ZMTP_F_COMMAND) && bl > 6 && memcmp(b, "\x05READY", 6) == 0);
     zdrop(t, u);
 }
