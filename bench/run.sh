@@ -41,5 +41,5 @@ if [ "${BENCH_ALL:-0}" = 1 ]; then
     done
 fi
 
-echo "== compare with the relay (the ceiling, same workload): bash /work/shared/peers/measure.sh relay"
+echo "== compare with the relay (the ceiling, same workload): bash \$PEERS/measure.sh relay (the peers' measurement kit, bench/README.md)"
 exit $rc
