@@ -1621,11 +1621,14 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     j->seq = seq != 0 ? seq : ++be->arrival_seq;
     if (be->arrival_seq < j->seq)
         be->arrival_seq = j->seq;
-    if (be->jr != NULL && jr_accepted(be, j) != 0) {
+    int jerr = be->jr != NULL ? jr_accepted(be, j) : 0;
+    if (jerr != 0) { /* -ENOMEM, or -EMSGSIZE: larger than a journal record may be */
         idtab_remove(&be->jtab, idh, j);
         pool_free(&be->jobs_pool, j, sizeof(*j) + len);
         env_unref(be, e);
-        return "Journal unavailable: out of memory";
+        snprintf(be->jr_why, sizeof(be->jr_why), "Journal unavailable: %s",
+                 jerr == -EMSGSIZE ? "job too large for a journal record" : strerror(-jerr));
+        return be->jr_why;
     }
     j->deadline_ms = job_deadline_ms(be, s->environment_parameters);
     if (c != NULL) {

@@ -246,6 +246,29 @@ test_durable_disk_full(void **state)
     lt_pass(w);
 }
 
+/* A job larger than a journal record may be (here a 4K segment) is refused with a text
+ * that says so; smaller ones are taken. */
+static void
+test_durable_job_too_large(void **state)
+{
+    struct lt_world *w = *state;
+    lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--journal-segment-size", "4K",
+             "--orphan-timeout", "0", NULL);
+    struct lt_client *cl = lt_client_new(w, NULL);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_CONNECTED, NULL);
+    static char input[5200];
+    snprintf(input, sizeof(input), "{\"pad\": \"%05000d\"}", 0);
+    submit_in(w, cl, "big", 0, input);
+    submit(w, cl, "small", 0);
+    struct lt_cev *e = lt_expect_cev(w, cl, ING_CLIENT_EV_DONE, "big");
+    char text[LT_STR];
+    lt_view_str(text, sizeof(text), e->res.r.result_text);
+    assert_string_equal(text, "Journal unavailable: job too large for a journal record");
+    lt_barrier(w, cl);
+    assert_null(lt_find_cev(cl, ING_CLIENT_EV_DONE, "small"));
+    lt_pass(w);
+}
+
 int
 main(void)
 {
@@ -254,6 +277,7 @@ main(void)
         CASE(test_durable_second_backend_refused),
         CASE(test_durable_corruption_and_repair),
         CASE(test_durable_disk_full),
+        CASE(test_durable_job_too_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
