@@ -23,18 +23,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "journal.h"
 #include "log.h"
 
 #define BODY 253
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void
 rm_dir(const char *dir)
@@ -106,7 +99,7 @@ fill(struct journal *j, char *dir, size_t dirlen, enum journal_fsync mode, uint6
         if (keep && i % keep != 0)
             journal_release(j, r, sizeof(body));
         if (i % flush_every == flush_every - 1 &&
-            journal_flush(j, t0 ? (now_ns() - t0) / 1000000 : 0) < 0)
+            journal_flush(j, t0 ? (bc_now_ns() - t0) / 1000000 : 0) < 0)
             return -1;
     }
     return journal_flush(j, UINT64_MAX / 2) < 0 ? -1 : 0;
@@ -117,10 +110,10 @@ append_case(const char *name, enum journal_fsync mode, unsigned n)
 {
     char dir[512];
     struct journal j;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bc_now_ns();
     if (fill(&j, dir, sizeof(dir), mode, JOURNAL_SEG_DEFAULT, n, 0, 64, t0) < 0)
         return -1;
-    uint64_t dt = now_ns() - t0;
+    uint64_t dt = bc_now_ns() - t0;
     printf("%-22s %8u %8.1f ns/op  %.0f records/s  %llu fdatasync\n", name, n,
            (double)dt / n, n / (dt / 1e9), (unsigned long long)j.n_syncs);
     journal_close(&j);
@@ -140,12 +133,12 @@ replay_case(unsigned n)
     journal_config_default(&cfg);
     uint64_t seen = 0;
     char why[256];
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bc_now_ns();
     if (journal_open(&j, dir, &cfg, count, &seen, why, sizeof(why)) < 0) {
         fprintf(stderr, "%s\n", why);
         return -1;
     }
-    uint64_t dt = now_ns() - t0;
+    uint64_t dt = bc_now_ns() - t0;
     if (seen != n)
         return -1;
     printf("%-22s %8u %8.1f ns/op  %.0f ms total  %.1f bytes/record on disk (payload %u)\n",
@@ -181,9 +174,9 @@ compact_case(unsigned n)
     unsigned steps = 0;
     bool more = true;
     while (more && steps < 1000000) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = bc_now_ns();
         more = journal_compact_step(&j, 256 * 1024, 0, live_tenth, NULL);
-        uint64_t dt = now_ns() - t0;
+        uint64_t dt = bc_now_ns() - t0;
         total += dt;
         max = dt > max ? dt : max;
         steps++;
@@ -207,10 +200,10 @@ main(void)
         b[i] = (uint8_t)(i * 31);
     uint32_t c = 0;
     unsigned it = 20000;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bc_now_ns();
     for (unsigned i = 0; i < it; i++)
         c = journal_crc32c(c, b, sizeof(b));
-    uint64_t dt = now_ns() - t0;
+    uint64_t dt = bc_now_ns() - t0;
     printf("%-22s %8u %8.1f ns/op  %.0f MB/s (%08x)\n", "crc32c_4k", it, (double)dt / it,
            (double)it * sizeof(b) / (dt / 1e3), c);
     int rc = append_case("append_never", JOURNAL_FSYNC_NEVER, 200000);
