@@ -1676,8 +1676,8 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
             return 0; /* the copy a compaction cut short left */
         const char *why = job_new(be, NULL, p + 8 + ING_HDR_LEN, len - 8 - ING_HDR_LEN,
                                   &m.u.new_job, idh, seq);
-        if (why != NULL)
-            log_msg(LOG_WARN, "journal: job %.*s not restored: %s",
+        if (why != NULL && be->jr_skipped++ == 0) /* one line, not one per job */
+            log_msg(LOG_WARN, "journal: job %.*s not restored: %s (later ones counted)",
                     (int)(id.len > 255 ? 255 : id.len), id.p, why);
     } else if (type == JREC_ENDED) {
         const char *id = (const char *)p + 8;

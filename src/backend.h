@@ -151,6 +151,7 @@ struct backend {
      * job and every job's end is recorded there (proto.md 12.3). */
     struct journal *jr;
     char jr_why[96]; /* the refusal text while it is unavailable */
+    uint64_t jr_skipped; /* journaled jobs the replay could not restore (e.g. Queue full) */
 };
 
 /* be_init prepares be. Returns 0 or -ENOMEM. */

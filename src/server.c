@@ -1940,6 +1940,9 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         signal(SIGXFSZ, SIG_IGN); /* a file-size limit is a write error (EFBIG), not death */
         log_msg(LOG_INFO, "journal %s: %llu waiting jobs restored", cfg->journal_dir,
                 (unsigned long long)s->be.n_waiting);
+        if (s->be.jr_skipped > 0)
+            log_msg(LOG_WARN, "journal %s: %llu jobs could not be restored", cfg->journal_dir,
+                    (unsigned long long)s->be.jr_skipped);
     }
     const char *addrs[2] = {cfg->agent_addr, cfg->client_addr};
     for (int i = 0; i < 2; i++) {

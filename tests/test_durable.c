@@ -269,6 +269,24 @@ test_durable_job_too_large(void **state)
     lt_pass(w);
 }
 
+/* A journal holding more jobs than --max-waiting: the first ones come back, the rest are
+ * counted in one warning (not one line per job). */
+static void
+test_durable_restore_over_limit(void **state)
+{
+    struct lt_world *w = *state;
+    struct lt_client *cl;
+    populate(w, &cl);
+    lt_kill_backend(w, SIGKILL);
+    lt_start(w, NULL, NULL, "--journal", jdir, "--max-waiting", "2", NULL);
+    if (!lt_log_contains(w, "2 waiting jobs restored") ||
+        !lt_log_contains(w, "not restored: Queue full (later ones counted)") ||
+        !lt_log_contains(w, "jobs could not be restored")) /* d3, and dk, killed later */
+        fail_msg("the restore over the limit is not logged as expected");
+    (void)cl;
+    lt_pass(w);
+}
+
 int
 main(void)
 {
@@ -278,6 +296,7 @@ main(void)
         CASE(test_durable_corruption_and_repair),
         CASE(test_durable_disk_full),
         CASE(test_durable_job_too_large),
+        CASE(test_durable_restore_over_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
