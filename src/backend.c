@@ -54,10 +54,15 @@ struct job {
     uint8_t status;
     uint8_t flags;
     uint8_t retries;
+    /* Fair share (proto.md 7.4; 0 and NULL when off): the job's start tag, which orders it
+     * among the jobs of its priority, and its key's record. 16 bytes more per job: the tag
+     * must outlive a requeue and the record is needed at every dequeue and free. */
+    uint64_t vt;
+    struct fair_key *fk;
     uint8_t body[];
 };
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 96, "struct job grew");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 112, "struct job grew");
 
 /* run_job prefetches this much of the job that will run next in the same environment. */
 #define JOB_PREFETCH_BYTES 384
@@ -83,6 +88,7 @@ struct env {
     uint32_t n, cap;    /* n: waiting jobs (and heap entries when heaped) */
     int64_t hprio;      /* when n > 0: (priority, arrival) of env_best, kept here so that */
     uint64_t hseq;      /* comparing environments (best_job) reads no cold job */
+    uint64_t vtime;     /* fair share: the start tag of the last job dispatched */
     int64_t p0;         /* the priority of the first job queued in an empty env */
     uint32_t n_other;   /* waiting jobs whose priority is not p0 */
     bool heaped;        /* set when a second priority arrives, until the env empties: the
@@ -459,7 +465,9 @@ env_unref(struct backend *be, struct env *e)
 static inline bool
 job_less(const struct job *a, const struct job *b)
 {
-    return a->prio < b->prio || (a->prio == b->prio && a->seq < b->seq);
+    /* vt is 0 without fair share: (priority, arrival), INGInious' order. */
+    return a->prio < b->prio ||
+           (a->prio == b->prio && (a->vt < b->vt || (a->vt == b->vt && a->seq < b->seq)));
 }
 
 static inline void
@@ -514,11 +522,14 @@ fifo_late(const struct env *e, uint64_t seq)
 
 /* jheap_reserve makes room for one more job (priority prio, arrival seq; UINT64_MAX for a
  * new job) in e's heap, if queueing it will use the heap (an environment whose jobs share
- * one priority and joined in arrival order has none). */
+ * one priority and joined in arrival order has none; with fair share only an environment
+ * with a single job has none). */
 static int
-jheap_reserve(struct env *e, int64_t prio, uint64_t seq)
+jheap_reserve(const struct backend *be, struct env *e, int64_t prio, uint64_t seq)
 {
-    if (e->n < e->cap || (!e->heaped && (e->n == 0 || (prio == e->p0 && !fifo_late(e, seq)))))
+    if (e->n < e->cap ||
+        (!e->heaped && (e->n == 0 || (prio == e->p0 && !fifo_late(e, seq) &&
+                                      be->fair.mode == FAIR_NONE))))
         return 0;
     uint32_t cap = e->cap ? e->cap : 8;
     while (cap <= e->n)
@@ -615,8 +626,9 @@ job_enqueue(struct backend *be, struct job *j)
         jheap_up(e, e->n - 1);
         if (e->heap[0] == j)
             head_set(e, j);
-    } else if (e->n_other > 0 || late) {
-        /* A second priority, or a requeued job behind newer ones: from now on the heap
+    } else if (e->n_other > 0 || late || (j->fk != NULL && e->n > 0)) {
+        /* A second priority, or a requeued job behind newer ones, or fair share (whose order
+         * is not arrival): from now on the heap
          * orders them (heapify the FIFO: O(n) once, then the environment stays heaped until
          * it empties, which costs n removals, so O(1) amortised per job). */
         uint32_t i = 0;
@@ -633,6 +645,8 @@ job_enqueue(struct backend *be, struct job *j)
             head_set(e, j);
     }
     be->n_waiting++;
+    if (j->fk != NULL)
+        j->fk->nwait++;
     if (j->owner != NULL)
         j->owner->n_waiting++;
     if (e->n_providers == 0 && be->cfg.orphan_timeout_ms > 0)
@@ -662,6 +676,8 @@ job_unqueue(struct backend *be, struct job *j)
         e->cap = 0;
     }
     be->n_waiting--;
+    if (j->fk != NULL)
+        j->fk->nwait--;
     if (j->owner != NULL)
         j->owner->n_waiting--;
     if (e->n == 0)
@@ -691,6 +707,8 @@ job_free_h(struct backend *be, struct job *j, uint64_t idh)
     idtab_remove(&be->jtab, idh, j);
     owner_unlink(j);
     struct env *e = j->env;
+    if (j->fk != NULL)
+        fair_put(&be->fair, j->fk);
     be->job_bytes -= j->body_len;
     pool_free(&be->jobs_pool, j, sizeof(*j) + j->body_len);
     env_unref(be, e);
@@ -913,6 +931,8 @@ run_job(struct backend *be, struct be_agent *a, struct job *j)
     struct env *e = j->env;
     metrics_hist_observe(&e->etype->wait, (be->now_ms - j->t.arrival_ms) * 1000);
     job_unqueue(be, j);
+    if (j->vt > e->vtime) /* fair share: the environment's virtual time */
+        e->vtime = j->vt;
     if (!e->heaped && e->fifo_head != NULL) {
         /* In a long queue the jobs are cold. Start loading the next one to run here (its
          * first lines: the record and the spec's start; its header line is already warm,
@@ -1316,7 +1336,8 @@ be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *op
     slab_init(&be->env_slab, sizeof(struct env));
     be->emask = 63;
     be->etab = calloc(be->emask + 1, sizeof(*be->etab));
-    if (idtab_init(&be->jtab, job_key) != 0 || be->etab == NULL) {
+    int fr = fair_init(&be->fair, cfg->fair_mode, cfg->fair_weights, cfg->n_fair_weights);
+    if (idtab_init(&be->jtab, job_key) != 0 || be->etab == NULL || fr != 0) {
         be_fini(be);
         return -ENOMEM;
     }
@@ -1367,6 +1388,7 @@ be_fini(struct backend *be)
     free(be->q_text);
     free(be->q_sel);
     pool_fini(&be->jobs_pool);
+    fair_fini(&be->fair);
     slab_fini(&be->client_slab);
     slab_fini(&be->agent_slab);
     slab_fini(&be->env_slab);
@@ -1580,8 +1602,19 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
     }
     e->refs++;
     struct job *j = NULL;
-    if (jheap_reserve(e, m->priority, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
+    struct fair_key *fk = NULL;
+    if (be->fair.mode != FAIR_NONE) {
+        struct ing_view key;
+        fair_key_of(be->fair.mode, m, &key);
+        fk = fair_get(&be->fair, e, key.p, key.len);
+    }
+    if ((be->fair.mode != FAIR_NONE && fk == NULL) ||
+        jheap_reserve(be, e, m->priority, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
+        if (fk != NULL && fk->njobs == 0) {
+            fk->njobs = 1;
+            fair_put(&be->fair, fk);
+        }
         env_unref(be, e);
         be_client_refuse(be, c, id, "Backend out of memory");
         return;
@@ -1593,12 +1626,21 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
     j->id_len = (uint8_t)id.len;
     if (idtab_insert(&be->jtab, idh, j) != 0) {
         pool_free(&be->jobs_pool, j, sizeof(*j) + len);
+        if (fk != NULL && fk->njobs == 0) {
+            fk->njobs = 1;
+            fair_put(&be->fair, fk);
+        }
         env_unref(be, e);
         be_client_refuse(be, c, id, "Backend out of memory");
         return;
     }
     j->prio = m->priority;
     j->seq = ++be->arrival_seq;
+    if (fk != NULL) {
+        fk->njobs++;
+        j->fk = fk;
+        j->vt = fair_tag(fk, e->vtime);
+    }
     j->deadline_ms = job_deadline_ms(be, s->environment_parameters);
     j->owner = c;
     j->onext = c->jobs;
@@ -1956,7 +1998,7 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
             be->stats.jobs_crashed++;
             job_free(be, j);
         } else if ((!started || j->retries < be->cfg.retry_lost_jobs) && requeued != NULL &&
-                   jheap_reserve(j->env, j->prio, j->seq) == 0) {
+                   jheap_reserve(be, j->env, j->prio, j->seq) == 0) {
             if (started)
                 j->retries++;
             j->flags = (uint8_t)(j->flags + (1u << JOB_BOUNCE_SHIFT));
@@ -2722,6 +2764,9 @@ be_check(const struct backend *be)
             uint32_t count = 0, other = 0;
             for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {
                 count++;
+                if ((be->fair.mode != FAIR_NONE) != (x->fk != NULL) ||
+                    (x->fk != NULL && (x->fk->scope != e || x->fk->nwait == 0)))
+                    return -EPROTO;
                 other += x->prio != e->p0;
                 if (x->next != NULL && ((!e->heaped && x->next->seq <= x->seq) ||
                                         x->next->t.arrival_ms < x->t.arrival_ms))

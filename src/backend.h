@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fair.h"
 #include "idtab.h"
 #include "inginious/proto.h"
 #include "metrics.h"
@@ -54,6 +55,9 @@ struct be_config {
                                    * second (0 = no limit) */
     uint32_t max_requeues;        /* requeues of one job after agent losses; then crash */
     uint64_t deadline_margin_ms;  /* added to a running job's time limit (proto.md 7.4) */
+    enum fair_mode fair_mode;     /* --fair-share: FAIR_NONE = INGInious' order */
+    const struct fair_weight *fair_weights; /* --fair-weight (kept by the caller) */
+    size_t n_fair_weights;
 };
 
 #define BE_MAX_REQUEUES 100
@@ -120,6 +124,7 @@ struct backend {
     uint64_t job_bytes; /* bodies of the jobs held (waiting and running), for the server's budget */
     uint32_t n_agents, n_clients;
     bool draining; /* no dispatch */
+    struct fair fair; /* --fair-share: the keys' records */
 
     uint8_t *envs_msg; /* cached BackendUpdateEnvironments map (msgpack), NULL = none */
     size_t envs_msg_len;
