@@ -1779,10 +1779,74 @@ heads_down(struct job **heads, size_t n, size_t x)
     }
 }
 
+/* cand_down restores the min-heap on job_less of c[0..n) below x. */
+static void
+cand_down(struct job **c, size_t n, size_t x)
+{
+    for (;;) {
+        size_t l = 2 * x + 1, m = x;
+        if (l < n && job_less(c[l], c[m]))
+            m = l;
+        if (l + 1 < n && job_less(c[l + 1], c[m]))
+            m = l + 1;
+        if (m == x)
+            return;
+        struct job *t = c[x];
+        c[x] = c[m];
+        c[m] = t;
+        x = m;
+    }
+}
+
+static void
+cand_push(struct job **c, size_t *n, struct job *j)
+{
+    size_t i = (*n)++;
+    while (i > 0 && job_less(j, c[(i - 1) / 2])) {
+        c[i] = c[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    c[i] = j;
+}
+
+/* fair_select fills be->q_sel with the first want waiting jobs in the order fair share
+ * dispatches them: each environment's heap read in order (a candidate heap holding the
+ * roots, then the children of each job taken: O(want log want), not a sort of the queue),
+ * environments merged on (priority, tag, arrival). Returns the count, or -1 (no memory). */
+static long
+fair_select(struct backend *be, size_t want, size_t *text)
+{
+    size_t ncand = 0, cap = be->nenvs + 2 * want + 1;
+    struct job **cand = malloc(cap * sizeof(*cand));
+    if (cand == NULL)
+        return -1;
+    for (size_t i = 0; i <= be->emask; i++)
+        for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
+            if (e->n > 0 && ncand < cap)
+                cand_push(cand, &ncand, env_best(e));
+    size_t nsel = 0;
+    while (ncand > 0 && nsel < want) {
+        struct job *j = cand[0];
+        cand[0] = cand[--ncand];
+        cand_down(cand, ncand, 0);
+        if (!owner_gone(j)) {
+            be->q_sel[nsel++] = j;
+            *text += job_info_max(j);
+        }
+        const struct env *e = j->env;
+        if (e->heaped)
+            for (uint32_t k = 2 * j->u.heap_idx + 1; k <= 2 * j->u.heap_idx + 2; k++)
+                if (k < e->n && ncand < cap)
+                    cand_push(cand, &ncand, e->heap[k]);
+    }
+    free(cand);
+    return (long)nsel;
+}
+
 /* be_client_get_queue answers a snapshot: the running jobs in dispatch order, then the
  * first cfg.queue_list_max waiting jobs in the order they entered the queue (a requeued job
- * re-enters it, as in INGInious' waiting list; all when 0), within the frame
- * limit. Its cost is linear in what it lists (plus the environments), not in the queue. */
+ * re-enters it, as in INGInious' waiting list; all when 0; with fair share, the first in
+ * the order they will be dispatched, fair_select), within the frame limit. Its cost is linear in what it lists (plus the environments), not in the queue. */
 void
 be_client_get_queue(struct backend *be, struct be_client *c)
 {
@@ -1806,7 +1870,13 @@ be_client_get_queue(struct backend *be, struct be_client *c)
     /* 2. Select the waiting jobs: merge the environments' FIFOs by arrival sequence (a
      * gone client's jobs, being dropped, are left out). */
     size_t nsel = 0, nheads = 0;
-    if (want > 0) {
+    if (want > 0 && be->fair.mode != FAIR_NONE) {
+        long got;
+        if (grow((void **)&be->q_sel, &be->q_sel_cap, want, sizeof(*be->q_sel)) != 0 ||
+            (got = fair_select(be, want, &text)) < 0)
+            goto oom;
+        nsel = (size_t)got;
+    } else if (want > 0) {
         if (grow((void **)&be->q_sel, &be->q_sel_cap, want, sizeof(*be->q_sel)) != 0 ||
             (heads = malloc(be->nenvs * sizeof(*heads))) == NULL)
             goto oom;

@@ -173,7 +173,14 @@ mock_send(void *peer, const struct ing_msg *m)
         r->names = envs_render(m->u.envs.environments, r->text, sizeof(r->text));
     } else if (m->type == ING_BACKEND_GET_QUEUE) {
         snprintf(r->text, sizeof(r->text), "%u/%u", m->u.queue.n_running, m->u.queue.n_waiting);
-        /* the waiting ids in order, comma separated, into kind/state is not needed */
+        /* the waiting ids in order, space separated, into job (cut) */
+        size_t w = 0;
+        for (uint32_t x = 0; x < m->u.queue.n_waiting; x++) {
+            if (x > 0)
+                put(r->job, sizeof(r->job), &w, " ", 1);
+            put(r->job, sizeof(r->job), &w, m->u.queue.waiting[x].job_id.p,
+                m->u.queue.waiting[x].job_id.len);
+        }
     }
 }
 
@@ -1478,6 +1485,15 @@ test_backend_fair_two_keys(void **state)
      * keys alternate. */
     submit_as(c, "C", "c1", 0);
     submit_as(c, "C", "c2", 0);
+    /* The snapshot lists the waiting jobs in the order they will run. */
+    be_client_get_queue(&be, c);
+    struct rec *r;
+    while ((r = next_job(0)) != NULL && r->type == ING_BACKEND_JOB_DONE)
+        ;
+    assert_non_null(r);
+    assert_int_equal(r->type, ING_BACKEND_GET_QUEUE);
+    assert_string_equal(r->text, "1/4");
+    assert_string_equal(r->job, "c1 a4 c2 a5");
     expect_run(1, a, "a3 c1 a4 c2 a5");
     expect_none(1);
 }
