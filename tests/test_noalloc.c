@@ -139,15 +139,20 @@ open_peer(struct tpipe *t, uint8_t role)
     assert_int_equal(next_type(t, &m), ING_WELCOME);
 }
 
+static unsigned nkeys; /* > 0: job i has launcher "k<i % nkeys>" (fair share by launcher) */
+
 static void
 one_job(struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp, size_t inlen)
 {
+    char key[16] = "bench";
+    if (nkeys > 0)
+        snprintf(key, sizeof(key), "k%u", i % nkeys);
     char id[32];
     int idlen = snprintf(id, sizeof(id), "job-%08u", i);
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
     m.type = ING_CLIENT_NEW_JOB;
-    m.u.new_job.launcher = (struct ing_view){"bench", 5};
+    m.u.new_job.launcher = (struct ing_view){key, (uint32_t)strlen(key)};
     struct ing_job_spec *s = &m.u.new_job.job;
     s->job_id = (struct ing_view){id, (uint32_t)idlen};
     s->course_id = (struct ing_view){"c", 1};
@@ -180,16 +185,18 @@ one_job(struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp, size_t
     assert_true(ing_view_eq(got.u.result.job_id, id));
 }
 
+/* lifecycle runs jobs one after the other, fair share mode fair with keys keys. */
 static void
-test_noalloc_steady_state_lifecycle(void **state)
+lifecycle(enum fair_mode fair, unsigned keys)
 {
-    (void)state;
 #if defined(ING_SAN) && ING_SAN
     skip();
 #endif
+    nkeys = keys;
     log_level_max = LOG_WARN;
     struct srv_config cfg;
     srv_config_default(&cfg);
+    cfg.be.fair_mode = fair;
     cfg.agent_addr = "tcp://127.0.0.1:0";
     cfg.client_addr = "tcp://127.0.0.1:0";
     cfg.ping_interval_ms = 3600 * 1000; /* no Ping in the middle of a job (slow valgrind run) */
@@ -250,6 +257,21 @@ test_noalloc_steady_state_lifecycle(void **state)
     close(c.fd);
     close(a.fd);
     srv_free(srv);
+}
+
+static void
+test_noalloc_steady_state_lifecycle(void **state)
+{
+    (void)state;
+    lifecycle(FAIR_NONE, 0);
+}
+
+/* Fair share: a key seen before costs no allocation (its record comes from a slab). */
+static void
+test_noalloc_fair_share(void **state)
+{
+    (void)state;
+    lifecycle(FAIR_LAUNCHER, 7);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -447,6 +469,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_noalloc_steady_state_lifecycle),
+        cmocka_unit_test(test_noalloc_fair_share),
         cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
         cmocka_unit_test_teardown(test_oom_input_and_job, memory_back),
         cmocka_unit_test_teardown(test_oom_output, memory_back),
