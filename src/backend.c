@@ -55,14 +55,17 @@ struct job {
     uint8_t flags;
     uint8_t retries;
     /* Fair share (proto.md 7.4; 0 and NULL when off): the job's start tag, which orders it
-     * among the jobs of its priority, and its key's record. 16 bytes more per job: the tag
-     * must outlive a requeue and the record is needed at every dequeue and free. */
+     * among the jobs of its priority, its key's record, and its place in the record's list
+     * of waiting jobs. 32 bytes more per job (two cache lines in all): the tag must outlive
+     * a requeue, the record is needed at every dequeue and free, and the per-key lists keep
+     * a dispatch at O(log keys) instead of O(log jobs) (a heap over a million cold jobs). */
     uint64_t vt;
     struct fair_key *fk;
+    struct job *kprev, *knext;
     uint8_t body[];
 };
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 112, "struct job grew");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 128, "struct job grew");
 
 /* run_job prefetches this much of the job that will run next in the same environment. */
 #define JOB_PREFETCH_BYTES 384
@@ -89,6 +92,9 @@ struct env {
     int64_t hprio;      /* when n > 0: (priority, arrival) of env_best, kept here so that */
     uint64_t hseq;      /* comparing environments (best_job) reads no cold job */
     uint64_t vtime;     /* fair share: the start tag of the last job dispatched */
+    struct fair_key **kheap; /* fair share: the keys with waiting jobs, min-heap on their
+                              * first job's (priority, tag, arrival); no job heap then */
+    uint32_t kn, kcap;
     int64_t p0;         /* the priority of the first job queued in an empty env */
     uint32_t n_other;   /* waiting jobs whose priority is not p0 */
     bool heaped;        /* set when a second priority arrives, until the env empties: the
@@ -453,6 +459,7 @@ env_unref(struct backend *be, struct env *e)
     *s = e->hnext;
     be->nenvs--;
     free(e->heap);
+    free(e->kheap);
     free(e->aheap);
     free(e->vid);
     free(e->type);
@@ -522,14 +529,23 @@ fifo_late(const struct env *e, uint64_t seq)
 
 /* jheap_reserve makes room for one more job (priority prio, arrival seq; UINT64_MAX for a
  * new job) in e's heap, if queueing it will use the heap (an environment whose jobs share
- * one priority and joined in arrival order has none; with fair share only an environment
- * with a single job has none). */
+ * one priority and joined in arrival order has none; with fair share the heap is one of
+ * keys). */
 static int
 jheap_reserve(const struct backend *be, struct env *e, int64_t prio, uint64_t seq)
 {
-    if (e->n < e->cap ||
-        (!e->heaped && (e->n == 0 || (prio == e->p0 && !fifo_late(e, seq) &&
-                                      be->fair.mode == FAIR_NONE))))
+    if (be->fair.mode != FAIR_NONE) { /* room for one more key in the heap of keys */
+        if (e->kn < e->kcap)
+            return 0;
+        uint32_t cap = e->kcap ? e->kcap * 2 : 8;
+        struct fair_key **h = realloc(e->kheap, cap * sizeof(*h));
+        if (h == NULL)
+            return -ENOMEM;
+        e->kheap = h;
+        e->kcap = cap;
+        return 0;
+    }
+    if (e->n < e->cap || (!e->heaped && (e->n == 0 || (prio == e->p0 && !fifo_late(e, seq)))))
         return 0;
     uint32_t cap = e->cap ? e->cap : 8;
     while (cap <= e->n)
@@ -562,7 +578,122 @@ jheap_remove(struct env *e, struct job *j)
 static inline struct job *
 env_best(const struct env *e)
 {
+    if (e->kn > 0)
+        return e->kheap[0]->qhead;
     return e->heaped ? e->heap[0] : e->fifo_head;
+}
+
+/* Fair share: each key's waiting jobs in a list in their order, the keys in a heap on their
+ * first job. */
+static inline bool
+key_less(const struct fair_key *a, const struct fair_key *b)
+{
+    return a->prio < b->prio ||
+           (a->prio == b->prio && (a->qvt < b->qvt || (a->qvt == b->qvt && a->qseq < b->qseq)));
+}
+
+static inline void
+kheap_place(struct env *e, uint32_t i, struct fair_key *k)
+{
+    e->kheap[i] = k;
+    k->hidx = i + 1;
+}
+
+static void
+kheap_up(struct env *e, uint32_t i)
+{
+    struct fair_key *k = e->kheap[i];
+    while (i > 0 && key_less(k, e->kheap[(i - 1) / 2])) {
+        kheap_place(e, i, e->kheap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    kheap_place(e, i, k);
+}
+
+static void
+kheap_down(struct env *e, uint32_t i)
+{
+    struct fair_key *k = e->kheap[i];
+    for (;;) {
+        uint32_t l = 2 * i + 1, m = i;
+        const struct fair_key *best = k;
+        if (l < e->kn && key_less(e->kheap[l], best))
+            best = e->kheap[m = l];
+        if (l + 1 < e->kn && key_less(e->kheap[l + 1], best))
+            m = l + 1;
+        if (m == i)
+            break;
+        kheap_place(e, i, e->kheap[m]);
+        i = m;
+    }
+    kheap_place(e, i, k);
+}
+
+/* key_insert puts waiting job j in its key's list, at its place (a new job's tag is its
+ * key's largest: at the tail; a requeued one goes back near the head), and the key in the
+ * heap. Needs jheap_reserve done. */
+static void
+key_insert(struct env *e, struct job *j)
+{
+    struct fair_key *k = j->fk;
+    struct job *after = k->qtail;
+    if (after != NULL && job_less(j, after)) {
+        after = NULL;
+        for (struct job *x = k->qhead; x != NULL && job_less(x, j); x = x->knext)
+            after = x;
+    }
+    j->kprev = after;
+    j->knext = after != NULL ? after->knext : k->qhead;
+    if (j->knext != NULL)
+        j->knext->kprev = j;
+    else
+        k->qtail = j;
+    if (after != NULL) {
+        after->knext = j;
+        return;
+    }
+    k->qhead = j;
+    k->qvt = j->vt;
+    k->qseq = j->seq;
+    if (k->hidx == 0) {
+        kheap_place(e, e->kn++, k);
+        kheap_up(e, e->kn - 1);
+    } else {
+        kheap_up(e, k->hidx - 1);
+    }
+}
+
+static void
+key_remove(struct env *e, struct job *j)
+{
+    struct fair_key *k = j->fk;
+    bool head = k->qhead == j;
+    if (j->kprev != NULL)
+        j->kprev->knext = j->knext;
+    else
+        k->qhead = j->knext;
+    if (j->knext != NULL)
+        j->knext->kprev = j->kprev;
+    else
+        k->qtail = j->kprev;
+    j->kprev = j->knext = NULL;
+    if (!head)
+        return;
+    uint32_t i = k->hidx - 1;
+    if (k->qhead != NULL) { /* its next job is later: the key goes down */
+        k->qvt = k->qhead->vt;
+        k->qseq = k->qhead->seq;
+        kheap_down(e, i);
+        return;
+    }
+    k->hidx = 0;
+    if (i == --e->kn)
+        return;
+    struct fair_key *m = e->kheap[e->kn];
+    kheap_place(e, i, m);
+    kheap_up(e, i);
+    if (m->hidx == i + 1)
+        kheap_down(e, i);
 }
 
 /* fifo_append puts j at the tail of e's FIFO, the order in which jobs (re-)entered the queue
@@ -621,14 +752,18 @@ job_enqueue(struct backend *be, struct job *j)
         e->n_other++;
     bool late = fifo_late(e, j->seq);
     fifo_append(e, j);
-    if (e->heaped) {
+    if (j->fk != NULL) {
+        key_insert(e, j);
+        e->n++;
+        if (env_best(e) == j)
+            head_set(e, j);
+    } else if (e->heaped) {
         e->heap[e->n++] = j;
         jheap_up(e, e->n - 1);
         if (e->heap[0] == j)
             head_set(e, j);
-    } else if (e->n_other > 0 || late || (j->fk != NULL && e->n > 0)) {
-        /* A second priority, or a requeued job behind newer ones, or fair share (whose order
-         * is not arrival): from now on the heap
+    } else if (e->n_other > 0 || late) {
+        /* A second priority, or a requeued job behind newer ones: from now on the heap
          * orders them (heapify the FIFO: O(n) once, then the environment stays heaped until
          * it empties, which costs n removals, so O(1) amortised per job). */
         uint32_t i = 0;
@@ -658,10 +793,14 @@ job_unqueue(struct backend *be, struct job *j)
 {
     struct env *e = j->env;
     bool was_best = env_best(e) == j;
-    if (e->heaped)
-        jheap_remove(e, j);
-    else
+    if (j->fk != NULL) {
+        key_remove(e, j);
         e->n--;
+    } else if (e->heaped) {
+        jheap_remove(e, j);
+    } else {
+        e->n--;
+    }
     fifo_remove(e, j);
     if (was_best && e->n > 0) /* the new best was just touched by the removal */
         head_set(e, env_best(e));
@@ -933,7 +1072,7 @@ run_job(struct backend *be, struct be_agent *a, struct job *j)
     job_unqueue(be, j);
     if (j->vt > e->vtime) /* fair share: the environment's virtual time */
         e->vtime = j->vt;
-    if (!e->heaped && e->fifo_head != NULL) {
+    if (!e->heaped && e->kn == 0 && e->fifo_head != NULL) {
         /* In a long queue the jobs are cold. Start loading the next one to run here (its
          * first lines: the record and the spec's start; its header line is already warm,
          * loaded here at the previous dispatch) and the header of the one after it, whose
@@ -1606,7 +1745,7 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
     if (be->fair.mode != FAIR_NONE) {
         struct ing_view key;
         fair_key_of(be->fair.mode, m, &key);
-        fk = fair_get(&be->fair, e, key.p, key.len);
+        fk = fair_get(&be->fair, e, m->priority, key.p, key.len);
     }
     if ((be->fair.mode != FAIR_NONE && fk == NULL) ||
         jheap_reserve(be, e, m->priority, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
@@ -1810,20 +1949,21 @@ cand_push(struct job **c, size_t *n, struct job *j)
 }
 
 /* fair_select fills be->q_sel with the first want waiting jobs in the order fair share
- * dispatches them: each environment's heap read in order (a candidate heap holding the
- * roots, then the children of each job taken: O(want log want), not a sort of the queue),
- * environments merged on (priority, tag, arrival). Returns the count, or -1 (no memory). */
+ * dispatches them: a candidate heap holds the first job of every key with waiting jobs;
+ * each job taken is replaced by the next of its key (O((keys + want) log keys), not a sort
+ * of the queue); environments merged on (priority, tag, arrival). Returns the count, or
+ * -1 (no memory). */
 static long
 fair_select(struct backend *be, size_t want, size_t *text)
 {
-    size_t ncand = 0, cap = be->nenvs + 2 * want + 1;
+    size_t ncand = 0, cap = be->fair.n + 1;
     struct job **cand = malloc(cap * sizeof(*cand));
     if (cand == NULL)
         return -1;
     for (size_t i = 0; i <= be->emask; i++)
         for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
-            if (e->n > 0 && ncand < cap)
-                cand_push(cand, &ncand, env_best(e));
+            for (uint32_t k = 0; k < e->kn && ncand < cap; k++)
+                cand_push(cand, &ncand, e->kheap[k]->qhead);
     size_t nsel = 0;
     while (ncand > 0 && nsel < want) {
         struct job *j = cand[0];
@@ -1833,11 +1973,8 @@ fair_select(struct backend *be, size_t want, size_t *text)
             be->q_sel[nsel++] = j;
             *text += job_info_max(j);
         }
-        const struct env *e = j->env;
-        if (e->heaped)
-            for (uint32_t k = 2 * j->u.heap_idx + 1; k <= 2 * j->u.heap_idx + 2; k++)
-                if (k < e->n && ncand < cap)
-                    cand_push(cand, &ncand, e->heap[k]);
+        if (j->knext != NULL) /* a slot was just freed */
+            cand_push(cand, &ncand, j->knext);
     }
     free(cand);
     return (long)nsel;
@@ -2838,12 +2975,31 @@ be_check(const struct backend *be)
                     (x->fk != NULL && (x->fk->scope != e || x->fk->nwait == 0)))
                     return -EPROTO;
                 other += x->prio != e->p0;
-                if (x->next != NULL && ((!e->heaped && x->next->seq <= x->seq) ||
+                if (x->next != NULL && ((!e->heaped && e->kn == 0 && x->next->seq <= x->seq) ||
                                         x->next->t.arrival_ms < x->t.arrival_ms))
                     return -EPROTO;
             }
-            if (count != e->n || other != e->n_other || (other > 0 && !e->heaped) ||
-                (e->heaped && e->n == 0))
+            if (count != e->n || other != e->n_other ||
+                (other > 0 && !e->heaped && be->fair.mode == FAIR_NONE) ||
+                (e->heaped && (e->n == 0 || be->fair.mode != FAIR_NONE)))
+                return -EPROTO;
+            /* Fair share: every key in the heap has its jobs in order, all counted. */
+            uint64_t listed = 0;
+            for (uint32_t x = 0; x < e->kn; x++) {
+                const struct fair_key *k = e->kheap[x];
+                if (k->hidx != x + 1 || k->qhead == NULL || k->qvt != k->qhead->vt ||
+                    k->qseq != k->qhead->seq || (x > 0 && key_less(k, e->kheap[(x - 1) / 2])))
+                    return -EPROTO;
+                uint32_t nk = 0;
+                for (const struct job *y = k->qhead; y != NULL; y = y->knext, nk++)
+                    if (y->fk != k || (y->knext != NULL && !job_less(y, y->knext)) ||
+                        (y->knext == NULL && k->qtail != y))
+                        return -EPROTO;
+                if (nk != k->nwait)
+                    return -EPROTO;
+                listed += nk;
+            }
+            if (be->fair.mode != FAIR_NONE && listed != e->n)
                 return -EPROTO;
             if (e->n > 0 && (env_best(e)->prio != e->hprio || env_best(e)->seq != e->hseq))
                 return -EPROTO;

@@ -100,9 +100,9 @@ fair_key_of(enum fair_mode mode, const struct ing_client_new_job *m, struct ing_
 }
 
 static uint64_t
-key_hash(const void *scope, const char *key, size_t len)
+key_hash(const void *scope, int64_t prio, const char *key, size_t len)
 {
-    uint64_t h = idtab_hash(idtab_hash_seed(), key, len);
+    uint64_t h = idtab_hash(idtab_hash_seed() ^ (uint64_t)prio, key, len);
     uint64_t s = (uint64_t)(uintptr_t)scope;
     return (h ^ (s * 0x9e3779b97f4a7c15ull)) * 0xff51afd7ed558ccdull;
 }
@@ -135,18 +135,20 @@ grow(struct fair *f)
 }
 
 struct fair_key *
-fair_get(struct fair *f, const void *scope, const char *key, size_t len)
+fair_get(struct fair *f, const void *scope, int64_t prio, const char *key, size_t len)
 {
-    uint64_t h = key_hash(scope, key, len);
+    uint64_t h = key_hash(scope, prio, key, len);
     size_t kl = len < FAIR_KEY_MAX ? len : FAIR_KEY_MAX;
     for (struct fair_key *k = f->tab[h & f->mask]; k != NULL; k = k->hnext)
-        if (k->hash == h && k->scope == scope && k->klen == len && memcmp(k->key, key, kl) == 0)
+        if (k->hash == h && k->scope == scope && k->prio == prio && k->klen == len &&
+            memcmp(k->key, key, kl) == 0)
             return k;
     struct fair_key *k = slab_alloc(&f->slab);
     if (k == NULL)
         return NULL;
     memset(k, 0, sizeof(*k));
     k->scope = scope;
+    k->prio = prio;
     k->hash = h;
     k->klen = (uint32_t)len;
     memcpy(k->key, key, kl);
@@ -178,5 +180,5 @@ fair_foreach(const struct fair *f, fair_fn *fn, void *arg)
         return;
     for (size_t i = 0; i <= f->mask; i++)
         for (const struct fair_key *k = f->tab[i]; k != NULL; k = k->hnext)
-            fn(arg, k->scope, k->key, k->klen < FAIR_KEY_MAX ? k->klen : FAIR_KEY_MAX, k->nwait);
+            fn(arg, k->scope, k->prio, k->key, k->klen < FAIR_KEY_MAX ? k->klen : FAIR_KEY_MAX, k->nwait);
 }

@@ -1,15 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /* fair.h: fair share between the keys of an environment's waiting jobs (proto.md 7.4).
  *
- * Start-time fair queueing. Each (environment, key) pair that has jobs has a record with
- * the virtual finish tag of its last job; each environment has a virtual time (the start
- * tag of the last job it dispatched). A new job of key k gets the start tag
+ * Start-time fair queueing. Each (environment, priority, key) that has jobs has a record
+ * with the virtual finish tag of its last job; each environment has a virtual time (the
+ * start tag of the last job it dispatched). A new job of key k gets the start tag
  *     S = max(V(env), F(k)),  then F(k) = S + FAIR_QUANTUM / weight(k)
  * and the scheduler orders an environment's jobs of one priority by (S, arrival). A key
  * with many jobs waiting has its tags spread far ahead; a key that arrives later starts at
  * the environment's virtual time, so it is served at the next free slot whatever the other
- * keys hold. A record lives while its key has jobs in the environment (waiting or
- * running); records are slab objects, so a key seen before costs no allocation. */
+ * keys hold. A record lives while its key has jobs in the environment at that priority
+ * (waiting or running); records are slab objects, so a key seen before costs no
+ * allocation. The backend keeps each record's waiting jobs in a list in their order (the
+ * tags of one record only grow), and only the records' first jobs in a heap per
+ * environment: a dispatch costs O(log keys), not O(log jobs). */
 #ifndef ING_FAIR_H
 #define ING_FAIR_H
 
@@ -39,15 +42,23 @@ struct fair_weight {
     uint32_t weight;
 };
 
+struct job;
+
 struct fair_key {
     struct fair_key *hnext;
     const void *scope; /* the environment */
-    uint64_t hash;     /* of scope and the full key */
+    int64_t prio;
+    uint64_t hash;     /* of scope, prio and the full key */
     uint64_t ftag;     /* virtual finish tag of its last job */
     uint64_t inc;      /* FAIR_QUANTUM / weight */
     uint32_t njobs;    /* jobs of the key held in the scope (waiting or running) */
     uint32_t nwait;    /* of which waiting */
     uint32_t klen;     /* full key length */
+    uint32_t hidx;     /* position + 1 in the environment's heap of records, 0 = absent */
+    /* The backend's: the waiting jobs in order, and the first one's (tag, arrival) (the
+     * heap compares records without reading cold jobs). */
+    struct job *qhead, *qtail;
+    uint64_t qvt, qseq;
     char key[FAIR_KEY_MAX];
 };
 
@@ -77,9 +88,10 @@ void fair_fini(struct fair *f);
  * that is not a string) is the empty key: all such jobs share one key. */
 void fair_key_of(enum fair_mode mode, const struct ing_client_new_job *m, struct ing_view *key);
 
-/* fair_get returns the record of key in scope, made if needed (with no job yet), or NULL
- * when out of memory. */
-struct fair_key *fair_get(struct fair *f, const void *scope, const char *key, size_t len);
+/* fair_get returns the record of key in scope at priority prio, made if needed (with no
+ * job yet), or NULL when out of memory. */
+struct fair_key *fair_get(struct fair *f, const void *scope, int64_t prio, const char *key,
+                          size_t len);
 /* fair_put: one job of k is gone; the record is freed with its last job. */
 void fair_put(struct fair *f, struct fair_key *k);
 
@@ -93,7 +105,8 @@ fair_tag(struct fair_key *k, uint64_t vtime)
 }
 
 /* fair_foreach calls fn for every record (metrics: queue depth per key). */
-typedef void fair_fn(void *arg, const void *scope, const char *key, size_t len, uint32_t nwait);
+typedef void fair_fn(void *arg, const void *scope, int64_t prio, const char *key, size_t len,
+                     uint32_t nwait);
 void fair_foreach(const struct fair *f, fair_fn *fn, void *arg);
 
 #endif

@@ -1533,8 +1533,8 @@ test_backend_fair_weights(void **state)
     expect_run(1, a, "a1 b1 c1 a2 a3 a4 b2 c2 b3 c3 b4 c4");
 }
 
-/* Fairness is within a priority level: a better priority still goes first, whatever its
- * key has used. */
+/* Fairness is within a priority level (a key's tags are counted per level): a better
+ * priority still goes first, whatever its key has used at another. */
 static void
 test_backend_fair_priorities(void **state)
 {
@@ -1547,9 +1547,9 @@ test_backend_fair_priorities(void **state)
     submit_as(c, "B", "b2", 0);
     submit_as(c, "B", "b3", 0);
     struct be_agent *a = agent(1, 1, "e");
-    /* Priority 0: b2 (B's tag 1 quantum) before a3 (A's tag 2 quanta), then b3 (2, later);
-     * priority 1: a1, b1 (both 0), a2. */
-    expect_run(1, a, "b2 a3 b3 a1 b1 a2");
+    /* Priority 0: a3 and b2 (tag 0, in arrival order), b3 (1 quantum); priority 1: a1 and
+     * b1 (0), a2 (1). */
+    expect_run(1, a, "a3 b2 b3 a1 b1 a2");
 }
 
 /* user: inputdata's @username; jobs without one share a key of their own. Course: the
