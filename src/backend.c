@@ -1677,6 +1677,20 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
     be_client_new_job_h(be, c, body, len, m, id_hash(m->job.job_id.p, m->job.job_id.len));
 }
 
+/* aged_priority is the level a new job of priority p waits at (proto.md 7.4). With
+ * --priority-aging DUR every waiting job improves by one level at each multiple of DUR on
+ * the monotonic clock: the same as a new job entering one level worse per DUR elapsed, which
+ * keeps every job's key fixed while it waits (no re-sorting). Saturates at INT64_MAX. */
+static inline int64_t
+aged_priority(const struct backend *be, int64_t p)
+{
+    if (be->cfg.priority_aging_ms == 0)
+        return p;
+    uint64_t epoch = be->now_ms / be->cfg.priority_aging_ms;
+    int64_t e = epoch > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)epoch;
+    return p > INT64_MAX - e ? INT64_MAX : p + e;
+}
+
 void
 be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
                     const struct ing_client_new_job *m, uint64_t idh)
@@ -1741,14 +1755,15 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
     }
     e->refs++;
     struct job *j = NULL;
+    int64_t prio = aged_priority(be, m->priority);
     struct fair_key *fk = NULL;
     if (be->fair.mode != FAIR_NONE) {
         struct ing_view key;
         fair_key_of(be->fair.mode, m, &key);
-        fk = fair_get(&be->fair, e, m->priority, key.p, key.len);
+        fk = fair_get(&be->fair, e, prio, key.p, key.len);
     }
     if ((be->fair.mode != FAIR_NONE && fk == NULL) ||
-        jheap_reserve(be, e, m->priority, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
+        jheap_reserve(be, e, prio, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
         if (fk != NULL && fk->njobs == 0) {
             fk->njobs = 1;
@@ -1773,7 +1788,7 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
         be_client_refuse(be, c, id, "Backend out of memory");
         return;
     }
-    j->prio = m->priority;
+    j->prio = prio;
     j->seq = ++be->arrival_seq;
     if (fk != NULL) {
         fk->njobs++;

@@ -56,6 +56,7 @@ struct be_config {
     uint32_t max_requeues;        /* requeues of one job after agent losses; then crash */
     uint64_t deadline_margin_ms;  /* added to a running job's time limit (proto.md 7.4) */
     enum fair_mode fair_mode;     /* --fair-share: FAIR_NONE = INGInious' order */
+    uint64_t priority_aging_ms;   /* --priority-aging: a level per this long (0 = off) */
     const struct fair_weight *fair_weights; /* --fair-weight (kept by the caller) */
     size_t n_fair_weights;
 };

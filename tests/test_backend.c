@@ -1578,6 +1578,38 @@ test_backend_fair_user_and_course(void **state)
     expect_run(1, a, "x1 x2 y1");
 }
 
+/* --priority-aging: a job improves by one level per period waited (fake clock), so an old
+ * low-priority job goes before newer better ones; without aging it waits for all. */
+static void
+test_backend_priority_aging(void **state)
+{
+    (void)state;
+    be.cfg.priority_aging_ms = 1000;
+    struct be_client *c = client(0);
+    be.now_ms = 1000; /* period 1 */
+    submit(c, "x", 1, "e");
+    be.now_ms = 2000; /* period 2: x has waited one period, as good as a new priority 0 */
+    submit(c, "y", 0, "e");
+    submit(c, "z", 0, "e");
+    be.now_ms = 2999;
+    submit(c, "w", 1, "e");
+    be.now_ms = 4000; /* period 4: w has waited 2 periods, a new priority 0 one */
+    submit(c, "v", 0, "e");
+    submit(c, "u", -1, "e");
+    struct be_agent *a = agent(1, 1, "e");
+    expect_run(1, a, "x y z w u v");
+    expect_none(1);
+    /* The same arrivals without aging: priority, then arrival. */
+    be.cfg.priority_aging_ms = 0;
+    be.now_ms = 5000;
+    submit(c, "x2", 1, "e");
+    submit(c, "y2", 0, "e");
+    be.now_ms = 9000;
+    submit(c, "u2", -1, "e");
+    expect_run(1, a, "x2 u2 y2");
+    expect_none(1);
+}
+
 /* Requeued jobs keep their tag; keys' records go with their last job (be_check and the
  * fair table agree: nothing left once the queue is empty). */
 static void
@@ -1780,13 +1812,15 @@ test_backend_random_walk(void **state)
     }
 }
 
-/* The same walks with fair share on (by launcher, A with 2 shares). */
+/* The same walks with fair share on (by launcher, A with 2 shares), half of them with
+ * priority aging. */
 static void
 test_backend_random_walk_fair(void **state)
 {
     const char *w[] = {"A=2"};
     for (uint64_t seed = 1; seed <= 16; seed++) {
         fair_again(state, FAIR_LAUNCHER, w, 1);
+        be.cfg.priority_aging_ms = seed & 1 ? 15000 : 0; /* levels spread over time too */
         random_walk(seed * 0xbf58476d1ce4e5b9ull, seed <= 8 ? WALK_NC : 1 + (int)(seed & 1),
                     seed <= 8 ? 5 : 1 + (uint32_t)(seed >> 1 & 1));
     }
@@ -1827,6 +1861,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_fair_priorities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_user_and_course, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_requeue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_priority_aging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);

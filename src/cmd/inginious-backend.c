@@ -82,6 +82,8 @@ usage(FILE *f)
             "                              the default; proto.md 7.4)\n"
             "      --fair-weight KEY=N     key KEY gets N shares (1 to 1000; default 1;\n"
             "                              repeatable)\n"
+            "      --priority-aging DUR    a waiting job's priority improves by one level every\n"
+            "                              DUR (0 = never, the default; at most 7d)\n"
             "      --agent-secret-file F   agents must prove they know the secret in F\n"
             "      --client-secret-file F  clients must prove they know the secret in F\n"
             "                              (HMAC-SHA-256 challenge-response, proto.md 6; the\n"
@@ -175,6 +177,7 @@ enum {
     /* Fair share (issue 18) */
     OPT_FAIR_SHARE,
     OPT_FAIR_WEIGHT,
+    OPT_PRIORITY_AGING,
 };
 
 static const struct option options[] = {
@@ -227,6 +230,7 @@ static const struct option options[] = {
     {"env-grace", required_argument, NULL, OPT_ENV_GRACE},
     {"fair-share", required_argument, NULL, OPT_FAIR_SHARE},
     {"fair-weight", required_argument, NULL, OPT_FAIR_WEIGHT},
+    {"priority-aging", required_argument, NULL, OPT_PRIORITY_AGING},
     {NULL, 0, NULL, 0},
 };
 
@@ -428,6 +432,9 @@ main(int argc, char **argv)
             break;
         case OPT_QUEUE_LIST_MAX:
             cfg.be.queue_list_max = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, UINT32_MAX);
+            break;
+        case OPT_PRIORITY_AGING:
+            cfg.be.priority_aging_ms = need(OPT_KIND_DURATION, name, optarg, 0, 7 * 86400 * 1000);
             break;
         case OPT_FAIR_SHARE:
             if (fair_mode_parse(optarg, &cfg.be.fair_mode) != 0)
