@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "inginious/proto.h"
 #include "support/tpeer.h"
@@ -103,12 +104,35 @@ TP_TEST(test_fair_weights_three_to_one)
     }
 }
 
+/* Bad values of the fair-share options stop the start with exit status 2. */
+TP_TEST(test_fair_bad_option_values)
+{
+    static const char *const bad[][2] = {
+        {"--fair-share", "course2"},  {"--fair-weight", "A"},     {"--fair-weight", "A=0"},
+        {"--fair-weight", "A=1001"}, {"--fair-weight", "A=3x"},  {"--priority-aging", "8d"},
+        {"--priority-aging", "-1"},
+    };
+    char out[4096];
+
+    (void)c; /* no backend running: each command exits at once */
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *argv[] = {bad[i][0], bad[i][1], NULL};
+        int st = tp_run(argv, out, sizeof(out));
+        char want[80];
+        snprintf(want, sizeof(want), "bad value for %s", bad[i][0]);
+        if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 2 || strstr(out, want) == NULL)
+            tp_fail("%s %s: status 0x%x, output \"%.100s\"", bad[i][0], bad[i][1], (unsigned)st,
+                    out);
+    }
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         TP_CASE(test_fair_flood_does_not_starve),
         TP_CASE(test_fair_weights_three_to_one),
+        TP_CASE(test_fair_bad_option_values),
     };
     return cmocka_run_group_tests_name("fair", tests, NULL, NULL);
 }
