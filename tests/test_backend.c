@@ -1473,7 +1473,7 @@ test_backend_fair_two_keys(void **state)
     fair_again(state, FAIR_LAUNCHER, NULL, 0);
     struct be_client *c = client(0);
     for (int i = 1; i <= 5; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof(id), "a%d", i);
         submit_as(c, "A", id, 0);
     }
@@ -1505,7 +1505,7 @@ test_backend_fair_none_is_arrival(void **state)
     (void)state;
     struct be_client *c = client(0);
     for (int i = 1; i <= 3; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof(id), "a%d", i);
         submit_as(c, "A", id, 0);
     }
@@ -1525,7 +1525,7 @@ test_backend_fair_weights(void **state)
     const char *keys[] = {"A", "B", "C"};
     for (int k = 0; k < 3; k++)
         for (int i = 1; i <= 4; i++) {
-            char id[8];
+            char id[16];
             snprintf(id, sizeof(id), "%c%d", 'a' + k, i);
             submit_as(c, keys[k], id, 0);
         }
