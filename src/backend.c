@@ -60,12 +60,14 @@ struct job {
      * a requeue, the record is needed at every dequeue and free, and the per-key lists keep
      * a dispatch at O(log keys) instead of O(log jobs) (a heap over a million cold jobs). */
     uint64_t vt;
-    struct fair_key *fk;
+    struct fair_key *fk; /* also without fair share: its (environment, priority) record */
     struct job *kprev, *knext;
+    uint64_t ord; /* its ordinal in fk->rk (its position, be_job_info); kept when it runs,
+                   * for a requeue: 8 bytes more for an exact position in O(log n) */
     uint8_t body[];
 };
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 128, "struct job grew");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 136, "struct job grew");
 
 /* run_job prefetches this much of the job that will run next in the same environment. */
 #define JOB_PREFETCH_BYTES 384
@@ -95,6 +97,10 @@ struct env {
     struct fair_key **kheap; /* fair share: the keys with waiting jobs, min-heap on their
                               * first job's (priority, tag, arrival); no job heap then */
     uint32_t kn, kcap;
+    struct fair_key *keys; /* its records (fair.c): per priority (and key, fair share) */
+    uint64_t n_slots;      /* slots of the agents that provide it */
+    uint64_t run_avg_ms;   /* moving average of its jobs' run times (has_avg) */
+    bool has_avg;
     int64_t p0;         /* the priority of the first job queued in an empty env */
     uint32_t n_other;   /* waiting jobs whose priority is not p0 */
     bool heaped;        /* set when a second priority arrives, until the env empties: the
@@ -752,7 +758,11 @@ job_enqueue(struct backend *be, struct job *j)
         e->n_other++;
     bool late = fifo_late(e, j->seq);
     fifo_append(e, j);
-    if (j->fk != NULL) {
+    if (j->ord == UINT64_MAX)
+        j->ord = rank_push(&j->fk->rk, j->vt, j->seq);
+    else
+        rank_revive(&j->fk->rk, j->ord, j->vt, j->seq);
+    if (be->fair.mode != FAIR_NONE) {
         key_insert(e, j);
         e->n++;
         if (env_best(e) == j)
@@ -780,8 +790,7 @@ job_enqueue(struct backend *be, struct job *j)
             head_set(e, j);
     }
     be->n_waiting++;
-    if (j->fk != NULL)
-        j->fk->nwait++;
+    j->fk->nwait++;
     if (j->owner != NULL)
         j->owner->n_waiting++;
     if (e->n_providers == 0 && be->cfg.orphan_timeout_ms > 0)
@@ -793,7 +802,8 @@ job_unqueue(struct backend *be, struct job *j)
 {
     struct env *e = j->env;
     bool was_best = env_best(e) == j;
-    if (j->fk != NULL) {
+    rank_kill(&j->fk->rk, j->ord);
+    if (be->fair.mode != FAIR_NONE) {
         key_remove(e, j);
         e->n--;
     } else if (e->heaped) {
@@ -815,8 +825,7 @@ job_unqueue(struct backend *be, struct job *j)
         e->cap = 0;
     }
     be->n_waiting--;
-    if (j->fk != NULL)
-        j->fk->nwait--;
+    j->fk->nwait--;
     if (j->owner != NULL)
         j->owner->n_waiting--;
     if (e->n == 0)
@@ -846,8 +855,7 @@ job_free_h(struct backend *be, struct job *j, uint64_t idh)
     idtab_remove(&be->jtab, idh, j);
     owner_unlink(j);
     struct env *e = j->env;
-    if (j->fk != NULL)
-        fair_put(&be->fair, j->fk);
+    fair_put(&be->fair, j->fk, &e->keys);
     be->job_bytes -= j->body_len;
     pool_free(&be->jobs_pool, j, sizeof(*j) + j->body_len);
     env_unref(be, e);
@@ -1677,6 +1685,23 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
     be_client_new_job_h(be, c, body, len, m, id_hash(m->job.job_id.p, m->job.job_id.len));
 }
 
+/* key_get returns the record a new job (priority prio, message m) of e belongs to, made if
+ * needed, or NULL (no memory). Without fair share the records are one per priority: a
+ * walk of e's few records finds it without hashing. */
+static struct fair_key *
+key_get(struct backend *be, struct env *e, int64_t prio, const struct ing_client_new_job *m)
+{
+    if (be->fair.mode == FAIR_NONE) {
+        for (struct fair_key *k = e->keys; k != NULL; k = k->snext)
+            if (k->prio == prio)
+                return k;
+        return fair_get(&be->fair, e, prio, "", 0, &e->keys);
+    }
+    struct ing_view key;
+    fair_key_of(be->fair.mode, m, &key);
+    return fair_get(&be->fair, e, prio, key.p, key.len, &e->keys);
+}
+
 /* aged_priority is the level a new job of priority p waits at (proto.md 7.4). With
  * --priority-aging DUR every waiting job improves by one level at each multiple of DUR on
  * the monotonic clock: the same as a new job entering one level worse per DUR elapsed, which
@@ -1756,18 +1781,13 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
     e->refs++;
     struct job *j = NULL;
     int64_t prio = aged_priority(be, m->priority);
-    struct fair_key *fk = NULL;
-    if (be->fair.mode != FAIR_NONE) {
-        struct ing_view key;
-        fair_key_of(be->fair.mode, m, &key);
-        fk = fair_get(&be->fair, e, prio, key.p, key.len);
-    }
-    if ((be->fair.mode != FAIR_NONE && fk == NULL) ||
+    struct fair_key *fk = key_get(be, e, prio, m);
+    if (fk == NULL || rank_reserve(&fk->rk, &be->fair.pool, fk->rk.next) != 0 ||
         jheap_reserve(be, e, prio, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
         if (fk != NULL && fk->njobs == 0) {
             fk->njobs = 1;
-            fair_put(&be->fair, fk);
+            fair_put(&be->fair, fk, &e->keys);
         }
         env_unref(be, e);
         be_client_refuse(be, c, id, "Backend out of memory");
@@ -1780,9 +1800,9 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
     j->id_len = (uint8_t)id.len;
     if (idtab_insert(&be->jtab, idh, j) != 0) {
         pool_free(&be->jobs_pool, j, sizeof(*j) + len);
-        if (fk != NULL && fk->njobs == 0) {
+        if (fk->njobs == 0) {
             fk->njobs = 1;
-            fair_put(&be->fair, fk);
+            fair_put(&be->fair, fk, &e->keys);
         }
         env_unref(be, e);
         be_client_refuse(be, c, id, "Backend out of memory");
@@ -1790,11 +1810,11 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
     }
     j->prio = prio;
     j->seq = ++be->arrival_seq;
-    if (fk != NULL) {
-        fk->njobs++;
-        j->fk = fk;
+    fk->njobs++;
+    j->fk = fk;
+    j->ord = UINT64_MAX; /* a new ordinal */
+    if (be->fair.mode != FAIR_NONE)
         j->vt = fair_tag(fk, e->vtime);
-    }
     j->deadline_ms = job_deadline_ms(be, s->environment_parameters);
     j->owner = c;
     j->onext = c->jobs;
@@ -2182,6 +2202,7 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
     bool withdrawn = false;
     for (uint32_t i = 0; i < a->nenvs; i++) {
         struct env *e = a->envs[i].env;
+        e->n_slots -= a->slots;
         if (--e->n_providers == 0) {
             withdrawn = true;
             env_withdrawn(be, e);
@@ -2220,7 +2241,8 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
             be->stats.jobs_crashed++;
             job_free(be, j);
         } else if ((!started || j->retries < be->cfg.retry_lost_jobs) && requeued != NULL &&
-                   jheap_reserve(be, j->env, j->prio, j->seq) == 0) {
+                   jheap_reserve(be, j->env, j->prio, j->seq) == 0 &&
+                   rank_reserve(&j->fk->rk, &be->fair.pool, j->ord) == 0) {
             if (started)
                 j->retries++;
             j->flags = (uint8_t)(j->flags + (1u << JOB_BOUNCE_SHIFT));
@@ -2641,6 +2663,7 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
             t = env_find(be, e->type, e->type_len, "", 0);
         }
         env_announce(be, e, t, &ann, name);
+        e->n_slots += a->slots;
         k++;
     }
     assert(k == a->nenvs);
@@ -2718,6 +2741,21 @@ be_agent_done(struct backend *be, struct be_agent *a, const uint8_t *body, size_
     be_agent_done_h(be, a, body, len, m, id_hash(m->job_id.p, m->job_id.len));
 }
 
+/* env_run_time feeds the moving average of e's run times (proto.md 7.4): the first run
+ * time, then avg += (t - avg) / 8. */
+static void
+env_run_time(struct env *e, uint64_t t)
+{
+    if (!e->has_avg) {
+        e->run_avg_ms = t;
+        e->has_avg = true;
+    } else if (t >= e->run_avg_ms) {
+        e->run_avg_ms += (t - e->run_avg_ms) / 8;
+    } else {
+        e->run_avg_ms -= (e->run_avg_ms - t) / 8;
+    }
+}
+
 void
 be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
                 const struct ing_job_result *m, uint64_t idh)
@@ -2728,8 +2766,9 @@ be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, siz
     be->mc.kills[METRICS_KILL_AGENT] += (j->flags & JOB_F_KILLING) != 0;
     enum metrics_result kind = metrics_result_kind(m->result_kind.p, m->result_kind.len);
     be->mc.done[kind]++;
-    metrics_hist_observe(&j->env->etype->run,
-                         (uint64_t)((uint32_t)be->now_ms - j->u.started_ms) * 1000);
+    uint64_t run_ms = (uint32_t)be->now_ms - j->u.started_ms;
+    metrics_hist_observe(&j->env->etype->run, run_ms * 1000);
+    env_run_time(j->env, run_ms);
     if (kind != METRICS_RES_SUCCESS && kind != METRICS_RES_FAILED)
         failure_add(be, j, m->result_kind.p, m->result_kind.len, m->result_text.p,
                     m->result_text.len);
@@ -2974,6 +3013,8 @@ envs_check(const struct backend *be)
     return 0;
 }
 
+static uint64_t job_position(const struct backend *be, const struct job *j);
+
 int
 be_check(const struct backend *be)
 {
@@ -2986,8 +3027,9 @@ be_check(const struct backend *be)
             uint32_t count = 0, other = 0;
             for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {
                 count++;
-                if ((be->fair.mode != FAIR_NONE) != (x->fk != NULL) ||
-                    (x->fk != NULL && (x->fk->scope != e || x->fk->nwait == 0)))
+                if (x->fk == NULL || x->fk->scope != e || x->fk->nwait == 0 ||
+                    x->fk->rk.n != x->fk->nwait || x->ord < x->fk->rk.base ||
+                    x->ord >= x->fk->rk.next)
                     return -EPROTO;
                 other += x->prio != e->p0;
                 if (x->next != NULL && ((!e->heaped && e->kn == 0 && x->next->seq <= x->seq) ||
@@ -3016,6 +3058,15 @@ be_check(const struct backend *be)
             }
             if (be->fair.mode != FAIR_NONE && listed != e->n)
                 return -EPROTO;
+            /* Positions (be_job_info) against the order itself, in small queues. */
+            if (e->n <= 48)
+                for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {
+                    uint64_t before = 0;
+                    for (const struct job *y = e->fifo_head; y != NULL; y = y->next)
+                        before += job_less(y, x);
+                    if (job_position(be, x) != before)
+                        return -EPROTO;
+                }
             if (e->n > 0 && (env_best(e)->prio != e->hprio || env_best(e)->seq != e->hseq))
                 return -EPROTO;
             if (e->heaped)
@@ -3046,6 +3097,65 @@ be_check(const struct backend *be)
         return -EPROTO;
     if (be->jtab.n != waiting + running)
         return -EPROTO;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Where is my job (proto.md 7.4)                                                             */
+
+/* job_position counts the waiting jobs of j's environment that its order puts before
+ * waiting job j: those of better priorities, then those of its priority before it (by
+ * ordinal; with fair share, by (tag, arrival) in each key's record). Cost: O(records of
+ * the environment x log n). */
+static uint64_t
+job_position(const struct backend *be, const struct job *j)
+{
+    uint64_t n = 0;
+    for (const struct fair_key *k = j->env->keys; k != NULL; k = k->snext) {
+        if (k->prio < j->prio)
+            n += k->nwait;
+        else if (k->prio > j->prio || k->nwait == 0)
+            continue;
+        else if (be->fair.mode == FAIR_NONE)
+            n += rank_before(&k->rk, j->ord); /* the one record of its priority */
+        else
+            n += rank_before_key(&k->rk, j->vt, j->seq);
+    }
+    return n;
+}
+
+int
+be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->eta_ms = UINT64_MAX;
+    out->run_avg_ms = UINT64_MAX;
+    if (id.len == 0 || id.len > MAX_ID_LEN)
+        return -ENOENT;
+    struct job *j = jtab_find_h(be, id_hash(id.p, id.len), id.p, id.len);
+    if (j == NULL || owner_gone(j))
+        return -ENOENT;
+    const struct env *e = j->env;
+    out->env_type = e->type;
+    out->env_name = e->name;
+    out->slots = e->n_slots;
+    if (e->has_avg)
+        out->run_avg_ms = e->run_avg_ms;
+    if (j->status != JOB_WAITING) {
+        out->state = j->status == JOB_STARTED ? BE_JOB_RUNNING : BE_JOB_DISPATCHED;
+        out->age_ms = (uint32_t)((uint32_t)be->now_ms - j->u.started_ms);
+        return 0;
+    }
+    out->state = BE_JOB_WAITING;
+    out->age_ms = be->now_ms - j->t.arrival_ms;
+    out->position = job_position(be, j);
+    /* ETA: the jobs before it and itself go out one slot turn at a time: with S slots and a
+     * mean run time R, it is dispatched after floor(position / S) + 1 turns: R each. */
+    if (e->has_avg && e->n_slots > 0) {
+        uint64_t turns = out->position / e->n_slots + 1;
+        out->eta_ms = turns > UINT64_MAX / (e->run_avg_ms + 1) ? UINT64_MAX - 1
+                                                               : turns * e->run_avg_ms;
+    }
     return 0;
 }
 

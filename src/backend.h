@@ -267,6 +267,25 @@ uint32_t be_agent_nenvs(const struct be_agent *a);
 void be_agent_env(const struct be_agent *a, uint32_t i, const char **type, const char **name);
 const struct be_agent *be_agent_next(const struct be_agent *a);
 
+/* Where is my job (proto.md 7.4, ClientGetJobInfo). */
+enum be_job_state {
+    BE_JOB_WAITING = 1,
+    BE_JOB_DISPATCHED = 2, /* sent to an agent, not reported started */
+    BE_JOB_RUNNING = 3,
+};
+struct be_job_info {
+    enum be_job_state state;
+    const char *env_type, *env_name; /* valid until the next handler */
+    uint64_t position;   /* waiting: jobs of its environment dispatched before it */
+    uint64_t slots;      /* slots of the agents that provide its environment */
+    uint64_t run_avg_ms; /* moving average of run times there; UINT64_MAX = none yet */
+    uint64_t eta_ms;     /* waiting: time until it is dispatched; UINT64_MAX = unknown */
+    uint64_t age_ms;     /* since it (re-)entered the queue, or since its dispatch */
+};
+/* be_job_info describes job id. Returns 0, or -ENOENT (no such job held, or its client has
+ * gone). Cost: O(records of its environment x log n), no allocation. */
+int be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *out);
+
 /* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
 int be_check(const struct backend *be);
 /* Counters for tests and metrics. */

@@ -54,8 +54,7 @@ fair_init(struct fair *f, enum fair_mode mode, const struct fair_weight *w, size
     f->w = w;
     f->nw = nw;
     slab_init(&f->slab, sizeof(struct fair_key));
-    if (mode == FAIR_NONE)
-        return 0;
+    pool_init(&f->pool);
     f->mask = 63;
     f->tab = calloc(f->mask + 1, sizeof(*f->tab));
     return f->tab != NULL ? 0 : -ENOMEM;
@@ -64,9 +63,14 @@ fair_init(struct fair *f, enum fair_mode mode, const struct fair_weight *w, size
 void
 fair_fini(struct fair *f)
 {
+    if (f->tab != NULL)
+        for (size_t i = 0; i <= f->mask; i++)
+            for (struct fair_key *k = f->tab[i]; k != NULL; k = k->hnext)
+                rank_fini(&k->rk, &f->pool);
     free(f->tab);
     f->tab = NULL;
     slab_fini(&f->slab);
+    pool_fini(&f->pool);
 }
 
 void
@@ -135,7 +139,8 @@ grow(struct fair *f)
 }
 
 struct fair_key *
-fair_get(struct fair *f, const void *scope, int64_t prio, const char *key, size_t len)
+fair_get(struct fair *f, const void *scope, int64_t prio, const char *key, size_t len,
+         struct fair_key **list)
 {
     uint64_t h = key_hash(scope, prio, key, len);
     size_t kl = len < FAIR_KEY_MAX ? len : FAIR_KEY_MAX;
@@ -153,6 +158,12 @@ fair_get(struct fair *f, const void *scope, int64_t prio, const char *key, size_
     k->klen = (uint32_t)len;
     memcpy(k->key, key, kl);
     k->inc = FAIR_QUANTUM / weight_of(f, key, len);
+    rank_init(&k->rk, f->mode != FAIR_NONE);
+    k->sprev = NULL;
+    k->snext = *list;
+    if (*list != NULL)
+        (*list)->sprev = k;
+    *list = k;
     k->hnext = f->tab[h & f->mask];
     f->tab[h & f->mask] = k;
     if (++f->n > f->mask + 1)
@@ -161,10 +172,17 @@ fair_get(struct fair *f, const void *scope, int64_t prio, const char *key, size_
 }
 
 void
-fair_put(struct fair *f, struct fair_key *k)
+fair_put(struct fair *f, struct fair_key *k, struct fair_key **list)
 {
     if (--k->njobs > 0)
         return;
+    if (k->sprev != NULL)
+        k->sprev->snext = k->snext;
+    else
+        *list = k->snext;
+    if (k->snext != NULL)
+        k->snext->sprev = k->sprev;
+    rank_fini(&k->rk, &f->pool);
     struct fair_key **pp = &f->tab[k->hash & f->mask];
     while (*pp != k)
         pp = &(*pp)->hnext;

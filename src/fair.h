@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "inginious/proto.h"
+#include "rank.h"
 #include "slab.h"
 
 enum fair_mode {
@@ -46,6 +47,7 @@ struct job;
 
 struct fair_key {
     struct fair_key *hnext;
+    struct fair_key *sprev, *snext; /* the scope's records */
     const void *scope; /* the environment */
     int64_t prio;
     uint64_t hash;     /* of scope, prio and the full key */
@@ -59,6 +61,7 @@ struct fair_key {
      * heap compares records without reading cold jobs). */
     struct job *qhead, *qtail;
     uint64_t qvt, qseq;
+    struct rank rk; /* the waiting jobs' ordinals (their position, proto.md 7.4) */
     char key[FAIR_KEY_MAX];
 };
 
@@ -67,6 +70,7 @@ struct fair {
     struct fair_key **tab;
     size_t mask, n;
     struct slab slab;
+    struct pool pool; /* the records' rank arrays */
     const struct fair_weight *w; /* --fair-weight, nw of them */
     size_t nw;
 };
@@ -78,8 +82,9 @@ const char *fair_mode_name(enum fair_mode mode);
  * Returns 0 or -EINVAL. */
 int fair_weight_parse(const char *s, struct fair_weight *w);
 
-/* fair_init prepares f (no allocation when mode is FAIR_NONE). weights stay the caller's.
- * Returns 0 or -ENOMEM. */
+/* fair_init prepares f. weights stay the caller's. Returns 0 or -ENOMEM. Without fair
+ * share the records still exist, with the empty key: one per environment and priority,
+ * for the jobs' positions. */
 int fair_init(struct fair *f, enum fair_mode mode, const struct fair_weight *w, size_t nw);
 void fair_fini(struct fair *f);
 
@@ -89,11 +94,12 @@ void fair_fini(struct fair *f);
 void fair_key_of(enum fair_mode mode, const struct ing_client_new_job *m, struct ing_view *key);
 
 /* fair_get returns the record of key in scope at priority prio, made if needed (with no
- * job yet), or NULL when out of memory. */
+ * job yet; then linked at *list, the scope's records), or NULL when out of memory. */
 struct fair_key *fair_get(struct fair *f, const void *scope, int64_t prio, const char *key,
-                          size_t len);
-/* fair_put: one job of k is gone; the record is freed with its last job. */
-void fair_put(struct fair *f, struct fair_key *k);
+                          size_t len, struct fair_key **list);
+/* fair_put: one job of k is gone; the record is freed with its last job (unlinked from
+ * *list). */
+void fair_put(struct fair *f, struct fair_key *k, struct fair_key **list);
 
 /* fair_tag gives a new job of k its start tag at virtual time vtime. */
 static inline uint64_t
