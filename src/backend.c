@@ -3159,6 +3159,69 @@ be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *ou
     return 0;
 }
 
+/* be_job_info_mp writes the BackendJobInfo map for job id (proto.md 5.9) into w. */
+void
+be_job_info_mp(const struct backend *be, struct ing_view id, struct ing_mp_writer *w)
+{
+    static const char *const states[] = {"unknown", "waiting", "dispatched", "running"};
+    struct be_job_info in;
+    if (be_job_info(be, id, &in) != 0) {
+        ing_mp_put_map(w, 1);
+        ing_mp_put_cstr(w, "state");
+        ing_mp_put_cstr(w, states[0]);
+        return;
+    }
+    bool waiting = in.state == BE_JOB_WAITING;
+    ing_mp_put_map(w, 6 + waiting + (waiting && in.eta_ms != UINT64_MAX) +
+                          (in.run_avg_ms != UINT64_MAX));
+    ing_mp_put_cstr(w, "state");
+    ing_mp_put_cstr(w, states[in.state]);
+    ing_mp_put_cstr(w, "environment_type");
+    ing_mp_put_cstr(w, in.env_type);
+    ing_mp_put_cstr(w, "environment");
+    ing_mp_put_cstr(w, in.env_name);
+    ing_mp_put_cstr(w, "slots");
+    ing_mp_put_uint(w, in.slots);
+    if (waiting) {
+        ing_mp_put_cstr(w, "position");
+        ing_mp_put_uint(w, in.position);
+        ing_mp_put_cstr(w, "waited_ms");
+        ing_mp_put_uint(w, in.age_ms);
+        if (in.eta_ms != UINT64_MAX) {
+            ing_mp_put_cstr(w, "eta_ms");
+            ing_mp_put_uint(w, in.eta_ms);
+        }
+    } else {
+        ing_mp_put_cstr(w, "running_ms");
+        ing_mp_put_uint(w, in.age_ms);
+    }
+    if (in.run_avg_ms != UINT64_MAX) {
+        ing_mp_put_cstr(w, "run_avg_ms");
+        ing_mp_put_uint(w, in.run_avg_ms);
+    }
+}
+
+void
+be_client_get_job_info(struct backend *be, struct be_client *c, struct ing_view id)
+{
+    uint8_t buf[1024]; /* the map: two names of at most 255 bytes, a few numbers */
+    struct ing_mp_writer w;
+    ing_mp_writer_init(&w, buf, sizeof(buf));
+    be_job_info_mp(be, id, &w);
+    if (w.err != 0) { /* cannot happen: the map is bounded */
+        log_msg(LOG_ERR, "BackendJobInfo does not fit its buffer");
+        return;
+    }
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_JOB_INFO;
+    if (id.len > MAX_ID_LEN) /* no such job: not echoed back whole */
+        id.len = 0;
+    m.u.job_info.job_id = id;
+    m.u.job_info.info = (struct ing_view){(const char *)buf, (uint32_t)w.len};
+    be->ops.send(c->peer, &m);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Unusable reports                                                                          */
 

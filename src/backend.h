@@ -286,6 +286,12 @@ struct be_job_info {
  * gone). Cost: O(records of its environment x log n), no allocation. */
 int be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *out);
 
+struct ing_mp_writer;
+/* be_job_info_mp writes the BackendJobInfo map of job id (proto.md 5.9) into w. */
+void be_job_info_mp(const struct backend *be, struct ing_view id, struct ing_mp_writer *w);
+/* be_client_get_job_info answers ClientGetJobInfo(id) with BackendJobInfo. */
+void be_client_get_job_info(struct backend *be, struct be_client *c, struct ing_view id);
+
 /* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
 int be_check(const struct backend *be);
 /* Counters for tests and metrics. */

@@ -171,6 +171,21 @@ mock_send(void *peer, const struct ing_msg *m)
         view_copy(r->job, sizeof(r->job), m->u.ref.job_id);
     } else if (m->type == ING_BACKEND_UPDATE_ENVIRONMENTS) {
         r->names = envs_render(m->u.envs.environments, r->text, sizeof(r->text));
+    } else if (m->type == ING_BACKEND_JOB_INFO) {
+        /* "<state> <position>" from the map */
+        view_copy(r->job, sizeof(r->job), m->u.job_info.job_id);
+        const uint8_t *v, *mp = (const uint8_t *)m->u.job_info.info.p;
+        size_t vl, n = m->u.job_info.info.len;
+        struct ing_mp_obj o, q;
+        char st[16] = "?";
+        uint64_t pos = 0;
+        if (ing_mp_map_get(mp, n, "state", 5, &v, &vl) == 0 &&
+            ing_mp_read(&v, v + vl, &o) == 0 && o.type == ING_MP_STR)
+            snprintf(st, sizeof(st), "%.*s", (int)o.v.s.len, (const char *)o.v.s.p);
+        if (ing_mp_map_get(mp, n, "position", 8, &v, &vl) == 0 &&
+            ing_mp_read(&v, v + vl, &q) == 0 && q.type == ING_MP_UINT)
+            pos = q.v.u;
+        snprintf(r->text, sizeof(r->text), "%s %llu", st, (unsigned long long)pos);
     } else if (m->type == ING_BACKEND_GET_QUEUE) {
         snprintf(r->text, sizeof(r->text), "%u/%u", m->u.queue.n_running, m->u.queue.n_waiting);
         /* the waiting ids in order, space separated, into job (cut) */
@@ -1610,6 +1625,75 @@ test_backend_priority_aging(void **state)
     expect_none(1);
 }
 
+static struct be_job_info
+info_of(const char *id)
+{
+    struct be_job_info in;
+    assert_int_equal(be_job_info(&be, (struct ing_view){id, (uint32_t)strlen(id)}, &in), 0);
+    return in;
+}
+
+/* Where is my job: state, exact position, slots, moving average of run times, ETA. */
+static void
+test_backend_job_info(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 2, "e");
+    submit(c, "r1", 0, "e");
+    submit(c, "r2", 0, "e");
+    expect(1, ING_BACKEND_NEW_JOB, "r1");
+    expect(1, ING_BACKEND_NEW_JOB, "r2");
+    submit(c, "w1", 0, "e");
+    submit(c, "w2", 0, "e");
+    submit(c, "w3", 0, "e");
+    submit(c, "w0", -1, "e");
+    struct be_job_info in = info_of("w3");
+    assert_int_equal(in.state, BE_JOB_WAITING);
+    assert_int_equal(in.position, 3); /* w0 (a better priority), w1, w2 */
+    assert_int_equal(in.slots, 2);
+    assert_true(in.run_avg_ms == UINT64_MAX && in.eta_ms == UINT64_MAX); /* no run yet */
+    assert_string_equal(in.env_name, "e");
+    assert_int_equal(info_of("w0").position, 0);
+    assert_int_equal(info_of("w1").position, 1);
+    be.now_ms += 2000;
+    started(a, "r1");
+    done(a, "r1", "success"); /* ran 2 s: the average; w0 takes the slot */
+    expect(1, ING_BACKEND_NEW_JOB, "w0");
+    in = info_of("w3");
+    assert_int_equal(in.position, 2);
+    assert_int_equal(in.run_avg_ms, 2000);
+    assert_int_equal(in.eta_ms, 4000); /* (2 / 2 slots + 1) turns of 2 s */
+    assert_int_equal(in.age_ms, 2000);
+    in = info_of("w0");
+    assert_int_equal(in.state, BE_JOB_DISPATCHED);
+    assert_int_equal(in.age_ms, 0);
+    be.now_ms += 1000;
+    started(a, "w0");
+    in = info_of("w0");
+    assert_int_equal(in.state, BE_JOB_RUNNING);
+    assert_int_equal(in.age_ms, 1000);
+    done(a, "r2", "success"); /* ran 3 s: 2000 + (3000 - 2000) / 8 */
+    expect(1, ING_BACKEND_NEW_JOB, "w1");
+    in = info_of("w3");
+    assert_int_equal(in.position, 1);
+    assert_int_equal(in.run_avg_ms, 2125);
+    assert_int_equal(in.eta_ms, 2125);
+    kill_job(c, "w2");
+    assert_int_equal(info_of("w3").position, 0);
+    struct be_job_info none;
+    assert_int_equal(be_job_info(&be, (struct ing_view){"w2", 2}, &none), -ENOENT);
+    assert_int_equal(be_job_info(&be, (struct ing_view){"", 0}, &none), -ENOENT);
+    /* The message: BackendJobInfo to the asking client. */
+    be_client_get_job_info(&be, c, (struct ing_view){"w3", 2});
+    struct rec *r;
+    while ((r = next_job(0)) != NULL && r->type != ING_BACKEND_JOB_INFO)
+        ;
+    assert_non_null(r);
+    assert_string_equal(r->job, "w3");
+    assert_string_equal(r->text, "waiting 0");
+}
+
 /* Requeued jobs keep their tag; keys' records go with their last job (be_check and the
  * fair table agree: nothing left once the queue is empty). */
 static void
@@ -1862,6 +1946,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_fair_user_and_course, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_requeue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_priority_aging, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_job_info, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
