@@ -3172,7 +3172,7 @@ be_job_info_mp(const struct backend *be, struct ing_view id, struct ing_mp_write
         return;
     }
     bool waiting = in.state == BE_JOB_WAITING;
-    ing_mp_put_map(w, 6 + waiting + (waiting && in.eta_ms != UINT64_MAX) +
+    ing_mp_put_map(w, 5 + waiting + (waiting && in.eta_ms != UINT64_MAX) +
                           (in.run_avg_ms != UINT64_MAX));
     ing_mp_put_cstr(w, "state");
     ing_mp_put_cstr(w, states[in.state]);

@@ -1639,21 +1639,21 @@ test_backend_job_info(void **state)
 {
     (void)state;
     struct be_client *c = client(0);
-    struct be_agent *a = agent(1, 2, "e");
-    submit(c, "r1", 0, "e");
-    submit(c, "r2", 0, "e");
+    struct be_agent *a = agent(1, 2, "default");
+    submit(c, "r1", 0, "default");
+    submit(c, "r2", 0, "default");
     expect(1, ING_BACKEND_NEW_JOB, "r1");
     expect(1, ING_BACKEND_NEW_JOB, "r2");
-    submit(c, "w1", 0, "e");
-    submit(c, "w2", 0, "e");
-    submit(c, "w3", 0, "e");
-    submit(c, "w0", -1, "e");
+    submit(c, "w1", 0, "default");
+    submit(c, "w2", 0, "default");
+    submit(c, "w3", 0, "default");
+    submit(c, "w0", -1, "default");
     struct be_job_info in = info_of("w3");
     assert_int_equal(in.state, BE_JOB_WAITING);
     assert_int_equal(in.position, 3); /* w0 (a better priority), w1, w2 */
     assert_int_equal(in.slots, 2);
     assert_true(in.run_avg_ms == UINT64_MAX && in.eta_ms == UINT64_MAX); /* no run yet */
-    assert_string_equal(in.env_name, "e");
+    assert_string_equal(in.env_name, "default");
     assert_int_equal(info_of("w0").position, 0);
     assert_int_equal(info_of("w1").position, 1);
     be.now_ms += 2000;
@@ -1665,6 +1665,18 @@ test_backend_job_info(void **state)
     assert_int_equal(in.run_avg_ms, 2000);
     assert_int_equal(in.eta_ms, 4000); /* (2 / 2 slots + 1) turns of 2 s */
     assert_int_equal(in.age_ms, 2000);
+    /* The map of BackendJobInfo: proto.md's vector (5.9, 10). */
+    static const char want[] = "\x88\xa5state\xa7waiting\xb0" "environment_type\xa6"
+                               "docker\xab" "environment\xa7" "default\xa5slots\x02\xa8"
+                               "position\x02\xa9waited_ms\xcd\x07\xd0\xa6" "eta_ms"
+                               "\xcd\x0f\xa0\xaarun_avg_ms\xcd\x07\xd0";
+    uint8_t mp[256];
+    struct ing_mp_writer w;
+    ing_mp_writer_init(&w, mp, sizeof(mp));
+    be_job_info_mp(&be, (struct ing_view){"w3", 2}, &w);
+    assert_int_equal(w.err, 0);
+    assert_int_equal(w.len, sizeof(want) - 1);
+    assert_memory_equal(mp, want, w.len);
     in = info_of("w0");
     assert_int_equal(in.state, BE_JOB_DISPATCHED);
     assert_int_equal(in.age_ms, 0);
