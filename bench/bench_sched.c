@@ -18,6 +18,9 @@
  * sched_cycle_eE_aG_wW_fairK: the cycle with --fair-share launcher and K launchers (1, 100,
  *   10,000), each job's launcher drawn at random (every key seen in the warm-up: no record
  *   is made in the timed part but by chance).
+ * sched_job_info_1M[_fairK]: be_job_info (ClientGetJobInfo's position and ETA) of random
+ *   waiting jobs among 1,000,000 in one environment (priorities 0/1 at random), without fair
+ *   share or with K launcher keys.
  * sched_get_queue_N_eE_lL: be_client_get_queue with N jobs waiting in E environments, the
  *   BackendGetQueue encoded as the server does, listing at most L waiting jobs (the default
  *   --queue-list-max 10000, or "all": --queue-list-max 0).
@@ -568,6 +571,37 @@ case_queue(uint32_t nwait, uint32_t nenv, uint32_t list_max, int reps)
     teardown(&b);
 }
 
+static void
+case_info(uint32_t keys)
+{
+    char name[80];
+    struct bench b;
+    snprintf(name, sizeof(name), "sched_job_info_1M%s%.0u", keys ? "_fair" : "", keys);
+    if (!wanted(name))
+        return;
+    fair_keys = keys;
+    setup(&b, 1, 0);
+    for (uint32_t i = 0; i < MILLION; i++)
+        submit(&b, (int64_t)(bc_rand(&b.seed) & 1), 0);
+    if (b.be.n_waiting != MILLION)
+        die("the jobs did not wait");
+    enum { QUERIES = 200000 };
+    uint8_t id[BC_TOKLEN];
+    struct be_job_info in;
+    uint64_t sum = 0, t0 = bc_now_ns();
+    for (int i = 0; i < QUERIES; i++) {
+        bc_put_token(id, 0, bc_rand(&b.seed) % MILLION);
+        if (be_job_info(&b.be, (struct ing_view){(const char *)id, BC_TOKLEN}, &in) != 0)
+            die("a waiting job unknown");
+        sum += in.position;
+    }
+    uint64_t t = bc_now_ns() - t0;
+    sink += sum;
+    line(name, QUERIES, t);
+    teardown(&b);
+    fair_keys = 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -598,6 +632,8 @@ main(int argc, char **argv)
             case_cycle(100, 1000);
     }
     fair_keys = 0;
+    case_info(0);
+    case_info(100);
     free(fair_names);
     case_parked(1, 1);
     case_parked(10000, 1000);

@@ -13,20 +13,18 @@ rank_init(struct rank *r, bool keys)
 }
 
 static void
-arrays_free(struct pool *p, uint32_t *t, uint64_t *vt, uint64_t *sq, uint32_t cap)
+arrays_free(struct pool *p, uint32_t *t, struct rank_key *k, uint32_t cap)
 {
     if (t != NULL)
         pool_free(p, t, (cap + 1) * sizeof(*t));
-    if (vt != NULL)
-        pool_free(p, vt, cap * sizeof(*vt));
-    if (sq != NULL)
-        pool_free(p, sq, cap * sizeof(*sq));
+    if (k != NULL)
+        pool_free(p, k, cap * sizeof(*k));
 }
 
 void
 rank_fini(struct rank *r, struct pool *p)
 {
-    arrays_free(p, r->t, r->vt, r->sq, r->cap);
+    arrays_free(p, r->t, r->key, r->cap);
     rank_init(r, r->keys);
 }
 
@@ -82,17 +80,14 @@ static int
 regrow(struct rank *r, struct pool *p, uint32_t ncap, uint64_t nbase)
 {
     uint32_t *t = pool_alloc(p, (ncap + 1) * sizeof(*t));
-    uint64_t *vt = NULL, *sq = NULL;
-    if (t == NULL || (r->keys && ((vt = pool_alloc(p, ncap * sizeof(*vt))) == NULL ||
-                                  (sq = pool_alloc(p, ncap * sizeof(*sq))) == NULL))) {
-        arrays_free(p, t, vt, sq, ncap);
+    struct rank_key *key = NULL;
+    if (t == NULL || (r->keys && (key = pool_alloc(p, ncap * sizeof(*key))) == NULL)) {
+        arrays_free(p, t, key, ncap);
         return -ENOMEM;
     }
     memset(t, 0, (ncap + 1) * sizeof(*t));
-    if (r->keys) { /* unwritten keys are the smallest: the keys stay non-decreasing */
-        memset(vt, 0, ncap * sizeof(*vt));
-        memset(sq, 0, ncap * sizeof(*sq));
-    }
+    if (r->keys) /* unwritten keys are the smallest: the keys stay non-decreasing */
+        memset(key, 0, ncap * sizeof(*key));
     if (r->cap > 0) {
         /* Old tree to point values, in place (the inverse of the linear build). */
         for (uint32_t i = r->cap; i >= 1; i--) {
@@ -103,10 +98,8 @@ regrow(struct rank *r, struct pool *p, uint32_t ncap, uint64_t nbase)
         for (uint64_t o = r->base; o < r->next; o++) {
             uint32_t op = pos(r, o), np = (uint32_t)(o & (ncap - 1));
             t[np + 1] = r->t[op + 1];
-            if (r->keys) {
-                vt[np] = r->vt[op];
-                sq[np] = r->sq[op];
-            }
+            if (r->keys)
+                key[np] = r->key[op];
         }
     }
     for (uint32_t i = 1; i <= ncap; i++) { /* linear build */
@@ -114,10 +107,9 @@ regrow(struct rank *r, struct pool *p, uint32_t ncap, uint64_t nbase)
         if (up <= ncap)
             t[up] += t[i];
     }
-    arrays_free(p, r->t, r->vt, r->sq, r->cap);
+    arrays_free(p, r->t, r->key, r->cap);
     r->t = t;
-    r->vt = vt;
-    r->sq = sq;
+    r->key = key;
     r->cap = ncap;
     r->base = nbase;
     return 0;
@@ -154,10 +146,8 @@ rank_push(struct rank *r, uint64_t vt, uint64_t sq)
 {
     uint64_t o = r->next++;
     uint32_t q = pos(r, o);
-    if (r->keys) {
-        r->vt[q] = vt;
-        r->sq[q] = sq;
-    }
+    if (r->keys)
+        r->key[q] = (struct rank_key){vt, sq};
     fw_add(r, q, 1);
     r->n++;
     return o;
@@ -170,11 +160,10 @@ rank_revive(struct rank *r, uint64_t ord, uint64_t vt, uint64_t sq)
         /* The dead ordinals above it that the window just took in hold older (smaller)
          * keys: raise them to its key, so that the keys stay non-decreasing. */
         for (uint64_t o = ord; o < r->next; o++) {
-            uint32_t q = pos(r, o);
-            if (o > ord && (r->vt[q] > vt || (r->vt[q] == vt && r->sq[q] >= sq)))
+            struct rank_key *k = &r->key[pos(r, o)];
+            if (o > ord && (k->vt > vt || (k->vt == vt && k->sq >= sq)))
                 break;
-            r->vt[q] = vt;
-            r->sq[q] = sq;
+            *k = (struct rank_key){vt, sq};
         }
     }
     fw_add(r, pos(r, ord), 1);
@@ -211,8 +200,8 @@ rank_before_key(const struct rank *r, uint64_t vt, uint64_t sq)
     uint64_t lo = r->base, hi = r->next;
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
-        uint32_t q = pos(r, mid);
-        if (r->vt[q] < vt || (r->vt[q] == vt && r->sq[q] < sq))
+        const struct rank_key *k = &r->key[pos(r, mid)];
+        if (k->vt < vt || (k->vt == vt && k->sq < sq))
             lo = mid + 1;
         else
             hi = mid;

@@ -22,9 +22,13 @@
 
 #define RANK_MIN_CAP 64u
 
+struct rank_key {
+    uint64_t vt, sq; /* a job's (tag, arrival) */
+};
+
 struct rank {
-    uint32_t *t;        /* Fenwick tree t[1..cap] over ring positions 0..cap-1 */
-    uint64_t *vt, *sq;  /* keys: per position, the (tag, arrival) of its ordinal */
+    uint32_t *t;          /* Fenwick tree t[1..cap] over ring positions 0..cap-1 */
+    struct rank_key *key; /* keys: per position, its ordinal's (tag, arrival) */
     uint32_t cap;       /* a power of two, 0 = nothing allocated yet */
     uint32_t n;         /* live ordinals */
     uint64_t base;      /* no live ordinal is below base */
