@@ -1934,42 +1934,37 @@ entered_before(const struct job *a, const struct job *b)
            (a->t.arrival_ms == b->t.arrival_ms && a->seq < b->seq);
 }
 
-/* heads_down restores the min-heap on entry order of heads[0..n) below x. */
+/* sift_down restores the min-heap on less of h[0..n) below x (the snapshots' merges). */
 static void
-heads_down(struct job **heads, size_t n, size_t x)
+sift_down(struct job **h, size_t n, size_t x, bool (*less)(const struct job *, const struct job *))
 {
     for (;;) {
         size_t l = 2 * x + 1, m = x;
-        if (l < n && entered_before(heads[l], heads[m]))
+        if (l < n && less(h[l], h[m]))
             m = l;
-        if (l + 1 < n && entered_before(heads[l + 1], heads[m]))
+        if (l + 1 < n && less(h[l + 1], h[m]))
             m = l + 1;
         if (m == x)
             return;
-        struct job *t = heads[x];
-        heads[x] = heads[m];
-        heads[m] = t;
+        struct job *t = h[x];
+        h[x] = h[m];
+        h[m] = t;
         x = m;
     }
 }
 
+/* heads_down restores the min-heap on entry order of heads[0..n) below x. */
+static inline void
+heads_down(struct job **heads, size_t n, size_t x)
+{
+    sift_down(heads, n, x, entered_before);
+}
+
 /* cand_down restores the min-heap on job_less of c[0..n) below x. */
-static void
+static inline void
 cand_down(struct job **c, size_t n, size_t x)
 {
-    for (;;) {
-        size_t l = 2 * x + 1, m = x;
-        if (l < n && job_less(c[l], c[m]))
-            m = l;
-        if (l + 1 < n && job_less(c[l + 1], c[m]))
-            m = l + 1;
-        if (m == x)
-            return;
-        struct job *t = c[x];
-        c[x] = c[m];
-        c[m] = t;
-        x = m;
-    }
+    sift_down(c, n, x, job_less);
 }
 
 static void

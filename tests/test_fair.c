@@ -112,18 +112,9 @@ TP_TEST(test_fair_bad_option_values)
         {"--fair-weight", "A=1001"}, {"--fair-weight", "A=3x"},  {"--priority-aging", "8d"},
         {"--priority-aging", "-1"},
     };
-    char out[4096];
 
     (void)c; /* no backend running: each command exits at once */
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        const char *argv[] = {bad[i][0], bad[i][1], NULL};
-        int st = tp_run(argv, out, sizeof(out));
-        char want[80];
-        snprintf(want, sizeof(want), "bad value for %s", bad[i][0]);
-        if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 2 || strstr(out, want) == NULL)
-            tp_fail("%s %s: status 0x%x, output \"%.100s\"", bad[i][0], bad[i][1], (unsigned)st,
-                    out);
-    }
+    tp_expect_bad_options(bad, sizeof(bad) / sizeof(bad[0]));
 }
 
 int
