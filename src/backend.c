@@ -3054,7 +3054,7 @@ be_check(const struct backend *be)
             if (be->fair.mode != FAIR_NONE && listed != e->n)
                 return -EPROTO;
             /* Positions (be_job_info) against the order itself, in small queues. */
-            if (e->n <= 48)
+            if (e->n <= 32)
                 for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {
                     uint64_t before = 0;
                     for (const struct job *y = e->fifo_head; y != NULL; y = y->next)
