@@ -28,6 +28,7 @@
 #include "slab.h"
 
 struct job;
+struct journal;
 struct env;
 struct be_agent;
 struct be_client;
@@ -151,6 +152,12 @@ struct backend {
     size_t n_etypes;
     struct be_failure fail[BE_FAILURES]; /* ring: the newest is fail[(nfail - 1) % N] */
     uint64_t nfail;
+
+    /* The journal (--journal; NULL: off), set by the server once replayed: every accepted
+     * job and every job's end is recorded there (proto.md 12.3). */
+    struct journal *jr;
+    char jr_why[96]; /* the refusal text while it is unavailable */
+    uint64_t jr_skipped; /* journaled jobs the replay could not restore (e.g. Queue full) */
 };
 
 /* be_init prepares be. Returns 0 or -ENOMEM. */
@@ -291,6 +298,15 @@ struct ing_mp_writer;
 void be_job_info_mp(const struct backend *be, struct ing_view id, struct ing_mp_writer *w);
 /* be_client_get_job_info answers ClientGetJobInfo(id) with BackendJobInfo. */
 void be_client_get_job_info(struct backend *be, struct be_client *c, struct ing_view id);
+
+/* The journal (proto.md 12.3). be_journal_replay applies one record read back at start
+ * (be->jr still NULL): an accepted job comes back waiting, with its arrival order and
+ * priority and no owner; an end record forgets it. Returns 0 (a record that does not apply
+ * is logged and skipped). be_journal_live tells the compaction whether a record is still
+ * needed; be_journal_live_bytes is the size of the records of the jobs held. */
+int be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
+bool be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
+uint64_t be_journal_live_bytes(const struct backend *be);
 
 /* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
 int be_check(const struct backend *be);
