@@ -11,17 +11,15 @@
 #include <string.h>
 
 #include "rank.h"
+#include "support/chaos_util.h"
 
 enum { N = 2500 };
-static uint64_t rng = 7;
+static struct cu_rng rng;
 
 static uint32_t
 rnd(uint32_t n)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng % n);
+    return cu_below(&rng, n);
 }
 
 /* walk: steps of push / kill (mostly the oldest, as dispatch does, sometimes any, as kills
@@ -35,7 +33,7 @@ walk(bool keys, uint64_t seed)
     pool_init(&p);
     rank_init(&r, keys);
     memset(live, 0, sizeof(live));
-    rng = seed;
+    cu_rng_seed(&rng, seed);
     uint64_t nlive = 0;
     for (int step = 0; step < 40000 && r.next < N; step++) {
         uint32_t op = rnd(100);
