@@ -43,12 +43,14 @@ static const uint8_t type_class[256] = {
     [ING_CLIENT_KILL_JOB] = TC_BODY,
     [ING_CLIENT_GET_QUEUE] = TC_EMPTY,
     [ING_CLIENT_GET_STATS] = TC_EMPTY,
+    [ING_CLIENT_GET_JOB_INFO] = TC_BODY,
     [ING_BACKEND_UPDATE_ENVIRONMENTS] = TC_BODY,
     [ING_BACKEND_JOB_STARTED] = TC_BODY,
     [ING_BACKEND_JOB_DONE] = TC_BODY,
     [ING_BACKEND_JOB_SSH_DEBUG] = TC_BODY,
     [ING_BACKEND_GET_QUEUE] = TC_BODY,
     [ING_BACKEND_STATS] = TC_BODY,
+    [ING_BACKEND_JOB_INFO] = TC_BODY,
     [ING_BACKEND_NEW_JOB] = TC_BODY,
     [ING_BACKEND_KILL_JOB] = TC_BODY,
     [ING_AGENT_HELLO] = TC_BODY,
@@ -361,9 +363,14 @@ rd_body(struct cursor *c, struct ing_msg *m)
         rd_job_spec(c, &m->u.job);
         break;
     case ING_CLIENT_KILL_JOB:
+    case ING_CLIENT_GET_JOB_INFO:
     case ING_BACKEND_JOB_STARTED:
     case ING_AGENT_JOB_STARTED:
         rd_field(c, &m->u.ref.job_id, FK_STR);
+        break;
+    case ING_BACKEND_JOB_INFO:
+        rd_field(c, &m->u.job_info.job_id, FK_STR);
+        rd_field(c, &m->u.job_info.info, FK_MP);
         break;
     case ING_BACKEND_KILL_JOB:
         rd_field(c, &m->u.kill.job_id, FK_STR);
@@ -597,9 +604,14 @@ wr_body(struct writer *w, const struct ing_msg *m)
         wr_job_spec(w, &m->u.job);
         break;
     case ING_CLIENT_KILL_JOB:
+    case ING_CLIENT_GET_JOB_INFO:
     case ING_BACKEND_JOB_STARTED:
     case ING_AGENT_JOB_STARTED:
         wr_field(w, m->u.ref.job_id, FK_STR);
+        break;
+    case ING_BACKEND_JOB_INFO:
+        wr_field(w, m->u.job_info.job_id, FK_STR);
+        wr_field(w, m->u.job_info.info, FK_MP);
         break;
     case ING_BACKEND_KILL_JOB:
         wr_field(w, m->u.kill.job_id, FK_STR);
@@ -892,6 +904,8 @@ ing_msg_type_name(uint8_t type)
         return "ClientGetQueue";
     case ING_CLIENT_GET_STATS:
         return "ClientGetStats";
+    case ING_CLIENT_GET_JOB_INFO:
+        return "ClientGetJobInfo";
     case ING_BACKEND_UPDATE_ENVIRONMENTS:
         return "BackendUpdateEnvironments";
     case ING_BACKEND_JOB_STARTED:
@@ -904,6 +918,8 @@ ing_msg_type_name(uint8_t type)
         return "BackendGetQueue";
     case ING_BACKEND_STATS:
         return "BackendStats";
+    case ING_BACKEND_JOB_INFO:
+        return "BackendJobInfo";
     case ING_BACKEND_NEW_JOB:
         return "BackendNewJob";
     case ING_BACKEND_KILL_JOB:

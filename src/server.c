@@ -804,6 +804,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     case ING_CLIENT_KILL_JOB:
     case ING_CLIENT_GET_QUEUE:
     case ING_CLIENT_GET_STATS:
+    case ING_CLIENT_GET_JOB_INFO:
     case ING_PING:
         break;
     case ING_PONG:
@@ -845,6 +846,9 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     case ING_CLIENT_GET_QUEUE:
         c->srv->iter_check = true; /* linear in the queue listed */
         be_client_get_queue(be, c->client);
+        break;
+    case ING_CLIENT_GET_JOB_INFO:
+        be_client_get_job_info(be, c->client, m->u.ref.job_id);
         break;
     case ING_CLIENT_GET_STATS: {
         struct ing_mp_writer w;

@@ -36,6 +36,8 @@ status_fini(struct status *st)
 {
     free(st->envs);
     st->envs = NULL;
+    free(st->keys);
+    st->keys = NULL;
 }
 
 static uint64_t
@@ -85,6 +87,34 @@ collect_envs(struct status *st)
 }
 
 static void
+key_add(void *arg, const void *scope, int64_t prio, const char *key, size_t len, uint32_t nwait)
+{
+    struct status *st = arg;
+    (void)scope;
+    (void)prio;
+    if (nwait > 0 && st->nkeys < st->keys_cap) /* grown before the walk */
+        st->keys[st->nkeys++] = (struct metrics_key){key, len, nwait};
+}
+
+/* collect_keys fills st->keys with the fair-share keys, merged. Returns 0 or -ENOMEM. */
+static int
+collect_keys(struct status *st)
+{
+    size_t need = st->be->fair.n;
+    if (need > st->keys_cap) {
+        struct metrics_key *n = realloc(st->keys, need * sizeof(*n));
+        if (n == NULL)
+            return -ENOMEM;
+        st->keys = n;
+        st->keys_cap = need;
+    }
+    st->nkeys = 0;
+    fair_foreach(&st->be->fair, key_add, st);
+    st->nkeys = metrics_merge_keys(st->keys, st->nkeys);
+    return 0;
+}
+
+static void
 slots(const struct backend *be, uint64_t *total, uint64_t *busy)
 {
     *total = *busy = 0;
@@ -125,6 +155,13 @@ status_metrics(struct status *st, struct buf *out)
     s.agents = be->n_agents;
     slots(be, &s.slots, &s.slots_busy);
     s.max_envs = st->max_envs;
+    if (be->fair.mode != FAIR_NONE) {
+        static struct metrics_key none;
+        if (collect_keys(st) < 0)
+            return -ENOMEM;
+        s.keys = st->keys != NULL ? st->keys : &none;
+        s.nkeys = st->nkeys;
+    }
     metrics_proc_read(&s.proc, st->start_s);
     return metrics_render(&s, out);
 }

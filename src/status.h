@@ -22,6 +22,8 @@ struct status {
     size_t max_envs; /* --metrics-max-envs */
     struct metrics_env *envs; /* scratch for one snapshot */
     size_t nenvs, envs_cap;
+    struct metrics_key *keys; /* scratch: fair-share keys */
+    size_t nkeys, keys_cap;
     uint32_t tput[STATUS_TPUT]; /* jobs done per second, ring */
     uint64_t tput_n;            /* samples taken */
     uint64_t last_done;

@@ -59,6 +59,7 @@ enum ing_msg_type {
     ING_CLIENT_KILL_JOB = 0x12,
     ING_CLIENT_GET_QUEUE = 0x13,
     ING_CLIENT_GET_STATS = 0x14,
+    ING_CLIENT_GET_JOB_INFO = 0x15,
 
     ING_BACKEND_UPDATE_ENVIRONMENTS = 0x20,
     ING_BACKEND_JOB_STARTED = 0x21,
@@ -66,6 +67,7 @@ enum ing_msg_type {
     ING_BACKEND_JOB_SSH_DEBUG = 0x23,
     ING_BACKEND_GET_QUEUE = 0x24,
     ING_BACKEND_STATS = 0x25,
+    ING_BACKEND_JOB_INFO = 0x26,
 
     ING_BACKEND_NEW_JOB = 0x30,
     ING_BACKEND_KILL_JOB = 0x31,
@@ -231,6 +233,12 @@ struct ing_stats_msg {
     struct ing_view stats; /* mp map */
 };
 
+/* BackendJobInfo (proto.md §5.9): the job asked about and one msgpack map. */
+struct ing_job_info_msg {
+    struct ing_view job_id; /* str */
+    struct ing_view info;   /* mp map */
+};
+
 struct ing_msg {
     uint8_t type; /* enum ing_msg_type */
     union {
@@ -241,7 +249,8 @@ struct ing_msg {
         struct ing_client_hello client_hello; /* ING_CLIENT_HELLO */
         struct ing_client_new_job new_job;    /* ING_CLIENT_NEW_JOB */
         struct ing_job_spec job;              /* ING_BACKEND_NEW_JOB */
-        struct ing_job_ref ref;     /* ING_CLIENT_KILL_JOB, ING_*_JOB_STARTED */
+        struct ing_job_ref ref;     /* ING_CLIENT_KILL_JOB, ING_*_JOB_STARTED,
+                                     * ING_CLIENT_GET_JOB_INFO */
         struct ing_kill_job kill;   /* ING_BACKEND_KILL_JOB */
         struct ing_job_result result;         /* ING_*_JOB_DONE */
         struct ing_ssh_debug ssh;             /* ING_*_JOB_SSH_DEBUG */
@@ -249,6 +258,7 @@ struct ing_msg {
         struct ing_agent_hello agent_hello;   /* ING_AGENT_HELLO */
         struct ing_get_queue queue;           /* ING_BACKEND_GET_QUEUE */
         struct ing_stats_msg stats;           /* ING_BACKEND_STATS */
+        struct ing_job_info_msg job_info;     /* ING_BACKEND_JOB_INFO */
     } u; /* ING_PING, ING_PONG, ING_UNKNOWN, ING_CLIENT_GET_QUEUE, ING_CLIENT_GET_STATS have
           * no body */
 };
