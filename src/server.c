@@ -86,6 +86,9 @@ struct conn {
     uint64_t frames;     /* native frames completed (the frame timeout's progress) */
     uint64_t spent;      /* input_spent calls (the same for ZeroMQ units) */
     uint64_t mem;        /* bytes of in and out counted in the server's budget */
+    uint64_t out_sent;   /* output bytes written so far (positions in the output stream) */
+    uint64_t envs_at;    /* where the last environment list starts in the output stream */
+    uint64_t envs_len;   /* its size (0: none sent) */
     uint64_t log_win_ms; /* start of the current log window (conn_log_ok) */
     uint32_t log_n;      /* warnings logged in it */
     uint64_t log_held;   /* warnings not logged in it */
@@ -353,8 +356,32 @@ conn_warn(struct conn *c, const char *fmt, ...)
             conn_warn((c), __VA_ARGS__);                                                           \
     } while (0)
 
+static void conn_send_one(struct conn *c, const struct ing_msg *m);
+
+/* conn_send queues m for c. An environment list supersedes the previous one while no byte
+ * of it is written: a peer that does not read holds at most one list in its output, the
+ * newest (issue 13: a copy per change made every non-reader reach --max-output). */
 static void
 conn_send(struct conn *c, const struct ing_msg *m)
+{
+    if (m->type != ING_BACKEND_UPDATE_ENVIRONMENTS) {
+        conn_send_one(c, m);
+        return;
+    }
+    if (c->envs_len != 0 && c->envs_at >= c->out_sent &&
+        c->envs_at + c->envs_len <= c->out_sent + buf_len(&c->out)) {
+        buf_cut(&c->out, (size_t)(c->envs_at - c->out_sent), (size_t)c->envs_len);
+        c->srv->ms.frames_out--; /* never sent */
+    }
+    size_t before = buf_len(&c->out);
+    c->envs_at = c->out_sent + before;
+    conn_send_one(c, m);
+    c->envs_len = c->state == CONN_CLOSING || buf_len(&c->out) < before ? 0
+                                                                          : buf_len(&c->out) - before;
+}
+
+static void
+conn_send_one(struct conn *c, const struct ing_msg *m)
 {
     c->srv->ms.frames_out++;
     if (m->type == ING_ERROR && m->u.error.code < METRICS_NERR)
@@ -427,6 +454,7 @@ conn_flush(struct conn *c)
         ssize_t n = write(c->io.fd, buf_head(&c->out), buf_len(&c->out));
         if (n > 0) {
             buf_consume(&c->out, (size_t)n);
+            c->out_sent += (uint64_t)n;
             c->srv->ms.bytes_out += (uint64_t)n;
             continue;
         }

@@ -988,6 +988,56 @@ TP_TEST(test_abuse_many_environments)
     cu_prompt(c, cu_ms(PROMPT_MS));
 }
 
+/* Item 3: a client that does not read holds at most one environment list in its output:
+ * each update supersedes the one still unsent (it held a copy per change, 40 x 600 KiB,
+ * and was dropped at --max-output). Once it reads, the newest list comes last. */
+TP_TEST(test_abuse_envs_non_reader_one_copy)
+{
+    enum { CHANGES = 40, NAMES = 20000 };
+    struct tp_peer *c1, *slow, *a, *b;
+    uint8_t *envs;
+    size_t len;
+    int small = 256 << 10, i, got = 0, r; /* over loopback's 64 KiB segments */
+    long last = 0;
+    const struct ing_msg *m;
+    char name[16];
+
+    tp_start(c, "--max-output", "4M", "--env-grace", "0", "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    slow = tp_client(c, "slow", "");
+    assert_int_equal(setsockopt(slow->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    a = tp_connect(c, ING_ROLE_AGENT);
+    envs = own(envs_map("a-rather-long-env-name-", NAMES, &len));
+    tp_hello_raw(a, "A", 1, (struct tp_bytes){envs, len});
+    release(envs);
+    expect_env_count(c1, NAMES);
+    /* One update per change, each seen by c1 before the next: 40 lists of ~600 KiB. */
+    for (i = 0; i < CHANGES; i++) {
+        b = tp_connect(c, ING_ROLE_AGENT);
+        snprintf(name, sizeof(name), "x%d", i);
+        tp_hello(b, name, 1, &(struct tp_env){.type = "docker", .name = name, .created = 1}, 1);
+        expect_env_count(c1, NAMES + 1 + i);
+    }
+    /* slow reads now: never dropped, a few lists (what the kernel's buffers took), the
+     * newest last. */
+    while (last != NAMES + CHANGES) {
+        r = tp_recv(slow, TP_DEADLINE_MS, &m);
+        if (r < 0)
+            tp_fail("slow client: %s after %d lists", strerror(-r), got);
+        if (r != ING_BACKEND_UPDATE_ENVIRONMENTS)
+            tp_fail("slow client: unexpected message %d", r);
+        bool sorted;
+        last = cu_env_names(m->u.envs.environments, &sorted);
+        got++;
+    }
+    if (got > CHANGES / 2)
+        tp_fail("slow client got %d lists for %d changes: unsent copies were kept", got, CHANGES);
+    tp_expect_nothing(slow, TP_QUIET_MS);
+    if (tp_log_contains(c, "over the limit"))
+        tp_fail("a client was dropped for its output");
+    cu_roundtrip(slow, cu_ms(PROMPT_MS));
+}
+
 /* ======================================================================================== */
 /* Queue limits */
 
@@ -1657,6 +1707,7 @@ main(void)
         CASE(test_abuse_gigabyte_frame_lengths),
         CASE(test_abuse_connection_flood),
         CASE(test_abuse_many_environments),
+        CASE(test_abuse_envs_non_reader_one_copy),
         CASE(test_abuse_queue_limits),
         CASE(test_abuse_max_errors),
         CASE(test_abuse_partial_frames_budget_and_timeout),
