@@ -262,14 +262,22 @@ job_params(const struct job *j)
     return v;
 }
 
-/* job_max_time is the queue's estimate (proto.md 7.4): limits.time, else -1. */
+/* job_max_time is the queue's estimate (proto.md 7.4): limits.time as Python's int() gives
+ * it, within msgpack's range [-2^63, 2^64) (*wide: above INT64_MAX, the value's bits), else
+ * -1. Read from the job's body at each snapshot: nothing stored. */
 static int64_t
-job_max_time(const struct job *j)
+job_max_time(const struct job *j, bool *wide)
 {
-    const uint8_t *lim;
-    size_t len;
-    int64_t t = limits_map(job_params(j), &lim, &len) ? limit_s(lim, len, "time", 4) : -1;
-    return t >= INT32_MIN && t <= INT32_MAX ? t : -1;
+    const uint8_t *lim, *v;
+    size_t len, vlen;
+    int64_t t;
+    *wide = false;
+    if (limits_map(job_params(j), &lim, &len) &&
+        ing_mp_map_get(lim, len, "time", 4, &v, &vlen) == 0 &&
+        ing_mp_py_int_wide(v, vlen, &t, wide) == 0)
+        return t;
+    *wide = false;
+    return -1;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1809,7 +1817,7 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         r->info.len = job_info(j, tp);
         r->launcher = job_launcher(j);
         r->started_at = (uint32_t)(be->wall_s - (int64_t)(((uint32_t)be->now_ms - j->u.started_ms) / 1000));
-        r->max_time = job_max_time(j);
+        r->max_time = job_max_time(j, &r->max_time_u64);
         size_t sz = 4 + r->job_id.len + 1 + 4 + r->agent_name.len + 4 + r->info.len + 4 +
                     r->launcher.len + 16;
         if (used + sz > budget) {
@@ -1830,7 +1838,7 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         w->info.p = tp;
         w->info.len = job_info(j, tp);
         w->launcher = job_launcher(j);
-        w->max_time = job_max_time(j);
+        w->max_time = job_max_time(j, &w->max_time_u64);
         size_t sz = 4 + w->job_id.len + 1 + 4 + w->info.len + 4 + w->launcher.len + 8;
         if (used + sz > budget) {
             log_msg(LOG_WARN, "queue snapshot truncated to %zu of %zu waiting jobs (max frame)", nw,
