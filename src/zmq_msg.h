@@ -3,7 +3,7 @@
  * ZeroMQ frame) <-> struct ing_msg.
  *
  * One message = one msgpack map: "@type" = the class name, plus exactly the fields of that
- * class (INGInious main, reference §2.2-2.5). Decoding is zero-copy: the views of the
+ * class (INGInious main, common/messages.py). Decoding is zero-copy: the views of the
  * decoded struct ing_msg point into the caller's bytes and stay valid as long as they do.
  *   str fields           -> the str payload (not NUL-terminated);
  *   nullable str fields  -> the payload, or p == NULL for nil (course_id, task_id, stdout,

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* test_scenarios.c: the acceptance scenarios of the reference specification (§6 of
- * /work/shared/reference/inginious-backend.md) that apply to the native protocol, one test
- * per scenario, run against $ING_BUILD/inginious-backend. Where the reference offers a
- * [compat] and a [hard] variant, the [hard] one is tested (proto.md decides the details).
+/* test_scenarios.c: the acceptance scenarios of the INGInious backend's behaviour (the Backend
+ * class of INGInious v0.5-v0.6.2, numbered s1, s2, ... as in our specification of it) that
+ * apply to the native protocol, one test per scenario, run against
+ * $ING_BUILD/inginious-backend. Where INGInious' behaviour loses or mishandles jobs, the
+ * hardened behaviour is tested (proto.md decides the details).
  *
  * Notation of the quotes: C1 and C2 are registered clients, A and B agents, `env` is
  * docker/default, j(p) a job of priority p.

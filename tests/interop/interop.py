@@ -3,7 +3,7 @@
 """Interoperability of inginious-backend with stock INGInious peers over ZeroMQ.
 
 The peers here are what INGInious' own client and agents are on the wire: pyzmq DEALER
-sockets (no identity) sending one-frame msgpack maps with "@type" (reference §1.2, §2.1).
+sockets (no identity) sending one-frame msgpack maps with "@type" (INGInious' common/messages.py).
 Mixed fleets use the native protocol (proto.md) through a tiny Python peer.
 
 Usage: interop.py BUILD_DIR   (prints "N passed, M failed"; exit 1 on failure)
@@ -300,7 +300,7 @@ def native_result(job_id, kind="success", text="fine", state="S3"):
         mp({}) + s_(state) + ns(None) + ns("o") + ns("e")
 
 
-# ---- scenarios (reference §6) -------------------------------------------------------------
+# ---- scenarios (the INGInious backend's behaviour, as in test_scenarios.c) -----------------
 
 def test_registration_gate(be):
     """§6.1–3: Ping and ClientNewJob (even with wrongly typed values) before hello get Unknown;
