@@ -125,8 +125,13 @@ struct be_agent {
     bool registered;
     char *name;
     uint32_t slots;
-    uint32_t nfree, fhead;
-    uint64_t *ring; /* free slots' FIFO sequence numbers, ring of capacity slots */
+    /* The free slots' FIFO (nfree of them): first the nfresh slots given at the hello, with
+     * the consecutive sequence numbers from fresh_seq, then the slots freed since, in ring
+     * (rcap entries from fhead, grown as more slots are in use at once: a hello announcing
+     * many slots costs nothing until they are used). */
+    uint32_t nfree, fhead, nfresh, rcap;
+    uint64_t fresh_seq;
+    uint64_t *ring;
     struct eref *envs;
     uint32_t nenvs;
     struct env **types; /* the type records of the types it announced */
@@ -740,7 +745,7 @@ drop_gone(struct backend *be, struct job *j)
 static inline uint64_t
 agent_key(const struct be_agent *a)
 {
-    return a->ring[a->fhead];
+    return a->nfresh > 0 ? a->fresh_seq : a->ring[a->fhead];
 }
 
 static inline void
@@ -828,7 +833,12 @@ static void
 slot_take(struct be_agent *a)
 {
     a->nfree--;
-    a->fhead = a->fhead + 1 == a->slots ? 0 : a->fhead + 1;
+    if (a->nfresh > 0) {
+        a->nfresh--;
+        a->fresh_seq++;
+    } else {
+        a->fhead = a->fhead + 1 == a->rcap ? 0 : a->fhead + 1;
+    }
     if (a->nfree == 0) {
         agent_leave_heaps(a);
         return;
@@ -840,13 +850,44 @@ slot_take(struct be_agent *a)
     }
 }
 
+/* RING_MIN is the free-slot ring's size at a hello (at most the slots announced). */
+#define RING_MIN 16
+
+/* ring_grow doubles a's free-slot ring (up to its slots), in FIFO order from index 0.
+ * Returns 0 or -ENOMEM. */
+static int
+ring_grow(struct be_agent *a)
+{
+    uint32_t cap = a->rcap * 2 > a->slots ? a->slots : a->rcap * 2;
+    uint32_t n = a->nfree - a->nfresh;
+    uint64_t *r = malloc((size_t)cap * sizeof(*r));
+    if (r == NULL || cap <= a->rcap) {
+        free(r);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0, k = a->fhead; i < n; i++, k = k + 1 == a->rcap ? 0 : k + 1)
+        r[i] = a->ring[k];
+    free(a->ring);
+    a->ring = r;
+    a->rcap = cap;
+    a->fhead = 0;
+    return 0;
+}
+
 /* slot_add appends a free slot of a at the end of the FIFO. */
 static void
 slot_add(struct backend *be, struct be_agent *a)
 {
-    uint32_t pos = a->fhead + a->nfree;
-    if (pos >= a->slots)
-        pos -= a->slots;
+    uint32_t n = a->nfree - a->nfresh;
+    if (n == a->rcap && ring_grow(a) != 0) {
+        a->slots--; /* no job is lost: the agent runs with one slot less */
+        log_msg(LOG_ERR, "agent %s: out of memory for its free slots: %u slots now", a->name,
+                a->slots);
+        return;
+    }
+    uint32_t pos = a->fhead + n;
+    if (pos >= a->rcap)
+        pos -= a->rcap;
     a->ring[pos] = ++be->slot_seq;
     if (a->nfree++ == 0)
         agent_enter_heaps(a);
@@ -1922,7 +1963,7 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
     a->prev = a->next = NULL;
     be->n_agents--;
     agent_leave_heaps(a);
-    a->nfree = 0;
+    a->nfree = a->nfresh = 0;
     bool withdrawn = false;
     for (uint32_t i = 0; i < a->nenvs; i++) {
         struct env *e = a->envs[i].env;
@@ -1996,7 +2037,7 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
     a->envs = NULL;
     a->types = NULL;
     a->ring = NULL;
-    a->nenvs = a->ntypes = a->slots = a->fhead = 0;
+    a->nenvs = a->ntypes = a->slots = a->fhead = a->nfresh = a->rcap = 0;
     a->nkilling = 0;
     if (!silent) {
         sched_envs(be, requeued, nreq);
@@ -2325,7 +2366,8 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
      * out-of-memory hello changes nothing), and check the list's bounds. */
     struct hello_plan plan = {0};
     char *name = strndup(m->friendly_name.p, m->friendly_name.len);
-    uint64_t *ring = malloc((m->slots ? m->slots : 1) * sizeof(*ring));
+    uint32_t rcap = m->slots < RING_MIN ? (m->slots ? m->slots : 1) : RING_MIN;
+    uint64_t *ring = malloc(rcap * sizeof(*ring));
     plan.envs = calloc(count ? count : 1, sizeof(*plan.envs));
     plan.types = calloc(ntypes ? ntypes : 1, sizeof(*plan.types));
     rc = name == NULL || ring == NULL || plan.envs == NULL || plan.types == NULL
@@ -2358,12 +2400,13 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
     free(a->name);
     a->name = name;
     a->ring = ring;
+    a->rcap = rcap;
     a->envs = plan.envs;
     a->nenvs = plan.n;
     a->types = plan.types;
     a->ntypes = plan.nt;
     a->slots = m->slots;
-    a->nfree = 0;
+    a->nfree = a->nfresh = 0;
     a->fhead = 0;
     a->missed = 0;
     for (uint32_t i = 0; i < a->ntypes; i++)
@@ -2395,8 +2438,12 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
         be->agents->prev = a;
     be->agents = a;
     be->n_agents++;
-    for (uint32_t i = 0; i < a->slots; i++)
-        slot_add(be, a);
+    /* Its slots join the FIFO in a row: the fresh run. */
+    a->fresh_seq = be->slot_seq + 1;
+    be->slot_seq += a->slots;
+    a->nfresh = a->nfree = a->slots;
+    if (a->slots > 0)
+        agent_enter_heaps(a);
     log_msg(LOG_INFO, "agent %s registered: %u slots, %u environments", name, a->slots, a->nenvs);
     sched_agent(be, a);
     envs_touch(be, false); /* INGInious sends the list after every hello */

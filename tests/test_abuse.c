@@ -1038,6 +1038,41 @@ TP_TEST(test_abuse_envs_non_reader_one_copy)
     cu_roundtrip(slow, cu_ms(PROMPT_MS));
 }
 
+/* Item 10: a hello announcing many slots costs memory only for the slots in use (it cost 8
+ * bytes per slot announced: 100 hellos of 65,536 slots took 50 MiB). */
+TP_TEST(test_abuse_many_slots_cost_nothing)
+{
+    enum { AGENTS = 100 };
+    struct tp_peer *c1, *a = NULL;
+    long rss0, rss;
+    char name[16];
+    int i;
+
+    tp_start(c, "--max-slots-per-agent", "65536", "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    rss0 = cu_rss_kib(c->be.pid);
+    for (i = 0; i < AGENTS; i++) {
+        snprintf(name, sizeof(name), "A%d", i);
+        a = tp_connect(c, ING_ROLE_AGENT);
+        tp_hello(a, name, 65536, &(struct tp_env){.type = "docker", .name = name, .created = 1},
+                 1);
+    }
+    for (long n = 0; n != AGENTS;) { /* every hello handled: each adds an environment */
+        const struct ing_msg *m = tp_expect(c1, ING_BACKEND_UPDATE_ENVIRONMENTS);
+        bool sorted;
+        n = cu_env_names(m->u.envs.environments, &sorted);
+    }
+    expect_log(c, "agent A99 registered: 65536 slots");
+    rss = cu_rss_kib(c->be.pid);
+    if (rss_checked() && rss - rss0 > 16 * 1024)
+        tp_fail("%d hellos of 65536 slots took %ld KiB", AGENTS, rss - rss0);
+    /* The slots work. */
+    tp_send_job(c1, &(struct tp_job){.id = "j", .env = "A99"});
+    tp_expect_job(a, "j");
+    tp_done(a, "j", "success", "");
+    tp_expect_done(c1, "j", "success", NULL, NULL);
+}
+
 /* ======================================================================================== */
 /* Queue limits */
 
@@ -1708,6 +1743,7 @@ main(void)
         CASE(test_abuse_connection_flood),
         CASE(test_abuse_many_environments),
         CASE(test_abuse_envs_non_reader_one_copy),
+        CASE(test_abuse_many_slots_cost_nothing),
         CASE(test_abuse_queue_limits),
         CASE(test_abuse_max_errors),
         CASE(test_abuse_partial_frames_budget_and_timeout),
