@@ -212,7 +212,7 @@ conn_account(struct conn *c)
 static uint64_t
 mem_used(const struct server *s)
 {
-    return s->mem_bufs + s->be.job_bytes;
+    return s->mem_bufs + s->be.job_bytes + httpd_mem(s->httpd);
 }
 
 static uint64_t
@@ -260,6 +260,13 @@ mem_admit(struct server *s, uint64_t n, bool reserve)
         return false;
     mem_relieve(s, n);
     return mem_used(s) + n <= s->budget;
+}
+
+/* http_admit: the metrics port's connections and answers are new work in the budget. */
+static bool
+http_admit(void *arg, uint64_t n)
+{
+    return mem_admit(arg, n, false);
 }
 
 /* conn_grow makes b (c's in or out) able to take n more bytes within the budget. Returns 0,
@@ -1989,7 +1996,10 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     status_init(&s->st, &s->be, &s->ms, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9,
                 cfg->metrics_max_envs);
     if (cfg->metrics.addr != NULL) {
-        s->httpd = httpd_new(s->loop, &cfg->metrics, &s->st, &s->ms, err, errlen);
+        struct httpd_config hc = cfg->metrics;
+        hc.admit = http_admit; /* its connections and answers are in the budget */
+        hc.admit_arg = s;
+        s->httpd = httpd_new(s->loop, &hc, &s->st, &s->ms, err, errlen);
         if (s->httpd == NULL)
             goto fail;
         log_msg(LOG_INFO, "metrics on http://%s/metrics", httpd_bound_addr(s->httpd) + 6);
