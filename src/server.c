@@ -839,17 +839,19 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
         be_client_get_queue(be, c->client);
         break;
     case ING_CLIENT_GET_STATS: {
-        struct ing_mp_writer w;
-        ing_mp_writer_init_dyn(&w);
-        if (status_mp(&c->srv->st, &w) != 0 || w.len > c->srv->cfg.max_frame - 16) {
+        const uint8_t *p;
+        size_t n;
+        bool fresh;
+        if (status_mp_cached(&c->srv->st, &p, &n, &fresh) != 0 ||
+            n > c->srv->cfg.max_frame - 16) {
             conn_send_error(c, ING_ERR_LIMIT, "statistics unavailable (no memory)");
         } else {
             reply.type = ING_BACKEND_STATS;
-            reply.u.stats.stats.p = (const char *)w.buf;
-            reply.u.stats.stats.len = (uint32_t)w.len;
+            reply.u.stats.stats.p = (const char *)p;
+            reply.u.stats.stats.len = (uint32_t)n;
             conn_send(c, &reply);
         }
-        ing_mp_writer_fini(&w);
+        c->srv->iter_check |= fresh; /* a walk over every environment */
         break;
     }
     default: /* ING_PING */

@@ -1073,6 +1073,61 @@ TP_TEST(test_abuse_many_slots_cost_nothing)
     tp_expect_done(c1, "j", "success", NULL, NULL);
 }
 
+/* Issue 13: ClientGetStats walks and sorts every environment; a flood of them costs one
+ * walk while nothing changes (it cost one per request: 64 requests with 100,000
+ * environments held the loop about a second). The answers stay exact: a job submitted
+ * between two requests shows in the second. */
+TP_TEST(test_abuse_stats_flood_one_walk)
+{
+    enum { FLOOD = 64 };
+    uint32_t nenvs = cu_slow() > 1 ? 5000 : 100000;
+    struct tp_peer *c1, *flood, *a;
+    uint8_t *envs, get[ING_HDR_LEN * FLOOD];
+    size_t len, i;
+    uint64_t t0, took;
+    const struct ing_msg *m;
+    const uint8_t *v, *p;
+    size_t vlen;
+    int64_t n;
+
+    tp_start(c, "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    a = tp_connect(c, ING_ROLE_AGENT);
+    envs = own(envs_map("env", nenvs, &len));
+    tp_hello_raw(a, "A", 1, (struct tp_bytes){envs, len});
+    release(envs);
+    expect_env_count(c1, nenvs);
+    flood = tp_connect(c, ING_ROLE_CLIENT);
+    tp_client_hello(flood, "flood");
+    expect_env_count(flood, nenvs);
+    for (i = 0; i < FLOOD; i++)
+        ing_frame_header(get + i * ING_HDR_LEN, ING_CLIENT_GET_STATS, 0);
+    t0 = tp_now_ms();
+    tp_send_raw(flood, get, sizeof(get));
+    for (i = 0; i < FLOOD; i++)
+        tp_expect(flood, ING_BACKEND_STATS);
+    took = tp_now_ms() - t0;
+    print_message("stats flood: %d answers with %u environments in %llu ms\n", FLOOD, nenvs,
+                  (unsigned long long)took);
+#if !(defined(ING_SAN) && ING_SAN)
+    if (!cu_wrapped() && took > 600)
+        tp_fail("%d ClientGetStats took %llu ms: one walk over the environments each", FLOOD,
+                (unsigned long long)took);
+#endif
+    /* Exact: a new job counts at once. */
+    tp_send_job(c1, &(struct tp_job){.id = "j", .env = "nobody"});
+    tp_barrier(c1);
+    tp_send_type(flood, ING_CLIENT_GET_STATS);
+    m = tp_expect(flood, ING_BACKEND_STATS);
+    p = (const uint8_t *)m->u.stats.stats.p;
+    assert_int_equal(ing_mp_map_get(p, m->u.stats.stats.len, "submitted", 9, &v, &vlen), 0);
+    assert_int_equal(ing_mp_py_int(v, vlen, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ing_mp_map_get(p, m->u.stats.stats.len, "waiting", 7, &v, &vlen), 0);
+    assert_int_equal(ing_mp_py_int(v, vlen, &n), 0);
+    assert_int_equal(n, 1);
+}
+
 /* ======================================================================================== */
 /* Queue limits */
 
@@ -1744,6 +1799,7 @@ main(void)
         CASE(test_abuse_many_environments),
         CASE(test_abuse_envs_non_reader_one_copy),
         CASE(test_abuse_many_slots_cost_nothing),
+        CASE(test_abuse_stats_flood_one_walk),
         CASE(test_abuse_queue_limits),
         CASE(test_abuse_max_errors),
         CASE(test_abuse_partial_frames_budget_and_timeout),
