@@ -1933,6 +1933,16 @@ be_agent_name(const struct be_agent *a)
     return a->name != NULL ? a->name : "";
 }
 
+void
+be_agent_hold(struct be_agent *a)
+{
+    if (a == NULL || !a->registered || a->nfree == 0)
+        return;
+    agent_leave_heaps(a);
+    a->slots -= a->nfree; /* its free slots are gone: slots = free + running holds */
+    a->nfree = a->nfresh = 0;
+}
+
 uint32_t
 be_agent_busy(const struct be_agent *a)
 {
@@ -2606,6 +2616,15 @@ be_ping_tick(struct backend *be)
     for (; a != NULL; a = next) {
         next = a->next;
         if (a->missed > be->cfg.ping_max) {
+            if (be->cfg.lost_batch > 0 && be->lost_jobs > 0 &&
+                be->lost_jobs + a->nrun > be->cfg.lost_batch) {
+                be_agent_hold(a); /* removed at the next tick; no job meanwhile */
+                log_msg(LOG_INFO, "agent %s missed %u pings: removed at the next tick (%llu lost "
+                        "agents' jobs handled in this iteration)", a->name, a->missed,
+                        (unsigned long long)be->lost_jobs);
+                continue;
+            }
+            be->lost_jobs += a->nrun;
             log_msg(LOG_WARN, "agent %s missed %u pings: removed", a->name, a->missed);
             be->stats.agents_lost++;
             agent_unregister(be, a, false);

@@ -43,6 +43,7 @@
 #define FD_RESERVE 64        /* descriptors kept out of --max-connections' reach */
 #define RELIEVE_MIN (64 * 1024) /* unread output below this is never dropped for memory */
 #define RELIEVE_MAX 16          /* peers dropped for memory per shortage */
+#define LOST_BATCH 4096         /* lost agents' jobs handled per loop iteration (conn_reap) */
 #define LOG_BURST 10            /* warnings a peer causes per LOG_WINDOW_MS, then summarised */
 #define LOG_WINDOW_MS 10000
 
@@ -139,6 +140,8 @@ struct server {
     struct ev_timer backlog_timer;
     struct ev_timer reap_timer; /* gone clients' jobs left to drop (be_reap) */
     struct ev_timer envs_timer; /* the environment list's next update is due (be_flush) */
+    struct ev_timer lost_timer; /* lost agents left for the next iteration (conn_reap) */
+    bool closing_held;          /* closes left for the next iteration */
     uint32_t nconns;
     uint64_t next_id;
     struct ev_timer ping_timer, tick_timer, drain_timer;
@@ -544,6 +547,7 @@ conn_close(struct conn *c, const char *why)
     if (c->state == CONN_CLOSING)
         return;
     c->state = CONN_CLOSING;
+    be_agent_hold(c->agent); /* no job for it until conn_reap tells the backend */
     log_msg(LOG_INFO, "%s: closed (%s)", c->name, why);
     ev_io_set(c->srv->loop, &c->io, 0);
     hs_unlink(c->srv, c);
@@ -590,7 +594,19 @@ conn_reap(struct server *s)
 {
     while (s->closing != NULL) {
         struct conn *c = s->closing;
+        if (c->agent != NULL && s->be.lost_jobs > 0 &&
+            s->be.lost_jobs + be_agent_busy(c->agent) > LOST_BATCH) {
+            /* Lost agents' jobs (requeued or ended) are LOST_BATCH per iteration, whatever
+             * the number of agents lost at once: the rest waits for the next one. */
+            s->closing_held = true;
+            arm(s, &s->lost_timer, ev_now_ms(s->loop));
+            log_msg(LOG_INFO, "%s: lost with the others next (%llu lost agents' jobs handled in "
+                    "this iteration)", c->name, (unsigned long long)s->be.lost_jobs);
+            return;
+        }
         s->closing = c->cl_next;
+        if (c->agent != NULL)
+            s->be.lost_jobs += be_agent_busy(c->agent);
         if (c->counted) {
             c->counted = false;
             s->ms.conns[c->role == ING_ROLE_AGENT ? 0 : 1][c->dialect]--;
@@ -671,8 +687,10 @@ before_sleep(void *arg)
                 conn_flush(c);
         }
         conn_reap(s);
-    } while (s->pending != NULL || s->closing != NULL ||
+    } while (s->pending != NULL || (s->closing != NULL && !s->closing_held) ||
              (be_flush_due(&s->be, &due) && due <= s->be.now_ms));
+    s->be.lost_jobs = 0; /* a new iteration */
+    s->closing_held = false;
     if (be_flush_due(&s->be, &due))
         arm(s, &s->envs_timer, due);
     log_flush(); /* lines a full stderr kept waiting (log_nonblocking) */
@@ -1579,6 +1597,13 @@ envs_due(void *arg)
 }
 
 /* reap_run drops another batch of the jobs of clients that left with many. */
+/* lost_due wakes the loop: lost agents wait (before_sleep reaps them). */
+static void
+lost_due(void *arg)
+{
+    update_clock(arg);
+}
+
 static void
 reap_run(void *arg)
 {
@@ -1913,6 +1938,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         s->addr_mask = n - 1;
     }
     struct be_ops ops = {be_send, be_relay, be_drop};
+    s->cfg.be.lost_batch = LOST_BATCH;
     s->loop = ev_new();
     if (s->loop == NULL || be_init(&s->be, &s->cfg.be, &ops) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -1983,6 +2009,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     ev_timer_init(&s->backlog_timer, backlog_run, s);
     ev_timer_init(&s->reap_timer, reap_run, s);
     ev_timer_init(&s->envs_timer, envs_due, s);
+    ev_timer_init(&s->lost_timer, lost_due, s);
     uint64_t t = min_nz(cfg->ping_interval_ms, cfg->handshake_timeout_ms / 4);
     t = min_nz(t, cfg->be.kill_timeout_ms / 4);
     t = min_nz(t, cfg->be.orphan_timeout_ms / 4);
@@ -2043,7 +2070,10 @@ srv_free(struct server *s)
             c->cl_next = s->closing;
             s->closing = c;
         }
-    conn_reap(s);
+    do { /* every one, LOST_BATCH lost jobs at a time */
+        s->be.lost_jobs = 0;
+        conn_reap(s);
+    } while (s->closing != NULL);
     httpd_free(s->httpd);
     status_fini(&s->st);
     if (s->loop != NULL)

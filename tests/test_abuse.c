@@ -75,6 +75,14 @@ raw_close_all(void)
 static void *owned[32];
 static size_t n_owned;
 
+/* opt_ms: ms stretched by ING_SLOW, as an option value "<n>ms" in buf. */
+static const char *
+opt_ms(char *buf, size_t cap, int ms)
+{
+    snprintf(buf, cap, "%dms", cu_ms(ms));
+    return buf;
+}
+
 /* own registers p (fails the test when p is NULL) and returns it. */
 static void *
 own(void *p)
@@ -1493,6 +1501,67 @@ job_batch(size_t n, const char *prefix, size_t *len)
     return batch;
 }
 
+/* Item 5: the jobs of agents lost together are handled LOST_BATCH (4,096) per loop
+ * iteration in all, not every agent's at once: two agents of 3,000 jobs, dropped in the same
+ * ping tick, are reaped in two iterations; every job is requeued and runs on a new agent. */
+TP_TEST(test_abuse_lost_agents_bounded_per_iteration)
+{
+    enum { PER = 3000 };
+    struct tp_peer *c1, *ag[2], *nw;
+    uint8_t *batch;
+    size_t len;
+    int i, got;
+    char t[32];
+
+    tp_start(c, "--max-slots-per-agent", "8192", "--orphan-timeout", "0", "--ping-max", "1",
+             "--ping-interval", opt_ms(t, sizeof(t), 300), NULL);
+    c1 = tp_client(c, "c1", "");
+    batch = job_batch(2 * PER, "l", &len);
+    tp_send_raw(c1, batch, len);
+    tp_barrier(c1);
+    for (i = 0; i < 2; i++) {
+        ag[i] = tp_connect(c, ING_ROLE_AGENT);
+        tp_hello(ag[i], i ? "B" : "A", PER,
+                 &(struct tp_env){.type = "docker", .name = "default", .created = 1}, 1);
+    }
+    /* Both take their jobs and answer the same ping; then neither reads: both miss the
+     * same pings and are dropped in the same tick. */
+    for (i = 0; i < 2; i++)
+        for (got = 0; got < PER; got++)
+            tp_expect(ag[i], ING_BACKEND_NEW_JOB);
+    unsigned p0 = ag[0]->pings, p1 = ag[1]->pings;
+    uint64_t t0 = tp_now_ms();
+    while (ag[0]->pings == p0 || ag[1]->pings == p1 || ag[0]->pings != ag[1]->pings) {
+        const struct ing_msg *m;
+        if (tp_now_ms() - t0 > (uint64_t)TP_DEADLINE_MS)
+            tp_fail("no common ping (%u, %u)", ag[0]->pings, ag[1]->pings);
+        for (i = 0; i < 2; i++)
+            if (ag[i]->pings <= ag[!i]->pings && tp_recv(ag[i], 20, &m) > 0)
+                tp_fail("agent %d: unexpected message %u", i, m->type);
+    }
+    t0 = tp_now_ms();
+    while (!tp_log_contains(c, "(3000 lost agents' jobs handled in this iteration)")) {
+        if (tp_now_ms() - t0 > (uint64_t)TP_DEADLINE_MS)
+            tp_fail("the two agents' jobs were not split over two iterations");
+        const struct ing_msg *m;
+        if (tp_recv(c1, 50, &m) == ING_BACKEND_JOB_DONE) /* the jobs are requeued */
+            tp_fail("a result for a lost agent's job");
+    }
+    nw = tp_connect(c, ING_ROLE_AGENT);
+    tp_hello(nw, "N", 2 * PER, &(struct tp_env){.type = "docker", .name = "default", .created = 1},
+             1);
+    for (got = 0; got < 2 * PER; got++)
+        tp_expect(nw, ING_BACKEND_NEW_JOB);
+    for (;;) { /* environment lists only, no result */
+        const struct ing_msg *m;
+        int r = tp_recv(c1, TP_QUIET_MS, &m);
+        if (r == -ETIMEDOUT)
+            break;
+        if (r != ING_BACKEND_UPDATE_ENVIRONMENTS)
+            tp_fail("client c1: unexpected %d", r);
+    }
+}
+
 /* Item 1 (issue 13, item 6): the 1 ms iteration budget is checked after every expensive
  * frame, not every 32 frames: 40 queue snapshots of 40,000 waiting jobs pipelined by one
  * client stall the loop for about one snapshot per iteration, not 32, and another client's
@@ -1805,6 +1874,7 @@ main(void)
         CASE(test_abuse_partial_frames_budget_and_timeout),
         CASE(test_abuse_job_bytes_budget),
         CASE(test_abuse_expensive_frames_budget),
+        CASE(test_abuse_lost_agents_bounded_per_iteration),
         CASE(test_abuse_connections_per_address),
         CASE(test_abuse_half_closed_client_served),
         CASE(test_abuse_log_rate_limit_and_escape),

@@ -1235,6 +1235,51 @@ test_backend_requeue_cap_and_alive(void **state)
     be_agent_gone(&be, a);
 }
 
+/* Issue 13 item 5: agents lost in the same ping tick are removed cfg.lost_batch jobs at a
+ * time beyond the first (the others at the next tick); one left for later takes no job. */
+static void
+test_backend_lost_agents_batch(void **state)
+{
+    (void)state;
+    char id[16];
+    be.cfg.lost_batch = 4;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 6, "e");
+    struct be_agent *b = agent(2, 4, "f");
+    for (int i = 0; i < 4; i++) {
+        snprintf(id, sizeof(id), "e%d", i);
+        submit(c, id, 0, "e");
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof(id), "f%d", i);
+        submit(c, id, 0, "f");
+    }
+    assert_int_equal(be_agent_busy(a), 4);
+    assert_int_equal(be_agent_busy(b), 3);
+    for (uint32_t i = 0; i <= be.cfg.ping_max; i++)
+        be_ping_tick(&be);
+    be.lost_jobs = 0; /* the server, at each iteration's end */
+    be_ping_tick(&be); /* both over the limit: B (newest, first) removed, A held: 3 + 4 > 4 */
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_agents, 1);
+    assert_true(be_agent_registered(a));
+    assert_int_equal(be_agent_busy(a), 4);
+    assert_int_equal(be_agent_slots(a), 4); /* its 2 free slots withdrawn */
+    assert_int_equal(be.lost_jobs, 3);
+    assert_int_equal(be.n_waiting, 3); /* B's jobs, requeued */
+    submit(c, "x", 0, "e");            /* not given to the held agent */
+    assert_int_equal(be.n_waiting, 4);
+    assert_int_equal(be_agent_busy(a), 4);
+    be.lost_jobs = 0;
+    be_ping_tick(&be);
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_agents, 0);
+    assert_int_equal(be.n_waiting, 8);
+    expect_none(0);
+    be_agent_gone(&be, a);
+    be_agent_gone(&be, b);
+}
+
 /* A client that goes: its waiting jobs are dropped, its running jobs killed. */
 static void
 test_backend_client_gone(void **state)
@@ -1689,6 +1734,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_several_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_slot_ring_grows_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_slot_ring_oom, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_lost_agents_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_kill_waiting_then_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_kill_running_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_result_from_wrong_agent, setup, teardown),
