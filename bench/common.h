@@ -41,6 +41,8 @@
 #include "bytes.h"
 #include "inginious/mp.h"
 #include "inginious/proto.h"
+#include "zmq_msg.h"
+#include "zmtp.h"
 
 #define BC_TOKLEN 16
 #define BC_READ_CHUNK (256u * 1024)
@@ -300,30 +302,25 @@ bc_inputdata(uint32_t size)
     return out;
 }
 
-/* bc_job_tmpl encodes the ClientNewJob of the workload: priority, launcher "loadgen",
+#define BC_LAUNCHER "loadgen"
+
+/* bc_job_fill sets m to the ClientNewJob of the workload: priority, launcher "loadgen",
  * course "bench", task "lifecycle", environment docker/env, task_problems
- * {"q1": {"type": "code"}}, inputdata of payload bytes, environment_parameters
- * {"limits": {"time": 30}}. *body_len gets the ClientNewJob body size. Returns 0 or -1. */
-static inline int
-bc_job_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *env,
-            size_t *body_len)
+ * {"q1": {"type": "code"}}, inputdata input[0..payload), environment_parameters
+ * {"limits": {"time": 30}}, job id id[0..BC_TOKLEN). */
+static inline void
+bc_job_fill(struct ing_msg *m, const uint8_t *id, const uint8_t *input, uint32_t payload,
+            int64_t priority, const char *env)
 {
     static const uint8_t problems[] = {0x81, 0xa2, 'q',  '1', 0x81, 0xa4, 't', 'y',
                                        'p',  'e',  0xa4, 'c', 'o',  'd',  'e'};
     static const uint8_t params[] = {0x81, 0xa6, 'l', 'i', 'm', 'i', 't', 's',
                                      0x81, 0xa4, 't', 'i', 'm', 'e', 0x1e};
-    static const char launcher[] = "loadgen";
-    uint8_t id[BC_TOKLEN];
-    uint8_t *input = bc_inputdata(payload);
-    if (input == NULL)
-        return -1;
-    bc_put_token(id, 0, 0);
-    struct ing_msg m;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_CLIENT_NEW_JOB;
-    struct ing_client_new_job *nj = &m.u.new_job;
+    memset(m, 0, sizeof(*m));
+    m->type = ING_CLIENT_NEW_JOB;
+    struct ing_client_new_job *nj = &m->u.new_job;
     nj->priority = priority;
-    nj->launcher = (struct ing_view){launcher, sizeof(launcher) - 1};
+    nj->launcher = (struct ing_view){BC_LAUNCHER, sizeof(BC_LAUNCHER) - 1};
     nj->job.job_id = (struct ing_view){(const char *)id, BC_TOKLEN};
     nj->job.course_id = (struct ing_view){"bench", 5};
     nj->job.task_id = (struct ing_view){"lifecycle", 9};
@@ -333,12 +330,27 @@ bc_job_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *e
     nj->job.task_problems = (struct ing_view){(const char *)problems, sizeof(problems)};
     nj->job.inputdata = (struct ing_view){(const char *)input, payload};
     nj->job.environment_parameters = (struct ing_view){(const char *)params, sizeof(params)};
+}
+
+/* bc_job_tmpl encodes the ClientNewJob of the workload (bc_job_fill). *body_len gets the
+ * ClientNewJob body size. Returns 0 or -1. */
+static inline int
+bc_job_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *env,
+            size_t *body_len)
+{
+    uint8_t id[BC_TOKLEN];
+    uint8_t *input = bc_inputdata(payload);
+    if (input == NULL)
+        return -1;
+    bc_put_token(id, 0, 0);
+    struct ing_msg m;
+    bc_job_fill(&m, id, input, payload, priority, env);
     t->frame = bc_encode(&m, &t->len);
     free(input);
     if (t->frame == NULL)
         return -1;
     /* header, priority i64, launcher str, then the job id's length */
-    t->id_off[0] = ING_HDR_LEN + 8 + 4 + (sizeof(launcher) - 1) + 4;
+    t->id_off[0] = ING_HDR_LEN + 8 + 4 + (sizeof(BC_LAUNCHER) - 1) + 4;
     t->nid = 1;
     *body_len = t->len - ING_HDR_LEN;
     return 0;
@@ -478,6 +490,9 @@ struct bc_conn {
     uint64_t updates;  /* client: BackendUpdateEnvironments received */
     uint64_t handled;  /* agent: jobs answered */
     const struct bc_tmpl *tmpl; /* client: its ClientNewJob */
+    bool zmq;                   /* speaks ZMTP + INGInious msgpack (L->zmq at connection) */
+    uint8_t zst;                /* zmq: 0 greeting awaited, 1 READY awaited, 2 traffic */
+    bool env_default;           /* zmq client: an environment update listed "default" */
     struct buf in, out;
 };
 
@@ -486,6 +501,9 @@ struct load {
     struct bc_conn **conns;
     uint32_t nconns, nclients, nagents;
     struct bc_tmpl reply; /* the agents' answer */
+    bool zmq;             /* new connections speak the ZeroMQ dialect (bc_load_dialect) */
+    uint8_t zrel;         /* its release: enum bc_zrel */
+    struct ing_mp_writer zw; /* zmq: scratch for the messages that are not pre-encoded */
     bool submitting;      /* clients top up their windows / send their quotas */
     bool verify;          /* decode every received frame with the library codec */
     uint64_t cap;         /* jobs the arrays hold */
@@ -525,6 +543,7 @@ bc_load_init(struct load *L, uint64_t cap)
     L->cap = cap;
     L->t_submit = calloc(cap ? cap : 1, sizeof(*L->t_submit));
     L->lat = calloc(cap ? cap : 1, sizeof(*L->lat));
+    ing_mp_writer_init_dyn(&L->zw);
     if (L->ep < 0 || L->t_submit == NULL || L->lat == NULL || bc_reply_tmpl(&L->reply) != 0)
         return -1;
     return 0;
@@ -555,6 +574,7 @@ bc_load_fini(struct load *L)
     free(L->t_submit);
     free(L->lat);
     free(L->reply.frame);
+    ing_mp_writer_fini(&L->zw);
     if (L->ep >= 0)
         close(L->ep);
     memset(L, 0, sizeof(*L));
@@ -584,9 +604,288 @@ bc_send(struct load *L, struct bc_conn *c, const struct ing_msg *m)
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* The ZeroMQ dialect (loadgen --dialect zmq)                                                */
+/*
+ * A connection of a load set up with bc_load_dialect speaks ZMTP 3.1 as a DEALER (NULL
+ * mechanism: our greeting and READY at once), one frame per message, each an INGInious
+ * msgpack map of a release: main (the default), v0.8 (v0.8.0 - v0.8.5: the AgentHello has
+ * ssh_allowed; every other message is main's) or v0.6 (v0.5 - v0.6.2: the class under
+ * "type" with snake_case names, the agents' job ids as [client address, job id] pairs).
+ * The job and the agent's answer are pre-encoded frames (ZMTP header included) patched
+ * with the job id, as in the native dialect. A ZeroMQ agent sends no Ping (INGInious'
+ * backend exits on one): it is registered once the clients hear of its environment. */
+
+enum bc_zrel {
+    BC_ZREL_MAIN,
+    BC_ZREL_V08,
+    BC_ZREL_V06,
+};
+
+static const char *const bc_zrel_names[] = {"main", "v0.8", "v0.6"};
+
+/* The classes loadgen sends or reads: "@type" (main, v0.8) and "type" (v0.6) values. */
+static const struct {
+    uint8_t type;
+    const char *name, *legacy;
+} bc_ztypes[] = {
+    {ING_PING, "Ping", "ping"},
+    {ING_PONG, "Pong", "pong"},
+    {ING_UNKNOWN, "Unknown", "unknown"},
+    {ING_CLIENT_HELLO, "ClientHello", "client_hello"},
+    {ING_CLIENT_NEW_JOB, "ClientNewJob", "client_new_job"},
+    {ING_CLIENT_GET_QUEUE, "ClientGetQueue", "client_get_queue"},
+    {ING_AGENT_HELLO, "AgentHello", "agent_hello"},
+    {ING_AGENT_JOB_STARTED, "AgentJobStarted", "agent_job_started"},
+    {ING_AGENT_JOB_DONE, "AgentJobDone", "agent_job_done"},
+    {ING_BACKEND_UPDATE_ENVIRONMENTS, "BackendUpdateEnvironments", "backend_update_containers"},
+    {ING_BACKEND_JOB_STARTED, "BackendJobStarted", "backend_job_started"},
+    {ING_BACKEND_JOB_DONE, "BackendJobDone", "backend_job_done"},
+    {ING_BACKEND_GET_QUEUE, "BackendGetQueue", "backend_get_queue"},
+    {ING_BACKEND_NEW_JOB, "BackendNewJob", "backend_new_job"},
+    {ING_BACKEND_KILL_JOB, "BackendKillJob", "backend_kill_job"},
+};
+
+#define BC_NZTYPES (sizeof(bc_ztypes) / sizeof(bc_ztypes[0]))
+
+/* bc_zend writes the class pair, the last of every message. */
+static inline void
+bc_zend(struct ing_mp_writer *w, uint8_t zrel, uint8_t type)
+{
+    for (size_t i = 0; i < BC_NZTYPES; i++)
+        if (bc_ztypes[i].type == type) {
+            ing_mp_put_cstr(w, zrel == BC_ZREL_V06 ? "type" : "@type");
+            ing_mp_put_cstr(w, zrel == BC_ZREL_V06 ? bc_ztypes[i].legacy : bc_ztypes[i].name);
+            return;
+        }
+    w->err = -EINVAL;
+}
+
+/* bc_zput_id writes the "job_id" pair: the id, or for a v0.6 agent the pair [b"", id]. */
+static inline void
+bc_zput_id(struct ing_mp_writer *w, uint8_t zrel, bool agent, const char *id, size_t len)
+{
+    ing_mp_put_cstr(w, "job_id");
+    if (agent && zrel == BC_ZREL_V06) {
+        ing_mp_put_array(w, 2);
+        ing_mp_put_bin(w, "", 0);
+    }
+    ing_mp_put_str(w, id, len);
+}
+
+/* bc_zdone writes the agent's AgentJobDone of the workload (success, "ok", grade 100, empty
+ * maps, state "", nil archive, stdout and stderr) with result kind kind. */
+static inline void
+bc_zdone(struct ing_mp_writer *w, uint8_t zrel, const char *id, size_t len, const char *kind)
+{
+    static const uint8_t empty_map[1] = {0x80};
+    ing_mp_put_map(w, 11);
+    bc_zput_id(w, zrel, true, id, len);
+    ing_mp_put_cstr(w, "result");
+    ing_mp_put_array(w, 2);
+    ing_mp_put_cstr(w, kind);
+    ing_mp_put_cstr(w, "ok");
+    ing_mp_put_cstr(w, "grade");
+    ing_mp_put_double(w, 100.0);
+    static const char *const maps[] = {"problems", "tests", "custom"};
+    for (int i = 0; i < 3; i++) {
+        ing_mp_put_cstr(w, maps[i]);
+        ing_mp_put_raw(w, empty_map, 1);
+    }
+    ing_mp_put_cstr(w, "state");
+    ing_mp_put_cstr(w, "");
+    static const char *const nils[] = {"archive", "stdout", "stderr"};
+    for (int i = 0; i < 3; i++) {
+        ing_mp_put_cstr(w, nils[i]);
+        ing_mp_put_nil(w);
+    }
+    bc_zend(w, zrel, ING_AGENT_JOB_DONE);
+}
+
+/* bc_zstarted writes AgentJobStarted. */
+static inline void
+bc_zstarted(struct ing_mp_writer *w, uint8_t zrel, const char *id, size_t len)
+{
+    ing_mp_put_map(w, 2);
+    bc_zput_id(w, zrel, true, id, len);
+    bc_zend(w, zrel, ING_AGENT_JOB_STARTED);
+}
+
+/* bc_zappend appends w's message as one ZMTP frame to the allocation *f of *len bytes.
+ * Returns 0 or -1. */
+static inline int
+bc_zappend(uint8_t **f, size_t *len, const struct ing_mp_writer *w)
+{
+    uint8_t hdr[ZMTP_HDR_MAX];
+    size_t hl = zmtp_frame_header(hdr, w->len, false);
+    uint8_t *n = w->err == 0 ? realloc(*f, *len + hl + w->len) : NULL;
+    if (n == NULL)
+        return -1;
+    memcpy(n + *len, hdr, hl);
+    memcpy(n + *len + hl, w->buf, w->len);
+    *f = n;
+    *len += hl + w->len;
+    return 0;
+}
+
+/* bc_zmark finds the marker id (16 'f') in t->frame from offset from: the id to patch. */
+static inline int
+bc_zmark(struct bc_tmpl *t, size_t from)
+{
+    static const char mark[BC_TOKLEN + 1] = "ffffffffffffffff";
+    const uint8_t *p = from < t->len ? memmem(t->frame + from, t->len - from, mark, BC_TOKLEN)
+                                     : NULL;
+    if (p == NULL || t->nid >= 2)
+        return -1;
+    t->id_off[t->nid++] = (size_t)(p - t->frame);
+    return 0;
+}
+
+/* bc_zjob_tmpl encodes the workload's ClientNewJob (bc_job_tmpl's values) in release zrel.
+ * *body_len gets the msgpack message's size. Returns 0 or -1. */
+static inline int
+bc_zjob_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *env,
+             uint8_t zrel, size_t *body_len)
+{
+    uint8_t id[BC_TOKLEN];
+    uint8_t *input = bc_inputdata(payload);
+    struct ing_mp_writer w;
+    int rc = -1;
+    if (input == NULL)
+        return -1;
+    bc_put_token(id, 0xffff, 0xffffffffffffull); /* the marker */
+    ing_mp_writer_init_dyn(&w);
+    memset(t, 0, sizeof(*t));
+    if (zrel == BC_ZREL_V06) {
+        ing_mp_put_map(&w, 14);
+        bc_zput_id(&w, zrel, false, (const char *)id, BC_TOKLEN);
+        ing_mp_put_cstr(&w, "priority");
+        ing_mp_put_int(&w, priority);
+        ing_mp_put_cstr(&w, "course_id");
+        ing_mp_put_cstr(&w, "bench");
+        ing_mp_put_cstr(&w, "task_id");
+        ing_mp_put_cstr(&w, "lifecycle");
+        ing_mp_put_cstr(&w, "inputdata");
+        ing_mp_put_raw(&w, input, payload);
+        ing_mp_put_cstr(&w, "environment");
+        ing_mp_put_cstr(&w, env);
+        ing_mp_put_cstr(&w, "enable_network");
+        ing_mp_put_bool(&w, false);
+        ing_mp_put_cstr(&w, "time_limit");
+        ing_mp_put_int(&w, 30);
+        ing_mp_put_cstr(&w, "hard_time_limit");
+        ing_mp_put_nil(&w);
+        ing_mp_put_cstr(&w, "mem_limit");
+        ing_mp_put_int(&w, 1024);
+        ing_mp_put_cstr(&w, "debug");
+        ing_mp_put_bool(&w, false);
+        ing_mp_put_cstr(&w, "launcher");
+        ing_mp_put_cstr(&w, BC_LAUNCHER);
+        ing_mp_put_cstr(&w, "run_cmd");
+        ing_mp_put_nil(&w);
+        bc_zend(&w, zrel, ING_CLIENT_NEW_JOB);
+    } else {
+        struct ing_msg m;
+        bc_job_fill(&m, id, input, payload, priority, env);
+        if (zmq_msg_encode(&m, &w, ZMQ_JOB_FIELD_COURSE_ID) != 0)
+            w.err = -EINVAL;
+    }
+    if (bc_zappend(&t->frame, &t->len, &w) == 0 && bc_zmark(t, 0) == 0) {
+        *body_len = w.len;
+        rc = 0;
+    }
+    ing_mp_writer_fini(&w);
+    free(input);
+    return rc;
+}
+
+/* bc_zreply_tmpl encodes the agent's answer to one job: AgentJobStarted, AgentJobDone. */
+static inline int
+bc_zreply_tmpl(struct bc_tmpl *t, uint8_t zrel)
+{
+    static const char mark[BC_TOKLEN + 1] = "ffffffffffffffff";
+    struct ing_mp_writer w;
+    int rc = -1;
+    memset(t, 0, sizeof(*t));
+    ing_mp_writer_init_dyn(&w);
+    bc_zstarted(&w, zrel, mark, BC_TOKLEN);
+    if (bc_zappend(&t->frame, &t->len, &w) == 0 && bc_zmark(t, 0) == 0) {
+        size_t first = t->len;
+        w.len = 0;
+        bc_zdone(&w, zrel, mark, BC_TOKLEN, "success");
+        if (bc_zappend(&t->frame, &t->len, &w) == 0 && bc_zmark(t, first) == 0)
+            rc = 0;
+    }
+    ing_mp_writer_fini(&w);
+    return rc;
+}
+
+/* bc_load_dialect makes L's next connections speak the ZeroMQ dialect of release zrel (its
+ * agents' answer re-encoded). Returns 0 or -1. */
+static inline int
+bc_load_dialect(struct load *L, uint8_t zrel)
+{
+    struct bc_tmpl t;
+    if (bc_zreply_tmpl(&t, zrel) != 0) {
+        free(t.frame);
+        return -1;
+    }
+    free(L->reply.frame);
+    L->reply = t;
+    L->zmq = true;
+    L->zrel = zrel;
+    return 0;
+}
+
+/* bc_zsend_w sends w's message (then reset) on c as one frame. Returns 0 or -1. */
+static inline int
+bc_zsend_w(struct load *L, struct bc_conn *c, struct ing_mp_writer *w)
+{
+    if (w->err != 0) {
+        w->len = 0;
+        w->err = 0;
+        return bc_fail(L, "cannot encode a ZeroMQ message");
+    }
+    uint8_t *p = bc_out(L, c, ZMTP_HDR_MAX + w->len);
+    if (p == NULL)
+        return -1;
+    size_t hl = zmtp_frame_header(p, w->len, false);
+    memcpy(p + hl, w->buf, w->len);
+    buf_produce(&c->out, hl + w->len);
+    w->len = 0;
+    return 0;
+}
+
+/* bc_zsend_type sends a message without fields (Ping, Pong, ClientGetQueue). */
+static inline int
+bc_zsend_type(struct load *L, struct bc_conn *c, uint8_t type)
+{
+    ing_mp_put_map(&L->zw, 1);
+    bc_zend(&L->zw, L->zrel, type);
+    return bc_zsend_w(L, c, &L->zw);
+}
+
+/* bc_zanswer answers a job the slow way (an id of another length than ours: an attached
+ * run) or a kill (started false): AgentJobStarted unless killed, then AgentJobDone. */
+static inline int
+bc_zanswer(struct load *L, struct bc_conn *c, const char *id, size_t len, bool started,
+           const char *kind)
+{
+    if (started) {
+        bc_zstarted(&L->zw, L->zrel, id, len);
+        if (bc_zsend_w(L, c, &L->zw) != 0)
+            return -1;
+    }
+    bc_zdone(&L->zw, L->zrel, id, len, kind);
+    return bc_zsend_w(L, c, &L->zw);
+}
+
+/* bc_send_empty sends a message without fields (Ping, Pong, ClientGetQueue) in c's dialect. */
 static inline int
 bc_send_empty(struct load *L, struct bc_conn *c, uint8_t type)
 {
+    if (c->zmq)
+        return bc_zsend_type(L, c, type);
     uint8_t *p = bc_out(L, c, ING_HDR_LEN);
     if (p == NULL)
         return -1;
@@ -625,6 +924,21 @@ bc_add_conn(struct load *L, const char *addr, uint8_t role, uint32_t idx)
         bc_fail(L, "epoll_ctl: %s", strerror(errno));
         return NULL;
     }
+    if (L->zmq) {
+        /* Our greeting and READY at once: the backend answers the greeting's first byte. */
+        c->zmq = true;
+        uint8_t *p = bc_out(L, c, ZMTP_GREETING_LEN + 64);
+        if (p == NULL)
+            return NULL;
+        zmtp_greeting(p);
+        ssize_t n = zmtp_ready(p + ZMTP_GREETING_LEN, 64, "DEALER");
+        if (n < 0) {
+            bc_fail(L, "cannot encode READY");
+            return NULL;
+        }
+        buf_produce(&c->out, ZMTP_GREETING_LEN + (size_t)n);
+        return c;
+    }
     uint8_t *p = bc_out(L, c, ING_PREAMBLE_LEN);
     if (p == NULL)
         return NULL;
@@ -647,7 +961,17 @@ bc_add_client(struct load *L, const char *addr, const struct bc_tmpl *job, uint6
     memset(&m, 0, sizeof(m));
     m.type = ING_CLIENT_HELLO;
     m.u.client_hello.name = (struct ing_view){name, (uint32_t)strlen(name)};
-    if (bc_send(L, c, &m) != 0 || bc_send_empty(L, c, ING_PING) != 0)
+    if (c->zmq) {
+        ing_mp_put_map(&L->zw, 2);
+        ing_mp_put_cstr(&L->zw, "name");
+        ing_mp_put_cstr(&L->zw, name);
+        bc_zend(&L->zw, L->zrel, ING_CLIENT_HELLO);
+        if (bc_zsend_w(L, c, &L->zw) != 0)
+            return NULL;
+    } else if (bc_send(L, c, &m) != 0) {
+        return NULL;
+    }
+    if (bc_send_empty(L, c, ING_PING) != 0)
         return NULL;
     c->tmpl = job;
     c->window = window;
@@ -666,6 +990,37 @@ bc_add_agent(struct load *L, const char *addr, uint32_t slots, const char *env)
         return NULL;
     char name[32];
     snprintf(name, sizeof(name), "loadgen-agent-%u", L->nagents);
+    if (c->zmq) {
+        /* As the Docker agent of the release: no Ping after it (see above). */
+        struct ing_mp_writer *w = &L->zw;
+        bool v06 = L->zrel == BC_ZREL_V06, v08 = L->zrel == BC_ZREL_V08;
+        ing_mp_put_map(w, v08 ? 5 : 4);
+        ing_mp_put_cstr(w, "friendly_name");
+        ing_mp_put_cstr(w, name);
+        ing_mp_put_cstr(w, "available_job_slots");
+        ing_mp_put_uint(w, slots);
+        ing_mp_put_cstr(w, v06 ? "available_containers" : "available_environments");
+        if (!v06) {
+            ing_mp_put_map(w, 1);
+            ing_mp_put_cstr(w, "docker");
+        }
+        ing_mp_put_map(w, 1);
+        ing_mp_put_cstr(w, env);
+        ing_mp_put_map(w, 2);
+        ing_mp_put_cstr(w, "id");
+        ing_mp_put_cstr(w, "sha256:loadgen");
+        ing_mp_put_cstr(w, "created");
+        ing_mp_put_int(w, 1700000000);
+        if (v08) {
+            ing_mp_put_cstr(w, "ssh_allowed");
+            ing_mp_put_bool(w, false);
+        }
+        bc_zend(w, L->zrel, ING_AGENT_HELLO);
+        if (bc_zsend_w(L, c, w) != 0)
+            return NULL;
+        L->nagents++;
+        return c;
+    }
     struct ing_mp_writer w;
     ing_mp_writer_init_dyn(&w);
     ing_mp_put_map(&w, 1);
@@ -697,6 +1052,35 @@ bc_all_pongs(const struct load *L, uint8_t role, uint64_t n)
 {
     for (uint32_t i = 0; i < L->nconns; i++)
         if (L->conns[i]->role == role && L->conns[i]->fd >= 0 && L->conns[i]->pongs < n)
+            return false;
+    return true;
+}
+
+/* bc_all_done: n results received (a run_until condition). */
+static inline bool
+bc_all_done(const struct load *L, uint64_t n)
+{
+    return L->done >= n;
+}
+
+/* bc_queue_answered: n BackendGetQueue received. */
+static inline bool
+bc_queue_answered(const struct load *L, uint64_t n)
+{
+    return L->queue_answers >= n;
+}
+
+/* bc_agents_ready tells whether L's agents are registered: each answered the Ping after its
+ * hello (n Pongs); a ZeroMQ agent sends no Ping (INGInious' backend exits on one), so there
+ * every client must have heard of docker/default. */
+static inline bool
+bc_agents_ready(const struct load *L, uint64_t n)
+{
+    if (!L->zmq || L->nagents == 0)
+        return bc_all_pongs(L, ING_ROLE_AGENT, n);
+    for (uint32_t i = 0; i < L->nconns; i++)
+        if (L->conns[i]->role == ING_ROLE_CLIENT && L->conns[i]->fd >= 0 &&
+            !L->conns[i]->env_default)
             return false;
     return true;
 }
@@ -760,6 +1144,37 @@ bc_submit(struct load *L, struct bc_conn *c, uint64_t now)
     return 0;
 }
 
+/* bc_job_done counts the result of job id[0..il) (a loadgen token), of kind kind[0..kl)
+ * (NULL: none): its latency, a duplicate, an unknown id, a kind that is not success.
+ * Returns 0. */
+static inline int
+bc_job_done(struct load *L, struct bc_conn *c, const uint8_t *id, uint32_t il, const uint8_t *kind,
+            uint32_t kl, uint64_t now)
+{
+    uint32_t client;
+    uint64_t idx;
+    if (il != BC_TOKLEN || bc_get_token(id, &client, &idx) != 0 || idx >= L->submitted) {
+        L->bad++;
+        return 0;
+    }
+    if (L->lat[idx] != 0) {
+        L->dup++;
+        return 0;
+    }
+    uint64_t d = now - L->t_submit[idx];
+    L->lat[idx] = d ? d : 1;
+    L->done++;
+    L->t_last = now;
+    if (c->inflight > 0)
+        c->inflight--;
+    if (kind == NULL || kl != 7 || memcmp(kind, "success", 7) != 0) {
+        if (L->errors++ < 5 && c->zmq)
+            fprintf(stderr, "loadgen: job %.16s ended %.*s\n", (const char *)id,
+                    kind != NULL ? (int)kl : 4, kind != NULL ? (const char *)kind : "(no kind)");
+    }
+    return 0;
+}
+
 /* bc_client_frame handles one frame received by a client. Returns 0 or -1. */
 static inline int
 bc_client_frame(struct load *L, struct bc_conn *c, uint8_t type, const uint8_t *b, uint32_t n,
@@ -781,36 +1196,22 @@ bc_client_frame(struct load *L, struct bc_conn *c, uint8_t type, const uint8_t *
         L->started++;
         return 0;
     case ING_BACKEND_JOB_DONE: {
-        uint32_t client;
-        uint64_t idx;
         uint32_t il = n >= 4 ? get_u32be(b) : UINT32_MAX;
-        if (il != BC_TOKLEN || n < 4 + BC_TOKLEN + 4 || bc_get_token(b + 4, &client, &idx) != 0 ||
-            idx >= L->submitted) {
+        uint32_t kl = il == BC_TOKLEN && n >= 8 + BC_TOKLEN ? get_u32be(b + 4 + BC_TOKLEN) : 0;
+        if (il != BC_TOKLEN || n < 4 + BC_TOKLEN + 4) {
             L->bad++;
             return 0;
         }
-        if (L->lat[idx] != 0) {
-            L->dup++;
-            return 0;
+        if (kl > n - 8 - BC_TOKLEN)
+            kl = 0;
+        if (kl != 7 || memcmp(b + 8 + BC_TOKLEN, "success", 7) != 0) {
+            struct ing_msg m;
+            if (L->errors < 5 && ing_msg_decode(b - ING_HDR_LEN, n + ING_HDR_LEN, BC_MAX_BODY, &m) > 0)
+                fprintf(stderr, "loadgen: job %.16s ended %.*s: %.*s\n", (const char *)b + 4,
+                        (int)m.u.result.result_kind.len, m.u.result.result_kind.p,
+                        (int)m.u.result.result_text.len, m.u.result.result_text.p);
         }
-        uint64_t d = now - L->t_submit[idx];
-        L->lat[idx] = d ? d : 1;
-        L->done++;
-        L->t_last = now;
-        if (c->inflight > 0)
-            c->inflight--;
-        uint32_t kl = get_u32be(b + 4 + BC_TOKLEN);
-        const uint8_t *k = b + 8 + BC_TOKLEN;
-        if (kl != 7 || n < 8 + BC_TOKLEN + 7 || memcmp(k, "success", 7) != 0) {
-            if (L->errors++ < 5) {
-                struct ing_msg m;
-                if (ing_msg_decode(b - ING_HDR_LEN, n + ING_HDR_LEN, BC_MAX_BODY, &m) > 0)
-                    fprintf(stderr, "loadgen: job %.16s ended %.*s: %.*s\n", (const char *)b + 4,
-                            (int)m.u.result.result_kind.len, m.u.result.result_kind.p,
-                            (int)m.u.result.result_text.len, m.u.result.result_text.p);
-            }
-        }
-        return 0;
+        return bc_job_done(L, c, b + 4, il, b + 8 + BC_TOKLEN, kl, now);
     }
     case ING_BACKEND_GET_QUEUE: {
         struct ing_msg m;
@@ -891,6 +1292,223 @@ bc_agent_frame(struct load *L, struct bc_conn *c, uint8_t type, const uint8_t *b
     }
 }
 
+/* bc_zclass reads the class of the message p[0..n) in release zrel: an ING_* type, or 0
+ * (unknown, or not a map). */
+static inline uint8_t
+bc_zclass(uint8_t zrel, const uint8_t *p, size_t n)
+{
+    const uint8_t *v;
+    size_t vl;
+    struct ing_mp_obj o;
+    bool legacy = zrel == BC_ZREL_V06;
+    if (ing_mp_map_get(p, n, legacy ? "type" : "@type", legacy ? 4 : 5, &v, &vl) != 0 ||
+        ing_mp_read(&v, v + vl, &o) != 0 || o.type != ING_MP_STR)
+        return 0;
+    for (size_t i = 0; i < BC_NZTYPES; i++) {
+        const char *name = legacy ? bc_ztypes[i].legacy : bc_ztypes[i].name;
+        if (strlen(name) == o.v.s.len && memcmp(name, o.v.s.p, o.v.s.len) == 0)
+            return bc_ztypes[i].type;
+    }
+    return 0;
+}
+
+/* bc_zstr reads the str at key (or, for a pair [address, id], its second element) in the
+ * map p[0..n). Returns 0 or -1. */
+static inline int
+bc_zstr(const uint8_t *p, size_t n, const char *key, const uint8_t **s, uint32_t *len)
+{
+    const uint8_t *v, *end;
+    size_t vl;
+    struct ing_mp_obj o;
+    if (ing_mp_map_get(p, n, key, strlen(key), &v, &vl) != 0)
+        return -1;
+    end = v + vl;
+    if (ing_mp_read(&v, end, &o) != 0)
+        return -1;
+    if (o.type == ING_MP_ARRAY && o.v.n == 2 &&
+        (ing_mp_skip(&v, end, ING_MP_MAX_DEPTH) != 0 || ing_mp_read(&v, end, &o) != 0))
+        return -1;
+    if (o.type != ING_MP_STR)
+        return -1;
+    *s = o.v.s.p;
+    *len = o.v.s.len;
+    return 0;
+}
+
+/* bc_zcount reads the number of elements of the array at key in the map p[0..n), or 0. */
+static inline uint32_t
+bc_zcount(const uint8_t *p, size_t n, const char *key)
+{
+    const uint8_t *v;
+    size_t vl;
+    struct ing_mp_obj o;
+    if (ing_mp_map_get(p, n, key, strlen(key), &v, &vl) != 0 || ing_mp_read(&v, v + vl, &o) != 0 ||
+        o.type != ING_MP_ARRAY)
+        return 0;
+    return o.v.n;
+}
+
+/* bc_zclient_msg handles one message received by a ZeroMQ client. Returns 0 or -1. */
+static inline int
+bc_zclient_msg(struct load *L, struct bc_conn *c, const uint8_t *p, size_t n, uint64_t now)
+{
+    const uint8_t *id, *kind = NULL;
+    uint32_t il, kl = 0;
+    switch (bc_zclass(L->zrel, p, n)) {
+    case ING_PONG:
+        c->pongs++;
+        return 0;
+    case ING_PING:
+        return bc_zsend_type(L, c, ING_PONG);
+    case ING_BACKEND_UPDATE_ENVIRONMENTS:
+        c->updates++;
+        if (memmem(p, n, "\xa7" "default", 8) != NULL)
+            c->env_default = true;
+        return 0;
+    case ING_BACKEND_JOB_STARTED:
+        L->started++;
+        return 0;
+    case ING_BACKEND_JOB_DONE: {
+        const uint8_t *v;
+        size_t vl;
+        struct ing_mp_obj o;
+        if (bc_zstr(p, n, "job_id", &id, &il) != 0) {
+            L->bad++;
+            return 0;
+        }
+        if (ing_mp_map_get(p, n, "result", 6, &v, &vl) == 0 && ing_mp_read(&v, v + vl, &o) == 0 &&
+            o.type == ING_MP_ARRAY && o.v.n >= 1 && ing_mp_read(&v, v + vl, &o) == 0 &&
+            o.type == ING_MP_STR) {
+            kind = o.v.s.p;
+            kl = o.v.s.len;
+        }
+        return bc_job_done(L, c, id, il, kind, kl, now);
+    }
+    case ING_BACKEND_GET_QUEUE:
+        L->queue_running = bc_zcount(p, n, "jobs_running");
+        L->queue_waiting = bc_zcount(p, n, "jobs_waiting");
+        L->queue_answers++;
+        L->t_queue = now;
+        return 0;
+    case ING_UNKNOWN:
+        return bc_fail(L, "client %u: the backend answered Unknown (not registered?)", c->idx);
+    default:
+        return 0;
+    }
+}
+
+/* bc_zagent_msg handles one message received by a ZeroMQ agent. Returns 0 or -1. */
+static inline int
+bc_zagent_msg(struct load *L, struct bc_conn *c, const uint8_t *p, size_t n)
+{
+    const uint8_t *id;
+    uint32_t il;
+    switch (bc_zclass(L->zrel, p, n)) {
+    case ING_PING:
+        return bc_zsend_type(L, c, ING_PONG);
+    case ING_BACKEND_NEW_JOB:
+        if (bc_zstr(p, n, "job_id", &id, &il) != 0)
+            return bc_fail(L, "agent %u: bad BackendNewJob", c->idx);
+        c->handled++;
+        if (il == BC_TOKLEN) {
+            const struct bc_tmpl *t = &L->reply;
+            uint8_t *o = bc_out(L, c, t->len);
+            if (o == NULL)
+                return -1;
+            memcpy(o, t->frame, t->len);
+            memcpy(o + t->id_off[0], id, BC_TOKLEN);
+            memcpy(o + t->id_off[1], id, BC_TOKLEN);
+            buf_produce(&c->out, t->len);
+            return 0;
+        }
+        return bc_zanswer(L, c, (const char *)id, il, true, "success");
+    case ING_BACKEND_KILL_JOB:
+        if (bc_zstr(p, n, "job_id", &id, &il) != 0)
+            return bc_fail(L, "agent %u: bad BackendKillJob", c->idx);
+        return bc_zanswer(L, c, (const char *)id, il, false, "killed");
+    default:
+        return 0;
+    }
+}
+
+/* bc_zcommand handles a ZMTP command of c: READY (once), PING (PONG), ERROR (fatal). */
+static inline int
+bc_zcommand(struct load *L, struct bc_conn *c, const uint8_t *b, size_t n)
+{
+    const char *who = c->role == ING_ROLE_AGENT ? "agent" : "client";
+    size_t nl = n > 0 ? b[0] : 0;
+    if (n < 1 + nl)
+        return bc_fail(L, "%s %u: malformed ZMTP command", who, c->idx);
+    if (nl == 5 && memcmp(b + 1, "READY", 5) == 0) {
+        c->zst = 2;
+        return 0;
+    }
+    if (nl == 5 && memcmp(b + 1, "ERROR", 5) == 0)
+        return bc_fail(L, "%s %u: ZMTP ERROR from the backend: %.*s", who, c->idx,
+                       n > 7 ? (int)(n - 7) : 0, (const char *)b + 7);
+    if (nl == 4 && memcmp(b + 1, "PING", 4) == 0 && n >= 7) {
+        uint8_t pong[32];
+        size_t cl = n - 7 > ZMTP_PING_CONTEXT_MAX ? ZMTP_PING_CONTEXT_MAX : n - 7;
+        ssize_t pl = zmtp_pong(pong, sizeof(pong), b + 7, cl);
+        uint8_t *o = pl > 0 ? bc_out(L, c, (size_t)pl) : NULL;
+        if (o == NULL)
+            return -1;
+        memcpy(o, pong, (size_t)pl);
+        buf_produce(&c->out, (size_t)pl);
+    }
+    return 0;
+}
+
+/* bc_zinput handles every complete ZMTP unit in c's input. Returns 0 or -1. */
+static inline int
+bc_zinput(struct load *L, struct bc_conn *c, uint64_t now)
+{
+    const char *who = c->role == ING_ROLE_AGENT ? "agent" : "client";
+    if (c->zst == 0) {
+        if (buf_len(&c->in) < ZMTP_GREETING_LEN)
+            return 0;
+        const uint8_t *g = buf_head(&c->in);
+        if (g[0] != 0xff || g[9] != 0x7f || g[10] < 3)
+            return bc_fail(L, "%s %u: not a ZMTP 3 greeting", who, c->idx);
+        buf_consume(&c->in, ZMTP_GREETING_LEN);
+        c->zst = 1;
+    }
+    while (buf_len(&c->in) >= 2) {
+        const uint8_t *p = buf_head(&c->in);
+        size_t avail = buf_len(&c->in), hl = p[0] & ZMTP_F_LONG ? 9 : 2;
+        if (p[0] & ~(ZMTP_F_MORE | ZMTP_F_LONG | ZMTP_F_COMMAND))
+            return bc_fail(L, "%s %u: bad ZMTP flags 0x%02x", who, c->idx, p[0]);
+        if (avail < hl)
+            break;
+        uint64_t bl = hl == 2 ? p[1] : get_u64be(p + 1);
+        if (bl > BC_MAX_BODY)
+            return bc_fail(L, "%s %u: ZMTP frame of %llu bytes", who, c->idx,
+                           (unsigned long long)bl);
+        if (avail - hl < bl)
+            break;
+        const uint8_t *b = p + hl;
+        int rc = 0;
+        if (p[0] & ZMTP_F_COMMAND)
+            rc = bc_zcommand(L, c, b, (size_t)bl);
+        else if (c->zst != 2)
+            rc = bc_fail(L, "%s %u: a message before READY", who, c->idx);
+        else if (p[0] & ZMTP_F_MORE)
+            rc = 0; /* a routing frame: the message is its last frame */
+        else if (L->verify && L->zrel != BC_ZREL_V06 &&
+                 zmq_msg_decode(b, (size_t)bl, &(struct ing_msg){0}, NULL) != 0)
+            rc = bc_fail(L, "%s %u: a message that does not decode", who, c->idx);
+        else if (L->verify && ing_mp_validate(b, (size_t)bl, ING_MP_MAX_DEPTH) != 0)
+            rc = bc_fail(L, "%s %u: a message that is not msgpack", who, c->idx);
+        else
+            rc = c->role == ING_ROLE_CLIENT ? bc_zclient_msg(L, c, b, (size_t)bl, now)
+                                            : bc_zagent_msg(L, c, b, (size_t)bl);
+        if (rc != 0)
+            return -1;
+        buf_consume(&c->in, hl + (size_t)bl);
+    }
+    return 0;
+}
+
 /* bc_read reads what c has (bounded) and handles every complete frame. Returns 0 or -1
  * (the server closed, an error frame, a bad frame). */
 static inline int
@@ -913,6 +1531,13 @@ bc_read(struct load *L, struct bc_conn *c)
         }
         buf_produce(&c->in, (size_t)r);
         uint64_t now = bc_now_ns(); /* one stamp per read: these frames arrived together */
+        if (c->zmq) {
+            if (bc_zinput(L, c, now) != 0)
+                return -1;
+            if ((size_t)r < room)
+                return 0;
+            continue;
+        }
         while (buf_len(&c->in) >= ING_HDR_LEN) {
             const uint8_t *p = buf_head(&c->in);
             uint32_t blen = get_u32be(p);

@@ -47,6 +47,8 @@ struct opts {
     const char *extra[16];                /* more arguments for a spawned backend */
     int nextra;
     bool pin, verify, quiet;
+    bool zmq;     /* --dialect zmq */
+    uint8_t zrel; /* --zmq-release: enum bc_zrel */
     int server_cpu, loadgen_cpu;
 };
 
@@ -84,6 +86,7 @@ usage(FILE *f)
                "               [--max-seconds T] [--backend PATH] [--backend-arg ARG]...\n"
                "               [--backend-agent ADDR --backend-client ADDR [--backend-pid PID]]\n"
                "               [--parked N] [--no-pin] [--server-cpu C] [--loadgen-cpu C]\n"
+               "               [--dialect native|zmq] [--zmq-release main|v0.8|v0.6]\n"
                "               [--verify] [--quiet]\n"
                "\n"
                "  --mode MODE        lifecycle (throughput), latency (one job in flight), enqueue\n"
@@ -105,7 +108,11 @@ usage(FILE *f)
                "  --parked N         first park N jobs in docker/parked, which no agent provides,\n"
                "                     from one more client, idle and connected during the run (0)\n"
                "  --no-pin           do not pin the backend to CPU 0 and this program to CPU 1\n"
-               "  --verify           decode every received frame with the library codec\n"
+               "  --dialect D        native (proto.md) or zmq: ZMTP 3.1 DEALERs speaking INGInious'\n"
+               "                     msgpack messages, as the webapp and the agents do (native)\n"
+               "  --zmq-release R    the zmq messages of INGInious main (v0.8.6 on), v0.8\n"
+               "                     (v0.8.0-v0.8.5 agents) or v0.6 (v0.5-v0.6.2) (main)\n"
+               "  --verify           decode every received frame (message) with the library codec\n"
                "  --quiet            no table on stderr\n");
 }
 
@@ -140,6 +147,8 @@ enum {
     OPT_SERVER_CPU,
     OPT_LOADGEN_CPU,
     OPT_VERIFY,
+    OPT_DIALECT,
+    OPT_ZMQ_RELEASE,
     OPT_QUIET,
     OPT_HELP,
 };
@@ -163,6 +172,8 @@ static const struct option options[] = {
     {"server-cpu", required_argument, NULL, OPT_SERVER_CPU},
     {"loadgen-cpu", required_argument, NULL, OPT_LOADGEN_CPU},
     {"verify", no_argument, NULL, OPT_VERIFY},
+    {"dialect", required_argument, NULL, OPT_DIALECT},
+    {"zmq-release", required_argument, NULL, OPT_ZMQ_RELEASE},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
@@ -251,6 +262,18 @@ parse_opts(int argc, char **argv, struct opts *o)
             break;
         case OPT_VERIFY:
             o->verify = true;
+            break;
+        case OPT_DIALECT:
+            if (strcmp(optarg, "native") != 0 && strcmp(optarg, "zmq") != 0)
+                goto bad;
+            o->zmq = strcmp(optarg, "zmq") == 0;
+            break;
+        case OPT_ZMQ_RELEASE:
+            for (v = 0; v < 3 && strcmp(optarg, bc_zrel_names[v]) != 0; v++)
+                ;
+            if (v == 3)
+                goto bad;
+            o->zrel = (uint8_t)v;
             break;
         case OPT_QUIET:
             o->quiet = true;
@@ -443,19 +466,19 @@ clients_ready(const struct load *L, uint64_t n)
 static bool
 agents_ready(const struct load *L, uint64_t n)
 {
-    return bc_all_pongs(L, ING_ROLE_AGENT, n);
+    return bc_agents_ready(L, n);
 }
 
 static bool
 all_done(const struct load *L, uint64_t n)
 {
-    return L->done >= n;
+    return bc_all_done(L, n);
 }
 
 static bool
 queue_answered(const struct load *L, uint64_t n)
 {
-    return L->queue_answers >= n;
+    return bc_queue_answered(L, n);
 }
 
 /* run_until polls until until(L, arg) holds. Returns 0, or -1 (L->err), -2 (deadline),
@@ -619,13 +642,15 @@ print_result(const struct opts *o, const struct load *L, struct result *r, size_
            "p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f mean_us=%.1f "
            "started=%llu lost=%llu dup=%llu bad=%llu errors=%llu server_cpu_s=%.3f "
            "server_sched_s=%.3f server_cpu_us_per_job=%.3f server_hwm_kb=%ld server_rss_kb=%ld "
-           "loadgen_cpu_s=%.3f parked=%lld",
+           "loadgen_cpu_s=%.3f parked=%lld dialect=%s",
            r->status, mode_names[o->mode], o->jobs, (unsigned long long)r->done, o->payload,
            body_len, o->clients, enq || drain ? 0 : o->window, o->agents, o->slots, r->secs,
            r->jobs_per_s, r->pct.p50, r->pct.p90, r->pct.p99, r->pct.p999, r->pct.max, r->pct.mean,
            (unsigned long long)L->started, (unsigned long long)r->lost, (unsigned long long)r->dup,
            (unsigned long long)L->bad, (unsigned long long)L->errors, cpu, sched, per_job,
-           r->hwm_kb, r->rss_kb, r->self1 - r->self0, o->parked);
+           r->hwm_kb, r->rss_kb, r->self1 - r->self0, o->parked, o->zmq ? "zmq" : "native");
+    if (o->zmq)
+        printf(" zmq_release=%s", bc_zrel_names[o->zrel]);
     if (enq)
         printf(" rss_idle_kb=%ld rss_after_kb=%ld bytes_per_job=%.1f overhead_per_job=%.1f "
                "queue_waiting=%u queue_ms=%.1f",
@@ -634,8 +659,9 @@ print_result(const struct opts *o, const struct load *L, struct result *r, size_
     fflush(stdout);
     if (o->quiet)
         return;
-    fprintf(stderr, "loadgen: %s, %lld jobs, inputdata %lld B (ClientNewJob body %zu B), ",
-            mode_names[o->mode], o->jobs, o->payload, body_len);
+    fprintf(stderr, "loadgen: %s, %s dialect, %lld jobs, inputdata %lld B (ClientNewJob %s %zu B), ",
+            mode_names[o->mode], o->zmq ? "zmq" : "native", o->jobs, o->payload,
+            o->zmq ? "message" : "body", body_len);
     if (enq)
         fprintf(stderr, "%lld clients flooding, no agent\n", o->clients);
     else if (drain)
@@ -741,12 +767,13 @@ main(int argc, char **argv)
     struct bc_tmpl job;
     size_t body_len = 0;
     memset(&job, 0, sizeof(job));
-    if (bc_job_tmpl(&job, (uint32_t)o.payload, 0, "default", &body_len) != 0) {
+    if ((o.zmq ? bc_zjob_tmpl(&job, (uint32_t)o.payload, 0, "default", o.zrel, &body_len)
+               : bc_job_tmpl(&job, (uint32_t)o.payload, 0, "default", &body_len)) != 0) {
         fprintf(stderr, "loadgen: cannot encode the job\n");
         return 1;
     }
     struct load L;
-    if (bc_load_init(&L, (uint64_t)o.jobs) != 0) {
+    if (bc_load_init(&L, (uint64_t)o.jobs) != 0 || (o.zmq && bc_load_dialect(&L, o.zrel) != 0)) {
         fprintf(stderr, "loadgen: out of memory\n");
         bc_load_fini(&L);
         free(job.frame);
@@ -777,8 +804,11 @@ main(int argc, char **argv)
     struct load P;
     memset(&ptmpl, 0, sizeof(ptmpl));
     int rc = bc_load_init(&P, (uint64_t)o.parked);
+    if (rc == 0 && o.zmq)
+        rc = bc_load_dialect(&P, o.zrel);
     if (rc == 0 && o.parked > 0)
-        rc = bc_job_tmpl(&ptmpl, (uint32_t)o.payload, 0, "parked", &pbody) != 0
+        rc = (o.zmq ? bc_zjob_tmpl(&ptmpl, (uint32_t)o.payload, 0, "parked", o.zrel, &pbody)
+                    : bc_job_tmpl(&ptmpl, (uint32_t)o.payload, 0, "parked", &pbody)) != 0
                  ? -1
                  : park(&o, &P, &ptmpl, caddr, deadline);
     if (rc == 0)

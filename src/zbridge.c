@@ -67,9 +67,33 @@ zconn_raw(struct zconn *z, const void *p, size_t n)
     srv_conn_produce(z->c, n);
 }
 
-/* zconn_encode sends m to z's peer in the shape of its release (opts: ZMQ_ENC_*). */
+/* zconn_encode_direct encodes m (main dialect) straight into z's output as one frame, when
+ * it takes at most bound bytes: the hot path, without a copy through the scratch writer.
+ * Returns 0, or -ENOMEM (it does not fit: nothing produced), or another encoder error. */
+static int
+zconn_encode_direct(struct zconn *z, const struct ing_msg *m, unsigned opts, size_t bound)
+{
+    struct zbridge *zb = z->zb;
+    uint8_t *dst = srv_conn_reserve(z->c, ZMTP_HDR_MAX + bound);
+    if (dst == NULL)
+        return 0; /* z's connection was dropped (output limit, no memory): nothing to send */
+    struct ing_mp_writer w;
+    ing_mp_writer_init(&w, dst + ZMTP_HDR_MAX, bound);
+    int rc = zmq_msg_encode_opt(
+        m, &w, zb->job_field ? ZMQ_JOB_FIELD_TASKSET_ID : ZMQ_JOB_FIELD_COURSE_ID, opts);
+    if (rc != 0)
+        return rc;
+    size_t hl = zmtp_frame_header(dst, w.len, false);
+    if (hl < ZMTP_HDR_MAX) /* short form: the body moves up to the 2-byte header */
+        memmove(dst + hl, dst + ZMTP_HDR_MAX, w.len);
+    srv_conn_produce(z->c, hl + w.len);
+    return 0;
+}
+
+/* zconn_encode sends m to z's peer in the shape of its release (opts: ZMQ_ENC_*). bound:
+ * a size the message most likely fits in, to encode it in place (0: unknown). */
 static void
-zconn_encode(struct zconn *z, const struct ing_msg *m, unsigned opts)
+zconn_encode(struct zconn *z, const struct ing_msg *m, unsigned opts, size_t bound)
 {
     struct zbridge *zb = z->zb;
     switch (m->type) {
@@ -86,6 +110,17 @@ zconn_encode(struct zconn *z, const struct ing_msg *m, unsigned opts)
     w->err = 0;
     if (m->type == ING_BACKEND_KILL_JOB && z->release == ZMQ_AGENT_V07)
         opts |= ZMQ_ENC_KILL_NO_STATE;
+    if (bound > 0 && !z->legacy) {
+        int drc = zconn_encode_direct(z, m, opts, bound);
+        if (drc == 0)
+            return;
+        if (drc != -ENOMEM) {
+            log_msg(LOG_ERR, "%s: cannot encode %s for ZeroMQ: %s", srv_conn_name(z->c),
+                    ing_msg_type_name(m->type), strerror(-drc));
+            return;
+        }
+        /* larger than expected: through the scratch writer */
+    }
     int rc =
         z->legacy
             ? zmq_msg_legacy_encode(m, w)
@@ -106,6 +141,10 @@ zconn_encode(struct zconn *z, const struct ing_msg *m, unsigned opts)
     srv_conn_produce(z->c, hl + w->len);
 }
 
+/* What a message the backend makes itself (BackendJobStarted, a result, Pong, ...) most
+ * likely takes in the dialect: it is encoded in place when it fits. */
+#define ZB_SEND_BOUND 1024
+
 void
 zb_send(struct zconn *z, const struct ing_msg *m)
 {
@@ -121,11 +160,13 @@ zb_send(struct zconn *z, const struct ing_msg *m)
             struct ing_msg c = *m;
             c.u.result.stdout_.p = c.u.result.stderr_.p = NULL;
             c.u.result.stdout_.len = c.u.result.stderr_.len = 0;
-            zconn_encode(z, &c, 0);
+            zconn_encode(z, &c, 0, ZB_SEND_BOUND);
             return;
         }
     }
-    zconn_encode(z, m, 0);
+    /* In place unless it may be large (a queue snapshot, an environment list). */
+    bool large = m->type == ING_BACKEND_GET_QUEUE || m->type == ING_BACKEND_UPDATE_ENVIRONMENTS;
+    zconn_encode(z, m, 0, large ? 0 : ZB_SEND_BOUND);
 }
 
 /* scratch_reserve makes scratch s (of *cap bytes) at least n bytes. */
@@ -152,24 +193,142 @@ conv_reserve(struct zbridge *zb, size_t n)
     return scratch_reserve(&zb->conv, &zb->conv_cap, n);
 }
 
+/* ---- native bodies, read in place ----
+ *
+ * The bodies the backend relays (a job's spec, an agent's result) and those to_native makes
+ * were checked on their way in: by ing_msg_decode (native peers) or by zmq_msg_decode
+ * before to_native encoded them. nat_read reads them again without validating their UTF-8
+ * and msgpack a second time (the translation's main cost); every length is still checked
+ * against the body, and the bytes are only copied, never interpreted further. */
+struct ncur {
+    const uint8_t *p, *end;
+    bool ok;
+};
+
+static uint32_t
+nc_u32(struct ncur *c)
+{
+    if (!c->ok || c->end - c->p < 4) {
+        c->ok = false;
+        return 0;
+    }
+    uint32_t v = (uint32_t)c->p[0] << 24 | (uint32_t)c->p[1] << 16 | (uint32_t)c->p[2] << 8 |
+                 c->p[3];
+    c->p += 4;
+    return v;
+}
+
+static uint64_t
+nc_u64(struct ncur *c)
+{
+    uint64_t hi = nc_u32(c);
+    return hi << 32 | nc_u32(c);
+}
+
+/* nc_field reads a length-prefixed field; nil (length 0xFFFFFFFF) where nullable. */
+static void
+nc_field(struct ncur *c, struct ing_view *v, bool nullable)
+{
+    uint32_t n = nc_u32(c);
+    v->p = NULL;
+    v->len = 0;
+    if (!c->ok || (nullable && n == UINT32_MAX))
+        return;
+    if ((size_t)(c->end - c->p) < n) {
+        c->ok = false;
+        return;
+    }
+    v->p = (const char *)c->p;
+    v->len = n;
+    c->p += n;
+}
+
+static void
+nc_spec(struct ncur *c, struct ing_job_spec *j)
+{
+    nc_field(c, &j->job_id, false);
+    nc_field(c, &j->course_id, true);
+    nc_field(c, &j->task_id, true);
+    nc_field(c, &j->environment_type, false);
+    nc_field(c, &j->environment, false);
+    if (!c->ok || c->p == c->end || *c->p > ING_DEBUG_SSH) {
+        c->ok = false;
+        return;
+    }
+    j->debug = *c->p++;
+    nc_field(c, &j->task_problems, false);
+    nc_field(c, &j->inputdata, false);
+    nc_field(c, &j->environment_parameters, false);
+}
+
+/* nat_read reads the native body[0..len) of a ClientNewJob, BackendNewJob, AgentJobDone or
+ * BackendJobDone into *m (views into body). Returns false for another type or a body whose
+ * lengths do not add up (the caller then decodes it the checked way). */
+static bool
+nat_read(uint8_t type, const uint8_t *body, size_t len, struct ing_msg *m)
+{
+    struct ncur c = {body, body + len, true};
+    memset(m, 0, sizeof(*m));
+    m->type = type;
+    switch (type) {
+    case ING_CLIENT_NEW_JOB:
+        m->u.new_job.priority = (int64_t)nc_u64(&c);
+        nc_field(&c, &m->u.new_job.launcher, false);
+        nc_spec(&c, &m->u.new_job.job);
+        break;
+    case ING_BACKEND_NEW_JOB:
+        nc_spec(&c, &m->u.job);
+        break;
+    case ING_AGENT_JOB_DONE:
+    case ING_BACKEND_JOB_DONE: {
+        struct ing_job_result *r = &m->u.result;
+        nc_field(&c, &r->job_id, false);
+        nc_field(&c, &r->result_kind, false);
+        nc_field(&c, &r->result_text, false);
+        uint64_t g = nc_u64(&c);
+        memcpy(&r->grade, &g, sizeof(r->grade));
+        nc_field(&c, &r->problems, false);
+        nc_field(&c, &r->tests, false);
+        nc_field(&c, &r->custom, false);
+        nc_field(&c, &r->state, false);
+        nc_field(&c, &r->archive, true);
+        nc_field(&c, &r->stdout_, true);
+        nc_field(&c, &r->stderr_, true);
+        break;
+    }
+    default:
+        return false;
+    }
+    return c.ok && c.p == c.end;
+}
+
+/* The msgpack message of a native body of len bytes most likely fits in this much: each
+ * field's key (with "@type" and the class name: under 64 bytes each) and a header no longer
+ * than the native length prefix. zconn_encode tries it in place first. */
+#define ZB_MP_BOUND(len) ((len) + 16 * 64)
+
 void
 zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
 {
-    /* A native body: decode it (views) and encode it in the dialect. */
-    /* Its own scratch: body may be a peer's message still in conv (an agent's result being
-     * relayed while it is handled). */
-    uint8_t *p = scratch_reserve(&z->zb->rel, &z->zb->rel_cap, ING_HDR_LEN + len);
+    /* A native body: read it (views) and encode it in the dialect. */
     struct ing_msg m;
-    if (p == NULL) {
-        log_msg(LOG_ERR, "%s: out of memory converting %s", srv_conn_name(z->c),
-                ing_msg_type_name(type));
-        return;
-    }
-    ing_frame_header(p, type, (uint32_t)len);
-    memcpy(p + ING_HDR_LEN, body, len);
-    if (ing_msg_decode(p, ING_HDR_LEN + len, UINT32_MAX, &m) <= 0) {
-        log_msg(LOG_ERR, "%s: cannot convert %s", srv_conn_name(z->c), ing_msg_type_name(type));
-        return;
+    if (!nat_read(type, body, len, &m)) {
+        /* The other types, decoded the checked way in their own scratch: body may be a
+         * peer's message still in conv (an agent's result being relayed while it is
+         * handled). */
+        uint8_t *p = scratch_reserve(&z->zb->rel, &z->zb->rel_cap, ING_HDR_LEN + len);
+        if (p == NULL) {
+            log_msg(LOG_ERR, "%s: out of memory converting %s", srv_conn_name(z->c),
+                    ing_msg_type_name(type));
+            return;
+        }
+        ing_frame_header(p, type, (uint32_t)len);
+        memcpy(p + ING_HDR_LEN, body, len);
+        if (ing_msg_decode(p, ING_HDR_LEN + len, UINT32_MAX, &m) <= 0) {
+            log_msg(LOG_ERR, "%s: cannot convert %s", srv_conn_name(z->c),
+                    ing_msg_type_name(type));
+            return;
+        }
     }
     /* An agent's integer grade is relayed as an integer, as Python relays it: the result
      * being handled (zconn_message) is the one relayed here. */
@@ -183,22 +342,33 @@ zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
         m.u.result.job_id.len == zb->int_grade_job.len &&
         memcmp(m.u.result.job_id.p, zb->int_grade_job.p, m.u.result.job_id.len) == 0)
         opts |= ZMQ_ENC_GRADE_INT;
-    zconn_encode(z, &m, opts);
+    zconn_encode(z, &m, opts, ZB_MP_BOUND(len));
 }
 
-/* to_native re-encodes a decoded dialect message in the native format, so the backend can
- * store and relay its body; *out views point into the bridge's scratch. */
+/* to_native re-encodes a decoded dialect message (of mn msgpack bytes) in the native
+ * format, so the backend can store and relay its body; *out views point into the bridge's
+ * scratch. */
 static int
-to_native(struct zbridge *zb, const struct ing_msg *m, struct ing_msg *out, const uint8_t **body,
-          size_t *len)
+to_native(struct zbridge *zb, const struct ing_msg *m, size_t mn, struct ing_msg *out,
+          const uint8_t **body, size_t *len)
 {
-    size_t n = ing_msg_size(m);
-    uint8_t *p = n ? conv_reserve(zb, n) : NULL;
-    if (p == NULL || ing_msg_encode(m, p, n) != (ssize_t)n ||
-        ing_msg_decode(p, n, UINT32_MAX, out) != (ssize_t)n)
+    /* The native frame is no larger than the message plus a 4-byte prefix per field and the
+     * header, unless a value was widened (an integer grade, a nil made a str): then sized. */
+    size_t cap = ING_HDR_LEN + mn + 16 * 8;
+    uint8_t *p = conv_reserve(zb, cap);
+    ssize_t n = p != NULL ? ing_msg_encode(m, p, cap) : -ENOMEM;
+    if (n == -ENOMEM) {
+        cap = ing_msg_size(m);
+        p = cap > 0 ? conv_reserve(zb, cap) : NULL;
+        n = p != NULL ? ing_msg_encode(m, p, cap) : -ENOMEM;
+    }
+    if (n < ING_HDR_LEN)
         return -EPROTO;
     *body = p + ING_HDR_LEN;
-    *len = n - ING_HDR_LEN;
+    *len = (size_t)n - ING_HDR_LEN;
+    if (!nat_read(m->type, *body, *len, out) &&
+        ing_msg_decode(p, (size_t)n, UINT32_MAX, out) != n)
+        return -EPROTO;
     return 0;
 }
 
@@ -352,22 +522,32 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
                 ev->u.msg.nframes);
     memset(&m, 0, sizeof(m));
     /* A v0.5 - v0.6.2 message is read as its main-dialect equivalent; the peer is then
-     * answered in its own dialect. */
+     * answered in its own dialect. Such a message has no "@type", so that the main
+     * dialect's decoder refuses it: a peer not yet known to speak v0.5 - v0.6.2 is tried
+     * in the main dialect first (no look for "type" in every message), a legacy one in its
+     * own. */
     const uint8_t *mp = f->p;
     size_t mn = f->len;
-    int rc = zmq_msg_legacy_to_main(mp, mn, &zb->legacy, &why);
-    if (rc == 0) {
-        if (!z->legacy)
-            log_msg(LOG_INFO, "%s: speaks INGInious v0.5 - v0.6.2", srv_conn_name(c));
-        z->legacy = true;
-        mp = zb->legacy.buf;
-        mn = zb->legacy.len;
-    } else if (rc != -ENOENT) {
-        log_msg(LOG_WARN, "%s: undecodable message dropped (%s)", srv_conn_name(c),
-                why != NULL ? why : strerror(-rc));
-        return;
+    unsigned how = 0;
+    int rc = z->legacy ? -EPROTO : zmq_msg_decode_ex(mp, mn, &m, &why, &how);
+    if (rc == -EPROTO) {
+        const char *lwhy = NULL;
+        int lrc = zmq_msg_legacy_to_main(mp, mn, &zb->legacy, &lwhy);
+        if (lrc == 0) {
+            if (!z->legacy)
+                log_msg(LOG_INFO, "%s: speaks INGInious v0.5 - v0.6.2", srv_conn_name(c));
+            z->legacy = true;
+            mp = zb->legacy.buf;
+            mn = zb->legacy.len;
+            rc = zmq_msg_decode_ex(mp, mn, &m, &why, &how);
+        } else if (lrc != -ENOENT) {
+            log_msg(LOG_WARN, "%s: undecodable message dropped (%s)", srv_conn_name(c),
+                    lwhy != NULL ? lwhy : strerror(-lrc));
+            return;
+        } else if (z->legacy) {
+            rc = zmq_msg_decode_ex(mp, mn, &m, &why, &how); /* a main-dialect message */
+        }
     }
-    rc = zmq_msg_decode(mp, mn, &m, &why);
     struct be_client *client = srv_conn_client(c);
     if (rc < 0 && z->role == ING_ROLE_CLIENT && !be_client_registered(client) &&
         (m.type == ING_CLIENT_NEW_JOB || m.type == ING_CLIENT_KILL_JOB ||
@@ -409,7 +589,7 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
     }
     if (m.type == ING_CLIENT_NEW_JOB || m.type == ING_AGENT_JOB_DONE ||
         m.type == ING_AGENT_JOB_SSH_DEBUG) {
-        if (to_native(zb, &m, &nm, &body, &len) != 0) {
+        if (to_native(zb, &m, mn, &nm, &body, &len) != 0) {
             log_msg(LOG_WARN, "%s: %s cannot be converted: dropped", srv_conn_name(c),
                     ing_msg_type_name(m.type));
             if (m.type == ING_AGENT_JOB_DONE && z->role == ING_ROLE_AGENT)
@@ -428,7 +608,7 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
                 : shape.release == ZMQ_AGENT_V08 ? "v0.8.0-v0.8.5 (SSH routing)"
                                                  : "v0.8.6 or later");
     }
-    if (m.type == ING_AGENT_JOB_DONE && zmq_msg_grade_is_int(mp, mn)) {
+    if (m.type == ING_AGENT_JOB_DONE && (how & ZMQ_DEC_GRADE_INT)) {
         zb->int_grade = true;
         zb->int_grade_job = nm.u.result.job_id;
     }

@@ -36,6 +36,7 @@ enum fk {
 
 struct field {
     const char *name;
+    uint8_t nlen;    /* strlen(name) */
     uint8_t kind;    /* enum fk */
     uint8_t flags;   /* F_* */
     uint16_t off;    /* offset of the value in struct ing_msg */
@@ -45,6 +46,7 @@ struct field {
 
 struct mtype {
     const char *name; /* the INGInious class name, the value of "@type" */
+    uint8_t nlen;     /* strlen(name) */
     uint8_t type;     /* enum ing_msg_type */
     uint8_t nfields;
     const struct field *fields;
@@ -53,122 +55,123 @@ struct mtype {
 #define OFF(member) ((uint16_t)offsetof(struct ing_msg, member))
 #define NF(a) ((uint8_t)(sizeof(a) / sizeof((a)[0])))
 #define MAX_FIELDS 16
+#define PAIRS_SEEN 16 /* pairs of a message zmq_msg_decode keeps from its first pass */
 
 #define COURSE_KEY "course_id"
 #define TASKSET_KEY "taskset_id"
 #define TYPE_KEY "@type"
 
 static const struct field f_client_hello[] = {
-    {"name", FK_STR, 0, OFF(u.client_hello.name), 0, "name is not a str"},
+    {"name", sizeof("name") - 1, FK_STR, 0, OFF(u.client_hello.name), 0, "name is not a str"},
 };
 
 static const struct field f_client_new_job[] = {
-    {"job_id", FK_STR, F_JOB_ID, OFF(u.new_job.job.job_id), 0, "job_id is not a str"},
-    {"priority", FK_I64, 0, OFF(u.new_job.priority), 0, "priority is not an integer"},
-    {COURSE_KEY, FK_NSTR, F_COURSE, OFF(u.new_job.job.course_id), 0,
+    {"job_id", sizeof("job_id") - 1, FK_STR, F_JOB_ID, OFF(u.new_job.job.job_id), 0, "job_id is not a str"},
+    {"priority", sizeof("priority") - 1, FK_I64, 0, OFF(u.new_job.priority), 0, "priority is not an integer"},
+    {COURSE_KEY, sizeof(COURSE_KEY) - 1, FK_NSTR, F_COURSE, OFF(u.new_job.job.course_id), 0,
      "course_id is not a str or nil"},
-    {"task_id", FK_NSTR, 0, OFF(u.new_job.job.task_id), 0, "task_id is not a str or nil"},
-    {"task_problems", FK_NMAP, 0, OFF(u.new_job.job.task_problems), 0,
+    {"task_id", sizeof("task_id") - 1, FK_NSTR, 0, OFF(u.new_job.job.task_id), 0, "task_id is not a str or nil"},
+    {"task_problems", sizeof("task_problems") - 1, FK_NMAP, 0, OFF(u.new_job.job.task_problems), 0,
      "task_problems is not a map"},
-    {"inputdata", FK_MAP, 0, OFF(u.new_job.job.inputdata), 0, "inputdata is not a map"},
-    {"environment_type", FK_STR, 0, OFF(u.new_job.job.environment_type), 0,
+    {"inputdata", sizeof("inputdata") - 1, FK_MAP, 0, OFF(u.new_job.job.inputdata), 0, "inputdata is not a map"},
+    {"environment_type", sizeof("environment_type") - 1, FK_STR, 0, OFF(u.new_job.job.environment_type), 0,
      "environment_type is not a str"},
-    {"environment", FK_STR, 0, OFF(u.new_job.job.environment), 0, "environment is not a str"},
-    {"environment_parameters", FK_MAP, 0, OFF(u.new_job.job.environment_parameters), 0,
+    {"environment", sizeof("environment") - 1, FK_STR, 0, OFF(u.new_job.job.environment), 0, "environment is not a str"},
+    {"environment_parameters", sizeof("environment_parameters") - 1, FK_MAP, 0, OFF(u.new_job.job.environment_parameters), 0,
      "environment_parameters is not a map"},
-    {"debug", FK_DEBUG, 0, OFF(u.new_job.job.debug), 0, "debug is not false, true or \"ssh\""},
-    {"launcher", FK_STR, 0, OFF(u.new_job.launcher), 0, "launcher is not a str"},
+    {"debug", sizeof("debug") - 1, FK_DEBUG, 0, OFF(u.new_job.job.debug), 0, "debug is not false, true or \"ssh\""},
+    {"launcher", sizeof("launcher") - 1, FK_STR, 0, OFF(u.new_job.launcher), 0, "launcher is not a str"},
 };
 
 static const struct field f_backend_new_job[] = {
-    {"job_id", FK_STR, F_JOB_ID, OFF(u.job.job_id), 0, "job_id is not a str"},
-    {COURSE_KEY, FK_NSTR, F_COURSE, OFF(u.job.course_id), 0, "course_id is not a str or nil"},
-    {"task_id", FK_NSTR, 0, OFF(u.job.task_id), 0, "task_id is not a str or nil"},
-    {"task_problems", FK_NMAP, 0, OFF(u.job.task_problems), 0, "task_problems is not a map"},
-    {"inputdata", FK_MAP, 0, OFF(u.job.inputdata), 0, "inputdata is not a map"},
-    {"environment_type", FK_STR, 0, OFF(u.job.environment_type), 0,
+    {"job_id", sizeof("job_id") - 1, FK_STR, F_JOB_ID, OFF(u.job.job_id), 0, "job_id is not a str"},
+    {COURSE_KEY, sizeof(COURSE_KEY) - 1, FK_NSTR, F_COURSE, OFF(u.job.course_id), 0, "course_id is not a str or nil"},
+    {"task_id", sizeof("task_id") - 1, FK_NSTR, 0, OFF(u.job.task_id), 0, "task_id is not a str or nil"},
+    {"task_problems", sizeof("task_problems") - 1, FK_NMAP, 0, OFF(u.job.task_problems), 0, "task_problems is not a map"},
+    {"inputdata", sizeof("inputdata") - 1, FK_MAP, 0, OFF(u.job.inputdata), 0, "inputdata is not a map"},
+    {"environment_type", sizeof("environment_type") - 1, FK_STR, 0, OFF(u.job.environment_type), 0,
      "environment_type is not a str"},
-    {"environment", FK_STR, 0, OFF(u.job.environment), 0, "environment is not a str"},
-    {"environment_parameters", FK_MAP, 0, OFF(u.job.environment_parameters), 0,
+    {"environment", sizeof("environment") - 1, FK_STR, 0, OFF(u.job.environment), 0, "environment is not a str"},
+    {"environment_parameters", sizeof("environment_parameters") - 1, FK_MAP, 0, OFF(u.job.environment_parameters), 0,
      "environment_parameters is not a map"},
-    {"debug", FK_DEBUG, 0, OFF(u.job.debug), 0, "debug is not false, true or \"ssh\""},
+    {"debug", sizeof("debug") - 1, FK_DEBUG, 0, OFF(u.job.debug), 0, "debug is not false, true or \"ssh\""},
 };
 
 /* ClientKillJob, BackendJobStarted, AgentJobStarted. */
 static const struct field f_ref[] = {
-    {"job_id", FK_STR, F_JOB_ID, OFF(u.ref.job_id), 0, "job_id is not a str"},
+    {"job_id", sizeof("job_id") - 1, FK_STR, F_JOB_ID, OFF(u.ref.job_id), 0, "job_id is not a str"},
 };
 
 static const struct field f_backend_kill_job[] = {
-    {"job_id", FK_STR, F_JOB_ID, OFF(u.kill.job_id), 0, "job_id is not a str"},
-    {"state", FK_STR, 0, OFF(u.kill.state), 0, "state is not a str"},
+    {"job_id", sizeof("job_id") - 1, FK_STR, F_JOB_ID, OFF(u.kill.job_id), 0, "job_id is not a str"},
+    {"state", sizeof("state") - 1, FK_STR, 0, OFF(u.kill.state), 0, "state is not a str"},
 };
 
 /* BackendJobDone, AgentJobDone. */
 static const struct field f_result[] = {
-    {"job_id", FK_STR, F_JOB_ID, OFF(u.result.job_id), 0, "job_id is not a str"},
-    {"result", FK_RESULT, 0, OFF(u.result.result_kind), OFF(u.result.result_text),
+    {"job_id", sizeof("job_id") - 1, FK_STR, F_JOB_ID, OFF(u.result.job_id), 0, "job_id is not a str"},
+    {"result", sizeof("result") - 1, FK_RESULT, 0, OFF(u.result.result_kind), OFF(u.result.result_text),
      "result is not an array [str, str]"},
-    {"grade", FK_F64, 0, OFF(u.result.grade), 0, "grade is not a number"},
-    {"problems", FK_MAP, 0, OFF(u.result.problems), 0, "problems is not a map"},
-    {"tests", FK_MAP, 0, OFF(u.result.tests), 0, "tests is not a map"},
-    {"custom", FK_MAP, 0, OFF(u.result.custom), 0, "custom is not a map"},
-    {"state", FK_STR, 0, OFF(u.result.state), 0, "state is not a str"},
-    {"archive", FK_BIN_NIL, 0, OFF(u.result.archive), 0, "archive is not a bin or nil"},
-    {"stdout", FK_NSTR, 0, OFF(u.result.stdout_), 0, "stdout is not a str or nil"},
-    {"stderr", FK_NSTR, 0, OFF(u.result.stderr_), 0, "stderr is not a str or nil"},
+    {"grade", sizeof("grade") - 1, FK_F64, 0, OFF(u.result.grade), 0, "grade is not a number"},
+    {"problems", sizeof("problems") - 1, FK_MAP, 0, OFF(u.result.problems), 0, "problems is not a map"},
+    {"tests", sizeof("tests") - 1, FK_MAP, 0, OFF(u.result.tests), 0, "tests is not a map"},
+    {"custom", sizeof("custom") - 1, FK_MAP, 0, OFF(u.result.custom), 0, "custom is not a map"},
+    {"state", sizeof("state") - 1, FK_STR, 0, OFF(u.result.state), 0, "state is not a str"},
+    {"archive", sizeof("archive") - 1, FK_BIN_NIL, 0, OFF(u.result.archive), 0, "archive is not a bin or nil"},
+    {"stdout", sizeof("stdout") - 1, FK_NSTR, 0, OFF(u.result.stdout_), 0, "stdout is not a str or nil"},
+    {"stderr", sizeof("stderr") - 1, FK_NSTR, 0, OFF(u.result.stderr_), 0, "stderr is not a str or nil"},
 };
 
 /* BackendJobSSHDebug, AgentJobSSHDebug. */
 static const struct field f_ssh[] = {
-    {"job_id", FK_STR, F_JOB_ID, OFF(u.ssh.job_id), 0, "job_id is not a str"},
-    {"host", FK_STR, 0, OFF(u.ssh.host), 0, "host is not a str"},
-    {"port", FK_U32, 0, OFF(u.ssh.port), 0, "port is not an integer in 0..2^32-1"},
-    {"user", FK_STR, 0, OFF(u.ssh.user), 0, "user is not a str"},
-    {"password", FK_STR, 0, OFF(u.ssh.password), 0, "password is not a str"},
+    {"job_id", sizeof("job_id") - 1, FK_STR, F_JOB_ID, OFF(u.ssh.job_id), 0, "job_id is not a str"},
+    {"host", sizeof("host") - 1, FK_STR, 0, OFF(u.ssh.host), 0, "host is not a str"},
+    {"port", sizeof("port") - 1, FK_U32, 0, OFF(u.ssh.port), 0, "port is not an integer in 0..2^32-1"},
+    {"user", sizeof("user") - 1, FK_STR, 0, OFF(u.ssh.user), 0, "user is not a str"},
+    {"password", sizeof("password") - 1, FK_STR, 0, OFF(u.ssh.password), 0, "password is not a str"},
 };
 
 static const struct field f_update_envs[] = {
-    {"available_environments", FK_MAP, 0, OFF(u.envs.environments), 0,
+    {"available_environments", sizeof("available_environments") - 1, FK_MAP, 0, OFF(u.envs.environments), 0,
      "available_environments is not a map"},
 };
 
 static const struct field f_get_queue[] = {
-    {"jobs_running", FK_QRUN, 0, OFF(u.queue.n_running), 0,
+    {"jobs_running", sizeof("jobs_running") - 1, FK_QRUN, 0, OFF(u.queue.n_running), 0,
      "jobs_running is not an array of 7-tuples"},
-    {"jobs_waiting", FK_QWAIT, 0, OFF(u.queue.n_waiting), 0,
+    {"jobs_waiting", sizeof("jobs_waiting") - 1, FK_QWAIT, 0, OFF(u.queue.n_waiting), 0,
      "jobs_waiting is not an array of 5-tuples"},
 };
 
 static const struct field f_agent_hello[] = {
-    {"friendly_name", FK_STR, 0, OFF(u.agent_hello.friendly_name), 0, "friendly_name is not a str"},
-    {"available_job_slots", FK_U32, 0, OFF(u.agent_hello.slots), 0,
+    {"friendly_name", sizeof("friendly_name") - 1, FK_STR, 0, OFF(u.agent_hello.friendly_name), 0, "friendly_name is not a str"},
+    {"available_job_slots", sizeof("available_job_slots") - 1, FK_U32, 0, OFF(u.agent_hello.slots), 0,
      "available_job_slots is not an integer in 0..2^32-1"},
-    {"available_environments", FK_MAP, 0, OFF(u.agent_hello.environments), 0,
+    {"available_environments", sizeof("available_environments") - 1, FK_MAP, 0, OFF(u.agent_hello.environments), 0,
      "available_environments is not a map"},
-    {"ssh_allowed", FK_BOOL_IGN, F_OPTIONAL, 0, 0, "ssh_allowed is not a bool"},
+    {"ssh_allowed", sizeof("ssh_allowed") - 1, FK_BOOL_IGN, F_OPTIONAL, 0, 0, "ssh_allowed is not a bool"},
 };
 
 static const struct mtype mtypes[] = {
-    {"ClientHello", ING_CLIENT_HELLO, NF(f_client_hello), f_client_hello},
-    {"ClientNewJob", ING_CLIENT_NEW_JOB, NF(f_client_new_job), f_client_new_job},
-    {"ClientKillJob", ING_CLIENT_KILL_JOB, NF(f_ref), f_ref},
-    {"ClientGetQueue", ING_CLIENT_GET_QUEUE, 0, NULL},
-    {"BackendUpdateEnvironments", ING_BACKEND_UPDATE_ENVIRONMENTS, NF(f_update_envs),
+    {"ClientHello", sizeof("ClientHello") - 1, ING_CLIENT_HELLO, NF(f_client_hello), f_client_hello},
+    {"ClientNewJob", sizeof("ClientNewJob") - 1, ING_CLIENT_NEW_JOB, NF(f_client_new_job), f_client_new_job},
+    {"ClientKillJob", sizeof("ClientKillJob") - 1, ING_CLIENT_KILL_JOB, NF(f_ref), f_ref},
+    {"ClientGetQueue", sizeof("ClientGetQueue") - 1, ING_CLIENT_GET_QUEUE, 0, NULL},
+    {"BackendUpdateEnvironments", sizeof("BackendUpdateEnvironments") - 1, ING_BACKEND_UPDATE_ENVIRONMENTS, NF(f_update_envs),
      f_update_envs},
-    {"BackendJobStarted", ING_BACKEND_JOB_STARTED, NF(f_ref), f_ref},
-    {"BackendJobDone", ING_BACKEND_JOB_DONE, NF(f_result), f_result},
-    {"BackendJobSSHDebug", ING_BACKEND_JOB_SSH_DEBUG, NF(f_ssh), f_ssh},
-    {"BackendGetQueue", ING_BACKEND_GET_QUEUE, NF(f_get_queue), f_get_queue},
-    {"BackendNewJob", ING_BACKEND_NEW_JOB, NF(f_backend_new_job), f_backend_new_job},
-    {"BackendKillJob", ING_BACKEND_KILL_JOB, NF(f_backend_kill_job), f_backend_kill_job},
-    {"AgentHello", ING_AGENT_HELLO, NF(f_agent_hello), f_agent_hello},
-    {"AgentJobStarted", ING_AGENT_JOB_STARTED, NF(f_ref), f_ref},
-    {"AgentJobDone", ING_AGENT_JOB_DONE, NF(f_result), f_result},
-    {"AgentJobSSHDebug", ING_AGENT_JOB_SSH_DEBUG, NF(f_ssh), f_ssh},
-    {"Ping", ING_PING, 0, NULL},
-    {"Pong", ING_PONG, 0, NULL},
-    {"Unknown", ING_UNKNOWN, 0, NULL},
+    {"BackendJobStarted", sizeof("BackendJobStarted") - 1, ING_BACKEND_JOB_STARTED, NF(f_ref), f_ref},
+    {"BackendJobDone", sizeof("BackendJobDone") - 1, ING_BACKEND_JOB_DONE, NF(f_result), f_result},
+    {"BackendJobSSHDebug", sizeof("BackendJobSSHDebug") - 1, ING_BACKEND_JOB_SSH_DEBUG, NF(f_ssh), f_ssh},
+    {"BackendGetQueue", sizeof("BackendGetQueue") - 1, ING_BACKEND_GET_QUEUE, NF(f_get_queue), f_get_queue},
+    {"BackendNewJob", sizeof("BackendNewJob") - 1, ING_BACKEND_NEW_JOB, NF(f_backend_new_job), f_backend_new_job},
+    {"BackendKillJob", sizeof("BackendKillJob") - 1, ING_BACKEND_KILL_JOB, NF(f_backend_kill_job), f_backend_kill_job},
+    {"AgentHello", sizeof("AgentHello") - 1, ING_AGENT_HELLO, NF(f_agent_hello), f_agent_hello},
+    {"AgentJobStarted", sizeof("AgentJobStarted") - 1, ING_AGENT_JOB_STARTED, NF(f_ref), f_ref},
+    {"AgentJobDone", sizeof("AgentJobDone") - 1, ING_AGENT_JOB_DONE, NF(f_result), f_result},
+    {"AgentJobSSHDebug", sizeof("AgentJobSSHDebug") - 1, ING_AGENT_JOB_SSH_DEBUG, NF(f_ssh), f_ssh},
+    {"Ping", sizeof("Ping") - 1, ING_PING, 0, NULL},
+    {"Pong", sizeof("Pong") - 1, ING_PONG, 0, NULL},
+    {"Unknown", sizeof("Unknown") - 1, ING_UNKNOWN, 0, NULL},
 };
 
 #define N_MTYPES (sizeof(mtypes) / sizeof(mtypes[0]))
@@ -199,11 +202,15 @@ cat(const struct ing_msg *m, uint16_t off)
     return (const char *)m + off;
 }
 
+/* bytes_eq tells whether p[0..len) is the text lit; it never reads lit past its end. */
 static bool
 bytes_eq(const uint8_t *p, size_t len, const char *lit)
 {
-    size_t n = strlen(lit);
-    return len == n && memcmp(p, lit, n) == 0;
+    size_t i;
+    for (i = 0; i < len; i++)
+        if (lit[i] == '\0' || (uint8_t)lit[i] != p[i])
+            return false;
+    return lit[i] == '\0';
 }
 
 static struct ing_view
@@ -610,10 +617,13 @@ find_type(const uint8_t *p, size_t len)
     return NULL;
 }
 
-/* Index of the field named p[0..len) in t, or -1. */
+/* Index of the field named p[0..len) in t, or -1. Field next is tried first: INGInious
+ * writes the fields in their declaration order, so it is the one after the previous key's. */
 static int
-find_field(const struct mtype *t, const uint8_t *p, size_t len)
+find_field(const struct mtype *t, const uint8_t *p, size_t len, int next)
 {
+    if (next >= 0 && next < t->nfields && bytes_eq(p, len, t->fields[next].name))
+        return next;
     for (int i = 0; i < t->nfields; i++) {
         const struct field *f = &t->fields[i];
         if (bytes_eq(p, len, f->name))
@@ -624,6 +634,252 @@ find_field(const struct mtype *t, const uint8_t *p, size_t len)
     return -1;
 }
 
+/* ---- the fast path: a message exactly as INGInious writes it ----
+ *
+ * INGInious writes a message's fields in their declaration order with "@type" last, each
+ * value of its documented type. decode_fast reads such a message in one pass: each key is
+ * the expected one, each value is checked as the full validation would check it (UTF-8 of
+ * every str, a map value validated whole), and decoded. Anything else (another key order,
+ * a coerced value, an unknown class, ...) returns -1 and the message goes through
+ * zmq_msg_decode's general path, which accepts or refuses it with its reason: this path
+ * accepts a subset of what that one accepts, and decodes it the same way. */
+
+/* fast_read is ing_mp_read with the headers INGInious' messages are made of read inline
+ * (fixstr, str8, fixmap, fixarray, nil, bool, float64, positive fixint); the others go to
+ * ing_mp_read. Same result, same bounds checks. */
+static inline int
+fast_read(const uint8_t **q, const uint8_t *end, struct ing_mp_obj *o)
+{
+    const uint8_t *p = *q;
+    if (p >= end)
+        return -EPROTO;
+    uint8_t b = *p;
+    size_t avail = (size_t)(end - p);
+    if (b >= 0xa0 && b <= 0xbf) {
+        uint32_t n = b & 0x1f;
+        if (avail < 1 + (size_t)n)
+            return -EPROTO;
+        o->type = ING_MP_STR;
+        o->v.s.p = p + 1;
+        o->v.s.len = n;
+        *q = p + 1 + n;
+        return 0;
+    }
+    if (b == 0xd9) {
+        if (avail < 2 || avail - 2 < p[1])
+            return -EPROTO;
+        o->type = ING_MP_STR;
+        o->v.s.p = p + 2;
+        o->v.s.len = p[1];
+        *q = p + 2 + p[1];
+        return 0;
+    }
+    if ((b & 0xf0) == 0x80 || (b & 0xf0) == 0x90) {
+        o->type = (b & 0xf0) == 0x80 ? ING_MP_MAP : ING_MP_ARRAY;
+        o->v.n = b & 0x0f;
+        *q = p + 1;
+        return 0;
+    }
+    if (b <= 0x7f) {
+        o->type = ING_MP_INT;
+        o->v.i = b;
+        *q = p + 1;
+        return 0;
+    }
+    if (b == 0xc0 || b == 0xc2 || b == 0xc3) {
+        o->type = b == 0xc0 ? ING_MP_NIL : ING_MP_BOOL;
+        o->v.b = b == 0xc3;
+        *q = p + 1;
+        return 0;
+    }
+    if (b == 0xcb) {
+        if (avail < 9)
+            return -EPROTO;
+        uint64_t u = 0;
+        for (int i = 1; i <= 8; i++)
+            u = u << 8 | p[i];
+        o->type = ING_MP_FLOAT;
+        memcpy(&o->v.f, &u, sizeof(o->v.f));
+        *q = p + 9;
+        return 0;
+    }
+    return ing_mp_read(q, end, o);
+}
+
+/* fast_utf8 checks a str payload: short ASCII inline, the rest by the full validator. */
+static bool
+fast_utf8(const uint8_t *p, uint32_t n)
+{
+    uint8_t any = 0;
+    if (n <= 64) {
+        for (uint32_t i = 0; i < n; i++)
+            any |= p[i];
+        if (any < 0x80)
+            return true;
+    }
+    return ing_mp_utf8_valid(p, n);
+}
+
+/* fast_value checks the value at *q (ending before end) for field f as the validation of
+ * the whole message would, in its canonical type only, decodes it into m as decode_value
+ * does, and advances *q past it. */
+static bool
+fast_value(const struct field *f, const uint8_t **q, const uint8_t *end, struct ing_msg *m)
+{
+    const uint8_t *v = *q;
+    struct ing_mp_obj o, e;
+    if (fast_read(q, end, &o) < 0)
+        return false;
+    switch ((enum fk)f->kind) {
+    case FK_STR:
+    case FK_NSTR:
+        if (o.type == ING_MP_NIL && f->kind == FK_NSTR) {
+            *view_at(m, f->off) = mkview(NULL, 0);
+            return true;
+        }
+        if (o.type != ING_MP_STR || !fast_utf8(o.v.s.p, o.v.s.len))
+            return false;
+        *view_at(m, f->off) = mkview(o.v.s.p, o.v.s.len);
+        return true;
+    case FK_MAP:
+    case FK_NMAP:
+        if (f->kind == FK_NMAP && o.type == ING_MP_NIL) {
+            *view_at(m, f->off) = mkview(v, 1);
+            return true;
+        }
+        if (o.type != ING_MP_MAP)
+            return false;
+        *q = v;
+        /* Two levels under the limit: the message's map and this one. Deeper values are
+         * left to the general path. */
+        if (ing_mp_skip(q, end, ING_MP_MAX_DEPTH - 2) < 0 ||
+            ing_mp_validate(v, (size_t)(*q - v), ING_MP_MAX_DEPTH - 2) != 0)
+            return false;
+        *view_at(m, f->off) = mkview(v, (size_t)(*q - v));
+        return true;
+    case FK_BIN_NIL:
+        if (o.type != ING_MP_NIL && o.type != ING_MP_BIN)
+            return false;
+        *view_at(m, f->off) = o.type == ING_MP_NIL ? mkview(NULL, 0) : mkview(o.v.s.p, o.v.s.len);
+        return true;
+    case FK_RESULT:
+        if (o.type != ING_MP_ARRAY || o.v.n != 2)
+            return false;
+        for (int i = 0; i < 2; i++) {
+            if (fast_read(q, end, &e) < 0 || e.type != ING_MP_STR ||
+                !fast_utf8(e.v.s.p, e.v.s.len))
+                return false;
+            *view_at(m, i == 0 ? f->off : f->off2) = mkview(e.v.s.p, e.v.s.len);
+        }
+        return true;
+    case FK_F64:
+        if (o.type != ING_MP_FLOAT)
+            return false;
+        memcpy(at(m, f->off), &o.v.f, sizeof(o.v.f));
+        return true;
+    case FK_I64:
+        if (o.type != ING_MP_INT)
+            return false;
+        memcpy(at(m, f->off), &o.v.i, sizeof(o.v.i));
+        return true;
+    case FK_DEBUG: {
+        uint8_t d;
+        if (o.type == ING_MP_BOOL)
+            d = o.v.b ? ING_DEBUG_ON : ING_DEBUG_OFF;
+        else if (o.type == ING_MP_STR && bytes_eq(o.v.s.p, o.v.s.len, "ssh"))
+            d = ING_DEBUG_SSH;
+        else
+            return false;
+        memcpy(at(m, f->off), &d, sizeof(d));
+        return true;
+    }
+    default: /* the other kinds (AgentHello, BackendGetQueue): the general path */
+        return false;
+    }
+}
+
+/* fast_key reads the key at *q and tells whether it is name, of len bytes (or, for the
+ * course field, taskset_id). */
+static bool
+fast_key(const uint8_t **q, const uint8_t *end, const char *name, size_t len, bool course)
+{
+    struct ing_mp_obj k;
+    if (fast_read(q, end, &k) < 0 || k.type != ING_MP_STR)
+        return false;
+    return (k.v.s.len == len && memcmp(k.v.s.p, name, len) == 0) ||
+           (course && bytes_eq(k.v.s.p, k.v.s.len, TASKSET_KEY));
+}
+
+/* decode_fast decodes p[0..n) into *m if it is written as INGInious writes it. Returns 0,
+ * or -1 (*m unspecified): use the general path. */
+static int
+decode_fast(const uint8_t *p, size_t n, struct ing_msg *m)
+{
+    const uint8_t *q = p, *end = p + n, *k0;
+    struct ing_mp_obj o, k;
+    const struct mtype *t = NULL;
+    if (fast_read(&q, end, &o) < 0 || o.type != ING_MP_MAP || o.v.n == 0)
+        return -1;
+    k0 = q;
+    if (fast_read(&q, end, &k) < 0 || k.type != ING_MP_STR)
+        return -1;
+    /* The class whose field list starts with the first key and has the pair count. Classes
+     * that share both share their field list too (AgentJobDone / BackendJobDone, ...). */
+    for (size_t i = 0; i < N_MTYPES && t == NULL; i++) {
+        const struct mtype *c = &mtypes[i];
+        if ((uint32_t)c->nfields + 1 != o.v.n)
+            continue;
+        if (c->nfields == 0 ? bytes_eq(k.v.s.p, k.v.s.len, TYPE_KEY)
+                            : bytes_eq(k.v.s.p, k.v.s.len, c->fields[0].name))
+            t = c;
+    }
+    if (t == NULL)
+        return -1;
+    memset(m, 0, sizeof(*m));
+    q = k0;
+    for (int i = 0; i < t->nfields; i++) {
+        const struct field *f = &t->fields[i];
+        if ((f->flags & F_OPTIONAL) || !fast_key(&q, end, f->name, f->nlen, f->flags & F_COURSE))
+            return -1;
+        if (!fast_value(f, &q, end, m))
+            return -1;
+    }
+    if (!fast_key(&q, end, TYPE_KEY, sizeof(TYPE_KEY) - 1, false) || fast_read(&q, end, &o) < 0 ||
+        o.type != ING_MP_STR || q != end)
+        return -1;
+    /* The class named: t or another class of the same field list. */
+    const struct mtype *named = NULL;
+    for (const struct mtype *c = t; c < mtypes + N_MTYPES && named == NULL; c++)
+        if (c->fields == t->fields && c->nfields == t->nfields &&
+            bytes_eq(o.v.s.p, o.v.s.len, c->name))
+            named = c;
+    if (named == NULL)
+        return -1;
+    m->type = named->type;
+    return 0;
+}
+
+/* zmq_msg_decode_ex decodes one msgpack message into *m, zero-copy, and tells how. */
+int
+zmq_msg_decode_ex(const uint8_t *p, size_t n, struct ing_msg *m, const char **why,
+                  unsigned *how)
+{
+    const char *reason = NULL;
+    *how = 0;
+    if (p != NULL && n <= UINT32_MAX && decode_fast(p, n, m) == 0) {
+        if (why != NULL)
+            *why = NULL;
+        return 0; /* a grade there is a float */
+    }
+    int rc = zmq_msg_decode(p, n, m, &reason);
+    if (why != NULL)
+        *why = reason;
+    if (rc == 0 && (m->type == ING_AGENT_JOB_DONE || m->type == ING_BACKEND_JOB_DONE) &&
+        zmq_msg_grade_is_int(p, n))
+        *how |= ZMQ_DEC_GRADE_INT;
+    return rc;
+}
+
 /* zmq_msg_decode decodes one msgpack message into *m, zero-copy. */
 int
 zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
@@ -632,6 +888,13 @@ zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
     const uint8_t *q, *end = p + n, *pairs;
     const uint8_t *val[MAX_FIELDS];
     size_t vlen[MAX_FIELDS];
+    /* The pairs as pass 1 found them (the first PAIRS_SEEN), so that pass 2 does not walk
+     * the values again. */
+    struct {
+        const uint8_t *k, *v;
+        uint32_t klen;
+        size_t vlen;
+    } pair[PAIRS_SEEN];
     const struct mtype *t = NULL;
     struct ing_mp_obj o, k;
     uint32_t npairs, seen = 0;
@@ -640,6 +903,8 @@ zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
     if (why == NULL)
         why = &unused;
     *why = NULL;
+    if (p != NULL && n <= UINT32_MAX && decode_fast(p, n, m) == 0)
+        return 0;
     memset(m, 0, sizeof(*m));
     if (n > UINT32_MAX)
         return bad(why, -EMSGSIZE, "message larger than 4 GiB");
@@ -668,24 +933,45 @@ zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
             if (t == NULL)
                 return bad(why, -EPROTO, "unknown @type");
         }
+        const uint8_t *v = q;
         if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
             return bad(why, -EPROTO, "not valid msgpack");
+        if (i < PAIRS_SEEN) {
+            pair[i].k = k.v.s.p;
+            pair[i].klen = k.v.s.len;
+            pair[i].v = v;
+            pair[i].vlen = (size_t)(q - v);
+        }
     }
     if (!have_type)
         return bad(why, -EPROTO, "no @type");
 
     /* Pass 2: exactly the fields of the class. */
     const char *key_err = NULL;
+    int next = 0;
     q = pairs;
     for (uint32_t i = 0; i < npairs; i++) {
-        if (ing_mp_read(&q, end, &k) < 0)
-            return bad(why, -EPROTO, "not valid msgpack");
-        const uint8_t *v = q;
-        if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
-            return bad(why, -EPROTO, "not valid msgpack");
+        const uint8_t *v;
+        size_t vl;
+        if (i < PAIRS_SEEN) {
+            k.v.s.p = pair[i].k;
+            k.v.s.len = pair[i].klen;
+            v = pair[i].v;
+            vl = pair[i].vlen;
+        } else {
+            if (i == PAIRS_SEEN)
+                q = pair[i - 1].v + pair[i - 1].vlen;
+            if (ing_mp_read(&q, end, &k) < 0)
+                return bad(why, -EPROTO, "not valid msgpack");
+            v = q;
+            if (ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) < 0)
+                return bad(why, -EPROTO, "not valid msgpack");
+            vl = (size_t)(q - v);
+        }
         if (bytes_eq(k.v.s.p, k.v.s.len, TYPE_KEY))
             continue;
-        int fi = find_field(t, k.v.s.p, k.v.s.len);
+        int fi = find_field(t, k.v.s.p, k.v.s.len, next);
+        next = fi + 1;
         if (fi < 0) {
             if (key_err == NULL)
                 key_err = "unexpected key for this @type";
@@ -698,7 +984,7 @@ zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
         }
         seen |= 1u << fi;
         val[fi] = v;
-        vlen[fi] = (size_t)(q - v);
+        vlen[fi] = vl;
     }
     for (int i = 0; i < t->nfields && key_err == NULL; i++) {
         if (!(seen & (1u << i)) && !(t->fields[i].flags & F_OPTIONAL))
@@ -896,6 +1182,175 @@ left_out(const struct ing_msg *m, const struct field *f, unsigned opts)
            f->off == OFF(u.kill.state);
 }
 
+/* ---- the fast path of the encoder ----
+ *
+ * When the writer already has room for the whole message (bounded from its views), the
+ * fields are written in place, without the writer's per-call checks: the same bytes as the
+ * put functions write. Otherwise, or for a message the general encoder must check (a NULL
+ * where a value is required, the queue's tuples), the general encoder runs. */
+
+/* fw_sized writes a str (fixtag 0xa0) or bin (fixtag 0) header for len bytes, then the
+ * bytes, at *o. */
+static inline uint8_t *
+fw_sized(uint8_t *o, bool str, const void *p, size_t len)
+{
+    if (str && len <= 31) {
+        *o++ = (uint8_t)(0xa0 | len);
+    } else if (len <= UINT8_MAX) {
+        *o++ = str ? 0xd9 : 0xc4;
+        *o++ = (uint8_t)len;
+    } else if (len <= UINT16_MAX) {
+        *o++ = str ? 0xda : 0xc5;
+        *o++ = (uint8_t)(len >> 8);
+        *o++ = (uint8_t)len;
+    } else {
+        *o++ = str ? 0xdb : 0xc6;
+        *o++ = (uint8_t)(len >> 24);
+        *o++ = (uint8_t)(len >> 16);
+        *o++ = (uint8_t)(len >> 8);
+        *o++ = (uint8_t)len;
+    }
+    if (len > 0)
+        memcpy(o, p, len);
+    return o + len;
+}
+
+/* fw_key writes the str key of len bytes (a name of this file: under 32 bytes, a fixstr)
+ * at o. */
+static inline uint8_t *
+fw_key(uint8_t *o, const char *key, size_t len)
+{
+    o[0] = (uint8_t)(0xa0 | len);
+    memcpy(o + 1, key, len);
+    return o + 1 + len;
+}
+
+/* fast_bound returns the most bytes m's fields can take (keys, "@type" and the map header
+ * included), or 0 when the general encoder must run. */
+static size_t
+fast_bound(const struct ing_msg *m, const struct mtype *t)
+{
+    size_t b = 5 + 2 * (1 + 31);
+    for (int i = 0; i < t->nfields; i++) {
+        const struct field *f = &t->fields[i];
+        const struct ing_view *v = cview_at(m, f->off);
+        b += 1 + 31;
+        switch ((enum fk)f->kind) {
+        case FK_STR:
+        case FK_NSTR:
+        case FK_BIN_NIL:
+            if (v->p == NULL && f->kind == FK_STR)
+                return 0;
+            b += 5 + (size_t)v->len;
+            break;
+        case FK_MAP:
+        case FK_NMAP:
+            if ((v->p == NULL && f->kind == FK_MAP) || (v->p != NULL && v->len == 0))
+                return 0;
+            b += 1 + (size_t)v->len;
+            break;
+        case FK_RESULT:
+            if (v->p == NULL || cview_at(m, f->off2)->p == NULL)
+                return 0;
+            b += 11 + (size_t)v->len + cview_at(m, f->off2)->len;
+            break;
+        case FK_F64:
+        case FK_I64:
+        case FK_U32:
+        case FK_DEBUG:
+        case FK_BOOL_IGN:
+            b += 9;
+            break;
+        default:
+            return 0;
+        }
+    }
+    return b;
+}
+
+/* encode_fast writes m's map (class t, the course field named key_course, NULL: its own
+ * name) at w's end, which has room for fast_bound bytes. Returns 0, or -EINVAL (w->len unchanged). */
+static int
+encode_fast(const struct ing_msg *m, const struct mtype *t, struct ing_mp_writer *w,
+            const char *key_course, uint32_t count, unsigned opts)
+{
+    size_t start = w->len;
+    uint8_t *o = w->buf + w->len;
+    if (count <= 15) {
+        *o++ = (uint8_t)(0x80 | count);
+    } else {
+        *o++ = 0xde;
+        *o++ = (uint8_t)(count >> 8);
+        *o++ = (uint8_t)count;
+    }
+    for (int i = 0; i < t->nfields; i++) {
+        const struct field *f = &t->fields[i];
+        if (left_out(m, f, opts) || f->kind == FK_BOOL_IGN)
+            continue;
+        if ((f->flags & F_COURSE) && key_course != NULL)
+            o = fw_key(o, key_course, strlen(key_course));
+        else
+            o = fw_key(o, f->name, f->nlen);
+        const struct ing_view *v = cview_at(m, f->off);
+        switch ((enum fk)f->kind) {
+        case FK_STR:
+        case FK_NSTR:
+        case FK_BIN_NIL:
+            if (v->p == NULL)
+                *o++ = 0xc0;
+            else
+                o = fw_sized(o, f->kind != FK_BIN_NIL, v->p, v->len);
+            break;
+        case FK_MAP:
+        case FK_NMAP:
+            if (v->p == NULL) {
+                *o++ = 0xc0;
+            } else {
+                memcpy(o, v->p, v->len);
+                o += v->len;
+            }
+            break;
+        case FK_RESULT: {
+            const struct ing_view *text = cview_at(m, f->off2);
+            *o++ = 0x92;
+            o = fw_sized(o, true, v->p, v->len);
+            o = fw_sized(o, true, text->p, text->len);
+            break;
+        }
+        case FK_DEBUG: {
+            uint8_t d;
+            memcpy(&d, cat(m, f->off), sizeof(d));
+            if (d == ING_DEBUG_SSH) {
+                o = fw_sized(o, true, "ssh", 3);
+            } else if (d == ING_DEBUG_OFF || d == ING_DEBUG_ON) {
+                *o++ = d == ING_DEBUG_ON ? 0xc3 : 0xc2;
+            } else {
+                w->len = start;
+                return -EINVAL;
+            }
+            break;
+        }
+        default: { /* numbers: through the writer (their room is counted) */
+            double d = 0;
+            w->len = (size_t)(o - w->buf);
+            if (f->kind == FK_F64)
+                memcpy(&d, cat(m, f->off), sizeof(d));
+            if (f->kind == FK_F64 && (opts & ZMQ_ENC_GRADE_INT) && d >= -9.0e18 && d <= 9.0e18 &&
+                d == (double)(int64_t)d)
+                ing_mp_put_int(w, (int64_t)d);
+            else
+                encode_value(w, f, m);
+            o = w->buf + w->len;
+            break;
+        }
+        }
+    }
+    o = fw_key(o, TYPE_KEY, sizeof(TYPE_KEY) - 1);
+    o = fw_key(o, t->name, t->nlen);
+    w->len = (size_t)(o - w->buf);
+    return 0;
+}
+
 int
 zmq_msg_encode_opt(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_job_field jf,
                    unsigned opts)
@@ -919,6 +1374,10 @@ zmq_msg_encode_opt(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_jo
         if (!left_out(m, &t->fields[i], opts))
             count++;
     }
+    size_t fb = fast_bound(m, t);
+    if (fb > 0 && w->cap - w->len >= fb)
+        return encode_fast(m, t, w, jf == ZMQ_JOB_FIELD_TASKSET_ID ? TASKSET_KEY : NULL, count,
+                           opts);
     ing_mp_put_map(w, count);
     for (int i = 0; i < t->nfields && rc == 0; i++) {
         const struct field *f = &t->fields[i];

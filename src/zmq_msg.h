@@ -57,6 +57,12 @@ enum zmq_job_field {
  * why (may be NULL) receives a static reason on failure. Never reads outside p[0..n). */
 int zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why);
 
+/* zmq_msg_decode_ex is zmq_msg_decode that also sets *how to ZMQ_DEC_* bits: the shape of
+ * what was decoded, learnt without another look at the bytes. */
+#define ZMQ_DEC_GRADE_INT 0x01 /* an *JobDone's grade is an integer (zmq_msg_grade_is_int) */
+int zmq_msg_decode_ex(const uint8_t *p, size_t n, struct ing_msg *m, const char **why,
+                      unsigned *how);
+
 /* zmq_msg_encode appends m as one msgpack map to w, as the Python encoder does: fields in
  * declaration order, "@type" last, floats as float64, ints in their smallest form, archive
  * as bin, nil for NULL nullable views, result and queue tuples as arrays, debug as

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* test_noalloc.c: once warm, the steady-state path submit -> dispatch -> started -> done
- * makes no heap allocation in the server. The server runs in-process (srv_adopt on
+ * makes no heap allocation in the server, over the native protocol and over the ZeroMQ
+ * dialect (a ZMTP client and agent speaking INGInious' msgpack). The server runs in-process (srv_adopt on
  * socketpairs); malloc, calloc and realloc are wrapped by the linker (-Wl,--wrap) and
  * counted while jobs flow. Skipped in the sanitizer build, where slabs pass every object to
  * malloc on purpose.
@@ -26,6 +27,8 @@
 #include "inginious/proto.h"
 #include "log.h"
 #include "server.h"
+#include "zmq_msg.h"
+#include "zmtp.h"
 
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t n, size_t m);
@@ -89,6 +92,18 @@ send_msg(struct tpipe *t, const struct ing_msg *m)
     assert_int_equal(write(t->fd, buf, (size_t)n), n);
 }
 
+/* pump runs one server iteration and reads what t received. */
+static void
+pump(struct tpipe *t)
+{
+    assert_true(srv_run_once(srv, 0) >= 0);
+    ssize_t n = recv(t->fd, t->in + t->len, sizeof(t->in) - t->len, MSG_DONTWAIT);
+    if (n > 0)
+        t->len += (size_t)n;
+    else
+        assert_true(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
 /* recv_msg runs the server until t has a complete frame, decodes it into m (views into
  * t->in, valid until the next call) and returns its type. */
 static uint8_t
@@ -103,12 +118,7 @@ recv_msg(struct tpipe *t, struct ing_msg *m, size_t *consumed)
                 return m->type;
             }
         }
-        assert_true(srv_run_once(srv, 0) >= 0);
-        ssize_t n = recv(t->fd, t->in + t->len, sizeof(t->in) - t->len, MSG_DONTWAIT);
-        if (n > 0)
-            t->len += (size_t)n;
-        else
-            assert_true(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+        pump(t);
     }
     fail_msg("no message");
     return 0;
@@ -124,14 +134,22 @@ next_type(struct tpipe *t, struct ing_msg *m)
     return type;
 }
 
+/* adopt_pair gives the server one end of a new socket pair as a peer of role; t gets the
+ * other. */
 static void
-open_peer(struct tpipe *t, uint8_t role)
+adopt_pair(struct tpipe *t, uint8_t role)
 {
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     assert_int_equal(srv_adopt(srv, sv[0], role), 0);
     t->fd = sv[1];
     t->len = 0;
+}
+
+static void
+open_peer(struct tpipe *t, uint8_t role)
+{
+    adopt_pair(t, role);
     uint8_t pre[ING_PREAMBLE_LEN];
     ing_preamble_encode(pre, role);
     assert_int_equal(write(t->fd, pre, sizeof(pre)), (ssize_t)sizeof(pre));
@@ -139,8 +157,18 @@ open_peer(struct tpipe *t, uint8_t role)
     assert_int_equal(next_type(t, &m), ING_WELCOME);
 }
 
+/* A dialect of the steady-state test: how a peer connects, sends and receives. */
+struct dialect {
+    void (*open)(struct tpipe *t, uint8_t role);
+    void (*send)(struct tpipe *t, const struct ing_msg *m);
+    uint8_t (*next)(struct tpipe *t, struct ing_msg *m);
+};
+
+static const struct dialect native = {open_peer, send_msg, next_type};
+
 static void
-one_job(struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp, size_t inlen)
+one_job(const struct dialect *d, struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp,
+        size_t inlen)
 {
     char id[32];
     int idlen = snprintf(id, sizeof(id), "job-%08u", i);
@@ -156,14 +184,14 @@ one_job(struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp, size_t
     s->environment = (struct ing_view){"default", 7};
     s->task_problems = s->environment_parameters = (struct ing_view){"\x80", 1};
     s->inputdata = (struct ing_view){(const char *)inp, (uint32_t)inlen};
-    send_msg(c, &m);
+    d->send(c, &m);
     struct ing_msg got;
-    assert_int_equal(next_type(a, &got), ING_BACKEND_NEW_JOB);
+    assert_int_equal(d->next(a, &got), ING_BACKEND_NEW_JOB);
     assert_true(ing_view_eq(got.u.job.job_id, id));
     memset(&m, 0, sizeof(m));
     m.type = ING_AGENT_JOB_STARTED;
     m.u.ref.job_id = (struct ing_view){id, (uint32_t)idlen};
-    send_msg(a, &m);
+    d->send(a, &m);
     memset(&m, 0, sizeof(m));
     m.type = ING_AGENT_JOB_DONE;
     struct ing_job_result *r = &m.u.result;
@@ -174,19 +202,115 @@ one_job(struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp, size_t
     r->problems = r->tests = r->custom = (struct ing_view){"\x80", 1};
     r->state = (struct ing_view){"", 0};
     r->stdout_ = (struct ing_view){"out", 3};
-    send_msg(a, &m);
-    assert_int_equal(next_type(c, &got), ING_BACKEND_JOB_STARTED);
-    assert_int_equal(next_type(c, &got), ING_BACKEND_JOB_DONE);
+    d->send(a, &m);
+    assert_int_equal(d->next(c, &got), ING_BACKEND_JOB_STARTED);
+    assert_int_equal(d->next(c, &got), ING_BACKEND_JOB_DONE);
     assert_true(ing_view_eq(got.u.result.job_id, id));
 }
 
+/* ---- the ZeroMQ dialect (issue 19): a ZMTP DEALER speaking INGInious' msgpack ---- */
+
+/* zsend encodes m as INGInious does and writes it as one ZMTP frame (no allocation). */
 static void
-test_noalloc_steady_state_lifecycle(void **state)
+zsend(struct tpipe *t, const struct ing_msg *m)
 {
-    (void)state;
-#if defined(ING_SAN) && ING_SAN
-    skip();
-#endif
+    uint8_t buf[4096];
+    struct ing_mp_writer w;
+    ing_mp_writer_init(&w, buf + ZMTP_HDR_MAX, sizeof(buf) - ZMTP_HDR_MAX);
+    assert_int_equal(zmq_msg_encode(m, &w, ZMQ_JOB_FIELD_COURSE_ID), 0);
+    uint8_t hdr[ZMTP_HDR_MAX];
+    size_t hl = zmtp_frame_header(hdr, w.len, false);
+    memcpy(buf + ZMTP_HDR_MAX - hl, hdr, hl);
+    ssize_t n = (ssize_t)(hl + w.len);
+    assert_int_equal(write(t->fd, buf + ZMTP_HDR_MAX - hl, (size_t)n), n);
+}
+
+/* zunit returns the size of the complete ZMTP unit at t->in (a frame or a command), 0 if
+ * incomplete; *body / *blen / *flags describe it. */
+static size_t
+zunit(const struct tpipe *t, const uint8_t **body, size_t *blen, uint8_t *flags)
+{
+    if (t->len < 2)
+        return 0;
+    size_t hl = t->in[0] & ZMTP_F_LONG ? 9 : 2;
+    if (t->len < hl)
+        return 0;
+    uint64_t bl = 0;
+    if (hl == 2)
+        bl = t->in[1];
+    else
+        for (int i = 1; i < 9; i++)
+            bl = bl << 8 | t->in[i];
+    if (t->len - hl < bl)
+        return 0;
+    *body = t->in + hl;
+    *blen = (size_t)bl;
+    *flags = t->in[0];
+    return hl + (size_t)bl;
+}
+
+static void
+zdrop(struct tpipe *t, size_t used)
+{
+    memmove(t->in, t->in + used, t->len - used);
+    t->len -= used;
+}
+
+/* znext_type returns the type of the next message t receives (ZMTP commands skipped),
+ * decoded into m, and drops it from t's input, as next_type does. */
+static uint8_t
+znext_type(struct tpipe *t, struct ing_msg *m)
+{
+    for (int round = 0; round < 10000; round++) {
+        const uint8_t *b;
+        size_t bl;
+        uint8_t fl;
+        size_t u = zunit(t, &b, &bl, &fl);
+        if (u == 0) {
+            pump(t);
+            continue;
+        }
+        if (!(fl & ZMTP_F_COMMAND))
+            assert_int_equal(zmq_msg_decode(b, bl, m, NULL), 0);
+        zdrop(t, u);
+        if (!(fl & ZMTP_F_COMMAND))
+            return m->type;
+    }
+    fail_msg("no message");
+    return 0;
+}
+
+static void
+zopen_peer(struct tpipe *t, uint8_t role)
+{
+    adopt_pair(t, role);
+    uint8_t hs[ZMTP_GREETING_LEN + 64];
+    zmtp_greeting(hs);
+    ssize_t rl = zmtp_ready(hs + ZMTP_GREETING_LEN, 64, "DEALER");
+    assert_true(rl > 0);
+    ssize_t n = ZMTP_GREETING_LEN + rl;
+    assert_int_equal(write(t->fd, hs, (size_t)n), n);
+    for (int round = 0; round < 10000 && t->len < ZMTP_GREETING_LEN; round++)
+        pump(t);
+    assert_true(t->len >= ZMTP_GREETING_LEN);
+    assert_int_equal(t->in[0], 0xff);
+    zdrop(t, ZMTP_GREETING_LEN);
+    const uint8_t *b;
+    size_t bl, u = 0;
+    uint8_t fl;
+    for (int round = 0; round < 10000 && (u = zunit(t, &b, &bl, &fl)) == 0; round++)
+        pump(t);
+    assert_true(u > 0 && (fl & ZMTP_F_COMMAND) && bl > 6 && memcmp(b, "\x05READY", 6) == 0);
+    zdrop(t, u);
+}
+
+static const struct dialect zmq = {zopen_peer, zsend, znext_type};
+
+/* steady_state runs jobs through a client and an agent of dialect d: once warm jobs have
+ * run, counted more make no allocation. */
+static void
+steady_state(const struct dialect *d, unsigned warm, unsigned counted)
+{
     log_level_max = LOG_WARN;
     struct srv_config cfg;
     srv_config_default(&cfg);
@@ -196,15 +320,15 @@ test_noalloc_steady_state_lifecycle(void **state)
     char err[256];
     srv = srv_new(&cfg, err, sizeof(err));
     assert_non_null(srv);
-    struct tpipe c, a;
-    open_peer(&c, ING_ROLE_CLIENT);
-    open_peer(&a, ING_ROLE_AGENT);
+    static struct tpipe c, a; /* 64 KiB of input each */
+    d->open(&c, ING_ROLE_CLIENT);
+    d->open(&a, ING_ROLE_AGENT);
     struct ing_msg m, got;
     memset(&m, 0, sizeof(m));
     m.type = ING_CLIENT_HELLO;
     m.u.client_hello.name = (struct ing_view){"me", 2};
-    send_msg(&c, &m);
-    assert_int_equal(next_type(&c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
+    d->send(&c, &m);
+    assert_int_equal(d->next(&c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
     uint8_t envs[128];
     struct ing_mp_writer w;
     ing_mp_writer_init(&w, envs, sizeof(envs));
@@ -223,8 +347,8 @@ test_noalloc_steady_state_lifecycle(void **state)
     m.u.agent_hello.friendly_name = (struct ing_view){"A", 1};
     m.u.agent_hello.slots = 4;
     m.u.agent_hello.environments = (struct ing_view){(const char *)envs, (uint32_t)w.len};
-    send_msg(&a, &m);
-    assert_int_equal(next_type(&c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
+    d->send(&a, &m);
+    assert_int_equal(d->next(&c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
     uint8_t inp[200];
     ing_mp_writer_init(&w, inp, sizeof(inp));
     ing_mp_put_map(&w, 1);
@@ -236,20 +360,40 @@ test_noalloc_steady_state_lifecycle(void **state)
     unsigned i = 0;
     counting = true; /* the first jobs do allocate: proves the counter sees the server */
     for (; i < 10; i++)
-        one_job(&c, &a, i, inp, w.len);
+        one_job(d, &c, &a, i, inp, w.len);
     counting = false;
     assert_true(nalloc > 0);
     nalloc = 0;
-    for (; i < 3000; i++) /* warm up: slabs, tables and buffers reach their size */
-        one_job(&c, &a, i, inp, w.len);
+    for (; i < warm; i++) /* warm up: slabs, tables and buffers reach their size */
+        one_job(d, &c, &a, i, inp, w.len);
     counting = true;
-    for (; i < 13000; i++)
-        one_job(&c, &a, i, inp, w.len);
+    for (; i < warm + counted; i++)
+        one_job(d, &c, &a, i, inp, w.len);
     counting = false;
     assert_int_equal(nalloc, 0);
     close(c.fd);
     close(a.fd);
     srv_free(srv);
+}
+
+static void
+test_noalloc_steady_state_lifecycle(void **state)
+{
+    (void)state;
+#if defined(ING_SAN) && ING_SAN
+    skip();
+#endif
+    steady_state(&native, 3000, 10000);
+}
+
+static void
+test_noalloc_steady_state_zmq(void **state)
+{
+    (void)state;
+#if defined(ING_SAN) && ING_SAN
+    skip();
+#endif
+    steady_state(&zmq, 2000, 4000); /* a few seconds under valgrind */
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -447,6 +591,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_noalloc_steady_state_lifecycle),
+        cmocka_unit_test(test_noalloc_steady_state_zmq),
         cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
         cmocka_unit_test_teardown(test_oom_input_and_job, memory_back),
         cmocka_unit_test_teardown(test_oom_output, memory_back),

@@ -1601,6 +1601,170 @@ test_zmq_msg_encode_errors(void **state)
     assert_int_equal(zmq_msg_encode(&p, &w, ZMQ_JOB_FIELD_COURSE_ID), -ENOMEM);
 }
 
+/* ---- the fast paths (issue 19) ----
+ * The encoder writes in place when the writer has room (a large fixed writer) and through
+ * the put functions otherwise (a dynamic writer starting empty): both must give the same
+ * bytes. The decoder reads a message in INGInious' order in one pass and any other through
+ * the general path: both must give the same values, and the fast one must refuse what the
+ * general one refuses. */
+
+static void
+enc_both(const struct ing_msg *m, enum zmq_job_field jf, unsigned opts)
+{
+    static uint8_t big[300000];
+    struct ing_mp_writer fw, dw;
+    ing_mp_writer_init(&fw, big, sizeof(big));
+    ing_mp_writer_init_dyn(&dw);
+    int frc = zmq_msg_encode_opt(m, &fw, jf, opts);
+    int drc = zmq_msg_encode_opt(m, &dw, jf, opts);
+    assert_int_equal(frc, drc);
+    if (frc == 0) {
+        assert_int_equal(fw.len, dw.len);
+        assert_memory_equal(fw.buf, dw.buf, fw.len);
+    }
+    if (frc == 0 && !(opts & ZMQ_ENC_KILL_NO_STATE)) { /* main's shape: it decodes back */
+        struct ing_msg back;
+        const char *why = NULL;
+        assert_int_equal(decode_rc(fw.buf, fw.len, &why), 0);
+        assert_int_equal(zmq_msg_decode(fw.buf, fw.len, &back, &why), 0);
+        assert_int_equal(back.type, m->type);
+    }
+    ing_mp_writer_fini(&dw);
+}
+
+static void
+test_zmq_msg_fast_paths(void **state)
+{
+    (void)state;
+    static char longs[70000];
+    memset(longs, 'y', sizeof(longs));
+    uint8_t inp[70010];
+    struct ing_mp_writer w;
+    ing_mp_writer_init(&w, inp, sizeof(inp));
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "q");
+    ing_mp_put_str(&w, longs, 66000);
+    assert_int_equal(w.err, 0);
+    static const uint32_t lens[] = {0, 5, 31, 32, 255, 256, 65535, 65536};
+    for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+        uint32_t L = lens[li];
+        struct ing_msg m;
+        memset(&m, 0, sizeof(m));
+        m.type = ING_BACKEND_NEW_JOB;
+        m.u.job.job_id = (struct ing_view){longs, L};
+        m.u.job.course_id = (struct ing_view){li & 1 ? NULL : "c", li & 1 ? 0 : 1};
+        m.u.job.task_id = (struct ing_view){"t", 1};
+        m.u.job.task_problems = (struct ing_view){li & 2 ? NULL : "\x80", li & 2 ? 0 : 1};
+        m.u.job.inputdata = (struct ing_view){(const char *)inp, (uint32_t)w.len};
+        m.u.job.environment_type = (struct ing_view){"docker", 6};
+        m.u.job.environment = (struct ing_view){"default", 7};
+        m.u.job.environment_parameters = (struct ing_view){"\x80", 1};
+        m.u.job.debug = (uint8_t)(li % 3);
+        enc_both(&m, li & 4 ? ZMQ_JOB_FIELD_TASKSET_ID : ZMQ_JOB_FIELD_COURSE_ID, 0);
+        m.u.job.debug = 7; /* refused by both */
+        enc_both(&m, ZMQ_JOB_FIELD_COURSE_ID, 0);
+        memset(&m, 0, sizeof(m));
+        m.type = ING_BACKEND_JOB_DONE;
+        struct ing_job_result *r = &m.u.result;
+        r->job_id = (struct ing_view){"j1", 2};
+        r->result_kind = (struct ing_view){"success", 7};
+        r->result_text = (struct ing_view){longs, L};
+        r->grade = li & 1 ? 42.0 : 42.5;
+        r->problems = r->tests = r->custom = (struct ing_view){"\x80", 1};
+        r->state = (struct ing_view){"", 0};
+        r->archive = (struct ing_view){li & 2 ? NULL : longs, li & 2 ? 0 : L};
+        r->stdout_ = (struct ing_view){li & 4 ? NULL : longs, li & 4 ? 0 : L};
+        enc_both(&m, ZMQ_JOB_FIELD_COURSE_ID, 0);
+        enc_both(&m, ZMQ_JOB_FIELD_COURSE_ID, ZMQ_ENC_GRADE_INT);
+        r->state.p = NULL; /* a required str missing: refused by both */
+        enc_both(&m, ZMQ_JOB_FIELD_COURSE_ID, 0);
+    }
+    struct ing_msg k;
+    memset(&k, 0, sizeof(k));
+    k.type = ING_BACKEND_KILL_JOB;
+    k.u.kill.job_id = (struct ing_view){"j2", 2};
+    k.u.kill.state = (struct ing_view){"S1", 2};
+    enc_both(&k, ZMQ_JOB_FIELD_COURSE_ID, 0);
+    enc_both(&k, ZMQ_JOB_FIELD_COURSE_ID, ZMQ_ENC_KILL_NO_STATE);
+    k.type = ING_PING;
+    enc_both(&k, ZMQ_JOB_FIELD_COURSE_ID, 0);
+
+    /* The decoder: INGInious' order (fast) and the same pairs reversed (general). */
+    static const char fwd[] =
+        "\x84\xa6job_id\xa2j1\xa6result\x92\xa7success\xa2ok\xa5grade\xcb\x40\x59\0\0\0\0\0\0"
+        "\xa5@type\xac" "AgentJobDone";
+    struct ing_msg a, b;
+    const char *why = NULL;
+    /* Not all of AgentJobDone's keys: both refuse it the same way. */
+    assert_int_equal(zmq_msg_decode((const uint8_t *)fwd, sizeof(fwd) - 1, &a, &why), -EINVAL);
+    struct ing_mp_writer x, y;
+    ing_mp_writer_init_dyn(&x);
+    ing_mp_writer_init_dyn(&y);
+    static const char *const keys[] = {"job_id", "result", "grade", "problems", "tests",
+                                       "custom", "state", "archive", "stdout", "stderr"};
+    for (int rev = 0; rev < 2; rev++) {
+        struct ing_mp_writer *o = rev ? &y : &x;
+        ing_mp_put_map(o, 11);
+        if (rev) {
+            ing_mp_put_cstr(o, "@type");
+            ing_mp_put_cstr(o, "AgentJobDone");
+        }
+        for (int i = 0; i < 10; i++) {
+            int f = rev ? 9 - i : i;
+            ing_mp_put_cstr(o, keys[f]);
+            switch (f) {
+            case 0: ing_mp_put_cstr(o, "j1"); break;
+            case 1: ing_mp_put_array(o, 2); ing_mp_put_cstr(o, "success"); ing_mp_put_cstr(o, "\xc3\xa9t\xc3\xa9"); break;
+            case 2: ing_mp_put_double(o, 99.5); break;
+            case 6: ing_mp_put_cstr(o, "st"); break;
+            case 7: ing_mp_put_bin(o, "\xff\x00", 2); break;
+            case 8: ing_mp_put_cstr(o, "out"); break;
+            case 9: ing_mp_put_nil(o); break;
+            default: ing_mp_put_map(o, 1); ing_mp_put_cstr(o, "k"); ing_mp_put_array(o, 0); break;
+            }
+        }
+        if (!rev) {
+            ing_mp_put_cstr(o, "@type");
+            ing_mp_put_cstr(o, "AgentJobDone");
+        }
+        assert_int_equal(o->err, 0);
+    }
+    assert_int_equal(zmq_msg_decode(x.buf, x.len, &a, &why), 0);
+    assert_null(why);
+    assert_int_equal(zmq_msg_decode(y.buf, y.len, &b, &why), 0);
+    assert_int_equal(a.type, ING_AGENT_JOB_DONE);
+    assert_int_equal(b.type, ING_AGENT_JOB_DONE);
+    const struct ing_view *va[] = {&a.u.result.job_id, &a.u.result.result_kind,
+                                   &a.u.result.result_text, &a.u.result.problems,
+                                   &a.u.result.tests, &a.u.result.custom, &a.u.result.state,
+                                   &a.u.result.archive, &a.u.result.stdout_, &a.u.result.stderr_};
+    const struct ing_view *vb[] = {&b.u.result.job_id, &b.u.result.result_kind,
+                                   &b.u.result.result_text, &b.u.result.problems,
+                                   &b.u.result.tests, &b.u.result.custom, &b.u.result.state,
+                                   &b.u.result.archive, &b.u.result.stdout_, &b.u.result.stderr_};
+    for (size_t i = 0; i < sizeof(va) / sizeof(va[0]); i++) {
+        assert_int_equal(va[i]->len, vb[i]->len);
+        assert_int_equal(va[i]->p == NULL, vb[i]->p == NULL);
+        if (va[i]->len > 0)
+            assert_memory_equal(va[i]->p, vb[i]->p, va[i]->len);
+    }
+    assert_true(a.u.result.grade == 99.5 && b.u.result.grade == 99.5);
+    /* Bad UTF-8 in a str, in INGInious' order: refused as the general path refuses it. */
+    uint8_t *bad = malloc(x.len);
+    assert_non_null(bad);
+    memcpy(bad, x.buf, x.len);
+    uint8_t *s = memmem(bad, x.len, "\xc3\xa9t", 3);
+    assert_non_null(s);
+    s[1] = 0x28; /* c3 28: not UTF-8 */
+    assert_int_equal(decode_rc(bad, x.len, &why), -EPROTO);
+    /* A truncated message at every length: never accepted. */
+    for (size_t n = 0; n < x.len; n++)
+        assert_int_not_equal(decode_rc(x.buf, n, &why), 0);
+    free(bad);
+    ing_mp_writer_fini(&x);
+    ing_mp_writer_fini(&y);
+}
+
 int
 main(void)
 {
@@ -1626,6 +1790,7 @@ main(void)
         cmocka_unit_test(test_zmq_msg_not_a_message),
         cmocka_unit_test(test_zmq_msg_truncated),
         cmocka_unit_test(test_zmq_msg_encode_errors),
+        cmocka_unit_test(test_zmq_msg_fast_paths),
     };
     return cmocka_run_group_tests_name("zmq_msg", tests, NULL, NULL);
 }

@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+/* test_loadgen.c: the load generator's peers (bench/common.h, what bench/loadgen.c drives)
+ * against the real backend: a few thousand jobs over the ZeroMQ dialect (ZMTP 3.1 DEALERs,
+ * INGInious' msgpack of main, v0.8 and v0.6), every job answered exactly once; the same over
+ * the native protocol; a flood then a queue snapshot (loadgen's enqueue mode); and the
+ * ZeroMQ reader's refusals (a peer that is not ZMTP, an oversized frame): issue 19. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <sys/wait.h>
+
+#include "../bench/common.h"
+#include "support/tpeer.h"
+
+/* run_until polls L until done() holds, within the tests' deadline. */
+static bool
+run_until(struct load *L, bool (*done)(const struct load *L, uint64_t arg), uint64_t arg)
+{
+    uint64_t deadline = bc_now_ns() + (uint64_t)TP_DEADLINE_MS * 4 * 1000000u;
+    while (!done(L, arg)) {
+        if (bc_now_ns() >= deadline) {
+            print_error("deadline: %llu of the jobs done, %s\n", (unsigned long long)L->done,
+                        L->err);
+            return false;
+        }
+        if (bc_poll(L, 50) != 0) {
+            print_error("bc_poll: %s\n", L->err);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool
+clients_ponged(const struct load *L, uint64_t n)
+{
+    return bc_all_pongs(L, ING_ROLE_CLIENT, n);
+}
+
+/* lifecycle runs n jobs through 2 clients (32 in flight each) and 2 agents (16 slots each)
+ * in dialect zmq (release zrel) or native, and checks that each got exactly one result. */
+static void
+lifecycle(struct tp_ctx *c, bool zmq, uint8_t zrel, uint64_t n)
+{
+    struct bc_tmpl job;
+    size_t body_len = 0;
+    struct load L;
+    tp_start(c, "--orphan-timeout", "0", NULL);
+    assert_int_equal(bc_load_init(&L, n), 0);
+    if (zmq) {
+        assert_int_equal(bc_load_dialect(&L, zrel), 0);
+        assert_int_equal(bc_zjob_tmpl(&job, 128, 0, "default", zrel, &body_len), 0);
+    } else {
+        assert_int_equal(bc_job_tmpl(&job, 128, 0, "default", &body_len), 0);
+    }
+    for (int i = 0; i < 2; i++)
+        assert_non_null(bc_add_client(&L, c->be.client_addr, &job, 32));
+    assert_true(run_until(&L, clients_ponged, 1));
+    for (int i = 0; i < 2; i++)
+        assert_non_null(bc_add_agent(&L, c->be.agent_addr, 16, "default"));
+    assert_true(run_until(&L, bc_agents_ready, 1));
+    L.limit = n;
+    L.submitting = true;
+    assert_true(run_until(&L, bc_all_done, n));
+    L.submitting = false;
+    /* Anything late (a duplicate) would arrive with the round trip of a Ping. */
+    for (uint32_t i = 0; i < L.nconns; i++)
+        if (L.conns[i]->role == ING_ROLE_CLIENT)
+            assert_int_equal(bc_send_empty(&L, L.conns[i], ING_PING), 0);
+    assert_true(run_until(&L, clients_ponged, 2));
+    assert_int_equal(L.submitted, n);
+    assert_int_equal(L.done, n);
+    assert_int_equal(L.started, n);
+    assert_int_equal(L.dup, 0);
+    assert_int_equal(L.bad, 0);
+    assert_int_equal(L.errors, 0);
+    for (uint64_t i = 0; i < n; i++)
+        assert_true(L.lat[i] != 0);
+    uint64_t handled = 0;
+    for (uint32_t i = 0; i < L.nconns; i++)
+        if (L.conns[i]->role == ING_ROLE_AGENT) {
+            assert_true(L.conns[i]->handled > 0); /* both agents worked */
+            handled += L.conns[i]->handled;
+        }
+    assert_int_equal(handled, n);
+    bc_load_fini(&L);
+    free(job.frame);
+}
+
+TP_TEST(test_lg_zmq_main)
+{
+    lifecycle(c, true, BC_ZREL_MAIN, 3000);
+}
+
+TP_TEST(test_lg_zmq_v08)
+{
+    lifecycle(c, true, BC_ZREL_V08, 1000);
+}
+
+TP_TEST(test_lg_zmq_v06)
+{
+    lifecycle(c, true, BC_ZREL_V06, 1000);
+}
+
+TP_TEST(test_lg_native)
+{
+    lifecycle(c, false, 0, 2000);
+}
+
+/* The enqueue mode over ZeroMQ: a client floods its quota, then a Ping; the queue snapshot
+ * lists every job waiting (no agent). */
+TP_TEST(test_lg_zmq_enqueue)
+{
+    struct bc_tmpl job;
+    size_t body_len = 0;
+    struct load L;
+    tp_start(c, "--orphan-timeout", "0", NULL);
+    assert_int_equal(bc_load_init(&L, 1500), 0);
+    assert_int_equal(bc_load_dialect(&L, BC_ZREL_MAIN), 0);
+    assert_int_equal(bc_zjob_tmpl(&job, 512, 0, "default", BC_ZREL_MAIN, &body_len), 0);
+    struct bc_conn *cl = bc_add_client(&L, c->be.client_addr, &job, 0);
+    assert_non_null(cl);
+    cl->quota = 1500;
+    cl->ping_after = true;
+    assert_true(run_until(&L, clients_ponged, 1));
+    L.limit = 1500;
+    L.submitting = true;
+    assert_true(run_until(&L, clients_ponged, 2));
+    L.submitting = false;
+    assert_int_equal(L.submitted, 1500);
+    assert_int_equal(L.done, 0);
+    assert_int_equal(bc_send_empty(&L, cl, ING_CLIENT_GET_QUEUE), 0);
+    assert_true(run_until(&L, bc_queue_answered, 1));
+    assert_int_equal(L.queue_waiting, 1500);
+    assert_int_equal(L.queue_running, 0);
+    bc_load_fini(&L);
+    free(job.frame);
+}
+
+/* The ZeroMQ reader refuses a peer that does not greet in ZMTP 3, and a frame larger than
+ * its limit, with an error rather than a crash or a wait. */
+static void
+feed(struct load *L, struct bc_conn *cn, const void *p, size_t n)
+{
+    assert_int_equal(buf_reserve(&cn->in, n), 0);
+    memcpy(buf_tail(&cn->in), p, n);
+    buf_produce(&cn->in, n);
+    (void)L;
+}
+
+static void
+test_lg_zmq_reader_refusals(void **state)
+{
+    (void)state;
+    struct load L;
+    assert_int_equal(bc_load_init(&L, 1), 0);
+    assert_int_equal(bc_load_dialect(&L, BC_ZREL_MAIN), 0);
+    struct bc_conn cn;
+    memset(&cn, 0, sizeof(cn));
+    cn.role = ING_ROLE_CLIENT;
+    cn.zmq = true;
+    buf_init(&cn.in);
+    buf_init(&cn.out);
+    /* A native Welcome instead of a greeting. */
+    uint8_t g[ZMTP_GREETING_LEN];
+    memset(g, 0, sizeof(g));
+    feed(&L, &cn, g, sizeof(g));
+    assert_int_equal(bc_zinput(&L, &cn, 1), -1);
+    assert_non_null(strstr(L.err, "not a ZMTP 3 greeting"));
+    /* A valid greeting and READY, then a frame announcing 2^40 bytes. */
+    L.err[0] = '\0';
+    buf_consume(&cn.in, buf_len(&cn.in));
+    cn.zst = 0;
+    zmtp_greeting(g);
+    feed(&L, &cn, g, sizeof(g));
+    uint8_t ready[64];
+    ssize_t rl = zmtp_ready(ready, sizeof(ready), "ROUTER");
+    assert_true(rl > 0);
+    feed(&L, &cn, ready, (size_t)rl);
+    assert_int_equal(bc_zinput(&L, &cn, 1), 0);
+    assert_int_equal(cn.zst, 2);
+    static const uint8_t big[9] = {ZMTP_F_LONG, 0, 0, 1, 0, 0, 0, 0, 0};
+    feed(&L, &cn, big, sizeof(big));
+    assert_int_equal(bc_zinput(&L, &cn, 1), -1);
+    assert_non_null(strstr(L.err, "ZMTP frame of"));
+    /* Reserved flag bits. */
+    L.err[0] = '\0';
+    buf_consume(&cn.in, buf_len(&cn.in));
+    static const uint8_t flags[2] = {0x80, 0};
+    feed(&L, &cn, flags, sizeof(flags));
+    assert_int_equal(bc_zinput(&L, &cn, 1), -1);
+    assert_non_null(strstr(L.err, "bad ZMTP flags"));
+    buf_fini(&cn.in);
+    buf_fini(&cn.out);
+    bc_load_fini(&L);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TP_CASE(test_lg_zmq_main),
+        TP_CASE(test_lg_zmq_v08),
+        TP_CASE(test_lg_zmq_v06),
+        TP_CASE(test_lg_native),
+        TP_CASE(test_lg_zmq_enqueue),
+        cmocka_unit_test(test_lg_zmq_reader_refusals),
+    };
+    return cmocka_run_group_tests_name("loadgen", tests, NULL, NULL);
+}
