@@ -1030,8 +1030,7 @@ srv_conn_opened(struct conn *c)
         conn_close(c, "out of memory");
         return -ENOMEM;
     }
-    hs_unlink(s, c);
-    c->state = CONN_OPEN;
+    c->state = CONN_OPEN; /* the opening ends at the hello, as a native peer's */
     return 0;
 }
 

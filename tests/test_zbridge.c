@@ -621,6 +621,34 @@ TP_TEST(test_zb_queue_wide_time_limits)
     zt_close(c, cl);
 }
 
+/* Issue 13/14: a ZeroMQ peer's opening ends at its hello, as a native peer's (it ended at its
+ * ZMTP READY: a peer could hold a connection without ever saying hello); its frames are
+ * not reserved whole on their header (a frame announcing 30 MiB took 30 MiB of the budget
+ * and new work was refused): the input grows as bytes arrive and the frame times out. */
+TP_TEST(test_zb_opening_and_frames_bounded)
+{
+    char hs[32], ft[32];
+    static uint8_t frame[9 + 100] = {0x02, 0, 0, 0, 0, 0x01, 0xe0, 0, 0}; /* long, 30 MiB */
+    snprintf(hs, sizeof(hs), "%dms", 400 * tp_slow());
+    snprintf(ft, sizeof(ft), "%dms", 800 * tp_slow());
+    tp_start(c, "--handshake-timeout", hs, "--frame-timeout", ft, "--max-memory", "32M",
+             "--max-job-bytes-per-client", "32M", NULL);
+    struct zt_peer *idle = zt_open(c, false, false, NULL);
+    struct zt_peer *cl = zt_client(c, "hello");
+    zt_expect_closed(idle); /* ZMTP handshake, no hello */
+    zt_close(c, idle);
+    zt_expect_nothing(cl, 100); /* said hello: kept */
+    memset(frame + 9, 'x', 100);
+    tp_send_raw(cl->tp, frame, sizeof(frame));
+    struct tp_peer *n1 = tp_client(c, "n1", "");
+    tp_send_job(n1, &(struct tp_job){.id = "big", .env = "nobody", .pad = 1u << 20});
+    tp_barrier(n1); /* accepted: no "Backend memory full" */
+    zt_expect_closed(cl); /* the frame did not complete in time */
+    zt_close(c, cl);
+    assert_true(tp_log_contains(c, "frame not completed in time") ||
+                tp_log_contains(c, "(frame not completed in time)"));
+}
+
 /* A v0.6.2 ClientNewJob (time 30, hard 90, memory 512). */
 /* legacy_pair writes a v0.6 [client address, job id] pair (the backend sends b""). */
 static void
@@ -855,6 +883,7 @@ main(void)
         TP_CASE(test_zb_ssh_routing),
         TP_CASE(test_zb_greet_first),
         TP_CASE(test_zb_queue_wide_time_limits),
+        TP_CASE(test_zb_opening_and_frames_bounded),
         TP_CASE(test_zb_v06_dialect),
     };
     return cmocka_run_group_tests_name("zbridge", tests, NULL, NULL);
