@@ -12,6 +12,7 @@
 #include "bytes.h"
 #include "idtab.h"
 #include "inginious/mp.h"
+#include "journal.h"
 #include "log.h"
 
 enum job_status {
@@ -698,9 +699,13 @@ owner_unlink(struct job *j)
     j->owner = NULL;
 }
 
+static void jr_ended(struct backend *be, const struct job *j);
+
 static void
 job_free_h(struct backend *be, struct job *j, uint64_t idh)
 {
+    if (be->jr != NULL)
+        jr_ended(be, j);
     idtab_remove(&be->jtab, idh, j);
     owner_unlink(j);
     struct env *e = j->env;
@@ -1565,75 +1570,91 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
     be_client_new_job_h(be, c, body, len, m, id_hash(m->job.job_id.p, m->job.job_id.len));
 }
 
-void
-be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
-                    const struct ing_client_new_job *m, uint64_t idh)
+/* jr_accepted journals the acceptance of j (proto.md 12.3): its arrival order and its
+ * ClientNewJob frame. Returns 0 or -errno. */
+static int
+jr_accepted(struct backend *be, const struct job *j)
+{
+    uint8_t pre[8 + ING_HDR_LEN];
+    put_u64be(pre, j->seq);
+    ing_frame_header(pre + 8, ING_CLIENT_NEW_JOB, j->body_len);
+    struct journal_iov v[2] = {{pre, sizeof(pre)}, {j->body, j->body_len}};
+    int err;
+    journal_appendv(be->jr, JREC_ACCEPTED, v, 2, &err);
+    return err;
+}
+
+/* jr_ended journals that j is forgotten (its result given, or killed, or dropped). */
+static void
+jr_ended(struct backend *be, const struct job *j)
+{
+    uint8_t pre[8];
+    put_u64be(pre, j->seq);
+    struct journal_iov v[2] = {{pre, sizeof(pre)}, {job_id(j), j->id_len}};
+    int err;
+    journal_appendv(be->jr, JREC_ENDED, v, 2, &err);
+    if (err == -ENOMEM)
+        log_msg(LOG_ERR, "journal: out of memory: the end of job %.*s is not recorded",
+                (int)j->id_len, job_id(j));
+}
+
+/* job_new validates then stores a new job of client c (NULL: a job replayed from the
+ * journal, of arrival order seq) and queues it. Returns NULL, or why it was refused
+ * (nothing changed). */
+static const char *
+job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
+        const struct ing_client_new_job *m, uint64_t idh, uint64_t seq)
 {
     const struct ing_job_spec *s = &m->job;
     struct ing_view id = s->job_id;
-    if (id.len == 0 || id.len > MAX_ID_LEN) {
-        be_client_refuse(be, c, id, "Invalid job id");
-        return;
-    }
+    if (id.len == 0 || id.len > MAX_ID_LEN)
+        return "Invalid job id";
     if (s->environment_type.len == 0 || s->environment_type.len > MAX_ENV_LEN ||
-        s->environment.len == 0 || s->environment.len > MAX_ENV_LEN) {
-        be_client_refuse(be, c, id, "Invalid environment");
-        return;
-    }
-    if (!mp_is_map(s->inputdata)) {
-        be_client_refuse(be, c, id, "Invalid inputdata: not a map");
-        return;
-    }
-    if (!mp_is_map(s->task_problems)) {
-        be_client_refuse(be, c, id, "Invalid task_problems: not a map");
-        return;
-    }
-    if (!mp_is_map(s->environment_parameters)) {
-        be_client_refuse(be, c, id, "Invalid environment_parameters: not a map");
-        return;
-    }
+        s->environment.len == 0 || s->environment.len > MAX_ENV_LEN)
+        return "Invalid environment";
+    if (!mp_is_map(s->inputdata))
+        return "Invalid inputdata: not a map";
+    if (!mp_is_map(s->task_problems))
+        return "Invalid task_problems: not a map";
+    if (!mp_is_map(s->environment_parameters))
+        return "Invalid environment_parameters: not a map";
     const uint8_t *sv = NULL;
     size_t svlen = 0;
     struct ing_mp_obj so = {0};
     if (ing_mp_map_get((const uint8_t *)s->inputdata.p, s->inputdata.len, "@state", 6, &sv,
                        &svlen) == 0) {
         const uint8_t *q = sv;
-        if (ing_mp_read(&q, sv + svlen, &so) != 0 || so.type != ING_MP_STR) {
-            be_client_refuse(be, c, id, "Invalid @state: not a string");
-            return;
-        }
+        if (ing_mp_read(&q, sv + svlen, &so) != 0 || so.type != ING_MP_STR)
+            return "Invalid @state: not a string";
     }
     struct job *dup = jtab_find_h(be, idh, id.p, id.len);
     if (dup != NULL && dup->status == JOB_WAITING && owner_gone(dup)) {
         drop_gone(be, dup); /* not reaped yet: it is dropped anyway */
         dup = NULL;
     }
-    if (dup != NULL) {
-        be_client_refuse(be, c, id, "Duplicate job id");
-        return;
-    }
-    if (be->draining) {
-        be_client_refuse(be, c, id, "Backend shutting down");
-        return;
-    }
-    if (be->n_waiting >= be->cfg.max_waiting || c->n_waiting >= be->cfg.max_waiting_per_client) {
-        be_client_refuse(be, c, id, "Queue full");
-        return;
+    if (dup != NULL)
+        return "Duplicate job id";
+    if (be->draining)
+        return "Backend shutting down";
+    if (be->n_waiting >= be->cfg.max_waiting ||
+        (c != NULL && c->n_waiting >= be->cfg.max_waiting_per_client))
+        return "Queue full";
+    if (be->jr != NULL && !journal_ok(be->jr)) {
+        snprintf(be->jr_why, sizeof(be->jr_why), "Journal unavailable: %s",
+                 strerror(-be->jr->err));
+        return be->jr_why;
     }
 
     struct env *e = env_get(be, s->environment_type.p, s->environment_type.len, s->environment.p,
                             s->environment.len);
-    if (e == NULL) {
-        be_client_refuse(be, c, id, "Backend out of memory");
-        return;
-    }
+    if (e == NULL)
+        return "Backend out of memory";
     e->refs++;
     struct job *j = NULL;
     if (jheap_reserve(e, m->priority, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
         env_unref(be, e);
-        be_client_refuse(be, c, id, "Backend out of memory");
-        return;
+        return "Backend out of memory";
     }
     memset(j, 0, sizeof(*j));
     memcpy(j->body, body, len);
@@ -1643,23 +1664,99 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
     if (idtab_insert(&be->jtab, idh, j) != 0) {
         pool_free(&be->jobs_pool, j, sizeof(*j) + len);
         env_unref(be, e);
-        be_client_refuse(be, c, id, "Backend out of memory");
-        return;
+        return "Backend out of memory";
     }
     j->prio = m->priority;
-    j->seq = ++be->arrival_seq;
+    j->seq = seq != 0 ? seq : ++be->arrival_seq;
+    if (be->arrival_seq < j->seq)
+        be->arrival_seq = j->seq;
+    int jerr = be->jr != NULL ? jr_accepted(be, j) : 0;
+    if (jerr != 0) { /* -ENOMEM, or -EMSGSIZE: larger than a journal record may be */
+        idtab_remove(&be->jtab, idh, j);
+        pool_free(&be->jobs_pool, j, sizeof(*j) + len);
+        env_unref(be, e);
+        snprintf(be->jr_why, sizeof(be->jr_why), "Journal unavailable: %s",
+                 jerr == -EMSGSIZE ? "job too large for a journal record" : strerror(-jerr));
+        return be->jr_why;
+    }
     j->deadline_ms = job_deadline_ms(be, s->environment_parameters);
-    j->owner = c;
-    j->onext = c->jobs;
-    if (c->jobs != NULL)
-        c->jobs->oprev = j;
-    c->jobs = j;
-    c->job_bytes += len;
+    if (c != NULL) {
+        j->owner = c;
+        j->onext = c->jobs;
+        if (c->jobs != NULL)
+            c->jobs->oprev = j;
+        c->jobs = j;
+        c->job_bytes += len;
+    }
     be->job_bytes += len;
     job_enqueue(be, j);
     be->stats.jobs_submitted++;
     log_msg(LOG_DEBUG, "job %.*s queued for %s/%s", (int)j->id_len, job_id(j), e->type, e->name);
     sched_envs(be, &e, 1);
+    return NULL;
+}
+
+void
+be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
+                    const struct ing_client_new_job *m, uint64_t idh)
+{
+    const char *why = job_new(be, c, body, len, m, idh, 0);
+    if (why != NULL)
+        be_client_refuse(be, c, m->job.job_id, why);
+}
+
+int
+be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
+{
+    if (len < 8)
+        return 0; /* not ours to judge: the journal checked the CRC; skip */
+    uint64_t seq = get_u64be(p);
+    if (type == JREC_ACCEPTED) {
+        struct ing_msg m;
+        ssize_t n = ing_msg_decode(p + 8, len - 8, UINT32_MAX, &m);
+        if (n != (ssize_t)(len - 8) || m.type != ING_CLIENT_NEW_JOB || seq == 0) {
+            log_msg(LOG_WARN, "journal: an accepted-job record that does not decode: skipped");
+            return 0;
+        }
+        struct ing_view id = m.u.new_job.job.job_id;
+        uint64_t idh = id_hash(id.p, id.len);
+        struct job *j = jtab_find_h(be, idh, id.p, id.len);
+        if (j != NULL && j->seq == seq)
+            return 0; /* the copy a compaction cut short left */
+        const char *why = job_new(be, NULL, p + 8 + ING_HDR_LEN, len - 8 - ING_HDR_LEN,
+                                  &m.u.new_job, idh, seq);
+        if (why != NULL && be->jr_skipped++ == 0) /* one line, not one per job */
+            log_msg(LOG_WARN, "journal: job %.*s not restored: %s (later ones counted)",
+                    (int)(id.len > 255 ? 255 : id.len), id.p, why);
+    } else if (type == JREC_ENDED) {
+        const char *id = (const char *)p + 8;
+        uint64_t idh = id_hash(id, len - 8);
+        struct job *j = len - 8 <= MAX_ID_LEN ? jtab_find_h(be, idh, id, len - 8) : NULL;
+        if (j != NULL && j->seq == seq && j->status == JOB_WAITING) {
+            job_unqueue(be, j);
+            job_free_h(be, j, idh);
+        }
+    }
+    return 0;
+}
+
+bool
+be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
+{
+    if (type != JREC_ACCEPTED || len < 8 + ING_HDR_LEN)
+        return false; /* an end record only matters while its acceptance is before it */
+    struct ing_view id;
+    uint8_t ft;
+    if (ing_frame_job_id(p + 8, len - 8, &ft, &id) == 0 || id.p == NULL)
+        return false;
+    const struct job *j = jtab_find_h((struct backend *)be, id_hash(id.p, id.len), id.p, id.len);
+    return j != NULL && j->seq == get_u64be(p);
+}
+
+uint64_t
+be_journal_live_bytes(const struct backend *be)
+{
+    return be->job_bytes + (be->n_waiting + be->n_running) * (JOURNAL_REC_HDR + 8 + ING_HDR_LEN);
 }
 
 void

@@ -27,6 +27,7 @@
 #include "slab.h"
 
 struct job;
+struct journal;
 struct env;
 struct be_agent;
 struct be_client;
@@ -150,6 +151,12 @@ struct backend {
     size_t n_etypes;
     struct be_failure fail[BE_FAILURES]; /* ring: the newest is fail[(nfail - 1) % N] */
     uint64_t nfail;
+
+    /* The journal (--journal; NULL: off), set by the server once replayed: every accepted
+     * job and every job's end is recorded there (proto.md 12.3). */
+    struct journal *jr;
+    char jr_why[96]; /* the refusal text while it is unavailable */
+    uint64_t jr_skipped; /* journaled jobs the replay could not restore (e.g. Queue full) */
 };
 
 /* be_init prepares be. Returns 0 or -ENOMEM. */
@@ -265,6 +272,15 @@ void be_foreach_env(const struct backend *be, be_env_fn *fn, void *arg);
 uint32_t be_agent_nenvs(const struct be_agent *a);
 void be_agent_env(const struct be_agent *a, uint32_t i, const char **type, const char **name);
 const struct be_agent *be_agent_next(const struct be_agent *a);
+
+/* The journal (proto.md 12.3). be_journal_replay applies one record read back at start
+ * (be->jr still NULL): an accepted job comes back waiting, with its arrival order and
+ * priority and no owner; an end record forgets it. Returns 0 (a record that does not apply
+ * is logged and skipped). be_journal_live tells the compaction whether a record is still
+ * needed; be_journal_live_bytes is the size of the records of the jobs held. */
+int be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
+bool be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
+uint64_t be_journal_live_bytes(const struct backend *be);
 
 /* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
 int be_check(const struct backend *be);

@@ -142,6 +142,9 @@ struct server {
     struct ev_timer envs_timer; /* the environment list's next update is due (be_flush) */
     struct ev_timer lost_timer; /* lost agents left for the next iteration (conn_reap) */
     bool closing_held;          /* closes left for the next iteration */
+    struct journal jr;          /* --journal, open when jr_on */
+    bool jr_on;
+    struct ev_timer jr_timer;   /* the journal's next sync, retry or compaction step */
     uint32_t nconns;
     uint64_t next_id;
     struct ev_timer ping_timer, tick_timer, drain_timer;
@@ -668,12 +671,50 @@ conn_reap(struct server *s)
 
 static void update_clock(struct server *s);
 
+/* The journal: records are replayed through the backend at start; compaction asks it which
+ * records its jobs still need. */
+static int
+jr_replay(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_ref ref)
+{
+    (void)ref;
+    return be_journal_replay(arg, type, p, len);
+}
+
+static bool
+jr_relocate(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_ref ref,
+            journal_ref newref)
+{
+    (void)ref;
+    return newref != 0 || be_journal_live(arg, type, p, len);
+}
+
+#define SRV_COMPACT_BUDGET (256u * 1024) /* bytes a compaction step reads per iteration */
+
+/* jr_tick writes this iteration's records (one write, at most one fdatasync: group commit)
+ * and takes one compaction step, then arms the timer for what is next. */
+static void
+jr_tick(struct server *s)
+{
+    struct journal *j = &s->jr;
+    uint64_t now = s->be.now_ms;
+    journal_set_live(j, be_journal_live_bytes(&s->be));
+    (void)journal_flush(j, now); /* a failure is logged once per change, jobs refused */
+    bool more = journal_compact_step(j, SRV_COMPACT_BUDGET, now, jr_relocate, &s->be);
+    uint64_t next = more ? now : journal_next_ms(j);
+    if (next != UINT64_MAX)
+        arm(s, &s->jr_timer, next);
+}
+
 static void
 before_sleep(void *arg)
 {
     struct server *s = arg;
     uint64_t due;
     update_clock(s);
+    /* The journal first: what this iteration sends (a result, a pong) leaves after the
+     * records it follows from are written (write-ahead; synced too under --fsync always). */
+    if (s->be.jr != NULL)
+        jr_tick(s);
     /* The environment list when due (once, whatever changed in it; a withdrawal waits
      * --env-grace), flush (which may close), then reap (which may queue output for others,
      * e.g. the crash of a lost agent's jobs), until none has anything left to do. */
@@ -693,6 +734,8 @@ before_sleep(void *arg)
     s->closing_held = false;
     if (be_flush_due(&s->be, &due))
         arm(s, &s->envs_timer, due);
+    if (s->be.jr != NULL && (due = journal_next_ms(&s->jr)) != UINT64_MAX)
+        arm(s, &s->jr_timer, due); /* records of the reaping above: the next iteration */
     log_flush(); /* lines a full stderr kept waiting (log_nonblocking) */
 }
 
@@ -1588,7 +1631,8 @@ backlog_run(void *arg)
     }
 }
 
-/* envs_due wakes the loop: the environment list is due (before_sleep sends it). */
+/* envs_due wakes the loop: the environment list is due (before_sleep sends it); also the
+ * journal's timer (before_sleep writes it). */
 static void
 envs_due(void *arg)
 {
@@ -1664,6 +1708,10 @@ finish(struct server *s)
     if (s->finished)
         return;
     update_clock(s);
+    if (s->be.jr != NULL) { /* the jobs left stay in the journal for the next start */
+        (void)journal_flush(&s->jr, UINT64_MAX / 2);
+        s->be.jr = NULL;
+    }
     be_fail_all(&s->be, "Backend shutting down");
     for (struct conn *c = s->conns; c != NULL; c = c->next)
         if (c->state == CONN_OPEN)
@@ -1825,6 +1873,7 @@ srv_config_default(struct srv_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     be_config_default(&cfg->be);
+    journal_config_default(&cfg->journal);
     cfg->agent_addr = "tcp://127.0.0.1:2001";
     cfg->client_addr = "tcp://127.0.0.1:2000";
     cfg->max_frame = ING_MAX_FRAME_DEFAULT;
@@ -1943,6 +1992,20 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    if (cfg->journal_dir != NULL) {
+        update_clock(s);
+        if (journal_open(&s->jr, cfg->journal_dir, &cfg->journal, jr_replay, &s->be, err,
+                         errlen) != 0)
+            goto fail;
+        s->jr_on = true;
+        s->be.jr = &s->jr;
+        signal(SIGXFSZ, SIG_IGN); /* a file-size limit is a write error (EFBIG), not death */
+        log_msg(LOG_INFO, "journal %s: %llu waiting jobs restored", cfg->journal_dir,
+                (unsigned long long)s->be.n_waiting);
+        if (s->be.jr_skipped > 0)
+            log_msg(LOG_WARN, "journal %s: %llu jobs could not be restored", cfg->journal_dir,
+                    (unsigned long long)s->be.jr_skipped);
+    }
     const char *addrs[2] = {cfg->agent_addr, cfg->client_addr};
     for (int i = 0; i < 2; i++) {
         struct listener *l = &s->lis[i];
@@ -2009,6 +2072,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     ev_timer_init(&s->reap_timer, reap_run, s);
     ev_timer_init(&s->envs_timer, envs_due, s);
     ev_timer_init(&s->lost_timer, lost_due, s);
+    ev_timer_init(&s->jr_timer, envs_due, s);
     uint64_t t = min_nz(cfg->ping_interval_ms, cfg->handshake_timeout_ms / 4);
     t = min_nz(t, cfg->be.kill_timeout_ms / 4);
     t = min_nz(t, cfg->be.orphan_timeout_ms / 4);
@@ -2075,8 +2139,11 @@ srv_free(struct server *s)
     } while (s->closing != NULL);
     httpd_free(s->httpd);
     status_fini(&s->st);
+    s->be.jr = NULL; /* the jobs freed below are not ended: they stay journaled */
     if (s->loop != NULL)
         be_fini(&s->be);
+    if (s->jr_on)
+        journal_close(&s->jr);
     for (int i = 0; i < 2; i++)
         if (s->lis[i].fd >= 0) {
             close(s->lis[i].fd);

@@ -15,6 +15,7 @@
 #include "acl.h"
 #include "backend.h"
 #include "httpd.h"
+#include "journal.h"
 
 struct srv_config {
     struct be_config be;
@@ -55,6 +56,11 @@ struct srv_config {
     void *reload_arg;
     struct httpd_config metrics; /* the metrics port (httpd.h); metrics.addr NULL = off */
     uint32_t metrics_max_envs;   /* environments with their own label in /metrics */
+    /* --journal: the directory of the write-ahead journal (NULL: off) and its settings. The
+     * server opens it (locked) before listening, replays it into the backend, and writes
+     * and compacts it once per loop iteration, before sleeping. */
+    const char *journal_dir;
+    struct journal_config journal;
 };
 
 #define SRV_STATUS_MS 2000 /* STATUS= period (sent only when it changed) */

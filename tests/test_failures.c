@@ -879,11 +879,13 @@ TP_TEST(test_overlapping_environments)
     tp_expect_done(c1, "x1", "success", NULL, NULL);
     tp_send_job(c1, &y1);
     tp_expect_job(a, "y1");
-    tp_send_job(c1, &y2);
-    tp_barrier(c1);
-    /* A leaves with y1 not started: y1 waits for e1, which is withdrawn; e2 stays. */
+    /* A leaves with y1 not started: y1 waits for e1, which is withdrawn; e2 stays. y2 is
+     * submitted after, so that the snapshot's order does not hang on whether y1 re-entered
+     * the queue in the same millisecond as y2 arrived (proto.md 5.5: by entry time). */
     tp_close(c, a);
     tp_expect_envs(c1, "docker:[e2,e3]");
+    tp_send_job(c1, &y2);
+    tp_barrier(c1);
     queue_expect(c1, "x2", "y1,y2");
     tp_done(b, "x2", "success", "");
     tp_expect_done(c1, "x2", "success", NULL, NULL);
@@ -1640,7 +1642,9 @@ TP_TEST(test_sigterm_drain_delivers_running_job)
     struct tp_peer *c1, *a;
     int st;
 
-    tp_start(c, "--drain-timeout", "1s", NULL);
+    /* A drain timeout far above the quiet window below (100 ms x ING_SLOW): the drain ends
+     * once j1 is done, not at the timeout. */
+    tp_start(c, "--drain-timeout", "30s", NULL);
     c1 = tp_client(c, "c1", "");
     a = tp_agent(c, "A", 1, "docker/default", NULL);
     tp_expect_envs(c1, ENV_DEFAULT);

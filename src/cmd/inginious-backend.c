@@ -10,6 +10,7 @@
 #include "acl.h"
 #include "auth.h"
 #include "inginious/version.h"
+#include "journal.h"
 #include "log.h"
 #include "opt.h"
 #include "sd.h"
@@ -92,6 +93,16 @@ usage(FILE *f)
             "                              accepted, as libzmq does, for ZeroMQ peers that wait\n"
             "                              for it; endpoints without a secret then serve ZeroMQ\n"
             "                              peers only (proto.md 11.1)\n"
+            "      --journal DIR           keep the queue in a write-ahead journal in DIR (off by\n"
+            "                              default): waiting jobs survive a crash or a restart\n"
+            "                              (README: Durability); DIR is locked (flock): a\n"
+            "                              second backend on it refuses to start\n"
+            "      --fsync MODE            always, never or 'interval DUR' (default interval\n"
+            "                              10ms): when the journal is synced to the disk\n"
+            "      --journal-segment-size SIZE  journal file size before the next (64M; 4K to\n"
+            "                              4G less 1)\n"
+            "      --journal-repair        start on a journal with corruption before its tail:\n"
+            "                              keep what precedes it, move the rest to *.corrupt\n"
             "      --port-file PATH        write the bound addresses to PATH once listening\n"
             "      --metrics ADDR          serve HTTP on ADDR (tcp://HOST:PORT, e.g.\n"
             "                              tcp://127.0.0.1:9464; off by default): /metrics\n"
@@ -164,6 +175,10 @@ enum {
     OPT_MAX_ENVS,
     OPT_MAX_ENV_BYTES,
     OPT_ENV_GRACE,
+    OPT_JOURNAL,
+    OPT_FSYNC,
+    OPT_JOURNAL_SEGMENT,
+    OPT_JOURNAL_REPAIR,
 };
 
 static const struct option options[] = {
@@ -214,6 +229,10 @@ static const struct option options[] = {
     {"max-envs", required_argument, NULL, OPT_MAX_ENVS},
     {"max-env-bytes", required_argument, NULL, OPT_MAX_ENV_BYTES},
     {"env-grace", required_argument, NULL, OPT_ENV_GRACE},
+    {"journal", required_argument, NULL, OPT_JOURNAL},
+    {"fsync", required_argument, NULL, OPT_FSYNC},
+    {"journal-segment-size", required_argument, NULL, OPT_JOURNAL_SEGMENT},
+    {"journal-repair", no_argument, NULL, OPT_JOURNAL_REPAIR},
     {NULL, 0, NULL, 0},
 };
 
@@ -392,6 +411,20 @@ main(int argc, char **argv)
             break;
         case OPT_ENV_GRACE:
             cfg.be.envs_grace_ms = need(OPT_KIND_DURATION, name, optarg, 0, 3600 * 1000);
+            break;
+        case OPT_JOURNAL:
+            cfg.journal_dir = optarg;
+            break;
+        case OPT_FSYNC:
+            if (journal_parse_fsync(optarg, &cfg.journal) != 0)
+                bad(name, optarg);
+            break;
+        case OPT_JOURNAL_SEGMENT:
+            cfg.journal.segment_size =
+                need(OPT_KIND_SIZE, name, optarg, JOURNAL_SEG_MIN, UINT32_MAX);
+            break;
+        case OPT_JOURNAL_REPAIR:
+            cfg.journal.repair = true;
             break;
         case OPT_MAX_FRAME:
             cfg.max_frame =

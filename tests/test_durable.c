@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: MIT */
+/* test_durable.c: inginious-backend --journal against the real binary (issue 16, step 2):
+ * waiting jobs survive kill -9 in their order and priority, ended jobs do not come back, a
+ * second backend on the same journal refuses to start, corruption before the tail stops the
+ * start until --journal-repair. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "inginious/client.h"
+#include "inginious/err.h"
+#include "support/libtest.h"
+
+#define CASE(name) cmocka_unit_test_setup_teardown(name, lt_setup, lt_teardown)
+
+static char jdir[LT_STR + 16];
+
+static const char *
+journal_dir(struct lt_world *w)
+{
+    snprintf(jdir, sizeof(jdir), "%s/journal", lt_dir(w));
+    return jdir;
+}
+
+static void
+submit_in(struct lt_world *w, struct lt_client *cl, const char *id, int64_t prio,
+          const char *input)
+{
+    struct ing_client_job j = {.job_id = id,
+                               .environment_type = "docker",
+                               .environment = "default",
+                               .launcher = "tester",
+                               .priority = prio};
+    j.inputdata = lt_mp(w, input);
+    int rc = ing_client_submit(cl->c, &j);
+    if (rc != 0)
+        fail_msg("submit %s: %s", id, ing_strerror(rc));
+}
+
+static void
+submit(struct lt_world *w, struct lt_client *cl, const char *id, int64_t prio)
+{
+    submit_in(w, cl, id, prio, "{\"do\": \"success\"}");
+}
+
+/* job_index returns the position of job id among the jobs agent ag received, or -1. */
+static int
+job_index(struct lt_agent *ag, const char *id)
+{
+    int k = 0;
+    for (size_t i = 0; i < ag->nev; i++)
+        if (ag->ev[i].type == ING_AGENT_EV_JOB) {
+            if (strcmp(ag->ev[i].job_id, id) == 0)
+                return k;
+            k++;
+        }
+    return -1;
+}
+
+/* populate starts the backend on a fresh journal with no agent and queues d1 (priority 1),
+ * d2, d3 (priority 0) and dk, which it kills: the journal holds three waiting jobs. */
+static void
+populate(struct lt_world *w, struct lt_client **out)
+{
+    lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--orphan-timeout", "0", NULL);
+    struct lt_client *cl = lt_client_new(w, NULL);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_CONNECTED, NULL);
+    submit(w, cl, "d1", 1);
+    submit(w, cl, "d2", 0);
+    submit(w, cl, "dk", 0);
+    submit(w, cl, "d3", 0);
+    assert_int_equal(ing_client_kill(cl->c, "dk"), 0);
+    struct lt_cev *e = lt_expect_cev(w, cl, ING_CLIENT_EV_DONE, "dk");
+    assert_true(ing_view_eq(e->res.r.result_kind, "killed"));
+    /* the pong leaves after the records of every frame before the ping are written */
+    lt_barrier(w, cl);
+    *out = cl;
+}
+
+/* kill -9, then a restart on the same journal: d2, d3, d1 run in that order; dk does not. */
+static void
+test_durable_waiting_jobs_survive_kill9(void **state)
+{
+    struct lt_world *w = *state;
+    struct lt_client *cl;
+    populate(w, &cl);
+    lt_kill_backend(w, SIGKILL);
+    lt_restart(w);
+    if (!lt_log_contains(w, "3 waiting jobs restored"))
+        fail_msg("the log does not say that 3 jobs were restored");
+    struct lt_agent *ag = lt_agent_new(w, "A", 1, 1, "docker/default", NULL);
+    lt_expect_aev(w, ag, ING_AGENT_EV_JOB, "d1"); /* the last of the three */
+    assert_int_equal(job_index(ag, "d2"), 0);
+    assert_int_equal(job_index(ag, "d3"), 1);
+    assert_int_equal(job_index(ag, "d1"), 2);
+    assert_int_equal(job_index(ag, "dk"), -1);
+    /* ... and once done they are forgotten: a second restart restores nothing */
+    struct lt_client *c2 = lt_client_new(w, NULL);
+    lt_expect_cev(w, c2, ING_CLIENT_EV_CONNECTED, NULL);
+    lt_barrier(w, c2);
+    lt_kill_backend(w, SIGKILL);
+    lt_restart(w);
+    if (!lt_log_contains(w, "0 waiting jobs restored"))
+        fail_msg("the log does not say that no job was restored");
+    (void)cl;
+    lt_pass(w);
+}
+
+/* A second backend on a journal in use refuses to start, naming the directory. */
+static void
+test_durable_second_backend_refused(void **state)
+{
+    struct lt_world *w = *state;
+    lt_start(w, NULL, NULL, "--journal", journal_dir(w), NULL);
+    char bin[LT_STR + 32];
+    snprintf(bin, sizeof(bin), "%s/inginious-backend", lt_build());
+    char *argv[] = {bin, "--journal", jdir, "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", NULL};
+    lt_run(w, argv, NULL);
+    int rc = lt_proc_wait(w);
+    assert_int_not_equal(rc, 0);
+    if (strstr(w->proc->err, "in use by another process") == NULL ||
+        strstr(w->proc->err, jdir) == NULL)
+        fail_msg("stderr: %s", w->proc->err);
+    lt_pass(w);
+}
+
+/* Corruption before the tail stops the start with the file and offset; --journal-repair
+ * starts with what precedes it and keeps the rest in a .corrupt file. */
+static void
+test_durable_corruption_and_repair(void **state)
+{
+    struct lt_world *w = *state;
+    struct lt_client *cl;
+    populate(w, &cl);
+    lt_kill_backend(w, SIGKILL);
+    char seg[LT_STR + 64];
+    snprintf(seg, sizeof(seg), "%s/0000000000000001.seg", jdir);
+    int fd = open(seg, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, 32 + 12 + 20), 1); /* inside d1's record */
+    b ^= 0x10;
+    assert_int_equal(pwrite(fd, &b, 1, 32 + 12 + 20), 1);
+    close(fd);
+    char bin[LT_STR + 32];
+    snprintf(bin, sizeof(bin), "%s/inginious-backend", lt_build());
+    char *argv[] = {bin, "--journal", jdir, "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", NULL};
+    lt_run(w, argv, NULL);
+    assert_int_not_equal(lt_proc_wait(w), 0);
+    if (strstr(w->proc->err, "corrupt record in 0000000000000001.seg at offset 32") == NULL ||
+        strstr(w->proc->err, "--journal-repair") == NULL)
+        fail_msg("stderr: %s", w->proc->err);
+    lt_start(w, NULL, NULL, "--journal", jdir, "--journal-repair", NULL);
+    if (!lt_log_contains(w, "0 waiting jobs restored"))
+        fail_msg("the repaired journal should hold nothing before the damaged record");
+    snprintf(seg, sizeof(seg), "%s/0000000000000001.seg.corrupt", jdir);
+    assert_int_equal(access(seg, F_OK), 0);
+    (void)cl;
+    lt_pass(w);
+}
+
+/* A disk that fails (here a file-size limit: EFBIG): new jobs end crash "Journal
+ * unavailable: ...", the failure is logged once, nothing accepted is lost, and acceptance
+ * resumes by itself once writes work again (the limit lifted with prlimit). */
+static void
+test_durable_disk_full(void **state)
+{
+    struct lt_world *w = *state;
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 64 * 1024; /* the journal: some 30 jobs of 2 KiB; the log stays below */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--orphan-timeout", "0", NULL);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    struct lt_client *cl = lt_client_new(w, NULL);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_CONNECTED, NULL);
+    static char input[2200];
+    snprintf(input, sizeof(input), "{\"pad\": \"%02000d\"}", 0);
+    int accepted = 0, refused = 0;
+    char id[32];
+    for (int i = 0; i < 200 && refused == 0; i++) { /* one by one: each in its iteration */
+        snprintf(id, sizeof(id), "f%d", i);
+        submit_in(w, cl, id, 0, input);
+        lt_barrier(w, cl);
+        struct lt_cev *e = lt_find_cev(cl, ING_CLIENT_EV_DONE, id);
+        if (e == NULL) {
+            accepted++;
+            continue;
+        }
+        e->used = true;
+        char text[LT_STR];
+        lt_view_str(text, sizeof(text), e->res.r.result_text);
+        if (strncmp(text, "Journal unavailable: ", 21) != 0 || strstr(text, "too large") == NULL)
+            fail_msg("job %s: %s", id, text);
+        refused++;
+    }
+    assert_int_equal(refused, 1);
+    assert_true(accepted > 5 && accepted < 60);
+    /* more refusals, one log line */
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof(id), "g%d", i);
+        submit_in(w, cl, id, 0, input);
+        lt_expect_cev(w, cl, ING_CLIENT_EV_DONE, id);
+    }
+    struct rlimit big = old;
+    assert_int_equal(prlimit(w->be_pid, RLIMIT_FSIZE, &big, NULL), 0);
+    /* the backend tries again within JOURNAL_RETRY_MS: submit until one is taken */
+    int after = 0;
+    uint64_t end = lt_now_ms() + LT_DEADLINE_MS;
+    while (after == 0 && lt_now_ms() < end) {
+        static int k;
+        snprintf(id, sizeof(id), "h%d", k++);
+        submit_in(w, cl, id, 0, input);
+        lt_barrier(w, cl);
+        struct lt_cev *e = lt_find_cev(cl, ING_CLIENT_EV_DONE, id);
+        if (e == NULL)
+            after = 1;
+        else
+            e->used = true;
+        lt_spin(w, 20);
+    }
+    assert_int_equal(after, 1);
+    lt_barrier(w, cl);
+    lt_kill_backend(w, SIGKILL);
+    lt_restart(w);
+    char want[64];
+    snprintf(want, sizeof(want), "%d waiting jobs restored", accepted + after);
+    if (!lt_log_contains(w, want))
+        fail_msg("the log does not say '%s'", want);
+    if (!lt_log_contains(w, "journal: write failed: File too large") ||
+        !lt_log_contains(w, "journal: writes work again"))
+        fail_msg("the journal's state changes are not logged");
+    lt_pass(w);
+}
+
+/* A job larger than a journal record may be (here a 4K segment) is refused with a text
+ * that says so; smaller ones are taken. */
+static void
+test_durable_job_too_large(void **state)
+{
+    struct lt_world *w = *state;
+    lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--journal-segment-size", "4K",
+             "--orphan-timeout", "0", NULL);
+    struct lt_client *cl = lt_client_new(w, NULL);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_CONNECTED, NULL);
+    static char input[5200];
+    snprintf(input, sizeof(input), "{\"pad\": \"%05000d\"}", 0);
+    submit_in(w, cl, "big", 0, input);
+    submit(w, cl, "small", 0);
+    struct lt_cev *e = lt_expect_cev(w, cl, ING_CLIENT_EV_DONE, "big");
+    char text[LT_STR];
+    lt_view_str(text, sizeof(text), e->res.r.result_text);
+    assert_string_equal(text, "Journal unavailable: job too large for a journal record");
+    lt_barrier(w, cl);
+    assert_null(lt_find_cev(cl, ING_CLIENT_EV_DONE, "small"));
+    lt_pass(w);
+}
+
+/* A journal holding more jobs than --max-waiting: the first ones come back, the rest are
+ * counted in one warning (not one line per job). */
+static void
+test_durable_restore_over_limit(void **state)
+{
+    struct lt_world *w = *state;
+    struct lt_client *cl;
+    populate(w, &cl);
+    lt_kill_backend(w, SIGKILL);
+    lt_start(w, NULL, NULL, "--journal", jdir, "--max-waiting", "2", NULL);
+    if (!lt_log_contains(w, "2 waiting jobs restored") ||
+        !lt_log_contains(w, "not restored: Queue full (later ones counted)") ||
+        !lt_log_contains(w, "jobs could not be restored")) /* d3, and dk, killed later */
+        fail_msg("the restore over the limit is not logged as expected");
+    (void)cl;
+    lt_pass(w);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        CASE(test_durable_waiting_jobs_survive_kill9),
+        CASE(test_durable_second_backend_refused),
+        CASE(test_durable_corruption_and_repair),
+        CASE(test_durable_disk_full),
+        CASE(test_durable_job_too_large),
+        CASE(test_durable_restore_over_limit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
