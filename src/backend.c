@@ -144,8 +144,13 @@ struct be_agent {
     bool registered;
     char *name;
     uint32_t slots;
-    uint32_t nfree, fhead;
-    uint64_t *ring; /* free slots' FIFO sequence numbers, ring of capacity slots */
+    /* The free slots' FIFO (nfree of them): first the nfresh slots given at the hello, with
+     * the consecutive sequence numbers from fresh_seq, then the slots freed since, in ring
+     * (rcap entries from fhead, grown as more slots are in use at once: a hello announcing
+     * many slots costs nothing until they are used). */
+    uint32_t nfree, fhead, nfresh, rcap;
+    uint64_t fresh_seq;
+    uint64_t *ring;
     struct eref *envs;
     uint32_t nenvs;
     struct env **types; /* the type records of the types it announced */
@@ -281,14 +286,22 @@ job_params(const struct job *j)
     return v;
 }
 
-/* job_max_time is the queue's estimate (proto.md 7.4): limits.time, else -1. */
+/* job_max_time is the queue's estimate (proto.md 7.4): limits.time as Python's int() gives
+ * it, within msgpack's range [-2^63, 2^64) (*wide: above INT64_MAX, the value's bits), else
+ * -1. Read from the job's body at each snapshot: nothing stored. */
 static int64_t
-job_max_time(const struct job *j)
+job_max_time(const struct job *j, bool *wide)
 {
-    const uint8_t *lim;
-    size_t len;
-    int64_t t = limits_map(job_params(j), &lim, &len) ? limit_s(lim, len, "time", 4) : -1;
-    return t >= INT32_MIN && t <= INT32_MAX ? t : -1;
+    const uint8_t *lim, *v;
+    size_t len, vlen;
+    int64_t t;
+    *wide = false;
+    if (limits_map(job_params(j), &lim, &len) &&
+        ing_mp_map_get(lim, len, "time", 4, &v, &vlen) == 0 &&
+        ing_mp_py_int_wide(v, vlen, &t, wide) == 0)
+        return t;
+    *wide = false;
+    return -1;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -902,7 +915,7 @@ drop_gone(struct backend *be, struct job *j)
 static inline uint64_t
 agent_key(const struct be_agent *a)
 {
-    return a->ring[a->fhead];
+    return a->nfresh > 0 ? a->fresh_seq : a->ring[a->fhead];
 }
 
 static inline void
@@ -990,7 +1003,12 @@ static void
 slot_take(struct be_agent *a)
 {
     a->nfree--;
-    a->fhead = a->fhead + 1 == a->slots ? 0 : a->fhead + 1;
+    if (a->nfresh > 0) {
+        a->nfresh--;
+        a->fresh_seq++;
+    } else {
+        a->fhead = a->fhead + 1 == a->rcap ? 0 : a->fhead + 1;
+    }
     if (a->nfree == 0) {
         agent_leave_heaps(a);
         return;
@@ -1002,13 +1020,44 @@ slot_take(struct be_agent *a)
     }
 }
 
+/* RING_MIN is the free-slot ring's size at a hello (at most the slots announced). */
+#define RING_MIN 16
+
+/* ring_grow doubles a's free-slot ring (up to its slots), in FIFO order from index 0.
+ * Returns 0 or -ENOMEM. */
+static int
+ring_grow(struct be_agent *a)
+{
+    uint32_t cap = a->rcap * 2 > a->slots ? a->slots : a->rcap * 2;
+    uint32_t n = a->nfree - a->nfresh;
+    uint64_t *r = malloc((size_t)cap * sizeof(*r));
+    if (r == NULL || cap <= a->rcap) {
+        free(r);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0, k = a->fhead; i < n; i++, k = k + 1 == a->rcap ? 0 : k + 1)
+        r[i] = a->ring[k];
+    free(a->ring);
+    a->ring = r;
+    a->rcap = cap;
+    a->fhead = 0;
+    return 0;
+}
+
 /* slot_add appends a free slot of a at the end of the FIFO. */
 static void
 slot_add(struct backend *be, struct be_agent *a)
 {
-    uint32_t pos = a->fhead + a->nfree;
-    if (pos >= a->slots)
-        pos -= a->slots;
+    uint32_t n = a->nfree - a->nfresh;
+    if (n == a->rcap && ring_grow(a) != 0) {
+        a->slots--; /* no job is lost: the agent runs with one slot less */
+        log_msg(LOG_ERR, "agent %s: out of memory for its free slots: %u slots now", a->name,
+                a->slots);
+        return;
+    }
+    uint32_t pos = a->fhead + n;
+    if (pos >= a->rcap)
+        pos -= a->rcap;
     a->ring[pos] = ++be->slot_seq;
     if (a->nfree++ == 0)
         agent_enter_heaps(a);
@@ -2189,7 +2238,7 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         r->info.len = job_info(j, tp);
         r->launcher = job_launcher(j);
         r->started_at = (uint32_t)(be->wall_s - (int64_t)(((uint32_t)be->now_ms - j->u.started_ms) / 1000));
-        r->max_time = job_max_time(j);
+        r->max_time = job_max_time(j, &r->max_time_u64);
         size_t sz = 4 + r->job_id.len + 1 + 4 + r->agent_name.len + 4 + r->info.len + 4 +
                     r->launcher.len + 16;
         if (used + sz > budget) {
@@ -2210,7 +2259,7 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         w->info.p = tp;
         w->info.len = job_info(j, tp);
         w->launcher = job_launcher(j);
-        w->max_time = job_max_time(j);
+        w->max_time = job_max_time(j, &w->max_time_u64);
         size_t sz = 4 + w->job_id.len + 1 + 4 + w->info.len + 4 + w->launcher.len + 8;
         if (used + sz > budget) {
             log_msg(LOG_WARN, "queue snapshot truncated to %zu of %zu waiting jobs (max frame)", nw,
@@ -2264,6 +2313,16 @@ be_agent_name(const struct be_agent *a)
     return a->name != NULL ? a->name : "";
 }
 
+void
+be_agent_hold(struct be_agent *a)
+{
+    if (a == NULL || !a->registered || a->nfree == 0)
+        return;
+    agent_leave_heaps(a);
+    a->slots -= a->nfree; /* its free slots are gone: slots = free + running holds */
+    a->nfree = a->nfresh = 0;
+}
+
 uint32_t
 be_agent_busy(const struct be_agent *a)
 {
@@ -2294,7 +2353,7 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
     a->prev = a->next = NULL;
     be->n_agents--;
     agent_leave_heaps(a);
-    a->nfree = 0;
+    a->nfree = a->nfresh = 0;
     bool withdrawn = false;
     for (uint32_t i = 0; i < a->nenvs; i++) {
         struct env *e = a->envs[i].env;
@@ -2370,7 +2429,7 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
     a->envs = NULL;
     a->types = NULL;
     a->ring = NULL;
-    a->nenvs = a->ntypes = a->slots = a->fhead = 0;
+    a->nenvs = a->ntypes = a->slots = a->fhead = a->nfresh = a->rcap = 0;
     a->nkilling = 0;
     if (!silent) {
         sched_envs(be, requeued, nreq);
@@ -2699,7 +2758,8 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
      * out-of-memory hello changes nothing), and check the list's bounds. */
     struct hello_plan plan = {0};
     char *name = strndup(m->friendly_name.p, m->friendly_name.len);
-    uint64_t *ring = malloc((m->slots ? m->slots : 1) * sizeof(*ring));
+    uint32_t rcap = m->slots < RING_MIN ? (m->slots ? m->slots : 1) : RING_MIN;
+    uint64_t *ring = malloc(rcap * sizeof(*ring));
     plan.envs = calloc(count ? count : 1, sizeof(*plan.envs));
     plan.types = calloc(ntypes ? ntypes : 1, sizeof(*plan.types));
     rc = name == NULL || ring == NULL || plan.envs == NULL || plan.types == NULL
@@ -2732,12 +2792,13 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
     free(a->name);
     a->name = name;
     a->ring = ring;
+    a->rcap = rcap;
     a->envs = plan.envs;
     a->nenvs = plan.n;
     a->types = plan.types;
     a->ntypes = plan.nt;
     a->slots = m->slots;
-    a->nfree = 0;
+    a->nfree = a->nfresh = 0;
     a->fhead = 0;
     a->missed = 0;
     for (uint32_t i = 0; i < a->ntypes; i++)
@@ -2770,8 +2831,12 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
         be->agents->prev = a;
     be->agents = a;
     be->n_agents++;
-    for (uint32_t i = 0; i < a->slots; i++)
-        slot_add(be, a);
+    /* Its slots join the FIFO in a row: the fresh run. */
+    a->fresh_seq = be->slot_seq + 1;
+    be->slot_seq += a->slots;
+    a->nfresh = a->nfree = a->slots;
+    if (a->slots > 0)
+        agent_enter_heaps(a);
     log_msg(LOG_INFO, "agent %s registered: %u slots, %u environments", name, a->slots, a->nenvs);
     sched_agent(be, a);
     envs_touch(be, false); /* INGInious sends the list after every hello */
@@ -2950,6 +3015,15 @@ be_ping_tick(struct backend *be)
     for (; a != NULL; a = next) {
         next = a->next;
         if (a->missed > be->cfg.ping_max) {
+            if (be->cfg.lost_batch > 0 && be->lost_jobs > 0 &&
+                be->lost_jobs + a->nrun > be->cfg.lost_batch) {
+                be_agent_hold(a); /* removed at the next tick; no job meanwhile */
+                log_msg(LOG_INFO, "agent %s missed %u pings: removed at the next tick (%llu lost "
+                        "agents' jobs handled in this iteration)", a->name, a->missed,
+                        (unsigned long long)be->lost_jobs);
+                continue;
+            }
+            be->lost_jobs += a->nrun;
             log_msg(LOG_WARN, "agent %s missed %u pings: removed", a->name, a->missed);
             be->stats.agents_lost++;
             agent_unregister(be, a, false);

@@ -55,6 +55,9 @@ struct be_config {
     uint32_t hello_burst;         /* AgentHellos per connection in a burst, then one per
                                    * second (0 = no limit) */
     uint32_t max_requeues;        /* requeues of one job after agent losses; then crash */
+    uint32_t lost_batch; /* lost agents' jobs handled per loop iteration, beyond the first
+                          * agent (be_ping_tick defers the others to its next tick; the server
+                          * its closed connections to its next iteration); 0: no bound */
     uint64_t deadline_margin_ms;  /* added to a running job's time limit (proto.md 7.4) */
     enum fair_mode fair_mode;     /* --fair-share: FAIR_NONE = INGInious' order */
     uint64_t priority_aging_ms;   /* --priority-aging: a level per this long (0 = off) */
@@ -115,6 +118,8 @@ struct backend {
 
     uint64_t arrival_seq;  /* global arrival counter (ties between equal priorities) */
     uint64_t slot_seq;     /* free-slot FIFO order */
+    uint64_t lost_jobs;    /* lost agents' jobs handled in this loop iteration (the server
+                            * resets it; cfg.lost_batch) */
     uint64_t dispatch_seq; /* running jobs' order */
     uint64_t mark_seq;
 
@@ -311,6 +316,10 @@ uint64_t be_journal_live_bytes(const struct backend *be);
 /* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
 int be_check(const struct backend *be);
 /* Counters for tests and metrics. */
+/* be_agent_hold: a's connection is closed and be_agent_gone waits for a later loop iteration
+ * (the work of lost agents is bounded per iteration): its free slots are withdrawn, so that
+ * no job goes to it meanwhile. NULL or unregistered: nothing. */
+void be_agent_hold(struct be_agent *a);
 uint32_t be_agent_busy(const struct be_agent *a);
 uint32_t be_agent_slots(const struct be_agent *a);
 

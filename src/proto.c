@@ -553,7 +553,7 @@ wr_queue(struct writer *w, const struct ing_get_queue *q)
         wr_field(w, e->info, FK_STR);
         wr_field(w, e->launcher, FK_STR);
         wr_i64(w, e->started_at);
-        wr_i64(w, e->max_time);
+        wr_i64(w, e->max_time_u64 ? -1 : e->max_time);
     }
     wr_u32(w, q->n_waiting);
     for (i = 0; i < q->n_waiting && w->len <= UINT32_MAX; i++) {
@@ -563,7 +563,7 @@ wr_queue(struct writer *w, const struct ing_get_queue *q)
         wr_u8(w, e->is_current ? 1 : 0);
         wr_field(w, e->info, FK_STR);
         wr_field(w, e->launcher, FK_STR);
-        wr_i64(w, e->max_time);
+        wr_i64(w, e->max_time_u64 ? -1 : e->max_time);
     }
 }
 

@@ -38,6 +38,8 @@ status_fini(struct status *st)
     st->envs = NULL;
     free(st->keys);
     st->keys = NULL;
+    free(st->mp);
+    st->mp = NULL;
 }
 
 static uint64_t
@@ -352,4 +354,48 @@ status_mp(struct status *st, struct ing_mp_writer *w)
         ing_mp_put_uint(w, rsum);
     }
     return w->err;
+}
+
+/* mp_key fills k with what status_mp's map shows: any change in it changes one of these. */
+static void
+mp_key(const struct status *st, uint64_t k[STATUS_MP_KEY])
+{
+    const struct backend *be = st->be;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t refused = 0;
+    for (int i = 0; i < METRICS_NREFUSE; i++)
+        refused += be->mc.refused[i];
+    double up = (double)ts.tv_sec - st->start_s;
+    uint64_t v[STATUS_MP_KEY] = {
+        up < 0 ? 0 : (uint64_t)up, be->stats.jobs_submitted, refused, be->stats.jobs_dispatched,
+        be->mc.started, done_total(be), be->stats.jobs_killed, be->stats.jobs_crashed,
+        be->mc.lost, be->stats.jobs_requeued, be->n_waiting, be->n_running, be->n_agents,
+        be->n_clients, be->slot_seq /* every slot given or freed, hellos */, be->nenvs,
+        be->n_provided,
+    };
+    memcpy(k, v, sizeof(v));
+}
+
+int
+status_mp_cached(struct status *st, const uint8_t **p, size_t *len, bool *fresh)
+{
+    uint64_t k[STATUS_MP_KEY];
+    mp_key(st, k);
+    *fresh = st->mp == NULL || memcmp(k, st->mp_key, sizeof(k)) != 0;
+    if (*fresh) {
+        struct ing_mp_writer w;
+        ing_mp_writer_init_dyn(&w);
+        if (status_mp(st, &w) != 0) {
+            ing_mp_writer_fini(&w);
+            return -ENOMEM;
+        }
+        free(st->mp);
+        st->mp = w.buf; /* ownership taken from the writer */
+        st->mp_len = w.len;
+        memcpy(st->mp_key, k, sizeof(k));
+    }
+    *p = st->mp;
+    *len = st->mp_len;
+    return 0;
 }

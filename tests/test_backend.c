@@ -648,6 +648,97 @@ test_backend_several_slots(void **state)
     expect(1, ING_BACKEND_NEW_JOB, "j3");
 }
 
+/* Issue 13 item 10: an agent's free-slot FIFO costs nothing for slots never used (the
+ * slots given at its hello are one run) and grows with the slots in use at once, keeping the
+ * FIFO order across agents: 40 slots on A and B (past the ring's first 16), freed in an
+ * interleaved order, are taken again in that order. */
+static void
+test_backend_slot_ring_grows_in_order(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    char id[16], id2[16];
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, N, "e");
+    /* A's fresh run (30 left) comes before the 5 slots freed after it. */
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof(id), "p%d", i);
+        submit(c, id, 0, "e");
+        expect(1, ING_BACKEND_NEW_JOB, id);
+    }
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof(id), "p%d", i);
+        done(a, id, "success");
+    }
+    struct be_agent *b = agent(2, N, "e"); /* its slots are newer than A's free ones */
+    for (int i = 0; i < 35; i++) {
+        snprintf(id, sizeof(id), "q%d", i);
+        submit(c, id, 0, "e");
+        expect(1, ING_BACKEND_NEW_JOB, id);
+    }
+    expect_none(2);
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof(id), "r%d", i);
+        submit(c, id, 0, "e");
+        expect(2, ING_BACKEND_NEW_JOB, id);
+    }
+    /* Every slot taken. Free them alternately, A's in reverse: 80 ring entries in all. */
+    for (int i = 0; i < N; i++) {
+        if (i < 5)
+            snprintf(id, sizeof(id), "p%d", 9 - i);
+        else
+            snprintf(id, sizeof(id), "q%d", 39 - i);
+        snprintf(id2, sizeof(id2), "r%d", i);
+        done(a, id, "success");
+        done(b, id2, "success");
+    }
+    assert_int_equal(be_agent_slots(a), N);
+    assert_int_equal(be_agent_slots(b), N);
+    for (int i = 0; i < 2 * N; i++) {
+        snprintf(id, sizeof(id), "s%d", i);
+        submit(c, id, 0, "e");
+        expect(1 + (i & 1), ING_BACKEND_NEW_JOB, id);
+    }
+    expect_none(1);
+    expect_none(2);
+}
+
+/* Out of memory growing the free-slot ring: the agent runs with one slot less, the job's
+ * result is relayed, nothing else changes. */
+static void
+test_backend_slot_ring_oom(void **state)
+{
+    (void)state;
+    char id[16];
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 20, "e");
+    for (int i = 0; i < 20; i++) {
+        snprintf(id, sizeof(id), "j%d", i);
+        submit(c, id, 0, "e");
+        expect(1, ING_BACKEND_NEW_JOB, id);
+    }
+    for (int i = 0; i < 16; i++) { /* the ring's first 16 entries */
+        snprintf(id, sizeof(id), "j%d", i);
+        done(a, id, "success");
+        expect(0, ING_BACKEND_JOB_DONE, id);
+    }
+    fail_at = 1;
+    done(a, "j16", "success");
+    fail_at = 0;
+    expect(0, ING_BACKEND_JOB_DONE, "j16");
+    assert_int_equal(be_agent_slots(a), 19);
+    done(a, "j17", "success"); /* grows now */
+    expect(0, ING_BACKEND_JOB_DONE, "j17");
+    assert_int_equal(be_agent_slots(a), 19);
+    for (int i = 0; i < 17; i++) { /* 19 slots, 2 running */
+        snprintf(id, sizeof(id), "k%d", i);
+        submit(c, id, 0, "e");
+        expect(1, ING_BACKEND_NEW_JOB, id);
+    }
+    submit(c, "wait", 0, "e");
+    expect_none(1);
+}
+
 /* §6.20, §6.23 [hard]: kill a waiting job, then the id is reusable with new input. */
 static void
 test_backend_kill_waiting_then_reuse(void **state)
@@ -1181,6 +1272,51 @@ test_backend_requeue_cap_and_alive(void **state)
         be_ping_tick(&be);
     assert_int_equal(be.n_agents, 0);
     be_agent_gone(&be, a);
+}
+
+/* Issue 13 item 5: agents lost in the same ping tick are removed cfg.lost_batch jobs at a
+ * time beyond the first (the others at the next tick); one left for later takes no job. */
+static void
+test_backend_lost_agents_batch(void **state)
+{
+    (void)state;
+    char id[16];
+    be.cfg.lost_batch = 4;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 6, "e");
+    struct be_agent *b = agent(2, 4, "f");
+    for (int i = 0; i < 4; i++) {
+        snprintf(id, sizeof(id), "e%d", i);
+        submit(c, id, 0, "e");
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof(id), "f%d", i);
+        submit(c, id, 0, "f");
+    }
+    assert_int_equal(be_agent_busy(a), 4);
+    assert_int_equal(be_agent_busy(b), 3);
+    for (uint32_t i = 0; i <= be.cfg.ping_max; i++)
+        be_ping_tick(&be);
+    be.lost_jobs = 0; /* the server, at each iteration's end */
+    be_ping_tick(&be); /* both over the limit: B (newest, first) removed, A held: 3 + 4 > 4 */
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_agents, 1);
+    assert_true(be_agent_registered(a));
+    assert_int_equal(be_agent_busy(a), 4);
+    assert_int_equal(be_agent_slots(a), 4); /* its 2 free slots withdrawn */
+    assert_int_equal(be.lost_jobs, 3);
+    assert_int_equal(be.n_waiting, 3); /* B's jobs, requeued */
+    submit(c, "x", 0, "e");            /* not given to the held agent */
+    assert_int_equal(be.n_waiting, 4);
+    assert_int_equal(be_agent_busy(a), 4);
+    be.lost_jobs = 0;
+    be_ping_tick(&be);
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_agents, 0);
+    assert_int_equal(be.n_waiting, 8);
+    expect_none(0);
+    be_agent_gone(&be, a);
+    be_agent_gone(&be, b);
 }
 
 /* A client that goes: its waiting jobs are dropped, its running jobs killed. */
@@ -1933,6 +2069,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_across_topics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_slot_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_several_slots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_slot_ring_grows_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_slot_ring_oom, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_lost_agents_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_kill_waiting_then_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_kill_running_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_result_from_wrong_agent, setup, teardown),

@@ -781,6 +781,13 @@ TP_TEST(test_s25_time_estimate)
         {TP_RAW("\xf9"), TP_NONE, -7},
         {TP_RAW("\xcb\xc0\x1e\x00\x00\x00\x00\x00\x00"), TP_NONE, -7}, /* -7.5 */
         {TP_RAW("\xc0"), TP_NONE, -1},                                 /* nil */
+        {TP_RAW("\xce\x80\0\0\0"), TP_NONE, INT64_C(2147483648)},        /* 2^31 */
+        {TP_RAW("\xa3" "1e3"), TP_NONE, -1},
+        {TP_RAW("\xcf\x7f\xff\xff\xff\xff\xff\xff\xff"), TP_NONE, INT64_MAX},
+        /* msgpack's uint64 range above INT64_MAX: the ZeroMQ dialect lists it as such
+         * (test_zbridge), the native i64 cannot: -1 */
+        {TP_RAW("\xcf\x80\0\0\0\0\0\0\0"), TP_NONE, -1},
+        {TP_RAW("\xd3\x80\0\0\0\0\0\0\0"), TP_NONE, INT64_MIN},
     };
     size_t n = sizeof(cases) / sizeof(cases[0]), i;
     struct tp_peer *c1;

@@ -206,6 +206,8 @@ struct ing_queue_running {
     struct ing_view launcher;
     int64_t started_at; /* epoch seconds */
     int64_t max_time;   /* seconds, -1 unknown */
+    bool max_time_u64;  /* max_time is above INT64_MAX: (uint64_t)max_time (ZeroMQ lists it;
+                         * the native frame carries -1) */
 };
 
 struct ing_queue_waiting {
@@ -214,6 +216,7 @@ struct ing_queue_waiting {
     struct ing_view info;
     struct ing_view launcher;
     int64_t max_time;
+    bool max_time_u64; /* as in ing_queue_running */
 };
 
 /* BackendGetQueue. To encode, set the counts and the arrays. After a decode, the arrays

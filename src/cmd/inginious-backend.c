@@ -57,7 +57,7 @@ usage(FILE *f)
             "      --max-frame SIZE        largest message body accepted (64M; at most 1G)\n"
             "      --max-output SIZE       pending output per peer before it is dropped (16M;\n"
             "                              4K to 64G)\n"
-            "      --max-memory SIZE       budget over buffers and queued job bodies (1/4 of\n"
+            "      --max-memory SIZE       budget over buffers, job bodies and HTTP (1/4 of\n"
             "                              the RAM, 256M..16G; 16M to 1T); at 7/8 of it new\n"
             "                              jobs end crash 'Backend memory full', new input\n"
             "                              gets Error OVERLOAD\n"
