@@ -1606,6 +1606,39 @@ TP_TEST(test_abuse_expensive_frames_budget)
 #endif
 }
 
+/* Items 3 and 6: registering an agent that announces 100,000 environments, and its
+ * re-hellos, never stall the loop: the hello is registered in batches across iterations and
+ * the list is encoded once per change and shared by the clients. Each client still gets one
+ * correct list per change. */
+TP_TEST(test_abuse_many_environments_no_stall)
+{
+    uint32_t nenvs = cu_slow() > 1 ? 5000 : 100000;
+    struct tp_peer *c1, *c2, *a;
+    uint8_t *envs;
+    size_t len;
+    long us;
+    int i;
+
+    tp_start(c, "--env-grace", "0", "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    c2 = tp_client(c, "c2", "");
+    a = tp_connect(c, ING_ROLE_AGENT);
+    envs = own(envs_map("env", nenvs, &len));
+    for (i = 0; i < 8; i++) {
+        tp_hello_raw(a, "A", 1, (struct tp_bytes){envs, len});
+        expect_env_count(c1, nenvs);
+        expect_env_count(c2, nenvs);
+    }
+    release(envs);
+    cu_roundtrip(c1, cu_ms(PROMPT_MS));
+    us = longest_iter_us(c);
+    print_message("many environments: longest iteration %ld us\n", us);
+#if !(defined(ING_SAN) && ING_SAN)
+    if (!cu_wrapped() && us > 10000L * cu_slow())
+        tp_fail("an iteration took %ld us (bound 10 ms)", us);
+#endif
+}
+
 /* Item 12: --max-connections-per-address refuses one more connection from an address with
  * Error LIMIT; a place freed is available again. */
 TP_TEST(test_abuse_connections_per_address)
@@ -1867,6 +1900,7 @@ main(void)
         CASE(test_abuse_connection_flood),
         CASE(test_abuse_many_environments),
         CASE(test_abuse_envs_non_reader_one_copy),
+        CASE(test_abuse_many_environments_no_stall),
         CASE(test_abuse_many_slots_cost_nothing),
         CASE(test_abuse_stats_flood_one_walk),
         CASE(test_abuse_queue_limits),
