@@ -2645,7 +2645,7 @@ plan_drop(struct backend *be, struct hello_plan *p)
  * -ENOMEM (p then holds what it took, for plan_drop). */
 static int
 hello_prepare(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m,
-              struct hello_plan *p)
+              const struct env_ann *anns, size_t nanns, struct hello_plan *p)
 {
     uint64_t old = ++be->mark_seq; /* a's current environments (none has it yet) */
     if (a->registered) {
@@ -2675,12 +2675,24 @@ hello_prepare(struct backend *be, struct be_agent *a, const struct ing_agent_hel
         t->refs++;
         p->types[p->nt++] = t;
     }
-    struct hello_iter it;
-    struct env_ann ann;
-    hello_begin(&it, m, NULL, 0);
-    while (hello_next(&it, &ann, NULL, 0) > 0) {
-        struct env *e = env_get(be, (const char *)ann.type.v.s.p, ann.type.v.s.len,
-                                (const char *)ann.name.v.s.p, ann.name.v.s.len);
+    /* A re-hello mostly repeats a's list in the same order: the cursor prev follows a's
+     * current environments and spares the hash table's lookup while they match. */
+    uint32_t prev = 0;
+    for (size_t i = 0; i < nanns; i++) {
+        const struct env_ann *ann = &anns[i];
+        struct env *e = NULL;
+        if (a->registered && prev < a->nenvs) {
+            struct env *c = a->envs[prev].env;
+            if (c->type_len == ann->type.v.s.len && c->name_len == ann->name.v.s.len &&
+                memcmp(c->name, ann->name.v.s.p, c->name_len) == 0 &&
+                memcmp(c->type, ann->type.v.s.p, c->type_len) == 0) {
+                e = c;
+                prev++;
+            }
+        }
+        if (e == NULL)
+            e = env_get(be, (const char *)ann->type.v.s.p, ann->type.v.s.len,
+                        (const char *)ann->name.v.s.p, ann->name.v.s.len);
         if (e == NULL)
             return -ENOMEM;
         if (e->mark == mark)
@@ -2737,8 +2749,10 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
                           m->slots, be->cfg.max_slots_per_agent);
     if (m->friendly_name.len > 255)
         return hello_fail(why, whylen, "friendly_name too long");
-    /* 1. Validate everything and count. */
-    size_t count = 0;
+    /* 1. Validate everything and count, parsing the environments once (the later steps read
+     * anns, not the frame). */
+    size_t count = 0, acap = 0;
+    struct env_ann *anns = NULL;
     if ((rc = hello_begin(&it, m, why, whylen)) != 0)
         return rc;
     uint32_t ntypes = it.types_left;
@@ -2747,13 +2761,29 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
                           "too many environment types: %u (at most %u, "
                           "--max-envs-per-agent)",
                           ntypes, be->cfg.max_envs_per_agent);
-    while ((rc = hello_next(&it, &ann, why, whylen)) > 0)
-        if (++count > be->cfg.max_envs_per_agent)
+    while ((rc = hello_next(&it, &ann, why, whylen)) > 0) {
+        if (count >= be->cfg.max_envs_per_agent) {
+            free(anns);
             return hello_fail(why, whylen,
                               "too many environments: more than %u (--max-envs-per-agent)",
                               be->cfg.max_envs_per_agent);
-    if (rc < 0)
+        }
+        if (count == acap) {
+            size_t ncap = acap ? acap * 2 : 16;
+            struct env_ann *na = realloc(anns, ncap * sizeof(*na));
+            if (na == NULL) {
+                free(anns);
+                return hello_fail(why, whylen, "out of memory");
+            }
+            anns = na;
+            acap = ncap;
+        }
+        anns[count++] = ann;
+    }
+    if (rc < 0) {
+        free(anns);
         return rc;
+    }
     /* 2. Take what the registration needs, so applying it cannot fail half way (an
      * out-of-memory hello changes nothing), and check the list's bounds. */
     struct hello_plan plan = {0};
@@ -2764,7 +2794,7 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
     plan.types = calloc(ntypes ? ntypes : 1, sizeof(*plan.types));
     rc = name == NULL || ring == NULL || plan.envs == NULL || plan.types == NULL
              ? -ENOMEM
-             : hello_prepare(be, a, m, &plan);
+             : hello_prepare(be, a, m, anns, count, &plan);
     uint64_t nprov = (uint64_t)((int64_t)be->n_provided + plan.denvs);
     uint64_t bytes = LIST_BASE + (uint64_t)((int64_t)be->list_bytes + plan.dbytes);
     if (rc == 0 && nprov > be->cfg.max_envs)
@@ -2782,6 +2812,7 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
         plan_drop(be, &plan);
         free(name);
         free(ring);
+        free(anns);
         return rc;
     }
     /* 3. A hello on a registered agent first removes it (INGInious does the same). */
@@ -2805,24 +2836,25 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
         type_announced(be, a->types[i]);
     /* 4. Announce the environments, in the hello's order (duplicates were left out of the
      * plan: the k-th distinct one is a->envs[k]). */
-    hello_begin(&it, m, NULL, 0);
     uint32_t k = 0;
     const uint8_t *last_type = NULL;
     struct env *t = NULL;
-    while (k < a->nenvs && hello_next(&it, &ann, NULL, 0) > 0) {
+    for (size_t i = 0; k < a->nenvs && i < count; i++) {
+        const struct env_ann *an = &anns[i];
         struct env *e = a->envs[k].env;
-        if (e->name_len != ann.name.v.s.len || e->type_len != ann.type.v.s.len ||
-            memcmp(e->name, ann.name.v.s.p, e->name_len) != 0 ||
-            memcmp(e->type, ann.type.v.s.p, e->type_len) != 0)
+        if (e->name_len != an->name.v.s.len || e->type_len != an->type.v.s.len ||
+            memcmp(e->name, an->name.v.s.p, e->name_len) != 0 ||
+            memcmp(e->type, an->type.v.s.p, e->type_len) != 0)
             continue; /* a duplicate */
-        if (ann.type.v.s.p != last_type) {
-            last_type = ann.type.v.s.p;
+        if (an->type.v.s.p != last_type) {
+            last_type = an->type.v.s.p;
             t = env_find(be, e->type, e->type_len, "", 0);
         }
-        env_announce(be, e, t, &ann, name);
+        env_announce(be, e, t, an, name);
         e->n_slots += a->slots;
         k++;
     }
+    free(anns);
     assert(k == a->nenvs);
     a->registered = true;
     a->prev = NULL;
