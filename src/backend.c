@@ -1428,6 +1428,10 @@ envs_build(struct backend *be)
 {
     struct ing_mp_writer w;
     ing_mp_writer_init_dyn(&w);
+    /* Its size is known (list_bytes): one allocation, no copy as it grows. */
+    size_t want = LIST_BASE + be->list_bytes;
+    if ((w.buf = malloc(want)) != NULL)
+        w.cap = want;
     ing_mp_put_map(&w, be->n_types_ann);
     uint32_t ntypes = 0;
     for (const struct env *t = be->types_head; t != NULL; t = t->lnext) {
