@@ -43,12 +43,14 @@ static const uint8_t type_class[256] = {
     [ING_CLIENT_KILL_JOB] = TC_BODY,
     [ING_CLIENT_GET_QUEUE] = TC_EMPTY,
     [ING_CLIENT_GET_STATS] = TC_EMPTY,
+    [ING_CLIENT_HELLO_ACK] = TC_BODY,
     [ING_BACKEND_UPDATE_ENVIRONMENTS] = TC_BODY,
     [ING_BACKEND_JOB_STARTED] = TC_BODY,
     [ING_BACKEND_JOB_DONE] = TC_BODY,
     [ING_BACKEND_JOB_SSH_DEBUG] = TC_BODY,
     [ING_BACKEND_GET_QUEUE] = TC_BODY,
     [ING_BACKEND_STATS] = TC_BODY,
+    [ING_BACKEND_JOB_ACCEPTED] = TC_BODY,
     [ING_BACKEND_NEW_JOB] = TC_BODY,
     [ING_BACKEND_KILL_JOB] = TC_BODY,
     [ING_AGENT_HELLO] = TC_BODY,
@@ -350,6 +352,7 @@ rd_body(struct cursor *c, struct ing_msg *m)
         rd_bytes32(c, m->u.auth_ok.mac);
         break;
     case ING_CLIENT_HELLO:
+    case ING_CLIENT_HELLO_ACK:
         rd_field(c, &m->u.client_hello.name, FK_STR);
         break;
     case ING_CLIENT_NEW_JOB:
@@ -362,6 +365,7 @@ rd_body(struct cursor *c, struct ing_msg *m)
         break;
     case ING_CLIENT_KILL_JOB:
     case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         rd_field(c, &m->u.ref.job_id, FK_STR);
         break;
@@ -586,6 +590,7 @@ wr_body(struct writer *w, const struct ing_msg *m)
         wr_bytes(w, m->u.auth_ok.mac, ING_MAC_LEN);
         break;
     case ING_CLIENT_HELLO:
+    case ING_CLIENT_HELLO_ACK:
         wr_field(w, m->u.client_hello.name, FK_STR);
         break;
     case ING_CLIENT_NEW_JOB:
@@ -598,6 +603,7 @@ wr_body(struct writer *w, const struct ing_msg *m)
         break;
     case ING_CLIENT_KILL_JOB:
     case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         wr_field(w, m->u.ref.job_id, FK_STR);
         break;
@@ -733,6 +739,7 @@ ing_frame_job_id(const uint8_t *p, size_t n, uint8_t *type, struct ing_view *id)
     case ING_BACKEND_JOB_STARTED:
     case ING_BACKEND_JOB_DONE:
     case ING_BACKEND_JOB_SSH_DEBUG:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_BACKEND_KILL_JOB:
     case ING_AGENT_JOB_STARTED:
     case ING_AGENT_JOB_DONE:
@@ -892,6 +899,8 @@ ing_msg_type_name(uint8_t type)
         return "ClientGetQueue";
     case ING_CLIENT_GET_STATS:
         return "ClientGetStats";
+    case ING_CLIENT_HELLO_ACK:
+        return "ClientHelloAck";
     case ING_BACKEND_UPDATE_ENVIRONMENTS:
         return "BackendUpdateEnvironments";
     case ING_BACKEND_JOB_STARTED:
@@ -904,6 +913,8 @@ ing_msg_type_name(uint8_t type)
         return "BackendGetQueue";
     case ING_BACKEND_STATS:
         return "BackendStats";
+    case ING_BACKEND_JOB_ACCEPTED:
+        return "BackendJobAccepted";
     case ING_BACKEND_NEW_JOB:
         return "BackendNewJob";
     case ING_BACKEND_KILL_JOB:

@@ -196,6 +196,12 @@ static const struct vline v_client_get_stats[] = {
     {K_END, NULL, NULL},
 };
 
+static const struct vline v_client_hello_ack[] = {
+    {K_HDR, "00 00 00 0a 15 00", NULL},
+    {K_STR, "00 00 00 06 77 65 62 61 70 70", "name: \"webapp\""},
+    {K_END, NULL, NULL},
+};
+
 static const struct vline v_backend_stats[] = {
     {K_HDR, "00 00 00 39 25 00", NULL},
     {K_MP,
@@ -219,6 +225,12 @@ static const struct vline v_update_envs[] = {
 
 static const struct vline v_backend_job_started[] = {
     {K_HDR, "00 00 00 09 21 00", NULL},
+    {K_STR, "00 00 00 05 6a 6f 62 2d 31", "job_id: \"job-1\""},
+    {K_END, NULL, NULL},
+};
+
+static const struct vline v_backend_job_accepted[] = {
+    {K_HDR, "00 00 00 09 26 00", NULL},
     {K_STR, "00 00 00 05 6a 6f 62 2d 31", "job_id: \"job-1\""},
     {K_END, NULL, NULL},
 };
@@ -474,6 +486,16 @@ static const struct ing_msg m_client_hello = {
     .u.client_hello = {V("webapp")},
 };
 
+static const struct ing_msg m_client_hello_ack = {
+    .type = ING_CLIENT_HELLO_ACK,
+    .u.client_hello = {V("webapp")},
+};
+
+static const struct ing_msg m_backend_job_accepted = {
+    .type = ING_BACKEND_JOB_ACCEPTED,
+    .u.ref = {V("job-1")},
+};
+
 static const struct ing_msg m_client_hello_empty = {
     .type = ING_CLIENT_HELLO,
     .u.client_hello = {V("")},
@@ -692,6 +714,8 @@ static const struct vector vectors[] = {
     {"ClientKillJob (12)", "job_id \"job-1\"", v_client_kill_job, &m_client_kill_job},
     {"ClientGetQueue (13)", "empty body", v_client_get_queue, &m_client_get_queue},
     {"ClientGetStats (14)", "empty body", v_client_get_stats, &m_client_get_stats},
+    {"ClientHelloAck (15)", "name \"webapp\", acknowledgements asked (§7.8)", v_client_hello_ack,
+     &m_client_hello_ack},
     {"BackendUpdateEnvironments (20)", "docker: default, python3; mcq: none", v_update_envs,
      &m_update_envs},
     {"BackendJobStarted (21)", "job_id \"job-1\"", v_backend_job_started,
@@ -707,6 +731,8 @@ static const struct vector vectors[] = {
     {"BackendGetQueue (24)", "one running job, two waiting jobs", v_queue, &m_queue},
     {"BackendStats (25)", "a few keys of the stats map (§5.8)", v_backend_stats,
      &m_backend_stats},
+    {"BackendJobAccepted (26)", "job_id \"job-1\" (§7.8)", v_backend_job_accepted,
+     &m_backend_job_accepted},
     {"BackendNewJob (30)", "the job spec of ClientNewJob (11) with debug on", v_backend_new_job,
      &m_backend_new_job},
     {"BackendNewJob (30), nil task", "empty course_id and environment, nil task_id",
@@ -995,6 +1021,7 @@ assert_msg_equal(const struct ing_msg *a, const struct ing_msg *b)
         assert_memory_equal(a->u.auth_ok.mac, b->u.auth_ok.mac, ING_MAC_LEN);
         break;
     case ING_CLIENT_HELLO:
+    case ING_CLIENT_HELLO_ACK:
         assert_view_equal(a->u.client_hello.name, b->u.client_hello.name);
         break;
     case ING_CLIENT_NEW_JOB:
@@ -1007,6 +1034,7 @@ assert_msg_equal(const struct ing_msg *a, const struct ing_msg *b)
         break;
     case ING_CLIENT_KILL_JOB:
     case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         assert_view_equal(a->u.ref.job_id, b->u.ref.job_id);
         break;
@@ -1100,6 +1128,7 @@ msg_fields(struct ing_msg *m, struct fref *f)
         f[n++] = (struct fref){&m->u.welcome.server, K_STR};
         break;
     case ING_CLIENT_HELLO:
+    case ING_CLIENT_HELLO_ACK:
         f[n++] = (struct fref){&m->u.client_hello.name, K_STR};
         break;
     case ING_CLIENT_NEW_JOB:
@@ -1111,6 +1140,7 @@ msg_fields(struct ing_msg *m, struct fref *f)
         break;
     case ING_CLIENT_KILL_JOB:
     case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         f[n++] = (struct fref){&m->u.ref.job_id, K_STR};
         break;
@@ -1160,9 +1190,10 @@ msg_fields(struct ing_msg *m, struct fref *f)
 static const uint8_t all_types[] = {
     ING_ERROR, ING_WELCOME, ING_AUTH, ING_AUTH_OK, ING_PING, ING_PONG, ING_UNKNOWN,
     ING_CLIENT_HELLO, ING_CLIENT_NEW_JOB, ING_CLIENT_KILL_JOB, ING_CLIENT_GET_QUEUE,
-    ING_CLIENT_GET_STATS,
+    ING_CLIENT_GET_STATS, ING_CLIENT_HELLO_ACK,
     ING_BACKEND_UPDATE_ENVIRONMENTS, ING_BACKEND_JOB_STARTED, ING_BACKEND_JOB_DONE,
-    ING_BACKEND_JOB_SSH_DEBUG, ING_BACKEND_GET_QUEUE, ING_BACKEND_STATS, ING_BACKEND_NEW_JOB,
+    ING_BACKEND_JOB_SSH_DEBUG, ING_BACKEND_GET_QUEUE, ING_BACKEND_STATS,
+    ING_BACKEND_JOB_ACCEPTED, ING_BACKEND_NEW_JOB,
     ING_BACKEND_KILL_JOB,
     ING_AGENT_HELLO, ING_AGENT_JOB_STARTED, ING_AGENT_JOB_DONE, ING_AGENT_JOB_SSH_DEBUG,
 };
@@ -1465,6 +1496,7 @@ msg_job_id(const struct ing_msg *m)
         return m->u.new_job.job.job_id;
     case ING_CLIENT_KILL_JOB:
     case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         return m->u.ref.job_id;
     case ING_BACKEND_JOB_DONE:
@@ -2613,12 +2645,14 @@ test_proto_type_names(void **state)
         "ClientKillJob",
         "ClientGetQueue",
         "ClientGetStats",
+        "ClientHelloAck",
         "BackendUpdateEnvironments",
         "BackendJobStarted",
         "BackendJobDone",
         "BackendJobSSHDebug",
         "BackendGetQueue",
         "BackendStats",
+        "BackendJobAccepted",
         "BackendNewJob",
         "BackendKillJob",
         "AgentHello",

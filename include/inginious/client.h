@@ -87,6 +87,11 @@ struct ing_client_opts {
     int connect_timeout_ms; /* the blocking ing_client_connect, and each reconnect (5000) */
     const uint8_t *secret;  /* the client endpoint's secret (proto.md §6), copied; NULL: none */
     size_t secret_len;
+    /* Since 1.1 (read when size covers it). acks: ask for BackendJobAccepted (proto.md
+     * §7.8): ING_CLIENT_EV_ACCEPTED once the backend has written each job's record. The
+     * hello then waits for the Welcome (is_connected is false until it came); a backend
+     * that does not offer acknowledgements gets a plain ClientHello (no ACCEPTED events). */
+    bool acks;
 };
 
 /* A job to submit (ClientNewJob, proto.md §5.3). Strings are NUL-terminated UTF-8; the three
@@ -119,12 +124,14 @@ enum ing_client_event_type {
     ING_CLIENT_EV_PONG,         /* Pong: rtt_ms */
     ING_CLIENT_EV_ERROR,        /* the backend sent Error: code, text */
     ING_CLIENT_EV_STATS,        /* BackendStats: stats */
+    ING_CLIENT_EV_ACCEPTED,     /* BackendJobAccepted (opts.acks): job_id, pending; the job
+                                   is durable as the backend's --fsync mode promises */
 };
 
 struct ing_client_event {
     enum ing_client_event_type type;
-    struct ing_view job_id;              /* STARTED, SSH_DEBUG, DONE */
-    bool pending;                        /* STARTED, SSH_DEBUG, DONE: a job this client
+    struct ing_view job_id;              /* ACCEPTED, STARTED, SSH_DEBUG, DONE */
+    bool pending;                        /* ACCEPTED, STARTED, SSH_DEBUG, DONE: a job this client
                                             tracks (false: a late or foreign report) */
     const struct ing_job_result *result; /* DONE */
     bool lost;                           /* DONE: synthesised locally because the connection
