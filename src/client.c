@@ -758,6 +758,13 @@ ing_client_server(const struct ing_client *c)
     return c->server;
 }
 
+/* ing_client_acks tells whether this connection's jobs are acknowledged. */
+bool
+ing_client_acks(const struct ing_client *c)
+{
+    return c->acks && c->server_acks && c->conn.st == PEER_OPEN;
+}
+
 /* ing_client_last_error returns the last Error text, or "". */
 const char *
 ing_client_last_error(const struct ing_client *c)

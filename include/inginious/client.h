@@ -218,6 +218,9 @@ size_t ing_client_pending(const struct ing_client *c);
 bool ing_client_is_pending(const struct ing_client *c, const char *job_id);
 /* ing_client_server returns the server name of the last Welcome ("" before the first). */
 const char *ing_client_server(const struct ing_client *c);
+/* ing_client_acks: the connection is open and its hello asked for acknowledgements (opts.acks
+ * and a backend that offers them): each accepted job gets ING_CLIENT_EV_ACCEPTED. */
+bool ing_client_acks(const struct ing_client *c);
 /* ing_client_last_error returns the text of the last Error the backend sent (or of the
  * protocol problem that closed the connection), or "". */
 const char *ing_client_last_error(const struct ing_client *c);
