@@ -388,6 +388,8 @@ spawn_backend(const struct opts *o, struct backend_proc *bp)
     if (o->mode == MODE_ENQUEUE) { /* the check counts the waiting jobs the snapshot lists */
         argv[n++] = "--queue-list-max";
         argv[n++] = "0";
+        argv[n++] = "--max-output"; /* a snapshot of a million jobs is over the 16M default */
+        argv[n++] = "256M";
     }
     for (int i = 0; i < o->nextra; i++)
         argv[n++] = o->extra[i];
