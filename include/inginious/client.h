@@ -87,7 +87,7 @@ struct ing_client_opts {
     int connect_timeout_ms; /* the blocking ing_client_connect, and each reconnect (5000) */
     const uint8_t *secret;  /* the client endpoint's secret (proto.md §6), copied; NULL: none */
     size_t secret_len;
-    /* Since 1.1 (read when size covers it). acks: ask for BackendJobAccepted (proto.md
+    /* Read only when size covers it (size 0: false). acks: ask for BackendJobAccepted (proto.md
      * §7.8): ING_CLIENT_EV_ACCEPTED once the backend has written each job's record. The
      * hello then waits for the Welcome (is_connected is false until it came); a backend
      * that does not offer acknowledgements gets a plain ClientHello (no ACCEPTED events). */
