@@ -15,6 +15,12 @@
  * sched_cycle_eE_aG_w0_p1M: the 0-waiting cycle beside 1,000,000 jobs parked in an
  *   environment no agent provides (as many jobs in the id table as with 1M waiting, no deep
  *   queue), at 1 x 1 and 10,000 x 1,000.
+ * sched_cycle_eE_aG_wW_fairK: the cycle with --fair-share launcher and K launchers (1, 100,
+ *   10,000), each job's launcher drawn at random (every key seen in the warm-up: no record
+ *   is made in the timed part but by chance).
+ * sched_job_info_1M[_fairK]: be_job_info (ClientGetJobInfo's position and ETA) of random
+ *   waiting jobs among 1,000,000 in one environment (priorities 0/1 at random), without fair
+ *   share or with K launcher keys.
  * sched_get_queue_N_eE_lL: be_client_get_queue with N jobs waiting in E environments, the
  *   BackendGetQueue encoded as the server does, listing at most L waiting jobs (the default
  *   --queue-list-max 10000, or "all": --queue-list-max 0).
@@ -71,6 +77,8 @@ struct bench {
 };
 
 static const char *only; /* run only cases starting with this */
+static uint32_t fair_keys; /* > 0: setup turns fair share on; job_next draws a launcher */
+static char (*fair_names)[8];
 static volatile uint64_t sink;
 
 static bool
@@ -196,6 +204,7 @@ setup(struct bench *b, uint32_t nenv, uint32_t nagents)
     self_ref = b;
     be_config_default(&cfg);
     cfg.orphan_timeout_ms = 0;
+    cfg.fair_mode = fair_keys > 0 ? FAIR_LAUNCHER : FAIR_NONE;
     cfg.max_waiting = cfg.max_waiting_per_client = 100u * MILLION;
     if (be_init(&b->be, &cfg, &ops) != 0)
         die("be_init");
@@ -272,6 +281,9 @@ job_next(struct bench *b, int64_t prio, int64_t env)
     memcpy(f + b->env_off, name, 7);
     put_u64be(f + ING_HDR_LEN, (uint64_t)prio);
     b->jm.u.new_job.priority = prio;
+    if (fair_keys > 0) /* the key is read from the decoded view (the body keeps "bench") */
+        b->jm.u.new_job.launcher =
+            (struct ing_view){fair_names[bc_rand(&b->seed) % fair_keys], 7};
 }
 
 /* submit sends one ClientNewJob (see job_next). */
@@ -481,10 +493,12 @@ timed_cycles(struct bench *b, const char *name, const char *name_ahead, uint64_t
 static void
 case_cycle(uint32_t nenv, uint32_t nagents)
 {
-    char name0[80], name1[80], name0a[96], name1a[96];
+    char name0[80], name1[80], name0a[96], name1a[96], sfx[16] = "";
     struct bench b;
-    snprintf(name0, sizeof(name0), "sched_cycle_e%u_a%u_w0", nenv, nagents);
-    snprintf(name1, sizeof(name1), "sched_cycle_e%u_a%u_w1M", nenv, nagents);
+    if (fair_keys > 0)
+        snprintf(sfx, sizeof(sfx), "_fair%u", fair_keys);
+    snprintf(name0, sizeof(name0), "sched_cycle_e%u_a%u_w0%s", nenv, nagents, sfx);
+    snprintf(name1, sizeof(name1), "sched_cycle_e%u_a%u_w1M%s", nenv, nagents, sfx);
     snprintf(name0a, sizeof(name0a), "%s_ahead%d", name0, AHEAD);
     snprintf(name1a, sizeof(name1a), "%s_ahead%d", name1, AHEAD);
     if (!wanted(name0) && !wanted(name1))
@@ -557,6 +571,37 @@ case_queue(uint32_t nwait, uint32_t nenv, uint32_t list_max, int reps)
     teardown(&b);
 }
 
+static void
+case_info(uint32_t keys)
+{
+    char name[80];
+    struct bench b;
+    snprintf(name, sizeof(name), "sched_job_info_1M%s%.0u", keys ? "_fair" : "", keys);
+    if (!wanted(name))
+        return;
+    fair_keys = keys;
+    setup(&b, 1, 0);
+    for (uint32_t i = 0; i < MILLION; i++)
+        submit(&b, (int64_t)(bc_rand(&b.seed) & 1), 0);
+    if (b.be.n_waiting != MILLION)
+        die("the jobs did not wait");
+    enum { QUERIES = 200000 };
+    uint8_t id[BC_TOKLEN];
+    struct be_job_info in;
+    uint64_t sum = 0, t0 = bc_now_ns();
+    for (int i = 0; i < QUERIES; i++) {
+        bc_put_token(id, 0, bc_rand(&b.seed) % MILLION);
+        if (be_job_info(&b.be, (struct ing_view){(const char *)id, BC_TOKLEN}, &in) != 0)
+            die("a waiting job unknown");
+        sum += in.position;
+    }
+    uint64_t t = bc_now_ns() - t0;
+    sink += sum;
+    line(name, QUERIES, t);
+    teardown(&b);
+    fair_keys = 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -573,6 +618,23 @@ main(int argc, char **argv)
     for (size_t e = 0; e < 3; e++)
         for (size_t a = 0; a < 3; a++)
             case_cycle(envs[e], agents[a]);
+    /* Fair share: 100 keys against off at 1 x 1 and 100 x 1,000; 1 against 10,000 keys. */
+    static const uint32_t nkeys[] = {100, 1, 10000};
+    fair_names = malloc(10000 * sizeof(*fair_names));
+    if (fair_names == NULL)
+        die("out of memory");
+    for (uint32_t k = 0; k < 10000; k++)
+        snprintf(fair_names[k], sizeof(fair_names[k]), "k%06u", k);
+    for (size_t k = 0; k < 3; k++) {
+        fair_keys = nkeys[k];
+        case_cycle(1, 1);
+        if (nkeys[k] == 100)
+            case_cycle(100, 1000);
+    }
+    fair_keys = 0;
+    case_info(0);
+    case_info(100);
+    free(fair_names);
     case_parked(1, 1);
     case_parked(10000, 1000);
     case_queue(100000, 1, 10000, 50);

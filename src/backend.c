@@ -55,10 +55,20 @@ struct job {
     uint8_t status;
     uint8_t flags;
     uint8_t retries;
+    /* Fair share (proto.md 7.4; 0 and NULL when off): the job's start tag, which orders it
+     * among the jobs of its priority, its key's record, and its place in the record's list
+     * of waiting jobs. 32 bytes more per job (two cache lines in all): the tag must outlive
+     * a requeue, the record is needed at every dequeue and free, and the per-key lists keep
+     * a dispatch at O(log keys) instead of O(log jobs) (a heap over a million cold jobs). */
+    uint64_t vt;
+    struct fair_key *fk; /* also without fair share: its (environment, priority) record */
+    struct job *kprev, *knext;
+    uint64_t ord; /* its ordinal in fk->rk (its position, be_job_info); kept when it runs,
+                   * for a requeue: 8 bytes more for an exact position in O(log n) */
     uint8_t body[];
 };
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 96, "struct job grew");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 136, "struct job grew");
 
 /* run_job prefetches this much of the job that will run next in the same environment. */
 #define JOB_PREFETCH_BYTES 384
@@ -84,6 +94,14 @@ struct env {
     uint32_t n, cap;    /* n: waiting jobs (and heap entries when heaped) */
     int64_t hprio;      /* when n > 0: (priority, arrival) of env_best, kept here so that */
     uint64_t hseq;      /* comparing environments (best_job) reads no cold job */
+    uint64_t vtime;     /* fair share: the start tag of the last job dispatched */
+    struct fair_key **kheap; /* fair share: the keys with waiting jobs, min-heap on their
+                              * first job's (priority, tag, arrival); no job heap then */
+    uint32_t kn, kcap;
+    struct fair_key *keys; /* its records (fair.c): per priority (and key, fair share) */
+    uint64_t n_slots;      /* slots of the agents that provide it */
+    uint64_t run_avg_ms;   /* moving average of its jobs' run times (has_avg) */
+    bool has_avg;
     int64_t p0;         /* the priority of the first job queued in an empty env */
     uint32_t n_other;   /* waiting jobs whose priority is not p0 */
     bool heaped;        /* set when a second priority arrives, until the env empties: the
@@ -126,8 +144,13 @@ struct be_agent {
     bool registered;
     char *name;
     uint32_t slots;
-    uint32_t nfree, fhead;
-    uint64_t *ring; /* free slots' FIFO sequence numbers, ring of capacity slots */
+    /* The free slots' FIFO (nfree of them): first the nfresh slots given at the hello, with
+     * the consecutive sequence numbers from fresh_seq, then the slots freed since, in ring
+     * (rcap entries from fhead, grown as more slots are in use at once: a hello announcing
+     * many slots costs nothing until they are used). */
+    uint32_t nfree, fhead, nfresh, rcap;
+    uint64_t fresh_seq;
+    uint64_t *ring;
     struct eref *envs;
     uint32_t nenvs;
     struct env **types; /* the type records of the types it announced */
@@ -263,14 +286,22 @@ job_params(const struct job *j)
     return v;
 }
 
-/* job_max_time is the queue's estimate (proto.md 7.4): limits.time, else -1. */
+/* job_max_time is the queue's estimate (proto.md 7.4): limits.time as Python's int() gives
+ * it, within msgpack's range [-2^63, 2^64) (*wide: above INT64_MAX, the value's bits), else
+ * -1. Read from the job's body at each snapshot: nothing stored. */
 static int64_t
-job_max_time(const struct job *j)
+job_max_time(const struct job *j, bool *wide)
 {
-    const uint8_t *lim;
-    size_t len;
-    int64_t t = limits_map(job_params(j), &lim, &len) ? limit_s(lim, len, "time", 4) : -1;
-    return t >= INT32_MIN && t <= INT32_MAX ? t : -1;
+    const uint8_t *lim, *v;
+    size_t len, vlen;
+    int64_t t;
+    *wide = false;
+    if (limits_map(job_params(j), &lim, &len) &&
+        ing_mp_map_get(lim, len, "time", 4, &v, &vlen) == 0 &&
+        ing_mp_py_int_wide(v, vlen, &t, wide) == 0)
+        return t;
+    *wide = false;
+    return -1;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -448,6 +479,7 @@ env_unref(struct backend *be, struct env *e)
     *s = e->hnext;
     be->nenvs--;
     free(e->heap);
+    free(e->kheap);
     free(e->aheap);
     free(e->vid);
     free(e->type);
@@ -460,7 +492,9 @@ env_unref(struct backend *be, struct env *e)
 static inline bool
 job_less(const struct job *a, const struct job *b)
 {
-    return a->prio < b->prio || (a->prio == b->prio && a->seq < b->seq);
+    /* vt is 0 without fair share: (priority, arrival), INGInious' order. */
+    return a->prio < b->prio ||
+           (a->prio == b->prio && (a->vt < b->vt || (a->vt == b->vt && a->seq < b->seq)));
 }
 
 static inline void
@@ -515,10 +549,22 @@ fifo_late(const struct env *e, uint64_t seq)
 
 /* jheap_reserve makes room for one more job (priority prio, arrival seq; UINT64_MAX for a
  * new job) in e's heap, if queueing it will use the heap (an environment whose jobs share
- * one priority and joined in arrival order has none). */
+ * one priority and joined in arrival order has none; with fair share the heap is one of
+ * keys). */
 static int
-jheap_reserve(struct env *e, int64_t prio, uint64_t seq)
+jheap_reserve(const struct backend *be, struct env *e, int64_t prio, uint64_t seq)
 {
+    if (be->fair.mode != FAIR_NONE) { /* room for one more key in the heap of keys */
+        if (e->kn < e->kcap)
+            return 0;
+        uint32_t cap = e->kcap ? e->kcap * 2 : 8;
+        struct fair_key **h = realloc(e->kheap, cap * sizeof(*h));
+        if (h == NULL)
+            return -ENOMEM;
+        e->kheap = h;
+        e->kcap = cap;
+        return 0;
+    }
     if (e->n < e->cap || (!e->heaped && (e->n == 0 || (prio == e->p0 && !fifo_late(e, seq)))))
         return 0;
     uint32_t cap = e->cap ? e->cap : 8;
@@ -552,7 +598,122 @@ jheap_remove(struct env *e, struct job *j)
 static inline struct job *
 env_best(const struct env *e)
 {
+    if (e->kn > 0)
+        return e->kheap[0]->qhead;
     return e->heaped ? e->heap[0] : e->fifo_head;
+}
+
+/* Fair share: each key's waiting jobs in a list in their order, the keys in a heap on their
+ * first job. */
+static inline bool
+key_less(const struct fair_key *a, const struct fair_key *b)
+{
+    return a->prio < b->prio ||
+           (a->prio == b->prio && (a->qvt < b->qvt || (a->qvt == b->qvt && a->qseq < b->qseq)));
+}
+
+static inline void
+kheap_place(struct env *e, uint32_t i, struct fair_key *k)
+{
+    e->kheap[i] = k;
+    k->hidx = i + 1;
+}
+
+static void
+kheap_up(struct env *e, uint32_t i)
+{
+    struct fair_key *k = e->kheap[i];
+    while (i > 0 && key_less(k, e->kheap[(i - 1) / 2])) {
+        kheap_place(e, i, e->kheap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    kheap_place(e, i, k);
+}
+
+static void
+kheap_down(struct env *e, uint32_t i)
+{
+    struct fair_key *k = e->kheap[i];
+    for (;;) {
+        uint32_t l = 2 * i + 1, m = i;
+        const struct fair_key *best = k;
+        if (l < e->kn && key_less(e->kheap[l], best))
+            best = e->kheap[m = l];
+        if (l + 1 < e->kn && key_less(e->kheap[l + 1], best))
+            m = l + 1;
+        if (m == i)
+            break;
+        kheap_place(e, i, e->kheap[m]);
+        i = m;
+    }
+    kheap_place(e, i, k);
+}
+
+/* key_insert puts waiting job j in its key's list, at its place (a new job's tag is its
+ * key's largest: at the tail; a requeued one goes back near the head), and the key in the
+ * heap. Needs jheap_reserve done. */
+static void
+key_insert(struct env *e, struct job *j)
+{
+    struct fair_key *k = j->fk;
+    struct job *after = k->qtail;
+    if (after != NULL && job_less(j, after)) {
+        after = NULL;
+        for (struct job *x = k->qhead; x != NULL && job_less(x, j); x = x->knext)
+            after = x;
+    }
+    j->kprev = after;
+    j->knext = after != NULL ? after->knext : k->qhead;
+    if (j->knext != NULL)
+        j->knext->kprev = j;
+    else
+        k->qtail = j;
+    if (after != NULL) {
+        after->knext = j;
+        return;
+    }
+    k->qhead = j;
+    k->qvt = j->vt;
+    k->qseq = j->seq;
+    if (k->hidx == 0) {
+        kheap_place(e, e->kn++, k);
+        kheap_up(e, e->kn - 1);
+    } else {
+        kheap_up(e, k->hidx - 1);
+    }
+}
+
+static void
+key_remove(struct env *e, struct job *j)
+{
+    struct fair_key *k = j->fk;
+    bool head = k->qhead == j;
+    if (j->kprev != NULL)
+        j->kprev->knext = j->knext;
+    else
+        k->qhead = j->knext;
+    if (j->knext != NULL)
+        j->knext->kprev = j->kprev;
+    else
+        k->qtail = j->kprev;
+    j->kprev = j->knext = NULL;
+    if (!head)
+        return;
+    uint32_t i = k->hidx - 1;
+    if (k->qhead != NULL) { /* its next job is later: the key goes down */
+        k->qvt = k->qhead->vt;
+        k->qseq = k->qhead->seq;
+        kheap_down(e, i);
+        return;
+    }
+    k->hidx = 0;
+    if (i == --e->kn)
+        return;
+    struct fair_key *m = e->kheap[e->kn];
+    kheap_place(e, i, m);
+    kheap_up(e, i);
+    if (m->hidx == i + 1)
+        kheap_down(e, i);
 }
 
 /* fifo_append puts j at the tail of e's FIFO, the order in which jobs (re-)entered the queue
@@ -611,7 +772,16 @@ job_enqueue(struct backend *be, struct job *j)
         e->n_other++;
     bool late = fifo_late(e, j->seq);
     fifo_append(e, j);
-    if (e->heaped) {
+    if (j->ord == UINT64_MAX)
+        j->ord = rank_push(&j->fk->rk, j->vt, j->seq);
+    else
+        rank_revive(&j->fk->rk, j->ord, j->vt, j->seq);
+    if (be->fair.mode != FAIR_NONE) {
+        key_insert(e, j);
+        e->n++;
+        if (env_best(e) == j)
+            head_set(e, j);
+    } else if (e->heaped) {
         e->heap[e->n++] = j;
         jheap_up(e, e->n - 1);
         if (e->heap[0] == j)
@@ -634,6 +804,7 @@ job_enqueue(struct backend *be, struct job *j)
             head_set(e, j);
     }
     be->n_waiting++;
+    j->fk->nwait++;
     if (j->owner != NULL)
         j->owner->n_waiting++;
     if (e->n_providers == 0 && be->cfg.orphan_timeout_ms > 0)
@@ -645,10 +816,15 @@ job_unqueue(struct backend *be, struct job *j)
 {
     struct env *e = j->env;
     bool was_best = env_best(e) == j;
-    if (e->heaped)
-        jheap_remove(e, j);
-    else
+    rank_kill(&j->fk->rk, j->ord);
+    if (be->fair.mode != FAIR_NONE) {
+        key_remove(e, j);
         e->n--;
+    } else if (e->heaped) {
+        jheap_remove(e, j);
+    } else {
+        e->n--;
+    }
     fifo_remove(e, j);
     if (was_best && e->n > 0) /* the new best was just touched by the removal */
         head_set(e, env_best(e));
@@ -663,6 +839,7 @@ job_unqueue(struct backend *be, struct job *j)
         e->cap = 0;
     }
     be->n_waiting--;
+    j->fk->nwait--;
     if (j->owner != NULL)
         j->owner->n_waiting--;
     if (e->n == 0)
@@ -696,6 +873,7 @@ job_free_h(struct backend *be, struct job *j, uint64_t idh)
     idtab_remove(&be->jtab, idh, j);
     owner_unlink(j);
     struct env *e = j->env;
+    fair_put(&be->fair, j->fk, &e->keys);
     be->job_bytes -= j->body_len;
     pool_free(&be->jobs_pool, j, sizeof(*j) + j->body_len);
     env_unref(be, e);
@@ -737,7 +915,7 @@ drop_gone(struct backend *be, struct job *j)
 static inline uint64_t
 agent_key(const struct be_agent *a)
 {
-    return a->ring[a->fhead];
+    return a->nfresh > 0 ? a->fresh_seq : a->ring[a->fhead];
 }
 
 static inline void
@@ -825,7 +1003,12 @@ static void
 slot_take(struct be_agent *a)
 {
     a->nfree--;
-    a->fhead = a->fhead + 1 == a->slots ? 0 : a->fhead + 1;
+    if (a->nfresh > 0) {
+        a->nfresh--;
+        a->fresh_seq++;
+    } else {
+        a->fhead = a->fhead + 1 == a->rcap ? 0 : a->fhead + 1;
+    }
     if (a->nfree == 0) {
         agent_leave_heaps(a);
         return;
@@ -837,13 +1020,44 @@ slot_take(struct be_agent *a)
     }
 }
 
+/* RING_MIN is the free-slot ring's size at a hello (at most the slots announced). */
+#define RING_MIN 16
+
+/* ring_grow doubles a's free-slot ring (up to its slots), in FIFO order from index 0.
+ * Returns 0 or -ENOMEM. */
+static int
+ring_grow(struct be_agent *a)
+{
+    uint32_t cap = a->rcap * 2 > a->slots ? a->slots : a->rcap * 2;
+    uint32_t n = a->nfree - a->nfresh;
+    uint64_t *r = malloc((size_t)cap * sizeof(*r));
+    if (r == NULL || cap <= a->rcap) {
+        free(r);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0, k = a->fhead; i < n; i++, k = k + 1 == a->rcap ? 0 : k + 1)
+        r[i] = a->ring[k];
+    free(a->ring);
+    a->ring = r;
+    a->rcap = cap;
+    a->fhead = 0;
+    return 0;
+}
+
 /* slot_add appends a free slot of a at the end of the FIFO. */
 static void
 slot_add(struct backend *be, struct be_agent *a)
 {
-    uint32_t pos = a->fhead + a->nfree;
-    if (pos >= a->slots)
-        pos -= a->slots;
+    uint32_t n = a->nfree - a->nfresh;
+    if (n == a->rcap && ring_grow(a) != 0) {
+        a->slots--; /* no job is lost: the agent runs with one slot less */
+        log_msg(LOG_ERR, "agent %s: out of memory for its free slots: %u slots now", a->name,
+                a->slots);
+        return;
+    }
+    uint32_t pos = a->fhead + n;
+    if (pos >= a->rcap)
+        pos -= a->rcap;
     a->ring[pos] = ++be->slot_seq;
     if (a->nfree++ == 0)
         agent_enter_heaps(a);
@@ -918,7 +1132,9 @@ run_job(struct backend *be, struct be_agent *a, struct job *j)
     struct env *e = j->env;
     metrics_hist_observe(&e->etype->wait, (be->now_ms - j->t.arrival_ms) * 1000);
     job_unqueue(be, j);
-    if (!e->heaped && e->fifo_head != NULL) {
+    if (j->vt > e->vtime) /* fair share: the environment's virtual time */
+        e->vtime = j->vt;
+    if (!e->heaped && e->kn == 0 && e->fifo_head != NULL) {
         /* In a long queue the jobs are cold. Start loading the next one to run here (its
          * first lines: the record and the spec's start; its header line is already warm,
          * loaded here at the previous dispatch) and the header of the one after it, whose
@@ -1321,7 +1537,8 @@ be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *op
     slab_init(&be->env_slab, sizeof(struct env));
     be->emask = 63;
     be->etab = calloc(be->emask + 1, sizeof(*be->etab));
-    if (idtab_init(&be->jtab, job_key) != 0 || be->etab == NULL) {
+    int fr = fair_init(&be->fair, cfg->fair_mode, cfg->fair_weights, cfg->n_fair_weights);
+    if (idtab_init(&be->jtab, job_key) != 0 || be->etab == NULL || fr != 0) {
         be_fini(be);
         return -ENOMEM;
     }
@@ -1372,6 +1589,7 @@ be_fini(struct backend *be)
     free(be->q_text);
     free(be->q_sel);
     pool_fini(&be->jobs_pool);
+    fair_fini(&be->fair);
     slab_fini(&be->client_slab);
     slab_fini(&be->agent_slab);
     slab_fini(&be->env_slab);
@@ -1521,6 +1739,37 @@ be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, 
     be_client_new_job_h(be, c, body, len, m, id_hash(m->job.job_id.p, m->job.job_id.len));
 }
 
+/* key_get returns the record a new job (priority prio, message m) of e belongs to, made if
+ * needed, or NULL (no memory). Without fair share the records are one per priority: a
+ * walk of e's few records finds it without hashing. */
+static struct fair_key *
+key_get(struct backend *be, struct env *e, int64_t prio, const struct ing_client_new_job *m)
+{
+    if (be->fair.mode == FAIR_NONE) {
+        for (struct fair_key *k = e->keys; k != NULL; k = k->snext)
+            if (k->prio == prio)
+                return k;
+        return fair_get(&be->fair, e, prio, "", 0, &e->keys);
+    }
+    struct ing_view key;
+    fair_key_of(be->fair.mode, m, &key);
+    return fair_get(&be->fair, e, prio, key.p, key.len, &e->keys);
+}
+
+/* aged_priority is the level a new job of priority p waits at (proto.md 7.4). With
+ * --priority-aging DUR every waiting job improves by one level at each multiple of DUR on
+ * the monotonic clock: the same as a new job entering one level worse per DUR elapsed, which
+ * keeps every job's key fixed while it waits (no re-sorting). Saturates at INT64_MAX. */
+static inline int64_t
+aged_priority(const struct backend *be, int64_t p)
+{
+    if (be->cfg.priority_aging_ms == 0)
+        return p;
+    uint64_t epoch = be->now_ms / be->cfg.priority_aging_ms;
+    int64_t e = epoch > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)epoch;
+    return p > INT64_MAX - e ? INT64_MAX : p + e;
+}
+
 /* jr_accepted journals the acceptance of j (proto.md 12.3): its arrival order and its
  * ClientNewJob frame. Returns 0 or -errno. */
 static int
@@ -1602,8 +1851,15 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
         return "Backend out of memory";
     e->refs++;
     struct job *j = NULL;
-    if (jheap_reserve(e, m->priority, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
+    int64_t prio = aged_priority(be, m->priority);
+    struct fair_key *fk = key_get(be, e, prio, m);
+    if (fk == NULL || rank_reserve(&fk->rk, &be->fair.pool, fk->rk.next) != 0 ||
+        jheap_reserve(be, e, prio, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
+        if (fk != NULL && fk->njobs == 0) {
+            fk->njobs = 1;
+            fair_put(&be->fair, fk, &e->keys);
+        }
         env_unref(be, e);
         return "Backend out of memory";
     }
@@ -1614,10 +1870,14 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     j->id_len = (uint8_t)id.len;
     if (idtab_insert(&be->jtab, idh, j) != 0) {
         pool_free(&be->jobs_pool, j, sizeof(*j) + len);
+        if (fk->njobs == 0) {
+            fk->njobs = 1;
+            fair_put(&be->fair, fk, &e->keys);
+        }
         env_unref(be, e);
         return "Backend out of memory";
     }
-    j->prio = m->priority;
+    j->prio = prio;
     j->seq = seq != 0 ? seq : ++be->arrival_seq;
     if (be->arrival_seq < j->seq)
         be->arrival_seq = j->seq;
@@ -1625,11 +1885,20 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     if (jerr != 0) { /* -ENOMEM, or -EMSGSIZE: larger than a journal record may be */
         idtab_remove(&be->jtab, idh, j);
         pool_free(&be->jobs_pool, j, sizeof(*j) + len);
+        if (fk->njobs == 0) {
+            fk->njobs = 1;
+            fair_put(&be->fair, fk, &e->keys);
+        }
         env_unref(be, e);
         snprintf(be->jr_why, sizeof(be->jr_why), "Journal unavailable: %s",
                  jerr == -EMSGSIZE ? "job too large for a journal record" : strerror(-jerr));
         return be->jr_why;
     }
+    fk->njobs++;
+    j->fk = fk;
+    j->ord = UINT64_MAX; /* a new ordinal */
+    if (be->fair.mode != FAIR_NONE)
+        j->vt = fair_tag(fk, e->vtime);
     j->deadline_ms = job_deadline_ms(be, s->environment_parameters);
     if (c != NULL) {
         j->owner = c;
@@ -1816,29 +2085,86 @@ entered_before(const struct job *a, const struct job *b)
            (a->t.arrival_ms == b->t.arrival_ms && a->seq < b->seq);
 }
 
-/* heads_down restores the min-heap on entry order of heads[0..n) below x. */
+/* sift_down restores the min-heap on less of h[0..n) below x (the snapshots' merges). */
 static void
-heads_down(struct job **heads, size_t n, size_t x)
+sift_down(struct job **h, size_t n, size_t x, bool (*less)(const struct job *, const struct job *))
 {
     for (;;) {
         size_t l = 2 * x + 1, m = x;
-        if (l < n && entered_before(heads[l], heads[m]))
+        if (l < n && less(h[l], h[m]))
             m = l;
-        if (l + 1 < n && entered_before(heads[l + 1], heads[m]))
+        if (l + 1 < n && less(h[l + 1], h[m]))
             m = l + 1;
         if (m == x)
             return;
-        struct job *t = heads[x];
-        heads[x] = heads[m];
-        heads[m] = t;
+        struct job *t = h[x];
+        h[x] = h[m];
+        h[m] = t;
         x = m;
     }
 }
 
+/* heads_down restores the min-heap on entry order of heads[0..n) below x. */
+static inline void
+heads_down(struct job **heads, size_t n, size_t x)
+{
+    sift_down(heads, n, x, entered_before);
+}
+
+/* cand_down restores the min-heap on job_less of c[0..n) below x. */
+static inline void
+cand_down(struct job **c, size_t n, size_t x)
+{
+    sift_down(c, n, x, job_less);
+}
+
+static void
+cand_push(struct job **c, size_t *n, struct job *j)
+{
+    size_t i = (*n)++;
+    while (i > 0 && job_less(j, c[(i - 1) / 2])) {
+        c[i] = c[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    c[i] = j;
+}
+
+/* fair_select fills be->q_sel with the first want waiting jobs in the order fair share
+ * dispatches them: a candidate heap holds the first job of every key with waiting jobs;
+ * each job taken is replaced by the next of its key (O((keys + want) log keys), not a sort
+ * of the queue); environments merged on (priority, tag, arrival). Returns the count, or
+ * -1 (no memory). */
+static long
+fair_select(struct backend *be, size_t want, size_t *text)
+{
+    size_t ncand = 0, cap = be->fair.n + 1;
+    struct job **cand = malloc(cap * sizeof(*cand));
+    if (cand == NULL)
+        return -1;
+    for (size_t i = 0; i <= be->emask; i++)
+        for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
+            for (uint32_t k = 0; k < e->kn && ncand < cap; k++)
+                cand_push(cand, &ncand, e->kheap[k]->qhead);
+    size_t nsel = 0;
+    while (ncand > 0 && nsel < want) {
+        struct job *j = cand[0];
+        cand[0] = cand[--ncand];
+        cand_down(cand, ncand, 0);
+        if (!owner_gone(j)) {
+            be->q_sel[nsel++] = j;
+            *text += job_info_max(j);
+        }
+        if (j->knext != NULL) /* a slot was just freed */
+            cand_push(cand, &ncand, j->knext);
+    }
+    free(cand);
+    return (long)nsel;
+}
+
 /* be_client_get_queue answers a snapshot: the running jobs in dispatch order, then the
  * first cfg.queue_list_max waiting jobs in the order they entered the queue (a requeued job
- * re-enters it, as in INGInious' waiting list; all when 0), within the frame
- * limit. Its cost is linear in what it lists (plus the environments), not in the queue. */
+ * re-enters it, as in INGInious' waiting list; all when 0; with fair share, the first in
+ * the order they will be dispatched, fair_select), within the frame limit. Its cost is linear in what it lists (plus the environments), not in the queue. */
 void
 be_client_get_queue(struct backend *be, struct be_client *c)
 {
@@ -1862,7 +2188,13 @@ be_client_get_queue(struct backend *be, struct be_client *c)
     /* 2. Select the waiting jobs: merge the environments' FIFOs by arrival sequence (a
      * gone client's jobs, being dropped, are left out). */
     size_t nsel = 0, nheads = 0;
-    if (want > 0) {
+    if (want > 0 && be->fair.mode != FAIR_NONE) {
+        long got;
+        if (grow((void **)&be->q_sel, &be->q_sel_cap, want, sizeof(*be->q_sel)) != 0 ||
+            (got = fair_select(be, want, &text)) < 0)
+            goto oom;
+        nsel = (size_t)got;
+    } else if (want > 0) {
         if (grow((void **)&be->q_sel, &be->q_sel_cap, want, sizeof(*be->q_sel)) != 0 ||
             (heads = malloc(be->nenvs * sizeof(*heads))) == NULL)
             goto oom;
@@ -1907,7 +2239,7 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         r->info.len = job_info(j, tp);
         r->launcher = job_launcher(j);
         r->started_at = (uint32_t)(be->wall_s - (int64_t)(((uint32_t)be->now_ms - j->u.started_ms) / 1000));
-        r->max_time = job_max_time(j);
+        r->max_time = job_max_time(j, &r->max_time_u64);
         size_t sz = 4 + r->job_id.len + 1 + 4 + r->agent_name.len + 4 + r->info.len + 4 +
                     r->launcher.len + 16;
         if (used + sz > budget) {
@@ -1928,7 +2260,7 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         w->info.p = tp;
         w->info.len = job_info(j, tp);
         w->launcher = job_launcher(j);
-        w->max_time = job_max_time(j);
+        w->max_time = job_max_time(j, &w->max_time_u64);
         size_t sz = 4 + w->job_id.len + 1 + 4 + w->info.len + 4 + w->launcher.len + 8;
         if (used + sz > budget) {
             log_msg(LOG_WARN, "queue snapshot truncated to %zu of %zu waiting jobs (max frame)", nw,
@@ -1982,6 +2314,16 @@ be_agent_name(const struct be_agent *a)
     return a->name != NULL ? a->name : "";
 }
 
+void
+be_agent_hold(struct be_agent *a)
+{
+    if (a == NULL || !a->registered || a->nfree == 0)
+        return;
+    agent_leave_heaps(a);
+    a->slots -= a->nfree; /* its free slots are gone: slots = free + running holds */
+    a->nfree = a->nfresh = 0;
+}
+
 uint32_t
 be_agent_busy(const struct be_agent *a)
 {
@@ -2012,10 +2354,11 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
     a->prev = a->next = NULL;
     be->n_agents--;
     agent_leave_heaps(a);
-    a->nfree = 0;
+    a->nfree = a->nfresh = 0;
     bool withdrawn = false;
     for (uint32_t i = 0; i < a->nenvs; i++) {
         struct env *e = a->envs[i].env;
+        e->n_slots -= a->slots;
         if (--e->n_providers == 0) {
             withdrawn = true;
             env_withdrawn(be, e);
@@ -2054,7 +2397,8 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
             be->stats.jobs_crashed++;
             job_free(be, j);
         } else if ((!started || j->retries < be->cfg.retry_lost_jobs) && requeued != NULL &&
-                   jheap_reserve(j->env, j->prio, j->seq) == 0) {
+                   jheap_reserve(be, j->env, j->prio, j->seq) == 0 &&
+                   rank_reserve(&j->fk->rk, &be->fair.pool, j->ord) == 0) {
             if (started)
                 j->retries++;
             j->flags = (uint8_t)(j->flags + (1u << JOB_BOUNCE_SHIFT));
@@ -2086,7 +2430,7 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
     a->envs = NULL;
     a->types = NULL;
     a->ring = NULL;
-    a->nenvs = a->ntypes = a->slots = a->fhead = 0;
+    a->nenvs = a->ntypes = a->slots = a->fhead = a->nfresh = a->rcap = 0;
     a->nkilling = 0;
     if (!silent) {
         sched_envs(be, requeued, nreq);
@@ -2415,7 +2759,8 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
      * out-of-memory hello changes nothing), and check the list's bounds. */
     struct hello_plan plan = {0};
     char *name = strndup(m->friendly_name.p, m->friendly_name.len);
-    uint64_t *ring = malloc((m->slots ? m->slots : 1) * sizeof(*ring));
+    uint32_t rcap = m->slots < RING_MIN ? (m->slots ? m->slots : 1) : RING_MIN;
+    uint64_t *ring = malloc(rcap * sizeof(*ring));
     plan.envs = calloc(count ? count : 1, sizeof(*plan.envs));
     plan.types = calloc(ntypes ? ntypes : 1, sizeof(*plan.types));
     rc = name == NULL || ring == NULL || plan.envs == NULL || plan.types == NULL
@@ -2448,12 +2793,13 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
     free(a->name);
     a->name = name;
     a->ring = ring;
+    a->rcap = rcap;
     a->envs = plan.envs;
     a->nenvs = plan.n;
     a->types = plan.types;
     a->ntypes = plan.nt;
     a->slots = m->slots;
-    a->nfree = 0;
+    a->nfree = a->nfresh = 0;
     a->fhead = 0;
     a->missed = 0;
     for (uint32_t i = 0; i < a->ntypes; i++)
@@ -2475,6 +2821,7 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
             t = env_find(be, e->type, e->type_len, "", 0);
         }
         env_announce(be, e, t, &ann, name);
+        e->n_slots += a->slots;
         k++;
     }
     assert(k == a->nenvs);
@@ -2485,8 +2832,12 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
         be->agents->prev = a;
     be->agents = a;
     be->n_agents++;
-    for (uint32_t i = 0; i < a->slots; i++)
-        slot_add(be, a);
+    /* Its slots join the FIFO in a row: the fresh run. */
+    a->fresh_seq = be->slot_seq + 1;
+    be->slot_seq += a->slots;
+    a->nfresh = a->nfree = a->slots;
+    if (a->slots > 0)
+        agent_enter_heaps(a);
     log_msg(LOG_INFO, "agent %s registered: %u slots, %u environments", name, a->slots, a->nenvs);
     sched_agent(be, a);
     envs_touch(be, false); /* INGInious sends the list after every hello */
@@ -2552,6 +2903,21 @@ be_agent_done(struct backend *be, struct be_agent *a, const uint8_t *body, size_
     be_agent_done_h(be, a, body, len, m, id_hash(m->job_id.p, m->job_id.len));
 }
 
+/* env_run_time feeds the moving average of e's run times (proto.md 7.4): the first run
+ * time, then avg += (t - avg) / 8. */
+static void
+env_run_time(struct env *e, uint64_t t)
+{
+    if (!e->has_avg) {
+        e->run_avg_ms = t;
+        e->has_avg = true;
+    } else if (t >= e->run_avg_ms) {
+        e->run_avg_ms += (t - e->run_avg_ms) / 8;
+    } else {
+        e->run_avg_ms -= (e->run_avg_ms - t) / 8;
+    }
+}
+
 void
 be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, size_t len,
                 const struct ing_job_result *m, uint64_t idh)
@@ -2562,8 +2928,9 @@ be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, siz
     be->mc.kills[METRICS_KILL_AGENT] += (j->flags & JOB_F_KILLING) != 0;
     enum metrics_result kind = metrics_result_kind(m->result_kind.p, m->result_kind.len);
     be->mc.done[kind]++;
-    metrics_hist_observe(&j->env->etype->run,
-                         (uint64_t)((uint32_t)be->now_ms - j->u.started_ms) * 1000);
+    uint64_t run_ms = (uint32_t)be->now_ms - j->u.started_ms;
+    metrics_hist_observe(&j->env->etype->run, run_ms * 1000);
+    env_run_time(j->env, run_ms);
     if (kind != METRICS_RES_SUCCESS && kind != METRICS_RES_FAILED)
         failure_add(be, j, m->result_kind.p, m->result_kind.len, m->result_text.p,
                     m->result_text.len);
@@ -2649,6 +3016,15 @@ be_ping_tick(struct backend *be)
     for (; a != NULL; a = next) {
         next = a->next;
         if (a->missed > be->cfg.ping_max) {
+            if (be->cfg.lost_batch > 0 && be->lost_jobs > 0 &&
+                be->lost_jobs + a->nrun > be->cfg.lost_batch) {
+                be_agent_hold(a); /* removed at the next tick; no job meanwhile */
+                log_msg(LOG_INFO, "agent %s missed %u pings: removed at the next tick (%llu lost "
+                        "agents' jobs handled in this iteration)", a->name, a->missed,
+                        (unsigned long long)be->lost_jobs);
+                continue;
+            }
+            be->lost_jobs += a->nrun;
             log_msg(LOG_WARN, "agent %s missed %u pings: removed", a->name, a->missed);
             be->stats.agents_lost++;
             agent_unregister(be, a, false);
@@ -2808,6 +3184,8 @@ envs_check(const struct backend *be)
     return 0;
 }
 
+static uint64_t job_position(const struct backend *be, const struct job *j);
+
 int
 be_check(const struct backend *be)
 {
@@ -2820,14 +3198,46 @@ be_check(const struct backend *be)
             uint32_t count = 0, other = 0;
             for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {
                 count++;
+                if (x->fk == NULL || x->fk->scope != e || x->fk->nwait == 0 ||
+                    x->fk->rk.n != x->fk->nwait || x->ord < x->fk->rk.base ||
+                    x->ord >= x->fk->rk.next)
+                    return -EPROTO;
                 other += x->prio != e->p0;
-                if (x->next != NULL && ((!e->heaped && x->next->seq <= x->seq) ||
+                if (x->next != NULL && ((!e->heaped && e->kn == 0 && x->next->seq <= x->seq) ||
                                         x->next->t.arrival_ms < x->t.arrival_ms))
                     return -EPROTO;
             }
-            if (count != e->n || other != e->n_other || (other > 0 && !e->heaped) ||
-                (e->heaped && e->n == 0))
+            if (count != e->n || other != e->n_other ||
+                (other > 0 && !e->heaped && be->fair.mode == FAIR_NONE) ||
+                (e->heaped && (e->n == 0 || be->fair.mode != FAIR_NONE)))
                 return -EPROTO;
+            /* Fair share: every key in the heap has its jobs in order, all counted. */
+            uint64_t listed = 0;
+            for (uint32_t x = 0; x < e->kn; x++) {
+                const struct fair_key *k = e->kheap[x];
+                if (k->hidx != x + 1 || k->qhead == NULL || k->qvt != k->qhead->vt ||
+                    k->qseq != k->qhead->seq || (x > 0 && key_less(k, e->kheap[(x - 1) / 2])))
+                    return -EPROTO;
+                uint32_t nk = 0;
+                for (const struct job *y = k->qhead; y != NULL; y = y->knext, nk++)
+                    if (y->fk != k || (y->knext != NULL && !job_less(y, y->knext)) ||
+                        (y->knext == NULL && k->qtail != y))
+                        return -EPROTO;
+                if (nk != k->nwait)
+                    return -EPROTO;
+                listed += nk;
+            }
+            if (be->fair.mode != FAIR_NONE && listed != e->n)
+                return -EPROTO;
+            /* Positions (be_job_info) against the order itself, in small queues. */
+            if (e->n <= 32)
+                for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {
+                    uint64_t before = 0;
+                    for (const struct job *y = e->fifo_head; y != NULL; y = y->next)
+                        before += job_less(y, x);
+                    if (job_position(be, x) != before)
+                        return -EPROTO;
+                }
             if (e->n > 0 && (env_best(e)->prio != e->hprio || env_best(e)->seq != e->hseq))
                 return -EPROTO;
             if (e->heaped)
@@ -2859,6 +3269,128 @@ be_check(const struct backend *be)
     if (be->jtab.n != waiting + running)
         return -EPROTO;
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Where is my job (proto.md 7.4)                                                             */
+
+/* job_position counts the waiting jobs of j's environment that its order puts before
+ * waiting job j: those of better priorities, then those of its priority before it (by
+ * ordinal; with fair share, by (tag, arrival) in each key's record). Cost: O(records of
+ * the environment x log n). */
+static uint64_t
+job_position(const struct backend *be, const struct job *j)
+{
+    uint64_t n = 0;
+    for (const struct fair_key *k = j->env->keys; k != NULL; k = k->snext) {
+        if (k->prio < j->prio)
+            n += k->nwait;
+        else if (k->prio > j->prio || k->nwait == 0)
+            continue;
+        else if (be->fair.mode == FAIR_NONE)
+            n += rank_before(&k->rk, j->ord); /* the one record of its priority */
+        else
+            n += rank_before_key(&k->rk, j->vt, j->seq);
+    }
+    return n;
+}
+
+int
+be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->eta_ms = UINT64_MAX;
+    out->run_avg_ms = UINT64_MAX;
+    if (id.len == 0 || id.len > MAX_ID_LEN)
+        return -ENOENT;
+    struct job *j = jtab_find_h(be, id_hash(id.p, id.len), id.p, id.len);
+    if (j == NULL || owner_gone(j))
+        return -ENOENT;
+    const struct env *e = j->env;
+    out->env_type = e->type;
+    out->env_name = e->name;
+    out->slots = e->n_slots;
+    if (e->has_avg)
+        out->run_avg_ms = e->run_avg_ms;
+    if (j->status != JOB_WAITING) {
+        out->state = j->status == JOB_STARTED ? BE_JOB_RUNNING : BE_JOB_DISPATCHED;
+        out->age_ms = (uint32_t)((uint32_t)be->now_ms - j->u.started_ms);
+        return 0;
+    }
+    out->state = BE_JOB_WAITING;
+    out->age_ms = be->now_ms - j->t.arrival_ms;
+    out->position = job_position(be, j);
+    /* ETA: the jobs before it and itself go out one slot turn at a time: with S slots and a
+     * mean run time R, it is dispatched after floor(position / S) + 1 turns: R each. */
+    if (e->has_avg && e->n_slots > 0) {
+        uint64_t turns = out->position / e->n_slots + 1;
+        out->eta_ms = turns > UINT64_MAX / (e->run_avg_ms + 1) ? UINT64_MAX - 1
+                                                               : turns * e->run_avg_ms;
+    }
+    return 0;
+}
+
+/* be_job_info_mp writes the BackendJobInfo map for job id (proto.md 5.9) into w. */
+void
+be_job_info_mp(const struct backend *be, struct ing_view id, struct ing_mp_writer *w)
+{
+    static const char *const states[] = {"unknown", "waiting", "dispatched", "running"};
+    struct be_job_info in;
+    if (be_job_info(be, id, &in) != 0) {
+        ing_mp_put_map(w, 1);
+        ing_mp_put_cstr(w, "state");
+        ing_mp_put_cstr(w, states[0]);
+        return;
+    }
+    bool waiting = in.state == BE_JOB_WAITING;
+    ing_mp_put_map(w, 5 + waiting + (waiting && in.eta_ms != UINT64_MAX) +
+                          (in.run_avg_ms != UINT64_MAX));
+    ing_mp_put_cstr(w, "state");
+    ing_mp_put_cstr(w, states[in.state]);
+    ing_mp_put_cstr(w, "environment_type");
+    ing_mp_put_cstr(w, in.env_type);
+    ing_mp_put_cstr(w, "environment");
+    ing_mp_put_cstr(w, in.env_name);
+    ing_mp_put_cstr(w, "slots");
+    ing_mp_put_uint(w, in.slots);
+    if (waiting) {
+        ing_mp_put_cstr(w, "position");
+        ing_mp_put_uint(w, in.position);
+        ing_mp_put_cstr(w, "waited_ms");
+        ing_mp_put_uint(w, in.age_ms);
+        if (in.eta_ms != UINT64_MAX) {
+            ing_mp_put_cstr(w, "eta_ms");
+            ing_mp_put_uint(w, in.eta_ms);
+        }
+    } else {
+        ing_mp_put_cstr(w, "running_ms");
+        ing_mp_put_uint(w, in.age_ms);
+    }
+    if (in.run_avg_ms != UINT64_MAX) {
+        ing_mp_put_cstr(w, "run_avg_ms");
+        ing_mp_put_uint(w, in.run_avg_ms);
+    }
+}
+
+void
+be_client_get_job_info(struct backend *be, struct be_client *c, struct ing_view id)
+{
+    uint8_t buf[1024]; /* the map: two names of at most 255 bytes, a few numbers */
+    struct ing_mp_writer w;
+    ing_mp_writer_init(&w, buf, sizeof(buf));
+    be_job_info_mp(be, id, &w);
+    if (w.err != 0) { /* cannot happen: the map is bounded */
+        log_msg(LOG_ERR, "BackendJobInfo does not fit its buffer");
+        return;
+    }
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_JOB_INFO;
+    if (id.len > MAX_ID_LEN) /* no such job: not echoed back whole */
+        id.len = 0;
+    m.u.job_info.job_id = id;
+    m.u.job_info.info = (struct ing_view){(const char *)buf, (uint32_t)w.len};
+    be->ops.send(c->peer, &m);
 }
 
 /* ---------------------------------------------------------------------------------------- */

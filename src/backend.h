@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fair.h"
 #include "idtab.h"
 #include "inginious/proto.h"
 #include "metrics.h"
@@ -54,7 +55,14 @@ struct be_config {
     uint32_t hello_burst;         /* AgentHellos per connection in a burst, then one per
                                    * second (0 = no limit) */
     uint32_t max_requeues;        /* requeues of one job after agent losses; then crash */
+    uint32_t lost_batch; /* lost agents' jobs handled per loop iteration, beyond the first
+                          * agent (be_ping_tick defers the others to its next tick; the server
+                          * its closed connections to its next iteration); 0: no bound */
     uint64_t deadline_margin_ms;  /* added to a running job's time limit (proto.md 7.4) */
+    enum fair_mode fair_mode;     /* --fair-share: FAIR_NONE = INGInious' order */
+    uint64_t priority_aging_ms;   /* --priority-aging: a level per this long (0 = off) */
+    const struct fair_weight *fair_weights; /* --fair-weight (kept by the caller) */
+    size_t n_fair_weights;
 };
 
 #define BE_MAX_REQUEUES 100
@@ -110,6 +118,8 @@ struct backend {
 
     uint64_t arrival_seq;  /* global arrival counter (ties between equal priorities) */
     uint64_t slot_seq;     /* free-slot FIFO order */
+    uint64_t lost_jobs;    /* lost agents' jobs handled in this loop iteration (the server
+                            * resets it; cfg.lost_batch) */
     uint64_t dispatch_seq; /* running jobs' order */
     uint64_t mark_seq;
 
@@ -121,6 +131,7 @@ struct backend {
     uint64_t job_bytes; /* bodies of the jobs held (waiting and running), for the server's budget */
     uint32_t n_agents, n_clients;
     bool draining; /* no dispatch */
+    struct fair fair; /* --fair-share: the keys' records */
 
     uint8_t *envs_msg; /* cached BackendUpdateEnvironments map (msgpack), NULL = none */
     size_t envs_msg_len;
@@ -269,6 +280,31 @@ uint32_t be_agent_nenvs(const struct be_agent *a);
 void be_agent_env(const struct be_agent *a, uint32_t i, const char **type, const char **name);
 const struct be_agent *be_agent_next(const struct be_agent *a);
 
+/* Where is my job (proto.md 7.4, ClientGetJobInfo). */
+enum be_job_state {
+    BE_JOB_WAITING = 1,
+    BE_JOB_DISPATCHED = 2, /* sent to an agent, not reported started */
+    BE_JOB_RUNNING = 3,
+};
+struct be_job_info {
+    enum be_job_state state;
+    const char *env_type, *env_name; /* valid until the next handler */
+    uint64_t position;   /* waiting: jobs of its environment dispatched before it */
+    uint64_t slots;      /* slots of the agents that provide its environment */
+    uint64_t run_avg_ms; /* moving average of run times there; UINT64_MAX = none yet */
+    uint64_t eta_ms;     /* waiting: time until it is dispatched; UINT64_MAX = unknown */
+    uint64_t age_ms;     /* since it (re-)entered the queue, or since its dispatch */
+};
+/* be_job_info describes job id. Returns 0, or -ENOENT (no such job held, or its client has
+ * gone). Cost: O(records of its environment x log n), no allocation. */
+int be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *out);
+
+struct ing_mp_writer;
+/* be_job_info_mp writes the BackendJobInfo map of job id (proto.md 5.9) into w. */
+void be_job_info_mp(const struct backend *be, struct ing_view id, struct ing_mp_writer *w);
+/* be_client_get_job_info answers ClientGetJobInfo(id) with BackendJobInfo. */
+void be_client_get_job_info(struct backend *be, struct be_client *c, struct ing_view id);
+
 /* The journal (proto.md 12.3). be_journal_replay applies one record read back at start
  * (be->jr still NULL): an accepted job comes back waiting, with its arrival order and
  * priority and no owner; an end record forgets it. Returns 0 (a record that does not apply
@@ -281,6 +317,10 @@ uint64_t be_journal_live_bytes(const struct backend *be);
 /* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
 int be_check(const struct backend *be);
 /* Counters for tests and metrics. */
+/* be_agent_hold: a's connection is closed and be_agent_gone waits for a later loop iteration
+ * (the work of lost agents is bounded per iteration): its free slots are withdrawn, so that
+ * no job goes to it meanwhile. NULL or unregistered: nothing. */
+void be_agent_hold(struct be_agent *a);
 uint32_t be_agent_busy(const struct be_agent *a);
 uint32_t be_agent_slots(const struct be_agent *a);
 

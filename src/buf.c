@@ -78,6 +78,16 @@ buf_consume(struct buf *b, size_t n)
         b->rpos = b->wpos = 0;
 }
 
+void
+buf_cut(struct buf *b, size_t off, size_t n)
+{
+    uint8_t *at = b->data + b->rpos + off;
+    memmove(at, at + n, buf_len(b) - off - n);
+    b->wpos -= n;
+    if (b->rpos == b->wpos)
+        b->rpos = b->wpos = 0;
+}
+
 int
 buf_append(struct buf *b, const void *p, size_t n)
 {

@@ -51,6 +51,8 @@ size_t buf_grown_cap(const struct buf *b, size_t n);
 void buf_produce(struct buf *b, size_t n);
 /* buf_consume drops n bytes from the head; an emptied buffer rewinds to offset 0. */
 void buf_consume(struct buf *b, size_t n);
+/* buf_cut removes n pending bytes at offset off from the head (off + n <= buf_len). */
+void buf_cut(struct buf *b, size_t off, size_t n);
 /* buf_append copies n bytes to the tail. Returns 0 or -ENOMEM. */
 int buf_append(struct buf *b, const void *p, size_t n);
 /* buf_shrink releases the memory of an empty buffer larger than keep bytes. */

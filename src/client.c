@@ -526,6 +526,12 @@ handle(struct peer_conn *p, const struct ing_msg *m, void *ctx)
         ev.stats = m->u.stats.stats;
         emit(c, cb->fn, cb->arg, &ev);
         return 0;
+    case ING_BACKEND_JOB_INFO:
+        ev.type = ING_CLIENT_EV_JOB_INFO;
+        ev.job_id = m->u.job_info.job_id;
+        ev.job_info = m->u.job_info.info;
+        emit(c, cb->fn, cb->arg, &ev);
+        return 0;
     default:
         return 0; /* a type meant for someone else: ignored */
     }
@@ -677,9 +683,9 @@ ing_client_submit(struct ing_client *c, const struct ing_client_job *job)
     return rc;
 }
 
-/* ing_client_kill sends ClientKillJob(job_id). */
-int
-ing_client_kill(struct ing_client *c, const char *job_id)
+/* queue_job_ref queues a message of type whose body is one job id. */
+static int
+queue_job_ref(struct ing_client *c, uint8_t type, const char *job_id)
 {
     struct ing_msg m;
 
@@ -688,9 +694,23 @@ ing_client_kill(struct ing_client *c, const char *job_id)
     if (!ing_client_is_connected(c))
         return -ENOTCONN;
     memset(&m, 0, sizeof(m));
-    m.type = ING_CLIENT_KILL_JOB;
+    m.type = type;
     m.u.ref.job_id = cview(job_id);
     return peer_queue(&c->conn, &m);
+}
+
+/* ing_client_kill sends ClientKillJob(job_id). */
+int
+ing_client_kill(struct ing_client *c, const char *job_id)
+{
+    return queue_job_ref(c, ING_CLIENT_KILL_JOB, job_id);
+}
+
+/* ing_client_get_job_info sends ClientGetJobInfo(job_id). */
+int
+ing_client_get_job_info(struct ing_client *c, const char *job_id)
+{
+    return queue_job_ref(c, ING_CLIENT_GET_JOB_INFO, job_id);
 }
 
 /* ing_client_get_queue sends ClientGetQueue. */

@@ -28,6 +28,7 @@ struct hconn {
     size_t in_len;
     struct buf out;
     uint32_t served;
+    uint64_t mem;     /* counted in h->mem: the connection and its output's capacity */
     bool close_after; /* close once out is written */
     bool closing;
 };
@@ -46,7 +47,26 @@ struct httpd {
     struct ev_timer timer;  /* the soonest deadline */
     struct ev_timer second; /* throughput sample */
     struct buf body;        /* scratch: the answer's body */
+    uint64_t mem;           /* httpd_mem */
+    uint64_t body_mem;      /* body's share of it */
 };
+
+/* account brings c's share of h->mem (NULL: the scratch's) up to date. */
+static void
+account(struct httpd *h, struct hconn *c)
+{
+    uint64_t *mine = c != NULL ? &c->mem : &h->body_mem;
+    uint64_t now = c != NULL ? sizeof(*c) + c->out.cap : h->body.cap;
+    h->mem = h->mem - *mine + now;
+    *mine = now;
+}
+
+/* admit tells whether n more bytes fit in the server's budget. */
+static bool
+admit(const struct httpd *h, uint64_t n)
+{
+    return h->cfg.admit == NULL || h->cfg.admit(h->cfg.admit_arg, n);
+}
 
 void
 httpd_config_default(struct httpd_config *cfg)
@@ -103,6 +123,7 @@ hconn_free(struct httpd *h, struct hconn *c)
     ev_io_set(h->loop, &c->io, 0);
     close(c->io.fd);
     buf_fini(&c->out);
+    h->mem -= c->mem;
     free(c);
     h->nconns--;
     arm(h);
@@ -136,6 +157,7 @@ flush(struct httpd *h, struct hconn *c)
         return false;
     }
     buf_shrink(&c->out, 64 * 1024);
+    account(h, c);
     ev_io_set(h->loop, &c->io, c->in_len > 0 ? EV_READ | EV_WRITE : EV_READ);
     return true;
 }
@@ -156,11 +178,26 @@ respond(struct httpd *h, struct hconn *c, int status, const char *type, const vo
                      "Connection: %s\r\n\r\n",
                      status, http_reason(status), type, len,
                      status == 405 ? "Allow: GET, HEAD\r\n" : "", keep ? "keep-alive" : "close");
+    size_t need = (size_t)n + (head_only ? 0 : len);
+    if (buf_grown_cap(&c->out, need) > c->out.cap &&
+        !admit(h, buf_grown_cap(&c->out, need) - c->out.cap)) {
+        /* Over the memory budget: a short 503 instead (it fits in what is kept anyway). */
+        h->ms->http_errors += status < 400;
+        static const char full[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                                   "text/plain; charset=utf-8\r\nContent-Length: 20\r\n"
+                                   "Connection: close\r\n\r\nbackend memory full\n";
+        c->close_after = true;
+        if (buf_append(&c->out, full, sizeof(full) - 1) < 0)
+            c->out.rpos = c->out.wpos = 0;
+        account(h, c);
+        return;
+    }
     if (buf_append(&c->out, hdr, (size_t)n) < 0 ||
         (!head_only && len > 0 && buf_append(&c->out, body, len) < 0)) {
         c->out.rpos = c->out.wpos = 0;
         c->close_after = true;
     }
+    account(h, c);
 }
 
 static void
@@ -205,12 +242,15 @@ serve(struct httpd *h, struct hconn *c, const struct http_req *r)
         return;
     }
 #undef IS
+    account(h, NULL);
     if (rc < 0 || buf_len(&h->body) > h->cfg.max_out) {
         respond_error(h, c, 503);
     } else {
         respond(h, c, 200, type, buf_head(&h->body), buf_len(&h->body), head, keep);
     }
+    h->body.rpos = h->body.wpos = 0;
     buf_shrink(&h->body, 1u << 20);
+    account(h, NULL);
 }
 
 /* process serves the complete requests in c's input, at most 4 per wake-up (pipelining);
@@ -317,7 +357,8 @@ on_accept(void *arg, unsigned events)
             continue;
         }
         struct hconn *c = NULL;
-        if (h->nconns >= h->cfg.max_conns || (c = calloc(1, sizeof(*c))) == NULL) {
+        if (h->nconns >= h->cfg.max_conns || !admit(h, sizeof(*c)) ||
+            (c = calloc(1, sizeof(*c))) == NULL) {
             static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
                                        "text/plain\r\nContent-Length: 24\r\nConnection: close"
                                        "\r\n\r\n503 Service Unavailable\n";
@@ -336,6 +377,7 @@ on_accept(void *arg, unsigned events)
             continue;
         }
         h->nconns++;
+        account(h, c);
         touch(h, c);
     }
 }
@@ -398,6 +440,12 @@ httpd_free(struct httpd *h)
     close(h->lfd);
     buf_fini(&h->body);
     free(h);
+}
+
+uint64_t
+httpd_mem(const struct httpd *h)
+{
+    return h != NULL ? h->mem : 0;
 }
 
 const char *

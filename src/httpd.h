@@ -29,6 +29,10 @@ struct httpd_config {
     uint64_t timeout_ms;    /* default 10000 */
     uint32_t keepalive_max; /* default 100 */
     size_t max_out;         /* default 16 MiB */
+    /* The server's memory budget (--max-memory): admit(arg, n) tells whether n more bytes
+     * fit; NULL: no budget. What the port holds is httpd_mem. */
+    bool (*admit)(void *arg, uint64_t n);
+    void *admit_arg;
 };
 
 struct httpd;
@@ -40,6 +44,9 @@ struct httpd *httpd_new(struct ev_loop *loop, const struct httpd_config *cfg, st
                         struct metrics_server *ms, char *err, size_t errlen);
 /* httpd_free closes every connection and the listener. NULL is fine. */
 void httpd_free(struct httpd *h);
+/* httpd_mem is the memory the port holds: its connections, their output and its scratch.
+ * NULL is fine (0). */
+uint64_t httpd_mem(const struct httpd *h);
 /* httpd_bound_addr: "tcp://127.0.0.1:PORT". */
 const char *httpd_bound_addr(const struct httpd *h);
 

@@ -214,6 +214,69 @@ env_gauges(struct buf *out, struct metrics_snap *s, bool running)
     return rc;
 }
 
+static int
+key_cmp(const void *a, const void *b)
+{
+    const struct metrics_key *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = n > 0 ? memcmp(x->key, y->key, n) : 0;
+    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static int
+key_depth_cmp(const void *a, const void *b)
+{
+    const struct metrics_key *x = a, *y = b;
+    if (x->waiting != y->waiting)
+        return x->waiting > y->waiting ? -1 : 1;
+    return key_cmp(a, b);
+}
+
+size_t
+metrics_merge_keys(struct metrics_key *keys, size_t n)
+{
+    if (n < 2)
+        return n;
+    qsort(keys, n, sizeof(*keys), key_cmp);
+    size_t w = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (key_cmp(&keys[w], &keys[i]) == 0)
+            keys[w].waiting += keys[i].waiting;
+        else
+            keys[++w] = keys[i];
+    }
+    return w + 1;
+}
+
+/* key_gauges: waiting jobs per fair-share key, bounded as the environments are. */
+static int
+key_gauges(struct buf *out, struct metrics_snap *s)
+{
+    static const char name[] = "inginious_fair_key_waiting_jobs";
+    if (s->keys == NULL)
+        return 0;
+    if (s->nkeys > 1)
+        qsort(s->keys, s->nkeys, sizeof(*s->keys), key_depth_cmp);
+    int rc = family(out, name, "gauge",
+                    "Jobs waiting, by fair-share key (--fair-share; the deepest keys, the "
+                    "others summed as other).");
+    size_t own = s->nkeys < s->max_envs ? s->nkeys : s->max_envs;
+    for (size_t i = 0; rc == 0 && i < own; i++) {
+        rc = put(out, "%s{key=\"", name);
+        if (rc == 0)
+            rc = metrics_label_escape(out, s->keys[i].key, s->keys[i].len);
+        if (rc == 0)
+            rc = put(out, "\"} %llu\n", (unsigned long long)s->keys[i].waiting);
+    }
+    if (rc == 0 && own < s->nkeys) {
+        uint64_t sum = 0;
+        for (size_t i = own; i < s->nkeys; i++)
+            sum += s->keys[i].waiting;
+        rc = put(out, "%s{key=\"other\"} %llu\n", name, (unsigned long long)sum);
+    }
+    return rc;
+}
+
 int
 metrics_render(struct metrics_snap *s, struct buf *out)
 {
@@ -295,6 +358,7 @@ metrics_render(struct metrics_snap *s, struct buf *out)
                  c->kills, METRICS_NKILL));
     TRY(env_gauges(out, s, false));
     TRY(env_gauges(out, s, true));
+    TRY(key_gauges(out, s));
     TRY(type_hists(out, s, false));
     TRY(type_hists(out, s, true));
     TRY(family(out, "inginious_loop_iteration_seconds", "histogram",

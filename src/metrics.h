@@ -90,6 +90,13 @@ struct metrics_env {
     uint64_t waiting, running;
 };
 
+/* A fair-share key (--fair-share) and its waiting jobs, all environments and priorities. */
+struct metrics_key {
+    const char *key; /* key[0..len), not NUL-terminated */
+    size_t len;
+    uint64_t waiting;
+};
+
 /* Per environment type: wait (submit -> dispatch) and run (dispatch -> done) times. */
 struct metrics_type {
     const char *type;
@@ -130,7 +137,15 @@ struct metrics_snap {
     uint64_t agents, slots, slots_busy;
     struct metrics_proc proc;
     size_t max_envs; /* environments with their own label; the rest are summed as "other" */
+    /* Fair share on: the keys with jobs (merged by key; reordered by metrics_render), the
+     * max_envs deepest get their own label. keys == NULL: off, no family. */
+    struct metrics_key *keys;
+    size_t nkeys;
 };
+
+/* metrics_merge_keys sorts keys[0..n) by key and merges equal keys (summing their waiting
+ * jobs). Returns the number left. */
+size_t metrics_merge_keys(struct metrics_key *keys, size_t n);
 
 /* metrics_proc_read fills p from /proc/self (p->ok false where that fails); start_s is
  * the process start time to report. */

@@ -656,7 +656,7 @@ is_py_space(uint8_t c)
 
 /* Python int(str) for base 10, ASCII only: [ws] [+-] digit (['_'] digit)* [ws]. */
 static int
-py_int_str(const uint8_t *s, size_t len, int64_t *out)
+py_int_str(const uint8_t *s, size_t len, int64_t *out, bool *wide)
 {
     const uint8_t *end = s + len;
     uint64_t mag = 0, lim;
@@ -672,7 +672,7 @@ py_int_str(const uint8_t *s, size_t len, int64_t *out)
     }
     if (s == end || *s < '0' || *s > '9')
         return -EPROTO;
-    lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    lim = neg ? (uint64_t)INT64_MAX + 1 : wide != NULL ? UINT64_MAX : (uint64_t)INT64_MAX;
     while (s < end) {
         unsigned d;
 
@@ -694,12 +694,15 @@ py_int_str(const uint8_t *s, size_t len, int64_t *out)
         *out = mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag;
     else
         *out = (int64_t)mag;
+    if (wide != NULL)
+        *wide = !neg && mag > (uint64_t)INT64_MAX;
     return 0;
 }
 
-/* ing_mp_py_int converts the value at p as Python int() does. Returns 0 or -EPROTO. */
-int
-ing_mp_py_int(const uint8_t *p, size_t n, int64_t *out)
+/* py_int converts the value at p as Python int() does, within [-2^63, 2^63), or with wide
+ * within [-2^63, 2^64) (then *wide tells a value above INT64_MAX, in *out as its bits). */
+static int
+py_int(const uint8_t *p, size_t n, int64_t *out, bool *wide)
 {
     struct ing_mp_obj o;
     const uint8_t *q = p;
@@ -710,24 +713,51 @@ ing_mp_py_int(const uint8_t *p, size_t n, int64_t *out)
     rc = ing_mp_read(&q, p + n, &o);
     if (rc < 0)
         return rc;
+    if (wide != NULL)
+        *wide = false;
     switch (o.type) {
     case ING_MP_INT:
         *out = o.v.i;
+        return 0;
+    case ING_MP_UINT:
+        if (wide == NULL)
+            return -EPROTO;
+        *out = (int64_t)o.v.u;
+        *wide = true;
         return 0;
     case ING_MP_BOOL:
         *out = o.v.b ? 1 : 0;
         return 0;
     case ING_MP_FLOAT:
         /* [-2^63, 2^63): the cast then truncates toward zero; NaN fails both tests */
+        if (o.v.f >= 9223372036854775808.0 && o.v.f < 18446744073709551616.0 && wide != NULL) {
+            *out = (int64_t)(uint64_t)o.v.f;
+            *wide = true;
+            return 0;
+        }
         if (!(o.v.f >= -9223372036854775808.0 && o.v.f < 9223372036854775808.0))
             return -EPROTO;
         *out = (int64_t)o.v.f;
         return 0;
     case ING_MP_STR:
-        return py_int_str(o.v.s.p, o.v.s.len, out);
+        return py_int_str(o.v.s.p, o.v.s.len, out, wide);
     default:
         return -EPROTO;
     }
+}
+
+/* ing_mp_py_int converts the value at p as Python int() does. Returns 0 or -EPROTO. */
+int
+ing_mp_py_int(const uint8_t *p, size_t n, int64_t *out)
+{
+    return py_int(p, n, out, NULL);
+}
+
+/* ing_mp_py_int_wide is ing_mp_py_int up to 2^64 - 1. */
+int
+ing_mp_py_int_wide(const uint8_t *p, size_t n, int64_t *out, bool *wide)
+{
+    return py_int(p, n, out, wide);
 }
 
 /* ing_mp_writer_init sets w up over caller memory buf[0..cap) (borrowed, never freed). */

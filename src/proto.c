@@ -43,6 +43,7 @@ static const uint8_t type_class[256] = {
     [ING_CLIENT_KILL_JOB] = TC_BODY,
     [ING_CLIENT_GET_QUEUE] = TC_EMPTY,
     [ING_CLIENT_GET_STATS] = TC_EMPTY,
+    [ING_CLIENT_GET_JOB_INFO] = TC_BODY,
     [ING_CLIENT_HELLO_ACK] = TC_BODY,
     [ING_BACKEND_UPDATE_ENVIRONMENTS] = TC_BODY,
     [ING_BACKEND_JOB_STARTED] = TC_BODY,
@@ -50,6 +51,7 @@ static const uint8_t type_class[256] = {
     [ING_BACKEND_JOB_SSH_DEBUG] = TC_BODY,
     [ING_BACKEND_GET_QUEUE] = TC_BODY,
     [ING_BACKEND_STATS] = TC_BODY,
+    [ING_BACKEND_JOB_INFO] = TC_BODY,
     [ING_BACKEND_JOB_ACCEPTED] = TC_BODY,
     [ING_BACKEND_NEW_JOB] = TC_BODY,
     [ING_BACKEND_KILL_JOB] = TC_BODY,
@@ -364,10 +366,15 @@ rd_body(struct cursor *c, struct ing_msg *m)
         rd_job_spec(c, &m->u.job);
         break;
     case ING_CLIENT_KILL_JOB:
+    case ING_CLIENT_GET_JOB_INFO:
     case ING_BACKEND_JOB_STARTED:
     case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         rd_field(c, &m->u.ref.job_id, FK_STR);
+        break;
+    case ING_BACKEND_JOB_INFO:
+        rd_field(c, &m->u.job_info.job_id, FK_STR);
+        rd_field(c, &m->u.job_info.info, FK_MP);
         break;
     case ING_BACKEND_KILL_JOB:
         rd_field(c, &m->u.kill.job_id, FK_STR);
@@ -550,7 +557,7 @@ wr_queue(struct writer *w, const struct ing_get_queue *q)
         wr_field(w, e->info, FK_STR);
         wr_field(w, e->launcher, FK_STR);
         wr_i64(w, e->started_at);
-        wr_i64(w, e->max_time);
+        wr_i64(w, e->max_time_u64 ? -1 : e->max_time);
     }
     wr_u32(w, q->n_waiting);
     for (i = 0; i < q->n_waiting && w->len <= UINT32_MAX; i++) {
@@ -560,7 +567,7 @@ wr_queue(struct writer *w, const struct ing_get_queue *q)
         wr_u8(w, e->is_current ? 1 : 0);
         wr_field(w, e->info, FK_STR);
         wr_field(w, e->launcher, FK_STR);
-        wr_i64(w, e->max_time);
+        wr_i64(w, e->max_time_u64 ? -1 : e->max_time);
     }
 }
 
@@ -602,10 +609,15 @@ wr_body(struct writer *w, const struct ing_msg *m)
         wr_job_spec(w, &m->u.job);
         break;
     case ING_CLIENT_KILL_JOB:
+    case ING_CLIENT_GET_JOB_INFO:
     case ING_BACKEND_JOB_STARTED:
     case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         wr_field(w, m->u.ref.job_id, FK_STR);
+        break;
+    case ING_BACKEND_JOB_INFO:
+        wr_field(w, m->u.job_info.job_id, FK_STR);
+        wr_field(w, m->u.job_info.info, FK_MP);
         break;
     case ING_BACKEND_KILL_JOB:
         wr_field(w, m->u.kill.job_id, FK_STR);
@@ -899,6 +911,8 @@ ing_msg_type_name(uint8_t type)
         return "ClientGetQueue";
     case ING_CLIENT_GET_STATS:
         return "ClientGetStats";
+    case ING_CLIENT_GET_JOB_INFO:
+        return "ClientGetJobInfo";
     case ING_CLIENT_HELLO_ACK:
         return "ClientHelloAck";
     case ING_BACKEND_UPDATE_ENVIRONMENTS:
@@ -913,6 +927,8 @@ ing_msg_type_name(uint8_t type)
         return "BackendGetQueue";
     case ING_BACKEND_STATS:
         return "BackendStats";
+    case ING_BACKEND_JOB_INFO:
+        return "BackendJobInfo";
     case ING_BACKEND_JOB_ACCEPTED:
         return "BackendJobAccepted";
     case ING_BACKEND_NEW_JOB:

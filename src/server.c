@@ -43,6 +43,7 @@
 #define FD_RESERVE 64        /* descriptors kept out of --max-connections' reach */
 #define RELIEVE_MIN (64 * 1024) /* unread output below this is never dropped for memory */
 #define RELIEVE_MAX 16          /* peers dropped for memory per shortage */
+#define LOST_BATCH 4096         /* lost agents' jobs handled per loop iteration (conn_reap) */
 #define LOG_BURST 10            /* warnings a peer causes per LOG_WINDOW_MS, then summarised */
 #define LOG_WINDOW_MS 10000
 
@@ -87,6 +88,9 @@ struct conn {
     uint64_t frames;     /* native frames completed (the frame timeout's progress) */
     uint64_t spent;      /* input_spent calls (the same for ZeroMQ units) */
     uint64_t mem;        /* bytes of in and out counted in the server's budget */
+    uint64_t out_sent;   /* output bytes written so far (positions in the output stream) */
+    uint64_t envs_at;    /* where the last environment list starts in the output stream */
+    uint64_t envs_len;   /* its size (0: none sent) */
     uint64_t log_win_ms; /* start of the current log window (conn_log_ok) */
     uint32_t log_n;      /* warnings logged in it */
     uint64_t log_held;   /* warnings not logged in it */
@@ -137,6 +141,8 @@ struct server {
     struct ev_timer backlog_timer;
     struct ev_timer reap_timer; /* gone clients' jobs left to drop (be_reap) */
     struct ev_timer envs_timer; /* the environment list's next update is due (be_flush) */
+    struct ev_timer lost_timer; /* lost agents left for the next iteration (conn_reap) */
+    bool closing_held;          /* closes left for the next iteration */
     struct journal jr;          /* --journal, open when jr_on */
     bool jr_on;
     struct ev_timer jr_timer;   /* the journal's next sync, retry or compaction step */
@@ -213,7 +219,7 @@ conn_account(struct conn *c)
 static uint64_t
 mem_used(const struct server *s)
 {
-    return s->mem_bufs + s->be.job_bytes;
+    return s->mem_bufs + s->be.job_bytes + httpd_mem(s->httpd);
 }
 
 static uint64_t
@@ -261,6 +267,13 @@ mem_admit(struct server *s, uint64_t n, bool reserve)
         return false;
     mem_relieve(s, n);
     return mem_used(s) + n <= s->budget;
+}
+
+/* http_admit: the metrics port's connections and answers are new work in the budget. */
+static bool
+http_admit(void *arg, uint64_t n)
+{
+    return mem_admit(arg, n, false);
 }
 
 /* conn_grow makes b (c's in or out) able to take n more bytes within the budget. Returns 0,
@@ -357,8 +370,32 @@ conn_warn(struct conn *c, const char *fmt, ...)
             conn_warn((c), __VA_ARGS__);                                                           \
     } while (0)
 
+static void conn_send_one(struct conn *c, const struct ing_msg *m);
+
+/* conn_send queues m for c. An environment list supersedes the previous one while no byte
+ * of it is written: a peer that does not read holds at most one list in its output, the
+ * newest (issue 13: a copy per change made every non-reader reach --max-output). */
 static void
 conn_send(struct conn *c, const struct ing_msg *m)
+{
+    if (m->type != ING_BACKEND_UPDATE_ENVIRONMENTS) {
+        conn_send_one(c, m);
+        return;
+    }
+    if (c->envs_len != 0 && c->envs_at >= c->out_sent &&
+        c->envs_at + c->envs_len <= c->out_sent + buf_len(&c->out)) {
+        buf_cut(&c->out, (size_t)(c->envs_at - c->out_sent), (size_t)c->envs_len);
+        c->srv->ms.frames_out--; /* never sent */
+    }
+    size_t before = buf_len(&c->out);
+    c->envs_at = c->out_sent + before;
+    conn_send_one(c, m);
+    c->envs_len = c->state == CONN_CLOSING || buf_len(&c->out) < before ? 0
+                                                                          : buf_len(&c->out) - before;
+}
+
+static void
+conn_send_one(struct conn *c, const struct ing_msg *m)
 {
     c->srv->ms.frames_out++;
     if (m->type == ING_ERROR && m->u.error.code < METRICS_NERR)
@@ -431,6 +468,7 @@ conn_flush(struct conn *c)
         ssize_t n = write(c->io.fd, buf_head(&c->out), buf_len(&c->out));
         if (n > 0) {
             buf_consume(&c->out, (size_t)n);
+            c->out_sent += (uint64_t)n;
             c->srv->ms.bytes_out += (uint64_t)n;
             continue;
         }
@@ -513,6 +551,7 @@ conn_close(struct conn *c, const char *why)
     if (c->state == CONN_CLOSING)
         return;
     c->state = CONN_CLOSING;
+    be_agent_hold(c->agent); /* no job for it until conn_reap tells the backend */
     log_msg(LOG_INFO, "%s: closed (%s)", c->name, why);
     ev_io_set(c->srv->loop, &c->io, 0);
     hs_unlink(c->srv, c);
@@ -559,7 +598,19 @@ conn_reap(struct server *s)
 {
     while (s->closing != NULL) {
         struct conn *c = s->closing;
+        if (c->agent != NULL && s->be.lost_jobs > 0 &&
+            s->be.lost_jobs + be_agent_busy(c->agent) > LOST_BATCH) {
+            /* Lost agents' jobs (requeued or ended) are LOST_BATCH per iteration, whatever
+             * the number of agents lost at once: the rest waits for the next one. */
+            s->closing_held = true;
+            arm(s, &s->lost_timer, ev_now_ms(s->loop));
+            log_msg(LOG_INFO, "%s: lost with the others next (%llu lost agents' jobs handled in "
+                    "this iteration)", c->name, (unsigned long long)s->be.lost_jobs);
+            return;
+        }
         s->closing = c->cl_next;
+        if (c->agent != NULL)
+            s->be.lost_jobs += be_agent_busy(c->agent);
         if (c->counted) {
             c->counted = false;
             s->ms.conns[c->role == ING_ROLE_AGENT ? 0 : 1][c->dialect]--;
@@ -678,8 +729,10 @@ before_sleep(void *arg)
                 conn_flush(c);
         }
         conn_reap(s);
-    } while (s->pending != NULL || s->closing != NULL ||
+    } while (s->pending != NULL || (s->closing != NULL && !s->closing_held) ||
              (be_flush_due(&s->be, &due) && due <= s->be.now_ms));
+    s->be.lost_jobs = 0; /* a new iteration */
+    s->closing_held = false;
     if (be_flush_due(&s->be, &due))
         arm(s, &s->envs_timer, due);
     if (s->be.jr != NULL && (due = journal_next_ms(&s->jr)) != UINT64_MAX)
@@ -807,6 +860,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     case ING_CLIENT_KILL_JOB:
     case ING_CLIENT_GET_QUEUE:
     case ING_CLIENT_GET_STATS:
+    case ING_CLIENT_GET_JOB_INFO:
     case ING_PING:
         break;
     case ING_PONG:
@@ -856,18 +910,23 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
         c->srv->iter_check = true; /* linear in the queue listed */
         be_client_get_queue(be, c->client);
         break;
+    case ING_CLIENT_GET_JOB_INFO:
+        be_client_get_job_info(be, c->client, m->u.ref.job_id);
+        break;
     case ING_CLIENT_GET_STATS: {
-        struct ing_mp_writer w;
-        ing_mp_writer_init_dyn(&w);
-        if (status_mp(&c->srv->st, &w) != 0 || w.len > c->srv->cfg.max_frame - 16) {
+        const uint8_t *p;
+        size_t n;
+        bool fresh;
+        if (status_mp_cached(&c->srv->st, &p, &n, &fresh) != 0 ||
+            n > c->srv->cfg.max_frame - 16) {
             conn_send_error(c, ING_ERR_LIMIT, "statistics unavailable (no memory)");
         } else {
             reply.type = ING_BACKEND_STATS;
-            reply.u.stats.stats.p = (const char *)w.buf;
-            reply.u.stats.stats.len = (uint32_t)w.len;
+            reply.u.stats.stats.p = (const char *)p;
+            reply.u.stats.stats.len = (uint32_t)n;
             conn_send(c, &reply);
         }
-        ing_mp_writer_fini(&w);
+        c->srv->iter_check |= fresh; /* a walk over every environment */
         break;
     }
     default: /* ING_PING */
@@ -1030,8 +1089,7 @@ srv_conn_opened(struct conn *c)
         conn_close(c, "out of memory");
         return -ENOMEM;
     }
-    hs_unlink(s, c);
-    c->state = CONN_OPEN;
+    c->state = CONN_OPEN; /* the opening ends at the hello, as a native peer's */
     return 0;
 }
 
@@ -1598,6 +1656,13 @@ envs_due(void *arg)
 }
 
 /* reap_run drops another batch of the jobs of clients that left with many. */
+/* lost_due wakes the loop: lost agents wait (before_sleep reaps them). */
+static void
+lost_due(void *arg)
+{
+    update_clock(arg);
+}
+
 static void
 reap_run(void *arg)
 {
@@ -1937,6 +2002,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         s->addr_mask = n - 1;
     }
     struct be_ops ops = {be_send, be_relay, be_drop};
+    s->cfg.be.lost_batch = LOST_BATCH;
     s->loop = ev_new();
     if (s->loop == NULL || be_init(&s->be, &s->cfg.be, &ops) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -2021,6 +2087,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     ev_timer_init(&s->backlog_timer, backlog_run, s);
     ev_timer_init(&s->reap_timer, reap_run, s);
     ev_timer_init(&s->envs_timer, envs_due, s);
+    ev_timer_init(&s->lost_timer, lost_due, s);
     ev_timer_init(&s->jr_timer, envs_due, s);
     uint64_t t = min_nz(cfg->ping_interval_ms, cfg->handshake_timeout_ms / 4);
     t = min_nz(t, cfg->be.kill_timeout_ms / 4);
@@ -2037,7 +2104,10 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     status_init(&s->st, &s->be, &s->ms, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9,
                 cfg->metrics_max_envs);
     if (cfg->metrics.addr != NULL) {
-        s->httpd = httpd_new(s->loop, &cfg->metrics, &s->st, &s->ms, err, errlen);
+        struct httpd_config hc = cfg->metrics;
+        hc.admit = http_admit; /* its connections and answers are in the budget */
+        hc.admit_arg = s;
+        s->httpd = httpd_new(s->loop, &hc, &s->st, &s->ms, err, errlen);
         if (s->httpd == NULL)
             goto fail;
         log_msg(LOG_INFO, "metrics on http://%s/metrics", httpd_bound_addr(s->httpd) + 6);
@@ -2079,7 +2149,10 @@ srv_free(struct server *s)
             c->cl_next = s->closing;
             s->closing = c;
         }
-    conn_reap(s);
+    do { /* every one, LOST_BATCH lost jobs at a time */
+        s->be.lost_jobs = 0;
+        conn_reap(s);
+    } while (s->closing != NULL);
     httpd_free(s->httpd);
     status_fini(&s->st);
     s->be.jr = NULL; /* the jobs freed below are not ended: they stay journaled */

@@ -36,6 +36,10 @@ status_fini(struct status *st)
 {
     free(st->envs);
     st->envs = NULL;
+    free(st->keys);
+    st->keys = NULL;
+    free(st->mp);
+    st->mp = NULL;
 }
 
 static uint64_t
@@ -85,6 +89,34 @@ collect_envs(struct status *st)
 }
 
 static void
+key_add(void *arg, const void *scope, int64_t prio, const char *key, size_t len, uint32_t nwait)
+{
+    struct status *st = arg;
+    (void)scope;
+    (void)prio;
+    if (nwait > 0 && st->nkeys < st->keys_cap) /* grown before the walk */
+        st->keys[st->nkeys++] = (struct metrics_key){key, len, nwait};
+}
+
+/* collect_keys fills st->keys with the fair-share keys, merged. Returns 0 or -ENOMEM. */
+static int
+collect_keys(struct status *st)
+{
+    size_t need = st->be->fair.n;
+    if (need > st->keys_cap) {
+        struct metrics_key *n = realloc(st->keys, need * sizeof(*n));
+        if (n == NULL)
+            return -ENOMEM;
+        st->keys = n;
+        st->keys_cap = need;
+    }
+    st->nkeys = 0;
+    fair_foreach(&st->be->fair, key_add, st);
+    st->nkeys = metrics_merge_keys(st->keys, st->nkeys);
+    return 0;
+}
+
+static void
 slots(const struct backend *be, uint64_t *total, uint64_t *busy)
 {
     *total = *busy = 0;
@@ -125,6 +157,13 @@ status_metrics(struct status *st, struct buf *out)
     s.agents = be->n_agents;
     slots(be, &s.slots, &s.slots_busy);
     s.max_envs = st->max_envs;
+    if (be->fair.mode != FAIR_NONE) {
+        static struct metrics_key none;
+        if (collect_keys(st) < 0)
+            return -ENOMEM;
+        s.keys = st->keys != NULL ? st->keys : &none;
+        s.nkeys = st->nkeys;
+    }
     metrics_proc_read(&s.proc, st->start_s);
     return metrics_render(&s, out);
 }
@@ -315,4 +354,48 @@ status_mp(struct status *st, struct ing_mp_writer *w)
         ing_mp_put_uint(w, rsum);
     }
     return w->err;
+}
+
+/* mp_key fills k with what status_mp's map shows: any change in it changes one of these. */
+static void
+mp_key(const struct status *st, uint64_t k[STATUS_MP_KEY])
+{
+    const struct backend *be = st->be;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t refused = 0;
+    for (int i = 0; i < METRICS_NREFUSE; i++)
+        refused += be->mc.refused[i];
+    double up = (double)ts.tv_sec - st->start_s;
+    uint64_t v[STATUS_MP_KEY] = {
+        up < 0 ? 0 : (uint64_t)up, be->stats.jobs_submitted, refused, be->stats.jobs_dispatched,
+        be->mc.started, done_total(be), be->stats.jobs_killed, be->stats.jobs_crashed,
+        be->mc.lost, be->stats.jobs_requeued, be->n_waiting, be->n_running, be->n_agents,
+        be->n_clients, be->slot_seq /* every slot given or freed, hellos */, be->nenvs,
+        be->n_provided,
+    };
+    memcpy(k, v, sizeof(v));
+}
+
+int
+status_mp_cached(struct status *st, const uint8_t **p, size_t *len, bool *fresh)
+{
+    uint64_t k[STATUS_MP_KEY];
+    mp_key(st, k);
+    *fresh = st->mp == NULL || memcmp(k, st->mp_key, sizeof(k)) != 0;
+    if (*fresh) {
+        struct ing_mp_writer w;
+        ing_mp_writer_init_dyn(&w);
+        if (status_mp(st, &w) != 0) {
+            ing_mp_writer_fini(&w);
+            return -ENOMEM;
+        }
+        free(st->mp);
+        st->mp = w.buf; /* ownership taken from the writer */
+        st->mp_len = w.len;
+        memcpy(st->mp_key, k, sizeof(k));
+    }
+    *p = st->mp;
+    *len = st->mp_len;
+    return 0;
 }

@@ -712,9 +712,9 @@ zb_input(struct zconn *z, struct buf *in)
         ssize_t n;
         switch (ev.type) {
         case ZMTP_EV_NEED_MORE:
-            if (ev.need > buf_len(in) - (size_t)r &&
-                buf_reserve(in, ev.need - (buf_len(in) - (size_t)r)) != 0)
-                srv_conn_close(c, "out of memory");
+            /* Nothing reserved on a frame's announced size: the server grows the input as
+             * bytes arrive, within --max-memory, and times out a frame that does not
+             * complete (--frame-timeout), as for native frames. */
             buf_consume(in, (size_t)r);
             return;
         case ZMTP_EV_GREETING: {

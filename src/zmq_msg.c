@@ -261,6 +261,18 @@ read_i64(const uint8_t **q, const uint8_t *end, int64_t *i)
     return 0;
 }
 
+/* read_time reads a queue's time: an int in msgpack's range (*wide: above INT64_MAX). */
+static int
+read_time(const uint8_t **q, const uint8_t *end, int64_t *i, bool *wide)
+{
+    struct ing_mp_obj o;
+    if (ing_mp_read(q, end, &o) < 0 || (o.type != ING_MP_INT && o.type != ING_MP_UINT))
+        return -1;
+    *wide = o.type == ING_MP_UINT;
+    *i = *wide ? (int64_t)o.v.u : o.v.i;
+    return 0;
+}
+
 /* Reads the header of an array of exactly n elements. */
 static int
 read_array(const uint8_t **q, const uint8_t *end, uint32_t n)
@@ -277,7 +289,8 @@ running_at(const uint8_t *q, const uint8_t *end, struct ing_queue_running *e)
     if (read_array(&q, end, 7) < 0 || read_str(&q, end, &e->job_id, false) < 0 ||
         read_bool(&q, end, &e->is_current) < 0 || read_str(&q, end, &e->agent_name, false) < 0 ||
         read_str(&q, end, &e->info, true) < 0 || read_str(&q, end, &e->launcher, false) < 0 ||
-        read_i64(&q, end, &e->started_at) < 0 || read_i64(&q, end, &e->max_time) < 0)
+        read_i64(&q, end, &e->started_at) < 0 ||
+        read_time(&q, end, &e->max_time, &e->max_time_u64) < 0)
         return NULL;
     return q;
 }
@@ -287,7 +300,8 @@ waiting_at(const uint8_t *q, const uint8_t *end, struct ing_queue_waiting *e)
 {
     if (read_array(&q, end, 5) < 0 || read_str(&q, end, &e->job_id, false) < 0 ||
         read_bool(&q, end, &e->is_current) < 0 || read_str(&q, end, &e->info, true) < 0 ||
-        read_str(&q, end, &e->launcher, false) < 0 || read_i64(&q, end, &e->max_time) < 0)
+        read_str(&q, end, &e->launcher, false) < 0 ||
+        read_time(&q, end, &e->max_time, &e->max_time_u64) < 0)
         return NULL;
     return q;
 }
@@ -1026,6 +1040,25 @@ put_view_str(struct ing_mp_writer *w, const struct ing_view *v, bool nullable)
     return ing_mp_put_str(w, v->p, v->len);
 }
 
+/* queue_end makes a running entry's last field v0.5's: the job's end, started_at plus its
+ * time limit (0 when negative or unknown), a Python int packed as msgpack does; -1 past 2^64
+ * (where Python's msgpack gives up). */
+static void
+queue_end(struct ing_queue_running *e)
+{
+    uint64_t add = e->max_time_u64 || e->max_time > 0 ? (uint64_t)e->max_time : 0;
+    uint64_t start = e->started_at > 0 ? (uint64_t)e->started_at : 0; /* a wall clock */
+    if (add == 0) {
+        e->max_time = e->started_at;
+        e->max_time_u64 = false;
+        return;
+    }
+    uint64_t end = start + add;
+    bool over = end < add;
+    e->max_time = over ? -1 : (int64_t)end;
+    e->max_time_u64 = !over && end > (uint64_t)INT64_MAX;
+}
+
 static int
 put_running(struct ing_mp_writer *w, const struct ing_queue_running *e)
 {
@@ -1039,7 +1072,7 @@ put_running(struct ing_mp_writer *w, const struct ing_queue_running *e)
         (rc = put_view_str(w, &e->launcher, false)) < 0)
         return rc;
     ing_mp_put_int(w, e->started_at);
-    return ing_mp_put_int(w, e->max_time);
+    return e->max_time_u64 ? ing_mp_put_uint(w, (uint64_t)e->max_time) : ing_mp_put_int(w, e->max_time);
 }
 
 static int
@@ -1053,7 +1086,7 @@ put_waiting(struct ing_mp_writer *w, const struct ing_queue_waiting *e)
     if ((rc = put_view_str(w, &e->info, true)) < 0 ||
         (rc = put_view_str(w, &e->launcher, false)) < 0)
         return rc;
-    return ing_mp_put_int(w, e->max_time);
+    return e->max_time_u64 ? ing_mp_put_uint(w, (uint64_t)e->max_time) : ing_mp_put_int(w, e->max_time);
 }
 
 /* Writes the value of field f. Returns 0, -EINVAL, or the writer's error. */
@@ -1932,7 +1965,7 @@ zmq_msg_legacy_encode(const struct ing_msg *m, struct ing_mp_writer *w)
             struct ing_queue_running e = m->u.queue.running[i];
             if (e.info.p == NULL)
                 e.info = empty;
-            e.max_time = e.started_at + (e.max_time > 0 ? e.max_time : 0);
+            queue_end(&e);
             rc = put_running(w, &e);
         }
         put_key(w, "jobs_waiting");

@@ -75,6 +75,14 @@ raw_close_all(void)
 static void *owned[32];
 static size_t n_owned;
 
+/* opt_ms: ms stretched by ING_SLOW, as an option value "<n>ms" in buf. */
+static const char *
+opt_ms(char *buf, size_t cap, int ms)
+{
+    snprintf(buf, cap, "%dms", cu_ms(ms));
+    return buf;
+}
+
 /* own registers p (fails the test when p is NULL) and returns it. */
 static void *
 own(void *p)
@@ -988,6 +996,146 @@ TP_TEST(test_abuse_many_environments)
     cu_prompt(c, cu_ms(PROMPT_MS));
 }
 
+/* Item 3: a client that does not read holds at most one environment list in its output:
+ * each update supersedes the one still unsent (it held a copy per change, 40 x 600 KiB,
+ * and was dropped at --max-output). Once it reads, the newest list comes last. */
+TP_TEST(test_abuse_envs_non_reader_one_copy)
+{
+    enum { CHANGES = 40, NAMES = 20000 };
+    struct tp_peer *c1, *slow, *a, *b;
+    uint8_t *envs;
+    size_t len;
+    int small = 256 << 10, i, got = 0, r; /* over loopback's 64 KiB segments */
+    long last = 0;
+    const struct ing_msg *m;
+    char name[16];
+
+    tp_start(c, "--max-output", "4M", "--env-grace", "0", "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    slow = tp_client(c, "slow", "");
+    assert_int_equal(setsockopt(slow->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    a = tp_connect(c, ING_ROLE_AGENT);
+    envs = own(envs_map("a-rather-long-env-name-", NAMES, &len));
+    tp_hello_raw(a, "A", 1, (struct tp_bytes){envs, len});
+    release(envs);
+    expect_env_count(c1, NAMES);
+    /* One update per change, each seen by c1 before the next: 40 lists of ~600 KiB. */
+    for (i = 0; i < CHANGES; i++) {
+        b = tp_connect(c, ING_ROLE_AGENT);
+        snprintf(name, sizeof(name), "x%d", i);
+        tp_hello(b, name, 1, &(struct tp_env){.type = "docker", .name = name, .created = 1}, 1);
+        expect_env_count(c1, NAMES + 1 + i);
+    }
+    /* slow reads now: never dropped, a few lists (what the kernel's buffers took), the
+     * newest last. */
+    while (last != NAMES + CHANGES) {
+        r = tp_recv(slow, TP_DEADLINE_MS, &m);
+        if (r < 0)
+            tp_fail("slow client: %s after %d lists", strerror(-r), got);
+        if (r != ING_BACKEND_UPDATE_ENVIRONMENTS)
+            tp_fail("slow client: unexpected message %d", r);
+        bool sorted;
+        last = cu_env_names(m->u.envs.environments, &sorted);
+        got++;
+    }
+    if (got > CHANGES / 2)
+        tp_fail("slow client got %d lists for %d changes: unsent copies were kept", got, CHANGES);
+    tp_expect_nothing(slow, TP_QUIET_MS);
+    if (tp_log_contains(c, "over the limit"))
+        tp_fail("a client was dropped for its output");
+    cu_roundtrip(slow, cu_ms(PROMPT_MS));
+}
+
+/* Item 10: a hello announcing many slots costs memory only for the slots in use (it cost 8
+ * bytes per slot announced: 100 hellos of 65,536 slots took 50 MiB). */
+TP_TEST(test_abuse_many_slots_cost_nothing)
+{
+    enum { AGENTS = 100 };
+    struct tp_peer *c1, *a = NULL;
+    long rss0, rss;
+    char name[16];
+    int i;
+
+    tp_start(c, "--max-slots-per-agent", "65536", "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    rss0 = cu_rss_kib(c->be.pid);
+    for (i = 0; i < AGENTS; i++) {
+        snprintf(name, sizeof(name), "A%d", i);
+        a = tp_connect(c, ING_ROLE_AGENT);
+        tp_hello(a, name, 65536, &(struct tp_env){.type = "docker", .name = name, .created = 1},
+                 1);
+    }
+    for (long n = 0; n != AGENTS;) { /* every hello handled: each adds an environment */
+        const struct ing_msg *m = tp_expect(c1, ING_BACKEND_UPDATE_ENVIRONMENTS);
+        bool sorted;
+        n = cu_env_names(m->u.envs.environments, &sorted);
+    }
+    expect_log(c, "agent A99 registered: 65536 slots");
+    rss = cu_rss_kib(c->be.pid);
+    if (rss_checked() && rss - rss0 > 16 * 1024)
+        tp_fail("%d hellos of 65536 slots took %ld KiB", AGENTS, rss - rss0);
+    /* The slots work. */
+    tp_send_job(c1, &(struct tp_job){.id = "j", .env = "A99"});
+    tp_expect_job(a, "j");
+    tp_done(a, "j", "success", "");
+    tp_expect_done(c1, "j", "success", NULL, NULL);
+}
+
+/* Issue 13: ClientGetStats walks and sorts every environment; a flood of them costs one
+ * walk while nothing changes (it cost one per request: 64 requests with 100,000
+ * environments held the loop about a second). The answers stay exact: a job submitted
+ * between two requests shows in the second. */
+TP_TEST(test_abuse_stats_flood_one_walk)
+{
+    enum { FLOOD = 64 };
+    uint32_t nenvs = cu_slow() > 1 ? 5000 : 100000;
+    struct tp_peer *c1, *flood, *a;
+    uint8_t *envs, get[ING_HDR_LEN * FLOOD];
+    size_t len, i;
+    uint64_t t0, took;
+    const struct ing_msg *m;
+    const uint8_t *v, *p;
+    size_t vlen;
+    int64_t n;
+
+    tp_start(c, "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    a = tp_connect(c, ING_ROLE_AGENT);
+    envs = own(envs_map("env", nenvs, &len));
+    tp_hello_raw(a, "A", 1, (struct tp_bytes){envs, len});
+    release(envs);
+    expect_env_count(c1, nenvs);
+    flood = tp_connect(c, ING_ROLE_CLIENT);
+    tp_client_hello(flood, "flood");
+    expect_env_count(flood, nenvs);
+    for (i = 0; i < FLOOD; i++)
+        ing_frame_header(get + i * ING_HDR_LEN, ING_CLIENT_GET_STATS, 0);
+    t0 = tp_now_ms();
+    tp_send_raw(flood, get, sizeof(get));
+    for (i = 0; i < FLOOD; i++)
+        tp_expect(flood, ING_BACKEND_STATS);
+    took = tp_now_ms() - t0;
+    print_message("stats flood: %d answers with %u environments in %llu ms\n", FLOOD, nenvs,
+                  (unsigned long long)took);
+#if !(defined(ING_SAN) && ING_SAN)
+    if (!cu_wrapped() && took > 600)
+        tp_fail("%d ClientGetStats took %llu ms: one walk over the environments each", FLOOD,
+                (unsigned long long)took);
+#endif
+    /* Exact: a new job counts at once. */
+    tp_send_job(c1, &(struct tp_job){.id = "j", .env = "nobody"});
+    tp_barrier(c1);
+    tp_send_type(flood, ING_CLIENT_GET_STATS);
+    m = tp_expect(flood, ING_BACKEND_STATS);
+    p = (const uint8_t *)m->u.stats.stats.p;
+    assert_int_equal(ing_mp_map_get(p, m->u.stats.stats.len, "submitted", 9, &v, &vlen), 0);
+    assert_int_equal(ing_mp_py_int(v, vlen, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ing_mp_map_get(p, m->u.stats.stats.len, "waiting", 7, &v, &vlen), 0);
+    assert_int_equal(ing_mp_py_int(v, vlen, &n), 0);
+    assert_int_equal(n, 1);
+}
+
 /* ======================================================================================== */
 /* Queue limits */
 
@@ -1353,6 +1501,67 @@ job_batch(size_t n, const char *prefix, size_t *len)
     return batch;
 }
 
+/* Item 5: the jobs of agents lost together are handled LOST_BATCH (4,096) per loop
+ * iteration in all, not every agent's at once: two agents of 3,000 jobs, dropped in the same
+ * ping tick, are reaped in two iterations; every job is requeued and runs on a new agent. */
+TP_TEST(test_abuse_lost_agents_bounded_per_iteration)
+{
+    enum { PER = 3000 };
+    struct tp_peer *c1, *ag[2], *nw;
+    uint8_t *batch;
+    size_t len;
+    int i, got;
+    char t[32];
+
+    tp_start(c, "--max-slots-per-agent", "8192", "--orphan-timeout", "0", "--ping-max", "1",
+             "--ping-interval", opt_ms(t, sizeof(t), 300), NULL);
+    c1 = tp_client(c, "c1", "");
+    batch = job_batch(2 * PER, "l", &len);
+    tp_send_raw(c1, batch, len);
+    tp_barrier(c1);
+    for (i = 0; i < 2; i++) {
+        ag[i] = tp_connect(c, ING_ROLE_AGENT);
+        tp_hello(ag[i], i ? "B" : "A", PER,
+                 &(struct tp_env){.type = "docker", .name = "default", .created = 1}, 1);
+    }
+    /* Both take their jobs and answer the same ping; then neither reads: both miss the
+     * same pings and are dropped in the same tick. */
+    for (i = 0; i < 2; i++)
+        for (got = 0; got < PER; got++)
+            tp_expect(ag[i], ING_BACKEND_NEW_JOB);
+    unsigned p0 = ag[0]->pings, p1 = ag[1]->pings;
+    uint64_t t0 = tp_now_ms();
+    while (ag[0]->pings == p0 || ag[1]->pings == p1 || ag[0]->pings != ag[1]->pings) {
+        const struct ing_msg *m;
+        if (tp_now_ms() - t0 > (uint64_t)TP_DEADLINE_MS)
+            tp_fail("no common ping (%u, %u)", ag[0]->pings, ag[1]->pings);
+        for (i = 0; i < 2; i++)
+            if (ag[i]->pings <= ag[!i]->pings && tp_recv(ag[i], 20, &m) > 0)
+                tp_fail("agent %d: unexpected message %u", i, m->type);
+    }
+    t0 = tp_now_ms();
+    while (!tp_log_contains(c, "(3000 lost agents' jobs handled in this iteration)")) {
+        if (tp_now_ms() - t0 > (uint64_t)TP_DEADLINE_MS)
+            tp_fail("the two agents' jobs were not split over two iterations");
+        const struct ing_msg *m;
+        if (tp_recv(c1, 50, &m) == ING_BACKEND_JOB_DONE) /* the jobs are requeued */
+            tp_fail("a result for a lost agent's job");
+    }
+    nw = tp_connect(c, ING_ROLE_AGENT);
+    tp_hello(nw, "N", 2 * PER, &(struct tp_env){.type = "docker", .name = "default", .created = 1},
+             1);
+    for (got = 0; got < 2 * PER; got++)
+        tp_expect(nw, ING_BACKEND_NEW_JOB);
+    for (;;) { /* environment lists only, no result */
+        const struct ing_msg *m;
+        int r = tp_recv(c1, TP_QUIET_MS, &m);
+        if (r == -ETIMEDOUT)
+            break;
+        if (r != ING_BACKEND_UPDATE_ENVIRONMENTS)
+            tp_fail("client c1: unexpected %d", r);
+    }
+}
+
 /* Item 1 (issue 13, item 6): the 1 ms iteration budget is checked after every expensive
  * frame, not every 32 frames: 40 queue snapshots of 40,000 waiting jobs pipelined by one
  * client stall the loop for about one snapshot per iteration, not 32, and another client's
@@ -1657,11 +1866,15 @@ main(void)
         CASE(test_abuse_gigabyte_frame_lengths),
         CASE(test_abuse_connection_flood),
         CASE(test_abuse_many_environments),
+        CASE(test_abuse_envs_non_reader_one_copy),
+        CASE(test_abuse_many_slots_cost_nothing),
+        CASE(test_abuse_stats_flood_one_walk),
         CASE(test_abuse_queue_limits),
         CASE(test_abuse_max_errors),
         CASE(test_abuse_partial_frames_budget_and_timeout),
         CASE(test_abuse_job_bytes_budget),
         CASE(test_abuse_expensive_frames_budget),
+        CASE(test_abuse_lost_agents_bounded_per_iteration),
         CASE(test_abuse_connections_per_address),
         CASE(test_abuse_half_closed_client_served),
         CASE(test_abuse_log_rate_limit_and_escape),

@@ -171,9 +171,31 @@ mock_send(void *peer, const struct ing_msg *m)
         view_copy(r->job, sizeof(r->job), m->u.ref.job_id);
     } else if (m->type == ING_BACKEND_UPDATE_ENVIRONMENTS) {
         r->names = envs_render(m->u.envs.environments, r->text, sizeof(r->text));
+    } else if (m->type == ING_BACKEND_JOB_INFO) {
+        /* "<state> <position>" from the map */
+        view_copy(r->job, sizeof(r->job), m->u.job_info.job_id);
+        const uint8_t *v, *mp = (const uint8_t *)m->u.job_info.info.p;
+        size_t vl, n = m->u.job_info.info.len;
+        struct ing_mp_obj o, q;
+        char st[16] = "?";
+        uint64_t pos = 0;
+        if (ing_mp_map_get(mp, n, "state", 5, &v, &vl) == 0 &&
+            ing_mp_read(&v, v + vl, &o) == 0 && o.type == ING_MP_STR)
+            snprintf(st, sizeof(st), "%.*s", (int)o.v.s.len, (const char *)o.v.s.p);
+        if (ing_mp_map_get(mp, n, "position", 8, &v, &vl) == 0 &&
+            ing_mp_read(&v, v + vl, &q) == 0 && q.type == ING_MP_UINT)
+            pos = q.v.u;
+        snprintf(r->text, sizeof(r->text), "%s %llu", st, (unsigned long long)pos);
     } else if (m->type == ING_BACKEND_GET_QUEUE) {
         snprintf(r->text, sizeof(r->text), "%u/%u", m->u.queue.n_running, m->u.queue.n_waiting);
-        /* the waiting ids in order, comma separated, into kind/state is not needed */
+        /* the waiting ids in order, space separated, into job (cut) */
+        size_t w = 0;
+        for (uint32_t x = 0; x < m->u.queue.n_waiting; x++) {
+            if (x > 0)
+                put(r->job, sizeof(r->job), &w, " ", 1);
+            put(r->job, sizeof(r->job), &w, m->u.queue.waiting[x].job_id.p,
+                m->u.queue.waiting[x].job_id.len);
+        }
     }
 }
 
@@ -211,6 +233,12 @@ mock_drop(void *peer, uint16_t code, const char *why)
 static struct backend be;
 static uint8_t scratch[1 << 16];
 static bool no_check; /* submit_full skips be_check (bulk submits) */
+/* Fair share for the next setup (reset by teardown), and the launcher and @username (NULL:
+ * none) submit_full puts in the jobs. */
+static enum fair_mode t_fair;
+static struct fair_weight t_weights[4];
+static size_t t_nweights;
+static const char *t_launcher = "L", *t_user;
 static bool ahead;    /* hash ids first (be_id_hash, be_prefetch_id), as server.c's look-ahead
                        * does, and call the _h handlers */
 
@@ -238,6 +266,9 @@ setup(void **state)
     hard_time_s = -1;
     struct be_config cfg;
     be_config_default(&cfg);
+    cfg.fair_mode = t_fair;
+    cfg.fair_weights = t_weights;
+    cfg.n_fair_weights = t_nweights;
     struct be_ops ops = {mock_send, mock_relay, mock_drop};
     assert_int_equal(be_init(&be, &cfg, &ops), 0);
     be.now_ms = 1000;
@@ -250,6 +281,10 @@ teardown(void **state)
 {
     (void)state;
     be_fini(&be);
+    t_fair = FAIR_NONE;
+    t_nweights = 0;
+    t_launcher = "L";
+    t_user = NULL;
     return 0;
 }
 
@@ -309,9 +344,13 @@ submit_full(struct be_client *c, const char *id, int64_t prio, const char *type,
     uint8_t inp[256], par[64];
     struct ing_mp_writer w;
     ing_mp_writer_init(&w, inp, sizeof(inp));
-    ing_mp_put_map(&w, state != NULL ? 2 : 1);
+    ing_mp_put_map(&w, 1 + (state != NULL) + (t_user != NULL));
     ing_mp_put_cstr(&w, "v");
     ing_mp_put_cstr(&w, marker != NULL ? marker : "x");
+    if (t_user != NULL) {
+        ing_mp_put_cstr(&w, "@username");
+        ing_mp_put_cstr(&w, t_user);
+    }
     if (state != NULL) {
         ing_mp_put_cstr(&w, "@state");
         ing_mp_put_cstr(&w, state);
@@ -332,7 +371,7 @@ submit_full(struct be_client *c, const char *id, int64_t prio, const char *type,
     memset(&m, 0, sizeof(m));
     m.type = ING_CLIENT_NEW_JOB;
     m.u.new_job.priority = prio;
-    m.u.new_job.launcher = (struct ing_view){"L", 1};
+    m.u.new_job.launcher = (struct ing_view){t_launcher, (uint32_t)strlen(t_launcher)};
     struct ing_job_spec *s = &m.u.new_job.job;
     s->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
     s->course_id = (struct ing_view){"c", 1};
@@ -607,6 +646,97 @@ test_backend_several_slots(void **state)
     expect_none(1);
     done(a, "j1", "success");
     expect(1, ING_BACKEND_NEW_JOB, "j3");
+}
+
+/* Issue 13 item 10: an agent's free-slot FIFO costs nothing for slots never used (the
+ * slots given at its hello are one run) and grows with the slots in use at once, keeping the
+ * FIFO order across agents: 40 slots on A and B (past the ring's first 16), freed in an
+ * interleaved order, are taken again in that order. */
+static void
+test_backend_slot_ring_grows_in_order(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    char id[16], id2[16];
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, N, "e");
+    /* A's fresh run (30 left) comes before the 5 slots freed after it. */
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof(id), "p%d", i);
+        submit(c, id, 0, "e");
+        expect(1, ING_BACKEND_NEW_JOB, id);
+    }
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof(id), "p%d", i);
+        done(a, id, "success");
+    }
+    struct be_agent *b = agent(2, N, "e"); /* its slots are newer than A's free ones */
+    for (int i = 0; i < 35; i++) {
+        snprintf(id, sizeof(id), "q%d", i);
+        submit(c, id, 0, "e");
+        expect(1, ING_BACKEND_NEW_JOB, id);
+    }
+    expect_none(2);
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof(id), "r%d", i);
+        submit(c, id, 0, "e");
+        expect(2, ING_BACKEND_NEW_JOB, id);
+    }
+    /* Every slot taken. Free them alternately, A's in reverse: 80 ring entries in all. */
+    for (int i = 0; i < N; i++) {
+        if (i < 5)
+            snprintf(id, sizeof(id), "p%d", 9 - i);
+        else
+            snprintf(id, sizeof(id), "q%d", 39 - i);
+        snprintf(id2, sizeof(id2), "r%d", i);
+        done(a, id, "success");
+        done(b, id2, "success");
+    }
+    assert_int_equal(be_agent_slots(a), N);
+    assert_int_equal(be_agent_slots(b), N);
+    for (int i = 0; i < 2 * N; i++) {
+        snprintf(id, sizeof(id), "s%d", i);
+        submit(c, id, 0, "e");
+        expect(1 + (i & 1), ING_BACKEND_NEW_JOB, id);
+    }
+    expect_none(1);
+    expect_none(2);
+}
+
+/* Out of memory growing the free-slot ring: the agent runs with one slot less, the job's
+ * result is relayed, nothing else changes. */
+static void
+test_backend_slot_ring_oom(void **state)
+{
+    (void)state;
+    char id[16];
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 20, "e");
+    for (int i = 0; i < 20; i++) {
+        snprintf(id, sizeof(id), "j%d", i);
+        submit(c, id, 0, "e");
+        expect(1, ING_BACKEND_NEW_JOB, id);
+    }
+    for (int i = 0; i < 16; i++) { /* the ring's first 16 entries */
+        snprintf(id, sizeof(id), "j%d", i);
+        done(a, id, "success");
+        expect(0, ING_BACKEND_JOB_DONE, id);
+    }
+    fail_at = 1;
+    done(a, "j16", "success");
+    fail_at = 0;
+    expect(0, ING_BACKEND_JOB_DONE, "j16");
+    assert_int_equal(be_agent_slots(a), 19);
+    done(a, "j17", "success"); /* grows now */
+    expect(0, ING_BACKEND_JOB_DONE, "j17");
+    assert_int_equal(be_agent_slots(a), 19);
+    for (int i = 0; i < 17; i++) { /* 19 slots, 2 running */
+        snprintf(id, sizeof(id), "k%d", i);
+        submit(c, id, 0, "e");
+        expect(1, ING_BACKEND_NEW_JOB, id);
+    }
+    submit(c, "wait", 0, "e");
+    expect_none(1);
 }
 
 /* §6.20, §6.23 [hard]: kill a waiting job, then the id is reusable with new input. */
@@ -1144,6 +1274,51 @@ test_backend_requeue_cap_and_alive(void **state)
     be_agent_gone(&be, a);
 }
 
+/* Issue 13 item 5: agents lost in the same ping tick are removed cfg.lost_batch jobs at a
+ * time beyond the first (the others at the next tick); one left for later takes no job. */
+static void
+test_backend_lost_agents_batch(void **state)
+{
+    (void)state;
+    char id[16];
+    be.cfg.lost_batch = 4;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 6, "e");
+    struct be_agent *b = agent(2, 4, "f");
+    for (int i = 0; i < 4; i++) {
+        snprintf(id, sizeof(id), "e%d", i);
+        submit(c, id, 0, "e");
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof(id), "f%d", i);
+        submit(c, id, 0, "f");
+    }
+    assert_int_equal(be_agent_busy(a), 4);
+    assert_int_equal(be_agent_busy(b), 3);
+    for (uint32_t i = 0; i <= be.cfg.ping_max; i++)
+        be_ping_tick(&be);
+    be.lost_jobs = 0; /* the server, at each iteration's end */
+    be_ping_tick(&be); /* both over the limit: B (newest, first) removed, A held: 3 + 4 > 4 */
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_agents, 1);
+    assert_true(be_agent_registered(a));
+    assert_int_equal(be_agent_busy(a), 4);
+    assert_int_equal(be_agent_slots(a), 4); /* its 2 free slots withdrawn */
+    assert_int_equal(be.lost_jobs, 3);
+    assert_int_equal(be.n_waiting, 3); /* B's jobs, requeued */
+    submit(c, "x", 0, "e");            /* not given to the held agent */
+    assert_int_equal(be.n_waiting, 4);
+    assert_int_equal(be_agent_busy(a), 4);
+    be.lost_jobs = 0;
+    be_ping_tick(&be);
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_agents, 0);
+    assert_int_equal(be.n_waiting, 8);
+    expect_none(0);
+    be_agent_gone(&be, a);
+    be_agent_gone(&be, b);
+}
+
 /* A client that goes: its waiting jobs are dropped, its running jobs killed. */
 static void
 test_backend_client_gone(void **state)
@@ -1408,6 +1583,285 @@ test_backend_refusals(void **state)
     assert_string_equal(r->text, "Queue full");
 }
 
+/* fair_again restarts the backend with fair share mode and weights ("KEY=N"). */
+static void
+fair_again(void **state, enum fair_mode mode, const char *const *weights, size_t nw)
+{
+    teardown(state);
+    t_fair = mode;
+    t_nweights = nw;
+    for (size_t i = 0; i < nw; i++)
+        assert_int_equal(fair_weight_parse(weights[i], &t_weights[i]), 0);
+    setup(state);
+}
+
+/* expect_run takes jobs from agent a's slot (peer i) in the order given ("a1 b1 ..."): each
+ * must be the one dispatched, then it is done. */
+static void
+expect_run(int i, struct be_agent *a, const char *order)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", order);
+    for (char *sp, *id = strtok_r(buf, " ", &sp); id != NULL; id = strtok_r(NULL, " ", &sp)) {
+        expect(i, ING_BACKEND_NEW_JOB, id);
+        expect_none(i);
+        done(a, id, "success");
+    }
+}
+
+static void
+submit_as(struct be_client *c, const char *launcher, const char *id, int64_t prio)
+{
+    t_launcher = launcher;
+    submit(c, id, prio, "e");
+}
+
+/* Two keys, one slot: the waiting jobs alternate whatever the number each holds; a key
+ * that arrives late is served at the next free slot. */
+static void
+test_backend_fair_two_keys(void **state)
+{
+    fair_again(state, FAIR_LAUNCHER, NULL, 0);
+    struct be_client *c = client(0);
+    for (int i = 1; i <= 5; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "a%d", i);
+        submit_as(c, "A", id, 0);
+    }
+    submit_as(c, "B", "b1", 0);
+    submit_as(c, "B", "b2", 0);
+    struct be_agent *a = agent(1, 1, "e");
+    expect_run(1, a, "a1 b1 a2 b2");
+    /* a3 runs, a4 and a5 wait; C arrives: it is served at the next free slot, then the
+     * keys alternate. */
+    submit_as(c, "C", "c1", 0);
+    submit_as(c, "C", "c2", 0);
+    /* The snapshot lists the waiting jobs in the order they will run. */
+    be_client_get_queue(&be, c);
+    struct rec *r;
+    while ((r = next_job(0)) != NULL && r->type == ING_BACKEND_JOB_DONE)
+        ;
+    assert_non_null(r);
+    assert_int_equal(r->type, ING_BACKEND_GET_QUEUE);
+    assert_string_equal(r->text, "1/4");
+    assert_string_equal(r->job, "c1 a4 c2 a5");
+    expect_run(1, a, "a3 c1 a4 c2 a5");
+    expect_none(1);
+}
+
+/* Same jobs without fair share: INGInious' order (arrival). */
+static void
+test_backend_fair_none_is_arrival(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    for (int i = 1; i <= 3; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "a%d", i);
+        submit_as(c, "A", id, 0);
+    }
+    submit_as(c, "B", "b1", 0);
+    struct be_agent *a = agent(1, 1, "e");
+    expect_run(1, a, "a1 a2 a3 b1");
+    expect_none(1);
+}
+
+/* Three keys, A with 3 shares: A gets three jobs for each of B's and C's. */
+static void
+test_backend_fair_weights(void **state)
+{
+    const char *w[] = {"A=3"};
+    fair_again(state, FAIR_LAUNCHER, w, 1);
+    struct be_client *c = client(0);
+    const char *keys[] = {"A", "B", "C"};
+    for (int k = 0; k < 3; k++)
+        for (int i = 1; i <= 4; i++) {
+            char id[16];
+            snprintf(id, sizeof(id), "%c%d", 'a' + k, i);
+            submit_as(c, keys[k], id, 0);
+        }
+    struct be_agent *a = agent(1, 1, "e");
+    expect_run(1, a, "a1 b1 c1 a2 a3 a4 b2 c2 b3 c3 b4 c4");
+}
+
+/* Fairness is within a priority level (a key's tags are counted per level): a better
+ * priority still goes first, whatever its key has used at another. */
+static void
+test_backend_fair_priorities(void **state)
+{
+    fair_again(state, FAIR_LAUNCHER, NULL, 0);
+    struct be_client *c = client(0);
+    submit_as(c, "A", "a1", 1);
+    submit_as(c, "A", "a2", 1);
+    submit_as(c, "B", "b1", 1);
+    submit_as(c, "A", "a3", 0);
+    submit_as(c, "B", "b2", 0);
+    submit_as(c, "B", "b3", 0);
+    struct be_agent *a = agent(1, 1, "e");
+    /* Priority 0: a3 and b2 (tag 0, in arrival order), b3 (1 quantum); priority 1: a1 and
+     * b1 (0), a2 (1). */
+    expect_run(1, a, "a3 b2 b3 a1 b1 a2");
+}
+
+/* user: inputdata's @username; jobs without one share a key of their own. Course: the
+ * course id (every job here has course "c": one key, arrival order). */
+static void
+test_backend_fair_user_and_course(void **state)
+{
+    fair_again(state, FAIR_USER, NULL, 0);
+    struct be_client *c = client(0);
+    t_user = "u1";
+    submit(c, "u1a", 0, "e");
+    submit(c, "u1b", 0, "e");
+    t_user = NULL;
+    submit(c, "n1", 0, "e");
+    submit(c, "n2", 0, "e");
+    t_user = "u2";
+    submit(c, "u2a", 0, "e");
+    struct be_agent *a = agent(1, 1, "e");
+    expect_run(1, a, "u1a n1 u2a u1b n2");
+    fair_again(state, FAIR_COURSE, NULL, 0);
+    c = client(0);
+    submit_as(c, "A", "x1", 0);
+    submit_as(c, "A", "x2", 0);
+    submit_as(c, "B", "y1", 0);
+    a = agent(1, 1, "e");
+    expect_run(1, a, "x1 x2 y1");
+}
+
+/* --priority-aging: a job improves by one level per period waited (fake clock), so an old
+ * low-priority job goes before newer better ones; without aging it waits for all. */
+static void
+test_backend_priority_aging(void **state)
+{
+    (void)state;
+    be.cfg.priority_aging_ms = 1000;
+    struct be_client *c = client(0);
+    be.now_ms = 1000; /* period 1 */
+    submit(c, "x", 1, "e");
+    be.now_ms = 2000; /* period 2: x has waited one period, as good as a new priority 0 */
+    submit(c, "y", 0, "e");
+    submit(c, "z", 0, "e");
+    be.now_ms = 2999;
+    submit(c, "w", 1, "e");
+    be.now_ms = 4000; /* period 4: w has waited 2 periods, a new priority 0 one */
+    submit(c, "v", 0, "e");
+    submit(c, "u", -1, "e");
+    struct be_agent *a = agent(1, 1, "e");
+    expect_run(1, a, "x y z w u v");
+    expect_none(1);
+    /* The same arrivals without aging: priority, then arrival. */
+    be.cfg.priority_aging_ms = 0;
+    be.now_ms = 5000;
+    submit(c, "x2", 1, "e");
+    submit(c, "y2", 0, "e");
+    be.now_ms = 9000;
+    submit(c, "u2", -1, "e");
+    expect_run(1, a, "x2 u2 y2");
+    expect_none(1);
+}
+
+static struct be_job_info
+info_of(const char *id)
+{
+    struct be_job_info in;
+    assert_int_equal(be_job_info(&be, (struct ing_view){id, (uint32_t)strlen(id)}, &in), 0);
+    return in;
+}
+
+/* Where is my job: state, exact position, slots, moving average of run times, ETA. */
+static void
+test_backend_job_info(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 2, "default");
+    submit(c, "r1", 0, "default");
+    submit(c, "r2", 0, "default");
+    expect(1, ING_BACKEND_NEW_JOB, "r1");
+    expect(1, ING_BACKEND_NEW_JOB, "r2");
+    submit(c, "w1", 0, "default");
+    submit(c, "w2", 0, "default");
+    submit(c, "w3", 0, "default");
+    submit(c, "w0", -1, "default");
+    struct be_job_info in = info_of("w3");
+    assert_int_equal(in.state, BE_JOB_WAITING);
+    assert_int_equal(in.position, 3); /* w0 (a better priority), w1, w2 */
+    assert_int_equal(in.slots, 2);
+    assert_true(in.run_avg_ms == UINT64_MAX && in.eta_ms == UINT64_MAX); /* no run yet */
+    assert_string_equal(in.env_name, "default");
+    assert_int_equal(info_of("w0").position, 0);
+    assert_int_equal(info_of("w1").position, 1);
+    be.now_ms += 2000;
+    started(a, "r1");
+    done(a, "r1", "success"); /* ran 2 s: the average; w0 takes the slot */
+    expect(1, ING_BACKEND_NEW_JOB, "w0");
+    in = info_of("w3");
+    assert_int_equal(in.position, 2);
+    assert_int_equal(in.run_avg_ms, 2000);
+    assert_int_equal(in.eta_ms, 4000); /* (2 / 2 slots + 1) turns of 2 s */
+    assert_int_equal(in.age_ms, 2000);
+    /* The map of BackendJobInfo: proto.md's vector (5.9, 10). */
+    static const char want[] = "\x88\xa5state\xa7waiting\xb0" "environment_type\xa6"
+                               "docker\xab" "environment\xa7" "default\xa5slots\x02\xa8"
+                               "position\x02\xa9waited_ms\xcd\x07\xd0\xa6" "eta_ms"
+                               "\xcd\x0f\xa0\xaarun_avg_ms\xcd\x07\xd0";
+    uint8_t mp[256];
+    struct ing_mp_writer w;
+    ing_mp_writer_init(&w, mp, sizeof(mp));
+    be_job_info_mp(&be, (struct ing_view){"w3", 2}, &w);
+    assert_int_equal(w.err, 0);
+    assert_int_equal(w.len, sizeof(want) - 1);
+    assert_memory_equal(mp, want, w.len);
+    in = info_of("w0");
+    assert_int_equal(in.state, BE_JOB_DISPATCHED);
+    assert_int_equal(in.age_ms, 0);
+    be.now_ms += 1000;
+    started(a, "w0");
+    in = info_of("w0");
+    assert_int_equal(in.state, BE_JOB_RUNNING);
+    assert_int_equal(in.age_ms, 1000);
+    done(a, "r2", "success"); /* ran 3 s: 2000 + (3000 - 2000) / 8 */
+    expect(1, ING_BACKEND_NEW_JOB, "w1");
+    in = info_of("w3");
+    assert_int_equal(in.position, 1);
+    assert_int_equal(in.run_avg_ms, 2125);
+    assert_int_equal(in.eta_ms, 2125);
+    kill_job(c, "w2");
+    assert_int_equal(info_of("w3").position, 0);
+    struct be_job_info none;
+    assert_int_equal(be_job_info(&be, (struct ing_view){"w2", 2}, &none), -ENOENT);
+    assert_int_equal(be_job_info(&be, (struct ing_view){"", 0}, &none), -ENOENT);
+    /* The message: BackendJobInfo to the asking client. */
+    be_client_get_job_info(&be, c, (struct ing_view){"w3", 2});
+    struct rec *r;
+    while ((r = next_job(0)) != NULL && r->type != ING_BACKEND_JOB_INFO)
+        ;
+    assert_non_null(r);
+    assert_string_equal(r->job, "w3");
+    assert_string_equal(r->text, "waiting 0");
+}
+
+/* Requeued jobs keep their tag; keys' records go with their last job (be_check and the
+ * fair table agree: nothing left once the queue is empty). */
+static void
+test_backend_fair_requeue(void **state)
+{
+    fair_again(state, FAIR_LAUNCHER, NULL, 0);
+    struct be_client *c = client(0);
+    be.cfg.max_requeues = 3;
+    struct be_agent *a = agent(1, 1, "e");
+    submit_as(c, "A", "a1", 0);
+    submit_as(c, "A", "a2", 0);
+    submit_as(c, "B", "b1", 0);
+    expect(1, ING_BACKEND_NEW_JOB, "a1");
+    be_agent_gone(&be, a); /* a1 back in the queue, with its tag 0: first again */
+    assert_int_equal(be_check(&be), 0);
+    a = agent(2, 1, "e");
+    expect_run(2, a, "a1 b1 a2");
+    assert_int_equal(be.fair.n, 0);
+}
+
 /* Random walk: many clients, agents, environments; invariants after every step, and
  * every accepted job ends with exactly one result at its owner. Clients also leave (and a
  * new one takes the connection's place) with their jobs reaped a few at a time over later
@@ -1446,10 +1900,12 @@ walk_results(int c, char *results, const char *lost)
     p->n = p->seen = 0;
 }
 
-/* random_walk: nc clients (at most WALK_NC), ne environments. */
+/* random_walk: nc clients (at most WALK_NC), ne environments; with fair share on (the
+ * backend's mode), jobs get one of three launchers. */
 static void
 random_walk(uint64_t seed, int nc, uint32_t ne)
 {
+    static const char *const launchers[] = {"A", "B", "C"};
     static char results[WALK_NJ]; /* per job: 0 none, 1 got one */
     static char accepted[WALK_NJ], lost[WALK_NJ];
     static int owner[WALK_NJ];
@@ -1480,6 +1936,7 @@ random_walk(uint64_t seed, int nc, uint32_t ne)
             snprintf(id, sizeof(id), "j%d", nextjob);
             char env[8];
             snprintf(env, sizeof(env), "e%u", rnd(ne));
+            t_launcher = launchers[rnd(3)];
             submit(cs[c], id, (int64_t)rnd(3), env);
             accepted[nextjob] = 1;
             owner[nextjob] = c;
@@ -1571,6 +2028,7 @@ random_walk(uint64_t seed, int nc, uint32_t ne)
         if (accepted[j] && !lost[j] && !results[j])
             fail_msg("job %d got no result", j);
     assert_int_equal(be.n_waiting + be.n_running, 0);
+    assert_int_equal(be.fair.n, 0); /* every key's record went with its last job */
 }
 
 static void
@@ -1586,6 +2044,21 @@ test_backend_random_walk(void **state)
     }
 }
 
+/* The same walks with fair share on (by launcher, A with 2 shares), half of them with
+ * priority aging. */
+static void
+test_backend_random_walk_fair(void **state)
+{
+    const char *w[] = {"A=2"};
+    uint64_t seeds = slow() > 1 ? 6 : 16; /* valgrind: fewer walks */
+    for (uint64_t seed = 1; seed <= seeds; seed++) {
+        fair_again(state, FAIR_LAUNCHER, w, 1);
+        be.cfg.priority_aging_ms = seed & 1 ? 15000 : 0; /* levels spread over time too */
+        random_walk(seed * 0xbf58476d1ce4e5b9ull, seed <= 8 ? WALK_NC : 1 + (int)(seed & 1),
+                    seed <= 8 ? 5 : 1 + (uint32_t)(seed >> 1 & 1));
+    }
+}
+
 int
 main(void)
 {
@@ -1596,6 +2069,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_across_topics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_slot_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_several_slots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_slot_ring_grows_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_slot_ring_oom, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_lost_agents_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_kill_waiting_then_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_kill_running_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_result_from_wrong_agent, setup, teardown),
@@ -1615,6 +2091,15 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_tables_under_growth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_two_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_none_is_arrival, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_weights, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_priorities, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_user_and_course, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_requeue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_priority_aging, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_job_info, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
 }

@@ -27,6 +27,24 @@ test_buf_append_consume_rewind(void **state)
     buf_fini(&b);
 }
 
+/* buf_cut removes bytes in the middle of the pending ones (a superseded message). */
+static void
+test_buf_cut_middle_and_all(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b);
+    assert_int_equal(buf_append(&b, "xxabcdef", 8), 0);
+    buf_consume(&b, 2);
+    buf_cut(&b, 1, 3); /* "bcd" */
+    assert_int_equal(buf_len(&b), 3);
+    assert_memory_equal(buf_head(&b), "aef", 3);
+    buf_cut(&b, 0, 3);
+    assert_int_equal(buf_len(&b), 0);
+    assert_int_equal(b.rpos, 0); /* emptied: rewound */
+    buf_fini(&b);
+}
+
 static void
 test_buf_compacts_only_when_enough(void **state)
 {
@@ -58,6 +76,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_append_consume_rewind),
+        cmocka_unit_test(test_buf_cut_middle_and_all),
         cmocka_unit_test(test_buf_compacts_only_when_enough),
     };
     return cmocka_run_group_tests_name("buf", tests, NULL, NULL);

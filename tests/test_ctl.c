@@ -506,6 +506,52 @@ test_ctl_queue(void **state)
     lt_pass(w);
 }
 
+/* position: where a job is (ClientGetJobInfo), from the library and from inginious-ctl. */
+static void
+test_ctl_position(void **state)
+{
+    struct lt_world *w = *state;
+    struct lt_client *cl;
+    struct lt_cev *e;
+    struct ing_client_job j = {.environment_type = "docker", .environment = "default"};
+    struct doc d;
+
+    world(w);
+    cl = lt_client_new(w, NULL);
+    j.inputdata = lt_mp(w, "{\"do\": \"hang\"}");
+    const char *ids[] = {"p-1", "p-2", "p-3", "p-4", "p-5"};
+    for (int i = 0; i < 5; i++) { /* two slots: p-3, p-4 and p-5 wait */
+        j.job_id = ids[i];
+        assert_int_equal(ing_client_submit(cl->c, &j), 0);
+        if (i < 2)
+            lt_expect_cev(w, cl, ING_CLIENT_EV_STARTED, ids[i]);
+    }
+    lt_barrier(w, cl);
+    /* The library: the event carries the job id and the map. */
+    assert_int_equal(ing_client_get_job_info(cl->c, "p-4"), 0);
+    e = lt_expect_cev(w, cl, ING_CLIENT_EV_JOB_INFO, "p-4");
+    (void)e;
+    assert_int_equal(ing_client_get_job_info(cl->c, ""), -EINVAL);
+    expect_rc(w, ctl(w, "position", "--json", "p-5", NULL), 0);
+    doc_parse(&d, w->proc->out, w->proc->out_len);
+    doc_is(&d, "\"waiting\"", "state", NULL);
+    doc_is(&d, "2", "position", NULL);
+    doc_is(&d, "2", "slots", NULL);
+    doc_is(&d, "\"default\"", "environment", NULL);
+    doc_fini(&d);
+    expect_rc(w, ctl(w, "position", "p-3", NULL), 0);
+    out_has(w, "position     0 ");
+    out_has(w, "state        waiting");
+    expect_rc(w, ctl(w, "position", "--json", "p-1", NULL), 0);
+    doc_parse(&d, w->proc->out, w->proc->out_len);
+    doc_is(&d, "\"running\"", "state", NULL);
+    doc_fini(&d);
+    expect_rc(w, ctl(w, "position", "nobody", NULL), 1); /* unknown: exit status 1 */
+    out_has(w, "state        unknown");
+    expect_rc(w, ctl(w, "position", NULL), 2);
+    lt_pass(w);
+}
+
 static void
 test_ctl_ping(void **state)
 {
@@ -646,6 +692,7 @@ main(void)
         CASE(test_ctl_help),
         CASE(test_ctl_kill),
         CASE(test_ctl_queue),
+        CASE(test_ctl_position),
         CASE(test_ctl_ping),
         CASE(test_ctl_watch),
         CASE(test_ctl_env_and_timeout),

@@ -61,6 +61,20 @@ hconnect(int port)
     return fd;
 }
 
+/* hconnect_nb starts a non-blocking connection to port (a full accept queue must not block
+ * this process, and the peers it drives). */
+static int
+hconnect_nb(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    assert_true(fd >= 0);
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    assert_true(rc == 0 || errno == EINPROGRESS);
+    return fd;
+}
+
 static void
 send_all(int fd, const char *p, size_t n)
 {
@@ -409,6 +423,36 @@ test_httpd_allow_list(void **state)
     lt_pass(w);
 }
 
+/* scrape_retry GETs /metrics until it is answered 200, at most tries times (closed peers may
+ * not be seen by the backend yet), calling wait(arg) after each refusal when wait is set.
+ * Returns the body (malloc'd); fails the test after tries refusals. */
+static char *
+scrape_retry(int port, int tries, void (*wait)(void *), void *arg)
+{
+    for (int k = 0; k < tries; k++) {
+        int fd = hconnect(port);
+        const char *req = "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
+        send_all(fd, req, strlen(req));
+        struct hresp r;
+        read_resp(fd, &r, false);
+        close(fd);
+        if (r.status == 200)
+            return r.body;
+        free(r.body);
+        if (wait != NULL)
+            wait(arg);
+    }
+    fail_msg("/metrics not answered 200 in %d tries", tries);
+    return NULL;
+}
+
+/* spin20 lets the world (lt_world) run 20 ms. */
+static void
+spin20(void *w)
+{
+    lt_spin(w, 20);
+}
+
 static void
 test_httpd_idle_and_slowloris(void **state)
 {
@@ -423,14 +467,8 @@ test_httpd_idle_and_slowloris(void **state)
      * kept ones are slowloris peers, sending their head one byte at a time. */
     enum { NIDLE = 1000, NSLOW = 10 };
     static int fds[NIDLE];
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     for (int i = 0; i < NIDLE; i++) {
-        /* Non-blocking: a full accept queue must not block this process (and its agent). */
-        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        assert_true(fds[i] >= 0);
-        int rc = connect(fds[i], (struct sockaddr *)&sa, sizeof(sa));
-        assert_true(rc == 0 || errno == EINPROGRESS);
+        fds[i] = hconnect_nb(port);
         if (i % 50 == 49)
             lt_spin(w, 1);
     }
@@ -473,20 +511,7 @@ test_httpd_idle_and_slowloris(void **state)
     for (int i = 0; i < NIDLE; i++)
         close(fds[i]);
     /* The slots free again: a scrape is answered. */
-    char *t = NULL;
-    for (int tries = 0; t == NULL && tries < 50; tries++) {
-        int fd = hconnect(port);
-        const char *req = "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
-        send_all(fd, req, strlen(req));
-        struct hresp r;
-        read_resp(fd, &r, false);
-        close(fd);
-        if (r.status == 200)
-            t = r.body;
-        else
-            free(r.body), lt_spin(w, 20); /* closed peers not yet seen by the backend */
-    }
-    assert_non_null(t);
+    char *t = scrape_retry(port, 50, spin20, w);
     assert_non_null(strstr(t, "\ninginious_jobs_done_total{result=\"success\"} 200\n"));
     free(t);
     lt_pass(w);
@@ -571,6 +596,55 @@ TP_TEST(test_httpd_zmq_connections)
     }
 }
 
+/* Issue 13: the metrics port's connections count in --max-memory. With queued jobs holding
+ * most of the budget's share for new work, idle HTTP connections past what is left get 503
+ * (all 1000 were kept before, up to --metrics-max-connections); once they are gone, a scrape
+ * is answered. */
+TP_TEST(test_httpd_connections_in_memory_budget)
+{
+    enum { NCONN = 1000, JOBS = 11 };
+    static int fds[NCONN];
+    static bool seen[NCONN];
+    tp_start(c, "--metrics", "tcp://127.0.0.1:0", "--metrics-max-connections", "2000",
+             "--max-memory", "16M", "--max-job-bytes-per-client", "16M", "--orphan-timeout", "0",
+             NULL);
+    int port = metrics_port_at(c->be.port_path);
+    struct tp_peer *c1 = tp_client(c, "c1", "");
+    for (int i = 0; i < JOBS; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "big%d", i);
+        tp_send_job(c1, &(struct tp_job){.id = id, .env = "nobody", .pad = 1u << 20});
+    }
+    tp_barrier(c1); /* held: 11 MiB of the 14 MiB new work may use */
+    for (int i = 0; i < NCONN; i++) {
+        fds[i] = hconnect_nb(port);
+        seen[i] = false;
+    }
+    int got503 = 0;
+    uint64_t t0 = tp_now_ms();
+    while (got503 < NCONN / 2) {
+        if (tp_now_ms() - t0 > (uint64_t)TP_DEADLINE_MS)
+            fail_msg("%d of %d idle HTTP connections refused: memory not counted", got503, NCONN);
+        static struct pollfd pf[NCONN];
+        for (int i = 0; i < NCONN; i++)
+            pf[i] = (struct pollfd){.fd = seen[i] ? -1 : fds[i], .events = POLLIN};
+        if (poll(pf, NCONN, 100) <= 0)
+            continue;
+        for (int i = 0; i < NCONN; i++) {
+            if (seen[i] || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            char buf[128] = {0};
+            ssize_t k = read(fds[i], buf, sizeof(buf) - 1);
+            seen[i] = k != -1 || errno != EAGAIN;
+            got503 += k > 0 && strncmp(buf, "HTTP/1.1 503 ", 13) == 0;
+        }
+    }
+    for (int i = 0; i < NCONN; i++)
+        close(fds[i]);
+    free(scrape_retry(port, 200, NULL, NULL));
+    tp_barrier(c1);
+}
+
 int
 main(void)
 {
@@ -581,6 +655,7 @@ main(void)
         CASE(test_httpd_idle_and_slowloris),
         CASE(test_httpd_chromium),
         TP_CASE(test_httpd_zmq_connections),
+        TP_CASE(test_httpd_connections_in_memory_budget),
     };
     return cmocka_run_group_tests_name("httpd", tests, NULL, NULL);
 }

@@ -173,6 +173,34 @@ test_metrics_bounded_envs(void **state)
     free(t);
 }
 
+/* Fair share: waiting jobs per key, merged over environments and priorities, the deepest
+ * keys labelled, the rest summed as other; no family when fair share is off. */
+static void
+test_metrics_fair_keys(void **state)
+{
+    (void)state;
+    struct metrics_snap s;
+    snap_fill(&s, 3, 2);
+    char *t = render(&s);
+    assert_null(strstr(t, "inginious_fair_key_waiting_jobs"));
+    free(t);
+    struct metrics_key keys[] = {
+        {"LINFO1101", 9, 5}, {"u\"1", 3, 1}, {"LINFO1101xyz", 9, 4}, {"LSINF", 5, 2},
+        {"", 0, 3},
+    };
+    size_t n = metrics_merge_keys(keys, 5);
+    assert_int_equal(n, 4); /* the two LINFO1101 records are one key */
+    s.keys = keys;
+    s.nkeys = n;
+    t = render(&s);
+    has(t, "# TYPE inginious_fair_key_waiting_jobs gauge");
+    has(t, "inginious_fair_key_waiting_jobs{key=\"LINFO1101\"} 9");
+    has(t, "inginious_fair_key_waiting_jobs{key=\"\"} 3");
+    has(t, "inginious_fair_key_waiting_jobs{key=\"other\"} 3"); /* LSINF 2 + u"1 1 */
+    assert_null(strstr(t, "key=\"LSINF\""));
+    free(t);
+}
+
 static void
 test_metrics_escape_and_kinds(void **state)
 {
@@ -288,6 +316,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metrics_values),
         cmocka_unit_test(test_metrics_bounded_envs),
+        cmocka_unit_test(test_metrics_fair_keys),
         cmocka_unit_test(test_metrics_escape_and_kinds),
         cmocka_unit_test(test_metrics_real_parsers),
         cmocka_unit_test(test_metrics_render_time),

@@ -1005,6 +1005,25 @@ test_py_int(void **state)
                                    &v), 0);
     assert_true(v == INT64_MAX);
     assert_int_equal(ing_mp_py_int(BYTES(0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0), &v), -EPROTO);
+    /* wide: up to 2^64 - 1, as int, float or str; not past it */
+    bool wide = true;
+    assert_int_equal(ing_mp_py_int_wide(BYTES(0x1e), &v, &wide), 0);
+    assert_true(v == 30 && !wide);
+    assert_int_equal(ing_mp_py_int_wide(BYTES(0xcf, 0x80, 0, 0, 0, 0, 0, 0, 5), &v, &wide), 0);
+    assert_true((uint64_t)v == UINT64_C(0x8000000000000005) && wide);
+    assert_int_equal(ing_mp_py_int_wide(BYTES(0xcb, 0x43, 0xe0, 0, 0, 0, 0, 0, 0), &v, &wide), 0);
+    assert_true((uint64_t)v == UINT64_C(0x8000000000000000) && wide); /* 2^63 as a float */
+    assert_int_equal(ing_mp_py_int_wide(BYTES(0xcb, 0x43, 0xf0, 0, 0, 0, 0, 0, 0), &v, &wide),
+                     -EPROTO); /* 2^64 */
+    assert_int_equal(ing_mp_py_int_wide(BYTES(0xb4, '1', '8', '4', '4', '6', '7', '4', '4', '0', '7',
+                                              '3', '7', '0', '9', '5', '5', '1', '6', '1', '5'),
+                                        &v, &wide), 0);
+    assert_true((uint64_t)v == UINT64_MAX && wide);
+    assert_int_equal(ing_mp_py_int_wide(BYTES(0xb4, '1', '8', '4', '4', '6', '7', '4', '4', '0', '7',
+                                              '3', '7', '0', '9', '5', '5', '1', '6', '1', '6'),
+                                        &v, &wide), -EPROTO);
+    assert_int_equal(ing_mp_py_int_wide(BYTES(0xa2, '-', '5'), &v, &wide), 0);
+    assert_true(v == -5 && !wide);
     assert_int_equal(ing_mp_py_int(BYTES(0xc3), &v), 0);
     assert_int_equal(v, 1);
     assert_int_equal(ing_mp_py_int(BYTES(0xc2), &v), 0);

@@ -166,16 +166,21 @@ struct dialect {
 
 static const struct dialect native = {open_peer, send_msg, next_type};
 
+static unsigned nkeys; /* > 0: job i has launcher "k<i % nkeys>" (fair share by launcher) */
+
 static void
 one_job(const struct dialect *d, struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp,
         size_t inlen)
 {
+    char key[16] = "bench";
+    if (nkeys > 0)
+        snprintf(key, sizeof(key), "k%u", i % nkeys);
     char id[32];
     int idlen = snprintf(id, sizeof(id), "job-%08u", i);
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
     m.type = ING_CLIENT_NEW_JOB;
-    m.u.new_job.launcher = (struct ing_view){"bench", 5};
+    m.u.new_job.launcher = (struct ing_view){key, (uint32_t)strlen(key)};
     struct ing_job_spec *s = &m.u.new_job.job;
     s->job_id = (struct ing_view){id, (uint32_t)idlen};
     s->course_id = (struct ing_view){"c", 1};
@@ -306,14 +311,17 @@ zopen_peer(struct tpipe *t, uint8_t role)
 
 static const struct dialect zmq = {zopen_peer, zsend, znext_type};
 
-/* steady_state runs jobs through a client and an agent of dialect d: once warm jobs have
- * run, counted more make no allocation. */
+/* steady_state runs jobs through a client and an agent of dialect d, with fair share mode
+ * fair over keys launchers: once warm jobs have run, counted more make no allocation. */
 static void
-steady_state(const struct dialect *d, unsigned warm, unsigned counted)
+steady_state(const struct dialect *d, unsigned warm, unsigned counted, enum fair_mode fair,
+             unsigned keys)
 {
+    nkeys = keys;
     log_level_max = LOG_WARN;
     struct srv_config cfg;
     srv_config_default(&cfg);
+    cfg.be.fair_mode = fair;
     cfg.agent_addr = "tcp://127.0.0.1:0";
     cfg.client_addr = "tcp://127.0.0.1:0";
     cfg.ping_interval_ms = 3600 * 1000; /* no Ping in the middle of a job (slow valgrind run) */
@@ -383,7 +391,18 @@ test_noalloc_steady_state_lifecycle(void **state)
 #if defined(ING_SAN) && ING_SAN
     skip();
 #endif
-    steady_state(&native, 3000, 10000);
+    steady_state(&native, 3000, 10000, FAIR_NONE, 0);
+}
+
+/* Fair share: a key seen before costs no allocation (its record comes from a slab). */
+static void
+test_noalloc_fair_share(void **state)
+{
+    (void)state;
+#if defined(ING_SAN) && ING_SAN
+    skip();
+#endif
+    steady_state(&native, 2000, 4000, FAIR_LAUNCHER, 7);
 }
 
 static void
@@ -393,7 +412,7 @@ test_noalloc_steady_state_zmq(void **state)
 #if defined(ING_SAN) && ING_SAN
     skip();
 #endif
-    steady_state(&zmq, 2000, 4000); /* a few seconds under valgrind */
+    steady_state(&zmq, 2000, 4000, FAIR_NONE, 0); /* a few seconds under valgrind */
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -592,6 +611,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_noalloc_steady_state_lifecycle),
         cmocka_unit_test(test_noalloc_steady_state_zmq),
+        cmocka_unit_test(test_noalloc_fair_share),
         cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
         cmocka_unit_test_teardown(test_oom_input_and_job, memory_back),
         cmocka_unit_test_teardown(test_oom_output, memory_back),

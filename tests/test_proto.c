@@ -196,8 +196,32 @@ static const struct vline v_client_get_stats[] = {
     {K_END, NULL, NULL},
 };
 
+static const struct vline v_client_get_job_info[] = {
+    {K_HDR, "00 00 00 09 15 00", NULL},
+    {K_STR, "00 00 00 05 6a 6f 62 2d 31", "job_id: \"job-1\""},
+    {K_END, NULL, NULL},
+};
+
+static const struct vline v_backend_job_info[] = {
+    {K_HDR, "00 00 00 7e 26 00", NULL},
+    {K_STR, "00 00 00 05 6a 6f 62 2d 31", "job_id: \"job-1\""},
+    {K_MP,
+     "00 00 00 71 88 a5 73 74 61 74 65 a7 77 61 69 74 "
+     "69 6e 67 b0 65 6e 76 69 72 6f 6e 6d 65 6e 74 5f "
+     "74 79 70 65 a6 64 6f 63 6b 65 72 ab 65 6e 76 69 "
+     "72 6f 6e 6d 65 6e 74 a7 64 65 66 61 75 6c 74 a5 "
+     "73 6c 6f 74 73 02 a8 70 6f 73 69 74 69 6f 6e 02 "
+     "a9 77 61 69 74 65 64 5f 6d 73 cd 07 d0 a6 65 74 "
+     "61 5f 6d 73 cd 0f a0 aa 72 75 6e 5f 61 76 67 5f "
+     "6d 73 cd 07 d0",
+     "info: mp {\"state\": \"waiting\", \"environment_type\": \"docker\", \"environment\": "
+     "\"default\", \"slots\": 2, \"position\": 2, \"waited_ms\": 2000, \"eta_ms\": 4000, "
+     "\"run_avg_ms\": 2000}"},
+    {K_END, NULL, NULL},
+};
+
 static const struct vline v_client_hello_ack[] = {
-    {K_HDR, "00 00 00 0a 15 00", NULL},
+    {K_HDR, "00 00 00 0a 16 00", NULL},
     {K_STR, "00 00 00 06 77 65 62 61 70 70", "name: \"webapp\""},
     {K_END, NULL, NULL},
 };
@@ -230,7 +254,7 @@ static const struct vline v_backend_job_started[] = {
 };
 
 static const struct vline v_backend_job_accepted[] = {
-    {K_HDR, "00 00 00 09 26 00", NULL},
+    {K_HDR, "00 00 00 09 27 00", NULL},
     {K_STR, "00 00 00 05 6a 6f 62 2d 31", "job_id: \"job-1\""},
     {K_END, NULL, NULL},
 };
@@ -475,6 +499,18 @@ static const struct ing_msg m_pong = {.type = ING_PONG};
 static const struct ing_msg m_unknown = {.type = ING_UNKNOWN};
 static const struct ing_msg m_client_get_queue = {.type = ING_CLIENT_GET_QUEUE};
 static const struct ing_msg m_client_get_stats = {.type = ING_CLIENT_GET_STATS};
+static const struct ing_msg m_client_get_job_info = {
+    .type = ING_CLIENT_GET_JOB_INFO,
+    .u.ref = {{"job-1", 5}},
+};
+static const struct ing_msg m_backend_job_info = {
+    .type = ING_BACKEND_JOB_INFO,
+    .u.job_info = {{"job-1", 5},
+                   {"\x88\xa5state\xa7waiting\xb0" "environment_type\xa6" "docker\xab"
+                    "environment\xa7" "default\xa5slots\x02\xa8position\x02\xa9waited_ms"
+                    "\xcd\x07\xd0\xa6" "eta_ms\xcd\x0f\xa0\xaarun_avg_ms\xcd\x07\xd0",
+                    113}},
+};
 static const struct ing_msg m_backend_stats = {
     .type = ING_BACKEND_STATS,
     .u.stats = {{"\x83\xa9submitted\x07\xa7waiting\x02\xac" "environments\x91\x94\xa6"
@@ -714,7 +750,8 @@ static const struct vector vectors[] = {
     {"ClientKillJob (12)", "job_id \"job-1\"", v_client_kill_job, &m_client_kill_job},
     {"ClientGetQueue (13)", "empty body", v_client_get_queue, &m_client_get_queue},
     {"ClientGetStats (14)", "empty body", v_client_get_stats, &m_client_get_stats},
-    {"ClientHelloAck (15)", "name \"webapp\", acknowledgements asked (§7.8)", v_client_hello_ack,
+    {"ClientGetJobInfo (15)", "job_id \"job-1\"", v_client_get_job_info, &m_client_get_job_info},
+    {"ClientHelloAck (16)", "name \"webapp\", acknowledgements asked (§7.8)", v_client_hello_ack,
      &m_client_hello_ack},
     {"BackendUpdateEnvironments (20)", "docker: default, python3; mcq: none", v_update_envs,
      &m_update_envs},
@@ -731,7 +768,9 @@ static const struct vector vectors[] = {
     {"BackendGetQueue (24)", "one running job, two waiting jobs", v_queue, &m_queue},
     {"BackendStats (25)", "a few keys of the stats map (§5.8)", v_backend_stats,
      &m_backend_stats},
-    {"BackendJobAccepted (26)", "job_id \"job-1\" (§7.8)", v_backend_job_accepted,
+    {"BackendJobInfo (26)", "job-1 waits, 2 jobs before it, 2 slots of 2 s: ETA 4 s (§5.9)",
+     v_backend_job_info, &m_backend_job_info},
+    {"BackendJobAccepted (27)", "job_id \"job-1\" (§7.8)", v_backend_job_accepted,
      &m_backend_job_accepted},
     {"BackendNewJob (30)", "the job spec of ClientNewJob (11) with debug on", v_backend_new_job,
      &m_backend_new_job},
@@ -1033,10 +1072,15 @@ assert_msg_equal(const struct ing_msg *a, const struct ing_msg *b)
         assert_spec_equal(&a->u.job, &b->u.job);
         break;
     case ING_CLIENT_KILL_JOB:
+    case ING_CLIENT_GET_JOB_INFO:
     case ING_BACKEND_JOB_STARTED:
     case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         assert_view_equal(a->u.ref.job_id, b->u.ref.job_id);
+        break;
+    case ING_BACKEND_JOB_INFO:
+        assert_view_equal(a->u.job_info.job_id, b->u.job_info.job_id);
+        assert_view_equal(a->u.job_info.info, b->u.job_info.info);
         break;
     case ING_BACKEND_KILL_JOB:
         assert_view_equal(a->u.kill.job_id, b->u.kill.job_id);
@@ -1139,10 +1183,15 @@ msg_fields(struct ing_msg *m, struct fref *f)
         n = spec_fields(&m->u.job, f, n);
         break;
     case ING_CLIENT_KILL_JOB:
+    case ING_CLIENT_GET_JOB_INFO:
     case ING_BACKEND_JOB_STARTED:
     case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         f[n++] = (struct fref){&m->u.ref.job_id, K_STR};
+        break;
+    case ING_BACKEND_JOB_INFO:
+        f[n++] = (struct fref){&m->u.job_info.job_id, K_STR};
+        f[n++] = (struct fref){&m->u.job_info.info, K_MP};
         break;
     case ING_BACKEND_KILL_JOB:
         f[n++] = (struct fref){&m->u.kill.job_id, K_STR};
@@ -1190,11 +1239,10 @@ msg_fields(struct ing_msg *m, struct fref *f)
 static const uint8_t all_types[] = {
     ING_ERROR, ING_WELCOME, ING_AUTH, ING_AUTH_OK, ING_PING, ING_PONG, ING_UNKNOWN,
     ING_CLIENT_HELLO, ING_CLIENT_NEW_JOB, ING_CLIENT_KILL_JOB, ING_CLIENT_GET_QUEUE,
-    ING_CLIENT_GET_STATS, ING_CLIENT_HELLO_ACK,
+    ING_CLIENT_GET_STATS, ING_CLIENT_GET_JOB_INFO, ING_CLIENT_HELLO_ACK,
     ING_BACKEND_UPDATE_ENVIRONMENTS, ING_BACKEND_JOB_STARTED, ING_BACKEND_JOB_DONE,
-    ING_BACKEND_JOB_SSH_DEBUG, ING_BACKEND_GET_QUEUE, ING_BACKEND_STATS,
-    ING_BACKEND_JOB_ACCEPTED, ING_BACKEND_NEW_JOB,
-    ING_BACKEND_KILL_JOB,
+    ING_BACKEND_JOB_SSH_DEBUG, ING_BACKEND_GET_QUEUE, ING_BACKEND_STATS, ING_BACKEND_JOB_INFO,
+    ING_BACKEND_JOB_ACCEPTED, ING_BACKEND_NEW_JOB, ING_BACKEND_KILL_JOB,
     ING_AGENT_HELLO, ING_AGENT_JOB_STARTED, ING_AGENT_JOB_DONE, ING_AGENT_JOB_SSH_DEBUG,
 };
 /* clang-format on */
@@ -2645,6 +2693,7 @@ test_proto_type_names(void **state)
         "ClientKillJob",
         "ClientGetQueue",
         "ClientGetStats",
+        "ClientGetJobInfo",
         "ClientHelloAck",
         "BackendUpdateEnvironments",
         "BackendJobStarted",
@@ -2652,6 +2701,7 @@ test_proto_type_names(void **state)
         "BackendJobSSHDebug",
         "BackendGetQueue",
         "BackendStats",
+        "BackendJobInfo",
         "BackendJobAccepted",
         "BackendNewJob",
         "BackendKillJob",

@@ -588,6 +588,67 @@ legacy_containers(struct ing_mp_writer *w, const char *name)
     zt_kv_str(w, "type", "backend_update_containers");
 }
 
+/* Issue 14 item 6: a time limit is listed in the queue as Python's msgpack packs int() of
+ * it, up to 2^64 - 1 (it was -1 above 2^31); past 2^64, -1. */
+TP_TEST(test_zb_queue_wide_time_limits)
+{
+    static const char t63[] = "\x81\xa6limits\x81\xa4time\xcf\x80\0\0\0\0\0\0\x05";
+    static const char t32[] = "\x81\xa6limits\x81\xa4time\xa5" "3e+09"; /* int("3e+09") fails */
+    static const char tstr[] = "\x81\xa6limits\x81\xa4time\xb4"
+                               "18446744073709551615";
+    static const char tbig[] = "\x81\xa6limits\x81\xa4time\xb4"
+                               "18446744073709551616";
+    static const char t31[] = "\x81\xa6limits\x81\xa4time\xce\x80\0\0\x01";
+    struct zt_peer *cl;
+    struct ing_msg m;
+
+    tp_start(c, NULL);
+    cl = zt_client(c, "c");
+    zt_new_job(cl, "a", STATE_S1, sizeof(STATE_S1) - 1, t63, sizeof(t63) - 1);
+    zt_new_job(cl, "b", STATE_S1, sizeof(STATE_S1) - 1, t32, sizeof(t32) - 1);
+    zt_new_job(cl, "d", STATE_S1, sizeof(STATE_S1) - 1, tstr, sizeof(tstr) - 1);
+    zt_new_job(cl, "e", STATE_S1, sizeof(STATE_S1) - 1, tbig, sizeof(tbig) - 1);
+    zt_new_job(cl, "f", STATE_S1, sizeof(STATE_S1) - 1, t31, sizeof(t31) - 1);
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_GET_QUEUE;
+    zt_send(cl, &m);
+    zt_expect(cl, ING_BACKEND_GET_QUEUE);
+    assert_true(zt_has_lit(cl, "\xa1" "a\xc3\xa3" "c/t\xa1L\xcf\x80\0\0\0\0\0\0\x05"));
+    assert_true(zt_has_lit(cl, "\xa1" "b\xc3\xa3" "c/t\xa1L\xff"));
+    assert_true(zt_has_lit(cl, "\xa1" "d\xc3\xa3" "c/t\xa1L\xcf\xff\xff\xff\xff\xff\xff\xff\xff"));
+    assert_true(zt_has_lit(cl, "\xa1" "e\xc3\xa3" "c/t\xa1L\xff"));
+    assert_true(zt_has_lit(cl, "\xa1" "f\xc3\xa3" "c/t\xa1L\xce\x80\0\0\x01"));
+    zt_close(c, cl);
+}
+
+/* Issue 13/14: a ZeroMQ peer's opening ends at its hello, as a native peer's (it ended at its
+ * ZMTP READY: a peer could hold a connection without ever saying hello); its frames are
+ * not reserved whole on their header (a frame announcing 30 MiB took 30 MiB of the budget
+ * and new work was refused): the input grows as bytes arrive and the frame times out. */
+TP_TEST(test_zb_opening_and_frames_bounded)
+{
+    char hs[32], ft[32];
+    static uint8_t frame[9 + 100] = {0x02, 0, 0, 0, 0, 0x01, 0xe0, 0, 0}; /* long, 30 MiB */
+    snprintf(hs, sizeof(hs), "%dms", 400 * tp_slow());
+    snprintf(ft, sizeof(ft), "%dms", 800 * tp_slow());
+    tp_start(c, "--handshake-timeout", hs, "--frame-timeout", ft, "--max-memory", "32M",
+             "--max-job-bytes-per-client", "32M", NULL);
+    struct zt_peer *idle = zt_open(c, false, false, NULL);
+    struct zt_peer *cl = zt_client(c, "hello");
+    zt_expect_closed(idle); /* ZMTP handshake, no hello */
+    zt_close(c, idle);
+    zt_expect_nothing(cl, 100); /* said hello: kept */
+    memset(frame + 9, 'x', 100);
+    tp_send_raw(cl->tp, frame, sizeof(frame));
+    struct tp_peer *n1 = tp_client(c, "n1", "");
+    tp_send_job(n1, &(struct tp_job){.id = "big", .env = "nobody", .pad = 1u << 20});
+    tp_barrier(n1); /* accepted: no "Backend memory full" */
+    zt_expect_closed(cl); /* the frame did not complete in time */
+    zt_close(c, cl);
+    assert_true(tp_log_contains(c, "frame not completed in time") ||
+                tp_log_contains(c, "(frame not completed in time)"));
+}
+
 /* A v0.6.2 ClientNewJob (time 30, hard 90, memory 512). */
 /* legacy_pair writes a v0.6 [client address, job id] pair (the backend sends b""). */
 static void
@@ -821,6 +882,8 @@ main(void)
         TP_CASE(test_zb_registration_gate),
         TP_CASE(test_zb_ssh_routing),
         TP_CASE(test_zb_greet_first),
+        TP_CASE(test_zb_queue_wide_time_limits),
+        TP_CASE(test_zb_opening_and_frames_bounded),
         TP_CASE(test_zb_v06_dialect),
     };
     return cmocka_run_group_tests_name("zbridge", tests, NULL, NULL);

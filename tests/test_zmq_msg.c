@@ -500,27 +500,32 @@ test_zmq_msg_round_trip_backend(void **state)
         guard_free(&g);
     }
 
-    struct ing_queue_running run[2] = {
-        {V("r1"), true, V("agent A"), V("c/t"), V("L1"), 1700000000, 30},
-        {V("r2"), false, V(""), NIL, V("L2"), 0, -1},
+    /* Times as Python's msgpack packs them, up to 2^64 - 1 (issue 14 item 6). */
+    struct ing_queue_running run[3] = {
+        {V("r1"), true, V("agent A"), V("c/t"), V("L1"), 1700000000, 30, false},
+        {V("r2"), false, V(""), NIL, V("L2"), 0, -1, false},
+        {V("r3"), false, V("B"), NIL, V("L5"), 1, (int64_t)UINT64_C(0x8000000000000005), true},
     };
-    struct ing_queue_waiting wait[3] = {
-        {V("w1"), false, V("default"), V("L3"), -1},
-        {V("w2"), true, NIL, V("L4"), 20},
-        {V("w3"), true, V("x/y"), V(""), INT64_MIN},
+    struct ing_queue_waiting wait[4] = {
+        {V("w1"), false, V("default"), V("L3"), -1, false},
+        {V("w2"), true, NIL, V("L4"), 20, false},
+        {V("w3"), true, V("x/y"), V(""), INT64_MIN, false},
+        {V("w4"), true, V("x/y"), V(""), -1 /* 2^64 - 1 */, true},
     };
     memset(&m, 0, sizeof(m));
     m.type = ING_BACKEND_GET_QUEUE;
-    m.u.queue.n_running = 2;
+    m.u.queue.n_running = 3;
     m.u.queue.running = run;
-    m.u.queue.n_waiting = 3;
+    m.u.queue.n_waiting = 4;
     m.u.queue.waiting = wait;
     struct ing_mp_writer w;
     encode_ok(&m, ZMQ_JOB_FIELD_COURSE_ID, &w);
+    assert_non_null(memmem(w.buf, w.len, "\xa2L5\x01\xcf\x80\0\0\0\0\0\0\x05", 13));
+    assert_non_null(memmem(w.buf, w.len, "\xa0\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 10));
     assert_int_equal(decode_guarded(&g, w.buf, w.len, &d, NULL), 0);
     const uint8_t *end = g.p + w.len, *pos = d.u.queue.wire_running;
-    assert_int_equal(d.u.queue.n_running, 2);
-    for (int i = 0; i < 2; i++) {
+    assert_int_equal(d.u.queue.n_running, 3);
+    for (int i = 0; i < 3; i++) {
         struct ing_queue_running e;
         pos = zmq_msg_queue_next_running(pos, end, &e);
         assert_non_null(pos);
@@ -534,10 +539,11 @@ test_zmq_msg_round_trip_backend(void **state)
         assert_view_bytes(e.launcher, run[i].launcher.p, run[i].launcher.len);
         assert_int_equal(e.started_at, run[i].started_at);
         assert_int_equal(e.max_time, run[i].max_time);
+        assert_true(e.max_time_u64 == run[i].max_time_u64);
     }
     pos = d.u.queue.wire_waiting;
-    assert_int_equal(d.u.queue.n_waiting, 3);
-    for (int i = 0; i < 3; i++) {
+    assert_int_equal(d.u.queue.n_waiting, 4);
+    for (int i = 0; i < 4; i++) {
         struct ing_queue_waiting e;
         pos = zmq_msg_queue_next_waiting(pos, end, &e);
         assert_non_null(pos);
@@ -549,6 +555,7 @@ test_zmq_msg_round_trip_backend(void **state)
             assert_view_bytes(e.info, wait[i].info.p, wait[i].info.len);
         assert_view_bytes(e.launcher, wait[i].launcher.p, wait[i].launcher.len);
         assert_int_equal(e.max_time, wait[i].max_time);
+        assert_true(e.max_time_u64 == wait[i].max_time_u64);
     }
     /* Reading a running tuple where a waiting one is refuses. */
     struct ing_queue_running bad;
@@ -1270,6 +1277,22 @@ test_zmq_msg_legacy(void **state)
     m.type = ING_CLIENT_HELLO; /* no such message to send */
     w.len = 0;
     assert_int_equal(zmq_msg_legacy_encode(&m, &w), -EINVAL);
+    /* v0.5's running end (start + limit) as a Python int packed by msgpack: uint64 past
+     * 2^63, -1 past 2^64; a negative limit counts 0. */
+    struct ing_queue_running run[3] = {
+        {V("a"), false, V("A"), V("c/t"), V("L"), 10, INT64_MAX, false},
+        {V("b"), false, V("A"), V("c/t"), V("L"), 10, -2 /* 2^64 - 2 */, true},
+        {V("c"), false, V("A"), V("c/t"), V("L"), 10, -5, false},
+    };
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_GET_QUEUE;
+    m.u.queue.n_running = 3;
+    m.u.queue.running = run;
+    w.len = 0;
+    assert_int_equal(zmq_msg_legacy_encode(&m, &w), 0);
+    assert_non_null(memmem(w.buf, w.len, "\xa1L\x0a\xcf\x80\0\0\0\0\0\0\x09", 12));
+    assert_non_null(memmem(w.buf, w.len, "\xa1L\x0a\xff", 4));
+    assert_non_null(memmem(w.buf, w.len, "\xa1L\x0a\x0a", 4));
     ing_mp_writer_fini(&w);
 }
 

@@ -124,6 +124,7 @@ enum ing_client_event_type {
     ING_CLIENT_EV_PONG,         /* Pong: rtt_ms */
     ING_CLIENT_EV_ERROR,        /* the backend sent Error: code, text */
     ING_CLIENT_EV_STATS,        /* BackendStats: stats */
+    ING_CLIENT_EV_JOB_INFO,     /* BackendJobInfo: job_id, job_info */
     ING_CLIENT_EV_ACCEPTED,     /* BackendJobAccepted (opts.acks): job_id, pending; the job
                                    is durable as the backend's --fsync mode promises */
 };
@@ -145,6 +146,7 @@ struct ing_client_event {
     struct ing_view text;                /* ERROR */
     int err;                             /* DISCONNECTED: -errno */
     struct ing_view stats;               /* STATS: mp map (proto.md §5.8) */
+    struct ing_view job_info;            /* JOB_INFO: mp map (proto.md §5.9) */
 };
 
 typedef void ing_client_event_fn(struct ing_client *c, const struct ing_client_event *ev,
@@ -205,6 +207,9 @@ int ing_client_kill(struct ing_client *c, const char *job_id);
 int ing_client_get_queue(struct ing_client *c);
 /* ing_client_get_stats sends ClientGetStats; the answer is an ING_CLIENT_EV_STATS event. */
 int ing_client_get_stats(struct ing_client *c);
+/* ing_client_get_job_info sends ClientGetJobInfo(job_id): where the job is, its position and
+ * ETA; the answer is an ING_CLIENT_EV_JOB_INFO event. Native backends only. */
+int ing_client_get_job_info(struct ing_client *c, const char *job_id);
 /* ing_client_ping sends Ping; the answer is an ING_CLIENT_EV_PONG event with its rtt. Also
  * returns -ENOBUFS when too many pings are still unanswered. */
 int ing_client_ping(struct ing_client *c);

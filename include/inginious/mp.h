@@ -98,6 +98,10 @@ int ing_mp_path(const uint8_t *p, size_t n, const char *const *keys, size_t nkey
  * decimal digits (underscores between digits allowed, as Python) and optional whitespace.
  * Anything else fails. Returns 0 and sets *out, or -EPROTO. */
 int ing_mp_py_int(const uint8_t *p, size_t n, int64_t *out);
+/* ing_mp_py_int_wide is ing_mp_py_int over [-2^63, 2^64), msgpack's range (Python's
+ * msgpack packs any int there): *wide tells that the value is above INT64_MAX, and *out then
+ * holds its bits ((uint64_t)*out is the value). */
+int ing_mp_py_int_wide(const uint8_t *p, size_t n, int64_t *out, bool *wide);
 
 /* Writer. A fixed writer writes into caller memory and fails (sticky err = -ENOMEM) when
  * full; a dynamic writer grows with realloc and must be released with

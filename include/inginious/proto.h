@@ -60,7 +60,8 @@ enum ing_msg_type {
     ING_CLIENT_KILL_JOB = 0x12,
     ING_CLIENT_GET_QUEUE = 0x13,
     ING_CLIENT_GET_STATS = 0x14,
-    ING_CLIENT_HELLO_ACK = 0x15, /* ClientHello asking for BackendJobAccepted (§7.8) */
+    ING_CLIENT_GET_JOB_INFO = 0x15,
+    ING_CLIENT_HELLO_ACK = 0x16, /* ClientHello asking for BackendJobAccepted (§7.8) */
 
     ING_BACKEND_UPDATE_ENVIRONMENTS = 0x20,
     ING_BACKEND_JOB_STARTED = 0x21,
@@ -68,7 +69,8 @@ enum ing_msg_type {
     ING_BACKEND_JOB_SSH_DEBUG = 0x23,
     ING_BACKEND_GET_QUEUE = 0x24,
     ING_BACKEND_STATS = 0x25,
-    ING_BACKEND_JOB_ACCEPTED = 0x26, /* the job's record is written (§7.8) */
+    ING_BACKEND_JOB_INFO = 0x26,
+    ING_BACKEND_JOB_ACCEPTED = 0x27, /* the job's record is written (§7.8) */
 
     ING_BACKEND_NEW_JOB = 0x30,
     ING_BACKEND_KILL_JOB = 0x31,
@@ -207,6 +209,8 @@ struct ing_queue_running {
     struct ing_view launcher;
     int64_t started_at; /* epoch seconds */
     int64_t max_time;   /* seconds, -1 unknown */
+    bool max_time_u64;  /* max_time is above INT64_MAX: (uint64_t)max_time (ZeroMQ lists it;
+                         * the native frame carries -1) */
 };
 
 struct ing_queue_waiting {
@@ -215,6 +219,7 @@ struct ing_queue_waiting {
     struct ing_view info;
     struct ing_view launcher;
     int64_t max_time;
+    bool max_time_u64; /* as in ing_queue_running */
 };
 
 /* BackendGetQueue. To encode, set the counts and the arrays. After a decode, the arrays
@@ -234,6 +239,12 @@ struct ing_stats_msg {
     struct ing_view stats; /* mp map */
 };
 
+/* BackendJobInfo (proto.md §5.9): the job asked about and one msgpack map. */
+struct ing_job_info_msg {
+    struct ing_view job_id; /* str */
+    struct ing_view info;   /* mp map */
+};
+
 struct ing_msg {
     uint8_t type; /* enum ing_msg_type */
     union {
@@ -244,7 +255,8 @@ struct ing_msg {
         struct ing_client_hello client_hello; /* ING_CLIENT_HELLO, ING_CLIENT_HELLO_ACK */
         struct ing_client_new_job new_job;    /* ING_CLIENT_NEW_JOB */
         struct ing_job_spec job;              /* ING_BACKEND_NEW_JOB */
-        struct ing_job_ref ref; /* ING_CLIENT_KILL_JOB, ING_*_JOB_STARTED, _JOB_ACCEPTED */
+        struct ing_job_ref ref;     /* ING_CLIENT_KILL_JOB, ING_*_JOB_STARTED,
+                                     * ING_CLIENT_GET_JOB_INFO, ING_BACKEND_JOB_ACCEPTED */
         struct ing_kill_job kill;   /* ING_BACKEND_KILL_JOB */
         struct ing_job_result result;         /* ING_*_JOB_DONE */
         struct ing_ssh_debug ssh;             /* ING_*_JOB_SSH_DEBUG */
@@ -252,6 +264,7 @@ struct ing_msg {
         struct ing_agent_hello agent_hello;   /* ING_AGENT_HELLO */
         struct ing_get_queue queue;           /* ING_BACKEND_GET_QUEUE */
         struct ing_stats_msg stats;           /* ING_BACKEND_STATS */
+        struct ing_job_info_msg job_info;     /* ING_BACKEND_JOB_INFO */
     } u; /* ING_PING, ING_PONG, ING_UNKNOWN, ING_CLIENT_GET_QUEUE, ING_CLIENT_GET_STATS have
           * no body */
 };
@@ -285,7 +298,7 @@ ssize_t ing_msg_decode(const uint8_t *p, size_t n, uint32_t max_body, struct ing
 /* ing_frame_job_id finds the job id a frame is about without decoding the rest, so a
  * receiver can look ahead over the frames it holds (the backend starts loading the id
  * table's lines for the next frames while it handles the current one). The id is the first
- * field of types 0x12, 0x21, 0x22, 0x23, 0x26, 0x31, 0x41, 0x42, 0x43, and follows `priority` and
+ * field of types 0x12, 0x21, 0x22, 0x23, 0x27, 0x31, 0x41, 0x42, 0x43, and follows `priority` and
  * `launcher` in 0x11. Returns the frame's total size if p[0..n) holds the whole frame (and
  * then *type; *id is the id, or {NULL, 0} for another type or an id field that does not fit
  * in the body), 0 if the frame is not complete. The frame is not validated otherwise: a

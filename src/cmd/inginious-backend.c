@@ -57,7 +57,7 @@ usage(FILE *f)
             "      --max-frame SIZE        largest message body accepted (64M; at most 1G)\n"
             "      --max-output SIZE       pending output per peer before it is dropped (16M;\n"
             "                              4K to 64G)\n"
-            "      --max-memory SIZE       budget over buffers and queued job bodies (1/4 of\n"
+            "      --max-memory SIZE       budget over buffers, job bodies and HTTP (1/4 of\n"
             "                              the RAM, 256M..16G; 16M to 1T); at 7/8 of it new\n"
             "                              jobs end crash 'Backend memory full', new input\n"
             "                              gets Error OVERLOAD\n"
@@ -74,7 +74,17 @@ usage(FILE *f)
             "      --max-errors N          protocol errors before a peer is closed (100)\n"
             "      --kill-policy any|owner which clients may kill a job (any, as INGInious)\n"
             "      --queue-list-max N      waiting jobs a queue snapshot lists, oldest first\n"
-            "                              (10000; 0 = all, linear in the queue)\n"
+            "                              (10000; 0 = all, linear in the queue); with fair\n"
+            "                              share, the first in dispatch order\n"
+            "      --fair-share none|launcher|course|user  share each environment's slots\n"
+            "                              equally between the keys of its waiting jobs of\n"
+            "                              one priority: the launcher, the course id or\n"
+            "                              inputdata's @username (none: INGInious' order,\n"
+            "                              the default; proto.md 7.4)\n"
+            "      --fair-weight KEY=N     key KEY gets N shares (1 to 1000; default 1;\n"
+            "                              repeatable)\n"
+            "      --priority-aging DUR    a waiting job's priority improves by one level every\n"
+            "                              DUR (0 = never, the default; at most 7d)\n"
             "      --agent-secret-file F   agents must prove they know the secret in F\n"
             "      --client-secret-file F  clients must prove they know the secret in F\n"
             "                              (HMAC-SHA-256 challenge-response, proto.md 6; the\n"
@@ -175,6 +185,10 @@ enum {
     OPT_MAX_ENVS,
     OPT_MAX_ENV_BYTES,
     OPT_ENV_GRACE,
+    /* Fair share (issue 18) */
+    OPT_FAIR_SHARE,
+    OPT_FAIR_WEIGHT,
+    OPT_PRIORITY_AGING,
     OPT_JOURNAL,
     OPT_FSYNC,
     OPT_JOURNAL_SEGMENT,
@@ -229,6 +243,9 @@ static const struct option options[] = {
     {"max-envs", required_argument, NULL, OPT_MAX_ENVS},
     {"max-env-bytes", required_argument, NULL, OPT_MAX_ENV_BYTES},
     {"env-grace", required_argument, NULL, OPT_ENV_GRACE},
+    {"fair-share", required_argument, NULL, OPT_FAIR_SHARE},
+    {"fair-weight", required_argument, NULL, OPT_FAIR_WEIGHT},
+    {"priority-aging", required_argument, NULL, OPT_PRIORITY_AGING},
     {"journal", required_argument, NULL, OPT_JOURNAL},
     {"fsync", required_argument, NULL, OPT_FSYNC},
     {"journal-segment-size", required_argument, NULL, OPT_JOURNAL_SEGMENT},
@@ -254,6 +271,7 @@ static const char *secret_file[2], *allow_file[2];
 static struct acl_entry cmd_allow[2][MAX_ALLOW]; /* --agent-allow, --client-allow */
 static size_t ncmd_allow[2];
 static struct acl_entry metrics_allow[MAX_ALLOW]; /* --metrics-allow */
+static struct fair_weight fair_weights[FAIR_MAX_WEIGHTS]; /* --fair-weight */
 
 static void
 settings_clear(struct settings *st)
@@ -448,6 +466,29 @@ main(int argc, char **argv)
         case OPT_QUEUE_LIST_MAX:
             cfg.be.queue_list_max = (uint32_t)need(OPT_KIND_COUNT, name, optarg, 0, UINT32_MAX);
             break;
+        case OPT_PRIORITY_AGING:
+            cfg.be.priority_aging_ms = need(OPT_KIND_DURATION, name, optarg, 0, 7 * 86400 * 1000);
+            break;
+        case OPT_FAIR_SHARE:
+            if (fair_mode_parse(optarg, &cfg.be.fair_mode) != 0)
+                bad(name, optarg);
+            break;
+        case OPT_FAIR_WEIGHT: {
+            size_t k = cfg.be.n_fair_weights;
+            if (k == FAIR_MAX_WEIGHTS || fair_weight_parse(optarg, &fair_weights[k]) != 0)
+                bad(name, optarg);
+            for (size_t x = 0; x < k; x++) /* the last one given wins */
+                if (fair_weights[x].len == fair_weights[k].len &&
+                    memcmp(fair_weights[x].key, fair_weights[k].key, fair_weights[k].len) == 0) {
+                    fair_weights[x].weight = fair_weights[k].weight;
+                    k = SIZE_MAX;
+                    break;
+                }
+            if (k != SIZE_MAX)
+                cfg.be.n_fair_weights = k + 1;
+            cfg.be.fair_weights = fair_weights;
+            break;
+        }
         case OPT_KILL_POLICY:
             if (strcmp(optarg, "any") == 0)
                 cfg.be.kill_any = true;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* inginious-ctl: a command-line client of inginious-backend over the client library
  * (include/inginious/client.h). Subcommands envs, submit, kill, queue, watch, ping, stats,
- * top; human output by default, JSON with --json. Exit status: 0 success, 1 the operation failed, 2 a
+ * top, position; human output by default, JSON with --json. Exit status: 0 success, 1 the operation failed, 2 a
  * usage error. The only place that calls exit() is main. */
 #include <errno.h>
 #include <getopt.h>
@@ -62,6 +62,7 @@ usage(FILE *f)
                "  ping [--count N]  round-trip time to the backend\n"
                "  stats             the backend's counters, gauges and environments\n"
                "  top               a live view of stats, refreshed every second (Ctrl-C ends)\n"
+               "  position JOB_ID   where a job is: its state, position in the queue and ETA\n"
                "\n"
                "Options:\n"
                "  --backend ADDR  client endpoint: tcp://HOST:PORT or ipc:///path (default\n"
@@ -1096,10 +1097,11 @@ cmd_kill(struct ctl *ctl, int argc, char **argv)
     return 0;
 }
 
-/* json_options parses the options of a command that takes only --json and --help. Returns
- * -1 to go on, else the exit status (help printed, or a usage error). */
+/* json_options parses the options of a command that takes only --json and --help, and
+ * nargs operands (from argv[optind] on). Returns -1 to go on, else the exit status (help
+ * printed, or a usage error). */
 static int
-json_options(struct ctl *ctl, int argc, char **argv, const char *help)
+json_options(struct ctl *ctl, int argc, char **argv, const char *help, int nargs)
 {
     static const struct option opts[] = {
         {"json", no_argument, NULL, OPT_JSON},
@@ -1118,7 +1120,7 @@ json_options(struct ctl *ctl, int argc, char **argv, const char *help)
             return EXIT_USAGE;
         }
     }
-    if (optind != argc) {
+    if (argc - optind != nargs) {
         fputs(help, stderr);
         return EXIT_USAGE;
     }
@@ -1159,7 +1161,7 @@ cmd_queue(struct ctl *ctl, int argc, char **argv)
     struct ing_client_queue q;
     int rc;
 
-    if ((rc = json_options(ctl, argc, argv, help)) >= 0)
+    if ((rc = json_options(ctl, argc, argv, help, 0)) >= 0)
         return rc;
     rc = ctl_connect(ctl);
     if (rc != 0)
@@ -1263,8 +1265,9 @@ cmd_ping(struct ctl *ctl, int argc, char **argv)
 /* ---- stats, top ---- */
 
 struct stats_wait {
-    uint8_t *copy; /* the BackendStats map, malloc'd */
+    uint8_t *copy; /* the BackendStats (or BackendJobInfo) map, malloc'd */
     size_t len;
+    const char *job_id; /* NULL: stats; else the job whose BackendJobInfo is awaited */
 };
 
 static void
@@ -1272,21 +1275,32 @@ stats_event(struct ing_client *c, const struct ing_client_event *ev, void *arg)
 {
     struct stats_wait *sw = arg;
     (void)c;
-    if (ev->type != ING_CLIENT_EV_STATS || sw->copy != NULL)
+    struct ing_view v = ev->stats;
+    if (sw->job_id != NULL) {
+        if (ev->type != ING_CLIENT_EV_JOB_INFO || !ing_view_eq(ev->job_id, sw->job_id))
+            return;
+        v = ev->job_info;
+    } else if (ev->type != ING_CLIENT_EV_STATS) {
         return;
-    sw->copy = malloc(ev->stats.len ? ev->stats.len : 1);
+    }
+    if (sw->copy != NULL)
+        return;
+    sw->copy = malloc(v.len ? v.len : 1);
     if (sw->copy != NULL) {
-        memcpy(sw->copy, ev->stats.p, ev->stats.len);
-        sw->len = ev->stats.len;
+        memcpy(sw->copy, v.p, v.len);
+        sw->len = v.len;
     }
 }
 
-/* stats_fetch asks for the stats and waits for them (at most the answer timeout). */
+/* stats_fetch asks for the stats (or sw->job_id's BackendJobInfo) and waits for them (at
+ * most the answer timeout). */
 static int
 stats_fetch(struct ctl *ctl, struct stats_wait *sw)
 {
     struct timespec t0;
-    int limit = answer_timeout(ctl), rc = ing_client_get_stats(ctl->c);
+    int limit = answer_timeout(ctl);
+    int rc = sw->job_id != NULL ? ing_client_get_job_info(ctl->c, sw->job_id)
+                                : ing_client_get_stats(ctl->c);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     sw->copy = NULL;
     while (rc == 0 && sw->copy == NULL) {
@@ -1379,12 +1393,12 @@ cmd_stats(struct ctl *ctl, int argc, char **argv)
                        "counters, waiting and running jobs, agents and slots, and the\n"
                        "environments by queue depth. With --json: the map as one object.\n";
     int rc;
-    if ((rc = json_options(ctl, argc, argv, help)) >= 0)
+    if ((rc = json_options(ctl, argc, argv, help, 0)) >= 0)
         return rc;
     rc = ctl_connect(ctl);
     if (rc != 0)
         return rc;
-    struct stats_wait sw;
+    struct stats_wait sw = {0};
     rc = stats_fetch(ctl, &sw);
     if (rc != 0)
         return fail_wait(ctl, "the statistics", rc);
@@ -1394,6 +1408,42 @@ cmd_stats(struct ctl *ctl, int argc, char **argv)
         errmsg("malformed statistics from the backend");
     free(sw.copy);
     return rc == 0 ? 0 : EXIT_FAIL;
+}
+
+static int
+cmd_position(struct ctl *ctl, int argc, char **argv)
+{
+    const char *help =
+        "usage: inginious-ctl [GLOBAL] position [--json] JOB_ID\n\n"
+        "Where a job is (BackendJobInfo, proto.md 5.9): its state (waiting, dispatched,\n"
+        "running, or unknown: no such job); while it waits, how many jobs of its\n"
+        "environment will be dispatched before it and an estimate of when it will be;\n"
+        "the slots that serve its environment and the mean run time there. With --json:\n"
+        "the map as one object. Exit status 1 when the job is unknown.\n";
+    int rc;
+    if ((rc = json_options(ctl, argc, argv, help, 1)) >= 0)
+        return rc;
+    struct stats_wait sw = {.job_id = argv[optind]};
+    if (*sw.job_id == '\0' || strlen(sw.job_id) > 255) {
+        errmsg("bad job id '%s'", sw.job_id);
+        return EXIT_USAGE;
+    }
+    rc = ctl_connect(ctl);
+    if (rc != 0)
+        return rc;
+    rc = stats_fetch(ctl, &sw);
+    if (rc != 0)
+        return fail_wait(ctl, "the job's information", rc);
+    const uint8_t *st = NULL;
+    size_t stlen = 0;
+    bool unknown = ing_mp_map_get(sw.copy, sw.len, "state", 5, &st, &stlen) == 0 &&
+                   stlen == 8 && memcmp(st, "\xa7unknown", 8) == 0;
+    if (ctl->json)
+        rc = print_json(sw.copy, sw.len, 0);
+    else if ((rc = stats_print(sw.copy, sw.len, stdout)) != 0)
+        errmsg("malformed job information from the backend");
+    free(sw.copy);
+    return rc == 0 && !unknown ? 0 : EXIT_FAIL;
 }
 
 static volatile sig_atomic_t top_stop;
@@ -1448,7 +1498,7 @@ cmd_top(struct ctl *ctl, int argc, char **argv)
     for (unsigned i = 0; !top_stop && (count == 0 || i < count); i++) {
         struct timespec t0;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        struct stats_wait sw;
+        struct stats_wait sw = {0};
         rc = stats_fetch(ctl, &sw);
         if (rc != 0)
             break;
@@ -1504,7 +1554,7 @@ main(int argc, char **argv)
     } cmds[] = {
         {"envs", cmd_envs},   {"submit", cmd_submit}, {"kill", cmd_kill},
         {"queue", cmd_queue}, {"watch", cmd_watch},   {"ping", cmd_ping},
-        {"stats", cmd_stats}, {"top", cmd_top},
+        {"stats", cmd_stats}, {"top", cmd_top},       {"position", cmd_position},
     };
     struct ctl ctl = {.timeout_ms = DEFAULT_TIMEOUT_MS};
     const char *env = getenv("INGINIOUS_BACKEND");

@@ -394,6 +394,22 @@ tp_run_at(const char *file, int line, const char *const *args, char *out, size_t
 }
 
 void
+tp_expect_bad_options_at(const char *file, int line, const char *const (*bad)[2], size_t n)
+{
+    char out[4096];
+
+    for (size_t i = 0; i < n; i++) {
+        const char *argv[] = {bad[i][0], bad[i][1], NULL};
+        int st = tp_run_at(file, line, argv, out, sizeof(out));
+        char want[80];
+        snprintf(want, sizeof(want), "bad value for %s", bad[i][0]);
+        if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 2 || strstr(out, want) == NULL)
+            tp_fail_at(file, line, "%s %s: status 0x%x, output \"%.100s\"", bad[i][0],
+                       bad[i][1], (unsigned)st, out);
+    }
+}
+
+void
 tp_start_argv_at(const char *file, int line, struct tp_ctx *c, const char *agent_addr,
                  const char *client_addr, const char *const *opts)
 {

@@ -162,6 +162,11 @@ const char *tp_dir_at(const char *file, int line, struct tp_ctx *c);
 int tp_run_at(const char *file, int line, const char *const *args, char *out, size_t cap);
 #define tp_run(...) tp_run_at(__FILE__, __LINE__, __VA_ARGS__)
 
+/* tp_expect_bad_options runs the backend with each (option, value) of bad[0..n) and fails
+ * unless it exits with status 2 and says "bad value for OPTION". */
+void tp_expect_bad_options_at(const char *file, int line, const char *const (*bad)[2], size_t n);
+#define tp_expect_bad_options(...) tp_expect_bad_options_at(__FILE__, __LINE__, __VA_ARGS__)
+
 /* tp_signal sends sig to the running backend. */
 void tp_signal(struct tp_ctx *c, int sig);
 

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT */
+/* rank.c: see rank.h. */
+#include "rank.h"
+
+#include <errno.h>
+#include <string.h>
+
+void
+rank_init(struct rank *r, bool keys)
+{
+    memset(r, 0, sizeof(*r));
+    r->keys = keys;
+}
+
+static void
+arrays_free(struct pool *p, uint32_t *t, struct rank_key *k, uint32_t cap)
+{
+    if (t != NULL)
+        pool_free(p, t, (cap + 1) * sizeof(*t));
+    if (k != NULL)
+        pool_free(p, k, cap * sizeof(*k));
+}
+
+void
+rank_fini(struct rank *r, struct pool *p)
+{
+    arrays_free(p, r->t, r->key, r->cap);
+    rank_init(r, r->keys);
+}
+
+static inline uint32_t
+pos(const struct rank *r, uint64_t ord)
+{
+    return (uint32_t)(ord & (r->cap - 1));
+}
+
+static void
+fw_add(struct rank *r, uint32_t p, int32_t d)
+{
+    for (uint32_t i = p + 1; i <= r->cap; i += i & -i)
+        r->t[i] = (uint32_t)((int32_t)r->t[i] + d);
+}
+
+/* fw_prefix: live positions below p. */
+static uint32_t
+fw_prefix(const struct rank *r, uint32_t p)
+{
+    uint32_t s = 0;
+    for (uint32_t i = p; i > 0; i -= i & -i)
+        s += r->t[i];
+    return s;
+}
+
+/* fw_kth: the position of the k-th live position (k >= 1, k <= live count). */
+static uint32_t
+fw_kth(const struct rank *r, uint32_t k)
+{
+    uint32_t i = 0;
+    for (uint32_t step = r->cap; step > 0; step >>= 1)
+        if (i + step <= r->cap && r->t[i + step] < k) {
+            i += step;
+            k -= r->t[i];
+        }
+    return i; /* positions are 0-based: i + 1 is the 1-based index */
+}
+
+/* first_live: the smallest live ordinal (n > 0). */
+static uint64_t
+first_live(const struct rank *r)
+{
+    uint32_t b = pos(r, r->base), before = fw_prefix(r, b);
+    if (r->n > before) /* one at or after b */
+        return r->base + (fw_kth(r, before + 1) - b);
+    return r->base + (r->cap - b) + fw_kth(r, 1); /* wrapped */
+}
+
+/* regrow moves the live ordinals of [base, next) into arrays of cap ncap for the window
+ * [nbase, next). */
+static int
+regrow(struct rank *r, struct pool *p, uint32_t ncap, uint64_t nbase)
+{
+    uint32_t *t = pool_alloc(p, (ncap + 1) * sizeof(*t));
+    struct rank_key *key = NULL;
+    if (t == NULL || (r->keys && (key = pool_alloc(p, ncap * sizeof(*key))) == NULL)) {
+        arrays_free(p, t, key, ncap);
+        return -ENOMEM;
+    }
+    memset(t, 0, (ncap + 1) * sizeof(*t));
+    if (r->keys) /* unwritten keys are the smallest: the keys stay non-decreasing */
+        memset(key, 0, ncap * sizeof(*key));
+    if (r->cap > 0) {
+        /* Old tree to point values, in place (the inverse of the linear build). */
+        for (uint32_t i = r->cap; i >= 1; i--) {
+            uint32_t up = i + (i & -i);
+            if (up <= r->cap)
+                r->t[up] -= r->t[i];
+        }
+        for (uint64_t o = r->base; o < r->next; o++) {
+            uint32_t op = pos(r, o), np = (uint32_t)(o & (ncap - 1));
+            t[np + 1] = r->t[op + 1];
+            if (r->keys)
+                key[np] = r->key[op];
+        }
+    }
+    for (uint32_t i = 1; i <= ncap; i++) { /* linear build */
+        uint32_t up = i + (i & -i);
+        if (up <= ncap)
+            t[up] += t[i];
+    }
+    arrays_free(p, r->t, r->key, r->cap);
+    r->t = t;
+    r->key = key;
+    r->cap = ncap;
+    r->base = nbase;
+    return 0;
+}
+
+int
+rank_reserve(struct rank *r, struct pool *p, uint64_t lo)
+{
+    uint64_t base = r->base;
+    if (lo < base) /* an ordinal that died below the window lives again */
+        base = lo;
+    else if (r->next + 1 - base > r->cap) /* slide past the dead ones */
+        base = r->n > 0 ? first_live(r) : r->next;
+    if (lo < base)
+        base = lo;
+    uint64_t span = r->next + 1 - base;
+    if (span <= r->cap) {
+        /* Positions entering the window at the bottom were dead (zero) and keep their
+         * old keys, which nothing reads until an ordinal is written there. */
+        r->base = base;
+        return 0;
+    }
+    uint32_t ncap = r->cap ? r->cap : RANK_MIN_CAP;
+    while (ncap < span) {
+        if (ncap > UINT32_MAX / 4)
+            return -ENOMEM;
+        ncap *= 2;
+    }
+    return regrow(r, p, ncap, base); /* copies the old window [r->base, next) */
+}
+
+uint64_t
+rank_push(struct rank *r, uint64_t vt, uint64_t sq)
+{
+    uint64_t o = r->next++;
+    uint32_t q = pos(r, o);
+    if (r->keys)
+        r->key[q] = (struct rank_key){vt, sq};
+    fw_add(r, q, 1);
+    r->n++;
+    return o;
+}
+
+void
+rank_revive(struct rank *r, uint64_t ord, uint64_t vt, uint64_t sq)
+{
+    if (r->keys) {
+        /* The dead ordinals above it that the window just took in hold older (smaller)
+         * keys: raise them to its key, so that the keys stay non-decreasing. */
+        for (uint64_t o = ord; o < r->next; o++) {
+            struct rank_key *k = &r->key[pos(r, o)];
+            if (o > ord && (k->vt > vt || (k->vt == vt && k->sq >= sq)))
+                break;
+            *k = (struct rank_key){vt, sq};
+        }
+    }
+    fw_add(r, pos(r, ord), 1);
+    r->n++;
+}
+
+void
+rank_kill(struct rank *r, uint64_t ord)
+{
+    fw_add(r, pos(r, ord), -1);
+    r->n--;
+    if (r->n == 0)
+        r->base = r->next; /* an empty window */
+}
+
+uint32_t
+rank_before(const struct rank *r, uint64_t ord)
+{
+    if (r->n == 0 || ord <= r->base)
+        return 0;
+    uint32_t b = pos(r, r->base), q = pos(r, ord);
+    if (ord - r->base >= r->cap) /* ord == base + cap: the whole window */
+        return r->n;
+    if (b <= q)
+        return fw_prefix(r, q) - fw_prefix(r, b);
+    return r->n - (fw_prefix(r, b) - fw_prefix(r, q));
+}
+
+uint32_t
+rank_before_key(const struct rank *r, uint64_t vt, uint64_t sq)
+{
+    /* Ordinals of [base, next) have non-decreasing tags (a key's tags grow, ties broken by
+     * arrival): find the first one not below (vt, sq). */
+    uint64_t lo = r->base, hi = r->next;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        const struct rank_key *k = &r->key[pos(r, mid)];
+        if (k->vt < vt || (k->vt == vt && k->sq < sq))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return rank_before(r, lo);
+}
