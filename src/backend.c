@@ -1920,13 +1920,14 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     return NULL;
 }
 
-void
+bool
 be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
                     const struct ing_client_new_job *m, uint64_t idh)
 {
     const char *why = job_new(be, c, body, len, m, idh, 0);
     if (why != NULL)
         be_client_refuse(be, c, m->job.job_id, why);
+    return why == NULL;
 }
 
 int

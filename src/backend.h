@@ -210,7 +210,8 @@ be_lookahead(const struct backend *be)
  * (pointing into body). The body is copied if the job is accepted. */
 void be_client_new_job(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
                        const struct ing_client_new_job *m);
-void be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
+/* be_client_new_job_h: returns true if the job was accepted (false: refused with a crash). */
+bool be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body, size_t len,
                          const struct ing_client_new_job *m, uint64_t idh);
 /* be_client_refuse answers job id with crash "why" without storing anything (a job whose
  * message could not be taken as it is). */

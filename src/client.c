@@ -44,6 +44,8 @@ struct ing_client {
     char *name;
     bool link_envs; /* this connection received its environments */
     bool rehello;   /* hello re-sent after Unknown, its answer not yet received */
+    bool acks;        /* opts.acks: ClientHelloAck when the server knows it */
+    bool server_acks; /* this connection's Welcome has ING_WELCOME_ACK */
     char server[128];
 
     uint8_t *envs; /* last BackendUpdateEnvironments map */
@@ -237,11 +239,15 @@ ing_client_new(const struct ing_client_opts *opts)
                                .connect_timeout_ms = opts->connect_timeout_ms,
                                .secret = opts->secret,
                                .secret_len = opts->secret_len};
+    bool acks = opts->size >= offsetof(struct ing_client_opts, acks) + sizeof(opts->acks) &&
+                opts->acks;
+    cfg.hello_waits = acks;
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
     rc = peer_init(&c->conn, &client_ops, &cfg);
     if (rc == 0) {
+        c->acks = acks;
         c->name = strdup(opts->name != NULL ? opts->name : "");
         if (c->name == NULL)
             rc = -ENOMEM;
@@ -307,15 +313,18 @@ queue_empty(struct ing_client *c, uint8_t type)
     return peer_queue(&c->conn, &m);
 }
 
-/* queue_hello queues the ClientHello: with the preamble, once authenticated, after Unknown. */
+/* queue_hello queues the ClientHello: with the preamble, once authenticated, after Unknown.
+ * With opts.acks it waits for the Welcome, and is a ClientHelloAck if the Welcome says the
+ * server knows it (proto.md §7.8). */
 static int
 queue_hello(struct peer_conn *p)
 {
+    struct ing_client *c = client_of(p);
     struct ing_msg m;
 
     memset(&m, 0, sizeof(m));
-    m.type = ING_CLIENT_HELLO;
-    m.u.client_hello.name = cview(client_of(p)->name);
+    m.type = c->acks && c->server_acks ? ING_CLIENT_HELLO_ACK : ING_CLIENT_HELLO;
+    m.u.client_hello.name = cview(c->name);
     return peer_queue(p, &m);
 }
 
@@ -391,6 +400,7 @@ on_welcome(struct peer_conn *p, const struct ing_welcome *w)
     struct ing_client *c = client_of(p);
 
     snprintf(c->server, sizeof(c->server), "%.*s", (int)w->server.len, w->server.p);
+    c->server_acks = (w->flags & ING_WELCOME_ACK) != 0;
 }
 
 static int
@@ -446,6 +456,10 @@ on_job_event(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn 
         ev.type = ING_CLIENT_EV_STARTED;
         ev.job_id = m->u.ref.job_id;
         break;
+    case ING_BACKEND_JOB_ACCEPTED:
+        ev.type = ING_CLIENT_EV_ACCEPTED;
+        ev.job_id = m->u.ref.job_id;
+        break;
     case ING_BACKEND_JOB_SSH_DEBUG:
         ev.type = ING_CLIENT_EV_SSH_DEBUG;
         ev.job_id = m->u.ssh.job_id;
@@ -495,6 +509,7 @@ handle(struct peer_conn *p, const struct ing_msg *m, void *ctx)
     case ING_BACKEND_UPDATE_ENVIRONMENTS:
         return on_envs(c, m->u.envs.environments, cb->fn, cb->arg);
     case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_BACKEND_JOB_SSH_DEBUG:
     case ING_BACKEND_JOB_DONE:
         on_job_event(c, m, cb->fn, cb->arg);
@@ -761,6 +776,13 @@ const char *
 ing_client_server(const struct ing_client *c)
 {
     return c->server;
+}
+
+/* ing_client_acks tells whether this connection's jobs are acknowledged. */
+bool
+ing_client_acks(const struct ing_client *c)
+{
+    return c->acks && c->server_acks && c->conn.st == PEER_OPEN;
 }
 
 /* ing_client_last_error returns the last Error text, or "". */

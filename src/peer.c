@@ -62,6 +62,7 @@ peer_init(struct peer_conn *p, const struct peer_ops *ops, const struct peer_con
         return -EINVAL;
     }
     p->reconnect = cfg->reconnect;
+    p->hello_waits = cfg->hello_waits;
     p->backoff_min_ms = cfg->backoff_min_ms ? cfg->backoff_min_ms : DEFAULT_BACKOFF_MIN_MS;
     p->backoff_max_ms = cfg->backoff_max_ms ? cfg->backoff_max_ms : DEFAULT_BACKOFF_MAX_MS;
     if (p->backoff_max_ms < p->backoff_min_ms)
@@ -191,7 +192,7 @@ start(struct peer_conn *p, uint64_t now)
     p->send_max = p->recv_max = ING_MAX_FRAME_DEFAULT;
     ing_preamble_encode(pre, p->ops->role);
     rc = buf_append(&p->out, pre, sizeof(pre));
-    if (rc == 0 && p->secret == NULL)
+    if (rc == 0 && p->secret == NULL && !p->hello_waits)
         rc = p->ops->hello(p);
     if (rc != 0)
         peer_close(p);
@@ -233,7 +234,7 @@ error_name(uint16_t code)
 static int
 go_open(struct peer_conn *p)
 {
-    int rc = p->secret != NULL ? p->ops->hello(p) : 0;
+    int rc = p->secret != NULL || p->hello_waits ? p->ops->hello(p) : 0;
 
     if (rc != 0)
         return rc;
@@ -550,7 +551,7 @@ peer_want_write(const struct peer_conn *p)
 bool
 peer_can_send(const struct peer_conn *p)
 {
-    return p->st == PEER_OPEN || (p->st != PEER_DOWN && p->secret == NULL);
+    return p->st == PEER_OPEN || (p->st != PEER_DOWN && p->secret == NULL && !p->hello_waits);
 }
 
 /* peer_timeout_ms returns how long the caller may wait before processing again. */

@@ -78,6 +78,7 @@ struct peer_config {
     int connect_timeout_ms;
     const uint8_t *secret; /* NULL: none */
     size_t secret_len;
+    bool hello_waits; /* the hello waits for the Welcome (it depends on the Welcome's flags) */
 };
 
 struct peer_conn {
@@ -85,6 +86,7 @@ struct peer_conn {
     struct net_addr na; /* parsed once by peer_init */
     uint8_t *secret;    /* proto.md §6, NULL: none */
     size_t secret_len;
+    bool hello_waits; /* see struct peer_config */
     bool reconnect;
     int backoff_min_ms;
     int backoff_max_ms;

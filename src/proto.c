@@ -44,6 +44,7 @@ static const uint8_t type_class[256] = {
     [ING_CLIENT_GET_QUEUE] = TC_EMPTY,
     [ING_CLIENT_GET_STATS] = TC_EMPTY,
     [ING_CLIENT_GET_JOB_INFO] = TC_BODY,
+    [ING_CLIENT_HELLO_ACK] = TC_BODY,
     [ING_BACKEND_UPDATE_ENVIRONMENTS] = TC_BODY,
     [ING_BACKEND_JOB_STARTED] = TC_BODY,
     [ING_BACKEND_JOB_DONE] = TC_BODY,
@@ -51,6 +52,7 @@ static const uint8_t type_class[256] = {
     [ING_BACKEND_GET_QUEUE] = TC_BODY,
     [ING_BACKEND_STATS] = TC_BODY,
     [ING_BACKEND_JOB_INFO] = TC_BODY,
+    [ING_BACKEND_JOB_ACCEPTED] = TC_BODY,
     [ING_BACKEND_NEW_JOB] = TC_BODY,
     [ING_BACKEND_KILL_JOB] = TC_BODY,
     [ING_AGENT_HELLO] = TC_BODY,
@@ -352,6 +354,7 @@ rd_body(struct cursor *c, struct ing_msg *m)
         rd_bytes32(c, m->u.auth_ok.mac);
         break;
     case ING_CLIENT_HELLO:
+    case ING_CLIENT_HELLO_ACK:
         rd_field(c, &m->u.client_hello.name, FK_STR);
         break;
     case ING_CLIENT_NEW_JOB:
@@ -365,6 +368,7 @@ rd_body(struct cursor *c, struct ing_msg *m)
     case ING_CLIENT_KILL_JOB:
     case ING_CLIENT_GET_JOB_INFO:
     case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         rd_field(c, &m->u.ref.job_id, FK_STR);
         break;
@@ -593,6 +597,7 @@ wr_body(struct writer *w, const struct ing_msg *m)
         wr_bytes(w, m->u.auth_ok.mac, ING_MAC_LEN);
         break;
     case ING_CLIENT_HELLO:
+    case ING_CLIENT_HELLO_ACK:
         wr_field(w, m->u.client_hello.name, FK_STR);
         break;
     case ING_CLIENT_NEW_JOB:
@@ -606,6 +611,7 @@ wr_body(struct writer *w, const struct ing_msg *m)
     case ING_CLIENT_KILL_JOB:
     case ING_CLIENT_GET_JOB_INFO:
     case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         wr_field(w, m->u.ref.job_id, FK_STR);
         break;
@@ -745,6 +751,7 @@ ing_frame_job_id(const uint8_t *p, size_t n, uint8_t *type, struct ing_view *id)
     case ING_BACKEND_JOB_STARTED:
     case ING_BACKEND_JOB_DONE:
     case ING_BACKEND_JOB_SSH_DEBUG:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_BACKEND_KILL_JOB:
     case ING_AGENT_JOB_STARTED:
     case ING_AGENT_JOB_DONE:
@@ -906,6 +913,8 @@ ing_msg_type_name(uint8_t type)
         return "ClientGetStats";
     case ING_CLIENT_GET_JOB_INFO:
         return "ClientGetJobInfo";
+    case ING_CLIENT_HELLO_ACK:
+        return "ClientHelloAck";
     case ING_BACKEND_UPDATE_ENVIRONMENTS:
         return "BackendUpdateEnvironments";
     case ING_BACKEND_JOB_STARTED:
@@ -920,6 +929,8 @@ ing_msg_type_name(uint8_t type)
         return "BackendStats";
     case ING_BACKEND_JOB_INFO:
         return "BackendJobInfo";
+    case ING_BACKEND_JOB_ACCEPTED:
+        return "BackendJobAccepted";
     case ING_BACKEND_NEW_JOB:
         return "BackendNewJob";
     case ING_BACKEND_KILL_JOB:

@@ -81,6 +81,7 @@ struct conn {
     bool authed;                  /* no secret, or a valid Auth received */
     bool half_closed;             /* shut down its side with jobs: served until they end */
     bool counted;                 /* in ms.conns (its dialect is known) */
+    bool acks;                    /* sent ClientHelloAck: each accepted job acknowledged */
     uint8_t nonce[ING_NONCE_LEN]; /* our challenge while !authed */
     uint32_t errors;
     uint64_t id;
@@ -843,6 +844,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     memset(&reply, 0, sizeof(reply));
     switch (m->type) {
     case ING_CLIENT_HELLO:
+    case ING_CLIENT_HELLO_ACK:
         if (m->u.client_hello.name.len > 255) {
             protocol_error(c, ING_ERR_INVALID, "client name over 255 bytes", m->type);
             return;
@@ -850,6 +852,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
         log_msg(LOG_DEBUG, "%s: hello (%.*s)", c->name, (int)m->u.client_hello.name.len,
                 m->u.client_hello.name.p);
         c->srv->iter_check = true; /* the environment list is sent */
+        c->acks = m->type == ING_CLIENT_HELLO_ACK; /* the last hello decides */
         be_client_hello(be, c->client);
         hs_unlink(c->srv, c); /* opened */
         return;
@@ -890,8 +893,15 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
                              "Queue full: this client's jobs hold too many bytes");
             break;
         }
-        be_client_new_job_h(be, c->client, body, len, &m->u.new_job,
-                            hint_take(c, m->u.new_job.job.job_id));
+        if (be_client_new_job_h(be, c->client, body, len, &m->u.new_job,
+                                hint_take(c, m->u.new_job.job.job_id)) &&
+            c->acks) {
+            /* Queued now, it leaves after before_sleep wrote (and under --fsync always
+             * synced) the job's record: the journal is flushed before any output. */
+            reply.type = ING_BACKEND_JOB_ACCEPTED;
+            reply.u.ref.job_id = m->u.new_job.job.job_id;
+            conn_send(c, &reply);
+        }
         break;
     case ING_CLIENT_KILL_JOB:
         be_client_kill_h(be, c->client, m->u.ref.job_id, hint_take(c, m->u.ref.job_id));
@@ -991,9 +1001,11 @@ welcome(struct conn *c)
             conn_error_close(c, ING_ERR_AUTH, "no randomness for the challenge");
             return;
         }
-        m.u.welcome.flags = ING_WELCOME_AUTH;
+        m.u.welcome.flags |= ING_WELCOME_AUTH;
         memcpy(m.u.welcome.nonce, c->nonce, ING_NONCE_LEN);
     }
+    if (c->role == ING_ROLE_CLIENT)
+        m.u.welcome.flags |= ING_WELCOME_ACK; /* ClientHelloAck known (proto.md §7.8) */
     m.u.welcome.max_frame = s->cfg.max_frame;
     m.u.welcome.heartbeat_ms = (uint32_t)s->cfg.ping_interval_ms;
     static const char server_name[] = "inginious-backend " ING_VERSION;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "inginious/client.h"
 #include "inginious/err.h"
 #include "inginious/json.h"
@@ -588,6 +589,81 @@ proxy_start(struct lt_world *w, struct proxy *p)
     p->ack = ack[0];
     w->forks[w->nforks++] = p->pid; /* killed by the teardown */
     assert_int_equal(proxy_ack(p), 'L');
+}
+
+/* old_server_run plays a backend that does not offer acknowledgements: it accepts one
+ * client, welcomes it without the ACK flag, writes the type of the hello it gets to report,
+ * answers the environments and then reads until the client leaves. */
+static void
+old_server_run(const char *path, int report)
+{
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), cfd;
+    uint8_t pre[ING_PREAMBLE_LEN], hdr[ING_HDR_LEN], body[512], out[256];
+    struct ing_msg m = {.type = ING_WELCOME};
+    ssize_t n;
+
+    size_t plen = strlen(path);
+    if (plen >= sizeof(un.sun_path))
+        _exit(11);
+    memcpy(un.sun_path, path, plen + 1);
+    if (bind(lfd, (struct sockaddr *)&un, sizeof(un)) != 0 || listen(lfd, 1) != 0 ||
+        !write_all(report, "L", 1))
+        _exit(12);
+    cfd = accept(lfd, NULL, NULL);
+    if (cfd < 0 || !read_all(cfd, pre, sizeof(pre)))
+        _exit(14);
+    m.u.welcome = (struct ing_welcome){.version = 1, .role = ING_ROLE_CLIENT,
+                                       .max_frame = ING_MAX_FRAME_MIN, .heartbeat_ms = 1000,
+                                       .server = {"old 0.9", 7}};
+    n = ing_msg_encode(&m, out, sizeof(out));
+    if (n <= 0 || !write_all(cfd, out, (size_t)n) || !read_all(cfd, hdr, sizeof(hdr)) ||
+        get_u32be(hdr) > sizeof(body) || !read_all(cfd, body, get_u32be(hdr)) ||
+        !write_all(report, &hdr[4], 1))
+        _exit(15);
+    m = (struct ing_msg){.type = ING_BACKEND_UPDATE_ENVIRONMENTS, .u.envs = {{"\x80", 1}}};
+    n = ing_msg_encode(&m, out, sizeof(out));
+    if (n <= 0 || !write_all(cfd, out, (size_t)n))
+        _exit(16);
+    while (read(cfd, body, sizeof(body)) > 0)
+        ;
+    _exit(0);
+}
+
+/* opts.acks against a backend without the Welcome's ACK flag: a plain ClientHello (type 15
+ * would be an unknown type there), no acknowledgements. */
+static void
+test_client_acks_old_server(void **state)
+{
+    struct lt_world *w = *state;
+    int rep[2];
+    char path[LT_STR + 32], addr[LT_STR + 64], c = 0;
+
+    assert_int_equal(pipe2(rep, O_CLOEXEC), 0);
+    snprintf(path, sizeof(path), "%s/old.sock", lt_dir(w));
+    snprintf(addr, sizeof(addr), "ipc://%s", path);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(rep[0]);
+        old_server_run(path, rep[1]);
+    }
+    close(rep[1]);
+    w->forks[w->nforks++] = pid; /* killed by the teardown */
+    struct pollfd pf = {.fd = rep[0], .events = POLLIN};
+    assert_int_equal(poll(&pf, 1, LT_DEADLINE_MS), 1);
+    assert_int_equal(read(rep[0], &c, 1), 1);
+    assert_int_equal(c, 'L');
+    struct ing_client_opts o = {.size = sizeof(o), .addr = addr, .acks = true};
+    struct lt_client *cl = lt_client_new(w, &o);
+    assert_int_equal(poll(&pf, 1, LT_DEADLINE_MS), 1);
+    assert_int_equal(read(rep[0], &c, 1), 1);
+    assert_int_equal((uint8_t)c, ING_CLIENT_HELLO);
+    assert_false(ing_client_acks(cl->c));
+    assert_string_equal(ing_client_server(cl->c), "old 0.9");
+    close(rep[0]);
+    lt_pass(w);
 }
 
 static void
@@ -1183,6 +1259,7 @@ main(void)
         CASE(test_client_ping),
         CASE(test_client_duplicate_id),
         CASE(test_client_unknown),
+        CASE(test_client_acks_old_server),
         CASE(test_client_submit_wait),
         CASE(test_client_lost_on_backend_kill),
         CASE(test_client_reconnect),

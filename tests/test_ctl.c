@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +241,35 @@ test_ctl_submit_json(void **state)
     doc_is(&d, "null", "archive", NULL);
     doc_is(&d, "null", "stdout", NULL);
     doc_is(&d, "null", "stderr", NULL);
+    doc_fini(&d);
+    lt_pass(w);
+}
+
+/* submit --ack (proto.md 7.8): the id is printed once the backend acknowledged the job
+ * (its journal record synced under --fsync always: it survives kill -9); a refused job is
+ * reported, exit 1; --ack --wait prints the result as --wait does. */
+static void
+test_ctl_submit_ack(void **state)
+{
+    struct lt_world *w = *state;
+    char jdir[LT_STR + 16];
+
+    snprintf(jdir, sizeof(jdir), "%s/journal", lt_dir(w));
+    lt_start(w, NULL, NULL, "--journal", jdir, "--fsync", "always", "--orphan-timeout", "0",
+             NULL);
+    expect_rc(w, ctl(w, "submit", "--ack", "--job-id", "k1", NULL), 0);
+    out_has(w, "k1\n");
+    expect_rc(w, ctl(w, "submit", "--ack", "--job-id", "k1", NULL), 1);
+    err_has(w, "job k1 refused: crash: Duplicate job id");
+    lt_kill_backend(w, SIGKILL);
+    lt_restart(w);
+    struct lt_agent *ag = lt_agent_new(w, "A", 1, true, "docker/default", NULL);
+    lt_expect_aev(w, ag, ING_AGENT_EV_JOB, "k1");
+    expect_rc(w, ctl(w, "--json", "submit", "--ack", "--wait", "--job-id", "k2", NULL), 0);
+    struct doc d;
+    doc_parse(&d, w->proc->out, w->proc->out_len);
+    doc_is(&d, "\"k2\"", "job_id", NULL);
+    doc_is(&d, "\"success\"", "kind", NULL);
     doc_fini(&d);
     lt_pass(w);
 }
@@ -654,6 +684,7 @@ main(void)
         CASE(test_ctl_envs),
         CASE(test_ctl_submit_wait),
         CASE(test_ctl_submit_json),
+        CASE(test_ctl_submit_ack),
         CASE(test_ctl_submit_options),
         CASE(test_ctl_submit_no_wait),
         CASE(test_ctl_unreachable),

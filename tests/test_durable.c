@@ -287,6 +287,82 @@ test_durable_restore_over_limit(void **state)
     lt_pass(w);
 }
 
+/* cev_index returns the position of cl's first event of type about job id, or -1. */
+static long
+cev_index(struct lt_client *cl, enum ing_client_event_type type, const char *id)
+{
+    for (size_t i = 0; i < cl->nev; i++)
+        if (cl->ev[i].type == type && strcmp(cl->ev[i].job_id, id) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* Acknowledged submissions (proto.md 7.8) under --fsync always: a client with opts.acks
+ * hears BackendJobAccepted for a job it owns, never for a refused one (Duplicate job id); a
+ * client without it hears none; an acknowledged job survives kill -9. */
+static void
+test_durable_acks_survive_kill9(void **state)
+{
+    struct lt_world *w = *state;
+    lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--fsync", "always", "--orphan-timeout",
+             "0", NULL);
+    struct ing_client_opts o = {.size = sizeof(o), .name = "acker", .acks = true};
+    struct lt_client *ca = lt_client_new(w, &o);
+    struct lt_client *cp = lt_client_new(w, NULL);
+    lt_expect_cev(w, ca, ING_CLIENT_EV_CONNECTED, NULL);
+    lt_expect_cev(w, cp, ING_CLIENT_EV_CONNECTED, NULL);
+    submit(w, cp, "b1", 0);
+    lt_barrier(w, cp);
+    submit(w, ca, "a1", 0);
+    submit(w, ca, "b1", 0); /* b1 is cp's: refused */
+    struct lt_cev *e = lt_expect_cev(w, ca, ING_CLIENT_EV_ACCEPTED, "a1");
+    assert_true(e->pending);
+    e = lt_expect_cev(w, ca, ING_CLIENT_EV_DONE, "b1");
+    assert_true(ing_view_eq(e->res.r.result_kind, "crash"));
+    assert_true(ing_view_eq(e->res.r.result_text, "Duplicate job id"));
+    lt_barrier(w, ca);
+    lt_barrier(w, cp);
+    assert_int_equal(cev_index(ca, ING_CLIENT_EV_ACCEPTED, "b1"), -1);
+    assert_null(lt_find_cev(cp, ING_CLIENT_EV_ACCEPTED, NULL));
+    lt_kill_backend(w, SIGKILL);
+    lt_restart(w);
+    if (!lt_log_contains(w, "2 waiting jobs restored"))
+        fail_msg("the log does not say that 2 jobs were restored");
+    struct lt_agent *ag = lt_agent_new(w, "A", 2, 1, "docker/default", NULL);
+    lt_expect_aev(w, ag, ING_AGENT_EV_JOB, "a1");
+    lt_expect_aev(w, ag, ING_AGENT_EV_JOB, "b1");
+    lt_pass(w);
+}
+
+/* Without a journal too: the acknowledgement comes before the job's other messages; the
+ * library reports the job accepted once, then started and done as before. */
+static void
+test_durable_acks_order_no_journal(void **state)
+{
+    struct lt_world *w = *state;
+    lt_start(w, NULL, NULL, NULL);
+    struct lt_agent *ag = lt_agent_new(w, "A", 1, 1, "docker/default", NULL);
+    (void)ag;
+    struct ing_client_opts o = {.size = sizeof(o), .name = "acker", .acks = true};
+    struct lt_client *ca = lt_client_new(w, &o);
+    lt_expect_cev(w, ca, ING_CLIENT_EV_CONNECTED, NULL);
+    submit(w, ca, "c1", 0);
+    submit(w, ca, "c2", 0);
+    lt_expect_cev(w, ca, ING_CLIENT_EV_DONE, "c2");
+    lt_expect_cev(w, ca, ING_CLIENT_EV_DONE, "c1");
+    const char *ids[] = {"c1", "c2"};
+    for (int i = 0; i < 2; i++) {
+        long acc = cev_index(ca, ING_CLIENT_EV_ACCEPTED, ids[i]);
+        assert_true(acc >= 0);
+        assert_true(acc < cev_index(ca, ING_CLIENT_EV_STARTED, ids[i]));
+        assert_true(acc < cev_index(ca, ING_CLIENT_EV_DONE, ids[i]));
+        assert_true(ca->ev[acc].pending);
+        ca->ev[acc].used = true;
+        assert_null(lt_find_cev(ca, ING_CLIENT_EV_ACCEPTED, ids[i])); /* once */
+    }
+    lt_pass(w);
+}
+
 int
 main(void)
 {
@@ -297,6 +373,8 @@ main(void)
         CASE(test_durable_disk_full),
         CASE(test_durable_job_too_large),
         CASE(test_durable_restore_over_limit),
+        CASE(test_durable_acks_survive_kill9),
+        CASE(test_durable_acks_order_no_journal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1142,7 +1142,7 @@ TP_TEST(test_queue_running_truncated_to_max_frame)
 /* ======================================================================================== */
 /* Opening and framing (proto.md §2, §3) */
 
-/* The Welcome carries version 1, the role, no flags, max_frame, the ping period, a zero
+/* The Welcome carries version 1, the role, flags (ACK to clients only), max_frame, the ping period, a zero
  * nonce and the server's name; the port file names both bound endpoints. */
 TP_TEST(test_welcome_and_port_file)
 {
@@ -1160,7 +1160,8 @@ TP_TEST(test_welcome_and_port_file)
     assert_int_equal(cl->welcome.version, 1);
     assert_int_equal(cl->welcome.role, ING_ROLE_CLIENT);
     assert_int_equal(ag->welcome.role, ING_ROLE_AGENT);
-    assert_int_equal(cl->welcome.flags, 0);
+    assert_int_equal(cl->welcome.flags, ING_WELCOME_ACK);
+    assert_int_equal(ag->welcome.flags, 0);
     assert_int_equal(cl->welcome.max_frame, 8192);
     assert_int_equal(ag->welcome.max_frame, 8192);
     assert_int_equal(cl->welcome.heartbeat_ms, 250);
@@ -1168,6 +1169,43 @@ TP_TEST(test_welcome_and_port_file)
     assert_memory_equal(cl->welcome.nonce, zero, ING_NONCE_LEN);
     if (strncmp(cl->welcome.server, "inginious-backend", 17) != 0)
         tp_fail("Welcome server \"%s\"", cl->welcome.server);
+}
+
+/* ClientHelloAck (proto.md 7.8) on the wire: registered as by ClientHello (environments),
+ * then BackendJobAccepted before the job's other messages, none for a refused job; a
+ * ClientHello client on the same backend gets none; a later ClientHello turns them off. */
+TP_TEST(test_hello_ack)
+{
+    struct ing_msg m = {.type = ING_CLIENT_HELLO_ACK};
+    tp_start(c, NULL);
+    struct tp_peer *ag = tp_agent(c, "A", 1, "docker/default", NULL);
+    struct tp_peer *plain = tp_client(c, "plain", NULL);
+    struct tp_peer *cl = tp_connect(c, ING_ROLE_CLIENT);
+    m.u.client_hello.name = (struct ing_view){"acker", 5};
+    tp_send(cl, &m);
+    tp_expect(cl, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    tp_submit(cl, "h1", 0);
+    const struct ing_msg *r = tp_expect(cl, ING_BACKEND_JOB_ACCEPTED);
+    assert_true(ing_view_eq(r->u.ref.job_id, "h1"));
+    tp_expect(ag, ING_BACKEND_NEW_JOB);
+    tp_submit(cl, "h1", 0); /* a duplicate: refused, not acknowledged */
+    tp_expect_done(cl, "h1", "crash", "Duplicate job id", NULL);
+    tp_started(ag, "h1");
+    tp_expect(cl, ING_BACKEND_JOB_STARTED);
+    tp_done(ag, "h1", "success", "");
+    tp_expect_done(cl, "h1", "success", NULL, NULL);
+    tp_submit(plain, "p1", 0);
+    tp_expect(ag, ING_BACKEND_NEW_JOB);
+    tp_started(ag, "p1");
+    tp_expect(plain, ING_BACKEND_JOB_STARTED); /* not BackendJobAccepted first */
+    tp_done(ag, "p1", "success", "");
+    tp_expect_done(plain, "p1", "success", NULL, NULL);
+    tp_client_hello(cl, "acker"); /* the last hello decides: no more acknowledgements */
+    tp_expect(cl, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    tp_submit(cl, "h2", 0);
+    tp_expect(ag, ING_BACKEND_NEW_JOB);
+    tp_started(ag, "h2");
+    tp_expect(cl, ING_BACKEND_JOB_STARTED);
 }
 
 /* A connection that does not finish its opening (preamble, then hello) within
@@ -1924,6 +1962,7 @@ main(void)
         TP_CASE(test_queue_truncated_to_max_frame),
         TP_CASE(test_queue_running_truncated_to_max_frame),
         TP_CASE(test_welcome_and_port_file),
+        TP_CASE(test_hello_ack),
         TP_CASE(test_output_resumes_on_epollout),
         TP_CASE(test_emfile_pause_resume),
         TP_CASE(test_close_on_backlog_and_pending_lists),

@@ -220,6 +220,12 @@ static const struct vline v_backend_job_info[] = {
     {K_END, NULL, NULL},
 };
 
+static const struct vline v_client_hello_ack[] = {
+    {K_HDR, "00 00 00 0a 16 00", NULL},
+    {K_STR, "00 00 00 06 77 65 62 61 70 70", "name: \"webapp\""},
+    {K_END, NULL, NULL},
+};
+
 static const struct vline v_backend_stats[] = {
     {K_HDR, "00 00 00 39 25 00", NULL},
     {K_MP,
@@ -243,6 +249,12 @@ static const struct vline v_update_envs[] = {
 
 static const struct vline v_backend_job_started[] = {
     {K_HDR, "00 00 00 09 21 00", NULL},
+    {K_STR, "00 00 00 05 6a 6f 62 2d 31", "job_id: \"job-1\""},
+    {K_END, NULL, NULL},
+};
+
+static const struct vline v_backend_job_accepted[] = {
+    {K_HDR, "00 00 00 09 27 00", NULL},
     {K_STR, "00 00 00 05 6a 6f 62 2d 31", "job_id: \"job-1\""},
     {K_END, NULL, NULL},
 };
@@ -510,6 +522,16 @@ static const struct ing_msg m_client_hello = {
     .u.client_hello = {V("webapp")},
 };
 
+static const struct ing_msg m_client_hello_ack = {
+    .type = ING_CLIENT_HELLO_ACK,
+    .u.client_hello = {V("webapp")},
+};
+
+static const struct ing_msg m_backend_job_accepted = {
+    .type = ING_BACKEND_JOB_ACCEPTED,
+    .u.ref = {V("job-1")},
+};
+
 static const struct ing_msg m_client_hello_empty = {
     .type = ING_CLIENT_HELLO,
     .u.client_hello = {V("")},
@@ -729,6 +751,8 @@ static const struct vector vectors[] = {
     {"ClientGetQueue (13)", "empty body", v_client_get_queue, &m_client_get_queue},
     {"ClientGetStats (14)", "empty body", v_client_get_stats, &m_client_get_stats},
     {"ClientGetJobInfo (15)", "job_id \"job-1\"", v_client_get_job_info, &m_client_get_job_info},
+    {"ClientHelloAck (16)", "name \"webapp\", acknowledgements asked (§7.8)", v_client_hello_ack,
+     &m_client_hello_ack},
     {"BackendUpdateEnvironments (20)", "docker: default, python3; mcq: none", v_update_envs,
      &m_update_envs},
     {"BackendJobStarted (21)", "job_id \"job-1\"", v_backend_job_started,
@@ -746,6 +770,8 @@ static const struct vector vectors[] = {
      &m_backend_stats},
     {"BackendJobInfo (26)", "job-1 waits, 2 jobs before it, 2 slots of 2 s: ETA 4 s (§5.9)",
      v_backend_job_info, &m_backend_job_info},
+    {"BackendJobAccepted (27)", "job_id \"job-1\" (§7.8)", v_backend_job_accepted,
+     &m_backend_job_accepted},
     {"BackendNewJob (30)", "the job spec of ClientNewJob (11) with debug on", v_backend_new_job,
      &m_backend_new_job},
     {"BackendNewJob (30), nil task", "empty course_id and environment, nil task_id",
@@ -1034,6 +1060,7 @@ assert_msg_equal(const struct ing_msg *a, const struct ing_msg *b)
         assert_memory_equal(a->u.auth_ok.mac, b->u.auth_ok.mac, ING_MAC_LEN);
         break;
     case ING_CLIENT_HELLO:
+    case ING_CLIENT_HELLO_ACK:
         assert_view_equal(a->u.client_hello.name, b->u.client_hello.name);
         break;
     case ING_CLIENT_NEW_JOB:
@@ -1047,6 +1074,7 @@ assert_msg_equal(const struct ing_msg *a, const struct ing_msg *b)
     case ING_CLIENT_KILL_JOB:
     case ING_CLIENT_GET_JOB_INFO:
     case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         assert_view_equal(a->u.ref.job_id, b->u.ref.job_id);
         break;
@@ -1144,6 +1172,7 @@ msg_fields(struct ing_msg *m, struct fref *f)
         f[n++] = (struct fref){&m->u.welcome.server, K_STR};
         break;
     case ING_CLIENT_HELLO:
+    case ING_CLIENT_HELLO_ACK:
         f[n++] = (struct fref){&m->u.client_hello.name, K_STR};
         break;
     case ING_CLIENT_NEW_JOB:
@@ -1156,6 +1185,7 @@ msg_fields(struct ing_msg *m, struct fref *f)
     case ING_CLIENT_KILL_JOB:
     case ING_CLIENT_GET_JOB_INFO:
     case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         f[n++] = (struct fref){&m->u.ref.job_id, K_STR};
         break;
@@ -1209,10 +1239,10 @@ msg_fields(struct ing_msg *m, struct fref *f)
 static const uint8_t all_types[] = {
     ING_ERROR, ING_WELCOME, ING_AUTH, ING_AUTH_OK, ING_PING, ING_PONG, ING_UNKNOWN,
     ING_CLIENT_HELLO, ING_CLIENT_NEW_JOB, ING_CLIENT_KILL_JOB, ING_CLIENT_GET_QUEUE,
-    ING_CLIENT_GET_STATS, ING_CLIENT_GET_JOB_INFO,
+    ING_CLIENT_GET_STATS, ING_CLIENT_GET_JOB_INFO, ING_CLIENT_HELLO_ACK,
     ING_BACKEND_UPDATE_ENVIRONMENTS, ING_BACKEND_JOB_STARTED, ING_BACKEND_JOB_DONE,
     ING_BACKEND_JOB_SSH_DEBUG, ING_BACKEND_GET_QUEUE, ING_BACKEND_STATS, ING_BACKEND_JOB_INFO,
-    ING_BACKEND_NEW_JOB, ING_BACKEND_KILL_JOB,
+    ING_BACKEND_JOB_ACCEPTED, ING_BACKEND_NEW_JOB, ING_BACKEND_KILL_JOB,
     ING_AGENT_HELLO, ING_AGENT_JOB_STARTED, ING_AGENT_JOB_DONE, ING_AGENT_JOB_SSH_DEBUG,
 };
 /* clang-format on */
@@ -1514,6 +1544,7 @@ msg_job_id(const struct ing_msg *m)
         return m->u.new_job.job.job_id;
     case ING_CLIENT_KILL_JOB:
     case ING_BACKEND_JOB_STARTED:
+    case ING_BACKEND_JOB_ACCEPTED:
     case ING_AGENT_JOB_STARTED:
         return m->u.ref.job_id;
     case ING_BACKEND_JOB_DONE:
@@ -2663,6 +2694,7 @@ test_proto_type_names(void **state)
         "ClientGetQueue",
         "ClientGetStats",
         "ClientGetJobInfo",
+        "ClientHelloAck",
         "BackendUpdateEnvironments",
         "BackendJobStarted",
         "BackendJobDone",
@@ -2670,6 +2702,7 @@ test_proto_type_names(void **state)
         "BackendGetQueue",
         "BackendStats",
         "BackendJobInfo",
+        "BackendJobAccepted",
         "BackendNewJob",
         "BackendKillJob",
         "AgentHello",

@@ -87,6 +87,11 @@ struct ing_client_opts {
     int connect_timeout_ms; /* the blocking ing_client_connect, and each reconnect (5000) */
     const uint8_t *secret;  /* the client endpoint's secret (proto.md §6), copied; NULL: none */
     size_t secret_len;
+    /* Read only when size covers it (size 0: false). acks: ask for BackendJobAccepted (proto.md
+     * §7.8): ING_CLIENT_EV_ACCEPTED once the backend has written each job's record. The
+     * hello then waits for the Welcome (is_connected is false until it came); a backend
+     * that does not offer acknowledgements gets a plain ClientHello (no ACCEPTED events). */
+    bool acks;
 };
 
 /* A job to submit (ClientNewJob, proto.md §5.3). Strings are NUL-terminated UTF-8; the three
@@ -120,12 +125,14 @@ enum ing_client_event_type {
     ING_CLIENT_EV_ERROR,        /* the backend sent Error: code, text */
     ING_CLIENT_EV_STATS,        /* BackendStats: stats */
     ING_CLIENT_EV_JOB_INFO,     /* BackendJobInfo: job_id, job_info */
+    ING_CLIENT_EV_ACCEPTED,     /* BackendJobAccepted (opts.acks): job_id, pending; the job
+                                   is durable as the backend's --fsync mode promises */
 };
 
 struct ing_client_event {
     enum ing_client_event_type type;
-    struct ing_view job_id;              /* STARTED, SSH_DEBUG, DONE */
-    bool pending;                        /* STARTED, SSH_DEBUG, DONE: a job this client
+    struct ing_view job_id;              /* ACCEPTED, STARTED, SSH_DEBUG, DONE */
+    bool pending;                        /* ACCEPTED, STARTED, SSH_DEBUG, DONE: a job this client
                                             tracks (false: a late or foreign report) */
     const struct ing_job_result *result; /* DONE */
     bool lost;                           /* DONE: synthesised locally because the connection
@@ -216,6 +223,9 @@ size_t ing_client_pending(const struct ing_client *c);
 bool ing_client_is_pending(const struct ing_client *c, const char *job_id);
 /* ing_client_server returns the server name of the last Welcome ("" before the first). */
 const char *ing_client_server(const struct ing_client *c);
+/* ing_client_acks: the connection is open and its hello asked for acknowledgements (opts.acks
+ * and a backend that offers them): each accepted job gets ING_CLIENT_EV_ACCEPTED. */
+bool ing_client_acks(const struct ing_client *c);
 /* ing_client_last_error returns the text of the last Error the backend sent (or of the
  * protocol problem that closed the connection), or "". */
 const char *ing_client_last_error(const struct ing_client *c);

@@ -41,6 +41,7 @@ extern "C" {
 
 /* Welcome flags. */
 #define ING_WELCOME_AUTH 0x0001 /* the server requires the challenge-response (proto.md §6) */
+#define ING_WELCOME_ACK 0x0002  /* clients: the server knows ClientHelloAck (proto.md §7.8) */
 #define ING_NONCE_LEN 32
 #define ING_MAC_LEN 32
 
@@ -60,6 +61,7 @@ enum ing_msg_type {
     ING_CLIENT_GET_QUEUE = 0x13,
     ING_CLIENT_GET_STATS = 0x14,
     ING_CLIENT_GET_JOB_INFO = 0x15,
+    ING_CLIENT_HELLO_ACK = 0x16, /* ClientHello asking for BackendJobAccepted (§7.8) */
 
     ING_BACKEND_UPDATE_ENVIRONMENTS = 0x20,
     ING_BACKEND_JOB_STARTED = 0x21,
@@ -68,6 +70,7 @@ enum ing_msg_type {
     ING_BACKEND_GET_QUEUE = 0x24,
     ING_BACKEND_STATS = 0x25,
     ING_BACKEND_JOB_INFO = 0x26,
+    ING_BACKEND_JOB_ACCEPTED = 0x27, /* the job's record is written (§7.8) */
 
     ING_BACKEND_NEW_JOB = 0x30,
     ING_BACKEND_KILL_JOB = 0x31,
@@ -249,11 +252,11 @@ struct ing_msg {
         struct ing_welcome welcome;           /* ING_WELCOME */
         struct ing_auth auth;                 /* ING_AUTH */
         struct ing_auth_ok auth_ok;           /* ING_AUTH_OK */
-        struct ing_client_hello client_hello; /* ING_CLIENT_HELLO */
+        struct ing_client_hello client_hello; /* ING_CLIENT_HELLO, ING_CLIENT_HELLO_ACK */
         struct ing_client_new_job new_job;    /* ING_CLIENT_NEW_JOB */
         struct ing_job_spec job;              /* ING_BACKEND_NEW_JOB */
         struct ing_job_ref ref;     /* ING_CLIENT_KILL_JOB, ING_*_JOB_STARTED,
-                                     * ING_CLIENT_GET_JOB_INFO */
+                                     * ING_CLIENT_GET_JOB_INFO, ING_BACKEND_JOB_ACCEPTED */
         struct ing_kill_job kill;   /* ING_BACKEND_KILL_JOB */
         struct ing_job_result result;         /* ING_*_JOB_DONE */
         struct ing_ssh_debug ssh;             /* ING_*_JOB_SSH_DEBUG */
@@ -295,7 +298,7 @@ ssize_t ing_msg_decode(const uint8_t *p, size_t n, uint32_t max_body, struct ing
 /* ing_frame_job_id finds the job id a frame is about without decoding the rest, so a
  * receiver can look ahead over the frames it holds (the backend starts loading the id
  * table's lines for the next frames while it handles the current one). The id is the first
- * field of types 0x12, 0x21, 0x22, 0x23, 0x31, 0x41, 0x42, 0x43, and follows `priority` and
+ * field of types 0x12, 0x21, 0x22, 0x23, 0x27, 0x31, 0x41, 0x42, 0x43, and follows `priority` and
  * `launcher` in 0x11. Returns the frame's total size if p[0..n) holds the whole frame (and
  * then *type; *id is the id, or {NULL, 0} for another type or an id field that does not fit
  * in the body), 0 if the frame is not complete. The frame is not validated otherwise: a

@@ -39,6 +39,7 @@ struct ctl {
     int timeout_ms;      /* connecting and each answer */
     bool timeout_set;    /* --timeout given: also limits job results */
     bool json;
+    bool acks;       /* submit --ack: ask the backend to acknowledge the job */
     uint8_t *secret; /* --secret-file */
     size_t secret_len;
     struct ing_client *c;
@@ -205,7 +206,9 @@ ctl_connect(struct ctl *ctl)
                                 .name = "inginious-ctl",
                                 .connect_timeout_ms = ctl->timeout_ms,
                                 .secret = ctl->secret,
-                                .secret_len = ctl->secret_len};
+                                .secret_len = ctl->secret_len,
+                                .size = sizeof(o),
+                                .acks = ctl->acks};
     int rc;
 
     if (o.connect_timeout_ms == 0)
@@ -362,6 +365,7 @@ enum {
     OPT_JOB_ID,
     OPT_WAIT,
     OPT_COUNT,
+    OPT_ACK,
 };
 
 static void
@@ -376,14 +380,18 @@ job_usage(FILE *f, bool watch)
                    "With --count N > 1 and --job-id ID, the ids are ID-1 .. ID-N.\n"
                    "Exit status 0 when every job ends with kind success.\n\n");
     else
-        fprintf(f, "usage: inginious-ctl [GLOBAL] submit [JOB OPTIONS] [--wait] [--json]\n\n"
+        fprintf(f, "usage: inginious-ctl [GLOBAL] submit [JOB OPTIONS] [--ack] [--wait] [--json]\n\n"
                    "Submits one job. With --wait, prints its result (kind, grade, text, state,\n"
                    "problems, tests, custom, stdout, stderr, archive size; with --json one JSON\n"
                    "object, the archive in base64) and exits 0 only if the kind is success.\n"
                    "Without --wait (fire and forget), prints the job id once it is sent and\n"
                    "exits 0 at once; a detached background process keeps the connection open\n"
                    "until the job ends, silently (the backend drops the jobs of a client that\n"
-                   "disconnects).\n\n");
+                   "disconnects).\n"
+                   "With --ack, the job id is printed only once the backend acknowledged the\n"
+                   "job (with --journal: its record is written, and synced under --fsync\n"
+                   "always); a job the backend refuses is reported and exits 1; a backend that\n"
+                   "does not acknowledge jobs is an error.\n\n");
     fprintf(f, "Job options:\n"
                "  --env-type TYPE     environment type (default docker)\n"
                "  --env NAME          environment name (default default)\n"
@@ -492,6 +500,7 @@ parse_job(struct ctl *ctl, int argc, char **argv, bool watch, struct job_args *j
         {"launcher", required_argument, NULL, OPT_LAUNCHER},
         {"job-id", required_argument, NULL, OPT_JOB_ID},
         {"wait", no_argument, NULL, OPT_WAIT},
+        {"ack", no_argument, NULL, OPT_ACK},
         {"count", required_argument, NULL, OPT_COUNT},
         {"json", no_argument, NULL, OPT_JSON},
         {"help", no_argument, NULL, OPT_HELP},
@@ -562,6 +571,11 @@ parse_job(struct ctl *ctl, int argc, char **argv, bool watch, struct job_args *j
             if (watch)
                 goto bad;
             ja->wait = true;
+            break;
+        case OPT_ACK:
+            if (watch)
+                goto bad;
+            ctl->acks = true;
             break;
         case OPT_COUNT:
             if (!watch)
@@ -704,11 +718,70 @@ submit_one(struct ctl *ctl, const struct ing_client_job *job)
     return rc == -EINVAL ? EXIT_USAGE : rc != 0 ? EXIT_FAIL : 0;
 }
 
+/* What submit --ack waits for: the job's acknowledgement, or its result first (a refusal,
+ * or a job that ended before the acknowledgement was read). */
+struct ack_wait {
+    const char *job_id;
+    bool accepted;
+    bool done;
+    int copy_rc;
+    struct ing_client_result res;
+};
+
+static void
+ack_event(struct ing_client *c, const struct ing_client_event *ev, void *arg)
+{
+    struct ack_wait *aw = arg;
+
+    (void)c;
+    if (!ing_view_eq(ev->job_id, aw->job_id))
+        return;
+    if (ev->type == ING_CLIENT_EV_ACCEPTED) {
+        aw->accepted = true;
+    } else if (ev->type == ING_CLIENT_EV_DONE && !aw->done) {
+        aw->done = true;
+        aw->copy_rc = ing_client_result_copy(&aw->res, ev->result, ev->lost);
+    }
+}
+
+/* wait_ack waits (at most --timeout) until the job is acknowledged or has ended. Returns 0
+ * or an exit status (the error printed). */
+static int
+wait_ack(struct ctl *ctl, struct ack_wait *aw)
+{
+    struct timespec t0;
+    int limit = answer_timeout(ctl);
+
+    if (!ing_client_acks(ctl->c)) {
+        errmsg("the backend at %s does not acknowledge jobs (--ack)", ctl->backend);
+        return EXIT_FAIL;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!aw->accepted && !aw->done) {
+        int left = -1;
+        if (limit >= 0) {
+            double ms = (double)limit - elapsed_s(&t0) * 1000.0;
+            if (ms <= 0)
+                return fail_wait(ctl, "the job's acknowledgement", -ETIMEDOUT);
+            left = (int)ms + 1;
+        }
+        int rc = ing_client_wait(ctl->c, left, ack_event, aw);
+        if (rc < 0)
+            return fail_wait(ctl, "the job's acknowledgement", rc);
+    }
+    if (aw->done && aw->copy_rc != 0) {
+        errmsg("cannot keep the job's result: %s", ing_strerror(aw->copy_rc));
+        return EXIT_FAIL;
+    }
+    return 0;
+}
+
 static int
 cmd_submit(struct ctl *ctl, int argc, char **argv)
 {
     struct job_args ja;
     struct ing_client_result res;
+    struct ack_wait aw = {0};
     int rc = parse_job(ctl, argc, argv, false, &ja);
 
     if (rc != 0) {
@@ -723,10 +796,32 @@ cmd_submit(struct ctl *ctl, int argc, char **argv)
         }
         ja.job.job_id = ja.id;
     }
+    aw.job_id = ja.job.job_id;
     rc = ctl_connect(ctl);
+    if (rc == 0 && ctl->acks && !ing_client_acks(ctl->c))
+        rc = wait_ack(ctl, &aw); /* the error */
     if (rc == 0)
         rc = submit_one(ctl, &ja.job);
+    if (rc == 0 && ctl->acks)
+        rc = wait_ack(ctl, &aw);
+    if (rc == 0 && aw.done && !aw.accepted && !ja.wait) {
+        errmsg("job %s refused: %.*s: %.*s", ja.job.job_id, PLEN(aw.res.r.result_kind.len),
+               aw.res.r.result_kind.p, PLEN(aw.res.r.result_text.len), aw.res.r.result_text.p);
+        rc = EXIT_FAIL;
+    }
     if (rc != 0) {
+        ing_client_result_free(&aw.res);
+        job_args_fini(&ja);
+        return rc;
+    }
+    if (aw.done) { /* refused (--wait prints it), or ended before its acknowledgement was read */
+        if (!ja.wait && !ctl->json)
+            printf("%s\n", ja.job.job_id);
+        else if (!ja.wait)
+            print_id_json(ja.job.job_id, NULL);
+        rc = ja.wait ? print_result(ctl, &aw.res.r, aw.res.lost)
+                     : aw.res.lost ? EXIT_FAIL : 0;
+        ing_client_result_free(&aw.res);
         job_args_fini(&ja);
         return rc;
     }
