@@ -21,6 +21,8 @@
  * sched_job_info_1M[_fairK]: be_job_info (ClientGetJobInfo's position and ETA) of random
  *   waiting jobs among 1,000,000 in one environment (priorities 0/1 at random), without fair
  *   share or with K launcher keys.
+ * mem_bytes_per_queued_job_1M[_fairK]: the growth of the resident set per job while those
+ *   1,000,000 jobs are queued (body of 253 bytes included), printed before the case.
  * sched_get_queue_N_eE_lL: be_client_get_queue with N jobs waiting in E environments, the
  *   BackendGetQueue encoded as the server does, listing at most L waiting jobs (the default
  *   --queue-list-max 10000, or "all": --queue-list-max 0).
@@ -28,7 +30,9 @@
  * Jobs are those of bench/loadgen.c (128-byte inputdata, a 253-byte ClientNewJob body).
  * Fixed seeds; each case warms up, then CLOCK_MONOTONIC is read around the timed loop only.
  * The whole program runs in about 20 s (mostly filling the 1M queues) and needs about 1 GB.
- * Optional argument: a case-name prefix to run only those cases (e.g. "sched_cycle"). */
+ * Optional argument: a case-name prefix to run only those cases (e.g. "sched_cycle").
+ * ING_BENCH_CPU=1 times on the process's CPU clock instead of the monotonic one (a shared,
+ * loaded machine: the time other processes ran does not count). */
 #include "backend.h"
 #include "common.h"
 #include "log.h"
@@ -80,6 +84,21 @@ static const char *only; /* run only cases starting with this */
 static uint32_t fair_keys; /* > 0: setup turns fair share on; job_next draws a launcher */
 static char (*fair_names)[8];
 static volatile uint64_t sink;
+
+static bool cpu_clock; /* ING_BENCH_CPU=1: time on the process's CPU clock */
+
+/* now_ns reads CLOCK_MONOTONIC, or with ING_BENCH_CPU=1 the process's CPU time: on a loaded
+ * machine the time the benchmark was not running then does not count (caches shared with
+ * the other processes still do). */
+static uint64_t
+now_ns(void)
+{
+    if (!cpu_clock)
+        return bc_now_ns();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static bool
 wanted(const char *name)
@@ -395,10 +414,10 @@ case_heap(void)
         !wanted("sched_drain_1M_wait"))
         return;
     setup(&b, 1, 0);
-    uint64_t t0 = bc_now_ns();
+    uint64_t t0 = now_ns();
     for (uint32_t i = 0; i < MILLION; i++)
         submit(&b, (int64_t)(bc_rand(&b.seed) & 1), 0);
-    uint64_t t1 = bc_now_ns();
+    uint64_t t1 = now_ns();
     if (b.be.n_waiting != MILLION)
         die("not all jobs wait");
     line("sched_submit_1M_wait", MILLION, t1 - t0);
@@ -416,12 +435,12 @@ case_heap(void)
     }
     uint8_t id[BC_TOKLEN];
     struct ing_view v = {(const char *)id, BC_TOKLEN};
-    t0 = bc_now_ns();
+    t0 = now_ns();
     for (uint32_t i = 0; i < MILLION; i++) {
         bc_put_token(id, 0, ids[i]);
         be_client_kill(&b.be, b.client, v);
     }
-    t1 = bc_now_ns();
+    t1 = now_ns();
     if (b.be.n_waiting != 0)
         die("kills missed");
     line("sched_kill_1M_wait_random", MILLION, t1 - t0);
@@ -431,13 +450,13 @@ case_heap(void)
         submit(&b, (int64_t)(bc_rand(&b.seed) & 1), 0);
     struct bagent ag;
     announce(&b, &ag, SLOTS, 0, 1, 1);
-    t0 = bc_now_ns();
+    t0 = now_ns();
     uint64_t n = 0;
     while (b.rlen > 0) {
         complete(&b);
         n++;
     }
-    t1 = bc_now_ns();
+    t1 = now_ns();
     if (n != MILLION || b.be.n_waiting != 0)
         die("drain missed jobs");
     line("sched_drain_1M_wait", n, t1 - t0);
@@ -450,12 +469,12 @@ timed_ahead(struct bench *b, uint64_t *iters)
 {
     for (int i = 0; i < WARM_CYCLES / AHEAD; i++)
         cycles_ahead(b);
-    uint64_t n = 0, t0 = bc_now_ns(), t;
+    uint64_t n = 0, t0 = now_ns(), t;
     do {
         for (int i = 0; i < 1024 / AHEAD; i++)
             cycles_ahead(b);
         n += 1024;
-        t = bc_now_ns() - t0;
+        t = now_ns() - t0;
     } while (t < TIMED_NS);
     *iters = n;
     return t;
@@ -472,14 +491,14 @@ timed_cycles(struct bench *b, const char *name, const char *name_ahead, uint64_t
         submit(b, 0, -1);
         complete(b);
     }
-    uint64_t iters = 0, t0 = bc_now_ns(), t;
+    uint64_t iters = 0, t0 = now_ns(), t;
     do {
         for (int i = 0; i < 1024; i++) {
             submit(b, 0, -1);
             complete(b);
         }
         iters += 1024;
-        t = bc_now_ns() - t0;
+        t = now_ns() - t0;
     } while (t < TIMED_NS);
     if (b->be.n_waiting != waiting || b->rlen != running)
         die("a cycle case changed its numbers of waiting or running jobs");
@@ -563,12 +582,26 @@ case_queue(uint32_t nwait, uint32_t nenv, uint32_t list_max, int reps)
         submit(&b, (int64_t)(bc_rand(&b.seed) & 1), (int64_t)(i % nenv));
     b.encode = true;
     be_client_get_queue(&b.be, b.client); /* warm-up: scratch buffers grow once */
-    uint64_t t0 = bc_now_ns();
+    uint64_t t0 = now_ns();
     for (int i = 0; i < reps; i++)
         be_client_get_queue(&b.be, b.client);
-    uint64_t t1 = bc_now_ns();
+    uint64_t t1 = now_ns();
     line(name, (uint64_t)reps, t1 - t0);
     teardown(&b);
+}
+
+/* rss_bytes is the process's resident set (/proc/self/statm), 0 if unknown. */
+static uint64_t
+rss_bytes(void)
+{
+    unsigned long size = 0, res = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%lu %lu", &size, &res) != 2)
+        res = 0;
+    fclose(f);
+    return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 static void
@@ -581,21 +614,28 @@ case_info(uint32_t keys)
         return;
     fair_keys = keys;
     setup(&b, 1, 0);
+    uint64_t rss0 = rss_bytes();
     for (uint32_t i = 0; i < MILLION; i++)
         submit(&b, (int64_t)(bc_rand(&b.seed) & 1), 0);
     if (b.be.n_waiting != MILLION)
         die("the jobs did not wait");
+    /* Memory: the resident set's growth per queued job, body included (the job's header,
+     * its body, its id-table entry, its order statistics). */
+    char mname[80];
+    snprintf(mname, sizeof(mname), "mem_bytes_per_queued_job_1M%s%.0u", keys ? "_fair" : "",
+             keys);
+    printf("%s %u %.1f\n", mname, MILLION, (double)(rss_bytes() - rss0) / MILLION);
     enum { QUERIES = 200000 };
     uint8_t id[BC_TOKLEN];
     struct be_job_info in;
-    uint64_t sum = 0, t0 = bc_now_ns();
+    uint64_t sum = 0, t0 = now_ns();
     for (int i = 0; i < QUERIES; i++) {
         bc_put_token(id, 0, bc_rand(&b.seed) % MILLION);
         if (be_job_info(&b.be, (struct ing_view){(const char *)id, BC_TOKLEN}, &in) != 0)
             die("a waiting job unknown");
         sum += in.position;
     }
-    uint64_t t = bc_now_ns() - t0;
+    uint64_t t = now_ns() - t0;
     sink += sum;
     line(name, QUERIES, t);
     teardown(&b);
@@ -612,6 +652,8 @@ main(int argc, char **argv)
         return 2;
     }
     only = argc == 2 ? argv[1] : NULL;
+    const char *cpu = getenv("ING_BENCH_CPU");
+    cpu_clock = cpu != NULL && strcmp(cpu, "1") == 0;
     log_level_max = LOG_ERR;
     printf("# name iterations ns/op\n");
     case_heap();

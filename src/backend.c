@@ -28,14 +28,19 @@ enum job_status {
 #define MAX_ENV_LEN 255
 
 /* A job and its ClientNewJob body, in one pool object. Fields used only while waiting or
- * only while running share memory (96 bytes before the body on 64-bit). */
+ * only while running share memory: 96 bytes before the body on 64-bit, fair share on or
+ * off. The environment and the priority are its record's (fk: one per environment and
+ * priority, and per key with fair share), which every waiting job needs anyway for its
+ * position; with fair share its start tag is kept in the record's order statistics, at its
+ * ordinal (job_vt), and its place among its key's waiting jobs uses prev/next (no FIFO of
+ * the environment then). */
 struct job {
-    struct env *env;           /* holds a reference */
+    struct fair_key *fk;       /* its record (environment, priority[, key]); holds a reference */
     struct be_client *owner;   /* NULL once the client is gone */
     struct be_agent *agent;    /* when dispatched */
-    struct job *prev, *next;   /* env FIFO (waiting) or the agent's running list */
+    struct job *prev, *next;   /* waiting: env FIFO (fair share: its key's list, in order);
+                                * running: the agent's running list */
     struct job *oprev, *onext; /* the owner's jobs */
-    int64_t prio;
     uint64_t seq; /* arrival order */
     union {
         uint64_t arrival_ms; /* waiting: when it (re)entered the queue */
@@ -55,20 +60,33 @@ struct job {
     uint8_t status;
     uint8_t flags;
     uint8_t retries;
-    /* Fair share (proto.md 7.4; 0 and NULL when off): the job's start tag, which orders it
-     * among the jobs of its priority, its key's record, and its place in the record's list
-     * of waiting jobs. 32 bytes more per job (two cache lines in all): the tag must outlive
-     * a requeue, the record is needed at every dequeue and free, and the per-key lists keep
-     * a dispatch at O(log keys) instead of O(log jobs) (a heap over a million cold jobs). */
-    uint64_t vt;
-    struct fair_key *fk; /* also without fair share: its (environment, priority) record */
-    struct job *kprev, *knext;
-    uint64_t ord; /* its ordinal in fk->rk (its position, be_job_info); kept when it runs,
-                   * for a requeue: 8 bytes more for an exact position in O(log n) */
+    uint64_t ord; /* its ordinal in fk->rk (its position, be_job_info); kept while it runs,
+                   * for a requeue */
     uint8_t body[];
 };
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 136, "struct job grew");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct job) <= 96,
+               "struct job: 96 bytes per queued job at most, fair share on or off");
+
+static inline struct env *
+job_env(const struct job *j)
+{
+    return j->fk->scope;
+}
+
+static inline int64_t
+job_prio(const struct job *j)
+{
+    return j->fk->prio;
+}
+
+/* job_vt is waiting job j's start tag (fair share; 0 without). */
+static inline uint64_t
+job_vt(const struct job *j)
+{
+    const struct rank *r = &j->fk->rk;
+    return r->keys ? r->key[j->ord & (r->cap - 1)].vt : 0;
+}
 
 /* run_job prefetches this much of the job that will run next in the same environment. */
 #define JOB_PREFETCH_BYTES 384
@@ -492,9 +510,12 @@ env_unref(struct backend *be, struct env *e)
 static inline bool
 job_less(const struct job *a, const struct job *b)
 {
-    /* vt is 0 without fair share: (priority, arrival), INGInious' order. */
-    return a->prio < b->prio ||
-           (a->prio == b->prio && (a->vt < b->vt || (a->vt == b->vt && a->seq < b->seq)));
+    /* (priority, arrival), INGInious' order: the heap without fair share (one record per
+     * priority: the same record, the same priority). */
+    if (a->fk == b->fk)
+        return a->seq < b->seq;
+    int64_t pa = job_prio(a), pb = job_prio(b);
+    return pa < pb || (pa == pb && a->seq < b->seq);
 }
 
 static inline void
@@ -649,32 +670,43 @@ kheap_down(struct env *e, uint32_t i)
     kheap_place(e, i, k);
 }
 
-/* key_insert puts waiting job j in its key's list, at its place (a new job's tag is its
- * key's largest: at the tail; a requeued one goes back near the head), and the key in the
- * heap. Needs jheap_reserve done. */
+/* key_head notes k's first waiting job h: its ordinal, (tag, arrival), and starts loading
+ * the one after it (the key's next job after this one leaves). */
+static inline void
+key_head(struct fair_key *k, const struct job *h)
+{
+    k->qord = h->ord;
+    k->qvt = job_vt(h);
+    k->qseq = h->seq;
+    if (h->next != NULL)
+        __builtin_prefetch(h->next);
+}
+
+/* key_insert puts waiting job j (its ordinal given) in its key's list, at its place (the
+ * list is in ordinal order: a new job at the tail, a requeued one back at its ordinal), and
+ * the key in the heap. Needs jheap_reserve done. */
 static void
 key_insert(struct env *e, struct job *j)
 {
     struct fair_key *k = j->fk;
     struct job *after = k->qtail;
-    if (after != NULL && job_less(j, after)) {
+    if (after != NULL && j->ord < after->ord) {
         after = NULL;
-        for (struct job *x = k->qhead; x != NULL && job_less(x, j); x = x->knext)
+        for (struct job *x = k->qhead; x != NULL && x->ord < j->ord; x = x->next)
             after = x;
     }
-    j->kprev = after;
-    j->knext = after != NULL ? after->knext : k->qhead;
-    if (j->knext != NULL)
-        j->knext->kprev = j;
+    j->prev = after;
+    j->next = after != NULL ? after->next : k->qhead;
+    if (j->next != NULL)
+        j->next->prev = j;
     else
         k->qtail = j;
     if (after != NULL) {
-        after->knext = j;
+        after->next = j;
         return;
     }
     k->qhead = j;
-    k->qvt = j->vt;
-    k->qseq = j->seq;
+    key_head(k, j);
     if (k->hidx == 0) {
         kheap_place(e, e->kn++, k);
         kheap_up(e, e->kn - 1);
@@ -688,21 +720,20 @@ key_remove(struct env *e, struct job *j)
 {
     struct fair_key *k = j->fk;
     bool head = k->qhead == j;
-    if (j->kprev != NULL)
-        j->kprev->knext = j->knext;
+    if (j->prev != NULL)
+        j->prev->next = j->next;
     else
-        k->qhead = j->knext;
-    if (j->knext != NULL)
-        j->knext->kprev = j->kprev;
+        k->qhead = j->next;
+    if (j->next != NULL)
+        j->next->prev = j->prev;
     else
-        k->qtail = j->kprev;
-    j->kprev = j->knext = NULL;
+        k->qtail = j->prev;
+    j->prev = j->next = NULL;
     if (!head)
         return;
     uint32_t i = k->hidx - 1;
     if (k->qhead != NULL) { /* its next job is later: the key goes down */
-        k->qvt = k->qhead->vt;
-        k->qseq = k->qhead->seq;
+        key_head(k, k->qhead);
         kheap_down(e, i);
         return;
     }
@@ -751,37 +782,48 @@ fifo_remove(struct env *e, struct job *j)
 static inline void
 head_set(struct env *e, const struct job *b)
 {
-    e->hprio = b->prio;
+    e->hprio = job_prio(b);
     e->hseq = b->seq;
 }
 
-/* job_enqueue makes j waiting in its environment. Needs jheap_reserve done. */
+/* job_enqueue makes j waiting in its environment: a new job (ord UINT64_MAX) takes the next
+ * ordinal of its record (with fair share, at a start tag of its key), a requeued one its
+ * own again. Needs jheap_reserve and rank_reserve done. */
 static void
 job_enqueue(struct backend *be, struct job *j)
 {
-    struct env *e = j->env;
+    struct env *e = job_env(j);
+    struct rank *r = &j->fk->rk;
+    int64_t prio = job_prio(j);
     j->status = JOB_WAITING;
     j->agent = NULL;
     j->t.arrival_ms = be->now_ms;
     if (e->n == 0) {
-        e->p0 = j->prio;
+        e->p0 = prio;
         e->n_other = 0;
         e->heaped = false;
     }
-    if (j->prio != e->p0)
+    if (prio != e->p0)
         e->n_other++;
-    bool late = fifo_late(e, j->seq);
-    fifo_append(e, j);
-    if (j->ord == UINT64_MAX)
-        j->ord = rank_push(&j->fk->rk, j->vt, j->seq);
-    else
-        rank_revive(&j->fk->rk, j->ord, j->vt, j->seq);
     if (be->fair.mode != FAIR_NONE) {
+        if (j->ord == UINT64_MAX)
+            j->ord = rank_push(r, fair_tag(j->fk, e->vtime), j->seq);
+        else /* its tag, still at its ordinal (or, if the window lost it, the one the
+              * window holds there, which keeps the order: rank.h) */
+            rank_revive(r, j->ord, r->key[j->ord & (r->cap - 1)].vt, j->seq);
         key_insert(e, j);
         e->n++;
         if (env_best(e) == j)
             head_set(e, j);
-    } else if (e->heaped) {
+        goto counted;
+    }
+    if (j->ord == UINT64_MAX)
+        j->ord = rank_push(r, 0, j->seq);
+    else
+        rank_revive(r, j->ord, 0, j->seq);
+    bool late = fifo_late(e, j->seq);
+    fifo_append(e, j);
+    if (e->heaped) {
         e->heap[e->n++] = j;
         jheap_up(e, e->n - 1);
         if (e->heap[0] == j)
@@ -803,6 +845,7 @@ job_enqueue(struct backend *be, struct job *j)
         if (e->fifo_head == j)
             head_set(e, j);
     }
+counted:
     be->n_waiting++;
     j->fk->nwait++;
     if (j->owner != NULL)
@@ -814,21 +857,22 @@ job_enqueue(struct backend *be, struct job *j)
 static void
 job_unqueue(struct backend *be, struct job *j)
 {
-    struct env *e = j->env;
+    struct env *e = job_env(j);
     bool was_best = env_best(e) == j;
     rank_kill(&j->fk->rk, j->ord);
     if (be->fair.mode != FAIR_NONE) {
         key_remove(e, j);
         e->n--;
-    } else if (e->heaped) {
-        jheap_remove(e, j);
     } else {
-        e->n--;
+        if (e->heaped)
+            jheap_remove(e, j);
+        else
+            e->n--;
+        fifo_remove(e, j);
     }
-    fifo_remove(e, j);
     if (was_best && e->n > 0) /* the new best was just touched by the removal */
         head_set(e, env_best(e));
-    if (j->prio != e->p0)
+    if (job_prio(j) != e->p0)
         e->n_other--;
     if (e->n == 0 && e->heaped) {
         /* Back to FIFO order only once empty: switching per job could heapify the whole
@@ -872,7 +916,7 @@ job_free_h(struct backend *be, struct job *j, uint64_t idh)
         jr_ended(be, j);
     idtab_remove(&be->jtab, idh, j);
     owner_unlink(j);
-    struct env *e = j->env;
+    struct env *e = job_env(j);
     fair_put(&be->fair, j->fk, &e->keys);
     be->job_bytes -= j->body_len;
     pool_free(&be->jobs_pool, j, sizeof(*j) + j->body_len);
@@ -1099,7 +1143,7 @@ run_append(struct be_agent *a, struct job *j)
         a->run_head = j;
     a->run_tail = j;
     a->nrun++;
-    j->env->running++;
+    job_env(j)->running++;
 }
 
 static void
@@ -1116,7 +1160,7 @@ run_remove(struct backend *be, struct job *j)
         a->run_tail = j->prev;
     j->prev = j->next = NULL;
     a->nrun--;
-    j->env->running--;
+    job_env(j)->running--;
     be->n_running--;
     if (j->flags & JOB_F_KILLING) {
         j->flags &= (uint8_t)~JOB_F_KILLING;
@@ -1129,11 +1173,12 @@ run_remove(struct backend *be, struct job *j)
 static void
 run_job(struct backend *be, struct be_agent *a, struct job *j)
 {
-    struct env *e = j->env;
+    struct env *e = job_env(j);
     metrics_hist_observe(&e->etype->wait, (be->now_ms - j->t.arrival_ms) * 1000);
+    uint64_t vt = job_vt(j);
     job_unqueue(be, j);
-    if (j->vt > e->vtime) /* fair share: the environment's virtual time */
-        e->vtime = j->vt;
+    if (vt > e->vtime) /* fair share: the environment's virtual time */
+        e->vtime = vt;
     if (!e->heaped && e->kn == 0 && e->fifo_head != NULL) {
         /* In a long queue the jobs are cold. Start loading the next one to run here (its
          * first lines: the record and the spec's start; its header line is already warm,
@@ -1247,7 +1292,7 @@ failure_add(struct backend *be, const struct job *j, const char *kind, size_t kl
     struct be_failure *f = &be->fail[be->nfail++ % BE_FAILURES];
     f->time_s = be->wall_s;
     snprintf(f->job_id, sizeof(f->job_id), "%.*s", (int)j->id_len, job_id(j));
-    snprintf(f->env, sizeof(f->env), "%s/%s", j->env->type, j->env->name);
+    snprintf(f->env, sizeof(f->env), "%s/%s", job_env(j)->type, job_env(j)->name);
     snprintf(f->result, sizeof(f->result), "%.*s", (int)(kl < 15 ? kl : 15), kind);
     snprintf(f->reason, sizeof(f->reason), "%.*s", (int)(tl < 127 ? tl : 127), text);
 }
@@ -1869,7 +1914,7 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     }
     memset(j, 0, sizeof(*j));
     memcpy(j->body, body, len);
-    j->env = e;
+    j->fk = fk; /* its environment and priority */
     j->body_len = (uint32_t)len;
     j->id_len = (uint8_t)id.len;
     if (idtab_insert(&be->jtab, idh, j) != 0) {
@@ -1881,7 +1926,6 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
         env_unref(be, e);
         return "Backend out of memory";
     }
-    j->prio = prio;
     j->seq = seq != 0 ? seq : ++be->arrival_seq;
     if (be->arrival_seq < j->seq)
         be->arrival_seq = j->seq;
@@ -1899,10 +1943,7 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
         return be->jr_why;
     }
     fk->njobs++;
-    j->fk = fk;
-    j->ord = UINT64_MAX; /* a new ordinal */
-    if (be->fair.mode != FAIR_NONE)
-        j->vt = fair_tag(fk, e->vtime);
+    j->ord = UINT64_MAX; /* a new ordinal (and with fair share a start tag), queued */
     j->deadline_ms = job_deadline_ms(be, s->environment_parameters);
     if (c != NULL) {
         j->owner = c;
@@ -2030,8 +2071,8 @@ job_info(const struct job *j, char *out)
     const uint8_t *tp = cl == UINT32_MAX ? cp : cp + cl;
     uint32_t tl = get_u32be(tp);
     if (cl == UINT32_MAX || tl == UINT32_MAX || cl == 0 || tl == 0) {
-        memcpy(out, j->env->name, j->env->name_len);
-        return j->env->name_len;
+        memcpy(out, job_env(j)->name, job_env(j)->name_len);
+        return job_env(j)->name_len;
     }
     memcpy(out, cp, cl);
     out[cl] = '/';
@@ -2047,7 +2088,7 @@ job_info_max(const struct job *j)
     const uint8_t *tp = cl == UINT32_MAX ? p + 4 : p + 4 + cl;
     uint32_t tl = get_u32be(tp);
     uint32_t n = (cl == UINT32_MAX ? 0 : cl) + (tl == UINT32_MAX ? 0 : tl) + 1;
-    return n > j->env->name_len ? n : j->env->name_len;
+    return n > job_env(j)->name_len ? n : job_env(j)->name_len;
 }
 
 static struct ing_view
@@ -2115,18 +2156,29 @@ heads_down(struct job **heads, size_t n, size_t x)
     sift_down(heads, n, x, entered_before);
 }
 
-/* cand_down restores the min-heap on job_less of c[0..n) below x. */
+/* fair_less orders waiting jobs on (priority, tag, arrival) (fair share). */
+static bool
+fair_less(const struct job *a, const struct job *b)
+{
+    int64_t pa = job_prio(a), pb = job_prio(b);
+    if (pa != pb)
+        return pa < pb;
+    uint64_t va = job_vt(a), vb = job_vt(b);
+    return va < vb || (va == vb && a->seq < b->seq);
+}
+
+/* cand_down restores the min-heap on fair_less of c[0..n) below x. */
 static inline void
 cand_down(struct job **c, size_t n, size_t x)
 {
-    sift_down(c, n, x, job_less);
+    sift_down(c, n, x, fair_less);
 }
 
 static void
 cand_push(struct job **c, size_t *n, struct job *j)
 {
     size_t i = (*n)++;
-    while (i > 0 && job_less(j, c[(i - 1) / 2])) {
+    while (i > 0 && fair_less(j, c[(i - 1) / 2])) {
         c[i] = c[(i - 1) / 2];
         i = (i - 1) / 2;
     }
@@ -2158,8 +2210,8 @@ fair_select(struct backend *be, size_t want, size_t *text)
             be->q_sel[nsel++] = j;
             *text += job_info_max(j);
         }
-        if (j->knext != NULL) /* a slot was just freed */
-            cand_push(cand, &ncand, j->knext);
+        if (j->next != NULL) /* the next of its key */
+            cand_push(cand, &ncand, j->next);
     }
     free(cand);
     return (long)nsel;
@@ -2401,7 +2453,7 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
             be->stats.jobs_crashed++;
             job_free(be, j);
         } else if ((!started || j->retries < be->cfg.retry_lost_jobs) && requeued != NULL &&
-                   jheap_reserve(be, j->env, j->prio, j->seq) == 0 &&
+                   jheap_reserve(be, job_env(j), job_prio(j), j->seq) == 0 &&
                    rank_reserve(&j->fk->rk, &be->fair.pool, j->ord) == 0) {
             if (started)
                 j->retries++;
@@ -2410,9 +2462,9 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
             be->stats.jobs_requeued++;
             bool seen = false;
             for (size_t x = 0; x < nreq; x++)
-                seen |= requeued[x] == j->env;
+                seen |= requeued[x] == job_env(j);
             if (!seen)
-                requeued[nreq++] = j->env;
+                requeued[nreq++] = job_env(j);
             log_msg(LOG_INFO, "job %.*s requeued (agent %s lost)", (int)j->id_len, job_id(j),
                     a->name);
         } else {
@@ -2965,8 +3017,8 @@ be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, siz
     enum metrics_result kind = metrics_result_kind(m->result_kind.p, m->result_kind.len);
     be->mc.done[kind]++;
     uint64_t run_ms = (uint32_t)be->now_ms - j->u.started_ms;
-    metrics_hist_observe(&j->env->etype->run, run_ms * 1000);
-    env_run_time(j->env, run_ms);
+    metrics_hist_observe(&job_env(j)->etype->run, run_ms * 1000);
+    env_run_time(job_env(j), run_ms);
     if (kind != METRICS_RES_SUCCESS && kind != METRICS_RES_FAILED)
         failure_add(be, j, m->result_kind.p, m->result_kind.len, m->result_text.p,
                     m->result_text.len);
@@ -3222,6 +3274,83 @@ envs_check(const struct backend *be)
 
 static uint64_t job_position(const struct backend *be, const struct job *j);
 
+/* job_before tells whether waiting job a goes before waiting job b of the same environment:
+ * (priority, arrival), or with fair share (priority, tag, arrival). */
+static bool
+job_before(const struct backend *be, const struct job *a, const struct job *b)
+{
+    return be->fair.mode == FAIR_NONE ? job_less(a, b) : fair_less(a, b);
+}
+
+/* env_next is the waiting job of e after x in the lists be_check walks (the FIFO; with fair
+ * share the keys' lists one after the other); x NULL: the first. */
+static const struct job *
+env_next(const struct backend *be, const struct env *e, const struct job *x)
+{
+    if (be->fair.mode == FAIR_NONE)
+        return x == NULL ? e->fifo_head : x->next;
+    if (x != NULL && x->next != NULL)
+        return x->next;
+    for (const struct fair_key *k = x != NULL ? x->fk->snext : e->keys; k != NULL; k = k->snext)
+        if (k->qhead != NULL)
+            return k->qhead;
+    return NULL;
+}
+
+/* env_check_jobs checks e's waiting jobs: their records, lists, heap of keys and positions.
+ * Returns 0 or -EPROTO. */
+static int
+env_check_jobs(const struct backend *be, const struct env *e)
+{
+    bool fair = be->fair.mode != FAIR_NONE;
+    uint32_t count = 0, other = 0;
+    for (const struct job *x = env_next(be, e, NULL); x != NULL; x = env_next(be, e, x)) {
+        count++;
+        if (x->fk == NULL || x->fk->scope != e || x->fk->nwait == 0 ||
+            x->fk->rk.n != x->fk->nwait || x->ord < x->fk->rk.base || x->ord >= x->fk->rk.next ||
+            x->status != JOB_WAITING)
+            return -EPROTO;
+        other += job_prio(x) != e->p0;
+        if (!fair && x->next != NULL &&
+            ((!e->heaped && x->next->seq <= x->seq) || x->next->t.arrival_ms < x->t.arrival_ms))
+            return -EPROTO;
+        if (fair && x->next != NULL && (x->next->ord <= x->ord || !job_before(be, x, x->next)))
+            return -EPROTO;
+    }
+    if (count != e->n || other != e->n_other || (other > 0 && !e->heaped && !fair) ||
+        (e->heaped && (e->n == 0 || fair)) || (!fair && e->kn > 0))
+        return -EPROTO;
+    /* Fair share: every key in the heap has its jobs in order, all counted. */
+    uint64_t listed = 0;
+    for (uint32_t x = 0; x < e->kn; x++) {
+        const struct fair_key *k = e->kheap[x];
+        if (k->hidx != x + 1 || k->qhead == NULL || k->qvt != job_vt(k->qhead) ||
+            k->qseq != k->qhead->seq || k->qord != k->qhead->ord ||
+            (x > 0 && key_less(k, e->kheap[(x - 1) / 2])))
+            return -EPROTO;
+        uint32_t nk = 0;
+        for (const struct job *y = k->qhead; y != NULL; y = y->next, nk++)
+            if (y->fk != k || (y->next == NULL && k->qtail != y) ||
+                (y->next != NULL && y->next->prev != y))
+                return -EPROTO;
+        if (nk != k->nwait)
+            return -EPROTO;
+        listed += nk;
+    }
+    if (fair && listed != e->n)
+        return -EPROTO;
+    /* Positions (be_job_info) against the order itself, in small queues. */
+    if (e->n <= 32)
+        for (const struct job *x = env_next(be, e, NULL); x != NULL; x = env_next(be, e, x)) {
+            uint64_t before = 0;
+            for (const struct job *y = env_next(be, e, NULL); y != NULL; y = env_next(be, e, y))
+                before += job_before(be, y, x);
+            if (job_position(be, x) != before)
+                return -EPROTO;
+        }
+    return 0;
+}
+
 int
 be_check(const struct backend *be)
 {
@@ -3231,50 +3360,9 @@ be_check(const struct backend *be)
     for (size_t i = 0; i <= be->emask; i++)
         for (const struct env *e = be->etab[i]; e != NULL; e = e->hnext) {
             waiting += e->n;
-            uint32_t count = 0, other = 0;
-            for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {
-                count++;
-                if (x->fk == NULL || x->fk->scope != e || x->fk->nwait == 0 ||
-                    x->fk->rk.n != x->fk->nwait || x->ord < x->fk->rk.base ||
-                    x->ord >= x->fk->rk.next)
-                    return -EPROTO;
-                other += x->prio != e->p0;
-                if (x->next != NULL && ((!e->heaped && e->kn == 0 && x->next->seq <= x->seq) ||
-                                        x->next->t.arrival_ms < x->t.arrival_ms))
-                    return -EPROTO;
-            }
-            if (count != e->n || other != e->n_other ||
-                (other > 0 && !e->heaped && be->fair.mode == FAIR_NONE) ||
-                (e->heaped && (e->n == 0 || be->fair.mode != FAIR_NONE)))
+            if (env_check_jobs(be, e) != 0)
                 return -EPROTO;
-            /* Fair share: every key in the heap has its jobs in order, all counted. */
-            uint64_t listed = 0;
-            for (uint32_t x = 0; x < e->kn; x++) {
-                const struct fair_key *k = e->kheap[x];
-                if (k->hidx != x + 1 || k->qhead == NULL || k->qvt != k->qhead->vt ||
-                    k->qseq != k->qhead->seq || (x > 0 && key_less(k, e->kheap[(x - 1) / 2])))
-                    return -EPROTO;
-                uint32_t nk = 0;
-                for (const struct job *y = k->qhead; y != NULL; y = y->knext, nk++)
-                    if (y->fk != k || (y->knext != NULL && !job_less(y, y->knext)) ||
-                        (y->knext == NULL && k->qtail != y))
-                        return -EPROTO;
-                if (nk != k->nwait)
-                    return -EPROTO;
-                listed += nk;
-            }
-            if (be->fair.mode != FAIR_NONE && listed != e->n)
-                return -EPROTO;
-            /* Positions (be_job_info) against the order itself, in small queues. */
-            if (e->n <= 32)
-                for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {
-                    uint64_t before = 0;
-                    for (const struct job *y = e->fifo_head; y != NULL; y = y->next)
-                        before += job_less(y, x);
-                    if (job_position(be, x) != before)
-                        return -EPROTO;
-                }
-            if (e->n > 0 && (env_best(e)->prio != e->hprio || env_best(e)->seq != e->hseq))
+            if (e->n > 0 && (job_prio(env_best(e)) != e->hprio || env_best(e)->seq != e->hseq))
                 return -EPROTO;
             if (e->heaped)
                 for (uint32_t x = 1; x < e->n; x++)
@@ -3318,15 +3406,16 @@ static uint64_t
 job_position(const struct backend *be, const struct job *j)
 {
     uint64_t n = 0;
-    for (const struct fair_key *k = j->env->keys; k != NULL; k = k->snext) {
-        if (k->prio < j->prio)
+    int64_t prio = job_prio(j);
+    for (const struct fair_key *k = job_env(j)->keys; k != NULL; k = k->snext) {
+        if (k->prio < prio)
             n += k->nwait;
-        else if (k->prio > j->prio || k->nwait == 0)
+        else if (k->prio > prio || k->nwait == 0)
             continue;
         else if (be->fair.mode == FAIR_NONE)
             n += rank_before(&k->rk, j->ord); /* the one record of its priority */
         else
-            n += rank_before_key(&k->rk, j->vt, j->seq);
+            n += rank_before_key(&k->rk, job_vt(j), j->seq);
     }
     return n;
 }
@@ -3342,7 +3431,7 @@ be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *ou
     struct job *j = jtab_find_h(be, id_hash(id.p, id.len), id.p, id.len);
     if (j == NULL || owner_gone(j))
         return -ENOENT;
-    const struct env *e = j->env;
+    const struct env *e = job_env(j);
     out->env_type = e->type;
     out->env_name = e->name;
     out->slots = e->n_slots;

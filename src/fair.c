@@ -139,7 +139,7 @@ grow(struct fair *f)
 }
 
 struct fair_key *
-fair_get(struct fair *f, const void *scope, int64_t prio, const char *key, size_t len,
+fair_get(struct fair *f, void *scope, int64_t prio, const char *key, size_t len,
          struct fair_key **list)
 {
     uint64_t h = key_hash(scope, prio, key, len);

@@ -48,7 +48,7 @@ struct job;
 struct fair_key {
     struct fair_key *hnext;
     struct fair_key *sprev, *snext; /* the scope's records */
-    const void *scope; /* the environment */
+    void *scope;       /* the environment */
     int64_t prio;
     uint64_t hash;     /* of scope, prio and the full key */
     uint64_t ftag;     /* virtual finish tag of its last job */
@@ -57,10 +57,11 @@ struct fair_key {
     uint32_t nwait;    /* of which waiting */
     uint32_t klen;     /* full key length */
     uint32_t hidx;     /* position + 1 in the environment's heap of records, 0 = absent */
-    /* The backend's: the waiting jobs in order, and the first one's (tag, arrival) (the
-     * heap compares records without reading cold jobs). */
+    /* The backend's (fair share): the waiting jobs in order (their ordinals' order), and the
+     * first one's (tag, arrival) and ordinal (the heap compares records without reading
+     * cold jobs). */
     struct job *qhead, *qtail;
-    uint64_t qvt, qseq;
+    uint64_t qvt, qseq, qord;
     struct rank rk; /* the waiting jobs' ordinals (their position, proto.md 7.4) */
     char key[FAIR_KEY_MAX];
 };
@@ -95,7 +96,7 @@ void fair_key_of(enum fair_mode mode, const struct ing_client_new_job *m, struct
 
 /* fair_get returns the record of key in scope at priority prio, made if needed (with no
  * job yet; then linked at *list, the scope's records), or NULL when out of memory. */
-struct fair_key *fair_get(struct fair *f, const void *scope, int64_t prio, const char *key,
+struct fair_key *fair_get(struct fair *f, void *scope, int64_t prio, const char *key,
                           size_t len, struct fair_key **list);
 /* fair_put: one job of k is gone; the record is freed with its last job (unlinked from
  * *list). */
