@@ -103,6 +103,14 @@ struct aref {
     uint32_t ref; /* index in a->envs */
 };
 
+/* An entry of an environment's heap of keys (fair share): the key's first waiting job's
+ * (priority, tag, arrival), kept in the entry, so that sifting reads no record. */
+struct kent {
+    int64_t prio;
+    uint64_t vt, seq;
+    struct fair_key *k;
+};
+
 struct env {
     struct env *hnext;
     char *type, *name; /* one allocation: type NUL name NUL */
@@ -113,7 +121,7 @@ struct env {
     int64_t hprio;      /* when n > 0: (priority, arrival) of env_best, kept here so that */
     uint64_t hseq;      /* comparing environments (best_job) reads no cold job */
     uint64_t vtime;     /* fair share: the start tag of the last job dispatched */
-    struct fair_key **kheap; /* fair share: the keys with waiting jobs, min-heap on their
+    struct kent *kheap; /* fair share: the keys with waiting jobs, min-heap on their
                               * first job's (priority, tag, arrival); no job heap then */
     uint32_t kn, kcap;
     struct fair_key *keys; /* its records (fair.c): per priority (and key, fair share) */
@@ -579,7 +587,7 @@ jheap_reserve(const struct backend *be, struct env *e, int64_t prio, uint64_t se
         if (e->kn < e->kcap)
             return 0;
         uint32_t cap = e->kcap ? e->kcap * 2 : 8;
-        struct fair_key **h = realloc(e->kheap, cap * sizeof(*h));
+        struct kent *h = realloc(e->kheap, cap * sizeof(*h));
         if (h == NULL)
             return -ENOMEM;
         e->kheap = h;
@@ -620,54 +628,54 @@ static inline struct job *
 env_best(const struct env *e)
 {
     if (e->kn > 0)
-        return e->kheap[0]->qhead;
+        return e->kheap[0].k->qhead;
     return e->heaped ? e->heap[0] : e->fifo_head;
 }
 
 /* Fair share: each key's waiting jobs in a list in their order, the keys in a heap on their
  * first job. */
 static inline bool
-key_less(const struct fair_key *a, const struct fair_key *b)
+key_less(const struct kent *a, const struct kent *b)
 {
     return a->prio < b->prio ||
-           (a->prio == b->prio && (a->qvt < b->qvt || (a->qvt == b->qvt && a->qseq < b->qseq)));
+           (a->prio == b->prio && (a->vt < b->vt || (a->vt == b->vt && a->seq < b->seq)));
 }
 
 static inline void
-kheap_place(struct env *e, uint32_t i, struct fair_key *k)
+kheap_place(struct env *e, uint32_t i, const struct kent *x)
 {
-    e->kheap[i] = k;
-    k->hidx = i + 1;
+    e->kheap[i] = *x;
+    x->k->hidx = i + 1;
 }
 
 static void
 kheap_up(struct env *e, uint32_t i)
 {
-    struct fair_key *k = e->kheap[i];
-    while (i > 0 && key_less(k, e->kheap[(i - 1) / 2])) {
-        kheap_place(e, i, e->kheap[(i - 1) / 2]);
+    struct kent x = e->kheap[i];
+    while (i > 0 && key_less(&x, &e->kheap[(i - 1) / 2])) {
+        kheap_place(e, i, &e->kheap[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
-    kheap_place(e, i, k);
+    kheap_place(e, i, &x);
 }
 
 static void
 kheap_down(struct env *e, uint32_t i)
 {
-    struct fair_key *k = e->kheap[i];
+    struct kent x = e->kheap[i];
     for (;;) {
         uint32_t l = 2 * i + 1, m = i;
-        const struct fair_key *best = k;
-        if (l < e->kn && key_less(e->kheap[l], best))
-            best = e->kheap[m = l];
-        if (l + 1 < e->kn && key_less(e->kheap[l + 1], best))
+        const struct kent *best = &x;
+        if (l < e->kn && key_less(&e->kheap[l], best))
+            best = &e->kheap[m = l];
+        if (l + 1 < e->kn && key_less(&e->kheap[l + 1], best))
             m = l + 1;
         if (m == i)
             break;
-        kheap_place(e, i, e->kheap[m]);
+        kheap_place(e, i, &e->kheap[m]);
         i = m;
     }
-    kheap_place(e, i, k);
+    kheap_place(e, i, &x);
 }
 
 /* key_head notes k's first waiting job h: its ordinal, (tag, arrival), and starts loading
@@ -707,10 +715,12 @@ key_insert(struct env *e, struct job *j)
     }
     k->qhead = j;
     key_head(k, j);
+    struct kent x = {k->prio, k->qvt, k->qseq, k};
     if (k->hidx == 0) {
-        kheap_place(e, e->kn++, k);
+        kheap_place(e, e->kn++, &x);
         kheap_up(e, e->kn - 1);
     } else {
+        kheap_place(e, k->hidx - 1, &x);
         kheap_up(e, k->hidx - 1);
     }
 }
@@ -734,14 +744,16 @@ key_remove(struct env *e, struct job *j)
     uint32_t i = k->hidx - 1;
     if (k->qhead != NULL) { /* its next job is later: the key goes down */
         key_head(k, k->qhead);
+        e->kheap[i].vt = k->qvt;
+        e->kheap[i].seq = k->qseq;
         kheap_down(e, i);
         return;
     }
     k->hidx = 0;
     if (i == --e->kn)
         return;
-    struct fair_key *m = e->kheap[e->kn];
-    kheap_place(e, i, m);
+    struct fair_key *m = e->kheap[e->kn].k;
+    kheap_place(e, i, &e->kheap[e->kn]);
     kheap_up(e, i);
     if (m->hidx == i + 1)
         kheap_down(e, i);
@@ -1179,12 +1191,13 @@ run_job(struct backend *be, struct be_agent *a, struct job *j)
     job_unqueue(be, j);
     if (vt > e->vtime) /* fair share: the environment's virtual time */
         e->vtime = vt;
-    if (!e->heaped && e->kn == 0 && e->fifo_head != NULL) {
+    if (!e->heaped && e->n > 0) {
         /* In a long queue the jobs are cold. Start loading the next one to run here (its
          * first lines: the record and the spec's start; its header line is already warm,
-         * loaded here at the previous dispatch) and the header of the one after it, whose
-         * (priority, arrival) becomes the environment's key when the next one leaves. */
-        const struct job *h = e->fifo_head;
+         * loaded here at the previous dispatch, or with fair share when it became its key's
+         * first) and the header of the one after it, whose (priority, arrival) becomes the
+         * environment's key when the next one leaves (with fair share: its key's). */
+        const struct job *h = env_best(e);
         size_t n = sizeof(*h) + h->body_len;
         n = n < JOB_PREFETCH_BYTES ? n : JOB_PREFETCH_BYTES;
         for (size_t off = 64; off < n; off += 64)
@@ -2200,7 +2213,7 @@ fair_select(struct backend *be, size_t want, size_t *text)
     for (size_t i = 0; i <= be->emask; i++)
         for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
             for (uint32_t k = 0; k < e->kn && ncand < cap; k++)
-                cand_push(cand, &ncand, e->kheap[k]->qhead);
+                cand_push(cand, &ncand, e->kheap[k].k->qhead);
     size_t nsel = 0;
     while (ncand > 0 && nsel < want) {
         struct job *j = cand[0];
@@ -3323,10 +3336,12 @@ env_check_jobs(const struct backend *be, const struct env *e)
     /* Fair share: every key in the heap has its jobs in order, all counted. */
     uint64_t listed = 0;
     for (uint32_t x = 0; x < e->kn; x++) {
-        const struct fair_key *k = e->kheap[x];
+        const struct kent *h = &e->kheap[x];
+        const struct fair_key *k = h->k;
         if (k->hidx != x + 1 || k->qhead == NULL || k->qvt != job_vt(k->qhead) ||
-            k->qseq != k->qhead->seq || k->qord != k->qhead->ord ||
-            (x > 0 && key_less(k, e->kheap[(x - 1) / 2])))
+            k->qseq != k->qhead->seq || k->qord != k->qhead->ord || h->prio != k->prio ||
+            h->vt != k->qvt || h->seq != k->qseq ||
+            (x > 0 && key_less(h, &e->kheap[(x - 1) / 2])))
             return -EPROTO;
         uint32_t nk = 0;
         for (const struct job *y = k->qhead; y != NULL; y = y->next, nk++)

@@ -13,10 +13,12 @@ rank_init(struct rank *r, bool keys)
 }
 
 static void
-arrays_free(struct pool *p, uint32_t *t, struct rank_key *k, uint32_t cap)
+arrays_free(struct pool *p, uint32_t *t, uint64_t *bits, struct rank_key *k, uint32_t cap)
 {
     if (t != NULL)
-        pool_free(p, t, (cap + 1) * sizeof(*t));
+        pool_free(p, t, (cap / 64 + 1) * sizeof(*t));
+    if (bits != NULL)
+        pool_free(p, bits, cap / 64 * sizeof(*bits));
     if (k != NULL)
         pool_free(p, k, cap * sizeof(*k));
 }
@@ -24,7 +26,7 @@ arrays_free(struct pool *p, uint32_t *t, struct rank_key *k, uint32_t cap)
 void
 rank_fini(struct rank *r, struct pool *p)
 {
-    arrays_free(p, r->t, r->key, r->cap);
+    arrays_free(p, r->t, r->bits, r->key, r->cap);
     rank_init(r, r->keys);
 }
 
@@ -34,20 +36,25 @@ pos(const struct rank *r, uint64_t ord)
     return (uint32_t)(ord & (r->cap - 1));
 }
 
+/* fw_add flips position p's live bit (d = +1: to live, -1: to dead) and its word's count. */
 static void
 fw_add(struct rank *r, uint32_t p, int32_t d)
 {
-    for (uint32_t i = p + 1; i <= r->cap; i += i & -i)
+    uint32_t nw = r->cap / 64;
+    r->bits[p / 64] ^= 1ull << (p % 64);
+    for (uint32_t i = p / 64 + 1; i <= nw; i += i & -i)
         r->t[i] = (uint32_t)((int32_t)r->t[i] + d);
 }
 
-/* fw_prefix: live positions below p. */
+/* fw_prefix: live positions below p (0 <= p <= cap). */
 static uint32_t
 fw_prefix(const struct rank *r, uint32_t p)
 {
-    uint32_t s = 0;
-    for (uint32_t i = p; i > 0; i -= i & -i)
+    uint32_t s = 0, w = p / 64;
+    for (uint32_t i = w; i > 0; i -= i & -i)
         s += r->t[i];
+    if (p % 64 != 0)
+        s += (uint32_t)__builtin_popcountll(r->bits[w] & ((1ull << (p % 64)) - 1));
     return s;
 }
 
@@ -55,13 +62,18 @@ fw_prefix(const struct rank *r, uint32_t p)
 static uint32_t
 fw_kth(const struct rank *r, uint32_t k)
 {
-    uint32_t i = 0;
-    for (uint32_t step = r->cap; step > 0; step >>= 1)
-        if (i + step <= r->cap && r->t[i + step] < k) {
+    uint32_t nw = r->cap / 64, i = 0, top = 1;
+    while (top * 2 <= nw)
+        top *= 2;
+    for (uint32_t step = top; step > 0; step >>= 1)
+        if (i + step <= nw && r->t[i + step] < k) {
             i += step;
             k -= r->t[i];
         }
-    return i; /* positions are 0-based: i + 1 is the 1-based index */
+    uint64_t b = r->bits[i]; /* word i holds it: drop its first k - 1 live bits */
+    while (--k > 0)
+        b &= b - 1;
+    return i * 64 + (uint32_t)__builtin_ctzll(b);
 }
 
 /* first_live: the smallest live ordinal (n > 0). */
@@ -79,36 +91,36 @@ first_live(const struct rank *r)
 static int
 regrow(struct rank *r, struct pool *p, uint32_t ncap, uint64_t nbase)
 {
-    uint32_t *t = pool_alloc(p, (ncap + 1) * sizeof(*t));
+    uint32_t nw = ncap / 64;
+    uint32_t *t = pool_alloc(p, (nw + 1) * sizeof(*t));
+    uint64_t *bits = pool_alloc(p, nw * sizeof(*bits));
     struct rank_key *key = NULL;
-    if (t == NULL || (r->keys && (key = pool_alloc(p, ncap * sizeof(*key))) == NULL)) {
-        arrays_free(p, t, key, ncap);
+    if (t == NULL || bits == NULL ||
+        (r->keys && (key = pool_alloc(p, ncap * sizeof(*key))) == NULL)) {
+        arrays_free(p, t, bits, key, ncap);
         return -ENOMEM;
     }
-    memset(t, 0, (ncap + 1) * sizeof(*t));
+    memset(t, 0, (nw + 1) * sizeof(*t));
+    memset(bits, 0, nw * sizeof(*bits));
     if (r->keys) /* unwritten keys are the smallest: the keys stay non-decreasing */
         memset(key, 0, ncap * sizeof(*key));
-    if (r->cap > 0) {
-        /* Old tree to point values, in place (the inverse of the linear build). */
-        for (uint32_t i = r->cap; i >= 1; i--) {
-            uint32_t up = i + (i & -i);
-            if (up <= r->cap)
-                r->t[up] -= r->t[i];
-        }
+    if (r->cap > 0)
         for (uint64_t o = r->base; o < r->next; o++) {
             uint32_t op = pos(r, o), np = (uint32_t)(o & (ncap - 1));
-            t[np + 1] = r->t[op + 1];
+            if (r->bits[op / 64] >> (op % 64) & 1)
+                bits[np / 64] |= 1ull << (np % 64);
             if (r->keys)
                 key[np] = r->key[op];
         }
-    }
-    for (uint32_t i = 1; i <= ncap; i++) { /* linear build */
+    for (uint32_t i = 1; i <= nw; i++) { /* linear build */
+        t[i] += (uint32_t)__builtin_popcountll(bits[i - 1]);
         uint32_t up = i + (i & -i);
-        if (up <= ncap)
+        if (up <= nw)
             t[up] += t[i];
     }
-    arrays_free(p, r->t, r->key, r->cap);
+    arrays_free(p, r->t, r->bits, r->key, r->cap);
     r->t = t;
+    r->bits = bits;
     r->key = key;
     r->cap = ncap;
     r->base = nbase;

@@ -3,14 +3,16 @@
  *
  * A group of jobs (one environment and priority, or one fair-share key there) hands each job
  * an ordinal in the order the scheduler takes them; rank_before tells how many live ordinals
- * are below a given one. A Fenwick tree over a ring of cap positions (ordinal & (cap - 1))
- * covers the window [base, next) of ordinals that may be live; the window slides as the
- * oldest ordinals die, and the ring doubles when the window outgrows it. Updates and queries
- * cost O(log cap); a group of a million waiting jobs answers in a microsecond. With keys set
- * (fair share), each position also keeps its ordinal's (tag, arrival), so that
- * rank_before_key counts the live entries below any (tag, arrival) by binary search (a key's
- * tags grow with its ordinals). Arrays come from a struct pool: a warm backend allocates
- * nothing for groups that come and go. */
+ * are below a given one. A ring of cap positions (ordinal & (cap - 1)) covers the window
+ * [base, next) of ordinals that may be live: a bit per position says which are, and a
+ * Fenwick tree counts the live ones per 64-position word (cap / 64 counters: 16 KiB of tree
+ * for a million ordinals, which stays in the caches where a counter per position would not).
+ * The window slides as the oldest ordinals die, and the ring doubles when the window
+ * outgrows it. Updates and queries cost O(log (cap / 64)) plus a popcount; a group of a
+ * million waiting jobs answers in a microsecond. With keys set (fair share), each position
+ * also keeps its ordinal's (tag, arrival), so that rank_before_key counts the live entries
+ * below any (tag, arrival) by binary search (a key's tags grow with its ordinals). Arrays
+ * come from a struct pool: a warm backend allocates nothing for groups that come and go. */
 #ifndef ING_RANK_H
 #define ING_RANK_H
 
@@ -20,14 +22,15 @@
 
 #include "slab.h"
 
-#define RANK_MIN_CAP 64u
+#define RANK_MIN_CAP 64u /* one word of live bits */
 
 struct rank_key {
     uint64_t vt, sq; /* a job's (tag, arrival) */
 };
 
 struct rank {
-    uint32_t *t;          /* Fenwick tree t[1..cap] over ring positions 0..cap-1 */
+    uint32_t *t;          /* Fenwick tree t[1..cap/64] over the words of bits */
+    uint64_t *bits;       /* live bit of each ring position 0..cap-1 */
     struct rank_key *key; /* keys: per position, its ordinal's (tag, arrival) */
     uint32_t cap;       /* a power of two, 0 = nothing allocated yet */
     uint32_t n;         /* live ordinals */
