@@ -85,7 +85,7 @@ static inline uint64_t
 job_vt(const struct job *j)
 {
     const struct rank *r = &j->fk->rk;
-    return r->keys ? r->key[j->ord & (r->cap - 1)].vt : 0;
+    return r->keys ? r->vt[j->ord & (r->cap - 1)] : 0;
 }
 
 /* run_job prefetches this much of the job that will run next in the same environment. */
@@ -822,7 +822,7 @@ job_enqueue(struct backend *be, struct job *j)
             j->ord = rank_push(r, fair_tag(j->fk, e->vtime), j->seq);
         else /* its tag, still at its ordinal (or, if the window lost it, the one the
               * window holds there, which keeps the order: rank.h) */
-            rank_revive(r, j->ord, r->key[j->ord & (r->cap - 1)].vt, j->seq);
+            rank_revive(r, j->ord, r->vt[j->ord & (r->cap - 1)], j->seq);
         key_insert(e, j);
         e->n++;
         if (env_best(e) == j)
@@ -3285,7 +3285,7 @@ envs_check(const struct backend *be)
     return 0;
 }
 
-static uint64_t job_position(const struct backend *be, const struct job *j);
+static uint64_t job_position(struct backend *be, const struct job *j);
 
 /* job_before tells whether waiting job a goes before waiting job b of the same environment:
  * (priority, arrival), or with fair share (priority, tag, arrival). */
@@ -3354,15 +3354,44 @@ env_check_jobs(const struct backend *be, const struct env *e)
     }
     if (fair && listed != e->n)
         return -EPROTO;
-    /* Positions (be_job_info) against the order itself, in small queues. */
-    if (e->n <= 32)
-        for (const struct job *x = env_next(be, e, NULL); x != NULL; x = env_next(be, e, x)) {
-            uint64_t before = 0;
-            for (const struct job *y = env_next(be, e, NULL); y != NULL; y = env_next(be, e, y))
-                before += job_before(be, y, x);
-            if (job_position(be, x) != before)
-                return -EPROTO;
-        }
+    return 0;
+}
+
+static bool agent_provides(const struct be_agent *a, const struct env *e);
+
+/* share_agent tells whether some agent provides both e and o. */
+static bool
+share_agent(const struct backend *be, const struct env *e, const struct env *o)
+{
+    for (const struct be_agent *a = be->agents; a != NULL; a = a->next)
+        if (agent_provides(a, e) && agent_provides(a, o))
+            return true;
+    return false;
+}
+
+/* positions_check compares the position of every waiting job of e (be_job_info) with the
+ * order itself, counted job by job (be_check, small queues): the jobs of e before it, and
+ * those of the environments sharing an agent with e of a better (priority, arrival). */
+static int
+positions_check(const struct backend *be, const struct env *e)
+{
+    for (const struct job *x = env_next(be, e, NULL); x != NULL; x = env_next(be, e, x)) {
+        uint64_t before = 0;
+        for (size_t i = 0; i <= be->emask; i++)
+            for (const struct env *o = be->etab[i]; o != NULL; o = o->hnext) {
+                bool own = o == e;
+                if (o->n == 0 || (!own && !share_agent(be, e, o)))
+                    continue;
+                for (const struct job *y = env_next(be, o, NULL); y != NULL;
+                     y = env_next(be, o, y))
+                    before += own ? job_before(be, y, x)
+                                  : (job_prio(y) < job_prio(x) ||
+                                     (job_prio(y) == job_prio(x) && y->seq < x->seq));
+            }
+        /* job_position only marks environments: be_check stays read-only otherwise. */
+        if (job_position((struct backend *)(uintptr_t)be, x) != before)
+            return -EPROTO;
+    }
     return 0;
 }
 
@@ -3375,7 +3404,7 @@ be_check(const struct backend *be)
     for (size_t i = 0; i <= be->emask; i++)
         for (const struct env *e = be->etab[i]; e != NULL; e = e->hnext) {
             waiting += e->n;
-            if (env_check_jobs(be, e) != 0)
+            if (env_check_jobs(be, e) != 0 || (be->n_waiting <= 64 && positions_check(be, e) != 0))
                 return -EPROTO;
             if (e->n > 0 && (job_prio(env_best(e)) != e->hprio || env_best(e)->seq != e->hseq))
                 return -EPROTO;
@@ -3413,12 +3442,11 @@ be_check(const struct backend *be)
 /* ---------------------------------------------------------------------------------------- */
 /* Where is my job (proto.md 7.4)                                                             */
 
-/* job_position counts the waiting jobs of j's environment that its order puts before
- * waiting job j: those of better priorities, then those of its priority before it (by
- * ordinal; with fair share, by (tag, arrival) in each key's record). Cost: O(records of
- * the environment x log n). */
+/* own_before counts the waiting jobs of j's environment that its order puts before waiting
+ * job j: those of better priorities, then those of its priority before it (by ordinal; with
+ * fair share, by (tag, arrival) in each key's record). O(records x log n). */
 static uint64_t
-job_position(const struct backend *be, const struct job *j)
+own_before(const struct backend *be, const struct job *j)
 {
     uint64_t n = 0;
     int64_t prio = job_prio(j);
@@ -3435,8 +3463,63 @@ job_position(const struct backend *be, const struct job *j)
     return n;
 }
 
+/* other_before counts the waiting jobs of environment e that go before a job of priority
+ * prio and arrival seq of another environment: the scheduler compares environments' first
+ * jobs on (priority, arrival). O(records x log n). */
+static uint64_t
+other_before(const struct env *e, int64_t prio, uint64_t seq)
+{
+    uint64_t n = 0;
+    if (e->n == 0)
+        return 0;
+    for (const struct fair_key *k = e->keys; k != NULL; k = k->snext)
+        if (k->prio < prio)
+            n += k->nwait;
+        else if (k->prio == prio && k->nwait > 0)
+            n += rank_before_seq(&k->rk, seq);
+    return n;
+}
+
+static bool
+agent_provides(const struct be_agent *a, const struct env *e)
+{
+    for (uint32_t i = 0; i < a->nenvs; i++)
+        if (a->envs[i].env == e)
+            return true;
+    return false;
+}
+
+/* job_position is waiting job j's position (proto.md 7.4): the waiting jobs the scheduler
+ * ranks before it among those its agents could take, i.e. in its environment (own_before)
+ * and in every other environment that some agent providing its environment provides too
+ * (other_before, each counted once: the environments are marked). Cost: O(pairs (agent,
+ * environment) announced + (environments sharing an agent) x records x log n). */
+static uint64_t
+job_position(struct backend *be, const struct job *j)
+{
+    uint64_t n = own_before(be, j);
+    struct env *e = job_env(j);
+    if (e->n_providers == 0)
+        return n;
+    uint64_t mark = ++be->mark_seq;
+    e->mark = mark;
+    int64_t prio = job_prio(j);
+    for (const struct be_agent *a = be->agents; a != NULL; a = a->next) {
+        if (a->nenvs < 2 || !agent_provides(a, e))
+            continue;
+        for (uint32_t i = 0; i < a->nenvs; i++) {
+            struct env *o = a->envs[i].env;
+            if (o->mark == mark)
+                continue;
+            o->mark = mark;
+            n += other_before(o, prio, j->seq);
+        }
+    }
+    return n;
+}
+
 int
-be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *out)
+be_job_info(struct backend *be, struct ing_view id, struct be_job_info *out)
 {
     memset(out, 0, sizeof(*out));
     out->eta_ms = UINT64_MAX;
@@ -3472,7 +3555,7 @@ be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *ou
 
 /* be_job_info_mp writes the BackendJobInfo map for job id (proto.md 5.9) into w. */
 void
-be_job_info_mp(const struct backend *be, struct ing_view id, struct ing_mp_writer *w)
+be_job_info_mp(struct backend *be, struct ing_view id, struct ing_mp_writer *w)
 {
     static const char *const states[] = {"unknown", "waiting", "dispatched", "running"};
     struct be_job_info in;

@@ -13,20 +13,23 @@ rank_init(struct rank *r, bool keys)
 }
 
 static void
-arrays_free(struct pool *p, uint32_t *t, uint64_t *bits, struct rank_key *k, uint32_t cap)
+arrays_free(struct pool *p, uint32_t *t, uint64_t *bits, uint64_t *vt, uint64_t *sq,
+            uint32_t cap)
 {
     if (t != NULL)
         pool_free(p, t, (cap / 64 + 1) * sizeof(*t));
     if (bits != NULL)
         pool_free(p, bits, cap / 64 * sizeof(*bits));
-    if (k != NULL)
-        pool_free(p, k, cap * sizeof(*k));
+    if (vt != NULL)
+        pool_free(p, vt, cap * sizeof(*vt));
+    if (sq != NULL)
+        pool_free(p, sq, cap * sizeof(*sq));
 }
 
 void
 rank_fini(struct rank *r, struct pool *p)
 {
-    arrays_free(p, r->t, r->bits, r->key, r->cap);
+    arrays_free(p, r->t, r->bits, r->vt, r->sq, r->cap);
     rank_init(r, r->keys);
 }
 
@@ -94,23 +97,26 @@ regrow(struct rank *r, struct pool *p, uint32_t ncap, uint64_t nbase)
     uint32_t nw = ncap / 64;
     uint32_t *t = pool_alloc(p, (nw + 1) * sizeof(*t));
     uint64_t *bits = pool_alloc(p, nw * sizeof(*bits));
-    struct rank_key *key = NULL;
-    if (t == NULL || bits == NULL ||
-        (r->keys && (key = pool_alloc(p, ncap * sizeof(*key))) == NULL)) {
-        arrays_free(p, t, bits, key, ncap);
+    uint64_t *sq = pool_alloc(p, ncap * sizeof(*sq)), *vt = NULL;
+    if (t == NULL || bits == NULL || sq == NULL ||
+        (r->keys && (vt = pool_alloc(p, ncap * sizeof(*vt))) == NULL)) {
+        arrays_free(p, t, bits, vt, sq, ncap);
         return -ENOMEM;
     }
     memset(t, 0, (nw + 1) * sizeof(*t));
     memset(bits, 0, nw * sizeof(*bits));
-    if (r->keys) /* unwritten keys are the smallest: the keys stay non-decreasing */
-        memset(key, 0, ncap * sizeof(*key));
+    /* Unwritten keys are the smallest: the keys stay non-decreasing. */
+    memset(sq, 0, ncap * sizeof(*sq));
+    if (r->keys)
+        memset(vt, 0, ncap * sizeof(*vt));
     if (r->cap > 0)
         for (uint64_t o = r->base; o < r->next; o++) {
             uint32_t op = pos(r, o), np = (uint32_t)(o & (ncap - 1));
             if (r->bits[op / 64] >> (op % 64) & 1)
                 bits[np / 64] |= 1ull << (np % 64);
+            sq[np] = r->sq[op];
             if (r->keys)
-                key[np] = r->key[op];
+                vt[np] = r->vt[op];
         }
     for (uint32_t i = 1; i <= nw; i++) { /* linear build */
         t[i] += (uint32_t)__builtin_popcountll(bits[i - 1]);
@@ -118,10 +124,11 @@ regrow(struct rank *r, struct pool *p, uint32_t ncap, uint64_t nbase)
         if (up <= nw)
             t[up] += t[i];
     }
-    arrays_free(p, r->t, r->bits, r->key, r->cap);
+    arrays_free(p, r->t, r->bits, r->vt, r->sq, r->cap);
     r->t = t;
     r->bits = bits;
-    r->key = key;
+    r->vt = vt;
+    r->sq = sq;
     r->cap = ncap;
     r->base = nbase;
     return 0;
@@ -153,13 +160,22 @@ rank_reserve(struct rank *r, struct pool *p, uint64_t lo)
     return regrow(r, p, ncap, base); /* copies the old window [r->base, next) */
 }
 
+/* key_below: position q's key is below (vt, sq) (vt counts with keys only). */
+static inline bool
+key_below(const struct rank *r, uint32_t q, uint64_t vt, uint64_t sq)
+{
+    uint64_t v = r->keys ? r->vt[q] : 0;
+    return v < vt || (v == vt && r->sq[q] < sq);
+}
+
 uint64_t
 rank_push(struct rank *r, uint64_t vt, uint64_t sq)
 {
     uint64_t o = r->next++;
     uint32_t q = pos(r, o);
+    r->sq[q] = sq;
     if (r->keys)
-        r->key[q] = (struct rank_key){vt, sq};
+        r->vt[q] = vt;
     fw_add(r, q, 1);
     r->n++;
     return o;
@@ -168,15 +184,17 @@ rank_push(struct rank *r, uint64_t vt, uint64_t sq)
 void
 rank_revive(struct rank *r, uint64_t ord, uint64_t vt, uint64_t sq)
 {
-    if (r->keys) {
-        /* The dead ordinals above it that the window just took in hold older (smaller)
-         * keys: raise them to its key, so that the keys stay non-decreasing. */
-        for (uint64_t o = ord; o < r->next; o++) {
-            struct rank_key *k = &r->key[pos(r, o)];
-            if (o > ord && (k->vt > vt || (k->vt == vt && k->sq >= sq)))
-                break;
-            *k = (struct rank_key){vt, sq};
-        }
+    if (!r->keys)
+        vt = 0;
+    /* The dead ordinals above it that the window just took in hold older (smaller) keys:
+     * raise them to its key, so that the keys stay non-decreasing. */
+    for (uint64_t o = ord; o < r->next; o++) {
+        uint32_t q = pos(r, o);
+        if (o > ord && !key_below(r, q, vt, sq))
+            break;
+        r->sq[q] = sq;
+        if (r->keys)
+            r->vt[q] = vt;
     }
     fw_add(r, pos(r, ord), 1);
     r->n++;
@@ -207,13 +225,32 @@ rank_before(const struct rank *r, uint64_t ord)
 uint32_t
 rank_before_key(const struct rank *r, uint64_t vt, uint64_t sq)
 {
-    /* Ordinals of [base, next) have non-decreasing tags (a key's tags grow, ties broken by
-     * arrival): find the first one not below (vt, sq). */
+    /* Ordinals of [base, next) have non-decreasing keys (a group's arrivals grow with its
+     * ordinals, and so do a key's tags, ties broken by arrival): find the first one not
+     * below (vt, sq). */
+    if (r->n == 0)
+        return 0;
     uint64_t lo = r->base, hi = r->next;
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
-        const struct rank_key *k = &r->key[pos(r, mid)];
-        if (k->vt < vt || (k->vt == vt && k->sq < sq))
+        if (key_below(r, pos(r, mid), vt, sq))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return rank_before(r, lo);
+}
+
+uint32_t
+rank_before_seq(const struct rank *r, uint64_t sq)
+{
+    /* Arrivals grow with the ordinals too (a key's tags grow with its arrivals). */
+    if (r->n == 0)
+        return 0;
+    uint64_t lo = r->base, hi = r->next;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (r->sq[pos(r, mid)] < sq)
             lo = mid + 1;
         else
             hi = mid;

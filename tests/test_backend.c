@@ -1842,6 +1842,57 @@ test_backend_job_info(void **state)
     assert_string_equal(r->text, "waiting 0");
 }
 
+/* The position counts the jobs its agents could take before it: its environment's, and
+ * those of environments sharing an agent with it (by priority, then arrival, the rule the
+ * scheduler compares environments by), not those of an environment served elsewhere. The
+ * positions are the order in which the shared slot then takes the jobs. */
+static void
+test_backend_job_info_shared_agent(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 1, "e,f"); /* e and f share a's slot */
+    struct be_agent *b = agent(2, 1, "g");   /* g is served apart */
+    submit(c, "r1", 0, "e");
+    submit(c, "g0", 0, "g");
+    submit(c, "f1", 0, "f");
+    submit(c, "e1", 0, "e");
+    submit(c, "g1", 0, "g");
+    submit(c, "f2", -1, "f");
+    submit(c, "e2", 0, "e");
+    assert_int_equal(info_of("f2").position, 0);
+    assert_int_equal(info_of("f1").position, 1); /* f2 (a better priority) */
+    assert_int_equal(info_of("e1").position, 2); /* f2, f1 (arrived before it) */
+    assert_int_equal(info_of("e2").position, 3); /* f2, f1, e1 */
+    assert_int_equal(info_of("g1").position, 0); /* g's agent serves nothing else */
+    expect_run(1, a, "r1 f2 f1 e1 e2");
+    expect_run(2, b, "g0 g1");
+    expect_none(1);
+}
+
+/* The same with fair share: within an environment the fair order (B's first job before A's
+ * flood), across environments sharing the slot (priority, arrival). */
+static void
+test_backend_fair_job_info_shared_agent(void **state)
+{
+    fair_again(state, FAIR_LAUNCHER, NULL, 0);
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 1, "e,f");
+    submit_as(c, "A", "r1", 0); /* runs */
+    submit_as(c, "A", "a1", 0);
+    submit_as(c, "A", "a2", 0);
+    submit_as(c, "A", "a3", 0);
+    submit_as(c, "B", "b1", 0);
+    t_launcher = "A";
+    submit(c, "x1", 0, "f");
+    assert_int_equal(info_of("b1").position, 0); /* tag 0: before A's tags 1, 2, 3 */
+    assert_int_equal(info_of("a1").position, 1); /* b1 */
+    assert_int_equal(info_of("a3").position, 3); /* b1, a1, a2 */
+    assert_int_equal(info_of("x1").position, 4); /* e's four, all arrived before it */
+    expect_run(1, a, "r1 b1 a1 a2 a3 x1");
+    expect_none(1);
+}
+
 /* Requeued jobs keep their tag; keys' records go with their last job (be_check and the
  * fair table agree: nothing left once the queue is empty). */
 static void
@@ -2099,6 +2150,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_fair_requeue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_priority_aging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_info, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_job_info_shared_agent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_job_info_shared_agent, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
