@@ -818,11 +818,23 @@ job_enqueue(struct backend *be, struct job *j)
     if (prio != e->p0)
         e->n_other++;
     if (be->fair.mode != FAIR_NONE) {
-        if (j->ord == UINT64_MAX)
-            j->ord = rank_push(r, fair_tag(j->fk, e->vtime), j->seq);
-        else /* its tag, still at its ordinal (or, if the window lost it, the one the
-              * window holds there, which keeps the order: rank.h) */
-            rank_revive(r, j->ord, r->vt[j->ord & (r->cap - 1)], j->seq);
+        struct fair_key *k = j->fk;
+        if (j->ord == UINT64_MAX) {
+            uint64_t f = k->ftag, vt = fair_tag(k, e->vtime);
+            j->ord = rank_push(r, vt, j->seq);
+            if (!k->brk_ok || vt != f) { /* a new run of tags */
+                k->brk = j->ord;
+                k->brk_vt = vt;
+                k->brk_sq = j->seq;
+                k->brk_ok = true;
+            }
+        } else { /* its tag, still at its ordinal (or, if the window lost it, the one the
+                  * window holds there, which keeps the order: rank.h) */
+            uint64_t vt = r->vt[j->ord & (r->cap - 1)];
+            rank_revive(r, j->ord, vt, j->seq);
+            if (k->brk_ok && j->ord >= k->brk && vt != k->brk_vt + (j->ord - k->brk) * k->inc)
+                k->brk_ok = false; /* until the next push starts a run */
+        }
         key_insert(e, j);
         e->n++;
         if (env_best(e) == j)
@@ -3442,6 +3454,25 @@ be_check(const struct backend *be)
 /* ---------------------------------------------------------------------------------------- */
 /* Where is my job (proto.md 7.4)                                                             */
 
+/* key_before counts the waiting jobs of key record k below (tag vt, arrival sq): from the run
+ * of tags at k->brk on, the first ordinal not below is computed (one read, for a tie);
+ * otherwise by binary search. */
+static uint32_t
+key_before(const struct fair_key *k, uint64_t vt, uint64_t sq)
+{
+    const struct rank *r = &k->rk;
+    if (r->n == 0 || !k->brk_ok || vt < k->brk_vt || (vt == k->brk_vt && sq <= k->brk_sq))
+        return rank_before_key(r, vt, sq);
+    /* Every live ordinal below brk is below (vt, sq) too. */
+    uint64_t d = vt - k->brk_vt, m = d / k->inc + (d % k->inc != 0);
+    if (m >= r->next - k->brk)
+        return r->n;
+    uint64_t o = k->brk + m; /* the first tag not below vt */
+    if (d % k->inc == 0 && r->sq[o & (r->cap - 1)] < sq)
+        o++; /* a tie, arrived before (a dead ordinal's arrival does not matter) */
+    return rank_before(r, o);
+}
+
 /* own_before counts the waiting jobs of j's environment that its order puts before waiting
  * job j: those of better priorities, then those of its priority before it (by ordinal; with
  * fair share, by (tag, arrival) in each key's record). O(records x log n). */
@@ -3458,7 +3489,7 @@ own_before(const struct backend *be, const struct job *j)
         else if (be->fair.mode == FAIR_NONE)
             n += rank_before(&k->rk, j->ord); /* the one record of its priority */
         else
-            n += rank_before_key(&k->rk, job_vt(j), j->seq);
+            n += key_before(k, job_vt(j), j->seq);
     }
     return n;
 }

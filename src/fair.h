@@ -63,6 +63,11 @@ struct fair_key {
     struct job *qhead, *qtail;
     uint64_t qvt, qseq, qord;
     struct rank rk; /* the waiting jobs' ordinals (their position, proto.md 7.4) */
+    /* The backend's (fair share): from ordinal brk on, every live ordinal o has the tag
+     * brk_vt + (o - brk) * inc (pushed while the key was backlogged), so a position is
+     * found without a search when brk_ok. */
+    uint64_t brk, brk_vt, brk_sq;
+    bool brk_ok;
     char key[FAIR_KEY_MAX];
 };
 
