@@ -21,6 +21,8 @@
  * sched_job_info_1M[_fairK]: be_job_info (ClientGetJobInfo's position and ETA) of random
  *   waiting jobs among 1,000,000 in one environment (priorities 0/1 at random), without fair
  *   share or with K launcher keys.
+ * sched_job_info_1M_shared2[_fair100]: the same with the million jobs in two environments
+ *   that the same 10 agents provide (all 640 slots busy): the position counts both.
  * mem_bytes_per_queued_job_1M[_fairK]: the growth of the resident set per job while those
  *   1,000,000 jobs are queued (body of 253 bytes included), printed before the case.
  * sched_get_queue_N_eE_lL: be_client_get_queue with N jobs waiting in E environments, the
@@ -642,6 +644,44 @@ case_info(uint32_t keys)
     fair_keys = 0;
 }
 
+/* case_info_shared: be_job_info of random waiting jobs among 1,000,000 in two environments
+ * that 10 agents (64 slots each, all busy) both provide: the position counts both. */
+static void
+case_info_shared(uint32_t keys)
+{
+    char name[80];
+    struct bench b;
+    snprintf(name, sizeof(name), "sched_job_info_1M_shared2%s%.0u", keys ? "_fair" : "", keys);
+    if (!wanted(name))
+        return;
+    fair_keys = keys;
+    setup(&b, 2, 10);
+    uint64_t first = b.next_id;
+    while (b.rlen < 10u * SLOTS)
+        submit(&b, 0, -1);
+    uint64_t wait0 = b.next_id;
+    for (uint32_t i = 0; i < MILLION; i++)
+        submit(&b, (int64_t)(bc_rand(&b.seed) & 1), -1);
+    if (b.be.n_waiting != MILLION || wait0 - first != 10u * SLOTS)
+        die("the jobs did not wait");
+    enum { QUERIES = 200000 };
+    uint8_t id[BC_TOKLEN];
+    struct be_job_info in;
+    uint64_t sum = 0, t0 = now_ns();
+    for (int i = 0; i < QUERIES; i++) {
+        bc_put_token(id, 0, wait0 + bc_rand(&b.seed) % MILLION);
+        if (be_job_info(&b.be, (struct ing_view){(const char *)id, BC_TOKLEN}, &in) != 0 ||
+            in.state != BE_JOB_WAITING)
+            die("a waiting job unknown");
+        sum += in.position;
+    }
+    uint64_t t = now_ns() - t0;
+    sink += sum;
+    line(name, QUERIES, t);
+    teardown(&b);
+    fair_keys = 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -676,6 +716,8 @@ main(int argc, char **argv)
     fair_keys = 0;
     case_info(0);
     case_info(100);
+    case_info_shared(0);
+    case_info_shared(100);
     free(fair_names);
     case_parked(1, 1);
     case_parked(10000, 1000);
