@@ -18,6 +18,10 @@
  * sched_cycle_eE_aG_wW_fairK: the cycle with --fair-share launcher and K launchers (1, 100,
  *   10,000), each job's launcher drawn at random (every key seen in the warm-up: no record
  *   is made in the timed part but by chance).
+ * sched_pair_eE_aG_wW_{off,fairK}: two of those cycles in one process, on two backends, timed
+ *   in alternating slices of 1,024 cycles (off against 100 keys at 1 x 1 and 100 x 1,000;
+ *   1 key against 10,000; off against 1 key, 1 key against 100), and a "# ... = ratio"
+ *   line: the ratio holds on a loaded machine.
  * sched_job_info_1M[_fairK]: be_job_info (ClientGetJobInfo's position and ETA) of random
  *   waiting jobs among 1,000,000 in one environment (priorities 0/1 at random), without fair
  *   share or with K launcher keys.
@@ -80,6 +84,8 @@ struct bench {
     uint8_t *scratch;
     size_t scap;
     uint64_t sent;
+    uint32_t keys;     /* fair_keys at setup */
+    struct bench *self; /* the client's peer handle: points here */
 };
 
 static const char *only; /* run only cases starting with this */
@@ -218,14 +224,14 @@ announce(struct bench *b, struct bagent *ag, uint32_t slots, uint32_t first, uin
 static void
 setup(struct bench *b, uint32_t nenv, uint32_t nagents)
 {
-    static struct bench *self_ref;
     struct be_config cfg;
     struct be_ops ops = {cb_send, cb_relay, NULL};
     memset(b, 0, sizeof(*b));
-    self_ref = b;
+    b->self = b;
     be_config_default(&cfg);
     cfg.orphan_timeout_ms = 0;
     cfg.fair_mode = fair_keys > 0 ? FAIR_LAUNCHER : FAIR_NONE;
+    b->keys = fair_keys;
     cfg.max_waiting = cfg.max_waiting_per_client = 100u * MILLION;
     if (be_init(&b->be, &cfg, &ops) != 0)
         die("be_init");
@@ -268,7 +274,7 @@ setup(struct bench *b, uint32_t nenv, uint32_t nagents)
         if (cov[e] || nagents == 0)
             b->covered[b->ncovered++] = e;
     free(cov);
-    b->client = be_client_new(&b->be, &self_ref);
+    b->client = be_client_new(&b->be, &b->self);
     if (b->client == NULL)
         die("client");
     be_client_hello(&b->be, b->client);
@@ -302,9 +308,9 @@ job_next(struct bench *b, int64_t prio, int64_t env)
     memcpy(f + b->env_off, name, 7);
     put_u64be(f + ING_HDR_LEN, (uint64_t)prio);
     b->jm.u.new_job.priority = prio;
-    if (fair_keys > 0) /* the key is read from the decoded view (the body keeps "bench") */
+    if (b->keys > 0) /* the key is read from the decoded view (the body keeps "bench") */
         b->jm.u.new_job.launcher =
-            (struct ing_view){fair_names[bc_rand(&b->seed) % fair_keys], 7};
+            (struct ing_view){fair_names[bc_rand(&b->seed) % b->keys], 7};
 }
 
 /* submit sends one ClientNewJob (see job_next). */
@@ -682,6 +688,67 @@ case_info_shared(uint32_t keys)
     fair_keys = 0;
 }
 
+/* fill_cycle readies b for the cycle: INFLIGHT jobs running (waiting 0), or every slot busy
+ * and a million jobs waiting. */
+static void
+fill_cycle(struct bench *b, bool million)
+{
+    if (!million) {
+        while (b->rlen < INFLIGHT)
+            submit(b, 0, -1);
+        return;
+    }
+    while (b->rlen < b->nagents * SLOTS)
+        submit(b, 0, -1);
+    while (b->be.n_waiting < MILLION)
+        submit(b, 0, -1);
+}
+
+/* case_pair: the cycle of case_cycle on two backends in one process, keys_a and keys_b fair
+ * share keys (0: off), timed in alternating slices of 1,024 cycles: the machine's load
+ * drifts alike for both, so their ratio holds on a shared machine where two runs differ by
+ * more than the ratio. Prints each one's ns per cycle and the ratio b / a. */
+static void
+case_pair(uint32_t nenv, uint32_t nagents, bool million, uint32_t keys_a, uint32_t keys_b)
+{
+    char name[96], na[128], nb[128];
+    snprintf(name, sizeof(name), "sched_pair_e%u_a%u_w%s", nenv, nagents, million ? "1M" : "0");
+    if (!wanted(name))
+        return;
+    snprintf(na, sizeof(na), "%s_%s%.0u", name, keys_a ? "fair" : "off", keys_a);
+    snprintf(nb, sizeof(nb), "%s_%s%.0u", name, keys_b ? "fair" : "off", keys_b);
+    static struct bench b[2];
+    uint32_t keys[2] = {keys_a, keys_b};
+    for (int x = 0; x < 2; x++) {
+        fair_keys = keys[x];
+        setup(&b[x], nenv, nagents);
+        fill_cycle(&b[x], million);
+        for (int i = 0; i < WARM_CYCLES; i++) {
+            submit(&b[x], 0, -1);
+            complete(&b[x]);
+        }
+    }
+    fair_keys = 0;
+    uint64_t t[2] = {0, 0}, iters = 0;
+    while (t[0] + t[1] < 4 * TIMED_NS) {
+        for (int x = 0; x < 2; x++) {
+            uint64_t t0 = now_ns();
+            for (int i = 0; i < 1024; i++) {
+                submit(&b[x], 0, -1);
+                complete(&b[x]);
+            }
+            t[x] += now_ns() - t0;
+        }
+        iters += 1024;
+    }
+    line(na, iters, t[0]);
+    line(nb, iters, t[1]);
+    printf("# %s: %s / %s = %.3f\n", name, nb + strlen(name) + 1, na + strlen(name) + 1,
+           (double)t[1] / (double)t[0]);
+    teardown(&b[0]);
+    teardown(&b[1]);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -714,6 +781,14 @@ main(int argc, char **argv)
             case_cycle(100, 1000);
     }
     fair_keys = 0;
+    /* The same ratios, each measured in one run (two backends, alternating slices). */
+    for (int w = 0; w < 2; w++) {
+        case_pair(1, 1, w, 0, 100);
+        case_pair(100, 1000, w, 0, 100);
+        case_pair(1, 1, w, 1, 10000);
+        case_pair(1, 1, w, 0, 1); /* what fair share costs with one key, then with 100 */
+        case_pair(1, 1, w, 1, 100);
+    }
     case_info(0);
     case_info(100);
     case_info_shared(0);

@@ -504,6 +504,7 @@ env_unref(struct backend *be, struct env *e)
         s = &(*s)->hnext;
     *s = e->hnext;
     be->nenvs--;
+    fair_drop_scope(&be->fair, &e->keys); /* idle records: no job holds e */
     free(e->heap);
     free(e->kheap);
     free(e->aheap);
@@ -676,6 +677,40 @@ kheap_down(struct env *e, uint32_t i)
         i = m;
     }
     kheap_place(e, i, &x);
+}
+
+/* rank_prefetch starts loading what an update of r at ordinal o touches (its bit, its
+ * arrival and tag); with many keys these are cold, and the caller has other work to do
+ * before the update. */
+static inline void
+rank_prefetch(const struct rank *r, uint64_t o)
+{
+    if (r->cap == 0)
+        return;
+    uint32_t q = (uint32_t)(o & (r->cap - 1));
+    __builtin_prefetch(&r->bits[q / 64]);
+    __builtin_prefetch(&r->sq[q]);
+    if (r->keys)
+        __builtin_prefetch(&r->vt[q]);
+}
+
+/* key_prefetch_tail: a new job of k is coming (its ordinal and its key's last job). */
+static inline void
+key_prefetch_tail(const struct fair_key *k)
+{
+    rank_prefetch(&k->rk, k->rk.next);
+    if (k->qtail != NULL)
+        __builtin_prefetch(k->qtail);
+}
+
+/* key_prefetch_head: k's first job is the next to leave e (its ordinal, the job after it). */
+static inline void
+key_prefetch_head(const struct fair_key *k)
+{
+    rank_prefetch(&k->rk, k->qord);
+    rank_prefetch(&k->rk, k->qord + 1);
+    if (k->qhead != NULL && k->qhead->next != NULL)
+        __builtin_prefetch(k->qhead->next);
 }
 
 /* key_head notes k's first waiting job h: its ordinal, (tag, arrival), and starts loading
@@ -1210,6 +1245,8 @@ run_job(struct backend *be, struct be_agent *a, struct job *j)
          * first) and the header of the one after it, whose (priority, arrival) becomes the
          * environment's key when the next one leaves (with fair share: its key's). */
         const struct job *h = env_best(e);
+        if (e->kn > 0)
+            key_prefetch_head(e->kheap[0].k);
         size_t n = sizeof(*h) + h->body_len;
         n = n < JOB_PREFETCH_BYTES ? n : JOB_PREFETCH_BYTES;
         for (size_t off = 64; off < n; off += 64)
@@ -1822,7 +1859,7 @@ key_get(struct backend *be, struct env *e, int64_t prio, const struct ing_client
     if (be->fair.mode == FAIR_NONE) {
         for (struct fair_key *k = e->keys; k != NULL; k = k->snext)
             if (k->prio == prio)
-                return k;
+                return fair_use(&be->fair, k);
         return fair_get(&be->fair, e, prio, "", 0, &e->keys);
     }
     struct ing_view key;
@@ -1927,6 +1964,8 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     struct job *j = NULL;
     int64_t prio = aged_priority(be, m->priority);
     struct fair_key *fk = key_get(be, e, prio, m);
+    if (fk != NULL && be->fair.mode != FAIR_NONE)
+        key_prefetch_tail(fk); /* cold with many keys: loads while the job is copied */
     if (fk == NULL || rank_reserve(&fk->rk, &be->fair.pool, fk->rk.next) != 0 ||
         jheap_reserve(be, e, prio, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {

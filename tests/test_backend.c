@@ -1893,8 +1893,8 @@ test_backend_fair_job_info_shared_agent(void **state)
     expect_none(1);
 }
 
-/* Requeued jobs keep their tag; keys' records go with their last job (be_check and the
- * fair table agree: nothing left once the queue is empty). */
+/* Requeued jobs keep their tag; keys' records go idle with their last job (be_check and the
+ * fair table agree: no record in use once the queue is empty). */
 static void
 test_backend_fair_requeue(void **state)
 {
@@ -1910,7 +1910,48 @@ test_backend_fair_requeue(void **state)
     assert_int_equal(be_check(&be), 0);
     a = agent(2, 1, "e");
     expect_run(2, a, "a1 b1 a2");
-    assert_int_equal(be.fair.n, 0);
+    assert_int_equal(be.fair.n, be.fair.nidle); /* idle: none holds a job */
+    assert_int_equal(be.fair.nidle, 2);         /* A's and B's, kept for their return */
+}
+
+/* A key's record goes idle with its last job and is taken again as new (its next job starts
+ * at the virtual time); idle records are bounded: past the bound a record is freed with its
+ * last job. */
+static void
+test_backend_fair_idle_records(void **state)
+{
+    fair_again(state, FAIR_LAUNCHER, NULL, 0);
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 1, "e");
+    char key[16], id[16];
+    quiet_peers = true; /* more messages than the mocks log: each job runs at once */
+    for (int i = 0; i < FAIR_IDLE_MAX + 10; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        snprintf(id, sizeof(id), "j%d", i);
+        submit_as(c, key, id, 0);
+        assert_int_equal(be.n_running, 1);
+        done(a, id, "success");
+        assert_int_equal(be.fair.n - be.fair.nidle, 0);
+    }
+    quiet_peers = false;
+    assert_int_equal(be.fair.nidle, FAIR_IDLE_MAX);
+    assert_int_equal(be.fair.n, FAIR_IDLE_MAX);
+    /* k10 is idle: taken again, it is not idle any more; k4100's went. */
+    submit_as(c, "k10", "again", 0);
+    assert_int_equal(be.fair.nidle, FAIR_IDLE_MAX - 1);
+    expect_run(1, a, "again");
+    assert_int_equal(be.fair.nidle, FAIR_IDLE_MAX);
+    submit_as(c, "k4100", "new", 0); /* a record made again */
+    assert_int_equal(be.fair.n, FAIR_IDLE_MAX + 1);
+    expect_run(1, a, "new");
+    assert_int_equal(be.fair.n, FAIR_IDLE_MAX); /* freed with its job: the bound holds */
+    /* A revived key starts at the virtual time like a new one. */
+    submit_as(c, "k20", "x1", 0); /* runs */
+    submit_as(c, "k20", "x2", 0);
+    submit_as(c, "k20", "x3", 0);
+    submit_as(c, "k30", "y1", 0);
+    expect_run(1, a, "x1 y1 x2 x3"); /* y1 at the virtual time, before x2 */
+    expect_none(1);
 }
 
 /* Random walk: many clients, agents, environments; invariants after every step, and
@@ -2079,7 +2120,8 @@ random_walk(uint64_t seed, int nc, uint32_t ne)
         if (accepted[j] && !lost[j] && !results[j])
             fail_msg("job %d got no result", j);
     assert_int_equal(be.n_waiting + be.n_running, 0);
-    assert_int_equal(be.fair.n, 0); /* every key's record went with its last job */
+    /* every key's record went idle with its last job */
+    assert_int_equal(be.fair.n, be.fair.nidle);
 }
 
 static void
@@ -2148,6 +2190,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_fair_priorities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_user_and_course, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_requeue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_idle_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_priority_aging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_info, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_info_shared_agent, setup, teardown),
