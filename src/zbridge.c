@@ -90,6 +90,21 @@ zconn_encode_direct(struct zconn *z, const struct ing_msg *m, unsigned opts, siz
     return 0;
 }
 
+/* kill_without_state tells whether z's agent gets BackendKillJob without "state": as its
+ * hello's shape says (v0.7.x), unless the operator said which release the fleet runs. */
+static bool
+kill_without_state(const struct zconn *z)
+{
+    switch (z->zb->kill_state) {
+    case ZB_KILL_STATE_ALWAYS:
+        return false;
+    case ZB_KILL_STATE_NEVER:
+        return true;
+    default:
+        return z->release == ZMQ_AGENT_V07;
+    }
+}
+
 /* zconn_encode sends m to z's peer in the shape of its release (opts: ZMQ_ENC_*). bound:
  * a size the message most likely fits in, to encode it in place (0: unknown). */
 static void
@@ -108,7 +123,7 @@ zconn_encode(struct zconn *z, const struct ing_msg *m, unsigned opts, size_t bou
     struct ing_mp_writer *w = &zb->zw;
     w->len = 0;
     w->err = 0;
-    if (m->type == ING_BACKEND_KILL_JOB && z->release == ZMQ_AGENT_V07)
+    if (m->type == ING_BACKEND_KILL_JOB && kill_without_state(z))
         opts |= ZMQ_ENC_KILL_NO_STATE;
     if (bound > 0 && !z->legacy) {
         int drc = zconn_encode_direct(z, m, opts, bound);
