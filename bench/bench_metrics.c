@@ -129,19 +129,11 @@ nil_u(struct bstate *s, uint64_t v)
     __asm__ volatile("" : : "r"(s), "r"(v) : "memory");
 }
 
-static uint64_t
-cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* One round: JOBS lifecycles, counted (count) or not. Returns its CPU ns. */
 static uint64_t
 round_ns(struct bstate *s, const struct bjob *jobs, bool count, bool loops)
 {
-    uint64_t t0 = cpu_ns();
+    uint64_t t0 = bc_thread_cpu_ns();
     for (uint64_t i = 0; i < JOBS; i++) {
         const struct bjob *j = &jobs[i & (NJOBS - 1)];
         if (count) {
@@ -178,7 +170,7 @@ round_ns(struct bstate *s, const struct bjob *jobs, bool count, bool loops)
             nil_u(s, 96);
         }
     }
-    return cpu_ns() - t0;
+    return bc_thread_cpu_ns() - t0;
 }
 
 static int

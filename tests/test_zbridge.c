@@ -359,28 +359,37 @@ TP_TEST(test_zb_kill_shapes)
     zt_close(c, cl);
 }
 
+/* kill_fleet: a backend with --zmq-kill-state mode; a job on an agent of each shape sh[0..n)
+ * is killed, and every one of them gets the kill with state (with_state) or without. */
+static void
+kill_fleet(struct tp_ctx *c, const char *mode, const enum shape *sh, size_t n, bool with_state)
+{
+    tp_start(c, "--zmq-kill-state", mode, NULL);
+    struct zt_peer *cl = zt_client(c, "C");
+    for (size_t i = 0; i < n; i++) {
+        if (with_state)
+            kill_shape(c, cl, "j1", sh[i], KILL_STATE, sizeof(KILL_STATE) - 1);
+        else
+            kill_shape(c, cl, "j1", sh[i], KILL_BARE, sizeof(KILL_BARE) - 1);
+    }
+    zt_close(c, cl);
+}
+
 /* --zmq-kill-state never, for a fleet of v0.8.0 agents (or v0.7.x MCQ agents, whose hello
  * has main's shape): every ZeroMQ agent gets BackendKillJob without state, whatever its
- * hello; the v0.5 - v0.6.2 dialect is unchanged. */
+ * hello. */
 TP_TEST(test_zb_kill_state_never)
 {
-    tp_start(c, "--zmq-kill-state", "never", NULL);
-    struct zt_peer *cl = zt_client(c, "C");
-    kill_shape(c, cl, "j1", V080, KILL_BARE, sizeof(KILL_BARE) - 1);
-    kill_shape(c, cl, "j1", MAIN, KILL_BARE, sizeof(KILL_BARE) - 1);
-    kill_shape(c, cl, "j1", V07, KILL_BARE, sizeof(KILL_BARE) - 1);
-    zt_close(c, cl);
+    static const enum shape sh[] = {V080, MAIN, V07};
+    kill_fleet(c, "never", sh, 3, false);
 }
 
 /* --zmq-kill-state always, for a fleet of v0.8.1 or later whose hellos may look like
  * v0.7.x's (a custom agent with a float created): every agent gets the state. */
 TP_TEST(test_zb_kill_state_always)
 {
-    tp_start(c, "--zmq-kill-state", "always", NULL);
-    struct zt_peer *cl = zt_client(c, "C");
-    kill_shape(c, cl, "j1", V07, KILL_STATE, sizeof(KILL_STATE) - 1);
-    kill_shape(c, cl, "j1", V080, KILL_STATE, sizeof(KILL_STATE) - 1);
-    zt_close(c, cl);
+    static const enum shape sh[] = {V07, V080};
+    kill_fleet(c, "always", sh, 2, true);
 }
 
 /* ---- item 6: synthetic results ---- */
