@@ -617,11 +617,12 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
     if (m.type == ING_AGENT_HELLO) {
         z->release = (uint8_t)shape.release;
         z->ssh_allowed = shape.ssh_allowed;
-        log_msg(LOG_DEBUG, "%s: AgentHello of %s", srv_conn_name(c),
+        log_msg(LOG_DEBUG, "%s: AgentHello of %s; its kills %s state", srv_conn_name(c),
                 z->legacy                        ? "v0.5 - v0.6.2"
-                : shape.release == ZMQ_AGENT_V07 ? "v0.7.x (kills without state)"
+                : shape.release == ZMQ_AGENT_V07 ? "v0.7.x"
                 : shape.release == ZMQ_AGENT_V08 ? "v0.8.0-v0.8.5 (SSH routing)"
-                                                 : "v0.8.6 or later");
+                                                 : "v0.8.6 or later",
+                z->legacy || kill_without_state(z) ? "without" : "with");
     }
     if (m.type == ING_AGENT_JOB_DONE && (how & ZMQ_DEC_GRADE_INT)) {
         zb->int_grade = true;
