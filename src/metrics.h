@@ -33,6 +33,7 @@ struct metrics_hist {
 static inline unsigned
 metrics_bucket(uint64_t us)
 {
+    _Static_assert(METRICS_NBUCKETS == 16, "metrics_bucket searches exactly 16 bounds");
     const uint64_t *b = metrics_bucket_us;
     unsigned i = (unsigned)(us > b[7]) << 3;
     i += (unsigned)(us > b[i + 3]) << 2;
