@@ -598,6 +598,27 @@ case_queue(uint32_t nwait, uint32_t nenv, uint32_t list_max, int reps)
     teardown(&b);
 }
 
+/* time_info times be_job_info of random waiting jobs among the million of ids first,
+ * first + 1, ... and prints the line. */
+static void
+time_info(struct bench *b, const char *name, uint64_t first)
+{
+    enum { QUERIES = 200000 };
+    uint8_t id[BC_TOKLEN];
+    struct be_job_info in;
+    uint64_t sum = 0, t0 = now_ns();
+    for (int i = 0; i < QUERIES; i++) {
+        bc_put_token(id, 0, first + bc_rand(&b->seed) % MILLION);
+        if (be_job_info(&b->be, (struct ing_view){(const char *)id, BC_TOKLEN}, &in) != 0 ||
+            in.state != BE_JOB_WAITING)
+            die("a waiting job unknown");
+        sum += in.position;
+    }
+    uint64_t t = now_ns() - t0;
+    sink += sum;
+    line(name, QUERIES, t);
+}
+
 /* rss_bytes is the process's resident set (/proc/self/statm), 0 if unknown. */
 static uint64_t
 rss_bytes(void)
@@ -612,78 +633,37 @@ rss_bytes(void)
     return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
+/* case_info: be_job_info among a million waiting jobs (priorities 0/1 at random), with K
+ * launcher keys (0: fair share off): in one environment no agent serves (and the memory they
+ * take), or shared: in two environments that 10 agents (64 slots each, all busy) both
+ * provide, so that the position counts both. */
 static void
-case_info(uint32_t keys)
+case_info(uint32_t keys, bool shared)
 {
     char name[80];
     struct bench b;
-    snprintf(name, sizeof(name), "sched_job_info_1M%s%.0u", keys ? "_fair" : "", keys);
+    snprintf(name, sizeof(name), "sched_job_info_1M%s%s%.0u", shared ? "_shared2" : "",
+             keys ? "_fair" : "", keys);
     if (!wanted(name))
         return;
     fair_keys = keys;
-    setup(&b, 1, 0);
-    uint64_t rss0 = rss_bytes();
-    for (uint32_t i = 0; i < MILLION; i++)
-        submit(&b, (int64_t)(bc_rand(&b.seed) & 1), 0);
-    if (b.be.n_waiting != MILLION)
-        die("the jobs did not wait");
-    /* Memory: the resident set's growth per queued job, body included (the job's header,
-     * its body, its id-table entry, its order statistics). */
-    char mname[80];
-    snprintf(mname, sizeof(mname), "mem_bytes_per_queued_job_1M%s%.0u", keys ? "_fair" : "",
-             keys);
-    printf("%s %u %.1f\n", mname, MILLION, (double)(rss_bytes() - rss0) / MILLION);
-    enum { QUERIES = 200000 };
-    uint8_t id[BC_TOKLEN];
-    struct be_job_info in;
-    uint64_t sum = 0, t0 = now_ns();
-    for (int i = 0; i < QUERIES; i++) {
-        bc_put_token(id, 0, bc_rand(&b.seed) % MILLION);
-        if (be_job_info(&b.be, (struct ing_view){(const char *)id, BC_TOKLEN}, &in) != 0)
-            die("a waiting job unknown");
-        sum += in.position;
-    }
-    uint64_t t = now_ns() - t0;
-    sink += sum;
-    line(name, QUERIES, t);
-    teardown(&b);
-    fair_keys = 0;
-}
-
-/* case_info_shared: be_job_info of random waiting jobs among 1,000,000 in two environments
- * that 10 agents (64 slots each, all busy) both provide: the position counts both. */
-static void
-case_info_shared(uint32_t keys)
-{
-    char name[80];
-    struct bench b;
-    snprintf(name, sizeof(name), "sched_job_info_1M_shared2%s%.0u", keys ? "_fair" : "", keys);
-    if (!wanted(name))
-        return;
-    fair_keys = keys;
-    setup(&b, 2, 10);
-    uint64_t first = b.next_id;
-    while (b.rlen < 10u * SLOTS)
+    setup(&b, shared ? 2 : 1, shared ? 10 : 0);
+    while (b.rlen < b.nagents * SLOTS)
         submit(&b, 0, -1);
-    uint64_t wait0 = b.next_id;
+    uint64_t first = b.next_id, rss0 = rss_bytes();
     for (uint32_t i = 0; i < MILLION; i++)
-        submit(&b, (int64_t)(bc_rand(&b.seed) & 1), -1);
-    if (b.be.n_waiting != MILLION || wait0 - first != 10u * SLOTS)
+        submit(&b, (int64_t)(bc_rand(&b.seed) & 1), shared ? -1 : 0);
+    if (b.be.n_waiting != MILLION || b.rlen != b.nagents * SLOTS)
         die("the jobs did not wait");
-    enum { QUERIES = 200000 };
-    uint8_t id[BC_TOKLEN];
-    struct be_job_info in;
-    uint64_t sum = 0, t0 = now_ns();
-    for (int i = 0; i < QUERIES; i++) {
-        bc_put_token(id, 0, wait0 + bc_rand(&b.seed) % MILLION);
-        if (be_job_info(&b.be, (struct ing_view){(const char *)id, BC_TOKLEN}, &in) != 0 ||
-            in.state != BE_JOB_WAITING)
-            die("a waiting job unknown");
-        sum += in.position;
+    if (!shared) {
+        /* Memory: the resident set's growth per queued job, body included (the job's header,
+         * its body, its id-table entry, its order statistics). */
+        char mname[80];
+        snprintf(mname, sizeof(mname), "mem_bytes_per_queued_job_1M%s%.0u",
+                 keys ? "_fair" : "", keys);
+        printf("%s %u %.1f\n", mname, MILLION, (double)(rss_bytes() - rss0) / MILLION);
     }
-    uint64_t t = now_ns() - t0;
-    sink += sum;
-    line(name, QUERIES, t);
+    time_info(&b, name, first);
     teardown(&b);
     fair_keys = 0;
 }
@@ -789,10 +769,10 @@ main(int argc, char **argv)
         case_pair(1, 1, w, 0, 1); /* what fair share costs with one key, then with 100 */
         case_pair(1, 1, w, 1, 100);
     }
-    case_info(0);
-    case_info(100);
-    case_info_shared(0);
-    case_info_shared(100);
+    for (int shared = 0; shared < 2; shared++) {
+        case_info(0, shared);
+        case_info(100, shared);
+    }
     free(fair_names);
     case_parked(1, 1);
     case_parked(10000, 1000);
