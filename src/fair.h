@@ -39,7 +39,8 @@ enum fair_mode {
 #define FAIR_KEY_MAX 64 /* key bytes kept (and compared) in a record; longer keys are told
                          * apart by their full hash and length too */
 #define FAIR_MAX_WEIGHTS 256
-#define FAIR_IDLE_MAX 4096 /* idle records kept (all scopes together) */
+#define FAIR_IDLE_MAX 256 /* idle records kept (all scopes together): more would make the
+                           * table and the records a lookup reads larger than the caches */
 
 struct fair_weight {
     char key[FAIR_KEY_MAX + 1];

@@ -12,24 +12,25 @@ rank_init(struct rank *r, bool keys)
     r->keys = keys;
 }
 
-static void
-arrays_free(struct pool *p, uint32_t *t, uint64_t *bits, uint64_t *vt, uint64_t *sq,
-            uint32_t cap)
+/* The arrays of a ring of cap positions are one pool object: the tree (cap / 64 + 1
+ * counters, rounded up to 8 bytes), the bits, the arrivals, the tags (keys). */
+static size_t
+tree_bytes(uint32_t cap)
 {
-    if (t != NULL)
-        pool_free(p, t, (cap / 64 + 1) * sizeof(*t));
-    if (bits != NULL)
-        pool_free(p, bits, cap / 64 * sizeof(*bits));
-    if (vt != NULL)
-        pool_free(p, vt, cap * sizeof(*vt));
-    if (sq != NULL)
-        pool_free(p, sq, cap * sizeof(*sq));
+    return ((cap / 64 + 1) * sizeof(uint32_t) + 7) & ~(size_t)7;
+}
+
+static size_t
+arrays_bytes(uint32_t cap, bool keys)
+{
+    return tree_bytes(cap) + cap / 64 * sizeof(uint64_t) + cap * sizeof(uint64_t) * (keys ? 2 : 1);
 }
 
 void
 rank_fini(struct rank *r, struct pool *p)
 {
-    arrays_free(p, r->t, r->bits, r->vt, r->sq, r->cap);
+    if (r->t != NULL)
+        pool_free(p, r->t, arrays_bytes(r->cap, r->keys));
     rank_init(r, r->keys);
 }
 
@@ -95,20 +96,14 @@ static int
 regrow(struct rank *r, struct pool *p, uint32_t ncap, uint64_t nbase)
 {
     uint32_t nw = ncap / 64;
-    uint32_t *t = pool_alloc(p, (nw + 1) * sizeof(*t));
-    uint64_t *bits = pool_alloc(p, nw * sizeof(*bits));
-    uint64_t *sq = pool_alloc(p, ncap * sizeof(*sq)), *vt = NULL;
-    if (t == NULL || bits == NULL || sq == NULL ||
-        (r->keys && (vt = pool_alloc(p, ncap * sizeof(*vt))) == NULL)) {
-        arrays_free(p, t, bits, vt, sq, ncap);
+    size_t size = arrays_bytes(ncap, r->keys);
+    char *blk = pool_alloc(p, size);
+    if (blk == NULL)
         return -ENOMEM;
-    }
-    memset(t, 0, (nw + 1) * sizeof(*t));
-    memset(bits, 0, nw * sizeof(*bits));
-    /* Unwritten keys are the smallest: the keys stay non-decreasing. */
-    memset(sq, 0, ncap * sizeof(*sq));
-    if (r->keys)
-        memset(vt, 0, ncap * sizeof(*vt));
+    memset(blk, 0, size); /* unwritten keys are the smallest: keys stay non-decreasing */
+    uint32_t *t = (uint32_t *)(void *)blk;
+    uint64_t *bits = (uint64_t *)(void *)(blk + tree_bytes(ncap));
+    uint64_t *sq = bits + nw, *vt = r->keys ? sq + ncap : NULL;
     if (r->cap > 0)
         for (uint64_t o = r->base; o < r->next; o++) {
             uint32_t op = pos(r, o), np = (uint32_t)(o & (ncap - 1));
@@ -124,7 +119,8 @@ regrow(struct rank *r, struct pool *p, uint32_t ncap, uint64_t nbase)
         if (up <= nw)
             t[up] += t[i];
     }
-    arrays_free(p, r->t, r->bits, r->vt, r->sq, r->cap);
+    if (r->t != NULL)
+        pool_free(p, r->t, arrays_bytes(r->cap, r->keys));
     r->t = t;
     r->bits = bits;
     r->vt = vt;

@@ -1936,12 +1936,13 @@ test_backend_fair_idle_records(void **state)
     quiet_peers = false;
     assert_int_equal(be.fair.nidle, FAIR_IDLE_MAX);
     assert_int_equal(be.fair.n, FAIR_IDLE_MAX);
-    /* k10 is idle: taken again, it is not idle any more; k4100's went. */
+    /* k10 is idle: taken again, it is not idle any more; the last ones' records went. */
     submit_as(c, "k10", "again", 0);
     assert_int_equal(be.fair.nidle, FAIR_IDLE_MAX - 1);
     expect_run(1, a, "again");
     assert_int_equal(be.fair.nidle, FAIR_IDLE_MAX);
-    submit_as(c, "k4100", "new", 0); /* a record made again */
+    snprintf(key, sizeof(key), "k%d", FAIR_IDLE_MAX + 5);
+    submit_as(c, key, "new", 0); /* a record made again */
     assert_int_equal(be.fair.n, FAIR_IDLE_MAX + 1);
     expect_run(1, a, "new");
     assert_int_equal(be.fair.n, FAIR_IDLE_MAX); /* freed with its job: the bound holds */
