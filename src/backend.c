@@ -161,6 +161,17 @@ struct be_agent {
     uint32_t missed;
     uint32_t nkilling;
     uint64_t dl_ms; /* no running job's deadline is before (be_timeouts scans it then) */
+    struct be_reg *reg; /* its hello being registered (be_register), or NULL */
+    uint8_t block;      /* BLOCK_*: no job while its registration changes its heaps */
+};
+
+/* While a registration spreads over loop iterations, the agent's entries in its
+ * environments' agent heaps must not give it a job: */
+enum {
+    BLOCK_LEAVE = 1, /* its previous registration goes: an entry found at a heap's top is
+                      * removed there (the rest go in steps) */
+    BLOCK_ENTER = 2, /* its slots join the heaps in steps, keyed after every other free slot
+                      * (fresh_seq UINT64_MAX): at a heap's top it is alone, and skipped */
 };
 
 struct be_client {
@@ -979,15 +990,20 @@ aheap_remove(struct env *e, uint32_t i)
 
 /* agent_enter_heaps puts a (which just got its first free slot) into its envs' heaps. The
  * heaps were sized at hello (one entry per provider), so this cannot fail. */
+static inline void
+aheap_push(struct be_agent *a, uint32_t i)
+{
+    struct env *e = a->envs[i].env;
+    struct aref r = {a, i};
+    e->aheap[e->an++] = r;
+    aheap_up(e, e->an - 1);
+}
+
 static void
 agent_enter_heaps(struct be_agent *a)
 {
-    for (uint32_t i = 0; i < a->nenvs; i++) {
-        struct env *e = a->envs[i].env;
-        struct aref r = {a, i};
-        e->aheap[e->an++] = r;
-        aheap_up(e, e->an - 1);
-    }
+    for (uint32_t i = 0; i < a->nenvs; i++)
+        aheap_push(a, i);
 }
 
 static void
@@ -1181,7 +1197,7 @@ static void
 sched_agent(struct backend *be, struct be_agent *a)
 {
     struct job *j;
-    if (be->draining)
+    if (be->draining || a->block != 0)
         return;
     while (a->nfree > 0 && (j = best_job(be, a)) != NULL)
         dispatch(be, a, j);
@@ -1197,8 +1213,12 @@ sched_envs(struct backend *be, struct env *const *envs, size_t n)
     for (;;) {
         struct be_agent *first = NULL;
         for (size_t i = 0; i < n; i++) {
-            const struct env *e = envs[i];
-            if (e->n > 0 && e->an > 0 &&
+            struct env *e = envs[i];
+            if (e->n == 0)
+                continue;
+            while (e->an > 0 && e->aheap[0].a->block == BLOCK_LEAVE)
+                aheap_remove(e, 0); /* a registration removes it: see BLOCK_LEAVE */
+            if (e->an > 0 && e->aheap[0].a->block == 0 &&
                 (first == NULL || agent_key(e->aheap[0].a) < agent_key(first)))
                 first = e->aheap[0].a;
         }
@@ -1480,6 +1500,8 @@ send_envs(struct backend *be, struct be_client *c)
 bool
 be_flush_due(const struct backend *be, uint64_t *due_ms)
 {
+    if (be->envs_held)
+        return false; /* the registration's end touches the list */
     if (be->envs_dirty)
         *due_ms = be->envs_due_ms;
     return be->envs_dirty;
@@ -1488,7 +1510,7 @@ be_flush_due(const struct backend *be, uint64_t *due_ms)
 void
 be_flush(struct backend *be)
 {
-    if (!be->envs_dirty || be->now_ms < be->envs_due_ms)
+    if (!be->envs_dirty || be->now_ms < be->envs_due_ms || be->envs_held)
         return;
     envs_prune(be);
     if (be->envs_changed && envs_build(be) != 0) {
@@ -1550,10 +1572,13 @@ be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *op
 }
 
 static void agent_unregister(struct backend *be, struct be_agent *a, bool silent);
+static bool reg_abandon(struct backend *be, struct be_agent *a);
+static void regs_fini(struct backend *be);
 
 void
 be_fini(struct backend *be)
 {
+    regs_fini(be); /* they hold environments, and agents that are on no list */
     while (be->agents != NULL) {
         struct be_agent *a = be->agents;
         agent_unregister(be, a, true);
@@ -2340,14 +2365,15 @@ be_agent_slots(const struct be_agent *a)
     return a->slots;
 }
 
-/* agent_unregister removes a registered agent (INGInious deletes it and crashes all its
- * jobs; hardened): requeue the jobs it had not started, end the started ones, withdraw the
- * environments it was the last to provide. silent: no message at all (be_fini). */
+/* Removing a registered agent (INGInious deletes it and crashes all its jobs; hardened):
+ * requeue the jobs it had not started, end the started ones, withdraw the environments it
+ * was the last to provide. In three parts so that a re-hello can spread it over loop
+ * iterations (be_register): unreg_begin (the agent and its jobs, O(its jobs)), then
+ * unreg_env and unreg_type for each of its environments and types, then unreg_end.
+ * silent: no message at all (be_fini). */
 static void
-agent_unregister(struct backend *be, struct be_agent *a, bool silent)
+unreg_begin(struct backend *be, struct be_agent *a, bool silent)
 {
-    if (!a->registered)
-        return;
     a->registered = false;
     if (a->prev != NULL)
         a->prev->next = a->next;
@@ -2357,23 +2383,9 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
         a->next->prev = a->prev;
     a->prev = a->next = NULL;
     be->n_agents--;
-    agent_leave_heaps(a);
-    a->nfree = a->nfresh = 0;
-    bool withdrawn = false;
-    for (uint32_t i = 0; i < a->nenvs; i++) {
-        struct env *e = a->envs[i].env;
-        e->n_slots -= a->slots;
-        if (--e->n_providers == 0) {
-            withdrawn = true;
-            env_withdrawn(be, e);
-            if (e->n > 0 && be->cfg.orphan_timeout_ms > 0)
-                orphan_add(be, e);
-        }
-    }
-    for (uint32_t i = 0; i < a->ntypes; i++) {
-        withdrawn |= a->types[i]->nann == 1;
-        type_withdrawn(be, a->types[i]);
-    }
+    /* Its entries leave the heaps with its environments (unreg_env), or at a heap's top
+     * meanwhile: no job goes to it from now on. */
+    a->block = BLOCK_LEAVE;
     /* Its jobs, in reverse dispatch order. */
     struct env **requeued = NULL;
     size_t nreq = 0;
@@ -2421,29 +2433,73 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
             job_free(be, j);
         }
     }
-    /* Hold the requeued environments while the agent's references go. */
-    for (size_t x = 0; x < nreq; x++)
-        requeued[x]->refs++;
-    for (uint32_t i = 0; i < a->nenvs; i++)
-        env_unref(be, a->envs[i].env);
-    for (uint32_t i = 0; i < a->ntypes; i++)
-        env_unref(be, a->types[i]);
+    a->nkilling = 0;
+    /* The requeued jobs' environments still have the agent's references: they stay. */
+    if (!silent)
+        sched_envs(be, requeued, nreq);
+    free(requeued);
+}
+
+/* unreg_env lets a's i-th environment go, whose n_slots and n_providers count a. Returns
+ * true if that withdraws it from the list. */
+static bool
+unreg_env(struct backend *be, struct be_agent *a, uint32_t i)
+{
+    struct env *e = a->envs[i].env;
+    bool withdrawn = false;
+    if (a->envs[i].aidx != 0)
+        aheap_remove(e, a->envs[i].aidx - 1);
+    e->n_slots -= a->slots;
+    if (--e->n_providers == 0) {
+        withdrawn = true;
+        env_withdrawn(be, e);
+        if (e->n > 0 && be->cfg.orphan_timeout_ms > 0)
+            orphan_add(be, e);
+    }
+    env_unref(be, e);
+    return withdrawn;
+}
+
+/* unreg_type lets a's i-th type record go (announced by a). Returns true if that withdraws
+ * it from the list. */
+static bool
+unreg_type(struct backend *be, struct be_agent *a, uint32_t i)
+{
+    bool withdrawn = a->types[i]->nann == 1;
+    type_withdrawn(be, a->types[i]);
+    env_unref(be, a->types[i]);
+    return withdrawn;
+}
+
+/* unreg_end frees what a's registration held once its environments and types are let go;
+ * withdrawn: some left the list (clients are sent it after --env-grace). */
+static void
+unreg_end(struct backend *be, struct be_agent *a, bool silent, bool withdrawn)
+{
     free(a->envs);
     free(a->types);
     free(a->ring);
     a->envs = NULL;
     a->types = NULL;
     a->ring = NULL;
-    a->nenvs = a->ntypes = a->slots = a->fhead = a->nfresh = a->rcap = 0;
-    a->nkilling = 0;
-    if (!silent) {
-        sched_envs(be, requeued, nreq);
-        if (withdrawn)
-            envs_touch(be, true); /* held a while: the agent may come back */
-    }
-    for (size_t x = 0; x < nreq; x++)
-        env_unref(be, requeued[x]);
-    free(requeued);
+    a->nenvs = a->ntypes = a->slots = a->nfree = a->nfresh = a->fhead = a->rcap = 0;
+    a->block = 0;
+    if (!silent && withdrawn)
+        envs_touch(be, true); /* held a while: the agent may come back */
+}
+
+static void
+agent_unregister(struct backend *be, struct be_agent *a, bool silent)
+{
+    if (!a->registered)
+        return;
+    unreg_begin(be, a, silent);
+    bool withdrawn = false;
+    for (uint32_t i = 0; i < a->nenvs; i++)
+        withdrawn |= unreg_env(be, a, i);
+    for (uint32_t i = 0; i < a->ntypes; i++)
+        withdrawn |= unreg_type(be, a, i);
+    unreg_end(be, a, silent, withdrawn);
 }
 
 void
@@ -2451,6 +2507,12 @@ be_agent_gone(struct backend *be, struct be_agent *a)
 {
     if (a == NULL)
         return;
+    if (a->reg != NULL) {
+        log_msg(LOG_INFO, "agent %s left while its hello was being registered",
+                a->name != NULL ? a->name : "(new)");
+        if (reg_abandon(be, a))
+            return; /* the registration undoes what it applied, then frees a */
+    }
     if (a->registered) {
         log_msg(LOG_INFO, "agent %s disconnected", a->name);
         be->stats.agents_lost++;
@@ -2490,6 +2552,8 @@ struct hello_iter {
     const uint8_t *p, *end;
     uint32_t types_left, names_left;
     struct ing_mp_obj type;
+    struct ing_mp_obj *types; /* if not NULL: every type read is appended (ntypes) */
+    uint32_t ntypes;
 };
 
 static int
@@ -2502,6 +2566,8 @@ hello_next(struct hello_iter *it, struct env_ann *ann, char *why, size_t whylen)
         it->types_left--;
         if (ing_mp_read(&it->p, it->end, &it->type) != 0 || it->type.type != ING_MP_STR)
             return hello_fail(why, whylen, "environment type is not a string");
+        if (it->types != NULL)
+            it->types[it->ntypes++] = it->type; /* at most the map's count: types_left */
         if (ing_mp_read(&it->p, it->end, &o) != 0 || o.type != ING_MP_MAP)
             return hello_fail(why, whylen, "environments of type %.*s: not a map",
                               (int)it->type.v.s.len, (const char *)it->type.v.s.p);
@@ -2569,6 +2635,8 @@ hello_begin(struct hello_iter *it, const struct ing_agent_hello *m, char *why, s
     it->p = (const uint8_t *)m->environments.p;
     it->end = it->p + m->environments.len;
     it->names_left = 0;
+    it->types = NULL;
+    it->ntypes = 0;
     if (ing_mp_read(&it->p, it->end, &o) != 0 || o.type != ING_MP_MAP)
         return hello_fail(why, whylen, "available_environments is not a map");
     it->types_left = o.v.n;
@@ -2624,6 +2692,9 @@ hello_rate(struct backend *be, struct be_agent *a)
     return true;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Registration, in steps                                                                    */
+
 /* What applying a hello needs, taken before anything changes (so that it cannot fail half
  * way): the agent's new environments and type records, each with a reference held. */
 struct hello_plan {
@@ -2633,119 +2704,482 @@ struct hello_plan {
     int64_t dbytes, denvs; /* change of be->list_bytes and be->n_provided */
 };
 
-static void
-plan_drop(struct backend *be, struct hello_plan *p)
+/* A hello registers in phases; each does its work in units (an environment or a type) so
+ * that be_register can stop after any unit and go on at the next loop iteration. */
+enum reg_phase {
+    REG_PARSE,   /* validate the environments, keeping their views (anns, tanns) */
+    REG_MARK,    /* a re-hello: mark the agent's current environments and types */
+    REG_PREPARE, /* find or create every type and environment (the plan), count the list */
+    REG_CHECK,   /* the bounds over the whole table (one unit) */
+    REG_UNREG,   /* a re-hello: the previous registration goes (unreg_env, unreg_type) */
+    REG_APPLY,   /* announce the plan's types and environments */
+    REG_ENTER,   /* the free slots join the environments' heaps (BLOCK_ENTER) */
+    REG_DROP,    /* refused, or the agent left before REG_UNREG: the plan's references go */
+    REG_CANCEL,  /* the agent left during REG_UNREG to REG_ENTER: what was applied goes */
+};
+
+struct be_reg {
+    struct be_reg *next; /* be->regs: only the first one makes progress */
+    struct be_agent *a;  /* NULL once the agent left before REG_UNREG (a freed by then) */
+    bool gone;           /* the agent left: no callback; from REG_UNREG on a is ours to free */
+    bool stepped;        /* queued (ops.registered tells the end), not run inline */
+    enum reg_phase phase;
+    uint8_t *own;        /* the copy of the environments map a queued hello reads */
+    struct ing_agent_hello m;
+    char *name;
+    uint64_t *ring;
+    uint32_t rcap, slots;
+    struct hello_iter it;
+    struct env_ann *anns; /* the announced environments, in order (views into m) */
+    size_t count, acap;
+    struct ing_mp_obj *tanns; /* the announced types, in order (it.types) */
+    struct hello_plan plan;
+    size_t i;             /* the phase's cursor */
+    uint32_t prev;        /* REG_PREPARE: cursor in the agent's current environments */
+    uint64_t old, mark;   /* REG_MARK / REG_PREPARE: the marks of the current and new sets */
+    uint32_t ke, kt;      /* REG_APPLY: environments and types announced so far */
+    const uint8_t *last_type;
+    struct env *t;        /* REG_APPLY: the type record of last_type */
+    bool withdrawn;       /* REG_UNREG / REG_CANCEL: some left the list */
+    int rc;
+    char why[300];
+};
+
+/* reg_prepare_type takes the i-th announced type into the plan. Returns 0 or -ENOMEM. */
+static int
+reg_prepare_type(struct backend *be, struct be_reg *r, size_t i)
 {
-    for (uint32_t i = 0; i < p->n; i++)
-        env_unref(be, p->envs[i].env);
-    for (uint32_t i = 0; i < p->nt; i++)
-        env_unref(be, p->types[i]);
-    free(p->envs);
-    free(p->types);
+    const struct ing_mp_obj *o = &r->tanns[i];
+    struct hello_plan *p = &r->plan;
+    struct env *t = env_get(be, (const char *)o->v.s.p, o->v.s.len, "", 0);
+    if (t == NULL)
+        return -ENOMEM;
+    if (t->mark == r->mark)
+        return 0; /* the same type twice */
+    if (t->mark != r->old && t->nann == 0)
+        p->dbytes += (int64_t)LIST_TYPE_COST(t);
+    t->mark = r->mark;
+    t->refs++;
+    p->types[p->nt++] = t;
+    return 0;
 }
 
-/* hello_prepare fills p for the (validated) hello m of a: finds or creates every announced
- * type and environment, makes room in the environments' agent heaps, and computes what the
- * list would become once a's previous registration (if any) is replaced. Returns 0 or
- * -ENOMEM (p then holds what it took, for plan_drop). */
+/* reg_prepare_env takes the i-th announced environment into the plan, and room for the
+ * agent in its heap. A re-hello mostly repeats the agent's list in the same order: the
+ * cursor r->prev follows its current environments and spares the hash table's lookup while
+ * they match. Returns 0 or -ENOMEM. */
 static int
-hello_prepare(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m,
-              const struct env_ann *anns, size_t nanns, struct hello_plan *p)
+reg_prepare_env(struct backend *be, struct be_reg *r, size_t i)
 {
-    uint64_t old = ++be->mark_seq; /* a's current environments (none has it yet) */
-    if (a->registered) {
-        for (uint32_t i = 0; i < a->nenvs; i++)
-            a->envs[i].env->mark = old;
-        for (uint32_t i = 0; i < a->ntypes; i++)
-            a->types[i]->mark = old;
+    const struct env_ann *ann = &r->anns[i];
+    struct hello_plan *p = &r->plan;
+    struct be_agent *a = r->a;
+    struct env *e = NULL;
+    if (a->registered && r->prev < a->nenvs) {
+        struct env *c = a->envs[r->prev].env;
+        if (c->type_len == ann->type.v.s.len && c->name_len == ann->name.v.s.len &&
+            memcmp(c->name, ann->name.v.s.p, c->name_len) == 0 &&
+            memcmp(c->type, ann->type.v.s.p, c->type_len) == 0) {
+            e = c;
+            r->prev++;
+        }
     }
-    uint64_t mark = ++be->mark_seq;
-    /* The types, with those announced without environments (`kata: {}`). */
-    struct ing_mp_obj o;
-    const uint8_t *q = (const uint8_t *)m->environments.p, *end = q + m->environments.len;
-    if (ing_mp_read(&q, end, &o) != 0 || o.type != ING_MP_MAP)
-        return -EINVAL; /* validated before: cannot happen */
-    for (uint32_t i = o.v.n; i > 0; i--) {
-        if (ing_mp_read(&q, end, &o) != 0 || o.type != ING_MP_STR ||
-            ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) != 0)
-            return -EINVAL;
-        struct env *t = env_get(be, (const char *)o.v.s.p, o.v.s.len, "", 0);
-        if (t == NULL)
+    if (e == NULL)
+        e = env_get(be, (const char *)ann->type.v.s.p, ann->type.v.s.len,
+                    (const char *)ann->name.v.s.p, ann->name.v.s.len);
+    if (e == NULL)
+        return -ENOMEM;
+    if (e->mark == r->mark)
+        return 0; /* the same environment twice */
+    bool mine = e->mark == r->old;
+    e->mark = r->mark;
+    e->refs++;
+    p->envs[p->n].env = e;
+    p->envs[p->n].aidx = 0;
+    p->n++;
+    if (!mine && e->n_providers == 0) {
+        p->dbytes += (int64_t)mp_str_size(e->name_len);
+        p->denvs++;
+    }
+    if (e->n_providers + 1 > e->acap) {
+        uint32_t cap = e->acap ? e->acap * 2 : 4;
+        struct aref *h = realloc(e->aheap, cap * sizeof(*h));
+        if (h == NULL)
             return -ENOMEM;
-        if (t->mark == mark)
-            continue; /* the same type twice */
-        if (t->mark != old && t->nann == 0)
-            p->dbytes += (int64_t)LIST_TYPE_COST(t);
-        t->mark = mark;
-        t->refs++;
-        p->types[p->nt++] = t;
+        e->aheap = h;
+        e->acap = cap;
     }
-    /* A re-hello mostly repeats a's list in the same order: the cursor prev follows a's
-     * current environments and spares the hash table's lookup while they match. */
-    uint32_t prev = 0;
-    for (size_t i = 0; i < nanns; i++) {
-        const struct env_ann *ann = &anns[i];
-        struct env *e = NULL;
-        if (a->registered && prev < a->nenvs) {
-            struct env *c = a->envs[prev].env;
-            if (c->type_len == ann->type.v.s.len && c->name_len == ann->name.v.s.len &&
-                memcmp(c->name, ann->name.v.s.p, c->name_len) == 0 &&
-                memcmp(c->type, ann->type.v.s.p, c->type_len) == 0) {
-                e = c;
-                prev++;
-            }
-        }
-        if (e == NULL)
-            e = env_get(be, (const char *)ann->type.v.s.p, ann->type.v.s.len,
-                        (const char *)ann->name.v.s.p, ann->name.v.s.len);
-        if (e == NULL)
-            return -ENOMEM;
-        if (e->mark == mark)
-            continue; /* the same environment twice */
-        bool mine = e->mark == old;
-        e->mark = mark;
-        e->refs++;
-        p->envs[p->n].env = e;
-        p->envs[p->n].aidx = 0;
-        p->n++;
-        if (!mine && e->n_providers == 0) {
-            p->dbytes += (int64_t)mp_str_size(e->name_len);
-            p->denvs++;
-        }
-        if (e->n_providers + 1 > e->acap) {
-            uint32_t cap = e->acap ? e->acap * 2 : 4;
-            struct aref *h = realloc(e->aheap, cap * sizeof(*h));
-            if (h == NULL)
-                return -ENOMEM;
-            e->aheap = h;
-            e->acap = cap;
-        }
-    }
-    /* What a's previous registration alone provides goes. */
+    return 0;
+}
+
+/* reg_check: once the plan is complete, what the agent's previous registration alone
+ * provides goes from the count (one pass over it, cheap: no lookup), and the list's bounds
+ * are checked. Returns 0 or -EINVAL (r->why). Other registrations wait for this one, and
+ * an agent that leaves meanwhile only makes the list smaller: the count stays an upper
+ * bound until the plan is applied. */
+static int
+reg_check(struct backend *be, struct be_reg *r)
+{
+    struct hello_plan *p = &r->plan;
+    struct be_agent *a = r->a;
     if (a->registered) {
         for (uint32_t i = 0; i < a->nenvs; i++) {
             const struct env *e = a->envs[i].env;
-            if (e->mark == old && e->n_providers == 1) {
+            if (e->mark == r->old && e->n_providers == 1) {
                 p->dbytes -= (int64_t)mp_str_size(e->name_len);
                 p->denvs--;
             }
         }
         for (uint32_t i = 0; i < a->ntypes; i++) {
             const struct env *t = a->types[i];
-            if (t->mark == old && t->nann == 1)
+            if (t->mark == r->old && t->nann == 1)
                 p->dbytes -= (int64_t)LIST_TYPE_COST(t);
         }
     }
+    uint64_t nprov = (uint64_t)((int64_t)be->n_provided + p->denvs);
+    uint64_t bytes = LIST_BASE + (uint64_t)((int64_t)be->list_bytes + p->dbytes);
+    if (nprov > be->cfg.max_envs)
+        return hello_fail(r->why, sizeof(r->why),
+                          "too many environments in total: %llu (at most %llu, --max-envs)",
+                          (unsigned long long)nprov, (unsigned long long)be->cfg.max_envs);
+    if (bytes > list_bytes_max(be))
+        return hello_fail(r->why, sizeof(r->why),
+                          "environment list too large: %llu bytes (at most %llu, "
+                          "--max-env-bytes and --max-frame)",
+                          (unsigned long long)bytes, (unsigned long long)list_bytes_max(be));
     return 0;
+}
+
+/* reg_apply_begin gives the plan to the agent (not registered: its previous registration,
+ * if any, is gone), with no free slot yet. */
+static void
+reg_apply_begin(struct backend *be, struct be_reg *r)
+{
+    struct be_agent *a = r->a;
+    be->envs_held = true;
+    free(a->name);
+    a->name = r->name;
+    r->name = NULL;
+    a->ring = r->ring;
+    r->ring = NULL;
+    a->rcap = r->rcap;
+    a->envs = r->plan.envs;
+    a->nenvs = r->plan.n;
+    a->types = r->plan.types;
+    a->ntypes = r->plan.nt;
+    r->plan.envs = NULL;
+    r->plan.types = NULL;
+    r->plan.n = r->plan.nt = 0;
+    a->slots = r->slots;
+    a->nfree = a->nfresh = 0;
+    a->fhead = 0;
+    a->missed = 0;
+    a->block = BLOCK_ENTER;
+    r->ke = r->kt = 0;
+    r->i = 0;
+    r->last_type = NULL;
+    r->phase = REG_APPLY;
+}
+
+/* reg_apply_env announces the next environment of the plan: the hello's i-th if it is not
+ * a duplicate (the plan left those out: its k-th is the k-th distinct one). */
+static void
+reg_apply_env(struct backend *be, struct be_reg *r)
+{
+    struct be_agent *a = r->a;
+    const struct env_ann *an = &r->anns[r->i++];
+    struct env *e = a->envs[r->ke].env;
+    if (e->name_len != an->name.v.s.len || e->type_len != an->type.v.s.len ||
+        memcmp(e->name, an->name.v.s.p, e->name_len) != 0 ||
+        memcmp(e->type, an->type.v.s.p, e->type_len) != 0)
+        return; /* a duplicate */
+    if (an->type.v.s.p != r->last_type) {
+        r->last_type = an->type.v.s.p;
+        r->t = env_find(be, e->type, e->type_len, "", 0);
+    }
+    env_announce(be, e, r->t, an, a->name);
+    e->n_slots += a->slots;
+    r->ke++;
+}
+
+/* reg_done: the agent is registered; its slots join the free-slot FIFO after every other
+ * (the heaps hold it there already). */
+static void
+reg_done(struct backend *be, struct be_reg *r)
+{
+    struct be_agent *a = r->a;
+    a->fresh_seq = be->slot_seq + 1;
+    be->slot_seq += a->slots;
+    a->block = 0;
+    a->registered = true;
+    a->prev = NULL;
+    a->next = be->agents;
+    if (be->agents != NULL)
+        be->agents->prev = a;
+    be->agents = a;
+    be->n_agents++;
+    be->envs_held = false;
+    log_msg(LOG_INFO, "agent %s registered: %u slots, %u environments", a->name, a->slots,
+            a->nenvs);
+    sched_agent(be, a);
+    envs_touch(be, false); /* INGInious sends the list after every hello */
+    r->rc = 0;
+}
+
+/* reg_unit does one unit of r's work. Returns true when r has ended (r->rc says how). */
+static bool
+reg_unit(struct backend *be, struct be_reg *r)
+{
+    struct be_agent *a = r->a;
+    struct env_ann ann;
+    int rc;
+    switch (r->phase) {
+    case REG_PARSE:
+        rc = hello_next(&r->it, &ann, r->why, sizeof(r->why));
+        if (rc < 0)
+            goto refuse;
+        if (rc == 0) {
+            r->phase = a->registered ? REG_MARK : REG_PREPARE;
+            r->old = ++be->mark_seq; /* a's current environments (none has it yet) */
+            r->mark = ++be->mark_seq;
+            r->i = 0;
+            r->plan.envs = calloc(r->count ? r->count : 1, sizeof(*r->plan.envs));
+            r->plan.types = calloc(r->it.ntypes ? r->it.ntypes : 1, sizeof(*r->plan.types));
+            if (r->plan.envs == NULL || r->plan.types == NULL)
+                goto oom;
+            return false;
+        }
+        if (r->count >= be->cfg.max_envs_per_agent) {
+            hello_fail(r->why, sizeof(r->why),
+                       "too many environments: more than %u (--max-envs-per-agent)",
+                       be->cfg.max_envs_per_agent);
+            goto refuse;
+        }
+        if (r->count == r->acap) {
+            size_t ncap = r->acap ? r->acap * 2 : 16;
+            struct env_ann *na = realloc(r->anns, ncap * sizeof(*na));
+            if (na == NULL)
+                goto oom;
+            r->anns = na;
+            r->acap = ncap;
+        }
+        r->anns[r->count++] = ann;
+        return false;
+    case REG_MARK:
+        if (r->i < a->nenvs)
+            a->envs[r->i].env->mark = r->old;
+        else if (r->i - a->nenvs < a->ntypes)
+            a->types[r->i - a->nenvs]->mark = r->old;
+        if (++r->i >= (size_t)a->nenvs + a->ntypes) {
+            r->phase = REG_PREPARE;
+            r->i = 0;
+        }
+        return false;
+    case REG_PREPARE:
+        rc = r->i < r->it.ntypes ? reg_prepare_type(be, r, r->i)
+             : r->i - r->it.ntypes < r->count ? reg_prepare_env(be, r, r->i - r->it.ntypes)
+                                              : 0;
+        if (rc != 0)
+            goto oom;
+        if (++r->i >= r->it.ntypes + r->count)
+            r->phase = REG_CHECK;
+        return false;
+    case REG_CHECK:
+        if (reg_check(be, r) != 0)
+            goto refuse;
+        r->i = 0;
+        if (a->registered) {
+            log_msg(LOG_INFO, "agent %s said hello again: restarting it", a->name);
+            be->envs_held = true;
+            unreg_begin(be, a, false); /* INGInious removes it first, too */
+            r->withdrawn = false;
+            r->phase = REG_UNREG;
+        } else {
+            reg_apply_begin(be, r);
+        }
+        return false;
+    case REG_UNREG:
+    case REG_CANCEL:
+        /* Let a's environments and types go: in REG_CANCEL only the first ke and kt were
+         * announced (the others hold a reference only). */
+        if (r->i < a->nenvs) {
+            if (r->phase == REG_UNREG || r->i < r->ke)
+                r->withdrawn |= unreg_env(be, a, (uint32_t)r->i);
+            else
+                env_unref(be, a->envs[r->i].env);
+        } else if (r->i - a->nenvs < a->ntypes) {
+            uint32_t k = (uint32_t)(r->i - a->nenvs);
+            if (r->phase == REG_UNREG || k < r->kt)
+                r->withdrawn |= unreg_type(be, a, k);
+            else
+                env_unref(be, a->types[k]);
+        }
+        if (++r->i < (size_t)a->nenvs + a->ntypes)
+            return false;
+        unreg_end(be, a, false, false);
+        be->envs_held = false;
+        if (r->withdrawn && r->gone)
+            envs_touch(be, true); /* else the new list follows at once (reg_done) */
+        if (r->phase == REG_CANCEL) {
+            r->rc = -ECANCELED;
+            return true;
+        }
+        if (r->gone) {
+            r->phase = REG_DROP;
+            r->rc = -ECANCELED;
+            r->i = 0;
+        } else {
+            reg_apply_begin(be, r);
+        }
+        return false;
+    case REG_APPLY:
+        if (r->kt < a->ntypes)
+            type_announced(be, a->types[r->kt++]);
+        else if (r->ke < a->nenvs && r->i < r->count)
+            reg_apply_env(be, r);
+        if (r->kt == a->ntypes && (r->ke == a->nenvs || r->i == r->count)) {
+            assert(r->ke == a->nenvs);
+            r->i = 0;
+            r->phase = REG_ENTER;
+            a->fresh_seq = UINT64_MAX; /* after every free slot: see BLOCK_ENTER */
+            a->nfresh = a->nfree = a->slots;
+        }
+        if (r->phase == REG_ENTER && a->slots == 0) {
+            reg_done(be, r);
+            return true;
+        }
+        return false;
+    case REG_ENTER:
+        if (r->i < a->nenvs)
+            aheap_push(a, (uint32_t)r->i);
+        if (++r->i < a->nenvs)
+            return false;
+        reg_done(be, r);
+        return true;
+    case REG_DROP:
+        if (r->i < r->plan.n)
+            env_unref(be, r->plan.envs[r->i].env);
+        else if (r->i - r->plan.n < r->plan.nt)
+            env_unref(be, r->plan.types[r->i - r->plan.n]);
+        return ++r->i >= (size_t)r->plan.n + r->plan.nt;
+    }
+    return true; /* cannot happen */
+oom:
+    hello_fail(r->why, sizeof(r->why), "out of memory");
+refuse:
+    r->rc = -EINVAL;
+    r->phase = REG_DROP;
+    r->i = 0;
+    return r->plan.n + r->plan.nt == 0;
+}
+
+/* reg_free releases what r holds once it has ended (and a, if r owns it). */
+static void
+reg_free(struct backend *be, struct be_reg *r)
+{
+    if (r->a != NULL) {
+        r->a->reg = NULL;
+        if (r->gone) {
+            free(r->a->name);
+            slab_free(&be->agent_slab, r->a);
+        }
+    }
+    free(r->plan.envs);
+    free(r->plan.types);
+    free(r->name);
+    free(r->ring);
+    free(r->anns);
+    free(r->tanns);
+    free(r->own);
+}
+
+/* reg_run does up to *budget units of r. Returns true when r has ended. */
+static bool
+reg_run(struct backend *be, struct be_reg *r, size_t *budget)
+{
+    while (*budget > 0) {
+        --*budget;
+        if (reg_unit(be, r))
+            return true;
+    }
+    return false;
+}
+
+bool
+be_register(struct backend *be, size_t budget)
+{
+    while (be->regs != NULL && budget > 0) {
+        struct be_reg *r = be->regs;
+        if (!reg_run(be, r, &budget))
+            break;
+        be->regs = r->next;
+        if (be->regs == NULL)
+            be->regs_tail = NULL;
+        if (!r->gone && r->a != NULL && be->ops.registered != NULL)
+            be->ops.registered(r->a->peer, r->rc, r->why);
+        reg_free(be, r);
+        free(r);
+    }
+    return be->regs != NULL;
+}
+
+bool
+be_registering(const struct backend *be)
+{
+    return be->regs != NULL;
+}
+
+/* reg_abandon: a's connection closed while its hello is being registered. Before its
+ * previous registration goes, the registration only lets its plan go (a is freed by the
+ * caller, the previous registration removed as any agent's); from then on it undoes what it
+ * applied, and frees a at its end. Returns true if the registration keeps a. */
+static bool
+reg_abandon(struct backend *be, struct be_agent *a)
+{
+    struct be_reg *r = a->reg;
+    r->gone = true;
+    switch (r->phase) {
+    case REG_UNREG:
+    case REG_CANCEL:
+        return true; /* then REG_DROP */
+    case REG_APPLY:
+    case REG_ENTER:
+        if (r->phase == REG_ENTER)
+            r->ke = a->nenvs;
+        r->phase = REG_CANCEL;
+        r->i = 0;
+        return true;
+    default:
+        a->reg = NULL;
+        r->a = NULL;
+        if (r->phase != REG_DROP) {
+            r->phase = REG_DROP;
+            r->i = 0;
+        }
+        (void)be;
+        return false;
+    }
+}
+
+/* regs_fini ends every registration at once, without callbacks (be_fini). */
+static void
+regs_fini(struct backend *be)
+{
+    while (be->regs != NULL) {
+        struct be_reg *r = be->regs;
+        if (!r->gone && r->a != NULL)
+            (void)reg_abandon(be, r->a);
+        (void)be_register(be, SIZE_MAX);
+    }
 }
 
 int
 be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m, char *why,
                size_t whylen)
 {
-    struct hello_iter it;
-    struct env_ann ann;
-    int rc;
+    struct be_reg inl, *r = &inl;
+    if (a->reg != NULL)
+        return hello_fail(why, whylen, "a hello is being registered already");
     if (!hello_rate(be, a))
         return hello_fail(why, whylen, "too many hellos (at most %u in a row, then one a second)",
                           be->cfg.hello_burst);
@@ -2754,130 +3188,63 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
                           m->slots, be->cfg.max_slots_per_agent);
     if (m->friendly_name.len > 255)
         return hello_fail(why, whylen, "friendly_name too long");
-    /* 1. Validate everything and count, parsing the environments once (the later steps read
-     * anns, not the frame). */
-    size_t count = 0, acap = 0;
-    struct env_ann *anns = NULL;
-    if ((rc = hello_begin(&it, m, why, whylen)) != 0)
-        return rc;
-    uint32_t ntypes = it.types_left;
-    if (ntypes > be->cfg.max_envs_per_agent) /* a type costs as much as an environment */
-        return hello_fail(why, whylen,
-                          "too many environment types: %u (at most %u, "
-                          "--max-envs-per-agent)",
-                          ntypes, be->cfg.max_envs_per_agent);
-    while ((rc = hello_next(&it, &ann, why, whylen)) > 0) {
-        if (count >= be->cfg.max_envs_per_agent) {
-            free(anns);
-            return hello_fail(why, whylen,
-                              "too many environments: more than %u (--max-envs-per-agent)",
-                              be->cfg.max_envs_per_agent);
-        }
-        if (count == acap) {
-            size_t ncap = acap ? acap * 2 : 16;
-            struct env_ann *na = realloc(anns, ncap * sizeof(*na));
-            if (na == NULL) {
-                free(anns);
-                return hello_fail(why, whylen, "out of memory");
-            }
-            anns = na;
-            acap = ncap;
-        }
-        anns[count++] = ann;
+    bool inline_ok = be->regs == NULL && m->environments.len <= BE_REG_INLINE_BYTES &&
+                     (!a->registered || a->nenvs <= BE_REG_INLINE_ENVS);
+    if (!inline_ok && (r = malloc(sizeof(*r))) == NULL)
+        return hello_fail(why, whylen, "out of memory");
+    memset(r, 0, sizeof(*r));
+    r->a = a;
+    r->m = *m;
+    r->slots = m->slots;
+    int rc = hello_begin(&r->it, m, r->why, sizeof(r->why));
+    uint32_t ntypes = r->it.types_left;
+    if (rc == 0 && ntypes > be->cfg.max_envs_per_agent) /* a type costs as an environment */
+        rc = hello_fail(r->why, sizeof(r->why),
+                        "too many environment types: %u (at most %u, --max-envs-per-agent)",
+                        ntypes, be->cfg.max_envs_per_agent);
+    r->rcap = m->slots < RING_MIN ? (m->slots ? m->slots : 1) : RING_MIN;
+    if (rc == 0) {
+        r->name = strndup(m->friendly_name.p, m->friendly_name.len);
+        r->ring = malloc(r->rcap * sizeof(*r->ring));
+        r->tanns = calloc(ntypes ? ntypes : 1, sizeof(*r->tanns));
+        if (!inline_ok && (r->own = malloc(m->environments.len ? m->environments.len : 1)))
+            memcpy(r->own, m->environments.p, m->environments.len);
+        if (r->name == NULL || r->ring == NULL || r->tanns == NULL ||
+            (!inline_ok && r->own == NULL))
+            rc = hello_fail(r->why, sizeof(r->why), "out of memory");
     }
-    if (rc < 0) {
-        free(anns);
-        return rc;
-    }
-    /* 2. Take what the registration needs, so applying it cannot fail half way (an
-     * out-of-memory hello changes nothing), and check the list's bounds. */
-    struct hello_plan plan = {0};
-    char *name = strndup(m->friendly_name.p, m->friendly_name.len);
-    uint32_t rcap = m->slots < RING_MIN ? (m->slots ? m->slots : 1) : RING_MIN;
-    uint64_t *ring = malloc(rcap * sizeof(*ring));
-    plan.envs = calloc(count ? count : 1, sizeof(*plan.envs));
-    plan.types = calloc(ntypes ? ntypes : 1, sizeof(*plan.types));
-    rc = name == NULL || ring == NULL || plan.envs == NULL || plan.types == NULL
-             ? -ENOMEM
-             : hello_prepare(be, a, m, anns, count, &plan);
-    uint64_t nprov = (uint64_t)((int64_t)be->n_provided + plan.denvs);
-    uint64_t bytes = LIST_BASE + (uint64_t)((int64_t)be->list_bytes + plan.dbytes);
-    if (rc == 0 && nprov > be->cfg.max_envs)
-        rc = hello_fail(why, whylen,
-                        "too many environments in total: %llu (at most %llu, --max-envs)",
-                        (unsigned long long)nprov, (unsigned long long)be->cfg.max_envs);
-    else if (rc == 0 && bytes > list_bytes_max(be))
-        rc = hello_fail(why, whylen,
-                        "environment list too large: %llu bytes (at most %llu, --max-env-bytes "
-                        "and --max-frame)",
-                        (unsigned long long)bytes, (unsigned long long)list_bytes_max(be));
-    else if (rc != 0)
-        rc = hello_fail(why, whylen, "out of memory");
     if (rc != 0) {
-        plan_drop(be, &plan);
-        free(name);
-        free(ring);
-        free(anns);
+        snprintf(why, whylen, "%s", r->why);
+        reg_free(be, r);
+        if (r != &inl)
+            free(r);
         return rc;
     }
-    /* 3. A hello on a registered agent first removes it (INGInious does the same). */
-    if (a->registered) {
-        log_msg(LOG_INFO, "agent %s said hello again: restarting it", a->name);
-        agent_unregister(be, a, false);
+    r->it.types = r->tanns;
+    if (!inline_ok) { /* read the copy from now on: m may go */
+        r->it.p = r->own + (r->it.p - (const uint8_t *)m->environments.p);
+        r->it.end = r->own + m->environments.len;
+        r->m.environments.p = (const char *)r->own;
+        r->m.friendly_name.p = r->name;
+        r->stepped = true;
+        a->reg = r;
+        if (be->regs_tail != NULL)
+            be->regs_tail->next = r;
+        else
+            be->regs = r;
+        be->regs_tail = r;
+        return BE_HELLO_PENDING;
     }
-    free(a->name);
-    a->name = name;
-    a->ring = ring;
-    a->rcap = rcap;
-    a->envs = plan.envs;
-    a->nenvs = plan.n;
-    a->types = plan.types;
-    a->ntypes = plan.nt;
-    a->slots = m->slots;
-    a->nfree = a->nfresh = 0;
-    a->fhead = 0;
-    a->missed = 0;
-    for (uint32_t i = 0; i < a->ntypes; i++)
-        type_announced(be, a->types[i]);
-    /* 4. Announce the environments, in the hello's order (duplicates were left out of the
-     * plan: the k-th distinct one is a->envs[k]). */
-    uint32_t k = 0;
-    const uint8_t *last_type = NULL;
-    struct env *t = NULL;
-    for (size_t i = 0; k < a->nenvs && i < count; i++) {
-        const struct env_ann *an = &anns[i];
-        struct env *e = a->envs[k].env;
-        if (e->name_len != an->name.v.s.len || e->type_len != an->type.v.s.len ||
-            memcmp(e->name, an->name.v.s.p, e->name_len) != 0 ||
-            memcmp(e->type, an->type.v.s.p, e->type_len) != 0)
-            continue; /* a duplicate */
-        if (an->type.v.s.p != last_type) {
-            last_type = an->type.v.s.p;
-            t = env_find(be, e->type, e->type_len, "", 0);
-        }
-        env_announce(be, e, t, an, name);
-        e->n_slots += a->slots;
-        k++;
-    }
-    free(anns);
-    assert(k == a->nenvs);
-    a->registered = true;
-    a->prev = NULL;
-    a->next = be->agents;
-    if (be->agents != NULL)
-        be->agents->prev = a;
-    be->agents = a;
-    be->n_agents++;
-    /* Its slots join the FIFO in a row: the fresh run. */
-    a->fresh_seq = be->slot_seq + 1;
-    be->slot_seq += a->slots;
-    a->nfresh = a->nfree = a->slots;
-    if (a->slots > 0)
-        agent_enter_heaps(a);
-    log_msg(LOG_INFO, "agent %s registered: %u slots, %u environments", name, a->slots, a->nenvs);
-    sched_agent(be, a);
-    envs_touch(be, false); /* INGInious sends the list after every hello */
-    return 0;
+    a->reg = r;
+    size_t budget = SIZE_MAX;
+    bool ended = reg_run(be, r, &budget);
+    assert(ended);
+    (void)ended;
+    rc = r->rc;
+    if (rc != 0)
+        snprintf(why, whylen, "%s", r->why);
+    reg_free(be, r);
+    return rc;
 }
 
 /* agent_job finds the job a report is about (idh: its id's hash), if a runs it. */
@@ -3215,7 +3582,8 @@ envs_check(const struct backend *be)
             if (!e->listed || e->tr != t || (e->lnext == NULL && t->ltail != e))
                 return -EPROTO;
     }
-    if (be->envs_msg != NULL && !be->envs_changed && be->envs_msg_len > LIST_BASE + be->list_bytes)
+    if (be->envs_msg != NULL && !be->envs_changed && !be->envs_held &&
+        be->envs_msg_len > LIST_BASE + be->list_bytes) /* (a registration touches it at its end) */
         return -EPROTO;
     return 0;
 }

@@ -230,6 +230,19 @@ mock_drop(void *peer, uint16_t code, const char *why)
     (void)why;
 }
 
+/* The last end of a hello registered in steps (ops.registered). */
+static int reg_rc, reg_calls;
+static char reg_why[300];
+
+static void
+mock_registered(void *peer, int rc, const char *why)
+{
+    (void)peer;
+    reg_rc = rc;
+    reg_calls++;
+    snprintf(reg_why, sizeof(reg_why), "%s", why);
+}
+
 static struct backend be;
 static uint8_t scratch[1 << 16];
 static bool no_check; /* submit_full skips be_check (bulk submits) */
@@ -269,7 +282,8 @@ setup(void **state)
     cfg.fair_mode = t_fair;
     cfg.fair_weights = t_weights;
     cfg.n_fair_weights = t_nweights;
-    struct be_ops ops = {mock_send, mock_relay, mock_drop};
+    struct be_ops ops = {mock_send, mock_relay, mock_drop, mock_registered};
+    reg_calls = 0;
     assert_int_equal(be_init(&be, &cfg, &ops), 0);
     be.now_ms = 1000;
     be.wall_s = 1700000000;
@@ -454,6 +468,24 @@ put_env_info(struct ing_mp_writer *w)
     ing_mp_put_int(w, 1);
 }
 
+/* reg_finish: rc is be_agent_hello's; a hello registered in steps is driven to its end
+ * (1,000 units per step, as loop iterations would) and its result returned instead. */
+static int
+reg_finish(int rc, char *why, size_t whylen)
+{
+    if (rc != BE_HELLO_PENDING)
+        return rc;
+    int calls = reg_calls;
+    for (int k = 0; k < 100000 && be_register(&be, 1000); k++)
+        ;
+    assert_false(be_registering(&be));
+    assert_int_equal(reg_calls, calls + 1);
+    size_t l = strnlen(reg_why, whylen - 1);
+    memcpy(why, reg_why, l);
+    why[l] = '\0';
+    return reg_rc;
+}
+
 /* hello_spec sends AgentHello on a with slots and the environments of spec
  * ("docker:b,a;kata:" = docker b and a, kata none; "" = no type); returns what
  * be_agent_hello returns, its reason in why. */
@@ -487,7 +519,7 @@ hello_spec(struct be_agent *a, uint32_t slots, const char *spec, char *why, size
     assert_int_equal(w.err, 0);
     struct ing_agent_hello h = {{"A", 1}, slots, {(const char *)w.buf, (uint32_t)w.len}};
     fail_at = hello_fail_at;
-    int rc = be_agent_hello(&be, a, &h, why, whylen);
+    int rc = reg_finish(be_agent_hello(&be, a, &h, why, whylen), why, whylen);
     fail_at = 0;
     ing_mp_writer_fini(&w);
     if (!no_check)
@@ -495,14 +527,17 @@ hello_spec(struct be_agent *a, uint32_t slots, const char *spec, char *why, size
     return rc;
 }
 
-/* hello_many sends AgentHello on a: one docker environment per name "env<i>", n of them
- * (encoded once, then reused). */
+/* hello_many_pending sends AgentHello on a: one docker environment per name
+ * "<prefix><i>", n of them (encoded once per (prefix, n), then reused); returns what
+ * be_agent_hello returns. */
 static int
-hello_many(struct be_agent *a, uint32_t n, char *why, size_t whylen)
+hello_many_pending(struct be_agent *a, uint32_t slots, const char *prefix, uint32_t n, char *why,
+                   size_t whylen)
 {
     static struct ing_mp_writer w;
     static uint32_t built;
-    if (built != n) {
+    static char built_prefix[16];
+    if (built != n || strcmp(built_prefix, prefix) != 0) {
         if (built != 0)
             ing_mp_writer_fini(&w);
         ing_mp_writer_init_dyn(&w);
@@ -511,15 +546,24 @@ hello_many(struct be_agent *a, uint32_t n, char *why, size_t whylen)
         ing_mp_put_map(&w, n);
         char name[64];
         for (uint32_t i = 0; i < n; i++) {
-            snprintf(name, sizeof(name), "env%u", i);
+            snprintf(name, sizeof(name), "%s%u", prefix, i);
             ing_mp_put_cstr(&w, name);
             put_env_info(&w);
         }
         assert_int_equal(w.err, 0);
         built = n;
+        snprintf(built_prefix, sizeof(built_prefix), "%s", prefix);
     }
-    struct ing_agent_hello h = {{"A", 1}, 1, {(const char *)w.buf, (uint32_t)w.len}};
+    struct ing_agent_hello h = {{"A", 1}, slots, {(const char *)w.buf, (uint32_t)w.len}};
     return be_agent_hello(&be, a, &h, why, whylen);
+}
+
+/* hello_many sends AgentHello on a: one docker environment per name "env<i>", n of them
+ * (encoded once, then reused), and registers it to its end. */
+static int
+hello_many(struct be_agent *a, uint32_t n, char *why, size_t whylen)
+{
+    return reg_finish(hello_many_pending(a, 1, "env", n, why, whylen), why, whylen);
 }
 
 /* expect_envs expects exactly one BackendUpdateEnvironments on peer i, rendered as want. */
@@ -1098,6 +1142,162 @@ test_backend_hello_out_of_memory(void **state)
         }
     }
     assert_true(applied);
+}
+
+/* be_register: a large AgentHello is registered across calls (loop iterations). Meanwhile
+ * the agent gets no job, clients get no list, be_check holds after every step; at the end
+ * one list with every environment, the callback, and the waiting job dispatched. A re-hello
+ * the same: its running job requeued, one list after. */
+static void
+test_backend_register_in_steps(void **state)
+{
+    (void)state;
+    const uint32_t n = 3000;
+    char why[200];
+    client(0);
+    struct be_agent *b = agent(1, 1, "other");
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    struct be_agent *a = be_agent_new(&be, &peers[2]);
+    assert_int_equal(hello_many_pending(a, 2, "env", n, why, sizeof(why)), BE_HELLO_PENDING);
+    assert_true(be_registering(&be));
+    submit(be.clients, "j1", 0, "env7"); /* no provider yet: it waits */
+    for (int pass = 0; pass < 2; pass++) {
+        int steps = 0;
+        while (be_register(&be, 100)) {
+            steps++;
+            assert_int_equal(be_check(&be), 0);
+            be_flush(&be);
+            expect_none(0);
+            expect_none(2); /* no job while registering */
+            assert_int_equal(peers[0].seen, peers[0].n); /* no list half way */
+            assert_int_equal(reg_calls, pass);
+        }
+        assert_true(steps >= (int)(3 * n / 100)); /* spread: parse, prepare, apply, enter */
+        assert_int_equal(reg_calls, pass + 1);
+        assert_int_equal(reg_rc, 0);
+        assert_true(be_agent_registered(a));
+        assert_int_equal(be_agent_nenvs(a), n);
+        assert_int_equal(be_check(&be), 0);
+        be_flush(&be);
+        assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
+        expect_none(0);
+        expect(2, ING_BACKEND_NEW_JOB, "j1"); /* dispatched, then requeued by the re-hello */
+        expect_none(2);
+        if (pass == 0)
+            assert_int_equal(hello_many_pending(a, 2, "env", n, why, sizeof(why)),
+                             BE_HELLO_PENDING);
+    }
+    /* A second hello while one is registered is refused; a small one after goes inline. */
+    assert_int_equal(hello_many_pending(a, 2, "env", n, why, sizeof(why)), BE_HELLO_PENDING);
+    assert_int_equal(hello_spec(a, 1, "docker:x", why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "being registered"));
+    assert_int_equal(reg_finish(BE_HELLO_PENDING, why, sizeof(why)), 0);
+    (void)b;
+}
+
+/* A hello registered in steps whose agent leaves at any point: everything it took is let go
+ * (ASan and valgrind see no leak), no callback, the list as if it never came. Also for a
+ * re-hello (the previous registration goes as any lost agent's). */
+static void
+test_backend_register_cancel(void **state)
+{
+    (void)state;
+    const uint32_t n = 1000;
+    char why[200];
+    be.cfg.hello_burst = 0;
+    client(0);
+    agent(1, 1, "other");
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    const size_t at[] = {0, 1, 500, 1001, 1500, 2001, 2500, 3001, 3500, 4002, 4500, 5003, 6000};
+    for (int rehello = 0; rehello < 2; rehello++)
+        for (size_t k = 0; k < sizeof(at) / sizeof(at[0]); k++) {
+            struct be_agent *a = be_agent_new(&be, &peers[2]);
+            if (rehello)
+                assert_int_equal(hello_many(a, n, why, sizeof(why)), 0);
+            int calls = reg_calls;
+            assert_int_equal(hello_many_pending(a, 2, "env", n, why, sizeof(why)),
+                             BE_HELLO_PENDING);
+            if (at[k] > 0 && !be_register(&be, at[k]))
+                calls++; /* it ended before the agent left: registered, then lost */
+            assert_int_equal(be_check(&be), 0);
+            be_agent_gone(&be, a);
+            for (int s = 0; s < 1000 && be_register(&be, 100); s++)
+                assert_int_equal(be_check(&be), 0);
+            assert_false(be_registering(&be));
+            assert_int_equal(reg_calls, calls);
+            assert_int_equal(be_check(&be), 0);
+            be.now_ms += be.cfg.envs_grace_ms;
+            be_flush(&be);
+            struct rec *r;
+            while ((r = next(0)) != NULL)
+                if (r->type == ING_BACKEND_UPDATE_ENVIRONMENTS)
+                    assert_int_equal(r->names, 1); /* "other" only */
+            uint64_t nenv = 0;
+            for (const struct be_agent *x = be.agents; x != NULL; x = be_agent_next(x))
+                nenv += be_agent_nenvs(x);
+            assert_int_equal(nenv, 1);
+        }
+}
+
+/* A refusal found late (a bound over the whole table, counted once the plan is complete)
+ * rolls back: the callback carries the Error's text, nothing stays; a registered agent's
+ * refused re-hello keeps its registration. Allocation failures at any point too. */
+static void
+test_backend_register_refused_late(void **state)
+{
+    (void)state;
+    const uint32_t n = 1000;
+    char why[200];
+    be.cfg.hello_burst = 0;
+    client(0);
+    struct be_agent *b = agent(1, 1, "other");
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    be.cfg.max_envs = n;
+    struct be_agent *a = be_agent_new(&be, &peers[2]);
+    assert_int_equal(reg_finish(hello_many_pending(a, 2, "env", n, why, sizeof(why)), why,
+                                sizeof(why)),
+                     -EINVAL);
+    assert_non_null(strstr(why, "--max-envs"));
+    assert_false(be_agent_registered(a));
+    assert_int_equal(be_check(&be), 0);
+    be_flush(&be);
+    expect_none(0);
+    assert_int_equal(peers[0].seen, peers[0].n);
+    /* b registered: a big re-hello refused keeps its one environment and slot. */
+    be.cfg.max_envs = n - 1;
+    assert_int_equal(reg_finish(hello_many_pending(b, 3, "env", n, why, sizeof(why)), why,
+                                sizeof(why)),
+                     -EINVAL);
+    assert_true(be_agent_registered(b));
+    assert_int_equal(be_agent_nenvs(b), 1);
+    assert_int_equal(be_agent_slots(b), 1);
+    be.cfg.max_envs = BE_MAX_ENVS;
+    /* Out of memory at any allocation: all or nothing. */
+    bool applied = false;
+    const long ks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 20, 50, 300, 700, 1100, 1500};
+    for (size_t k = 0; k < sizeof(ks) / sizeof(ks[0]); k++) {
+        fail_at = ks[k];
+        int rc = reg_finish(hello_many_pending(b, 3, "env", n, why, sizeof(why)), why,
+                            sizeof(why));
+        fail_at = 0;
+        assert_int_equal(be_check(&be), 0);
+        assert_true(be_agent_registered(b));
+        if (rc == 0) {
+            applied = true;
+            assert_int_equal(be_agent_nenvs(b), n);
+            break;
+        }
+        assert_string_equal(why, "out of memory");
+        assert_int_equal(be_agent_nenvs(b), 1);
+        be_flush(&be);
+        expect_none(0);
+        assert_int_equal(peers[0].seen, peers[0].n);
+    }
+    if (!applied)
+        assert_int_equal(reg_finish(hello_many_pending(b, 3, "env", n, why, sizeof(why)), why,
+                                    sizeof(why)),
+                         0);
+    (void)a;
 }
 
 /* Issue 13 item 3: 100,000 environments and 32 re-hellos: the handlers stay cheap (a
@@ -2083,6 +2283,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_hello_bounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_hello_out_of_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_many_envs_rehello, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_register_in_steps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_register_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_register_refused_late, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_requeue_cap_and_alive, setup, teardown),
