@@ -351,34 +351,79 @@ env_hash(const char *type, size_t tl, const char *name, size_t nl)
     return idtab_hash(idtab_hash(idtab_hash_seed(), type, tl), name, nl);
 }
 
+/* The environment table grows by doubling, its records moved ETAB_MOVE old chains at a
+ * time (at each insertion) rather than all at once: a hello of 100,000 environments would
+ * otherwise move 65,536 records in one go. While it moves, a record whose old chain
+ * (hash & eomask) is at or after emove is still in the old table. */
+#define ETAB_MOVE 16
+
+/* etab_head is the chain that holds (or would hold) a record of hash h. */
+static inline struct env **
+etab_head(const struct backend *be, uint64_t h)
+{
+    if (be->etab_old != NULL && (h & be->eomask) >= be->emove)
+        return &be->etab_old[h & be->eomask];
+    return &be->etab[h & be->emask];
+}
+
+/* etab_nchains / etab_chain: every chain of the table, both halves while it grows. */
+static inline size_t
+etab_nchains(const struct backend *be)
+{
+    return be->emask + 1 + (be->etab_old != NULL ? be->eomask + 1 : 0);
+}
+
+static inline struct env *
+etab_chain(const struct backend *be, size_t k)
+{
+    if (k <= be->emask)
+        return be->etab[k];
+    k -= be->emask + 1;
+    return k >= be->emove ? be->etab_old[k] : NULL;
+}
+
 static struct env *
 env_find(const struct backend *be, const char *type, size_t tl, const char *name, size_t nl)
 {
     uint64_t h = env_hash(type, tl, name, nl);
-    for (struct env *e = be->etab[h & be->emask]; e != NULL; e = e->hnext)
+    for (struct env *e = *etab_head(be, h); e != NULL; e = e->hnext)
         if (e->hash == h && e->type_len == tl && e->name_len == nl &&
             memcmp(e->type, type, tl) == 0 && memcmp(e->name, name, nl) == 0)
             return e;
     return NULL;
 }
 
+/* etab_move moves up to n chains of the old table into the new one. */
+static void
+etab_move(struct backend *be, size_t n)
+{
+    for (; n > 0 && be->etab_old != NULL; n--) {
+        struct env *e = be->etab_old[be->emove];
+        be->etab_old[be->emove++] = NULL;
+        while (e != NULL) {
+            struct env *next = e->hnext;
+            e->hnext = be->etab[e->hash & be->emask];
+            be->etab[e->hash & be->emask] = e;
+            e = next;
+        }
+        if (be->emove > be->eomask) {
+            free(be->etab_old);
+            be->etab_old = NULL;
+        }
+    }
+}
+
 static int
 etab_grow(struct backend *be)
 {
+    etab_move(be, SIZE_MAX); /* the last growth's moves are long done: cannot happen */
     size_t ncap = (be->emask + 1) * 2;
     struct env **nt = calloc(ncap, sizeof(*nt));
     if (nt == NULL)
         return -ENOMEM;
-    for (size_t i = 0; i <= be->emask; i++) {
-        struct env *e = be->etab[i];
-        while (e != NULL) {
-            struct env *next = e->hnext;
-            e->hnext = nt[e->hash & (ncap - 1)];
-            nt[e->hash & (ncap - 1)] = e;
-            e = next;
-        }
-    }
-    free(be->etab);
+    be->etab_old = be->etab;
+    be->eomask = be->emask;
+    be->emove = 0;
     be->etab = nt;
     be->emask = ncap - 1;
     return 0;
@@ -443,8 +488,11 @@ env_get(struct backend *be, const char *type, size_t tl, const char *name, size_
     e->hash = env_hash(type, tl, name, nl);
     if (be->nenvs >= be->emask + 1)
         etab_grow(be);
-    e->hnext = be->etab[e->hash & be->emask];
-    be->etab[e->hash & be->emask] = e;
+    else
+        etab_move(be, ETAB_MOVE); /* done before the next growth: ETAB_MOVE >= 2 */
+    struct env **head = etab_head(be, e->hash);
+    e->hnext = *head;
+    *head = e;
     be->nenvs++;
     return e;
 }
@@ -484,7 +532,7 @@ env_unref(struct backend *be, struct env *e)
     if (--e->refs > 0)
         return;
     orphan_remove(be, e);
-    struct env **s = &be->etab[e->hash & be->emask];
+    struct env **s = etab_head(be, e->hash);
     while (*s != e)
         s = &(*s)->hnext;
     *s = e->hnext;
@@ -1327,6 +1375,7 @@ envs_touch(struct backend *be, bool grace)
 {
     uint64_t due = be->now_ms + (grace ? be->cfg.envs_grace_ms : 0);
     be->envs_changed = true;
+    be->envs_gen++; /* a list being built (be_flush) starts again */
     if (!be->envs_dirty || due < be->envs_due_ms)
         be->envs_due_ms = due;
     be->envs_dirty = true;
@@ -1497,11 +1546,119 @@ send_envs(struct backend *be, struct be_client *c)
     be->ops.send(c->peer, &m);
 }
 
+/* A list built in steps (be_flush): prune and count a type's environments, then write
+ * them, one environment per unit; started again if the list changes meanwhile. */
+struct be_lbuild {
+    struct ing_mp_writer w;
+    bool active;
+    bool writing;   /* the second pass over t's environments */
+    uint64_t gen;   /* be->envs_gen when it started */
+    struct env *t;  /* the type being done (NULL: all done) */
+    struct env *e;  /* its next environment */
+    uint32_t adv, ntypes;
+};
+
+static int
+lbuild_start(struct backend *be)
+{
+    struct be_lbuild *lb = be->lbuild;
+    if (lb == NULL && (lb = be->lbuild = calloc(1, sizeof(*lb))) == NULL)
+        return -ENOMEM;
+    if (lb->active)
+        ing_mp_writer_fini(&lb->w);
+    ing_mp_writer_init_dyn(&lb->w);
+    size_t want = LIST_BASE + be->list_bytes; /* its size is known: one allocation */
+    if ((lb->w.buf = malloc(want)) != NULL)
+        lb->w.cap = want;
+    ing_mp_put_map(&lb->w, be->n_types_ann);
+    lb->active = true;
+    lb->writing = false;
+    lb->gen = be->envs_gen;
+    lb->t = be->types_head;
+    lb->e = lb->t != NULL ? lb->t->lhead : NULL;
+    lb->adv = lb->ntypes = 0;
+    return 0;
+}
+
+/* lbuild_next_type moves lb on to the type after t. */
+static void
+lbuild_next_type(struct be_lbuild *lb, struct env *next)
+{
+    lb->t = next;
+    lb->e = next != NULL ? next->lhead : NULL;
+    lb->writing = false;
+    lb->adv = 0;
+}
+
+/* lbuild_unit does one unit of the build. Returns 0 (more), 1 (done: be->envs_msg is the
+ * list) or a negative errno (lb let go). */
+static int
+lbuild_unit(struct backend *be, struct be_lbuild *lb)
+{
+    struct env *t = lb->t, *e = lb->e;
+    if (t == NULL) {
+        int err = lb->w.err;
+        if (err == 0 && lb->ntypes != be->n_types_ann)
+            err = -EPROTO; /* cannot happen: the counter follows nann */
+        lb->active = false;
+        if (err != 0) {
+            ing_mp_writer_fini(&lb->w);
+            return err;
+        }
+        free(be->envs_msg);
+        be->envs_msg = lb->w.buf; /* ownership taken from the writer */
+        be->envs_msg_len = lb->w.len;
+        be->envs_changed = false;
+        return 1;
+    }
+    if (e != NULL) {
+        lb->e = e->lnext;
+        if (!lb->writing && e->n_providers == 0)
+            list_unlink(be, e); /* withdrawn since the last build */
+        else if (!lb->writing)
+            lb->adv += e->advertised;
+        else if (e->advertised)
+            ing_mp_put_str(&lb->w, e->name, e->name_len);
+        return 0;
+    }
+    if (lb->writing) {
+        lb->ntypes++;
+        lbuild_next_type(lb, t->lnext);
+    } else if (t->nann == 0) {
+        struct env *next = t->lnext;
+        if (t->lhead == NULL)
+            list_unlink(be, t);
+        lbuild_next_type(lb, next);
+    } else {
+        ing_mp_put_str(&lb->w, t->type, t->type_len);
+        ing_mp_put_array(&lb->w, lb->adv);
+        lb->writing = true;
+        lb->e = t->lhead;
+    }
+    return 0;
+}
+
+static void
+lbuild_free(struct backend *be)
+{
+    if (be->lbuild != NULL && be->lbuild->active)
+        ing_mp_writer_fini(&be->lbuild->w);
+    free(be->lbuild);
+    be->lbuild = NULL;
+}
+
+bool
+be_flush_building(const struct backend *be)
+{
+    return be->lbuild != NULL && be->lbuild->active && !be->envs_held &&
+           be->lbuild->gen == be->envs_gen;
+}
+
 bool
 be_flush_due(const struct backend *be, uint64_t *due_ms)
 {
-    if (be->envs_held)
-        return false; /* the registration's end touches the list */
+    if (be->envs_held || be_flush_building(be))
+        return false; /* the registration's end touches the list; a build goes on */
     if (be->envs_dirty)
         *due_ms = be->envs_due_ms;
     return be->envs_dirty;
@@ -1512,11 +1669,20 @@ be_flush(struct backend *be)
 {
     if (!be->envs_dirty || be->now_ms < be->envs_due_ms || be->envs_held)
         return;
-    envs_prune(be);
-    if (be->envs_changed && envs_build(be) != 0) {
-        log_msg(LOG_ERR, "out of memory building the environment list: clients not updated");
-        be->envs_due_ms = be->now_ms + 1000; /* try again */
-        return;
+    if (be->envs_changed || be_flush_building(be)) {
+        /* Built in steps of BE_FLUSH_UNITS environments: the rest at the next call. */
+        int rc = 0;
+        if (!be_flush_building(be))
+            rc = lbuild_start(be);
+        for (size_t k = 0; rc == 0 && k < BE_FLUSH_UNITS; k++)
+            rc = lbuild_unit(be, be->lbuild);
+        if (rc == 0)
+            return;
+        if (rc < 0) {
+            log_msg(LOG_ERR, "out of memory building the environment list: clients not updated");
+            be->envs_due_ms = be->now_ms + 1000; /* try again */
+            return;
+        }
     }
     be->envs_dirty = false;
     for (struct be_client *c = be->clients; c != NULL; c = c->next)
@@ -1606,9 +1772,11 @@ be_fini(struct backend *be)
         be->reaping = c->next;
         slab_free(&be->client_slab, c);
     }
+    lbuild_free(be);
     envs_prune(be); /* no provider left: the whole list goes */
     idtab_fini(&be->jtab);
     free(be->etab);
+    free(be->etab_old);
     for (size_t i = 0; i < be->n_etypes; i++)
         free(be->etypes[i]);
     free(be->etypes);
@@ -2170,8 +2338,8 @@ fair_select(struct backend *be, size_t want, size_t *text)
     struct job **cand = malloc(cap * sizeof(*cand));
     if (cand == NULL)
         return -1;
-    for (size_t i = 0; i <= be->emask; i++)
-        for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
+    for (size_t i = 0; i < etab_nchains(be); i++)
+        for (struct env *e = etab_chain(be, i); e != NULL; e = e->hnext)
             for (uint32_t k = 0; k < e->kn && ncand < cap; k++)
                 cand_push(cand, &ncand, e->kheap[k]->qhead);
     size_t nsel = 0;
@@ -2227,8 +2395,8 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         if (grow((void **)&be->q_sel, &be->q_sel_cap, want, sizeof(*be->q_sel)) != 0 ||
             (heads = malloc(be->nenvs * sizeof(*heads))) == NULL)
             goto oom;
-        for (size_t i = 0; i <= be->emask; i++)
-            for (struct env *e = be->etab[i]; e != NULL && nheads < be->nenvs; e = e->hnext)
+        for (size_t i = 0; i < etab_nchains(be); i++)
+            for (struct env *e = etab_chain(be, i); e != NULL && nheads < be->nenvs; e = e->hnext)
                 if (e->fifo_head != NULL)
                     heads[nheads++] = e->fifo_head;
         assert(nheads <= be->nenvs);
@@ -2710,6 +2878,7 @@ enum reg_phase {
     REG_PARSE,   /* validate the environments, keeping their views (anns, tanns) */
     REG_MARK,    /* a re-hello: mark the agent's current environments and types */
     REG_PREPARE, /* find or create every type and environment (the plan), count the list */
+    REG_COUNT,   /* a re-hello: what its previous registration alone provides goes */
     REG_CHECK,   /* the bounds over the whole table (one unit) */
     REG_UNREG,   /* a re-hello: the previous registration goes (unreg_env, unreg_type) */
     REG_APPLY,   /* announce the plan's types and environments */
@@ -2730,8 +2899,10 @@ struct be_reg {
     uint64_t *ring;
     uint32_t rcap, slots;
     struct hello_iter it;
-    struct env_ann *anns; /* the announced environments, in order (views into m) */
-    size_t count, acap;
+    struct env_ann **anns; /* the announced environments, in order (views into m), in
+                            * chunks of ANN_CHUNK (no large copy as they grow) */
+    size_t count, acap;    /* acap: chunks allocated (anns has room for nchunks) */
+    size_t nchunks;
     struct ing_mp_obj *tanns; /* the announced types, in order (it.types) */
     struct hello_plan plan;
     size_t i;             /* the phase's cursor */
@@ -2744,6 +2915,14 @@ struct be_reg {
     int rc;
     char why[300];
 };
+
+#define ANN_CHUNK 1024
+
+static inline struct env_ann *
+ann_at(const struct be_reg *r, size_t i)
+{
+    return &r->anns[i / ANN_CHUNK][i % ANN_CHUNK];
+}
 
 /* reg_prepare_type takes the i-th announced type into the plan. Returns 0 or -ENOMEM. */
 static int
@@ -2771,7 +2950,7 @@ reg_prepare_type(struct backend *be, struct be_reg *r, size_t i)
 static int
 reg_prepare_env(struct backend *be, struct be_reg *r, size_t i)
 {
-    const struct env_ann *ann = &r->anns[i];
+    const struct env_ann *ann = ann_at(r, i);
     struct hello_plan *p = &r->plan;
     struct be_agent *a = r->a;
     struct env *e = NULL;
@@ -2812,30 +2991,34 @@ reg_prepare_env(struct backend *be, struct be_reg *r, size_t i)
     return 0;
 }
 
-/* reg_check: once the plan is complete, what the agent's previous registration alone
- * provides goes from the count (one pass over it, cheap: no lookup), and the list's bounds
- * are checked. Returns 0 or -EINVAL (r->why). Other registrations wait for this one, and
- * an agent that leaves meanwhile only makes the list smaller: the count stays an upper
- * bound until the plan is applied. */
+/* reg_count_old: once the plan is complete, the agent's i-th current environment or type
+ * (counting the environments first), if the plan does not have it and the agent alone
+ * provides it, goes from the count. */
+static void
+reg_count_old(struct be_reg *r, size_t i)
+{
+    struct hello_plan *p = &r->plan;
+    const struct be_agent *a = r->a;
+    if (i < a->nenvs) {
+        const struct env *e = a->envs[i].env;
+        if (e->mark == r->old && e->n_providers == 1) {
+            p->dbytes -= (int64_t)mp_str_size(e->name_len);
+            p->denvs--;
+        }
+    } else if (i - a->nenvs < a->ntypes) {
+        const struct env *t = a->types[i - a->nenvs];
+        if (t->mark == r->old && t->nann == 1)
+            p->dbytes -= (int64_t)LIST_TYPE_COST(t);
+    }
+}
+
+/* reg_check checks the list's bounds with the plan. Returns 0 or -EINVAL (r->why). Other
+ * registrations wait for this one, and an agent that leaves meanwhile only makes the list
+ * smaller: the count stays an upper bound until the plan is applied. */
 static int
 reg_check(struct backend *be, struct be_reg *r)
 {
-    struct hello_plan *p = &r->plan;
-    struct be_agent *a = r->a;
-    if (a->registered) {
-        for (uint32_t i = 0; i < a->nenvs; i++) {
-            const struct env *e = a->envs[i].env;
-            if (e->mark == r->old && e->n_providers == 1) {
-                p->dbytes -= (int64_t)mp_str_size(e->name_len);
-                p->denvs--;
-            }
-        }
-        for (uint32_t i = 0; i < a->ntypes; i++) {
-            const struct env *t = a->types[i];
-            if (t->mark == r->old && t->nann == 1)
-                p->dbytes -= (int64_t)LIST_TYPE_COST(t);
-        }
-    }
+    const struct hello_plan *p = &r->plan;
     uint64_t nprov = (uint64_t)((int64_t)be->n_provided + p->denvs);
     uint64_t bytes = LIST_BASE + (uint64_t)((int64_t)be->list_bytes + p->dbytes);
     if (nprov > be->cfg.max_envs)
@@ -2887,7 +3070,7 @@ static void
 reg_apply_env(struct backend *be, struct be_reg *r)
 {
     struct be_agent *a = r->a;
-    const struct env_ann *an = &r->anns[r->i++];
+    const struct env_ann *an = ann_at(r, r->i++);
     struct env *e = a->envs[r->ke].env;
     if (e->name_len != an->name.v.s.len || e->type_len != an->type.v.s.len ||
         memcmp(e->name, an->name.v.s.p, e->name_len) != 0 ||
@@ -2955,15 +3138,20 @@ reg_unit(struct backend *be, struct be_reg *r)
                        be->cfg.max_envs_per_agent);
             goto refuse;
         }
-        if (r->count == r->acap) {
-            size_t ncap = r->acap ? r->acap * 2 : 16;
-            struct env_ann *na = realloc(r->anns, ncap * sizeof(*na));
-            if (na == NULL)
+        if (r->count == r->acap * ANN_CHUNK) {
+            if (r->acap == r->nchunks) {
+                size_t ncap = r->nchunks ? r->nchunks * 2 : 4;
+                struct env_ann **na = realloc(r->anns, ncap * sizeof(*na));
+                if (na == NULL)
+                    goto oom;
+                r->anns = na;
+                r->nchunks = ncap;
+            }
+            if ((r->anns[r->acap] = malloc(ANN_CHUNK * sizeof(**r->anns))) == NULL)
                 goto oom;
-            r->anns = na;
-            r->acap = ncap;
+            r->acap++;
         }
-        r->anns[r->count++] = ann;
+        *ann_at(r, r->count++) = ann;
         return false;
     case REG_MARK:
         if (r->i < a->nenvs)
@@ -2981,7 +3169,14 @@ reg_unit(struct backend *be, struct be_reg *r)
                                               : 0;
         if (rc != 0)
             goto oom;
-        if (++r->i >= r->it.ntypes + r->count)
+        if (++r->i >= r->it.ntypes + r->count) {
+            r->phase = a->registered ? REG_COUNT : REG_CHECK;
+            r->i = 0;
+        }
+        return false;
+    case REG_COUNT:
+        reg_count_old(r, r->i);
+        if (++r->i >= (size_t)a->nenvs + a->ntypes)
             r->phase = REG_CHECK;
         return false;
     case REG_CHECK:
@@ -3088,6 +3283,8 @@ reg_free(struct backend *be, struct be_reg *r)
     free(r->plan.types);
     free(r->name);
     free(r->ring);
+    for (size_t k = 0; k < r->acap; k++)
+        free(r->anns[k]);
     free(r->anns);
     free(r->tanns);
     free(r->own);
@@ -3381,8 +3578,8 @@ be_agent_alive(struct be_agent *a)
 void
 be_foreach_env(const struct backend *be, be_env_fn *fn, void *arg)
 {
-    for (size_t b = 0; b <= be->emask; b++)
-        for (const struct env *e = be->etab[b]; e != NULL; e = e->hnext)
+    for (size_t b = 0; b < etab_nchains(be); b++)
+        for (const struct env *e = etab_chain(be, b); e != NULL; e = e->hnext)
             if (e->name_len > 0) /* not a type record (the list's announced types) */
                 fn(arg, e->type, e->name, e->n, e->running, e->n_providers);
 }
@@ -3559,8 +3756,8 @@ envs_check(const struct backend *be)
 {
     uint64_t provided = 0, bytes = 0;
     uint32_t types = 0;
-    for (size_t i = 0; i <= be->emask; i++)
-        for (const struct env *e = be->etab[i]; e != NULL; e = e->hnext) {
+    for (size_t i = 0; i < etab_nchains(be); i++)
+        for (const struct env *e = etab_chain(be, i); e != NULL; e = e->hnext) {
             if (e->name_len == 0 && e->nann > 0) {
                 types++;
                 bytes += LIST_TYPE_COST(e);
@@ -3596,8 +3793,8 @@ be_check(const struct backend *be)
     uint64_t waiting = 0, running = 0;
     if (envs_check(be) != 0)
         return -EPROTO;
-    for (size_t i = 0; i <= be->emask; i++)
-        for (const struct env *e = be->etab[i]; e != NULL; e = e->hnext) {
+    for (size_t i = 0; i < etab_nchains(be); i++)
+        for (const struct env *e = etab_chain(be, i); e != NULL; e = e->hnext) {
             waiting += e->n;
             uint32_t count = 0, other = 0;
             for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {

@@ -33,6 +33,7 @@ struct env;
 struct be_agent;
 struct be_client;
 struct be_reg;
+struct be_lbuild;
 
 struct be_config {
     uint32_t ping_max;          /* an agent is removed at a tick with more missed pings */
@@ -120,6 +121,8 @@ struct backend {
     struct idtab jtab; /* job id -> job */
     struct env **etab; /* (type, name) -> env, chained */
     size_t emask, nenvs;
+    struct env **etab_old; /* while etab grows: the old table, chains emove.. to move */
+    size_t eomask, emove;
 
     uint64_t arrival_seq;  /* global arrival counter (ties between equal priorities) */
     uint64_t slot_seq;     /* free-slot FIFO order */
@@ -147,6 +150,8 @@ struct backend {
     uint64_t list_bytes; /* bound on the encoded list: every provided name and announced type */
     bool envs_changed;   /* the list differs from envs_msg */
     bool envs_held;      /* a registration is between its removal and its end: no list */
+    uint64_t envs_gen;   /* changes of the list (a build in progress starts again) */
+    struct be_lbuild *lbuild; /* the list being built in steps (be_flush) */
     bool envs_dirty;     /* clients must be sent the list, at envs_due_ms */
     uint64_t envs_due_ms;
 
@@ -286,6 +291,12 @@ void be_ping_tick(struct backend *be);
  * update is due (false: none pending). */
 void be_flush(struct backend *be);
 bool be_flush_due(const struct backend *be, uint64_t *due_ms);
+/* The list is built (and the withdrawn environments pruned) BE_FLUSH_UNITS environments per
+ * be_flush call: a list of 100,000 is sent a few iterations after it changed, and no
+ * iteration walks all of it. be_flush_building: a build is under way (call be_flush at the
+ * next iteration; be_flush_due says false meanwhile). */
+#define BE_FLUSH_UNITS 8192
+bool be_flush_building(const struct backend *be);
 /* be_timeouts: end the running jobs, kills and orphan waits whose deadline has passed. */
 void be_timeouts(struct backend *be);
 

@@ -736,6 +736,8 @@ before_sleep(void *arg)
     s->closing_held = false;
     if (be_flush_due(&s->be, &due))
         arm(s, &s->envs_timer, due);
+    else if (be_flush_building(&s->be))
+        arm(s, &s->envs_timer, s->be.now_ms); /* the list's build goes on */
     if (s->be.jr != NULL && (due = journal_next_ms(&s->jr)) != UINT64_MAX)
         arm(s, &s->jr_timer, due); /* records of the reaping above: the next iteration */
     log_flush(); /* lines a full stderr kept waiting (log_nonblocking) */

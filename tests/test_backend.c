@@ -1300,6 +1300,30 @@ test_backend_register_refused_late(void **state)
     (void)a;
 }
 
+/* flush_steps_timed calls be_flush until the list's build is done (as the loop would at
+ * each iteration); returns the longest call in seconds, the number of calls in *calls. */
+static double
+flush_steps_timed(int *calls)
+{
+    double longest = 0;
+    *calls = 0;
+    do {
+        double t0 = now_s();
+        be_flush(&be);
+        double dt = now_s() - t0;
+        longest = dt > longest ? dt : longest;
+        ++*calls;
+    } while (be_flush_building(&be) && *calls < 100000);
+    return longest;
+}
+
+static void
+flush_steps(void)
+{
+    int calls;
+    (void)flush_steps_timed(&calls);
+}
+
 /* Issue 13 item 3: 100,000 environments and 32 re-hellos: the handlers stay cheap (a
  * refused hello costs nothing; each accepted one is linear in its own size, without a
  * sort) and clients get one list per loop iteration (it was two full sorted lists per
@@ -1318,7 +1342,7 @@ test_backend_many_envs_rehello(void **state)
     double t0 = now_s();
     assert_int_equal(hello_many(a, n, why, sizeof(why)), 0);
     double first = now_s() - t0;
-    be_flush(&be);
+    flush_steps();
     assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n);
     assert_int_equal(expect(1, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n);
     /* A small agent says hello 32 times in one iteration: BURST accepted, the rest refused. */
@@ -1343,18 +1367,18 @@ test_backend_many_envs_rehello(void **state)
     }
     assert_int_equal(ok, BURST + BURST - 1); /* a's first hello counted in its burst */
     no_check = false;
-    t0 = now_s();
-    be_flush(&be);
-    double flush = now_s() - t0;
+    int calls = 0;
+    double flush = flush_steps_timed(&calls); /* the longest be_flush call */
     assert_int_equal(be_check(&be), 0);
     expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
     assert_int_equal(expect(1, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
     expect_none(0);
     expect_none(1);
     print_message("    %u environments: first hello %.1f ms, small re-hello at most %.3f ms, "
-                  "big re-hello at most %.1f ms, flush to 2 clients %.1f ms\n",
-                  n, first * 1e3, worst * 1e3, big * 1e3, flush * 1e3);
-    if (worst > 0.002 * slow() || big > 3 * first + 0.05 * slow() || flush > 0.5 * slow())
+                  "big re-hello at most %.1f ms, flush to 2 clients in %d steps of at most "
+                  "%.1f ms\n",
+                  n, first * 1e3, worst * 1e3, big * 1e3, calls, flush * 1e3);
+    if (worst > 0.002 * slow() || big > 3 * first + 0.05 * slow() || flush > 0.05 * slow() || calls < 2)
         fail_msg("handlers too slow");
 }
 
