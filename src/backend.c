@@ -183,6 +183,7 @@ struct be_client {
     uint64_t n_waiting;
     uint64_t job_bytes;       /* bodies of its jobs still held (be_client_job_bytes) */
     uint64_t dropped, killed; /* while gone: counts for the log line */
+    uint64_t envs_seen;       /* be->envs_serial of the list it was sent last */
 };
 
 static const uint8_t empty_map[1] = {0x80};
@@ -1526,6 +1527,7 @@ envs_build(struct backend *be)
     be->envs_msg = w.buf; /* ownership taken from the writer */
     be->envs_msg_len = w.len;
     be->envs_changed = false;
+    be->envs_serial++;
     return 0;
 }
 
@@ -1544,6 +1546,25 @@ send_envs(struct backend *be, struct be_client *c)
     m.u.envs.environments.p = (const char *)be->envs_msg;
     m.u.envs.environments.len = (uint32_t)be->envs_msg_len;
     be->ops.send(c->peer, &m);
+    c->envs_seen = be->envs_serial;
+}
+
+/* envs_send_some sends the current list to the clients that have not got it yet, about
+ * BE_FLUSH_BYTES of it per call (copying a large list to many clients is work too). Returns
+ * true once every client has it. */
+static bool
+envs_send_some(struct backend *be)
+{
+    size_t sent = 0;
+    for (struct be_client *c = be->clients; c != NULL; c = c->next) {
+        if (c->envs_seen == be->envs_serial)
+            continue;
+        if (sent >= BE_FLUSH_BYTES)
+            return false;
+        send_envs(be, c);
+        sent += be->envs_msg_len;
+    }
+    return true;
 }
 
 /* A list built in steps (be_flush): prune and count a type's environments, then write
@@ -1609,6 +1630,7 @@ lbuild_unit(struct backend *be, struct be_lbuild *lb)
         be->envs_msg = lb->w.buf; /* ownership taken from the writer */
         be->envs_msg_len = lb->w.len;
         be->envs_changed = false;
+        be->envs_serial++;
         return 1;
     }
     if (e != NULL) {
@@ -1650,8 +1672,8 @@ lbuild_free(struct backend *be)
 bool
 be_flush_building(const struct backend *be)
 {
-    return be->lbuild != NULL && be->lbuild->active && !be->envs_held &&
-           be->lbuild->gen == be->envs_gen;
+    return be->envs_sending || (be->lbuild != NULL && be->lbuild->active && !be->envs_held &&
+                                be->lbuild->gen == be->envs_gen);
 }
 
 bool
@@ -1667,6 +1689,11 @@ be_flush_due(const struct backend *be, uint64_t *due_ms)
 void
 be_flush(struct backend *be)
 {
+    if (be->envs_sending) {
+        be->envs_sending = !envs_send_some(be);
+        if (be->envs_sending)
+            return; /* (a change since is sent at a next call) */
+    }
     if (!be->envs_dirty || be->now_ms < be->envs_due_ms || be->envs_held)
         return;
     if (be->envs_changed || be_flush_building(be)) {
@@ -1685,8 +1712,7 @@ be_flush(struct backend *be)
         }
     }
     be->envs_dirty = false;
-    for (struct be_client *c = be->clients; c != NULL; c = c->next)
-        send_envs(be, c);
+    be->envs_sending = !envs_send_some(be);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -2724,19 +2750,45 @@ struct hello_iter {
     uint32_t ntypes;
 };
 
+/* hello_bad: the environments map breaks proto.md 4.1 (a large one is not checked by the
+ * codec: ING_HELLO_CHECK_MAX); refused as the codec refuses a malformed frame. */
+static int
+hello_bad(char *why, size_t whylen)
+{
+    (void)hello_fail(why, whylen, "malformed message");
+    return -EBADMSG;
+}
+
+/* str_ok tells whether the str read from p0 up to p is valid UTF-8 (proto.md 4.1). */
+static bool
+str_ok(const uint8_t *p0, const uint8_t *p)
+{
+    return ing_mp_validate(p0, (size_t)(p - p0), 1) == 0;
+}
+
+/* hello_next reads the next environment; 1, 0 at the end, -EINVAL (a value of the wrong
+ * type, why says which) or -EBADMSG (malformed msgpack). */
 static int
 hello_next(struct hello_iter *it, struct env_ann *ann, char *why, size_t whylen)
 {
     struct ing_mp_obj o;
+    const uint8_t *p0;
     while (it->names_left == 0) {
         if (it->types_left == 0)
             return 0;
         it->types_left--;
-        if (ing_mp_read(&it->p, it->end, &it->type) != 0 || it->type.type != ING_MP_STR)
+        p0 = it->p;
+        if (ing_mp_read(&it->p, it->end, &it->type) != 0)
+            return hello_bad(why, whylen);
+        if (it->type.type != ING_MP_STR)
             return hello_fail(why, whylen, "environment type is not a string");
+        if (!str_ok(p0, it->p))
+            return hello_bad(why, whylen);
         if (it->types != NULL)
             it->types[it->ntypes++] = it->type; /* at most the map's count: types_left */
-        if (ing_mp_read(&it->p, it->end, &o) != 0 || o.type != ING_MP_MAP)
+        if (ing_mp_read(&it->p, it->end, &o) != 0)
+            return hello_bad(why, whylen);
+        if (o.type != ING_MP_MAP)
             return hello_fail(why, whylen, "environments of type %.*s: not a map",
                               (int)it->type.v.s.len, (const char *)it->type.v.s.p);
         it->names_left = o.v.n;
@@ -2745,17 +2797,24 @@ hello_next(struct hello_iter *it, struct env_ann *ann, char *why, size_t whylen)
     ann->type = it->type;
     const char *tp = (const char *)it->type.v.s.p;
     uint32_t tl = it->type.v.s.len;
-    if (ing_mp_read(&it->p, it->end, &ann->name) != 0 || ann->name.type != ING_MP_STR)
+    p0 = it->p;
+    if (ing_mp_read(&it->p, it->end, &ann->name) != 0)
+        return hello_bad(why, whylen);
+    if (ann->name.type != ING_MP_STR)
         return hello_fail(why, whylen, "an environment name of type %.*s is not a string", (int)tl,
                           tp);
+    if (!str_ok(p0, it->p))
+        return hello_bad(why, whylen);
     const char *np = (const char *)ann->name.v.s.p;
     uint32_t nl = ann->name.v.s.len;
     if (tl == 0 || tl > MAX_ENV_LEN || nl == 0 || nl > MAX_ENV_LEN)
         return hello_fail(why, whylen, "environment %.*s/%.*s: bad name length", (int)tl, tp,
                           (int)nl, np);
     const uint8_t *info = it->p;
-    if (ing_mp_skip(&it->p, it->end, ING_MP_MAX_DEPTH) != 0)
-        return hello_fail(why, whylen, "environment %.*s/%.*s: bad info", (int)tl, tp, (int)nl, np);
+    /* The info map is at level 3 of the environments map (proto.md 4.1: 64 at most). */
+    if (ing_mp_skip(&it->p, it->end, ING_MP_MAX_DEPTH - 2) != 0 ||
+        ing_mp_validate(info, (size_t)(it->p - info), ING_MP_MAX_DEPTH - 2) != 0)
+        return hello_bad(why, whylen);
     size_t ilen = (size_t)(it->p - info);
     if (!mp_is_map((struct ing_view){(const char *)info, (uint32_t)ilen}))
         return hello_fail(why, whylen, "environment %.*s/%.*s: info is not a map", (int)tl, tp,
@@ -3119,8 +3178,12 @@ reg_unit(struct backend *be, struct be_reg *r)
     switch (r->phase) {
     case REG_PARSE:
         rc = hello_next(&r->it, &ann, r->why, sizeof(r->why));
-        if (rc < 0)
+        if (rc == 0 && r->it.p != r->it.end)
+            rc = hello_bad(r->why, sizeof(r->why)); /* bytes after the map */
+        if (rc < 0) {
+            r->rc = rc;
             goto refuse;
+        }
         if (rc == 0) {
             r->phase = a->registered ? REG_MARK : REG_PREPARE;
             r->old = ++be->mark_seq; /* a's current environments (none has it yet) */
@@ -3262,7 +3325,8 @@ reg_unit(struct backend *be, struct be_reg *r)
 oom:
     hello_fail(r->why, sizeof(r->why), "out of memory");
 refuse:
-    r->rc = -EINVAL;
+    if (r->rc == 0)
+        r->rc = -EINVAL;
     r->phase = REG_DROP;
     r->i = 0;
     return r->plan.n + r->plan.nt == 0;

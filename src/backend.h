@@ -151,6 +151,8 @@ struct backend {
     bool envs_changed;   /* the list differs from envs_msg */
     bool envs_held;      /* a registration is between its removal and its end: no list */
     uint64_t envs_gen;   /* changes of the list (a build in progress starts again) */
+    uint64_t envs_serial; /* lists built (envs_msg's number) */
+    bool envs_sending;    /* some clients have not been sent envs_msg yet */
     struct be_lbuild *lbuild; /* the list being built in steps (be_flush) */
     bool envs_dirty;     /* clients must be sent the list, at envs_due_ms */
     uint64_t envs_due_ms;
@@ -296,6 +298,9 @@ bool be_flush_due(const struct backend *be, uint64_t *due_ms);
  * iteration walks all of it. be_flush_building: a build is under way (call be_flush at the
  * next iteration; be_flush_due says false meanwhile). */
 #define BE_FLUSH_UNITS 8192
+/* Once built, the list is copied to about BE_FLUSH_BYTES of clients' output per be_flush
+ * call (the others at the next ones, still building: be_flush_building). */
+#define BE_FLUSH_BYTES (4u << 20)
 bool be_flush_building(const struct backend *be);
 /* be_timeouts: end the running jobs, kills and orphan waits whose deadline has passed. */
 void be_timeouts(struct backend *be);

@@ -765,13 +765,22 @@ be_drop(void *peer, uint16_t code, const char *why)
 }
 
 static void hello_refused(struct conn *c, const char *why);
+static void protocol_error(struct conn *c, uint16_t code, const char *fmt, uint8_t type);
 
-/* be_registered: a hello registered in steps has ended. */
+/* be_registered: a hello registered in steps has ended: opened, or refused as it would have
+ * been at once (a malformed environments map, which the codec does not check over
+ * ING_HELLO_CHECK_MAX bytes, as the codec refuses a malformed frame). */
 static void
 be_registered(void *peer, int rc, const char *why)
 {
     struct conn *c = peer;
-    if (rc != 0 && c->state != CONN_CLOSING)
+    if (c->state == CONN_CLOSING)
+        return;
+    if (rc == 0)
+        hs_unlink(c->srv, c);
+    else if (rc == -EBADMSG)
+        protocol_error(c, ING_ERR_MALFORMED, "malformed message", ING_AGENT_HELLO);
+    else
         hello_refused(c, why);
 }
 
@@ -977,7 +986,7 @@ handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_
         int rc = be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why));
         if (rc == BE_HELLO_PENDING) /* registered in steps (reg_run), then be_registered */
             arm(c->srv, &c->srv->reg_timer, ev_now_ms(c->srv->loop));
-        if (rc >= 0)
+        else if (rc == 0)
             hs_unlink(c->srv, c); /* opened */
         else
             hello_refused(c, why);

@@ -1300,6 +1300,68 @@ test_backend_register_refused_late(void **state)
     (void)a;
 }
 
+/* A hello over ING_HELLO_CHECK_MAX bytes is not checked by the codec: the registration
+ * refuses one that breaks proto.md 4.1 (-EBADMSG: the server answers Error MALFORMED as for
+ * a malformed frame) as it reads it, and nothing changes: a name of invalid UTF-8 half way,
+ * a byte after the map, a truncated map. */
+static void
+test_backend_register_malformed(void **state)
+{
+    (void)state;
+    const uint32_t n = 5000;
+    char why[200];
+    be.cfg.hello_burst = 0;
+    client(0);
+    struct be_agent *b = agent(1, 1, "other");
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    struct ing_mp_writer w;
+    ing_mp_writer_init_dyn(&w);
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "docker");
+    ing_mp_put_map(&w, n);
+    char name[32];
+    size_t mid = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "env%u", i);
+        if (i == n / 2)
+            mid = w.len + 1; /* the name's first byte, after its fixstr header */
+        ing_mp_put_cstr(&w, name);
+        put_env_info(&w);
+    }
+    assert_int_equal(w.err, 0);
+    assert_true(w.len > ING_HELLO_CHECK_MAX);
+    uint8_t *buf = malloc(w.len + 1);
+    assert_non_null(buf);
+    for (int k = 0; k < 3; k++) {
+        memcpy(buf, w.buf, w.len);
+        size_t len = w.len;
+        if (k == 0)
+            buf[mid] = 0xff; /* not UTF-8 */
+        else if (k == 1)
+            buf[len++] = 0xc0; /* a nil after the map */
+        else
+            len -= 3; /* the last info map cut */
+        for (int re = 0; re < 2; re++) {
+            struct be_agent *x = re ? b : be_agent_new(&be, &peers[2]);
+            struct ing_agent_hello h = {{"A", 1}, 2, {(const char *)buf, (uint32_t)len}};
+            int rc = reg_finish(be_agent_hello(&be, x, &h, why, sizeof(why)), why, sizeof(why));
+            assert_int_equal(rc, -EBADMSG);
+            assert_string_equal(why, "malformed message");
+            assert_int_equal(be_check(&be), 0);
+            assert_int_equal(be_agent_registered(x), re == 1);
+            if (re)
+                assert_int_equal(be_agent_nenvs(b), 1);
+            else
+                be_agent_gone(&be, x);
+            be_flush(&be);
+            expect_none(0);
+            assert_int_equal(peers[0].seen, peers[0].n);
+        }
+    }
+    free(buf);
+    ing_mp_writer_fini(&w);
+}
+
 /* flush_steps_timed calls be_flush until the list's build is done (as the loop would at
  * each iteration); returns the longest call in seconds, the number of calls in *calls. */
 static double
@@ -2310,6 +2372,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_register_in_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_refused_late, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_register_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_requeue_cap_and_alive, setup, teardown),
