@@ -127,29 +127,33 @@ load_main(const char *aaddr, const char *caddr, int pfd)
     POLL_UNTIL(&L, bc_now_ns() > t, deadline, "settling");
     L.limit = L.cap;
     L.submitting = true;
-    uint64_t done0 = L.done;
+    uint64_t done0 = L.done, t0 = bc_now_ns();
     /* 1. One agent, 100,000 environments. */
     struct bc_conn *big = bc_add_conn(&L, aaddr, ING_ROLE_AGENT, L.nagents++);
     uint64_t u = min_updates(&L);
     if (big == NULL || send_hello(&L, big, "env", BIG) != 0)
         goto fail;
     POLL_UNTIL(&L, min_updates(&L) > u, deadline, "hello_100k");
-    printf("# hello_100k: %llu jobs done meanwhile\n", (unsigned long long)(L.done - done0));
+    printf("# hello_100k: %.0f ms, %llu jobs done meanwhile\n", (double)(bc_now_ns() - t0) / 1e6,
+           (unsigned long long)(L.done - done0));
     fflush(stdout);
     mark(pfd, 1);
     /* 2. Its re-hellos. */
     done0 = L.done;
+    t0 = bc_now_ns();
     for (int i = 0; i < 8; i++) {
         u = min_updates(&L);
         if (send_hello(&L, big, "env", BIG) != 0)
             goto fail;
         POLL_UNTIL(&L, min_updates(&L) > u, deadline, "rehello_100k");
     }
-    printf("# rehello_100k_x8: %llu jobs done meanwhile\n", (unsigned long long)(L.done - done0));
+    printf("# rehello_100k_x8: %.0f ms, %llu jobs done meanwhile\n",
+           (double)(bc_now_ns() - t0) / 1e6, (unsigned long long)(L.done - done0));
     fflush(stdout);
     mark(pfd, 2);
     /* 3. 32 agents with 10,000 each, then their re-hellos. */
     done0 = L.done;
+    t0 = bc_now_ns();
     struct bc_conn *ag[NSMALL];
     char prefix[NSMALL][16];
     for (int i = 0; i < NSMALL; i++) {
@@ -165,7 +169,8 @@ load_main(const char *aaddr, const char *caddr, int pfd)
             goto fail;
     t = bc_now_ns() + 3000000000ull;
     POLL_UNTIL(&L, bc_now_ns() > t, deadline, "agents_32x10k re-hellos");
-    printf("# agents_32x10k: %llu jobs done meanwhile\n", (unsigned long long)(L.done - done0));
+    printf("# agents_32x10k: %.0f ms, %llu jobs done meanwhile\n",
+           (double)(bc_now_ns() - t0) / 1e6, (unsigned long long)(L.done - done0));
     fflush(stdout);
     mark(pfd, 3);
     bc_load_fini(&L);
