@@ -20,9 +20,8 @@
 #include <sys/wait.h>
 
 #include "backend.h"
-#include "common.h"
+#include "inproc.h"
 #include "log.h"
-#include "server.h"
 
 #define BIG 100000u
 #define NSMALL 32
@@ -80,28 +79,7 @@ min_updates(const struct load *L)
     return m;
 }
 
-/* poll_until polls the load until cond or the deadline. Returns 0 or -1 (printed). */
-#define POLL_UNTIL(L, cond, deadline, what)                                                        \
-    do {                                                                                           \
-        while (!(cond)) {                                                                          \
-            if (bc_now_ns() > (deadline)) {                                                        \
-                fprintf(stderr, "bench_register: timeout during %s\n", (what));                    \
-                return -1;                                                                         \
-            }                                                                                      \
-            if (bc_poll((L), 20) != 0) {                                                           \
-                fprintf(stderr, "bench_register: %s: %s\n", (what), (L)->err);                     \
-                return -1;                                                                         \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
-
-static void
-mark(int fd, int phase)
-{
-    uint8_t b = (uint8_t)phase;
-    if (write(fd, &b, 1) != 1)
-        _exit(1);
-}
+#define POLL_UNTIL(L, cond, deadline, what) BC_WAIT_FOR("bench_register", L, cond, deadline, what, 20)
 
 static int
 load_main(const char *aaddr, const char *caddr, int pfd)
@@ -137,7 +115,7 @@ load_main(const char *aaddr, const char *caddr, int pfd)
     printf("# hello_100k: %.0f ms, %llu jobs done meanwhile\n", (double)(bc_now_ns() - t0) / 1e6,
            (unsigned long long)(L.done - done0));
     fflush(stdout);
-    mark(pfd, 1);
+    bc_mark(pfd, 1);
     /* 2. Its re-hellos. */
     done0 = L.done;
     t0 = bc_now_ns();
@@ -150,7 +128,7 @@ load_main(const char *aaddr, const char *caddr, int pfd)
     printf("# rehello_100k_x8: %.0f ms, %llu jobs done meanwhile\n",
            (double)(bc_now_ns() - t0) / 1e6, (unsigned long long)(L.done - done0));
     fflush(stdout);
-    mark(pfd, 2);
+    bc_mark(pfd, 2);
     /* 3. 32 agents with 10,000 each, then their re-hellos. */
     done0 = L.done;
     t0 = bc_now_ns();
@@ -172,7 +150,7 @@ load_main(const char *aaddr, const char *caddr, int pfd)
     printf("# agents_32x10k: %.0f ms, %llu jobs done meanwhile\n",
            (double)(bc_now_ns() - t0) / 1e6, (unsigned long long)(L.done - done0));
     fflush(stdout);
-    mark(pfd, 3);
+    bc_mark(pfd, 3);
     bc_load_fini(&L);
     free(job.frame);
     return 0;
@@ -188,14 +166,6 @@ struct phase {
     uint64_t iters, max_ns, max_cpu_ns, over_2ms;
     uint32_t agents;
 };
-
-static uint64_t
-thread_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 int
 main(void)
@@ -213,41 +183,22 @@ main(void)
         fprintf(stderr, "bench_register: %s\n", err);
         return 1;
     }
-    bool pin = bc_cpu_usable(0) && bc_cpu_usable(1);
-    int pfd[2];
-    if (pipe(pfd) != 0) {
-        perror("bench_register: pipe");
+    pid_t pid;
+    int rfd = bc_inproc_fork(s, "bench_register",
+                             "# name iterations longest_us longest_cpu_us over_2ms "
+                             "agents_registered",
+                             load_main, &pid);
+    if (rfd < 0)
         return 1;
-    }
-    printf("# name iterations longest_us longest_cpu_us over_2ms agents_registered\n");
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("bench_register: fork");
-        return 1;
-    }
-    if (pid == 0) {
-        close(pfd[0]);
-        if (pin)
-            bc_pin(0, 1);
-        char aaddr[160], caddr[160];
-        snprintf(aaddr, sizeof(aaddr), "%s", srv_bound_addr(s, true));
-        snprintf(caddr, sizeof(caddr), "%s", srv_bound_addr(s, false));
-        _exit(load_main(aaddr, caddr, pfd[1]) == 0 ? 0 : 1);
-    }
-    close(pfd[1]);
-    if (pin)
-        bc_pin(0, 0);
-    fcntl(pfd[0], F_SETFL, fcntl(pfd[0], F_GETFL) | O_NONBLOCK);
     struct phase ph[NPHASES + 1];
     memset(ph, 0, sizeof(ph));
     int cur = 1;
     uint64_t deadline = bc_now_ns() + 120ull * 1000000000u;
     struct backend *be = srv_backend(s);
     while (cur <= NPHASES) {
-        uint64_t c0 = thread_cpu_ns(), t0 = bc_now_ns();
+        uint64_t c0 = bc_thread_cpu_ns(), t0 = bc_now_ns();
         int rc = srv_run_once(s, 0);
-        uint64_t dt = bc_now_ns() - t0, dcpu = thread_cpu_ns() - c0;
+        uint64_t dt = bc_now_ns() - t0, dcpu = bc_thread_cpu_ns() - c0;
         if (rc != 0) {
             fprintf(stderr, "bench_register: srv_run_once: %d\n", rc);
             break;
@@ -258,7 +209,7 @@ main(void)
         p->max_cpu_ns = dcpu > p->max_cpu_ns ? dcpu : p->max_cpu_ns;
         p->over_2ms += dt > 2000000;
         uint8_t b;
-        ssize_t n = read(pfd[0], &b, 1);
+        ssize_t n = read(rfd, &b, 1);
         if (n == 1 && b == cur) {
             p->agents = be->n_agents;
             cur++;

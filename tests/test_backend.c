@@ -1144,6 +1144,18 @@ test_backend_hello_out_of_memory(void **state)
     assert_true(applied);
 }
 
+/* reg_setup: hellos unlimited, client 0 registered, agent 1 providing "other" (returned);
+ * the list it caused is read. */
+static struct be_agent *
+reg_setup(void)
+{
+    be.cfg.hello_burst = 0;
+    client(0);
+    struct be_agent *b = agent(1, 1, "other");
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    return b;
+}
+
 /* be_register: a large AgentHello is registered across calls (loop iterations). Meanwhile
  * the agent gets no job, clients get no list, be_check holds after every step; at the end
  * one list with every environment, the callback, and the waiting job dispatched. A re-hello
@@ -1204,10 +1216,7 @@ test_backend_register_cancel(void **state)
     (void)state;
     const uint32_t n = 1000;
     char why[200];
-    be.cfg.hello_burst = 0;
-    client(0);
-    agent(1, 1, "other");
-    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    (void)reg_setup();
     const size_t at[] = {0, 1, 500, 1001, 1500, 2001, 2500, 3001, 3500, 4002, 4500, 5003, 6000};
     for (int rehello = 0; rehello < 2; rehello++)
         for (size_t k = 0; k < sizeof(at) / sizeof(at[0]); k++) {
@@ -1248,10 +1257,7 @@ test_backend_register_refused_late(void **state)
     (void)state;
     const uint32_t n = 1000;
     char why[200];
-    be.cfg.hello_burst = 0;
-    client(0);
-    struct be_agent *b = agent(1, 1, "other");
-    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    struct be_agent *b = reg_setup();
     be.cfg.max_envs = n;
     struct be_agent *a = be_agent_new(&be, &peers[2]);
     assert_int_equal(reg_finish(hello_many_pending(a, 2, "env", n, why, sizeof(why)), why,
@@ -1310,10 +1316,7 @@ test_backend_register_malformed(void **state)
     (void)state;
     const uint32_t n = 5000;
     char why[200];
-    be.cfg.hello_burst = 0;
-    client(0);
-    struct be_agent *b = agent(1, 1, "other");
-    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    struct be_agent *b = reg_setup();
     struct ing_mp_writer w;
     ing_mp_writer_init_dyn(&w);
     ing_mp_put_map(&w, 1);
