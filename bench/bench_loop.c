@@ -193,6 +193,8 @@ main(void)
     uint64_t deadline = bc_now_ns() + 120ull * 1000000000u, eof_at = 0;
     struct backend *be = srv_backend(s);
     for (;;) {
+        /* the thread's CPU time tells an iteration preempted by another process from one
+         * that really worked that long */
         uint64_t c0 = bc_thread_cpu_ns(), t0 = bc_now_ns();
         int rc = srv_run_once(s, 0);
         uint64_t dt = bc_now_ns() - t0, dcpu = bc_thread_cpu_ns() - c0;

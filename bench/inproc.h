@@ -73,14 +73,4 @@ bc_mark(int fd, int phase)
         _exit(1);
 }
 
-/* bc_thread_cpu_ns: CPU time of this thread, so that an iteration preempted by another
- * process (the machine is shared) can be told from one that really worked that long. */
-static inline uint64_t
-bc_thread_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 #endif
