@@ -20,6 +20,8 @@
 #include "inginious/mp.h"
 #include "inginious/proto.h"
 #include "log.h"
+#include "metrics.h"
+#include "status.h"
 
 /* Allocation failures on demand: the fail_at-th allocation from now on (1 = the next) and
  * every later one fail, until fail_at is set back to 0. */
@@ -1365,6 +1367,47 @@ test_backend_register_malformed(void **state)
     ing_mp_writer_fini(&w);
 }
 
+/* ClientGetStats while a re-hello is applied (proto.md 5.8): the map made before the hello
+ * stands until the registration ends (no half-registered agent), then a new one. */
+static void
+test_backend_register_stats_consistent(void **state)
+{
+    (void)state;
+    char why[200];
+    struct metrics_server ms;
+    struct status st;
+    const uint8_t *p;
+    size_t len;
+    bool fresh;
+    memset(&ms, 0, sizeof(ms));
+    (void)reg_setup();
+    struct be_agent *a = be_agent_new(&be, &peers[2]);
+    assert_int_equal(hello_many(a, 3000, why, sizeof(why)), 0);
+    status_init(&st, &be, &ms, 0, 100);
+    assert_int_equal(status_mp_cached(&st, &p, &len, &fresh), 0);
+    assert_true(fresh);
+    uint8_t *before = malloc(len);
+    assert_non_null(before);
+    memcpy(before, p, len);
+    size_t before_len = len;
+    assert_int_equal(hello_many_pending(a, 5, "env", 3000, why, sizeof(why)), BE_HELLO_PENDING);
+    int held = 0;
+    while (be_register(&be, 50)) {
+        if (!be.envs_held)
+            continue;
+        held++;
+        assert_int_equal(status_mp_cached(&st, &p, &len, &fresh), 0);
+        assert_false(fresh);
+        assert_int_equal(len, before_len);
+        assert_memory_equal(p, before, len);
+    }
+    assert_true(held > 10);
+    assert_int_equal(status_mp_cached(&st, &p, &len, &fresh), 0);
+    assert_true(fresh); /* the slots changed: 1 + 5 */
+    free(before);
+    status_fini(&st);
+}
+
 /* flush_steps_timed calls be_flush until the list's build is done (as the loop would at
  * each iteration); returns the longest call in seconds, the number of calls in *calls. */
 static double
@@ -2376,6 +2419,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_register_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_refused_late, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_register_stats_consistent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_requeue_cap_and_alive, setup, teardown),
