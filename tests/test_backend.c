@@ -1408,6 +1408,30 @@ test_backend_register_stats_consistent(void **state)
     status_fini(&st);
 }
 
+/* The backend stopping with registrations under way (be_fini, after the server's
+ * be_agent_gone of its connections): each ends with everything let go (ASan, valgrind): one
+ * half applied whose agent left, one queued behind it whose agent left, and a registered
+ * agent's queued re-hello whose agent is still there. */
+static void
+test_backend_register_shutdown(void **state)
+{
+    (void)state;
+    char why[200];
+    (void)reg_setup();
+    struct be_agent *a1 = be_agent_new(&be, &peers[2]);
+    struct be_agent *a2 = be_agent_new(&be, &peers[3]);
+    struct be_agent *a3 = agent(4, 1, "small");
+    assert_int_equal(hello_many_pending(a1, 2, "p", 1000, why, sizeof(why)), BE_HELLO_PENDING);
+    assert_true(be_register(&be, 2500)); /* parsed, prepared, checked: applying */
+    assert_true(be.envs_held);
+    assert_int_equal(hello_many_pending(a2, 2, "q", 1000, why, sizeof(why)), BE_HELLO_PENDING);
+    assert_int_equal(hello_many_pending(a3, 2, "q", 1000, why, sizeof(why)), BE_HELLO_PENDING);
+    assert_int_equal(be_check(&be), 0);
+    be_agent_gone(&be, a1);
+    be_agent_gone(&be, a2);
+    assert_int_equal(reg_calls, 0); /* teardown's be_fini ends the rest, without callbacks */
+}
+
 /* flush_steps_timed calls be_flush until the list's build is done (as the loop would at
  * each iteration); returns the longest call in seconds, the number of calls in *calls. */
 static double
@@ -2420,6 +2444,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_register_refused_late, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_stats_consistent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_register_shutdown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_requeue_cap_and_alive, setup, teardown),
