@@ -1428,8 +1428,10 @@ TP_TEST(test_abuse_job_bytes_budget)
     size_t i, k;
     char id[32];
 
+    /* No orphan timeout: under valgrind the 48 MiB of jobs take over a minute to send, and
+     * the jobs must still be waiting when the agent comes. */
     tp_start(c, "--max-memory", "32M", "--max-job-bytes-per-client", "5M", "--env-grace", "0",
-             NULL);
+             "--orphan-timeout", "0", NULL);
     for (i = 0; i < CLIENTS; i++) {
         cl[i] = tp_client(c, "heavy", "");
         for (k = 0; k < JOBS; k++) {
