@@ -2,6 +2,8 @@
 /* metrics.c: see metrics.h. */
 #include "metrics.h"
 
+#include "inginious/proto.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -17,7 +19,7 @@ const uint64_t metrics_bucket_us[METRICS_NBUCKETS] = {
 };
 
 const char *const metrics_refuse_name[METRICS_NREFUSE] = {
-    "invalid", "duplicate_id", "shutting_down", "queue_full", "out_of_memory",
+    "invalid", "duplicate_id", "shutting_down", "queue_full", "out_of_memory", "journal",
 };
 const char *const metrics_result_name[METRICS_NRESULT] = {
     "success", "failed", "timeout", "overflow", "killed", "crash", "error",
@@ -372,7 +374,7 @@ metrics_render(struct metrics_snap *s, struct buf *out)
     TRY(family(out, "inginious_protocol_errors_total", "counter",
                "Protocol errors sent to peers, by error code (proto.md)."));
     for (int i = 1; i < METRICS_NERR; i++)
-        if (v->proto_errors[i] != 0 || i <= 13)
+        if (v->proto_errors[i] != 0 || i <= ING_ERR_JOURNAL)
             TRY(put(out, "inginious_protocol_errors_total{code=\"%d\"} %llu\n", i,
                     (unsigned long long)v->proto_errors[i]));
     if (s->proc.ok) {

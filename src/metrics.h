@@ -45,6 +45,7 @@ enum metrics_refuse {
     METRICS_REFUSE_SHUTDOWN,     /* "shutting_down" */
     METRICS_REFUSE_QUEUE_FULL,   /* "queue_full": max waiting jobs (in total or per client) */
     METRICS_REFUSE_NOMEM,        /* "out_of_memory" */
+    METRICS_REFUSE_JOURNAL,      /* "journal": it cannot write (or the job is too large) */
     METRICS_NREFUSE
 };
 

@@ -699,7 +699,9 @@ jr_tick(struct server *s)
     struct journal *j = &s->jr;
     uint64_t now = s->be.now_ms;
     journal_set_live(j, be_journal_live_bytes(&s->be));
-    (void)journal_flush(j, now); /* a failure is logged once per change, jobs refused */
+    /* A failure is logged once per change; this iteration's jobs are refused after all
+     * (their records wait in memory, with the end records of the refusals). */
+    be_journal_settle(&s->be, journal_flush(j, now));
     bool more = journal_compact_step(j, SRV_COMPACT_BUDGET, now, jr_relocate, &s->be);
     uint64_t next = more ? now : journal_next_ms(j);
     if (next != UINT64_MAX)
@@ -853,6 +855,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
                 m->u.client_hello.name.p);
         c->srv->iter_check = true; /* the environment list is sent */
         c->acks = m->type == ING_CLIENT_HELLO_ACK; /* the last hello decides */
+        be_client_native(c->client, c->acks);
         be_client_hello(be, c->client);
         hs_unlink(c->srv, c); /* opened */
         return;
@@ -893,15 +896,10 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
                              "Queue full: this client's jobs hold too many bytes");
             break;
         }
-        if (be_client_new_job_h(be, c->client, body, len, &m->u.new_job,
-                                hint_take(c, m->u.new_job.job.job_id)) &&
-            c->acks) {
-            /* Queued now, it leaves after before_sleep wrote (and under --fsync always
-             * synced) the job's record: the journal is flushed before any output. */
-            reply.type = ING_BACKEND_JOB_ACCEPTED;
-            reply.u.ref.job_id = m->u.new_job.job.job_id;
-            conn_send(c, &reply);
-        }
+        /* Acknowledged (c->acks) by the backend: at once without a journal, else once
+         * before_sleep has written (and under --fsync always synced) its record. */
+        (void)be_client_new_job_h(be, c->client, body, len, &m->u.new_job,
+                                  hint_take(c, m->u.new_job.job.job_id));
         break;
     case ING_CLIENT_KILL_JOB:
         be_client_kill_h(be, c->client, m->u.ref.job_id, hint_take(c, m->u.ref.job_id));
@@ -1725,7 +1723,7 @@ finish(struct server *s)
         return;
     update_clock(s);
     if (s->be.jr != NULL) { /* the jobs left stay in the journal for the next start */
-        (void)journal_flush(&s->jr, UINT64_MAX / 2);
+        be_journal_settle(&s->be, journal_flush(&s->jr, UINT64_MAX / 2));
         s->be.jr = NULL;
     }
     be_fail_all(&s->be, "Backend shutting down");
@@ -2015,6 +2013,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
             goto fail;
         s->jr_on = true;
         s->be.jr = &s->jr;
+        s->be.jr_settled = s->be.arrival_seq; /* the replayed jobs are on disk */
         signal(SIGXFSZ, SIG_IGN); /* a file-size limit is a write error (EFBIG), not death */
         log_msg(LOG_INFO, "journal %s: %llu waiting jobs restored", cfg->journal_dir,
                 (unsigned long long)s->be.n_waiting);
