@@ -13,6 +13,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -377,6 +378,25 @@ scan_segment(struct journal *j, uint32_t num, bool last, journal_replay_fn *fn, 
     return rc;
 }
 
+static uint64_t
+mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* data_sync: fdatasync(fd), counted and timed for /metrics. Returns 0 or -errno. */
+static int
+data_sync(struct journal *j, int fd)
+{
+    uint64_t t0 = mono_us();
+    int rc = fdatasync(fd) < 0 ? -errno : 0;
+    metrics_hist_observe(&j->sync_hist, mono_us() - t0);
+    j->n_syncs++;
+    return rc;
+}
+
 static int
 seg_create(struct journal *j, uint32_t num)
 {
@@ -394,8 +414,10 @@ seg_create(struct journal *j, uint32_t num)
         unlinkat(j->dirfd, name, 0);
         return e;
     }
-    if (j->cfg.fsync != JOURNAL_FSYNC_NEVER && (fdatasync(fd) < 0 || fsync(j->dirfd) < 0)) {
-        int e = -errno;
+    int e = j->cfg.fsync != JOURNAL_FSYNC_NEVER ? data_sync(j, fd) : 0;
+    if (e == 0 && j->cfg.fsync != JOURNAL_FSYNC_NEVER && fsync(j->dirfd) < 0)
+        e = -errno;
+    if (e < 0) {
         close(fd);
         return e;
     }
@@ -527,12 +549,12 @@ set_err(struct journal *j, int e)
 static int
 do_sync(struct journal *j, uint64_t now_ms)
 {
-    if (fdatasync(j->fd) < 0)
-        return -errno;
+    int rc = data_sync(j, j->fd);
+    if (rc < 0)
+        return rc;
     j->lsn_synced = j->lsn_written;
     j->sync_pending = false;
     j->last_sync_ms = now_ms;
-    j->n_syncs++;
     return 0;
 }
 
@@ -545,6 +567,8 @@ journal_flush(struct journal *j, uint64_t now_ms)
         return j->err; /* a failed write is retried every JOURNAL_RETRY_MS */
     bool wrote = buf_len(&j->out) > 0;
     int rc = write_out(j);
+    if (rc == 0)
+        buf_shrink(&j->out, JOURNAL_OUT_KEEP);
     if (rc == 0 && wrote)
         j->sync_pending = j->cfg.fsync != JOURNAL_FSYNC_NEVER;
     if (rc == 0 && j->sync_pending &&
@@ -554,6 +578,24 @@ journal_flush(struct journal *j, uint64_t now_ms)
     if (rc != 0)
         j->retry_ms = now_ms + JOURNAL_RETRY_MS;
     return rc;
+}
+
+uint64_t
+journal_mem(const struct journal *j)
+{
+    return (uint64_t)j->out.cap + j->c_buf.cap + j->cap_segs * sizeof(*j->segs);
+}
+
+void
+journal_metrics(const struct journal *j, struct metrics_journal *m)
+{
+    m->bytes = j->disk_bytes;
+    m->live_bytes = j->live_bytes;
+    m->segments = j->nsegs;
+    m->compactions = j->n_compacted;
+    m->fsyncs = j->n_syncs;
+    m->ok = j->err == 0;
+    m->fsync = &j->sync_hist;
 }
 
 uint64_t
@@ -579,8 +621,8 @@ static int
 rotate(struct journal *j)
 {
     int rc = write_out(j);
-    if (rc == 0 && j->cfg.fsync != JOURNAL_FSYNC_NEVER && fdatasync(j->fd) < 0)
-        rc = -errno;
+    if (rc == 0 && j->cfg.fsync != JOURNAL_FSYNC_NEVER)
+        rc = data_sync(j, j->fd);
     if (rc == 0)
         rc = seg_create(j, j->segs[j->nsegs - 1].num + 1);
     if (rc < 0)

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "metrics.h"
 
 #define JOURNAL_MAGIC "INGJRNL\n"
 #define JOURNAL_VERSION 1u
@@ -98,7 +99,8 @@ struct journal {
     struct buf c_buf;      /* read buffer: one chunk of it */
     uint64_t disk_bytes, live_bytes;
     bool live_external; /* journal_set_live */
-    uint64_t n_syncs, n_compacted;
+    uint64_t n_syncs, n_compacted; /* fdatasyncs of segments; segments compacted away */
+    struct metrics_hist sync_hist; /* each fdatasync's latency (/metrics) */
 };
 
 /* journal_replay_fn is called for each valid record, in order. A negative return stops
@@ -151,6 +153,16 @@ int journal_flush(struct journal *j, uint64_t now_ms);
 uint64_t journal_durable(const struct journal *j);
 /* journal_next_ms: when the next flush has work (a sync due), or UINT64_MAX. */
 uint64_t journal_next_ms(const struct journal *j);
+/* journal_mem: the bytes of memory the journal holds (its write and compaction buffers and
+ * its list of segments), for the server's memory budget (proto.md 7.7). After a flush that
+ * wrote everything, a write buffer grown past JOURNAL_OUT_KEEP by a burst is released. */
+#define JOURNAL_OUT_KEEP (4u << 20)
+uint64_t journal_mem(const struct journal *j);
+
+/* journal_metrics fills m with the journal's figures for /metrics and /status (m->fsync
+ * points into j). */
+void journal_metrics(const struct journal *j, struct metrics_journal *m);
+
 /* journal_ok: the last write succeeded. */
 static inline bool
 journal_ok(const struct journal *j)

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "inginious/mp.h"
+#include "journal.h"
 #include "inginious/version.h"
 #include "status_html.h" /* generated from src/status.html by the Makefile */
 
@@ -164,6 +165,11 @@ status_metrics(struct status *st, struct buf *out)
         s.keys = st->keys != NULL ? st->keys : &none;
         s.nkeys = st->nkeys;
     }
+    struct metrics_journal jm;
+    if (be->jr != NULL) {
+        journal_metrics(be->jr, &jm);
+        s.journal = &jm;
+    }
     metrics_proc_read(&s.proc, st->start_s);
     return metrics_render(&s, out);
 }
@@ -270,7 +276,21 @@ status_json(struct status *st, struct buf *out)
     uint64_t n = st->tput_n < STATUS_TPUT ? st->tput_n : STATUS_TPUT;
     for (uint64_t i = 0; i < n; i++)
         P("%s%u", i ? "," : "", st->tput[(st->tput_n - n + i) % STATUS_TPUT]);
-    P("],\"failures\":[");
+    if (be->jr != NULL) {
+        struct metrics_journal jm;
+        journal_metrics(be->jr, &jm);
+        P("],\"journal\":{\"available\":%s,\"bytes\":%llu,\"live_bytes\":%llu,"
+          "\"segments\":%llu,\"compactions\":%llu,\"fsyncs\":%llu",
+          jm.ok ? "true" : "false", (unsigned long long)jm.bytes,
+          (unsigned long long)jm.live_bytes, (unsigned long long)jm.segments,
+          (unsigned long long)jm.compactions, (unsigned long long)jm.fsyncs);
+        P(",\"fsync_avg_us\":%llu}", (unsigned long long)(jm.fsync->count
+                                                            ? jm.fsync->sum_us / jm.fsync->count
+                                                            : 0));
+        P(",\"failures\":[");
+    } else {
+        P("],\"failures\":[");
+    }
     uint64_t nf = be->nfail < BE_FAILURES ? be->nfail : BE_FAILURES;
     for (uint64_t i = 0; i < nf; i++) { /* newest first */
         const struct be_failure *f = &be->fail[(be->nfail - 1 - i) % BE_FAILURES];

@@ -706,6 +706,37 @@ test_journal_write_error(void **state)
     rm_dir(dir);
 }
 
+/* journal_mem counts the write buffer (for the memory budget): it grows with what is
+ * appended, and a burst past JOURNAL_OUT_KEEP is released once written. */
+static void
+test_journal_mem(void **state)
+{
+    (void)state;
+    char dir[64];
+    new_dir(dir, sizeof(dir));
+    struct journal_config cfg;
+    journal_config_default(&cfg);
+    cfg.fsync = JOURNAL_FSYNC_NEVER;
+    struct journal j;
+    struct seen s = {.n = 0};
+    char why[256];
+    int err;
+    assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), 0);
+    uint64_t m0 = journal_mem(&j);
+    static uint8_t body[10000];
+    for (int i = 0; i < 600; i++) /* 6 MB */
+        assert_true(journal_append(&j, 1, body, sizeof(body), &err) != 0);
+    assert_true(journal_mem(&j) >= m0 + 600 * sizeof(body));
+    assert_int_equal(journal_flush(&j, 0), 0);
+    assert_true(journal_mem(&j) < m0 + JOURNAL_OUT_KEEP);
+    for (int i = 0; i < 10; i++) /* a small batch keeps its buffer */
+        assert_true(journal_append(&j, 1, body, 100, &err) != 0);
+    assert_int_equal(journal_flush(&j, 0), 0);
+    assert_true(journal_mem(&j) > m0);
+    journal_close(&j);
+    rm_dir(dir);
+}
+
 int
 main(void)
 {
@@ -722,6 +753,7 @@ main(void)
         cmocka_unit_test(test_journal_compaction_bound),
         cmocka_unit_test(test_journal_compaction_large_record),
         cmocka_unit_test(test_journal_write_error),
+        cmocka_unit_test(test_journal_mem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
