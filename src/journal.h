@@ -36,6 +36,16 @@
 #define JOURNAL_SEG_MIN 4096ull
 #define JOURNAL_INTERVAL_DEFAULT_MS 10
 #define JOURNAL_RETRY_MS 100 /* a failed write is tried again this much later */
+/* A compaction step reads at most this much (a larger budget is cut to it) and stops
+ * copying once it has run this long (the clock is read every JOURNAL_STEP_CHECK records):
+ * no step holds the loop much over 1 ms, whatever the budget, the records or the callback. */
+#define JOURNAL_STEP_MAX (1u << 20)
+#define JOURNAL_STEP_US 1000u
+#define JOURNAL_STEP_CHECK 32u
+/* A compacted segment is renamed NAME.dead, then cut by this much per step before its
+ * unlink: the kernel frees a large file's cached pages in proportion to its size (about
+ * 10 ms for 64 MiB in one unlink). A start removes any *.seg.dead left. */
+#define JOURNAL_TRUNC_STEP (4u << 20)
 
 /* Record types (proto.md 12.3). The journal itself only reserves 0 (never valid). */
 enum journal_rec {
@@ -96,6 +106,9 @@ struct journal {
     uint64_t c_waitlsn;    /* copies to write before the segment can go */
     uint64_t bytes_appended, c_seen; /* appended in all; as of the last compaction step */
     int c_fd;              /* the oldest segment, open while it is compacted */
+    int d_fd;              /* a compacted segment (NAME.dead) being cut, or -1 */
+    uint32_t d_num;
+    uint64_t d_size;       /* its bytes left (counted in disk_bytes) */
     struct buf c_buf;      /* read buffer: one chunk of it */
     uint64_t disk_bytes, live_bytes;
     bool live_external; /* journal_set_live */
@@ -172,8 +185,9 @@ journal_ok(const struct journal *j)
 
 /* journal_compact_step: if the disk use exceeds 2 x live + 2 segments, copy forward up to
  * budget bytes (or twice the bytes appended since the previous step, if more: compaction
- * keeps pace with the writes) of the oldest segment's records (fn decides which are live) and unlink it
- * once done and written. Returns true while compaction has more to do. */
+ * keeps pace with the writes; at most JOURNAL_STEP_MAX, and for at most JOURNAL_STEP_US) of
+ * the oldest segment's records (fn decides which are live) and unlink it once done and
+ * written. Returns true while compaction has more to do. */
 bool journal_compact_step(struct journal *j, size_t budget, uint64_t now_ms,
                           journal_relocate_fn *fn, void *arg);
 
