@@ -2030,11 +2030,13 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
         }
         struct ing_view id = m.u.new_job.job.job_id;
         uint64_t idh = id_hash(id.p, id.len);
-        struct job *j = jtab_find_h(be, idh, id.p, id.len);
-        if (j != NULL && j->seq == seq)
-            return 0; /* the copy a compaction cut short left */
         const char *why = job_new(be, NULL, p + 8 + ING_HDR_LEN, len - 8 - ING_HDR_LEN,
                                   &m.u.new_job, idh, seq);
+        if (why != NULL && strcmp(why, "Duplicate job id") == 0) {
+            const struct job *j = jtab_find_h(be, idh, id.p, id.len);
+            if (j != NULL && j->seq == seq)
+                return 0; /* the copy a compaction cut short left */
+        }
         if (why != NULL && be->jr_skipped++ == 0) /* one line, not one per job */
             log_msg(LOG_WARN, "journal: job %.*s not restored: %s (later ones counted)",
                     (int)(id.len > 255 ? 255 : id.len), id.p, why);
@@ -2113,6 +2115,12 @@ be_journal_settle(struct backend *be, int err)
     }
     be->jr_fresh.rpos = be->jr_fresh.wpos = 0;
     be->jr_settled = be->arrival_seq;
+}
+
+int
+be_journal_reserve(struct backend *be, uint64_t n)
+{
+    return n > SIZE_MAX / 2 ? -ENOMEM : idtab_reserve(&be->jtab, (size_t)n);
 }
 
 uint64_t

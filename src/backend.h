@@ -329,6 +329,8 @@ uint64_t be_journal_live_bytes(const struct backend *be);
  * ..." (and Error JOURNAL to native clients): a waiting one is forgotten, one already sent
  * to an agent is killed there and its client told at once. */
 void be_journal_settle(struct backend *be, int err);
+/* be_journal_reserve sizes the job table for about n jobs before a replay (0 or -ENOMEM). */
+int be_journal_reserve(struct backend *be, uint64_t n);
 
 /* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
 int be_check(const struct backend *be);

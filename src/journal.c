@@ -226,6 +226,28 @@ list_segments(int dirfd, uint32_t **out, size_t *n)
     return 0;
 }
 
+uint64_t
+journal_dir_bytes(const char *dir)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return 0;
+    DIR *d = fdopendir(dfd);
+    if (d == NULL) {
+        close(dfd);
+        return 0;
+    }
+    uint64_t n = 0;
+    struct dirent *de;
+    struct stat st;
+    while ((de = readdir(d)) != NULL)
+        if (strlen(de->d_name) == 20 && strcmp(de->d_name + 16, ".seg") == 0 &&
+            fstatat(dfd, de->d_name, &st, 0) == 0)
+            n += (uint64_t)st.st_size;
+    closedir(d);
+    return n;
+}
+
 /* move_aside copies p[0..n) to NAME.corrupt (a new file: never one that exists). */
 static int
 move_aside(int dirfd, uint32_t num, const uint8_t *p, size_t n)

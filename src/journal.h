@@ -134,6 +134,9 @@ typedef bool journal_relocate_fn(void *arg, uint8_t type, const uint8_t *p, uint
  * process holds the lock), -errno. */
 int journal_open(struct journal *j, const char *dir, const struct journal_config *cfg,
                  journal_replay_fn *fn, void *arg, char *why, size_t whylen);
+/* journal_dir_bytes: the total size of dir's segment files (0 if there is none), before
+ * journal_open: a reader may size its tables from it. */
+uint64_t journal_dir_bytes(const char *dir);
 /* journal_close writes what is appended (with an fdatasync unless the mode is never),
  * then releases everything, the lock included. */
 void journal_close(struct journal *j);

@@ -2009,6 +2009,9 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     }
     if (cfg->journal_dir != NULL) {
         update_clock(s);
+        /* The job table sized once for what the journal may hold (a waiting 128-byte job
+         * takes some 280 bytes there): no doubling and rehashing in the middle of it. */
+        (void)be_journal_reserve(&s->be, journal_dir_bytes(cfg->journal_dir) / 256);
         if (journal_open(&s->jr, cfg->journal_dir, &cfg->journal, jr_replay, &s->be, err,
                          errlen) != 0)
             goto fail;
