@@ -240,21 +240,6 @@ live_in_table(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_r
 }
 
 static int
-cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t
-cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int
 compact_live_case(unsigned n)
 {
     struct ftab t = {.mask = (2ull << 20) - 1};
@@ -290,9 +275,9 @@ compact_live_case(unsigned n)
     static uint64_t walls[100000];
     unsigned steps = 0;
     while (j.n_compacted < 2 && steps < 100000) {
-        uint64_t t0 = bc_now_ns(), c0 = cpu_ns(), nc = j.n_compacted;
+        uint64_t t0 = bc_now_ns(), c0 = bc_thread_cpu_ns(), nc = j.n_compacted;
         journal_compact_step(&j, 256 * 1024, 0, live_in_table, &t);
-        uint64_t dt = bc_now_ns() - t0, dc = cpu_ns() - c0;
+        uint64_t dt = bc_now_ns() - t0, dc = bc_thread_cpu_ns() - c0;
         total += dt;
         max = dt > max ? dt : max;
         max_cpu = dc > max_cpu ? dc : max_cpu;
@@ -303,7 +288,7 @@ compact_live_case(unsigned n)
         if (journal_flush(&j, 0) < 0)
             return -1;
     }
-    qsort(walls, steps, sizeof(walls[0]), cmp_u64);
+    qsort(walls, steps, sizeof(walls[0]), bc_cmp_u64);
     printf("%-22s %8u %8.1f ns/op  longest %.2f ms CPU; wall p99 %.2f ms, longest %.2f ms; "
            "retiring step %.2f ms (%u live jobs, %llu MB copied)\n",
            "compact_1M_live", steps, (double)total / steps, max_cpu / 1e6,

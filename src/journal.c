@@ -13,9 +13,9 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "ev.h"
 #include "log.h"
 #include "opt.h"
 
@@ -404,21 +404,13 @@ scan_segment(struct journal *j, uint32_t num, bool last, journal_replay_fn *fn, 
     return rc;
 }
 
-static uint64_t
-mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 /* data_sync: fdatasync(fd), counted and timed for /metrics. Returns 0 or -errno. */
 static int
 data_sync(struct journal *j, int fd)
 {
-    uint64_t t0 = mono_us();
+    uint64_t t0 = ev_clock_us();
     int rc = fdatasync(fd) < 0 ? -errno : 0;
-    metrics_hist_observe(&j->sync_hist, mono_us() - t0);
+    metrics_hist_observe(&j->sync_hist, ev_clock_us() - t0);
     j->n_syncs++;
     return rc;
 }
@@ -780,7 +772,7 @@ compact_copy(struct journal *j, size_t budget, uint64_t t0_us, journal_relocate_
     uint64_t base = j->c_off;
     size_t pos = 0, done = 0;
     for (unsigned nrec = 1; pos < buf_len(&j->c_buf) && done < budget; nrec++) {
-        if (nrec % JOURNAL_STEP_CHECK == 0 && mono_us() - t0_us >= JOURNAL_STEP_US)
+        if (nrec % JOURNAL_STEP_CHECK == 0 && ev_clock_us() - t0_us >= JOURNAL_STEP_US)
             break; /* the rest at the next step */
         if (!rec_ok(j->c_buf.data, pos, buf_len(&j->c_buf))) {
             uint32_t len = buf_len(&j->c_buf) - pos >= 4 ? get32(j->c_buf.data + pos) : 0;
@@ -875,7 +867,7 @@ journal_compact_step(struct journal *j, size_t budget, uint64_t now_ms,
                      journal_relocate_fn *fn, void *arg)
 {
     (void)now_ms;
-    uint64_t t0 = mono_us();
+    uint64_t t0 = ev_clock_us();
     /* Keep pace with the writes: at least twice what was appended since the last step. */
     uint64_t fresh = j->bytes_appended - j->c_seen;
     j->c_seen = j->bytes_appended;

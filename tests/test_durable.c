@@ -171,6 +171,36 @@ test_durable_corruption_and_repair(void **state)
     lt_pass(w);
 }
 
+/* restart_expect kills the backend (SIGKILL), starts it again on its journal and checks
+ * that it restored n waiting jobs. */
+static void
+restart_expect(struct lt_world *w, int n)
+{
+    lt_kill_backend(w, SIGKILL);
+    lt_restart(w);
+    char want[64];
+    snprintf(want, sizeof(want), "%d waiting jobs restored", n);
+    if (!lt_log_contains(w, want))
+        fail_msg("the log does not say '%s'", want);
+}
+
+/* start_fsize starts the backend on the test's journal (options opts, NULL-ended, after
+ * --journal DIR --orphan-timeout 0) under a 64 KiB file-size limit (RLIMIT_FSIZE: some 30
+ * jobs of 2 KiB; the log stays below), and puts the test's own limit back; *old gets it. */
+static void
+start_fsize(struct lt_world *w, struct rlimit *old, const char *o1, const char *o2,
+            const char *o3, const char *o4)
+{
+    struct rlimit lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, old), 0);
+    lim = *old;
+    lim.rlim_cur = 64 * 1024;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--orphan-timeout", "0", o1, o2, o3, o4,
+             NULL);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, old), 0);
+}
+
 /* A disk that fails (here a file-size limit: EFBIG): new jobs end crash "Journal
  * unavailable: ...", the failure is logged once, nothing accepted is lost, and acceptance
  * resumes by itself once writes work again (the limit lifted with prlimit). */
@@ -178,13 +208,8 @@ static void
 test_durable_disk_full(void **state)
 {
     struct lt_world *w = *state;
-    struct rlimit old, lim;
-    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
-    lim = old;
-    lim.rlim_cur = 64 * 1024; /* the journal: some 30 jobs of 2 KiB; the log stays below */
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-    lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--orphan-timeout", "0", NULL);
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    struct rlimit old;
+    start_fsize(w, &old, NULL, NULL, NULL, NULL);
     struct lt_client *cl = lt_client_new(w, NULL);
     lt_expect_cev(w, cl, ING_CLIENT_EV_CONNECTED, NULL);
     static char input[2200];
@@ -234,12 +259,7 @@ test_durable_disk_full(void **state)
     }
     assert_int_equal(after, 1);
     lt_barrier(w, cl);
-    lt_kill_backend(w, SIGKILL);
-    lt_restart(w);
-    char want[64];
-    snprintf(want, sizeof(want), "%d waiting jobs restored", accepted + after);
-    if (!lt_log_contains(w, want))
-        fail_msg("the log does not say '%s'", want);
+    restart_expect(w, accepted + after);
     if (!lt_log_contains(w, "journal: write failed: File too large") ||
         !lt_log_contains(w, "journal: writes work again"))
         fail_msg("the journal's state changes are not logged");
@@ -372,14 +392,8 @@ static void
 test_durable_ack_only_after_write(void **state)
 {
     struct lt_world *w = *state;
-    struct rlimit old, lim;
-    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
-    lim = old;
-    lim.rlim_cur = 64 * 1024;
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-    lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--fsync", "always", "--orphan-timeout",
-             "0", "--kill-timeout", "0", NULL);
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    struct rlimit old;
+    start_fsize(w, &old, "--fsync", "always", "--kill-timeout", "0");
     struct lt_agent *ag = lt_agent_new(w, "A", 200, 0, "docker/default", NULL); /* never ends */
     struct ing_client_opts o = {.size = sizeof(o), .name = "acker", .acks = true};
     struct lt_client *cl = lt_client_new(w, &o);
@@ -440,12 +454,7 @@ test_durable_ack_only_after_write(void **state)
     assert_int_equal(after, 1);
     if (!lt_log_contains(w, "journal: accepting jobs again ("))
         fail_msg("the end of the refusals is not logged");
-    lt_kill_backend(w, SIGKILL);
-    lt_restart(w);
-    char want[64];
-    snprintf(want, sizeof(want), "%d waiting jobs restored", acked + after);
-    if (!lt_log_contains(w, want))
-        fail_msg("the log does not say '%s'", want);
+    restart_expect(w, acked + after);
     lt_pass(w);
 }
 

@@ -175,6 +175,14 @@ tool(struct lt_world *w, const char *text, const char *pre, char *out, size_t ca
     return pclose(p);
 }
 
+/* promtool_ok checks text with promtool check metrics (out: its output). */
+static void
+promtool_ok(struct lt_world *w, const char *text, char *out, size_t cap)
+{
+    if (tool(w, text, "promtool check metrics <", out, cap) != 0)
+        fail_msg("promtool check metrics:\n%s", out);
+}
+
 /* sample returns the value of the series "name{labels}" (labels sorted by name, as
  * k=v,k=v; "" for none) as python3-prometheus-client parsed it: samples is its output. */
 static double
@@ -317,9 +325,7 @@ test_httpd_counters_exact(void **state)
     assert_true(sample(out, "inginious_received_bytes_total{}") > 100);
     assert_true(sample(out, "process_resident_memory_bytes{}") > 0);
     assert_true(sample(out, "process_open_fds{}") >= 3);
-    st = tool(w, t, "promtool check metrics <", out, sizeof(out));
-    if (st != 0)
-        fail_msg("promtool check metrics:\n%s", out);
+    promtool_ok(w, t, out, sizeof(out));
     free(t);
 
     /* /status: the same facts, the failures newest first. */
@@ -722,9 +728,7 @@ test_httpd_journal_metrics(void **state)
     assert_true(sample(out, "inginious_journal_fsync_seconds_count{}") == fs);
     assert_true(sample(out, "inginious_journal_fsync_seconds_bucket{le=+Inf}") == fs);
     assert_true(sample(out, "inginious_jobs_submitted_total{}") == 150);
-    int st = tool(w, t, "promtool check metrics <", out, sizeof(out));
-    if (st != 0)
-        fail_msg("promtool check metrics:\n%s", out);
+    promtool_ok(w, t, out, sizeof(out));
     free(t);
     struct hresp r;
     get(port, "GET /status HTTP/1.0\r\n\r\n", &r);

@@ -91,6 +91,30 @@ count_files(const char *dir, const char *suffix)
     return n;
 }
 
+/* cfg_of is the default configuration with segments of segsize bytes under fsync mode. */
+static struct journal_config
+cfg_of(uint64_t segsize, enum journal_fsync mode)
+{
+    struct journal_config cfg;
+    journal_config_default(&cfg);
+    cfg.segment_size = segsize;
+    cfg.fsync = mode;
+    return cfg;
+}
+
+/* open_fresh opens a journal in a new directory dir (of n bytes) under cfg; s receives
+ * what a replay finds (nothing). */
+static void
+open_fresh(struct journal *j, char *dir, size_t n, const struct journal_config *cfg,
+           struct seen *s)
+{
+    char why[256];
+    new_dir(dir, n);
+    s->n = 0;
+    if (journal_open(j, dir, cfg, on_rec, s, why, sizeof(why)) != 0)
+        fail_msg("journal_open: %s", why);
+}
+
 /* make_rec fills the i-th test record: type 1..6, a payload of 0..200 bytes. */
 static void
 make_rec(struct rec *r, unsigned i)
@@ -570,6 +594,21 @@ count_pinned(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_re
     return 0;
 }
 
+/* pin_append appends the record that never dies: plen bytes, "pinned" then 0x5a. */
+static journal_ref
+pin_append(struct journal *j, size_t plen)
+{
+    static uint8_t pin[60000];
+    assert_true(plen <= sizeof(pin) && plen >= 7);
+    memset(pin, 0x5a, plen);
+    memcpy(pin, "pinned", 6);
+    pin_len = plen;
+    int err;
+    journal_ref r = journal_append(j, JREC_ACCEPTED, pin, (uint32_t)plen, &err);
+    assert_int_equal(err, 0);
+    return r;
+}
+
 /* compaction_run: a pinned record of plen bytes, nrec released ones of 100 bytes,
  * compaction steps of budget bytes every 10 records, under fsync mode. */
 static void
@@ -577,23 +616,13 @@ compaction_run(size_t plen, size_t budget, uint64_t segsize, unsigned nrec,
                enum journal_fsync mode)
 {
     char dir[64];
-    new_dir(dir, sizeof(dir));
-    struct journal_config cfg;
-    journal_config_default(&cfg);
-    cfg.segment_size = segsize;
-    cfg.fsync = mode;
+    struct journal_config cfg = cfg_of(segsize, mode);
     struct journal j;
-    struct seen s = {.n = 0};
+    static struct seen s;
     char why[256];
     int err;
-    assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), 0);
-    struct pin pn = {.j = &j};
-    static uint8_t pin[8192];
-    assert_true(plen <= sizeof(pin) && plen >= 7);
-    memset(pin, 0x5a, plen);
-    memcpy(pin, "pinned", 6);
-    pin_len = plen;
-    pn.pinned = journal_append(&j, JREC_ACCEPTED, pin, (uint32_t)plen, &err);
+    open_fresh(&j, dir, sizeof(dir), &cfg, &s);
+    struct pin pn = {.j = &j, .pinned = pin_append(&j, plen)};
     uint8_t body[100] = {0};
     uint64_t max_excess = 0;
     for (unsigned i = 0; i < nrec; i++) {
@@ -671,23 +700,14 @@ test_journal_compaction_cut(void **state)
 {
     (void)state;
     char dir[64];
-    new_dir(dir, sizeof(dir));
-    struct journal_config cfg;
-    journal_config_default(&cfg);
-    cfg.fsync = JOURNAL_FSYNC_NEVER;
-    cfg.segment_size = 3 * JOURNAL_TRUNC_STEP;
+    struct journal_config cfg = cfg_of(3 * JOURNAL_TRUNC_STEP, JOURNAL_FSYNC_NEVER);
     struct journal j;
-    struct seen s = {.n = 0};
+    static struct seen s;
     char why[256];
     int err;
-    assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), 0);
-    struct pin pn = {.j = &j};
+    open_fresh(&j, dir, sizeof(dir), &cfg, &s);
     static uint8_t body[60000];
-    memset(body, 0x5a, sizeof(body));
-    memcpy(body, "pinned", 6);
-    pin_len = sizeof(body);
-    pn.pinned = journal_append(&j, JREC_ACCEPTED, body, sizeof(body), &err);
-    memset(body, 0, sizeof(body));
+    struct pin pn = {.j = &j, .pinned = pin_append(&j, sizeof(body))};
     for (int i = 0; i < 900; i++) { /* 54 MB: 4 segments and a bit */
         journal_ref r = journal_append(&j, JREC_ACCEPTED, body, sizeof(body), &err);
         assert_true(r != 0);
@@ -796,15 +816,13 @@ test_journal_mem(void **state)
 {
     (void)state;
     char dir[64];
-    new_dir(dir, sizeof(dir));
     struct journal_config cfg;
     journal_config_default(&cfg);
     cfg.fsync = JOURNAL_FSYNC_NEVER;
     struct journal j;
-    struct seen s = {.n = 0};
-    char why[256];
+    static struct seen s;
     int err;
-    assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), 0);
+    open_fresh(&j, dir, sizeof(dir), &cfg, &s);
     uint64_t m0 = journal_mem(&j);
     static uint8_t body[10000];
     for (int i = 0; i < 600; i++) /* 6 MB */
