@@ -331,7 +331,10 @@ status_mp(struct status *st, struct ing_mp_writer *w)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     double up = (double)ts.tv_sec - st->start_s;
-    ing_mp_put_map(w, 18);
+    struct metrics_journal jm;
+    if (be->jr != NULL)
+        journal_metrics(be->jr, &jm);
+    ing_mp_put_map(w, be->jr != NULL ? 22 : 18);
     ing_mp_put_cstr(w, "version");
     ing_mp_put_cstr(w, ING_VERSION);
     kv(w, "uptime_s", up < 0 ? 0 : (uint64_t)up);
@@ -350,6 +353,12 @@ status_mp(struct status *st, struct ing_mp_writer *w)
     kv(w, "slots", total);
     kv(w, "slots_busy", busy);
     kv(w, "clients", be->n_clients);
+    if (be->jr != NULL) {
+        kv(w, "journal_available", jm.ok);
+        kv(w, "journal_bytes", jm.bytes);
+        kv(w, "journal_segments", jm.segments);
+        kv(w, "journal_fsyncs", jm.fsyncs);
+    }
     /* The deepest environments (as /metrics labels them); the others summed as other. */
     size_t own = st->nenvs < st->max_envs ? st->nenvs : st->max_envs;
     ing_mp_put_cstr(w, "environments");
@@ -392,7 +401,9 @@ mp_key(const struct status *st, uint64_t k[STATUS_MP_KEY])
         be->mc.started, done_total(be), be->stats.jobs_killed, be->stats.jobs_crashed,
         be->mc.lost, be->stats.jobs_requeued, be->n_waiting, be->n_running, be->n_agents,
         be->n_clients, be->slot_seq /* every slot given or freed, hellos */, be->nenvs,
-        be->n_provided,
+        be->n_provided, be->jr != NULL ? be->jr->disk_bytes + 1 : 0,
+        be->jr != NULL ? be->jr->nsegs : 0, be->jr != NULL ? be->jr->n_syncs : 0,
+        be->jr != NULL ? (uint64_t)be->jr->err : 0,
     };
     memcpy(k, v, sizeof(v));
 }
