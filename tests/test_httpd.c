@@ -663,7 +663,7 @@ seg_files(const char *dir, uint64_t *bytes)
     uint64_t n = 0;
     *bytes = 0;
     struct dirent *de;
-    char path[LT_STR + 64];
+    char path[LT_STR + 16 + 260]; /* dir, "/", a name */
     while ((de = readdir(d)) != NULL) {
         size_t l = strlen(de->d_name);
         if (l < 4 || strcmp(de->d_name + l - 4, ".seg") != 0)
