@@ -3986,6 +3986,28 @@ job_expire(struct backend *be, struct be_agent *a, struct job *j)
     slot_add(be, a);
 }
 
+/* orphan_expired tells whether waiting job j of e, which no agent provides, has waited
+ * --orphan-timeout since it entered the queue or since e lost its providers. */
+static bool
+orphan_expired(const struct backend *be, const struct env *e, const struct job *j)
+{
+    uint64_t since = j->t.arrival_ms > e->orphan_since ? j->t.arrival_ms : e->orphan_since;
+    return since + be->cfg.orphan_timeout_ms <= be->now_ms;
+}
+
+/* orphan_crash ends waiting job j of e: no agent provides e. */
+static void
+orphan_crash(struct backend *be, const struct env *e, struct job *j)
+{
+    char text[600];
+    snprintf(text, sizeof(text), "No agent provides environment %s/%s", e->type, e->name);
+    job_unqueue(be, j);
+    send_job_result(be, j, "crash", text);
+    be->stats.jobs_crashed++;
+    be->mc.orphan_timeouts++;
+    job_free(be, j);
+}
+
 void
 be_timeouts(struct backend *be)
 {
@@ -4022,17 +4044,22 @@ be_timeouts(struct backend *be)
         enext = e->onext;
         e->refs++; /* keep e while its jobs go */
         struct job *j;
-        while ((j = e->fifo_head) != NULL) {
-            uint64_t since = j->t.arrival_ms > e->orphan_since ? j->t.arrival_ms : e->orphan_since;
-            if (since + be->cfg.orphan_timeout_ms > be->now_ms)
-                break;
-            char text[600];
-            snprintf(text, sizeof(text), "No agent provides environment %s/%s", e->type, e->name);
-            job_unqueue(be, j);
-            send_job_result(be, j, "crash", text);
-            be->stats.jobs_crashed++;
-            be->mc.orphan_timeouts++;
-            job_free(be, j);
+        if (be->fair.mode == FAIR_NONE) {
+            while ((j = e->fifo_head) != NULL && orphan_expired(be, e, j))
+                orphan_crash(be, e, j);
+        } else {
+            /* With fair share each key's list is in the order its jobs entered (there is no
+             * FIFO of the environment): the expired ones lead each. A record goes (or idles)
+             * with its last job: stop at it. */
+            for (struct fair_key *k = e->keys, *kn; k != NULL; k = kn) {
+                kn = k->snext;
+                while ((j = k->qhead) != NULL && orphan_expired(be, e, j)) {
+                    bool last = k->njobs == 1;
+                    orphan_crash(be, e, j);
+                    if (last)
+                        break;
+                }
+            }
         }
         env_unref(be, e);
     }

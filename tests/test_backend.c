@@ -2251,6 +2251,39 @@ test_backend_fair_job_info_shared_agent(void **state)
     expect_none(1);
 }
 
+/* Orphan timeout with fair share (no environment FIFO then: each key's list): every key's
+ * jobs end crash once they waited the timeout, later ones stay. */
+static void
+test_backend_fair_orphan_timeout(void **state)
+{
+    fair_again(state, FAIR_LAUNCHER, NULL, 0);
+    struct be_client *c = client(0);
+    t_launcher = "A";
+    submit(c, "a1", 0, "nobody");
+    submit(c, "a2", 0, "nobody");
+    t_launcher = "B";
+    submit(c, "b1", 1, "nobody");
+    be.now_ms += 10;
+    submit(c, "b2", 0, "nobody"); /* later: still waits */
+    be.now_ms += be.cfg.orphan_timeout_ms - 10;
+    be_timeouts(&be);
+    for (int i = 0; i < 3; i++) {
+        struct rec *r = next_job(0);
+        assert_non_null(r);
+        assert_int_equal(r->type, ING_BACKEND_JOB_DONE);
+        assert_string_equal(r->kind, "crash");
+        assert_true(strcmp(r->job, "a1") == 0 || strcmp(r->job, "a2") == 0 ||
+                    strcmp(r->job, "b1") == 0);
+    }
+    expect_none(0);
+    assert_int_equal(be.n_waiting, 1);
+    be.now_ms += 10;
+    be_timeouts(&be);
+    expect(0, ING_BACKEND_JOB_DONE, "b2");
+    assert_int_equal(be.n_waiting, 0);
+    assert_int_equal(be_check(&be), 0);
+}
+
 /* Requeued jobs keep their tag; keys' records go idle with their last job (be_check and the
  * fair table agree: no record in use once the queue is empty). */
 static void
@@ -2555,6 +2588,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_fair_priorities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_user_and_course, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_requeue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_orphan_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_idle_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_priority_aging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_info, setup, teardown),
