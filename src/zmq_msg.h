@@ -57,6 +57,10 @@ enum zmq_job_field {
  * why (may be NULL) receives a static reason on failure. Never reads outside p[0..n). */
 int zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why);
 
+/* zmq_msg_decode_general is zmq_msg_decode without its fast path (a message in INGInious'
+ * order, read in one pass): the same results, for the tests that compare both. */
+int zmq_msg_decode_general(const uint8_t *p, size_t n, struct ing_msg *m, const char **why);
+
 /* zmq_msg_decode_ex is zmq_msg_decode that also sets *how to ZMQ_DEC_* bits: the shape of
  * what was decoded, learnt without another look at the bytes. */
 #define ZMQ_DEC_GRADE_INT 0x01 /* an *JobDone's grade is an integer (zmq_msg_grade_is_int) */
