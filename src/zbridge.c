@@ -307,9 +307,69 @@ nat_read(uint8_t type, const uint8_t *body, size_t len, struct ing_msg *m)
  * than the native length prefix. zconn_encode tries it in place first. */
 #define ZB_MP_BOUND(len) ((len) + 16 * 64)
 
+struct zb_seg {
+    const uint8_t *p;
+    size_t n;
+};
+
+/* zb_pass writes to z the relay of the message being handled (zb->pass_*) from that
+ * message's own bytes, when body[0..len) is the native body relayed for it: a
+ * BackendJobDone is the AgentJobDone with another "@type"; a BackendNewJob is the
+ * ClientNewJob without its priority and launcher pairs, with another "@type" (the
+ * environment keeps the name the client gave: an SSH twin's suffix is in the native body
+ * only). Returns true when written (or z was dropped), false when the caller must encode:
+ * another body, a v0.5 - v0.6.2 peer, or a course field named otherwise than --job-field. */
+static bool
+zb_pass(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
+{
+    static const uint8_t done_tail[] = "\xa5@type\xae" "BackendJobDone";
+    static const uint8_t new_tail[] = "\xa5@type\xad" "BackendNewJob";
+    struct zbridge *zb = z->zb;
+    const uint8_t *mp = zb->pass_mp;
+    const uint32_t *key = zb->pass_lay.key;
+    struct zb_seg seg[4];
+    int ns = 0;
+    if (mp == NULL || z->legacy || len != zb->pass_nat_len ||
+        (body != zb->pass_nat && memcmp(body, zb->pass_nat, len) != 0))
+        return false;
+    if (type == ING_BACKEND_JOB_DONE && zb->pass_type == ING_AGENT_JOB_DONE) {
+        /* job_id ... stderr: 10 fields, the map header's count the same */
+        seg[ns++] = (struct zb_seg){mp, key[10]};
+        seg[ns++] = (struct zb_seg){done_tail, sizeof(done_tail) - 1};
+    } else if (type == ING_BACKEND_NEW_JOB && zb->pass_type == ING_CLIENT_NEW_JOB &&
+               mp[key[2]] == (zb->job_field ? 0xa0 | 10 : 0xa0 | 9)) {
+        /* job_id, [priority], course ... debug, [launcher]: 9 fields and "@type" */
+        static const uint8_t hdr = 0x80 | 10;
+        seg[ns++] = (struct zb_seg){&hdr, 1};
+        seg[ns++] = (struct zb_seg){mp + key[0], key[1] - key[0]};
+        seg[ns++] = (struct zb_seg){mp + key[2], key[10] - key[2]};
+        seg[ns++] = (struct zb_seg){new_tail, sizeof(new_tail) - 1};
+    } else {
+        return false;
+    }
+    size_t n = 0;
+    for (int i = 0; i < ns; i++)
+        n += seg[i].n;
+    uint8_t hdr[ZMTP_HDR_MAX];
+    size_t hl = zmtp_frame_header(hdr, n, false);
+    uint8_t *dst = srv_conn_reserve(z->c, hl + n);
+    if (dst == NULL)
+        return true; /* z's connection was dropped: nothing to send */
+    memcpy(dst, hdr, hl);
+    uint8_t *o = dst + hl;
+    for (int i = 0; i < ns; i++) {
+        memcpy(o, seg[i].p, seg[i].n);
+        o += seg[i].n;
+    }
+    srv_conn_produce(z->c, hl + n);
+    return true;
+}
+
 void
 zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
 {
+    if (zb_pass(z, type, body, len))
+        return;
     /* A native body: read it (views) and encode it in the dialect. */
     struct ing_msg m;
     if (!nat_read(type, body, len, &m)) {
@@ -529,7 +589,7 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
     const uint8_t *mp = f->p;
     size_t mn = f->len;
     unsigned how = 0;
-    int rc = z->legacy ? -EPROTO : zmq_msg_decode_ex(mp, mn, &m, &why, &how);
+    int rc = z->legacy ? -EPROTO : zmq_msg_decode_ex(mp, mn, &m, &why, &how, &zb->pass_lay);
     if (rc == -EPROTO) {
         const char *lwhy = NULL;
         int lrc = zmq_msg_legacy_to_main(mp, mn, &zb->legacy, &lwhy);
@@ -539,13 +599,13 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
             z->legacy = true;
             mp = zb->legacy.buf;
             mn = zb->legacy.len;
-            rc = zmq_msg_decode_ex(mp, mn, &m, &why, &how);
+            rc = zmq_msg_decode_ex(mp, mn, &m, &why, &how, NULL);
         } else if (lrc != -ENOENT) {
             log_msg(LOG_WARN, "%s: undecodable message dropped (%s)", srv_conn_name(c),
                     lwhy != NULL ? lwhy : strerror(-lrc));
             return;
         } else if (z->legacy) {
-            rc = zmq_msg_decode_ex(mp, mn, &m, &why, &how); /* a main-dialect message */
+            rc = zmq_msg_decode_ex(mp, mn, &m, &why, &how, NULL); /* a main-dialect message */
         }
     }
     struct be_client *client = srv_conn_client(c);
@@ -612,8 +672,21 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
         zb->int_grade = true;
         zb->int_grade_job = nm.u.result.job_id;
     }
+    if ((how & ZMQ_DEC_FAST) && !z->legacy &&
+        (m.type == ING_AGENT_JOB_DONE ||
+         (m.type == ING_CLIENT_NEW_JOB && 12 + (size_t)nm.u.new_job.launcher.len <= len))) {
+        /* Its relay is written from mp (zb_pass): the native body relayed for it is the
+         * whole body of an AgentJobDone, the job spec (after the priority and the
+         * launcher) of a ClientNewJob. */
+        size_t off = m.type == ING_CLIENT_NEW_JOB ? 12 + (size_t)nm.u.new_job.launcher.len : 0;
+        zb->pass_mp = mp;
+        zb->pass_type = m.type;
+        zb->pass_nat = body + off;
+        zb->pass_nat_len = len - off;
+    }
     srv_conn_dispatch(c, use, body, len);
     zb->int_grade = false;
+    zb->pass_mp = NULL;
 }
 
 struct zconn *

@@ -17,6 +17,7 @@
 #include "buf.h"
 #include "inginious/mp.h"
 #include "inginious/proto.h"
+#include "zmq_msg.h"
 
 #define ZB_NAME_MAX 255 /* longest environment name (proto.md §4.2) */
 
@@ -42,6 +43,16 @@ struct zbridge {
      * conv), so that its relay to a ZeroMQ client keeps the integer. */
     bool int_grade;
     struct ing_view int_grade_job;
+    /* While a ClientNewJob or AgentJobDone that the fast path read (ZMQ_DEC_FAST) is
+     * handled: its bytes, their layout and the native body the backend relays for it (an
+     * AgentJobDone's whole body, a ClientNewJob's job spec), so that its relay to a ZeroMQ
+     * peer (the BackendJobDone, or the BackendNewJob when a free slot takes the job at once)
+     * copies its pairs instead of encoding them again. pass_mp NULL: none. */
+    const uint8_t *pass_mp;
+    const uint8_t *pass_nat;
+    size_t pass_nat_len;
+    uint8_t pass_type;
+    struct zmq_msg_layout pass_lay;
 };
 
 /* zb_init prepares zb for a server whose backend is be. */

@@ -61,6 +61,7 @@ struct mtype {
 #define OFF(member) ((uint16_t)offsetof(struct ing_msg, member))
 #define NF(a) ((uint8_t)(sizeof(a) / sizeof((a)[0])))
 #define MAX_FIELDS 16
+_Static_assert(MAX_FIELDS <= ZMQ_LAYOUT_MAX, "zmq_msg_layout too small");
 #define PAIRS_SEEN 16 /* pairs of a message zmq_msg_decode keeps from its first pass */
 
 #define COURSE_KEY "course_id"
@@ -799,10 +800,11 @@ fast_value(const struct field *f, const uint8_t **q, const uint8_t *end, struct 
     }
 }
 
-/* key_eq tells whether p[0..len) (len <= KEY_PAD) holds the name of the NUL-padded array
- * key, comparing overlapping words (a call to memcmp cost more than the key's decoding). */
+/* key_eq tells whether p[0..len) holds the name in the NUL-padded array key (len <= its
+ * size: KEY_PAD or NAME_PAD), comparing overlapping words (a call to memcmp cost more than
+ * the key's decoding). */
 static inline bool
-key_eq(const uint8_t *p, const char key[KEY_PAD], size_t len)
+key_eq(const uint8_t *p, const char *key, size_t len)
 {
     uint64_t a, b, c, d;
     uint32_t x, y;
@@ -816,6 +818,12 @@ key_eq(const uint8_t *p, const char key[KEY_PAD], size_t len)
         if (len > 16) {
             memcpy(&a, p + 8, 8);
             memcpy(&b, key + 8, 8);
+            if (a != b)
+                return false;
+        }
+        if (len > 24) {
+            memcpy(&a, p + 16, 8);
+            memcpy(&b, key + 16, 8);
             return a == b;
         }
         return true;
@@ -852,7 +860,7 @@ fast_key(const uint8_t **q, const uint8_t *end, const char name[KEY_PAD], size_t
 /* decode_fast decodes p[0..n) into *m if it is written as INGInious writes it. Returns 0,
  * or -1 (*m unspecified): use the general path. */
 static int
-decode_fast(const uint8_t *p, size_t n, struct ing_msg *m)
+decode_fast(const uint8_t *p, size_t n, struct ing_msg *m, struct zmq_msg_layout *lay)
 {
     const uint8_t *q = p, *end = p + n, *k0;
     struct ing_mp_obj o, k;
@@ -869,7 +877,8 @@ decode_fast(const uint8_t *p, size_t n, struct ing_msg *m)
         if ((uint32_t)c->nfields + 1 != o.v.n)
             continue;
         if (c->nfields == 0 ? bytes_eq(k.v.s.p, k.v.s.len, TYPE_KEY)
-                            : bytes_eq(k.v.s.p, k.v.s.len, c->fields[0].name))
+                            : k.v.s.len == c->fields[0].nlen &&
+                                  key_eq(k.v.s.p, c->fields[0].name, k.v.s.len))
             t = c;
     }
     if (t == NULL)
@@ -878,10 +887,16 @@ decode_fast(const uint8_t *p, size_t n, struct ing_msg *m)
     q = k0;
     for (int i = 0; i < t->nfields; i++) {
         const struct field *f = &t->fields[i];
+        if (lay != NULL)
+            lay->key[i] = (uint32_t)(q - p);
         if ((f->flags & F_OPTIONAL) || !fast_key(&q, end, f->name, f->nlen, f->flags & F_COURSE))
             return -1;
         if (!fast_value(f, &q, end, m))
             return -1;
+    }
+    if (lay != NULL) {
+        lay->key[t->nfields] = (uint32_t)(q - p);
+        lay->nfields = t->nfields;
     }
     if (!fast_key(&q, end, type_key_pad, sizeof(TYPE_KEY) - 1, false) ||
         fast_read(&q, end, &o) < 0 ||
@@ -890,8 +905,8 @@ decode_fast(const uint8_t *p, size_t n, struct ing_msg *m)
     /* The class named: t or another class of the same field list. */
     const struct mtype *named = NULL;
     for (const struct mtype *c = t; c < mtypes + N_MTYPES && named == NULL; c++)
-        if (c->fields == t->fields && c->nfields == t->nfields &&
-            bytes_eq(o.v.s.p, o.v.s.len, c->name))
+        if (c->fields == t->fields && c->nfields == t->nfields && o.v.s.len == c->nlen &&
+            key_eq(o.v.s.p, c->name, c->nlen))
             named = c;
     if (named == NULL)
         return -1;
@@ -902,13 +917,14 @@ decode_fast(const uint8_t *p, size_t n, struct ing_msg *m)
 /* zmq_msg_decode_ex decodes one msgpack message into *m, zero-copy, and tells how. */
 int
 zmq_msg_decode_ex(const uint8_t *p, size_t n, struct ing_msg *m, const char **why,
-                  unsigned *how)
+                  unsigned *how, struct zmq_msg_layout *lay)
 {
     const char *reason = NULL;
     *how = 0;
-    if (p != NULL && n <= UINT32_MAX && decode_fast(p, n, m) == 0) {
+    if (p != NULL && n <= UINT32_MAX && decode_fast(p, n, m, lay) == 0) {
         if (why != NULL)
             *why = NULL;
+        *how = ZMQ_DEC_FAST;
         return 0; /* a grade there is a float */
     }
     int rc = zmq_msg_decode_general(p, n, m, &reason);
@@ -925,7 +941,7 @@ zmq_msg_decode_ex(const uint8_t *p, size_t n, struct ing_msg *m, const char **wh
 int
 zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
 {
-    if (p != NULL && n <= UINT32_MAX && decode_fast(p, n, m) == 0) {
+    if (p != NULL && n <= UINT32_MAX && decode_fast(p, n, m, NULL) == 0) {
         if (why != NULL)
             *why = NULL;
         return 0;

@@ -1813,7 +1813,8 @@ test_zmq_msg_fast_path_mutations(void **state)
                 w.buf[i] ^= masks[x];
                 guard_make(&g1, w.buf, w.len);
                 guard_make(&g2, w.buf, w.len);
-                int ra = zmq_msg_decode_ex(g1.p, w.len, &a, &wa, &how);
+                struct zmq_msg_layout lay;
+                int ra = zmq_msg_decode_ex(g1.p, w.len, &a, &wa, &how, &lay);
                 int rb = zmq_msg_decode_general(g2.p, w.len, &b, &wb);
                 if (ra != rb)
                     fail_msg("message %zu byte %zu ^ 0x%02x: fast %d, general %d", k, i,
@@ -1821,6 +1822,13 @@ test_zmq_msg_fast_path_mutations(void **state)
                 if (ra == 0) {
                     accepted++;
                     assert_int_equal(a.type, b.type);
+                }
+                if (ra == 0 && (how & ZMQ_DEC_FAST)) { /* the layout: each key where said */
+                    assert_int_equal(lay.nfields, k == 0 ? 11 : 10);
+                    for (int f = 1; f <= lay.nfields; f++)
+                        assert_true(lay.key[f] > lay.key[f - 1] && lay.key[f] < w.len);
+                    assert_memory_equal(g1.p + lay.key[lay.nfields], "\xa5@type", 6);
+                    assert_memory_equal(g1.p + lay.key[0], "\xa6job_id", 7);
                 }
                 guard_free(&g1);
                 guard_free(&g2);
@@ -1830,6 +1838,20 @@ test_zmq_msg_fast_path_mutations(void **state)
         ing_mp_writer_fini(&w);
     }
     assert_true(accepted > 0); /* some changes keep a valid message (a value's letter) */
+    /* The unchanged ClientNewJob: fast, priority's key after job_id's value. */
+    struct ing_mp_writer w;
+    struct zmq_msg_layout lay;
+    struct ing_msg a;
+    const char *why = NULL;
+    unsigned how = 0;
+    ing_mp_writer_init_dyn(&w);
+    assert_int_equal(zmq_msg_encode(&m, &w, ZMQ_JOB_FIELD_TASKSET_ID), 0);
+    assert_int_equal(zmq_msg_decode_ex(w.buf, w.len, &a, &why, &how, &lay), 0);
+    assert_true(how & ZMQ_DEC_FAST);
+    assert_memory_equal(w.buf + lay.key[1], "\xa8priority", 9);
+    assert_memory_equal(w.buf + lay.key[2], "\xaataskset_id", 11);
+    assert_memory_equal(w.buf + lay.key[10], "\xa8launcher", 9);
+    ing_mp_writer_fini(&w);
 }
 
 int
