@@ -268,7 +268,7 @@ static bool
 nat_read(uint8_t type, const uint8_t *body, size_t len, struct ing_msg *m)
 {
     struct ncur c = {body, body + len, true};
-    memset(m, 0, sizeof(*m));
+    /* No memset (a rep stos at this size): each case sets every member of its struct. */
     m->type = type;
     switch (type) {
     case ING_CLIENT_NEW_JOB:
@@ -407,7 +407,8 @@ zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
 
 /* to_native re-encodes a decoded dialect message (of mn msgpack bytes) in the native
  * format, so the backend can store and relay its body; *out views point into the bridge's
- * scratch. */
+ * scratch. out NULL: no read back (the caller hands m's own views to the backend, which
+ * only reads them: the same values as the body's). */
 static int
 to_native(struct zbridge *zb, const struct ing_msg *m, size_t mn, struct ing_msg *out,
           const uint8_t **body, size_t *len)
@@ -426,6 +427,8 @@ to_native(struct zbridge *zb, const struct ing_msg *m, size_t mn, struct ing_msg
         return -EPROTO;
     *body = p + ING_HDR_LEN;
     *len = (size_t)n - ING_HDR_LEN;
+    if (out == NULL)
+        return 0;
     if (!nat_read(m->type, *body, *len, out) &&
         ing_msg_decode(p, (size_t)n, UINT32_MAX, out) != n)
         return -EPROTO;
@@ -580,7 +583,7 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
     if (ev->u.msg.nframes > 1)
         log_msg(LOG_DEBUG, "%s: %u-frame message: reading the first frame only", srv_conn_name(c),
                 ev->u.msg.nframes);
-    memset(&m, 0, sizeof(m));
+    /* m is set by every path below that reads it (each decodes, or returns first). */
     /* A v0.5 - v0.6.2 message is read as its main-dialect equivalent; the peer is then
      * answered in its own dialect. Such a message has no "@type", so that the main
      * dialect's decoder refuses it: a peer not yet known to speak v0.5 - v0.6.2 is tried
@@ -649,7 +652,10 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
     }
     if (m.type == ING_CLIENT_NEW_JOB || m.type == ING_AGENT_JOB_DONE ||
         m.type == ING_AGENT_JOB_SSH_DEBUG) {
-        if (to_native(zb, &m, mn, &nm, &body, &len) != 0) {
+        /* A job or a result: the backend reads m's views (into mp) and stores the native
+         * body; an SSH debug report is read back from its body. */
+        bool own = m.type != ING_AGENT_JOB_SSH_DEBUG;
+        if (to_native(zb, &m, mn, own ? NULL : &nm, &body, &len) != 0) {
             log_msg(LOG_WARN, "%s: %s cannot be converted: dropped", srv_conn_name(c),
                     ing_msg_type_name(m.type));
             if (m.type == ING_AGENT_JOB_DONE && z->role == ING_ROLE_AGENT)
@@ -657,7 +663,7 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
                                       "it cannot be converted");
             return;
         }
-        use = &nm;
+        use = own ? &m : &nm;
     }
     if (m.type == ING_AGENT_HELLO) {
         z->release = (uint8_t)shape.release;
@@ -670,15 +676,15 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
     }
     if (m.type == ING_AGENT_JOB_DONE && (how & ZMQ_DEC_GRADE_INT)) {
         zb->int_grade = true;
-        zb->int_grade_job = nm.u.result.job_id;
+        zb->int_grade_job = m.u.result.job_id;
     }
     if ((how & ZMQ_DEC_FAST) && !z->legacy &&
         (m.type == ING_AGENT_JOB_DONE ||
-         (m.type == ING_CLIENT_NEW_JOB && 12 + (size_t)nm.u.new_job.launcher.len <= len))) {
+         (m.type == ING_CLIENT_NEW_JOB && 12 + (size_t)m.u.new_job.launcher.len <= len))) {
         /* Its relay is written from mp (zb_pass): the native body relayed for it is the
          * whole body of an AgentJobDone, the job spec (after the priority and the
          * launcher) of a ClientNewJob. */
-        size_t off = m.type == ING_CLIENT_NEW_JOB ? 12 + (size_t)nm.u.new_job.launcher.len : 0;
+        size_t off = m.type == ING_CLIENT_NEW_JOB ? 12 + (size_t)m.u.new_job.launcher.len : 0;
         zb->pass_mp = mp;
         zb->pass_type = m.type;
         zb->pass_nat = body + off;

@@ -40,7 +40,7 @@ struct zbridge {
     uint32_t ids[2];      /* routing id counters, per endpoint ([0] agents, [1] clients) */
     struct zconn *zconns; /* every ZeroMQ connection */
     /* While an agent's result with an integer grade is handled: its job id (a view into
-     * conv), so that its relay to a ZeroMQ client keeps the integer. */
+     * the message), so that its relay to a ZeroMQ client keeps the integer. */
     bool int_grade;
     struct ing_view int_grade_job;
     /* While a ClientNewJob or AgentJobDone that the fast path read (ZMQ_DEC_FAST) is
