@@ -657,7 +657,7 @@ find_field(const struct mtype *t, const uint8_t *p, size_t len, int next)
 /* fast_read is ing_mp_read with the headers INGInious' messages are made of read inline
  * (fixstr, str8, fixmap, fixarray, nil, bool, float64, positive fixint); the others go to
  * ing_mp_read. Same result, same bounds checks. */
-static inline int
+static inline __attribute__((always_inline)) int
 fast_read(const uint8_t **q, const uint8_t *end, struct ing_mp_obj *o)
 {
     const uint8_t *p = *q;
@@ -726,7 +726,7 @@ fast_utf8(const uint8_t *p, uint32_t n)
 /* fast_value checks the value at *q (ending before end) for field f as the validation of
  * the whole message would, in its canonical type only, decodes it into m as decode_value
  * does, and advances *q past it. */
-static bool
+static inline __attribute__((always_inline)) bool
 fast_value(const struct field *f, const uint8_t **q, const uint8_t *end, struct ing_msg *m)
 {
     const uint8_t *v = *q;
@@ -845,7 +845,7 @@ key_eq(const uint8_t *p, const char *key, size_t len)
 
 /* fast_key reads the key at *q and tells whether it is name, of len bytes (or, for the
  * course field, taskset_id). */
-static bool
+static inline __attribute__((always_inline)) bool
 fast_key(const uint8_t **q, const uint8_t *end, const char name[KEY_PAD], size_t len,
          bool course)
 {
