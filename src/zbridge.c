@@ -370,6 +370,11 @@ zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
 {
     if (zb_pass(z, type, body, len))
         return;
+    if (body == NULL && type == ING_BACKEND_JOB_DONE &&
+        zb_lazy_body(z->zb, type, &body, &len) != 0) {
+        log_msg(LOG_ERR, "%s: cannot convert %s", srv_conn_name(z->c), ing_msg_type_name(type));
+        return;
+    }
     /* A native body: read it (views) and encode it in the dialect. */
     struct ing_msg m;
     if (!nat_read(type, body, len, &m)) {
@@ -433,6 +438,20 @@ to_native(struct zbridge *zb, const struct ing_msg *m, size_t mn, struct ing_msg
         ing_msg_decode(p, (size_t)n, UINT32_MAX, out) != n)
         return -EPROTO;
     return 0;
+}
+
+int
+zb_lazy_body(struct zbridge *zb, uint8_t type, const uint8_t **body, size_t *len)
+{
+    if (zb->lazy_m == NULL || type != ING_BACKEND_JOB_DONE)
+        return -ENOENT;
+    int rc = to_native(zb, zb->lazy_m, zb->lazy_mn, NULL, body, len);
+    if (rc == 0) { /* built once: a later relay of it finds it (and zb_pass its pointer) */
+        zb->lazy_m = NULL;
+        zb->pass_nat = *body;
+        zb->pass_nat_len = *len;
+    }
+    return rc;
 }
 
 /* zconn_identity_owner is the live connection of z's endpoint using routing identity id,
@@ -650,8 +669,14 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
             log_msg(LOG_ERR, "%s: out of memory: SSH jobs will not be routed to this agent",
                     srv_conn_name(c));
     }
-    if (m.type == ING_CLIENT_NEW_JOB || m.type == ING_AGENT_JOB_DONE ||
-        m.type == ING_AGENT_JOB_SSH_DEBUG) {
+    bool lazy = m.type == ING_AGENT_JOB_DONE && (how & ZMQ_DEC_FAST) && !z->legacy;
+    if (lazy) {
+        /* Its native body only if a peer needs it (zb_lazy_body): a ZeroMQ client gets
+         * its BackendJobDone from mp (zb_pass). */
+        zb->lazy_m = &m;
+        zb->lazy_mn = mn;
+    } else if (m.type == ING_CLIENT_NEW_JOB || m.type == ING_AGENT_JOB_DONE ||
+               m.type == ING_AGENT_JOB_SSH_DEBUG) {
         /* A job or a result: the backend reads m's views (into mp) and stores the native
          * body; an SSH debug report is read back from its body. */
         bool own = m.type != ING_AGENT_JOB_SSH_DEBUG;
@@ -687,12 +712,13 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
         size_t off = m.type == ING_CLIENT_NEW_JOB ? 12 + (size_t)m.u.new_job.launcher.len : 0;
         zb->pass_mp = mp;
         zb->pass_type = m.type;
-        zb->pass_nat = body + off;
+        zb->pass_nat = body != NULL ? body + off : NULL; /* NULL: lazy */
         zb->pass_nat_len = len - off;
     }
     srv_conn_dispatch(c, use, body, len);
     zb->int_grade = false;
     zb->pass_mp = NULL;
+    zb->lazy_m = NULL;
 }
 
 struct zconn *

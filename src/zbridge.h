@@ -53,6 +53,10 @@ struct zbridge {
     size_t pass_nat_len;
     uint8_t pass_type;
     struct zmq_msg_layout pass_lay;
+    /* While an AgentJobDone read by the fast path is handled: the message, whose native
+     * body is built only when a peer needs it (zb_lazy_body): the backend gets it as NULL. */
+    const struct ing_msg *lazy_m;
+    size_t lazy_mn;
 };
 
 /* zb_init prepares zb for a server whose backend is be. */
@@ -71,6 +75,12 @@ void zb_input(struct zconn *z, struct buf *in);
 /* zb_send encodes m for the peer; zb_relay does it for a native body of type type. */
 void zb_send(struct zconn *z, const struct ing_msg *m);
 void zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len);
+
+/* zb_lazy_body sets *body, *len to the native body of a relayed message of type type that
+ * the backend got as NULL (an AgentJobDone read by the fast path, relayed as a
+ * BackendJobDone): built now, for a native client or a v0.5 - v0.6.2 one. Returns 0, or
+ * -ENOENT (no such message being handled) or -ENOMEM. */
+int zb_lazy_body(struct zbridge *zb, uint8_t type, const uint8_t **body, size_t *len);
 
 /* Provided by server.c. */
 /* srv_conn_reserve makes room for n more output bytes of c; NULL when c was dropped. */

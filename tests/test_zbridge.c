@@ -920,6 +920,23 @@ TP_TEST(test_zb_relay_bytes)
         ing_mp_writer_fini(&w);
         send_done(ag, "p2", NULL, NULL, 0, NULL);
         expect_done(cl, "p2", "success", "ok", "S2");
+        /* A native client's job: its result, read by the fast path and not converted
+         * until then, reaches it natively with every value. */
+        struct tp_peer *nat = tp_client(c, "native", NULL);
+        tp_submit(nat, "n1", 0);
+        const struct ing_msg *m = zt_expect(ag, ING_BACKEND_NEW_JOB);
+        expect_view(m->u.job.job_id, "n1", "job_id");
+        send_done(ag, "n1", NULL, NULL, 0, NULL);
+        m = tp_expect(nat, ING_BACKEND_JOB_DONE);
+        expect_view(m->u.result.job_id, "n1", "job_id");
+        expect_view(m->u.result.result_kind, "success", "result");
+        expect_view(m->u.result.result_text, "ok", "text");
+        expect_view(m->u.result.state, "S2", "state");
+        expect_view(m->u.result.stdout_, "out", "stdout");
+        expect_view(m->u.result.stderr_, "", "stderr");
+        assert_null(m->u.result.archive.p);
+        assert_true(m->u.result.grade == 100.0);
+        assert_int_equal(m->u.result.problems.len, 1);
         zt_close(c, cl);
         zt_close(c, ag);
         tp_stop(c);
