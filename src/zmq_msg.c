@@ -844,17 +844,24 @@ key_eq(const uint8_t *p, const char *key, size_t len)
 }
 
 /* fast_key reads the key at *q and tells whether it is name, of len bytes (or, for the
- * course field, taskset_id). */
+ * course field, taskset_id), written as INGInious writes a key: a fixstr (another header
+ * takes the general path). */
 static inline __attribute__((always_inline)) bool
 fast_key(const uint8_t **q, const uint8_t *end, const char name[KEY_PAD], size_t len,
          bool course)
 {
-    struct ing_mp_obj k;
-    if (fast_read(q, end, &k) < 0 || k.type != ING_MP_STR)
-        return false;
-    return (k.v.s.len == len && key_eq(k.v.s.p, name, len)) ||
-           (course && k.v.s.len == sizeof(TASKSET_KEY) - 1 &&
-            key_eq(k.v.s.p, taskset_key_pad, sizeof(TASKSET_KEY) - 1));
+    const uint8_t *p = *q;
+    size_t avail = (size_t)(end - p);
+    if (avail > len && p[0] == (0xa0 | len) && key_eq(p + 1, name, len)) {
+        *q = p + 1 + len;
+        return true;
+    }
+    if (course && avail > sizeof(TASKSET_KEY) - 1 && p[0] == (0xa0 | (sizeof(TASKSET_KEY) - 1)) &&
+        key_eq(p + 1, taskset_key_pad, sizeof(TASKSET_KEY) - 1)) {
+        *q = p + sizeof(TASKSET_KEY);
+        return true;
+    }
+    return false;
 }
 
 /* decode_fast decodes p[0..n) into *m if it is written as INGInious writes it. Returns 0,

@@ -1852,6 +1852,14 @@ test_zmq_msg_fast_path_mutations(void **state)
     assert_memory_equal(w.buf + lay.key[2], "\xaataskset_id", 11);
     assert_memory_equal(w.buf + lay.key[10], "\xa8launcher", 9);
     ing_mp_writer_fini(&w);
+    /* A key written as str8 (not INGInious' fixstr): the general path reads it. */
+    static const char str8_key[] = "\x82\xd9\x06job_id\xa2j1\xa5@type\xaf" "AgentJobStarted";
+    assert_int_equal(zmq_msg_decode_ex((const uint8_t *)str8_key, sizeof(str8_key) - 1, &a, &why,
+                                       &how, &lay),
+                     0);
+    assert_int_equal(a.type, ING_AGENT_JOB_STARTED);
+    assert_false(how & ZMQ_DEC_FAST);
+    assert_int_equal(a.u.ref.job_id.len, 2);
 }
 
 int
