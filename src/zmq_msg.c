@@ -162,9 +162,14 @@ static const struct field f_agent_hello[] = {
     {"ssh_allowed", sizeof("ssh_allowed") - 1, FK_BOOL_IGN, F_OPTIONAL, 0, 0, "ssh_allowed is not a bool"},
 };
 
+/* The messages a server receives most first: decode_fast tries the classes in this order
+ * (it takes the first whose field list fits, then looks for the class named from there on
+ * among those sharing that list: any order finds it). */
 static const struct mtype mtypes[] = {
-    {"ClientHello", sizeof("ClientHello") - 1, ING_CLIENT_HELLO, NF(f_client_hello), f_client_hello},
+    {"AgentJobStarted", sizeof("AgentJobStarted") - 1, ING_AGENT_JOB_STARTED, NF(f_ref), f_ref},
+    {"AgentJobDone", sizeof("AgentJobDone") - 1, ING_AGENT_JOB_DONE, NF(f_result), f_result},
     {"ClientNewJob", sizeof("ClientNewJob") - 1, ING_CLIENT_NEW_JOB, NF(f_client_new_job), f_client_new_job},
+    {"ClientHello", sizeof("ClientHello") - 1, ING_CLIENT_HELLO, NF(f_client_hello), f_client_hello},
     {"ClientKillJob", sizeof("ClientKillJob") - 1, ING_CLIENT_KILL_JOB, NF(f_ref), f_ref},
     {"ClientGetQueue", sizeof("ClientGetQueue") - 1, ING_CLIENT_GET_QUEUE, 0, NULL},
     {"BackendUpdateEnvironments", sizeof("BackendUpdateEnvironments") - 1, ING_BACKEND_UPDATE_ENVIRONMENTS, NF(f_update_envs),
@@ -176,8 +181,6 @@ static const struct mtype mtypes[] = {
     {"BackendNewJob", sizeof("BackendNewJob") - 1, ING_BACKEND_NEW_JOB, NF(f_backend_new_job), f_backend_new_job},
     {"BackendKillJob", sizeof("BackendKillJob") - 1, ING_BACKEND_KILL_JOB, NF(f_backend_kill_job), f_backend_kill_job},
     {"AgentHello", sizeof("AgentHello") - 1, ING_AGENT_HELLO, NF(f_agent_hello), f_agent_hello},
-    {"AgentJobStarted", sizeof("AgentJobStarted") - 1, ING_AGENT_JOB_STARTED, NF(f_ref), f_ref},
-    {"AgentJobDone", sizeof("AgentJobDone") - 1, ING_AGENT_JOB_DONE, NF(f_result), f_result},
     {"AgentJobSSHDebug", sizeof("AgentJobSSHDebug") - 1, ING_AGENT_JOB_SSH_DEBUG, NF(f_ssh), f_ssh},
     {"Ping", sizeof("Ping") - 1, ING_PING, 0, NULL},
     {"Pong", sizeof("Pong") - 1, ING_PONG, 0, NULL},
@@ -1474,7 +1477,7 @@ zmq_msg_encode_opt(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_jo
         return w->err;
     if (jf != ZMQ_JOB_FIELD_COURSE_ID && jf != ZMQ_JOB_FIELD_TASKSET_ID)
         return -EINVAL;
-    for (size_t i = 0; i < N_MTYPES; i++) {
+    for (size_t i = 0; i < N_MTYPES && t == NULL; i++) {
         if (mtypes[i].type == m->type)
             t = &mtypes[i];
     }
