@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "log.h"
 #include "zmq_msg.h"
 #include "zmtp.h"
@@ -425,6 +426,59 @@ zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
     zconn_encode(z, &m, opts, ZB_MP_BOUND(len));
 }
 
+/* nw_field writes the length-prefixed field v at o (nil: the length 0xFFFFFFFF). */
+static inline uint8_t *
+nw_field(uint8_t *o, const struct ing_view *v)
+{
+    if (v->p == NULL) {
+        put_u32be(o, UINT32_MAX);
+        return o + 4;
+    }
+    put_u32be(o, v->len);
+    memcpy(o + 4, v->p, v->len);
+    return o + 4 + v->len;
+}
+
+/* nat_new_job writes the native body of the ClientNewJob m into the conversion scratch: the
+ * mirror of nat_read, sized first and written without the codec's per-field checks (the
+ * same bytes as ing_msg_encode). Returns 0, or -1 for a message the codec must judge (a nil
+ * where a value is required, an empty map value, a bad debug) or no memory. */
+static int
+nat_new_job(struct zbridge *zb, const struct ing_msg *m, const uint8_t **body, size_t *len)
+{
+    const struct ing_client_new_job *nj = &m->u.new_job;
+    const struct ing_job_spec *j = &nj->job;
+    const struct ing_view *req[] = {&nj->launcher,         &j->job_id,    &j->environment_type,
+                                    &j->environment,       &j->task_problems, &j->inputdata,
+                                    &j->environment_parameters};
+    size_t n = 8 + 9 * 4 + 1 + (j->course_id.p != NULL ? j->course_id.len : 0) +
+               (j->task_id.p != NULL ? j->task_id.len : 0);
+    for (size_t i = 0; i < sizeof(req) / sizeof(req[0]); i++) {
+        if (req[i]->p == NULL || req[i]->len == UINT32_MAX || (i >= 4 && req[i]->len == 0))
+            return -1;
+        n += req[i]->len;
+    }
+    if (j->course_id.len == UINT32_MAX || j->task_id.len == UINT32_MAX || j->debug > ING_DEBUG_SSH)
+        return -1;
+    uint8_t *p = n <= UINT32_MAX ? conv_reserve(zb, n) : NULL, *o = p;
+    if (p == NULL)
+        return -1;
+    put_u64be(o, (uint64_t)nj->priority);
+    o = nw_field(o + 8, &nj->launcher);
+    o = nw_field(o, &j->job_id);
+    o = nw_field(o, &j->course_id);
+    o = nw_field(o, &j->task_id);
+    o = nw_field(o, &j->environment_type);
+    o = nw_field(o, &j->environment);
+    *o++ = j->debug;
+    o = nw_field(o, &j->task_problems);
+    o = nw_field(o, &j->inputdata);
+    o = nw_field(o, &j->environment_parameters);
+    *body = p;
+    *len = (size_t)(o - p);
+    return 0;
+}
+
 /* to_native re-encodes a decoded dialect message (of mn msgpack bytes) in the native
  * format, so the backend can store and relay its body; *out views point into the bridge's
  * scratch. out NULL: no read back (the caller hands m's own views to the backend, which
@@ -435,6 +489,8 @@ to_native(struct zbridge *zb, const struct ing_msg *m, size_t mn, struct ing_msg
 {
     /* The native frame is no larger than the message plus a 4-byte prefix per field and the
      * header, unless a value was widened (an integer grade, a nil made a str): then sized. */
+    if (m->type == ING_CLIENT_NEW_JOB && out == NULL && nat_new_job(zb, m, body, len) == 0)
+        return 0;
     size_t cap = ING_HDR_LEN + mn + 16 * 8;
     uint8_t *p = conv_reserve(zb, cap);
     ssize_t n = p != NULL ? ing_msg_encode(m, p, cap) : -ENOMEM;

@@ -974,8 +974,24 @@ TP_TEST(test_zb_relay_bytes)
         assert_null(m->u.result.archive.p);
         assert_true(m->u.result.grade == 100.0);
         assert_int_equal(m->u.result.problems.len, 1);
-        zt_close(c, cl);
+        /* A ZeroMQ client's job on a native agent: the native body the bridge wrote. */
         zt_close(c, ag);
+        struct tp_peer *nag = tp_agent(c, "nat", 1, "docker/default", NULL);
+        tp_barrier(nag);
+        zt_new_job(cl, "z1", STATE_S1, sizeof(STATE_S1) - 1, "\x81\xa1k\x01", 4);
+        m = tp_expect(nag, ING_BACKEND_NEW_JOB);
+        expect_view(m->u.job.job_id, "z1", "job_id");
+        expect_view(m->u.job.course_id, "c", "course_id");
+        expect_view(m->u.job.task_id, "t", "task_id");
+        expect_view(m->u.job.environment_type, "docker", "environment_type");
+        expect_view(m->u.job.environment, "default", "environment");
+        assert_int_equal(m->u.job.debug, ING_DEBUG_OFF);
+        assert_int_equal(m->u.job.inputdata.len, sizeof(STATE_S1) - 1);
+        assert_memory_equal(m->u.job.inputdata.p, STATE_S1, sizeof(STATE_S1) - 1);
+        assert_int_equal(m->u.job.environment_parameters.len, 4);
+        assert_memory_equal(m->u.job.environment_parameters.p, "\x81\xa1k\x01", 4);
+        assert_int_equal(m->u.job.task_problems.len, 1);
+        zt_close(c, cl);
         tp_stop(c);
     }
 }
