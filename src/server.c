@@ -959,6 +959,18 @@ handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_
                 conn_error_close(c, ING_ERR_INVALID, why);
         }
         return;
+    case ING_AGENT_HELLO_RESUME:
+        c->srv->iter_check = true; /* as AgentHello, and linear in the jobs claimed */
+        if (be_agent_hello_resume(be, c->agent, &m->u.agent_resume, why, sizeof(why)) == 0)
+            hs_unlink(c->srv, c);
+        else {
+            log_rl(c, "AgentHelloResume refused: %s", why);
+            if (be_agent_registered(c->agent))
+                conn_send_error(c, ING_ERR_INVALID, why);
+            else
+                conn_error_close(c, ING_ERR_INVALID, why);
+        }
+        return;
     case ING_AGENT_JOB_STARTED:
         be_agent_started_h(be, c->agent, m->u.ref.job_id, hint_take(c, m->u.ref.job_id));
         return;
@@ -1006,6 +1018,8 @@ welcome(struct conn *c)
     }
     if (c->role == ING_ROLE_CLIENT)
         m.u.welcome.flags |= ING_WELCOME_ACK; /* ClientHelloAck known (proto.md §7.8) */
+    else
+        m.u.welcome.flags |= ING_WELCOME_RESUME; /* AgentHelloResume known (§7.9) */
     m.u.welcome.max_frame = s->cfg.max_frame;
     m.u.welcome.heartbeat_ms = (uint32_t)s->cfg.ping_interval_ms;
     static const char server_name[] = "inginious-backend " ING_VERSION;
@@ -2015,6 +2029,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
             goto fail;
         s->jr_on = true;
         s->be.jr = &s->jr;
+        be_journal_replayed(&s->be);
         signal(SIGXFSZ, SIG_IGN); /* a file-size limit is a write error (EFBIG), not death */
         log_msg(LOG_INFO, "journal %s: %llu waiting jobs restored", cfg->journal_dir,
                 (unsigned long long)s->be.n_waiting);

@@ -2059,6 +2059,121 @@ test_backend_random_walk_fair(void **state)
     }
 }
 
+
+/* resume_hello says AgentHelloResume on a (agent id rid: 16 x rid_byte, one slot per job
+ * and 2 more, environment e1) claiming ids (started ones marked with a leading '+'). */
+static void
+resume_hello(struct be_agent *a, uint8_t rid_byte, uint32_t slots, const char *const *ids,
+             uint32_t n)
+{
+    uint8_t buf[256];
+    struct ing_mp_writer w;
+    struct ing_resume_job jobs[8];
+    struct ing_agent_hello_resume m;
+    char why[200];
+
+    ing_mp_writer_init(&w, buf, sizeof(buf));
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "docker");
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "e1");
+    put_env_info(&w);
+    assert_int_equal(w.err, 0);
+    memset(&m, 0, sizeof(m));
+    memset(m.agent_id, rid_byte, sizeof(m.agent_id));
+    m.hello = (struct ing_agent_hello){{"R", 1}, slots, {(const char *)buf, (uint32_t)w.len}};
+    assert_true(n <= 8);
+    for (uint32_t i = 0; i < n; i++) {
+        bool st = ids[i][0] == '+';
+        jobs[i].job_id = (struct ing_view){ids[i] + st, (uint32_t)strlen(ids[i] + st)};
+        jobs[i].started = st;
+    }
+    m.n_jobs = n;
+    m.jobs = jobs;
+    assert_int_equal(be_agent_hello_resume(&be, a, &m, why, sizeof(why)), 0);
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* proto.md 7.9: a lost AgentHelloResume agent's jobs are held for --resume-grace; the agent
+ * back under the same id claims them (they keep their slots, results are relayed); claims
+ * of unknown jobs or of another agent's are refused with BackendKillJob; at the end of the
+ * grace the unclaimed ones are lost as in 7.5. */
+static void
+test_backend_agent_resume(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = be_agent_new(&be, &peers[1]);
+    const char *none[1] = {NULL};
+    resume_hello(a, 0x11, 3, none, 0);
+    submit(c, "j1", 0, "e1");
+    submit(c, "j2", 0, "e1");
+    submit(c, "j3", 0, "e1");
+    expect(1, ING_BACKEND_NEW_JOB, "j1");
+    expect(1, ING_BACKEND_NEW_JOB, "j2");
+    expect(1, ING_BACKEND_NEW_JOB, "j3");
+    started(a, "j1");
+    expect(0, ING_BACKEND_JOB_STARTED, "j1");
+    started(a, "j3");
+    expect(0, ING_BACKEND_JOB_STARTED, "j3");
+    /* Lost: nothing ends, every job is held (listed running, no slot anywhere). */
+    be_agent_gone(&be, a);
+    assert_int_equal(be_check(&be), 0);
+    expect_none(0);
+    assert_int_equal(be.n_running, 3);
+    assert_int_equal(be.n_held, 3);
+    /* Another agent meanwhile takes no held job; its claims are refused. */
+    struct be_agent *b = be_agent_new(&be, &peers[2]);
+    const char *bclaims[2] = {"j1", "nope"};
+    resume_hello(b, 0x22, 1, bclaims, 2);
+    struct rec *r = expect(2, ING_BACKEND_KILL_JOB, "j1");
+    assert_string_equal(r->state, "");
+    expect(2, ING_BACKEND_KILL_JOB, "nope");
+    expect_none(2);
+    assert_int_equal(be.stats.claims_refused, 2);
+    /* The agent comes back under its id: j1 (started) and j2 (now reported started) are
+     * claimed; j3 is not. */
+    be.now_ms += 2000;
+    struct be_agent *a2 = be_agent_new(&be, &peers[3]);
+    const char *claims[2] = {"j1", "+j2"};
+    resume_hello(a2, 0x11, 2, claims, 2);
+    expect(0, ING_BACKEND_JOB_STARTED, "j2"); /* its AgentJobStarted had been lost */
+    expect_none(3);                          /* no new job: its two slots are busy */
+    assert_int_equal(be_agent_busy(a2), 2);
+    assert_int_equal(be.n_held, 1);
+    assert_int_equal(be.stats.jobs_claimed, 2);
+    done(a2, "j1", "success");
+    expect(0, ING_BACKEND_JOB_DONE, "j1");
+    done(b, "j2", "success"); /* not b's: dropped */
+    expect_none(0);
+    be_agent_gone(&be, b); /* (not held: b had no job) */
+    assert_int_equal(be_check(&be), 0);
+    /* The grace ends: j3, started and unclaimed, is lost as with its agent (7.5). */
+    be.now_ms += 10000;
+    be_timeouts(&be);
+    assert_int_equal(be_check(&be), 0);
+    r = expect(0, ING_BACKEND_JOB_DONE, "j3");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "Agent restarted");
+    assert_int_equal(be.n_held, 0);
+    done(a2, "j2", "failed");
+    expect(0, ING_BACKEND_JOB_DONE, "j2");
+    expect_none(0);
+    /* A kill of a held job waits for the claim; an unclaimed one ends killed. */
+    submit(c, "k1", 0, "e1");
+    expect(3, ING_BACKEND_NEW_JOB, "k1");
+    be_agent_gone(&be, a2);
+    kill_job(c, "k1");
+    expect_none(0);
+    struct be_agent *a3 = be_agent_new(&be, &peers[4]);
+    const char *kclaim[1] = {"k1"};
+    resume_hello(a3, 0x11, 2, kclaim, 1);
+    expect(4, ING_BACKEND_KILL_JOB, "k1"); /* the kill goes out with the claim */
+    done(a3, "k1", "killed");
+    expect(0, ING_BACKEND_JOB_DONE, "k1");
+    be_agent_gone(&be, a3);
+}
+
 int
 main(void)
 {
@@ -2099,6 +2214,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_fair_requeue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_priority_aging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_info, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_agent_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
