@@ -726,9 +726,10 @@ ing_agent_done(struct ing_agent *a, const struct ing_job_result *result)
         if (!peer_can_send(&a->conn))
             return 0; /* sent after the next hello */
         int rc = rj_send(a, r);
-        if (rc == 0)
-            rc = peer_flush(&a->conn);
-        return rc == -EAGAIN ? 0 : rc;
+        if (rc == 0 && a->conn.werr == 0) /* a write error: for the next process call, the
+                                           * result being kept for the next connection */
+            a->conn.werr = peer_flush(&a->conn);
+        return rc;
     }
     if (!peer_can_send(&a->conn))
         return -ENOTCONN;

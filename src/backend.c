@@ -1986,7 +1986,8 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     int64_t prio = aged_priority(be, m->priority);
     struct fair_key *fk = key_get(be, e, prio, m);
     if (fk == NULL || rank_reserve(&fk->rk, &be->fair.pool, fk->rk.next) != 0 ||
-        jheap_reserve(be, e, prio, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
+        jheap_reserve(be, e, prio, seq != 0 ? seq : UINT64_MAX) != 0 ||
+        len > UINT32_MAX - sizeof(*j) ||
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
         if (fk != NULL && fk->njobs == 0) {
             fk->njobs = 1;
@@ -2212,6 +2213,8 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
     return 0;
 }
 
+static void ghosts_expire(struct backend *be);
+
 void
 be_journal_replayed(struct backend *be)
 {
@@ -2226,6 +2229,8 @@ be_journal_replayed(struct backend *be)
     if (be->n_held > 0)
         log_msg(LOG_INFO, "journal: %llu running jobs wait %llu ms for their agents to claim them",
                 (unsigned long long)be->n_held, (unsigned long long)be->cfg.resume_grace_ms);
+    if (be->cfg.resume_grace_ms == 0) /* no grace: lost at once (7.5) */
+        ghosts_expire(be);
 }
 
 /* dispatch_live tells whether a dispatched or started record of job seq (id at p[off..len))
