@@ -19,6 +19,7 @@
 #include "bytes.h"
 #include "inginious/mp.h"
 #include "inginious/proto.h"
+#include "journal.h"
 #include "log.h"
 
 /* Allocation failures on demand: the fail_at-th allocation from now on (1 = the next) and
@@ -2174,6 +2175,117 @@ test_backend_agent_resume(void **state)
     be_agent_gone(&be, a3);
 }
 
+
+/* replay_rec feeds one journal record (proto.md 12.3) to be_journal_replay: type, seq, then
+ * an agent id (rid_byte, when >= 0) and the job id; or, for JREC_ACCEPTED, the ClientNewJob
+ * frame of job id on docker/e1. */
+static void
+replay_rec(uint8_t type, uint64_t seq, int rid_byte, const char *id)
+{
+    uint8_t p[512];
+    size_t n = 8;
+    put_u64be(p, seq);
+    if (type == JREC_ACCEPTED) {
+        struct ing_msg m;
+        memset(&m, 0, sizeof(m));
+        m.type = ING_CLIENT_NEW_JOB;
+        m.u.new_job.launcher = (struct ing_view){"L", 1};
+        struct ing_job_spec *sp = &m.u.new_job.job;
+        sp->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
+        sp->environment_type = (struct ing_view){"docker", 6};
+        sp->environment = (struct ing_view){"e1", 2};
+        sp->task_problems = sp->inputdata = sp->environment_parameters =
+            (struct ing_view){"\x80", 1};
+        ssize_t k = ing_msg_encode(&m, p + 8, sizeof(p) - 8);
+        assert_true(k > 0);
+        n += (size_t)k;
+    } else {
+        if (rid_byte >= 0) {
+            memset(p + n, rid_byte, ING_AGENT_ID_LEN);
+            n += ING_AGENT_ID_LEN;
+        }
+        memcpy(p + n, id, strlen(id));
+        n += strlen(id);
+    }
+    assert_int_equal(be_journal_replay(&be, type, p, (uint32_t)n), 0);
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* live_rec asks be_journal_live about a dispatched (rid_byte >= 0) or started record. */
+static bool
+live_rec(uint8_t type, uint64_t seq, int rid_byte, const char *id)
+{
+    uint8_t p[300];
+    size_t n = 8;
+    put_u64be(p, seq);
+    if (rid_byte >= 0) {
+        memset(p + n, rid_byte, ING_AGENT_ID_LEN);
+        n += ING_AGENT_ID_LEN;
+    }
+    memcpy(p + n, id, strlen(id));
+    return be_journal_live(&be, type, p, (uint32_t)(n + strlen(id)));
+}
+
+/* Replay of dispatched and started records (proto.md 12.3, 7.9): the last dispatch decides
+ * (a zero agent id puts the job back in the queue), a dispatch read before its job's
+ * accepted record (a compaction's copy) applies when the job comes; held jobs wait the
+ * grace for their agent's claim, then are lost as with it (not started: requeued). */
+static void
+test_backend_replay_held(void **state)
+{
+    (void)state;
+    replay_rec(JREC_ACCEPTED, 1, -1, "A");
+    replay_rec(JREC_ACCEPTED, 2, -1, "B");
+    replay_rec(JREC_DISPATCHED, 1, 0x11, "A");
+    replay_rec(JREC_STARTED, 1, -1, "A");
+    replay_rec(JREC_DISPATCHED, 2, 0x11, "B");
+    replay_rec(JREC_DISPATCHED, 2, 0, "B");      /* B back in the queue */
+    replay_rec(JREC_DISPATCHED, 3, 0x22, "C");   /* before C's accepted record */
+    replay_rec(JREC_DISPATCHED, 1, 0x11, "A");   /* a compaction's copy: A stays started */
+    replay_rec(JREC_ACCEPTED, 3, -1, "C");
+    replay_rec(JREC_ACCEPTED, 4, -1, "D");
+    replay_rec(JREC_DISPATCHED, 4, 0x22, "D");
+    replay_rec(JREC_ENDED, 4, -1, "D");          /* ended while held */
+    replay_rec(JREC_DISPATCHED, 9, 0x33, "Z");   /* a job that ended: forgotten */
+    be_journal_replayed(&be);
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_held, 2);    /* A for 0x11, C for 0x22 */
+    assert_int_equal(be.n_waiting, 1); /* B */
+    struct be_job_info ji;
+    assert_int_equal(be_job_info(&be, (struct ing_view){"A", 1}, &ji), 0);
+    assert_int_equal(ji.state, BE_JOB_RUNNING);
+    assert_int_equal(be_job_info(&be, (struct ing_view){"C", 1}, &ji), 0);
+    assert_int_equal(ji.state, BE_JOB_DISPATCHED);
+    /* What compaction keeps: the records that still describe a job. */
+    assert_true(live_rec(JREC_DISPATCHED, 1, 0x11, "A"));
+    assert_true(live_rec(JREC_STARTED, 1, -1, "A"));
+    assert_false(live_rec(JREC_DISPATCHED, 2, 0x11, "B"));
+    assert_true(live_rec(JREC_DISPATCHED, 2, 0, "B"));
+    assert_false(live_rec(JREC_STARTED, 3, -1, "C"));
+    assert_false(live_rec(JREC_DISPATCHED, 3, 0x11, "C"));
+    assert_false(live_rec(JREC_DISPATCHED, 4, 0x22, "D"));
+    /* Agent 0x11 comes back: claims A (granted) and B (waiting: refused); B then takes its
+     * other slot as a new job. */
+    struct be_agent *x = be_agent_new(&be, &peers[1]);
+    const char *claims[2] = {"A", "B"};
+    resume_hello(x, 0x11, 2, claims, 2);
+    expect(1, ING_BACKEND_KILL_JOB, "B");
+    expect(1, ING_BACKEND_NEW_JOB, "B");
+    expect_none(1);
+    assert_int_equal(be.n_held, 1);
+    done(x, "A", "success");
+    done(x, "B", "success");
+    /* 0x22 never comes: at the end of the grace C, not started, is requeued and runs. */
+    be.now_ms += 10000;
+    be_timeouts(&be);
+    assert_int_equal(be_check(&be), 0);
+    expect(1, ING_BACKEND_NEW_JOB, "C");
+    assert_int_equal(be.n_held, 0);
+    done(x, "C", "success");
+    assert_int_equal(be.n_running + be.n_waiting, 0);
+    be_agent_gone(&be, x);
+}
+
 int
 main(void)
 {
@@ -2215,6 +2327,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_priority_aging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_info, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_agent_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_replay_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
