@@ -1883,51 +1883,48 @@ jr_accepted(struct backend *be, const struct job *j)
     return err;
 }
 
-/* jr_ended journals that j is forgotten (its result given, or killed, or dropped). */
+
+/* jr_job journals a record of type about j: its arrival order, then rid (when given: the
+ * agent's id, ING_AGENT_ID_LEN bytes), then its id (proto.md 12.3). what names the event
+ * for the log line of a failure. */
 static void
-jr_ended(struct backend *be, const struct job *j)
+jr_job(struct backend *be, uint8_t type, const struct job *j, const uint8_t *rid,
+       const char *what)
 {
-    uint8_t pre[8];
+    uint8_t pre[8 + ING_AGENT_ID_LEN];
     put_u64be(pre, j->seq);
-    struct journal_iov v[2] = {{pre, sizeof(pre)}, {job_id(j), j->id_len}};
+    if (rid != NULL)
+        memcpy(pre + 8, rid, ING_AGENT_ID_LEN);
+    struct journal_iov v[2] = {{pre, rid != NULL ? sizeof(pre) : 8}, {job_id(j), j->id_len}};
     int err;
-    journal_appendv(be->jr, JREC_ENDED, v, 2, &err);
+    journal_appendv(be->jr, type, v, 2, &err);
     if (err == -ENOMEM)
-        log_msg(LOG_ERR, "journal: out of memory: the end of job %.*s is not recorded",
+        log_msg(LOG_ERR, "journal: out of memory: the %s of job %.*s is not recorded", what,
                 (int)j->id_len, job_id(j));
 }
+
+static const uint8_t zero_rid[ING_AGENT_ID_LEN];
 
 /* jr_dispatched journals that j was sent to the agent of id rid (NULL: that it is back in
  * the queue), so that after a restart that agent may claim it (proto.md 12.3, 7.9). */
 static void
 jr_dispatched(struct backend *be, const struct job *j, const uint8_t *rid)
 {
-    uint8_t pre[8 + ING_AGENT_ID_LEN];
-    put_u64be(pre, j->seq);
-    if (rid != NULL)
-        memcpy(pre + 8, rid, ING_AGENT_ID_LEN);
-    else
-        memset(pre + 8, 0, ING_AGENT_ID_LEN);
-    struct journal_iov v[2] = {{pre, sizeof(pre)}, {job_id(j), j->id_len}};
-    int err;
-    journal_appendv(be->jr, JREC_DISPATCHED, v, 2, &err);
-    if (err == -ENOMEM)
-        log_msg(LOG_ERR, "journal: out of memory: the dispatch of job %.*s is not recorded",
-                (int)j->id_len, job_id(j));
+    jr_job(be, JREC_DISPATCHED, j, rid != NULL ? rid : zero_rid, "dispatch");
 }
 
 /* jr_started journals that j's agent (one that may claim it back) reported it started. */
 static void
 jr_started(struct backend *be, const struct job *j)
 {
-    uint8_t pre[8];
-    put_u64be(pre, j->seq);
-    struct journal_iov v[2] = {{pre, sizeof(pre)}, {job_id(j), j->id_len}};
-    int err;
-    journal_appendv(be->jr, JREC_STARTED, v, 2, &err);
-    if (err == -ENOMEM)
-        log_msg(LOG_ERR, "journal: out of memory: the start of job %.*s is not recorded",
-                (int)j->id_len, job_id(j));
+    jr_job(be, JREC_STARTED, j, NULL, "start");
+}
+
+/* jr_ended journals that j is forgotten (its result given, or killed, or dropped). */
+static void
+jr_ended(struct backend *be, const struct job *j)
+{
+    jr_job(be, JREC_ENDED, j, NULL, "end");
 }
 
 /* job_new validates then stores a new job of client c (NULL: a job replayed from the
@@ -2058,8 +2055,6 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
         be_client_refuse(be, c, m->job.job_id, why);
     return why == NULL;
 }
-
-static const uint8_t zero_rid[ING_AGENT_ID_LEN];
 
 /* replay_requeue puts held job j back in the queue (a replayed requeue). */
 static void
@@ -2694,6 +2689,18 @@ lose_jobs(struct backend *be, struct be_agent *a, bool silent, size_t *nreq_out)
     return requeued;
 }
 
+/* lose_jobs_end gives the requeued jobs of lose_jobs to the free slots (sched), then
+ * drops the references it held. */
+static void
+lose_jobs_end(struct backend *be, struct env **requeued, size_t nreq, bool sched)
+{
+    if (sched)
+        sched_envs(be, requeued, nreq);
+    for (size_t x = 0; x < nreq; x++)
+        env_unref(be, requeued[x]);
+    free(requeued);
+}
+
 static void ghost_adopt(struct backend *be, struct be_agent *a);
 
 /* agent_unregister removes a registered agent (INGInious deletes it and crashes all its
@@ -2747,14 +2754,9 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
     a->ring = NULL;
     a->nenvs = a->ntypes = a->slots = a->fhead = a->nfresh = a->rcap = 0;
     a->nkilling = 0;
-    if (!silent) {
-        sched_envs(be, requeued, nreq);
-        if (withdrawn)
-            envs_touch(be, true); /* held a while: the agent may come back */
-    }
-    for (size_t x = 0; x < nreq; x++)
-        env_unref(be, requeued[x]);
-    free(requeued);
+    if (!silent && withdrawn)
+        envs_touch(be, true); /* held a while: the agent may come back */
+    lose_jobs_end(be, requeued, nreq, !silent);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -2789,10 +2791,7 @@ ghost_expire(struct backend *be, struct be_agent *g)
     be->n_held -= g->nrun;
     size_t nreq = 0;
     struct env **req = lose_jobs(be, g, false, &nreq);
-    sched_envs(be, req, nreq);
-    for (size_t x = 0; x < nreq; x++)
-        env_unref(be, req[x]);
-    free(req);
+    lose_jobs_end(be, req, nreq, true);
     ghost_free(be, g);
 }
 

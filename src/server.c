@@ -946,25 +946,17 @@ handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_
     memset(&reply, 0, sizeof(reply));
     switch (m->type) {
     case ING_AGENT_HELLO:
+    case ING_AGENT_HELLO_RESUME: /* proto.md 7.9: the same, then its claims */
         c->srv->iter_check = true; /* environments registered and broadcast */
-        if (be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why)) == 0)
+        if ((m->type == ING_AGENT_HELLO
+                 ? be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why))
+                 : be_agent_hello_resume(be, c->agent, &m->u.agent_resume, why,
+                                         sizeof(why))) == 0)
             hs_unlink(c->srv, c); /* opened */
         else {
             /* A first hello refused: closed, rather than left unregistered in silence. A
              * registered agent's bad hello is dropped: its registration stays as it was. */
-            log_rl(c, "AgentHello refused: %s", why);
-            if (be_agent_registered(c->agent))
-                conn_send_error(c, ING_ERR_INVALID, why);
-            else
-                conn_error_close(c, ING_ERR_INVALID, why);
-        }
-        return;
-    case ING_AGENT_HELLO_RESUME:
-        c->srv->iter_check = true; /* as AgentHello, and linear in the jobs claimed */
-        if (be_agent_hello_resume(be, c->agent, &m->u.agent_resume, why, sizeof(why)) == 0)
-            hs_unlink(c->srv, c);
-        else {
-            log_rl(c, "AgentHelloResume refused: %s", why);
+            log_rl(c, "%s refused: %s", ing_msg_type_name(m->type), why);
             if (be_agent_registered(c->agent))
                 conn_send_error(c, ING_ERR_INVALID, why);
             else
