@@ -3189,6 +3189,27 @@ hello_prepare(struct backend *be, struct be_agent *a, const struct ing_agent_hel
 static void claims_apply(struct backend *be, struct be_agent *a,
                          const struct ing_agent_hello_resume *m);
 
+/* agent_replaced removes the registered agents other than a that have agent id rid: an
+ * agent that says AgentHelloResume again on a new connection while its old one still looks
+ * alive here (it gave up on it first) is the same agent; its jobs are held for the claims
+ * that follow (7.9), and the old connection is closed. */
+static void
+agent_replaced(struct backend *be, struct be_agent *a, const uint8_t *rid)
+{
+    struct be_agent *o = be->agents, *next;
+    for (; o != NULL; o = next) {
+        next = o->next;
+        if (o == a || !o->has_rid || memcmp(o->rid, rid, ING_AGENT_ID_LEN) != 0)
+            continue;
+        log_msg(LOG_INFO, "agent %s is back on a new connection: the old one is closed",
+                o->name);
+        be->stats.agents_lost++;
+        agent_unregister(be, o, false);
+        if (be->ops.drop != NULL)
+            be->ops.drop(o->peer, ING_ERR_LIMIT, "replaced by a new connection of this agent");
+    }
+}
+
 /* agent_hello validates then applies hello m; r: the AgentHelloResume it came in, or NULL. */
 static int
 agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m, char *why,
@@ -3276,6 +3297,8 @@ agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello
         log_msg(LOG_INFO, "agent %s said hello again: restarting it", a->name);
         agent_unregister(be, a, false);
     }
+    if (r != NULL)
+        agent_replaced(be, a, r->agent_id);
     a->has_rid = r != NULL;
     if (r != NULL)
         memcpy(a->rid, r->agent_id, ING_AGENT_ID_LEN);

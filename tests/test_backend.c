@@ -2172,7 +2172,20 @@ test_backend_agent_resume(void **state)
     expect(4, ING_BACKEND_KILL_JOB, "k1"); /* the kill goes out with the claim */
     done(a3, "k1", "killed");
     expect(0, ING_BACKEND_JOB_DONE, "k1");
-    be_agent_gone(&be, a3);
+    /* The agent gave up on its connection before the backend noticed: its new one, under
+     * the same id, replaces the old and claims r1 from it. */
+    submit(c, "r1", 0, "e1");
+    expect(4, ING_BACKEND_NEW_JOB, "r1");
+    struct be_agent *a4 = be_agent_new(&be, &peers[5]);
+    const char *rclaim[1] = {"r1"};
+    resume_hello(a4, 0x11, 2, rclaim, 1);
+    assert_false(be_agent_registered(a3));
+    expect_none(5);
+    be_agent_gone(&be, a3); /* the server closes it (ops.drop) */
+    done(a4, "r1", "success");
+    expect(0, ING_BACKEND_JOB_DONE, "r1");
+    expect_none(0);
+    be_agent_gone(&be, a4);
 }
 
 
