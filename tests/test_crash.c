@@ -31,7 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "inginious/agent.h"
@@ -468,12 +470,134 @@ test_crash_fsync_interval(void **state)
     crash_run(*state, "interval 10ms");
 }
 
+
+/* count_in counts needle in the file at path (0 when it cannot be read). */
+static int
+count_in(const char *path, const char *needle)
+{
+    static char buf[1 << 16];
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    int k = 0;
+    for (const char *p = buf; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        k++;
+    return k;
+}
+
+/* wait_for spins w until the file at path (the backend's log when NULL) holds needle. */
+static void
+wait_for(struct lt_world *w, const char *path, const char *needle)
+{
+    uint64_t end = lt_now_ms() + LT_DEADLINE_MS;
+    while (path != NULL ? count_in(path, needle) == 0 : !lt_log_contains(w, needle)) {
+        if (lt_now_ms() > end)
+            lt_fail("never seen in %s: \"%s\"", path != NULL ? path : "the backend's log",
+                    needle);
+        lt_spin(w, 10);
+    }
+}
+
+/* inginious-agent-process keeps a running job across a kill -9 of the backend and gives it
+ * back to the restarted one: the job runs once and its result is accepted. */
+static void
+test_crash_agent_process_keeps_job(void **state)
+{
+    struct lt_world *w = *state;
+    char jdir[LT_STR + 16], envs[LT_STR + 16], run[LT_STR + 64], flag[LT_STR + 16];
+    char alog[LT_STR + 16], script[LT_STR * 2 + 64], grace[32];
+
+    snprintf(jdir, sizeof(jdir), "%s/journal", lt_dir(w));
+    snprintf(envs, sizeof(envs), "%s/envs", lt_dir(w));
+    snprintf(flag, sizeof(flag), "%s/go", lt_dir(w));
+    snprintf(alog, sizeof(alog), "%s/agent.log", lt_dir(w));
+    assert_int_equal(chmod(lt_dir(w), 0755), 0); /* as root, jobs run as nobody */
+    assert_int_equal(mkdir(envs, 0755), 0);
+    snprintf(run, sizeof(run), "%s/process", envs);
+    assert_int_equal(mkdir(run, 0755), 0);
+    snprintf(run, sizeof(run), "%s/process/default", envs);
+    assert_int_equal(mkdir(run, 0755), 0);
+    snprintf(run, sizeof(run), "%s/process/default/run", envs);
+    snprintf(script, sizeof(script),
+             "#!/bin/sh\nwhile [ ! -f '%s' ]; do sleep 0.02; done\n"
+             "echo '{\"result\": \"success\", \"text\": \"kept\"}' > feedback.json\n",
+             flag);
+    FILE *f = fopen(run, "w");
+    assert_non_null(f);
+    fputs(script, f);
+    fclose(f);
+    assert_int_equal(chmod(run, 0755), 0);
+    snprintf(grace, sizeof(grace), "%dms", 5000 * lt_slow());
+    lt_start(w, NULL, NULL, "--journal", jdir, "--fsync", "always", "--resume-grace", grace,
+             NULL);
+
+    char prog[LT_STR + 64];
+    snprintf(prog, sizeof(prog), "%s/inginious-agent-process", lt_build());
+    char *argv[] = {prog, "--no-sandbox", "--environments", envs, "--name", "ap",
+                    w->agent_addr, NULL};
+    fflush(NULL);
+    pid_t ap = fork();
+    assert_true(ap >= 0);
+    if (ap == 0) {
+        int fd = open(alog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int null = open("/dev/null", O_RDONLY);
+        if (fd < 0 || null < 0)
+            _exit(127);
+        dup2(null, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    wait_for(w, NULL, "agent ap (no sandbox) registered");
+    struct lt_client *cl = lt_client_new(w, NULL);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_CONNECTED, NULL);
+    struct ing_client_job j = {.job_id = "p1",
+                               .environment_type = "process",
+                               .environment = "default",
+                               .launcher = "crash"};
+    j.inputdata = j.task_problems = j.environment_parameters = (struct ing_view){"\x80", 1};
+    assert_int_equal(ing_client_submit(cl->c, &j), 0);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_STARTED, "p1");
+
+    lt_kill_backend(w, SIGKILL);
+    lt_restart(w);
+    wait_for(w, NULL, "journal: 1 running jobs wait");
+    wait_for(w, NULL, "agent ap (no sandbox) claimed 1 jobs back");
+    close(open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    wait_for(w, NULL, "job p1 done on agent ap (no sandbox)");
+    wait_for(w, alog, "Job p1 ended: success");
+
+    kill(ap, SIGTERM);
+    int st = 0;
+    uint64_t end = lt_now_ms() + LT_DEADLINE_MS;
+    while (waitpid(ap, &st, WNOHANG) == 0) {
+        if (lt_now_ms() > end) {
+            kill(ap, SIGKILL);
+            waitpid(ap, &st, 0);
+            lt_fail("the agent did not stop");
+        }
+        lt_spin(w, 10);
+    }
+    if (count_in(alog, "Job p1: taskless") != 1 || count_in(alog, "running jobs kept") != 1 ||
+        count_in(alog, "Job p1 ended") != 1)
+        lt_fail("the job ran %d times, was kept %d times, ended %d times",
+                count_in(alog, "Job p1: taskless"), count_in(alog, "running jobs kept"),
+                count_in(alog, "Job p1 ended"));
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    lt_pass(w);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         CASE(test_crash_fsync_always),
         CASE(test_crash_fsync_interval),
+        CASE(test_crash_agent_process_keeps_job),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
