@@ -2825,8 +2825,9 @@ claim_refuse(struct backend *be, struct be_agent *a, struct ing_view id, const c
 static void jr_started(struct backend *be, const struct job *j);
 
 /* claim takes job id back for registered agent a (just said AgentHelloResume with its
- * free slots all fresh): granted when the ghost of a's id holds it and a has a free slot. */
-static void
+ * free slots all fresh): granted (true) when the ghost of a's id holds it and a has a free
+ * slot. */
+static bool
 claim(struct backend *be, struct be_agent *a, const struct ing_resume_job *rj)
 {
     struct ing_view id = rj->job_id;
@@ -2835,15 +2836,15 @@ claim(struct backend *be, struct be_agent *a, const struct ing_resume_job *rj)
                                                        : NULL;
     if (j == NULL || j->status == JOB_WAITING) {
         claim_refuse(be, a, id, j == NULL ? "unknown job" : "requeued meanwhile");
-        return;
+        return false;
     }
     if (!j->agent->ghost || memcmp(j->agent->rid, a->rid, ING_AGENT_ID_LEN) != 0) {
         claim_refuse(be, a, id, "another agent holds it");
-        return;
+        return false;
     }
     if (a->nfree == 0) {
         claim_refuse(be, a, id, "more jobs than slots");
-        return;
+        return false;
     }
     slot_take(a);
     run_move(be, j, a);
@@ -2871,6 +2872,7 @@ claim(struct backend *be, struct be_agent *a, const struct ing_resume_job *rj)
         send_kill(be, j);
     }
     log_msg(LOG_DEBUG, "job %.*s claimed back by agent %s", (int)j->id_len, job_id(j), a->name);
+    return true;
 }
 
 /* claims_apply grants or refuses every claim of m, then frees the ghost if it is empty. */
@@ -2878,19 +2880,21 @@ static void
 claims_apply(struct backend *be, struct be_agent *a, const struct ing_agent_hello_resume *m)
 {
     const uint8_t *pos = m->wire_jobs;
+    uint32_t granted = 0;
     for (uint32_t i = 0; i < m->n_jobs; i++) {
         struct ing_resume_job rj;
         if (m->jobs != NULL)
             rj = m->jobs[i];
         else
             pos = ing_resume_next(pos, &rj);
-        claim(be, a, &rj);
+        granted += claim(be, a, &rj);
     }
     struct be_agent *g = ghost_find(be, a->rid);
     if (g != NULL && g->nrun == 0)
         ghost_free(be, g);
     if (m->n_jobs > 0)
-        log_msg(LOG_INFO, "agent %s claimed %u jobs back", a->name, m->n_jobs);
+        log_msg(LOG_INFO, "agent %s claimed %u jobs back (%u refused)", a->name, granted,
+                m->n_jobs - granted);
 }
 
 void

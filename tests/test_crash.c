@@ -566,7 +566,7 @@ test_crash_agent_process_keeps_job(void **state)
     lt_kill_backend(w, SIGKILL);
     lt_restart(w);
     wait_for(w, NULL, "journal: 1 running jobs wait");
-    wait_for(w, NULL, "agent ap (no sandbox) claimed 1 jobs back");
+    wait_for(w, NULL, "agent ap (no sandbox) claimed 1 jobs back (0 refused)");
     close(open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
     wait_for(w, NULL, "job p1 done on agent ap (no sandbox)");
     wait_for(w, alog, "Job p1 ended: success");
