@@ -2825,8 +2825,9 @@ claim_refuse(struct backend *be, struct be_agent *a, struct ing_view id, const c
 static void jr_started(struct backend *be, const struct job *j);
 
 /* claim takes job id back for registered agent a (just said AgentHelloResume with its
- * free slots all fresh): granted (true) when the ghost of a's id holds it and a has a free
- * slot. */
+ * free slots all fresh): granted (true) when a has a free slot and the ghost of a's id holds
+ * the job, or the job waits in the queue after a loss (its grace ended; requeued, not
+ * dispatched since: the agent that claims it runs it still, and it is not run twice). */
 static bool
 claim(struct backend *be, struct be_agent *a, const struct ing_resume_job *rj)
 {
@@ -2834,11 +2835,12 @@ claim(struct backend *be, struct be_agent *a, const struct ing_resume_job *rj)
     struct job *j = id.len > 0 && id.len <= MAX_ID_LEN ? jtab_find_h(be, id_hash(id.p, id.len),
                                                                      id.p, id.len)
                                                        : NULL;
-    if (j == NULL || j->status == JOB_WAITING) {
-        claim_refuse(be, a, id, j == NULL ? "unknown job" : "requeued meanwhile");
+    bool waits = j != NULL && j->status == JOB_WAITING;
+    if (j == NULL || (waits && (job_bounces(j) == 0 || owner_gone(j)))) {
+        claim_refuse(be, a, id, j == NULL ? "unknown job" : "never dispatched");
         return false;
     }
-    if (!j->agent->ghost || memcmp(j->agent->rid, a->rid, ING_AGENT_ID_LEN) != 0) {
+    if (!waits && (!j->agent->ghost || memcmp(j->agent->rid, a->rid, ING_AGENT_ID_LEN) != 0)) {
         claim_refuse(be, a, id, "another agent holds it");
         return false;
     }
@@ -2847,7 +2849,18 @@ claim(struct backend *be, struct be_agent *a, const struct ing_resume_job *rj)
         return false;
     }
     slot_take(a);
-    run_move(be, j, a);
+    if (waits) { /* out of the queue, to a, which has it */
+        job_unqueue(be, j);
+        j->status = JOB_DISPATCHED;
+        j->agent = a;
+        j->t.run.dseq = (uint32_t)++be->dispatch_seq;
+        run_append(a, j);
+        be->n_running++;
+        if (be->jr != NULL)
+            jr_dispatched(be, j, a->rid);
+    } else {
+        run_move(be, j, a);
+    }
     j->u.started_ms = (uint32_t)be->now_ms;
     j->t.run.dl = (uint32_t)be->now_ms + j->deadline_ms;
     if (a->dl_ms > be->now_ms + j->deadline_ms)

@@ -2160,6 +2160,26 @@ test_backend_agent_resume(void **state)
     done(a2, "j2", "failed");
     expect(0, ING_BACKEND_JOB_DONE, "j2");
     expect_none(0);
+    /* Back after its grace: a job requeued meanwhile and not dispatched since is claimed
+     * from the queue (its agent runs it still), not run twice. */
+    submit(c, "w1", 0, "e1");
+    expect(3, ING_BACKEND_NEW_JOB, "w1");
+    be_agent_gone(&be, a2);
+    be.now_ms += 20000;
+    be_timeouts(&be); /* w1, not started, requeued: no agent to take it */
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_waiting, 1);
+    struct be_agent *a5 = be_agent_new(&be, &peers[6]);
+    const char *wclaim[1] = {"w1"};
+    resume_hello(a5, 0x11, 2, wclaim, 1);
+    expect_none(6); /* neither a kill nor a new dispatch */
+    assert_int_equal(be.n_waiting, 0);
+    assert_int_equal(be_agent_busy(a5), 1);
+    done(a5, "w1", "success");
+    expect(0, ING_BACKEND_JOB_DONE, "w1");
+    be_agent_gone(&be, a5);
+    a2 = be_agent_new(&be, &peers[3]);
+    resume_hello(a2, 0x11, 2, none, 0);
     /* A kill of a held job waits for the claim; an unclaimed one ends killed. */
     submit(c, "k1", 0, "e1");
     expect(3, ING_BACKEND_NEW_JOB, "k1");
@@ -2277,8 +2297,8 @@ test_backend_replay_held(void **state)
     assert_false(live_rec(JREC_STARTED, 3, -1, "C"));
     assert_false(live_rec(JREC_DISPATCHED, 3, 0x11, "C"));
     assert_false(live_rec(JREC_DISPATCHED, 4, 0x22, "D"));
-    /* Agent 0x11 comes back: claims A (granted) and B (waiting: refused); B then takes its
-     * other slot as a new job. */
+    /* Agent 0x11 comes back: claims A (granted) and B (waiting, never dispatched since the
+     * restart: refused); B then takes its other slot as a new job. */
     struct be_agent *x = be_agent_new(&be, &peers[1]);
     const char *claims[2] = {"A", "B"};
     resume_hello(x, 0x11, 2, claims, 2);

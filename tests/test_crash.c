@@ -80,6 +80,7 @@ struct crash {
     struct cagent ag[NAGENTS];
     struct ing_client *cl[NCLIENTS];
     uint64_t kills_seen, voids, overlaps, queue_n;
+    uint64_t acks; /* acknowledgements received (all runs) */
     bool queue_seen;
     char fail[256];
 };
@@ -168,6 +169,7 @@ on_client(struct ing_client *c, const struct ing_client_event *ev, void *arg)
     case ING_CLIENT_EV_ACCEPTED:
         if (idx != UINT32_MAX)
             k->jobs[idx].acked = true;
+        k->acks++;
         break;
     case ING_CLIENT_EV_DONE:
         if (idx != UINT32_MAX && !ev->lost && ++k->jobs[idx].results > 1)
@@ -332,7 +334,9 @@ crash_run(struct lt_world *w, const char *fsync_mode)
                   "(ING_CRASH_SECONDS)\n",
                   fsync_mode, (unsigned long long)seed, (unsigned long long)secs);
     snprintf(jdir, sizeof(jdir), "%s/journal", lt_dir(w));
-    snprintf(grace, sizeof(grace), "%dms", 1000 * lt_slow());
+    /* The agents come back within milliseconds; under valgrind, on a loaded machine, a
+     * backend may not accept them for seconds: a grace that ends first loses jobs (7.5). */
+    snprintf(grace, sizeof(grace), "%dms", lt_slow() > 1 ? 3000 * lt_slow() : 1000);
     lt_start(w, NULL, NULL, "--journal", jdir, "--fsync", fsync_mode, "--journal-segment-size",
              "64K", "--resume-grace", grace, NULL);
     for (size_t i = 0; i < NAGENTS; i++) {
@@ -371,12 +375,16 @@ crash_run(struct lt_world *w, const char *fsync_mode)
     /* Under valgrind a restart takes long: the run goes on (up to 3 x ING_SLOW as long)
      * until it has seen 3 restarts and acknowledgements. */
     uint64_t t0 = lt_now_ms(), end = t0 + secs * 1000, restarts = 0;
-    uint64_t hard_end = t0 + secs * 3000 * (uint64_t)lt_slow();
+    uint64_t hard_end = t0 + secs * 1000 + 3 * (uint64_t)LT_DEADLINE_MS;
     long rss_max = 0;
     while ((lt_now_ms() < end || restarts < 3 || !any_acked(&k)) && lt_now_ms() < hard_end &&
            k.fail[0] == '\0') {
-        uint64_t until = lt_now_ms() + rnd_in(&k, 50, 400);
-        while (lt_now_ms() < until && k.fail[0] == '\0') {
+        /* Load for a random while, and at least until this run of the backend has
+         * acknowledged a job (a slow one, under valgrind, takes long to serve anyone). */
+        uint64_t until = lt_now_ms() + rnd_in(&k, 50, 400), acks0 = k.acks;
+        uint64_t give_up = lt_now_ms() + LT_DEADLINE_MS;
+        while ((lt_now_ms() < until || k.acks == acks0) && lt_now_ms() < give_up &&
+               k.fail[0] == '\0') {
             submit_some(&k);
             spin(&k, 20);
         }
