@@ -546,20 +546,7 @@ test_crash_agent_process_keeps_job(void **state)
     snprintf(prog, sizeof(prog), "%s/inginious-agent-process", lt_build());
     char *argv[] = {prog, "--no-sandbox", "--environments", envs, "--name", "ap",
                     w->agent_addr, NULL};
-    fflush(NULL);
-    pid_t ap = fork();
-    assert_true(ap >= 0);
-    if (ap == 0) {
-        int fd = open(alog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        int null = open("/dev/null", O_RDONLY);
-        if (fd < 0 || null < 0)
-            _exit(127);
-        dup2(null, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
+    pid_t ap = lt_spawn(argv, alog);
     wait_for(w, NULL, "agent ap (no sandbox) registered");
     struct lt_client *cl = lt_client_new(w, NULL);
     lt_expect_cev(w, cl, ING_CLIENT_EV_CONNECTED, NULL);
@@ -579,17 +566,7 @@ test_crash_agent_process_keeps_job(void **state)
     wait_for(w, NULL, "job p1 done on agent ap (no sandbox)");
     wait_for(w, alog, "Job p1 ended: success");
 
-    kill(ap, SIGTERM);
-    int st = 0;
-    uint64_t end = lt_now_ms() + LT_DEADLINE_MS;
-    while (waitpid(ap, &st, WNOHANG) == 0) {
-        if (lt_now_ms() > end) {
-            kill(ap, SIGKILL);
-            waitpid(ap, &st, 0);
-            lt_fail("the agent did not stop");
-        }
-        lt_spin(w, 10);
-    }
+    int st = lt_stop_pid(w, ap);
     if (count_in(alog, "Job p1: taskless") != 1 || count_in(alog, "running jobs kept") != 1 ||
         count_in(alog, "Job p1 ended") != 1)
         lt_fail("the job ran %d times, was kept %d times, ended %d times",

@@ -179,46 +179,6 @@ wrapped(char *const argv[], size_t at)
     return out;
 }
 
-/* spawn starts argv (a path) with stdout and stderr into the file log; returns the pid. */
-static pid_t
-spawn(char *const argv[], const char *log)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        int null = open("/dev/null", O_RDONLY);
-        if (fd < 0 || null < 0)
-            _exit(127);
-        dup2(null, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* stop sends SIGTERM to pid and reaps it within the deadline (SIGKILL after). Returns the
- * wait status. */
-static int
-stop(struct lt_world *w, pid_t pid)
-{
-    int st = 0;
-    uint64_t end = lt_now_ms() + LT_DEADLINE_MS;
-    kill(pid, SIGTERM);
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (lt_now_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            fail_msg("pid %d did not exit after SIGTERM", (int)pid);
-        }
-        lt_spin(w, 10);
-    }
-    return st;
-}
-
 static bool
 file_has(const char *path, const char *needle)
 {
@@ -726,7 +686,7 @@ start_agent(struct lt_world *w, const char *secret, const char *envs, const char
                     (char *)name,
                     w->agent_addr,
                     NULL};
-    return spawn(argv, log);
+    return lt_spawn(argv, log);
 }
 
 static void
@@ -760,7 +720,7 @@ test_agent_process_secret(void **state)
     /* A wrong agent secret is refused by the backend. */
     pid_t bad = start_agent(w, wrong, envs, "wrong", alog);
     wait_log(w, "authentication failed", 1);
-    stop(w, bad);
+    lt_stop_pid(w, bad);
 
     pid_t agent = start_agent(w, as, envs, "good", alog);
     wait_log(w, "authenticated", 1);
@@ -784,7 +744,7 @@ test_agent_process_secret(void **state)
     if (rc != 0 || strstr(w->proc->out, "result: success") == NULL ||
         strstr(w->proc->out, "grade: 77") == NULL)
         fail_msg("inginious-ctl submit: status %d\n%s%s", rc, w->proc->out, w->proc->err);
-    int st = stop(w, agent);
+    int st = lt_stop_pid(w, agent);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
     /* A secret file that cannot be read: status 2 and the reason. */
