@@ -44,7 +44,7 @@
 #define CASE(name) cmocka_unit_test_setup_teardown(name, lt_setup, lt_teardown)
 
 #define DEFAULT_SEED 20261207ull
-#define DEFAULT_SECONDS 2
+#define DEFAULT_SECONDS 1
 #define NAGENTS 3
 #define SLOTS 4
 #define NCLIENTS 2
