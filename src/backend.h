@@ -32,6 +32,8 @@ struct journal;
 struct env;
 struct be_agent;
 struct be_client;
+struct be_reg;
+struct be_lbuild;
 
 struct be_config {
     uint32_t ping_max;          /* an agent is removed at a tick with more missed pings */
@@ -87,6 +89,10 @@ struct be_ops {
     void (*relay)(void *peer, uint8_t type, const uint8_t *body, size_t len);
     /* drop sends Error(code, why) and closes the peer (a removed agent); may be NULL. */
     void (*drop)(void *peer, uint16_t code, const char *why);
+    /* registered: the AgentHello of be_agent_hello's BE_HELLO_PENDING has been registered
+     * (rc 0) or refused (rc -EINVAL, its reason in why, as be_agent_hello's would be); may
+     * be NULL. Not called for an agent that is gone (be_agent_gone). */
+    void (*registered)(void *peer, int rc, const char *why);
 };
 
 struct be_stats {
@@ -120,6 +126,8 @@ struct backend {
     struct idtab jtab; /* job id -> job */
     struct env **etab; /* (type, name) -> env, chained */
     size_t emask, nenvs;
+    struct env **etab_old; /* while etab grows: the old table, chains emove.. to move */
+    size_t eomask, emove;
 
     uint64_t arrival_seq;  /* global arrival counter (ties between equal priorities) */
     uint64_t slot_seq;     /* free-slot FIFO order */
@@ -131,6 +139,7 @@ struct backend {
     struct be_agent *agents;   /* registered agents (doubly linked) */
     struct be_client *clients; /* registered clients (doubly linked) */
     struct be_client *reaping; /* gone clients whose jobs are not all dropped yet */
+    struct be_reg *regs, *regs_tail; /* hellos being registered (be_register), in order */
     struct env *orphans;       /* environments with waiting jobs and no provider */
     uint64_t n_waiting, n_running;
     uint64_t job_bytes; /* bodies of the jobs held (waiting and running), for the server's budget */
@@ -145,6 +154,11 @@ struct backend {
     uint32_t n_types_ann;                /* types some agent announces */
     uint64_t list_bytes; /* bound on the encoded list: every provided name and announced type */
     bool envs_changed;   /* the list differs from envs_msg */
+    bool envs_held;      /* a registration is between its removal and its end: no list */
+    uint64_t envs_gen;   /* changes of the list (a build in progress starts again) */
+    uint64_t envs_serial; /* lists built (envs_msg's number) */
+    bool envs_sending;    /* some clients have not been sent envs_msg yet */
+    struct be_lbuild *lbuild; /* the list being built in steps (be_flush) */
     bool envs_dirty;     /* clients must be sent the list, at envs_due_ms */
     uint64_t envs_due_ms;
 
@@ -240,7 +254,18 @@ struct be_agent *be_agent_new(struct backend *be, void *peer);
 void be_agent_gone(struct backend *be, struct be_agent *a);
 bool be_agent_registered(const struct be_agent *a);
 /* be_agent_hello validates then applies the hello. Returns 0, or -EINVAL with a reason in
- * why (nothing changed). */
+ * why (nothing changed), or BE_HELLO_PENDING: a large hello (its environments map over
+ * BE_REG_INLINE_BYTES, or a re-hello of an agent with over BE_REG_INLINE_ENVS environments),
+ * or any hello while another registration is under way, is registered across loop
+ * iterations by be_register (the environments are copied: m may go), then ops.registered
+ * says how it ended. Registrations are done one at a time, in arrival order. While its
+ * hello is being registered an agent gets no job once its previous registration (a
+ * re-hello) is being removed, and clients are sent no environment list between that removal
+ * and the end of the new registration (they see the list before or after, never half of
+ * it). A second hello of an agent whose hello is being registered is refused. */
+#define BE_HELLO_PENDING 1
+#define BE_REG_INLINE_BYTES 16384
+#define BE_REG_INLINE_ENVS 512
 int be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m,
                    char *why, size_t whylen);
 /* be_agent_hello_resume is be_agent_hello for AgentHelloResume (proto.md 7.9): the agent
@@ -248,6 +273,12 @@ int be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agen
  * the backend cannot grant is answered with BackendKillJob(job_id, ""). */
 int be_agent_hello_resume(struct backend *be, struct be_agent *a,
                           const struct ing_agent_hello_resume *m, char *why, size_t whylen);
+/* be_register does up to budget units of registration work (a unit: one environment or type
+ * read, looked up, announced or let go; every unit O(1) but for the hash table's growth).
+ * Returns true while some registration remains (call it again at the next iteration). */
+bool be_register(struct backend *be, size_t budget);
+/* be_registering tells whether some hello is being registered. */
+bool be_registering(const struct backend *be);
 void be_agent_started(struct backend *be, struct be_agent *a, struct ing_view job_id);
 void be_agent_started_h(struct backend *be, struct be_agent *a, struct ing_view job_id,
                         uint64_t idh);
@@ -281,6 +312,15 @@ void be_ping_tick(struct backend *be);
  * update is due (false: none pending). */
 void be_flush(struct backend *be);
 bool be_flush_due(const struct backend *be, uint64_t *due_ms);
+/* The list is built (and the withdrawn environments pruned) BE_FLUSH_UNITS environments per
+ * be_flush call: a list of 100,000 is sent a few iterations after it changed, and no
+ * iteration walks all of it. be_flush_building: a build is under way (call be_flush at the
+ * next iteration; be_flush_due says false meanwhile). */
+#define BE_FLUSH_UNITS 8192
+/* Once built, the list is copied to about BE_FLUSH_BYTES of clients' output per be_flush
+ * call (the others at the next ones, still building: be_flush_building). */
+#define BE_FLUSH_BYTES (4u << 20)
+bool be_flush_building(const struct backend *be);
 /* be_timeouts: end the running jobs, kills and orphan waits whose deadline has passed. */
 void be_timeouts(struct backend *be);
 

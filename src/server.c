@@ -140,6 +140,7 @@ struct server {
     struct conn *backlog; /* connections with complete frames left over (frame budget) */
     struct ev_timer backlog_timer;
     struct ev_timer reap_timer; /* gone clients' jobs left to drop (be_reap) */
+    struct ev_timer reg_timer;  /* a large AgentHello being registered (be_register) */
     struct ev_timer envs_timer; /* the environment list's next update is due (be_flush) */
     struct ev_timer lost_timer; /* lost agents left for the next iteration (conn_reap) */
     bool closing_held;          /* closes left for the next iteration */
@@ -735,6 +736,8 @@ before_sleep(void *arg)
     s->closing_held = false;
     if (be_flush_due(&s->be, &due))
         arm(s, &s->envs_timer, due);
+    else if (be_flush_building(&s->be))
+        arm(s, &s->envs_timer, s->be.now_ms); /* the list's build goes on */
     if (s->be.jr != NULL && (due = journal_next_ms(&s->jr)) != UINT64_MAX)
         arm(s, &s->jr_timer, due); /* records of the reaping above: the next iteration */
     log_flush(); /* lines a full stderr kept waiting (log_nonblocking) */
@@ -759,6 +762,26 @@ static void
 be_drop(void *peer, uint16_t code, const char *why)
 {
     conn_error_close(peer, code, why);
+}
+
+static void hello_refused(struct conn *c, const char *why);
+static void protocol_error(struct conn *c, uint16_t code, const char *fmt, uint8_t type);
+
+/* be_registered: a hello registered in steps has ended: opened, or refused as it would have
+ * been at once (a malformed environments map, which the codec does not check over
+ * ING_HELLO_CHECK_MAX bytes, as the codec refuses a malformed frame). */
+static void
+be_registered(void *peer, int rc, const char *why)
+{
+    struct conn *c = peer;
+    if (c->state == CONN_CLOSING)
+        return;
+    if (rc == 0)
+        hs_unlink(c->srv, c);
+    else if (rc == -EBADMSG)
+        protocol_error(c, ING_ERR_MALFORMED, "malformed message", ING_AGENT_HELLO);
+    else
+        hello_refused(c, why);
 }
 
 static void
@@ -936,6 +959,19 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     }
 }
 
+/* hello_refused: a first hello refused closes the connection, rather than leaving it
+ * unregistered in silence; a registered agent's bad hello is dropped: its registration stays
+ * as it was. */
+static void
+hello_refused(struct conn *c, const char *why)
+{
+    log_rl(c, "AgentHello refused: %s", why);
+    if (be_agent_registered(c->agent))
+        conn_send_error(c, ING_ERR_INVALID, why);
+    else
+        conn_error_close(c, ING_ERR_INVALID, why);
+}
+
 static void
 handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
 {
@@ -946,23 +982,19 @@ handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_
     memset(&reply, 0, sizeof(reply));
     switch (m->type) {
     case ING_AGENT_HELLO:
-    case ING_AGENT_HELLO_RESUME: /* proto.md 7.9: the same, then its claims */
+    case ING_AGENT_HELLO_RESUME: { /* proto.md 7.9: the same, then its claims */
         c->srv->iter_check = true; /* environments registered and broadcast */
-        if ((m->type == ING_AGENT_HELLO
-                 ? be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why))
-                 : be_agent_hello_resume(be, c->agent, &m->u.agent_resume, why,
-                                         sizeof(why))) == 0)
+        int rc = m->type == ING_AGENT_HELLO
+                     ? be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why))
+                     : be_agent_hello_resume(be, c->agent, &m->u.agent_resume, why, sizeof(why));
+        if (rc == BE_HELLO_PENDING) /* registered in steps (reg_run), then be_registered */
+            arm(c->srv, &c->srv->reg_timer, ev_now_ms(c->srv->loop));
+        else if (rc == 0)
             hs_unlink(c->srv, c); /* opened */
-        else {
-            /* A first hello refused: closed, rather than left unregistered in silence. A
-             * registered agent's bad hello is dropped: its registration stays as it was. */
-            log_rl(c, "%s refused: %s", ing_msg_type_name(m->type), why);
-            if (be_agent_registered(c->agent))
-                conn_send_error(c, ING_ERR_INVALID, why);
-            else
-                conn_error_close(c, ING_ERR_INVALID, why);
-        }
+        else
+            hello_refused(c, why);
         return;
+    }
     case ING_AGENT_JOB_STARTED:
         be_agent_started_h(be, c->agent, m->u.ref.job_id, hint_take(c, m->u.ref.job_id));
         return;
@@ -1669,6 +1701,29 @@ lost_due(void *arg)
     update_clock(arg);
 }
 
+/* REG_STEP_US: a registration's work per loop iteration (then the loop serves the others),
+ * in units of REG_UNITS (an environment each: about a microsecond). */
+#define REG_STEP_US 500
+#define REG_UNITS 128
+
+/* reg_run does a step of the registration under way (be_register). */
+static void
+reg_run(void *arg)
+{
+    struct server *s = arg;
+    update_clock(s);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        if (!be_register(&s->be, REG_UNITS))
+            return;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000 >= REG_STEP_US)
+            break;
+    }
+    arm(s, &s->reg_timer, ev_now_ms(s->loop));
+}
+
 static void
 reap_run(void *arg)
 {
@@ -2008,7 +2063,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         }
         s->addr_mask = n - 1;
     }
-    struct be_ops ops = {be_send, be_relay, be_drop};
+    struct be_ops ops = {be_send, be_relay, be_drop, be_registered};
     s->cfg.be.lost_batch = LOST_BATCH;
     s->loop = ev_new();
     if (s->loop == NULL || be_init(&s->be, &s->cfg.be, &ops) != 0) {
@@ -2094,6 +2149,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     ev_timer_init(&s->drain_timer, drain_expired, s);
     ev_timer_init(&s->backlog_timer, backlog_run, s);
     ev_timer_init(&s->reap_timer, reap_run, s);
+    ev_timer_init(&s->reg_timer, reg_run, s);
     ev_timer_init(&s->envs_timer, envs_due, s);
     ev_timer_init(&s->lost_timer, lost_due, s);
     ev_timer_init(&s->jr_timer, envs_due, s);

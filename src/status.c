@@ -382,7 +382,9 @@ status_mp_cached(struct status *st, const uint8_t **p, size_t *len, bool *fresh)
 {
     uint64_t k[STATUS_MP_KEY];
     mp_key(st, k);
-    *fresh = st->mp == NULL || memcmp(k, st->mp_key, sizeof(k)) != 0;
+    /* While a hello's registration is between the removal of the agent's previous one and
+     * its end (proto.md 5.6), the last map stands: no half-registered agent in it. */
+    *fresh = st->mp == NULL || (memcmp(k, st->mp_key, sizeof(k)) != 0 && !st->be->envs_held);
     if (*fresh) {
         struct ing_mp_writer w;
         ing_mp_writer_init_dyn(&w);

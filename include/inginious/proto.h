@@ -201,8 +201,13 @@ struct ing_update_envs {
 struct ing_agent_hello {
     struct ing_view friendly_name; /* str */
     uint32_t slots;                /* u32 available_job_slots */
-    struct ing_view environments;  /* mp: map type -> map name -> map info */
+    struct ing_view environments;  /* mp: map type -> map name -> map info; over
+                                    * ING_HELLO_CHECK_MAX bytes the codec checks only that
+                                    * it starts with a map header: the reader checks the
+                                    * rest of proto.md 4.1 as it reads it (the backend: in
+                                    * steps, proto.md 5.6) */
 };
+#define ING_HELLO_CHECK_MAX 65536
 
 /* One job an agent claims in AgentHelloResume (proto.md §7.9). */
 struct ing_resume_job {
