@@ -515,29 +515,17 @@ static void
 test_crash_agent_process_keeps_job(void **state)
 {
     struct lt_world *w = *state;
-    char jdir[LT_STR + 16], envs[LT_STR + 16], run[LT_STR + 64], flag[LT_STR + 16];
+    char jdir[LT_STR + 16], envs[LT_STR + 16], flag[LT_STR + 16];
     char alog[LT_STR + 16], script[LT_STR * 2 + 64], grace[32];
 
     snprintf(jdir, sizeof(jdir), "%s/journal", lt_dir(w));
-    snprintf(envs, sizeof(envs), "%s/envs", lt_dir(w));
     snprintf(flag, sizeof(flag), "%s/go", lt_dir(w));
     snprintf(alog, sizeof(alog), "%s/agent.log", lt_dir(w));
-    assert_int_equal(chmod(lt_dir(w), 0755), 0); /* as root, jobs run as nobody */
-    assert_int_equal(mkdir(envs, 0755), 0);
-    snprintf(run, sizeof(run), "%s/process", envs);
-    assert_int_equal(mkdir(run, 0755), 0);
-    snprintf(run, sizeof(run), "%s/process/default", envs);
-    assert_int_equal(mkdir(run, 0755), 0);
-    snprintf(run, sizeof(run), "%s/process/default/run", envs);
     snprintf(script, sizeof(script),
              "#!/bin/sh\nwhile [ ! -f '%s' ]; do sleep 0.02; done\n"
              "echo '{\"result\": \"success\", \"text\": \"kept\"}' > feedback.json\n",
              flag);
-    FILE *f = fopen(run, "w");
-    assert_non_null(f);
-    fputs(script, f);
-    fclose(f);
-    assert_int_equal(chmod(run, 0755), 0);
+    snprintf(envs, sizeof(envs), "%s", lt_process_env(w, script));
     snprintf(grace, sizeof(grace), "%dms", 5000 * lt_slow());
     lt_start(w, NULL, NULL, "--journal", jdir, "--fsync", "always", "--resume-grace", grace,
              NULL);

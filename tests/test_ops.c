@@ -693,27 +693,15 @@ static void
 test_agent_process_secret(void **state)
 {
     struct lt_world *w = *state;
-    char as[300], cs[300], wrong[300], envs[300], run[400], alog[300];
+    char as[300], cs[300], wrong[300], envs[300], alog[300];
 
     snprintf(as, sizeof(as), "%s", lt_write_file(w, "agent.secret", "agent-pa55\n"));
     snprintf(cs, sizeof(cs), "%s", lt_write_file(w, "client.secret", "client-pa55\n"));
     snprintf(wrong, sizeof(wrong), "%s", lt_write_file(w, "wrong.secret", "guess\n"));
-    snprintf(envs, sizeof(envs), "%s/envs", lt_dir(w));
     snprintf(alog, sizeof(alog), "%s/agent.log", lt_dir(w));
-    assert_int_equal(chmod(lt_dir(w), 0755), 0); /* run as root, jobs run as nobody */
-    assert_int_equal(mkdir(envs, 0755), 0);
-    snprintf(run, sizeof(run), "%s/process", envs);
-    assert_int_equal(mkdir(run, 0755), 0);
-    snprintf(run, sizeof(run), "%s/process/default", envs);
-    assert_int_equal(mkdir(run, 0755), 0);
-    snprintf(run, sizeof(run), "%s/process/default/run", envs);
-    FILE *f = fopen(run, "w");
-    assert_non_null(f);
-    fputs("#!/bin/sh\necho '{\"result\": \"success\", \"grade\": 77, \"text\": \"secret ok\"}'"
-          " > feedback.json\n",
-          f);
-    fclose(f);
-    assert_int_equal(chmod(run, 0755), 0);
+    snprintf(envs, sizeof(envs), "%s",
+             lt_process_env(w, "#!/bin/sh\necho '{\"result\": \"success\", \"grade\": 77, "
+                               "\"text\": \"secret ok\"}' > feedback.json\n"));
 
     lt_start(w, NULL, NULL, "--agent-secret-file", as, "--client-secret-file", cs, NULL);
 

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1290,4 +1291,26 @@ lt_stop_pid(struct lt_world *w, pid_t pid)
         lt_spin(w, 10);
     }
     return st;
+}
+
+const char *
+lt_process_env(struct lt_world *w, const char *script)
+{
+    static char envs[LT_STR + 16];
+    char path[LT_STR + 64];
+    snprintf(envs, sizeof(envs), "%s/envs", lt_dir(w));
+    snprintf(path, sizeof(path), "%s/process/default/run", envs);
+    /* root runs the agent, jobs run as nobody: the way to run must be open to them */
+    if (chmod(lt_dir(w), 0755) != 0 || mkdir(envs, 0755) != 0)
+        lt_fail("%s: %s", envs, strerror(errno));
+    for (char *p = path + strlen(envs) + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        if (mkdir(path, 0755) != 0)
+            lt_fail("%s: %s", path, strerror(errno));
+        *p = '/';
+    }
+    FILE *f = fopen(path, "w");
+    if (f == NULL || fputs(script, f) < 0 || fclose(f) != 0 || chmod(path, 0755) != 0)
+        lt_fail("%s: %s", path, strerror(errno));
+    return envs;
 }
