@@ -191,6 +191,7 @@ struct be_client {
     struct be_client *prev, *next; /* registered list; once gone: be->reaping (next only) */
     bool registered;
     bool gone; /* connection closed: its jobs are being dropped (be_reap), nothing is sent */
+    bool native, acks; /* be_client_native */
     struct job *jobs;
     uint64_t n_waiting;
     uint64_t job_bytes;       /* bodies of its jobs still held (be_client_job_bytes) */
@@ -936,6 +937,7 @@ owner_unlink(struct job *j)
 }
 
 static void jr_ended(struct backend *be, const struct job *j);
+static void jr_fresh_ack(struct backend *be, struct job *j);
 
 static void
 job_free_h(struct backend *be, struct job *j, uint64_t idh)
@@ -1411,6 +1413,8 @@ send_job_result(struct backend *be, struct job *j, const char *kind, const char 
 {
     if (strcmp(kind, "crash") == 0)
         failure_add(be, j, kind, strlen(kind), text, strlen(text));
+    if (be->jr != NULL && j->seq > be->jr_settled)
+        jr_fresh_ack(be, j);
     send_result(be, live_owner(j), job_id_view(j), kind, text, job_state(j));
 }
 
@@ -1907,6 +1911,7 @@ be_fini(struct backend *be)
     free(be->q_wait);
     free(be->q_text);
     free(be->q_sel);
+    buf_fini(&be->jr_fresh);
     pool_fini(&be->jobs_pool);
     fair_fini(&be->fair);
     slab_fini(&be->client_slab);
@@ -2020,6 +2025,15 @@ be_reap(struct backend *be, size_t budget)
 }
 
 void
+be_client_native(struct be_client *c, bool acks)
+{
+    c->native = true;
+    c->acks = acks;
+}
+
+#define JR_UNAVAILABLE "Journal unavailable: "
+
+void
 be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id, const char *why)
 {
     struct ing_view empty = {"", 0};
@@ -2031,11 +2045,30 @@ be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id, co
         [METRICS_REFUSE_NOMEM] = "Backend out of memory",
     };
     int reason = METRICS_REFUSE_INVALID;
-    for (int i = 1; i < METRICS_NREFUSE; i++)
+    for (int i = 1; i < METRICS_REFUSE_JOURNAL; i++)
         if (strcmp(why, why_text[i]) == 0)
             reason = i;
+    if (strncmp(why, JR_UNAVAILABLE, sizeof(JR_UNAVAILABLE) - 1) == 0)
+        reason = METRICS_REFUSE_JOURNAL;
     be->mc.refused[reason]++;
-    log_msg(LOG_WARN, "job %.*s refused: %s", (int)(id.len > 255 ? 255 : id.len), id.p, why);
+    /* While the journal cannot write, its state changes are logged (journal.c), and the
+     * refusals counted in one line once it works again; not one line per job. */
+    bool quiet = reason == METRICS_REFUSE_JOURNAL && be->jr != NULL && !journal_ok(be->jr);
+    if (quiet && be->jr_refused++ == 0)
+        log_msg(LOG_WARN, "journal unavailable: new jobs are refused (first: %.*s): %s",
+                (int)(id.len > 255 ? 255 : id.len), id.p, why);
+    else if (!quiet)
+        log_msg(LOG_WARN, "job %.*s refused: %s", (int)(id.len > 255 ? 255 : id.len), id.p,
+                why);
+    if (reason == METRICS_REFUSE_JOURNAL && c != NULL && c->native && !c->gone) {
+        struct ing_msg m;
+        memset(&m, 0, sizeof(m));
+        m.type = ING_ERROR;
+        m.u.error.code = ING_ERR_JOURNAL;
+        m.u.error.text.p = why;
+        m.u.error.text.len = (uint32_t)strlen(why);
+        be->ops.send(c->peer, &m);
+    }
     send_result(be, c, id, "crash", why, empty);
 }
 
@@ -2145,6 +2178,54 @@ static void
 jr_ended(struct backend *be, const struct job *j)
 {
     jr_job(be, JREC_ENDED, j, NULL, "end");
+}
+
+static void
+send_ack(struct backend *be, struct be_client *c, struct ing_view id)
+{
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_JOB_ACCEPTED;
+    m.u.ref.job_id = id;
+    be->ops.send(c->peer, &m);
+}
+
+/* jr_fresh_add notes the new job j of client c (proto.md 7.8). Without a journal, c hears
+ * BackendJobAccepted now if it asked; with one, j waits in be->jr_fresh for the flush that
+ * writes its record (be_journal_settle). Returns 0 or -ENOMEM. */
+static int
+jr_fresh_add(struct backend *be, struct be_client *c, const struct job *j)
+{
+    if (be->jr == NULL) {
+        if (c->acks)
+            send_ack(be, c, job_id_view(j));
+        return 0;
+    }
+    if (buf_reserve(&be->jr_fresh, 10 + (size_t)j->id_len) != 0)
+        return -ENOMEM;
+    uint8_t *p = buf_tail(&be->jr_fresh);
+    put_u64be(p, j->seq);
+    p[8] = c->acks;
+    p[9] = j->id_len;
+    memcpy(p + 10, job_id(j), j->id_len);
+    buf_produce(&be->jr_fresh, 10 + (size_t)j->id_len);
+    return 0;
+}
+
+/* jr_fresh_ack: a result of j is about to be sent before its record was settled (killed in
+ * the iteration that accepted it): its acknowledgement goes first, as proto.md 7.8 orders,
+ * and not again at the settling. */
+static void
+jr_fresh_ack(struct backend *be, struct job *j)
+{
+    uint8_t *p = buf_head(&be->jr_fresh), *end = p + buf_len(&be->jr_fresh);
+    for (; p < end; p += 10 + p[9])
+        if (get_u64be(p) == j->seq) {
+            if (p[8] && live_owner(j) != NULL)
+                send_ack(be, j->owner, job_id_view(j));
+            p[8] = 0;
+            return;
+        }
 }
 
 /* job_new validates then stores a new job of client c (NULL: a job replayed from the
@@ -2259,6 +2340,10 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
         c->job_bytes += len;
     }
     be->job_bytes += len;
+    if (c != NULL && jr_fresh_add(be, c, j) != 0) {
+        job_free_h(be, j, idh);
+        return "Backend out of memory";
+    }
     job_enqueue(be, j);
     be->stats.jobs_submitted++;
     log_msg(LOG_DEBUG, "job %.*s queued for %s/%s", (int)j->id_len, job_id(j), e->type, e->name);
@@ -2381,11 +2466,13 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
         }
         struct ing_view id = m.u.new_job.job.job_id;
         uint64_t idh = id_hash(id.p, id.len);
-        struct job *j = jtab_find_h(be, idh, id.p, id.len);
-        if (j != NULL && j->seq == seq)
-            return 0; /* the copy a compaction cut short left */
         const char *why = job_new(be, NULL, p + 8 + ING_HDR_LEN, len - 8 - ING_HDR_LEN,
                                   &m.u.new_job, idh, seq);
+        if (why != NULL && strcmp(why, "Duplicate job id") == 0) {
+            const struct job *j = jtab_find_h(be, idh, id.p, id.len);
+            if (j != NULL && j->seq == seq)
+                return 0; /* the copy a compaction cut short left */
+        }
         if (why != NULL && be->jr_skipped++ == 0) /* one line, not one per job */
             log_msg(LOG_WARN, "journal: job %.*s not restored: %s (later ones counted)",
                     (int)(id.len > 255 ? 255 : id.len), id.p, why);
@@ -2482,6 +2569,64 @@ be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32
         return false;
     const struct job *j = jtab_find_h((struct backend *)be, id_hash(id.p, id.len), id.p, id.len);
     return j != NULL && j->seq == get_u64be(p);
+}
+
+/* jr_refuse_late refuses j, accepted in this iteration, whose record could not be written:
+ * its client hears crash be->jr_why (and Error JOURNAL if native), and j is forgotten, or
+ * killed on the agent it was just sent to (its answer then finds no owner). */
+static void
+jr_refuse_late(struct backend *be, struct job *j, uint64_t idh)
+{
+    struct be_client *c = live_owner(j);
+    be->stats.jobs_submitted--;
+    if (c != NULL) {
+        be_client_refuse(be, c, job_id_view(j), be->jr_why);
+    } else {
+        be->stats.jobs_refused++;
+        be->mc.refused[METRICS_REFUSE_JOURNAL]++;
+    }
+    if (j->status == JOB_WAITING) {
+        job_unqueue(be, j);
+        job_free_h(be, j, idh);
+    } else {
+        jr_ended(be, j); /* not restored at the next start, whenever the agent answers */
+        owner_unlink(j);
+        send_kill(be, j);
+    }
+}
+
+void
+be_journal_settle(struct backend *be, int err)
+{
+    if (err != 0)
+        snprintf(be->jr_why, sizeof(be->jr_why), JR_UNAVAILABLE "%s", strerror(-err));
+    else if (be->jr_refused > 0) {
+        log_msg(LOG_WARN, "journal: accepting jobs again (%llu refused while unavailable)",
+                (unsigned long long)be->jr_refused);
+        be->jr_refused = 0;
+    }
+    const uint8_t *p = buf_head(&be->jr_fresh), *end = p + buf_len(&be->jr_fresh);
+    for (; p < end; p += 10 + p[9]) {
+        if (err == 0 && !p[8])
+            continue; /* written: only the acknowledgements are left to send */
+        const char *id = (const char *)p + 10;
+        uint64_t idh = id_hash(id, p[9]);
+        struct job *j = jtab_find_h(be, idh, id, p[9]);
+        if (j == NULL || j->seq != get_u64be(p))
+            continue; /* ended already (killed, its client gone) */
+        if (err != 0)
+            jr_refuse_late(be, j, idh);
+        else if (live_owner(j) != NULL)
+            send_ack(be, j->owner, job_id_view(j));
+    }
+    be->jr_fresh.rpos = be->jr_fresh.wpos = 0;
+    be->jr_settled = be->arrival_seq;
+}
+
+int
+be_journal_reserve(struct backend *be, uint64_t n)
+{
+    return n > SIZE_MAX / 2 ? -ENOMEM : idtab_reserve(&be->jtab, (size_t)n);
 }
 
 uint64_t

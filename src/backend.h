@@ -191,6 +191,11 @@ struct backend {
     struct jr_pend *jr_pend; /* replay: dispatch states of jobs whose accepted record comes
                               * later (a compaction's copy); freed by be_journal_replayed */
     size_t jr_npend, jr_pend_cap;
+    /* The jobs accepted since the journal's last flush (be_journal_settle): per job its
+     * arrival order (u64), a byte "acknowledge it", its id's length (u8) and its id. */
+    struct buf jr_fresh;
+    uint64_t jr_settled; /* jobs of a higher arrival order are not settled yet */
+    uint64_t jr_refused; /* refused while the journal is unavailable (one log line) */
 };
 
 /* be_init prepares be. Returns 0 or -ENOMEM. */
@@ -214,6 +219,10 @@ bool be_client_registered(const struct be_client *c);
 /* be_client_job_bytes: the bytes of the bodies of c's jobs the backend holds. */
 uint64_t be_client_job_bytes(const struct be_client *c);
 void be_client_hello(struct backend *be, struct be_client *c);
+/* be_client_native: c speaks the native protocol (it gets Error JOURNAL with a refusal for
+ * the journal's sake, proto.md 5.1) and, with acks, BackendJobAccepted for each job it is
+ * accepted (proto.md 7.8): at once without a journal, else from be_journal_settle. */
+void be_client_native(struct be_client *c, bool acks);
 /* Look-ahead: be_id_hash is the hash the backend keys job id id with, and be_prefetch_id
  * starts loading the job-id table's line for hash h without waiting for it. A caller that
  * holds several frames (server.c) prefetches the ids of the next ones while it handles the
@@ -375,6 +384,15 @@ uint64_t be_journal_live_bytes(const struct backend *be);
 /* be_journal_replayed ends the replay: the running jobs it restored (dispatched records of
  * agents that can resume) wait cfg.resume_grace_ms from now for their agents. */
 void be_journal_replayed(struct backend *be);
+/* be_journal_settle is called after each flush of the journal (err: its result, 0 or
+ * -errno) with the jobs accepted since the previous call (proto.md 7.8): on success their
+ * records are written (synced under --fsync always) and the clients that asked hear
+ * BackendJobAccepted; on failure each is refused after all with crash "Journal unavailable:
+ * ..." (and Error JOURNAL to native clients): a waiting one is forgotten, one already sent
+ * to an agent is killed there and its client told at once. */
+void be_journal_settle(struct backend *be, int err);
+/* be_journal_reserve sizes the job table for about n jobs before a replay (0 or -ENOMEM). */
+int be_journal_reserve(struct backend *be, uint64_t n);
 
 /* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
 int be_check(const struct backend *be);

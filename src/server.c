@@ -203,8 +203,8 @@ static void conn_close(struct conn *c, const char *why);
 static void addr_release(struct server *s, struct conn *c);
 
 /* ---------------------------------------------------------------------------------------- */
-/* The memory budget (--max-memory): every connection's input and output buffers and the
- * bodies of the jobs the backend holds. New work (jobs, connections, the input of anyone
+/* The memory budget (--max-memory): every connection's input and output buffers, the
+ * bodies of the jobs the backend holds and the journal's buffers (journal_mem). New work (jobs, connections, the input of anyone
  * but a registered agent) may use 7/8 of it; the last eighth is kept for what ends work:
  * agents' reports and the output carrying results to clients. */
 
@@ -220,7 +220,8 @@ conn_account(struct conn *c)
 static uint64_t
 mem_used(const struct server *s)
 {
-    return s->mem_bufs + s->be.job_bytes + httpd_mem(s->httpd);
+    return s->mem_bufs + s->be.job_bytes + httpd_mem(s->httpd) + s->be.jr_fresh.cap +
+           (s->jr_on ? journal_mem(&s->jr) : 0);
 }
 
 static uint64_t
@@ -700,7 +701,9 @@ jr_tick(struct server *s)
     struct journal *j = &s->jr;
     uint64_t now = s->be.now_ms;
     journal_set_live(j, be_journal_live_bytes(&s->be));
-    (void)journal_flush(j, now); /* a failure is logged once per change, jobs refused */
+    /* A failure is logged once per change; this iteration's jobs are refused after all
+     * (their records wait in memory, with the end records of the refusals). */
+    be_journal_settle(&s->be, journal_flush(j, now));
     bool more = journal_compact_step(j, SRV_COMPACT_BUDGET, now, jr_relocate, &s->be);
     uint64_t next = more ? now : journal_next_ms(j);
     if (next != UINT64_MAX)
@@ -876,6 +879,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
                 m->u.client_hello.name.p);
         c->srv->iter_check = true; /* the environment list is sent */
         c->acks = m->type == ING_CLIENT_HELLO_ACK; /* the last hello decides */
+        be_client_native(c->client, c->acks);
         be_client_hello(be, c->client);
         hs_unlink(c->srv, c); /* opened */
         return;
@@ -916,15 +920,10 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
                              "Queue full: this client's jobs hold too many bytes");
             break;
         }
-        if (be_client_new_job_h(be, c->client, body, len, &m->u.new_job,
-                                hint_take(c, m->u.new_job.job.job_id)) &&
-            c->acks) {
-            /* Queued now, it leaves after before_sleep wrote (and under --fsync always
-             * synced) the job's record: the journal is flushed before any output. */
-            reply.type = ING_BACKEND_JOB_ACCEPTED;
-            reply.u.ref.job_id = m->u.new_job.job.job_id;
-            conn_send(c, &reply);
-        }
+        /* Acknowledged (c->acks) by the backend: at once without a journal, else once
+         * before_sleep has written (and under --fsync always synced) its record. */
+        (void)be_client_new_job_h(be, c->client, body, len, &m->u.new_job,
+                                  hint_take(c, m->u.new_job.job.job_id));
         break;
     case ING_CLIENT_KILL_JOB:
         be_client_kill_h(be, c->client, m->u.ref.job_id, hint_take(c, m->u.ref.job_id));
@@ -1786,7 +1785,7 @@ finish(struct server *s)
         return;
     update_clock(s);
     if (s->be.jr != NULL) { /* the jobs left stay in the journal for the next start */
-        (void)journal_flush(&s->jr, UINT64_MAX / 2);
+        be_journal_settle(&s->be, journal_flush(&s->jr, UINT64_MAX / 2));
         s->be.jr = NULL;
     }
     be_fail_all(&s->be, "Backend shutting down");
@@ -2072,12 +2071,16 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     }
     if (cfg->journal_dir != NULL) {
         update_clock(s);
+        /* The job table sized once for what the journal may hold (a waiting 128-byte job
+         * takes some 280 bytes there): no doubling and rehashing in the middle of it. */
+        (void)be_journal_reserve(&s->be, journal_dir_bytes(cfg->journal_dir) / 256);
         if (journal_open(&s->jr, cfg->journal_dir, &cfg->journal, jr_replay, &s->be, err,
                          errlen) != 0)
             goto fail;
         s->jr_on = true;
         s->be.jr = &s->jr;
         be_journal_replayed(&s->be);
+        s->be.jr_settled = s->be.arrival_seq; /* the replayed jobs are on disk */
         signal(SIGXFSZ, SIG_IGN); /* a file-size limit is a write error (EFBIG), not death */
         log_msg(LOG_INFO, "journal %s: %llu waiting jobs restored", cfg->journal_dir,
                 (unsigned long long)s->be.n_waiting);

@@ -99,6 +99,7 @@ enum ing_error_code {
     ING_ERR_SHUTDOWN = 11,  /* the server is shutting down; closed */
     ING_ERR_OVERLOAD = 12,  /* the peer does not read its output; closed */
     ING_ERR_INVALID = 13,   /* a field value is refused (see text); frame dropped */
+    ING_ERR_JOURNAL = 14,   /* a job refused: the journal cannot write (see text); open */
 };
 
 /* Debug field of a job. */
