@@ -163,8 +163,10 @@ struct be_agent {
     uint64_t dl_ms; /* no running job's deadline is before (be_timeouts scans it then) */
 };
 
+struct be_session;
+
 struct be_client {
-    void *peer;
+    void *peer; /* NULL while a session is detached */
     struct be_client *prev, *next; /* registered list; once gone: be->reaping (next only) */
     bool registered;
     bool gone; /* connection closed: its jobs are being dropped (be_reap), nothing is sent */
@@ -172,6 +174,26 @@ struct be_client {
     uint64_t n_waiting;
     uint64_t job_bytes;       /* bodies of its jobs still held (be_client_job_bytes) */
     uint64_t dropped, killed; /* while gone: counts for the log line */
+    struct be_session *sess;  /* NULL: not a session (proto.md 7.9) */
+};
+
+/* A result kept for a detached session: its BackendJobDone frame (header then body). */
+struct kept {
+    struct kept *next;
+    uint64_t seq; /* its job's arrival order */
+    uint32_t len; /* body bytes, after the ING_HDR_LEN header */
+    uint8_t frame[];
+};
+
+/* A session (proto.md 7.9): a client whose jobs outlive its connection. Detached sessions
+ * (peer NULL) are listed in be->detached through their client's prev/next. */
+struct be_session {
+    uint8_t id[ING_SESSION_ID_LEN];
+    struct be_client *c;
+    struct kept *kept, **kept_tail; /* results to deliver, in arrival order */
+    uint64_t n_kept;
+    uint64_t detached_ms; /* when the connection went (monotonic) */
+    bool detached;
 };
 
 static const uint8_t empty_map[1] = {0x80};
@@ -1215,9 +1237,16 @@ sched_envs(struct backend *be, struct env *const *envs, size_t n)
 /* ---------------------------------------------------------------------------------------- */
 /* Messages to clients                                                                       */
 
+static void session_keep_msg(struct backend *be, struct be_client *c, uint64_t seq,
+                             const struct ing_msg *m);
+static void session_keep(struct backend *be, struct be_client *c, uint64_t seq,
+                         const uint8_t *body, size_t len);
+
+/* send_result_seq sends c a synthetic result (kept if c is a detached session: seq is the
+ * job's arrival order). */
 static void
-send_result(struct backend *be, struct be_client *c, struct ing_view id, const char *kind,
-            const char *text, struct ing_view state)
+send_result_seq(struct backend *be, struct be_client *c, struct ing_view id, const char *kind,
+                const char *text, struct ing_view state, uint64_t seq)
 {
     if (c == NULL)
         return;
@@ -1236,7 +1265,17 @@ send_result(struct backend *be, struct be_client *c, struct ing_view id, const c
     r->state = state;
     r->archive.p = NULL;
     r->stdout_.p = r->stderr_.p = "";
-    be->ops.send(c->peer, &m);
+    if (c->peer == NULL)
+        session_keep_msg(be, c, seq, &m);
+    else
+        be->ops.send(c->peer, &m);
+}
+
+static void
+send_result(struct backend *be, struct be_client *c, struct ing_view id, const char *kind,
+            const char *text, struct ing_view state)
+{
+    send_result_seq(be, c, id, kind, text, state, 0);
 }
 
 /* failure_add records a failure of job j for the status page. */
@@ -1257,7 +1296,7 @@ send_job_result(struct backend *be, struct job *j, const char *kind, const char 
 {
     if (strcmp(kind, "crash") == 0)
         failure_add(be, j, kind, strlen(kind), text, strlen(text));
-    send_result(be, live_owner(j), job_id_view(j), kind, text, job_state(j));
+    send_result_seq(be, live_owner(j), job_id_view(j), kind, text, job_state(j), j->seq);
 }
 
 static void
@@ -1526,6 +1565,15 @@ be_config_default(struct be_config *cfg)
     cfg->hello_burst = 16;
     cfg->max_requeues = 5;
     cfg->deadline_margin_ms = 30000;
+    cfg->session_ttl_ms = 600000;
+}
+
+static void
+session_key(const void *obj, const void **key, size_t *len)
+{
+    const struct be_session *s = obj;
+    *key = s->id;
+    *len = ING_SESSION_ID_LEN;
 }
 
 int
@@ -1542,7 +1590,8 @@ be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *op
     be->emask = 63;
     be->etab = calloc(be->emask + 1, sizeof(*be->etab));
     int fr = fair_init(&be->fair, cfg->fair_mode, cfg->fair_weights, cfg->n_fair_weights);
-    if (idtab_init(&be->jtab, job_key) != 0 || be->etab == NULL || fr != 0) {
+    if (idtab_init(&be->jtab, job_key) != 0 || idtab_init(&be->stab, session_key) != 0 ||
+        be->etab == NULL || fr != 0) {
         be_fini(be);
         return -ENOMEM;
     }
@@ -1550,6 +1599,7 @@ be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *op
 }
 
 static void agent_unregister(struct backend *be, struct be_agent *a, bool silent);
+static void sessions_fini(struct backend *be);
 
 void
 be_fini(struct backend *be)
@@ -1571,6 +1621,7 @@ be_fini(struct backend *be)
             run_remove(be, j);
         job_free(be, j);
     }
+    sessions_fini(be);
     while (be->clients != NULL) {
         struct be_client *c = be->clients;
         be->clients = c->next;
@@ -1667,20 +1718,36 @@ client_reap(struct backend *be, struct be_client *c, size_t *budget)
     return true;
 }
 
+/* client_unregister takes c out of the registered clients (nothing is broadcast to it). */
+static void
+client_unregister(struct backend *be, struct be_client *c)
+{
+    if (!c->registered)
+        return;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        be->clients = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    c->registered = false;
+    be->n_clients--;
+}
+
+static void session_detach(struct backend *be, struct be_client *c);
+
 bool
 be_client_gone(struct backend *be, struct be_client *c)
 {
     if (c == NULL)
         return be->reaping != NULL;
-    if (c->registered) {
-        if (c->prev != NULL)
-            c->prev->next = c->next;
-        else
-            be->clients = c->next;
-        if (c->next != NULL)
-            c->next->prev = c->prev;
-        be->n_clients--;
+    if (c->sess != NULL) { /* its jobs wait for it to come back (proto.md 7.9) */
+        if (!c->sess->detached)
+            session_detach(be, c);
+        return be->reaping != NULL;
     }
+    client_unregister(be, c);
     c->gone = true;
     c->peer = NULL;
     size_t budget = be->cfg.reap_batch;
@@ -1774,11 +1841,15 @@ aged_priority(const struct backend *be, int64_t p)
     return p > INT64_MAX - e ? INT64_MAX : p + e;
 }
 
+static int jr_session_accepted(struct backend *be, const struct job *j);
+
 /* jr_accepted journals the acceptance of j (proto.md 12.3): its arrival order and its
  * ClientNewJob frame. Returns 0 or -errno. */
 static int
 jr_accepted(struct backend *be, const struct job *j)
 {
+    if (j->owner != NULL && j->owner->sess != NULL)
+        return jr_session_accepted(be, j);
     uint8_t pre[8 + ING_HDR_LEN];
     put_u64be(pre, j->seq);
     ing_frame_header(pre + 8, ING_CLIENT_NEW_JOB, j->body_len);
@@ -1801,6 +1872,10 @@ jr_ended(struct backend *be, const struct job *j)
         log_msg(LOG_ERR, "journal: out of memory: the end of job %.*s is not recorded",
                 (int)j->id_len, job_id(j));
 }
+
+/* held_already is job_new's answer to a session resubmitting a job it owns: nothing is
+ * done, and the job counts as accepted (proto.md 7.9). */
+static const char held_already[] = "";
 
 /* job_new validates then stores a new job of client c (NULL: a job replayed from the
  * journal, of arrival order seq) and queues it. Returns NULL, or why it was refused
@@ -1837,7 +1912,8 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
         dup = NULL;
     }
     if (dup != NULL)
-        return "Duplicate job id";
+        return c != NULL && c->sess != NULL && dup->owner == c ? held_already
+                                                                : "Duplicate job id";
     if (be->draining)
         return "Backend shutting down";
     if (be->n_waiting >= be->cfg.max_waiting ||
@@ -1925,10 +2001,15 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
                     const struct ing_client_new_job *m, uint64_t idh)
 {
     const char *why = job_new(be, c, body, len, m, idh, 0);
+    if (why == held_already)
+        return true;
     if (why != NULL)
         be_client_refuse(be, c, m->job.job_id, why);
     return why == NULL;
 }
+
+static int session_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
+static bool session_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
 
 int
 be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
@@ -1936,6 +2017,8 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
     if (len < 8)
         return 0; /* not ours to judge: the journal checked the CRC; skip */
     uint64_t seq = get_u64be(p);
+    if (type == JREC_SESSION_ACCEPTED || type == JREC_DONE || type == JREC_DELIVERED)
+        return session_replay(be, type, p, len);
     if (type == JREC_ACCEPTED) {
         struct ing_msg m;
         ssize_t n = ing_msg_decode(p + 8, len - 8, UINT32_MAX, &m);
@@ -1968,6 +2051,8 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
 bool
 be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
 {
+    if (type == JREC_SESSION_ACCEPTED || type == JREC_DONE)
+        return session_live(be, type, p, len);
     if (type != JREC_ACCEPTED || len < 8 + ING_HDR_LEN)
         return false; /* an end record only matters while its acceptance is before it */
     struct ing_view id;
@@ -1981,7 +2066,8 @@ be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32
 uint64_t
 be_journal_live_bytes(const struct backend *be)
 {
-    return be->job_bytes + (be->n_waiting + be->n_running) * (JOURNAL_REC_HDR + 8 + ING_HDR_LEN);
+    return be->job_bytes + (be->n_waiting + be->n_running) * (JOURNAL_REC_HDR + 8 + ING_HDR_LEN) +
+           be->kept_bytes + be->n_kept * (JOURNAL_REC_HDR + 8 + ING_SESSION_ID_LEN + ING_HDR_LEN);
 }
 
 void
@@ -2911,7 +2997,7 @@ be_agent_started_h(struct backend *be, struct be_agent *a, struct ing_view id, u
     j->status = JOB_STARTED;
     be->mc.started++;
     struct be_client *c = live_owner(j);
-    if (c == NULL)
+    if (c == NULL || c->peer == NULL) /* a detached session learns it from its job list */
         return;
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
@@ -2927,7 +3013,7 @@ be_agent_ssh(struct backend *be, struct be_agent *a, const uint8_t *body, size_t
     struct job *j =
         agent_job(be, a, m->job_id, "AgentJobSSHDebug", id_hash(m->job_id.p, m->job_id.len));
     struct be_client *c = j != NULL ? live_owner(j) : NULL;
-    if (c == NULL)
+    if (c == NULL || c->peer == NULL)
         return;
     be->ops.relay(c->peer, ING_BACKEND_JOB_SSH_DEBUG, body, len);
 }
@@ -2972,8 +3058,10 @@ be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, siz
                     m->result_text.len);
     run_remove(be, j);
     struct be_client *c = live_owner(j);
-    if (c != NULL)
+    if (c != NULL && c->peer != NULL)
         be->ops.relay(c->peer, ING_BACKEND_JOB_DONE, body, len);
+    else if (c != NULL)
+        session_keep(be, c, j->seq, body, len);
     be->stats.jobs_done++;
     log_msg(LOG_DEBUG, "job %.*s done on agent %s", (int)j->id_len, job_id(j), a->name);
     job_free_h(be, j, idh);
@@ -3170,6 +3258,8 @@ be_fail_all(struct backend *be, const char *text)
         struct job *j = idtab_at(&be->jtab, i);
         if (j == NULL)
             continue;
+        if (be->jr != NULL && j->owner != NULL && j->owner->sess != NULL)
+            continue; /* kept in the journal: its session resumes it (proto.md 7.6) */
         if (j->status == JOB_WAITING) {
             job_unqueue(be, j);
         } else {
@@ -3181,6 +3271,441 @@ be_fail_all(struct backend *be, const char *text)
         be->stats.jobs_crashed++;
         job_free(be, j);
     }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Sessions (proto.md 7.9)                                                                   */
+
+static inline uint64_t
+session_hash(const uint8_t *id)
+{
+    return idtab_hash(idtab_hash_seed(), id, ING_SESSION_ID_LEN);
+}
+
+static struct be_session *
+session_get(const struct backend *be, const uint8_t *id)
+{
+    return idtab_find(&be->stab, session_hash(id), id, ING_SESSION_ID_LEN);
+}
+
+struct be_client *
+be_session_find(const struct backend *be, const uint8_t id[ING_SESSION_ID_LEN])
+{
+    struct be_session *s = session_get(be, id);
+    return s != NULL ? s->c : NULL;
+}
+
+void *
+be_client_peer(const struct be_client *c)
+{
+    return c->peer;
+}
+
+const uint8_t *
+be_client_session(const struct be_client *c)
+{
+    return c->sess != NULL ? c->sess->id : NULL;
+}
+
+/* session_make makes client c the session id. Returns 0 or -ENOMEM. */
+static int
+session_make(struct backend *be, struct be_client *c, const uint8_t *id)
+{
+    struct be_session *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -ENOMEM;
+    memcpy(s->id, id, ING_SESSION_ID_LEN);
+    s->c = c;
+    s->kept_tail = &s->kept;
+    if (idtab_insert(&be->stab, session_hash(id), s) != 0) {
+        free(s);
+        return -ENOMEM;
+    }
+    c->sess = s;
+    be->n_sessions++;
+    return 0;
+}
+
+/* session_detach: c's connection is gone; its jobs stay for cfg.session_ttl_ms. */
+static void
+session_detach(struct backend *be, struct be_client *c)
+{
+    client_unregister(be, c);
+    c->peer = NULL;
+    c->sess->detached = true;
+    c->sess->detached_ms = be->now_ms;
+    c->prev = NULL;
+    c->next = be->detached;
+    if (be->detached != NULL)
+        be->detached->prev = c;
+    be->detached = c;
+}
+
+static void
+detached_unlink(struct backend *be, struct be_client *c)
+{
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        be->detached = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    c->sess->detached = false;
+}
+
+void
+be_session_detach(struct backend *be, struct be_client *c)
+{
+    if (c->sess != NULL && !c->sess->detached)
+        session_detach(be, c);
+}
+
+/* jr_session_accepted journals j, a session's job: its arrival order, its session id, its
+ * ClientNewJob frame (record 7). Returns 0 or -errno. */
+static int
+jr_session_accepted(struct backend *be, const struct job *j)
+{
+    uint8_t pre[8 + ING_SESSION_ID_LEN + ING_HDR_LEN];
+    put_u64be(pre, j->seq);
+    memcpy(pre + 8, j->owner->sess->id, ING_SESSION_ID_LEN);
+    ing_frame_header(pre + 8 + ING_SESSION_ID_LEN, ING_CLIENT_NEW_JOB, j->body_len);
+    struct journal_iov v[2] = {{pre, sizeof(pre)}, {j->body, j->body_len}};
+    int err;
+    journal_appendv(be->jr, JREC_SESSION_ACCEPTED, v, 2, &err);
+    return err;
+}
+
+/* jr_kept journals a kept result (type JREC_DONE: seq, session id, frame) or its delivery
+ * (JREC_DELIVERED: seq, session id). */
+static void
+jr_kept(struct backend *be, uint8_t type, const struct be_session *s, const struct kept *k)
+{
+    uint8_t pre[8 + ING_SESSION_ID_LEN];
+    put_u64be(pre, k->seq);
+    memcpy(pre + 8, s->id, ING_SESSION_ID_LEN);
+    struct journal_iov v[2] = {{pre, sizeof(pre)}, {k->frame, ING_HDR_LEN + k->len}};
+    int err;
+    journal_appendv(be->jr, type, v, type == JREC_DONE ? 2 : 1, &err);
+    if (err != 0)
+        log_msg(LOG_ERR, "journal: a kept result of a session is not recorded: %s",
+                strerror(-err));
+}
+
+/* kept_add appends a result of len body bytes (frame header included in frame) to s.
+ * Returns it, or NULL (no memory: logged, the result is lost). */
+static struct kept *
+kept_new(struct backend *be, struct be_session *s, uint64_t seq, size_t len)
+{
+    struct kept *k = len <= UINT32_MAX - ING_HDR_LEN ? malloc(sizeof(*k) + ING_HDR_LEN + len)
+                                                     : NULL;
+    if (k == NULL) {
+        log_msg(LOG_ERR, "out of memory: a result for a detached session is lost");
+        return NULL;
+    }
+    k->next = NULL;
+    k->seq = seq;
+    k->len = (uint32_t)len;
+    *s->kept_tail = k;
+    s->kept_tail = &k->next;
+    s->n_kept++;
+    be->n_kept++;
+    be->kept_bytes += len;
+    return k;
+}
+
+static void
+kept_free(struct backend *be, struct be_session *s, struct kept *k)
+{
+    s->n_kept--;
+    be->n_kept--;
+    be->kept_bytes -= k->len;
+    free(k);
+}
+
+/* session_keep keeps the result body[0..len) of job seq for the detached session c. */
+static void
+session_keep(struct backend *be, struct be_client *c, uint64_t seq, const uint8_t *body,
+             size_t len)
+{
+    struct kept *k = kept_new(be, c->sess, seq, len);
+    if (k == NULL)
+        return;
+    ing_frame_header(k->frame, ING_BACKEND_JOB_DONE, (uint32_t)len);
+    memcpy(k->frame + ING_HDR_LEN, body, len);
+    if (be->jr != NULL)
+        jr_kept(be, JREC_DONE, c->sess, k);
+}
+
+static void
+session_keep_msg(struct backend *be, struct be_client *c, uint64_t seq, const struct ing_msg *m)
+{
+    size_t n = ing_msg_size(m);
+    if (n < ING_HDR_LEN || c->sess == NULL)
+        return;
+    struct kept *k = kept_new(be, c->sess, seq, n - ING_HDR_LEN);
+    if (k == NULL)
+        return;
+    (void)ing_msg_encode(m, k->frame, n);
+    if (be->jr != NULL)
+        jr_kept(be, JREC_DONE, c->sess, k);
+}
+
+/* session_unkeep forgets s's kept results (delivered, or dropped with s), journaling each
+ * as delivered (record 5) so that none comes back. */
+static void
+session_unkeep(struct backend *be, struct be_session *s, bool deliver)
+{
+    while (s->kept != NULL) {
+        struct kept *k = s->kept;
+        s->kept = k->next;
+        if (deliver)
+            be->ops.relay(s->c->peer, ING_BACKEND_JOB_DONE, k->frame + ING_HDR_LEN, k->len);
+        if (be->jr != NULL)
+            jr_kept(be, JREC_DELIVERED, s, k);
+        kept_free(be, s, k);
+    }
+    s->kept_tail = &s->kept;
+}
+
+/* mp_ids_limit bounds one BackendSessionJobs list (bytes of its msgpack array). */
+#define SESSION_LIST_MAX (1u << 20)
+
+/* session_send_jobs tells c (attached) which of its jobs the backend holds: one or more
+ * BackendSessionJobs frames, the last with last = true. */
+static int
+session_send_jobs(struct backend *be, struct be_client *c)
+{
+    size_t cap = be->cfg.max_frame > BE_FRAME_SLACK + 16 ? be->cfg.max_frame - BE_FRAME_SLACK : 0;
+    if (cap > SESSION_LIST_MAX)
+        cap = SESSION_LIST_MAX;
+    if (cap < 5 + 2 + MAX_ID_LEN)
+        return -EINVAL;
+    uint8_t *buf = malloc(cap);
+    if (buf == NULL)
+        return -ENOMEM;
+    const struct job *j = c->jobs;
+    do {
+        size_t used = 5, n = 0; /* room for the largest array header */
+        for (; j != NULL; j = j->onext) {
+            size_t hl = j->id_len < 32 ? 1 : 2;
+            if (used + hl + j->id_len > cap)
+                break;
+            if (hl == 1) {
+                buf[used++] = (uint8_t)(0xa0 | j->id_len);
+            } else {
+                buf[used++] = 0xd9;
+                buf[used++] = j->id_len;
+            }
+            memcpy(buf + used, job_id(j), j->id_len);
+            used += j->id_len;
+            n++;
+        }
+        size_t hs = n < 16 ? 1 : n < 65536 ? 3 : 5;
+        uint8_t *a = buf + 5 - hs;
+        if (hs == 1) {
+            a[0] = (uint8_t)(0x90 | n);
+        } else if (hs == 3) {
+            a[0] = 0xdc;
+            put_u16be(a + 1, (uint16_t)n);
+        } else {
+            a[0] = 0xdd;
+            put_u32be(a + 1, (uint32_t)n);
+        }
+        struct ing_msg m;
+        memset(&m, 0, sizeof(m));
+        m.type = ING_BACKEND_SESSION_JOBS;
+        m.u.session_jobs.last = j == NULL;
+        m.u.session_jobs.jobs.p = (const char *)a;
+        m.u.session_jobs.jobs.len = (uint32_t)(used - 5 + hs);
+        be->ops.send(c->peer, &m);
+    } while (j != NULL);
+    free(buf);
+    return 0;
+}
+
+struct be_client *
+be_session_attach(struct backend *be, struct be_client *c, const uint8_t id[ING_SESSION_ID_LEN])
+{
+    struct be_session *s = session_get(be, id);
+    if (s == NULL)
+        return session_make(be, c, id) == 0 ? c : NULL;
+    struct be_client *sc = s->c;
+    if (sc == c)
+        return c;
+    if (!s->detached) /* the caller detaches the other connection first */
+        return NULL;
+    void *peer = c->peer;
+    be_client_gone(be, c); /* a fresh connection: no job (the caller checks) */
+    detached_unlink(be, sc);
+    sc->peer = peer;
+    return sc;
+}
+
+void
+be_session_resume(struct backend *be, struct be_client *c)
+{
+    if (c->sess == NULL || c->peer == NULL)
+        return;
+    session_unkeep(be, c->sess, true);
+    if (session_send_jobs(be, c) != 0)
+        log_msg(LOG_ERR, "out of memory listing a resumed session's jobs");
+}
+
+/* session_free forgets session s (its client stays, without session). */
+static void
+session_free(struct backend *be, struct be_session *s)
+{
+    session_unkeep(be, s, false);
+    idtab_remove(&be->stab, session_hash(s->id), s);
+    s->c->sess = NULL;
+    be->n_sessions--;
+    free(s);
+}
+
+void
+be_session_tick(struct backend *be)
+{
+    struct be_client *c = be->detached;
+    while (c != NULL) {
+        struct be_client *next = c->next;
+        if (be->now_ms - c->sess->detached_ms >= be->cfg.session_ttl_ms) {
+            log_msg(LOG_INFO, "session detached for %llu ms: %llu kept results dropped, its "
+                    "jobs handled as a client's that left",
+                    (unsigned long long)(be->now_ms - c->sess->detached_ms),
+                    (unsigned long long)c->sess->n_kept);
+            detached_unlink(be, c);
+            session_free(be, c->sess);
+            be_client_gone(be, c);
+        }
+        c = next;
+    }
+}
+
+/* session_restore returns the session id of the journal, made detached if new, or NULL. */
+static struct be_client *
+session_restore(struct backend *be, const uint8_t *id)
+{
+    struct be_session *s = session_get(be, id);
+    if (s != NULL)
+        return s->c;
+    struct be_client *c = be_client_new(be, NULL);
+    if (c == NULL)
+        return NULL;
+    if (session_make(be, c, id) != 0) {
+        slab_free(&be->client_slab, c);
+        return NULL;
+    }
+    session_detach(be, c);
+    return c;
+}
+
+static struct kept *
+kept_find(const struct be_session *s, uint64_t seq, struct kept ***where)
+{
+    struct kept **pp = (struct kept **)&s->kept;
+    for (; *pp != NULL; pp = &(*pp)->next)
+        if ((*pp)->seq == seq) {
+            if (where != NULL)
+                *where = pp;
+            return *pp;
+        }
+    return NULL;
+}
+
+static int
+session_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
+{
+    if (len < 8 + ING_SESSION_ID_LEN)
+        return 0;
+    uint64_t seq = get_u64be(p);
+    const uint8_t *id = p + 8;
+    const uint8_t *f = p + 8 + ING_SESSION_ID_LEN;
+    uint32_t flen = len - 8 - ING_SESSION_ID_LEN;
+    if (type == JREC_DELIVERED) {
+        struct be_session *s = session_get(be, id);
+        struct kept **pp;
+        struct kept *k = s != NULL ? kept_find(s, seq, &pp) : NULL;
+        if (k != NULL) {
+            *pp = k->next;
+            if (s->kept_tail == &k->next)
+                s->kept_tail = pp;
+            kept_free(be, s, k);
+        }
+        return 0;
+    }
+    struct ing_msg m;
+    ssize_t n = ing_msg_decode(f, flen, UINT32_MAX, &m);
+    uint8_t want = type == JREC_DONE ? ING_BACKEND_JOB_DONE : ING_CLIENT_NEW_JOB;
+    if (n != (ssize_t)flen || m.type != want || seq == 0) {
+        log_msg(LOG_WARN, "journal: a session record (type %u) that does not decode: skipped",
+                type);
+        return 0;
+    }
+    struct be_client *c = session_restore(be, id);
+    if (c == NULL) {
+        be->jr_skipped++;
+        return 0;
+    }
+    if (type == JREC_DONE) {
+        if (kept_find(c->sess, seq, NULL) != NULL)
+            return 0; /* a compaction's copy */
+        struct kept *k = kept_new(be, c->sess, seq, flen - ING_HDR_LEN);
+        if (k != NULL)
+            memcpy(k->frame, f, flen);
+        return 0;
+    }
+    struct ing_view jid = m.u.new_job.job.job_id;
+    uint64_t idh = id_hash(jid.p, jid.len);
+    struct job *j = jtab_find_h(be, idh, jid.p, jid.len);
+    if (j != NULL && j->seq == seq)
+        return 0; /* the copy a compaction cut short left */
+    const char *why = job_new(be, c, f + ING_HDR_LEN, flen - ING_HDR_LEN, &m.u.new_job, idh, seq);
+    if (why != NULL && why != held_already && be->jr_skipped++ == 0)
+        log_msg(LOG_WARN, "journal: job %.*s not restored: %s (later ones counted)",
+                (int)(jid.len > 255 ? 255 : jid.len), jid.p, why);
+    return 0;
+}
+
+static bool
+session_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
+{
+    if (len < 8 + ING_SESSION_ID_LEN + ING_HDR_LEN)
+        return false;
+    uint64_t seq = get_u64be(p);
+    const uint8_t *f = p + 8 + ING_SESSION_ID_LEN;
+    if (type == JREC_DONE) {
+        const struct be_session *s = session_get(be, p + 8);
+        return s != NULL && kept_find(s, seq, NULL) != NULL;
+    }
+    struct ing_view id;
+    uint8_t ft;
+    if (ing_frame_job_id(f, len - 8 - ING_SESSION_ID_LEN, &ft, &id) == 0 || id.p == NULL)
+        return false;
+    const struct job *j = jtab_find_h((struct backend *)be, id_hash(id.p, id.len), id.p, id.len);
+    return j != NULL && j->seq == seq;
+}
+
+/* sessions_fini frees every session and the clients of the detached ones. */
+static void
+sessions_fini(struct backend *be)
+{
+    while (be->detached != NULL) {
+        struct be_client *c = be->detached;
+        detached_unlink(be, c);
+        session_free(be, c->sess);
+        slab_free(&be->client_slab, c);
+    }
+    idtab_settle(&be->stab);
+    for (size_t i = 0; i < idtab_slots(&be->stab); i++) {
+        struct be_session *s = idtab_at(&be->stab, i);
+        if (s != NULL) {
+            session_unkeep(be, s, false);
+            s->c->sess = NULL;
+            free(s);
+        }
+    }
+    idtab_fini(&be->stab);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -63,6 +63,7 @@ struct be_config {
     uint64_t priority_aging_ms;   /* --priority-aging: a level per this long (0 = off) */
     const struct fair_weight *fair_weights; /* --fair-weight (kept by the caller) */
     size_t n_fair_weights;
+    uint64_t session_ttl_ms; /* --session-ttl: a detached session's jobs wait this long */
 };
 
 #define BE_MAX_REQUEUES 100
@@ -163,6 +164,11 @@ struct backend {
     struct journal *jr;
     char jr_why[96]; /* the refusal text while it is unavailable */
     uint64_t jr_skipped; /* journaled jobs the replay could not restore (e.g. Queue full) */
+    /* Sessions (proto.md 7.9): by id; the detached ones listed (be_session_tick). */
+    struct idtab stab;
+    struct be_client *detached;
+    uint64_t n_sessions;
+    uint64_t n_kept, kept_bytes; /* results kept for detached sessions (memory budget) */
 };
 
 /* be_init prepares be. Returns 0 or -ENOMEM. */
@@ -221,6 +227,30 @@ void be_client_kill_h(struct backend *be, struct be_client *c, struct ing_view j
                       uint64_t idh);
 void be_client_get_queue(struct backend *be, struct be_client *c);
 
+/* Sessions (proto.md 7.9). A session is a client whose jobs outlive its connection: when
+ * be_client_gone is called for it, it is detached (unregistered, peer NULL) instead, its
+ * jobs go on, and their results are kept (in memory, counted in kept_bytes, and in the
+ * journal) until a connection resumes it, or until it has been detached for
+ * cfg.session_ttl_ms (be_session_tick: then its client is gone as any other). */
+/* be_session_find returns the client of session id, or NULL. */
+struct be_client *be_session_find(const struct backend *be, const uint8_t id[ING_SESSION_ID_LEN]);
+/* be_client_peer: c's peer (NULL: a detached session); be_client_session: its session id,
+ * or NULL. */
+void *be_client_peer(const struct be_client *c);
+const uint8_t *be_client_session(const struct be_client *c);
+/* be_session_detach detaches the attached session c (another connection takes it over). */
+void be_session_detach(struct backend *be, struct be_client *c);
+/* be_session_attach: the connection of client c (with no job) opens session id. A new id
+ * makes c the session; a detached session is attached to c's peer and c released (it must
+ * not be used again). Returns the session's client, or NULL (no memory, or the session is
+ * attached to another connection: detach it first). */
+struct be_client *be_session_attach(struct backend *be, struct be_client *c,
+                                    const uint8_t id[ING_SESSION_ID_LEN]);
+/* be_session_resume delivers the session's kept results to its peer, then the list of the
+ * jobs it holds (BackendSessionJobs). */
+void be_session_resume(struct backend *be, struct be_client *c);
+/* be_session_tick ends the sessions detached for cfg.session_ttl_ms or longer. */
+void be_session_tick(struct backend *be);
 /* Agents. */
 struct be_agent *be_agent_new(struct backend *be, void *peer);
 void be_agent_gone(struct backend *be, struct be_agent *a);

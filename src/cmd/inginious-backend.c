@@ -113,6 +113,8 @@ usage(FILE *f)
             "                              4G less 1)\n"
             "      --journal-repair        start on a journal with corruption before its tail:\n"
             "                              keep what precedes it, move the rest to *.corrupt\n"
+            "      --session-ttl DUR       a client session's jobs and results wait this long\n"
+            "                              for it to reconnect (10m; proto.md 7.9)\n"
             "      --port-file PATH        write the bound addresses to PATH once listening\n"
             "      --metrics ADDR          serve HTTP on ADDR (tcp://HOST:PORT, e.g.\n"
             "                              tcp://127.0.0.1:9464; off by default): /metrics\n"
@@ -185,6 +187,7 @@ enum {
     OPT_MAX_ENVS,
     OPT_MAX_ENV_BYTES,
     OPT_ENV_GRACE,
+    OPT_SESSION_TTL,
     /* Fair share (issue 18) */
     OPT_FAIR_SHARE,
     OPT_FAIR_WEIGHT,
@@ -250,6 +253,7 @@ static const struct option options[] = {
     {"fsync", required_argument, NULL, OPT_FSYNC},
     {"journal-segment-size", required_argument, NULL, OPT_JOURNAL_SEGMENT},
     {"journal-repair", no_argument, NULL, OPT_JOURNAL_REPAIR},
+    {"session-ttl", required_argument, NULL, OPT_SESSION_TTL},
     {NULL, 0, NULL, 0},
 };
 
@@ -429,6 +433,9 @@ main(int argc, char **argv)
             break;
         case OPT_ENV_GRACE:
             cfg.be.envs_grace_ms = need(OPT_KIND_DURATION, name, optarg, 0, 3600 * 1000);
+            break;
+        case OPT_SESSION_TTL:
+            cfg.be.session_ttl_ms = need(OPT_KIND_DURATION, name, optarg, 0, 30ull * 86400 * 1000);
             break;
         case OPT_JOURNAL:
             cfg.journal_dir = optarg;
