@@ -1841,15 +1841,15 @@ aged_priority(const struct backend *be, int64_t p)
     return p > INT64_MAX - e ? INT64_MAX : p + e;
 }
 
-static int jr_session_accepted(struct backend *be, const struct job *j);
+static int jr_session_accepted(struct backend *be, const struct job *j, const uint8_t *sid);
 
-/* jr_accepted journals the acceptance of j (proto.md 12.3): its arrival order and its
- * ClientNewJob frame. Returns 0 or -errno. */
+/* jr_accepted journals the acceptance of j, a job of client c (proto.md 12.3): its arrival
+ * order and its ClientNewJob frame (and c's session id if it has one). Returns 0 or -errno. */
 static int
-jr_accepted(struct backend *be, const struct job *j)
+jr_accepted(struct backend *be, const struct job *j, const struct be_client *c)
 {
-    if (j->owner != NULL && j->owner->sess != NULL)
-        return jr_session_accepted(be, j);
+    if (c != NULL && c->sess != NULL)
+        return jr_session_accepted(be, j, c->sess->id);
     uint8_t pre[8 + ING_HDR_LEN];
     put_u64be(pre, j->seq);
     ing_frame_header(pre + 8, ING_CLIENT_NEW_JOB, j->body_len);
@@ -1961,7 +1961,7 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     j->seq = seq != 0 ? seq : ++be->arrival_seq;
     if (be->arrival_seq < j->seq)
         be->arrival_seq = j->seq;
-    int jerr = be->jr != NULL ? jr_accepted(be, j) : 0;
+    int jerr = be->jr != NULL ? jr_accepted(be, j, c) : 0;
     if (jerr != 0) { /* -ENOMEM, or -EMSGSIZE: larger than a journal record may be */
         idtab_remove(&be->jtab, idh, j);
         pool_free(&be->jobs_pool, j, sizeof(*j) + len);
@@ -3334,6 +3334,8 @@ session_detach(struct backend *be, struct be_client *c)
     c->peer = NULL;
     c->sess->detached = true;
     c->sess->detached_ms = be->now_ms;
+    log_msg(LOG_DEBUG, "session detached: its jobs wait for it (--session-ttl %llu ms)",
+            (unsigned long long)be->cfg.session_ttl_ms);
     c->prev = NULL;
     c->next = be->detached;
     if (be->detached != NULL)
@@ -3364,11 +3366,11 @@ be_session_detach(struct backend *be, struct be_client *c)
 /* jr_session_accepted journals j, a session's job: its arrival order, its session id, its
  * ClientNewJob frame (record 7). Returns 0 or -errno. */
 static int
-jr_session_accepted(struct backend *be, const struct job *j)
+jr_session_accepted(struct backend *be, const struct job *j, const uint8_t *sid)
 {
     uint8_t pre[8 + ING_SESSION_ID_LEN + ING_HDR_LEN];
     put_u64be(pre, j->seq);
-    memcpy(pre + 8, j->owner->sess->id, ING_SESSION_ID_LEN);
+    memcpy(pre + 8, sid, ING_SESSION_ID_LEN);
     ing_frame_header(pre + 8 + ING_SESSION_ID_LEN, ING_CLIENT_NEW_JOB, j->body_len);
     struct journal_iov v[2] = {{pre, sizeof(pre)}, {j->body, j->body_len}};
     int err;

@@ -1381,7 +1381,7 @@ conn_peer_closed(struct conn *c)
 {
     if (c->role == ING_ROLE_CLIENT && c->dialect == DIALECT_NATIVE && c->state == CONN_OPEN &&
         c->client != NULL && !c->close_after_flush && buf_len(&c->in) == 0 &&
-        be_client_job_bytes(c->client) > 0) {
+        be_client_job_bytes(c->client) > 0 && be_client_session(c->client) == NULL) {
         log_msg(LOG_INFO, "%s: half-closed: served until its jobs end", c->name);
         c->half_closed = true;
         struct ing_msg probe = {.type = ING_PONG};
