@@ -194,7 +194,16 @@ struct be_session {
     uint64_t n_kept;
     uint64_t detached_ms; /* when the connection went (monotonic) */
     bool detached;
+    bool hold; /* attached by a connection that submits only: results stay kept */
 };
+
+/* client_keeps tells whether a result for c is kept rather than sent: c is a detached
+ * session, or one attached with ING_SESSION_HOLD. */
+static inline bool
+client_keeps(const struct be_client *c)
+{
+    return c->peer == NULL || (c->sess != NULL && c->sess->hold);
+}
 
 static const uint8_t empty_map[1] = {0x80};
 
@@ -1265,7 +1274,7 @@ send_result_seq(struct backend *be, struct be_client *c, struct ing_view id, con
     r->state = state;
     r->archive.p = NULL;
     r->stdout_.p = r->stderr_.p = "";
-    if (c->peer == NULL)
+    if (client_keeps(c))
         session_keep_msg(be, c, seq, &m);
     else
         be->ops.send(c->peer, &m);
@@ -3058,7 +3067,7 @@ be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, siz
                     m->result_text.len);
     run_remove(be, j);
     struct be_client *c = live_owner(j);
-    if (c != NULL && c->peer != NULL)
+    if (c != NULL && !client_keeps(c))
         be->ops.relay(c->peer, ING_BACKEND_JOB_DONE, body, len);
     else if (c != NULL)
         session_keep(be, c, j->seq, body, len);
@@ -3545,11 +3554,13 @@ be_session_attach(struct backend *be, struct be_client *c, const uint8_t id[ING_
 }
 
 void
-be_session_resume(struct backend *be, struct be_client *c)
+be_session_resume(struct backend *be, struct be_client *c, bool hold)
 {
     if (c->sess == NULL || c->peer == NULL)
         return;
-    session_unkeep(be, c->sess, true);
+    c->sess->hold = hold;
+    if (!hold)
+        session_unkeep(be, c->sess, true);
     if (session_send_jobs(be, c) != 0)
         log_msg(LOG_ERR, "out of memory listing a resumed session's jobs");
 }

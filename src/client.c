@@ -51,6 +51,7 @@ struct ing_client {
     bool acks;        /* opts.acks: ClientHelloAck when the server knows it */
     bool server_acks; /* this connection's Welcome has ING_WELCOME_ACK */
     bool session;        /* opts.session */
+    bool session_hold;   /* opts.session_hold */
     bool server_session; /* this connection's Welcome has ING_WELCOME_SESSION */
     bool resumed;        /* this connection's session list has arrived */
     uint8_t sid[ING_SESSION_ID_LEN];
@@ -266,6 +267,9 @@ ing_client_new(const struct ing_client_opts *opts)
     rc = peer_init(&c->conn, &client_ops, &cfg);
     if (rc == 0 && session) {
         c->session = true;
+        c->session_hold = opts->size >= offsetof(struct ing_client_opts, session_hold) +
+                                            sizeof(opts->session_hold) &&
+                          opts->session_hold;
         if (opts->session_id != NULL)
             memcpy(c->sid, opts->session_id, ING_SESSION_ID_LEN);
         else if (getrandom(c->sid, sizeof(c->sid), 0) != (ssize_t)sizeof(c->sid))
@@ -354,6 +358,7 @@ queue_hello(struct peer_conn *p)
     if (c->session && c->server_session) {
         m.type = ING_CLIENT_HELLO_SESSION;
         memcpy(m.u.client_hello.session, c->sid, ING_SESSION_ID_LEN);
+        m.u.client_hello.session_flags = c->session_hold ? ING_SESSION_HOLD : 0;
         c->epoch++;
         c->resumed = false;
     }

@@ -368,6 +368,7 @@ rd_body(struct cursor *c, struct ing_msg *m)
     case ING_CLIENT_HELLO_SESSION:
         rd_field(c, &m->u.client_hello.name, FK_STR);
         rd_raw(c, m->u.client_hello.session, ING_SESSION_ID_LEN);
+        m->u.client_hello.session_flags = rd_u8(c);
         break;
     case ING_BACKEND_SESSION_JOBS:
         m->u.session_jobs.last = rd_bool(c);
@@ -619,6 +620,7 @@ wr_body(struct writer *w, const struct ing_msg *m)
     case ING_CLIENT_HELLO_SESSION:
         wr_field(w, m->u.client_hello.name, FK_STR);
         wr_bytes(w, m->u.client_hello.session, ING_SESSION_ID_LEN);
+        wr_u8(w, m->u.client_hello.session_flags);
         break;
     case ING_BACKEND_SESSION_JOBS:
         wr_u8(w, m->u.session_jobs.last ? 1 : 0);

@@ -843,8 +843,10 @@ static void
 client_session_hello(struct conn *c, const struct ing_client_hello *h)
 {
     struct backend *be = &c->srv->be;
-    if (h->name.len > 255) {
-        protocol_error(c, ING_ERR_INVALID, "client name over 255 bytes", ING_CLIENT_HELLO_SESSION);
+    if (h->name.len > 255 || (h->session_flags & ~ING_SESSION_HOLD) != 0) {
+        protocol_error(c, ING_ERR_INVALID,
+                       h->name.len > 255 ? "client name over 255 bytes" : "unknown session flags",
+                       ING_CLIENT_HELLO_SESSION);
         return;
     }
     const uint8_t *cur = be_client_session(c->client);
@@ -872,7 +874,7 @@ client_session_hello(struct conn *c, const struct ing_client_hello *h)
     c->srv->iter_check = true; /* the environment list and the session's results are sent */
     c->acks = true;
     be_client_hello(be, sc);
-    be_session_resume(be, sc);
+    be_session_resume(be, sc, (h->session_flags & ING_SESSION_HOLD) != 0);
     hs_unlink(c->srv, c); /* opened */
 }
 

@@ -227,9 +227,10 @@ static const struct vline v_client_hello_ack[] = {
 };
 
 static const struct vline v_client_hello_session[] = {
-    {K_HDR, "00 00 00 1a 17 00", NULL},
+    {K_HDR, "00 00 00 1b 17 00", NULL},
     {K_STR, "00 00 00 06 77 65 62 61 70 70", "name: \"webapp\""},
     {K_RAW, "00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f", "session: 16 bytes 00 01 .. 0f"},
+    {K_RAW, "00", "flags: 0 (results delivered)"},
     {K_END, NULL, NULL},
 };
 
@@ -1096,6 +1097,7 @@ assert_msg_equal(const struct ing_msg *a, const struct ing_msg *b)
         assert_view_equal(a->u.client_hello.name, b->u.client_hello.name);
         assert_memory_equal(a->u.client_hello.session, b->u.client_hello.session,
                             ING_SESSION_ID_LEN);
+        assert_int_equal(a->u.client_hello.session_flags, b->u.client_hello.session_flags);
         break;
     case ING_BACKEND_SESSION_JOBS:
         assert_int_equal(a->u.session_jobs.last, b->u.session_jobs.last);

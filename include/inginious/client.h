@@ -110,6 +110,9 @@ struct ing_client_opts {
      * its 16 bytes (copied), NULL: a random id. */
     bool session;
     const uint8_t *session_id;
+    /* Read only when size covers it. session_hold: this client only submits: the session's
+     * results are kept by the backend for a later client (proto.md §7.9, HOLD). */
+    bool session_hold;
 };
 
 /* A job to submit (ClientNewJob, proto.md §5.3). Strings are NUL-terminated UTF-8; the three

@@ -44,6 +44,7 @@ extern "C" {
 #define ING_WELCOME_ACK 0x0002  /* clients: the server knows ClientHelloAck (proto.md §7.8) */
 #define ING_WELCOME_SESSION 0x0004 /* clients: the server knows ClientHelloSession (§7.9) */
 #define ING_SESSION_ID_LEN 16      /* a session id: 128 bits the client chooses */
+#define ING_SESSION_HOLD 0x01 /* ClientHelloSession flag: results stay kept (a submitter) */
 #define ING_NONCE_LEN 32
 #define ING_MAC_LEN 32
 
@@ -145,6 +146,7 @@ struct ing_auth_ok {
 struct ing_client_hello {
     struct ing_view name; /* str */
     uint8_t session[ING_SESSION_ID_LEN]; /* ING_CLIENT_HELLO_SESSION only: the session id */
+    uint8_t session_flags;               /* ING_CLIENT_HELLO_SESSION only: ING_SESSION_* */
 };
 
 /* The part of a job that is relayed to the agent (BackendNewJob is exactly this). */
