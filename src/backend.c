@@ -195,6 +195,7 @@ struct be_session {
     uint64_t detached_ms; /* when the connection went (monotonic) */
     bool detached;
     bool hold; /* attached by a connection that submits only: results stay kept */
+    bool resuming; /* kept results are being delivered; then the list of its jobs is sent */
 };
 
 /* client_keeps tells whether a result for c is kept rather than sent: c is a detached
@@ -202,7 +203,7 @@ struct be_session {
 static inline bool
 client_keeps(const struct be_client *c)
 {
-    return c->peer == NULL || (c->sess != NULL && c->sess->hold);
+    return c->peer == NULL || (c->sess != NULL && (c->sess->hold || c->sess->resuming));
 }
 
 static const uint8_t empty_map[1] = {0x80};
@@ -3339,6 +3340,7 @@ session_make(struct backend *be, struct be_client *c, const uint8_t *id)
 static void
 session_detach(struct backend *be, struct be_client *c)
 {
+    c->sess->resuming = false;
     client_unregister(be, c);
     c->peer = NULL;
     c->sess->detached = true;
@@ -3463,20 +3465,26 @@ session_keep_msg(struct backend *be, struct be_client *c, uint64_t seq, const st
 }
 
 /* session_unkeep forgets s's kept results (delivered, or dropped with s), journaling each
- * as delivered (record 5) so that none comes back. */
-static void
-session_unkeep(struct backend *be, struct be_session *s, bool deliver)
+ * as delivered (record 5) so that none comes back. With deliver, they are sent to s's peer,
+ * at least one and then while budget bytes are not exceeded; returns true if some remain. */
+static bool
+session_unkeep(struct backend *be, struct be_session *s, bool deliver, size_t budget)
 {
-    while (s->kept != NULL) {
+    size_t sent = 0;
+    while (s->kept != NULL && (!deliver || sent == 0 || sent + s->kept->len <= budget)) {
         struct kept *k = s->kept;
         s->kept = k->next;
-        if (deliver)
+        if (deliver) {
             be->ops.relay(s->c->peer, ING_BACKEND_JOB_DONE, k->frame + ING_HDR_LEN, k->len);
+            sent += k->len;
+        }
         if (be->jr != NULL)
             jr_kept(be, JREC_DELIVERED, s, k);
         kept_free(be, s, k);
     }
-    s->kept_tail = &s->kept;
+    if (s->kept == NULL)
+        s->kept_tail = &s->kept;
+    return s->kept != NULL;
 }
 
 /* mp_ids_limit bounds one BackendSessionJobs list (bytes of its msgpack array). */
@@ -3553,23 +3561,47 @@ be_session_attach(struct backend *be, struct be_client *c, const uint8_t id[ING_
     return sc;
 }
 
-void
-be_session_resume(struct backend *be, struct be_client *c, bool hold)
+bool
+be_session_deliver(struct backend *be, struct be_client *c, size_t budget)
 {
-    if (c->sess == NULL || c->peer == NULL)
-        return;
-    c->sess->hold = hold;
-    if (!hold)
-        session_unkeep(be, c->sess, true);
+    struct be_session *s = c->sess;
+    if (s == NULL || !s->resuming || c->peer == NULL)
+        return false;
+    if (session_unkeep(be, s, true, budget))
+        return true;
+    s->resuming = false;
     if (session_send_jobs(be, c) != 0)
         log_msg(LOG_ERR, "out of memory listing a resumed session's jobs");
+    return false;
+}
+
+bool
+be_session_resuming(const struct be_client *c)
+{
+    return c->sess != NULL && c->sess->resuming;
+}
+
+bool
+be_session_resume(struct backend *be, struct be_client *c, bool hold, size_t budget)
+{
+    if (c->sess == NULL || c->peer == NULL)
+        return false;
+    c->sess->hold = hold;
+    c->sess->resuming = true;
+    if (hold) { /* its results stay kept: only the list */
+        c->sess->resuming = false;
+        if (session_send_jobs(be, c) != 0)
+            log_msg(LOG_ERR, "out of memory listing a resumed session's jobs");
+        return false;
+    }
+    return be_session_deliver(be, c, budget);
 }
 
 /* session_free forgets session s (its client stays, without session). */
 static void
 session_free(struct backend *be, struct be_session *s)
 {
-    session_unkeep(be, s, false);
+    session_unkeep(be, s, false, 0);
     idtab_remove(&be->stab, session_hash(s->id), s);
     s->c->sess = NULL;
     be->n_sessions--;
@@ -3713,7 +3745,7 @@ sessions_fini(struct backend *be)
     for (size_t i = 0; i < idtab_slots(&be->stab); i++) {
         struct be_session *s = idtab_at(&be->stab, i);
         if (s != NULL) {
-            session_unkeep(be, s, false);
+            session_unkeep(be, s, false, 0);
             s->c->sess = NULL;
             free(s);
         }

@@ -246,10 +246,14 @@ void be_session_detach(struct backend *be, struct be_client *c);
  * attached to another connection: detach it first). */
 struct be_client *be_session_attach(struct backend *be, struct be_client *c,
                                     const uint8_t id[ING_SESSION_ID_LEN]);
-/* be_session_resume delivers the session's kept results to its peer (unless hold: then they
- * stay kept, and so do the results that arrive while this connection holds the session),
- * then the list of the jobs it holds (BackendSessionJobs). */
-void be_session_resume(struct backend *be, struct be_client *c, bool hold);
+/* be_session_resume starts delivering the session's kept results to its peer (unless hold:
+ * then they stay kept, and so do the results that arrive while this connection holds the
+ * session), about budget bytes of them; the list of the jobs it holds (BackendSessionJobs)
+ * follows the last. Results that arrive meanwhile are kept, behind the others. Returns true
+ * while some remain: call be_session_deliver when the peer's output has drained. */
+bool be_session_resume(struct backend *be, struct be_client *c, bool hold, size_t budget);
+bool be_session_deliver(struct backend *be, struct be_client *c, size_t budget);
+bool be_session_resuming(const struct be_client *c);
 /* be_session_tick ends the sessions detached for cfg.session_ttl_ms or longer. */
 void be_session_tick(struct backend *be);
 /* Agents. */

@@ -460,6 +460,12 @@ conn_send_error(struct conn *c, uint16_t code, const char *text)
     conn_send(c, &m);
 }
 
+/* Kept results a resumed session is sent at once (at most a quarter of --max-output, at
+ * least one result); the next batch when its output drained (conn_flush): a session that
+ * kept more than --max-output is not dropped for it. */
+#define SESSION_BATCH(s) ((s)->cfg.max_output / 4 < (256u << 10) ? (s)->cfg.max_output / 4 \
+                                                                  : (256u << 10))
+
 /* conn_flush writes pending output. Returns 0, or -1 if the connection was closed. */
 static int
 conn_flush(struct conn *c)
@@ -496,6 +502,8 @@ conn_flush(struct conn *c)
             conn_close(c, "closed after error");
         else if (c->half_closed && be_client_job_bytes(c->client) == 0)
             conn_close(c, "half-closed, and its jobs have ended");
+        else if (c->client != NULL && be_session_resuming(c->client))
+            be_session_deliver(&c->srv->be, c->client, SESSION_BATCH(c->srv));
     }
     return 0;
 }
@@ -874,7 +882,8 @@ client_session_hello(struct conn *c, const struct ing_client_hello *h)
     c->srv->iter_check = true; /* the environment list and the session's results are sent */
     c->acks = true;
     be_client_hello(be, sc);
-    be_session_resume(be, sc, (h->session_flags & ING_SESSION_HOLD) != 0);
+    be_session_resume(be, sc, (h->session_flags & ING_SESSION_HOLD) != 0,
+                      SESSION_BATCH(c->srv));
     hs_unlink(c->srv, c); /* opened */
 }
 

@@ -264,13 +264,47 @@ TP_TEST(test_session_journal_sigterm)
     tp_expect_job(ag, "s1");
 }
 
+/* Kept results larger together than --max-output reach a resuming session whole, in
+ * batches as it reads them, in their order, then the list: it is not dropped for them. */
+TP_TEST(test_session_many_kept_results)
+{
+    tp_start(c, "--max-output", "64K", NULL);
+    struct tp_peer *ag = tp_agent(c, "A", 8, "docker/default", NULL);
+    struct tp_peer *s = session_open(c, sid_a);
+    expect_list(s, "");
+    char id[32];
+    for (int i = 0; i < 32; i++) {
+        snprintf(id, sizeof(id), "m%d", i);
+        tp_submit(s, id, 0);
+        tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+    }
+    tp_close(c, s);
+    wait_detached(c, 1);
+    static char out[16 * 1024];
+    memset(out, 'o', sizeof(out) - 1);
+    for (int i = 0; i < 32; i++) {
+        snprintf(id, sizeof(id), "m%d", i);
+        tp_expect_job(ag, id);
+        struct tp_result r = {.id = id, .kind = "success", .out = out};
+        tp_done_full(ag, &r);
+    }
+    tp_barrier(ag);
+    struct tp_peer *s2 = session_open(c, sid_a);
+    for (int i = 0; i < 32; i++) {
+        snprintf(id, sizeof(id), "m%d", i);
+        const struct ing_msg *d = tp_expect_done(s2, id, "success", NULL, NULL);
+        assert_int_equal(d->u.result.stdout_.len, sizeof(out) - 1);
+    }
+    expect_list(s2, "");
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         TP_CASE(test_session_detach_and_resume), TP_CASE(test_session_takeover),
         TP_CASE(test_session_ttl), TP_CASE(test_session_journal_kill9),
-        TP_CASE(test_session_journal_sigterm),
+        TP_CASE(test_session_journal_sigterm), TP_CASE(test_session_many_kept_results),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
