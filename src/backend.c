@@ -180,6 +180,7 @@ struct be_client {
 /* A result kept for a detached session: its BackendJobDone frame (header then body). */
 struct kept {
     struct kept *next;
+    struct be_session *s;
     uint64_t seq; /* its job's arrival order */
     uint32_t len; /* body bytes, after the ING_HDR_LEN header */
     uint8_t frame[];
@@ -1579,6 +1580,14 @@ be_config_default(struct be_config *cfg)
 }
 
 static void
+kept_key(const void *obj, const void **key, size_t *len)
+{
+    const struct kept *k = obj;
+    *key = &k->seq;
+    *len = sizeof(k->seq);
+}
+
+static void
 session_key(const void *obj, const void **key, size_t *len)
 {
     const struct be_session *s = obj;
@@ -1601,7 +1610,7 @@ be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *op
     be->etab = calloc(be->emask + 1, sizeof(*be->etab));
     int fr = fair_init(&be->fair, cfg->fair_mode, cfg->fair_weights, cfg->n_fair_weights);
     if (idtab_init(&be->jtab, job_key) != 0 || idtab_init(&be->stab, session_key) != 0 ||
-        be->etab == NULL || fr != 0) {
+        idtab_init(&be->ktab, kept_key) != 0 || be->etab == NULL || fr != 0) {
         be_fini(be);
         return -ENOMEM;
     }
@@ -3405,6 +3414,14 @@ jr_kept(struct backend *be, uint8_t type, const struct be_session *s, const stru
                 strerror(-err));
 }
 
+/* kept_hash: the kept results are also found by their job's arrival order (unique), in
+ * be->ktab: the replay and the compaction ask about one in O(1), whatever their number. */
+static inline uint64_t
+kept_hash(uint64_t seq)
+{
+    return idtab_hash(idtab_hash_seed(), &seq, sizeof(seq));
+}
+
 /* kept_add appends a result of len body bytes (frame header included in frame) to s.
  * Returns it, or NULL (no memory: logged, the result is lost). */
 static struct kept *
@@ -3417,8 +3434,14 @@ kept_new(struct backend *be, struct be_session *s, uint64_t seq, size_t len)
         return NULL;
     }
     k->next = NULL;
+    k->s = s;
     k->seq = seq;
     k->len = (uint32_t)len;
+    if (idtab_insert(&be->ktab, kept_hash(seq), k) != 0) {
+        free(k);
+        log_msg(LOG_ERR, "out of memory: a result for a detached session is lost");
+        return NULL;
+    }
     *s->kept_tail = k;
     s->kept_tail = &k->next;
     s->n_kept++;
@@ -3430,6 +3453,7 @@ kept_new(struct backend *be, struct be_session *s, uint64_t seq, size_t len)
 static void
 kept_free(struct backend *be, struct be_session *s, struct kept *k)
 {
+    idtab_remove(&be->ktab, kept_hash(k->seq), k);
     s->n_kept--;
     be->n_kept--;
     be->kept_bytes -= k->len;
@@ -3645,17 +3669,22 @@ session_restore(struct backend *be, const uint8_t *id)
     return c;
 }
 
+/* kept_find returns s's kept result of job seq, or NULL; with where, the link that points
+ * to it (results are delivered from the head: the head first, then a walk). */
 static struct kept *
-kept_find(const struct be_session *s, uint64_t seq, struct kept ***where)
+kept_find(const struct backend *be, const struct be_session *s, uint64_t seq,
+          struct kept ***where)
 {
-    struct kept **pp = (struct kept **)&s->kept;
-    for (; *pp != NULL; pp = &(*pp)->next)
-        if ((*pp)->seq == seq) {
-            if (where != NULL)
-                *where = pp;
-            return *pp;
-        }
-    return NULL;
+    struct kept *k = idtab_find(&be->ktab, kept_hash(seq), &seq, sizeof(seq));
+    if (k == NULL || k->s != s)
+        return NULL;
+    if (where != NULL) {
+        struct kept **pp = (struct kept **)&s->kept;
+        while (*pp != k)
+            pp = &(*pp)->next;
+        *where = pp;
+    }
+    return k;
 }
 
 static int
@@ -3670,7 +3699,7 @@ session_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
     if (type == JREC_DELIVERED) {
         struct be_session *s = session_get(be, id);
         struct kept **pp;
-        struct kept *k = s != NULL ? kept_find(s, seq, &pp) : NULL;
+        struct kept *k = s != NULL ? kept_find(be, s, seq, &pp) : NULL;
         if (k != NULL) {
             *pp = k->next;
             if (s->kept_tail == &k->next)
@@ -3693,7 +3722,7 @@ session_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
         return 0;
     }
     if (type == JREC_DONE) {
-        if (kept_find(c->sess, seq, NULL) != NULL)
+        if (kept_find(be, c->sess, seq, NULL) != NULL)
             return 0; /* a compaction's copy */
         struct kept *k = kept_new(be, c->sess, seq, flen - ING_HDR_LEN);
         if (k != NULL)
@@ -3721,7 +3750,7 @@ session_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t 
     const uint8_t *f = p + 8 + ING_SESSION_ID_LEN;
     if (type == JREC_DONE) {
         const struct be_session *s = session_get(be, p + 8);
-        return s != NULL && kept_find(s, seq, NULL) != NULL;
+        return s != NULL && kept_find(be, s, seq, NULL) != NULL;
     }
     struct ing_view id;
     uint8_t ft;
@@ -3751,6 +3780,7 @@ sessions_fini(struct backend *be)
         }
     }
     idtab_fini(&be->stab);
+    idtab_fini(&be->ktab);
 }
 
 /* ---------------------------------------------------------------------------------------- */

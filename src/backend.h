@@ -166,6 +166,7 @@ struct backend {
     uint64_t jr_skipped; /* journaled jobs the replay could not restore (e.g. Queue full) */
     /* Sessions (proto.md 7.9): by id; the detached ones listed (be_session_tick). */
     struct idtab stab;
+    struct idtab ktab; /* kept results by their job's arrival order */
     struct be_client *detached;
     uint64_t n_sessions;
     uint64_t n_kept, kept_bytes; /* results kept for detached sessions (memory budget) */
