@@ -3786,6 +3786,43 @@ sessions_fini(struct backend *be)
 /* ---------------------------------------------------------------------------------------- */
 /* Invariants                                                                                */
 
+/* sessions_check verifies the sessions' bookkeeping: every detached session is listed and
+ * has no peer, the kept results add up. Returns 0 or -EPROTO. */
+static int
+sessions_check(const struct backend *be)
+{
+    uint64_t detached = 0, n_kept = 0, kept_bytes = 0;
+    for (const struct be_client *c = be->detached; c != NULL; c = c->next) {
+        if (c->sess == NULL || !c->sess->detached || c->peer != NULL || c->registered)
+            return -EPROTO;
+        detached++;
+    }
+    if (be->stab.old != NULL || be->n_kept != be->ktab.n)
+        return be->n_kept != be->ktab.n ? -EPROTO : 0; /* growing: walked once it is done */
+    uint64_t sessions = 0, listed_detached = 0;
+    for (size_t i = 0; i < idtab_slots(&be->stab); i++) {
+        const struct be_session *s = idtab_at(&be->stab, i);
+        if (s == NULL)
+            continue;
+        sessions++;
+        listed_detached += s->detached;
+        uint64_t n = 0;
+        for (const struct kept *k = s->kept; k != NULL; k = k->next) {
+            if (k->s != s)
+                return -EPROTO;
+            n++;
+            kept_bytes += k->len;
+        }
+        if (s->c->sess != s || n != s->n_kept)
+            return -EPROTO;
+        n_kept += n;
+    }
+    if (sessions != be->n_sessions || listed_detached != detached || n_kept != be->n_kept ||
+        kept_bytes != be->kept_bytes)
+        return -EPROTO;
+    return 0;
+}
+
 /* envs_check verifies the environment list's bookkeeping. Returns 0 or -EPROTO. */
 static int
 envs_check(const struct backend *be)
@@ -3826,7 +3863,7 @@ int
 be_check(const struct backend *be)
 {
     uint64_t waiting = 0, running = 0;
-    if (envs_check(be) != 0)
+    if (envs_check(be) != 0 || sessions_check(be) != 0)
         return -EPROTO;
     for (size_t i = 0; i <= be->emask; i++)
         for (const struct env *e = be->etab[i]; e != NULL; e = e->hnext) {

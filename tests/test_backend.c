@@ -2059,6 +2059,66 @@ test_backend_random_walk_fair(void **state)
     }
 }
 
+/* Sessions (proto.md 7.9) with an injected clock: a detached session's running job goes on
+ * and its result is kept (counted in kept_bytes, nothing sent), a resubmission of a held job
+ * is a no-op, resuming delivers the kept result then the list; --session-ttl after the next
+ * detach ends the session as a client's loss (its running job killed). */
+static void
+test_backend_session_ttl_and_kept(void **state)
+{
+    (void)state;
+    static const uint8_t id[ING_SESSION_ID_LEN] = {1, 2, 3};
+    struct be_agent *a = agent(0, 1, "default");
+    struct be_client *c = be_client_new(&be, &peers[1]);
+    assert_non_null(c);
+    struct be_client *sc = be_session_attach(&be, c, id);
+    assert_ptr_equal(sc, c);
+    assert_ptr_equal(be_session_find(&be, id), sc);
+    be_client_hello(&be, sc);
+    expect(1, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_false(be_session_resume(&be, sc, false, 1 << 20));
+    expect(1, ING_BACKEND_SESSION_JOBS, NULL);
+    submit(sc, "x1", 0, "default");
+    submit(sc, "x2", 0, "default");
+    expect(0, ING_BACKEND_NEW_JOB, "x1");
+    be.now_ms = 1000;
+    be_client_gone(&be, sc); /* detached, not gone */
+    assert_null(be_client_peer(sc));
+    assert_int_equal(be.n_sessions, 1);
+    assert_int_equal(be.n_waiting, 1);
+    done(a, "x1", "success");
+    expect(0, ING_BACKEND_NEW_JOB, "x2");
+    expect_none(1);
+    assert_int_equal(be.n_kept, 1);
+    assert_true(be.kept_bytes > 0);
+    be.now_ms = 1000 + be.cfg.session_ttl_ms - 1;
+    be_session_tick(&be);
+    assert_int_equal(be.n_sessions, 1);
+    struct be_client *c2 = be_client_new(&be, &peers[2]);
+    assert_ptr_equal(be_session_attach(&be, c2, id), sc);
+    assert_ptr_equal(be_client_peer(sc), &peers[2]);
+    be_client_hello(&be, sc);
+    expect(2, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_false(be_session_resume(&be, sc, false, 1 << 20));
+    expect(2, ING_BACKEND_JOB_DONE, "x1");
+    expect(2, ING_BACKEND_SESSION_JOBS, NULL);
+    assert_int_equal(be.n_kept, 0);
+    assert_int_equal(be.kept_bytes, 0);
+    uint64_t submitted = be.stats.jobs_submitted;
+    submit(sc, "x2", 0, "default"); /* held: nothing happens, no Duplicate job id */
+    expect_none(2);
+    expect_none(0);
+    assert_int_equal(be.stats.jobs_submitted, submitted);
+    be.now_ms = 5000;
+    be_client_gone(&be, sc);
+    be.now_ms = 5000 + be.cfg.session_ttl_ms;
+    be_session_tick(&be);
+    assert_int_equal(be.n_sessions, 0);
+    assert_null(be_session_find(&be, id));
+    expect(0, ING_BACKEND_KILL_JOB, "x2");
+    assert_int_equal(be_check(&be), 0);
+}
+
 int
 main(void)
 {
@@ -2100,6 +2160,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_priority_aging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_info, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_session_ttl_and_kept, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
 }
