@@ -235,6 +235,12 @@ TP_TEST(test_session_journal_kill9)
     tp_expect_job(ag2, "k2");
     tp_done(ag2, "k2", "success", "");
     tp_expect_done(s2, "k2", "success", NULL, NULL);
+    tp_barrier(s2); /* k1's delivery and k2's end are journaled */
+    tp_signal(c, SIGKILL);
+    assert_int_not_equal(tp_wait_exit(c, 10000 * tp_slow()), -1);
+    tp_start(c, "--journal", jdir, NULL);
+    struct tp_peer *s3 = session_open(c, sid_a);
+    expect_list(s3, ""); /* nothing delivered comes back */
 }
 
 /* SIGTERM with --journal: the session's job is not answered and comes back after the
