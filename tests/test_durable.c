@@ -425,6 +425,28 @@ check_each_once(struct lt_client *cl, struct lt_agent *ag, const char *prefix, i
     assert_int_equal(count_cev(cl, ING_CLIENT_EV_DONE, NULL), n);
 }
 
+/* submit_n submits <prefix>0 .. <prefix>n-1 on cl. */
+static void
+submit_n(struct lt_world *w, struct lt_client *cl, const char *prefix, int n)
+{
+    char id[32];
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof(id), "%s%d", prefix, i);
+        submit(w, cl, id, 0);
+    }
+}
+
+/* run_all starts an agent with slots and spins until cl has no pending job, then checks
+ * that each of <prefix>0 .. n-1 ran and ended exactly once. */
+static void
+run_all(struct lt_world *w, struct lt_client *cl, uint32_t slots, const char *prefix, int n)
+{
+    struct lt_agent *ag = lt_agent_new(w, "A", slots, 1, "docker/default", NULL);
+    lt_until(w, none_pending, cl, "every job of the session ended");
+    lt_barrier(w, cl);
+    check_each_once(cl, ag, prefix, n);
+}
+
 /* A session client (library, reconnecting) submits 20 jobs with no agent and the backend is
  * killed (-9) before it acknowledged them all; restarted on its journal, the library resumes
  * the session and submits again what the backend does not hold: each job runs once and ends
@@ -435,21 +457,14 @@ test_durable_session_kill9_exactly_once(void **state)
     struct lt_world *w = *state;
     lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--orphan-timeout", "0", NULL);
     struct lt_client *cl = session_client(w);
-    char id[32];
-    for (int i = 0; i < 20; i++) {
-        snprintf(id, sizeof(id), "s%d", i);
-        submit(w, cl, id, 0);
-    }
+    submit_n(w, cl, "s", 20);
     lt_expect_cev(w, cl, ING_CLIENT_EV_ACCEPTED, "s0"); /* the others may be in flight */
     lt_kill_backend(w, SIGKILL);
     lt_restart(w);
     lt_expect_cev(w, cl, ING_CLIENT_EV_RESUMED, NULL);
     assert_int_equal(count_cev(cl, ING_CLIENT_EV_DONE, NULL), 0);
     assert_int_equal(ing_client_pending(cl->c), 20);
-    struct lt_agent *ag = lt_agent_new(w, "A", 4, 1, "docker/default", NULL);
-    lt_until(w, none_pending, cl, "every job of the session ended");
-    lt_barrier(w, cl);
-    check_each_once(cl, ag, "s", 20);
+    run_all(w, cl, 4, "s", 20);
     lt_pass(w);
 }
 
@@ -462,21 +477,14 @@ test_durable_session_connection_drop(void **state)
     struct lt_world *w = *state;
     lt_start(w, NULL, NULL, "--orphan-timeout", "0", NULL);
     struct lt_client *cl = session_client(w);
-    char id[32];
-    for (int i = 0; i < 5; i++) {
-        snprintf(id, sizeof(id), "d%d", i);
-        submit(w, cl, id, 0);
-    }
+    submit_n(w, cl, "d", 5);
     lt_expect_cev(w, cl, ING_CLIENT_EV_ACCEPTED, "d4");
     assert_int_equal(shutdown(ing_client_fd(cl->c), SHUT_RDWR), 0);
     lt_expect_cev(w, cl, ING_CLIENT_EV_DISCONNECTED, NULL);
     lt_expect_cev(w, cl, ING_CLIENT_EV_RESUMED, NULL);
     assert_int_equal(count_cev(cl, ING_CLIENT_EV_DONE, NULL), 0);
     assert_int_equal(ing_client_pending(cl->c), 5);
-    struct lt_agent *ag = lt_agent_new(w, "A", 2, 1, "docker/default", NULL);
-    lt_until(w, none_pending, cl, "every job of the session ended");
-    lt_barrier(w, cl);
-    check_each_once(cl, ag, "d", 5);
+    run_all(w, cl, 2, "d", 5);
     lt_pass(w);
 }
 
@@ -489,10 +497,7 @@ test_durable_session_restart_without_journal(void **state)
     lt_start(w, NULL, NULL, "--orphan-timeout", "0", NULL);
     struct lt_client *cl = session_client(w);
     char id[32];
-    for (int i = 0; i < 5; i++) {
-        snprintf(id, sizeof(id), "r%d", i);
-        submit(w, cl, id, 0);
-    }
+    submit_n(w, cl, "r", 5);
     lt_expect_cev(w, cl, ING_CLIENT_EV_ACCEPTED, "r4");
     lt_kill_backend(w, SIGKILL);
     lt_restart(w);
@@ -501,10 +506,7 @@ test_durable_session_restart_without_journal(void **state)
         snprintf(id, sizeof(id), "r%d", i);
         lt_expect_cev(w, cl, ING_CLIENT_EV_ACCEPTED, id);
     }
-    struct lt_agent *ag = lt_agent_new(w, "A", 2, 1, "docker/default", NULL);
-    lt_until(w, none_pending, cl, "every job of the session ended");
-    lt_barrier(w, cl);
-    check_each_once(cl, ag, "r", 5);
+    run_all(w, cl, 2, "r", 5);
     lt_pass(w);
 }
 

@@ -95,6 +95,15 @@ expect_list(struct tp_peer *p, const char *want)
         tp_fail("BackendSessionJobs lists [%s], expected [%s]", got, want);
 }
 
+/* kill9_restart kills the backend (-9) and starts it again on journal jdir. */
+static void
+kill9_restart(struct tp_ctx *c, const char *jdir)
+{
+    tp_signal(c, SIGKILL);
+    assert_int_not_equal(tp_wait_exit(c, 10000 * tp_slow()), -1);
+    tp_start(c, "--journal", jdir, NULL);
+}
+
 /* A detached session: its running job goes on, its waiting job is dispatched, their results
  * are kept; resuming delivers them, then lists the jobs still held; resubmitting a held job
  * is acknowledged and does not run it again; a job that was never received is new. */
@@ -223,9 +232,7 @@ TP_TEST(test_session_journal_kill9)
     tp_expect_job(ag, "k2");
     struct tp_peer *plain = tp_client(c, "plain", NULL); /* a barrier: the result is journaled */
     tp_barrier(plain);
-    tp_signal(c, SIGKILL);
-    assert_int_not_equal(tp_wait_exit(c, 10000 * tp_slow()), -1);
-    tp_start(c, "--journal", jdir, NULL);
+    kill9_restart(c, jdir);
     struct tp_peer *s2 = session_open(c, sid_a);
     const struct ing_msg *d = tp_expect_done(s2, "k1", "success", NULL, NULL);
     assert_true(ing_view_eq(d->u.result.state, "kept"));
@@ -236,9 +243,7 @@ TP_TEST(test_session_journal_kill9)
     tp_done(ag2, "k2", "success", "");
     tp_expect_done(s2, "k2", "success", NULL, NULL);
     tp_barrier(s2); /* k1's delivery and k2's end are journaled */
-    tp_signal(c, SIGKILL);
-    assert_int_not_equal(tp_wait_exit(c, 10000 * tp_slow()), -1);
-    tp_start(c, "--journal", jdir, NULL);
+    kill9_restart(c, jdir);
     struct tp_peer *s3 = session_open(c, sid_a);
     expect_list(s3, ""); /* nothing delivered comes back */
 }
