@@ -196,7 +196,9 @@ struct be_session {
     uint64_t detached_ms; /* when the connection went (monotonic) */
     bool detached;
     bool hold; /* attached by a connection that submits only: results stay kept */
-    bool resuming; /* kept results are being delivered; then the list of its jobs is sent */
+    bool resuming; /* kept results are being delivered (results arriving now are kept) */
+    bool listing;  /* then the list of its jobs is being sent, from cursor on */
+    struct job *cursor; /* the next job to list (owner_unlink moves it past a job it frees) */
 };
 
 /* client_keeps tells whether a result for c is kept rather than sent: c is a detached
@@ -885,6 +887,8 @@ owner_unlink(struct job *j)
     struct be_client *c = j->owner;
     if (c == NULL)
         return;
+    if (c->sess != NULL && c->sess->cursor == j)
+        c->sess->cursor = j->onext; /* listing a resumed session's jobs: j is not listed */
     c->job_bytes -= j->body_len;
     if (j->oprev != NULL)
         j->oprev->onext = j->onext;
@@ -3349,7 +3353,8 @@ session_make(struct backend *be, struct be_client *c, const uint8_t *id)
 static void
 session_detach(struct backend *be, struct be_client *c)
 {
-    c->sess->resuming = false;
+    c->sess->resuming = c->sess->listing = false;
+    c->sess->cursor = NULL;
     client_unregister(be, c);
     c->peer = NULL;
     c->sess->detached = true;
@@ -3511,25 +3516,28 @@ session_unkeep(struct backend *be, struct be_session *s, bool deliver, size_t bu
     return s->kept != NULL;
 }
 
-/* mp_ids_limit bounds one BackendSessionJobs list (bytes of its msgpack array). */
-#define SESSION_LIST_MAX (1u << 20)
+/* SESSION_LIST_MAX bounds one BackendSessionJobs frame (bytes of its msgpack array). */
+#define SESSION_LIST_MAX (64u << 10)
 
-/* session_send_jobs tells c (attached) which of its jobs the backend holds: one or more
- * BackendSessionJobs frames, the last with last = true. */
-static int
-session_send_jobs(struct backend *be, struct be_client *c)
+/* session_list sends c (attached) the next BackendSessionJobs frames of the list of its jobs
+ * (from s->cursor on: the jobs held when it resumed, less those that ended since), about
+ * budget bytes of them, the last with last = true. Returns true while some remain. */
+static bool
+session_list(struct backend *be, struct be_client *c, size_t budget)
 {
+    struct be_session *s = c->sess;
+    uint8_t buf[SESSION_LIST_MAX];
     size_t cap = be->cfg.max_frame > BE_FRAME_SLACK + 16 ? be->cfg.max_frame - BE_FRAME_SLACK : 0;
-    if (cap > SESSION_LIST_MAX)
-        cap = SESSION_LIST_MAX;
+    if (cap > sizeof(buf))
+        cap = sizeof(buf);
+    if (cap > budget) /* the peer's output must not outgrow --max-output */
+        cap = budget;
     if (cap < 5 + 2 + MAX_ID_LEN)
-        return -EINVAL;
-    uint8_t *buf = malloc(cap);
-    if (buf == NULL)
-        return -ENOMEM;
-    const struct job *j = c->jobs;
+        cap = 5 + 2 + MAX_ID_LEN; /* max_frame is at least 4096 */
+    size_t sent = 0;
     do {
         size_t used = 5, n = 0; /* room for the largest array header */
+        const struct job *j = s->cursor;
         for (; j != NULL; j = j->onext) {
             size_t hl = j->id_len < 32 ? 1 : 2;
             if (used + hl + j->id_len > cap)
@@ -3544,6 +3552,7 @@ session_send_jobs(struct backend *be, struct be_client *c)
             used += j->id_len;
             n++;
         }
+        s->cursor = (struct job *)j;
         size_t hs = n < 16 ? 1 : n < 65536 ? 3 : 5;
         uint8_t *a = buf + 5 - hs;
         if (hs == 1) {
@@ -3562,9 +3571,10 @@ session_send_jobs(struct backend *be, struct be_client *c)
         m.u.session_jobs.jobs.p = (const char *)a;
         m.u.session_jobs.jobs.len = (uint32_t)(used - 5 + hs);
         be->ops.send(c->peer, &m);
-    } while (j != NULL);
-    free(buf);
-    return 0;
+        sent += used;
+    } while (s->cursor != NULL && sent < budget);
+    s->listing = s->cursor != NULL;
+    return s->listing;
 }
 
 struct be_client *
@@ -3589,36 +3599,35 @@ bool
 be_session_deliver(struct backend *be, struct be_client *c, size_t budget)
 {
     struct be_session *s = c->sess;
-    if (s == NULL || !s->resuming || c->peer == NULL)
+    if (s == NULL || c->peer == NULL)
         return false;
-    if (session_unkeep(be, s, true, budget))
-        return true;
-    s->resuming = false;
-    if (session_send_jobs(be, c) != 0)
-        log_msg(LOG_ERR, "out of memory listing a resumed session's jobs");
-    return false;
+    if (s->resuming) {
+        if (session_unkeep(be, s, true, budget))
+            return true;
+        s->resuming = false; /* the list follows */
+        s->listing = true;
+        s->cursor = c->jobs;
+    }
+    return s->listing && session_list(be, c, budget);
 }
 
 bool
 be_session_resuming(const struct be_client *c)
 {
-    return c->sess != NULL && c->sess->resuming;
+    return c->sess != NULL && (c->sess->resuming || c->sess->listing);
 }
 
 bool
 be_session_resume(struct backend *be, struct be_client *c, bool hold, size_t budget)
 {
-    if (c->sess == NULL || c->peer == NULL)
+    struct be_session *s = c->sess;
+    if (s == NULL || c->peer == NULL)
         return false;
-    c->sess->hold = hold;
-    c->sess->resuming = true;
-    if (hold) { /* its results stay kept: only the list */
-        c->sess->resuming = false;
-        if (session_send_jobs(be, c) != 0)
-            log_msg(LOG_ERR, "out of memory listing a resumed session's jobs");
-        return false;
-    }
-    return be_session_deliver(be, c, budget);
+    s->hold = hold;
+    s->resuming = !hold && s->kept != NULL; /* with hold, results stay kept: only the list */
+    s->listing = !s->resuming;
+    s->cursor = c->jobs;
+    return s->resuming ? be_session_deliver(be, c, budget) : session_list(be, c, budget);
 }
 
 /* session_free forgets session s (its client stays, without session). */

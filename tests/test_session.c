@@ -309,6 +309,48 @@ TP_TEST(test_session_many_kept_results)
     expect_list(s2, "");
 }
 
+/* A session holding more jobs than one list frame (and --max-output) can carry gets its
+ * list in several BackendSessionJobs frames, the last one marked, every job once. */
+TP_TEST(test_session_long_list)
+{
+    tp_start(c, "--max-output", "16K", NULL);
+    struct tp_peer *s = session_open(c, sid_b);
+    expect_list(s, "");
+    enum { N = 1500 };
+    char id[40];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof(id), "listing-job-%04d", i);
+        tp_submit(s, id, 0);
+        tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+    }
+    tp_close(c, s);
+    wait_detached(c, 1);
+    struct tp_peer *s2 = session_open(c, sid_b);
+    static bool seen[N];
+    int frames = 0, ids = 0;
+    for (bool last = false; !last; frames++) {
+        const struct ing_msg *m = tp_expect(s2, ING_BACKEND_SESSION_JOBS);
+        last = m->u.session_jobs.last;
+        const uint8_t *q = (const uint8_t *)m->u.session_jobs.jobs.p;
+        const uint8_t *end = q + m->u.session_jobs.jobs.len;
+        struct ing_mp_obj o;
+        assert_int_equal(ing_mp_read(&q, end, &o), 0);
+        assert_int_equal(o.type, ING_MP_ARRAY);
+        for (uint32_t k = o.v.n; k > 0; k--) {
+            unsigned x;
+            assert_int_equal(ing_mp_read(&q, end, &o), 0);
+            assert_int_equal(o.type, ING_MP_STR);
+            assert_int_equal(sscanf((const char *)o.v.s.p, "listing-job-%4u", &x), 1);
+            assert_true(x < N && !seen[x]);
+            seen[x] = true;
+            ids++;
+        }
+    }
+    assert_int_equal(ids, N);
+    assert_true(frames > 1);
+    tp_barrier(s2); /* still connected */
+}
+
 int
 main(void)
 {
@@ -316,6 +358,7 @@ main(void)
         TP_CASE(test_session_detach_and_resume), TP_CASE(test_session_takeover),
         TP_CASE(test_session_ttl), TP_CASE(test_session_journal_kill9),
         TP_CASE(test_session_journal_sigterm), TP_CASE(test_session_many_kept_results),
+        TP_CASE(test_session_long_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
