@@ -121,24 +121,18 @@ $(BUILD)/tests/test_noalloc: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=r
 # test_backend fails chosen allocations (an out-of-memory AgentHello changes nothing).
 $(BUILD)/tests/test_backend: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 
-# run_tests(PREFIX,LABEL): every test binary, in order, behind PREFIX (a wrapper); stops at
-# the first failure; ends with the list of the cases that skipped themselves. The binaries
-# find the programs under test through ING_BUILD.
-define run_tests
-	@rm -f $(BUILD)/tests/.skipped; for t in $(TESTS); do \
-	    echo "== $(2:%=% )$$t"; \
-	    ING_BUILD=$(BUILD) $(1) $$t > $(BUILD)/tests/.out 2>&1; rc=$$?; cat $(BUILD)/tests/.out; \
-	    grep -h '^\[  SKIPPED \] test_' $(BUILD)/tests/.out | sed "s|.*SKIPPED \] |$${t##*/}: |" \
-	        >> $(BUILD)/tests/.skipped; \
-	    [ $$rc = 0 ] || { echo "FAILED: $$t"; exit 1; }; \
-	done; \
-	echo "== all test binaries passed$(2:%= under %); skipped: $$(sort -u $(BUILD)/tests/.skipped | wc -l)"; \
-	sort -u $(BUILD)/tests/.skipped | sed 's/^/   skipped /'
-endef
+# The suite runs through tests/run.sh: every test binary (TEST_JOBS at a time, default one
+# after the other), each one's output whole with its wall time, stopping at the first failure,
+# then the list of the cases that skipped themselves. The binaries find the programs under
+# test through ING_BUILD. Under valgrind (VG_JOBS, default 2) two binaries run at once: each
+# is single-threaded under memcheck and every timing they set or wait for is stretched by
+# ING_SLOW, so the pass takes about half the time on two cores.
+TEST_JOBS ?= 1
+VG_JOBS   ?= 2
 
 # test: every test binary.
 test: $(CMDS) $(TESTS)
-	$(call run_tests,,)
+	@tests/run.sh $(BUILD) $(TEST_JOBS) "" $(TESTS)
 
 # check: everything CI runs (README's test command): the suite with gcc, again under
 # ASan+UBSan, again under valgrind (tests and the backends they start), a clang build,
@@ -156,7 +150,7 @@ check: test
 # valgrind: the suite again, each test and every backend it starts under memcheck.
 VG := valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99
 valgrind: $(CMDS) $(TESTS)
-	$(call run_tests,ING_WRAPPER="$(VG)" ING_SLOW=10 $(VG),valgrind)
+	@ING_WRAPPER="$(VG)" ING_SLOW=10 RUN_PREFIX="$(VG)" tests/run.sh $(BUILD) $(VG_JOBS) valgrind $(TESTS)
 
 clang:
 	$(MAKE) CC=clang BUILD=build/clang all tests benches

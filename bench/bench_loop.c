@@ -174,16 +174,6 @@ struct phase {
     uint64_t iters, max_ns, max_cpu_ns, over_2ms, srv_max_us;
 };
 
-/* thread_cpu_ns: CPU time of this thread, so that an iteration preempted by another process
- * (the machine is shared) can be told from one that really worked that long. */
-static uint64_t
-thread_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void
 account(struct phase *p, uint64_t dt, uint64_t dcpu)
 {
@@ -245,9 +235,11 @@ main(void)
     uint64_t deadline = bc_now_ns() + 120ull * 1000000000u, eof_at = 0;
     struct backend *be = srv_backend(s);
     for (;;) {
-        uint64_t c0 = thread_cpu_ns(), t0 = bc_now_ns();
+        /* the thread's CPU time tells an iteration preempted by another process from one
+         * that really worked that long */
+        uint64_t c0 = bc_thread_cpu_ns(), t0 = bc_now_ns();
         int rc = srv_run_once(s, 0);
-        uint64_t dt = bc_now_ns() - t0, dcpu = thread_cpu_ns() - c0;
+        uint64_t dt = bc_now_ns() - t0, dcpu = bc_thread_cpu_ns() - c0;
         if (rc != 0) {
             fprintf(stderr, "bench_loop: srv_run_once: %d\n", rc);
             break;

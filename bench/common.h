@@ -61,6 +61,16 @@ bc_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* bc_thread_cpu_ns: the CPU time of the calling thread, so that time slices given to other
+ * processes (the machine is shared) are not counted. */
+static inline uint64_t
+bc_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* bc_pin binds pid (0 = the caller) to one CPU. Returns 0 or -errno. */
 static inline int
 bc_pin(pid_t pid, int cpu)

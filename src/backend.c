@@ -3053,14 +3053,7 @@ be_agent_done(struct backend *be, struct be_agent *a, const uint8_t *body, size_
 static void
 env_run_time(struct env *e, uint64_t t)
 {
-    if (!e->has_avg) {
-        e->run_avg_ms = t;
-        e->has_avg = true;
-    } else if (t >= e->run_avg_ms) {
-        e->run_avg_ms += (t - e->run_avg_ms) / 8;
-    } else {
-        e->run_avg_ms -= (e->run_avg_ms - t) / 8;
-    }
+    metrics_avg_update(&e->run_avg_ms, &e->has_avg, t);
 }
 
 void

@@ -26,16 +26,45 @@ struct metrics_hist {
     uint64_t sum_us;
 };
 
+/* metrics_bucket is the bucket of an observation of us microseconds: the number of bounds
+ * below it (0 .. METRICS_NBUCKETS). Branch-free: a binary search of the 16 bounds by
+ * comparisons turned into arithmetic, so that its cost does not depend on the value (a scan
+ * whose exit depends on the value is mispredicted most of the time on the hot path). */
+static inline unsigned
+metrics_bucket(uint64_t us)
+{
+    _Static_assert(METRICS_NBUCKETS == 16, "metrics_bucket searches exactly 16 bounds");
+    const uint64_t *b = metrics_bucket_us;
+    unsigned i = (unsigned)(us > b[7]) << 3;
+    i += (unsigned)(us > b[i + 3]) << 2;
+    i += (unsigned)(us > b[i + 1]) << 1;
+    i += (unsigned)(us > b[i]);
+    return i + (unsigned)(us > b[METRICS_NBUCKETS - 1]);
+}
+
 /* metrics_hist_observe counts one observation of us microseconds. */
 static inline void
 metrics_hist_observe(struct metrics_hist *h, uint64_t us)
 {
-    unsigned i = 0;
-    while (i < METRICS_NBUCKETS && us > metrics_bucket_us[i])
-        i++;
-    h->bucket[i]++;
+    h->bucket[metrics_bucket(us)]++;
     h->count++;
     h->sum_us += us;
+}
+
+/* metrics_avg_update feeds t into the moving average *avg of *has values (the run times of
+ * an environment, for the ETA of ClientGetJobInfo, proto.md 7.4): the first value, then
+ * avg += (t - avg) / 8, rounded towards the old average. Branch-free after the first (its
+ * sign is data: a branch on it is mispredicted half of the time). t and *avg below 2^62. */
+static inline void
+metrics_avg_update(uint64_t *avg, bool *has, uint64_t t)
+{
+    if (!*has) {
+        *avg = t;
+        *has = true;
+        return;
+    }
+    int64_t d = (int64_t)(t - *avg); /* C division truncates towards 0, as before */
+    *avg = (uint64_t)((int64_t)*avg + d / 8);
 }
 
 /* Why a job was refused at submission (label reason). */

@@ -2043,6 +2043,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     s->sd.fd = -1;
     s->lis[0].fd = s->lis[1].fd = -1;
     zb_init(&s->zb, &s->be, cfg->max_frame, cfg->job_field);
+    s->zb.kill_state = cfg->zmq_kill_state;
     slab_init(&s->conn_slab, sizeof(struct conn));
     s->budget = cfg->max_memory != 0 ? cfg->max_memory : default_budget();
     if (s->cfg.max_client_bytes == 0)

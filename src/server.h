@@ -39,6 +39,7 @@ struct srv_config {
     size_t nallow[2];
     int job_field;          /* ZeroMQ agents get the course as 0 course_id, 1 taskset_id */
     bool zmq_greet_first;   /* ZMTP greeting at accept; endpoints without a secret: ZeroMQ only */
+    int zmq_kill_state;     /* enum zb_kill_state: BackendKillJob's state to ZeroMQ agents */
     bool handle_signals;    /* SIGTERM/SIGINT/SIGHUP through signalfd (the command) */
     bool ipv6_only;         /* IPv6 listeners refuse IPv4 peers (default: dual-stack) */
     /* Socket activation: a listening socket to serve instead of binding the address, [0]

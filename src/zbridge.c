@@ -90,6 +90,21 @@ zconn_encode_direct(struct zconn *z, const struct ing_msg *m, unsigned opts, siz
     return 0;
 }
 
+/* kill_without_state tells whether z's agent gets BackendKillJob without "state": as its
+ * hello's shape says (v0.7.x), unless the operator said which release the fleet runs. */
+static bool
+kill_without_state(const struct zconn *z)
+{
+    switch (z->zb->kill_state) {
+    case ZB_KILL_STATE_ALWAYS:
+        return false;
+    case ZB_KILL_STATE_NEVER:
+        return true;
+    default:
+        return z->release == ZMQ_AGENT_V07;
+    }
+}
+
 /* zconn_encode sends m to z's peer in the shape of its release (opts: ZMQ_ENC_*). bound:
  * a size the message most likely fits in, to encode it in place (0: unknown). */
 static void
@@ -108,7 +123,7 @@ zconn_encode(struct zconn *z, const struct ing_msg *m, unsigned opts, size_t bou
     struct ing_mp_writer *w = &zb->zw;
     w->len = 0;
     w->err = 0;
-    if (m->type == ING_BACKEND_KILL_JOB && z->release == ZMQ_AGENT_V07)
+    if (m->type == ING_BACKEND_KILL_JOB && kill_without_state(z))
         opts |= ZMQ_ENC_KILL_NO_STATE;
     if (bound > 0 && !z->legacy) {
         int drc = zconn_encode_direct(z, m, opts, bound);
@@ -602,11 +617,12 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
     if (m.type == ING_AGENT_HELLO) {
         z->release = (uint8_t)shape.release;
         z->ssh_allowed = shape.ssh_allowed;
-        log_msg(LOG_DEBUG, "%s: AgentHello of %s", srv_conn_name(c),
+        log_msg(LOG_DEBUG, "%s: AgentHello of %s; its kills %s state", srv_conn_name(c),
                 z->legacy                        ? "v0.5 - v0.6.2"
-                : shape.release == ZMQ_AGENT_V07 ? "v0.7.x (kills without state)"
+                : shape.release == ZMQ_AGENT_V07 ? "v0.7.x"
                 : shape.release == ZMQ_AGENT_V08 ? "v0.8.0-v0.8.5 (SSH routing)"
-                                                 : "v0.8.6 or later");
+                                                 : "v0.8.6 or later",
+                z->legacy || kill_without_state(z) ? "without" : "with");
     }
     if (m.type == ING_AGENT_JOB_DONE && (how & ZMQ_DEC_GRADE_INT)) {
         zb->int_grade = true;

@@ -23,11 +23,20 @@
 struct conn; /* server.c's connection */
 struct zconn;
 
+/* Whether BackendKillJob to a ZeroMQ agent (of v0.7 and later) carries "state": the
+ * operator's word for fleets whose release the hello does not tell (--zmq-kill-state). */
+enum zb_kill_state {
+    ZB_KILL_STATE_AUTO,   /* from the agent's hello (zmq_msg_agent_shape); the default */
+    ZB_KILL_STATE_ALWAYS, /* every agent: v0.8.1 and later */
+    ZB_KILL_STATE_NEVER,  /* no agent: v0.7.x and v0.8.0 */
+};
+
 /* One per server: shared scratch and the routing-id counters. */
 struct zbridge {
     struct backend *be;
     uint32_t max_frame;
     int job_field;              /* 0 course_id, 1 taskset_id (srv_config.job_field) */
+    int kill_state;             /* enum zb_kill_state (srv_config.zmq_kill_state) */
     struct ing_mp_writer zw;    /* message being encoded */
     struct ing_mp_writer hello; /* an ssh_allowed agent's environments with their twins */
     struct ing_mp_writer legacy; /* a v0.5 - v0.6.2 message rewritten in the main dialect */

@@ -1806,6 +1806,7 @@ TP_TEST(test_command_line)
         {"--ping-interval", "abc", NULL},
         {"--ping-interval", "10xs", NULL},
         {"--job-field", "nope", NULL},
+        {"--zmq-kill-state", "sometimes", NULL},
         {"tcp://127.0.0.1", "tcp://127.0.0.1:0", NULL},
         {"udp://127.0.0.1:0", "tcp://127.0.0.1:0", NULL},
         {"tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "extra", NULL},

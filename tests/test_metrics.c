@@ -217,6 +217,98 @@ test_metrics_escape_and_kinds(void **state)
     assert_int_equal(metrics_result_kind("whatever", 8), METRICS_RES_ERROR);
 }
 
+/* ref_bucket: the bucket as the definition says: the number of bounds below us. */
+static unsigned
+ref_bucket(uint64_t us)
+{
+    unsigned i = 0;
+    while (i < METRICS_NBUCKETS && us > metrics_bucket_us[i])
+        i++;
+    return i;
+}
+
+/* The branch-free bucket search agrees with the definition at every bound, next to it, at
+ * the ends of the range and on values spread over it; an observation lands in it. */
+static void
+test_metrics_bucket_search(void **state)
+{
+    (void)state;
+    uint64_t probe[3 * METRICS_NBUCKETS + 4];
+    size_t n = 0;
+    for (unsigned i = 0; i < METRICS_NBUCKETS; i++) {
+        probe[n++] = metrics_bucket_us[i] - 1;
+        probe[n++] = metrics_bucket_us[i];
+        probe[n++] = metrics_bucket_us[i] + 1;
+    }
+    probe[n++] = 0;
+    probe[n++] = 1;
+    probe[n++] = UINT64_MAX - 1;
+    probe[n++] = UINT64_MAX;
+    for (size_t k = 0; k < n; k++)
+        assert_int_equal(metrics_bucket(probe[k]), ref_bucket(probe[k]));
+    uint64_t x = 88172645463325252ull;
+    for (int k = 0; k < 100000; k++) { /* xorshift, shifted to reach every magnitude */
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        uint64_t v = x >> (x % 64);
+        assert_int_equal(metrics_bucket(v), ref_bucket(v));
+    }
+    struct metrics_hist h;
+    memset(&h, 0, sizeof(h));
+    metrics_hist_observe(&h, 10);         /* on the first bound: bucket 0 */
+    metrics_hist_observe(&h, 11);         /* just above: bucket 1 */
+    metrics_hist_observe(&h, UINT64_MAX); /* above every bound */
+    assert_int_equal(h.bucket[0], 1);
+    assert_int_equal(h.bucket[1], 1);
+    assert_int_equal(h.bucket[METRICS_NBUCKETS], 1);
+    assert_int_equal(h.count, 3);
+}
+
+/* Every result kind maps to itself; near misses (a prefix, a longer string, another case,
+ * the right first byte with another length) and "error" map to error. */
+static void
+test_metrics_result_kinds_all(void **state)
+{
+    (void)state;
+    for (int k = 0; k < METRICS_NRESULT; k++) {
+        const char *name = metrics_result_name[k];
+        size_t len = strlen(name);
+        assert_int_equal(metrics_result_kind(name, len), k);
+        assert_int_equal(metrics_result_kind(name, len - 1), METRICS_RES_ERROR);
+        char longer[16];
+        snprintf(longer, sizeof(longer), "%sx", name);
+        assert_int_equal(metrics_result_kind(longer, len + 1), METRICS_RES_ERROR);
+    }
+    assert_int_equal(metrics_result_kind("", 0), METRICS_RES_ERROR);
+    assert_int_equal(metrics_result_kind("Success", 7), METRICS_RES_ERROR);
+    assert_int_equal(metrics_result_kind("sucXess", 7), METRICS_RES_ERROR);
+    assert_int_equal(metrics_result_kind("crashed", 7), METRICS_RES_ERROR);
+    assert_int_equal(metrics_result_kind("k", 1), METRICS_RES_ERROR);
+}
+
+/* The branch-free moving average equals avg += (t - avg) / 8 rounded towards the old
+ * average, computed on each side as before, over rising and falling values. */
+static void
+test_metrics_avg_update(void **state)
+{
+    (void)state;
+    uint64_t avg = 0, ref = 0;
+    bool has = false;
+    metrics_avg_update(&avg, &has, 1000);
+    assert_true(has);
+    assert_int_equal(avg, 1000);
+    ref = 1000;
+    static const uint64_t t[] = {1000, 1007, 1008, 993, 0, 5, 3600000, 3599999, 1, 1, 1, 1,
+                                 1ull << 40, 7, 8, 9};
+    for (int r = 0; r < 50; r++)
+        for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+            ref = t[i] >= ref ? ref + (t[i] - ref) / 8 : ref - (ref - t[i]) / 8;
+            metrics_avg_update(&avg, &has, t[i]);
+            assert_int_equal(avg, ref);
+        }
+}
+
 /* run_tool writes text to a file and runs "pre FILE post"; returns its exit status and
  * its output in out. */
 static int
@@ -318,6 +410,9 @@ main(void)
         cmocka_unit_test(test_metrics_bounded_envs),
         cmocka_unit_test(test_metrics_fair_keys),
         cmocka_unit_test(test_metrics_escape_and_kinds),
+        cmocka_unit_test(test_metrics_bucket_search),
+        cmocka_unit_test(test_metrics_result_kinds_all),
+        cmocka_unit_test(test_metrics_avg_update),
         cmocka_unit_test(test_metrics_real_parsers),
         cmocka_unit_test(test_metrics_render_time),
     };

@@ -27,6 +27,8 @@ enum shape {
     MAIN, /* v0.8.6 ... main: created an integer, no ssh_allowed */
     V08,  /* v0.8.0 ... v0.8.5: ssh_allowed */
     V07,  /* v0.7.x: the Docker agent's created is a float */
+    V080, /* v0.8.0 ... v0.8.4's Docker agent: ssh_allowed and a float created (v0.8.0's
+             hello is byte-identical to v0.8.1's, though its BackendKillJob has no state) */
 };
 
 /* agent_hello sends an AgentHello of shape sh announcing docker/default. */
@@ -34,7 +36,8 @@ static void
 agent_hello(struct zt_peer *a, const char *name, uint32_t slots, enum shape sh, bool ssh)
 {
     struct ing_mp_writer w;
-    zt_map_begin(&w, sh == V08 ? 5 : 4);
+    bool has_ssh = sh == V08 || sh == V080;
+    zt_map_begin(&w, has_ssh ? 5 : 4);
     zt_kv_str(&w, "friendly_name", name);
     ing_mp_put_cstr(&w, "available_job_slots");
     ing_mp_put_uint(&w, slots);
@@ -46,13 +49,13 @@ agent_hello(struct zt_peer *a, const char *name, uint32_t slots, enum shape sh, 
     ing_mp_put_map(&w, 4);
     zt_kv_str(&w, "id", "sha256:1");
     ing_mp_put_cstr(&w, "created");
-    if (sh == V07)
+    if (sh == V07 || sh == V080)
         ing_mp_put_double(&w, 1700000000.25);
     else
         ing_mp_put_int(&w, 1700000000);
     zt_kv_lit(&w, "ports", "\x90");
     zt_kv_str(&w, "runtime", "runc");
-    if (sh == V08) {
+    if (has_ssh) {
         ing_mp_put_cstr(&w, "ssh_allowed");
         ing_mp_put_bool(&w, ssh);
     }
@@ -344,15 +347,49 @@ kill_shape(struct tp_ctx *c, struct zt_peer *cl, const char *id, enum shape sh, 
 }
 
 /* Each agent gets its release's BackendKillJob: with state (main, v0.8.x), without it
- * (v0.7.x). */
+ * (v0.7.x). A v0.8.0 hello looks like v0.8.1's: by default it gets the state. */
 TP_TEST(test_zb_kill_shapes)
 {
     tp_start(c, NULL);
     struct zt_peer *cl = zt_client(c, "C");
     kill_shape(c, cl, "j1", MAIN, KILL_STATE, sizeof(KILL_STATE) - 1);
     kill_shape(c, cl, "j1", V08, KILL_STATE, sizeof(KILL_STATE) - 1);
+    kill_shape(c, cl, "j1", V080, KILL_STATE, sizeof(KILL_STATE) - 1);
     kill_shape(c, cl, "j1", V07, KILL_BARE, sizeof(KILL_BARE) - 1);
     zt_close(c, cl);
+}
+
+/* kill_fleet: a backend with --zmq-kill-state mode; a job on an agent of each shape sh[0..n)
+ * is killed, and every one of them gets the kill with state (with_state) or without. */
+static void
+kill_fleet(struct tp_ctx *c, const char *mode, const enum shape *sh, size_t n, bool with_state)
+{
+    tp_start(c, "--zmq-kill-state", mode, NULL);
+    struct zt_peer *cl = zt_client(c, "C");
+    for (size_t i = 0; i < n; i++) {
+        if (with_state)
+            kill_shape(c, cl, "j1", sh[i], KILL_STATE, sizeof(KILL_STATE) - 1);
+        else
+            kill_shape(c, cl, "j1", sh[i], KILL_BARE, sizeof(KILL_BARE) - 1);
+    }
+    zt_close(c, cl);
+}
+
+/* --zmq-kill-state never, for a fleet of v0.8.0 agents (or v0.7.x MCQ agents, whose hello
+ * has main's shape): every ZeroMQ agent gets BackendKillJob without state, whatever its
+ * hello. */
+TP_TEST(test_zb_kill_state_never)
+{
+    static const enum shape sh[] = {V080, MAIN, V07};
+    kill_fleet(c, "never", sh, 3, false);
+}
+
+/* --zmq-kill-state always, for a fleet of v0.8.1 or later whose hellos may look like
+ * v0.7.x's (a custom agent with a float created): every agent gets the state. */
+TP_TEST(test_zb_kill_state_always)
+{
+    static const enum shape sh[] = {V07, V080};
+    kill_fleet(c, "always", sh, 2, true);
 }
 
 /* ---- item 6: synthetic results ---- */
@@ -877,6 +914,8 @@ main(void)
         TP_CASE(test_zb_loose_result_relayed),
         TP_CASE(test_zb_unusable_result_ends_job),
         TP_CASE(test_zb_kill_shapes),
+        TP_CASE(test_zb_kill_state_never),
+        TP_CASE(test_zb_kill_state_always),
         TP_CASE(test_zb_synthetic_results),
         TP_CASE(test_zb_identity_takeover),
         TP_CASE(test_zb_registration_gate),

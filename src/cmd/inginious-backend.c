@@ -15,6 +15,7 @@
 #include "opt.h"
 #include "sd.h"
 #include "server.h"
+#include "zbridge.h"
 
 static void
 usage(FILE *f)
@@ -103,6 +104,10 @@ usage(FILE *f)
             "                              accepted, as libzmq does, for ZeroMQ peers that wait\n"
             "                              for it; endpoints without a secret then serve ZeroMQ\n"
             "                              peers only (proto.md 11.1)\n"
+            "      --zmq-kill-state auto|always|never  whether BackendKillJob to ZeroMQ\n"
+            "                              agents carries state: auto (default) from each\n"
+            "                              hello; never for v0.7.x and v0.8.0 agents, always\n"
+            "                              for v0.8.1 and later (proto.md 11.2)\n"
             "      --journal DIR           keep the queue in a write-ahead journal in DIR (off by\n"
             "                              default): waiting jobs survive a crash or a restart\n"
             "                              (README: Durability); DIR is locked (flock): a\n"
@@ -159,6 +164,7 @@ enum {
     OPT_PORT_FILE,
     OPT_JOB_FIELD,
     OPT_ZMQ_GREET_FIRST,
+    OPT_ZMQ_KILL_STATE,
     OPT_AGENT_SECRET,
     OPT_CLIENT_SECRET,
     OPT_AGENT_ALLOW,
@@ -219,6 +225,7 @@ static const struct option options[] = {
     {"port-file", required_argument, NULL, OPT_PORT_FILE},
     {"job-field", required_argument, NULL, OPT_JOB_FIELD},
     {"zmq-greet-first", no_argument, NULL, OPT_ZMQ_GREET_FIRST},
+    {"zmq-kill-state", required_argument, NULL, OPT_ZMQ_KILL_STATE},
     {"agent-secret-file", required_argument, NULL, OPT_AGENT_SECRET},
     {"client-secret-file", required_argument, NULL, OPT_CLIENT_SECRET},
     {"agent-allow", required_argument, NULL, OPT_AGENT_ALLOW},
@@ -506,6 +513,16 @@ main(int argc, char **argv)
             break;
         case OPT_ZMQ_GREET_FIRST:
             cfg.zmq_greet_first = true;
+            break;
+        case OPT_ZMQ_KILL_STATE:
+            if (strcmp(optarg, "auto") == 0)
+                cfg.zmq_kill_state = ZB_KILL_STATE_AUTO;
+            else if (strcmp(optarg, "always") == 0)
+                cfg.zmq_kill_state = ZB_KILL_STATE_ALWAYS;
+            else if (strcmp(optarg, "never") == 0)
+                cfg.zmq_kill_state = ZB_KILL_STATE_NEVER;
+            else
+                bad(name, optarg);
             break;
         case OPT_JOB_FIELD:
             if (strcmp(optarg, "course_id") == 0)

@@ -620,6 +620,106 @@ def test_release_kill_shapes(be):
         a.close()
 
 
+def kill_of(be, c, a, job_id, env_type, env):
+    """A job of c for env_type/env is sent to the agent a and killed: the BackendKillJob that a
+    receives (a then answers killed and c gets it)."""
+    deadline = time.time() + TIMEOUT
+    while True:  # the environment list may come after a ping
+        e = c.recv(skip=("Ping",))
+        if e["@type"] == "BackendUpdateEnvironments" and env in e["available_environments"].get(env_type, ()):
+            break
+        assert time.time() < deadline
+    c.send("ClientNewJob", job_id=job_id, priority=0, course_id="c", task_id="t",
+           task_problems={}, inputdata={"@state": "S1"}, environment_type=env_type,
+           environment=env, environment_parameters={"limits": {"time": 30}}, debug=False,
+           launcher="L")
+    assert a.expect("BackendNewJob")["job_id"] == job_id
+    c.send("ClientKillJob", job_id=job_id)
+    k = a.expect("BackendKillJob")
+    a.send("AgentJobDone", **dict(done_fields(job_id, "killed", ""), state="S1"))
+    d = c.recv(skip=("Ping", "BackendUpdateEnvironments"))
+    assert d["job_id"] == job_id and d["result"][0] == "killed", d
+    return k
+
+
+def test_release_kill_state_never(be):
+    """§11.2 --zmq-kill-state never: a v0.8.0 Docker agent (its hello is v0.8.1's: ssh_allowed,
+    a float created) and a v0.7.x MCQ agent (created 0, as main's) get BackendKillJob with
+    job_id only, as their dataclass BackendKillJob(job_id) requires."""
+    c, _ = hello_client(be.client_addr)
+    a8 = ZPeer(be.agent_addr)
+    a8.send("AgentHello", friendly_name="v0.8.0", available_job_slots=1, ssh_allowed=False,
+            available_environments={"docker": {"k8": dict(INFO, created=1700000000.25)}})
+    k = kill_of(be, c, a8, "k8", "docker", "k8")
+    assert k == {"job_id": "k8", "@type": "BackendKillJob"}, k
+    a7 = ZPeer(be.agent_addr)
+    a7.send("AgentHello", friendly_name="mcq-v0.7", available_job_slots=1,
+            available_environments={"mcq": {"mcq": {"id": "mcq", "created": 0}}})
+    k = kill_of(be, c, a7, "k7", "mcq", "mcq")
+    assert k == {"job_id": "k7", "@type": "BackendKillJob"}, k
+    a8.close()
+    a7.close()
+
+
+test_release_kill_state_never.backend_args = ("--zmq-kill-state", "never")
+
+
+def test_release_kill_state_default_v080(be):
+    """§11.2: without the option, a v0.8.0 hello is taken as v0.8.1's: the kill has state."""
+    c, _ = hello_client(be.client_addr)
+    a8 = ZPeer(be.agent_addr)
+    a8.send("AgentHello", friendly_name="v0.8.0", available_job_slots=1, ssh_allowed=False,
+            available_environments={"docker": {"k8": dict(INFO, created=1700000000.25)}})
+    k = kill_of(be, c, a8, "k8", "docker", "k8")
+    assert k == {"job_id": "k8", "state": "S1", "@type": "BackendKillJob"}, k
+    a8.close()
+
+
+def test_libzmq_greets_at_connect(be):
+    """§11.1: a stock DEALER (what every INGInious release's client and agent are: pyzmq,
+    libzmq's ZMTP engine) sends the first 10 bytes of its greeting as soon as it connects,
+    without waiting for the server's; it sends its version byte only after the server's 10
+    bytes, and the rest after the server's version. So the backend's default (greeting on the
+    peer's first byte) never waits for a libzmq peer."""
+    lis = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lis.bind(("127.0.0.1", 0))
+    lis.listen(1)
+    lis.settimeout(TIMEOUT)
+    d = CTX.socket(zmq.DEALER)
+    d.setsockopt(zmq.LINGER, 0)
+    try:
+        d.connect("tcp://127.0.0.1:%d" % lis.getsockname()[1])
+        s, _ = lis.accept()
+        s.settimeout(TIMEOUT)
+
+        def read(n):
+            got = b""
+            while len(got) < n:
+                chunk = s.recv(n - len(got))
+                assert chunk, "the DEALER closed after %r" % got
+                got += chunk
+            return got
+
+        sig = read(10)  # nothing sent by us yet
+        assert sig[0] == 0xFF and sig[9] == 0x7F, sig.hex()
+        s.settimeout(0.2)
+        try:
+            more = s.recv(1)
+        except socket.timeout:
+            more = b""
+        assert more == b"", "libzmq sent %r before our signature" % more
+        s.settimeout(TIMEOUT)
+        s.sendall(b"\xff" + b"\0" * 8 + b"\x7f")
+        assert read(1) == b"\x03"  # its major version, after our signature
+        s.sendall(b"\x03\x01" + b"NULL".ljust(20, b"\0") + b"\x00" + b"\0" * 31)
+        rest = read(53)  # minor version, mechanism, as-server, filler
+        assert rest[1:5] == b"NULL", rest.hex()
+        s.close()
+    finally:
+        d.close(0)
+        lis.close()
+
+
 def test_release_unusable_result_ends_job(be):
     """§11.2: an AgentJobDone that cannot be used ends its job (crash naming the field,
     @state kept) and frees the slot; loosely typed values are relayed coerced."""
