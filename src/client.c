@@ -931,6 +931,12 @@ ing_client_resumed(const struct ing_client *c)
     return c->resumed;
 }
 
+bool
+ing_client_sessions(const struct ing_client *c)
+{
+    return c->server_session && c->conn.st == PEER_OPEN;
+}
+
 /* ing_client_last_error returns the last Error text, or "". */
 const char *
 ing_client_last_error(const struct ing_client *c)

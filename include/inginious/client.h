@@ -255,6 +255,9 @@ bool ing_client_acks(const struct ing_client *c);
 int ing_client_session_id(const struct ing_client *c, uint8_t out[ING_SESSION_ID_LEN]);
 /* ing_client_resumed: this connection's session list has arrived (ING_CLIENT_EV_RESUMED). */
 bool ing_client_resumed(const struct ing_client *c);
+/* ing_client_sessions: the connection is open and the backend offers sessions (its Welcome
+ * has ING_WELCOME_SESSION). */
+bool ing_client_sessions(const struct ing_client *c);
 /* ing_client_last_error returns the text of the last Error the backend sent (or of the
  * protocol problem that closed the connection), or "". */
 const char *ing_client_last_error(const struct ing_client *c);

@@ -335,6 +335,16 @@ result_timeout(const struct ctl *ctl)
     return ctl->timeout_set ? answer_timeout(ctl) : -1;
 }
 
+/* no_sessions tells (with a message) that the backend connected to offers no sessions. */
+static bool
+no_sessions(struct ctl *ctl)
+{
+    if (!ing_client_is_connected(ctl->c) || ing_client_sessions(ctl->c))
+        return false;
+    errmsg("the backend at %s does not offer sessions (--session)", ctl->backend);
+    return true;
+}
+
 /* wait_resumed waits (at most --timeout) until the session's list has arrived on this
  * connection (ING_CLIENT_EV_RESUMED), passing the events to fn. Returns 0 or an exit status
  * (the error printed). */
@@ -347,10 +357,8 @@ wait_resumed(struct ctl *ctl, ing_client_event_fn *fn, void *arg)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (!ing_client_resumed(ctl->c)) {
         int left = -1;
-        if (!ing_client_acks(ctl->c) && ing_client_is_connected(ctl->c)) {
-            errmsg("the backend at %s does not offer sessions (--session)", ctl->backend);
+        if (no_sessions(ctl))
             return EXIT_FAIL;
-        }
         if (limit >= 0) {
             double ms = (double)limit - elapsed_s(&t0) * 1000.0;
             if (ms <= 0)
@@ -1625,6 +1633,8 @@ cmd_wait(struct ctl *ctl, int argc, char **argv)
                 return fail_wait(ctl, "the session's results", -ETIMEDOUT);
             left = (int)ms + 1;
         }
+        if (no_sessions(ctl))
+            return EXIT_FAIL;
         rc = ing_client_wait(ctl->c, left, wait_event, &sw);
         if (rc < 0)
             return fail_wait(ctl, "the session's results", rc);
