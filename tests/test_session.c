@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "inginious/mp.h"
 #include "inginious/proto.h"
@@ -351,6 +352,48 @@ TP_TEST(test_session_long_list)
     tp_barrier(s2); /* still connected */
 }
 
+/* Compaction keeps what sessions need: after enough other jobs came and went for the first
+ * segments to be compacted away, a kill -9 and a restart still restore the session's
+ * waiting jobs (record 7) and its kept result (record 4). */
+TP_TEST(test_session_journal_compaction)
+{
+    char jdir[600], seg1[700];
+    snprintf(jdir, sizeof(jdir), "%s/journal", tp_dir(c));
+    snprintf(seg1, sizeof(seg1), "%s/0000000000000001.seg", jdir);
+    tp_start(c, "--journal", jdir, "--journal-segment-size", "4K", NULL);
+    struct tp_peer *ag = tp_agent(c, "A", 1, "docker/default", NULL);
+    struct tp_peer *s = session_open(c, sid_a);
+    expect_list(s, "");
+    struct tp_job w = {.id = "w1", .env = "parked"};
+    tp_send_job(s, &w);
+    w.id = "w2";
+    tp_send_job(s, &w);
+    tp_submit(s, "keep1", 0);
+    for (int i = 0; i < 3; i++)
+        tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+    tp_expect_job(ag, "keep1");
+    tp_close(c, s);
+    wait_detached(c, 1);
+    tp_done(ag, "keep1", "success", "kept");
+    struct tp_peer *p = tp_client(c, "churn", NULL);
+    char id[32];
+    for (int i = 0; i < 400 && access(seg1, F_OK) == 0; i++) {
+        snprintf(id, sizeof(id), "churn-%d", i);
+        tp_submit(p, id, 0);
+        tp_expect_job(ag, id);
+        tp_done(ag, id, "success", "");
+        tp_expect_done(p, id, "success", NULL, NULL);
+    }
+    if (access(seg1, F_OK) == 0)
+        tp_fail("the first segment was not compacted away");
+    tp_barrier(p);
+    kill9_restart(c, jdir);
+    struct tp_peer *s2 = session_open(c, sid_a);
+    const struct ing_msg *d = tp_expect_done(s2, "keep1", "success", NULL, NULL);
+    assert_true(ing_view_eq(d->u.result.state, "kept"));
+    expect_list(s2, "w1 w2");
+}
+
 int
 main(void)
 {
@@ -358,7 +401,7 @@ main(void)
         TP_CASE(test_session_detach_and_resume), TP_CASE(test_session_takeover),
         TP_CASE(test_session_ttl), TP_CASE(test_session_journal_kill9),
         TP_CASE(test_session_journal_sigterm), TP_CASE(test_session_many_kept_results),
-        TP_CASE(test_session_long_list),
+        TP_CASE(test_session_long_list), TP_CASE(test_session_journal_compaction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
