@@ -317,7 +317,7 @@ TP_TEST(test_session_long_list)
     tp_start(c, "--max-output", "16K", NULL);
     struct tp_peer *s = session_open(c, sid_b);
     expect_list(s, "");
-    enum { N = 1500 };
+    enum { N = 800 };
     char id[40];
     for (int i = 0; i < N; i++) {
         snprintf(id, sizeof(id), "listing-job-%04d", i);
@@ -379,7 +379,8 @@ TP_TEST(test_session_journal_compaction)
     char id[32];
     for (int i = 0; i < 400 && access(seg1, F_OK) == 0; i++) {
         snprintf(id, sizeof(id), "churn-%d", i);
-        tp_submit(p, id, 0);
+        struct tp_job cj = {.id = id, .pad = 1500}; /* two a segment */
+        tp_send_job(p, &cj);
         tp_expect_job(ag, id);
         tp_done(ag, id, "success", "");
         tp_expect_done(p, id, "success", NULL, NULL);
