@@ -26,9 +26,8 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include "common.h"
+#include "inproc.h"
 #include "log.h"
-#include "server.h"
 
 #define MILLION 1000000u
 #define LIFECYCLE_JOBS 300000u
@@ -53,28 +52,7 @@ pongs_reached(const struct load *L, const struct conn_pongs *w)
     return w->c->pongs >= w->n;
 }
 
-/* wait_for polls until cond or the deadline. Returns 0 or -1 (message printed). */
-#define WAIT_FOR(L, cond, deadline, what)                                                          \
-    do {                                                                                           \
-        while (!(cond)) {                                                                          \
-            if (bc_now_ns() > (deadline)) {                                                        \
-                fprintf(stderr, "bench_loop: timeout during %s\n", (what));                        \
-                return -1;                                                                         \
-            }                                                                                      \
-            if (bc_poll((L), 50) != 0) {                                                           \
-                fprintf(stderr, "bench_loop: %s: %s\n", (what), (L)->err);                         \
-                return -1;                                                                         \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
-
-static void
-mark(int fd, int phase)
-{
-    uint8_t b = (uint8_t)phase;
-    if (write(fd, &b, 1) != 1)
-        _exit(1);
-}
+#define WAIT_FOR(L, cond, deadline, what) BC_WAIT_FOR("bench_loop", L, cond, deadline, what, 50)
 
 static int
 load_main(const char *aaddr, const char *caddr, int pfd)
@@ -105,7 +83,7 @@ load_main(const char *aaddr, const char *caddr, int pfd)
     L.submitting = true;
     struct conn_pongs w = {bl, 2};
     WAIT_FOR(&L, pongs_reached(&L, &w), deadline, "enqueue");
-    mark(pfd, 1);
+    bc_mark(pfd, 1);
     /* 2. A lifecycle run beside them. */
     L.submitting = false;
     struct bc_conn *lc[4];
@@ -128,14 +106,14 @@ load_main(const char *aaddr, const char *caddr, int pfd)
     printf("# lifecycle beside 1M waiting: %u jobs in %.3f s = %.0f jobs/s\n", LIFECYCLE_JOBS, secs,
            (double)LIFECYCLE_JOBS / secs);
     fflush(stdout);
-    mark(pfd, 2);
+    bc_mark(pfd, 2);
     /* 3. The queue snapshot. */
     if (bc_send_empty(&L, bl, ING_CLIENT_GET_QUEUE) != 0)
         goto fail;
     WAIT_FOR(&L, L.queue_answers >= 1, deadline, "get queue");
     printf("# queue snapshot: %u running, %u waiting\n", L.queue_running, L.queue_waiting);
     fflush(stdout);
-    mark(pfd, 3);
+    bc_mark(pfd, 3);
     /* 4. Agents for the backlog work it off. */
     uint64_t t0 = bc_now_ns();
     uint32_t first = L.nagents;
@@ -147,7 +125,7 @@ load_main(const char *aaddr, const char *caddr, int pfd)
     printf("# drain: %u jobs in %.3f s = %.0f jobs/s (agents %u..%u)\n", MILLION, secs,
            (double)MILLION / secs, first, L.nagents - 1);
     fflush(stdout);
-    mark(pfd, 4);
+    bc_mark(pfd, 4);
     /* 5. Another million, then 6. the client leaves with them. */
     bl->tmpl = &backlog2;
     bl->quota = MILLION;
@@ -156,7 +134,7 @@ load_main(const char *aaddr, const char *caddr, int pfd)
     L.submitting = true;
     w.n = bl->pongs + 1;
     WAIT_FOR(&L, pongs_reached(&L, &w), deadline, "second enqueue");
-    mark(pfd, 5);
+    bc_mark(pfd, 5);
     bc_load_fini(&L);
     free(backlog.frame);
     free(backlog2.frame);
@@ -202,32 +180,12 @@ main(void)
         fprintf(stderr, "bench_loop: %s\n", err);
         return 1;
     }
-    bool pin = bc_cpu_usable(0) && bc_cpu_usable(1);
-    int pfd[2];
-    if (pipe(pfd) != 0) {
-        perror("bench_loop: pipe");
+    pid_t pid;
+    int rfd = bc_inproc_fork(s, "bench_loop",
+                             "# name iterations longest_us longest_cpu_us over_2ms srv_max_iter_us",
+                             load_main, &pid);
+    if (rfd < 0)
         return 1;
-    }
-    printf("# name iterations longest_us longest_cpu_us over_2ms srv_max_iter_us\n");
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("bench_loop: fork");
-        return 1;
-    }
-    if (pid == 0) {
-        close(pfd[0]);
-        if (pin)
-            bc_pin(0, 1);
-        char aaddr[160], caddr[160];
-        snprintf(aaddr, sizeof(aaddr), "%s", srv_bound_addr(s, true));
-        snprintf(caddr, sizeof(caddr), "%s", srv_bound_addr(s, false));
-        _exit(load_main(aaddr, caddr, pfd[1]) == 0 ? 0 : 1);
-    }
-    close(pfd[1]);
-    if (pin)
-        bc_pin(0, 0);
-    fcntl(pfd[0], F_SETFL, fcntl(pfd[0], F_GETFL) | O_NONBLOCK);
     struct phase ph[NPHASES + 1];
     memset(ph, 0, sizeof(ph));
     int cur = 1;
@@ -246,7 +204,7 @@ main(void)
         }
         account(&ph[cur], dt, dcpu);
         uint8_t b;
-        ssize_t n = eof ? -1 : read(pfd[0], &b, 1);
+        ssize_t n = eof ? -1 : read(rfd, &b, 1);
         if (n == 1 && b >= 1 && b <= NPHASES && b == cur) {
             ph[cur].srv_max_us = srv_max_iter_us(s);
             cur++;

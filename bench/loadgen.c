@@ -14,12 +14,19 @@
  *   drain      S clients queue N jobs as in enqueue (no agent yet); then A agents with K
  *              slots connect and work the queue off: jobs/s and backend CPU per job from the
  *              first agent's connection to the last result (dispatch from a deep queue).
+ *   replay     a backend with --journal DIR (in its temporary directory; --fsync as the
+ *              --backend-arg options say, else the default) queues N jobs as in enqueue,
+ *              is killed (SIGKILL) with its clients connected, and a new one is started on
+ *              the same DIR: the time from its start to the first Pong of a new client (the
+ *              journal replayed, listening, serving), its RSS against the RSS the first had
+ *              with the N jobs queued, and a queue snapshot checks that all N jobs wait.
  * --parked N first parks N jobs in an environment no agent provides (docker/parked), from
  * one more client that stays connected and idle: the run then measures the same work with
  * N jobs waiting (their id-table entries, their memory) beside it.
  * Prints one "RESULT key=value ..." line on stdout and a table on stderr. Exit status: 0 when
  * every job got exactly one result (enqueue: is queued), 1 on a failure or timeout, 2 on a
  * usage error. */
+#include <dirent.h>
 #include <getopt.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -32,9 +39,10 @@ enum mode {
     MODE_LATENCY,
     MODE_ENQUEUE,
     MODE_DRAIN,
+    MODE_REPLAY,
 };
 
-static const char *const mode_names[] = {"lifecycle", "latency", "enqueue", "drain"};
+static const char *const mode_names[] = {"lifecycle", "latency", "enqueue", "drain", "replay"};
 
 struct opts {
     enum mode mode;
@@ -56,6 +64,7 @@ struct backend_proc {
     pid_t pid; /* spawned by us; 0 = attached */
     char dir[64];
     char port_file[96];
+    char journal[96]; /* replay: the journal directory, in dir */
     char agent_addr[160], client_addr[160];
 };
 
@@ -68,6 +77,9 @@ struct result {
     long hwm_kb, rss_kb, rss_idle_kb, rss_after_kb;
     double queue_ms;
     uint64_t lost, dup;
+    double serve_ms;        /* replay: start of the second backend to a client's first Pong */
+    long replay_rss_kb;     /* replay: the second backend's RSS once it serves */
+    double serve_cpu_ms;    /* replay: the second backend's CPU time (user + system) then */
 };
 
 static volatile sig_atomic_t g_signal;
@@ -81,7 +93,7 @@ on_signal(int sig)
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: loadgen [--mode lifecycle|latency|enqueue|drain] [--jobs N] [--payload P]\n"
+    fprintf(f, "usage: loadgen [--mode lifecycle|latency|enqueue|drain|replay] [--jobs N] [--payload P]\n"
                "               [--clients S] [--window W] [--agents A] [--slots K]\n"
                "               [--max-seconds T] [--backend PATH] [--backend-arg ARG]...\n"
                "               [--backend-agent ADDR --backend-client ADDR [--backend-pid PID]]\n"
@@ -91,7 +103,9 @@ usage(FILE *f)
                "\n"
                "  --mode MODE        lifecycle (throughput), latency (one job in flight), enqueue\n"
                "                     (no agents: enqueue rate and backend bytes per queued job),\n"
-               "                     drain (N jobs queued first, then agents work them off)\n"
+               "                     drain (N jobs queued first, then agents work them off),\n"
+               "                     replay (N jobs queued with --journal, kill -9, restart on\n"
+               "                     the journal: time to serve, RSS before and after)\n"
                "  --jobs N           jobs (1000000; latency 20000)\n"
                "  --payload P        bytes of each job's inputdata msgpack map (128)\n"
                "  --clients S        client connections (4; latency 1)\n"
@@ -203,6 +217,8 @@ parse_opts(int argc, char **argv, struct opts *o)
                 o->mode = MODE_ENQUEUE;
             else if (strcmp(optarg, "drain") == 0)
                 o->mode = MODE_DRAIN;
+            else if (strcmp(optarg, "replay") == 0)
+                o->mode = MODE_REPLAY;
             else
                 goto bad;
             break;
@@ -301,11 +317,13 @@ parse_opts(int argc, char **argv, struct opts *o)
     if (o->window < 0)
         o->window = lat ? 1 : 64;
     if (o->agents < 0)
-        o->agents = lat ? 1 : o->mode == MODE_ENQUEUE ? 0 : 8;
+        o->agents = lat ? 1 : o->mode == MODE_ENQUEUE || o->mode == MODE_REPLAY ? 0 : 8;
     if (o->slots < 0)
         o->slots = 64;
     if (o->payload > 64 * 1024 * 1024 || o->clients > 4096 || o->agents > 4096 ||
-        o->slots > 65536 || (o->mode != MODE_ENQUEUE && o->agents == 0))
+        o->slots > 65536 ||
+        (o->mode != MODE_ENQUEUE && o->mode != MODE_REPLAY && o->agents == 0) ||
+        (o->mode == MODE_REPLAY && (o->agents != 0 || o->agent_addr != NULL)))
         goto bad;
     return 0;
 bad:
@@ -367,13 +385,18 @@ spawn_backend(const struct opts *o, struct backend_proc *bp)
         snprintf(bin, sizeof(bin), "%s", o->backend_bin);
     else
         default_backend(bin, sizeof(bin));
-    snprintf(bp->dir, sizeof(bp->dir), "/tmp/loadgen.XXXXXX");
-    if (mkdtemp(bp->dir) == NULL) {
-        fprintf(stderr, "loadgen: mkdtemp: %s\n", strerror(errno));
-        bp->dir[0] = '\0';
-        return -1;
+    if (bp->dir[0] == '\0') { /* else a restart (replay): the same directory and journal */
+        snprintf(bp->dir, sizeof(bp->dir), "/tmp/loadgen.XXXXXX");
+        if (mkdtemp(bp->dir) == NULL) {
+            fprintf(stderr, "loadgen: mkdtemp: %s\n", strerror(errno));
+            bp->dir[0] = '\0';
+            return -1;
+        }
     }
     snprintf(bp->port_file, sizeof(bp->port_file), "%s/ports", bp->dir);
+    snprintf(bp->journal, sizeof(bp->journal), "%s/journal", bp->dir);
+    unlink(bp->port_file);
+    bp->agent_addr[0] = bp->client_addr[0] = '\0';
     snprintf(maxw, sizeof(maxw), "%lld", o->jobs + 1024 > 10000000 ? o->jobs + 1024 : 10000000);
     argv[n++] = bin;
     argv[n++] = "-q";
@@ -385,11 +408,16 @@ spawn_backend(const struct opts *o, struct backend_proc *bp)
     argv[n++] = maxw;
     argv[n++] = "--max-waiting-per-client";
     argv[n++] = maxw;
-    if (o->mode == MODE_ENQUEUE) { /* the check counts the waiting jobs the snapshot lists */
+    if (o->mode == MODE_ENQUEUE || o->mode == MODE_REPLAY) { /* the check counts the waiting
+                                                               * jobs the snapshot lists */
         argv[n++] = "--queue-list-max";
         argv[n++] = "0";
         argv[n++] = "--max-output"; /* a snapshot of a million jobs is over the 16M default */
         argv[n++] = "256M";
+    }
+    if (o->mode == MODE_REPLAY) {
+        argv[n++] = "--journal";
+        argv[n++] = bp->journal;
     }
     for (int i = 0; i < o->nextra; i++)
         argv[n++] = o->extra[i];
@@ -422,10 +450,28 @@ spawn_backend(const struct opts *o, struct backend_proc *bp)
             fprintf(stderr, "loadgen: the backend did not write %s in 10 s\n", bp->port_file);
             return -1;
         }
-        struct timespec ts = {0, 5 * 1000 * 1000};
+        struct timespec ts = {0, 1000 * 1000};
         nanosleep(&ts, NULL);
     }
     return 0;
+}
+
+/* rm_journal removes the replay's journal directory and its files. */
+static void
+rm_journal(const struct backend_proc *bp)
+{
+    DIR *d = bp->journal[0] != '\0' ? opendir(bp->journal) : NULL;
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    char path[512];
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.') {
+            snprintf(path, sizeof(path), "%s/%s", bp->journal, de->d_name);
+            unlink(path);
+        }
+    closedir(d);
+    rmdir(bp->journal);
 }
 
 /* stop_backend stops a spawned backend by its PID: SIGTERM, up to 5 s, then SIGKILL. */
@@ -450,6 +496,7 @@ stop_backend(struct backend_proc *bp)
     }
     if (bp->port_file[0] != '\0')
         unlink(bp->port_file);
+    rm_journal(bp);
     if (bp->dir[0] != '\0')
         rmdir(bp->dir);
 }
@@ -553,7 +600,7 @@ run_load(const struct opts *o, struct load *L, const char *aaddr, const char *ca
          const struct bc_tmpl *job, struct result *r, uint64_t deadline)
 {
     int rc;
-    bool enq = o->mode == MODE_ENQUEUE, drain = o->mode == MODE_DRAIN;
+    bool enq = o->mode == MODE_ENQUEUE || o->mode == MODE_REPLAY, drain = o->mode == MODE_DRAIN;
     bool flood = enq || drain; /* clients send their quotas back to back, then a Ping */
     for (long long i = 0; i < o->clients; i++) {
         struct bc_conn *c = bc_add_client(L, caddr, job, flood ? 0 : (uint64_t)o->window);
@@ -610,6 +657,8 @@ run_load(const struct opts *o, struct load *L, const char *aaddr, const char *ca
         report_abort(L, o, rc, enq ? "the enqueue" : "the run");
         return rc;
     }
+    if (enq && o->mode == MODE_REPLAY)
+        return 0; /* the check is the restarted backend's (replay) */
     if (enq) {
         /* Every job must be waiting: ask for the queue (the snapshot is one big frame). */
         struct bc_conn *c = L->conns[0];
@@ -630,7 +679,7 @@ run_load(const struct opts *o, struct load *L, const char *aaddr, const char *ca
 static void
 print_result(const struct opts *o, const struct load *L, struct result *r, size_t body_len)
 {
-    bool enq = o->mode == MODE_ENQUEUE, drain = o->mode == MODE_DRAIN;
+    bool enq = o->mode == MODE_ENQUEUE || o->mode == MODE_REPLAY, drain = o->mode == MODE_DRAIN;
     double cpu = r->cpu0 >= 0 && r->cpu1 >= 0 ? r->cpu1 - r->cpu0 : -1;
     double sched = r->sched0 >= 0 && r->sched1 >= 0 ? r->sched1 - r->sched0 : -1;
     double per_job = cpu >= 0 && o->jobs > 0 ? cpu * 1e6 / (double)o->jobs : -1;
@@ -657,6 +706,10 @@ print_result(const struct opts *o, const struct load *L, struct result *r, size_
         printf(" rss_idle_kb=%ld rss_after_kb=%ld bytes_per_job=%.1f overhead_per_job=%.1f "
                "queue_waiting=%u queue_ms=%.1f",
                r->rss_idle_kb, r->rss_after_kb, bpj, ovh, L->queue_waiting, r->queue_ms);
+    if (o->mode == MODE_REPLAY)
+        printf(" serve_ms=%.1f serve_cpu_ms=%.1f replay_rss_kb=%ld replay_rss_ratio=%.3f",
+               r->serve_ms, r->serve_cpu_ms, r->replay_rss_kb,
+               r->rss_after_kb > 0 ? (double)r->replay_rss_kb / (double)r->rss_after_kb : -1.0);
     printf("\n");
     fflush(stdout);
     if (o->quiet)
@@ -688,6 +741,14 @@ print_result(const struct opts *o, const struct load *L, struct result *r, size_
                 "  %-16s %u waiting (snapshot round trip %.1f ms)\n",
                 "memory", r->rss_idle_kb, r->rss_after_kb, o->jobs, bpj, ovh, body_len,
                 "queue check", L->queue_waiting, r->queue_ms);
+    if (o->mode == MODE_REPLAY)
+        fprintf(stderr,
+                "  %-16s kill -9, restart on the journal: serving after %.1f ms (%.1f ms of "
+                "CPU); RSS %ld kB (%.1f %% of the %ld kB before)\n",
+                "replay", r->serve_ms, r->serve_cpu_ms, r->replay_rss_kb,
+                r->rss_after_kb > 0 ? 100.0 * (double)r->replay_rss_kb / (double)r->rss_after_kb
+                                    : -1.0,
+                r->rss_after_kb);
     fprintf(stderr, "  %-16s %.3f s CPU\n", "load generator", r->self1 - r->self0);
     fprintf(stderr, "  %-16s %llu done, %llu started, lost %llu, dup %llu, bad %llu, errors %llu\n",
             "check", (unsigned long long)r->done, (unsigned long long)L->started,
@@ -703,11 +764,11 @@ compute(const struct opts *o, struct load *L, struct result *r)
     for (uint64_t i = 0; v != NULL && i < L->submitted; i++)
         if (L->lat[i] != 0)
             v[n++] = L->lat[i];
-    if (o->mode != MODE_ENQUEUE && v != NULL)
+    if (o->mode != MODE_ENQUEUE && o->mode != MODE_REPLAY && v != NULL)
         bc_percentiles(v, n, &r->pct);
     free(v);
     r->secs = L->t_last > L->t_first ? (double)(L->t_last - L->t_first) / 1e9 : 0;
-    if (o->mode == MODE_ENQUEUE) {
+    if (o->mode == MODE_ENQUEUE || o->mode == MODE_REPLAY) {
         /* Queued = waiting in the snapshot; refused jobs came back as results. */
         uint64_t seen = L->queue_waiting + L->done;
         r->done = L->queue_waiting;
@@ -720,6 +781,42 @@ compute(const struct opts *o, struct load *L, struct result *r)
         r->dup = L->dup;
         r->jobs_per_s = r->secs > 0 ? (double)L->done / r->secs : 0;
     }
+}
+
+/* replay kills the backend (SIGKILL) that queued the jobs, its clients still connected, and
+ * starts another on its journal: the time until a new client's first Pong, its RSS, and
+ * its queue snapshot (into L->queue_waiting). Returns 0 or a run_until code. */
+static int
+replay(const struct opts *o, struct backend_proc *bp, struct load *L, const struct bc_tmpl *job,
+       struct result *r, uint64_t deadline)
+{
+    int st;
+    kill(bp->pid, SIGKILL);
+    waitpid(bp->pid, &st, 0);
+    bp->pid = 0;
+    uint64_t t0 = bc_now_ns();
+    if (spawn_backend(o, bp) != 0)
+        return -1;
+    struct load R;
+    if (bc_load_init(&R, 1) != 0)
+        return -1;
+    int rc = bc_add_client(&R, bp->client_addr, job, 0) != NULL ? 0 : -1;
+    if (rc == 0)
+        rc = run_until(&R, clients_ready, 1, deadline);
+    r->serve_ms = (double)(bc_now_ns() - t0) / 1e6;
+    r->serve_cpu_ms = bc_proc_cpu_s(bp->pid) * 1e3;
+    r->replay_rss_kb = bc_proc_status_kb(bp->pid, "VmRSS");
+    uint64_t tq = bc_now_ns();
+    if (rc == 0)
+        rc = bc_send_empty(&R, R.conns[0], ING_CLIENT_GET_QUEUE) != 0 ? -1 : 0;
+    if (rc == 0)
+        rc = run_until(&R, queue_answered, 1, deadline);
+    r->queue_ms = (double)(R.t_queue - tq) / 1e6;
+    L->queue_waiting = R.queue_waiting;
+    if (rc != 0)
+        report_abort(&R, o, rc, "the restart on the journal");
+    bc_load_fini(&R);
+    return rc;
 }
 
 /* park sends o->parked jobs for docker/parked (no agent provides it) from a client of P,
@@ -817,6 +914,8 @@ main(int argc, char **argv)
         rc = run_load(&o, &L, aaddr, caddr, pid, &job, &r, deadline);
     else
         r.status = "park_failed";
+    if (rc == 0 && o.mode == MODE_REPLAY)
+        rc = replay(&o, &bp, &L, &job, &r, deadline);
     if (r.status == NULL)
         r.status = status_of(rc);
     compute(&o, &L, &r);

@@ -161,6 +161,17 @@ struct be_agent {
     uint32_t missed;
     uint32_t nkilling;
     uint64_t dl_ms; /* no running job's deadline is before (be_timeouts scans it then) */
+    struct be_reg *reg; /* its hello being registered (be_register), or NULL */
+    uint8_t block;      /* BLOCK_*: no job while its registration changes its heaps */
+};
+
+/* While a registration spreads over loop iterations, the agent's entries in its
+ * environments' agent heaps must not give it a job: */
+enum {
+    BLOCK_LEAVE = 1, /* its previous registration goes: an entry found at a heap's top is
+                      * removed there (the rest go in steps) */
+    BLOCK_ENTER = 2, /* its slots join the heaps in steps, keyed after every other free slot
+                      * (fresh_seq UINT64_MAX): at a heap's top it is alone, and skipped */
 };
 
 struct be_session;
@@ -170,10 +181,12 @@ struct be_client {
     struct be_client *prev, *next; /* registered list; once gone: be->reaping (next only) */
     bool registered;
     bool gone; /* connection closed: its jobs are being dropped (be_reap), nothing is sent */
+    bool native, acks; /* be_client_native */
     struct job *jobs;
     uint64_t n_waiting;
     uint64_t job_bytes;       /* bodies of its jobs still held (be_client_job_bytes) */
     uint64_t dropped, killed; /* while gone: counts for the log line */
+    uint64_t envs_seen;       /* be->envs_serial of the list it was sent last */
     struct be_session *sess;  /* NULL: not a session (proto.md 7.9) */
 };
 
@@ -375,34 +388,79 @@ env_hash(const char *type, size_t tl, const char *name, size_t nl)
     return idtab_hash(idtab_hash(idtab_hash_seed(), type, tl), name, nl);
 }
 
+/* The environment table grows by doubling, its records moved ETAB_MOVE old chains at a
+ * time (at each insertion) rather than all at once: a hello of 100,000 environments would
+ * otherwise move 65,536 records in one go. While it moves, a record whose old chain
+ * (hash & eomask) is at or after emove is still in the old table. */
+#define ETAB_MOVE 16
+
+/* etab_head is the chain that holds (or would hold) a record of hash h. */
+static inline struct env **
+etab_head(const struct backend *be, uint64_t h)
+{
+    if (be->etab_old != NULL && (h & be->eomask) >= be->emove)
+        return &be->etab_old[h & be->eomask];
+    return &be->etab[h & be->emask];
+}
+
+/* etab_nchains / etab_chain: every chain of the table, both halves while it grows. */
+static inline size_t
+etab_nchains(const struct backend *be)
+{
+    return be->emask + 1 + (be->etab_old != NULL ? be->eomask + 1 : 0);
+}
+
+static inline struct env *
+etab_chain(const struct backend *be, size_t k)
+{
+    if (k <= be->emask)
+        return be->etab[k];
+    k -= be->emask + 1;
+    return k >= be->emove ? be->etab_old[k] : NULL;
+}
+
 static struct env *
 env_find(const struct backend *be, const char *type, size_t tl, const char *name, size_t nl)
 {
     uint64_t h = env_hash(type, tl, name, nl);
-    for (struct env *e = be->etab[h & be->emask]; e != NULL; e = e->hnext)
+    for (struct env *e = *etab_head(be, h); e != NULL; e = e->hnext)
         if (e->hash == h && e->type_len == tl && e->name_len == nl &&
             memcmp(e->type, type, tl) == 0 && memcmp(e->name, name, nl) == 0)
             return e;
     return NULL;
 }
 
+/* etab_move moves up to n chains of the old table into the new one. */
+static void
+etab_move(struct backend *be, size_t n)
+{
+    for (; n > 0 && be->etab_old != NULL; n--) {
+        struct env *e = be->etab_old[be->emove];
+        be->etab_old[be->emove++] = NULL;
+        while (e != NULL) {
+            struct env *next = e->hnext;
+            e->hnext = be->etab[e->hash & be->emask];
+            be->etab[e->hash & be->emask] = e;
+            e = next;
+        }
+        if (be->emove > be->eomask) {
+            free(be->etab_old);
+            be->etab_old = NULL;
+        }
+    }
+}
+
 static int
 etab_grow(struct backend *be)
 {
+    etab_move(be, SIZE_MAX); /* the last growth's moves are long done: cannot happen */
     size_t ncap = (be->emask + 1) * 2;
     struct env **nt = calloc(ncap, sizeof(*nt));
     if (nt == NULL)
         return -ENOMEM;
-    for (size_t i = 0; i <= be->emask; i++) {
-        struct env *e = be->etab[i];
-        while (e != NULL) {
-            struct env *next = e->hnext;
-            e->hnext = nt[e->hash & (ncap - 1)];
-            nt[e->hash & (ncap - 1)] = e;
-            e = next;
-        }
-    }
-    free(be->etab);
+    be->etab_old = be->etab;
+    be->eomask = be->emask;
+    be->emove = 0;
     be->etab = nt;
     be->emask = ncap - 1;
     return 0;
@@ -467,8 +525,11 @@ env_get(struct backend *be, const char *type, size_t tl, const char *name, size_
     e->hash = env_hash(type, tl, name, nl);
     if (be->nenvs >= be->emask + 1)
         etab_grow(be);
-    e->hnext = be->etab[e->hash & be->emask];
-    be->etab[e->hash & be->emask] = e;
+    else
+        etab_move(be, ETAB_MOVE); /* done before the next growth: ETAB_MOVE >= 2 */
+    struct env **head = etab_head(be, e->hash);
+    e->hnext = *head;
+    *head = e;
     be->nenvs++;
     return e;
 }
@@ -508,7 +569,7 @@ env_unref(struct backend *be, struct env *e)
     if (--e->refs > 0)
         return;
     orphan_remove(be, e);
-    struct env **s = &be->etab[e->hash & be->emask];
+    struct env **s = etab_head(be, e->hash);
     while (*s != e)
         s = &(*s)->hnext;
     *s = e->hnext;
@@ -901,6 +962,7 @@ owner_unlink(struct job *j)
 }
 
 static void jr_ended(struct backend *be, const struct job *j);
+static void jr_fresh_ack(struct backend *be, struct job *j);
 
 static void
 job_free_h(struct backend *be, struct job *j, uint64_t idh)
@@ -1016,15 +1078,20 @@ aheap_remove(struct env *e, uint32_t i)
 
 /* agent_enter_heaps puts a (which just got its first free slot) into its envs' heaps. The
  * heaps were sized at hello (one entry per provider), so this cannot fail. */
+static inline void
+aheap_push(struct be_agent *a, uint32_t i)
+{
+    struct env *e = a->envs[i].env;
+    struct aref r = {a, i};
+    e->aheap[e->an++] = r;
+    aheap_up(e, e->an - 1);
+}
+
 static void
 agent_enter_heaps(struct be_agent *a)
 {
-    for (uint32_t i = 0; i < a->nenvs; i++) {
-        struct env *e = a->envs[i].env;
-        struct aref r = {a, i};
-        e->aheap[e->an++] = r;
-        aheap_up(e, e->an - 1);
-    }
+    for (uint32_t i = 0; i < a->nenvs; i++)
+        aheap_push(a, i);
 }
 
 static void
@@ -1218,7 +1285,7 @@ static void
 sched_agent(struct backend *be, struct be_agent *a)
 {
     struct job *j;
-    if (be->draining)
+    if (be->draining || a->block != 0)
         return;
     while (a->nfree > 0 && (j = best_job(be, a)) != NULL)
         dispatch(be, a, j);
@@ -1234,8 +1301,12 @@ sched_envs(struct backend *be, struct env *const *envs, size_t n)
     for (;;) {
         struct be_agent *first = NULL;
         for (size_t i = 0; i < n; i++) {
-            const struct env *e = envs[i];
-            if (e->n > 0 && e->an > 0 &&
+            struct env *e = envs[i];
+            if (e->n == 0)
+                continue;
+            while (e->an > 0 && e->aheap[0].a->block == BLOCK_LEAVE)
+                aheap_remove(e, 0); /* a registration removes it: see BLOCK_LEAVE */
+            if (e->an > 0 && e->aheap[0].a->block == 0 &&
                 (first == NULL || agent_key(e->aheap[0].a) < agent_key(first)))
                 first = e->aheap[0].a;
         }
@@ -1311,6 +1382,8 @@ send_job_result(struct backend *be, struct job *j, const char *kind, const char 
 {
     if (strcmp(kind, "crash") == 0)
         failure_add(be, j, kind, strlen(kind), text, strlen(text));
+    if (be->jr != NULL && j->seq > be->jr_settled)
+        jr_fresh_ack(be, j);
     send_result_seq(be, live_owner(j), job_id_view(j), kind, text, job_state(j), j->seq);
 }
 
@@ -1361,6 +1434,7 @@ envs_touch(struct backend *be, bool grace)
 {
     uint64_t due = be->now_ms + (grace ? be->cfg.envs_grace_ms : 0);
     be->envs_changed = true;
+    be->envs_gen++; /* a list being built (be_flush) starts again */
     if (!be->envs_dirty || due < be->envs_due_ms)
         be->envs_due_ms = due;
     be->envs_dirty = true;
@@ -1511,6 +1585,7 @@ envs_build(struct backend *be)
     be->envs_msg = w.buf; /* ownership taken from the writer */
     be->envs_msg_len = w.len;
     be->envs_changed = false;
+    be->envs_serial++;
     return 0;
 }
 
@@ -1529,11 +1604,141 @@ send_envs(struct backend *be, struct be_client *c)
     m.u.envs.environments.p = (const char *)be->envs_msg;
     m.u.envs.environments.len = (uint32_t)be->envs_msg_len;
     be->ops.send(c->peer, &m);
+    c->envs_seen = be->envs_serial;
+}
+
+/* envs_send_some sends the current list to the clients that have not got it yet, about
+ * BE_FLUSH_BYTES of it per call (copying a large list to many clients is work too). Returns
+ * true once every client has it. */
+static bool
+envs_send_some(struct backend *be)
+{
+    size_t sent = 0;
+    for (struct be_client *c = be->clients; c != NULL; c = c->next) {
+        if (c->envs_seen == be->envs_serial)
+            continue;
+        if (sent >= BE_FLUSH_BYTES)
+            return false;
+        send_envs(be, c);
+        sent += be->envs_msg_len;
+    }
+    return true;
+}
+
+/* A list built in steps (be_flush): prune and count a type's environments, then write
+ * them, one environment per unit; started again if the list changes meanwhile. */
+struct be_lbuild {
+    struct ing_mp_writer w;
+    bool active;
+    bool writing;   /* the second pass over t's environments */
+    uint64_t gen;   /* be->envs_gen when it started */
+    struct env *t;  /* the type being done (NULL: all done) */
+    struct env *e;  /* its next environment */
+    uint32_t adv, ntypes;
+};
+
+static int
+lbuild_start(struct backend *be)
+{
+    struct be_lbuild *lb = be->lbuild;
+    if (lb == NULL && (lb = be->lbuild = calloc(1, sizeof(*lb))) == NULL)
+        return -ENOMEM;
+    if (lb->active)
+        ing_mp_writer_fini(&lb->w);
+    ing_mp_writer_init_dyn(&lb->w);
+    size_t want = LIST_BASE + be->list_bytes; /* its size is known: one allocation */
+    if ((lb->w.buf = malloc(want)) != NULL)
+        lb->w.cap = want;
+    ing_mp_put_map(&lb->w, be->n_types_ann);
+    lb->active = true;
+    lb->writing = false;
+    lb->gen = be->envs_gen;
+    lb->t = be->types_head;
+    lb->e = lb->t != NULL ? lb->t->lhead : NULL;
+    lb->adv = lb->ntypes = 0;
+    return 0;
+}
+
+/* lbuild_next_type moves lb on to the type after t. */
+static void
+lbuild_next_type(struct be_lbuild *lb, struct env *next)
+{
+    lb->t = next;
+    lb->e = next != NULL ? next->lhead : NULL;
+    lb->writing = false;
+    lb->adv = 0;
+}
+
+/* lbuild_unit does one unit of the build. Returns 0 (more), 1 (done: be->envs_msg is the
+ * list) or a negative errno (lb let go). */
+static int
+lbuild_unit(struct backend *be, struct be_lbuild *lb)
+{
+    struct env *t = lb->t, *e = lb->e;
+    if (t == NULL) {
+        int err = lb->w.err;
+        if (err == 0 && lb->ntypes != be->n_types_ann)
+            err = -EPROTO; /* cannot happen: the counter follows nann */
+        lb->active = false;
+        if (err != 0) {
+            ing_mp_writer_fini(&lb->w);
+            return err;
+        }
+        free(be->envs_msg);
+        be->envs_msg = lb->w.buf; /* ownership taken from the writer */
+        be->envs_msg_len = lb->w.len;
+        be->envs_changed = false;
+        be->envs_serial++;
+        return 1;
+    }
+    if (e != NULL) {
+        lb->e = e->lnext;
+        if (!lb->writing && e->n_providers == 0)
+            list_unlink(be, e); /* withdrawn since the last build */
+        else if (!lb->writing)
+            lb->adv += e->advertised;
+        else if (e->advertised)
+            ing_mp_put_str(&lb->w, e->name, e->name_len);
+        return 0;
+    }
+    if (lb->writing) {
+        lb->ntypes++;
+        lbuild_next_type(lb, t->lnext);
+    } else if (t->nann == 0) {
+        struct env *next = t->lnext;
+        if (t->lhead == NULL)
+            list_unlink(be, t);
+        lbuild_next_type(lb, next);
+    } else {
+        ing_mp_put_str(&lb->w, t->type, t->type_len);
+        ing_mp_put_array(&lb->w, lb->adv);
+        lb->writing = true;
+        lb->e = t->lhead;
+    }
+    return 0;
+}
+
+static void
+lbuild_free(struct backend *be)
+{
+    if (be->lbuild != NULL && be->lbuild->active)
+        ing_mp_writer_fini(&be->lbuild->w);
+    free(be->lbuild);
+    be->lbuild = NULL;
+}
+
+bool
+be_flush_building(const struct backend *be)
+{
+    return be->envs_sending || (be->lbuild != NULL && be->lbuild->active && !be->envs_held &&
+                                be->lbuild->gen == be->envs_gen);
 }
 
 bool
 be_flush_due(const struct backend *be, uint64_t *due_ms)
 {
+    if (be->envs_held || be_flush_building(be))
+        return false; /* the registration's end touches the list; a build goes on */
     if (be->envs_dirty)
         *due_ms = be->envs_due_ms;
     return be->envs_dirty;
@@ -1542,17 +1747,30 @@ be_flush_due(const struct backend *be, uint64_t *due_ms)
 void
 be_flush(struct backend *be)
 {
-    if (!be->envs_dirty || be->now_ms < be->envs_due_ms)
+    if (be->envs_sending) {
+        be->envs_sending = !envs_send_some(be);
+        if (be->envs_sending)
+            return; /* (a change since is sent at a next call) */
+    }
+    if (!be->envs_dirty || be->now_ms < be->envs_due_ms || be->envs_held)
         return;
-    envs_prune(be);
-    if (be->envs_changed && envs_build(be) != 0) {
-        log_msg(LOG_ERR, "out of memory building the environment list: clients not updated");
-        be->envs_due_ms = be->now_ms + 1000; /* try again */
-        return;
+    if (be->envs_changed || be_flush_building(be)) {
+        /* Built in steps of BE_FLUSH_UNITS environments: the rest at the next call. */
+        int rc = 0;
+        if (!be_flush_building(be))
+            rc = lbuild_start(be);
+        for (size_t k = 0; rc == 0 && k < BE_FLUSH_UNITS; k++)
+            rc = lbuild_unit(be, be->lbuild);
+        if (rc == 0)
+            return;
+        if (rc < 0) {
+            log_msg(LOG_ERR, "out of memory building the environment list: clients not updated");
+            be->envs_due_ms = be->now_ms + 1000; /* try again */
+            return;
+        }
     }
     be->envs_dirty = false;
-    for (struct be_client *c = be->clients; c != NULL; c = c->next)
-        send_envs(be, c);
+    be->envs_sending = !envs_send_some(be);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1623,10 +1841,13 @@ be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *op
 
 static void agent_unregister(struct backend *be, struct be_agent *a, bool silent);
 static void sessions_fini(struct backend *be);
+static bool reg_abandon(struct backend *be, struct be_agent *a);
+static void regs_fini(struct backend *be);
 
 void
 be_fini(struct backend *be)
 {
+    regs_fini(be); /* they hold environments, and agents that are on no list */
     while (be->agents != NULL) {
         struct be_agent *a = be->agents;
         agent_unregister(be, a, true);
@@ -1655,9 +1876,11 @@ be_fini(struct backend *be)
         be->reaping = c->next;
         slab_free(&be->client_slab, c);
     }
+    lbuild_free(be);
     envs_prune(be); /* no provider left: the whole list goes */
     idtab_fini(&be->jtab);
     free(be->etab);
+    free(be->etab_old);
     for (size_t i = 0; i < be->n_etypes; i++)
         free(be->etypes[i]);
     free(be->etypes);
@@ -1666,6 +1889,7 @@ be_fini(struct backend *be)
     free(be->q_wait);
     free(be->q_text);
     free(be->q_sel);
+    buf_fini(&be->jr_fresh);
     pool_fini(&be->jobs_pool);
     fair_fini(&be->fair);
     slab_fini(&be->client_slab);
@@ -1795,6 +2019,15 @@ be_reap(struct backend *be, size_t budget)
 }
 
 void
+be_client_native(struct be_client *c, bool acks)
+{
+    c->native = true;
+    c->acks = acks;
+}
+
+#define JR_UNAVAILABLE "Journal unavailable: "
+
+void
 be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id, const char *why)
 {
     struct ing_view empty = {"", 0};
@@ -1806,11 +2039,30 @@ be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id, co
         [METRICS_REFUSE_NOMEM] = "Backend out of memory",
     };
     int reason = METRICS_REFUSE_INVALID;
-    for (int i = 1; i < METRICS_NREFUSE; i++)
+    for (int i = 1; i < METRICS_REFUSE_JOURNAL; i++)
         if (strcmp(why, why_text[i]) == 0)
             reason = i;
+    if (strncmp(why, JR_UNAVAILABLE, sizeof(JR_UNAVAILABLE) - 1) == 0)
+        reason = METRICS_REFUSE_JOURNAL;
     be->mc.refused[reason]++;
-    log_msg(LOG_WARN, "job %.*s refused: %s", (int)(id.len > 255 ? 255 : id.len), id.p, why);
+    /* While the journal cannot write, its state changes are logged (journal.c), and the
+     * refusals counted in one line once it works again; not one line per job. */
+    bool quiet = reason == METRICS_REFUSE_JOURNAL && be->jr != NULL && !journal_ok(be->jr);
+    if (quiet && be->jr_refused++ == 0)
+        log_msg(LOG_WARN, "journal unavailable: new jobs are refused (first: %.*s): %s",
+                (int)(id.len > 255 ? 255 : id.len), id.p, why);
+    else if (!quiet)
+        log_msg(LOG_WARN, "job %.*s refused: %s", (int)(id.len > 255 ? 255 : id.len), id.p,
+                why);
+    if (reason == METRICS_REFUSE_JOURNAL && c != NULL && c->native && !c->gone) {
+        struct ing_msg m;
+        memset(&m, 0, sizeof(m));
+        m.type = ING_ERROR;
+        m.u.error.code = ING_ERR_JOURNAL;
+        m.u.error.text.p = why;
+        m.u.error.text.len = (uint32_t)strlen(why);
+        be->ops.send(c->peer, &m);
+    }
     send_result(be, c, id, "crash", why, empty);
 }
 
@@ -1899,6 +2151,56 @@ jr_ended(struct backend *be, const struct job *j)
 /* held_already is job_new's answer to a session resubmitting a job it owns: nothing is
  * done, and the job counts as accepted (proto.md 7.9). */
 static const char held_already[] = "";
+
+static void
+send_ack(struct backend *be, struct be_client *c, struct ing_view id)
+{
+    if (c->peer == NULL)
+        return; /* a detached session: it learns what is held when it resumes */
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_JOB_ACCEPTED;
+    m.u.ref.job_id = id;
+    be->ops.send(c->peer, &m);
+}
+
+/* jr_fresh_add notes the new job j of client c (proto.md 7.8). Without a journal, c hears
+ * BackendJobAccepted now if it asked; with one, j waits in be->jr_fresh for the flush that
+ * writes its record (be_journal_settle). Returns 0 or -ENOMEM. */
+static int
+jr_fresh_add(struct backend *be, struct be_client *c, const struct job *j)
+{
+    if (be->jr == NULL) {
+        if (c->acks)
+            send_ack(be, c, job_id_view(j));
+        return 0;
+    }
+    if (buf_reserve(&be->jr_fresh, 10 + (size_t)j->id_len) != 0)
+        return -ENOMEM;
+    uint8_t *p = buf_tail(&be->jr_fresh);
+    put_u64be(p, j->seq);
+    p[8] = c->acks;
+    p[9] = j->id_len;
+    memcpy(p + 10, job_id(j), j->id_len);
+    buf_produce(&be->jr_fresh, 10 + (size_t)j->id_len);
+    return 0;
+}
+
+/* jr_fresh_ack: a result of j is about to be sent before its record was settled (killed in
+ * the iteration that accepted it): its acknowledgement goes first, as proto.md 7.8 orders,
+ * and not again at the settling. */
+static void
+jr_fresh_ack(struct backend *be, struct job *j)
+{
+    uint8_t *p = buf_head(&be->jr_fresh), *end = p + buf_len(&be->jr_fresh);
+    for (; p < end; p += 10 + p[9])
+        if (get_u64be(p) == j->seq) {
+            if (p[8] && live_owner(j) != NULL)
+                send_ack(be, j->owner, job_id_view(j));
+            p[8] = 0;
+            return;
+        }
+}
 
 /* job_new validates then stores a new job of client c (NULL: a job replayed from the
  * journal, of arrival order seq) and queues it. Returns NULL, or why it was refused
@@ -2012,6 +2314,10 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
         c->job_bytes += len;
     }
     be->job_bytes += len;
+    if (c != NULL && jr_fresh_add(be, c, j) != 0) {
+        job_free_h(be, j, idh);
+        return "Backend out of memory";
+    }
     job_enqueue(be, j);
     be->stats.jobs_submitted++;
     log_msg(LOG_DEBUG, "job %.*s queued for %s/%s", (int)j->id_len, job_id(j), e->type, e->name);
@@ -2024,8 +2330,12 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
                     const struct ing_client_new_job *m, uint64_t idh)
 {
     const char *why = job_new(be, c, body, len, m, idh, 0);
-    if (why == held_already)
+    if (why == held_already) { /* acknowledged again, once its record is written */
+        const struct job *j = jtab_find_h(be, idh, m->job.job_id.p, m->job.job_id.len);
+        if (c->acks && (be->jr == NULL || j->seq <= be->jr_settled))
+            send_ack(be, c, m->job.job_id);
         return true;
+    }
     if (why != NULL)
         be_client_refuse(be, c, m->job.job_id, why);
     return why == NULL;
@@ -2051,11 +2361,13 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
         }
         struct ing_view id = m.u.new_job.job.job_id;
         uint64_t idh = id_hash(id.p, id.len);
-        struct job *j = jtab_find_h(be, idh, id.p, id.len);
-        if (j != NULL && j->seq == seq)
-            return 0; /* the copy a compaction cut short left */
         const char *why = job_new(be, NULL, p + 8 + ING_HDR_LEN, len - 8 - ING_HDR_LEN,
                                   &m.u.new_job, idh, seq);
+        if (why != NULL && strcmp(why, "Duplicate job id") == 0) {
+            const struct job *j = jtab_find_h(be, idh, id.p, id.len);
+            if (j != NULL && j->seq == seq)
+                return 0; /* the copy a compaction cut short left */
+        }
         if (why != NULL && be->jr_skipped++ == 0) /* one line, not one per job */
             log_msg(LOG_WARN, "journal: job %.*s not restored: %s (later ones counted)",
                     (int)(id.len > 255 ? 255 : id.len), id.p, why);
@@ -2084,6 +2396,64 @@ be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32
         return false;
     const struct job *j = jtab_find_h((struct backend *)be, id_hash(id.p, id.len), id.p, id.len);
     return j != NULL && j->seq == get_u64be(p);
+}
+
+/* jr_refuse_late refuses j, accepted in this iteration, whose record could not be written:
+ * its client hears crash be->jr_why (and Error JOURNAL if native), and j is forgotten, or
+ * killed on the agent it was just sent to (its answer then finds no owner). */
+static void
+jr_refuse_late(struct backend *be, struct job *j, uint64_t idh)
+{
+    struct be_client *c = live_owner(j);
+    be->stats.jobs_submitted--;
+    if (c != NULL) {
+        be_client_refuse(be, c, job_id_view(j), be->jr_why);
+    } else {
+        be->stats.jobs_refused++;
+        be->mc.refused[METRICS_REFUSE_JOURNAL]++;
+    }
+    if (j->status == JOB_WAITING) {
+        job_unqueue(be, j);
+        job_free_h(be, j, idh);
+    } else {
+        jr_ended(be, j); /* not restored at the next start, whenever the agent answers */
+        owner_unlink(j);
+        send_kill(be, j);
+    }
+}
+
+void
+be_journal_settle(struct backend *be, int err)
+{
+    if (err != 0)
+        snprintf(be->jr_why, sizeof(be->jr_why), JR_UNAVAILABLE "%s", strerror(-err));
+    else if (be->jr_refused > 0) {
+        log_msg(LOG_WARN, "journal: accepting jobs again (%llu refused while unavailable)",
+                (unsigned long long)be->jr_refused);
+        be->jr_refused = 0;
+    }
+    const uint8_t *p = buf_head(&be->jr_fresh), *end = p + buf_len(&be->jr_fresh);
+    for (; p < end; p += 10 + p[9]) {
+        if (err == 0 && !p[8])
+            continue; /* written: only the acknowledgements are left to send */
+        const char *id = (const char *)p + 10;
+        uint64_t idh = id_hash(id, p[9]);
+        struct job *j = jtab_find_h(be, idh, id, p[9]);
+        if (j == NULL || j->seq != get_u64be(p))
+            continue; /* ended already (killed, its client gone) */
+        if (err != 0)
+            jr_refuse_late(be, j, idh);
+        else if (live_owner(j) != NULL)
+            send_ack(be, j->owner, job_id_view(j));
+    }
+    be->jr_fresh.rpos = be->jr_fresh.wpos = 0;
+    be->jr_settled = be->arrival_seq;
+}
+
+int
+be_journal_reserve(struct backend *be, uint64_t n)
+{
+    return n > SIZE_MAX / 2 ? -ENOMEM : idtab_reserve(&be->jtab, (size_t)n);
 }
 
 uint64_t
@@ -2254,8 +2624,8 @@ fair_select(struct backend *be, size_t want, size_t *text)
     struct job **cand = malloc(cap * sizeof(*cand));
     if (cand == NULL)
         return -1;
-    for (size_t i = 0; i <= be->emask; i++)
-        for (struct env *e = be->etab[i]; e != NULL; e = e->hnext)
+    for (size_t i = 0; i < etab_nchains(be); i++)
+        for (struct env *e = etab_chain(be, i); e != NULL; e = e->hnext)
             for (uint32_t k = 0; k < e->kn && ncand < cap; k++)
                 cand_push(cand, &ncand, e->kheap[k]->qhead);
     size_t nsel = 0;
@@ -2311,8 +2681,8 @@ be_client_get_queue(struct backend *be, struct be_client *c)
         if (grow((void **)&be->q_sel, &be->q_sel_cap, want, sizeof(*be->q_sel)) != 0 ||
             (heads = malloc(be->nenvs * sizeof(*heads))) == NULL)
             goto oom;
-        for (size_t i = 0; i <= be->emask; i++)
-            for (struct env *e = be->etab[i]; e != NULL && nheads < be->nenvs; e = e->hnext)
+        for (size_t i = 0; i < etab_nchains(be); i++)
+            for (struct env *e = etab_chain(be, i); e != NULL && nheads < be->nenvs; e = e->hnext)
                 if (e->fifo_head != NULL)
                     heads[nheads++] = e->fifo_head;
         assert(nheads <= be->nenvs);
@@ -2449,14 +2819,15 @@ be_agent_slots(const struct be_agent *a)
     return a->slots;
 }
 
-/* agent_unregister removes a registered agent (INGInious deletes it and crashes all its
- * jobs; hardened): requeue the jobs it had not started, end the started ones, withdraw the
- * environments it was the last to provide. silent: no message at all (be_fini). */
+/* Removing a registered agent (INGInious deletes it and crashes all its jobs; hardened):
+ * requeue the jobs it had not started, end the started ones, withdraw the environments it
+ * was the last to provide. In three parts so that a re-hello can spread it over loop
+ * iterations (be_register): unreg_begin (the agent and its jobs, O(its jobs)), then
+ * unreg_env and unreg_type for each of its environments and types, then unreg_end.
+ * silent: no message at all (be_fini). */
 static void
-agent_unregister(struct backend *be, struct be_agent *a, bool silent)
+unreg_begin(struct backend *be, struct be_agent *a, bool silent)
 {
-    if (!a->registered)
-        return;
     a->registered = false;
     if (a->prev != NULL)
         a->prev->next = a->next;
@@ -2466,23 +2837,9 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
         a->next->prev = a->prev;
     a->prev = a->next = NULL;
     be->n_agents--;
-    agent_leave_heaps(a);
-    a->nfree = a->nfresh = 0;
-    bool withdrawn = false;
-    for (uint32_t i = 0; i < a->nenvs; i++) {
-        struct env *e = a->envs[i].env;
-        e->n_slots -= a->slots;
-        if (--e->n_providers == 0) {
-            withdrawn = true;
-            env_withdrawn(be, e);
-            if (e->n > 0 && be->cfg.orphan_timeout_ms > 0)
-                orphan_add(be, e);
-        }
-    }
-    for (uint32_t i = 0; i < a->ntypes; i++) {
-        withdrawn |= a->types[i]->nann == 1;
-        type_withdrawn(be, a->types[i]);
-    }
+    /* Its entries leave the heaps with its environments (unreg_env), or at a heap's top
+     * meanwhile: no job goes to it from now on. */
+    a->block = BLOCK_LEAVE;
     /* Its jobs, in reverse dispatch order. */
     struct env **requeued = NULL;
     size_t nreq = 0;
@@ -2530,29 +2887,73 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
             job_free(be, j);
         }
     }
-    /* Hold the requeued environments while the agent's references go. */
-    for (size_t x = 0; x < nreq; x++)
-        requeued[x]->refs++;
-    for (uint32_t i = 0; i < a->nenvs; i++)
-        env_unref(be, a->envs[i].env);
-    for (uint32_t i = 0; i < a->ntypes; i++)
-        env_unref(be, a->types[i]);
+    a->nkilling = 0;
+    /* The requeued jobs' environments still have the agent's references: they stay. */
+    if (!silent)
+        sched_envs(be, requeued, nreq);
+    free(requeued);
+}
+
+/* unreg_env lets a's i-th environment go, whose n_slots and n_providers count a. Returns
+ * true if that withdraws it from the list. */
+static bool
+unreg_env(struct backend *be, struct be_agent *a, uint32_t i)
+{
+    struct env *e = a->envs[i].env;
+    bool withdrawn = false;
+    if (a->envs[i].aidx != 0)
+        aheap_remove(e, a->envs[i].aidx - 1);
+    e->n_slots -= a->slots;
+    if (--e->n_providers == 0) {
+        withdrawn = true;
+        env_withdrawn(be, e);
+        if (e->n > 0 && be->cfg.orphan_timeout_ms > 0)
+            orphan_add(be, e);
+    }
+    env_unref(be, e);
+    return withdrawn;
+}
+
+/* unreg_type lets a's i-th type record go (announced by a). Returns true if that withdraws
+ * it from the list. */
+static bool
+unreg_type(struct backend *be, struct be_agent *a, uint32_t i)
+{
+    bool withdrawn = a->types[i]->nann == 1;
+    type_withdrawn(be, a->types[i]);
+    env_unref(be, a->types[i]);
+    return withdrawn;
+}
+
+/* unreg_end frees what a's registration held once its environments and types are let go;
+ * withdrawn: some left the list (clients are sent it after --env-grace). */
+static void
+unreg_end(struct backend *be, struct be_agent *a, bool silent, bool withdrawn)
+{
     free(a->envs);
     free(a->types);
     free(a->ring);
     a->envs = NULL;
     a->types = NULL;
     a->ring = NULL;
-    a->nenvs = a->ntypes = a->slots = a->fhead = a->nfresh = a->rcap = 0;
-    a->nkilling = 0;
-    if (!silent) {
-        sched_envs(be, requeued, nreq);
-        if (withdrawn)
-            envs_touch(be, true); /* held a while: the agent may come back */
-    }
-    for (size_t x = 0; x < nreq; x++)
-        env_unref(be, requeued[x]);
-    free(requeued);
+    a->nenvs = a->ntypes = a->slots = a->nfree = a->nfresh = a->fhead = a->rcap = 0;
+    a->block = 0;
+    if (!silent && withdrawn)
+        envs_touch(be, true); /* held a while: the agent may come back */
+}
+
+static void
+agent_unregister(struct backend *be, struct be_agent *a, bool silent)
+{
+    if (!a->registered)
+        return;
+    unreg_begin(be, a, silent);
+    bool withdrawn = false;
+    for (uint32_t i = 0; i < a->nenvs; i++)
+        withdrawn |= unreg_env(be, a, i);
+    for (uint32_t i = 0; i < a->ntypes; i++)
+        withdrawn |= unreg_type(be, a, i);
+    unreg_end(be, a, silent, withdrawn);
 }
 
 void
@@ -2560,6 +2961,12 @@ be_agent_gone(struct backend *be, struct be_agent *a)
 {
     if (a == NULL)
         return;
+    if (a->reg != NULL) {
+        log_msg(LOG_INFO, "agent %s left while its hello was being registered",
+                a->name != NULL ? a->name : "(new)");
+        if (reg_abandon(be, a))
+            return; /* the registration undoes what it applied, then frees a */
+    }
     if (a->registered) {
         log_msg(LOG_INFO, "agent %s disconnected", a->name);
         be->stats.agents_lost++;
@@ -2599,19 +3006,49 @@ struct hello_iter {
     const uint8_t *p, *end;
     uint32_t types_left, names_left;
     struct ing_mp_obj type;
+    struct ing_mp_obj *types; /* if not NULL: every type read is appended (ntypes) */
+    uint32_t ntypes;
 };
 
+/* hello_bad: the environments map breaks proto.md 4.1 (a large one is not checked by the
+ * codec: ING_HELLO_CHECK_MAX); refused as the codec refuses a malformed frame. */
+static int
+hello_bad(char *why, size_t whylen)
+{
+    (void)hello_fail(why, whylen, "malformed message");
+    return -EBADMSG;
+}
+
+/* str_ok tells whether the str read from p0 up to p is valid UTF-8 (proto.md 4.1). */
+static bool
+str_ok(const uint8_t *p0, const uint8_t *p)
+{
+    return ing_mp_validate(p0, (size_t)(p - p0), 1) == 0;
+}
+
+/* hello_next reads the next environment; 1, 0 at the end, -EINVAL (a value of the wrong
+ * type, why says which) or -EBADMSG (malformed msgpack). */
 static int
 hello_next(struct hello_iter *it, struct env_ann *ann, char *why, size_t whylen)
 {
     struct ing_mp_obj o;
+    const uint8_t *p0;
     while (it->names_left == 0) {
         if (it->types_left == 0)
             return 0;
         it->types_left--;
-        if (ing_mp_read(&it->p, it->end, &it->type) != 0 || it->type.type != ING_MP_STR)
+        p0 = it->p;
+        if (ing_mp_read(&it->p, it->end, &it->type) != 0)
+            return hello_bad(why, whylen);
+        if (it->type.type != ING_MP_STR)
             return hello_fail(why, whylen, "environment type is not a string");
-        if (ing_mp_read(&it->p, it->end, &o) != 0 || o.type != ING_MP_MAP)
+        if (!str_ok(p0, it->p))
+            return hello_bad(why, whylen);
+        if (it->types != NULL)
+            it->types[it->ntypes++] = it->type; /* at most the map's count: types_left */
+        if (ing_mp_read(&it->p, it->end, &o) != 0)
+            return hello_bad(why, whylen);
+        if (o.type != ING_MP_MAP)
             return hello_fail(why, whylen, "environments of type %.*s: not a map",
                               (int)it->type.v.s.len, (const char *)it->type.v.s.p);
         it->names_left = o.v.n;
@@ -2620,17 +3057,24 @@ hello_next(struct hello_iter *it, struct env_ann *ann, char *why, size_t whylen)
     ann->type = it->type;
     const char *tp = (const char *)it->type.v.s.p;
     uint32_t tl = it->type.v.s.len;
-    if (ing_mp_read(&it->p, it->end, &ann->name) != 0 || ann->name.type != ING_MP_STR)
+    p0 = it->p;
+    if (ing_mp_read(&it->p, it->end, &ann->name) != 0)
+        return hello_bad(why, whylen);
+    if (ann->name.type != ING_MP_STR)
         return hello_fail(why, whylen, "an environment name of type %.*s is not a string", (int)tl,
                           tp);
+    if (!str_ok(p0, it->p))
+        return hello_bad(why, whylen);
     const char *np = (const char *)ann->name.v.s.p;
     uint32_t nl = ann->name.v.s.len;
     if (tl == 0 || tl > MAX_ENV_LEN || nl == 0 || nl > MAX_ENV_LEN)
         return hello_fail(why, whylen, "environment %.*s/%.*s: bad name length", (int)tl, tp,
                           (int)nl, np);
     const uint8_t *info = it->p;
-    if (ing_mp_skip(&it->p, it->end, ING_MP_MAX_DEPTH) != 0)
-        return hello_fail(why, whylen, "environment %.*s/%.*s: bad info", (int)tl, tp, (int)nl, np);
+    /* The info map is at level 3 of the environments map (proto.md 4.1: 64 at most). */
+    if (ing_mp_skip(&it->p, it->end, ING_MP_MAX_DEPTH - 2) != 0 ||
+        ing_mp_validate(info, (size_t)(it->p - info), ING_MP_MAX_DEPTH - 2) != 0)
+        return hello_bad(why, whylen);
     size_t ilen = (size_t)(it->p - info);
     if (!mp_is_map((struct ing_view){(const char *)info, (uint32_t)ilen}))
         return hello_fail(why, whylen, "environment %.*s/%.*s: info is not a map", (int)tl, tp,
@@ -2678,6 +3122,8 @@ hello_begin(struct hello_iter *it, const struct ing_agent_hello *m, char *why, s
     it->p = (const uint8_t *)m->environments.p;
     it->end = it->p + m->environments.len;
     it->names_left = 0;
+    it->types = NULL;
+    it->ntypes = 0;
     if (ing_mp_read(&it->p, it->end, &o) != 0 || o.type != ING_MP_MAP)
         return hello_fail(why, whylen, "available_environments is not a map");
     it->types_left = o.v.n;
@@ -2733,6 +3179,9 @@ hello_rate(struct backend *be, struct be_agent *a)
     return true;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Registration, in steps                                                                    */
+
 /* What applying a hello needs, taken before anything changes (so that it cannot fail half
  * way): the agent's new environments and type records, each with a reference held. */
 struct hello_plan {
@@ -2742,119 +3191,516 @@ struct hello_plan {
     int64_t dbytes, denvs; /* change of be->list_bytes and be->n_provided */
 };
 
-static void
-plan_drop(struct backend *be, struct hello_plan *p)
+/* A hello registers in phases; each does its work in units (an environment or a type) so
+ * that be_register can stop after any unit and go on at the next loop iteration. */
+enum reg_phase {
+    REG_PARSE,   /* validate the environments, keeping their views (anns, tanns) */
+    REG_MARK,    /* a re-hello: mark the agent's current environments and types */
+    REG_PREPARE, /* find or create every type and environment (the plan), count the list */
+    REG_COUNT,   /* a re-hello: what its previous registration alone provides goes */
+    REG_CHECK,   /* the bounds over the whole table (one unit) */
+    REG_UNREG,   /* a re-hello: the previous registration goes (unreg_env, unreg_type) */
+    REG_APPLY,   /* announce the plan's types and environments */
+    REG_ENTER,   /* the free slots join the environments' heaps (BLOCK_ENTER) */
+    REG_DROP,    /* refused, or the agent left before REG_UNREG: the plan's references go */
+    REG_CANCEL,  /* the agent left during REG_UNREG to REG_ENTER: what was applied goes */
+};
+
+struct be_reg {
+    struct be_reg *next; /* be->regs: only the first one makes progress */
+    struct be_agent *a;  /* NULL once the agent left before REG_UNREG (a freed by then) */
+    bool gone;           /* the agent left: no callback; from REG_UNREG on a is ours to free */
+    bool stepped;        /* queued (ops.registered tells the end), not run inline */
+    enum reg_phase phase;
+    uint8_t *own;        /* the copy of the environments map a queued hello reads */
+    struct ing_agent_hello m;
+    char *name;
+    uint64_t *ring;
+    uint32_t rcap, slots;
+    struct hello_iter it;
+    struct env_ann **anns; /* the announced environments, in order (views into m), in
+                            * chunks of ANN_CHUNK (no large copy as they grow) */
+    size_t count, acap;    /* acap: chunks allocated (anns has room for nchunks) */
+    size_t nchunks;
+    struct ing_mp_obj *tanns; /* the announced types, in order (it.types) */
+    struct hello_plan plan;
+    size_t i;             /* the phase's cursor */
+    uint32_t prev;        /* REG_PREPARE: cursor in the agent's current environments */
+    uint64_t old, mark;   /* REG_MARK / REG_PREPARE: the marks of the current and new sets */
+    uint32_t ke, kt;      /* REG_APPLY: environments and types announced so far */
+    const uint8_t *last_type;
+    struct env *t;        /* REG_APPLY: the type record of last_type */
+    bool withdrawn;       /* REG_UNREG / REG_CANCEL: some left the list */
+    int rc;
+    char why[300];
+};
+
+#define ANN_CHUNK 1024
+
+static inline struct env_ann *
+ann_at(const struct be_reg *r, size_t i)
 {
-    for (uint32_t i = 0; i < p->n; i++)
-        env_unref(be, p->envs[i].env);
-    for (uint32_t i = 0; i < p->nt; i++)
-        env_unref(be, p->types[i]);
-    free(p->envs);
-    free(p->types);
+    return &r->anns[i / ANN_CHUNK][i % ANN_CHUNK];
 }
 
-/* hello_prepare fills p for the (validated) hello m of a: finds or creates every announced
- * type and environment, makes room in the environments' agent heaps, and computes what the
- * list would become once a's previous registration (if any) is replaced. Returns 0 or
- * -ENOMEM (p then holds what it took, for plan_drop). */
+/* reg_prepare_type takes the i-th announced type into the plan. Returns 0 or -ENOMEM. */
 static int
-hello_prepare(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m,
-              const struct env_ann *anns, size_t nanns, struct hello_plan *p)
+reg_prepare_type(struct backend *be, struct be_reg *r, size_t i)
 {
-    uint64_t old = ++be->mark_seq; /* a's current environments (none has it yet) */
-    if (a->registered) {
-        for (uint32_t i = 0; i < a->nenvs; i++)
-            a->envs[i].env->mark = old;
-        for (uint32_t i = 0; i < a->ntypes; i++)
-            a->types[i]->mark = old;
+    const struct ing_mp_obj *o = &r->tanns[i];
+    struct hello_plan *p = &r->plan;
+    struct env *t = env_get(be, (const char *)o->v.s.p, o->v.s.len, "", 0);
+    if (t == NULL)
+        return -ENOMEM;
+    if (t->mark == r->mark)
+        return 0; /* the same type twice */
+    if (t->mark != r->old && t->nann == 0)
+        p->dbytes += (int64_t)LIST_TYPE_COST(t);
+    t->mark = r->mark;
+    t->refs++;
+    p->types[p->nt++] = t;
+    return 0;
+}
+
+/* reg_prepare_env takes the i-th announced environment into the plan, and room for the
+ * agent in its heap. A re-hello mostly repeats the agent's list in the same order: the
+ * cursor r->prev follows its current environments and spares the hash table's lookup while
+ * they match. Returns 0 or -ENOMEM. */
+static int
+reg_prepare_env(struct backend *be, struct be_reg *r, size_t i)
+{
+    const struct env_ann *ann = ann_at(r, i);
+    struct hello_plan *p = &r->plan;
+    struct be_agent *a = r->a;
+    struct env *e = NULL;
+    if (a->registered && r->prev < a->nenvs) {
+        struct env *c = a->envs[r->prev].env;
+        if (c->type_len == ann->type.v.s.len && c->name_len == ann->name.v.s.len &&
+            memcmp(c->name, ann->name.v.s.p, c->name_len) == 0 &&
+            memcmp(c->type, ann->type.v.s.p, c->type_len) == 0) {
+            e = c;
+            r->prev++;
+        }
     }
-    uint64_t mark = ++be->mark_seq;
-    /* The types, with those announced without environments (`kata: {}`). */
-    struct ing_mp_obj o;
-    const uint8_t *q = (const uint8_t *)m->environments.p, *end = q + m->environments.len;
-    if (ing_mp_read(&q, end, &o) != 0 || o.type != ING_MP_MAP)
-        return -EINVAL; /* validated before: cannot happen */
-    for (uint32_t i = o.v.n; i > 0; i--) {
-        if (ing_mp_read(&q, end, &o) != 0 || o.type != ING_MP_STR ||
-            ing_mp_skip(&q, end, ING_MP_MAX_DEPTH) != 0)
-            return -EINVAL;
-        struct env *t = env_get(be, (const char *)o.v.s.p, o.v.s.len, "", 0);
-        if (t == NULL)
+    if (e == NULL)
+        e = env_get(be, (const char *)ann->type.v.s.p, ann->type.v.s.len,
+                    (const char *)ann->name.v.s.p, ann->name.v.s.len);
+    if (e == NULL)
+        return -ENOMEM;
+    if (e->mark == r->mark)
+        return 0; /* the same environment twice */
+    bool mine = e->mark == r->old;
+    e->mark = r->mark;
+    e->refs++;
+    p->envs[p->n].env = e;
+    p->envs[p->n].aidx = 0;
+    p->n++;
+    if (!mine && e->n_providers == 0) {
+        p->dbytes += (int64_t)mp_str_size(e->name_len);
+        p->denvs++;
+    }
+    if (e->n_providers + 1 > e->acap) {
+        uint32_t cap = e->acap ? e->acap * 2 : 4;
+        struct aref *h = realloc(e->aheap, cap * sizeof(*h));
+        if (h == NULL)
             return -ENOMEM;
-        if (t->mark == mark)
-            continue; /* the same type twice */
-        if (t->mark != old && t->nann == 0)
-            p->dbytes += (int64_t)LIST_TYPE_COST(t);
-        t->mark = mark;
-        t->refs++;
-        p->types[p->nt++] = t;
-    }
-    /* A re-hello mostly repeats a's list in the same order: the cursor prev follows a's
-     * current environments and spares the hash table's lookup while they match. */
-    uint32_t prev = 0;
-    for (size_t i = 0; i < nanns; i++) {
-        const struct env_ann *ann = &anns[i];
-        struct env *e = NULL;
-        if (a->registered && prev < a->nenvs) {
-            struct env *c = a->envs[prev].env;
-            if (c->type_len == ann->type.v.s.len && c->name_len == ann->name.v.s.len &&
-                memcmp(c->name, ann->name.v.s.p, c->name_len) == 0 &&
-                memcmp(c->type, ann->type.v.s.p, c->type_len) == 0) {
-                e = c;
-                prev++;
-            }
-        }
-        if (e == NULL)
-            e = env_get(be, (const char *)ann->type.v.s.p, ann->type.v.s.len,
-                        (const char *)ann->name.v.s.p, ann->name.v.s.len);
-        if (e == NULL)
-            return -ENOMEM;
-        if (e->mark == mark)
-            continue; /* the same environment twice */
-        bool mine = e->mark == old;
-        e->mark = mark;
-        e->refs++;
-        p->envs[p->n].env = e;
-        p->envs[p->n].aidx = 0;
-        p->n++;
-        if (!mine && e->n_providers == 0) {
-            p->dbytes += (int64_t)mp_str_size(e->name_len);
-            p->denvs++;
-        }
-        if (e->n_providers + 1 > e->acap) {
-            uint32_t cap = e->acap ? e->acap * 2 : 4;
-            struct aref *h = realloc(e->aheap, cap * sizeof(*h));
-            if (h == NULL)
-                return -ENOMEM;
-            e->aheap = h;
-            e->acap = cap;
-        }
-    }
-    /* What a's previous registration alone provides goes. */
-    if (a->registered) {
-        for (uint32_t i = 0; i < a->nenvs; i++) {
-            const struct env *e = a->envs[i].env;
-            if (e->mark == old && e->n_providers == 1) {
-                p->dbytes -= (int64_t)mp_str_size(e->name_len);
-                p->denvs--;
-            }
-        }
-        for (uint32_t i = 0; i < a->ntypes; i++) {
-            const struct env *t = a->types[i];
-            if (t->mark == old && t->nann == 1)
-                p->dbytes -= (int64_t)LIST_TYPE_COST(t);
-        }
+        e->aheap = h;
+        e->acap = cap;
     }
     return 0;
+}
+
+/* reg_count_old: once the plan is complete, the agent's i-th current environment or type
+ * (counting the environments first), if the plan does not have it and the agent alone
+ * provides it, goes from the count. */
+static void
+reg_count_old(struct be_reg *r, size_t i)
+{
+    struct hello_plan *p = &r->plan;
+    const struct be_agent *a = r->a;
+    if (i < a->nenvs) {
+        const struct env *e = a->envs[i].env;
+        if (e->mark == r->old && e->n_providers == 1) {
+            p->dbytes -= (int64_t)mp_str_size(e->name_len);
+            p->denvs--;
+        }
+    } else if (i - a->nenvs < a->ntypes) {
+        const struct env *t = a->types[i - a->nenvs];
+        if (t->mark == r->old && t->nann == 1)
+            p->dbytes -= (int64_t)LIST_TYPE_COST(t);
+    }
+}
+
+/* reg_check checks the list's bounds with the plan. Returns 0 or -EINVAL (r->why). Other
+ * registrations wait for this one, and an agent that leaves meanwhile only makes the list
+ * smaller: the count stays an upper bound until the plan is applied. */
+static int
+reg_check(struct backend *be, struct be_reg *r)
+{
+    const struct hello_plan *p = &r->plan;
+    uint64_t nprov = (uint64_t)((int64_t)be->n_provided + p->denvs);
+    uint64_t bytes = LIST_BASE + (uint64_t)((int64_t)be->list_bytes + p->dbytes);
+    if (nprov > be->cfg.max_envs)
+        return hello_fail(r->why, sizeof(r->why),
+                          "too many environments in total: %llu (at most %llu, --max-envs)",
+                          (unsigned long long)nprov, (unsigned long long)be->cfg.max_envs);
+    if (bytes > list_bytes_max(be))
+        return hello_fail(r->why, sizeof(r->why),
+                          "environment list too large: %llu bytes (at most %llu, "
+                          "--max-env-bytes and --max-frame)",
+                          (unsigned long long)bytes, (unsigned long long)list_bytes_max(be));
+    return 0;
+}
+
+/* reg_apply_begin gives the plan to the agent (not registered: its previous registration,
+ * if any, is gone), with no free slot yet. */
+static void
+reg_apply_begin(struct backend *be, struct be_reg *r)
+{
+    struct be_agent *a = r->a;
+    be->envs_held = true;
+    free(a->name);
+    a->name = r->name;
+    r->name = NULL;
+    a->ring = r->ring;
+    r->ring = NULL;
+    a->rcap = r->rcap;
+    a->envs = r->plan.envs;
+    a->nenvs = r->plan.n;
+    a->types = r->plan.types;
+    a->ntypes = r->plan.nt;
+    r->plan.envs = NULL;
+    r->plan.types = NULL;
+    r->plan.n = r->plan.nt = 0;
+    a->slots = r->slots;
+    a->nfree = a->nfresh = 0;
+    a->fhead = 0;
+    a->missed = 0;
+    a->block = BLOCK_ENTER;
+    r->ke = r->kt = 0;
+    r->i = 0;
+    r->last_type = NULL;
+    r->phase = REG_APPLY;
+}
+
+/* reg_apply_env announces the next environment of the plan: the hello's i-th if it is not
+ * a duplicate (the plan left those out: its k-th is the k-th distinct one). */
+static void
+reg_apply_env(struct backend *be, struct be_reg *r)
+{
+    struct be_agent *a = r->a;
+    const struct env_ann *an = ann_at(r, r->i++);
+    struct env *e = a->envs[r->ke].env;
+    if (e->name_len != an->name.v.s.len || e->type_len != an->type.v.s.len ||
+        memcmp(e->name, an->name.v.s.p, e->name_len) != 0 ||
+        memcmp(e->type, an->type.v.s.p, e->type_len) != 0)
+        return; /* a duplicate */
+    if (an->type.v.s.p != r->last_type) {
+        r->last_type = an->type.v.s.p;
+        r->t = env_find(be, e->type, e->type_len, "", 0);
+    }
+    env_announce(be, e, r->t, an, a->name);
+    e->n_slots += a->slots;
+    r->ke++;
+}
+
+/* reg_done: the agent is registered; its slots join the free-slot FIFO after every other
+ * (the heaps hold it there already). */
+static void
+reg_done(struct backend *be, struct be_reg *r)
+{
+    struct be_agent *a = r->a;
+    a->fresh_seq = be->slot_seq + 1;
+    be->slot_seq += a->slots;
+    a->block = 0;
+    a->registered = true;
+    a->prev = NULL;
+    a->next = be->agents;
+    if (be->agents != NULL)
+        be->agents->prev = a;
+    be->agents = a;
+    be->n_agents++;
+    be->envs_held = false;
+    log_msg(LOG_INFO, "agent %s registered: %u slots, %u environments", a->name, a->slots,
+            a->nenvs);
+    sched_agent(be, a);
+    envs_touch(be, false); /* INGInious sends the list after every hello */
+    r->rc = 0;
+}
+
+/* reg_unit does one unit of r's work. Returns true when r has ended (r->rc says how). */
+static bool
+reg_unit(struct backend *be, struct be_reg *r)
+{
+    struct be_agent *a = r->a;
+    struct env_ann ann;
+    int rc;
+    switch (r->phase) {
+    case REG_PARSE:
+        rc = hello_next(&r->it, &ann, r->why, sizeof(r->why));
+        if (rc == 0 && r->it.p != r->it.end)
+            rc = hello_bad(r->why, sizeof(r->why)); /* bytes after the map */
+        if (rc < 0) {
+            r->rc = rc;
+            goto refuse;
+        }
+        if (rc == 0) {
+            r->phase = a->registered ? REG_MARK : REG_PREPARE;
+            r->old = ++be->mark_seq; /* a's current environments (none has it yet) */
+            r->mark = ++be->mark_seq;
+            r->i = 0;
+            r->plan.envs = calloc(r->count ? r->count : 1, sizeof(*r->plan.envs));
+            r->plan.types = calloc(r->it.ntypes ? r->it.ntypes : 1, sizeof(*r->plan.types));
+            if (r->plan.envs == NULL || r->plan.types == NULL)
+                goto oom;
+            return false;
+        }
+        if (r->count >= be->cfg.max_envs_per_agent) {
+            hello_fail(r->why, sizeof(r->why),
+                       "too many environments: more than %u (--max-envs-per-agent)",
+                       be->cfg.max_envs_per_agent);
+            goto refuse;
+        }
+        if (r->count == r->acap * ANN_CHUNK) {
+            if (r->acap == r->nchunks) {
+                size_t ncap = r->nchunks ? r->nchunks * 2 : 4;
+                struct env_ann **na = realloc(r->anns, ncap * sizeof(*na));
+                if (na == NULL)
+                    goto oom;
+                r->anns = na;
+                r->nchunks = ncap;
+            }
+            if ((r->anns[r->acap] = malloc(ANN_CHUNK * sizeof(**r->anns))) == NULL)
+                goto oom;
+            r->acap++;
+        }
+        *ann_at(r, r->count++) = ann;
+        return false;
+    case REG_MARK:
+        if (r->i < a->nenvs)
+            a->envs[r->i].env->mark = r->old;
+        else if (r->i - a->nenvs < a->ntypes)
+            a->types[r->i - a->nenvs]->mark = r->old;
+        if (++r->i >= (size_t)a->nenvs + a->ntypes) {
+            r->phase = REG_PREPARE;
+            r->i = 0;
+        }
+        return false;
+    case REG_PREPARE:
+        rc = r->i < r->it.ntypes ? reg_prepare_type(be, r, r->i)
+             : r->i - r->it.ntypes < r->count ? reg_prepare_env(be, r, r->i - r->it.ntypes)
+                                              : 0;
+        if (rc != 0)
+            goto oom;
+        if (++r->i >= r->it.ntypes + r->count) {
+            r->phase = a->registered ? REG_COUNT : REG_CHECK;
+            r->i = 0;
+        }
+        return false;
+    case REG_COUNT:
+        reg_count_old(r, r->i);
+        if (++r->i >= (size_t)a->nenvs + a->ntypes)
+            r->phase = REG_CHECK;
+        return false;
+    case REG_CHECK:
+        if (reg_check(be, r) != 0)
+            goto refuse;
+        r->i = 0;
+        if (a->registered) {
+            log_msg(LOG_INFO, "agent %s said hello again: restarting it", a->name);
+            be->envs_held = true;
+            unreg_begin(be, a, false); /* INGInious removes it first, too */
+            r->withdrawn = false;
+            r->phase = REG_UNREG;
+        } else {
+            reg_apply_begin(be, r);
+        }
+        return false;
+    case REG_UNREG:
+    case REG_CANCEL:
+        /* Let a's environments and types go: in REG_CANCEL only the first ke and kt were
+         * announced (the others hold a reference only). */
+        if (r->i < a->nenvs) {
+            if (r->phase == REG_UNREG || r->i < r->ke)
+                r->withdrawn |= unreg_env(be, a, (uint32_t)r->i);
+            else
+                env_unref(be, a->envs[r->i].env);
+        } else if (r->i - a->nenvs < a->ntypes) {
+            uint32_t k = (uint32_t)(r->i - a->nenvs);
+            if (r->phase == REG_UNREG || k < r->kt)
+                r->withdrawn |= unreg_type(be, a, k);
+            else
+                env_unref(be, a->types[k]);
+        }
+        if (++r->i < (size_t)a->nenvs + a->ntypes)
+            return false;
+        unreg_end(be, a, false, false);
+        be->envs_held = false;
+        if (r->withdrawn && r->gone)
+            envs_touch(be, true); /* else the new list follows at once (reg_done) */
+        if (r->phase == REG_CANCEL) {
+            r->rc = -ECANCELED;
+            return true;
+        }
+        if (r->gone) {
+            r->phase = REG_DROP;
+            r->rc = -ECANCELED;
+            r->i = 0;
+        } else {
+            reg_apply_begin(be, r);
+        }
+        return false;
+    case REG_APPLY:
+        if (r->kt < a->ntypes)
+            type_announced(be, a->types[r->kt++]);
+        else if (r->ke < a->nenvs && r->i < r->count)
+            reg_apply_env(be, r);
+        if (r->kt == a->ntypes && (r->ke == a->nenvs || r->i == r->count)) {
+            assert(r->ke == a->nenvs);
+            r->i = 0;
+            r->phase = REG_ENTER;
+            a->fresh_seq = UINT64_MAX; /* after every free slot: see BLOCK_ENTER */
+            a->nfresh = a->nfree = a->slots;
+        }
+        if (r->phase == REG_ENTER && a->slots == 0) {
+            reg_done(be, r);
+            return true;
+        }
+        return false;
+    case REG_ENTER:
+        if (r->i < a->nenvs)
+            aheap_push(a, (uint32_t)r->i);
+        if (++r->i < a->nenvs)
+            return false;
+        reg_done(be, r);
+        return true;
+    case REG_DROP:
+        if (r->i < r->plan.n)
+            env_unref(be, r->plan.envs[r->i].env);
+        else if (r->i - r->plan.n < r->plan.nt)
+            env_unref(be, r->plan.types[r->i - r->plan.n]);
+        return ++r->i >= (size_t)r->plan.n + r->plan.nt;
+    }
+    return true; /* cannot happen */
+oom:
+    hello_fail(r->why, sizeof(r->why), "out of memory");
+refuse:
+    if (r->rc == 0)
+        r->rc = -EINVAL;
+    r->phase = REG_DROP;
+    r->i = 0;
+    return r->plan.n + r->plan.nt == 0;
+}
+
+/* reg_free releases what r holds once it has ended (and a, if r owns it). */
+static void
+reg_free(struct backend *be, struct be_reg *r)
+{
+    if (r->a != NULL) {
+        r->a->reg = NULL;
+        if (r->gone) {
+            free(r->a->name);
+            slab_free(&be->agent_slab, r->a);
+        }
+    }
+    free(r->plan.envs);
+    free(r->plan.types);
+    free(r->name);
+    free(r->ring);
+    for (size_t k = 0; k < r->acap; k++)
+        free(r->anns[k]);
+    free(r->anns);
+    free(r->tanns);
+    free(r->own);
+}
+
+/* reg_run does up to *budget units of r. Returns true when r has ended. */
+static bool
+reg_run(struct backend *be, struct be_reg *r, size_t *budget)
+{
+    while (*budget > 0) {
+        --*budget;
+        if (reg_unit(be, r))
+            return true;
+    }
+    return false;
+}
+
+bool
+be_register(struct backend *be, size_t budget)
+{
+    while (be->regs != NULL && budget > 0) {
+        struct be_reg *r = be->regs;
+        if (!reg_run(be, r, &budget))
+            break;
+        be->regs = r->next;
+        if (be->regs == NULL)
+            be->regs_tail = NULL;
+        if (!r->gone && r->a != NULL && be->ops.registered != NULL)
+            be->ops.registered(r->a->peer, r->rc, r->why);
+        reg_free(be, r);
+        free(r);
+    }
+    return be->regs != NULL;
+}
+
+bool
+be_registering(const struct backend *be)
+{
+    return be->regs != NULL;
+}
+
+/* reg_abandon: a's connection closed while its hello is being registered. Before its
+ * previous registration goes, the registration only lets its plan go (a is freed by the
+ * caller, the previous registration removed as any agent's); from then on it undoes what it
+ * applied, and frees a at its end. Returns true if the registration keeps a. */
+static bool
+reg_abandon(struct backend *be, struct be_agent *a)
+{
+    struct be_reg *r = a->reg;
+    r->gone = true;
+    switch (r->phase) {
+    case REG_UNREG:
+    case REG_CANCEL:
+        return true; /* then REG_DROP */
+    case REG_APPLY:
+    case REG_ENTER:
+        if (r->phase == REG_ENTER)
+            r->ke = a->nenvs;
+        r->phase = REG_CANCEL;
+        r->i = 0;
+        return true;
+    default:
+        a->reg = NULL;
+        r->a = NULL;
+        if (r->phase != REG_DROP) {
+            r->phase = REG_DROP;
+            r->i = 0;
+        }
+        (void)be;
+        return false;
+    }
+}
+
+/* regs_fini ends every registration at once, without callbacks (be_fini). */
+static void
+regs_fini(struct backend *be)
+{
+    while (be->regs != NULL) {
+        struct be_reg *r = be->regs;
+        if (!r->gone && r->a != NULL)
+            (void)reg_abandon(be, r->a);
+        (void)be_register(be, SIZE_MAX);
+    }
 }
 
 int
 be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m, char *why,
                size_t whylen)
 {
-    struct hello_iter it;
-    struct env_ann ann;
-    int rc;
+    struct be_reg inl, *r = &inl;
+    if (a->reg != NULL)
+        return hello_fail(why, whylen, "a hello is being registered already");
     if (!hello_rate(be, a))
         return hello_fail(why, whylen, "too many hellos (at most %u in a row, then one a second)",
                           be->cfg.hello_burst);
@@ -2863,130 +3709,63 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
                           m->slots, be->cfg.max_slots_per_agent);
     if (m->friendly_name.len > 255)
         return hello_fail(why, whylen, "friendly_name too long");
-    /* 1. Validate everything and count, parsing the environments once (the later steps read
-     * anns, not the frame). */
-    size_t count = 0, acap = 0;
-    struct env_ann *anns = NULL;
-    if ((rc = hello_begin(&it, m, why, whylen)) != 0)
-        return rc;
-    uint32_t ntypes = it.types_left;
-    if (ntypes > be->cfg.max_envs_per_agent) /* a type costs as much as an environment */
-        return hello_fail(why, whylen,
-                          "too many environment types: %u (at most %u, "
-                          "--max-envs-per-agent)",
-                          ntypes, be->cfg.max_envs_per_agent);
-    while ((rc = hello_next(&it, &ann, why, whylen)) > 0) {
-        if (count >= be->cfg.max_envs_per_agent) {
-            free(anns);
-            return hello_fail(why, whylen,
-                              "too many environments: more than %u (--max-envs-per-agent)",
-                              be->cfg.max_envs_per_agent);
-        }
-        if (count == acap) {
-            size_t ncap = acap ? acap * 2 : 16;
-            struct env_ann *na = realloc(anns, ncap * sizeof(*na));
-            if (na == NULL) {
-                free(anns);
-                return hello_fail(why, whylen, "out of memory");
-            }
-            anns = na;
-            acap = ncap;
-        }
-        anns[count++] = ann;
+    bool inline_ok = be->regs == NULL && m->environments.len <= BE_REG_INLINE_BYTES &&
+                     (!a->registered || a->nenvs <= BE_REG_INLINE_ENVS);
+    if (!inline_ok && (r = malloc(sizeof(*r))) == NULL)
+        return hello_fail(why, whylen, "out of memory");
+    memset(r, 0, sizeof(*r));
+    r->a = a;
+    r->m = *m;
+    r->slots = m->slots;
+    int rc = hello_begin(&r->it, m, r->why, sizeof(r->why));
+    uint32_t ntypes = r->it.types_left;
+    if (rc == 0 && ntypes > be->cfg.max_envs_per_agent) /* a type costs as an environment */
+        rc = hello_fail(r->why, sizeof(r->why),
+                        "too many environment types: %u (at most %u, --max-envs-per-agent)",
+                        ntypes, be->cfg.max_envs_per_agent);
+    r->rcap = m->slots < RING_MIN ? (m->slots ? m->slots : 1) : RING_MIN;
+    if (rc == 0) {
+        r->name = strndup(m->friendly_name.p, m->friendly_name.len);
+        r->ring = malloc(r->rcap * sizeof(*r->ring));
+        r->tanns = calloc(ntypes ? ntypes : 1, sizeof(*r->tanns));
+        if (!inline_ok && (r->own = malloc(m->environments.len ? m->environments.len : 1)))
+            memcpy(r->own, m->environments.p, m->environments.len);
+        if (r->name == NULL || r->ring == NULL || r->tanns == NULL ||
+            (!inline_ok && r->own == NULL))
+            rc = hello_fail(r->why, sizeof(r->why), "out of memory");
     }
-    if (rc < 0) {
-        free(anns);
-        return rc;
-    }
-    /* 2. Take what the registration needs, so applying it cannot fail half way (an
-     * out-of-memory hello changes nothing), and check the list's bounds. */
-    struct hello_plan plan = {0};
-    char *name = strndup(m->friendly_name.p, m->friendly_name.len);
-    uint32_t rcap = m->slots < RING_MIN ? (m->slots ? m->slots : 1) : RING_MIN;
-    uint64_t *ring = malloc(rcap * sizeof(*ring));
-    plan.envs = calloc(count ? count : 1, sizeof(*plan.envs));
-    plan.types = calloc(ntypes ? ntypes : 1, sizeof(*plan.types));
-    rc = name == NULL || ring == NULL || plan.envs == NULL || plan.types == NULL
-             ? -ENOMEM
-             : hello_prepare(be, a, m, anns, count, &plan);
-    uint64_t nprov = (uint64_t)((int64_t)be->n_provided + plan.denvs);
-    uint64_t bytes = LIST_BASE + (uint64_t)((int64_t)be->list_bytes + plan.dbytes);
-    if (rc == 0 && nprov > be->cfg.max_envs)
-        rc = hello_fail(why, whylen,
-                        "too many environments in total: %llu (at most %llu, --max-envs)",
-                        (unsigned long long)nprov, (unsigned long long)be->cfg.max_envs);
-    else if (rc == 0 && bytes > list_bytes_max(be))
-        rc = hello_fail(why, whylen,
-                        "environment list too large: %llu bytes (at most %llu, --max-env-bytes "
-                        "and --max-frame)",
-                        (unsigned long long)bytes, (unsigned long long)list_bytes_max(be));
-    else if (rc != 0)
-        rc = hello_fail(why, whylen, "out of memory");
     if (rc != 0) {
-        plan_drop(be, &plan);
-        free(name);
-        free(ring);
-        free(anns);
+        snprintf(why, whylen, "%s", r->why);
+        reg_free(be, r);
+        if (r != &inl)
+            free(r);
         return rc;
     }
-    /* 3. A hello on a registered agent first removes it (INGInious does the same). */
-    if (a->registered) {
-        log_msg(LOG_INFO, "agent %s said hello again: restarting it", a->name);
-        agent_unregister(be, a, false);
+    r->it.types = r->tanns;
+    if (!inline_ok) { /* read the copy from now on: m may go */
+        r->it.p = r->own + (r->it.p - (const uint8_t *)m->environments.p);
+        r->it.end = r->own + m->environments.len;
+        r->m.environments.p = (const char *)r->own;
+        r->m.friendly_name.p = r->name;
+        r->stepped = true;
+        a->reg = r;
+        if (be->regs_tail != NULL)
+            be->regs_tail->next = r;
+        else
+            be->regs = r;
+        be->regs_tail = r;
+        return BE_HELLO_PENDING;
     }
-    free(a->name);
-    a->name = name;
-    a->ring = ring;
-    a->rcap = rcap;
-    a->envs = plan.envs;
-    a->nenvs = plan.n;
-    a->types = plan.types;
-    a->ntypes = plan.nt;
-    a->slots = m->slots;
-    a->nfree = a->nfresh = 0;
-    a->fhead = 0;
-    a->missed = 0;
-    for (uint32_t i = 0; i < a->ntypes; i++)
-        type_announced(be, a->types[i]);
-    /* 4. Announce the environments, in the hello's order (duplicates were left out of the
-     * plan: the k-th distinct one is a->envs[k]). */
-    uint32_t k = 0;
-    const uint8_t *last_type = NULL;
-    struct env *t = NULL;
-    for (size_t i = 0; k < a->nenvs && i < count; i++) {
-        const struct env_ann *an = &anns[i];
-        struct env *e = a->envs[k].env;
-        if (e->name_len != an->name.v.s.len || e->type_len != an->type.v.s.len ||
-            memcmp(e->name, an->name.v.s.p, e->name_len) != 0 ||
-            memcmp(e->type, an->type.v.s.p, e->type_len) != 0)
-            continue; /* a duplicate */
-        if (an->type.v.s.p != last_type) {
-            last_type = an->type.v.s.p;
-            t = env_find(be, e->type, e->type_len, "", 0);
-        }
-        env_announce(be, e, t, an, name);
-        e->n_slots += a->slots;
-        k++;
-    }
-    free(anns);
-    assert(k == a->nenvs);
-    a->registered = true;
-    a->prev = NULL;
-    a->next = be->agents;
-    if (be->agents != NULL)
-        be->agents->prev = a;
-    be->agents = a;
-    be->n_agents++;
-    /* Its slots join the FIFO in a row: the fresh run. */
-    a->fresh_seq = be->slot_seq + 1;
-    be->slot_seq += a->slots;
-    a->nfresh = a->nfree = a->slots;
-    if (a->slots > 0)
-        agent_enter_heaps(a);
-    log_msg(LOG_INFO, "agent %s registered: %u slots, %u environments", name, a->slots, a->nenvs);
-    sched_agent(be, a);
-    envs_touch(be, false); /* INGInious sends the list after every hello */
-    return 0;
+    a->reg = r;
+    size_t budget = SIZE_MAX;
+    bool ended = reg_run(be, r, &budget);
+    assert(ended);
+    (void)ended;
+    rc = r->rc;
+    if (rc != 0)
+        snprintf(why, whylen, "%s", r->why);
+    reg_free(be, r);
+    return rc;
 }
 
 /* agent_job finds the job a report is about (idh: its id's hash), if a runs it. */
@@ -3118,8 +3897,8 @@ be_agent_alive(struct be_agent *a)
 void
 be_foreach_env(const struct backend *be, be_env_fn *fn, void *arg)
 {
-    for (size_t b = 0; b <= be->emask; b++)
-        for (const struct env *e = be->etab[b]; e != NULL; e = e->hnext)
+    for (size_t b = 0; b < etab_nchains(be); b++)
+        for (const struct env *e = etab_chain(be, b); e != NULL; e = e->hnext)
             if (e->name_len > 0) /* not a type record (the list's announced types) */
                 fn(arg, e->type, e->name, e->n, e->running, e->n_providers);
 }
@@ -3831,8 +4610,8 @@ envs_check(const struct backend *be)
 {
     uint64_t provided = 0, bytes = 0;
     uint32_t types = 0;
-    for (size_t i = 0; i <= be->emask; i++)
-        for (const struct env *e = be->etab[i]; e != NULL; e = e->hnext) {
+    for (size_t i = 0; i < etab_nchains(be); i++)
+        for (const struct env *e = etab_chain(be, i); e != NULL; e = e->hnext) {
             if (e->name_len == 0 && e->nann > 0) {
                 types++;
                 bytes += LIST_TYPE_COST(e);
@@ -3854,7 +4633,8 @@ envs_check(const struct backend *be)
             if (!e->listed || e->tr != t || (e->lnext == NULL && t->ltail != e))
                 return -EPROTO;
     }
-    if (be->envs_msg != NULL && !be->envs_changed && be->envs_msg_len > LIST_BASE + be->list_bytes)
+    if (be->envs_msg != NULL && !be->envs_changed && !be->envs_held &&
+        be->envs_msg_len > LIST_BASE + be->list_bytes) /* (a registration touches it at its end) */
         return -EPROTO;
     return 0;
 }
@@ -3867,8 +4647,8 @@ be_check(const struct backend *be)
     uint64_t waiting = 0, running = 0;
     if (envs_check(be) != 0 || sessions_check(be) != 0)
         return -EPROTO;
-    for (size_t i = 0; i <= be->emask; i++)
-        for (const struct env *e = be->etab[i]; e != NULL; e = e->hnext) {
+    for (size_t i = 0; i < etab_nchains(be); i++)
+        for (const struct env *e = etab_chain(be, i); e != NULL; e = e->hnext) {
             waiting += e->n;
             uint32_t count = 0, other = 0;
             for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {

@@ -32,6 +32,8 @@ struct journal;
 struct env;
 struct be_agent;
 struct be_client;
+struct be_reg;
+struct be_lbuild;
 
 struct be_config {
     uint32_t ping_max;          /* an agent is removed at a tick with more missed pings */
@@ -84,6 +86,10 @@ struct be_ops {
     void (*relay)(void *peer, uint8_t type, const uint8_t *body, size_t len);
     /* drop sends Error(code, why) and closes the peer (a removed agent); may be NULL. */
     void (*drop)(void *peer, uint16_t code, const char *why);
+    /* registered: the AgentHello of be_agent_hello's BE_HELLO_PENDING has been registered
+     * (rc 0) or refused (rc -EINVAL, its reason in why, as be_agent_hello's would be); may
+     * be NULL. Not called for an agent that is gone (be_agent_gone). */
+    void (*registered)(void *peer, int rc, const char *why);
 };
 
 struct be_stats {
@@ -116,6 +122,8 @@ struct backend {
     struct idtab jtab; /* job id -> job */
     struct env **etab; /* (type, name) -> env, chained */
     size_t emask, nenvs;
+    struct env **etab_old; /* while etab grows: the old table, chains emove.. to move */
+    size_t eomask, emove;
 
     uint64_t arrival_seq;  /* global arrival counter (ties between equal priorities) */
     uint64_t slot_seq;     /* free-slot FIFO order */
@@ -127,6 +135,7 @@ struct backend {
     struct be_agent *agents;   /* registered agents (doubly linked) */
     struct be_client *clients; /* registered clients (doubly linked) */
     struct be_client *reaping; /* gone clients whose jobs are not all dropped yet */
+    struct be_reg *regs, *regs_tail; /* hellos being registered (be_register), in order */
     struct env *orphans;       /* environments with waiting jobs and no provider */
     uint64_t n_waiting, n_running;
     uint64_t job_bytes; /* bodies of the jobs held (waiting and running), for the server's budget */
@@ -141,6 +150,11 @@ struct backend {
     uint32_t n_types_ann;                /* types some agent announces */
     uint64_t list_bytes; /* bound on the encoded list: every provided name and announced type */
     bool envs_changed;   /* the list differs from envs_msg */
+    bool envs_held;      /* a registration is between its removal and its end: no list */
+    uint64_t envs_gen;   /* changes of the list (a build in progress starts again) */
+    uint64_t envs_serial; /* lists built (envs_msg's number) */
+    bool envs_sending;    /* some clients have not been sent envs_msg yet */
+    struct be_lbuild *lbuild; /* the list being built in steps (be_flush) */
     bool envs_dirty;     /* clients must be sent the list, at envs_due_ms */
     uint64_t envs_due_ms;
 
@@ -164,6 +178,11 @@ struct backend {
     struct journal *jr;
     char jr_why[96]; /* the refusal text while it is unavailable */
     uint64_t jr_skipped; /* journaled jobs the replay could not restore (e.g. Queue full) */
+    /* The jobs accepted since the journal's last flush (be_journal_settle): per job its
+     * arrival order (u64), a byte "acknowledge it", its id's length (u8) and its id. */
+    struct buf jr_fresh;
+    uint64_t jr_settled; /* jobs of a higher arrival order are not settled yet */
+    uint64_t jr_refused; /* refused while the journal is unavailable (one log line) */
     /* Sessions (proto.md 7.9): by id; the detached ones listed (be_session_tick). */
     struct idtab stab;
     struct idtab ktab; /* kept results by their job's arrival order */
@@ -193,6 +212,10 @@ bool be_client_registered(const struct be_client *c);
 /* be_client_job_bytes: the bytes of the bodies of c's jobs the backend holds. */
 uint64_t be_client_job_bytes(const struct be_client *c);
 void be_client_hello(struct backend *be, struct be_client *c);
+/* be_client_native: c speaks the native protocol (it gets Error JOURNAL with a refusal for
+ * the journal's sake, proto.md 5.1) and, with acks, BackendJobAccepted for each job it is
+ * accepted (proto.md 7.8): at once without a journal, else from be_journal_settle. */
+void be_client_native(struct be_client *c, bool acks);
 /* Look-ahead: be_id_hash is the hash the backend keys job id id with, and be_prefetch_id
  * starts loading the job-id table's line for hash h without waiting for it. A caller that
  * holds several frames (server.c) prefetches the ids of the next ones while it handles the
@@ -262,9 +285,26 @@ struct be_agent *be_agent_new(struct backend *be, void *peer);
 void be_agent_gone(struct backend *be, struct be_agent *a);
 bool be_agent_registered(const struct be_agent *a);
 /* be_agent_hello validates then applies the hello. Returns 0, or -EINVAL with a reason in
- * why (nothing changed). */
+ * why (nothing changed), or BE_HELLO_PENDING: a large hello (its environments map over
+ * BE_REG_INLINE_BYTES, or a re-hello of an agent with over BE_REG_INLINE_ENVS environments),
+ * or any hello while another registration is under way, is registered across loop
+ * iterations by be_register (the environments are copied: m may go), then ops.registered
+ * says how it ended. Registrations are done one at a time, in arrival order. While its
+ * hello is being registered an agent gets no job once its previous registration (a
+ * re-hello) is being removed, and clients are sent no environment list between that removal
+ * and the end of the new registration (they see the list before or after, never half of
+ * it). A second hello of an agent whose hello is being registered is refused. */
+#define BE_HELLO_PENDING 1
+#define BE_REG_INLINE_BYTES 16384
+#define BE_REG_INLINE_ENVS 512
 int be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m,
                    char *why, size_t whylen);
+/* be_register does up to budget units of registration work (a unit: one environment or type
+ * read, looked up, announced or let go; every unit O(1) but for the hash table's growth).
+ * Returns true while some registration remains (call it again at the next iteration). */
+bool be_register(struct backend *be, size_t budget);
+/* be_registering tells whether some hello is being registered. */
+bool be_registering(const struct backend *be);
 void be_agent_started(struct backend *be, struct be_agent *a, struct ing_view job_id);
 void be_agent_started_h(struct backend *be, struct be_agent *a, struct ing_view job_id,
                         uint64_t idh);
@@ -298,6 +338,15 @@ void be_ping_tick(struct backend *be);
  * update is due (false: none pending). */
 void be_flush(struct backend *be);
 bool be_flush_due(const struct backend *be, uint64_t *due_ms);
+/* The list is built (and the withdrawn environments pruned) BE_FLUSH_UNITS environments per
+ * be_flush call: a list of 100,000 is sent a few iterations after it changed, and no
+ * iteration walks all of it. be_flush_building: a build is under way (call be_flush at the
+ * next iteration; be_flush_due says false meanwhile). */
+#define BE_FLUSH_UNITS 8192
+/* Once built, the list is copied to about BE_FLUSH_BYTES of clients' output per be_flush
+ * call (the others at the next ones, still building: be_flush_building). */
+#define BE_FLUSH_BYTES (4u << 20)
+bool be_flush_building(const struct backend *be);
 /* be_timeouts: end the running jobs, kills and orphan waits whose deadline has passed. */
 void be_timeouts(struct backend *be);
 
@@ -349,6 +398,15 @@ void be_client_get_job_info(struct backend *be, struct be_client *c, struct ing_
 int be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
 bool be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
 uint64_t be_journal_live_bytes(const struct backend *be);
+/* be_journal_settle is called after each flush of the journal (err: its result, 0 or
+ * -errno) with the jobs accepted since the previous call (proto.md 7.8): on success their
+ * records are written (synced under --fsync always) and the clients that asked hear
+ * BackendJobAccepted; on failure each is refused after all with crash "Journal unavailable:
+ * ..." (and Error JOURNAL to native clients): a waiting one is forgotten, one already sent
+ * to an agent is killed there and its client told at once. */
+void be_journal_settle(struct backend *be, int err);
+/* be_journal_reserve sizes the job table for about n jobs before a replay (0 or -ENOMEM). */
+int be_journal_reserve(struct backend *be, uint64_t n);
 
 /* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
 int be_check(const struct backend *be);

@@ -34,8 +34,8 @@ ev_clock_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static uint64_t
-clock_us(void)
+uint64_t
+ev_clock_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -228,7 +228,7 @@ ev_update_now(struct ev_loop *loop)
 bool
 ev_iter_longer_than(const struct ev_loop *loop, uint64_t us)
 {
-    return clock_us() - loop->iter_start_us > us;
+    return ev_clock_us() - loop->iter_start_us > us;
 }
 
 uint64_t
@@ -277,7 +277,7 @@ ev_run_once(struct ev_loop *loop, int max_wait_ms)
             return 0;
         return -errno;
     }
-    uint64_t t0 = clock_us();
+    uint64_t t0 = ev_clock_us();
     loop->iter_start_us = t0;
     loop->now_ms = t0 / 1000;
     loop->nevs = n;
@@ -295,7 +295,7 @@ ev_run_once(struct ev_loop *loop, int max_wait_ms)
     }
     loop->nevs = loop->cur = 0;
     run_timers(loop);
-    uint64_t dt = clock_us() - t0;
+    uint64_t dt = ev_clock_us() - t0;
     loop->last_iter_us = dt;
     if (dt > loop->max_iter_us)
         loop->max_iter_us = dt;

@@ -68,8 +68,9 @@ void ev_stop(struct ev_loop *loop);
  * ev_update_now refreshes it. */
 uint64_t ev_now_ms(const struct ev_loop *loop);
 uint64_t ev_update_now(struct ev_loop *loop);
-/* ev_clock_ms reads CLOCK_MONOTONIC in ms. */
+/* ev_clock_ms reads CLOCK_MONOTONIC in ms; ev_clock_us in microseconds. */
 uint64_t ev_clock_ms(void);
+uint64_t ev_clock_us(void);
 /* ev_iter_longer_than tells whether the current batch (events + timers, since epoll_wait
  * returned) has run for more than us microseconds: handlers use it to bound their work. */
 bool ev_iter_longer_than(const struct ev_loop *loop, uint64_t us);

@@ -204,6 +204,34 @@ idtab_remove(struct idtab *t, uint64_t h, const void *obj)
     t->n--;
 }
 
+int
+idtab_reserve(struct idtab *t, size_t n)
+{
+    size_t mask = t->mask;
+    while (grow_at(mask) <= n && mask < SIZE_MAX / 4 / sizeof(struct idtab_bucket))
+        mask = mask * 2 + 1;
+    if (mask == t->mask)
+        return 0;
+    void *mem;
+    struct idtab_bucket *nb = buckets_new(mask + 1, &mem);
+    if (nb == NULL)
+        return -ENOMEM;
+    migrate(t, SIZE_MAX);
+    for (size_t i = 0; i <= t->mask; i++)
+        for (int k = 0; k < IDTAB_WAYS; k++)
+            if (t->b[i].tag[k] != 0) {
+                const void *key;
+                size_t len;
+                t->key(t->b[i].obj[k], &key, &len);
+                place(nb, mask, idtab_hash(seed, key, len), t->b[i].obj[k]);
+            }
+    free(t->b_mem);
+    t->b = nb;
+    t->b_mem = mem;
+    t->mask = mask;
+    return 0;
+}
+
 void
 idtab_settle(struct idtab *t)
 {

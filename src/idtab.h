@@ -118,6 +118,9 @@ idtab_find_with(const struct idtab *t, uint64_t h, const void *key, size_t len,
 int idtab_insert(struct idtab *t, uint64_t h, void *obj);
 /* idtab_remove removes obj (hash h), which must be in t. */
 void idtab_remove(struct idtab *t, uint64_t h, const void *obj);
+/* idtab_reserve sizes t for n objects at once (a replay that knows about how many come):
+ * no doubling, no migration until there are more. Returns 0 or -ENOMEM (t unchanged). */
+int idtab_reserve(struct idtab *t, size_t n);
 
 /* Iteration over every object: idtab_settle finishes any growth, then slots 0 ..
  * idtab_slots(t) - 1 are read with idtab_at (NULL = empty). Removing the object at the

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ev.h"
 #include "log.h"
 #include "opt.h"
 
@@ -186,6 +187,10 @@ list_segments(int dirfd, uint32_t **out, size_t *n)
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         const char *s = de->d_name;
+        if (strlen(s) == 25 && strcmp(s + 16, ".seg.dead") == 0) {
+            (void)unlinkat(dirfd, s, 0); /* compacted: its cut was under way */
+            continue;
+        }
         if (strlen(s) != 20 || strcmp(s + 16, ".seg") != 0)
             continue;
         uint64_t num = 0;
@@ -219,6 +224,28 @@ list_segments(int dirfd, uint32_t **out, size_t *n)
     *out = v;
     *n = nv;
     return 0;
+}
+
+uint64_t
+journal_dir_bytes(const char *dir)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return 0;
+    DIR *d = fdopendir(dfd);
+    if (d == NULL) {
+        close(dfd);
+        return 0;
+    }
+    uint64_t n = 0;
+    struct dirent *de;
+    struct stat st;
+    while ((de = readdir(d)) != NULL)
+        if (strlen(de->d_name) == 20 && strcmp(de->d_name + 16, ".seg") == 0 &&
+            fstatat(dfd, de->d_name, &st, 0) == 0)
+            n += (uint64_t)st.st_size;
+    closedir(d);
+    return n;
 }
 
 /* move_aside copies p[0..n) to NAME.corrupt (a new file: never one that exists). */
@@ -377,6 +404,17 @@ scan_segment(struct journal *j, uint32_t num, bool last, journal_replay_fn *fn, 
     return rc;
 }
 
+/* data_sync: fdatasync(fd), counted and timed for /metrics. Returns 0 or -errno. */
+static int
+data_sync(struct journal *j, int fd)
+{
+    uint64_t t0 = ev_clock_us();
+    int rc = fdatasync(fd) < 0 ? -errno : 0;
+    metrics_hist_observe(&j->sync_hist, ev_clock_us() - t0);
+    j->n_syncs++;
+    return rc;
+}
+
 static int
 seg_create(struct journal *j, uint32_t num)
 {
@@ -394,8 +432,10 @@ seg_create(struct journal *j, uint32_t num)
         unlinkat(j->dirfd, name, 0);
         return e;
     }
-    if (j->cfg.fsync != JOURNAL_FSYNC_NEVER && (fdatasync(fd) < 0 || fsync(j->dirfd) < 0)) {
-        int e = -errno;
+    int e = j->cfg.fsync != JOURNAL_FSYNC_NEVER ? data_sync(j, fd) : 0;
+    if (e == 0 && j->cfg.fsync != JOURNAL_FSYNC_NEVER && fsync(j->dirfd) < 0)
+        e = -errno;
+    if (e < 0) {
         close(fd);
         return e;
     }
@@ -423,6 +463,7 @@ journal_open(struct journal *j, const char *dir, const struct journal_config *cf
         j->cfg.segment_size = UINT32_MAX; /* offsets are 32 bits */
     j->fd = -1;
     j->c_fd = -1;
+    j->d_fd = -1;
     buf_init(&j->out);
     buf_init(&j->c_buf);
     snprintf(why, whylen, "journal: %s: ", dir);
@@ -527,12 +568,12 @@ set_err(struct journal *j, int e)
 static int
 do_sync(struct journal *j, uint64_t now_ms)
 {
-    if (fdatasync(j->fd) < 0)
-        return -errno;
+    int rc = data_sync(j, j->fd);
+    if (rc < 0)
+        return rc;
     j->lsn_synced = j->lsn_written;
     j->sync_pending = false;
     j->last_sync_ms = now_ms;
-    j->n_syncs++;
     return 0;
 }
 
@@ -545,6 +586,8 @@ journal_flush(struct journal *j, uint64_t now_ms)
         return j->err; /* a failed write is retried every JOURNAL_RETRY_MS */
     bool wrote = buf_len(&j->out) > 0;
     int rc = write_out(j);
+    if (rc == 0)
+        buf_shrink(&j->out, JOURNAL_OUT_KEEP);
     if (rc == 0 && wrote)
         j->sync_pending = j->cfg.fsync != JOURNAL_FSYNC_NEVER;
     if (rc == 0 && j->sync_pending &&
@@ -554,6 +597,24 @@ journal_flush(struct journal *j, uint64_t now_ms)
     if (rc != 0)
         j->retry_ms = now_ms + JOURNAL_RETRY_MS;
     return rc;
+}
+
+uint64_t
+journal_mem(const struct journal *j)
+{
+    return (uint64_t)j->out.cap + j->c_buf.cap + j->cap_segs * sizeof(*j->segs);
+}
+
+void
+journal_metrics(const struct journal *j, struct metrics_journal *m)
+{
+    m->bytes = j->disk_bytes;
+    m->live_bytes = j->live_bytes;
+    m->segments = j->nsegs;
+    m->compactions = j->n_compacted;
+    m->fsyncs = j->n_syncs;
+    m->ok = j->err == 0;
+    m->fsync = &j->sync_hist;
 }
 
 uint64_t
@@ -579,8 +640,8 @@ static int
 rotate(struct journal *j)
 {
     int rc = write_out(j);
-    if (rc == 0 && j->cfg.fsync != JOURNAL_FSYNC_NEVER && fdatasync(j->fd) < 0)
-        rc = -errno;
+    if (rc == 0 && j->cfg.fsync != JOURNAL_FSYNC_NEVER)
+        rc = data_sync(j, j->fd);
     if (rc == 0)
         rc = seg_create(j, j->segs[j->nsegs - 1].num + 1);
     if (rc < 0)
@@ -694,9 +755,11 @@ compact_stop(struct journal *j)
 }
 
 /* compact_copy copies forward the live records of the oldest segment from c_off, about
- * budget bytes (one read). Returns 0, or -errno (compaction starts again later). */
+ * budget bytes (one read), stopping early once JOURNAL_STEP_US have passed since t0_us.
+ * Returns 0, or -errno (compaction starts again later). */
 static int
-compact_copy(struct journal *j, size_t budget, journal_relocate_fn *fn, void *arg)
+compact_copy(struct journal *j, size_t budget, uint64_t t0_us, journal_relocate_fn *fn,
+             void *arg)
 {
     struct journal_seg *s = &j->segs[0];
     uint64_t left = s->size - j->c_off;
@@ -708,7 +771,9 @@ compact_copy(struct journal *j, size_t budget, journal_relocate_fn *fn, void *ar
         return rc;
     uint64_t base = j->c_off;
     size_t pos = 0, done = 0;
-    while (pos < buf_len(&j->c_buf) && done < budget) {
+    for (unsigned nrec = 1; pos < buf_len(&j->c_buf) && done < budget; nrec++) {
+        if (nrec % JOURNAL_STEP_CHECK == 0 && ev_clock_us() - t0_us >= JOURNAL_STEP_US)
+            break; /* the rest at the next step */
         if (!rec_ok(j->c_buf.data, pos, buf_len(&j->c_buf))) {
             uint32_t len = buf_len(&j->c_buf) - pos >= 4 ? get32(j->c_buf.data + pos) : 0;
             if (pos > 0 || len > JOURNAL_MAX_PAYLOAD || len + JOURNAL_REC_HDR <= n ||
@@ -744,35 +809,96 @@ compact_copy(struct journal *j, size_t budget, journal_relocate_fn *fn, void *ar
     return 0;
 }
 
+/* dead_cut cuts the compacted segment by JOURNAL_TRUNC_STEP, and unlinks it once it is
+ * no larger. */
+static void
+dead_cut(struct journal *j)
+{
+    uint64_t left = j->d_size > JOURNAL_TRUNC_STEP ? j->d_size - JOURNAL_TRUNC_STEP : 0;
+    if (left > 0 && ftruncate(j->d_fd, (off_t)left) < 0)
+        left = 0; /* then at once */
+    if (left == 0) {
+        char name[64];
+        seg_name(name, sizeof(name), j->d_num, ".dead");
+        close(j->d_fd);
+        j->d_fd = -1;
+        if (unlinkat(j->dirfd, name, 0) < 0 && errno != ENOENT)
+            log_msg(LOG_WARN, "journal: cannot remove %s: %s", name, strerror(errno));
+    }
+    j->disk_bytes -= j->d_size - left;
+    j->d_size = left;
+}
+
+/* seg_retire takes the compacted oldest segment out of the journal: renamed NAME.dead (a
+ * start ignores and removes it), then cut a step at a time by dead_cut. Returns 0 or
+ * -errno. */
+static int
+seg_retire(struct journal *j)
+{
+    char name[64], dead[64];
+    seg_name(name, sizeof(name), j->segs[0].num, "");
+    seg_name(dead, sizeof(dead), j->segs[0].num, ".dead");
+    if (j->segs[0].size <= JOURNAL_TRUNC_STEP) { /* small: at once */
+        if (unlinkat(j->dirfd, name, 0) < 0 && errno != ENOENT)
+            return -errno;
+        j->disk_bytes -= j->segs[0].size;
+        return 0;
+    }
+    int fd = openat(j->dirfd, name, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 && errno != ENOENT)
+        return -errno;
+    if (fd >= 0 && renameat(j->dirfd, name, j->dirfd, dead) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    if (fd >= 0) {
+        j->d_fd = fd;
+        j->d_num = j->segs[0].num;
+        j->d_size = j->segs[0].size;
+    } else {
+        j->disk_bytes -= j->segs[0].size; /* gone already */
+    }
+    return 0;
+}
+
 bool
 journal_compact_step(struct journal *j, size_t budget, uint64_t now_ms,
                      journal_relocate_fn *fn, void *arg)
 {
     (void)now_ms;
+    uint64_t t0 = ev_clock_us();
     /* Keep pace with the writes: at least twice what was appended since the last step. */
     uint64_t fresh = j->bytes_appended - j->c_seen;
     j->c_seen = j->bytes_appended;
     if (fresh <= SIZE_MAX / 2 && budget < 2 * fresh)
         budget = (size_t)(2 * fresh);
+    if (budget > JOURNAL_STEP_MAX)
+        budget = JOURNAL_STEP_MAX;
+    bool cut = j->d_fd >= 0;
+    if (cut) /* a piece of the last compacted segment; the time left goes to copies */
+        dead_cut(j);
     if (j->err || j->nsegs < 2)
-        return false;
+        return j->d_fd >= 0;
     char name[64];
     seg_name(name, sizeof(name), j->segs[0].num, "");
     if (j->c_off == 0) {
         if (j->disk_bytes <= 2 * j->live_bytes + 2 * j->cfg.segment_size)
-            return false;
+            return j->d_fd >= 0;
+        if (cut && j->d_fd < 0)
+            return true; /* the next segment's opening next time: one unlink per step */
         j->c_fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
         if (j->c_fd < 0)
-            return false;
+            return j->d_fd >= 0;
         j->c_off = JOURNAL_SEG_HDR;
         j->c_waitlsn = 0;
     }
     if (j->c_off < j->segs[0].size) {
-        int rc = compact_copy(j, budget, fn, arg);
+        int rc = compact_copy(j, budget, t0, fn, arg);
         j->c_seen = j->bytes_appended; /* the copies are not new work */
         if (rc < 0) {
             compact_stop(j);
-            return false;
+            return j->d_fd >= 0;
         }
         if (j->c_off < j->segs[0].size)
             return true;
@@ -781,25 +907,27 @@ journal_compact_step(struct journal *j, size_t budget, uint64_t now_ms,
     uint64_t have = j->cfg.fsync == JOURNAL_FSYNC_NEVER ? j->lsn_written : j->lsn_synced;
     if (have < j->c_waitlsn)
         return true; /* the copies are not on disk yet */
-    if (unlinkat(j->dirfd, name, 0) < 0 && errno != ENOENT) {
-        compact_stop(j);
-        return false;
+    if (cut || seg_retire(j) < 0) { /* one retired segment at a time */
+        if (!cut)
+            compact_stop(j);
+        return cut;
     }
     struct journal_seg *s = &j->segs[0];
-    j->disk_bytes -= s->size;
     if (!j->live_external)
         j->live_bytes -= s->live;
     memmove(&j->segs[0], &j->segs[1], (j->nsegs - 1) * sizeof(*s));
     j->nsegs--;
     compact_stop(j);
     j->n_compacted++;
-    return j->disk_bytes > 2 * j->live_bytes + 2 * j->cfg.segment_size;
+    return j->d_fd >= 0 || j->disk_bytes > 2 * j->live_bytes + 2 * j->cfg.segment_size;
 }
 
 void
 journal_close(struct journal *j)
 {
     compact_stop(j);
+    while (j->d_fd >= 0)
+        dead_cut(j);
     if (j->fd >= 0) {
         if (write_out(j) == 0 && j->cfg.fsync != JOURNAL_FSYNC_NEVER)
             (void)fdatasync(j->fd);

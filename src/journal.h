@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "metrics.h"
 
 #define JOURNAL_MAGIC "INGJRNL\n"
 #define JOURNAL_VERSION 1u
@@ -35,6 +36,16 @@
 #define JOURNAL_SEG_MIN 4096ull
 #define JOURNAL_INTERVAL_DEFAULT_MS 10
 #define JOURNAL_RETRY_MS 100 /* a failed write is tried again this much later */
+/* A compaction step reads at most this much (a larger budget is cut to it) and stops
+ * copying once it has run this long (the clock is read every JOURNAL_STEP_CHECK records):
+ * no step holds the loop much over 1 ms, whatever the budget, the records or the callback. */
+#define JOURNAL_STEP_MAX (1u << 20)
+#define JOURNAL_STEP_US 1000u
+#define JOURNAL_STEP_CHECK 32u
+/* A compacted segment is renamed NAME.dead, then cut by this much per step before its
+ * unlink: the kernel frees a large file's cached pages in proportion to its size (about
+ * 10 ms for 64 MiB in one unlink). A start removes any *.seg.dead left. */
+#define JOURNAL_TRUNC_STEP (4u << 20)
 
 /* Record types (proto.md 12.3). The journal itself only reserves 0 (never valid). */
 enum journal_rec {
@@ -96,10 +107,14 @@ struct journal {
     uint64_t c_waitlsn;    /* copies to write before the segment can go */
     uint64_t bytes_appended, c_seen; /* appended in all; as of the last compaction step */
     int c_fd;              /* the oldest segment, open while it is compacted */
+    int d_fd;              /* a compacted segment (NAME.dead) being cut, or -1 */
+    uint32_t d_num;
+    uint64_t d_size;       /* its bytes left (counted in disk_bytes) */
     struct buf c_buf;      /* read buffer: one chunk of it */
     uint64_t disk_bytes, live_bytes;
     bool live_external; /* journal_set_live */
-    uint64_t n_syncs, n_compacted;
+    uint64_t n_syncs, n_compacted; /* fdatasyncs of segments; segments compacted away */
+    struct metrics_hist sync_hist; /* each fdatasync's latency (/metrics) */
 };
 
 /* journal_replay_fn is called for each valid record, in order. A negative return stops
@@ -120,6 +135,9 @@ typedef bool journal_relocate_fn(void *arg, uint8_t type, const uint8_t *p, uint
  * process holds the lock), -errno. */
 int journal_open(struct journal *j, const char *dir, const struct journal_config *cfg,
                  journal_replay_fn *fn, void *arg, char *why, size_t whylen);
+/* journal_dir_bytes: the total size of dir's segment files (0 if there is none), before
+ * journal_open: a reader may size its tables from it. */
+uint64_t journal_dir_bytes(const char *dir);
 /* journal_close writes what is appended (with an fdatasync unless the mode is never),
  * then releases everything, the lock included. */
 void journal_close(struct journal *j);
@@ -152,6 +170,16 @@ int journal_flush(struct journal *j, uint64_t now_ms);
 uint64_t journal_durable(const struct journal *j);
 /* journal_next_ms: when the next flush has work (a sync due), or UINT64_MAX. */
 uint64_t journal_next_ms(const struct journal *j);
+/* journal_mem: the bytes of memory the journal holds (its write and compaction buffers and
+ * its list of segments), for the server's memory budget (proto.md 7.7). After a flush that
+ * wrote everything, a write buffer grown past JOURNAL_OUT_KEEP by a burst is released. */
+#define JOURNAL_OUT_KEEP (4u << 20)
+uint64_t journal_mem(const struct journal *j);
+
+/* journal_metrics fills m with the journal's figures for /metrics and /status (m->fsync
+ * points into j). */
+void journal_metrics(const struct journal *j, struct metrics_journal *m);
+
 /* journal_ok: the last write succeeded. */
 static inline bool
 journal_ok(const struct journal *j)
@@ -161,8 +189,9 @@ journal_ok(const struct journal *j)
 
 /* journal_compact_step: if the disk use exceeds 2 x live + 2 segments, copy forward up to
  * budget bytes (or twice the bytes appended since the previous step, if more: compaction
- * keeps pace with the writes) of the oldest segment's records (fn decides which are live) and unlink it
- * once done and written. Returns true while compaction has more to do. */
+ * keeps pace with the writes; at most JOURNAL_STEP_MAX, and for at most JOURNAL_STEP_US) of
+ * the oldest segment's records (fn decides which are live) and unlink it once done and
+ * written. Returns true while compaction has more to do. */
 bool journal_compact_step(struct journal *j, size_t budget, uint64_t now_ms,
                           journal_relocate_fn *fn, void *arg);
 

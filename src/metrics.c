@@ -2,6 +2,8 @@
 /* metrics.c: see metrics.h. */
 #include "metrics.h"
 
+#include "inginious/proto.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -17,7 +19,7 @@ const uint64_t metrics_bucket_us[METRICS_NBUCKETS] = {
 };
 
 const char *const metrics_refuse_name[METRICS_NREFUSE] = {
-    "invalid", "duplicate_id", "shutting_down", "queue_full", "out_of_memory",
+    "invalid", "duplicate_id", "shutting_down", "queue_full", "out_of_memory", "journal",
 };
 const char *const metrics_result_name[METRICS_NRESULT] = {
     "success", "failed", "timeout", "overflow", "killed", "crash", "error",
@@ -294,6 +296,37 @@ key_gauges(struct buf *out, struct metrics_snap *s)
     return rc;
 }
 
+/* journal_family: the journal's gauges, counters and fsync latency histogram. */
+static int
+journal_family(struct buf *out, const struct metrics_journal *jr)
+{
+    const struct {
+        const char *name, *type, *help;
+        uint64_t v;
+    } v[] = {
+        {"inginious_journal_bytes", "gauge", "Bytes of the journal's segment files.", jr->bytes},
+        {"inginious_journal_live_bytes", "gauge",
+         "Bytes of the journal records still needed (the jobs held).", jr->live_bytes},
+        {"inginious_journal_segments", "gauge", "Segment files of the journal.", jr->segments},
+        {"inginious_journal_compactions_total", "counter",
+         "Journal segments compacted away (live records copied forward, file removed).",
+         jr->compactions},
+        {"inginious_journal_fsyncs_total", "counter", "fdatasync calls on journal segments.",
+         jr->fsyncs},
+        {"inginious_journal_available", "gauge",
+         "1 while the journal writes, 0 while new jobs are refused (Journal unavailable).",
+         jr->ok},
+    };
+    int rc;
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        if ((rc = scalar(out, v[i].name, v[i].type, v[i].help, v[i].v)) < 0)
+            return rc;
+    if ((rc = family(out, "inginious_journal_fsync_seconds", "histogram",
+                     "Latency of each fdatasync of the journal.")) < 0)
+        return rc;
+    return hist_series(out, "inginious_journal_fsync_seconds", "", jr->fsync);
+}
+
 int
 metrics_render(struct metrics_snap *s, struct buf *out)
 {
@@ -389,9 +422,11 @@ metrics_render(struct metrics_snap *s, struct buf *out)
     TRY(family(out, "inginious_protocol_errors_total", "counter",
                "Protocol errors sent to peers, by error code (proto.md)."));
     for (int i = 1; i < METRICS_NERR; i++)
-        if (v->proto_errors[i] != 0 || i <= 13)
+        if (v->proto_errors[i] != 0 || i <= ING_ERR_JOURNAL)
             TRY(put(out, "inginious_protocol_errors_total{code=\"%d\"} %llu\n", i,
                     (unsigned long long)v->proto_errors[i]));
+    if (s->journal != NULL)
+        TRY(journal_family(out, s->journal));
     if (s->proc.ok) {
         TRY(family(out, "process_cpu_seconds_total", "counter",
                    "Total user and system CPU time spent in seconds."));

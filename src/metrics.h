@@ -74,6 +74,7 @@ enum metrics_refuse {
     METRICS_REFUSE_SHUTDOWN,     /* "shutting_down" */
     METRICS_REFUSE_QUEUE_FULL,   /* "queue_full": max waiting jobs (in total or per client) */
     METRICS_REFUSE_NOMEM,        /* "out_of_memory" */
+    METRICS_REFUSE_JOURNAL,      /* "journal": it cannot write (or the job is too large) */
     METRICS_NREFUSE
 };
 
@@ -154,6 +155,16 @@ struct metrics_proc {
     bool ok;               /* read from /proc */
 };
 
+/* The journal (--journal): its files and its syncs. */
+struct metrics_journal {
+    uint64_t bytes, live_bytes; /* of its segment files; of the records still needed */
+    uint64_t segments;
+    uint64_t compactions; /* segments compacted away */
+    uint64_t fsyncs;
+    bool ok; /* its last write succeeded */
+    const struct metrics_hist *fsync; /* each fdatasync's latency */
+};
+
 struct metrics_snap {
     const struct metrics_core *core;
     const struct metrics_server *srv;
@@ -170,6 +181,7 @@ struct metrics_snap {
      * max_envs deepest get their own label. keys == NULL: off, no family. */
     struct metrics_key *keys;
     size_t nkeys;
+    const struct metrics_journal *journal; /* NULL without --journal: no journal family */
 };
 
 /* metrics_merge_keys sorts keys[0..n) by key and merges equal keys (summing their waiting

@@ -224,7 +224,8 @@ error_name(uint16_t code)
     static const char *const names[] = {
         "?",         "PREAMBLE",   "VERSION",      "ROLE",    "TOO_BIG",
         "MALFORMED", "UNEXPECTED", "UNKNOWN_TYPE", "AUTH",    "LIMIT",
-        "TIMEOUT",   "SHUTDOWN",   "OVERLOAD",     "INVALID", "TAKEN_OVER",
+        "TIMEOUT",   "SHUTDOWN",   "OVERLOAD",     "INVALID",
+        "JOURNAL",   "TAKEN_OVER",
     };
 
     return code < sizeof(names) / sizeof(names[0]) ? names[code] : "?";

@@ -191,6 +191,9 @@ enum field_kind {
     FK_NSTR,   /* nstr: UTF-8 or nil */
     FK_NBYTES, /* nbytes: any bytes or nil */
     FK_MP,     /* mp: one msgpack value, at least one byte */
+    FK_MPHELLO, /* AgentHello's environments: FK_MP up to ING_HELLO_CHECK_MAX bytes, else
+                 * only a map header first (the backend checks the rest as it registers
+                 * it, across loop iterations: proto.md 5.6) */
 };
 
 /* str_valid tells whether p[0..n) is valid UTF-8. Short all-ASCII strings (ids, names,
@@ -233,6 +236,15 @@ rd_field(struct cursor *c, struct ing_view *v, enum field_kind kind)
             return;
         }
         break;
+    case FK_MPHELLO:
+        if (n > ING_HELLO_CHECK_MAX) {
+            if (!(c->p[0] >= 0x80 && c->p[0] <= 0x8f) && c->p[0] != 0xde && c->p[0] != 0xdf) {
+                cur_fail(c);
+                return;
+            }
+            break;
+        }
+        /* fall through */
     case FK_MP:
         if (n == 0 || ing_mp_validate(c->p, n, ING_MP_MAX_DEPTH) != 0) {
             cur_fail(c);
@@ -411,7 +423,7 @@ rd_body(struct cursor *c, struct ing_msg *m)
     case ING_AGENT_HELLO:
         rd_field(c, &m->u.agent_hello.friendly_name, FK_STR);
         m->u.agent_hello.slots = rd_u32(c);
-        rd_field(c, &m->u.agent_hello.environments, FK_MP);
+        rd_field(c, &m->u.agent_hello.environments, FK_MPHELLO);
         break;
     case ING_BACKEND_GET_QUEUE:
         rd_queue(c, &m->u.queue);

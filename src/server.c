@@ -140,6 +140,7 @@ struct server {
     struct conn *backlog; /* connections with complete frames left over (frame budget) */
     struct ev_timer backlog_timer;
     struct ev_timer reap_timer; /* gone clients' jobs left to drop (be_reap) */
+    struct ev_timer reg_timer;  /* a large AgentHello being registered (be_register) */
     struct ev_timer envs_timer; /* the environment list's next update is due (be_flush) */
     struct ev_timer lost_timer; /* lost agents left for the next iteration (conn_reap) */
     bool closing_held;          /* closes left for the next iteration */
@@ -202,8 +203,8 @@ static void conn_close(struct conn *c, const char *why);
 static void addr_release(struct server *s, struct conn *c);
 
 /* ---------------------------------------------------------------------------------------- */
-/* The memory budget (--max-memory): every connection's input and output buffers and the
- * bodies of the jobs the backend holds. New work (jobs, connections, the input of anyone
+/* The memory budget (--max-memory): every connection's input and output buffers, the
+ * bodies of the jobs the backend holds and the journal's buffers (journal_mem). New work (jobs, connections, the input of anyone
  * but a registered agent) may use 7/8 of it; the last eighth is kept for what ends work:
  * agents' reports and the output carrying results to clients. */
 
@@ -219,7 +220,8 @@ conn_account(struct conn *c)
 static uint64_t
 mem_used(const struct server *s)
 {
-    return s->mem_bufs + s->be.job_bytes + s->be.kept_bytes + httpd_mem(s->httpd);
+    return s->mem_bufs + s->be.job_bytes + s->be.kept_bytes + httpd_mem(s->httpd) +
+           s->be.jr_fresh.cap + (s->jr_on ? journal_mem(&s->jr) : 0);
 }
 
 static uint64_t
@@ -707,7 +709,9 @@ jr_tick(struct server *s)
     struct journal *j = &s->jr;
     uint64_t now = s->be.now_ms;
     journal_set_live(j, be_journal_live_bytes(&s->be));
-    (void)journal_flush(j, now); /* a failure is logged once per change, jobs refused */
+    /* A failure is logged once per change; this iteration's jobs are refused after all
+     * (their records wait in memory, with the end records of the refusals). */
+    be_journal_settle(&s->be, journal_flush(j, now));
     bool more = journal_compact_step(j, SRV_COMPACT_BUDGET, now, jr_relocate, &s->be);
     uint64_t next = more ? now : journal_next_ms(j);
     if (next != UINT64_MAX)
@@ -743,6 +747,8 @@ before_sleep(void *arg)
     s->closing_held = false;
     if (be_flush_due(&s->be, &due))
         arm(s, &s->envs_timer, due);
+    else if (be_flush_building(&s->be))
+        arm(s, &s->envs_timer, s->be.now_ms); /* the list's build goes on */
     if (s->be.jr != NULL && (due = journal_next_ms(&s->jr)) != UINT64_MAX)
         arm(s, &s->jr_timer, due); /* records of the reaping above: the next iteration */
     log_flush(); /* lines a full stderr kept waiting (log_nonblocking) */
@@ -767,6 +773,26 @@ static void
 be_drop(void *peer, uint16_t code, const char *why)
 {
     conn_error_close(peer, code, why);
+}
+
+static void hello_refused(struct conn *c, const char *why);
+static void protocol_error(struct conn *c, uint16_t code, const char *fmt, uint8_t type);
+
+/* be_registered: a hello registered in steps has ended: opened, or refused as it would have
+ * been at once (a malformed environments map, which the codec does not check over
+ * ING_HELLO_CHECK_MAX bytes, as the codec refuses a malformed frame). */
+static void
+be_registered(void *peer, int rc, const char *why)
+{
+    struct conn *c = peer;
+    if (c->state == CONN_CLOSING)
+        return;
+    if (rc == 0)
+        hs_unlink(c->srv, c);
+    else if (rc == -EBADMSG)
+        protocol_error(c, ING_ERR_MALFORMED, "malformed message", ING_AGENT_HELLO);
+    else
+        hello_refused(c, why);
 }
 
 static void
@@ -881,6 +907,7 @@ client_session_hello(struct conn *c, const struct ing_client_hello *h)
     log_msg(LOG_DEBUG, "%s: session hello (%.*s)", c->name, (int)h->name.len, h->name.p);
     c->srv->iter_check = true; /* the environment list and the session's results are sent */
     c->acks = true;
+    be_client_native(sc, true); /* a session's jobs are acknowledged (proto.md 7.9) */
     be_client_hello(be, sc);
     be_session_resume(be, sc, (h->session_flags & ING_SESSION_HOLD) != 0,
                       SESSION_BATCH(c->srv));
@@ -905,6 +932,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
                 m->u.client_hello.name.p);
         c->srv->iter_check = true; /* the environment list is sent */
         c->acks = m->type == ING_CLIENT_HELLO_ACK; /* the last hello decides */
+        be_client_native(c->client, c->acks);
         be_client_hello(be, c->client);
         hs_unlink(c->srv, c); /* opened */
         return;
@@ -948,15 +976,10 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
                              "Queue full: this client's jobs hold too many bytes");
             break;
         }
-        if (be_client_new_job_h(be, c->client, body, len, &m->u.new_job,
-                                hint_take(c, m->u.new_job.job.job_id)) &&
-            c->acks) {
-            /* Queued now, it leaves after before_sleep wrote (and under --fsync always
-             * synced) the job's record: the journal is flushed before any output. */
-            reply.type = ING_BACKEND_JOB_ACCEPTED;
-            reply.u.ref.job_id = m->u.new_job.job.job_id;
-            conn_send(c, &reply);
-        }
+        /* Acknowledged (c->acks) by the backend: at once without a journal, else once
+         * before_sleep has written (and under --fsync always synced) its record. */
+        (void)be_client_new_job_h(be, c->client, body, len, &m->u.new_job,
+                                  hint_take(c, m->u.new_job.job.job_id));
         break;
     case ING_CLIENT_KILL_JOB:
         be_client_kill_h(be, c->client, m->u.ref.job_id, hint_take(c, m->u.ref.job_id));
@@ -991,6 +1014,19 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     }
 }
 
+/* hello_refused: a first hello refused closes the connection, rather than leaving it
+ * unregistered in silence; a registered agent's bad hello is dropped: its registration stays
+ * as it was. */
+static void
+hello_refused(struct conn *c, const char *why)
+{
+    log_rl(c, "AgentHello refused: %s", why);
+    if (be_agent_registered(c->agent))
+        conn_send_error(c, ING_ERR_INVALID, why);
+    else
+        conn_error_close(c, ING_ERR_INVALID, why);
+}
+
 static void
 handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
 {
@@ -1000,20 +1036,17 @@ handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_
     char why[300];
     memset(&reply, 0, sizeof(reply));
     switch (m->type) {
-    case ING_AGENT_HELLO:
+    case ING_AGENT_HELLO: {
         c->srv->iter_check = true; /* environments registered and broadcast */
-        if (be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why)) == 0)
+        int rc = be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why));
+        if (rc == BE_HELLO_PENDING) /* registered in steps (reg_run), then be_registered */
+            arm(c->srv, &c->srv->reg_timer, ev_now_ms(c->srv->loop));
+        else if (rc == 0)
             hs_unlink(c->srv, c); /* opened */
-        else {
-            /* A first hello refused: closed, rather than left unregistered in silence. A
-             * registered agent's bad hello is dropped: its registration stays as it was. */
-            log_rl(c, "AgentHello refused: %s", why);
-            if (be_agent_registered(c->agent))
-                conn_send_error(c, ING_ERR_INVALID, why);
-            else
-                conn_error_close(c, ING_ERR_INVALID, why);
-        }
+        else
+            hello_refused(c, why);
         return;
+    }
     case ING_AGENT_JOB_STARTED:
         be_agent_started_h(be, c->agent, m->u.ref.job_id, hint_take(c, m->u.ref.job_id));
         return;
@@ -1718,6 +1751,29 @@ lost_due(void *arg)
     update_clock(arg);
 }
 
+/* REG_STEP_US: a registration's work per loop iteration (then the loop serves the others),
+ * in units of REG_UNITS (an environment each: about a microsecond). */
+#define REG_STEP_US 500
+#define REG_UNITS 128
+
+/* reg_run does a step of the registration under way (be_register). */
+static void
+reg_run(void *arg)
+{
+    struct server *s = arg;
+    update_clock(s);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        if (!be_register(&s->be, REG_UNITS))
+            return;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000 >= REG_STEP_US)
+            break;
+    }
+    arm(s, &s->reg_timer, ev_now_ms(s->loop));
+}
+
 static void
 reap_run(void *arg)
 {
@@ -1782,9 +1838,11 @@ finish(struct server *s)
     update_clock(s);
     /* With a journal, the jobs of sessions stay in it for the next start, and their clients
      * resume them; the others end here, journaled as ended (proto.md 7.6). */
+    if (s->be.jr != NULL) /* this iteration's jobs are written (and acknowledged) first */
+        be_journal_settle(&s->be, journal_flush(&s->jr, UINT64_MAX / 2));
     be_fail_all(&s->be, "Backend shutting down");
     if (s->be.jr != NULL) {
-        (void)journal_flush(&s->jr, UINT64_MAX / 2);
+        be_journal_settle(&s->be, journal_flush(&s->jr, UINT64_MAX / 2));
         s->be.jr = NULL;
     }
     for (struct conn *c = s->conns; c != NULL; c = c->next)
@@ -2060,7 +2118,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         }
         s->addr_mask = n - 1;
     }
-    struct be_ops ops = {be_send, be_relay, be_drop};
+    struct be_ops ops = {be_send, be_relay, be_drop, be_registered};
     s->cfg.be.lost_batch = LOST_BATCH;
     s->loop = ev_new();
     if (s->loop == NULL || be_init(&s->be, &s->cfg.be, &ops) != 0) {
@@ -2069,11 +2127,15 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     }
     if (cfg->journal_dir != NULL) {
         update_clock(s);
+        /* The job table sized once for what the journal may hold (a waiting 128-byte job
+         * takes some 280 bytes there): no doubling and rehashing in the middle of it. */
+        (void)be_journal_reserve(&s->be, journal_dir_bytes(cfg->journal_dir) / 256);
         if (journal_open(&s->jr, cfg->journal_dir, &cfg->journal, jr_replay, &s->be, err,
                          errlen) != 0)
             goto fail;
         s->jr_on = true;
         s->be.jr = &s->jr;
+        s->be.jr_settled = s->be.arrival_seq; /* the replayed jobs are on disk */
         signal(SIGXFSZ, SIG_IGN); /* a file-size limit is a write error (EFBIG), not death */
         log_msg(LOG_INFO, "journal %s: %llu waiting jobs restored", cfg->journal_dir,
                 (unsigned long long)s->be.n_waiting);
@@ -2145,6 +2207,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     ev_timer_init(&s->drain_timer, drain_expired, s);
     ev_timer_init(&s->backlog_timer, backlog_run, s);
     ev_timer_init(&s->reap_timer, reap_run, s);
+    ev_timer_init(&s->reg_timer, reg_run, s);
     ev_timer_init(&s->envs_timer, envs_due, s);
     ev_timer_init(&s->lost_timer, lost_due, s);
     ev_timer_init(&s->jr_timer, envs_due, s);

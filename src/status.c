@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "inginious/mp.h"
+#include "journal.h"
 #include "inginious/version.h"
 #include "status_html.h" /* generated from src/status.html by the Makefile */
 
@@ -164,6 +165,11 @@ status_metrics(struct status *st, struct buf *out)
         s.keys = st->keys != NULL ? st->keys : &none;
         s.nkeys = st->nkeys;
     }
+    struct metrics_journal jm;
+    if (be->jr != NULL) {
+        journal_metrics(be->jr, &jm);
+        s.journal = &jm;
+    }
     metrics_proc_read(&s.proc, st->start_s);
     return metrics_render(&s, out);
 }
@@ -270,7 +276,21 @@ status_json(struct status *st, struct buf *out)
     uint64_t n = st->tput_n < STATUS_TPUT ? st->tput_n : STATUS_TPUT;
     for (uint64_t i = 0; i < n; i++)
         P("%s%u", i ? "," : "", st->tput[(st->tput_n - n + i) % STATUS_TPUT]);
-    P("],\"failures\":[");
+    if (be->jr != NULL) {
+        struct metrics_journal jm;
+        journal_metrics(be->jr, &jm);
+        P("],\"journal\":{\"available\":%s,\"bytes\":%llu,\"live_bytes\":%llu,"
+          "\"segments\":%llu,\"compactions\":%llu,\"fsyncs\":%llu",
+          jm.ok ? "true" : "false", (unsigned long long)jm.bytes,
+          (unsigned long long)jm.live_bytes, (unsigned long long)jm.segments,
+          (unsigned long long)jm.compactions, (unsigned long long)jm.fsyncs);
+        P(",\"fsync_avg_us\":%llu}", (unsigned long long)(jm.fsync->count
+                                                            ? jm.fsync->sum_us / jm.fsync->count
+                                                            : 0));
+        P(",\"failures\":[");
+    } else {
+        P("],\"failures\":[");
+    }
     uint64_t nf = be->nfail < BE_FAILURES ? be->nfail : BE_FAILURES;
     for (uint64_t i = 0; i < nf; i++) { /* newest first */
         const struct be_failure *f = &be->fail[(be->nfail - 1 - i) % BE_FAILURES];
@@ -311,7 +331,10 @@ status_mp(struct status *st, struct ing_mp_writer *w)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     double up = (double)ts.tv_sec - st->start_s;
-    ing_mp_put_map(w, 18);
+    struct metrics_journal jm;
+    if (be->jr != NULL)
+        journal_metrics(be->jr, &jm);
+    ing_mp_put_map(w, be->jr != NULL ? 22 : 18);
     ing_mp_put_cstr(w, "version");
     ing_mp_put_cstr(w, ING_VERSION);
     kv(w, "uptime_s", up < 0 ? 0 : (uint64_t)up);
@@ -330,6 +353,12 @@ status_mp(struct status *st, struct ing_mp_writer *w)
     kv(w, "slots", total);
     kv(w, "slots_busy", busy);
     kv(w, "clients", be->n_clients);
+    if (be->jr != NULL) {
+        kv(w, "journal_available", jm.ok);
+        kv(w, "journal_bytes", jm.bytes);
+        kv(w, "journal_segments", jm.segments);
+        kv(w, "journal_fsyncs", jm.fsyncs);
+    }
     /* The deepest environments (as /metrics labels them); the others summed as other. */
     size_t own = st->nenvs < st->max_envs ? st->nenvs : st->max_envs;
     ing_mp_put_cstr(w, "environments");
@@ -372,7 +401,9 @@ mp_key(const struct status *st, uint64_t k[STATUS_MP_KEY])
         be->mc.started, done_total(be), be->stats.jobs_killed, be->stats.jobs_crashed,
         be->mc.lost, be->stats.jobs_requeued, be->n_waiting, be->n_running, be->n_agents,
         be->n_clients, be->slot_seq /* every slot given or freed, hellos */, be->nenvs,
-        be->n_provided,
+        be->n_provided, be->jr != NULL ? be->jr->disk_bytes + 1 : 0,
+        be->jr != NULL ? be->jr->nsegs : 0, be->jr != NULL ? be->jr->n_syncs : 0,
+        be->jr != NULL ? (uint64_t)be->jr->err : 0,
     };
     memcpy(k, v, sizeof(v));
 }
@@ -382,7 +413,9 @@ status_mp_cached(struct status *st, const uint8_t **p, size_t *len, bool *fresh)
 {
     uint64_t k[STATUS_MP_KEY];
     mp_key(st, k);
-    *fresh = st->mp == NULL || memcmp(k, st->mp_key, sizeof(k)) != 0;
+    /* While a hello's registration is between the removal of the agent's previous one and
+     * its end (proto.md 5.6), the last map stands: no half-registered agent in it. */
+    *fresh = st->mp == NULL || (memcmp(k, st->mp_key, sizeof(k)) != 0 && !st->be->envs_held);
     if (*fresh) {
         struct ing_mp_writer w;
         ing_mp_writer_init_dyn(&w);

@@ -15,7 +15,7 @@
 
 #define STATUS_TPUT 300 /* seconds of throughput kept */
 
-#define STATUS_MP_KEY 17 /* counters a BackendStats map depends on */
+#define STATUS_MP_KEY 21 /* counters a BackendStats map depends on */
 
 struct status {
     const struct backend *be;

@@ -1428,8 +1428,10 @@ TP_TEST(test_abuse_job_bytes_budget)
     size_t i, k;
     char id[32];
 
+    /* No orphan timeout: under valgrind the 48 MiB of jobs take over a minute to send, and
+     * the jobs must still be waiting when the agent comes. */
     tp_start(c, "--max-memory", "32M", "--max-job-bytes-per-client", "5M", "--env-grace", "0",
-             NULL);
+             "--orphan-timeout", "0", NULL);
     for (i = 0; i < CLIENTS; i++) {
         cl[i] = tp_client(c, "heavy", "");
         for (k = 0; k < JOBS; k++) {
@@ -1606,39 +1608,80 @@ TP_TEST(test_abuse_expensive_frames_budget)
 #endif
 }
 
-/* Items 3 and 6: an agent announcing 100,000 environments, saying hello 8 times, with two
- * clients: each client gets one correct list per hello, and the longest loop iteration is
- * measured. A hello is still registered in one iteration (its environments parsed once):
- * about 100 ms at this size on a loaded 2-core machine (it was 200 ms; 11.6 s before the
- * list was coalesced). The issue's target, 2 ms per iteration, needs the registration
- * spread over iterations: not done yet, so the bound here is 2 s (337 ms seen under load). */
+/* Items 3 and 6: registering an agent that announces 100,000 environments, and its
+ * re-hellos, never stall the loop: the hello is registered in steps across iterations (its
+ * previous registration removed in steps too), the list is built in steps and encoded once
+ * per change for every client. Each client still gets one correct list per change, and
+ * another client's round trips stay short while the registrations run. The longest
+ * iteration left is the one the hello's frame completes in (the codec checks its 2.5 MB of
+ * msgpack, and the backend copies it): a few ms here, bounded at 50 ms. */
 TP_TEST(test_abuse_many_environments_no_stall)
 {
     uint32_t nenvs = cu_slow() > 1 ? 5000 : 100000;
-    struct tp_peer *c1, *c2, *a;
+    struct tp_peer *c1, *c2, *c3, *a;
     uint8_t *envs;
     size_t len;
     long us;
-    int i;
+    int i, k, worst = 0;
 
     tp_start(c, "--env-grace", "0", "--ping-interval", "60s", NULL);
     c1 = tp_client(c, "c1", "");
     c2 = tp_client(c, "c2", "");
+    c3 = tp_client(c, "c3", "");
     a = tp_connect(c, ING_ROLE_AGENT);
     envs = own(envs_map("env", nenvs, &len));
     for (i = 0; i < 8; i++) {
         tp_hello_raw(a, "A", 1, (struct tp_bytes){envs, len});
+        /* Round trips while it registers (about 100 ms of work, spread). */
+        for (k = 0; k < 10; k++) {
+            int rt = cu_roundtrip(c3, cu_ms(PROMPT_MS));
+
+            worst = rt > worst ? rt : worst;
+        }
         expect_env_count(c1, nenvs);
         expect_env_count(c2, nenvs);
     }
     release(envs);
     cu_roundtrip(c1, cu_ms(PROMPT_MS));
     us = longest_iter_us(c);
-    print_message("many environments: longest iteration %ld us\n", us);
+    print_message("many environments: longest iteration %ld us, another client's worst round "
+                  "trip %d ms\n", us, worst);
 #if !(defined(ING_SAN) && ING_SAN)
-    if (!cu_wrapped() && us > 2000000L * cu_slow())
-        tp_fail("an iteration took %ld us (bound 2 s)", us);
+    if (!cu_wrapped() && worst > 50 * (int)cu_slow())
+        tp_fail("a round trip took %d ms while an agent registered (bound 50 ms)", worst);
+    if (!cu_wrapped() && us > 50000L * cu_slow())
+        tp_fail("an iteration took %ld us (bound 50 ms)", us);
 #endif
+}
+
+/* A hello over ING_HELLO_CHECK_MAX bytes is checked while it registers, not by the codec: a
+ * malformed one (a byte after the map) is answered Error MALFORMED as a malformed frame is,
+ * the agent stays unregistered and can say hello again; clients see nothing of it. */
+TP_TEST(test_abuse_large_malformed_hello)
+{
+    uint32_t nenvs = 3000; /* just over ING_HELLO_CHECK_MAX: quick under valgrind too */
+    struct tp_peer *c1, *a;
+    uint8_t *envs, *bad;
+    size_t len;
+
+    tp_start(c, "--env-grace", "0", NULL);
+    c1 = tp_client(c, "c1", "");
+    a = tp_connect(c, ING_ROLE_AGENT);
+    envs = own(envs_map("env", nenvs, &len));
+    if (len <= ING_HELLO_CHECK_MAX)
+        tp_fail("the hello is too small (%zu bytes)", len);
+    bad = own(malloc(len + 1));
+    memcpy(bad, envs, len);
+    bad[len] = 0xc0;
+    tp_hello_raw(a, "A", 1, (struct tp_bytes){bad, len + 1});
+    if (next_error(a) != ING_ERR_MALFORMED)
+        tp_fail("a malformed large hello: expected Error MALFORMED");
+    tp_expect_nothing(c1, cu_ms(100));
+    tp_hello_raw(a, "A", 1, (struct tp_bytes){envs, len});
+    expect_env_count(c1, nenvs);
+    release(bad);
+    release(envs);
+    cu_prompt(c, cu_ms(PROMPT_MS));
 }
 
 /* Item 12: --max-connections-per-address refuses one more connection from an address with
@@ -1903,6 +1946,7 @@ main(void)
         CASE(test_abuse_many_environments),
         CASE(test_abuse_envs_non_reader_one_copy),
         CASE(test_abuse_many_environments_no_stall),
+        CASE(test_abuse_large_malformed_hello),
         CASE(test_abuse_many_slots_cost_nothing),
         CASE(test_abuse_stats_flood_one_walk),
         CASE(test_abuse_queue_limits),

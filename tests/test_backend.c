@@ -20,6 +20,8 @@
 #include "inginious/mp.h"
 #include "inginious/proto.h"
 #include "log.h"
+#include "metrics.h"
+#include "status.h"
 
 /* Allocation failures on demand: the fail_at-th allocation from now on (1 = the next) and
  * every later one fail, until fail_at is set back to 0. */
@@ -230,6 +232,19 @@ mock_drop(void *peer, uint16_t code, const char *why)
     (void)why;
 }
 
+/* The last end of a hello registered in steps (ops.registered). */
+static int reg_rc, reg_calls;
+static char reg_why[300];
+
+static void
+mock_registered(void *peer, int rc, const char *why)
+{
+    (void)peer;
+    reg_rc = rc;
+    reg_calls++;
+    snprintf(reg_why, sizeof(reg_why), "%s", why);
+}
+
 static struct backend be;
 static uint8_t scratch[1 << 16];
 static bool no_check; /* submit_full skips be_check (bulk submits) */
@@ -269,7 +284,8 @@ setup(void **state)
     cfg.fair_mode = t_fair;
     cfg.fair_weights = t_weights;
     cfg.n_fair_weights = t_nweights;
-    struct be_ops ops = {mock_send, mock_relay, mock_drop};
+    struct be_ops ops = {mock_send, mock_relay, mock_drop, mock_registered};
+    reg_calls = 0;
     assert_int_equal(be_init(&be, &cfg, &ops), 0);
     be.now_ms = 1000;
     be.wall_s = 1700000000;
@@ -454,6 +470,24 @@ put_env_info(struct ing_mp_writer *w)
     ing_mp_put_int(w, 1);
 }
 
+/* reg_finish: rc is be_agent_hello's; a hello registered in steps is driven to its end
+ * (1,000 units per step, as loop iterations would) and its result returned instead. */
+static int
+reg_finish(int rc, char *why, size_t whylen)
+{
+    if (rc != BE_HELLO_PENDING)
+        return rc;
+    int calls = reg_calls;
+    for (int k = 0; k < 100000 && be_register(&be, 1000); k++)
+        ;
+    assert_false(be_registering(&be));
+    assert_int_equal(reg_calls, calls + 1);
+    size_t l = strnlen(reg_why, whylen - 1);
+    memcpy(why, reg_why, l);
+    why[l] = '\0';
+    return reg_rc;
+}
+
 /* hello_spec sends AgentHello on a with slots and the environments of spec
  * ("docker:b,a;kata:" = docker b and a, kata none; "" = no type); returns what
  * be_agent_hello returns, its reason in why. */
@@ -487,7 +521,7 @@ hello_spec(struct be_agent *a, uint32_t slots, const char *spec, char *why, size
     assert_int_equal(w.err, 0);
     struct ing_agent_hello h = {{"A", 1}, slots, {(const char *)w.buf, (uint32_t)w.len}};
     fail_at = hello_fail_at;
-    int rc = be_agent_hello(&be, a, &h, why, whylen);
+    int rc = reg_finish(be_agent_hello(&be, a, &h, why, whylen), why, whylen);
     fail_at = 0;
     ing_mp_writer_fini(&w);
     if (!no_check)
@@ -495,14 +529,17 @@ hello_spec(struct be_agent *a, uint32_t slots, const char *spec, char *why, size
     return rc;
 }
 
-/* hello_many sends AgentHello on a: one docker environment per name "env<i>", n of them
- * (encoded once, then reused). */
+/* hello_many_pending sends AgentHello on a: one docker environment per name
+ * "<prefix><i>", n of them (encoded once per (prefix, n), then reused); returns what
+ * be_agent_hello returns. */
 static int
-hello_many(struct be_agent *a, uint32_t n, char *why, size_t whylen)
+hello_many_pending(struct be_agent *a, uint32_t slots, const char *prefix, uint32_t n, char *why,
+                   size_t whylen)
 {
     static struct ing_mp_writer w;
     static uint32_t built;
-    if (built != n) {
+    static char built_prefix[16];
+    if (built != n || strcmp(built_prefix, prefix) != 0) {
         if (built != 0)
             ing_mp_writer_fini(&w);
         ing_mp_writer_init_dyn(&w);
@@ -511,15 +548,24 @@ hello_many(struct be_agent *a, uint32_t n, char *why, size_t whylen)
         ing_mp_put_map(&w, n);
         char name[64];
         for (uint32_t i = 0; i < n; i++) {
-            snprintf(name, sizeof(name), "env%u", i);
+            snprintf(name, sizeof(name), "%s%u", prefix, i);
             ing_mp_put_cstr(&w, name);
             put_env_info(&w);
         }
         assert_int_equal(w.err, 0);
         built = n;
+        snprintf(built_prefix, sizeof(built_prefix), "%s", prefix);
     }
-    struct ing_agent_hello h = {{"A", 1}, 1, {(const char *)w.buf, (uint32_t)w.len}};
+    struct ing_agent_hello h = {{"A", 1}, slots, {(const char *)w.buf, (uint32_t)w.len}};
     return be_agent_hello(&be, a, &h, why, whylen);
+}
+
+/* hello_many sends AgentHello on a: one docker environment per name "env<i>", n of them
+ * (encoded once, then reused), and registers it to its end. */
+static int
+hello_many(struct be_agent *a, uint32_t n, char *why, size_t whylen)
+{
+    return reg_finish(hello_many_pending(a, 1, "env", n, why, whylen), why, whylen);
 }
 
 /* expect_envs expects exactly one BackendUpdateEnvironments on peer i, rendered as want. */
@@ -1100,6 +1146,316 @@ test_backend_hello_out_of_memory(void **state)
     assert_true(applied);
 }
 
+/* reg_setup: hellos unlimited, client 0 registered, agent 1 providing "other" (returned);
+ * the list it caused is read. */
+static struct be_agent *
+reg_setup(void)
+{
+    be.cfg.hello_burst = 0;
+    client(0);
+    struct be_agent *b = agent(1, 1, "other");
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    return b;
+}
+
+/* be_register: a large AgentHello is registered across calls (loop iterations). Meanwhile
+ * the agent gets no job, clients get no list, be_check holds after every step; at the end
+ * one list with every environment, the callback, and the waiting job dispatched. A re-hello
+ * the same: its running job requeued, one list after. */
+static void
+test_backend_register_in_steps(void **state)
+{
+    (void)state;
+    const uint32_t n = 3000;
+    char why[200];
+    client(0);
+    struct be_agent *b = agent(1, 1, "other");
+    expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    struct be_agent *a = be_agent_new(&be, &peers[2]);
+    assert_int_equal(hello_many_pending(a, 2, "env", n, why, sizeof(why)), BE_HELLO_PENDING);
+    assert_true(be_registering(&be));
+    submit(be.clients, "j1", 0, "env7"); /* no provider yet: it waits */
+    for (int pass = 0; pass < 2; pass++) {
+        int steps = 0;
+        while (be_register(&be, 100)) {
+            steps++;
+            assert_int_equal(be_check(&be), 0);
+            be_flush(&be);
+            expect_none(0);
+            expect_none(2); /* no job while registering */
+            assert_int_equal(peers[0].seen, peers[0].n); /* no list half way */
+            assert_int_equal(reg_calls, pass);
+        }
+        assert_true(steps >= (int)(3 * n / 100)); /* spread: parse, prepare, apply, enter */
+        assert_int_equal(reg_calls, pass + 1);
+        assert_int_equal(reg_rc, 0);
+        assert_true(be_agent_registered(a));
+        assert_int_equal(be_agent_nenvs(a), n);
+        assert_int_equal(be_check(&be), 0);
+        be_flush(&be);
+        assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
+        expect_none(0);
+        expect(2, ING_BACKEND_NEW_JOB, "j1"); /* dispatched, then requeued by the re-hello */
+        expect_none(2);
+        if (pass == 0)
+            assert_int_equal(hello_many_pending(a, 2, "env", n, why, sizeof(why)),
+                             BE_HELLO_PENDING);
+    }
+    /* A second hello while one is registered is refused; a small one after goes inline. */
+    assert_int_equal(hello_many_pending(a, 2, "env", n, why, sizeof(why)), BE_HELLO_PENDING);
+    assert_int_equal(hello_spec(a, 1, "docker:x", why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "being registered"));
+    assert_int_equal(reg_finish(BE_HELLO_PENDING, why, sizeof(why)), 0);
+    (void)b;
+}
+
+/* A hello registered in steps whose agent leaves at any point: everything it took is let go
+ * (ASan and valgrind see no leak), no callback, the list as if it never came. Also for a
+ * re-hello (the previous registration goes as any lost agent's). */
+static void
+test_backend_register_cancel(void **state)
+{
+    (void)state;
+    const uint32_t n = 1000;
+    char why[200];
+    (void)reg_setup();
+    const size_t at[] = {0, 1, 500, 1001, 1500, 2001, 2500, 3001, 3500, 4002, 4500, 5003, 6000};
+    for (int rehello = 0; rehello < 2; rehello++)
+        for (size_t k = 0; k < sizeof(at) / sizeof(at[0]); k++) {
+            struct be_agent *a = be_agent_new(&be, &peers[2]);
+            if (rehello)
+                assert_int_equal(hello_many(a, n, why, sizeof(why)), 0);
+            int calls = reg_calls;
+            assert_int_equal(hello_many_pending(a, 2, "env", n, why, sizeof(why)),
+                             BE_HELLO_PENDING);
+            if (at[k] > 0 && !be_register(&be, at[k]))
+                calls++; /* it ended before the agent left: registered, then lost */
+            assert_int_equal(be_check(&be), 0);
+            be_agent_gone(&be, a);
+            for (int s = 0; s < 1000 && be_register(&be, 100); s++)
+                assert_int_equal(be_check(&be), 0);
+            assert_false(be_registering(&be));
+            assert_int_equal(reg_calls, calls);
+            assert_int_equal(be_check(&be), 0);
+            be.now_ms += be.cfg.envs_grace_ms;
+            be_flush(&be);
+            struct rec *r;
+            while ((r = next(0)) != NULL)
+                if (r->type == ING_BACKEND_UPDATE_ENVIRONMENTS)
+                    assert_int_equal(r->names, 1); /* "other" only */
+            uint64_t nenv = 0;
+            for (const struct be_agent *x = be.agents; x != NULL; x = be_agent_next(x))
+                nenv += be_agent_nenvs(x);
+            assert_int_equal(nenv, 1);
+        }
+}
+
+/* A refusal found late (a bound over the whole table, counted once the plan is complete)
+ * rolls back: the callback carries the Error's text, nothing stays; a registered agent's
+ * refused re-hello keeps its registration. Allocation failures at any point too. */
+static void
+test_backend_register_refused_late(void **state)
+{
+    (void)state;
+    const uint32_t n = 1000;
+    char why[200];
+    struct be_agent *b = reg_setup();
+    be.cfg.max_envs = n;
+    struct be_agent *a = be_agent_new(&be, &peers[2]);
+    assert_int_equal(reg_finish(hello_many_pending(a, 2, "env", n, why, sizeof(why)), why,
+                                sizeof(why)),
+                     -EINVAL);
+    assert_non_null(strstr(why, "--max-envs"));
+    assert_false(be_agent_registered(a));
+    assert_int_equal(be_check(&be), 0);
+    be_flush(&be);
+    expect_none(0);
+    assert_int_equal(peers[0].seen, peers[0].n);
+    /* b registered: a big re-hello refused keeps its one environment and slot. */
+    be.cfg.max_envs = n - 1;
+    assert_int_equal(reg_finish(hello_many_pending(b, 3, "env", n, why, sizeof(why)), why,
+                                sizeof(why)),
+                     -EINVAL);
+    assert_true(be_agent_registered(b));
+    assert_int_equal(be_agent_nenvs(b), 1);
+    assert_int_equal(be_agent_slots(b), 1);
+    be.cfg.max_envs = BE_MAX_ENVS;
+    /* Out of memory at any allocation: all or nothing. */
+    bool applied = false;
+    const long ks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 20, 50, 300, 700, 1100, 1500};
+    for (size_t k = 0; k < sizeof(ks) / sizeof(ks[0]); k++) {
+        fail_at = ks[k];
+        int rc = reg_finish(hello_many_pending(b, 3, "env", n, why, sizeof(why)), why,
+                            sizeof(why));
+        fail_at = 0;
+        assert_int_equal(be_check(&be), 0);
+        assert_true(be_agent_registered(b));
+        if (rc == 0) {
+            applied = true;
+            assert_int_equal(be_agent_nenvs(b), n);
+            break;
+        }
+        assert_string_equal(why, "out of memory");
+        assert_int_equal(be_agent_nenvs(b), 1);
+        be_flush(&be);
+        expect_none(0);
+        assert_int_equal(peers[0].seen, peers[0].n);
+    }
+    if (!applied)
+        assert_int_equal(reg_finish(hello_many_pending(b, 3, "env", n, why, sizeof(why)), why,
+                                    sizeof(why)),
+                         0);
+    be_agent_gone(&be, a); /* never registered: be_fini would not free it */
+}
+
+/* A hello over ING_HELLO_CHECK_MAX bytes is not checked by the codec: the registration
+ * refuses one that breaks proto.md 4.1 (-EBADMSG: the server answers Error MALFORMED as for
+ * a malformed frame) as it reads it, and nothing changes: a name of invalid UTF-8 half way,
+ * a byte after the map, a truncated map. */
+static void
+test_backend_register_malformed(void **state)
+{
+    (void)state;
+    const uint32_t n = 5000;
+    char why[200];
+    struct be_agent *b = reg_setup();
+    struct ing_mp_writer w;
+    ing_mp_writer_init_dyn(&w);
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "docker");
+    ing_mp_put_map(&w, n);
+    char name[32];
+    size_t mid = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "env%u", i);
+        if (i == n / 2)
+            mid = w.len + 1; /* the name's first byte, after its fixstr header */
+        ing_mp_put_cstr(&w, name);
+        put_env_info(&w);
+    }
+    assert_int_equal(w.err, 0);
+    assert_true(w.len > ING_HELLO_CHECK_MAX);
+    uint8_t *buf = malloc(w.len + 1);
+    assert_non_null(buf);
+    for (int k = 0; k < 3; k++) {
+        memcpy(buf, w.buf, w.len);
+        size_t len = w.len;
+        if (k == 0)
+            buf[mid] = 0xff; /* not UTF-8 */
+        else if (k == 1)
+            buf[len++] = 0xc0; /* a nil after the map */
+        else
+            len -= 3; /* the last info map cut */
+        for (int re = 0; re < 2; re++) {
+            struct be_agent *x = re ? b : be_agent_new(&be, &peers[2]);
+            struct ing_agent_hello h = {{"A", 1}, 2, {(const char *)buf, (uint32_t)len}};
+            int rc = reg_finish(be_agent_hello(&be, x, &h, why, sizeof(why)), why, sizeof(why));
+            assert_int_equal(rc, -EBADMSG);
+            assert_string_equal(why, "malformed message");
+            assert_int_equal(be_check(&be), 0);
+            assert_int_equal(be_agent_registered(x), re == 1);
+            if (re)
+                assert_int_equal(be_agent_nenvs(b), 1);
+            else
+                be_agent_gone(&be, x);
+            be_flush(&be);
+            expect_none(0);
+            assert_int_equal(peers[0].seen, peers[0].n);
+        }
+    }
+    free(buf);
+    ing_mp_writer_fini(&w);
+}
+
+/* ClientGetStats while a re-hello is applied (proto.md 5.8): the map made before the hello
+ * stands until the registration ends (no half-registered agent), then a new one. */
+static void
+test_backend_register_stats_consistent(void **state)
+{
+    (void)state;
+    char why[200];
+    struct metrics_server ms;
+    struct status st;
+    const uint8_t *p;
+    size_t len;
+    bool fresh;
+    memset(&ms, 0, sizeof(ms));
+    (void)reg_setup();
+    struct be_agent *a = be_agent_new(&be, &peers[2]);
+    assert_int_equal(hello_many(a, 3000, why, sizeof(why)), 0);
+    status_init(&st, &be, &ms, 0, 100);
+    assert_int_equal(status_mp_cached(&st, &p, &len, &fresh), 0);
+    assert_true(fresh);
+    uint8_t *before = malloc(len);
+    assert_non_null(before);
+    memcpy(before, p, len);
+    size_t before_len = len;
+    assert_int_equal(hello_many_pending(a, 5, "env", 3000, why, sizeof(why)), BE_HELLO_PENDING);
+    int held = 0;
+    while (be_register(&be, 50)) {
+        if (!be.envs_held)
+            continue;
+        held++;
+        assert_int_equal(status_mp_cached(&st, &p, &len, &fresh), 0);
+        assert_false(fresh);
+        assert_int_equal(len, before_len);
+        assert_memory_equal(p, before, len);
+    }
+    assert_true(held > 10);
+    assert_int_equal(status_mp_cached(&st, &p, &len, &fresh), 0);
+    assert_true(fresh); /* the slots changed: 1 + 5 */
+    free(before);
+    status_fini(&st);
+}
+
+/* The backend stopping with registrations under way (be_fini, after the server's
+ * be_agent_gone of its connections): each ends with everything let go (ASan, valgrind): one
+ * half applied whose agent left, one queued behind it whose agent left, and a registered
+ * agent's queued re-hello whose agent is still there. */
+static void
+test_backend_register_shutdown(void **state)
+{
+    (void)state;
+    char why[200];
+    (void)reg_setup();
+    struct be_agent *a1 = be_agent_new(&be, &peers[2]);
+    struct be_agent *a2 = be_agent_new(&be, &peers[3]);
+    struct be_agent *a3 = agent(4, 1, "small");
+    assert_int_equal(hello_many_pending(a1, 2, "p", 1000, why, sizeof(why)), BE_HELLO_PENDING);
+    assert_true(be_register(&be, 2500)); /* parsed, prepared, checked: applying */
+    assert_true(be.envs_held);
+    assert_int_equal(hello_many_pending(a2, 2, "q", 1000, why, sizeof(why)), BE_HELLO_PENDING);
+    assert_int_equal(hello_many_pending(a3, 2, "q", 1000, why, sizeof(why)), BE_HELLO_PENDING);
+    assert_int_equal(be_check(&be), 0);
+    be_agent_gone(&be, a1);
+    be_agent_gone(&be, a2);
+    assert_int_equal(reg_calls, 0); /* teardown's be_fini ends the rest, without callbacks */
+}
+
+/* flush_steps_timed calls be_flush until the list's build is done (as the loop would at
+ * each iteration); returns the longest call in seconds, the number of calls in *calls. */
+static double
+flush_steps_timed(int *calls)
+{
+    double longest = 0;
+    *calls = 0;
+    do {
+        double t0 = now_s();
+        be_flush(&be);
+        double dt = now_s() - t0;
+        longest = dt > longest ? dt : longest;
+        ++*calls;
+    } while (be_flush_building(&be) && *calls < 100000);
+    return longest;
+}
+
+static void
+flush_steps(void)
+{
+    int calls;
+    (void)flush_steps_timed(&calls);
+}
+
 /* Issue 13 item 3: 100,000 environments and 32 re-hellos: the handlers stay cheap (a
  * refused hello costs nothing; each accepted one is linear in its own size, without a
  * sort) and clients get one list per loop iteration (it was two full sorted lists per
@@ -1118,7 +1474,7 @@ test_backend_many_envs_rehello(void **state)
     double t0 = now_s();
     assert_int_equal(hello_many(a, n, why, sizeof(why)), 0);
     double first = now_s() - t0;
-    be_flush(&be);
+    flush_steps();
     assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n);
     assert_int_equal(expect(1, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n);
     /* A small agent says hello 32 times in one iteration: BURST accepted, the rest refused. */
@@ -1143,18 +1499,20 @@ test_backend_many_envs_rehello(void **state)
     }
     assert_int_equal(ok, BURST + BURST - 1); /* a's first hello counted in its burst */
     no_check = false;
-    t0 = now_s();
-    be_flush(&be);
-    double flush = now_s() - t0;
+    int calls = 0;
+    double flush = flush_steps_timed(&calls); /* the longest be_flush call */
     assert_int_equal(be_check(&be), 0);
     expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
     assert_int_equal(expect(1, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
     expect_none(0);
     expect_none(1);
     print_message("    %u environments: first hello %.1f ms, small re-hello at most %.3f ms, "
-                  "big re-hello at most %.1f ms, flush to 2 clients %.1f ms\n",
-                  n, first * 1e3, worst * 1e3, big * 1e3, flush * 1e3);
-    if (worst > 0.002 * slow() || big > 3 * first + 0.05 * slow() || flush > 0.5 * slow())
+                  "big re-hello at most %.1f ms, flush to 2 clients in %d steps of at most "
+                  "%.1f ms\n",
+                  n, first * 1e3, worst * 1e3, big * 1e3, calls, flush * 1e3);
+    /* The step counts always; the times only outside valgrind (ING_SLOW > 1), whose
+     * slowdown on this code varies with the machine's load far beyond ING_SLOW. */
+    if (calls < 2 || (slow() == 1 && (worst > 0.002 || big > 3 * first + 0.05 || flush > 0.05)))
         fail_msg("handlers too slow");
 }
 
@@ -2143,6 +2501,12 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_hello_bounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_hello_out_of_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_many_envs_rehello, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_register_in_steps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_register_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_register_refused_late, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_register_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_register_stats_consistent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_register_shutdown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_requeue_cap_and_alive, setup, teardown),

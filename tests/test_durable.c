@@ -173,6 +173,36 @@ test_durable_corruption_and_repair(void **state)
     lt_pass(w);
 }
 
+/* restart_expect kills the backend (SIGKILL), starts it again on its journal and checks
+ * that it restored n waiting jobs. */
+static void
+restart_expect(struct lt_world *w, int n)
+{
+    lt_kill_backend(w, SIGKILL);
+    lt_restart(w);
+    char want[64];
+    snprintf(want, sizeof(want), "%d waiting jobs restored", n);
+    if (!lt_log_contains(w, want))
+        fail_msg("the log does not say '%s'", want);
+}
+
+/* start_fsize starts the backend on the test's journal (options opts, NULL-ended, after
+ * --journal DIR --orphan-timeout 0) under a 64 KiB file-size limit (RLIMIT_FSIZE: some 30
+ * jobs of 2 KiB; the log stays below), and puts the test's own limit back; *old gets it. */
+static void
+start_fsize(struct lt_world *w, struct rlimit *old, const char *o1, const char *o2,
+            const char *o3, const char *o4)
+{
+    struct rlimit lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, old), 0);
+    lim = *old;
+    lim.rlim_cur = 64 * 1024;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--orphan-timeout", "0", o1, o2, o3, o4,
+             NULL);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, old), 0);
+}
+
 /* A disk that fails (here a file-size limit: EFBIG): new jobs end crash "Journal
  * unavailable: ...", the failure is logged once, nothing accepted is lost, and acceptance
  * resumes by itself once writes work again (the limit lifted with prlimit). */
@@ -180,13 +210,8 @@ static void
 test_durable_disk_full(void **state)
 {
     struct lt_world *w = *state;
-    struct rlimit old, lim;
-    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
-    lim = old;
-    lim.rlim_cur = 64 * 1024; /* the journal: some 30 jobs of 2 KiB; the log stays below */
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-    lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--orphan-timeout", "0", NULL);
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    struct rlimit old;
+    start_fsize(w, &old, NULL, NULL, NULL, NULL);
     struct lt_client *cl = lt_client_new(w, NULL);
     lt_expect_cev(w, cl, ING_CLIENT_EV_CONNECTED, NULL);
     static char input[2200];
@@ -236,12 +261,7 @@ test_durable_disk_full(void **state)
     }
     assert_int_equal(after, 1);
     lt_barrier(w, cl);
-    lt_kill_backend(w, SIGKILL);
-    lt_restart(w);
-    char want[64];
-    snprintf(want, sizeof(want), "%d waiting jobs restored", accepted + after);
-    if (!lt_log_contains(w, want))
-        fail_msg("the log does not say '%s'", want);
+    restart_expect(w, accepted + after);
     if (!lt_log_contains(w, "journal: write failed: File too large") ||
         !lt_log_contains(w, "journal: writes work again"))
         fail_msg("the journal's state changes are not logged");
@@ -510,6 +530,81 @@ test_durable_session_restart_without_journal(void **state)
     lt_pass(w);
 }
 
+/* Acknowledgements only after success (proto.md 7.8), under --fsync always with a file-size
+ * limit (EFBIG): every acknowledged job survives kill -9; the job whose record could not be
+ * written is never acknowledged but refused after all, with Error JOURNAL then crash
+ * "Journal unavailable: ...", and killed on the agent it had just been sent to; the ones
+ * after it are refused the same way; the refusals make one log line, not one per job. */
+static void
+test_durable_ack_only_after_write(void **state)
+{
+    struct lt_world *w = *state;
+    struct rlimit old;
+    start_fsize(w, &old, "--fsync", "always", "--kill-timeout", "0");
+    struct lt_agent *ag = lt_agent_new(w, "A", 200, 0, "docker/default", NULL); /* never ends */
+    struct ing_client_opts o = {.size = sizeof(o), .name = "acker", .acks = true};
+    struct lt_client *cl = lt_client_new(w, &o);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_CONNECTED, NULL);
+    static char input[2200];
+    snprintf(input, sizeof(input), "{\"pad\": \"%02000d\"}", 0);
+    int acked = 0;
+    char id[32], bad[32] = "";
+    for (int i = 0; i < 100 && bad[0] == 0; i++) { /* one by one: each in its iteration */
+        snprintf(id, sizeof(id), "f%d", i);
+        submit_in(w, cl, id, 0, input);
+        lt_barrier(w, cl);
+        struct lt_cev *a = lt_find_cev(cl, ING_CLIENT_EV_ACCEPTED, id);
+        if (a != NULL) {
+            a->used = true;
+            acked++;
+        } else
+            snprintf(bad, sizeof(bad), "%s", id);
+    }
+    assert_true(acked > 5 && acked < 60 && bad[0] != 0);
+    /* the job that failed: Error JOURNAL, then its crash; sent to the agent, then killed */
+    struct lt_cev *e = lt_expect_cev(w, cl, ING_CLIENT_EV_ERROR, NULL);
+    assert_int_equal(e->code, ING_ERR_JOURNAL);
+    assert_true(strstr(e->text, "Journal unavailable: File too large") == e->text);
+    long err_at = (long)(e - cl->ev);
+    e = lt_expect_cev(w, cl, ING_CLIENT_EV_DONE, bad);
+    assert_true(err_at < (long)(e - cl->ev));
+    char text[LT_STR];
+    lt_view_str(text, sizeof(text), e->res.r.result_text);
+    assert_string_equal(text, "Journal unavailable: File too large");
+    assert_true(ing_view_eq(e->res.r.result_kind, "crash"));
+    lt_expect_aev(w, ag, ING_AGENT_EV_JOB, bad);
+    lt_expect_aev(w, ag, ING_AGENT_EV_KILL, bad);
+    /* later ones: refused at once, never acknowledged */
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof(id), "g%d", i);
+        submit_in(w, cl, id, 0, input);
+        lt_expect_cev(w, cl, ING_CLIENT_EV_DONE, id);
+        e = lt_expect_cev(w, cl, ING_CLIENT_EV_ERROR, NULL);
+        assert_int_equal(e->code, ING_ERR_JOURNAL);
+    }
+    lt_barrier(w, cl);
+    assert_null(lt_find_cev(cl, ING_CLIENT_EV_ACCEPTED, NULL));
+    if (lt_log_contains(w, "job g1 refused"))
+        fail_msg("a refusal for the journal's sake was logged per job");
+    /* writes work again: acknowledged again */
+    struct rlimit big = old;
+    assert_int_equal(prlimit(w->be_pid, RLIMIT_FSIZE, &big, NULL), 0);
+    int after = 0;
+    uint64_t end = lt_now_ms() + LT_DEADLINE_MS;
+    for (int k = 0; after == 0 && lt_now_ms() < end; k++) {
+        snprintf(id, sizeof(id), "h%d", k);
+        submit_in(w, cl, id, 0, input);
+        lt_barrier(w, cl);
+        after = lt_find_cev(cl, ING_CLIENT_EV_ACCEPTED, id) != NULL;
+        lt_spin(w, 20);
+    }
+    assert_int_equal(after, 1);
+    if (!lt_log_contains(w, "journal: accepting jobs again ("))
+        fail_msg("the end of the refusals is not logged");
+    restart_expect(w, acked + after);
+    lt_pass(w);
+}
+
 int
 main(void)
 {
@@ -522,6 +617,7 @@ main(void)
         CASE(test_durable_restore_over_limit),
         CASE(test_durable_acks_survive_kill9),
         CASE(test_durable_acks_order_no_journal),
+        CASE(test_durable_ack_only_after_write),
         CASE(test_durable_session_kill9_exactly_once),
         CASE(test_durable_session_connection_drop),
         CASE(test_durable_session_restart_without_journal),

@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -173,6 +175,14 @@ tool(struct lt_world *w, const char *text, const char *pre, char *out, size_t ca
     return pclose(p);
 }
 
+/* promtool_ok checks text with promtool check metrics (out: its output). */
+static void
+promtool_ok(struct lt_world *w, const char *text, char *out, size_t cap)
+{
+    if (tool(w, text, "promtool check metrics <", out, cap) != 0)
+        fail_msg("promtool check metrics:\n%s", out);
+}
+
 /* sample returns the value of the series "name{labels}" (labels sorted by name, as
  * k=v,k=v; "" for none) as python3-prometheus-client parsed it: samples is its output. */
 static double
@@ -271,6 +281,7 @@ test_httpd_counters_exact(void **state)
 
     t = scrape(port);
     static char out[1 << 17];
+    assert_null(strstr(t, "inginious_journal_")); /* no --journal: no journal family */
     int st = tool(w, t, PY, out, sizeof(out));
     if (st != 0)
         fail_msg("prometheus_client:\n%s", out);
@@ -314,9 +325,7 @@ test_httpd_counters_exact(void **state)
     assert_true(sample(out, "inginious_received_bytes_total{}") > 100);
     assert_true(sample(out, "process_resident_memory_bytes{}") > 0);
     assert_true(sample(out, "process_open_fds{}") >= 3);
-    st = tool(w, t, "promtool check metrics <", out, sizeof(out));
-    if (st != 0)
-        fail_msg("promtool check metrics:\n%s", out);
+    promtool_ok(w, t, out, sizeof(out));
     free(t);
 
     /* /status: the same facts, the failures newest first. */
@@ -645,11 +654,100 @@ TP_TEST(test_httpd_connections_in_memory_budget)
     tp_barrier(c1);
 }
 
+/* seg_files counts dir's segment files and sums their sizes. */
+static uint64_t
+seg_files(const char *dir, uint64_t *bytes)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    uint64_t n = 0;
+    *bytes = 0;
+    struct dirent *de;
+    char path[LT_STR + 16 + 260]; /* dir, "/", a name */
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        if (l < 4 || strcmp(de->d_name + l - 4, ".seg") != 0)
+            continue;
+        struct stat sb;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        assert_int_equal(stat(path, &sb), 0);
+        *bytes += (uint64_t)sb.st_size;
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The journal's family after a scripted run (--journal, --fsync always, 4 KiB segments):
+ * 150 jobs accepted then killed fill several segments, compaction removes them; the bytes
+ * and segments equal the files on disk, every fsync is in the latency histogram, both real
+ * parsers accept it; /status says the same. */
+static void
+test_httpd_journal_metrics(void **state)
+{
+    struct lt_world *w = *state;
+    char dir[LT_STR + 16];
+    snprintf(dir, sizeof(dir), "%s/journal", lt_dir(w));
+    lt_start(w, NULL, NULL, "--metrics", "tcp://127.0.0.1:0", "--journal", dir, "--fsync",
+             "always", "--journal-segment-size", "4K", "--orphan-timeout", "0", NULL);
+    int port = metrics_port(w);
+    struct lt_client *cl = lt_client_new(w, NULL);
+    char id[16];
+    for (int i = 0; i < 150; i++) {
+        snprintf(id, sizeof(id), "k%d", i);
+        submit(cl, job(w, id, "default", "success"));
+    }
+    lt_barrier(w, cl);
+    for (int i = 0; i < 150; i++) {
+        snprintf(id, sizeof(id), "k%d", i);
+        assert_int_equal(ing_client_kill(cl->c, id), 0);
+        lt_expect_cev(w, cl, ING_CLIENT_EV_DONE, id);
+    }
+    static char out[1 << 17];
+    char *t = NULL;
+    uint64_t end = lt_now_ms() + LT_DEADLINE_MS;
+    do { /* compaction runs a bounded step per loop iteration: until it is done */
+        free(t);
+        lt_barrier(w, cl);
+        t = scrape(port);
+        int st = tool(w, t, PY, out, sizeof(out));
+        if (st != 0)
+            fail_msg("prometheus_client:\n%s", out);
+    } while ((sample(out, "inginious_journal_compactions_total{}") < 1 ||
+              sample(out, "inginious_journal_segments{}") > 3) &&
+             lt_now_ms() < end);
+    uint64_t bytes, nseg = seg_files(dir, &bytes);
+    assert_true(sample(out, "inginious_journal_compactions_total{}") >= 1);
+    assert_true(nseg <= 3);
+    assert_true(sample(out, "inginious_journal_segments{}") == (double)nseg);
+    assert_true(sample(out, "inginious_journal_bytes{}") == (double)bytes);
+    assert_true(sample(out, "inginious_journal_live_bytes{}") == 0);
+    assert_true(sample(out, "inginious_journal_available{}") == 1);
+    double fs = sample(out, "inginious_journal_fsyncs_total{}");
+    assert_true(fs >= 150); /* one per iteration that wrote, at least: a kill each */
+    assert_true(sample(out, "inginious_journal_fsync_seconds_count{}") == fs);
+    assert_true(sample(out, "inginious_journal_fsync_seconds_bucket{le=+Inf}") == fs);
+    assert_true(sample(out, "inginious_jobs_submitted_total{}") == 150);
+    promtool_ok(w, t, out, sizeof(out));
+    free(t);
+    struct hresp r;
+    get(port, "GET /status HTTP/1.0\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    char want[128];
+    snprintf(want, sizeof(want), "\"journal\":{\"available\":true,\"bytes\":%llu,",
+             (unsigned long long)bytes);
+    if (strstr(r.body, want) == NULL)
+        fail_msg("/status lacks %s: %s", want, r.body);
+    free(r.body);
+    lt_pass(w);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         CASE(test_httpd_counters_exact),
+        CASE(test_httpd_journal_metrics),
         CASE(test_httpd_answers),
         CASE(test_httpd_allow_list),
         CASE(test_httpd_idle_and_slowloris),

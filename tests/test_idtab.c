@@ -259,6 +259,39 @@ test_idtab_hash_spreads(void **state)
     assert_true(idtab_hash(1, "a", 1) != idtab_hash(1, "a\0", 2));
 }
 
+/* idtab_reserve sizes the table once: what was in it stays, and inserting the reserved
+ * number then neither grows nor migrates. */
+static void
+test_idtab_reserve(void **state)
+{
+    (void)state;
+    idtab_seed();
+    struct idtab t;
+    assert_int_equal(idtab_init(&t, obj_key), 0);
+    const size_t n = 20000;
+    struct obj *v = objs_new(n);
+    for (size_t i = 0; i < 100; i++) {
+        assert_int_equal(idtab_insert(&t, hash_of(&v[i]), &v[i]), 0);
+        v[i].in = true;
+    }
+    assert_int_equal(idtab_reserve(&t, n), 0);
+    size_t mask = t.mask;
+    assert_true(mask > 255);
+    assert_null(t.old);
+    check_all(&t, v, n);
+    for (size_t i = 100; i < n; i++) {
+        assert_int_equal(idtab_insert(&t, hash_of(&v[i]), &v[i]), 0);
+        v[i].in = true;
+    }
+    assert_int_equal(t.mask, mask);
+    assert_null(t.old);
+    check_all(&t, v, n);
+    assert_int_equal(idtab_reserve(&t, 10), 0); /* never shrinks */
+    assert_int_equal(t.mask, mask);
+    idtab_fini(&t);
+    free(v);
+}
+
 int
 main(void)
 {
@@ -268,6 +301,7 @@ main(void)
         cmocka_unit_test(test_idtab_growth_interleaved),
         cmocka_unit_test(test_idtab_iterate_and_remove),
         cmocka_unit_test(test_idtab_hash_spreads),
+        cmocka_unit_test(test_idtab_reserve),
     };
     return cmocka_run_group_tests_name("idtab", tests, NULL, NULL);
 }

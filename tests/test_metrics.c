@@ -371,6 +371,68 @@ test_metrics_real_parsers(void **state)
     free(t);
 }
 
+
+/* The journal's family (--journal): present only with a journal, HELP and TYPE for each,
+ * the fsync histogram's buckets cumulative; accepted by both real parsers. */
+static void
+test_metrics_journal(void **state)
+{
+    (void)state;
+    struct metrics_snap s;
+    snap_fill(&s, 3, 100);
+    char *t = render(&s);
+    assert_null(strstr(t, "inginious_journal_"));
+    free(t);
+    static struct metrics_hist fs;
+    memset(&fs, 0, sizeof(fs));
+    metrics_hist_observe(&fs, 80);   /* <= 100 us */
+    metrics_hist_observe(&fs, 900);  /* <= 1 ms */
+    metrics_hist_observe(&fs, 4000); /* <= 10 ms */
+    struct metrics_journal jm = {.bytes = 279225440,
+                                 .live_bytes = 1000,
+                                 .segments = 5,
+                                 .compactions = 7,
+                                 .fsyncs = 3,
+                                 .ok = true,
+                                 .fsync = &fs};
+    s.journal = &jm;
+    t = render(&s);
+    has(t, "# TYPE inginious_journal_bytes gauge");
+    has(t, "inginious_journal_bytes 279225440");
+    has(t, "inginious_journal_live_bytes 1000");
+    has(t, "inginious_journal_segments 5");
+    has(t, "# TYPE inginious_journal_compactions_total counter");
+    has(t, "inginious_journal_compactions_total 7");
+    has(t, "inginious_journal_fsyncs_total 3");
+    has(t, "inginious_journal_available 1");
+    has(t, "# HELP inginious_journal_fsync_seconds Latency of each fdatasync of the journal.");
+    has(t, "# TYPE inginious_journal_fsync_seconds histogram");
+    has(t, "inginious_journal_fsync_seconds_bucket{le=\"0.000010\"} 0");
+    has(t, "inginious_journal_fsync_seconds_bucket{le=\"0.000100\"} 1");
+    has(t, "inginious_journal_fsync_seconds_bucket{le=\"0.001000\"} 2");
+    has(t, "inginious_journal_fsync_seconds_bucket{le=\"0.010000\"} 3");
+    has(t, "inginious_journal_fsync_seconds_bucket{le=\"+Inf\"} 3");
+    has(t, "inginious_journal_fsync_seconds_sum 0.004980");
+    has(t, "inginious_journal_fsync_seconds_count 3");
+    static char out[1 << 16];
+    int st = run_tool(t,
+                      "/usr/bin/python3 -c '"
+                      "import sys\n"
+                      "from prometheus_client.parser import text_string_to_metric_families as p\n"
+                      "f = {f.name: f for f in p(open(sys.argv[1]).read())}\n"
+                      "print(f[\"inginious_journal_fsync_seconds\"].type,"
+                      " f[\"inginious_journal_compactions\"].type,"
+                      " f[\"inginious_journal_bytes\"].samples[0].value)\n"
+                      "'", "2>&1", out, sizeof(out));
+    if (st != 0)
+        fail_msg("prometheus_client refused the exposition:\n%s", out);
+    assert_string_equal(out, "histogram counter 279225440.0\n");
+    st = run_tool(t, "promtool check metrics <", "2>&1", out, sizeof(out));
+    if (st != 0)
+        fail_msg("promtool check metrics:\n%s", out);
+    free(t);
+}
+
 static void
 test_metrics_render_time(void **state)
 {
@@ -414,6 +476,7 @@ main(void)
         cmocka_unit_test(test_metrics_result_kinds_all),
         cmocka_unit_test(test_metrics_avg_update),
         cmocka_unit_test(test_metrics_real_parsers),
+        cmocka_unit_test(test_metrics_journal),
         cmocka_unit_test(test_metrics_render_time),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);

@@ -2796,6 +2796,45 @@ test_proto_view_eq(void **state)
     assert_false(ing_view_eq(nul, "a"));
 }
 
+/* AgentHello's environments over ING_HELLO_CHECK_MAX bytes: the codec checks only the map
+ * header (the backend checks the rest of proto.md 4.1 while registering, in steps); up to
+ * that size, the whole value, as every mp field. */
+static void
+test_proto_hello_large_environments_checked_later(void **state)
+{
+    const size_t sizes[] = {64, ING_HELLO_CHECK_MAX, ING_HELLO_CHECK_MAX + 1, 200000};
+    (void)state;
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++)
+        for (int first = 0; first < 2; first++) {
+            size_t n = sizes[k];
+            uint8_t *env = malloc(n);
+            struct ing_msg m, d;
+
+            assert_non_null(env);
+            memset(env, 0xc1, n); /* never valid msgpack */
+            env[0] = first == 0 ? 0x81 : 0x91; /* a map, or an array */
+            memset(&m, 0, sizeof(m));
+            m.type = ING_AGENT_HELLO;
+            m.u.agent_hello.friendly_name = (struct ing_view){"a", 1};
+            m.u.agent_hello.slots = 1;
+            m.u.agent_hello.environments = (struct ing_view){(const char *)env, (uint32_t)n};
+            size_t len = ing_msg_size(&m);
+            assert_true(len > n);
+            uint8_t *f = malloc(len);
+            assert_non_null(f);
+            assert_int_equal(ing_msg_encode(&m, f, len), (ssize_t)len);
+            ssize_t r = ing_msg_decode(f, len, ING_MAX_FRAME_DEFAULT, &d);
+            if (first == 0 && n > ING_HELLO_CHECK_MAX) {
+                assert_int_equal(r, (ssize_t)len);
+                assert_int_equal(d.u.agent_hello.environments.len, n);
+            } else {
+                assert_true(r < 0);
+            }
+            free(f);
+            free(env);
+        }
+}
+
 int
 main(void)
 {
@@ -2819,6 +2858,7 @@ main(void)
         cmocka_unit_test(test_proto_frame_header_peek),
         cmocka_unit_test(test_proto_type_names),
         cmocka_unit_test(test_proto_view_eq),
+        cmocka_unit_test(test_proto_hello_large_environments_checked_later),
     };
 
     if (getenv("ING_PRINT_VECTORS") != NULL) {

@@ -11,7 +11,9 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "inginious/client.h"
 #include "support/libtest.h"
@@ -102,6 +104,7 @@ test_stats_library_and_ctl(void **state)
     for (size_t i = 0; i < sizeof(facts) / sizeof(facts[0]); i++)
         if (strstr(out, facts[i]) == NULL)
             fail_msg("stats --json lacks %s:\n%s", facts[i], out);
+    assert_null(strstr(out, "journal_")); /* no --journal */
     /* The table. */
     const char *a2[] = {"stats", NULL};
     assert_int_equal(run_ctl(w, a2, true), 0);
@@ -109,6 +112,35 @@ test_stats_library_and_ctl(void **state)
     assert_non_null(strstr(out, "submitted    4 "));
     assert_non_null(strstr(out, "docker           elsewhere                                 1"
                                 "          0\n"));
+    lt_pass(w);
+}
+
+/* With --journal the map has the journal's figures (proto.md 5.8): one segment of the
+ * size on disk, fdatasyncs under --fsync always, available. */
+static void
+test_stats_journal(void **state)
+{
+    struct lt_world *w = *state;
+    char dir[LT_STR + 16];
+    snprintf(dir, sizeof(dir), "%s/journal", lt_dir(w));
+    lt_start(w, NULL, NULL, "--journal", dir, "--fsync", "always", NULL);
+    struct lt_client *cl = workload(w);
+    (void)cl;
+    const char *a1[] = {"stats", "--json", NULL};
+    assert_int_equal(run_ctl(w, a1, true), 0);
+    const char *out = w->proc->out;
+    char seg[LT_STR + 48], want[96];
+    snprintf(seg, sizeof(seg), "%s/0000000000000001.seg", dir);
+    struct stat sb;
+    assert_int_equal(stat(seg, &sb), 0);
+    snprintf(want, sizeof(want), "\"journal_available\":1,\"journal_bytes\":%lld,",
+             (long long)sb.st_size);
+    if (strstr(out, want) == NULL || strstr(out, "\"journal_segments\":1,") == NULL)
+        fail_msg("stats --json lacks %s or one segment:\n%s", want, out);
+    const char *f = strstr(out, "\"journal_fsyncs\":");
+    assert_non_null(f);
+    if (atoi(f + 17) < 3) /* the segment's creation, the submissions, a result at least */
+        fail_msg("too few fdatasyncs: %s", out);
     lt_pass(w);
 }
 
@@ -151,6 +183,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         CASE(test_stats_library_and_ctl),
+        CASE(test_stats_journal),
         CASE(test_stats_top_restores_terminal),
     };
     return cmocka_run_group_tests_name("stats", tests, NULL, NULL);

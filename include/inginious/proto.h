@@ -101,7 +101,8 @@ enum ing_error_code {
     ING_ERR_SHUTDOWN = 11,  /* the server is shutting down; closed */
     ING_ERR_OVERLOAD = 12,  /* the peer does not read its output; closed */
     ING_ERR_INVALID = 13,   /* a field value is refused (see text); frame dropped */
-    ING_ERR_TAKEN_OVER = 14, /* another connection resumed this one's session; closed */
+    ING_ERR_JOURNAL = 14,   /* a job refused: the journal cannot write (see text); open */
+    ING_ERR_TAKEN_OVER = 15, /* another connection resumed this one's session; closed */
 };
 
 /* Debug field of a job. */
@@ -206,8 +207,13 @@ struct ing_update_envs {
 struct ing_agent_hello {
     struct ing_view friendly_name; /* str */
     uint32_t slots;                /* u32 available_job_slots */
-    struct ing_view environments;  /* mp: map type -> map name -> map info */
+    struct ing_view environments;  /* mp: map type -> map name -> map info; over
+                                    * ING_HELLO_CHECK_MAX bytes the codec checks only that
+                                    * it starts with a map header: the reader checks the
+                                    * rest of proto.md 4.1 as it reads it (the backend: in
+                                    * steps, proto.md 5.6) */
 };
+#define ING_HELLO_CHECK_MAX 65536
 
 struct ing_queue_running {
     struct ing_view job_id;
