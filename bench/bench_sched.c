@@ -18,9 +18,17 @@
  * sched_cycle_eE_aG_wW_fairK: the cycle with --fair-share launcher and K launchers (1, 100,
  *   10,000), each job's launcher drawn at random (every key seen in the warm-up: no record
  *   is made in the timed part but by chance).
+ * sched_pair_eE_aG_wW_{off,fairK}: two of those cycles in one process, on two backends, timed
+ *   in alternating slices of 1,024 cycles (off against 100 keys at 1 x 1 and 100 x 1,000;
+ *   1 key against 10,000; off against 1 key, 1 key against 100), and a "# ... = ratio"
+ *   line: the ratio holds on a loaded machine.
  * sched_job_info_1M[_fairK]: be_job_info (ClientGetJobInfo's position and ETA) of random
  *   waiting jobs among 1,000,000 in one environment (priorities 0/1 at random), without fair
  *   share or with K launcher keys.
+ * sched_job_info_1M_shared2[_fair100]: the same with the million jobs in two environments
+ *   that the same 10 agents provide (all 640 slots busy): the position counts both.
+ * mem_bytes_per_queued_job_1M[_fairK]: the growth of the resident set per job while those
+ *   1,000,000 jobs are queued (body of 253 bytes included), printed before the case.
  * sched_get_queue_N_eE_lL: be_client_get_queue with N jobs waiting in E environments, the
  *   BackendGetQueue encoded as the server does, listing at most L waiting jobs (the default
  *   --queue-list-max 10000, or "all": --queue-list-max 0).
@@ -28,7 +36,9 @@
  * Jobs are those of bench/loadgen.c (128-byte inputdata, a 253-byte ClientNewJob body).
  * Fixed seeds; each case warms up, then CLOCK_MONOTONIC is read around the timed loop only.
  * The whole program runs in about 20 s (mostly filling the 1M queues) and needs about 1 GB.
- * Optional argument: a case-name prefix to run only those cases (e.g. "sched_cycle"). */
+ * Optional argument: a case-name prefix to run only those cases (e.g. "sched_cycle").
+ * ING_BENCH_CPU=1 times on the process's CPU clock instead of the monotonic one (a shared,
+ * loaded machine: the time other processes ran does not count). */
 #include "backend.h"
 #include "common.h"
 #include "log.h"
@@ -74,12 +84,29 @@ struct bench {
     uint8_t *scratch;
     size_t scap;
     uint64_t sent;
+    uint32_t keys;     /* fair_keys at setup */
+    struct bench *self; /* the client's peer handle: points here */
 };
 
 static const char *only; /* run only cases starting with this */
 static uint32_t fair_keys; /* > 0: setup turns fair share on; job_next draws a launcher */
 static char (*fair_names)[8];
 static volatile uint64_t sink;
+
+static bool cpu_clock; /* ING_BENCH_CPU=1: time on the process's CPU clock */
+
+/* now_ns reads CLOCK_MONOTONIC, or with ING_BENCH_CPU=1 the process's CPU time: on a loaded
+ * machine the time the benchmark was not running then does not count (caches shared with
+ * the other processes still do). */
+static uint64_t
+now_ns(void)
+{
+    if (!cpu_clock)
+        return bc_now_ns();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static bool
 wanted(const char *name)
@@ -197,14 +224,14 @@ announce(struct bench *b, struct bagent *ag, uint32_t slots, uint32_t first, uin
 static void
 setup(struct bench *b, uint32_t nenv, uint32_t nagents)
 {
-    static struct bench *self_ref;
     struct be_config cfg;
     struct be_ops ops = {cb_send, cb_relay, NULL};
     memset(b, 0, sizeof(*b));
-    self_ref = b;
+    b->self = b;
     be_config_default(&cfg);
     cfg.orphan_timeout_ms = 0;
     cfg.fair_mode = fair_keys > 0 ? FAIR_LAUNCHER : FAIR_NONE;
+    b->keys = fair_keys;
     cfg.max_waiting = cfg.max_waiting_per_client = 100u * MILLION;
     if (be_init(&b->be, &cfg, &ops) != 0)
         die("be_init");
@@ -247,7 +274,7 @@ setup(struct bench *b, uint32_t nenv, uint32_t nagents)
         if (cov[e] || nagents == 0)
             b->covered[b->ncovered++] = e;
     free(cov);
-    b->client = be_client_new(&b->be, &self_ref);
+    b->client = be_client_new(&b->be, &b->self);
     if (b->client == NULL)
         die("client");
     be_client_hello(&b->be, b->client);
@@ -281,9 +308,9 @@ job_next(struct bench *b, int64_t prio, int64_t env)
     memcpy(f + b->env_off, name, 7);
     put_u64be(f + ING_HDR_LEN, (uint64_t)prio);
     b->jm.u.new_job.priority = prio;
-    if (fair_keys > 0) /* the key is read from the decoded view (the body keeps "bench") */
+    if (b->keys > 0) /* the key is read from the decoded view (the body keeps "bench") */
         b->jm.u.new_job.launcher =
-            (struct ing_view){fair_names[bc_rand(&b->seed) % fair_keys], 7};
+            (struct ing_view){fair_names[bc_rand(&b->seed) % b->keys], 7};
 }
 
 /* submit sends one ClientNewJob (see job_next). */
@@ -395,10 +422,10 @@ case_heap(void)
         !wanted("sched_drain_1M_wait"))
         return;
     setup(&b, 1, 0);
-    uint64_t t0 = bc_now_ns();
+    uint64_t t0 = now_ns();
     for (uint32_t i = 0; i < MILLION; i++)
         submit(&b, (int64_t)(bc_rand(&b.seed) & 1), 0);
-    uint64_t t1 = bc_now_ns();
+    uint64_t t1 = now_ns();
     if (b.be.n_waiting != MILLION)
         die("not all jobs wait");
     line("sched_submit_1M_wait", MILLION, t1 - t0);
@@ -416,12 +443,12 @@ case_heap(void)
     }
     uint8_t id[BC_TOKLEN];
     struct ing_view v = {(const char *)id, BC_TOKLEN};
-    t0 = bc_now_ns();
+    t0 = now_ns();
     for (uint32_t i = 0; i < MILLION; i++) {
         bc_put_token(id, 0, ids[i]);
         be_client_kill(&b.be, b.client, v);
     }
-    t1 = bc_now_ns();
+    t1 = now_ns();
     if (b.be.n_waiting != 0)
         die("kills missed");
     line("sched_kill_1M_wait_random", MILLION, t1 - t0);
@@ -431,13 +458,13 @@ case_heap(void)
         submit(&b, (int64_t)(bc_rand(&b.seed) & 1), 0);
     struct bagent ag;
     announce(&b, &ag, SLOTS, 0, 1, 1);
-    t0 = bc_now_ns();
+    t0 = now_ns();
     uint64_t n = 0;
     while (b.rlen > 0) {
         complete(&b);
         n++;
     }
-    t1 = bc_now_ns();
+    t1 = now_ns();
     if (n != MILLION || b.be.n_waiting != 0)
         die("drain missed jobs");
     line("sched_drain_1M_wait", n, t1 - t0);
@@ -450,12 +477,12 @@ timed_ahead(struct bench *b, uint64_t *iters)
 {
     for (int i = 0; i < WARM_CYCLES / AHEAD; i++)
         cycles_ahead(b);
-    uint64_t n = 0, t0 = bc_now_ns(), t;
+    uint64_t n = 0, t0 = now_ns(), t;
     do {
         for (int i = 0; i < 1024 / AHEAD; i++)
             cycles_ahead(b);
         n += 1024;
-        t = bc_now_ns() - t0;
+        t = now_ns() - t0;
     } while (t < TIMED_NS);
     *iters = n;
     return t;
@@ -472,14 +499,14 @@ timed_cycles(struct bench *b, const char *name, const char *name_ahead, uint64_t
         submit(b, 0, -1);
         complete(b);
     }
-    uint64_t iters = 0, t0 = bc_now_ns(), t;
+    uint64_t iters = 0, t0 = now_ns(), t;
     do {
         for (int i = 0; i < 1024; i++) {
             submit(b, 0, -1);
             complete(b);
         }
         iters += 1024;
-        t = bc_now_ns() - t0;
+        t = now_ns() - t0;
     } while (t < TIMED_NS);
     if (b->be.n_waiting != waiting || b->rlen != running)
         die("a cycle case changed its numbers of waiting or running jobs");
@@ -563,43 +590,143 @@ case_queue(uint32_t nwait, uint32_t nenv, uint32_t list_max, int reps)
         submit(&b, (int64_t)(bc_rand(&b.seed) & 1), (int64_t)(i % nenv));
     b.encode = true;
     be_client_get_queue(&b.be, b.client); /* warm-up: scratch buffers grow once */
-    uint64_t t0 = bc_now_ns();
+    uint64_t t0 = now_ns();
     for (int i = 0; i < reps; i++)
         be_client_get_queue(&b.be, b.client);
-    uint64_t t1 = bc_now_ns();
+    uint64_t t1 = now_ns();
     line(name, (uint64_t)reps, t1 - t0);
     teardown(&b);
 }
 
+/* time_info times be_job_info of random waiting jobs among the million of ids first,
+ * first + 1, ... and prints the line. */
 static void
-case_info(uint32_t keys)
+time_info(struct bench *b, const char *name, uint64_t first)
 {
-    char name[80];
-    struct bench b;
-    snprintf(name, sizeof(name), "sched_job_info_1M%s%.0u", keys ? "_fair" : "", keys);
-    if (!wanted(name))
-        return;
-    fair_keys = keys;
-    setup(&b, 1, 0);
-    for (uint32_t i = 0; i < MILLION; i++)
-        submit(&b, (int64_t)(bc_rand(&b.seed) & 1), 0);
-    if (b.be.n_waiting != MILLION)
-        die("the jobs did not wait");
     enum { QUERIES = 200000 };
     uint8_t id[BC_TOKLEN];
     struct be_job_info in;
-    uint64_t sum = 0, t0 = bc_now_ns();
+    uint64_t sum = 0, t0 = now_ns();
     for (int i = 0; i < QUERIES; i++) {
-        bc_put_token(id, 0, bc_rand(&b.seed) % MILLION);
-        if (be_job_info(&b.be, (struct ing_view){(const char *)id, BC_TOKLEN}, &in) != 0)
+        bc_put_token(id, 0, first + bc_rand(&b->seed) % MILLION);
+        if (be_job_info(&b->be, (struct ing_view){(const char *)id, BC_TOKLEN}, &in) != 0 ||
+            in.state != BE_JOB_WAITING)
             die("a waiting job unknown");
         sum += in.position;
     }
-    uint64_t t = bc_now_ns() - t0;
+    uint64_t t = now_ns() - t0;
     sink += sum;
     line(name, QUERIES, t);
+}
+
+/* rss_bytes is the process's resident set (/proc/self/statm), 0 if unknown. */
+static uint64_t
+rss_bytes(void)
+{
+    unsigned long size = 0, res = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%lu %lu", &size, &res) != 2)
+        res = 0;
+    fclose(f);
+    return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* case_info: be_job_info among a million waiting jobs (priorities 0/1 at random), with K
+ * launcher keys (0: fair share off): in one environment no agent serves (and the memory they
+ * take), or shared: in two environments that 10 agents (64 slots each, all busy) both
+ * provide, so that the position counts both. */
+static void
+case_info(uint32_t keys, bool shared)
+{
+    char name[80];
+    struct bench b;
+    snprintf(name, sizeof(name), "sched_job_info_1M%s%s%.0u", shared ? "_shared2" : "",
+             keys ? "_fair" : "", keys);
+    if (!wanted(name))
+        return;
+    fair_keys = keys;
+    setup(&b, shared ? 2 : 1, shared ? 10 : 0);
+    while (b.rlen < b.nagents * SLOTS)
+        submit(&b, 0, -1);
+    uint64_t first = b.next_id, rss0 = rss_bytes();
+    for (uint32_t i = 0; i < MILLION; i++)
+        submit(&b, (int64_t)(bc_rand(&b.seed) & 1), shared ? -1 : 0);
+    if (b.be.n_waiting != MILLION || b.rlen != b.nagents * SLOTS)
+        die("the jobs did not wait");
+    if (!shared) {
+        /* Memory: the resident set's growth per queued job, body included (the job's header,
+         * its body, its id-table entry, its order statistics). */
+        char mname[80];
+        snprintf(mname, sizeof(mname), "mem_bytes_per_queued_job_1M%s%.0u",
+                 keys ? "_fair" : "", keys);
+        printf("%s %u %.1f\n", mname, MILLION, (double)(rss_bytes() - rss0) / MILLION);
+    }
+    time_info(&b, name, first);
     teardown(&b);
     fair_keys = 0;
+}
+
+/* fill_cycle readies b for the cycle: INFLIGHT jobs running (waiting 0), or every slot busy
+ * and a million jobs waiting. */
+static void
+fill_cycle(struct bench *b, bool million)
+{
+    if (!million) {
+        while (b->rlen < INFLIGHT)
+            submit(b, 0, -1);
+        return;
+    }
+    while (b->rlen < b->nagents * SLOTS)
+        submit(b, 0, -1);
+    while (b->be.n_waiting < MILLION)
+        submit(b, 0, -1);
+}
+
+/* case_pair: the cycle of case_cycle on two backends in one process, keys_a and keys_b fair
+ * share keys (0: off), timed in alternating slices of 1,024 cycles: the machine's load
+ * drifts alike for both, so their ratio holds on a shared machine where two runs differ by
+ * more than the ratio. Prints each one's ns per cycle and the ratio b / a. */
+static void
+case_pair(uint32_t nenv, uint32_t nagents, bool million, uint32_t keys_a, uint32_t keys_b)
+{
+    char name[96], na[128], nb[128];
+    snprintf(name, sizeof(name), "sched_pair_e%u_a%u_w%s", nenv, nagents, million ? "1M" : "0");
+    if (!wanted(name))
+        return;
+    snprintf(na, sizeof(na), "%s_%s%.0u", name, keys_a ? "fair" : "off", keys_a);
+    snprintf(nb, sizeof(nb), "%s_%s%.0u", name, keys_b ? "fair" : "off", keys_b);
+    static struct bench b[2];
+    uint32_t keys[2] = {keys_a, keys_b};
+    for (int x = 0; x < 2; x++) {
+        fair_keys = keys[x];
+        setup(&b[x], nenv, nagents);
+        fill_cycle(&b[x], million);
+        for (int i = 0; i < WARM_CYCLES; i++) {
+            submit(&b[x], 0, -1);
+            complete(&b[x]);
+        }
+    }
+    fair_keys = 0;
+    uint64_t t[2] = {0, 0}, iters = 0;
+    while (t[0] + t[1] < 4 * TIMED_NS) {
+        for (int x = 0; x < 2; x++) {
+            uint64_t t0 = now_ns();
+            for (int i = 0; i < 1024; i++) {
+                submit(&b[x], 0, -1);
+                complete(&b[x]);
+            }
+            t[x] += now_ns() - t0;
+        }
+        iters += 1024;
+    }
+    line(na, iters, t[0]);
+    line(nb, iters, t[1]);
+    printf("# %s: %s / %s = %.3f\n", name, nb + strlen(name) + 1, na + strlen(name) + 1,
+           (double)t[1] / (double)t[0]);
+    teardown(&b[0]);
+    teardown(&b[1]);
 }
 
 int
@@ -612,6 +739,8 @@ main(int argc, char **argv)
         return 2;
     }
     only = argc == 2 ? argv[1] : NULL;
+    const char *cpu = getenv("ING_BENCH_CPU");
+    cpu_clock = cpu != NULL && strcmp(cpu, "1") == 0;
     log_level_max = LOG_ERR;
     printf("# name iterations ns/op\n");
     case_heap();
@@ -632,8 +761,18 @@ main(int argc, char **argv)
             case_cycle(100, 1000);
     }
     fair_keys = 0;
-    case_info(0);
-    case_info(100);
+    /* The same ratios, each measured in one run (two backends, alternating slices). */
+    for (int w = 0; w < 2; w++) {
+        case_pair(1, 1, w, 0, 100);
+        case_pair(100, 1000, w, 0, 100);
+        case_pair(1, 1, w, 1, 10000);
+        case_pair(1, 1, w, 0, 1); /* what fair share costs with one key, then with 100 */
+        case_pair(1, 1, w, 1, 100);
+    }
+    for (int shared = 0; shared < 2; shared++) {
+        case_info(0, shared);
+        case_info(100, shared);
+    }
     free(fair_names);
     case_parked(1, 1);
     case_parked(10000, 1000);

@@ -502,6 +502,9 @@ struct bc_conn {
     const struct bc_tmpl *tmpl; /* client: its ClientNewJob */
     bool zmq;                   /* speaks ZMTP + INGInious msgpack (L->zmq at connection) */
     uint8_t zst;                /* zmq: 0 greeting awaited, 1 READY awaited, 2 traffic */
+    uint8_t zhold;              /* zmq: bytes of our greeting and READY still to write: the
+                                 * messages wait for the peer's READY (libzmq drops a
+                                 * connection whose first read brings a message too) */
     bool env_default;           /* zmq client: an environment update listed "default" */
     struct buf in, out;
 };
@@ -947,6 +950,7 @@ bc_add_conn(struct load *L, const char *addr, uint8_t role, uint32_t idx)
             return NULL;
         }
         buf_produce(&c->out, ZMTP_GREETING_LEN + (size_t)n);
+        c->zhold = (uint8_t)(ZMTP_GREETING_LEN + (size_t)n);
         return c;
     }
     uint8_t *p = bc_out(L, c, ING_PREAMBLE_LEN);
@@ -1101,9 +1105,17 @@ static inline int
 bc_flush(struct load *L, struct bc_conn *c)
 {
     while (buf_len(&c->out) > 0) {
-        ssize_t n = write(c->fd, buf_head(&c->out), buf_len(&c->out));
+        size_t len = buf_len(&c->out);
+        if (c->zmq && c->zst != 2) { /* before the peer's READY: our greeting and READY only */
+            if (c->zhold == 0)
+                break;
+            if (len > c->zhold)
+                len = c->zhold;
+        }
+        ssize_t n = write(c->fd, buf_head(&c->out), len);
         if (n > 0) {
             buf_consume(&c->out, (size_t)n);
+            c->zhold = (size_t)n >= c->zhold ? 0 : (uint8_t)(c->zhold - (size_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)

@@ -28,14 +28,19 @@ enum job_status {
 #define MAX_ENV_LEN 255
 
 /* A job and its ClientNewJob body, in one pool object. Fields used only while waiting or
- * only while running share memory (96 bytes before the body on 64-bit). */
+ * only while running share memory: 96 bytes before the body on 64-bit, fair share on or
+ * off. The environment and the priority are its record's (fk: one per environment and
+ * priority, and per key with fair share), which every waiting job needs anyway for its
+ * position; with fair share its start tag is kept in the record's order statistics, at its
+ * ordinal (job_vt), and its place among its key's waiting jobs uses prev/next (no FIFO of
+ * the environment then). */
 struct job {
-    struct env *env;           /* holds a reference */
+    struct fair_key *fk;       /* its record (environment, priority[, key]); holds a reference */
     struct be_client *owner;   /* NULL once the client is gone */
     struct be_agent *agent;    /* when dispatched */
-    struct job *prev, *next;   /* env FIFO (waiting) or the agent's running list */
+    struct job *prev, *next;   /* waiting: env FIFO (fair share: its key's list, in order);
+                                * running: the agent's running list */
     struct job *oprev, *onext; /* the owner's jobs */
-    int64_t prio;
     uint64_t seq; /* arrival order */
     union {
         uint64_t arrival_ms; /* waiting: when it (re)entered the queue */
@@ -55,20 +60,33 @@ struct job {
     uint8_t status;
     uint8_t flags;
     uint8_t retries;
-    /* Fair share (proto.md 7.4; 0 and NULL when off): the job's start tag, which orders it
-     * among the jobs of its priority, its key's record, and its place in the record's list
-     * of waiting jobs. 32 bytes more per job (two cache lines in all): the tag must outlive
-     * a requeue, the record is needed at every dequeue and free, and the per-key lists keep
-     * a dispatch at O(log keys) instead of O(log jobs) (a heap over a million cold jobs). */
-    uint64_t vt;
-    struct fair_key *fk; /* also without fair share: its (environment, priority) record */
-    struct job *kprev, *knext;
-    uint64_t ord; /* its ordinal in fk->rk (its position, be_job_info); kept when it runs,
-                   * for a requeue: 8 bytes more for an exact position in O(log n) */
+    uint64_t ord; /* its ordinal in fk->rk (its position, be_job_info); kept while it runs,
+                   * for a requeue */
     uint8_t body[];
 };
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct job) == 136, "struct job grew");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct job) <= 96,
+               "struct job: 96 bytes per queued job at most, fair share on or off");
+
+static inline struct env *
+job_env(const struct job *j)
+{
+    return j->fk->scope;
+}
+
+static inline int64_t
+job_prio(const struct job *j)
+{
+    return j->fk->prio;
+}
+
+/* job_vt is waiting job j's start tag (fair share; 0 without). */
+static inline uint64_t
+job_vt(const struct job *j)
+{
+    const struct rank *r = &j->fk->rk;
+    return r->keys ? r->vt[j->ord & (r->cap - 1)] : 0;
+}
 
 /* run_job prefetches this much of the job that will run next in the same environment. */
 #define JOB_PREFETCH_BYTES 384
@@ -85,6 +103,14 @@ struct aref {
     uint32_t ref; /* index in a->envs */
 };
 
+/* An entry of an environment's heap of keys (fair share): the key's first waiting job's
+ * (priority, tag, arrival), kept in the entry, so that sifting reads no record. */
+struct kent {
+    int64_t prio;
+    uint64_t vt, seq;
+    struct fair_key *k;
+};
+
 struct env {
     struct env *hnext;
     char *type, *name; /* one allocation: type NUL name NUL */
@@ -95,7 +121,7 @@ struct env {
     int64_t hprio;      /* when n > 0: (priority, arrival) of env_best, kept here so that */
     uint64_t hseq;      /* comparing environments (best_job) reads no cold job */
     uint64_t vtime;     /* fair share: the start tag of the last job dispatched */
-    struct fair_key **kheap; /* fair share: the keys with waiting jobs, min-heap on their
+    struct kent *kheap; /* fair share: the keys with waiting jobs, min-heap on their
                               * first job's (priority, tag, arrival); no job heap then */
     uint32_t kn, kcap;
     struct fair_key *keys; /* its records (fair.c): per priority (and key, fair share) */
@@ -574,6 +600,7 @@ env_unref(struct backend *be, struct env *e)
         s = &(*s)->hnext;
     *s = e->hnext;
     be->nenvs--;
+    fair_drop_scope(&be->fair, &e->keys); /* idle records: no job holds e */
     free(e->heap);
     free(e->kheap);
     free(e->aheap);
@@ -588,9 +615,12 @@ env_unref(struct backend *be, struct env *e)
 static inline bool
 job_less(const struct job *a, const struct job *b)
 {
-    /* vt is 0 without fair share: (priority, arrival), INGInious' order. */
-    return a->prio < b->prio ||
-           (a->prio == b->prio && (a->vt < b->vt || (a->vt == b->vt && a->seq < b->seq)));
+    /* (priority, arrival), INGInious' order: the heap without fair share (one record per
+     * priority: the same record, the same priority). */
+    if (a->fk == b->fk)
+        return a->seq < b->seq;
+    int64_t pa = job_prio(a), pb = job_prio(b);
+    return pa < pb || (pa == pb && a->seq < b->seq);
 }
 
 static inline void
@@ -654,7 +684,7 @@ jheap_reserve(const struct backend *be, struct env *e, int64_t prio, uint64_t se
         if (e->kn < e->kcap)
             return 0;
         uint32_t cap = e->kcap ? e->kcap * 2 : 8;
-        struct fair_key **h = realloc(e->kheap, cap * sizeof(*h));
+        struct kent *h = realloc(e->kheap, cap * sizeof(*h));
         if (h == NULL)
             return -ENOMEM;
         e->kheap = h;
@@ -695,86 +725,133 @@ static inline struct job *
 env_best(const struct env *e)
 {
     if (e->kn > 0)
-        return e->kheap[0]->qhead;
+        return e->kheap[0].k->qhead;
     return e->heaped ? e->heap[0] : e->fifo_head;
 }
 
 /* Fair share: each key's waiting jobs in a list in their order, the keys in a heap on their
  * first job. */
 static inline bool
-key_less(const struct fair_key *a, const struct fair_key *b)
+key_less(const struct kent *a, const struct kent *b)
 {
     return a->prio < b->prio ||
-           (a->prio == b->prio && (a->qvt < b->qvt || (a->qvt == b->qvt && a->qseq < b->qseq)));
+           (a->prio == b->prio && (a->vt < b->vt || (a->vt == b->vt && a->seq < b->seq)));
 }
 
 static inline void
-kheap_place(struct env *e, uint32_t i, struct fair_key *k)
+kheap_place(struct env *e, uint32_t i, const struct kent *x)
 {
-    e->kheap[i] = k;
-    k->hidx = i + 1;
+    e->kheap[i] = *x;
+    x->k->hidx = i + 1;
 }
 
 static void
 kheap_up(struct env *e, uint32_t i)
 {
-    struct fair_key *k = e->kheap[i];
-    while (i > 0 && key_less(k, e->kheap[(i - 1) / 2])) {
-        kheap_place(e, i, e->kheap[(i - 1) / 2]);
+    struct kent x = e->kheap[i];
+    while (i > 0 && key_less(&x, &e->kheap[(i - 1) / 2])) {
+        kheap_place(e, i, &e->kheap[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
-    kheap_place(e, i, k);
+    kheap_place(e, i, &x);
 }
 
 static void
 kheap_down(struct env *e, uint32_t i)
 {
-    struct fair_key *k = e->kheap[i];
+    struct kent x = e->kheap[i];
     for (;;) {
         uint32_t l = 2 * i + 1, m = i;
-        const struct fair_key *best = k;
-        if (l < e->kn && key_less(e->kheap[l], best))
-            best = e->kheap[m = l];
-        if (l + 1 < e->kn && key_less(e->kheap[l + 1], best))
+        const struct kent *best = &x;
+        if (l < e->kn && key_less(&e->kheap[l], best))
+            best = &e->kheap[m = l];
+        if (l + 1 < e->kn && key_less(&e->kheap[l + 1], best))
             m = l + 1;
         if (m == i)
             break;
-        kheap_place(e, i, e->kheap[m]);
+        kheap_place(e, i, &e->kheap[m]);
         i = m;
     }
-    kheap_place(e, i, k);
+    kheap_place(e, i, &x);
 }
 
-/* key_insert puts waiting job j in its key's list, at its place (a new job's tag is its
- * key's largest: at the tail; a requeued one goes back near the head), and the key in the
- * heap. Needs jheap_reserve done. */
+/* rank_prefetch starts loading what an update of r at ordinal o touches (its bit, its
+ * arrival and tag); with many keys these are cold, and the caller has other work to do
+ * before the update. */
+static inline void
+rank_prefetch(const struct rank *r, uint64_t o)
+{
+    if (r->cap == 0)
+        return;
+    uint32_t q = (uint32_t)(o & (r->cap - 1));
+    __builtin_prefetch(&r->bits[q / 64]);
+    __builtin_prefetch(&r->sq[q]);
+    if (r->keys)
+        __builtin_prefetch(&r->vt[q]);
+}
+
+/* key_prefetch_tail: a new job of k is coming (its ordinal and its key's last job). */
+static inline void
+key_prefetch_tail(const struct fair_key *k)
+{
+    rank_prefetch(&k->rk, k->rk.next);
+    if (k->qtail != NULL)
+        __builtin_prefetch(k->qtail);
+}
+
+/* key_prefetch_head: k's first job is the next to leave e (its ordinal, the job after it). */
+static inline void
+key_prefetch_head(const struct fair_key *k)
+{
+    rank_prefetch(&k->rk, k->qord);
+    rank_prefetch(&k->rk, k->qord + 1);
+    if (k->qhead != NULL && k->qhead->next != NULL)
+        __builtin_prefetch(k->qhead->next);
+}
+
+/* key_head notes k's first waiting job h: its ordinal, (tag, arrival), and starts loading
+ * the one after it (the key's next job after this one leaves). */
+static inline void
+key_head(struct fair_key *k, const struct job *h)
+{
+    k->qord = h->ord;
+    k->qvt = job_vt(h);
+    k->qseq = h->seq;
+    if (h->next != NULL)
+        __builtin_prefetch(h->next);
+}
+
+/* key_insert puts waiting job j (its ordinal given) in its key's list, at its place (the
+ * list is in ordinal order: a new job at the tail, a requeued one back at its ordinal), and
+ * the key in the heap. Needs jheap_reserve done. */
 static void
 key_insert(struct env *e, struct job *j)
 {
     struct fair_key *k = j->fk;
     struct job *after = k->qtail;
-    if (after != NULL && job_less(j, after)) {
+    if (after != NULL && j->ord < after->ord) {
         after = NULL;
-        for (struct job *x = k->qhead; x != NULL && job_less(x, j); x = x->knext)
+        for (struct job *x = k->qhead; x != NULL && x->ord < j->ord; x = x->next)
             after = x;
     }
-    j->kprev = after;
-    j->knext = after != NULL ? after->knext : k->qhead;
-    if (j->knext != NULL)
-        j->knext->kprev = j;
+    j->prev = after;
+    j->next = after != NULL ? after->next : k->qhead;
+    if (j->next != NULL)
+        j->next->prev = j;
     else
         k->qtail = j;
     if (after != NULL) {
-        after->knext = j;
+        after->next = j;
         return;
     }
     k->qhead = j;
-    k->qvt = j->vt;
-    k->qseq = j->seq;
+    key_head(k, j);
+    struct kent x = {k->prio, k->qvt, k->qseq, k};
     if (k->hidx == 0) {
-        kheap_place(e, e->kn++, k);
+        kheap_place(e, e->kn++, &x);
         kheap_up(e, e->kn - 1);
     } else {
+        kheap_place(e, k->hidx - 1, &x);
         kheap_up(e, k->hidx - 1);
     }
 }
@@ -784,29 +861,30 @@ key_remove(struct env *e, struct job *j)
 {
     struct fair_key *k = j->fk;
     bool head = k->qhead == j;
-    if (j->kprev != NULL)
-        j->kprev->knext = j->knext;
+    if (j->prev != NULL)
+        j->prev->next = j->next;
     else
-        k->qhead = j->knext;
-    if (j->knext != NULL)
-        j->knext->kprev = j->kprev;
+        k->qhead = j->next;
+    if (j->next != NULL)
+        j->next->prev = j->prev;
     else
-        k->qtail = j->kprev;
-    j->kprev = j->knext = NULL;
+        k->qtail = j->prev;
+    j->prev = j->next = NULL;
     if (!head)
         return;
     uint32_t i = k->hidx - 1;
     if (k->qhead != NULL) { /* its next job is later: the key goes down */
-        k->qvt = k->qhead->vt;
-        k->qseq = k->qhead->seq;
+        key_head(k, k->qhead);
+        e->kheap[i].vt = k->qvt;
+        e->kheap[i].seq = k->qseq;
         kheap_down(e, i);
         return;
     }
     k->hidx = 0;
     if (i == --e->kn)
         return;
-    struct fair_key *m = e->kheap[e->kn];
-    kheap_place(e, i, m);
+    struct fair_key *m = e->kheap[e->kn].k;
+    kheap_place(e, i, &e->kheap[e->kn]);
     kheap_up(e, i);
     if (m->hidx == i + 1)
         kheap_down(e, i);
@@ -847,37 +925,60 @@ fifo_remove(struct env *e, struct job *j)
 static inline void
 head_set(struct env *e, const struct job *b)
 {
-    e->hprio = b->prio;
+    e->hprio = job_prio(b);
     e->hseq = b->seq;
 }
 
-/* job_enqueue makes j waiting in its environment. Needs jheap_reserve done. */
+/* job_enqueue makes j waiting in its environment: a new job (ord UINT64_MAX) takes the next
+ * ordinal of its record (with fair share, at a start tag of its key), a requeued one its
+ * own again. Needs jheap_reserve and rank_reserve done. */
 static void
 job_enqueue(struct backend *be, struct job *j)
 {
-    struct env *e = j->env;
+    struct env *e = job_env(j);
+    struct rank *r = &j->fk->rk;
+    int64_t prio = job_prio(j);
     j->status = JOB_WAITING;
     j->agent = NULL;
     j->t.arrival_ms = be->now_ms;
     if (e->n == 0) {
-        e->p0 = j->prio;
+        e->p0 = prio;
         e->n_other = 0;
         e->heaped = false;
     }
-    if (j->prio != e->p0)
+    if (prio != e->p0)
         e->n_other++;
-    bool late = fifo_late(e, j->seq);
-    fifo_append(e, j);
-    if (j->ord == UINT64_MAX)
-        j->ord = rank_push(&j->fk->rk, j->vt, j->seq);
-    else
-        rank_revive(&j->fk->rk, j->ord, j->vt, j->seq);
     if (be->fair.mode != FAIR_NONE) {
+        struct fair_key *k = j->fk;
+        if (j->ord == UINT64_MAX) {
+            uint64_t f = k->ftag, vt = fair_tag(k, e->vtime);
+            j->ord = rank_push(r, vt, j->seq);
+            if (!k->brk_ok || vt != f) { /* a new run of tags */
+                k->brk = j->ord;
+                k->brk_vt = vt;
+                k->brk_sq = j->seq;
+                k->brk_ok = true;
+            }
+        } else { /* its tag, still at its ordinal (or, if the window lost it, the one the
+                  * window holds there, which keeps the order: rank.h) */
+            uint64_t vt = r->vt[j->ord & (r->cap - 1)];
+            rank_revive(r, j->ord, vt, j->seq);
+            if (k->brk_ok && j->ord >= k->brk && vt != k->brk_vt + (j->ord - k->brk) * k->inc)
+                k->brk_ok = false; /* until the next push starts a run */
+        }
         key_insert(e, j);
         e->n++;
         if (env_best(e) == j)
             head_set(e, j);
-    } else if (e->heaped) {
+        goto counted;
+    }
+    if (j->ord == UINT64_MAX)
+        j->ord = rank_push(r, 0, j->seq);
+    else
+        rank_revive(r, j->ord, 0, j->seq);
+    bool late = fifo_late(e, j->seq);
+    fifo_append(e, j);
+    if (e->heaped) {
         e->heap[e->n++] = j;
         jheap_up(e, e->n - 1);
         if (e->heap[0] == j)
@@ -899,6 +1000,7 @@ job_enqueue(struct backend *be, struct job *j)
         if (e->fifo_head == j)
             head_set(e, j);
     }
+counted:
     be->n_waiting++;
     j->fk->nwait++;
     if (j->owner != NULL)
@@ -910,21 +1012,22 @@ job_enqueue(struct backend *be, struct job *j)
 static void
 job_unqueue(struct backend *be, struct job *j)
 {
-    struct env *e = j->env;
+    struct env *e = job_env(j);
     bool was_best = env_best(e) == j;
     rank_kill(&j->fk->rk, j->ord);
     if (be->fair.mode != FAIR_NONE) {
         key_remove(e, j);
         e->n--;
-    } else if (e->heaped) {
-        jheap_remove(e, j);
     } else {
-        e->n--;
+        if (e->heaped)
+            jheap_remove(e, j);
+        else
+            e->n--;
+        fifo_remove(e, j);
     }
-    fifo_remove(e, j);
     if (was_best && e->n > 0) /* the new best was just touched by the removal */
         head_set(e, env_best(e));
-    if (j->prio != e->p0)
+    if (job_prio(j) != e->p0)
         e->n_other--;
     if (e->n == 0 && e->heaped) {
         /* Back to FIFO order only once empty: switching per job could heapify the whole
@@ -971,7 +1074,7 @@ job_free_h(struct backend *be, struct job *j, uint64_t idh)
         jr_ended(be, j);
     idtab_remove(&be->jtab, idh, j);
     owner_unlink(j);
-    struct env *e = j->env;
+    struct env *e = job_env(j);
     fair_put(&be->fair, j->fk, &e->keys);
     be->job_bytes -= j->body_len;
     pool_free(&be->jobs_pool, j, sizeof(*j) + j->body_len);
@@ -1203,7 +1306,7 @@ run_append(struct be_agent *a, struct job *j)
         a->run_head = j;
     a->run_tail = j;
     a->nrun++;
-    j->env->running++;
+    job_env(j)->running++;
 }
 
 static void
@@ -1220,7 +1323,7 @@ run_remove(struct backend *be, struct job *j)
         a->run_tail = j->prev;
     j->prev = j->next = NULL;
     a->nrun--;
-    j->env->running--;
+    job_env(j)->running--;
     be->n_running--;
     if (j->flags & JOB_F_KILLING) {
         j->flags &= (uint8_t)~JOB_F_KILLING;
@@ -1233,17 +1336,21 @@ run_remove(struct backend *be, struct job *j)
 static void
 run_job(struct backend *be, struct be_agent *a, struct job *j)
 {
-    struct env *e = j->env;
+    struct env *e = job_env(j);
     metrics_hist_observe(&e->etype->wait, (be->now_ms - j->t.arrival_ms) * 1000);
+    uint64_t vt = job_vt(j);
     job_unqueue(be, j);
-    if (j->vt > e->vtime) /* fair share: the environment's virtual time */
-        e->vtime = j->vt;
-    if (!e->heaped && e->kn == 0 && e->fifo_head != NULL) {
+    if (vt > e->vtime) /* fair share: the environment's virtual time */
+        e->vtime = vt;
+    if (!e->heaped && e->n > 0) {
         /* In a long queue the jobs are cold. Start loading the next one to run here (its
          * first lines: the record and the spec's start; its header line is already warm,
-         * loaded here at the previous dispatch) and the header of the one after it, whose
-         * (priority, arrival) becomes the environment's key when the next one leaves. */
-        const struct job *h = e->fifo_head;
+         * loaded here at the previous dispatch, or with fair share when it became its key's
+         * first) and the header of the one after it, whose (priority, arrival) becomes the
+         * environment's key when the next one leaves (with fair share: its key's). */
+        const struct job *h = env_best(e);
+        if (e->kn > 0)
+            key_prefetch_head(e->kheap[0].k);
         size_t n = sizeof(*h) + h->body_len;
         n = n < JOB_PREFETCH_BYTES ? n : JOB_PREFETCH_BYTES;
         for (size_t off = 64; off < n; off += 64)
@@ -1372,7 +1479,7 @@ failure_add(struct backend *be, const struct job *j, const char *kind, size_t kl
     struct be_failure *f = &be->fail[be->nfail++ % BE_FAILURES];
     f->time_s = be->wall_s;
     snprintf(f->job_id, sizeof(f->job_id), "%.*s", (int)j->id_len, job_id(j));
-    snprintf(f->env, sizeof(f->env), "%s/%s", j->env->type, j->env->name);
+    snprintf(f->env, sizeof(f->env), "%s/%s", job_env(j)->type, job_env(j)->name);
     snprintf(f->result, sizeof(f->result), "%.*s", (int)(kl < 15 ? kl : 15), kind);
     snprintf(f->reason, sizeof(f->reason), "%.*s", (int)(tl < 127 ? tl : 127), text);
 }
@@ -2094,7 +2201,7 @@ key_get(struct backend *be, struct env *e, int64_t prio, const struct ing_client
     if (be->fair.mode == FAIR_NONE) {
         for (struct fair_key *k = e->keys; k != NULL; k = k->snext)
             if (k->prio == prio)
-                return k;
+                return fair_use(&be->fair, k);
         return fair_get(&be->fair, e, prio, "", 0, &e->keys);
     }
     struct ing_view key;
@@ -2258,6 +2365,8 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     struct job *j = NULL;
     int64_t prio = aged_priority(be, m->priority);
     struct fair_key *fk = key_get(be, e, prio, m);
+    if (fk != NULL && be->fair.mode != FAIR_NONE)
+        key_prefetch_tail(fk); /* cold with many keys: loads while the job is copied */
     if (fk == NULL || rank_reserve(&fk->rk, &be->fair.pool, fk->rk.next) != 0 ||
         jheap_reserve(be, e, prio, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
@@ -2270,7 +2379,7 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     }
     memset(j, 0, sizeof(*j));
     memcpy(j->body, body, len);
-    j->env = e;
+    j->fk = fk; /* its environment and priority */
     j->body_len = (uint32_t)len;
     j->id_len = (uint8_t)id.len;
     if (idtab_insert(&be->jtab, idh, j) != 0) {
@@ -2282,7 +2391,6 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
         env_unref(be, e);
         return "Backend out of memory";
     }
-    j->prio = prio;
     j->seq = seq != 0 ? seq : ++be->arrival_seq;
     if (be->arrival_seq < j->seq)
         be->arrival_seq = j->seq;
@@ -2300,10 +2408,7 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
         return be->jr_why;
     }
     fk->njobs++;
-    j->fk = fk;
-    j->ord = UINT64_MAX; /* a new ordinal */
-    if (be->fair.mode != FAIR_NONE)
-        j->vt = fair_tag(fk, e->vtime);
+    j->ord = UINT64_MAX; /* a new ordinal (and with fair share a start tag), queued */
     j->deadline_ms = job_deadline_ms(be, s->environment_parameters);
     if (c != NULL) {
         j->owner = c;
@@ -2509,8 +2614,8 @@ job_info(const struct job *j, char *out)
     const uint8_t *tp = cl == UINT32_MAX ? cp : cp + cl;
     uint32_t tl = get_u32be(tp);
     if (cl == UINT32_MAX || tl == UINT32_MAX || cl == 0 || tl == 0) {
-        memcpy(out, j->env->name, j->env->name_len);
-        return j->env->name_len;
+        memcpy(out, job_env(j)->name, job_env(j)->name_len);
+        return job_env(j)->name_len;
     }
     memcpy(out, cp, cl);
     out[cl] = '/';
@@ -2526,7 +2631,7 @@ job_info_max(const struct job *j)
     const uint8_t *tp = cl == UINT32_MAX ? p + 4 : p + 4 + cl;
     uint32_t tl = get_u32be(tp);
     uint32_t n = (cl == UINT32_MAX ? 0 : cl) + (tl == UINT32_MAX ? 0 : tl) + 1;
-    return n > j->env->name_len ? n : j->env->name_len;
+    return n > job_env(j)->name_len ? n : job_env(j)->name_len;
 }
 
 static struct ing_view
@@ -2594,18 +2699,29 @@ heads_down(struct job **heads, size_t n, size_t x)
     sift_down(heads, n, x, entered_before);
 }
 
-/* cand_down restores the min-heap on job_less of c[0..n) below x. */
+/* fair_less orders waiting jobs on (priority, tag, arrival) (fair share). */
+static bool
+fair_less(const struct job *a, const struct job *b)
+{
+    int64_t pa = job_prio(a), pb = job_prio(b);
+    if (pa != pb)
+        return pa < pb;
+    uint64_t va = job_vt(a), vb = job_vt(b);
+    return va < vb || (va == vb && a->seq < b->seq);
+}
+
+/* cand_down restores the min-heap on fair_less of c[0..n) below x. */
 static inline void
 cand_down(struct job **c, size_t n, size_t x)
 {
-    sift_down(c, n, x, job_less);
+    sift_down(c, n, x, fair_less);
 }
 
 static void
 cand_push(struct job **c, size_t *n, struct job *j)
 {
     size_t i = (*n)++;
-    while (i > 0 && job_less(j, c[(i - 1) / 2])) {
+    while (i > 0 && fair_less(j, c[(i - 1) / 2])) {
         c[i] = c[(i - 1) / 2];
         i = (i - 1) / 2;
     }
@@ -2627,7 +2743,7 @@ fair_select(struct backend *be, size_t want, size_t *text)
     for (size_t i = 0; i < etab_nchains(be); i++)
         for (struct env *e = etab_chain(be, i); e != NULL; e = e->hnext)
             for (uint32_t k = 0; k < e->kn && ncand < cap; k++)
-                cand_push(cand, &ncand, e->kheap[k]->qhead);
+                cand_push(cand, &ncand, e->kheap[k].k->qhead);
     size_t nsel = 0;
     while (ncand > 0 && nsel < want) {
         struct job *j = cand[0];
@@ -2637,8 +2753,8 @@ fair_select(struct backend *be, size_t want, size_t *text)
             be->q_sel[nsel++] = j;
             *text += job_info_max(j);
         }
-        if (j->knext != NULL) /* a slot was just freed */
-            cand_push(cand, &ncand, j->knext);
+        if (j->next != NULL) /* the next of its key */
+            cand_push(cand, &ncand, j->next);
     }
     free(cand);
     return (long)nsel;
@@ -2867,7 +2983,7 @@ unreg_begin(struct backend *be, struct be_agent *a, bool silent)
             be->stats.jobs_crashed++;
             job_free(be, j);
         } else if ((!started || j->retries < be->cfg.retry_lost_jobs) && requeued != NULL &&
-                   jheap_reserve(be, j->env, j->prio, j->seq) == 0 &&
+                   jheap_reserve(be, job_env(j), job_prio(j), j->seq) == 0 &&
                    rank_reserve(&j->fk->rk, &be->fair.pool, j->ord) == 0) {
             if (started)
                 j->retries++;
@@ -2876,9 +2992,9 @@ unreg_begin(struct backend *be, struct be_agent *a, bool silent)
             be->stats.jobs_requeued++;
             bool seen = false;
             for (size_t x = 0; x < nreq; x++)
-                seen |= requeued[x] == j->env;
+                seen |= requeued[x] == job_env(j);
             if (!seen)
-                requeued[nreq++] = j->env;
+                requeued[nreq++] = job_env(j);
             log_msg(LOG_INFO, "job %.*s requeued (agent %s lost)", (int)j->id_len, job_id(j),
                     a->name);
         } else {
@@ -3846,8 +3962,8 @@ be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, siz
     enum metrics_result kind = metrics_result_kind(m->result_kind.p, m->result_kind.len);
     be->mc.done[kind]++;
     uint64_t run_ms = (uint32_t)be->now_ms - j->u.started_ms;
-    metrics_hist_observe(&j->env->etype->run, run_ms * 1000);
-    env_run_time(j->env, run_ms);
+    metrics_hist_observe(&job_env(j)->etype->run, run_ms * 1000);
+    env_run_time(job_env(j), run_ms);
     if (kind != METRICS_RES_SUCCESS && kind != METRICS_RES_FAILED)
         failure_add(be, j, m->result_kind.p, m->result_kind.len, m->result_text.p,
                     m->result_text.len);
@@ -3987,6 +4103,28 @@ job_expire(struct backend *be, struct be_agent *a, struct job *j)
     slot_add(be, a);
 }
 
+/* orphan_expired tells whether waiting job j of e, which no agent provides, has waited
+ * --orphan-timeout since it entered the queue or since e lost its providers. */
+static bool
+orphan_expired(const struct backend *be, const struct env *e, const struct job *j)
+{
+    uint64_t since = j->t.arrival_ms > e->orphan_since ? j->t.arrival_ms : e->orphan_since;
+    return since + be->cfg.orphan_timeout_ms <= be->now_ms;
+}
+
+/* orphan_crash ends waiting job j of e: no agent provides e. */
+static void
+orphan_crash(struct backend *be, const struct env *e, struct job *j)
+{
+    char text[600];
+    snprintf(text, sizeof(text), "No agent provides environment %s/%s", e->type, e->name);
+    job_unqueue(be, j);
+    send_job_result(be, j, "crash", text);
+    be->stats.jobs_crashed++;
+    be->mc.orphan_timeouts++;
+    job_free(be, j);
+}
+
 void
 be_timeouts(struct backend *be)
 {
@@ -4023,17 +4161,22 @@ be_timeouts(struct backend *be)
         enext = e->onext;
         e->refs++; /* keep e while its jobs go */
         struct job *j;
-        while ((j = e->fifo_head) != NULL) {
-            uint64_t since = j->t.arrival_ms > e->orphan_since ? j->t.arrival_ms : e->orphan_since;
-            if (since + be->cfg.orphan_timeout_ms > be->now_ms)
-                break;
-            char text[600];
-            snprintf(text, sizeof(text), "No agent provides environment %s/%s", e->type, e->name);
-            job_unqueue(be, j);
-            send_job_result(be, j, "crash", text);
-            be->stats.jobs_crashed++;
-            be->mc.orphan_timeouts++;
-            job_free(be, j);
+        if (be->fair.mode == FAIR_NONE) {
+            while ((j = e->fifo_head) != NULL && orphan_expired(be, e, j))
+                orphan_crash(be, e, j);
+        } else {
+            /* With fair share each key's list is in the order its jobs entered (there is no
+             * FIFO of the environment): the expired ones lead each. A record goes (or idles)
+             * with its last job: stop at it. */
+            for (struct fair_key *k = e->keys, *kn; k != NULL; k = kn) {
+                kn = k->snext;
+                while ((j = k->qhead) != NULL && orphan_expired(be, e, j)) {
+                    bool last = k->njobs == 1;
+                    orphan_crash(be, e, j);
+                    if (last)
+                        break;
+                }
+            }
         }
         env_unref(be, e);
     }
@@ -4639,7 +4782,115 @@ envs_check(const struct backend *be)
     return 0;
 }
 
-static uint64_t job_position(const struct backend *be, const struct job *j);
+static uint64_t job_position(struct backend *be, const struct job *j);
+
+/* job_before tells whether waiting job a goes before waiting job b of the same environment:
+ * (priority, arrival), or with fair share (priority, tag, arrival). */
+static bool
+job_before(const struct backend *be, const struct job *a, const struct job *b)
+{
+    return be->fair.mode == FAIR_NONE ? job_less(a, b) : fair_less(a, b);
+}
+
+/* env_next is the waiting job of e after x in the lists be_check walks (the FIFO; with fair
+ * share the keys' lists one after the other); x NULL: the first. */
+static const struct job *
+env_next(const struct backend *be, const struct env *e, const struct job *x)
+{
+    if (be->fair.mode == FAIR_NONE)
+        return x == NULL ? e->fifo_head : x->next;
+    if (x != NULL && x->next != NULL)
+        return x->next;
+    for (const struct fair_key *k = x != NULL ? x->fk->snext : e->keys; k != NULL; k = k->snext)
+        if (k->qhead != NULL)
+            return k->qhead;
+    return NULL;
+}
+
+/* env_check_jobs checks e's waiting jobs: their records, lists, heap of keys and positions.
+ * Returns 0 or -EPROTO. */
+static int
+env_check_jobs(const struct backend *be, const struct env *e)
+{
+    bool fair = be->fair.mode != FAIR_NONE;
+    uint32_t count = 0, other = 0;
+    for (const struct job *x = env_next(be, e, NULL); x != NULL; x = env_next(be, e, x)) {
+        count++;
+        if (x->fk == NULL || x->fk->scope != e || x->fk->nwait == 0 ||
+            x->fk->rk.n != x->fk->nwait || x->ord < x->fk->rk.base || x->ord >= x->fk->rk.next ||
+            x->status != JOB_WAITING)
+            return -EPROTO;
+        other += job_prio(x) != e->p0;
+        if (!fair && x->next != NULL &&
+            ((!e->heaped && x->next->seq <= x->seq) || x->next->t.arrival_ms < x->t.arrival_ms))
+            return -EPROTO;
+        if (fair && x->next != NULL && (x->next->ord <= x->ord || !job_before(be, x, x->next)))
+            return -EPROTO;
+    }
+    if (count != e->n || other != e->n_other || (other > 0 && !e->heaped && !fair) ||
+        (e->heaped && (e->n == 0 || fair)) || (!fair && e->kn > 0))
+        return -EPROTO;
+    /* Fair share: every key in the heap has its jobs in order, all counted. */
+    uint64_t listed = 0;
+    for (uint32_t x = 0; x < e->kn; x++) {
+        const struct kent *h = &e->kheap[x];
+        const struct fair_key *k = h->k;
+        if (k->hidx != x + 1 || k->qhead == NULL || k->qvt != job_vt(k->qhead) ||
+            k->qseq != k->qhead->seq || k->qord != k->qhead->ord || h->prio != k->prio ||
+            h->vt != k->qvt || h->seq != k->qseq ||
+            (x > 0 && key_less(h, &e->kheap[(x - 1) / 2])))
+            return -EPROTO;
+        uint32_t nk = 0;
+        for (const struct job *y = k->qhead; y != NULL; y = y->next, nk++)
+            if (y->fk != k || (y->next == NULL && k->qtail != y) ||
+                (y->next != NULL && y->next->prev != y))
+                return -EPROTO;
+        if (nk != k->nwait)
+            return -EPROTO;
+        listed += nk;
+    }
+    if (fair && listed != e->n)
+        return -EPROTO;
+    return 0;
+}
+
+static bool agent_provides(const struct be_agent *a, const struct env *e);
+
+/* share_agent tells whether some agent provides both e and o. */
+static bool
+share_agent(const struct backend *be, const struct env *e, const struct env *o)
+{
+    for (const struct be_agent *a = be->agents; a != NULL; a = a->next)
+        if (agent_provides(a, e) && agent_provides(a, o))
+            return true;
+    return false;
+}
+
+/* positions_check compares the position of every waiting job of e (be_job_info) with the
+ * order itself, counted job by job (be_check, small queues): the jobs of e before it, and
+ * those of the environments sharing an agent with e of a better (priority, arrival). */
+static int
+positions_check(const struct backend *be, const struct env *e)
+{
+    for (const struct job *x = env_next(be, e, NULL); x != NULL; x = env_next(be, e, x)) {
+        uint64_t before = 0;
+        for (size_t i = 0; i <= be->emask; i++)
+            for (const struct env *o = be->etab[i]; o != NULL; o = o->hnext) {
+                bool own = o == e;
+                if (o->n == 0 || (!own && !share_agent(be, e, o)))
+                    continue;
+                for (const struct job *y = env_next(be, o, NULL); y != NULL;
+                     y = env_next(be, o, y))
+                    before += own ? job_before(be, y, x)
+                                  : (job_prio(y) < job_prio(x) ||
+                                     (job_prio(y) == job_prio(x) && y->seq < x->seq));
+            }
+        /* job_position only marks environments: be_check stays read-only otherwise. */
+        if (job_position((struct backend *)(uintptr_t)be, x) != before)
+            return -EPROTO;
+    }
+    return 0;
+}
 
 int
 be_check(const struct backend *be)
@@ -4650,50 +4901,9 @@ be_check(const struct backend *be)
     for (size_t i = 0; i < etab_nchains(be); i++)
         for (const struct env *e = etab_chain(be, i); e != NULL; e = e->hnext) {
             waiting += e->n;
-            uint32_t count = 0, other = 0;
-            for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {
-                count++;
-                if (x->fk == NULL || x->fk->scope != e || x->fk->nwait == 0 ||
-                    x->fk->rk.n != x->fk->nwait || x->ord < x->fk->rk.base ||
-                    x->ord >= x->fk->rk.next)
-                    return -EPROTO;
-                other += x->prio != e->p0;
-                if (x->next != NULL && ((!e->heaped && e->kn == 0 && x->next->seq <= x->seq) ||
-                                        x->next->t.arrival_ms < x->t.arrival_ms))
-                    return -EPROTO;
-            }
-            if (count != e->n || other != e->n_other ||
-                (other > 0 && !e->heaped && be->fair.mode == FAIR_NONE) ||
-                (e->heaped && (e->n == 0 || be->fair.mode != FAIR_NONE)))
+            if (env_check_jobs(be, e) != 0 || (be->n_waiting <= 64 && positions_check(be, e) != 0))
                 return -EPROTO;
-            /* Fair share: every key in the heap has its jobs in order, all counted. */
-            uint64_t listed = 0;
-            for (uint32_t x = 0; x < e->kn; x++) {
-                const struct fair_key *k = e->kheap[x];
-                if (k->hidx != x + 1 || k->qhead == NULL || k->qvt != k->qhead->vt ||
-                    k->qseq != k->qhead->seq || (x > 0 && key_less(k, e->kheap[(x - 1) / 2])))
-                    return -EPROTO;
-                uint32_t nk = 0;
-                for (const struct job *y = k->qhead; y != NULL; y = y->knext, nk++)
-                    if (y->fk != k || (y->knext != NULL && !job_less(y, y->knext)) ||
-                        (y->knext == NULL && k->qtail != y))
-                        return -EPROTO;
-                if (nk != k->nwait)
-                    return -EPROTO;
-                listed += nk;
-            }
-            if (be->fair.mode != FAIR_NONE && listed != e->n)
-                return -EPROTO;
-            /* Positions (be_job_info) against the order itself, in small queues. */
-            if (e->n <= 32)
-                for (const struct job *x = e->fifo_head; x != NULL; x = x->next) {
-                    uint64_t before = 0;
-                    for (const struct job *y = e->fifo_head; y != NULL; y = y->next)
-                        before += job_less(y, x);
-                    if (job_position(be, x) != before)
-                        return -EPROTO;
-                }
-            if (e->n > 0 && (env_best(e)->prio != e->hprio || env_best(e)->seq != e->hseq))
+            if (e->n > 0 && (job_prio(env_best(e)) != e->hprio || env_best(e)->seq != e->hseq))
                 return -EPROTO;
             if (e->heaped)
                 for (uint32_t x = 1; x < e->n; x++)
@@ -4729,29 +4939,103 @@ be_check(const struct backend *be)
 /* ---------------------------------------------------------------------------------------- */
 /* Where is my job (proto.md 7.4)                                                             */
 
-/* job_position counts the waiting jobs of j's environment that its order puts before
- * waiting job j: those of better priorities, then those of its priority before it (by
- * ordinal; with fair share, by (tag, arrival) in each key's record). Cost: O(records of
- * the environment x log n). */
+/* key_before counts the waiting jobs of key record k below (tag vt, arrival sq): from the run
+ * of tags at k->brk on, the first ordinal not below is computed (one read, for a tie);
+ * otherwise by binary search. */
+static uint32_t
+key_before(const struct fair_key *k, uint64_t vt, uint64_t sq)
+{
+    const struct rank *r = &k->rk;
+    if (r->n == 0 || !k->brk_ok || vt < k->brk_vt || (vt == k->brk_vt && sq <= k->brk_sq))
+        return rank_before_key(r, vt, sq);
+    /* Every live ordinal below brk is below (vt, sq) too. */
+    uint64_t d = vt - k->brk_vt, m = d / k->inc + (d % k->inc != 0);
+    if (m >= r->next - k->brk)
+        return r->n;
+    uint64_t o = k->brk + m; /* the first tag not below vt */
+    if (d % k->inc == 0 && r->sq[o & (r->cap - 1)] < sq)
+        o++; /* a tie, arrived before (a dead ordinal's arrival does not matter) */
+    return rank_before(r, o);
+}
+
+/* own_before counts the waiting jobs of j's environment that its order puts before waiting
+ * job j: those of better priorities, then those of its priority before it (by ordinal; with
+ * fair share, by (tag, arrival) in each key's record). O(records x log n). */
 static uint64_t
-job_position(const struct backend *be, const struct job *j)
+own_before(const struct backend *be, const struct job *j)
 {
     uint64_t n = 0;
-    for (const struct fair_key *k = j->env->keys; k != NULL; k = k->snext) {
-        if (k->prio < j->prio)
+    int64_t prio = job_prio(j);
+    for (const struct fair_key *k = job_env(j)->keys; k != NULL; k = k->snext) {
+        if (k->prio < prio)
             n += k->nwait;
-        else if (k->prio > j->prio || k->nwait == 0)
+        else if (k->prio > prio || k->nwait == 0)
             continue;
         else if (be->fair.mode == FAIR_NONE)
             n += rank_before(&k->rk, j->ord); /* the one record of its priority */
         else
-            n += rank_before_key(&k->rk, j->vt, j->seq);
+            n += key_before(k, job_vt(j), j->seq);
+    }
+    return n;
+}
+
+/* other_before counts the waiting jobs of environment e that go before a job of priority
+ * prio and arrival seq of another environment: the scheduler compares environments' first
+ * jobs on (priority, arrival). O(records x log n). */
+static uint64_t
+other_before(const struct env *e, int64_t prio, uint64_t seq)
+{
+    uint64_t n = 0;
+    if (e->n == 0)
+        return 0;
+    for (const struct fair_key *k = e->keys; k != NULL; k = k->snext)
+        if (k->prio < prio)
+            n += k->nwait;
+        else if (k->prio == prio && k->nwait > 0)
+            n += rank_before_seq(&k->rk, seq);
+    return n;
+}
+
+static bool
+agent_provides(const struct be_agent *a, const struct env *e)
+{
+    for (uint32_t i = 0; i < a->nenvs; i++)
+        if (a->envs[i].env == e)
+            return true;
+    return false;
+}
+
+/* job_position is waiting job j's position (proto.md 7.4): the waiting jobs the scheduler
+ * ranks before it among those its agents could take, i.e. in its environment (own_before)
+ * and in every other environment that some agent providing its environment provides too
+ * (other_before, each counted once: the environments are marked). Cost: O(pairs (agent,
+ * environment) announced + (environments sharing an agent) x records x log n). */
+static uint64_t
+job_position(struct backend *be, const struct job *j)
+{
+    uint64_t n = own_before(be, j);
+    struct env *e = job_env(j);
+    if (e->n_providers == 0)
+        return n;
+    uint64_t mark = ++be->mark_seq;
+    e->mark = mark;
+    int64_t prio = job_prio(j);
+    for (const struct be_agent *a = be->agents; a != NULL; a = a->next) {
+        if (a->nenvs < 2 || !agent_provides(a, e))
+            continue;
+        for (uint32_t i = 0; i < a->nenvs; i++) {
+            struct env *o = a->envs[i].env;
+            if (o->mark == mark)
+                continue;
+            o->mark = mark;
+            n += other_before(o, prio, j->seq);
+        }
     }
     return n;
 }
 
 int
-be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *out)
+be_job_info(struct backend *be, struct ing_view id, struct be_job_info *out)
 {
     memset(out, 0, sizeof(*out));
     out->eta_ms = UINT64_MAX;
@@ -4761,7 +5045,7 @@ be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *ou
     struct job *j = jtab_find_h(be, id_hash(id.p, id.len), id.p, id.len);
     if (j == NULL || owner_gone(j))
         return -ENOENT;
-    const struct env *e = j->env;
+    const struct env *e = job_env(j);
     out->env_type = e->type;
     out->env_name = e->name;
     out->slots = e->n_slots;
@@ -4787,7 +5071,7 @@ be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *ou
 
 /* be_job_info_mp writes the BackendJobInfo map for job id (proto.md 5.9) into w. */
 void
-be_job_info_mp(const struct backend *be, struct ing_view id, struct ing_mp_writer *w)
+be_job_info_mp(struct backend *be, struct ing_view id, struct ing_mp_writer *w)
 {
     static const char *const states[] = {"unknown", "waiting", "dispatched", "running"};
     struct be_job_info in;

@@ -374,19 +374,21 @@ enum be_job_state {
 struct be_job_info {
     enum be_job_state state;
     const char *env_type, *env_name; /* valid until the next handler */
-    uint64_t position;   /* waiting: jobs of its environment dispatched before it */
+    uint64_t position;   /* waiting: jobs ranked before it among those its agents could take:
+                          * in its environment and those sharing an agent (proto.md 7.4) */
     uint64_t slots;      /* slots of the agents that provide its environment */
     uint64_t run_avg_ms; /* moving average of run times there; UINT64_MAX = none yet */
     uint64_t eta_ms;     /* waiting: time until it is dispatched; UINT64_MAX = unknown */
     uint64_t age_ms;     /* since it (re-)entered the queue, or since its dispatch */
 };
 /* be_job_info describes job id. Returns 0, or -ENOENT (no such job held, or its client has
- * gone). Cost: O(records of its environment x log n), no allocation. */
-int be_job_info(const struct backend *be, struct ing_view id, struct be_job_info *out);
+ * gone). Cost: O(agent-environment pairs + environments sharing an agent with its own x
+ * their records x log n), no allocation; it only marks environments (env->mark). */
+int be_job_info(struct backend *be, struct ing_view id, struct be_job_info *out);
 
 struct ing_mp_writer;
 /* be_job_info_mp writes the BackendJobInfo map of job id (proto.md 5.9) into w. */
-void be_job_info_mp(const struct backend *be, struct ing_view id, struct ing_mp_writer *w);
+void be_job_info_mp(struct backend *be, struct ing_view id, struct ing_mp_writer *w);
 /* be_client_get_job_info answers ClientGetJobInfo(id) with BackendJobInfo. */
 void be_client_get_job_info(struct backend *be, struct be_client *c, struct ing_view id);
 

@@ -138,8 +138,47 @@ grow(struct fair *f)
     f->mask = nmask;
 }
 
+static void
+idle_unlink(struct fair *f, struct fair_key *k)
+{
+    k->idle = false;
+    f->nidle--;
+}
+
+/* drop unlinks record k from its scope's list *list and the table and frees it. */
+static void
+drop(struct fair *f, struct fair_key *k, struct fair_key **list)
+{
+    if (k->idle)
+        idle_unlink(f, k);
+    if (k->sprev != NULL)
+        k->sprev->snext = k->snext;
+    else
+        *list = k->snext;
+    if (k->snext != NULL)
+        k->snext->sprev = k->sprev;
+    rank_fini(&k->rk, &f->pool);
+    struct fair_key **pp = &f->tab[k->hash & f->mask];
+    while (*pp != k)
+        pp = &(*pp)->hnext;
+    *pp = k->hnext;
+    f->n--;
+    slab_free(&f->slab, k);
+}
+
 struct fair_key *
-fair_get(struct fair *f, const void *scope, int64_t prio, const char *key, size_t len,
+fair_use(struct fair *f, struct fair_key *k)
+{
+    if (!k->idle)
+        return k;
+    idle_unlink(f, k);
+    k->ftag = 0; /* as a new record: its next job starts at the virtual time */
+    k->brk_ok = false;
+    return k;
+}
+
+struct fair_key *
+fair_get(struct fair *f, void *scope, int64_t prio, const char *key, size_t len,
          struct fair_key **list)
 {
     uint64_t h = key_hash(scope, prio, key, len);
@@ -147,7 +186,7 @@ fair_get(struct fair *f, const void *scope, int64_t prio, const char *key, size_
     for (struct fair_key *k = f->tab[h & f->mask]; k != NULL; k = k->hnext)
         if (k->hash == h && k->scope == scope && k->prio == prio && k->klen == len &&
             memcmp(k->key, key, kl) == 0)
-            return k;
+            return fair_use(f, k);
     struct fair_key *k = slab_alloc(&f->slab);
     if (k == NULL)
         return NULL;
@@ -176,19 +215,19 @@ fair_put(struct fair *f, struct fair_key *k, struct fair_key **list)
 {
     if (--k->njobs > 0)
         return;
-    if (k->sprev != NULL)
-        k->sprev->snext = k->snext;
-    else
-        *list = k->snext;
-    if (k->snext != NULL)
-        k->snext->sprev = k->sprev;
-    rank_fini(&k->rk, &f->pool);
-    struct fair_key **pp = &f->tab[k->hash & f->mask];
-    while (*pp != k)
-        pp = &(*pp)->hnext;
-    *pp = k->hnext;
-    f->n--;
-    slab_free(&f->slab, k);
+    if (f->nidle >= FAIR_IDLE_MAX) {
+        drop(f, k, list);
+        return;
+    }
+    k->idle = true;
+    f->nidle++;
+}
+
+void
+fair_drop_scope(struct fair *f, struct fair_key **list)
+{
+    while (*list != NULL)
+        drop(f, *list, list);
 }
 
 void
@@ -198,5 +237,7 @@ fair_foreach(const struct fair *f, fair_fn *fn, void *arg)
         return;
     for (size_t i = 0; i <= f->mask; i++)
         for (const struct fair_key *k = f->tab[i]; k != NULL; k = k->hnext)
-            fn(arg, k->scope, k->prio, k->key, k->klen < FAIR_KEY_MAX ? k->klen : FAIR_KEY_MAX, k->nwait);
+            if (!k->idle)
+                fn(arg, k->scope, k->prio, k->key, k->klen < FAIR_KEY_MAX ? k->klen : FAIR_KEY_MAX,
+                   k->nwait);
 }

@@ -8,9 +8,12 @@
  * and the scheduler orders an environment's jobs of one priority by (S, arrival). A key
  * with many jobs waiting has its tags spread far ahead; a key that arrives later starts at
  * the environment's virtual time, so it is served at the next free slot whatever the other
- * keys hold. A record lives while its key has jobs in the environment at that priority
- * (waiting or running); records are slab objects, so a key seen before costs no
- * allocation. The backend keeps each record's waiting jobs in a list in their order (the
+ * keys hold. A record is in use while its key has jobs in the environment at that priority
+ * (waiting or running); then it stays, idle, with its arrays (while fewer than
+ * FAIR_IDLE_MAX are: past that it is freed), so that a key that comes back takes it again as
+ * if new (its next job starts at the virtual time) without making one. Freeing the record
+ * just used rather than the least recently used one keeps the work hot. Records are slab
+ * objects, so a key seen before costs no allocation. The backend keeps each record's waiting jobs in a list in their order (the
  * tags of one record only grow), and only the records' first jobs in a heap per
  * environment: a dispatch costs O(log keys), not O(log jobs). */
 #ifndef ING_FAIR_H
@@ -36,6 +39,8 @@ enum fair_mode {
 #define FAIR_KEY_MAX 64 /* key bytes kept (and compared) in a record; longer keys are told
                          * apart by their full hash and length too */
 #define FAIR_MAX_WEIGHTS 256
+#define FAIR_IDLE_MAX 256 /* idle records kept (all scopes together): more would make the
+                           * table and the records a lookup reads larger than the caches */
 
 struct fair_weight {
     char key[FAIR_KEY_MAX + 1];
@@ -48,7 +53,7 @@ struct job;
 struct fair_key {
     struct fair_key *hnext;
     struct fair_key *sprev, *snext; /* the scope's records */
-    const void *scope; /* the environment */
+    void *scope;       /* the environment */
     int64_t prio;
     uint64_t hash;     /* of scope, prio and the full key */
     uint64_t ftag;     /* virtual finish tag of its last job */
@@ -57,18 +62,26 @@ struct fair_key {
     uint32_t nwait;    /* of which waiting */
     uint32_t klen;     /* full key length */
     uint32_t hidx;     /* position + 1 in the environment's heap of records, 0 = absent */
-    /* The backend's: the waiting jobs in order, and the first one's (tag, arrival) (the
-     * heap compares records without reading cold jobs). */
+    /* The backend's (fair share): the waiting jobs in order (their ordinals' order), and the
+     * first one's (tag, arrival) and ordinal (the heap compares records without reading
+     * cold jobs). */
     struct job *qhead, *qtail;
-    uint64_t qvt, qseq;
+    uint64_t qvt, qseq, qord;
     struct rank rk; /* the waiting jobs' ordinals (their position, proto.md 7.4) */
+    /* The backend's (fair share): from ordinal brk on, every live ordinal o has the tag
+     * brk_vt + (o - brk) * inc (pushed while the key was backlogged), so a position is
+     * found without a search when brk_ok. */
+    uint64_t brk, brk_vt, brk_sq;
+    bool brk_ok;
+    bool idle; /* no job (counted in nidle) */
     char key[FAIR_KEY_MAX];
 };
 
 struct fair {
     enum fair_mode mode;
     struct fair_key **tab;
-    size_t mask, n;
+    size_t mask, n;                 /* n: records, idle ones included */
+    size_t nidle;                   /* idle records */
     struct slab slab;
     struct pool pool; /* the records' rank arrays */
     const struct fair_weight *w; /* --fair-weight, nw of them */
@@ -95,11 +108,17 @@ void fair_key_of(enum fair_mode mode, const struct ing_client_new_job *m, struct
 
 /* fair_get returns the record of key in scope at priority prio, made if needed (with no
  * job yet; then linked at *list, the scope's records), or NULL when out of memory. */
-struct fair_key *fair_get(struct fair *f, const void *scope, int64_t prio, const char *key,
+struct fair_key *fair_get(struct fair *f, void *scope, int64_t prio, const char *key,
                           size_t len, struct fair_key **list);
-/* fair_put: one job of k is gone; the record is freed with its last job (unlinked from
- * *list). */
+/* fair_put: one job of k is gone; with its last job the record goes idle (kept in *list
+ * and the table, as if new when taken again), or with FAIR_IDLE_MAX idle already is freed
+ * (unlinked from *list). */
 void fair_put(struct fair *f, struct fair_key *k, struct fair_key **list);
+/* fair_use returns k (found in its scope's list) ready for a job: an idle record as if
+ * new. */
+struct fair_key *fair_use(struct fair *f, struct fair_key *k);
+/* fair_drop_scope frees the records of *list (all idle: the scope goes). */
+void fair_drop_scope(struct fair *f, struct fair_key **list);
 
 /* fair_tag gives a new job of k its start tag at virtual time vtime. */
 static inline uint64_t

@@ -7,6 +7,7 @@
  * "values left" counters, so a depth bomb costs no C recursion.
  */
 #include "inginious/mp.h"
+#include "mp_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -267,17 +268,36 @@ payload:
     return 0;
 }
 
-/* ing_mp_utf8_valid checks strict UTF-8 (RFC 3629): no overlongs, no surrogates, nothing
- * above U+10FFFF, no truncated sequence. */
-bool
-ing_mp_utf8_valid(const uint8_t *p, size_t n)
+/* short_is_ascii tells whether the len <= 32 bytes at p are all ASCII, with a few
+ * (possibly overlapping) word loads instead of a byte loop. */
+static inline bool
+short_is_ascii(const uint8_t *p, uint32_t len)
 {
-    const uint8_t *end;
+    uint64_t acc = 0, w;
+    uint32_t a, b, i;
 
-    if (n == 0)
-        return true;
-    end = p + n;
+    if (len >= 8) {
+        for (i = 0; i + 8 <= len; i += 8) {
+            memcpy(&w, p + i, 8);
+            acc |= w;
+        }
+        memcpy(&w, p + len - 8, 8);
+        acc |= w;
+    } else if (len >= 4) {
+        memcpy(&a, p, 4);
+        memcpy(&b, p + len - 4, 4);
+        acc = a | b;
+    } else {
+        for (i = 0; i < len; i++)
+            acc |= p[i];
+    }
+    return (acc & HIGH_BITS) == 0;
+}
 
+/* utf8_tail checks p[0..end) as ing_mp_utf8_valid does. */
+static bool
+utf8_tail(const uint8_t *p, const uint8_t *end)
+{
     while (p < end) {
         uint8_t c = *p;
 
@@ -335,30 +355,14 @@ ing_mp_utf8_valid(const uint8_t *p, size_t n)
     return true;
 }
 
-/* short_is_ascii tells whether the len <= 32 bytes at p are all ASCII, with a few
- * (possibly overlapping) word loads instead of a byte loop. */
-static inline bool
-short_is_ascii(const uint8_t *p, uint32_t len)
+/* ing_mp_utf8_valid checks strict UTF-8 (RFC 3629): no overlongs, no surrogates, nothing
+ * above U+10FFFF, no truncated sequence. */
+bool
+ing_mp_utf8_valid(const uint8_t *p, size_t n)
 {
-    uint64_t acc = 0, w;
-    uint32_t a, b, i;
-
-    if (len >= 8) {
-        for (i = 0; i + 8 <= len; i += 8) {
-            memcpy(&w, p + i, 8);
-            acc |= w;
-        }
-        memcpy(&w, p + len - 8, 8);
-        acc |= w;
-    } else if (len >= 4) {
-        memcpy(&a, p, 4);
-        memcpy(&b, p + len - 4, 4);
-        acc = a | b;
-    } else {
-        for (i = 0; i < len; i++)
-            acc |= p[i];
-    }
-    return (acc & HIGH_BITS) == 0;
+    if (n <= 32) /* a short str (most keys and values): a few word loads when ASCII */
+        return short_is_ascii(p, (uint32_t)n) || utf8_tail(p, p + n);
+    return utf8_tail(p, p + n);
 }
 
 /* walk advances *pp past one complete value. strict: refuse ext and check UTF-8 of every
@@ -567,6 +571,12 @@ ing_mp_validate(const uint8_t *p, size_t n, unsigned max_depth)
     if (rc < 0)
         return rc;
     return q == p + n ? 0 : -EPROTO;
+}
+
+int
+mp_validate_next(const uint8_t **p, const uint8_t *end, unsigned max_depth)
+{
+    return walk(p, end, max_depth, true);
 }
 
 /* ing_mp_map_get finds the first str key equal to key[0..klen) in the map at p and returns

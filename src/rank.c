@@ -12,19 +12,25 @@ rank_init(struct rank *r, bool keys)
     r->keys = keys;
 }
 
-static void
-arrays_free(struct pool *p, uint32_t *t, struct rank_key *k, uint32_t cap)
+/* The arrays of a ring of cap positions are one pool object: the tree (cap / 64 + 1
+ * counters, rounded up to 8 bytes), the bits, the arrivals, the tags (keys). */
+static size_t
+tree_bytes(uint32_t cap)
 {
-    if (t != NULL)
-        pool_free(p, t, (cap + 1) * sizeof(*t));
-    if (k != NULL)
-        pool_free(p, k, cap * sizeof(*k));
+    return ((cap / 64 + 1) * sizeof(uint32_t) + 7) & ~(size_t)7;
+}
+
+static size_t
+arrays_bytes(uint32_t cap, bool keys)
+{
+    return tree_bytes(cap) + cap / 64 * sizeof(uint64_t) + cap * sizeof(uint64_t) * (keys ? 2 : 1);
 }
 
 void
 rank_fini(struct rank *r, struct pool *p)
 {
-    arrays_free(p, r->t, r->key, r->cap);
+    if (r->t != NULL)
+        pool_free(p, r->t, arrays_bytes(r->cap, r->keys));
     rank_init(r, r->keys);
 }
 
@@ -34,20 +40,25 @@ pos(const struct rank *r, uint64_t ord)
     return (uint32_t)(ord & (r->cap - 1));
 }
 
+/* fw_add flips position p's live bit (d = +1: to live, -1: to dead) and its word's count. */
 static void
 fw_add(struct rank *r, uint32_t p, int32_t d)
 {
-    for (uint32_t i = p + 1; i <= r->cap; i += i & -i)
+    uint32_t nw = r->cap / 64;
+    r->bits[p / 64] ^= 1ull << (p % 64);
+    for (uint32_t i = p / 64 + 1; i <= nw; i += i & -i)
         r->t[i] = (uint32_t)((int32_t)r->t[i] + d);
 }
 
-/* fw_prefix: live positions below p. */
+/* fw_prefix: live positions below p (0 <= p <= cap). */
 static uint32_t
 fw_prefix(const struct rank *r, uint32_t p)
 {
-    uint32_t s = 0;
-    for (uint32_t i = p; i > 0; i -= i & -i)
+    uint32_t s = 0, w = p / 64;
+    for (uint32_t i = w; i > 0; i -= i & -i)
         s += r->t[i];
+    if (p % 64 != 0)
+        s += (uint32_t)__builtin_popcountll(r->bits[w] & ((1ull << (p % 64)) - 1));
     return s;
 }
 
@@ -55,13 +66,18 @@ fw_prefix(const struct rank *r, uint32_t p)
 static uint32_t
 fw_kth(const struct rank *r, uint32_t k)
 {
-    uint32_t i = 0;
-    for (uint32_t step = r->cap; step > 0; step >>= 1)
-        if (i + step <= r->cap && r->t[i + step] < k) {
+    uint32_t nw = r->cap / 64, i = 0, top = 1;
+    while (top * 2 <= nw)
+        top *= 2;
+    for (uint32_t step = top; step > 0; step >>= 1)
+        if (i + step <= nw && r->t[i + step] < k) {
             i += step;
             k -= r->t[i];
         }
-    return i; /* positions are 0-based: i + 1 is the 1-based index */
+    uint64_t b = r->bits[i]; /* word i holds it: drop its first k - 1 live bits */
+    while (--k > 0)
+        b &= b - 1;
+    return i * 64 + (uint32_t)__builtin_ctzll(b);
 }
 
 /* first_live: the smallest live ordinal (n > 0). */
@@ -79,37 +95,36 @@ first_live(const struct rank *r)
 static int
 regrow(struct rank *r, struct pool *p, uint32_t ncap, uint64_t nbase)
 {
-    uint32_t *t = pool_alloc(p, (ncap + 1) * sizeof(*t));
-    struct rank_key *key = NULL;
-    if (t == NULL || (r->keys && (key = pool_alloc(p, ncap * sizeof(*key))) == NULL)) {
-        arrays_free(p, t, key, ncap);
+    uint32_t nw = ncap / 64;
+    size_t size = arrays_bytes(ncap, r->keys);
+    char *blk = pool_alloc(p, size);
+    if (blk == NULL)
         return -ENOMEM;
-    }
-    memset(t, 0, (ncap + 1) * sizeof(*t));
-    if (r->keys) /* unwritten keys are the smallest: the keys stay non-decreasing */
-        memset(key, 0, ncap * sizeof(*key));
-    if (r->cap > 0) {
-        /* Old tree to point values, in place (the inverse of the linear build). */
-        for (uint32_t i = r->cap; i >= 1; i--) {
-            uint32_t up = i + (i & -i);
-            if (up <= r->cap)
-                r->t[up] -= r->t[i];
-        }
+    memset(blk, 0, size); /* unwritten keys are the smallest: keys stay non-decreasing */
+    uint32_t *t = (uint32_t *)(void *)blk;
+    uint64_t *bits = (uint64_t *)(void *)(blk + tree_bytes(ncap));
+    uint64_t *sq = bits + nw, *vt = r->keys ? sq + ncap : NULL;
+    if (r->cap > 0)
         for (uint64_t o = r->base; o < r->next; o++) {
             uint32_t op = pos(r, o), np = (uint32_t)(o & (ncap - 1));
-            t[np + 1] = r->t[op + 1];
+            if (r->bits[op / 64] >> (op % 64) & 1)
+                bits[np / 64] |= 1ull << (np % 64);
+            sq[np] = r->sq[op];
             if (r->keys)
-                key[np] = r->key[op];
+                vt[np] = r->vt[op];
         }
-    }
-    for (uint32_t i = 1; i <= ncap; i++) { /* linear build */
+    for (uint32_t i = 1; i <= nw; i++) { /* linear build */
+        t[i] += (uint32_t)__builtin_popcountll(bits[i - 1]);
         uint32_t up = i + (i & -i);
-        if (up <= ncap)
+        if (up <= nw)
             t[up] += t[i];
     }
-    arrays_free(p, r->t, r->key, r->cap);
+    if (r->t != NULL)
+        pool_free(p, r->t, arrays_bytes(r->cap, r->keys));
     r->t = t;
-    r->key = key;
+    r->bits = bits;
+    r->vt = vt;
+    r->sq = sq;
     r->cap = ncap;
     r->base = nbase;
     return 0;
@@ -141,13 +156,22 @@ rank_reserve(struct rank *r, struct pool *p, uint64_t lo)
     return regrow(r, p, ncap, base); /* copies the old window [r->base, next) */
 }
 
+/* key_below: position q's key is below (vt, sq) (vt counts with keys only). */
+static inline bool
+key_below(const struct rank *r, uint32_t q, uint64_t vt, uint64_t sq)
+{
+    uint64_t v = r->keys ? r->vt[q] : 0;
+    return v < vt || (v == vt && r->sq[q] < sq);
+}
+
 uint64_t
 rank_push(struct rank *r, uint64_t vt, uint64_t sq)
 {
     uint64_t o = r->next++;
     uint32_t q = pos(r, o);
+    r->sq[q] = sq;
     if (r->keys)
-        r->key[q] = (struct rank_key){vt, sq};
+        r->vt[q] = vt;
     fw_add(r, q, 1);
     r->n++;
     return o;
@@ -156,15 +180,17 @@ rank_push(struct rank *r, uint64_t vt, uint64_t sq)
 void
 rank_revive(struct rank *r, uint64_t ord, uint64_t vt, uint64_t sq)
 {
-    if (r->keys) {
-        /* The dead ordinals above it that the window just took in hold older (smaller)
-         * keys: raise them to its key, so that the keys stay non-decreasing. */
-        for (uint64_t o = ord; o < r->next; o++) {
-            struct rank_key *k = &r->key[pos(r, o)];
-            if (o > ord && (k->vt > vt || (k->vt == vt && k->sq >= sq)))
-                break;
-            *k = (struct rank_key){vt, sq};
-        }
+    if (!r->keys)
+        vt = 0;
+    /* The dead ordinals above it that the window just took in hold older (smaller) keys:
+     * raise them to its key, so that the keys stay non-decreasing. */
+    for (uint64_t o = ord; o < r->next; o++) {
+        uint32_t q = pos(r, o);
+        if (o > ord && !key_below(r, q, vt, sq))
+            break;
+        r->sq[q] = sq;
+        if (r->keys)
+            r->vt[q] = vt;
     }
     fw_add(r, pos(r, ord), 1);
     r->n++;
@@ -195,13 +221,32 @@ rank_before(const struct rank *r, uint64_t ord)
 uint32_t
 rank_before_key(const struct rank *r, uint64_t vt, uint64_t sq)
 {
-    /* Ordinals of [base, next) have non-decreasing tags (a key's tags grow, ties broken by
-     * arrival): find the first one not below (vt, sq). */
+    /* Ordinals of [base, next) have non-decreasing keys (a group's arrivals grow with its
+     * ordinals, and so do a key's tags, ties broken by arrival): find the first one not
+     * below (vt, sq). */
+    if (r->n == 0)
+        return 0;
     uint64_t lo = r->base, hi = r->next;
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
-        const struct rank_key *k = &r->key[pos(r, mid)];
-        if (k->vt < vt || (k->vt == vt && k->sq < sq))
+        if (key_below(r, pos(r, mid), vt, sq))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return rank_before(r, lo);
+}
+
+uint32_t
+rank_before_seq(const struct rank *r, uint64_t sq)
+{
+    /* Arrivals grow with the ordinals too (a key's tags grow with its arrivals). */
+    if (r->n == 0)
+        return 0;
+    uint64_t lo = r->base, hi = r->next;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (r->sq[pos(r, mid)] < sq)
             lo = mid + 1;
         else
             hi = mid;

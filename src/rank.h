@@ -3,14 +3,17 @@
  *
  * A group of jobs (one environment and priority, or one fair-share key there) hands each job
  * an ordinal in the order the scheduler takes them; rank_before tells how many live ordinals
- * are below a given one. A Fenwick tree over a ring of cap positions (ordinal & (cap - 1))
- * covers the window [base, next) of ordinals that may be live; the window slides as the
- * oldest ordinals die, and the ring doubles when the window outgrows it. Updates and queries
- * cost O(log cap); a group of a million waiting jobs answers in a microsecond. With keys set
- * (fair share), each position also keeps its ordinal's (tag, arrival), so that
- * rank_before_key counts the live entries below any (tag, arrival) by binary search (a key's
- * tags grow with its ordinals). Arrays come from a struct pool: a warm backend allocates
- * nothing for groups that come and go. */
+ * are below a given one. A ring of cap positions (ordinal & (cap - 1)) covers the window
+ * [base, next) of ordinals that may be live: a bit per position says which are, and a
+ * Fenwick tree counts the live ones per 64-position word (cap / 64 counters: 16 KiB of tree
+ * for a million ordinals, which stays in the caches where a counter per position would not).
+ * The window slides as the oldest ordinals die, and the ring doubles when the window
+ * outgrows it. Updates and queries cost O(log (cap / 64)) plus a popcount; a group of a
+ * million waiting jobs answers in a microsecond. Each position also keeps its ordinal's
+ * arrival, and with keys set (fair share) its tag, so that rank_before_seq and
+ * rank_before_key count the live entries below any arrival or (tag, arrival) by binary search
+ * (a group's arrivals grow with its ordinals, and so do a key's tags). Arrays
+ * come from a struct pool: a warm backend allocates nothing for groups that come and go. */
 #ifndef ING_RANK_H
 #define ING_RANK_H
 
@@ -20,15 +23,13 @@
 
 #include "slab.h"
 
-#define RANK_MIN_CAP 64u
-
-struct rank_key {
-    uint64_t vt, sq; /* a job's (tag, arrival) */
-};
+#define RANK_MIN_CAP 64u /* one word of live bits */
 
 struct rank {
-    uint32_t *t;          /* Fenwick tree t[1..cap] over ring positions 0..cap-1 */
-    struct rank_key *key; /* keys: per position, its ordinal's (tag, arrival) */
+    uint32_t *t;          /* Fenwick tree t[1..cap/64] over the words of bits */
+    uint64_t *bits;       /* live bit of each ring position 0..cap-1 */
+    uint64_t *sq;         /* per position, its ordinal's arrival */
+    uint64_t *vt;         /* keys: per position, its ordinal's tag */
     uint32_t cap;       /* a power of two, 0 = nothing allocated yet */
     uint32_t n;         /* live ordinals */
     uint64_t base;      /* no live ordinal is below base */
@@ -36,7 +37,7 @@ struct rank {
     bool keys;
 };
 
-/* rank_init prepares r (no allocation); keys: keep (tag, arrival) per ordinal. */
+/* rank_init prepares r (no allocation); keys: keep a tag per ordinal too. */
 void rank_init(struct rank *r, bool keys);
 void rank_fini(struct rank *r, struct pool *p);
 
@@ -54,5 +55,7 @@ void rank_kill(struct rank *r, uint64_t ord);
 uint32_t rank_before(const struct rank *r, uint64_t ord);
 /* rank_before_key (keys): live ordinals whose (tag, arrival) is below (vt, sq). */
 uint32_t rank_before_key(const struct rank *r, uint64_t vt, uint64_t sq);
+/* rank_before_seq: live ordinals whose arrival is below sq. */
+uint32_t rank_before_seq(const struct rank *r, uint64_t sq);
 
 #endif

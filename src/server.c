@@ -434,6 +434,12 @@ conn_relay(struct conn *c, uint8_t type, const uint8_t *body, size_t len)
         zb_relay(c->z, type, body, len);
         return;
     }
+    if (body == NULL && type == ING_BACKEND_JOB_DONE &&
+        zb_lazy_body(&c->srv->zb, type, &body, &len) != 0) {
+        /* a ZeroMQ agent's result, its native body built for this native client */
+        log_msg(LOG_ERR, "%s: cannot convert %s", c->name, ing_msg_type_name(type));
+        return;
+    }
     uint8_t *p = out_reserve(c, ING_HDR_LEN + len);
     if (p == NULL)
         return;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "log.h"
 #include "zmq_msg.h"
 #include "zmtp.h"
@@ -283,7 +284,7 @@ static bool
 nat_read(uint8_t type, const uint8_t *body, size_t len, struct ing_msg *m)
 {
     struct ncur c = {body, body + len, true};
-    memset(m, 0, sizeof(*m));
+    /* No memset (a rep stos at this size): each case sets every member of its struct. */
     m->type = type;
     switch (type) {
     case ING_CLIENT_NEW_JOB:
@@ -322,9 +323,74 @@ nat_read(uint8_t type, const uint8_t *body, size_t len, struct ing_msg *m)
  * than the native length prefix. zconn_encode tries it in place first. */
 #define ZB_MP_BOUND(len) ((len) + 16 * 64)
 
+struct zb_seg {
+    const uint8_t *p;
+    size_t n;
+};
+
+/* zb_pass writes to z the relay of the message being handled (zb->pass_*) from that
+ * message's own bytes, when body[0..len) is the native body relayed for it: a
+ * BackendJobDone is the AgentJobDone with another "@type"; a BackendNewJob is the
+ * ClientNewJob without its priority and launcher pairs, with another "@type" (the
+ * environment keeps the name the client gave: an SSH twin's suffix is in the native body
+ * only). Returns true when written (or z was dropped), false when the caller must encode:
+ * another body, a v0.5 - v0.6.2 peer, or a course field named otherwise than --job-field. */
+static bool
+zb_pass(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
+{
+    static const uint8_t done_tail[] = "\xa5@type\xae" "BackendJobDone";
+    static const uint8_t new_tail[] = "\xa5@type\xad" "BackendNewJob";
+    struct zbridge *zb = z->zb;
+    const uint8_t *mp = zb->pass_mp;
+    const uint32_t *key = zb->pass_lay.key;
+    struct zb_seg seg[4];
+    int ns = 0;
+    if (mp == NULL || z->legacy || len != zb->pass_nat_len ||
+        (body != zb->pass_nat && memcmp(body, zb->pass_nat, len) != 0))
+        return false;
+    if (type == ING_BACKEND_JOB_DONE && zb->pass_type == ING_AGENT_JOB_DONE) {
+        /* job_id ... stderr: 10 fields, the map header's count the same */
+        seg[ns++] = (struct zb_seg){mp, key[10]};
+        seg[ns++] = (struct zb_seg){done_tail, sizeof(done_tail) - 1};
+    } else if (type == ING_BACKEND_NEW_JOB && zb->pass_type == ING_CLIENT_NEW_JOB &&
+               mp[key[2]] == (zb->job_field ? 0xa0 | 10 : 0xa0 | 9)) {
+        /* job_id, [priority], course ... debug, [launcher]: 9 fields and "@type" */
+        static const uint8_t hdr = 0x80 | 10;
+        seg[ns++] = (struct zb_seg){&hdr, 1};
+        seg[ns++] = (struct zb_seg){mp + key[0], key[1] - key[0]};
+        seg[ns++] = (struct zb_seg){mp + key[2], key[10] - key[2]};
+        seg[ns++] = (struct zb_seg){new_tail, sizeof(new_tail) - 1};
+    } else {
+        return false;
+    }
+    size_t n = 0;
+    for (int i = 0; i < ns; i++)
+        n += seg[i].n;
+    uint8_t hdr[ZMTP_HDR_MAX];
+    size_t hl = zmtp_frame_header(hdr, n, false);
+    uint8_t *dst = srv_conn_reserve(z->c, hl + n);
+    if (dst == NULL)
+        return true; /* z's connection was dropped: nothing to send */
+    memcpy(dst, hdr, hl);
+    uint8_t *o = dst + hl;
+    for (int i = 0; i < ns; i++) {
+        memcpy(o, seg[i].p, seg[i].n);
+        o += seg[i].n;
+    }
+    srv_conn_produce(z->c, hl + n);
+    return true;
+}
+
 void
 zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
 {
+    if (zb_pass(z, type, body, len))
+        return;
+    if (body == NULL && type == ING_BACKEND_JOB_DONE &&
+        zb_lazy_body(z->zb, type, &body, &len) != 0) {
+        log_msg(LOG_ERR, "%s: cannot convert %s", srv_conn_name(z->c), ing_msg_type_name(type));
+        return;
+    }
     /* A native body: read it (views) and encode it in the dialect. */
     struct ing_msg m;
     if (!nat_read(type, body, len, &m)) {
@@ -360,15 +426,71 @@ zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
     zconn_encode(z, &m, opts, ZB_MP_BOUND(len));
 }
 
+/* nw_field writes the length-prefixed field v at o (nil: the length 0xFFFFFFFF). */
+static inline uint8_t *
+nw_field(uint8_t *o, const struct ing_view *v)
+{
+    if (v->p == NULL) {
+        put_u32be(o, UINT32_MAX);
+        return o + 4;
+    }
+    put_u32be(o, v->len);
+    memcpy(o + 4, v->p, v->len);
+    return o + 4 + v->len;
+}
+
+/* nat_new_job writes the native body of the ClientNewJob m into the conversion scratch: the
+ * mirror of nat_read, sized first and written without the codec's per-field checks (the
+ * same bytes as ing_msg_encode). Returns 0, or -1 for a message the codec must judge (a nil
+ * where a value is required, an empty map value, a bad debug) or no memory. */
+static int
+nat_new_job(struct zbridge *zb, const struct ing_msg *m, const uint8_t **body, size_t *len)
+{
+    const struct ing_client_new_job *nj = &m->u.new_job;
+    const struct ing_job_spec *j = &nj->job;
+    const struct ing_view *req[] = {&nj->launcher,         &j->job_id,    &j->environment_type,
+                                    &j->environment,       &j->task_problems, &j->inputdata,
+                                    &j->environment_parameters};
+    size_t n = 8 + 9 * 4 + 1 + (j->course_id.p != NULL ? j->course_id.len : 0) +
+               (j->task_id.p != NULL ? j->task_id.len : 0);
+    for (size_t i = 0; i < sizeof(req) / sizeof(req[0]); i++) {
+        if (req[i]->p == NULL || req[i]->len == UINT32_MAX || (i >= 4 && req[i]->len == 0))
+            return -1;
+        n += req[i]->len;
+    }
+    if (j->course_id.len == UINT32_MAX || j->task_id.len == UINT32_MAX || j->debug > ING_DEBUG_SSH)
+        return -1;
+    uint8_t *p = n <= UINT32_MAX ? conv_reserve(zb, n) : NULL, *o = p;
+    if (p == NULL)
+        return -1;
+    put_u64be(o, (uint64_t)nj->priority);
+    o = nw_field(o + 8, &nj->launcher);
+    o = nw_field(o, &j->job_id);
+    o = nw_field(o, &j->course_id);
+    o = nw_field(o, &j->task_id);
+    o = nw_field(o, &j->environment_type);
+    o = nw_field(o, &j->environment);
+    *o++ = j->debug;
+    o = nw_field(o, &j->task_problems);
+    o = nw_field(o, &j->inputdata);
+    o = nw_field(o, &j->environment_parameters);
+    *body = p;
+    *len = (size_t)(o - p);
+    return 0;
+}
+
 /* to_native re-encodes a decoded dialect message (of mn msgpack bytes) in the native
  * format, so the backend can store and relay its body; *out views point into the bridge's
- * scratch. */
+ * scratch. out NULL: no read back (the caller hands m's own views to the backend, which
+ * only reads them: the same values as the body's). */
 static int
 to_native(struct zbridge *zb, const struct ing_msg *m, size_t mn, struct ing_msg *out,
           const uint8_t **body, size_t *len)
 {
     /* The native frame is no larger than the message plus a 4-byte prefix per field and the
      * header, unless a value was widened (an integer grade, a nil made a str): then sized. */
+    if (m->type == ING_CLIENT_NEW_JOB && out == NULL && nat_new_job(zb, m, body, len) == 0)
+        return 0;
     size_t cap = ING_HDR_LEN + mn + 16 * 8;
     uint8_t *p = conv_reserve(zb, cap);
     ssize_t n = p != NULL ? ing_msg_encode(m, p, cap) : -ENOMEM;
@@ -381,10 +503,26 @@ to_native(struct zbridge *zb, const struct ing_msg *m, size_t mn, struct ing_msg
         return -EPROTO;
     *body = p + ING_HDR_LEN;
     *len = (size_t)n - ING_HDR_LEN;
+    if (out == NULL)
+        return 0;
     if (!nat_read(m->type, *body, *len, out) &&
         ing_msg_decode(p, (size_t)n, UINT32_MAX, out) != n)
         return -EPROTO;
     return 0;
+}
+
+int
+zb_lazy_body(struct zbridge *zb, uint8_t type, const uint8_t **body, size_t *len)
+{
+    if (zb->lazy_m == NULL || type != ING_BACKEND_JOB_DONE)
+        return -ENOENT;
+    int rc = to_native(zb, zb->lazy_m, zb->lazy_mn, NULL, body, len);
+    if (rc == 0) { /* built once: a later relay of it finds it (and zb_pass its pointer) */
+        zb->lazy_m = NULL;
+        zb->pass_nat = *body;
+        zb->pass_nat_len = *len;
+    }
+    return rc;
 }
 
 /* zconn_identity_owner is the live connection of z's endpoint using routing identity id,
@@ -535,7 +673,7 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
     if (ev->u.msg.nframes > 1)
         log_msg(LOG_DEBUG, "%s: %u-frame message: reading the first frame only", srv_conn_name(c),
                 ev->u.msg.nframes);
-    memset(&m, 0, sizeof(m));
+    /* m is set by every path below that reads it (each decodes, or returns first). */
     /* A v0.5 - v0.6.2 message is read as its main-dialect equivalent; the peer is then
      * answered in its own dialect. Such a message has no "@type", so that the main
      * dialect's decoder refuses it: a peer not yet known to speak v0.5 - v0.6.2 is tried
@@ -544,7 +682,7 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
     const uint8_t *mp = f->p;
     size_t mn = f->len;
     unsigned how = 0;
-    int rc = z->legacy ? -EPROTO : zmq_msg_decode_ex(mp, mn, &m, &why, &how);
+    int rc = z->legacy ? -EPROTO : zmq_msg_decode_ex(mp, mn, &m, &why, &how, &zb->pass_lay);
     if (rc == -EPROTO) {
         const char *lwhy = NULL;
         int lrc = zmq_msg_legacy_to_main(mp, mn, &zb->legacy, &lwhy);
@@ -554,13 +692,13 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
             z->legacy = true;
             mp = zb->legacy.buf;
             mn = zb->legacy.len;
-            rc = zmq_msg_decode_ex(mp, mn, &m, &why, &how);
+            rc = zmq_msg_decode_ex(mp, mn, &m, &why, &how, NULL);
         } else if (lrc != -ENOENT) {
             log_msg(LOG_WARN, "%s: undecodable message dropped (%s)", srv_conn_name(c),
                     lwhy != NULL ? lwhy : strerror(-lrc));
             return;
         } else if (z->legacy) {
-            rc = zmq_msg_decode_ex(mp, mn, &m, &why, &how); /* a main-dialect message */
+            rc = zmq_msg_decode_ex(mp, mn, &m, &why, &how, NULL); /* a main-dialect message */
         }
     }
     struct be_client *client = srv_conn_client(c);
@@ -602,9 +740,18 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
             log_msg(LOG_ERR, "%s: out of memory: SSH jobs will not be routed to this agent",
                     srv_conn_name(c));
     }
-    if (m.type == ING_CLIENT_NEW_JOB || m.type == ING_AGENT_JOB_DONE ||
-        m.type == ING_AGENT_JOB_SSH_DEBUG) {
-        if (to_native(zb, &m, mn, &nm, &body, &len) != 0) {
+    bool lazy = m.type == ING_AGENT_JOB_DONE && (how & ZMQ_DEC_FAST) && !z->legacy;
+    if (lazy) {
+        /* Its native body only if a peer needs it (zb_lazy_body): a ZeroMQ client gets
+         * its BackendJobDone from mp (zb_pass). */
+        zb->lazy_m = &m;
+        zb->lazy_mn = mn;
+    } else if (m.type == ING_CLIENT_NEW_JOB || m.type == ING_AGENT_JOB_DONE ||
+               m.type == ING_AGENT_JOB_SSH_DEBUG) {
+        /* A job or a result: the backend reads m's views (into mp) and stores the native
+         * body; an SSH debug report is read back from its body. */
+        bool own = m.type != ING_AGENT_JOB_SSH_DEBUG;
+        if (to_native(zb, &m, mn, own ? NULL : &nm, &body, &len) != 0) {
             log_msg(LOG_WARN, "%s: %s cannot be converted: dropped", srv_conn_name(c),
                     ing_msg_type_name(m.type));
             if (m.type == ING_AGENT_JOB_DONE && z->role == ING_ROLE_AGENT)
@@ -612,7 +759,7 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
                                       "it cannot be converted");
             return;
         }
-        use = &nm;
+        use = own ? &m : &nm;
     }
     if (m.type == ING_AGENT_HELLO) {
         z->release = (uint8_t)shape.release;
@@ -626,10 +773,24 @@ zconn_message(struct zconn *z, const struct zmtp_event *ev)
     }
     if (m.type == ING_AGENT_JOB_DONE && (how & ZMQ_DEC_GRADE_INT)) {
         zb->int_grade = true;
-        zb->int_grade_job = nm.u.result.job_id;
+        zb->int_grade_job = m.u.result.job_id;
+    }
+    if ((how & ZMQ_DEC_FAST) && !z->legacy &&
+        (m.type == ING_AGENT_JOB_DONE ||
+         (m.type == ING_CLIENT_NEW_JOB && 12 + (size_t)m.u.new_job.launcher.len <= len))) {
+        /* Its relay is written from mp (zb_pass): the native body relayed for it is the
+         * whole body of an AgentJobDone, the job spec (after the priority and the
+         * launcher) of a ClientNewJob. */
+        size_t off = m.type == ING_CLIENT_NEW_JOB ? 12 + (size_t)m.u.new_job.launcher.len : 0;
+        zb->pass_mp = mp;
+        zb->pass_type = m.type;
+        zb->pass_nat = body != NULL ? body + off : NULL; /* NULL: lazy */
+        zb->pass_nat_len = len - off;
     }
     srv_conn_dispatch(c, use, body, len);
     zb->int_grade = false;
+    zb->pass_mp = NULL;
+    zb->lazy_m = NULL;
 }
 
 struct zconn *

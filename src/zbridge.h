@@ -17,6 +17,7 @@
 #include "buf.h"
 #include "inginious/mp.h"
 #include "inginious/proto.h"
+#include "zmq_msg.h"
 
 #define ZB_NAME_MAX 255 /* longest environment name (proto.md §4.2) */
 
@@ -48,9 +49,23 @@ struct zbridge {
     uint32_t ids[2];      /* routing id counters, per endpoint ([0] agents, [1] clients) */
     struct zconn *zconns; /* every ZeroMQ connection */
     /* While an agent's result with an integer grade is handled: its job id (a view into
-     * conv), so that its relay to a ZeroMQ client keeps the integer. */
+     * the message), so that its relay to a ZeroMQ client keeps the integer. */
     bool int_grade;
     struct ing_view int_grade_job;
+    /* While a ClientNewJob or AgentJobDone that the fast path read (ZMQ_DEC_FAST) is
+     * handled: its bytes, their layout and the native body the backend relays for it (an
+     * AgentJobDone's whole body, a ClientNewJob's job spec), so that its relay to a ZeroMQ
+     * peer (the BackendJobDone, or the BackendNewJob when a free slot takes the job at once)
+     * copies its pairs instead of encoding them again. pass_mp NULL: none. */
+    const uint8_t *pass_mp;
+    const uint8_t *pass_nat;
+    size_t pass_nat_len;
+    uint8_t pass_type;
+    struct zmq_msg_layout pass_lay;
+    /* While an AgentJobDone read by the fast path is handled: the message, whose native
+     * body is built only when a peer needs it (zb_lazy_body): the backend gets it as NULL. */
+    const struct ing_msg *lazy_m;
+    size_t lazy_mn;
 };
 
 /* zb_init prepares zb for a server whose backend is be. */
@@ -69,6 +84,12 @@ void zb_input(struct zconn *z, struct buf *in);
 /* zb_send encodes m for the peer; zb_relay does it for a native body of type type. */
 void zb_send(struct zconn *z, const struct ing_msg *m);
 void zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len);
+
+/* zb_lazy_body sets *body, *len to the native body of a relayed message of type type that
+ * the backend got as NULL (an AgentJobDone read by the fast path, relayed as a
+ * BackendJobDone): built now, for a native client or a v0.5 - v0.6.2 one. Returns 0, or
+ * -ENOENT (no such message being handled) or -ENOMEM. */
+int zb_lazy_body(struct zbridge *zb, uint8_t type, const uint8_t **body, size_t *len);
 
 /* Provided by server.c. */
 /* srv_conn_reserve makes room for n more output bytes of c; NULL when c was dropped. */

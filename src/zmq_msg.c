@@ -6,6 +6,7 @@
  * struct ing_msg.
  */
 #include "zmq_msg.h"
+#include "mp_int.h"
 
 #include <errno.h>
 #include <math.h>
@@ -34,8 +35,13 @@ enum fk {
 #define F_OPTIONAL 0x02 /* may be absent; never encoded (AgentHello.ssh_allowed) */
 #define F_COURSE 0x04   /* named course_id or taskset_id */
 
+/* Room for a field's name (the longest is 22 bytes) and a class's (25), NUL-padded: the
+ * encoder copies a name with one fixed-size copy (see fw_key). */
+#define KEY_PAD 24
+#define NAME_PAD 32
+
 struct field {
-    const char *name;
+    char name[KEY_PAD];
     uint8_t nlen;    /* strlen(name) */
     uint8_t kind;    /* enum fk */
     uint8_t flags;   /* F_* */
@@ -45,7 +51,7 @@ struct field {
 };
 
 struct mtype {
-    const char *name; /* the INGInious class name, the value of "@type" */
+    char name[NAME_PAD]; /* the INGInious class name, the value of "@type" */
     uint8_t nlen;     /* strlen(name) */
     uint8_t type;     /* enum ing_msg_type */
     uint8_t nfields;
@@ -55,11 +61,15 @@ struct mtype {
 #define OFF(member) ((uint16_t)offsetof(struct ing_msg, member))
 #define NF(a) ((uint8_t)(sizeof(a) / sizeof((a)[0])))
 #define MAX_FIELDS 16
+_Static_assert(MAX_FIELDS <= ZMQ_LAYOUT_MAX, "zmq_msg_layout too small");
 #define PAIRS_SEEN 16 /* pairs of a message zmq_msg_decode keeps from its first pass */
 
 #define COURSE_KEY "course_id"
 #define TASKSET_KEY "taskset_id"
 #define TYPE_KEY "@type"
+
+static const char type_key_pad[KEY_PAD] = TYPE_KEY;
+static const char taskset_key_pad[KEY_PAD] = TASKSET_KEY;
 
 static const struct field f_client_hello[] = {
     {"name", sizeof("name") - 1, FK_STR, 0, OFF(u.client_hello.name), 0, "name is not a str"},
@@ -152,9 +162,14 @@ static const struct field f_agent_hello[] = {
     {"ssh_allowed", sizeof("ssh_allowed") - 1, FK_BOOL_IGN, F_OPTIONAL, 0, 0, "ssh_allowed is not a bool"},
 };
 
+/* The messages a server receives most first: decode_fast tries the classes in this order
+ * (it takes the first whose field list fits, then looks for the class named from there on
+ * among those sharing that list: any order finds it). */
 static const struct mtype mtypes[] = {
-    {"ClientHello", sizeof("ClientHello") - 1, ING_CLIENT_HELLO, NF(f_client_hello), f_client_hello},
+    {"AgentJobStarted", sizeof("AgentJobStarted") - 1, ING_AGENT_JOB_STARTED, NF(f_ref), f_ref},
+    {"AgentJobDone", sizeof("AgentJobDone") - 1, ING_AGENT_JOB_DONE, NF(f_result), f_result},
     {"ClientNewJob", sizeof("ClientNewJob") - 1, ING_CLIENT_NEW_JOB, NF(f_client_new_job), f_client_new_job},
+    {"ClientHello", sizeof("ClientHello") - 1, ING_CLIENT_HELLO, NF(f_client_hello), f_client_hello},
     {"ClientKillJob", sizeof("ClientKillJob") - 1, ING_CLIENT_KILL_JOB, NF(f_ref), f_ref},
     {"ClientGetQueue", sizeof("ClientGetQueue") - 1, ING_CLIENT_GET_QUEUE, 0, NULL},
     {"BackendUpdateEnvironments", sizeof("BackendUpdateEnvironments") - 1, ING_BACKEND_UPDATE_ENVIRONMENTS, NF(f_update_envs),
@@ -166,8 +181,6 @@ static const struct mtype mtypes[] = {
     {"BackendNewJob", sizeof("BackendNewJob") - 1, ING_BACKEND_NEW_JOB, NF(f_backend_new_job), f_backend_new_job},
     {"BackendKillJob", sizeof("BackendKillJob") - 1, ING_BACKEND_KILL_JOB, NF(f_backend_kill_job), f_backend_kill_job},
     {"AgentHello", sizeof("AgentHello") - 1, ING_AGENT_HELLO, NF(f_agent_hello), f_agent_hello},
-    {"AgentJobStarted", sizeof("AgentJobStarted") - 1, ING_AGENT_JOB_STARTED, NF(f_ref), f_ref},
-    {"AgentJobDone", sizeof("AgentJobDone") - 1, ING_AGENT_JOB_DONE, NF(f_result), f_result},
     {"AgentJobSSHDebug", sizeof("AgentJobSSHDebug") - 1, ING_AGENT_JOB_SSH_DEBUG, NF(f_ssh), f_ssh},
     {"Ping", sizeof("Ping") - 1, ING_PING, 0, NULL},
     {"Pong", sizeof("Pong") - 1, ING_PONG, 0, NULL},
@@ -647,7 +660,7 @@ find_field(const struct mtype *t, const uint8_t *p, size_t len, int next)
 /* fast_read is ing_mp_read with the headers INGInious' messages are made of read inline
  * (fixstr, str8, fixmap, fixarray, nil, bool, float64, positive fixint); the others go to
  * ing_mp_read. Same result, same bounds checks. */
-static inline int
+static inline __attribute__((always_inline)) int
 fast_read(const uint8_t **q, const uint8_t *end, struct ing_mp_obj *o)
 {
     const uint8_t *p = *q;
@@ -706,24 +719,17 @@ fast_read(const uint8_t **q, const uint8_t *end, struct ing_mp_obj *o)
     return ing_mp_read(q, end, o);
 }
 
-/* fast_utf8 checks a str payload: short ASCII inline, the rest by the full validator. */
-static bool
+/* fast_utf8 checks a str payload (ing_mp_utf8_valid reads a short ASCII one by words). */
+static inline bool
 fast_utf8(const uint8_t *p, uint32_t n)
 {
-    uint8_t any = 0;
-    if (n <= 64) {
-        for (uint32_t i = 0; i < n; i++)
-            any |= p[i];
-        if (any < 0x80)
-            return true;
-    }
     return ing_mp_utf8_valid(p, n);
 }
 
 /* fast_value checks the value at *q (ending before end) for field f as the validation of
  * the whole message would, in its canonical type only, decodes it into m as decode_value
  * does, and advances *q past it. */
-static bool
+static inline __attribute__((always_inline)) bool
 fast_value(const struct field *f, const uint8_t **q, const uint8_t *end, struct ing_msg *m)
 {
     const uint8_t *v = *q;
@@ -751,9 +757,8 @@ fast_value(const struct field *f, const uint8_t **q, const uint8_t *end, struct 
             return false;
         *q = v;
         /* Two levels under the limit: the message's map and this one. Deeper values are
-         * left to the general path. */
-        if (ing_mp_skip(q, end, ING_MP_MAX_DEPTH - 2) < 0 ||
-            ing_mp_validate(v, (size_t)(*q - v), ING_MP_MAX_DEPTH - 2) != 0)
+         * left to the general path. Found and validated in one walk. */
+        if (mp_validate_next(q, end, ING_MP_MAX_DEPTH - 2) < 0)
             return false;
         *view_at(m, f->off) = mkview(v, (size_t)(*q - v));
         return true;
@@ -798,22 +803,93 @@ fast_value(const struct field *f, const uint8_t **q, const uint8_t *end, struct 
     }
 }
 
-/* fast_key reads the key at *q and tells whether it is name, of len bytes (or, for the
- * course field, taskset_id). */
-static bool
-fast_key(const uint8_t **q, const uint8_t *end, const char *name, size_t len, bool course)
+/* key_eq tells whether p[0..len) holds the name in the NUL-padded array key (len <= its
+ * size: KEY_PAD or NAME_PAD), comparing overlapping words (a call to memcmp cost more than
+ * the key's decoding). */
+static inline bool
+key_eq(const uint8_t *p, const char *key, size_t len)
 {
-    struct ing_mp_obj k;
-    if (fast_read(q, end, &k) < 0 || k.type != ING_MP_STR)
-        return false;
-    return (k.v.s.len == len && memcmp(k.v.s.p, name, len) == 0) ||
-           (course && bytes_eq(k.v.s.p, k.v.s.len, TASKSET_KEY));
+    uint64_t a, b, c, d;
+    uint32_t x, y;
+    if (len >= 8) {
+        memcpy(&a, p, 8);
+        memcpy(&b, key, 8);
+        memcpy(&c, p + len - 8, 8);
+        memcpy(&d, key + len - 8, 8);
+        if (a != b || c != d)
+            return false;
+        if (len > 16) {
+            memcpy(&a, p + 8, 8);
+            memcpy(&b, key + 8, 8);
+            if (a != b)
+                return false;
+        }
+        if (len > 24) {
+            memcpy(&a, p + 16, 8);
+            memcpy(&b, key + 16, 8);
+            return a == b;
+        }
+        return true;
+    }
+    if (len >= 4) {
+        memcpy(&x, p, 4);
+        memcpy(&y, key, 4);
+        if (x != y)
+            return false;
+        memcpy(&x, p + len - 4, 4);
+        memcpy(&y, key + len - 4, 4);
+        return x == y;
+    }
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != (uint8_t)key[i])
+            return false;
+    return true;
+}
+
+/* fast_key reads the key at *q and tells whether it is name, of len bytes (or, for the
+ * course field, taskset_id), written as INGInious writes a key: a fixstr (another header
+ * takes the general path). */
+static inline __attribute__((always_inline)) bool
+fast_key(const uint8_t **q, const uint8_t *end, const char name[KEY_PAD], size_t len,
+         bool course)
+{
+    const uint8_t *p = *q;
+    size_t avail = (size_t)(end - p);
+    if (avail > len && p[0] == (0xa0 | len) && key_eq(p + 1, name, len)) {
+        *q = p + 1 + len;
+        return true;
+    }
+    if (course && avail > sizeof(TASKSET_KEY) - 1 && p[0] == (0xa0 | (sizeof(TASKSET_KEY) - 1)) &&
+        key_eq(p + 1, taskset_key_pad, sizeof(TASKSET_KEY) - 1)) {
+        *q = p + sizeof(TASKSET_KEY);
+        return true;
+    }
+    return false;
+}
+
+/* fast_fields reads the nf fields of table fields (keys and values) from *q, message p,
+ * noting each key's offset in lay (when not NULL). */
+static inline __attribute__((always_inline)) bool
+fast_fields(const struct field *fields, int nf, const uint8_t *p, const uint8_t **q,
+            const uint8_t *end, struct ing_msg *m, struct zmq_msg_layout *lay)
+{
+#pragma GCC unroll 16
+    for (int i = 0; i < nf; i++) {
+        const struct field *f = &fields[i];
+        if (lay != NULL)
+            lay->key[i] = (uint32_t)(*q - p);
+        if ((f->flags & F_OPTIONAL) || !fast_key(q, end, f->name, f->nlen, f->flags & F_COURSE))
+            return false;
+        if (!fast_value(f, q, end, m))
+            return false;
+    }
+    return true;
 }
 
 /* decode_fast decodes p[0..n) into *m if it is written as INGInious writes it. Returns 0,
  * or -1 (*m unspecified): use the general path. */
 static int
-decode_fast(const uint8_t *p, size_t n, struct ing_msg *m)
+decode_fast(const uint8_t *p, size_t n, struct ing_msg *m, struct zmq_msg_layout *lay)
 {
     const uint8_t *q = p, *end = p + n, *k0;
     struct ing_mp_obj o, k;
@@ -830,28 +906,42 @@ decode_fast(const uint8_t *p, size_t n, struct ing_msg *m)
         if ((uint32_t)c->nfields + 1 != o.v.n)
             continue;
         if (c->nfields == 0 ? bytes_eq(k.v.s.p, k.v.s.len, TYPE_KEY)
-                            : bytes_eq(k.v.s.p, k.v.s.len, c->fields[0].name))
+                            : k.v.s.len == c->fields[0].nlen &&
+                                  key_eq(k.v.s.p, c->fields[0].name, k.v.s.len))
             t = c;
     }
     if (t == NULL)
         return -1;
-    memset(m, 0, sizeof(*m));
+    /* No memset of *m (gcc writes a rep stos, slow at this size): every member of the
+     * class's struct is a field of its table, set below; on failure the general path
+     * clears *m. */
     q = k0;
-    for (int i = 0; i < t->nfields; i++) {
-        const struct field *f = &t->fields[i];
-        if ((f->flags & F_OPTIONAL) || !fast_key(&q, end, f->name, f->nlen, f->flags & F_COURSE))
-            return -1;
-        if (!fast_value(f, &q, end, m))
-            return -1;
+    /* The classes of a job's life get code of their own: their table is a constant there,
+     * so that the loop unrolls and each field's kind and name fold into it. */
+    bool ok;
+    if (t->fields == f_client_new_job)
+        ok = fast_fields(f_client_new_job, NF(f_client_new_job), p, &q, end, m, lay);
+    else if (t->fields == f_result)
+        ok = fast_fields(f_result, NF(f_result), p, &q, end, m, lay);
+    else if (t->fields == f_ref)
+        ok = fast_fields(f_ref, NF(f_ref), p, &q, end, m, lay);
+    else
+        ok = fast_fields(t->fields, t->nfields, p, &q, end, m, lay);
+    if (!ok)
+        return -1;
+    if (lay != NULL) {
+        lay->key[t->nfields] = (uint32_t)(q - p);
+        lay->nfields = t->nfields;
     }
-    if (!fast_key(&q, end, TYPE_KEY, sizeof(TYPE_KEY) - 1, false) || fast_read(&q, end, &o) < 0 ||
+    if (!fast_key(&q, end, type_key_pad, sizeof(TYPE_KEY) - 1, false) ||
+        fast_read(&q, end, &o) < 0 ||
         o.type != ING_MP_STR || q != end)
         return -1;
     /* The class named: t or another class of the same field list. */
     const struct mtype *named = NULL;
     for (const struct mtype *c = t; c < mtypes + N_MTYPES && named == NULL; c++)
-        if (c->fields == t->fields && c->nfields == t->nfields &&
-            bytes_eq(o.v.s.p, o.v.s.len, c->name))
+        if (c->fields == t->fields && c->nfields == t->nfields && o.v.s.len == c->nlen &&
+            key_eq(o.v.s.p, c->name, c->nlen))
             named = c;
     if (named == NULL)
         return -1;
@@ -862,16 +952,17 @@ decode_fast(const uint8_t *p, size_t n, struct ing_msg *m)
 /* zmq_msg_decode_ex decodes one msgpack message into *m, zero-copy, and tells how. */
 int
 zmq_msg_decode_ex(const uint8_t *p, size_t n, struct ing_msg *m, const char **why,
-                  unsigned *how)
+                  unsigned *how, struct zmq_msg_layout *lay)
 {
     const char *reason = NULL;
     *how = 0;
-    if (p != NULL && n <= UINT32_MAX && decode_fast(p, n, m) == 0) {
+    if (p != NULL && n <= UINT32_MAX && decode_fast(p, n, m, lay) == 0) {
         if (why != NULL)
             *why = NULL;
+        *how = ZMQ_DEC_FAST;
         return 0; /* a grade there is a float */
     }
-    int rc = zmq_msg_decode(p, n, m, &reason);
+    int rc = zmq_msg_decode_general(p, n, m, &reason);
     if (why != NULL)
         *why = reason;
     if (rc == 0 && (m->type == ING_AGENT_JOB_DONE || m->type == ING_BACKEND_JOB_DONE) &&
@@ -880,9 +971,21 @@ zmq_msg_decode_ex(const uint8_t *p, size_t n, struct ing_msg *m, const char **wh
     return rc;
 }
 
-/* zmq_msg_decode decodes one msgpack message into *m, zero-copy. */
+/* zmq_msg_decode decodes one msgpack message into *m, zero-copy: the fast path, else the
+ * general one. */
 int
 zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
+{
+    if (p != NULL && n <= UINT32_MAX && decode_fast(p, n, m, NULL) == 0) {
+        if (why != NULL)
+            *why = NULL;
+        return 0;
+    }
+    return zmq_msg_decode_general(p, n, m, why);
+}
+
+int
+zmq_msg_decode_general(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
 {
     const char *unused;
     const uint8_t *q, *end = p + n, *pairs;
@@ -903,8 +1006,6 @@ zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
     if (why == NULL)
         why = &unused;
     *why = NULL;
-    if (p != NULL && n <= UINT32_MAX && decode_fast(p, n, m) == 0)
-        return 0;
     memset(m, 0, sizeof(*m));
     if (n > UINT32_MAX)
         return bad(why, -EMSGSIZE, "message larger than 4 GiB");
@@ -1215,22 +1316,34 @@ fw_sized(uint8_t *o, bool str, const void *p, size_t len)
     return o + len;
 }
 
-/* fw_key writes the str key of len bytes (a name of this file: under 32 bytes, a fixstr)
- * at o. */
+/* fw_key writes the str key of len bytes (a fixstr), from its KEY_PAD-byte NUL-padded
+ * array, at o: one fixed-size copy (a variable one of a few bytes cost more than the rest
+ * of the encoding), so it writes 1 + KEY_PAD bytes, under the 32 fast_bound counts a key. */
 static inline uint8_t *
-fw_key(uint8_t *o, const char *key, size_t len)
+fw_key(uint8_t *o, const char key[KEY_PAD], size_t len)
 {
     o[0] = (uint8_t)(0xa0 | len);
-    memcpy(o + 1, key, len);
+    memcpy(o + 1, key, KEY_PAD);
     return o + 1 + len;
 }
+
+/* fw_name writes the class name of len bytes (a fixstr) from its NAME_PAD-byte array:
+ * 1 + NAME_PAD bytes written. */
+static inline uint8_t *
+fw_name(uint8_t *o, const char name[NAME_PAD], size_t len)
+{
+    o[0] = (uint8_t)(0xa0 | len);
+    memcpy(o + 1, name, NAME_PAD);
+    return o + 1 + len;
+}
+
 
 /* fast_bound returns the most bytes m's fields can take (keys, "@type" and the map header
  * included), or 0 when the general encoder must run. */
 static size_t
 fast_bound(const struct ing_msg *m, const struct mtype *t)
 {
-    size_t b = 5 + 2 * (1 + 31);
+    size_t b = 5 + 2 * (1 + NAME_PAD); /* the map header, "@type" and the class name */
     for (int i = 0; i < t->nfields; i++) {
         const struct field *f = &t->fields[i];
         const struct ing_view *v = cview_at(m, f->off);
@@ -1268,11 +1381,11 @@ fast_bound(const struct ing_msg *m, const struct mtype *t)
     return b;
 }
 
-/* encode_fast writes m's map (class t, the course field named key_course, NULL: its own
- * name) at w's end, which has room for fast_bound bytes. Returns 0, or -EINVAL (w->len unchanged). */
+/* encode_fast writes m's map (class t, the course field named taskset_id if taskset, else
+ * its own name) at w's end, which has room for fast_bound bytes. Returns 0, or -EINVAL (w->len unchanged). */
 static int
 encode_fast(const struct ing_msg *m, const struct mtype *t, struct ing_mp_writer *w,
-            const char *key_course, uint32_t count, unsigned opts)
+            bool taskset, uint32_t count, unsigned opts)
 {
     size_t start = w->len;
     uint8_t *o = w->buf + w->len;
@@ -1287,8 +1400,8 @@ encode_fast(const struct ing_msg *m, const struct mtype *t, struct ing_mp_writer
         const struct field *f = &t->fields[i];
         if (left_out(m, f, opts) || f->kind == FK_BOOL_IGN)
             continue;
-        if ((f->flags & F_COURSE) && key_course != NULL)
-            o = fw_key(o, key_course, strlen(key_course));
+        if ((f->flags & F_COURSE) && taskset)
+            o = fw_key(o, taskset_key_pad, sizeof(TASKSET_KEY) - 1);
         else
             o = fw_key(o, f->name, f->nlen);
         const struct ing_view *v = cview_at(m, f->off);
@@ -1345,8 +1458,8 @@ encode_fast(const struct ing_msg *m, const struct mtype *t, struct ing_mp_writer
         }
         }
     }
-    o = fw_key(o, TYPE_KEY, sizeof(TYPE_KEY) - 1);
-    o = fw_key(o, t->name, t->nlen);
+    o = fw_key(o, type_key_pad, sizeof(TYPE_KEY) - 1);
+    o = fw_name(o, t->name, t->nlen);
     w->len = (size_t)(o - w->buf);
     return 0;
 }
@@ -1364,7 +1477,7 @@ zmq_msg_encode_opt(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_jo
         return w->err;
     if (jf != ZMQ_JOB_FIELD_COURSE_ID && jf != ZMQ_JOB_FIELD_TASKSET_ID)
         return -EINVAL;
-    for (size_t i = 0; i < N_MTYPES; i++) {
+    for (size_t i = 0; i < N_MTYPES && t == NULL; i++) {
         if (mtypes[i].type == m->type)
             t = &mtypes[i];
     }
@@ -1376,7 +1489,7 @@ zmq_msg_encode_opt(const struct ing_msg *m, struct ing_mp_writer *w, enum zmq_jo
     }
     size_t fb = fast_bound(m, t);
     if (fb > 0 && w->cap - w->len >= fb)
-        return encode_fast(m, t, w, jf == ZMQ_JOB_FIELD_TASKSET_ID ? TASKSET_KEY : NULL, count,
+        return encode_fast(m, t, w, jf == ZMQ_JOB_FIELD_TASKSET_ID, count,
                            opts);
     ing_mp_put_map(w, count);
     for (int i = 0; i < t->nfields && rc == 0; i++) {

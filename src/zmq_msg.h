@@ -57,11 +57,28 @@ enum zmq_job_field {
  * why (may be NULL) receives a static reason on failure. Never reads outside p[0..n). */
 int zmq_msg_decode(const uint8_t *p, size_t n, struct ing_msg *m, const char **why);
 
+/* zmq_msg_decode_general is zmq_msg_decode without its fast path (a message in INGInious'
+ * order, read in one pass): the same results, for the tests that compare both. */
+int zmq_msg_decode_general(const uint8_t *p, size_t n, struct ing_msg *m, const char **why);
+
+/* The keys' places in a message the fast path read (ZMQ_DEC_FAST): key[i] is the offset of
+ * the key of the class's field i (declaration order), key[nfields] that of "@type"; the
+ * "@type" pair runs to the end of the message. */
+#define ZMQ_LAYOUT_MAX 16
+struct zmq_msg_layout {
+    uint8_t nfields;
+    uint32_t key[ZMQ_LAYOUT_MAX + 1];
+};
+
 /* zmq_msg_decode_ex is zmq_msg_decode that also sets *how to ZMQ_DEC_* bits: the shape of
- * what was decoded, learnt without another look at the bytes. */
+ * what was decoded, learnt without another look at the bytes; and, when the message is in
+ * INGInious' order (ZMQ_DEC_FAST) and lay is not NULL, *lay. */
 #define ZMQ_DEC_GRADE_INT 0x01 /* an *JobDone's grade is an integer (zmq_msg_grade_is_int) */
+#define ZMQ_DEC_FAST 0x02      /* written as INGInious writes it: every field in declaration
+                                  order, "@type" last, each value of its documented type
+                                  (no coercion): *lay is set */
 int zmq_msg_decode_ex(const uint8_t *p, size_t n, struct ing_msg *m, const char **why,
-                      unsigned *how);
+                      unsigned *how, struct zmq_msg_layout *lay);
 
 /* zmq_msg_encode appends m as one msgpack map to w, as the Python encoder does: fields in
  * declaration order, "@type" last, floats as float64, ints in their smallest form, archive

@@ -101,6 +101,8 @@ input_greeting(struct zmtp *z, const uint8_t *p, size_t n, struct zmtp_event *ev
 {
     static const uint8_t mech[G_MECH_LEN] = {'N', 'U', 'L', 'L'};
 
+    memset(&ev->u, 0, sizeof(ev->u));
+
     if (n > 0 && p[0] != 0xff)
         return fail(z, ev, -EPROTO, "bad ZMTP signature (first byte not 0xFF)");
     /* Bytes 1..8 are padding: "not significant", never validated. */
@@ -182,6 +184,7 @@ parse_ready(struct zmtp *z, const uint8_t *body, size_t len, struct zmtp_event *
 static ssize_t
 handle_command(struct zmtp *z, const uint8_t *body, size_t len, struct zmtp_event *ev)
 {
+    memset(&ev->u, 0, sizeof(ev->u));
     if (len < 1 || body[0] == 0 || body[0] > len - 1)
         return fail(z, ev, -EPROTO, "malformed command name");
     size_t nlen = body[0];
@@ -337,8 +340,12 @@ input_unit(struct zmtp *z, const uint8_t *p, size_t n, struct zmtp_event *ev)
 ssize_t
 zmtp_input(struct zmtp *z, const uint8_t *p, size_t n, struct zmtp_event *ev)
 {
-    memset(ev, 0, sizeof(*ev));
+    /* Not a memset of the whole event (gcc's rep stos, a tenth of this function's time at
+     * one call per message): a message sets every member of u.msg it reports, the greeting
+     * and the commands clear u first. */
     ev->type = ZMTP_EV_NEED_MORE;
+    ev->need = 0;
+    ev->why = NULL;
     if (z->state == ZMTP_S_FAILED)
         return fail(z, ev, z->err, z->why);
     if (z->state == ZMTP_S_GREETING)

@@ -2200,8 +2200,92 @@ test_backend_job_info(void **state)
     assert_string_equal(r->text, "waiting 0");
 }
 
-/* Requeued jobs keep their tag; keys' records go with their last job (be_check and the
- * fair table agree: nothing left once the queue is empty). */
+/* The position counts the jobs its agents could take before it: its environment's, and
+ * those of environments sharing an agent with it (by priority, then arrival, the rule the
+ * scheduler compares environments by), not those of an environment served elsewhere. The
+ * positions are the order in which the shared slot then takes the jobs. */
+static void
+test_backend_job_info_shared_agent(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 1, "e,f"); /* e and f share a's slot */
+    struct be_agent *b = agent(2, 1, "g");   /* g is served apart */
+    submit(c, "r1", 0, "e");
+    submit(c, "g0", 0, "g");
+    submit(c, "f1", 0, "f");
+    submit(c, "e1", 0, "e");
+    submit(c, "g1", 0, "g");
+    submit(c, "f2", -1, "f");
+    submit(c, "e2", 0, "e");
+    assert_int_equal(info_of("f2").position, 0);
+    assert_int_equal(info_of("f1").position, 1); /* f2 (a better priority) */
+    assert_int_equal(info_of("e1").position, 2); /* f2, f1 (arrived before it) */
+    assert_int_equal(info_of("e2").position, 3); /* f2, f1, e1 */
+    assert_int_equal(info_of("g1").position, 0); /* g's agent serves nothing else */
+    expect_run(1, a, "r1 f2 f1 e1 e2");
+    expect_run(2, b, "g0 g1");
+    expect_none(1);
+}
+
+/* The same with fair share: within an environment the fair order (B's first job before A's
+ * flood), across environments sharing the slot (priority, arrival). */
+static void
+test_backend_fair_job_info_shared_agent(void **state)
+{
+    fair_again(state, FAIR_LAUNCHER, NULL, 0);
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 1, "e,f");
+    submit_as(c, "A", "r1", 0); /* runs */
+    submit_as(c, "A", "a1", 0);
+    submit_as(c, "A", "a2", 0);
+    submit_as(c, "A", "a3", 0);
+    submit_as(c, "B", "b1", 0);
+    t_launcher = "A";
+    submit(c, "x1", 0, "f");
+    assert_int_equal(info_of("b1").position, 0); /* tag 0: before A's tags 1, 2, 3 */
+    assert_int_equal(info_of("a1").position, 1); /* b1 */
+    assert_int_equal(info_of("a3").position, 3); /* b1, a1, a2 */
+    assert_int_equal(info_of("x1").position, 4); /* e's four, all arrived before it */
+    expect_run(1, a, "r1 b1 a1 a2 a3 x1");
+    expect_none(1);
+}
+
+/* Orphan timeout with fair share (no environment FIFO then: each key's list): every key's
+ * jobs end crash once they waited the timeout, later ones stay. */
+static void
+test_backend_fair_orphan_timeout(void **state)
+{
+    fair_again(state, FAIR_LAUNCHER, NULL, 0);
+    struct be_client *c = client(0);
+    t_launcher = "A";
+    submit(c, "a1", 0, "nobody");
+    submit(c, "a2", 0, "nobody");
+    t_launcher = "B";
+    submit(c, "b1", 1, "nobody");
+    be.now_ms += 10;
+    submit(c, "b2", 0, "nobody"); /* later: still waits */
+    be.now_ms += be.cfg.orphan_timeout_ms - 10;
+    be_timeouts(&be);
+    for (int i = 0; i < 3; i++) {
+        struct rec *r = next_job(0);
+        assert_non_null(r);
+        assert_int_equal(r->type, ING_BACKEND_JOB_DONE);
+        assert_string_equal(r->kind, "crash");
+        assert_true(strcmp(r->job, "a1") == 0 || strcmp(r->job, "a2") == 0 ||
+                    strcmp(r->job, "b1") == 0);
+    }
+    expect_none(0);
+    assert_int_equal(be.n_waiting, 1);
+    be.now_ms += 10;
+    be_timeouts(&be);
+    expect(0, ING_BACKEND_JOB_DONE, "b2");
+    assert_int_equal(be.n_waiting, 0);
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* Requeued jobs keep their tag; keys' records go idle with their last job (be_check and the
+ * fair table agree: no record in use once the queue is empty). */
 static void
 test_backend_fair_requeue(void **state)
 {
@@ -2217,7 +2301,49 @@ test_backend_fair_requeue(void **state)
     assert_int_equal(be_check(&be), 0);
     a = agent(2, 1, "e");
     expect_run(2, a, "a1 b1 a2");
-    assert_int_equal(be.fair.n, 0);
+    assert_int_equal(be.fair.n, be.fair.nidle); /* idle: none holds a job */
+    assert_int_equal(be.fair.nidle, 2);         /* A's and B's, kept for their return */
+}
+
+/* A key's record goes idle with its last job and is taken again as new (its next job starts
+ * at the virtual time); idle records are bounded: past the bound a record is freed with its
+ * last job. */
+static void
+test_backend_fair_idle_records(void **state)
+{
+    fair_again(state, FAIR_LAUNCHER, NULL, 0);
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 1, "e");
+    char key[16], id[16];
+    quiet_peers = true; /* more messages than the mocks log: each job runs at once */
+    for (int i = 0; i < FAIR_IDLE_MAX + 10; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        snprintf(id, sizeof(id), "j%d", i);
+        submit_as(c, key, id, 0);
+        assert_int_equal(be.n_running, 1);
+        done(a, id, "success");
+        assert_int_equal(be.fair.n - be.fair.nidle, 0);
+    }
+    quiet_peers = false;
+    assert_int_equal(be.fair.nidle, FAIR_IDLE_MAX);
+    assert_int_equal(be.fair.n, FAIR_IDLE_MAX);
+    /* k10 is idle: taken again, it is not idle any more; the last ones' records went. */
+    submit_as(c, "k10", "again", 0);
+    assert_int_equal(be.fair.nidle, FAIR_IDLE_MAX - 1);
+    expect_run(1, a, "again");
+    assert_int_equal(be.fair.nidle, FAIR_IDLE_MAX);
+    snprintf(key, sizeof(key), "k%d", FAIR_IDLE_MAX + 5);
+    submit_as(c, key, "new", 0); /* a record made again */
+    assert_int_equal(be.fair.n, FAIR_IDLE_MAX + 1);
+    expect_run(1, a, "new");
+    assert_int_equal(be.fair.n, FAIR_IDLE_MAX); /* freed with its job: the bound holds */
+    /* A revived key starts at the virtual time like a new one. */
+    submit_as(c, "k20", "x1", 0); /* runs */
+    submit_as(c, "k20", "x2", 0);
+    submit_as(c, "k20", "x3", 0);
+    submit_as(c, "k30", "y1", 0);
+    expect_run(1, a, "x1 y1 x2 x3"); /* y1 at the virtual time, before x2 */
+    expect_none(1);
 }
 
 /* Random walk: many clients, agents, environments; invariants after every step, and
@@ -2386,7 +2512,8 @@ random_walk(uint64_t seed, int nc, uint32_t ne)
         if (accepted[j] && !lost[j] && !results[j])
             fail_msg("job %d got no result", j);
     assert_int_equal(be.n_waiting + be.n_running, 0);
-    assert_int_equal(be.fair.n, 0); /* every key's record went with its last job */
+    /* every key's record went idle with its last job */
+    assert_int_equal(be.fair.n, be.fair.nidle);
 }
 
 static void
@@ -2521,8 +2648,13 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_fair_priorities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_user_and_course, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_requeue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_orphan_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_idle_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_priority_aging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_info, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_job_info_shared_agent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_job_info_shared_agent, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ttl_and_kept, setup, teardown),
     };

@@ -10,6 +10,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <poll.h>
 #include <sys/wait.h>
 
 #include "../bench/common.h"
@@ -198,6 +199,74 @@ test_lg_zmq_reader_refusals(void **state)
     bc_load_fini(&L);
 }
 
+/* recv_within reads what fd has into b (cap bytes) until it holds enough bytes or ms
+ * milliseconds have passed, polling; returns the bytes read. L is driven meanwhile. */
+static size_t
+recv_within(struct load *L, int fd, uint8_t *b, size_t cap, size_t enough, int ms)
+{
+    uint64_t until = bc_now_ns() + (uint64_t)ms * 1000000u;
+    size_t got = 0;
+    while (bc_now_ns() < until && got < enough) {
+        assert_int_equal(bc_poll(L, 5), 0);
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 5) == 1) {
+            ssize_t n = recv(fd, b + got, cap - got, MSG_DONTWAIT);
+            assert_true(n > 0);
+            got += (size_t)n;
+        }
+    }
+    return got;
+}
+
+/* A loadgen peer writes its greeting and READY at once but its messages only after the
+ * backend's READY: libzmq's ROUTER (INGInious' Python backend) drops a connection whose
+ * first read brings a message after the handshake. */
+static void
+test_lg_zmq_waits_for_ready(void **state)
+{
+    (void)state;
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(ls >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(ls, 1), 0);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &al), 0);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    struct load L;
+    struct bc_tmpl job;
+    size_t body_len = 0;
+    assert_int_equal(bc_load_init(&L, 1), 0);
+    assert_int_equal(bc_load_dialect(&L, BC_ZREL_MAIN), 0);
+    assert_int_equal(bc_zjob_tmpl(&job, 128, 0, "default", BC_ZREL_MAIN, &body_len), 0);
+    assert_non_null(bc_add_client(&L, addr, &job, 1)); /* ClientHello and Ping queued */
+    int fd = accept(ls, NULL, NULL);
+    assert_true(fd >= 0);
+    uint8_t ready[64], got[512];
+    ssize_t rl = zmtp_ready(ready, sizeof(ready), "DEALER");
+    assert_true(rl > 0);
+    /* Before our READY: its greeting and READY, nothing more. */
+    size_t n = recv_within(&L, fd, got, sizeof(got), sizeof(got), TP_QUIET_MS * tp_slow());
+    assert_int_equal(n, ZMTP_GREETING_LEN + (size_t)rl);
+    assert_int_equal(got[0], 0xff);
+    assert_memory_equal(got + ZMTP_GREETING_LEN, ready, (size_t)rl);
+    /* Our greeting and READY: the ClientHello follows. */
+    uint8_t g[ZMTP_GREETING_LEN];
+    zmtp_greeting(g);
+    rl = zmtp_ready(ready, sizeof(ready), "ROUTER");
+    assert_int_equal(send(fd, g, sizeof(g), 0), (ssize_t)sizeof(g));
+    assert_int_equal(send(fd, ready, (size_t)rl, 0), rl);
+    n = recv_within(&L, fd, got, sizeof(got), 2 + 34, TP_DEADLINE_MS); /* the hello frame */
+    assert_true(n >= 2 + 34);
+    assert_int_equal(got[0], 0); /* a message frame, short */
+    assert_non_null(memmem(got, n, "ClientHello", 11));
+    close(fd);
+    close(ls);
+    free(job.frame);
+    bc_load_fini(&L);
+}
+
 int
 main(void)
 {
@@ -208,6 +277,7 @@ main(void)
         TP_CASE(test_lg_native),
         TP_CASE(test_lg_zmq_enqueue),
         cmocka_unit_test(test_lg_zmq_reader_refusals),
+        cmocka_unit_test(test_lg_zmq_waits_for_ready),
     };
     return cmocka_run_group_tests_name("loadgen", tests, NULL, NULL);
 }

@@ -17,6 +17,7 @@
 
 #include "inginious/err.h"
 #include "inginious/mp.h"
+#include "mp_int.h"
 
 /* BYTES(...) expands to "pointer, length" of a byte array literal. */
 #define BYTES(...) ((const uint8_t[]){__VA_ARGS__}), sizeof((const uint8_t[]){__VA_ARGS__})
@@ -1200,6 +1201,54 @@ test_strerror(void **state)
     assert_non_null(ing_strerror(INT_MIN));
 }
 
+/* mp_validate_next (src/mp_int.h): one walk that finds a value's end and validates it;
+ * ing_mp_utf8_valid's short path (up to 32 bytes, word loads) at every length and place. */
+static void
+test_validate_next_and_short_utf8(void **state)
+{
+    (void)state;
+    /* {"a": ["b", 1]} then a trailing 0x01: stops after the map. */
+    static const uint8_t two[] = {0x81, 0xa1, 'a', 0x92, 0xa1, 'b', 0x01, 0x01};
+    const uint8_t *p = two;
+    assert_int_equal(mp_validate_next(&p, two + sizeof(two), ING_MP_MAX_DEPTH), 0);
+    assert_ptr_equal(p, two + 7);
+    /* Truncated at every length: refused. */
+    for (size_t n = 0; n < 7; n++) {
+        p = two;
+        assert_int_equal(mp_validate_next(&p, two + n, ING_MP_MAX_DEPTH), -EPROTO);
+    }
+    static const uint8_t bad_utf8[] = {0x81, 0xa1, 'a', 0xa2, 0xc3, 0x28};
+    p = bad_utf8;
+    assert_int_equal(mp_validate_next(&p, bad_utf8 + sizeof(bad_utf8), 8), -EPROTO);
+    static const uint8_t ext[] = {0x81, 0xa1, 'a', 0xd4, 0x01, 0x00};
+    p = ext;
+    assert_int_equal(mp_validate_next(&p, ext + sizeof(ext), 8), -EPROTO);
+    p = ext; /* ing_mp_skip takes it: only the validation refuses ext */
+    assert_int_equal(ing_mp_skip(&p, ext + sizeof(ext), 8), 0);
+    static const uint8_t deep[] = {0x91, 0x91, 0x91, 0x90};
+    p = deep;
+    assert_int_equal(mp_validate_next(&p, deep + sizeof(deep), 3), -EPROTO);
+    p = deep;
+    assert_int_equal(mp_validate_next(&p, deep + sizeof(deep), 4), 0);
+
+    uint8_t s[40];
+    for (size_t n = 0; n <= 33; n++) {
+        memset(s, 'a', sizeof(s));
+        assert_true(ing_mp_utf8_valid(s, n));
+        for (size_t i = 0; i < n; i++) {
+            s[i] = 0x80; /* a stray continuation byte */
+            assert_false(ing_mp_utf8_valid(s, n));
+            s[i] = 'a';
+        }
+        if (n >= 2) { /* a 2-byte sequence at the end: valid; cut: not */
+            s[n - 2] = 0xc3;
+            s[n - 1] = 0xa9;
+            assert_true(ing_mp_utf8_valid(s, n));
+            assert_false(ing_mp_utf8_valid(s, n - 1));
+        }
+    }
+}
+
 int
 main(void)
 {
@@ -1218,6 +1267,7 @@ main(void)
         cmocka_unit_test(test_depth),
         cmocka_unit_test(test_ext_and_c1),
         cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_validate_next_and_short_utf8),
         cmocka_unit_test(test_trailing_and_empty),
         cmocka_unit_test(test_map_get),
         cmocka_unit_test(test_path),

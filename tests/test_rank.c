@@ -73,6 +73,12 @@ walk(bool keys, uint64_t seed)
             for (uint64_t x = 0; x < o; x++)
                 want += (uint32_t)live[x];
             assert_int_equal(rank_before(&r, o), want);
+            /* By arrival (kept in both modes): ordinal x arrived at x. */
+            uint64_t s = rnd((uint32_t)r.next + 2);
+            want = 0;
+            for (uint64_t x = 0; x < r.next && x < s; x++)
+                want += (uint32_t)live[x];
+            assert_int_equal(rank_before_seq(&r, s), want);
             if (keys) {
                 uint64_t vt = rnd((uint32_t)(10 * r.next + 20)), sq = rnd((uint32_t)r.next + 2);
                 want = 0;

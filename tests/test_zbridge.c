@@ -906,6 +906,96 @@ TP_TEST(test_zb_v06_dialect)
     v06_crosses_main(c);
 }
 
+/* new_job_bytes writes the BackendNewJob that zt_new_job(id, STATE_S1, NULL) must become,
+ * its course field named course (course_id, or taskset_id under --job-field taskset_id). */
+static void
+new_job_bytes(struct ing_mp_writer *w, const char *id, const char *course)
+{
+    zt_map_begin(w, 10);
+    zt_kv_str(w, "job_id", id);
+    zt_kv_str(w, course, "c");
+    zt_kv_str(w, "task_id", "t");
+    zt_kv_lit(w, "task_problems", "\x80");
+    zt_kv_raw(w, "inputdata", STATE_S1, sizeof(STATE_S1) - 1);
+    zt_kv_str(w, "environment_type", "docker");
+    zt_kv_str(w, "environment", "default");
+    zt_kv_lit(w, "environment_parameters", "\x80");
+    zt_kv_lit(w, "debug", "\xc2");
+    zt_kv_str(w, "@type", "BackendNewJob");
+}
+
+/* Relays written from the peer's own message (issue 19): a ClientNewJob that a free slot
+ * takes at once and an AgentJobDone, both in INGInious' order, reach the other side as the
+ * same bytes as the encoder writes for a job taken from the queue (the priority and the
+ * launcher left out, "@type" renamed); the course field renamed under --job-field. */
+TP_TEST(test_zb_relay_bytes)
+{
+    static const char done_msg[] =
+        "\x8b\xa6job_id\xa2p1\xa6result\x92\xa7success\xa2ok\xa5grade\xcb\x40\x59\0\0\0\0\0\0"
+        "\xa8problems\x80\xa5tests\x80\xa6" "custom\x80\xa5state\xa2S2\xa7" "archive\xc0"
+        "\xa6stdout\xa3out\xa6stderr\xa0\xa5@type\xae" "BackendJobDone";
+    struct ing_mp_writer w;
+    for (int taskset = 0; taskset < 2; taskset++) {
+        const char *course = taskset ? "taskset_id" : "course_id";
+        if (taskset)
+            tp_start(c, "--job-field", "taskset_id", NULL);
+        else
+            tp_start(c, NULL);
+        struct zt_peer *cl = zt_client(c, "C");
+        struct zt_peer *ag = agent(c, "A", 1, MAIN, false);
+        zt_expect(cl, ING_BACKEND_UPDATE_ENVIRONMENTS);
+        SUBMIT(cl, "p1"); /* the free slot takes it at once */
+        new_job_bytes(&w, "p1", course);
+        zt_expect_raw(ag, w.buf, w.len);
+        ing_mp_writer_fini(&w);
+        SUBMIT(cl, "p2"); /* queued: encoded when p1's slot frees */
+        zt_expect_nothing(ag, TP_QUIET_MS);
+        send_done(ag, "p1", NULL, NULL, 0, NULL);
+        zt_expect_raw(cl, done_msg, sizeof(done_msg) - 1);
+        new_job_bytes(&w, "p2", course);
+        zt_expect_raw(ag, w.buf, w.len);
+        ing_mp_writer_fini(&w);
+        send_done(ag, "p2", NULL, NULL, 0, NULL);
+        expect_done(cl, "p2", "success", "ok", "S2");
+        /* A native client's job: its result, read by the fast path and not converted
+         * until then, reaches it natively with every value. */
+        struct tp_peer *nat = tp_client(c, "native", NULL);
+        tp_submit(nat, "n1", 0);
+        const struct ing_msg *m = zt_expect(ag, ING_BACKEND_NEW_JOB);
+        expect_view(m->u.job.job_id, "n1", "job_id");
+        send_done(ag, "n1", NULL, NULL, 0, NULL);
+        m = tp_expect(nat, ING_BACKEND_JOB_DONE);
+        expect_view(m->u.result.job_id, "n1", "job_id");
+        expect_view(m->u.result.result_kind, "success", "result");
+        expect_view(m->u.result.result_text, "ok", "text");
+        expect_view(m->u.result.state, "S2", "state");
+        expect_view(m->u.result.stdout_, "out", "stdout");
+        expect_view(m->u.result.stderr_, "", "stderr");
+        assert_null(m->u.result.archive.p);
+        assert_true(m->u.result.grade == 100.0);
+        assert_int_equal(m->u.result.problems.len, 1);
+        /* A ZeroMQ client's job on a native agent: the native body the bridge wrote. */
+        zt_close(c, ag);
+        struct tp_peer *nag = tp_agent(c, "nat", 1, "docker/default", NULL);
+        tp_barrier(nag);
+        zt_new_job(cl, "z1", STATE_S1, sizeof(STATE_S1) - 1, "\x81\xa1k\x01", 4);
+        m = tp_expect(nag, ING_BACKEND_NEW_JOB);
+        expect_view(m->u.job.job_id, "z1", "job_id");
+        expect_view(m->u.job.course_id, "c", "course_id");
+        expect_view(m->u.job.task_id, "t", "task_id");
+        expect_view(m->u.job.environment_type, "docker", "environment_type");
+        expect_view(m->u.job.environment, "default", "environment");
+        assert_int_equal(m->u.job.debug, ING_DEBUG_OFF);
+        assert_int_equal(m->u.job.inputdata.len, sizeof(STATE_S1) - 1);
+        assert_memory_equal(m->u.job.inputdata.p, STATE_S1, sizeof(STATE_S1) - 1);
+        assert_int_equal(m->u.job.environment_parameters.len, 4);
+        assert_memory_equal(m->u.job.environment_parameters.p, "\x81\xa1k\x01", 4);
+        assert_int_equal(m->u.job.task_problems.len, 1);
+        zt_close(c, cl);
+        tp_stop(c);
+    }
+}
+
 int
 main(void)
 {
@@ -924,6 +1014,7 @@ main(void)
         TP_CASE(test_zb_queue_wide_time_limits),
         TP_CASE(test_zb_opening_and_frames_bounded),
         TP_CASE(test_zb_v06_dialect),
+        TP_CASE(test_zb_relay_bytes),
     };
     return cmocka_run_group_tests_name("zbridge", tests, NULL, NULL);
 }

@@ -1765,6 +1765,103 @@ test_zmq_msg_fast_paths(void **state)
     ing_mp_writer_fini(&y);
 }
 
+/* Every byte of a ClientNewJob and an AgentJobDone in INGInious' order (the fast path's
+ * input: keys of 2 to 22 bytes, compared by words) changed in two ways: the fast decoder
+ * (zmq_msg_decode_ex) accepts or refuses each copy exactly as the general one
+ * (zmq_msg_decode_general) does, and reads nothing past the message (a guard page after it). */
+static void
+test_zmq_msg_fast_path_mutations(void **state)
+{
+    (void)state;
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_NEW_JOB;
+    struct ing_job_spec *j = &m.u.new_job.job;
+    j->job_id = (struct ing_view){"job-1", 5};
+    j->course_id = (struct ing_view){"c", 1};
+    j->task_id = (struct ing_view){"t", 1};
+    j->task_problems = (struct ing_view){"\x81\xa2q1\x80", 5};
+    j->inputdata = (struct ing_view){"\x81\xa2q1\xa3\xc3\xa9x", 8};
+    j->environment_type = (struct ing_view){"docker", 6};
+    j->environment = (struct ing_view){"default", 7};
+    j->environment_parameters = (struct ing_view){"\x81\xa5limit\x05", 8};
+    m.u.new_job.priority = 3;
+    m.u.new_job.launcher = (struct ing_view){"lg", 2};
+    struct ing_msg r;
+    memset(&r, 0, sizeof(r));
+    r.type = ING_AGENT_JOB_DONE;
+    r.u.result.job_id = (struct ing_view){"job-1", 5};
+    r.u.result.result_kind = (struct ing_view){"success", 7};
+    r.u.result.result_text = (struct ing_view){"ok", 2};
+    r.u.result.grade = 100.0;
+    r.u.result.problems = r.u.result.tests = r.u.result.custom = (struct ing_view){"\x80", 1};
+    r.u.result.state = (struct ing_view){"", 0};
+    r.u.result.stdout_ = (struct ing_view){"o", 1};
+    const struct ing_msg *msgs[] = {&m, &r};
+    int accepted = 0;
+    for (size_t k = 0; k < 2; k++) {
+        struct ing_mp_writer w;
+        ing_mp_writer_init_dyn(&w);
+        assert_int_equal(zmq_msg_encode(msgs[k], &w, ZMQ_JOB_FIELD_COURSE_ID), 0);
+        static const uint8_t masks[] = {0x01, 0x20};
+        for (size_t i = 0; i < w.len; i++) {
+            for (size_t x = 0; x < sizeof(masks); x++) {
+                struct guard g1, g2;
+                struct ing_msg a, b;
+                const char *wa = NULL, *wb = NULL;
+                unsigned how;
+                w.buf[i] ^= masks[x];
+                guard_make(&g1, w.buf, w.len);
+                guard_make(&g2, w.buf, w.len);
+                struct zmq_msg_layout lay;
+                int ra = zmq_msg_decode_ex(g1.p, w.len, &a, &wa, &how, &lay);
+                int rb = zmq_msg_decode_general(g2.p, w.len, &b, &wb);
+                if (ra != rb)
+                    fail_msg("message %zu byte %zu ^ 0x%02x: fast %d, general %d", k, i,
+                             masks[x], ra, rb);
+                if (ra == 0) {
+                    accepted++;
+                    assert_int_equal(a.type, b.type);
+                }
+                if (ra == 0 && (how & ZMQ_DEC_FAST)) { /* the layout: each key where said */
+                    assert_int_equal(lay.nfields, k == 0 ? 11 : 10);
+                    for (int f = 1; f <= lay.nfields; f++)
+                        assert_true(lay.key[f] > lay.key[f - 1] && lay.key[f] < w.len);
+                    assert_memory_equal(g1.p + lay.key[lay.nfields], "\xa5@type", 6);
+                    assert_memory_equal(g1.p + lay.key[0], "\xa6job_id", 7);
+                }
+                guard_free(&g1);
+                guard_free(&g2);
+                w.buf[i] ^= masks[x];
+            }
+        }
+        ing_mp_writer_fini(&w);
+    }
+    assert_true(accepted > 0); /* some changes keep a valid message (a value's letter) */
+    /* The unchanged ClientNewJob: fast, priority's key after job_id's value. */
+    struct ing_mp_writer w;
+    struct zmq_msg_layout lay;
+    struct ing_msg a;
+    const char *why = NULL;
+    unsigned how = 0;
+    ing_mp_writer_init_dyn(&w);
+    assert_int_equal(zmq_msg_encode(&m, &w, ZMQ_JOB_FIELD_TASKSET_ID), 0);
+    assert_int_equal(zmq_msg_decode_ex(w.buf, w.len, &a, &why, &how, &lay), 0);
+    assert_true(how & ZMQ_DEC_FAST);
+    assert_memory_equal(w.buf + lay.key[1], "\xa8priority", 9);
+    assert_memory_equal(w.buf + lay.key[2], "\xaataskset_id", 11);
+    assert_memory_equal(w.buf + lay.key[10], "\xa8launcher", 9);
+    ing_mp_writer_fini(&w);
+    /* A key written as str8 (not INGInious' fixstr): the general path reads it. */
+    static const char str8_key[] = "\x82\xd9\x06job_id\xa2j1\xa5@type\xaf" "AgentJobStarted";
+    assert_int_equal(zmq_msg_decode_ex((const uint8_t *)str8_key, sizeof(str8_key) - 1, &a, &why,
+                                       &how, &lay),
+                     0);
+    assert_int_equal(a.type, ING_AGENT_JOB_STARTED);
+    assert_false(how & ZMQ_DEC_FAST);
+    assert_int_equal(a.u.ref.job_id.len, 2);
+}
+
 int
 main(void)
 {
@@ -1791,6 +1888,7 @@ main(void)
         cmocka_unit_test(test_zmq_msg_truncated),
         cmocka_unit_test(test_zmq_msg_encode_errors),
         cmocka_unit_test(test_zmq_msg_fast_paths),
+        cmocka_unit_test(test_zmq_msg_fast_path_mutations),
     };
     return cmocka_run_group_tests_name("zmq_msg", tests, NULL, NULL);
 }

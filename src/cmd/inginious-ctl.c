@@ -1546,8 +1546,9 @@ cmd_position(struct ctl *ctl, int argc, char **argv)
     const char *help =
         "usage: inginious-ctl [GLOBAL] position [--json] JOB_ID\n\n"
         "Where a job is (BackendJobInfo, proto.md 5.9): its state (waiting, dispatched,\n"
-        "running, or unknown: no such job); while it waits, how many jobs of its\n"
-        "environment will be dispatched before it and an estimate of when it will be;\n"
+        "running, or unknown: no such job); while it waits, how many jobs its agents\n"
+        "could take will be dispatched before it (its environment's and those of the\n"
+        "environments sharing an agent with it) and an estimate of when it will be;\n"
         "the slots that serve its environment and the mean run time there. With --json:\n"
         "the map as one object. Exit status 1 when the job is unknown.\n";
     int rc;
