@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
+#include "buf.h"
 #include "inginious/mp.h"
 #include "peer.h"
 
@@ -25,6 +27,18 @@
 #define MAX_ENVS 100000    /* proto.md §4.2 */
 #define SILENCE_PERIODS 10 /* heartbeats without any frame before the link is dead */
 #define SILENCE_MIN_MS 2000
+#define RESUME_TIMEOUT_MS 60000 /* opts.resume_timeout_ms by default */
+
+/* A job kept for resume: from BackendNewJob until a Pong confirms its result arrived. */
+struct rjob {
+    char *id;
+    uint32_t id_len;
+    bool started;
+    uint8_t *done; /* its AgentJobDone frame, NULL while it runs */
+    size_t done_len;
+    bool sent;    /* done has been written on the current connection */
+    uint64_t gen; /* sent: the Ping that confirms it (a->ping_next when it was sent) */
+};
 
 struct env_copy {
     char *type;
@@ -40,6 +54,17 @@ struct ing_agent {
     uint8_t *hello;        /* the encoded AgentHello frame */
     size_t hello_len;
     uint32_t heartbeat_ms; /* from the Welcome, 0 = no silence detection; read when OPEN */
+    /* Resume (proto.md §7.10). */
+    bool resume;
+    bool srv_resume;       /* the last Welcome had the RESUME flag */
+    bool void_due;         /* ING_AGENT_EV_JOBS_VOID is due (the backend cannot resume) */
+    int resume_timeout_ms;
+    uint8_t rid[ING_AGENT_ID_LEN];
+    struct rjob *rj; /* the jobs kept, nrj of them */
+    size_t nrj, rjcap;
+    uint64_t down_at;  /* when the backend went away (0: there, hello said) */
+    uint64_t ping_next;     /* the generation of the next Ping */
+    uint64_t ping_inflight; /* the generation of the Ping awaiting its Pong, 0 = none */
 };
 
 /* The callback of one process, wait or connect call (the ctx of the peer hooks). */
@@ -192,7 +217,11 @@ ing_agent_new(const struct ing_agent_opts *opts)
     struct peer_config cfg;
     int rc;
 
+    bool resume = opts != NULL && opts->size >= offsetof(struct ing_agent_opts, agent_id) +
+                                                   sizeof(opts->agent_id) &&
+                  opts->resume;
     if (opts == NULL || !PEER_SIZE_OK(opts->size, struct ing_agent_opts, secret_len) ||
+        (resume && opts->resume_timeout_ms < 0) ||
         opts->addr == NULL || (opts->envs == NULL && opts->nenvs > 0) ||
         opts->nenvs > MAX_ENVS || opts->backoff_min_ms < 0 || opts->backoff_max_ms < 0 ||
         opts->connect_timeout_ms < 0 || (opts->name != NULL && !name_ok(opts->name, 0))) {
@@ -200,7 +229,8 @@ ing_agent_new(const struct ing_agent_opts *opts)
         return NULL;
     }
     cfg = (struct peer_config){.addr = opts->addr,
-                               .reconnect = opts->reconnect,
+                               .reconnect = opts->reconnect || resume,
+                               .hello_waits = resume,
                                .backoff_min_ms = opts->backoff_min_ms,
                                .backoff_max_ms = opts->backoff_max_ms,
                                .connect_timeout_ms = opts->connect_timeout_ms,
@@ -220,11 +250,165 @@ ing_agent_new(const struct ing_agent_opts *opts)
     rc = make_hello(a, opts);
     if (rc != 0)
         goto fail;
+    if (resume) {
+        uint8_t r[ING_NONCE_LEN];
+        a->resume = true;
+        a->resume_timeout_ms = opts->resume_timeout_ms ? opts->resume_timeout_ms
+                                                       : RESUME_TIMEOUT_MS;
+        a->ping_next = 1;
+        if (opts->agent_id != NULL) {
+            memcpy(a->rid, opts->agent_id, ING_AGENT_ID_LEN);
+        } else if ((rc = auth_nonce(r)) == 0) {
+            memcpy(a->rid, r, ING_AGENT_ID_LEN);
+        } else {
+            goto fail;
+        }
+    }
     return a;
 fail:
     ing_agent_free(a);
     errno = -rc;
     return NULL;
+}
+
+/* ---- resume: the jobs kept ---------------------------------------------------------- */
+
+static struct rjob *
+rj_find(struct ing_agent *a, struct ing_view id)
+{
+    for (size_t i = 0; i < a->nrj; i++)
+        if (a->rj[i].id_len == id.len && memcmp(a->rj[i].id, id.p, id.len) == 0)
+            return &a->rj[i];
+    return NULL;
+}
+
+static void
+rj_remove(struct ing_agent *a, struct rjob *r)
+{
+    free(r->id);
+    free(r->done);
+    *r = a->rj[--a->nrj];
+}
+
+static void
+rj_drop_all(struct ing_agent *a)
+{
+    while (a->nrj > 0)
+        rj_remove(a, &a->rj[a->nrj - 1]);
+}
+
+/* rj_add keeps job id (a new BackendNewJob). Returns 0 or -ENOMEM. */
+static int
+rj_add(struct ing_agent *a, struct ing_view id)
+{
+    struct rjob *r = rj_find(a, id);
+    if (r != NULL) { /* sent again (a claim refused, then the job dispatched anew) */
+        free(r->done);
+        r->done = NULL;
+        r->started = r->sent = false;
+        return 0;
+    }
+    if (a->nrj == a->rjcap) {
+        size_t cap = a->rjcap ? a->rjcap * 2 : 16;
+        struct rjob *n = realloc(a->rj, cap * sizeof(*n));
+        if (n == NULL)
+            return -ENOMEM;
+        a->rj = n;
+        a->rjcap = cap;
+    }
+    r = &a->rj[a->nrj];
+    memset(r, 0, sizeof(*r));
+    r->id = malloc(id.len ? id.len : 1);
+    if (r->id == NULL)
+        return -ENOMEM;
+    memcpy(r->id, id.p, id.len);
+    r->id_len = id.len;
+    a->nrj++;
+    return 0;
+}
+
+/* ping_queue appends a Ping that confirms every result sent so far, unless one is out. */
+static int
+ping_queue(struct ing_agent *a)
+{
+    uint8_t h[ING_HDR_LEN];
+    if (a->ping_inflight != 0)
+        return 0;
+    ing_frame_header(h, ING_PING, 0);
+    if (buf_append(&a->conn.out, h, sizeof(h)) != 0)
+        return -ENOMEM;
+    a->ping_inflight = a->ping_next++;
+    return 0;
+}
+
+/* rj_send appends r's result to the output (the hello is out). Returns 0 or -ENOMEM. */
+static int
+rj_send(struct ing_agent *a, struct rjob *r)
+{
+    if (buf_append(&a->conn.out, r->done, r->done_len) != 0)
+        return -ENOMEM;
+    r->sent = true;
+    r->gen = a->ping_next;
+    return ping_queue(a);
+}
+
+/* on_pong forgets the results the answered Ping confirms, then asks about the others. */
+static int
+on_pong(struct ing_agent *a)
+{
+    uint64_t g = a->ping_inflight;
+    bool more = false;
+    if (g == 0)
+        return 0;
+    a->ping_inflight = 0;
+    for (size_t i = a->nrj; i-- > 0;) {
+        struct rjob *r = &a->rj[i];
+        if (r->sent && r->gen <= g)
+            rj_remove(a, r);
+        else
+            more |= r->sent;
+    }
+    return more ? ping_queue(a) : 0;
+}
+
+/* resume_hello queues AgentHelloResume listing the jobs kept, then their results. */
+static int
+resume_hello(struct ing_agent *a)
+{
+    struct ing_msg h, m;
+    struct ing_resume_job *jobs = NULL;
+    uint8_t *f = NULL;
+    size_t n;
+    int rc = -ENOMEM;
+
+    if (ing_msg_decode(a->hello, a->hello_len, UINT32_MAX, &h) <= 0)
+        return -EINVAL;
+    if (a->nrj > 0 && (jobs = calloc(a->nrj, sizeof(*jobs))) == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < a->nrj; i++) {
+        jobs[i].job_id.p = a->rj[i].id;
+        jobs[i].job_id.len = a->rj[i].id_len;
+        jobs[i].started = a->rj[i].started || a->rj[i].done != NULL;
+    }
+    memset(&m, 0, sizeof(m));
+    m.type = ING_AGENT_HELLO_RESUME;
+    memcpy(m.u.agent_resume.agent_id, a->rid, ING_AGENT_ID_LEN);
+    m.u.agent_resume.hello = h.u.agent_hello;
+    m.u.agent_resume.n_jobs = (uint32_t)a->nrj;
+    m.u.agent_resume.jobs = jobs;
+    n = ing_msg_size(&m);
+    if (n == 0)
+        rc = -EINVAL;
+    else if ((f = malloc(n)) != NULL && ing_msg_encode(&m, f, n) > 0 &&
+             buf_append(&a->conn.out, f, n) == 0)
+        rc = 0;
+    free(f);
+    free(jobs);
+    a->ping_inflight = 0; /* a Ping of the old connection is never answered */
+    for (size_t i = 0; rc == 0 && i < a->nrj; i++)
+        if (a->rj[i].done != NULL)
+            rc = rj_send(a, &a->rj[i]);
+    return rc;
 }
 
 /* ing_agent_free closes the connection and frees everything. NULL is allowed. */
@@ -236,6 +420,8 @@ ing_agent_free(struct ing_agent *a)
     peer_fini(&a->conn);
     free(a->name);
     free(a->hello);
+    rj_drop_all(a);
+    free(a->rj);
     free(a);
 }
 
@@ -252,7 +438,13 @@ static void
 notify(struct peer_conn *p, void *ctx)
 {
     const struct agent_cb *cb = ctx;
+    struct ing_agent *a = agent_of(p);
 
+    if (a->void_due && cb->fn != NULL) {
+        struct ing_agent_event ev = {.type = ING_AGENT_EV_JOBS_VOID};
+        a->void_due = false;
+        cb->fn(a, &ev, cb->arg);
+    }
     if (p->notify_connected && cb->fn != NULL) {
         struct ing_agent_event ev = {.type = ING_AGENT_EV_CONNECTED};
         p->notify_connected = false;
@@ -267,6 +459,15 @@ queue_hello(struct peer_conn *p)
 {
     struct ing_agent *a = agent_of(p);
 
+    if (a->resume) {
+        a->down_at = 0;
+        if (a->srv_resume)
+            return resume_hello(a);
+        if (a->nrj > 0) { /* a backend that cannot resume: the jobs are void */
+            rj_drop_all(a);
+            a->void_due = true;
+        }
+    }
     return buf_append(&p->out, a->hello, a->hello_len) != 0 ? -ENOMEM : 0;
 }
 
@@ -276,6 +477,7 @@ on_welcome(struct peer_conn *p, const struct ing_welcome *w)
 {
     p->send_max = p->recv_max;
     agent_of(p)->heartbeat_ms = w->heartbeat_ms;
+    agent_of(p)->srv_resume = (w->flags & ING_WELCOME_RESUME) != 0;
 }
 
 /* link_down ends the current connection. An established one is reported with
@@ -286,9 +488,19 @@ link_down(struct peer_conn *p, int err, void *ctx)
 {
     const struct agent_cb *cb = ctx;
 
+    struct ing_agent *a = agent_of(p);
+
+    if (a->resume) { /* every result kept goes again after the next hello */
+        for (size_t i = 0; i < a->nrj; i++)
+            a->rj[i].sent = false;
+        a->ping_inflight = 0;
+        if (a->down_at == 0)
+            a->down_at = peer_now_ms();
+    }
     if (peer_down(p, err)) {
-        struct ing_agent_event ev = {.type = ING_AGENT_EV_DISCONNECTED, .err = err};
-        emit(agent_of(p), cb->fn, cb->arg, &ev);
+        struct ing_agent_event ev = {.type = ING_AGENT_EV_DISCONNECTED, .err = err,
+                                     .kept = a->resume};
+        emit(a, cb->fn, cb->arg, &ev);
     }
 }
 
@@ -310,8 +522,17 @@ handle(struct peer_conn *p, const struct ing_msg *m, void *ctx)
         ev.type = ING_AGENT_EV_JOB;
         ev.job = &m->u.job;
         ev.job_id = m->u.job.job_id;
+        if (agent_of(p)->resume && rj_add(agent_of(p), ev.job_id) != 0)
+            return -ENOMEM;
         break;
+    case ING_PONG:
+        return agent_of(p)->resume ? on_pong(agent_of(p)) : 0;
     case ING_BACKEND_KILL_JOB:
+        if (agent_of(p)->resume) {
+            struct rjob *r = rj_find(agent_of(p), m->u.kill.job_id);
+            if (r != NULL && r->done != NULL) /* over: its result is on its way */
+                return 0;
+        }
         ev.type = ING_AGENT_EV_KILL;
         ev.job_id = m->u.kill.job_id;
         ev.state = m->u.kill.state;
@@ -405,7 +626,25 @@ ing_agent_want_write(const struct ing_agent *a)
 int
 ing_agent_timeout_ms(const struct ing_agent *a)
 {
-    return peer_timeout_ms(&a->conn, silence_deadline(a));
+    int t = peer_timeout_ms(&a->conn, silence_deadline(a));
+
+    if (a->down_at != 0 && a->nrj > 0) { /* the resume timeout */
+        int r = peer_ms_until(a->down_at + (uint64_t)a->resume_timeout_ms, peer_now_ms());
+        t = t < 0 || r < t ? r : t;
+    }
+    return a->void_due ? 0 : t;
+}
+
+/* resume_expire voids the jobs kept once the backend has been away too long. */
+static void
+resume_expire(struct ing_agent *a, const struct agent_cb *cb)
+{
+    if (a->down_at == 0 || a->nrj == 0 ||
+        peer_now_ms() < a->down_at + (uint64_t)a->resume_timeout_ms)
+        return;
+    rj_drop_all(a);
+    a->void_due = true;
+    notify(&a->conn, (void *)cb);
 }
 
 /* ing_agent_process does every non-blocking step: reconnects when due, flushes output,
@@ -417,6 +656,7 @@ ing_agent_process(struct ing_agent *a, ing_agent_event_fn *fn, void *arg)
 {
     struct agent_cb cb = {fn, arg};
 
+    resume_expire(a, &cb);
     return peer_process(&a->conn, &cb);
 }
 
@@ -427,6 +667,7 @@ ing_agent_wait(struct ing_agent *a, int timeout_ms, ing_agent_event_fn *fn, void
 {
     struct agent_cb cb = {fn, arg};
 
+    resume_expire(a, &cb);
     return peer_wait(&a->conn, timeout_ms, ing_agent_timeout_ms(a), &cb);
 }
 
@@ -435,9 +676,12 @@ int
 ing_agent_started(struct ing_agent *a, struct ing_view job_id)
 {
     struct ing_msg m;
+    struct rjob *r = a->resume ? rj_find(a, job_id) : NULL;
 
+    if (r != NULL)
+        r->started = true; /* a later AgentHelloResume says so */
     if (!peer_can_send(&a->conn))
-        return -ENOTCONN;
+        return r != NULL ? 0 : -ENOTCONN;
     memset(&m, 0, sizeof(m));
     m.type = ING_AGENT_JOB_STARTED;
     m.u.ref.job_id = job_id;
@@ -464,12 +708,31 @@ int
 ing_agent_done(struct ing_agent *a, const struct ing_job_result *result)
 {
     struct ing_msg m;
+    struct rjob *r = a->resume ? rj_find(a, result->job_id) : NULL;
 
-    if (!peer_can_send(&a->conn))
-        return -ENOTCONN;
     memset(&m, 0, sizeof(m));
     m.type = ING_AGENT_JOB_DONE;
     m.u.result = *result;
+    if (r != NULL && r->done == NULL) { /* kept until a Pong confirms it arrived */
+        size_t n = ing_msg_size(&m);
+        if (n == 0)
+            return -EINVAL;
+        if (n - ING_HDR_LEN > a->conn.send_max && a->conn.send_max > 0)
+            return -EMSGSIZE;
+        if ((r->done = malloc(n)) == NULL)
+            return -ENOMEM;
+        (void)ing_msg_encode(&m, r->done, n);
+        r->done_len = n;
+        if (!peer_can_send(&a->conn))
+            return 0; /* sent after the next hello */
+        int rc = rj_send(a, r);
+        if (rc == 0 && a->conn.werr == 0) /* a write error: for the next process call, the
+                                           * result being kept for the next connection */
+            a->conn.werr = peer_flush(&a->conn);
+        return rc;
+    }
+    if (!peer_can_send(&a->conn))
+        return -ENOTCONN;
     return peer_queue(&a->conn, &m);
 }
 

@@ -186,10 +186,22 @@ struct be_agent {
     uint32_t nrun;
     uint32_t missed;
     uint32_t nkilling;
-    uint64_t dl_ms; /* no running job's deadline is before (be_timeouts scans it then) */
+    uint64_t dl_ms; /* no running job's deadline is before (be_timeouts scans it then); a
+                     * ghost's: when its grace ends */
     struct be_reg *reg; /* its hello being registered (be_register), or NULL */
     uint8_t block;      /* BLOCK_*: no job while its registration changes its heaps */
+    bool ghost;     /* a lost agent's jobs waiting for its return (be->ghosts, proto.md 7.10) */
+    bool has_rid;   /* said AgentHelloResume: rid is its id */
+    uint8_t rid[ING_AGENT_ID_LEN];
 };
+
+/* A dispatch state read back before its job's accepted record (be_journal_replay). */
+struct jr_pend {
+    uint64_t seq;
+    uint8_t rid[ING_AGENT_ID_LEN]; /* all zero: back to the queue */
+    bool started;
+};
+
 
 /* While a registration spreads over loop iterations, the agent's entries in its
  * environments' agent heaps must not give it a job: */
@@ -1103,6 +1115,21 @@ owner_gone(const struct job *j)
     return j->owner != NULL && j->owner->gone;
 }
 
+/* send_started tells j's owner that j started (BackendJobStarted), if it is connected: a
+ * detached session learns it from its job list when it resumes (proto.md 7.9). */
+static void
+send_started(struct backend *be, const struct job *j)
+{
+    struct be_client *c = live_owner(j);
+    if (c == NULL || c->peer == NULL)
+        return;
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_JOB_STARTED;
+    m.u.ref.job_id = job_id_view(j);
+    be->ops.send(c->peer, &m);
+}
+
 static void
 drop_gone(struct backend *be, struct job *j)
 {
@@ -1332,6 +1359,8 @@ run_remove(struct backend *be, struct job *j)
     j->agent = NULL;
 }
 
+static void jr_dispatched(struct backend *be, const struct job *j, const uint8_t *rid);
+
 /* run_job sends waiting job j to agent a, whose slot for it is already taken. */
 static void
 run_job(struct backend *be, struct be_agent *a, struct job *j)
@@ -1370,9 +1399,80 @@ run_job(struct backend *be, struct be_agent *a, struct job *j)
     run_append(a, j);
     be->n_running++;
     be->stats.jobs_dispatched++;
+    if (be->jr != NULL && a->has_rid) /* an agent that may claim it after a restart */
+        jr_dispatched(be, j, a->rid);
     log_msg(LOG_DEBUG, "job %.*s dispatched to agent %s", (int)j->id_len, job_id(j), a->name);
     uint32_t off = spec_off(j);
     be->ops.relay(a->peer, ING_BACKEND_NEW_JOB, j->body + off, j->body_len - off);
+}
+
+/* ghost_find returns the ghost holding the jobs of agent id rid, or NULL. */
+static struct be_agent *
+ghost_find(const struct backend *be, const uint8_t *rid)
+{
+    for (struct be_agent *g = be->ghosts; g != NULL; g = g->next)
+        if (memcmp(g->rid, rid, ING_AGENT_ID_LEN) == 0)
+            return g;
+    return NULL;
+}
+
+/* ghost_get returns the ghost of agent id rid (name: for the logs), created with a grace
+ * ending cfg.resume_grace_ms from now if needed, or NULL (no memory). */
+static struct be_agent *
+ghost_get(struct backend *be, const uint8_t *rid, const char *name)
+{
+    struct be_agent *g = ghost_find(be, rid);
+    if (g != NULL)
+        return g;
+    g = slab_alloc(&be->agent_slab);
+    if (g == NULL)
+        return NULL;
+    memset(g, 0, sizeof(*g));
+    g->ghost = true;
+    g->has_rid = true;
+    memcpy(g->rid, rid, ING_AGENT_ID_LEN);
+    g->name = strdup(name != NULL ? name : "");
+    if (g->name == NULL) {
+        slab_free(&be->agent_slab, g);
+        return NULL;
+    }
+    g->dl_ms = be->now_ms + be->cfg.resume_grace_ms;
+    g->next = be->ghosts;
+    if (be->ghosts != NULL)
+        be->ghosts->prev = g;
+    be->ghosts = g;
+    return g;
+}
+
+/* ghost_free frees ghost g, which holds no job any more. */
+static void
+ghost_free(struct backend *be, struct be_agent *g)
+{
+    if (g->prev != NULL)
+        g->prev->next = g->next;
+    else
+        be->ghosts = g->next;
+    if (g->next != NULL)
+        g->next->prev = g->prev;
+    free(g->name);
+    slab_free(&be->agent_slab, g);
+}
+
+/* run_move moves running job j to agent (or ghost) to, keeping its state and kill. */
+static void
+run_move(struct backend *be, struct job *j, struct be_agent *to)
+{
+    bool killing = (j->flags & JOB_F_KILLING) != 0;
+    bool was_held = j->agent->ghost;
+    run_remove(be, j);
+    j->agent = to;
+    run_append(to, j);
+    be->n_running++;
+    if (killing) {
+        j->flags |= JOB_F_KILLING;
+        to->nkilling++;
+    }
+    be->n_held += (uint64_t)to->ghost - (uint64_t)was_held;
 }
 
 /* dispatch gives waiting job j a's oldest free slot. */
@@ -1497,6 +1597,13 @@ send_job_result(struct backend *be, struct job *j, const char *kind, const char 
 static void
 send_kill(struct backend *be, struct job *j)
 {
+    if (j->agent->ghost) { /* sent if its agent claims it; else it ends killed (7.10) */
+        if (!(j->flags & JOB_F_KILLING)) {
+            j->flags |= JOB_F_KILLING;
+            j->agent->nkilling++;
+        }
+        return;
+    }
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
     m.type = ING_BACKEND_KILL_JOB;
@@ -1906,6 +2013,7 @@ be_config_default(struct be_config *cfg)
     cfg->max_requeues = 5;
     cfg->deadline_margin_ms = 30000;
     cfg->session_ttl_ms = 600000;
+    cfg->resume_grace_ms = 10000;
 }
 
 static void
@@ -1972,6 +2080,9 @@ be_fini(struct backend *be)
             run_remove(be, j);
         job_free(be, j);
     }
+    while (be->ghosts != NULL) /* their jobs were freed above */
+        ghost_free(be, be->ghosts);
+    free(be->jr_pend);
     sessions_fini(be);
     while (be->clients != NULL) {
         struct be_client *c = be->clients;
@@ -2161,7 +2272,8 @@ be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id, co
     else if (!quiet)
         log_msg(LOG_WARN, "job %.*s refused: %s", (int)(id.len > 255 ? 255 : id.len), id.p,
                 why);
-    if (reason == METRICS_REFUSE_JOURNAL && c != NULL && c->native && !c->gone) {
+    if (reason == METRICS_REFUSE_JOURNAL && c != NULL && c->native && !c->gone &&
+        c->peer != NULL) {
         struct ing_msg m;
         memset(&m, 0, sizeof(m));
         m.type = ING_ERROR;
@@ -2241,18 +2353,48 @@ jr_accepted(struct backend *be, const struct job *j, const struct be_client *c)
     return err;
 }
 
+
+/* jr_job journals a record of type about j: its arrival order, then rid (when given: the
+ * agent's id, ING_AGENT_ID_LEN bytes), then its id (proto.md 12.3). what names the event
+ * for the log line of a failure. */
+static void
+jr_job(struct backend *be, uint8_t type, const struct job *j, const uint8_t *rid,
+       const char *what)
+{
+    uint8_t pre[8 + ING_AGENT_ID_LEN];
+    put_u64be(pre, j->seq);
+    if (rid != NULL)
+        memcpy(pre + 8, rid, ING_AGENT_ID_LEN);
+    struct journal_iov v[2] = {{pre, rid != NULL ? sizeof(pre) : 8}, {job_id(j), j->id_len}};
+    int err;
+    journal_appendv(be->jr, type, v, 2, &err);
+    if (err == -ENOMEM)
+        log_msg(LOG_ERR, "journal: out of memory: the %s of job %.*s is not recorded", what,
+                (int)j->id_len, job_id(j));
+}
+
+static const uint8_t zero_rid[ING_AGENT_ID_LEN];
+
+/* jr_dispatched journals that j was sent to the agent of id rid (NULL: that it is back in
+ * the queue), so that after a restart that agent may claim it (proto.md 12.3, 7.10). */
+static void
+jr_dispatched(struct backend *be, const struct job *j, const uint8_t *rid)
+{
+    jr_job(be, JREC_DISPATCHED, j, rid != NULL ? rid : zero_rid, "dispatch");
+}
+
+/* jr_started journals that j's agent (one that may claim it back) reported it started. */
+static void
+jr_started(struct backend *be, const struct job *j)
+{
+    jr_job(be, JREC_STARTED, j, NULL, "start");
+}
+
 /* jr_ended journals that j is forgotten (its result given, or killed, or dropped). */
 static void
 jr_ended(struct backend *be, const struct job *j)
 {
-    uint8_t pre[8];
-    put_u64be(pre, j->seq);
-    struct journal_iov v[2] = {{pre, sizeof(pre)}, {job_id(j), j->id_len}};
-    int err;
-    journal_appendv(be->jr, JREC_ENDED, v, 2, &err);
-    if (err == -ENOMEM)
-        log_msg(LOG_ERR, "journal: out of memory: the end of job %.*s is not recorded",
-                (int)j->id_len, job_id(j));
+    jr_job(be, JREC_ENDED, j, NULL, "end");
 }
 
 /* held_already is job_new's answer to a session resubmitting a job it owns: nothing is
@@ -2368,7 +2510,8 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     if (fk != NULL && be->fair.mode != FAIR_NONE)
         key_prefetch_tail(fk); /* cold with many keys: loads while the job is copied */
     if (fk == NULL || rank_reserve(&fk->rk, &be->fair.pool, fk->rk.next) != 0 ||
-        jheap_reserve(be, e, prio, UINT64_MAX) != 0 || len > UINT32_MAX - sizeof(*j) ||
+        jheap_reserve(be, e, prio, seq != 0 ? seq : UINT64_MAX) != 0 ||
+        len > UINT32_MAX - sizeof(*j) ||
         (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
         if (fk != NULL && fk->njobs == 0) {
             fk->njobs = 1;
@@ -2448,6 +2591,112 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
 
 static int session_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
 static bool session_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
+static void replay_pend_apply(struct backend *be, uint64_t seq, uint64_t idh, struct ing_view id);
+
+/* replay_requeue puts held job j back in the queue (a replayed requeue). */
+static void
+replay_requeue(struct backend *be, struct job *j)
+{
+    struct be_agent *g = j->agent;
+    if (jheap_reserve(be, job_env(j), job_prio(j), j->seq) != 0 ||
+        rank_reserve(&j->fk->rk, &be->fair.pool, j->ord) != 0) {
+        log_msg(LOG_ERR, "journal: out of memory: job %.*s stays held", (int)j->id_len,
+                job_id(j));
+        return;
+    }
+    be->n_held--;
+    run_remove(be, j);
+    job_enqueue(be, j);
+    if (g->nrun == 0)
+        ghost_free(be, g);
+}
+
+/* replay_dispatch applies a dispatch state to job j: held for the agent of id rid (zero:
+ * back in the queue), started or not. A dispatch to the agent that already holds it is a
+ * compaction's copy (a new dispatch to the same agent has a requeue before it): it keeps
+ * the job's state. */
+static void
+replay_dispatch(struct backend *be, struct job *j, const uint8_t *rid, bool started)
+{
+    bool back = memcmp(rid, zero_rid, ING_AGENT_ID_LEN) == 0;
+    if (j->status == JOB_WAITING) {
+        if (back)
+            return;
+        struct be_agent *g = ghost_get(be, rid, "");
+        if (g == NULL) {
+            log_msg(LOG_ERR, "journal: out of memory: job %.*s restored waiting",
+                    (int)j->id_len, job_id(j));
+            return;
+        }
+        job_unqueue(be, j);
+        j->status = JOB_DISPATCHED;
+        j->agent = g;
+        j->u.started_ms = (uint32_t)be->now_ms;
+        run_append(g, j);
+        be->n_running++;
+        be->n_held++;
+    } else if (back) {
+        replay_requeue(be, j);
+        return;
+    } else if (memcmp(j->agent->rid, rid, ING_AGENT_ID_LEN) != 0) {
+        struct be_agent *from = j->agent, *g = ghost_get(be, rid, "");
+        if (g == NULL)
+            return;
+        j->status = JOB_DISPATCHED;
+        run_move(be, j, g);
+        if (from->nrun == 0)
+            ghost_free(be, from);
+    }
+    if (started)
+        j->status = JOB_STARTED;
+}
+
+/* replay_pend keeps the dispatch state of job seq, whose accepted record comes later. */
+static void
+replay_pend(struct backend *be, uint64_t seq, const uint8_t *rid)
+{
+    struct jr_pend *x = NULL;
+    for (size_t i = 0; i < be->jr_npend && x == NULL; i++)
+        if (be->jr_pend[i].seq == seq)
+            x = &be->jr_pend[i];
+    if (x == NULL) {
+        if (be->jr_npend == be->jr_pend_cap) {
+            size_t cap = be->jr_pend_cap ? be->jr_pend_cap * 2 : 16;
+            struct jr_pend *np = realloc(be->jr_pend, cap * sizeof(*np));
+            if (np == NULL)
+                return;
+            be->jr_pend = np;
+            be->jr_pend_cap = cap;
+        }
+        x = &be->jr_pend[be->jr_npend++];
+        memset(x, 0, sizeof(*x));
+        x->seq = seq;
+    }
+    if (rid != NULL) { /* a dispatch: a new run (not started yet), unless a compaction's
+                        * copy of the current one (the same agent: no requeue between) */
+        if (memcmp(x->rid, rid, ING_AGENT_ID_LEN) == 0)
+            return;
+        memcpy(x->rid, rid, ING_AGENT_ID_LEN);
+        x->started = false;
+    } else {
+        x->started = true;
+    }
+}
+
+/* replay_pend_apply applies to the job just restored (arrival seq, id id of hash idh) the
+ * dispatch state read before its accepted record (1 or 7), if any. */
+static void
+replay_pend_apply(struct backend *be, uint64_t seq, uint64_t idh, struct ing_view id)
+{
+    for (size_t i = 0; i < be->jr_npend; i++)
+        if (be->jr_pend[i].seq == seq) {
+            struct job *j = jtab_find_h(be, idh, id.p, id.len);
+            if (j != NULL && j->seq == seq)
+                replay_dispatch(be, j, be->jr_pend[i].rid, be->jr_pend[i].started);
+            be->jr_pend[i] = be->jr_pend[--be->jr_npend];
+            return;
+        }
+}
 
 int
 be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
@@ -2476,6 +2725,21 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
         if (why != NULL && be->jr_skipped++ == 0) /* one line, not one per job */
             log_msg(LOG_WARN, "journal: job %.*s not restored: %s (later ones counted)",
                     (int)(id.len > 255 ? 255 : id.len), id.p, why);
+        if (why == NULL)
+            replay_pend_apply(be, seq, idh, id);
+    } else if (type == JREC_DISPATCHED || type == JREC_STARTED) {
+        size_t off = type == JREC_DISPATCHED ? 8 + ING_AGENT_ID_LEN : 8;
+        if (len < off || len - off > MAX_ID_LEN)
+            return 0;
+        const char *id = (const char *)p + off;
+        struct job *j = jtab_find_h(be, id_hash(id, len - off), id, len - off);
+        const uint8_t *rid = type == JREC_DISPATCHED ? p + 8 : NULL;
+        if (j == NULL || j->seq != seq)
+            replay_pend(be, seq, rid);
+        else if (rid != NULL)
+            replay_dispatch(be, j, rid, false);
+        else if (j->status != JOB_WAITING)
+            j->status = JOB_STARTED;
     } else if (type == JREC_ENDED) {
         const char *id = (const char *)p + 8;
         uint64_t idh = id_hash(id, len - 8);
@@ -2483,9 +2747,57 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
         if (j != NULL && j->seq == seq && j->status == JOB_WAITING) {
             job_unqueue(be, j);
             job_free_h(be, j, idh);
+        } else if (j != NULL && j->seq == seq) { /* held for its agent */
+            struct be_agent *g = j->agent;
+            be->n_held--;
+            run_remove(be, j);
+            job_free_h(be, j, idh);
+            if (g->nrun == 0)
+                ghost_free(be, g);
         }
     }
     return 0;
+}
+
+static void ghosts_expire(struct backend *be);
+
+void
+be_journal_replayed(struct backend *be)
+{
+    free(be->jr_pend); /* the dispatches of jobs that ended */
+    be->jr_pend = NULL;
+    be->jr_npend = be->jr_pend_cap = 0;
+    for (struct be_agent *g = be->ghosts; g != NULL; g = g->next) {
+        g->dl_ms = be->now_ms + be->cfg.resume_grace_ms;
+        for (struct job *j = g->run_head; j != NULL; j = j->next)
+            j->u.started_ms = (uint32_t)be->now_ms;
+    }
+    if (be->n_held > 0)
+        log_msg(LOG_INFO, "journal: %llu running jobs wait %llu ms for their agents to claim them",
+                (unsigned long long)be->n_held, (unsigned long long)be->cfg.resume_grace_ms);
+    if (be->cfg.resume_grace_ms == 0) /* no grace: lost at once (7.5) */
+        ghosts_expire(be);
+}
+
+/* dispatch_live tells whether a dispatched or started record of job seq (id at p[off..len))
+ * still describes it: it runs on (or is held for) an agent of that id, and for a started
+ * record, has started. A record for the queue (zero id) holds while the job waits. */
+static bool
+dispatch_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
+{
+    size_t off = type == JREC_DISPATCHED ? 8 + ING_AGENT_ID_LEN : 8;
+    if (len < off || len - off > MAX_ID_LEN)
+        return false;
+    const char *id = (const char *)p + off;
+    const struct job *j = jtab_find_h(be, id_hash(id, len - off), id, len - off);
+    if (j == NULL || j->seq != get_u64be(p))
+        return false;
+    if (type == JREC_STARTED)
+        return j->status == JOB_STARTED && j->agent->has_rid;
+    if (memcmp(p + 8, zero_rid, ING_AGENT_ID_LEN) == 0)
+        return j->status == JOB_WAITING;
+    return j->status != JOB_WAITING && j->agent->has_rid &&
+           memcmp(j->agent->rid, p + 8, ING_AGENT_ID_LEN) == 0;
 }
 
 bool
@@ -2493,6 +2805,8 @@ be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32
 {
     if (type == JREC_SESSION_ACCEPTED || type == JREC_DONE)
         return session_live(be, type, p, len);
+    if (type == JREC_DISPATCHED || type == JREC_STARTED)
+        return len >= 8 && dispatch_live(be, type, p, len);
     if (type != JREC_ACCEPTED || len < 8 + ING_HDR_LEN)
         return false; /* an end record only matters while its acceptance is before it */
     struct ing_view id;
@@ -2565,7 +2879,8 @@ uint64_t
 be_journal_live_bytes(const struct backend *be)
 {
     return be->job_bytes + (be->n_waiting + be->n_running) * (JOURNAL_REC_HDR + 8 + ING_HDR_LEN) +
-           be->kept_bytes + be->n_kept * (JOURNAL_REC_HDR + 8 + ING_SESSION_ID_LEN + ING_HDR_LEN);
+           be->kept_bytes + be->n_kept * (JOURNAL_REC_HDR + 8 + ING_SESSION_ID_LEN + ING_HDR_LEN) +
+           be->n_running * (2 * JOURNAL_REC_HDR + 16 + ING_AGENT_ID_LEN + 2 * MAX_ID_LEN);
 }
 
 void
@@ -2775,11 +3090,12 @@ be_client_get_queue(struct backend *be, struct be_client *c)
     if (nrun > 0 && (runs = malloc(nrun * sizeof(*runs))) == NULL)
         goto oom;
     size_t k = 0, text = 0;
-    for (struct be_agent *a = be->agents; a != NULL; a = a->next)
-        for (struct job *j = a->run_head; j != NULL && k < nrun; j = j->next) {
-            runs[k++] = j;
-            text += job_info_max(j);
-        }
+    for (int pass = 0; pass < 2; pass++) /* the agents', then those held for their agents */
+        for (struct be_agent *a = pass == 0 ? be->agents : be->ghosts; a != NULL; a = a->next)
+            for (struct job *j = a->run_head; j != NULL && k < nrun; j = j->next) {
+                runs[k++] = j;
+                text += job_info_max(j);
+            }
     assert(k == be->n_running); /* the counter and the lists agree (be_check) */
     nrun = k;
     if (nrun > 1)
@@ -2935,6 +3251,81 @@ be_agent_slots(const struct be_agent *a)
     return a->slots;
 }
 
+/* lose_jobs handles the jobs of lost agent (or ghost) a, in reverse dispatch order
+ * (proto.md 7.5): requeued if not started (or retried), else ended. silent: freed without a
+ * word (be_fini). Returns the environments that got jobs back, each holding a reference
+ * (*nreq of them; the caller schedules them, then lose_jobs_end), or NULL. */
+static struct env **
+lose_jobs(struct backend *be, struct be_agent *a, bool silent, size_t *nreq_out)
+{
+    struct env **requeued = NULL;
+    size_t nreq = 0;
+    if (!silent && a->nrun > 0)
+        requeued = malloc(a->nrun * sizeof(*requeued));
+    while (a->run_tail != NULL) {
+        struct job *j = a->run_tail;
+        bool killing = (j->flags & JOB_F_KILLING) != 0;
+        bool started = j->status == JOB_STARTED;
+        run_remove(be, j);
+        if (!silent) {
+            be->mc.lost++;
+            be->mc.kills[METRICS_KILL_LOST] += killing;
+        }
+        if (silent || (j->owner == NULL && killing)) { /* its client left */
+            job_free(be, j);
+        } else if (killing) {
+            send_job_result(be, j, "killed", "You killed the job");
+            be->stats.jobs_killed++;
+            job_free(be, j);
+        } else if (job_bounces(j) >= be->cfg.max_requeues) {
+            log_msg(LOG_WARN, "job %.*s lost with its agent %u times: ended", (int)j->id_len,
+                    job_id(j), job_bounces(j) + 1);
+            send_job_result(be, j, "crash", "Agent lost too many times while holding the job");
+            be->stats.jobs_crashed++;
+            job_free(be, j);
+        } else if ((!started || j->retries < be->cfg.retry_lost_jobs) && requeued != NULL &&
+                   jheap_reserve(be, job_env(j), job_prio(j), j->seq) == 0 &&
+                   rank_reserve(&j->fk->rk, &be->fair.pool, j->ord) == 0) {
+            if (started)
+                j->retries++;
+            j->flags = (uint8_t)(j->flags + (1u << JOB_BOUNCE_SHIFT));
+            job_enqueue(be, j);
+            if (be->jr != NULL && a->has_rid) /* its dispatched record no longer holds */
+                jr_dispatched(be, j, NULL);
+            be->stats.jobs_requeued++;
+            bool seen = false;
+            for (size_t x = 0; x < nreq; x++)
+                seen |= requeued[x] == job_env(j);
+            if (!seen)
+                requeued[nreq++] = job_env(j);
+            log_msg(LOG_INFO, "job %.*s requeued (agent %s lost)", (int)j->id_len, job_id(j),
+                    a->name);
+        } else {
+            send_job_result(be, j, "crash", "Agent restarted");
+            be->stats.jobs_crashed++;
+            job_free(be, j);
+        }
+    }
+    for (size_t x = 0; x < nreq; x++)
+        requeued[x]->refs++;
+    *nreq_out = nreq;
+    return requeued;
+}
+
+/* lose_jobs_end gives the requeued jobs of lose_jobs to the free slots (sched), then
+ * drops the references it held. */
+static void
+lose_jobs_end(struct backend *be, struct env **requeued, size_t nreq, bool sched)
+{
+    if (sched)
+        sched_envs(be, requeued, nreq);
+    for (size_t x = 0; x < nreq; x++)
+        env_unref(be, requeued[x]);
+    free(requeued);
+}
+
+static void ghost_adopt(struct backend *be, struct be_agent *a);
+
 /* Removing a registered agent (INGInious deletes it and crashes all its jobs; hardened):
  * requeue the jobs it had not started, end the started ones, withdraw the environments it
  * was the last to provide. In three parts so that a re-hello can spread it over loop
@@ -2956,58 +3347,13 @@ unreg_begin(struct backend *be, struct be_agent *a, bool silent)
     /* Its entries leave the heaps with its environments (unreg_env), or at a heap's top
      * meanwhile: no job goes to it from now on. */
     a->block = BLOCK_LEAVE;
-    /* Its jobs, in reverse dispatch order. */
-    struct env **requeued = NULL;
+    /* Its jobs: kept for its return (7.10), else lost (7.5). */
+    if (!silent && a->has_rid && a->nrun > 0 && be->cfg.resume_grace_ms > 0)
+        ghost_adopt(be, a);
     size_t nreq = 0;
-    if (!silent && a->nrun > 0)
-        requeued = malloc(a->nrun * sizeof(*requeued));
-    while (a->run_tail != NULL) {
-        struct job *j = a->run_tail;
-        bool killing = (j->flags & JOB_F_KILLING) != 0;
-        bool started = j->status == JOB_STARTED;
-        run_remove(be, j);
-        if (!silent) {
-            be->mc.lost++;
-            be->mc.kills[METRICS_KILL_LOST] += killing;
-        }
-        if (silent || j->owner == NULL) {
-            job_free(be, j);
-        } else if (killing) {
-            send_job_result(be, j, "killed", "You killed the job");
-            be->stats.jobs_killed++;
-            job_free(be, j);
-        } else if (job_bounces(j) >= be->cfg.max_requeues) {
-            log_msg(LOG_WARN, "job %.*s lost with its agent %u times: ended", (int)j->id_len,
-                    job_id(j), job_bounces(j) + 1);
-            send_job_result(be, j, "crash", "Agent lost too many times while holding the job");
-            be->stats.jobs_crashed++;
-            job_free(be, j);
-        } else if ((!started || j->retries < be->cfg.retry_lost_jobs) && requeued != NULL &&
-                   jheap_reserve(be, job_env(j), job_prio(j), j->seq) == 0 &&
-                   rank_reserve(&j->fk->rk, &be->fair.pool, j->ord) == 0) {
-            if (started)
-                j->retries++;
-            j->flags = (uint8_t)(j->flags + (1u << JOB_BOUNCE_SHIFT));
-            job_enqueue(be, j);
-            be->stats.jobs_requeued++;
-            bool seen = false;
-            for (size_t x = 0; x < nreq; x++)
-                seen |= requeued[x] == job_env(j);
-            if (!seen)
-                requeued[nreq++] = job_env(j);
-            log_msg(LOG_INFO, "job %.*s requeued (agent %s lost)", (int)j->id_len, job_id(j),
-                    a->name);
-        } else {
-            send_job_result(be, j, "crash", "Agent restarted");
-            be->stats.jobs_crashed++;
-            job_free(be, j);
-        }
-    }
+    struct env **requeued = lose_jobs(be, a, silent, &nreq);
     a->nkilling = 0;
-    /* The requeued jobs' environments still have the agent's references: they stay. */
-    if (!silent)
-        sched_envs(be, requeued, nreq);
-    free(requeued);
+    lose_jobs_end(be, requeued, nreq, !silent);
 }
 
 /* unreg_env lets a's i-th environment go, whose n_slots and n_providers count a. Returns
@@ -3071,6 +3417,145 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
         withdrawn |= unreg_type(be, a, i);
     unreg_end(be, a, silent, withdrawn);
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* Agents that come back (proto.md 7.10)                                                     */
+
+/* ghost_adopt hands the running jobs of a (being removed) to the ghost of its id: they
+ * wait cfg.resume_grace_ms for a to come back and claim them. Without memory for the
+ * ghost they stay, and are lost as today (7.5). */
+static void
+ghost_adopt(struct backend *be, struct be_agent *a)
+{
+    struct be_agent *g = ghost_get(be, a->rid, a->name);
+    if (g == NULL) {
+        log_msg(LOG_ERR, "agent %s: out of memory to keep its jobs for its return", a->name);
+        return;
+    }
+    if (g->dl_ms < be->now_ms + be->cfg.resume_grace_ms)
+        g->dl_ms = be->now_ms + be->cfg.resume_grace_ms;
+    uint32_t n = a->nrun;
+    while (a->run_head != NULL)
+        run_move(be, a->run_head, g);
+    log_msg(LOG_INFO, "agent %s lost: its %u jobs wait %llu ms for it to come back", a->name, n,
+            (unsigned long long)be->cfg.resume_grace_ms);
+}
+
+/* ghost_expire ends ghost g's grace: its jobs are lost as with a lost agent (7.5). */
+static void
+ghost_expire(struct backend *be, struct be_agent *g)
+{
+    log_msg(LOG_WARN, "agent %s did not come back within the resume grace: %u jobs lost",
+            be_agent_name(g), g->nrun);
+    be->n_held -= g->nrun;
+    size_t nreq = 0;
+    struct env **req = lose_jobs(be, g, false, &nreq);
+    lose_jobs_end(be, req, nreq, true);
+    ghost_free(be, g);
+}
+
+/* ghosts_expire ends the graces that are over. */
+static void
+ghosts_expire(struct backend *be)
+{
+    struct be_agent *g = be->ghosts, *next;
+    for (; g != NULL; g = next) {
+        next = g->next;
+        if (g->dl_ms <= be->now_ms)
+            ghost_expire(be, g);
+    }
+}
+
+/* claim_refuse tells agent a to kill job id, which it may not keep (7.10). */
+static void
+claim_refuse(struct backend *be, struct be_agent *a, struct ing_view id, const char *why)
+{
+    log_msg(LOG_WARN, "agent %s: claim of job %.*s refused (%s): told to kill it", a->name,
+            (int)(id.len > 255 ? 255 : id.len), id.p, why);
+    be->stats.claims_refused++;
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_KILL_JOB;
+    m.u.kill.job_id = id;
+    m.u.kill.state.p = "";
+    be->ops.send(a->peer, &m);
+}
+
+static void jr_started(struct backend *be, const struct job *j);
+
+/* claim takes job id back for registered agent a (just said AgentHelloResume with its
+ * free slots all fresh): granted (true) when a has a free slot and the ghost of a's id holds
+ * the job, or the job waits in the queue after a loss (its grace ended; requeued, not
+ * dispatched since: the agent that claims it runs it still, and it is not run twice). */
+static bool
+claim(struct backend *be, struct be_agent *a, const struct ing_resume_job *rj)
+{
+    struct ing_view id = rj->job_id;
+    struct job *j = id.len > 0 && id.len <= MAX_ID_LEN ? jtab_find_h(be, id_hash(id.p, id.len),
+                                                                     id.p, id.len)
+                                                       : NULL;
+    bool waits = j != NULL && j->status == JOB_WAITING;
+    if (j == NULL || (waits && (job_bounces(j) == 0 || owner_gone(j)))) {
+        claim_refuse(be, a, id, j == NULL ? "unknown job" : "never dispatched");
+        return false;
+    }
+    if (!waits && (!j->agent->ghost || memcmp(j->agent->rid, a->rid, ING_AGENT_ID_LEN) != 0)) {
+        claim_refuse(be, a, id, "another agent holds it");
+        return false;
+    }
+    if (a->nfree == 0) {
+        claim_refuse(be, a, id, "more jobs than slots");
+        return false;
+    }
+    slot_take(a);
+    if (waits) { /* out of the queue, to a, which has it */
+        job_unqueue(be, j);
+        j->status = JOB_DISPATCHED;
+        j->agent = a;
+        j->t.run.dseq = (uint32_t)++be->dispatch_seq;
+        run_append(a, j);
+        be->n_running++;
+        if (be->jr != NULL)
+            jr_dispatched(be, j, a->rid);
+    } else {
+        run_move(be, j, a);
+    }
+    j->u.started_ms = (uint32_t)be->now_ms;
+    j->t.run.dl = (uint32_t)be->now_ms + j->deadline_ms;
+    if (a->dl_ms > be->now_ms + j->deadline_ms)
+        a->dl_ms = be->now_ms + j->deadline_ms;
+    be->stats.jobs_claimed++;
+    if (rj->started && j->status != JOB_STARTED) { /* its AgentJobStarted was lost */
+        j->status = JOB_STARTED;
+        if (be->jr != NULL)
+            jr_started(be, j);
+        send_started(be, j);
+    }
+    if (j->flags & JOB_F_KILLING) { /* killed while held: the kill goes out now */
+        j->flags &= (uint8_t)~JOB_F_KILLING;
+        a->nkilling--;
+        send_kill(be, j);
+    }
+    log_msg(LOG_DEBUG, "job %.*s claimed back by agent %s", (int)j->id_len, job_id(j), a->name);
+    return true;
+}
+
+/* claims_apply grants or refuses the n claims, then frees the ghost if it is empty. */
+static void
+claims_apply(struct backend *be, struct be_agent *a, const struct ing_resume_job *claims,
+             uint32_t n)
+{
+    uint32_t granted = 0;
+    for (uint32_t i = 0; i < n; i++)
+        granted += claim(be, a, &claims[i]);
+    struct be_agent *g = ghost_find(be, a->rid);
+    if (g != NULL && g->nrun == 0)
+        ghost_free(be, g);
+    if (n > 0)
+        log_msg(LOG_INFO, "agent %s claimed %u jobs back (%u refused)", a->name, granted,
+                n - granted);
+}
+
 
 void
 be_agent_gone(struct backend *be, struct be_agent *a)
@@ -3330,6 +3815,10 @@ struct be_reg {
     enum reg_phase phase;
     uint8_t *own;        /* the copy of the environments map a queued hello reads */
     struct ing_agent_hello m;
+    bool resume;                   /* an AgentHelloResume (7.10): its agent id and claims */
+    uint8_t rid[ING_AGENT_ID_LEN];
+    struct ing_resume_job *claims; /* copied (ids after the array, one allocation) */
+    uint32_t nclaims;
     char *name;
     uint64_t *ring;
     uint32_t rcap, slots;
@@ -3350,6 +3839,44 @@ struct be_reg {
     int rc;
     char why[300];
 };
+
+static void agent_replaced(struct backend *be, struct be_agent *a, const uint8_t *rid);
+
+/* claims_copy copies the claims of m into r (one allocation). Returns 0 or -ENOMEM. */
+static int
+claims_copy(struct be_reg *r, const struct ing_agent_hello_resume *m)
+{
+    const uint8_t *pos = m->wire_jobs;
+    struct ing_resume_job rj;
+    size_t bytes = 0;
+    r->resume = true;
+    memcpy(r->rid, m->agent_id, ING_AGENT_ID_LEN);
+    for (uint32_t i = 0; i < m->n_jobs; i++) {
+        if (m->jobs != NULL)
+            rj = m->jobs[i];
+        else
+            pos = ing_resume_next(pos, &rj);
+        bytes += rj.job_id.len;
+    }
+    r->claims = malloc((size_t)m->n_jobs * sizeof(*r->claims) + bytes + 1);
+    if (r->claims == NULL)
+        return -ENOMEM;
+    char *ids = (char *)(r->claims + m->n_jobs);
+    pos = m->wire_jobs;
+    for (uint32_t i = 0; i < m->n_jobs; i++) {
+        if (m->jobs != NULL)
+            rj = m->jobs[i];
+        else
+            pos = ing_resume_next(pos, &rj);
+        memcpy(ids, rj.job_id.p, rj.job_id.len);
+        r->claims[i].job_id.p = ids;
+        r->claims[i].job_id.len = rj.job_id.len;
+        r->claims[i].started = rj.started;
+        ids += rj.job_id.len;
+    }
+    r->nclaims = m->n_jobs;
+    return 0;
+}
 
 #define ANN_CHUNK 1024
 
@@ -3493,6 +4020,9 @@ reg_apply_begin(struct backend *be, struct be_reg *r)
     a->fhead = 0;
     a->missed = 0;
     a->block = BLOCK_ENTER;
+    a->has_rid = r->resume; /* its previous registration (and id) went before */
+    if (r->resume)
+        memcpy(a->rid, r->rid, ING_AGENT_ID_LEN);
     r->ke = r->kt = 0;
     r->i = 0;
     r->last_type = NULL;
@@ -3539,6 +4069,10 @@ reg_done(struct backend *be, struct be_reg *r)
     be->envs_held = false;
     log_msg(LOG_INFO, "agent %s registered: %u slots, %u environments", a->name, a->slots,
             a->nenvs);
+    if (r->resume) { /* its jobs first: they hold its slots */
+        agent_replaced(be, a, a->rid);
+        claims_apply(be, a, r->claims, r->nclaims);
+    }
     sched_agent(be, a);
     envs_touch(be, false); /* INGInious sends the list after every hello */
     r->rc = 0;
@@ -3728,6 +4262,7 @@ reg_free(struct backend *be, struct be_reg *r)
     free(r->anns);
     free(r->tanns);
     free(r->own);
+    free(r->claims);
 }
 
 /* reg_run does up to *budget units of r. Returns true when r has ended. */
@@ -3810,9 +4345,32 @@ regs_fini(struct backend *be)
     }
 }
 
-int
-be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m, char *why,
-               size_t whylen)
+/* agent_replaced removes the registered agents other than a that have agent id rid: an
+ * agent that says AgentHelloResume again on a new connection while its old one still looks
+ * alive here (it gave up on it first) is the same agent; its jobs are held for the claims
+ * that follow (7.10), and the old connection is closed. */
+static void
+agent_replaced(struct backend *be, struct be_agent *a, const uint8_t *rid)
+{
+    struct be_agent *o = be->agents, *next;
+    for (; o != NULL; o = next) {
+        next = o->next;
+        if (o == a || !o->has_rid || memcmp(o->rid, rid, ING_AGENT_ID_LEN) != 0)
+            continue;
+        log_msg(LOG_INFO, "agent %s is back on a new connection: the old one is closed",
+                o->name);
+        be->stats.agents_lost++;
+        agent_unregister(be, o, false);
+        if (be->ops.drop != NULL)
+            be->ops.drop(o->peer, ING_ERR_LIMIT, "replaced by a new connection of this agent");
+    }
+}
+
+/* agent_hello validates then applies hello m (or queues it, BE_HELLO_PENDING); res: the
+ * AgentHelloResume it came in, or NULL (its claims are copied: res may go). */
+static int
+agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m, char *why,
+            size_t whylen, const struct ing_agent_hello_resume *res)
 {
     struct be_reg inl, *r = &inl;
     if (a->reg != NULL)
@@ -3847,7 +4405,7 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
         if (!inline_ok && (r->own = malloc(m->environments.len ? m->environments.len : 1)))
             memcpy(r->own, m->environments.p, m->environments.len);
         if (r->name == NULL || r->ring == NULL || r->tanns == NULL ||
-            (!inline_ok && r->own == NULL))
+            (!inline_ok && r->own == NULL) || (res != NULL && claims_copy(r, res) != 0))
             rc = hello_fail(r->why, sizeof(r->why), "out of memory");
     }
     if (rc != 0) {
@@ -3884,6 +4442,23 @@ be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_he
     return rc;
 }
 
+int
+be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m, char *why,
+               size_t whylen)
+{
+    return agent_hello(be, a, m, why, whylen, NULL);
+}
+
+int
+be_agent_hello_resume(struct backend *be, struct be_agent *a,
+                      const struct ing_agent_hello_resume *m, char *why, size_t whylen)
+{
+    if (m->n_jobs > be->cfg.max_slots_per_agent)
+        return hello_fail(why, whylen, "too many jobs claimed: %u (at most %u)", m->n_jobs,
+                          be->cfg.max_slots_per_agent);
+    return agent_hello(be, a, &m->hello, why, whylen, m);
+}
+
 /* agent_job finds the job a report is about (idh: its id's hash), if a runs it. */
 static struct job *
 agent_job(struct backend *be, struct be_agent *a, struct ing_view id, const char *what,
@@ -3912,16 +4487,11 @@ be_agent_started_h(struct backend *be, struct be_agent *a, struct ing_view id, u
     struct job *j = agent_job(be, a, id, "AgentJobStarted", idh);
     if (j == NULL)
         return;
+    if (be->jr != NULL && a->has_rid && j->status != JOB_STARTED)
+        jr_started(be, j);
     j->status = JOB_STARTED;
     be->mc.started++;
-    struct be_client *c = live_owner(j);
-    if (c == NULL || c->peer == NULL) /* a detached session learns it from its job list */
-        return;
-    struct ing_msg m;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_BACKEND_JOB_STARTED;
-    m.u.ref.job_id = job_id_view(j);
-    be->ops.send(c->peer, &m);
+    send_started(be, j);
 }
 
 void
@@ -4128,6 +4698,8 @@ orphan_crash(struct backend *be, const struct env *e, struct job *j)
 void
 be_timeouts(struct backend *be)
 {
+    if (be->ghosts != NULL)
+        ghosts_expire(be);
     /* Running jobs past their deadline, and kills not answered in time. An agent's jobs are
      * scanned only once the earliest deadline among them may have passed. */
     for (struct be_agent *a = be->agents; a != NULL; a = a->next) {
@@ -4202,12 +4774,21 @@ be_fail_all(struct backend *be, const char *text)
             job_unqueue(be, j);
         } else {
             struct be_agent *a = j->agent;
+            be->n_held -= a->ghost;
             run_remove(be, j);
-            slot_add(be, a);
+            if (!a->ghost)
+                slot_add(be, a);
         }
         send_job_result(be, j, "crash", text);
         be->stats.jobs_crashed++;
         job_free(be, j);
+    }
+    /* Emptied above, but for those holding sessions' jobs (kept in the journal: their
+     * agents claim them after the restart). */
+    for (struct be_agent *g = be->ghosts, *gn; g != NULL; g = gn) {
+        gn = g->next;
+        if (g->nrun == 0)
+            ghost_free(be, g);
     }
 }
 
@@ -4662,6 +5243,8 @@ session_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
     if (why != NULL && why != held_already && be->jr_skipped++ == 0)
         log_msg(LOG_WARN, "journal: job %.*s not restored: %s (later ones counted)",
                 (int)(jid.len > 255 ? 255 : jid.len), jid.p, why);
+    if (why == NULL)
+        replay_pend_apply(be, seq, idh, jid);
     return 0;
 }
 
@@ -4929,7 +5512,14 @@ be_check(const struct backend *be)
         if (!be->draining && a->nfree > 0 && best_job(be, a) != NULL)
             return -EPROTO;
     }
-    if (waiting != be->n_waiting || running != be->n_running)
+    uint64_t held = 0;
+    for (const struct be_agent *g = be->ghosts; g != NULL; g = g->next) {
+        if (!g->ghost || g->registered || g->nrun == 0)
+            return -EPROTO;
+        held += g->nrun;
+    }
+    running += held;
+    if (waiting != be->n_waiting || running != be->n_running || held != be->n_held)
         return -EPROTO;
     if (be->jtab.n != waiting + running)
         return -EPROTO;

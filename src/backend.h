@@ -61,6 +61,10 @@ struct be_config {
                           * agent (be_ping_tick defers the others to its next tick; the server
                           * its closed connections to its next iteration); 0: no bound */
     uint64_t deadline_margin_ms;  /* added to a running job's time limit (proto.md 7.4) */
+    uint64_t resume_grace_ms;     /* --resume-grace: how long the jobs of a lost agent that
+                                   * can resume (AgentHelloResume), or of journaled running
+                                   * jobs after a restart, wait to be claimed (proto.md 7.10);
+                                   * 0 = no wait: lost at once (7.5) */
     enum fair_mode fair_mode;     /* --fair-share: FAIR_NONE = INGInious' order */
     uint64_t priority_aging_ms;   /* --priority-aging: a level per this long (0 = off) */
     const struct fair_weight *fair_weights; /* --fair-weight (kept by the caller) */
@@ -96,6 +100,7 @@ struct be_stats {
     uint64_t jobs_submitted, jobs_refused, jobs_dispatched, jobs_done, jobs_killed;
     uint64_t jobs_crashed, jobs_requeued, reports_dropped, agents_lost;
     uint64_t jobs_expired; /* ended by the backend's deadline (proto.md 7.4) */
+    uint64_t jobs_claimed, claims_refused; /* AgentHelloResume (proto.md 7.10) */
 };
 
 /* One recent failure (a result other than success and failed, or a crash the backend
@@ -178,6 +183,15 @@ struct backend {
     struct journal *jr;
     char jr_why[96]; /* the refusal text while it is unavailable */
     uint64_t jr_skipped; /* journaled jobs the replay could not restore (e.g. Queue full) */
+
+    /* Agents that may come back (proto.md 7.10): each holds the running jobs of a lost agent
+     * that said AgentHelloResume, or of the journal's dispatched records, until its agent
+     * claims them or its grace (dl_ms) ends. Unregistered be_agent records (ghost set). */
+    struct be_agent *ghosts;
+    uint64_t n_held; /* jobs they hold (counted in n_running too) */
+    struct jr_pend *jr_pend; /* replay: dispatch states of jobs whose accepted record comes
+                              * later (a compaction's copy); freed by be_journal_replayed */
+    size_t jr_npend, jr_pend_cap;
     /* The jobs accepted since the journal's last flush (be_journal_settle): per job its
      * arrival order (u64), a byte "acknowledge it", its id's length (u8) and its id. */
     struct buf jr_fresh;
@@ -299,6 +313,11 @@ bool be_agent_registered(const struct be_agent *a);
 #define BE_REG_INLINE_ENVS 512
 int be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m,
                    char *why, size_t whylen);
+/* be_agent_hello_resume is be_agent_hello for AgentHelloResume (proto.md 7.10): the agent
+ * gets its id, then claims the jobs it lists (before any new job takes its slots); a claim
+ * the backend cannot grant is answered with BackendKillJob(job_id, ""). */
+int be_agent_hello_resume(struct backend *be, struct be_agent *a,
+                          const struct ing_agent_hello_resume *m, char *why, size_t whylen);
 /* be_register does up to budget units of registration work (a unit: one environment or type
  * read, looked up, announced or let go; every unit O(1) but for the hash table's growth).
  * Returns true while some registration remains (call it again at the next iteration). */
@@ -400,6 +419,9 @@ void be_client_get_job_info(struct backend *be, struct be_client *c, struct ing_
 int be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
 bool be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
 uint64_t be_journal_live_bytes(const struct backend *be);
+/* be_journal_replayed ends the replay: the running jobs it restored (dispatched records of
+ * agents that can resume) wait cfg.resume_grace_ms from now for their agents. */
+void be_journal_replayed(struct backend *be);
 /* be_journal_settle is called after each flush of the journal (err: its result, 0 or
  * -errno) with the jobs accepted since the previous call (proto.md 7.8): on success their
  * records are written (synced under --fsync always) and the clients that asked hear

@@ -22,6 +22,8 @@
 /* Smallest encoded queue entries: empty strings, a bool and the i64 fields. */
 #define RUNNING_MIN (4 + 1 + 4 + 4 + 4 + 8 + 8)
 #define WAITING_MIN (4 + 1 + 4 + 4 + 8)
+/* Smallest encoded AgentHelloResume job entry: an empty id and the bool. */
+#define RESUME_JOB_MIN (4 + 1)
 
 /* What the header alone tells about a type. */
 enum type_class {
@@ -61,6 +63,7 @@ static const uint8_t type_class[256] = {
     [ING_AGENT_JOB_STARTED] = TC_BODY,
     [ING_AGENT_JOB_DONE] = TC_BODY,
     [ING_AGENT_JOB_SSH_DEBUG] = TC_BODY,
+    [ING_AGENT_HELLO_RESUME] = TC_BODY,
 };
 
 /* ---- byte helpers (get_u*be / put_u*be come from bytes.h) ---------------------------- */
@@ -348,6 +351,32 @@ rd_queue(struct cursor *c, struct ing_get_queue *q)
         rd_waiting(c, &w);
 }
 
+/* rd_resume reads AgentHelloResume: the agent id, the hello's fields, then validates every
+ * job entry (a count that cannot fit in the remaining bytes is refused before looping). */
+static void
+rd_resume(struct cursor *c, struct ing_agent_hello_resume *r)
+{
+    struct ing_view id;
+    uint32_t i;
+
+    if (cur_need(c, ING_AGENT_ID_LEN)) {
+        memcpy(r->agent_id, c->p, ING_AGENT_ID_LEN);
+        c->p += ING_AGENT_ID_LEN;
+    }
+    rd_field(c, &r->hello.friendly_name, FK_STR);
+    r->hello.slots = rd_u32(c);
+    rd_field(c, &r->hello.environments, FK_MP);
+    r->jobs = NULL;
+    r->n_jobs = rd_u32(c);
+    r->wire_jobs = c->p;
+    if (r->n_jobs > (size_t)(c->end - c->p) / RESUME_JOB_MIN)
+        cur_fail(c);
+    for (i = 0; i < r->n_jobs && c->ok; i++) {
+        rd_field(c, &id, FK_STR);
+        (void)rd_bool(c);
+    }
+}
+
 /* rd_body parses the body of a known type; the caller checks c->ok and trailing bytes. */
 static void
 rd_body(struct cursor *c, struct ing_msg *m)
@@ -424,6 +453,9 @@ rd_body(struct cursor *c, struct ing_msg *m)
         rd_field(c, &m->u.agent_hello.friendly_name, FK_STR);
         m->u.agent_hello.slots = rd_u32(c);
         rd_field(c, &m->u.agent_hello.environments, FK_MPHELLO);
+        break;
+    case ING_AGENT_HELLO_RESUME:
+        rd_resume(c, &m->u.agent_resume);
         break;
     case ING_BACKEND_GET_QUEUE:
         rd_queue(c, &m->u.queue);
@@ -600,6 +632,24 @@ wr_queue(struct writer *w, const struct ing_get_queue *q)
     }
 }
 
+static void
+wr_resume(struct writer *w, const struct ing_agent_hello_resume *r)
+{
+    uint32_t i;
+
+    wr_bytes(w, r->agent_id, ING_AGENT_ID_LEN);
+    wr_field(w, r->hello.friendly_name, FK_STR);
+    wr_u32(w, r->hello.slots);
+    wr_field(w, r->hello.environments, FK_MP);
+    wr_u32(w, r->n_jobs);
+    if (r->n_jobs > 0 && r->jobs == NULL)
+        w->inval = true;
+    for (i = 0; i < r->n_jobs && !w->inval && w->len <= UINT32_MAX; i++) {
+        wr_field(w, r->jobs[i].job_id, FK_STR);
+        wr_u8(w, r->jobs[i].started ? 1 : 0);
+    }
+}
+
 /* wr_body writes the body of m (its type is known). */
 static void
 wr_body(struct writer *w, const struct ing_msg *m)
@@ -676,6 +726,9 @@ wr_body(struct writer *w, const struct ing_msg *m)
         wr_field(w, m->u.agent_hello.friendly_name, FK_STR);
         wr_u32(w, m->u.agent_hello.slots);
         wr_field(w, m->u.agent_hello.environments, FK_MP);
+        break;
+    case ING_AGENT_HELLO_RESUME:
+        wr_resume(w, &m->u.agent_resume);
         break;
     case ING_BACKEND_GET_QUEUE:
         wr_queue(w, &m->u.queue);
@@ -920,6 +973,16 @@ ing_queue_next_waiting(const uint8_t *pos, struct ing_queue_waiting *e)
     return raw_i64(pos, &e->max_time);
 }
 
+/* ing_resume_next reads the job entry at pos (inside a decoded, hence validated,
+ * AgentHelloResume) into *e and returns the position of the next one. */
+const uint8_t *
+ing_resume_next(const uint8_t *pos, struct ing_resume_job *e)
+{
+    pos = raw_str(pos, &e->job_id);
+    e->started = *pos == 1;
+    return pos + 1;
+}
+
 /* ing_msg_type_name returns the INGInious class name of a type, or "?" if unknown. */
 const char *
 ing_msg_type_name(uint8_t type)
@@ -985,6 +1048,8 @@ ing_msg_type_name(uint8_t type)
         return "AgentJobDone";
     case ING_AGENT_JOB_SSH_DEBUG:
         return "AgentJobSSHDebug";
+    case ING_AGENT_HELLO_RESUME:
+        return "AgentHelloResume";
     default:
         return "?";
     }

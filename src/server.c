@@ -1042,9 +1042,12 @@ handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_
     char why[300];
     memset(&reply, 0, sizeof(reply));
     switch (m->type) {
-    case ING_AGENT_HELLO: {
+    case ING_AGENT_HELLO:
+    case ING_AGENT_HELLO_RESUME: { /* proto.md 7.10: the same, then its claims */
         c->srv->iter_check = true; /* environments registered and broadcast */
-        int rc = be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why));
+        int rc = m->type == ING_AGENT_HELLO
+                     ? be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why))
+                     : be_agent_hello_resume(be, c->agent, &m->u.agent_resume, why, sizeof(why));
         if (rc == BE_HELLO_PENDING) /* registered in steps (reg_run), then be_registered */
             arm(c->srv, &c->srv->reg_timer, ev_now_ms(c->srv->loop));
         else if (rc == 0)
@@ -1100,6 +1103,8 @@ welcome(struct conn *c)
     }
     if (c->role == ING_ROLE_CLIENT)
         m.u.welcome.flags |= ING_WELCOME_ACK | ING_WELCOME_SESSION; /* proto.md §7.8, §7.9 */
+    else
+        m.u.welcome.flags |= ING_WELCOME_RESUME; /* AgentHelloResume known (§7.10) */
     m.u.welcome.max_frame = s->cfg.max_frame;
     m.u.welcome.heartbeat_ms = (uint32_t)s->cfg.ping_interval_ms;
     static const char server_name[] = "inginious-backend " ING_VERSION;
@@ -2141,6 +2146,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
             goto fail;
         s->jr_on = true;
         s->be.jr = &s->jr;
+        be_journal_replayed(&s->be);
         s->be.jr_settled = s->be.arrival_seq; /* the replayed jobs are on disk */
         signal(SIGXFSZ, SIG_IGN); /* a file-size limit is a write error (EFBIG), not death */
         log_msg(LOG_INFO, "journal %s: %llu waiting jobs restored", cfg->journal_dir,

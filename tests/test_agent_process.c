@@ -614,6 +614,9 @@ TP_TEST(test_agent_process_orphans)
 
 /* ---- a fake backend: the test plays the backend's side of an agent connection -------- */
 
+/* The Welcome flags the fake backend sends (ING_WELCOME_RESUME: it can resume). */
+static uint16_t fake_welcome_flags;
+
 struct fake {
     int lfd;             /* listening socket, 127.0.0.1:0 */
     int fd;              /* the agent's connection, -1 before accept */
@@ -708,6 +711,7 @@ fake_accept(struct fake *f)
     w.u.welcome.max_frame = ING_MAX_FRAME_DEFAULT;
     w.u.welcome.server.p = "fake";
     w.u.welcome.server.len = 4;
+    w.u.welcome.flags = fake_welcome_flags;
     fake_send(f, &w);
 }
 
@@ -725,6 +729,12 @@ fake_expect(struct fake *f, uint8_t type)
 
         if (n < 0)
             tp_fail("fake backend: undecodable frame from the agent");
+        if (n > 0 && f->msg.type == ING_PING && type != ING_PING) {
+            /* The agent's Ping confirming its results (proto.md 7.10): not answered. */
+            memmove(f->in, f->in + n, f->len - (size_t)n);
+            f->len -= (size_t)n;
+            continue;
+        }
         if (n > 0) {
             f->last = (size_t)n;
             if (f->msg.type != type)
@@ -759,6 +769,11 @@ fake_next(struct fake *f, int ms)
 
         if (n < 0)
             tp_fail("fake backend: undecodable frame from the agent");
+        if (n > 0 && f->msg.type == ING_PING) { /* as in fake_expect */
+            memmove(f->in, f->in + n, f->len - (size_t)n);
+            f->len -= (size_t)n;
+            continue;
+        }
         if (n > 0) {
             f->last = (size_t)n;
             return &f->msg;
@@ -850,14 +865,118 @@ TP_TEST(test_agent_process_reconnect)
     fake_send(&f, &j);
     m = fake_expect(&f, ING_AGENT_JOB_STARTED);
     assert_string_equal(tp_cpy(s, sizeof(s), m->u.ref.job_id), "j1");
-    /* The backend goes away: the agent kills its job, reconnects and says hello again,
-     * without a result for the lost job. */
+    /* The backend goes away: the agent keeps its job and reconnects; this backend cannot
+     * resume (no RESUME flag): the agent kills the job and says hello again, without a
+     * result for the lost job. */
     fake_close(&f);
     fake_accept(&f);
     fake_expect(&f, ING_AGENT_HELLO);
     fake_quiet(&f, 300);
-    if (!agent_log_contains("running jobs killed"))
+    if (!agent_log_contains("running jobs kept") ||
+        !agent_log_contains("did not take back the 1 running jobs: killed"))
         tp_fail("the agent did not log the loss of its job");
+    fake_close(&f);
+    close(f.lfd);
+}
+
+/* wait_log waits (bounded) until the agent's log holds needle. */
+static void
+wait_log(const char *needle)
+{
+    uint64_t end = tp_now_ms() + TP_DEADLINE_MS;
+
+    while (!agent_log_contains(needle)) {
+        if (tp_now_ms() > end)
+            tp_fail("the agent never logged \"%s\"", needle);
+        (void)poll(NULL, 0, 10);
+    }
+}
+
+/* Resume (proto.md 7.10): the job survives the backend's absence; its result, ended
+ * meanwhile, goes after the AgentHelloResume that claims it back, under the same id. */
+TP_TEST(test_agent_process_resume)
+{
+    struct fake f;
+    struct ing_msg j;
+    const struct ing_msg *m;
+    struct ing_resume_job rj;
+    uint8_t id[ING_AGENT_ID_LEN];
+    char s[64], body[600], flag[520];
+
+    (void)c;
+    snprintf(flag, sizeof(flag), "%s/go", apt.tasks);
+    snprintf(body, sizeof(body), "while [ ! -f '%s' ]; do sleep 0.02; done", flag);
+    add_env("process", "default", body, false);
+    fake_welcome_flags = ING_WELCOME_RESUME;
+    fake_listen(&f);
+    agent_start(f.addr, NULL);
+    fake_accept(&f);
+    m = fake_expect(&f, ING_AGENT_HELLO_RESUME);
+    assert_int_equal(m->u.agent_resume.n_jobs, 0);
+    memcpy(id, m->u.agent_resume.agent_id, sizeof(id));
+    fake_job(&j, "j1", NULL, NULL);
+    fake_send(&f, &j);
+    m = fake_expect(&f, ING_AGENT_JOB_STARTED);
+    assert_string_equal(tp_cpy(s, sizeof(s), m->u.ref.job_id), "j1");
+    /* The backend goes away; the job ends meanwhile. */
+    fake_close(&f);
+    wait_log("running jobs kept");
+    close(open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    wait_log("Job j1 ended: success");
+    fake_accept(&f);
+    m = fake_expect(&f, ING_AGENT_HELLO_RESUME);
+    assert_memory_equal(m->u.agent_resume.agent_id, id, sizeof(id));
+    assert_int_equal(m->u.agent_resume.n_jobs, 1);
+    ing_resume_next(m->u.agent_resume.wire_jobs, &rj);
+    assert_string_equal(tp_cpy(s, sizeof(s), rj.job_id), "j1");
+    assert_true(rj.started);
+    m = fake_expect(&f, ING_AGENT_JOB_DONE);
+    assert_string_equal(tp_cpy(s, sizeof(s), m->u.result.job_id), "j1");
+    assert_true(tp_view_is(m->u.result.result_kind, "success"));
+    /* The result is kept until a Pong confirms it: the next connection claims it again. */
+    fake_expect(&f, ING_PING);
+    fake_close(&f);
+    fake_accept(&f);
+    m = fake_expect(&f, ING_AGENT_HELLO_RESUME);
+    assert_int_equal(m->u.agent_resume.n_jobs, 1);
+    fake_expect(&f, ING_AGENT_JOB_DONE);
+    m = fake_expect(&f, ING_PING);
+    memset(&j, 0, sizeof(j));
+    j.type = ING_PONG;
+    fake_send(&f, &j);
+    /* Confirmed: forgotten. */
+    fake_close(&f);
+    fake_accept(&f);
+    m = fake_expect(&f, ING_AGENT_HELLO_RESUME);
+    assert_int_equal(m->u.agent_resume.n_jobs, 0);
+    fake_welcome_flags = 0;
+    fake_close(&f);
+    close(f.lfd);
+}
+
+/* --resume-timeout: after that long without the backend the kept jobs are killed. */
+TP_TEST(test_agent_process_resume_timeout)
+{
+    struct fake f;
+    struct ing_msg j;
+    const struct ing_msg *m;
+
+    (void)c;
+    add_env("process", "default", "sleep 60", false);
+    fake_welcome_flags = ING_WELCOME_RESUME;
+    fake_listen(&f);
+    agent_start(f.addr, "--resume-timeout", "200ms", NULL);
+    fake_accept(&f);
+    fake_expect(&f, ING_AGENT_HELLO_RESUME);
+    fake_job(&j, "j1", NULL, NULL);
+    fake_send(&f, &j);
+    fake_expect(&f, ING_AGENT_JOB_STARTED);
+    fake_close(&f);
+    wait_log("did not take back the 1 running jobs: killed");
+    fake_accept(&f);
+    m = fake_expect(&f, ING_AGENT_HELLO_RESUME);
+    assert_int_equal(m->u.agent_resume.n_jobs, 0);
+    fake_welcome_flags = 0;
     fake_close(&f);
     close(f.lfd);
 }
@@ -953,6 +1072,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_agent_process_orphans, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_process_kill_unknown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_process_reconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_process_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_process_resume_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_process_large_task, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_process_refuses_without_sandbox, setup,
                                         teardown),

@@ -19,6 +19,7 @@
 #include "bytes.h"
 #include "inginious/mp.h"
 #include "inginious/proto.h"
+#include "journal.h"
 #include "log.h"
 #include "metrics.h"
 #include "status.h"
@@ -2604,6 +2605,453 @@ test_backend_session_ttl_and_kept(void **state)
     assert_int_equal(be_check(&be), 0);
 }
 
+
+/* resume_hello says AgentHelloResume on a (agent id rid: 16 x rid_byte, one slot per job
+ * and 2 more, environment e1) claiming ids (started ones marked with a leading '+'). */
+static int
+resume_hello_rc(struct be_agent *a, uint8_t rid_byte, uint32_t slots, const char *const *ids,
+                uint32_t n)
+{
+    uint8_t buf[256];
+    struct ing_mp_writer w;
+    struct ing_resume_job jobs[8];
+    struct ing_agent_hello_resume m;
+    char why[200];
+
+    ing_mp_writer_init(&w, buf, sizeof(buf));
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "docker");
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "e1");
+    put_env_info(&w);
+    assert_int_equal(w.err, 0);
+    memset(&m, 0, sizeof(m));
+    memset(m.agent_id, rid_byte, sizeof(m.agent_id));
+    m.hello = (struct ing_agent_hello){{"R", 1}, slots, {(const char *)buf, (uint32_t)w.len}};
+    assert_true(n <= 8);
+    for (uint32_t i = 0; i < n; i++) {
+        bool st = ids[i][0] == '+';
+        jobs[i].job_id = (struct ing_view){ids[i] + st, (uint32_t)strlen(ids[i] + st)};
+        jobs[i].started = st;
+    }
+    m.n_jobs = n;
+    m.jobs = jobs;
+    int rc = be_agent_hello_resume(&be, a, &m, why, sizeof(why));
+    assert_int_equal(be_check(&be), 0);
+    return rc;
+}
+
+static void
+resume_hello(struct be_agent *a, uint8_t rid_byte, uint32_t slots, const char *const *ids,
+             uint32_t n)
+{
+    assert_int_equal(resume_hello_rc(a, rid_byte, slots, ids, n), 0);
+}
+
+/* An AgentHelloResume queued behind a registration in steps (BE_HELLO_PENDING) claims its
+ * jobs when its own registration ends, before its slots take new jobs. */
+static void
+test_backend_agent_resume_pending(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = be_agent_new(&be, &peers[1]);
+    const char *none[1] = {NULL};
+    resume_hello(a, 0x11, 1, none, 0);
+    submit(c, "p1", 0, "e1");
+    expect(1, ING_BACKEND_NEW_JOB, "p1");
+    be_agent_gone(&be, a);
+    submit(c, "p2", 0, "e1"); /* waits: no agent */
+    struct be_agent *l = be_agent_new(&be, &peers[2]);
+    char why[200];
+    assert_int_equal(hello_many_pending(l, 2, "big", 3000, why, sizeof(why)), BE_HELLO_PENDING);
+    struct be_agent *a2 = be_agent_new(&be, &peers[3]);
+    const char *claims[1] = {"p1"};
+    assert_int_equal(resume_hello_rc(a2, 0x11, 1, claims, 1), BE_HELLO_PENDING);
+    for (int k = 0; k < 100000 && be_register(&be, 1000); k++)
+        ;
+    assert_false(be_registering(&be));
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_held, 0);
+    assert_int_equal(be_agent_busy(a2), 1);
+    expect_none(3); /* its one slot holds p1: p2 is not sent to it */
+    done(a2, "p1", "success");
+    expect(0, ING_BACKEND_JOB_DONE, "p1");
+    expect(3, ING_BACKEND_NEW_JOB, "p2");
+    done(a2, "p2", "success");
+    expect(0, ING_BACKEND_JOB_DONE, "p2");
+    be_agent_gone(&be, a2);
+    be_agent_gone(&be, l);
+}
+
+/* proto.md 7.10: a lost AgentHelloResume agent's jobs are held for --resume-grace; the agent
+ * back under the same id claims them (they keep their slots, results are relayed); claims
+ * of unknown jobs or of another agent's are refused with BackendKillJob; at the end of the
+ * grace the unclaimed ones are lost as in 7.5. */
+static void
+test_backend_agent_resume(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = be_agent_new(&be, &peers[1]);
+    const char *none[1] = {NULL};
+    resume_hello(a, 0x11, 3, none, 0);
+    submit(c, "j1", 0, "e1");
+    submit(c, "j2", 0, "e1");
+    submit(c, "j3", 0, "e1");
+    expect(1, ING_BACKEND_NEW_JOB, "j1");
+    expect(1, ING_BACKEND_NEW_JOB, "j2");
+    expect(1, ING_BACKEND_NEW_JOB, "j3");
+    started(a, "j1");
+    expect(0, ING_BACKEND_JOB_STARTED, "j1");
+    started(a, "j3");
+    expect(0, ING_BACKEND_JOB_STARTED, "j3");
+    /* Lost: nothing ends, every job is held (listed running, no slot anywhere). */
+    be_agent_gone(&be, a);
+    assert_int_equal(be_check(&be), 0);
+    expect_none(0);
+    assert_int_equal(be.n_running, 3);
+    assert_int_equal(be.n_held, 3);
+    /* Another agent meanwhile takes no held job; its claims are refused. */
+    struct be_agent *b = be_agent_new(&be, &peers[2]);
+    const char *bclaims[2] = {"j1", "nope"};
+    resume_hello(b, 0x22, 1, bclaims, 2);
+    struct rec *r = expect(2, ING_BACKEND_KILL_JOB, "j1");
+    assert_string_equal(r->state, "");
+    expect(2, ING_BACKEND_KILL_JOB, "nope");
+    expect_none(2);
+    assert_int_equal(be.stats.claims_refused, 2);
+    /* The agent comes back under its id: j1 (started) and j2 (now reported started) are
+     * claimed; j3 is not. */
+    be.now_ms += 2000;
+    struct be_agent *a2 = be_agent_new(&be, &peers[3]);
+    const char *claims[2] = {"j1", "+j2"};
+    resume_hello(a2, 0x11, 2, claims, 2);
+    expect(0, ING_BACKEND_JOB_STARTED, "j2"); /* its AgentJobStarted had been lost */
+    expect_none(3);                          /* no new job: its two slots are busy */
+    assert_int_equal(be_agent_busy(a2), 2);
+    assert_int_equal(be.n_held, 1);
+    assert_int_equal(be.stats.jobs_claimed, 2);
+    done(a2, "j1", "success");
+    expect(0, ING_BACKEND_JOB_DONE, "j1");
+    done(b, "j2", "success"); /* not b's: dropped */
+    expect_none(0);
+    be_agent_gone(&be, b); /* (not held: b had no job) */
+    assert_int_equal(be_check(&be), 0);
+    /* The grace ends: j3, started and unclaimed, is lost as with its agent (7.5). */
+    be.now_ms += 10000;
+    be_timeouts(&be);
+    assert_int_equal(be_check(&be), 0);
+    r = expect(0, ING_BACKEND_JOB_DONE, "j3");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "Agent restarted");
+    assert_int_equal(be.n_held, 0);
+    done(a2, "j2", "failed");
+    expect(0, ING_BACKEND_JOB_DONE, "j2");
+    expect_none(0);
+    /* Back after its grace: a job requeued meanwhile and not dispatched since is claimed
+     * from the queue (its agent runs it still), not run twice. */
+    submit(c, "w1", 0, "e1");
+    expect(3, ING_BACKEND_NEW_JOB, "w1");
+    be_agent_gone(&be, a2);
+    be.now_ms += 20000;
+    be_timeouts(&be); /* w1, not started, requeued: no agent to take it */
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_waiting, 1);
+    struct be_agent *a5 = be_agent_new(&be, &peers[6]);
+    const char *wclaim[1] = {"w1"};
+    resume_hello(a5, 0x11, 2, wclaim, 1);
+    expect_none(6); /* neither a kill nor a new dispatch */
+    assert_int_equal(be.n_waiting, 0);
+    assert_int_equal(be_agent_busy(a5), 1);
+    done(a5, "w1", "success");
+    expect(0, ING_BACKEND_JOB_DONE, "w1");
+    be_agent_gone(&be, a5);
+    a2 = be_agent_new(&be, &peers[3]);
+    resume_hello(a2, 0x11, 2, none, 0);
+    /* A kill of a held job waits for the claim; an unclaimed one ends killed. */
+    submit(c, "k1", 0, "e1");
+    expect(3, ING_BACKEND_NEW_JOB, "k1");
+    be_agent_gone(&be, a2);
+    kill_job(c, "k1");
+    expect_none(0);
+    struct be_agent *a3 = be_agent_new(&be, &peers[4]);
+    const char *kclaim[1] = {"k1"};
+    resume_hello(a3, 0x11, 2, kclaim, 1);
+    expect(4, ING_BACKEND_KILL_JOB, "k1"); /* the kill goes out with the claim */
+    done(a3, "k1", "killed");
+    expect(0, ING_BACKEND_JOB_DONE, "k1");
+    /* The agent gave up on its connection before the backend noticed: its new one, under
+     * the same id, replaces the old and claims r1 from it. */
+    submit(c, "r1", 0, "e1");
+    expect(4, ING_BACKEND_NEW_JOB, "r1");
+    struct be_agent *a4 = be_agent_new(&be, &peers[5]);
+    const char *rclaim[1] = {"r1"};
+    resume_hello(a4, 0x11, 2, rclaim, 1);
+    assert_false(be_agent_registered(a3));
+    expect_none(5);
+    be_agent_gone(&be, a3); /* the server closes it (ops.drop) */
+    done(a4, "r1", "success");
+    expect(0, ING_BACKEND_JOB_DONE, "r1");
+    expect_none(0);
+    be_agent_gone(&be, a4);
+}
+
+
+/* replay_rec feeds one journal record (proto.md 12.3) to be_journal_replay: type, seq, then
+ * an agent id (rid_byte, when >= 0) and the job id; or, for JREC_ACCEPTED, the ClientNewJob
+ * frame of job id on docker/e1. */
+static void
+replay_rec(uint8_t type, uint64_t seq, int rid_byte, const char *id)
+{
+    uint8_t p[512];
+    size_t n = 8;
+    put_u64be(p, seq);
+    if (type == JREC_ACCEPTED) {
+        struct ing_msg m;
+        memset(&m, 0, sizeof(m));
+        m.type = ING_CLIENT_NEW_JOB;
+        m.u.new_job.launcher = (struct ing_view){"L", 1};
+        struct ing_job_spec *sp = &m.u.new_job.job;
+        sp->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
+        sp->environment_type = (struct ing_view){"docker", 6};
+        sp->environment = (struct ing_view){"e1", 2};
+        sp->task_problems = sp->inputdata = sp->environment_parameters =
+            (struct ing_view){"\x80", 1};
+        ssize_t k = ing_msg_encode(&m, p + 8, sizeof(p) - 8);
+        assert_true(k > 0);
+        n += (size_t)k;
+    } else {
+        if (rid_byte >= 0) {
+            memset(p + n, rid_byte, ING_AGENT_ID_LEN);
+            n += ING_AGENT_ID_LEN;
+        }
+        memcpy(p + n, id, strlen(id));
+        n += strlen(id);
+    }
+    assert_int_equal(be_journal_replay(&be, type, p, (uint32_t)n), 0);
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* live_rec asks be_journal_live about a dispatched (rid_byte >= 0) or started record. */
+static bool
+live_rec(uint8_t type, uint64_t seq, int rid_byte, const char *id)
+{
+    uint8_t p[300];
+    size_t n = 8;
+    put_u64be(p, seq);
+    if (rid_byte >= 0) {
+        memset(p + n, rid_byte, ING_AGENT_ID_LEN);
+        n += ING_AGENT_ID_LEN;
+    }
+    memcpy(p + n, id, strlen(id));
+    return be_journal_live(&be, type, p, (uint32_t)(n + strlen(id)));
+}
+
+/* Replay of dispatched and started records (proto.md 12.3, 7.10): the last dispatch decides
+ * (a zero agent id puts the job back in the queue), a dispatch read before its job's
+ * accepted record (a compaction's copy) applies when the job comes; held jobs wait the
+ * grace for their agent's claim, then are lost as with it (not started: requeued). */
+static void
+test_backend_replay_held(void **state)
+{
+    (void)state;
+    replay_rec(JREC_ACCEPTED, 1, -1, "A");
+    replay_rec(JREC_ACCEPTED, 2, -1, "B");
+    replay_rec(JREC_DISPATCHED, 1, 0x11, "A");
+    replay_rec(JREC_STARTED, 1, -1, "A");
+    replay_rec(JREC_DISPATCHED, 2, 0x11, "B");
+    replay_rec(JREC_DISPATCHED, 2, 0, "B");      /* B back in the queue */
+    replay_rec(JREC_DISPATCHED, 3, 0x22, "C");   /* before C's accepted record */
+    replay_rec(JREC_DISPATCHED, 1, 0x11, "A");   /* a compaction's copy: A stays started */
+    replay_rec(JREC_ACCEPTED, 3, -1, "C");
+    replay_rec(JREC_ACCEPTED, 4, -1, "D");
+    replay_rec(JREC_DISPATCHED, 4, 0x22, "D");
+    replay_rec(JREC_ENDED, 4, -1, "D");          /* ended while held */
+    replay_rec(JREC_DISPATCHED, 9, 0x33, "Z");   /* a job that ended: forgotten */
+    be_journal_replayed(&be);
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_held, 2);    /* A for 0x11, C for 0x22 */
+    assert_int_equal(be.n_waiting, 1); /* B */
+    struct be_job_info ji;
+    assert_int_equal(be_job_info(&be, (struct ing_view){"A", 1}, &ji), 0);
+    assert_int_equal(ji.state, BE_JOB_RUNNING);
+    assert_int_equal(be_job_info(&be, (struct ing_view){"C", 1}, &ji), 0);
+    assert_int_equal(ji.state, BE_JOB_DISPATCHED);
+    /* What compaction keeps: the records that still describe a job. */
+    assert_true(live_rec(JREC_DISPATCHED, 1, 0x11, "A"));
+    assert_true(live_rec(JREC_STARTED, 1, -1, "A"));
+    assert_false(live_rec(JREC_DISPATCHED, 2, 0x11, "B"));
+    assert_true(live_rec(JREC_DISPATCHED, 2, 0, "B"));
+    assert_false(live_rec(JREC_STARTED, 3, -1, "C"));
+    assert_false(live_rec(JREC_DISPATCHED, 3, 0x11, "C"));
+    assert_false(live_rec(JREC_DISPATCHED, 4, 0x22, "D"));
+    /* Agent 0x11 comes back: claims A (granted) and B (waiting, never dispatched since the
+     * restart: refused); B then takes its other slot as a new job. */
+    struct be_agent *x = be_agent_new(&be, &peers[1]);
+    const char *claims[2] = {"A", "B"};
+    resume_hello(x, 0x11, 2, claims, 2);
+    expect(1, ING_BACKEND_KILL_JOB, "B");
+    expect(1, ING_BACKEND_NEW_JOB, "B");
+    expect_none(1);
+    assert_int_equal(be.n_held, 1);
+    done(x, "A", "success");
+    done(x, "B", "success");
+    /* 0x22 never comes: at the end of the grace C, not started, is requeued and runs. */
+    be.now_ms += 10000;
+    be_timeouts(&be);
+    assert_int_equal(be_check(&be), 0);
+    expect(1, ING_BACKEND_NEW_JOB, "C");
+    assert_int_equal(be.n_held, 0);
+    done(x, "C", "success");
+    assert_int_equal(be.n_running + be.n_waiting, 0);
+    be_agent_gone(&be, x);
+}
+
+/* session_client attaches a client on peers[i] to session id (one byte repeated) and opens
+ * it as a fresh or resumed session: its kept results (none here) then the list. */
+static struct be_client *
+session_client(int i, uint8_t sid_byte)
+{
+    uint8_t id[ING_SESSION_ID_LEN];
+    memset(id, sid_byte, sizeof(id));
+    struct be_client *c = be_client_new(&be, &peers[i]);
+    assert_non_null(c);
+    struct be_client *sc = be_session_attach(&be, c, id);
+    assert_non_null(sc);
+    be_client_hello(&be, sc);
+    expect(i, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    return sc;
+}
+
+/* replay_session_rec feeds be_journal_replay a session accepted record (7) of job id on
+ * docker/e1 for session sid_byte x 16, arrival seq. */
+static void
+replay_session_rec(uint64_t seq, uint8_t sid_byte, const char *id)
+{
+    uint8_t p[512];
+    size_t n = 8 + ING_SESSION_ID_LEN;
+    put_u64be(p, seq);
+    memset(p + 8, sid_byte, ING_SESSION_ID_LEN);
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_NEW_JOB;
+    m.u.new_job.launcher = (struct ing_view){"L", 1};
+    struct ing_job_spec *sp = &m.u.new_job.job;
+    sp->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
+    sp->environment_type = (struct ing_view){"docker", 6};
+    sp->environment = (struct ing_view){"e1", 2};
+    sp->task_problems = sp->inputdata = sp->environment_parameters = (struct ing_view){"\x80", 1};
+    ssize_t k = ing_msg_encode(&m, p + n, sizeof(p) - n);
+    assert_true(k > 0);
+    assert_int_equal(be_journal_replay(&be, JREC_SESSION_ACCEPTED, p, (uint32_t)(n + (size_t)k)),
+                     0);
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* Sessions (7.9) with agents that keep their jobs (7.10): a session's job held for its lost
+ * agent while the session is detached is claimed back, and its result is kept for the
+ * session, delivered once when it resumes. After a restart (records 7, 2 and 3 together,
+ * a dispatch read before its job's record 7 included) the session comes back detached
+ * with its jobs held for their agent; the claimed job's result is kept likewise. */
+static void
+test_backend_session_held_for_agent(void **state)
+{
+    (void)state;
+    struct be_agent *a = be_agent_new(&be, &peers[1]);
+    const char *none[1] = {NULL};
+    resume_hello(a, 0x11, 2, none, 0);
+    struct be_client *sc = session_client(0, 0x5a);
+    assert_false(be_session_resume(&be, sc, false, 1 << 20));
+    expect(0, ING_BACKEND_SESSION_JOBS, NULL);
+    submit(sc, "s1", 0, "e1");
+    submit(sc, "s2", 0, "e1");
+    expect(1, ING_BACKEND_NEW_JOB, "s1");
+    expect(1, ING_BACKEND_NEW_JOB, "s2");
+    started(a, "s1");
+    expect(0, ING_BACKEND_JOB_STARTED, "s1");
+    be_agent_gone(&be, a); /* both held for 0x11 */
+    be_client_gone(&be, sc); /* the session detached: nothing ends */
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_held, 2);
+    assert_int_equal(be.n_sessions, 1);
+    struct be_agent *a2 = be_agent_new(&be, &peers[2]);
+    const char *claims[2] = {"s1", "s2"};
+    resume_hello(a2, 0x11, 2, claims, 2);
+    assert_int_equal(be.n_held, 0);
+    assert_int_equal(be_agent_busy(a2), 2);
+    done(a2, "s1", "success"); /* kept: the session is detached */
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_kept, 1);
+    expect_none(0);
+    struct be_client *c2 = be_client_new(&be, &peers[3]);
+    uint8_t sid[ING_SESSION_ID_LEN];
+    memset(sid, 0x5a, sizeof(sid));
+    assert_ptr_equal(be_session_attach(&be, c2, sid), sc);
+    be_client_hello(&be, sc);
+    expect(3, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_false(be_session_resume(&be, sc, false, 1 << 20));
+    expect(3, ING_BACKEND_JOB_DONE, "s1");
+    expect(3, ING_BACKEND_SESSION_JOBS, NULL); /* s2 */
+    expect_none(3);
+    assert_int_equal(be.n_kept, 0);
+    done(a2, "s2", "failed"); /* attached: relayed */
+    expect(3, ING_BACKEND_JOB_DONE, "s2");
+    expect_none(3);
+    be_agent_gone(&be, a2);
+    be_client_gone(&be, sc);
+    assert_int_equal(be.n_running + be.n_waiting, 0);
+    assert_int_equal(be_check(&be), 0);
+    be_session_detach(&be, sc);
+    be.now_ms += be.cfg.session_ttl_ms;
+    be_session_tick(&be);
+    assert_int_equal(be.n_sessions, 0);
+
+    /* A restart: records 7, 2 and 3 of session 0x6b's jobs. */
+    replay_rec(JREC_DISPATCHED, 12, 0x22, "r2"); /* before its record 7 (a compaction) */
+    replay_session_rec(11, 0x6b, "r1");
+    replay_session_rec(12, 0x6b, "r2");
+    replay_session_rec(13, 0x6b, "r3");
+    replay_rec(JREC_DISPATCHED, 11, 0x22, "r1");
+    replay_rec(JREC_STARTED, 11, -1, "r1");
+    be_journal_replayed(&be);
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_sessions, 1);
+    assert_int_equal(be.n_held, 2);
+    assert_int_equal(be.n_waiting, 1); /* r3 */
+    struct be_job_info ji;
+    assert_int_equal(be_job_info(&be, (struct ing_view){"r1", 2}, &ji), 0);
+    assert_int_equal(ji.state, BE_JOB_RUNNING);
+    assert_int_equal(be_job_info(&be, (struct ing_view){"r2", 2}, &ji), 0);
+    assert_int_equal(ji.state, BE_JOB_DISPATCHED);
+    struct be_agent *b = be_agent_new(&be, &peers[4]);
+    const char *rclaims[2] = {"r1", "+r2"};
+    resume_hello(b, 0x22, 3, rclaims, 2);
+    expect(4, ING_BACKEND_NEW_JOB, "r3"); /* its third slot */
+    expect_none(4);
+    assert_int_equal(be.n_held, 0);
+    done(b, "r1", "success");
+    done(b, "r2", "crash");
+    assert_int_equal(be.n_kept, 2); /* nobody attached: both kept */
+    assert_int_equal(be_check(&be), 0);
+    struct be_client *rc = be_client_new(&be, &peers[5]);
+    memset(sid, 0x6b, sizeof(sid));
+    struct be_client *rs = be_session_attach(&be, rc, sid);
+    assert_non_null(rs);
+    be_client_hello(&be, rs);
+    expect(5, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_false(be_session_resume(&be, rs, false, 1 << 20));
+    expect(5, ING_BACKEND_JOB_DONE, "r1");
+    expect(5, ING_BACKEND_JOB_DONE, "r2");
+    expect(5, ING_BACKEND_SESSION_JOBS, NULL); /* r3 */
+    done(b, "r3", "success");
+    expect(5, ING_BACKEND_JOB_DONE, "r3");
+    expect_none(5);
+    assert_int_equal(be.n_running + be.n_waiting + be.n_kept, 0);
+    be_agent_gone(&be, b);
+    assert_int_equal(be_check(&be), 0);
+}
+
 int
 main(void)
 {
@@ -2655,8 +3103,12 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_job_info_shared_agent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_job_info_shared_agent, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_backend_agent_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_agent_resume_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_replay_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ttl_and_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_session_held_for_agent, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
 }

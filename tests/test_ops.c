@@ -179,46 +179,6 @@ wrapped(char *const argv[], size_t at)
     return out;
 }
 
-/* spawn starts argv (a path) with stdout and stderr into the file log; returns the pid. */
-static pid_t
-spawn(char *const argv[], const char *log)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        int null = open("/dev/null", O_RDONLY);
-        if (fd < 0 || null < 0)
-            _exit(127);
-        dup2(null, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* stop sends SIGTERM to pid and reaps it within the deadline (SIGKILL after). Returns the
- * wait status. */
-static int
-stop(struct lt_world *w, pid_t pid)
-{
-    int st = 0;
-    uint64_t end = lt_now_ms() + LT_DEADLINE_MS;
-    kill(pid, SIGTERM);
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (lt_now_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            fail_msg("pid %d did not exit after SIGTERM", (int)pid);
-        }
-        lt_spin(w, 10);
-    }
-    return st;
-}
-
 static bool
 file_has(const char *path, const char *needle)
 {
@@ -726,41 +686,29 @@ start_agent(struct lt_world *w, const char *secret, const char *envs, const char
                     (char *)name,
                     w->agent_addr,
                     NULL};
-    return spawn(argv, log);
+    return lt_spawn(argv, log);
 }
 
 static void
 test_agent_process_secret(void **state)
 {
     struct lt_world *w = *state;
-    char as[300], cs[300], wrong[300], envs[300], run[400], alog[300];
+    char as[300], cs[300], wrong[300], envs[300], alog[300];
 
     snprintf(as, sizeof(as), "%s", lt_write_file(w, "agent.secret", "agent-pa55\n"));
     snprintf(cs, sizeof(cs), "%s", lt_write_file(w, "client.secret", "client-pa55\n"));
     snprintf(wrong, sizeof(wrong), "%s", lt_write_file(w, "wrong.secret", "guess\n"));
-    snprintf(envs, sizeof(envs), "%s/envs", lt_dir(w));
     snprintf(alog, sizeof(alog), "%s/agent.log", lt_dir(w));
-    assert_int_equal(chmod(lt_dir(w), 0755), 0); /* run as root, jobs run as nobody */
-    assert_int_equal(mkdir(envs, 0755), 0);
-    snprintf(run, sizeof(run), "%s/process", envs);
-    assert_int_equal(mkdir(run, 0755), 0);
-    snprintf(run, sizeof(run), "%s/process/default", envs);
-    assert_int_equal(mkdir(run, 0755), 0);
-    snprintf(run, sizeof(run), "%s/process/default/run", envs);
-    FILE *f = fopen(run, "w");
-    assert_non_null(f);
-    fputs("#!/bin/sh\necho '{\"result\": \"success\", \"grade\": 77, \"text\": \"secret ok\"}'"
-          " > feedback.json\n",
-          f);
-    fclose(f);
-    assert_int_equal(chmod(run, 0755), 0);
+    snprintf(envs, sizeof(envs), "%s",
+             lt_process_env(w, "#!/bin/sh\necho '{\"result\": \"success\", \"grade\": 77, "
+                               "\"text\": \"secret ok\"}' > feedback.json\n"));
 
     lt_start(w, NULL, NULL, "--agent-secret-file", as, "--client-secret-file", cs, NULL);
 
     /* A wrong agent secret is refused by the backend. */
     pid_t bad = start_agent(w, wrong, envs, "wrong", alog);
     wait_log(w, "authentication failed", 1);
-    stop(w, bad);
+    lt_stop_pid(w, bad);
 
     pid_t agent = start_agent(w, as, envs, "good", alog);
     wait_log(w, "authenticated", 1);
@@ -784,7 +732,7 @@ test_agent_process_secret(void **state)
     if (rc != 0 || strstr(w->proc->out, "result: success") == NULL ||
         strstr(w->proc->out, "grade: 77") == NULL)
         fail_msg("inginious-ctl submit: status %d\n%s%s", rc, w->proc->out, w->proc->err);
-    int st = stop(w, agent);
+    int st = lt_stop_pid(w, agent);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
     /* A secret file that cannot be read: status 2 and the reason. */

@@ -417,6 +417,25 @@ static const struct vline v_agent_hello[] = {
     {K_END, NULL, NULL},
 };
 
+static const struct vline v_agent_hello_resume[] = {
+    {K_HDR, "00 00 00 67 44 00", NULL},
+    {K_RAW, "00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f", "agent_id: 00 01 .. 0f"},
+    {K_STR, "00 00 00 07 61 67 65 6e 74 2d 31", "friendly_name: \"agent-1\""},
+    {K_RAW, "00 00 00 04", "available_job_slots 4"},
+    {K_MP,
+     "00 00 00 2c 81 a6 64 6f 63 6b 65 72 81 a7 64 65 "
+     "66 61 75 6c 74 82 a2 69 64 a9 73 68 61 32 35 36 "
+     "3a 61 62 a7 63 72 65 61 74 65 64 ce 65 53 f1 00",
+     "available_environments: mp {\"docker\": {\"default\": "
+     "{\"id\": \"sha256:ab\", \"created\": 1700000000}}}"},
+    {K_COUNT, "00 00 00 02", "n_jobs 2"},
+    {K_STR, "00 00 00 05 6a 6f 62 2d 31", "jobs[0].job_id: \"job-1\""},
+    {K_BOOL, "01", "jobs[0].started true"},
+    {K_STR, "00 00 00 05 6a 6f 62 2d 32", "jobs[1].job_id: \"job-2\""},
+    {K_BOOL, "00", "jobs[1].started false"},
+    {K_END, NULL, NULL},
+};
+
 static const struct vline v_agent_job_started[] = {
     {K_HDR, "00 00 00 09 41 00", NULL},
     {K_STR, "00 00 00 05 6a 6f 62 2d 31", "job_id: \"job-1\""},
@@ -719,6 +738,23 @@ static const struct ing_msg m_agent_hello = {
     },
 };
 
+static const struct ing_resume_job resume_jobs[] = {{V("job-1"), true}, {V("job-2"), false}};
+
+static const struct ing_msg m_agent_hello_resume = {
+    .type = ING_AGENT_HELLO_RESUME,
+    .u.agent_resume = {
+        .agent_id = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+        .hello = {
+            .friendly_name = V("agent-1"),
+            .slots = 4,
+            .environments = V("\x81\xa6" "docker" "\x81\xa7" "default" "\x82\xa2" "id" "\xa9"
+                              "sha256:ab" "\xa7" "created" "\xce\x65\x53\xf1\x00"),
+        },
+        .n_jobs = 2,
+        .jobs = resume_jobs,
+    },
+};
+
 static const struct ing_msg m_agent_job_started = {
     .type = ING_AGENT_JOB_STARTED,
     .u.ref = {V("job-1")},
@@ -815,6 +851,8 @@ static const struct vector vectors[] = {
      &m_agent_job_done},
     {"AgentJobSSHDebug (43)", "job-1 at ::1:22, root, empty password", v_agent_ssh,
      &m_agent_ssh},
+    {"AgentHelloResume (44)", "AgentHello (40) of agent 00..0f, claiming job-1 (started) and "
+     "job-2 (§7.10)", v_agent_hello_resume, &m_agent_hello_resume},
 };
 
 /* clang-format on */
@@ -960,7 +998,22 @@ guard_decode(struct guard *g, const uint8_t *p, size_t n, uint32_t max_body, str
 struct qarrays {
     struct ing_queue_running r[QMAX];
     struct ing_queue_waiting w[QMAX];
+    struct ing_resume_job j[QMAX];
 };
+
+/* resume_job_at returns job i of an AgentHelloResume, encoded (array) or decoded (wire). */
+static struct ing_resume_job
+resume_job_at(const struct ing_agent_hello_resume *r, uint32_t i)
+{
+    struct ing_resume_job e;
+    const uint8_t *pos = r->wire_jobs;
+
+    if (r->jobs != NULL)
+        return r->jobs[i];
+    for (uint32_t k = 0; k <= i; k++)
+        pos = ing_resume_next(pos, &e);
+    return e;
+}
 
 static void
 assert_view_equal(struct ing_view a, struct ing_view b)
@@ -1146,6 +1199,20 @@ assert_msg_equal(const struct ing_msg *a, const struct ing_msg *b)
         assert_int_equal(a->u.agent_hello.slots, b->u.agent_hello.slots);
         assert_view_equal(a->u.agent_hello.environments, b->u.agent_hello.environments);
         break;
+    case ING_AGENT_HELLO_RESUME: {
+        const struct ing_agent_hello_resume *ra = &a->u.agent_resume, *rb = &b->u.agent_resume;
+        assert_memory_equal(ra->agent_id, rb->agent_id, ING_AGENT_ID_LEN);
+        assert_view_equal(ra->hello.friendly_name, rb->hello.friendly_name);
+        assert_int_equal(ra->hello.slots, rb->hello.slots);
+        assert_view_equal(ra->hello.environments, rb->hello.environments);
+        assert_int_equal(ra->n_jobs, rb->n_jobs);
+        for (uint32_t i = 0; i < ra->n_jobs; i++) {
+            struct ing_resume_job ja = resume_job_at(ra, i), jb = resume_job_at(rb, i);
+            assert_view_equal(ja.job_id, jb.job_id);
+            assert_int_equal(ja.started, jb.started);
+        }
+        break;
+    }
     case ING_BACKEND_GET_QUEUE:
         assert_queue_equal(&a->u.queue, &b->u.queue);
         break;
@@ -1169,6 +1236,12 @@ static void
 msg_rearray(const struct ing_msg *in, struct ing_msg *out, struct qarrays *qa)
 {
     *out = *in;
+    if (in->type == ING_AGENT_HELLO_RESUME && in->u.agent_resume.jobs == NULL) {
+        for (uint32_t i = 0; i < in->u.agent_resume.n_jobs && i < QMAX; i++)
+            qa->j[i] = resume_job_at(&in->u.agent_resume, i);
+        out->u.agent_resume.jobs = qa->j;
+        return;
+    }
     if (in->type != ING_BACKEND_GET_QUEUE || in->u.queue.running != NULL ||
         in->u.queue.waiting != NULL)
         return;
@@ -1271,6 +1344,10 @@ msg_fields(struct ing_msg *m, struct fref *f)
         f[n++] = (struct fref){&m->u.agent_hello.friendly_name, K_STR};
         f[n++] = (struct fref){&m->u.agent_hello.environments, K_MP};
         break;
+    case ING_AGENT_HELLO_RESUME:
+        f[n++] = (struct fref){&m->u.agent_resume.hello.friendly_name, K_STR};
+        f[n++] = (struct fref){&m->u.agent_resume.hello.environments, K_MP};
+        break;
     default:
         break;
     }
@@ -1289,6 +1366,7 @@ static const uint8_t all_types[] = {
     ING_BACKEND_JOB_SSH_DEBUG, ING_BACKEND_GET_QUEUE, ING_BACKEND_STATS, ING_BACKEND_JOB_INFO,
     ING_BACKEND_JOB_ACCEPTED, ING_BACKEND_SESSION_JOBS, ING_BACKEND_NEW_JOB, ING_BACKEND_KILL_JOB,
     ING_AGENT_HELLO, ING_AGENT_JOB_STARTED, ING_AGENT_JOB_DONE, ING_AGENT_JOB_SSH_DEBUG,
+    ING_AGENT_HELLO_RESUME,
 };
 /* clang-format on */
 
@@ -1996,7 +2074,7 @@ test_proto_corrupt_values(void **state)
     }
     assert_true(nstr > 50);
     assert_true(nmp > 20);
-    assert_int_equal(nbool, 4);
+    assert_int_equal(nbool, 6); /* 3 in the queue, 1 in BackendSessionJobs, 2 in AgentHelloResume */
     assert_int_equal(ndebug, 4);
 }
 
@@ -2381,6 +2459,16 @@ rand_msg(struct ing_msg *m, uint8_t type, enum rmode mode, struct qarrays *qa)
     case ING_AGENT_HELLO:
         m->u.agent_hello.slots = (uint32_t)rnd();
         break;
+    case ING_AGENT_HELLO_RESUME:
+        rand_bytes(m->u.agent_resume.agent_id, ING_AGENT_ID_LEN);
+        m->u.agent_resume.hello.slots = (uint32_t)rnd();
+        m->u.agent_resume.n_jobs = rnd_below(mode == RM_EMPTY ? 9 : mode == RM_BIG ? 4 : QMAX);
+        for (i = 0; i < m->u.agent_resume.n_jobs; i++) {
+            qa->j[i].job_id = rand_str(K_STR, mode);
+            qa->j[i].started = rnd() & 1;
+        }
+        m->u.agent_resume.jobs = qa->j;
+        break;
     case ING_BACKEND_GET_QUEUE:
         max = mode == RM_EMPTY ? 9 : mode == RM_BIG ? 4 : QMAX;
         m->u.queue.n_running = rnd_below(max);
@@ -2756,6 +2844,7 @@ test_proto_type_names(void **state)
         "AgentJobStarted",
         "AgentJobDone",
         "AgentJobSSHDebug",
+        "AgentHelloResume",
     };
     size_t i, known = 0;
     unsigned t;
@@ -2767,7 +2856,7 @@ test_proto_type_names(void **state)
         known += strcmp(ing_msg_type_name((uint8_t)t), "?") != 0;
     assert_int_equal(known, NTYPES);
     assert_string_equal(ing_msg_type_name(0x00), "?");
-    assert_string_equal(ing_msg_type_name(0x44), "?");
+    assert_string_equal(ing_msg_type_name(0x45), "?");
     assert_string_equal(ing_msg_type_name(0xff), "?");
     /* The relayed agent reports are their backend types + 0x20. */
     assert_int_equal(ING_AGENT_JOB_STARTED - 0x20, ING_BACKEND_JOB_STARTED);

@@ -8,6 +8,16 @@
  * hello again; jobs of the old connection are reported to the caller as lost
  * (ING_AGENT_EV_DISCONNECTED) since the backend has already ended or requeued them.
  *
+ * Resume (opts.resume, proto.md §7.10): the jobs survive a connection loss or a backend
+ * restart instead. The library keeps the id of every job it was sent until its result has
+ * reached the backend (a Pong to a Ping sent after the result tells it), keeps the results
+ * reported while disconnected, and on each reconnect says AgentHelloResume listing them
+ * all, then sends the kept results. ING_AGENT_EV_DISCONNECTED then has kept set: the jobs
+ * go on. They are void (ING_AGENT_EV_JOBS_VOID: kill them all) only after
+ * opts.resume_timeout_ms of backend absence, or when the backend cannot resume (its
+ * Welcome lacks the RESUME flag). A job the backend does not give back comes as an
+ * ING_AGENT_EV_KILL, as any kill.
+ *
  * Non-blocking use: watch ing_agent_fd() for reading (and for writing when
  * ing_agent_want_write() is true) in your own poll/epoll loop, call ing_agent_process()
  * when it is readable or writable, and ing_agent_timeout_ms() tells how long you may wait.
@@ -64,6 +74,14 @@ struct ing_agent_opts {
      * reports are refused with -ENOTCONN until then. */
     const uint8_t *secret;
     size_t secret_len;
+    /* Added (proto.md §7.10): keep the running jobs across connection losses and backend
+     * restarts (see Resume above; implies reconnect). resume_timeout_ms: the backend
+     * absence after which they are void (0: 60000). agent_id: ING_AGENT_ID_LEN bytes that
+     * name this agent to the backend across its connections (copied), or NULL: a random
+     * one, fixed for the life of the struct ing_agent. */
+    bool resume;
+    int resume_timeout_ms;
+    const uint8_t *agent_id;
 };
 
 enum ing_agent_event_type {
@@ -72,6 +90,8 @@ enum ing_agent_event_type {
     ING_AGENT_EV_JOB,          /* a new job: ev->job */
     ING_AGENT_EV_KILL,         /* kill ev->job_id; ev->state is the job's @state */
     ING_AGENT_EV_ERROR,        /* the backend sent Error: ev->code, ev->text */
+    ING_AGENT_EV_JOBS_VOID,    /* resume: every job received so far is void (kill them; their
+                                * reports are no longer wanted) */
 };
 
 struct ing_agent_event {
@@ -82,6 +102,7 @@ struct ing_agent_event {
     uint16_t code;                  /* ING_AGENT_EV_ERROR */
     struct ing_view text;           /* ING_AGENT_EV_ERROR */
     int err;                        /* ING_AGENT_EV_DISCONNECTED: -errno */
+    bool kept;                      /* ING_AGENT_EV_DISCONNECTED: the jobs go on (resume) */
 };
 
 typedef void ing_agent_event_fn(struct ing_agent *a, const struct ing_agent_event *ev, void *arg);

@@ -45,6 +45,8 @@ extern "C" {
 #define ING_WELCOME_SESSION 0x0004 /* clients: the server knows ClientHelloSession (§7.9) */
 #define ING_SESSION_ID_LEN 16      /* a session id: 128 bits the client chooses */
 #define ING_SESSION_HOLD 0x01 /* ClientHelloSession flag: results stay kept (a submitter) */
+#define ING_WELCOME_RESUME 0x0008 /* agents: the server knows AgentHelloResume (proto.md §7.10) */
+#define ING_AGENT_ID_LEN 16       /* an agent's resume id (AgentHelloResume) */
 #define ING_NONCE_LEN 32
 #define ING_MAC_LEN 32
 
@@ -84,6 +86,7 @@ enum ing_msg_type {
     ING_AGENT_JOB_STARTED = 0x41,
     ING_AGENT_JOB_DONE = 0x42,
     ING_AGENT_JOB_SSH_DEBUG = 0x43,
+    ING_AGENT_HELLO_RESUME = 0x44, /* AgentHello with an agent id and its running jobs (§7.10) */
 };
 
 /* Error codes carried by ING_ERROR. */
@@ -215,6 +218,23 @@ struct ing_agent_hello {
 };
 #define ING_HELLO_CHECK_MAX 65536
 
+/* One job an agent claims in AgentHelloResume (proto.md §7.10). */
+struct ing_resume_job {
+    struct ing_view job_id; /* str */
+    bool started;           /* bool: the agent reported it started (or will) */
+};
+
+/* AgentHelloResume: the hello's fields after the agent's id, then the jobs it still holds.
+ * To encode, set n_jobs and jobs. After a decode, jobs is NULL and the entries are read
+ * with ing_resume_next, starting at wire_jobs (already validated by the decoder). */
+struct ing_agent_hello_resume {
+    uint8_t agent_id[ING_AGENT_ID_LEN]; /* bytes16, chosen by the agent (random) */
+    struct ing_agent_hello hello;
+    uint32_t n_jobs;
+    const struct ing_resume_job *jobs;
+    const uint8_t *wire_jobs;
+};
+
 struct ing_queue_running {
     struct ing_view job_id;
     bool is_current;
@@ -283,6 +303,7 @@ struct ing_msg {
         struct ing_ssh_debug ssh;             /* ING_*_JOB_SSH_DEBUG */
         struct ing_update_envs envs;          /* ING_BACKEND_UPDATE_ENVIRONMENTS */
         struct ing_agent_hello agent_hello;   /* ING_AGENT_HELLO */
+        struct ing_agent_hello_resume agent_resume; /* ING_AGENT_HELLO_RESUME */
         struct ing_get_queue queue;           /* ING_BACKEND_GET_QUEUE */
         struct ing_stats_msg stats;           /* ING_BACKEND_STATS */
         struct ing_job_info_msg job_info;     /* ING_BACKEND_JOB_INFO */
@@ -341,6 +362,9 @@ ssize_t ing_msg_encode(const struct ing_msg *m, uint8_t *out, size_t cap);
  * BackendGetQueue) into *e and returns the position of the next one. */
 const uint8_t *ing_queue_next_running(const uint8_t *pos, struct ing_queue_running *e);
 const uint8_t *ing_queue_next_waiting(const uint8_t *pos, struct ing_queue_waiting *e);
+/* ing_resume_next reads the job entry at pos (inside a decoded AgentHelloResume) into *e
+ * and returns the position of the next one. */
+const uint8_t *ing_resume_next(const uint8_t *pos, struct ing_resume_job *e);
 
 /* ing_msg_type_name returns "ClientNewJob" etc. (the INGInious class name), "Error",
  * "Welcome", "Auth", "AuthOk", or "?" for an unknown type. */

@@ -15,8 +15,11 @@
  * that cannot start is answered AgentJobDone(crash) alone. Each finished job is reported
  * with AgentJobDone. BackendKillJob kills a running job (reported `killed` when it
  * is gone) and answers an unknown one with AgentJobDone(killed, "", state = the kill's
- * state) (proto.md §7.2). When the connection is lost, the running jobs are killed and
- * forgotten (the backend has already ended or requeued them) and the library reconnects.
+ * state) (proto.md §7.2). When the connection is lost, the library reconnects and the
+ * running jobs go on: it re-announces them (AgentHelloResume, proto.md §7.10) and sends the
+ * results that ended meanwhile; only after --resume-timeout of backend absence (or with a
+ * backend that cannot resume) are they killed and forgotten. --resume-timeout 0 restores
+ * the old way: killed at once, the backend having ended or requeued them.
  * SIGTERM or SIGINT kills the running jobs, reports them and exits 0.
  *
  * The agent is a child subreaper (and may be a container's PID 1): processes that a job
@@ -120,6 +123,9 @@ usage(FILE *f)
             "                           lowers it)\n"
             "      --no-sandbox         run jobs without namespaces, cgroups and seccomp (only\n"
             "                           rlimits and --user): for trusted graders only\n"
+            "      --resume-timeout DUR keep running jobs while the backend is away, up to\n"
+            "                           DUR, and give them back to it when it returns\n"
+            "                           (default 60s; 0 = kill them at once; proto.md 7.10)\n"
             "  -v, --verbose            log debug messages\n"
             "  -q, --quiet              log warnings and errors only\n"
             "      --help               this text\n"
@@ -478,8 +484,10 @@ on_event(struct ing_agent *a, const struct ing_agent_event *ev, void *arg)
         break;
     case ING_AGENT_EV_DISCONNECTED:
         log_msg(LOG_WARN, "Connection to %s lost (%s)%s; reconnecting", ap->addr,
-                ing_strerror(ev->err), ap->njobs > 0 ? ", running jobs killed" : "");
-        drop_jobs(ap);
+                ing_strerror(ev->err),
+                ap->njobs == 0 ? "" : ev->kept ? ", running jobs kept" : ", running jobs killed");
+        if (!ev->kept)
+            drop_jobs(ap);
         ap->connected = false;
         ap->down_since = clock_ms();
         ap->warned = false;
@@ -498,6 +506,12 @@ on_event(struct ing_agent *a, const struct ing_agent_event *ev, void *arg)
         break;
     case ING_AGENT_EV_ERROR:
         log_msg(LOG_WARN, "The backend sent an error: %s", ing_agent_last_error(ap->agent));
+        break;
+    case ING_AGENT_EV_JOBS_VOID:
+        if (ap->njobs > 0)
+            log_msg(LOG_WARN, "The backend did not take back the %zu running jobs: killed",
+                    ap->njobs);
+        drop_jobs(ap);
         break;
     }
 }
@@ -654,6 +668,7 @@ enum {
     OPT_SECRET_FILE,
     OPT_DISK_LIMIT,
     OPT_NO_SANDBOX,
+    OPT_RESUME_TIMEOUT,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -670,6 +685,7 @@ static const struct option options[] = {
     {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
     {"disk-limit", required_argument, NULL, OPT_DISK_LIMIT},
     {"no-sandbox", no_argument, NULL, OPT_NO_SANDBOX},
+    {"resume-timeout", required_argument, NULL, OPT_RESUME_TIMEOUT},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, OPT_HELP},
@@ -699,6 +715,7 @@ main(int argc, char **argv)
     unsigned long v;
     long ncpu;
     bool no_sandbox = false;
+    uint64_t resume_ms = 60000;
     static struct sandbox_host sbx;
     char name_buf[300], why[512];
     sigset_t set;
@@ -749,6 +766,10 @@ main(int argc, char **argv)
             break;
         case OPT_NO_SANDBOX:
             no_sandbox = true;
+            break;
+        case OPT_RESUME_TIMEOUT:
+            if (opt_parse(OPT_KIND_DURATION, optarg, 0, OPT_DURATION_MAX_MS, &resume_ms) != 0)
+                bad("--resume-timeout", optarg);
             break;
         case 'v':
             log_level_max = LOG_DEBUG;
@@ -853,6 +874,9 @@ main(int argc, char **argv)
     ao.envs = aenv;
     ao.nenvs = ap.nenvs;
     ao.reconnect = true;
+    ao.size = sizeof(ao);
+    ao.resume = resume_ms > 0;
+    ao.resume_timeout_ms = (int)resume_ms;
     ao.secret = secret;
     ao.secret_len = secret_len;
     ap.agent = ing_agent_new(&ao);

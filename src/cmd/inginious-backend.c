@@ -55,6 +55,10 @@ usage(FILE *f)
             "                              never more than --max-frame less 256)\n"
             "      --env-grace DUR         a lost agent's environments stay listed this long,\n"
             "                              so that a reconnect sends one list (1s; 0 = none)\n"
+            "      --resume-grace DUR      the running jobs of a lost agent that can resume,\n"
+            "                              and after a restart those of the journal, wait this\n"
+            "                              long for their agent to claim them (10s; 0 = lost\n"
+            "                              at once; at most 1h; proto.md 7.10)\n"
             "      --max-frame SIZE        largest message body accepted (64M; at most 1G)\n"
             "      --max-output SIZE       pending output per peer before it is dropped (16M;\n"
             "                              4K to 64G)\n"
@@ -194,6 +198,7 @@ enum {
     OPT_MAX_ENV_BYTES,
     OPT_ENV_GRACE,
     OPT_SESSION_TTL,
+    OPT_RESUME_GRACE,
     /* Fair share (issue 18) */
     OPT_FAIR_SHARE,
     OPT_FAIR_WEIGHT,
@@ -253,6 +258,7 @@ static const struct option options[] = {
     {"max-envs", required_argument, NULL, OPT_MAX_ENVS},
     {"max-env-bytes", required_argument, NULL, OPT_MAX_ENV_BYTES},
     {"env-grace", required_argument, NULL, OPT_ENV_GRACE},
+    {"resume-grace", required_argument, NULL, OPT_RESUME_GRACE},
     {"fair-share", required_argument, NULL, OPT_FAIR_SHARE},
     {"fair-weight", required_argument, NULL, OPT_FAIR_WEIGHT},
     {"priority-aging", required_argument, NULL, OPT_PRIORITY_AGING},
@@ -443,6 +449,9 @@ main(int argc, char **argv)
             break;
         case OPT_SESSION_TTL:
             cfg.be.session_ttl_ms = need(OPT_KIND_DURATION, name, optarg, 0, 30ull * 86400 * 1000);
+            break;
+        case OPT_RESUME_GRACE:
+            cfg.be.resume_grace_ms = need(OPT_KIND_DURATION, name, optarg, 0, 3600 * 1000);
             break;
         case OPT_JOURNAL:
             cfg.journal_dir = optarg;

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1253,4 +1254,63 @@ lt_wait_envs_at(const char *file, int line, struct lt_world *w, struct lt_client
 
     snprintf(what, sizeof(what), "environments %s", want);
     lt_until_at(file, line, w, envs_are, &a, what);
+}
+
+pid_t
+lt_spawn(char *const argv[], const char *log)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int null = open("/dev/null", O_RDONLY);
+        if (fd < 0 || null < 0)
+            _exit(127);
+        dup2(null, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int
+lt_stop_pid(struct lt_world *w, pid_t pid)
+{
+    int st = 0;
+    uint64_t end = lt_now_ms() + LT_DEADLINE_MS;
+    kill(pid, SIGTERM);
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (lt_now_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            lt_fail("pid %d did not exit after SIGTERM", (int)pid);
+        }
+        lt_spin(w, 10);
+    }
+    return st;
+}
+
+const char *
+lt_process_env(struct lt_world *w, const char *script)
+{
+    static char envs[LT_STR + 16];
+    char path[LT_STR + 64];
+    snprintf(envs, sizeof(envs), "%s/envs", lt_dir(w));
+    snprintf(path, sizeof(path), "%s/process/default/run", envs);
+    /* root runs the agent, jobs run as nobody: the way to run must be open to them */
+    if (chmod(lt_dir(w), 0755) != 0 || mkdir(envs, 0755) != 0)
+        lt_fail("%s: %s", envs, strerror(errno));
+    for (char *p = path + strlen(envs) + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        if (mkdir(path, 0755) != 0)
+            lt_fail("%s: %s", path, strerror(errno));
+        *p = '/';
+    }
+    FILE *f = fopen(path, "w");
+    if (f == NULL || fputs(script, f) < 0 || fclose(f) != 0 || chmod(path, 0755) != 0)
+        lt_fail("%s: %s", path, strerror(errno));
+    return envs;
 }

@@ -290,6 +290,15 @@ struct lt_proc *lt_run_at(const char *file, int line, struct lt_world *w, char *
  * code (128 + signal for a signal). The proc stays readable until the next lt_run. */
 int lt_proc_wait_at(const char *file, int line, struct lt_world *w);
 #define lt_proc_wait(w) lt_proc_wait_at(__FILE__, __LINE__, w)
+/* lt_spawn starts argv (a path) with stdin /dev/null, stdout and stderr into the file log
+ * (truncated); returns its pid. lt_stop_pid sends it SIGTERM and reaps it within the
+ * deadline, spinning w (SIGKILL and a failure after); returns the wait status. */
+pid_t lt_spawn(char *const argv[], const char *log);
+/* lt_process_env makes DIR/envs/process/default/run (for inginious-agent-process) with the
+ * text script, the world's directory readable by the job user (nobody), and returns
+ * DIR/envs (a buffer of the world, valid until the next call). */
+const char *lt_process_env(struct lt_world *w, const char *script);
+int lt_stop_pid(struct lt_world *w, pid_t pid);
 
 /* ---- values ---- */
 
