@@ -2798,6 +2798,25 @@ test_backend_agent_resume(void **state)
 }
 
 
+/* put_new_job writes the ClientNewJob frame of job id on docker/e1 at out (cap bytes) and
+ * returns its length. */
+static size_t
+put_new_job(uint8_t *out, size_t cap, const char *id)
+{
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_NEW_JOB;
+    m.u.new_job.launcher = (struct ing_view){"L", 1};
+    struct ing_job_spec *sp = &m.u.new_job.job;
+    sp->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
+    sp->environment_type = (struct ing_view){"docker", 6};
+    sp->environment = (struct ing_view){"e1", 2};
+    sp->task_problems = sp->inputdata = sp->environment_parameters = (struct ing_view){"\x80", 1};
+    ssize_t k = ing_msg_encode(&m, out, cap);
+    assert_true(k > 0);
+    return (size_t)k;
+}
+
 /* replay_rec feeds one journal record (proto.md 12.3) to be_journal_replay: type, seq, then
  * an agent id (rid_byte, when >= 0) and the job id; or, for JREC_ACCEPTED, the ClientNewJob
  * frame of job id on docker/e1. */
@@ -2808,19 +2827,7 @@ replay_rec(uint8_t type, uint64_t seq, int rid_byte, const char *id)
     size_t n = 8;
     put_u64be(p, seq);
     if (type == JREC_ACCEPTED) {
-        struct ing_msg m;
-        memset(&m, 0, sizeof(m));
-        m.type = ING_CLIENT_NEW_JOB;
-        m.u.new_job.launcher = (struct ing_view){"L", 1};
-        struct ing_job_spec *sp = &m.u.new_job.job;
-        sp->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
-        sp->environment_type = (struct ing_view){"docker", 6};
-        sp->environment = (struct ing_view){"e1", 2};
-        sp->task_problems = sp->inputdata = sp->environment_parameters =
-            (struct ing_view){"\x80", 1};
-        ssize_t k = ing_msg_encode(&m, p + 8, sizeof(p) - 8);
-        assert_true(k > 0);
-        n += (size_t)k;
+        n += put_new_job(p + 8, sizeof(p) - 8, id);
     } else {
         if (rid_byte >= 0) {
             memset(p + n, rid_byte, ING_AGENT_ID_LEN);
@@ -2908,8 +2915,8 @@ test_backend_replay_held(void **state)
     be_agent_gone(&be, x);
 }
 
-/* session_client attaches a client on peers[i] to session id (one byte repeated) and opens
- * it as a fresh or resumed session: its kept results (none here) then the list. */
+/* session_client attaches a new client on peers[i] to session id (one byte repeated), a new
+ * session or the one of that id, says its hello and returns the session's client. */
 static struct be_client *
 session_client(int i, uint8_t sid_byte)
 {
@@ -2933,19 +2940,8 @@ replay_session_rec(uint64_t seq, uint8_t sid_byte, const char *id)
     size_t n = 8 + ING_SESSION_ID_LEN;
     put_u64be(p, seq);
     memset(p + 8, sid_byte, ING_SESSION_ID_LEN);
-    struct ing_msg m;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_CLIENT_NEW_JOB;
-    m.u.new_job.launcher = (struct ing_view){"L", 1};
-    struct ing_job_spec *sp = &m.u.new_job.job;
-    sp->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
-    sp->environment_type = (struct ing_view){"docker", 6};
-    sp->environment = (struct ing_view){"e1", 2};
-    sp->task_problems = sp->inputdata = sp->environment_parameters = (struct ing_view){"\x80", 1};
-    ssize_t k = ing_msg_encode(&m, p + n, sizeof(p) - n);
-    assert_true(k > 0);
-    assert_int_equal(be_journal_replay(&be, JREC_SESSION_ACCEPTED, p, (uint32_t)(n + (size_t)k)),
-                     0);
+    n += put_new_job(p + n, sizeof(p) - n, id);
+    assert_int_equal(be_journal_replay(&be, JREC_SESSION_ACCEPTED, p, (uint32_t)n), 0);
     assert_int_equal(be_check(&be), 0);
 }
 
@@ -2984,12 +2980,7 @@ test_backend_session_held_for_agent(void **state)
     assert_int_equal(be_check(&be), 0);
     assert_int_equal(be.n_kept, 1);
     expect_none(0);
-    struct be_client *c2 = be_client_new(&be, &peers[3]);
-    uint8_t sid[ING_SESSION_ID_LEN];
-    memset(sid, 0x5a, sizeof(sid));
-    assert_ptr_equal(be_session_attach(&be, c2, sid), sc);
-    be_client_hello(&be, sc);
-    expect(3, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_ptr_equal(session_client(3, 0x5a), sc); /* resumed on peers[3] */
     assert_false(be_session_resume(&be, sc, false, 1 << 20));
     expect(3, ING_BACKEND_JOB_DONE, "s1");
     expect(3, ING_BACKEND_SESSION_JOBS, NULL); /* s2 */
@@ -3034,12 +3025,7 @@ test_backend_session_held_for_agent(void **state)
     done(b, "r2", "crash");
     assert_int_equal(be.n_kept, 2); /* nobody attached: both kept */
     assert_int_equal(be_check(&be), 0);
-    struct be_client *rc = be_client_new(&be, &peers[5]);
-    memset(sid, 0x6b, sizeof(sid));
-    struct be_client *rs = be_session_attach(&be, rc, sid);
-    assert_non_null(rs);
-    be_client_hello(&be, rs);
-    expect(5, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    struct be_client *rs = session_client(5, 0x6b);
     assert_false(be_session_resume(&be, rs, false, 1 << 20));
     expect(5, ING_BACKEND_JOB_DONE, "r1");
     expect(5, ING_BACKEND_JOB_DONE, "r2");
