@@ -395,6 +395,83 @@ TP_TEST(test_session_journal_compaction)
     expect_list(s2, "w1 w2");
 }
 
+/* resume_agent connects an agent that opens with AgentHelloResume (proto.md 7.10) under id
+ * rid (16 x rid), 1 slot of docker/default, claiming job claim (started) unless NULL. */
+static struct tp_peer *
+resume_agent(struct tp_ctx *c, uint8_t rid, const char *claim)
+{
+    struct tp_peer *p = tp_connect(c, ING_ROLE_AGENT);
+    if ((p->welcome.flags & ING_WELCOME_RESUME) == 0)
+        tp_fail("Welcome flags 0x%04x: no RESUME", p->welcome.flags);
+    uint8_t envs[128];
+    struct ing_mp_writer w;
+    ing_mp_writer_init(&w, envs, sizeof(envs));
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "docker");
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "default");
+    ing_mp_put_map(&w, 3);
+    ing_mp_put_cstr(&w, "id");
+    ing_mp_put_cstr(&w, "i1");
+    ing_mp_put_cstr(&w, "created");
+    ing_mp_put_int(&w, 1);
+    ing_mp_put_cstr(&w, "ports");
+    ing_mp_put_array(&w, 0);
+    assert_int_equal(w.err, 0);
+    struct ing_resume_job job = {{claim, claim != NULL ? (uint32_t)strlen(claim) : 0}, true};
+    struct ing_msg m = {.type = ING_AGENT_HELLO_RESUME};
+    memset(m.u.agent_resume.agent_id, rid, ING_AGENT_ID_LEN);
+    m.u.agent_resume.hello.friendly_name = (struct ing_view){"R", 1};
+    m.u.agent_resume.hello.slots = 1;
+    m.u.agent_resume.hello.environments = (struct ing_view){(const char *)envs, (uint32_t)w.len};
+    m.u.agent_resume.n_jobs = claim != NULL;
+    m.u.agent_resume.jobs = &job;
+    tp_send(p, &m);
+    return p;
+}
+
+/* Sessions (7.9) with an agent that keeps its jobs (7.10), across two kill -9 restarts: the
+ * session's running job comes back held for its agent (records 7, 2 and 3), is claimed
+ * back, and its result, arriving while the session is detached, is kept in the journal
+ * (record 4): the next restart still has it, the resumed session gets it once; once
+ * delivered (record 5) it does not come back. */
+TP_TEST(test_session_journal_agent_resume)
+{
+    char jdir[600];
+    snprintf(jdir, sizeof(jdir), "%s/journal", tp_dir(c));
+    tp_start(c, "--journal", jdir, NULL);
+    struct tp_peer *ag = resume_agent(c, 0x42, NULL);
+    struct tp_peer *s = session_open(c, sid_a);
+    expect_list(s, "");
+    tp_submit(s, "h1", 0);
+    tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+    tp_expect_job(ag, "h1");
+    tp_started(ag, "h1");
+    tp_expect(s, ING_BACKEND_JOB_STARTED);
+    tp_barrier(ag); /* the started record is written */
+    tp_close(c, s);
+    kill9_restart(c, jdir);
+    tp_close(c, ag);
+    if (!tp_log_contains(c, "journal: 1 running jobs wait"))
+        tp_fail("the restart does not hold the session's running job for its agent");
+    struct tp_peer *ag2 = resume_agent(c, 0x42, "h1");
+    tp_barrier(ag2); /* claimed: no BackendKillJob before the Pong */
+    if (!tp_log_contains(c, "claimed 1 jobs back (0 refused)"))
+        tp_fail("the agent did not claim the session's job back");
+    tp_done(ag2, "h1", "success", "held");
+    tp_barrier(ag2); /* the result is kept for the detached session, and journaled */
+    kill9_restart(c, jdir);
+    tp_close(c, ag2);
+    struct tp_peer *s2 = session_open(c, sid_a);
+    const struct ing_msg *d = tp_expect_done(s2, "h1", "success", NULL, NULL);
+    assert_true(ing_view_eq(d->u.result.state, "held"));
+    expect_list(s2, "");
+    tp_barrier(s2); /* its delivery is journaled */
+    kill9_restart(c, jdir);
+    struct tp_peer *s3 = session_open(c, sid_a);
+    expect_list(s3, ""); /* neither the job nor its result comes back */
+}
+
 int
 main(void)
 {
@@ -403,6 +480,7 @@ main(void)
         TP_CASE(test_session_ttl), TP_CASE(test_session_journal_kill9),
         TP_CASE(test_session_journal_sigterm), TP_CASE(test_session_many_kept_results),
         TP_CASE(test_session_long_list), TP_CASE(test_session_journal_compaction),
+        TP_CASE(test_session_journal_agent_resume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
