@@ -403,30 +403,19 @@ resume_agent(struct tp_ctx *c, uint8_t rid, const char *claim)
     struct tp_peer *p = tp_connect(c, ING_ROLE_AGENT);
     if ((p->welcome.flags & ING_WELCOME_RESUME) == 0)
         tp_fail("Welcome flags 0x%04x: no RESUME", p->welcome.flags);
-    uint8_t envs[128];
+    static const struct tp_env env = {"docker", "default", "i1", 1, TP_ADV_ABSENT};
     struct ing_mp_writer w;
-    ing_mp_writer_init(&w, envs, sizeof(envs));
-    ing_mp_put_map(&w, 1);
-    ing_mp_put_cstr(&w, "docker");
-    ing_mp_put_map(&w, 1);
-    ing_mp_put_cstr(&w, "default");
-    ing_mp_put_map(&w, 3);
-    ing_mp_put_cstr(&w, "id");
-    ing_mp_put_cstr(&w, "i1");
-    ing_mp_put_cstr(&w, "created");
-    ing_mp_put_int(&w, 1);
-    ing_mp_put_cstr(&w, "ports");
-    ing_mp_put_array(&w, 0);
-    assert_int_equal(w.err, 0);
+    tp_envs_mp(&env, 1, &w);
     struct ing_resume_job job = {{claim, claim != NULL ? (uint32_t)strlen(claim) : 0}, true};
     struct ing_msg m = {.type = ING_AGENT_HELLO_RESUME};
     memset(m.u.agent_resume.agent_id, rid, ING_AGENT_ID_LEN);
     m.u.agent_resume.hello.friendly_name = (struct ing_view){"R", 1};
     m.u.agent_resume.hello.slots = 1;
-    m.u.agent_resume.hello.environments = (struct ing_view){(const char *)envs, (uint32_t)w.len};
+    m.u.agent_resume.hello.environments = (struct ing_view){(const char *)w.buf, (uint32_t)w.len};
     m.u.agent_resume.n_jobs = claim != NULL;
     m.u.agent_resume.jobs = &job;
     tp_send(p, &m);
+    ing_mp_writer_fini(&w);
     return p;
 }
 
