@@ -54,7 +54,7 @@ struct ing_agent {
     uint8_t *hello;        /* the encoded AgentHello frame */
     size_t hello_len;
     uint32_t heartbeat_ms; /* from the Welcome, 0 = no silence detection; read when OPEN */
-    /* Resume (proto.md §7.9). */
+    /* Resume (proto.md §7.10). */
     bool resume;
     bool srv_resume;       /* the last Welcome had the RESUME flag */
     bool void_due;         /* ING_AGENT_EV_JOBS_VOID is due (the backend cannot resume) */

@@ -190,7 +190,7 @@ struct be_agent {
                      * ghost's: when its grace ends */
     struct be_reg *reg; /* its hello being registered (be_register), or NULL */
     uint8_t block;      /* BLOCK_*: no job while its registration changes its heaps */
-    bool ghost;     /* a lost agent's jobs waiting for its return (be->ghosts, proto.md 7.9) */
+    bool ghost;     /* a lost agent's jobs waiting for its return (be->ghosts, proto.md 7.10) */
     bool has_rid;   /* said AgentHelloResume: rid is its id */
     uint8_t rid[ING_AGENT_ID_LEN];
 };
@@ -212,8 +212,10 @@ enum {
                       * (fresh_seq UINT64_MAX): at a heap's top it is alone, and skipped */
 };
 
+struct be_session;
+
 struct be_client {
-    void *peer;
+    void *peer; /* NULL while a session is detached */
     struct be_client *prev, *next; /* registered list; once gone: be->reaping (next only) */
     bool registered;
     bool gone; /* connection closed: its jobs are being dropped (be_reap), nothing is sent */
@@ -223,7 +225,40 @@ struct be_client {
     uint64_t job_bytes;       /* bodies of its jobs still held (be_client_job_bytes) */
     uint64_t dropped, killed; /* while gone: counts for the log line */
     uint64_t envs_seen;       /* be->envs_serial of the list it was sent last */
+    struct be_session *sess;  /* NULL: not a session (proto.md 7.9) */
 };
+
+/* A result kept for a detached session: its BackendJobDone frame (header then body). */
+struct kept {
+    struct kept *next;
+    struct be_session *s;
+    uint64_t seq; /* its job's arrival order */
+    uint32_t len; /* body bytes, after the ING_HDR_LEN header */
+    uint8_t frame[];
+};
+
+/* A session (proto.md 7.9): a client whose jobs outlive its connection. Detached sessions
+ * (peer NULL) are listed in be->detached through their client's prev/next. */
+struct be_session {
+    uint8_t id[ING_SESSION_ID_LEN];
+    struct be_client *c;
+    struct kept *kept, **kept_tail; /* results to deliver, in arrival order */
+    uint64_t n_kept;
+    uint64_t detached_ms; /* when the connection went (monotonic) */
+    bool detached;
+    bool hold; /* attached by a connection that submits only: results stay kept */
+    bool resuming; /* kept results are being delivered (results arriving now are kept) */
+    bool listing;  /* then the list of its jobs is being sent, from cursor on */
+    struct job *cursor; /* the next job to list (owner_unlink moves it past a job it frees) */
+};
+
+/* client_keeps tells whether a result for c is kept rather than sent: c is a detached
+ * session, or one attached with ING_SESSION_HOLD. */
+static inline bool
+client_keeps(const struct be_client *c)
+{
+    return c->peer == NULL || (c->sess != NULL && (c->sess->hold || c->sess->resuming));
+}
 
 static const uint8_t empty_map[1] = {0x80};
 
@@ -1028,6 +1063,8 @@ owner_unlink(struct job *j)
     struct be_client *c = j->owner;
     if (c == NULL)
         return;
+    if (c->sess != NULL && c->sess->cursor == j)
+        c->sess->cursor = j->onext; /* listing a resumed session's jobs: j is not listed */
     c->job_bytes -= j->body_len;
     if (j->oprev != NULL)
         j->oprev->onext = j->onext;
@@ -1076,6 +1113,21 @@ static inline bool
 owner_gone(const struct job *j)
 {
     return j->owner != NULL && j->owner->gone;
+}
+
+/* send_started tells j's owner that j started (BackendJobStarted), if it is connected: a
+ * detached session learns it from its job list when it resumes (proto.md 7.9). */
+static void
+send_started(struct backend *be, const struct job *j)
+{
+    struct be_client *c = live_owner(j);
+    if (c == NULL || c->peer == NULL)
+        return;
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_JOB_STARTED;
+    m.u.ref.job_id = job_id_view(j);
+    be->ops.send(c->peer, &m);
 }
 
 static void
@@ -1478,9 +1530,16 @@ sched_envs(struct backend *be, struct env *const *envs, size_t n)
 /* ---------------------------------------------------------------------------------------- */
 /* Messages to clients                                                                       */
 
+static void session_keep_msg(struct backend *be, struct be_client *c, uint64_t seq,
+                             const struct ing_msg *m);
+static void session_keep(struct backend *be, struct be_client *c, uint64_t seq,
+                         const uint8_t *body, size_t len);
+
+/* send_result_seq sends c a synthetic result (kept if c is a detached session: seq is the
+ * job's arrival order). */
 static void
-send_result(struct backend *be, struct be_client *c, struct ing_view id, const char *kind,
-            const char *text, struct ing_view state)
+send_result_seq(struct backend *be, struct be_client *c, struct ing_view id, const char *kind,
+                const char *text, struct ing_view state, uint64_t seq)
 {
     if (c == NULL)
         return;
@@ -1499,7 +1558,17 @@ send_result(struct backend *be, struct be_client *c, struct ing_view id, const c
     r->state = state;
     r->archive.p = NULL;
     r->stdout_.p = r->stderr_.p = "";
-    be->ops.send(c->peer, &m);
+    if (client_keeps(c))
+        session_keep_msg(be, c, seq, &m);
+    else
+        be->ops.send(c->peer, &m);
+}
+
+static void
+send_result(struct backend *be, struct be_client *c, struct ing_view id, const char *kind,
+            const char *text, struct ing_view state)
+{
+    send_result_seq(be, c, id, kind, text, state, 0);
 }
 
 /* failure_add records a failure of job j for the status page. */
@@ -1522,13 +1591,13 @@ send_job_result(struct backend *be, struct job *j, const char *kind, const char 
         failure_add(be, j, kind, strlen(kind), text, strlen(text));
     if (be->jr != NULL && j->seq > be->jr_settled)
         jr_fresh_ack(be, j);
-    send_result(be, live_owner(j), job_id_view(j), kind, text, job_state(j));
+    send_result_seq(be, live_owner(j), job_id_view(j), kind, text, job_state(j), j->seq);
 }
 
 static void
 send_kill(struct backend *be, struct job *j)
 {
-    if (j->agent->ghost) { /* sent if its agent claims it; else it ends killed (7.9) */
+    if (j->agent->ghost) { /* sent if its agent claims it; else it ends killed (7.10) */
         if (!(j->flags & JOB_F_KILLING)) {
             j->flags |= JOB_F_KILLING;
             j->agent->nkilling++;
@@ -1943,7 +2012,24 @@ be_config_default(struct be_config *cfg)
     cfg->hello_burst = 16;
     cfg->max_requeues = 5;
     cfg->deadline_margin_ms = 30000;
+    cfg->session_ttl_ms = 600000;
     cfg->resume_grace_ms = 10000;
+}
+
+static void
+kept_key(const void *obj, const void **key, size_t *len)
+{
+    const struct kept *k = obj;
+    *key = &k->seq;
+    *len = sizeof(k->seq);
+}
+
+static void
+session_key(const void *obj, const void **key, size_t *len)
+{
+    const struct be_session *s = obj;
+    *key = s->id;
+    *len = ING_SESSION_ID_LEN;
 }
 
 int
@@ -1960,7 +2046,8 @@ be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *op
     be->emask = 63;
     be->etab = calloc(be->emask + 1, sizeof(*be->etab));
     int fr = fair_init(&be->fair, cfg->fair_mode, cfg->fair_weights, cfg->n_fair_weights);
-    if (idtab_init(&be->jtab, job_key) != 0 || be->etab == NULL || fr != 0) {
+    if (idtab_init(&be->jtab, job_key) != 0 || idtab_init(&be->stab, session_key) != 0 ||
+        idtab_init(&be->ktab, kept_key) != 0 || be->etab == NULL || fr != 0) {
         be_fini(be);
         return -ENOMEM;
     }
@@ -1968,6 +2055,7 @@ be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *op
 }
 
 static void agent_unregister(struct backend *be, struct be_agent *a, bool silent);
+static void sessions_fini(struct backend *be);
 static bool reg_abandon(struct backend *be, struct be_agent *a);
 static void regs_fini(struct backend *be);
 
@@ -1995,6 +2083,7 @@ be_fini(struct backend *be)
     while (be->ghosts != NULL) /* their jobs were freed above */
         ghost_free(be, be->ghosts);
     free(be->jr_pend);
+    sessions_fini(be);
     while (be->clients != NULL) {
         struct be_client *c = be->clients;
         be->clients = c->next;
@@ -2094,20 +2183,36 @@ client_reap(struct backend *be, struct be_client *c, size_t *budget)
     return true;
 }
 
+/* client_unregister takes c out of the registered clients (nothing is broadcast to it). */
+static void
+client_unregister(struct backend *be, struct be_client *c)
+{
+    if (!c->registered)
+        return;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        be->clients = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    c->registered = false;
+    be->n_clients--;
+}
+
+static void session_detach(struct backend *be, struct be_client *c);
+
 bool
 be_client_gone(struct backend *be, struct be_client *c)
 {
     if (c == NULL)
         return be->reaping != NULL;
-    if (c->registered) {
-        if (c->prev != NULL)
-            c->prev->next = c->next;
-        else
-            be->clients = c->next;
-        if (c->next != NULL)
-            c->next->prev = c->prev;
-        be->n_clients--;
+    if (c->sess != NULL) { /* its jobs wait for it to come back (proto.md 7.9) */
+        if (!c->sess->detached)
+            session_detach(be, c);
+        return be->reaping != NULL;
     }
+    client_unregister(be, c);
     c->gone = true;
     c->peer = NULL;
     size_t budget = be->cfg.reap_batch;
@@ -2167,7 +2272,8 @@ be_client_refuse(struct backend *be, struct be_client *c, struct ing_view id, co
     else if (!quiet)
         log_msg(LOG_WARN, "job %.*s refused: %s", (int)(id.len > 255 ? 255 : id.len), id.p,
                 why);
-    if (reason == METRICS_REFUSE_JOURNAL && c != NULL && c->native && !c->gone) {
+    if (reason == METRICS_REFUSE_JOURNAL && c != NULL && c->native && !c->gone &&
+        c->peer != NULL) {
         struct ing_msg m;
         memset(&m, 0, sizeof(m));
         m.type = ING_ERROR;
@@ -2229,11 +2335,15 @@ aged_priority(const struct backend *be, int64_t p)
     return p > INT64_MAX - e ? INT64_MAX : p + e;
 }
 
-/* jr_accepted journals the acceptance of j (proto.md 12.3): its arrival order and its
- * ClientNewJob frame. Returns 0 or -errno. */
+static int jr_session_accepted(struct backend *be, const struct job *j, const uint8_t *sid);
+
+/* jr_accepted journals the acceptance of j, a job of client c (proto.md 12.3): its arrival
+ * order and its ClientNewJob frame (and c's session id if it has one). Returns 0 or -errno. */
 static int
-jr_accepted(struct backend *be, const struct job *j)
+jr_accepted(struct backend *be, const struct job *j, const struct be_client *c)
 {
+    if (c != NULL && c->sess != NULL)
+        return jr_session_accepted(be, j, c->sess->id);
     uint8_t pre[8 + ING_HDR_LEN];
     put_u64be(pre, j->seq);
     ing_frame_header(pre + 8, ING_CLIENT_NEW_JOB, j->body_len);
@@ -2266,7 +2376,7 @@ jr_job(struct backend *be, uint8_t type, const struct job *j, const uint8_t *rid
 static const uint8_t zero_rid[ING_AGENT_ID_LEN];
 
 /* jr_dispatched journals that j was sent to the agent of id rid (NULL: that it is back in
- * the queue), so that after a restart that agent may claim it (proto.md 12.3, 7.9). */
+ * the queue), so that after a restart that agent may claim it (proto.md 12.3, 7.10). */
 static void
 jr_dispatched(struct backend *be, const struct job *j, const uint8_t *rid)
 {
@@ -2287,9 +2397,15 @@ jr_ended(struct backend *be, const struct job *j)
     jr_job(be, JREC_ENDED, j, NULL, "end");
 }
 
+/* held_already is job_new's answer to a session resubmitting a job it owns: nothing is
+ * done, and the job counts as accepted (proto.md 7.9). */
+static const char held_already[] = "";
+
 static void
 send_ack(struct backend *be, struct be_client *c, struct ing_view id)
 {
+    if (c->peer == NULL)
+        return; /* a detached session: it learns what is held when it resumes */
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
     m.type = ING_BACKEND_JOB_ACCEPTED;
@@ -2370,7 +2486,8 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
         dup = NULL;
     }
     if (dup != NULL)
-        return "Duplicate job id";
+        return c != NULL && c->sess != NULL && dup->owner == c ? held_already
+                                                                : "Duplicate job id";
     if (be->draining)
         return "Backend shutting down";
     if (be->n_waiting >= be->cfg.max_waiting ||
@@ -2420,7 +2537,7 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     j->seq = seq != 0 ? seq : ++be->arrival_seq;
     if (be->arrival_seq < j->seq)
         be->arrival_seq = j->seq;
-    int jerr = be->jr != NULL ? jr_accepted(be, j) : 0;
+    int jerr = be->jr != NULL ? jr_accepted(be, j, c) : 0;
     if (jerr != 0) { /* -ENOMEM, or -EMSGSIZE: larger than a journal record may be */
         idtab_remove(&be->jtab, idh, j);
         pool_free(&be->jobs_pool, j, sizeof(*j) + len);
@@ -2461,10 +2578,20 @@ be_client_new_job_h(struct backend *be, struct be_client *c, const uint8_t *body
                     const struct ing_client_new_job *m, uint64_t idh)
 {
     const char *why = job_new(be, c, body, len, m, idh, 0);
+    if (why == held_already) { /* acknowledged again, once its record is written */
+        const struct job *j = jtab_find_h(be, idh, m->job.job_id.p, m->job.job_id.len);
+        if (c->acks && (be->jr == NULL || j->seq <= be->jr_settled))
+            send_ack(be, c, m->job.job_id);
+        return true;
+    }
     if (why != NULL)
         be_client_refuse(be, c, m->job.job_id, why);
     return why == NULL;
 }
+
+static int session_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
+static bool session_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
+static void replay_pend_apply(struct backend *be, uint64_t seq, uint64_t idh, struct ing_view id);
 
 /* replay_requeue puts held job j back in the queue (a replayed requeue). */
 static void
@@ -2556,12 +2683,29 @@ replay_pend(struct backend *be, uint64_t seq, const uint8_t *rid)
     }
 }
 
+/* replay_pend_apply applies to the job just restored (arrival seq, id id of hash idh) the
+ * dispatch state read before its accepted record (1 or 7), if any. */
+static void
+replay_pend_apply(struct backend *be, uint64_t seq, uint64_t idh, struct ing_view id)
+{
+    for (size_t i = 0; i < be->jr_npend; i++)
+        if (be->jr_pend[i].seq == seq) {
+            struct job *j = jtab_find_h(be, idh, id.p, id.len);
+            if (j != NULL && j->seq == seq)
+                replay_dispatch(be, j, be->jr_pend[i].rid, be->jr_pend[i].started);
+            be->jr_pend[i] = be->jr_pend[--be->jr_npend];
+            return;
+        }
+}
+
 int
 be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
 {
     if (len < 8)
         return 0; /* not ours to judge: the journal checked the CRC; skip */
     uint64_t seq = get_u64be(p);
+    if (type == JREC_SESSION_ACCEPTED || type == JREC_DONE || type == JREC_DELIVERED)
+        return session_replay(be, type, p, len);
     if (type == JREC_ACCEPTED) {
         struct ing_msg m;
         ssize_t n = ing_msg_decode(p + 8, len - 8, UINT32_MAX, &m);
@@ -2581,13 +2725,8 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
         if (why != NULL && be->jr_skipped++ == 0) /* one line, not one per job */
             log_msg(LOG_WARN, "journal: job %.*s not restored: %s (later ones counted)",
                     (int)(id.len > 255 ? 255 : id.len), id.p, why);
-        for (size_t i = 0; why == NULL && i < be->jr_npend; i++)
-            if (be->jr_pend[i].seq == seq) { /* its dispatch was read before it */
-                struct job *nj = jtab_find_h(be, idh, id.p, id.len);
-                replay_dispatch(be, nj, be->jr_pend[i].rid, be->jr_pend[i].started);
-                be->jr_pend[i] = be->jr_pend[--be->jr_npend];
-                break;
-            }
+        if (why == NULL)
+            replay_pend_apply(be, seq, idh, id);
     } else if (type == JREC_DISPATCHED || type == JREC_STARTED) {
         size_t off = type == JREC_DISPATCHED ? 8 + ING_AGENT_ID_LEN : 8;
         if (len < off || len - off > MAX_ID_LEN)
@@ -2664,6 +2803,8 @@ dispatch_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t
 bool
 be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
 {
+    if (type == JREC_SESSION_ACCEPTED || type == JREC_DONE)
+        return session_live(be, type, p, len);
     if (type == JREC_DISPATCHED || type == JREC_STARTED)
         return len >= 8 && dispatch_live(be, type, p, len);
     if (type != JREC_ACCEPTED || len < 8 + ING_HDR_LEN)
@@ -2738,6 +2879,7 @@ uint64_t
 be_journal_live_bytes(const struct backend *be)
 {
     return be->job_bytes + (be->n_waiting + be->n_running) * (JOURNAL_REC_HDR + 8 + ING_HDR_LEN) +
+           be->kept_bytes + be->n_kept * (JOURNAL_REC_HDR + 8 + ING_SESSION_ID_LEN + ING_HDR_LEN) +
            be->n_running * (2 * JOURNAL_REC_HDR + 16 + ING_AGENT_ID_LEN + 2 * MAX_ID_LEN);
 }
 
@@ -3205,7 +3347,7 @@ unreg_begin(struct backend *be, struct be_agent *a, bool silent)
     /* Its entries leave the heaps with its environments (unreg_env), or at a heap's top
      * meanwhile: no job goes to it from now on. */
     a->block = BLOCK_LEAVE;
-    /* Its jobs: kept for its return (7.9), else lost (7.5). */
+    /* Its jobs: kept for its return (7.10), else lost (7.5). */
     if (!silent && a->has_rid && a->nrun > 0 && be->cfg.resume_grace_ms > 0)
         ghost_adopt(be, a);
     size_t nreq = 0;
@@ -3277,7 +3419,7 @@ agent_unregister(struct backend *be, struct be_agent *a, bool silent)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Agents that come back (proto.md 7.9)                                                      */
+/* Agents that come back (proto.md 7.10)                                                     */
 
 /* ghost_adopt hands the running jobs of a (being removed) to the ghost of its id: they
  * wait cfg.resume_grace_ms for a to come back and claim them. Without memory for the
@@ -3324,7 +3466,7 @@ ghosts_expire(struct backend *be)
     }
 }
 
-/* claim_refuse tells agent a to kill job id, which it may not keep (7.9). */
+/* claim_refuse tells agent a to kill job id, which it may not keep (7.10). */
 static void
 claim_refuse(struct backend *be, struct be_agent *a, struct ing_view id, const char *why)
 {
@@ -3387,14 +3529,7 @@ claim(struct backend *be, struct be_agent *a, const struct ing_resume_job *rj)
         j->status = JOB_STARTED;
         if (be->jr != NULL)
             jr_started(be, j);
-        struct be_client *c = live_owner(j);
-        if (c != NULL) {
-            struct ing_msg m;
-            memset(&m, 0, sizeof(m));
-            m.type = ING_BACKEND_JOB_STARTED;
-            m.u.ref.job_id = job_id_view(j);
-            be->ops.send(c->peer, &m);
-        }
+        send_started(be, j);
     }
     if (j->flags & JOB_F_KILLING) { /* killed while held: the kill goes out now */
         j->flags &= (uint8_t)~JOB_F_KILLING;
@@ -3680,7 +3815,7 @@ struct be_reg {
     enum reg_phase phase;
     uint8_t *own;        /* the copy of the environments map a queued hello reads */
     struct ing_agent_hello m;
-    bool resume;                   /* an AgentHelloResume (7.9): its agent id and claims */
+    bool resume;                   /* an AgentHelloResume (7.10): its agent id and claims */
     uint8_t rid[ING_AGENT_ID_LEN];
     struct ing_resume_job *claims; /* copied (ids after the array, one allocation) */
     uint32_t nclaims;
@@ -4213,7 +4348,7 @@ regs_fini(struct backend *be)
 /* agent_replaced removes the registered agents other than a that have agent id rid: an
  * agent that says AgentHelloResume again on a new connection while its old one still looks
  * alive here (it gave up on it first) is the same agent; its jobs are held for the claims
- * that follow (7.9), and the old connection is closed. */
+ * that follow (7.10), and the old connection is closed. */
 static void
 agent_replaced(struct backend *be, struct be_agent *a, const uint8_t *rid)
 {
@@ -4356,14 +4491,7 @@ be_agent_started_h(struct backend *be, struct be_agent *a, struct ing_view id, u
         jr_started(be, j);
     j->status = JOB_STARTED;
     be->mc.started++;
-    struct be_client *c = live_owner(j);
-    if (c == NULL)
-        return;
-    struct ing_msg m;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_BACKEND_JOB_STARTED;
-    m.u.ref.job_id = job_id_view(j);
-    be->ops.send(c->peer, &m);
+    send_started(be, j);
 }
 
 void
@@ -4373,7 +4501,7 @@ be_agent_ssh(struct backend *be, struct be_agent *a, const uint8_t *body, size_t
     struct job *j =
         agent_job(be, a, m->job_id, "AgentJobSSHDebug", id_hash(m->job_id.p, m->job_id.len));
     struct be_client *c = j != NULL ? live_owner(j) : NULL;
-    if (c == NULL)
+    if (c == NULL || c->peer == NULL)
         return;
     be->ops.relay(c->peer, ING_BACKEND_JOB_SSH_DEBUG, body, len);
 }
@@ -4411,8 +4539,10 @@ be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, siz
                     m->result_text.len);
     run_remove(be, j);
     struct be_client *c = live_owner(j);
-    if (c != NULL)
+    if (c != NULL && !client_keeps(c))
         be->ops.relay(c->peer, ING_BACKEND_JOB_DONE, body, len);
+    else if (c != NULL)
+        session_keep(be, c, j->seq, body, len);
     be->stats.jobs_done++;
     log_msg(LOG_DEBUG, "job %.*s done on agent %s", (int)j->id_len, job_id(j), a->name);
     job_free_h(be, j, idh);
@@ -4638,6 +4768,8 @@ be_fail_all(struct backend *be, const char *text)
         struct job *j = idtab_at(&be->jtab, i);
         if (j == NULL)
             continue;
+        if (be->jr != NULL && j->owner != NULL && j->owner->sess != NULL)
+            continue; /* kept in the journal: its session resumes it (proto.md 7.6) */
         if (j->status == JOB_WAITING) {
             job_unqueue(be, j);
         } else {
@@ -4651,12 +4783,552 @@ be_fail_all(struct backend *be, const char *text)
         be->stats.jobs_crashed++;
         job_free(be, j);
     }
-    while (be->ghosts != NULL) /* emptied above */
-        ghost_free(be, be->ghosts);
+    /* Emptied above, but for those holding sessions' jobs (kept in the journal: their
+     * agents claim them after the restart). */
+    for (struct be_agent *g = be->ghosts, *gn; g != NULL; g = gn) {
+        gn = g->next;
+        if (g->nrun == 0)
+            ghost_free(be, g);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Sessions (proto.md 7.9)                                                                   */
+
+static inline uint64_t
+session_hash(const uint8_t *id)
+{
+    return idtab_hash(idtab_hash_seed(), id, ING_SESSION_ID_LEN);
+}
+
+static struct be_session *
+session_get(const struct backend *be, const uint8_t *id)
+{
+    return idtab_find(&be->stab, session_hash(id), id, ING_SESSION_ID_LEN);
+}
+
+struct be_client *
+be_session_find(const struct backend *be, const uint8_t id[ING_SESSION_ID_LEN])
+{
+    struct be_session *s = session_get(be, id);
+    return s != NULL ? s->c : NULL;
+}
+
+void *
+be_client_peer(const struct be_client *c)
+{
+    return c->peer;
+}
+
+const uint8_t *
+be_client_session(const struct be_client *c)
+{
+    return c->sess != NULL ? c->sess->id : NULL;
+}
+
+/* session_make makes client c the session id. Returns 0 or -ENOMEM. */
+static int
+session_make(struct backend *be, struct be_client *c, const uint8_t *id)
+{
+    struct be_session *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -ENOMEM;
+    memcpy(s->id, id, ING_SESSION_ID_LEN);
+    s->c = c;
+    s->kept_tail = &s->kept;
+    if (idtab_insert(&be->stab, session_hash(id), s) != 0) {
+        free(s);
+        return -ENOMEM;
+    }
+    c->sess = s;
+    be->n_sessions++;
+    return 0;
+}
+
+/* session_detach: c's connection is gone; its jobs stay for cfg.session_ttl_ms. */
+static void
+session_detach(struct backend *be, struct be_client *c)
+{
+    c->sess->resuming = c->sess->listing = false;
+    c->sess->cursor = NULL;
+    client_unregister(be, c);
+    c->peer = NULL;
+    c->sess->detached = true;
+    c->sess->detached_ms = be->now_ms;
+    log_msg(LOG_DEBUG, "session detached: its jobs wait for it (--session-ttl %llu ms)",
+            (unsigned long long)be->cfg.session_ttl_ms);
+    c->prev = NULL;
+    c->next = be->detached;
+    if (be->detached != NULL)
+        be->detached->prev = c;
+    be->detached = c;
+}
+
+static void
+detached_unlink(struct backend *be, struct be_client *c)
+{
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        be->detached = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    c->sess->detached = false;
+}
+
+void
+be_session_detach(struct backend *be, struct be_client *c)
+{
+    if (c->sess != NULL && !c->sess->detached)
+        session_detach(be, c);
+}
+
+/* jr_session_accepted journals j, a session's job: its arrival order, its session id, its
+ * ClientNewJob frame (record 7). Returns 0 or -errno. */
+static int
+jr_session_accepted(struct backend *be, const struct job *j, const uint8_t *sid)
+{
+    uint8_t pre[8 + ING_SESSION_ID_LEN + ING_HDR_LEN];
+    put_u64be(pre, j->seq);
+    memcpy(pre + 8, sid, ING_SESSION_ID_LEN);
+    ing_frame_header(pre + 8 + ING_SESSION_ID_LEN, ING_CLIENT_NEW_JOB, j->body_len);
+    struct journal_iov v[2] = {{pre, sizeof(pre)}, {j->body, j->body_len}};
+    int err;
+    journal_appendv(be->jr, JREC_SESSION_ACCEPTED, v, 2, &err);
+    return err;
+}
+
+/* jr_kept journals a kept result (type JREC_DONE: seq, session id, frame) or its delivery
+ * (JREC_DELIVERED: seq, session id). */
+static void
+jr_kept(struct backend *be, uint8_t type, const struct be_session *s, const struct kept *k)
+{
+    uint8_t pre[8 + ING_SESSION_ID_LEN];
+    put_u64be(pre, k->seq);
+    memcpy(pre + 8, s->id, ING_SESSION_ID_LEN);
+    struct journal_iov v[2] = {{pre, sizeof(pre)}, {k->frame, ING_HDR_LEN + k->len}};
+    int err;
+    journal_appendv(be->jr, type, v, type == JREC_DONE ? 2 : 1, &err);
+    if (err != 0)
+        log_msg(LOG_ERR, "journal: a kept result of a session is not recorded: %s",
+                strerror(-err));
+}
+
+/* kept_hash: the kept results are also found by their job's arrival order (unique), in
+ * be->ktab: the replay and the compaction ask about one in O(1), whatever their number. */
+static inline uint64_t
+kept_hash(uint64_t seq)
+{
+    return idtab_hash(idtab_hash_seed(), &seq, sizeof(seq));
+}
+
+/* kept_add appends a result of len body bytes (frame header included in frame) to s.
+ * Returns it, or NULL (no memory: logged, the result is lost). */
+static struct kept *
+kept_new(struct backend *be, struct be_session *s, uint64_t seq, size_t len)
+{
+    struct kept *k = len <= UINT32_MAX - ING_HDR_LEN ? malloc(sizeof(*k) + ING_HDR_LEN + len)
+                                                     : NULL;
+    if (k == NULL) {
+        log_msg(LOG_ERR, "out of memory: a result for a detached session is lost");
+        return NULL;
+    }
+    k->next = NULL;
+    k->s = s;
+    k->seq = seq;
+    k->len = (uint32_t)len;
+    if (idtab_insert(&be->ktab, kept_hash(seq), k) != 0) {
+        free(k);
+        log_msg(LOG_ERR, "out of memory: a result for a detached session is lost");
+        return NULL;
+    }
+    *s->kept_tail = k;
+    s->kept_tail = &k->next;
+    s->n_kept++;
+    be->n_kept++;
+    be->kept_bytes += len;
+    return k;
+}
+
+static void
+kept_free(struct backend *be, struct be_session *s, struct kept *k)
+{
+    idtab_remove(&be->ktab, kept_hash(k->seq), k);
+    s->n_kept--;
+    be->n_kept--;
+    be->kept_bytes -= k->len;
+    free(k);
+}
+
+/* session_keep keeps the result body[0..len) of job seq for the detached session c. */
+static void
+session_keep(struct backend *be, struct be_client *c, uint64_t seq, const uint8_t *body,
+             size_t len)
+{
+    struct kept *k = kept_new(be, c->sess, seq, len);
+    if (k == NULL)
+        return;
+    ing_frame_header(k->frame, ING_BACKEND_JOB_DONE, (uint32_t)len);
+    memcpy(k->frame + ING_HDR_LEN, body, len);
+    if (be->jr != NULL)
+        jr_kept(be, JREC_DONE, c->sess, k);
+}
+
+static void
+session_keep_msg(struct backend *be, struct be_client *c, uint64_t seq, const struct ing_msg *m)
+{
+    size_t n = ing_msg_size(m);
+    if (n < ING_HDR_LEN || c->sess == NULL)
+        return;
+    struct kept *k = kept_new(be, c->sess, seq, n - ING_HDR_LEN);
+    if (k == NULL)
+        return;
+    (void)ing_msg_encode(m, k->frame, n);
+    if (be->jr != NULL)
+        jr_kept(be, JREC_DONE, c->sess, k);
+}
+
+/* session_unkeep forgets s's kept results (delivered, or dropped with s), journaling each
+ * as delivered (record 5) so that none comes back. With deliver, they are sent to s's peer,
+ * at least one and then while budget bytes are not exceeded; returns true if some remain. */
+static bool
+session_unkeep(struct backend *be, struct be_session *s, bool deliver, size_t budget)
+{
+    size_t sent = 0;
+    while (s->kept != NULL && (!deliver || sent == 0 || sent + s->kept->len <= budget)) {
+        struct kept *k = s->kept;
+        s->kept = k->next;
+        if (deliver) {
+            be->ops.relay(s->c->peer, ING_BACKEND_JOB_DONE, k->frame + ING_HDR_LEN, k->len);
+            sent += k->len;
+        }
+        if (be->jr != NULL)
+            jr_kept(be, JREC_DELIVERED, s, k);
+        kept_free(be, s, k);
+    }
+    if (s->kept == NULL)
+        s->kept_tail = &s->kept;
+    return s->kept != NULL;
+}
+
+/* SESSION_LIST_MAX bounds one BackendSessionJobs frame (bytes of its msgpack array). */
+#define SESSION_LIST_MAX (64u << 10)
+
+/* session_list sends c (attached) the next BackendSessionJobs frames of the list of its jobs
+ * (from s->cursor on: the jobs held when it resumed, less those that ended since), about
+ * budget bytes of them, the last with last = true. Returns true while some remain. */
+static bool
+session_list(struct backend *be, struct be_client *c, size_t budget)
+{
+    struct be_session *s = c->sess;
+    uint8_t buf[SESSION_LIST_MAX];
+    size_t cap = be->cfg.max_frame > BE_FRAME_SLACK + 16 ? be->cfg.max_frame - BE_FRAME_SLACK : 0;
+    if (cap > sizeof(buf))
+        cap = sizeof(buf);
+    if (cap > budget) /* the peer's output must not outgrow --max-output */
+        cap = budget;
+    if (cap < 5 + 2 + MAX_ID_LEN)
+        cap = 5 + 2 + MAX_ID_LEN; /* max_frame is at least 4096 */
+    size_t sent = 0;
+    do {
+        size_t used = 5, n = 0; /* room for the largest array header */
+        const struct job *j = s->cursor;
+        for (; j != NULL; j = j->onext) {
+            size_t hl = j->id_len < 32 ? 1 : 2;
+            if (used + hl + j->id_len > cap)
+                break;
+            if (hl == 1) {
+                buf[used++] = (uint8_t)(0xa0 | j->id_len);
+            } else {
+                buf[used++] = 0xd9;
+                buf[used++] = j->id_len;
+            }
+            memcpy(buf + used, job_id(j), j->id_len);
+            used += j->id_len;
+            n++;
+        }
+        s->cursor = (struct job *)j;
+        size_t hs = n < 16 ? 1 : n < 65536 ? 3 : 5;
+        uint8_t *a = buf + 5 - hs;
+        if (hs == 1) {
+            a[0] = (uint8_t)(0x90 | n);
+        } else if (hs == 3) {
+            a[0] = 0xdc;
+            put_u16be(a + 1, (uint16_t)n);
+        } else {
+            a[0] = 0xdd;
+            put_u32be(a + 1, (uint32_t)n);
+        }
+        struct ing_msg m;
+        memset(&m, 0, sizeof(m));
+        m.type = ING_BACKEND_SESSION_JOBS;
+        m.u.session_jobs.last = j == NULL;
+        m.u.session_jobs.jobs.p = (const char *)a;
+        m.u.session_jobs.jobs.len = (uint32_t)(used - 5 + hs);
+        be->ops.send(c->peer, &m);
+        sent += used;
+    } while (s->cursor != NULL && sent < budget);
+    s->listing = s->cursor != NULL;
+    return s->listing;
+}
+
+struct be_client *
+be_session_attach(struct backend *be, struct be_client *c, const uint8_t id[ING_SESSION_ID_LEN])
+{
+    struct be_session *s = session_get(be, id);
+    if (s == NULL)
+        return session_make(be, c, id) == 0 ? c : NULL;
+    struct be_client *sc = s->c;
+    if (sc == c)
+        return c;
+    if (!s->detached) /* the caller detaches the other connection first */
+        return NULL;
+    void *peer = c->peer;
+    be_client_gone(be, c); /* a fresh connection: no job (the caller checks) */
+    detached_unlink(be, sc);
+    sc->peer = peer;
+    return sc;
+}
+
+bool
+be_session_deliver(struct backend *be, struct be_client *c, size_t budget)
+{
+    struct be_session *s = c->sess;
+    if (s == NULL || c->peer == NULL)
+        return false;
+    if (s->resuming) {
+        if (session_unkeep(be, s, true, budget))
+            return true;
+        s->resuming = false; /* the list follows */
+        s->listing = true;
+        s->cursor = c->jobs;
+    }
+    return s->listing && session_list(be, c, budget);
+}
+
+bool
+be_session_resuming(const struct be_client *c)
+{
+    return c->sess != NULL && (c->sess->resuming || c->sess->listing);
+}
+
+bool
+be_session_resume(struct backend *be, struct be_client *c, bool hold, size_t budget)
+{
+    struct be_session *s = c->sess;
+    if (s == NULL || c->peer == NULL)
+        return false;
+    s->hold = hold;
+    s->resuming = !hold && s->kept != NULL; /* with hold, results stay kept: only the list */
+    s->listing = !s->resuming;
+    s->cursor = c->jobs;
+    return s->resuming ? be_session_deliver(be, c, budget) : session_list(be, c, budget);
+}
+
+/* session_free forgets session s (its client stays, without session). */
+static void
+session_free(struct backend *be, struct be_session *s)
+{
+    session_unkeep(be, s, false, 0);
+    idtab_remove(&be->stab, session_hash(s->id), s);
+    s->c->sess = NULL;
+    be->n_sessions--;
+    free(s);
+}
+
+void
+be_session_tick(struct backend *be)
+{
+    struct be_client *c = be->detached;
+    while (c != NULL) {
+        struct be_client *next = c->next;
+        if (be->now_ms - c->sess->detached_ms >= be->cfg.session_ttl_ms) {
+            log_msg(LOG_INFO, "session detached for %llu ms: %llu kept results dropped, its "
+                    "jobs handled as a client's that left",
+                    (unsigned long long)(be->now_ms - c->sess->detached_ms),
+                    (unsigned long long)c->sess->n_kept);
+            detached_unlink(be, c);
+            session_free(be, c->sess);
+            be_client_gone(be, c);
+        }
+        c = next;
+    }
+}
+
+/* session_restore returns the session id of the journal, made detached if new, or NULL. */
+static struct be_client *
+session_restore(struct backend *be, const uint8_t *id)
+{
+    struct be_session *s = session_get(be, id);
+    if (s != NULL)
+        return s->c;
+    struct be_client *c = be_client_new(be, NULL);
+    if (c == NULL)
+        return NULL;
+    if (session_make(be, c, id) != 0) {
+        slab_free(&be->client_slab, c);
+        return NULL;
+    }
+    session_detach(be, c);
+    return c;
+}
+
+/* kept_find returns s's kept result of job seq, or NULL; with where, the link that points
+ * to it (results are delivered from the head: the head first, then a walk). */
+static struct kept *
+kept_find(const struct backend *be, const struct be_session *s, uint64_t seq,
+          struct kept ***where)
+{
+    struct kept *k = idtab_find(&be->ktab, kept_hash(seq), &seq, sizeof(seq));
+    if (k == NULL || k->s != s)
+        return NULL;
+    if (where != NULL) {
+        struct kept **pp = (struct kept **)&s->kept;
+        while (*pp != k)
+            pp = &(*pp)->next;
+        *where = pp;
+    }
+    return k;
+}
+
+static int
+session_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
+{
+    if (len < 8 + ING_SESSION_ID_LEN)
+        return 0;
+    uint64_t seq = get_u64be(p);
+    const uint8_t *id = p + 8;
+    const uint8_t *f = p + 8 + ING_SESSION_ID_LEN;
+    uint32_t flen = len - 8 - ING_SESSION_ID_LEN;
+    if (type == JREC_DELIVERED) {
+        struct be_session *s = session_get(be, id);
+        struct kept **pp;
+        struct kept *k = s != NULL ? kept_find(be, s, seq, &pp) : NULL;
+        if (k != NULL) {
+            *pp = k->next;
+            if (s->kept_tail == &k->next)
+                s->kept_tail = pp;
+            kept_free(be, s, k);
+        }
+        return 0;
+    }
+    struct ing_msg m;
+    ssize_t n = ing_msg_decode(f, flen, UINT32_MAX, &m);
+    uint8_t want = type == JREC_DONE ? ING_BACKEND_JOB_DONE : ING_CLIENT_NEW_JOB;
+    if (n != (ssize_t)flen || m.type != want || seq == 0) {
+        log_msg(LOG_WARN, "journal: a session record (type %u) that does not decode: skipped",
+                type);
+        return 0;
+    }
+    struct be_client *c = session_restore(be, id);
+    if (c == NULL) {
+        be->jr_skipped++;
+        return 0;
+    }
+    if (type == JREC_DONE) {
+        if (kept_find(be, c->sess, seq, NULL) != NULL)
+            return 0; /* a compaction's copy */
+        struct kept *k = kept_new(be, c->sess, seq, flen - ING_HDR_LEN);
+        if (k != NULL)
+            memcpy(k->frame, f, flen);
+        return 0;
+    }
+    struct ing_view jid = m.u.new_job.job.job_id;
+    uint64_t idh = id_hash(jid.p, jid.len);
+    struct job *j = jtab_find_h(be, idh, jid.p, jid.len);
+    if (j != NULL && j->seq == seq)
+        return 0; /* the copy a compaction cut short left */
+    const char *why = job_new(be, c, f + ING_HDR_LEN, flen - ING_HDR_LEN, &m.u.new_job, idh, seq);
+    if (why != NULL && why != held_already && be->jr_skipped++ == 0)
+        log_msg(LOG_WARN, "journal: job %.*s not restored: %s (later ones counted)",
+                (int)(jid.len > 255 ? 255 : jid.len), jid.p, why);
+    if (why == NULL)
+        replay_pend_apply(be, seq, idh, jid);
+    return 0;
+}
+
+static bool
+session_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
+{
+    if (len < 8 + ING_SESSION_ID_LEN + ING_HDR_LEN)
+        return false;
+    uint64_t seq = get_u64be(p);
+    const uint8_t *f = p + 8 + ING_SESSION_ID_LEN;
+    if (type == JREC_DONE) {
+        const struct be_session *s = session_get(be, p + 8);
+        return s != NULL && kept_find(be, s, seq, NULL) != NULL;
+    }
+    struct ing_view id;
+    uint8_t ft;
+    if (ing_frame_job_id(f, len - 8 - ING_SESSION_ID_LEN, &ft, &id) == 0 || id.p == NULL)
+        return false;
+    const struct job *j = jtab_find_h((struct backend *)be, id_hash(id.p, id.len), id.p, id.len);
+    return j != NULL && j->seq == seq;
+}
+
+/* sessions_fini frees every session and the clients of the detached ones. */
+static void
+sessions_fini(struct backend *be)
+{
+    while (be->detached != NULL) {
+        struct be_client *c = be->detached;
+        detached_unlink(be, c);
+        session_free(be, c->sess);
+        slab_free(&be->client_slab, c);
+    }
+    idtab_settle(&be->stab);
+    for (size_t i = 0; i < idtab_slots(&be->stab); i++) {
+        struct be_session *s = idtab_at(&be->stab, i);
+        if (s != NULL) {
+            session_unkeep(be, s, false, 0);
+            s->c->sess = NULL;
+            free(s);
+        }
+    }
+    idtab_fini(&be->stab);
+    idtab_fini(&be->ktab);
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Invariants                                                                                */
+
+/* sessions_check verifies the sessions' bookkeeping: every detached session is listed and
+ * has no peer, the kept results add up. Returns 0 or -EPROTO. */
+static int
+sessions_check(const struct backend *be)
+{
+    uint64_t detached = 0, n_kept = 0, kept_bytes = 0;
+    for (const struct be_client *c = be->detached; c != NULL; c = c->next) {
+        if (c->sess == NULL || !c->sess->detached || c->peer != NULL || c->registered)
+            return -EPROTO;
+        detached++;
+    }
+    if (be->stab.old != NULL || be->n_kept != be->ktab.n)
+        return be->n_kept != be->ktab.n ? -EPROTO : 0; /* growing: walked once it is done */
+    uint64_t sessions = 0, listed_detached = 0;
+    for (size_t i = 0; i < idtab_slots(&be->stab); i++) {
+        const struct be_session *s = idtab_at(&be->stab, i);
+        if (s == NULL)
+            continue;
+        sessions++;
+        listed_detached += s->detached;
+        uint64_t n = 0;
+        for (const struct kept *k = s->kept; k != NULL; k = k->next) {
+            if (k->s != s)
+                return -EPROTO;
+            n++;
+            kept_bytes += k->len;
+        }
+        if (s->c->sess != s || n != s->n_kept)
+            return -EPROTO;
+        n_kept += n;
+    }
+    if (sessions != be->n_sessions || listed_detached != detached || n_kept != be->n_kept ||
+        kept_bytes != be->kept_bytes)
+        return -EPROTO;
+    return 0;
+}
 
 /* envs_check verifies the environment list's bookkeeping. Returns 0 or -EPROTO. */
 static int
@@ -4807,7 +5479,7 @@ int
 be_check(const struct backend *be)
 {
     uint64_t waiting = 0, running = 0;
-    if (envs_check(be) != 0)
+    if (envs_check(be) != 0 || sessions_check(be) != 0)
         return -EPROTO;
     for (size_t i = 0; i < etab_nchains(be); i++)
         for (const struct env *e = etab_chain(be, i); e != NULL; e = e->hnext) {

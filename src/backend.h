@@ -63,12 +63,13 @@ struct be_config {
     uint64_t deadline_margin_ms;  /* added to a running job's time limit (proto.md 7.4) */
     uint64_t resume_grace_ms;     /* --resume-grace: how long the jobs of a lost agent that
                                    * can resume (AgentHelloResume), or of journaled running
-                                   * jobs after a restart, wait to be claimed (proto.md 7.9);
+                                   * jobs after a restart, wait to be claimed (proto.md 7.10);
                                    * 0 = no wait: lost at once (7.5) */
     enum fair_mode fair_mode;     /* --fair-share: FAIR_NONE = INGInious' order */
     uint64_t priority_aging_ms;   /* --priority-aging: a level per this long (0 = off) */
     const struct fair_weight *fair_weights; /* --fair-weight (kept by the caller) */
     size_t n_fair_weights;
+    uint64_t session_ttl_ms; /* --session-ttl: a detached session's jobs wait this long */
 };
 
 #define BE_MAX_REQUEUES 100
@@ -99,7 +100,7 @@ struct be_stats {
     uint64_t jobs_submitted, jobs_refused, jobs_dispatched, jobs_done, jobs_killed;
     uint64_t jobs_crashed, jobs_requeued, reports_dropped, agents_lost;
     uint64_t jobs_expired; /* ended by the backend's deadline (proto.md 7.4) */
-    uint64_t jobs_claimed, claims_refused; /* AgentHelloResume (proto.md 7.9) */
+    uint64_t jobs_claimed, claims_refused; /* AgentHelloResume (proto.md 7.10) */
 };
 
 /* One recent failure (a result other than success and failed, or a crash the backend
@@ -183,7 +184,7 @@ struct backend {
     char jr_why[96]; /* the refusal text while it is unavailable */
     uint64_t jr_skipped; /* journaled jobs the replay could not restore (e.g. Queue full) */
 
-    /* Agents that may come back (proto.md 7.9): each holds the running jobs of a lost agent
+    /* Agents that may come back (proto.md 7.10): each holds the running jobs of a lost agent
      * that said AgentHelloResume, or of the journal's dispatched records, until its agent
      * claims them or its grace (dl_ms) ends. Unregistered be_agent records (ghost set). */
     struct be_agent *ghosts;
@@ -196,6 +197,12 @@ struct backend {
     struct buf jr_fresh;
     uint64_t jr_settled; /* jobs of a higher arrival order are not settled yet */
     uint64_t jr_refused; /* refused while the journal is unavailable (one log line) */
+    /* Sessions (proto.md 7.9): by id; the detached ones listed (be_session_tick). */
+    struct idtab stab;
+    struct idtab ktab; /* kept results by their job's arrival order */
+    struct be_client *detached;
+    uint64_t n_sessions;
+    uint64_t n_kept, kept_bytes; /* results kept for detached sessions (memory budget) */
 };
 
 /* be_init prepares be. Returns 0 or -ENOMEM. */
@@ -258,6 +265,35 @@ void be_client_kill_h(struct backend *be, struct be_client *c, struct ing_view j
                       uint64_t idh);
 void be_client_get_queue(struct backend *be, struct be_client *c);
 
+/* Sessions (proto.md 7.9). A session is a client whose jobs outlive its connection: when
+ * be_client_gone is called for it, it is detached (unregistered, peer NULL) instead, its
+ * jobs go on, and their results are kept (in memory, counted in kept_bytes, and in the
+ * journal) until a connection resumes it, or until it has been detached for
+ * cfg.session_ttl_ms (be_session_tick: then its client is gone as any other). */
+/* be_session_find returns the client of session id, or NULL. */
+struct be_client *be_session_find(const struct backend *be, const uint8_t id[ING_SESSION_ID_LEN]);
+/* be_client_peer: c's peer (NULL: a detached session); be_client_session: its session id,
+ * or NULL. */
+void *be_client_peer(const struct be_client *c);
+const uint8_t *be_client_session(const struct be_client *c);
+/* be_session_detach detaches the attached session c (another connection takes it over). */
+void be_session_detach(struct backend *be, struct be_client *c);
+/* be_session_attach: the connection of client c (with no job) opens session id. A new id
+ * makes c the session; a detached session is attached to c's peer and c released (it must
+ * not be used again). Returns the session's client, or NULL (no memory, or the session is
+ * attached to another connection: detach it first). */
+struct be_client *be_session_attach(struct backend *be, struct be_client *c,
+                                    const uint8_t id[ING_SESSION_ID_LEN]);
+/* be_session_resume starts delivering the session's kept results to its peer (unless hold:
+ * then they stay kept, and so do the results that arrive while this connection holds the
+ * session), about budget bytes of them; the list of the jobs it holds (BackendSessionJobs)
+ * follows the last. Results that arrive meanwhile are kept, behind the others. Returns true
+ * while some remain: call be_session_deliver when the peer's output has drained. */
+bool be_session_resume(struct backend *be, struct be_client *c, bool hold, size_t budget);
+bool be_session_deliver(struct backend *be, struct be_client *c, size_t budget);
+bool be_session_resuming(const struct be_client *c);
+/* be_session_tick ends the sessions detached for cfg.session_ttl_ms or longer. */
+void be_session_tick(struct backend *be);
 /* Agents. */
 struct be_agent *be_agent_new(struct backend *be, void *peer);
 void be_agent_gone(struct backend *be, struct be_agent *a);
@@ -277,7 +313,7 @@ bool be_agent_registered(const struct be_agent *a);
 #define BE_REG_INLINE_ENVS 512
 int be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello *m,
                    char *why, size_t whylen);
-/* be_agent_hello_resume is be_agent_hello for AgentHelloResume (proto.md 7.9): the agent
+/* be_agent_hello_resume is be_agent_hello for AgentHelloResume (proto.md 7.10): the agent
  * gets its id, then claims the jobs it lists (before any new job takes its slots); a claim
  * the backend cannot grant is answered with BackendKillJob(job_id, ""). */
 int be_agent_hello_resume(struct backend *be, struct be_agent *a,

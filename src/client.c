@@ -35,6 +35,10 @@ struct pending {
     struct pending *next;
     struct pending *hnext; /* hash chain */
     uint64_t hash;
+    uint8_t *frame;  /* sessions: the ClientNewJob frame, to submit it again; NULL: adopted */
+    size_t frame_len;
+    uint64_t epoch;  /* sessions: the connection (ing_client.epoch) it was last sent on */
+    bool held;       /* sessions: listed by the backend's BackendSessionJobs */
     size_t len;
     char id[]; /* NUL-terminated */
 };
@@ -46,6 +50,12 @@ struct ing_client {
     bool rehello;   /* hello re-sent after Unknown, its answer not yet received */
     bool acks;        /* opts.acks: ClientHelloAck when the server knows it */
     bool server_acks; /* this connection's Welcome has ING_WELCOME_ACK */
+    bool session;        /* opts.session */
+    bool session_hold;   /* opts.session_hold */
+    bool server_session; /* this connection's Welcome has ING_WELCOME_SESSION */
+    bool resumed;        /* this connection's session list has arrived */
+    uint8_t sid[ING_SESSION_ID_LEN];
+    uint64_t epoch; /* session hellos sent */
     char server[128];
 
     uint8_t *envs; /* last BackendUpdateEnvironments map */
@@ -162,6 +172,10 @@ pending_add(struct ing_client *c, const char *id, size_t len)
     p = malloc(sizeof(*p) + len + 1);
     if (p == NULL)
         return NULL;
+    p->frame = NULL;
+    p->frame_len = 0;
+    p->epoch = c->epoch;
+    p->held = false;
     memcpy(p->id, id, len);
     p->id[len] = '\0';
     p->len = len;
@@ -197,6 +211,7 @@ pending_remove(struct ing_client *c, struct pending *p)
     else
         c->tail = p->prev;
     c->npending--;
+    free(p->frame);
     free(p);
 }
 
@@ -241,11 +256,25 @@ ing_client_new(const struct ing_client_opts *opts)
                                .secret_len = opts->secret_len};
     bool acks = opts->size >= offsetof(struct ing_client_opts, acks) + sizeof(opts->acks) &&
                 opts->acks;
+    bool session = opts->size >= offsetof(struct ing_client_opts, session_id) +
+                                     sizeof(opts->session_id) &&
+                   opts->session;
+    acks |= session;
     cfg.hello_waits = acks;
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
     rc = peer_init(&c->conn, &client_ops, &cfg);
+    if (rc == 0 && session) {
+        c->session = true;
+        c->session_hold = opts->size >= offsetof(struct ing_client_opts, session_hold) +
+                                            sizeof(opts->session_hold) &&
+                          opts->session_hold;
+        if (opts->session_id != NULL)
+            memcpy(c->sid, opts->session_id, ING_SESSION_ID_LEN);
+        else if (getrandom(c->sid, sizeof(c->sid), 0) != (ssize_t)sizeof(c->sid))
+            rc = -EIO;
+    }
     if (rc == 0) {
         c->acks = acks;
         c->name = strdup(opts->name != NULL ? opts->name : "");
@@ -272,6 +301,7 @@ ing_client_free(struct ing_client *c)
     p = pending_detach(c);
     while (p != NULL) {
         struct pending *next = p->next;
+        free(p->frame);
         free(p);
         p = next;
     }
@@ -325,6 +355,13 @@ queue_hello(struct peer_conn *p)
     memset(&m, 0, sizeof(m));
     m.type = c->acks && c->server_acks ? ING_CLIENT_HELLO_ACK : ING_CLIENT_HELLO;
     m.u.client_hello.name = cview(c->name);
+    if (c->session && c->server_session) {
+        m.type = ING_CLIENT_HELLO_SESSION;
+        memcpy(m.u.client_hello.session, c->sid, ING_SESSION_ID_LEN);
+        m.u.client_hello.session_flags = c->session_hold ? ING_SESSION_HOLD : 0;
+        c->epoch++;
+        c->resumed = false;
+    }
     return peer_queue(p, &m);
 }
 
@@ -340,6 +377,31 @@ void_requests(struct ing_client *c)
     c->queue_recv = c->queue_sent;
 }
 
+/* emit_lost reports job p (already out of the table) done with the locally made "crash"
+ * result. */
+static void
+emit_lost(struct ing_client *c, const struct pending *p, ing_client_event_fn *fn, void *arg)
+{
+    struct ing_job_result r;
+    struct ing_client_event ev;
+
+    memset(&r, 0, sizeof(r));
+    r.job_id.p = p->id;
+    r.job_id.len = (uint32_t)p->len;
+    r.result_kind = cview("crash");
+    r.result_text.p = lost_text;
+    r.result_text.len = sizeof(lost_text) - 1;
+    r.problems = r.tests = r.custom = cview("\x80");
+    r.state = r.stdout_ = r.stderr_ = cview("");
+    memset(&ev, 0, sizeof(ev));
+    ev.type = ING_CLIENT_EV_DONE;
+    ev.job_id = r.job_id;
+    ev.pending = true;
+    ev.result = &r;
+    ev.lost = true;
+    emit(c, fn, arg, &ev);
+}
+
 /* report_lost reports every pending job done with the locally made "crash" result. */
 static void
 report_lost(struct ing_client *c, ing_client_event_fn *fn, void *arg)
@@ -348,24 +410,8 @@ report_lost(struct ing_client *c, ing_client_event_fn *fn, void *arg)
 
     while (p != NULL) {
         struct pending *next = p->next;
-        struct ing_job_result r;
-        struct ing_client_event ev;
-
-        memset(&r, 0, sizeof(r));
-        r.job_id.p = p->id;
-        r.job_id.len = (uint32_t)p->len;
-        r.result_kind = cview("crash");
-        r.result_text.p = lost_text;
-        r.result_text.len = sizeof(lost_text) - 1;
-        r.problems = r.tests = r.custom = cview("\x80");
-        r.state = r.stdout_ = r.stderr_ = cview("");
-        memset(&ev, 0, sizeof(ev));
-        ev.type = ING_CLIENT_EV_DONE;
-        ev.job_id = r.job_id;
-        ev.pending = true;
-        ev.result = &r;
-        ev.lost = true;
-        emit(c, fn, arg, &ev);
+        emit_lost(c, p, fn, arg);
+        free(p->frame);
         free(p);
         p = next;
     }
@@ -388,6 +434,9 @@ link_down(struct peer_conn *p, int err, void *ctx)
         struct ing_client_event ev = {.type = ING_CLIENT_EV_DISCONNECTED, .err = err};
         emit(c, cb->fn, cb->arg, &ev);
     }
+    c->resumed = false;
+    if (c->session && c->server_session && p->reconnect)
+        return; /* the backend keeps them: the next connection resumes the session */
     report_lost(c, cb->fn, cb->arg);
 }
 
@@ -401,6 +450,7 @@ on_welcome(struct peer_conn *p, const struct ing_welcome *w)
 
     snprintf(c->server, sizeof(c->server), "%.*s", (int)w->server.len, w->server.p);
     c->server_acks = (w->flags & ING_WELCOME_ACK) != 0;
+    c->server_session = (w->flags & ING_WELCOME_SESSION) != 0;
 }
 
 static int
@@ -478,6 +528,75 @@ on_job_event(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn 
     emit(c, fn, arg, &ev);
 }
 
+/* report_one_lost reports pending job p done with the local "crash" and forgets it. The
+ * event's views point into p: it is removed once the callback returned. */
+static void
+report_one_lost(struct ing_client *c, struct pending *p, ing_client_event_fn *fn, void *arg)
+{
+    emit_lost(c, p, fn, arg);
+    pending_remove(c, p);
+}
+
+/* resubmit sends pending job p's ClientNewJob again. Returns 0 or -errno. */
+static int
+resubmit(struct ing_client *c, struct pending *p)
+{
+    struct ing_msg m;
+
+    if (ing_msg_decode(p->frame, p->frame_len, UINT32_MAX, &m) != (ssize_t)p->frame_len)
+        return -EPROTO; /* cannot happen: we encoded it */
+    p->epoch = c->epoch;
+    return peer_queue(&c->conn, &m);
+}
+
+/* on_session_jobs: part of the list of the jobs the backend holds for the session. The
+ * listed jobs are marked held (adopted if not pending here); at the last part, the pending
+ * jobs not held that an earlier connection sent are submitted again (or reported lost when
+ * they cannot be), and ING_CLIENT_EV_RESUMED is reported. */
+static int
+on_session_jobs(struct ing_client *c, const struct ing_session_jobs *sj, ing_client_event_fn *fn,
+                void *arg)
+{
+    const uint8_t *q = (const uint8_t *)sj->jobs.p;
+    const uint8_t *end = q + sj->jobs.len;
+    struct ing_mp_obj o;
+    uint32_t n;
+
+    if (!c->session)
+        return 0;
+    if (ing_mp_read(&q, end, &o) != 0 || o.type != ING_MP_ARRAY)
+        return -EPROTO;
+    n = o.v.n;
+    for (uint32_t i = 0; i < n; i++) {
+        struct pending *p;
+        if (ing_mp_read(&q, end, &o) != 0 || o.type != ING_MP_STR || o.v.s.len == 0 ||
+            o.v.s.len > MAX_NAME_LEN)
+            return -EPROTO;
+        p = pending_find(c, (const char *)o.v.s.p, o.v.s.len);
+        if (p == NULL && (p = pending_add(c, (const char *)o.v.s.p, o.v.s.len)) == NULL)
+            return -ENOMEM;
+        p->held = true;
+    }
+    if (!sj->last)
+        return 0;
+    for (struct pending *p = c->head, *next; p != NULL; p = next) {
+        next = p->next;
+        if (p->held) {
+            p->held = false;
+        } else if (p->epoch != c->epoch) {
+            int rc = p->frame != NULL ? resubmit(c, p) : -ENOENT;
+            if (rc == -ENOMEM || rc == -ENOBUFS)
+                return rc;
+            if (rc != 0)
+                report_one_lost(c, p, fn, arg);
+        }
+    }
+    c->resumed = true;
+    struct ing_client_event ev = {.type = ING_CLIENT_EV_RESUMED};
+    emit(c, fn, arg, &ev);
+    return 0;
+}
+
 /* handle acts on one decoded frame. Returns 0, or -errno when the connection must end. */
 static int
 handle(struct peer_conn *p, const struct ing_msg *m, void *ctx)
@@ -526,6 +645,8 @@ handle(struct peer_conn *p, const struct ing_msg *m, void *ctx)
         ev.stats = m->u.stats.stats;
         emit(c, cb->fn, cb->arg, &ev);
         return 0;
+    case ING_BACKEND_SESSION_JOBS:
+        return on_session_jobs(c, &m->u.session_jobs, cb->fn, cb->arg);
     case ING_BACKEND_JOB_INFO:
         ev.type = ING_CLIENT_EV_JOB_INFO;
         ev.job_id = m->u.job_info.job_id;
@@ -675,8 +796,18 @@ ing_client_submit(struct ing_client *c, const struct ing_client_job *job)
     idlen = strlen(job->job_id);
     if (pending_find(c, job->job_id, idlen) != NULL)
         return -EEXIST;
-    if (pending_add(c, job->job_id, idlen) == NULL)
+    struct pending *p = pending_add(c, job->job_id, idlen);
+    if (p == NULL)
         return -ENOMEM;
+    if (c->session) { /* kept to submit it again after a reconnection */
+        size_t n = ing_msg_size(&m);
+        p->frame = n > 0 ? malloc(n) : NULL;
+        if (p->frame == NULL || ing_msg_encode(&m, p->frame, n) != (ssize_t)n) {
+            pending_remove(c, p);
+            return n > 0 ? -ENOMEM : -EINVAL;
+        }
+        p->frame_len = n;
+    }
     rc = peer_queue(&c->conn, &m);
     if (rc != 0)
         pending_remove(c, pending_find(c, job->job_id, idlen));
@@ -783,6 +914,27 @@ bool
 ing_client_acks(const struct ing_client *c)
 {
     return c->acks && c->server_acks && c->conn.st == PEER_OPEN;
+}
+
+int
+ing_client_session_id(const struct ing_client *c, uint8_t out[ING_SESSION_ID_LEN])
+{
+    if (!c->session)
+        return -EINVAL;
+    memcpy(out, c->sid, ING_SESSION_ID_LEN);
+    return 0;
+}
+
+bool
+ing_client_resumed(const struct ing_client *c)
+{
+    return c->resumed;
+}
+
+bool
+ing_client_sessions(const struct ing_client *c)
+{
+    return c->server_session && c->conn.st == PEER_OPEN;
 }
 
 /* ing_client_last_error returns the last Error text, or "". */

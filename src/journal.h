@@ -55,6 +55,7 @@ enum journal_rec {
     JREC_DONE = 4,      /* the result, kept until delivered */
     JREC_DELIVERED = 5, /* a kept result reached its owner */
     JREC_ENDED = 6,     /* the job is forgotten: result given, killed or dropped */
+    JREC_SESSION_ACCEPTED = 7, /* a job accepted from a session: as 1, with its session id */
 };
 
 enum journal_fsync {

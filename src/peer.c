@@ -225,7 +225,7 @@ error_name(uint16_t code)
         "?",         "PREAMBLE",   "VERSION",      "ROLE",    "TOO_BIG",
         "MALFORMED", "UNEXPECTED", "UNKNOWN_TYPE", "AUTH",    "LIMIT",
         "TIMEOUT",   "SHUTDOWN",   "OVERLOAD",     "INVALID",
-        "JOURNAL",
+        "JOURNAL",   "TAKEN_OVER",
     };
 
     return code < sizeof(names) / sizeof(names[0]) ? names[code] : "?";

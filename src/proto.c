@@ -47,6 +47,7 @@ static const uint8_t type_class[256] = {
     [ING_CLIENT_GET_STATS] = TC_EMPTY,
     [ING_CLIENT_GET_JOB_INFO] = TC_BODY,
     [ING_CLIENT_HELLO_ACK] = TC_BODY,
+    [ING_CLIENT_HELLO_SESSION] = TC_BODY,
     [ING_BACKEND_UPDATE_ENVIRONMENTS] = TC_BODY,
     [ING_BACKEND_JOB_STARTED] = TC_BODY,
     [ING_BACKEND_JOB_DONE] = TC_BODY,
@@ -55,6 +56,7 @@ static const uint8_t type_class[256] = {
     [ING_BACKEND_STATS] = TC_BODY,
     [ING_BACKEND_JOB_INFO] = TC_BODY,
     [ING_BACKEND_JOB_ACCEPTED] = TC_BODY,
+    [ING_BACKEND_SESSION_JOBS] = TC_BODY,
     [ING_BACKEND_NEW_JOB] = TC_BODY,
     [ING_BACKEND_KILL_JOB] = TC_BODY,
     [ING_AGENT_HELLO] = TC_BODY,
@@ -172,12 +174,18 @@ rd_bool(struct cursor *c)
 }
 
 static inline void
+rd_raw(struct cursor *c, uint8_t *out, size_t n)
+{
+    if (!cur_need(c, n))
+        return;
+    memcpy(out, c->p, n);
+    c->p += n;
+}
+
+static inline void
 rd_bytes32(struct cursor *c, uint8_t out[32])
 {
-    if (!cur_need(c, 32))
-        return;
-    memcpy(out, c->p, 32);
-    c->p += 32;
+    rd_raw(c, out, 32);
 }
 
 /* Kinds of length-prefixed fields (proto.md §4). */
@@ -397,6 +405,15 @@ rd_body(struct cursor *c, struct ing_msg *m)
     case ING_CLIENT_HELLO:
     case ING_CLIENT_HELLO_ACK:
         rd_field(c, &m->u.client_hello.name, FK_STR);
+        break;
+    case ING_CLIENT_HELLO_SESSION:
+        rd_field(c, &m->u.client_hello.name, FK_STR);
+        rd_raw(c, m->u.client_hello.session, ING_SESSION_ID_LEN);
+        m->u.client_hello.session_flags = rd_u8(c);
+        break;
+    case ING_BACKEND_SESSION_JOBS:
+        m->u.session_jobs.last = rd_bool(c);
+        rd_field(c, &m->u.session_jobs.jobs, FK_MP);
         break;
     case ING_CLIENT_NEW_JOB:
         m->u.new_job.priority = rd_i64(c);
@@ -661,6 +678,15 @@ wr_body(struct writer *w, const struct ing_msg *m)
     case ING_CLIENT_HELLO:
     case ING_CLIENT_HELLO_ACK:
         wr_field(w, m->u.client_hello.name, FK_STR);
+        break;
+    case ING_CLIENT_HELLO_SESSION:
+        wr_field(w, m->u.client_hello.name, FK_STR);
+        wr_bytes(w, m->u.client_hello.session, ING_SESSION_ID_LEN);
+        wr_u8(w, m->u.client_hello.session_flags);
+        break;
+    case ING_BACKEND_SESSION_JOBS:
+        wr_u8(w, m->u.session_jobs.last ? 1 : 0);
+        wr_field(w, m->u.session_jobs.jobs, FK_MP);
         break;
     case ING_CLIENT_NEW_JOB:
         wr_i64(w, m->u.new_job.priority);
@@ -990,6 +1016,8 @@ ing_msg_type_name(uint8_t type)
         return "ClientGetJobInfo";
     case ING_CLIENT_HELLO_ACK:
         return "ClientHelloAck";
+    case ING_CLIENT_HELLO_SESSION:
+        return "ClientHelloSession";
     case ING_BACKEND_UPDATE_ENVIRONMENTS:
         return "BackendUpdateEnvironments";
     case ING_BACKEND_JOB_STARTED:
@@ -1006,6 +1034,8 @@ ing_msg_type_name(uint8_t type)
         return "BackendJobInfo";
     case ING_BACKEND_JOB_ACCEPTED:
         return "BackendJobAccepted";
+    case ING_BACKEND_SESSION_JOBS:
+        return "BackendSessionJobs";
     case ING_BACKEND_NEW_JOB:
         return "BackendNewJob";
     case ING_BACKEND_KILL_JOB:

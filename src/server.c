@@ -220,8 +220,8 @@ conn_account(struct conn *c)
 static uint64_t
 mem_used(const struct server *s)
 {
-    return s->mem_bufs + s->be.job_bytes + httpd_mem(s->httpd) + s->be.jr_fresh.cap +
-           (s->jr_on ? journal_mem(&s->jr) : 0);
+    return s->mem_bufs + s->be.job_bytes + s->be.kept_bytes + httpd_mem(s->httpd) +
+           s->be.jr_fresh.cap + (s->jr_on ? journal_mem(&s->jr) : 0);
 }
 
 static uint64_t
@@ -468,6 +468,12 @@ conn_send_error(struct conn *c, uint16_t code, const char *text)
     conn_send(c, &m);
 }
 
+/* Kept results a resumed session is sent at once (at most a quarter of --max-output, at
+ * least one result); the next batch when its output drained (conn_flush): a session that
+ * kept more than --max-output is not dropped for it. */
+#define SESSION_BATCH(s) ((s)->cfg.max_output / 4 < (256u << 10) ? (s)->cfg.max_output / 4 \
+                                                                  : (256u << 10))
+
 /* conn_flush writes pending output. Returns 0, or -1 if the connection was closed. */
 static int
 conn_flush(struct conn *c)
@@ -504,6 +510,8 @@ conn_flush(struct conn *c)
             conn_close(c, "closed after error");
         else if (c->half_closed && be_client_job_bytes(c->client) == 0)
             conn_close(c, "half-closed, and its jobs have ended");
+        else if (c->client != NULL && be_session_resuming(c->client))
+            be_session_deliver(&c->srv->be, c->client, SESSION_BATCH(c->srv));
     }
     return 0;
 }
@@ -867,6 +875,51 @@ hint_take(struct conn *c, struct ing_view id)
     return be_id_hash(id);
 }
 
+/* client_session_hello opens or resumes a session (proto.md §7.9): the session's kept
+ * results, then the list of its jobs. A session attached to another connection is taken
+ * over: that connection is sent Error TAKEN_OVER and closed (a half-open TCP connection
+ * must not keep a client from its jobs). */
+static void
+client_session_hello(struct conn *c, const struct ing_client_hello *h)
+{
+    struct backend *be = &c->srv->be;
+    if (h->name.len > 255 || (h->session_flags & ~ING_SESSION_HOLD) != 0) {
+        protocol_error(c, ING_ERR_INVALID,
+                       h->name.len > 255 ? "client name over 255 bytes" : "unknown session flags",
+                       ING_CLIENT_HELLO_SESSION);
+        return;
+    }
+    const uint8_t *cur = be_client_session(c->client);
+    if (cur != NULL ? memcmp(cur, h->session, ING_SESSION_ID_LEN) != 0
+                    : be_client_job_bytes(c->client) > 0) {
+        protocol_error(c, ING_ERR_INVALID, "a connection's jobs belong to one session",
+                       ING_CLIENT_HELLO_SESSION);
+        return;
+    }
+    struct be_client *sc = be_session_find(be, h->session);
+    struct conn *old = sc != NULL ? be_client_peer(sc) : NULL;
+    if (old != NULL && old != c) {
+        log_msg(LOG_INFO, "%s: takes over the session of %s", c->name, old->name);
+        be_session_detach(be, sc);
+        old->client = NULL;
+        conn_error_close(old, ING_ERR_TAKEN_OVER, "session resumed by another connection");
+    }
+    sc = be_session_attach(be, c->client, h->session);
+    if (sc == NULL) {
+        conn_send_error(c, ING_ERR_LIMIT, "no memory for a session");
+        return;
+    }
+    c->client = sc;
+    log_msg(LOG_DEBUG, "%s: session hello (%.*s)", c->name, (int)h->name.len, h->name.p);
+    c->srv->iter_check = true; /* the environment list and the session's results are sent */
+    c->acks = true;
+    be_client_native(sc, true); /* a session's jobs are acknowledged (proto.md 7.9) */
+    be_client_hello(be, sc);
+    be_session_resume(be, sc, (h->session_flags & ING_SESSION_HOLD) != 0,
+                      SESSION_BATCH(c->srv));
+    hs_unlink(c->srv, c); /* opened */
+}
+
 static void
 handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_t len)
 {
@@ -888,6 +941,9 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
         be_client_native(c->client, c->acks);
         be_client_hello(be, c->client);
         hs_unlink(c->srv, c); /* opened */
+        return;
+    case ING_CLIENT_HELLO_SESSION:
+        client_session_hello(c, &m->u.client_hello);
         return;
     case ING_CLIENT_NEW_JOB:
     case ING_CLIENT_KILL_JOB:
@@ -987,7 +1043,7 @@ handle_agent(struct conn *c, const struct ing_msg *m, const uint8_t *body, size_
     memset(&reply, 0, sizeof(reply));
     switch (m->type) {
     case ING_AGENT_HELLO:
-    case ING_AGENT_HELLO_RESUME: { /* proto.md 7.9: the same, then its claims */
+    case ING_AGENT_HELLO_RESUME: { /* proto.md 7.10: the same, then its claims */
         c->srv->iter_check = true; /* environments registered and broadcast */
         int rc = m->type == ING_AGENT_HELLO
                      ? be_agent_hello(be, c->agent, &m->u.agent_hello, why, sizeof(why))
@@ -1046,9 +1102,9 @@ welcome(struct conn *c)
         memcpy(m.u.welcome.nonce, c->nonce, ING_NONCE_LEN);
     }
     if (c->role == ING_ROLE_CLIENT)
-        m.u.welcome.flags |= ING_WELCOME_ACK; /* ClientHelloAck known (proto.md §7.8) */
+        m.u.welcome.flags |= ING_WELCOME_ACK | ING_WELCOME_SESSION; /* proto.md §7.8, §7.9 */
     else
-        m.u.welcome.flags |= ING_WELCOME_RESUME; /* AgentHelloResume known (§7.9) */
+        m.u.welcome.flags |= ING_WELCOME_RESUME; /* AgentHelloResume known (§7.10) */
     m.u.welcome.max_frame = s->cfg.max_frame;
     m.u.welcome.heartbeat_ms = (uint32_t)s->cfg.ping_interval_ms;
     static const char server_name[] = "inginious-backend " ING_VERSION;
@@ -1380,7 +1436,7 @@ conn_peer_closed(struct conn *c)
 {
     if (c->role == ING_ROLE_CLIENT && c->dialect == DIALECT_NATIVE && c->state == CONN_OPEN &&
         c->client != NULL && !c->close_after_flush && buf_len(&c->in) == 0 &&
-        be_client_job_bytes(c->client) > 0) {
+        be_client_job_bytes(c->client) > 0 && be_client_session(c->client) == NULL) {
         log_msg(LOG_INFO, "%s: half-closed: served until its jobs end", c->name);
         c->half_closed = true;
         struct ing_msg probe = {.type = ING_PONG};
@@ -1756,6 +1812,7 @@ tick(void *arg)
     update_clock(s);
     uint64_t now = ev_now_ms(s->loop);
     be_timeouts(&s->be);
+    be_session_tick(&s->be);
     while (s->tl[TL_HS].head != NULL && s->tl[TL_HS].head->tl[TL_HS].due_ms <= now) {
         struct conn *c = s->tl[TL_HS].head;
         hs_unlink(s, c);
@@ -1790,11 +1847,15 @@ finish(struct server *s)
     if (s->finished)
         return;
     update_clock(s);
-    if (s->be.jr != NULL) { /* the jobs left stay in the journal for the next start */
+    /* With a journal, the jobs of sessions stay in it for the next start, and their clients
+     * resume them; the others end here, journaled as ended (proto.md 7.6). */
+    if (s->be.jr != NULL) /* this iteration's jobs are written (and acknowledged) first */
+        be_journal_settle(&s->be, journal_flush(&s->jr, UINT64_MAX / 2));
+    be_fail_all(&s->be, "Backend shutting down");
+    if (s->be.jr != NULL) {
         be_journal_settle(&s->be, journal_flush(&s->jr, UINT64_MAX / 2));
         s->be.jr = NULL;
     }
-    be_fail_all(&s->be, "Backend shutting down");
     for (struct conn *c = s->conns; c != NULL; c = c->next)
         if (c->state == CONN_OPEN)
             conn_send_error(c, ING_ERR_SHUTDOWN, "the backend is shutting down");

@@ -730,7 +730,7 @@ fake_expect(struct fake *f, uint8_t type)
         if (n < 0)
             tp_fail("fake backend: undecodable frame from the agent");
         if (n > 0 && f->msg.type == ING_PING && type != ING_PING) {
-            /* The agent's Ping confirming its results (proto.md 7.9): not answered. */
+            /* The agent's Ping confirming its results (proto.md 7.10): not answered. */
             memmove(f->in, f->in + n, f->len - (size_t)n);
             f->len -= (size_t)n;
             continue;
@@ -892,7 +892,7 @@ wait_log(const char *needle)
     }
 }
 
-/* Resume (proto.md 7.9): the job survives the backend's absence; its result, ended
+/* Resume (proto.md 7.10): the job survives the backend's absence; its result, ended
  * meanwhile, goes after the AgentHelloResume that claims it back, under the same id. */
 TP_TEST(test_agent_process_resume)
 {

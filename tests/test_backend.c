@@ -2545,6 +2545,66 @@ test_backend_random_walk_fair(void **state)
     }
 }
 
+/* Sessions (proto.md 7.9) with an injected clock: a detached session's running job goes on
+ * and its result is kept (counted in kept_bytes, nothing sent), a resubmission of a held job
+ * is a no-op, resuming delivers the kept result then the list; --session-ttl after the next
+ * detach ends the session as a client's loss (its running job killed). */
+static void
+test_backend_session_ttl_and_kept(void **state)
+{
+    (void)state;
+    static const uint8_t id[ING_SESSION_ID_LEN] = {1, 2, 3};
+    struct be_agent *a = agent(0, 1, "default");
+    struct be_client *c = be_client_new(&be, &peers[1]);
+    assert_non_null(c);
+    struct be_client *sc = be_session_attach(&be, c, id);
+    assert_ptr_equal(sc, c);
+    assert_ptr_equal(be_session_find(&be, id), sc);
+    be_client_hello(&be, sc);
+    expect(1, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_false(be_session_resume(&be, sc, false, 1 << 20));
+    expect(1, ING_BACKEND_SESSION_JOBS, NULL);
+    submit(sc, "x1", 0, "default");
+    submit(sc, "x2", 0, "default");
+    expect(0, ING_BACKEND_NEW_JOB, "x1");
+    be.now_ms = 1000;
+    be_client_gone(&be, sc); /* detached, not gone */
+    assert_null(be_client_peer(sc));
+    assert_int_equal(be.n_sessions, 1);
+    assert_int_equal(be.n_waiting, 1);
+    done(a, "x1", "success");
+    expect(0, ING_BACKEND_NEW_JOB, "x2");
+    expect_none(1);
+    assert_int_equal(be.n_kept, 1);
+    assert_true(be.kept_bytes > 0);
+    be.now_ms = 1000 + be.cfg.session_ttl_ms - 1;
+    be_session_tick(&be);
+    assert_int_equal(be.n_sessions, 1);
+    struct be_client *c2 = be_client_new(&be, &peers[2]);
+    assert_ptr_equal(be_session_attach(&be, c2, id), sc);
+    assert_ptr_equal(be_client_peer(sc), &peers[2]);
+    be_client_hello(&be, sc);
+    expect(2, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_false(be_session_resume(&be, sc, false, 1 << 20));
+    expect(2, ING_BACKEND_JOB_DONE, "x1");
+    expect(2, ING_BACKEND_SESSION_JOBS, NULL);
+    assert_int_equal(be.n_kept, 0);
+    assert_int_equal(be.kept_bytes, 0);
+    uint64_t submitted = be.stats.jobs_submitted;
+    submit(sc, "x2", 0, "default"); /* held: nothing happens, no Duplicate job id */
+    expect_none(2);
+    expect_none(0);
+    assert_int_equal(be.stats.jobs_submitted, submitted);
+    be.now_ms = 5000;
+    be_client_gone(&be, sc);
+    be.now_ms = 5000 + be.cfg.session_ttl_ms;
+    be_session_tick(&be);
+    assert_int_equal(be.n_sessions, 0);
+    assert_null(be_session_find(&be, id));
+    expect(0, ING_BACKEND_KILL_JOB, "x2");
+    assert_int_equal(be_check(&be), 0);
+}
+
 
 /* resume_hello says AgentHelloResume on a (agent id rid: 16 x rid_byte, one slot per job
  * and 2 more, environment e1) claiming ids (started ones marked with a leading '+'). */
@@ -2624,7 +2684,7 @@ test_backend_agent_resume_pending(void **state)
     be_agent_gone(&be, l);
 }
 
-/* proto.md 7.9: a lost AgentHelloResume agent's jobs are held for --resume-grace; the agent
+/* proto.md 7.10: a lost AgentHelloResume agent's jobs are held for --resume-grace; the agent
  * back under the same id claims them (they keep their slots, results are relayed); claims
  * of unknown jobs or of another agent's are refused with BackendKillJob; at the end of the
  * grace the unclaimed ones are lost as in 7.5. */
@@ -2738,6 +2798,25 @@ test_backend_agent_resume(void **state)
 }
 
 
+/* put_new_job writes the ClientNewJob frame of job id on docker/e1 at out (cap bytes) and
+ * returns its length. */
+static size_t
+put_new_job(uint8_t *out, size_t cap, const char *id)
+{
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_NEW_JOB;
+    m.u.new_job.launcher = (struct ing_view){"L", 1};
+    struct ing_job_spec *sp = &m.u.new_job.job;
+    sp->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
+    sp->environment_type = (struct ing_view){"docker", 6};
+    sp->environment = (struct ing_view){"e1", 2};
+    sp->task_problems = sp->inputdata = sp->environment_parameters = (struct ing_view){"\x80", 1};
+    ssize_t k = ing_msg_encode(&m, out, cap);
+    assert_true(k > 0);
+    return (size_t)k;
+}
+
 /* replay_rec feeds one journal record (proto.md 12.3) to be_journal_replay: type, seq, then
  * an agent id (rid_byte, when >= 0) and the job id; or, for JREC_ACCEPTED, the ClientNewJob
  * frame of job id on docker/e1. */
@@ -2748,19 +2827,7 @@ replay_rec(uint8_t type, uint64_t seq, int rid_byte, const char *id)
     size_t n = 8;
     put_u64be(p, seq);
     if (type == JREC_ACCEPTED) {
-        struct ing_msg m;
-        memset(&m, 0, sizeof(m));
-        m.type = ING_CLIENT_NEW_JOB;
-        m.u.new_job.launcher = (struct ing_view){"L", 1};
-        struct ing_job_spec *sp = &m.u.new_job.job;
-        sp->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
-        sp->environment_type = (struct ing_view){"docker", 6};
-        sp->environment = (struct ing_view){"e1", 2};
-        sp->task_problems = sp->inputdata = sp->environment_parameters =
-            (struct ing_view){"\x80", 1};
-        ssize_t k = ing_msg_encode(&m, p + 8, sizeof(p) - 8);
-        assert_true(k > 0);
-        n += (size_t)k;
+        n += put_new_job(p + 8, sizeof(p) - 8, id);
     } else {
         if (rid_byte >= 0) {
             memset(p + n, rid_byte, ING_AGENT_ID_LEN);
@@ -2788,7 +2855,7 @@ live_rec(uint8_t type, uint64_t seq, int rid_byte, const char *id)
     return be_journal_live(&be, type, p, (uint32_t)(n + strlen(id)));
 }
 
-/* Replay of dispatched and started records (proto.md 12.3, 7.9): the last dispatch decides
+/* Replay of dispatched and started records (proto.md 12.3, 7.10): the last dispatch decides
  * (a zero agent id puts the job back in the queue), a dispatch read before its job's
  * accepted record (a compaction's copy) applies when the job comes; held jobs wait the
  * grace for their agent's claim, then are lost as with it (not started: requeued). */
@@ -2848,6 +2915,129 @@ test_backend_replay_held(void **state)
     be_agent_gone(&be, x);
 }
 
+/* session_client attaches a new client on peers[i] to session id (one byte repeated), a new
+ * session or the one of that id, says its hello and returns the session's client. */
+static struct be_client *
+session_client(int i, uint8_t sid_byte)
+{
+    uint8_t id[ING_SESSION_ID_LEN];
+    memset(id, sid_byte, sizeof(id));
+    struct be_client *c = be_client_new(&be, &peers[i]);
+    assert_non_null(c);
+    struct be_client *sc = be_session_attach(&be, c, id);
+    assert_non_null(sc);
+    be_client_hello(&be, sc);
+    expect(i, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    return sc;
+}
+
+/* replay_session_rec feeds be_journal_replay a session accepted record (7) of job id on
+ * docker/e1 for session sid_byte x 16, arrival seq. */
+static void
+replay_session_rec(uint64_t seq, uint8_t sid_byte, const char *id)
+{
+    uint8_t p[512];
+    size_t n = 8 + ING_SESSION_ID_LEN;
+    put_u64be(p, seq);
+    memset(p + 8, sid_byte, ING_SESSION_ID_LEN);
+    n += put_new_job(p + n, sizeof(p) - n, id);
+    assert_int_equal(be_journal_replay(&be, JREC_SESSION_ACCEPTED, p, (uint32_t)n), 0);
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* Sessions (7.9) with agents that keep their jobs (7.10): a session's job held for its lost
+ * agent while the session is detached is claimed back, and its result is kept for the
+ * session, delivered once when it resumes. After a restart (records 7, 2 and 3 together,
+ * a dispatch read before its job's record 7 included) the session comes back detached
+ * with its jobs held for their agent; the claimed job's result is kept likewise. */
+static void
+test_backend_session_held_for_agent(void **state)
+{
+    (void)state;
+    struct be_agent *a = be_agent_new(&be, &peers[1]);
+    const char *none[1] = {NULL};
+    resume_hello(a, 0x11, 2, none, 0);
+    struct be_client *sc = session_client(0, 0x5a);
+    assert_false(be_session_resume(&be, sc, false, 1 << 20));
+    expect(0, ING_BACKEND_SESSION_JOBS, NULL);
+    submit(sc, "s1", 0, "e1");
+    submit(sc, "s2", 0, "e1");
+    expect(1, ING_BACKEND_NEW_JOB, "s1");
+    expect(1, ING_BACKEND_NEW_JOB, "s2");
+    started(a, "s1");
+    expect(0, ING_BACKEND_JOB_STARTED, "s1");
+    be_agent_gone(&be, a); /* both held for 0x11 */
+    be_client_gone(&be, sc); /* the session detached: nothing ends */
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_held, 2);
+    assert_int_equal(be.n_sessions, 1);
+    struct be_agent *a2 = be_agent_new(&be, &peers[2]);
+    const char *claims[2] = {"s1", "s2"};
+    resume_hello(a2, 0x11, 2, claims, 2);
+    assert_int_equal(be.n_held, 0);
+    assert_int_equal(be_agent_busy(a2), 2);
+    done(a2, "s1", "success"); /* kept: the session is detached */
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_kept, 1);
+    expect_none(0);
+    assert_ptr_equal(session_client(3, 0x5a), sc); /* resumed on peers[3] */
+    assert_false(be_session_resume(&be, sc, false, 1 << 20));
+    expect(3, ING_BACKEND_JOB_DONE, "s1");
+    expect(3, ING_BACKEND_SESSION_JOBS, NULL); /* s2 */
+    expect_none(3);
+    assert_int_equal(be.n_kept, 0);
+    done(a2, "s2", "failed"); /* attached: relayed */
+    expect(3, ING_BACKEND_JOB_DONE, "s2");
+    expect_none(3);
+    be_agent_gone(&be, a2);
+    be_client_gone(&be, sc);
+    assert_int_equal(be.n_running + be.n_waiting, 0);
+    assert_int_equal(be_check(&be), 0);
+    be_session_detach(&be, sc);
+    be.now_ms += be.cfg.session_ttl_ms;
+    be_session_tick(&be);
+    assert_int_equal(be.n_sessions, 0);
+
+    /* A restart: records 7, 2 and 3 of session 0x6b's jobs. */
+    replay_rec(JREC_DISPATCHED, 12, 0x22, "r2"); /* before its record 7 (a compaction) */
+    replay_session_rec(11, 0x6b, "r1");
+    replay_session_rec(12, 0x6b, "r2");
+    replay_session_rec(13, 0x6b, "r3");
+    replay_rec(JREC_DISPATCHED, 11, 0x22, "r1");
+    replay_rec(JREC_STARTED, 11, -1, "r1");
+    be_journal_replayed(&be);
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_sessions, 1);
+    assert_int_equal(be.n_held, 2);
+    assert_int_equal(be.n_waiting, 1); /* r3 */
+    struct be_job_info ji;
+    assert_int_equal(be_job_info(&be, (struct ing_view){"r1", 2}, &ji), 0);
+    assert_int_equal(ji.state, BE_JOB_RUNNING);
+    assert_int_equal(be_job_info(&be, (struct ing_view){"r2", 2}, &ji), 0);
+    assert_int_equal(ji.state, BE_JOB_DISPATCHED);
+    struct be_agent *b = be_agent_new(&be, &peers[4]);
+    const char *rclaims[2] = {"r1", "+r2"};
+    resume_hello(b, 0x22, 3, rclaims, 2);
+    expect(4, ING_BACKEND_NEW_JOB, "r3"); /* its third slot */
+    expect_none(4);
+    assert_int_equal(be.n_held, 0);
+    done(b, "r1", "success");
+    done(b, "r2", "crash");
+    assert_int_equal(be.n_kept, 2); /* nobody attached: both kept */
+    assert_int_equal(be_check(&be), 0);
+    struct be_client *rs = session_client(5, 0x6b);
+    assert_false(be_session_resume(&be, rs, false, 1 << 20));
+    expect(5, ING_BACKEND_JOB_DONE, "r1");
+    expect(5, ING_BACKEND_JOB_DONE, "r2");
+    expect(5, ING_BACKEND_SESSION_JOBS, NULL); /* r3 */
+    done(b, "r3", "success");
+    expect(5, ING_BACKEND_JOB_DONE, "r3");
+    expect_none(5);
+    assert_int_equal(be.n_running + be.n_waiting + be.n_kept, 0);
+    be_agent_gone(&be, b);
+    assert_int_equal(be_check(&be), 0);
+}
+
 int
 main(void)
 {
@@ -2903,6 +3093,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_agent_resume_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_session_ttl_and_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_session_held_for_agent, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
 }

@@ -1,16 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /* test_crash.c: the backend itself is kill -9-ed at random moments under load and started
  * again on its journal (issue 16: --fsync always and interval), with native agents of the
- * library that survive the restart (opts.resume, proto.md 7.9) and native clients using
- * acknowledged submissions (7.8).
+ * library that survive the restart (opts.resume, proto.md 7.10), one native client using
+ * a resumable session (opts.session with reconnect, 7.9) and one using acknowledged
+ * submissions only (7.8).
  *
  * Invariants, checked at the end (and a job running twice at once):
  * - every acknowledged job runs on an agent exactly once and its result is given exactly
  *   once: no agent is really lost, so none runs twice (an unacknowledged one runs at most
  *   once); the agents' results are sent again until the backend confirmed them (Ping/Pong),
- *   and a result reaches its client at most once. Without resumable client sessions (not on
- *   this branch) the result of a job restored from the journal has no owner: it is checked
- *   on the agents' side (reported once, accepted: the backend holds no job at the end);
+ *   and a result reaches its client at most once. The plain client's jobs restored from
+ *   the journal have no owner: their results are checked on the agents' side (reported
+ *   once, accepted: the backend holds no job at the end);
+ * - every job of the session, acknowledged or not, reaches it exactly once as a success
+ *   result (kept while the session was away, or relayed), never as a lost one: the library
+ *   resumes the session after each restart and submits again what the backend never got.
+ *   One more run of a session's job is allowed only where proto.md 7.9 says so: its first
+ *   result was given (journaled as ended) but died in the backend's socket at the kill, so
+ *   the job, gone from the list, is submitted again: it then ran once and reached nobody;
  * - no claim is refused (no BackendKillJob) and the jobs are never void on the agents;
  * - at least one restart found running jobs in the journal and they were claimed back;
  * - the backend's RSS and the journal directory stay bounded.
@@ -59,6 +66,7 @@ struct jrec {
     uint16_t results; /* BackendJobDone (not lost) received by the client */
     bool acked;
     bool submitted;
+    bool sess; /* submitted by the session's client (k->cl[0]) */
 };
 
 struct run_job {
@@ -80,7 +88,11 @@ struct crash {
     struct cagent ag[NAGENTS];
     struct ing_client *cl[NCLIENTS];
     uint64_t kills_seen, voids, overlaps, queue_n;
-    uint64_t acks; /* acknowledgements received (all runs) */
+    uint64_t acks;    /* acknowledgements received (all runs) */
+    uint64_t resumes; /* ING_CLIENT_EV_RESUMED of the session's client */
+    uint64_t reruns;  /* session jobs run again after a result lost in a killed socket */
+    uint64_t kept;    /* session results read in a resumption (kept by the backend) */
+    bool resuming;    /* the session's client is between CONNECTED and RESUMED */
     bool queue_seen;
     char fail[256];
 };
@@ -139,8 +151,15 @@ on_agent(struct ing_agent *a, const struct ing_agent_event *ev, void *arg)
             note_fail(k, "sent to an agent with no room, or a bad id", idx);
             return;
         }
-        if (++k->jobs[idx].runs > 1)
-            note_fail(k, "ran twice", idx);
+        if (++k->jobs[idx].runs > 1) {
+            const struct jrec *j = &k->jobs[idx];
+            if (j->sess && j->runs == 2 && j->done == 1 && j->results == 0)
+                k->reruns++; /* its first result died with the backend (proto.md 7.9) */
+            else if (k->fail[0] == '\0')
+                snprintf(k->fail, sizeof(k->fail),
+                         "job j%u: ran twice (%s, acknowledged %d, %u reports, %u results)", idx,
+                         j->sess ? "session" : "plain client", j->acked, j->done, j->results);
+        }
         if (g->nrun >= SLOTS)
             k->overlaps++; /* more jobs than slots at once */
         g->run[g->nrun].idx = idx;
@@ -163,9 +182,18 @@ static void
 on_client(struct ing_client *c, const struct ing_client_event *ev, void *arg)
 {
     struct crash *k = arg;
-    (void)c;
+    bool sc = c == k->cl[0];
     uint32_t idx = job_idx(ev->job_id);
+    if (idx != UINT32_MAX && k->jobs[idx].sess != sc && ev->type != ING_CLIENT_EV_QUEUE)
+        note_fail(k, "an event on the other client", idx);
     switch (ev->type) {
+    case ING_CLIENT_EV_CONNECTED:
+        k->resuming = k->resuming || sc;
+        break;
+    case ING_CLIENT_EV_RESUMED:
+        k->resumes++;
+        k->resuming = false;
+        break;
     case ING_CLIENT_EV_ACCEPTED:
         if (idx != UINT32_MAX)
             k->jobs[idx].acked = true;
@@ -174,6 +202,13 @@ on_client(struct ing_client *c, const struct ing_client_event *ev, void *arg)
     case ING_CLIENT_EV_DONE:
         if (idx != UINT32_MAX && !ev->lost && ++k->jobs[idx].results > 1)
             note_fail(k, "two results reached its client", idx);
+        if (idx != UINT32_MAX && sc && ev->lost)
+            note_fail(k, "reported lost to its session", idx);
+        else if (idx != UINT32_MAX && sc && (ev->result == NULL ||
+                                             ev->result->result_kind.len != 7 ||
+                                             memcmp(ev->result->result_kind.p, "success", 7) != 0))
+            note_fail(k, "its session got a result other than success", idx);
+        k->kept += sc && k->resuming;
         break;
     case ING_CLIENT_EV_QUEUE:
         k->queue_seen = true;
@@ -225,7 +260,8 @@ submit_some(struct crash *k)
         ran += k->jobs[i].done > 0;
     for (uint64_t inflight = k->njobs - ran; inflight < WINDOW && k->njobs < MAXJOBS;
          inflight++) {
-        struct ing_client *c = k->cl[rnd(k) % NCLIENTS];
+        size_t ci = rnd(k) % NCLIENTS;
+        struct ing_client *c = k->cl[ci];
         if (!ing_client_is_connected(c))
             return;
         char id[32];
@@ -238,6 +274,7 @@ submit_some(struct crash *k)
             (struct ing_view){(const char *)empty, 1};
         if (ing_client_submit(c, &j) != 0)
             return;
+        k->jobs[k->njobs].sess = ci == 0;
         k->jobs[k->njobs++].submitted = true;
     }
 }
@@ -365,7 +402,8 @@ crash_run(struct lt_world *w, const char *fsync_mode)
                                     .reconnect = true,
                                     .backoff_min_ms = 5,
                                     .backoff_max_ms = 100,
-                                    .acks = true};
+                                    .acks = true,
+                                    .session = i == 0};
         k.cl[i] = ing_client_new(&o);
         assert_non_null(k.cl[i]);
         (void)ing_client_connect(k.cl[i]);
@@ -409,7 +447,7 @@ crash_run(struct lt_world *w, const char *fsync_mode)
             lt_fail("seed %llu: the backend still holds %llu jobs after the drain",
                     (unsigned long long)seed, (unsigned long long)k.queue_n);
         spin(&k, 20);
-        bool idle = true;
+        bool idle = ing_client_pending(k.cl[0]) == 0; /* every session job has its result */
         for (size_t i = 0; i < NAGENTS; i++)
             idle &= k.ag[i].nrun == 0;
         if (idle && k.queue_seen && k.queue_n == 0)
@@ -423,33 +461,47 @@ crash_run(struct lt_world *w, const char *fsync_mode)
     for (int i = 0; i < 10; i++) /* the last confirmations (Pong) */
         spin(&k, 10);
 
-    uint64_t acked = 0, ran = 0;
+    if (k.fail[0] != '\0')
+        lt_fail("seed %llu: %s", (unsigned long long)seed, k.fail);
+    uint64_t acked = 0, ran = 0, sess_jobs = 0;
     for (uint32_t i = 0; i < k.njobs; i++) {
         const struct jrec *j = &k.jobs[i];
-        if (j->runs > 1 || j->done > 1 || j->results > 1)
+        unsigned runs = j->runs - (j->sess && j->runs == 2); /* a rerun checked in on_agent */
+        if (runs > 1 || j->done != j->runs || j->results > 1)
             lt_fail("seed %llu: job j%u ran %u times, %u results, %u to its client",
                     (unsigned long long)seed, i, j->runs, j->done, j->results);
-        if (j->acked && (j->runs != 1 || j->done != 1))
+        if (j->acked && runs != 1)
             lt_fail("seed %llu: acknowledged job j%u ran %u times (%u results)",
                     (unsigned long long)seed, i, j->runs, j->done);
+        if (j->sess && (j->results != 1 || j->runs == 0))
+            lt_fail("seed %llu: session job j%u (%s): %u results reached the session, ran %u "
+                    "times",
+                    (unsigned long long)seed, i, j->acked ? "acknowledged" : "not acknowledged",
+                    j->results, j->runs);
         acked += j->acked;
         ran += j->runs;
+        sess_jobs += j->sess;
     }
     long kb = rss_kb(w->be_pid);
     rss_max = kb > rss_max ? kb : rss_max;
     uint64_t jbytes = dir_bytes(jdir);
     print_message("crash test: %llu restarts, %u jobs submitted, %llu acknowledged, %llu run; "
+                  "session: %llu jobs, %llu resumptions, %llu results kept, %llu reruns; "
                   "backend RSS at most %ld KiB, journal %llu bytes at the end\n",
                   (unsigned long long)restarts, k.njobs, (unsigned long long)acked,
-                  (unsigned long long)ran, rss_max, (unsigned long long)jbytes);
+                  (unsigned long long)ran, (unsigned long long)sess_jobs,
+                  (unsigned long long)k.resumes, (unsigned long long)k.kept,
+                  (unsigned long long)k.reruns, rss_max, (unsigned long long)jbytes);
     if (k.kills_seen != 0 || k.voids != 0 || k.overlaps != 0)
         lt_fail("seed %llu: %llu kills (refused claims), %llu voids, %llu slot overruns",
                 (unsigned long long)seed, (unsigned long long)k.kills_seen,
                 (unsigned long long)k.voids, (unsigned long long)k.overlaps);
-    if (restarts < 2 || acked == 0)
-        lt_fail("seed %llu: too little happened: %llu restarts, %llu acknowledged",
+    if (restarts < 2 || acked == 0 || sess_jobs == 0 || k.resumes < restarts)
+        lt_fail("seed %llu: too little happened: %llu restarts, %llu acknowledged, %llu session "
+                "jobs, %llu resumptions",
                 (unsigned long long)seed, (unsigned long long)restarts,
-                (unsigned long long)acked);
+                (unsigned long long)acked, (unsigned long long)sess_jobs,
+                (unsigned long long)k.resumes);
     if (!lt_log_contains(w, "running jobs wait") || !lt_log_contains(w, "claimed"))
         lt_fail("no restart found running jobs to hold, or none was claimed back");
     /* (A job whose dispatched record was written but whose BackendNewJob died with the

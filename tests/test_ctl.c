@@ -274,6 +274,61 @@ test_ctl_submit_ack(void **state)
     lt_pass(w);
 }
 
+/* The issue's example, smaller: submit jobs with --session and no agent, kill -9 the
+ * backend, restart it on its journal, start an agent: wait prints each result once (one
+ * JSON object a line) and exits 0; again, it has nothing to wait for; a failed job makes
+ * it exit 1. */
+static void
+test_ctl_session_wait(void **state)
+{
+    struct lt_world *w = *state;
+    char jdir[LT_STR + 16], sfile[LT_STR + 16], id[32], want[40];
+    int n = lt_slow() > 1 ? 10 : 50;
+
+    snprintf(jdir, sizeof(jdir), "%s/journal", lt_dir(w));
+    snprintf(sfile, sizeof(sfile), "%s/session", lt_dir(w));
+    lt_start(w, NULL, NULL, "--journal", jdir, "--orphan-timeout", "0", NULL);
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof(id), "w%d", i);
+        expect_rc(w, ctl(w, "--session", sfile, "submit", "--job-id", id, NULL), 0);
+        snprintf(want, sizeof(want), "%s\n", id);
+        assert_string_equal(w->proc->out, want);
+    }
+    FILE *f = fopen(sfile, "r");
+    char text[64] = "";
+    assert_non_null(f);
+    assert_non_null(fgets(text, sizeof(text), f));
+    fclose(f);
+    assert_int_equal(strlen(text), 33);
+    assert_int_equal(strspn(text, "0123456789abcdef"), 32);
+    lt_kill_backend(w, SIGKILL);
+    lt_restart(w);
+    struct lt_agent *ag = lt_agent_new(w, "A", 4, true, "docker/default", NULL);
+    expect_rc(w, ctl(w, "--session", sfile, "--json", "wait", NULL), 0);
+    int lines = 0;
+    for (const char *p = w->proc->out; *p != '\0'; p++)
+        lines += *p == '\n';
+    assert_int_equal(lines, n);
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof(id), "\"job_id\":\"w%d\"", i);
+        const char *at = strstr(w->proc->out, id);
+        if (at == NULL || strstr(at + 1, id) != NULL)
+            fail_msg("w%d is not printed exactly once:\n%s", i, w->proc->out);
+    }
+    if (strstr(w->proc->out, "\"kind\":\"success\"") == NULL)
+        fail_msg("no success printed:\n%s", w->proc->out);
+    expect_rc(w, ctl(w, "--session", sfile, "wait", NULL), 0); /* nothing pending */
+    assert_string_equal(w->proc->out, "");
+    expect_rc(w, ctl(w, "--session", sfile, "submit", "--job-id", "wf", "--input",
+                     "{\"do\": \"fail\"}", NULL),
+              0);
+    expect_rc(w, ctl(w, "--session", sfile, "wait", NULL), 1);
+    out_has(w, "job: wf\nresult: failed\n");
+    expect_rc(w, ctl(w, "wait", NULL), 2); /* no --session */
+    (void)ag;
+    lt_pass(w);
+}
+
 /* Every job option reaches the agent: the "echo" script sends them back. */
 static void
 test_ctl_submit_options(void **state)
@@ -419,7 +474,7 @@ static void
 test_ctl_help(void **state)
 {
     struct lt_world *w = *state;
-    const char *cmds[] = {"envs", "submit", "kill", "queue", "watch", "ping"};
+    const char *cmds[] = {"envs", "submit", "kill", "queue", "watch", "ping", "wait"};
 
     lt_start(w, NULL, NULL, NULL);
     expect_rc(w, ctl(w, "--help", NULL), 0);
@@ -683,6 +738,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         CASE(test_ctl_envs),
         CASE(test_ctl_submit_wait),
+        CASE(test_ctl_session_wait),
         CASE(test_ctl_submit_json),
         CASE(test_ctl_submit_ack),
         CASE(test_ctl_submit_options),

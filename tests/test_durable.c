@@ -2,7 +2,8 @@
 /* test_durable.c: inginious-backend --journal against the real binary (issue 16, step 2):
  * waiting jobs survive kill -9 in their order and priority, ended jobs do not come back, a
  * second backend on the same journal refuses to start, corruption before the tail stops the
- * start until --journal-repair. */
+ * start until --journal-repair; the library's sessions (proto.md 7.9) see each job end once
+ * across kill -9, connection losses and restarts. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "inginious/client.h"
@@ -383,6 +385,151 @@ test_durable_acks_order_no_journal(void **state)
     lt_pass(w);
 }
 
+/* count_cev counts cl's events of type for job id (NULL: any), used or not. */
+static int
+count_cev(const struct lt_client *cl, enum ing_client_event_type type, const char *id)
+{
+    int n = 0;
+    for (size_t i = 0; i < cl->nev; i++)
+        n += cl->ev[i].type == type && (id == NULL || strcmp(cl->ev[i].job_id, id) == 0);
+    return n;
+}
+
+static bool
+none_pending(struct lt_world *w, void *arg)
+{
+    (void)w;
+    return ing_client_pending(((struct lt_client *)arg)->c) == 0;
+}
+
+/* session_client connects a client with a session that reconnects by itself, and waits for
+ * its first session list. */
+static struct lt_client *
+session_client(struct lt_world *w)
+{
+    struct ing_client_opts o = {.size = sizeof(o),
+                                .name = "sess",
+                                .reconnect = true,
+                                .backoff_min_ms = 10,
+                                .backoff_max_ms = 100,
+                                .session = true};
+    struct lt_client *cl = lt_client_new(w, &o);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_RESUMED, NULL);
+    uint8_t id[ING_SESSION_ID_LEN], zero[ING_SESSION_ID_LEN] = {0};
+    assert_int_equal(ing_client_session_id(cl->c, id), 0);
+    assert_memory_not_equal(id, zero, sizeof(id)); /* random */
+    assert_true(ing_client_resumed(cl->c));
+    return cl;
+}
+
+/* check_each_once: jobs <prefix>0 .. <prefix>n-1 ended exactly once each, none lost, and the
+ * agent received each exactly once. */
+static void
+check_each_once(struct lt_client *cl, struct lt_agent *ag, const char *prefix, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "%s%d", prefix, i);
+        if (count_cev(cl, ING_CLIENT_EV_DONE, id) != 1)
+            fail_msg("job %s ended %d times", id, count_cev(cl, ING_CLIENT_EV_DONE, id));
+        struct lt_cev *e = lt_find_cev(cl, ING_CLIENT_EV_DONE, id);
+        if (e != NULL && (e->lost || !ing_view_eq(e->res.r.result_kind, "success")))
+            fail_msg("job %s: lost %d, kind %.*s", id, e->lost, (int)e->res.r.result_kind.len,
+                     e->res.r.result_kind.p);
+        int runs = 0;
+        for (size_t k = 0; k < ag->nev; k++)
+            runs += ag->ev[k].type == ING_AGENT_EV_JOB && strcmp(ag->ev[k].job_id, id) == 0;
+        if (runs != 1)
+            fail_msg("job %s ran %d times", id, runs);
+    }
+    assert_int_equal(count_cev(cl, ING_CLIENT_EV_DONE, NULL), n);
+}
+
+/* submit_n submits <prefix>0 .. <prefix>n-1 on cl. */
+static void
+submit_n(struct lt_world *w, struct lt_client *cl, const char *prefix, int n)
+{
+    char id[32];
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof(id), "%s%d", prefix, i);
+        submit(w, cl, id, 0);
+    }
+}
+
+/* run_all starts an agent with slots and spins until cl has no pending job, then checks
+ * that each of <prefix>0 .. n-1 ran and ended exactly once. */
+static void
+run_all(struct lt_world *w, struct lt_client *cl, uint32_t slots, const char *prefix, int n)
+{
+    struct lt_agent *ag = lt_agent_new(w, "A", slots, 1, "docker/default", NULL);
+    lt_until(w, none_pending, cl, "every job of the session ended");
+    lt_barrier(w, cl);
+    check_each_once(cl, ag, prefix, n);
+}
+
+/* A session client (library, reconnecting) submits 20 jobs with no agent and the backend is
+ * killed (-9) before it acknowledged them all; restarted on its journal, the library resumes
+ * the session and submits again what the backend does not hold: each job runs once and ends
+ * once, none is reported lost. */
+static void
+test_durable_session_kill9_exactly_once(void **state)
+{
+    struct lt_world *w = *state;
+    lt_start(w, NULL, NULL, "--journal", journal_dir(w), "--orphan-timeout", "0", NULL);
+    struct lt_client *cl = session_client(w);
+    submit_n(w, cl, "s", 20);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_ACCEPTED, "s0"); /* the others may be in flight */
+    lt_kill_backend(w, SIGKILL);
+    lt_restart(w);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_RESUMED, NULL);
+    assert_int_equal(count_cev(cl, ING_CLIENT_EV_DONE, NULL), 0);
+    assert_int_equal(ing_client_pending(cl->c), 20);
+    run_all(w, cl, 4, "s", 20);
+    lt_pass(w);
+}
+
+/* A plain connection loss (no restart, no journal): the session is detached, the library
+ * reconnects and resumes it; nothing is reported lost and every job ends once. A result
+ * that arrives while the session is detached is kept for it. */
+static void
+test_durable_session_connection_drop(void **state)
+{
+    struct lt_world *w = *state;
+    lt_start(w, NULL, NULL, "--orphan-timeout", "0", NULL);
+    struct lt_client *cl = session_client(w);
+    submit_n(w, cl, "d", 5);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_ACCEPTED, "d4");
+    assert_int_equal(shutdown(ing_client_fd(cl->c), SHUT_RDWR), 0);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_DISCONNECTED, NULL);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_RESUMED, NULL);
+    assert_int_equal(count_cev(cl, ING_CLIENT_EV_DONE, NULL), 0);
+    assert_int_equal(ing_client_pending(cl->c), 5);
+    run_all(w, cl, 2, "d", 5);
+    lt_pass(w);
+}
+
+/* A backend restarted without a journal has forgotten the session: the library submits
+ * every pending job again on the new connection; each runs and ends once. */
+static void
+test_durable_session_restart_without_journal(void **state)
+{
+    struct lt_world *w = *state;
+    lt_start(w, NULL, NULL, "--orphan-timeout", "0", NULL);
+    struct lt_client *cl = session_client(w);
+    char id[32];
+    submit_n(w, cl, "r", 5);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_ACCEPTED, "r4");
+    lt_kill_backend(w, SIGKILL);
+    lt_restart(w);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_RESUMED, NULL);
+    for (int i = 0; i < 5; i++) { /* acknowledged again: they were submitted again */
+        snprintf(id, sizeof(id), "r%d", i);
+        lt_expect_cev(w, cl, ING_CLIENT_EV_ACCEPTED, id);
+    }
+    run_all(w, cl, 2, "r", 5);
+    lt_pass(w);
+}
+
 /* Acknowledgements only after success (proto.md 7.8), under --fsync always with a file-size
  * limit (EFBIG): every acknowledged job survives kill -9; the job whose record could not be
  * written is never acknowledged but refused after all, with Error JOURNAL then crash
@@ -471,6 +618,9 @@ main(void)
         CASE(test_durable_acks_survive_kill9),
         CASE(test_durable_acks_order_no_journal),
         CASE(test_durable_ack_only_after_write),
+        CASE(test_durable_session_kill9_exactly_once),
+        CASE(test_durable_session_connection_drop),
+        CASE(test_durable_session_restart_without_journal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

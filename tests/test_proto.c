@@ -226,6 +226,22 @@ static const struct vline v_client_hello_ack[] = {
     {K_END, NULL, NULL},
 };
 
+static const struct vline v_client_hello_session[] = {
+    {K_HDR, "00 00 00 1b 17 00", NULL},
+    {K_STR, "00 00 00 06 77 65 62 61 70 70", "name: \"webapp\""},
+    {K_RAW, "00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f", "session: 16 bytes 00 01 .. 0f"},
+    {K_RAW, "00", "flags: 0 (results delivered)"},
+    {K_END, NULL, NULL},
+};
+
+static const struct vline v_backend_session_jobs[] = {
+    {K_HDR, "00 00 00 12 28 00", NULL},
+    {K_BOOL, "01", "last: true"},
+    {K_MP, "00 00 00 0d 92 a5 6a 6f 62 2d 31 a5 6a 6f 62 2d 32",
+     "jobs: mp [\"job-1\", \"job-2\"]"},
+    {K_END, NULL, NULL},
+};
+
 static const struct vline v_backend_stats[] = {
     {K_HDR, "00 00 00 39 25 00", NULL},
     {K_MP,
@@ -546,6 +562,16 @@ static const struct ing_msg m_client_hello_ack = {
     .u.client_hello = {V("webapp")},
 };
 
+static const struct ing_msg m_client_hello_session = {
+    .type = ING_CLIENT_HELLO_SESSION,
+    .u.client_hello = {V("webapp"), {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}},
+};
+
+static const struct ing_msg m_backend_session_jobs = {
+    .type = ING_BACKEND_SESSION_JOBS,
+    .u.session_jobs = {true, V("\x92\xa5job-1\xa5job-2")},
+};
+
 static const struct ing_msg m_backend_job_accepted = {
     .type = ING_BACKEND_JOB_ACCEPTED,
     .u.ref = {V("job-1")},
@@ -789,6 +815,8 @@ static const struct vector vectors[] = {
     {"ClientGetJobInfo (15)", "job_id \"job-1\"", v_client_get_job_info, &m_client_get_job_info},
     {"ClientHelloAck (16)", "name \"webapp\", acknowledgements asked (§7.8)", v_client_hello_ack,
      &m_client_hello_ack},
+    {"ClientHelloSession (17)", "name \"webapp\", session 00 01 .. 0f (§7.9)",
+     v_client_hello_session, &m_client_hello_session},
     {"BackendUpdateEnvironments (20)", "docker: default, python3; mcq: none", v_update_envs,
      &m_update_envs},
     {"BackendJobStarted (21)", "job_id \"job-1\"", v_backend_job_started,
@@ -808,6 +836,8 @@ static const struct vector vectors[] = {
      v_backend_job_info, &m_backend_job_info},
     {"BackendJobAccepted (27)", "job_id \"job-1\" (§7.8)", v_backend_job_accepted,
      &m_backend_job_accepted},
+    {"BackendSessionJobs (28)", "the last list: job-1 and job-2 are held (§7.9)",
+     v_backend_session_jobs, &m_backend_session_jobs},
     {"BackendNewJob (30)", "the job spec of ClientNewJob (11) with debug on", v_backend_new_job,
      &m_backend_new_job},
     {"BackendNewJob (30), nil task", "empty course_id and environment, nil task_id",
@@ -822,7 +852,7 @@ static const struct vector vectors[] = {
     {"AgentJobSSHDebug (43)", "job-1 at ::1:22, root, empty password", v_agent_ssh,
      &m_agent_ssh},
     {"AgentHelloResume (44)", "AgentHello (40) of agent 00..0f, claiming job-1 (started) and "
-     "job-2 (§7.9)", v_agent_hello_resume, &m_agent_hello_resume},
+     "job-2 (§7.10)", v_agent_hello_resume, &m_agent_hello_resume},
 };
 
 /* clang-format on */
@@ -1116,6 +1146,16 @@ assert_msg_equal(const struct ing_msg *a, const struct ing_msg *b)
     case ING_CLIENT_HELLO_ACK:
         assert_view_equal(a->u.client_hello.name, b->u.client_hello.name);
         break;
+    case ING_CLIENT_HELLO_SESSION:
+        assert_view_equal(a->u.client_hello.name, b->u.client_hello.name);
+        assert_memory_equal(a->u.client_hello.session, b->u.client_hello.session,
+                            ING_SESSION_ID_LEN);
+        assert_int_equal(a->u.client_hello.session_flags, b->u.client_hello.session_flags);
+        break;
+    case ING_BACKEND_SESSION_JOBS:
+        assert_int_equal(a->u.session_jobs.last, b->u.session_jobs.last);
+        assert_view_equal(a->u.session_jobs.jobs, b->u.session_jobs.jobs);
+        break;
     case ING_CLIENT_NEW_JOB:
         assert_int_equal(a->u.new_job.priority, b->u.new_job.priority);
         assert_view_equal(a->u.new_job.launcher, b->u.new_job.launcher);
@@ -1246,7 +1286,11 @@ msg_fields(struct ing_msg *m, struct fref *f)
         break;
     case ING_CLIENT_HELLO:
     case ING_CLIENT_HELLO_ACK:
+    case ING_CLIENT_HELLO_SESSION:
         f[n++] = (struct fref){&m->u.client_hello.name, K_STR};
+        break;
+    case ING_BACKEND_SESSION_JOBS:
+        f[n++] = (struct fref){&m->u.session_jobs.jobs, K_MP};
         break;
     case ING_CLIENT_NEW_JOB:
         f[n++] = (struct fref){&m->u.new_job.launcher, K_STR};
@@ -1317,9 +1361,10 @@ static const uint8_t all_types[] = {
     ING_ERROR, ING_WELCOME, ING_AUTH, ING_AUTH_OK, ING_PING, ING_PONG, ING_UNKNOWN,
     ING_CLIENT_HELLO, ING_CLIENT_NEW_JOB, ING_CLIENT_KILL_JOB, ING_CLIENT_GET_QUEUE,
     ING_CLIENT_GET_STATS, ING_CLIENT_GET_JOB_INFO, ING_CLIENT_HELLO_ACK,
+    ING_CLIENT_HELLO_SESSION,
     ING_BACKEND_UPDATE_ENVIRONMENTS, ING_BACKEND_JOB_STARTED, ING_BACKEND_JOB_DONE,
     ING_BACKEND_JOB_SSH_DEBUG, ING_BACKEND_GET_QUEUE, ING_BACKEND_STATS, ING_BACKEND_JOB_INFO,
-    ING_BACKEND_JOB_ACCEPTED, ING_BACKEND_NEW_JOB, ING_BACKEND_KILL_JOB,
+    ING_BACKEND_JOB_ACCEPTED, ING_BACKEND_SESSION_JOBS, ING_BACKEND_NEW_JOB, ING_BACKEND_KILL_JOB,
     ING_AGENT_HELLO, ING_AGENT_JOB_STARTED, ING_AGENT_JOB_DONE, ING_AGENT_JOB_SSH_DEBUG,
     ING_AGENT_HELLO_RESUME,
 };
@@ -2029,7 +2074,7 @@ test_proto_corrupt_values(void **state)
     }
     assert_true(nstr > 50);
     assert_true(nmp > 20);
-    assert_int_equal(nbool, 5); /* 3 in the queue, 2 in AgentHelloResume */
+    assert_int_equal(nbool, 6); /* 3 in the queue, 1 in BackendSessionJobs, 2 in AgentHelloResume */
     assert_int_equal(ndebug, 4);
 }
 
@@ -2783,6 +2828,7 @@ test_proto_type_names(void **state)
         "ClientGetStats",
         "ClientGetJobInfo",
         "ClientHelloAck",
+        "ClientHelloSession",
         "BackendUpdateEnvironments",
         "BackendJobStarted",
         "BackendJobDone",
@@ -2791,6 +2837,7 @@ test_proto_type_names(void **state)
         "BackendStats",
         "BackendJobInfo",
         "BackendJobAccepted",
+        "BackendSessionJobs",
         "BackendNewJob",
         "BackendKillJob",
         "AgentHello",

@@ -8,7 +8,7 @@
  * hello again; jobs of the old connection are reported to the caller as lost
  * (ING_AGENT_EV_DISCONNECTED) since the backend has already ended or requeued them.
  *
- * Resume (opts.resume, proto.md §7.9): the jobs survive a connection loss or a backend
+ * Resume (opts.resume, proto.md §7.10): the jobs survive a connection loss or a backend
  * restart instead. The library keeps the id of every job it was sent until its result has
  * reached the backend (a Pong to a Ping sent after the result tells it), keeps the results
  * reported while disconnected, and on each reconnect says AgentHelloResume listing them
@@ -74,7 +74,7 @@ struct ing_agent_opts {
      * reports are refused with -ENOTCONN until then. */
     const uint8_t *secret;
     size_t secret_len;
-    /* Added (proto.md §7.9): keep the running jobs across connection losses and backend
+    /* Added (proto.md §7.10): keep the running jobs across connection losses and backend
      * restarts (see Resume above; implies reconnect). resume_timeout_ms: the backend
      * absence after which they are void (0: 60000). agent_id: ING_AGENT_ID_LEN bytes that
      * name this agent to the backend across its connections (copied), or NULL: a random

@@ -11,7 +11,21 @@
  * client), each pending job is reported done with kind "crash", text "Backend unavailable,
  * retry later", grade 0, empty maps, state "", archive nil and stdout/stderr "", with
  * ev->lost set: the result was made here, because the backend will never send one (proto.md
- * §8; the INGInious client does the same). Jobs are never resubmitted.
+ * §8; the INGInious client does the same). Jobs are never resubmitted, unless the client
+ * uses a session.
+ *
+ * Sessions (opts.session, proto.md §7.9). The client opens a session with a 128-bit id
+ * (opts.session_id, or a random one: ing_client_session_id tells it). Its jobs then outlive
+ * the connection: when it is lost and opts.reconnect is set, the pending jobs stay pending
+ * (no lost results); each new connection resumes the session, receives the results the
+ * backend kept meanwhile (ING_CLIENT_EV_DONE), then the list of the jobs the backend still
+ * holds: a listed job not pending here (submitted by an earlier ing_client on the same id)
+ * becomes pending; a pending job that is not listed and was sent on an earlier connection is
+ * submitted again (the backend never got it, or lost it in a restart without its journal);
+ * a pending job neither listed nor resubmittable is reported lost. ING_CLIENT_EV_RESUMED
+ * follows. A program thus sees each job end once across connection losses and backend
+ * restarts. Two clients must not share an id: each takes the session from the other. A
+ * backend without sessions gets a plain hello (and today's semantics).
  *
  * Unknown. The backend answers Unknown to a client it does not know. The library then
  * reports the pending jobs lost, says hello again on the same connection and reports
@@ -92,6 +106,13 @@ struct ing_client_opts {
      * hello then waits for the Welcome (is_connected is false until it came); a backend
      * that does not offer acknowledgements gets a plain ClientHello (no ACCEPTED events). */
     bool acks;
+    /* Read only when size covers it. session: open a session (implies acks); session_id:
+     * its 16 bytes (copied), NULL: a random id. */
+    bool session;
+    const uint8_t *session_id;
+    /* Read only when size covers it. session_hold: this client only submits: the session's
+     * results are kept by the backend for a later client (proto.md §7.9, HOLD). */
+    bool session_hold;
 };
 
 /* A job to submit (ClientNewJob, proto.md §5.3). Strings are NUL-terminated UTF-8; the three
@@ -127,6 +148,9 @@ enum ing_client_event_type {
     ING_CLIENT_EV_JOB_INFO,     /* BackendJobInfo: job_id, job_info */
     ING_CLIENT_EV_ACCEPTED,     /* BackendJobAccepted (opts.acks): job_id, pending; the job
                                    is durable as the backend's --fsync mode promises */
+    ING_CLIENT_EV_RESUMED,      /* (opts.session) this connection resumed the session: every
+                                   job the backend holds is pending, the others were
+                                   resubmitted or reported lost */
 };
 
 struct ing_client_event {
@@ -226,6 +250,14 @@ const char *ing_client_server(const struct ing_client *c);
 /* ing_client_acks: the connection is open and its hello asked for acknowledgements (opts.acks
  * and a backend that offers them): each accepted job gets ING_CLIENT_EV_ACCEPTED. */
 bool ing_client_acks(const struct ing_client *c);
+/* ing_client_session_id copies the session id (opts.session) to out. Returns 0, or -EINVAL
+ * for a client without session. */
+int ing_client_session_id(const struct ing_client *c, uint8_t out[ING_SESSION_ID_LEN]);
+/* ing_client_resumed: this connection's session list has arrived (ING_CLIENT_EV_RESUMED). */
+bool ing_client_resumed(const struct ing_client *c);
+/* ing_client_sessions: the connection is open and the backend offers sessions (its Welcome
+ * has ING_WELCOME_SESSION). */
+bool ing_client_sessions(const struct ing_client *c);
 /* ing_client_last_error returns the text of the last Error the backend sent (or of the
  * protocol problem that closed the connection), or "". */
 const char *ing_client_last_error(const struct ing_client *c);

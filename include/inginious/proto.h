@@ -42,7 +42,10 @@ extern "C" {
 /* Welcome flags. */
 #define ING_WELCOME_AUTH 0x0001 /* the server requires the challenge-response (proto.md §6) */
 #define ING_WELCOME_ACK 0x0002  /* clients: the server knows ClientHelloAck (proto.md §7.8) */
-#define ING_WELCOME_RESUME 0x0004 /* agents: the server knows AgentHelloResume (proto.md §7.9) */
+#define ING_WELCOME_SESSION 0x0004 /* clients: the server knows ClientHelloSession (§7.9) */
+#define ING_SESSION_ID_LEN 16      /* a session id: 128 bits the client chooses */
+#define ING_SESSION_HOLD 0x01 /* ClientHelloSession flag: results stay kept (a submitter) */
+#define ING_WELCOME_RESUME 0x0008 /* agents: the server knows AgentHelloResume (proto.md §7.10) */
 #define ING_AGENT_ID_LEN 16       /* an agent's resume id (AgentHelloResume) */
 #define ING_NONCE_LEN 32
 #define ING_MAC_LEN 32
@@ -64,6 +67,7 @@ enum ing_msg_type {
     ING_CLIENT_GET_STATS = 0x14,
     ING_CLIENT_GET_JOB_INFO = 0x15,
     ING_CLIENT_HELLO_ACK = 0x16, /* ClientHello asking for BackendJobAccepted (§7.8) */
+    ING_CLIENT_HELLO_SESSION = 0x17, /* ClientHelloAck opening or resuming a session (§7.9) */
 
     ING_BACKEND_UPDATE_ENVIRONMENTS = 0x20,
     ING_BACKEND_JOB_STARTED = 0x21,
@@ -73,6 +77,7 @@ enum ing_msg_type {
     ING_BACKEND_STATS = 0x25,
     ING_BACKEND_JOB_INFO = 0x26,
     ING_BACKEND_JOB_ACCEPTED = 0x27, /* the job's record is written (§7.8) */
+    ING_BACKEND_SESSION_JOBS = 0x28, /* the jobs a resumed session still has (§7.9) */
 
     ING_BACKEND_NEW_JOB = 0x30,
     ING_BACKEND_KILL_JOB = 0x31,
@@ -81,7 +86,7 @@ enum ing_msg_type {
     ING_AGENT_JOB_STARTED = 0x41,
     ING_AGENT_JOB_DONE = 0x42,
     ING_AGENT_JOB_SSH_DEBUG = 0x43,
-    ING_AGENT_HELLO_RESUME = 0x44, /* AgentHello with an agent id and its running jobs (§7.9) */
+    ING_AGENT_HELLO_RESUME = 0x44, /* AgentHello with an agent id and its running jobs (§7.10) */
 };
 
 /* Error codes carried by ING_ERROR. */
@@ -100,6 +105,7 @@ enum ing_error_code {
     ING_ERR_OVERLOAD = 12,  /* the peer does not read its output; closed */
     ING_ERR_INVALID = 13,   /* a field value is refused (see text); frame dropped */
     ING_ERR_JOURNAL = 14,   /* a job refused: the journal cannot write (see text); open */
+    ING_ERR_TAKEN_OVER = 15, /* another connection resumed this one's session; closed */
 };
 
 /* Debug field of a job. */
@@ -143,6 +149,8 @@ struct ing_auth_ok {
 
 struct ing_client_hello {
     struct ing_view name; /* str */
+    uint8_t session[ING_SESSION_ID_LEN]; /* ING_CLIENT_HELLO_SESSION only: the session id */
+    uint8_t session_flags;               /* ING_CLIENT_HELLO_SESSION only: ING_SESSION_* */
 };
 
 /* The part of a job that is relayed to the agent (BackendNewJob is exactly this). */
@@ -210,7 +218,7 @@ struct ing_agent_hello {
 };
 #define ING_HELLO_CHECK_MAX 65536
 
-/* One job an agent claims in AgentHelloResume (proto.md §7.9). */
+/* One job an agent claims in AgentHelloResume (proto.md §7.10). */
 struct ing_resume_job {
     struct ing_view job_id; /* str */
     bool started;           /* bool: the agent reported it started (or will) */
@@ -265,6 +273,12 @@ struct ing_stats_msg {
     struct ing_view stats; /* mp map */
 };
 
+/* BackendSessionJobs (proto.md §7.9): some of the job ids a resumed session still has. */
+struct ing_session_jobs {
+    bool last;            /* bool: the last frame of the list */
+    struct ing_view jobs; /* mp: an array of str job ids */
+};
+
 /* BackendJobInfo (proto.md §5.9): the job asked about and one msgpack map. */
 struct ing_job_info_msg {
     struct ing_view job_id; /* str */
@@ -278,7 +292,8 @@ struct ing_msg {
         struct ing_welcome welcome;           /* ING_WELCOME */
         struct ing_auth auth;                 /* ING_AUTH */
         struct ing_auth_ok auth_ok;           /* ING_AUTH_OK */
-        struct ing_client_hello client_hello; /* ING_CLIENT_HELLO, ING_CLIENT_HELLO_ACK */
+        struct ing_client_hello client_hello; /* ING_CLIENT_HELLO, ING_CLIENT_HELLO_ACK,
+                                               * ING_CLIENT_HELLO_SESSION */
         struct ing_client_new_job new_job;    /* ING_CLIENT_NEW_JOB */
         struct ing_job_spec job;              /* ING_BACKEND_NEW_JOB */
         struct ing_job_ref ref;     /* ING_CLIENT_KILL_JOB, ING_*_JOB_STARTED,
@@ -292,6 +307,7 @@ struct ing_msg {
         struct ing_get_queue queue;           /* ING_BACKEND_GET_QUEUE */
         struct ing_stats_msg stats;           /* ING_BACKEND_STATS */
         struct ing_job_info_msg job_info;     /* ING_BACKEND_JOB_INFO */
+        struct ing_session_jobs session_jobs; /* ING_BACKEND_SESSION_JOBS */
     } u; /* ING_PING, ING_PONG, ING_UNKNOWN, ING_CLIENT_GET_QUEUE, ING_CLIENT_GET_STATS have
           * no body */
 };

@@ -16,7 +16,7 @@
  * with AgentJobDone. BackendKillJob kills a running job (reported `killed` when it
  * is gone) and answers an unknown one with AgentJobDone(killed, "", state = the kill's
  * state) (proto.md §7.2). When the connection is lost, the library reconnects and the
- * running jobs go on: it re-announces them (AgentHelloResume, proto.md §7.9) and sends the
+ * running jobs go on: it re-announces them (AgentHelloResume, proto.md §7.10) and sends the
  * results that ended meanwhile; only after --resume-timeout of backend absence (or with a
  * backend that cannot resume) are they killed and forgotten. --resume-timeout 0 restores
  * the old way: killed at once, the backend having ended or requeued them.
@@ -125,7 +125,7 @@ usage(FILE *f)
             "                           rlimits and --user): for trusted graders only\n"
             "      --resume-timeout DUR keep running jobs while the backend is away, up to\n"
             "                           DUR, and give them back to it when it returns\n"
-            "                           (default 60s; 0 = kill them at once; proto.md 7.9)\n"
+            "                           (default 60s; 0 = kill them at once; proto.md 7.10)\n"
             "  -v, --verbose            log debug messages\n"
             "  -q, --quiet              log warnings and errors only\n"
             "      --help               this text\n"

@@ -58,7 +58,7 @@ usage(FILE *f)
             "      --resume-grace DUR      the running jobs of a lost agent that can resume,\n"
             "                              and after a restart those of the journal, wait this\n"
             "                              long for their agent to claim them (10s; 0 = lost\n"
-            "                              at once; at most 1h; proto.md 7.9)\n"
+            "                              at once; at most 1h; proto.md 7.10)\n"
             "      --max-frame SIZE        largest message body accepted (64M; at most 1G)\n"
             "      --max-output SIZE       pending output per peer before it is dropped (16M;\n"
             "                              4K to 64G)\n"
@@ -122,6 +122,8 @@ usage(FILE *f)
             "                              4G less 1)\n"
             "      --journal-repair        start on a journal with corruption before its tail:\n"
             "                              keep what precedes it, move the rest to *.corrupt\n"
+            "      --session-ttl DUR       a client session's jobs and results wait this long\n"
+            "                              for it to reconnect (10m; proto.md 7.9)\n"
             "      --port-file PATH        write the bound addresses to PATH once listening\n"
             "      --metrics ADDR          serve HTTP on ADDR (tcp://HOST:PORT, e.g.\n"
             "                              tcp://127.0.0.1:9464; off by default): /metrics\n"
@@ -195,6 +197,7 @@ enum {
     OPT_MAX_ENVS,
     OPT_MAX_ENV_BYTES,
     OPT_ENV_GRACE,
+    OPT_SESSION_TTL,
     OPT_RESUME_GRACE,
     /* Fair share (issue 18) */
     OPT_FAIR_SHARE,
@@ -263,6 +266,7 @@ static const struct option options[] = {
     {"fsync", required_argument, NULL, OPT_FSYNC},
     {"journal-segment-size", required_argument, NULL, OPT_JOURNAL_SEGMENT},
     {"journal-repair", no_argument, NULL, OPT_JOURNAL_REPAIR},
+    {"session-ttl", required_argument, NULL, OPT_SESSION_TTL},
     {NULL, 0, NULL, 0},
 };
 
@@ -442,6 +446,9 @@ main(int argc, char **argv)
             break;
         case OPT_ENV_GRACE:
             cfg.be.envs_grace_ms = need(OPT_KIND_DURATION, name, optarg, 0, 3600 * 1000);
+            break;
+        case OPT_SESSION_TTL:
+            cfg.be.session_ttl_ms = need(OPT_KIND_DURATION, name, optarg, 0, 30ull * 86400 * 1000);
             break;
         case OPT_RESUME_GRACE:
             cfg.be.resume_grace_ms = need(OPT_KIND_DURATION, name, optarg, 0, 3600 * 1000);

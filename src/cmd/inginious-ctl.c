@@ -3,6 +3,7 @@
  * (include/inginious/client.h). Subcommands envs, submit, kill, queue, watch, ping, stats,
  * top, position; human output by default, JSON with --json. Exit status: 0 success, 1 the operation failed, 2 a
  * usage error. The only place that calls exit() is main. */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -42,6 +44,10 @@ struct ctl {
     bool acks;       /* submit --ack: ask the backend to acknowledge the job */
     uint8_t *secret; /* --secret-file */
     size_t secret_len;
+    const char *session_file; /* --session: the session's id is kept there */
+    uint8_t sid[ING_SESSION_ID_LEN];
+    bool hold;      /* the connection only submits: results stay kept for the session */
+    bool reconnect; /* wait: reconnect and resume when the connection is lost */
     struct ing_client *c;
 };
 
@@ -63,6 +69,7 @@ usage(FILE *f)
                "  stats             the backend's counters, gauges and environments\n"
                "  top               a live view of stats, refreshed every second (Ctrl-C ends)\n"
                "  position JOB_ID   where a job is: its state, position in the queue and ETA\n"
+               "  wait              (--session) print the session's results as they arrive\n"
                "\n"
                "Options:\n"
                "  --backend ADDR  client endpoint: tcp://HOST:PORT or ipc:///path (default\n"
@@ -74,6 +81,9 @@ usage(FILE *f)
                "  --secret-file F the client endpoint's secret, when the backend requires one\n"
                "                  (the file's bytes, one trailing newline removed)\n"
                "  --json          machine-readable output (also accepted after COMMAND)\n"
+               "  --session FILE  use the session whose id FILE holds (made, with a random\n"
+               "                  id, if missing): submit leaves its jobs to the session, and\n"
+               "                  wait prints their results, across restarts of either side\n"
                "  --help, --version\n"
                "\n"
                "Exit status: 0 success, 1 the operation failed (a job that is not a success,\n"
@@ -199,6 +209,66 @@ elapsed_s(const struct timespec *t0)
 
 /* ---- connection ---- */
 
+/* session_load reads the session id from ctl->session_file (32 hex digits, then an optional
+ * newline), or makes a random one and creates the file (mode 0600) when it is missing.
+ * Returns 0 or an exit status (the error printed). */
+static int
+session_load(struct ctl *ctl)
+{
+    const char *path = ctl->session_file;
+    char text[64];
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 && errno == ENOENT) {
+        if (getrandom(ctl->sid, sizeof(ctl->sid), 0) != (ssize_t)sizeof(ctl->sid)) {
+            errmsg("--session: no randomness for a session id: %s", strerror(errno));
+            return EXIT_FAIL;
+        }
+        for (size_t i = 0; i < sizeof(ctl->sid); i++)
+            snprintf(text + 2 * i, 3, "%02x", ctl->sid[i]);
+        text[32] = '\n';
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            n = write(fd, text, 33);
+            if (close(fd) != 0 || n != 33) {
+                errmsg("--session: cannot write %s", path);
+                unlink(path);
+                return EXIT_FAIL;
+            }
+            return 0;
+        }
+        if (errno != EEXIST) {
+            errmsg("--session: cannot create %s: %s", path, strerror(errno));
+            return EXIT_FAIL;
+        }
+        fd = open(path, O_RDONLY | O_CLOEXEC); /* another process made it meanwhile */
+    }
+    if (fd < 0) {
+        errmsg("--session: cannot read %s: %s", path, strerror(errno));
+        return EXIT_FAIL;
+    }
+    n = read(fd, text, sizeof(text));
+    close(fd);
+    if (n < 32 || (n > 32 && !(n == 33 && text[32] == '\n'))) {
+        errmsg("--session: %s does not hold a session id (32 hexadecimal digits)", path);
+        return EXIT_FAIL;
+    }
+    for (size_t i = 0; i < sizeof(ctl->sid); i++) {
+        unsigned v;
+        char two[3] = {text[2 * i], text[2 * i + 1], '\0'};
+        if (!isxdigit((unsigned char)two[0]) || !isxdigit((unsigned char)two[1]) ||
+            sscanf(two, "%2x", &v) != 1) {
+            errmsg("--session: %s does not hold a session id (32 hexadecimal digits)", path);
+            return EXIT_FAIL;
+        }
+        ctl->sid[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+static int wait_resumed(struct ctl *ctl, ing_client_event_fn *fn, void *arg);
+
 static int
 ctl_connect(struct ctl *ctl)
 {
@@ -213,6 +283,16 @@ ctl_connect(struct ctl *ctl)
 
     if (o.connect_timeout_ms == 0)
         o.connect_timeout_ms = INT32_MAX;
+    if (ctl->session_file != NULL) {
+        if ((rc = session_load(ctl)) != 0)
+            return rc;
+        o.session = true;
+        o.session_id = ctl->sid;
+        o.session_hold = ctl->hold;
+        o.reconnect = ctl->reconnect;
+        o.backoff_min_ms = 50;
+        o.backoff_max_ms = 1000;
+    }
     ctl->c = ing_client_new(&o);
     if (ctl->c == NULL) {
         errmsg("bad backend address '%s'", ctl->backend);
@@ -225,6 +305,8 @@ ctl_connect(struct ctl *ctl)
                *why ? ": " : "", why);
         return EXIT_FAIL;
     }
+    if (ctl->session_file != NULL && !ctl->reconnect)
+        return wait_resumed(ctl, NULL, NULL);
     return 0;
 }
 
@@ -251,6 +333,43 @@ static int
 result_timeout(const struct ctl *ctl)
 {
     return ctl->timeout_set ? answer_timeout(ctl) : -1;
+}
+
+/* no_sessions tells (with a message) that the backend connected to offers no sessions. */
+static bool
+no_sessions(struct ctl *ctl)
+{
+    if (!ing_client_is_connected(ctl->c) || ing_client_sessions(ctl->c))
+        return false;
+    errmsg("the backend at %s does not offer sessions (--session)", ctl->backend);
+    return true;
+}
+
+/* wait_resumed waits (at most --timeout) until the session's list has arrived on this
+ * connection (ING_CLIENT_EV_RESUMED), passing the events to fn. Returns 0 or an exit status
+ * (the error printed). */
+static int
+wait_resumed(struct ctl *ctl, ing_client_event_fn *fn, void *arg)
+{
+    struct timespec t0;
+    int limit = answer_timeout(ctl);
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!ing_client_resumed(ctl->c)) {
+        int left = -1;
+        if (no_sessions(ctl))
+            return EXIT_FAIL;
+        if (limit >= 0) {
+            double ms = (double)limit - elapsed_s(&t0) * 1000.0;
+            if (ms <= 0)
+                return fail_wait(ctl, "the session's list of jobs", -ETIMEDOUT);
+            left = (int)ms + 1;
+        }
+        int rc = ing_client_wait(ctl->c, left, fn, arg);
+        if (rc < 0)
+            return fail_wait(ctl, "the session's list of jobs", rc);
+    }
+    return 0;
 }
 
 /* sub_help handles the options every subcommand shares: --help and --json. */
@@ -388,6 +507,9 @@ job_usage(FILE *f, bool watch)
                    "exits 0 at once; a detached background process keeps the connection open\n"
                    "until the job ends, silently (the backend drops the jobs of a client that\n"
                    "disconnects).\n"
+                   "With the global --session FILE, the job is left to the session: its id is\n"
+                   "printed once the backend acknowledged it, and 'inginious-ctl --session FILE\n"
+                   "wait' prints its result later (no background process).\n"
                    "With --ack, the job id is printed only once the backend acknowledged the\n"
                    "job (with --journal: its record is written, and synced under --fsync\n"
                    "always); a job the backend refuses is reported and exits 1; a backend that\n"
@@ -797,6 +919,10 @@ cmd_submit(struct ctl *ctl, int argc, char **argv)
         ja.job.job_id = ja.id;
     }
     aw.job_id = ja.job.job_id;
+    if (ctl->session_file != NULL) { /* acknowledged, then left to the session */
+        ctl->acks = true;
+        ctl->hold = !ja.wait;
+    }
     rc = ctl_connect(ctl);
     if (rc == 0 && ctl->acks && !ing_client_acks(ctl->c))
         rc = wait_ack(ctl, &aw); /* the error */
@@ -830,6 +956,10 @@ cmd_submit(struct ctl *ctl, int argc, char **argv)
             print_id_json(ja.job.job_id, NULL);
         else
             printf("%s\n", ja.job.job_id);
+        if (ctl->session_file != NULL) { /* the session keeps the job and its result */
+            job_args_fini(&ja);
+            return 0;
+        }
         fflush(stdout);
         fflush(stderr);
         /* Fire and forget: the caller gets its exit status now; a detached child keeps the
@@ -1447,6 +1577,72 @@ cmd_position(struct ctl *ctl, int argc, char **argv)
     return rc == 0 && !unknown ? 0 : EXIT_FAIL;
 }
 
+/* The state of wait: results printed, and those that were not a success. */
+struct session_wait {
+    struct ctl *ctl;
+    unsigned done;
+    unsigned failed;
+};
+
+static void
+wait_event(struct ing_client *c, const struct ing_client_event *ev, void *arg)
+{
+    struct session_wait *sw = arg;
+
+    (void)c;
+    if (ev->type == ING_CLIENT_EV_DONE) {
+        if (sw->done > 0 && !sw->ctl->json)
+            putchar('\n');
+        sw->done++;
+        sw->failed += print_result(sw->ctl, ev->result, ev->lost) != 0;
+        fflush(stdout);
+    } else if (ev->type == ING_CLIENT_EV_ERROR && ev->code == ING_ERR_TAKEN_OVER) {
+        errmsg("another client resumed the session: taking it back");
+    }
+}
+
+static int
+cmd_wait(struct ctl *ctl, int argc, char **argv)
+{
+    const char *help =
+        "usage: inginious-ctl [GLOBAL] --session FILE wait [--json]\n\n"
+        "Resumes the session whose id FILE holds and prints the result of each of its\n"
+        "jobs as it arrives (those kept while no client was connected first), until none\n"
+        "is pending; it reconnects and resumes by itself if the connection is lost or\n"
+        "the backend restarts. With --json: one JSON object per line. Exit status 0 only\n"
+        "if every result was a success (or there was none).\n";
+    int rc;
+    if ((rc = json_options(ctl, argc, argv, help, 0)) >= 0)
+        return rc;
+    if (ctl->session_file == NULL) {
+        errmsg("wait needs --session FILE");
+        return EXIT_USAGE;
+    }
+    struct session_wait sw = {.ctl = ctl};
+    struct timespec t0;
+    int limit = result_timeout(ctl);
+    ctl->reconnect = true;
+    rc = ctl_connect(ctl);
+    if (rc != 0)
+        return rc;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!ing_client_resumed(ctl->c) || ing_client_pending(ctl->c) > 0) {
+        int left = -1;
+        if (limit >= 0) {
+            double ms = (double)limit - elapsed_s(&t0) * 1000.0;
+            if (ms <= 0)
+                return fail_wait(ctl, "the session's results", -ETIMEDOUT);
+            left = (int)ms + 1;
+        }
+        if (no_sessions(ctl))
+            return EXIT_FAIL;
+        rc = ing_client_wait(ctl->c, left, wait_event, &sw);
+        if (rc < 0)
+            return fail_wait(ctl, "the session's results", rc);
+    }
+    return sw.failed == 0 ? 0 : EXIT_FAIL;
+}
+
 static volatile sig_atomic_t top_stop;
 
 static void
@@ -1547,6 +1743,7 @@ main(int argc, char **argv)
         {"json", no_argument, NULL, OPT_JSON},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, 'V'},
+        {"session", required_argument, NULL, 'S'},
         {NULL, 0, NULL, 0},
     };
     static const struct {
@@ -1556,6 +1753,7 @@ main(int argc, char **argv)
         {"envs", cmd_envs},   {"submit", cmd_submit}, {"kill", cmd_kill},
         {"queue", cmd_queue}, {"watch", cmd_watch},   {"ping", cmd_ping},
         {"stats", cmd_stats}, {"top", cmd_top},       {"position", cmd_position},
+        {"wait", cmd_wait},
     };
     struct ctl ctl = {.timeout_ms = DEFAULT_TIMEOUT_MS};
     const char *env = getenv("INGINIOUS_BACKEND");
@@ -1582,6 +1780,9 @@ main(int argc, char **argv)
                 errmsg("--secret-file: cannot read %s: %s", optarg, ing_strerror(rc));
                 return EXIT_USAGE;
             }
+            break;
+        case 'S':
+            ctl.session_file = optarg;
             break;
         case OPT_JSON:
             ctl.json = true;

@@ -1130,10 +1130,9 @@ tp_hello_raw_at(const char *file, int line, struct tp_peer *p, const char *name,
 }
 
 void
-tp_hello_at(const char *file, int line, struct tp_peer *p, const char *name, uint32_t slots,
-            const struct tp_env *envs, size_t n)
+tp_envs_mp_at(const char *file, int line, const struct tp_env *envs, size_t n,
+              struct ing_mp_writer *w)
 {
-    struct ing_mp_writer w;
     const char *types[64];
     size_t nt = 0, i, k;
 
@@ -1143,42 +1142,50 @@ tp_hello_at(const char *file, int line, struct tp_peer *p, const char *name, uin
             ;
         if (k == nt) {
             if (nt >= 64)
-                tp_fail_at(file, line, "tp_hello: too many types");
+                tp_fail_at(file, line, "tp_envs_mp: too many types");
             types[nt++] = envs[i].type;
         }
     }
-    ing_mp_writer_init_dyn(&w);
-    ing_mp_put_map(&w, (uint32_t)nt);
+    ing_mp_writer_init_dyn(w);
+    ing_mp_put_map(w, (uint32_t)nt);
     for (k = 0; k < nt; k++) {
         uint32_t count = 0;
 
         for (i = 0; i < n; i++)
             count += strcmp(envs[i].type, types[k]) == 0;
-        ing_mp_put_cstr(&w, types[k]);
-        ing_mp_put_map(&w, count);
+        ing_mp_put_cstr(w, types[k]);
+        ing_mp_put_map(w, count);
         for (i = 0; i < n; i++) {
             const struct tp_env *e = &envs[i];
 
             if (strcmp(e->type, types[k]) != 0)
                 continue;
-            ing_mp_put_cstr(&w, e->name);
-            ing_mp_put_map(&w, e->advertised == TP_ADV_ABSENT ? 3 : 4);
-            ing_mp_put_cstr(&w, "id");
-            ing_mp_put_cstr(&w, e->id != NULL ? e->id : "i1");
-            ing_mp_put_cstr(&w, "created");
-            ing_mp_put_int(&w, e->created);
-            ing_mp_put_cstr(&w, "ports");
-            ing_mp_put_array(&w, 0);
+            ing_mp_put_cstr(w, e->name);
+            ing_mp_put_map(w, e->advertised == TP_ADV_ABSENT ? 3 : 4);
+            ing_mp_put_cstr(w, "id");
+            ing_mp_put_cstr(w, e->id != NULL ? e->id : "i1");
+            ing_mp_put_cstr(w, "created");
+            ing_mp_put_int(w, e->created);
+            ing_mp_put_cstr(w, "ports");
+            ing_mp_put_array(w, 0);
             if (e->advertised != TP_ADV_ABSENT) {
-                ing_mp_put_cstr(&w, "advertised");
-                ing_mp_put_bool(&w, e->advertised == TP_ADV_TRUE);
+                ing_mp_put_cstr(w, "advertised");
+                ing_mp_put_bool(w, e->advertised == TP_ADV_TRUE);
             }
         }
     }
-    if (w.err != 0) {
-        ing_mp_writer_fini(&w);
-        tp_fail_at(file, line, "tp_hello: msgpack writer error %d", w.err);
+    if (w->err != 0) {
+        ing_mp_writer_fini(w);
+        tp_fail_at(file, line, "tp_envs_mp: msgpack writer error %d", w->err);
     }
+}
+
+void
+tp_hello_at(const char *file, int line, struct tp_peer *p, const char *name, uint32_t slots,
+            const struct tp_env *envs, size_t n)
+{
+    struct ing_mp_writer w;
+    tp_envs_mp_at(file, line, envs, n, &w);
     struct tp_bytes b = {w.buf, w.len};
 
     tp_hello_raw_at(file, line, p, name, slots, b);

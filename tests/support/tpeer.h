@@ -28,6 +28,8 @@
 
 #include "inginious/proto.h"
 
+struct ing_mp_writer;
+
 #define TP_DEADLINE_MS (5000 * tp_slow()) /* every blocking wait of a test */
 #define TP_QUIET_MS 150     /* the window of tp_expect_nothing (x tp_slow()): absence checks */
 #define TP_MAX_PEERS 128    /* peers per test context */
@@ -300,6 +302,12 @@ struct tp_env {
     int64_t created;
     enum tp_adv advertised;
 };
+
+/* tp_envs_mp writes AgentHello's available_environments for envs[0..n) into w, made a
+ * dynamic writer here: the caller releases it with ing_mp_writer_fini. */
+void tp_envs_mp_at(const char *file, int line, const struct tp_env *envs, size_t n,
+                   struct ing_mp_writer *w);
+#define tp_envs_mp(...) tp_envs_mp_at(__FILE__, __LINE__, __VA_ARGS__)
 
 /* tp_hello sends AgentHello{name, slots, envs[0..n)}. */
 void tp_hello_at(const char *file, int line, struct tp_peer *p, const char *name, uint32_t slots,
