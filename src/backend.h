@@ -93,6 +93,12 @@ struct be_ops {
      * (rc 0) or refused (rc -EINVAL, its reason in why, as be_agent_hello's would be); may
      * be NULL. Not called for an agent that is gone (be_agent_gone). */
     void (*registered)(void *peer, int rc, const char *why);
+    /* take: a hello registered in steps reads its environments [p, p + len) across loop
+     * iterations. take may hand over the memory that holds them (the peer's input buffer,
+     * replaced by a new one) so that they are not copied: it returns the block's start, which
+     * the backend free()s when the registration ends, the bytes staying where they are; or
+     * NULL (then the backend copies them). May be NULL. */
+    void *(*take)(void *peer, const void *p, size_t len);
 };
 
 struct be_stats {

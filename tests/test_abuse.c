@@ -1684,6 +1684,53 @@ TP_TEST(test_abuse_large_malformed_hello)
     cu_prompt(c, cu_ms(PROMPT_MS));
 }
 
+/* A hello registered in steps takes over the agent's input buffer rather than copying its
+ * environments (ops.take): the frames that came behind it in the same read move to a new
+ * buffer and are handled (three Pings answered), the registration reads the hello where it
+ * arrived (every client gets the full list), and the connection goes on reading into its new
+ * buffer (the same again). */
+TP_TEST(test_abuse_large_hello_takes_input)
+{
+    uint32_t nenvs = 3000; /* over BE_REG_INLINE_BYTES: registered in steps */
+    struct tp_peer *c1, *a;
+    struct ing_msg m = {.type = ING_AGENT_HELLO};
+    uint8_t *envs, *frames;
+    size_t len, n, i;
+    int round;
+
+    tp_start(c, "--env-grace", "0", "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    a = tp_connect(c, ING_ROLE_AGENT);
+    envs = own(envs_map("env", nenvs, &len));
+    assert_true(len > 16384); /* BE_REG_INLINE_BYTES */
+    m.u.agent_hello.friendly_name.p = "A";
+    m.u.agent_hello.friendly_name.len = 1;
+    m.u.agent_hello.slots = 1;
+    m.u.agent_hello.environments.p = (const char *)envs;
+    m.u.agent_hello.environments.len = (uint32_t)len;
+    n = ing_msg_size(&m);
+    frames = own(malloc(n + 3 * ING_HDR_LEN));
+    assert_int_equal(ing_msg_encode(&m, frames, n), (ssize_t)n);
+    for (i = 0; i < 3; i++)
+        ing_frame_header(frames + n + i * ING_HDR_LEN, ING_PING, 0);
+    for (round = 0; round < 2; round++) {
+        const struct ing_msg *r = NULL;
+        int got = 0, pongs = 0;
+        tp_send_raw(a, frames, n + 3 * ING_HDR_LEN);
+        while (pongs < 3) {
+            got = tp_recv(a, TP_DEADLINE_MS, &r);
+            if (got == ING_PONG)
+                pongs++;
+            else if (got != ING_PING && got != ING_BACKEND_UPDATE_ENVIRONMENTS)
+                tp_fail("round %d: expected 3 Pongs, got %d after %d", round, got, pongs);
+        }
+        expect_env_count(c1, nenvs);
+    }
+    release(frames);
+    release(envs);
+    cu_prompt(c, cu_ms(PROMPT_MS));
+}
+
 /* Item 12: --max-connections-per-address refuses one more connection from an address with
  * Error LIMIT; a place freed is available again. */
 TP_TEST(test_abuse_connections_per_address)
@@ -1946,6 +1993,7 @@ main(void)
         CASE(test_abuse_many_environments),
         CASE(test_abuse_envs_non_reader_one_copy),
         CASE(test_abuse_many_environments_no_stall),
+        CASE(test_abuse_large_hello_takes_input),
         CASE(test_abuse_large_malformed_hello),
         CASE(test_abuse_many_slots_cost_nothing),
         CASE(test_abuse_stats_flood_one_walk),
