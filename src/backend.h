@@ -334,7 +334,7 @@ bool be_flush_due(const struct backend *be, uint64_t *due_ms);
 #define BE_FLUSH_UNITS 8192
 /* Once built, the list is copied to about BE_FLUSH_BYTES of clients' output per be_flush
  * call (the others at the next ones, still building: be_flush_building). */
-#define BE_FLUSH_BYTES (4u << 20)
+#define BE_FLUSH_BYTES (512u << 10)
 bool be_flush_building(const struct backend *be);
 /* be_timeouts: end the running jobs, kills and orphan waits whose deadline has passed. */
 void be_timeouts(struct backend *be);

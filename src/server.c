@@ -1456,6 +1456,11 @@ conn_on_io(void *arg, unsigned events)
         return;
     size_t budget = READ_BUDGET;
     while (budget > 0 && c->state != CONN_CLOSING) {
+        /* A peer sending a large frame (its input grown past READ_CHUNK) reads no more once
+         * the iteration has run ITER_BUDGET_US: the rest at the next one (level-triggered),
+         * so that many large hellos arriving together are not all read in one iteration. */
+        if (c->in.cap > READ_CHUNK && ev_iter_longer_than(s->loop, ITER_BUDGET_US))
+            break;
         /* Grow the input as bytes arrive (never by a frame's announced length): an idle
          * peer holds IN_FIRST bytes, a busy one READ_CHUNK, a large frame what it sent. */
         size_t want = 0;
