@@ -1731,6 +1731,48 @@ TP_TEST(test_abuse_large_hello_takes_input)
     cu_prompt(c, cu_ms(PROMPT_MS));
 }
 
+/* Large hellos arriving together: a peer whose input grew past READ_CHUNK reads no more once
+ * the iteration has run ITER_BUDGET_US, the rest at the next iterations. Every agent's hello
+ * is still read whole and registered (the clients end with the full list, then a job reaches
+ * the last agent's environments), and another client is answered meanwhile. */
+TP_TEST(test_abuse_large_hellos_together)
+{
+    uint32_t nenvs = cu_slow() > 1 ? 4000 : 10000, i;
+    struct tp_peer *c1, *probe, *a[8];
+    struct tp_job j = {.id = "last", .env = "h7_003999"};
+    uint8_t *envs[8];
+    size_t len[8];
+    uint64_t deadline;
+    long got = 0;
+
+    tp_start(c, "--env-grace", "0", "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    probe = tp_client(c, "probe", "");
+    for (i = 0; i < 8; i++) {
+        char prefix[8];
+        snprintf(prefix, sizeof(prefix), "h%u_", i);
+        envs[i] = own(envs_map(prefix, nenvs, &len[i]));
+        assert_true(len[i] > 64 * 1024); /* READ_CHUNK */
+        a[i] = tp_connect(c, ING_ROLE_AGENT);
+    }
+    for (i = 0; i < 8; i++)
+        tp_hello_raw(a[i], "A", 1, (struct tp_bytes){envs[i], len[i]});
+    cu_roundtrip(probe, cu_ms(PROMPT_MS));
+    deadline = tp_now_ms() + (uint64_t)TP_DEADLINE_MS;
+    while (got != 8L * nenvs) {
+        const struct ing_msg *m = tp_expect(c1, ING_BACKEND_UPDATE_ENVIRONMENTS);
+        bool sorted;
+        got = cu_env_names(m->u.envs.environments, &sorted);
+        if (tp_now_ms() > deadline)
+            tp_fail("the clients have %ld environments of %ld", got, 8L * nenvs);
+    }
+    tp_send_job(c1, &j);
+    tp_expect_job(a[7], "last");
+    for (i = 0; i < 8; i++)
+        release(envs[i]);
+    cu_prompt(c, cu_ms(PROMPT_MS));
+}
+
 /* Item 12: --max-connections-per-address refuses one more connection from an address with
  * Error LIMIT; a place freed is available again. */
 TP_TEST(test_abuse_connections_per_address)
@@ -1994,6 +2036,7 @@ main(void)
         CASE(test_abuse_envs_non_reader_one_copy),
         CASE(test_abuse_many_environments_no_stall),
         CASE(test_abuse_large_hello_takes_input),
+        CASE(test_abuse_large_hellos_together),
         CASE(test_abuse_large_malformed_hello),
         CASE(test_abuse_many_slots_cost_nothing),
         CASE(test_abuse_stats_flood_one_walk),
