@@ -1613,8 +1613,8 @@ TP_TEST(test_abuse_expensive_frames_budget)
  * previous registration removed in steps too), the list is built in steps and encoded once
  * per change for every client. Each client still gets one correct list per change, and
  * another client's round trips stay short while the registrations run. The longest
- * iteration left is the one the hello's frame completes in (the codec checks its 2.5 MB of
- * msgpack, and the backend copies it): a few ms here, bounded at 50 ms. */
+ * iteration left is a few ms here (the registration takes the hello's input buffer over
+ * rather than copying it: test_abuse_large_hello_takes_input), bounded at 50 ms. */
 TP_TEST(test_abuse_many_environments_no_stall)
 {
     uint32_t nenvs = cu_slow() > 1 ? 5000 : 100000;
