@@ -1454,13 +1454,14 @@ conn_on_io(void *arg, unsigned events)
     }
     if (!(events & EV_READ) || c->close_after_flush || c->backlog)
         return;
+    /* A peer sending a large frame (its input grown past READ_CHUNK) reads only READ_CHUNK
+     * once the iteration has run ITER_BUDGET_US: the rest at the next ones (level-triggered),
+     * so that many large hellos arriving together are not all read in one iteration, and
+     * every peer still reads something at each wake-up. */
     size_t budget = READ_BUDGET;
+    if (c->in.cap > READ_CHUNK && ev_iter_longer_than(s->loop, ITER_BUDGET_US))
+        budget = READ_CHUNK;
     while (budget > 0 && c->state != CONN_CLOSING) {
-        /* A peer sending a large frame (its input grown past READ_CHUNK) reads no more once
-         * the iteration has run ITER_BUDGET_US: the rest at the next one (level-triggered),
-         * so that many large hellos arriving together are not all read in one iteration. */
-        if (c->in.cap > READ_CHUNK && ev_iter_longer_than(s->loop, ITER_BUDGET_US))
-            break;
         /* Grow the input as bytes arrive (never by a frame's announced length): an idle
          * peer holds IN_FIRST bytes, a busy one READ_CHUNK, a large frame what it sent. */
         size_t want = 0;
@@ -1482,7 +1483,7 @@ conn_on_io(void *arg, unsigned events)
                 return;
             }
         }
-        size_t room = buf_room(&c->in);
+        size_t room = buf_room(&c->in) < budget ? buf_room(&c->in) : budget;
         ssize_t n = read(c->io.fd, buf_tail(&c->in), room);
         if (n > 0) {
             c->srv->ms.bytes_in += (uint64_t)n;
