@@ -3813,7 +3813,8 @@ struct be_reg {
     bool gone;           /* the agent left: no callback; from REG_UNREG on a is ours to free */
     bool stepped;        /* queued (ops.registered tells the end), not run inline */
     enum reg_phase phase;
-    uint8_t *own;        /* the copy of the environments map a queued hello reads */
+    uint8_t *own;        /* the copy of the environments map a queued hello reads, or the
+                          * block holding them (ops.take) */
     struct ing_agent_hello m;
     bool resume;                   /* an AgentHelloResume (7.10): its agent id and claims */
     uint8_t rid[ING_AGENT_ID_LEN];
@@ -4402,10 +4403,18 @@ agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello
         r->name = strndup(m->friendly_name.p, m->friendly_name.len);
         r->ring = malloc(r->rcap * sizeof(*r->ring));
         r->tanns = calloc(ntypes ? ntypes : 1, sizeof(*r->tanns));
-        if (!inline_ok && (r->own = malloc(m->environments.len ? m->environments.len : 1)))
-            memcpy(r->own, m->environments.p, m->environments.len);
         if (r->name == NULL || r->ring == NULL || r->tanns == NULL ||
-            (!inline_ok && r->own == NULL) || (res != NULL && claims_copy(r, res) != 0))
+            (res != NULL && claims_copy(r, res) != 0))
+            rc = hello_fail(r->why, sizeof(r->why), "out of memory");
+    }
+    bool taken = false; /* the peer's input handed over (ops.take): nothing copied */
+    if (rc == 0 && !inline_ok) {
+        if (be->ops.take != NULL &&
+            (r->own = be->ops.take(a->peer, m->environments.p, m->environments.len)) != NULL)
+            taken = true;
+        else if ((r->own = malloc(m->environments.len ? m->environments.len : 1)) != NULL)
+            memcpy(r->own, m->environments.p, m->environments.len);
+        else
             rc = hello_fail(r->why, sizeof(r->why), "out of memory");
     }
     if (rc != 0) {
@@ -4416,10 +4425,12 @@ agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello
         return rc;
     }
     r->it.types = r->tanns;
-    if (!inline_ok) { /* read the copy from now on: m may go */
-        r->it.p = r->own + (r->it.p - (const uint8_t *)m->environments.p);
-        r->it.end = r->own + m->environments.len;
-        r->m.environments.p = (const char *)r->own;
+    if (!inline_ok) { /* read the copy (or the taken input) from now on: m may go */
+        if (!taken) {
+            r->it.p = r->own + (r->it.p - (const uint8_t *)m->environments.p);
+            r->it.end = r->own + m->environments.len;
+            r->m.environments.p = (const char *)r->own;
+        }
         r->m.friendly_name.p = r->name;
         r->stepped = true;
         a->reg = r;

@@ -94,6 +94,12 @@ struct be_ops {
      * (rc 0) or refused (rc -EINVAL, its reason in why, as be_agent_hello's would be); may
      * be NULL. Not called for an agent that is gone (be_agent_gone). */
     void (*registered)(void *peer, int rc, const char *why);
+    /* take: a hello registered in steps reads its environments [p, p + len) across loop
+     * iterations. take may hand over the memory that holds them (the peer's input buffer,
+     * replaced by a new one) so that they are not copied: it returns the block's start, which
+     * the backend free()s when the registration ends, the bytes staying where they are; or
+     * NULL (then the backend copies them). May be NULL. */
+    void *(*take)(void *peer, const void *p, size_t len);
 };
 
 struct be_stats {
@@ -364,7 +370,7 @@ bool be_flush_due(const struct backend *be, uint64_t *due_ms);
 #define BE_FLUSH_UNITS 8192
 /* Once built, the list is copied to about BE_FLUSH_BYTES of clients' output per be_flush
  * call (the others at the next ones, still building: be_flush_building). */
-#define BE_FLUSH_BYTES (4u << 20)
+#define BE_FLUSH_BYTES (512u << 10)
 bool be_flush_building(const struct backend *be);
 /* be_timeouts: end the running jobs, kills and orphan waits whose deadline has passed. */
 void be_timeouts(struct backend *be);

@@ -33,6 +33,9 @@
 
 #define READ_CHUNK (64 * 1024)
 #define READ_BUDGET (256 * 1024) /* bytes read from one peer per wake-up */
+/* bytes written to one peer per conn_flush: the rest when the socket is writable again (a
+ * single write of megabytes, a large environment list, costs milliseconds of the loop) */
+#define WRITE_BUDGET (512 * 1024)
 #define ACCEPT_BUDGET 64
 #define FRAME_BUDGET 256     /* frames handled from one peer per wake-up */
 #define HINTS 16             /* frames whose job id is prefetched ahead (process_input) */
@@ -96,6 +99,8 @@ struct conn {
     uint64_t log_held;   /* warnings not logged in it */
     uint8_t addr_key[17]; /* the peer's address for --max-connections-per-address ([0] 0: none) */
     struct buf in, out;
+    size_t in_frame; /* the frame being handled: its length at the head of in (be_take) */
+    bool in_taken;   /* be_take handed in's memory over: the frame is gone from in */
     struct conn *prev, *next; /* all connections */
     struct tlink tl[TL_N];    /* [TL_HS] opening not finished; [TL_FRAME] a frame incomplete */
     struct conn *pw_next;           /* pending writes */
@@ -478,9 +483,12 @@ conn_send_error(struct conn *c, uint16_t code, const char *text)
 static int
 conn_flush(struct conn *c)
 {
-    while (buf_len(&c->out) > 0) {
-        ssize_t n = write(c->io.fd, buf_head(&c->out), buf_len(&c->out));
+    size_t budget = WRITE_BUDGET;
+    while (buf_len(&c->out) > 0 && budget > 0) {
+        size_t len = buf_len(&c->out) < budget ? buf_len(&c->out) : budget;
+        ssize_t n = write(c->io.fd, buf_head(&c->out), len);
         if (n > 0) {
+            budget -= (size_t)n;
             buf_consume(&c->out, (size_t)n);
             c->out_sent += (uint64_t)n;
             c->srv->ms.bytes_out += (uint64_t)n;
@@ -787,6 +795,34 @@ static void protocol_error(struct conn *c, uint16_t code, const char *fmt, uint8
 /* be_registered: a hello registered in steps has ended: opened, or refused as it would have
  * been at once (a malformed environments map, which the codec does not check over
  * ING_HELLO_CHECK_MAX bytes, as the codec refuses a malformed frame). */
+/* be_take hands c's input buffer over to a registration that would copy [p, p + len) of the
+ * frame being handled (ops.take): the bytes after that frame move to a new input buffer
+ * (bounded: at most what a wake-up reads), the large frame is not copied. */
+static void *
+be_take(void *peer, const void *p, size_t len)
+{
+    struct conn *c = peer;
+    const uint8_t *head = buf_head(&c->in), *q = p;
+    if (c->dialect != DIALECT_NATIVE || c->in_frame == 0 || q < head ||
+        len > c->in_frame || (size_t)(q - head) > c->in_frame - len)
+        return NULL;
+    size_t rest = buf_len(&c->in) - c->in_frame;
+    struct buf nb;
+    buf_init(&nb);
+    if (buf_reserve(&nb, rest > IN_FIRST ? rest : IN_FIRST) != 0)
+        return NULL;
+    if (rest > 0)
+        memcpy(buf_tail(&nb), head + c->in_frame, rest);
+    buf_produce(&nb, rest);
+    void *block = c->in.data;
+    c->in = nb;
+    c->in_frame = 0;
+    c->in_taken = true;
+    c->srv->hint_conn = NULL; /* the hints point into the block */
+    conn_account(c);
+    return block;
+}
+
 static void
 be_registered(void *peer, int rc, const char *why)
 {
@@ -1388,9 +1424,15 @@ process_input(struct conn *c)
             s->iter_check = true;
         if (c->role == ING_ROLE_CLIENT)
             handle_client(c, &m, body, blen);
-        else
+        else {
+            c->in_frame = (size_t)r;
             handle_agent(c, &m, body, blen);
-        buf_consume(&c->in, (size_t)r);
+            c->in_frame = 0;
+        }
+        if (c->in_taken) /* be_take: the frame left with the old buffer */
+            c->in_taken = false;
+        else
+            buf_consume(&c->in, (size_t)r);
         /* A peer that pipelines many requests: write as we go rather than let its replies
          * pile up to the output limit within one batch. */
         if (buf_len(&c->out) > s->cfg.max_output / 2 && c->state != CONN_CLOSING)
@@ -1468,7 +1510,13 @@ conn_on_io(void *arg, unsigned events)
     }
     if (!(events & EV_READ) || c->close_after_flush || c->backlog)
         return;
+    /* A peer sending a large frame (its input grown past READ_CHUNK) reads only READ_CHUNK
+     * once the iteration has run ITER_BUDGET_US: the rest at the next ones (level-triggered),
+     * so that many large hellos arriving together are not all read in one iteration, and
+     * every peer still reads something at each wake-up. */
     size_t budget = READ_BUDGET;
+    if (c->in.cap > READ_CHUNK && ev_iter_longer_than(s->loop, ITER_BUDGET_US))
+        budget = READ_CHUNK;
     while (budget > 0 && c->state != CONN_CLOSING) {
         /* Grow the input as bytes arrive (never by a frame's announced length): an idle
          * peer holds IN_FIRST bytes, a busy one READ_CHUNK, a large frame what it sent. */
@@ -1491,7 +1539,7 @@ conn_on_io(void *arg, unsigned events)
                 return;
             }
         }
-        size_t room = buf_room(&c->in);
+        size_t room = buf_room(&c->in) < budget ? buf_room(&c->in) : budget;
         ssize_t n = read(c->io.fd, buf_tail(&c->in), room);
         if (n > 0) {
             c->srv->ms.bytes_in += (uint64_t)n;
@@ -2129,7 +2177,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         }
         s->addr_mask = n - 1;
     }
-    struct be_ops ops = {be_send, be_relay, be_drop, be_registered};
+    struct be_ops ops = {be_send, be_relay, be_drop, be_registered, be_take};
     s->cfg.be.lost_batch = LOST_BATCH;
     s->loop = ev_new();
     if (s->loop == NULL || be_init(&s->be, &s->cfg.be, &ops) != 0) {

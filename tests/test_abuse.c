@@ -1613,8 +1613,8 @@ TP_TEST(test_abuse_expensive_frames_budget)
  * previous registration removed in steps too), the list is built in steps and encoded once
  * per change for every client. Each client still gets one correct list per change, and
  * another client's round trips stay short while the registrations run. The longest
- * iteration left is the one the hello's frame completes in (the codec checks its 2.5 MB of
- * msgpack, and the backend copies it): a few ms here, bounded at 50 ms. */
+ * iteration left is a few ms here (the registration takes the hello's input buffer over
+ * rather than copying it: test_abuse_large_hello_takes_input), bounded at 50 ms. */
 TP_TEST(test_abuse_many_environments_no_stall)
 {
     uint32_t nenvs = cu_slow() > 1 ? 5000 : 100000;
@@ -1685,6 +1685,95 @@ TP_TEST(test_abuse_large_malformed_hello)
     expect_env_count(c1, nenvs);
     release(bad);
     release(envs);
+    cu_prompt(c, cu_ms(PROMPT_MS));
+}
+
+/* A hello registered in steps takes over the agent's input buffer rather than copying its
+ * environments (ops.take): the frames that came behind it in the same read move to a new
+ * buffer and are handled (three Pings answered), the registration reads the hello where it
+ * arrived (every client gets the full list), and the connection goes on reading into its new
+ * buffer (the same again). */
+TP_TEST(test_abuse_large_hello_takes_input)
+{
+    uint32_t nenvs = 3000; /* over BE_REG_INLINE_BYTES: registered in steps */
+    struct tp_peer *c1, *a;
+    struct ing_msg m = {.type = ING_AGENT_HELLO};
+    uint8_t *envs, *frames;
+    size_t len, n, i;
+    int round;
+
+    tp_start(c, "--env-grace", "0", "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    a = tp_connect(c, ING_ROLE_AGENT);
+    envs = own(envs_map("env", nenvs, &len));
+    assert_true(len > 16384); /* BE_REG_INLINE_BYTES */
+    m.u.agent_hello.friendly_name.p = "A";
+    m.u.agent_hello.friendly_name.len = 1;
+    m.u.agent_hello.slots = 1;
+    m.u.agent_hello.environments.p = (const char *)envs;
+    m.u.agent_hello.environments.len = (uint32_t)len;
+    n = ing_msg_size(&m);
+    frames = own(malloc(n + 3 * ING_HDR_LEN));
+    assert_int_equal(ing_msg_encode(&m, frames, n), (ssize_t)n);
+    for (i = 0; i < 3; i++)
+        ing_frame_header(frames + n + i * ING_HDR_LEN, ING_PING, 0);
+    for (round = 0; round < 2; round++) {
+        const struct ing_msg *r = NULL;
+        int got = 0, pongs = 0;
+        tp_send_raw(a, frames, n + 3 * ING_HDR_LEN);
+        while (pongs < 3) {
+            got = tp_recv(a, TP_DEADLINE_MS, &r);
+            if (got == ING_PONG)
+                pongs++;
+            else if (got != ING_PING && got != ING_BACKEND_UPDATE_ENVIRONMENTS)
+                tp_fail("round %d: expected 3 Pongs, got %d after %d", round, got, pongs);
+        }
+        expect_env_count(c1, nenvs);
+    }
+    release(frames);
+    release(envs);
+    cu_prompt(c, cu_ms(PROMPT_MS));
+}
+
+/* Large hellos arriving together: a peer whose input grew past READ_CHUNK reads no more once
+ * the iteration has run ITER_BUDGET_US, the rest at the next iterations. Every agent's hello
+ * is still read whole and registered (the clients end with the full list, then a job reaches
+ * the last agent's environments), and another client is answered meanwhile. */
+TP_TEST(test_abuse_large_hellos_together)
+{
+    uint32_t nenvs = cu_slow() > 1 ? 4000 : 10000, i;
+    struct tp_peer *c1, *probe, *a[8];
+    struct tp_job j = {.id = "last", .env = "h7_003999"};
+    uint8_t *envs[8];
+    size_t len[8];
+    uint64_t deadline;
+    long got = 0;
+
+    tp_start(c, "--env-grace", "0", "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    probe = tp_client(c, "probe", "");
+    for (i = 0; i < 8; i++) {
+        char prefix[8];
+        snprintf(prefix, sizeof(prefix), "h%u_", i);
+        envs[i] = own(envs_map(prefix, nenvs, &len[i]));
+        assert_true(len[i] > 64 * 1024); /* READ_CHUNK */
+        a[i] = tp_connect(c, ING_ROLE_AGENT);
+    }
+    for (i = 0; i < 8; i++)
+        tp_hello_raw(a[i], "A", 1, (struct tp_bytes){envs[i], len[i]});
+    cu_roundtrip(probe, cu_ms(PROMPT_MS));
+    deadline = tp_now_ms() + (uint64_t)TP_DEADLINE_MS;
+    while (got != 8L * nenvs) {
+        const struct ing_msg *m = tp_expect(c1, ING_BACKEND_UPDATE_ENVIRONMENTS);
+        bool sorted;
+        got = cu_env_names(m->u.envs.environments, &sorted);
+        if (tp_now_ms() > deadline)
+            tp_fail("the clients have %ld environments of %ld", got, 8L * nenvs);
+    }
+    tp_send_job(c1, &j);
+    tp_expect_job(a[7], "last");
+    for (i = 0; i < 8; i++)
+        release(envs[i]);
     cu_prompt(c, cu_ms(PROMPT_MS));
 }
 
@@ -1950,6 +2039,8 @@ main(void)
         CASE(test_abuse_many_environments),
         CASE(test_abuse_envs_non_reader_one_copy),
         CASE(test_abuse_many_environments_no_stall),
+        CASE(test_abuse_large_hello_takes_input),
+        CASE(test_abuse_large_hellos_together),
         CASE(test_abuse_large_malformed_hello),
         CASE(test_abuse_many_slots_cost_nothing),
         CASE(test_abuse_stats_flood_one_walk),
