@@ -34,6 +34,7 @@ struct rank {
     uint32_t n;         /* live ordinals */
     uint64_t base;      /* no live ordinal is below base */
     uint64_t next;      /* the next ordinal rank_push hands out; all live ones are below */
+    uint64_t top_sq;    /* the arrival kept at ordinal next - 1 (rank_before_seq_from) */
     bool keys;
 };
 
@@ -57,5 +58,18 @@ uint32_t rank_before(const struct rank *r, uint64_t ord);
 uint32_t rank_before_key(const struct rank *r, uint64_t vt, uint64_t sq);
 /* rank_before_seq: live ordinals whose arrival is below sq. */
 uint32_t rank_before_seq(const struct rank *r, uint64_t sq);
+
+/* rank_before_seq_from: rank_before_seq(r, sq) when no ordinal below lo is live and lo
+ * (live) arrived at lo_sq: reads no arrival when sq is outside the live ones' range, else
+ * searches from guess g (rank_seq_guess; any value is correct, a good one is fast). */
+uint32_t rank_before_seq_from(const struct rank *r, uint64_t lo, uint64_t lo_sq, uint64_t g,
+                              uint64_t sq);
+/* rank_seq_guess: where between lo (arrived at lo_sq, lo_sq < sq) and next - 1 (arrived at
+ * top_sq, sq <= top_sq) the first arrival not below sq is likely to be, by interpolation. */
+uint64_t rank_seq_guess(const struct rank *r, uint64_t lo, uint64_t lo_sq, uint64_t sq);
+/* rank_prefetch_before starts loading what rank_before(r, ord) and a search near ord read
+ * (cap > 0): a caller with several groups to count issues them all first, so that the
+ * groups' cache misses overlap. */
+void rank_prefetch_before(const struct rank *r, uint64_t ord);
 
 #endif
