@@ -50,6 +50,16 @@ fw_add(struct rank *r, uint32_t p, int32_t d)
         r->t[i] = (uint32_t)((int32_t)r->t[i] + d);
 }
 
+/* popcount counts x's set bits (without -mpopcnt the builtin calls into libgcc). */
+static inline uint32_t
+popcount(uint64_t x)
+{
+    x -= (x >> 1) & 0x5555555555555555ull;
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (uint32_t)((x * 0x0101010101010101ull) >> 56);
+}
+
 /* fw_prefix: live positions below p (0 <= p <= cap). */
 static uint32_t
 fw_prefix(const struct rank *r, uint32_t p)
@@ -58,7 +68,7 @@ fw_prefix(const struct rank *r, uint32_t p)
     for (uint32_t i = w; i > 0; i -= i & -i)
         s += r->t[i];
     if (p % 64 != 0)
-        s += (uint32_t)__builtin_popcountll(r->bits[w] & ((1ull << (p % 64)) - 1));
+        s += popcount(r->bits[w] & ((1ull << (p % 64)) - 1));
     return s;
 }
 
@@ -273,14 +283,14 @@ gallop(const struct rank *r, uint64_t lo, uint64_t hi, uint64_t g, bool seq, uin
             hi -= step;
         }
     }
-    while (hi - lo > 1) { /* below(lo), !below(hi): bisect */
-        uint64_t mid = lo + (hi - lo) / 2;
-        if (below(r, mid, seq, vt, sq))
-            lo = mid;
-        else
-            hi = mid;
+    /* below(lo), !below(hi): bisect, without a branch on the keys (a conditional move). */
+    uint64_t len = hi - lo;
+    while (len > 1) {
+        uint64_t half = len / 2;
+        lo = below(r, lo + half, seq, vt, sq) ? lo + half : lo;
+        len -= half;
     }
-    return hi;
+    return lo + 1;
 }
 
 /* first_not_below: the first ordinal of [base, next) whose key is not below (vt, sq) (or
