@@ -22,6 +22,37 @@ rnd(uint32_t n)
     return cu_below(&rng, n);
 }
 
+/* churn: a step other than a push (op in 0..99, at least one ordinal live): kill one (op
+ * below 85; the oldest below 70, as dispatch does, else any, as kills do), or revive one of
+ * the last 300 if dead (as a requeue) with its key (tags[o], arrs[o]), or (10 o, o) when
+ * tags is NULL. Returns the change of the live count. */
+static int
+churn(struct rank *r, struct pool *p, char *live, uint32_t op, const uint64_t *tags,
+      const uint64_t *arrs)
+{
+    uint64_t o = 0;
+    if (op < 85) {
+        if (op < 70) {
+            while (!live[o])
+                o++;
+        } else {
+            do
+                o = rnd((uint32_t)r->next);
+            while (!live[o]);
+        }
+        rank_kill(r, o);
+        live[o] = 0;
+        return -1;
+    }
+    o = r->next - 1 - rnd(r->next < 300 ? (uint32_t)r->next : 300);
+    if (live[o])
+        return 0;
+    assert_int_equal(rank_reserve(r, p, o), 0);
+    rank_revive(r, o, tags != NULL ? tags[o] : 10 * o, tags != NULL ? arrs[o] : o);
+    live[o] = 1;
+    return 1;
+}
+
 /* walk: steps of push / kill (mostly the oldest, as dispatch does, sometimes any, as kills
  * do) / revive (a dead ordinal near the live ones, as a requeue); keys mode keeps (10 o, o). */
 static void
@@ -43,27 +74,8 @@ walk(bool keys, uint64_t seed)
             assert_int_equal(rank_push(&r, 10 * o, o), o);
             live[o] = 1;
             nlive++;
-        } else if (op < 85) {
-            uint64_t o = 0;
-            if (op < 70) { /* the oldest */
-                while (!live[o])
-                    o++;
-            } else {
-                do
-                    o = rnd((uint32_t)r.next);
-                while (!live[o]);
-            }
-            rank_kill(&r, o);
-            live[o] = 0;
-            nlive--;
-        } else if (r.next > 0) {
-            uint64_t o = r.next - 1 - rnd(r.next < 300 ? (uint32_t)r.next : 300);
-            if (!live[o]) {
-                assert_int_equal(rank_reserve(&r, &p, o), 0);
-                rank_revive(&r, o, 10 * o, o);
-                live[o] = 1;
-                nlive++;
-            }
+        } else {
+            nlive = (uint64_t)((int64_t)nlive + churn(&r, &p, live, op, NULL, NULL));
         }
         assert_int_equal(r.n, nlive);
         /* A few queries per step, checked against the model. */
@@ -137,27 +149,8 @@ skewed(uint64_t seed)
             assert_int_equal(rank_push(&r, t, a), o);
             live[o] = 1;
             nlive++;
-        } else if (op < 85) {
-            uint64_t o = 0;
-            if (op < 70) {
-                while (!live[o])
-                    o++;
-            } else {
-                do
-                    o = rnd((uint32_t)r.next);
-                while (!live[o]);
-            }
-            rank_kill(&r, o);
-            live[o] = 0;
-            nlive--;
-        } else if (r.next > 0) {
-            uint64_t o = r.next - 1 - rnd(r.next < 300 ? (uint32_t)r.next : 300);
-            if (!live[o]) {
-                assert_int_equal(rank_reserve(&r, &p, o), 0);
-                rank_revive(&r, o, tag[o], arr[o]);
-                live[o] = 1;
-                nlive++;
-            }
+        } else {
+            nlive = (uint64_t)((int64_t)nlive + churn(&r, &p, live, op, tag, arr));
         }
         assert_int_equal(r.top_sq, arr[r.next - 1]);
         if (nlive == 0)
