@@ -251,6 +251,8 @@ interpolate(uint64_t lo, uint64_t hi, uint64_t a, uint64_t z, uint64_t x)
     return g <= lo ? lo + 1 : g > hi ? hi : g;
 }
 
+#define GALLOP_STEP 8 /* a gallop's first step: the arrivals of a line */
+
 /* gallop: the first ordinal of (lo, hi] whose key is not below (vt, sq), given that lo's is
  * below and hi's is not and that the keys in between do not decrease. The search starts at
  * guess g, gallops away from it by doubling steps and ends by bisection between the last
@@ -266,7 +268,7 @@ gallop(const struct rank *r, uint64_t lo, uint64_t hi, uint64_t g, bool seq, uin
         g = lo + (hi - lo) / 2 + 1;
     if (below(r, g, seq, vt, sq)) {
         lo = g;
-        for (uint64_t step = 1; step < hi - lo; step *= 2) {
+        for (uint64_t step = GALLOP_STEP; step < hi - lo; step *= 2) {
             if (!below(r, lo + step, seq, vt, sq)) {
                 hi = lo + step;
                 break;
@@ -275,7 +277,7 @@ gallop(const struct rank *r, uint64_t lo, uint64_t hi, uint64_t g, bool seq, uin
         }
     } else {
         hi = g;
-        for (uint64_t step = 1; step < hi - lo; step *= 2) {
+        for (uint64_t step = GALLOP_STEP; step < hi - lo; step *= 2) {
             if (below(r, hi - step, seq, vt, sq)) {
                 lo = hi - step;
                 break;
