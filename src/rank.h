@@ -11,9 +11,10 @@
  * outgrows it. Updates and queries cost O(log (cap / 64)) plus a popcount; a group of a
  * million waiting jobs answers in a microsecond. Each position also keeps its ordinal's
  * arrival, and with keys set (fair share) its tag, so that rank_before_seq and
- * rank_before_key count the live entries below any arrival or (tag, arrival) by binary search
- * (a group's arrivals grow with its ordinals, and so do a key's tags). Arrays
- * come from a struct pool: a warm backend allocates nothing for groups that come and go. */
+ * rank_before_key count the live entries below any arrival or (tag, arrival) by a search
+ * from an interpolated guess (a group's arrivals grow with its ordinals, and so do a key's
+ * tags). Arrays come from a struct pool: a warm backend allocates nothing for groups that
+ * come and go. */
 #ifndef ING_RANK_H
 #define ING_RANK_H
 
