@@ -2554,7 +2554,7 @@ static void
 test_backend_fair_job_info_many_keys(void **state)
 {
     enum { KEYS = 40, JOBS = 60 };
-    static char keys[KEYS][8];
+    static char keys[KEYS][16];
     char id[64];
     fair_again(state, FAIR_LAUNCHER, NULL, 0);
     rng = 7;
