@@ -11,9 +11,10 @@
  * outgrows it. Updates and queries cost O(log (cap / 64)) plus a popcount; a group of a
  * million waiting jobs answers in a microsecond. Each position also keeps its ordinal's
  * arrival, and with keys set (fair share) its tag, so that rank_before_seq and
- * rank_before_key count the live entries below any arrival or (tag, arrival) by binary search
- * (a group's arrivals grow with its ordinals, and so do a key's tags). Arrays
- * come from a struct pool: a warm backend allocates nothing for groups that come and go. */
+ * rank_before_key count the live entries below any arrival or (tag, arrival) by a search
+ * from an interpolated guess (a group's arrivals grow with its ordinals, and so do a key's
+ * tags). Arrays come from a struct pool: a warm backend allocates nothing for groups that
+ * come and go. */
 #ifndef ING_RANK_H
 #define ING_RANK_H
 
@@ -34,6 +35,7 @@ struct rank {
     uint32_t n;         /* live ordinals */
     uint64_t base;      /* no live ordinal is below base */
     uint64_t next;      /* the next ordinal rank_push hands out; all live ones are below */
+    uint64_t top_sq;    /* the arrival kept at ordinal next - 1 (rank_before_seq_from) */
     bool keys;
 };
 
@@ -57,5 +59,18 @@ uint32_t rank_before(const struct rank *r, uint64_t ord);
 uint32_t rank_before_key(const struct rank *r, uint64_t vt, uint64_t sq);
 /* rank_before_seq: live ordinals whose arrival is below sq. */
 uint32_t rank_before_seq(const struct rank *r, uint64_t sq);
+
+/* rank_before_seq_from: rank_before_seq(r, sq) when no ordinal below lo is live and lo
+ * (live) arrived at lo_sq: reads no arrival when sq is outside the live ones' range, else
+ * searches from guess g (rank_seq_guess; any value is correct, a good one is fast). */
+uint32_t rank_before_seq_from(const struct rank *r, uint64_t lo, uint64_t lo_sq, uint64_t g,
+                              uint64_t sq);
+/* rank_seq_guess: where between lo (arrived at lo_sq, lo_sq < sq) and next - 1 (arrived at
+ * top_sq, sq <= top_sq) the first arrival not below sq is likely to be, by interpolation. */
+uint64_t rank_seq_guess(const struct rank *r, uint64_t lo, uint64_t lo_sq, uint64_t sq);
+/* rank_prefetch_before starts loading what rank_before(r, ord) and a search near ord read
+ * (cap > 0): a caller with several groups to count issues them all first, so that the
+ * groups' cache misses overlap. */
+void rank_prefetch_before(const struct rank *r, uint64_t ord);
 
 #endif

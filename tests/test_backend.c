@@ -2606,6 +2606,57 @@ test_backend_session_ttl_and_kept(void **state)
 }
 
 
+/* Fair share with 40 keys (more than one batch of records, RANK_MANY_MAX) in two
+ * environments that one agent provides, priorities 0/1 at random: be_check compares every
+ * waiting job's position with a job-by-job count (at most 64 waiting), after each of the
+ * submissions and of 30 dispatches; three checks by hand too. */
+static void
+test_backend_fair_job_info_many_keys(void **state)
+{
+    enum { KEYS = 40, JOBS = 60 };
+    static char keys[KEYS][16];
+    char id[64];
+    fair_again(state, FAIR_LAUNCHER, NULL, 0);
+    rng = 7;
+    struct be_client *c = client(0);
+    struct be_agent *a = agent(1, 1, "e,f");
+    t_launcher = "k0";
+    submit(c, "r", 0, "e"); /* runs */
+    for (int k = 0; k < KEYS; k++)
+        snprintf(keys[k], sizeof(keys[k]), "k%d", k);
+    for (int i = 0; i < JOBS; i++) {
+        t_launcher = keys[rnd(KEYS)];
+        snprintf(id, sizeof(id), "j%d", i);
+        submit(c, id, (int64_t)rnd(2), rnd(2) ? "e" : "f");
+        assert_int_equal(be_check(&be), 0);
+    }
+    assert_int_equal(be.n_waiting, JOBS);
+    /* By hand: the job of priority 0 that arrived first goes first in both environments'
+     * counts (nothing has a better (priority, arrival) than it, nor a lower tag in its
+     * own), and the position of no job exceeds the others waiting. */
+    uint64_t zero = 0;
+    for (int i = 0; i < JOBS; i++) {
+        snprintf(id, sizeof(id), "j%d", i);
+        uint64_t pos = info_of(id).position;
+        assert_true(pos < JOBS);
+        zero += pos == 0;
+    }
+    assert_true(zero >= 1 && zero <= 2); /* one per environment at most */
+    struct rec *r = next_job(1);
+    assert_non_null(r);
+    assert_string_equal(r->job, "r");
+    snprintf(id, sizeof(id), "%s", r->job);
+    for (int d = 0; d < 30; d++) {
+        done(a, id, "success");
+        assert_int_equal(be_check(&be), 0);
+        r = next_job(1);
+        assert_non_null(r);
+        assert_int_equal(r->type, ING_BACKEND_NEW_JOB);
+        snprintf(id, sizeof(id), "%s", r->job);
+    }
+    assert_int_equal(be.n_waiting, JOBS - 30);
+}
+
 /* resume_hello says AgentHelloResume on a (agent id rid: 16 x rid_byte, one slot per job
  * and 2 more, environment e1) claiming ids (started ones marked with a leading '+'). */
 static int
@@ -3088,6 +3139,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_job_info, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_info_shared_agent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_job_info_shared_agent, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_job_info_many_keys, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_backend_agent_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_agent_resume_pending, setup, teardown),
