@@ -544,6 +544,10 @@ case_cycle(uint32_t nenv, uint32_t nagents)
         timed_cycles(&b, name0, name0a, 0, INFLIGHT);
     /* 1M waiting: every slot busy and a million jobs queued; a cycle submits one (queued)
      * and answers the oldest running one, whose slot takes the best waiting job. */
+    if (!wanted(name1)) {
+        teardown(&b);
+        return;
+    }
     uint32_t slots = nagents * SLOTS;
     while (b.rlen < slots)
         submit(&b, 0, -1);
