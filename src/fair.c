@@ -3,6 +3,7 @@
 #include "fair.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,6 +108,11 @@ fair_key_of(enum fair_mode mode, const struct ing_client_new_job *m, struct ing_
     }
 }
 
+/* fair_get clears a record in two parts around its rank, up to its key (the last field). */
+_Static_assert(offsetof(struct fair_key, brk) == offsetof(struct fair_key, rk) + sizeof(struct rank) &&
+                   sizeof(struct fair_key) - offsetof(struct fair_key, key) < FAIR_KEY_MAX + 8,
+               "struct fair_key: rk then brk, key last");
+
 static uint64_t
 key_hash(const void *scope, int64_t prio, const char *key, size_t len)
 {
@@ -203,15 +209,15 @@ fair_get(struct fair *f, void *scope, int64_t prio, const char *key, size_t len,
     if (k != NULL) { /* its empty rank (and arrays) kept: what a new record's would be */
         f->spare = k->hnext;
         f->nspare--;
-        struct rank rk = k->rk;
-        memset(k, 0, sizeof(*k));
-        k->rk = rk;
     } else {
         if ((k = slab_alloc(&f->slab)) == NULL)
             return NULL;
-        memset(k, 0, sizeof(*k));
         rank_init(&k->rk, f->mode != FAIR_NONE);
     }
+    /* All zero but the rank and the key's bytes past its length (never read): two fixed
+     * clears, not a string store over the whole record. */
+    memset(k, 0, offsetof(struct fair_key, rk));
+    memset(&k->brk, 0, offsetof(struct fair_key, key) - offsetof(struct fair_key, brk));
     k->scope = scope;
     k->prio = prio;
     k->hash = h;
@@ -225,7 +231,7 @@ fair_get(struct fair *f, void *scope, int64_t prio, const char *key, size_t len,
     *list = k;
     k->hnext = f->tab[h & f->mask];
     f->tab[h & f->mask] = k;
-    if (++f->n > f->mask + 1)
+    if (++f->n > (f->mask + 1) / 4) /* short chains: a walk reads cold records */
         grow(f);
     return k;
 }
