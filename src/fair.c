@@ -68,8 +68,11 @@ fair_fini(struct fair *f)
         for (size_t i = 0; i <= f->mask; i++)
             for (struct fair_key *k = f->tab[i]; k != NULL; k = k->hnext)
                 rank_fini(&k->rk, &f->pool);
-    for (struct fair_key *k = f->spare; k != NULL; k = k->hnext)
+    for (struct fair_key *k = f->spare, *next; k != NULL; k = next) {
+        next = k->hnext;
         rank_fini(&k->rk, &f->pool);
+        slab_free(&f->slab, k); /* each its own allocation in the sanitizer build */
+    }
     f->spare = NULL;
     f->nspare = 0;
     free(f->tab);
