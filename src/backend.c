@@ -233,6 +233,8 @@ struct kept {
     struct kept *next;
     struct be_session *s;
     uint64_t seq; /* its job's arrival order */
+    uint64_t dno; /* acknowledged sessions: its number among the BackendJobDone frames sent
+                   * on the session's connection (valid while sent: before s->next_send) */
     uint32_t len; /* body bytes, after the ING_HDR_LEN header */
     uint8_t frame[];
 };
@@ -250,6 +252,11 @@ struct be_session {
     bool resuming; /* kept results are being delivered (results arriving now are kept) */
     bool listing;  /* then the list of its jobs is being sent, from cursor on */
     struct job *cursor; /* the next job to list (owner_unlink moves it past a job it frees) */
+    /* Acknowledged results (ClientSessionAck, proto.md 7.9): every result is kept until the
+     * connection acknowledges it; the kept list is [sent, unacknowledged][not sent yet]. */
+    bool acking;            /* the attached connection opened with ING_SESSION_ACK */
+    uint64_t sent, acked;   /* BackendJobDone frames sent on it since its hello; acked */
+    struct kept *next_send; /* the first kept result not sent on it (NULL: all were) */
 };
 
 /* client_keeps tells whether a result for c is kept rather than sent: c is a detached
@@ -258,6 +265,14 @@ static inline bool
 client_keeps(const struct be_client *c)
 {
     return c->peer == NULL || (c->sess != NULL && (c->sess->hold || c->sess->resuming));
+}
+
+/* client_acks tells whether c is a session attached to a connection that acknowledges its
+ * results: each is kept (and journaled) until acknowledged, sent or not. */
+static inline bool
+client_acks(const struct be_client *c)
+{
+    return c->peer != NULL && c->sess != NULL && c->sess->acking;
 }
 
 static const uint8_t empty_map[1] = {0x80};
@@ -1558,10 +1573,14 @@ send_result_seq(struct backend *be, struct be_client *c, struct ing_view id, con
     r->state = state;
     r->archive.p = NULL;
     r->stdout_.p = r->stderr_.p = "";
-    if (client_keeps(c))
-        session_keep_msg(be, c, seq, &m);
-    else
+    if (client_acks(c) && seq == 0) { /* a refusal: no job to keep it for; counted */
         be->ops.send(c->peer, &m);
+        c->sess->sent++;
+    } else if (client_keeps(c) || client_acks(c)) {
+        session_keep_msg(be, c, seq, &m);
+    } else {
+        be->ops.send(c->peer, &m);
+    }
 }
 
 static void
@@ -4550,7 +4569,7 @@ be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, siz
                     m->result_text.len);
     run_remove(be, j);
     struct be_client *c = live_owner(j);
-    if (c != NULL && !client_keeps(c))
+    if (c != NULL && !client_keeps(c) && !client_acks(c))
         be->ops.relay(c->peer, ING_BACKEND_JOB_DONE, body, len);
     else if (c != NULL)
         session_keep(be, c, j->seq, body, len);
@@ -4860,8 +4879,9 @@ session_make(struct backend *be, struct be_client *c, const uint8_t *id)
 static void
 session_detach(struct backend *be, struct be_client *c)
 {
-    c->sess->resuming = c->sess->listing = false;
+    c->sess->resuming = c->sess->listing = c->sess->acking = false;
     c->sess->cursor = NULL;
+    c->sess->next_send = NULL; /* on the next connection, all are sent again */
     client_unregister(be, c);
     c->peer = NULL;
     c->sess->detached = true;
@@ -4972,7 +4992,45 @@ kept_free(struct backend *be, struct be_session *s, struct kept *k)
     free(k);
 }
 
-/* session_keep keeps the result body[0..len) of job seq for the detached session c. */
+/* kept_send sends s's kept result k on s's (acknowledging) connection, numbered. */
+static void
+kept_send(struct backend *be, struct be_session *s, struct kept *k)
+{
+    be->ops.relay(s->c->peer, ING_BACKEND_JOB_DONE, k->frame + ING_HDR_LEN, k->len);
+    k->dno = ++s->sent;
+}
+
+/* session_push: k was just kept for s (appended last). On an acknowledging connection that
+ * is sent results now (not resuming, not HOLD) it goes out at once, unless results kept
+ * before it wait to be sent; else it is the first to wait, when none did. */
+static void
+session_push(struct backend *be, struct be_session *s, struct kept *k)
+{
+    if (!client_acks(s->c) || s->next_send != NULL)
+        return;
+    if (s->hold || s->resuming)
+        s->next_send = k;
+    else
+        kept_send(be, s, k);
+}
+
+/* session_send_kept sends s's kept results not yet sent on its acknowledging connection, at
+ * least one and then while budget bytes are not exceeded; returns true if some remain. */
+static bool
+session_send_kept(struct backend *be, struct be_session *s, size_t budget)
+{
+    size_t sent = 0;
+    while (s->next_send != NULL && (sent == 0 || sent + s->next_send->len <= budget)) {
+        struct kept *k = s->next_send;
+        s->next_send = k->next;
+        kept_send(be, s, k);
+        sent += k->len;
+    }
+    return s->next_send != NULL;
+}
+
+/* session_keep keeps the result body[0..len) of job seq for the detached session c (or
+ * one that acknowledges its results). */
 static void
 session_keep(struct backend *be, struct be_client *c, uint64_t seq, const uint8_t *body,
              size_t len)
@@ -4984,6 +5042,7 @@ session_keep(struct backend *be, struct be_client *c, uint64_t seq, const uint8_
     memcpy(k->frame + ING_HDR_LEN, body, len);
     if (be->jr != NULL)
         jr_kept(be, JREC_DONE, c->sess, k);
+    session_push(be, c->sess, k);
 }
 
 static void
@@ -4998,6 +5057,7 @@ session_keep_msg(struct backend *be, struct be_client *c, uint64_t seq, const st
     (void)ing_msg_encode(m, k->frame, n);
     if (be->jr != NULL)
         jr_kept(be, JREC_DONE, c->sess, k);
+    session_push(be, c->sess, k);
 }
 
 /* session_unkeep forgets s's kept results (delivered, or dropped with s), journaling each
@@ -5109,7 +5169,7 @@ be_session_deliver(struct backend *be, struct be_client *c, size_t budget)
     if (s == NULL || c->peer == NULL)
         return false;
     if (s->resuming) {
-        if (session_unkeep(be, s, true, budget))
+        if (s->acking ? session_send_kept(be, s, budget) : session_unkeep(be, s, true, budget))
             return true;
         s->resuming = false; /* the list follows */
         s->listing = true;
@@ -5131,10 +5191,42 @@ be_session_resume(struct backend *be, struct be_client *c, bool hold, size_t bud
     if (s == NULL || c->peer == NULL)
         return false;
     s->hold = hold;
+    s->sent = s->acked = 0;
+    s->next_send = s->acking ? s->kept : NULL; /* each kept one is sent (again) on it */
     s->resuming = !hold && s->kept != NULL; /* with hold, results stay kept: only the list */
     s->listing = !s->resuming;
     s->cursor = c->jobs;
     return s->resuming ? be_session_deliver(be, c, budget) : session_list(be, c, budget);
+}
+
+void
+be_session_acks(struct be_client *c, bool on)
+{
+    if (c->sess != NULL)
+        c->sess->acking = on;
+}
+
+int
+be_session_ack(struct backend *be, struct be_client *c, uint64_t count)
+{
+    struct be_session *s = c->sess;
+    if (s == NULL || !s->acking || c->peer == NULL)
+        return -EPERM;
+    if (count > s->sent)
+        return -ERANGE;
+    if (count <= s->acked)
+        return 0;
+    s->acked = count;
+    while (s->kept != NULL && s->kept != s->next_send && s->kept->dno <= count) {
+        struct kept *k = s->kept;
+        s->kept = k->next;
+        if (be->jr != NULL)
+            jr_kept(be, JREC_DELIVERED, s, k);
+        kept_free(be, s, k);
+    }
+    if (s->kept == NULL)
+        s->kept_tail = &s->kept;
+    return 0;
 }
 
 /* session_free forgets session s (its client stays, without session). */
@@ -5324,10 +5416,13 @@ sessions_check(const struct backend *be)
             continue;
         sessions++;
         listed_detached += s->detached;
-        uint64_t n = 0;
+        uint64_t n = 0, dno = 0;
+        bool sent = s->acking && s->c->peer != NULL;
         for (const struct kept *k = s->kept; k != NULL; k = k->next) {
-            if (k->s != s)
+            sent &= k != s->next_send;
+            if (k->s != s || (sent && (k->dno <= dno || k->dno > s->sent)))
                 return -EPROTO;
+            dno = sent ? k->dno : dno;
             n++;
             kept_bytes += k->len;
         }

@@ -297,6 +297,14 @@ struct be_client *be_session_attach(struct backend *be, struct be_client *c,
  * while some remain: call be_session_deliver when the peer's output has drained. */
 bool be_session_resume(struct backend *be, struct be_client *c, bool hold, size_t budget);
 bool be_session_deliver(struct backend *be, struct be_client *c, size_t budget);
+/* be_session_acks: the connection of session c opened with ING_SESSION_ACK (on) or without:
+ * with it, each result sent is kept (and journaled) until a ClientSessionAck covers it, and
+ * the next connection is sent it again (proto.md 7.9). Call before be_session_resume. */
+void be_session_acks(struct be_client *c, bool on);
+/* be_session_ack: c's connection has read count BackendJobDone frames since its hello (a
+ * ClientSessionAck): the kept results among them are forgotten, journaled as delivered.
+ * Returns 0, -EPERM (c does not acknowledge) or -ERANGE (more than were sent). */
+int be_session_ack(struct backend *be, struct be_client *c, uint64_t count);
 bool be_session_resuming(const struct be_client *c);
 /* be_session_tick ends the sessions detached for cfg.session_ttl_ms or longer. */
 void be_session_tick(struct backend *be);

@@ -28,6 +28,7 @@
 
 #define MAX_NAME_LEN 255 /* proto.md §4.2 */
 #define MAX_PINGS 256    /* pings in flight */
+#define MAX_SEEN (1u << 16) /* results remembered until their acknowledgement is confirmed */
 
 /* A job submitted on this client with no result yet. */
 struct pending {
@@ -38,6 +39,7 @@ struct pending {
     uint8_t *frame;  /* sessions: the ClientNewJob frame, to submit it again; NULL: adopted */
     size_t frame_len;
     uint64_t epoch;  /* sessions: the connection (ing_client.epoch) it was last sent on */
+    uint64_t ack_tag; /* sessions: ClientSessionAck frames queued on it before it was sent */
     bool held;       /* sessions: listed by the backend's BackendSessionJobs */
     size_t len;
     char id[]; /* NUL-terminated */
@@ -56,6 +58,18 @@ struct ing_client {
     bool resumed;        /* this connection's session list has arrived */
     uint8_t sid[ING_SESSION_ID_LEN];
     uint64_t epoch; /* session hellos sent */
+    /* Acknowledged results (proto.md 7.9, ClientSessionAck), per connection: */
+    bool server_sack; /* this connection's Welcome has ING_WELCOME_SESSION_ACK */
+    bool sacking;     /* its hello asked for ING_SESSION_ACK */
+    uint64_t recv;    /* BackendJobDone frames read on it since the hello */
+    uint64_t ack_sent; /* the count of the last ClientSessionAck queued */
+    uint64_t acks_n;   /* ClientSessionAck frames queued on it */
+    /* The results given to the program whose acknowledgement the backend may not have
+     * handled: it sends such a result again on the next connection (before the list),
+     * where it is dropped. Oldest first; found by id in seen_tab. */
+    struct seen *seen_head, *seen_tail;
+    struct seen **seen_tab; /* hash buckets, seen_cap a power of two */
+    size_t seen_cap, nseen;
     char server[128];
 
     uint8_t *envs; /* last BackendUpdateEnvironments map */
@@ -73,6 +87,18 @@ struct ing_client {
     uint64_t queue_sent;
     uint64_t queue_recv;
     uint64_t gen;
+};
+
+/* A result given to the program on a connection that acknowledges results: remembered
+ * until the backend surely handled the ClientSessionAck that covers it. */
+struct seen {
+    struct seen *prev, *next; /* c->seen_head list, oldest first */
+    struct seen *hnext;       /* hash chain */
+    uint64_t hash;
+    uint64_t epoch; /* the connection it was read on */
+    uint64_t tag;   /* the ClientSessionAck (c->acks_n) that covers it on that connection */
+    size_t len;
+    char id[];
 };
 
 /* The callback of one process, wait or connect call (the ctx of the peer hooks). */
@@ -175,6 +201,7 @@ pending_add(struct ing_client *c, const char *id, size_t len)
     p->frame = NULL;
     p->frame_len = 0;
     p->epoch = c->epoch;
+    p->ack_tag = 0;
     p->held = false;
     memcpy(p->id, id, len);
     p->id[len] = '\0';
@@ -227,6 +254,131 @@ pending_detach(struct ing_client *c)
     c->head = c->tail = NULL;
     c->npending = 0;
     return list;
+}
+
+/* ---- results given, acknowledgement not confirmed (sessions) ---- */
+
+static struct seen *
+seen_find(const struct ing_client *c, const char *id, size_t len)
+{
+    uint64_t h;
+
+    if (c->seen_cap == 0)
+        return NULL;
+    h = hash_bytes(id, len);
+    for (struct seen *e = c->seen_tab[h & (c->seen_cap - 1)]; e != NULL; e = e->hnext)
+        if (e->hash == h && e->len == len && memcmp(e->id, id, len) == 0)
+            return e;
+    return NULL;
+}
+
+/* seen_unlink takes e out of the list (not of the hash chain). */
+static void
+seen_unlink(struct ing_client *c, struct seen *e)
+{
+    if (e->prev != NULL)
+        e->prev->next = e->next;
+    else
+        c->seen_head = e->next;
+    if (e->next != NULL)
+        e->next->prev = e->prev;
+    else
+        c->seen_tail = e->prev;
+}
+
+/* seen_append puts e last, tagged for the next ClientSessionAck of this connection. */
+static void
+seen_append(struct ing_client *c, struct seen *e)
+{
+    e->epoch = c->epoch;
+    e->tag = c->acks_n + 1;
+    e->next = NULL;
+    e->prev = c->seen_tail;
+    if (c->seen_tail != NULL)
+        c->seen_tail->next = e;
+    else
+        c->seen_head = e;
+    c->seen_tail = e;
+}
+
+static void
+seen_remove(struct ing_client *c, struct seen *e)
+{
+    struct seen **pp = &c->seen_tab[e->hash & (c->seen_cap - 1)];
+
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    seen_unlink(c, e);
+    c->nseen--;
+    free(e);
+}
+
+static int
+seen_grow(struct ing_client *c)
+{
+    size_t cap = c->seen_cap ? c->seen_cap * 2 : 64;
+    struct seen **t = calloc(cap, sizeof(*t));
+
+    if (t == NULL)
+        return -ENOMEM;
+    for (struct seen *e = c->seen_head; e != NULL; e = e->next) {
+        e->hnext = t[e->hash & (cap - 1)];
+        t[e->hash & (cap - 1)] = e;
+    }
+    free(c->seen_tab);
+    c->seen_tab = t;
+    c->seen_cap = cap;
+    return 0;
+}
+
+/* seen_note remembers that the result of job id[0..len) was given to the program (the
+ * newest one if it was already there). Past MAX_SEEN the oldest is forgotten. Returns 0 or
+ * -ENOMEM. */
+static int
+seen_note(struct ing_client *c, const char *id, size_t len)
+{
+    struct seen *e = seen_find(c, id, len);
+
+    if (e != NULL) {
+        seen_unlink(c, e);
+        seen_append(c, e);
+        return 0;
+    }
+    if (c->nseen >= MAX_SEEN)
+        seen_remove(c, c->seen_head);
+    if (c->nseen + 1 > c->seen_cap / 4 * 3 && seen_grow(c) != 0)
+        return -ENOMEM;
+    e = malloc(sizeof(*e) + len + 1);
+    if (e == NULL)
+        return -ENOMEM;
+    memcpy(e->id, id, len);
+    e->id[len] = '\0';
+    e->len = len;
+    e->hash = hash_bytes(id, len);
+    e->hnext = c->seen_tab[e->hash & (c->seen_cap - 1)];
+    c->seen_tab[e->hash & (c->seen_cap - 1)] = e;
+    c->nseen++;
+    seen_append(c, e);
+    return 0;
+}
+
+/* seen_confirm forgets the results the backend surely acknowledged: those of an earlier
+ * connection when all (older) is set, else those of this connection covered by the first
+ * tag ClientSessionAck frames. */
+static void
+seen_confirm(struct ing_client *c, bool older, uint64_t tag)
+{
+    if (older) {
+        for (struct seen *e = c->seen_head, *next; e != NULL; e = next) {
+            next = e->next;
+            if (e->epoch != c->epoch)
+                seen_remove(c, e);
+        }
+        return;
+    }
+    while (c->seen_head != NULL && c->seen_head->epoch == c->epoch && c->seen_head->tag <= tag)
+        seen_remove(c, c->seen_head);
 }
 
 /* ---- life cycle ---- */
@@ -305,6 +457,12 @@ ing_client_free(struct ing_client *c)
         free(p);
         p = next;
     }
+    while (c->seen_head != NULL) {
+        struct seen *e = c->seen_head;
+        c->seen_head = e->next;
+        free(e);
+    }
+    free(c->seen_tab);
     free(c->tab);
     free(c->envs);
     free(c->name);
@@ -333,6 +491,45 @@ notify(struct peer_conn *p, void *ctx)
 
 /* ---- output ---- */
 
+/* queue_ack queues a ClientSessionAck when results were read since the last one (proto.md
+ * 7.9). Returns 0 or -errno. */
+static int
+queue_ack(struct ing_client *c)
+{
+    struct ing_msg m;
+    int rc;
+
+    if (!c->sacking || c->recv == c->ack_sent || c->conn.st != PEER_OPEN)
+        return 0;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_SESSION_ACK;
+    m.u.session_ack.count = c->recv;
+    rc = peer_queue(&c->conn, &m);
+    if (rc == 0) {
+        c->ack_sent = c->recv;
+        c->acks_n++;
+    }
+    return rc;
+}
+
+/* cqueue queues request m, after the acknowledgement of the results read so far: a job
+ * submitted again with the id of one whose result came is then sent after that result's
+ * acknowledgement (the backend no longer holds the old result when it takes the new job). */
+static int
+cqueue(struct ing_client *c, const struct ing_msg *m)
+{
+    int rc = queue_ack(c);
+
+    return rc != 0 ? rc : peer_queue(&c->conn, m);
+}
+
+/* read_done: one ClientSessionAck per read batch. */
+static int
+read_done(struct peer_conn *p)
+{
+    return queue_ack(client_of(p));
+}
+
 static int
 queue_empty(struct ing_client *c, uint8_t type)
 {
@@ -340,7 +537,7 @@ queue_empty(struct ing_client *c, uint8_t type)
 
     memset(&m, 0, sizeof(m));
     m.type = type;
-    return peer_queue(&c->conn, &m);
+    return cqueue(c, &m);
 }
 
 /* queue_hello queues the ClientHello: with the preamble, once authenticated, after Unknown.
@@ -359,6 +556,10 @@ queue_hello(struct peer_conn *p)
         m.type = ING_CLIENT_HELLO_SESSION;
         memcpy(m.u.client_hello.session, c->sid, ING_SESSION_ID_LEN);
         m.u.client_hello.session_flags = c->session_hold ? ING_SESSION_HOLD : 0;
+        c->sacking = !c->session_hold && c->server_sack;
+        if (c->sacking)
+            m.u.client_hello.session_flags |= ING_SESSION_ACK;
+        c->recv = c->ack_sent = c->acks_n = 0;
         c->epoch++;
         c->resumed = false;
     }
@@ -451,6 +652,8 @@ on_welcome(struct peer_conn *p, const struct ing_welcome *w)
     snprintf(c->server, sizeof(c->server), "%.*s", (int)w->server.len, w->server.p);
     c->server_acks = (w->flags & ING_WELCOME_ACK) != 0;
     c->server_session = (w->flags & ING_WELCOME_SESSION) != 0;
+    c->server_sack = (w->flags & ING_WELCOME_SESSION_ACK) != 0;
+    c->sacking = false; /* until the session hello asks */
 }
 
 static int
@@ -494,7 +697,11 @@ on_unknown(struct ing_client *c, ing_client_event_fn *fn, void *arg)
     return 0;
 }
 
-static void
+/* on_job_event reports a job's event. On a connection that acknowledges results, a result
+ * given to the program whose acknowledgement the backend did not handle comes again after
+ * the hello, before the list (proto.md 7.9): it is dropped (and acknowledged again). Returns
+ * 0 or -ENOMEM. */
+static int
 on_job_event(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn *fn, void *arg)
 {
     struct ing_client_event ev;
@@ -521,11 +728,26 @@ on_job_event(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn 
         ev.result = &m->u.result;
         break;
     }
+    if (ev.type == ING_CLIENT_EV_DONE && c->sacking) {
+        c->recv++;
+        struct seen *e = !c->resumed ? seen_find(c, ev.job_id.p, ev.job_id.len) : NULL;
+        if (e != NULL) { /* given already: acknowledged on this connection this time */
+            seen_unlink(c, e);
+            seen_append(c, e);
+            return 0;
+        }
+        if (seen_note(c, ev.job_id.p, ev.job_id.len) != 0)
+            return -ENOMEM;
+    }
+    if (ev.type == ING_CLIENT_EV_ACCEPTED && c->sacking &&
+        (p = pending_find(c, ev.job_id.p, ev.job_id.len)) != NULL && p->epoch == c->epoch)
+        seen_confirm(c, false, p->ack_tag); /* the acks sent before it were handled */
     p = pending_find(c, ev.job_id.p, ev.job_id.len);
     ev.pending = p != NULL;
     if (p != NULL && ev.type == ING_CLIENT_EV_DONE)
         pending_remove(c, p);
     emit(c, fn, arg, &ev);
+    return 0;
 }
 
 /* report_one_lost reports pending job p done with the local "crash" and forgets it. The
@@ -546,7 +768,8 @@ resubmit(struct ing_client *c, struct pending *p)
     if (ing_msg_decode(p->frame, p->frame_len, UINT32_MAX, &m) != (ssize_t)p->frame_len)
         return -EPROTO; /* cannot happen: we encoded it */
     p->epoch = c->epoch;
-    return peer_queue(&c->conn, &m);
+    p->ack_tag = c->acks_n;
+    return cqueue(c, &m);
 }
 
 /* on_session_jobs: part of the list of the jobs the backend holds for the session. The
@@ -592,6 +815,9 @@ on_session_jobs(struct ing_client *c, const struct ing_session_jobs *sj, ing_cli
         }
     }
     c->resumed = true;
+    /* Every result the backend held unacknowledged came again before the list: those of
+     * earlier connections that did not are surely acknowledged. */
+    seen_confirm(c, true, 0);
     struct ing_client_event ev = {.type = ING_CLIENT_EV_RESUMED};
     emit(c, fn, arg, &ev);
     return 0;
@@ -631,8 +857,7 @@ handle(struct peer_conn *p, const struct ing_msg *m, void *ctx)
     case ING_BACKEND_JOB_ACCEPTED:
     case ING_BACKEND_JOB_SSH_DEBUG:
     case ING_BACKEND_JOB_DONE:
-        on_job_event(c, m, cb->fn, cb->arg);
-        return 0;
+        return on_job_event(c, m, cb->fn, cb->arg);
     case ING_BACKEND_GET_QUEUE:
         if (c->queue_recv < c->queue_sent)
             c->queue_recv++;
@@ -676,6 +901,7 @@ static const struct peer_ops client_ops = {
     .notify = notify,
     .down = link_down,
     .check = NULL,
+    .read_done = read_done,
 };
 
 /* ing_client_connect connects (blocking, at most connect_timeout_ms), says hello and waits
@@ -808,8 +1034,11 @@ ing_client_submit(struct ing_client *c, const struct ing_client_job *job)
         }
         p->frame_len = n;
     }
-    rc = peer_queue(&c->conn, &m);
-    if (rc != 0)
+    p->ack_tag = c->acks_n;
+    rc = cqueue(c, &m);
+    if (rc == 0)
+        p->ack_tag = c->acks_n; /* the acknowledgement queued first, if any, counts */
+    else
         pending_remove(c, pending_find(c, job->job_id, idlen));
     return rc;
 }
@@ -827,7 +1056,7 @@ queue_job_ref(struct ing_client *c, uint8_t type, const char *job_id)
     memset(&m, 0, sizeof(m));
     m.type = type;
     m.u.ref.job_id = cview(job_id);
-    return peer_queue(&c->conn, &m);
+    return cqueue(c, &m);
 }
 
 /* ing_client_kill sends ClientKillJob(job_id). */

@@ -919,7 +919,7 @@ static void
 client_session_hello(struct conn *c, const struct ing_client_hello *h)
 {
     struct backend *be = &c->srv->be;
-    if (h->name.len > 255 || (h->session_flags & ~ING_SESSION_HOLD) != 0) {
+    if (h->name.len > 255 || (h->session_flags & ~(ING_SESSION_HOLD | ING_SESSION_ACK)) != 0) {
         protocol_error(c, ING_ERR_INVALID,
                        h->name.len > 255 ? "client name over 255 bytes" : "unknown session flags",
                        ING_CLIENT_HELLO_SESSION);
@@ -951,6 +951,7 @@ client_session_hello(struct conn *c, const struct ing_client_hello *h)
     c->acks = true;
     be_client_native(sc, true); /* a session's jobs are acknowledged (proto.md 7.9) */
     be_client_hello(be, sc);
+    be_session_acks(sc, (h->session_flags & ING_SESSION_ACK) != 0);
     be_session_resume(be, sc, (h->session_flags & ING_SESSION_HOLD) != 0,
                       SESSION_BATCH(c->srv));
     hs_unlink(c->srv, c); /* opened */
@@ -986,6 +987,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     case ING_CLIENT_GET_QUEUE:
     case ING_CLIENT_GET_STATS:
     case ING_CLIENT_GET_JOB_INFO:
+    case ING_CLIENT_SESSION_ACK:
     case ING_PING:
         break;
     case ING_PONG:
@@ -1033,6 +1035,15 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     case ING_CLIENT_GET_JOB_INFO:
         be_client_get_job_info(be, c->client, m->u.ref.job_id);
         break;
+    case ING_CLIENT_SESSION_ACK: {
+        int rc = be_session_ack(be, c->client, m->u.session_ack.count);
+        if (rc != 0)
+            protocol_error(c, ING_ERR_INVALID,
+                           rc == -ERANGE ? "acknowledges more results than were sent"
+                                         : "no session acknowledging its results",
+                           m->type);
+        break;
+    }
     case ING_CLIENT_GET_STATS: {
         const uint8_t *p;
         size_t n;
@@ -1138,7 +1149,8 @@ welcome(struct conn *c)
         memcpy(m.u.welcome.nonce, c->nonce, ING_NONCE_LEN);
     }
     if (c->role == ING_ROLE_CLIENT)
-        m.u.welcome.flags |= ING_WELCOME_ACK | ING_WELCOME_SESSION; /* proto.md §7.8, §7.9 */
+        m.u.welcome.flags |= ING_WELCOME_ACK | ING_WELCOME_SESSION | /* proto.md §7.8, §7.9 */
+                             ING_WELCOME_SESSION_ACK;
     else
         m.u.welcome.flags |= ING_WELCOME_RESUME; /* AgentHelloResume known (§7.10) */
     m.u.welcome.max_frame = s->cfg.max_frame;
