@@ -64,6 +64,7 @@ struct ing_client {
     uint64_t recv;    /* BackendJobDone frames read on it since the hello */
     uint64_t ack_sent; /* the count of the last ClientSessionAck queued */
     uint64_t acks_n;   /* ClientSessionAck frames queued on it */
+    uint64_t dups;     /* results dropped as given already (ing_client_duplicates) */
     /* The results given to the program whose acknowledgement the backend may not have
      * handled: it sends such a result again on the next connection (before the list),
      * where it is dropped. Oldest first; found by id in seen_tab. */
@@ -734,6 +735,7 @@ on_job_event(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn 
         if (e != NULL) { /* given already: acknowledged on this connection this time */
             seen_unlink(c, e);
             seen_append(c, e);
+            c->dups++;
             return 0;
         }
         if (seen_note(c, ev.job_id.p, ev.job_id.len) != 0)
@@ -1164,6 +1166,12 @@ bool
 ing_client_sessions(const struct ing_client *c)
 {
     return c->server_session && c->conn.st == PEER_OPEN;
+}
+
+uint64_t
+ing_client_duplicates(const struct ing_client *c)
+{
+    return c->dups;
 }
 
 /* ing_client_last_error returns the last Error text, or "". */

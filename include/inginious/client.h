@@ -258,6 +258,10 @@ bool ing_client_resumed(const struct ing_client *c);
 /* ing_client_sessions: the connection is open and the backend offers sessions (its Welcome
  * has ING_WELCOME_SESSION). */
 bool ing_client_sessions(const struct ing_client *c);
+/* ing_client_duplicates: the results the backend sent again that this client had already
+ * given the program (their acknowledgement was lost with a connection, proto.md 7.9):
+ * dropped, not reported. */
+uint64_t ing_client_duplicates(const struct ing_client *c);
 /* ing_client_last_error returns the text of the last Error the backend sent (or of the
  * protocol problem that closed the connection), or "". */
 const char *ing_client_last_error(const struct ing_client *c);
