@@ -236,6 +236,7 @@ struct kept {
     uint64_t dno; /* acknowledged sessions: its number among the BackendJobDone frames sent
                    * on the session's connection (valid while sent: before s->next_send) */
     uint32_t len; /* body bytes, after the ING_HDR_LEN header */
+    bool indexed; /* in be->ktab (not: kept for an acknowledging connection, no journal) */
     uint8_t frame[];
 };
 
@@ -4959,8 +4960,11 @@ kept_hash(uint64_t seq)
 static struct kept *
 kept_new(struct backend *be, struct be_session *s, uint64_t seq, size_t len)
 {
-    struct kept *k = len <= UINT32_MAX - ING_HDR_LEN ? malloc(sizeof(*k) + ING_HDR_LEN + len)
-                                                     : NULL;
+    /* From the jobs' pool: a session acknowledging its results keeps each one a round trip,
+     * and a warm pool allocates nothing for that. */
+    struct kept *k = len <= UINT32_MAX - ING_HDR_LEN
+                         ? pool_alloc(&be->jobs_pool, sizeof(*k) + ING_HDR_LEN + len)
+                         : NULL;
     if (k == NULL) {
         log_msg(LOG_ERR, "out of memory: a result for a detached session is lost");
         return NULL;
@@ -4969,8 +4973,11 @@ kept_new(struct backend *be, struct be_session *s, uint64_t seq, size_t len)
     k->s = s;
     k->seq = seq;
     k->len = (uint32_t)len;
-    if (idtab_insert(&be->ktab, kept_hash(seq), k) != 0) {
-        free(k);
+    /* Only the journal's replay and compaction look kept results up by arrival order: a
+     * result an acknowledging connection holds a round trip skips the table without one. */
+    k->indexed = be->jr != NULL || !client_acks(s->c);
+    if (k->indexed && idtab_insert(&be->ktab, kept_hash(seq), k) != 0) {
+        pool_free(&be->jobs_pool, k, sizeof(*k) + ING_HDR_LEN + len);
         log_msg(LOG_ERR, "out of memory: a result for a detached session is lost");
         return NULL;
     }
@@ -4985,11 +4992,12 @@ kept_new(struct backend *be, struct be_session *s, uint64_t seq, size_t len)
 static void
 kept_free(struct backend *be, struct be_session *s, struct kept *k)
 {
-    idtab_remove(&be->ktab, kept_hash(k->seq), k);
+    if (k->indexed)
+        idtab_remove(&be->ktab, kept_hash(k->seq), k);
     s->n_kept--;
     be->n_kept--;
     be->kept_bytes -= k->len;
-    free(k);
+    pool_free(&be->jobs_pool, k, sizeof(*k) + ING_HDR_LEN + k->len);
 }
 
 /* kept_send sends s's kept result k on s's (acknowledging) connection, numbered. */
@@ -5036,8 +5044,13 @@ session_keep(struct backend *be, struct be_client *c, uint64_t seq, const uint8_
              size_t len)
 {
     struct kept *k = kept_new(be, c->sess, seq, len);
-    if (k == NULL)
+    if (k == NULL) {
+        if (client_acks(c) && !client_keeps(c)) { /* at least sent, as without ACK */
+            be->ops.relay(c->peer, ING_BACKEND_JOB_DONE, body, len);
+            c->sess->sent++;
+        }
         return;
+    }
     ing_frame_header(k->frame, ING_BACKEND_JOB_DONE, (uint32_t)len);
     memcpy(k->frame + ING_HDR_LEN, body, len);
     if (be->jr != NULL)
@@ -5052,8 +5065,13 @@ session_keep_msg(struct backend *be, struct be_client *c, uint64_t seq, const st
     if (n < ING_HDR_LEN || c->sess == NULL)
         return;
     struct kept *k = kept_new(be, c->sess, seq, n - ING_HDR_LEN);
-    if (k == NULL)
+    if (k == NULL) {
+        if (client_acks(c) && !client_keeps(c)) { /* at least sent, as without ACK */
+            be->ops.send(c->peer, m);
+            c->sess->sent++;
+        }
         return;
+    }
     (void)ing_msg_encode(m, k->frame, n);
     if (be->jr != NULL)
         jr_kept(be, JREC_DONE, c->sess, k);
@@ -5407,8 +5425,9 @@ sessions_check(const struct backend *be)
             return -EPROTO;
         detached++;
     }
-    if (be->stab.old != NULL || be->n_kept != be->ktab.n)
-        return be->n_kept != be->ktab.n ? -EPROTO : 0; /* growing: walked once it is done */
+    if (be->stab.old != NULL || be->n_kept < be->ktab.n)
+        return be->n_kept < be->ktab.n ? -EPROTO : 0; /* growing: walked once it is done */
+    uint64_t indexed = 0;
     uint64_t sessions = 0, listed_detached = 0;
     for (size_t i = 0; i < idtab_slots(&be->stab); i++) {
         const struct be_session *s = idtab_at(&be->stab, i);
@@ -5423,6 +5442,7 @@ sessions_check(const struct backend *be)
             if (k->s != s || (sent && (k->dno <= dno || k->dno > s->sent)))
                 return -EPROTO;
             dno = sent ? k->dno : dno;
+            indexed += k->indexed;
             n++;
             kept_bytes += k->len;
         }
@@ -5431,7 +5451,7 @@ sessions_check(const struct backend *be)
         n_kept += n;
     }
     if (sessions != be->n_sessions || listed_detached != detached || n_kept != be->n_kept ||
-        kept_bytes != be->kept_bytes)
+        kept_bytes != be->kept_bytes || indexed != be->ktab.n)
         return -EPROTO;
     return 0;
 }
