@@ -2605,6 +2605,65 @@ test_backend_session_ttl_and_kept(void **state)
     assert_int_equal(be_check(&be), 0);
 }
 
+/* A session whose connection acknowledges its results (proto.md 7.9, ClientSessionAck): each
+ * result is sent and kept (counted) until an acknowledgement covers it; a refusal is counted
+ * but not kept; an acknowledgement past what was sent is refused (-ERANGE), one without the
+ * flag too (-EPERM); on the next connection the results not acknowledged are sent again,
+ * numbered from 1 again. be_check verifies the numbering after each step. */
+static void
+test_backend_session_ack(void **state)
+{
+    (void)state;
+    static const uint8_t id[ING_SESSION_ID_LEN] = {4, 5, 6};
+    struct be_agent *a = agent(0, 2, "default");
+    struct be_client *c = be_client_new(&be, &peers[1]);
+    struct be_client *sc = be_session_attach(&be, c, id);
+    assert_ptr_equal(sc, c);
+    be_client_hello(&be, sc);
+    expect(1, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_int_equal(be_session_ack(&be, sc, 0), -EPERM); /* not acknowledging yet */
+    be_session_acks(sc, true);
+    assert_false(be_session_resume(&be, sc, false, 1 << 20));
+    expect(1, ING_BACKEND_SESSION_JOBS, NULL);
+    submit(sc, "y1", 0, "default");
+    submit(sc, "y2", 0, "default");
+    expect(0, ING_BACKEND_NEW_JOB, "y1");
+    expect(0, ING_BACKEND_NEW_JOB, "y2");
+    done(a, "y1", "success");
+    expect(1, ING_BACKEND_JOB_DONE, "y1"); /* sent at once */
+    assert_int_equal(be.n_kept, 1);        /* and kept */
+    assert_int_equal(be_check(&be), 0);
+    be_client_refuse(&be, sc, (struct ing_view){"z9", 2}, "Backend memory full");
+    expect(1, ING_BACKEND_JOB_DONE, "z9"); /* counted (2), not kept */
+    assert_int_equal(be.n_kept, 1);
+    assert_int_equal(be_session_ack(&be, sc, 3), -ERANGE);
+    assert_int_equal(be.n_kept, 1);
+    assert_int_equal(be_session_ack(&be, sc, 2), 0);
+    assert_int_equal(be.n_kept, 0);
+    assert_int_equal(be.kept_bytes, 0);
+    done(a, "y2", "failed");
+    expect(1, ING_BACKEND_JOB_DONE, "y2");
+    assert_int_equal(be.n_kept, 1);
+    assert_int_equal(be_session_ack(&be, sc, 1), 0); /* an old count: nothing */
+    assert_int_equal(be.n_kept, 1);
+    assert_int_equal(be_check(&be), 0);
+    /* The connection goes: y2 is kept for the session; the next one gets it first. */
+    be_client_gone(&be, sc);
+    assert_int_equal(be.n_kept, 1);
+    struct be_client *c2 = be_client_new(&be, &peers[2]);
+    assert_ptr_equal(be_session_attach(&be, c2, id), sc);
+    be_client_hello(&be, sc);
+    expect(2, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    be_session_acks(sc, true);
+    assert_false(be_session_resume(&be, sc, false, 1 << 20));
+    expect(2, ING_BACKEND_JOB_DONE, "y2");
+    expect(2, ING_BACKEND_SESSION_JOBS, NULL);
+    assert_int_equal(be.n_kept, 1); /* sent again, still not acknowledged */
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be_session_ack(&be, sc, 1), 0); /* numbered from 1 on this connection */
+    assert_int_equal(be.n_kept, 0);
+    assert_int_equal(be_check(&be), 0);
+}
 
 /* Fair share with 40 keys (more than one batch of records, RANK_MANY_MAX) in two
  * environments that one agent provides, priorities 0/1 at random: be_check compares every
@@ -3147,6 +3206,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_replay_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ttl_and_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_session_ack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_held_for_agent, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
