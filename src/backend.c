@@ -200,6 +200,18 @@ struct jr_pend {
     uint64_t seq;
     uint8_t rid[ING_AGENT_ID_LEN]; /* all zero: back to the queue */
     bool started;
+    bool has_at;      /* a record 8: the dispatch's wall time and the job's counts */
+    uint8_t bounces, retries;
+    int64_t wall_s;
+};
+
+/* A dispatch record's fields (records 2 and 8, proto.md 12.3). */
+struct jr_disp {
+    const uint8_t *rid;
+    bool has_at;
+    int64_t wall_s;
+    uint8_t bounces, retries;
+    size_t id_off; /* the job id from here to the end */
 };
 
 
@@ -2395,12 +2407,54 @@ jr_job(struct backend *be, uint8_t type, const struct job *j, const uint8_t *rid
 
 static const uint8_t zero_rid[ING_AGENT_ID_LEN];
 
+/* JR_AT_LEN: the fixed part of record 8: arrival order, agent id, wall time, two counts. */
+#define JR_AT_LEN (8 + ING_AGENT_ID_LEN + 8 + 2)
+
 /* jr_dispatched journals that j was sent to the agent of id rid (NULL: that it is back in
- * the queue), so that after a restart that agent may claim it (proto.md 12.3, 7.10). */
+ * the queue), so that after a restart that agent may claim it (proto.md 12.3, 7.10): with
+ * the dispatch's wall time and j's requeue counts (record 8), so that its deadline and
+ * counts go on after the restart. */
 static void
 jr_dispatched(struct backend *be, const struct job *j, const uint8_t *rid)
 {
-    jr_job(be, JREC_DISPATCHED, j, rid != NULL ? rid : zero_rid, "dispatch");
+    if (rid == NULL) {
+        jr_job(be, JREC_DISPATCHED, j, zero_rid, "dispatch");
+        return;
+    }
+    uint8_t pre[JR_AT_LEN];
+    put_u64be(pre, j->seq);
+    memcpy(pre + 8, rid, ING_AGENT_ID_LEN);
+    put_u64be(pre + 8 + ING_AGENT_ID_LEN, (uint64_t)be->wall_s);
+    pre[8 + ING_AGENT_ID_LEN + 8] = (uint8_t)job_bounces(j);
+    pre[8 + ING_AGENT_ID_LEN + 9] = j->retries;
+    struct journal_iov v[2] = {{pre, sizeof(pre)}, {job_id(j), j->id_len}};
+    int err;
+    journal_appendv(be->jr, JREC_DISPATCHED_AT, v, 2, &err);
+    if (err == -ENOMEM)
+        log_msg(LOG_ERR, "journal: out of memory: the dispatch of job %.*s is not recorded",
+                (int)j->id_len, job_id(j));
+}
+
+/* jr_disp_read reads a record 2, 3 or 8 of len bytes at p (len >= 8) into d. Returns false
+ * when it is too short or its id too long. */
+static bool
+jr_disp_read(uint8_t type, const uint8_t *p, uint32_t len, struct jr_disp *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->id_off = type == JREC_DISPATCHED_AT ? JR_AT_LEN
+                : type == JREC_DISPATCHED  ? 8 + ING_AGENT_ID_LEN
+                                           : 8;
+    if (len < d->id_off || len - d->id_off > MAX_ID_LEN)
+        return false;
+    if (type != JREC_STARTED)
+        d->rid = p + 8;
+    if (type == JREC_DISPATCHED_AT) {
+        d->has_at = true;
+        d->wall_s = (int64_t)get_u64be(p + 8 + ING_AGENT_ID_LEN);
+        d->bounces = p[8 + ING_AGENT_ID_LEN + 8];
+        d->retries = p[8 + ING_AGENT_ID_LEN + 9];
+    }
+    return true;
 }
 
 /* jr_started journals that j's agent (one that may claim it back) reported it started. */
@@ -2652,6 +2706,7 @@ replay_dispatch(struct backend *be, struct job *j, const uint8_t *rid, bool star
         j->status = JOB_DISPATCHED;
         j->agent = g;
         j->u.started_ms = (uint32_t)be->now_ms;
+        j->t.run.dl = (uint32_t)(be->now_ms + j->deadline_ms); /* record 8 tells better */
         run_append(g, j);
         be->n_running++;
         be->n_held++;
@@ -2671,10 +2726,29 @@ replay_dispatch(struct backend *be, struct job *j, const uint8_t *rid, bool star
         j->status = JOB_STARTED;
 }
 
-/* replay_pend keeps the dispatch state of job seq, whose accepted record comes later. */
+/* replay_at gives job j, held for its agent after a restart, what its record 8 says: its
+ * deadline counts from the dispatch's wall time (to the second), not from the restart, and
+ * its requeue counts go on (proto.md 7.10). */
 static void
-replay_pend(struct backend *be, uint64_t seq, const uint8_t *rid)
+replay_at(struct backend *be, struct job *j, const struct jr_disp *d)
 {
+    if (j->status == JOB_WAITING)
+        return;
+    uint64_t elapsed = be->wall_s > d->wall_s ? (uint64_t)(be->wall_s - d->wall_s) * 1000 : 0;
+    uint64_t left = elapsed < j->deadline_ms ? j->deadline_ms - elapsed : 0;
+    j->t.run.dl = (uint32_t)(be->now_ms + left);
+    j->u.started_ms = (uint32_t)(be->now_ms - elapsed); /* its run time counts from there */
+    uint8_t bounces = d->bounces < BE_MAX_REQUEUES ? d->bounces : BE_MAX_REQUEUES;
+    j->flags = (uint8_t)((j->flags & ((1u << JOB_BOUNCE_SHIFT) - 1)) |
+                         (unsigned)bounces << JOB_BOUNCE_SHIFT);
+    j->retries = d->retries;
+}
+
+/* replay_pend keeps the dispatch state d of job seq, whose accepted record comes later. */
+static void
+replay_pend(struct backend *be, uint64_t seq, const struct jr_disp *d)
+{
+    const uint8_t *rid = d->rid;
     struct jr_pend *x = NULL;
     for (size_t i = 0; i < be->jr_npend && x == NULL; i++)
         if (be->jr_pend[i].seq == seq)
@@ -2698,6 +2772,10 @@ replay_pend(struct backend *be, uint64_t seq, const uint8_t *rid)
             return;
         memcpy(x->rid, rid, ING_AGENT_ID_LEN);
         x->started = false;
+        x->has_at = d->has_at;
+        x->wall_s = d->wall_s;
+        x->bounces = d->bounces;
+        x->retries = d->retries;
     } else {
         x->started = true;
     }
@@ -2711,8 +2789,16 @@ replay_pend_apply(struct backend *be, uint64_t seq, uint64_t idh, struct ing_vie
     for (size_t i = 0; i < be->jr_npend; i++)
         if (be->jr_pend[i].seq == seq) {
             struct job *j = jtab_find_h(be, idh, id.p, id.len);
-            if (j != NULL && j->seq == seq)
-                replay_dispatch(be, j, be->jr_pend[i].rid, be->jr_pend[i].started);
+            const struct jr_pend *x = &be->jr_pend[i];
+            if (j != NULL && j->seq == seq) {
+                replay_dispatch(be, j, x->rid, x->started);
+                struct jr_disp d = {.has_at = x->has_at,
+                                    .wall_s = x->wall_s,
+                                    .bounces = x->bounces,
+                                    .retries = x->retries};
+                if (x->has_at)
+                    replay_at(be, j, &d);
+            }
             be->jr_pend[i] = be->jr_pend[--be->jr_npend];
             return;
         }
@@ -2747,19 +2833,21 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
                     (int)(id.len > 255 ? 255 : id.len), id.p, why);
         if (why == NULL)
             replay_pend_apply(be, seq, idh, id);
-    } else if (type == JREC_DISPATCHED || type == JREC_STARTED) {
-        size_t off = type == JREC_DISPATCHED ? 8 + ING_AGENT_ID_LEN : 8;
-        if (len < off || len - off > MAX_ID_LEN)
+    } else if (type == JREC_DISPATCHED || type == JREC_STARTED || type == JREC_DISPATCHED_AT) {
+        struct jr_disp d;
+        if (!jr_disp_read(type, p, len, &d))
             return 0;
-        const char *id = (const char *)p + off;
-        struct job *j = jtab_find_h(be, id_hash(id, len - off), id, len - off);
-        const uint8_t *rid = type == JREC_DISPATCHED ? p + 8 : NULL;
-        if (j == NULL || j->seq != seq)
-            replay_pend(be, seq, rid);
-        else if (rid != NULL)
-            replay_dispatch(be, j, rid, false);
-        else if (j->status != JOB_WAITING)
+        const char *id = (const char *)p + d.id_off;
+        struct job *j = jtab_find_h(be, id_hash(id, len - d.id_off), id, len - d.id_off);
+        if (j == NULL || j->seq != seq) {
+            replay_pend(be, seq, &d);
+        } else if (d.rid != NULL) {
+            replay_dispatch(be, j, d.rid, false);
+            if (d.has_at)
+                replay_at(be, j, &d);
+        } else if (j->status != JOB_WAITING) {
             j->status = JOB_STARTED;
+        }
     } else if (type == JREC_ENDED) {
         const char *id = (const char *)p + 8;
         uint64_t idh = id_hash(id, len - 8);
@@ -2787,11 +2875,8 @@ be_journal_replayed(struct backend *be)
     free(be->jr_pend); /* the dispatches of jobs that ended */
     be->jr_pend = NULL;
     be->jr_npend = be->jr_pend_cap = 0;
-    for (struct be_agent *g = be->ghosts; g != NULL; g = g->next) {
+    for (struct be_agent *g = be->ghosts; g != NULL; g = g->next)
         g->dl_ms = be->now_ms + be->cfg.resume_grace_ms;
-        for (struct job *j = g->run_head; j != NULL; j = j->next)
-            j->u.started_ms = (uint32_t)be->now_ms;
-    }
     if (be->n_held > 0)
         log_msg(LOG_INFO, "journal: %llu running jobs wait %llu ms for their agents to claim them",
                 (unsigned long long)be->n_held, (unsigned long long)be->cfg.resume_grace_ms);
@@ -2805,11 +2890,11 @@ be_journal_replayed(struct backend *be)
 static bool
 dispatch_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
 {
-    size_t off = type == JREC_DISPATCHED ? 8 + ING_AGENT_ID_LEN : 8;
-    if (len < off || len - off > MAX_ID_LEN)
+    struct jr_disp d;
+    if (!jr_disp_read(type, p, len, &d))
         return false;
-    const char *id = (const char *)p + off;
-    const struct job *j = jtab_find_h(be, id_hash(id, len - off), id, len - off);
+    const char *id = (const char *)p + d.id_off;
+    const struct job *j = jtab_find_h(be, id_hash(id, len - d.id_off), id, len - d.id_off);
     if (j == NULL || j->seq != get_u64be(p))
         return false;
     if (type == JREC_STARTED)
@@ -2825,7 +2910,7 @@ be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32
 {
     if (type == JREC_SESSION_ACCEPTED || type == JREC_DONE)
         return session_live(be, type, p, len);
-    if (type == JREC_DISPATCHED || type == JREC_STARTED)
+    if (type == JREC_DISPATCHED || type == JREC_STARTED || type == JREC_DISPATCHED_AT)
         return len >= 8 && dispatch_live(be, type, p, len);
     if (type != JREC_ACCEPTED || len < 8 + ING_HDR_LEN)
         return false; /* an end record only matters while its acceptance is before it */
@@ -3537,13 +3622,15 @@ claim(struct backend *be, struct be_agent *a, const struct ing_resume_job *rj)
         be->n_running++;
         if (be->jr != NULL)
             jr_dispatched(be, j, a->rid);
+        j->u.started_ms = (uint32_t)be->now_ms; /* a new run: the deadline from now */
+        j->t.run.dl = (uint32_t)be->now_ms + j->deadline_ms;
     } else {
-        run_move(be, j, a);
+        run_move(be, j, a); /* held: its deadline (and run time) go on from its dispatch */
     }
-    j->u.started_ms = (uint32_t)be->now_ms;
-    j->t.run.dl = (uint32_t)be->now_ms + j->deadline_ms;
-    if (a->dl_ms > be->now_ms + j->deadline_ms)
-        a->dl_ms = be->now_ms + j->deadline_ms;
+    int32_t left = (int32_t)(j->t.run.dl - (uint32_t)be->now_ms);
+    uint64_t dl = be->now_ms + (left > 0 ? (uint64_t)left : 0);
+    if (a->dl_ms > dl)
+        a->dl_ms = dl;
     be->stats.jobs_claimed++;
     if (rj->started && j->status != JOB_STARTED) { /* its AgentJobStarted was lost */
         j->status = JOB_STARTED;

@@ -56,6 +56,7 @@ enum journal_rec {
     JREC_DELIVERED = 5, /* a kept result reached its owner */
     JREC_ENDED = 6,     /* the job is forgotten: result given, killed or dropped */
     JREC_SESSION_ACCEPTED = 7, /* a job accepted from a session: as 1, with its session id */
+    JREC_DISPATCHED_AT = 8, /* as 2 (to an agent), with its wall time and requeue counts */
 };
 
 enum journal_fsync {

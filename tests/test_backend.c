@@ -3025,6 +3025,85 @@ test_backend_replay_held(void **state)
     be_agent_gone(&be, x);
 }
 
+/* replay_at_rec feeds a dispatched record with its wall time and counts (8): job id, seq,
+ * agent id rid_byte x 16, dispatched at wall_s, bounces, retries. */
+static void
+replay_at_rec(uint64_t seq, uint8_t rid_byte, int64_t wall_s, uint8_t bounces, uint8_t retries,
+              const char *id)
+{
+    uint8_t p[300];
+    put_u64be(p, seq);
+    memset(p + 8, rid_byte, ING_AGENT_ID_LEN);
+    put_u64be(p + 8 + ING_AGENT_ID_LEN, (uint64_t)wall_s);
+    p[8 + ING_AGENT_ID_LEN + 8] = bounces;
+    p[8 + ING_AGENT_ID_LEN + 9] = retries;
+    size_t n = 8 + ING_AGENT_ID_LEN + 10;
+    memcpy(p + n, id, strlen(id));
+    n += strlen(id);
+    assert_int_equal(be_journal_replay(&be, JREC_DISPATCHED_AT, p, (uint32_t)n), 0);
+    assert_true(be_journal_live(&be, JREC_DISPATCHED_AT, p, (uint32_t)n));
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* A held job keeps its deadline across a restart (proto.md 7.10, record 8): P, dispatched
+ * with a record 2 (no time), counts its deadline from the restart; Q, dispatched 20 s before
+ * the restart (record 8), ends 20 s before P once both are claimed. */
+static void
+test_backend_replay_keeps_deadline(void **state)
+{
+    (void)state;
+    replay_rec(JREC_ACCEPTED, 1, -1, "P");
+    replay_rec(JREC_ACCEPTED, 2, -1, "Q");
+    replay_rec(JREC_DISPATCHED, 1, 0x44, "P");
+    replay_at_rec(2, 0x44, be.wall_s - 20, 3, 0, "Q");
+    be_journal_replayed(&be);
+    assert_int_equal(be.n_held, 2);
+    struct be_agent *x = be_agent_new(&be, &peers[1]);
+    const char *claims[2] = {"P", "Q"};
+    resume_hello(x, 0x44, 2, claims, 2);
+    expect_none(1);
+    assert_int_equal(be.n_held, 0);
+    int64_t q_at = -1, p_at = -1;
+    for (int step = 1; step <= 4000 && p_at < 0; step++) {
+        be.now_ms += 1000;
+        be_timeouts(&be);
+        struct rec *r;
+        while ((r = next_job(1)) != NULL)
+            if (r->type == ING_BACKEND_KILL_JOB)
+                *(strcmp(r->job, "Q") == 0 ? &q_at : &p_at) = step;
+    }
+    assert_true(q_at > 0 && p_at > 0);
+    assert_int_equal(p_at - q_at, 20);
+    assert_int_equal(be_check(&be), 0);
+    be_agent_gone(&be, x);
+}
+
+/* The requeue count comes back with record 8: R, requeued max_requeues times before the
+ * restart, is lost once more (its agent not back within the grace) and ends crash; S, with
+ * no requeue, waits again. */
+static void
+test_backend_replay_keeps_bounces(void **state)
+{
+    (void)state;
+    be.cfg.max_requeues = 2;
+    replay_rec(JREC_ACCEPTED, 1, -1, "R");
+    replay_rec(JREC_ACCEPTED, 2, -1, "S");
+    replay_at_rec(1, 0x55, be.wall_s, 2, 0, "R");
+    replay_at_rec(2, 0x55, be.wall_s, 0, 0, "S");
+    be_journal_replayed(&be);
+    assert_int_equal(be.n_held, 2);
+    uint64_t crashed = be.stats.jobs_crashed;
+    be.now_ms += be.cfg.resume_grace_ms;
+    be_timeouts(&be);
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_held, 0);
+    assert_int_equal(be.n_waiting, 1); /* S */
+    assert_int_equal(be.stats.jobs_crashed, crashed + 1);
+    struct be_job_info ji;
+    assert_int_equal(be_job_info(&be, (struct ing_view){"S", 1}, &ji), 0);
+    assert_int_not_equal(be_job_info(&be, (struct ing_view){"R", 1}, &ji), 0);
+}
+
 /* session_client attaches a new client on peers[i] to session id (one byte repeated), a new
  * session or the one of that id, says its hello and returns the session's client. */
 static struct be_client *
@@ -3207,6 +3286,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ttl_and_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_replay_keeps_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_replay_keeps_bounces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_held_for_agent, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);

@@ -484,11 +484,12 @@ crash_run(struct lt_world *w, const char *fsync_mode)
     rss_max = kb > rss_max ? kb : rss_max;
     uint64_t jbytes = dir_bytes(jdir);
     print_message("crash test: %llu restarts, %u jobs submitted, %llu acknowledged, %llu run; "
-                  "session: %llu jobs, %llu resumptions, %llu results kept; "
+                  "session: %llu jobs, %llu resumptions, %llu results kept, %llu read twice (dropped); "
                   "backend RSS at most %ld KiB, journal %llu bytes at the end\n",
                   (unsigned long long)restarts, k.njobs, (unsigned long long)acked,
                   (unsigned long long)ran, (unsigned long long)sess_jobs,
                   (unsigned long long)k.resumes, (unsigned long long)k.kept,
+                  (unsigned long long)ing_client_duplicates(k.cl[0]),
                   rss_max, (unsigned long long)jbytes);
     if (k.kills_seen != 0 || k.voids != 0 || k.overlaps != 0)
         lt_fail("seed %llu: %llu kills (refused claims), %llu voids, %llu slot overruns",
