@@ -249,6 +249,7 @@ struct kept {
                    * on the session's connection (valid while sent: before s->next_send) */
     uint32_t len; /* body bytes, after the ING_HDR_LEN header */
     bool indexed; /* in be->ktab (not: kept for an acknowledging connection, no journal) */
+    bool shed;    /* a short crash "Backend memory full" put in its place (be_sessions_shed) */
     uint8_t frame[];
 };
 
@@ -270,6 +271,7 @@ struct be_session {
     bool acking;            /* the attached connection opened with ING_SESSION_ACK */
     uint64_t sent, acked;   /* BackendJobDone frames sent on it since its hello; acked */
     struct kept *next_send; /* the first kept result not sent on it (NULL: all were) */
+    bool shed_all;          /* every kept result is a shed one (be_sessions_shed skips it) */
 };
 
 /* client_keeps tells whether a result for c is kept rather than sent: c is a detached
@@ -5063,6 +5065,7 @@ kept_new(struct backend *be, struct be_session *s, uint64_t seq, size_t len)
     /* Only the journal's replay and compaction look kept results up by arrival order: a
      * result an acknowledging connection holds a round trip skips the table without one. */
     k->indexed = be->jr != NULL || !client_acks(s->c);
+    k->shed = false;
     if (k->indexed && idtab_insert(&be->ktab, kept_hash(seq), k) != 0) {
         pool_free(&be->jobs_pool, k, sizeof(*k) + ING_HDR_LEN + len);
         log_msg(LOG_ERR, "out of memory: a result for a detached session is lost");
@@ -5070,6 +5073,7 @@ kept_new(struct backend *be, struct be_session *s, uint64_t seq, size_t len)
     }
     *s->kept_tail = k;
     s->kept_tail = &k->next;
+    s->shed_all = false;
     s->n_kept++;
     be->n_kept++;
     be->kept_bytes += len;
@@ -5189,6 +5193,7 @@ session_unkeep(struct backend *be, struct be_session *s, bool deliver, size_t bu
 }
 
 /* SESSION_LIST_MAX bounds one BackendSessionJobs frame (bytes of its msgpack array). */
+#define SHED_TEXT "Backend memory full"
 #define SESSION_LIST_MAX (64u << 10)
 
 /* session_list sends c (attached) the next BackendSessionJobs frames of the list of its jobs
@@ -5334,6 +5339,90 @@ be_session_ack(struct backend *be, struct be_client *c, uint64_t count)
     return 0;
 }
 
+/* kept_shed puts a short crash "Backend memory full" result for the same job (its id and
+ * state kept) in the place of *pp, k, a result kept for detached session s, journaled as
+ * delivered then the new one as kept (record 5, then 4). Returns the bytes freed (0: no
+ * gain, or no memory; k stays). */
+static uint64_t
+kept_shed(struct backend *be, struct be_session *s, struct kept **pp, struct kept *k)
+{
+    struct ing_msg old;
+    if (ing_msg_decode(k->frame, ING_HDR_LEN + (size_t)k->len, UINT32_MAX, &old) <= 0)
+        return 0;
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_JOB_DONE;
+    struct ing_job_result *r = &m.u.result;
+    r->job_id = old.u.result.job_id;
+    r->result_kind = (struct ing_view){"crash", 5};
+    r->result_text = (struct ing_view){SHED_TEXT, sizeof(SHED_TEXT) - 1};
+    r->problems.p = r->tests.p = r->custom.p = (const char *)empty_map;
+    r->problems.len = r->tests.len = r->custom.len = 1;
+    r->state = old.u.result.state;
+    r->stdout_.p = r->stderr_.p = "";
+    size_t n = ing_msg_size(&m);
+    if (n == 0 || n - ING_HDR_LEN >= k->len) {
+        k->shed = true; /* as short as it gets */
+        return 0;
+    }
+    struct kept *nk = pool_alloc(&be->jobs_pool, sizeof(*nk) + n);
+    if (nk == NULL)
+        return 0;
+    *nk = *k;
+    nk->len = (uint32_t)(n - ING_HDR_LEN);
+    nk->shed = true;
+    (void)ing_msg_encode(&m, nk->frame, n); /* views into k: before k goes */
+    if (k->indexed) {
+        idtab_remove(&be->ktab, kept_hash(k->seq), k);
+        if (idtab_insert(&be->ktab, kept_hash(k->seq), nk) != 0) {
+            (void)idtab_insert(&be->ktab, kept_hash(k->seq), k); /* its slot is free again */
+            pool_free(&be->jobs_pool, nk, sizeof(*nk) + n);
+            return 0;
+        }
+    }
+    *pp = nk;
+    if (s->kept_tail == &k->next)
+        s->kept_tail = &nk->next;
+    if (s->next_send == k)
+        s->next_send = nk;
+    if (be->jr != NULL) {
+        jr_kept(be, JREC_DELIVERED, s, k);
+        jr_kept(be, JREC_DONE, s, nk);
+    }
+    uint64_t freed = k->len - nk->len;
+    be->kept_bytes -= freed;
+    pool_free(&be->jobs_pool, k, sizeof(*k) + ING_HDR_LEN + k->len);
+    return freed;
+}
+
+uint64_t
+be_sessions_shed(struct backend *be, uint64_t need, size_t max)
+{
+    struct be_client *c = be->detached; /* the newest detached first: find the oldest */
+    while (c != NULL && c->next != NULL)
+        c = c->next;
+    uint64_t freed = 0, n = 0;
+    for (; c != NULL && freed < need && n < max; c = c->prev) {
+        struct be_session *s = c->sess;
+        if (s->shed_all)
+            continue;
+        struct kept **pp = &s->kept;
+        for (; *pp != NULL && freed < need && n < max; pp = &(*pp)->next) {
+            struct kept *k = *pp;
+            n++;
+            uint64_t f = k->shed ? 0 : kept_shed(be, s, pp, k);
+            freed += f;
+            be->stats.kept_shed += f > 0;
+        }
+        s->shed_all = *pp == NULL; /* (a result with no gain counts as shed) */
+    }
+    if (freed > 0)
+        log_msg(LOG_WARN, "backend memory full: kept results of the oldest detached sessions "
+                "replaced by crash \"" SHED_TEXT "\" (%llu bytes freed, %llu replaced in all)",
+                (unsigned long long)freed, (unsigned long long)be->stats.kept_shed);
+    return freed;
+}
+
 /* session_free forgets session s (its client stays, without session). */
 static void
 session_free(struct backend *be, struct be_session *s)
@@ -5463,9 +5552,10 @@ session_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t 
         return false;
     uint64_t seq = get_u64be(p);
     const uint8_t *f = p + 8 + ING_SESSION_ID_LEN;
-    if (type == JREC_DONE) {
+    if (type == JREC_DONE) { /* not the one a shed result replaced (another length) */
         const struct be_session *s = session_get(be, p + 8);
-        return s != NULL && kept_find(be, s, seq, NULL) != NULL;
+        const struct kept *k = s != NULL ? kept_find(be, s, seq, NULL) : NULL;
+        return k != NULL && (uint64_t)k->len + ING_HDR_LEN == len - 8 - ING_SESSION_ID_LEN;
     }
     struct ing_view id;
     uint8_t ft;

@@ -106,6 +106,7 @@ struct be_stats {
     uint64_t jobs_submitted, jobs_refused, jobs_dispatched, jobs_done, jobs_killed;
     uint64_t jobs_crashed, jobs_requeued, reports_dropped, agents_lost;
     uint64_t jobs_expired; /* ended by the backend's deadline (proto.md 7.4) */
+    uint64_t kept_shed;    /* kept results replaced by crash "Backend memory full" (7.7) */
     uint64_t jobs_claimed, claims_refused; /* AgentHelloResume (proto.md 7.10) */
 };
 
@@ -305,6 +306,11 @@ void be_session_acks(struct be_client *c, bool on);
  * ClientSessionAck): the kept results among them are forgotten, journaled as delivered.
  * Returns 0, -EPERM (c does not acknowledge) or -ERANGE (more than were sent). */
 int be_session_ack(struct backend *be, struct be_client *c, uint64_t count);
+/* be_sessions_shed relieves the memory budget (proto.md 7.7): the results kept for the
+ * oldest detached sessions (oldest first, in their order) are replaced by short crash
+ * "Backend memory full" results of the same jobs, until need bytes are freed or max results
+ * looked at. Returns the bytes freed. */
+uint64_t be_sessions_shed(struct backend *be, uint64_t need, size_t max);
 bool be_session_resuming(const struct be_client *c);
 /* be_session_tick ends the sessions detached for cfg.session_ttl_ms or longer. */
 void be_session_tick(struct backend *be);

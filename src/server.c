@@ -134,6 +134,7 @@ struct server {
     uint64_t mem_bufs; /* bytes of every connection's buffers (conn_account) */
     uint64_t budget;   /* --max-memory, resolved */
     uint64_t relieve_dry_ms; /* when mem_relieve last found no one to drop */
+    uint64_t shed_dry_kept;  /* be.kept_bytes when mem_shed last freed nothing (+1; 0: none) */
     bool iter_check;   /* the last frame was expensive: look at the clock (input_spent) */
     struct addr_count {
         uint8_t key[17];
@@ -235,6 +236,22 @@ mem_limit(const struct server *s, bool reserve)
     return reserve ? s->budget : s->budget - s->budget / 8;
 }
 
+/* SHED_MAX bounds the kept results looked at in one relief (bounded work per wake-up). */
+#define SHED_MAX 4096
+
+/* mem_shed: past the budget (with need more bytes), the results kept for the oldest detached
+ * sessions are replaced by short crash results (proto.md 7.7), a bounded number at a time. */
+static void
+mem_shed(struct server *s, uint64_t need)
+{
+    uint64_t used = mem_used(s);
+    if (used + need <= s->budget || s->be.kept_bytes == 0 ||
+        s->shed_dry_kept == s->be.kept_bytes + 1)
+        return; /* within it, nothing kept, or nothing more to gain until that changes */
+    if (be_sessions_shed(&s->be, used + need - s->budget, SHED_MAX) == 0)
+        s->shed_dry_kept = s->be.kept_bytes + 1;
+}
+
 /* mem_relieve drops the peers holding the most unread output (at least RELIEVE_MIN bytes
  * each, at most RELIEVE_MAX of them) until need bytes are free. Their output is freed at
  * once. */
@@ -245,6 +262,7 @@ mem_relieve(struct server *s, uint64_t need)
      * every message sent would otherwise walk every connection. */
     if (s->relieve_dry_ms == ev_now_ms(s->loop))
         return;
+    mem_shed(s, need);
     for (int k = 0; k < RELIEVE_MAX && mem_used(s) + need > s->budget; k++) {
         struct conn *worst = NULL;
         for (struct conn *o = s->conns; o != NULL; o = o->next)
@@ -738,6 +756,7 @@ before_sleep(void *arg)
     struct server *s = arg;
     uint64_t due;
     update_clock(s);
+    mem_shed(s, 0); /* results kept for detached sessions grow past the budget */
     /* The journal first: what this iteration sends (a result, a pong) leaves after the
      * records it follows from are written (write-ahead; synced too under --fsync always). */
     if (s->be.jr != NULL)

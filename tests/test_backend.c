@@ -222,6 +222,9 @@ mock_relay(void *peer, uint8_t type, const uint8_t *body, size_t len)
         const uint8_t *k = body + 4 + l;
         uint32_t kl = get_u32be(k);
         memcpy(r->kind, k + 4, kl < 31 ? kl : 31);
+        const uint8_t *t = k + 4 + kl;
+        uint32_t tl = get_u32be(t);
+        memcpy(r->text, t + 4, tl < 127 ? tl : 127);
     }
 }
 
@@ -581,6 +584,8 @@ expect_envs(int i, const char *want)
             fail_msg("peer %d: a second environment list: %s", i, p->log[k].text);
 }
 
+static const char *done_text = ""; /* the result_text of done() */
+
 static void
 done(struct be_agent *a, const char *id, const char *kind)
 {
@@ -590,7 +595,7 @@ done(struct be_agent *a, const char *id, const char *kind)
     struct ing_job_result *r = &m.u.result;
     r->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
     r->result_kind = (struct ing_view){kind, (uint32_t)strlen(kind)};
-    r->result_text = (struct ing_view){"", 0};
+    r->result_text = (struct ing_view){done_text, (uint32_t)strlen(done_text)};
     r->problems = r->tests = r->custom = (struct ing_view){"\x80", 1};
     r->state = (struct ing_view){"", 0};
     ssize_t n = ing_msg_encode(&m, scratch, sizeof(scratch));
@@ -3120,6 +3125,56 @@ session_client(int i, uint8_t sid_byte)
     return sc;
 }
 
+/* The memory budget (proto.md 7.7): the results kept for the oldest detached session are
+ * replaced first by short crash "Backend memory full" results of the same jobs, then the
+ * next session's; a session whose results are all short is skipped; the session resumed
+ * gets the crash result. */
+static void
+test_backend_session_shed(void **state)
+{
+    (void)state;
+    static char big[2001];
+    memset(big, 'x', 2000);
+    struct be_agent *a = agent(0, 2, "default");
+    struct be_client *ca = session_client(1, 0x07);
+    assert_false(be_session_resume(&be, ca, false, 1 << 20));
+    expect(1, ING_BACKEND_SESSION_JOBS, NULL);
+    submit(ca, "sa", 0, "default");
+    struct be_client *cb = session_client(2, 0x08);
+    assert_false(be_session_resume(&be, cb, false, 1 << 20));
+    expect(2, ING_BACKEND_SESSION_JOBS, NULL);
+    submit(cb, "sb", 0, "default");
+    expect(0, ING_BACKEND_NEW_JOB, "sa");
+    expect(0, ING_BACKEND_NEW_JOB, "sb");
+    be.now_ms = 1000;
+    be_client_gone(&be, ca); /* detached first: the oldest */
+    be.now_ms = 2000;
+    be_client_gone(&be, cb);
+    done_text = big;
+    done(a, "sa", "success");
+    done(a, "sb", "success");
+    done_text = "";
+    uint64_t kept = be.kept_bytes;
+    assert_true(kept > 4000);
+    uint64_t freed = be_sessions_shed(&be, 100, 100); /* one result is enough: sa's */
+    assert_true(freed > 1900 && freed < 2100);
+    assert_int_equal(be.kept_bytes, kept - freed);
+    assert_int_equal(be.stats.kept_shed, 1);
+    assert_int_equal(be_check(&be), 0);
+    assert_true(be_sessions_shed(&be, 100, 100) > 1900); /* then sb's */
+    assert_int_equal(be_sessions_shed(&be, 100, 100), 0); /* nothing left to gain */
+    assert_int_equal(be.stats.kept_shed, 2);
+    assert_int_equal(be.n_kept, 2);
+    struct be_client *ra = session_client(3, 0x07);
+    assert_ptr_equal(ra, ca);
+    assert_false(be_session_resume(&be, ra, false, 1 << 20));
+    struct rec *r = expect(3, ING_BACKEND_JOB_DONE, "sa");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "Backend memory full");
+    expect(3, ING_BACKEND_SESSION_JOBS, NULL);
+    assert_int_equal(be_check(&be), 0);
+}
+
 /* replay_session_rec feeds be_journal_replay a session accepted record (7) of job id on
  * docker/e1 for session sid_byte x 16, arrival seq. */
 static void
@@ -3288,6 +3343,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_session_ack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_keeps_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_keeps_bounces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_session_shed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_held_for_agent, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
