@@ -5269,6 +5269,7 @@ be_session_attach(struct backend *be, struct be_client *c, const uint8_t id[ING_
     be_client_gone(be, c); /* a fresh connection: no job (the caller checks) */
     detached_unlink(be, sc);
     sc->peer = peer;
+    be->stats.sessions_resumed++;
     return sc;
 }
 

@@ -107,6 +107,7 @@ struct be_stats {
     uint64_t jobs_crashed, jobs_requeued, reports_dropped, agents_lost;
     uint64_t jobs_expired; /* ended by the backend's deadline (proto.md 7.4) */
     uint64_t kept_shed;    /* kept results replaced by crash "Backend memory full" (7.7) */
+    uint64_t sessions_resumed; /* detached sessions attached to a new connection (7.9) */
     uint64_t jobs_claimed, claims_refused; /* AgentHelloResume (proto.md 7.10) */
 };
 

@@ -2657,6 +2657,7 @@ test_backend_session_ack(void **state)
     assert_int_equal(be.n_kept, 1);
     struct be_client *c2 = be_client_new(&be, &peers[2]);
     assert_ptr_equal(be_session_attach(&be, c2, id), sc);
+    assert_int_equal(be.stats.sessions_resumed, 1);
     be_client_hello(&be, sc);
     expect(2, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
     be_session_acks(sc, true);
