@@ -30,7 +30,8 @@
 #define MAX_PINGS 256    /* pings in flight */
 #define MAX_SEEN (1u << 16) /* results remembered until their acknowledgement is confirmed */
 
-/* A job submitted on this client with no result yet. */
+/* A job submitted on this client with no result yet; or (sessions) a result given to the
+ * program whose acknowledgement the backend may not have handled (ing_client.seen). */
 struct pending {
     struct pending *prev; /* submission order */
     struct pending *next;
@@ -43,6 +44,12 @@ struct pending {
     bool held;       /* sessions: listed by the backend's BackendSessionJobs */
     size_t len;
     char id[]; /* NUL-terminated */
+};
+
+/* A table of struct pending by job id: hash buckets (cap a power of two), chained by hnext. */
+struct idtable {
+    struct pending **b;
+    size_t cap, n;
 };
 
 struct ing_client {
@@ -67,17 +74,16 @@ struct ing_client {
     uint64_t dups;     /* results dropped as given already (ing_client_duplicates) */
     /* The results given to the program whose acknowledgement the backend may not have
      * handled: it sends such a result again on the next connection (before the list),
-     * where it is dropped. Oldest first; found by id in seen_tab. */
-    struct seen *seen_head, *seen_tail;
-    struct seen **seen_tab; /* hash buckets, seen_cap a power of two */
-    size_t seen_cap, nseen;
+     * where it is dropped. Oldest first (prev/next); found by id in seen. ack_tag: the
+     * ClientSessionAck of connection epoch that covers it. */
+    struct pending *seen_head, *seen_tail;
+    struct idtable seen;
     char server[128];
 
     uint8_t *envs; /* last BackendUpdateEnvironments map */
     size_t envs_len;
 
-    struct pending **tab; /* hash buckets, tab_cap a power of two */
-    size_t tab_cap;
+    struct idtable pt; /* the pending jobs by id */
     size_t npending;
     struct pending *head;
     struct pending *tail;
@@ -88,18 +94,6 @@ struct ing_client {
     uint64_t queue_sent;
     uint64_t queue_recv;
     uint64_t gen;
-};
-
-/* A result given to the program on a connection that acknowledges results: remembered
- * until the backend surely handled the ClientSessionAck that covers it. */
-struct seen {
-    struct seen *prev, *next; /* c->seen_head list, oldest first */
-    struct seen *hnext;       /* hash chain */
-    uint64_t hash;
-    uint64_t epoch; /* the connection it was read on */
-    uint64_t tag;   /* the ClientSessionAck (c->acks_n) that covers it on that connection */
-    size_t len;
-    char id[];
 };
 
 /* The callback of one process, wait or connect call (the ctx of the peer hooks). */
@@ -157,60 +151,84 @@ hash_bytes(const char *p, size_t n)
 }
 
 static struct pending *
-pending_find(const struct ing_client *c, const char *id, size_t len)
+idt_find(const struct idtable *t, const char *id, size_t len)
 {
     uint64_t h;
 
-    if (c->tab_cap == 0)
+    if (t->cap == 0)
         return NULL;
     h = hash_bytes(id, len);
-    for (struct pending *p = c->tab[h & (c->tab_cap - 1)]; p != NULL; p = p->hnext)
+    for (struct pending *p = t->b[h & (t->cap - 1)]; p != NULL; p = p->hnext)
         if (p->hash == h && p->len == len && memcmp(p->id, id, len) == 0)
             return p;
     return NULL;
 }
 
+/* idt_reserve makes room in t for one more of the records listed from list (next links).
+ * Returns 0 or -ENOMEM. */
 static int
-pending_grow(struct ing_client *c)
+idt_reserve(struct idtable *t, struct pending *list)
 {
-    size_t cap = c->tab_cap ? c->tab_cap * 2 : 64;
-    struct pending **t = calloc(cap, sizeof(*t));
+    if (t->n + 1 <= t->cap / 4 * 3)
+        return 0;
+    size_t cap = t->cap ? t->cap * 2 : 64;
+    struct pending **b = calloc(cap, sizeof(*b));
 
-    if (t == NULL)
+    if (b == NULL)
         return -ENOMEM;
-    for (struct pending *p = c->head; p != NULL; p = p->next) {
-        p->hnext = t[p->hash & (cap - 1)];
-        t[p->hash & (cap - 1)] = p;
+    for (struct pending *p = list; p != NULL; p = p->next) {
+        p->hnext = b[p->hash & (cap - 1)];
+        b[p->hash & (cap - 1)] = p;
     }
-    free(c->tab);
-    c->tab = t;
-    c->tab_cap = cap;
+    free(t->b);
+    t->b = b;
+    t->cap = cap;
     return 0;
+}
+
+/* idt_new returns a record for id[0..len) (its hash set, its other fields zero) linked in
+ * t, which idt_reserve made room in; NULL when out of memory. */
+static struct pending *
+idt_new(struct idtable *t, const char *id, size_t len)
+{
+    struct pending *p = calloc(1, sizeof(*p) + len + 1);
+
+    if (p == NULL)
+        return NULL;
+    memcpy(p->id, id, len);
+    p->len = len;
+    p->hash = hash_bytes(id, len);
+    p->hnext = t->b[p->hash & (t->cap - 1)];
+    t->b[p->hash & (t->cap - 1)] = p;
+    t->n++;
+    return p;
+}
+
+static void
+idt_unlink(struct idtable *t, struct pending *p)
+{
+    struct pending **pp = &t->b[p->hash & (t->cap - 1)];
+
+    while (*pp != p)
+        pp = &(*pp)->hnext;
+    *pp = p->hnext;
+    t->n--;
+}
+
+static struct pending *
+pending_find(const struct ing_client *c, const char *id, size_t len)
+{
+    return idt_find(&c->pt, id, len);
 }
 
 static struct pending *
 pending_add(struct ing_client *c, const char *id, size_t len)
 {
     struct pending *p;
-    size_t b;
 
-    if (c->npending + 1 > c->tab_cap / 4 * 3 && pending_grow(c) != 0)
+    if (idt_reserve(&c->pt, c->head) != 0 || (p = idt_new(&c->pt, id, len)) == NULL)
         return NULL;
-    p = malloc(sizeof(*p) + len + 1);
-    if (p == NULL)
-        return NULL;
-    p->frame = NULL;
-    p->frame_len = 0;
     p->epoch = c->epoch;
-    p->ack_tag = 0;
-    p->held = false;
-    memcpy(p->id, id, len);
-    p->id[len] = '\0';
-    p->len = len;
-    p->hash = hash_bytes(id, len);
-    b = p->hash & (c->tab_cap - 1);
-    p->hnext = c->tab[b];
-    c->tab[b] = p;
     p->next = NULL;
     p->prev = c->tail;
     if (c->tail != NULL)
@@ -225,11 +243,7 @@ pending_add(struct ing_client *c, const char *id, size_t len)
 static void
 pending_remove(struct ing_client *c, struct pending *p)
 {
-    struct pending **pp = &c->tab[p->hash & (c->tab_cap - 1)];
-
-    while (*pp != p)
-        pp = &(*pp)->hnext;
-    *pp = p->hnext;
+    idt_unlink(&c->pt, p);
     if (p->prev != NULL)
         p->prev->next = p->next;
     else
@@ -250,8 +264,9 @@ pending_detach(struct ing_client *c)
 {
     struct pending *list = c->head;
 
-    if (c->tab != NULL)
-        memset(c->tab, 0, c->tab_cap * sizeof(*c->tab));
+    if (c->pt.b != NULL)
+        memset(c->pt.b, 0, c->pt.cap * sizeof(*c->pt.b));
+    c->pt.n = 0;
     c->head = c->tail = NULL;
     c->npending = 0;
     return list;
@@ -259,23 +274,9 @@ pending_detach(struct ing_client *c)
 
 /* ---- results given, acknowledgement not confirmed (sessions) ---- */
 
-static struct seen *
-seen_find(const struct ing_client *c, const char *id, size_t len)
-{
-    uint64_t h;
-
-    if (c->seen_cap == 0)
-        return NULL;
-    h = hash_bytes(id, len);
-    for (struct seen *e = c->seen_tab[h & (c->seen_cap - 1)]; e != NULL; e = e->hnext)
-        if (e->hash == h && e->len == len && memcmp(e->id, id, len) == 0)
-            return e;
-    return NULL;
-}
-
-/* seen_unlink takes e out of the list (not of the hash chain). */
+/* seen_unlink takes e out of the list (not of the table). */
 static void
-seen_unlink(struct ing_client *c, struct seen *e)
+seen_unlink(struct ing_client *c, struct pending *e)
 {
     if (e->prev != NULL)
         e->prev->next = e->next;
@@ -289,10 +290,10 @@ seen_unlink(struct ing_client *c, struct seen *e)
 
 /* seen_append puts e last, tagged for the next ClientSessionAck of this connection. */
 static void
-seen_append(struct ing_client *c, struct seen *e)
+seen_append(struct ing_client *c, struct pending *e)
 {
     e->epoch = c->epoch;
-    e->tag = c->acks_n + 1;
+    e->ack_tag = c->acks_n + 1;
     e->next = NULL;
     e->prev = c->seen_tail;
     if (c->seen_tail != NULL)
@@ -303,34 +304,11 @@ seen_append(struct ing_client *c, struct seen *e)
 }
 
 static void
-seen_remove(struct ing_client *c, struct seen *e)
+seen_remove(struct ing_client *c, struct pending *e)
 {
-    struct seen **pp = &c->seen_tab[e->hash & (c->seen_cap - 1)];
-
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
+    idt_unlink(&c->seen, e);
     seen_unlink(c, e);
-    c->nseen--;
     free(e);
-}
-
-static int
-seen_grow(struct ing_client *c)
-{
-    size_t cap = c->seen_cap ? c->seen_cap * 2 : 64;
-    struct seen **t = calloc(cap, sizeof(*t));
-
-    if (t == NULL)
-        return -ENOMEM;
-    for (struct seen *e = c->seen_head; e != NULL; e = e->next) {
-        e->hnext = t[e->hash & (cap - 1)];
-        t[e->hash & (cap - 1)] = e;
-    }
-    free(c->seen_tab);
-    c->seen_tab = t;
-    c->seen_cap = cap;
-    return 0;
 }
 
 /* seen_note remembers that the result of job id[0..len) was given to the program (the
@@ -339,27 +317,17 @@ seen_grow(struct ing_client *c)
 static int
 seen_note(struct ing_client *c, const char *id, size_t len)
 {
-    struct seen *e = seen_find(c, id, len);
+    struct pending *e = idt_find(&c->seen, id, len);
 
     if (e != NULL) {
         seen_unlink(c, e);
         seen_append(c, e);
         return 0;
     }
-    if (c->nseen >= MAX_SEEN)
+    if (c->seen.n >= MAX_SEEN)
         seen_remove(c, c->seen_head);
-    if (c->nseen + 1 > c->seen_cap / 4 * 3 && seen_grow(c) != 0)
+    if (idt_reserve(&c->seen, c->seen_head) != 0 || (e = idt_new(&c->seen, id, len)) == NULL)
         return -ENOMEM;
-    e = malloc(sizeof(*e) + len + 1);
-    if (e == NULL)
-        return -ENOMEM;
-    memcpy(e->id, id, len);
-    e->id[len] = '\0';
-    e->len = len;
-    e->hash = hash_bytes(id, len);
-    e->hnext = c->seen_tab[e->hash & (c->seen_cap - 1)];
-    c->seen_tab[e->hash & (c->seen_cap - 1)] = e;
-    c->nseen++;
     seen_append(c, e);
     return 0;
 }
@@ -371,14 +339,15 @@ static void
 seen_confirm(struct ing_client *c, bool older, uint64_t tag)
 {
     if (older) {
-        for (struct seen *e = c->seen_head, *next; e != NULL; e = next) {
+        for (struct pending *e = c->seen_head, *next; e != NULL; e = next) {
             next = e->next;
             if (e->epoch != c->epoch)
                 seen_remove(c, e);
         }
         return;
     }
-    while (c->seen_head != NULL && c->seen_head->epoch == c->epoch && c->seen_head->tag <= tag)
+    while (c->seen_head != NULL && c->seen_head->epoch == c->epoch &&
+           c->seen_head->ack_tag <= tag)
         seen_remove(c, c->seen_head);
 }
 
@@ -459,12 +428,12 @@ ing_client_free(struct ing_client *c)
         p = next;
     }
     while (c->seen_head != NULL) {
-        struct seen *e = c->seen_head;
+        struct pending *e = c->seen_head;
         c->seen_head = e->next;
         free(e);
     }
-    free(c->seen_tab);
-    free(c->tab);
+    free(c->seen.b);
+    free(c->pt.b);
     free(c->envs);
     free(c->name);
     free(c);
@@ -731,7 +700,7 @@ on_job_event(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn 
     }
     if (ev.type == ING_CLIENT_EV_DONE && c->sacking) {
         c->recv++;
-        struct seen *e = !c->resumed ? seen_find(c, ev.job_id.p, ev.job_id.len) : NULL;
+        struct pending *e = !c->resumed ? idt_find(&c->seen, ev.job_id.p, ev.job_id.len) : NULL;
         if (e != NULL) { /* given already: acknowledged on this connection this time */
             seen_unlink(c, e);
             seen_append(c, e);

@@ -552,6 +552,22 @@ agent_runs(const struct lt_agent *ag, const char *id)
     return runs;
 }
 
+/* result_in_socket starts a backend, a session client and an agent; job id runs and its
+ * result is written to the client's socket, not read yet. */
+static void
+result_in_socket(struct lt_world *w, struct lt_client **cl, struct lt_agent **ag,
+                 const char *id)
+{
+    lt_start(w, NULL, NULL, "--orphan-timeout", "0", NULL);
+    *cl = session_client(w);
+    *ag = lt_agent_new(w, "A", 1, 0, "docker/default", NULL);
+    submit(w, *cl, id, 0);
+    lt_expect_cev(w, *cl, ING_CLIENT_EV_ACCEPTED, id);
+    lt_expect_aev(w, *ag, ING_AGENT_EV_JOB, id);
+    agent_done_only(*ag, id);
+    wait_readable(ing_client_fd((*cl)->c));
+}
+
 /* A result the backend wrote to the session's connection, which then dies before the
  * client read it (its socket closed with the result unread): the backend kept it until
  * acknowledged (proto.md 7.9), so the resumed session gets it; the program sees it once
@@ -560,15 +576,10 @@ static void
 test_durable_session_unread_result_resent(void **state)
 {
     struct lt_world *w = *state;
-    lt_start(w, NULL, NULL, "--orphan-timeout", "0", NULL);
-    struct lt_client *cl = session_client(w);
-    struct lt_agent *ag = lt_agent_new(w, "A", 1, 0, "docker/default", NULL);
-    submit(w, cl, "u0", 0);
-    lt_expect_cev(w, cl, ING_CLIENT_EV_ACCEPTED, "u0");
-    lt_expect_aev(w, ag, ING_AGENT_EV_JOB, "u0");
-    agent_done_only(ag, "u0");
+    struct lt_client *cl;
+    struct lt_agent *ag;
+    result_in_socket(w, &cl, &ag, "u0");
     int fd = ing_client_fd(cl->c);
-    wait_readable(fd);
     /* The connection dies with the result unread: its socket is replaced by one end of a
      * closed pair (the kernel drops the TCP socket with its input; the library reads EOF). */
     int sp[2];
@@ -597,14 +608,9 @@ static void
 test_durable_session_duplicate_dropped(void **state)
 {
     struct lt_world *w = *state;
-    lt_start(w, NULL, NULL, "--orphan-timeout", "0", NULL);
-    struct lt_client *cl = session_client(w);
-    struct lt_agent *ag = lt_agent_new(w, "A", 1, 0, "docker/default", NULL);
-    submit(w, cl, "v0", 0);
-    lt_expect_cev(w, cl, ING_CLIENT_EV_ACCEPTED, "v0");
-    lt_expect_aev(w, ag, ING_AGENT_EV_JOB, "v0");
-    agent_done_only(ag, "v0");
-    wait_readable(ing_client_fd(cl->c));
+    struct lt_client *cl;
+    struct lt_agent *ag;
+    result_in_socket(w, &cl, &ag, "v0");
     assert_int_equal(shutdown(ing_client_fd(cl->c), SHUT_WR), 0);
     lt_expect_cev(w, cl, ING_CLIENT_EV_DONE, "v0"); /* read, given to the program */
     lt_expect_cev(w, cl, ING_CLIENT_EV_DISCONNECTED, NULL);
