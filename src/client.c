@@ -215,6 +215,32 @@ idt_unlink(struct idtable *t, struct pending *p)
     t->n--;
 }
 
+/* list_append / list_unlink: p last in, or out of, the list from *head to *tail. */
+static void
+list_append(struct pending **head, struct pending **tail, struct pending *p)
+{
+    p->next = NULL;
+    p->prev = *tail;
+    if (*tail != NULL)
+        (*tail)->next = p;
+    else
+        *head = p;
+    *tail = p;
+}
+
+static void
+list_unlink(struct pending **head, struct pending **tail, struct pending *p)
+{
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        *head = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    else
+        *tail = p->prev;
+}
+
 static struct pending *
 pending_find(const struct ing_client *c, const char *id, size_t len)
 {
@@ -229,13 +255,7 @@ pending_add(struct ing_client *c, const char *id, size_t len)
     if (idt_reserve(&c->pt, c->head) != 0 || (p = idt_new(&c->pt, id, len)) == NULL)
         return NULL;
     p->epoch = c->epoch;
-    p->next = NULL;
-    p->prev = c->tail;
-    if (c->tail != NULL)
-        c->tail->next = p;
-    else
-        c->head = p;
-    c->tail = p;
+    list_append(&c->head, &c->tail, p);
     c->npending++;
     return p;
 }
@@ -244,14 +264,7 @@ static void
 pending_remove(struct ing_client *c, struct pending *p)
 {
     idt_unlink(&c->pt, p);
-    if (p->prev != NULL)
-        p->prev->next = p->next;
-    else
-        c->head = p->next;
-    if (p->next != NULL)
-        p->next->prev = p->prev;
-    else
-        c->tail = p->prev;
+    list_unlink(&c->head, &c->tail, p);
     c->npending--;
     free(p->frame);
     free(p);
@@ -278,14 +291,7 @@ pending_detach(struct ing_client *c)
 static void
 seen_unlink(struct ing_client *c, struct pending *e)
 {
-    if (e->prev != NULL)
-        e->prev->next = e->next;
-    else
-        c->seen_head = e->next;
-    if (e->next != NULL)
-        e->next->prev = e->prev;
-    else
-        c->seen_tail = e->prev;
+    list_unlink(&c->seen_head, &c->seen_tail, e);
 }
 
 /* seen_append puts e last, tagged for the next ClientSessionAck of this connection. */
@@ -294,13 +300,7 @@ seen_append(struct ing_client *c, struct pending *e)
 {
     e->epoch = c->epoch;
     e->ack_tag = c->acks_n + 1;
-    e->next = NULL;
-    e->prev = c->seen_tail;
-    if (c->seen_tail != NULL)
-        c->seen_tail->next = e;
-    else
-        c->seen_head = e;
-    c->seen_tail = e;
+    list_append(&c->seen_head, &c->seen_tail, e);
 }
 
 static void
