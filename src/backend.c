@@ -271,6 +271,8 @@ struct be_session {
     bool acking;            /* the attached connection opened with ING_SESSION_ACK */
     uint64_t sent, acked;   /* BackendJobDone frames sent on it since its hello; acked */
     struct kept *next_send; /* the first kept result not sent on it (NULL: all were) */
+    uint64_t unacked_bytes; /* of the results sent on it and not acknowledged */
+    bool overrun;           /* it was dropped for SESSION_UNACKED_MAX (closing) */
     bool shed_all;          /* every kept result is a shed one (be_sessions_shed skips it) */
 };
 
@@ -4972,6 +4974,8 @@ session_detach(struct backend *be, struct be_client *c)
     c->sess->resuming = c->sess->listing = c->sess->acking = false;
     c->sess->cursor = NULL;
     c->sess->next_send = NULL; /* on the next connection, all are sent again */
+    c->sess->unacked_bytes = 0;
+    c->sess->overrun = false;
     client_unregister(be, c);
     c->peer = NULL;
     c->sess->detached = true;
@@ -5091,12 +5095,23 @@ kept_free(struct backend *be, struct be_session *s, struct kept *k)
     pool_free(&be->jobs_pool, k, sizeof(*k) + ING_HDR_LEN + k->len);
 }
 
+/* SESSION_UNACKED_MAX: result bytes an acknowledging connection may leave unacknowledged;
+ * past it, it is closed (Error OVERLOAD) and its session detached (proto.md 7.9). */
+#define SESSION_UNACKED_MAX (64u << 20)
+
 /* kept_send sends s's kept result k on s's (acknowledging) connection, numbered. */
 static void
 kept_send(struct backend *be, struct be_session *s, struct kept *k)
 {
     be->ops.relay(s->c->peer, ING_BACKEND_JOB_DONE, k->frame + ING_HDR_LEN, k->len);
     k->dno = ++s->sent;
+    s->unacked_bytes += k->len;
+    if (s->unacked_bytes > SESSION_UNACKED_MAX && !s->overrun && be->ops.drop != NULL) {
+        s->overrun = true;
+        log_msg(LOG_WARN, "session: over %u bytes of results not acknowledged: its connection "
+                "is closed, the results kept", SESSION_UNACKED_MAX);
+        be->ops.drop(s->c->peer, ING_ERR_OVERLOAD, "results not acknowledged");
+    }
 }
 
 /* session_push: k was just kept for s (appended last). On an acknowledging connection that
@@ -5302,7 +5317,7 @@ be_session_resume(struct backend *be, struct be_client *c, bool hold, size_t bud
     if (s == NULL || c->peer == NULL)
         return false;
     s->hold = hold;
-    s->sent = s->acked = 0;
+    s->sent = s->acked = s->unacked_bytes = 0;
     s->next_send = s->acking ? s->kept : NULL; /* each kept one is sent (again) on it */
     s->resuming = !hold && s->kept != NULL; /* with hold, results stay kept: only the list */
     s->listing = !s->resuming;
@@ -5331,6 +5346,7 @@ be_session_ack(struct backend *be, struct be_client *c, uint64_t count)
     while (s->kept != NULL && s->kept != s->next_send && s->kept->dno <= count) {
         struct kept *k = s->kept;
         s->kept = k->next;
+        s->unacked_bytes -= k->len;
         if (be->jr != NULL)
             jr_kept(be, JREC_DELIVERED, s, k);
         kept_free(be, s, k);
