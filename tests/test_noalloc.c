@@ -167,6 +167,7 @@ struct dialect {
 static const struct dialect native = {open_peer, send_msg, next_type};
 
 static unsigned nkeys; /* > 0: job i has launcher "k<i % nkeys>" (fair share by launcher) */
+static bool sess_ack;  /* the client opens a session that acknowledges results (7.9) */
 
 static void
 one_job(const struct dialect *d, struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp,
@@ -208,9 +209,17 @@ one_job(const struct dialect *d, struct tpipe *c, struct tpipe *a, unsigned i, c
     r->state = (struct ing_view){"", 0};
     r->stdout_ = (struct ing_view){"out", 3};
     d->send(a, &m);
+    if (sess_ack)
+        assert_int_equal(d->next(c, &got), ING_BACKEND_JOB_ACCEPTED);
     assert_int_equal(d->next(c, &got), ING_BACKEND_JOB_STARTED);
     assert_int_equal(d->next(c, &got), ING_BACKEND_JOB_DONE);
     assert_true(ing_view_eq(got.u.result.job_id, id));
+    if (sess_ack) { /* the result was kept until this */
+        memset(&m, 0, sizeof(m));
+        m.type = ING_CLIENT_SESSION_ACK;
+        m.u.session_ack.count = i + 1; /* every job gave one result on this connection */
+        d->send(c, &m);
+    }
 }
 
 /* ---- the ZeroMQ dialect (issue 19): a ZMTP DEALER speaking INGInious' msgpack ---- */
@@ -335,8 +344,15 @@ steady_state(const struct dialect *d, unsigned warm, unsigned counted, enum fair
     memset(&m, 0, sizeof(m));
     m.type = ING_CLIENT_HELLO;
     m.u.client_hello.name = (struct ing_view){"me", 2};
+    if (sess_ack) {
+        m.type = ING_CLIENT_HELLO_SESSION;
+        memset(m.u.client_hello.session, 0x5a, ING_SESSION_ID_LEN);
+        m.u.client_hello.session_flags = ING_SESSION_ACK;
+    }
     d->send(&c, &m);
     assert_int_equal(d->next(&c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
+    if (sess_ack)
+        assert_int_equal(d->next(&c, &got), ING_BACKEND_SESSION_JOBS);
     uint8_t envs[128];
     struct ing_mp_writer w;
     ing_mp_writer_init(&w, envs, sizeof(envs));
@@ -403,6 +419,20 @@ test_noalloc_fair_share(void **state)
     skip();
 #endif
     steady_state(&native, 2000, 4000, FAIR_LAUNCHER, 7);
+}
+
+/* A session acknowledging its results: each result is kept (from the jobs' pool) until the
+ * client's ClientSessionAck, and that costs no allocation once warm either. */
+static void
+test_noalloc_session_ack(void **state)
+{
+    (void)state;
+#if defined(ING_SAN) && ING_SAN
+    skip();
+#endif
+    sess_ack = true;
+    steady_state(&native, 2000, 4000, FAIR_NONE, 0);
+    sess_ack = false;
 }
 
 static void
@@ -610,6 +640,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_noalloc_steady_state_lifecycle),
+        cmocka_unit_test(test_noalloc_session_ack),
         cmocka_unit_test(test_noalloc_steady_state_zmq),
         cmocka_unit_test(test_noalloc_fair_share),
         cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
