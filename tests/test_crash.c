@@ -93,6 +93,7 @@ struct crash {
     uint64_t resumes; /* ING_CLIENT_EV_RESUMED of the session's client */
     uint64_t kept;    /* session results read in a resumption (kept by the backend) */
     bool resuming;    /* the session's client is between CONNECTED and RESUMED */
+    bool resumed_run; /* the session's client resumed on this run of the backend */
     bool queue_seen;
     char fail[256];
 };
@@ -191,6 +192,10 @@ on_client(struct ing_client *c, const struct ing_client_event *ev, void *arg)
     case ING_CLIENT_EV_RESUMED:
         k->resumes++;
         k->resuming = false;
+        k->resumed_run = true;
+        break;
+    case ING_CLIENT_EV_DISCONNECTED:
+        k->resumed_run = k->resumed_run && !sc;
         break;
     case ING_CLIENT_EV_ACCEPTED:
         if (idx != UINT32_MAX)
@@ -416,11 +421,12 @@ crash_run(struct lt_world *w, const char *fsync_mode)
     while ((lt_now_ms() < end || restarts < 3 || !any_acked(&k)) && lt_now_ms() < hard_end &&
            k.fail[0] == '\0') {
         /* Load for a random while, and at least until this run of the backend has
-         * acknowledged a job (a slow one, under valgrind, takes long to serve anyone). */
+         * acknowledged a job and resumed the session (a slow one, under valgrind, takes long
+         * to serve anyone). */
         uint64_t until = lt_now_ms() + rnd_in(&k, 50, 400), acks0 = k.acks;
         uint64_t give_up = lt_now_ms() + LT_DEADLINE_MS;
-        while ((lt_now_ms() < until || k.acks == acks0) && lt_now_ms() < give_up &&
-               k.fail[0] == '\0') {
+        while ((lt_now_ms() < until || k.acks == acks0 || !k.resumed_run) &&
+               lt_now_ms() < give_up && k.fail[0] == '\0') {
             submit_some(&k);
             spin(&k, 20);
         }
@@ -428,6 +434,7 @@ crash_run(struct lt_world *w, const char *fsync_mode)
         rss_max = kb > rss_max ? kb : rss_max;
         lt_kill_backend(w, SIGKILL);
         restarts++;
+        k.resumed_run = false;
         /* Sometimes the backend stays away a while: results end meanwhile, kept. */
         uint64_t away = lt_now_ms() + (rnd(&k) % 3 == 0 ? rnd_in(&k, 10, 150) : 0);
         while (lt_now_ms() < away)
