@@ -2764,6 +2764,46 @@ resume_hello(struct be_agent *a, uint8_t rid_byte, uint32_t slots, const char *c
     assert_int_equal(resume_hello_rc(a, rid_byte, slots, ids, n), 0);
 }
 
+/* A job claimed back after a lost connection keeps its deadline (proto.md 7.10): P, sent
+ * 12 s before its agent's claim, ends 12 s before Q, sent at the claim to another agent. */
+static void
+test_backend_claim_keeps_deadline(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = be_agent_new(&be, &peers[1]);
+    const char *none[1] = {NULL};
+    resume_hello(a, 0x66, 1, none, 0);
+    submit(c, "P", 0, "e1");
+    expect(1, ING_BACKEND_NEW_JOB, "P");
+    be.now_ms += 10000;
+    be_agent_gone(&be, a); /* P held for 0x66 */
+    be.now_ms += 2000;
+    struct be_agent *a2 = be_agent_new(&be, &peers[2]);
+    const char *claims[1] = {"P"};
+    resume_hello(a2, 0x66, 1, claims, 1);
+    assert_int_equal(be.n_held, 0);
+    struct be_agent *b = be_agent_new(&be, &peers[3]);
+    resume_hello(b, 0x77, 1, none, 0);
+    submit(c, "Q", 0, "e1");
+    expect(3, ING_BACKEND_NEW_JOB, "Q");
+    int p_at = -1, q_at = -1;
+    for (int step = 1; step <= 4000 && q_at < 0; step++) {
+        be.now_ms += 1000;
+        be_timeouts(&be);
+        struct rec *r;
+        while ((r = next_job(2)) != NULL)
+            p_at = r->type == ING_BACKEND_KILL_JOB ? step : p_at;
+        while ((r = next_job(3)) != NULL)
+            q_at = r->type == ING_BACKEND_KILL_JOB ? step : q_at;
+    }
+    assert_true(p_at > 0 && q_at > 0);
+    assert_int_equal(q_at - p_at, 12);
+    assert_int_equal(be_check(&be), 0);
+    be_agent_gone(&be, a2);
+    be_agent_gone(&be, b);
+}
+
 /* An AgentHelloResume queued behind a registration in steps (BE_HELLO_PENDING) claims its
  * jobs when its own registration ends, before its slots take new jobs. */
 static void
@@ -3343,6 +3383,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_session_ttl_and_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_keeps_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_claim_keeps_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_keeps_bounces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_shed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_held_for_agent, setup, teardown),
