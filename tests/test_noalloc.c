@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include "inginious/mp.h"
 #include "inginious/proto.h"
 #include "log.h"
+#include "sblk.h"
 #include "server.h"
 #include "zmq_msg.h"
 #include "zmtp.h"
@@ -416,6 +418,119 @@ test_noalloc_steady_state_zmq(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* The memory budget: what a hello registered in steps holds */
+
+static struct server *oom_server(void);
+
+/* big_envs writes into w (dynamic) a docker environments map of n names. */
+static void
+big_envs(struct ing_mp_writer *w, uint32_t n)
+{
+    char name[32];
+    ing_mp_writer_init_dyn(w);
+    ing_mp_put_map(w, 1);
+    ing_mp_put_cstr(w, "docker");
+    ing_mp_put_map(w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "budget-env-%06u", i);
+        ing_mp_put_cstr(w, name);
+        ing_mp_put_map(w, 2);
+        ing_mp_put_cstr(w, "id");
+        ing_mp_put_cstr(w, "i1");
+        ing_mp_put_cstr(w, "created");
+        ing_mp_put_int(w, 1);
+    }
+    assert_int_equal(w->err, 0);
+}
+
+/* held_until_registered runs the server until the hello being read is registering, checks
+ * that the budget counts at least want bytes held for it (be.held_bytes, in srv_mem_used),
+ * then runs it to the end: only the environment list's block stays held. */
+static void
+held_until_registered(uint64_t want)
+{
+    struct backend *be = srv_backend(srv);
+    int round = 0;
+    for (; round < 100000 && !be_registering(be); round++)
+        assert_true(srv_run_once(srv, 0) >= 0);
+    assert_true(be_registering(be));
+    uint64_t list = be->envs_blk != NULL ? be->envs_blk->len : 0;
+    assert_true(be->held_bytes >= list + want);
+    assert_true(srv_mem_used(srv) >= be->held_bytes);
+    for (round = 0; round < 100000 && (be_registering(be) || be->n_agents == 0 ||
+                                       be->envs_dirty || be_flush_building(be));
+         round++)
+        assert_true(srv_run_once(srv, 1) >= 0);
+    assert_false(be_registering(be));
+    assert_non_null(be->envs_blk);
+    assert_int_equal(be->held_bytes, be->envs_blk->len);
+}
+
+/* Item 2 of the shared list's work (issue 13): a large native hello's input buffer, taken
+ * over by its registration (no copy), counts in --max-memory until the registration ends;
+ * a ZeroMQ agent's large hello, whose frames the ZMTP layer reassembled, is copied, and
+ * the copy counts the same way. */
+static void
+test_budget_held_hellos(void **state)
+{
+    (void)state;
+    srv = oom_server();
+    struct tpipe *a = malloc(sizeof(*a)), *z = malloc(sizeof(*z));
+    assert_non_null(a);
+    assert_non_null(z);
+    struct ing_mp_writer w;
+    big_envs(&w, 4000); /* over BE_REG_INLINE_BYTES: registered in steps */
+    assert_true(w.len > 64 * 1024);
+    /* Native: the frame read into the agent's input, taken over. */
+    open_peer(a, ING_ROLE_AGENT);
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_AGENT_HELLO;
+    m.u.agent_hello.friendly_name = (struct ing_view){"A", 1};
+    m.u.agent_hello.slots = 1;
+    m.u.agent_hello.environments = (struct ing_view){(const char *)w.buf, (uint32_t)w.len};
+    size_t n = ing_msg_size(&m);
+    uint8_t *frame = malloc(n);
+    assert_non_null(frame);
+    assert_int_equal(ing_msg_encode(&m, frame, n), (ssize_t)n);
+    size_t off = 0;
+    while (off < n) { /* the server reads as it goes: a socket pair holds less */
+        ssize_t k = send(a->fd, frame + off, n - off, MSG_DONTWAIT);
+        if (k > 0)
+            off += (size_t)k;
+        else
+            assert_true(srv_run_once(srv, 0) >= 0);
+    }
+    free(frame);
+    held_until_registered(n);
+    /* ZeroMQ: the same hello in the dialect. */
+    zopen_peer(z, ING_ROLE_AGENT);
+    struct ing_mp_writer zw;
+    ing_mp_writer_init_dyn(&zw);
+    m.u.agent_hello.friendly_name = (struct ing_view){"Z", 1};
+    assert_int_equal(zmq_msg_encode(&m, &zw, ZMQ_JOB_FIELD_COURSE_ID), 0);
+    uint8_t hdr[ZMTP_HDR_MAX];
+    size_t hl = zmtp_frame_header(hdr, zw.len, false);
+    assert_int_equal(write(z->fd, hdr, hl), (ssize_t)hl);
+    off = 0;
+    while (off < zw.len) {
+        ssize_t k = send(z->fd, zw.buf + off, zw.len - off, MSG_DONTWAIT);
+        if (k > 0)
+            off += (size_t)k;
+        else
+            assert_true(srv_run_once(srv, 0) >= 0);
+    }
+    ing_mp_writer_fini(&zw);
+    held_until_registered(w.len);
+    ing_mp_writer_fini(&w);
+    close(a->fd);
+    close(z->fd);
+    free(a);
+    free(z);
+    srv_free(srv);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Out of memory */
 
 static struct server *
@@ -612,6 +727,7 @@ main(void)
         cmocka_unit_test(test_noalloc_steady_state_lifecycle),
         cmocka_unit_test(test_noalloc_steady_state_zmq),
         cmocka_unit_test(test_noalloc_fair_share),
+        cmocka_unit_test(test_budget_held_hellos),
         cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
         cmocka_unit_test_teardown(test_oom_input_and_job, memory_back),
         cmocka_unit_test_teardown(test_oom_output, memory_back),
