@@ -37,6 +37,7 @@
 #include "support/chaos_util.h"
 #include "support/tpeer.h"
 #include "support/ztpeer.h"
+#include "zmq_msg.h"
 #include "zmtp.h"
 
 #define PROMPT_MS 1000 /* a normal client's round trip, stretched by ING_SLOW */
@@ -1100,6 +1101,23 @@ check_env_list_at(const char *file, int line, const char *who, struct ing_view v
 }
 #define check_env_list(...) check_env_list_at(__FILE__, __LINE__, __VA_ARGS__)
 
+/* check_zmq_bytes checks that the ZeroMQ message z received last (m, decoded) is byte for
+ * byte what zmq_msg_encode makes of it: the shared list between its head and tail. */
+static void
+check_zmq_bytes_at(const char *file, int line, struct zt_peer *z, const struct ing_msg *m)
+{
+    struct ing_mp_writer w;
+
+    ing_mp_writer_init_dyn(&w);
+    if (zmq_msg_encode(m, &w, ZMQ_JOB_FIELD_COURSE_ID) != 0 || w.len != z->body_len ||
+        memcmp(w.buf, z->body, w.len) != 0) {
+        ing_mp_writer_fini(&w);
+        tp_fail_at(file, line, "the ZeroMQ list is not INGInious' encoding of it");
+    }
+    ing_mp_writer_fini(&w);
+}
+#define check_zmq_bytes(...) check_zmq_bytes_at(__FILE__, __LINE__, __VA_ARGS__)
+
 /* Item 3 (the shared list): a large environment list is one block every client's output
  * refers to (sblk.h), not a copy per client. Three native clients and a ZeroMQ one that read
  * get every list whole and in order (decoded name by name) while one client does not read
@@ -1144,6 +1162,7 @@ TP_TEST(test_abuse_envs_shared_list)
     changes = 2 * most;
     m = zt_expect(z, ING_BACKEND_UPDATE_ENVIRONMENTS);
     check_env_list("zreader", m->u.envs.environments, "shared-env-", names, 0);
+    check_zmq_bytes(z, m);
     /* Changes, each seen whole by the readers before the next. */
     for (uint32_t k = 0; k < changes; k++) {
         b = tp_connect(c, ING_ROLE_AGENT);
@@ -1155,6 +1174,7 @@ TP_TEST(test_abuse_envs_shared_list)
         }
         m = zt_expect(z, ING_BACKEND_UPDATE_ENVIRONMENTS);
         check_env_list("zreader", m->u.envs.environments, "shared-env-", names, k + 1);
+        check_zmq_bytes(z, m);
     }
     tp_close(c, stuck); /* references pending: released when it is reaped */
     /* The late reader: whole lists, a few (what the kernel took, then the newest). */
@@ -1170,6 +1190,8 @@ TP_TEST(test_abuse_envs_shared_list)
             tp_fail("late client: list %d is not a list", got);
     }
     check_env_list("late", m->u.envs.environments, "shared-env-", names, changes);
+    print_message("shared list: %u bytes, the late client got %d lists of %u\n",
+                  m->u.envs.environments.len, got, changes + 1);
     if ((uint32_t)got > most)
         tp_fail("the late client got %d lists of %u: unsent lists were kept", got, changes + 1);
     tp_expect_nothing(late, TP_QUIET_MS);
