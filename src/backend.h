@@ -378,7 +378,7 @@ bool be_flush_due(const struct backend *be, uint64_t *due_ms);
  * be_flush call: a list of 100,000 is sent a few iterations after it changed, and no
  * iteration walks all of it. be_flush_building: a build is under way (call be_flush at the
  * next iteration; be_flush_due says false meanwhile). */
-#define BE_FLUSH_UNITS 8192
+#define BE_FLUSH_UNITS 4096
 /* Once built, the list is copied to about BE_FLUSH_BYTES of clients' output per be_flush
  * call (the others at the next ones, still building: be_flush_building). */
 #define BE_FLUSH_BYTES (512u << 10)

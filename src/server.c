@@ -222,12 +222,12 @@ late_ok(struct conn *c, uint64_t *turn, size_t done)
     return *turn == c->id && done < READ_CHUNK;
 }
 
-/* in_large tells whether c is reading a large frame: its input grew to READ_CHUNK, or the
- * native frame at its head announces a longer body. */
+/* in_large tells whether c is reading a large frame: its input grew past READ_CHUNK (a busy
+ * peer's stays at READ_CHUNK), or the native frame at its head announces a longer body. */
 static bool
 in_large(const struct conn *c)
 {
-    if (c->in.cap >= READ_CHUNK)
+    if (c->in.cap > READ_CHUNK)
         return true;
     return c->state == CONN_OPEN && c->dialect == DIALECT_NATIVE && buf_len(&c->in) >= 4 &&
            get_u32be(buf_head(&c->in)) > READ_CHUNK;

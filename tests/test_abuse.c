@@ -1892,8 +1892,9 @@ TP_TEST(test_abuse_large_hello_takes_input)
     cu_prompt(c, cu_ms(PROMPT_MS));
 }
 
-/* Large hellos arriving together: a peer whose input grew past READ_CHUNK reads no more once
- * the iteration has run ITER_BUDGET_US, the rest at the next iterations. Every agent's hello
+/* Large hellos arriving together: once the iteration has run LARGE_BUDGET_US, one peer
+ * reading a large frame (its input grown past READ_CHUNK, or a header announcing more) reads
+ * READ_CHUNK more, the others wait for the next iterations (late_ok). Every agent's hello
  * is still read whole and registered (the clients end with the full list, then a job reaches
  * the last agent's environments), and another client is answered meanwhile. */
 TP_TEST(test_abuse_large_hellos_together)
