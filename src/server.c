@@ -206,20 +206,26 @@ arm(struct server *s, struct ev_timer *t, uint64_t due_ms)
 /* Output                                                                                    */
 
 /* late_ok tells whether c may move on with a large input or output (a large frame being
- * read, megabytes to write), done bytes of it moved in this wake-up, READ_CHUNK at a time:
- * always in the first LARGE_BUDGET_US of the iteration; past it, only if c is the first
- * connection to get there in this iteration (*turn: s->late_reader or s->late_writer),
- * and READ_CHUNK of it. The others wait for the next iterations (level-triggered), so that
- * many large hellos arriving together, or a list written to many clients, do not all move
- * in one iteration, and one of them progresses at each iteration however long it is. */
+ * read, megabytes to write), done bytes of it moved in this wake-up. It looks at the clock
+ * before the first byte and then every READ_CHUNK moved (*seen: done when it last looked,
+ * SIZE_MAX before): in the first LARGE_BUDGET_US of the iteration, c moves on; past it, only
+ * the first connection to get there in this iteration (*turn: s->late_reader or
+ * s->late_writer) moves one READ_CHUNK more. The others wait for the next iterations
+ * (level-triggered), so that many large hellos arriving together, or a list written to many
+ * clients, do not all move in one iteration, and one of them progresses at each iteration
+ * however long it is. */
 static bool
-late_ok(struct conn *c, uint64_t *turn, size_t done)
+late_ok(struct conn *c, uint64_t *turn, size_t done, size_t *seen)
 {
+    if (*seen != SIZE_MAX && done - *seen < READ_CHUNK)
+        return true;
+    *seen = done;
     if (!ev_iter_longer_than(c->srv->loop, LARGE_BUDGET_US))
         return true;
-    if (*turn == 0)
-        *turn = c->id;
-    return *turn == c->id && done < READ_CHUNK;
+    if (*turn != 0)
+        return false; /* another's turn, or c has had its chunk */
+    *turn = c->id;
+    return true;
 }
 
 /* in_large tells whether c is reading a large frame: its input grew past READ_CHUNK (a busy
@@ -635,10 +641,10 @@ conn_flush(struct conn *c)
 {
     /* A large output (a list, a large job) goes READ_CHUNK per write, within late_ok: the
      * rest at the next iterations (EV_WRITE). */
-    size_t budget = WRITE_BUDGET;
+    size_t budget = WRITE_BUDGET, seen = SIZE_MAX;
     while (out_pending(c) > 0 && budget > 0) {
         bool large = out_pending(c) > READ_CHUNK;
-        if (large && !late_ok(c, &c->srv->late_writer, WRITE_BUDGET - budget))
+        if (large && !late_ok(c, &c->srv->late_writer, WRITE_BUDGET - budget, &seen))
             break;
         ssize_t n = out_write(c, large && budget > READ_CHUNK ? READ_CHUNK : budget);
         if (n > 0) {
@@ -1682,9 +1688,9 @@ conn_on_io(void *arg, unsigned events)
     }
     if (!(events & EV_READ) || c->close_after_flush || c->backlog)
         return;
-    size_t budget = READ_BUDGET;
+    size_t budget = READ_BUDGET, seen = SIZE_MAX;
     while (budget > 0 && c->state != CONN_CLOSING &&
-           (!in_large(c) || late_ok(c, &s->late_reader, READ_BUDGET - budget))) {
+           (!in_large(c) || late_ok(c, &s->late_reader, READ_BUDGET - budget, &seen))) {
         /* Grow the input as bytes arrive (never by a frame's announced length): an idle
          * peer holds IN_FIRST bytes, a busy one READ_CHUNK, a large frame what it sent. */
         size_t want = 0;
