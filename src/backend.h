@@ -162,11 +162,6 @@ struct backend {
 
     uint8_t *envs_msg; /* cached BackendUpdateEnvironments map (msgpack), NULL = none */
     size_t envs_msg_len;
-    struct sblk *envs_blk; /* the block holding envs_msg, shared with the clients' outputs */
-    /* Bytes of the environment lists' blocks (one count per list, however many outputs
-     * refer to it) and of the hellos being registered in steps (their copy or the input
-     * taken over): the server counts them in --max-memory. */
-    uint64_t held_bytes;
     struct env *types_head, *types_tail; /* listed type records, in announcement order */
     uint64_t n_provided;                 /* environments with a provider */
     uint32_t n_types_ann;                /* types some agent announces */
@@ -220,6 +215,11 @@ struct backend {
     struct be_client *detached;
     uint64_t n_sessions;
     uint64_t n_kept, kept_bytes; /* results kept for detached sessions (memory budget) */
+    struct sblk *envs_blk; /* the block holding envs_msg, shared with the clients' outputs */
+    /* Bytes of the environment lists' blocks (one count per list, however many outputs
+     * refer to it) and of the hellos being registered in steps (their copy or the input
+     * taken over): the server counts them in --max-memory. */
+    uint64_t held_bytes;
 };
 
 /* be_init prepares be. Returns 0 or -ENOMEM. */

@@ -107,7 +107,6 @@ struct conn {
     uint64_t log_held;   /* warnings not logged in it */
     uint8_t addr_key[17]; /* the peer's address for --max-connections-per-address ([0] 0: none) */
     struct buf in, out;
-    struct sblk_out oref; /* shared blocks in out's stream (a large environment list) */
     size_t in_frame; /* the frame being handled: its length at the head of in (be_take) */
     bool in_taken;   /* be_take handed in's memory over: the frame is gone from in */
     struct conn *prev, *next; /* all connections */
@@ -118,6 +117,7 @@ struct conn {
     struct be_client *client;
     struct be_agent *agent;
     char name[160]; /* "client 12 (tcp://127.0.0.1:5555)" */
+    struct sblk_out oref; /* shared blocks in out's stream (a large environment list) */
 };
 
 struct listener {
@@ -144,8 +144,6 @@ struct server {
     uint64_t budget;   /* --max-memory, resolved */
     uint64_t relieve_dry_ms; /* when mem_relieve last found no one to drop */
     bool iter_check;   /* the last frame was expensive: look at the clock (input_spent) */
-    /* The connections moving a large input, a large output late in this iteration (late_ok) */
-    uint64_t late_reader, late_writer;
     struct addr_count {
         uint8_t key[17];
         uint32_t n;
@@ -188,6 +186,8 @@ struct server {
     struct metrics_server ms; /* the server's counters for /metrics */
     struct status st;         /* what the metrics port answers */
     struct httpd *httpd;      /* the metrics port, or NULL */
+    /* The connections moving a large input, a large output late in this iteration (late_ok) */
+    uint64_t late_reader, late_writer;
 };
 
 static void conn_on_io(void *arg, unsigned events);
