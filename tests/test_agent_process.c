@@ -463,23 +463,34 @@ TP_TEST(test_agent_process_job)
     tp_expect_done(cl, "job-notask", "crash", "Task folder c1/nope not found", "S1");
 }
 
-TP_TEST(test_agent_process_kill)
+/* start_job starts the backend, a client and the agent, whose default environment runs
+ * body, then submits the job id (with state, NULL: none) and waits for its
+ * BackendJobStarted. Returns the client. */
+static struct tp_peer *
+start_job(struct tp_ctx *c, const char *body, const char *id, const char *state)
 {
     struct tp_peer *cl;
     struct tp_job j = {0};
-    uint64_t t0;
 
-    add_env("process", "default", "echo started; sleep 60", false);
+    add_env("process", "default", body, false);
     tp_start(c, NULL);
     cl = connect_client(c);
     agent_start(c->be.agent_addr, NULL);
     tp_expect_envs(cl, "process:[default]");
-    j.id = "job-long";
+    j.id = id;
     j.env_type = "process";
     j.env = "default";
-    j.state = "keep-me";
+    j.state = state;
     tp_send_job(cl, &j);
     tp_expect(cl, ING_BACKEND_JOB_STARTED);
+    return cl;
+}
+
+TP_TEST(test_agent_process_kill)
+{
+    struct tp_peer *cl = start_job(c, "echo started; sleep 60", "job-long", "keep-me");
+    uint64_t t0;
+
     t0 = tp_now_ms();
     tp_kill(cl, "job-long");
     tp_expect_done(cl, "job-long", "killed", NULL, "keep-me");
@@ -560,20 +571,8 @@ TP_TEST(test_agent_process_concurrency)
 
 TP_TEST(test_agent_process_sigterm)
 {
-    struct tp_peer *cl;
-    struct tp_job j = {0};
+    struct tp_peer *cl = start_job(c, "sleep 60", "job-term", "st");
 
-    add_env("process", "default", "sleep 60", false);
-    tp_start(c, NULL);
-    cl = connect_client(c);
-    agent_start(c->be.agent_addr, NULL);
-    tp_expect_envs(cl, "process:[default]");
-    j.id = "job-term";
-    j.env_type = "process";
-    j.env = "default";
-    j.state = "st";
-    tp_send_job(cl, &j);
-    tp_expect(cl, ING_BACKEND_JOB_STARTED);
     /* SIGTERM: the running job is killed and reported before the agent exits 0. */
     kill(apt.pid, SIGTERM);
     tp_expect_done(cl, "job-term", "killed", NULL, "st");
@@ -586,23 +585,12 @@ TP_TEST(test_agent_process_sigterm)
 
 TP_TEST(test_agent_process_orphans)
 {
-    struct tp_peer *cl;
-    struct tp_job j = {0};
-    uint64_t end;
-
     /* A process that leaves the job's process group outlives the job; when it ends it is
      * the agent's (a subreaper) to reap. */
-    add_env("process", "default", "setsid sleep 0.2 >/dev/null 2>&1 < /dev/null &\nexit 0",
-            false);
-    tp_start(c, NULL);
-    cl = connect_client(c);
-    agent_start(c->be.agent_addr, NULL);
-    tp_expect_envs(cl, "process:[default]");
-    j.id = "job-orphan";
-    j.env_type = "process";
-    j.env = "default";
-    tp_send_job(cl, &j);
-    tp_expect(cl, ING_BACKEND_JOB_STARTED);
+    struct tp_peer *cl = start_job(c, "setsid sleep 0.2 >/dev/null 2>&1 < /dev/null &\nexit 0",
+                                   "job-orphan", NULL);
+    uint64_t end;
+
     tp_expect_done(cl, "job-orphan", "success", NULL, "");
     end = tp_now_ms() + TP_DEADLINE_MS;
     while (!agent_log_contains("reaped orphan")) {

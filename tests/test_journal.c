@@ -21,6 +21,7 @@
 
 #include "journal.h"
 #include "log.h"
+#include "support/libtest.h"
 
 #define MAXREC 4096
 
@@ -48,24 +49,6 @@ on_rec(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_ref ref)
     memcpy(r->p, p, len);
     r->ref = ref;
     return 0;
-}
-
-static void
-rm_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *de;
-    char path[512];
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
 }
 
 static void
@@ -267,7 +250,7 @@ test_journal_layout_vector(void **state)
     assert_int_equal(b[40] | b[41] << 8 | b[42] << 16 | (uint32_t)b[43] << 24, crc);
     assert_int_equal(crc, 0x3e9b735au); /* the value proto.md 12.2 shows */
     assert_memory_equal(b + 44, "ab", 2);
-    rm_dir(dir);
+    lt_rm_dir(dir);
 }
 
 static void
@@ -297,7 +280,7 @@ test_journal_replay_roundtrip(void **state)
     assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), 0);
     assert_int_equal(s.n, 301); /* close wrote the queued record */
     journal_close(&j);
-    rm_dir(dir);
+    lt_rm_dir(dir);
 }
 
 /* Every truncation offset of a valid segment: the open cuts the torn tail and replays
@@ -349,7 +332,7 @@ test_journal_every_truncation(void **state)
         assert_int_equal(st.st_size, end + 13);
     }
     log_level_max = saved;
-    rm_dir(dir);
+    lt_rm_dir(dir);
 }
 
 /* Random bit flips anywhere: never a changed record replayed; either the start stops
@@ -409,7 +392,7 @@ test_journal_bit_flips(void **state)
     log_level_max = saved;
     assert_true(refused > 50); /* most flips are before the tail */
     assert_true(cut > 50);
-    rm_dir(dir);
+    lt_rm_dir(dir);
 }
 
 /* Rotation, then corruption in a segment before the last: the start stops with a
@@ -473,7 +456,7 @@ test_journal_rotation_and_repair(void **state)
     journal_close(&j);
     assert_int_equal(count_files(dir, ".corrupt"), nseg - 1);
     assert_int_equal(count_files(dir, ".seg"), 2);
-    rm_dir(dir);
+    lt_rm_dir(dir);
 }
 
 static void
@@ -494,7 +477,7 @@ test_journal_lock(void **state)
     journal_close(&a);
     assert_int_equal(journal_open(&b, dir, &cfg, on_rec, &s, why, sizeof(why)), 0);
     journal_close(&b);
-    rm_dir(dir);
+    lt_rm_dir(dir);
 }
 
 /* Group commit: one fdatasync per flush under always, at most one per interval under
@@ -553,7 +536,7 @@ test_journal_group_commit(void **state)
     assert_int_equal(j.n_syncs, 0);
     assert_int_equal(journal_durable(&j), 1);
     journal_close(&j);
-    rm_dir(dir);
+    lt_rm_dir(dir);
 }
 
 /* Compaction: one record that never dies and thousands of short-lived ones; disk stays
@@ -653,7 +636,7 @@ compaction_run(size_t plen, size_t budget, uint64_t segsize, unsigned nrec,
     assert_int_equal(journal_open(&j, dir, &cfg, count_pinned, &n, why, sizeof(why)), 0);
     assert_int_equal(n, 1);
     journal_close(&j);
-    rm_dir(dir);
+    lt_rm_dir(dir);
 }
 
 static void
@@ -742,7 +725,7 @@ test_journal_compaction_cut(void **state)
     assert_int_equal(n, 1);
     assert_int_equal(count_files(dir, ".seg.dead"), 0);
     journal_close(&j);
-    rm_dir(dir);
+    lt_rm_dir(dir);
 }
 
 /* Write errors (here EFBIG from RLIMIT_FSIZE, in a child): flush fails and keeps the
@@ -806,7 +789,7 @@ test_journal_write_error(void **state)
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
-    rm_dir(dir);
+    lt_rm_dir(dir);
 }
 
 /* journal_mem counts the write buffer (for the memory budget): it grows with what is
@@ -835,7 +818,7 @@ test_journal_mem(void **state)
     assert_int_equal(journal_flush(&j, 0), 0);
     assert_true(journal_mem(&j) > m0);
     journal_close(&j);
-    rm_dir(dir);
+    lt_rm_dir(dir);
 }
 
 int

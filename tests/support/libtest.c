@@ -198,8 +198,8 @@ proc_free(struct lt_proc *p)
     free(p);
 }
 
-static void
-rm_dir(const char *dir)
+void
+lt_rm_dir(const char *dir)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -276,7 +276,7 @@ lt_teardown(void **state)
     if ((!w->ok || rc != 0) && w->dir[0] != '\0')
         lt_dump_log(w);
     if (w->dir[0] != '\0')
-        rm_dir(w->dir);
+        lt_rm_dir(w->dir);
     for (size_t i = 0; i < w->nallocs; i++)
         free(w->allocs[i]);
     free(w);

@@ -172,6 +172,10 @@ _Noreturn void lt_fail_at(const char *file, int line, const char *fmt, ...)
 #define lt_fail(...) lt_fail_at(__FILE__, __LINE__, __VA_ARGS__)
 
 uint64_t lt_now_ms(void);
+
+/* lt_rm_dir removes the files of dir (not its subfolders), then dir itself. */
+void lt_rm_dir(const char *dir);
+
 /* lt_slow: the factor $ING_SLOW (default 1) stretching every deadline (valgrind runs). */
 int lt_slow(void);
 
