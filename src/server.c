@@ -186,8 +186,10 @@ struct server {
     struct metrics_server ms; /* the server's counters for /metrics */
     struct status st;         /* what the metrics port answers */
     struct httpd *httpd;      /* the metrics port, or NULL */
-    /* The connections moving a large input, a large output late in this iteration (late_ok) */
+    /* The connections moving a large input, a large output late in this iteration (late_ok);
+     * finishing: the last output leaves without that bound (finish) */
     uint64_t late_reader, late_writer;
+    bool finishing;
 };
 
 static void conn_on_io(void *arg, unsigned events);
@@ -217,7 +219,7 @@ arm(struct server *s, struct ev_timer *t, uint64_t due_ms)
 static bool
 late_ok(struct conn *c, uint64_t *turn, size_t done, size_t *seen)
 {
-    if (*seen != SIZE_MAX && done - *seen < READ_CHUNK)
+    if (c->srv->finishing || (*seen != SIZE_MAX && done - *seen < READ_CHUNK))
         return true;
     *seen = done;
     if (!ev_iter_longer_than(c->srv->loop, LARGE_BUDGET_US))
@@ -1666,7 +1668,6 @@ conn_peer_closed(struct conn *c)
     conn_close(c, buf_len(&c->in) > 0 ? "peer closed in the middle of a frame" : "peer closed");
 }
 
-
 static void
 conn_on_io(void *arg, unsigned events)
 {
@@ -2071,6 +2072,7 @@ finish(struct server *s)
     if (s->finished)
         return;
     update_clock(s);
+    s->finishing = true;
     /* With a journal, the jobs of sessions stay in it for the next start, and their clients
      * resume them; the others end here, journaled as ended (proto.md 7.6). */
     if (s->be.jr != NULL) /* this iteration's jobs are written (and acknowledged) first */

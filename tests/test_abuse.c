@@ -1176,6 +1176,7 @@ TP_TEST(test_abuse_envs_shared_list)
         check_env_list("zreader", m->u.envs.environments, "shared-env-", names, k + 1);
         check_zmq_bytes(z, m);
     }
+    zt_close(c, z);
     tp_close(c, stuck); /* references pending: released when it is reaped */
     /* The late reader: whole lists, a few (what the kernel took, then the newest). */
     for (;;) {

@@ -33,6 +33,16 @@ mkblk(size_t n, uint8_t seed, uint64_t *acct)
     return b;
 }
 
+/* release_all drops the test's references to the n blocks b[] and checks that their memory
+ * is no longer counted (every output let go of them). */
+static void
+release_all(uint64_t *acct, struct sblk **b, int n)
+{
+    for (int i = 0; i < n; i++)
+        sblk_unref(b[i]);
+    assert_int_equal(*acct, 0);
+}
+
 /* The expected stream, built beside the output: what the output must write, in order. */
 struct want {
     uint8_t *p;
@@ -159,10 +169,7 @@ test_sblk_partial_writes_every_offset(void **state)
         free(sink);
         tout_fini(&t);
     }
-    sblk_unref(x);
-    sblk_unref(y);
-    sblk_unref(z);
-    assert_int_equal(acct, 0);
+    release_all(&acct, (struct sblk *[]){x, y, z}, 3);
 }
 
 /* A block first in the output, then bytes appended while it is written: the buffer grows and
@@ -244,9 +251,7 @@ test_sblk_socket_eagain(void **state)
     assert_memory_equal(got, t.w.p, t.w.n);
     free(got);
     tout_fini(&t);
-    sblk_unref(x);
-    sblk_unref(y);
-    assert_int_equal(acct, 0);
+    release_all(&acct, (struct sblk *[]){x, y}, 2);
     close(sv[0]);
     close(sv[1]);
 }
@@ -347,10 +352,7 @@ test_sblk_cut_between_references(void **state)
     assert_int_equal(at, t.w.n);
     assert_memory_equal(sink, t.w.p, t.w.n);
     tout_fini(&t);
-    sblk_unref(x);
-    sblk_unref(y);
-    sblk_unref(z);
-    assert_int_equal(acct, 0);
+    release_all(&acct, (struct sblk *[]){x, y, z}, 3);
 }
 
 /* Memory: a block counts its length once however many outputs refer to it; a replaced list
