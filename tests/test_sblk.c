@@ -52,6 +52,8 @@ struct want {
 static void
 want_add(struct want *w, const void *p, size_t n)
 {
+    if (n == 0)
+        return;
     if (w->n + n > w->cap) {
         w->cap = (w->n + n) * 2;
         w->p = realloc(w->p, w->cap);
