@@ -421,10 +421,12 @@ test_noalloc_steady_state_zmq(void **state)
 /* The memory budget: what a hello registered in steps holds */
 
 static struct server *oom_server(void);
+static void hello(struct tpipe *c);
 
-/* big_envs writes into w (dynamic) a docker environments map of n names. */
+/* big_envs_named writes into w (dynamic) a docker environments map of n names prefix%06u;
+ * big_envs names them budget-env-%06u. */
 static void
-big_envs(struct ing_mp_writer *w, uint32_t n)
+big_envs_named(struct ing_mp_writer *w, const char *prefix, uint32_t n)
 {
     char name[32];
     ing_mp_writer_init_dyn(w);
@@ -432,7 +434,7 @@ big_envs(struct ing_mp_writer *w, uint32_t n)
     ing_mp_put_cstr(w, "docker");
     ing_mp_put_map(w, n);
     for (uint32_t i = 0; i < n; i++) {
-        snprintf(name, sizeof(name), "budget-env-%06u", i);
+        snprintf(name, sizeof(name), "%s%06u", prefix, i);
         ing_mp_put_cstr(w, name);
         ing_mp_put_map(w, 2);
         ing_mp_put_cstr(w, "id");
@@ -441,6 +443,45 @@ big_envs(struct ing_mp_writer *w, uint32_t n)
         ing_mp_put_int(w, 1);
     }
     assert_int_equal(w->err, 0);
+}
+
+static void
+big_envs(struct ing_mp_writer *w, uint32_t n)
+{
+    big_envs_named(w, "budget-env-", n);
+}
+
+/* send_all writes p[0..n) to fd, running the server as it goes (a socket pair holds less). */
+static void
+send_all(int fd, const void *p, size_t n)
+{
+    size_t off = 0;
+    for (int round = 0; round < 1000000 && off < n; round++) {
+        ssize_t k = send(fd, (const uint8_t *)p + off, n - off, MSG_DONTWAIT);
+        if (k > 0)
+            off += (size_t)k;
+        else
+            assert_true(srv_run_once(srv, 0) >= 0);
+    }
+    assert_int_equal(off, n);
+}
+
+/* send_big_hello sends AgentHello{name, 1 slot, the environments in envs} on fd. */
+static void
+send_big_hello(int fd, const char *name, const struct ing_mp_writer *envs)
+{
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_AGENT_HELLO;
+    m.u.agent_hello.friendly_name = (struct ing_view){name, (uint32_t)strlen(name)};
+    m.u.agent_hello.slots = 1;
+    m.u.agent_hello.environments = (struct ing_view){(const char *)envs->buf, (uint32_t)envs->len};
+    size_t n = ing_msg_size(&m);
+    uint8_t *frame = malloc(n);
+    assert_non_null(frame);
+    assert_int_equal(ing_msg_encode(&m, frame, n), (ssize_t)n);
+    send_all(fd, frame, n);
+    free(frame);
 }
 
 /* held_until_registered runs the server until the hello being read is registering, checks
@@ -483,43 +524,23 @@ test_budget_held_hellos(void **state)
     assert_true(w.len > 64 * 1024);
     /* Native: the frame read into the agent's input, taken over. */
     open_peer(a, ING_ROLE_AGENT);
+    send_big_hello(a->fd, "A", &w);
+    held_until_registered(w.len);
+    /* ZeroMQ: the same hello in the dialect. */
+    zopen_peer(z, ING_ROLE_AGENT);
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
     m.type = ING_AGENT_HELLO;
-    m.u.agent_hello.friendly_name = (struct ing_view){"A", 1};
+    m.u.agent_hello.friendly_name = (struct ing_view){"Z", 1};
     m.u.agent_hello.slots = 1;
     m.u.agent_hello.environments = (struct ing_view){(const char *)w.buf, (uint32_t)w.len};
-    size_t n = ing_msg_size(&m);
-    uint8_t *frame = malloc(n);
-    assert_non_null(frame);
-    assert_int_equal(ing_msg_encode(&m, frame, n), (ssize_t)n);
-    size_t off = 0;
-    while (off < n) { /* the server reads as it goes: a socket pair holds less */
-        ssize_t k = send(a->fd, frame + off, n - off, MSG_DONTWAIT);
-        if (k > 0)
-            off += (size_t)k;
-        else
-            assert_true(srv_run_once(srv, 0) >= 0);
-    }
-    free(frame);
-    held_until_registered(n);
-    /* ZeroMQ: the same hello in the dialect. */
-    zopen_peer(z, ING_ROLE_AGENT);
     struct ing_mp_writer zw;
     ing_mp_writer_init_dyn(&zw);
-    m.u.agent_hello.friendly_name = (struct ing_view){"Z", 1};
     assert_int_equal(zmq_msg_encode(&m, &zw, ZMQ_JOB_FIELD_COURSE_ID), 0);
     uint8_t hdr[ZMTP_HDR_MAX];
     size_t hl = zmtp_frame_header(hdr, zw.len, false);
     assert_int_equal(write(z->fd, hdr, hl), (ssize_t)hl);
-    off = 0;
-    while (off < zw.len) {
-        ssize_t k = send(z->fd, zw.buf + off, zw.len - off, MSG_DONTWAIT);
-        if (k > 0)
-            off += (size_t)k;
-        else
-            assert_true(srv_run_once(srv, 0) >= 0);
-    }
+    send_all(z->fd, zw.buf, zw.len);
     ing_mp_writer_fini(&zw);
     held_until_registered(w.len);
     ing_mp_writer_fini(&w);
@@ -527,6 +548,127 @@ test_budget_held_hellos(void **state)
     close(z->fd);
     free(a);
     free(z);
+    srv_free(srv);
+}
+
+/* next_list runs the server until fd has received a whole BackendUpdateEnvironments (other
+ * frames skipped) into the growing buffer *buf (*len bytes in it) and returns the length of
+ * its environments map; the frames read are dropped from *buf. */
+static uint32_t
+next_list(int fd, uint8_t **buf, size_t *len, size_t *cap)
+{
+    for (int round = 0; round < 1000000; round++) {
+        struct ing_msg m;
+        ssize_t r = *len > 0 ? ing_msg_decode(*buf, *len, 1u << 30, &m) : 0;
+        assert_true(r >= 0);
+        if (r > 0) {
+            uint32_t n = m.type == ING_BACKEND_UPDATE_ENVIRONMENTS ? m.u.envs.environments.len : 0;
+            memmove(*buf, *buf + r, *len - (size_t)r);
+            *len -= (size_t)r;
+            if (n > 0)
+                return n;
+            continue;
+        }
+        if (*cap - *len < 65536) {
+            *cap = *cap * 2 + 65536;
+            *buf = realloc(*buf, *cap);
+            assert_non_null(*buf);
+        }
+        assert_true(srv_run_once(srv, 0) >= 0);
+        ssize_t k = recv(fd, *buf + *len, *cap - *len, MSG_DONTWAIT);
+        if (k > 0)
+            *len += (size_t)k;
+        else
+            assert_true(k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+    }
+    fail_msg("no environment list");
+    return 0;
+}
+
+/* The --max-output rule with a shared list: a client's pending output counts the part of a
+ * shared list it has not read. One client reads; the other never does (socket buffers of a
+ * few KiB): its first list (72 KiB, over SHARE_MIN) stays mostly unwritten, the next one
+ * (which cannot replace it: part of it is written) takes its pending output over
+ * --max-output (1.5 lists), and it is dropped; the reader gets every list whole. */
+static void
+test_budget_shared_list_output_limit(void **state)
+{
+    (void)state;
+    struct ing_mp_writer w;
+    big_envs(&w, 4000);
+    size_t list = w.len; /* the list is shorter than the hello; set from it below */
+    log_level_max = LOG_ERR;
+    struct srv_config cfg;
+    srv_config_default(&cfg);
+    cfg.agent_addr = "tcp://127.0.0.1:0";
+    cfg.client_addr = "tcp://127.0.0.1:0";
+    cfg.ping_interval_ms = 3600 * 1000;
+    cfg.be.envs_grace_ms = 0;
+    cfg.max_output = 4000 * 18 * 3 / 2; /* 1.5 lists of 4,000 names of 17 bytes */
+    char err[256];
+    srv = srv_new(&cfg, err, sizeof(err));
+    assert_non_null(srv);
+    struct tpipe *rd = malloc(sizeof(*rd)), *stuck = malloc(sizeof(*stuck));
+    struct tpipe *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+    assert_true(rd != NULL && stuck != NULL && a != NULL && b != NULL);
+    open_peer(rd, ING_ROLE_CLIENT);
+    hello(rd);
+    /* The non-reader: a few KiB of socket buffers on both sides. */
+    int sv[2], small = 4096;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    assert_int_equal(srv_adopt(srv, sv[0], ING_ROLE_CLIENT), 0);
+    stuck->fd = sv[1];
+    stuck->len = 0;
+    uint8_t pre[ING_PREAMBLE_LEN];
+    ing_preamble_encode(pre, ING_ROLE_CLIENT);
+    assert_int_equal(write(stuck->fd, pre, sizeof(pre)), (ssize_t)sizeof(pre));
+    struct ing_msg m, got;
+    assert_int_equal(next_type(stuck, &m), ING_WELCOME);
+    hello(stuck);
+    size_t cap = 0, len = 0;
+    uint8_t *buf = NULL;
+    open_peer(a, ING_ROLE_AGENT);
+    send_big_hello(a->fd, "A", &w);
+    list = next_list(rd->fd, &buf, &len, &cap);
+    assert_true(list >= 64 * 1024 && list <= cfg.max_output); /* shared; one fits */
+    for (int i = 0; i < 100; i++) /* the non-reader's socket fills */
+        assert_true(srv_run_once(srv, 0) >= 0);
+    uint8_t probe;
+    assert_int_equal(recv(stuck->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT), 1); /* open */
+    /* A change: the next list goes to both; the non-reader is over its limit. */
+    open_peer(b, ING_ROLE_AGENT);
+    struct ing_mp_writer one;
+    big_envs_named(&one, "other-", 1);
+    send_big_hello(b->fd, "B", &one);
+    ing_mp_writer_fini(&one);
+    assert_true(next_list(rd->fd, &buf, &len, &cap) > list); /* one name more, whole */
+    bool closed = false;
+    for (int round = 0; round < 100000 && !closed; round++) { /* read it all: then EOF */
+        uint8_t sink[65536];
+        ssize_t k = recv(stuck->fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (k == 0 || (k < 0 && errno == ECONNRESET))
+            closed = true;
+        else if (k < 0)
+            assert_true(srv_run_once(srv, 0) >= 0);
+    }
+    assert_true(closed);
+    /* The reader is still served. */
+    memset(&m, 0, sizeof(m));
+    m.type = ING_PING;
+    send_msg(rd, &m);
+    rd->len = 0;
+    assert_int_equal(next_type(rd, &got), ING_PONG);
+    free(buf);
+    ing_mp_writer_fini(&w);
+    int fds[] = {rd->fd, stuck->fd, a->fd, b->fd};
+    for (int i = 0; i < 4; i++)
+        close(fds[i]);
+    free(rd);
+    free(stuck);
+    free(a);
+    free(b);
     srv_free(srv);
 }
 
@@ -728,6 +870,7 @@ main(void)
         cmocka_unit_test(test_noalloc_steady_state_zmq),
         cmocka_unit_test(test_noalloc_fair_share),
         cmocka_unit_test(test_budget_held_hellos),
+        cmocka_unit_test(test_budget_shared_list_output_limit),
         cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
         cmocka_unit_test_teardown(test_oom_input_and_job, memory_back),
         cmocka_unit_test_teardown(test_oom_output, memory_back),
