@@ -421,6 +421,7 @@ test_noalloc_steady_state_zmq(void **state)
 /* The memory budget: what a hello registered in steps holds */
 
 static struct server *oom_server(void);
+static struct server *server_max_output(uint64_t max_output);
 static void hello(struct tpipe *c);
 
 /* big_envs_named writes into w (dynamic) a docker environments map of n names prefix%06u;
@@ -596,18 +597,8 @@ test_budget_shared_list_output_limit(void **state)
     (void)state;
     struct ing_mp_writer w;
     big_envs(&w, 4000);
-    size_t list = w.len; /* the list is shorter than the hello; set from it below */
-    log_level_max = LOG_ERR;
-    struct srv_config cfg;
-    srv_config_default(&cfg);
-    cfg.agent_addr = "tcp://127.0.0.1:0";
-    cfg.client_addr = "tcp://127.0.0.1:0";
-    cfg.ping_interval_ms = 3600 * 1000;
-    cfg.be.envs_grace_ms = 0;
-    cfg.max_output = 4000 * 18 * 3 / 2; /* 1.5 lists of 4,000 names of 17 bytes */
-    char err[256];
-    srv = srv_new(&cfg, err, sizeof(err));
-    assert_non_null(srv);
+    const uint64_t max_output = 4000 * 18 * 3 / 2; /* 1.5 lists of 4,000 names of 17 bytes */
+    srv = server_max_output(max_output);
     struct tpipe *rd = malloc(sizeof(*rd)), *stuck = malloc(sizeof(*stuck));
     struct tpipe *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
     assert_true(rd != NULL && stuck != NULL && a != NULL && b != NULL);
@@ -631,8 +622,8 @@ test_budget_shared_list_output_limit(void **state)
     uint8_t *buf = NULL;
     open_peer(a, ING_ROLE_AGENT);
     send_big_hello(a->fd, "A", &w);
-    list = next_list(rd->fd, &buf, &len, &cap);
-    assert_true(list >= 64 * 1024 && list <= cfg.max_output); /* shared; one fits */
+    size_t list = next_list(rd->fd, &buf, &len, &cap);
+    assert_true(list >= 64 * 1024 && list <= max_output); /* shared; one fits */
     for (int i = 0; i < 100; i++) /* the non-reader's socket fills */
         assert_true(srv_run_once(srv, 0) >= 0);
     uint8_t probe;
@@ -675,8 +666,9 @@ test_budget_shared_list_output_limit(void **state)
 /* ---------------------------------------------------------------------------------------- */
 /* Out of memory */
 
+/* server_max_output starts a server with --max-output max_output (0: the default). */
 static struct server *
-oom_server(void)
+server_max_output(uint64_t max_output)
 {
     log_level_max = LOG_ERR;
     struct srv_config cfg;
@@ -684,10 +676,18 @@ oom_server(void)
     cfg.agent_addr = "tcp://127.0.0.1:0";
     cfg.client_addr = "tcp://127.0.0.1:0";
     cfg.ping_interval_ms = 3600 * 1000;
+    if (max_output != 0)
+        cfg.max_output = max_output;
     char err[256];
     struct server *s = srv_new(&cfg, err, sizeof(err));
     assert_non_null(s);
     return s;
+}
+
+static struct server *
+oom_server(void)
+{
+    return server_max_output(0);
 }
 
 static void
