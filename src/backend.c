@@ -14,6 +14,7 @@
 #include "inginious/mp.h"
 #include "journal.h"
 #include "log.h"
+#include "sblk.h"
 
 enum job_status {
     JOB_WAITING = 0,    /* in its environment's heap and FIFO */
@@ -1796,6 +1797,26 @@ envs_prune(struct backend *be)
     }
 }
 
+/* envs_set makes the encoded list data[0..len) (malloc()ed, taken over) the current one, in
+ * a block the clients' outputs may share (counted once in held_bytes). Returns 0, or
+ * -ENOMEM (data freed, the previous list kept). */
+static int
+envs_set(struct backend *be, uint8_t *data, size_t len)
+{
+    struct sblk *b = sblk_new(data, len, &be->held_bytes);
+    if (b == NULL) {
+        free(data);
+        return -ENOMEM;
+    }
+    sblk_unref(be->envs_blk); /* outputs still writing the previous list keep it */
+    be->envs_blk = b;
+    be->envs_msg = b->data;
+    be->envs_msg_len = len;
+    be->envs_changed = false;
+    be->envs_serial++;
+    return 0;
+}
+
 /* envs_build encodes the BackendUpdateEnvironments map into be->envs_msg: the announced
  * types in the order they were first announced, each with its advertised environments in
  * the order they were first provided (INGInious keeps both in dict insertion order; a type
@@ -1831,12 +1852,7 @@ envs_build(struct backend *be)
         ing_mp_writer_fini(&w);
         return w.err;
     }
-    free(be->envs_msg);
-    be->envs_msg = w.buf; /* ownership taken from the writer */
-    be->envs_msg_len = w.len;
-    be->envs_changed = false;
-    be->envs_serial++;
-    return 0;
+    return envs_set(be, w.buf, w.len); /* the writer's buffer taken over */
 }
 
 static void
@@ -1853,13 +1869,16 @@ send_envs(struct backend *be, struct be_client *c)
     m.type = ING_BACKEND_UPDATE_ENVIRONMENTS;
     m.u.envs.environments.p = (const char *)be->envs_msg;
     m.u.envs.environments.len = (uint32_t)be->envs_msg_len;
-    be->ops.send(c->peer, &m);
+    if (be->ops.send_shared != NULL)
+        be->ops.send_shared(c->peer, &m, be->envs_blk);
+    else
+        be->ops.send(c->peer, &m);
     c->envs_seen = be->envs_serial;
 }
 
 /* envs_send_some sends the current list to the clients that have not got it yet, about
- * BE_FLUSH_BYTES of it per call (copying a large list to many clients is work too). Returns
- * true once every client has it. */
+ * BE_FLUSH_BYTES of it per call (copying a large list to many clients is work too; a list the
+ * peers share costs BE_SHARED_COST per client). Returns true once every client has it. */
 static bool
 envs_send_some(struct backend *be)
 {
@@ -1870,7 +1889,7 @@ envs_send_some(struct backend *be)
         if (sent >= BE_FLUSH_BYTES)
             return false;
         send_envs(be, c);
-        sent += be->envs_msg_len;
+        sent += be->ops.send_shared != NULL ? BE_SHARED_COST : be->envs_msg_len;
     }
     return true;
 }
@@ -1934,12 +1953,8 @@ lbuild_unit(struct backend *be, struct be_lbuild *lb)
             ing_mp_writer_fini(&lb->w);
             return err;
         }
-        free(be->envs_msg);
-        be->envs_msg = lb->w.buf; /* ownership taken from the writer */
-        be->envs_msg_len = lb->w.len;
-        be->envs_changed = false;
-        be->envs_serial++;
-        return 1;
+        int rc = envs_set(be, lb->w.buf, lb->w.len); /* the writer's buffer taken over */
+        return rc == 0 ? 1 : rc;
     }
     if (e != NULL) {
         lb->e = e->lnext;
@@ -2138,7 +2153,9 @@ be_fini(struct backend *be)
     for (size_t i = 0; i < be->n_etypes; i++)
         free(be->etypes[i]);
     free(be->etypes);
-    free(be->envs_msg);
+    sblk_unref(be->envs_blk);
+    be->envs_blk = NULL;
+    be->envs_msg = NULL;
     free(be->q_run);
     free(be->q_wait);
     free(be->q_text);
@@ -3924,8 +3941,8 @@ struct be_reg {
     bool gone;           /* the agent left: no callback; from REG_UNREG on a is ours to free */
     bool stepped;        /* queued (ops.registered tells the end), not run inline */
     enum reg_phase phase;
-    uint8_t *own;        /* the copy of the environments map a queued hello reads, or the
-                          * block holding them (ops.take) */
+    struct sblk *own;    /* the copy of the environments map a queued hello reads, or the
+                          * memory holding them (ops.take): counted in held_bytes */
     struct ing_agent_hello m;
     bool resume;                   /* an AgentHelloResume (7.10): its agent id and claims */
     uint8_t rid[ING_AGENT_ID_LEN];
@@ -4373,8 +4390,25 @@ reg_free(struct backend *be, struct be_reg *r)
         free(r->anns[k]);
     free(r->anns);
     free(r->tanns);
-    free(r->own);
+    sblk_unref(r->own);
+    r->own = NULL;
     free(r->claims);
+}
+
+/* hello_copy copies the environments v of a hello registered in steps (a ZeroMQ agent's,
+ * whose frames the ZMTP layer reassembled, or when ops.take declines) into a block counted
+ * in held_bytes. Returns NULL when out of memory. */
+static struct sblk *
+hello_copy(struct backend *be, struct ing_view v)
+{
+    uint8_t *p = malloc(v.len ? v.len : 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, v.p, v.len);
+    struct sblk *b = sblk_new(p, v.len, &be->held_bytes);
+    if (b == NULL)
+        free(p);
+    return b;
 }
 
 /* reg_run does up to *budget units of r. Returns true when r has ended. */
@@ -4523,9 +4557,7 @@ agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello
         if (be->ops.take != NULL &&
             (r->own = be->ops.take(a->peer, m->environments.p, m->environments.len)) != NULL)
             taken = true;
-        else if ((r->own = malloc(m->environments.len ? m->environments.len : 1)) != NULL)
-            memcpy(r->own, m->environments.p, m->environments.len);
-        else
+        else if ((r->own = hello_copy(be, m->environments)) == NULL)
             rc = hello_fail(r->why, sizeof(r->why), "out of memory");
     }
     if (rc != 0) {
@@ -4538,9 +4570,10 @@ agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello
     r->it.types = r->tanns;
     if (!inline_ok) { /* read the copy (or the taken input) from now on: m may go */
         if (!taken) {
-            r->it.p = r->own + (r->it.p - (const uint8_t *)m->environments.p);
-            r->it.end = r->own + m->environments.len;
-            r->m.environments.p = (const char *)r->own;
+            uint8_t *own = r->own->data;
+            r->it.p = own + (r->it.p - (const uint8_t *)m->environments.p);
+            r->it.end = own + m->environments.len;
+            r->m.environments.p = (const char *)own;
         }
         r->m.friendly_name.p = r->name;
         r->stepped = true;

@@ -1199,6 +1199,8 @@ test_backend_register_in_steps(void **state)
         assert_int_equal(be_agent_nenvs(a), n);
         assert_int_equal(be_check(&be), 0);
         be_flush(&be);
+        for (int k = 0; k < 8 && be_flush_building(&be); k++) /* BE_FLUSH_UNITS per call */
+            be_flush(&be);
         assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
         expect_none(0);
         expect(2, ING_BACKEND_NEW_JOB, "j1"); /* dispatched, then requeued by the re-hello */
