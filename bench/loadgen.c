@@ -56,6 +56,7 @@ struct opts {
     int nextra;
     bool pin, verify, quiet;
     bool zmq;     /* --dialect zmq */
+    uint8_t session; /* --session: 0 none, 1 plain, 2 ack */
     uint8_t zrel; /* --zmq-release: enum bc_zrel */
     int server_cpu, loadgen_cpu;
 };
@@ -99,7 +100,7 @@ usage(FILE *f)
                "               [--backend-agent ADDR --backend-client ADDR [--backend-pid PID]]\n"
                "               [--parked N] [--no-pin] [--server-cpu C] [--loadgen-cpu C]\n"
                "               [--dialect native|zmq] [--zmq-release main|v0.8|v0.6]\n"
-               "               [--verify] [--quiet]\n"
+               "               [--session none|plain|ack] [--verify] [--quiet]\n"
                "\n"
                "  --mode MODE        lifecycle (throughput), latency (one job in flight), enqueue\n"
                "                     (no agents: enqueue rate and backend bytes per queued job),\n"
@@ -126,6 +127,9 @@ usage(FILE *f)
                "                     msgpack messages, as the webapp and the agents do (native)\n"
                "  --zmq-release R    the zmq messages of INGInious main (v0.8.6 on), v0.8\n"
                "                     (v0.8.0-v0.8.5 agents) or v0.6 (v0.5-v0.6.2) (main)\n"
+               "  --session S        native clients open a session (proto.md 7.9): none, plain\n"
+               "                     (results not acknowledged) or ack (ClientSessionAck, as the\n"
+               "                     library does: each result kept until acknowledged) (none)\n"
                "  --verify           decode every received frame (message) with the library codec\n"
                "  --quiet            no table on stderr\n");
 }
@@ -164,6 +168,7 @@ enum {
     OPT_DIALECT,
     OPT_ZMQ_RELEASE,
     OPT_QUIET,
+    OPT_SESSION,
     OPT_HELP,
 };
 
@@ -189,6 +194,7 @@ static const struct option options[] = {
     {"dialect", required_argument, NULL, OPT_DIALECT},
     {"zmq-release", required_argument, NULL, OPT_ZMQ_RELEASE},
     {"quiet", no_argument, NULL, OPT_QUIET},
+    {"session", required_argument, NULL, OPT_SESSION},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -278,6 +284,16 @@ parse_opts(int argc, char **argv, struct opts *o)
             break;
         case OPT_VERIFY:
             o->verify = true;
+            break;
+        case OPT_SESSION:
+            if (strcmp(optarg, "none") == 0)
+                o->session = 0;
+            else if (strcmp(optarg, "plain") == 0)
+                o->session = 1;
+            else if (strcmp(optarg, "ack") == 0)
+                o->session = 2;
+            else
+                goto bad;
             break;
         case OPT_DIALECT:
             if (strcmp(optarg, "native") != 0 && strcmp(optarg, "zmq") != 0)
@@ -702,6 +718,8 @@ print_result(const struct opts *o, const struct load *L, struct result *r, size_
            r->hwm_kb, r->rss_kb, r->self1 - r->self0, o->parked, o->zmq ? "zmq" : "native");
     if (o->zmq)
         printf(" zmq_release=%s", bc_zrel_names[o->zrel]);
+    if (o->session != 0)
+        printf(" session=%s", o->session == 2 ? "ack" : "plain");
     if (enq)
         printf(" rss_idle_kb=%ld rss_after_kb=%ld bytes_per_job=%.1f overhead_per_job=%.1f "
                "queue_waiting=%u queue_ms=%.1f",
@@ -879,6 +897,7 @@ main(int argc, char **argv)
         return 1;
     }
     L.verify = o.verify;
+    L.session = o.session;
     struct backend_proc bp;
     memset(&bp, 0, sizeof(bp));
     const char *aaddr = o.agent_addr, *caddr = o.client_addr;

@@ -14,6 +14,7 @@
 #include "inginious/mp.h"
 #include "journal.h"
 #include "log.h"
+#include "sblk.h"
 
 enum job_status {
     JOB_WAITING = 0,    /* in its environment's heap and FIFO */
@@ -200,6 +201,18 @@ struct jr_pend {
     uint64_t seq;
     uint8_t rid[ING_AGENT_ID_LEN]; /* all zero: back to the queue */
     bool started;
+    bool has_at;      /* a record 8: the dispatch's wall time and the job's counts */
+    uint8_t bounces, retries;
+    int64_t wall_s;
+};
+
+/* A dispatch record's fields (records 2 and 8, proto.md 12.3). */
+struct jr_disp {
+    const uint8_t *rid;
+    bool has_at;
+    int64_t wall_s;
+    uint8_t bounces, retries;
+    size_t id_off; /* the job id from here to the end */
 };
 
 
@@ -233,7 +246,11 @@ struct kept {
     struct kept *next;
     struct be_session *s;
     uint64_t seq; /* its job's arrival order */
+    uint64_t dno; /* acknowledged sessions: its number among the BackendJobDone frames sent
+                   * on the session's connection (valid while sent: before s->next_send) */
     uint32_t len; /* body bytes, after the ING_HDR_LEN header */
+    bool indexed; /* in be->ktab (not: kept for an acknowledging connection, no journal) */
+    bool shed;    /* a short crash "Backend memory full" put in its place (be_sessions_shed) */
     uint8_t frame[];
 };
 
@@ -250,6 +267,14 @@ struct be_session {
     bool resuming; /* kept results are being delivered (results arriving now are kept) */
     bool listing;  /* then the list of its jobs is being sent, from cursor on */
     struct job *cursor; /* the next job to list (owner_unlink moves it past a job it frees) */
+    /* Acknowledged results (ClientSessionAck, proto.md 7.9): every result is kept until the
+     * connection acknowledges it; the kept list is [sent, unacknowledged][not sent yet]. */
+    bool acking;            /* the attached connection opened with ING_SESSION_ACK */
+    uint64_t sent, acked;   /* BackendJobDone frames sent on it since its hello; acked */
+    struct kept *next_send; /* the first kept result not sent on it (NULL: all were) */
+    uint64_t unacked_bytes; /* of the results sent on it and not acknowledged */
+    bool overrun;           /* it was dropped for SESSION_UNACKED_MAX (closing) */
+    bool shed_all;          /* every kept result is a shed one (be_sessions_shed skips it) */
 };
 
 /* client_keeps tells whether a result for c is kept rather than sent: c is a detached
@@ -258,6 +283,14 @@ static inline bool
 client_keeps(const struct be_client *c)
 {
     return c->peer == NULL || (c->sess != NULL && (c->sess->hold || c->sess->resuming));
+}
+
+/* client_acks tells whether c is a session attached to a connection that acknowledges its
+ * results: each is kept (and journaled) until acknowledged, sent or not. */
+static inline bool
+client_acks(const struct be_client *c)
+{
+    return c->peer != NULL && c->sess != NULL && c->sess->acking;
 }
 
 static const uint8_t empty_map[1] = {0x80};
@@ -1597,10 +1630,14 @@ send_result_seq(struct backend *be, struct be_client *c, struct ing_view id, con
     r->state = state;
     r->archive.p = NULL;
     r->stdout_.p = r->stderr_.p = "";
-    if (client_keeps(c))
-        session_keep_msg(be, c, seq, &m);
-    else
+    if (client_acks(c) && seq == 0) { /* a refusal: no job to keep it for; counted */
         be->ops.send(c->peer, &m);
+        c->sess->sent++;
+    } else if (client_keeps(c) || client_acks(c)) {
+        session_keep_msg(be, c, seq, &m);
+    } else {
+        be->ops.send(c->peer, &m);
+    }
 }
 
 static void
@@ -1799,6 +1836,26 @@ envs_prune(struct backend *be)
     }
 }
 
+/* envs_set makes the encoded list data[0..len) (malloc()ed, taken over) the current one, in
+ * a block the clients' outputs may share (counted once in held_bytes). Returns 0, or
+ * -ENOMEM (data freed, the previous list kept). */
+static int
+envs_set(struct backend *be, uint8_t *data, size_t len)
+{
+    struct sblk *b = sblk_new(data, len, &be->held_bytes);
+    if (b == NULL) {
+        free(data);
+        return -ENOMEM;
+    }
+    sblk_unref(be->envs_blk); /* outputs still writing the previous list keep it */
+    be->envs_blk = b;
+    be->envs_msg = b->data;
+    be->envs_msg_len = len;
+    be->envs_changed = false;
+    be->envs_serial++;
+    return 0;
+}
+
 /* envs_build encodes the BackendUpdateEnvironments map into be->envs_msg: the announced
  * types in the order they were first announced, each with its advertised environments in
  * the order they were first provided (INGInious keeps both in dict insertion order; a type
@@ -1834,12 +1891,7 @@ envs_build(struct backend *be)
         ing_mp_writer_fini(&w);
         return w.err;
     }
-    free(be->envs_msg);
-    be->envs_msg = w.buf; /* ownership taken from the writer */
-    be->envs_msg_len = w.len;
-    be->envs_changed = false;
-    be->envs_serial++;
-    return 0;
+    return envs_set(be, w.buf, w.len); /* the writer's buffer taken over */
 }
 
 static void
@@ -1856,13 +1908,16 @@ send_envs(struct backend *be, struct be_client *c)
     m.type = ING_BACKEND_UPDATE_ENVIRONMENTS;
     m.u.envs.environments.p = (const char *)be->envs_msg;
     m.u.envs.environments.len = (uint32_t)be->envs_msg_len;
-    be->ops.send(c->peer, &m);
+    if (be->ops.send_shared != NULL)
+        be->ops.send_shared(c->peer, &m, be->envs_blk);
+    else
+        be->ops.send(c->peer, &m);
     c->envs_seen = be->envs_serial;
 }
 
 /* envs_send_some sends the current list to the clients that have not got it yet, about
- * BE_FLUSH_BYTES of it per call (copying a large list to many clients is work too). Returns
- * true once every client has it. */
+ * BE_FLUSH_BYTES of it per call (copying a large list to many clients is work too; a list the
+ * peers share costs BE_SHARED_COST per client). Returns true once every client has it. */
 static bool
 envs_send_some(struct backend *be)
 {
@@ -1873,7 +1928,7 @@ envs_send_some(struct backend *be)
         if (sent >= BE_FLUSH_BYTES)
             return false;
         send_envs(be, c);
-        sent += be->envs_msg_len;
+        sent += be->ops.send_shared != NULL ? BE_SHARED_COST : be->envs_msg_len;
     }
     return true;
 }
@@ -1937,12 +1992,8 @@ lbuild_unit(struct backend *be, struct be_lbuild *lb)
             ing_mp_writer_fini(&lb->w);
             return err;
         }
-        free(be->envs_msg);
-        be->envs_msg = lb->w.buf; /* ownership taken from the writer */
-        be->envs_msg_len = lb->w.len;
-        be->envs_changed = false;
-        be->envs_serial++;
-        return 1;
+        int rc = envs_set(be, lb->w.buf, lb->w.len); /* the writer's buffer taken over */
+        return rc == 0 ? 1 : rc;
     }
     if (e != NULL) {
         lb->e = e->lnext;
@@ -2141,7 +2192,9 @@ be_fini(struct backend *be)
     for (size_t i = 0; i < be->n_etypes; i++)
         free(be->etypes[i]);
     free(be->etypes);
-    free(be->envs_msg);
+    sblk_unref(be->envs_blk);
+    be->envs_blk = NULL;
+    be->envs_msg = NULL;
     free(be->q_run);
     free(be->q_wait);
     free(be->q_text);
@@ -2414,12 +2467,54 @@ jr_job(struct backend *be, uint8_t type, const struct job *j, const uint8_t *rid
 
 static const uint8_t zero_rid[ING_AGENT_ID_LEN];
 
+/* JR_AT_LEN: the fixed part of record 8: arrival order, agent id, wall time, two counts. */
+#define JR_AT_LEN (8 + ING_AGENT_ID_LEN + 8 + 2)
+
 /* jr_dispatched journals that j was sent to the agent of id rid (NULL: that it is back in
- * the queue), so that after a restart that agent may claim it (proto.md 12.3, 7.10). */
+ * the queue), so that after a restart that agent may claim it (proto.md 12.3, 7.10): with
+ * the dispatch's wall time and j's requeue counts (record 8), so that its deadline and
+ * counts go on after the restart. */
 static void
 jr_dispatched(struct backend *be, const struct job *j, const uint8_t *rid)
 {
-    jr_job(be, JREC_DISPATCHED, j, rid != NULL ? rid : zero_rid, "dispatch");
+    if (rid == NULL) {
+        jr_job(be, JREC_DISPATCHED, j, zero_rid, "dispatch");
+        return;
+    }
+    uint8_t pre[JR_AT_LEN];
+    put_u64be(pre, j->seq);
+    memcpy(pre + 8, rid, ING_AGENT_ID_LEN);
+    put_u64be(pre + 8 + ING_AGENT_ID_LEN, (uint64_t)be->wall_s);
+    pre[8 + ING_AGENT_ID_LEN + 8] = (uint8_t)job_bounces(j);
+    pre[8 + ING_AGENT_ID_LEN + 9] = j->retries;
+    struct journal_iov v[2] = {{pre, sizeof(pre)}, {job_id(j), j->id_len}};
+    int err;
+    journal_appendv(be->jr, JREC_DISPATCHED_AT, v, 2, &err);
+    if (err == -ENOMEM)
+        log_msg(LOG_ERR, "journal: out of memory: the dispatch of job %.*s is not recorded",
+                (int)j->id_len, job_id(j));
+}
+
+/* jr_disp_read reads a record 2, 3 or 8 of len bytes at p (len >= 8) into d. Returns false
+ * when it is too short or its id too long. */
+static bool
+jr_disp_read(uint8_t type, const uint8_t *p, uint32_t len, struct jr_disp *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->id_off = type == JREC_DISPATCHED_AT ? JR_AT_LEN
+                : type == JREC_DISPATCHED  ? 8 + ING_AGENT_ID_LEN
+                                           : 8;
+    if (len < d->id_off || len - d->id_off > MAX_ID_LEN)
+        return false;
+    if (type != JREC_STARTED)
+        d->rid = p + 8;
+    if (type == JREC_DISPATCHED_AT) {
+        d->has_at = true;
+        d->wall_s = (int64_t)get_u64be(p + 8 + ING_AGENT_ID_LEN);
+        d->bounces = p[8 + ING_AGENT_ID_LEN + 8];
+        d->retries = p[8 + ING_AGENT_ID_LEN + 9];
+    }
+    return true;
 }
 
 /* jr_started journals that j's agent (one that may claim it back) reported it started. */
@@ -2671,6 +2766,7 @@ replay_dispatch(struct backend *be, struct job *j, const uint8_t *rid, bool star
         j->status = JOB_DISPATCHED;
         j->agent = g;
         j->u.started_ms = (uint32_t)be->now_ms;
+        j->t.run.dl = (uint32_t)(be->now_ms + j->deadline_ms); /* record 8 tells better */
         run_append(g, j);
         be->n_running++;
         be->n_held++;
@@ -2690,10 +2786,29 @@ replay_dispatch(struct backend *be, struct job *j, const uint8_t *rid, bool star
         j->status = JOB_STARTED;
 }
 
-/* replay_pend keeps the dispatch state of job seq, whose accepted record comes later. */
+/* replay_at gives job j, held for its agent after a restart, what its record 8 says: its
+ * deadline counts from the dispatch's wall time (to the second), not from the restart, and
+ * its requeue counts go on (proto.md 7.10). */
 static void
-replay_pend(struct backend *be, uint64_t seq, const uint8_t *rid)
+replay_at(struct backend *be, struct job *j, const struct jr_disp *d)
 {
+    if (j->status == JOB_WAITING)
+        return;
+    uint64_t elapsed = be->wall_s > d->wall_s ? (uint64_t)(be->wall_s - d->wall_s) * 1000 : 0;
+    uint64_t left = elapsed < j->deadline_ms ? j->deadline_ms - elapsed : 0;
+    j->t.run.dl = (uint32_t)(be->now_ms + left);
+    j->u.started_ms = (uint32_t)(be->now_ms - elapsed); /* its run time counts from there */
+    uint8_t bounces = d->bounces < BE_MAX_REQUEUES ? d->bounces : BE_MAX_REQUEUES;
+    j->flags = (uint8_t)((j->flags & ((1u << JOB_BOUNCE_SHIFT) - 1)) |
+                         (unsigned)bounces << JOB_BOUNCE_SHIFT);
+    j->retries = d->retries;
+}
+
+/* replay_pend keeps the dispatch state d of job seq, whose accepted record comes later. */
+static void
+replay_pend(struct backend *be, uint64_t seq, const struct jr_disp *d)
+{
+    const uint8_t *rid = d->rid;
     struct jr_pend *x = NULL;
     for (size_t i = 0; i < be->jr_npend && x == NULL; i++)
         if (be->jr_pend[i].seq == seq)
@@ -2717,6 +2832,10 @@ replay_pend(struct backend *be, uint64_t seq, const uint8_t *rid)
             return;
         memcpy(x->rid, rid, ING_AGENT_ID_LEN);
         x->started = false;
+        x->has_at = d->has_at;
+        x->wall_s = d->wall_s;
+        x->bounces = d->bounces;
+        x->retries = d->retries;
     } else {
         x->started = true;
     }
@@ -2730,8 +2849,16 @@ replay_pend_apply(struct backend *be, uint64_t seq, uint64_t idh, struct ing_vie
     for (size_t i = 0; i < be->jr_npend; i++)
         if (be->jr_pend[i].seq == seq) {
             struct job *j = jtab_find_h(be, idh, id.p, id.len);
-            if (j != NULL && j->seq == seq)
-                replay_dispatch(be, j, be->jr_pend[i].rid, be->jr_pend[i].started);
+            const struct jr_pend *x = &be->jr_pend[i];
+            if (j != NULL && j->seq == seq) {
+                replay_dispatch(be, j, x->rid, x->started);
+                struct jr_disp d = {.has_at = x->has_at,
+                                    .wall_s = x->wall_s,
+                                    .bounces = x->bounces,
+                                    .retries = x->retries};
+                if (x->has_at)
+                    replay_at(be, j, &d);
+            }
             be->jr_pend[i] = be->jr_pend[--be->jr_npend];
             return;
         }
@@ -2766,19 +2893,21 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
                     (int)(id.len > 255 ? 255 : id.len), id.p, why);
         if (why == NULL)
             replay_pend_apply(be, seq, idh, id);
-    } else if (type == JREC_DISPATCHED || type == JREC_STARTED) {
-        size_t off = type == JREC_DISPATCHED ? 8 + ING_AGENT_ID_LEN : 8;
-        if (len < off || len - off > MAX_ID_LEN)
+    } else if (type == JREC_DISPATCHED || type == JREC_STARTED || type == JREC_DISPATCHED_AT) {
+        struct jr_disp d;
+        if (!jr_disp_read(type, p, len, &d))
             return 0;
-        const char *id = (const char *)p + off;
-        struct job *j = jtab_find_h(be, id_hash(id, len - off), id, len - off);
-        const uint8_t *rid = type == JREC_DISPATCHED ? p + 8 : NULL;
-        if (j == NULL || j->seq != seq)
-            replay_pend(be, seq, rid);
-        else if (rid != NULL)
-            replay_dispatch(be, j, rid, false);
-        else if (j->status != JOB_WAITING)
+        const char *id = (const char *)p + d.id_off;
+        struct job *j = jtab_find_h(be, id_hash(id, len - d.id_off), id, len - d.id_off);
+        if (j == NULL || j->seq != seq) {
+            replay_pend(be, seq, &d);
+        } else if (d.rid != NULL) {
+            replay_dispatch(be, j, d.rid, false);
+            if (d.has_at)
+                replay_at(be, j, &d);
+        } else if (j->status != JOB_WAITING) {
             j->status = JOB_STARTED;
+        }
     } else if (type == JREC_ENDED) {
         const char *id = (const char *)p + 8;
         uint64_t idh = id_hash(id, len - 8);
@@ -2806,11 +2935,8 @@ be_journal_replayed(struct backend *be)
     free(be->jr_pend); /* the dispatches of jobs that ended */
     be->jr_pend = NULL;
     be->jr_npend = be->jr_pend_cap = 0;
-    for (struct be_agent *g = be->ghosts; g != NULL; g = g->next) {
+    for (struct be_agent *g = be->ghosts; g != NULL; g = g->next)
         g->dl_ms = be->now_ms + be->cfg.resume_grace_ms;
-        for (struct job *j = g->run_head; j != NULL; j = j->next)
-            j->u.started_ms = (uint32_t)be->now_ms;
-    }
     if (be->n_held > 0)
         log_msg(LOG_INFO, "journal: %llu running jobs wait %llu ms for their agents to claim them",
                 (unsigned long long)be->n_held, (unsigned long long)be->cfg.resume_grace_ms);
@@ -2824,11 +2950,11 @@ be_journal_replayed(struct backend *be)
 static bool
 dispatch_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
 {
-    size_t off = type == JREC_DISPATCHED ? 8 + ING_AGENT_ID_LEN : 8;
-    if (len < off || len - off > MAX_ID_LEN)
+    struct jr_disp d;
+    if (!jr_disp_read(type, p, len, &d))
         return false;
-    const char *id = (const char *)p + off;
-    const struct job *j = jtab_find_h(be, id_hash(id, len - off), id, len - off);
+    const char *id = (const char *)p + d.id_off;
+    const struct job *j = jtab_find_h(be, id_hash(id, len - d.id_off), id, len - d.id_off);
     if (j == NULL || j->seq != get_u64be(p))
         return false;
     if (type == JREC_STARTED)
@@ -2844,7 +2970,7 @@ be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32
 {
     if (type == JREC_SESSION_ACCEPTED || type == JREC_DONE)
         return session_live(be, type, p, len);
-    if (type == JREC_DISPATCHED || type == JREC_STARTED)
+    if (type == JREC_DISPATCHED || type == JREC_STARTED || type == JREC_DISPATCHED_AT)
         return len >= 8 && dispatch_live(be, type, p, len);
     if (type != JREC_ACCEPTED || len < 8 + ING_HDR_LEN)
         return false; /* an end record only matters while its acceptance is before it */
@@ -3556,13 +3682,15 @@ claim(struct backend *be, struct be_agent *a, const struct ing_resume_job *rj)
         be->n_running++;
         if (be->jr != NULL)
             jr_dispatched(be, j, a->rid);
+        j->u.started_ms = (uint32_t)be->now_ms; /* a new run: the deadline from now */
+        j->t.run.dl = (uint32_t)be->now_ms + j->deadline_ms;
     } else {
-        run_move(be, j, a);
+        run_move(be, j, a); /* held: its deadline (and run time) go on from its dispatch */
     }
-    j->u.started_ms = (uint32_t)be->now_ms;
-    j->t.run.dl = (uint32_t)be->now_ms + j->deadline_ms;
-    if (a->dl_ms > be->now_ms + j->deadline_ms)
-        a->dl_ms = be->now_ms + j->deadline_ms;
+    int32_t left = (int32_t)(j->t.run.dl - (uint32_t)be->now_ms);
+    uint64_t dl = be->now_ms + (left > 0 ? (uint64_t)left : 0);
+    if (a->dl_ms > dl)
+        a->dl_ms = dl;
     be->stats.jobs_claimed++;
     if (rj->started && j->status != JOB_STARTED) { /* its AgentJobStarted was lost */
         j->status = JOB_STARTED;
@@ -3852,8 +3980,8 @@ struct be_reg {
     bool gone;           /* the agent left: no callback; from REG_UNREG on a is ours to free */
     bool stepped;        /* queued (ops.registered tells the end), not run inline */
     enum reg_phase phase;
-    uint8_t *own;        /* the copy of the environments map a queued hello reads, or the
-                          * block holding them (ops.take) */
+    struct sblk *own;    /* the copy of the environments map a queued hello reads, or the
+                          * memory holding them (ops.take): counted in held_bytes */
     struct ing_agent_hello m;
     bool resume;                   /* an AgentHelloResume (7.10): its agent id and claims */
     uint8_t rid[ING_AGENT_ID_LEN];
@@ -4301,8 +4429,25 @@ reg_free(struct backend *be, struct be_reg *r)
         free(r->anns[k]);
     free(r->anns);
     free(r->tanns);
-    free(r->own);
+    sblk_unref(r->own);
+    r->own = NULL;
     free(r->claims);
+}
+
+/* hello_copy copies the environments v of a hello registered in steps (a ZeroMQ agent's,
+ * whose frames the ZMTP layer reassembled, or when ops.take declines) into a block counted
+ * in held_bytes. Returns NULL when out of memory. */
+static struct sblk *
+hello_copy(struct backend *be, struct ing_view v)
+{
+    uint8_t *p = malloc(v.len ? v.len : 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, v.p, v.len);
+    struct sblk *b = sblk_new(p, v.len, &be->held_bytes);
+    if (b == NULL)
+        free(p);
+    return b;
 }
 
 /* reg_run does up to *budget units of r. Returns true when r has ended. */
@@ -4451,9 +4596,7 @@ agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello
         if (be->ops.take != NULL &&
             (r->own = be->ops.take(a->peer, m->environments.p, m->environments.len)) != NULL)
             taken = true;
-        else if ((r->own = malloc(m->environments.len ? m->environments.len : 1)) != NULL)
-            memcpy(r->own, m->environments.p, m->environments.len);
-        else
+        else if ((r->own = hello_copy(be, m->environments)) == NULL)
             rc = hello_fail(r->why, sizeof(r->why), "out of memory");
     }
     if (rc != 0) {
@@ -4466,9 +4609,10 @@ agent_hello(struct backend *be, struct be_agent *a, const struct ing_agent_hello
     r->it.types = r->tanns;
     if (!inline_ok) { /* read the copy (or the taken input) from now on: m may go */
         if (!taken) {
-            r->it.p = r->own + (r->it.p - (const uint8_t *)m->environments.p);
-            r->it.end = r->own + m->environments.len;
-            r->m.environments.p = (const char *)r->own;
+            uint8_t *own = r->own->data;
+            r->it.p = own + (r->it.p - (const uint8_t *)m->environments.p);
+            r->it.end = own + m->environments.len;
+            r->m.environments.p = (const char *)own;
         }
         r->m.friendly_name.p = r->name;
         r->stepped = true;
@@ -4589,7 +4733,7 @@ be_agent_done_h(struct backend *be, struct be_agent *a, const uint8_t *body, siz
                     m->result_text.len);
     run_remove(be, j);
     struct be_client *c = live_owner(j);
-    if (c != NULL && !client_keeps(c))
+    if (c != NULL && !client_keeps(c) && !client_acks(c))
         be->ops.relay(c->peer, ING_BACKEND_JOB_DONE, body, len);
     else if (c != NULL)
         session_keep(be, c, j->seq, body, len);
@@ -4899,8 +5043,11 @@ session_make(struct backend *be, struct be_client *c, const uint8_t *id)
 static void
 session_detach(struct backend *be, struct be_client *c)
 {
-    c->sess->resuming = c->sess->listing = false;
+    c->sess->resuming = c->sess->listing = c->sess->acking = false;
     c->sess->cursor = NULL;
+    c->sess->next_send = NULL; /* on the next connection, all are sent again */
+    c->sess->unacked_bytes = 0;
+    c->sess->overrun = false;
     client_unregister(be, c);
     c->peer = NULL;
     c->sess->detached = true;
@@ -4978,8 +5125,11 @@ kept_hash(uint64_t seq)
 static struct kept *
 kept_new(struct backend *be, struct be_session *s, uint64_t seq, size_t len)
 {
-    struct kept *k = len <= UINT32_MAX - ING_HDR_LEN ? malloc(sizeof(*k) + ING_HDR_LEN + len)
-                                                     : NULL;
+    /* From the jobs' pool: a session acknowledging its results keeps each one a round trip,
+     * and a warm pool allocates nothing for that. */
+    struct kept *k = len <= UINT32_MAX - ING_HDR_LEN
+                         ? pool_alloc(&be->jobs_pool, sizeof(*k) + ING_HDR_LEN + len)
+                         : NULL;
     if (k == NULL) {
         log_msg(LOG_ERR, "out of memory: a result for a detached session is lost");
         return NULL;
@@ -4988,13 +5138,18 @@ kept_new(struct backend *be, struct be_session *s, uint64_t seq, size_t len)
     k->s = s;
     k->seq = seq;
     k->len = (uint32_t)len;
-    if (idtab_insert(&be->ktab, kept_hash(seq), k) != 0) {
-        free(k);
+    /* Only the journal's replay and compaction look kept results up by arrival order: a
+     * result an acknowledging connection holds a round trip skips the table without one. */
+    k->indexed = be->jr != NULL || !client_acks(s->c);
+    k->shed = false;
+    if (k->indexed && idtab_insert(&be->ktab, kept_hash(seq), k) != 0) {
+        pool_free(&be->jobs_pool, k, sizeof(*k) + ING_HDR_LEN + len);
         log_msg(LOG_ERR, "out of memory: a result for a detached session is lost");
         return NULL;
     }
     *s->kept_tail = k;
     s->kept_tail = &k->next;
+    s->shed_all = false;
     s->n_kept++;
     be->n_kept++;
     be->kept_bytes += len;
@@ -5004,25 +5159,81 @@ kept_new(struct backend *be, struct be_session *s, uint64_t seq, size_t len)
 static void
 kept_free(struct backend *be, struct be_session *s, struct kept *k)
 {
-    idtab_remove(&be->ktab, kept_hash(k->seq), k);
+    if (k->indexed)
+        idtab_remove(&be->ktab, kept_hash(k->seq), k);
     s->n_kept--;
     be->n_kept--;
     be->kept_bytes -= k->len;
-    free(k);
+    pool_free(&be->jobs_pool, k, sizeof(*k) + ING_HDR_LEN + k->len);
 }
 
-/* session_keep keeps the result body[0..len) of job seq for the detached session c. */
+/* SESSION_UNACKED_MAX: result bytes an acknowledging connection may leave unacknowledged;
+ * past it, it is closed (Error OVERLOAD) and its session detached (proto.md 7.9). */
+#define SESSION_UNACKED_MAX (64u << 20)
+
+/* kept_send sends s's kept result k on s's (acknowledging) connection, numbered. */
+static void
+kept_send(struct backend *be, struct be_session *s, struct kept *k)
+{
+    be->ops.relay(s->c->peer, ING_BACKEND_JOB_DONE, k->frame + ING_HDR_LEN, k->len);
+    k->dno = ++s->sent;
+    s->unacked_bytes += k->len;
+    if (s->unacked_bytes > SESSION_UNACKED_MAX && !s->overrun && be->ops.drop != NULL) {
+        s->overrun = true;
+        log_msg(LOG_WARN, "session: over %u bytes of results not acknowledged: its connection "
+                "is closed, the results kept", SESSION_UNACKED_MAX);
+        be->ops.drop(s->c->peer, ING_ERR_OVERLOAD, "results not acknowledged");
+    }
+}
+
+/* session_push: k was just kept for s (appended last). On an acknowledging connection that
+ * is sent results now (not resuming, not HOLD) it goes out at once, unless results kept
+ * before it wait to be sent; else it is the first to wait, when none did. */
+static void
+session_push(struct backend *be, struct be_session *s, struct kept *k)
+{
+    if (!client_acks(s->c) || s->next_send != NULL)
+        return;
+    if (s->hold || s->resuming)
+        s->next_send = k;
+    else
+        kept_send(be, s, k);
+}
+
+/* session_send_kept sends s's kept results not yet sent on its acknowledging connection, at
+ * least one and then while budget bytes are not exceeded; returns true if some remain. */
+static bool
+session_send_kept(struct backend *be, struct be_session *s, size_t budget)
+{
+    size_t sent = 0;
+    while (s->next_send != NULL && (sent == 0 || sent + s->next_send->len <= budget)) {
+        struct kept *k = s->next_send;
+        s->next_send = k->next;
+        kept_send(be, s, k);
+        sent += k->len;
+    }
+    return s->next_send != NULL;
+}
+
+/* session_keep keeps the result body[0..len) of job seq for the detached session c (or
+ * one that acknowledges its results). */
 static void
 session_keep(struct backend *be, struct be_client *c, uint64_t seq, const uint8_t *body,
              size_t len)
 {
     struct kept *k = kept_new(be, c->sess, seq, len);
-    if (k == NULL)
+    if (k == NULL) {
+        if (client_acks(c) && !client_keeps(c)) { /* at least sent, as without ACK */
+            be->ops.relay(c->peer, ING_BACKEND_JOB_DONE, body, len);
+            c->sess->sent++;
+        }
         return;
+    }
     ing_frame_header(k->frame, ING_BACKEND_JOB_DONE, (uint32_t)len);
     memcpy(k->frame + ING_HDR_LEN, body, len);
     if (be->jr != NULL)
         jr_kept(be, JREC_DONE, c->sess, k);
+    session_push(be, c->sess, k);
 }
 
 static void
@@ -5032,11 +5243,17 @@ session_keep_msg(struct backend *be, struct be_client *c, uint64_t seq, const st
     if (n < ING_HDR_LEN || c->sess == NULL)
         return;
     struct kept *k = kept_new(be, c->sess, seq, n - ING_HDR_LEN);
-    if (k == NULL)
+    if (k == NULL) {
+        if (client_acks(c) && !client_keeps(c)) { /* at least sent, as without ACK */
+            be->ops.send(c->peer, m);
+            c->sess->sent++;
+        }
         return;
+    }
     (void)ing_msg_encode(m, k->frame, n);
     if (be->jr != NULL)
         jr_kept(be, JREC_DONE, c->sess, k);
+    session_push(be, c->sess, k);
 }
 
 /* session_unkeep forgets s's kept results (delivered, or dropped with s), journaling each
@@ -5063,6 +5280,7 @@ session_unkeep(struct backend *be, struct be_session *s, bool deliver, size_t bu
 }
 
 /* SESSION_LIST_MAX bounds one BackendSessionJobs frame (bytes of its msgpack array). */
+#define SHED_TEXT "Backend memory full"
 #define SESSION_LIST_MAX (64u << 10)
 
 /* session_list sends c (attached) the next BackendSessionJobs frames of the list of its jobs
@@ -5138,6 +5356,7 @@ be_session_attach(struct backend *be, struct be_client *c, const uint8_t id[ING_
     be_client_gone(be, c); /* a fresh connection: no job (the caller checks) */
     detached_unlink(be, sc);
     sc->peer = peer;
+    be->stats.sessions_resumed++;
     return sc;
 }
 
@@ -5148,7 +5367,7 @@ be_session_deliver(struct backend *be, struct be_client *c, size_t budget)
     if (s == NULL || c->peer == NULL)
         return false;
     if (s->resuming) {
-        if (session_unkeep(be, s, true, budget))
+        if (s->acking ? session_send_kept(be, s, budget) : session_unkeep(be, s, true, budget))
             return true;
         s->resuming = false; /* the list follows */
         s->listing = true;
@@ -5170,10 +5389,127 @@ be_session_resume(struct backend *be, struct be_client *c, bool hold, size_t bud
     if (s == NULL || c->peer == NULL)
         return false;
     s->hold = hold;
+    s->sent = s->acked = s->unacked_bytes = 0;
+    s->next_send = s->acking ? s->kept : NULL; /* each kept one is sent (again) on it */
     s->resuming = !hold && s->kept != NULL; /* with hold, results stay kept: only the list */
     s->listing = !s->resuming;
     s->cursor = c->jobs;
     return s->resuming ? be_session_deliver(be, c, budget) : session_list(be, c, budget);
+}
+
+void
+be_session_acks(struct be_client *c, bool on)
+{
+    if (c->sess != NULL)
+        c->sess->acking = on;
+}
+
+int
+be_session_ack(struct backend *be, struct be_client *c, uint64_t count)
+{
+    struct be_session *s = c->sess;
+    if (s == NULL || !s->acking || c->peer == NULL)
+        return -EPERM;
+    if (count > s->sent)
+        return -ERANGE;
+    if (count <= s->acked)
+        return 0;
+    s->acked = count;
+    while (s->kept != NULL && s->kept != s->next_send && s->kept->dno <= count) {
+        struct kept *k = s->kept;
+        s->kept = k->next;
+        s->unacked_bytes -= k->len;
+        if (be->jr != NULL)
+            jr_kept(be, JREC_DELIVERED, s, k);
+        kept_free(be, s, k);
+    }
+    if (s->kept == NULL)
+        s->kept_tail = &s->kept;
+    return 0;
+}
+
+/* kept_shed puts a short crash "Backend memory full" result for the same job (its id and
+ * state kept) in the place of *pp, k, a result kept for detached session s, journaled as
+ * delivered then the new one as kept (record 5, then 4). Returns the bytes freed (0: no
+ * gain, or no memory; k stays). */
+static uint64_t
+kept_shed(struct backend *be, struct be_session *s, struct kept **pp, struct kept *k)
+{
+    struct ing_msg old;
+    if (ing_msg_decode(k->frame, ING_HDR_LEN + (size_t)k->len, UINT32_MAX, &old) <= 0)
+        return 0;
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_JOB_DONE;
+    struct ing_job_result *r = &m.u.result;
+    r->job_id = old.u.result.job_id;
+    r->result_kind = (struct ing_view){"crash", 5};
+    r->result_text = (struct ing_view){SHED_TEXT, sizeof(SHED_TEXT) - 1};
+    r->problems.p = r->tests.p = r->custom.p = (const char *)empty_map;
+    r->problems.len = r->tests.len = r->custom.len = 1;
+    r->state = old.u.result.state;
+    r->stdout_.p = r->stderr_.p = "";
+    size_t n = ing_msg_size(&m);
+    if (n == 0 || n - ING_HDR_LEN >= k->len) {
+        k->shed = true; /* as short as it gets */
+        return 0;
+    }
+    struct kept *nk = pool_alloc(&be->jobs_pool, sizeof(*nk) + n);
+    if (nk == NULL)
+        return 0;
+    *nk = *k;
+    nk->len = (uint32_t)(n - ING_HDR_LEN);
+    nk->shed = true;
+    (void)ing_msg_encode(&m, nk->frame, n); /* views into k: before k goes */
+    if (k->indexed) {
+        idtab_remove(&be->ktab, kept_hash(k->seq), k);
+        if (idtab_insert(&be->ktab, kept_hash(k->seq), nk) != 0) {
+            (void)idtab_insert(&be->ktab, kept_hash(k->seq), k); /* its slot is free again */
+            pool_free(&be->jobs_pool, nk, sizeof(*nk) + n);
+            return 0;
+        }
+    }
+    *pp = nk;
+    if (s->kept_tail == &k->next)
+        s->kept_tail = &nk->next;
+    if (s->next_send == k)
+        s->next_send = nk;
+    if (be->jr != NULL) {
+        jr_kept(be, JREC_DELIVERED, s, k);
+        jr_kept(be, JREC_DONE, s, nk);
+    }
+    uint64_t freed = k->len - nk->len;
+    be->kept_bytes -= freed;
+    pool_free(&be->jobs_pool, k, sizeof(*k) + ING_HDR_LEN + k->len);
+    return freed;
+}
+
+uint64_t
+be_sessions_shed(struct backend *be, uint64_t need, size_t max)
+{
+    struct be_client *c = be->detached; /* the newest detached first: find the oldest */
+    while (c != NULL && c->next != NULL)
+        c = c->next;
+    uint64_t freed = 0, n = 0;
+    for (; c != NULL && freed < need && n < max; c = c->prev) {
+        struct be_session *s = c->sess;
+        if (s->shed_all)
+            continue;
+        struct kept **pp = &s->kept;
+        for (; *pp != NULL && freed < need && n < max; pp = &(*pp)->next) {
+            struct kept *k = *pp;
+            n++;
+            uint64_t f = k->shed ? 0 : kept_shed(be, s, pp, k);
+            freed += f;
+            be->stats.kept_shed += f > 0;
+        }
+        s->shed_all = *pp == NULL; /* (a result with no gain counts as shed) */
+    }
+    if (freed > 0)
+        log_msg(LOG_WARN, "backend memory full: kept results of the oldest detached sessions "
+                "replaced by crash \"" SHED_TEXT "\" (%llu bytes freed, %llu replaced in all)",
+                (unsigned long long)freed, (unsigned long long)be->stats.kept_shed);
+    return freed;
 }
 
 /* session_free forgets session s (its client stays, without session). */
@@ -5305,9 +5641,10 @@ session_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t 
         return false;
     uint64_t seq = get_u64be(p);
     const uint8_t *f = p + 8 + ING_SESSION_ID_LEN;
-    if (type == JREC_DONE) {
+    if (type == JREC_DONE) { /* not the one a shed result replaced (another length) */
         const struct be_session *s = session_get(be, p + 8);
-        return s != NULL && kept_find(be, s, seq, NULL) != NULL;
+        const struct kept *k = s != NULL ? kept_find(be, s, seq, NULL) : NULL;
+        return k != NULL && (uint64_t)k->len + ING_HDR_LEN == len - 8 - ING_SESSION_ID_LEN;
     }
     struct ing_view id;
     uint8_t ft;
@@ -5354,8 +5691,9 @@ sessions_check(const struct backend *be)
             return -EPROTO;
         detached++;
     }
-    if (be->stab.old != NULL || be->n_kept != be->ktab.n)
-        return be->n_kept != be->ktab.n ? -EPROTO : 0; /* growing: walked once it is done */
+    if (be->stab.old != NULL || be->n_kept < be->ktab.n)
+        return be->n_kept < be->ktab.n ? -EPROTO : 0; /* growing: walked once it is done */
+    uint64_t indexed = 0;
     uint64_t sessions = 0, listed_detached = 0;
     for (size_t i = 0; i < idtab_slots(&be->stab); i++) {
         const struct be_session *s = idtab_at(&be->stab, i);
@@ -5363,10 +5701,14 @@ sessions_check(const struct backend *be)
             continue;
         sessions++;
         listed_detached += s->detached;
-        uint64_t n = 0;
+        uint64_t n = 0, dno = 0;
+        bool sent = s->acking && s->c->peer != NULL;
         for (const struct kept *k = s->kept; k != NULL; k = k->next) {
-            if (k->s != s)
+            sent &= k != s->next_send;
+            if (k->s != s || (sent && (k->dno <= dno || k->dno > s->sent)))
                 return -EPROTO;
+            dno = sent ? k->dno : dno;
+            indexed += k->indexed;
             n++;
             kept_bytes += k->len;
         }
@@ -5375,7 +5717,7 @@ sessions_check(const struct backend *be)
         n_kept += n;
     }
     if (sessions != be->n_sessions || listed_detached != detached || n_kept != be->n_kept ||
-        kept_bytes != be->kept_bytes)
+        kept_bytes != be->kept_bytes || indexed != be->ktab.n)
         return -EPROTO;
     return 0;
 }

@@ -34,6 +34,7 @@ struct be_agent;
 struct be_client;
 struct be_reg;
 struct be_lbuild;
+struct sblk;
 
 struct be_config {
     uint32_t ping_max;          /* an agent is removed at a tick with more missed pings */
@@ -96,16 +97,23 @@ struct be_ops {
     void (*registered)(void *peer, int rc, const char *why);
     /* take: a hello registered in steps reads its environments [p, p + len) across loop
      * iterations. take may hand over the memory that holds them (the peer's input buffer,
-     * replaced by a new one) so that they are not copied: it returns the block's start, which
-     * the backend free()s when the registration ends, the bytes staying where they are; or
-     * NULL (then the backend copies them). May be NULL. */
-    void *(*take)(void *peer, const void *p, size_t len);
+     * replaced by a new one) so that they are not copied: it returns that memory as a block
+     * (sblk.h, one reference: the backend's, dropped when the registration ends; the block
+     * counts in held_bytes meanwhile), the bytes staying where they are; or NULL (then the
+     * backend copies them, counted as well). May be NULL. */
+    struct sblk *(*take)(void *peer, const void *p, size_t len);
+    /* send_shared: as send, for a BackendUpdateEnvironments whose map is the whole of blk
+     * (the list every client is sent): the peer may keep a reference to blk (sblk_ref)
+     * rather than copy it. May be NULL (send is used). */
+    void (*send_shared)(void *peer, const struct ing_msg *m, struct sblk *blk);
 };
 
 struct be_stats {
     uint64_t jobs_submitted, jobs_refused, jobs_dispatched, jobs_done, jobs_killed;
     uint64_t jobs_crashed, jobs_requeued, reports_dropped, agents_lost;
     uint64_t jobs_expired; /* ended by the backend's deadline (proto.md 7.4) */
+    uint64_t kept_shed;    /* kept results replaced by crash "Backend memory full" (7.7) */
+    uint64_t sessions_resumed; /* detached sessions attached to a new connection (7.9) */
     uint64_t jobs_claimed, claims_refused; /* AgentHelloResume (proto.md 7.10) */
 };
 
@@ -209,6 +217,11 @@ struct backend {
     struct be_client *detached;
     uint64_t n_sessions;
     uint64_t n_kept, kept_bytes; /* results kept for detached sessions (memory budget) */
+    struct sblk *envs_blk; /* the block holding envs_msg, shared with the clients' outputs */
+    /* Bytes of the environment lists' blocks (one count per list, however many outputs
+     * refer to it) and of the hellos being registered in steps (their copy or the input
+     * taken over): the server counts them in --max-memory. */
+    uint64_t held_bytes;
 };
 
 /* be_init prepares be. Returns 0 or -ENOMEM. */
@@ -297,6 +310,19 @@ struct be_client *be_session_attach(struct backend *be, struct be_client *c,
  * while some remain: call be_session_deliver when the peer's output has drained. */
 bool be_session_resume(struct backend *be, struct be_client *c, bool hold, size_t budget);
 bool be_session_deliver(struct backend *be, struct be_client *c, size_t budget);
+/* be_session_acks: the connection of session c opened with ING_SESSION_ACK (on) or without:
+ * with it, each result sent is kept (and journaled) until a ClientSessionAck covers it, and
+ * the next connection is sent it again (proto.md 7.9). Call before be_session_resume. */
+void be_session_acks(struct be_client *c, bool on);
+/* be_session_ack: c's connection has read count BackendJobDone frames since its hello (a
+ * ClientSessionAck): the kept results among them are forgotten, journaled as delivered.
+ * Returns 0, -EPERM (c does not acknowledge) or -ERANGE (more than were sent). */
+int be_session_ack(struct backend *be, struct be_client *c, uint64_t count);
+/* be_sessions_shed relieves the memory budget (proto.md 7.7): the results kept for the
+ * oldest detached sessions (oldest first, in their order) are replaced by short crash
+ * "Backend memory full" results of the same jobs, until need bytes are freed or max results
+ * looked at. Returns the bytes freed. */
+uint64_t be_sessions_shed(struct backend *be, uint64_t need, size_t max);
 bool be_session_resuming(const struct be_client *c);
 /* be_session_tick ends the sessions detached for cfg.session_ttl_ms or longer. */
 void be_session_tick(struct backend *be);
@@ -367,10 +393,13 @@ bool be_flush_due(const struct backend *be, uint64_t *due_ms);
  * be_flush call: a list of 100,000 is sent a few iterations after it changed, and no
  * iteration walks all of it. be_flush_building: a build is under way (call be_flush at the
  * next iteration; be_flush_due says false meanwhile). */
-#define BE_FLUSH_UNITS 8192
+#define BE_FLUSH_UNITS 4096
 /* Once built, the list is copied to about BE_FLUSH_BYTES of clients' output per be_flush
  * call (the others at the next ones, still building: be_flush_building). */
 #define BE_FLUSH_BYTES (512u << 10)
+/* What sending a list costs against BE_FLUSH_BYTES when the peers share it (ops.send_shared):
+ * a header, a reference (128 clients per call). */
+#define BE_SHARED_COST 4096u
 bool be_flush_building(const struct backend *be);
 /* be_timeouts: end the running jobs, kills and orphan waits whose deadline has passed. */
 void be_timeouts(struct backend *be);

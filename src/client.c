@@ -28,8 +28,10 @@
 
 #define MAX_NAME_LEN 255 /* proto.md §4.2 */
 #define MAX_PINGS 256    /* pings in flight */
+#define MAX_SEEN (1u << 16) /* results remembered until their acknowledgement is confirmed */
 
-/* A job submitted on this client with no result yet. */
+/* A job submitted on this client with no result yet; or (sessions) a result given to the
+ * program whose acknowledgement the backend may not have handled (ing_client.seen). */
 struct pending {
     struct pending *prev; /* submission order */
     struct pending *next;
@@ -38,9 +40,16 @@ struct pending {
     uint8_t *frame;  /* sessions: the ClientNewJob frame, to submit it again; NULL: adopted */
     size_t frame_len;
     uint64_t epoch;  /* sessions: the connection (ing_client.epoch) it was last sent on */
+    uint64_t ack_tag; /* sessions: ClientSessionAck frames queued on it before it was sent */
     bool held;       /* sessions: listed by the backend's BackendSessionJobs */
     size_t len;
     char id[]; /* NUL-terminated */
+};
+
+/* A table of struct pending by job id: hash buckets (cap a power of two), chained by hnext. */
+struct idtable {
+    struct pending **b;
+    size_t cap, n;
 };
 
 struct ing_client {
@@ -56,13 +65,25 @@ struct ing_client {
     bool resumed;        /* this connection's session list has arrived */
     uint8_t sid[ING_SESSION_ID_LEN];
     uint64_t epoch; /* session hellos sent */
+    /* Acknowledged results (proto.md 7.9, ClientSessionAck), per connection: */
+    bool server_sack; /* this connection's Welcome has ING_WELCOME_SESSION_ACK */
+    bool sacking;     /* its hello asked for ING_SESSION_ACK */
+    uint64_t recv;    /* BackendJobDone frames read on it since the hello */
+    uint64_t ack_sent; /* the count of the last ClientSessionAck queued */
+    uint64_t acks_n;   /* ClientSessionAck frames queued on it */
+    uint64_t dups;     /* results dropped as given already (ing_client_duplicates) */
+    /* The results given to the program whose acknowledgement the backend may not have
+     * handled: it sends such a result again on the next connection (before the list),
+     * where it is dropped. Oldest first (prev/next); found by id in seen. ack_tag: the
+     * ClientSessionAck of connection epoch that covers it. */
+    struct pending *seen_head, *seen_tail;
+    struct idtable seen;
     char server[128];
 
     uint8_t *envs; /* last BackendUpdateEnvironments map */
     size_t envs_len;
 
-    struct pending **tab; /* hash buckets, tab_cap a power of two */
-    size_t tab_cap;
+    struct idtable pt; /* the pending jobs by id */
     size_t npending;
     struct pending *head;
     struct pending *tail;
@@ -130,66 +151,111 @@ hash_bytes(const char *p, size_t n)
 }
 
 static struct pending *
-pending_find(const struct ing_client *c, const char *id, size_t len)
+idt_find(const struct idtable *t, const char *id, size_t len)
 {
     uint64_t h;
 
-    if (c->tab_cap == 0)
+    if (t->cap == 0)
         return NULL;
     h = hash_bytes(id, len);
-    for (struct pending *p = c->tab[h & (c->tab_cap - 1)]; p != NULL; p = p->hnext)
+    for (struct pending *p = t->b[h & (t->cap - 1)]; p != NULL; p = p->hnext)
         if (p->hash == h && p->len == len && memcmp(p->id, id, len) == 0)
             return p;
     return NULL;
 }
 
+/* idt_reserve makes room in t for one more of the records listed from list (next links).
+ * Returns 0 or -ENOMEM. */
 static int
-pending_grow(struct ing_client *c)
+idt_reserve(struct idtable *t, struct pending *list)
 {
-    size_t cap = c->tab_cap ? c->tab_cap * 2 : 64;
-    struct pending **t = calloc(cap, sizeof(*t));
+    if (t->n + 1 <= t->cap / 4 * 3)
+        return 0;
+    size_t cap = t->cap ? t->cap * 2 : 64;
+    struct pending **b = calloc(cap, sizeof(*b));
 
-    if (t == NULL)
+    if (b == NULL)
         return -ENOMEM;
-    for (struct pending *p = c->head; p != NULL; p = p->next) {
-        p->hnext = t[p->hash & (cap - 1)];
-        t[p->hash & (cap - 1)] = p;
+    for (struct pending *p = list; p != NULL; p = p->next) {
+        p->hnext = b[p->hash & (cap - 1)];
+        b[p->hash & (cap - 1)] = p;
     }
-    free(c->tab);
-    c->tab = t;
-    c->tab_cap = cap;
+    free(t->b);
+    t->b = b;
+    t->cap = cap;
     return 0;
+}
+
+/* idt_new returns a record for id[0..len) (its hash set, its other fields zero) linked in
+ * t, which idt_reserve made room in; NULL when out of memory. */
+static struct pending *
+idt_new(struct idtable *t, const char *id, size_t len)
+{
+    struct pending *p = calloc(1, sizeof(*p) + len + 1);
+
+    if (p == NULL)
+        return NULL;
+    memcpy(p->id, id, len);
+    p->len = len;
+    p->hash = hash_bytes(id, len);
+    p->hnext = t->b[p->hash & (t->cap - 1)];
+    t->b[p->hash & (t->cap - 1)] = p;
+    t->n++;
+    return p;
+}
+
+static void
+idt_unlink(struct idtable *t, struct pending *p)
+{
+    struct pending **pp = &t->b[p->hash & (t->cap - 1)];
+
+    while (*pp != p)
+        pp = &(*pp)->hnext;
+    *pp = p->hnext;
+    t->n--;
+}
+
+/* list_append / list_unlink: p last in, or out of, the list from *head to *tail. */
+static void
+list_append(struct pending **head, struct pending **tail, struct pending *p)
+{
+    p->next = NULL;
+    p->prev = *tail;
+    if (*tail != NULL)
+        (*tail)->next = p;
+    else
+        *head = p;
+    *tail = p;
+}
+
+static void
+list_unlink(struct pending **head, struct pending **tail, struct pending *p)
+{
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        *head = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    else
+        *tail = p->prev;
+}
+
+static struct pending *
+pending_find(const struct ing_client *c, const char *id, size_t len)
+{
+    return idt_find(&c->pt, id, len);
 }
 
 static struct pending *
 pending_add(struct ing_client *c, const char *id, size_t len)
 {
     struct pending *p;
-    size_t b;
 
-    if (c->npending + 1 > c->tab_cap / 4 * 3 && pending_grow(c) != 0)
+    if (idt_reserve(&c->pt, c->head) != 0 || (p = idt_new(&c->pt, id, len)) == NULL)
         return NULL;
-    p = malloc(sizeof(*p) + len + 1);
-    if (p == NULL)
-        return NULL;
-    p->frame = NULL;
-    p->frame_len = 0;
     p->epoch = c->epoch;
-    p->held = false;
-    memcpy(p->id, id, len);
-    p->id[len] = '\0';
-    p->len = len;
-    p->hash = hash_bytes(id, len);
-    b = p->hash & (c->tab_cap - 1);
-    p->hnext = c->tab[b];
-    c->tab[b] = p;
-    p->next = NULL;
-    p->prev = c->tail;
-    if (c->tail != NULL)
-        c->tail->next = p;
-    else
-        c->head = p;
-    c->tail = p;
+    list_append(&c->head, &c->tail, p);
     c->npending++;
     return p;
 }
@@ -197,19 +263,8 @@ pending_add(struct ing_client *c, const char *id, size_t len)
 static void
 pending_remove(struct ing_client *c, struct pending *p)
 {
-    struct pending **pp = &c->tab[p->hash & (c->tab_cap - 1)];
-
-    while (*pp != p)
-        pp = &(*pp)->hnext;
-    *pp = p->hnext;
-    if (p->prev != NULL)
-        p->prev->next = p->next;
-    else
-        c->head = p->next;
-    if (p->next != NULL)
-        p->next->prev = p->prev;
-    else
-        c->tail = p->prev;
+    idt_unlink(&c->pt, p);
+    list_unlink(&c->head, &c->tail, p);
     c->npending--;
     free(p->frame);
     free(p);
@@ -222,11 +277,78 @@ pending_detach(struct ing_client *c)
 {
     struct pending *list = c->head;
 
-    if (c->tab != NULL)
-        memset(c->tab, 0, c->tab_cap * sizeof(*c->tab));
+    if (c->pt.b != NULL)
+        memset(c->pt.b, 0, c->pt.cap * sizeof(*c->pt.b));
+    c->pt.n = 0;
     c->head = c->tail = NULL;
     c->npending = 0;
     return list;
+}
+
+/* ---- results given, acknowledgement not confirmed (sessions) ---- */
+
+/* seen_unlink takes e out of the list (not of the table). */
+static void
+seen_unlink(struct ing_client *c, struct pending *e)
+{
+    list_unlink(&c->seen_head, &c->seen_tail, e);
+}
+
+/* seen_append puts e last, tagged for the next ClientSessionAck of this connection. */
+static void
+seen_append(struct ing_client *c, struct pending *e)
+{
+    e->epoch = c->epoch;
+    e->ack_tag = c->acks_n + 1;
+    list_append(&c->seen_head, &c->seen_tail, e);
+}
+
+static void
+seen_remove(struct ing_client *c, struct pending *e)
+{
+    idt_unlink(&c->seen, e);
+    seen_unlink(c, e);
+    free(e);
+}
+
+/* seen_note remembers that the result of job id[0..len) was given to the program (the
+ * newest one if it was already there). Past MAX_SEEN the oldest is forgotten. Returns 0 or
+ * -ENOMEM. */
+static int
+seen_note(struct ing_client *c, const char *id, size_t len)
+{
+    struct pending *e = idt_find(&c->seen, id, len);
+
+    if (e != NULL) {
+        seen_unlink(c, e);
+        seen_append(c, e);
+        return 0;
+    }
+    if (c->seen.n >= MAX_SEEN)
+        seen_remove(c, c->seen_head);
+    if (idt_reserve(&c->seen, c->seen_head) != 0 || (e = idt_new(&c->seen, id, len)) == NULL)
+        return -ENOMEM;
+    seen_append(c, e);
+    return 0;
+}
+
+/* seen_confirm forgets the results the backend surely acknowledged: those of an earlier
+ * connection when all (older) is set, else those of this connection covered by the first
+ * tag ClientSessionAck frames. */
+static void
+seen_confirm(struct ing_client *c, bool older, uint64_t tag)
+{
+    if (older) {
+        for (struct pending *e = c->seen_head, *next; e != NULL; e = next) {
+            next = e->next;
+            if (e->epoch != c->epoch)
+                seen_remove(c, e);
+        }
+        return;
+    }
+    while (c->seen_head != NULL && c->seen_head->epoch == c->epoch &&
+           c->seen_head->ack_tag <= tag)
+        seen_remove(c, c->seen_head);
 }
 
 /* ---- life cycle ---- */
@@ -305,7 +427,13 @@ ing_client_free(struct ing_client *c)
         free(p);
         p = next;
     }
-    free(c->tab);
+    while (c->seen_head != NULL) {
+        struct pending *e = c->seen_head;
+        c->seen_head = e->next;
+        free(e);
+    }
+    free(c->seen.b);
+    free(c->pt.b);
     free(c->envs);
     free(c->name);
     free(c);
@@ -333,6 +461,45 @@ notify(struct peer_conn *p, void *ctx)
 
 /* ---- output ---- */
 
+/* queue_ack queues a ClientSessionAck when results were read since the last one (proto.md
+ * 7.9). Returns 0 or -errno. */
+static int
+queue_ack(struct ing_client *c)
+{
+    struct ing_msg m;
+    int rc;
+
+    if (!c->sacking || c->recv == c->ack_sent || c->conn.st != PEER_OPEN)
+        return 0;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_CLIENT_SESSION_ACK;
+    m.u.session_ack.count = c->recv;
+    rc = peer_queue(&c->conn, &m);
+    if (rc == 0) {
+        c->ack_sent = c->recv;
+        c->acks_n++;
+    }
+    return rc;
+}
+
+/* cqueue queues request m, after the acknowledgement of the results read so far: a job
+ * submitted again with the id of one whose result came is then sent after that result's
+ * acknowledgement (the backend no longer holds the old result when it takes the new job). */
+static int
+cqueue(struct ing_client *c, const struct ing_msg *m)
+{
+    int rc = queue_ack(c);
+
+    return rc != 0 ? rc : peer_queue(&c->conn, m);
+}
+
+/* read_done: one ClientSessionAck per read batch. */
+static int
+read_done(struct peer_conn *p)
+{
+    return queue_ack(client_of(p));
+}
+
 static int
 queue_empty(struct ing_client *c, uint8_t type)
 {
@@ -340,7 +507,7 @@ queue_empty(struct ing_client *c, uint8_t type)
 
     memset(&m, 0, sizeof(m));
     m.type = type;
-    return peer_queue(&c->conn, &m);
+    return cqueue(c, &m);
 }
 
 /* queue_hello queues the ClientHello: with the preamble, once authenticated, after Unknown.
@@ -359,6 +526,10 @@ queue_hello(struct peer_conn *p)
         m.type = ING_CLIENT_HELLO_SESSION;
         memcpy(m.u.client_hello.session, c->sid, ING_SESSION_ID_LEN);
         m.u.client_hello.session_flags = c->session_hold ? ING_SESSION_HOLD : 0;
+        c->sacking = !c->session_hold && c->server_sack;
+        if (c->sacking)
+            m.u.client_hello.session_flags |= ING_SESSION_ACK;
+        c->recv = c->ack_sent = c->acks_n = 0;
         c->epoch++;
         c->resumed = false;
     }
@@ -451,6 +622,8 @@ on_welcome(struct peer_conn *p, const struct ing_welcome *w)
     snprintf(c->server, sizeof(c->server), "%.*s", (int)w->server.len, w->server.p);
     c->server_acks = (w->flags & ING_WELCOME_ACK) != 0;
     c->server_session = (w->flags & ING_WELCOME_SESSION) != 0;
+    c->server_sack = (w->flags & ING_WELCOME_SESSION_ACK) != 0;
+    c->sacking = false; /* until the session hello asks */
 }
 
 static int
@@ -494,7 +667,11 @@ on_unknown(struct ing_client *c, ing_client_event_fn *fn, void *arg)
     return 0;
 }
 
-static void
+/* on_job_event reports a job's event. On a connection that acknowledges results, a result
+ * given to the program whose acknowledgement the backend did not handle comes again after
+ * the hello, before the list (proto.md 7.9): it is dropped (and acknowledged again). Returns
+ * 0 or -ENOMEM. */
+static int
 on_job_event(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn *fn, void *arg)
 {
     struct ing_client_event ev;
@@ -521,11 +698,27 @@ on_job_event(struct ing_client *c, const struct ing_msg *m, ing_client_event_fn 
         ev.result = &m->u.result;
         break;
     }
+    if (ev.type == ING_CLIENT_EV_DONE && c->sacking) {
+        c->recv++;
+        struct pending *e = !c->resumed ? idt_find(&c->seen, ev.job_id.p, ev.job_id.len) : NULL;
+        if (e != NULL) { /* given already: acknowledged on this connection this time */
+            seen_unlink(c, e);
+            seen_append(c, e);
+            c->dups++;
+            return 0;
+        }
+        if (seen_note(c, ev.job_id.p, ev.job_id.len) != 0)
+            return -ENOMEM;
+    }
+    if (ev.type == ING_CLIENT_EV_ACCEPTED && c->sacking &&
+        (p = pending_find(c, ev.job_id.p, ev.job_id.len)) != NULL && p->epoch == c->epoch)
+        seen_confirm(c, false, p->ack_tag); /* the acks sent before it were handled */
     p = pending_find(c, ev.job_id.p, ev.job_id.len);
     ev.pending = p != NULL;
     if (p != NULL && ev.type == ING_CLIENT_EV_DONE)
         pending_remove(c, p);
     emit(c, fn, arg, &ev);
+    return 0;
 }
 
 /* report_one_lost reports pending job p done with the local "crash" and forgets it. The
@@ -546,7 +739,8 @@ resubmit(struct ing_client *c, struct pending *p)
     if (ing_msg_decode(p->frame, p->frame_len, UINT32_MAX, &m) != (ssize_t)p->frame_len)
         return -EPROTO; /* cannot happen: we encoded it */
     p->epoch = c->epoch;
-    return peer_queue(&c->conn, &m);
+    p->ack_tag = c->acks_n;
+    return cqueue(c, &m);
 }
 
 /* on_session_jobs: part of the list of the jobs the backend holds for the session. The
@@ -592,6 +786,9 @@ on_session_jobs(struct ing_client *c, const struct ing_session_jobs *sj, ing_cli
         }
     }
     c->resumed = true;
+    /* Every result the backend held unacknowledged came again before the list: those of
+     * earlier connections that did not are surely acknowledged. */
+    seen_confirm(c, true, 0);
     struct ing_client_event ev = {.type = ING_CLIENT_EV_RESUMED};
     emit(c, fn, arg, &ev);
     return 0;
@@ -631,8 +828,7 @@ handle(struct peer_conn *p, const struct ing_msg *m, void *ctx)
     case ING_BACKEND_JOB_ACCEPTED:
     case ING_BACKEND_JOB_SSH_DEBUG:
     case ING_BACKEND_JOB_DONE:
-        on_job_event(c, m, cb->fn, cb->arg);
-        return 0;
+        return on_job_event(c, m, cb->fn, cb->arg);
     case ING_BACKEND_GET_QUEUE:
         if (c->queue_recv < c->queue_sent)
             c->queue_recv++;
@@ -676,6 +872,7 @@ static const struct peer_ops client_ops = {
     .notify = notify,
     .down = link_down,
     .check = NULL,
+    .read_done = read_done,
 };
 
 /* ing_client_connect connects (blocking, at most connect_timeout_ms), says hello and waits
@@ -808,8 +1005,11 @@ ing_client_submit(struct ing_client *c, const struct ing_client_job *job)
         }
         p->frame_len = n;
     }
-    rc = peer_queue(&c->conn, &m);
-    if (rc != 0)
+    p->ack_tag = c->acks_n;
+    rc = cqueue(c, &m);
+    if (rc == 0)
+        p->ack_tag = c->acks_n; /* the acknowledgement queued first, if any, counts */
+    else
         pending_remove(c, pending_find(c, job->job_id, idlen));
     return rc;
 }
@@ -827,7 +1027,7 @@ queue_job_ref(struct ing_client *c, uint8_t type, const char *job_id)
     memset(&m, 0, sizeof(m));
     m.type = type;
     m.u.ref.job_id = cview(job_id);
-    return peer_queue(&c->conn, &m);
+    return cqueue(c, &m);
 }
 
 /* ing_client_kill sends ClientKillJob(job_id). */
@@ -935,6 +1135,12 @@ bool
 ing_client_sessions(const struct ing_client *c)
 {
     return c->server_session && c->conn.st == PEER_OPEN;
+}
+
+uint64_t
+ing_client_duplicates(const struct ing_client *c)
+{
+    return c->dups;
 }
 
 /* ing_client_last_error returns the last Error text, or "". */

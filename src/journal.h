@@ -56,6 +56,7 @@ enum journal_rec {
     JREC_DELIVERED = 5, /* a kept result reached its owner */
     JREC_ENDED = 6,     /* the job is forgotten: result given, killed or dropped */
     JREC_SESSION_ACCEPTED = 7, /* a job accepted from a session: as 1, with its session id */
+    JREC_DISPATCHED_AT = 8, /* as 2 (to an agent), with its wall time and requeue counts */
 };
 
 enum journal_fsync {
@@ -197,5 +198,8 @@ bool journal_compact_step(struct journal *j, size_t budget, uint64_t now_ms,
 
 /* crc32c of p[0..n), starting from crc (0 for a new checksum). */
 uint32_t journal_crc32c(uint32_t crc, const void *p, size_t n);
+/* journal_crc32c_tables: the same, always by tables (journal_crc32c uses the CPU's crc32
+ * instruction when it has one); for tests. */
+uint32_t journal_crc32c_tables(uint32_t crc, const void *p, size_t n);
 
 #endif

@@ -173,6 +173,10 @@ struct metrics_snap {
     const struct metrics_type *types;
     size_t ntypes;
     uint64_t jobs_killed, reports_dropped, agents_lost, jobs_crashed;
+    /* Durability (proto.md 7.9, 7.10): claims granted and refused, sessions resumed, kept
+     * results replaced at the memory budget; sessions and kept results now. */
+    uint64_t jobs_claimed, claims_refused, sessions_resumed, kept_shed;
+    uint64_t sessions, kept_results;
     uint64_t waiting, running;
     uint64_t agents, slots, slots_busy;
     struct metrics_proc proc;

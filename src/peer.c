@@ -422,6 +422,8 @@ pump(struct peer_conn *p, void *ctx, bool opening)
     }
     if (rc == 0)
         buf_shrink(&p->in, KEEP_BUF);
+    if (rc == 0 && p->ops->read_done != NULL)
+        rc = p->ops->read_done(p);
     return rc;
 }
 

@@ -53,6 +53,10 @@ typedef void peer_down_fn(struct peer_conn *p, int err, void *ctx);
 /* peer_check_fn is called at the end of a process step that went well. Returns 0 or the
  * -errno that ends the connection. */
 typedef int peer_check_fn(struct peer_conn *p);
+/* peer_read_fn is called after the reads of a step (and of the blocking connect's turns),
+ * before the output is flushed: it may queue what the frames read call for (the client's
+ * ClientSessionAck, one per read batch). Returns 0 or -errno. */
+typedef int peer_read_fn(struct peer_conn *p);
 
 struct peer_ops {
     uint8_t role; /* ING_ROLE_CLIENT or ING_ROLE_AGENT */
@@ -67,6 +71,7 @@ struct peer_ops {
     peer_notify_fn *notify;
     peer_down_fn *down;
     peer_check_fn *check; /* NULL: none */
+    peer_read_fn *read_done; /* NULL: none */
 };
 
 /* What peer_init copies; the numbers are those of the public opts (0 = default). */

@@ -48,6 +48,7 @@ static const uint8_t type_class[256] = {
     [ING_CLIENT_GET_JOB_INFO] = TC_BODY,
     [ING_CLIENT_HELLO_ACK] = TC_BODY,
     [ING_CLIENT_HELLO_SESSION] = TC_BODY,
+    [ING_CLIENT_SESSION_ACK] = TC_BODY,
     [ING_BACKEND_UPDATE_ENVIRONMENTS] = TC_BODY,
     [ING_BACKEND_JOB_STARTED] = TC_BODY,
     [ING_BACKEND_JOB_DONE] = TC_BODY,
@@ -134,6 +135,18 @@ rd_u32(struct cursor *c)
         return 0;
     v = get_u32be(c->p);
     c->p += 4;
+    return v;
+}
+
+static inline uint64_t
+rd_u64(struct cursor *c)
+{
+    uint64_t v;
+
+    if (!cur_need(c, 8))
+        return 0;
+    v = get_u64be(c->p);
+    c->p += 8;
     return v;
 }
 
@@ -411,6 +424,9 @@ rd_body(struct cursor *c, struct ing_msg *m)
         rd_raw(c, m->u.client_hello.session, ING_SESSION_ID_LEN);
         m->u.client_hello.session_flags = rd_u8(c);
         break;
+    case ING_CLIENT_SESSION_ACK:
+        m->u.session_ack.count = rd_u64(c);
+        break;
     case ING_BACKEND_SESSION_JOBS:
         m->u.session_jobs.last = rd_bool(c);
         rd_field(c, &m->u.session_jobs.jobs, FK_MP);
@@ -511,6 +527,15 @@ wr_u32(struct writer *w, uint32_t v)
     uint8_t b[4];
 
     put_u32be(b, v);
+    wr_bytes(w, b, sizeof(b));
+}
+
+static inline void
+wr_u64(struct writer *w, uint64_t v)
+{
+    uint8_t b[8];
+
+    put_u64be(b, v);
     wr_bytes(w, b, sizeof(b));
 }
 
@@ -683,6 +708,9 @@ wr_body(struct writer *w, const struct ing_msg *m)
         wr_field(w, m->u.client_hello.name, FK_STR);
         wr_bytes(w, m->u.client_hello.session, ING_SESSION_ID_LEN);
         wr_u8(w, m->u.client_hello.session_flags);
+        break;
+    case ING_CLIENT_SESSION_ACK:
+        wr_u64(w, m->u.session_ack.count);
         break;
     case ING_BACKEND_SESSION_JOBS:
         wr_u8(w, m->u.session_jobs.last ? 1 : 0);
@@ -1018,6 +1046,8 @@ ing_msg_type_name(uint8_t type)
         return "ClientHelloAck";
     case ING_CLIENT_HELLO_SESSION:
         return "ClientHelloSession";
+    case ING_CLIENT_SESSION_ACK:
+        return "ClientSessionAck";
     case ING_BACKEND_UPDATE_ENVIRONMENTS:
         return "BackendUpdateEnvironments";
     case ING_BACKEND_JOB_STARTED:

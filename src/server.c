@@ -2,6 +2,7 @@
 /* server.c: see server.h. */
 #include "server.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -13,11 +14,13 @@
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
 #include "buf.h"
+#include "bytes.h"
 #include "ev.h"
 #include "inginious/proto.h"
 #include "inginious/version.h"
@@ -25,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
+#include "sblk.h"
 #include "sd.h"
 #include "sha256.h"
 #include "slab.h"
@@ -36,10 +40,14 @@
 /* bytes written to one peer per conn_flush: the rest when the socket is writable again (a
  * single write of megabytes, a large environment list, costs milliseconds of the loop) */
 #define WRITE_BUDGET (512 * 1024)
+/* An environment list at least this long is shared: every output refers to one block
+ * (sblk.h) instead of holding a copy; a shorter one is copied as any message. */
+#define SHARE_MIN (64 * 1024)
 #define ACCEPT_BUDGET 64
 #define FRAME_BUDGET 256     /* frames handled from one peer per wake-up */
 #define HINTS 16             /* frames whose job id is prefetched ahead (process_input) */
 #define ITER_BUDGET_US 1000  /* past this much time in one iteration, input waits (see below) */
+#define LARGE_BUDGET_US 500  /* past this much, large inputs and outputs wait (late_ok) */
 #define IN_KEEP (256 * 1024) /* a larger idle input buffer is released */
 #define IN_FIRST 4096        /* first input buffer: an idle peer holds no more */
 #define HEAVY_FRAME (64 * 1024) /* frames this long are timed one by one (input_spent) */
@@ -109,6 +117,7 @@ struct conn {
     struct be_client *client;
     struct be_agent *agent;
     char name[160]; /* "client 12 (tcp://127.0.0.1:5555)" */
+    struct sblk_out oref; /* shared blocks in out's stream (a large environment list) */
 };
 
 struct listener {
@@ -134,6 +143,7 @@ struct server {
     uint64_t mem_bufs; /* bytes of every connection's buffers (conn_account) */
     uint64_t budget;   /* --max-memory, resolved */
     uint64_t relieve_dry_ms; /* when mem_relieve last found no one to drop */
+    uint64_t shed_dry_kept;  /* be.kept_bytes when mem_shed last freed nothing (+1; 0: none) */
     bool iter_check;   /* the last frame was expensive: look at the clock (input_spent) */
     struct addr_count {
         uint8_t key[17];
@@ -177,6 +187,10 @@ struct server {
     struct metrics_server ms; /* the server's counters for /metrics */
     struct status st;         /* what the metrics port answers */
     struct httpd *httpd;      /* the metrics port, or NULL */
+    /* The connections moving a large input, a large output late in this iteration (late_ok);
+     * finishing: the last output leaves without that bound (finish) */
+    uint64_t late_reader, late_writer;
+    bool finishing;
 };
 
 static void conn_on_io(void *arg, unsigned events);
@@ -194,6 +208,40 @@ arm(struct server *s, struct ev_timer *t, uint64_t due_ms)
 /* ---------------------------------------------------------------------------------------- */
 /* Output                                                                                    */
 
+/* late_ok tells whether c may move on with a large input or output (a large frame being
+ * read, megabytes to write), done bytes of it moved in this wake-up. It looks at the clock
+ * before the first byte and then every READ_CHUNK moved (*seen: done when it last looked,
+ * SIZE_MAX before): in the first LARGE_BUDGET_US of the iteration, c moves on; past it, only
+ * the first connection to get there in this iteration (*turn: s->late_reader or
+ * s->late_writer) moves one READ_CHUNK more. The others wait for the next iterations
+ * (level-triggered), so that many large hellos arriving together, or a list written to many
+ * clients, do not all move in one iteration, and one of them progresses at each iteration
+ * however long it is. */
+static bool
+late_ok(struct conn *c, uint64_t *turn, size_t done, size_t *seen)
+{
+    if (c->srv->finishing || (*seen != SIZE_MAX && done - *seen < READ_CHUNK))
+        return true;
+    *seen = done;
+    if (!ev_iter_longer_than(c->srv->loop, LARGE_BUDGET_US))
+        return true;
+    if (*turn != 0)
+        return false; /* another's turn, or c has had its chunk */
+    *turn = c->id;
+    return true;
+}
+
+/* in_large tells whether c is reading a large frame: its input grew past READ_CHUNK (a busy
+ * peer's stays at READ_CHUNK), or the native frame at its head announces a longer body. */
+static bool
+in_large(const struct conn *c)
+{
+    if (c->in.cap > READ_CHUNK)
+        return true;
+    return c->state == CONN_OPEN && c->dialect == DIALECT_NATIVE && buf_len(&c->in) >= 4 &&
+           get_u32be(buf_head(&c->in)) > READ_CHUNK;
+}
+
 static void
 conn_want_flush(struct conn *c)
 {
@@ -202,6 +250,14 @@ conn_want_flush(struct conn *c)
         c->pw_next = c->srv->pending;
         c->srv->pending = c;
     }
+}
+
+/* out_pending: c's output not yet written, the unwritten part of the shared blocks it
+ * refers to included (what --max-output limits). */
+static size_t
+out_pending(const struct conn *c)
+{
+    return sblk_out_total(&c->oref, &c->out);
 }
 
 static void conn_close(struct conn *c, const char *why);
@@ -225,14 +281,30 @@ conn_account(struct conn *c)
 static uint64_t
 mem_used(const struct server *s)
 {
-    return s->mem_bufs + s->be.job_bytes + s->be.kept_bytes + httpd_mem(s->httpd) +
-           s->be.jr_fresh.cap + (s->jr_on ? journal_mem(&s->jr) : 0);
+    return s->mem_bufs + s->be.job_bytes + s->be.kept_bytes + s->be.held_bytes +
+           httpd_mem(s->httpd) + s->be.jr_fresh.cap + (s->jr_on ? journal_mem(&s->jr) : 0);
 }
 
 static uint64_t
 mem_limit(const struct server *s, bool reserve)
 {
     return reserve ? s->budget : s->budget - s->budget / 8;
+}
+
+/* SHED_MAX bounds the kept results looked at in one relief (bounded work per wake-up). */
+#define SHED_MAX 4096
+
+/* mem_shed: past the budget (with need more bytes), the results kept for the oldest detached
+ * sessions are replaced by short crash results (proto.md 7.7), a bounded number at a time. */
+static void
+mem_shed(struct server *s, uint64_t need)
+{
+    uint64_t used = mem_used(s);
+    if (used + need <= s->budget || s->be.kept_bytes == 0 ||
+        s->shed_dry_kept == s->be.kept_bytes + 1)
+        return; /* within it, nothing kept, or nothing more to gain until that changes */
+    if (be_sessions_shed(&s->be, used + need - s->budget, SHED_MAX) == 0)
+        s->shed_dry_kept = s->be.kept_bytes + 1;
 }
 
 /* mem_relieve drops the peers holding the most unread output (at least RELIEVE_MIN bytes
@@ -245,20 +317,22 @@ mem_relieve(struct server *s, uint64_t need)
      * every message sent would otherwise walk every connection. */
     if (s->relieve_dry_ms == ev_now_ms(s->loop))
         return;
+    mem_shed(s, need);
     for (int k = 0; k < RELIEVE_MAX && mem_used(s) + need > s->budget; k++) {
         struct conn *worst = NULL;
         for (struct conn *o = s->conns; o != NULL; o = o->next)
-            if (o->state != CONN_CLOSING && buf_len(&o->out) >= RELIEVE_MIN &&
-                (worst == NULL || buf_len(&o->out) > buf_len(&worst->out)))
+            if (o->state != CONN_CLOSING && out_pending(o) >= RELIEVE_MIN &&
+                (worst == NULL || out_pending(o) > out_pending(worst)))
                 worst = o;
         if (worst == NULL) {
             s->relieve_dry_ms = ev_now_ms(s->loop);
             return;
         }
         log_msg(LOG_WARN, "%s: dropped: backend memory full and %zu bytes of its output unread",
-                worst->name, buf_len(&worst->out));
+                worst->name, out_pending(worst));
         conn_close(worst, "memory budget");
         buf_fini(&worst->out);
+        sblk_out_clear(&worst->oref); /* the last reference frees a list replaced since */
         conn_account(worst);
     }
 }
@@ -299,18 +373,27 @@ conn_grow(struct conn *c, struct buf *b, size_t n, bool reserve)
     return 0;
 }
 
+/* out_over tells whether n more bytes of output take c over --max-output, and drops it
+ * then (a peer that does not read). */
+static bool
+out_over(struct conn *c, size_t n)
+{
+    if (out_pending(c) + n <= c->srv->cfg.max_output)
+        return false;
+    log_msg(LOG_WARN, "%s: %zu bytes of output pending, over the limit: dropped", c->name,
+            out_pending(c));
+    conn_close(c, "output limit");
+    return true;
+}
+
 /* out_reserve makes room for n more output bytes, or drops a peer that does not read. */
 static uint8_t *
 out_reserve(struct conn *c, size_t n)
 {
     if (c->state == CONN_CLOSING)
         return NULL;
-    if (buf_len(&c->out) + n > c->srv->cfg.max_output) {
-        log_msg(LOG_WARN, "%s: %zu bytes of output pending, over the limit: dropped", c->name,
-                buf_len(&c->out));
-        conn_close(c, "output limit");
+    if (out_over(c, n))
         return NULL;
-    }
     if (buf_room(&c->out) < n) {
         int rc = conn_grow(c, &c->out, n, true);
         if (c->state == CONN_CLOSING) /* it held the most unread output */
@@ -378,27 +461,86 @@ conn_warn(struct conn *c, const char *fmt, ...)
     } while (0)
 
 static void conn_send_one(struct conn *c, const struct ing_msg *m);
+static void conn_send_envs(struct conn *c, const struct ing_msg *m, struct sblk *blk);
 
-/* conn_send queues m for c. An environment list supersedes the previous one while no byte
- * of it is written: a peer that does not read holds at most one list in its output, the
- * newest (issue 13: a copy per change made every non-reader reach --max-output). */
+/* conn_send queues m for c. */
 static void
 conn_send(struct conn *c, const struct ing_msg *m)
 {
-    if (m->type != ING_BACKEND_UPDATE_ENVIRONMENTS) {
+    if (m->type == ING_BACKEND_UPDATE_ENVIRONMENTS)
+        conn_send_envs(c, m, NULL);
+    else
         conn_send_one(c, m);
-        return;
-    }
+}
+
+/* out_share queues pre[0..npre), a reference to blk's bytes, then post[0..npost) in c's
+ * output. Returns 0 (queued, or c dropped: over --max-output, the whole of blk counted, or
+ * the memory budget), or -ENOSPC when c holds SBLK_REFS references already (nothing
+ * queued: the caller copies). */
+static int
+out_share(struct conn *c, struct sblk *blk, const void *pre, size_t npre, const void *post,
+          size_t npost)
+{
+    if (c->state == CONN_CLOSING)
+        return 0;
+    if (c->oref.n == SBLK_REFS)
+        return -ENOSPC;
+    if (out_over(c, npre + blk->len + npost))
+        return 0;
+    uint8_t *p = out_reserve(c, npre + npost);
+    if (p == NULL)
+        return 0;
+    if (npre > 0)
+        memcpy(p, pre, npre);
+    buf_produce(&c->out, npre);
+    int rc = sblk_out_add(&c->oref, &c->out, blk);
+    assert(rc == 0); /* room checked above */
+    (void)rc;
+    if (npost > 0)
+        memcpy(buf_tail(&c->out), post, npost);
+    buf_produce(&c->out, npost);
+    conn_want_flush(c);
+    return 0;
+}
+
+/* envs_share queues the environment list m, whose map is the whole of blk, as a reference to
+ * blk (both dialects; a v0.5 - v0.6.2 ZeroMQ peer gets its own encoding, copied). Returns
+ * false when it must be copied instead (nothing queued). */
+static bool
+envs_share(struct conn *c, const struct ing_msg *m, struct sblk *blk)
+{
+    if (blk == NULL || blk->len < SHARE_MIN ||
+        m->u.envs.environments.p != (const char *)blk->data ||
+        m->u.envs.environments.len != blk->len)
+        return false;
+    if (c->dialect == DIALECT_ZMQ)
+        return zb_send_shared(c->z, m, blk);
+    uint8_t pre[ING_HDR_LEN + 4];
+    ing_frame_header(pre, ING_BACKEND_UPDATE_ENVIRONMENTS, (uint32_t)(4 + blk->len));
+    put_u32be(pre + ING_HDR_LEN, (uint32_t)blk->len);
+    return out_share(c, blk, pre, sizeof(pre), NULL, 0) == 0;
+}
+
+/* conn_send_envs queues the environment list m for c, shared from blk when it is large
+ * (NULL: copied). A list supersedes the previous one while no byte of it is written: a
+ * peer that does not read holds at most one list in its output, the newest (issue 13: a
+ * copy per change made every non-reader reach --max-output). */
+static void
+conn_send_envs(struct conn *c, const struct ing_msg *m, struct sblk *blk)
+{
     if (c->envs_len != 0 && c->envs_at >= c->out_sent &&
-        c->envs_at + c->envs_len <= c->out_sent + buf_len(&c->out)) {
-        buf_cut(&c->out, (size_t)(c->envs_at - c->out_sent), (size_t)c->envs_len);
+        c->envs_at + c->envs_len <= c->out_sent + out_pending(c) &&
+        sblk_out_cut(&c->oref, &c->out, (size_t)(c->envs_at - c->out_sent),
+                     (size_t)c->envs_len) == 0)
         c->srv->ms.frames_out--; /* never sent */
-    }
-    size_t before = buf_len(&c->out);
+    size_t before = out_pending(c);
     c->envs_at = c->out_sent + before;
-    conn_send_one(c, m);
-    c->envs_len = c->state == CONN_CLOSING || buf_len(&c->out) < before ? 0
-                                                                          : buf_len(&c->out) - before;
+    if (envs_share(c, m, blk))
+        c->srv->ms.frames_out++;
+    else
+        conn_send_one(c, m);
+    c->envs_len = c->state == CONN_CLOSING || out_pending(c) < before ? 0
+                                                                     : out_pending(c) - before;
 }
 
 static void
@@ -479,19 +621,54 @@ conn_send_error(struct conn *c, uint16_t code, const char *text)
 #define SESSION_BATCH(s) ((s)->cfg.max_output / 4 < (256u << 10) ? (s)->cfg.max_output / 4 \
                                                                   : (256u << 10))
 
+/* out_write writes at most max bytes (> 0) of c's pending output (some pending) in one
+ * call: write, or writev of the bytes and the shared blocks they refer to, in order; and
+ * drops what was written. Returns as write. */
+static ssize_t
+out_write(struct conn *c, size_t max)
+{
+    ssize_t n;
+    if (c->oref.n == 0) {
+        size_t len = buf_len(&c->out) < max ? buf_len(&c->out) : max;
+        n = write(c->io.fd, buf_head(&c->out), len);
+        if (n > 0)
+            buf_consume(&c->out, (size_t)n);
+    } else {
+        struct iovec iov[SBLK_IOV];
+        int k = sblk_out_iov(&c->oref, &c->out, iov, max);
+        n = writev(c->io.fd, iov, k);
+        if (n > 0)
+            sblk_out_advance(&c->oref, &c->out, (size_t)n);
+    }
+    if (n > 0) {
+        c->out_sent += (uint64_t)n;
+        c->srv->ms.bytes_out += (uint64_t)n;
+    }
+    return n;
+}
+
+/* out_drop forgets c's pending output (a failed write, a dropped peer). */
+static void
+out_drop(struct conn *c)
+{
+    buf_consume(&c->out, buf_len(&c->out));
+    sblk_out_clear(&c->oref);
+}
+
 /* conn_flush writes pending output. Returns 0, or -1 if the connection was closed. */
 static int
 conn_flush(struct conn *c)
 {
-    size_t budget = WRITE_BUDGET;
-    while (buf_len(&c->out) > 0 && budget > 0) {
-        size_t len = buf_len(&c->out) < budget ? buf_len(&c->out) : budget;
-        ssize_t n = write(c->io.fd, buf_head(&c->out), len);
+    /* A large output (a list, a large job) goes READ_CHUNK per write, within late_ok: the
+     * rest at the next iterations (EV_WRITE). */
+    size_t budget = WRITE_BUDGET, seen = SIZE_MAX;
+    while (out_pending(c) > 0 && budget > 0) {
+        bool large = out_pending(c) > READ_CHUNK;
+        if (large && !late_ok(c, &c->srv->late_writer, WRITE_BUDGET - budget, &seen))
+            break;
+        ssize_t n = out_write(c, large && budget > READ_CHUNK ? READ_CHUNK : budget);
         if (n > 0) {
             budget -= (size_t)n;
-            buf_consume(&c->out, (size_t)n);
-            c->out_sent += (uint64_t)n;
-            c->srv->ms.bytes_out += (uint64_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -499,19 +676,19 @@ conn_flush(struct conn *c)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
         log_msg(LOG_INFO, "%s: write failed: %s", c->name, n < 0 ? strerror(errno) : "EOF");
-        buf_consume(&c->out, buf_len(&c->out));
+        out_drop(c);
         if (c->state != CONN_CLOSING)
             conn_close(c, "write error");
         return -1;
     }
     if (c->state == CONN_CLOSING)
         return 0;
-    unsigned want = (c->half_closed ? EV_HUP : EV_READ) | (buf_len(&c->out) > 0 ? EV_WRITE : 0);
+    unsigned want = (c->half_closed ? EV_HUP : EV_READ) | (out_pending(c) > 0 ? EV_WRITE : 0);
     if (ev_io_set(c->srv->loop, &c->io, want) != 0) {
         conn_close(c, "epoll error");
         return -1;
     }
-    if (buf_len(&c->out) == 0) {
+    if (out_pending(c) == 0) {
         buf_shrink(&c->out, 1 << 20);
         conn_account(c);
         if (c->close_after_flush)
@@ -592,7 +769,7 @@ conn_error_close(struct conn *c, uint16_t code, const char *text)
     conn_send_error(c, code, text);
     if (c->state == CONN_CLOSING)
         return;
-    if (buf_len(&c->out) == 0) {
+    if (out_pending(c) == 0) {
         conn_close(c, text);
         return;
     }
@@ -646,8 +823,8 @@ conn_reap(struct server *s)
         c->client = NULL;
         c->agent = NULL;
         conn_log_summary(c);
-        if (buf_len(&c->out) > 0) { /* last words (an Error frame): one try, no wait */
-            ssize_t n = write(c->io.fd, buf_head(&c->out), buf_len(&c->out));
+        if (out_pending(c) > 0) { /* last words (an Error frame): one try, no wait */
+            ssize_t n = out_write(c, out_pending(c));
             (void)n;
         }
         /* Read what the peer already sent: closing with unread input makes the kernel send
@@ -682,6 +859,7 @@ conn_reap(struct server *s)
         c->z = NULL;
         buf_fini(&c->in);
         buf_fini(&c->out);
+        sblk_out_clear(&c->oref);
         conn_account(c);
         addr_release(s, c);
         s->nconns--;
@@ -738,6 +916,7 @@ before_sleep(void *arg)
     struct server *s = arg;
     uint64_t due;
     update_clock(s);
+    mem_shed(s, 0); /* results kept for detached sessions grow past the budget */
     /* The journal first: what this iteration sends (a result, a pong) leaves after the
      * records it follows from are written (write-ahead; synced too under --fsync always). */
     if (s->be.jr != NULL)
@@ -758,6 +937,7 @@ before_sleep(void *arg)
     } while (s->pending != NULL || (s->closing != NULL && !s->closing_held) ||
              (be_flush_due(&s->be, &due) && due <= s->be.now_ms));
     s->be.lost_jobs = 0; /* a new iteration */
+    s->late_reader = s->late_writer = 0;
     s->closing_held = false;
     if (be_flush_due(&s->be, &due))
         arm(s, &s->envs_timer, due);
@@ -775,6 +955,12 @@ static void
 be_send(void *peer, const struct ing_msg *m)
 {
     conn_send(peer, m);
+}
+
+static void
+be_send_shared(void *peer, const struct ing_msg *m, struct sblk *blk)
+{
+    conn_send_envs(peer, m, blk);
 }
 
 static void
@@ -797,8 +983,9 @@ static void protocol_error(struct conn *c, uint16_t code, const char *fmt, uint8
  * ING_HELLO_CHECK_MAX bytes, as the codec refuses a malformed frame). */
 /* be_take hands c's input buffer over to a registration that would copy [p, p + len) of the
  * frame being handled (ops.take): the bytes after that frame move to a new input buffer
- * (bounded: at most what a wake-up reads), the large frame is not copied. */
-static void *
+ * (bounded: at most what a wake-up reads), the large frame is not copied. The block taken
+ * counts in the budget (be.held_bytes, its whole capacity) until the registration ends. */
+static struct sblk *
 be_take(void *peer, const void *p, size_t len)
 {
     struct conn *c = peer;
@@ -811,10 +998,14 @@ be_take(void *peer, const void *p, size_t len)
     buf_init(&nb);
     if (buf_reserve(&nb, rest > IN_FIRST ? rest : IN_FIRST) != 0)
         return NULL;
+    struct sblk *block = sblk_new(c->in.data, c->in.cap, &c->srv->be.held_bytes);
+    if (block == NULL) {
+        buf_fini(&nb);
+        return NULL;
+    }
     if (rest > 0)
         memcpy(buf_tail(&nb), head + c->in_frame, rest);
     buf_produce(&nb, rest);
-    void *block = c->in.data;
     c->in = nb;
     c->in_frame = 0;
     c->in_taken = true;
@@ -919,7 +1110,7 @@ static void
 client_session_hello(struct conn *c, const struct ing_client_hello *h)
 {
     struct backend *be = &c->srv->be;
-    if (h->name.len > 255 || (h->session_flags & ~ING_SESSION_HOLD) != 0) {
+    if (h->name.len > 255 || (h->session_flags & ~(ING_SESSION_HOLD | ING_SESSION_ACK)) != 0) {
         protocol_error(c, ING_ERR_INVALID,
                        h->name.len > 255 ? "client name over 255 bytes" : "unknown session flags",
                        ING_CLIENT_HELLO_SESSION);
@@ -951,6 +1142,7 @@ client_session_hello(struct conn *c, const struct ing_client_hello *h)
     c->acks = true;
     be_client_native(sc, true); /* a session's jobs are acknowledged (proto.md 7.9) */
     be_client_hello(be, sc);
+    be_session_acks(sc, (h->session_flags & ING_SESSION_ACK) != 0);
     be_session_resume(be, sc, (h->session_flags & ING_SESSION_HOLD) != 0,
                       SESSION_BATCH(c->srv));
     hs_unlink(c->srv, c); /* opened */
@@ -986,6 +1178,7 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     case ING_CLIENT_GET_QUEUE:
     case ING_CLIENT_GET_STATS:
     case ING_CLIENT_GET_JOB_INFO:
+    case ING_CLIENT_SESSION_ACK:
     case ING_PING:
         break;
     case ING_PONG:
@@ -1033,6 +1226,15 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
     case ING_CLIENT_GET_JOB_INFO:
         be_client_get_job_info(be, c->client, m->u.ref.job_id);
         break;
+    case ING_CLIENT_SESSION_ACK: {
+        int rc = be_session_ack(be, c->client, m->u.session_ack.count);
+        if (rc != 0)
+            protocol_error(c, ING_ERR_INVALID,
+                           rc == -ERANGE ? "acknowledges more results than were sent"
+                                         : "no session acknowledging its results",
+                           m->type);
+        break;
+    }
     case ING_CLIENT_GET_STATS: {
         const uint8_t *p;
         size_t n;
@@ -1138,7 +1340,8 @@ welcome(struct conn *c)
         memcpy(m.u.welcome.nonce, c->nonce, ING_NONCE_LEN);
     }
     if (c->role == ING_ROLE_CLIENT)
-        m.u.welcome.flags |= ING_WELCOME_ACK | ING_WELCOME_SESSION; /* proto.md §7.8, §7.9 */
+        m.u.welcome.flags |= ING_WELCOME_ACK | ING_WELCOME_SESSION | /* proto.md §7.8, §7.9 */
+                             ING_WELCOME_SESSION_ACK;
     else
         m.u.welcome.flags |= ING_WELCOME_RESUME; /* AgentHelloResume known (§7.10) */
     m.u.welcome.max_frame = s->cfg.max_frame;
@@ -1167,6 +1370,13 @@ srv_conn_produce(struct conn *c, size_t n)
     conn_want_flush(c);
 }
 
+int
+srv_conn_share(struct conn *c, struct sblk *blk, const void *pre, size_t npre, const void *post,
+               size_t npost)
+{
+    return out_share(c, blk, pre, npre, post, npost);
+}
+
 void
 srv_conn_close(struct conn *c, const char *why)
 {
@@ -1177,7 +1387,7 @@ void
 srv_conn_close_after_flush(struct conn *c, const char *why)
 {
     c->close_after_flush = true;
-    if (buf_len(&c->out) == 0)
+    if (out_pending(c) == 0)
         conn_close(c, why);
 }
 
@@ -1435,7 +1645,7 @@ process_input(struct conn *c)
             buf_consume(&c->in, (size_t)r);
         /* A peer that pipelines many requests: write as we go rather than let its replies
          * pile up to the output limit within one batch. */
-        if (buf_len(&c->out) > s->cfg.max_output / 2 && c->state != CONN_CLOSING)
+        if (out_pending(c) > s->cfg.max_output / 2 && c->state != CONN_CLOSING)
             conn_flush(c);
     }
     if (buf_len(&c->in) == 0)
@@ -1498,10 +1708,10 @@ conn_on_io(void *arg, unsigned events)
     if (c->state == CONN_CLOSING)
         return;
     if (events & EV_WRITE) {
-        size_t before = buf_len(&c->out);
+        uint64_t before = c->out_sent;
         if (conn_flush(c) != 0)
             return;
-        if (buf_len(&c->out) < before) /* the peer read some: an agent is alive */
+        if (c->out_sent > before) /* the peer read some: an agent is alive */
             be_agent_alive(c->agent);
     }
     if ((events & EV_READ) && c->half_closed) {
@@ -1510,14 +1720,9 @@ conn_on_io(void *arg, unsigned events)
     }
     if (!(events & EV_READ) || c->close_after_flush || c->backlog)
         return;
-    /* A peer sending a large frame (its input grown past READ_CHUNK) reads only READ_CHUNK
-     * once the iteration has run ITER_BUDGET_US: the rest at the next ones (level-triggered),
-     * so that many large hellos arriving together are not all read in one iteration, and
-     * every peer still reads something at each wake-up. */
-    size_t budget = READ_BUDGET;
-    if (c->in.cap > READ_CHUNK && ev_iter_longer_than(s->loop, ITER_BUDGET_US))
-        budget = READ_CHUNK;
-    while (budget > 0 && c->state != CONN_CLOSING) {
+    size_t budget = READ_BUDGET, seen = SIZE_MAX;
+    while (budget > 0 && c->state != CONN_CLOSING &&
+           (!in_large(c) || late_ok(c, &s->late_reader, READ_BUDGET - budget, &seen))) {
         /* Grow the input as bytes arrive (never by a frame's announced length): an idle
          * peer holds IN_FIRST bytes, a busy one READ_CHUNK, a large frame what it sent. */
         size_t want = 0;
@@ -1540,6 +1745,8 @@ conn_on_io(void *arg, unsigned events)
             }
         }
         size_t room = buf_room(&c->in) < budget ? buf_room(&c->in) : budget;
+        if (room > READ_CHUNK && c->in.cap >= READ_CHUNK)
+            room = READ_CHUNK; /* a large frame: the clock looked at between reads */
         ssize_t n = read(c->io.fd, buf_tail(&c->in), room);
         if (n > 0) {
             c->srv->ms.bytes_in += (uint64_t)n;
@@ -1679,6 +1886,7 @@ conn_adopt(struct server *s, struct conn *c, int fd, uint8_t role)
     c->id = ++s->next_id;
     buf_init(&c->in);
     buf_init(&c->out);
+    sblk_out_init(&c->oref);
     struct net_addr pa;
     char addr[100] = "?";
     if (net_peer(fd, &pa) == 0)
@@ -1895,6 +2103,7 @@ finish(struct server *s)
     if (s->finished)
         return;
     update_clock(s);
+    s->finishing = true;
     /* With a journal, the jobs of sessions stay in it for the next start, and their clients
      * resume them; the others end here, journaled as ended (proto.md 7.6). */
     if (s->be.jr != NULL) /* this iteration's jobs are written (and acknowledged) first */
@@ -1911,9 +2120,9 @@ finish(struct server *s)
     for (int round = 0; round < 50; round++) {
         bool left = false;
         for (struct conn *c = s->conns; c != NULL; c = c->next)
-            if (c->state != CONN_CLOSING && buf_len(&c->out) > 0) {
+            if (c->state != CONN_CLOSING && out_pending(c) > 0) {
                 conn_flush(c);
-                left |= buf_len(&c->out) > 0;
+                left |= out_pending(c) > 0;
             }
         if (!left)
             break;
@@ -2177,7 +2386,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
         }
         s->addr_mask = n - 1;
     }
-    struct be_ops ops = {be_send, be_relay, be_drop, be_registered, be_take};
+    struct be_ops ops = {be_send, be_relay, be_drop, be_registered, be_take, be_send_shared};
     s->cfg.be.lost_batch = LOST_BATCH;
     s->loop = ev_new();
     if (s->loop == NULL || be_init(&s->be, &s->cfg.be, &ops) != 0) {

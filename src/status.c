@@ -153,6 +153,12 @@ status_metrics(struct status *st, struct buf *out)
     s.jobs_crashed = be->stats.jobs_crashed;
     s.reports_dropped = be->stats.reports_dropped;
     s.agents_lost = be->stats.agents_lost;
+    s.jobs_claimed = be->stats.jobs_claimed;
+    s.claims_refused = be->stats.claims_refused;
+    s.sessions_resumed = be->stats.sessions_resumed;
+    s.kept_shed = be->stats.kept_shed;
+    s.sessions = be->n_sessions;
+    s.kept_results = be->n_kept;
     s.waiting = be->n_waiting;
     s.running = be->n_running;
     s.agents = be->n_agents;

@@ -10,6 +10,7 @@
 
 #include "bytes.h"
 #include "log.h"
+#include "sblk.h"
 #include "zmq_msg.h"
 #include "zmtp.h"
 
@@ -183,6 +184,23 @@ zb_send(struct zconn *z, const struct ing_msg *m)
     /* In place unless it may be large (a queue snapshot, an environment list). */
     bool large = m->type == ING_BACKEND_GET_QUEUE || m->type == ING_BACKEND_UPDATE_ENVIRONMENTS;
     zconn_encode(z, m, 0, large ? 0 : ZB_SEND_BOUND);
+}
+
+bool
+zb_send_shared(struct zconn *z, const struct ing_msg *m, struct sblk *blk)
+{
+    /* The main dialect's BackendUpdateEnvironments, as zmq_msg_encode writes it: a map of
+     * two, "available_environments" then the list's map as it is, then "@type". */
+    static const uint8_t pre[] = "\x82\xb6"
+                                 "available_environments";
+    static const uint8_t post[] = "\xa5@type\xb9"
+                                  "BackendUpdateEnvironments";
+    if (z->legacy || m->type != ING_BACKEND_UPDATE_ENVIRONMENTS)
+        return false;
+    uint8_t head[ZMTP_HDR_MAX + sizeof(pre) - 1];
+    size_t hl = zmtp_frame_header(head, sizeof(pre) - 1 + blk->len + sizeof(post) - 1, false);
+    memcpy(head + hl, pre, sizeof(pre) - 1);
+    return srv_conn_share(z->c, blk, head, hl + sizeof(pre) - 1, post, sizeof(post) - 1) == 0;
 }
 
 /* scratch_reserve makes scratch s (of *cap bytes) at least n bytes. */

@@ -22,6 +22,7 @@
 #define ZB_NAME_MAX 255 /* longest environment name (proto.md §4.2) */
 
 struct conn; /* server.c's connection */
+struct sblk; /* a shared block (sblk.h) */
 struct zconn;
 
 /* Whether BackendKillJob to a ZeroMQ agent (of v0.7 and later) carries "state": the
@@ -84,6 +85,11 @@ void zb_input(struct zconn *z, struct buf *in);
 /* zb_send encodes m for the peer; zb_relay does it for a native body of type type. */
 void zb_send(struct zconn *z, const struct ing_msg *m);
 void zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len);
+/* zb_send_shared queues the BackendUpdateEnvironments m, whose map is the whole of blk, as
+ * the message's bytes around a reference to blk (srv_conn_share). Returns false when it
+ * must be encoded (zb_send) instead: a v0.5 - v0.6.2 peer (another shape of the list), or
+ * no room for a reference; nothing queued then. */
+bool zb_send_shared(struct zconn *z, const struct ing_msg *m, struct sblk *blk);
 
 /* zb_lazy_body sets *body, *len to the native body of a relayed message of type type that
  * the backend got as NULL (an AgentJobDone read by the fast path, relayed as a
@@ -96,6 +102,11 @@ int zb_lazy_body(struct zbridge *zb, uint8_t type, const uint8_t **body, size_t 
 uint8_t *srv_conn_reserve(struct conn *c, size_t n);
 /* srv_conn_produce commits n bytes written at srv_conn_reserve's pointer, to be flushed. */
 void srv_conn_produce(struct conn *c, size_t n);
+/* srv_conn_share queues pre[0..npre), a reference to the shared block blk (sblk.h) and
+ * post[0..npost) in c's output. Returns 0 (queued, or c dropped), or -ENOSPC when c holds
+ * too many references already (nothing queued: copy instead). */
+int srv_conn_share(struct conn *c, struct sblk *blk, const void *pre, size_t npre,
+                   const void *post, size_t npost);
 /* srv_conn_close closes c (deferred); srv_conn_close_after_flush once its output is out. */
 void srv_conn_close(struct conn *c, const char *why);
 void srv_conn_close_after_flush(struct conn *c, const char *why);

@@ -36,6 +36,8 @@
 #include "inginious/proto.h"
 #include "support/chaos_util.h"
 #include "support/tpeer.h"
+#include "support/ztpeer.h"
+#include "zmq_msg.h"
 #include "zmtp.h"
 
 #define PROMPT_MS 1000 /* a normal client's round trip, stretched by ING_SLOW */
@@ -1069,6 +1071,137 @@ TP_TEST(test_abuse_envs_non_reader_one_copy)
     cu_roundtrip(slow, cu_ms(PROMPT_MS));
 }
 
+/* check_env_list decodes the environment list v whole: one type, docker, with the names
+ * prefix%06u for i < n, then x0 .. x<extra - 1>, in that order, and nothing after. */
+static void
+check_env_list_at(const char *file, int line, const char *who, struct ing_view v,
+                  const char *prefix, uint32_t n, uint32_t extra)
+{
+    const uint8_t *p = (const uint8_t *)v.p, *end = p + v.len;
+    struct ing_mp_obj o;
+    char want[32];
+    uint32_t i;
+
+    if (p == NULL || ing_mp_read(&p, end, &o) != 0 || o.type != ING_MP_MAP || o.v.n != 1 ||
+        ing_mp_read(&p, end, &o) != 0 || o.type != ING_MP_STR || o.v.s.len != 6 ||
+        memcmp(o.v.s.p, "docker", 6) != 0 || ing_mp_read(&p, end, &o) != 0 ||
+        o.type != ING_MP_ARRAY || o.v.n != n + extra)
+        tp_fail_at(file, line, "%s: not a list of %u docker environments", who, n + extra);
+    for (i = 0; i < n + extra; i++) {
+        if (i < n)
+            snprintf(want, sizeof(want), "%s%06u", prefix, i);
+        else
+            snprintf(want, sizeof(want), "x%u", i - n);
+        if (ing_mp_read(&p, end, &o) != 0 || o.type != ING_MP_STR ||
+            o.v.s.len != strlen(want) || memcmp(o.v.s.p, want, o.v.s.len) != 0)
+            tp_fail_at(file, line, "%s: environment %u is not %s", who, i, want);
+    }
+    if (p != end)
+        tp_fail_at(file, line, "%s: %zu bytes after the list", who, (size_t)(end - p));
+}
+#define check_env_list(...) check_env_list_at(__FILE__, __LINE__, __VA_ARGS__)
+
+/* check_zmq_bytes checks that the ZeroMQ message z received last (m, decoded) is byte for
+ * byte what zmq_msg_encode makes of it: the shared list between its head and tail. */
+static void
+check_zmq_bytes_at(const char *file, int line, struct zt_peer *z, const struct ing_msg *m)
+{
+    struct ing_mp_writer w;
+
+    ing_mp_writer_init_dyn(&w);
+    if (zmq_msg_encode(m, &w, ZMQ_JOB_FIELD_COURSE_ID) != 0 || w.len != z->body_len ||
+        memcmp(w.buf, z->body, w.len) != 0) {
+        ing_mp_writer_fini(&w);
+        tp_fail_at(file, line, "the ZeroMQ list is not INGInious' encoding of it");
+    }
+    ing_mp_writer_fini(&w);
+}
+#define check_zmq_bytes(...) check_zmq_bytes_at(__FILE__, __LINE__, __VA_ARGS__)
+
+/* Item 3 (the shared list): a large environment list is one block every client's output
+ * refers to (sblk.h), not a copy per client. Three native clients and a ZeroMQ one that read
+ * get every list whole and in order (decoded name by name) while one client does not read
+ * at all and another reads only at the end: the non-readers' lists are written partly (the
+ * kernel's buffers), then stop (EAGAIN); a newer list replaces a still-unsent one; the one
+ * that never reads is closed with its references pending (the sanitizer and valgrind runs
+ * check that nothing leaks); the late reader then gets whole lists, the newest last, and
+ * nobody is dropped for its output. */
+TP_TEST(test_abuse_envs_shared_list)
+{
+    /* The kernel takes at most KERNEL bytes of a client's output (4 MiB of send buffer, the
+     * receive buffer): more changes than twice that makes some lists replaced unsent. */
+    enum { KERNEL = (4 << 20) + (512 << 10) };
+    uint32_t names = cu_slow() > 1 ? 10000 : 30000, i, changes, most;
+    struct tp_peer *rd[3], *late, *stuck, *a, *b;
+    struct zt_peer *z;
+    uint8_t *envs;
+    size_t len;
+    int small = 64 << 10, r, got = 0;
+    const struct ing_msg *m;
+    char name[16];
+
+    tp_start(c, "--env-grace", "0", "--ping-interval", "60s", NULL);
+    for (i = 0; i < 3; i++)
+        rd[i] = tp_client(c, "reader", "");
+    z = zt_client(c, "zreader");
+    late = tp_client(c, "late", "");
+    stuck = tp_client(c, "stuck", "");
+    assert_int_equal(setsockopt(late->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    assert_int_equal(setsockopt(stuck->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    a = tp_connect(c, ING_ROLE_AGENT);
+    envs = own(envs_map("shared-env-", names, &len));
+    tp_hello_raw(a, "A", 1, (struct tp_bytes){envs, len});
+    release(envs);
+    for (i = 0; i < 3; i++) {
+        m = tp_expect(rd[i], ING_BACKEND_UPDATE_ENVIRONMENTS);
+        if (m->u.envs.environments.len < 64 * 1024) /* SHARE_MIN: shared, not copied */
+            tp_fail("a list of %u bytes is not shared", m->u.envs.environments.len);
+        check_env_list(rd[i]->label, m->u.envs.environments, "shared-env-", names, 0);
+    }
+    most = KERNEL / m->u.envs.environments.len + 2;
+    changes = 2 * most;
+    m = zt_expect(z, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    check_env_list("zreader", m->u.envs.environments, "shared-env-", names, 0);
+    check_zmq_bytes(z, m);
+    /* Changes, each seen whole by the readers before the next. */
+    for (uint32_t k = 0; k < changes; k++) {
+        b = tp_connect(c, ING_ROLE_AGENT);
+        snprintf(name, sizeof(name), "x%u", k);
+        tp_hello(b, name, 1, &(struct tp_env){.type = "docker", .name = name, .created = 1}, 1);
+        for (i = 0; i < 3; i++) {
+            m = tp_expect(rd[i], ING_BACKEND_UPDATE_ENVIRONMENTS);
+            check_env_list(rd[i]->label, m->u.envs.environments, "shared-env-", names, k + 1);
+        }
+        m = zt_expect(z, ING_BACKEND_UPDATE_ENVIRONMENTS);
+        check_env_list("zreader", m->u.envs.environments, "shared-env-", names, k + 1);
+        check_zmq_bytes(z, m);
+    }
+    zt_close(c, z);
+    tp_close(c, stuck); /* references pending: released when it is reaped */
+    /* The late reader: whole lists, a few (what the kernel took, then the newest). */
+    for (;;) {
+        r = tp_recv(late, TP_DEADLINE_MS, &m);
+        if (r != ING_BACKEND_UPDATE_ENVIRONMENTS)
+            tp_fail("late client: %d after %d lists", r, got);
+        got++;
+        bool sorted;
+        if (cu_env_names(m->u.envs.environments, &sorted) == (long)(names + changes))
+            break;
+        if (cu_env_names(m->u.envs.environments, &sorted) < 0)
+            tp_fail("late client: list %d is not a list", got);
+    }
+    check_env_list("late", m->u.envs.environments, "shared-env-", names, changes);
+    print_message("shared list: %u bytes, the late client got %d lists of %u\n",
+                  m->u.envs.environments.len, got, changes + 1);
+    if ((uint32_t)got > most)
+        tp_fail("the late client got %d lists of %u: unsent lists were kept", got, changes + 1);
+    tp_expect_nothing(late, TP_QUIET_MS);
+    if (tp_log_contains(c, "over the limit") || tp_log_contains(c, "memory budget"))
+        tp_fail("a client was dropped for its output");
+    cu_roundtrip(late, cu_ms(PROMPT_MS));
+    cu_prompt(c, cu_ms(PROMPT_MS));
+}
+
 /* Item 10: a hello announcing many slots costs memory only for the slots in use (it cost 8
  * bytes per slot announced: 100 hellos of 65,536 slots took 50 MiB). */
 TP_TEST(test_abuse_many_slots_cost_nothing)
@@ -1760,8 +1893,9 @@ TP_TEST(test_abuse_large_hello_takes_input)
     cu_prompt(c, cu_ms(PROMPT_MS));
 }
 
-/* Large hellos arriving together: a peer whose input grew past READ_CHUNK reads no more once
- * the iteration has run ITER_BUDGET_US, the rest at the next iterations. Every agent's hello
+/* Large hellos arriving together: once the iteration has run LARGE_BUDGET_US, one peer
+ * reading a large frame (its input grown past READ_CHUNK, or a header announcing more) reads
+ * READ_CHUNK more, the others wait for the next iterations (late_ok). Every agent's hello
  * is still read whole and registered (the clients end with the full list, then a job reaches
  * the last agent's environments), and another client is answered meanwhile. */
 TP_TEST(test_abuse_large_hellos_together)
@@ -2063,6 +2197,7 @@ main(void)
         CASE(test_abuse_connection_flood),
         CASE(test_abuse_many_environments),
         CASE(test_abuse_envs_non_reader_one_copy),
+        CASE(test_abuse_envs_shared_list),
         CASE(test_abuse_many_environments_no_stall),
         CASE(test_abuse_large_hello_takes_input),
         CASE(test_abuse_large_hellos_together),

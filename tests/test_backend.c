@@ -222,6 +222,9 @@ mock_relay(void *peer, uint8_t type, const uint8_t *body, size_t len)
         const uint8_t *k = body + 4 + l;
         uint32_t kl = get_u32be(k);
         memcpy(r->kind, k + 4, kl < 31 ? kl : 31);
+        const uint8_t *t = k + 4 + kl;
+        uint32_t tl = get_u32be(t);
+        memcpy(r->text, t + 4, tl < 127 ? tl : 127);
     }
 }
 
@@ -581,6 +584,8 @@ expect_envs(int i, const char *want)
             fail_msg("peer %d: a second environment list: %s", i, p->log[k].text);
 }
 
+static const char *done_text = ""; /* the result_text of done() */
+
 static void
 done(struct be_agent *a, const char *id, const char *kind)
 {
@@ -590,7 +595,7 @@ done(struct be_agent *a, const char *id, const char *kind)
     struct ing_job_result *r = &m.u.result;
     r->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
     r->result_kind = (struct ing_view){kind, (uint32_t)strlen(kind)};
-    r->result_text = (struct ing_view){"", 0};
+    r->result_text = (struct ing_view){done_text, (uint32_t)strlen(done_text)};
     r->problems = r->tests = r->custom = (struct ing_view){"\x80", 1};
     r->state = (struct ing_view){"", 0};
     ssize_t n = ing_msg_encode(&m, scratch, sizeof(scratch));
@@ -1194,6 +1199,8 @@ test_backend_register_in_steps(void **state)
         assert_int_equal(be_agent_nenvs(a), n);
         assert_int_equal(be_check(&be), 0);
         be_flush(&be);
+        for (int k = 0; k < 8 && be_flush_building(&be); k++) /* BE_FLUSH_UNITS per call */
+            be_flush(&be);
         assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
         expect_none(0);
         expect(2, ING_BACKEND_NEW_JOB, "j1"); /* dispatched, then requeued by the re-hello */
@@ -2652,6 +2659,66 @@ test_backend_session_ttl_and_kept(void **state)
     assert_int_equal(be_check(&be), 0);
 }
 
+/* A session whose connection acknowledges its results (proto.md 7.9, ClientSessionAck): each
+ * result is sent and kept (counted) until an acknowledgement covers it; a refusal is counted
+ * but not kept; an acknowledgement past what was sent is refused (-ERANGE), one without the
+ * flag too (-EPERM); on the next connection the results not acknowledged are sent again,
+ * numbered from 1 again. be_check verifies the numbering after each step. */
+static void
+test_backend_session_ack(void **state)
+{
+    (void)state;
+    static const uint8_t id[ING_SESSION_ID_LEN] = {4, 5, 6};
+    struct be_agent *a = agent(0, 2, "default");
+    struct be_client *c = be_client_new(&be, &peers[1]);
+    struct be_client *sc = be_session_attach(&be, c, id);
+    assert_ptr_equal(sc, c);
+    be_client_hello(&be, sc);
+    expect(1, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_int_equal(be_session_ack(&be, sc, 0), -EPERM); /* not acknowledging yet */
+    be_session_acks(sc, true);
+    assert_false(be_session_resume(&be, sc, false, 1 << 20));
+    expect(1, ING_BACKEND_SESSION_JOBS, NULL);
+    submit(sc, "y1", 0, "default");
+    submit(sc, "y2", 0, "default");
+    expect(0, ING_BACKEND_NEW_JOB, "y1");
+    expect(0, ING_BACKEND_NEW_JOB, "y2");
+    done(a, "y1", "success");
+    expect(1, ING_BACKEND_JOB_DONE, "y1"); /* sent at once */
+    assert_int_equal(be.n_kept, 1);        /* and kept */
+    assert_int_equal(be_check(&be), 0);
+    be_client_refuse(&be, sc, (struct ing_view){"z9", 2}, "Backend memory full");
+    expect(1, ING_BACKEND_JOB_DONE, "z9"); /* counted (2), not kept */
+    assert_int_equal(be.n_kept, 1);
+    assert_int_equal(be_session_ack(&be, sc, 3), -ERANGE);
+    assert_int_equal(be.n_kept, 1);
+    assert_int_equal(be_session_ack(&be, sc, 2), 0);
+    assert_int_equal(be.n_kept, 0);
+    assert_int_equal(be.kept_bytes, 0);
+    done(a, "y2", "failed");
+    expect(1, ING_BACKEND_JOB_DONE, "y2");
+    assert_int_equal(be.n_kept, 1);
+    assert_int_equal(be_session_ack(&be, sc, 1), 0); /* an old count: nothing */
+    assert_int_equal(be.n_kept, 1);
+    assert_int_equal(be_check(&be), 0);
+    /* The connection goes: y2 is kept for the session; the next one gets it first. */
+    be_client_gone(&be, sc);
+    assert_int_equal(be.n_kept, 1);
+    struct be_client *c2 = be_client_new(&be, &peers[2]);
+    assert_ptr_equal(be_session_attach(&be, c2, id), sc);
+    assert_int_equal(be.stats.sessions_resumed, 1);
+    be_client_hello(&be, sc);
+    expect(2, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    be_session_acks(sc, true);
+    assert_false(be_session_resume(&be, sc, false, 1 << 20));
+    expect(2, ING_BACKEND_JOB_DONE, "y2");
+    expect(2, ING_BACKEND_SESSION_JOBS, NULL);
+    assert_int_equal(be.n_kept, 1); /* sent again, still not acknowledged */
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be_session_ack(&be, sc, 1), 0); /* numbered from 1 on this connection */
+    assert_int_equal(be.n_kept, 0);
+    assert_int_equal(be_check(&be), 0);
+}
 
 /* Fair share with 40 keys (more than one batch of records, RANK_MANY_MAX) in two
  * environments that one agent provides, priorities 0/1 at random: be_check compares every
@@ -2744,6 +2811,46 @@ resume_hello(struct be_agent *a, uint8_t rid_byte, uint32_t slots, const char *c
              uint32_t n)
 {
     assert_int_equal(resume_hello_rc(a, rid_byte, slots, ids, n), 0);
+}
+
+/* A job claimed back after a lost connection keeps its deadline (proto.md 7.10): P, sent
+ * 12 s before its agent's claim, ends 12 s before Q, sent at the claim to another agent. */
+static void
+test_backend_claim_keeps_deadline(void **state)
+{
+    (void)state;
+    struct be_client *c = client(0);
+    struct be_agent *a = be_agent_new(&be, &peers[1]);
+    const char *none[1] = {NULL};
+    resume_hello(a, 0x66, 1, none, 0);
+    submit(c, "P", 0, "e1");
+    expect(1, ING_BACKEND_NEW_JOB, "P");
+    be.now_ms += 10000;
+    be_agent_gone(&be, a); /* P held for 0x66 */
+    be.now_ms += 2000;
+    struct be_agent *a2 = be_agent_new(&be, &peers[2]);
+    const char *claims[1] = {"P"};
+    resume_hello(a2, 0x66, 1, claims, 1);
+    assert_int_equal(be.n_held, 0);
+    struct be_agent *b = be_agent_new(&be, &peers[3]);
+    resume_hello(b, 0x77, 1, none, 0);
+    submit(c, "Q", 0, "e1");
+    expect(3, ING_BACKEND_NEW_JOB, "Q");
+    int p_at = -1, q_at = -1;
+    for (int step = 1; step <= 4000 && q_at < 0; step++) {
+        be.now_ms += 1000;
+        be_timeouts(&be);
+        struct rec *r;
+        while ((r = next_job(2)) != NULL)
+            p_at = r->type == ING_BACKEND_KILL_JOB ? step : p_at;
+        while ((r = next_job(3)) != NULL)
+            q_at = r->type == ING_BACKEND_KILL_JOB ? step : q_at;
+    }
+    assert_true(p_at > 0 && q_at > 0);
+    assert_int_equal(q_at - p_at, 12);
+    assert_int_equal(be_check(&be), 0);
+    be_agent_gone(&be, a2);
+    be_agent_gone(&be, b);
 }
 
 /* An AgentHelloResume queued behind a registration in steps (BE_HELLO_PENDING) claims its
@@ -3013,6 +3120,85 @@ test_backend_replay_held(void **state)
     be_agent_gone(&be, x);
 }
 
+/* replay_at_rec feeds a dispatched record with its wall time and counts (8): job id, seq,
+ * agent id rid_byte x 16, dispatched at wall_s, bounces, retries. */
+static void
+replay_at_rec(uint64_t seq, uint8_t rid_byte, int64_t wall_s, uint8_t bounces, uint8_t retries,
+              const char *id)
+{
+    uint8_t p[300];
+    put_u64be(p, seq);
+    memset(p + 8, rid_byte, ING_AGENT_ID_LEN);
+    put_u64be(p + 8 + ING_AGENT_ID_LEN, (uint64_t)wall_s);
+    p[8 + ING_AGENT_ID_LEN + 8] = bounces;
+    p[8 + ING_AGENT_ID_LEN + 9] = retries;
+    size_t n = 8 + ING_AGENT_ID_LEN + 10;
+    memcpy(p + n, id, strlen(id));
+    n += strlen(id);
+    assert_int_equal(be_journal_replay(&be, JREC_DISPATCHED_AT, p, (uint32_t)n), 0);
+    assert_true(be_journal_live(&be, JREC_DISPATCHED_AT, p, (uint32_t)n));
+    assert_int_equal(be_check(&be), 0);
+}
+
+/* A held job keeps its deadline across a restart (proto.md 7.10, record 8): P, dispatched
+ * with a record 2 (no time), counts its deadline from the restart; Q, dispatched 20 s before
+ * the restart (record 8), ends 20 s before P once both are claimed. */
+static void
+test_backend_replay_keeps_deadline(void **state)
+{
+    (void)state;
+    replay_rec(JREC_ACCEPTED, 1, -1, "P");
+    replay_rec(JREC_ACCEPTED, 2, -1, "Q");
+    replay_rec(JREC_DISPATCHED, 1, 0x44, "P");
+    replay_at_rec(2, 0x44, be.wall_s - 20, 3, 0, "Q");
+    be_journal_replayed(&be);
+    assert_int_equal(be.n_held, 2);
+    struct be_agent *x = be_agent_new(&be, &peers[1]);
+    const char *claims[2] = {"P", "Q"};
+    resume_hello(x, 0x44, 2, claims, 2);
+    expect_none(1);
+    assert_int_equal(be.n_held, 0);
+    int64_t q_at = -1, p_at = -1;
+    for (int step = 1; step <= 4000 && p_at < 0; step++) {
+        be.now_ms += 1000;
+        be_timeouts(&be);
+        struct rec *r;
+        while ((r = next_job(1)) != NULL)
+            if (r->type == ING_BACKEND_KILL_JOB)
+                *(strcmp(r->job, "Q") == 0 ? &q_at : &p_at) = step;
+    }
+    assert_true(q_at > 0 && p_at > 0);
+    assert_int_equal(p_at - q_at, 20);
+    assert_int_equal(be_check(&be), 0);
+    be_agent_gone(&be, x);
+}
+
+/* The requeue count comes back with record 8: R, requeued max_requeues times before the
+ * restart, is lost once more (its agent not back within the grace) and ends crash; S, with
+ * no requeue, waits again. */
+static void
+test_backend_replay_keeps_bounces(void **state)
+{
+    (void)state;
+    be.cfg.max_requeues = 2;
+    replay_rec(JREC_ACCEPTED, 1, -1, "R");
+    replay_rec(JREC_ACCEPTED, 2, -1, "S");
+    replay_at_rec(1, 0x55, be.wall_s, 2, 0, "R");
+    replay_at_rec(2, 0x55, be.wall_s, 0, 0, "S");
+    be_journal_replayed(&be);
+    assert_int_equal(be.n_held, 2);
+    uint64_t crashed = be.stats.jobs_crashed;
+    be.now_ms += be.cfg.resume_grace_ms;
+    be_timeouts(&be);
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_held, 0);
+    assert_int_equal(be.n_waiting, 1); /* S */
+    assert_int_equal(be.stats.jobs_crashed, crashed + 1);
+    struct be_job_info ji;
+    assert_int_equal(be_job_info(&be, (struct ing_view){"S", 1}, &ji), 0);
+    assert_int_not_equal(be_job_info(&be, (struct ing_view){"R", 1}, &ji), 0);
+}
+
 /* session_client attaches a new client on peers[i] to session id (one byte repeated), a new
  * session or the one of that id, says its hello and returns the session's client. */
 static struct be_client *
@@ -3027,6 +3213,56 @@ session_client(int i, uint8_t sid_byte)
     be_client_hello(&be, sc);
     expect(i, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
     return sc;
+}
+
+/* The memory budget (proto.md 7.7): the results kept for the oldest detached session are
+ * replaced first by short crash "Backend memory full" results of the same jobs, then the
+ * next session's; a session whose results are all short is skipped; the session resumed
+ * gets the crash result. */
+static void
+test_backend_session_shed(void **state)
+{
+    (void)state;
+    static char big[2001];
+    memset(big, 'x', 2000);
+    struct be_agent *a = agent(0, 2, "default");
+    struct be_client *ca = session_client(1, 0x07);
+    assert_false(be_session_resume(&be, ca, false, 1 << 20));
+    expect(1, ING_BACKEND_SESSION_JOBS, NULL);
+    submit(ca, "sa", 0, "default");
+    struct be_client *cb = session_client(2, 0x08);
+    assert_false(be_session_resume(&be, cb, false, 1 << 20));
+    expect(2, ING_BACKEND_SESSION_JOBS, NULL);
+    submit(cb, "sb", 0, "default");
+    expect(0, ING_BACKEND_NEW_JOB, "sa");
+    expect(0, ING_BACKEND_NEW_JOB, "sb");
+    be.now_ms = 1000;
+    be_client_gone(&be, ca); /* detached first: the oldest */
+    be.now_ms = 2000;
+    be_client_gone(&be, cb);
+    done_text = big;
+    done(a, "sa", "success");
+    done(a, "sb", "success");
+    done_text = "";
+    uint64_t kept = be.kept_bytes;
+    assert_true(kept > 4000);
+    uint64_t freed = be_sessions_shed(&be, 100, 100); /* one result is enough: sa's */
+    assert_true(freed > 1900 && freed < 2100);
+    assert_int_equal(be.kept_bytes, kept - freed);
+    assert_int_equal(be.stats.kept_shed, 1);
+    assert_int_equal(be_check(&be), 0);
+    assert_true(be_sessions_shed(&be, 100, 100) > 1900); /* then sb's */
+    assert_int_equal(be_sessions_shed(&be, 100, 100), 0); /* nothing left to gain */
+    assert_int_equal(be.stats.kept_shed, 2);
+    assert_int_equal(be.n_kept, 2);
+    struct be_client *ra = session_client(3, 0x07);
+    assert_ptr_equal(ra, ca);
+    assert_false(be_session_resume(&be, ra, false, 1 << 20));
+    struct rec *r = expect(3, ING_BACKEND_JOB_DONE, "sa");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "Backend memory full");
+    expect(3, ING_BACKEND_SESSION_JOBS, NULL);
+    assert_int_equal(be_check(&be), 0);
 }
 
 /* replay_session_rec feeds be_journal_replay a session accepted record (7) of job id on
@@ -3195,6 +3431,11 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_replay_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ttl_and_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_session_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_replay_keeps_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_claim_keeps_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_replay_keeps_bounces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_session_shed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_held_for_agent, setup, teardown),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);

@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "inginious/agent.h"
 #include "inginious/client.h"
 #include "inginious/err.h"
 #include "support/libtest.h"
@@ -508,6 +510,124 @@ test_durable_session_connection_drop(void **state)
     lt_pass(w);
 }
 
+/* agent_done_only reports job id a success on ag and writes it out, spinning the agent
+ * only: no client reads meanwhile. */
+static void
+agent_done_only(struct lt_agent *ag, const char *id)
+{
+    struct ing_job_result r;
+    memset(&r, 0, sizeof(r));
+    r.job_id = (struct ing_view){id, (uint32_t)strlen(id)};
+    r.result_kind = (struct ing_view){"success", 7};
+    r.result_text = (struct ing_view){"ok", 2};
+    r.problems = r.tests = r.custom = (struct ing_view){"\x80", 1};
+    r.state = r.stdout_ = r.stderr_ = (struct ing_view){"", 0};
+    assert_int_equal(ing_agent_done(ag->a, &r), 0);
+    uint64_t end = lt_now_ms() + 10000u * (unsigned)lt_slow();
+    while (ing_agent_want_write(ag->a)) {
+        struct pollfd p = {ing_agent_fd(ag->a), POLLOUT, 0};
+        if (lt_now_ms() > end)
+            fail_msg("the agent could not write its result");
+        (void)poll(&p, 1, 100);
+        (void)ing_agent_process(ag->a, lt_agent_record, ag);
+    }
+}
+
+/* wait_readable waits (bounded) until fd has input, without reading it. */
+static void
+wait_readable(int fd)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 10000 * lt_slow()) != 1)
+        fail_msg("nothing arrived on fd %d", fd);
+}
+
+/* agent_runs counts the times ag received job id. */
+static int
+agent_runs(const struct lt_agent *ag, const char *id)
+{
+    int runs = 0;
+    for (size_t k = 0; k < ag->nev; k++)
+        runs += ag->ev[k].type == ING_AGENT_EV_JOB && strcmp(ag->ev[k].job_id, id) == 0;
+    return runs;
+}
+
+/* result_in_socket starts a backend, a session client and an agent; job id runs and its
+ * result is written to the client's socket, not read yet. */
+static void
+result_in_socket(struct lt_world *w, struct lt_client **cl, struct lt_agent **ag,
+                 const char *id)
+{
+    lt_start(w, NULL, NULL, "--orphan-timeout", "0", NULL);
+    *cl = session_client(w);
+    *ag = lt_agent_new(w, "A", 1, 0, "docker/default", NULL);
+    submit(w, *cl, id, 0);
+    lt_expect_cev(w, *cl, ING_CLIENT_EV_ACCEPTED, id);
+    lt_expect_aev(w, *ag, ING_AGENT_EV_JOB, id);
+    agent_done_only(*ag, id);
+    wait_readable(ing_client_fd((*cl)->c));
+}
+
+/* A result the backend wrote to the session's connection, which then dies before the
+ * client read it (its socket closed with the result unread): the backend kept it until
+ * acknowledged (proto.md 7.9), so the resumed session gets it; the program sees it once
+ * and the job ran once (it is not submitted again). */
+static void
+test_durable_session_unread_result_resent(void **state)
+{
+    struct lt_world *w = *state;
+    struct lt_client *cl;
+    struct lt_agent *ag;
+    result_in_socket(w, &cl, &ag, "u0");
+    int fd = ing_client_fd(cl->c);
+    /* The connection dies with the result unread: its socket is replaced by one end of a
+     * closed pair (the kernel drops the TCP socket with its input; the library reads EOF). */
+    int sp[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    assert_int_equal(dup3(sp[0], fd, O_CLOEXEC), fd);
+    close(sp[0]);
+    close(sp[1]);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_DISCONNECTED, NULL);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_RESUMED, NULL);
+    lt_barrier(w, cl);
+    assert_int_equal(count_cev(cl, ING_CLIENT_EV_DONE, "u0"), 1);
+    struct lt_cev *e = lt_find_cev(cl, ING_CLIENT_EV_DONE, "u0");
+    assert_false(e->lost);
+    assert_true(e->pending);
+    assert_int_equal(agent_runs(ag, "u0"), 1);
+    assert_int_equal(ing_client_pending(cl->c), 0);
+    assert_int_equal(ing_client_duplicates(cl->c), 0);
+    lt_pass(w);
+}
+
+/* The client read a result but its acknowledgement never reached the backend (its sending
+ * side was shut first): the resumed session is sent the result again, and the library
+ * drops it: the program sees it once, the job ran once. A third connection is sent
+ * nothing again (the second acknowledged it). */
+static void
+test_durable_session_duplicate_dropped(void **state)
+{
+    struct lt_world *w = *state;
+    struct lt_client *cl;
+    struct lt_agent *ag;
+    result_in_socket(w, &cl, &ag, "v0");
+    assert_int_equal(shutdown(ing_client_fd(cl->c), SHUT_WR), 0);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_DONE, "v0"); /* read, given to the program */
+    lt_expect_cev(w, cl, ING_CLIENT_EV_DISCONNECTED, NULL);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_RESUMED, NULL);
+    lt_barrier(w, cl);
+    assert_int_equal(count_cev(cl, ING_CLIENT_EV_DONE, "v0"), 1);
+    assert_int_equal(ing_client_duplicates(cl->c), 1);
+    assert_int_equal(agent_runs(ag, "v0"), 1);
+    assert_int_equal(shutdown(ing_client_fd(cl->c), SHUT_RDWR), 0);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_DISCONNECTED, NULL);
+    lt_expect_cev(w, cl, ING_CLIENT_EV_RESUMED, NULL);
+    lt_barrier(w, cl);
+    assert_int_equal(ing_client_duplicates(cl->c), 1); /* not sent again */
+    assert_int_equal(count_cev(cl, ING_CLIENT_EV_DONE, "v0"), 1);
+    lt_pass(w);
+}
+
 /* A backend restarted without a journal has forgotten the session: the library submits
  * every pending job again on the new connection; each runs and ends once. */
 static void
@@ -621,6 +741,8 @@ main(void)
         CASE(test_durable_session_kill9_exactly_once),
         CASE(test_durable_session_connection_drop),
         CASE(test_durable_session_restart_without_journal),
+        CASE(test_durable_session_unread_result_resent),
+        CASE(test_durable_session_duplicate_dropped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1160,7 +1160,8 @@ TP_TEST(test_welcome_and_port_file)
     assert_int_equal(cl->welcome.version, 1);
     assert_int_equal(cl->welcome.role, ING_ROLE_CLIENT);
     assert_int_equal(ag->welcome.role, ING_ROLE_AGENT);
-    assert_int_equal(cl->welcome.flags, ING_WELCOME_ACK | ING_WELCOME_SESSION);
+    assert_int_equal(cl->welcome.flags,
+                     ING_WELCOME_ACK | ING_WELCOME_SESSION | ING_WELCOME_SESSION_ACK);
     assert_int_equal(ag->welcome.flags, ING_WELCOME_RESUME); /* proto.md 7.10 */
     assert_int_equal(cl->welcome.max_frame, 8192);
     assert_int_equal(ag->welcome.max_frame, 8192);

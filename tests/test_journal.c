@@ -183,6 +183,18 @@ test_journal_crc32c(void **state)
     assert_int_equal(journal_crc32c(0, zeros, 32), 0x8A9136AAu);
     /* incremental == one pass */
     assert_int_equal(journal_crc32c(journal_crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
+    assert_int_equal(journal_crc32c_tables(0, "123456789", 9), 0xE3069283u);
+    /* the instruction and the tables agree, at every length and alignment */
+    static uint8_t buf[300];
+    uint32_t x = 12345;
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (uint8_t)(x >> 16);
+    }
+    for (size_t off = 0; off < 8; off++)
+        for (size_t n = 0; n + off <= sizeof(buf); n += 7)
+            assert_int_equal(journal_crc32c(0x1234u, buf + off, n),
+                             journal_crc32c_tables(0x1234u, buf + off, n));
 }
 
 static void

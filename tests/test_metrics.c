@@ -63,6 +63,12 @@ snap_fill(struct metrics_snap *s, size_t nenv, size_t max_envs)
     s->types = types;
     s->ntypes = 2;
     s->jobs_killed = 1;
+    s->jobs_claimed = 6;
+    s->claims_refused = 1;
+    s->sessions_resumed = 4;
+    s->kept_shed = 3;
+    s->sessions = 2;
+    s->kept_results = 5;
     s->waiting = 7;
     s->running = 2;
     s->agents = 1000;
@@ -105,6 +111,14 @@ test_metrics_values(void **state)
     has(t, "inginious_jobs_done_total{result=\"success\"} 5");
     has(t, "inginious_kills_total{outcome=\"agent\"} 1");
     has(t, "inginious_jobs_lost_total 2");
+    has(t, "# TYPE inginious_agent_jobs_claimed_total counter");
+    has(t, "inginious_agent_jobs_claimed_total 6");
+    has(t, "inginious_agent_claims_refused_total 1");
+    has(t, "inginious_sessions_resumed_total 4");
+    has(t, "inginious_session_results_shed_total 3");
+    has(t, "# TYPE inginious_sessions gauge");
+    has(t, "inginious_sessions 2");
+    has(t, "inginious_session_kept_results 5");
     has(t, "inginious_waiting_jobs 7");
     has(t, "inginious_jobs_waiting{environment_type=\"mcq\",environment=\"env002\"} 3");
     has(t, "inginious_jobs_running{environment_type=\"docker\",environment=\"env001\"} 1");

@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include "inginious/mp.h"
 #include "inginious/proto.h"
 #include "log.h"
+#include "sblk.h"
 #include "server.h"
 #include "zmq_msg.h"
 #include "zmtp.h"
@@ -167,6 +169,7 @@ struct dialect {
 static const struct dialect native = {open_peer, send_msg, next_type};
 
 static unsigned nkeys; /* > 0: job i has launcher "k<i % nkeys>" (fair share by launcher) */
+static bool sess_ack;  /* the client opens a session that acknowledges results (7.9) */
 
 static void
 one_job(const struct dialect *d, struct tpipe *c, struct tpipe *a, unsigned i, const uint8_t *inp,
@@ -208,9 +211,17 @@ one_job(const struct dialect *d, struct tpipe *c, struct tpipe *a, unsigned i, c
     r->state = (struct ing_view){"", 0};
     r->stdout_ = (struct ing_view){"out", 3};
     d->send(a, &m);
+    if (sess_ack)
+        assert_int_equal(d->next(c, &got), ING_BACKEND_JOB_ACCEPTED);
     assert_int_equal(d->next(c, &got), ING_BACKEND_JOB_STARTED);
     assert_int_equal(d->next(c, &got), ING_BACKEND_JOB_DONE);
     assert_true(ing_view_eq(got.u.result.job_id, id));
+    if (sess_ack) { /* the result was kept until this */
+        memset(&m, 0, sizeof(m));
+        m.type = ING_CLIENT_SESSION_ACK;
+        m.u.session_ack.count = i + 1; /* every job gave one result on this connection */
+        d->send(c, &m);
+    }
 }
 
 /* ---- the ZeroMQ dialect (issue 19): a ZMTP DEALER speaking INGInious' msgpack ---- */
@@ -335,8 +346,15 @@ steady_state(const struct dialect *d, unsigned warm, unsigned counted, enum fair
     memset(&m, 0, sizeof(m));
     m.type = ING_CLIENT_HELLO;
     m.u.client_hello.name = (struct ing_view){"me", 2};
+    if (sess_ack) {
+        m.type = ING_CLIENT_HELLO_SESSION;
+        memset(m.u.client_hello.session, 0x5a, ING_SESSION_ID_LEN);
+        m.u.client_hello.session_flags = ING_SESSION_ACK;
+    }
     d->send(&c, &m);
     assert_int_equal(d->next(&c, &got), ING_BACKEND_UPDATE_ENVIRONMENTS);
+    if (sess_ack)
+        assert_int_equal(d->next(&c, &got), ING_BACKEND_SESSION_JOBS);
     uint8_t envs[128];
     struct ing_mp_writer w;
     ing_mp_writer_init(&w, envs, sizeof(envs));
@@ -405,6 +423,20 @@ test_noalloc_fair_share(void **state)
     steady_state(&native, 2000, 4000, FAIR_LAUNCHER, 7);
 }
 
+/* A session acknowledging its results: each result is kept (from the jobs' pool) until the
+ * client's ClientSessionAck, and that costs no allocation once warm either. */
+static void
+test_noalloc_session_ack(void **state)
+{
+    (void)state;
+#if defined(ING_SAN) && ING_SAN
+    skip();
+#endif
+    sess_ack = true;
+    steady_state(&native, 2000, 4000, FAIR_NONE, 0);
+    sess_ack = false;
+}
+
 static void
 test_noalloc_steady_state_zmq(void **state)
 {
@@ -416,10 +448,257 @@ test_noalloc_steady_state_zmq(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* The memory budget: what a hello registered in steps holds */
+
+static struct server *oom_server(void);
+static struct server *server_max_output(uint64_t max_output);
+static void hello(struct tpipe *c);
+
+/* big_envs_named writes into w (dynamic) a docker environments map of n names prefix%06u;
+ * big_envs names them budget-env-%06u. */
+static void
+big_envs_named(struct ing_mp_writer *w, const char *prefix, uint32_t n)
+{
+    char name[32];
+    ing_mp_writer_init_dyn(w);
+    ing_mp_put_map(w, 1);
+    ing_mp_put_cstr(w, "docker");
+    ing_mp_put_map(w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "%s%06u", prefix, i);
+        ing_mp_put_cstr(w, name);
+        ing_mp_put_map(w, 2);
+        ing_mp_put_cstr(w, "id");
+        ing_mp_put_cstr(w, "i1");
+        ing_mp_put_cstr(w, "created");
+        ing_mp_put_int(w, 1);
+    }
+    assert_int_equal(w->err, 0);
+}
+
+static void
+big_envs(struct ing_mp_writer *w, uint32_t n)
+{
+    big_envs_named(w, "budget-env-", n);
+}
+
+/* send_all writes p[0..n) to fd, running the server as it goes (a socket pair holds less). */
+static void
+send_all(int fd, const void *p, size_t n)
+{
+    size_t off = 0;
+    for (int round = 0; round < 1000000 && off < n; round++) {
+        ssize_t k = send(fd, (const uint8_t *)p + off, n - off, MSG_DONTWAIT);
+        if (k > 0)
+            off += (size_t)k;
+        else
+            assert_true(srv_run_once(srv, 0) >= 0);
+    }
+    assert_int_equal(off, n);
+}
+
+/* send_big_hello sends AgentHello{name, 1 slot, the environments in envs} on fd. */
+static void
+send_big_hello(int fd, const char *name, const struct ing_mp_writer *envs)
+{
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_AGENT_HELLO;
+    m.u.agent_hello.friendly_name = (struct ing_view){name, (uint32_t)strlen(name)};
+    m.u.agent_hello.slots = 1;
+    m.u.agent_hello.environments = (struct ing_view){(const char *)envs->buf, (uint32_t)envs->len};
+    size_t n = ing_msg_size(&m);
+    uint8_t *frame = malloc(n);
+    assert_non_null(frame);
+    assert_int_equal(ing_msg_encode(&m, frame, n), (ssize_t)n);
+    send_all(fd, frame, n);
+    free(frame);
+}
+
+/* held_until_registered runs the server until the hello being read is registering, checks
+ * that the budget counts at least want bytes held for it (be.held_bytes, in srv_mem_used),
+ * then runs it to the end: only the environment list's block stays held. */
+static void
+held_until_registered(uint64_t want)
+{
+    struct backend *be = srv_backend(srv);
+    int round = 0;
+    for (; round < 100000 && !be_registering(be); round++)
+        assert_true(srv_run_once(srv, 0) >= 0);
+    assert_true(be_registering(be));
+    uint64_t list = be->envs_blk != NULL ? be->envs_blk->len : 0;
+    assert_true(be->held_bytes >= list + want);
+    assert_true(srv_mem_used(srv) >= be->held_bytes);
+    for (round = 0; round < 100000 && (be_registering(be) || be->n_agents == 0 ||
+                                       be->envs_dirty || be_flush_building(be));
+         round++)
+        assert_true(srv_run_once(srv, 1) >= 0);
+    assert_false(be_registering(be));
+    assert_non_null(be->envs_blk);
+    assert_int_equal(be->held_bytes, be->envs_blk->len);
+}
+
+/* Item 2 of the shared list's work (issue 13): a large native hello's input buffer, taken
+ * over by its registration (no copy), counts in --max-memory until the registration ends;
+ * a ZeroMQ agent's large hello, whose frames the ZMTP layer reassembled, is copied, and
+ * the copy counts the same way. */
+static void
+test_budget_held_hellos(void **state)
+{
+    (void)state;
+    srv = oom_server();
+    struct tpipe *a = malloc(sizeof(*a)), *z = malloc(sizeof(*z));
+    assert_non_null(a);
+    assert_non_null(z);
+    struct ing_mp_writer w;
+    big_envs(&w, 4000); /* over BE_REG_INLINE_BYTES: registered in steps */
+    assert_true(w.len > 64 * 1024);
+    /* Native: the frame read into the agent's input, taken over. */
+    open_peer(a, ING_ROLE_AGENT);
+    send_big_hello(a->fd, "A", &w);
+    held_until_registered(w.len);
+    /* ZeroMQ: the same hello in the dialect. */
+    zopen_peer(z, ING_ROLE_AGENT);
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_AGENT_HELLO;
+    m.u.agent_hello.friendly_name = (struct ing_view){"Z", 1};
+    m.u.agent_hello.slots = 1;
+    m.u.agent_hello.environments = (struct ing_view){(const char *)w.buf, (uint32_t)w.len};
+    struct ing_mp_writer zw;
+    ing_mp_writer_init_dyn(&zw);
+    assert_int_equal(zmq_msg_encode(&m, &zw, ZMQ_JOB_FIELD_COURSE_ID), 0);
+    uint8_t hdr[ZMTP_HDR_MAX];
+    size_t hl = zmtp_frame_header(hdr, zw.len, false);
+    assert_int_equal(write(z->fd, hdr, hl), (ssize_t)hl);
+    send_all(z->fd, zw.buf, zw.len);
+    ing_mp_writer_fini(&zw);
+    held_until_registered(w.len);
+    ing_mp_writer_fini(&w);
+    close(a->fd);
+    close(z->fd);
+    free(a);
+    free(z);
+    srv_free(srv);
+}
+
+/* next_list runs the server until fd has received a whole BackendUpdateEnvironments (other
+ * frames skipped) into the growing buffer *buf (*len bytes in it) and returns the length of
+ * its environments map; the frames read are dropped from *buf. */
+static uint32_t
+next_list(int fd, uint8_t **buf, size_t *len, size_t *cap)
+{
+    for (int round = 0; round < 1000000; round++) {
+        struct ing_msg m;
+        ssize_t r = *len > 0 ? ing_msg_decode(*buf, *len, 1u << 30, &m) : 0;
+        assert_true(r >= 0);
+        if (r > 0) {
+            uint32_t n = m.type == ING_BACKEND_UPDATE_ENVIRONMENTS ? m.u.envs.environments.len : 0;
+            memmove(*buf, *buf + r, *len - (size_t)r);
+            *len -= (size_t)r;
+            if (n > 0)
+                return n;
+            continue;
+        }
+        if (*cap - *len < 65536) {
+            *cap = *cap * 2 + 65536;
+            *buf = realloc(*buf, *cap);
+            assert_non_null(*buf);
+        }
+        assert_true(srv_run_once(srv, 0) >= 0);
+        ssize_t k = recv(fd, *buf + *len, *cap - *len, MSG_DONTWAIT);
+        if (k > 0)
+            *len += (size_t)k;
+        else
+            assert_true(k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+    }
+    fail_msg("no environment list");
+    return 0;
+}
+
+/* The --max-output rule with a shared list: a client's pending output counts the part of a
+ * shared list it has not read. One client reads; the other never does (socket buffers of a
+ * few KiB): its first list (72 KiB, over SHARE_MIN) stays mostly unwritten, the next one
+ * (which cannot replace it: part of it is written) takes its pending output over
+ * --max-output (1.5 lists), and it is dropped; the reader gets every list whole. */
+static void
+test_budget_shared_list_output_limit(void **state)
+{
+    (void)state;
+    struct ing_mp_writer w;
+    big_envs(&w, 4000);
+    const uint64_t max_output = 4000 * 18 * 3 / 2; /* 1.5 lists of 4,000 names of 17 bytes */
+    srv = server_max_output(max_output);
+    struct tpipe *rd = malloc(sizeof(*rd)), *stuck = malloc(sizeof(*stuck));
+    struct tpipe *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+    assert_true(rd != NULL && stuck != NULL && a != NULL && b != NULL);
+    open_peer(rd, ING_ROLE_CLIENT);
+    hello(rd);
+    /* The non-reader: a few KiB of socket buffers on both sides. */
+    int sv[2], small = 4096;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    assert_int_equal(srv_adopt(srv, sv[0], ING_ROLE_CLIENT), 0);
+    stuck->fd = sv[1];
+    stuck->len = 0;
+    uint8_t pre[ING_PREAMBLE_LEN];
+    ing_preamble_encode(pre, ING_ROLE_CLIENT);
+    assert_int_equal(write(stuck->fd, pre, sizeof(pre)), (ssize_t)sizeof(pre));
+    struct ing_msg m, got;
+    assert_int_equal(next_type(stuck, &m), ING_WELCOME);
+    hello(stuck);
+    size_t cap = 0, len = 0;
+    uint8_t *buf = NULL;
+    open_peer(a, ING_ROLE_AGENT);
+    send_big_hello(a->fd, "A", &w);
+    size_t list = next_list(rd->fd, &buf, &len, &cap);
+    assert_true(list >= 64 * 1024 && list <= max_output); /* shared; one fits */
+    for (int i = 0; i < 100; i++) /* the non-reader's socket fills */
+        assert_true(srv_run_once(srv, 0) >= 0);
+    uint8_t probe;
+    assert_int_equal(recv(stuck->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT), 1); /* open */
+    /* A change: the next list goes to both; the non-reader is over its limit. */
+    open_peer(b, ING_ROLE_AGENT);
+    struct ing_mp_writer one;
+    big_envs_named(&one, "other-", 1);
+    send_big_hello(b->fd, "B", &one);
+    ing_mp_writer_fini(&one);
+    assert_true(next_list(rd->fd, &buf, &len, &cap) > list); /* one name more, whole */
+    bool closed = false;
+    for (int round = 0; round < 100000 && !closed; round++) { /* read it all: then EOF */
+        uint8_t sink[65536];
+        ssize_t k = recv(stuck->fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (k == 0 || (k < 0 && errno == ECONNRESET))
+            closed = true;
+        else if (k < 0)
+            assert_true(srv_run_once(srv, 0) >= 0);
+    }
+    assert_true(closed);
+    /* The reader is still served. */
+    memset(&m, 0, sizeof(m));
+    m.type = ING_PING;
+    send_msg(rd, &m);
+    rd->len = 0;
+    assert_int_equal(next_type(rd, &got), ING_PONG);
+    free(buf);
+    ing_mp_writer_fini(&w);
+    int fds[] = {rd->fd, stuck->fd, a->fd, b->fd};
+    for (int i = 0; i < 4; i++)
+        close(fds[i]);
+    free(rd);
+    free(stuck);
+    free(a);
+    free(b);
+    srv_free(srv);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Out of memory */
 
+/* server_max_output starts a server with --max-output max_output (0: the default). */
 static struct server *
-oom_server(void)
+server_max_output(uint64_t max_output)
 {
     log_level_max = LOG_ERR;
     struct srv_config cfg;
@@ -427,10 +706,18 @@ oom_server(void)
     cfg.agent_addr = "tcp://127.0.0.1:0";
     cfg.client_addr = "tcp://127.0.0.1:0";
     cfg.ping_interval_ms = 3600 * 1000;
+    if (max_output != 0)
+        cfg.max_output = max_output;
     char err[256];
     struct server *s = srv_new(&cfg, err, sizeof(err));
     assert_non_null(s);
     return s;
+}
+
+static struct server *
+oom_server(void)
+{
+    return server_max_output(0);
 }
 
 static void
@@ -610,8 +897,11 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_noalloc_steady_state_lifecycle),
+        cmocka_unit_test(test_noalloc_session_ack),
         cmocka_unit_test(test_noalloc_steady_state_zmq),
         cmocka_unit_test(test_noalloc_fair_share),
+        cmocka_unit_test(test_budget_held_hellos),
+        cmocka_unit_test(test_budget_shared_list_output_limit),
         cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
         cmocka_unit_test_teardown(test_oom_input_and_job, memory_back),
         cmocka_unit_test_teardown(test_oom_output, memory_back),

@@ -234,6 +234,20 @@ static const struct vline v_client_hello_session[] = {
     {K_END, NULL, NULL},
 };
 
+static const struct vline v_client_hello_session_ack[] = {
+    {K_HDR, "00 00 00 1b 17 00", NULL},
+    {K_STR, "00 00 00 06 77 65 62 61 70 70", "name: \"webapp\""},
+    {K_RAW, "00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f", "session: 16 bytes 00 01 .. 0f"},
+    {K_RAW, "02", "flags: 0x02 ACK (results acknowledged)"},
+    {K_END, NULL, NULL},
+};
+
+static const struct vline v_client_session_ack[] = {
+    {K_HDR, "00 00 00 08 18 00", NULL},
+    {K_RAW, "00 00 00 00 00 00 01 2c", "count: 300 results read"},
+    {K_END, NULL, NULL},
+};
+
 static const struct vline v_backend_session_jobs[] = {
     {K_HDR, "00 00 00 12 28 00", NULL},
     {K_BOOL, "01", "last: true"},
@@ -567,6 +581,17 @@ static const struct ing_msg m_client_hello_session = {
     .u.client_hello = {V("webapp"), {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}},
 };
 
+static const struct ing_msg m_client_hello_session_ack = {
+    .type = ING_CLIENT_HELLO_SESSION,
+    .u.client_hello = {V("webapp"), {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+                       ING_SESSION_ACK},
+};
+
+static const struct ing_msg m_client_session_ack = {
+    .type = ING_CLIENT_SESSION_ACK,
+    .u.session_ack = {300},
+};
+
 static const struct ing_msg m_backend_session_jobs = {
     .type = ING_BACKEND_SESSION_JOBS,
     .u.session_jobs = {true, V("\x92\xa5job-1\xa5job-2")},
@@ -817,6 +842,11 @@ static const struct vector vectors[] = {
      &m_client_hello_ack},
     {"ClientHelloSession (17)", "name \"webapp\", session 00 01 .. 0f (§7.9)",
      v_client_hello_session, &m_client_hello_session},
+    {"ClientHelloSession (17), acknowledging",
+     "the same, results acknowledged by ClientSessionAck (§7.9)", v_client_hello_session_ack,
+     &m_client_hello_session_ack},
+    {"ClientSessionAck (18)", "300 results read on this connection (§7.9)",
+     v_client_session_ack, &m_client_session_ack},
     {"BackendUpdateEnvironments (20)", "docker: default, python3; mcq: none", v_update_envs,
      &m_update_envs},
     {"BackendJobStarted (21)", "job_id \"job-1\"", v_backend_job_started,
@@ -1152,6 +1182,9 @@ assert_msg_equal(const struct ing_msg *a, const struct ing_msg *b)
                             ING_SESSION_ID_LEN);
         assert_int_equal(a->u.client_hello.session_flags, b->u.client_hello.session_flags);
         break;
+    case ING_CLIENT_SESSION_ACK:
+        assert_int_equal(a->u.session_ack.count, b->u.session_ack.count);
+        break;
     case ING_BACKEND_SESSION_JOBS:
         assert_int_equal(a->u.session_jobs.last, b->u.session_jobs.last);
         assert_view_equal(a->u.session_jobs.jobs, b->u.session_jobs.jobs);
@@ -1361,7 +1394,7 @@ static const uint8_t all_types[] = {
     ING_ERROR, ING_WELCOME, ING_AUTH, ING_AUTH_OK, ING_PING, ING_PONG, ING_UNKNOWN,
     ING_CLIENT_HELLO, ING_CLIENT_NEW_JOB, ING_CLIENT_KILL_JOB, ING_CLIENT_GET_QUEUE,
     ING_CLIENT_GET_STATS, ING_CLIENT_GET_JOB_INFO, ING_CLIENT_HELLO_ACK,
-    ING_CLIENT_HELLO_SESSION,
+    ING_CLIENT_HELLO_SESSION, ING_CLIENT_SESSION_ACK,
     ING_BACKEND_UPDATE_ENVIRONMENTS, ING_BACKEND_JOB_STARTED, ING_BACKEND_JOB_DONE,
     ING_BACKEND_JOB_SSH_DEBUG, ING_BACKEND_GET_QUEUE, ING_BACKEND_STATS, ING_BACKEND_JOB_INFO,
     ING_BACKEND_JOB_ACCEPTED, ING_BACKEND_SESSION_JOBS, ING_BACKEND_NEW_JOB, ING_BACKEND_KILL_JOB,
@@ -2829,6 +2862,7 @@ test_proto_type_names(void **state)
         "ClientGetJobInfo",
         "ClientHelloAck",
         "ClientHelloSession",
+        "ClientSessionAck",
         "BackendUpdateEnvironments",
         "BackendJobStarted",
         "BackendJobDone",

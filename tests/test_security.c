@@ -159,8 +159,9 @@ sec_connect_at(const char *file, int line, struct tp_ctx *c, uint8_t role, bool 
         if (memcmp(p->welcome.nonce, zero, ING_NONCE_LEN) == 0)
             tp_fail_at(file, line, "%s: Welcome with AUTH and a zero nonce", p->label);
     } else {
-        unsigned want = role == ING_ROLE_CLIENT ? ING_WELCOME_ACK | ING_WELCOME_SESSION
-                                                : ING_WELCOME_RESUME; /* 5.2 */
+        unsigned want = role == ING_ROLE_CLIENT
+                            ? ING_WELCOME_ACK | ING_WELCOME_SESSION | ING_WELCOME_SESSION_ACK
+                            : ING_WELCOME_RESUME; /* 5.2 */
         if (p->welcome.flags != want)
             tp_fail_at(file, line, "%s: Welcome flags %#x, expected %#x", p->label,
                        p->welcome.flags, want);

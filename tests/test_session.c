@@ -25,19 +25,38 @@ static const uint8_t sid_a[ING_SESSION_ID_LEN] = {0xa0, 1, 2, 3, 4, 5, 6, 7,
 static const uint8_t sid_b[ING_SESSION_ID_LEN] = {0xb0, 1, 2, 3, 4, 5, 6, 7,
                                                   8,    9, 10, 11, 12, 13, 14, 15};
 
-/* session_open connects a client that opens session id (the Welcome says SESSION). */
+/* session_open_f connects a client that opens session id with hello flags (the Welcome
+ * says SESSION and SESSION_ACK). */
 static struct tp_peer *
-session_open(struct tp_ctx *c, const uint8_t *id)
+session_open_f(struct tp_ctx *c, const uint8_t *id, uint8_t flags)
 {
     struct tp_peer *p = tp_connect(c, ING_ROLE_CLIENT);
-    if ((p->welcome.flags & ING_WELCOME_SESSION) == 0)
-        tp_fail("Welcome flags 0x%04x: no SESSION", p->welcome.flags);
+    uint16_t want = ING_WELCOME_SESSION | ING_WELCOME_SESSION_ACK;
+    if ((p->welcome.flags & want) != want)
+        tp_fail("Welcome flags 0x%04x: no SESSION and SESSION_ACK", p->welcome.flags);
     struct ing_msg m = {.type = ING_CLIENT_HELLO_SESSION};
     m.u.client_hello.name = (struct ing_view){"sess", 4};
     memcpy(m.u.client_hello.session, id, ING_SESSION_ID_LEN);
+    m.u.client_hello.session_flags = flags;
     tp_send(p, &m);
     tp_expect(p, ING_BACKEND_UPDATE_ENVIRONMENTS);
     return p;
+}
+
+/* session_open connects a client that opens session id, results not acknowledged. */
+static struct tp_peer *
+session_open(struct tp_ctx *c, const uint8_t *id)
+{
+    return session_open_f(c, id, 0);
+}
+
+/* send_ack sends ClientSessionAck(count). */
+static void
+send_ack(struct tp_peer *p, uint64_t count)
+{
+    struct ing_msg m = {.type = ING_CLIENT_SESSION_ACK};
+    m.u.session_ack.count = count;
+    tp_send(p, &m);
 }
 
 /* wait_detached waits (bounded) until the backend's log says that n sessions were detached:
@@ -461,6 +480,79 @@ TP_TEST(test_session_journal_agent_resume)
     expect_list(s3, ""); /* neither the job nor its result comes back */
 }
 
+/* A connection that acknowledges its results (flag ACK, proto.md 7.9): a result read but
+ * not acknowledged when the connection closes is sent again to the next one, then the list;
+ * an acknowledged one is not; an acknowledgement past what was sent, or from a connection
+ * without the flag, is refused (Error INVALID) and changes nothing. */
+TP_TEST(test_session_ack_resends_unacknowledged)
+{
+    tp_start(c, NULL);
+    struct tp_peer *ag = tp_agent(c, "A", 2, "docker/default", NULL);
+    struct tp_peer *s = session_open_f(c, sid_a, ING_SESSION_ACK);
+    expect_list(s, "");
+    tp_submit(s, "a1", 0);
+    tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+    tp_submit(s, "a2", 0);
+    tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+    tp_expect_job(ag, "a1");
+    tp_expect_job(ag, "a2");
+    tp_done(ag, "a1", "success", "");
+    tp_expect_done(s, "a1", "success", NULL, NULL);
+    send_ack(s, 2); /* one result was sent */
+    tp_expect_error(s, ING_ERR_INVALID);
+    send_ack(s, 1);
+    tp_done(ag, "a2", "failed", "");
+    tp_expect_done(s, "a2", "failed", NULL, NULL); /* read, not acknowledged */
+    send_ack(s, 1);                                /* again: changes nothing */
+    tp_barrier(s);
+    tp_close(c, s);
+    wait_detached(c, 1);
+    struct tp_peer *s2 = session_open_f(c, sid_a, ING_SESSION_ACK);
+    tp_expect_done(s2, "a2", "failed", NULL, NULL); /* sent again: never acknowledged */
+    expect_list(s2, "");
+    send_ack(s2, 1);
+    tp_barrier(s2);
+    tp_close(c, s2);
+    wait_detached(c, 2);
+    struct tp_peer *s3 = session_open(c, sid_a); /* without ACK: nothing comes again */
+    expect_list(s3, "");
+    send_ack(s3, 0);
+    tp_expect_error(s3, ING_ERR_INVALID);
+    struct tp_peer *p = tp_client(c, "plain", NULL);
+    send_ack(p, 0);
+    tp_expect_error(p, ING_ERR_INVALID);
+}
+
+/* With --journal and ACK, a result read but not acknowledged survives kill -9: the resumed
+ * session gets it again (the job does not run again: it is not in the list); acknowledged,
+ * it does not come back after the next kill -9. */
+TP_TEST(test_session_ack_journal_kill9)
+{
+    char jdir[600];
+    snprintf(jdir, sizeof(jdir), "%s/journal", tp_dir(c));
+    tp_start(c, "--journal", jdir, NULL);
+    struct tp_peer *ag = tp_agent(c, "A", 1, "docker/default", NULL);
+    struct tp_peer *s = session_open_f(c, sid_b, ING_SESSION_ACK);
+    expect_list(s, "");
+    tp_submit(s, "r1", 0);
+    tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+    tp_expect_job(ag, "r1");
+    tp_done(ag, "r1", "success", "once");
+    tp_expect_done(s, "r1", "success", NULL, NULL); /* read; its acknowledgement never sent */
+    struct tp_peer *plain = tp_client(c, "plain", NULL); /* a barrier: the result is journaled */
+    tp_barrier(plain);
+    kill9_restart(c, jdir);
+    struct tp_peer *s2 = session_open_f(c, sid_b, ING_SESSION_ACK);
+    const struct ing_msg *d = tp_expect_done(s2, "r1", "success", NULL, NULL);
+    assert_true(ing_view_eq(d->u.result.state, "once"));
+    expect_list(s2, ""); /* ended: it does not run again */
+    send_ack(s2, 1);
+    tp_barrier(s2); /* the delivery is journaled */
+    kill9_restart(c, jdir);
+    struct tp_peer *s3 = session_open_f(c, sid_b, ING_SESSION_ACK);
+    expect_list(s3, "");
+}
+
 int
 main(void)
 {
@@ -470,6 +562,7 @@ main(void)
         TP_CASE(test_session_journal_sigterm), TP_CASE(test_session_many_kept_results),
         TP_CASE(test_session_long_list), TP_CASE(test_session_journal_compaction),
         TP_CASE(test_session_journal_agent_resume),
+        TP_CASE(test_session_ack_resends_unacknowledged), TP_CASE(test_session_ack_journal_kill9),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,8 +24,14 @@
  * submitted again (the backend never got it, or lost it in a restart without its journal);
  * a pending job neither listed nor resubmittable is reported lost. ING_CLIENT_EV_RESUMED
  * follows. A program thus sees each job end once across connection losses and backend
- * restarts. Two clients must not share an id: each takes the session from the other. A
- * backend without sessions gets a plain hello (and today's semantics).
+ * restarts. When the backend offers it (Welcome flag SESSION_ACK) the client acknowledges
+ * the results it reads (ClientSessionAck, once per read batch, before any later request):
+ * the backend keeps each result until then and sends the unacknowledged ones again on the
+ * next connection, where one already given to the program is dropped
+ * (ing_client_duplicates counts them); so a result lost with a connection or a killed
+ * backend does not make its job run again. Two clients must not share an id: each takes
+ * the session from the other. A backend without sessions gets a plain hello (and today's
+ * semantics).
  *
  * Unknown. The backend answers Unknown to a client it does not know. The library then
  * reports the pending jobs lost, says hello again on the same connection and reports
@@ -258,6 +264,10 @@ bool ing_client_resumed(const struct ing_client *c);
 /* ing_client_sessions: the connection is open and the backend offers sessions (its Welcome
  * has ING_WELCOME_SESSION). */
 bool ing_client_sessions(const struct ing_client *c);
+/* ing_client_duplicates: the results the backend sent again that this client had already
+ * given the program (their acknowledgement was lost with a connection, proto.md 7.9):
+ * dropped, not reported. */
+uint64_t ing_client_duplicates(const struct ing_client *c);
 /* ing_client_last_error returns the text of the last Error the backend sent (or of the
  * protocol problem that closed the connection), or "". */
 const char *ing_client_last_error(const struct ing_client *c);

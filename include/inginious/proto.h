@@ -45,7 +45,9 @@ extern "C" {
 #define ING_WELCOME_SESSION 0x0004 /* clients: the server knows ClientHelloSession (§7.9) */
 #define ING_SESSION_ID_LEN 16      /* a session id: 128 bits the client chooses */
 #define ING_SESSION_HOLD 0x01 /* ClientHelloSession flag: results stay kept (a submitter) */
+#define ING_SESSION_ACK 0x02  /* ClientHelloSession flag: results are acknowledged (§7.9) */
 #define ING_WELCOME_RESUME 0x0008 /* agents: the server knows AgentHelloResume (proto.md §7.10) */
+#define ING_WELCOME_SESSION_ACK 0x0010 /* clients: the server knows ClientSessionAck (§7.9) */
 #define ING_AGENT_ID_LEN 16       /* an agent's resume id (AgentHelloResume) */
 #define ING_NONCE_LEN 32
 #define ING_MAC_LEN 32
@@ -68,6 +70,7 @@ enum ing_msg_type {
     ING_CLIENT_GET_JOB_INFO = 0x15,
     ING_CLIENT_HELLO_ACK = 0x16, /* ClientHello asking for BackendJobAccepted (§7.8) */
     ING_CLIENT_HELLO_SESSION = 0x17, /* ClientHelloAck opening or resuming a session (§7.9) */
+    ING_CLIENT_SESSION_ACK = 0x18,   /* the results a session's connection has read (§7.9) */
 
     ING_BACKEND_UPDATE_ENVIRONMENTS = 0x20,
     ING_BACKEND_JOB_STARTED = 0x21,
@@ -279,6 +282,12 @@ struct ing_session_jobs {
     struct ing_view jobs; /* mp: an array of str job ids */
 };
 
+/* ClientSessionAck (proto.md §7.9): the BackendJobDone frames read on this connection since
+ * its ClientHelloSession (cumulative). */
+struct ing_session_ack {
+    uint64_t count; /* u64 */
+};
+
 /* BackendJobInfo (proto.md §5.9): the job asked about and one msgpack map. */
 struct ing_job_info_msg {
     struct ing_view job_id; /* str */
@@ -308,6 +317,7 @@ struct ing_msg {
         struct ing_stats_msg stats;           /* ING_BACKEND_STATS */
         struct ing_job_info_msg job_info;     /* ING_BACKEND_JOB_INFO */
         struct ing_session_jobs session_jobs; /* ING_BACKEND_SESSION_JOBS */
+        struct ing_session_ack session_ack;   /* ING_CLIENT_SESSION_ACK */
     } u; /* ING_PING, ING_PONG, ING_UNKNOWN, ING_CLIENT_GET_QUEUE, ING_CLIENT_GET_STATS have
           * no body */
 };
