@@ -2313,15 +2313,25 @@ test_backend_fair_requeue(void **state)
     assert_int_equal(be.fair.nidle, 2);         /* A's and B's, kept for their return */
 }
 
+/* fair_one_slot restarts the backend with fair share by launcher, client 0 and agent 1 of
+ * one slot for "e" (the records' tests). */
+static void
+fair_one_slot(void **state, struct be_client **c, struct be_agent **a)
+{
+    fair_again(state, FAIR_LAUNCHER, NULL, 0);
+    *c = client(0);
+    *a = agent(1, 1, "e");
+}
+
 /* A key's record goes idle with its last job and is taken again as new (its next job starts
  * at the virtual time); idle records are bounded: past the bound a record is freed with its
  * last job. */
 static void
 test_backend_fair_idle_records(void **state)
 {
-    fair_again(state, FAIR_LAUNCHER, NULL, 0);
-    struct be_client *c = client(0);
-    struct be_agent *a = agent(1, 1, "e");
+    struct be_client *c;
+    struct be_agent *a;
+    fair_one_slot(state, &c, &a);
     char key[16], id[16];
     quiet_peers = true; /* more messages than the mocks log: each job runs at once */
     for (int i = 0; i < FAIR_IDLE_MAX + 10; i++) {
@@ -2360,9 +2370,9 @@ test_backend_fair_idle_records(void **state)
 static void
 test_backend_fair_spare_records(void **state)
 {
-    fair_again(state, FAIR_LAUNCHER, NULL, 0);
-    struct be_client *c = client(0);
-    struct be_agent *a = agent(1, 1, "e");
+    struct be_client *c;
+    struct be_agent *a;
+    fair_one_slot(state, &c, &a);
     char key[16], id[16];
     quiet_peers = true; /* all queued (one runs), then each ends: the records go idle, then
                          * past the bound spare, then past both freed */
