@@ -270,3 +270,206 @@ fair_foreach(const struct fair *f, fair_fn *fn, void *arg)
                 fn(arg, k->scope, k->prio, k->key, k->klen < FAIR_KEY_MAX ? k->klen : FAIR_KEY_MAX,
                    k->nwait);
 }
+
+/* ---- fair_q: a ring and a heap of keys ------------------------------------------------- */
+
+int
+fair_q_reserve(struct fair_q *q)
+{
+    if (q->n < q->cap)
+        return 0;
+    uint32_t cap = q->cap ? q->cap * 2 : 8;
+    struct fair_ent *h = realloc(q->heap, cap * sizeof(*h));
+    if (h == NULL)
+        return -ENOMEM;
+    q->heap = h;
+    q->cap = cap;
+    return 0;
+}
+
+void
+fair_q_fini(struct fair_q *q)
+{
+    free(q->heap);
+    memset(q, 0, sizeof(*q));
+}
+
+static inline void
+ent_of(struct fair_ent *x, struct fair_key *k)
+{
+    x->prio = k->prio;
+    x->vt = k->qvt;
+    x->seq = k->qseq;
+    x->k = k;
+}
+
+static inline void
+heap_place(struct fair_q *q, uint32_t i, const struct fair_ent *x)
+{
+    q->heap[i] = *x;
+    x->k->hidx = i + 1;
+}
+
+static void
+heap_up(struct fair_q *q, uint32_t i)
+{
+    struct fair_ent x = q->heap[i];
+    while (i > 0 && fair_ent_less(&x, &q->heap[(i - 1) / 2])) {
+        heap_place(q, i, &q->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_place(q, i, &x);
+}
+
+/* ent_less_nb is fair_ent_less without a branch (every comparison evaluated, combined
+ * bitwise): which child of a sift is smaller is unpredictable, a conditional move is not. */
+static inline bool
+ent_less_nb(const struct fair_ent *a, const struct fair_ent *b)
+{
+    return (a->prio < b->prio) |
+           ((a->prio == b->prio) & ((a->vt < b->vt) | ((a->vt == b->vt) & (a->seq < b->seq))));
+}
+
+/* heap_down restores the heap below i, whose entry's key grew. Bottom-up: the hole at i
+ * goes down along the smaller children to the bottom (one comparison per level, no branch
+ * on the keys), then the entry rises from there (a key just served usually has the largest
+ * tag and rises not at all). */
+static void
+heap_down(struct fair_q *q, uint32_t i)
+{
+    struct fair_ent x = q->heap[i];
+    uint32_t n = q->n, top = i;
+    for (uint32_t l = 2 * i + 1; l < n; l = 2 * i + 1) {
+        uint32_t m = l + (uint32_t)(l + 1 < n && ent_less_nb(&q->heap[l + 1], &q->heap[l]));
+        heap_place(q, i, &q->heap[m]);
+        i = m;
+    }
+    while (i > top && fair_ent_less(&x, &q->heap[(i - 1) / 2])) {
+        heap_place(q, i, &q->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_place(q, i, &x);
+}
+
+static void
+heap_del(struct fair_q *q, struct fair_key *k)
+{
+    uint32_t i = k->hidx - 1;
+    k->hidx = 0;
+    if (i == --q->n)
+        return;
+    struct fair_key *m = q->heap[q->n].k;
+    heap_place(q, i, &q->heap[q->n]);
+    heap_up(q, i);
+    if (m->hidx == i + 1)
+        heap_down(q, i);
+}
+
+static void
+ring_unlink(struct fair_q *q, struct fair_key *k)
+{
+    if (k->rprev != NULL)
+        k->rprev->rnext = k->rnext;
+    else
+        q->rhead = k->rnext;
+    if (k->rnext != NULL)
+        k->rnext->rprev = k->rprev;
+    else
+        q->rtail = k->rprev;
+    k->rprev = k->rnext = NULL;
+    k->hidx = 0;
+    q->rn--;
+}
+
+/* place puts k (in neither part) at the ring's tail when it does not sort before it, else
+ * in the heap. */
+static void
+place(struct fair_q *q, struct fair_key *k)
+{
+    struct fair_key *t = q->rtail;
+    if (t == NULL || !fair_rec_less(k, t)) {
+        k->rprev = t;
+        k->rnext = NULL;
+        if (t != NULL)
+            t->rnext = k;
+        else
+            q->rhead = k;
+        q->rtail = k;
+        k->hidx = FAIR_IN_RING;
+        q->rn++;
+        return;
+    }
+    struct fair_ent x;
+    ent_of(&x, k);
+    heap_place(q, q->n++, &x);
+    heap_up(q, q->n - 1);
+}
+
+void
+fair_q_lowered(struct fair_q *q, struct fair_key *k)
+{
+    if (k->hidx == 0) {
+        place(q, k);
+    } else if (k->hidx == FAIR_IN_RING) {
+        if (k->rprev != NULL && fair_rec_less(k, k->rprev)) { /* out of order: moves */
+            ring_unlink(q, k);
+            place(q, k);
+        }
+    } else {
+        struct fair_ent x;
+        ent_of(&x, k);
+        heap_place(q, k->hidx - 1, &x);
+        heap_up(q, k->hidx - 1);
+    }
+}
+
+void
+fair_q_raised(struct fair_q *q, struct fair_key *k)
+{
+    if (k->hidx == FAIR_IN_RING) {
+        if (k->rnext != NULL && fair_rec_less(k->rnext, k)) {
+            ring_unlink(q, k);
+            place(q, k);
+        }
+    } else if (q->rtail == NULL || !fair_rec_less(k, q->rtail)) {
+        heap_del(q, k); /* it goes to the ring's tail */
+        place(q, k);
+    } else {
+        uint32_t i = k->hidx - 1;
+        q->heap[i].vt = k->qvt;
+        q->heap[i].seq = k->qseq;
+        heap_down(q, i);
+    }
+}
+
+void
+fair_q_remove(struct fair_q *q, struct fair_key *k)
+{
+    if (k->hidx == FAIR_IN_RING)
+        ring_unlink(q, k);
+    else
+        heap_del(q, k);
+}
+
+int
+fair_q_check(const struct fair_q *q, size_t *nkeys)
+{
+    for (uint32_t x = 0; x < q->n; x++) {
+        const struct fair_ent *h = &q->heap[x];
+        const struct fair_key *k = h->k;
+        if (k->hidx != x + 1 || h->prio != k->prio || h->vt != k->qvt || h->seq != k->qseq ||
+            (x > 0 && fair_ent_less(h, &q->heap[(x - 1) / 2])))
+            return -EPROTO;
+    }
+    uint32_t rn = 0;
+    const struct fair_key *prev = NULL;
+    for (const struct fair_key *k = q->rhead; k != NULL; prev = k, k = k->rnext) {
+        if (++rn > q->rn || k->hidx != FAIR_IN_RING || k->rprev != prev ||
+            (prev != NULL && !fair_rec_less(prev, k)))
+            return -EPROTO;
+    }
+    if (rn != q->rn || q->rtail != prev)
+        return -EPROTO;
+    *nkeys = (size_t)q->n + rn;
+    return 0;
+}
