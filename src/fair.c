@@ -276,9 +276,11 @@ fair_foreach(const struct fair *f, fair_fn *fn, void *arg)
 int
 fair_q_reserve(struct fair_q *q)
 {
-    if (q->n < q->cap)
-        return 0;
+    if (q->n + q->rn < q->cap) /* room for every key in the heap: one leaving the ring */
+        return 0;                /* for the heap (fair_q_raised) needs no allocation */
     uint32_t cap = q->cap ? q->cap * 2 : 8;
+    while (cap <= q->n + q->rn)
+        cap *= 2;
     struct fair_ent *h = realloc(q->heap, cap * sizeof(*h));
     if (h == NULL)
         return -ENOMEM;
@@ -468,7 +470,7 @@ fair_q_check(const struct fair_q *q, size_t *nkeys)
             (prev != NULL && !fair_rec_less(prev, k)))
             return -EPROTO;
     }
-    if (rn != q->rn || q->rtail != prev)
+    if (rn != q->rn || q->rtail != prev || (rn + q->n > 0 && rn + q->n > q->cap))
         return -EPROTO;
     *nkeys = (size_t)q->n + rn;
     return 0;

@@ -198,7 +198,8 @@ fair_q_empty(const struct fair_q *q)
     return q->n == 0 && q->rhead == NULL;
 }
 
-/* fair_q_reserve makes room for one more key in q. Returns 0 or -ENOMEM. */
+/* fair_q_reserve makes room for one more key in q (the heap can hold all its keys).
+ * Returns 0 or -ENOMEM. */
 int fair_q_reserve(struct fair_q *q);
 void fair_q_fini(struct fair_q *q);
 /* fair_q_lowered: k's sort key was just set (k absent from q: a key that has jobs again)
