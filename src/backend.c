@@ -716,7 +716,7 @@ fifo_late(const struct env *e, uint64_t seq)
 static int
 jheap_reserve(const struct backend *be, struct env *e, int64_t prio, uint64_t seq)
 {
-    if (be->fair.mode != FAIR_NONE) /* room for one more key in the heap of keys */
+    if (be->fair.mode != FAIR_NONE) /* room for one more key in its fair_q */
         return fair_q_reserve(&e->kq);
     if (e->n < e->cap || (!e->heaped && (e->n == 0 || (prio == e->p0 && !fifo_late(e, seq)))))
         return 0;
@@ -5716,8 +5716,8 @@ env_next(const struct backend *be, const struct env *e, const struct job *x)
     return NULL;
 }
 
-/* env_check_jobs checks e's waiting jobs: their records, lists, heap of keys and positions.
- * Returns 0 or -EPROTO. */
+/* env_check_jobs checks e's waiting jobs: their records, lists, ring and heap of keys and
+ * positions. Returns 0 or -EPROTO. */
 static int
 env_check_jobs(const struct backend *be, const struct env *e)
 {

@@ -276,8 +276,10 @@ fair_foreach(const struct fair *f, fair_fn *fn, void *arg)
 int
 fair_q_reserve(struct fair_q *q)
 {
-    if (q->n + q->rn < q->cap) /* room for every key in the heap: one leaving the ring */
-        return 0;                /* for the heap (fair_q_raised) needs no allocation */
+    /* Room for every key in the heap: a key leaving the ring for the heap (fair_q_raised,
+     * on the dispatch path) needs no allocation. */
+    if (q->n + q->rn < q->cap)
+        return 0;
     uint32_t cap = q->cap ? q->cap * 2 : 8;
     while (cap <= q->n + q->rn)
         cap *= 2;

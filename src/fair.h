@@ -16,9 +16,11 @@
  * (up to FAIR_SPARE_MAX) is kept with its empty rank arrays for the next new key, which then
  * takes it without clearing or allocating anything (a stream of jobs of ever new keys, one
  * at a time, cost a record and its arrays made and freed per job). Records are slab
- * objects, so a key seen before costs no allocation. The backend keeps each record's waiting jobs in a list in their order (the
- * tags of one record only grow), and only the records' first jobs in a heap per
- * environment: a dispatch costs O(log keys), not O(log jobs). */
+ * objects, so a key seen before costs no allocation. The backend keeps each record's
+ * waiting jobs in a list in their order (the tags of one record only grow), and only the
+ * records' first jobs in a fair_q per environment (a monotone ring beside a heap, below):
+ * a dispatch costs O(1) when the key served sorts last again (equal weights, backlogged
+ * keys), O(log keys) otherwise, never O(log jobs). */
 #ifndef ING_FAIR_H
 #define ING_FAIR_H
 
@@ -187,8 +189,9 @@ fair_q_first(const struct fair_q *q)
     if (r == NULL)
         return h;
     const struct fair_ent *t = &q->heap[0];
-    bool heap_first = t->prio < r->prio ||
-                      (t->prio == r->prio && (t->vt < r->qvt || (t->vt == r->qvt && t->seq < r->qseq)));
+    bool heap_first =
+        t->prio < r->prio ||
+        (t->prio == r->prio && (t->vt < r->qvt || (t->vt == r->qvt && t->seq < r->qseq)));
     return heap_first ? h : r;
 }
 
