@@ -104,6 +104,14 @@ struct aref {
     uint32_t ref; /* index in a->envs */
 };
 
+/* An entry of an environment's heap of keys (fair share): the key's first waiting job's
+ * (priority, tag, arrival), kept in the entry, so that sifting reads no record. */
+struct kent {
+    int64_t prio;
+    uint64_t vt, seq;
+    struct fair_key *k;
+};
+
 struct env {
     struct env *hnext;
     char *type, *name; /* one allocation: type NUL name NUL */
@@ -114,8 +122,9 @@ struct env {
     int64_t hprio;      /* when n > 0: (priority, arrival) of env_best, kept here so that */
     uint64_t hseq;      /* comparing environments (best_job) reads no cold job */
     uint64_t vtime;     /* fair share: the start tag of the last job dispatched */
-    struct fair_q kq;   /* fair share: the keys with waiting jobs in the order of their
-                         * first job's (priority, tag, arrival); no job heap then */
+    struct kent *kheap; /* fair share: the keys with waiting jobs, min-heap on their
+                              * first job's (priority, tag, arrival); no job heap then */
+    uint32_t kn, kcap;
     struct fair_key *keys; /* its records (fair.c): per priority (and key, fair share) */
     uint64_t n_slots;      /* slots of the agents that provide it */
     uint64_t run_avg_ms;   /* moving average of its jobs' run times (has_avg) */
@@ -638,7 +647,7 @@ env_unref(struct backend *be, struct env *e)
     be->nenvs--;
     fair_drop_scope(&be->fair, &e->keys); /* idle records: no job holds e */
     free(e->heap);
-    fair_q_fini(&e->kq);
+    free(e->kheap);
     free(e->aheap);
     free(e->vid);
     free(e->type);
@@ -716,8 +725,17 @@ fifo_late(const struct env *e, uint64_t seq)
 static int
 jheap_reserve(const struct backend *be, struct env *e, int64_t prio, uint64_t seq)
 {
-    if (be->fair.mode != FAIR_NONE) /* room for one more key in its fair_q */
-        return fair_q_reserve(&e->kq);
+    if (be->fair.mode != FAIR_NONE) { /* room for one more key in the heap of keys */
+        if (e->kn < e->kcap)
+            return 0;
+        uint32_t cap = e->kcap ? e->kcap * 2 : 8;
+        struct kent *h = realloc(e->kheap, cap * sizeof(*h));
+        if (h == NULL)
+            return -ENOMEM;
+        e->kheap = h;
+        e->kcap = cap;
+        return 0;
+    }
     if (e->n < e->cap || (!e->heaped && (e->n == 0 || (prio == e->p0 && !fifo_late(e, seq)))))
         return 0;
     uint32_t cap = e->cap ? e->cap : 8;
@@ -751,13 +769,68 @@ jheap_remove(struct env *e, struct job *j)
 static inline struct job *
 env_best(const struct env *e)
 {
-    if (!fair_q_empty(&e->kq))
-        return fair_q_first(&e->kq)->qhead;
+    if (e->kn > 0)
+        return e->kheap[0].k->qhead;
     return e->heaped ? e->heap[0] : e->fifo_head;
 }
 
-/* Fair share: each key's waiting jobs in a list in their order, the keys in their
- * environment's fair_q (fair.h) on their first job. */
+/* Fair share: each key's waiting jobs in a list in their order, the keys in a heap on their
+ * first job. */
+static inline bool
+key_less(const struct kent *a, const struct kent *b)
+{
+    return a->prio < b->prio ||
+           (a->prio == b->prio && (a->vt < b->vt || (a->vt == b->vt && a->seq < b->seq)));
+}
+
+static inline void
+kheap_place(struct env *e, uint32_t i, const struct kent *x)
+{
+    e->kheap[i] = *x;
+    x->k->hidx = i + 1;
+}
+
+static void
+kheap_up(struct env *e, uint32_t i)
+{
+    struct kent x = e->kheap[i];
+    while (i > 0 && key_less(&x, &e->kheap[(i - 1) / 2])) {
+        kheap_place(e, i, &e->kheap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    kheap_place(e, i, &x);
+}
+
+/* key_less_nb is key_less without a branch (every comparison evaluated, combined bitwise):
+ * which child of a sift is smaller is unpredictable, a conditional move is not. */
+static inline bool
+key_less_nb(const struct kent *a, const struct kent *b)
+{
+    return (a->prio < b->prio) |
+           ((a->prio == b->prio) & ((a->vt < b->vt) | ((a->vt == b->vt) & (a->seq < b->seq))));
+}
+
+/* kheap_down restores the heap below i, whose entry's key grew. Bottom-up: the hole at i
+ * goes down along the smaller children to the bottom (one comparison per level, no branch
+ * on the keys), then the entry rises from there. With fair share the key just served
+ * usually has the largest tag of all and rises not at all; a plain sift-down would compare
+ * it with both children at each level, a mispredicted branch each. */
+static void
+kheap_down(struct env *e, uint32_t i)
+{
+    struct kent x = e->kheap[i];
+    uint32_t n = e->kn, top = i;
+    for (uint32_t l = 2 * i + 1; l < n; l = 2 * i + 1) {
+        uint32_t m = l + (uint32_t)(l + 1 < n && key_less_nb(&e->kheap[l + 1], &e->kheap[l]));
+        kheap_place(e, i, &e->kheap[m]);
+        i = m;
+    }
+    while (i > top && key_less(&x, &e->kheap[(i - 1) / 2])) {
+        kheap_place(e, i, &e->kheap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    kheap_place(e, i, &x);
+}
 
 /* rank_prefetch starts loading what an update of r at ordinal o touches (its bit, its
  * arrival and tag); with many keys these are cold, and the caller has other work to do
@@ -812,15 +885,6 @@ key_prefetch_head(const struct fair_key *k)
         job_prefetch_head(k->qhead->next);
 }
 
-/* key_prefetch_first: k (its record loaded) will soon be the first of its environment: its
- * first job's header and ordinal line. */
-static inline void
-key_prefetch_first(const struct fair_key *k)
-{
-    rank_prefetch(&k->rk, k->qord);
-    job_prefetch_head(k->qhead);
-}
-
 /* key_head notes k's first waiting job h: its ordinal, (tag, arrival), and starts loading
  * the one after it (the key's next job after this one leaves). */
 static inline void
@@ -858,7 +922,14 @@ key_insert(struct env *e, struct job *j)
     }
     k->qhead = j;
     key_head(k, j);
-    fair_q_lowered(&e->kq, k);
+    struct kent x = {k->prio, k->qvt, k->qseq, k};
+    if (k->hidx == 0) {
+        kheap_place(e, e->kn++, &x);
+        kheap_up(e, e->kn - 1);
+    } else {
+        kheap_place(e, k->hidx - 1, &x);
+        kheap_up(e, k->hidx - 1);
+    }
 }
 
 static void
@@ -877,12 +948,22 @@ key_remove(struct env *e, struct job *j)
     j->prev = j->next = NULL;
     if (!head)
         return;
+    uint32_t i = k->hidx - 1;
     if (k->qhead != NULL) { /* its next job is later: the key goes down */
         key_head(k, k->qhead);
-        fair_q_raised(&e->kq, k);
+        e->kheap[i].vt = k->qvt;
+        e->kheap[i].seq = k->qseq;
+        kheap_down(e, i);
         return;
     }
-    fair_q_remove(&e->kq, k);
+    k->hidx = 0;
+    if (i == --e->kn)
+        return;
+    struct fair_key *m = e->kheap[e->kn].k;
+    kheap_place(e, i, &e->kheap[e->kn]);
+    kheap_up(e, i);
+    if (m->hidx == i + 1)
+        kheap_down(e, i);
 }
 
 /* fifo_append puts j at the tail of e's FIFO, the order in which jobs (re-)entered the queue
@@ -1361,27 +1442,15 @@ run_job(struct backend *be, struct be_agent *a, struct job *j)
          * first) and the header of the one after it, whose (priority, arrival) becomes the
          * environment's key when the next one leaves (with fair share: its key's). */
         const struct job *h = env_best(e);
-        if (!fair_q_empty(&e->kq)) {
+        if (e->kn > 0) {
             /* The next key's record was loaded one dispatch ago (below): its ordinals and
-             * next job now. The key after it in the ring (its record requested one dispatch
-             * ago): its first job and ordinal line; the one after that: its record. In the
-             * heap: the records of the keys that may come next (the top, or its children). */
-            const struct fair_q *q = &e->kq;
-            const struct fair_key *f = fair_q_first(q);
-            key_prefetch_head(f);
-            const struct fair_key *r = f->hidx == FAIR_IN_RING ? f->rnext : q->rhead;
-            if (r != NULL) {
-                key_prefetch_first(r);
-                if (r->rnext != NULL)
-                    key_prefetch_rec(r->rnext);
-            }
-            if (q->n > 0 && q->heap[0].k != f)
-                key_prefetch_rec(q->heap[0].k);
-            else if (q->n > 1) {
-                key_prefetch_rec(q->heap[1].k);
-                if (q->n > 2)
-                    key_prefetch_rec(q->heap[2].k);
-            }
+             * next job now; the keys that may come after it (the first's children) start
+             * loading their records. */
+            key_prefetch_head(e->kheap[0].k);
+            if (e->kn > 1)
+                key_prefetch_rec(e->kheap[1].k);
+            if (e->kn > 2)
+                key_prefetch_rec(e->kheap[2].k);
         }
         size_t n = sizeof(*h) + h->body_len;
         n = n < JOB_PREFETCH_BYTES ? n : JOB_PREFETCH_BYTES;
@@ -3152,12 +3221,9 @@ fair_select(struct backend *be, size_t want, size_t *text)
     if (cand == NULL)
         return -1;
     for (size_t i = 0; i < etab_nchains(be); i++)
-        for (struct env *e = etab_chain(be, i); e != NULL; e = e->hnext) {
-            for (uint32_t k = 0; k < e->kq.n && ncand < cap; k++)
-                cand_push(cand, &ncand, e->kq.heap[k].k->qhead);
-            for (const struct fair_key *k = e->kq.rhead; k != NULL && ncand < cap; k = k->rnext)
-                cand_push(cand, &ncand, k->qhead);
-        }
+        for (struct env *e = etab_chain(be, i); e != NULL; e = e->hnext)
+            for (uint32_t k = 0; k < e->kn && ncand < cap; k++)
+                cand_push(cand, &ncand, e->kheap[k].k->qhead);
     size_t nsel = 0;
     while (ncand > 0 && nsel < want) {
         struct job *j = cand[0];
@@ -5716,8 +5782,8 @@ env_next(const struct backend *be, const struct env *e, const struct job *x)
     return NULL;
 }
 
-/* env_check_jobs checks e's waiting jobs: their records, lists, ring and heap of keys and
- * positions. Returns 0 or -EPROTO. */
+/* env_check_jobs checks e's waiting jobs: their records, lists, heap of keys and positions.
+ * Returns 0 or -EPROTO. */
 static int
 env_check_jobs(const struct backend *be, const struct env *e)
 {
@@ -5737,32 +5803,17 @@ env_check_jobs(const struct backend *be, const struct env *e)
             return -EPROTO;
     }
     if (count != e->n || other != e->n_other || (other > 0 && !e->heaped && !fair) ||
-        (e->heaped && (e->n == 0 || fair)) || (!fair && !fair_q_empty(&e->kq)))
+        (e->heaped && (e->n == 0 || fair)) || (!fair && e->kn > 0))
         return -EPROTO;
-    /* Fair share: the heap and ring of keys in order, every key in them with waiting jobs
-     * (and no other), its jobs in order, all counted. */
-    size_t nkeys, nwaiting = 0;
-    if (fair_q_check(&e->kq, &nkeys) != 0)
-        return -EPROTO;
-    for (const struct fair_key *k = fair ? e->keys : NULL; k != NULL; k = k->snext) {
-        if ((k->nwait > 0) != (k->hidx != 0))
-            return -EPROTO;
-        nwaiting += k->nwait > 0;
-    }
-    if (nwaiting != nkeys)
-        return -EPROTO;
+    /* Fair share: every key in the heap has its jobs in order, all counted. */
     uint64_t listed = 0;
-    const struct fair_key *rk = e->kq.rhead;
-    for (uint32_t x = 0; x < e->kq.n + e->kq.rn; x++) {
-        const struct fair_key *k;
-        if (x < e->kq.n) {
-            k = e->kq.heap[x].k;
-        } else {
-            k = rk;
-            rk = rk->rnext;
-        }
-        if (k->qhead == NULL || k->qvt != job_vt(k->qhead) || k->qseq != k->qhead->seq ||
-            k->qord != k->qhead->ord)
+    for (uint32_t x = 0; x < e->kn; x++) {
+        const struct kent *h = &e->kheap[x];
+        const struct fair_key *k = h->k;
+        if (k->hidx != x + 1 || k->qhead == NULL || k->qvt != job_vt(k->qhead) ||
+            k->qseq != k->qhead->seq || k->qord != k->qhead->ord || h->prio != k->prio ||
+            h->vt != k->qvt || h->seq != k->qseq ||
+            (x > 0 && key_less(h, &e->kheap[(x - 1) / 2])))
             return -EPROTO;
         uint32_t nk = 0;
         for (const struct job *y = k->qhead; y != NULL; y = y->next, nk++)

@@ -16,11 +16,9 @@
  * (up to FAIR_SPARE_MAX) is kept with its empty rank arrays for the next new key, which then
  * takes it without clearing or allocating anything (a stream of jobs of ever new keys, one
  * at a time, cost a record and its arrays made and freed per job). Records are slab
- * objects, so a key seen before costs no allocation. The backend keeps each record's
- * waiting jobs in a list in their order (the tags of one record only grow), and only the
- * records' first jobs in a fair_q per environment (a monotone ring beside a heap, below):
- * a dispatch costs O(1) when the key served sorts last again (equal weights, backlogged
- * keys), O(log keys) otherwise, never O(log jobs). */
+ * objects, so a key seen before costs no allocation. The backend keeps each record's waiting jobs in a list in their order (the
+ * tags of one record only grow), and only the records' first jobs in a heap per
+ * environment: a dispatch costs O(log keys), not O(log jobs). */
 #ifndef ING_FAIR_H
 #define ING_FAIR_H
 
@@ -68,14 +66,12 @@ struct fair_key {
     uint32_t njobs;    /* jobs of the key held in the scope (waiting or running) */
     uint32_t nwait;    /* of which waiting */
     uint32_t klen;     /* full key length */
-    uint32_t hidx;     /* in its environment's fair_q: position + 1 in the heap,
-                        * FAIR_IN_RING in the ring, 0 = absent */
+    uint32_t hidx;     /* position + 1 in the environment's heap of records, 0 = absent */
     /* The backend's (fair share): the waiting jobs in order (their ordinals' order), and the
      * first one's (tag, arrival) and ordinal (the heap compares records without reading
      * cold jobs). */
     struct job *qhead, *qtail;
     uint64_t qvt, qseq, qord;
-    struct fair_key *rprev, *rnext; /* in the environment's ring of keys (FAIR_IN_RING) */
     struct rank rk; /* the waiting jobs' ordinals (their position, proto.md 7.4) */
     /* The backend's (fair share): from ordinal brk on, every live ordinal o has the tag
      * brk_vt + (o - brk) * inc (pushed while the key was backlogged), so a position is
@@ -140,81 +136,6 @@ fair_tag(struct fair_key *k, uint64_t vtime)
     k->ftag = s + k->inc;
     return s;
 }
-
-/* ---- The keys of one environment that have waiting jobs, in order (fair_q) -------------
- * Each key is ordered by its first waiting job's (priority, tag, arrival): the record's
- * (prio, qvt, qseq); arrivals are unique, so the order is total. The keys are split between
- * a monotone ring (a list through the records, in order: a key is appended only when it
- * does not sort before the tail) and a heap (the others). The first key is the lesser of
- * the ring's head and the heap's top: the order of a heap alone, but with equal weights and
- * backlogged keys a served key's next tag is the largest, so it goes to the ring's tail in
- * O(1) and the dispatch reads the keys in sequence (the next ones known in advance). */
-#define FAIR_IN_RING UINT32_MAX
-
-struct fair_ent { /* a heap entry: the key's sort key, kept here (a sift reads no record) */
-    int64_t prio;
-    uint64_t vt, seq;
-    struct fair_key *k;
-};
-
-struct fair_q {
-    struct fair_ent *heap;
-    uint32_t n, cap;              /* heap entries */
-    struct fair_key *rhead, *rtail; /* the ring */
-    uint32_t rn;                    /* keys in the ring */
-};
-
-static inline bool
-fair_ent_less(const struct fair_ent *a, const struct fair_ent *b)
-{
-    return a->prio < b->prio ||
-           (a->prio == b->prio && (a->vt < b->vt || (a->vt == b->vt && a->seq < b->seq)));
-}
-
-static inline bool
-fair_rec_less(const struct fair_key *a, const struct fair_key *b)
-{
-    return a->prio < b->prio ||
-           (a->prio == b->prio && (a->qvt < b->qvt || (a->qvt == b->qvt && a->qseq < b->qseq)));
-}
-
-/* fair_q_first returns the first key of q, or NULL when q is empty. */
-static inline struct fair_key *
-fair_q_first(const struct fair_q *q)
-{
-    struct fair_key *r = q->rhead;
-    if (q->n == 0)
-        return r;
-    struct fair_key *h = q->heap[0].k;
-    if (r == NULL)
-        return h;
-    const struct fair_ent *t = &q->heap[0];
-    bool heap_first =
-        t->prio < r->prio ||
-        (t->prio == r->prio && (t->vt < r->qvt || (t->vt == r->qvt && t->seq < r->qseq)));
-    return heap_first ? h : r;
-}
-
-static inline bool
-fair_q_empty(const struct fair_q *q)
-{
-    return q->n == 0 && q->rhead == NULL;
-}
-
-/* fair_q_reserve makes room for one more key in q (the heap can hold all its keys).
- * Returns 0 or -ENOMEM. */
-int fair_q_reserve(struct fair_q *q);
-void fair_q_fini(struct fair_q *q);
-/* fair_q_lowered: k's sort key was just set (k absent from q: a key that has jobs again)
- * or lowered (k in q: a job back before its first). Needs fair_q_reserve done. */
-void fair_q_lowered(struct fair_q *q, struct fair_key *k);
-/* fair_q_raised: k (in q) has a new, larger sort key (its first job left). */
-void fair_q_raised(struct fair_q *q, struct fair_key *k);
-/* fair_q_remove takes k (in q: its last waiting job left) out of q. */
-void fair_q_remove(struct fair_q *q, struct fair_key *k);
-/* fair_q_check checks q's invariants (each entry's sort key is its record's, positions,
- * heap order, ring order and links) and sets *nkeys to its keys. Returns 0 or -EPROTO. */
-int fair_q_check(const struct fair_q *q, size_t *nkeys);
 
 /* fair_foreach calls fn for every record (metrics: queue depth per key). */
 typedef void fair_fn(void *arg, const void *scope, int64_t prio, const char *key, size_t len,
