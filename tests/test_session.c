@@ -3,7 +3,9 @@
  * binary: a detached session's jobs keep running and their results are kept, resuming
  * delivers them then lists the jobs held, a resubmission is idempotent, a second connection
  * takes a session over, --session-ttl ends a detached session, and with --journal sessions
- * survive kill -9 and SIGTERM (which ends the other jobs). */
+ * survive kill -9 and SIGTERM (which ends the other jobs); an acknowledging connection that
+ * leaves over 64 MiB of results unacknowledged is cut off, and kept results are shed under a
+ * small --max-memory. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +15,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -553,6 +556,125 @@ TP_TEST(test_session_ack_journal_kill9)
     expect_list(s3, "");
 }
 
+/* big_done sends AgentJobDone(id, "success", state) whose stdout is mib MiB of 'o'. */
+static void
+big_done(struct tp_peer *ag, const char *id, const char *state, size_t mib)
+{
+    size_t n = mib << 20;
+    char *out = malloc(n + 1);
+    assert_non_null(out);
+    memset(out, 'o', n);
+    out[n] = '\0';
+    struct tp_result r = {.id = id, .kind = "success", .state = state, .out = out};
+    tp_done_full(ag, &r);
+    free(out);
+}
+
+/* An acknowledging connection (flag ACK) that reads its results and never acknowledges them
+ * is sent Error OVERLOAD and closed once it leaves over 64 MiB of them unacknowledged (three
+ * results of 22 MiB); its session is detached with the results kept: the next connection
+ * gets all three again and, acknowledging as it reads, is not cut off. */
+TP_TEST(test_session_ack_unacked_cutoff)
+{
+    tp_start(c, "--max-output", "64M", NULL);
+    struct tp_peer *ag = tp_agent(c, "A", 3, "docker/default", NULL);
+    struct tp_peer *s = session_open_f(c, sid_a, ING_SESSION_ACK);
+    expect_list(s, "");
+    static const char *const ids[] = {"u1", "u2", "u3"};
+    for (int i = 0; i < 3; i++) {
+        tp_submit(s, ids[i], 0);
+        tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+        tp_expect_job(ag, ids[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        big_done(ag, ids[i], ids[i], 22);
+        tp_expect_done(s, ids[i], "success", NULL, ids[i]);
+    }
+    tp_barrier(s); /* 44 MiB unacknowledged: still served */
+    big_done(ag, ids[2], ids[2], 22);
+    tp_expect_done(s, ids[2], "success", NULL, ids[2]); /* 66 MiB: past the bound */
+    tp_expect_error(s, ING_ERR_OVERLOAD);
+    tp_expect_closed(s);
+    if (!tp_log_contains(c, "results not acknowledged") &&
+        !tp_log_contains(c, "bytes of results not acknowledged"))
+        tp_fail("the backend did not log the cut-off");
+    wait_detached(c, 1);
+    struct tp_peer *s2 = session_open_f(c, sid_a, ING_SESSION_ACK);
+    for (int i = 0; i < 3; i++) {
+        tp_expect_done(s2, ids[i], "success", NULL, ids[i]);
+        send_ack(s2, (uint64_t)i + 1);
+    }
+    expect_list(s2, "");
+    tp_barrier(s2); /* acknowledged as read: never past the bound, not closed */
+    tp_close(c, s2);
+    wait_detached(c, 2);
+    struct tp_peer *s3 = session_open_f(c, sid_a, ING_SESSION_ACK);
+    expect_list(s3, ""); /* all acknowledged: nothing comes again */
+}
+
+/* Under a small --max-memory (16 MiB), results kept for a detached session (four of 3 MiB)
+ * leave no room for another client's result of 5 MiB: the oldest kept results are replaced
+ * by a short crash "Backend memory full" that keeps their state (proto.md 7.7; logged), and
+ * the other client gets its result and goes on being served; on resuming, the session gets
+ * one result per job, the first shed, each either its own or the crash. */
+TP_TEST(test_session_kept_shed_max_memory)
+{
+    tp_start(c, "--max-memory", "32M", NULL);
+    struct tp_peer *ag = tp_agent(c, "A", 7, "docker/default", NULL);
+    struct tp_peer *plain = tp_client(c, "plain", NULL);
+    struct tp_peer *s = session_open(c, sid_b);
+    expect_list(s, "");
+    static const char *const ids[] = {"m1", "m2", "m3", "m4", "m5", "m6"};
+    for (int i = 0; i < 6; i++) {
+        tp_submit(s, ids[i], 0);
+        tp_expect_job(ag, ids[i]);
+    }
+    tp_submit(plain, "other", 0);
+    tp_expect_job(ag, "other");
+    tp_close(c, s);
+    wait_detached(c, 1);
+    for (int i = 0; i < 6; i++) {
+        big_done(ag, ids[i], ids[i], 3);
+        tp_barrier(ag); /* kept before the next */
+    }
+    if (tp_log_contains(c, "kept results of the oldest detached sessions replaced"))
+        tp_fail("18 MiB kept under a 32 MiB budget: shed too early");
+    big_done(ag, "other", "other", 5);
+    const struct ing_msg *o = tp_expect_done(plain, "other", "success", NULL, "other");
+    assert_int_equal(o->u.result.stdout_.len, 5u << 20); /* served, whole */
+    if (!tp_log_contains(c, "kept results of the oldest detached sessions replaced"))
+        tp_fail("no room for the other client's result, yet nothing was shed");
+    tp_submit(plain, "after", 0); /* new jobs still run */
+    tp_expect_job(ag, "after");
+    tp_done(ag, "after", "success", "");
+    tp_expect_done(plain, "after", "success", NULL, NULL);
+    struct tp_peer *s2 = session_open(c, sid_b);
+    int shed = 0;
+    for (int i = 0; i < 6; i++) {
+        const struct ing_msg *d = tp_expect(s2, ING_BACKEND_JOB_DONE);
+        if (!ing_view_eq(d->u.result.job_id, ids[i]))
+            tp_fail("kept result %d is for %.*s, not %s", i, (int)d->u.result.job_id.len,
+                    d->u.result.job_id.p, ids[i]);
+        if (!ing_view_eq(d->u.result.state, ids[i]))
+            tp_fail("%s: its state was not kept", ids[i]);
+        bool is_shed = ing_view_eq(d->u.result.result_kind, "crash");
+        if (is_shed) {
+            if (!ing_view_eq(d->u.result.result_text, "Backend memory full"))
+                tp_fail("%s: crash, but not \"Backend memory full\"", ids[i]);
+            tp_check_synthetic(d);
+        } else if (!ing_view_eq(d->u.result.result_kind, "success") ||
+                   d->u.result.stdout_.len != 3u << 20) {
+            tp_fail("%s: neither its own result nor the crash", ids[i]);
+        }
+        if (i == 0 && !is_shed)
+            tp_fail("the oldest kept result was not the first shed");
+        shed += is_shed;
+    }
+    expect_list(s2, "");
+    if (shed == 6)
+        tp_fail("every kept result was shed: more than the other result needed");
+}
+
 int
 main(void)
 {
@@ -563,6 +685,7 @@ main(void)
         TP_CASE(test_session_long_list), TP_CASE(test_session_journal_compaction),
         TP_CASE(test_session_journal_agent_resume),
         TP_CASE(test_session_ack_resends_unacknowledged), TP_CASE(test_session_ack_journal_kill9),
+        TP_CASE(test_session_ack_unacked_cutoff), TP_CASE(test_session_kept_shed_max_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
