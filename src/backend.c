@@ -3567,17 +3567,28 @@ ghost_adopt(struct backend *be, struct be_agent *a)
             (unsigned long long)be->cfg.resume_grace_ms);
 }
 
-/* ghost_expire ends ghost g's grace: its jobs are lost as with a lost agent (7.5). */
+/* ghost_release: ghost g's jobs are lost as with a lost agent (7.5), then g is freed. */
 static void
-ghost_expire(struct backend *be, struct be_agent *g)
+ghost_release(struct backend *be, struct be_agent *g)
 {
-    log_msg(LOG_WARN, "agent %s did not come back within the resume grace: %u jobs lost",
-            be_agent_name(g), g->nrun);
     be->n_held -= g->nrun;
     size_t nreq = 0;
     struct env **req = lose_jobs(be, g, false, &nreq);
     lose_jobs_end(be, req, nreq, true);
     ghost_free(be, g);
+}
+
+/* ghost_expire ends ghost g's grace: its jobs are lost (ghost_release), each named in the
+ * log (a job that may now run twice, if its agent still has it). */
+static void
+ghost_expire(struct backend *be, struct be_agent *g)
+{
+    log_msg(LOG_WARN, "agent %s did not come back within the resume grace: %u jobs lost",
+            be_agent_name(g), g->nrun);
+    for (const struct job *j = g->run_head; j != NULL; j = j->next)
+        log_msg(LOG_INFO, "job %.*s not claimed within the resume grace", (int)j->id_len,
+                job_id(j));
+    ghost_release(be, g);
 }
 
 /* ghosts_expire ends the graces that are over. */
@@ -3676,12 +3687,15 @@ claims_apply(struct backend *be, struct be_agent *a, const struct ing_resume_job
     uint32_t granted = 0;
     for (uint32_t i = 0; i < n; i++)
         granted += claim(be, a, &claims[i]);
-    struct be_agent *g = ghost_find(be, a->rid);
-    if (g != NULL && g->nrun == 0)
-        ghost_free(be, g);
     if (n > 0)
         log_msg(LOG_INFO, "agent %s claimed %u jobs back (%u refused)", a->name, granted,
                 n - granted);
+    struct be_agent *g = ghost_find(be, a->rid);
+    if (g != NULL && g->nrun > 0) /* it listed every job it has: not these */
+        log_msg(LOG_INFO, "agent %s is back without %u of the jobs held for it: lost now",
+                a->name, g->nrun);
+    if (g != NULL)
+        ghost_release(be, g);
 }
 
 

@@ -2844,8 +2844,9 @@ test_backend_agent_resume_pending(void **state)
 
 /* proto.md 7.10: a lost AgentHelloResume agent's jobs are held for --resume-grace; the agent
  * back under the same id claims them (they keep their slots, results are relayed); claims
- * of unknown jobs or of another agent's are refused with BackendKillJob; at the end of the
- * grace the unclaimed ones are lost as in 7.5. */
+ * of unknown jobs or of another agent's are refused with BackendKillJob; the held jobs it
+ * does not claim are lost at once as in 7.5, and without its return at the end of the
+ * grace. */
 static void
 test_backend_agent_resume(void **state)
 {
@@ -2880,30 +2881,31 @@ test_backend_agent_resume(void **state)
     expect_none(2);
     assert_int_equal(be.stats.claims_refused, 2);
     /* The agent comes back under its id: j1 (started) and j2 (now reported started) are
-     * claimed; j3 is not. */
+     * claimed; j3 is not: the agent lists every job it has, so j3, started, is lost at
+     * once as with its agent (7.5), without waiting for the end of the grace. */
     be.now_ms += 2000;
     struct be_agent *a2 = be_agent_new(&be, &peers[3]);
     const char *claims[2] = {"j1", "+j2"};
     resume_hello(a2, 0x11, 2, claims, 2);
     expect(0, ING_BACKEND_JOB_STARTED, "j2"); /* its AgentJobStarted had been lost */
-    expect_none(3);                          /* no new job: its two slots are busy */
+    r = expect(0, ING_BACKEND_JOB_DONE, "j3");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "Agent restarted");
+    expect_none(3); /* no new job: its two slots are busy */
     assert_int_equal(be_agent_busy(a2), 2);
-    assert_int_equal(be.n_held, 1);
+    assert_int_equal(be.n_held, 0);
     assert_int_equal(be.stats.jobs_claimed, 2);
+    assert_int_equal(be_check(&be), 0);
     done(a2, "j1", "success");
     expect(0, ING_BACKEND_JOB_DONE, "j1");
     done(b, "j2", "success"); /* not b's: dropped */
     expect_none(0);
     be_agent_gone(&be, b); /* (not held: b had no job) */
     assert_int_equal(be_check(&be), 0);
-    /* The grace ends: j3, started and unclaimed, is lost as with its agent (7.5). */
-    be.now_ms += 10000;
+    be.now_ms += 10000; /* the grace's end changes nothing more */
     be_timeouts(&be);
     assert_int_equal(be_check(&be), 0);
-    r = expect(0, ING_BACKEND_JOB_DONE, "j3");
-    assert_string_equal(r->kind, "crash");
-    assert_string_equal(r->text, "Agent restarted");
-    assert_int_equal(be.n_held, 0);
+    expect_none(0);
     done(a2, "j2", "failed");
     expect(0, ING_BACKEND_JOB_DONE, "j2");
     expect_none(0);
