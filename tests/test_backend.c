@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "bytes.h"
@@ -2612,6 +2613,69 @@ test_backend_session_ttl_and_kept(void **state)
     assert_int_equal(be_check(&be), 0);
 }
 
+static int
+no_replay(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_ref ref)
+{
+    (void)arg, (void)type, (void)p, (void)len, (void)ref;
+    return 0;
+}
+
+/* A session's job accepted in an iteration whose journal write fails (proto.md 7.8), its
+ * session detached before the refusal comes (be_journal_settle with an error): there is no
+ * connection for the Error JOURNAL (nothing is sent to a detached session's missing peer);
+ * the refusal, crash "Journal unavailable: ...", is kept for the session, which gets it on
+ * resuming, and the job is not listed (it was never acknowledged). */
+static void
+test_backend_journal_refusal_detached(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_backend_jr.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct journal_config jc;
+    journal_config_default(&jc);
+    jc.fsync = JOURNAL_FSYNC_NEVER;
+    struct journal j;
+    char why[256];
+    assert_int_equal(journal_open(&j, dir, &jc, no_replay, NULL, why, sizeof(why)), 0);
+    be.jr = &j;
+    static const uint8_t id[ING_SESSION_ID_LEN] = {7, 7, 7};
+    struct be_client *c = be_client_new(&be, &peers[1]);
+    assert_non_null(c);
+    be_client_native(c, true);
+    assert_ptr_equal(be_session_attach(&be, c, id), c);
+    be_client_hello(&be, c);
+    expect(1, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_false(be_session_resume(&be, c, false, 1 << 20));
+    expect(1, ING_BACKEND_SESSION_JOBS, NULL);
+    submit(c, "r1", 0, "default");
+    expect_none(1); /* acknowledged only once written */
+    be_client_gone(&be, c); /* detached before the write's result */
+    assert_null(be_client_peer(c));
+    be_journal_settle(&be, -ENOSPC);
+    expect_none(1);
+    assert_int_equal(be.n_waiting, 0);
+    assert_int_equal(be.n_kept, 1);
+    assert_int_equal(be_check(&be), 0);
+    struct be_client *c2 = be_client_new(&be, &peers[2]);
+    assert_ptr_equal(be_session_attach(&be, c2, id), c);
+    be_client_hello(&be, c);
+    expect(2, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_false(be_session_resume(&be, c, false, 1 << 20));
+    struct rec *r = expect(2, ING_BACKEND_JOB_DONE, "r1");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "Journal unavailable: No space left on device");
+    expect(2, ING_BACKEND_SESSION_JOBS, NULL);
+    expect_none(2);
+    be_client_gone(&be, c);
+    be_journal_settle(&be, 0);
+    be.jr = NULL;
+    journal_close(&j);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/0000000000000001.seg", dir);
+    (void)unlink(path);
+    (void)rmdir(dir);
+}
+
 /* A session whose connection acknowledges its results (proto.md 7.9, ClientSessionAck): each
  * result is sent and kept (counted) until an acknowledgement covers it; a refusal is counted
  * but not kept; an acknowledgement past what was sent is refused (-ERANGE), one without the
@@ -3386,6 +3450,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ttl_and_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_journal_refusal_detached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_keeps_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_claim_keeps_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_keeps_bounces, setup, teardown),

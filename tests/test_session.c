@@ -3,9 +3,9 @@
  * binary: a detached session's jobs keep running and their results are kept, resuming
  * delivers them then lists the jobs held, a resubmission is idempotent, a second connection
  * takes a session over, --session-ttl ends a detached session, and with --journal sessions
- * survive kill -9 and SIGTERM (which ends the other jobs); an acknowledging connection that
- * leaves over 64 MiB of results unacknowledged is cut off, and kept results are shed under a
- * small --max-memory. */
+ * survive kill -9 and SIGTERM (which ends the other jobs, held ones too); an acknowledging
+ * connection that leaves over 64 MiB of results unacknowledged is cut off, kept results are
+ * shed under a small --max-memory, and a job the journal could not write is not listed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "inginious/mp.h"
@@ -62,10 +64,9 @@ send_ack(struct tp_peer *p, uint64_t count)
     tp_send(p, &m);
 }
 
-/* wait_detached waits (bounded) until the backend's log says that n sessions were detached:
- * the close reached it, and results from now on are kept. */
+/* wait_log waits (bounded) until the backend's log holds needle n times. */
 static void
-wait_detached(struct tp_ctx *c, int n)
+wait_log(struct tp_ctx *c, const char *needle, int n)
 {
     uint64_t deadline = tp_now_ms() + 10000u * (unsigned)tp_slow();
     for (;;) {
@@ -75,15 +76,23 @@ wait_detached(struct tp_ctx *c, int n)
         int seen = 0;
         char line[1024];
         while (f != NULL && fgets(line, sizeof(line), f) != NULL)
-            seen += strstr(line, "session detached:") != NULL;
+            seen += strstr(line, needle) != NULL;
         if (f != NULL)
             fclose(f);
         if (seen >= n)
             return;
         if (tp_now_ms() > deadline)
-            tp_fail("the backend did not detach %d sessions (%d)", n, seen);
+            tp_fail("the backend's log holds \"%s\" %d times, not %d", needle, seen, n);
         poll(NULL, 0, 2);
     }
+}
+
+/* wait_detached waits (bounded) until the backend's log says that n sessions were detached:
+ * the close reached it, and results from now on are kept. */
+static void
+wait_detached(struct tp_ctx *c, int n)
+{
+    wait_log(c, "session detached:", n);
 }
 
 /* expect_list expects one BackendSessionJobs, the last, listing exactly the ids of want
@@ -675,6 +684,107 @@ TP_TEST(test_session_kept_shed_max_memory)
         tp_fail("every kept result was shed: more than the other result needed");
 }
 
+/* SIGTERM with --journal while agents that keep their jobs (7.10) are away: their held jobs
+ * ("ghosts") are a session's and a plain client's. The plain client's job ends crash
+ * "Backend shutting down"; the session's is not answered, is kept in the journal and comes
+ * back held for its agent (7.6), which claims it back after the restart: its result reaches
+ * the resumed session once. The backend exits 0 (no leak, no crash under the sanitizers). */
+TP_TEST(test_session_journal_sigterm_held)
+{
+    char jdir[600];
+    snprintf(jdir, sizeof(jdir), "%s/journal", tp_dir(c));
+    tp_start(c, "--journal", jdir, "--resume-grace", "1h", NULL);
+    struct tp_peer *ag = resume_agent(c, 0x42, NULL);
+    struct tp_peer *s = session_open(c, sid_a);
+    expect_list(s, "");
+    struct tp_peer *p = tp_client(c, "plain", NULL);
+    tp_submit(s, "h1", 0);
+    tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+    tp_expect_job(ag, "h1");
+    tp_started(ag, "h1");
+    tp_expect(s, ING_BACKEND_JOB_STARTED);
+    struct tp_peer *ag2 = resume_agent(c, 0x43, NULL);
+    tp_expect(p, ING_BACKEND_UPDATE_ENVIRONMENTS); /* after every agent's hello */
+    tp_expect(s, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    tp_submit(p, "p1", 0);
+    tp_expect_job(ag2, "p1");
+    tp_started(ag2, "p1");
+    tp_expect(p, ING_BACKEND_JOB_STARTED);
+    tp_barrier(ag); /* the started records are written */
+    tp_barrier(ag2);
+    tp_close(c, ag);
+    tp_close(c, ag2);
+    wait_log(c, "agent R lost: its 1 jobs wait", 2); /* both held */
+    tp_signal(c, SIGTERM);
+    tp_expect_synthetic(p, "p1", "crash", "Backend shutting down", "S-p1");
+    tp_expect_error(s, ING_ERR_SHUTDOWN); /* no crash for h1 before it */
+    assert_int_equal(tp_wait_exit(c, 10000 * tp_slow()), 0);
+    tp_start(c, "--journal", jdir, NULL);
+    if (!tp_log_contains(c, "journal: 1 running jobs wait"))
+        tp_fail("the restart does not hold the session's job (and only it) for its agent");
+    struct tp_peer *back = resume_agent(c, 0x42, "h1");
+    tp_barrier(back);
+    if (!tp_log_contains(c, "claimed 1 jobs back (0 refused)"))
+        tp_fail("the agent did not claim the session's job back");
+    tp_done(back, "h1", "success", "after");
+    tp_barrier(back);
+    struct tp_peer *s2 = session_open(c, sid_a);
+    tp_expect_done(s2, "h1", "success", NULL, "after");
+    expect_list(s2, "");
+}
+
+/* segment_size returns the size of the journal's first segment in jdir. */
+static off_t
+segment_size(const char *jdir)
+{
+    char path[700];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/0000000000000001.seg", jdir);
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_size;
+}
+
+/* A session's job whose record cannot be written (a file-size limit: EFBIG), its
+ * connection closed right after it: the backend goes on; the job was never acknowledged,
+ * so the resumed session does not find it in its list (proto.md 7.9: submit it again), and
+ * once the disk takes writes again the job submitted again is acknowledged and runs once.
+ * (The refusal reaching a session detached before it: test_backend.) */
+TP_TEST(test_session_journal_refusal_close)
+{
+    char jdir[600];
+    snprintf(jdir, sizeof(jdir), "%s/journal", tp_dir(c));
+    tp_start(c, "--journal", jdir, "--orphan-timeout", "0", NULL);
+    struct tp_peer *s = session_open_f(c, sid_b, ING_SESSION_ACK);
+    expect_list(s, "");
+    struct tp_job big = {.id = "big", .pad = 96 << 10}; /* the segment outgrows the log */
+    tp_send_job(s, &big);
+    tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+    struct rlimit old, lim;
+    assert_int_equal(prlimit(c->be.pid, RLIMIT_FSIZE, NULL, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)segment_size(jdir) + 256; /* no room for the next job's record */
+    assert_int_equal(prlimit(c->be.pid, RLIMIT_FSIZE, &lim, NULL), 0);
+    struct tp_job r = {.id = "r1", .pad = 2000};
+    tp_send_job(s, &r);
+    tp_close(c, s);
+    wait_detached(c, 1);
+    wait_log(c, "journal unavailable", 1);
+    assert_int_equal(prlimit(c->be.pid, RLIMIT_FSIZE, &old, NULL), 0);
+    wait_log(c, "journal: writes work again", 1); /* its retry (every 100 ms) */
+    struct tp_peer *s2 = session_open_f(c, sid_b, ING_SESSION_ACK);
+    expect_list(s2, "big"); /* r1: never acknowledged, not held */
+    tp_send_job(s2, &r);
+    tp_expect(s2, ING_BACKEND_JOB_ACCEPTED); /* writes work again */
+    struct tp_peer *ag = tp_agent(c, "A", 2, "docker/default", NULL);
+    tp_expect(s2, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    const struct ing_msg *m = tp_expect(ag, ING_BACKEND_NEW_JOB);
+    bool big_first = ing_view_eq(m->u.job.job_id, "big");
+    tp_expect_job(ag, big_first ? "r1" : "big");
+    tp_done(ag, "r1", "success", "");
+    tp_expect_done(s2, "r1", "success", NULL, NULL);
+    tp_expect_nothing(ag, TP_QUIET_MS); /* r1 runs once */
+}
+
 int
 main(void)
 {
@@ -686,6 +796,7 @@ main(void)
         TP_CASE(test_session_journal_agent_resume),
         TP_CASE(test_session_ack_resends_unacknowledged), TP_CASE(test_session_ack_journal_kill9),
         TP_CASE(test_session_ack_unacked_cutoff), TP_CASE(test_session_kept_shed_max_memory),
+        TP_CASE(test_session_journal_sigterm_held), TP_CASE(test_session_journal_refusal_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
