@@ -219,13 +219,10 @@ recv_within(struct load *L, int fd, uint8_t *b, size_t cap, size_t enough, int m
     return got;
 }
 
-/* A loadgen peer writes its greeting and READY at once but its messages only after the
- * backend's READY: libzmq's ROUTER (INGInious' Python backend) drops a connection whose
- * first read brings a message after the handshake. */
-static void
-test_lg_zmq_waits_for_ready(void **state)
+/* loopback_listener listens on 127.0.0.1 port 0; its address goes to addr. */
+static int
+loopback_listener(char *addr, size_t cap)
 {
-    (void)state;
     int ls = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(ls >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -233,8 +230,19 @@ test_lg_zmq_waits_for_ready(void **state)
     assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
     assert_int_equal(listen(ls, 1), 0);
     assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &al), 0);
+    snprintf(addr, cap, "tcp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    return ls;
+}
+
+/* A loadgen peer writes its greeting and READY at once but its messages only after the
+ * backend's READY: libzmq's ROUTER (INGInious' Python backend) drops a connection whose
+ * first read brings a message after the handshake. */
+static void
+test_lg_zmq_waits_for_ready(void **state)
+{
+    (void)state;
     char addr[64];
-    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    int ls = loopback_listener(addr, sizeof(addr));
     struct load L;
     struct bc_tmpl job;
     size_t body_len = 0;
@@ -268,21 +276,6 @@ test_lg_zmq_waits_for_ready(void **state)
     bc_load_fini(&L);
 }
 
-/* welcome_listener listens on 127.0.0.1 port 0; its address goes to addr. */
-static int
-welcome_listener(char *addr, size_t cap)
-{
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(ls >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(ls, 1), 0);
-    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &al), 0);
-    snprintf(addr, cap, "tcp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
-    return ls;
-}
-
 /* send_welcome sends a client's Welcome with the given flags on fd. */
 static void
 send_welcome(int fd, uint16_t flags)
@@ -309,7 +302,7 @@ test_lg_session_waits_for_welcome(void **state)
 {
     (void)state;
     char addr[64];
-    int ls = welcome_listener(addr, sizeof(addr));
+    int ls = loopback_listener(addr, sizeof(addr));
     struct load L;
     struct bc_tmpl job;
     size_t body_len = 0;

@@ -136,6 +136,19 @@ kill9_restart(struct tp_ctx *c, const char *jdir)
     tp_start(c, "--journal", jdir, NULL);
 }
 
+/* sigterm_restart stops the backend with SIGTERM: plain client p's job p1 ends crash
+ * "Backend shutting down", session client s gets Error SHUTDOWN and no crash before it (its
+ * job stays in the journal); the backend exits 0 and starts again on journal jdir. */
+static void
+sigterm_restart(struct tp_ctx *c, const char *jdir, struct tp_peer *p, struct tp_peer *s)
+{
+    tp_signal(c, SIGTERM);
+    tp_expect_synthetic(p, "p1", "crash", "Backend shutting down", "S-p1");
+    tp_expect_error(s, ING_ERR_SHUTDOWN);
+    assert_int_equal(tp_wait_exit(c, 10000 * tp_slow()), 0);
+    tp_start(c, "--journal", jdir, NULL);
+}
+
 /* A detached session: its running job goes on, its waiting job is dispatched, their results
  * are kept; resuming delivers them, then lists the jobs still held; resubmitting a held job
  * is acknowledged and does not run it again; a job that was never received is new. */
@@ -294,11 +307,7 @@ TP_TEST(test_session_journal_sigterm)
     tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
     tp_submit(p, "p1", 0);
     tp_barrier(p);
-    tp_signal(c, SIGTERM);
-    tp_expect_synthetic(p, "p1", "crash", "Backend shutting down", "S-p1");
-    tp_expect_error(s, ING_ERR_SHUTDOWN); /* no crash for s1 before it */
-    assert_int_equal(tp_wait_exit(c, 10000 * tp_slow()), 0);
-    tp_start(c, "--journal", jdir, NULL);
+    sigterm_restart(c, jdir, p, s);
     if (!tp_log_contains(c, "1 waiting jobs restored"))
         tp_fail("the log does not say that one job was restored");
     struct tp_peer *s2 = session_open(c, sid_b);
@@ -715,11 +724,7 @@ TP_TEST(test_session_journal_sigterm_held)
     tp_close(c, ag);
     tp_close(c, ag2);
     wait_log(c, "agent R lost: its 1 jobs wait", 2); /* both held */
-    tp_signal(c, SIGTERM);
-    tp_expect_synthetic(p, "p1", "crash", "Backend shutting down", "S-p1");
-    tp_expect_error(s, ING_ERR_SHUTDOWN); /* no crash for h1 before it */
-    assert_int_equal(tp_wait_exit(c, 10000 * tp_slow()), 0);
-    tp_start(c, "--journal", jdir, NULL);
+    sigterm_restart(c, jdir, p, s);
     if (!tp_log_contains(c, "journal: 1 running jobs wait"))
         tp_fail("the restart does not hold the session's job (and only it) for its agent");
     struct tp_peer *back = resume_agent(c, 0x42, "h1");
