@@ -2064,6 +2064,7 @@ be_config_default(struct be_config *cfg)
     cfg->max_requeues = 5;
     cfg->deadline_margin_ms = 30000;
     cfg->session_ttl_ms = 600000;
+    cfg->session_unacked_max = 64ull << 20;
     cfg->resume_grace_ms = 10000;
 }
 
@@ -5142,21 +5143,20 @@ kept_free(struct backend *be, struct be_session *s, struct kept *k)
     pool_free(&be->jobs_pool, k, sizeof(*k) + ING_HDR_LEN + k->len);
 }
 
-/* SESSION_UNACKED_MAX: result bytes an acknowledging connection may leave unacknowledged;
- * past it, it is closed (Error OVERLOAD) and its session detached (proto.md 7.9). */
-#define SESSION_UNACKED_MAX (64u << 20)
-
-/* kept_send sends s's kept result k on s's (acknowledging) connection, numbered. */
+/* kept_send sends s's kept result k on s's (acknowledging) connection, numbered. Past
+ * cfg.session_unacked_max bytes unacknowledged, the connection is closed (Error OVERLOAD)
+ * and its session detached (proto.md 7.9). */
 static void
 kept_send(struct backend *be, struct be_session *s, struct kept *k)
 {
     be->ops.relay(s->c->peer, ING_BACKEND_JOB_DONE, k->frame + ING_HDR_LEN, k->len);
     k->dno = ++s->sent;
     s->unacked_bytes += k->len;
-    if (s->unacked_bytes > SESSION_UNACKED_MAX && !s->overrun && be->ops.drop != NULL) {
+    if (s->unacked_bytes > be->cfg.session_unacked_max && s->unacked_bytes > k->len &&
+        !s->overrun && be->ops.drop != NULL) { /* (one result alone is never too much) */
         s->overrun = true;
-        log_msg(LOG_WARN, "session: over %u bytes of results not acknowledged: its connection "
-                "is closed, the results kept", SESSION_UNACKED_MAX);
+        log_msg(LOG_WARN, "session: over %llu bytes of results not acknowledged: its connection "
+                "is closed, the results kept", (unsigned long long)be->cfg.session_unacked_max);
         be->ops.drop(s->c->peer, ING_ERR_OVERLOAD, "results not acknowledged");
     }
 }
@@ -5176,13 +5176,17 @@ session_push(struct backend *be, struct be_session *s, struct kept *k)
 }
 
 /* session_send_kept sends s's kept results not yet sent on its acknowledging connection, at
- * least one and then while budget bytes are not exceeded; returns true if some remain. */
+ * least one and then while budget bytes are not exceeded, but none that would leave more
+ * than cfg.session_unacked_max unacknowledged (the client's acknowledgements let the next
+ * ones go: be_session_ack); returns true if some remain. */
 static bool
 session_send_kept(struct backend *be, struct be_session *s, size_t budget)
 {
     size_t sent = 0;
     while (s->next_send != NULL && (sent == 0 || sent + s->next_send->len <= budget)) {
         struct kept *k = s->next_send;
+        if (s->unacked_bytes > 0 && s->unacked_bytes + k->len > be->cfg.session_unacked_max)
+            break;
         s->next_send = k->next;
         kept_send(be, s, k);
         sent += k->len;

@@ -71,6 +71,9 @@ struct be_config {
     const struct fair_weight *fair_weights; /* --fair-weight (kept by the caller) */
     size_t n_fair_weights;
     uint64_t session_ttl_ms; /* --session-ttl: a detached session's jobs wait this long */
+    uint64_t session_unacked_max; /* result bytes an acknowledging connection may leave
+                                   * unacknowledged, then it is closed (proto.md 7.9): the
+                                   * server sets 4 x --max-output */
 };
 
 #define BE_MAX_REQUEUES 100

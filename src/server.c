@@ -1233,6 +1233,8 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
                            rc == -ERANGE ? "acknowledges more results than were sent"
                                          : "no session acknowledging its results",
                            m->type);
+        else if (out_pending(c) == 0 && be_session_resuming(c->client))
+            be_session_deliver(be, c->client, SESSION_BATCH(c->srv)); /* held for acks */
         break;
     }
     case ING_CLIENT_GET_STATS: {
@@ -2388,6 +2390,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     }
     struct be_ops ops = {be_send, be_relay, be_drop, be_registered, be_take, be_send_shared};
     s->cfg.be.lost_batch = LOST_BATCH;
+    s->cfg.be.session_unacked_max = 4 * s->cfg.max_output; /* (at most 256 GiB) */
     s->loop = ev_new();
     if (s->loop == NULL || be_init(&s->be, &s->cfg.be, &ops) != 0) {
         snprintf(err, errlen, "out of memory");
