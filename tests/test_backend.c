@@ -1440,6 +1440,100 @@ test_backend_register_shutdown(void **state)
     assert_int_equal(reg_calls, 0); /* teardown's be_fini ends the rest, without callbacks */
 }
 
+/* Issue 13: an agent with many environments leaves (be_agent_gone): its jobs go at once (the
+ * started one crashed, the others requeued once, in order), then its environments in steps
+ * (be_register): be_check after each step, no job to it, no list half way, one list at the
+ * end; a hello meanwhile waits its turn. Without memory for the stepped removal's record the
+ * agent is removed at once. */
+static void
+test_backend_lost_agent_in_steps(void **state)
+{
+    (void)state;
+    const uint32_t n = 3000;
+    char why[200];
+    struct be_agent *b = reg_setup();
+    struct be_agent *a = be_agent_new(&be, &peers[2]);
+    assert_int_equal(reg_finish(hello_many_pending(a, 4, "env", n, why, sizeof(why)), why,
+                                sizeof(why)),
+                     0);
+    be_flush(&be);
+    for (int k = 0; k < 8 && be_flush_building(&be); k++)
+        be_flush(&be);
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
+    const char *ids[] = {"j1", "j2", "j3", "j4"};
+    for (int i = 0; i < 4; i++) {
+        submit(be.clients, ids[i], 0, "env1");
+        expect(2, ING_BACKEND_NEW_JOB, ids[i]);
+    }
+    submit(be.clients, "j5", 0, "env1"); /* waits: a's 4 slots are busy */
+    started(a, "j2");
+    expect(0, ING_BACKEND_JOB_STARTED, "j2");
+    uint64_t requeued = be.stats.jobs_requeued;
+    be_agent_gone(&be, a);
+    assert_true(be_registering(&be)); /* its environments go in steps */
+    assert_int_equal(be.stats.jobs_requeued, requeued + 3);
+    assert_string_equal(expect(0, ING_BACKEND_JOB_DONE, "j2")->kind, "crash");
+    expect_none(0);
+    submit(be.clients, "j6", 0, "env2999"); /* still listed: it waits, a gets nothing */
+    int steps = 0;
+    while (be_register(&be, 100)) {
+        steps++;
+        assert_int_equal(be_check(&be), 0);
+        assert_true(be.envs_held);
+        be.now_ms += be.cfg.envs_grace_ms;
+        be_flush(&be);
+        assert_int_equal(peers[0].seen, peers[0].n); /* no list half way */
+        expect_none(2);
+    }
+    assert_true(steps >= (int)(n / 100) - 1);
+    assert_false(be.envs_held);
+    assert_int_equal(reg_calls, 1); /* a's own hello only: a removal has no callback */
+    assert_int_equal(be_check(&be), 0);
+    be.now_ms += be.cfg.envs_grace_ms;
+    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
+        ;
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 1); /* "other" */
+    expect_none(0);
+    /* A new provider of env1 gets the requeued jobs in their order, each once. */
+    struct be_agent *c = agent(3, 8, "env1");
+    const char *order[] = {"j1", "j3", "j4", "j5"};
+    for (int i = 0; i < 4; i++)
+        expect(3, ING_BACKEND_NEW_JOB, order[i]);
+    expect_none(3);
+    /* Another big agent leaves; a small hello while its removal is under way is queued
+     * behind it, and both end. */
+    struct be_agent *d = be_agent_new(&be, &peers[4]);
+    assert_int_equal(reg_finish(hello_many_pending(d, 1, "dd", n, why, sizeof(why)), why,
+                                sizeof(why)),
+                     0);
+    be_agent_gone(&be, d);
+    assert_true(be_register(&be, 100));
+    struct be_agent *e = be_agent_new(&be, &peers[5]);
+    assert_int_equal(hello_spec(e, 1, "docker:small", why, sizeof(why)), 0);
+    assert_false(be_registering(&be));
+    assert_int_equal(be_check(&be), 0);
+    /* No memory for the removal's record: removed at once, nothing lost. */
+    struct be_agent *f = be_agent_new(&be, &peers[6]);
+    assert_int_equal(reg_finish(hello_many_pending(f, 1, "ff", n, why, sizeof(why)), why,
+                                sizeof(why)),
+                     0);
+    fail_at = 1;
+    be_agent_gone(&be, f);
+    fail_at = 0;
+    assert_false(be_registering(&be));
+    assert_int_equal(be_check(&be), 0);
+    /* One more leaves and the backend stops half way: teardown's be_fini ends the removal
+     * (ASan and valgrind: nothing leaked). */
+    struct be_agent *g = be_agent_new(&be, &peers[7]);
+    assert_int_equal(reg_finish(hello_many_pending(g, 1, "gg", n, why, sizeof(why)), why,
+                                sizeof(why)),
+                     0);
+    be_agent_gone(&be, g);
+    assert_true(be_register(&be, 100));
+    (void)b;
+    (void)c;
+}
+
 /* flush_steps_timed calls be_flush until the list's build is done (as the loop would at
  * each iteration); returns the longest call in seconds, the number of calls in *calls. */
 static double
@@ -3355,6 +3449,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_register_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_stats_consistent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_shutdown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_lost_agent_in_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_requeue_cap_and_alive, setup, teardown),
