@@ -4529,6 +4529,7 @@ unreg_stepped(struct backend *be, struct be_agent *a)
     r->a = a;
     r->gone = true; /* no callback; a is the removal's to free */
     r->phase = REG_UNREG;
+    log_msg(LOG_INFO, "agent %s: its %u environments are withdrawn in steps", a->name, a->nenvs);
     unreg_begin(be, a, false);
     reg_enqueue(be, r);
     return true;
