@@ -36,14 +36,16 @@
  * Jobs are those of bench/loadgen.c (128-byte inputdata, a 253-byte ClientNewJob body).
  * Fixed seeds; each case warms up, then CLOCK_MONOTONIC is read around the timed loop only.
  * The whole program runs in about 20 s (mostly filling the 1M queues) and needs about 1 GB.
- * Optional argument: a case-name prefix to run only those cases (e.g. "sched_cycle").
+ * Optional argument: a case-name prefix to run only those cases (e.g. "sched_cycle"), or a
+ * name and '$' for that case alone (e.g. 'sched_cycle_e1_a1_w1M_fair1$').
  * ING_BENCH_CPU=1 times on the process's CPU clock instead of the monotonic one (a shared,
- * loaded machine: the time other processes ran does not count). */
+ * loaded machine: the time other processes ran does not count). ING_BENCH_TIMED_MS=N times
+ * each cycle case for N ms instead of 150 (a profile of the cycle alone, not the filling). */
 #include "backend.h"
 #include "common.h"
 #include "log.h"
 
-#define TIMED_NS 150000000ull /* timed part of a cycle case */
+static uint64_t timed_ns = 150000000ull; /* timed part of a cycle case (ING_BENCH_TIMED_MS) */
 #define WARM_CYCLES 10000
 #define INFLIGHT 32 /* running jobs in the 0-waiting cycle cases, whatever the agents */
 #define MILLION 1000000u
@@ -111,7 +113,10 @@ now_ns(void)
 static bool
 wanted(const char *name)
 {
-    return only == NULL || strncmp(name, only, strlen(only)) == 0;
+    size_t n = only != NULL ? strlen(only) : 0;
+    if (n > 0 && only[n - 1] == '$') /* "NAME$": that case alone */
+        return strlen(name) == n - 1 && strncmp(name, only, n - 1) == 0;
+    return only == NULL || strncmp(name, only, n) == 0;
 }
 
 static void
@@ -471,7 +476,7 @@ case_heap(void)
     teardown(&b);
 }
 
-/* timed_ahead times cycles_ahead (after a warm-up) for TIMED_NS; *iters = cycles run. */
+/* timed_ahead times cycles_ahead (after a warm-up) for timed_ns; *iters = cycles run. */
 static uint64_t
 timed_ahead(struct bench *b, uint64_t *iters)
 {
@@ -483,12 +488,12 @@ timed_ahead(struct bench *b, uint64_t *iters)
             cycles_ahead(b);
         n += 1024;
         t = now_ns() - t0;
-    } while (t < TIMED_NS);
+    } while (t < timed_ns);
     *iters = n;
     return t;
 }
 
-/* timed_cycles times submit + complete cycles (after a warm-up) for TIMED_NS, then the
+/* timed_cycles times submit + complete cycles (after a warm-up) for timed_ns, then the
  * same as the server handles reads (timed_ahead), and prints both lines. Before, after and
  * in between, waiting jobs wait and running ones run. */
 static void
@@ -507,7 +512,7 @@ timed_cycles(struct bench *b, const char *name, const char *name_ahead, uint64_t
         }
         iters += 1024;
         t = now_ns() - t0;
-    } while (t < TIMED_NS);
+    } while (t < timed_ns);
     if (b->be.n_waiting != waiting || b->rlen != running)
         die("a cycle case changed its numbers of waiting or running jobs");
     line(name, iters, t);
@@ -535,9 +540,14 @@ case_cycle(uint32_t nenv, uint32_t nagents)
      * oldest. */
     while (b.rlen < INFLIGHT)
         submit(&b, 0, -1);
-    timed_cycles(&b, name0, name0a, 0, INFLIGHT);
+    if (wanted(name0))
+        timed_cycles(&b, name0, name0a, 0, INFLIGHT);
     /* 1M waiting: every slot busy and a million jobs queued; a cycle submits one (queued)
      * and answers the oldest running one, whose slot takes the best waiting job. */
+    if (!wanted(name1)) {
+        teardown(&b);
+        return;
+    }
     uint32_t slots = nagents * SLOTS;
     while (b.rlen < slots)
         submit(&b, 0, -1);
@@ -710,7 +720,7 @@ case_pair(uint32_t nenv, uint32_t nagents, bool million, uint32_t keys_a, uint32
     }
     fair_keys = 0;
     uint64_t t[2] = {0, 0}, iters = 0;
-    while (t[0] + t[1] < 4 * TIMED_NS) {
+    while (t[0] + t[1] < 4 * timed_ns) {
         for (int x = 0; x < 2; x++) {
             uint64_t t0 = now_ns();
             for (int i = 0; i < 1024; i++) {
@@ -741,6 +751,9 @@ main(int argc, char **argv)
     only = argc == 2 ? argv[1] : NULL;
     const char *cpu = getenv("ING_BENCH_CPU");
     cpu_clock = cpu != NULL && strcmp(cpu, "1") == 0;
+    const char *tms = getenv("ING_BENCH_TIMED_MS");
+    if (tms != NULL && atoi(tms) > 0)
+        timed_ns = (uint64_t)atoi(tms) * 1000000u;
     log_level_max = LOG_ERR;
     printf("# name iterations ns/op\n");
     case_heap();

@@ -801,21 +801,33 @@ kheap_up(struct env *e, uint32_t i)
     kheap_place(e, i, &x);
 }
 
+/* key_less_nb is key_less without a branch (every comparison evaluated, combined bitwise):
+ * which child of a sift is smaller is unpredictable, a conditional move is not. */
+static inline bool
+key_less_nb(const struct kent *a, const struct kent *b)
+{
+    return (a->prio < b->prio) |
+           ((a->prio == b->prio) & ((a->vt < b->vt) | ((a->vt == b->vt) & (a->seq < b->seq))));
+}
+
+/* kheap_down restores the heap below i, whose entry's key grew. Bottom-up: the hole at i
+ * goes down along the smaller children to the bottom (one comparison per level, no branch
+ * on the keys), then the entry rises from there. With fair share the key just served
+ * usually has the largest tag of all and rises not at all; a plain sift-down would compare
+ * it with both children at each level, a mispredicted branch each. */
 static void
 kheap_down(struct env *e, uint32_t i)
 {
     struct kent x = e->kheap[i];
-    for (;;) {
-        uint32_t l = 2 * i + 1, m = i;
-        const struct kent *best = &x;
-        if (l < e->kn && key_less(&e->kheap[l], best))
-            best = &e->kheap[m = l];
-        if (l + 1 < e->kn && key_less(&e->kheap[l + 1], best))
-            m = l + 1;
-        if (m == i)
-            break;
+    uint32_t n = e->kn, top = i;
+    for (uint32_t l = 2 * i + 1; l < n; l = 2 * i + 1) {
+        uint32_t m = l + (uint32_t)(l + 1 < n && key_less_nb(&e->kheap[l + 1], &e->kheap[l]));
         kheap_place(e, i, &e->kheap[m]);
         i = m;
+    }
+    while (i > top && key_less(&x, &e->kheap[(i - 1) / 2])) {
+        kheap_place(e, i, &e->kheap[(i - 1) / 2]);
+        i = (i - 1) / 2;
     }
     kheap_place(e, i, &x);
 }
@@ -830,9 +842,28 @@ rank_prefetch(const struct rank *r, uint64_t o)
         return;
     uint32_t q = (uint32_t)(o & (r->cap - 1));
     __builtin_prefetch(&r->bits[q / 64]);
+    __builtin_prefetch(&r->t[q / 64 + 1]); /* the Fenwick path's first counter */
     __builtin_prefetch(&r->sq[q]);
     if (r->keys)
         __builtin_prefetch(&r->vt[q]);
+}
+
+/* key_prefetch_rec starts loading record k (fair share: a key that will soon be the first of
+ * its environment's heap), so that key_prefetch_head reads it without waiting. */
+static inline void
+key_prefetch_rec(const struct fair_key *k)
+{
+    for (size_t off = 0; off < sizeof(*k); off += 64)
+        __builtin_prefetch((const char *)k + off);
+}
+
+/* job_prefetch_head starts loading waiting job j's header (its 96 bytes may span two lines:
+ * prev/next at the start, the ordinal at the end). */
+static inline void
+job_prefetch_head(const struct job *j)
+{
+    __builtin_prefetch(j);
+    __builtin_prefetch(&j->ord);
 }
 
 /* key_prefetch_tail: a new job of k is coming (its ordinal and its key's last job). */
@@ -841,7 +872,7 @@ key_prefetch_tail(const struct fair_key *k)
 {
     rank_prefetch(&k->rk, k->rk.next);
     if (k->qtail != NULL)
-        __builtin_prefetch(k->qtail);
+        job_prefetch_head(k->qtail);
 }
 
 /* key_prefetch_head: k's first job is the next to leave e (its ordinal, the job after it). */
@@ -851,7 +882,7 @@ key_prefetch_head(const struct fair_key *k)
     rank_prefetch(&k->rk, k->qord);
     rank_prefetch(&k->rk, k->qord + 1);
     if (k->qhead != NULL && k->qhead->next != NULL)
-        __builtin_prefetch(k->qhead->next);
+        job_prefetch_head(k->qhead->next);
 }
 
 /* key_head notes k's first waiting job h: its ordinal, (tag, arrival), and starts loading
@@ -863,7 +894,7 @@ key_head(struct fair_key *k, const struct job *h)
     k->qvt = job_vt(h);
     k->qseq = h->seq;
     if (h->next != NULL)
-        __builtin_prefetch(h->next);
+        job_prefetch_head(h->next);
 }
 
 /* key_insert puts waiting job j (its ordinal given) in its key's list, at its place (the
@@ -1411,8 +1442,16 @@ run_job(struct backend *be, struct be_agent *a, struct job *j)
          * first) and the header of the one after it, whose (priority, arrival) becomes the
          * environment's key when the next one leaves (with fair share: its key's). */
         const struct job *h = env_best(e);
-        if (e->kn > 0)
+        if (e->kn > 0) {
+            /* The next key's record was loaded one dispatch ago (below): its ordinals and
+             * next job now; the keys that may come after it (the first's children) start
+             * loading their records. */
             key_prefetch_head(e->kheap[0].k);
+            if (e->kn > 1)
+                key_prefetch_rec(e->kheap[1].k);
+            if (e->kn > 2)
+                key_prefetch_rec(e->kheap[2].k);
+        }
         size_t n = sizeof(*h) + h->body_len;
         n = n < JOB_PREFETCH_BYTES ? n : JOB_PREFETCH_BYTES;
         for (size_t off = 64; off < n; off += 64)

@@ -3,6 +3,7 @@
 #include "fair.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +68,13 @@ fair_fini(struct fair *f)
         for (size_t i = 0; i <= f->mask; i++)
             for (struct fair_key *k = f->tab[i]; k != NULL; k = k->hnext)
                 rank_fini(&k->rk, &f->pool);
+    for (struct fair_key *k = f->spare, *next; k != NULL; k = next) {
+        next = k->hnext;
+        rank_fini(&k->rk, &f->pool);
+        slab_free(&f->slab, k); /* each its own allocation in the sanitizer build */
+    }
+    f->spare = NULL;
+    f->nspare = 0;
     free(f->tab);
     f->tab = NULL;
     slab_fini(&f->slab);
@@ -102,6 +110,11 @@ fair_key_of(enum fair_mode mode, const struct ing_client_new_job *m, struct ing_
         break;
     }
 }
+
+/* fair_get clears a record in two parts around its rank, up to its key (the last field). */
+_Static_assert(offsetof(struct fair_key, brk) == offsetof(struct fair_key, rk) + sizeof(struct rank) &&
+                   sizeof(struct fair_key) - offsetof(struct fair_key, key) < FAIR_KEY_MAX + 8,
+               "struct fair_key: rk then brk, key last");
 
 static uint64_t
 key_hash(const void *scope, int64_t prio, const char *key, size_t len)
@@ -145,7 +158,9 @@ idle_unlink(struct fair *f, struct fair_key *k)
     f->nidle--;
 }
 
-/* drop unlinks record k from its scope's list *list and the table and frees it. */
+/* drop unlinks record k (no job holds it) from its scope's list *list and the table and
+ * frees it, or keeps it as a spare with its rank arrays when they are small (its rank is
+ * empty: every bit and count zero, as rank_reserve leaves a new ring). */
 static void
 drop(struct fair *f, struct fair_key *k, struct fair_key **list)
 {
@@ -157,12 +172,18 @@ drop(struct fair *f, struct fair_key *k, struct fair_key **list)
         *list = k->snext;
     if (k->snext != NULL)
         k->snext->sprev = k->sprev;
-    rank_fini(&k->rk, &f->pool);
     struct fair_key **pp = &f->tab[k->hash & f->mask];
     while (*pp != k)
         pp = &(*pp)->hnext;
     *pp = k->hnext;
     f->n--;
+    if (f->nspare < FAIR_SPARE_MAX && k->rk.cap <= RANK_MIN_CAP) {
+        k->hnext = f->spare;
+        f->spare = k;
+        f->nspare++;
+        return;
+    }
+    rank_fini(&k->rk, &f->pool);
     slab_free(&f->slab, k);
 }
 
@@ -187,17 +208,25 @@ fair_get(struct fair *f, void *scope, int64_t prio, const char *key, size_t len,
         if (k->hash == h && k->scope == scope && k->prio == prio && k->klen == len &&
             memcmp(k->key, key, kl) == 0)
             return fair_use(f, k);
-    struct fair_key *k = slab_alloc(&f->slab);
-    if (k == NULL)
-        return NULL;
-    memset(k, 0, sizeof(*k));
+    struct fair_key *k = f->spare;
+    if (k != NULL) { /* its empty rank (and arrays) kept: what a new record's would be */
+        f->spare = k->hnext;
+        f->nspare--;
+    } else {
+        if ((k = slab_alloc(&f->slab)) == NULL)
+            return NULL;
+        rank_init(&k->rk, f->mode != FAIR_NONE);
+    }
+    /* All zero but the rank and the key's bytes past its length (never read): two fixed
+     * clears, not a string store over the whole record. */
+    memset(k, 0, offsetof(struct fair_key, rk));
+    memset(&k->brk, 0, offsetof(struct fair_key, key) - offsetof(struct fair_key, brk));
     k->scope = scope;
     k->prio = prio;
     k->hash = h;
     k->klen = (uint32_t)len;
     memcpy(k->key, key, kl);
     k->inc = FAIR_QUANTUM / weight_of(f, key, len);
-    rank_init(&k->rk, f->mode != FAIR_NONE);
     k->sprev = NULL;
     k->snext = *list;
     if (*list != NULL)
@@ -205,7 +234,7 @@ fair_get(struct fair *f, void *scope, int64_t prio, const char *key, size_t len,
     *list = k;
     k->hnext = f->tab[h & f->mask];
     f->tab[h & f->mask] = k;
-    if (++f->n > f->mask + 1)
+    if (++f->n > (f->mask + 1) / 4) /* short chains: a walk reads cold records */
         grow(f);
     return k;
 }

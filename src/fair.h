@@ -12,7 +12,10 @@
  * (waiting or running); then it stays, idle, with its arrays (while fewer than
  * FAIR_IDLE_MAX are: past that it is freed), so that a key that comes back takes it again as
  * if new (its next job starts at the virtual time) without making one. Freeing the record
- * just used rather than the least recently used one keeps the work hot. Records are slab
+ * just used rather than the least recently used one keeps the work hot; and a freed record
+ * (up to FAIR_SPARE_MAX) is kept with its empty rank arrays for the next new key, which then
+ * takes it without clearing or allocating anything (a stream of jobs of ever new keys, one
+ * at a time, cost a record and its arrays made and freed per job). Records are slab
  * objects, so a key seen before costs no allocation. The backend keeps each record's waiting jobs in a list in their order (the
  * tags of one record only grow), and only the records' first jobs in a heap per
  * environment: a dispatch costs O(log keys), not O(log jobs). */
@@ -39,6 +42,8 @@ enum fair_mode {
 #define FAIR_KEY_MAX 64 /* key bytes kept (and compared) in a record; longer keys are told
                          * apart by their full hash and length too */
 #define FAIR_MAX_WEIGHTS 256
+#define FAIR_SPARE_MAX 64 /* records freed past FAIR_IDLE_MAX kept for the next new key, with
+                           * their (empty) rank arrays if small */
 #define FAIR_IDLE_MAX 256 /* idle records kept (all scopes together): more would make the
                            * table and the records a lookup reads larger than the caches */
 
@@ -82,6 +87,9 @@ struct fair {
     struct fair_key **tab;
     size_t mask, n;                 /* n: records, idle ones included */
     size_t nidle;                   /* idle records */
+    struct fair_key *spare;         /* records out of the table, linked by hnext: a new key
+                                     * takes one (its rank arrays too) before the slab's */
+    size_t nspare;
     struct slab slab;
     struct pool pool; /* the records' rank arrays */
     const struct fair_weight *w; /* --fair-weight, nw of them */

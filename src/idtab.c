@@ -47,8 +47,18 @@ idtab_hash(uint64_t h, const void *key, size_t len)
         s += 8;
         len -= 8;
     }
-    w = 0;
-    memcpy(&w, s, len);
+    /* The last 1-7 bytes as one word, by loads (overlapping ones: every byte is in it, and
+     * the length is in h): copying them into a word on the stack, a byte at a time, then
+     * reading the word stalled on store forwarding (about 15 cycles per hash of an
+     * environment name or a 36-byte job id). */
+    if (len >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + len - 4, 4);
+        w = a | (uint64_t)b << 32;
+    } else {
+        w = len > 0 ? (uint64_t)s[0] | (uint64_t)s[len / 2] << 8 | (uint64_t)s[len - 1] << 16 : 0;
+    }
     h = (h ^ w) * k;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;

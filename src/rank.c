@@ -124,7 +124,7 @@ regrow(struct rank *r, struct pool *p, uint32_t ncap, uint64_t nbase)
                 vt[np] = r->vt[op];
         }
     for (uint32_t i = 1; i <= nw; i++) { /* linear build */
-        t[i] += (uint32_t)__builtin_popcountll(bits[i - 1]);
+        t[i] += popcount(bits[i - 1]);
         uint32_t up = i + (i & -i);
         if (up <= nw)
             t[up] += t[i];

@@ -2407,15 +2407,25 @@ test_backend_fair_requeue(void **state)
     assert_int_equal(be.fair.nidle, 2);         /* A's and B's, kept for their return */
 }
 
+/* fair_one_slot restarts the backend with fair share by launcher, client 0 and agent 1 of
+ * one slot for "e" (the records' tests). */
+static void
+fair_one_slot(void **state, struct be_client **c, struct be_agent **a)
+{
+    fair_again(state, FAIR_LAUNCHER, NULL, 0);
+    *c = client(0);
+    *a = agent(1, 1, "e");
+}
+
 /* A key's record goes idle with its last job and is taken again as new (its next job starts
  * at the virtual time); idle records are bounded: past the bound a record is freed with its
  * last job. */
 static void
 test_backend_fair_idle_records(void **state)
 {
-    fair_again(state, FAIR_LAUNCHER, NULL, 0);
-    struct be_client *c = client(0);
-    struct be_agent *a = agent(1, 1, "e");
+    struct be_client *c;
+    struct be_agent *a;
+    fair_one_slot(state, &c, &a);
     char key[16], id[16];
     quiet_peers = true; /* more messages than the mocks log: each job runs at once */
     for (int i = 0; i < FAIR_IDLE_MAX + 10; i++) {
@@ -2446,6 +2456,53 @@ test_backend_fair_idle_records(void **state)
     submit_as(c, "k30", "y1", 0);
     expect_run(1, a, "x1 y1 x2 x3"); /* y1 at the virtual time, before x2 */
     expect_none(1);
+}
+
+/* A record freed past the idle bound is kept as a spare (at most FAIR_SPARE_MAX) with its
+ * empty rank arrays; a new key takes it and behaves as a new record: its jobs start at the
+ * virtual time, their positions are exact and the order is fair share's. */
+static void
+test_backend_fair_spare_records(void **state)
+{
+    struct be_client *c;
+    struct be_agent *a;
+    fair_one_slot(state, &c, &a);
+    char key[16], id[16];
+    quiet_peers = true; /* all queued (one runs), then each ends: the records go idle, then
+                         * past the bound spare, then past both freed */
+    enum { NKEYS = FAIR_IDLE_MAX + FAIR_SPARE_MAX + 10 };
+    for (int i = 0; i < NKEYS; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        snprintf(id, sizeof(id), "j%d", i);
+        submit_as(c, key, id, 0);
+    }
+    assert_int_equal(be.fair.n, NKEYS);
+    for (int i = 0; i < NKEYS; i++) { /* equal tags: arrival order */
+        snprintf(id, sizeof(id), "j%d", i);
+        done(a, id, "success");
+    }
+    quiet_peers = false;
+    assert_int_equal(be.n_waiting + be.n_running, 0);
+    assert_int_equal(be.fair.n, FAIR_IDLE_MAX);
+    assert_int_equal(be.fair.nspare, FAIR_SPARE_MAX); /* the bound holds */
+    /* Three new keys take spares: one job runs, the others wait in fair share's order. */
+    submit_as(c, "A", "a1", 0); /* runs */
+    assert_int_equal(be.fair.nspare, FAIR_SPARE_MAX - 1);
+    submit_as(c, "A", "a2", 0);
+    submit_as(c, "A", "a3", 0);
+    submit_as(c, "B", "b1", 0);
+    submit_as(c, "C", "c1", 0);
+    assert_int_equal(be.fair.nspare, FAIR_SPARE_MAX - 3);
+    assert_int_equal(be_check(&be), 0);
+    /* a1 took tag 0 (the virtual time), a2 and a3 the next ones; b1 and c1 start at the
+     * virtual time, 0: before a2. */
+    assert_int_equal(info_of("b1").position, 0);
+    assert_int_equal(info_of("c1").position, 1);
+    assert_int_equal(info_of("a2").position, 2);
+    assert_int_equal(info_of("a3").position, 3);
+    expect_run(1, a, "a1 b1 c1 a2 a3");
+    expect_none(1);
+    assert_int_equal(be_check(&be), 0);
 }
 
 /* Random walk: many clients, agents, environments; invariants after every step, and
@@ -3466,6 +3523,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_fair_requeue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_orphan_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_idle_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_fair_spare_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_priority_aging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_info, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_info_shared_agent, setup, teardown),
