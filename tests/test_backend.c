@@ -1440,6 +1440,20 @@ test_backend_register_shutdown(void **state)
     assert_int_equal(reg_calls, 0); /* teardown's be_fini ends the rest, without callbacks */
 }
 
+/* agent_many registers an agent on peer i with slots and n docker environments
+ * "<prefix><k>" (a hello registered in steps, driven to its end). */
+static struct be_agent *
+agent_many(int i, uint32_t slots, const char *prefix, uint32_t n)
+{
+    char why[200];
+    struct be_agent *a = be_agent_new(&be, &peers[i]);
+    assert_non_null(a);
+    assert_int_equal(reg_finish(hello_many_pending(a, slots, prefix, n, why, sizeof(why)), why,
+                                sizeof(why)),
+                     0);
+    return a;
+}
+
 /* Issue 13: an agent with many environments leaves (be_agent_gone): its jobs go at once (the
  * started one crashed, the others requeued once, in order), then its environments in steps
  * (be_register): be_check after each step, no job to it, no list half way, one list at the
@@ -1452,10 +1466,7 @@ test_backend_lost_agent_in_steps(void **state)
     const uint32_t n = 3000;
     char why[200];
     struct be_agent *b = reg_setup();
-    struct be_agent *a = be_agent_new(&be, &peers[2]);
-    assert_int_equal(reg_finish(hello_many_pending(a, 4, "env", n, why, sizeof(why)), why,
-                                sizeof(why)),
-                     0);
+    struct be_agent *a = agent_many(2, 4, "env", n);
     be_flush(&be);
     for (int k = 0; k < 8 && be_flush_building(&be); k++)
         be_flush(&be);
@@ -1502,10 +1513,7 @@ test_backend_lost_agent_in_steps(void **state)
     expect_none(3);
     /* Another big agent leaves; a small hello while its removal is under way is queued
      * behind it, and both end. */
-    struct be_agent *d = be_agent_new(&be, &peers[4]);
-    assert_int_equal(reg_finish(hello_many_pending(d, 1, "dd", n, why, sizeof(why)), why,
-                                sizeof(why)),
-                     0);
+    struct be_agent *d = agent_many(4, 1, "dd", n);
     be_agent_gone(&be, d);
     assert_true(be_register(&be, 100));
     struct be_agent *e = be_agent_new(&be, &peers[5]);
@@ -1513,10 +1521,7 @@ test_backend_lost_agent_in_steps(void **state)
     assert_false(be_registering(&be));
     assert_int_equal(be_check(&be), 0);
     /* No memory for the removal's record: removed at once, nothing lost. */
-    struct be_agent *f = be_agent_new(&be, &peers[6]);
-    assert_int_equal(reg_finish(hello_many_pending(f, 1, "ff", n, why, sizeof(why)), why,
-                                sizeof(why)),
-                     0);
+    struct be_agent *f = agent_many(6, 1, "ff", n);
     fail_at = 1;
     be_agent_gone(&be, f);
     fail_at = 0;
@@ -1524,10 +1529,7 @@ test_backend_lost_agent_in_steps(void **state)
     assert_int_equal(be_check(&be), 0);
     /* One more leaves and the backend stops half way: teardown's be_fini ends the removal
      * (ASan and valgrind: nothing leaked). */
-    struct be_agent *g = be_agent_new(&be, &peers[7]);
-    assert_int_equal(reg_finish(hello_many_pending(g, 1, "gg", n, why, sizeof(why)), why,
-                                sizeof(why)),
-                     0);
+    struct be_agent *g = agent_many(7, 1, "gg", n);
     be_agent_gone(&be, g);
     assert_true(be_register(&be, 100));
     (void)b;
