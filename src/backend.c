@@ -3984,6 +3984,7 @@ struct be_reg {
     struct be_reg *next; /* be->regs: only the first one makes progress */
     struct be_agent *a;  /* NULL once the agent left before REG_UNREG (a freed by then) */
     bool gone;           /* the agent left: no callback; from REG_UNREG on a is ours to free */
+    bool remove;         /* a lost agent's removal (unreg_stepped): REG_UNREG, then the end */
     bool stepped;        /* queued (ops.registered tells the end), not run inline */
     enum reg_phase phase;
     struct sblk *own;    /* the copy of the environments map a queued hello reads, or the
@@ -4362,13 +4363,13 @@ reg_unit(struct backend *be, struct be_reg *r)
             return false;
         unreg_end(be, a, false, false);
         be->envs_held = false;
-        if (r->withdrawn && r->gone)
+        if (r->withdrawn && (r->gone || r->remove))
             envs_touch(be, true); /* else the new list follows at once (reg_done) */
         if (r->phase == REG_CANCEL) {
             r->rc = -ECANCELED;
             return true;
         }
-        if (r->gone) {
+        if (r->gone || r->remove) {
             r->phase = REG_DROP;
             r->rc = -ECANCELED;
             r->i = 0;
@@ -4493,7 +4494,7 @@ be_register(struct backend *be, size_t budget)
         be->regs = r->next;
         if (be->regs == NULL)
             be->regs_tail = NULL;
-        if (!r->gone && r->a != NULL && be->ops.registered != NULL)
+        if (!r->gone && !r->remove && r->a != NULL && be->ops.registered != NULL)
             be->ops.registered(r->a->peer, r->rc, r->why);
         reg_free(be, r);
         free(r);
@@ -4555,18 +4556,21 @@ regs_fini(struct backend *be)
  * and types, in steps (be_register) as a re-hello's previous registration goes: its jobs and
  * its place among the agents at once (unreg_begin: no job for it from now on), then its
  * environments and types in the queue's order, the list held until the end (clients see
- * one change), and a freed there. Returns false if a is to be removed at once (a small
- * registration, or no memory for the removal's record). */
+ * one change). gone: its connection closed (a freed at the end), else it missed its pings
+ * (be_agent_gone frees it, or lets the removal do it if still under way). Returns false if
+ * a is to be removed at once (a small registration, a hello of its queued, or no memory for
+ * the removal's record). */
 static bool
-unreg_stepped(struct backend *be, struct be_agent *a)
+unreg_stepped(struct backend *be, struct be_agent *a, bool gone)
 {
-    if ((size_t)a->nenvs + a->ntypes <= BE_UNREG_INLINE)
+    if ((size_t)a->nenvs + a->ntypes <= BE_UNREG_INLINE || a->reg != NULL)
         return false;
     struct be_reg *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return false;
     r->a = a;
-    r->gone = true; /* no callback; a is the removal's to free */
+    r->gone = gone; /* no callback; a is the removal's to free */
+    r->remove = true;
     r->phase = REG_UNREG;
     log_msg(LOG_INFO, "agent %s: its %u environments are withdrawn in steps", a->name, a->nenvs);
     unreg_begin(be, a, false);
@@ -4580,15 +4584,16 @@ be_agent_gone(struct backend *be, struct be_agent *a)
     if (a == NULL)
         return;
     if (a->reg != NULL) {
-        log_msg(LOG_INFO, "agent %s left while its hello was being registered",
-                a->name != NULL ? a->name : "(new)");
+        if (!a->reg->remove) /* (else it missed its pings: being removed) */
+            log_msg(LOG_INFO, "agent %s left while its hello was being registered",
+                    a->name != NULL ? a->name : "(new)");
         if (reg_abandon(be, a))
             return; /* the registration undoes what it applied, then frees a */
     }
     if (a->registered) {
         log_msg(LOG_INFO, "agent %s disconnected", a->name);
         be->stats.agents_lost++;
-        if (unreg_stepped(be, a))
+        if (unreg_stepped(be, a, true))
             return; /* the removal frees a at its end */
         agent_unregister(be, a, false);
     }
@@ -4886,7 +4891,8 @@ be_ping_tick(struct backend *be)
             be->lost_jobs += a->nrun;
             log_msg(LOG_WARN, "agent %s missed %u pings: removed", a->name, a->missed);
             be->stats.agents_lost++;
-            agent_unregister(be, a, false);
+            if (!unreg_stepped(be, a, false))
+                agent_unregister(be, a, false);
             if (be->ops.drop != NULL)
                 be->ops.drop(a->peer, ING_ERR_TIMEOUT, "too many unanswered pings");
             continue;

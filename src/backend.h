@@ -332,7 +332,8 @@ struct be_agent *be_agent_new(struct backend *be, void *peer);
  * once (its jobs requeued or ended, proto.md 7.5); one with more than BE_UNREG_INLINE
  * environments and types lets them go in steps, queued with the registrations (be_register,
  * be_registering: the caller runs them), getting no job meanwhile, and clients are sent no
- * environment list until it ends (they see the list before or after, never half of it). */
+ * environment list until it ends (they see the list before or after, never half of it).
+ * be_ping_tick removes an agent that missed its pings the same way. */
 void be_agent_gone(struct backend *be, struct be_agent *a);
 #define BE_UNREG_INLINE 256
 bool be_agent_registered(const struct be_agent *a);

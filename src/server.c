@@ -2060,6 +2060,8 @@ ping_tick(void *arg)
     struct server *s = arg;
     update_clock(s);
     be_ping_tick(&s->be);
+    if (be_registering(&s->be)) /* an agent removed for missed pings, in steps (reg_run) */
+        arm(s, &s->reg_timer, ev_now_ms(s->loop));
     arm(s, &s->ping_timer, ev_now_ms(s->loop) + s->cfg.ping_interval_ms);
 }
 

@@ -228,12 +228,15 @@ mock_relay(void *peer, uint8_t type, const uint8_t *body, size_t len)
     }
 }
 
+static int drops; /* ops.drop calls since setup */
+
 static void
 mock_drop(void *peer, uint16_t code, const char *why)
 {
     (void)peer;
     (void)code;
     (void)why;
+    drops++;
 }
 
 /* The last end of a hello registered in steps (ops.registered). */
@@ -290,6 +293,7 @@ setup(void **state)
     cfg.n_fair_weights = t_nweights;
     struct be_ops ops = {mock_send, mock_relay, mock_drop, mock_registered};
     reg_calls = 0;
+    drops = 0;
     assert_int_equal(be_init(&be, &cfg, &ops), 0);
     be.now_ms = 1000;
     be.wall_s = 1700000000;
@@ -1534,6 +1538,46 @@ test_backend_lost_agent_in_steps(void **state)
     assert_true(be_register(&be, 100));
     (void)b;
     (void)c;
+}
+
+/* The same for agents that miss their pings: removed in steps (no job, no list half way),
+ * dropped; one whose connection closes during its removal is freed by the removal, one
+ * whose connection closes after it by be_agent_gone (ASan, valgrind: no leak, no double
+ * free). */
+static void
+test_backend_ping_lost_agent_in_steps(void **state)
+{
+    (void)state;
+    const uint32_t n = 1000;
+    struct be_agent *b = reg_setup();
+    struct be_agent *a1 = agent_many(2, 1, "p", n);
+    struct be_agent *a2 = agent_many(3, 1, "q", n);
+    be_flush(&be);
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 2 * n + 1);
+    for (uint32_t i = 0; i <= be.cfg.ping_max + 1; i++) {
+        be_ping_tick(&be);
+        be_agent_alive(b);
+    }
+    assert_int_equal(be.n_agents, 1);
+    assert_true(be_registering(&be));
+    assert_int_equal(drops, 2);
+    int steps = 0;
+    while (be_register(&be, 100)) {
+        assert_int_equal(be_check(&be), 0);
+        be.now_ms += be.cfg.envs_grace_ms;
+        be_flush(&be);
+        assert_int_equal(peers[0].seen, peers[0].n); /* no list half way */
+        if (++steps == 5)
+            be_agent_gone(&be, a2); /* its removal, queued second, frees it */
+    }
+    assert_true(steps > 2 * (int)n / 100 - 2);
+    be_agent_gone(&be, a1); /* its removal ended: freed here */
+    assert_int_equal(reg_calls, 2); /* the two stepped hellos only: no removal */
+    assert_int_equal(be_check(&be), 0);
+    be.now_ms += be.cfg.envs_grace_ms;
+    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
+        ;
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 1);
 }
 
 /* flush_steps_timed calls be_flush until the list's build is done (as the loop would at
@@ -3509,6 +3553,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_register_stats_consistent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_shutdown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_lost_agent_in_steps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_ping_lost_agent_in_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_requeue_cap_and_alive, setup, teardown),
