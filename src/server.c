@@ -5,6 +5,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -818,8 +819,11 @@ conn_reap(struct server *s)
         }
         if (c->client != NULL && be_client_gone(&s->be, c->client))
             arm(s, &s->reap_timer, ev_now_ms(s->loop));
-        if (c->agent != NULL)
+        if (c->agent != NULL) {
             be_agent_gone(&s->be, c->agent);
+            if (be_registering(&s->be) && s->loop != NULL) /* a removal in steps (reg_run) */
+                arm(s, &s->reg_timer, ev_now_ms(s->loop));
+        }
         c->client = NULL;
         c->agent = NULL;
         conn_log_summary(c);
@@ -2058,6 +2062,8 @@ ping_tick(void *arg)
     struct server *s = arg;
     update_clock(s);
     be_ping_tick(&s->be);
+    if (be_registering(&s->be)) /* an agent removed for missed pings, in steps (reg_run) */
+        arm(s, &s->reg_timer, ev_now_ms(s->loop));
     arm(s, &s->ping_timer, ev_now_ms(s->loop) + s->cfg.ping_interval_ms);
 }
 
@@ -2357,6 +2363,19 @@ fit_descriptors(struct server *s)
     }
 }
 
+/* malloc_no_deferred_frees: glibc keeps small freed chunks apart, unmerged ("fastbins"), and
+ * merges all of them at once at the next large allocation or free: after 32 agents of 10,000
+ * environments left (an environment is a few small allocations, freed in steps as the list
+ * is pruned) that one free took 19 ms of a loop iteration. Without fastbins each free merges
+ * its own chunk (bounded work), the thread cache still serving the frequent sizes. */
+static void
+malloc_no_deferred_frees(void)
+{
+#ifdef M_MXFAST
+    mallopt(M_MXFAST, 0);
+#endif
+}
+
 struct server *
 srv_new(const struct srv_config *cfg, char *err, size_t errlen)
 {
@@ -2472,6 +2491,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     if (cfg->notify && sd_notify_open(&s->sd, err, errlen) < 0)
         goto fail;
     signal(SIGPIPE, SIG_IGN);
+    malloc_no_deferred_frees();
     ev_set_before_sleep(s->loop, before_sleep, s);
     uint64_t now = ev_now_ms(s->loop);
     ev_timer_init(&s->ping_timer, ping_tick, s);

@@ -229,12 +229,15 @@ mock_relay(void *peer, uint8_t type, const uint8_t *body, size_t len)
     }
 }
 
+static int drops; /* ops.drop calls since setup */
+
 static void
 mock_drop(void *peer, uint16_t code, const char *why)
 {
     (void)peer;
     (void)code;
     (void)why;
+    drops++;
 }
 
 /* The last end of a hello registered in steps (ops.registered). */
@@ -291,6 +294,7 @@ setup(void **state)
     cfg.n_fair_weights = t_nweights;
     struct be_ops ops = {mock_send, mock_relay, mock_drop, mock_registered};
     reg_calls = 0;
+    drops = 0;
     assert_int_equal(be_init(&be, &cfg, &ops), 0);
     be.now_ms = 1000;
     be.wall_s = 1700000000;
@@ -1439,6 +1443,142 @@ test_backend_register_shutdown(void **state)
     be_agent_gone(&be, a1);
     be_agent_gone(&be, a2);
     assert_int_equal(reg_calls, 0); /* teardown's be_fini ends the rest, without callbacks */
+}
+
+/* agent_many registers an agent on peer i with slots and n docker environments
+ * "<prefix><k>" (a hello registered in steps, driven to its end). */
+static struct be_agent *
+agent_many(int i, uint32_t slots, const char *prefix, uint32_t n)
+{
+    char why[200];
+    struct be_agent *a = be_agent_new(&be, &peers[i]);
+    assert_non_null(a);
+    assert_int_equal(reg_finish(hello_many_pending(a, slots, prefix, n, why, sizeof(why)), why,
+                                sizeof(why)),
+                     0);
+    return a;
+}
+
+/* Issue 13: an agent with many environments leaves (be_agent_gone): its jobs go at once (the
+ * started one crashed, the others requeued once, in order), then its environments in steps
+ * (be_register): be_check after each step, no job to it, no list half way, one list at the
+ * end; a hello meanwhile waits its turn. Without memory for the stepped removal's record the
+ * agent is removed at once. */
+static void
+test_backend_lost_agent_in_steps(void **state)
+{
+    (void)state;
+    const uint32_t n = 3000;
+    char why[200];
+    struct be_agent *b = reg_setup();
+    struct be_agent *a = agent_many(2, 4, "env", n);
+    be_flush(&be);
+    for (int k = 0; k < 8 && be_flush_building(&be); k++)
+        be_flush(&be);
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
+    const char *ids[] = {"j1", "j2", "j3", "j4"};
+    for (int i = 0; i < 4; i++) {
+        submit(be.clients, ids[i], 0, "env1");
+        expect(2, ING_BACKEND_NEW_JOB, ids[i]);
+    }
+    submit(be.clients, "j5", 0, "env1"); /* waits: a's 4 slots are busy */
+    started(a, "j2");
+    expect(0, ING_BACKEND_JOB_STARTED, "j2");
+    uint64_t requeued = be.stats.jobs_requeued;
+    be_agent_gone(&be, a);
+    assert_true(be_registering(&be)); /* its environments go in steps */
+    assert_int_equal(be.stats.jobs_requeued, requeued + 3);
+    assert_string_equal(expect(0, ING_BACKEND_JOB_DONE, "j2")->kind, "crash");
+    expect_none(0);
+    submit(be.clients, "j6", 0, "env2999"); /* still listed: it waits, a gets nothing */
+    int steps = 0;
+    while (be_register(&be, 100)) {
+        steps++;
+        assert_int_equal(be_check(&be), 0);
+        assert_true(be.envs_held);
+        be.now_ms += be.cfg.envs_grace_ms;
+        be_flush(&be);
+        assert_int_equal(peers[0].seen, peers[0].n); /* no list half way */
+        expect_none(2);
+    }
+    assert_true(steps >= (int)(n / 100) - 1);
+    assert_false(be.envs_held);
+    assert_int_equal(reg_calls, 1); /* a's own hello only: a removal has no callback */
+    assert_int_equal(be_check(&be), 0);
+    be.now_ms += be.cfg.envs_grace_ms;
+    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
+        ;
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 1); /* "other" */
+    expect_none(0);
+    /* A new provider of env1 gets the requeued jobs in their order, each once. */
+    struct be_agent *c = agent(3, 8, "env1");
+    const char *order[] = {"j1", "j3", "j4", "j5"};
+    for (int i = 0; i < 4; i++)
+        expect(3, ING_BACKEND_NEW_JOB, order[i]);
+    expect_none(3);
+    /* Another big agent leaves; a small hello while its removal is under way is queued
+     * behind it, and both end. */
+    struct be_agent *d = agent_many(4, 1, "dd", n);
+    be_agent_gone(&be, d);
+    assert_true(be_register(&be, 100));
+    struct be_agent *e = be_agent_new(&be, &peers[5]);
+    assert_int_equal(hello_spec(e, 1, "docker:small", why, sizeof(why)), 0);
+    assert_false(be_registering(&be));
+    assert_int_equal(be_check(&be), 0);
+    /* No memory for the removal's record: removed at once, nothing lost. */
+    struct be_agent *f = agent_many(6, 1, "ff", n);
+    fail_at = 1;
+    be_agent_gone(&be, f);
+    fail_at = 0;
+    assert_false(be_registering(&be));
+    assert_int_equal(be_check(&be), 0);
+    /* One more leaves and the backend stops half way: teardown's be_fini ends the removal
+     * (ASan and valgrind: nothing leaked). */
+    struct be_agent *g = agent_many(7, 1, "gg", n);
+    be_agent_gone(&be, g);
+    assert_true(be_register(&be, 100));
+    (void)b;
+    (void)c;
+}
+
+/* The same for agents that miss their pings: removed in steps (no job, no list half way),
+ * dropped; one whose connection closes during its removal is freed by the removal, one
+ * whose connection closes after it by be_agent_gone (ASan, valgrind: no leak, no double
+ * free). */
+static void
+test_backend_ping_lost_agent_in_steps(void **state)
+{
+    (void)state;
+    const uint32_t n = 1000;
+    struct be_agent *b = reg_setup();
+    struct be_agent *a1 = agent_many(2, 1, "p", n);
+    struct be_agent *a2 = agent_many(3, 1, "q", n);
+    be_flush(&be);
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 2 * n + 1);
+    for (uint32_t i = 0; i <= be.cfg.ping_max + 1; i++) {
+        be_ping_tick(&be);
+        be_agent_alive(b);
+    }
+    assert_int_equal(be.n_agents, 1);
+    assert_true(be_registering(&be));
+    assert_int_equal(drops, 2);
+    int steps = 0;
+    while (be_register(&be, 100)) {
+        assert_int_equal(be_check(&be), 0);
+        be.now_ms += be.cfg.envs_grace_ms;
+        be_flush(&be);
+        assert_int_equal(peers[0].seen, peers[0].n); /* no list half way */
+        if (++steps == 5)
+            be_agent_gone(&be, a2); /* its removal, queued second, frees it */
+    }
+    assert_true(steps > 2 * (int)n / 100 - 2);
+    be_agent_gone(&be, a1); /* its removal ended: freed here */
+    assert_int_equal(reg_calls, 2); /* the two stepped hellos only: no removal */
+    assert_int_equal(be_check(&be), 0);
+    be.now_ms += be.cfg.envs_grace_ms;
+    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
+        ;
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 1);
 }
 
 /* flush_steps_timed calls be_flush until the list's build is done (as the loop would at
@@ -3478,6 +3618,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_register_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_stats_consistent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_shutdown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_lost_agent_in_steps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_ping_lost_agent_in_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_requeue_cap_and_alive, setup, teardown),
