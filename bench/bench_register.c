@@ -11,8 +11,11 @@
  *                     the list
  *   2 rehello_100k_x8 the same agent says hello 8 more times, each once the last list came
  *   3 agents_32x10k   32 agents announce 10,000 environments each (distinct), then all of
- *                     them say hello again; ends 3 s after the re-hellos (the connections
- *                     stay open until the end of the measurement)
+ *                     them say hello again; ends 3 s after the re-hellos
+ *   4 agents_32x10k_close  the 32 agents close their connections at once (the clients'
+ *                     round trips go on); ends when every client got the list without
+ *                     their environments, and 1 s more
+ * (the other connections stay open until the end of the measurement)
  * Prints per phase:  reg_<phase> iterations longest_us longest_cpu_us over_2ms jobs_done
  * agents_registered (longest_us is wall time: another process may preempt the server on a
  * shared machine; longest_cpu_us is the thread's CPU time in its longest iteration).
@@ -28,13 +31,10 @@
 #define BIG 100000u
 #define NSMALL 32
 #define SMALL 10000u
-#define NPHASES 3
+#define NPHASES 4
 
 static const char *const phase_names[NPHASES + 1] = {
-    "",
-    "hello_100k",
-    "rehello_100k_x8",
-    "agents_32x10k",
+    "", "hello_100k", "rehello_100k_x8", "agents_32x10k", "agents_32x10k_close",
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -153,10 +153,25 @@ load_main(const char *aaddr, const char *caddr, int pfd)
            (double)(bc_now_ns() - t0) / 1e6, (unsigned long long)(L.done - done0));
     fflush(stdout);
     bc_mark(pfd, 3);
-    /* The connections stay open until the parent, done measuring, kills this process (at
-     * most 10 s): 35 agents closing at the end of the last phase fell into its last
-     * iterations at random (losing 32 agents of 10,000 environments at once is measured
-     * apart: bench/README.md). */
+    /* 4. The 32 agents leave at once. */
+    done0 = L.done;
+    t0 = bc_now_ns();
+    u = min_updates(&L);
+    for (int i = 0; i < NSMALL; i++) {
+        close(ag[i]->fd);
+        ag[i]->fd = -1;
+    }
+    POLL_UNTIL(&L, min_updates(&L) > u, deadline, "agents_32x10k_close");
+    printf("# agents_32x10k_close: %.0f ms until the clients had the list, ",
+           (double)(bc_now_ns() - t0) / 1e6);
+    t = bc_now_ns() + 1000000000ull;
+    POLL_UNTIL(&L, bc_now_ns() > t, deadline, "agents_32x10k_close");
+    printf("%llu jobs done meanwhile\n", (unsigned long long)(L.done - done0));
+    fflush(stdout);
+    bc_mark(pfd, 4);
+    /* The other connections stay open until the parent, done measuring, kills this process
+     * (at most 10 s): the 3 agents closing at the end would fall into the last phase's
+     * iterations at random. */
     poll(NULL, 0, 10000);
     bc_load_fini(&L);
     free(job.frame);

@@ -507,6 +507,7 @@ struct bc_conn {
                                  * connection whose first read brings a message too) */
     bool env_default;           /* zmq client: an environment update listed "default" */
     uint64_t srecv, sacked;     /* session client: results read, acknowledged (proto.md 7.9) */
+    bool hello_wait;            /* session client: its hello waits for the Welcome (7.9) */
     struct buf in, out;
 };
 
@@ -963,27 +964,23 @@ bc_add_conn(struct load *L, const char *addr, uint8_t role, uint32_t idx)
     return c;
 }
 
-/* bc_add_client connects a client and queues ClientHello then Ping: its first Pong means it
- * is registered (the server handles a connection's frames in order). */
-static inline struct bc_conn *
-bc_add_client(struct load *L, const char *addr, const struct bc_tmpl *job, uint64_t window)
+/* bc_client_hello queues c's hello (ClientHelloSession when L->session, for a native
+ * client; else ClientHello) then Ping: its first Pong means it is registered (the server
+ * handles a connection's frames in order). */
+static inline int
+bc_client_hello(struct load *L, struct bc_conn *c)
 {
-    struct bc_conn *c = bc_add_conn(L, addr, ING_ROLE_CLIENT, L->nclients);
-    if (c == NULL)
-        return NULL;
     char name[32];
-    snprintf(name, sizeof(name), "loadgen-%u", L->nclients);
+    snprintf(name, sizeof(name), "loadgen-%u", c->idx);
     struct ing_msg m;
     memset(&m, 0, sizeof(m));
     m.type = ING_CLIENT_HELLO;
     m.u.client_hello.name = (struct ing_view){name, (uint32_t)strlen(name)};
-    if (L->session != 0 && !c->zmq) {
-        /* Pipelined before the Welcome: this bench speaks to our backend only (proto.md 7.9
-         * asks a client to wait for the Welcome's SESSION flag). One id per client and run. */
+    if (L->session != 0 && !c->zmq) { /* one id per client and run */
         m.type = ING_CLIENT_HELLO_SESSION;
         uint64_t r = bc_now_ns() ^ ((uint64_t)getpid() << 32);
         put_u64be(m.u.client_hello.session, r);
-        put_u64be(m.u.client_hello.session + 8, L->nclients + 1);
+        put_u64be(m.u.client_hello.session + 8, c->idx + 1);
         m.u.client_hello.session_flags = L->session == 2 ? ING_SESSION_ACK : 0;
     }
     if (c->zmq) {
@@ -992,11 +989,25 @@ bc_add_client(struct load *L, const char *addr, const struct bc_tmpl *job, uint6
         ing_mp_put_cstr(&L->zw, name);
         bc_zend(&L->zw, L->zrel, ING_CLIENT_HELLO);
         if (bc_zsend_w(L, c, &L->zw) != 0)
-            return NULL;
+            return -1;
     } else if (bc_send(L, c, &m) != 0) {
-        return NULL;
+        return -1;
     }
-    if (bc_send_empty(L, c, ING_PING) != 0)
+    return bc_send_empty(L, c, ING_PING);
+}
+
+/* bc_add_client connects a client and queues its hello (bc_client_hello), but for a native
+ * session client: proto.md 7.9 asks it not to pipeline ClientHelloSession, so it waits for
+ * a Welcome with the SESSION flag (and SESSION_ACK for --session ack), as the library does. */
+static inline struct bc_conn *
+bc_add_client(struct load *L, const char *addr, const struct bc_tmpl *job, uint64_t window)
+{
+    struct bc_conn *c = bc_add_conn(L, addr, ING_ROLE_CLIENT, L->nclients);
+    if (c == NULL)
+        return NULL;
+    if (L->session != 0 && !c->zmq)
+        c->hello_wait = true;
+    else if (bc_client_hello(L, c) != 0)
         return NULL;
     c->tmpl = job;
     c->window = window;
@@ -1214,9 +1225,22 @@ bc_client_frame(struct load *L, struct bc_conn *c, uint8_t type, const uint8_t *
                 uint64_t now)
 {
     switch (type) {
-    case ING_WELCOME:
+    case ING_WELCOME: {
         c->welcomed = true;
-        return 0;
+        if (!c->hello_wait)
+            return 0;
+        struct ing_msg m;
+        uint16_t want = L->session == 2 ? ING_WELCOME_SESSION | ING_WELCOME_SESSION_ACK
+                                        : ING_WELCOME_SESSION;
+        if (ing_msg_decode(b - ING_HDR_LEN, n + ING_HDR_LEN, BC_MAX_BODY, &m) <= 0)
+            return bc_fail(L, "client %u: bad Welcome", c->idx);
+        if ((m.u.welcome.flags & want) != want)
+            return bc_fail(L, "client %u: the server does not offer sessions%s (Welcome flags "
+                           "0x%04x)", c->idx, L->session == 2 ? " with acknowledged results" : "",
+                           m.u.welcome.flags);
+        c->hello_wait = false;
+        return bc_client_hello(L, c);
+    }
     case ING_PONG:
         c->pongs++;
         return 0;

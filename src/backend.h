@@ -71,6 +71,9 @@ struct be_config {
     const struct fair_weight *fair_weights; /* --fair-weight (kept by the caller) */
     size_t n_fair_weights;
     uint64_t session_ttl_ms; /* --session-ttl: a detached session's jobs wait this long */
+    uint64_t session_unacked_max; /* result bytes an acknowledging connection may leave
+                                   * unacknowledged, then it is closed (proto.md 7.9): the
+                                   * server sets 4 x --max-output */
 };
 
 #define BE_MAX_REQUEUES 100
@@ -328,7 +331,14 @@ bool be_session_resuming(const struct be_client *c);
 void be_session_tick(struct backend *be);
 /* Agents. */
 struct be_agent *be_agent_new(struct backend *be, void *peer);
+/* be_agent_gone: a's connection closed (a goes). A registered agent leaves the agents at
+ * once (its jobs requeued or ended, proto.md 7.5); one with more than BE_UNREG_INLINE
+ * environments and types lets them go in steps, queued with the registrations (be_register,
+ * be_registering: the caller runs them), getting no job meanwhile, and clients are sent no
+ * environment list until it ends (they see the list before or after, never half of it).
+ * be_ping_tick removes an agent that missed its pings the same way. */
 void be_agent_gone(struct backend *be, struct be_agent *a);
+#define BE_UNREG_INLINE 256
 bool be_agent_registered(const struct be_agent *a);
 /* be_agent_hello validates then applies the hello. Returns 0, or -EINVAL with a reason in
  * why (nothing changed), or BE_HELLO_PENDING: a large hello (its environments map over
@@ -351,10 +361,11 @@ int be_agent_hello(struct backend *be, struct be_agent *a, const struct ing_agen
 int be_agent_hello_resume(struct backend *be, struct be_agent *a,
                           const struct ing_agent_hello_resume *m, char *why, size_t whylen);
 /* be_register does up to budget units of registration work (a unit: one environment or type
- * read, looked up, announced or let go; every unit O(1) but for the hash table's growth).
- * Returns true while some registration remains (call it again at the next iteration). */
+ * read, looked up, announced or let go; every unit O(1) but for the hash table's growth),
+ * lost agents' removals (be_agent_gone) included. Returns true while some registration
+ * remains (call it again at the next iteration). */
 bool be_register(struct backend *be, size_t budget);
-/* be_registering tells whether some hello is being registered. */
+/* be_registering tells whether some hello (or lost agent's removal) is being registered. */
 bool be_registering(const struct backend *be);
 void be_agent_started(struct backend *be, struct be_agent *a, struct ing_view job_id);
 void be_agent_started_h(struct backend *be, struct be_agent *a, struct ing_view job_id,
@@ -390,7 +401,8 @@ void be_ping_tick(struct backend *be);
 void be_flush(struct backend *be);
 bool be_flush_due(const struct backend *be, uint64_t *due_ms);
 /* The list is built (and the withdrawn environments pruned) BE_FLUSH_UNITS environments per
- * be_flush call: a list of 100,000 is sent a few iterations after it changed, and no
+ * be_flush call (a pruned one, freed, counts as 8): a list of 100,000 is sent a few
+ * iterations after it changed, and no
  * iteration walks all of it. be_flush_building: a build is under way (call be_flush at the
  * next iteration; be_flush_due says false meanwhile). */
 #define BE_FLUSH_UNITS 4096
@@ -470,9 +482,10 @@ int be_journal_reserve(struct backend *be, uint64_t n);
 /* be_check verifies internal invariants (tests). Returns 0 or -EPROTO. */
 int be_check(const struct backend *be);
 /* Counters for tests and metrics. */
-/* be_agent_hold: a's connection is closed and be_agent_gone waits for a later loop iteration
- * (the work of lost agents is bounded per iteration): its free slots are withdrawn, so that
- * no job goes to it meanwhile. NULL or unregistered: nothing. */
+/* be_agent_hold: a's connection is closed and be_agent_gone waits (until the end of the
+ * batch, or a later loop iteration: the work of lost agents is bounded per iteration): no job
+ * goes to it meanwhile. O(1): its slots stay counted until be_agent_gone. NULL or
+ * unregistered: nothing. */
 void be_agent_hold(struct be_agent *a);
 uint32_t be_agent_busy(const struct be_agent *a);
 uint32_t be_agent_slots(const struct be_agent *a);

@@ -5,6 +5,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -818,8 +819,11 @@ conn_reap(struct server *s)
         }
         if (c->client != NULL && be_client_gone(&s->be, c->client))
             arm(s, &s->reap_timer, ev_now_ms(s->loop));
-        if (c->agent != NULL)
+        if (c->agent != NULL) {
             be_agent_gone(&s->be, c->agent);
+            if (be_registering(&s->be) && s->loop != NULL) /* a removal in steps (reg_run) */
+                arm(s, &s->reg_timer, ev_now_ms(s->loop));
+        }
         c->client = NULL;
         c->agent = NULL;
         conn_log_summary(c);
@@ -1233,6 +1237,8 @@ handle_client(struct conn *c, const struct ing_msg *m, const uint8_t *body, size
                            rc == -ERANGE ? "acknowledges more results than were sent"
                                          : "no session acknowledging its results",
                            m->type);
+        else if (out_pending(c) == 0 && be_session_resuming(c->client))
+            be_session_deliver(be, c->client, SESSION_BATCH(c->srv)); /* held for acks */
         break;
     }
     case ING_CLIENT_GET_STATS: {
@@ -2056,6 +2062,8 @@ ping_tick(void *arg)
     struct server *s = arg;
     update_clock(s);
     be_ping_tick(&s->be);
+    if (be_registering(&s->be)) /* an agent removed for missed pings, in steps (reg_run) */
+        arm(s, &s->reg_timer, ev_now_ms(s->loop));
     arm(s, &s->ping_timer, ev_now_ms(s->loop) + s->cfg.ping_interval_ms);
 }
 
@@ -2355,6 +2363,19 @@ fit_descriptors(struct server *s)
     }
 }
 
+/* malloc_no_deferred_frees: glibc keeps small freed chunks apart, unmerged ("fastbins"), and
+ * merges all of them at once at the next large allocation or free: after 32 agents of 10,000
+ * environments left (an environment is a few small allocations, freed in steps as the list
+ * is pruned) that one free took 19 ms of a loop iteration. Without fastbins each free merges
+ * its own chunk (bounded work), the thread cache still serving the frequent sizes. */
+static void
+malloc_no_deferred_frees(void)
+{
+#ifdef M_MXFAST
+    mallopt(M_MXFAST, 0);
+#endif
+}
+
 struct server *
 srv_new(const struct srv_config *cfg, char *err, size_t errlen)
 {
@@ -2388,6 +2409,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     }
     struct be_ops ops = {be_send, be_relay, be_drop, be_registered, be_take, be_send_shared};
     s->cfg.be.lost_batch = LOST_BATCH;
+    s->cfg.be.session_unacked_max = 4 * s->cfg.max_output; /* (at most 256 GiB) */
     s->loop = ev_new();
     if (s->loop == NULL || be_init(&s->be, &s->cfg.be, &ops) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -2469,6 +2491,7 @@ srv_new(const struct srv_config *cfg, char *err, size_t errlen)
     if (cfg->notify && sd_notify_open(&s->sd, err, errlen) < 0)
         goto fail;
     signal(SIGPIPE, SIG_IGN);
+    malloc_no_deferred_frees();
     ev_set_before_sleep(s->loop, before_sleep, s);
     uint64_t now = ev_now_ms(s->loop);
     ev_timer_init(&s->ping_timer, ping_tick, s);

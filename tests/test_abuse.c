@@ -1812,6 +1812,125 @@ TP_TEST(test_abuse_many_environments_no_stall)
 #endif
 }
 
+/* zt_hello_many sends a ZeroMQ AgentHello (INGInious' fields) announcing n docker
+ * environments named prefix%06u. */
+static void
+zt_hello_many(struct zt_peer *a, const char *prefix, uint32_t n)
+{
+    struct ing_mp_writer w;
+    char name[32];
+
+    zt_map_begin(&w, 4);
+    zt_kv_str(&w, "friendly_name", prefix);
+    ing_mp_put_cstr(&w, "available_job_slots");
+    ing_mp_put_uint(&w, 1);
+    ing_mp_put_cstr(&w, "available_environments");
+    ing_mp_put_map(&w, 1);
+    ing_mp_put_cstr(&w, "docker");
+    ing_mp_put_map(&w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "%s%06u", prefix, i);
+        ing_mp_put_cstr(&w, name);
+        ing_mp_put_map(&w, 4);
+        zt_kv_str(&w, "id", "sha256:1");
+        ing_mp_put_cstr(&w, "created");
+        ing_mp_put_int(&w, 1700000000);
+        zt_kv_lit(&w, "ports", "\x90");
+        zt_kv_str(&w, "runtime", "runc");
+    }
+    zt_kv_str(&w, "@type", "AgentHello");
+    zt_send_w(a, &w);
+}
+
+/* env_lists_until reads p's (or z's) environment lists until one has want names; each one
+ * must be whole: every leaving agent's nenvs environments all there or all gone, the
+ * remaining agent's one always. */
+static void
+env_lists_until(struct tp_peer *p, struct zt_peer *z, long want, long nenvs)
+{
+    uint64_t deadline = tp_now_ms() + (uint64_t)TP_DEADLINE_MS;
+    long got = -1;
+
+    while (got != want) {
+        const struct ing_msg *m = p != NULL ? tp_expect(p, ING_BACKEND_UPDATE_ENVIRONMENTS)
+                                            : zt_expect(z, ING_BACKEND_UPDATE_ENVIRONMENTS);
+        bool sorted;
+
+        got = cu_env_names(m->u.envs.environments, &sorted);
+        if (got < 1 || (got - 1) % nenvs != 0)
+            tp_fail("%s: a list of %ld names (half of an agent's %ld)",
+                    p != NULL ? p->label : "zmq client", got, nenvs);
+        if (tp_now_ms() > deadline)
+            tp_fail("the clients have %ld environments, expected %ld", got, want);
+    }
+}
+
+/* Issue 13: agents with many environments leave at once (native and ZeroMQ agents): each
+ * one's environments are withdrawn in steps, another client's round trips stay prompt, every
+ * list the clients get is whole (each agent's environments all there or all gone), the
+ * last one only the agent that stayed, which still gets jobs. */
+TP_TEST(test_abuse_agents_leave_with_many_environments)
+{
+    enum { NN = 4, NZ = 2 };
+    uint32_t nenvs = cu_slow() > 1 ? 1000 : 10000, i;
+    struct tp_peer *c1, *probe, *keep, *a[NN];
+    struct zt_peer *zc, *z[NZ];
+    struct tp_job j = {.id = "after", .env = "default"};
+    char prefix[16];
+    int k, worst = 0;
+    long us;
+
+    tp_start(c, "--env-grace", "0", "--ping-interval", "60s", NULL);
+    c1 = tp_client(c, "c1", "");
+    zc = zt_client(c, "zc");
+    probe = tp_client(c, "probe", "");
+    keep = tp_connect(c, ING_ROLE_AGENT);
+    tp_hello(keep, "K", 1, &(struct tp_env){.type = "docker", .name = "default", .created = 1},
+             1);
+    for (i = 0; i < NN; i++) {
+        uint8_t *envs;
+        size_t len;
+
+        snprintf(prefix, sizeof(prefix), "n%u_", i);
+        envs = own(envs_map(prefix, nenvs, &len));
+        a[i] = tp_connect(c, ING_ROLE_AGENT);
+        tp_hello_raw(a[i], "A", 1, (struct tp_bytes){envs, len});
+        release(envs);
+    }
+    for (i = 0; i < NZ; i++) {
+        snprintf(prefix, sizeof(prefix), "z%u_", i);
+        z[i] = zt_open(c, true, false, NULL);
+        zt_hello_many(z[i], prefix, nenvs);
+    }
+    env_lists_until(c1, NULL, (long)(NN + NZ) * nenvs + 1, nenvs);
+    env_lists_until(NULL, zc, (long)(NN + NZ) * nenvs + 1, nenvs);
+    for (i = 0; i < NN; i++)
+        tp_close(c, a[i]);
+    for (i = 0; i < NZ; i++)
+        zt_close(c, z[i]);
+    for (k = 0; k < 10; k++) { /* while they go */
+        int rt = cu_roundtrip(probe, cu_ms(PROMPT_MS));
+
+        worst = rt > worst ? rt : worst;
+    }
+    env_lists_until(c1, NULL, 1, nenvs);
+    env_lists_until(NULL, zc, 1, nenvs);
+    if (!tp_log_contains(c, "environments are withdrawn in steps"))
+        tp_fail("the agents' environments were not withdrawn in steps");
+    tp_send_job(c1, &j);
+    tp_expect_job(keep, "after");
+    zt_close(c, zc);
+    us = longest_iter_us(c);
+    print_message("agents leaving with %u environments each: longest iteration %ld us, "
+                  "another client's worst round trip %d ms\n", nenvs, us, worst);
+#if !(defined(ING_SAN) && ING_SAN)
+    if (!cu_wrapped() && worst > 50 * (int)cu_slow())
+        tp_fail("a round trip took %d ms while agents left (bound 50 ms)", worst);
+    if (!cu_wrapped() && us > 20000L * cu_slow())
+        tp_fail("an iteration took %ld us (bound 20 ms)", us);
+#endif
+}
+
 /* A hello over ING_HELLO_CHECK_MAX bytes is checked while it registers, not by the codec: a
  * malformed one (a byte after the map) is answered Error MALFORMED as a malformed frame is,
  * the agent stays unregistered and can say hello again; clients see nothing of it. */
@@ -2202,6 +2321,7 @@ main(void)
         CASE(test_abuse_large_hello_takes_input),
         CASE(test_abuse_large_hellos_together),
         CASE(test_abuse_large_malformed_hello),
+        CASE(test_abuse_agents_leave_with_many_environments),
         CASE(test_abuse_many_slots_cost_nothing),
         CASE(test_abuse_stats_flood_one_walk),
         CASE(test_abuse_queue_limits),

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "bytes.h"
@@ -228,12 +229,15 @@ mock_relay(void *peer, uint8_t type, const uint8_t *body, size_t len)
     }
 }
 
+static int drops; /* ops.drop calls since setup */
+
 static void
 mock_drop(void *peer, uint16_t code, const char *why)
 {
     (void)peer;
     (void)code;
     (void)why;
+    drops++;
 }
 
 /* The last end of a hello registered in steps (ops.registered). */
@@ -290,6 +294,7 @@ setup(void **state)
     cfg.n_fair_weights = t_nweights;
     struct be_ops ops = {mock_send, mock_relay, mock_drop, mock_registered};
     reg_calls = 0;
+    drops = 0;
     assert_int_equal(be_init(&be, &cfg, &ops), 0);
     be.now_ms = 1000;
     be.wall_s = 1700000000;
@@ -1438,6 +1443,142 @@ test_backend_register_shutdown(void **state)
     be_agent_gone(&be, a1);
     be_agent_gone(&be, a2);
     assert_int_equal(reg_calls, 0); /* teardown's be_fini ends the rest, without callbacks */
+}
+
+/* agent_many registers an agent on peer i with slots and n docker environments
+ * "<prefix><k>" (a hello registered in steps, driven to its end). */
+static struct be_agent *
+agent_many(int i, uint32_t slots, const char *prefix, uint32_t n)
+{
+    char why[200];
+    struct be_agent *a = be_agent_new(&be, &peers[i]);
+    assert_non_null(a);
+    assert_int_equal(reg_finish(hello_many_pending(a, slots, prefix, n, why, sizeof(why)), why,
+                                sizeof(why)),
+                     0);
+    return a;
+}
+
+/* Issue 13: an agent with many environments leaves (be_agent_gone): its jobs go at once (the
+ * started one crashed, the others requeued once, in order), then its environments in steps
+ * (be_register): be_check after each step, no job to it, no list half way, one list at the
+ * end; a hello meanwhile waits its turn. Without memory for the stepped removal's record the
+ * agent is removed at once. */
+static void
+test_backend_lost_agent_in_steps(void **state)
+{
+    (void)state;
+    const uint32_t n = 3000;
+    char why[200];
+    struct be_agent *b = reg_setup();
+    struct be_agent *a = agent_many(2, 4, "env", n);
+    be_flush(&be);
+    for (int k = 0; k < 8 && be_flush_building(&be); k++)
+        be_flush(&be);
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
+    const char *ids[] = {"j1", "j2", "j3", "j4"};
+    for (int i = 0; i < 4; i++) {
+        submit(be.clients, ids[i], 0, "env1");
+        expect(2, ING_BACKEND_NEW_JOB, ids[i]);
+    }
+    submit(be.clients, "j5", 0, "env1"); /* waits: a's 4 slots are busy */
+    started(a, "j2");
+    expect(0, ING_BACKEND_JOB_STARTED, "j2");
+    uint64_t requeued = be.stats.jobs_requeued;
+    be_agent_gone(&be, a);
+    assert_true(be_registering(&be)); /* its environments go in steps */
+    assert_int_equal(be.stats.jobs_requeued, requeued + 3);
+    assert_string_equal(expect(0, ING_BACKEND_JOB_DONE, "j2")->kind, "crash");
+    expect_none(0);
+    submit(be.clients, "j6", 0, "env2999"); /* still listed: it waits, a gets nothing */
+    int steps = 0;
+    while (be_register(&be, 100)) {
+        steps++;
+        assert_int_equal(be_check(&be), 0);
+        assert_true(be.envs_held);
+        be.now_ms += be.cfg.envs_grace_ms;
+        be_flush(&be);
+        assert_int_equal(peers[0].seen, peers[0].n); /* no list half way */
+        expect_none(2);
+    }
+    assert_true(steps >= (int)(n / 100) - 1);
+    assert_false(be.envs_held);
+    assert_int_equal(reg_calls, 1); /* a's own hello only: a removal has no callback */
+    assert_int_equal(be_check(&be), 0);
+    be.now_ms += be.cfg.envs_grace_ms;
+    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
+        ;
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 1); /* "other" */
+    expect_none(0);
+    /* A new provider of env1 gets the requeued jobs in their order, each once. */
+    struct be_agent *c = agent(3, 8, "env1");
+    const char *order[] = {"j1", "j3", "j4", "j5"};
+    for (int i = 0; i < 4; i++)
+        expect(3, ING_BACKEND_NEW_JOB, order[i]);
+    expect_none(3);
+    /* Another big agent leaves; a small hello while its removal is under way is queued
+     * behind it, and both end. */
+    struct be_agent *d = agent_many(4, 1, "dd", n);
+    be_agent_gone(&be, d);
+    assert_true(be_register(&be, 100));
+    struct be_agent *e = be_agent_new(&be, &peers[5]);
+    assert_int_equal(hello_spec(e, 1, "docker:small", why, sizeof(why)), 0);
+    assert_false(be_registering(&be));
+    assert_int_equal(be_check(&be), 0);
+    /* No memory for the removal's record: removed at once, nothing lost. */
+    struct be_agent *f = agent_many(6, 1, "ff", n);
+    fail_at = 1;
+    be_agent_gone(&be, f);
+    fail_at = 0;
+    assert_false(be_registering(&be));
+    assert_int_equal(be_check(&be), 0);
+    /* One more leaves and the backend stops half way: teardown's be_fini ends the removal
+     * (ASan and valgrind: nothing leaked). */
+    struct be_agent *g = agent_many(7, 1, "gg", n);
+    be_agent_gone(&be, g);
+    assert_true(be_register(&be, 100));
+    (void)b;
+    (void)c;
+}
+
+/* The same for agents that miss their pings: removed in steps (no job, no list half way),
+ * dropped; one whose connection closes during its removal is freed by the removal, one
+ * whose connection closes after it by be_agent_gone (ASan, valgrind: no leak, no double
+ * free). */
+static void
+test_backend_ping_lost_agent_in_steps(void **state)
+{
+    (void)state;
+    const uint32_t n = 1000;
+    struct be_agent *b = reg_setup();
+    struct be_agent *a1 = agent_many(2, 1, "p", n);
+    struct be_agent *a2 = agent_many(3, 1, "q", n);
+    be_flush(&be);
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 2 * n + 1);
+    for (uint32_t i = 0; i <= be.cfg.ping_max + 1; i++) {
+        be_ping_tick(&be);
+        be_agent_alive(b);
+    }
+    assert_int_equal(be.n_agents, 1);
+    assert_true(be_registering(&be));
+    assert_int_equal(drops, 2);
+    int steps = 0;
+    while (be_register(&be, 100)) {
+        assert_int_equal(be_check(&be), 0);
+        be.now_ms += be.cfg.envs_grace_ms;
+        be_flush(&be);
+        assert_int_equal(peers[0].seen, peers[0].n); /* no list half way */
+        if (++steps == 5)
+            be_agent_gone(&be, a2); /* its removal, queued second, frees it */
+    }
+    assert_true(steps > 2 * (int)n / 100 - 2);
+    be_agent_gone(&be, a1); /* its removal ended: freed here */
+    assert_int_equal(reg_calls, 2); /* the two stepped hellos only: no removal */
+    assert_int_equal(be_check(&be), 0);
+    be.now_ms += be.cfg.envs_grace_ms;
+    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
+        ;
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 1);
 }
 
 /* flush_steps_timed calls be_flush until the list's build is done (as the loop would at
@@ -2669,6 +2810,69 @@ test_backend_session_ttl_and_kept(void **state)
     assert_int_equal(be_check(&be), 0);
 }
 
+static int
+no_replay(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_ref ref)
+{
+    (void)arg, (void)type, (void)p, (void)len, (void)ref;
+    return 0;
+}
+
+/* A session's job accepted in an iteration whose journal write fails (proto.md 7.8), its
+ * session detached before the refusal comes (be_journal_settle with an error): there is no
+ * connection for the Error JOURNAL (nothing is sent to a detached session's missing peer);
+ * the refusal, crash "Journal unavailable: ...", is kept for the session, which gets it on
+ * resuming, and the job is not listed (it was never acknowledged). */
+static void
+test_backend_journal_refusal_detached(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_backend_jr.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct journal_config jc;
+    journal_config_default(&jc);
+    jc.fsync = JOURNAL_FSYNC_NEVER;
+    struct journal j;
+    char why[256];
+    assert_int_equal(journal_open(&j, dir, &jc, no_replay, NULL, why, sizeof(why)), 0);
+    be.jr = &j;
+    static const uint8_t id[ING_SESSION_ID_LEN] = {7, 7, 7};
+    struct be_client *c = be_client_new(&be, &peers[1]);
+    assert_non_null(c);
+    be_client_native(c, true);
+    assert_ptr_equal(be_session_attach(&be, c, id), c);
+    be_client_hello(&be, c);
+    expect(1, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_false(be_session_resume(&be, c, false, 1 << 20));
+    expect(1, ING_BACKEND_SESSION_JOBS, NULL);
+    submit(c, "r1", 0, "default");
+    expect_none(1); /* acknowledged only once written */
+    be_client_gone(&be, c); /* detached before the write's result */
+    assert_null(be_client_peer(c));
+    be_journal_settle(&be, -ENOSPC);
+    expect_none(1);
+    assert_int_equal(be.n_waiting, 0);
+    assert_int_equal(be.n_kept, 1);
+    assert_int_equal(be_check(&be), 0);
+    struct be_client *c2 = be_client_new(&be, &peers[2]);
+    assert_ptr_equal(be_session_attach(&be, c2, id), c);
+    be_client_hello(&be, c);
+    expect(2, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL);
+    assert_false(be_session_resume(&be, c, false, 1 << 20));
+    struct rec *r = expect(2, ING_BACKEND_JOB_DONE, "r1");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "Journal unavailable: No space left on device");
+    expect(2, ING_BACKEND_SESSION_JOBS, NULL);
+    expect_none(2);
+    be_client_gone(&be, c);
+    be_journal_settle(&be, 0);
+    be.jr = NULL;
+    journal_close(&j);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/0000000000000001.seg", dir);
+    (void)unlink(path);
+    (void)rmdir(dir);
+}
+
 /* A session whose connection acknowledges its results (proto.md 7.9, ClientSessionAck): each
  * result is sent and kept (counted) until an acknowledgement covers it; a refusal is counted
  * but not kept; an acknowledgement past what was sent is refused (-ERANGE), one without the
@@ -2901,8 +3105,9 @@ test_backend_agent_resume_pending(void **state)
 
 /* proto.md 7.10: a lost AgentHelloResume agent's jobs are held for --resume-grace; the agent
  * back under the same id claims them (they keep their slots, results are relayed); claims
- * of unknown jobs or of another agent's are refused with BackendKillJob; at the end of the
- * grace the unclaimed ones are lost as in 7.5. */
+ * of unknown jobs or of another agent's are refused with BackendKillJob; the held jobs it
+ * does not claim are lost at once as in 7.5, and without its return at the end of the
+ * grace. */
 static void
 test_backend_agent_resume(void **state)
 {
@@ -2937,30 +3142,31 @@ test_backend_agent_resume(void **state)
     expect_none(2);
     assert_int_equal(be.stats.claims_refused, 2);
     /* The agent comes back under its id: j1 (started) and j2 (now reported started) are
-     * claimed; j3 is not. */
+     * claimed; j3 is not: the agent lists every job it has, so j3, started, is lost at
+     * once as with its agent (7.5), without waiting for the end of the grace. */
     be.now_ms += 2000;
     struct be_agent *a2 = be_agent_new(&be, &peers[3]);
     const char *claims[2] = {"j1", "+j2"};
     resume_hello(a2, 0x11, 2, claims, 2);
     expect(0, ING_BACKEND_JOB_STARTED, "j2"); /* its AgentJobStarted had been lost */
-    expect_none(3);                          /* no new job: its two slots are busy */
+    r = expect(0, ING_BACKEND_JOB_DONE, "j3");
+    assert_string_equal(r->kind, "crash");
+    assert_string_equal(r->text, "Agent restarted");
+    expect_none(3); /* no new job: its two slots are busy */
     assert_int_equal(be_agent_busy(a2), 2);
-    assert_int_equal(be.n_held, 1);
+    assert_int_equal(be.n_held, 0);
     assert_int_equal(be.stats.jobs_claimed, 2);
+    assert_int_equal(be_check(&be), 0);
     done(a2, "j1", "success");
     expect(0, ING_BACKEND_JOB_DONE, "j1");
     done(b, "j2", "success"); /* not b's: dropped */
     expect_none(0);
     be_agent_gone(&be, b); /* (not held: b had no job) */
     assert_int_equal(be_check(&be), 0);
-    /* The grace ends: j3, started and unclaimed, is lost as with its agent (7.5). */
-    be.now_ms += 10000;
+    be.now_ms += 10000; /* the grace's end changes nothing more */
     be_timeouts(&be);
     assert_int_equal(be_check(&be), 0);
-    r = expect(0, ING_BACKEND_JOB_DONE, "j3");
-    assert_string_equal(r->kind, "crash");
-    assert_string_equal(r->text, "Agent restarted");
-    assert_int_equal(be.n_held, 0);
+    expect_none(0);
     done(a2, "j2", "failed");
     expect(0, ING_BACKEND_JOB_DONE, "j2");
     expect_none(0);
@@ -3412,6 +3618,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_register_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_stats_consistent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_register_shutdown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_lost_agent_in_steps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_ping_lost_agent_in_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_requeue_cap_and_alive, setup, teardown),
@@ -3442,6 +3650,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ttl_and_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_journal_refusal_detached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_keeps_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_claim_keeps_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_keeps_bounces, setup, teardown),

@@ -3,7 +3,8 @@
  * against the real backend: a few thousand jobs over the ZeroMQ dialect (ZMTP 3.1 DEALERs,
  * INGInious' msgpack of main, v0.8 and v0.6), every job answered exactly once; the same over
  * the native protocol; a flood then a queue snapshot (loadgen's enqueue mode); and the
- * ZeroMQ reader's refusals (a peer that is not ZMTP, an oversized frame): issue 19. */
+ * ZeroMQ reader's refusals (a peer that is not ZMTP, an oversized frame): issue 19; a
+ * session client waits for the Welcome before its hello (issue 16). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -218,13 +219,10 @@ recv_within(struct load *L, int fd, uint8_t *b, size_t cap, size_t enough, int m
     return got;
 }
 
-/* A loadgen peer writes its greeting and READY at once but its messages only after the
- * backend's READY: libzmq's ROUTER (INGInious' Python backend) drops a connection whose
- * first read brings a message after the handshake. */
-static void
-test_lg_zmq_waits_for_ready(void **state)
+/* loopback_listener listens on 127.0.0.1 port 0; its address goes to addr. */
+static int
+loopback_listener(char *addr, size_t cap)
 {
-    (void)state;
     int ls = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(ls >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -232,8 +230,19 @@ test_lg_zmq_waits_for_ready(void **state)
     assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
     assert_int_equal(listen(ls, 1), 0);
     assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &al), 0);
+    snprintf(addr, cap, "tcp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    return ls;
+}
+
+/* A loadgen peer writes its greeting and READY at once but its messages only after the
+ * backend's READY: libzmq's ROUTER (INGInious' Python backend) drops a connection whose
+ * first read brings a message after the handshake. */
+static void
+test_lg_zmq_waits_for_ready(void **state)
+{
+    (void)state;
     char addr[64];
-    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    int ls = loopback_listener(addr, sizeof(addr));
     struct load L;
     struct bc_tmpl job;
     size_t body_len = 0;
@@ -267,6 +276,79 @@ test_lg_zmq_waits_for_ready(void **state)
     bc_load_fini(&L);
 }
 
+/* send_welcome sends a client's Welcome with the given flags on fd. */
+static void
+send_welcome(int fd, uint16_t flags)
+{
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_WELCOME;
+    m.u.welcome.version = 1;
+    m.u.welcome.role = ING_ROLE_CLIENT;
+    m.u.welcome.flags = flags;
+    m.u.welcome.max_frame = 1u << 20;
+    m.u.welcome.server = (struct ing_view){"fake", 4};
+    uint8_t b[256];
+    ssize_t n = ing_msg_encode(&m, b, sizeof(b));
+    assert_true(n > 0);
+    assert_int_equal(send(fd, b, (size_t)n, 0), n);
+}
+
+/* A loadgen session client (--session ack) does not pipeline its ClientHelloSession (proto.md
+ * 7.9): it sends the preamble only, and its hello (flag ACK) then a Ping once a Welcome with
+ * SESSION and SESSION_ACK came; a Welcome without SESSION_ACK fails the run clearly. */
+static void
+test_lg_session_waits_for_welcome(void **state)
+{
+    (void)state;
+    char addr[64];
+    int ls = loopback_listener(addr, sizeof(addr));
+    struct load L;
+    struct bc_tmpl job;
+    size_t body_len = 0;
+    assert_int_equal(bc_load_init(&L, 1), 0);
+    assert_int_equal(bc_job_tmpl(&job, 128, 0, "default", &body_len), 0);
+    L.session = 2;
+    assert_non_null(bc_add_client(&L, addr, &job, 1));
+    int fd = accept(ls, NULL, NULL);
+    assert_true(fd >= 0);
+    uint8_t got[512];
+    size_t n = recv_within(&L, fd, got, sizeof(got), sizeof(got), TP_QUIET_MS * tp_slow());
+    assert_int_equal(n, ING_PREAMBLE_LEN); /* nothing before the Welcome */
+    send_welcome(fd, ING_WELCOME_SESSION | ING_WELCOME_SESSION_ACK);
+    n = recv_within(&L, fd, got, sizeof(got), ING_HDR_LEN * 2 + 1, TP_DEADLINE_MS);
+    struct ing_msg m;
+    ssize_t f = ing_msg_decode(got, n, 1u << 20, &m);
+    assert_true(f > 0);
+    assert_int_equal(m.type, ING_CLIENT_HELLO_SESSION);
+    assert_int_equal(m.u.client_hello.session_flags, ING_SESSION_ACK);
+    if ((size_t)f + ING_HDR_LEN > n) /* the Ping may come in a second read */
+        n += recv_within(&L, fd, got + n, sizeof(got) - n, (size_t)f + ING_HDR_LEN - n,
+                         TP_DEADLINE_MS);
+    assert_true(ing_msg_decode(got + f, n - (size_t)f, 1u << 20, &m) > 0);
+    assert_int_equal(m.type, ING_PING);
+    close(fd);
+    bc_load_fini(&L);
+
+    /* A server without acknowledged results: the run stops with a message. */
+    assert_int_equal(bc_load_init(&L, 1), 0);
+    L.session = 2;
+    assert_non_null(bc_add_client(&L, addr, &job, 1));
+    fd = accept(ls, NULL, NULL);
+    assert_true(fd >= 0);
+    send_welcome(fd, ING_WELCOME_SESSION);
+    uint64_t until = bc_now_ns() + (uint64_t)TP_DEADLINE_MS * 1000000u;
+    int rc = 0;
+    while (rc == 0 && bc_now_ns() < until)
+        rc = bc_poll(&L, 5);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(L.err, "does not offer sessions with acknowledged results"));
+    close(fd);
+    close(ls);
+    free(job.frame);
+    bc_load_fini(&L);
+}
+
 int
 main(void)
 {
@@ -278,6 +360,7 @@ main(void)
         TP_CASE(test_lg_zmq_enqueue),
         cmocka_unit_test(test_lg_zmq_reader_refusals),
         cmocka_unit_test(test_lg_zmq_waits_for_ready),
+        cmocka_unit_test(test_lg_session_waits_for_welcome),
     };
     return cmocka_run_group_tests_name("loadgen", tests, NULL, NULL);
 }

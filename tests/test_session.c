@@ -3,7 +3,9 @@
  * binary: a detached session's jobs keep running and their results are kept, resuming
  * delivers them then lists the jobs held, a resubmission is idempotent, a second connection
  * takes a session over, --session-ttl ends a detached session, and with --journal sessions
- * survive kill -9 and SIGTERM (which ends the other jobs). */
+ * survive kill -9 and SIGTERM (which ends the other jobs, held ones too); an acknowledging
+ * connection that leaves over 4 x --max-output of results unacknowledged is cut off, kept results are
+ * shed under a small --max-memory, and a job the journal could not write is not listed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,7 +15,10 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "inginious/mp.h"
@@ -59,10 +64,9 @@ send_ack(struct tp_peer *p, uint64_t count)
     tp_send(p, &m);
 }
 
-/* wait_detached waits (bounded) until the backend's log says that n sessions were detached:
- * the close reached it, and results from now on are kept. */
+/* wait_log waits (bounded) until the backend's log holds needle n times. */
 static void
-wait_detached(struct tp_ctx *c, int n)
+wait_log(struct tp_ctx *c, const char *needle, int n)
 {
     uint64_t deadline = tp_now_ms() + 10000u * (unsigned)tp_slow();
     for (;;) {
@@ -72,15 +76,23 @@ wait_detached(struct tp_ctx *c, int n)
         int seen = 0;
         char line[1024];
         while (f != NULL && fgets(line, sizeof(line), f) != NULL)
-            seen += strstr(line, "session detached:") != NULL;
+            seen += strstr(line, needle) != NULL;
         if (f != NULL)
             fclose(f);
         if (seen >= n)
             return;
         if (tp_now_ms() > deadline)
-            tp_fail("the backend did not detach %d sessions (%d)", n, seen);
+            tp_fail("the backend's log holds \"%s\" %d times, not %d", needle, seen, n);
         poll(NULL, 0, 2);
     }
+}
+
+/* wait_detached waits (bounded) until the backend's log says that n sessions were detached:
+ * the close reached it, and results from now on are kept. */
+static void
+wait_detached(struct tp_ctx *c, int n)
+{
+    wait_log(c, "session detached:", n);
 }
 
 /* expect_list expects one BackendSessionJobs, the last, listing exactly the ids of want
@@ -121,6 +133,19 @@ kill9_restart(struct tp_ctx *c, const char *jdir)
 {
     tp_signal(c, SIGKILL);
     assert_int_not_equal(tp_wait_exit(c, 10000 * tp_slow()), -1);
+    tp_start(c, "--journal", jdir, NULL);
+}
+
+/* sigterm_restart stops the backend with SIGTERM: plain client p's job p1 ends crash
+ * "Backend shutting down", session client s gets Error SHUTDOWN and no crash before it (its
+ * job stays in the journal); the backend exits 0 and starts again on journal jdir. */
+static void
+sigterm_restart(struct tp_ctx *c, const char *jdir, struct tp_peer *p, struct tp_peer *s)
+{
+    tp_signal(c, SIGTERM);
+    tp_expect_synthetic(p, "p1", "crash", "Backend shutting down", "S-p1");
+    tp_expect_error(s, ING_ERR_SHUTDOWN);
+    assert_int_equal(tp_wait_exit(c, 10000 * tp_slow()), 0);
     tp_start(c, "--journal", jdir, NULL);
 }
 
@@ -282,11 +307,7 @@ TP_TEST(test_session_journal_sigterm)
     tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
     tp_submit(p, "p1", 0);
     tp_barrier(p);
-    tp_signal(c, SIGTERM);
-    tp_expect_synthetic(p, "p1", "crash", "Backend shutting down", "S-p1");
-    tp_expect_error(s, ING_ERR_SHUTDOWN); /* no crash for s1 before it */
-    assert_int_equal(tp_wait_exit(c, 10000 * tp_slow()), 0);
-    tp_start(c, "--journal", jdir, NULL);
+    sigterm_restart(c, jdir, p, s);
     if (!tp_log_contains(c, "1 waiting jobs restored"))
         tp_fail("the log does not say that one job was restored");
     struct tp_peer *s2 = session_open(c, sid_b);
@@ -553,6 +574,223 @@ TP_TEST(test_session_ack_journal_kill9)
     expect_list(s3, "");
 }
 
+/* big_done sends AgentJobDone(id, "success", state) whose stdout is kib KiB of 'o'. */
+static void
+big_done(struct tp_peer *ag, const char *id, const char *state, size_t kib)
+{
+    size_t n = kib << 10;
+    char *out = malloc(n + 1);
+    assert_non_null(out);
+    memset(out, 'o', n);
+    out[n] = '\0';
+    struct tp_result r = {.id = id, .kind = "success", .state = state, .out = out};
+    tp_done_full(ag, &r);
+    free(out);
+}
+
+/* An acknowledging connection (flag ACK) that reads its results and never acknowledges them
+ * is sent Error OVERLOAD and closed once it leaves over 4 x --max-output of them
+ * unacknowledged (proto.md 7.9; here 4 MiB: six results of 768 KiB); its session is
+ * detached with the results kept: the next connection gets all six again and, acknowledging
+ * as it reads, is not cut off. */
+TP_TEST(test_session_ack_unacked_cutoff)
+{
+    tp_start(c, "--max-output", "1M", NULL);
+    struct tp_peer *ag = tp_agent(c, "A", 6, "docker/default", NULL);
+    struct tp_peer *s = session_open_f(c, sid_a, ING_SESSION_ACK);
+    expect_list(s, "");
+    static const char *const ids[] = {"u1", "u2", "u3", "u4", "u5", "u6"};
+    for (int i = 0; i < 6; i++) {
+        tp_submit(s, ids[i], 0);
+        tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+        tp_expect_job(ag, ids[i]);
+    }
+    for (int i = 0; i < 5; i++) {
+        big_done(ag, ids[i], ids[i], 768);
+        tp_expect_done(s, ids[i], "success", NULL, ids[i]);
+    }
+    tp_barrier(s); /* 3.75 MiB unacknowledged: still served */
+    big_done(ag, ids[5], ids[5], 768);
+    tp_expect_done(s, ids[5], "success", NULL, ids[5]); /* 4.5 MiB: past the bound */
+    tp_expect_error(s, ING_ERR_OVERLOAD);
+    tp_expect_closed(s);
+    if (!tp_log_contains(c, "over 4194304 bytes of results not acknowledged"))
+        tp_fail("the backend did not log the cut-off at 4 x --max-output");
+    wait_detached(c, 1);
+    struct tp_peer *s2 = session_open_f(c, sid_a, ING_SESSION_ACK);
+    for (int i = 0; i < 6; i++) {
+        const struct ing_msg *d = tp_expect_done(s2, ids[i], "success", NULL, ids[i]);
+        assert_int_equal(d->u.result.stdout_.len, 768u << 10);
+        send_ack(s2, (uint64_t)i + 1);
+    }
+    expect_list(s2, "");
+    tp_barrier(s2); /* acknowledged as read: never past the bound, not closed */
+    tp_close(c, s2);
+    wait_detached(c, 2);
+    struct tp_peer *s3 = session_open_f(c, sid_a, ING_SESSION_ACK);
+    expect_list(s3, ""); /* all acknowledged: nothing comes again */
+}
+
+/* Under a small --max-memory (16 MiB), results kept for a detached session (four of 3 MiB)
+ * leave no room for another client's result of 5 MiB: the oldest kept results are replaced
+ * by a short crash "Backend memory full" that keeps their state (proto.md 7.7; logged), and
+ * the other client gets its result and goes on being served; on resuming, the session gets
+ * one result per job, the first shed, each either its own or the crash. */
+TP_TEST(test_session_kept_shed_max_memory)
+{
+    tp_start(c, "--max-memory", "32M", NULL);
+    struct tp_peer *ag = tp_agent(c, "A", 7, "docker/default", NULL);
+    struct tp_peer *plain = tp_client(c, "plain", NULL);
+    struct tp_peer *s = session_open(c, sid_b);
+    expect_list(s, "");
+    static const char *const ids[] = {"m1", "m2", "m3", "m4", "m5", "m6"};
+    for (int i = 0; i < 6; i++) {
+        tp_submit(s, ids[i], 0);
+        tp_expect_job(ag, ids[i]);
+    }
+    tp_submit(plain, "other", 0);
+    tp_expect_job(ag, "other");
+    tp_close(c, s);
+    wait_detached(c, 1);
+    for (int i = 0; i < 6; i++) {
+        big_done(ag, ids[i], ids[i], 3 << 10);
+        tp_barrier(ag); /* kept before the next */
+    }
+    if (tp_log_contains(c, "kept results of the oldest detached sessions replaced"))
+        tp_fail("18 MiB kept under a 32 MiB budget: shed too early");
+    big_done(ag, "other", "other", 5 << 10);
+    const struct ing_msg *o = tp_expect_done(plain, "other", "success", NULL, "other");
+    assert_int_equal(o->u.result.stdout_.len, 5u << 20); /* served, whole */
+    if (!tp_log_contains(c, "kept results of the oldest detached sessions replaced"))
+        tp_fail("no room for the other client's result, yet nothing was shed");
+    tp_submit(plain, "after", 0); /* new jobs still run */
+    tp_expect_job(ag, "after");
+    tp_done(ag, "after", "success", "");
+    tp_expect_done(plain, "after", "success", NULL, NULL);
+    struct tp_peer *s2 = session_open(c, sid_b);
+    int shed = 0;
+    for (int i = 0; i < 6; i++) {
+        const struct ing_msg *d = tp_expect(s2, ING_BACKEND_JOB_DONE);
+        if (!ing_view_eq(d->u.result.job_id, ids[i]))
+            tp_fail("kept result %d is for %.*s, not %s", i, (int)d->u.result.job_id.len,
+                    d->u.result.job_id.p, ids[i]);
+        if (!ing_view_eq(d->u.result.state, ids[i]))
+            tp_fail("%s: its state was not kept", ids[i]);
+        bool is_shed = ing_view_eq(d->u.result.result_kind, "crash");
+        if (is_shed) {
+            if (!ing_view_eq(d->u.result.result_text, "Backend memory full"))
+                tp_fail("%s: crash, but not \"Backend memory full\"", ids[i]);
+            tp_check_synthetic(d);
+        } else if (!ing_view_eq(d->u.result.result_kind, "success") ||
+                   d->u.result.stdout_.len != 3u << 20) {
+            tp_fail("%s: neither its own result nor the crash", ids[i]);
+        }
+        if (i == 0 && !is_shed)
+            tp_fail("the oldest kept result was not the first shed");
+        shed += is_shed;
+    }
+    expect_list(s2, "");
+    if (shed == 6)
+        tp_fail("every kept result was shed: more than the other result needed");
+}
+
+/* SIGTERM with --journal while agents that keep their jobs (7.10) are away: their held jobs
+ * ("ghosts") are a session's and a plain client's. The plain client's job ends crash
+ * "Backend shutting down"; the session's is not answered, is kept in the journal and comes
+ * back held for its agent (7.6), which claims it back after the restart: its result reaches
+ * the resumed session once. The backend exits 0 (no leak, no crash under the sanitizers). */
+TP_TEST(test_session_journal_sigterm_held)
+{
+    char jdir[600];
+    snprintf(jdir, sizeof(jdir), "%s/journal", tp_dir(c));
+    tp_start(c, "--journal", jdir, "--resume-grace", "1h", NULL);
+    struct tp_peer *ag = resume_agent(c, 0x42, NULL);
+    struct tp_peer *s = session_open(c, sid_a);
+    expect_list(s, "");
+    struct tp_peer *p = tp_client(c, "plain", NULL);
+    tp_submit(s, "h1", 0);
+    tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+    tp_expect_job(ag, "h1");
+    tp_started(ag, "h1");
+    tp_expect(s, ING_BACKEND_JOB_STARTED);
+    struct tp_peer *ag2 = resume_agent(c, 0x43, NULL);
+    tp_expect(p, ING_BACKEND_UPDATE_ENVIRONMENTS); /* after every agent's hello */
+    tp_expect(s, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    tp_submit(p, "p1", 0);
+    tp_expect_job(ag2, "p1");
+    tp_started(ag2, "p1");
+    tp_expect(p, ING_BACKEND_JOB_STARTED);
+    tp_barrier(ag); /* the started records are written */
+    tp_barrier(ag2);
+    tp_close(c, ag);
+    tp_close(c, ag2);
+    wait_log(c, "agent R lost: its 1 jobs wait", 2); /* both held */
+    sigterm_restart(c, jdir, p, s);
+    if (!tp_log_contains(c, "journal: 1 running jobs wait"))
+        tp_fail("the restart does not hold the session's job (and only it) for its agent");
+    struct tp_peer *back = resume_agent(c, 0x42, "h1");
+    tp_barrier(back);
+    if (!tp_log_contains(c, "claimed 1 jobs back (0 refused)"))
+        tp_fail("the agent did not claim the session's job back");
+    tp_done(back, "h1", "success", "after");
+    tp_barrier(back);
+    struct tp_peer *s2 = session_open(c, sid_a);
+    tp_expect_done(s2, "h1", "success", NULL, "after");
+    expect_list(s2, "");
+}
+
+/* segment_size returns the size of the journal's first segment in jdir. */
+static off_t
+segment_size(const char *jdir)
+{
+    char path[700];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/0000000000000001.seg", jdir);
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_size;
+}
+
+/* A session's job whose record cannot be written (a file-size limit: EFBIG), its
+ * connection closed right after it: the backend goes on; the job was never acknowledged,
+ * so the resumed session does not find it in its list (proto.md 7.9: submit it again), and
+ * once the disk takes writes again the job submitted again is acknowledged and runs once.
+ * (The refusal reaching a session detached before it: test_backend.) */
+TP_TEST(test_session_journal_refusal_close)
+{
+    char jdir[600];
+    snprintf(jdir, sizeof(jdir), "%s/journal", tp_dir(c));
+    tp_start(c, "--journal", jdir, "--orphan-timeout", "0", NULL);
+    struct tp_peer *s = session_open_f(c, sid_b, ING_SESSION_ACK);
+    expect_list(s, "");
+    struct tp_job big = {.id = "big", .pad = 96 << 10}; /* the segment outgrows the log */
+    tp_send_job(s, &big);
+    tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+    struct rlimit old, lim;
+    assert_int_equal(prlimit(c->be.pid, RLIMIT_FSIZE, NULL, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)segment_size(jdir) + 256; /* no room for the next job's record */
+    assert_int_equal(prlimit(c->be.pid, RLIMIT_FSIZE, &lim, NULL), 0);
+    struct tp_job r = {.id = "r1", .pad = 2000};
+    tp_send_job(s, &r);
+    tp_close(c, s);
+    wait_detached(c, 1);
+    wait_log(c, "journal unavailable", 1);
+    assert_int_equal(prlimit(c->be.pid, RLIMIT_FSIZE, &old, NULL), 0);
+    wait_log(c, "journal: writes work again", 1); /* its retry (every 100 ms) */
+    struct tp_peer *s2 = session_open_f(c, sid_b, ING_SESSION_ACK);
+    expect_list(s2, "big"); /* r1: never acknowledged, not held */
+    tp_send_job(s2, &r);
+    tp_expect(s2, ING_BACKEND_JOB_ACCEPTED); /* writes work again */
+    struct tp_peer *ag = tp_agent(c, "A", 2, "docker/default", NULL);
+    tp_expect(s2, ING_BACKEND_UPDATE_ENVIRONMENTS);
+    const struct ing_msg *m = tp_expect(ag, ING_BACKEND_NEW_JOB);
+    bool big_first = ing_view_eq(m->u.job.job_id, "big");
+    tp_expect_job(ag, big_first ? "r1" : "big");
+    tp_done(ag, "r1", "success", "");
+    tp_expect_done(s2, "r1", "success", NULL, NULL);
+    tp_expect_nothing(ag, TP_QUIET_MS); /* r1 runs once */
+}
+
 int
 main(void)
 {
@@ -563,6 +801,11 @@ main(void)
         TP_CASE(test_session_long_list), TP_CASE(test_session_journal_compaction),
         TP_CASE(test_session_journal_agent_resume),
         TP_CASE(test_session_ack_resends_unacknowledged), TP_CASE(test_session_ack_journal_kill9),
+        TP_CASE(test_session_ack_unacked_cutoff), TP_CASE(test_session_kept_shed_max_memory),
+        TP_CASE(test_session_journal_sigterm_held), TP_CASE(test_session_journal_refusal_close),
     };
+    /* TP_FILTER=pattern runs only the matching tests (cmocka wildcards). */
+    if (getenv("TP_FILTER") != NULL)
+        cmocka_set_test_filter(getenv("TP_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
