@@ -4,7 +4,6 @@
 
 #include <stdbool.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 
 #if defined(ING_SAN) && ING_SAN
 #define SLAB_PASSTHROUGH 1
@@ -35,16 +34,13 @@ slab_fini(struct slab *s)
     slab_init(s, s->size);
 }
 
-/* huge_page returns a SLAB_HUGE block aligned to its size and asks the kernel to back it
- * with one huge page (one TLB entry where 512 small pages would take 512: a big pool's
- * objects are read in any order, a queue's jobs long after they were written), or NULL. */
+/* huge_page returns a SLAB_HUGE block aligned to its size (one huge page where the kernel
+ * backs anonymous memory with them unasked: a big pool's objects are read in any order, a
+ * queue's jobs long after they were written), or NULL. No MADV_HUGEPAGE: see slab.h. */
 static void *
 huge_page(void)
 {
-    void *mem = aligned_alloc(SLAB_HUGE, SLAB_HUGE);
-    if (mem != NULL)
-        (void)madvise(mem, SLAB_HUGE, MADV_HUGEPAGE); /* advice: without it, small pages */
-    return mem;
+    return aligned_alloc(SLAB_HUGE, SLAB_HUGE);
 }
 
 static int

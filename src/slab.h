@@ -3,8 +3,11 @@
  *
  * struct slab hands out fixed-size objects carved from 64 KiB pages and keeps freed objects
  * on a free list, so a warm pool never calls malloc. Past 2 MiB of pages a slab grows by
- * 2 MiB blocks that the kernel is asked to back with huge pages (madvise MADV_HUGEPAGE):
- * a million queued jobs then take about 200 TLB entries instead of 100,000. struct pool is a set of slabs by size
+ * 2 MiB blocks aligned to 2 MiB, which a kernel with transparent huge pages "always" backs
+ * with one huge page each (a million queued jobs in about 200 TLB entries, not 100,000).
+ * They are not advised MADV_HUGEPAGE: with the common defrag setting "madvise" the first
+ * touch of such a block compacts memory synchronously, which stalled the loop for up to
+ * 8 ms (bench_register). struct pool is a set of slabs by size
  * class (8-byte steps up to 1 KiB, then four classes per power of two up to 64 KiB; larger
  * requests go straight to malloc). Pages are returned to the system only by *_fini.
  *
@@ -17,7 +20,7 @@
 #include <stdint.h>
 
 #define SLAB_PAGE (64u * 1024)
-#define SLAB_HUGE (2u << 20) /* a slab past SLAB_HUGE_AFTER pages grows by this, huge pages */
+#define SLAB_HUGE (2u << 20) /* a slab past SLAB_HUGE_AFTER pages grows by this, aligned */
 #define SLAB_HUGE_AFTER 32u
 #define POOL_MAX (64u * 1024)
 #define POOL_NCLASS (128 + 24)
