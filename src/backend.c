@@ -775,12 +775,13 @@ env_best(const struct env *e)
 }
 
 /* Fair share: each key's waiting jobs in a list in their order, the keys in a heap on their
- * first job. */
+ * first job. key_less evaluates every comparison and combines them bitwise, without a
+ * branch: which child of a sift is smaller is unpredictable, a conditional move is not. */
 static inline bool
 key_less(const struct kent *a, const struct kent *b)
 {
-    return a->prio < b->prio ||
-           (a->prio == b->prio && (a->vt < b->vt || (a->vt == b->vt && a->seq < b->seq)));
+    return (a->prio < b->prio) |
+           ((a->prio == b->prio) & ((a->vt < b->vt) | ((a->vt == b->vt) & (a->seq < b->seq))));
 }
 
 static inline void
@@ -790,24 +791,22 @@ kheap_place(struct env *e, uint32_t i, const struct kent *x)
     x->k->hidx = i + 1;
 }
 
+/* kheap_rise places x, whose hole is at i, on its way up the heap, no higher than top. */
+static void
+kheap_rise(struct env *e, uint32_t i, uint32_t top, const struct kent *x)
+{
+    while (i > top && key_less(x, &e->kheap[(i - 1) / 2])) {
+        kheap_place(e, i, &e->kheap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    kheap_place(e, i, x);
+}
+
 static void
 kheap_up(struct env *e, uint32_t i)
 {
     struct kent x = e->kheap[i];
-    while (i > 0 && key_less(&x, &e->kheap[(i - 1) / 2])) {
-        kheap_place(e, i, &e->kheap[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    kheap_place(e, i, &x);
-}
-
-/* key_less_nb is key_less without a branch (every comparison evaluated, combined bitwise):
- * which child of a sift is smaller is unpredictable, a conditional move is not. */
-static inline bool
-key_less_nb(const struct kent *a, const struct kent *b)
-{
-    return (a->prio < b->prio) |
-           ((a->prio == b->prio) & ((a->vt < b->vt) | ((a->vt == b->vt) & (a->seq < b->seq))));
+    kheap_rise(e, i, 0, &x);
 }
 
 /* kheap_down restores the heap below i, whose entry's key grew. Bottom-up: the hole at i
@@ -821,15 +820,11 @@ kheap_down(struct env *e, uint32_t i)
     struct kent x = e->kheap[i];
     uint32_t n = e->kn, top = i;
     for (uint32_t l = 2 * i + 1; l < n; l = 2 * i + 1) {
-        uint32_t m = l + (uint32_t)(l + 1 < n && key_less_nb(&e->kheap[l + 1], &e->kheap[l]));
+        uint32_t m = l + (uint32_t)(l + 1 < n && key_less(&e->kheap[l + 1], &e->kheap[l]));
         kheap_place(e, i, &e->kheap[m]);
         i = m;
     }
-    while (i > top && key_less(&x, &e->kheap[(i - 1) / 2])) {
-        kheap_place(e, i, &e->kheap[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    kheap_place(e, i, &x);
+    kheap_rise(e, i, top, &x);
 }
 
 /* rank_prefetch starts loading what an update of r at ordinal o touches (its bit, its
