@@ -13,7 +13,9 @@
  * Job ids are 16 hex digits: 4 for the client number, 12 for the job's index, so a result
  * finds its job (and its submit time) without a table. The ClientNewJob frame and the
  * agent's answer are encoded once with the library codec and copied with the id patched:
- * the load generator must cost far less than the server it measures. */
+ * the load generator must cost far less than the server it measures. A job template may also
+ * draw each job's fair-share key among K (loadgen --keys): patched the same way, in place of
+ * the launcher, the course id or inputdata's "@username" (bc_job_tmpl_keys, bc_key_of). */
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
 
@@ -223,12 +225,15 @@ bc_percentiles(uint64_t *v, uint64_t n, struct bc_pct *o)
 /* ---------------------------------------------------------------------------------------- */
 /* Frames                                                                                    */
 
-/* A pre-encoded frame with job ids to patch at id_off[0..nid). */
+/* A pre-encoded frame with job ids to patch at id_off[0..nid), and for a job drawing its
+ * fair-share key among keys (> 0) the key to patch at key_off (BC_KEYLEN bytes). */
 struct bc_tmpl {
     uint8_t *frame;
     size_t len;
     size_t id_off[2];
     int nid;
+    uint32_t keys;
+    size_t key_off;
 };
 
 static inline void
@@ -279,17 +284,62 @@ bc_encode(const struct ing_msg *m, size_t *len)
     return f;
 }
 
-/* bc_inputdata returns the msgpack map {"q1": "print(...)..."} of exactly size bytes (the
- * student's code, plain ASCII), or NULL if size < 8. */
+/* Fair-share keys (loadgen --keys K): a job's key is "k" and 6 decimal digits, BC_KEYLEN
+ * bytes like the launcher "loadgen" (so that with the key as launcher the body keeps its
+ * size), drawn at random among K per job with a fixed seed: a function of the job's index
+ * (bc_key_of), so that whoever reads a job id knows its key. */
+#define BC_KEYLEN 7
+#define BC_MAX_KEYS 1000000u
+#define BC_KEY0 "k000000" /* the key written into a template, patched per job */
+
+/* Where the key goes: the launcher, the course id, or inputdata["@username"] (the three keys
+ * of --fair-share, proto.md 7.4). */
+enum bc_key_field {
+    BC_KEY_LAUNCHER,
+    BC_KEY_COURSE,
+    BC_KEY_USER,
+};
+
+static const char *const bc_key_field_names[] = {"launcher", "course", "user"};
+
+/* bc_key_of returns the key (0..keys-1, keys > 0) of the job of index idx: splitmix64's
+ * mix of the index and a fixed seed, reduced modulo keys. */
+static inline uint32_t
+bc_key_of(uint64_t idx, uint32_t keys)
+{
+    uint64_t z = idx * 0x9e3779b97f4a7c15ull + 0x243f6a8885a308d3ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (uint32_t)(z % keys);
+}
+
+/* bc_put_key writes the name of key k (< BC_MAX_KEYS) at p: "k" and 6 digits. */
+static inline void
+bc_put_key(uint8_t *p, uint32_t k)
+{
+    p[0] = 'k';
+    for (int i = BC_KEYLEN - 1; i >= 1; i--, k /= 10)
+        p[i] = (uint8_t)('0' + k % 10);
+}
+
+/* bc_inputdata returns the msgpack map {"q1": "def fib(n)..."} of exactly size bytes (the
+ * student's code, plain ASCII), with user != NULL (at most 31 bytes) the map {"q1": ...,
+ * "@username": user} of exactly size bytes, or NULL if size is too small for that (8 bytes
+ * without a user, 8 + 11 + strlen(user) with one). */
 static inline uint8_t *
-bc_inputdata(uint32_t size)
+bc_inputdata(uint32_t size, const char *user)
 {
     static const char code[] = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n";
-    if (size < 8)
+    size_t ul = user != NULL ? strlen(user) : 0;
+    uint32_t user_len = user != NULL ? (uint32_t)(1 + 9 + 1 + ul) : 0; /* "@username", str */
+    if (ul > 31 || size < 8 || size - 8 < user_len)
         return NULL;
-    /* 0x81, "q1" (3 bytes), then a str header of h bytes and size - 4 - h bytes of text. */
-    uint32_t h = size - 4 - 1 <= 31 ? 1 : size - 4 - 2 <= 255 ? 2 : size - 4 - 3 <= 65535 ? 3 : 5;
-    uint32_t tl = size - 4 - h;
+    /* A map header, "q1" (3 bytes), a str header of h bytes and tl bytes of text, then the
+     * user's pair if any. */
+    uint32_t rest = size - user_len;
+    uint32_t h = rest - 4 - 1 <= 31 ? 1 : rest - 4 - 2 <= 255 ? 2 : rest - 4 - 3 <= 65535 ? 3 : 5;
+    uint32_t tl = rest - 4 - h;
     char *text = malloc(tl ? tl : 1);
     uint8_t *out = malloc(size);
     if (text == NULL || out == NULL) {
@@ -301,9 +351,13 @@ bc_inputdata(uint32_t size)
         text[i] = code[i % (sizeof(code) - 1)];
     struct ing_mp_writer w;
     ing_mp_writer_init(&w, out, size);
-    ing_mp_put_map(&w, 1);
+    ing_mp_put_map(&w, user != NULL ? 2 : 1);
     ing_mp_put_cstr(&w, "q1");
     ing_mp_put_str(&w, text, tl);
+    if (user != NULL) {
+        ing_mp_put_cstr(&w, "@username");
+        ing_mp_put_cstr(&w, user);
+    }
     free(text);
     if (w.err != 0 || w.len != size) {
         free(out);
@@ -314,13 +368,15 @@ bc_inputdata(uint32_t size)
 
 #define BC_LAUNCHER "loadgen"
 
-/* bc_job_fill sets m to the ClientNewJob of the workload: priority, launcher "loadgen",
- * course "bench", task "lifecycle", environment docker/env, task_problems
- * {"q1": {"type": "code"}}, inputdata input[0..payload), environment_parameters
- * {"limits": {"time": 30}}, job id id[0..BC_TOKLEN). */
+#define BC_COURSE "bench"
+
+/* bc_job_fill sets m to the ClientNewJob of the workload: priority, launcher (BC_LAUNCHER
+ * unless a key takes its place), course (BC_COURSE, the same), task "lifecycle", environment
+ * docker/env, task_problems {"q1": {"type": "code"}}, inputdata input[0..payload),
+ * environment_parameters {"limits": {"time": 30}}, job id id[0..BC_TOKLEN). */
 static inline void
 bc_job_fill(struct ing_msg *m, const uint8_t *id, const uint8_t *input, uint32_t payload,
-            int64_t priority, const char *env)
+            int64_t priority, const char *env, const char *launcher, const char *course)
 {
     static const uint8_t problems[] = {0x81, 0xa2, 'q',  '1', 0x81, 0xa4, 't', 'y',
                                        'p',  'e',  0xa4, 'c', 'o',  'd',  'e'};
@@ -330,9 +386,9 @@ bc_job_fill(struct ing_msg *m, const uint8_t *id, const uint8_t *input, uint32_t
     m->type = ING_CLIENT_NEW_JOB;
     struct ing_client_new_job *nj = &m->u.new_job;
     nj->priority = priority;
-    nj->launcher = (struct ing_view){BC_LAUNCHER, sizeof(BC_LAUNCHER) - 1};
+    nj->launcher = (struct ing_view){launcher, (uint32_t)strlen(launcher)};
     nj->job.job_id = (struct ing_view){(const char *)id, BC_TOKLEN};
-    nj->job.course_id = (struct ing_view){"bench", 5};
+    nj->job.course_id = (struct ing_view){course, (uint32_t)strlen(course)};
     nj->job.task_id = (struct ing_view){"lifecycle", 9};
     nj->job.environment_type = (struct ing_view){"docker", 6};
     nj->job.environment = (struct ing_view){env, (uint32_t)strlen(env)};
@@ -342,28 +398,73 @@ bc_job_fill(struct ing_msg *m, const uint8_t *id, const uint8_t *input, uint32_t
     nj->job.environment_parameters = (struct ing_view){(const char *)params, sizeof(params)};
 }
 
-/* bc_job_tmpl encodes the ClientNewJob of the workload (bc_job_fill). *body_len gets the
- * ClientNewJob body size. Returns 0 or -1. */
+/* bc_tmpl_key sets t to draw its jobs' keys among keys (0: none, t keeps BC_LAUNCHER and
+ * BC_COURSE): the key's place is the only BC_KEY0 of the frame. Returns 0 or -1. */
 static inline int
-bc_job_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *env,
-            size_t *body_len)
+bc_tmpl_key(struct bc_tmpl *t, uint32_t keys)
+{
+    t->keys = keys;
+    t->key_off = 0;
+    if (keys == 0)
+        return 0;
+    const uint8_t *p = memmem(t->frame, t->len, BC_KEY0, BC_KEYLEN);
+    if (keys > BC_MAX_KEYS || p == NULL ||
+        memmem(p + 1, t->len - (size_t)(p + 1 - t->frame), BC_KEY0, BC_KEYLEN) != NULL)
+        return -1;
+    t->key_off = (size_t)(p - t->frame);
+    return 0;
+}
+
+/* bc_key_names gives the launcher, course and user of a job template whose key (keys > 0)
+ * is in field: BC_KEY0 there, the workload's own values elsewhere (no user). */
+static inline void
+bc_key_names(uint32_t keys, uint8_t field, const char **launcher, const char **course,
+             const char **user)
+{
+    *launcher = keys > 0 && field == BC_KEY_LAUNCHER ? BC_KEY0 : BC_LAUNCHER;
+    *course = keys > 0 && field == BC_KEY_COURSE ? BC_KEY0 : BC_COURSE;
+    *user = keys > 0 && field == BC_KEY_USER ? BC_KEY0 : NULL;
+}
+
+/* bc_job_tmpl_keys encodes the ClientNewJob of the workload (bc_job_fill) whose jobs draw
+ * their key among keys (0: none, the workload as it always was) in field (enum
+ * bc_key_field). *body_len gets the ClientNewJob body size. Returns 0 or -1. */
+static inline int
+bc_job_tmpl_keys(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *env,
+                 uint32_t keys, uint8_t field, size_t *body_len)
 {
     uint8_t id[BC_TOKLEN];
-    uint8_t *input = bc_inputdata(payload);
+    const char *launcher, *course, *user;
+    bc_key_names(keys, field, &launcher, &course, &user);
+    memset(t, 0, sizeof(*t));
+    uint8_t *input = bc_inputdata(payload, user);
     if (input == NULL)
         return -1;
     bc_put_token(id, 0, 0);
     struct ing_msg m;
-    bc_job_fill(&m, id, input, payload, priority, env);
+    bc_job_fill(&m, id, input, payload, priority, env, launcher, course);
     t->frame = bc_encode(&m, &t->len);
     free(input);
     if (t->frame == NULL)
         return -1;
     /* header, priority i64, launcher str, then the job id's length */
-    t->id_off[0] = ING_HDR_LEN + 8 + 4 + (sizeof(BC_LAUNCHER) - 1) + 4;
+    t->id_off[0] = ING_HDR_LEN + 8 + 4 + strlen(launcher) + 4;
     t->nid = 1;
     *body_len = t->len - ING_HDR_LEN;
+    if (bc_tmpl_key(t, keys) != 0) {
+        free(t->frame);
+        t->frame = NULL;
+        return -1;
+    }
     return 0;
+}
+
+/* bc_job_tmpl: bc_job_tmpl_keys without keys. */
+static inline int
+bc_job_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *env,
+            size_t *body_len)
+{
+    return bc_job_tmpl_keys(t, payload, priority, env, 0, 0, body_len);
 }
 
 /* bc_result_fill sets r to the workload's result: success, "ok", grade 100, empty maps, state
@@ -757,28 +858,30 @@ bc_zmark(struct bc_tmpl *t, size_t from)
     return 0;
 }
 
-/* bc_zjob_tmpl encodes the workload's ClientNewJob (bc_job_tmpl's values) in release zrel.
- * *body_len gets the msgpack message's size. Returns 0 or -1. */
+/* bc_zjob_tmpl_keys encodes the workload's ClientNewJob (bc_job_tmpl_keys' values) in
+ * release zrel. *body_len gets the msgpack message's size. Returns 0 or -1. */
 static inline int
-bc_zjob_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *env,
-             uint8_t zrel, size_t *body_len)
+bc_zjob_tmpl_keys(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *env,
+                  uint8_t zrel, uint32_t keys, uint8_t field, size_t *body_len)
 {
     uint8_t id[BC_TOKLEN];
-    uint8_t *input = bc_inputdata(payload);
+    const char *launcher, *course, *user;
+    bc_key_names(keys, field, &launcher, &course, &user);
+    memset(t, 0, sizeof(*t));
+    uint8_t *input = bc_inputdata(payload, user);
     struct ing_mp_writer w;
     int rc = -1;
     if (input == NULL)
         return -1;
     bc_put_token(id, 0xffff, 0xffffffffffffull); /* the marker */
     ing_mp_writer_init_dyn(&w);
-    memset(t, 0, sizeof(*t));
     if (zrel == BC_ZREL_V06) {
         ing_mp_put_map(&w, 14);
         bc_zput_id(&w, zrel, false, (const char *)id, BC_TOKLEN);
         ing_mp_put_cstr(&w, "priority");
         ing_mp_put_int(&w, priority);
         ing_mp_put_cstr(&w, "course_id");
-        ing_mp_put_cstr(&w, "bench");
+        ing_mp_put_cstr(&w, course);
         ing_mp_put_cstr(&w, "task_id");
         ing_mp_put_cstr(&w, "lifecycle");
         ing_mp_put_cstr(&w, "inputdata");
@@ -796,23 +899,32 @@ bc_zjob_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *
         ing_mp_put_cstr(&w, "debug");
         ing_mp_put_bool(&w, false);
         ing_mp_put_cstr(&w, "launcher");
-        ing_mp_put_cstr(&w, BC_LAUNCHER);
+        ing_mp_put_cstr(&w, launcher);
         ing_mp_put_cstr(&w, "run_cmd");
         ing_mp_put_nil(&w);
         bc_zend(&w, zrel, ING_CLIENT_NEW_JOB);
     } else {
         struct ing_msg m;
-        bc_job_fill(&m, id, input, payload, priority, env);
+        bc_job_fill(&m, id, input, payload, priority, env, launcher, course);
         if (zmq_msg_encode(&m, &w, ZMQ_JOB_FIELD_COURSE_ID) != 0)
             w.err = -EINVAL;
     }
-    if (bc_zappend(&t->frame, &t->len, &w) == 0 && bc_zmark(t, 0) == 0) {
+    if (bc_zappend(&t->frame, &t->len, &w) == 0 && bc_zmark(t, 0) == 0 &&
+        bc_tmpl_key(t, keys) == 0) {
         *body_len = w.len;
         rc = 0;
     }
     ing_mp_writer_fini(&w);
     free(input);
     return rc;
+}
+
+/* bc_zjob_tmpl: bc_zjob_tmpl_keys without keys. */
+static inline int
+bc_zjob_tmpl(struct bc_tmpl *t, uint32_t payload, int64_t priority, const char *env,
+             uint8_t zrel, size_t *body_len)
+{
+    return bc_zjob_tmpl_keys(t, payload, priority, env, zrel, 0, 0, body_len);
 }
 
 /* bc_zreply_tmpl encodes the agent's answer to one job: AgentJobStarted, AgentJobDone. */
@@ -1174,6 +1286,8 @@ bc_submit(struct load *L, struct bc_conn *c, uint64_t now)
         uint64_t idx = L->submitted++;
         memcpy(p, t->frame, t->len);
         bc_put_token(p + t->id_off[0], c->idx, idx);
+        if (t->keys != 0)
+            bc_put_key(p + t->key_off, bc_key_of(idx, t->keys));
         buf_produce(&c->out, t->len);
         L->t_submit[idx] = now;
         if (L->t_first == 0)

@@ -23,6 +23,10 @@
  * --parked N first parks N jobs in an environment no agent provides (docker/parked), from
  * one more client that stays connected and idle: the run then measures the same work with
  * N jobs waiting (their id-table entries, their memory) beside it.
+ * --keys K (any mode) draws each job's fair-share key among K names (k000000 ...), at random
+ * per job with a fixed seed, as its launcher (--key-field: or its course id, or inputdata's
+ * "@username"); run the backend with --backend-arg --fair-share=launcher (or course, user)
+ * to measure fair share end to end. K = 0 (the default) is the workload without keys.
  * Prints one "RESULT key=value ..." line on stdout and a table on stderr. Exit status: 0 when
  * every job got exactly one result (enqueue: is queued), 1 on a failure or timeout, 2 on a
  * usage error. */
@@ -48,6 +52,8 @@ struct opts {
     enum mode mode;
     long long jobs, payload, clients, window, agents, slots; /* -1 = the mode's default */
     long long parked;                                        /* jobs parked first */
+    long long keys;                                          /* fair-share keys, 0 none */
+    uint8_t key_field;                                       /* enum bc_key_field */
     double max_seconds;
     const char *backend_bin;
     const char *agent_addr, *client_addr; /* attach to a running backend */
@@ -100,7 +106,8 @@ usage(FILE *f)
                "               [--backend-agent ADDR --backend-client ADDR [--backend-pid PID]]\n"
                "               [--parked N] [--no-pin] [--server-cpu C] [--loadgen-cpu C]\n"
                "               [--dialect native|zmq] [--zmq-release main|v0.8|v0.6]\n"
-               "               [--session none|plain|ack] [--verify] [--quiet]\n"
+               "               [--session none|plain|ack] [--keys K]\n"
+               "               [--key-field launcher|course|user] [--verify] [--quiet]\n"
                "\n"
                "  --mode MODE        lifecycle (throughput), latency (one job in flight), enqueue\n"
                "                     (no agents: enqueue rate and backend bytes per queued job),\n"
@@ -130,6 +137,13 @@ usage(FILE *f)
                "  --session S        native clients open a session (proto.md 7.9): none, plain\n"
                "                     (results not acknowledged) or ack (ClientSessionAck, as the\n"
                "                     library does: each result kept until acknowledged) (none)\n"
+               "  --keys K           each job's fair-share key is one of K names (k000000 ...,\n"
+               "                     7 bytes like the launcher \"loadgen\"), drawn at random per\n"
+               "                     job with a fixed seed; run the backend with --backend-arg\n"
+               "                     --fair-share=launcher to share by it (0: no key, 0..1000000)\n"
+               "  --key-field F      where the key goes: launcher, course (the course id) or user\n"
+               "                     (inputdata[\"@username\"], within the --payload bytes)\n"
+               "                     (launcher)\n"
                "  --verify           decode every received frame (message) with the library codec\n"
                "  --quiet            no table on stderr\n");
 }
@@ -169,6 +183,8 @@ enum {
     OPT_ZMQ_RELEASE,
     OPT_QUIET,
     OPT_SESSION,
+    OPT_KEYS,
+    OPT_KEY_FIELD,
     OPT_HELP,
 };
 
@@ -195,6 +211,8 @@ static const struct option options[] = {
     {"zmq-release", required_argument, NULL, OPT_ZMQ_RELEASE},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"session", required_argument, NULL, OPT_SESSION},
+    {"keys", required_argument, NULL, OPT_KEYS},
+    {"key-field", required_argument, NULL, OPT_KEY_FIELD},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -276,6 +294,16 @@ parse_opts(int argc, char **argv, struct opts *o)
         case OPT_PARKED:
             target = &o->parked, min = 0;
             break;
+        case OPT_KEYS:
+            target = &o->keys, min = 0;
+            break;
+        case OPT_KEY_FIELD:
+            for (v = 0; v < 3 && strcmp(optarg, bc_key_field_names[v]) != 0; v++)
+                ;
+            if (v == 3)
+                goto bad;
+            o->key_field = (uint8_t)v;
+            break;
         case OPT_SERVER_CPU:
         case OPT_LOADGEN_CPU:
             if (parse_ll(optarg, 0, &v) != 0 || v >= CPU_SETSIZE)
@@ -323,6 +351,12 @@ parse_opts(int argc, char **argv, struct opts *o)
     }
     if (optind != argc || (o->agent_addr == NULL) != (o->client_addr == NULL))
         goto bad;
+    if (o->keys > 0 && o->key_field == BC_KEY_USER && o->payload >= 0 &&
+        o->payload < 8 + 11 + BC_KEYLEN) {
+        fprintf(stderr, "loadgen: --key-field user needs --payload %d or more (the inputdata "
+                        "holds \"@username\")\n", 8 + 11 + BC_KEYLEN);
+        goto bad;
+    }
     bool lat = o->mode == MODE_LATENCY;
     if (o->jobs < 0)
         o->jobs = lat ? 20000 : 1000000;
@@ -337,7 +371,7 @@ parse_opts(int argc, char **argv, struct opts *o)
     if (o->slots < 0)
         o->slots = 64;
     if (o->payload > 64 * 1024 * 1024 || o->clients > 4096 || o->agents > 4096 ||
-        o->slots > 65536 ||
+        o->slots > 65536 || o->keys > BC_MAX_KEYS ||
         (o->mode != MODE_ENQUEUE && o->mode != MODE_REPLAY && o->agents == 0) ||
         (o->mode == MODE_REPLAY && (o->agents != 0 || o->agent_addr != NULL)))
         goto bad;
@@ -709,13 +743,16 @@ print_result(const struct opts *o, const struct load *L, struct result *r, size_
            "p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f mean_us=%.1f "
            "started=%llu lost=%llu dup=%llu bad=%llu errors=%llu server_cpu_s=%.3f "
            "server_sched_s=%.3f server_cpu_us_per_job=%.3f server_hwm_kb=%ld server_rss_kb=%ld "
-           "loadgen_cpu_s=%.3f parked=%lld dialect=%s",
+           "loadgen_cpu_s=%.3f parked=%lld keys=%lld dialect=%s",
            r->status, mode_names[o->mode], o->jobs, (unsigned long long)r->done, o->payload,
            body_len, o->clients, enq || drain ? 0 : o->window, o->agents, o->slots, r->secs,
            r->jobs_per_s, r->pct.p50, r->pct.p90, r->pct.p99, r->pct.p999, r->pct.max, r->pct.mean,
            (unsigned long long)L->started, (unsigned long long)r->lost, (unsigned long long)r->dup,
            (unsigned long long)L->bad, (unsigned long long)L->errors, cpu, sched, per_job,
-           r->hwm_kb, r->rss_kb, r->self1 - r->self0, o->parked, o->zmq ? "zmq" : "native");
+           r->hwm_kb, r->rss_kb, r->self1 - r->self0, o->parked, o->keys,
+           o->zmq ? "zmq" : "native");
+    if (o->keys > 0)
+        printf(" key_field=%s", bc_key_field_names[o->key_field]);
     if (o->zmq)
         printf(" zmq_release=%s", bc_zrel_names[o->zrel]);
     if (o->session != 0)
@@ -743,6 +780,9 @@ print_result(const struct opts *o, const struct load *L, struct result *r, size_
     else
         fprintf(stderr, "%lld clients x %lld in flight, %lld agents x %lld slots\n", o->clients,
                 o->window, o->agents, o->slots);
+    if (o->keys > 0)
+        fprintf(stderr, "  %-16s %lld names (k000000 ...) as the %s, drawn per job\n",
+                "fair-share keys", o->keys, bc_key_field_names[o->key_field]);
     fprintf(stderr, "  %-16s %.0f jobs/s (%.3f s, %s to last %s)\n",
             enq ? "enqueue rate" : "throughput", r->jobs_per_s, r->secs,
             drain ? "first agent" : "first submit", enq ? "Pong" : "result");
@@ -884,9 +924,13 @@ main(int argc, char **argv)
     struct bc_tmpl job;
     size_t body_len = 0;
     memset(&job, 0, sizeof(job));
-    if ((o.zmq ? bc_zjob_tmpl(&job, (uint32_t)o.payload, 0, "default", o.zrel, &body_len)
-               : bc_job_tmpl(&job, (uint32_t)o.payload, 0, "default", &body_len)) != 0) {
+    uint32_t keys = (uint32_t)o.keys;
+    if ((o.zmq ? bc_zjob_tmpl_keys(&job, (uint32_t)o.payload, 0, "default", o.zrel, keys,
+                                   o.key_field, &body_len)
+               : bc_job_tmpl_keys(&job, (uint32_t)o.payload, 0, "default", keys, o.key_field,
+                                  &body_len)) != 0) {
         fprintf(stderr, "loadgen: cannot encode the job\n");
+        free(job.frame);
         return 1;
     }
     struct load L;

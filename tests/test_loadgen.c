@@ -4,7 +4,9 @@
  * INGInious' msgpack of main, v0.8 and v0.6), every job answered exactly once; the same over
  * the native protocol; a flood then a queue snapshot (loadgen's enqueue mode); and the
  * ZeroMQ reader's refusals (a peer that is not ZMTP, an oversized frame): issue 19; a
- * session client waits for the Welcome before its hello (issue 16). */
+ * session client waits for the Welcome before its hello (issue 16); jobs drawing their
+ * fair-share key among K (loadgen --keys) in both dialects, queued by a backend with
+ * --fair-share in the order of start-time fair queueing, then worked off (issue 18). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -349,6 +351,179 @@ test_lg_session_waits_for_welcome(void **state)
     bc_load_fini(&L);
 }
 
+/* The job templates with keys (loadgen --keys): the key patched per job is where the field
+ * says, the body keeps its size (launcher: that of the workload without keys; user: the
+ * inputdata keeps --payload bytes), and without keys the template is the workload's. */
+static void
+test_lg_key_templates(void **state)
+{
+    (void)state;
+    struct bc_tmpl plain, t;
+    size_t plain_len = 0, len = 0;
+    assert_int_equal(bc_job_tmpl(&plain, 128, 0, "default", &plain_len), 0);
+    assert_int_equal(plain_len, 253);
+    assert_int_equal(plain.keys, 0);
+    assert_int_equal(bc_job_tmpl_keys(&t, 128, 0, "default", 0, BC_KEY_USER, &len), 0);
+    assert_int_equal(t.len, plain.len);
+    assert_memory_equal(t.frame, plain.frame, plain.len);
+    free(t.frame);
+    for (uint8_t field = BC_KEY_LAUNCHER; field <= BC_KEY_USER; field++) {
+        assert_int_equal(bc_job_tmpl_keys(&t, 128, 0, "default", 1000000, field, &len), 0);
+        assert_int_equal(t.keys, 1000000);
+        assert_int_equal(len, field == BC_KEY_COURSE ? plain_len + 2 : plain_len);
+        bc_put_token(t.frame + t.id_off[0], 3, 77);
+        bc_put_key(t.frame + t.key_off, 999042);
+        struct ing_msg m;
+        assert_int_equal(ing_msg_decode(t.frame, t.len, 1u << 20, &m), (ssize_t)t.len);
+        const struct ing_client_new_job *nj = &m.u.new_job;
+        assert_memory_equal(nj->job.job_id.p, "000300000000004d", BC_TOKLEN);
+        struct ing_view want = {"k999042", 7}, launcher = {"loadgen", 7}, course = {"bench", 5};
+        struct ing_view l = field == BC_KEY_LAUNCHER ? want : launcher;
+        struct ing_view co = field == BC_KEY_COURSE ? want : course;
+        assert_int_equal(nj->launcher.len, l.len);
+        assert_memory_equal(nj->launcher.p, l.p, l.len);
+        assert_int_equal(nj->job.course_id.len, co.len);
+        assert_memory_equal(nj->job.course_id.p, co.p, co.len);
+        assert_int_equal(nj->job.inputdata.len, 128);
+        const char *user = memmem(nj->job.inputdata.p, nj->job.inputdata.len,
+                                  "\xa9@username\xa7k999042", 18);
+        assert_true((user != NULL) == (field == BC_KEY_USER));
+        free(t.frame);
+    }
+    /* Too many keys, or no room for the user in the inputdata. */
+    assert_int_equal(bc_job_tmpl_keys(&t, 128, 0, "default", 1000001, 0, &len), -1);
+    assert_int_equal(bc_job_tmpl_keys(&t, 25, 0, "default", 5, BC_KEY_USER, &len), -1);
+    assert_int_equal(bc_job_tmpl_keys(&t, 26, 0, "default", 5, BC_KEY_USER, &len), 0);
+    free(t.frame);
+    /* The draw: every key of 7 comes up, none outside, the same for the same index. */
+    uint32_t seen = 0;
+    for (uint64_t i = 0; i < 1000; i++) {
+        uint32_t k = bc_key_of(i, 7);
+        assert_true(k < 7);
+        assert_int_equal(k, bc_key_of(i, 7));
+        seen |= 1u << k;
+    }
+    assert_int_equal(seen, 0x7f);
+    free(plain.frame);
+}
+
+/* keyed: one client floods n jobs drawing their key among keys in field (in dialect zmq,
+ * release zrel, or native) into a backend with --fair-share FIELD and no agent. A native
+ * client's queue snapshot, which lists the waiting jobs in dispatch order with fair share
+ * (proto.md 5.5, 7.4), must hold every job with its key (as launcher, as the course in
+ * info, or not shown for the user) and be exactly the order of start-time fair queueing:
+ * a key's j-th job has the start tag j x 2^20 (nothing was dispatched), so the jobs come in
+ * rounds (a key's first jobs, then its second jobs, ...) and by arrival within one. Then two
+ * agents work them off: every job answered once. */
+static void
+keyed(struct tp_ctx *c, bool zmq, uint8_t zrel, uint8_t field, uint32_t keys, uint32_t n)
+{
+    struct bc_tmpl job;
+    size_t body_len = 0;
+    struct load L;
+    tp_start(c, "--orphan-timeout", "0", "--fair-share", bc_key_field_names[field], NULL);
+    assert_int_equal(bc_load_init(&L, n), 0);
+    if (zmq) {
+        assert_int_equal(bc_load_dialect(&L, zrel), 0);
+        assert_int_equal(bc_zjob_tmpl_keys(&job, 128, 0, "default", zrel, keys, field, &body_len),
+                         0);
+    } else {
+        assert_int_equal(bc_job_tmpl_keys(&job, 128, 0, "default", keys, field, &body_len), 0);
+    }
+    struct bc_conn *cl = bc_add_client(&L, c->be.client_addr, &job, 0);
+    assert_non_null(cl);
+    cl->quota = n;
+    cl->ping_after = true;
+    assert_true(run_until(&L, clients_ponged, 1));
+    L.limit = n;
+    L.submitting = true;
+    assert_true(run_until(&L, clients_ponged, 2));
+    L.submitting = false;
+    assert_int_equal(L.submitted, n);
+    assert_int_equal(L.done, 0);
+
+    /* The expected order: (round, index), the round being the key's jobs before it. */
+    uint32_t *round = calloc(n, sizeof(*round)), *per_key = calloc(keys, sizeof(*per_key));
+    uint64_t *want = calloc(n, sizeof(*want));
+    assert_non_null(round);
+    assert_non_null(per_key);
+    assert_non_null(want);
+    for (uint32_t i = 0; i < n; i++) {
+        round[i] = per_key[bc_key_of(i, keys)]++;
+        want[i] = (uint64_t)round[i] << 32 | i;
+    }
+    qsort(want, n, sizeof(*want), bc_cmp_u64);
+    for (uint32_t k = 0; k < keys; k++)
+        assert_true(per_key[k] > 0); /* every key drawn */
+
+    struct tp_peer *q = tp_client(c, "queue", NULL);
+    tp_send_type(q, ING_CLIENT_GET_QUEUE);
+    const struct ing_msg *m = tp_expect(q, ING_BACKEND_GET_QUEUE);
+    assert_int_equal(m->u.queue.n_running, 0);
+    assert_int_equal(m->u.queue.n_waiting, n);
+    const uint8_t *pos = m->u.queue.wire_waiting;
+    for (uint32_t i = 0; i < n; i++) {
+        struct ing_queue_waiting e;
+        uint32_t client;
+        uint64_t idx;
+        pos = ing_queue_next_waiting(pos, &e);
+        assert_int_equal(e.job_id.len, BC_TOKLEN);
+        assert_int_equal(bc_get_token((const uint8_t *)e.job_id.p, &client, &idx), 0);
+        if (idx != (want[i] & 0xffffffffu))
+            fail_msg("entry %u: job %llu (round %u), expected job %llu (round %u)", i,
+                     (unsigned long long)idx, idx < n ? round[idx] : 0,
+                     (unsigned long long)(want[i] & 0xffffffffu), (unsigned)(want[i] >> 32));
+        uint8_t name[BC_KEYLEN];
+        bc_put_key(name, bc_key_of(idx, keys));
+        if (field == BC_KEY_LAUNCHER) {
+            assert_int_equal(e.launcher.len, BC_KEYLEN);
+            assert_memory_equal(e.launcher.p, name, BC_KEYLEN);
+        } else {
+            assert_int_equal(e.launcher.len, 7);
+            assert_memory_equal(e.launcher.p, "loadgen", 7);
+        }
+        const char *course = field == BC_KEY_COURSE ? (const char *)name : "bench";
+        assert_true(e.info.len > 5);
+        assert_memory_equal(e.info.p, course, field == BC_KEY_COURSE ? BC_KEYLEN : 5);
+    }
+    free(round);
+    free(per_key);
+    free(want);
+
+    /* Work them off. */
+    L.limit = n;
+    for (int i = 0; i < 2; i++)
+        assert_non_null(bc_add_agent(&L, c->be.agent_addr, 16, "default"));
+    assert_true(run_until(&L, bc_all_done, n));
+    assert_int_equal(L.done, n);
+    assert_int_equal(L.started, n);
+    assert_int_equal(L.dup, 0);
+    assert_int_equal(L.bad, 0);
+    assert_int_equal(L.errors, 0);
+    bc_load_fini(&L);
+    free(job.frame);
+}
+
+TP_TEST(test_lg_keys_native_launcher)
+{
+    keyed(c, false, 0, BC_KEY_LAUNCHER, 7, 2000);
+}
+
+TP_TEST(test_lg_keys_native_course)
+{
+    keyed(c, false, 0, BC_KEY_COURSE, 5, 1000);
+}
+
+TP_TEST(test_lg_keys_zmq_user)
+{
+    keyed(c, true, BC_ZREL_MAIN, BC_KEY_USER, 7, 1000);
+}
+
+TP_TEST(test_lg_keys_zmq_v06_launcher)
+{
+    keyed(c, true, BC_ZREL_V06, BC_KEY_LAUNCHER, 3, 1000);
+}
+
 int
 main(void)
 {
@@ -361,6 +536,11 @@ main(void)
         cmocka_unit_test(test_lg_zmq_reader_refusals),
         cmocka_unit_test(test_lg_zmq_waits_for_ready),
         cmocka_unit_test(test_lg_session_waits_for_welcome),
+        cmocka_unit_test(test_lg_key_templates),
+        TP_CASE(test_lg_keys_native_launcher),
+        TP_CASE(test_lg_keys_native_course),
+        TP_CASE(test_lg_keys_zmq_user),
+        TP_CASE(test_lg_keys_zmq_v06_launcher),
     };
     return cmocka_run_group_tests_name("loadgen", tests, NULL, NULL);
 }
