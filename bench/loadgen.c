@@ -160,6 +160,16 @@ parse_ll(const char *s, long long min, long long *out)
     return 0;
 }
 
+/* name_index returns the index of s among names[0..n), or -1. */
+static int
+name_index(const char *const *names, int n, const char *s)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
 enum {
     OPT_MODE = 256,
     OPT_JOBS,
@@ -298,9 +308,7 @@ parse_opts(int argc, char **argv, struct opts *o)
             target = &o->keys, min = 0;
             break;
         case OPT_KEY_FIELD:
-            for (v = 0; v < 3 && strcmp(optarg, bc_key_field_names[v]) != 0; v++)
-                ;
-            if (v == 3)
+            if ((v = name_index(bc_key_field_names, 3, optarg)) < 0)
                 goto bad;
             o->key_field = (uint8_t)v;
             break;
@@ -329,9 +337,7 @@ parse_opts(int argc, char **argv, struct opts *o)
             o->zmq = strcmp(optarg, "zmq") == 0;
             break;
         case OPT_ZMQ_RELEASE:
-            for (v = 0; v < 3 && strcmp(optarg, bc_zrel_names[v]) != 0; v++)
-                ;
-            if (v == 3)
+            if ((v = name_index(bc_zrel_names, 3, optarg)) < 0)
                 goto bad;
             o->zrel = (uint8_t)v;
             break;
