@@ -1138,52 +1138,17 @@ owner_unlink(struct job *j)
 static void jr_ended(struct backend *be, const struct job *j);
 static void jr_fresh_ack(struct backend *be, struct job *j);
 
-/* A job (header and body, `size` bytes) is allocated in its record's current chunk
- * (chunk.h) when it fits one: a record's jobs, dispatched in their order, then lie one after
- * the other in memory, whatever the other keys submitted meanwhile (with fair share a
- * dispatch alternates between keys: from the pool each would read a cold job on a cold page,
- * bench/README.md "Round 5"). A record has a current chunk only while it has jobs: it is
- * released with its last job (key_put). Larger jobs, and every job of the sanitizer build,
- * come from jobs_pool. A job never changes record, so its size alone says where it is. */
-static struct job *
-job_alloc(struct backend *be, struct fair_key *fk, size_t size)
-{
-    return chunk_fits(size) ? chunk_alloc(&be->jobs_chunks, &fk->chunk, size)
-                            : pool_alloc(&be->jobs_pool, size);
-}
-
-static void
-job_dealloc(struct backend *be, struct job *j, size_t size)
-{
-    if (chunk_fits(size))
-        chunk_free(&be->jobs_chunks, j, size);
-    else
-        pool_free(&be->jobs_pool, j, size);
-}
-
-/* key_put: one job of fk (in environment e) is gone; with its last, fk's chunk is
- * released before fair_put idles or frees the record. */
-static void
-key_put(struct backend *be, struct fair_key *fk, struct env *e)
-{
-    if (fk->njobs == 1)
-        chunk_release(&be->jobs_chunks, &fk->chunk);
-    fair_put(&be->fair, fk, &e->keys);
-}
-
 static void
 job_free_h(struct backend *be, struct job *j, uint64_t idh)
 {
-    if (chunk_fits(sizeof(*j) + j->body_len))
-        __builtin_prefetch(chunk_of(j), 1); /* its count: cold with many keys */
     if (be->jr != NULL)
         jr_ended(be, j);
     idtab_remove(&be->jtab, idh, j);
     owner_unlink(j);
     struct env *e = job_env(j);
-    key_put(be, j->fk, e);
+    fair_put(&be->fair, j->fk, &e->keys);
     be->job_bytes -= j->body_len;
-    job_dealloc(be, j, sizeof(*j) + j->body_len);
+    pool_free(&be->jobs_pool, j, sizeof(*j) + j->body_len);
     env_unref(be, e);
 }
 
@@ -2176,7 +2141,6 @@ be_init(struct backend *be, const struct be_config *cfg, const struct be_ops *op
     be->cfg = *cfg;
     be->ops = *ops;
     pool_init(&be->jobs_pool);
-    chunk_init(&be->jobs_chunks);
     slab_init(&be->client_slab, sizeof(struct be_client));
     slab_init(&be->agent_slab, sizeof(struct be_agent));
     slab_init(&be->env_slab, sizeof(struct env));
@@ -2248,7 +2212,6 @@ be_fini(struct backend *be)
     free(be->q_sel);
     buf_fini(&be->jr_fresh);
     pool_fini(&be->jobs_pool);
-    chunk_fini(&be->jobs_chunks);
     fair_fini(&be->fair);
     slab_fini(&be->client_slab);
     slab_fini(&be->agent_slab);
@@ -2691,21 +2654,13 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     struct fair_key *fk = key_get(be, e, prio, m);
     if (fk != NULL && be->fair.mode != FAIR_NONE)
         key_prefetch_tail(fk); /* cold with many keys: loads while the job is copied */
-    if (fk != NULL && chunk_fits(sizeof(*j) + len)) {
-        char *dst = chunk_next(&fk->chunk);
-        if (dst != NULL) {
-            __builtin_prefetch(fk->chunk.c, 1);
-            for (size_t o = 0; o < sizeof(*j) + len && o < 512; o += 64)
-                __builtin_prefetch(dst + o, 1);
-        }
-    }
     if (fk == NULL || rank_reserve(&fk->rk, &be->fair.pool, fk->rk.next) != 0 ||
         jheap_reserve(be, e, prio, seq != 0 ? seq : UINT64_MAX) != 0 ||
         len > UINT32_MAX - sizeof(*j) ||
-        (j = job_alloc(be, fk, sizeof(*j) + len)) == NULL) {
+        (j = pool_alloc(&be->jobs_pool, sizeof(*j) + len)) == NULL) {
         if (fk != NULL && fk->njobs == 0) {
             fk->njobs = 1;
-            key_put(be, fk, e);
+            fair_put(&be->fair, fk, &e->keys);
         }
         env_unref(be, e);
         return "Backend out of memory";
@@ -2716,10 +2671,10 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     j->body_len = (uint32_t)len;
     j->id_len = (uint8_t)id.len;
     if (idtab_insert(&be->jtab, idh, j) != 0) {
-        job_dealloc(be, j, sizeof(*j) + len);
+        pool_free(&be->jobs_pool, j, sizeof(*j) + len);
         if (fk->njobs == 0) {
             fk->njobs = 1;
-            key_put(be, fk, e);
+            fair_put(&be->fair, fk, &e->keys);
         }
         env_unref(be, e);
         return "Backend out of memory";
@@ -2730,10 +2685,10 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     int jerr = be->jr != NULL ? jr_accepted(be, j, c) : 0;
     if (jerr != 0) { /* -ENOMEM, or -EMSGSIZE: larger than a journal record may be */
         idtab_remove(&be->jtab, idh, j);
-        job_dealloc(be, j, sizeof(*j) + len);
+        pool_free(&be->jobs_pool, j, sizeof(*j) + len);
         if (fk->njobs == 0) {
             fk->njobs = 1;
-            key_put(be, fk, e);
+            fair_put(&be->fair, fk, &e->keys);
         }
         env_unref(be, e);
         snprintf(be->jr_why, sizeof(be->jr_why), "Journal unavailable: %s",
@@ -5953,37 +5908,6 @@ env_check_jobs(const struct backend *be, const struct env *e)
     return 0;
 }
 
-/* job_chunk_check: a job that fits a chunk lies in a chunk with live jobs, within the bytes
- * bumped there (counted in *n). Returns 0 or -EPROTO. */
-static int
-job_chunk_check(const struct job *j, uint64_t *n)
-{
-    size_t size = sizeof(*j) + j->body_len;
-    if (!chunk_fits(size))
-        return 0;
-    const struct chunk *c = chunk_of(j);
-    (*n)++;
-    if (c->live == 0 || (const char *)j < (const char *)c + CHUNK_HDR ||
-        (c->cur != NULL && (const char *)j + size > (const char *)c + c->cur->used))
-        return -EPROTO;
-    return 0;
-}
-
-/* chunks_check: a record has a current chunk only while it has jobs. Counts e's waiting
- * jobs that lie in chunks into *n. Returns 0 or -EPROTO. */
-static int
-chunks_check(const struct backend *be, const struct env *e, uint64_t *n)
-{
-    for (const struct fair_key *k = e->keys; k != NULL; k = k->snext)
-        if ((k->njobs == 0 && k->chunk.c != NULL) ||
-            (k->chunk.c != NULL && k->chunk.c->cur != &k->chunk))
-            return -EPROTO;
-    for (const struct job *x = env_next(be, e, NULL); x != NULL; x = env_next(be, e, x))
-        if (job_chunk_check(x, n) != 0)
-            return -EPROTO;
-    return 0;
-}
-
 static bool agent_provides(const struct be_agent *a, const struct env *e);
 
 /* share_agent tells whether some agent provides both e and o. */
@@ -6025,14 +5949,13 @@ positions_check(const struct backend *be, const struct env *e)
 int
 be_check(const struct backend *be)
 {
-    uint64_t waiting = 0, running = 0, chunked = 0;
+    uint64_t waiting = 0, running = 0;
     if (envs_check(be) != 0 || sessions_check(be) != 0)
         return -EPROTO;
     for (size_t i = 0; i < etab_nchains(be); i++)
         for (const struct env *e = etab_chain(be, i); e != NULL; e = e->hnext) {
             waiting += e->n;
-            if (env_check_jobs(be, e) != 0 || chunks_check(be, e, &chunked) != 0 ||
-                (be->n_waiting <= 64 && positions_check(be, e) != 0))
+            if (env_check_jobs(be, e) != 0 || (be->n_waiting <= 64 && positions_check(be, e) != 0))
                 return -EPROTO;
             if (e->n > 0 && (job_prio(env_best(e)) != e->hprio || env_best(e)->seq != e->hseq))
                 return -EPROTO;
@@ -6053,8 +5976,7 @@ be_check(const struct backend *be)
         /* a->dl_ms is no later than any of its jobs' deadlines. */
         for (const struct job *j = a->run_head; j != NULL; j = j->next) {
             int32_t left = (int32_t)(j->t.run.dl - (uint32_t)be->now_ms);
-            if (a->dl_ms > be->now_ms + (uint64_t)(left > 0 ? left : 0) ||
-                job_chunk_check(j, &chunked) != 0)
+            if (a->dl_ms > be->now_ms + (uint64_t)(left > 0 ? left : 0))
                 return -EPROTO;
         }
         /* After every handler no free slot has a job it could take (a held agent, whose
@@ -6067,15 +5989,11 @@ be_check(const struct backend *be)
         if (!g->ghost || g->registered || g->nrun == 0)
             return -EPROTO;
         held += g->nrun;
-        for (const struct job *j = g->run_head; j != NULL; j = j->next)
-            if (job_chunk_check(j, &chunked) != 0)
-                return -EPROTO;
     }
     running += held;
     if (waiting != be->n_waiting || running != be->n_running || held != be->n_held)
         return -EPROTO;
-    if (be->jtab.n != waiting + running || chunked != be->jobs_chunks.nlive ||
-        be->jobs_chunks.live_bytes > be->jobs_chunks.held)
+    if (be->jtab.n != waiting + running)
         return -EPROTO;
     return 0;
 }

@@ -21,7 +21,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "chunk.h"
 #include "fair.h"
 #include "idtab.h"
 #include "inginious/proto.h"
@@ -139,8 +138,7 @@ struct backend {
     uint64_t now_ms; /* monotonic ms, set by the caller before each call */
     int64_t wall_s;  /* Unix time in seconds, set by the caller */
 
-    struct pool jobs_pool;   /* jobs too large for a chunk (chunk_fits), and kept results */
-    struct chunk_pool jobs_chunks; /* the other jobs: each record's (fk->chunk) together */
+    struct pool jobs_pool;
     struct slab client_slab, agent_slab, env_slab;
 
     struct idtab jtab; /* job id -> job */

@@ -26,7 +26,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "chunk.h"
 #include "inginious/proto.h"
 #include "rank.h"
 #include "slab.h"
@@ -73,8 +72,6 @@ struct fair_key {
      * cold jobs). */
     struct job *qhead, *qtail;
     uint64_t qvt, qseq, qord;
-    struct chunk_cur chunk; /* the backend's: the current chunk of its jobs (chunk.h); none
-                             * while it has no job */
     struct rank rk; /* the waiting jobs' ordinals (their position, proto.md 7.4) */
     /* The backend's (fair share): from ordinal brk on, every live ordinal o has the tag
      * brk_vt + (o - brk) * inc (pushed while the key was backlogged), so a position is

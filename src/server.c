@@ -266,8 +266,7 @@ static void addr_release(struct server *s, struct conn *c);
 
 /* ---------------------------------------------------------------------------------------- */
 /* The memory budget (--max-memory): every connection's input and output buffers, the
- * bodies of the jobs the backend holds (with the unused part of their chunks, chunk_slack)
- * and the journal's buffers (journal_mem). New work (jobs, connections, the input of anyone
+ * bodies of the jobs the backend holds and the journal's buffers (journal_mem). New work (jobs, connections, the input of anyone
  * but a registered agent) may use 7/8 of it; the last eighth is kept for what ends work:
  * agents' reports and the output carrying results to clients. */
 
@@ -283,8 +282,7 @@ conn_account(struct conn *c)
 static uint64_t
 mem_used(const struct server *s)
 {
-    return s->mem_bufs + s->be.job_bytes + chunk_slack(&s->be.jobs_chunks) + s->be.kept_bytes +
-           s->be.held_bytes +
+    return s->mem_bufs + s->be.job_bytes + s->be.kept_bytes + s->be.held_bytes +
            httpd_mem(s->httpd) + s->be.jr_fresh.cap + (s->jr_on ? journal_mem(&s->jr) : 0);
 }
 

@@ -2156,33 +2156,6 @@ test_backend_fair_two_keys(void **state)
     expect_none(1);
 }
 
-/* Each record's jobs are allocated together (src/chunk.h): interleaved submissions of two
- * keys fill one chunk per key, counted whole in the chunks' bytes until the keys' last jobs
- * go (the sanitizer build puts every job in its own malloc instead). */
-static void
-test_backend_fair_key_jobs_together(void **state)
-{
-    fair_again(state, FAIR_LAUNCHER, NULL, 0);
-    struct be_client *c = client(0);
-    char id[16];
-    for (int i = 0; i < 20; i++) {
-        snprintf(id, sizeof(id), "%c%d", i % 2 ? 'b' : 'a', i / 2);
-        submit_as(c, i % 2 ? "B" : "A", id, 0);
-    }
-    const struct chunk_pool *cp = &be.jobs_chunks;
-    assert_int_equal(cp->nlive, CHUNK_PASSTHROUGH ? 0 : 20);
-    assert_int_equal(cp->held, CHUNK_PASSTHROUGH ? 0 : 2 * CHUNK_SIZE);
-    assert_true(chunk_slack(cp) <= cp->held);
-    for (int i = 0; i < 20; i++) {
-        snprintf(id, sizeof(id), "%c%d", i % 2 ? 'b' : 'a', i / 2);
-        be_client_kill(&be, c, (struct ing_view){id, (uint32_t)strlen(id)});
-        assert_int_equal(be_check(&be), 0);
-        assert_int_equal(cp->nlive, CHUNK_PASSTHROUGH ? 0 : 19u - (unsigned)i);
-    }
-    assert_int_equal(cp->held, 0);
-    assert_int_equal(chunk_slack(cp), 0);
-}
-
 /* Same jobs without fair share: INGInious' order (arrival). */
 static void
 test_backend_fair_none_is_arrival(void **state)
@@ -3656,7 +3629,6 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_two_keys, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_backend_fair_key_jobs_together, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_none_is_arrival, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_weights, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_fair_priorities, setup, teardown),
