@@ -1041,7 +1041,7 @@ write_map(const char *file, unsigned outside)
 {
     char text[64];
 
-    snprintf(text, sizeof(text), "%u %u 1\n", SANDBOX_UID, outside);
+    snprintf(text, sizeof(text), "%u %u 1\n", (unsigned)SANDBOX_UID, outside);
     return write_file(file, text);
 }
 

@@ -988,7 +988,7 @@ int
 zmq_msg_decode_general(const uint8_t *p, size_t n, struct ing_msg *m, const char **why)
 {
     const char *unused;
-    const uint8_t *q, *end = p + n, *pairs;
+    const uint8_t *q, *end, *pairs; /* end = p + n once p is known not NULL */
     const uint8_t *val[MAX_FIELDS];
     size_t vlen[MAX_FIELDS];
     /* The pairs as pass 1 found them (the first PAIRS_SEEN), so that pass 2 does not walk
@@ -1014,6 +1014,7 @@ zmq_msg_decode_general(const uint8_t *p, size_t n, struct ing_msg *m, const char
                    "not valid msgpack (truncated, trailing bytes, bad UTF-8, "
                    "ext or too deep)");
     q = p;
+    end = p + n;
     if (ing_mp_read(&q, end, &o) < 0 || o.type != ING_MP_MAP)
         return bad(why, -EPROTO, "not a msgpack map");
     npairs = o.v.n;
@@ -1880,10 +1881,13 @@ zmq_msg_legacy_to_main(const uint8_t *p, size_t n, struct ing_mp_writer *w, cons
 static int
 put_containers(struct ing_mp_writer *w, struct ing_view e)
 {
-    const uint8_t *p = (const uint8_t *)e.p, *end = p + e.len, *q = p;
+    const uint8_t *p = (const uint8_t *)e.p, *q = p;
     struct ing_mp_obj o, k, a, s;
     uint32_t total = 0;
-    if (p == NULL || ing_mp_read(&q, end, &o) < 0 || o.type != ING_MP_MAP)
+    if (p == NULL) /* no pointer arithmetic on NULL, even + 0 */
+        return -EINVAL;
+    const uint8_t *end = p + e.len;
+    if (ing_mp_read(&q, end, &o) < 0 || o.type != ING_MP_MAP)
         return -EINVAL;
     const uint8_t *first = q;
     for (int pass = 0; pass < 2; pass++) {
