@@ -592,7 +592,8 @@ conn_relay(struct conn *c, uint8_t type, const uint8_t *body, size_t len)
     if (p == NULL)
         return;
     ing_frame_header(p, type, (uint32_t)len);
-    memcpy(p + ING_HDR_LEN, body, len);
+    if (len > 0) /* an empty body may come as NULL: no memcpy from NULL */
+        memcpy(p + ING_HDR_LEN, body, len);
     buf_produce(&c->out, ING_HDR_LEN + len);
     conn_want_flush(c);
 }

@@ -422,7 +422,8 @@ zb_relay(struct zconn *z, uint8_t type, const uint8_t *body, size_t len)
             return;
         }
         ing_frame_header(p, type, (uint32_t)len);
-        memcpy(p + ING_HDR_LEN, body, len);
+        if (len > 0) /* an empty body may come as NULL: no memcpy from NULL */
+            memcpy(p + ING_HDR_LEN, body, len);
         if (ing_msg_decode(p, ING_HDR_LEN + len, UINT32_MAX, &m) <= 0) {
             log_msg(LOG_ERR, "%s: cannot convert %s", srv_conn_name(z->c),
                     ing_msg_type_name(type));
