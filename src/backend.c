@@ -1625,9 +1625,14 @@ send_result_seq(struct backend *be, struct be_client *c, struct ing_view id, con
     r->state = state;
     r->archive.p = NULL;
     r->stdout_.p = r->stderr_.p = "";
-    if (client_acks(c) && seq == 0) { /* a refusal: no job to keep it for; counted */
+    if (seq == 0 && c->peer != NULL) {
+        /* A refusal answers the submission on the connection that sent it: no job to keep it
+         * for, so never kept, not even for a HOLD connection (which only submits, and must
+         * learn that its job was refused: kept, it was never told, and the next connection
+         * got a crash for a job the session never held); counted when acknowledging. */
         be->ops.send(c->peer, &m);
-        c->sess->sent++;
+        if (client_acks(c))
+            c->sess->sent++;
     } else if (client_keeps(c) || client_acks(c)) {
         session_keep_msg(be, c, seq, &m);
     } else {

@@ -791,6 +791,30 @@ TP_TEST(test_session_journal_refusal_close)
     tp_expect_nothing(ag, TP_QUIET_MS); /* r1 runs once */
 }
 
+/* A connection that only submits (flag HOLD, as inginious-ctl submit --session) is told at
+ * once when a job of it is refused (here: Duplicate job id, another client's job): a refusal
+ * answers the submission, it is no result of the session (proto.md 7.8: never acknowledged;
+ * 7.9: counted, not kept). Kept for the session instead, the submitter waited for an answer
+ * that never came, and the next connection of the session got a crash for a job it never
+ * held. */
+TP_TEST(test_session_hold_refusal_answered)
+{
+    tp_start(c, NULL);
+    struct tp_peer *p = tp_client(c, "plain", NULL);
+    tp_submit(p, "dup", 0);
+    tp_barrier(p);
+    struct tp_peer *h = session_open_f(c, sid_a, ING_SESSION_HOLD);
+    expect_list(h, "");
+    tp_submit(h, "dup", 0);
+    tp_expect_synthetic(h, "dup", "crash", "Duplicate job id", "");
+    tp_submit(h, "fine", 0);
+    tp_expect(h, ING_BACKEND_JOB_ACCEPTED);
+    tp_close(c, h);
+    wait_detached(c, 1);
+    struct tp_peer *s2 = session_open(c, sid_a);
+    expect_list(s2, "fine"); /* no kept refusal first */
+}
+
 int
 main(void)
 {
@@ -803,6 +827,7 @@ main(void)
         TP_CASE(test_session_ack_resends_unacknowledged), TP_CASE(test_session_ack_journal_kill9),
         TP_CASE(test_session_ack_unacked_cutoff), TP_CASE(test_session_kept_shed_max_memory),
         TP_CASE(test_session_journal_sigterm_held), TP_CASE(test_session_journal_refusal_close),
+        TP_CASE(test_session_hold_refusal_answered),
     };
     /* TP_FILTER=pattern runs only the matching tests (cmocka wildcards). */
     if (getenv("TP_FILTER") != NULL)
