@@ -693,6 +693,120 @@ test_budget_shared_list_output_limit(void **state)
     srv_free(srv);
 }
 
+/* small_client opens a registered client on a socket pair with a few KiB of buffers on
+ * both sides (a slow reader's), into t. */
+static void
+small_client(struct tpipe *t)
+{
+    int sv[2], small = 4096;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    assert_int_equal(srv_adopt(srv, sv[0], ING_ROLE_CLIENT), 0);
+    t->fd = sv[1];
+    t->len = 0;
+    uint8_t pre[ING_PREAMBLE_LEN];
+    ing_preamble_encode(pre, ING_ROLE_CLIENT);
+    assert_int_equal(write(t->fd, pre, sizeof(pre)), (ssize_t)sizeof(pre));
+    struct ing_msg m;
+    assert_int_equal(next_type(t, &m), ING_WELCOME);
+    hello(t);
+}
+
+/* settle runs the server until agents agents are registered and no registration, list
+ * build or list sending is under way. */
+static void
+settle(uint64_t agents)
+{
+    struct backend *be = srv_backend(srv);
+    for (int round = 0; round < 100000 && (be->n_agents < agents || be_registering(be) ||
+                                           be->envs_dirty || be_flush_building(be) ||
+                                           be->envs_sending);
+         round++)
+        assert_true(srv_run_once(srv, 1) >= 0);
+    assert_false(be_registering(be) || be->envs_dirty || be_flush_building(be));
+}
+
+/* The shared list replaced many times while a client reads it a few KiB at a time, and
+ * another, which never reads, closes with references pending half way: each block is freed
+ * once no output refers to it any more. At the end only the current list's block is
+ * counted in --max-memory (be.held_bytes, in srv_mem_used): back to the baseline. */
+static void
+test_budget_lists_replaced_slow_reader(void **state)
+{
+    (void)state;
+    enum { CHANGES = 24 };
+    srv = oom_server();
+    struct backend *be = srv_backend(srv);
+    struct tpipe *slow = malloc(sizeof(*slow)), *stuck = malloc(sizeof(*stuck));
+    struct tpipe *a = malloc(sizeof(*a)), *ag[CHANGES];
+    assert_true(slow != NULL && stuck != NULL && a != NULL);
+    small_client(slow);
+    small_client(stuck);
+    struct ing_mp_writer w;
+    big_envs(&w, 4000); /* a list of 72 KiB: shared */
+    open_peer(a, ING_ROLE_AGENT);
+    send_big_hello(a->fd, "A", &w);
+    settle(1);
+    assert_true(be->envs_blk != NULL && be->envs_blk->len >= 64 * 1024);
+    uint8_t *buf = NULL;
+    size_t len = 0, cap = 0;
+    bool older_held = false; /* a replaced list was still held by an output at some point */
+    for (int k = 0; k < CHANGES; k++) {
+        ag[k] = malloc(sizeof(*ag[k]));
+        assert_non_null(ag[k]);
+        open_peer(ag[k], ING_ROLE_AGENT);
+        char name[16];
+        snprintf(name, sizeof(name), "chg%02d-", k);
+        struct ing_mp_writer one;
+        big_envs_named(&one, name, 1);
+        send_big_hello(ag[k]->fd, name, &one);
+        ing_mp_writer_fini(&one);
+        for (int r = 0; r < 8; r++) { /* a few iterations; the slow client reads 4 KiB */
+            assert_true(srv_run_once(srv, 0) >= 0);
+            if (cap - len < 4096) {
+                cap = cap * 2 + 65536;
+                buf = realloc(buf, cap);
+                assert_non_null(buf);
+            }
+            ssize_t n = recv(slow->fd, buf + len, 4096, MSG_DONTWAIT);
+            if (n > 0)
+                len += (size_t)n;
+            older_held |= be->envs_blk != NULL && be->held_bytes > be->envs_blk->len;
+        }
+        if (k == CHANGES / 2) {
+            close(stuck->fd); /* its references pending: released when it is reaped */
+            stuck->fd = -1;
+        }
+    }
+    assert_true(older_held);
+    settle(1 + CHANGES);
+    uint32_t want = (uint32_t)be->envs_blk->len, got;
+    int lists = 0;
+    do { /* every list whole, the newest last */
+        got = next_list(slow->fd, &buf, &len, &cap);
+        lists++;
+    } while (got != want && lists < CHANGES + 2);
+    assert_int_equal(got, want);
+    for (int r = 0; r < 4; r++)
+        assert_true(srv_run_once(srv, 0) >= 0);
+    /* Only the current list is held: every block replaced was freed, none counted twice. */
+    assert_int_equal(be->held_bytes, be->envs_blk->len);
+    assert_true(srv_mem_used(srv) >= be->held_bytes);
+    free(buf);
+    ing_mp_writer_fini(&w);
+    close(slow->fd);
+    close(a->fd);
+    for (int k = 0; k < CHANGES; k++) {
+        close(ag[k]->fd);
+        free(ag[k]);
+    }
+    free(slow);
+    free(stuck);
+    free(a);
+    srv_free(srv);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Out of memory */
 
@@ -902,6 +1016,7 @@ main(void)
         cmocka_unit_test(test_noalloc_fair_share),
         cmocka_unit_test(test_budget_held_hellos),
         cmocka_unit_test(test_budget_shared_list_output_limit),
+        cmocka_unit_test(test_budget_lists_replaced_slow_reader),
         cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
         cmocka_unit_test_teardown(test_oom_input_and_job, memory_back),
         cmocka_unit_test_teardown(test_oom_output, memory_back),
