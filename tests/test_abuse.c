@@ -1273,7 +1273,7 @@ TP_TEST(test_abuse_envs_share_threshold_shutdown)
     /* Four more lists: more than the kernel's buffers take (4.5 MiB at most, see
      * test_abuse_envs_shared_list), the last ones wait in its output. */
     for (int k = 0; k < 4; k++) {
-        char name[8];
+        char name[16];
         snprintf(name, sizeof(name), "D%d", k);
         d = tp_connect(c, ING_ROLE_AGENT);
         tp_hello(d, name, 1, &(struct tp_env){.type = "docker", .name = name, .created = 1}, 1);
