@@ -1459,6 +1459,28 @@ agent_many(int i, uint32_t slots, const char *prefix, uint32_t n)
     return a;
 }
 
+/* expect_list_built runs be_flush until the list's build is done (a few calls, as loop
+ * iterations would) and expects client 0 to get it, with names names. */
+static void
+expect_list_built(long names)
+{
+    be_flush(&be);
+    for (int k = 0; k < 8 && be_flush_building(&be); k++)
+        be_flush(&be);
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, names);
+}
+
+/* expect_list_after_grace lets --env-grace pass, runs be_flush until the list is built and
+ * expects client 0 to get it, with names names. */
+static void
+expect_list_after_grace(long names)
+{
+    be.now_ms += be.cfg.envs_grace_ms;
+    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
+        ;
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, names);
+}
+
 /* Issue 13: an agent with many environments leaves (be_agent_gone): its jobs go at once (the
  * started one crashed, the others requeued once, in order), then its environments in steps
  * (be_register): be_check after each step, no job to it, no list half way, one list at the
@@ -1472,10 +1494,7 @@ test_backend_lost_agent_in_steps(void **state)
     char why[200];
     struct be_agent *b = reg_setup();
     struct be_agent *a = agent_many(2, 4, "env", n);
-    be_flush(&be);
-    for (int k = 0; k < 8 && be_flush_building(&be); k++)
-        be_flush(&be);
-    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
+    expect_list_built(n + 1);
     const char *ids[] = {"j1", "j2", "j3", "j4"};
     for (int i = 0; i < 4; i++) {
         submit(be.clients, ids[i], 0, "env1");
@@ -1505,10 +1524,7 @@ test_backend_lost_agent_in_steps(void **state)
     assert_false(be.envs_held);
     assert_int_equal(reg_calls, 1); /* a's own hello only: a removal has no callback */
     assert_int_equal(be_check(&be), 0);
-    be.now_ms += be.cfg.envs_grace_ms;
-    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
-        ;
-    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 1); /* "other" */
+    expect_list_after_grace(1); /* "other" */
     expect_none(0);
     /* A new provider of env1 gets the requeued jobs in their order, each once. */
     struct be_agent *c = agent(3, 8, "env1");
@@ -1575,10 +1591,7 @@ test_backend_ping_lost_agent_in_steps(void **state)
     be_agent_gone(&be, a1); /* its removal ended: freed here */
     assert_int_equal(reg_calls, 2); /* the two stepped hellos only: no removal */
     assert_int_equal(be_check(&be), 0);
-    be.now_ms += be.cfg.envs_grace_ms;
-    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
-        ;
-    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 1);
+    expect_list_after_grace(1);
 }
 
 /* While a lost agent's environments are withdrawn in steps: the same agent comes back on
@@ -1599,10 +1612,7 @@ test_backend_lost_agent_steps_newcomer(void **state)
     struct be_agent *b = reg_setup();
     struct be_agent *d = agent_many(4, 1, "dd", n);
     struct be_agent *a = agent_many(2, 2, "env", n);
-    be_flush(&be);
-    for (int k = 0; k < 8 && be_flush_building(&be); k++)
-        be_flush(&be);
-    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 2 * n + 1);
+    expect_list_built(2 * n + 1);
     expect_none(0);
     struct be_client *c0 = be.clients;
     submit(c0, "j1", 0, "env1");
@@ -1640,10 +1650,7 @@ test_backend_lost_agent_steps_newcomer(void **state)
     for (int i = 0; i < 4; i++)
         expect(3, ING_BACKEND_NEW_JOB, order[i]);
     expect_none(3);
-    be.now_ms += be.cfg.envs_grace_ms;
-    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
-        ;
-    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
+    expect_list_after_grace(n + 1);
     expect_none(0);
     for (int i = 0; i < 4; i++) {
         done(a2, order[i], "success");

@@ -616,6 +616,26 @@ next_list(int fd, uint8_t **buf, size_t *len, size_t *cap)
     return 0;
 }
 
+/* small_client opens a registered client on a socket pair with a few KiB of buffers on
+ * both sides (a slow reader's), into t. */
+static void
+small_client(struct tpipe *t)
+{
+    int sv[2], small = 4096;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    assert_int_equal(srv_adopt(srv, sv[0], ING_ROLE_CLIENT), 0);
+    t->fd = sv[1];
+    t->len = 0;
+    uint8_t pre[ING_PREAMBLE_LEN];
+    ing_preamble_encode(pre, ING_ROLE_CLIENT);
+    assert_int_equal(write(t->fd, pre, sizeof(pre)), (ssize_t)sizeof(pre));
+    struct ing_msg m;
+    assert_int_equal(next_type(t, &m), ING_WELCOME);
+    hello(t);
+}
+
 /* The --max-output rule with a shared list: a client's pending output counts the part of a
  * shared list it has not read. One client reads; the other never does (socket buffers of a
  * few KiB): its first list (72 KiB, over SHARE_MIN) stays mostly unwritten, the next one
@@ -634,20 +654,8 @@ test_budget_shared_list_output_limit(void **state)
     assert_true(rd != NULL && stuck != NULL && a != NULL && b != NULL);
     open_peer(rd, ING_ROLE_CLIENT);
     hello(rd);
-    /* The non-reader: a few KiB of socket buffers on both sides. */
-    int sv[2], small = 4096;
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
-    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
-    assert_int_equal(srv_adopt(srv, sv[0], ING_ROLE_CLIENT), 0);
-    stuck->fd = sv[1];
-    stuck->len = 0;
-    uint8_t pre[ING_PREAMBLE_LEN];
-    ing_preamble_encode(pre, ING_ROLE_CLIENT);
-    assert_int_equal(write(stuck->fd, pre, sizeof(pre)), (ssize_t)sizeof(pre));
+    small_client(stuck); /* the non-reader */
     struct ing_msg m, got;
-    assert_int_equal(next_type(stuck, &m), ING_WELCOME);
-    hello(stuck);
     size_t cap = 0, len = 0;
     uint8_t *buf = NULL;
     open_peer(a, ING_ROLE_AGENT);
@@ -691,26 +699,6 @@ test_budget_shared_list_output_limit(void **state)
     free(a);
     free(b);
     srv_free(srv);
-}
-
-/* small_client opens a registered client on a socket pair with a few KiB of buffers on
- * both sides (a slow reader's), into t. */
-static void
-small_client(struct tpipe *t)
-{
-    int sv[2], small = 4096;
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
-    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
-    assert_int_equal(srv_adopt(srv, sv[0], ING_ROLE_CLIENT), 0);
-    t->fd = sv[1];
-    t->len = 0;
-    uint8_t pre[ING_PREAMBLE_LEN];
-    ing_preamble_encode(pre, ING_ROLE_CLIENT);
-    assert_int_equal(write(t->fd, pre, sizeof(pre)), (ssize_t)sizeof(pre));
-    struct ing_msg m;
-    assert_int_equal(next_type(t, &m), ING_WELCOME);
-    hello(t);
 }
 
 /* settle runs the server until agents agents are registered and no registration, list
