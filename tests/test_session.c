@@ -860,6 +860,7 @@ TP_TEST(test_session_ack_counts)
     tp_expect_done(s3, "c5", "success", NULL, "c5");
     expect_list(s3, "");
     tp_expect_error(s2, ING_ERR_TAKEN_OVER);
+    s2->lenient = true; /* closed by the backend: the write may fail */
     send_ack(s2, 2);
     tp_expect_closed(s2);
     send_ack(s3, 2);
