@@ -616,6 +616,42 @@ next_list(int fd, uint8_t **buf, size_t *len, size_t *cap)
     return 0;
 }
 
+/* A native agent's large hello, its input taken over by the registration (counted in
+ * --max-memory), whose connection closes while it is being registered: the registration
+ * lets it go and the memory it held is counted no more (be.held_bytes back to the list's
+ * block alone); a hello after it registers and is counted the same way. */
+static void
+test_budget_held_hello_abandoned(void **state)
+{
+    (void)state;
+    srv = oom_server();
+    struct backend *be = srv_backend(srv);
+    struct tpipe *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+    assert_true(a != NULL && b != NULL);
+    struct ing_mp_writer w;
+    big_envs(&w, 20000); /* registered in steps, over several iterations */
+    open_peer(a, ING_ROLE_AGENT);
+    send_big_hello(a->fd, "A", &w);
+    for (int round = 0; round < 100000 && !be_registering(be); round++)
+        assert_true(srv_run_once(srv, 0) >= 0);
+    assert_true(be_registering(be));
+    assert_true(be->held_bytes >= w.len); /* its input, taken over */
+    close(a->fd); /* its EOF is read before the registration's next step */
+    for (int round = 0; round < 100000 && be_registering(be); round++)
+        assert_true(srv_run_once(srv, 1) >= 0);
+    assert_false(be_registering(be));
+    assert_int_equal(be->n_agents, 0); /* abandoned, never registered */
+    assert_int_equal(be->held_bytes, be->envs_blk != NULL ? be->envs_blk->len : 0);
+    open_peer(b, ING_ROLE_AGENT);
+    send_big_hello(b->fd, "B", &w);
+    held_until_registered(w.len);
+    ing_mp_writer_fini(&w);
+    close(b->fd);
+    free(a);
+    free(b);
+    srv_free(srv);
+}
+
 /* small_client opens a registered client on a socket pair with a few KiB of buffers on
  * both sides (a slow reader's), into t. */
 static void
@@ -1003,6 +1039,7 @@ main(void)
         cmocka_unit_test(test_noalloc_steady_state_zmq),
         cmocka_unit_test(test_noalloc_fair_share),
         cmocka_unit_test(test_budget_held_hellos),
+        cmocka_unit_test(test_budget_held_hello_abandoned),
         cmocka_unit_test(test_budget_shared_list_output_limit),
         cmocka_unit_test(test_budget_lists_replaced_slow_reader),
         cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
