@@ -667,7 +667,7 @@ test_durable_session_cutoff_each_once(void **state)
     lt_start(w, NULL, NULL, "--max-output", "1M", "--orphan-timeout", "0", NULL);
     struct lt_client *cl = session_client(w);
     struct lt_agent *ag = lt_agent_new(w, "A", 6, 0, "docker/default", NULL);
-    char id[8];
+    char id[16];
     submit_n(w, cl, "o", 6);
     for (int i = 0; i < 6; i++) {
         snprintf(id, sizeof(id), "o%d", i);
