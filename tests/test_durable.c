@@ -510,10 +510,10 @@ test_durable_session_connection_drop(void **state)
     lt_pass(w);
 }
 
-/* agent_done_only reports job id a success on ag and writes it out, spinning the agent
- * only: no client reads meanwhile. */
+/* agent_done_out reports job id a success whose stdout is out[0..nout) on ag and writes it
+ * out, spinning the agent only: no client reads meanwhile. */
 static void
-agent_done_only(struct lt_agent *ag, const char *id)
+agent_done_out(struct lt_agent *ag, const char *id, const char *out, size_t nout)
 {
     struct ing_job_result r;
     memset(&r, 0, sizeof(r));
@@ -521,7 +521,8 @@ agent_done_only(struct lt_agent *ag, const char *id)
     r.result_kind = (struct ing_view){"success", 7};
     r.result_text = (struct ing_view){"ok", 2};
     r.problems = r.tests = r.custom = (struct ing_view){"\x80", 1};
-    r.state = r.stdout_ = r.stderr_ = (struct ing_view){"", 0};
+    r.state = r.stderr_ = (struct ing_view){"", 0};
+    r.stdout_ = (struct ing_view){out, (uint32_t)nout};
     assert_int_equal(ing_agent_done(ag->a, &r), 0);
     uint64_t end = lt_now_ms() + 10000u * (unsigned)lt_slow();
     while (ing_agent_want_write(ag->a)) {
@@ -531,6 +532,13 @@ agent_done_only(struct lt_agent *ag, const char *id)
         (void)poll(&p, 1, 100);
         (void)ing_agent_process(ag->a, lt_agent_record, ag);
     }
+}
+
+/* agent_done_only: agent_done_out with an empty stdout. */
+static void
+agent_done_only(struct lt_agent *ag, const char *id)
+{
+    agent_done_out(ag, id, "", 0);
 }
 
 /* wait_readable waits (bounded) until fd has input, without reading it. */
@@ -635,23 +643,7 @@ agent_done_big(struct lt_agent *ag, const char *id, size_t kib)
     static char out[768 << 10];
     assert_true(kib << 10 <= sizeof(out));
     memset(out, 'o', kib << 10);
-    struct ing_job_result r;
-    memset(&r, 0, sizeof(r));
-    r.job_id = (struct ing_view){id, (uint32_t)strlen(id)};
-    r.result_kind = (struct ing_view){"success", 7};
-    r.result_text = (struct ing_view){"ok", 2};
-    r.problems = r.tests = r.custom = (struct ing_view){"\x80", 1};
-    r.state = r.stderr_ = (struct ing_view){"", 0};
-    r.stdout_ = (struct ing_view){out, (uint32_t)(kib << 10)};
-    assert_int_equal(ing_agent_done(ag->a, &r), 0);
-    uint64_t end = lt_now_ms() + 10000u * (unsigned)lt_slow();
-    while (ing_agent_want_write(ag->a)) {
-        struct pollfd p = {ing_agent_fd(ag->a), POLLOUT, 0};
-        if (lt_now_ms() > end)
-            fail_msg("the agent could not write its result");
-        (void)poll(&p, 1, 100);
-        (void)ing_agent_process(ag->a, lt_agent_record, ag);
-    }
+    agent_done_out(ag, id, out, kib << 10);
 }
 
 /* A session's connection (the library, acknowledging results) that does not read while six
