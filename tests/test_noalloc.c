@@ -831,6 +831,103 @@ test_budget_lists_replaced_slow_reader(void **state)
     srv_free(srv);
 }
 
+/* still_open drains what t's socket holds, running the server, and tells whether the
+ * connection is still open once nothing more comes (false: the server closed it). */
+static bool
+still_open(struct tpipe *t)
+{
+    uint8_t sink[65536];
+    int idle = 0;
+    for (int round = 0; round < 1000000 && idle < 50; round++) {
+        ssize_t k = recv(t->fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (k == 0 || (k < 0 && errno == ECONNRESET))
+            return false;
+        if (k > 0) {
+            idle = 0;
+            continue;
+        }
+        idle++;
+        assert_true(srv_run_once(srv, 0) >= 0);
+    }
+    return true;
+}
+
+/* The memory budget's relief drops the peers whose unread output it frees: three clients
+ * that do not read, each with a shared environment list of 1 MiB unwritten (counted once in
+ * the budget, held by the backend anyway), are not dropped when a registered agent's large
+ * frame needs more than the budget has (dropping them freed nothing: they were dropped, and
+ * the agent's input refused all the same). The agent's input is refused (Error OVERLOAD). */
+static void
+test_budget_relief_skips_shared_list(void **state)
+{
+    (void)state;
+    log_level_max = LOG_ERR;
+    struct srv_config cfg;
+    srv_config_default(&cfg);
+    cfg.agent_addr = "tcp://127.0.0.1:0";
+    cfg.client_addr = "tcp://127.0.0.1:0";
+    cfg.ping_interval_ms = 3600 * 1000;
+    cfg.max_memory = 8u << 20;
+    char err[256];
+    srv = srv_new(&cfg, err, sizeof(err));
+    assert_non_null(srv);
+    struct tpipe *slow[3], *a = malloc(sizeof(*a));
+    assert_non_null(a);
+    for (int i = 0; i < 3; i++) {
+        slow[i] = malloc(sizeof(*slow[i]));
+        assert_non_null(slow[i]);
+        small_client(slow[i]);
+    }
+    struct ing_mp_writer w;
+    big_envs(&w, 60000); /* a list of 1 MiB, shared */
+    open_peer(a, ING_ROLE_AGENT);
+    send_big_hello(a->fd, "A", &w);
+    ing_mp_writer_fini(&w);
+    settle(1);
+    for (int r = 0; r < 20; r++) /* the slow clients' sockets fill */
+        assert_true(srv_run_once(srv, 0) >= 0);
+    /* The agent's large frame (a result of 7 MiB for no job): its input must grow past the
+     * budget. */
+    static char out[7 << 20];
+    memset(out, 'o', sizeof(out));
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_AGENT_JOB_DONE;
+    struct ing_job_result *r = &m.u.result;
+    r->job_id = (struct ing_view){"none", 4};
+    r->result_kind = (struct ing_view){"success", 7};
+    r->problems = r->tests = r->custom = (struct ing_view){"\x80", 1};
+    r->result_text = r->state = r->stderr_ = (struct ing_view){"", 0};
+    r->stdout_ = (struct ing_view){out, (uint32_t)sizeof(out)};
+    size_t n = ing_msg_size(&m);
+    uint8_t *frame = malloc(n);
+    assert_non_null(frame);
+    assert_int_equal(ing_msg_encode(&m, frame, n), (ssize_t)n);
+    size_t off = 0;
+    bool refused = false;
+    for (int round = 0; round < 1000000 && !refused; round++) {
+        ssize_t k = off < n ? send(a->fd, frame + off, n - off, MSG_DONTWAIT | MSG_NOSIGNAL) : -1;
+        if (k > 0) {
+            off += (size_t)k;
+            continue;
+        }
+        refused = k < 0 && (errno == EPIPE || errno == ECONNRESET);
+        assert_true(srv_run_once(srv, 0) >= 0);
+        refused |= !still_open(a);
+    }
+    free(frame);
+    assert_true(refused); /* the agent's input did not fit */
+    for (int i = 0; i < 3; i++) {
+        if (!still_open(slow[i]))
+            fail_msg("slow client %d was dropped: its unread list freed no memory", i);
+        close(slow[i]->fd);
+        free(slow[i]);
+    }
+    close(a->fd);
+    free(a);
+    srv_free(srv);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Out of memory */
 
@@ -1042,6 +1139,7 @@ main(void)
         cmocka_unit_test(test_budget_held_hello_abandoned),
         cmocka_unit_test(test_budget_shared_list_output_limit),
         cmocka_unit_test(test_budget_lists_replaced_slow_reader),
+        cmocka_unit_test(test_budget_relief_skips_shared_list),
         cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
         cmocka_unit_test_teardown(test_oom_input_and_job, memory_back),
         cmocka_unit_test_teardown(test_oom_output, memory_back),
