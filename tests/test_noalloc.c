@@ -452,6 +452,7 @@ test_noalloc_steady_state_zmq(void **state)
 
 static struct server *oom_server(void);
 static struct server *server_max_output(uint64_t max_output);
+static struct server *server_with(uint64_t max_output, uint64_t max_memory);
 static void hello(struct tpipe *c);
 
 /* big_envs_named writes into w (dynamic) a docker environments map of n names prefix%06u;
@@ -861,16 +862,7 @@ static void
 test_budget_relief_skips_shared_list(void **state)
 {
     (void)state;
-    log_level_max = LOG_ERR;
-    struct srv_config cfg;
-    srv_config_default(&cfg);
-    cfg.agent_addr = "tcp://127.0.0.1:0";
-    cfg.client_addr = "tcp://127.0.0.1:0";
-    cfg.ping_interval_ms = 3600 * 1000;
-    cfg.max_memory = 8u << 20;
-    char err[256];
-    srv = srv_new(&cfg, err, sizeof(err));
-    assert_non_null(srv);
+    srv = server_with(0, 8u << 20);
     struct tpipe *slow[3], *a = malloc(sizeof(*a));
     assert_non_null(a);
     for (int i = 0; i < 3; i++) {
@@ -931,9 +923,10 @@ test_budget_relief_skips_shared_list(void **state)
 /* ---------------------------------------------------------------------------------------- */
 /* Out of memory */
 
-/* server_max_output starts a server with --max-output max_output (0: the default). */
+/* server_with starts a server with --max-output max_output and --max-memory max_memory
+ * (0: the defaults). */
 static struct server *
-server_max_output(uint64_t max_output)
+server_with(uint64_t max_output, uint64_t max_memory)
 {
     log_level_max = LOG_ERR;
     struct srv_config cfg;
@@ -943,10 +936,19 @@ server_max_output(uint64_t max_output)
     cfg.ping_interval_ms = 3600 * 1000;
     if (max_output != 0)
         cfg.max_output = max_output;
+    if (max_memory != 0)
+        cfg.max_memory = max_memory;
     char err[256];
     struct server *s = srv_new(&cfg, err, sizeof(err));
     assert_non_null(s);
     return s;
+}
+
+/* server_max_output starts a server with --max-output max_output (0: the default). */
+static struct server *
+server_max_output(uint64_t max_output)
+{
+    return server_with(max_output, 0);
 }
 
 static struct server *
