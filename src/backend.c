@@ -44,7 +44,7 @@ struct job {
     struct job *oprev, *onext; /* the owner's jobs */
     uint64_t seq; /* arrival order */
     union {
-        uint64_t arrival_ms; /* waiting: when it (re)entered the queue */
+        uint64_t entered; /* waiting: its entry stamp (job_enqueue): when it (re)entered */
         struct {
             uint32_t dseq; /* running: dispatch order (wraps; compared by difference) */
             uint32_t dl;   /* the job's deadline (proto.md 7.4), or while killing with a
@@ -68,6 +68,23 @@ struct job {
 
 _Static_assert(sizeof(void *) != 8 || sizeof(struct job) <= 96,
                "struct job: 96 bytes per queued job at most, fair share on or off");
+
+/* A waiting job's entry stamp (t.entered): the monotonic ms clock shifted by ENTRY_BITS,
+ * plus one per job entered in the same millisecond: unique, in the order the jobs (re-)
+ * entered the queue across environments (the queue snapshot lists them so, proto.md 5.5).
+ * The clock alone with the arrival order to break ties was no such order: a job requeued
+ * in the millisecond a newer one entered sorted before it in another environment's list
+ * and after it in its own, and the snapshot merged the lists out of order. More than 2^20
+ * entries in one millisecond (a journal's replay) run the stamp a millisecond ahead of the
+ * clock per 2^20. */
+#define ENTRY_BITS 20
+
+/* job_entered_ms returns when waiting job j entered the queue (monotonic ms). */
+static inline uint64_t
+job_entered_ms(const struct job *j)
+{
+    return j->t.entered >> ENTRY_BITS;
+}
 
 static inline struct env *
 job_env(const struct job *j)
@@ -962,7 +979,7 @@ key_remove(struct env *e, struct job *j)
 }
 
 /* fifo_append puts j at the tail of e's FIFO, the order in which jobs (re-)entered the queue
- * (so arrival_ms never decreases along it). A new job's arrival seq is the largest, so the
+ * (so the entry stamps increase along it). A new job's arrival seq is the largest, so the
  * FIFO stays in seq order until a job requeued after its agent was lost joins behind newer
  * ones: job_enqueue then lets the heap give the order, in O(log n) per job, where inserting
  * it at its place would walk the queue (8,192 requeues behind 200,000 jobs took 8.9 s). */
@@ -1011,7 +1028,8 @@ job_enqueue(struct backend *be, struct job *j)
     int64_t prio = job_prio(j);
     j->status = JOB_WAITING;
     j->agent = NULL;
-    j->t.arrival_ms = be->now_ms;
+    uint64_t stamp = be->now_ms << ENTRY_BITS;
+    j->t.entered = be->entry_stamp = stamp > be->entry_stamp ? stamp : be->entry_stamp + 1;
     if (e->n == 0) {
         e->p0 = prio;
         e->n_other = 0;
@@ -1425,7 +1443,8 @@ static void
 run_job(struct backend *be, struct be_agent *a, struct job *j)
 {
     struct env *e = job_env(j);
-    metrics_hist_observe(&e->etype->wait, (be->now_ms - j->t.arrival_ms) * 1000);
+    uint64_t at = job_entered_ms(j);
+    metrics_hist_observe(&e->etype->wait, (be->now_ms > at ? be->now_ms - at : 0) * 1000);
     uint64_t vt = job_vt(j);
     job_unqueue(be, j);
     if (vt > e->vtime) /* fair share: the environment's virtual time */
@@ -1625,9 +1644,14 @@ send_result_seq(struct backend *be, struct be_client *c, struct ing_view id, con
     r->state = state;
     r->archive.p = NULL;
     r->stdout_.p = r->stderr_.p = "";
-    if (client_acks(c) && seq == 0) { /* a refusal: no job to keep it for; counted */
+    if (seq == 0 && c->peer != NULL) {
+        /* A refusal answers the submission on the connection that sent it: no job to keep it
+         * for, so never kept, not even for a HOLD connection (which only submits, and must
+         * learn that its job was refused: kept, it was never told, and the next connection
+         * got a crash for a job the session never held); counted when acknowledging. */
         be->ops.send(c->peer, &m);
-        c->sess->sent++;
+        if (client_acks(c))
+            c->sess->sent++;
     } else if (client_keeps(c) || client_acks(c)) {
         session_keep_msg(be, c, seq, &m);
     } else {
@@ -3160,8 +3184,7 @@ grow(void **p, size_t *cap, size_t need, size_t elem)
 static inline bool
 entered_before(const struct job *a, const struct job *b)
 {
-    return a->t.arrival_ms < b->t.arrival_ms ||
-           (a->t.arrival_ms == b->t.arrival_ms && a->seq < b->seq);
+    return a->t.entered < b->t.entered; /* (unique) */
 }
 
 /* sift_down restores the min-heap on less of h[0..n) below x (the snapshots' merges). */
@@ -4948,7 +4971,8 @@ job_expire(struct backend *be, struct be_agent *a, struct job *j)
 static bool
 orphan_expired(const struct backend *be, const struct env *e, const struct job *j)
 {
-    uint64_t since = j->t.arrival_ms > e->orphan_since ? j->t.arrival_ms : e->orphan_since;
+    uint64_t at = job_entered_ms(j);
+    uint64_t since = at > e->orphan_since ? at : e->orphan_since;
     return since + be->cfg.orphan_timeout_ms <= be->now_ms;
 }
 
@@ -5876,7 +5900,7 @@ env_check_jobs(const struct backend *be, const struct env *e)
             return -EPROTO;
         other += job_prio(x) != e->p0;
         if (!fair && x->next != NULL &&
-            ((!e->heaped && x->next->seq <= x->seq) || x->next->t.arrival_ms < x->t.arrival_ms))
+            ((!e->heaped && x->next->seq <= x->seq) || x->next->t.entered <= x->t.entered))
             return -EPROTO;
         if (fair && x->next != NULL && (x->next->ord <= x->ord || !job_before(be, x, x->next)))
             return -EPROTO;
@@ -6171,7 +6195,7 @@ be_job_info(struct backend *be, struct ing_view id, struct be_job_info *out)
         return 0;
     }
     out->state = BE_JOB_WAITING;
-    out->age_ms = be->now_ms - j->t.arrival_ms;
+    out->age_ms = be->now_ms > job_entered_ms(j) ? be->now_ms - job_entered_ms(j) : 0;
     out->position = job_position(be, j);
     /* ETA: the jobs before it and itself go out one slot turn at a time: with S slots and a
      * mean run time R, it is dispatched after floor(position / S) + 1 turns: R each. */

@@ -225,6 +225,7 @@ struct backend {
      * refer to it) and of the hellos being registered in steps (their copy or the input
      * taken over): the server counts them in --max-memory. */
     uint64_t held_bytes;
+    uint64_t entry_stamp; /* the last waiting job's entry stamp (job_enqueue, t.entered) */
 };
 
 /* be_init prepares be. Returns 0 or -ENOMEM. */

@@ -58,6 +58,16 @@ sblk_out_clear(struct sblk_out *o)
     sblk_out_init(o);
 }
 
+size_t
+sblk_out_sole(const struct sblk_out *o)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < o->n; i++)
+        if (o->r[i].b->refs == 1)
+            n += o->r[i].b->len;
+    return n;
+}
+
 /* gaps_sum returns the buffer bytes pending before o's last reference. */
 static size_t
 gaps_sum(const struct sblk_out *o)

@@ -64,6 +64,9 @@ sblk_out_total(const struct sblk_out *o, const struct buf *buf)
 {
     return buf_len(buf) + o->pending;
 }
+/* sblk_out_sole returns the bytes of the blocks o alone refers to (one reference, o's):
+ * what clearing o would free of them. */
+size_t sblk_out_sole(const struct sblk_out *o);
 /* sblk_out_add queues a reference to b (taking one) after the bytes pending in buf.
  * Returns 0, or -ENOSPC when o holds SBLK_REFS already (nothing taken). */
 int sblk_out_add(struct sblk_out *o, const struct buf *buf, struct sblk *b);

@@ -308,7 +308,18 @@ mem_shed(struct server *s, uint64_t need)
         s->shed_dry_kept = s->be.kept_bytes + 1;
 }
 
-/* mem_relieve drops the peers holding the most unread output (at least RELIEVE_MIN bytes
+/* out_freeable: the memory dropping c frees of its unread output: its own bytes, and the
+ * shared blocks only it still refers to. The part of a shared list other outputs (or the
+ * backend, the current list) also refer to is counted once in the budget and stays: a peer
+ * holding only that is no relief (three clients that had not read the current list were
+ * dropped for it, freeing nothing). */
+static size_t
+out_freeable(const struct conn *c)
+{
+    return buf_len(&c->out) + sblk_out_sole(&c->oref);
+}
+
+/* mem_relieve drops the peers whose unread output frees the most (at least RELIEVE_MIN bytes
  * each, at most RELIEVE_MAX of them) until need bytes are free. Their output is freed at
  * once. */
 static void
@@ -322,8 +333,8 @@ mem_relieve(struct server *s, uint64_t need)
     for (int k = 0; k < RELIEVE_MAX && mem_used(s) + need > s->budget; k++) {
         struct conn *worst = NULL;
         for (struct conn *o = s->conns; o != NULL; o = o->next)
-            if (o->state != CONN_CLOSING && out_pending(o) >= RELIEVE_MIN &&
-                (worst == NULL || out_pending(o) > out_pending(worst)))
+            if (o->state != CONN_CLOSING && out_freeable(o) >= RELIEVE_MIN &&
+                (worst == NULL || out_freeable(o) > out_freeable(worst)))
                 worst = o;
         if (worst == NULL) {
             s->relieve_dry_ms = ev_now_ms(s->loop);

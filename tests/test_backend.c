@@ -1459,6 +1459,28 @@ agent_many(int i, uint32_t slots, const char *prefix, uint32_t n)
     return a;
 }
 
+/* expect_list_built runs be_flush until the list's build is done (a few calls, as loop
+ * iterations would) and expects client 0 to get it, with names names. */
+static void
+expect_list_built(long names)
+{
+    be_flush(&be);
+    for (int k = 0; k < 8 && be_flush_building(&be); k++)
+        be_flush(&be);
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, names);
+}
+
+/* expect_list_after_grace lets --env-grace pass, runs be_flush until the list is built and
+ * expects client 0 to get it, with names names. */
+static void
+expect_list_after_grace(long names)
+{
+    be.now_ms += be.cfg.envs_grace_ms;
+    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
+        ;
+    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, names);
+}
+
 /* Issue 13: an agent with many environments leaves (be_agent_gone): its jobs go at once (the
  * started one crashed, the others requeued once, in order), then its environments in steps
  * (be_register): be_check after each step, no job to it, no list half way, one list at the
@@ -1472,10 +1494,7 @@ test_backend_lost_agent_in_steps(void **state)
     char why[200];
     struct be_agent *b = reg_setup();
     struct be_agent *a = agent_many(2, 4, "env", n);
-    be_flush(&be);
-    for (int k = 0; k < 8 && be_flush_building(&be); k++)
-        be_flush(&be);
-    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, n + 1);
+    expect_list_built(n + 1);
     const char *ids[] = {"j1", "j2", "j3", "j4"};
     for (int i = 0; i < 4; i++) {
         submit(be.clients, ids[i], 0, "env1");
@@ -1505,10 +1524,7 @@ test_backend_lost_agent_in_steps(void **state)
     assert_false(be.envs_held);
     assert_int_equal(reg_calls, 1); /* a's own hello only: a removal has no callback */
     assert_int_equal(be_check(&be), 0);
-    be.now_ms += be.cfg.envs_grace_ms;
-    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
-        ;
-    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 1); /* "other" */
+    expect_list_after_grace(1); /* "other" */
     expect_none(0);
     /* A new provider of env1 gets the requeued jobs in their order, each once. */
     struct be_agent *c = agent(3, 8, "env1");
@@ -1575,10 +1591,73 @@ test_backend_ping_lost_agent_in_steps(void **state)
     be_agent_gone(&be, a1); /* its removal ended: freed here */
     assert_int_equal(reg_calls, 2); /* the two stepped hellos only: no removal */
     assert_int_equal(be_check(&be), 0);
-    be.now_ms += be.cfg.envs_grace_ms;
-    for (int k = 0; k < 16 && (be_flush(&be), be_flush_building(&be)); k++)
-        ;
-    assert_int_equal(expect(0, ING_BACKEND_UPDATE_ENVIRONMENTS, NULL)->names, 1);
+    expect_list_after_grace(1);
+}
+
+/* While a lost agent's environments are withdrawn in steps: the same agent comes back on
+ * a new connection with the same environments (its hello waits behind the removal), a
+ * second large agent leaves (its removal queued after), a client submits to one of the
+ * environments being withdrawn and asks for the queue. The new job and the lost agent's
+ * requeued ones wait (the snapshot lists them in the order they entered the queue: it
+ * merged the environments' lists out of order when a job was requeued in the millisecond a
+ * newer one entered), none running; nothing goes to
+ * either lost agent; clients are sent no list until the end, then one whole list; the
+ * agent back gets every waiting job in order, each once. */
+static void
+test_backend_lost_agent_steps_newcomer(void **state)
+{
+    (void)state;
+    const uint32_t n = 1000;
+    char why[200];
+    struct be_agent *b = reg_setup();
+    struct be_agent *d = agent_many(4, 1, "dd", n);
+    struct be_agent *a = agent_many(2, 2, "env", n);
+    expect_list_built(2 * n + 1);
+    expect_none(0);
+    struct be_client *c0 = be.clients;
+    submit(c0, "j1", 0, "env1");
+    submit(c0, "j2", 0, "env999");
+    expect(2, ING_BACKEND_NEW_JOB, "j1");
+    expect(2, ING_BACKEND_NEW_JOB, "j2");
+    submit(c0, "j3", 0, "env1"); /* waits: a's 2 slots are busy */
+    be_agent_gone(&be, a);
+    assert_true(be_registering(&be));
+    assert_true(be_register(&be, 100)); /* one step of a's removal */
+    struct be_agent *a2 = be_agent_new(&be, &peers[3]);
+    assert_non_null(a2);
+    assert_int_equal(hello_many_pending(a2, 4, "env", n, why, sizeof(why)), BE_HELLO_PENDING);
+    be_agent_gone(&be, d); /* its removal after a2's hello */
+    submit(c0, "j4", 0, "env500"); /* still listed: it waits */
+    be_client_get_queue(&be, c0);
+    struct rec *q = expect(0, ING_BACKEND_GET_QUEUE, NULL);
+    assert_string_equal(q->text, "0/4");
+    /* In the order they entered the queue (proto.md 5.5): j3, then the two requeued (in the
+     * order of their requeue), then j4; all in one millisecond here. */
+    if (strcmp(q->job, "j3 j1 j2 j4") != 0 && strcmp(q->job, "j3 j2 j1 j4") != 0)
+        fail_msg("queue snapshot lists %s", q->job);
+    int steps = 0;
+    while (be_register(&be, 100) && steps < 10000) {
+        steps++;
+        assert_int_equal(be_check(&be), 0);
+        be_flush(&be);
+        expect_none(0); /* no list half way, no result */
+        expect_none(2);
+        expect_none(4);
+    }
+    assert_false(be_registering(&be));
+    assert_int_equal(be_check(&be), 0);
+    const char *order[] = {"j1", "j2", "j3", "j4"};
+    for (int i = 0; i < 4; i++)
+        expect(3, ING_BACKEND_NEW_JOB, order[i]);
+    expect_none(3);
+    expect_list_after_grace(n + 1);
+    expect_none(0);
+    for (int i = 0; i < 4; i++) {
+        done(a2, order[i], "success");
+        expect(0, ING_BACKEND_JOB_DONE, order[i]);
+    }
+    expect_none(0);
+    (void)b;
 }
 
 /* flush_steps_timed calls be_flush until the list's build is done (as the loop would at
@@ -3620,6 +3699,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_register_shutdown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_lost_agent_in_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_ping_lost_agent_in_steps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_lost_agent_steps_newcomer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_job_deadline_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_requeue_cap_and_alive, setup, teardown),

@@ -274,6 +274,31 @@ test_ctl_submit_ack(void **state)
     lt_pass(w);
 }
 
+/* submit --session (a connection that only submits: HOLD, proto.md 7.9) of a job the backend
+ * refuses (its id is another session's job): the refusal reaches it at once, reported, exit
+ * 1 (it was kept for the session instead: submit waited for an answer until --timeout,
+ * and the session's next wait printed a crash for a job it never held). */
+static void
+test_ctl_session_submit_refused(void **state)
+{
+    struct lt_world *w = *state;
+    char sa[LT_STR + 16], sb[LT_STR + 16];
+
+    snprintf(sa, sizeof(sa), "%s/session-a", lt_dir(w));
+    snprintf(sb, sizeof(sb), "%s/session-b", lt_dir(w));
+    lt_start(w, NULL, NULL, "--orphan-timeout", "0", NULL);
+    expect_rc(w, ctl(w, "--session", sa, "submit", "--job-id", "dupe", NULL), 0);
+    expect_rc(w, ctl(w, "--session", sb, "submit", "--job-id", "dupe", NULL), 1);
+    err_has(w, "job dupe refused: crash: Duplicate job id");
+    struct lt_agent *ag = lt_agent_new(w, "A", 1, true, "docker/default", NULL);
+    expect_rc(w, ctl(w, "--session", sb, "wait", NULL), 0); /* nothing kept for b */
+    assert_string_equal(w->proc->out, "");
+    expect_rc(w, ctl(w, "--session", sa, "wait", NULL), 0);
+    out_has(w, "job: dupe\nresult: success\n");
+    (void)ag;
+    lt_pass(w);
+}
+
 /* The issue's example, smaller: submit jobs with --session and no agent, kill -9 the
  * backend, restart it on its journal, start an agent: wait prints each result once (one
  * JSON object a line) and exits 0; again, it has nothing to wait for; a failed job makes
@@ -739,6 +764,7 @@ main(void)
         CASE(test_ctl_envs),
         CASE(test_ctl_submit_wait),
         CASE(test_ctl_session_wait),
+        CASE(test_ctl_session_submit_refused),
         CASE(test_ctl_submit_json),
         CASE(test_ctl_submit_ack),
         CASE(test_ctl_submit_options),

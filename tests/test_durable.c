@@ -510,10 +510,10 @@ test_durable_session_connection_drop(void **state)
     lt_pass(w);
 }
 
-/* agent_done_only reports job id a success on ag and writes it out, spinning the agent
- * only: no client reads meanwhile. */
+/* agent_done_out reports job id a success whose stdout is out[0..nout) on ag and writes it
+ * out, spinning the agent only: no client reads meanwhile. */
 static void
-agent_done_only(struct lt_agent *ag, const char *id)
+agent_done_out(struct lt_agent *ag, const char *id, const char *out, size_t nout)
 {
     struct ing_job_result r;
     memset(&r, 0, sizeof(r));
@@ -521,7 +521,8 @@ agent_done_only(struct lt_agent *ag, const char *id)
     r.result_kind = (struct ing_view){"success", 7};
     r.result_text = (struct ing_view){"ok", 2};
     r.problems = r.tests = r.custom = (struct ing_view){"\x80", 1};
-    r.state = r.stdout_ = r.stderr_ = (struct ing_view){"", 0};
+    r.state = r.stderr_ = (struct ing_view){"", 0};
+    r.stdout_ = (struct ing_view){out, (uint32_t)nout};
     assert_int_equal(ing_agent_done(ag->a, &r), 0);
     uint64_t end = lt_now_ms() + 10000u * (unsigned)lt_slow();
     while (ing_agent_want_write(ag->a)) {
@@ -531,6 +532,13 @@ agent_done_only(struct lt_agent *ag, const char *id)
         (void)poll(&p, 1, 100);
         (void)ing_agent_process(ag->a, lt_agent_record, ag);
     }
+}
+
+/* agent_done_only: agent_done_out with an empty stdout. */
+static void
+agent_done_only(struct lt_agent *ag, const char *id)
+{
+    agent_done_out(ag, id, "", 0);
 }
 
 /* wait_readable waits (bounded) until fd has input, without reading it. */
@@ -625,6 +633,63 @@ test_durable_session_duplicate_dropped(void **state)
     lt_barrier(w, cl);
     assert_int_equal(ing_client_duplicates(cl->c), 1); /* not sent again */
     assert_int_equal(count_cev(cl, ING_CLIENT_EV_DONE, "v0"), 1);
+    lt_pass(w);
+}
+
+/* agent_done_big is agent_done_only with a success result whose stdout is kib KiB. */
+static void
+agent_done_big(struct lt_agent *ag, const char *id, size_t kib)
+{
+    static char out[768 << 10];
+    assert_true(kib << 10 <= sizeof(out));
+    memset(out, 'o', kib << 10);
+    agent_done_out(ag, id, out, kib << 10);
+}
+
+/* A session's connection (the library, acknowledging results) that does not read while six
+ * results of 768 KiB arrive (--max-output 1M: 4 MiB unacknowledged at most, proto.md 7.9)
+ * is cut off (Error OVERLOAD, or its output over --max-output when the kernel takes less);
+ * the library comes back, is sent again what it had not acknowledged, and the program sees
+ * each result once, whole (the ones read before the cut-off dropped as duplicates); each
+ * job ran once. */
+static void
+test_durable_session_cutoff_each_once(void **state)
+{
+    struct lt_world *w = *state;
+    lt_start(w, NULL, NULL, "--max-output", "1M", "--orphan-timeout", "0", NULL);
+    struct lt_client *cl = session_client(w);
+    struct lt_agent *ag = lt_agent_new(w, "A", 6, 0, "docker/default", NULL);
+    char id[16];
+    submit_n(w, cl, "o", 6);
+    for (int i = 0; i < 6; i++) {
+        snprintf(id, sizeof(id), "o%d", i);
+        lt_expect_aev(w, ag, ING_AGENT_EV_JOB, id);
+    }
+    for (int i = 0; i < 6; i++) { /* the client reads nothing meanwhile */
+        snprintf(id, sizeof(id), "o%d", i);
+        agent_done_big(ag, id, 768);
+    }
+    uint64_t end = lt_now_ms() + 10000u * (unsigned)lt_slow();
+    while (!lt_log_contains(w, "results not acknowledged") &&
+           !lt_log_contains(w, "over the limit: dropped")) {
+        if (lt_now_ms() > end)
+            fail_msg("the connection that does not read was not cut off");
+        (void)poll(NULL, 0, 2);
+    }
+    lt_until(w, none_pending, cl, "every job of the session ended");
+    lt_expect_cev(w, cl, ING_CLIENT_EV_RESUMED, NULL); /* after the cut-off */
+    lt_barrier(w, cl);
+    check_each_once(cl, ag, "o", 6);
+    for (int i = 0; i < 6; i++) {
+        snprintf(id, sizeof(id), "o%d", i);
+        struct lt_cev *e = lt_find_cev(cl, ING_CLIENT_EV_DONE, id);
+        assert_non_null(e);
+        assert_int_equal(e->res.r.stdout_.len, 768u << 10);
+    }
+    print_message("cut-off: %s, %llu results dropped as duplicates\n",
+                  lt_log_contains(w, "results not acknowledged") ? "Error OVERLOAD"
+                                                                 : "--max-output",
+                  (unsigned long long)ing_client_duplicates(cl->c));
     lt_pass(w);
 }
 
@@ -741,6 +806,7 @@ main(void)
         CASE(test_durable_session_kill9_exactly_once),
         CASE(test_durable_session_connection_drop),
         CASE(test_durable_session_restart_without_journal),
+        CASE(test_durable_session_cutoff_each_once),
         CASE(test_durable_session_unread_result_resent),
         CASE(test_durable_session_duplicate_dropped),
     };

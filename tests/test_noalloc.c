@@ -452,6 +452,7 @@ test_noalloc_steady_state_zmq(void **state)
 
 static struct server *oom_server(void);
 static struct server *server_max_output(uint64_t max_output);
+static struct server *server_with(uint64_t max_output, uint64_t max_memory);
 static void hello(struct tpipe *c);
 
 /* big_envs_named writes into w (dynamic) a docker environments map of n names prefix%06u;
@@ -616,6 +617,62 @@ next_list(int fd, uint8_t **buf, size_t *len, size_t *cap)
     return 0;
 }
 
+/* A native agent's large hello, its input taken over by the registration (counted in
+ * --max-memory), whose connection closes while it is being registered: the registration
+ * lets it go and the memory it held is counted no more (be.held_bytes back to the list's
+ * block alone); a hello after it registers and is counted the same way. */
+static void
+test_budget_held_hello_abandoned(void **state)
+{
+    (void)state;
+    srv = oom_server();
+    struct backend *be = srv_backend(srv);
+    struct tpipe *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+    assert_true(a != NULL && b != NULL);
+    struct ing_mp_writer w;
+    big_envs(&w, 20000); /* registered in steps, over several iterations */
+    open_peer(a, ING_ROLE_AGENT);
+    send_big_hello(a->fd, "A", &w);
+    for (int round = 0; round < 100000 && !be_registering(be); round++)
+        assert_true(srv_run_once(srv, 0) >= 0);
+    assert_true(be_registering(be));
+    assert_true(be->held_bytes >= w.len); /* its input, taken over */
+    close(a->fd); /* its EOF is read before the registration's next step */
+    for (int round = 0; round < 100000 && be_registering(be); round++)
+        assert_true(srv_run_once(srv, 1) >= 0);
+    assert_false(be_registering(be));
+    assert_int_equal(be->n_agents, 0); /* abandoned, never registered */
+    assert_int_equal(be->held_bytes, be->envs_blk != NULL ? be->envs_blk->len : 0);
+    open_peer(b, ING_ROLE_AGENT);
+    send_big_hello(b->fd, "B", &w);
+    held_until_registered(w.len);
+    ing_mp_writer_fini(&w);
+    close(b->fd);
+    free(a);
+    free(b);
+    srv_free(srv);
+}
+
+/* small_client opens a registered client on a socket pair with a few KiB of buffers on
+ * both sides (a slow reader's), into t. */
+static void
+small_client(struct tpipe *t)
+{
+    int sv[2], small = 4096;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    assert_int_equal(srv_adopt(srv, sv[0], ING_ROLE_CLIENT), 0);
+    t->fd = sv[1];
+    t->len = 0;
+    uint8_t pre[ING_PREAMBLE_LEN];
+    ing_preamble_encode(pre, ING_ROLE_CLIENT);
+    assert_int_equal(write(t->fd, pre, sizeof(pre)), (ssize_t)sizeof(pre));
+    struct ing_msg m;
+    assert_int_equal(next_type(t, &m), ING_WELCOME);
+    hello(t);
+}
+
 /* The --max-output rule with a shared list: a client's pending output counts the part of a
  * shared list it has not read. One client reads; the other never does (socket buffers of a
  * few KiB): its first list (72 KiB, over SHARE_MIN) stays mostly unwritten, the next one
@@ -634,20 +691,8 @@ test_budget_shared_list_output_limit(void **state)
     assert_true(rd != NULL && stuck != NULL && a != NULL && b != NULL);
     open_peer(rd, ING_ROLE_CLIENT);
     hello(rd);
-    /* The non-reader: a few KiB of socket buffers on both sides. */
-    int sv[2], small = 4096;
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
-    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
-    assert_int_equal(srv_adopt(srv, sv[0], ING_ROLE_CLIENT), 0);
-    stuck->fd = sv[1];
-    stuck->len = 0;
-    uint8_t pre[ING_PREAMBLE_LEN];
-    ing_preamble_encode(pre, ING_ROLE_CLIENT);
-    assert_int_equal(write(stuck->fd, pre, sizeof(pre)), (ssize_t)sizeof(pre));
+    small_client(stuck); /* the non-reader */
     struct ing_msg m, got;
-    assert_int_equal(next_type(stuck, &m), ING_WELCOME);
-    hello(stuck);
     size_t cap = 0, len = 0;
     uint8_t *buf = NULL;
     open_peer(a, ING_ROLE_AGENT);
@@ -693,12 +738,195 @@ test_budget_shared_list_output_limit(void **state)
     srv_free(srv);
 }
 
+/* settle runs the server until agents agents are registered and no registration, list
+ * build or list sending is under way. */
+static void
+settle(uint64_t agents)
+{
+    struct backend *be = srv_backend(srv);
+    for (int round = 0; round < 100000 && (be->n_agents < agents || be_registering(be) ||
+                                           be->envs_dirty || be_flush_building(be) ||
+                                           be->envs_sending);
+         round++)
+        assert_true(srv_run_once(srv, 1) >= 0);
+    assert_false(be_registering(be) || be->envs_dirty || be_flush_building(be));
+}
+
+/* The shared list replaced many times while a client reads it a few KiB at a time, and
+ * another, which never reads, closes with references pending half way: each block is freed
+ * once no output refers to it any more. At the end only the current list's block is
+ * counted in --max-memory (be.held_bytes, in srv_mem_used): back to the baseline. */
+static void
+test_budget_lists_replaced_slow_reader(void **state)
+{
+    (void)state;
+    enum { CHANGES = 24 };
+    srv = oom_server();
+    struct backend *be = srv_backend(srv);
+    struct tpipe *slow = malloc(sizeof(*slow)), *stuck = malloc(sizeof(*stuck));
+    struct tpipe *a = malloc(sizeof(*a)), *ag[CHANGES];
+    assert_true(slow != NULL && stuck != NULL && a != NULL);
+    small_client(slow);
+    small_client(stuck);
+    struct ing_mp_writer w;
+    big_envs(&w, 4000); /* a list of 72 KiB: shared */
+    open_peer(a, ING_ROLE_AGENT);
+    send_big_hello(a->fd, "A", &w);
+    settle(1);
+    assert_true(be->envs_blk != NULL && be->envs_blk->len >= 64 * 1024);
+    uint8_t *buf = NULL;
+    size_t len = 0, cap = 0;
+    bool older_held = false; /* a replaced list was still held by an output at some point */
+    for (int k = 0; k < CHANGES; k++) {
+        ag[k] = malloc(sizeof(*ag[k]));
+        assert_non_null(ag[k]);
+        open_peer(ag[k], ING_ROLE_AGENT);
+        char name[16];
+        snprintf(name, sizeof(name), "chg%02d-", k);
+        struct ing_mp_writer one;
+        big_envs_named(&one, name, 1);
+        send_big_hello(ag[k]->fd, name, &one);
+        ing_mp_writer_fini(&one);
+        for (int r = 0; r < 8; r++) { /* a few iterations; the slow client reads 4 KiB */
+            assert_true(srv_run_once(srv, 0) >= 0);
+            if (cap - len < 4096) {
+                cap = cap * 2 + 65536;
+                buf = realloc(buf, cap);
+                assert_non_null(buf);
+            }
+            ssize_t n = recv(slow->fd, buf + len, 4096, MSG_DONTWAIT);
+            if (n > 0)
+                len += (size_t)n;
+            older_held |= be->envs_blk != NULL && be->held_bytes > be->envs_blk->len;
+        }
+        if (k == CHANGES / 2) {
+            close(stuck->fd); /* its references pending: released when it is reaped */
+            stuck->fd = -1;
+        }
+    }
+    assert_true(older_held);
+    settle(1 + CHANGES);
+    uint32_t want = (uint32_t)be->envs_blk->len, got;
+    int lists = 0;
+    do { /* every list whole, the newest last */
+        got = next_list(slow->fd, &buf, &len, &cap);
+        lists++;
+    } while (got != want && lists < CHANGES + 2);
+    assert_int_equal(got, want);
+    for (int r = 0; r < 4; r++)
+        assert_true(srv_run_once(srv, 0) >= 0);
+    /* Only the current list is held: every block replaced was freed, none counted twice. */
+    assert_int_equal(be->held_bytes, be->envs_blk->len);
+    assert_true(srv_mem_used(srv) >= be->held_bytes);
+    free(buf);
+    ing_mp_writer_fini(&w);
+    close(slow->fd);
+    close(a->fd);
+    for (int k = 0; k < CHANGES; k++) {
+        close(ag[k]->fd);
+        free(ag[k]);
+    }
+    free(slow);
+    free(stuck);
+    free(a);
+    srv_free(srv);
+}
+
+/* still_open drains what t's socket holds, running the server, and tells whether the
+ * connection is still open once nothing more comes (false: the server closed it). */
+static bool
+still_open(struct tpipe *t)
+{
+    uint8_t sink[65536];
+    int idle = 0;
+    for (int round = 0; round < 1000000 && idle < 50; round++) {
+        ssize_t k = recv(t->fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (k == 0 || (k < 0 && errno == ECONNRESET))
+            return false;
+        if (k > 0) {
+            idle = 0;
+            continue;
+        }
+        idle++;
+        assert_true(srv_run_once(srv, 0) >= 0);
+    }
+    return true;
+}
+
+/* The memory budget's relief drops the peers whose unread output it frees: three clients
+ * that do not read, each with a shared environment list of 1 MiB unwritten (counted once in
+ * the budget, held by the backend anyway), are not dropped when a registered agent's large
+ * frame needs more than the budget has (dropping them freed nothing: they were dropped, and
+ * the agent's input refused all the same). The agent's input is refused (Error OVERLOAD). */
+static void
+test_budget_relief_skips_shared_list(void **state)
+{
+    (void)state;
+    srv = server_with(0, 8u << 20);
+    struct tpipe *slow[3], *a = malloc(sizeof(*a));
+    assert_non_null(a);
+    for (int i = 0; i < 3; i++) {
+        slow[i] = malloc(sizeof(*slow[i]));
+        assert_non_null(slow[i]);
+        small_client(slow[i]);
+    }
+    struct ing_mp_writer w;
+    big_envs(&w, 60000); /* a list of 1 MiB, shared */
+    open_peer(a, ING_ROLE_AGENT);
+    send_big_hello(a->fd, "A", &w);
+    ing_mp_writer_fini(&w);
+    settle(1);
+    for (int r = 0; r < 20; r++) /* the slow clients' sockets fill */
+        assert_true(srv_run_once(srv, 0) >= 0);
+    /* The agent's large frame (a result of 7 MiB for no job): its input must grow past the
+     * budget. */
+    static char out[7 << 20];
+    memset(out, 'o', sizeof(out));
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_AGENT_JOB_DONE;
+    struct ing_job_result *r = &m.u.result;
+    r->job_id = (struct ing_view){"none", 4};
+    r->result_kind = (struct ing_view){"success", 7};
+    r->problems = r->tests = r->custom = (struct ing_view){"\x80", 1};
+    r->result_text = r->state = r->stderr_ = (struct ing_view){"", 0};
+    r->stdout_ = (struct ing_view){out, (uint32_t)sizeof(out)};
+    size_t n = ing_msg_size(&m);
+    uint8_t *frame = malloc(n);
+    assert_non_null(frame);
+    assert_int_equal(ing_msg_encode(&m, frame, n), (ssize_t)n);
+    size_t off = 0;
+    bool refused = false;
+    for (int round = 0; round < 1000000 && !refused; round++) {
+        ssize_t k = off < n ? send(a->fd, frame + off, n - off, MSG_DONTWAIT | MSG_NOSIGNAL) : -1;
+        if (k > 0) {
+            off += (size_t)k;
+            continue;
+        }
+        refused = k < 0 && (errno == EPIPE || errno == ECONNRESET);
+        assert_true(srv_run_once(srv, 0) >= 0);
+        refused |= !still_open(a);
+    }
+    free(frame);
+    assert_true(refused); /* the agent's input did not fit */
+    for (int i = 0; i < 3; i++) {
+        if (!still_open(slow[i]))
+            fail_msg("slow client %d was dropped: its unread list freed no memory", i);
+        close(slow[i]->fd);
+        free(slow[i]);
+    }
+    close(a->fd);
+    free(a);
+    srv_free(srv);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Out of memory */
 
-/* server_max_output starts a server with --max-output max_output (0: the default). */
+/* server_with starts a server with --max-output max_output and --max-memory max_memory
+ * (0: the defaults). */
 static struct server *
-server_max_output(uint64_t max_output)
+server_with(uint64_t max_output, uint64_t max_memory)
 {
     log_level_max = LOG_ERR;
     struct srv_config cfg;
@@ -708,10 +936,19 @@ server_max_output(uint64_t max_output)
     cfg.ping_interval_ms = 3600 * 1000;
     if (max_output != 0)
         cfg.max_output = max_output;
+    if (max_memory != 0)
+        cfg.max_memory = max_memory;
     char err[256];
     struct server *s = srv_new(&cfg, err, sizeof(err));
     assert_non_null(s);
     return s;
+}
+
+/* server_max_output starts a server with --max-output max_output (0: the default). */
+static struct server *
+server_max_output(uint64_t max_output)
+{
+    return server_with(max_output, 0);
 }
 
 static struct server *
@@ -901,7 +1138,10 @@ main(void)
         cmocka_unit_test(test_noalloc_steady_state_zmq),
         cmocka_unit_test(test_noalloc_fair_share),
         cmocka_unit_test(test_budget_held_hellos),
+        cmocka_unit_test(test_budget_held_hello_abandoned),
         cmocka_unit_test(test_budget_shared_list_output_limit),
+        cmocka_unit_test(test_budget_lists_replaced_slow_reader),
+        cmocka_unit_test(test_budget_relief_skips_shared_list),
         cmocka_unit_test_teardown(test_oom_setup_and_adopt, memory_back),
         cmocka_unit_test_teardown(test_oom_input_and_job, memory_back),
         cmocka_unit_test_teardown(test_oom_output, memory_back),

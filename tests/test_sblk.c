@@ -427,6 +427,31 @@ test_sblk_refs_bounded(void **state)
     assert_int_equal(acct, 0);
 }
 
+/* sblk_out_sole counts the blocks an output alone refers to: what clearing it frees (the
+ * memory budget's relief weighs peers by it). */
+static void
+test_sblk_sole(void **state)
+{
+    (void)state;
+    uint64_t acct = 0;
+    struct sblk *cur = mkblk(100, 0, &acct), *old = mkblk(40, 1, &acct);
+    struct sblk_out o;
+    struct buf b;
+    sblk_out_init(&o);
+    buf_init(&b);
+    assert_int_equal(sblk_out_sole(&o), 0);
+    assert_int_equal(sblk_out_add(&o, &b, old), 0);
+    assert_int_equal(sblk_out_add(&o, &b, cur), 0);
+    assert_int_equal(sblk_out_sole(&o), 0); /* both held elsewhere too */
+    sblk_unref(old);                        /* replaced: o alone holds it now */
+    assert_int_equal(sblk_out_sole(&o), 40);
+    sblk_out_clear(&o);
+    assert_int_equal(acct, 100); /* the replaced one freed with o */
+    sblk_unref(cur);
+    assert_int_equal(acct, 0);
+    buf_fini(&b);
+}
+
 int
 main(void)
 {
@@ -438,6 +463,7 @@ main(void)
         cmocka_unit_test(test_sblk_cut_between_references),
         cmocka_unit_test(test_sblk_memory_counted_once),
         cmocka_unit_test(test_sblk_refs_bounded),
+        cmocka_unit_test(test_sblk_sole),
     };
     return cmocka_run_group_tests_name("sblk", tests, NULL, NULL);
 }

@@ -791,6 +791,93 @@ TP_TEST(test_session_journal_refusal_close)
     tp_expect_nothing(ag, TP_QUIET_MS); /* r1 runs once */
 }
 
+/* A connection that only submits (flag HOLD, as inginious-ctl submit --session) is told at
+ * once when a job of it is refused (here: Duplicate job id, another client's job): a refusal
+ * answers the submission, it is no result of the session (proto.md 7.8: never acknowledged;
+ * 7.9: counted, not kept). Kept for the session instead, the submitter waited for an answer
+ * that never came, and the next connection of the session got a crash for a job it never
+ * held. */
+TP_TEST(test_session_hold_refusal_answered)
+{
+    tp_start(c, NULL);
+    struct tp_peer *p = tp_client(c, "plain", NULL);
+    tp_submit(p, "dup", 0);
+    tp_barrier(p);
+    struct tp_peer *h = session_open_f(c, sid_a, ING_SESSION_HOLD);
+    expect_list(h, "");
+    tp_submit(h, "dup", 0);
+    tp_expect_synthetic(h, "dup", "crash", "Duplicate job id", "");
+    tp_submit(h, "fine", 0);
+    tp_expect(h, ING_BACKEND_JOB_ACCEPTED);
+    tp_close(c, h);
+    wait_detached(c, 1);
+    struct tp_peer *s2 = session_open(c, sid_a);
+    expect_list(s2, "fine"); /* no kept refusal first */
+}
+
+/* Acknowledgement counts at their edges (proto.md 7.9): 0 before any result changes
+ * nothing; UINT64_MAX is refused (Error INVALID) and changes nothing; one count covers
+ * many results and only those (3 of 5: the next connection is sent the last two again, in
+ * their order); a lower count after it changes nothing. A take-over renumbers from the new
+ * hello: the results the old connection read unacknowledged are sent again and acknowledged
+ * by the new connection's count, whatever the old one sends after it lost the session. An
+ * agent's ClientSessionAck is refused (Error UNEXPECTED) and it is still served. */
+TP_TEST(test_session_ack_counts)
+{
+    tp_start(c, NULL);
+    struct tp_peer *ag = tp_agent(c, "A", 5, "docker/default", NULL);
+    struct tp_peer *s = session_open_f(c, sid_a, ING_SESSION_ACK);
+    expect_list(s, "");
+    send_ack(s, 0); /* before any result: nothing to acknowledge, no error */
+    static const char *const ids[] = {"c1", "c2", "c3", "c4", "c5"};
+    for (int i = 0; i < 5; i++) {
+        tp_submit(s, ids[i], 0);
+        tp_expect(s, ING_BACKEND_JOB_ACCEPTED);
+        tp_expect_job(ag, ids[i]);
+    }
+    for (int i = 0; i < 5; i++) {
+        tp_done(ag, ids[i], "success", ids[i]);
+        tp_expect_done(s, ids[i], "success", NULL, ids[i]);
+    }
+    send_ack(s, UINT64_MAX);
+    tp_expect_error(s, ING_ERR_INVALID);
+    send_ack(s, 3); /* c1 .. c3 at once */
+    send_ack(s, 2); /* lower: nothing */
+    tp_barrier(s);
+    tp_close(c, s);
+    wait_detached(c, 1);
+    /* The next connection: c4 and c5 only, in order, numbered 1 and 2 on it. */
+    struct tp_peer *s2 = session_open_f(c, sid_a, ING_SESSION_ACK);
+    tp_expect_done(s2, "c4", "success", NULL, "c4");
+    tp_expect_done(s2, "c5", "success", NULL, "c5");
+    expect_list(s2, "");
+    send_ack(s2, 3); /* two were sent on this connection */
+    tp_expect_error(s2, ING_ERR_INVALID);
+    /* Taken over before acknowledging: the third connection gets both again, numbered from
+     * its own hello; the second's late acknowledgement is never handled. */
+    struct tp_peer *s3 = session_open_f(c, sid_a, ING_SESSION_ACK);
+    tp_expect_done(s3, "c4", "success", NULL, "c4");
+    tp_expect_done(s3, "c5", "success", NULL, "c5");
+    expect_list(s3, "");
+    tp_expect_error(s2, ING_ERR_TAKEN_OVER);
+    s2->lenient = true; /* closed by the backend: the write may fail */
+    send_ack(s2, 2);
+    tp_expect_closed(s2);
+    send_ack(s3, 2);
+    tp_barrier(s3);
+    tp_close(c, s3);
+    wait_detached(c, 3);
+    struct tp_peer *s4 = session_open_f(c, sid_a, ING_SESSION_ACK);
+    expect_list(s4, ""); /* all acknowledged */
+    tp_expect_nothing(s4, TP_QUIET_MS);
+    /* From an agent: refused, the agent still gets jobs. */
+    send_ack(ag, 1);
+    tp_expect_error(ag, ING_ERR_UNEXPECTED);
+    tp_submit(s4, "c6", 0);
+    tp_expect(s4, ING_BACKEND_JOB_ACCEPTED);
+    tp_expect_job(ag, "c6");
+}
+
 int
 main(void)
 {
@@ -803,6 +890,7 @@ main(void)
         TP_CASE(test_session_ack_resends_unacknowledged), TP_CASE(test_session_ack_journal_kill9),
         TP_CASE(test_session_ack_unacked_cutoff), TP_CASE(test_session_kept_shed_max_memory),
         TP_CASE(test_session_journal_sigterm_held), TP_CASE(test_session_journal_refusal_close),
+        TP_CASE(test_session_hold_refusal_answered), TP_CASE(test_session_ack_counts),
     };
     /* TP_FILTER=pattern runs only the matching tests (cmocka wildcards). */
     if (getenv("TP_FILTER") != NULL)
