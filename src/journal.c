@@ -422,7 +422,8 @@ scan_segment(struct journal *j, uint32_t num, bool last, journal_replay_fn *fn, 
         } else {
             log_msg(LOG_ERR, "journal: corrupt record in %s at offset %" PRIu64
                              ": repairing (the rest is moved aside)", name, off);
-            rc = move_aside(j->dirfd, num, m + off, size - off);
+            /* An empty file is not mapped (m is NULL): no pointer arithmetic on it. */
+            rc = move_aside(j->dirfd, num, m != NULL ? m + off : m, size - off);
             *stop = true;
         }
         if (rc == 0 && ftruncate(fd, (off_t)off) < 0)

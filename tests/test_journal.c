@@ -471,6 +471,40 @@ test_journal_rotation_and_repair(void **state)
     lt_rm_dir(dir);
 }
 
+/* An empty segment before the last (not an interrupted creation: corruption) is refused,
+ * and with repair set aside with the segments after it. The repair copied "the rest" of the
+ * empty file from its mapping, which an empty file does not have: NULL + 0, undefined
+ * behaviour that UBSan stops on (make san). Found by fuzz_journal. */
+static void
+test_journal_empty_segment_before_last(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    new_dir(dir, sizeof(dir));
+    struct journal_config cfg = cfg_of(4096, JOURNAL_FSYNC_NEVER);
+    static struct rec want[60];
+    write_journal(dir, &cfg, 60, want);
+    assert_int_equal(count_files(dir, ".seg"), 2);
+    snprintf(path, sizeof(path), "%s/0000000000000001.seg", dir);
+    put_file(path, "", 0);
+    static struct seen s;
+    struct journal j;
+    char why[256];
+    assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), -EBADMSG);
+    assert_non_null(strstr(why, "0000000000000001.seg at offset 0"));
+    assert_int_equal(count_files(dir, ".seg"), 2);
+    cfg.repair = true;
+    s.n = 0;
+    int saved = log_level_max;
+    log_level_max = -1;
+    assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), 0);
+    log_level_max = saved;
+    assert_int_equal(s.n, 0);
+    journal_close(&j);
+    assert_int_equal(count_files(dir, ".corrupt"), 2); /* nothing deleted */
+    lt_rm_dir(dir);
+}
+
 static void
 test_journal_lock(void **state)
 {
@@ -844,6 +878,7 @@ main(void)
         cmocka_unit_test(test_journal_every_truncation),
         cmocka_unit_test(test_journal_bit_flips),
         cmocka_unit_test(test_journal_rotation_and_repair),
+        cmocka_unit_test(test_journal_empty_segment_before_last),
         cmocka_unit_test(test_journal_lock),
         cmocka_unit_test(test_journal_group_commit),
         cmocka_unit_test(test_journal_compaction_bound),
