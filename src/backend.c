@@ -2682,6 +2682,8 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     j->seq = seq != 0 ? seq : ++be->arrival_seq;
     if (be->arrival_seq < j->seq)
         be->arrival_seq = j->seq;
+    else if (seq != 0)
+        be->jr_late = true; /* its ordinal comes after later arrivals' (replay_reorder) */
     int jerr = be->jr != NULL ? jr_accepted(be, j, c) : 0;
     if (jerr != 0) { /* -ENOMEM, or -EMSGSIZE: larger than a journal record may be */
         idtab_remove(&be->jtab, idh, j);
@@ -2940,9 +2942,63 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
 
 static void ghosts_expire(struct backend *be);
 
+static int
+cmp_job_seq(const void *pa, const void *pb)
+{
+    const struct job *a = *(const struct job *const *)pa, *b = *(const struct job *const *)pb;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* replay_reorder gives every restored job (waiting or held) a new ordinal in its group, in
+ * arrival order. Ordinals are handed out as jobs are queued, and rank.h counts a waiting
+ * job's position by them: without fair share the queue's order is (priority, arrival), so
+ * the ordinals must grow with the arrivals. A compaction copies the accepted records of
+ * old waiting jobs after newer ones (proto.md 12.4): their replay would give them ordinals
+ * after later arrivals, and every position reported would be off (found by fuzz_journal).
+ * With fair share a job's order is its tag, given in the replay's order: the ordinals agree
+ * with it already. O(n log n), once per start, only after such a replay. */
+static void
+replay_reorder(struct backend *be)
+{
+    if (!be->jr_late || be->fair.mode != FAIR_NONE)
+        return;
+    be->jr_late = false;
+    size_t n = 0, cap = (size_t)(be->n_waiting + be->n_running);
+    struct job **v = cap > 0 ? malloc(cap * sizeof(*v)) : NULL;
+    if (v == NULL) {
+        if (cap > 0)
+            log_msg(LOG_ERR, "journal: out of memory: restored jobs' positions may be off");
+        return;
+    }
+    idtab_settle(&be->jtab);
+    for (size_t i = 0; i < idtab_slots(&be->jtab) && n < cap; i++) {
+        struct job *j = idtab_at(&be->jtab, i);
+        if (j != NULL)
+            v[n++] = j;
+    }
+    qsort(v, n, sizeof(*v), cmp_job_seq);
+    for (size_t i = 0; i < n; i++)
+        if (v[i]->status == JOB_WAITING)
+            rank_kill(&v[i]->fk->rk, v[i]->ord);
+    for (size_t i = 0; i < n; i++) {
+        struct job *j = v[i];
+        struct rank *r = &j->fk->rk;
+        if (rank_reserve(r, &be->fair.pool, r->next) != 0) { /* keeps its old one */
+            if (j->status == JOB_WAITING && rank_reserve(r, &be->fair.pool, j->ord) == 0)
+                rank_revive(r, j->ord, 0, j->seq);
+            continue;
+        }
+        j->ord = rank_push(r, 0, j->seq);
+        if (j->status != JOB_WAITING) /* held: its ordinal lives again if it is requeued */
+            rank_kill(r, j->ord);
+    }
+    free(v);
+}
+
 void
 be_journal_replayed(struct backend *be)
 {
+    replay_reorder(be);
     free(be->jr_pend); /* the dispatches of jobs that ended */
     be->jr_pend = NULL;
     be->jr_npend = be->jr_pend_cap = 0;
