@@ -505,6 +505,41 @@ test_journal_empty_segment_before_last(void **state)
     lt_rm_dir(dir);
 }
 
+/* A last segment whose bytes after a bad record look, at every offset, like the header of a
+ * 1 MiB record (a hostile file) costs a bounded amount of CRC to judge: the tail counts as
+ * corruption, refused at once. Unbounded, it took 2^17 offsets x 1 MiB of CRC. */
+static void
+test_journal_torn_scan_bounded(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    new_dir(dir, sizeof(dir));
+    struct journal_config cfg = cfg_of(JOURNAL_SEG_DEFAULT, JOURNAL_FSYNC_NEVER);
+    static struct rec want[1];
+    write_journal(dir, &cfg, 1, want);
+    snprintf(path, sizeof(path), "%s/0000000000000001.seg", dir);
+    size_t n = 12 + (2u << 20);
+    uint8_t *b = calloc(1, n);
+    assert_non_null(b);
+    memset(b, 0xff, 12); /* the bad record */
+    for (size_t i = 12; i + 8 <= n; i += 8) {
+        b[i + 2] = 0x10; /* length 0x100000, little-endian */
+        b[i + 4] = 1;    /* type 1, reserved zero */
+    }
+    int fd = open(path, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, b, n), (ssize_t)n);
+    close(fd);
+    free(b);
+    static struct seen s;
+    struct journal j;
+    char why[256];
+    assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), -EBADMSG);
+    assert_int_equal(s.n, 1);
+    assert_non_null(strstr(why, "--journal-repair"));
+    lt_rm_dir(dir);
+}
+
 static void
 test_journal_lock(void **state)
 {
@@ -879,6 +914,7 @@ main(void)
         cmocka_unit_test(test_journal_bit_flips),
         cmocka_unit_test(test_journal_rotation_and_repair),
         cmocka_unit_test(test_journal_empty_segment_before_last),
+        cmocka_unit_test(test_journal_torn_scan_bounded),
         cmocka_unit_test(test_journal_lock),
         cmocka_unit_test(test_journal_group_commit),
         cmocka_unit_test(test_journal_compaction_bound),
