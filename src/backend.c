@@ -2877,6 +2877,23 @@ replay_pend_apply(struct backend *be, uint64_t seq, uint64_t idh, struct ing_vie
         }
 }
 
+/* replay_forget forgets restored job j (of id hash idh), waiting or held for its agent. */
+static void
+replay_forget(struct backend *be, struct job *j, uint64_t idh)
+{
+    if (j->status == JOB_WAITING) {
+        job_unqueue(be, j);
+        job_free_h(be, j, idh);
+        return;
+    }
+    struct be_agent *g = j->agent;
+    be->n_held--;
+    run_remove(be, j);
+    job_free_h(be, j, idh);
+    if (g->nrun == 0)
+        ghost_free(be, g);
+}
+
 int
 be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
 {
@@ -2925,32 +2942,29 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
         const char *id = (const char *)p + 8;
         uint64_t idh = id_hash(id, len - 8);
         struct job *j = len - 8 <= MAX_ID_LEN ? jtab_find_h(be, idh, id, len - 8) : NULL;
-        if (j != NULL && j->seq == seq && j->status == JOB_WAITING) {
-            job_unqueue(be, j);
-            job_free_h(be, j, idh);
-        } else if (j != NULL && j->seq == seq) { /* held for its agent */
-            struct be_agent *g = j->agent;
-            be->n_held--;
-            run_remove(be, j);
-            job_free_h(be, j, idh);
-            if (g->nrun == 0)
-                ghost_free(be, g);
-        }
+        if (j != NULL && j->seq == seq)
+            replay_forget(be, j, idh);
     }
     return 0;
 }
 
 static void ghosts_expire(struct backend *be);
 
+/* cmp_job_seq orders jobs by arrival, then (for a damaged journal's duplicates) by id. */
 static int
 cmp_job_seq(const void *pa, const void *pb)
 {
     const struct job *a = *(const struct job *const *)pa, *b = *(const struct job *const *)pb;
-    return a->seq < b->seq ? -1 : a->seq > b->seq;
+    if (a->seq != b->seq)
+        return a->seq < b->seq ? -1 : 1;
+    int c = memcmp(job_id(a), job_id(b), a->id_len < b->id_len ? a->id_len : b->id_len);
+    return c != 0 ? c : (a->id_len > b->id_len) - (a->id_len < b->id_len);
 }
 
 /* replay_reorder gives every restored job (waiting or held) a new ordinal in its group, in
- * arrival order. Ordinals are handed out as jobs are queued, and rank.h counts a waiting
+ * arrival order; first it forgets, logged, every job whose arrival order another restored
+ * job has too (a damaged journal: the writer gives each job its own, and the queue's order,
+ * the kept results and the records about a job count on it). Ordinals are handed out as jobs are queued, and rank.h counts a waiting
  * job's position by them: without fair share the queue's order is (priority, arrival), so
  * the ordinals must grow with the arrivals. A compaction copies the accepted records of
  * old waiting jobs after newer ones (proto.md 12.4): their replay would give them ordinals
@@ -2960,7 +2974,7 @@ cmp_job_seq(const void *pa, const void *pb)
 static void
 replay_reorder(struct backend *be)
 {
-    if (!be->jr_late || be->fair.mode != FAIR_NONE)
+    if (!be->jr_late)
         return;
     be->jr_late = false;
     size_t n = 0, cap = (size_t)(be->n_waiting + be->n_running);
@@ -2977,6 +2991,24 @@ replay_reorder(struct backend *be)
             v[n++] = j;
     }
     qsort(v, n, sizeof(*v), cmp_job_seq);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct job *j = v[i];
+        if (k == 0 || j->seq != v[k - 1]->seq) {
+            v[k++] = j;
+            continue;
+        }
+        if (be->jr_skipped++ == 0)
+            log_msg(LOG_WARN, "journal: job %.*s not restored: its arrival order %llu is job "
+                              "%.*s's (later ones counted)", (int)j->id_len, job_id(j),
+                    (unsigned long long)j->seq, (int)v[k - 1]->id_len, job_id(v[k - 1]));
+        replay_forget(be, j, id_hash(job_id(j), j->id_len));
+    }
+    n = k;
+    if (be->fair.mode != FAIR_NONE) {
+        free(v);
+        return;
+    }
     for (size_t i = 0; i < n; i++)
         if (v[i]->status == JOB_WAITING)
             rank_kill(&v[i]->fk->rk, v[i]->ord);

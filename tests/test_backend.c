@@ -3378,6 +3378,34 @@ test_backend_replay_out_of_order(void **state)
         expect(1, ING_BACKEND_NEW_JOB, order2[i]);
 }
 
+/* Two jobs of one arrival order (a damaged journal: the backend gives each its own): one is
+ * restored, the other is not (logged, counted in jr_skipped); the queue stays in order. Found
+ * by fuzz_journal. */
+static void
+test_backend_replay_duplicate_arrival(void **state)
+{
+    (void)state;
+    no_check = true;
+    replay_rec(JREC_ACCEPTED, 4, -1, "B");
+    replay_rec(JREC_ACCEPTED, 4, -1, "A");
+    replay_rec(JREC_ACCEPTED, 6, -1, "C");
+    replay_rec(JREC_DISPATCHED, 6, 0x11, "C");
+    replay_rec(JREC_ACCEPTED, 6, -1, "D");
+    replay_rec(JREC_ACCEPTED, 2, -1, "E");
+    be_journal_replayed(&be);
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.jr_skipped, 2);
+    assert_int_equal(be.n_waiting, 2); /* E, A */
+    assert_int_equal(be.n_held, 1);    /* C */
+    struct be_job_info ji;
+    assert_int_equal(be_job_info(&be, (struct ing_view){"E", 1}, &ji), 0);
+    assert_int_equal(ji.position, 0);
+    assert_int_equal(be_job_info(&be, (struct ing_view){"A", 1}, &ji), 0);
+    assert_int_equal(ji.position, 1);
+    assert_int_not_equal(be_job_info(&be, (struct ing_view){"B", 1}, &ji), 0);
+    assert_int_not_equal(be_job_info(&be, (struct ing_view){"D", 1}, &ji), 0);
+}
+
 /* replay_at_rec feeds a dispatched record with its wall time and counts (8): job id, seq,
  * agent id rid_byte x 16, dispatched at wall_s, bounces, retries. */
 static void
@@ -3690,6 +3718,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_agent_resume_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_out_of_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_replay_duplicate_arrival, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ttl_and_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ack, setup, teardown),
