@@ -2877,6 +2877,8 @@ replay_pend_apply(struct backend *be, uint64_t seq, uint64_t idh, struct ing_vie
         }
 }
 
+#define JR_SEQ_MAX (1ull << 62)
+
 /* replay_forget forgets restored job j (of id hash idh), waiting or held for its agent. */
 static void
 replay_forget(struct backend *be, struct job *j, uint64_t idh)
@@ -2900,6 +2902,16 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
     if (len < 8)
         return 0; /* not ours to judge: the journal checked the CRC; skip */
     uint64_t seq = get_u64be(p);
+    if (seq > JR_SEQ_MAX) { /* 2^62 arrivals: never written; and ++arrival_seq must not wrap */
+        if (be->jr_skipped++ == 0)
+            log_msg(LOG_WARN, "journal: a record (type %u) of arrival order %llu: skipped (later "
+                              "ones counted)", type, (unsigned long long)seq);
+        return 0;
+    }
+    /* A new job never takes an arrival order the journal still names: a kept result's, say,
+     * whose job's own records a compaction dropped (kept results are found by it). */
+    if (be->arrival_seq < seq)
+        be->arrival_seq = seq;
     if (type == JREC_SESSION_ACCEPTED || type == JREC_DONE || type == JREC_DELIVERED)
         return session_replay(be, type, p, len);
     if (type == JREC_ACCEPTED) {
@@ -5774,14 +5786,22 @@ session_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
                 type);
         return 0;
     }
+    if (type == JREC_DONE) { /* one kept result per arrival order (kept_find) */
+        const struct kept *o = idtab_find(&be->ktab, kept_hash(seq), &seq, sizeof(seq));
+        if (o != NULL && memcmp(o->s->id, id, ING_SESSION_ID_LEN) == 0)
+            return 0; /* a compaction's copy */
+        if (o != NULL) { /* a damaged journal: another session's result has it */
+            log_msg(LOG_WARN, "journal: a kept result of arrival order %llu for two sessions: "
+                              "the second skipped", (unsigned long long)seq);
+            return 0;
+        }
+    }
     struct be_client *c = session_restore(be, id);
     if (c == NULL) {
         be->jr_skipped++;
         return 0;
     }
     if (type == JREC_DONE) {
-        if (kept_find(be, c->sess, seq, NULL) != NULL)
-            return 0; /* a compaction's copy */
         struct kept *k = kept_new(be, c->sess, seq, flen - ING_HDR_LEN);
         if (k != NULL)
             memcpy(k->frame, f, flen);

@@ -3406,6 +3406,52 @@ test_backend_replay_duplicate_arrival(void **state)
     assert_int_not_equal(be_job_info(&be, (struct ing_view){"D", 1}, &ji), 0);
 }
 
+/* replay_done_rec feeds be_journal_replay a kept result (record 4) of job id, arrival seq, for
+ * session sid_byte x 16. */
+static void
+replay_done_rec(uint64_t seq, uint8_t sid_byte, const char *id)
+{
+    uint8_t p[512];
+    put_u64be(p, seq);
+    memset(p + 8, sid_byte, ING_SESSION_ID_LEN);
+    struct ing_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = ING_BACKEND_JOB_DONE;
+    struct ing_job_result *r = &m.u.result;
+    r->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
+    r->result_kind = (struct ing_view){"success", 7};
+    r->result_text = (struct ing_view){"ok", 2};
+    r->problems = r->tests = r->custom = (struct ing_view){"\x80", 1};
+    r->state = (struct ing_view){"", 0};
+    ssize_t k = ing_msg_encode(&m, p + 8 + ING_SESSION_ID_LEN, sizeof(p) - 8 - ING_SESSION_ID_LEN);
+    assert_true(k > 0);
+    assert_int_equal(be_journal_replay(&be, JREC_DONE, p, (uint32_t)(8 + ING_SESSION_ID_LEN + k)),
+                     0);
+}
+
+/* The results kept for sessions are known by their job's arrival order. A compaction drops
+ * the records of a job that ended and keeps its result's: after the restart a new job must
+ * not take that arrival order (the replay of its own result would count as a copy of the old
+ * one, and the result would be lost at the next restart). A result of one arrival order for
+ * two sessions (a damaged journal) is kept for the first only. Found by fuzz_journal. */
+static void
+test_backend_replay_kept_arrival(void **state)
+{
+    (void)state;
+    replay_rec(JREC_ACCEPTED, 2, -1, "A");
+    replay_done_rec(7, 0x31, "K");
+    replay_done_rec(7, 0x31, "K"); /* a compaction's copy */
+    replay_done_rec(7, 0x32, "L"); /* damaged */
+    replay_done_rec(1ull << 63, 0x33, "M"); /* absurd */
+    be_journal_replayed(&be);
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_kept, 1);
+    assert_int_equal(be.arrival_seq, 7);
+    struct be_client *c = client(0);
+    submit(c, "N", 0, "e1");
+    assert_int_equal(be.arrival_seq, 8); /* N is 8 */
+}
+
 /* replay_at_rec feeds a dispatched record with its wall time and counts (8): job id, seq,
  * agent id rid_byte x 16, dispatched at wall_s, bounces, retries. */
 static void
@@ -3719,6 +3765,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_replay_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_out_of_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_duplicate_arrival, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_replay_kept_arrival, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ttl_and_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_session_ack, setup, teardown),
