@@ -5802,6 +5802,13 @@ session_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
         return 0;
     }
     if (type == JREC_DONE) {
+        /* Its job is over: if it is restored, the end record written with this one was lost
+         * (a torn write); it would run again and give a second result. */
+        struct ing_view rid = m.u.result.job_id;
+        uint64_t ridh = id_hash(rid.p, rid.len);
+        struct job *j = rid.len <= MAX_ID_LEN ? jtab_find_h(be, ridh, rid.p, rid.len) : NULL;
+        if (j != NULL && j->seq == seq)
+            replay_forget(be, j, ridh);
         struct kept *k = kept_new(be, c->sess, seq, flen - ING_HDR_LEN);
         if (k != NULL)
             memcpy(k->frame, f, flen);
