@@ -410,6 +410,19 @@ test_journal_bit_flips(void **state)
 /* Rotation, then corruption in a segment before the last: the start stops with a
  * message naming the file and offset; --journal-repair keeps the records before it and
  * moves the rest (that segment's tail and every later segment) aside. */
+/* open_repaired opens dir with --journal-repair (its log silenced); s receives the replay. */
+static void
+open_repaired(struct journal *j, const char *dir, struct journal_config *cfg, struct seen *s)
+{
+    char why[256];
+    cfg->repair = true;
+    s->n = 0;
+    int saved = log_level_max;
+    log_level_max = -1;
+    assert_int_equal(journal_open(j, dir, cfg, on_rec, s, why, sizeof(why)), 0);
+    log_level_max = saved;
+}
+
 static void
 test_journal_rotation_and_repair(void **state)
 {
@@ -457,12 +470,7 @@ test_journal_rotation_and_repair(void **state)
     assert_non_null(strstr(why, expect));
     assert_non_null(strstr(why, "--journal-repair"));
     assert_int_equal(count_files(dir, ".seg"), nseg); /* nothing touched */
-    cfg.repair = true;
-    s.n = 0;
-    int saved = log_level_max;
-    log_level_max = -1;
-    assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), 0);
-    log_level_max = saved;
+    open_repaired(&j, dir, &cfg, &s);
     assert_int_equal(s.n, k);
     assert_prefix(&s, want, 200);
     journal_close(&j);
@@ -493,12 +501,7 @@ test_journal_empty_segment_before_last(void **state)
     assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), -EBADMSG);
     assert_non_null(strstr(why, "0000000000000001.seg at offset 0"));
     assert_int_equal(count_files(dir, ".seg"), 2);
-    cfg.repair = true;
-    s.n = 0;
-    int saved = log_level_max;
-    log_level_max = -1;
-    assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), 0);
-    log_level_max = saved;
+    open_repaired(&j, dir, &cfg, &s);
     assert_int_equal(s.n, 0);
     journal_close(&j);
     assert_int_equal(count_files(dir, ".corrupt"), 2); /* nothing deleted */
