@@ -2807,7 +2807,10 @@ replay_at(struct backend *be, struct job *j, const struct jr_disp *d)
 {
     if (j->status == JOB_WAITING)
         return;
-    uint64_t elapsed = be->wall_s > d->wall_s ? (uint64_t)(be->wall_s - d->wall_s) * 1000 : 0;
+    /* In unsigned arithmetic, and at most the longest deadline: a record's wall time can be
+     * anything (INT64_MIN overflowed the difference; found by fuzz_journal). */
+    uint64_t ds = be->wall_s > d->wall_s ? (uint64_t)be->wall_s - (uint64_t)d->wall_s : 0;
+    uint64_t elapsed = ds < BE_MAX_DEADLINE_MS / 1000 ? ds * 1000 : BE_MAX_DEADLINE_MS;
     uint64_t left = elapsed < j->deadline_ms ? j->deadline_ms - elapsed : 0;
     j->t.run.dl = (uint32_t)(be->now_ms + left);
     j->u.started_ms = (uint32_t)(be->now_ms - elapsed); /* its run time counts from there */

@@ -3489,11 +3489,15 @@ test_backend_replay_keeps_deadline(void **state)
     replay_rec(JREC_ACCEPTED, 2, -1, "Q");
     replay_rec(JREC_DISPATCHED, 1, 0x44, "P");
     replay_at_rec(2, 0x44, be.wall_s - 20, 3, 0, "Q");
+    replay_rec(JREC_ACCEPTED, 3, -1, "R");
+    replay_at_rec(3, 0x44, INT64_MIN, 0, 0, "R"); /* overflowed (UBSan; fuzz_journal) */
     be_journal_replayed(&be);
-    assert_int_equal(be.n_held, 2);
+    assert_int_equal(be.n_held, 3);
     struct be_agent *x = be_agent_new(&be, &peers[1]);
     const char *claims[2] = {"P", "Q"};
     resume_hello(x, 0x44, 2, claims, 2);
+    assert_int_equal(be.n_held, 0); /* R, not claimed, back in the queue */
+    assert_int_equal(be.n_waiting, 1);
     expect_none(1);
     assert_int_equal(be.n_held, 0);
     int64_t q_at = -1, p_at = -1;
