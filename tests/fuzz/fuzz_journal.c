@@ -29,9 +29,10 @@
  * be_check() after every step; an open that fails gives a message; a journal the backend
  * opened and closed opens again, and, if the first was made of the backend's own records
  * (no F_FIXCRC, no record refused), restores the jobs and kept results it had (after the
- * close, as srv_free leaves them: not ended). The backend's clocks are fixed: runs are deterministic.
- * The files go in a directory under /dev/shm (else $TMPDIR, else /tmp), removed after each
- * input. FUZZ_JOURNAL_DEBUG=1 in the environment shows the backend's log. */
+ * close, as srv_free leaves them: not ended). The backend's clocks are fixed: runs are
+ * deterministic. The files go in a directory under /dev/shm (else $TMPDIR, else /tmp),
+ * removed after each input (the directory itself at exit). FUZZ_JOURNAL_DEBUG=1 in the
+ * environment shows the backend's log. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -618,6 +619,14 @@ make_seeds(const char *out)
     rm_dir(jdir);
 }
 
+/* rm_base removes the process's directory at exit (a crash leaves it). */
+static void
+rm_base(void)
+{
+    rm_dir(jdir);
+    (void)rmdir(base);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -633,6 +642,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         snprintf(base, sizeof(base), "%s/fuzz_journal.XXXXXX", t != NULL ? t : "/tmp");
         CHECK(mkdtemp(base) != NULL);
         snprintf(jdir, sizeof(jdir), "%s/j", base);
+        atexit(rm_base);
         const char *out = getenv("FUZZ_JOURNAL_SEEDS");
         if (out != NULL) {
             make_seeds(out);
