@@ -2979,9 +2979,9 @@ cmp_job_seq(const void *pa, const void *pb)
 /* replay_reorder gives every restored job (waiting or held) a new ordinal in its group, in
  * arrival order; first it forgets, logged, every job whose arrival order another restored
  * job has too (a damaged journal: the writer gives each job its own, and the queue's order,
- * the kept results and the records about a job count on it). Ordinals are handed out as jobs are queued, and rank.h counts a waiting
- * job's position by them: without fair share the queue's order is (priority, arrival), so
- * the ordinals must grow with the arrivals. A compaction copies the accepted records of
+ * the kept results and the records about a job count on it). Ordinals are handed out as
+ * jobs are queued, and rank.h counts a waiting job's position by them: without fair share
+ * the queue's order is (priority, arrival), so the ordinals must grow with the arrivals. A compaction copies the accepted records of
  * old waiting jobs after newer ones (proto.md 12.4): their replay would give them ordinals
  * after later arrivals, and every position reported would be off (found by fuzz_journal).
  * With fair share a job's order is its tag, given in the replay's order: the ordinals agree

@@ -136,7 +136,7 @@ replay(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_ref ref)
     if ((type == JREC_DISPATCHED || type == JREC_DISPATCHED_AT) && len >= 8 + ING_AGENT_ID_LEN) {
         static const uint8_t zero[ING_AGENT_ID_LEN];
         const uint8_t *rid = p + 8;
-        uint32_t off = type == JREC_DISPATCHED_AT ? 8 + ING_AGENT_ID_LEN + 10 : 8 + ING_AGENT_ID_LEN;
+        uint32_t off = 8 + ING_AGENT_ID_LEN + (type == JREC_DISPATCHED_AT ? 10 : 0);
         if (memcmp(rid, zero, sizeof(zero)) != 0 && !seen.has_rid) {
             seen.has_rid = true;
             memcpy(seen.rid, rid, sizeof(seen.rid));
