@@ -188,6 +188,10 @@ interop: $(CMDS)
 #              whose reproducer is left in build/fuzz/artifacts/NAME/.
 # fuzz-replay: (CI) run each target once over tests/fuzz/corpus/NAME and
 #              tests/fuzz/regressions/NAME (-runs=0), then fuzz each for FUZZ_REPLAY_SECONDS.
+# Targets: fuzz_proto (the native codec), fuzz_mp, fuzz_json, fuzz_http, fuzz_conn (a whole
+# connection to an in-process server), fuzz_journal (journal files replayed into a backend,
+# with or without repair, CRCs optionally fixed up; its seed corpus is written by
+# FUZZ_JOURNAL_SEEDS=DIR build/fuzz/fuzz_journal).
 FUZZ_CC             ?= clang
 FUZZ_SECONDS        ?= 60
 FUZZ_REPLAY_SECONDS ?= 10

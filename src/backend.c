@@ -2706,6 +2706,8 @@ job_new(struct backend *be, struct be_client *c, const uint8_t *body, size_t len
     j->seq = seq != 0 ? seq : ++be->arrival_seq;
     if (be->arrival_seq < j->seq)
         be->arrival_seq = j->seq;
+    else if (seq != 0)
+        be->jr_late = true; /* its ordinal comes after later arrivals' (replay_reorder) */
     int jerr = be->jr != NULL ? jr_accepted(be, j, c) : 0;
     if (jerr != 0) { /* -ENOMEM, or -EMSGSIZE: larger than a journal record may be */
         idtab_remove(&be->jtab, idh, j);
@@ -2829,7 +2831,10 @@ replay_at(struct backend *be, struct job *j, const struct jr_disp *d)
 {
     if (j->status == JOB_WAITING)
         return;
-    uint64_t elapsed = be->wall_s > d->wall_s ? (uint64_t)(be->wall_s - d->wall_s) * 1000 : 0;
+    /* In unsigned arithmetic, and at most the longest deadline: a record's wall time can be
+     * anything (INT64_MIN overflowed the difference; found by fuzz_journal). */
+    uint64_t ds = be->wall_s > d->wall_s ? (uint64_t)be->wall_s - (uint64_t)d->wall_s : 0;
+    uint64_t elapsed = ds < BE_MAX_DEADLINE_MS / 1000 ? ds * 1000 : BE_MAX_DEADLINE_MS;
     uint64_t left = elapsed < j->deadline_ms ? j->deadline_ms - elapsed : 0;
     j->t.run.dl = (uint32_t)(be->now_ms + left);
     j->u.started_ms = (uint32_t)(be->now_ms - elapsed); /* its run time counts from there */
@@ -2899,12 +2904,41 @@ replay_pend_apply(struct backend *be, uint64_t seq, uint64_t idh, struct ing_vie
         }
 }
 
+#define JR_SEQ_MAX (1ull << 62)
+
+/* replay_forget forgets restored job j (of id hash idh), waiting or held for its agent. */
+static void
+replay_forget(struct backend *be, struct job *j, uint64_t idh)
+{
+    if (j->status == JOB_WAITING) {
+        job_unqueue(be, j);
+        job_free_h(be, j, idh);
+        return;
+    }
+    struct be_agent *g = j->agent;
+    be->n_held--;
+    run_remove(be, j);
+    job_free_h(be, j, idh);
+    if (g->nrun == 0)
+        ghost_free(be, g);
+}
+
 int
 be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
 {
     if (len < 8)
         return 0; /* not ours to judge: the journal checked the CRC; skip */
     uint64_t seq = get_u64be(p);
+    if (seq > JR_SEQ_MAX) { /* 2^62 arrivals: never written; and ++arrival_seq must not wrap */
+        if (be->jr_skipped++ == 0)
+            log_msg(LOG_WARN, "journal: a record (type %u) of arrival order %llu: skipped (later "
+                              "ones counted)", type, (unsigned long long)seq);
+        return 0;
+    }
+    /* A new job never takes an arrival order the journal still names: a kept result's, say,
+     * whose job's own records a compaction dropped (kept results are found by it). */
+    if (be->arrival_seq < seq)
+        be->arrival_seq = seq;
     if (type == JREC_SESSION_ACCEPTED || type == JREC_DONE || type == JREC_DELIVERED)
         return session_replay(be, type, p, len);
     if (type == JREC_ACCEPTED) {
@@ -2947,26 +2981,95 @@ be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t l
         const char *id = (const char *)p + 8;
         uint64_t idh = id_hash(id, len - 8);
         struct job *j = len - 8 <= MAX_ID_LEN ? jtab_find_h(be, idh, id, len - 8) : NULL;
-        if (j != NULL && j->seq == seq && j->status == JOB_WAITING) {
-            job_unqueue(be, j);
-            job_free_h(be, j, idh);
-        } else if (j != NULL && j->seq == seq) { /* held for its agent */
-            struct be_agent *g = j->agent;
-            be->n_held--;
-            run_remove(be, j);
-            job_free_h(be, j, idh);
-            if (g->nrun == 0)
-                ghost_free(be, g);
-        }
+        if (j != NULL && j->seq == seq)
+            replay_forget(be, j, idh);
     }
     return 0;
 }
 
 static void ghosts_expire(struct backend *be);
 
+/* cmp_job_seq orders jobs by arrival, then (for a damaged journal's duplicates) by id. */
+static int
+cmp_job_seq(const void *pa, const void *pb)
+{
+    const struct job *a = *(const struct job *const *)pa, *b = *(const struct job *const *)pb;
+    if (a->seq != b->seq)
+        return a->seq < b->seq ? -1 : 1;
+    int c = memcmp(job_id(a), job_id(b), a->id_len < b->id_len ? a->id_len : b->id_len);
+    return c != 0 ? c : (a->id_len > b->id_len) - (a->id_len < b->id_len);
+}
+
+/* replay_reorder gives every restored job (waiting or held) a new ordinal in its group, in
+ * arrival order; first it forgets, logged, every job whose arrival order another restored
+ * job has too (a damaged journal: the writer gives each job its own, and the queue's order,
+ * the kept results and the records about a job count on it). Ordinals are handed out as
+ * jobs are queued, and rank.h counts a waiting job's position by them: without fair share
+ * the queue's order is (priority, arrival), so the ordinals must grow with the arrivals. A compaction copies the accepted records of
+ * old waiting jobs after newer ones (proto.md 12.4): their replay would give them ordinals
+ * after later arrivals, and every position reported would be off (found by fuzz_journal).
+ * With fair share a job's order is its tag, given in the replay's order: the ordinals agree
+ * with it already. O(n log n), once per start, only after such a replay. */
+static void
+replay_reorder(struct backend *be)
+{
+    if (!be->jr_late)
+        return;
+    be->jr_late = false;
+    size_t n = 0, cap = (size_t)(be->n_waiting + be->n_running);
+    struct job **v = cap > 0 ? malloc(cap * sizeof(*v)) : NULL;
+    if (v == NULL) {
+        if (cap > 0)
+            log_msg(LOG_ERR, "journal: out of memory: restored jobs' positions may be off");
+        return;
+    }
+    idtab_settle(&be->jtab);
+    for (size_t i = 0; i < idtab_slots(&be->jtab) && n < cap; i++) {
+        struct job *j = idtab_at(&be->jtab, i);
+        if (j != NULL)
+            v[n++] = j;
+    }
+    qsort(v, n, sizeof(*v), cmp_job_seq);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct job *j = v[i];
+        if (k == 0 || j->seq != v[k - 1]->seq) {
+            v[k++] = j;
+            continue;
+        }
+        if (be->jr_skipped++ == 0)
+            log_msg(LOG_WARN, "journal: job %.*s not restored: its arrival order %llu is job "
+                              "%.*s's (later ones counted)", (int)j->id_len, job_id(j),
+                    (unsigned long long)j->seq, (int)v[k - 1]->id_len, job_id(v[k - 1]));
+        replay_forget(be, j, id_hash(job_id(j), j->id_len));
+    }
+    n = k;
+    if (be->fair.mode != FAIR_NONE) {
+        free(v);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (v[i]->status == JOB_WAITING)
+            rank_kill(&v[i]->fk->rk, v[i]->ord);
+    for (size_t i = 0; i < n; i++) {
+        struct job *j = v[i];
+        struct rank *r = &j->fk->rk;
+        if (rank_reserve(r, &be->fair.pool, r->next) != 0) { /* keeps its old one */
+            if (j->status == JOB_WAITING && rank_reserve(r, &be->fair.pool, j->ord) == 0)
+                rank_revive(r, j->ord, 0, j->seq);
+            continue;
+        }
+        j->ord = rank_push(r, 0, j->seq);
+        if (j->status != JOB_WAITING) /* held: its ordinal lives again if it is requeued */
+            rank_kill(r, j->ord);
+    }
+    free(v);
+}
+
 void
 be_journal_replayed(struct backend *be)
 {
+    replay_reorder(be);
     free(be->jr_pend); /* the dispatches of jobs that ended */
     be->jr_pend = NULL;
     be->jr_npend = be->jr_pend_cap = 0;
@@ -5710,14 +5813,29 @@ session_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len)
                 type);
         return 0;
     }
+    if (type == JREC_DONE) { /* one kept result per arrival order (kept_find) */
+        const struct kept *o = idtab_find(&be->ktab, kept_hash(seq), &seq, sizeof(seq));
+        if (o != NULL && memcmp(o->s->id, id, ING_SESSION_ID_LEN) == 0)
+            return 0; /* a compaction's copy */
+        if (o != NULL) { /* a damaged journal: another session's result has it */
+            log_msg(LOG_WARN, "journal: a kept result of arrival order %llu for two sessions: "
+                              "the second skipped", (unsigned long long)seq);
+            return 0;
+        }
+    }
     struct be_client *c = session_restore(be, id);
     if (c == NULL) {
         be->jr_skipped++;
         return 0;
     }
     if (type == JREC_DONE) {
-        if (kept_find(be, c->sess, seq, NULL) != NULL)
-            return 0; /* a compaction's copy */
+        /* Its job is over: if it is restored, the end record written with this one was lost
+         * (a torn write); it would run again and give a second result. */
+        struct ing_view rid = m.u.result.job_id;
+        uint64_t ridh = id_hash(rid.p, rid.len);
+        struct job *j = rid.len <= MAX_ID_LEN ? jtab_find_h(be, ridh, rid.p, rid.len) : NULL;
+        if (j != NULL && j->seq == seq)
+            replay_forget(be, j, ridh);
         struct kept *k = kept_new(be, c->sess, seq, flen - ING_HDR_LEN);
         if (k != NULL)
             memcpy(k->frame, f, flen);

@@ -200,6 +200,8 @@ struct backend {
     struct journal *jr;
     char jr_why[96]; /* the refusal text while it is unavailable */
     uint64_t jr_skipped; /* journaled jobs the replay could not restore (e.g. Queue full) */
+    bool jr_late; /* the replay restored a job after one that arrived later (a compaction's
+                   * copy): be_journal_replayed gives the ordinals again, in arrival order */
 
     /* Agents that may come back (proto.md 7.10): each holds the running jobs of a lost agent
      * that said AgentHelloResume, or of the journal's dispatched records, until its agent

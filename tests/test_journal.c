@@ -410,6 +410,19 @@ test_journal_bit_flips(void **state)
 /* Rotation, then corruption in a segment before the last: the start stops with a
  * message naming the file and offset; --journal-repair keeps the records before it and
  * moves the rest (that segment's tail and every later segment) aside. */
+/* open_repaired opens dir with --journal-repair (its log silenced); s receives the replay. */
+static void
+open_repaired(struct journal *j, const char *dir, struct journal_config *cfg, struct seen *s)
+{
+    char why[256];
+    cfg->repair = true;
+    s->n = 0;
+    int saved = log_level_max;
+    log_level_max = -1;
+    assert_int_equal(journal_open(j, dir, cfg, on_rec, s, why, sizeof(why)), 0);
+    log_level_max = saved;
+}
+
 static void
 test_journal_rotation_and_repair(void **state)
 {
@@ -457,17 +470,76 @@ test_journal_rotation_and_repair(void **state)
     assert_non_null(strstr(why, expect));
     assert_non_null(strstr(why, "--journal-repair"));
     assert_int_equal(count_files(dir, ".seg"), nseg); /* nothing touched */
-    cfg.repair = true;
-    s.n = 0;
-    int saved = log_level_max;
-    log_level_max = -1;
-    assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), 0);
-    log_level_max = saved;
+    open_repaired(&j, dir, &cfg, &s);
     assert_int_equal(s.n, k);
     assert_prefix(&s, want, 200);
     journal_close(&j);
     assert_int_equal(count_files(dir, ".corrupt"), nseg - 1);
     assert_int_equal(count_files(dir, ".seg"), 2);
+    lt_rm_dir(dir);
+}
+
+/* An empty segment before the last (not an interrupted creation: corruption) is refused,
+ * and with repair set aside with the segments after it. The repair copied "the rest" of the
+ * empty file from its mapping, which an empty file does not have: NULL + 0, undefined
+ * behaviour that UBSan stops on (make san). Found by fuzz_journal. */
+static void
+test_journal_empty_segment_before_last(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    new_dir(dir, sizeof(dir));
+    struct journal_config cfg = cfg_of(4096, JOURNAL_FSYNC_NEVER);
+    static struct rec want[60];
+    write_journal(dir, &cfg, 60, want);
+    assert_int_equal(count_files(dir, ".seg"), 2);
+    snprintf(path, sizeof(path), "%s/0000000000000001.seg", dir);
+    put_file(path, "", 0);
+    static struct seen s;
+    struct journal j;
+    char why[256];
+    assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), -EBADMSG);
+    assert_non_null(strstr(why, "0000000000000001.seg at offset 0"));
+    assert_int_equal(count_files(dir, ".seg"), 2);
+    open_repaired(&j, dir, &cfg, &s);
+    assert_int_equal(s.n, 0);
+    journal_close(&j);
+    assert_int_equal(count_files(dir, ".corrupt"), 2); /* nothing deleted */
+    lt_rm_dir(dir);
+}
+
+/* A last segment whose bytes after a bad record look, at every offset, like the header of a
+ * 1 MiB record (a hostile file) costs a bounded amount of CRC to judge: the tail counts as
+ * corruption, refused at once. Unbounded, it took 2^17 offsets x 1 MiB of CRC. */
+static void
+test_journal_torn_scan_bounded(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    new_dir(dir, sizeof(dir));
+    struct journal_config cfg = cfg_of(JOURNAL_SEG_DEFAULT, JOURNAL_FSYNC_NEVER);
+    static struct rec want[1];
+    write_journal(dir, &cfg, 1, want);
+    snprintf(path, sizeof(path), "%s/0000000000000001.seg", dir);
+    size_t n = 12 + (2u << 20);
+    uint8_t *b = calloc(1, n);
+    assert_non_null(b);
+    memset(b, 0xff, 12); /* the bad record */
+    for (size_t i = 12; i + 8 <= n; i += 8) {
+        b[i + 2] = 0x10; /* length 0x100000, little-endian */
+        b[i + 4] = 1;    /* type 1, reserved zero */
+    }
+    int fd = open(path, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, b, n), (ssize_t)n);
+    close(fd);
+    free(b);
+    static struct seen s;
+    struct journal j;
+    char why[256];
+    assert_int_equal(journal_open(&j, dir, &cfg, on_rec, &s, why, sizeof(why)), -EBADMSG);
+    assert_int_equal(s.n, 1);
+    assert_non_null(strstr(why, "--journal-repair"));
     lt_rm_dir(dir);
 }
 
@@ -844,6 +916,8 @@ main(void)
         cmocka_unit_test(test_journal_every_truncation),
         cmocka_unit_test(test_journal_bit_flips),
         cmocka_unit_test(test_journal_rotation_and_repair),
+        cmocka_unit_test(test_journal_empty_segment_before_last),
+        cmocka_unit_test(test_journal_torn_scan_bounded),
         cmocka_unit_test(test_journal_lock),
         cmocka_unit_test(test_journal_group_commit),
         cmocka_unit_test(test_journal_compaction_bound),
