@@ -52,13 +52,7 @@
 #include "zmq_msg.h"
 #include "zmtp.h"
 
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x);                  \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz.h"
 
 #define FIXED_SLOTS 4
 #define FIXED_JOBS 3
@@ -69,7 +63,6 @@
 #define F_ZMQ 0x20
 #define F_AUTH 0x40
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Our end of a connection to a server. */
 struct peer {

@@ -50,13 +50,7 @@
 #include "journal.h"
 #include "log.h"
 
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #x);                  \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz.h"
 
 #define F_REPAIR 0x01
 #define F_FIXCRC 0x02
@@ -69,7 +63,6 @@
 #define MAX_CLAIMS 8
 #define MAX_SENT 64
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char base[256]; /* the process's directory */
 static char jdir[300]; /* the journal, made and removed per input */
