@@ -2208,6 +2208,7 @@ be_fini(struct backend *be)
     while (be->ghosts != NULL) /* their jobs were freed above */
         ghost_free(be, be->ghosts);
     free(be->jr_pend);
+    free(be->jr_pbits);
     sessions_fini(be);
     while (be->clients != NULL) {
         struct be_client *c = be->clients;
@@ -2844,15 +2845,42 @@ replay_at(struct backend *be, struct job *j, const struct jr_disp *d)
     j->retries = d->retries;
 }
 
-/* replay_pend keeps the dispatch state d of job seq, whose accepted record comes later. */
+/* pend_bit is arrival seq's bit in be->jr_pbits (jr_pend_cap words, a power of two). */
+static inline size_t
+pend_bit(const struct backend *be, uint64_t seq)
+{
+    return (size_t)((seq * 0x9E3779B97F4A7C15ull) >> 32) & (be->jr_pend_cap * 64 - 1);
+}
+
+static inline bool
+pend_maybe(const struct backend *be, uint64_t seq)
+{
+    if (be->jr_npend == 0)
+        return false;
+    size_t b = pend_bit(be, seq);
+    return (be->jr_pbits[b / 64] >> (b % 64)) & 1;
+}
+
+static inline void
+pend_mark(struct backend *be, uint64_t seq)
+{
+    size_t b = pend_bit(be, seq);
+    be->jr_pbits[b / 64] |= 1ull << (b % 64);
+}
+
+/* replay_pend keeps the dispatch state d of job seq, whose accepted record comes later. A
+ * compacted journal may hold many such records (the running jobs') before millions of
+ * accepted ones: the bits spare each lookup the scan of the pending list (a scan per
+ * restored job made a replay quadratic, found by fuzz_journal). */
 static void
 replay_pend(struct backend *be, uint64_t seq, const struct jr_disp *d)
 {
     const uint8_t *rid = d->rid;
     struct jr_pend *x = NULL;
-    for (size_t i = 0; i < be->jr_npend && x == NULL; i++)
-        if (be->jr_pend[i].seq == seq)
-            x = &be->jr_pend[i];
+    if (pend_maybe(be, seq))
+        for (size_t i = 0; i < be->jr_npend && x == NULL; i++)
+            if (be->jr_pend[i].seq == seq)
+                x = &be->jr_pend[i];
     if (x == NULL) {
         if (be->jr_npend == be->jr_pend_cap) {
             size_t cap = be->jr_pend_cap ? be->jr_pend_cap * 2 : 16;
@@ -2860,11 +2888,19 @@ replay_pend(struct backend *be, uint64_t seq, const struct jr_disp *d)
             if (np == NULL)
                 return;
             be->jr_pend = np;
+            uint64_t *bits = calloc(cap, sizeof(*bits));
+            if (bits == NULL)
+                return; /* jr_pend_cap unchanged: the old bits still hold */
+            free(be->jr_pbits);
+            be->jr_pbits = bits;
             be->jr_pend_cap = cap;
+            for (size_t i = 0; i < be->jr_npend; i++) /* rehashed for the new size */
+                pend_mark(be, be->jr_pend[i].seq);
         }
         x = &be->jr_pend[be->jr_npend++];
         memset(x, 0, sizeof(*x));
         x->seq = seq;
+        pend_mark(be, seq);
     }
     if (rid != NULL) { /* a dispatch: a new run (not started yet), unless a compaction's
                         * copy of the current one (the same agent: no requeue between) */
@@ -2886,6 +2922,8 @@ replay_pend(struct backend *be, uint64_t seq, const struct jr_disp *d)
 static void
 replay_pend_apply(struct backend *be, uint64_t seq, uint64_t idh, struct ing_view id)
 {
+    if (!pend_maybe(be, seq))
+        return;
     for (size_t i = 0; i < be->jr_npend; i++)
         if (be->jr_pend[i].seq == seq) {
             struct job *j = jtab_find_h(be, idh, id.p, id.len);
@@ -3071,7 +3109,9 @@ be_journal_replayed(struct backend *be)
 {
     replay_reorder(be);
     free(be->jr_pend); /* the dispatches of jobs that ended */
+    free(be->jr_pbits);
     be->jr_pend = NULL;
+    be->jr_pbits = NULL;
     be->jr_npend = be->jr_pend_cap = 0;
     for (struct be_agent *g = be->ghosts; g != NULL; g = g->next)
         g->dl_ms = be->now_ms + be->cfg.resume_grace_ms;

@@ -211,6 +211,9 @@ struct backend {
     struct jr_pend *jr_pend; /* replay: dispatch states of jobs whose accepted record comes
                               * later (a compaction's copy); freed by be_journal_replayed */
     size_t jr_npend, jr_pend_cap;
+    uint64_t *jr_pbits; /* replay: jr_pend_cap words, a bit per hash of each pending arrival
+                         * (never cleared until the replay ends): a restored job whose bit
+                         * is clear has no pending dispatch, without a scan */
     /* The jobs accepted since the journal's last flush (be_journal_settle): per job its
      * arrival order (u64), a byte "acknowledge it", its id's length (u8) and its id. */
     struct buf jr_fresh;
