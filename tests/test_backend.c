@@ -3457,6 +3457,38 @@ test_backend_replay_out_of_order(void **state)
         expect(1, ING_BACKEND_NEW_JOB, order2[i]);
 }
 
+/* Many dispatch records before their jobs' accepted records (a compaction's copies of the
+ * running jobs' acceptances come later): each restored job finds its own dispatch state, the
+ * others none, across the pending list's growth (the bitmap of pending arrivals rehashed at
+ * each doubling). */
+static void
+test_backend_replay_many_pending(void **state)
+{
+    (void)state;
+    no_check = true;
+    char id[16];
+    for (uint64_t s = 2; s <= 6000; s += 2) { /* 3,000 dispatched, newest first */
+        snprintf(id, sizeof(id), "j%llu", (unsigned long long)(6002 - s));
+        replay_rec(JREC_DISPATCHED, 6002 - s, 0x11, id);
+    }
+    assert_int_equal(be.jr_npend, 3000);
+    for (uint64_t s = 1; s <= 6000; s++) { /* then every acceptance, in order */
+        snprintf(id, sizeof(id), "j%llu", (unsigned long long)s);
+        replay_rec(JREC_ACCEPTED, s, -1, id);
+    }
+    assert_int_equal(be.jr_npend, 0);
+    be_journal_replayed(&be);
+    assert_int_equal(be_check(&be), 0);
+    assert_int_equal(be.n_held, 3000);    /* the even ones, held for agent 0x11 */
+    assert_int_equal(be.n_waiting, 3000); /* the odd ones */
+    struct be_job_info ji;
+    assert_int_equal(be_job_info(&be, (struct ing_view){"j1", 2}, &ji), 0);
+    assert_int_equal(ji.state, BE_JOB_WAITING);
+    assert_int_equal(ji.position, 0);
+    assert_int_equal(be_job_info(&be, (struct ing_view){"j2", 2}, &ji), 0);
+    assert_int_not_equal(ji.state, BE_JOB_WAITING);
+}
+
 /* Two jobs of one arrival order (a damaged journal: the backend gives each its own): one is
  * restored, the other is not (logged, counted in jr_skipped); the queue stays in order. Found
  * by fuzz_journal. */
@@ -3854,6 +3886,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backend_agent_resume_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_out_of_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_replay_many_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_duplicate_arrival, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_replay_kept_arrival, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_random_walk_fair, setup, teardown),
