@@ -24,6 +24,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "status.h"
+#include "support/fixtures.h"
 
 /* Allocation failures on demand: the fail_at-th allocation from now on (1 = the next) and
  * every later one fail, until fail_at is set back to 0. */
@@ -3303,16 +3304,7 @@ test_backend_agent_resume(void **state)
 static size_t
 put_new_job(uint8_t *out, size_t cap, const char *id)
 {
-    struct ing_msg m;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_CLIENT_NEW_JOB;
-    m.u.new_job.launcher = (struct ing_view){"L", 1};
-    struct ing_job_spec *sp = &m.u.new_job.job;
-    sp->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
-    sp->environment_type = (struct ing_view){"docker", 6};
-    sp->environment = (struct ing_view){"e1", 2};
-    sp->task_problems = sp->inputdata = sp->environment_parameters = (struct ing_view){"\x80", 1};
-    ssize_t k = ing_msg_encode(&m, out, cap);
+    ssize_t k = fx_new_job(out, cap, id, "e1");
     assert_true(k > 0);
     return (size_t)k;
 }

@@ -26,6 +26,7 @@
 
 #include "inginious/mp.h"
 #include "inginious/proto.h"
+#include "support/fixtures.h"
 #include "log.h"
 #include "sblk.h"
 #include "server.h"
@@ -358,15 +359,7 @@ steady_state(const struct dialect *d, unsigned warm, unsigned counted, enum fair
     uint8_t envs[128];
     struct ing_mp_writer w;
     ing_mp_writer_init(&w, envs, sizeof(envs));
-    ing_mp_put_map(&w, 1);
-    ing_mp_put_cstr(&w, "docker");
-    ing_mp_put_map(&w, 1);
-    ing_mp_put_cstr(&w, "default");
-    ing_mp_put_map(&w, 2);
-    ing_mp_put_cstr(&w, "id");
-    ing_mp_put_cstr(&w, "i1");
-    ing_mp_put_cstr(&w, "created");
-    ing_mp_put_int(&w, 1);
+    fx_envs(&w, "default");
     assert_int_equal(w.err, 0);
     memset(&m, 0, sizeof(m));
     m.type = ING_AGENT_HELLO;

@@ -50,6 +50,7 @@
 #include "journal.h"
 #include "log.h"
 
+#include "../support/fixtures.h"
 #include "fuzz.h"
 
 #define F_REPAIR 0x01
@@ -283,16 +284,7 @@ tick(struct journal *j)
 static size_t
 new_job(uint8_t *buf, size_t cap, const char *id, struct ing_msg *m)
 {
-    struct ing_msg e;
-    memset(&e, 0, sizeof(e));
-    e.type = ING_CLIENT_NEW_JOB;
-    e.u.new_job.launcher = (struct ing_view){"L", 1};
-    struct ing_job_spec *sp = &e.u.new_job.job;
-    sp->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
-    sp->environment_type = (struct ing_view){"docker", 6};
-    sp->environment = (struct ing_view){"e1", 2};
-    sp->task_problems = sp->inputdata = sp->environment_parameters = (struct ing_view){"\x80", 1};
-    ssize_t n = ing_msg_encode(&e, buf, cap);
+    ssize_t n = fx_new_job(buf, cap, id, "e1");
     CHECK(n > ING_HDR_LEN);
     CHECK(ing_msg_decode(buf, (size_t)n, UINT32_MAX, m) == n);
     return (size_t)n - ING_HDR_LEN;
@@ -328,15 +320,7 @@ agent_come(void)
     uint8_t envs[128];
     struct ing_mp_writer w;
     ing_mp_writer_init(&w, envs, sizeof(envs));
-    ing_mp_put_map(&w, 1);
-    ing_mp_put_cstr(&w, "docker");
-    ing_mp_put_map(&w, 1);
-    ing_mp_put_cstr(&w, "e1");
-    ing_mp_put_map(&w, 2);
-    ing_mp_put_cstr(&w, "id");
-    ing_mp_put_cstr(&w, "i1");
-    ing_mp_put_cstr(&w, "created");
-    ing_mp_put_int(&w, 1);
+    fx_envs(&w, "e1");
     CHECK(w.err == 0);
     struct be_agent *a = be_agent_new(&be, &p_agent);
     CHECK(a != NULL);
