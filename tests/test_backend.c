@@ -3519,16 +3519,8 @@ replay_done_rec(uint64_t seq, uint8_t sid_byte, const char *id)
     uint8_t p[512];
     put_u64be(p, seq);
     memset(p + 8, sid_byte, ING_SESSION_ID_LEN);
-    struct ing_msg m;
-    memset(&m, 0, sizeof(m));
-    m.type = ING_BACKEND_JOB_DONE;
-    struct ing_job_result *r = &m.u.result;
-    r->job_id = (struct ing_view){id, (uint32_t)strlen(id)};
-    r->result_kind = (struct ing_view){"success", 7};
-    r->result_text = (struct ing_view){"ok", 2};
-    r->problems = r->tests = r->custom = (struct ing_view){"\x80", 1};
-    r->state = (struct ing_view){"", 0};
-    ssize_t k = ing_msg_encode(&m, p + 8 + ING_SESSION_ID_LEN, sizeof(p) - 8 - ING_SESSION_ID_LEN);
+    ssize_t k = fx_result(p + 8 + ING_SESSION_ID_LEN, sizeof(p) - 8 - ING_SESSION_ID_LEN,
+                          ING_BACKEND_JOB_DONE, id);
     assert_true(k > 0);
     assert_int_equal(be_journal_replay(&be, JREC_DONE, p, (uint32_t)(8 + ING_SESSION_ID_LEN + k)),
                      0);

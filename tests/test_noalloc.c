@@ -461,11 +461,7 @@ big_envs_named(struct ing_mp_writer *w, const char *prefix, uint32_t n)
     for (uint32_t i = 0; i < n; i++) {
         snprintf(name, sizeof(name), "%s%06u", prefix, i);
         ing_mp_put_cstr(w, name);
-        ing_mp_put_map(w, 2);
-        ing_mp_put_cstr(w, "id");
-        ing_mp_put_cstr(w, "i1");
-        ing_mp_put_cstr(w, "created");
-        ing_mp_put_int(w, 1);
+        fx_env_entry(w);
     }
     assert_int_equal(w->err, 0);
 }
