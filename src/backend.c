@@ -3160,6 +3160,14 @@ be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32
     return j != NULL && j->seq == get_u64be(p);
 }
 
+bool
+be_journal_relocate(void *arg, uint8_t type, const uint8_t *p, uint32_t len, uint64_t ref,
+                    uint64_t newref)
+{
+    (void)ref;
+    return newref != 0 || be_journal_live(arg, type, p, len);
+}
+
 /* jr_refuse_late refuses j, accepted in this iteration, whose record could not be written:
  * its client hears crash be->jr_why (and Error JOURNAL if native), and j is forgotten, or
  * killed on the agent it was just sent to (its answer then finds no owner). */

@@ -471,6 +471,10 @@ void be_client_get_job_info(struct backend *be, struct be_client *c, struct ing_
  * needed; be_journal_live_bytes is the size of the records of the jobs held. */
 int be_journal_replay(struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
 bool be_journal_live(const struct backend *be, uint8_t type, const uint8_t *p, uint32_t len);
+/* be_journal_relocate is the compaction's journal_relocate_fn (journal.h; arg: the backend):
+ * a record already copied (newref != 0) stays, another one while be_journal_live says so. */
+bool be_journal_relocate(void *arg, uint8_t type, const uint8_t *p, uint32_t len, uint64_t ref,
+                         uint64_t newref);
 uint64_t be_journal_live_bytes(const struct backend *be);
 /* be_journal_replayed ends the replay: the running jobs it restored (dispatched records of
  * agents that can resume) wait cfg.resume_grace_ms from now for their agents. */

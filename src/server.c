@@ -899,14 +899,6 @@ jr_replay(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_ref r
     return be_journal_replay(arg, type, p, len);
 }
 
-static bool
-jr_relocate(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_ref ref,
-            journal_ref newref)
-{
-    (void)ref;
-    return newref != 0 || be_journal_live(arg, type, p, len);
-}
-
 #define SRV_COMPACT_BUDGET (256u * 1024) /* bytes a compaction step reads per iteration */
 
 /* jr_tick writes this iteration's records (one write, at most one fdatasync: group commit)
@@ -920,7 +912,7 @@ jr_tick(struct server *s)
     /* A failure is logged once per change; this iteration's jobs are refused after all
      * (their records wait in memory, with the end records of the refusals). */
     be_journal_settle(&s->be, journal_flush(j, now));
-    bool more = journal_compact_step(j, SRV_COMPACT_BUDGET, now, jr_relocate, &s->be);
+    bool more = journal_compact_step(j, SRV_COMPACT_BUDGET, now, be_journal_relocate, &s->be);
     uint64_t next = more ? now : journal_next_ms(j);
     if (next != UINT64_MAX)
         arm(s, &s->jr_timer, next);

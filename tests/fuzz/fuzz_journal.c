@@ -149,15 +149,6 @@ replay(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_ref ref)
     return be_journal_replay(arg, type, p, len);
 }
 
-/* relocate: the server's compaction callback. */
-static bool
-relocate(void *arg, uint8_t type, const uint8_t *p, uint32_t len, journal_ref ref,
-         journal_ref newref)
-{
-    (void)ref;
-    return newref != 0 || be_journal_live(arg, type, p, len);
-}
-
 static void
 rm_dir(const char *dir)
 {
@@ -274,7 +265,7 @@ tick(struct journal *j)
         ;
     journal_set_live(j, be_journal_live_bytes(&be));
     be_journal_settle(&be, journal_flush(j, be.now_ms));
-    bool more = journal_compact_step(j, 256u * 1024, be.now_ms, relocate, &be);
+    bool more = journal_compact_step(j, 256u * 1024, be.now_ms, be_journal_relocate, &be);
     CHECK(be_check(&be) == 0);
     return more;
 }
