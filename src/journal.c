@@ -321,16 +321,29 @@ move_aside(int dirfd, uint32_t num, const uint8_t *p, size_t n)
     return rc;
 }
 
+/* rec_len: the payload length of the record whose header is at off (of a mapping of size
+ * bytes), if that header looks right (a type, reserved bytes zero, a length that fits),
+ * else -1. Its CRC is not checked. */
+static int64_t
+rec_len(const uint8_t *m, uint64_t off, uint64_t size)
+{
+    if (size - off < JOURNAL_REC_HDR)
+        return -1;
+    uint32_t len = get32(m + off);
+    if (m[off + 4] == 0 || m[off + 5] || m[off + 6] || m[off + 7] ||
+        len > JOURNAL_MAX_PAYLOAD || len > size - off - JOURNAL_REC_HDR)
+        return -1;
+    return len;
+}
+
 /* rec_ok: a valid record starts at off (of a mapping of size bytes). */
 static bool
 rec_ok(const uint8_t *m, uint64_t off, uint64_t size)
 {
-    if (size - off < JOURNAL_REC_HDR)
+    int64_t n = rec_len(m, off, size);
+    if (n < 0)
         return false;
-    uint32_t len = get32(m + off);
-    if (m[off + 4] == 0 || m[off + 5] || m[off + 6] || m[off + 7] ||
-        len > JOURNAL_MAX_PAYLOAD || len > size - off - JOURNAL_REC_HDR)
-        return false;
+    uint32_t len = (uint32_t)n;
     uint32_t crc = journal_crc32c(0, m + off, 8);
     return journal_crc32c(crc, m + off + JOURNAL_REC_HDR, len) == get32(m + off + 8);
 }
@@ -355,13 +368,12 @@ tail_is_torn(const uint8_t *m, uint64_t off, uint64_t size)
     }
     uint64_t budget = 16 * (size - off) + (1u << 20);
     for (uint64_t p = off + 1; p + JOURNAL_REC_HDR <= size; p++) {
-        uint32_t len = get32(m + p);
-        if (m[p + 4] == 0 || m[p + 5] || m[p + 6] || m[p + 7] || len > JOURNAL_MAX_PAYLOAD ||
-            len > size - p - JOURNAL_REC_HDR)
-            continue; /* rec_ok's checks before its CRC */
-        if (len > budget)
+        int64_t len = rec_len(m, p, size);
+        if (len < 0)
+            continue; /* no CRC to compute */
+        if ((uint64_t)len > budget)
             return false;
-        budget -= len;
+        budget -= (uint64_t)len;
         if (rec_ok(m, p, size))
             return false;
     }

@@ -332,10 +332,14 @@ mem_relieve(struct server *s, uint64_t need)
     mem_shed(s, need);
     for (int k = 0; k < RELIEVE_MAX && mem_used(s) + need > s->budget; k++) {
         struct conn *worst = NULL;
-        for (struct conn *o = s->conns; o != NULL; o = o->next)
-            if (o->state != CONN_CLOSING && out_freeable(o) >= RELIEVE_MIN &&
-                (worst == NULL || out_freeable(o) > out_freeable(worst)))
+        size_t most = 0;
+        for (struct conn *o = s->conns; o != NULL; o = o->next) {
+            size_t f = o->state != CONN_CLOSING ? out_freeable(o) : 0;
+            if (f >= RELIEVE_MIN && (worst == NULL || f > most)) {
                 worst = o;
+                most = f;
+            }
+        }
         if (worst == NULL) {
             s->relieve_dry_ms = ev_now_ms(s->loop);
             return;
