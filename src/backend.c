@@ -86,6 +86,15 @@ job_entered_ms(const struct job *j)
     return j->t.entered >> ENTRY_BITS;
 }
 
+/* job_waited_ms returns how long waiting job j has waited since it entered the queue (its
+ * stamp may run ahead of the clock: then 0). */
+static inline uint64_t
+job_waited_ms(const struct backend *be, const struct job *j)
+{
+    uint64_t at = job_entered_ms(j);
+    return be->now_ms > at ? be->now_ms - at : 0;
+}
+
 static inline struct env *
 job_env(const struct job *j)
 {
@@ -1443,8 +1452,7 @@ static void
 run_job(struct backend *be, struct be_agent *a, struct job *j)
 {
     struct env *e = job_env(j);
-    uint64_t at = job_entered_ms(j);
-    metrics_hist_observe(&e->etype->wait, (be->now_ms > at ? be->now_ms - at : 0) * 1000);
+    metrics_hist_observe(&e->etype->wait, job_waited_ms(be, j) * 1000);
     uint64_t vt = job_vt(j);
     job_unqueue(be, j);
     if (vt > e->vtime) /* fair share: the environment's virtual time */
@@ -3043,9 +3051,10 @@ cmp_job_seq(const void *pa, const void *pb)
  * job has too (a damaged journal: the writer gives each job its own, and the queue's order,
  * the kept results and the records about a job count on it). Ordinals are handed out as
  * jobs are queued, and rank.h counts a waiting job's position by them: without fair share
- * the queue's order is (priority, arrival), so the ordinals must grow with the arrivals. A compaction copies the accepted records of
- * old waiting jobs after newer ones (proto.md 12.4): their replay would give them ordinals
- * after later arrivals, and every position reported would be off (found by fuzz_journal).
+ * the queue's order is (priority, arrival), so the ordinals must grow with the arrivals. A
+ * compaction copies the accepted records of old waiting jobs after newer ones (proto.md
+ * 12.4): their replay would give them ordinals after later arrivals, and every position
+ * reported would be off (found by fuzz_journal).
  * With fair share a job's order is its tag, given in the replay's order: the ordinals agree
  * with it already. O(n log n), once per start, only after such a replay. */
 static void
@@ -6361,7 +6370,7 @@ be_job_info(struct backend *be, struct ing_view id, struct be_job_info *out)
         return 0;
     }
     out->state = BE_JOB_WAITING;
-    out->age_ms = be->now_ms > job_entered_ms(j) ? be->now_ms - job_entered_ms(j) : 0;
+    out->age_ms = job_waited_ms(be, j);
     out->position = job_position(be, j);
     /* ETA: the jobs before it and itself go out one slot turn at a time: with S slots and a
      * mean run time R, it is dispatched after floor(position / S) + 1 turns: R each. */
